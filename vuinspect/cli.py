@@ -1,0 +1,69 @@
+"""The ``vuinspect`` command: a thin dispatcher over sub-command modules.
+
+Each sub-command lives in its own module exposing ``configure(parser)`` and
+``run(args) -> int``; this file only wires them so that importing one
+sub-command never pulls in another's dependencies (the TUI is not imported to
+read a capture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("vuinspect.demo.command", "run real QEMU and a real back-end through the proxy"),
+    "proxy": ("vuinspect.proxy.command", "transparent vhost-user proxy with live decoding"),
+    "read": ("vuinspect.read", "print, filter or summarise a capture"),
+    "view": ("vuinspect.tui.command", "open a capture in the TUI"),
+    "install-dissector": ("vuinspect.wireshark.install", "install the Wireshark Lua dissector"),
+    "gen-lua": ("vuinspect.wireshark.luagen", "regenerate dissectors/vhost_user.lua"),
+    "extcap": ("vuinspect.wireshark.extcap", "Wireshark extcap entry point"),
+    "bench": ("bench.__main__", "run the benchmarks"),
+}
+
+
+class CliError(Exception):
+    """An error to report as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vuinspect", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vuinspect {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # sub-command not built (or not installed) here
+            raise
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except CliError as exc:
+        print(f"vuinspect {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
