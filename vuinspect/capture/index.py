@@ -1,0 +1,224 @@
+"""CaptureIndex: the byte offset of every frame of a capture, for random access.
+
+The TUI shows a million-frame capture by decoding only the rows on screen
+(TECH.md §1): it needs ``len(index)`` and ``index.frame(i)``, not a list of
+Frames.  Offsets live in an ``array('Q')`` (8 bytes a frame); frames are read
+back through an mmap.  :meth:`CaptureIndex.update` picks up blocks appended
+since the last call, so a capture still being written can be followed.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from array import array
+from bisect import bisect_right
+
+from vuinspect.capture.errors import CaptureError, CaptureFormatError
+from vuinspect.capture.pcapng import (
+    BT_EPB,
+    BT_IDB,
+    BT_SHB,
+    EXPORTED_PDU_PREFIX,
+    MAX_BLOCK_LEN,
+    PREFIX_LEN,
+    Interface,
+    Section,
+    epb_frame,
+    linktype_refusal,
+    parse_idb,
+    parse_shb,
+    shb_order,
+    sniff,
+)
+from vuinspect.frames import Frame
+
+_SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
+class CaptureIndex:
+    """Offsets of the frames of one capture file, plus its interfaces and any damage.
+
+    ``error`` holds the :class:`CaptureError` that stopped the last scan (a
+    block still being written looks the same as a cut-short one; the next
+    :meth:`update` retries it).  Truncating or replacing the file while it is
+    indexed is not supported: the mapping would go stale.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise CaptureError(f"cannot open capture {self.path}: {exc.strerror}") from None
+        self.offsets = array("Q")
+        self.sections: list[Section] = []
+        self._section_starts: list[int] = []
+        self.interfaces: list[Interface] = []
+        self.error: CaptureError | None = None
+        self.skipped = 0
+        self._mm: mmap.mmap | None = None
+        self._size = 0
+        self._end = 0  # offset just after the last whole block scanned
+        self._section: Section | None = None
+        self._lock = threading.Lock()
+
+    # -- scanning ------------------------------------------------------------------
+    def update(self) -> int:
+        """Index blocks appended since the last call; returns how many frames were added."""
+        with self._lock:
+            size = os.fstat(self._file.fileno()).st_size
+            if size < self._size:
+                self.error = CaptureError(
+                    f"capture shrank from {self._size} to {size} bytes while indexed", size
+                )
+                return 0
+            if size > self._size:
+                if self._mm is not None:
+                    self._mm.close()
+                self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+                self._size = size
+            if self._mm is None:
+                return 0
+            before = len(self.offsets)
+            self.error = None
+            if self._end == 0:
+                why = sniff(self._mm[:12])
+                if why is not None:
+                    raise CaptureFormatError(why, 0)
+            try:
+                self._scan()
+            except CaptureError as exc:
+                if isinstance(exc, CaptureFormatError):
+                    raise
+                self.error = exc
+            return len(self.offsets) - before
+
+    def _scan(self) -> None:  # noqa: C901 - one hot loop, kept flat for speed
+        mm = self._mm
+        assert mm is not None
+        end = self._size
+        pos = self._end
+        section = self._section
+        if section is not None:
+            hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
+        offsets = self.offsets
+        add = offsets.append
+        prefix = EXPORTED_PDU_PREFIX
+        try:
+            while pos + 8 <= end:
+                if mm[pos : pos + 4] == _SHB_MAGIC:
+                    if pos + 12 > end:
+                        break
+                    order = shb_order(mm, pos)
+                    if order is None:
+                        raise CaptureError(f"section header at offset {pos} has a bad byte-order magic", pos)
+                    section = Section(len(self.sections), pos, order)
+                    hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
+                elif section is None:
+                    raise CaptureError(f"block at offset {pos} precedes any section header", pos)
+                btype, blen = hdr(mm, pos)
+                if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
+                    raise CaptureError(f"block at offset {pos} has an invalid length {blen}", pos)
+                if pos + blen > end:
+                    break
+                if u32(mm, pos + blen - 4)[0] != blen:
+                    raise CaptureError(
+                        f"block at offset {pos}: trailing length {u32(mm, pos + blen - 4)[0]} "
+                        f"does not match {blen}",
+                        pos,
+                    )
+                if btype == BT_EPB:
+                    iface_id = u32(mm, pos + 8)[0]
+                    if (
+                        blen >= 32 + PREFIX_LEN
+                        and iface_id < len(ifaces)
+                        and ifaces[iface_id].ours
+                        and mm[pos + 28 : pos + 28 + PREFIX_LEN] == prefix
+                    ):
+                        add(pos)
+                    else:
+                        self._odd_packet(mm, pos, blen, section, bool(offsets))
+                elif btype == BT_SHB:
+                    parse_shb(mm, pos, blen, section)
+                    self.sections.append(section)
+                    self._section_starts.append(pos)
+                elif btype == BT_IDB:
+                    self.interfaces.append(parse_idb(mm, pos, blen, section))
+                pos += blen
+            if pos < end:
+                have = end - pos
+                if have >= 8 and mm[pos : pos + 4] != _SHB_MAGIC:
+                    blen = hdr(mm, pos)[1]
+                    raise CaptureError(
+                        f"block at offset {pos} cut short: header says {blen} bytes, {have} present", pos
+                    )
+                raise CaptureError(f"block at offset {pos} cut short: {have} bytes present", pos)
+            if not offsets and not any(i.ours for i in self.interfaces):
+                foreign = [i for i in self.interfaces if not i.ours]
+                if foreign:
+                    raise CaptureFormatError(linktype_refusal(foreign[0]), None)
+        except CaptureError:
+            raise
+        except (ArithmeticError, LookupError, ValueError) as exc:
+            raise CaptureError(f"block at offset {pos} is corrupt: {exc}", pos) from None
+        finally:
+            self._end = pos
+            self._section = section
+
+    def _odd_packet(self, mm: mmap.mmap, pos: int, blen: int, section: Section, have_frames: bool) -> None:
+        """An EPB off the fast path: ours after all (other tag layout), foreign, or damaged."""
+        got = epb_frame(mm, pos, blen, section)  # raises CaptureError if ours but damaged
+        if isinstance(got, str):
+            if not have_frames:
+                raise CaptureFormatError(got, pos)
+            self.skipped += 1
+        else:
+            self.offsets.append(pos)
+
+    # -- access --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def frame(self, i: int) -> Frame:
+        """Read frame ``i`` (negative counts from the end) straight from the file."""
+        with self._lock:
+            off = self.offsets[i]
+            mm = self._mm
+            assert mm is not None
+            section = self.sections[bisect_right(self._section_starts, off) - 1]
+            blen = section.u32.unpack_from(mm, off + 4)[0]
+            got = epb_frame(mm, off, blen, section)
+        if isinstance(got, str):  # cannot happen for an indexed offset
+            raise CaptureError(f"frame {i} at offset {off}: {got}", off)
+        return got
+
+    def close(self) -> None:
+        with self._lock:
+            if self._mm is not None:
+                self._mm.close()
+                self._mm = None
+            self._file.close()
+
+    def __enter__(self) -> CaptureIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_index(path: str | os.PathLike[str]) -> CaptureIndex:
+    """Index a capture file; raises CaptureFormatError if it is not a vuinspect capture.
+
+    An empty file (a live capture not yet started) gives an empty index that
+    :meth:`CaptureIndex.update` fills later.
+    """
+    index = CaptureIndex(path)
+    try:
+        index.update()
+    except BaseException:
+        index.close()
+        raise
+    return index
+
