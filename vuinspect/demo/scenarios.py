@@ -1,0 +1,182 @@
+"""The three real runs (blk, fs, net), with or without the proxy in the middle.
+
+``vuinspect demo`` and tests/realworld share these, so what the demo shows is
+what the tests check.  Each run lives in a work directory (sockets, disk image,
+share, one log per program) and returns an :class:`Outcome`; a run ``via``
+the proxy also leaves the capture it was given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import runners
+from .guest import VERDICT, Guest, cmdline, pattern
+
+Show = Callable[[str], None]
+TESTPMD_MESSAGE = re.compile(r"read message (VHOST_USER_\w+)")
+TESTPMD_DRIVER_OK = re.compile(r"-DRIVER_OK: 1")
+
+
+@dataclass
+class Outcome:
+    """What a run ended with: a verdict for people and facts for tests."""
+
+    backend: str
+    ok: bool
+    verdict: str
+    workdir: Path
+    messages: list[str] = field(default_factory=list)  # back-end's own log of requests (net)
+    proxy_pid: int | None = None
+
+
+@dataclass
+class ProxySpec:
+    """Put the proxy in the middle: capture to ``capture``, extra CLI arguments."""
+
+    capture: Path
+    extra: Sequence[str] = ()
+    show: Show | None = None
+
+
+def _noshow(_line: str) -> None:
+    pass
+
+
+def _proxied(
+    stack: contextlib.ExitStack, via: ProxySpec | None, backend_sock: Path, workdir: Path
+) -> tuple[Path, runners.Proc | None]:
+    """Start the proxy if asked; return the path the other peer should use."""
+    if via is None:
+        return backend_sock, None
+    front = workdir / "vu.sock"
+    proc = stack.enter_context(
+        runners.proxy(front, backend_sock, via.capture, workdir, extra=via.extra, on_line=via.show)
+    )
+    return front, proc
+
+
+def _guest_verdict(qemu: runners.Proc, timeout: float) -> tuple[bool, str]:
+    match = qemu.wait_for(VERDICT, timeout)
+    qemu.wait_exit(30)  # the guest powers off right after its verdict
+    return match["status"] == "OK", match.group(0).strip()
+
+
+def run_blk(
+    workdir: Path,
+    guest: Guest,
+    *,
+    via: ProxySpec | None = None,
+    show: Show = _noshow,
+    seed: str = "vuinspect",
+    size_kib: int = 1024,
+    timeout: float = 120,
+) -> Outcome:
+    """qemu-storage-daemon + QEMU: the guest writes a pattern to the disk and reads it back."""
+    image = workdir / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(max(8 << 20, size_kib * 2048))
+    with contextlib.ExitStack() as stack:
+        show("starting qemu-storage-daemon (vhost-user-blk export)")
+        stack.enter_context(runners.storage_daemon(image, workdir / "qsd.sock", workdir))
+        target, proxy = _proxied(stack, via, workdir / "qsd.sock", workdir)
+        show(f"starting QEMU (TCG) on {target}; the guest writes {size_kib} KiB and reads it back")
+        qemu = stack.enter_context(
+            runners.qemu(
+                runners.blk_device(target),
+                workdir,
+                kernel=guest.kernel,
+                initrd=guest.initrd,
+                append=cmdline("blk", seed, size_kib),
+            )
+        )
+        ok, verdict = _guest_verdict(qemu, timeout)
+        proxy_pid = proxy.pid if proxy else None
+    want = pattern(seed, size_kib)
+    with open(image, "rb") as f:
+        on_disk = f.read(len(want))
+    if ok and on_disk != want:
+        ok, verdict = False, f"{verdict}; but the disk image does not hold the pattern"
+    elif ok:
+        verdict += f"; disk image checked on the host ({len(want)} bytes)"
+    return Outcome("blk", ok, verdict, workdir, proxy_pid=proxy_pid)
+
+
+def run_fs(
+    workdir: Path,
+    guest: Guest,
+    *,
+    via: ProxySpec | None = None,
+    show: Show = _noshow,
+    seed: str = "vuinspect",
+    size_kib: int = 64,
+    timeout: float = 120,
+) -> Outcome:
+    """virtiofsd + QEMU: the guest mounts the share and writes a file the host then checks."""
+    share = workdir / "share"
+    share.mkdir(exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        show(f"starting virtiofsd sharing {share}")
+        stack.enter_context(runners.virtiofsd(workdir / "fs.sock", share, workdir))
+        target, proxy = _proxied(stack, via, workdir / "fs.sock", workdir)
+        show(f"starting QEMU (TCG) on {target}; the guest mounts the share and writes vutest.txt")
+        qemu = stack.enter_context(
+            runners.qemu(
+                runners.fs_device(target),
+                workdir,
+                kernel=guest.kernel,
+                initrd=guest.initrd,
+                append=cmdline("fs", seed, size_kib),
+            )
+        )
+        ok, verdict = _guest_verdict(qemu, timeout)
+        proxy_pid = proxy.pid if proxy else None
+    written = share / "vutest.txt"
+    if ok and (not written.is_file() or written.read_bytes() != pattern(seed, size_kib)):
+        ok, verdict = False, f"{verdict}; but {written} does not hold what the guest wrote"
+    elif ok:
+        verdict += f"; {written.name} checked on the host ({written.stat().st_size} bytes)"
+    return Outcome("fs", ok, verdict, workdir, proxy_pid=proxy_pid)
+
+
+def run_net(
+    workdir: Path,
+    *,
+    via: ProxySpec | None = None,
+    show: Show = _noshow,
+    timeout: float = 90,
+) -> Outcome:
+    """QEMU as server + dpdk-testpmd as client, until the device is up (DRIVER_OK).
+
+    No kernel: the NIC's iPXE ROM drives the device.  The run stops once
+    testpmd has seen DRIVER_OK, so its request log up to there is the part of
+    the handshake that does not depend on timing.
+    """
+    qemu_sock = workdir / "qemu.sock"
+    with contextlib.ExitStack() as stack:
+        show("starting QEMU (TCG) as vhost-user server for a virtio-net device")
+        qemu = stack.enter_context(runners.qemu(runners.net_server_device(qemu_sock), workdir))
+        runners.wait_for_socket(qemu_sock, 15, qemu)
+        target, proxy = _proxied(stack, via, qemu_sock, workdir)
+        show(f"starting dpdk-testpmd (net_vhost, client=1) on {target}")
+        pmd = stack.enter_context(runners.testpmd(target, workdir, client=True))
+        try:
+            pmd.wait_for(TESTPMD_DRIVER_OK, timeout)
+            ok, verdict = True, "testpmd saw DRIVER_OK: handshake and rings set up"
+        except runners.RunError as exc:
+            ok, verdict = False, str(exc).splitlines()[0]
+        proxy_pid = proxy.pid if proxy else None
+    names = []
+    for line in pmd.lines:
+        m = TESTPMD_MESSAGE.search(line)
+        if m:
+            names.append(m[1])
+        if TESTPMD_DRIVER_OK.search(line):
+            break
+    if ok:
+        verdict += f" ({len(names)} requests)"
+    return Outcome("net", ok, verdict, workdir, messages=names, proxy_pid=proxy_pid)
