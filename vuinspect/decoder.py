@@ -1,0 +1,155 @@
+"""Framing: a byte stream plus fds in, whole vhost-user messages out (sans-IO).
+
+One :class:`StreamFramer` per (connection, channel, direction).  It frames
+exactly as a receiving peer would: read a 12-byte header, then ``size`` payload
+bytes.  Messages split across frames and several messages in one frame are
+both normal.  It never raises: when a header cannot be trusted (``size`` above
+the protocol maximum) it reports ``framing_lost``, passes the bytes on as a raw
+chunk and resynchronises on the next plausible header.  Nothing is dropped.
+
+fds are attached the way the kernel delivers them: the fds of a frame belong
+to the message holding the frame's last byte (TECH.md §5).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .protocol.problems import Problem, problem
+from .protocol.requests import (
+    FLAGS_KNOWN,
+    HEADER_SIZE,
+    MAX_PAYLOAD,
+    VERSION,
+    lookup,
+)
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """A framed message (or raw chunk) before payload decoding."""
+
+    data: bytes
+    fds: tuple[str, ...]
+    ts_ns: int
+    frame: int
+    request: int | None = None
+    flags: int | None = None
+    size: int | None = None
+    raw: bool = False  # True: bytes that do not form a message
+    problems: list[Problem] = field(default_factory=list)
+
+
+def parse_header(data: bytes, order: str = "<") -> tuple[int, int, int]:
+    return struct.unpack_from(order + "III", data, 0)
+
+
+def plausible_header(data: bytes, off: int, channel: str, order: str) -> bool:
+    """Could a message start at ``off``?  Used only to resynchronise."""
+    if len(data) - off < HEADER_SIZE:
+        return False
+    req, flags, size = struct.unpack_from(order + "III", data, off)
+    return (
+        flags & ~FLAGS_KNOWN == 0
+        and flags & 0x3 == VERSION
+        and size <= MAX_PAYLOAD
+        and lookup(channel, req) is not None
+    )
+
+
+class StreamFramer:
+    """Reassemble the messages of one direction of one channel."""
+
+    def __init__(self, channel: str = "main", order: str = "<") -> None:
+        self.channel = channel
+        self.order = order
+        self._buf = bytearray()
+        # fds waiting for the message holding the byte at this buffer offset
+        self._fds: list[tuple[int, tuple[str, ...]]] = []
+        self._ts = 0
+        self._frame = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered that do not yet form a whole message."""
+        return len(self._buf)
+
+    def feed(self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int) -> list[RawMessage]:
+        out: list[RawMessage] = []
+        if not self._buf:
+            self._ts = ts_ns
+            self._frame = frame
+        self._buf += data
+        if fds:
+            self._fds.append((len(self._buf) - 1, fds))
+        pos = 0
+        buf = self._buf
+        while True:
+            avail = len(buf) - pos
+            if avail < HEADER_SIZE:
+                break
+            req, flags, size = struct.unpack_from(self.order + "III", buf, pos)
+            if size > MAX_PAYLOAD:
+                nxt = self._resync(buf, pos + 1)
+                chunk = bytes(buf[pos:nxt])
+                msg = RawMessage(chunk, self._take_fds(pos, nxt), self._ts, frame, raw=True)
+                msg.problems.append(problem(
+                    "oversize", f"header announces {size} payload bytes (max {MAX_PAYLOAD})"))
+                msg.problems.append(problem(
+                    "framing_lost", f"{len(chunk)} bytes passed through raw"
+                    + (", resynchronised on the next plausible header" if nxt < len(buf) else "")))
+                out.append(msg)
+                pos = nxt
+                self._ts, self._frame = ts_ns, frame
+                continue
+            total = HEADER_SIZE + size
+            if avail < total:
+                break
+            msg = RawMessage(bytes(buf[pos:pos + total]), self._take_fds(pos, pos + total),
+                             self._ts, frame, req, flags, size)
+            pos += total
+            out.append(msg)
+            self._ts, self._frame = ts_ns, frame
+        if pos:
+            del buf[:pos]
+            self._fds = [(off - pos, f) for off, f in self._fds]
+        return out
+
+    def _take_fds(self, start: int, end: int) -> tuple[str, ...]:
+        """The fds whose carrying frame ended inside [start, end)."""
+        if not self._fds:
+            return ()
+        taken: tuple[str, ...] = ()
+        keep = []
+        for off, fds in self._fds:
+            if off < end:
+                taken += fds
+            else:
+                keep.append((off, fds))
+        self._fds = keep
+        return taken
+
+    def _resync(self, buf: bytearray, start: int) -> int:
+        for off in range(start, len(buf) - HEADER_SIZE + 1):
+            if plausible_header(buf, off, self.channel, self.order):
+                return off
+        return len(buf)
+
+    def close(self) -> list[RawMessage]:
+        """End of stream: whatever is buffered becomes a truncated message."""
+        if not self._buf:
+            return []
+        data = bytes(self._buf)
+        self._buf.clear()
+        msg = RawMessage(data, self._take_fds(0, len(data)), self._ts, self._frame)
+        if len(data) < HEADER_SIZE:
+            msg.raw = True
+            msg.problems.append(problem(
+                "truncated_header", f"stream ended after {len(data)} of 12 header bytes"))
+        else:
+            msg.request, msg.flags, msg.size = parse_header(data, self.order)
+            msg.problems.append(problem(
+                "truncated_payload",
+                f"stream ended after {len(data) - HEADER_SIZE} of {msg.size} payload bytes"))
+        return [msg]

@@ -1,0 +1,52 @@
+"""The decoded message: what the decoder and session hand to every consumer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol.problems import Problem
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One vhost-user message (or one connection event, or one raw chunk).
+
+    ``kind`` is ``message`` for a framed vhost-user message, ``raw`` for bytes
+    that could not be framed, and ``open``/``close``/``note`` for connection
+    events.  ``frame`` is the number of the frame (capture packet) that
+    completed the message; ``index`` counts messages.  ``reply_to`` and
+    ``reply_in`` link a request and its reply by frame number, as Wireshark does.
+    """
+
+    index: int
+    frame: int
+    ts_ns: int
+    conn: int
+    channel: str
+    direction: str
+    kind: str = "message"
+    request: int | None = None
+    flags: int | None = None
+    size: int | None = None
+    name: str = ""
+    is_reply: bool = False
+    need_reply: bool = False
+    payload: dict[str, Any] = field(default_factory=dict)
+    layout: str | None = None
+    fds: tuple[str, ...] = ()
+    raw: bytes = b""
+    problems: list[Problem] = field(default_factory=list)
+    reply_to: int | None = None
+    reply_in: int | None = None
+    latency_us: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    big_endian: bool = False
+
+    @property
+    def is_event(self) -> bool:
+        return self.kind in ("open", "close", "note")
+
+    @property
+    def problem_codes(self) -> list[str]:
+        return [p.code for p in self.problems]

@@ -1,0 +1,97 @@
+"""The one flow: frames in, decoded messages out, for live proxying and offline reading.
+
+``Pipeline.feed(frame)`` routes data frames to the framer of their
+(connection, channel, direction) and the resulting messages through the
+connection's :class:`~vuinspect.session.Session`; event frames open and close
+sessions.  The proxy and the capture reader both feed it; the CLI, the TUI and
+the statistics read what it returns and the sessions it keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from .decoder import StreamFramer
+from .frames import Frame, event_info
+from .message import Message
+from .protocol.problems import problem
+from .session import Session
+
+
+class Pipeline:
+    """Decode a stream of frames from any number of connections."""
+
+    def __init__(self, *, device: str | None = None, keep_closed: bool = True) -> None:
+        self.device = device
+        self.keep_closed = keep_closed
+        self.sessions: dict[int, Session] = {}
+        self._framers: dict[tuple[int, str, str], StreamFramer] = {}
+        self.frames = 0
+        self.messages = 0
+
+    def session(self, conn: int) -> Session:
+        s = self.sessions.get(conn)
+        if s is None:
+            s = self.sessions[conn] = Session(conn, device=self.device)
+        return s
+
+    def feed(self, frame: Frame) -> list[Message]:
+        """Take one frame; return the messages it completed (possibly none)."""
+        self.frames += 1
+        number = self.frames
+        if frame.kind != "data":
+            return self._event(frame, number)
+        session = self.session(frame.conn)
+        key = (frame.conn, frame.channel, frame.direction)
+        framer = self._framers.get(key)
+        if framer is None:
+            framer = self._framers[key] = StreamFramer(frame.channel, session.order)
+        out = []
+        for raw in framer.feed(frame.data, frame.fds, frame.ts_ns, number):
+            self.messages += 1
+            out.append(session.handle(raw, self.messages, frame.direction, frame.channel))
+        return out
+
+    def _event(self, frame: Frame, number: int) -> list[Message]:
+        info = event_info(frame)
+        out: list[Message] = []
+        session = self.session(frame.conn)
+        if frame.kind == "open":
+            session.on_open(frame.ts_ns, info)
+        elif frame.kind == "close":
+            out.extend(self._flush_conn(frame.conn))
+            session.on_close(frame.ts_ns, str(info.get("reason", "closed")))
+        self.messages += 1
+        name = {"open": "OPEN", "close": "CLOSE", "note": "NOTE"}[frame.kind]
+        ev = Message(self.messages, number, frame.ts_ns, frame.conn, frame.channel,
+                     frame.direction, kind=frame.kind, name=name, info=info, raw=frame.data)
+        out.append(ev)
+        return out
+
+    def _flush_conn(self, conn: int) -> list[Message]:
+        out = []
+        for key in [k for k in self._framers if k[0] == conn]:
+            framer = self._framers.pop(key)
+            for raw in framer.close():
+                self.messages += 1
+                out.append(self.session(conn).handle(raw, self.messages, key[2], key[1]))
+        return out
+
+    def close(self) -> list[Message]:
+        """End of input: report partial messages and requests still unanswered."""
+        out = []
+        for conn in list(self.sessions):
+            out.extend(self._flush_conn(conn))
+        for s in self.sessions.values():
+            if s.closed_ns is None:
+                for p in s.waiting():
+                    if p.expected:
+                        p.message.problems.append(problem(
+                            "missing_reply", "capture ended before the reply"))
+        return out
+
+    def run(self, frames: Iterable[Frame]) -> Iterator[Message]:
+        """Decode a whole stream of frames, ending with :meth:`close`."""
+        for frame in frames:
+            yield from self.feed(frame)
+        yield from self.close()

@@ -1,0 +1,107 @@
+"""Problem codes: the stable names of everything that can be wrong with a message.
+
+A problem is data attached to a message, never an exception: an inspector
+keeps decoding and forwarding.  Each code maps to a Wireshark expert-info
+group and severity so that the generated Lua dissector reports the same code
+as ``vhost_user.expert.<code>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Group = Literal["malformed", "sequence", "protocol", "response_code", "undecoded"]
+Severity = Literal["error", "warn", "note", "chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemCode:
+    code: str
+    group: Group
+    severity: Severity
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding on one message: a stable ``code`` plus human ``text``."""
+
+    code: str
+    text: str
+
+    @property
+    def info(self) -> ProblemCode:
+        return CODES[self.code]
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "severity": self.info.severity, "text": self.text}
+
+
+_ALL = (
+    # framing and header (malformed)
+    ProblemCode("truncated_header", "malformed", "error",
+                "stream ended inside a 12-byte header"),
+    ProblemCode("truncated_payload", "malformed", "error",
+                "stream ended before the payload the header announced"),
+    ProblemCode("oversize", "malformed", "error",
+                "payload size above the protocol maximum: framing cannot be trusted"),
+    ProblemCode("framing_lost", "malformed", "error",
+                "bytes that do not form a vhost-user message (passed through raw)"),
+    ProblemCode("bad_version", "malformed", "error", "version bits in flags are not 1"),
+    ProblemCode("reserved_flags", "malformed", "warn", "reserved flag bits 4-31 are set"),
+    ProblemCode("wrong_size", "malformed", "error",
+                "payload size does not match the layout of this message"),
+    ProblemCode("bad_count", "malformed", "error",
+                "a count field is out of range or disagrees with the size"),
+    ProblemCode("nonzero_padding", "malformed", "note", "padding bytes are not zero"),
+    ProblemCode("wrong_direction", "malformed", "error",
+                "a request sent by the side that may only reply on this channel"),
+    # fds (malformed)
+    ProblemCode("fd_count", "malformed", "error",
+                "number of fds does not match what the message carries"),
+    ProblemCode("fds_truncated", "malformed", "error",
+                "the kernel truncated the fds of this message (MSG_CTRUNC)"),
+    # unknown things (undecoded)
+    ProblemCode("unknown_request", "undecoded", "warn", "request id not in the specification"),
+    # request/reply pairing (sequence)
+    ProblemCode("reply_flags", "sequence", "error",
+                "reply flags are not exactly 0x5 (QEMU drops the connection)"),
+    ProblemCode("reply_to_nothing", "sequence", "error", "a reply with no request waiting for it"),
+    ProblemCode("reply_mismatch", "sequence", "error",
+                "reply id differs from the request that waits"),
+    ProblemCode("missing_reply", "sequence", "error",
+                "a request that needed a reply got none before the next request or the end"),
+    ProblemCode("unexpected_reply", "sequence", "warn",
+                "a reply to a request that did not ask for one"),
+    ProblemCode("request_while_waiting", "sequence", "warn",
+                "a new request was sent while an earlier one still waits for its reply"),
+    # negotiated state (protocol)
+    ProblemCode("feature_not_negotiated", "protocol", "warn",
+                "message needs a feature that was not negotiated"),
+    ProblemCode("features_not_offered", "protocol", "error",
+                "features set that the back-end did not offer"),
+    ProblemCode("need_reply_without_ack", "protocol", "note",
+                "NEED_REPLY set but REPLY_ACK not negotiated: no ack will come"),
+    ProblemCode("enable_without_protocol_features", "protocol", "warn",
+                "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated"),
+    ProblemCode("vring_not_started", "protocol", "warn",
+                "GET_VRING_BASE for a ring that was never started"),
+    ProblemCode("vring_out_of_range", "protocol", "warn",
+                "vring index above the queue count the back-end announced"),
+    ProblemCode("too_many_regions", "protocol", "error",
+                "more memory regions than the protocol allows"),
+    ProblemCode("fds_without_backend_send_fd", "protocol", "error",
+                "fds on the back-end channel without BACKEND_SEND_FD"),
+    # results (response code)
+    ProblemCode("ack_error", "response_code", "warn", "the reply reports a failure"),
+)
+
+CODES: dict[str, ProblemCode] = {p.code: p for p in _ALL}
+
+
+def problem(code: str, text: str | None = None) -> Problem:
+    """Make a Problem; ``text`` defaults to the code's summary."""
+    if code not in CODES:
+        raise KeyError(f"unknown problem code {code!r}")
+    return Problem(code, text or CODES[code].summary)

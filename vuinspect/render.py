@@ -1,0 +1,202 @@
+"""How a message reads: one summary line, a JSON object, a field tree.
+
+The CLI, the proxy's plain output and the TUI all render through here, so a
+message looks the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .message import Message
+
+ARROWS = {"f2b": "→", "b2f": "←"}
+
+
+def human_size(n: int) -> str:
+    """256MiB, 1.5GiB, 4KiB: the way fd descriptions and summaries show sizes."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    value = float(n)
+    i = 0
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:.0f}{units[i]}" if value == int(value) else f"{value:.1f}{units[i]}"
+
+
+def _names(p: dict[str, Any], key: str) -> str:
+    names = p.get(key + "_names")
+    return f" [{' '.join(names)}]" if names else ""
+
+
+def payload_summary(msg: Message) -> str:
+    """The key payload fields of a message in a few words."""
+    p = msg.payload
+    lay = msg.layout
+    if msg.kind in ("open", "close", "note"):
+        return event_summary(msg)
+    if msg.kind == "raw":
+        return f"{len(msg.raw)} raw bytes"
+    if not p:
+        return ""
+    if lay in ("virtio_features", "protocol_features"):
+        return f"0x{p['features']:x}{_names(p, 'features')}"
+    if lay in ("mem_table", "mem_table_xen"):
+        regs = p.get("regions", [])
+        total = sum(r.get("memory_size", 0) for r in regs)
+        return f"{len(regs)} region{'s' if len(regs) != 1 else ''} {human_size(total)}"
+    if lay in ("mem_reg", "mem_reg_xen"):
+        return f"gpa=0x{p['guest_phys_addr']:x} size={human_size(p['memory_size'])}"
+    if lay == "vring_fd":
+        return f"vring {p['index']}" + (" NOFD" if p.get("nofd") else "")
+    if lay == "vring_addr":
+        return (f"vring {p['index']} desc=0x{p['desc']:x} used=0x{p['used']:x} "
+                f"avail=0x{p['avail']:x}" + (" log" if p.get("log") and p["flags"] & 1 else ""))
+    if lay == "vring_base":
+        return f"vring {p['index']} base={p['num']}"
+    if lay == "vring_enable":
+        return f"vring {p['index']} {p['num_name']}"
+    if lay in ("vring_state", "vring_num", "vring_endian"):
+        extra = p.get("num_name", p["num"])
+        return f"vring {p['index']} num={extra}" if lay != "vring_state" or p["num"] else \
+            f"vring {p['index']}"
+    if lay == "ack":
+        return "ok" if p["result"] == 0 else f"FAILED result={p['result']}"
+    if lay == "status":
+        return f"0x{p['status']:x}{_names(p, 'status')}"
+    if lay == "config":
+        return f"offset={p['offset']} size={p['size']} {p['flags_name']}"
+    if lay == "iotlb":
+        return f"{p['type_name']} iova=0x{p['iova']:x} size={human_size(p['size'])} {p['perm_name']}"
+    if lay == "log":
+        return f"size={human_size(p['mmap_size'])} offset=0x{p['mmap_offset']:x}"
+    if lay == "inflight":
+        return (f"size={human_size(p['mmap_size'])} queues={p['num_queues']} "
+                f"queue_size={p['queue_size']}")
+    parts = []
+    for k, v in p.items():
+        if isinstance(v, (list, dict)) or (isinstance(v, str) and len(v) > 40):
+            continue
+        parts.append(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) and v > 9
+                     and k not in ("index", "num", "mtu", "slots", "num_queues") else f"{k}={v}")
+        if len(parts) == 4:
+            break
+    return " ".join(parts)
+
+
+def event_summary(msg: Message) -> str:
+    i = msg.info
+    if msg.kind == "open":
+        who = i.get("orientation", "")
+        dev = f" device={i['device']}" if i.get("device") else ""
+        return f"connection opened {i.get('label', '')} {who}{dev}".rstrip()
+    if msg.kind == "close":
+        return f"connection closed: {i.get('reason', '')}"
+    return str(i.get("text", i))
+
+
+def format_ts(ts_ns: int, base_ns: int | None = None) -> str:
+    if base_ns is not None:
+        return f"{(ts_ns - base_ns) / 1e9:.6f}"
+    return f"{ts_ns // 1_000_000_000}.{ts_ns % 1_000_000_000:09d}"
+
+
+def summary_line(msg: Message, base_ns: int | None = None) -> str:
+    """One line per message, like tshark's summary."""
+    if msg.is_event:
+        head = f"{msg.frame:>6} {format_ts(msg.ts_ns, base_ns):>12} c{msg.conn:<3} {'':7} *"
+        return f"{head} {msg.name} {payload_summary(msg)}"
+    arrow = ARROWS.get(msg.direction, "?")
+    name = msg.name + (" reply" if msg.is_reply else "")
+    if msg.need_reply and not msg.is_reply:
+        name += " (need_reply)"
+    parts = [f"{msg.frame:>6} {format_ts(msg.ts_ns, base_ns):>12} c{msg.conn:<3} "
+             f"{msg.channel:<7} {arrow} {name}"]
+    summary = payload_summary(msg)
+    if summary:
+        parts.append(summary)
+    if msg.fds:
+        parts.append("fds=[" + ", ".join(msg.fds) + "]")
+    if msg.latency_us is not None:
+        parts.append(f"{msg.latency_us:.0f}µs")
+    if msg.problems:
+        parts.append("!! " + "; ".join(f"{p.code}: {p.text}" for p in msg.problems))
+    return " ".join(parts)
+
+
+def to_json(msg: Message) -> dict[str, Any]:
+    """The NDJSON object of a message (keys documented in the README)."""
+    return {
+        "frame": msg.frame,
+        "index": msg.index,
+        "ts": format_ts(msg.ts_ns),
+        "ts_ns": msg.ts_ns,
+        "conn": msg.conn,
+        "channel": msg.channel,
+        "dir": msg.direction,
+        "kind": msg.kind,
+        "request": msg.request,
+        "name": msg.name,
+        "reply": msg.is_reply,
+        "flags": msg.flags,
+        "need_reply": msg.need_reply,
+        "size": msg.size,
+        "layout": msg.layout,
+        "fds": list(msg.fds),
+        "payload": msg.payload if not msg.is_event else msg.info,
+        "reply_to": msg.reply_to,
+        "reply_in": msg.reply_in,
+        "latency_us": msg.latency_us,
+        "problems": [p.to_json() for p in msg.problems],
+    }
+
+
+def tree(msg: Message) -> list[tuple[int, str, str]]:
+    """(depth, key path, text) rows for a detail view: every decoded field."""
+    rows: list[tuple[int, str, str]] = []
+    if msg.is_event:
+        rows.append((0, "event", f"{msg.name}: {event_summary(msg)}"))
+        for k, v in msg.info.items():
+            rows.append((1, f"info.{k}", f"{k}: {v}"))
+        return rows
+    rows.append((0, "header", f"Header: {msg.name} ({msg.request})"))
+    if msg.request is not None:
+        rows.append((1, "request", f"request: {msg.request}"))
+        flags = msg.flags or 0
+        bits = [n for n, m in (("reply", 4), ("need_reply", 8)) if flags & m]
+        rows.append((1, "flags", f"flags: 0x{flags:x} version={flags & 3}"
+                     + (f" [{' '.join(bits)}]" if bits else "")))
+        rows.append((1, "size", f"size: {msg.size}"))
+    if msg.payload:
+        rows.append((0, "payload", f"Payload ({msg.layout or 'raw'})"))
+        _tree_items(msg.payload, 1, "payload", rows)
+    if msg.fds:
+        rows.append((0, "fds", f"fds ({len(msg.fds)})"))
+        for i, fd in enumerate(msg.fds):
+            rows.append((1, f"fds.{i}", f"[{i}] {fd}"))
+    if msg.reply_to is not None:
+        rows.append((0, "reply_to", f"Reply to frame {msg.reply_to} ({msg.latency_us:.1f} µs)"))
+    if msg.reply_in is not None:
+        rows.append((0, "reply_in", f"Reply in frame {msg.reply_in}"))
+    if msg.problems:
+        rows.append((0, "problems", f"Problems ({len(msg.problems)})"))
+        for i, p in enumerate(msg.problems):
+            rows.append((1, f"problems.{i}", f"{p.info.severity} {p.code}: {p.text}"))
+    return rows
+
+
+def _tree_items(obj: dict[str, Any], depth: int, path: str,
+                rows: list[tuple[int, str, str]]) -> None:
+    for k, v in obj.items():
+        key = f"{path}.{k}"
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            rows.append((depth, key, f"{k} ({len(v)})"))
+            for i, item in enumerate(v):
+                rows.append((depth + 1, f"{key}.{i}", f"[{i}]"))
+                _tree_items(item, depth + 2, f"{key}.{i}", rows)
+        elif isinstance(v, list):
+            rows.append((depth, key, f"{k}: {' '.join(map(str, v)) or '-'}"))
+        elif isinstance(v, int) and not isinstance(v, bool) and v > 9:
+            rows.append((depth, key, f"{k}: {v} (0x{v:x})"))
+        else:
+            rows.append((depth, key, f"{k}: {v}"))

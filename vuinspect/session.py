@@ -1,0 +1,449 @@
+"""Per-connection session: negotiated state, request/reply pairing, stateful checks.
+
+A :class:`Session` sees every framed message of one connection (both
+channels) in order.  It chooses the payload layout (request and reply layouts
+differ, and some depend on negotiated features), pairs replies with the
+requests waiting for them, measures latency, keeps the memory table and vring
+state, and adds the conformance problems that need state.  The rules it
+applies are PROTOCOL.md §1.5 (replies) and §2-§6.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .decoder import RawMessage
+from .message import Message
+from .payload import DecodeContext, choose_layout, decode_layout
+from .protocol import features as F
+from .protocol.problems import problem
+from .protocol.requests import (
+    FLAG_NEED_REPLY,
+    FLAG_REPLY,
+    FLAGS_KNOWN,
+    HEADER_SIZE,
+    REPLY_FLAGS,
+    VERSION,
+    RequestSpec,
+    lookup,
+    request_name,
+)
+from .state import Pending, Region, RequestStats, Vring
+
+_REPLY_ACK = 1 << 3
+_BACKEND_SEND_FD = 1 << 10
+_XEN_MMAP = 1 << 17
+
+
+class Session:
+    """State of one vhost-user connection (main channel and back-end channel)."""
+
+    def __init__(self, conn: int, *, device: str | None = None, order: str = "<") -> None:
+        self.conn = conn
+        self.info: dict[str, Any] = {}
+        self.label = f"conn {conn}"
+        self.device = device
+        self.device_given = device is not None
+        self.order = order
+        self.opened_ns: int | None = None
+        self.closed_ns: int | None = None
+        self.close_reason: str | None = None
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+        self.seen_start = False  # the capture holds the connection from its first message
+        # negotiation
+        self.virtio_offered: int | None = None
+        self.virtio_acked: int | None = None
+        self.protocol_offered: int | None = None
+        self.protocol_acked: int | None = None
+        self.owner = False
+        self.queue_num: int | None = None
+        self.max_mem_slots: int | None = None
+        self.status: int | None = None
+        self.mtu: int | None = None
+        self.config: str | None = None
+        self.log: dict[str, Any] | None = None
+        self.inflight: dict[str, Any] | None = None
+        # resources
+        self.regions: list[Region] = []
+        self.vrings: dict[int, Vring] = {}
+        self.backend_channel: str = "none"  # none | requested | established
+        self.backend_fd: str | None = None
+        # pairing
+        self.pending: dict[str, deque[Pending]] = {"main": deque(), "backend": deque()}
+        self.stats: dict[str, RequestStats] = {}
+        self.messages = 0
+        self.problems = 0
+
+    # -- derived ---------------------------------------------------------------
+    @property
+    def packed(self) -> bool:
+        return bool((self.virtio_acked or 0) >> F.RING_PACKED_BIT & 1)
+
+    def protocol_has(self, mask: int) -> bool | None:
+        """Is every bit of ``mask`` negotiated?  None while unknown."""
+        if self.protocol_acked is None:
+            return None
+        return self.protocol_acked & mask == mask
+
+    def context(self) -> DecodeContext:
+        return DecodeContext(
+            order=self.order,
+            device=self.device,
+            packed=self.packed,
+            xen_mmap=bool((self.protocol_acked or 0) & _XEN_MMAP),
+        )
+
+    def vring(self, index: int) -> Vring:
+        ring = self.vrings.get(index)
+        if ring is None:
+            ring = self.vrings[index] = Vring(index)
+        return ring
+
+    def waiting(self) -> list[Pending]:
+        """Requests still owed a reply, oldest first (who waits on whom)."""
+        return [p for q in self.pending.values() for p in q]
+
+    # -- events ----------------------------------------------------------------
+    def on_open(self, ts_ns: int, info: dict[str, Any]) -> None:
+        self.info = info
+        self.opened_ns = ts_ns
+        self.seen_start = True
+        self.label = str(info.get("label") or self.label)
+        if info.get("device") and not self.device_given:
+            self.device = str(info["device"])
+        if info.get("byteorder") == "big":
+            self.order = ">"
+
+    def on_close(self, ts_ns: int, reason: str) -> list[Pending]:
+        """Mark the end; returns the requests that never got their reply."""
+        self.closed_ns = ts_ns
+        self.close_reason = reason
+        left = [p for p in self.waiting() if p.expected]
+        for p in left:
+            p.message.problems.append(problem(
+                "missing_reply", f"connection ended before the reply ({reason})"))
+        return left
+
+    # -- messages ----------------------------------------------------------------
+    def handle(self, raw: RawMessage, index: int, direction: str, channel: str) -> Message:
+        """Decode one framed message, update state and pair it."""
+        msg = Message(index, raw.frame, raw.ts_ns, self.conn, channel, direction,
+                      raw=raw.data, fds=raw.fds, big_endian=self.order == ">")
+        msg.problems.extend(raw.problems)
+        self.messages += 1
+        if self.first_ns is None:
+            self.first_ns = raw.ts_ns
+        self.last_ns = raw.ts_ns
+        if raw.raw:
+            msg.kind = "raw"
+            msg.name = "RAW"
+            msg.size = len(raw.data)
+            self._count(msg)
+            return msg
+        msg.request, msg.flags, msg.size = raw.request, raw.flags, raw.size
+        if self.messages == 1 and msg.request == 1 and channel == "main":
+            self.seen_start = True
+        requester = "f2b" if channel == "main" else "b2f"
+        msg.is_reply = direction != requester
+        msg.need_reply = bool(msg.flags & FLAG_NEED_REPLY)
+        spec = lookup(channel, msg.request)
+        msg.name = request_name(channel, msg.request)
+        self._check_header(msg)
+        payload = raw.data[HEADER_SIZE:]
+        if spec is None:
+            msg.problems.append(problem(
+                "unknown_request", f"request id {msg.request} is not defined on the {channel} "
+                "channel"))
+            msg.payload = {"data": payload.hex()} if payload else {}
+        if msg.is_reply:
+            request = self._pair(msg)
+            if spec is not None:
+                self._decode(msg, spec.reply, payload)
+                self._check_fds(msg, spec.reply_fds, spec.reply_fd_role)
+                self._check_result(msg)
+                self._apply_reply(msg, spec, request)
+        else:
+            self._enqueue(msg, spec)
+            if spec is not None:
+                self._decode(msg, spec.request, payload)
+                self._check_request(msg, spec)
+                self._apply_request(msg, spec)
+        if raw.fds and spec is not None:
+            role = spec.reply_fd_role if msg.is_reply else spec.fd_role
+            if role:
+                msg.fds = tuple(f"{role}: {d}" for d in raw.fds)
+        self._count(msg)
+        return msg
+
+    def _count(self, msg: Message) -> None:
+        st = self.stats.setdefault(f"{msg.channel}:{msg.name}", RequestStats())
+        if msg.is_reply:
+            st.replies += 1
+            if msg.latency_us is not None:
+                st.latencies_us.append(msg.latency_us)
+        else:
+            st.count += 1
+        if msg.problems:
+            st.problems += len(msg.problems)
+            self.problems += len(msg.problems)
+
+    def _decode(self, msg: Message, layouts: tuple, payload: bytes) -> None:
+        layout = choose_layout(layouts, payload, self.context())
+        if layout is None:
+            if payload:
+                msg.problems.append(problem("wrong_size", f"{len(payload)} bytes where none are "
+                                            "defined"))
+                msg.payload = {"data": payload.hex()}
+            return
+        msg.layout = layout.name
+        msg.payload, problems = decode_layout(layout, payload, self.context())
+        msg.problems.extend(problems)
+
+    # -- header, fds, results ---------------------------------------------------
+    def _check_header(self, msg: Message) -> None:
+        flags = msg.flags or 0
+        if flags & 0x3 != VERSION:
+            msg.problems.append(problem("bad_version", f"version bits are {flags & 0x3}, not 1"))
+        if flags & ~FLAGS_KNOWN:
+            msg.problems.append(problem("reserved_flags", f"flags 0x{flags:x}"))
+        if msg.is_reply and flags != REPLY_FLAGS:
+            msg.problems.append(problem("reply_flags", f"flags 0x{flags:x} instead of 0x5"))
+        elif not msg.is_reply and flags & FLAG_REPLY:
+            msg.problems.append(problem(
+                "wrong_direction", f"REPLY flag set on a message from the "
+                f"{'front-end' if msg.channel == 'main' else 'back-end'}, which sends requests here"))
+
+    def _check_fds(self, msg: Message, allowed: tuple[int, int], role: str) -> None:
+        n = len(msg.fds)
+        lo, hi = allowed
+        if msg.layout == "vring_fd" or msg.layout == "vring_area":
+            nofd = msg.payload.get("nofd")
+            lo = hi = 0 if nofd else 1
+            if msg.layout == "vring_area" and not nofd:
+                lo = 0  # the fd is optional when NOFD is clear (PROTOCOL.md §3)
+        elif hi == -1:
+            hi = len(msg.payload.get("regions", ())) if "regions" in msg.payload else 8
+            lo = hi
+        elif msg.layout == "postcopy_ack":
+            lo = hi = 0
+        if n < lo or n > hi:
+            want = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            what = f" ({role})" if role else ""
+            msg.problems.append(problem("fd_count", f"{n} fds, expected {want}{what}"))
+        if n and msg.channel == "backend" and not msg.is_reply and \
+                self.protocol_has(_BACKEND_SEND_FD) is False:
+            msg.problems.append(problem("fds_without_backend_send_fd"))
+
+    def _check_result(self, msg: Message) -> None:
+        p = msg.payload
+        if msg.layout == "ack" and p.get("result"):
+            msg.problems.append(problem("ack_error", f"result {p['result']}"))
+        elif msg.layout == "device_state_result" and p.get("error"):
+            msg.problems.append(problem("ack_error", f"error code {p['error']}"))
+        elif msg.layout == "config" and msg.size == 0:
+            msg.problems.append(problem("ack_error", "empty GET_CONFIG reply means failure"))
+        elif msg.layout and msg.layout.startswith("crypto") and p.get("session_id", 0) < 0:
+            msg.problems.append(problem("ack_error", f"session_id {p['session_id']}"))
+
+    # -- pairing -------------------------------------------------------------------
+    def _expects_reply(self, msg: Message, spec: RequestSpec | None) -> tuple[bool, bool]:
+        """(a reply may come, the state demands one)."""
+        if spec is None:
+            return msg.need_reply, False
+        mode = spec.reply_mode
+        ack = self.protocol_has(_REPLY_ACK)
+        if mode == "always":
+            return True, True
+        if mode == "flag":
+            return msg.need_reply, msg.need_reply
+        if mode == "log_shmfd" and self.protocol_has(1 << 1):
+            return True, True
+        if mode in ("ack", "log_shmfd"):
+            return msg.need_reply and ack is not False, bool(msg.need_reply and ack)
+        return False, False
+
+    def _enqueue(self, msg: Message, spec: RequestSpec | None) -> None:
+        queue = self.pending[msg.channel]
+        for p in list(queue):
+            if p.expected:
+                msg.problems.append(problem(
+                    "request_while_waiting", f"{p.message.name} (frame {p.message.frame}) still "
+                    "waits for its reply"))
+            else:
+                queue.remove(p)  # an optional reply that did not come: fine
+        may, must = self._expects_reply(msg, spec)
+        if may:
+            queue.append(Pending(msg, msg.ts_ns, must))
+
+    def _pair(self, msg: Message) -> Message | None:
+        queue = self.pending[msg.channel]
+        if not queue:
+            msg.problems.append(problem("reply_to_nothing", "no request is waiting for a reply"))
+            return None
+        match = next((p for p in queue if p.message.request == msg.request), None)
+        if match is None:
+            head = queue[0].message
+            msg.problems.append(problem(
+                "reply_mismatch", f"reply id {msg.request} but {head.name} (id {head.request}, "
+                f"frame {head.frame}) waits"))
+            return None
+        if match is not queue[0]:
+            head = queue[0].message
+            msg.problems.append(problem(
+                "reply_mismatch", f"replies out of order: {head.name} (frame {head.frame}) "
+                "was sent first"))
+        queue.remove(match)
+        req = match.message
+        msg.reply_to = req.frame
+        req.reply_in = msg.frame
+        msg.latency_us = (msg.ts_ns - req.ts_ns) / 1000.0
+        if not match.expected and self.protocol_has(_REPLY_ACK) is False:
+            msg.problems.append(problem(
+                "unexpected_reply", "REPLY_ACK is not negotiated, no reply was due"))
+        return req
+
+    # -- stateful checks ------------------------------------------------------------
+    def _check_request(self, msg: Message, spec: RequestSpec) -> None:
+        self._check_fds(msg, spec.fds, spec.fd_role)
+        if spec.needs and self.protocol_acked is not None:
+            missing = [n for n in spec.needs if not self.protocol_acked >> F.PROTOCOL_BY_NAME[n].bit & 1]
+            if missing:
+                msg.problems.append(problem(
+                    "feature_not_negotiated", f"needs protocol feature {', '.join(missing)}"))
+        for name in spec.needs_virtio:
+            bit = {"PROTOCOL_FEATURES": F.PROTOCOL_FEATURES_BIT,
+                   "ACCESS_PLATFORM": F.ACCESS_PLATFORM_BIT}[name]
+            if msg.request == 18 and msg.channel == "main":
+                feats = self.virtio_acked if self.virtio_acked is not None else self.virtio_offered
+                if feats is not None and not feats >> bit & 1:
+                    msg.problems.append(problem("enable_without_protocol_features"))
+                continue
+            feats = self.virtio_offered if msg.request in (15, 16) else self.virtio_acked
+            if feats is not None and not feats >> bit & 1:
+                msg.problems.append(problem(
+                    "feature_not_negotiated", f"needs virtio feature {name} (bit {bit})"))
+        if msg.need_reply and spec.reply_mode == "ack" and self.protocol_has(_REPLY_ACK) is False:
+            msg.problems.append(problem("need_reply_without_ack"))
+        if msg.channel == "main" and msg.request in (11, 45) and self.seen_start:
+            ring = self.vrings.get(msg.payload.get("index", -1))
+            if ring is None or not ring.started:
+                msg.problems.append(problem(
+                    "vring_not_started", f"vring {msg.payload.get('index')} was never started "
+                    "(no SET_VRING_KICK)"))
+        if msg.request == 2 and msg.channel == "main" and self.virtio_offered is not None:
+            extra = msg.payload.get("features", 0) & ~self.virtio_offered
+            if extra:
+                names = F.bit_names(extra, F.virtio_table(self.device))
+                msg.problems.append(problem(
+                    "features_not_offered", f"acks {', '.join(names)} not offered by the back-end"))
+        if msg.request == 16 and msg.channel == "main" and self.protocol_offered is not None:
+            extra = msg.payload.get("features", 0) & ~self.protocol_offered
+            if extra:
+                names = F.bit_names(extra, F.PROTOCOL_TABLE)
+                msg.problems.append(problem(
+                    "features_not_offered", f"sets {', '.join(names)} not offered by the back-end"))
+        if msg.request in (37,) and self.max_mem_slots is not None and \
+                len(self.regions) >= self.max_mem_slots:
+            msg.problems.append(problem(
+                "too_many_regions", f"{len(self.regions) + 1} regions, back-end has "
+                f"{self.max_mem_slots} slots"))
+
+    # -- state updates ---------------------------------------------------------------
+    def _apply_request(self, msg: Message, spec: RequestSpec) -> None:
+        if msg.channel != "main":
+            self.backend_channel = "established"
+            return
+        p = msg.payload
+        r = msg.request
+        if r == 2:
+            self.virtio_acked = p.get("features")
+            if self.virtio_acked is not None and not self.virtio_acked >> F.PROTOCOL_FEATURES_BIT & 1:
+                for ring in self.vrings.values():
+                    ring.enabled = True  # without bit 30, SET_FEATURES enables every ring
+        elif r == 16:
+            self.protocol_acked = p.get("features")
+        elif r == 3:
+            self.owner = True
+        elif r == 4:
+            self.owner = False
+        elif r == 5 and "regions" in p:
+            self.regions = [self._region(reg, msg.fds, i) for i, reg in enumerate(p["regions"])]
+        elif r == 37 and "guest_phys_addr" in p:
+            self.regions.append(self._region(p, msg.fds, 0))
+        elif r == 38 and "guest_phys_addr" in p:
+            self.regions = [g for g in self.regions if not (
+                g.guest_phys_addr == p["guest_phys_addr"] and g.memory_size == p["memory_size"]
+                and g.userspace_addr == p["userspace_addr"])]
+        elif r == 6:
+            self.log = dict(p, fd=msg.fds[0] if msg.fds else None)
+        elif r in (8, 9, 10, 18, 23) and "index" in p:
+            ring = self.vring(p["index"])
+            if r == 8:
+                ring.num = p.get("num")
+            elif r == 10:
+                ring.base = p.get("num")
+            elif r == 18:
+                ring.enabled = bool(p.get("num"))
+            elif r == 9:
+                ring.desc, ring.used, ring.avail = p.get("desc"), p.get("used"), p.get("avail")
+                ring.log, ring.log_enabled = p.get("log"), bool(p.get("flags", 0) & 1)
+        elif r in (12, 13, 14) and "index" in p:
+            ring = self.vring(p["index"])
+            fd = None if p.get("nofd") else (msg.fds[0] if msg.fds else "?")
+            if r == 12:
+                ring.kick = fd or "none (polling)"
+                ring.started = True
+            elif r == 13:
+                ring.call = fd or "none (front-end polls)"
+            else:
+                ring.err = fd or "none"
+        elif r == 35 and "index" in p:
+            self.vring(p["index"]).started = True
+        elif r == 21:
+            self.backend_channel = "requested"
+            self.backend_fd = msg.fds[0] if msg.fds else None
+        elif r == 39:
+            self.status = p.get("status")
+        elif r == 20:
+            self.mtu = p.get("mtu")
+        elif r == 32:
+            self.inflight = dict(p, fd=msg.fds[0] if msg.fds else None)
+        elif r == 34:
+            for ring in self.vrings.values():
+                ring.started = False
+                ring.enabled = False
+
+    def _apply_reply(self, msg: Message, spec: RequestSpec, request: Message | None) -> None:
+        if msg.channel != "main":
+            return
+        p = msg.payload
+        r = msg.request
+        if r == 1 and "features" in p:
+            self.virtio_offered = p["features"]
+            if self.device is None:
+                self.device = F.guess_device(p["features"])
+        elif r == 15:
+            self.protocol_offered = p.get("features")
+        elif r == 17:
+            self.queue_num = p.get("num_queues")
+        elif r == 36:
+            self.max_mem_slots = p.get("slots")
+        elif r == 40:
+            self.status = p.get("status")
+        elif r == 24:
+            self.config = p.get("data")
+        elif r == 31:
+            self.inflight = dict(p, fd=msg.fds[0] if msg.fds else None)
+        elif r in (11, 45) and request is not None:
+            ring = self.vring(request.payload.get("index", p.get("index", -1)))
+            ring.started = False
+            ring.stopped_base = p.get("num")
+        elif r == 21 and not p.get("result"):
+            self.backend_channel = "established"
+
+    @staticmethod
+    def _region(p: dict[str, Any], fds: tuple[str, ...], i: int) -> Region:
+        return Region(p["guest_phys_addr"], p["memory_size"], p["userspace_addr"],
+                      p["mmap_offset"], fds[i] if i < len(fds) else "")
