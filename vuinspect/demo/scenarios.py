@@ -60,9 +60,24 @@ def _proxied(
     return front, proc
 
 
-def _guest_verdict(qemu: runners.Proc, timeout: float) -> tuple[bool, str]:
-    match = qemu.wait_for(VERDICT, timeout)
-    qemu.wait_exit(30)  # the guest powers off right after its verdict
+def guest_run(
+    device_args: list[str],
+    workdir: Path,
+    guest: Guest,
+    test: str,
+    *,
+    seed: str = "vuinspect",
+    size_kib: int = 1024,
+    timeout: float = 120,
+    name: str = "qemu",
+) -> tuple[bool, str]:
+    """Boot the guest with ``device_args`` for ``test``; (verdict is OK, verdict line)."""
+    append = cmdline(test, seed, size_kib)
+    with runners.qemu(
+        device_args, workdir, kernel=guest.kernel, initrd=guest.initrd, append=append, name=name
+    ) as qemu:
+        match = qemu.wait_for(VERDICT, timeout)
+        qemu.wait_exit(30)  # the guest powers off right after its verdict
     return match["status"] == "OK", match.group(0).strip()
 
 
@@ -85,16 +100,15 @@ def run_blk(
         stack.enter_context(runners.storage_daemon(image, workdir / "qsd.sock", workdir))
         target, proxy = _proxied(stack, via, workdir / "qsd.sock", workdir)
         show(f"starting QEMU (TCG) on {target}; the guest writes {size_kib} KiB and reads it back")
-        qemu = stack.enter_context(
-            runners.qemu(
-                runners.blk_device(target),
-                workdir,
-                kernel=guest.kernel,
-                initrd=guest.initrd,
-                append=cmdline("blk", seed, size_kib),
-            )
+        ok, verdict = guest_run(
+            runners.blk_device(target),
+            workdir,
+            guest,
+            "blk",
+            seed=seed,
+            size_kib=size_kib,
+            timeout=timeout,
         )
-        ok, verdict = _guest_verdict(qemu, timeout)
         proxy_pid = proxy.pid if proxy else None
     want = pattern(seed, size_kib)
     with open(image, "rb") as f:
@@ -124,16 +138,15 @@ def run_fs(
         stack.enter_context(runners.virtiofsd(workdir / "fs.sock", share, workdir))
         target, proxy = _proxied(stack, via, workdir / "fs.sock", workdir)
         show(f"starting QEMU (TCG) on {target}; the guest mounts the share and writes vutest.txt")
-        qemu = stack.enter_context(
-            runners.qemu(
-                runners.fs_device(target),
-                workdir,
-                kernel=guest.kernel,
-                initrd=guest.initrd,
-                append=cmdline("fs", seed, size_kib),
-            )
+        ok, verdict = guest_run(
+            runners.fs_device(target),
+            workdir,
+            guest,
+            "fs",
+            seed=seed,
+            size_kib=size_kib,
+            timeout=timeout,
         )
-        ok, verdict = _guest_verdict(qemu, timeout)
         proxy_pid = proxy.pid if proxy else None
     written = share / "vutest.txt"
     if ok and (not written.is_file() or written.read_bytes() != pattern(seed, size_kib)):
