@@ -1,0 +1,129 @@
+"""Describe a passed file descriptor the way ``strace -yy`` would.
+
+The proxy records what every SCM_RIGHTS fd *is* (guest RAM memfd, kick
+eventfd, back-end channel socket ...) because the fd numbers themselves mean
+nothing outside the proxy process.  Everything here only looks: readlink of
+``/proc/self/fd/N`` and ``fstat``; the fd's offset, flags and contents are
+never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+
+_FAMILIES = {
+    socket.AF_UNIX: "unix",
+    socket.AF_INET: "inet",
+    socket.AF_INET6: "inet6",
+}
+_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
+# hugetlbfs files report the huge page size as their block size (2 MiB or 1 GiB on x86-64).
+_HUGE_BLKSIZE = 2 * 1024 * 1024
+
+
+def format_size(n: int) -> str:
+    """``268435456`` -> ``256MiB``; sizes that are not whole units stay exact bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def hugetlbfs_mounts(mountinfo: str = "/proc/self/mountinfo") -> tuple[str, ...]:
+    """Mount points of hugetlbfs file systems (guest RAM from ``mem-path=/dev/hugepages``)."""
+    mounts = []
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                # "36 35 0:31 / /dev/hugepages rw,relatime shared:13 - hugetlbfs hugetlbfs rw,pagesize=2M"
+                left, sep, right = line.partition(" - ")
+                if sep and right.split(" ", 1)[0] == "hugetlbfs":
+                    fields = left.split(" ")
+                    if len(fields) > 4:
+                        mounts.append(_unescape(fields[4]))
+    except OSError:
+        pass
+    return tuple(mounts)
+
+
+def _unescape(path: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal ``\\040``."""
+    if "\\" not in path:
+        return path
+    return path.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+
+
+def _under(path: str, mounts: tuple[str, ...]) -> bool:
+    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts)
+
+
+def _socket_kind(fd: int) -> str:
+    """``unix-stream`` etc., found by wrapping the fd without taking it over."""
+    try:
+        s = socket.socket(fileno=fd)
+    except OSError:
+        return ""
+    try:
+        family = _FAMILIES.get(s.family, str(int(s.family)))
+        kind = _TYPES.get(s.type, str(int(s.type)))
+        return f"{family}-{kind}"
+    finally:
+        s.detach()  # the fd stays open and unchanged
+
+
+def describe_fd(fd: int, hugetlbfs: tuple[str, ...] | None = None) -> str:
+    """A short human description of ``fd``, e.g. ``memfd:guest-ram size=256MiB``.
+
+    ``hugetlbfs`` are the hugetlbfs mount points (read from mountinfo when not
+    given; callers describing many fds pass them once).
+    """
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as exc:
+        return f"invalid ({exc.strerror})"
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        st = None
+
+    if target.startswith("/memfd:"):
+        name = target[len("/memfd:"):]
+        if name.endswith(" (deleted)"):
+            name = name[: -len(" (deleted)")]
+        text = f"memfd:{name}"
+        if st is not None:
+            text += f" size={format_size(st.st_size)}"
+            if st.st_blksize >= _HUGE_BLKSIZE:
+                text += " hugetlb"
+        return text
+    if target == "anon_inode:[eventfd]":
+        return "eventfd"
+    if target.startswith("socket:"):
+        kind = _socket_kind(fd)
+        return f"socket:{kind}" if kind else "socket"
+    if target.startswith("pipe:"):
+        return "pipe"
+    if target.startswith("anon_inode:"):
+        return target
+    if target.startswith("/") and st is not None:
+        if hugetlbfs is None:
+            hugetlbfs = hugetlbfs_mounts()
+        prefix = "hugetlbfs" if _under(target, hugetlbfs) else "file"
+        if stat.S_ISREG(st.st_mode):
+            return f"{prefix}:{target} size={format_size(st.st_size)}"
+        if stat.S_ISCHR(st.st_mode):
+            return f"chardev:{target}"
+        if stat.S_ISDIR(st.st_mode):
+            return f"dir:{target}"
+        return f"{prefix}:{target}"
+    return target
+
+
+def open_fd_count() -> int:
+    """How many fds this process has open (leak checks in tests and stats)."""
+    with contextlib.suppress(OSError):
+        return len(os.listdir("/proc/self/fd")) - 1  # minus the fd listdir itself used
+    return -1

@@ -1,0 +1,99 @@
+"""A bounded hand-off from the forwarding threads to a possibly slow sink.
+
+Decoding, capture writing and the UI run on one consumer thread, never on a
+forwarding thread: a forwarding thread only does a non-blocking ``put``.  When
+the consumer falls behind and the queue is full, data frames are dropped *from
+the capture* (the traffic itself was already forwarded) and counted; a note
+frame saying how many were lost goes into the queue as soon as there is room
+again, before the next frame of that connection.  Event frames (open, close,
+note) are never dropped: there are few of them and they frame everything else.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from vuinspect.frames import Frame, event_frame
+
+_STOP = object()
+
+
+class FrameQueue:
+    """Feeds ``sink`` from a consumer thread; ``put`` never blocks."""
+
+    def __init__(self, sink: Callable[[Frame], None], maxsize: int = 65536) -> None:
+        self._sink = sink
+        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._qsize = self._q.qsize
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._pending_drops: dict[tuple[int, str], int] = {}
+        self._thread: threading.Thread | None = None
+        #: Frames handed to the sink, frames dropped from the capture, sink errors.
+        self.delivered = 0
+        self.dropped = 0
+        self.sink_errors = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._consume, name="vuinspect-sink", daemon=True)
+        self._thread.start()
+
+    def put(self, frame: Frame) -> bool:
+        """Queue ``frame`` for the sink; False if it had to be dropped (queue full)."""
+        if self._pending_drops:
+            self._flush_drops(frame.conn, frame.channel)
+        if frame.kind == "data" and self._qsize() >= self.maxsize:
+            with self._lock:
+                key = (frame.conn, frame.channel)
+                self._pending_drops[key] = self._pending_drops.get(key, 0) + 1
+                self.dropped += 1
+            return False
+        self._q.put(frame)
+        return True
+
+    def _flush_drops(self, conn: int | None = None, channel: str | None = None) -> None:
+        """Queue the "N frames dropped" notes (for one connection, or all)."""
+        if conn is not None and self._qsize() >= self.maxsize:
+            return  # still no room: keep counting
+        with self._lock:
+            keys = [k for k in self._pending_drops if conn is None or k == (conn, channel)]
+            counts = [(k, self._pending_drops.pop(k)) for k in keys]
+        for (c, ch), n in counts:
+            text = (
+                f"{n} frame{'s' if n != 1 else ''} dropped from the capture because the "
+                "consumer fell behind (the traffic itself was forwarded unchanged)"
+            )
+            self._q.put(event_frame("note", time.time_ns(), c, {"text": text, "dropped": n}, ch))
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Deliver everything queued so far, then stop the consumer thread."""
+        if self._pending_drops:
+            self._flush_drops()
+        self._q.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def backlog(self) -> int:
+        return self._qsize()
+
+    def _consume(self) -> None:
+        get = self._q.get
+        sink = self._sink
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            try:
+                sink(item)  # type: ignore[arg-type]
+            except Exception:
+                self.sink_errors += 1
+                if self.sink_errors <= 3:
+                    print("vuinspect: error in frame consumer (forwarding continues):", file=sys.stderr)
+                    traceback.print_exc(file=sys.stderr)
+            else:
+                self.delivered += 1

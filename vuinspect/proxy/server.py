@@ -1,0 +1,372 @@
+"""The proxy server: listeners, one Connection per accepted socket, the frame queue.
+
+Every accepted connection gets a fresh upstream connection and a process-wide
+connection id, so a back-end restart or a QEMU reconnect is a new session.
+Which peer is the front-end is known from the Route, or (``auto``) from who
+sends the first byte: QEMU always speaks first.  A socket fd passed in
+``SET_BACKEND_REQ_FD`` is swapped for one end of a socket pair of ours so the
+back-end channel is relayed (and captured) too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import selectors
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from vuinspect.frames import Frame, event_frame
+
+from .fds import describe_fd, open_fd_count
+from .interpose import ORIG_SUFFIX, Interposer, Listener, ListenError
+from .queue import FrameQueue
+from .relay import Link, Roles
+
+__all__ = ["ProxyServer", "Route", "ListenError", "open_fd_count"]
+
+# Process-wide connection ids: a reconnect is always a new id, across routes.
+_CONN_IDS = itertools.count(1)
+
+FRONTEND_CHOICES = ("auto", "listen", "connect")
+
+
+@dataclass
+class Route:
+    """One listen path relayed to one connect path."""
+
+    listen: str
+    connect: str
+    label: str | None = None
+    frontend: Literal["auto", "listen", "connect"] = "auto"
+    device: str | None = None
+    #: Take over a live back-end socket at ``listen`` (``connect`` is then its moved-aside name).
+    interpose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.frontend not in FRONTEND_CHOICES:
+            raise ValueError(f"frontend must be one of {FRONTEND_CHOICES}, not {self.frontend!r}")
+        if self.interpose and not self.connect:
+            self.connect = self.listen + ORIG_SUFFIX
+
+    @classmethod
+    def interposed(cls, path: str, **kw: object) -> Route:
+        return cls(listen=path, connect=path + ORIG_SUFFIX, interpose=True, **kw)  # type: ignore[arg-type]
+
+    @property
+    def shown(self) -> str:
+        """The label users see: the back-end/QEMU socket path they know."""
+        if self.label:
+            return self.label
+        return self.listen if self.interpose else self.connect
+
+
+def _roles_for(frontend: str) -> Roles | None:
+    if frontend == "listen":
+        return ("frontend", "backend")
+    if frontend == "connect":
+        return ("backend", "frontend")
+    return None
+
+
+class Connection:
+    """One accepted connection: its main Link and any back-end channel Links."""
+
+    def __init__(self, server: ProxyServer, route: Route, accepted: socket.socket, ts_ns: int) -> None:
+        self.server = server
+        self.route = route
+        self.conn = next(_CONN_IDS)
+        self.accepted = accepted
+        self.ts_ns = ts_ns
+        self._lock = threading.Lock()
+        self.opened = False
+        self.links: list[Link] = []
+        self.main: Link | None = None
+
+    # -- LinkOwner -------------------------------------------------------------
+    def emit(self, frame: Frame) -> None:
+        self.server.queue.put(frame)
+
+    def orient(self, link: Link, side: int) -> Roles:
+        """Auto orientation: the side that spoke first is the front-end."""
+        with self._lock:
+            if link.roles is None:
+                link.roles = ("frontend", "backend") if side == 0 else ("backend", "frontend")
+                self._open(link.roles, guessed=False)
+            return link.roles
+
+    def _open(self, roles: Roles, guessed: bool) -> None:
+        """Emit the open frame (once); callers hold ``_lock`` or run before the threads."""
+        if self.opened:
+            return
+        self.opened = True
+        r = self.route
+        info: dict[str, object] = {
+            "label": r.shown,
+            "listen": r.listen,
+            "connect": r.connect,
+            "orientation": "frontend-connects" if roles[0] == "frontend" else "backend-connects",
+            "byteorder": sys.byteorder,
+        }
+        if r.device:
+            info["device"] = r.device
+        if guessed:
+            info["orientation_guessed"] = True
+        if r.interpose:
+            info["interposed"] = True
+        self.emit(event_frame("open", self.ts_ns, self.conn, info))
+
+    def intercept(self, link: Link, data: bytes, fds: list[int]) -> tuple[list[int], tuple[str, ...]]:
+        """SET_BACKEND_REQ_FD: relay the back-end channel through a socket pair of ours."""
+        descs = [describe_fd(fd) for fd in fds]
+        for i, fd in enumerate(fds):
+            try:
+                is_sock = stat.S_ISSOCK(os.fstat(fd).st_mode)
+            except OSError:
+                continue
+            if not is_sock:
+                continue
+            try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            except OSError as exc:
+                link._note(time.time_ns(), f"back-end channel passed through uninspected: {exc.strerror}")
+                break
+            original = socket.socket(fileno=fd)  # now owned by the back-end channel Link
+            blink = Link(self, "backend", (original, ours), ("frontend", "backend"))
+            with self._lock:
+                self.links.append(blink)
+            self.server._track(blink)
+            blink.start()
+            fds = list(fds)
+            fds[i] = theirs.detach()  # sent to the back-end, then closed by the relay
+            descs[i] += " (back-end channel, relayed by vuinspect)"
+            break
+        return fds, tuple(descs)
+
+    def link_done(self, link: Link, info: dict[str, object]) -> None:
+        """Emit the link's close frame (after an open frame, even for a silent connection)."""
+        with self._lock:
+            if link.channel == "main" and not self.opened:
+                self._open(("frontend", "backend"), guessed=True)
+            if link in self.links:
+                self.links.remove(link)
+        self.emit(event_frame("close", time.time_ns(), self.conn, info, link.channel))
+        self.server._untrack(link)
+
+    # -- setup -------------------------------------------------------------------
+    def run(self) -> None:
+        """Connect upstream and start relaying (runs on its own short-lived thread)."""
+        route = self.route
+        roles = _roles_for(route.frontend)
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(route.connect)
+        except OSError as exc:
+            upstream.close()
+            self.accepted.close()
+            with self._lock:
+                self._open(roles or ("frontend", "backend"), guessed=roles is None)
+            reason = f"could not connect to {route.connect}: {exc.strerror or exc}"
+            self.emit(event_frame("close", time.time_ns(), self.conn,
+                                  {"reason": reason, "by": "proxy", "error": True}))
+            self.server._connection_failed(self, reason)
+            return
+        if roles is not None:
+            with self._lock:
+                self._open(roles, guessed=False)
+        self.main = Link(self, "main", (self.accepted, upstream), roles)
+        with self._lock:
+            self.links.append(self.main)
+        self.server._track(self.main)
+        self.main.start()
+
+
+class ProxyServer:
+    """Listens on every route and relays each accepted connection (see module doc)."""
+
+    def __init__(
+        self,
+        routes: list[Route],
+        sink: Callable[[Frame], None],
+        *,
+        socket_mode: int = 0o600,
+        queue_size: int = 65536,
+    ) -> None:
+        if not routes:
+            raise ValueError("at least one route is needed")
+        self.routes = list(routes)
+        self.socket_mode = socket_mode
+        self.queue = FrameQueue(sink, queue_size)
+        self._listeners: list[tuple[Listener, Route]] = []
+        self._links: set[Link] = set()
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._stopping = False
+        self._started = False
+        self._wake_r, self._wake_w = -1, -1
+        self._acceptor: threading.Thread | None = None
+        # Totals of links that already ended (live ones are summed on demand).
+        self._done = {"frames": 0, "bytes": 0, "fds": 0}
+        self.connections_total = 0
+        self.connect_failures = 0
+        self.on_error: Callable[[str], None] | None = None
+
+    # -- public API ----------------------------------------------------------------
+    def start(self) -> None:
+        """Bind every route (all or nothing), then start the threads and return."""
+        if self._started:
+            raise RuntimeError("ProxyServer.start() called twice")
+        try:
+            for route in self.routes:
+                lst: Listener
+                if route.interpose:
+                    lst = Interposer(route.listen)  # keeps the original's mode and owner
+                else:
+                    lst = Listener(route.listen, self.socket_mode)
+                lst.open()
+                self._listeners.append((lst, route))
+        except BaseException:
+            for lst, _ in reversed(self._listeners):
+                lst.close()
+            self._listeners.clear()
+            raise
+        self._started = True
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.queue.start()
+        self._acceptor = threading.Thread(target=self._accept_loop, name="vuinspect-accept", daemon=True)
+        self._acceptor.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close listeners and connections (emitting close frames), deliver every frame."""
+        with self._lock:
+            if self._stopping or not self._started:
+                self._stopped.set()
+                return
+            self._stopping = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._acceptor is not None:
+            self._acceptor.join(timeout)
+        for lst, _ in self._listeners:
+            lst.close()
+        with self._lock:
+            links = list(self._links)
+        for link in links:
+            link.abort("proxy stopped")
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = [t for t in self._threads if t.is_alive()]
+                self._threads = set(threads)
+            if not threads or time.monotonic() > deadline:
+                break
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            # Links started meanwhile (a back-end channel set up while stopping) are aborted too.
+            with self._lock:
+                later = [lk for lk in self._links if lk not in links]
+            for link in later:
+                link.abort("proxy stopped")
+                links.append(link)
+        self.queue.close(timeout)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stop() has finished (True) or ``timeout`` passed (False)."""
+        return self._stopped.wait(timeout)
+
+    # -- counters ------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            links = list(self._links)
+            done = dict(self._done)
+        frames = done["frames"] + sum(sum(lk.frames) for lk in links)
+        nbytes = done["bytes"] + sum(sum(lk.bytes) for lk in links)
+        nfds = done["fds"] + sum(sum(lk.fds) for lk in links)
+        return {
+            "connections_total": self.connections_total,
+            "connections_active": sum(1 for lk in links if lk.channel == "main"),
+            "links_active": len(links),
+            "connect_failures": self.connect_failures,
+            "frames_forwarded": frames,
+            "bytes_forwarded": nbytes,
+            "fds_forwarded": nfds,
+            "frames_dropped": self.queue.dropped,
+            "frames_delivered": self.queue.delivered,
+            "sink_errors": self.queue.sink_errors,
+            "open_fds": open_fd_count(),
+        }
+
+    @property
+    def frames_forwarded(self) -> int:
+        return self.stats()["frames_forwarded"]
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.queue.dropped
+
+    @property
+    def active_links(self) -> int:
+        with self._lock:
+            return len(self._links)
+
+    # -- internals -----------------------------------------------------------------
+    def _track(self, link: Link) -> None:
+        """Register a link before its threads start (stop() must see and join them)."""
+        with self._lock:
+            self._links.add(link)
+            self._threads.update(link.threads)
+            stopping = self._stopping
+        if stopping:
+            link.abort("proxy stopped")
+
+    def _untrack(self, link: Link) -> None:
+        with self._lock:
+            self._links.discard(link)
+            self._done["frames"] += sum(link.frames)
+            self._done["bytes"] += sum(link.bytes)
+            self._done["fds"] += sum(link.fds)
+
+    def _connection_failed(self, connection: Connection, reason: str) -> None:
+        self.connect_failures += 1
+        if self.on_error is not None:
+            self.on_error(f"connection {connection.conn}: {reason}")
+
+    def _accept_loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        for lst, route in self._listeners:
+            assert lst.sock is not None
+            sel.register(lst.sock, selectors.EVENT_READ, (lst, route))
+        try:
+            while not self._stopping:
+                for key, _ in sel.select():
+                    if key.data is None:
+                        return
+                    lst, route = key.data
+                    try:
+                        accepted, _addr = lst.sock.accept()
+                    except OSError:
+                        continue
+                    ts = time.time_ns()
+                    connection = Connection(self, route, accepted, ts)
+                    self.connections_total += 1
+                    t = threading.Thread(
+                        target=connection.run, daemon=True, name=f"vuinspect-{connection.conn}-setup"
+                    )
+                    with self._lock:
+                        self._threads.add(t)
+                    t.start()
+        finally:
+            sel.close()
