@@ -1,0 +1,84 @@
+"""Statistics over decoded sessions: counts and reply latency per request and connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .session import Session
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n*q/100), at least 1
+    return ordered[int(rank) - 1]
+
+
+def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
+    """One row per (channel, request name) over all sessions, most frequent first."""
+    rows: dict[str, dict[str, Any]] = {}
+    for s in sessions:
+        for key, st in s.stats.items():
+            channel, name = key.split(":", 1)
+            row = rows.setdefault(key, {"channel": channel, "name": name, "requests": 0,
+                                        "replies": 0, "problems": 0, "latencies": []})
+            row["requests"] += st.count
+            row["replies"] += st.replies
+            row["problems"] += st.problems
+            row["latencies"].extend(st.latencies_us)
+    out = []
+    for row in rows.values():
+        lat = row.pop("latencies")
+        row["latency_us"] = {
+            "p50": percentile(lat, 50), "p99": percentile(lat, 99),
+            "max": max(lat) if lat else None, "n": len(lat)}
+        out.append(row)
+    out.sort(key=lambda r: (-r["requests"] - r["replies"], r["channel"], r["name"]))
+    return out
+
+
+def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
+    out = []
+    for s in sessions:
+        lat = [x for st in s.stats.values() for x in st.latencies_us]
+        start = s.opened_ns if s.opened_ns is not None else s.first_ns
+        end = s.closed_ns if s.closed_ns is not None else s.last_ns
+        out.append({
+            "conn": s.conn,
+            "label": s.label,
+            "orientation": s.info.get("orientation"),
+            "device": s.device,
+            "messages": s.messages,
+            "problems": s.problems,
+            "duration_s": (end - start) / 1e9 if start is not None and end is not None else None,
+            "closed": s.close_reason,
+            "waiting": [p.message.name for p in s.waiting() if p.expected],
+            "latency_us": {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                           "max": max(lat) if lat else None},
+        })
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def format_stats(sessions: list[Session]) -> str:
+    lines = ["Requests", f"{'channel':<8} {'name':<34} {'req':>7} {'reply':>7} {'prob':>5} "
+             f"{'p50 µs':>9} {'p99 µs':>9} {'max µs':>9}"]
+    for r in request_table(sessions):
+        lat = r["latency_us"]
+        lines.append(f"{r['channel']:<8} {r['name']:<34} {r['requests']:>7} {r['replies']:>7} "
+                     f"{r['problems']:>5} {_fmt(lat['p50']):>9} {_fmt(lat['p99']):>9} "
+                     f"{_fmt(lat['max']):>9}")
+    lines += ["", "Connections", f"{'conn':>5} {'messages':>9} {'problems':>8} {'p50 µs':>9} "
+              f"{'p99 µs':>9}  label / end"]
+    for c in connection_table(sessions):
+        lat = c["latency_us"]
+        end = c["closed"] or "open"
+        waiting = f" waiting: {', '.join(c['waiting'])}" if c["waiting"] else ""
+        lines.append(f"{c['conn']:>5} {c['messages']:>9} {c['problems']:>8} {_fmt(lat['p50']):>9} "
+                     f"{_fmt(lat['p99']):>9}  {c['label']} ({end}){waiting}")
+    return "\n".join(lines)
