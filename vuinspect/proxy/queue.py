@@ -26,8 +26,11 @@ _STOP = object()
 class FrameQueue:
     """Feeds ``sink`` from a consumer thread; ``put`` never blocks."""
 
-    def __init__(self, sink: Callable[[Frame], None], maxsize: int = 65536) -> None:
+    def __init__(self, sink: Callable[[Frame], None], maxsize: int = 65536,
+                 on_idle: Callable[[], None] | None = None) -> None:
         self._sink = sink
+        #: Called on the consumer thread whenever the queue runs empty (flush outputs there).
+        self.on_idle = on_idle
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._qsize = self._q.qsize
         self.maxsize = maxsize
@@ -83,17 +86,31 @@ class FrameQueue:
 
     def _consume(self) -> None:
         get = self._q.get
+        qsize = self._qsize
         sink = self._sink
         while True:
             item = get()
             if item is _STOP:
+                self._idle()
                 return
             try:
                 sink(item)  # type: ignore[arg-type]
             except Exception:
-                self.sink_errors += 1
-                if self.sink_errors <= 3:
-                    print("vuinspect: error in frame consumer (forwarding continues):", file=sys.stderr)
-                    traceback.print_exc(file=sys.stderr)
+                self._error()
             else:
                 self.delivered += 1
+            if not qsize():
+                self._idle()
+
+    def _idle(self) -> None:
+        if self.on_idle is not None:
+            try:
+                self.on_idle()
+            except Exception:
+                self._error()
+
+    def _error(self) -> None:
+        self.sink_errors += 1
+        if self.sink_errors <= 3:
+            print("vuinspect: error in frame consumer (forwarding continues):", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)

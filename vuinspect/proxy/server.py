@@ -198,12 +198,13 @@ class ProxyServer:
         *,
         socket_mode: int = 0o600,
         queue_size: int = 65536,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         if not routes:
             raise ValueError("at least one route is needed")
         self.routes = list(routes)
         self.socket_mode = socket_mode
-        self.queue = FrameQueue(sink, queue_size)
+        self.queue = FrameQueue(sink, queue_size, on_idle)
         self._listeners: list[tuple[Listener, Route]] = []
         self._links: set[Link] = set()
         self._threads: set[threading.Thread] = set()

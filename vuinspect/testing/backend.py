@@ -26,8 +26,8 @@ from .wire import Msg
 
 #: VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES
 FEATURES = (1 << 32) | (1 << 30)
-#: REPLY_ACK | BACKEND_REQ | CONFIG | BACKEND_SEND_FD | HOST_NOTIFIER
-PROTOCOL_FEATURES = (1 << 3) | (1 << 5) | (1 << 9) | (1 << 10) | (1 << 11)
+#: MQ | REPLY_ACK | BACKEND_REQ | CONFIG | BACKEND_SEND_FD | HOST_NOTIFIER
+PROTOCOL_FEATURES = 1 | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 10) | (1 << 11)
 
 
 class Backend:

@@ -78,7 +78,7 @@ class Frontend:
         features = self.call(wire.GET_FEATURES)
         assert features is not None
         self.call(wire.GET_PROTOCOL_FEATURES)
-        self.call(wire.SET_PROTOCOL_FEATURES, wire.U64.pack((1 << 3) | (1 << 5) | (1 << 9) | (1 << 10)))
+        self.call(wire.SET_PROTOCOL_FEATURES, wire.U64.pack(1 | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 10)))
         self.call(wire.GET_QUEUE_NUM)
         if backend_channel:
             self.open_backend_channel()
