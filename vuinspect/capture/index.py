@@ -15,6 +15,7 @@ import threading
 from array import array
 from bisect import bisect_right
 
+from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
 from vuinspect.capture.pcapng import (
     BT_EPB,
@@ -22,7 +23,6 @@ from vuinspect.capture.pcapng import (
     BT_SHB,
     EXPORTED_PDU_PREFIX,
     MAX_BLOCK_LEN,
-    PREFIX_LEN,
     Interface,
     Section,
     epb_frame,
@@ -39,6 +39,10 @@ _SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 class CaptureIndex:
     """Offsets of the frames of one capture file, plus its interfaces and any damage.
+
+    The scan checks block framing, interfaces, the exported-PDU tags and the
+    pseudo-header magic; the rest of a frame is checked when :meth:`frame`
+    reads it, which raises :class:`CaptureError` for a damaged one.
 
     ``error`` holds the :class:`CaptureError` that stopped the last scan (a
     block still being written looks the same as a cut-short one; the next
@@ -85,6 +89,8 @@ class CaptureIndex:
             self.error = None
             if self._end == 0:
                 why = sniff(self._mm[:12])
+                if why is None and size >= 12 and shb_order(self._mm, 0) is None:
+                    why = "pcapng section header with a bad byte-order magic"
                 if why is not None:
                     raise CaptureFormatError(why, 0)
             try:
@@ -103,9 +109,12 @@ class CaptureIndex:
         section = self._section
         if section is not None:
             hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
+            epb = section.epb.unpack_from
         offsets = self.offsets
         add = offsets.append
-        prefix = EXPORTED_PDU_PREFIX
+        # The exported-PDU tags plus our magic and version: one compare per packet.
+        prefix = EXPORTED_PDU_PREFIX + pseudohdr.MAGIC + bytes([pseudohdr.VERSION])
+        prefix_len = len(prefix)
         try:
             while pos + 8 <= end:
                 if mm[pos : pos + 4] == _SHB_MAGIC:
@@ -116,6 +125,7 @@ class CaptureIndex:
                         raise CaptureError(f"section header at offset {pos} has a bad byte-order magic", pos)
                     section = Section(len(self.sections), pos, order)
                     hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
+                    epb = section.epb.unpack_from
                 elif section is None:
                     raise CaptureError(f"block at offset {pos} precedes any section header", pos)
                 btype, blen = hdr(mm, pos)
@@ -130,12 +140,12 @@ class CaptureIndex:
                         pos,
                     )
                 if btype == BT_EPB:
-                    iface_id = u32(mm, pos + 8)[0]
+                    iface_id, _, _, caplen = epb(mm, pos + 8)
                     if (
-                        blen >= 32 + PREFIX_LEN
+                        prefix_len <= caplen <= blen - 32
                         and iface_id < len(ifaces)
                         and ifaces[iface_id].ours
-                        and mm[pos + 28 : pos + 28 + PREFIX_LEN] == prefix
+                        and mm[pos + 28 : pos + 28 + prefix_len] == prefix
                     ):
                         add(pos)
                     else:
