@@ -32,6 +32,9 @@ def mixed_frames() -> list[Frame]:
         Frame(0, 0xFFFFFFFF, "backend", "f2b", b"\x00"),
         event_frame("close", BASE_NS + 9, 1, {"reason": "back-end closed", "by": "backend"}),
         event_frame("note", BASE_NS + 10, 1, {"text": "backend channel note"}, channel="backend"),
+        # conn 7's open event comes late: its main interface keeps "conn 7", its backend one gets the label
+        event_frame("open", BASE_NS + 11, 7, {"label": "/tmp/late.sock"}),
+        Frame(BASE_NS + 12, 7, "backend", "b2f", b"late"),
     ]
     return frames
 

@@ -50,6 +50,7 @@ def test_interfaces_one_per_conn_and_channel(tmp_path):
         ("/run/vhost/blk0.sock", "conn 1 backend", 252, 9),
         ("/tmp/net\u00e9.sock", "conn 2 main", 252, 9),
         ("conn 4294967295", "conn 4294967295 backend", 252, 9),
+        ("/tmp/late.sock", "conn 7 backend", 252, 9),
     ]
 
 

@@ -157,13 +157,13 @@ class CaptureWriter:
             if self._closed:
                 raise ValueError("write to a closed CaptureWriter")
             kind = frame.kind
+            if kind == "open":
+                label = event_info(frame).get("label")
+                if isinstance(label, str) and label:
+                    self._labels[frame.conn] = label
             channel = frame.channel if kind == "data" else "main"
             iface = self._ifaces.get((frame.conn, channel))
             if iface is None:
-                if kind == "open":
-                    label = event_info(frame).get("label")
-                    if isinstance(label, str) and label:
-                        self._labels[frame.conn] = label
                 iface = self._new_iface(frame.conn, channel)
             parts = self._parts
             parts.append(self._head.pack(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen))
