@@ -1,0 +1,128 @@
+"""Fixtures for proxy tests: short socket dirs, a proxy with a recording sink, peer threads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from vuinspect.frames import Frame, event_info
+from vuinspect.proxy.server import ProxyServer, Route
+from vuinspect.testing import wire
+from vuinspect.testing.backend import Backend
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short directory for sockets (AF_UNIX paths must stay under 108 bytes)."""
+    d = tempfile.mkdtemp(dir="/tmp", prefix="vup-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class Recorder:
+    """A sink that keeps every frame (thread-safe append)."""
+
+    frames: list[Frame] = field(default_factory=list)
+
+    def __call__(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def data(self, conn: int | None = None, channel: str | None = None) -> list[Frame]:
+        return [f for f in self.frames if f.kind == "data"
+                and (conn is None or f.conn == conn) and (channel is None or f.channel == channel)]
+
+    def events(self, kind: str, conn: int | None = None) -> list[dict]:
+        return [event_info(f) | {"_conn": f.conn, "_channel": f.channel}
+                for f in self.frames if f.kind == kind and (conn is None or f.conn == conn)]
+
+    def conns(self) -> list[int]:
+        return sorted({f.conn for f in self.frames})
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class BackendServer:
+    """A listening test back-end on a thread; one Backend per accepted connection."""
+
+    def __init__(self, path: str, **kw: object) -> None:
+        self.path = path
+        self.listener = wire.listen(path)
+        self.kw = kw
+        self.backends: list[Backend] = []
+        self.threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._run, daemon=True)
+        self._accept.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            be = Backend(conn, **self.kw)  # type: ignore[arg-type]
+            self.backends.append(be)
+            t = threading.Thread(target=be.serve, daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def join(self, timeout: float = 5.0) -> None:
+        for t in list(self.threads):
+            t.join(timeout)
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self._accept.join(2)
+        with_path = self.path
+        if os.path.exists(with_path):
+            os.unlink(with_path)
+
+
+@pytest.fixture
+def backend_server(sockdir: str) -> Iterator[Callable[..., BackendServer]]:
+    made: list[BackendServer] = []
+
+    def make(name: str = "be.sock", **kw: object) -> BackendServer:
+        b = BackendServer(os.path.join(sockdir, name), **kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+@pytest.fixture
+def proxy(sockdir: str) -> Iterator[Callable[..., tuple[ProxyServer, Recorder]]]:
+    """Start a ProxyServer over the given routes with a recording sink; stopped at the end."""
+    made: list[ProxyServer] = []
+
+    def make(routes: list[Route], sink: Callable[[Frame], None] | None = None,
+             **kw: object) -> tuple[ProxyServer, Recorder]:
+        rec = Recorder()
+        srv = ProxyServer(routes, sink or rec, **kw)  # type: ignore[arg-type]
+        srv.start()
+        made.append(srv)
+        return srv, rec
+
+    yield make
+    for srv in made:
+        srv.stop()

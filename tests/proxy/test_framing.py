@@ -1,0 +1,121 @@
+"""Framer: whole messages out, fds on the message holding the chunk's last byte."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vuinspect.proxy.framing import MAX_PAYLOAD, Framer
+
+
+def msg(req: int, payload: bytes = b"", flags: int = 1) -> bytes:
+    return struct.pack("=III", req, flags, len(payload)) + payload
+
+
+def test_one_whole_message_is_passed_as_is() -> None:
+    f = Framer()
+    m = msg(1)
+    assert f.feed(m, [7]) == [(m, [7])]
+    assert f.pending == 0
+
+
+def test_several_messages_in_one_chunk_fds_go_to_the_last() -> None:
+    # Kernel: A(no fd) + B(fd) arrive as one chunk with B's fd.
+    a, b = msg(1), msg(12, b"\x00" * 8)
+    f = Framer()
+    assert f.feed(a + b, [9]) == [(a, []), (b, [9])]
+
+
+def test_chunk_ending_mid_message_gives_fds_to_that_message() -> None:
+    a, b = msg(1), msg(5, b"x" * 40)
+    f = Framer()
+    # Chunk = A + first 20 bytes of B, with B's fds (short read: fds come with the first part).
+    assert f.feed(a + b[:20], [3, 4]) == [(a, [])]
+    assert f.pending == 20
+    assert f.feed(b[20:], []) == [(b, [3, 4])]
+
+
+def test_byte_at_a_time() -> None:
+    m = msg(24, bytes(range(30)))
+    f = Framer()
+    out = []
+    for i in range(len(m)):
+        out += f.feed(m[i:i + 1], [5] if i == 0 else [])
+    assert out == [(m, [5])]
+
+
+def test_unframeable_size_passes_through_and_stays_raw() -> None:
+    bad = struct.pack("=III", 1, 1, MAX_PAYLOAD + 1) + b"junk"
+    f = Framer()
+    out = f.feed(bad, [])
+    assert out == [(bad, [])]
+    assert f.lost is not None and "passing bytes through" in f.lost
+    later = msg(1)
+    assert f.feed(later[:5], [8]) == [(later[:5], [8])]
+
+
+def test_flush_returns_incomplete_message_with_its_fds() -> None:
+    m = msg(5, b"y" * 16)
+    f = Framer()
+    assert f.feed(m[:10], [11]) == []
+    assert f.flush() == (m[:10], [11])
+    assert f.flush() is None
+
+
+# -- property: a model of unix_stream_read_generic (TECH.md §5) ----------------------------
+
+@st.composite
+def writes_and_reads(draw: st.DrawFn) -> tuple[list[tuple[bytes, list[int]]], list[int]]:
+    n = draw(st.integers(1, 8))
+    writes = []
+    next_fd = 100
+    for i in range(n):
+        payload = draw(st.binary(max_size=40))
+        nfds = draw(st.integers(0, 3))
+        writes.append((msg(i + 1, payload), list(range(next_fd, next_fd + nfds))))
+        next_fd += nfds
+    reads = draw(st.lists(st.integers(1, 120), min_size=1, max_size=60))
+    return writes, reads
+
+
+def kernel_reads(writes: list[tuple[bytes, list[int]]], sizes: list[int]) -> list[tuple[bytes, list[int]]]:
+    """What successive recvmsg(size) return: fds come with the first read touching their
+    write; a read stops after the write whose fds it took; fd-less bytes before are glued."""
+    skbs = [[data, fds] for data, fds in writes]
+    out = []
+    i = 0
+    sizes = list(sizes)
+    while skbs:
+        size = sizes[i % len(sizes)]
+        i += 1
+        chunk = b""
+        got: list[int] = []
+        while skbs and len(chunk) < size:
+            data, fds = skbs[0]
+            take = data[: size - len(chunk)]
+            chunk += take
+            if fds:
+                got = fds
+                skbs[0][1] = []
+            if len(take) == len(data):
+                skbs.pop(0)
+            else:
+                skbs[0][0] = data[len(take):]
+            if got:
+                break
+        out.append((chunk, got))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(writes_and_reads())
+def test_any_kernel_chunking_gives_back_the_messages_with_their_fds(case) -> None:
+    writes, sizes = case
+    f = Framer()
+    units = []
+    for chunk, fds in kernel_reads(writes, sizes):
+        units += f.feed(chunk, fds)
+    assert f.flush() is None
+    assert units == writes

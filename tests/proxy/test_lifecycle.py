@@ -1,0 +1,244 @@
+"""Connections: orientation, many at once, ends, malformed bytes, leaks, slow consumers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from vuinspect.proxy.fds import open_fd_count
+from vuinspect.proxy.server import Route
+from vuinspect.testing import wire
+from vuinspect.testing.backend import Backend
+from vuinspect.testing.frontend import Frontend
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _accept_in_thread(listener: socket.socket) -> tuple[list[socket.socket], threading.Thread]:
+    got: list[socket.socket] = []
+    t = threading.Thread(target=lambda: got.append(listener.accept()[0]), daemon=True)
+    t.start()
+    return got, t
+
+
+@pytest.mark.parametrize("frontend", ["auto", "connect"])
+def test_qemu_as_server_backend_connects(sockdir, proxy, frontend) -> None:
+    """QEMU listens (server=on), the back-end connects to the proxy (dpdk client=1)."""
+    qemu_path = os.path.join(sockdir, "qemu.sock")
+    px = os.path.join(sockdir, "px.sock")
+    qemu_listener = wire.listen(qemu_path)
+    srv, rec = proxy([Route(px, qemu_path, frontend=frontend)])
+    got, t = _accept_in_thread(qemu_listener)
+    be = Backend(wire.connect(px))
+    bt = threading.Thread(target=be.serve, daemon=True)
+    bt.start()
+    t.join(5)
+    fe = Frontend(got[0])
+    fe.handshake()
+    fe.close()
+    bt.join(5)
+    qemu_listener.close()
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    srv.stop()
+    (opened,) = rec.events("open")
+    assert opened["orientation"] == "backend-connects"
+    assert opened["label"] == qemu_path
+    assert "orientation_guessed" not in opened
+    first = rec.data()[0]
+    assert first.direction == "f2b" and struct.unpack_from("=I", first.data)[0] == wire.GET_FEATURES
+    assert {f.direction for f in rec.data() if f.data[4] == 5} == {"b2f"}  # replies
+    (closed,) = rec.events("close")
+    assert closed["by"] == "frontend" and "closed the connection" in closed["reason"]
+
+
+def test_auto_detects_frontend_connecting(sockdir, backend_server, proxy) -> None:
+    bsrv = backend_server()
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, bsrv.path, device="blk")])
+    fe = Frontend(wire.connect(px))
+    fe.handshake()
+    fe.close()
+    bsrv.join()
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    srv.stop()
+    (opened,) = rec.events("open")
+    assert opened["orientation"] == "frontend-connects"
+    assert opened["device"] == "blk"
+    assert opened["byteorder"] == os.sys.byteorder
+    assert opened["listen"] == px and opened["connect"] == bsrv.path
+    assert rec.frames[0].kind == "open" and rec.frames[-1].kind == "close"
+
+
+def test_many_concurrent_connections(sockdir, backend_server, proxy) -> None:
+    bsrv = backend_server()
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, bsrv.path)])
+    errors: list[BaseException] = []
+    fes: list[Frontend] = []
+
+    def one() -> None:
+        try:
+            fe = Frontend(wire.connect(px))
+            fe.handshake(regions=2)
+            fe.round_trips(200)
+            fe.close()
+            fes.append(fe)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    bsrv.join()
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    srv.stop()
+    conns = [e["_conn"] for e in rec.events("open")]
+    assert len(set(conns)) == 16
+    for conn in conns:
+        n = len(rec.data(conn))
+        assert n == len(fes[0].sent) + len(fes[0].received)
+    sent = sorted(b"".join(d for d, _ in fe.sent) for fe in fes)
+    got = sorted(b"".join(m.raw for m in be.received) for be in bsrv.backends)
+    assert sent == got
+
+
+def test_peer_closes_mid_message(sockdir, proxy) -> None:
+    be_path = os.path.join(sockdir, "be.sock")
+    px = os.path.join(sockdir, "px.sock")
+    listener = wire.listen(be_path)
+    srv, rec = proxy([Route(px, be_path, frontend="listen")])
+    got, t = _accept_in_thread(listener)
+    fe = wire.connect(px)
+    t.join(5)
+    be = got[0]
+    full = wire.pack(wire.SET_MEM_TABLE, 1, b"\x01" * 40)
+    fe.sendall(full[:30])
+    fe.close()
+    received = b""
+    while chunk := be.recv(4096):
+        received += chunk
+    assert received == full[:30]  # forwarded as it was, then EOF
+    be.close()
+    listener.close()
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    srv.stop()
+    (closed,) = rec.events("close")
+    assert closed["by"] == "frontend"
+    assert "mid-message" in closed["reason"] and "30 byte" in closed["reason"]
+    notes = [n["text"] for n in rec.events("note")]
+    assert any("closed mid-message" in n for n in notes)
+    assert rec.data()[0].data == full[:30]
+
+
+def test_malformed_bytes_forwarded_verbatim_and_flagged(sockdir, proxy) -> None:
+    be_path = os.path.join(sockdir, "be.sock")
+    px = os.path.join(sockdir, "px.sock")
+    listener = wire.listen(be_path)
+    srv, rec = proxy([Route(px, be_path)])
+    got, t = _accept_in_thread(listener)
+    fe = wire.connect(px)
+    t.join(5)
+    good = wire.pack(wire.GET_FEATURES)
+    bad = struct.pack("=III", 1, 1, 0xFFFFFFF0) + b"garbage that is not a payload"
+    tail = os.urandom(300)
+    fe.sendall(good)
+    time.sleep(0.05)
+    fe.sendall(bad)
+    time.sleep(0.05)
+    fe.sendall(tail)
+    fe.close()
+    be = got[0]
+    received = b""
+    while chunk := be.recv(4096):
+        received += chunk
+    assert received == good + bad + tail
+    be.close()
+    listener.close()
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    srv.stop()
+    notes = [n["text"] for n in rec.events("note")]
+    assert len(notes) == 1 and "unframed" in notes[0] and str(0xFFFFFFF0) in notes[0]
+    assert b"".join(f.data for f in rec.data()) == good + bad + tail
+
+
+def test_reconnect_is_a_new_connection_and_fds_return_to_baseline(sockdir, backend_server, proxy) -> None:
+    bsrv = backend_server(backend_requests=1)
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, bsrv.path)])
+    time.sleep(0.05)
+    baseline = open_fd_count()
+    for _ in range(3):
+        fe = Frontend(wire.connect(px))
+        fe.handshake(regions=2, backend_channel=True)
+        wait_until(lambda: bsrv.backends[-1].channel_done.is_set(), what="back-end channel")
+        fe.close()
+        bsrv.join()
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    wait_until(lambda: open_fd_count() == baseline, what="fd count back to baseline")
+    opens = [e["_conn"] for e in rec.events("open")]
+    assert len(opens) == 3 and opens == sorted(opens) and len(set(opens)) == 3
+    srv.stop()
+
+
+def test_connect_failure_is_reported(sockdir, proxy) -> None:
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, os.path.join(sockdir, "nobody.sock"))])
+    s = wire.connect(px)
+    assert s.recv(1) == b""  # closed at once, like a refused connection
+    s.close()
+    wait_until(lambda: len(rec.events("close")) == 1, what="close frame")
+    (closed,) = rec.events("close")
+    assert closed["by"] == "proxy" and "could not connect" in closed["reason"]
+    assert rec.frames[0].kind == "open"
+    srv.stop()
+
+
+def test_stop_closes_live_connections(sockdir, backend_server, proxy) -> None:
+    bsrv = backend_server()
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, bsrv.path)])
+    fe = Frontend(wire.connect(px))
+    fe.handshake()
+    srv.stop()
+    assert wire.recv_msg(fe.sock) is None  # the front-end sees EOF
+    fe.close()
+    (closed,) = rec.events("close")
+    assert closed["by"] == "proxy" and closed["reason"] == "proxy stopped"
+    assert not os.path.exists(px)  # listen socket removed
+
+
+def test_slow_consumer_drops_from_capture_not_from_traffic(sockdir, backend_server, proxy) -> None:
+    bsrv = backend_server()
+    px = os.path.join(sockdir, "px.sock")
+    seen = []
+
+    def slow(frame) -> None:
+        time.sleep(0.002)
+        seen.append(frame)
+
+    srv, _ = proxy([Route(px, bsrv.path)], sink=slow, queue_size=8)
+    fe = Frontend(wire.connect(px))
+    fe.round_trips(300)
+    assert len(fe.received) == 300  # every request got its reply
+    fe.close()
+    bsrv.join()
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    srv.stop()
+    dropped = srv.frames_dropped
+    assert dropped > 0
+    notes = [f for f in seen if f.kind == "note"]
+    from vuinspect.frames import event_info
+
+    assert sum(event_info(n)["dropped"] for n in notes) == dropped
+    assert len([f for f in seen if f.kind == "data"]) == 600 - dropped
+    assert seen[-1].kind == "close"
