@@ -68,9 +68,7 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
             value = m.group()
             if kind == "str":
                 value = bytes(value[1:-1], "utf-8").decode("unicode_escape")
-            elif kind == "word" and value.lower() in ("and", "or", "not"):
-                kind, value = "op", value.lower()
-            elif kind == "word" and value.lower() in OPS:
+            elif kind == "word" and value.lower() in ("and", "or", "not") or kind == "word" and value.lower() in OPS:
                 kind, value = "op", value.lower()
             elif kind == "op":
                 value = {"&&": "and", "||": "or", "!": "not"}.get(value, value)

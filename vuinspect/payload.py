@@ -107,8 +107,11 @@ def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext
     if not candidates:
         return None
     best: tuple[int, Layout] | None = None
+    names = {lay.name for lay in candidates}
     for rank, lay in enumerate(candidates):
         xen = "xen" in lay.name
+        if not xen and lay.name + "_xen" not in names:
+            xen = ctx.xen_mmap  # no Xen twin: the negotiation does not matter
         if lay.when is not None:
             fname, want = lay.when
             f = next((x for x in lay.fields if isinstance(x, Field) and x.name == fname), None)

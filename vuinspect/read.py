@@ -13,9 +13,11 @@ import argparse
 import json
 import os
 import sys
+from collections import deque
 
 from .cli import CliError
 from .filter import FilterError, compile_filter
+from .message import Message
 from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
 from .render import summary_line, to_json
@@ -60,21 +62,33 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     write = out.write
     base: int | None = None
-    shown = 0
+    held: deque[Message] = deque()  # requests held back until their reply links them
+
+    def emit(msg: Message) -> None:
+        nonlocal base
+        if not predicate(msg):
+            return
+        if args.json:
+            write(json.dumps(to_json(msg), separators=(",", ":")) + "\n")
+        else:
+            if args.relative and base is None:
+                base = msg.ts_ns
+            write(summary_line(msg, base) + "\n")
+
     try:
         for msg in pipeline.run(reader):
-            if args.stats or not predicate(msg):
+            if args.stats:
                 continue
-            shown += 1
-            if args.json:
-                write(json.dumps(to_json(msg), separators=(",", ":")) + "\n")
-            else:
-                if args.relative and base is None:
-                    base = msg.ts_ns
-                write(summary_line(msg, base) + "\n")
+            held.append(msg)
+            while held and not _awaits_reply(pipeline, held[0]):
+                emit(held.popleft())
+        while held:
+            emit(held.popleft())
     except CaptureFormatError as exc:
         raise CliError(f"{args.file}: not a vuinspect capture: {exc.reason}") from None
     sessions = list(pipeline.sessions.values())
+    while held:
+        emit(held.popleft())
     if args.stats:
         if args.json:
             json.dump({"requests": request_table(sessions),
@@ -89,3 +103,11 @@ def run(args: argparse.Namespace) -> int:
               f"{reader.frames_read} whole frames before it were read", file=sys.stderr)
         return 2
     return 0
+
+
+def _awaits_reply(pipeline: Pipeline, msg: Message) -> bool:
+    """Is ``msg`` a request whose reply has not been seen yet (so ``reply_in`` may change)?"""
+    if msg.is_reply or msg.kind != "message":
+        return False
+    session = pipeline.sessions.get(msg.conn)
+    return session is not None and any(p.message is msg for p in session.pending[msg.channel])

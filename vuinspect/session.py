@@ -34,6 +34,8 @@ from .state import Pending, Region, RequestStats, Vring
 _REPLY_ACK = 1 << 3
 _BACKEND_SEND_FD = 1 << 10
 _XEN_MMAP = 1 << 17
+TRUNCATED_FD = "truncated"  # fd description the proxy adds when the kernel set MSG_CTRUNC
+_VRING_REQUESTS = (8, 9, 10, 11, 12, 13, 14, 18, 23, 35, 45)
 
 
 class Session:
@@ -216,18 +218,21 @@ class Session:
                 f"{'front-end' if msg.channel == 'main' else 'back-end'}, which sends requests here"))
 
     def _check_fds(self, msg: Message, allowed: tuple[int, int], role: str) -> None:
-        n = len(msg.fds)
+        truncated = [d for d in msg.fds if d.startswith(TRUNCATED_FD)]
+        if truncated:
+            msg.problems.append(problem("fds_truncated", truncated[0]))
+        n = len(msg.fds) - len(truncated)
         lo, hi = allowed
         if msg.layout == "vring_fd" or msg.layout == "vring_area":
             nofd = msg.payload.get("nofd")
             lo = hi = 0 if nofd else 1
             if msg.layout == "vring_area" and not nofd:
                 lo = 0  # the fd is optional when NOFD is clear (PROTOCOL.md §3)
+        elif msg.layout == "postcopy_ack":
+            lo = hi = 0
         elif hi == -1:
             hi = len(msg.payload.get("regions", ())) if "regions" in msg.payload else 8
             lo = hi
-        elif msg.layout == "postcopy_ack":
-            lo = hi = 0
         if n < lo or n > hi:
             want = f"{lo}" if lo == hi else f"{lo}-{hi}"
             what = f" ({role})" if role else ""
@@ -261,7 +266,7 @@ class Session:
         if mode == "log_shmfd" and self.protocol_has(1 << 1):
             return True, True
         if mode in ("ack", "log_shmfd"):
-            return msg.need_reply and ack is not False, bool(msg.need_reply and ack)
+            return msg.need_reply, bool(msg.need_reply and ack)
         return False, False
 
     def _enqueue(self, msg: Message, spec: RequestSpec | None) -> None:
@@ -332,6 +337,15 @@ class Session:
                 msg.problems.append(problem(
                     "vring_not_started", f"vring {msg.payload.get('index')} was never started "
                     "(no SET_VRING_KICK)"))
+        index = msg.payload.get("index")
+        if msg.channel == "main" and msg.request in _VRING_REQUESTS and self.queue_num and \
+                isinstance(index, int) and index >= 2 * self.queue_num:
+            # GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
+            msg.problems.append(problem(
+                "vring_out_of_range", f"vring {index}, back-end announced {self.queue_num} queues"))
+        if msg.request == 5 and msg.channel == "main" and msg.payload.get("nregions", 0) > 8:
+            msg.problems.append(problem(
+                "too_many_regions", f"{msg.payload['nregions']} regions, SET_MEM_TABLE allows 8"))
         if msg.request == 2 and msg.channel == "main" and self.virtio_offered is not None:
             extra = msg.payload.get("features", 0) & ~self.virtio_offered
             if extra:

@@ -1,0 +1,61 @@
+"""Framing: split messages, several per read, byte at a time, fds on the right message."""
+
+from __future__ import annotations
+
+import struct
+
+from vuinspect.decoder import StreamFramer
+from vuinspect.frames import Frame
+from vuinspect.pipeline import Pipeline
+
+
+def m(req: int, payload: bytes = b"", flags: int = 1) -> bytes:
+    return struct.pack("<III", req, flags, len(payload)) + payload
+
+
+A = m(8, struct.pack("<II", 0, 256))
+B = m(12, struct.pack("<Q", 0))
+C = m(5, struct.pack("<II", 1, 0) + bytes(32))
+
+
+def feed_all(chunks: list[tuple[bytes, tuple[str, ...]]]) -> list:
+    f = StreamFramer()
+    out = []
+    for i, (data, fds) in enumerate(chunks):
+        out += f.feed(data, fds, i, i + 1)
+    return out + f.close()
+
+
+def test_whole_stream_in_one_read():
+    out = feed_all([(A + B + C, ())])
+    assert [x.request for x in out] == [8, 12, 5]
+    assert [x.data for x in out] == [A, B, C]
+
+
+def test_byte_at_a_time():
+    data = A + B + C
+    out = feed_all([(data[i:i + 1], ()) for i in range(len(data))])
+    assert [x.data for x in out] == [A, B, C]
+    assert not any(x.problems for x in out)
+
+
+def test_fds_belong_to_the_message_holding_the_last_byte():
+    # A(no fd) and B(fd) glued by the kernel into one read: the fd is B's
+    out = feed_all([(A + B, ("eventfd",))])
+    assert out[0].fds == () and out[1].fds == ("eventfd",)
+
+
+def test_fds_of_a_split_message_wait_for_it():
+    # the read ends inside C, so its fds are C's even though A and B complete first
+    out = feed_all([(A + B + C[:20], ("memfd",)), (C[20:], ())])
+    assert [x.fds for x in out] == [(), (), ("memfd",)]
+
+
+def test_pipeline_keeps_directions_and_connections_apart():
+    p = Pipeline()
+    msgs = []
+    msgs += p.feed(Frame(1, 1, "main", "f2b", A[:5]))
+    msgs += p.feed(Frame(2, 2, "main", "f2b", B))
+    msgs += p.feed(Frame(3, 1, "main", "f2b", A[5:]))
+    assert [(x.conn, x.name) for x in msgs] == [(2, "SET_VRING_KICK"), (1, "SET_VRING_NUM")]
+    assert msgs[1].frame == 3 and msgs[1].ts_ns == 1  # time of the first byte

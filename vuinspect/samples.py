@@ -1,0 +1,246 @@
+"""Hand-made frame sequences: a full device lifecycle and every message in the tables.
+
+Real captures from QEMU and real back-ends live in ``captures/``; these
+synthetic ones cover what real programs rarely send (every request id, every
+reply layout) and give tests a known, deterministic lifecycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .encode import build, encode_layout, message
+from .frames import Frame, event_frame
+from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
+
+T0 = 1_764_000_000_123_456_789  # a fixed epoch in ns, so generated captures are reproducible
+
+VIRTIO_OFFER = (1 << 32) | (1 << 30) | (1 << 29) | (1 << 28) | (1 << 2) | (1 << 9) | (1 << 12) \
+    | (1 << 6) | (1 << 1)
+VIRTIO_ACK = (1 << 32) | (1 << 30) | (1 << 29) | (1 << 2) | (1 << 9) | (1 << 6)
+PROTOCOL_OFFER = 0x1EBF  # SPDK's set: MQ LOG_SHMFD RARP REPLY_ACK NET_MTU BACKEND_REQ CRYPTO...
+PROTOCOL_ACK = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 12)
+
+
+class _Clock:
+    def __init__(self, start: int = T0, step: int = 25_000) -> None:
+        self.t = start
+        self.step = step
+
+    def __call__(self) -> int:
+        self.t += self.step
+        return self.t
+
+
+def device_start(conn: int = 1, queues: int = 2, label: str = "/run/vhost/blk0.sock",
+                 t0: int = T0) -> list[Frame]:
+    """A vhost-user-blk start and stop as QEMU 7.2 + qemu-storage-daemon do it."""
+    clock = _Clock(t0)
+    out: list[Frame] = [event_frame("open", clock(), conn, {
+        "label": label, "listen": label + ".proxy", "connect": label,
+        "orientation": "frontend-connects", "device": "blk", "byteorder": "little"})]
+
+    def req(r: int, values: dict[str, Any] | None = None, fds: tuple[str, ...] = (),
+            need_reply: bool = False, channel: str = "main") -> None:
+        d = "f2b" if channel == "main" else "b2f"
+        out.append(Frame(clock(), conn, channel, d,  # type: ignore[arg-type]
+                         build(channel, r, values, need_reply=need_reply), fds))
+
+    def rep(r: int, values: dict[str, Any] | None = None, fds: tuple[str, ...] = (),
+            channel: str = "main", layout: str | None = None) -> None:
+        d = "b2f" if channel == "main" else "f2b"
+        out.append(Frame(clock(), conn, channel, d,  # type: ignore[arg-type]
+                         build(channel, r, values, reply=True, layout=layout), fds))
+
+    def ack(r: int) -> None:
+        rep(r, {"result": 0}, layout="ack")
+
+    req(1)
+    rep(1, {"features": VIRTIO_OFFER})
+    req(15)
+    rep(15, {"features": PROTOCOL_OFFER})
+    req(16, {"features": PROTOCOL_ACK}, need_reply=True)
+    ack(16)
+    req(17)
+    rep(17, {"num_queues": queues})
+    req(21, fds=("socket:[4711]",), need_reply=True)
+    ack(21)
+    req(3, need_reply=True)
+    ack(3)
+    req(1)
+    rep(1, {"features": VIRTIO_OFFER})
+    for q in range(queues):
+        req(13, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(13)
+        req(14, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(14)
+    req(24, {"offset": 0, "size": 60, "flags": 0, "data": "00" * 60})
+    rep(24, {"offset": 0, "size": 60, "flags": 0, "data": ("00" * 8 + "0002" + "00" * 50)})
+    req(2, {"features": VIRTIO_ACK}, need_reply=True)
+    ack(2)
+    req(31, {"mmap_size": 0, "mmap_offset": 0, "num_queues": queues, "queue_size": 128})
+    rep(31, {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
+        fds=("memfd:vhost-inflight size=8KiB",))
+    req(32, {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
+        fds=("memfd:vhost-inflight size=8KiB",), need_reply=True)
+    ack(32)
+    regions = [
+        {"guest_phys_addr": 0, "memory_size": 0xC0000, "userspace_addr": 0x7F5A40000000,
+         "mmap_offset": 0},
+        {"guest_phys_addr": 0x100000, "memory_size": 0xFF00000, "userspace_addr": 0x7F5A40100000,
+         "mmap_offset": 0x100000},
+    ]
+    mem = "memfd:mem size=256MiB"
+    req(5, {"regions": regions}, fds=(mem, mem), need_reply=True)
+    ack(5)
+    for q in range(queues):
+        base = 0x7F5A4F000000 + q * 0x10000
+        req(8, {"index": q, "num": 128}, need_reply=True)
+        ack(8)
+        req(10, {"index": q, "num": 0}, need_reply=True)
+        ack(10)
+        req(9, {"index": q, "flags": 0, "desc": base, "used": base + 0x1000,
+                "avail": base + 0x800, "log": 0}, need_reply=True)
+        ack(9)
+        req(12, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(12)
+        req(13, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(13)
+    for q in range(queues):
+        req(18, {"index": q, "num": 1}, need_reply=True)
+        ack(18)
+    # the back-end announces a config change on the back-end channel
+    req(2, channel="backend", need_reply=True)
+    rep(2, {"result": 0}, channel="backend")
+    req(24, {"offset": 0, "size": 60, "flags": 0, "data": "00" * 60})
+    rep(24, {"offset": 0, "size": 60, "flags": 0, "data": ("00" * 8 + "0002" + "00" * 50)})
+    # stop
+    for q in range(queues):
+        req(18, {"index": q, "num": 0}, need_reply=True)
+        ack(18)
+        req(11, {"index": q, "num": 0})
+        rep(11, {"index": q, "num": 37 + q})
+    out.append(event_frame("close", clock(), conn, {"reason": "front-end closed the connection",
+                                                    "by": "frontend"}))
+    return out
+
+
+VIRTIO_ALL = VIRTIO_OFFER | (1 << 33) | (1 << 34)
+PROTOCOL_ALL = ((1 << 24) - 1) & ~(1 << 17)  # every protocol feature but XEN_MMAP
+
+
+def every_message(conn: int = 1, t0: int = T0) -> list[Frame]:
+    """Every request of both channels and every reply layout alternative, each paired.
+
+    Connection ``conn`` negotiates every feature but XEN_MMAP; connection
+    ``conn + 1`` negotiates XEN_MMAP and carries the Xen memory layouts.
+    """
+    clock = _Clock(t0, 10_000)
+    out: list[Frame] = []
+    overrides = {"virtio_features": {"features": VIRTIO_ALL},
+                 "protocol_features": {"features": PROTOCOL_ALL}}
+    xen_conn = conn + 1
+    for c, xen in ((conn, False), (xen_conn, True)):
+        out.append(event_frame("open", clock(), c, {
+            "label": f"synthetic{'-xen' if xen else ''}", "orientation": "frontend-connects",
+            "device": "blk", "byteorder": "little"}))
+        feats = PROTOCOL_ALL | (1 << 17) if xen else PROTOCOL_ALL
+        for r, values in ((1, None), (15, None), (16, {"features": feats}),
+                          (2, {"features": VIRTIO_ALL})):
+            out.append(Frame(clock(), c, "main", "f2b", build("main", r, values)))
+            if r in (1, 15):
+                rv = {"features": VIRTIO_ALL} if r == 1 else {"features": feats}
+                out.append(Frame(clock(), c, "main", "b2f", build("main", r, rv, reply=True)))
+        if not xen:  # start vring 1 so that GET_VRING_BASE stops a started ring
+            out.append(Frame(clock(), c, "main", "f2b", build("main", 12, {"index": 1}),
+                             ("eventfd",)))
+    for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
+        req_dir, rep_dir = ("f2b", "b2f") if spec.channel == "main" else ("b2f", "f2b")
+        alternatives = list(spec.request)
+        replies = list(spec.reply) or [None]
+        for i in range(max(len(alternatives), len(replies))):
+            lay = alternatives[min(i, len(alternatives) - 1)]
+            rl = replies[min(i, len(replies) - 1)]
+            xen = "xen" in lay.name or (rl is not None and "xen" in rl.name)
+            c = xen_conn if xen else conn
+            values = overrides.get(lay.name) or _sample_values(lay.name)
+            n_fds = _fd_count(spec, values, lay.name)
+            data = message(spec.id, encode_layout(lay, values),
+                           need_reply=spec.reply_mode != "always")
+            out.append(Frame(clock(), c, spec.channel, req_dir, data,
+                             tuple(f"eventfd#{k}" for k in range(n_fds))))
+            rvalues = (overrides.get(rl.name) or _sample_values(rl.name)) if rl is not None else {}
+            rdata = message(spec.id, encode_layout(rl, rvalues) if rl is not None else b"",
+                            reply=True)
+            out.append(Frame(clock(), c, spec.channel, rep_dir, rdata,
+                             tuple("memfd:x size=4KiB" for _ in range(spec.reply_fds[0]))))
+    return out
+
+
+def _fd_count(spec, values: dict[str, Any], layout: str) -> int:
+    lo, hi = spec.fds
+    if hi == -1:
+        return len(values.get("regions", []))
+    if layout in ("vring_fd", "vring_area"):
+        return 0 if values.get("nofd") else 1
+    if layout == "postcopy_ack":
+        return 0
+    return lo
+
+
+_REGION = {"guest_phys_addr": 0x100000, "memory_size": 0x4000000,
+           "userspace_addr": 0x7F0000100000, "mmap_offset": 0x100000}
+_XEN = {"xen_mmap_flags": 0x1, "domid": 7}
+
+
+def _sample_values(layout: str) -> dict[str, Any]:
+    """Plausible field values per layout name (non-zero where a zero would hide bugs)."""
+    samples: dict[str, dict[str, Any]] = {
+        "virtio_features": {"features": VIRTIO_OFFER},
+        "protocol_features": {"features": PROTOCOL_OFFER},
+        "u64": {"value": 0x1234},
+        "ack": {"result": 0},
+        "queue_num": {"num_queues": 4},
+        "mem_slots": {"slots": 509},
+        "status": {"status": 0x0F},
+        "mtu": {"mtu": 1500},
+        "rarp": {"mac": "52:54:00:12:34:56"},
+        "session_id": {"session_id": 3},
+        "postcopy_ack": {"result": 0},
+        "vring_fd": {"index": 1},
+        "vring_state": {"index": 1, "num": 0},
+        "vring_num": {"index": 1, "num": 256},
+        "vring_base": {"index": 1, "num": 0x2A},
+        "vring_enable": {"index": 1, "num": 1},
+        "vring_endian": {"index": 1, "num": 1},
+        "vring_addr": {"index": 1, "flags": 1, "desc": 0x7F0000001000, "used": 0x7F0000002000,
+                       "avail": 0x7F0000003000, "log": 0x3000},
+        "mem_table": {"regions": [_REGION, dict(_REGION, guest_phys_addr=0x8000000)]},
+        "mem_table_xen": {"regions": [dict(_REGION, **_XEN)]},
+        "mem_reg": dict(_REGION),
+        "mem_reg_xen": dict(_REGION, **_XEN),
+        "log": {"mmap_size": 0x2000, "mmap_offset": 0},
+        "iotlb": {"iova": 0x10000, "size": 0x1000, "uaddr": 0x7F0000010000, "perm": 3, "type": 2},
+        "config": {"offset": 0, "size": 8, "flags": 0, "data": "0001020304050607"},
+        "vring_area": {"index": 2, "nofd": False, "size": 4096, "offset": 0},
+        "shared": {"uuid": "12345678-9abc-def0-1234-56789abcdef0"},
+        "shmem_map": {"shmid": 1, "fd_offset": 0x1000, "shm_offset": 0x2000, "len": 0x4000,
+                      "flags": 1},
+        "shmem_config": {"nregions": 2, "memory_sizes": [{"size": 0x100000}, {"size": 0x200000}]
+                         + [{"size": 0}] * 254},
+        "inflight": {"mmap_size": 8448, "mmap_offset": 0, "num_queues": 4, "queue_size": 128},
+        "device_state": {"direction": 0, "phase": 0},
+        "device_state_result": {"error": 0, "no_fd": True},
+        "crypto_session_sym": {"op_code": 0x002, "cipher_alg": 1, "key_len": 16,
+                               "key": "11" * 16, "session_id": 5},
+        "crypto_session_asym": {"op_code": 0x404, "algo": 1, "keytype": 1, "keylen": 32,
+                                "key": "22" * 32, "session_id": 6},
+        "crypto_session_old": {"session_id": 7, "cipher_alg": 1, "key_len": 16,
+                               "key": "33" * 16},
+    }
+    return dict(samples.get(layout, {}))
+
+
+def every_message_stream() -> Iterator[Frame]:
+    yield from every_message()
