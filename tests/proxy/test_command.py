@@ -1,0 +1,200 @@
+"""``vuinspect proxy`` as a subprocess: readiness line, capture, signals, interpose, refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vuinspect.proxy.interpose import Interposer, Listener, ListenError
+from vuinspect.testing import wire
+from vuinspect.testing.frontend import Frontend
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def start(argv: list[str], log: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *argv], stdout=kw.pop("stdout", subprocess.DEVNULL),
+                            stderr=open(log, "wb"), **kw)  # noqa: SIM115
+
+
+def wait_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} not seen; log:\n{log.read_text(errors='replace')}")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def run_backend(sockdir: str, procs, name: str = "be.sock", *extra: str) -> str:
+    path = os.path.join(sockdir, name)
+    log = Path(sockdir) / f"{name}.log"
+    p = start(["vuinspect.testing.backend", "--listen", path, *extra], log)
+    procs.append(p)
+    wait_line(log, "listening on", p)
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_proxy_capture_and_clean_exit(sockdir, procs, sig) -> None:
+    from vuinspect.capture import read_frames
+
+    be = run_backend(sockdir, procs)
+    px = os.path.join(sockdir, "px.sock")
+    cap = os.path.join(sockdir, "cap.pcapng")
+    log = Path(sockdir) / "proxy.log"
+    out = Path(sockdir) / "proxy.out"
+    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap],
+                  log, stdout=open(out, "wb"))  # noqa: SIM115
+    procs.append(proxy)
+    wait_line(log, f"listening on {px} -> {be}", proxy)
+    assert stat.S_IMODE(os.stat(px).st_mode) == 0o600
+    fe = Frontend(wire.connect(px))
+    fe.handshake()
+    fe.round_trips(10)
+    fe.close()
+    time.sleep(0.3)
+    assert stop(proxy, sig) == 0
+    assert not os.path.exists(px)
+    frames = list(read_frames(cap))
+    data = [f for f in frames if f.kind == "data"]
+    assert len(data) == len(fe.sent) + len(fe.received)
+    assert frames[0].kind == "open" and frames[-1].kind == "close"
+    lines = out.read_text().splitlines()
+    assert any("GET_FEATURES" in line for line in lines)
+    assert any("SET_MEM_TABLE" in line and "memfd:guest-ram0" in line for line in lines)
+
+
+def test_cli_capture_to_stdout_keeps_stdout_clean(sockdir, procs) -> None:
+    from vuinspect.capture import read_frames
+
+    be = run_backend(sockdir, procs)
+    px = os.path.join(sockdir, "px.sock")
+    log = Path(sockdir) / "proxy.log"
+    cap = Path(sockdir) / "stdout.pcapng"
+    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "-w", "-"], log,
+                  stdout=open(cap, "wb"))  # noqa: SIM115
+    procs.append(proxy)
+    wait_line(log, "listening on", proxy)
+    fe = Frontend(wire.connect(px))
+    fe.handshake()
+    fe.close()
+    time.sleep(0.3)
+    assert stop(proxy) == 0
+    frames = list(read_frames(str(cap)))  # the whole stdout parses as one capture
+    assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)
+    assert "GET_FEATURES" in log.read_text()  # summaries went to stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interpose_restores_socket_on_signal(sockdir, procs, sig) -> None:
+    be = run_backend(sockdir, procs)
+    os.chmod(be, 0o640)
+    before = os.stat(be)
+    log = Path(sockdir) / "proxy.log"
+    proxy = start(["vuinspect", "proxy", "--interpose", be, "--no-tui", "--device", "blk"], log)
+    procs.append(proxy)
+    wait_line(log, "listening on", proxy)
+    moved = be + ".vuinspect-orig"
+    assert os.stat(moved).st_ino == before.st_ino
+    now = os.stat(be)
+    assert now.st_ino != before.st_ino
+    assert stat.S_IMODE(now.st_mode) == 0o640 and (now.st_uid, now.st_gid) == (before.st_uid, before.st_gid)
+    fe = Frontend(wire.connect(be))
+    fe.handshake()
+    fe.close()
+    time.sleep(0.2)
+    assert stop(proxy, sig) == 0
+    assert "1 connection(s)" in log.read_text()
+    assert os.stat(be).st_ino == before.st_ino
+    assert not os.path.exists(moved)
+    fe = Frontend(wire.connect(be))  # the back-end answers directly again
+    assert fe.call(wire.GET_FEATURES) is not None
+    fe.close()
+
+
+def test_interpose_refuses_missing_and_leftover(sockdir, procs) -> None:
+    missing = os.path.join(sockdir, "none.sock")
+    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--interpose", missing],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "no such socket" in p.stderr and "Traceback" not in p.stderr
+    be = run_backend(sockdir, procs)
+    Path(be + ".vuinspect-orig").write_text("left over")
+    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--interpose", be],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "already exists" in p.stderr
+    assert stat.S_ISSOCK(os.lstat(be).st_mode)
+
+
+def test_listen_path_refusals(sockdir, procs) -> None:
+    target = os.path.join(sockdir, "target")
+    Path(target).write_text("precious")
+    link = os.path.join(sockdir, "link.sock")
+    os.symlink(target, link)
+    with pytest.raises(ListenError, match="symlink"):
+        Listener(link).open()
+    with pytest.raises(ListenError, match="not a socket"):
+        Listener(target).open()
+    assert Path(target).read_text() == "precious" and os.path.islink(link)
+    live = run_backend(sockdir, procs, "live.sock")
+    with pytest.raises(ListenError, match="already listening"):
+        Listener(live).open()
+    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", link, "--connect", live],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "symlink" in p.stderr and "Traceback" not in p.stderr
+    with pytest.raises(ListenError, match="symlink"):
+        Interposer(link).open()
+
+
+def test_stale_socket_is_replaced(sockdir) -> None:
+    import socket
+
+    path = os.path.join(sockdir, "stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()  # the file stays, nobody listens
+    lst = Listener(path, 0o660)
+    lst.open()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+    c = wire.connect(path)
+    c.close()
+    lst.close()
+    assert not os.path.exists(path)
+
+
+def test_cli_argument_errors(sockdir) -> None:
+    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", "a"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "pairs" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "nothing to proxy" in p.stderr
