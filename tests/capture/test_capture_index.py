@@ -96,3 +96,25 @@ def test_shrinking_file_is_reported_not_crashed(tmp_path):
     assert index.update() == 0
     assert isinstance(index.error, CaptureError) and "shrank" in index.error.reason
     index.close()
+
+
+def test_update_in_steps_gives_the_same_index(tmp_path):
+    path = tmp_path / "c.pcapng"
+    frames = mixed_frames() + small_frames(200, conn=3)
+    with CaptureWriter(path) as w:
+        for f in frames:
+            w.write(f)
+    whole = build_index(path)
+    stepped = CaptureIndex(path)
+    steps = 0
+    while True:
+        stepped.update(max_bytes=1000)
+        steps += 1
+        assert stepped.error is None and stepped.scanned <= stepped.size
+        if stepped.scanned == stepped.size:
+            break
+    assert steps > 10 and stepped.size == os.path.getsize(path)
+    assert list(stepped.offsets) == list(whole.offsets)
+    assert [stepped.frame(i) for i in range(len(stepped))] == frames
+    whole.close()
+    stepped.close()

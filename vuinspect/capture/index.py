@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import threading
 from array import array
 from bisect import bisect_right
@@ -35,6 +36,7 @@ from vuinspect.capture.pcapng import (
 from vuinspect.frames import Frame
 
 _SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
+_HDR_LE = struct.Struct("<II")
 
 
 class CaptureIndex:
@@ -69,8 +71,13 @@ class CaptureIndex:
         self._lock = threading.Lock()
 
     # -- scanning ------------------------------------------------------------------
-    def update(self) -> int:
-        """Index blocks appended since the last call; returns how many frames were added."""
+    def update(self, max_bytes: int | None = None) -> int:
+        """Index blocks appended since the last call; returns how many frames were added.
+
+        ``max_bytes`` bounds one call (blocks starting in the next ``max_bytes``
+        bytes), so a UI thread can index a huge file in steps and show progress:
+        loop while ``index.scanned < index.size`` and ``index.error`` is None.
+        """
         with self._lock:
             size = os.fstat(self._file.fileno()).st_size
             if size < self._size:
@@ -94,19 +101,20 @@ class CaptureIndex:
                 if why is not None:
                     raise CaptureFormatError(why, 0)
             try:
-                self._scan()
+                self._scan(None if max_bytes is None else self._end + max_bytes)
             except CaptureError as exc:
                 if isinstance(exc, CaptureFormatError):
                     raise
                 self.error = exc
             return len(self.offsets) - before
 
-    def _scan(self) -> None:  # noqa: C901 - one hot loop, kept flat for speed
+    def _scan(self, limit: int | None) -> None:  # noqa: C901 - one hot loop, kept flat for speed
         mm = self._mm
         assert mm is not None
         end = self._size
         pos = self._end
         section = self._section
+        hdr = _HDR_LE.unpack_from  # until a section header says otherwise
         if section is not None:
             hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
             epb = section.epb.unpack_from
@@ -116,8 +124,10 @@ class CaptureIndex:
         prefix = EXPORTED_PDU_PREFIX + pseudohdr.MAGIC + bytes([pseudohdr.VERSION])
         prefix_len = len(prefix)
         try:
-            while pos + 8 <= end:
-                if mm[pos : pos + 4] == _SHB_MAGIC:
+            stop = end if limit is None else min(limit, end)
+            while pos < stop and pos + 8 <= end:
+                btype, blen = hdr(mm, pos)
+                if btype == BT_SHB:  # the same in both byte orders: read the order, then the length
                     if pos + 12 > end:
                         break
                     order = shb_order(mm, pos)
@@ -126,9 +136,9 @@ class CaptureIndex:
                     section = Section(len(self.sections), pos, order)
                     hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
                     epb = section.epb.unpack_from
+                    blen = hdr(mm, pos)[1]
                 elif section is None:
                     raise CaptureError(f"block at offset {pos} precedes any section header", pos)
-                btype, blen = hdr(mm, pos)
                 if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
                     raise CaptureError(f"block at offset {pos} has an invalid length {blen}", pos)
                 if pos + blen > end:
@@ -157,7 +167,7 @@ class CaptureIndex:
                 elif btype == BT_IDB:
                     self.interfaces.append(parse_idb(mm, pos, blen, section))
                 pos += blen
-            if pos < end:
+            if pos < stop:
                 have = end - pos
                 if have >= 8 and mm[pos : pos + 4] != _SHB_MAGIC:
                     blen = hdr(mm, pos)[1]
@@ -165,7 +175,7 @@ class CaptureIndex:
                         f"block at offset {pos} cut short: header says {blen} bytes, {have} present", pos
                     )
                 raise CaptureError(f"block at offset {pos} cut short: {have} bytes present", pos)
-            if not offsets and not any(i.ours for i in self.interfaces):
+            if pos >= end and not offsets and not any(i.ours for i in self.interfaces):
                 foreign = [i for i in self.interfaces if not i.ours]
                 if foreign:
                     raise CaptureFormatError(linktype_refusal(foreign[0]), None)
@@ -188,6 +198,16 @@ class CaptureIndex:
             self.offsets.append(pos)
 
     # -- access --------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """File size seen by the last :meth:`update`."""
+        return self._size
+
+    @property
+    def scanned(self) -> int:
+        """Bytes indexed so far (whole blocks)."""
+        return self._end
+
     def __len__(self) -> int:
         return len(self.offsets)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
@@ -107,10 +107,10 @@ class Interface:
     ts_mul: int = 1000
     ts_div: int = 1
     native_ns: bool = False  # raw timestamps already are ns since the epoch
+    ours: bool = field(init=False)  # link type 252: may hold vuinspect packets
 
-    @property
-    def ours(self) -> bool:
-        return self.linktype == LINKTYPE_WIRESHARK_UPPER_PDU
+    def __post_init__(self) -> None:
+        self.ours = self.linktype == LINKTYPE_WIRESHARK_UPPER_PDU
 
     def ts_ns(self, raw: int) -> int:
         """Exact integer ns for a raw timestamp (floor when the unit is finer than 1 ns)."""

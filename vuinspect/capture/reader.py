@@ -115,14 +115,7 @@ class CaptureReader:
         if self._iterating:
             raise RuntimeError("a CaptureReader can be iterated once")
         self._iterating = True
-        try:
-            yield from self._frames()
-        except CaptureFormatError:
-            raise
-        except CaptureError as exc:
-            self.error = exc
-        finally:
-            self.close()
+        return self._frames()
 
     def _fail(self, reason: str, offset: int) -> CaptureError:
         return CaptureError(reason, offset)
@@ -131,16 +124,19 @@ class CaptureReader:
         buf = self._buf
         pos = 0
         section: Section | None = None
-        hdr = u32 = epb = None
+        hdr = struct.Struct("<II").unpack_from  # until a section header says otherwise
+        u32 = epb = None
         ifaces: list[Interface] = []
         prefix = EXPORTED_PDU_PREFIX
         prefix_end = 28 + PREFIX_LEN
         fixed_unpack = _FIXED.unpack_from
         offset = 0
+        size = len(buf)
         try:
             while True:
-                if len(buf) - pos < 12:
+                if size - pos < 12:
                     buf = self._more(buf, pos, 12)
+                    size = len(buf)
                     pos = 0
                     if not buf:
                         self._check_end()
@@ -151,10 +147,11 @@ class CaptureReader:
                             self._base,
                         )
                 offset = self._base + pos
-                if buf[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
-                    if len(buf) - pos < 12:
+                btype, blen = hdr(buf, pos)
+                if btype == BT_SHB:  # the same in both byte orders: read the order, then the length
+                    if size - pos < 12:
                         raise self._fail(
-                            f"section header at offset {offset} cut short: {len(buf) - pos} bytes present",
+                            f"section header at offset {offset} cut short: {size - pos} bytes present",
                             offset,
                         )
                     order = shb_order(buf, pos)
@@ -165,13 +162,14 @@ class CaptureReader:
                     section = Section(len(self.sections), offset, order)
                     hdr, u32, epb = section.hdr.unpack_from, section.u32.unpack_from, section.epb.unpack_from
                     ifaces = section.interfaces
+                    blen = hdr(buf, pos)[1]
                 elif section is None:
                     raise self._fail(f"block at offset {offset} precedes any section header", offset)
-                btype, blen = hdr(buf, pos)
                 if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
                     raise self._fail(f"block at offset {offset} has an invalid length {blen}", offset)
-                if len(buf) - pos < blen:
+                if size - pos < blen:
                     buf = self._more(buf, pos, blen)
+                    size = len(buf)
                     pos = 0
                     if len(buf) < blen:
                         raise self._fail(
@@ -227,10 +225,14 @@ class CaptureReader:
                 elif btype == BT_IDB:
                     self.interfaces.append(parse_idb(buf, pos, blen, section))
                 pos += blen
-        except CaptureError:
+        except CaptureFormatError:
             raise
+        except CaptureError as exc:
+            self.error = exc
         except (ArithmeticError, LookupError, ValueError, struct.error) as exc:  # a last safety net
-            raise self._fail(f"block at offset {offset} is corrupt: {exc}", offset) from None
+            self.error = self._fail(f"block at offset {offset} is corrupt: {exc}", offset)
+        finally:
+            self.close()
 
     def _check_end(self) -> None:
         """A file of foreign interfaces without any packet is still not ours: say so."""
