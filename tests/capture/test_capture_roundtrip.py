@@ -239,3 +239,32 @@ def test_stdin_and_stdout_dash(tmp_path):
         proc.wait(timeout=30)
     assert proc.returncode == 0
     assert got == [Frame(i, 1, "main", "f2b", b"x" * (i % 30)) for i in range(1000)]
+
+
+@pytest.mark.timeout(30)
+def test_writer_to_a_fifo_like_extcap(tmp_path):
+    """Wireshark's extcap hands us a FIFO path: opening it must not truncate or chmod anything odd."""
+    fifo = tmp_path / "extcap.fifo"
+    os.mkfifo(fifo, 0o644)
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(read_frames(fifo)))
+    reader.start()
+    write(fifo, small_frames(20))
+    reader.join(timeout=20)
+    assert got == small_frames(20)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_the_documented_hex_example_is_what_the_writer_writes():
+    with open(os.path.join(ROOT, "docs", "capture-format.md"), encoding="utf-8") as f:
+        doc = f.read()
+    section = doc.split("## 5. A real packet", 1)[1].split("```", 2)[1]
+    documented = bytes.fromhex("".join(line[6:] for line in section.strip().splitlines()))
+    buf = io.BytesIO()
+    with CaptureWriter(buf, big_endian=False) as w:
+        w.write(Frame(
+            1764000000123456789, 1, "main", "f2b",
+            bytes.fromhex("0c000000" "01000000" "08000000" "0000000000000000"),
+            ("eventfd:[eventfd] flags=O_RDWR|O_NONBLOCK",),
+        ))
+    assert buf.getvalue().endswith(documented) and len(documented) == 144
