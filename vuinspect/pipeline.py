@@ -28,11 +28,12 @@ class Pipeline:
         self._framers: dict[tuple[int, str, str], StreamFramer] = {}
         self.frames = 0
         self.messages = 0
+        self._decode_cache: dict[tuple, tuple] = {}
 
     def session(self, conn: int) -> Session:
         s = self.sessions.get(conn)
         if s is None:
-            s = self.sessions[conn] = Session(conn, device=self.device)
+            s = self.sessions[conn] = Session(conn, device=self.device, cache=self._decode_cache)
         return s
 
     def feed(self, frame: Frame) -> list[Message]:

@@ -41,7 +41,8 @@ _VRING_REQUESTS = (8, 9, 10, 11, 12, 13, 14, 18, 23, 35, 45)
 class Session:
     """State of one vhost-user connection (main channel and back-end channel)."""
 
-    def __init__(self, conn: int, *, device: str | None = None, order: str = "<") -> None:
+    def __init__(self, conn: int, *, device: str | None = None, order: str = "<",
+                 cache: dict[tuple, tuple] | None = None) -> None:
         self.conn = conn
         self.info: dict[str, Any] = {}
         self.label = f"conn {conn}"
@@ -77,6 +78,10 @@ class Session:
         self.stats: dict[str, RequestStats] = {}
         self.messages = 0
         self.problems = 0
+        self._ctx: DecodeContext | None = None
+        # payload decode cache, shared by the sessions of a pipeline: real traffic repeats
+        self._decoded: dict[tuple, tuple] = {} if cache is None else cache
+        self._ctx_key: tuple = ()
 
     # -- derived ---------------------------------------------------------------
     @property
@@ -90,6 +95,13 @@ class Session:
         return self.protocol_acked & mask == mask
 
     def context(self) -> DecodeContext:
+        """The decode context, rebuilt only when negotiation changes it."""
+        if self._ctx is None:
+            self._ctx = ctx = self._make_context()
+            self._ctx_key = (ctx.order, ctx.device, ctx.packed, ctx.xen_mmap)
+        return self._ctx
+
+    def _make_context(self) -> DecodeContext:
         return DecodeContext(
             order=self.order,
             device=self.device,
@@ -108,7 +120,11 @@ class Session:
         return [p for q in self.pending.values() for p in q]
 
     # -- events ----------------------------------------------------------------
+    def _invalidate(self) -> None:
+        self._ctx = None
+
     def on_open(self, ts_ns: int, info: dict[str, Any]) -> None:
+        self._invalidate()
         self.info = info
         self.opened_ns = ts_ns
         self.seen_start = True
@@ -192,16 +208,25 @@ class Session:
             self.problems += len(msg.problems)
 
     def _decode(self, msg: Message, layouts: tuple, payload: bytes) -> None:
-        layout = choose_layout(layouts, payload, self.context())
-        if layout is None:
-            if payload:
-                msg.problems.append(problem("wrong_size", f"{len(payload)} bytes where none are "
-                                            "defined"))
-                msg.payload = {"data": payload.hex()}
-            return
-        msg.layout = layout.name
-        msg.payload, problems = decode_layout(layout, payload, self.context())
-        msg.problems.extend(problems)
+        """Choose the layout and decode; results are shared between identical payloads."""
+        ctx = self.context()
+        key = (id(layouts), payload, self._ctx_key)
+        hit = self._decoded.get(key)
+        if hit is None:
+            layout = choose_layout(layouts, payload, ctx)
+            if layout is None:
+                problems = [problem("wrong_size", f"{len(payload)} bytes where none are "
+                                    "defined")] if payload else []
+                hit = (None, {"data": payload.hex()} if payload else {}, problems)
+            else:
+                values, problems = decode_layout(layout, payload, ctx)
+                hit = (layout.name, values, problems)
+            if len(self._decoded) >= 16384:
+                self._decoded.clear()
+            self._decoded[key] = hit
+        msg.layout, msg.payload, problems = hit
+        if problems:
+            msg.problems.extend(problems)
 
     # -- header, fds, results ---------------------------------------------------
     def _check_header(self, msg: Message) -> None:
@@ -371,6 +396,8 @@ class Session:
             return
         p = msg.payload
         r = msg.request
+        if r in (2, 16):
+            self._invalidate()
         if r == 2:
             self.virtio_acked = p.get("features")
             if self.virtio_acked is not None and not self.virtio_acked >> F.PROTOCOL_FEATURES_BIT & 1:
@@ -438,6 +465,7 @@ class Session:
             self.virtio_offered = p["features"]
             if self.device is None:
                 self.device = F.guess_device(p["features"])
+                self._invalidate()
         elif r == 15:
             self.protocol_offered = p.get("features")
         elif r == 17:

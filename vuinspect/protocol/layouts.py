@@ -44,14 +44,12 @@ class Field:
     values: dict[int, str] | None = None
     bitfields: tuple[tuple[str, int], ...] = ()  # (name, mask) read out of the value
     doc: str = ""
+    size: int = field(init=False, compare=False)
+    is_bytes: bool = field(init=False, compare=False)
 
-    @property
-    def size(self) -> int:
-        return struct.calcsize("<" + self.fmt)
-
-    @property
-    def is_bytes(self) -> bool:
-        return self.fmt.endswith("s")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", struct.calcsize("<" + self.fmt))
+        object.__setattr__(self, "is_bytes", self.fmt.endswith("s"))
 
 
 @dataclass(frozen=True, slots=True)
