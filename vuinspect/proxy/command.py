@@ -162,6 +162,9 @@ def _raise_terminate(signum: int, _frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     routes = routes_from_args(args)
     outputs = _Outputs(args)
+    # The consumer thread (decode, capture) holds the GIL in bursts; a forwarding thread that
+    # woke up waits at most this long for it (default 5 ms would show in reply latencies).
+    sys.setswitchinterval(0.0005)
     server = ProxyServer(routes, outputs.sink, socket_mode=args.socket_mode, on_idle=outputs.idle)
     server.on_error = lambda text: print(f"vuinspect proxy: {text}", file=sys.stderr, flush=True)
     main_thread = threading.current_thread() is threading.main_thread()

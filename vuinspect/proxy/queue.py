@@ -31,11 +31,13 @@ class FrameQueue:
         self._sink = sink
         #: Called on the consumer thread whenever the queue runs empty (flush outputs there).
         self.on_idle = on_idle
+        #: How long the consumer lets frames collect while traffic flows (seconds).
+        self.batch_interval = 0.002
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._qsize = self._q.qsize
         self.maxsize = maxsize
         self._lock = threading.Lock()
-        self._pending_drops: dict[tuple[int, str], int] = {}
+        self._pending_drops: dict[int, int] = {}  # conn -> data frames dropped, not yet noted
         self._thread: threading.Thread | None = None
         #: Frames handed to the sink, frames dropped from the capture, sink errors.
         self.delivered = 0
@@ -48,30 +50,30 @@ class FrameQueue:
 
     def put(self, frame: Frame) -> bool:
         """Queue ``frame`` for the sink; False if it had to be dropped (queue full)."""
-        if self._pending_drops:
-            self._flush_drops(frame.conn, frame.channel)
-        if frame.kind == "data" and self._qsize() >= self.maxsize:
+        is_data = frame.kind == "data"
+        # Events always go in, so their drop note goes in first; data only if there is room.
+        if (self._pending_drops and frame.conn in self._pending_drops
+                and (not is_data or self._qsize() < self.maxsize)):
+            self._flush_drops(frame.conn)
+        if is_data and self._qsize() >= self.maxsize:
             with self._lock:
-                key = (frame.conn, frame.channel)
-                self._pending_drops[key] = self._pending_drops.get(key, 0) + 1
+                self._pending_drops[frame.conn] = self._pending_drops.get(frame.conn, 0) + 1
                 self.dropped += 1
             return False
         self._q.put(frame)
         return True
 
-    def _flush_drops(self, conn: int | None = None, channel: str | None = None) -> None:
+    def _flush_drops(self, conn: int | None = None) -> None:
         """Queue the "N frames dropped" notes (for one connection, or all)."""
-        if conn is not None and self._qsize() >= self.maxsize:
-            return  # still no room: keep counting
         with self._lock:
-            keys = [k for k in self._pending_drops if conn is None or k == (conn, channel)]
+            keys = [k for k in self._pending_drops if conn is None or k == conn]
             counts = [(k, self._pending_drops.pop(k)) for k in keys]
-        for (c, ch), n in counts:
+        for c, n in counts:
             text = (
                 f"{n} frame{'s' if n != 1 else ''} dropped from the capture because the "
                 "consumer fell behind (the traffic itself was forwarded unchanged)"
             )
-            self._q.put(event_frame("note", time.time_ns(), c, {"text": text, "dropped": n}, ch))
+            self._q.put(event_frame("note", time.time_ns(), c, {"text": text, "dropped": n}))
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Deliver everything queued so far, then stop the consumer thread."""
@@ -85,22 +87,39 @@ class FrameQueue:
         return self._qsize()
 
     def _consume(self) -> None:
+        """Deliver frames in batches: block only while idle, then poll every few ms.
+
+        Waking this thread for every single frame measured ~10-15 µs more per relayed
+        round trip (GIL hand-offs on the forwarding path); while traffic flows it
+        sleeps ``batch_interval`` and drains whatever arrived meanwhile.
+        """
         get = self._q.get
-        qsize = self._qsize
+        get_nowait = self._q.get_nowait
         sink = self._sink
+        interval = self.batch_interval
         while True:
-            item = get()
-            if item is _STOP:
+            item = get()  # idle: wait for the first frame
+            while True:
+                if item is _STOP:
+                    self._idle()
+                    return
+                try:
+                    sink(item)  # type: ignore[arg-type]
+                except Exception:
+                    self._error()
+                else:
+                    self.delivered += 1
+                try:
+                    item = get_nowait()
+                    continue
+                except queue.Empty:
+                    pass
                 self._idle()
-                return
-            try:
-                sink(item)  # type: ignore[arg-type]
-            except Exception:
-                self._error()
-            else:
-                self.delivered += 1
-            if not qsize():
-                self._idle()
+                time.sleep(interval)
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break  # quiet again: back to a blocking get
 
     def _idle(self) -> None:
         if self.on_idle is not None:
