@@ -172,12 +172,21 @@ def run(args: argparse.Namespace) -> int:
     if main_thread:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             old[sig] = signal.signal(sig, _raise_terminate)
-    atexit.register(server.stop)  # last resort: interposed sockets go back even on odd exits
+    # Last resort: interposed sockets go back and the capture is finished even on odd exits.
+    atexit.register(outputs.close)
+    atexit.register(server.stop)
+    stop_signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     try:
+        # A signal in the middle of moving sockets around would leave them half moved.
+        if main_thread:
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         try:
             server.start()
         except ListenError as exc:
             raise CliError(str(exc)) from None
+        finally:
+            if main_thread:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
         for r in routes:
             extra = " (interposed)" if r.interpose else ""
             print(f"listening on {r.listen} -> {r.connect}{extra}", file=sys.stderr, flush=True)
@@ -194,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         server.stop()
         outputs.close()
         atexit.unregister(server.stop)
+        atexit.unregister(outputs.close)
         if main_thread:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
