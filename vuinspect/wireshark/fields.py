@@ -1,0 +1,318 @@
+"""Wireshark field definitions derived from the protocol tables.
+
+Every ``ProtoField`` the Lua dissector registers is described here once, as
+data, so that the generator emits it and the tests know which payload key a
+``vhost_user.*`` field carries without a hand-kept list.  Payload fields are
+``vhost_user.<layout field name>``; the few names that would collide with the
+header or pseudo-header (``flags``, ``size``, ``direction``...) move to
+``vhost_user.payload.<name>`` so that ``vhost_user.size`` always means the
+header's size.  One field is made per distinct (abbreviation, type, base,
+value names): Wireshark links same-named fields, so ``vhost_user.index``
+filters every vring index whatever its width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vuinspect.protocol.features import (
+    DEVICE_FEATURES,
+    DEVICE_STATUS,
+    PROTOCOL_FEATURES,
+    TRANSPORT_FEATURES,
+)
+from vuinspect.protocol.layouts import Array, Field, Layout, Tail
+from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
+
+PROTO = "vhost_user"
+
+#: Header and pseudo-header names a payload field may not take over.
+RESERVED = frozenset({
+    "request", "backend_request", "name", "flags", "size", "conn", "channel", "direction",
+    "kind", "fd", "fd_count", "event", "response_in", "response_to", "response_time",
+    "is_reply", "layout", "raw", "partial", "pseudo", "message", "expert",
+})
+
+_INT_CTORS = {"B": "uint8", "H": "uint16", "I": "uint32", "Q": "uint64", "i": "int32", "q": "int64"}
+_HEX_DISPLAYS = {"hex", "size", "virtio_features", "protocol_features", "status"}
+
+
+@dataclass(frozen=True, slots=True)
+class LuaField:
+    """One ``ProtoField``: enough to emit it and to read it back in tests.
+
+    ``role`` tells a reader of tshark's output what the field holds:
+    ``payload`` (the payload key ``key``), ``bits`` (one named bit of the
+    ``key``+``_names`` list), ``ignore`` (padding), or ``header``/``event``.
+    """
+
+    var: str
+    abbrev: str
+    label: str
+    ctor: str
+    base: str = ""
+    values: str = ""  # Lua name of a value-string table
+    mask: int | None = None
+    width: int | None = None  # bool bit width (with mask)
+    extra: str = ""  # trailing Lua argument (frametype)
+    desc: str = ""
+    role: str = "header"
+    key: str = ""
+
+
+@dataclass
+class Registry:
+    """Ordered ProtoFields and value-string tables, deduplicated by signature."""
+
+    fields: dict[str, LuaField] = field(default_factory=dict)
+    value_strings: dict[str, dict[int, str]] = field(default_factory=dict)
+    _by_sig: dict[tuple, str] = field(default_factory=dict)
+    _vs_by_items: dict[tuple, str] = field(default_factory=dict)
+
+    def add(self, f: LuaField, sig: tuple | None = None) -> str:
+        if sig is not None and sig in self._by_sig:
+            return self._by_sig[sig]
+        var = f.var
+        n = 2
+        while var in self.fields:
+            var = f"{f.var}_{n}"
+            n += 1
+        if var != f.var:
+            f = LuaField(**{**_asdict(f), "var": var})
+        self.fields[var] = f
+        if sig is not None:
+            self._by_sig[sig] = var
+        return var
+
+    def value_string(self, hint: str, values: dict[int, str]) -> str:
+        items = tuple(sorted(values.items()))
+        name = self._vs_by_items.get(items)
+        if name is None:
+            name = hint
+            n = 2
+            while name in self.value_strings:
+                name = f"{hint}_{n}"
+                n += 1
+            self.value_strings[name] = dict(items)
+            self._vs_by_items[items] = name
+        return name
+
+    def by_abbrev(self) -> dict[str, list[LuaField]]:
+        out: dict[str, list[LuaField]] = {}
+        for f in self.fields.values():
+            out.setdefault(f.abbrev, []).append(f)
+        return out
+
+
+def _asdict(f: LuaField) -> dict:
+    return {k: getattr(f, k) for k in LuaField.__slots__}
+
+
+def label_of(name: str) -> str:
+    """``guest_phys_addr`` -> ``Guest phys addr``."""
+    text = name.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def payload_abbrev(name: str) -> str:
+    return f"{PROTO}.payload.{name}" if name in RESERVED else f"{PROTO}.{name}"
+
+
+def _ident(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower())
+
+
+# -- fixed fields: pseudo-header, header, links, events ------------------------------------
+
+def _fixed(reg: Registry) -> None:
+    P = PROTO
+    reg.value_strings.update({
+        "channel": {0: "main", 1: "backend"},
+        "direction": {0: "f2b (front-end to back-end)", 1: "b2f (back-end to front-end)"},
+        "kind": {0: "data", 1: "open", 2: "close", 3: "note"},
+    })
+    for var, abbrev, label, ctor, base, values in (
+        ("pseudo", f"{P}.pseudo", "vuinspect pseudo-header", "none", "", ""),
+        ("ph_version", f"{P}.pseudo.version", "Version", "uint8", "base.DEC", ""),
+        ("ph_hdr_len", f"{P}.pseudo.hdr_len", "Header length", "uint16", "base.DEC", ""),
+        ("ph_flags", f"{P}.pseudo.flags", "Flags", "uint8", "base.HEX", ""),
+        ("conn", f"{P}.conn", "Connection", "uint32", "base.DEC", ""),
+        ("channel", f"{P}.channel", "Channel", "uint8", "base.DEC", "channel"),
+        ("direction", f"{P}.direction", "Direction", "uint8", "base.DEC", "direction"),
+        ("kind", f"{P}.kind", "Kind", "uint8", "base.DEC", "kind"),
+        ("fd_count", f"{P}.fd_count", "Number of fds", "uint8", "base.DEC", ""),
+        ("ph_fd", f"{P}.pseudo.fd", "fd description", "string", "", ""),
+        ("fd", f"{P}.fd", "fd", "string", "", ""),
+        ("request", f"{P}.request", "Request", "uint32", "base.DEC", "main_names"),
+        ("backend_request", f"{P}.backend_request", "Back-end request", "uint32", "base.DEC",
+         "backend_names"),
+        ("name", f"{P}.name", "Name", "string", "", ""),
+        ("size", f"{P}.size", "Payload size", "uint32", "base.DEC", ""),
+        ("is_reply", f"{P}.is_reply", "Is a reply (by direction)", "bool", "", ""),
+        ("layout", f"{P}.layout", "Payload layout", "string", "", ""),
+        ("raw", f"{P}.raw", "Unframed bytes", "bytes", "", ""),
+        ("partial", f"{P}.partial", "Bytes of a message continued in a later frame", "bytes",
+         "", ""),
+        ("event_json", f"{P}.event.json", "Event", "string", "", ""),
+    ):
+        reg.add(LuaField(var, abbrev, label, ctor, base, values))
+    reg.add(LuaField("ph_big_endian", f"{P}.pseudo.big_endian", "Big-endian messages", "bool",
+                     mask=0x1, width=8))
+    reg.add(LuaField("flags", f"{P}.flags", "Flags", "uint32", "base.HEX"))
+    reg.add(LuaField("flags_version", f"{P}.flags.version", "Version", "uint32", "base.DEC",
+                     mask=0x3))
+    reg.add(LuaField("flags_reply", f"{P}.flags.reply", "Reply", "bool", mask=0x4, width=32))
+    reg.add(LuaField("flags_need_reply", f"{P}.flags.need_reply", "Need reply", "bool", mask=0x8,
+                     width=32))
+    reg.add(LuaField("flags_reserved", f"{P}.flags.reserved", "Reserved", "uint32", "base.HEX",
+                     mask=0xFFFFFFF0))
+    reg.add(LuaField("response_in", f"{P}.response_in", "Response in", "framenum", "base.NONE",
+                     extra="frametype.RESPONSE"))
+    reg.add(LuaField("response_to", f"{P}.response_to", "Request in", "framenum", "base.NONE",
+                     extra="frametype.REQUEST"))
+    reg.add(LuaField("response_time", f"{P}.response_time", "Response time", "relative_time"))
+    for key in EVENT_KEYS:
+        reg.add(LuaField(f"ev_{key}", f"{P}.event.{key}", label_of(key), "string", role="event",
+                         key=key))
+
+
+#: String keys of event JSON shown as their own fields.
+EVENT_KEYS = ("label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by",
+              "text")
+
+
+# -- payload fields --------------------------------------------------------------------------
+
+def payload_field(reg: Registry, f: Field) -> str:
+    """The ProtoField var for a layout Field (created on first use)."""
+    abbrev = payload_abbrev(f.name)
+    label = label_of(f.name)
+    if f.display == "padding":
+        return reg.add(LuaField(f"pad_{f.name}", f"{PROTO}.{f.name}", label, "bytes",
+                                role="ignore"), ("bytes", f"{PROTO}.{f.name}"))
+    if f.is_bytes:
+        ctor = {"uuid": "guid", "mac": "ether"}.get(f.display, "bytes")
+        return reg.add(LuaField(f"p_{f.name}", abbrev, label, ctor, desc=f.doc, role="payload",
+                                key=f.name), (ctor, abbrev))
+    ctor = _INT_CTORS[f.fmt]
+    base = "base.HEX" if f.display in _HEX_DISPLAYS else "base.DEC"
+    values = ""
+    if f.display == "enum" and f.values:
+        values = reg.value_string(f"vs_{f.name}", f.values)
+    return reg.add(LuaField(f"p_{f.name}", abbrev, label, ctor, base, values, desc=f.doc,
+                            role="payload", key=f.name), (ctor, abbrev, base, values))
+
+
+def bitfield(reg: Registry, name: str, mask: int) -> str:
+    """A value read out of a field by ``mask``: a bool for one bit, else a uint32."""
+    abbrev = payload_abbrev(name)
+    if mask & (mask - 1) == 0:
+        return reg.add(LuaField(f"p_{name}", abbrev, label_of(name), "bool", role="payload",
+                                key=name), ("bool", abbrev))
+    return reg.add(LuaField(f"p_{name}", abbrev, label_of(name), "uint32", "base.DEC",
+                            role="payload", key=name), ("uint32", abbrev, "base.DEC", ""))
+
+
+def array_fields(reg: Registry, a: Array) -> tuple[str, str]:
+    arr = reg.add(LuaField(f"a_{a.name}", payload_abbrev(a.name), label_of(a.name), "none",
+                           role="array", key=a.name), ("none", a.name))
+    item = reg.add(LuaField(f"i_{a.item.name}", payload_abbrev(a.item.name),
+                            label_of(a.item.name), "none", role="item", key=a.item.name),
+                   ("none", a.item.name))
+    return arr, item
+
+
+def tail_field(reg: Registry, t: Tail) -> str:
+    abbrev = payload_abbrev(t.name)
+    return reg.add(LuaField(f"p_{t.name}", abbrev, label_of(t.name), "bytes", role="payload",
+                            key=t.name), ("bytes", abbrev))
+
+
+VRING_BASE_KEYS = ("avail_idx", "avail_wrap", "used_idx", "used_wrap")
+
+
+def _bits(reg: Registry) -> None:
+    P = PROTO
+    for key in VRING_BASE_KEYS:
+        reg.add(LuaField(f"p_{key}", payload_abbrev(key), label_of(key), "uint32", "base.DEC",
+                         role="payload", key=key), ("uint32", payload_abbrev(key), "base.DEC", ""))
+    for b in PROTOCOL_FEATURES:
+        reg.add(LuaField(f"fp_{_ident(b.name)}", f"{P}.features.protocol.{b.name.lower()}",
+                         f"{b.name} (bit {b.bit})", "bool", desc=b.doc, role="bits",
+                         key="features"))
+    named = {b.bit for b in PROTOCOL_FEATURES}
+    for n in range(64):
+        if n not in named:
+            reg.add(LuaField(f"fp_bit{n}", f"{P}.features.protocol.bit{n}", f"BIT_{n}", "bool",
+                             role="bits", key="features"))
+    for b in TRANSPORT_FEATURES:
+        reg.add(LuaField(f"fv_{_ident(b.name)}", f"{P}.features.virtio.{b.name.lower()}",
+                         f"{b.name} (bit {b.bit})", "bool", desc=b.doc, role="bits",
+                         key="features"))
+    for device, bits in DEVICE_FEATURES.items():
+        for b in bits:
+            reg.add(LuaField(f"fv_{device}_{_ident(b.name)}",
+                             f"{P}.features.virtio.{b.name.lower()}",
+                             f"{b.name} (bit {b.bit}, {device})", "bool", desc=b.doc,
+                             role="bits", key="features"))
+    transport = {b.bit for b in TRANSPORT_FEATURES}
+    for n in range(64):
+        if n not in transport:
+            reg.add(LuaField(f"fv_bit{n}", f"{P}.features.virtio.bit{n}", f"BIT_{n}", "bool",
+                             role="bits", key="features"))
+    status_named = {b.bit for b in DEVICE_STATUS}
+    for b in DEVICE_STATUS:
+        reg.add(LuaField(f"st_{_ident(b.name)}", f"{P}.status.{b.name.lower()}",
+                         f"{b.name} (bit {b.bit})", "bool", role="bits", key="status"))
+    for n in range(8):
+        if n not in status_named:
+            reg.add(LuaField(f"st_bit{n}", f"{P}.status.bit{n}", f"BIT_{n}", "bool",
+                             role="bits", key="status"))
+
+
+def all_layouts() -> list[Layout]:
+    """Every layout the request tables use, array items before their arrays."""
+    out: list[Layout] = []
+
+    def visit(lay: Layout) -> None:
+        for f in lay.fields:
+            if isinstance(f, Array):
+                visit(f.item)
+        if lay not in out:
+            out.append(lay)
+
+    for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
+        for lay in (*spec.request, *spec.reply):
+            visit(lay)
+    return out
+
+
+def build_registry() -> Registry:
+    """All fields in emission order: fixed ones, bits, then payload fields by layout."""
+    reg = Registry()
+    reg.value_strings["main_names"] = {s.id: s.name for s in FRONTEND_REQUESTS}
+    reg.value_strings["backend_names"] = {s.id: s.name for s in BACKEND_REQUESTS}
+    _fixed(reg)
+    _bits(reg)
+    reg.add(LuaField("p_data", payload_abbrev("data"), "Data", "bytes", role="payload",
+                     key="data"), ("bytes", payload_abbrev("data")))
+    for lay in all_layouts():
+        for f in lay.fields:
+            if isinstance(f, Field):
+                payload_field(reg, f)
+                for name, mask in f.bitfields:
+                    bitfield(reg, name, mask)
+            elif isinstance(f, Array):
+                array_fields(reg, f)
+            else:
+                tail_field(reg, f)
+    return reg
+
+
+def abbrev_roles(reg: Registry | None = None) -> dict[str, tuple[str, str]]:
+    """abbrev -> (role, key) for readers of tshark output (tests, tools)."""
+    reg = reg or build_registry()
+    out: dict[str, tuple[str, str]] = {}
+    for f in reg.fields.values():
+        out.setdefault(f.abbrev, (f.role, f.key))
+    return out

@@ -1,0 +1,546 @@
+"""Runtime Lua, part 1: helpers, event JSON, payload decoding (a port of vuinspect/payload.py).
+
+Kept as a Python string so that an installed wheel can generate the dissector
+without data files.  Written for Lua 5.2 through 5.4: bit tests use
+arithmetic or the ``bit`` library, 64-bit values stay ``UInt64``/``Int64``.
+Every loop is bounded by the bytes present or by a table's maximum.
+"""
+
+RUNTIME = r'''
+-- ===================================================================== runtime: helpers
+local floor, fmt, concat = math.floor, string.format, table.concat
+local TWO32 = 4294967296
+
+-- 32-bit AND with a non-negative result: BitOp's `bit` when present, arithmetic otherwise.
+local band
+if type(bit) == "table" and bit.band ~= nil then
+  band = function(a, b)
+    local r = bit.band(a, b)
+    if r < 0 then r = r + TWO32 end
+    return r
+  end
+else
+  band = function(a, b)
+    local r, p = 0, 1
+    a, b = a % TWO32, b % TWO32
+    while a > 0 and b > 0 do
+      if a % 2 == 1 and b % 2 == 1 then r = r + p end
+      a, b, p = floor(a / 2), floor(b / 2), p * 2
+    end
+    return r
+  end
+end
+
+-- (low, high) 32-bit halves of a number, UInt64 or Int64.
+local function lohi(v)
+  if type(v) == "number" then
+    if v < 0 then v = v + TWO32 end
+    return v % TWO32, floor(v / TWO32)
+  end
+  return v:lower(), v:higher()
+end
+
+local function tonum(v)
+  if v == nil or type(v) == "number" then return v end
+  if type(v) == "boolean" then return v and 1 or 0 end
+  return v:tonumber()
+end
+
+local function bit_set(v, n)
+  local lo, hi = lohi(v)
+  if n >= 32 then return floor(hi / 2 ^ (n - 32)) % 2 == 1 end
+  return floor(lo / 2 ^ n) % 2 == 1
+end
+
+local function is_zero(v)
+  local lo, hi = lohi(v)
+  return lo == 0 and hi == 0
+end
+
+local function num_eq(v, n)
+  local lo, hi = lohi(v)
+  return lo == n % TWO32 and hi == floor(n / TWO32)
+end
+
+-- Like Python's f"{v:x}".
+local function hex(v)
+  if type(v) == "number" and v < 0 then return "-" .. hex(-v) end
+  local lo, hi = lohi(v)
+  if hi == 0 then return fmt("%x", lo) end
+  return fmt("%x%08x", hi, lo)
+end
+
+local function dec(v)
+  if type(v) == "number" then return fmt("%d", v) end
+  if type(v) == "boolean" then return v and "True" or "False" end
+  return tostring(v)
+end
+
+-- Like vuinspect.render.human_size.
+local SIZE_UNITS = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" }
+local function human_size(n)
+  local value, i = n, 1
+  while value >= 1024 and i < #SIZE_UNITS do
+    value = value / 1024
+    i = i + 1
+  end
+  if value == floor(value) then return fmt("%.0f%s", value, SIZE_UNITS[i]) end
+  return fmt("%.1f%s", value, SIZE_UNITS[i])
+end
+
+local function read(tvb, off, f, be)
+  local r = tvb:range(off, f.size)
+  local c = f.fmt
+  if c == "s" then return r end
+  if c == "Q" then if be then return r:uint64() end return r:le_uint64() end
+  if c == "q" then if be then return r:int64() end return r:le_int64() end
+  if c == "i" then if be then return r:int() end return r:le_int() end
+  if be then return r:uint() end
+  return r:le_uint()
+end
+
+local function u32(tvb, off, be)
+  if be then return tvb:range(off, 4):uint() end
+  return tvb:range(off, 4):le_uint()
+end
+
+local function add_value(tree, pf, r, be)
+  if be then return tree:add(pf, r) end
+  return tree:add_le(pf, r)
+end
+
+local function byte_hex(r)
+  if r == nil or r:len() == 0 then return "" end
+  return string.lower(r:bytes():tohex())
+end
+
+local function all_zero(r)
+  local n = r:len()
+  for i = 0, n - 1 do
+    if r:range(i, 1):uint() ~= 0 then return false end
+  end
+  return true
+end
+
+-- ===================================================================== runtime: event JSON
+local function utf8_char(cp)
+  if cp < 0x80 then return string.char(cp) end
+  if cp < 0x800 then return string.char(0xC0 + floor(cp / 64), 0x80 + cp % 64) end
+  if cp < 0x10000 then
+    return string.char(0xE0 + floor(cp / 4096), 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+  end
+  return string.char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64,
+                     0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+end
+
+local JSON_ESC = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+
+-- A small JSON reader for event frames: returns the value, or nil if the text is not JSON.
+local function json_decode(s)
+  local pos, n = 1, #s
+  local value
+  local function ws() pos = s:find("[^ \t\r\n]", pos) or n + 1 end
+  local function str()
+    local out, i = {}, pos + 1
+    while i <= n do
+      local c = s:sub(i, i)
+      if c == '"' then pos = i + 1; return concat(out) end
+      if c == "\\" then
+        local e = s:sub(i + 1, i + 1)
+        if e == "u" then
+          local cp = tonumber(s:sub(i + 2, i + 5), 16)
+          if cp == nil then return nil end
+          i = i + 6
+          if cp >= 0xD800 and cp <= 0xDBFF and s:sub(i, i + 1) == "\\u" then
+            local low = tonumber(s:sub(i + 2, i + 5), 16)
+            if low and low >= 0xDC00 and low <= 0xDFFF then
+              cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
+              i = i + 6
+            end
+          end
+          out[#out + 1] = utf8_char(cp)
+        else
+          out[#out + 1] = JSON_ESC[e] or e
+          i = i + 2
+        end
+      else
+        local j = s:find('["\\]', i) or n + 1
+        out[#out + 1] = s:sub(i, j - 1)
+        i = j
+      end
+    end
+    return nil
+  end
+  value = function(depth)
+    if depth > 32 then return nil end
+    ws()
+    local c = s:sub(pos, pos)
+    if c == "{" then
+      local obj = {}
+      pos = pos + 1
+      ws()
+      if s:sub(pos, pos) == "}" then pos = pos + 1; return obj end
+      while pos <= n do
+        ws()
+        if s:sub(pos, pos) ~= '"' then return nil end
+        local k = str()
+        if k == nil then return nil end
+        ws()
+        if s:sub(pos, pos) ~= ":" then return nil end
+        pos = pos + 1
+        local v = value(depth + 1)
+        if v == nil then return nil end
+        obj[k] = v
+        ws()
+        c = s:sub(pos, pos)
+        pos = pos + 1
+        if c == "}" then return obj end
+        if c ~= "," then return nil end
+      end
+      return nil
+    elseif c == "[" then
+      local arr = {}
+      pos = pos + 1
+      ws()
+      if s:sub(pos, pos) == "]" then pos = pos + 1; return arr end
+      while pos <= n do
+        local v = value(depth + 1)
+        if v == nil then return nil end
+        arr[#arr + 1] = v
+        ws()
+        c = s:sub(pos, pos)
+        pos = pos + 1
+        if c == "]" then return arr end
+        if c ~= "," then return nil end
+      end
+      return nil
+    elseif c == '"' then
+      return str()
+    end
+    local lit = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
+    if lit and #lit > 0 then pos = pos + #lit; return tonumber(lit) or 0 end
+    for word, v in pairs({ ["true"] = true, ["false"] = false, ["null"] = "null" }) do
+      if s:sub(pos, pos + #word - 1) == word then pos = pos + #word; return v end
+    end
+    return nil
+  end
+  local ok, result = pcall(value, 0)
+  if not ok or result == nil then return nil end
+  ws()
+  if pos <= n then return nil end
+  return result
+end
+
+-- ===================================================================== runtime: payloads
+for _, lay in pairs(LAYOUTS) do
+  if lay.when then
+    for _, f in ipairs(lay.fields) do
+      if f.t == "f" and f.name == lay.when[1] then lay.when_field = f end
+    end
+  end
+end
+
+local VIRTIO_BITS = {}
+local function virtio_bits(device)
+  local key = (device and DEVICE_BITS[device]) and device or ""
+  local list = VIRTIO_BITS[key]
+  if list == nil then
+    local by = {}
+    for _, b in ipairs(DEVICE_BITS[key] or {}) do by[b.bit] = b end
+    for _, b in ipairs(TRANSPORT_BITS) do by[b.bit] = b end
+    list = {}
+    for n = 0, 63 do if by[n] then list[#list + 1] = by[n] end end
+    VIRTIO_BITS[key] = list
+  end
+  return list
+end
+
+local function problem(list, code, text)
+  list[#list + 1] = { code = code, text = text }
+end
+
+-- payload.expected_size
+local function expected_size(lay, tvb, base, len, be)
+  local size, counts = 0, {}
+  for _, f in ipairs(lay.fields) do
+    if f.t == "f" then
+      if size + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(tvb, base + size, f, be)) end
+      size = size + f.size
+    elseif f.t == "a" then
+      local n = f.count
+      if type(n) ~= "number" then n = counts[n] end
+      if n == nil then return nil end
+      if n > f.max then n = f.max end
+      size = size + n * f.item.isize
+    else
+      if f.length == nil then return nil end
+      local n = counts[f.length]
+      if n == nil then return nil end
+      size = size + n
+    end
+  end
+  return size
+end
+
+-- payload._empty_array
+local function empty_array(lay, tvb, base, len, be)
+  local off, counts = 0, {}
+  for _, f in ipairs(lay.fields) do
+    if f.t == "f" then
+      if off + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(tvb, base + off, f, be)) end
+      off = off + f.size
+    elseif f.t == "a" and type(f.count) == "string" then
+      return (counts[f.count] or 0) == 0
+    end
+  end
+  return false
+end
+
+-- payload.choose_layout: exact size, `when`, Xen layouts only when XEN_MMAP is negotiated.
+local function choose_layout(cands, tvb, base, len, ctx)
+  if cands == nil or #cands == 0 then return nil end
+  local best, best_score
+  for rank, lay in ipairs(cands) do
+    local ok = true
+    if lay.when then
+      local f = lay.when_field
+      if f == nil or len < f.size or not num_eq(read(tvb, base, f, ctx.be), lay.when[2]) then ok = false end
+    end
+    if ok then
+      local need = expected_size(lay, tvb, base, len, ctx.be)
+      local fits
+      if lay.exact then fits = need == len else fits = len >= lay.fixed end
+      if fits then
+        local score = rank
+        if lay.xen ~= ctx.xen then score = score + 100 end
+        if empty_array(lay, tvb, base, len, ctx.be) then score = score + 50 end
+        if best == nil or score < best_score then best, best_score = lay, score end
+      end
+    end
+  end
+  if best then return best end
+  for _, lay in ipairs(cands) do
+    if lay.xen == ctx.xen and lay.when == nil then return lay end
+  end
+  return cands[1]
+end
+
+-- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
+local function add_bits(item, r, v, named, generic, width)
+  local by = {}
+  for _, b in ipairs(named) do
+    by[b.bit] = b
+    item:add(b.pf, r, bit_set(v, b.bit))
+  end
+  local names = {}
+  for n = 0, width - 1 do
+    if bit_set(v, n) then
+      if by[n] then
+        names[#names + 1] = by[n].name
+      else
+        names[#names + 1] = "BIT_" .. n
+        if generic[n] then item:add(generic[n], r, true) end
+      end
+    end
+  end
+  if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
+  return names
+end
+
+local function uuid_text(r)
+  local h = byte_hex(r)
+  return h:sub(1, 8) .. "-" .. h:sub(9, 12) .. "-" .. h:sub(13, 16) .. "-" .. h:sub(17, 20) .. "-" .. h:sub(21, 32)
+end
+
+-- payload._render: the field, its derived keys and its bitfields.
+local function render(f, v, r, ctx, tree, out)
+  local name, d = f.name, f.disp
+  if f.fmt == "s" then
+    tree:add(f.pf, r)
+    if d == "uuid" then
+      out[name] = uuid_text(r)
+    elseif d == "mac" then
+      local h, parts = byte_hex(r), {}
+      for i = 1, #h, 2 do parts[#parts + 1] = h:sub(i, i + 1) end
+      out[name] = concat(parts, ":")
+    else
+      out[name] = byte_hex(r)
+    end
+    return
+  end
+  local item = add_value(tree, f.pf, r, ctx.be)
+  out[name] = v
+  if d == "enum" and f.values then
+    out[name .. "_name"] = f.values[tonum(v)] or ("unknown(" .. dec(v) .. ")")
+  elseif d == "virtio_features" then
+    out[name .. "_names"] = add_bits(item, r, v, virtio_bits(ctx.device), GENERIC.virtio, 64)
+  elseif d == "protocol_features" then
+    out[name .. "_names"] = add_bits(item, r, v, PROTO_BITS, GENERIC.protocol, 64)
+  elseif d == "status" then
+    local lo = lohi(v)
+    out[name .. "_names"] = add_bits(item, r, band(lo, 0xFF), STATUS_BITS, GENERIC.status, 8)
+  elseif d == "vring_base" then
+    local n = tonum(v)
+    local derived
+    if ctx.packed then
+      derived = { { "avail_idx", n % 0x8000 }, { "avail_wrap", floor(n / 0x8000) % 2 },
+                  { "used_idx", floor(n / 0x10000) % 0x8000 }, { "used_wrap", floor(n / 0x80000000) % 2 } }
+    else
+      derived = { { "avail_idx", n % 0x10000 } }
+    end
+    for _, kv in ipairs(derived) do
+      out[kv[1]] = kv[2]
+      item:add(F["p_" .. kv[1]], r, kv[2])
+    end
+    item:append_text(ctx.packed and " (packed ring)" or " (split ring)")
+  elseif d == "size" then
+    item:append_text(" (" .. human_size(tonum(v)) .. ")")
+  end
+  if f.bits then
+    local lo = lohi(v)
+    for _, b in ipairs(f.bits) do
+      local x = floor(band(lo, b.mask) / 2 ^ b.shift)
+      if b.single then x = x ~= 0 end
+      out[b.name] = x
+      item:add(b.pf, r, x)
+    end
+  end
+end
+
+-- payload._decode_fields: decodes what is present; returns the offset reached.
+local decode_fields
+decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
+  for _, f in ipairs(lay.fields) do
+    if f.t == "f" then
+      if off + f.size > len then return off end
+      local r = tvb:range(base + off, f.size)
+      local v = read(tvb, base + off, f, ctx.be)
+      off = off + f.size
+      if f.disp == "padding" then
+        tree:add(f.pf, r)
+        if not all_zero(r) then
+          problem(probs, "nonzero_padding", f.name .. " is " .. byte_hex(r))
+        end
+      else
+        render(f, v, r, ctx, tree, out)
+      end
+    elseif f.t == "a" then
+      local n = f.count
+      if type(n) ~= "number" then n = tonum(out[n]) or 0 end
+      if n > f.max then
+        problem(probs, "bad_count", fmt("%s = %s, at most %d allowed", tostring(f.count), dec(n), f.max))
+        n = f.max
+      end
+      local size = f.item.isize
+      local span = n * size
+      if span > len - off then span = len - off end
+      local at = tree:add(f.pf, tvb:range(base + off, span))
+      at:append_text(fmt(" (%d)", n))
+      local items = {}
+      for i = 1, n do
+        if off + size > len then
+          problem(probs, "bad_count", fmt("%s: %d items announced, only %d present", f.name, n, #items))
+          break
+        end
+        local item = {}
+        local it = at:add(f.ipf, tvb:range(base + off, size))
+        it:append_text(fmt(" [%d]", i - 1))
+        off = decode_fields(f.item, tvb, base, off, len, ctx, it, item, probs)
+        items[#items + 1] = item
+      end
+      out[f.name] = items
+    else
+      local n
+      if f.length == nil then n = len - off else n = tonum(out[f.length]) or 0 end
+      local have = n
+      if have > len - off then have = len - off end
+      if have < n then
+        problem(probs, "bad_count", fmt("%s = %s but only %d bytes follow", tostring(f.length), dec(n), have))
+      end
+      local r = tvb:range(base + off, have)
+      tree:add(f.pf, r)
+      out[f.name] = byte_hex(r)
+      off = off + have
+    end
+  end
+  return off
+end
+
+-- payload.decode_layout
+local function decode_layout(lay, tvb, base, len, ctx, tree, out, probs)
+  local before = #probs
+  local off = decode_fields(lay, tvb, base, 0, len, ctx, tree, out, probs)
+  local need = expected_size(lay, tvb, base, len, ctx.be)
+  local wrong
+  if lay.exact and need ~= nil and need ~= len then
+    wrong = fmt("payload is %d bytes, %s needs %s", len, lay.name, dec(need))
+  elseif not lay.exact and len < lay.fixed then
+    wrong = fmt("payload is %d bytes, %s needs at least %d", len, lay.name, lay.fixed)
+  end
+  if wrong then
+    table.insert(probs, before + 1, { code = "wrong_size", text = wrong })
+  elseif off < len then
+    local seen = false
+    for i = before + 1, #probs do if probs[i].code == "wrong_size" then seen = true end end
+    if not seen then problem(probs, "wrong_size", fmt("%d unexpected trailing bytes", len - off)) end
+  end
+end
+
+-- ===================================================================== runtime: summaries
+local function names_text(out, key)
+  local names = out[key .. "_names"]
+  if names and #names > 0 then return " [" .. concat(names, " ") .. "]" end
+  return ""
+end
+
+-- Like vuinspect.render.payload_summary: the key payload fields in a few words.
+local function payload_summary(lname, p)
+  if lname == nil or next(p) == nil then return "" end
+  if lname == "virtio_features" or lname == "protocol_features" then
+    if p.features == nil then return "" end
+    return "0x" .. hex(p.features) .. names_text(p, "features")
+  elseif lname == "mem_table" or lname == "mem_table_xen" then
+    local regs, total = p.regions or {}, 0
+    for _, reg in ipairs(regs) do total = total + (tonum(reg.memory_size) or 0) end
+    return fmt("%d region%s %s", #regs, #regs ~= 1 and "s" or "", human_size(total))
+  elseif (lname == "mem_reg" or lname == "mem_reg_xen") and p.memory_size then
+    return "gpa=0x" .. hex(p.guest_phys_addr) .. " size=" .. human_size(tonum(p.memory_size))
+  elseif lname == "vring_fd" and p.index then
+    return "vring " .. dec(p.index) .. (p.nofd and " NOFD" or "")
+  elseif lname == "vring_addr" and p.avail then
+    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail))
+  elseif lname == "vring_base" and p.num then
+    return "vring " .. dec(p.index) .. " base=" .. dec(p.num)
+  elseif lname == "vring_enable" and p.num then
+    return "vring " .. dec(p.index) .. " " .. tostring(p.num_name)
+  elseif (lname == "vring_state" or lname == "vring_num" or lname == "vring_endian") and p.num then
+    if lname == "vring_state" and p.num == 0 then return "vring " .. dec(p.index) end
+    return "vring " .. dec(p.index) .. " num=" .. (p.num_name or dec(p.num))
+  elseif lname == "ack" and p.result then
+    if is_zero(p.result) then return "ok" end
+    return "FAILED result=" .. dec(p.result)
+  elseif lname == "status" and p.status then
+    return "0x" .. hex(p.status) .. names_text(p, "status")
+  elseif lname == "config" and p.flags_name then
+    return fmt("offset=%s size=%s %s", dec(p.offset), dec(p.size), p.flags_name)
+  elseif lname == "iotlb" and p.type_name then
+    return fmt("%s iova=0x%s size=%s %s", p.type_name, hex(p.iova), human_size(tonum(p.size)), p.perm_name)
+  elseif lname == "log" and p.mmap_offset then
+    return "size=" .. human_size(tonum(p.mmap_size)) .. " offset=0x" .. hex(p.mmap_offset)
+  elseif lname == "inflight" and p.queue_size then
+    return fmt("size=%s queues=%s queue_size=%s", human_size(tonum(p.mmap_size)), dec(p.num_queues), dec(p.queue_size))
+  end
+  local keys = {}
+  for k, v in pairs(p) do
+    if type(v) ~= "table" and not (type(v) == "string" and #v > 40) then keys[#keys + 1] = k end
+  end
+  table.sort(keys)
+  local parts = {}
+  for i = 1, math.min(4, #keys) do
+    local v = p[keys[i]]
+    if type(v) == "string" or type(v) == "boolean" then parts[#parts + 1] = keys[i] .. "=" .. tostring(v)
+    else parts[#parts + 1] = keys[i] .. "=" .. dec(v) end
+  end
+  return concat(parts, " ")
+end
+'''

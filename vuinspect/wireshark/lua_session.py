@@ -1,0 +1,407 @@
+"""Runtime Lua, part 2: pseudo-header, framing, session state, pairing, checks, stats.
+
+A port of vuinspect/decoder.py (framing), vuinspect/session.py (pairing and
+stateful checks) and the pseudo-header reader.  Wireshark dissects a file at
+least twice and in any order afterwards, so every stateful result is computed
+once, on the first pass (when a frame has no record yet), and kept in tables
+keyed by ``pinfo.number``; later passes only redraw from those records.
+"""
+
+RUNTIME = r'''
+-- ===================================================================== runtime: state
+local frames = {}    -- pinfo.number -> { spans = {...}, msgs = {...}, event = ... }
+local sessions = {}  -- conn -> negotiated state and pending requests
+local streams = {}   -- "conn/channel/direction" -> bytes of a message not yet complete
+
+function vu.init()
+  frames, sessions, streams = {}, {}, {}
+end
+
+local MAX_PENDING = 4096  -- bound the pending queue of a pathological capture
+
+local function session(conn)
+  local s = sessions[conn]
+  if s == nil then
+    s = { conn = conn, messages = 0, seen_start = false, started = {}, regions = {},
+          pending = { main = {}, backend = {} } }
+    sessions[conn] = s
+  end
+  return s
+end
+
+local function protocol_has(s, n)
+  if s.protocol_acked == nil then return nil end
+  return bit_set(s.protocol_acked, n)
+end
+
+-- features.guess_device: the back-end's offered bits say net or blk.
+local function guess_device(features)
+  local lo = band(lohi(features), 0xFFFFFF)
+  if band(lo, 0x2A021) ~= 0 then return "net" end      -- MRG_RXBUF, MAC, CTRL_VQ, CSUM
+  if band(lo, 0x7244) ~= 0 then return "blk" end       -- SEG_MAX, BLK_SIZE, FLUSH, DISCARD, WRITE_ZEROES, MQ
+  return nil
+end
+
+local function bit_names_of(v, named)
+  local by, names = {}, {}
+  for _, b in ipairs(named) do by[b.bit] = b.name end
+  for n = 0, 63 do
+    if bit_set(v, n) then names[#names + 1] = by[n] or ("BIT_" .. n) end
+  end
+  return concat(names, ", ")
+end
+
+-- ===================================================================== runtime: pseudo-header
+local function parse_pseudo(tvb)
+  local n = tvb:len()
+  if n < C.PH_FIXED then return nil, fmt("pseudo-header cut short: %d of %d bytes", n, C.PH_FIXED) end
+  if tvb:range(0, 2):string() ~= C.PH_MAGIC then return nil, "bad pseudo-header magic" end
+  local ph = {
+    version = tvb:range(2, 1):uint(), kind = tvb:range(3, 1):uint(), hdr_len = tvb:range(4, 2):uint(),
+    channel = tvb:range(6, 1):uint(), direction = tvb:range(7, 1):uint(), conn = tvb:range(8, 4):uint(),
+    flags = tvb:range(12, 1):uint(), nfds = tvb:range(13, 1):uint(), fds = {}, fd_ranges = {},
+  }
+  if ph.version ~= C.PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", ph.version) end
+  if C.KIND_NAMES[ph.kind] == nil then return nil, fmt("unknown frame kind %d", ph.kind) end
+  if C.CHANNEL_NAMES[ph.channel] == nil then return nil, fmt("unknown channel %d", ph.channel) end
+  if C.DIRECTION_NAMES[ph.direction] == nil then return nil, fmt("unknown direction %d", ph.direction) end
+  if ph.hdr_len < C.PH_FIXED or ph.hdr_len > n then
+    return nil, fmt("pseudo-header length %d outside %d..%d", ph.hdr_len, C.PH_FIXED, n)
+  end
+  if ph.nfds > C.PH_MAX_FDS then return nil, fmt("%d fds: at most %d allowed", ph.nfds, C.PH_MAX_FDS) end
+  local pos = C.PH_FIXED
+  for i = 1, ph.nfds do
+    if pos + 2 > ph.hdr_len then return nil, fmt("fd list overruns pseudo-header length at fd %d", i - 1) end
+    local size = tvb:range(pos, 2):uint()
+    if pos + 2 + size > ph.hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
+    local text = ""
+    if size > 0 then text = tvb:range(pos + 2, size):string(ENC_UTF_8) end
+    ph.fds[i] = text
+    ph.fd_ranges[i] = tvb:range(pos, 2 + size)
+    pos = pos + 2 + size
+  end
+  if pos ~= ph.hdr_len then return nil, fmt("fd list ends at %d, pseudo-header length says %d", pos, ph.hdr_len) end
+  ph.channel_name = C.CHANNEL_NAMES[ph.channel]
+  ph.big_endian = ph.flags % 2 == 1
+  return ph
+end
+
+local function show_pseudo(top, tvb, ph)
+  local t = top:add(F.pseudo, tvb:range(0, ph.hdr_len))
+  t:add(F.ph_version, tvb:range(2, 1))
+  t:add(F.kind, tvb:range(3, 1))
+  t:add(F.ph_hdr_len, tvb:range(4, 2))
+  t:add(F.channel, tvb:range(6, 1))
+  t:add(F.direction, tvb:range(7, 1))
+  t:add(F.conn, tvb:range(8, 4))
+  local fl = t:add(F.ph_flags, tvb:range(12, 1))
+  fl:add(F.ph_big_endian, tvb:range(12, 1))
+  t:add(F.fd_count, tvb:range(13, 1))
+  for i, text in ipairs(ph.fds) do t:add(F.ph_fd, ph.fd_ranges[i], text) end
+  t:append_text(fmt(", conn %d %s %s", ph.conn, ph.channel_name, C.DIRECTION_NAMES[ph.direction]))
+end
+
+-- ===================================================================== runtime: checks
+local function check_fds(s, rec, lname, out, lo, hi, role, probs, first)
+  local n = #rec.raw_fds
+  if lname == "vring_fd" or lname == "vring_area" then
+    local nofd = out.nofd
+    if nofd then lo, hi = 0, 0 else lo, hi = 1, 1 end
+    if lname == "vring_area" and not nofd then lo = 0 end
+  elseif hi == -1 then
+    if out.regions ~= nil then hi = #out.regions else hi = C.MAX_FDS end
+    lo = hi
+  elseif lname == "postcopy_ack" then
+    lo, hi = 0, 0
+  end
+  if n < lo or n > hi then
+    local want = lo == hi and tostring(lo) or (lo .. "-" .. hi)
+    problem(probs, "fd_count", fmt("%d fds, expected %s%s", n, want, role ~= "" and (" (" .. role .. ")") or ""))
+  end
+  if first and n > 0 and rec.channel == "backend" and not rec.is_reply
+      and protocol_has(s, C.BIT.BACKEND_SEND_FD) == false then
+    problem(probs, "fds_without_backend_send_fd", "fds on the back-end channel without BACKEND_SEND_FD")
+  end
+end
+
+local function check_result(rec, lname, out, probs)
+  if lname == "ack" and out.result ~= nil and not is_zero(out.result) then
+    problem(probs, "ack_error", "result " .. dec(out.result))
+  elseif lname == "device_state_result" and out.error ~= nil and out.error ~= 0 then
+    problem(probs, "ack_error", "error code " .. dec(out.error))
+  elseif lname == "config" and rec.size == 0 then
+    problem(probs, "ack_error", "empty GET_CONFIG reply means failure")
+  elseif lname and lname:sub(1, 6) == "crypto" and out.session_id ~= nil and out.session_id < Int64(0) then
+    problem(probs, "ack_error", "session_id " .. tostring(out.session_id))
+  end
+end
+
+-- session._check_request: checks that need the negotiated state (first pass only).
+local function check_request(s, rec, spec, out, probs)
+  local req, main = rec.request, rec.channel == "main"
+  if #spec.needs > 0 and s.protocol_acked ~= nil then
+    local missing = {}
+    for _, nb in ipairs(spec.needs) do
+      if not bit_set(s.protocol_acked, nb[2]) then missing[#missing + 1] = nb[1] end
+    end
+    if #missing > 0 then
+      problem(probs, "feature_not_negotiated", "needs protocol feature " .. concat(missing, ", "))
+    end
+  end
+  for _, nb in ipairs(spec.needs_virtio) do
+    if req == 18 and main then
+      local feats = s.virtio_acked
+      if feats == nil then feats = s.virtio_offered end
+      if feats ~= nil and not bit_set(feats, nb[2]) then
+        problem(probs, "enable_without_protocol_features", "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated")
+      end
+    else
+      local feats = s.virtio_acked
+      if req == 15 or req == 16 then feats = s.virtio_offered end
+      if feats ~= nil and not bit_set(feats, nb[2]) then
+        problem(probs, "feature_not_negotiated", fmt("needs virtio feature %s (bit %d)", nb[1], nb[2]))
+      end
+    end
+  end
+  if rec.need_reply and spec.mode == "ack" and protocol_has(s, C.BIT.REPLY_ACK) == false then
+    problem(probs, "need_reply_without_ack", "NEED_REPLY set but REPLY_ACK not negotiated: no ack will come")
+  end
+  if main and (req == 11 or req == 45) and s.seen_start then
+    local idx = out.index
+    if idx == nil or not s.started[idx] then
+      problem(probs, "vring_not_started", fmt("vring %s was never started (no SET_VRING_KICK)", idx and dec(idx) or "None"))
+    end
+  end
+  if main and (req == 2 or req == 16) then
+    local offered = req == 2 and s.virtio_offered or s.protocol_offered
+    if offered ~= nil then
+      local extra = UInt64(lohi(out.features or 0)):band(UInt64(lohi(offered)):bnot())
+      if not is_zero(extra) then
+        if req == 2 then
+          problem(probs, "features_not_offered", "acks " .. bit_names_of(extra, virtio_bits(s.device)) .. " not offered by the back-end")
+        else
+          problem(probs, "features_not_offered", "sets " .. bit_names_of(extra, PROTO_BITS) .. " not offered by the back-end")
+        end
+      end
+    end
+  end
+  if req == 37 and s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
+    problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", #s.regions + 1, s.max_mem_slots))
+  end
+end
+
+local function region_key(p)
+  return hex(p.guest_phys_addr or 0) .. "/" .. hex(p.memory_size or 0) .. "/" .. hex(p.userspace_addr or 0)
+end
+
+-- session._apply_request / _apply_reply: the state later messages are checked against.
+local function apply_request(s, rec, out)
+  if rec.channel ~= "main" then return end
+  local r = rec.request
+  if r == 2 then s.virtio_acked = out.features
+  elseif r == 16 then s.protocol_acked = out.features
+  elseif r == 5 and out.regions ~= nil then
+    s.regions = {}
+    for i, reg in ipairs(out.regions) do s.regions[i] = region_key(reg) end
+  elseif r == 37 and out.guest_phys_addr ~= nil then s.regions[#s.regions + 1] = region_key(out)
+  elseif r == 38 and out.guest_phys_addr ~= nil then
+    local key, keep = region_key(out), {}
+    for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
+    s.regions = keep
+  elseif (r == 12 or r == 35) and out.index ~= nil then s.started[out.index] = true
+  elseif r == 34 then s.started = {}
+  end
+end
+
+local function apply_reply(s, rec, out, request)
+  if rec.channel ~= "main" then return end
+  local r = rec.request
+  if r == 1 and out.features ~= nil then
+    s.virtio_offered = out.features
+    if s.device == nil then s.device = guess_device(out.features) end
+  elseif r == 15 then s.protocol_offered = out.features
+  elseif r == 36 then s.max_mem_slots = tonum(out.slots)
+  elseif (r == 11 or r == 45) and request ~= nil then
+    local idx = request.index
+    if idx == nil then idx = out.index or -1 end
+    s.started[idx] = nil
+  end
+end
+
+-- ===================================================================== runtime: pairing
+local function expects_reply(s, spec, need_reply)
+  if spec == nil then return need_reply, false end
+  local mode = spec.mode
+  local ack = protocol_has(s, C.BIT.REPLY_ACK)
+  if mode == "always" then return true, true end
+  if mode == "flag" then return need_reply, need_reply end
+  if mode == "log_shmfd" and protocol_has(s, C.BIT.LOG_SHMFD) then return true, true end
+  if mode == "ack" or mode == "log_shmfd" then return need_reply and ack ~= false, need_reply and ack == true end
+  return false, false
+end
+
+local function enqueue(s, rec, spec, probs)
+  local keep = {}
+  for _, p in ipairs(s.pending[rec.channel]) do
+    if p.must then
+      problem(probs, "request_while_waiting", fmt("%s (frame %d) still waits for its reply", p.rec.name, p.rec.frame))
+      keep[#keep + 1] = p
+    end
+  end
+  local may, must = expects_reply(s, spec, rec.need_reply)
+  if may then
+    if #keep >= MAX_PENDING then table.remove(keep, 1) end
+    keep[#keep + 1] = { rec = rec, must = must }
+  end
+  rec.must = must and may
+  s.pending[rec.channel] = keep
+end
+
+local function pair(s, rec, probs)
+  local q = s.pending[rec.channel]
+  if #q == 0 then
+    problem(probs, "reply_to_nothing", "no request is waiting for a reply")
+    return nil
+  end
+  local mi
+  for i, p in ipairs(q) do
+    if p.rec.request == rec.request then mi = i; break end
+  end
+  local head = q[1].rec
+  if mi == nil then
+    problem(probs, "reply_mismatch", fmt("reply id %d but %s (id %d, frame %d) waits", rec.request, head.name, head.request, head.frame))
+    return nil
+  end
+  if mi ~= 1 then
+    problem(probs, "reply_mismatch", fmt("replies out of order: %s (frame %d) was sent first", head.name, head.frame))
+  end
+  local p = table.remove(q, mi)
+  local req = p.rec
+  rec.reply_to = req.frame
+  req.reply_in = rec.frame
+  rec.latency = rec.ts - req.ts
+  if not p.must and protocol_has(s, C.BIT.REPLY_ACK) == false then
+    problem(probs, "unexpected_reply", "REPLY_ACK is not negotiated, no reply was due")
+  end
+  return req
+end
+
+-- ===================================================================== runtime: messages
+local function add_links(t, rec, mrange, visited)
+  if rec.reply_in then t:add(F.response_in, mrange, rec.reply_in):set_generated() end
+  if rec.reply_to then
+    t:add(F.response_to, mrange, rec.reply_to):set_generated()
+    local lat = rec.latency or 0
+    if lat < 0 then lat = 0 end
+    local secs = floor(lat)
+    local ns = floor((lat - secs) * 1e9 + 0.5)
+    if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
+    t:add(F.response_time, mrange, NSTime.new(secs, ns)):set_generated()
+  end
+  for _, p in ipairs(rec.problems) do t:add_proto_expert_info(EX[p.code], p.text) end
+  if visited and rec.must and rec.reply_in == nil and not rec.missing then
+    t:add_proto_expert_info(EX.missing_reply, "capture ended before the reply")
+  end
+end
+
+-- One framed message (or raw chunk) at [base, base+len) of mt.  On the first pass `rec`
+-- holds only the framing facts and is completed here; later passes only redraw.
+local function dissect_message(mt, base, len, rec, first, t)
+  local s = session(rec.conn)
+  local probs = first and rec.problems or {}
+  local mrange = mt:range(base, len)
+  if first then s.messages = s.messages + 1 end
+  if rec.raw then
+    rec.name = "RAW"
+    t:add(F.raw, mrange)
+    t:add(F.name, mrange, "RAW"):set_generated()
+    add_links(t, rec, mrange, false)
+    return fmt("%d raw bytes", len)
+  end
+  local be = rec.be
+  local req, flags, size = u32(mt, base, be), u32(mt, base + 4, be), u32(mt, base + 8, be)
+  local channel = rec.channel
+  local spec = REQUESTS[channel][req]
+  local is_reply = rec.direction ~= C.REQUESTER[channel]
+  local need_reply = band(flags, C.FLAG_NEED_REPLY) ~= 0
+  local name = spec and spec.name or ((channel == "main" and "UNKNOWN_" or "BACKEND_UNKNOWN_") .. req)
+  rec.request, rec.flags, rec.size, rec.name = req, flags, size, name
+  rec.is_reply, rec.need_reply = is_reply, need_reply
+  if first and s.messages == 1 and req == 1 and channel == "main" then s.seen_start = true end
+  -- header
+  add_value(t, channel == "main" and F.request or F.backend_request, mt:range(base, 4), be)
+  t:add(F.name, mt:range(base, 4), name):set_generated()
+  local fl = add_value(t, F.flags, mt:range(base + 4, 4), be)
+  for _, pf in ipairs({ F.flags_version, F.flags_reply, F.flags_need_reply, F.flags_reserved }) do
+    add_value(fl, pf, mt:range(base + 4, 4), be)
+  end
+  add_value(t, F.size, mt:range(base + 8, 4), be)
+  t:add(F.is_reply, mt:range(base, 4), is_reply):set_generated()
+  t:append_text(": " .. name .. (is_reply and " reply" or ""))
+  if band(flags, 3) ~= C.VERSION then problem(probs, "bad_version", fmt("version bits are %d, not 1", band(flags, 3))) end
+  if band(flags, C.FLAGS_UNKNOWN) ~= 0 then problem(probs, "reserved_flags", "flags 0x" .. hex(flags)) end
+  if is_reply and flags ~= C.REPLY_FLAGS then
+    problem(probs, "reply_flags", "flags 0x" .. hex(flags) .. " instead of 0x5")
+  elseif not is_reply and band(flags, C.FLAG_REPLY) ~= 0 then
+    problem(probs, "wrong_direction", "REPLY flag set on a message from the "
+      .. (channel == "main" and "front-end" or "back-end") .. ", which sends requests here")
+  end
+  local plen = len - C.HEADER_SIZE
+  local out = {}
+  if spec == nil then
+    problem(probs, "unknown_request", fmt("request id %d is not defined on the %s channel", req, channel))
+    if plen > 0 then
+      t:add(F.p_data, mt:range(base + C.HEADER_SIZE, plen))
+      out.data = byte_hex(mt:range(base + C.HEADER_SIZE, plen))
+    end
+  end
+  local request
+  if first then
+    if is_reply then request = pair(s, rec, probs) else enqueue(s, rec, spec, probs) end
+    rec.ctx = { be = be, device = s.device, xen = protocol_has(s, C.BIT.XEN_MMAP) == true,
+                packed = s.virtio_acked ~= nil and bit_set(s.virtio_acked, C.BIT.RING_PACKED) }
+  end
+  local ctx = rec.ctx
+  local lay
+  if spec ~= nil then
+    local cands = is_reply and spec.reply or spec.request
+    lay = choose_layout(cands, mt, base + C.HEADER_SIZE, plen, ctx)
+    if lay == nil then
+      if plen > 0 then
+        problem(probs, "wrong_size", fmt("%d bytes where none are defined", plen))
+        t:add(F.p_data, mt:range(base + C.HEADER_SIZE, plen))
+        out.data = byte_hex(mt:range(base + C.HEADER_SIZE, plen))
+      end
+    else
+      t:add(F.layout, mt:range(base, len), lay.name):set_generated()
+      decode_layout(lay, mt, base + C.HEADER_SIZE, plen, ctx, t, out, probs)
+    end
+    local lname = lay and lay.name
+    if is_reply then
+      check_fds(s, rec, lname, out, spec.reply_fds[1], spec.reply_fds[2], spec.reply_fd_role, probs, first)
+      check_result(rec, lname, out, probs)
+      if first then apply_reply(s, rec, out, request) end
+    else
+      check_fds(s, rec, lname, out, spec.fds[1], spec.fds[2], spec.fd_role, probs, first)
+      if first then
+        rec.index = out.index
+        check_request(s, rec, spec, out, probs)
+        apply_request(s, rec, out)
+      end
+    end
+    if first and #rec.raw_fds > 0 then
+      local role = is_reply and spec.reply_fd_role or spec.fd_role
+      if role ~= "" then
+        for i, d in ipairs(rec.raw_fds) do rec.fds[i] = role .. ": " .. d end
+      end
+    end
+  end
+  for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+  add_links(t, rec, mrange, not first)
+  local text = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
+  local summary = payload_summary(lay and lay.name, out)
+  if summary ~= "" then text = text .. " " .. summary end
+  if #rec.fds > 0 then text = text .. " fds=[" .. concat(rec.fds, ", ") .. "]" end
+  return text
+end
+'''
