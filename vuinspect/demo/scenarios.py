@@ -48,14 +48,19 @@ def _noshow(_line: str) -> None:
 
 
 def _proxied(
-    stack: contextlib.ExitStack, via: ProxySpec | None, backend_sock: Path, workdir: Path
+    stack: contextlib.ExitStack,
+    via: ProxySpec | None,
+    backend_sock: Path,
+    workdir: Path,
+    device: str,
 ) -> tuple[Path, runners.Proc | None]:
     """Start the proxy if asked; return the path the other peer should use."""
     if via is None:
         return backend_sock, None
     front = workdir / "vu.sock"
+    extra = ["--device", device, *via.extra]  # names the device's feature bits from the start
     proc = stack.enter_context(
-        runners.proxy(front, backend_sock, via.capture, workdir, extra=via.extra, on_line=via.show)
+        runners.proxy(front, backend_sock, via.capture, workdir, extra=extra, on_line=via.show)
     )
     return front, proc
 
@@ -98,7 +103,7 @@ def run_blk(
     with contextlib.ExitStack() as stack:
         show("starting qemu-storage-daemon (vhost-user-blk export)")
         stack.enter_context(runners.storage_daemon(image, workdir / "qsd.sock", workdir))
-        target, proxy = _proxied(stack, via, workdir / "qsd.sock", workdir)
+        target, proxy = _proxied(stack, via, workdir / "qsd.sock", workdir, "blk")
         show(f"starting QEMU (TCG) on {target}; the guest writes {size_kib} KiB and reads it back")
         ok, verdict = guest_run(
             runners.blk_device(target),
@@ -136,7 +141,7 @@ def run_fs(
     with contextlib.ExitStack() as stack:
         show(f"starting virtiofsd sharing {share}")
         stack.enter_context(runners.virtiofsd(workdir / "fs.sock", share, workdir))
-        target, proxy = _proxied(stack, via, workdir / "fs.sock", workdir)
+        target, proxy = _proxied(stack, via, workdir / "fs.sock", workdir, "fs")
         show(f"starting QEMU (TCG) on {target}; the guest mounts the share and writes vutest.txt")
         ok, verdict = guest_run(
             runners.fs_device(target),
@@ -174,7 +179,7 @@ def run_net(
         show("starting QEMU (TCG) as vhost-user server for a virtio-net device")
         qemu = stack.enter_context(runners.qemu(runners.net_server_device(qemu_sock), workdir))
         runners.wait_for_socket(qemu_sock, 15, qemu)
-        target, proxy = _proxied(stack, via, qemu_sock, workdir)
+        target, proxy = _proxied(stack, via, qemu_sock, workdir, "net")
         show(f"starting dpdk-testpmd (net_vhost, client=1) on {target}")
         pmd = stack.enter_context(runners.testpmd(target, workdir, client=True))
         try:
