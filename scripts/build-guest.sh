@@ -22,8 +22,10 @@ moddir=/lib/modules/$kver
 [ -r "$moddir/modules.dep" ] || die "no $moddir/modules.dep for kernel $kver"
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] || die "busybox not found: run scripts/install-system-deps.sh"
-file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || [ -x /bin/busybox ] \
-  || die "busybox is not static: install busybox-static"
+# The initramfs has no libc: only Debian's busybox-static runs there (it replaces the dynamic one).
+if command -v dpkg >/dev/null && ! dpkg -s busybox-static >/dev/null 2>&1; then
+  die "busybox-static is not installed: run scripts/install-system-deps.sh"
+fi
 command -v cpio >/dev/null || die "cpio not found: run scripts/install-system-deps.sh"
 
 key=$(cat "${BASH_SOURCE[0]}" "$init_script" <(echo "$kver") | sha256sum | cut -c1-16)
