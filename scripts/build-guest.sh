@@ -67,4 +67,6 @@ cp "$kernel" "$out.tmp/vmlinuz"
 echo "$kver" > "$out.tmp/kernel-version"
 rm -rf "$out"
 mv "$out.tmp" "$out"
+# Older builds (other keys) are stale once this one exists.
+find "$cache" -mindepth 1 -maxdepth 1 ! -name "$key" ! -name "$key.tmp" -exec rm -rf {} +
 echo "$out"
