@@ -1,0 +1,522 @@
+"""The vuinspect TUI: one app for a live proxy feed and for a capture file.
+
+``VuInspectApp(source)`` takes a :class:`~vuinspect.tui.sources.Source`
+(``FileSource(path)`` for ``vuinspect view``, ``LiveSource()`` whose ``push``
+is the proxy's sink) and shows four views: the message list with its detail
+tree and hex pane, the per-connection state, the connections, and the request
+statistics.  Decoding runs in the model's thread; the app polls the model ten
+times a second and repaints only what changed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+
+from .connections import ConnectionsView
+from .detail import DetailTree
+from .filter_bar import FilterBar, FilterInput
+from .help import HelpScreen
+from .hexview import HexView
+from .message_list import ColumnHeader, MessageList
+from .model import Model
+from .offsets import field_ranges, range_for
+from .rowtext import TIME_MODES
+from .search import matcher, save_rows, search
+from .sources import Source
+from .state_view import StateView
+from .stats import StatsView
+
+VIEWS = ("messages", "state", "connections", "stats")
+VIEW_TITLES = {"messages": "1 Messages", "state": "2 State", "connections": "3 Connections",
+               "stats": "4 Statistics"}
+
+
+class PromptInput(Input):
+    """The one-line minibuffer for search, go-to-frame and save (Esc cancels)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
+
+    def action_cancel(self) -> None:
+        self.app.close_prompt()  # type: ignore[attr-defined]
+
+
+class VuInspectApp(App[None]):
+    """Inspect vhost-user traffic from ``source`` (a capture file or a live proxy feed)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "vuinspect"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("1", "view('messages')", "List", show=False),
+        Binding("2", "view('state')", "State"),
+        Binding("3", "view('connections')", "Conns"),
+        Binding("4", "view('stats')", "Stats"),
+        Binding("f", "focus_filter", "Filter"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "search_next", "Next", show=False),
+        Binding("N", "search_prev", "Prev", show=False),
+        Binding("colon", "goto", "Go to"),
+        Binding("r", "pair", "Pair"),
+        Binding("m", "mark", "Mark"),
+        Binding("apostrophe", "next_mark", "Next mark", show=False),
+        Binding("quotation_mark", "prev_mark", "Prev mark", show=False),
+        Binding("t", "time_mode", "Time"),
+        Binding("F", "follow", "Follow"),
+        Binding("w", "save", "Save"),
+    ]
+
+    def __init__(self, source: Source, *, device: str | None = None, filter_text: str = "",
+                 clock: Callable[[], int] = time.time_ns, poll_interval: float = 0.1) -> None:
+        super().__init__()
+        self.source = source
+        self.model = Model(source, device=device, clock=clock)
+        self.initial_filter = filter_text
+        self.poll_interval = poll_interval
+        self.view = "messages"
+        self.search_text = ""
+        self.prompt_mode: str | None = None
+        self._seen: tuple = ()
+        self._detail_sig: tuple | None = None
+        self._last_state_draw = 0.0
+        self._search_cancel = threading.Event()
+        self.last_saved: tuple[str, int] | None = None
+
+    # -- layout ------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static("", id="title")
+        with ContentSwitcher(initial="messages", id="views"):
+            with Vertical(id="messages"):
+                yield FilterBar(id="filter-bar")
+                yield ColumnHeader()
+                yield MessageList(self.model, id="list")
+                with Horizontal(id="lower"):
+                    yield DetailTree(id="detail")
+                    yield HexView(id="hex")
+            yield StateView(id="state")
+            yield ConnectionsView(id="connections")
+            yield StatsView(id="stats")
+        yield PromptInput(id="prompt")
+        yield Footer()
+
+    @property
+    def message_list(self) -> MessageList:
+        return self.query_one(MessageList)
+
+    @property
+    def detail(self) -> DetailTree:
+        return self.query_one(DetailTree)
+
+    @property
+    def hex(self) -> HexView:
+        return self.query_one(HexView)
+
+    def on_mount(self) -> None:
+        lst = self.message_list
+        lst.follow = self.source.live
+        lst.focus()
+        if self.initial_filter:
+            bar = self.query_one(FilterBar)
+            bar.input.value = self.initial_filter
+            bar.applied = self.initial_filter.strip()
+            self.model.set_filter(self.initial_filter)
+        self.model.start()
+        self.set_interval(self.poll_interval, self.poll)
+        self.poll()
+
+    def on_unmount(self) -> None:
+        self._search_cancel.set()
+        self.model.stop()
+
+    # -- following the model -------------------------------------------------------------
+    def poll(self) -> None:
+        """Repaint what the decoding thread changed since the last poll."""
+        m = self.model
+        seen = (len(m.source), m.decoded, len(m), m.generation, m.finished, m.filtered)
+        if seen != self._seen:
+            self._seen = seen
+            self.message_list.model_changed()
+            self._refresh_detail()
+            self._update_title()
+            self._refresh_view(force=True)
+        elif m.source.live and not m.source.ended:
+            self._refresh_view(force=False)  # ages keep growing
+
+    def _update_title(self) -> None:
+        m = self.model
+        decoded, total = m.progress()
+        t = Text()
+        t.append("vuinspect ", style="bold")
+        t.append(os.path.basename(m.source.name) if not m.source.live else m.source.name)
+        t.append(f"  {total:,} frames")
+        if m.error:
+            t.append(f"  {m.error}", style="bold red")
+        elif decoded < total or not m.finished and m.source.ended:
+            pct = 100 * decoded // total if total else 100
+            t.append(f"  decoding {pct}%", style="yellow")
+        if m.visible is not None:
+            t.append(f"  filter: {m.filter_text}  {len(m):,} shown", style="cyan")
+            if m.filtering:
+                t.append(" (filtering…)", style="yellow")
+        if m.source.live and not m.source.ended:
+            lst = self.message_list
+            t.append("  LIVE", style="bold green")
+            t.append("  follow" if lst.follow else "  paused (End follows)",
+                     style="green" if lst.follow else "yellow")
+        marks = len(self.message_list.marks)
+        if marks:
+            t.append(f"  {marks} marked", style="yellow")
+        t.append("   " + "  ".join(
+            f"[{VIEW_TITLES[v]}]" if v == self.view else VIEW_TITLES[v] for v in VIEWS),
+            style="dim")
+        self.query_one("#title", Static).update(t)
+
+    def _refresh_view(self, force: bool) -> None:
+        if self.view == "messages":
+            return
+        now = time.monotonic()
+        if not force and now - self._last_state_draw < 1.0:
+            return
+        if force and now - self._last_state_draw < 0.25 and not self.model.finished:
+            return  # while a big capture decodes, redraw the tables four times a second
+        self._last_state_draw = now
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        """Redraw the current non-list view from the sessions now."""
+        sessions = self.model.sessions()
+        now_ns = self.model.now_ns()
+        lock = self.model.lock
+        if self.view == "state":
+            self.query_one(StateView).update_state(sessions, now_ns, lock)
+        elif self.view == "connections":
+            self.query_one(ConnectionsView).update_sessions(sessions, now_ns, lock)
+        elif self.view == "stats":
+            self.query_one(StatsView).update_stats(sessions, lock)
+
+    # -- selection, detail and hex -------------------------------------------------------
+    def _row_sig(self, row: int | None) -> tuple:
+        m = self.model
+        if row is None:
+            return (None,)
+        if not m.is_decoded(row):
+            return (row, False)
+        return (row, True, m.bits[row], m.link[row], len(m.odd.get(row, ())))
+
+    def on_message_list_selected(self, event: MessageList.Selected) -> None:
+        self._refresh_detail(event.row)
+
+    def _refresh_detail(self, row: int | None = -1) -> None:
+        if row == -1:
+            row = self.message_list.selected_row
+        sig = self._row_sig(row)
+        if sig == self._detail_sig:
+            return
+        self._detail_sig = sig
+        tree = self.detail
+        if row is None:
+            tree.show([], "No message")
+            self.hex.show(b"")
+            return
+        msgs = self.model.messages(row)
+        frame = self.model.frame(row)
+        title = f"Frame {row + 1}: conn {frame.conn} {frame.channel} {frame.direction}"
+        tree.show(msgs, title)
+        ref = tree.current
+        if not msgs:
+            self.hex.show(frame.data)
+        elif ref is None or ref.part >= len(msgs):
+            self.hex.show(msgs[0].raw)
+        else:
+            self._show_field(ref.part, ref.key)
+
+    def _show_field(self, part: int, key: str) -> None:
+        msg = self.detail.msgs[part]
+        self.hex.show(msg.raw, range_for(field_ranges(msg), key))
+
+    def on_detail_tree_field_highlighted(self, event: DetailTree.FieldHighlighted) -> None:
+        msgs = self.detail.msgs
+        if not msgs or event.part >= len(msgs):
+            return
+        self._show_field(event.part, event.key)
+
+    def on_detail_tree_jump_requested(self, event: DetailTree.JumpRequested) -> None:
+        self.jump_to_frame(event.frame)
+
+    def jump_to_frame(self, number: int) -> bool:
+        row = self.model.row_of_frame(number)
+        if row is None:
+            self.notify(f"no frame {number}", severity="warning")
+            return False
+        if not self.message_list.show_row(row):
+            self.notify(f"frame {number} is hidden by the filter", severity="warning")
+            return False
+        return True
+
+    # -- actions: views --------------------------------------------------------------------
+    def action_view(self, view: str) -> None:
+        if view not in VIEWS:
+            return
+        if view == "state":
+            row = self.message_list.selected_row
+            if row is not None:
+                self.query_one(StateView).conn = self.model.frame(row).conn
+        self.view = view
+        self.query_one(ContentSwitcher).current = view
+        self._update_title()
+        if view == "messages":
+            self.message_list.focus()
+        else:
+            self.refresh_view()
+            self._last_state_draw = time.monotonic()
+            target = {"state": "#state-conns", "connections": "#connections",
+                      "stats": "#stats"}[view]
+            self.query_one(target).focus()
+
+    def on_state_view_chosen(self, event: StateView.Chosen) -> None:
+        self.refresh_view()
+
+    def on_connections_view_open_state(self, event: ConnectionsView.OpenState) -> None:
+        self.query_one(StateView).conn = event.conn
+        self.action_view("state")
+
+    def on_connections_view_filter_conn(self, event: ConnectionsView.FilterConn) -> None:
+        self.apply_filter(f"conn == {event.conn}")
+        self.action_view("messages")
+
+    def on_stats_view_filter_request(self, event: StatsView.FilterRequest) -> None:
+        self.apply_filter(f"name == {event.name} and channel == {event.channel}")
+        self.action_view("messages")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- filter ------------------------------------------------------------------------------
+    def action_focus_filter(self) -> None:
+        self.action_view("messages")
+        self.query_one(FilterBar).input.focus()
+
+    def apply_filter(self, text: str) -> None:
+        bar = self.query_one(FilterBar)
+        bar.input.value = text
+        bar.applied = text.strip()
+        self.model.set_filter(text)
+        self.message_list.cursor = 0
+        self.poll()
+
+    def on_filter_bar_applied(self, event: FilterBar.Applied) -> None:
+        keep = self.message_list.selected_row
+        self.model.set_filter(event.text)
+        self.message_list.focus()
+        self.poll()
+        if keep is not None:
+            self._keep_row = keep
+            self.set_timer(0.3, self._restore_row)
+
+    def _restore_row(self) -> None:
+        row = getattr(self, "_keep_row", None)
+        if row is not None and len(self.model):
+            self.message_list.cursor = self.model.nearest_position(row)
+
+    def on_filter_input_leave(self, event: FilterInput.Leave) -> None:
+        bar = self.query_one(FilterBar)
+        bar.input.value = bar.applied
+        self.message_list.focus()
+
+    # -- prompt: search, go to, save ---------------------------------------------------------
+    def open_prompt(self, mode: str, placeholder: str, value: str = "") -> None:
+        prompt = self.query_one(PromptInput)
+        self.prompt_mode = mode
+        prompt.placeholder = placeholder
+        prompt.value = value
+        prompt.add_class("-active")
+        prompt.focus()
+
+    def close_prompt(self) -> None:
+        prompt = self.query_one(PromptInput)
+        prompt.remove_class("-active")
+        self.prompt_mode = None
+        if self.view == "messages":
+            self.message_list.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if not isinstance(event.input, PromptInput):
+            return
+        event.stop()
+        mode, text = self.prompt_mode, event.value.strip()
+        self.close_prompt()
+        if not text:
+            return
+        if mode == "search":
+            self.search_text = text
+            self.start_search(forward=True)
+        elif mode == "goto":
+            try:
+                number = int(text, 0)
+            except ValueError:
+                self.notify(f"not a frame number: {text}", severity="error")
+                return
+            self.jump_to_frame(number)
+        elif mode == "save":
+            self.save(text)
+
+    def action_search(self) -> None:
+        self.action_view("messages")
+        self.open_prompt("search", "search: filter expression or text (Enter, Esc cancels)",
+                         self.search_text)
+
+    def action_search_next(self) -> None:
+        self.start_search(forward=True)
+
+    def action_search_prev(self) -> None:
+        self.start_search(forward=False)
+
+    def start_search(self, forward: bool) -> None:
+        if not self.search_text:
+            self.action_search()
+            return
+        self._search_cancel.set()
+        self._search_cancel = threading.Event()
+        _, how = matcher(self.search_text)
+        self.notify(f"searching ({how}): {self.search_text}", timeout=1.5)
+        self._search_worker(self.search_text, self.message_list.cursor, forward,
+                            self._search_cancel)
+
+    @work(thread=True, exclusive=True, group="search")
+    def _search_worker(self, text: str, start: int, forward: bool,
+                       cancel: threading.Event) -> None:
+        pos, wrapped = search(self.model, text, start, forward, cancel)
+        if not cancel.is_set():
+            self.call_from_thread(self._search_done, text, pos, wrapped)
+
+    def _search_done(self, text: str, pos: int | None, wrapped: bool) -> None:
+        if pos is None:
+            self.notify(f"not found: {text}", severity="warning")
+            return
+        if wrapped:
+            self.notify("search wrapped around", timeout=1.5)
+        self.message_list.follow = False
+        self.message_list.cursor = pos
+
+    def action_goto(self) -> None:
+        self.action_view("messages")
+        self.open_prompt("goto", "go to frame number (Enter, Esc cancels)")
+
+    def action_save(self) -> None:
+        marks = self.message_list.marks
+        what = f"{len(marks)} marked frames" if marks else f"{len(self.model):,} frames in view"
+        base = os.path.splitext(os.path.basename(self.source.name or "capture"))[0]
+        default = os.path.abspath(f"{base}-{'marked' if marks else 'view'}.pcapng")
+        self.open_prompt("save", f"save {what} to (Enter, Esc cancels)", default)
+
+    def save(self, path: str) -> None:
+        marks = self.message_list.marks
+        model = self.model
+        rows = sorted(marks) if marks else [model.row_at(p) for p in range(len(model))]
+        self._save_worker(rows, os.path.expanduser(path))
+
+    @work(thread=True, exclusive=True, group="save")
+    def _save_worker(self, rows: list[int], path: str) -> None:
+        try:
+            n = save_rows(self.model, rows, path)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported, the app goes on
+            self.call_from_thread(self.notify, f"save failed: {exc}", severity="error")
+            return
+        self.last_saved = (path, n)
+        self.call_from_thread(self.notify, f"saved {n} frames to {path}")
+
+    # -- actions: list ------------------------------------------------------------------------
+    def action_pair(self) -> None:
+        row = self.message_list.selected_row
+        if row is None:
+            return
+        for msg in self.model.messages(row):
+            target = msg.reply_in or msg.reply_to
+            if target:
+                self.jump_to_frame(target)
+                return
+        self.notify("no paired request/reply", severity="warning")
+
+    def action_mark(self) -> None:
+        lst = self.message_list
+        row = lst.selected_row
+        if row is None:
+            return
+        lst.marks.symmetric_difference_update({row})
+        lst.model_changed(rows_changed=False)
+        self._update_title()
+
+    def _jump_mark(self, forward: bool) -> None:
+        lst = self.message_list
+        if not lst.marks:
+            self.notify("no marks (m marks a message)", severity="warning")
+            return
+        current = lst.selected_row if lst.selected_row is not None else -1
+        order = sorted(lst.marks)
+        after = [r for r in order if (r > current if forward else r < current)]
+        target = (after[0] if forward else after[-1]) if after else (
+            order[0] if forward else order[-1])
+        if not lst.show_row(target):
+            self.notify(f"marked frame {target + 1} is hidden by the filter", severity="warning")
+
+    def action_next_mark(self) -> None:
+        self._jump_mark(True)
+
+    def action_prev_mark(self) -> None:
+        self._jump_mark(False)
+
+    def action_time_mode(self) -> None:
+        lst = self.message_list
+        lst.time_mode = TIME_MODES[(TIME_MODES.index(lst.time_mode) + 1) % len(TIME_MODES)]
+        header = self.query_one(ColumnHeader)
+        header.time_mode = lst.time_mode
+        header.refresh()
+        lst.model_changed(rows_changed=False)
+
+    def action_follow(self) -> None:
+        lst = self.message_list
+        lst.follow = not lst.follow
+        if lst.follow:
+            lst.cursor = len(self.model) - 1
+        self._update_title()
+
+    def on_key(self, event: object) -> None:
+        # Enter on the list moves into the tree, like termshark's pane hopping.
+        key = getattr(event, "key", "")
+        if key == "enter" and self.focused is self.message_list:
+            self.detail.focus()
+
+    # -- command palette ---------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for view in VIEWS:
+            yield SystemCommand(f"View: {VIEW_TITLES[view][2:]}", f"switch to the {view} view",
+                                lambda v=view: self.action_view(v))
+        yield SystemCommand("Filter: problems only", "show messages with a problem",
+                            lambda: self.apply_filter("problems"))
+        yield SystemCommand("Filter: back-end channel", "messages on the back-end channel",
+                            lambda: self.apply_filter("channel == backend"))
+        yield SystemCommand("Filter: slow replies (> 1 ms)", "replies slower than 1 ms",
+                            lambda: self.apply_filter("latency_us > 1000"))
+        yield SystemCommand("Filter: clear", "show every frame", lambda: self.apply_filter(""))
+        yield SystemCommand("Search", "find a message (filter or text)", self.action_search)
+        yield SystemCommand("Go to frame", "jump to a frame number", self.action_goto)
+        yield SystemCommand("Jump to paired request/reply", "r", self.action_pair)
+        yield SystemCommand("Time format: next", "absolute / relative / delta",
+                            self.action_time_mode)
+        yield SystemCommand("Follow mode: toggle", "keep the newest message in view",
+                            self.action_follow)
+        yield SystemCommand("Save view as capture", "write the filtered or marked frames",
+                            self.action_save)
+        yield SystemCommand("Help: keys", "every key binding", self.action_help)

@@ -1,0 +1,81 @@
+"""The ``?`` help screen: every key, grouped the way termshark and mitmproxy users look for them."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Views", (
+        ("1 / 2 / 3 / 4", "messages / state / connections / statistics"),
+        ("Tab, shift+Tab", "next / previous pane"),
+        ("ctrl+p", "command palette"),
+        ("?", "this help"),
+        ("q", "quit"),
+    )),
+    ("Message list", (
+        ("j k ↑ ↓", "next / previous message"),
+        ("g G Home End", "first / last message (End resumes follow mode)"),
+        ("PgUp PgDn space", "page up / down"),
+        ("h l ← →", "scroll sideways"),
+        ("F", "follow mode on/off (live: on until you scroll up)"),
+        ("t", "time column: absolute UTC / relative to first frame / delta"),
+        ("r", "jump to the paired request or reply"),
+        ("Enter", "go to the detail tree"),
+    )),
+    ("Find", (
+        ("f", "edit the display filter (Enter applies, Esc leaves)"),
+        ("/", "search: a filter expression, or text in the summary line"),
+        ("n N", "next / previous search match"),
+        (":", "jump to frame number"),
+        ("m", "mark / unmark the message"),
+        ("' \"", "next / previous mark"),
+        ("w", "save the filtered view (or the marked frames) as a capture"),
+    )),
+    ("Detail and hex", (
+        ("↑ ↓", "move between fields; the hex pane highlights the field's bytes"),
+        ("Enter", "on 'Reply in/to frame N': jump there; else expand/collapse"),
+    )),
+    ("Columns", (
+        ("→ ←", "front-end to back-end / back-end to front-end (either channel)"),
+        ("(nr)", "request sets NEED_REPLY (asks for an ack)"),
+        ("waiting", "request still owed a reply"),
+        ("! ·", "problem (error or warning / note): details in the tree"),
+        ("●", "marked"),
+    )),
+)
+
+
+def help_table() -> Table:
+    t = Table(show_header=False, box=None, padding=(0, 2))
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column()
+    for group, keys in KEYS:
+        t.add_row(Text(group, style="bold underline"), "")
+        for k, text in keys:
+            t.add_row(k, text)
+        t.add_row("", "")
+    return t
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90; max-height: 90%; border: round $accent;
+                                  background: $surface; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll() as v:
+            v.border_title = "vuinspect keys"
+            v.border_subtitle = "Esc closes"
+            yield Static(help_table())
+
+    async def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
+        self.dismiss(result)

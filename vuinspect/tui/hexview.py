@@ -1,0 +1,68 @@
+"""The hex pane: the bytes of the selected message, the selected field's bytes highlighted."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+BYTES_PER_LINE = 16
+
+
+def hex_lines(data: bytes, highlight: tuple[int, int] | None,
+              style: str = "reverse bold") -> Text:
+    """``offset  hex (8 + 8)  ascii`` lines, like ``xxd`` and termshark's hex view."""
+    out = Text(no_wrap=True, overflow="crop")
+    lo, hi = highlight if highlight else (-1, -1)
+    for base in range(0, len(data), BYTES_PER_LINE):
+        chunk = data[base:base + BYTES_PER_LINE]
+        out.append(f"{base:04x}  ", style="dim")
+        for i in range(BYTES_PER_LINE):
+            pos = base + i
+            if i == 8:
+                out.append(" ")
+            if i < len(chunk):
+                out.append(f"{chunk[i]:02x}", style=style if lo <= pos < hi else "")
+                # keep a highlighted run continuous across the separating space
+                sep_style = style if lo <= pos < hi - 1 and i != 7 and i < 15 else ""
+                out.append(" ", style=sep_style)
+            else:
+                out.append("   ")
+        out.append(" ")
+        for i, b in enumerate(chunk):
+            ch = chr(b) if 32 <= b < 127 else "."
+            out.append(ch, style=style if lo <= base + i < hi else "dim")
+        out.append("\n")
+    if not data:
+        out.append("(no bytes)", style="dim")
+    return out
+
+
+class HexView(VerticalScroll):
+    """Scrollable hex dump; :meth:`show` replaces the bytes and the highlighted range."""
+
+    DEFAULT_CSS = """
+    HexView { width: 76; }
+    HexView > Static { width: auto; }
+    """
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.data = b""
+        self.highlight: tuple[int, int] | None = None
+        self._static = Static("", id="hex-text")
+
+    def compose(self):  # type: ignore[override]
+        yield self._static
+
+    def show(self, data: bytes, highlight: tuple[int, int] | None = None) -> None:
+        self.data = data
+        self.highlight = highlight
+        self._static.update(hex_lines(data, highlight))
+        if highlight:
+            line = highlight[0] // BYTES_PER_LINE
+            height = self.scrollable_content_region.height
+            if height and not (self.scroll_y <= line < self.scroll_y + height):
+                self.scroll_to(y=max(0, line - 1), animate=False)
+        else:
+            self.scroll_to(y=0, animate=False)

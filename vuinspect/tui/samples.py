@@ -1,0 +1,174 @@
+"""Deterministic sample conversations as frames: for tests, screenshots and the benchmark.
+
+The frames are what the proxy records for a QEMU + vhost-user-blk back-end
+handshake (built with :func:`vuinspect.encode.build`, so they decode exactly like
+real traffic), with fixed timestamps so that snapshots do not depend on the clock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from vuinspect.capture import CaptureWriter
+from vuinspect.encode import build
+from vuinspect.frames import Frame, event_frame
+from vuinspect.protocol import features as F
+
+T0_NS = 1_764_000_000_000_000_000  # fixed epoch for reproducible screens
+
+BLK_VIRTIO = sum(1 << b for b in (1, 2, 6, 9, 12, 13, 14, 28, 29, 30, 32, 33))
+BLK_PROTOCOL = F.protocol_mask("MQ", "REPLY_ACK", "BACKEND_REQ", "CONFIG", "INFLIGHT_SHMFD",
+                               "CONFIGURE_MEM_SLOTS", "STATUS", "BACKEND_SEND_FD")
+GIB = 1 << 30
+
+
+class Script:
+    """Writes one conversation as frames with a clock that advances by ``step_ns``."""
+
+    def __init__(self, t0_ns: int = T0_NS, step_ns: int = 20_000) -> None:
+        self.ts = t0_ns
+        self.step = step_ns
+        self.frames: list[Frame] = []
+
+    def _tick(self, dt_ns: int | None) -> int:
+        self.ts += self.step if dt_ns is None else dt_ns
+        return self.ts
+
+    def open(self, conn: int, label: str, device: str | None = "blk", **extra: Any) -> None:
+        info = {"label": label, "listen": label, "connect": label + ".orig",
+                "orientation": "frontend-connects", **extra}
+        if device:
+            info["device"] = device
+        self.frames.append(event_frame("open", self._tick(0), conn, info))
+
+    def close(self, conn: int, reason: str, by: str = "frontend") -> None:
+        self.frames.append(event_frame("close", self._tick(None), conn,
+                                       {"reason": reason, "by": by}))
+
+    def note(self, conn: int, text: str) -> None:
+        self.frames.append(event_frame("note", self._tick(None), conn, {"text": text}))
+
+    def request(self, conn: int, request: int, values: dict[str, Any] | None = None, *,
+                channel: str = "main", need_reply: bool = False, fds: tuple[str, ...] = (),
+                dt_ns: int | None = None) -> None:
+        data = build(channel, request, values, need_reply=need_reply)
+        direction = "f2b" if channel == "main" else "b2f"
+        self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))  # type: ignore[arg-type]
+
+    def reply(self, conn: int, request: int, values: dict[str, Any] | None = None, *,
+              channel: str = "main", fds: tuple[str, ...] = (), layout: str | None = None,
+              dt_ns: int | None = None) -> None:
+        data = build(channel, request, values, reply=True, layout=layout)
+        direction = "b2f" if channel == "main" else "f2b"
+        self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))  # type: ignore[arg-type]
+
+    def ack(self, conn: int, request: int, channel: str = "main", result: int = 0,
+            dt_ns: int | None = None) -> None:
+        self.reply(conn, request, {"result": result}, channel=channel, layout="ack", dt_ns=dt_ns)
+
+
+def blk_handshake(s: Script, conn: int, label: str = "/run/vhost/blk0.sock",
+                  queues: int = 2) -> None:
+    """What QEMU 7.2 says to qemu-storage-daemon's vhost-user-blk export, in order."""
+    s.open(conn, label, "blk")
+    s.request(conn, 1)
+    s.reply(conn, 1, {"features": BLK_VIRTIO}, dt_ns=35_000)
+    s.request(conn, 15)
+    s.reply(conn, 15, {"features": BLK_PROTOCOL}, dt_ns=18_000)
+    s.request(conn, 16, {"features": BLK_PROTOCOL})
+    s.request(conn, 17)
+    s.reply(conn, 17, {"num_queues": queues}, dt_ns=12_000)
+    s.request(conn, 36)
+    s.reply(conn, 36, {"slots": 509}, dt_ns=9_000)
+    s.request(conn, 21, need_reply=True, fds=("socket:[91234]",))
+    s.ack(conn, 21, dt_ns=41_000)
+    s.request(conn, 3, need_reply=True)
+    s.ack(conn, 3)
+    s.request(conn, 24, {"offset": 0, "size": 16, "flags": 0, "data": "00" * 16})
+    s.reply(conn, 24, {"offset": 0, "size": 16, "flags": 0,
+                       "data": "0000200000000000" + "00000000fe010000"}, dt_ns=28_000)
+    s.request(conn, 2, {"features": BLK_VIRTIO}, need_reply=True)
+    s.ack(conn, 2)
+    regions = [
+        {"guest_phys_addr": 0, "memory_size": 0xA0000, "userspace_addr": 0x7F0000000000,
+         "mmap_offset": 0},
+        {"guest_phys_addr": 0xC0000, "memory_size": GIB - 0xC0000,
+         "userspace_addr": 0x7F00000C0000, "mmap_offset": 0xC0000},
+    ]
+    s.request(conn, 5, {"regions": regions}, need_reply=True,
+              fds=("memfd:pc.ram size=1GiB", "memfd:pc.ram size=1GiB"))
+    s.ack(conn, 5, dt_ns=310_000)
+    for q in range(queues):
+        s.request(conn, 8, {"index": q, "num": 256}, need_reply=True)
+        s.ack(conn, 8)
+        s.request(conn, 10, {"index": q, "num": 0}, need_reply=True)
+        s.ack(conn, 10)
+        s.request(conn, 9, {"index": q, "flags": 0, "desc": 0x3E5A0000 + q * 0x4000,
+                            "used": 0x3E5A2000 + q * 0x4000, "avail": 0x3E5A1000 + q * 0x4000,
+                            "log": 0}, need_reply=True)
+        s.ack(conn, 9)
+        s.request(conn, 12, {"index": q}, need_reply=True, fds=(f"eventfd:[{700 + q}]",))
+        s.ack(conn, 12)
+        s.request(conn, 13, {"index": q}, need_reply=True, fds=(f"eventfd:[{800 + q}]",))
+        s.ack(conn, 13)
+        s.request(conn, 18, {"index": q, "num": 1}, need_reply=True)
+        s.ack(conn, 18)
+    s.request(conn, 39, {"status": 0xF}, need_reply=True)
+    s.ack(conn, 39)
+    s.request(conn, 2, {}, channel="backend", need_reply=True)
+    s.ack(conn, 2, channel="backend", dt_ns=22_000)
+
+
+def demo_frames() -> list[Frame]:
+    """Two sessions: a finished blk handshake that ends, a second one stalled on a reply."""
+    s = Script()
+    blk_handshake(s, 1, "/run/vhost/blk0.sock")
+    s.request(1, 11, {"index": 0, "num": 0})
+    s.reply(1, 11, {"index": 0, "num": 37}, dt_ns=64_000)
+    s.close(1, "front-end closed the socket")
+    blk_handshake(s, 2, "/run/vhost/blk1.sock", queues=1)
+    s.request(2, 18, {"index": 0, "num": 7}, need_reply=True)  # bad enable value: a problem
+    s.ack(2, 18)
+    s.request(2, 11, {"index": 0, "num": 0})  # the back-end never answers: a stall
+    return s.frames
+
+
+def write_capture(path: str | os.PathLike[str], frames: list[Frame]) -> str:
+    with CaptureWriter(path) as w:
+        for f in frames:
+            w.write(f)
+    return os.fspath(path)
+
+
+def bulk_frames(messages: int, conns: int = 4) -> Iterator[Frame]:
+    """About ``messages`` messages: blk handshakes, then IOTLB and config traffic per conn.
+
+    The steady-state traffic is what an IOMMU-enabled guest produces (IOTLB
+    misses on the back-end channel answered with updates) plus GET_CONFIG polls.
+    """
+    s = Script(step_ns=3_000)
+    for c in range(1, conns + 1):
+        blk_handshake(s, c, f"/run/vhost/blk{c}.sock")
+    yield from s.frames
+    left = messages - len(s.frames)
+    i = 0
+    while left > 0:
+        s.frames = []
+        conn = 1 + i % conns
+        iova = 0x1000 * (i % 4096)
+        if i % 4 == 3:
+            s.request(conn, 24, {"offset": 0, "size": 8, "flags": 0, "data": "00" * 8})
+            s.reply(conn, 24, {"offset": 0, "size": 8, "flags": 0, "data": f"{i:016x}"},
+                    dt_ns=9_000 + i % 1000)
+        else:
+            s.request(conn, 1, {"iova": iova, "size": 0x1000, "uaddr": 0, "perm": 3, "type": 1},
+                      channel="backend", need_reply=True)
+            s.request(conn, 22, {"iova": iova, "size": 0x1000, "uaddr": 0x7F0000000000 + iova,
+                                 "perm": 3, "type": 2})
+            s.ack(conn, 22, dt_ns=4_000 + i % 700)
+            s.ack(conn, 1, channel="backend", dt_ns=2_000)
+        yield from s.frames
+        left -= len(s.frames)
+        i += 1

@@ -1,0 +1,197 @@
+"""Per-connection protocol state: features (offered vs acked), memory, vrings, who waits on whom.
+
+What no packet tool shows: the session's negotiated state as of the newest
+decoded frame, and every request still owed a reply with its age, so a hang
+points at the side that owes the answer.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message as TMessage
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from vuinspect.protocol import features as F
+from vuinspect.render import human_size
+from vuinspect.session import Session
+
+from .rowtext import format_age, format_time
+
+
+def _hex(v: int | None) -> str:
+    return "-" if v is None else f"0x{v:x}"
+
+
+def _table(title: str, *cols: str) -> Table:
+    t = Table(title=title, title_justify="left", title_style="bold", expand=False,
+              show_edge=False, pad_edge=False, header_style="bold dim")
+    for c in cols:
+        t.add_column(c, no_wrap=True)
+    return t
+
+
+def feature_table(title: str, offered: int | None, acked: int | None,
+                  table: dict[int, str]) -> RenderableType:
+    """One row per bit offered or acked: who offered it, whether the front-end took it."""
+    if offered is None and acked is None:
+        return Text(f"{title}: not negotiated yet", style="dim")
+    t = _table(f"{title}  offered {_hex(offered)}  acked {_hex(acked)}",
+               "bit", "name", "offered", "acked")
+    bits = (offered or 0) | (acked or 0)
+    for bit in range(64):
+        if not bits >> bit & 1:
+            continue
+        off = offered is not None and bool(offered >> bit & 1)
+        ack = acked is not None and bool(acked >> bit & 1)
+        style = "red" if ack and offered is not None and not off else ("" if ack else "dim")
+        t.add_row(str(bit), table.get(bit, f"BIT_{bit}"),
+                  "yes" if off else ("?" if offered is None else "no"),
+                  "yes" if ack else ("?" if acked is None else "no"), style=style)
+    return t
+
+
+def waiting_table(session: Session, now_ns: int) -> RenderableType:
+    waiting = session.waiting()
+    if not waiting:
+        return Text("Waiting: nothing: no request is owed a reply", style="green")
+    t = _table("Waiting: requests still owed a reply (who waits on whom)",
+               "frame", "request", "waiter", "owes the reply", "age", "")
+    for p in waiting:
+        m = p.message
+        closed = session.closed_ns is not None
+        age = format_age(max(0, (session.closed_ns if closed else now_ns) - p.since_ns))
+        note = "never answered (closed)" if closed else (
+            "reply required" if p.expected else "reply optional")
+        t.add_row(str(m.frame), m.name, p.waiter, p.owner, age, note,
+                  style="bold red" if p.expected and not closed else "yellow")
+    return t
+
+
+def session_renderable(session: Session, now_ns: int) -> RenderableType:
+    """Everything the state view shows for one session."""
+    s = session
+    head = Text()
+    head.append(f"Connection {s.conn}: {s.label}\n", style="bold")
+    info = s.info
+    head.append(f"device {s.device or '?'}   orientation {info.get('orientation', '?')}   "
+                f"listen {info.get('listen', '-')}   connect {info.get('connect', '-')}\n")
+    start = s.opened_ns if s.opened_ns is not None else s.first_ns
+    if start is not None:
+        head.append(f"opened {format_time(start, 'abs', None, None)} UTC")
+    if s.closed_ns is not None:
+        head.append(f"   closed {format_time(s.closed_ns, 'abs', None, None)} UTC: "
+                    f"{s.close_reason}", style="yellow")
+    else:
+        head.append("   open", style="green")
+    head.append(f"\nmessages {s.messages}   problems {s.problems}   owner {'yes' if s.owner else 'no'}"
+                f"   queues {s.queue_num if s.queue_num is not None else '-'}"
+                f"   mem slots {s.max_mem_slots if s.max_mem_slots is not None else '-'}")
+    if s.status is not None:
+        names = " ".join(F.bit_names(s.status & 0xFF, F.STATUS_TABLE))
+        head.append(f"   status 0x{s.status:x} [{names}]")
+    if s.mtu is not None:
+        head.append(f"   mtu {s.mtu}")
+    parts: list[RenderableType] = [head, waiting_table(s, now_ns), Text("")]
+    parts.append(feature_table("Virtio features", s.virtio_offered, s.virtio_acked,
+                               F.virtio_table(s.device)))
+    parts.append(Text(""))
+    parts.append(feature_table("Protocol features", s.protocol_offered, s.protocol_acked,
+                               F.PROTOCOL_TABLE))
+    parts.append(Text(""))
+    if s.regions:
+        t = _table(f"Memory table ({len(s.regions)} regions, "
+                   f"{human_size(sum(r.memory_size for r in s.regions))})",
+                   "#", "guest phys", "size", "userspace", "mmap offset", "fd")
+        for i, r in enumerate(s.regions):
+            t.add_row(str(i), _hex(r.guest_phys_addr), human_size(r.memory_size),
+                      _hex(r.userspace_addr), _hex(r.mmap_offset), r.fd or "-")
+        parts.append(t)
+    else:
+        parts.append(Text("Memory table: none yet", style="dim"))
+    parts.append(Text(""))
+    if s.vrings:
+        t = _table("Vrings", "#", "num", "base", "desc", "avail", "used", "kick", "call", "err",
+                   "enabled", "started", "last base")
+        for idx in sorted(s.vrings):
+            v = s.vrings[idx]
+            t.add_row(str(idx), "-" if v.num is None else str(v.num),
+                      "-" if v.base is None else str(v.base), _hex(v.desc), _hex(v.avail),
+                      _hex(v.used), v.kick or "-", v.call or "-", v.err or "-",
+                      {True: "yes", False: "no", None: "-"}[v.enabled],
+                      "yes" if v.started else "no",
+                      "-" if v.stopped_base is None else str(v.stopped_base))
+        parts.append(t)
+    else:
+        parts.append(Text("Vrings: none set up yet", style="dim"))
+    parts.append(Text(""))
+    backend = Text("Back-end channel: ", style="bold")
+    backend.append(s.backend_channel, style="green" if s.backend_channel == "established" else "")
+    if s.backend_fd:
+        backend.append(f"   fd {s.backend_fd}")
+    parts.append(backend)
+    if s.log:
+        parts.append(Text(f"Dirty log: size {human_size(s.log.get('mmap_size', 0))} "
+                          f"offset {_hex(s.log.get('mmap_offset'))} fd {s.log.get('fd') or '-'}"))
+    if s.inflight:
+        parts.append(Text(f"Inflight: {s.inflight}"))
+    return Group(*parts)
+
+
+class StateView(Horizontal):
+    """A connection chooser and the chosen connection's state."""
+
+    DEFAULT_CSS = """
+    StateView > OptionList { width: 32; }
+    StateView > VerticalScroll { width: 1fr; padding: 0 1; }
+    """
+
+    class Chosen(TMessage):
+        def __init__(self, conn: int) -> None:
+            super().__init__()
+            self.conn = conn
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.conn: int | None = None
+        self._conns: list[int] = []
+
+    def compose(self):  # type: ignore[override]
+        yield OptionList(id="state-conns")
+        with VerticalScroll(id="state-scroll"):
+            yield Static("No connection yet", id="state-body")
+
+    def update_state(self, sessions: list[Session], now_ns: int, lock: object) -> None:
+        """Redraw from the sessions (called with the model's lock available as ``lock``)."""
+        with lock:  # type: ignore[attr-defined]
+            conns = [s.conn for s in sessions]
+            labels = [f"c{s.conn} {s.label}" + (" (closed)" if s.closed_ns is not None else "")
+                      + (" ⏳" if any(p.expected for p in s.waiting()) and s.closed_ns is None
+                         else "") for s in sessions]
+            if self.conn is None and conns:
+                self.conn = conns[0]
+            chosen = next((s for s in sessions if s.conn == self.conn), None)
+            body = session_renderable(chosen, now_ns) if chosen else Text("No connection yet")
+        options = self.query_one(OptionList)
+        if conns != self._conns or [str(o.prompt) for o in options.options] != labels:
+            highlighted = options.highlighted
+            options.clear_options()
+            options.add_options([Option(label, id=str(c)) for c, label in zip(conns, labels,
+                                                                               strict=True)])
+            self._conns = conns
+            if self.conn in conns:
+                options.highlighted = conns.index(self.conn)
+            elif highlighted is not None and conns:
+                options.highlighted = min(highlighted, len(conns) - 1)
+        self.query_one("#state-body", Static).update(body)
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id is None:
+            return
+        conn = int(event.option.id)
+        if conn != self.conn:
+            self.conn = conn
+            self.post_message(self.Chosen(conn))
