@@ -23,7 +23,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "install-dissector": ("vuinspect.wireshark.install", "install the Wireshark Lua dissector"),
     "gen-lua": ("vuinspect.wireshark.luagen", "regenerate dissectors/vhost_user.lua"),
     "extcap": ("vuinspect.wireshark.extcap", "Wireshark extcap entry point"),
-    "bench": ("bench.__main__", "run the benchmarks"),
 }
 
 
