@@ -59,6 +59,9 @@ class Pipeline:
         session = self.session(frame.conn)
         if frame.kind == "open":
             session.on_open(frame.ts_ns, info)
+        elif frame.kind == "close" and frame.channel == "backend":
+            out.extend(self._flush_conn(frame.conn, "backend"))
+            session.backend_channel = "closed"
         elif frame.kind == "close":
             out.extend(self._flush_conn(frame.conn))
             session.on_close(frame.ts_ns, str(info.get("reason", "closed")))
@@ -69,9 +72,9 @@ class Pipeline:
         out.append(ev)
         return out
 
-    def _flush_conn(self, conn: int) -> list[Message]:
+    def _flush_conn(self, conn: int, channel: str | None = None) -> list[Message]:
         out = []
-        for key in [k for k in self._framers if k[0] == conn]:
+        for key in [k for k in self._framers if k[0] == conn and channel in (None, k[1])]:
             framer = self._framers.pop(key)
             for raw in framer.close():
                 self.messages += 1
