@@ -41,11 +41,6 @@ def settled_fd_count(pid: int) -> int:
     raise AssertionError("the proxy's fd count never settled")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy passes a back-end's full close on as shutdown(SHUT_WR): QEMU gets no POLLHUP, "
-    "never reconnects (relay.Link._side_ended should SHUT_RDWR when the EOF side has POLLHUP)",
-)
 def test_backend_restart_gives_new_session(workdir):
     image = workdir / "disk.img"
     image.write_bytes(b"")
