@@ -300,7 +300,11 @@ end
 local function choose_layout(cands, tvb, base, len, ctx)
   if cands == nil or #cands == 0 then return nil end
   local best, best_score
+  local names = {}
+  for _, lay in ipairs(cands) do names[lay.name] = true end
   for rank, lay in ipairs(cands) do
+    local xen = lay.xen
+    if not xen and not names[lay.name .. "_xen"] then xen = ctx.xen end  -- no Xen twin
     local ok = true
     if lay.when then
       local f = lay.when_field
@@ -312,7 +316,7 @@ local function choose_layout(cands, tvb, base, len, ctx)
       if lay.exact then fits = need == len else fits = len >= lay.fixed end
       if fits then
         local score = rank
-        if lay.xen ~= ctx.xen then score = score + 100 end
+        if xen ~= ctx.xen then score = score + 100 end
         if empty_array(lay, tvb, base, len, ctx.be) then score = score + 50 end
         if best == nil or score < best_score then best, best_score = lay, score end
       end
@@ -472,7 +476,9 @@ local function decode_layout(lay, tvb, base, len, ctx, tree, out, probs)
   local off = decode_fields(lay, tvb, base, 0, len, ctx, tree, out, probs)
   local need = expected_size(lay, tvb, base, len, ctx.be)
   local wrong
-  if lay.exact and need ~= nil and need ~= len then
+  if need == nil and len < lay.fixed then  -- too short to hold its own count
+    wrong = fmt("payload is %d bytes, %s needs at least %d", len, lay.name, lay.fixed)
+  elseif lay.exact and need ~= nil and need ~= len then
     wrong = fmt("payload is %d bytes, %s needs %s", len, lay.name, dec(need))
   elseif not lay.exact and len < lay.fixed then
     wrong = fmt("payload is %d bytes, %s needs at least %d", len, lay.name, lay.fixed)

@@ -103,16 +103,21 @@ end
 
 -- ===================================================================== runtime: checks
 local function check_fds(s, rec, lname, out, lo, hi, role, probs, first)
-  local n = #rec.raw_fds
+  local n = 0
+  local truncated
+  for _, d in ipairs(rec.raw_fds) do
+    if d:sub(1, #C.TRUNCATED_FD) == C.TRUNCATED_FD then truncated = truncated or d else n = n + 1 end
+  end
+  if truncated then problem(probs, "fds_truncated", truncated) end
   if lname == "vring_fd" or lname == "vring_area" then
     local nofd = out.nofd
     if nofd then lo, hi = 0, 0 else lo, hi = 1, 1 end
     if lname == "vring_area" and not nofd then lo = 0 end
+  elseif lname == "postcopy_ack" then
+    lo, hi = 0, 0
   elseif hi == -1 then
     if out.regions ~= nil then hi = #out.regions else hi = C.MAX_FDS end
     lo = hi
-  elseif lname == "postcopy_ack" then
-    lo, hi = 0, 0
   end
   if n < lo or n > hi then
     local want = lo == hi and tostring(lo) or (lo .. "-" .. hi)
@@ -172,6 +177,14 @@ local function check_request(s, rec, spec, out, probs)
       problem(probs, "vring_not_started", fmt("vring %s was never started (no SET_VRING_KICK)", idx and dec(idx) or "None"))
     end
   end
+  local index = out.index
+  if main and C.VRING_REQUESTS[req] and s.queue_num ~= nil and s.queue_num ~= 0
+      and type(index) == "number" and index >= 2 * s.queue_num then
+    problem(probs, "vring_out_of_range", fmt("vring %s, back-end announced %s queues", dec(index), dec(s.queue_num)))
+  end
+  if main and req == 5 and tonum(out.nregions or 0) > 8 then
+    problem(probs, "too_many_regions", fmt("%s regions, SET_MEM_TABLE allows 8", dec(out.nregions)))
+  end
   if main and (req == 2 or req == 16) then
     local offered = req == 2 and s.virtio_offered or s.protocol_offered
     if offered ~= nil then
@@ -220,6 +233,7 @@ local function apply_reply(s, rec, out, request)
     s.virtio_offered = out.features
     if s.device == nil then s.device = guess_device(out.features) end
   elseif r == 15 then s.protocol_offered = out.features
+  elseif r == 17 then s.queue_num = tonum(out.num_queues)
   elseif r == 36 then s.max_mem_slots = tonum(out.slots)
   elseif (r == 11 or r == 45) and request ~= nil then
     local idx = request.index
@@ -236,7 +250,7 @@ local function expects_reply(s, spec, need_reply)
   if mode == "always" then return true, true end
   if mode == "flag" then return need_reply, need_reply end
   if mode == "log_shmfd" and protocol_has(s, C.BIT.LOG_SHMFD) then return true, true end
-  if mode == "ack" or mode == "log_shmfd" then return need_reply and ack ~= false, need_reply and ack == true end
+  if mode == "ack" or mode == "log_shmfd" then return need_reply, need_reply and ack == true end
   return false, false
 end
 

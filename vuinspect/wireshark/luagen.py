@@ -33,6 +33,7 @@ from vuinspect.protocol.requests import (
     VERSION,
     RequestSpec,
 )
+from vuinspect.session import _VRING_REQUESTS, TRUNCATED_FD
 
 from . import lua_decode, lua_frames, lua_session
 from .fields import (
@@ -280,6 +281,8 @@ local C = {{
   CHANNEL_NAMES = {names(ph.CHANNEL_NAMES)},
   DIRECTION_NAMES = {names(ph.DIRECTION_NAMES)},
   EVENT_KEYS = {{ {", ".join(lua_str(k) for k in EVENT_KEYS)} }},
+  TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
+  VRING_REQUESTS = {{ {", ".join(f"[{r}] = true" for r in _VRING_REQUESTS)} }},
   REQUESTER = {{ main = {ph.DIRECTION_CODES["f2b"]}, backend = {ph.DIRECTION_CODES["b2f"]} }},
   BIT = {{ REPLY_ACK = {FT.PROTOCOL_BY_NAME["REPLY_ACK"].bit}, LOG_SHMFD = {FT.PROTOCOL_BY_NAME["LOG_SHMFD"].bit},
           BACKEND_SEND_FD = {FT.PROTOCOL_BY_NAME["BACKEND_SEND_FD"].bit}, XEN_MMAP = {FT.PROTOCOL_BY_NAME["XEN_MMAP"].bit},
@@ -330,3 +333,10 @@ def run(args: argparse.Namespace) -> int:
     path.write_text(text, encoding="utf-8")
     print(f"wrote {path} ({len(text.splitlines())} lines)")
     return 0
+
+
+def main_for_tests(argv: list[str]) -> int:
+    """Run the sub-command in-process with its own parser (no other sub-command imported)."""
+    parser = argparse.ArgumentParser(prog="vuinspect gen-lua")
+    configure(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,251 @@
+"""The generated Lua dissector under real tshark agrees with the Python decoder.
+
+Every check runs tshark once per capture and compares message by message with
+``Pipeline`` + ``to_json``: request, name, flags, size, reply, layout, fds,
+payload, reply pairing, latency and problem codes (as expert info).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import ws_pdml as W
+import ws_samples as S
+
+from vuinspect.capture import read_frames
+from vuinspect.frames import Frame
+from vuinspect.pipeline import Pipeline
+from vuinspect.protocol.problems import CODES
+from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
+from vuinspect.wireshark import luagen
+
+pytestmark = [pytest.mark.tshark, pytest.mark.timeout(300)]
+CAPTURES = sorted((W.REPO / "captures").glob("*.pcapng"))
+
+
+def test_committed_dissector_is_current():
+    assert W.LUA.read_text(encoding="utf-8") == luagen.generate(), \
+        "dissectors/vhost_user.lua is stale: run `vuinspect gen-lua`"
+
+
+def test_gen_lua_check_detects_a_stale_file(tmp_path):
+    path = tmp_path / "vu.lua"
+    assert luagen.main_for_tests(["--output", str(path)]) == 0
+    assert luagen.main_for_tests(["--output", str(path), "--check"]) == 0
+    path.write_text(path.read_text() + "-- edited\n")
+    assert luagen.main_for_tests(["--output", str(path), "--check"]) == 1
+
+
+@pytest.mark.parametrize("luac", ["luac5.2", "luac5.4"])
+def test_parses_with_lua(luac):
+    proc = subprocess.run([luac, "-p", str(W.LUA)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_no_native_bit_operators_or_bit32():
+    code = "\n".join(ln.split("--")[0] for ln in W.LUA.read_text().splitlines())
+    assert not re.search(r"\bbit32\s*[.\[]", code)  # the library, not a field named bit32
+    assert not re.search(r"[^<>=~]\s*(<<|>>)\s*[^=]", code)
+    assert not re.search(r"\w\s*&\s*\w", code)
+
+
+@pytest.fixture(scope="module")
+def dissected(sample_captures):
+    return {name: W.dissect(path) for name, path in sample_captures.items()}
+
+
+@pytest.mark.parametrize("name", ["every_le", "every_be", "framing"])
+def test_agrees_with_python(name, sample_captures, dissected):
+    lua = dissected[name]
+    py = W.python_views(sample_captures[name])
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    assert len(lua.views) == len(py)
+
+
+def test_sample_holds_every_request_and_reply_alternative(sample_captures):
+    seen = {(m["channel"], m["name"], m["reply"], m["layout"])
+            for m in W.python_views(sample_captures["every_le"])}
+    for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
+        for lay in spec.request:
+            assert (spec.channel, spec.name, False, lay.name) in seen
+        for lay in spec.reply:
+            assert (spec.channel, spec.name, True, lay.name) in seen
+
+
+@pytest.mark.parametrize("name", ["every_le", "every_be"])
+def test_no_malformed_on_well_formed_messages(name, sample_captures, dissected):
+    py = W.python_views(sample_captures[name])
+    assert not [p for m in py for p in m["problems"] if CODES[p["code"]].group == "malformed"]
+    lua = dissected[name]
+    assert lua.malformed == []
+    assert not [c for _, c in lua.experts if CODES[c].group == "malformed"]
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=[c.name for c in CAPTURES])
+def test_real_captures_agree(capture):
+    lua = W.dissect(capture)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = W.compare(W.python_views(capture), lua)
+    assert not errors, "\n".join(errors[:30])
+
+
+# -- problem codes as expert info -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def problems_capture(capdir):
+    frames, conns = [], {}
+    for i, (code, session) in enumerate(S.problem_frames().items()):
+        conns[code] = 100 + i
+        frames += [dataclasses.replace(f, conn=100 + i) for f in session]
+    path = W.write_capture(capdir / "problems.pcapng", frames)
+    return path, conns
+
+
+def test_every_problem_code_has_a_trigger():
+    assert set(S.problem_frames()) == set(CODES)
+
+
+def test_each_problem_code_appears_as_expert_info(problems_capture):
+    path, conns = problems_capture
+    frames = list(read_frames(path))
+    conn_of = {i + 1: f.conn for i, f in enumerate(frames)}
+    py = W.python_views(path)
+    lua = W.dissect(path)
+    assert not lua.lua_errors
+    for code, conn in conns.items():
+        assert code in {p["code"] for m in py if m["conn"] == conn for p in m["problems"]}, \
+            f"the sample for {code} does not trigger it in Python"
+        assert code in {c for n, c in lua.experts if conn_of[n] == conn}, f"no expert {code}"
+
+
+def test_problem_sessions_agree_with_python(problems_capture):
+    path, conns = problems_capture
+    skip = {conns["truncated_header"], conns["truncated_payload"]}  # shown on the close frame
+    py = [m for m in W.python_views(path) if m["conn"] not in skip]
+    lua = W.dissect(path)
+    frames = list(read_frames(path))
+    lua.views = {k: v for k, v in lua.views.items() if frames[k[0] - 1].conn not in skip}
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+
+
+# -- display filters and the stats tap --------------------------------------------------------
+
+def _frames_matching(path: Path, flt: str) -> set[int]:
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-2", "-Y", flt,
+                    "-T", "fields", "-e", "frame.number")
+    assert proc.returncode == 0, proc.stderr
+    return {int(x) for x in proc.stdout.split()}
+
+
+def test_response_time_filter(sample_captures):
+    path = sample_captures["every_le"]
+    want = {m["frame"] for m in W.python_views(path) if m["latency_us"]}
+    assert want and _frames_matching(path, "vhost_user.response_time > 0") == want
+
+
+def test_feature_bit_filter(sample_captures):
+    path = sample_captures["every_le"]
+    want = {m["frame"] for m in W.python_views(path)
+            if m["layout"] == "protocol_features" and "REPLY_ACK" in m["payload"]["features_names"]}
+    assert want and _frames_matching(path, "vhost_user.features.protocol.reply_ack == 1") == want
+
+
+def test_request_filter_selects_main_channel_only(sample_captures):
+    path = sample_captures["every_le"]
+    want = {m["frame"] for m in W.python_views(path)
+            if m["channel"] == "main" and m["request"] == 5}
+    assert want and _frames_matching(path, "vhost_user.request == 5") == want
+    back = {m["frame"] for m in W.python_views(path)
+            if m["channel"] == "backend" and m["request"] == 5}
+    assert back and _frames_matching(path, "vhost_user.backend_request == 5") == back
+
+
+def test_stats_tap_counts_like_the_python_sessions(sample_captures):
+    path = sample_captures["every_le"]
+    pipe = Pipeline()
+    for _ in pipe.run(read_frames(path)):
+        pass
+    want: dict[str, tuple[int, int, int]] = {}
+    for s in pipe.sessions.values():
+        for key, st in s.stats.items():
+            c, r, p = want.get(key, (0, 0, 0))
+            want[key] = (c + st.count, r + st.replies, p + st.problems)
+    proc = W.tshark("-q", "-r", str(path), "-X", f"lua_script:{W.LUA}", "-z", "vhost_user,stat")
+    assert proc.returncode == 0, proc.stderr
+    rows = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if parts and re.match(r"^(main|backend):", parts[0]):
+            rows[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[-1]))
+            assert parts[3] == "-" or float(parts[3]) >= 0
+    assert rows == want
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+def _fuzzed(n: int, seed: int) -> list[Frame]:
+    rng = random.Random(seed)
+    base = [f for f in S.every_message_frames(seed=seed) if f.kind == "data"]
+    out = []
+    for i in range(n):
+        f = rng.choice(base)
+        data = bytearray(f.data)
+        for _ in range(rng.randrange(1, 5)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.1:
+            data = data[: rng.randrange(len(data) + 1)]
+        if rng.random() < 0.05:
+            data += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+        out.append(dataclasses.replace(f, data=bytes(data), conn=rng.randrange(1, 4),
+                                       ts_ns=S.BASE_NS + i * 1000))
+    return out
+
+
+def test_fuzzed_capture_dissects_without_lua_errors(capdir):
+    path = W.write_capture(capdir / "fuzz.pcapng", _fuzzed(3000, seed=11))
+    raw = bytearray(path.read_bytes())
+    rng = random.Random(5)
+    starts = [m.start() for m in re.finditer(rb"VU\x01", bytes(raw))]
+    for pos in rng.sample(starts, len(starts) // 10):  # damage some pseudo-headers too
+        raw[pos + rng.randrange(2, 14)] = rng.randrange(256)
+    path.write_bytes(bytes(raw))
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-2", "-V", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Lua Error" not in proc.stdout and "Lua Error" not in proc.stderr
+    assert proc.stdout.count("vhost-user") >= 3000
+
+
+# -- pyshark ----------------------------------------------------------------------------------
+
+def test_pyshark_reads_our_fields(sample_captures):
+    pyshark = pytest.importorskip("pyshark")
+    path = sample_captures["every_le"]
+    py = W.python_views(path)
+    first = {}
+    for m in py:
+        first.setdefault(m["frame"], m)
+    cap = pyshark.FileCapture(str(path), custom_parameters=["-X", f"lua_script:{W.LUA}"])
+    try:
+        checked = 0
+        for pkt in cap:
+            m = first[int(pkt.number)]
+            layer = pkt["vhost_user"]
+            if m["kind"] != "message":
+                continue
+            field = "request" if m["channel"] == "main" else "backend_request"
+            assert int(getattr(layer, field)) == m["request"]  # not .int_value (raw LE hex)
+            assert layer.name == m["name"]
+            assert int(layer.size) == m["size"]
+            checked += 1
+    finally:
+        cap.close()
+    assert checked > 100

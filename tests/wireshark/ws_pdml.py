@@ -1,0 +1,247 @@
+"""Run real tshark with the generated dissector and read its PDML back as comparable views.
+
+A view is what both decoders must agree on for one message: request, name,
+flags, size, reply (by direction), layout, fd list, payload (field names =
+layout field names plus the derived ``_name``/``_names``/bitfield keys),
+reply_to/reply_in and the problem codes.  ``python_views`` makes the same
+views from ``vuinspect.pipeline`` + ``vuinspect.render.to_json``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vuinspect.capture import CaptureWriter, read_frames
+from vuinspect.frames import Frame
+from vuinspect.pipeline import Pipeline
+from vuinspect.render import to_json
+from vuinspect.wireshark.fields import abbrev_roles, build_registry
+
+REPO = Path(__file__).resolve().parents[2]
+LUA = REPO / "dissectors" / "vhost_user.lua"
+_REG = build_registry()
+ROLES = abbrev_roles(_REG)
+CTORS: dict[str, str] = {}
+for _f in _REG.fields.values():
+    CTORS.setdefault(_f.abbrev, _f.ctor)
+_INTS = {"uint8", "uint16", "uint32", "uint64", "int32", "int64"}
+
+
+def tshark_env(home: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if home is not None:
+        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+    return env
+
+
+def tshark(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["tshark", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
+
+
+def write_capture(path: Path, frames: list[Frame], big_endian: bool = False) -> Path:
+    with CaptureWriter(path, big_endian=big_endian) as w:
+        for fr in frames:
+            w.write(fr)
+    return path
+
+
+@dataclass
+class Dissection:
+    views: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    experts: list[tuple[int, str]] = field(default_factory=list)  # (frame, code)
+    malformed: list[int] = field(default_factory=list)
+    lua_errors: list[str] = field(default_factory=list)
+    stderr: str = ""
+
+
+def dissect(capture: Path, *extra: str, two_pass: bool = True, lua: Path | None = LUA) -> Dissection:
+    args = ["-r", str(capture), "-T", "pdml"]
+    if lua is not None:
+        args += ["-X", f"lua_script:{lua}"]
+    if two_pass:
+        args.append("-2")
+    proc = tshark(*args, *extra)
+    out = Dissection(stderr=proc.stderr)
+    out.lua_errors += [ln for ln in proc.stderr.splitlines() if "Lua" in ln and "rror" in ln]
+    if proc.returncode != 0:
+        raise AssertionError(f"tshark failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    root = ET.fromstring(proc.stdout)
+    for pkt in root.iter("packet"):
+        number = int(next(f for f in pkt.iter("field") if f.get("name") == "frame.number").get("show"))
+        for el in pkt.iter():
+            name = el.get("name", "")
+            if name == "_ws.malformed":
+                out.malformed.append(number)
+            text = (el.get("showname") or "") + (el.get("show") or "")
+            if "Lua Error" in text:
+                out.lua_errors.append(f"frame {number}: {text}")
+        protos = [p for p in pkt.findall("proto") if p.get("name") == "vhost_user"]
+        i = 0
+        for proto in protos:
+            view = proto_view(proto)
+            out.experts += [(number, c) for c in view["problems"]]
+            if view["kind"] == 0 and "name" not in view:
+                continue  # only the start of a message that a later frame completes
+            out.views[(number, i)] = view
+            i += 1
+    return out
+
+
+def _value(el: ET.Element, ctor: str) -> Any:
+    show = el.get("show", "")
+    if ctor in _INTS or ctor in ("framenum", "bool"):
+        try:  # one abbreviation may be a bool bitfield and a number (vhost_user.log)
+            return int(show, 0)
+        except ValueError:
+            return show in ("True",)
+    if ctor == "bytes":
+        return (el.get("value") or "").lower()
+    return show
+
+
+def _enum_name(el: ET.Element) -> str:
+    m = re.match(r"^[^:]*: (.*) \((-?\d+)\)$", el.get("showname", ""))
+    return m.group(1) if m else ""
+
+
+def _walk_payload(el: ET.Element, out: dict[str, Any]) -> None:
+    for child in el.findall("field"):
+        name = child.get("name", "")
+        role, key = ROLES.get(name, ("", ""))
+        if role == "payload":
+            out[key] = _value(child, CTORS[name])
+            label = _enum_name(child) if CTORS[name] in _INTS else ""
+            if label:
+                out[key + "_name"] = label
+            _walk_payload(child, out)
+        elif role == "bits":
+            if child.get("show") in ("1", "True"):
+                out.setdefault(key + "_names", []).append(name.rsplit(".", 1)[1])
+        elif role == "array":
+            out[key] = []
+            for item in child.findall("field"):
+                d: dict[str, Any] = {}
+                _walk_payload(item, d)
+                out[key].append(d)
+
+
+def proto_view(proto: ET.Element) -> dict[str, Any]:
+    view: dict[str, Any] = {"fds": [], "problems": [], "payload": {}}
+    fields = {}
+    for el in proto.iter("field"):
+        name = el.get("name", "")
+        if name.startswith("vhost_user.expert."):
+            view["problems"].append(name.removeprefix("vhost_user.expert."))
+        elif name == "vhost_user.fd":
+            view["fds"].append(el.get("show"))
+        else:
+            fields.setdefault(name, el)
+    kind = int(fields["vhost_user.kind"].get("show")) if "vhost_user.kind" in fields else None
+    view["kind"] = kind
+    if "vhost_user.event.json" in fields:
+        view["event"] = {k.removeprefix("vhost_user.event."): el.get("show") for k, el in fields.items()
+                         if k.startswith("vhost_user.event.") and k != "vhost_user.event.json"}
+    for key, abbrev in (("request", "vhost_user.request"), ("request", "vhost_user.backend_request"),
+                        ("flags", "vhost_user.flags"), ("size", "vhost_user.size"),
+                        ("reply_to", "vhost_user.response_to"), ("reply_in", "vhost_user.response_in")):
+        if abbrev in fields:
+            view[key] = int(fields[abbrev].get("show"), 0)
+    for key, abbrev in (("name", "vhost_user.name"), ("layout", "vhost_user.layout")):
+        if abbrev in fields:
+            view[key] = fields[abbrev].get("show")
+    if "vhost_user.is_reply" in fields:
+        view["reply"] = fields["vhost_user.is_reply"].get("show") in ("1", "True")
+    if "vhost_user.response_time" in fields:
+        view["latency_us"] = float(fields["vhost_user.response_time"].get("show")) * 1e6
+    _walk_payload(proto, view["payload"])
+    return view
+
+
+# -- the Python side ---------------------------------------------------------------------------
+
+def _norm_names(names: list[str]) -> list[str]:
+    return [re.sub(r"^bit_(\d+)$", r"bit\1", n.lower()) for n in names]
+
+
+def normalize_payload(p: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in p.items():
+        if k.endswith("_names"):
+            out[k] = sorted(_norm_names(v))
+        elif k.endswith("_name") and isinstance(v, str) and v.startswith("unknown("):
+            out[k] = "Unknown"
+        elif isinstance(v, list):
+            out[k] = [normalize_payload(i) for i in v]
+        else:
+            out[k] = v
+    return out
+
+
+def python_views(frames: list[Frame] | Path) -> list[dict[str, Any]]:
+    source = read_frames(frames) if isinstance(frames, Path) else frames
+    messages = list(Pipeline().run(source))  # replies set reply_in on earlier requests
+    return [to_json(m) for m in messages]
+
+
+def drop_empty_names(p: dict[str, Any]) -> dict[str, Any]:
+    """Bit lists are only shown when a bit is set; an empty list and no list are the same."""
+    out = {}
+    for k, v in p.items():
+        if k.endswith("_names"):
+            if v:
+                out[k] = sorted(v)
+            continue
+        out[k] = [drop_empty_names(i) for i in v] if isinstance(v, list) and v and \
+            isinstance(v[0], dict) else v
+    return out
+
+
+def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
+    """Differences between the Python messages and the tshark views, one line each."""
+    errors: list[str] = []
+    seen: dict[int, int] = {}
+    matched = set()
+    for m in py:
+        frame = m["frame"]
+        i = seen.get(frame, 0)
+        seen[frame] = i + 1
+        v = lua.views.get((frame, i))
+        where = f"frame {frame}#{i} {m['name']}"
+        if v is None:
+            errors.append(f"{where}: not in tshark output")
+            continue
+        matched.add((frame, i))
+        if m["kind"] in ("open", "close", "note"):
+            if v["kind"] != ("data", "open", "close", "note").index(m["kind"]):
+                errors.append(f"{where}: kind {v['kind']}")
+            for k in ("label", "reason", "text", "device"):
+                if k in m["payload"] and v.get("event", {}).get(k) != str(m["payload"][k]):
+                    errors.append(f"{where}: event {k} {v.get('event', {}).get(k)!r} != {m['payload'][k]!r}")
+            continue
+        py_side = {k: m[k] for k in ("name", "fds")}
+        lua_side = {k: v.get(k) for k in ("name", "fds")}
+        if m["kind"] != "raw":
+            py_side |= {k: m[k] for k in ("request", "flags", "size", "reply", "layout", "reply_to",
+                                          "reply_in")}
+            lua_side |= {k: v.get(k) for k in ("request", "flags", "size", "reply", "layout",
+                                               "reply_to", "reply_in")}
+            py_side["payload"] = drop_empty_names(normalize_payload(m["payload"]))
+            lua_side["payload"] = drop_empty_names(v["payload"])
+        py_side["problems"] = sorted(p["code"] for p in m["problems"])
+        lua_side["problems"] = sorted(v["problems"])
+        for k in py_side:
+            if py_side[k] != lua_side[k]:
+                errors.append(f"{where}: {k}: python {py_side[k]!r} != lua {lua_side[k]!r}")
+        if m["latency_us"] is not None and abs(v.get("latency_us", -1e9) - m["latency_us"]) > 1.0:
+            errors.append(f"{where}: latency {v.get('latency_us')} != {m['latency_us']}")
+    for key in lua.views:
+        if key not in matched:
+            errors.append(f"frame {key[0]}#{key[1]}: only in tshark output ({lua.views[key].get('name')})")
+    return errors
