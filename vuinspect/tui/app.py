@@ -92,6 +92,7 @@ class VuInspectApp(App[None]):
         self._last_state_draw = 0.0
         self._search_cancel = threading.Event()
         self.last_saved: tuple[str, int] | None = None
+        self._keep_row: int | None = None
 
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -147,6 +148,8 @@ class VuInspectApp(App[None]):
         if seen != self._seen:
             self._seen = seen
             self.message_list.model_changed()
+            if self._keep_row is not None and not m.filtering:
+                self._restore_row()
             self._refresh_detail()
             self._update_title()
             self._refresh_view(force=True)
@@ -311,21 +314,19 @@ class VuInspectApp(App[None]):
         bar = self.query_one(FilterBar)
         bar.input.value = text
         bar.applied = text.strip()
+        self._keep_row = self.message_list.selected_row
         self.model.set_filter(text)
-        self.message_list.cursor = 0
         self.poll()
 
     def on_filter_bar_applied(self, event: FilterBar.Applied) -> None:
-        keep = self.message_list.selected_row
+        self._keep_row = self.message_list.selected_row
         self.model.set_filter(event.text)
         self.message_list.focus()
         self.poll()
-        if keep is not None:
-            self._keep_row = keep
-            self.set_timer(0.3, self._restore_row)
 
     def _restore_row(self) -> None:
-        row = getattr(self, "_keep_row", None)
+        """After a filter change: stay on the same frame, or the nearest one shown."""
+        row, self._keep_row = self._keep_row, None
         if row is not None and len(self.model):
             self.message_list.cursor = self.model.nearest_position(row)
 

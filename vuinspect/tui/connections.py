@@ -10,8 +10,8 @@ from vuinspect.session import Session
 
 from .rowtext import format_age, format_time
 
-COLUMNS = ("conn", "socket", "device", "orientation", "start (UTC)", "end (UTC)", "duration",
-           "messages", "problems", "waiting on", "ended because")
+COLUMNS = ("conn", "socket", "device", "waiting on", "ended because", "orientation", "start (UTC)",
+           "end (UTC)", "duration", "messages", "problems")
 
 
 def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...]]:
@@ -29,11 +29,12 @@ def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...
         else:
             waiting = "-"
         rows.append((
-            str(s.conn), s.label, s.device or "?", str(s.info.get("orientation", "?")),
+            str(s.conn), s.label, s.device or "?", waiting, s.close_reason or "-",
+            str(s.info.get("orientation", "?")),
             format_time(start, "abs", None, None) if start is not None else "-",
             format_time(end, "abs", None, None) if end is not None else "open",
             format_age(last - start) if start is not None and last is not None else "-",
-            str(s.messages), str(s.problems), waiting, s.close_reason or "-",
+            str(s.messages), str(s.problems),
         ))
     return rows
 

@@ -39,8 +39,9 @@ def feature_table(title: str, offered: int | None, acked: int | None,
     """One row per bit offered or acked: who offered it, whether the front-end took it."""
     if offered is None and acked is None:
         return Text(f"{title}: not negotiated yet", style="dim")
-    t = _table(f"{title}  offered {_hex(offered)}  acked {_hex(acked)}",
-               "bit", "name", "offered", "acked")
+    t = _table(title, "bit", "name", "offered", "acked")
+    t.caption = f"offered {_hex(offered)} by the back-end, acked {_hex(acked)} by the front-end"
+    t.caption_justify = "left"
     bits = (offered or 0) | (acked or 0)
     for bit in range(64):
         if not bits >> bit & 1:

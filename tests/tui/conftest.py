@@ -1,0 +1,47 @@
+"""Fixtures for the TUI tests: sample captures and a helper that waits for decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.pilot import Pilot
+
+from vuinspect.tui.app import VuInspectApp
+from vuinspect.tui.samples import demo_frames, write_capture
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_CAPTURES = ROOT / "captures"
+
+
+@pytest.fixture
+def demo_path(tmp_path: Path) -> Path:
+    """Two blk sessions: one finished and closed, one stalled on GET_VRING_BASE."""
+    return Path(write_capture(tmp_path / "demo.pcapng", demo_frames()))
+
+
+async def settle(pilot: Pilot, app: VuInspectApp, timeout: float = 10.0) -> None:
+    """Wait until the model has decoded (and filtered) everything, then repaint."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    m = app.model
+    while not (m.finished or (m.source.live and not m.source.ended
+                              and m.decoded == len(m.source))) or m.filtering:
+        if loop.time() > deadline:
+            raise AssertionError(f"model did not settle: {m.progress()}")
+        await pilot.pause(0.02)
+    app.poll()
+    await pilot.pause()
+
+
+def screen_text(app: VuInspectApp) -> str:
+    """The screen as plain text (what a user reads), for assertions."""
+    w, h = app.size
+    console = Console(width=w, height=h, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(
+        full=True, screen_stack=app._background_screens))
+    return console.export_text()

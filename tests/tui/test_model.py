@@ -1,0 +1,219 @@
+"""The model must show exactly what the pipeline decodes, without keeping the messages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vuinspect import samples as core_samples
+from vuinspect.capture import read_frames
+from vuinspect.filter import FilterError, compile_filter
+from vuinspect.frames import Frame
+from vuinspect.pipeline import Pipeline
+from vuinspect.render import to_json
+from vuinspect.tui.model import Model
+from vuinspect.tui.samples import Script, blk_handshake, bulk_frames, demo_frames
+from vuinspect.tui.sources import FileSource, FrameListSource, LiveSource
+
+from .conftest import REAL_CAPTURES
+
+
+def pipeline_json(frames: list[Frame]) -> list[dict]:
+    msgs = list(Pipeline().run(frames))  # all first: requests get reply_in later
+    return sorted((to_json(m) for m in msgs), key=lambda j: j["index"])
+
+
+def model_json(model: Model) -> list[dict]:
+    rows = range(len(model.source))
+    return sorted((to_json(m) for r in rows for m in model.messages(r)), key=lambda j: j["index"])
+
+
+def odd_frames() -> list[Frame]:
+    """Demo traffic with a message split over two frames, junk before a message, a cut end."""
+    frames = demo_frames()
+    out: list[Frame] = []
+    for i, f in enumerate(frames):
+        if i == 18:
+            out += [replace(f, data=f.data[:7], fds=()), replace(f, data=f.data[7:])]
+        elif i == 25:
+            out.append(replace(f, data=b"\xff" * 30 + f.data))
+        elif i == 40:
+            out.append(replace(f, data=f.data + frames[i + 2].data))  # two requests, one frame
+        elif i == 42:
+            continue
+        else:
+            out.append(f)
+    out.append(Frame(out[-1].ts_ns + 5, 2, "main", "f2b", frames[20].data[:15]))
+    return out
+
+
+CASES = {
+    "demo": demo_frames,
+    "every_message": core_samples.every_message,
+    "device_start": core_samples.device_start,
+    "odd_framing": odd_frames,
+    "bulk": lambda: list(bulk_frames(3000)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rows_rebuild_the_pipeline_messages(case: str) -> None:
+    frames = CASES[case]()
+    model = Model(FrameListSource(frames))
+    model.run_to_end()
+    assert model.decoded == len(frames) and model.finished
+    got, want = model_json(model), pipeline_json(frames)
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def test_odd_frames_keep_their_messages() -> None:
+    model = Model(FrameListSource(odd_frames()))
+    model.run_to_end()
+    assert 18 in model.odd and model.odd[18] == []  # first half of a split message
+    assert [m.name for m in model.odd[19]] == ["SET_MEM_TABLE"]
+    assert len(model.odd[41]) == 2  # two messages in one frame (rows shift after the split)
+    assert [m.kind for m in model.odd[26]][0] == "raw"
+    last = len(model.source) - 1
+    assert "truncated_payload" in model.messages(last)[0].problem_codes
+
+
+@pytest.mark.parametrize("name", ["blk", "fs", "net"])
+def test_real_captures_rebuild_exactly(name: str) -> None:
+    path = REAL_CAPTURES / f"{name}.pcapng"
+    if not path.exists():
+        pytest.skip(f"{path} not recorded")
+    source = FileSource(path)
+    model = Model(source)
+    model.run_to_end()
+    assert model_json(model) == pipeline_json(list(read_frames(path)))
+    source.close()
+
+
+def test_rows_are_frames_and_pairs_are_links() -> None:
+    model = Model(FrameListSource(demo_frames()))
+    model.run_to_end()
+    req = model.message(18)  # frame 19: SET_MEM_TABLE
+    assert req is not None and req.name == "SET_MEM_TABLE" and req.reply_in == 20
+    rep = model.message(model.row_of_frame(req.reply_in))
+    assert rep is not None and rep.is_reply and rep.reply_to == 19 and rep.latency_us == 310.0
+
+
+def test_undecoded_rows_are_painted_from_the_frame() -> None:
+    frames = demo_frames()
+    model = Model(FrameListSource(frames))
+    model.step(10)  # decode only the first ten frames
+    assert model.decoded == 10 and len(model) == len(frames)
+    quick = model.message(30)
+    assert quick is not None and quick.name == "SET_VRING_ENABLE" and quick.payload["num"] == 1
+    assert not model.is_decoded(30)
+
+
+def test_filter_matches_what_the_filter_language_matches() -> None:
+    frames = demo_frames()
+    for text in ("name ~ VRING", "reply and latency_us > 30", "problems", "conn == 2 and fds",
+                 "channel == backend", "kind == open"):
+        model = Model(FrameListSource(frames))
+        model.set_filter(text)
+        model.run_to_end()
+        pred = compile_filter(text)
+        msgs = list(Pipeline().run(frames))
+        want = sorted({m.frame - 1 for m in msgs if pred(m)})
+        assert list(model.visible or []) == want, text
+        assert len(model) == len(want)
+
+
+def test_refiltering_after_decoding() -> None:
+    model = Model(FrameListSource(demo_frames()))
+    model.run_to_end()
+    model.set_filter("name == GET_VRING_BASE")
+    assert model.filtering
+    model.run_to_end()
+    assert [model.message(model.row_at(p)).name for p in range(len(model))] == [
+        "GET_VRING_BASE"] * 3
+    model.set_filter("")
+    assert model.visible is None and len(model) == len(model.source)
+
+
+def test_bad_filter_raises_and_keeps_the_old_one() -> None:
+    model = Model(FrameListSource(demo_frames()))
+    model.set_filter("conn == 1")
+    with pytest.raises(FilterError):
+        model.set_filter("conn ==")
+    assert model.filter_text == "conn == 1"
+
+
+def test_request_left_unanswered_gets_its_problem_and_matches_problems_filter() -> None:
+    model = Model(FrameListSource(demo_frames()))
+    model.set_filter("problems")
+    model.run_to_end()
+    stalled = len(model.source) - 1  # GET_VRING_BASE with no reply: the last frame
+    assert "missing_reply" in model.message(stalled).problem_codes
+    assert stalled in list(model.visible or [])
+
+
+def test_pending_flag_until_the_reply() -> None:
+    s = Script()
+    blk_handshake(s, 1)
+    s.request(1, 11, {"index": 0, "num": 0})
+    live = LiveSource()
+    for f in s.frames:
+        live.push(f)
+    model = Model(live)
+    model.run_to_end()
+    last = len(live) - 1
+    assert model.pending(last)
+    s.frames = []
+    s.reply(1, 11, {"index": 0, "num": 5})
+    live.push(s.frames[0])
+    model.run_to_end()
+    assert not model.pending(last)
+    assert model.message(last).reply_in == last + 2
+
+
+def test_live_source_fed_from_a_thread() -> None:
+    live = LiveSource()
+    model = Model(live)
+    changes = threading.Event()
+    model.start(on_change=changes.set)
+    frames = demo_frames()
+
+    def feed() -> None:
+        for f in frames:
+            live.push(f)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    t.join(10)
+    deadline = time.monotonic() + 10
+    while model.decoded < len(frames) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert changes.is_set()
+    assert model.decoded == len(frames)
+    assert not model.finished  # a live feed has not ended
+    live.end()
+    deadline = time.monotonic() + 5
+    while not model.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    model.stop()
+    assert model.finished
+    assert model_json(model) == pipeline_json(frames)
+
+
+def test_waiting_age_uses_the_clock_live_and_the_capture_end_offline(tmp_path: Path) -> None:
+    frames = demo_frames()
+    now = [frames[-1].ts_ns + 2_000_000_000]
+    live = LiveSource()
+    for f in frames:
+        live.push(f)
+    model = Model(live, clock=lambda: now[0])
+    model.run_to_end()
+    assert model.now_ns() == now[0]
+    offline = Model(FrameListSource(frames))
+    assert offline.now_ns() == frames[-1].ts_ns
