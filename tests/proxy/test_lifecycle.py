@@ -185,9 +185,9 @@ def test_reconnect_is_a_new_connection_and_fds_return_to_baseline(sockdir, backe
         bsrv.join()
     wait_until(lambda: srv.active_links == 0, what="links to close")
     wait_until(lambda: open_fd_count() == baseline, what="fd count back to baseline")
+    srv.stop()  # delivers every queued frame
     opens = [e["_conn"] for e in rec.events("open")]
     assert len(opens) == 3 and opens == sorted(opens) and len(set(opens)) == 3
-    srv.stop()
 
 
 def test_connect_failure_is_reported(sockdir, proxy) -> None:
@@ -242,3 +242,52 @@ def test_slow_consumer_drops_from_capture_not_from_traffic(sockdir, backend_serv
     assert sum(event_info(n)["dropped"] for n in notes) == dropped
     assert len([f for f in seen if f.kind == "data"]) == 600 - dropped
     assert seen[-1].kind == "close"
+
+
+def _hup(sock: socket.socket, timeout_ms: int = 0) -> bool:
+    """Does ``sock`` show POLLHUP within the timeout (what QEMU's chardev watches for)?"""
+    import select
+
+    p = select.poll()
+    p.register(sock, 0)  # only POLLHUP/POLLERR wake us, not a readable EOF
+    return any(ev & select.POLLHUP for _, ev in p.poll(timeout_ms))
+
+
+def test_full_close_and_half_close_are_passed_on_as_they_happened(sockdir, proxy) -> None:
+    """QEMU only notices a vanished back-end by POLLHUP: a full close must arrive as one."""
+    be_path = os.path.join(sockdir, "be.sock")
+    px = os.path.join(sockdir, "px.sock")
+    listener = wire.listen(be_path)
+    srv, rec = proxy([Route(px, be_path, frontend="listen")])
+
+    # 1. The back-end closes entirely: the front-end's socket hangs up.
+    got, t = _accept_in_thread(listener)
+    fe = wire.connect(px)
+    t.join(5)
+    fe.sendall(wire.pack(wire.GET_FEATURES))
+    assert got[0].recv(100) == wire.pack(wire.GET_FEATURES)
+    got[0].close()
+    assert _hup(fe, 5000)
+    fe.close()
+    wait_until(lambda: len(rec.events("close")) == 1, what="first close")
+    assert rec.events("close")[0]["reason"] == "backend closed the connection"
+
+    # 2. The front-end only shuts down writing: EOF but no hang-up, the other way still works.
+    got, t = _accept_in_thread(listener)
+    fe = wire.connect(px)
+    t.join(5)
+    be = got[0]
+    fe.sendall(wire.pack(wire.GET_FEATURES))
+    assert be.recv(100) == wire.pack(wire.GET_FEATURES)
+    fe.shutdown(socket.SHUT_WR)
+    assert be.recv(100) == b""
+    assert not _hup(be, 200)
+    be.sendall(wire.pack(wire.GET_FEATURES, 5, wire.U64.pack(1)))
+    assert fe.recv(100) == wire.pack(wire.GET_FEATURES, 5, wire.U64.pack(1))
+    fe.close()  # now the full close follows
+    assert _hup(be, 5000)
+    be.close()
+    listener.close()
+    wait_until(lambda: len(rec.events("close")) == 2, what="second close")
+    assert rec.events("close")[1]["reason"] == "frontend shut down its sending side"
+    assert rec.events("close")[1]["by"] == "frontend"

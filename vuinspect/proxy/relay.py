@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import contextlib
 import os
+import select
 import socket
 import struct
 import threading
@@ -67,6 +68,20 @@ def _close_all(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Has the peer closed its socket entirely (not just shut down writing)?"""
+    p = select.poll()
+    p.register(sock, select.POLLIN | select.POLLRDHUP)
+    return any(ev & select.POLLHUP for _, ev in p.poll(0))
+
+
+def _wait_hangup(sock: socket.socket) -> None:
+    p = select.poll()
+    p.register(sock, 0)  # POLLHUP/POLLERR are always reported
+    while not p.poll(1000):
+        pass
 
 
 class Link:
@@ -230,26 +245,42 @@ class Link:
         self.owner.emit(event_frame("note", ts, self.owner.conn, {"text": text}, self.channel))
 
     def _side_ended(self, side: int, how: str, text: str) -> None:
-        """Reading ``side`` is done: pass the end on, and close once both are done."""
+        """Reading ``side`` is done: pass the end on the same way, close once both are done.
+
+        A peer's EOF is passed on as it happened: a half-close (``shutdown(SHUT_WR)``)
+        as a half-close, a full close (our socket shows POLLHUP) as a full shutdown.
+        QEMU notices a vanished back-end only by POLLHUP on its chardev, so a full
+        close passed on as a mere half-close would leave it waiting forever.
+        """
         peer, other = self.role(side), self.role(1 - side)
+        src, dst = self.socks[side], self.socks[1 - side]
+        hangup = how == "eof" and _hung_up(src)
         if how == "send":
             # A write to the other peer failed: that peer is the one that went away.
             first = (1 - side, how, text.replace("{other}", other))
         elif how == "eof":
-            first = (side, how, f"{peer} closed the connection{text}")
+            what = "closed the connection" if hangup else "shut down its sending side"
+            first = (side, how, f"{peer} {what}{text}")
         else:
             first = (side, how, text.replace("{peer}", peer))
         with self._lock:
-            self._ended[side] = (how, first[2])
             if self._first_end is None:
                 self._first_end = first
-            both = self._ended[1 - side] is not None
             aborted = self._aborted
         if how == "eof" and not aborted:
+            if not hangup:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                # Wait for the full close that usually follows (or for the other direction
+                # to end, or a stop: both leave our socket fully shut down too).
+                _wait_hangup(src)
             with contextlib.suppress(OSError):
-                self.socks[1 - side].shutdown(socket.SHUT_WR)
+                dst.shutdown(socket.SHUT_RDWR)
         else:
             self._shutdown_all()
+        with self._lock:
+            self._ended[side] = (how, first[2])
+            both = self._ended[1 - side] is not None
         if both:
             self._close()
 
