@@ -866,6 +866,7 @@ local C = {
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
   TRUNCATED_FD = "truncated",
+  GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
   VRING_REQUESTS = { [8] = true, [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true, [18] = true, [23] = true, [35] = true, [45] = true },
   REQUESTER = { main = 0, backend = 1 },
   BIT = { REPLY_ACK = 3, LOG_SHMFD = 1,
@@ -1444,11 +1445,12 @@ local function protocol_has(s, n)
   return bit_set(s.protocol_acked, n)
 end
 
--- features.guess_device: the back-end's offered bits say net or blk.
+-- features.guess_device: the first device whose distinctive bits are offered.
 local function guess_device(features)
-  local lo = band(lohi(features), 0xFFFFFF)
-  if band(lo, 0x2A021) ~= 0 then return "net" end      -- MRG_RXBUF, MAC, CTRL_VQ, CSUM
-  if band(lo, 0x7244) ~= 0 then return "blk" end       -- SEG_MAX, BLK_SIZE, FLUSH, DISCARD, WRITE_ZEROES, MQ
+  local lo = lohi(features)
+  for _, g in ipairs(C.GUESS) do
+    if band(lo, g[2]) ~= 0 then return g[1] end
+  end
   return nil
 end
 

@@ -151,11 +151,12 @@ def every_message_frames(seed: int = 4, conn: int = 1, order: str = "<") -> list
 def framing_frames(conn: int = 3) -> list[Frame]:
     """Several messages in one frame, one message split over frames, fds on a split, garbage."""
     clock = Clock()
-    out = [event_frame("open", clock(), conn, {"label": "framing.sock", "device": "blk"})]
+    out = [event_frame("open", clock(), conn, {"label": "framing.sock"})]  # device guessed: blk
     two = build("main", 1) + build("main", 3, need_reply=True)
     out.append(Frame(clock(), conn, "main", "f2b", two))
-    out.append(Frame(clock(), conn, "main", "b2f", build("main", 1, {"features": 1 << 30 | 1 << 6},
+    out.append(Frame(clock(), conn, "main", "b2f", build("main", 1, {"features": 1 << 30 | 1 << 13},
                                                         reply=True)))
+    out.append(Frame(clock(), conn, "main", "f2b", build("main", 2, {"features": 1 << 13 | 1 << 1})))
     mem = build("main", 5, {"regions": [{"guest_phys_addr": 0, "memory_size": 1 << 30,
                                           "userspace_addr": 0x7F0000000000, "mmap_offset": 0}]})
     out.append(Frame(clock(), conn, "main", "f2b", mem[:7]))

@@ -34,11 +34,12 @@ local function protocol_has(s, n)
   return bit_set(s.protocol_acked, n)
 end
 
--- features.guess_device: the back-end's offered bits say net or blk.
+-- features.guess_device: the first device whose distinctive bits are offered.
 local function guess_device(features)
-  local lo = band(lohi(features), 0xFFFFFF)
-  if band(lo, 0x2A021) ~= 0 then return "net" end      -- MRG_RXBUF, MAC, CTRL_VQ, CSUM
-  if band(lo, 0x7244) ~= 0 then return "blk" end       -- SEG_MAX, BLK_SIZE, FLUSH, DISCARD, WRITE_ZEROES, MQ
+  local lo = lohi(features)
+  for _, g in ipairs(C.GUESS) do
+    if band(lo, g[2]) ~= 0 then return g[1] end
+  end
   return nil
 end
 

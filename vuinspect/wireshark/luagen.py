@@ -266,6 +266,23 @@ def _requests() -> str:
     return "\n".join(lines) + "\n"
 
 
+def guess_masks() -> list[tuple[str, int]]:
+    """features.guess_device as data: per device (in its order of checks) the bits that decide.
+
+    guess_device tests one mask per device in turn, so probing it bit by bit recovers the
+    masks; the assert keeps that assumption honest.
+    """
+    masks: dict[str, int] = {}
+    for bit in range(32):
+        device = FT.guess_device(1 << bit)
+        if device:
+            masks[device] = masks.get(device, 0) | 1 << bit
+    for bit in range(32):
+        want = FT.guess_device(1 << bit | sum(masks.values()))
+        assert want == next(iter(masks), None), "guess_device is no longer an ordered mask test"
+    return list(masks.items())
+
+
 def _constants() -> str:
     ph = pseudohdr
     names = lambda seq: "{ " + ", ".join(f"[{i}] = {lua_str(n)}" for i, n in enumerate(seq)) + " }"  # noqa: E731
@@ -282,6 +299,7 @@ local C = {{
   DIRECTION_NAMES = {names(ph.DIRECTION_NAMES)},
   EVENT_KEYS = {{ {", ".join(lua_str(k) for k in EVENT_KEYS)} }},
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
+  GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in guess_masks())} }},
   VRING_REQUESTS = {{ {", ".join(f"[{r}] = true" for r in _VRING_REQUESTS)} }},
   REQUESTER = {{ main = {ph.DIRECTION_CODES["f2b"]}, backend = {ph.DIRECTION_CODES["b2f"]} }},
   BIT = {{ REPLY_ACK = {FT.PROTOCOL_BY_NAME["REPLY_ACK"].bit}, LOG_SHMFD = {FT.PROTOCOL_BY_NAME["LOG_SHMFD"].bit},

@@ -1,0 +1,185 @@
+"""Wireshark extcap interface "vhost-user proxy": start a proxied live capture from Wireshark.
+
+Wireshark runs the installed launcher with ``--extcap-interfaces``,
+``--extcap-config``, ``--extcap-dlts`` and finally ``--capture --fifo PATH``
+plus the user's options (``--listen``, ``--connect``, ``--frontend``,
+``--device``).  The capture runs the real proxy and writes our pcapng (link
+type 252, exported PDU naming the "vhost_user" dissector) into the FIFO,
+flushing whenever the queue runs idle so packets show up live.  Wireshark
+stops it with SIGTERM; the proxy then closes its sockets and the capture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from typing import Any
+
+from vuinspect import __version__
+from vuinspect.capture.pcapng import LINKTYPE_WIRESHARK_UPPER_PDU
+from vuinspect.frames import Frame
+from vuinspect.protocol.features import DEVICE_TYPES
+
+INTERFACE = "vhostuser"
+DISPLAY = "vhost-user proxy (vuinspect)"
+
+
+def interfaces_text() -> str:
+    return (f"extcap {{version={__version__}}}{{display=vuinspect}}\n"
+            f"interface {{value={INTERFACE}}}{{display={DISPLAY}}}\n")
+
+
+def dlts_text() -> str:
+    return (f"dlt {{number={LINKTYPE_WIRESHARK_UPPER_PDU}}}{{name=WIRESHARK_UPPER_PDU}}"
+            "{display=vhost-user messages (exported PDU)}\n")
+
+
+def config_text() -> str:
+    lines = [
+        "arg {number=0}{call=--listen}{display=Listen socket}{type=string}{required=true}"
+        "{tooltip=Socket path the proxy creates; point QEMU (or the back-end) at it}",
+        "arg {number=1}{call=--connect}{display=Connect socket}{type=string}{required=true}"
+        "{tooltip=Socket path of the real back-end (or of QEMU in server mode)}",
+        "arg {number=2}{call=--frontend}{display=Front-end side}{type=selector}"
+        "{tooltip=Which peer is QEMU; auto: the one that speaks first}",
+        "value {arg=2}{value=auto}{display=auto (first to speak)}{default=true}",
+        "value {arg=2}{value=listen}{display=QEMU connects to the listen socket}{default=false}",
+        "value {arg=2}{value=connect}{display=QEMU listens on the connect socket}{default=false}",
+        "arg {number=3}{call=--device}{display=Device type}{type=selector}"
+        "{tooltip=virtio device type, for feature bit names (guessed when not given)}",
+        "value {arg=3}{value=auto}{display=guess from the features}{default=true}",
+    ]
+    lines += [f"value {{arg=3}}{{value={d}}}{{display={d}}}{{default=false}}" for d in DEVICE_TYPES]
+    return "\n".join(lines) + "\n"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--extcap-interfaces", action="store_true")
+    parser.add_argument("--extcap-version")
+    parser.add_argument("--extcap-interface")
+    parser.add_argument("--extcap-dlts", action="store_true")
+    parser.add_argument("--extcap-config", action="store_true")
+    parser.add_argument("--extcap-reload-option")
+    parser.add_argument("--extcap-capture-filter")
+    parser.add_argument("--extcap-control-in")
+    parser.add_argument("--extcap-control-out")
+    parser.add_argument("--extcap-cleanup-postkill", action="store_true")
+    parser.add_argument("--capture", action="store_true")
+    parser.add_argument("--fifo")
+    parser.add_argument("--listen")
+    parser.add_argument("--connect")
+    parser.add_argument("--frontend", default="auto", choices=("auto", "listen", "connect"))
+    parser.add_argument("--device", default="auto")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def capture(args: argparse.Namespace) -> int:
+    """Run the proxy, writing the capture into Wireshark's FIFO until SIGTERM."""
+    from vuinspect.capture import CaptureWriter
+    from vuinspect.proxy.server import ListenError, ProxyServer, Route
+
+    if not args.fifo:
+        print("vuinspect extcap: --capture needs --fifo", file=sys.stderr)
+        return 2
+    if not args.listen or not args.connect:
+        print("vuinspect extcap: set both the listen and the connect socket paths", file=sys.stderr)
+        return 2
+    device = None if args.device in (None, "", "auto") else args.device
+    route = Route(listen=args.listen, connect=args.connect, frontend=args.frontend, device=device)
+    done = threading.Event()
+    # Unbuffered: CaptureWriter hands over whole blocks, one write each.
+    fifo = open(args.fifo, "wb", buffering=0)  # noqa: SIM115 - closed in finally
+    writer = CaptureWriter(fifo)
+    state: dict[str, Any] = {"failed": None}
+
+    def sink(frame: Frame) -> None:
+        if done.is_set():
+            return
+        try:
+            writer.write(frame)
+        except (OSError, ValueError) as exc:  # Wireshark went away
+            state["failed"] = exc
+            done.set()
+
+    def idle() -> None:
+        if done.is_set():
+            return
+        try:
+            writer.flush()
+        except OSError as exc:
+            state["failed"] = exc
+            done.set()
+
+    server = ProxyServer([route], sink, on_idle=idle)
+    server.on_error = lambda text: print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
+    old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        try:
+            server.start()
+        except (ListenError, OSError, ValueError) as exc:
+            print(f"vuinspect extcap: {exc}", file=sys.stderr)
+            return 1
+        while not done.wait(0.25) and not server.wait(0):
+            pass
+    except _Stop:
+        pass
+    finally:
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        server.stop()
+        with contextlib.suppress(OSError, ValueError):
+            writer.close()
+        with contextlib.suppress(OSError):
+            fifo.close()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.extcap_interfaces:
+        sys.stdout.write(interfaces_text())
+        return 0
+    if args.extcap_interface and args.extcap_interface != INTERFACE:
+        print(f"vuinspect extcap: unknown interface {args.extcap_interface!r}", file=sys.stderr)
+        return 2
+    if args.extcap_dlts:
+        sys.stdout.write(dlts_text())
+        return 0
+    if args.extcap_config:
+        if not args.extcap_reload_option:
+            sys.stdout.write(config_text())
+        return 0
+    if args.capture:
+        return capture(args)
+    print("vuinspect extcap: run by Wireshark; see `vuinspect install-dissector --extcap`",
+          file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    return dispatch(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of the installed launcher: tolerant of extcap options newer Wiresharks add."""
+    parser = argparse.ArgumentParser(prog="vuinspect-extcap", description=__doc__.splitlines()[0])
+    configure(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"vuinspect extcap: ignoring {' '.join(unknown)}", file=sys.stderr)
+    return dispatch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
