@@ -27,7 +27,7 @@ def _hex(v: int | None) -> str:
 
 
 def _table(title: str, *cols: str) -> Table:
-    t = Table(title=title, title_justify="left", title_style="bold", expand=False,
+    t = Table(title=title or None, title_justify="left", title_style="bold", expand=False,
               show_edge=False, pad_edge=False, header_style="bold dim")
     for c in cols:
         t.add_column(c, no_wrap=True)
@@ -39,9 +39,10 @@ def feature_table(title: str, offered: int | None, acked: int | None,
     """One row per bit offered or acked: who offered it, whether the front-end took it."""
     if offered is None and acked is None:
         return Text(f"{title}: not negotiated yet", style="dim")
-    t = _table(title, "bit", "name", "offered", "acked")
-    t.caption = f"offered {_hex(offered)} by the back-end, acked {_hex(acked)} by the front-end"
-    t.caption_justify = "left"
+    head = Text(title, style="bold")
+    head.append(f"   offered by the back-end {_hex(offered)}, acked by the front-end {_hex(acked)}",
+                style="dim")
+    t = _table("", "bit", "name", "offered", "acked")
     bits = (offered or 0) | (acked or 0)
     for bit in range(64):
         if not bits >> bit & 1:
@@ -52,7 +53,7 @@ def feature_table(title: str, offered: int | None, acked: int | None,
         t.add_row(str(bit), table.get(bit, f"BIT_{bit}"),
                   "yes" if off else ("?" if offered is None else "no"),
                   "yes" if ack else ("?" if acked is None else "no"), style=style)
-    return t
+    return Group(head, t)
 
 
 def waiting_table(session: Session, now_ns: int) -> RenderableType:
