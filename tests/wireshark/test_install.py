@@ -160,3 +160,37 @@ def test_live_capture_through_extcap_against_a_real_backend(home):
     assert {"GET_FEATURES", "SET_PROTOCOL_FEATURES", "SET_MEM_TABLE"} <= set(names)
     assert W.compare(py, lua) == []
     shutil.rmtree(d, ignore_errors=True)
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import ws_samples
+from vuinspect.capture import CaptureWriter
+w = CaptureWriter("-")
+for f in ws_samples.framing_frames():
+    w.write(f)
+    w.flush()
+    time.sleep(0.01)
+w.close()
+"""
+
+
+def test_capture_on_stdout_pipes_into_tshark_live():
+    """`vuinspect proxy -w - | wireshark -k -i -`: our stream is readable as a live pipe."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(tests=str(Path(__file__).parent))],
+                              stdout=subprocess.PIPE)
+    try:
+        proc = subprocess.run(["tshark", "-i", "-", "-l", "-X", f"lua_script:{W.LUA}", "-T", "fields",
+                               "-e", "vhost_user.name"], stdin=writer.stdout, capture_output=True,
+                              text=True, timeout=60, check=False)
+    finally:
+        writer.stdout.close()
+        writer.wait(10)
+    assert proc.returncode == 0, proc.stderr
+    import ws_samples
+
+    want = [m["name"] for m in W.python_views(ws_samples.framing_frames())
+            if m["kind"] in ("message", "raw")]
+    got = [n for line in proc.stdout.splitlines() for n in line.split(",") if n]
+    assert got == want
