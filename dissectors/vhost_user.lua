@@ -1628,8 +1628,8 @@ local function apply_request(s, rec, out)
   elseif r == 5 and out.regions ~= nil then
     s.regions = {}
     for i, reg in ipairs(out.regions) do s.regions[i] = region_key(reg) end
-  elseif r == 37 and out.guest_phys_addr ~= nil then s.regions[#s.regions + 1] = region_key(out)
-  elseif r == 38 and out.guest_phys_addr ~= nil then
+  elseif r == 37 and out.mmap_offset ~= nil then s.regions[#s.regions + 1] = region_key(out)  -- whole region only
+  elseif r == 38 and out.userspace_addr ~= nil then
     local key, keep = region_key(out), {}
     for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
     s.regions = keep

@@ -56,6 +56,7 @@ def write_capture(path: Path, frames: list[Frame], big_endian: bool = False) -> 
 class Dissection:
     views: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     experts: list[tuple[int, str]] = field(default_factory=list)  # (frame, code)
+    conns: dict[int, int] = field(default_factory=dict)  # frame -> conn
     malformed: list[int] = field(default_factory=list)
     lua_errors: list[str] = field(default_factory=list)
     stderr: str = ""
@@ -84,6 +85,10 @@ def dissect(capture: Path, *extra: str, two_pass: bool = True, lua: Path | None 
                 out.lua_errors.append(f"frame {number}: {text}")
         protos = [p for p in pkt.findall("proto") if p.get("name") == "vhost_user"]
         i = 0
+        for el in pkt.iter("field"):
+            if el.get("name") == "vhost_user.conn":
+                out.conns[number] = int(el.get("show"))
+                break
         for proto in protos:
             view = proto_view(proto)
             out.experts += [(number, c) for c in view["problems"]]
@@ -208,8 +213,15 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
     errors: list[str] = []
     seen: dict[int, int] = {}
     matched = set()
+    truncated = {"truncated_header", "truncated_payload"}
     for m in py:
         frame = m["frame"]
+        codes = {p["code"] for p in m["problems"]} & truncated
+        if codes:  # flushed at close: the Lua side reports it on the close frame
+            on_conn = {c for n, c in lua.experts if lua.conns.get(n) == m["conn"]}
+            if not codes <= on_conn:
+                errors.append(f"frame {frame} {m['name']}: {codes} not reported for conn {m['conn']}")
+            continue
         i = seen.get(frame, 0)
         seen[frame] = i + 1
         v = lua.views.get((frame, i))
