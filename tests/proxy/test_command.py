@@ -198,3 +198,57 @@ def test_cli_argument_errors(sockdir) -> None:
     assert p.returncode == 1 and "pairs" in p.stderr
     p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "nothing to proxy" in p.stderr
+
+
+@pytest.mark.parametrize("how", ["key q", "SIGTERM"])
+def test_tui_is_the_default_on_a_terminal(sockdir, procs, how) -> None:
+    import fcntl
+    import pty
+    import select
+    import struct as st
+    import termios
+
+    from vuinspect.capture import read_frames
+
+    be = run_backend(sockdir, procs)
+    px = os.path.join(sockdir, "px.sock")
+    cap = os.path.join(sockdir, "cap.pcapng")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, st.pack("HHHH", 40, 120, 0, 0))
+    proxy = subprocess.Popen([sys.executable, "-m", "vuinspect", "proxy", "--listen", px, "--connect", be,
+                              "-w", cap], stdin=slave, stdout=slave, stderr=slave,
+                             start_new_session=True, env=dict(os.environ, TERM="xterm-256color"))
+    procs.append(proxy)
+    os.close(slave)
+    screen = bytearray()
+
+    def read_for(seconds: float, until: bytes | None = None) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until in screen):
+            if select.select([master], [], [], 0.05)[0]:
+                try:
+                    screen.extend(os.read(master, 65536))
+                except OSError:
+                    return
+
+    try:
+        read_for(15, b"listening on")
+        time.sleep(1.0)
+        fe = Frontend(wire.connect(px))
+        fe.handshake()
+        fe.close()
+        read_for(10, b"SET_MEM_TABLE")
+        assert b"SET_MEM_TABLE" in screen  # the live feed reached the TUI
+        if how == "key q":
+            os.write(master, b"q")
+        else:
+            proxy.send_signal(signal.SIGTERM)
+        end = time.monotonic() + 15
+        while proxy.poll() is None and time.monotonic() < end:
+            read_for(0.2)
+        assert proxy.wait(1) == 0
+    finally:
+        os.close(master)
+    frames = list(read_frames(cap))
+    assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)
+    assert frames[-1].kind == "close"

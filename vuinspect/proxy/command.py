@@ -103,12 +103,26 @@ def _summary_printer(out: IO[str], device: str | None) -> Callable[[Frame], None
     return show
 
 
-class _Outputs:
-    """The consumer side: capture writer and summary lines, on the queue's thread."""
+def _want_tui(args: argparse.Namespace) -> bool:
+    """The TUI is the default on a terminal; plain lines otherwise (or when asked)."""
+    if args.no_tui or args.quiet or args.write == "-":
+        return False
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    try:
+        import vuinspect.tui.app  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    def __init__(self, args: argparse.Namespace) -> None:
+
+class _Outputs:
+    """The consumer side: capture writer, summary lines or the TUI feed, on the queue's thread."""
+
+    def __init__(self, args: argparse.Namespace, *, lines: bool = True) -> None:
         self.capture: Any = None
         self.show: Callable[[Frame], None] | None = None
+        self.push: Callable[[Frame], None] | None = None  # the TUI's live source
         self.text: IO[str] = sys.stderr if args.write == "-" else sys.stdout
         if args.write:
             from vuinspect.capture import CaptureError, CaptureWriter
@@ -117,7 +131,7 @@ class _Outputs:
                 self.capture = CaptureWriter(args.write)
             except CaptureError as exc:
                 raise CliError(str(getattr(exc, "reason", exc))) from None
-        if not args.quiet:
+        if lines and not args.quiet:
             self.show = _summary_printer(self.text, args.device)
 
     def sink(self, frame: Frame) -> None:
@@ -128,6 +142,8 @@ class _Outputs:
                 self._capture_failed(exc)
         if self.show is not None:
             self.show(frame)
+        if self.push is not None:
+            self.push(frame)
 
     def idle(self) -> None:
         if self.capture is not None:
@@ -159,9 +175,39 @@ def _raise_terminate(signum: int, _frame: object) -> None:
     raise _Terminate(signal.Signals(signum).name)
 
 
+def _run_tui(args: argparse.Namespace, routes: list[Route], outputs: _Outputs) -> None:
+    """Show the live feed in the TUI until the user quits it (or SIGTERM/SIGHUP)."""
+    from vuinspect.tui.app import VuInspectApp
+    from vuinspect.tui.sources import LiveSource
+
+    source = LiveSource(", ".join(r.shown for r in routes))
+    outputs.push = source.push
+    app = VuInspectApp(source, device=args.device)
+    quit_requested = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        quit_requested.set()  # the app is asked to exit from a helper thread, never from here
+
+    def watcher() -> None:
+        quit_requested.wait()
+        with contextlib.suppress(Exception):
+            app.call_from_thread(app.exit)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+    threading.Thread(target=watcher, daemon=True, name="vuinspect-tui-quit").start()
+    try:
+        app.run()
+    finally:
+        quit_requested.set()
+        source.end()
+
+
 def run(args: argparse.Namespace) -> int:
     routes = routes_from_args(args)
-    outputs = _Outputs(args)
+    tui = _want_tui(args)
+    outputs = _Outputs(args, lines=not tui)
     # The consumer thread (decode, capture) holds the GIL in bursts; a forwarding thread that
     # woke up waits at most this long for it (default 5 ms would show in reply latencies).
     sys.setswitchinterval(0.0005)
@@ -190,8 +236,12 @@ def run(args: argparse.Namespace) -> int:
         for r in routes:
             extra = " (interposed)" if r.interpose else ""
             print(f"listening on {r.listen} -> {r.connect}{extra}", file=sys.stderr, flush=True)
-        while not server.wait(0.5):
-            pass
+        if tui:
+            server.on_error = None  # stderr would scribble over the screen; the TUI shows closes
+            _run_tui(args, routes, outputs)
+        else:
+            while not server.wait(0.5):
+                pass
     except (KeyboardInterrupt, _Terminate):
         pass
     finally:
