@@ -148,7 +148,7 @@ async def test_search_text_and_filter_expressions(demo_path: Path) -> None:
         await pilot.press("n")
         await _until(pilot, lambda: app.message_list.selected_row == 19)  # its reply
         await pilot.press("n")
-        await _until(pilot, lambda: app.message_list.selected_row == 69)  # conn 2
+        await _until(pilot, lambda: app.message_list.selected_row == 71)  # conn 2
         await pilot.press("N")
         await _until(pilot, lambda: app.message_list.selected_row == 19)
         app.search_text = "name == GET_VRING_BASE and conn == 2 and not reply"
@@ -236,13 +236,13 @@ async def test_marks_and_save_marked_frames(demo_path: Path, tmp_path: Path) -> 
         await settle(pilot, app)
         app.jump_to_frame(19)
         await pilot.press("m")
-        app.jump_to_frame(70)
+        app.jump_to_frame(72)
         await pilot.press("m")
-        assert app.message_list.marks == {18, 69}
+        assert app.message_list.marks == {18, 71}
         await pilot.press("apostrophe")
         assert app.message_list.selected_row == 18
         await pilot.press("apostrophe")
-        assert app.message_list.selected_row == 69
+        assert app.message_list.selected_row == 71
         await pilot.press("w")
         out = tmp_path / "marked.pcapng"
         prompt = app.query_one("#prompt")
@@ -290,7 +290,7 @@ async def test_time_modes_help_and_palette(demo_path: Path) -> None:
         await pilot.press("enter")
         await settle(pilot, app)
         assert app.model.filter_text == "problems"
-        assert [app.model.row_at(p) + 1 for p in range(len(app.model))] == [90]
+        assert [app.model.row_at(p) + 1 for p in range(len(app.model))] == [51, 90]
 
 
 async def test_initial_filter_and_undecoded_rows_paint(demo_path: Path) -> None:

@@ -122,16 +122,23 @@ def blk_handshake(s: Script, conn: int, label: str = "/run/vhost/blk0.sock",
 
 
 def demo_frames() -> list[Frame]:
-    """Two sessions: a finished blk handshake that ends, a second one stalled on a reply."""
+    """Two blk sessions: one stops its rings and ends, the other stalls on GET_VRING_BASE.
+
+    Session 1 also asks for the base of a ring it never set up (a conformance
+    problem); the capture ends with a note five seconds after the stall, so the
+    stalled request has an age.
+    """
     s = Script()
     blk_handshake(s, 1, "/run/vhost/blk0.sock")
     s.request(1, 11, {"index": 0, "num": 0})
     s.reply(1, 11, {"index": 0, "num": 37}, dt_ns=64_000)
+    s.request(1, 11, {"index": 3, "num": 0})  # vring 3 was never started: a problem
+    s.reply(1, 11, {"index": 3, "num": 0}, dt_ns=1_250_000)
     s.close(1, "front-end closed the socket")
     blk_handshake(s, 2, "/run/vhost/blk1.sock", queues=1)
-    s.request(2, 18, {"index": 0, "num": 7}, need_reply=True)  # bad enable value: a problem
-    s.ack(2, 18)
     s.request(2, 11, {"index": 0, "num": 0})  # the back-end never answers: a stall
+    s.ts += 5_000_000_000 - s.step
+    s.note(2, "capture stopped by the user")
     return s.frames
 
 

@@ -1,0 +1,114 @@
+"""Pin the main screens (pytest-textual-snapshot).  Fixed timestamps, fixed sizes, no clock.
+
+Update after a deliberate change with ``pytest tests/tui/test_snapshots.py --snapshot-update``
+(look at the report first).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vuinspect.tui.app import VuInspectApp
+from vuinspect.tui.detail import DetailTree
+from vuinspect.tui.sources import FileSource
+
+from .conftest import settle
+
+SIZE = (130, 40)
+
+
+def app_for(path: Path, **kw: object) -> VuInspectApp:
+    # No polling timer in snapshots: settle() repaints once decoding is done.
+    return VuInspectApp(FileSource(path), poll_interval=3600, **kw)  # type: ignore[arg-type]
+
+
+def _select_field(app: VuInspectApp, key: str) -> None:
+    tree = app.query_one(DetailTree)
+    todo = list(tree.root.children)
+    while todo:
+        node = todo.pop(0)
+        if node.data is not None and node.data.key == key:
+            tree.move_cursor(node)
+            return
+        todo.extend(node.children)
+    raise AssertionError(key)
+
+
+def test_messages_with_field_selected(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        app.jump_to_frame(19)
+        await pilot.pause()
+        _select_field(app, "payload.regions.1.memory_size")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_filtered_problems(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path, filter_text="problems")
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        app.jump_to_frame(51)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_filter_error_feedback(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        await pilot.press("f", *"conn == 2 and latency_us >")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_state_view_stalled_session(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        app.jump_to_frame(90)
+        app.action_view("state")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(130, 60), run_before=run_before)
+
+
+def test_connections_view(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        app.action_view("connections")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(150, 16), run_before=run_before)
+
+
+def test_statistics_view(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        app.action_view("stats")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(130, 50), run_before=run_before)
