@@ -1598,7 +1598,8 @@ local function check_request(s, rec, spec, out, probs)
     problem(probs, "too_many_regions", fmt("%s regions, SET_MEM_TABLE allows 8", dec(out.nregions)))
   end
   if main and (req == 2 or req == 16) then
-    local offered = req == 2 and s.virtio_offered or s.protocol_offered
+    local offered = s.protocol_offered
+    if req == 2 then offered = s.virtio_offered end
     if offered ~= nil then
       local extra = UInt64(lohi(out.features or 0)):band(UInt64(lohi(offered)):bnot())
       if not is_zero(extra) then
@@ -1718,11 +1719,12 @@ local function add_links(t, rec, mrange, visited)
   if rec.reply_to then
     t:add(F.response_to, mrange, rec.reply_to):set_generated()
     local lat = rec.latency or 0
-    if lat < 0 then lat = 0 end
+    local sign = 1
+    if lat < 0 then sign, lat = -1, -lat end  -- a reply that began before its request ended
     local secs = floor(lat)
     local ns = floor((lat - secs) * 1e9 + 0.5)
     if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
-    t:add(F.response_time, mrange, NSTime.new(secs, ns)):set_generated()
+    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_generated()
   end
   for _, p in ipairs(rec.problems) do t:add_proto_expert_info(EX[p.code], p.text) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
@@ -1741,7 +1743,9 @@ local function dissect_message(mt, base, len, rec, first, t)
     rec.name = "RAW"
     t:add(F.raw, mrange)
     t:add(F.name, mrange, "RAW"):set_generated()
+    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
     add_links(t, rec, mrange, false)
+    if #rec.fds > 0 then return fmt("%d raw bytes fds=[%s]", len, concat(rec.fds, ", ")) end
     return fmt("%d raw bytes", len)
   end
   local be = rec.be
@@ -1886,11 +1890,24 @@ local function frame_spans(mt, base, total, ph, fr, ts_now, be, key)
     local buf = ByteArray.new()
     if pos < total then buf = mt:range(base + pos, total - pos):bytes() end
     streams[key] = { buf = buf, fds = rest, ts = ts }
+    fr.leftover, fr.key = streams[key], key
   else
     streams[key] = nil
   end
   fr.partial = total - pos
   return spans
+end
+
+-- decoder.StreamFramer.close: what is left of a stream when it ends.
+local function truncation(buf, be, why)
+  local n = buf:len()
+  if n == 0 then return nil end
+  if n < C.HEADER_SIZE then
+    return { code = "truncated_header", text = fmt("stream ended after %d of 12 header bytes (%s)", n, why) }
+  end
+  local size = u32(buf:tvb("Truncated vhost-user"), 8, be)
+  return { code = "truncated_payload",
+           text = fmt("stream ended after %d of %d payload bytes (%s)", n - C.HEADER_SIZE, size, why) }
 end
 
 local function dissect_data(tvb, ph, fr, first, top, tree, pinfo)
@@ -1929,6 +1946,11 @@ local function dissect_data(tvb, ph, fr, first, top, tree, pinfo)
   if fr.partial > 0 then
     top:add(F.partial, mt:range(base + total - fr.partial, fr.partial))
     texts[#texts + 1] = fmt("[%d bytes of a message continued in a later frame]", fr.partial)
+    -- Later passes know the whole file: nothing continued it and no close flushed it.
+    if not first and fr.leftover ~= nil and streams[fr.key] == fr.leftover then
+      local p = truncation(fr.leftover.buf, fr.be, "capture ended")
+      if p then top:add_proto_expert_info(EX[p.code], p.text) end
+    end
   end
   if #texts == 0 then texts[1] = "[no data]" end
   return concat(texts, " | ")
@@ -1955,14 +1977,8 @@ local function close_session(s, reason, fr)
   local prefix = s.conn .. "/"
   for key, st in pairs(streams) do
     if key:sub(1, #prefix) == prefix then
-      local n = st.buf:len()
-      if n > 0 and n < C.HEADER_SIZE then
-        fr.truncated[#fr.truncated + 1] = { code = "truncated_header", text = fmt("stream ended after %d of 12 header bytes", n) }
-      elseif n > 0 then
-        local size = u32(st.buf:tvb("Truncated vhost-user"), 8, s.be == true)
-        fr.truncated[#fr.truncated + 1] = { code = "truncated_payload",
-          text = fmt("stream ended after %d of %d payload bytes", n - C.HEADER_SIZE, size) }
-      end
+      local p = truncation(st.buf, s.be == true, "connection closed")
+      if p then fr.truncated[#fr.truncated + 1] = p end
       streams[key] = nil
     end
   end

@@ -62,11 +62,24 @@ local function frame_spans(mt, base, total, ph, fr, ts_now, be, key)
     local buf = ByteArray.new()
     if pos < total then buf = mt:range(base + pos, total - pos):bytes() end
     streams[key] = { buf = buf, fds = rest, ts = ts }
+    fr.leftover, fr.key = streams[key], key
   else
     streams[key] = nil
   end
   fr.partial = total - pos
   return spans
+end
+
+-- decoder.StreamFramer.close: what is left of a stream when it ends.
+local function truncation(buf, be, why)
+  local n = buf:len()
+  if n == 0 then return nil end
+  if n < C.HEADER_SIZE then
+    return { code = "truncated_header", text = fmt("stream ended after %d of 12 header bytes (%s)", n, why) }
+  end
+  local size = u32(buf:tvb("Truncated vhost-user"), 8, be)
+  return { code = "truncated_payload",
+           text = fmt("stream ended after %d of %d payload bytes (%s)", n - C.HEADER_SIZE, size, why) }
 end
 
 local function dissect_data(tvb, ph, fr, first, top, tree, pinfo)
@@ -105,6 +118,11 @@ local function dissect_data(tvb, ph, fr, first, top, tree, pinfo)
   if fr.partial > 0 then
     top:add(F.partial, mt:range(base + total - fr.partial, fr.partial))
     texts[#texts + 1] = fmt("[%d bytes of a message continued in a later frame]", fr.partial)
+    -- Later passes know the whole file: nothing continued it and no close flushed it.
+    if not first and fr.leftover ~= nil and streams[fr.key] == fr.leftover then
+      local p = truncation(fr.leftover.buf, fr.be, "capture ended")
+      if p then top:add_proto_expert_info(EX[p.code], p.text) end
+    end
   end
   if #texts == 0 then texts[1] = "[no data]" end
   return concat(texts, " | ")
@@ -131,14 +149,8 @@ local function close_session(s, reason, fr)
   local prefix = s.conn .. "/"
   for key, st in pairs(streams) do
     if key:sub(1, #prefix) == prefix then
-      local n = st.buf:len()
-      if n > 0 and n < C.HEADER_SIZE then
-        fr.truncated[#fr.truncated + 1] = { code = "truncated_header", text = fmt("stream ended after %d of 12 header bytes", n) }
-      elseif n > 0 then
-        local size = u32(st.buf:tvb("Truncated vhost-user"), 8, s.be == true)
-        fr.truncated[#fr.truncated + 1] = { code = "truncated_payload",
-          text = fmt("stream ended after %d of %d payload bytes", n - C.HEADER_SIZE, size) }
-      end
+      local p = truncation(st.buf, s.be == true, "connection closed")
+      if p then fr.truncated[#fr.truncated + 1] = p end
       streams[key] = nil
     end
   end

@@ -187,7 +187,8 @@ local function check_request(s, rec, spec, out, probs)
     problem(probs, "too_many_regions", fmt("%s regions, SET_MEM_TABLE allows 8", dec(out.nregions)))
   end
   if main and (req == 2 or req == 16) then
-    local offered = req == 2 and s.virtio_offered or s.protocol_offered
+    local offered = s.protocol_offered
+    if req == 2 then offered = s.virtio_offered end
     if offered ~= nil then
       local extra = UInt64(lohi(out.features or 0)):band(UInt64(lohi(offered)):bnot())
       if not is_zero(extra) then
@@ -307,11 +308,12 @@ local function add_links(t, rec, mrange, visited)
   if rec.reply_to then
     t:add(F.response_to, mrange, rec.reply_to):set_generated()
     local lat = rec.latency or 0
-    if lat < 0 then lat = 0 end
+    local sign = 1
+    if lat < 0 then sign, lat = -1, -lat end  -- a reply that began before its request ended
     local secs = floor(lat)
     local ns = floor((lat - secs) * 1e9 + 0.5)
     if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
-    t:add(F.response_time, mrange, NSTime.new(secs, ns)):set_generated()
+    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_generated()
   end
   for _, p in ipairs(rec.problems) do t:add_proto_expert_info(EX[p.code], p.text) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
@@ -330,7 +332,9 @@ local function dissect_message(mt, base, len, rec, first, t)
     rec.name = "RAW"
     t:add(F.raw, mrange)
     t:add(F.name, mrange, "RAW"):set_generated()
+    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
     add_links(t, rec, mrange, false)
+    if #rec.fds > 0 then return fmt("%d raw bytes fds=[%s]", len, concat(rec.fds, ", ")) end
     return fmt("%d raw bytes", len)
   end
   local be = rec.be
