@@ -158,7 +158,11 @@ def decode_layout(
     problems: list[Problem] = []
     off = _decode_fields(layout, buf, 0, ctx, out, problems)
     need = expected_size(layout, buf, ctx.order)
-    if layout.exact and need is not None and need != len(buf):
+    if need is None and len(buf) < layout.fixed_size:  # too short to hold its own count
+        problems.insert(0, problem(
+            "wrong_size", f"payload is {len(buf)} bytes, {layout.name} needs at least "
+            f"{layout.fixed_size}"))
+    elif layout.exact and need is not None and need != len(buf):
         problems.insert(0, problem(
             "wrong_size", f"payload is {len(buf)} bytes, {layout.name} needs {need}"))
     elif not layout.exact and len(buf) < layout.fixed_size:

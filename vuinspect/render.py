@@ -39,6 +39,25 @@ def payload_summary(msg: Message) -> str:
         return f"{len(msg.raw)} raw bytes"
     if not p:
         return ""
+    try:
+        text = _layout_summary(p, lay)
+    except KeyError:  # a cut payload lacks its later fields: show the ones present
+        text = None
+    if text is not None:
+        return text
+    parts = []
+    for k, v in p.items():
+        if isinstance(v, (list, dict)) or (isinstance(v, str) and len(v) > 40):
+            continue
+        parts.append(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) and v > 9
+                     and k not in ("index", "num", "mtu", "slots", "num_queues") else f"{k}={v}")
+        if len(parts) == 4:
+            break
+    return " ".join(parts)
+
+
+def _layout_summary(p: dict[str, Any], lay: str | None) -> str | None:
+    """The summary of a known layout, or None for the generic one."""
     if lay in ("virtio_features", "protocol_features"):
         return f"0x{p['features']:x}{_names(p, 'features')}"
     if lay in ("mem_table", "mem_table_xen"):
@@ -73,15 +92,7 @@ def payload_summary(msg: Message) -> str:
     if lay == "inflight":
         return (f"size={human_size(p['mmap_size'])} queues={p['num_queues']} "
                 f"queue_size={p['queue_size']}")
-    parts = []
-    for k, v in p.items():
-        if isinstance(v, (list, dict)) or (isinstance(v, str) and len(v) > 40):
-            continue
-        parts.append(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) and v > 9
-                     and k not in ("index", "num", "mtu", "slots", "num_queues") else f"{k}={v}")
-        if len(parts) == 4:
-            break
-    return " ".join(parts)
+    return None
 
 
 def event_summary(msg: Message) -> str:

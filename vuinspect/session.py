@@ -411,9 +411,9 @@ class Session:
             self.owner = False
         elif r == 5 and "regions" in p:
             self.regions = [self._region(reg, msg.fds, i) for i, reg in enumerate(p["regions"])]
-        elif r == 37 and "guest_phys_addr" in p:
+        elif r == 37 and "mmap_offset" in p:  # a cut payload lacks the later fields
             self.regions.append(self._region(p, msg.fds, 0))
-        elif r == 38 and "guest_phys_addr" in p:
+        elif r == 38 and "userspace_addr" in p:
             self.regions = [g for g in self.regions if not (
                 g.guest_phys_addr == p["guest_phys_addr"] and g.memory_size == p["memory_size"]
                 and g.userspace_addr == p["userspace_addr"])]
