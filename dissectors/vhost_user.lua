@@ -10,7 +10,12 @@
 -- Runs on Wireshark 4.0 (Lua 5.2) through 4.4+ (Lua 5.4): no native bit operators, no bit32.
 
 local GENERATED = { vuinspect = "0.1.0", generator = 1 }
-local vu = Proto("vhost_user", "vhost-user")
+-- A second copy (installed plugin plus -X lua_script:) must not fail: the first one wins.
+local registered, vu = pcall(Proto, "vhost_user", "vhost-user")
+if not registered then
+  io.stderr:write("vhost_user.lua: a vhost_user dissector is already loaded; this copy is skipped\n")
+  return
+end
 
 -- value strings
 local VS = {}
@@ -1367,9 +1372,44 @@ local function names_text(out, key)
   return ""
 end
 
+local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
+
+-- render.payload_summary's fallback: the first four scalar fields in layout order.
+local function generic_summary(lay, p)
+  local parts = {}
+  local function add(k)
+    local v = p[k]
+    if v == nil or type(v) == "table" or #parts >= 4 then return end
+    if type(v) == "string" then
+      if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
+    elseif type(v) == "boolean" then
+      parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
+    elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
+      parts[#parts + 1] = k .. "=0x" .. hex(v)
+    else
+      parts[#parts + 1] = k .. "=" .. dec(v)
+    end
+  end
+  if lay == nil then add("data"); return concat(parts, " ") end
+  for _, f in ipairs(lay.fields) do
+    if f.t == "f" and f.disp ~= "padding" then
+      add(f.name)
+      if f.values then add(f.name .. "_name") end
+      if f.disp == "vring_base" then
+        for _, k in ipairs({ "avail_idx", "avail_wrap", "used_idx", "used_wrap" }) do add(k) end
+      end
+      for _, b in ipairs(f.bits or {}) do add(b.name) end
+    elseif f.t == "t" then
+      add(f.name)
+    end
+  end
+  return concat(parts, " ")
+end
+
 -- Like vuinspect.render.payload_summary: the key payload fields in a few words.
-local function payload_summary(lname, p)
-  if lname == nil or next(p) == nil then return "" end
+local function payload_summary(lay, p)
+  if next(p) == nil then return "" end
+  local lname = lay and lay.name
   if lname == "virtio_features" or lname == "protocol_features" then
     if p.features == nil then return "" end
     return "0x" .. hex(p.features) .. names_text(p, "features")
@@ -1381,8 +1421,9 @@ local function payload_summary(lname, p)
     return "gpa=0x" .. hex(p.guest_phys_addr) .. " size=" .. human_size(tonum(p.memory_size))
   elseif lname == "vring_fd" and p.index then
     return "vring " .. dec(p.index) .. (p.nofd and " NOFD" or "")
-  elseif lname == "vring_addr" and p.avail then
-    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail))
+  elseif lname == "vring_addr" and p.log ~= nil and type(p.log) ~= "boolean" then
+    local log = (not is_zero(p.log) and bit_set(p.flags, 0)) and " log" or ""
+    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail), log)
   elseif lname == "vring_base" and p.num then
     return "vring " .. dec(p.index) .. " base=" .. dec(p.num)
   elseif lname == "vring_enable" and p.num then
@@ -1404,18 +1445,7 @@ local function payload_summary(lname, p)
   elseif lname == "inflight" and p.queue_size then
     return fmt("size=%s queues=%s queue_size=%s", human_size(tonum(p.mmap_size)), dec(p.num_queues), dec(p.queue_size))
   end
-  local keys = {}
-  for k, v in pairs(p) do
-    if type(v) ~= "table" and not (type(v) == "string" and #v > 40) then keys[#keys + 1] = k end
-  end
-  table.sort(keys)
-  local parts = {}
-  for i = 1, math.min(4, #keys) do
-    local v = p[keys[i]]
-    if type(v) == "string" or type(v) == "boolean" then parts[#parts + 1] = keys[i] .. "=" .. tostring(v)
-    else parts[#parts + 1] = keys[i] .. "=" .. dec(v) end
-  end
-  return concat(parts, " ")
+  return generic_summary(lay, p)
 end
 
 
@@ -1829,7 +1859,7 @@ local function dissect_message(mt, base, len, rec, first, t)
   for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
   add_links(t, rec, mrange, not first)
   local text = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
-  local summary = payload_summary(lay and lay.name, out)
+  local summary = payload_summary(lay, out)
   if summary ~= "" then text = text .. " " .. summary end
   if #rec.fds > 0 then text = text .. " fds=[" .. concat(rec.fds, ", ") .. "]" end
   return text
@@ -2032,10 +2062,11 @@ function vu.dissector(tvb, pinfo, tree)
     return tvb:len()
   end
   show_pseudo(top, tvb, ph)
+  local fe, be = fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn)
   if ph.direction == 0 then
-    pinfo.cols.src, pinfo.cols.dst = "front-end", "back-end"
+    pinfo.cols.src, pinfo.cols.dst = fe, be
   else
-    pinfo.cols.src, pinfo.cols.dst = "back-end", "front-end"
+    pinfo.cols.src, pinfo.cols.dst = be, fe
   end
   local fr = frames[pinfo.number]
   local first = fr == nil
@@ -2049,7 +2080,8 @@ function vu.dissector(tvb, pinfo, tree)
   else
     info = dissect_data(tvb, ph, fr, first, top, tree, pinfo)
   end
-  pinfo.cols.info = fmt("c%d %s: %s", ph.conn, ph.channel_name, info)
+  if ph.channel_name ~= "main" then info = "[" .. ph.channel_name .. " channel] " .. info end
+  pinfo.cols.info = info
   return tvb:len()
 end
 

@@ -230,8 +230,10 @@ def test_fuzzed_capture_dissects_without_lua_errors(capdir):
 
 # -- pyshark ----------------------------------------------------------------------------------
 
-def test_pyshark_reads_our_fields(sample_captures):
+def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
     pyshark = pytest.importorskip("pyshark")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no installed copy of the dissector
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
     path = sample_captures["every_le"]
     py = W.python_views(path)
     first = {}
@@ -253,3 +255,40 @@ def test_pyshark_reads_our_fields(sample_captures):
     finally:
         cap.close()
     assert checked > 100
+
+
+def _summary(m) -> str:
+    """What the Info column shows for one message: the CLI's words for it."""
+    from vuinspect.render import payload_summary
+
+    if m.is_event:
+        return f"{m.name} {payload_summary(m)}"
+    text = payload_summary(m) if m.kind == "raw" else (
+        m.name + (" reply" if m.is_reply else "")
+        + (" (need_reply)" if m.need_reply and not m.is_reply else ""))
+    summary = payload_summary(m)
+    if m.kind != "raw" and summary:
+        text += " " + summary
+    if m.fds:
+        text += " fds=[" + ", ".join(m.fds) + "]"
+    return text
+
+
+@pytest.mark.parametrize("name", ["every_le", "framing"])
+def test_info_column_reads_like_the_cli(name, sample_captures):
+    path = sample_captures[name]
+    by_frame: dict[int, list] = {}
+    for m in Pipeline().run(read_frames(path)):
+        by_frame.setdefault(m.frame, []).append(m)
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields",
+                    "-e", "frame.number", "-e", "_ws.col.Info")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(list(read_frames(path)))
+    for line in lines:
+        number, info = line.split("\t", 1)
+        msgs = by_frame.get(int(number), [])
+        want = " | ".join(_summary(m) for m in msgs)
+        if msgs and msgs[0].channel != "main" and not msgs[0].is_event:
+            want = f"[{msgs[0].channel} channel] {want}"
+        assert info.startswith(want), f"frame {number}: {info!r} != {want!r}"

@@ -194,3 +194,25 @@ def test_capture_on_stdout_pipes_into_tshark_live():
             if m["kind"] in ("message", "raw")]
     got = [n for line in proc.stdout.splitlines() for n in line.split(",") if n]
     assert got == want
+
+
+def test_extcap_capture_stops_cleanly_on_sigterm(tmp_path):
+    """Wireshark ends a capture with SIGTERM: sockets go away, the pcapng is whole."""
+    d = Path(tempfile.mkdtemp(dir="/tmp", prefix="vuterm"))
+    listen, out = d / "l.sock", tmp_path / "out.pcapng"
+    proc = subprocess.Popen([sys.executable, "-c", "from vuinspect.wireshark.extcap import main; "
+                             "raise SystemExit(main())", "--capture", "--extcap-interface",
+                             INTERFACE, "--fifo", str(out), "--listen", str(listen), "--connect",
+                             str(d / "nobody.sock")], stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(listen, 20, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert not listen.exists()
+    info = W.tshark("-r", str(out))
+    assert info.returncode == 0, info.stderr
+    shutil.rmtree(d, ignore_errors=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,14 @@ def tshark_env(home: Path | None = None) -> dict[str, str]:
     return env
 
 
+_EMPTY_HOME = Path(tempfile.mkdtemp(prefix="vu-tshark-home-"))
+
+
 def tshark(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """tshark with an empty personal folder unless ``env`` says otherwise: an installed copy
+    of the dissector must not stand in for the one under test."""
     return subprocess.run(["tshark", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
+                          env=env or tshark_env(_EMPTY_HOME), check=False)
 
 
 def write_capture(path: Path, frames: list[Frame], big_endian: bool = False) -> Path:

@@ -499,9 +499,44 @@ local function names_text(out, key)
   return ""
 end
 
+local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
+
+-- render.payload_summary's fallback: the first four scalar fields in layout order.
+local function generic_summary(lay, p)
+  local parts = {}
+  local function add(k)
+    local v = p[k]
+    if v == nil or type(v) == "table" or #parts >= 4 then return end
+    if type(v) == "string" then
+      if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
+    elseif type(v) == "boolean" then
+      parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
+    elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
+      parts[#parts + 1] = k .. "=0x" .. hex(v)
+    else
+      parts[#parts + 1] = k .. "=" .. dec(v)
+    end
+  end
+  if lay == nil then add("data"); return concat(parts, " ") end
+  for _, f in ipairs(lay.fields) do
+    if f.t == "f" and f.disp ~= "padding" then
+      add(f.name)
+      if f.values then add(f.name .. "_name") end
+      if f.disp == "vring_base" then
+        for _, k in ipairs({ "avail_idx", "avail_wrap", "used_idx", "used_wrap" }) do add(k) end
+      end
+      for _, b in ipairs(f.bits or {}) do add(b.name) end
+    elseif f.t == "t" then
+      add(f.name)
+    end
+  end
+  return concat(parts, " ")
+end
+
 -- Like vuinspect.render.payload_summary: the key payload fields in a few words.
-local function payload_summary(lname, p)
-  if lname == nil or next(p) == nil then return "" end
+local function payload_summary(lay, p)
+  if next(p) == nil then return "" end
+  local lname = lay and lay.name
   if lname == "virtio_features" or lname == "protocol_features" then
     if p.features == nil then return "" end
     return "0x" .. hex(p.features) .. names_text(p, "features")
@@ -513,8 +548,9 @@ local function payload_summary(lname, p)
     return "gpa=0x" .. hex(p.guest_phys_addr) .. " size=" .. human_size(tonum(p.memory_size))
   elseif lname == "vring_fd" and p.index then
     return "vring " .. dec(p.index) .. (p.nofd and " NOFD" or "")
-  elseif lname == "vring_addr" and p.avail then
-    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail))
+  elseif lname == "vring_addr" and p.log ~= nil and type(p.log) ~= "boolean" then
+    local log = (not is_zero(p.log) and bit_set(p.flags, 0)) and " log" or ""
+    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail), log)
   elseif lname == "vring_base" and p.num then
     return "vring " .. dec(p.index) .. " base=" .. dec(p.num)
   elseif lname == "vring_enable" and p.num then
@@ -536,17 +572,6 @@ local function payload_summary(lname, p)
   elseif lname == "inflight" and p.queue_size then
     return fmt("size=%s queues=%s queue_size=%s", human_size(tonum(p.mmap_size)), dec(p.num_queues), dec(p.queue_size))
   end
-  local keys = {}
-  for k, v in pairs(p) do
-    if type(v) ~= "table" and not (type(v) == "string" and #v > 40) then keys[#keys + 1] = k end
-  end
-  table.sort(keys)
-  local parts = {}
-  for i = 1, math.min(4, #keys) do
-    local v = p[keys[i]]
-    if type(v) == "string" or type(v) == "boolean" then parts[#parts + 1] = keys[i] .. "=" .. tostring(v)
-    else parts[#parts + 1] = keys[i] .. "=" .. dec(v) end
-  end
-  return concat(parts, " ")
+  return generic_summary(lay, p)
 end
 '''

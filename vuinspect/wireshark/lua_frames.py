@@ -204,10 +204,11 @@ function vu.dissector(tvb, pinfo, tree)
     return tvb:len()
   end
   show_pseudo(top, tvb, ph)
+  local fe, be = fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn)
   if ph.direction == 0 then
-    pinfo.cols.src, pinfo.cols.dst = "front-end", "back-end"
+    pinfo.cols.src, pinfo.cols.dst = fe, be
   else
-    pinfo.cols.src, pinfo.cols.dst = "back-end", "front-end"
+    pinfo.cols.src, pinfo.cols.dst = be, fe
   end
   local fr = frames[pinfo.number]
   local first = fr == nil
@@ -221,7 +222,8 @@ function vu.dissector(tvb, pinfo, tree)
   else
     info = dissect_data(tvb, ph, fr, first, top, tree, pinfo)
   end
-  pinfo.cols.info = fmt("c%d %s: %s", ph.conn, ph.channel_name, info)
+  if ph.channel_name ~= "main" then info = "[" .. ph.channel_name .. " channel] " .. info end
+  pinfo.cols.info = info
   return tvb:len()
 end
 

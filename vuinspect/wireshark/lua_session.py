@@ -418,7 +418,7 @@ local function dissect_message(mt, base, len, rec, first, t)
   for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
   add_links(t, rec, mrange, not first)
   local text = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
-  local summary = payload_summary(lay and lay.name, out)
+  local summary = payload_summary(lay, out)
   if summary ~= "" then text = text .. " " .. summary end
   if #rec.fds > 0 then text = text .. " fds=[" .. concat(rec.fds, ", ") .. "]" end
   return text

@@ -107,7 +107,12 @@ def _header() -> str:
 -- Runs on Wireshark 4.0 (Lua 5.2) through 4.4+ (Lua 5.4): no native bit operators, no bit32.
 
 local GENERATED = {{ vuinspect = {lua_str(__version__)}, generator = {GENERATOR_VERSION} }}
-local vu = Proto("vhost_user", "vhost-user")
+-- A second copy (installed plugin plus -X lua_script:) must not fail: the first one wins.
+local registered, vu = pcall(Proto, "vhost_user", "vhost-user")
+if not registered then
+  io.stderr:write("vhost_user.lua: a vhost_user dissector is already loaded; this copy is skipped\\n")
+  return
+end
 """
 
 
