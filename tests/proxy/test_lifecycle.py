@@ -193,10 +193,14 @@ def test_reconnect_is_a_new_connection_and_fds_return_to_baseline(sockdir, backe
 def test_connect_failure_is_reported(sockdir, proxy) -> None:
     px = os.path.join(sockdir, "px.sock")
     srv, rec = proxy([Route(px, os.path.join(sockdir, "nobody.sock"))])
+    time.sleep(0.05)
+    baseline = open_fd_count()
     s = wire.connect(px)
     assert s.recv(1) == b""  # closed at once, like a refused connection
     s.close()
     wait_until(lambda: len(rec.events("close")) == 1, what="close frame")
+    wait_until(lambda: open_fd_count() == baseline, what="fd count back to baseline")
+    assert srv.stats()["connect_failures"] == 1
     (closed,) = rec.events("close")
     assert closed["by"] == "proxy" and "could not connect" in closed["reason"]
     assert rec.frames[0].kind == "open"

@@ -60,7 +60,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "--connect, or auto (whoever speaks first; default)")
     p.add_argument("--device", choices=DEVICE_TYPES, help="device type, for naming feature bits")
     p.add_argument("--socket-mode", type=_mode, default=0o600, metavar="MODE",
-                   help="permissions of new listen sockets (octal, default 0600)")
+                   help="permissions of new listen sockets (octal, default 0600); "
+                        "--interpose keeps the mode and owner of the socket it takes over")
     p.add_argument("-w", "--write", metavar="FILE",
                    help="write a pcapng capture (- for stdout, e.g. into wireshark -k -i -)")
     p.add_argument("--no-tui", action="store_true",
