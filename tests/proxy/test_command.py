@@ -252,3 +252,24 @@ def test_tui_is_the_default_on_a_terminal(sockdir, procs, how) -> None:
     frames = list(read_frames(cap))
     assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)
     assert frames[-1].kind == "close"
+
+
+def test_headless_tui_for_benchmarks(sockdir, procs) -> None:
+    from vuinspect.capture import read_frames
+
+    be = run_backend(sockdir, procs)
+    px = os.path.join(sockdir, "px.sock")
+    cap = os.path.join(sockdir, "cap.pcapng")
+    log = Path(sockdir) / "proxy.log"
+    proxy = start(["vuinspect", "proxy", "--tui-headless", "--listen", px, "--connect", be, "-w", cap],
+                  log, stdin=subprocess.DEVNULL)
+    procs.append(proxy)
+    wait_line(log, "listening on", proxy)
+    fe = Frontend(wire.connect(px, retries=50))
+    fe.handshake()
+    fe.round_trips(100)
+    fe.close()
+    time.sleep(0.3)
+    assert stop(proxy) == 0
+    frames = list(read_frames(cap))
+    assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)

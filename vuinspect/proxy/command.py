@@ -67,6 +67,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tui", action="store_true",
                    help="print one summary line per message instead of the TUI")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary lines, only errors")
+    # For benchmarks: the TUI's full cost on the forwarding path, without a terminal.
+    p.add_argument("--tui-headless", action="store_true", help=argparse.SUPPRESS)
 
 
 def routes_from_args(args: argparse.Namespace) -> list[Route]:
@@ -108,7 +110,7 @@ def _want_tui(args: argparse.Namespace) -> bool:
     """The TUI is the default on a terminal; plain lines otherwise (or when asked)."""
     if args.no_tui or args.quiet or args.write == "-":
         return False
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if not (getattr(args, "tui_headless", False) or (sys.stdin.isatty() and sys.stdout.isatty())):
         return False
     try:
         import vuinspect.tui.app  # noqa: F401
@@ -199,7 +201,7 @@ def _run_tui(args: argparse.Namespace, routes: list[Route], outputs: _Outputs) -
             signal.signal(sig, on_signal)
     threading.Thread(target=watcher, daemon=True, name="vuinspect-tui-quit").start()
     try:
-        app.run()
+        app.run(headless=bool(getattr(args, "tui_headless", False)))
     finally:
         quit_requested.set()
         source.end()
