@@ -1,18 +1,167 @@
-"""Shared fixtures: fuzz budgets, short socket dirs, started processes, /proc readings."""
+"""Shared fixtures: budgets, short socket dirs, started processes, /proc readings, reports.
+
+Budgets: every count a test uses goes through :func:`scaled`, so CI runs the
+short version and ``VUINSPECT_RELIABILITY=full`` (or ``VUINSPECT_FUZZ_SCALE=N``)
+the long one documented in docs/reliability.md.  Tests call :func:`report`
+with the numbers they saw; with ``VUINSPECT_RELIABILITY_REPORT=FILE`` they are
+appended there as JSON lines.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+FULL = os.environ.get("VUINSPECT_RELIABILITY") == "full"
+
+
+def scaled(ci: int, full: int) -> int:
+    """The count for this run: ``ci`` by default, ``full`` for the long run."""
+    scale = os.environ.get("VUINSPECT_FUZZ_SCALE")
+    if scale:
+        return max(1, int(ci * float(scale)))
+    return full if FULL else ci
+
+
+def report(test: str, **numbers: object) -> None:
+    """Record what a test measured (printed with -s, and appended to the report file)."""
+    line = json.dumps({"test": test, **numbers}, sort_keys=True)
+    print(line)
+    path = os.environ.get("VUINSPECT_RELIABILITY_REPORT")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
 
 @pytest.fixture
 def fuzz_count():
-    """Scale a CI count by VUINSPECT_FUZZ_SCALE (the long runs set it; default 1)."""
-    scale = float(os.environ.get("VUINSPECT_FUZZ_SCALE", "1"))
+    """Scale a CI input count for the long run (x100 under VUINSPECT_RELIABILITY=full)."""
 
     def count(n: int) -> int:
-        return max(1, int(n * scale))
+        return scaled(n, n * 100)
 
     return count
+
+
+# -- sockets and processes ------------------------------------------------------------
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short directory for sockets (AF_UNIX paths must stay under 108 bytes)."""
+    d = tempfile.mkdtemp(dir="/tmp", prefix="vur-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Procs:
+    """Processes a test started: killed by pid (and waited for) at the end."""
+
+    def __init__(self, logdir: str) -> None:
+        self.logdir = Path(logdir)
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], name: str, **kw: object) -> subprocess.Popen:
+        log = self.logdir / f"{name}.log"
+        out = kw.pop("stdout", subprocess.DEVNULL)
+        with open(log, "ab") as err:
+            p = subprocess.Popen([sys.executable, "-m", *argv], stdout=out, stderr=err,
+                                 **kw)  # type: ignore[call-overload]
+        p.log = log  # type: ignore[attr-defined]
+        self.started.append(p)
+        return p
+
+    def kill_all(self) -> None:
+        for p in self.started:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(10)
+
+
+@pytest.fixture
+def procs(sockdir: str) -> Iterator[Procs]:
+    p = Procs(sockdir)
+    yield p
+    p.kill_all()
+
+
+def log_text(proc: subprocess.Popen) -> str:
+    return Path(proc.log).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def wait_line(proc: subprocess.Popen, text: str, timeout: float = 20.0, count: int = 1) -> None:
+    """Wait until ``text`` appears ``count`` times in the process's stderr log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log_text(proc).count(text) >= count:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    raise AssertionError(f"{text!r} not seen (x{count}); log:\n{log_text(proc)[-3000:]}")
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def start_proxy(procs: Procs, listen: str, connect: str, *extra: str,
+                name: str = "proxy") -> subprocess.Popen:
+    """``vuinspect proxy`` as a subprocess, returned once it listens."""
+    p = procs.start(["vuinspect", "proxy", "--listen", listen, "--connect", connect,
+                     "--no-tui", "-q", *extra], name)
+    wait_line(p, f"listening on {listen}")
+    return p
+
+
+def start_backend(procs: Procs, path: str, *extra: str, name: str = "backend") -> subprocess.Popen:
+    """The in-repo test back-end as a subprocess, returned once it listens."""
+    log = procs.logdir / f"{name}.log"
+    before = log.read_text(errors="replace").count(f"listening on {path}") if log.exists() else 0
+    p = procs.start(["vuinspect.testing.backend", "--listen", path, *extra], name)
+    wait_line(p, f"listening on {path}", count=before + 1)
+    return p
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout)
+
+
+# -- /proc ------------------------------------------------------------------------------
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def settle_fds(pid: int, baseline: int, timeout: float = 10.0) -> int:
+    """Wait for the fd count of ``pid`` to come back to ``baseline``; return the last count."""
+    deadline = time.monotonic() + timeout
+    n = fd_count(pid)
+    while n != baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = fd_count(pid)
+    return n

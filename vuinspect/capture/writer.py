@@ -80,7 +80,13 @@ class CaptureWriter:
         self.frames_written = 0
         self.bytes_written = 0
         self._append(self._shb())
-        self.flush()
+        try:
+            self.flush()
+        except OSError as exc:  # /dev/full, a full disk, a closed pipe: one clear error
+            self._closed = True
+            if self._owned and self._fd is not None:
+                os.close(self._fd)
+            raise CaptureError(f"cannot write capture {self.name}: {exc.strerror or exc}") from None
 
     # -- opening -----------------------------------------------------------------
     def _open(self, target: str | os.PathLike[str] | BinaryIO) -> str:
