@@ -25,9 +25,12 @@ DIRECTIONS: tuple[Direction, ...] = ("f2b", "b2f")
 KINDS: tuple[Kind, ...] = ("data", "open", "close", "note")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Frame:
-    """One record of traffic or of a connection event.
+    """One record of traffic or of a connection event; treat it as immutable.
+
+    (Not ``frozen=True``: a frozen dataclass costs ~1 µs more to build, and the
+    proxy builds one per forwarded message on its forwarding threads.)
 
     ``direction`` is relative to the protocol roles, not to who connected:
     ``f2b`` is front-end (QEMU) to back-end, ``b2f`` the reverse, on either

@@ -102,7 +102,8 @@ def event_summary(msg: Message) -> str:
         dev = f" device={i['device']}" if i.get("device") else ""
         return f"connection opened {i.get('label', '')} {who}{dev}".rstrip()
     if msg.kind == "close":
-        return f"connection closed: {i.get('reason', '')}"
+        what = "back-end channel closed" if msg.channel == "backend" else "connection closed"
+        return f"{what}: {i.get('reason', '')}"
     return str(i.get("text", i))
 
 
