@@ -139,7 +139,13 @@ class StreamFramer:
     def close(self) -> list[RawMessage]:
         """End of stream: whatever is buffered becomes a truncated message."""
         if not self._buf:
-            return []
+            if not self._fds:
+                return []
+            # fds recorded with no bytes at all (a damaged capture): keep them visible
+            fds = self._take_fds(0, 1)
+            msg = RawMessage(b"", fds, self._ts, self._frame, raw=True)
+            msg.problems.append(problem("fd_count", f"{len(fds)} fds arrived with no message bytes"))
+            return [msg]
         data = bytes(self._buf)
         self._buf.clear()
         msg = RawMessage(data, self._take_fds(0, len(data)), self._ts, self._frame)

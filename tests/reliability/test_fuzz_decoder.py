@@ -137,3 +137,16 @@ def test_summary_of_a_cut_payload(request_id, payload) -> None:
     msgs = run_pipeline([Frame(1, 1, "main", "f2b", message(request_id, payload))])
     line = summary_line(msgs[0])
     assert msgs[0].name in line
+
+
+@pytest.mark.parametrize("then_close", [False, True])
+def test_fds_with_no_bytes_are_not_lost(then_close) -> None:
+    """A data frame with fds and no bytes (a damaged capture) made its fds vanish
+    (decoder.StreamFramer.close returned nothing); found by the 1M-input run, seed 6208."""
+    frames = [Frame(1, 1, "main", "f2b", b"", ("eventfd",))]
+    if then_close:
+        from vuinspect.frames import event_frame
+
+        frames.append(event_frame("close", 2, 1, {"reason": "end"}))
+    out = check_frames(frames)
+    assert out.problems["fd_count"] == 1

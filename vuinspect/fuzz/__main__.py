@@ -1,10 +1,10 @@
 """The long fuzzing run: ``python -m vuinspect.fuzz --inputs 1000000 --jobs 2``.
 
 Input ``i`` is derived from ``random.Random(seed + i)`` alone, so any failure
-is reproduced with ``--seed <seed + i> --inputs 1``.  Even inputs go through
+is reproduced with ``--seed <i> --inputs 1``.  Even inputs go through
 the decoder as mutated frame sequences, odd ones through the capture reader
 as mutated pcapng files.  Failing inputs are saved (``--save DIR``) as a
-pickle of the frames or the raw capture bytes.
+pickle of the frames (as tuples of Frame fields) or the raw capture bytes.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ def _work(task: tuple[int, int, str | None, str | None]) -> dict[str, object]:
             stats["failures"] += 1
             if len(failures) < 20:
                 failures.append(f"input {i} ({target}): {exc!r}\n{traceback.format_exc(limit=-4)}")
-            if save:
+            if save:  # frames as plain tuples: Frame (frozen, slots) does not unpickle on 3.10/3.11
+                plain = data if isinstance(data, bytes) else [tuple(
+                    getattr(fr, k) for k in Frame.__slots__) for fr in data]  # type: ignore[union-attr]
                 with open(os.path.join(save, f"fail-{i}-{target}.pickle"), "wb") as f:
-                    pickle.dump(data, f)
+                    pickle.dump(plain, f)
             continue
         stats[target] += 1
         stats["messages"] += out.messages
