@@ -175,7 +175,8 @@ async def test_jump_to_reply_and_back_and_goto(demo_path: Path) -> None:
         assert app.model.message(19).reply_to == 19
         await pilot.press("r")
         assert app.message_list.selected_row == 18
-        # the tree's "Reply in frame" row jumps too
+        # the tree's "Reply in frame" row jumps too (the tree follows once the cursor rests)
+        await pilot.pause(0.2)
         tree = app.detail
         node = next(n for n in _walk(tree) if n.data and n.data.key == "reply_in")
         tree.focus()

@@ -202,3 +202,30 @@ def test_script_builds_a_live_like_feed() -> None:
     blk_handshake(s, 7, "/x.sock", queues=1)
     assert s.frames[0].kind == "open" and all(f.conn == 7 for f in s.frames)
     assert all(b.ts_ns >= a.ts_ns for a, b in zip(s.frames, s.frames[1:], strict=False))
+
+
+async def test_follow_a_capture_that_is_still_being_written(tmp_path) -> None:
+    from vuinspect.capture import CaptureWriter
+    from vuinspect.tui.sources import FileSource
+
+    frames = demo_frames()
+    path = tmp_path / "growing.pcapng"
+    writer = CaptureWriter(path)
+    for f in frames[:30]:
+        writer.write(f)
+    writer.flush()
+    source = FileSource(path, follow=True)
+    app = VuInspectApp(source)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.model.decoded == 30, what="first part")
+            for f in frames[30:]:
+                writer.write(f)
+            writer.flush()
+            await until(pilot, lambda: app.model.decoded == len(frames), what="appended frames")
+            await pilot.pause(0.2)
+            assert app.message_list.follow
+            assert app.message_list.selected_row == len(frames) - 1
+    finally:
+        writer.close()
+        source.close()

@@ -21,6 +21,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from .connections import ConnectionsView
@@ -37,6 +38,7 @@ from .sources import Source
 from .state_view import StateView
 from .stats import StatsView
 
+DETAIL_DELAY = 0.08  # s: the detail pane waits for the cursor to rest this long
 VIEWS = ("messages", "state", "connections", "stats")
 VIEW_TITLES = {"messages": "1 Messages", "state": "2 State", "connections": "3 Connections",
                "stats": "4 Statistics"}
@@ -92,7 +94,10 @@ class VuInspectApp(App[None]):
         self._last_state_draw = 0.0
         self._search_cancel = threading.Event()
         self.last_saved: tuple[str, int] | None = None
+        self._widgets: dict[str, object] = {}
         self._keep_row: int | None = None
+        self._last_select = 0.0
+        self._detail_timer: Timer | None = None
 
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -113,17 +118,20 @@ class VuInspectApp(App[None]):
 
     @property
     def message_list(self) -> MessageList:
-        return self.query_one(MessageList)
+        return self._widgets["list"]  # type: ignore[return-value]
 
     @property
     def detail(self) -> DetailTree:
-        return self.query_one(DetailTree)
+        return self._widgets["detail"]  # type: ignore[return-value]
 
     @property
     def hex(self) -> HexView:
-        return self.query_one(HexView)
+        return self._widgets["hex"]  # type: ignore[return-value]
 
     def on_mount(self) -> None:
+        # Kept, not queried: timers may still fire while the screen is torn down.
+        self._widgets = {"list": self.query_one(MessageList), "detail": self.query_one(DetailTree),
+                         "hex": self.query_one(HexView), "title": self.query_one("#title", Static)}
         lst = self.message_list
         lst.follow = self.source.live
         lst.focus()
@@ -143,6 +151,8 @@ class VuInspectApp(App[None]):
     # -- following the model -------------------------------------------------------------
     def poll(self) -> None:
         """Repaint what the decoding thread changed since the last poll."""
+        if not self._widgets or not self.message_list.is_attached:
+            return
         m = self.model
         seen = (len(m.source), m.decoded, len(m), m.generation, m.finished, m.filtered)
         if seen != self._seen:
@@ -183,7 +193,7 @@ class VuInspectApp(App[None]):
         t.append("   " + "  ".join(
             f"[{VIEW_TITLES[v]}]" if v == self.view else VIEW_TITLES[v] for v in VIEWS),
             style="dim")
-        self.query_one("#title", Static).update(t)
+        self._widgets["title"].update(t)  # type: ignore[attr-defined]
 
     def _refresh_view(self, force: bool) -> None:
         if self.view == "messages":
@@ -218,9 +228,21 @@ class VuInspectApp(App[None]):
         return (row, True, m.bits[row], m.link[row], len(m.odd.get(row, ())))
 
     def on_message_list_selected(self, event: MessageList.Selected) -> None:
-        self._refresh_detail(event.row)
+        # While the cursor races (a held key, page after page) only the list repaints;
+        # the tree and hex follow once it rests, as in termshark.
+        now = time.monotonic()
+        quick = now - self._last_select < DETAIL_DELAY
+        self._last_select = now
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+            self._detail_timer = None
+        if quick:
+            self._detail_timer = self.set_timer(DETAIL_DELAY, self._refresh_detail)
+        else:
+            self._refresh_detail(event.row)
 
     def _refresh_detail(self, row: int | None = -1) -> None:
+        self._detail_timer = None
         if row == -1:
             row = self.message_list.selected_row
         sig = self._row_sig(row)

@@ -22,7 +22,7 @@ import threading
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vuinspect.filter import compile_filter
@@ -76,6 +76,8 @@ class Model:
         self._fix_rows: list[int] = []  # message index = row + 1 + delta from here on
         self._fix_delta: list[int] = []
         self.decoded = 0
+        self._frames: Iterator[Frame] | None = None  # the decoder's sequential frame reader
+        self._frames_at = 0
         self.finished = False  # the end of input has been processed (Pipeline.close)
         self.error: str | None = None
         # filtering: visible rows in order, evaluated for rows [0, filtered)
@@ -137,8 +139,15 @@ class Model:
         end = min(len(self.source), self.decoded + max_frames)
         feed = self.pipeline.feed
         sessions = self.pipeline.sessions
+        if self._frames is None or self._frames_at != self.decoded:
+            self._frames = self.source.frames_from(self.decoded)
+            self._frames_at = self.decoded
         for i in range(self.decoded, end):
-            frame = self.source.frame(i)
+            frame = next(self._frames, None)
+            if frame is None:  # the reader ended early (damage): fall back to the index
+                self._frames = iter(())
+                frame = self.source.frame(i)
+            self._frames_at = i + 1
             session = sessions.get(frame.conn)
             ctx = self._ctx_id(session.context() if session is not None else
                                DecodeContext(device=self.device))

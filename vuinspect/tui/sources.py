@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 
-from vuinspect.capture import CaptureIndex, build_index
+from vuinspect.capture import CaptureIndex, CaptureReader, build_index
 from vuinspect.frames import Frame
 
 
@@ -27,6 +28,13 @@ class Source:
 
     def frame(self, i: int) -> Frame:
         raise NotImplementedError
+
+    def frames_from(self, start: int) -> Iterator[Frame]:
+        """Frames ``start``, ``start + 1``, ... (the decoder's sequential path)."""
+        i = start
+        while i < len(self):
+            yield self.frame(i)
+            i += 1
 
     @property
     def ended(self) -> bool:
@@ -62,6 +70,22 @@ class FileSource(Source):
 
     def frame(self, i: int) -> Frame:
         return self.index.frame(i)
+
+    def frames_from(self, start: int) -> Iterator[Frame]:
+        """A whole file is decoded through its own streaming reader.
+
+        ``index.frame`` takes the index's lock for every frame; a decoding
+        thread doing that a million times starves the UI thread's row reads
+        of the same lock (a page down took a second).  The reader shares nothing.
+        """
+        if start or self.follow:
+            yield from super().frames_from(start)
+            return
+        reader = CaptureReader(self.path)
+        try:
+            yield from reader
+        finally:
+            reader.close()
 
     @property
     def ended(self) -> bool:
