@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -28,7 +28,7 @@ from .connections import ConnectionsView
 from .detail import DetailTree
 from .filter_bar import FilterBar, FilterInput
 from .help import HelpScreen
-from .hexview import HexView
+from .hexview import HexView, narrow_for
 from .message_list import ColumnHeader, MessageList
 from .model import Model
 from .offsets import field_ranges, range_for
@@ -132,6 +132,7 @@ class VuInspectApp(App[None]):
         # Kept, not queried: timers may still fire while the screen is torn down.
         self._widgets = {"list": self.query_one(MessageList), "detail": self.query_one(DetailTree),
                          "hex": self.query_one(HexView), "title": self.query_one("#title", Static)}
+        self._fit_hex(self.size.width)
         lst = self.message_list
         lst.follow = self.source.live
         lst.focus()
@@ -143,6 +144,18 @@ class VuInspectApp(App[None]):
         self.model.start()
         self.set_interval(self.poll_interval, self.poll)
         self.poll()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_hex(event.size.width)
+
+    def _fit_hex(self, width: int) -> None:
+        if not self._widgets:
+            return
+        hexview = self.hex
+        narrow = narrow_for(width)
+        if narrow != hexview.has_class("-narrow"):
+            hexview.set_class(narrow, "-narrow")
+            hexview.show(hexview.data, hexview.highlight)
 
     def on_unmount(self) -> None:
         self._search_cancel.set()
