@@ -300,3 +300,22 @@ async def test_initial_filter_and_undecoded_rows_paint(demo_path: Path) -> None:
         await settle(pilot, app)
         assert all(app.model.message(app.model.row_at(p)).is_reply for p in range(len(app.model)))
         assert app.query_one(FilterBar).input.value == "conn == 2 and reply"
+
+
+async def test_state_at_the_selected_frame(demo_path: Path) -> None:
+    app = VuInspectApp(FileSource(demo_path))
+    async with app.run_test(size=(140, 60)) as pilot:
+        await settle(pilot, app)
+        app.jump_to_frame(19)  # SET_MEM_TABLE of conn 1, its reply not yet in
+        await pilot.press("2")
+        assert "State now, after frame 91" in screen_text(app)
+        await pilot.press("a")
+        await _until(pilot, lambda: "State at frame 19" in screen_text(app)
+                     and "replaying" not in screen_text(app))
+        text = screen_text(app)
+        line = next(x for x in text.splitlines() if "SET_MEM_TABLE" in x)
+        assert "back-end" in line  # at that moment the back-end owed the reply
+        assert "Memory table (2 regions" in text
+        assert "Vrings: none set up yet" in text
+        await pilot.press("a")
+        assert "State now" in screen_text(app)

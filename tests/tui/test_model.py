@@ -217,3 +217,17 @@ def test_waiting_age_uses_the_clock_live_and_the_capture_end_offline(tmp_path: P
     assert model.now_ns() == now[0]
     offline = Model(FrameListSource(frames))
     assert offline.now_ns() == frames[-1].ts_ns
+
+
+def test_state_at_a_frame_replays_one_connection() -> None:
+    model = Model(FrameListSource(demo_frames()))
+    model.run_to_end()
+    before = model.state_at(1, 17)  # just before SET_MEM_TABLE (frame 19)
+    assert before is not None and before.regions == [] and before.virtio_acked is not None
+    at = model.state_at(1, 18)
+    assert len(at.regions) == 2
+    assert [p.message.frame for p in at.waiting()] == [19]  # capture frame numbers kept
+    assert model.state_at(1, 19).waiting() == []
+    stalled = model.state_at(2, 89)
+    assert [(p.message.name, p.message.frame) for p in stalled.waiting()] == [("GET_VRING_BASE", 90)]
+    assert model.state_at(2, 10) is None  # conn 2 had not opened yet

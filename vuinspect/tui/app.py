@@ -32,7 +32,7 @@ from .hexview import HexView, narrow_for
 from .message_list import ColumnHeader, MessageList
 from .model import Model
 from .offsets import field_ranges, range_for
-from .rowtext import TIME_MODES
+from .rowtext import TIME_MODES, format_time
 from .search import matcher, save_rows, search
 from .sources import Source
 from .state_view import StateView
@@ -95,8 +95,12 @@ class VuInspectApp(App[None]):
         self._search_cancel = threading.Event()
         self.last_saved: tuple[str, int] | None = None
         self._widgets: dict[str, object] = {}
+        self.state_at_cursor = False
+        self._replay: tuple[tuple, object] | None = None
+        self._replay_cancel = threading.Event()
         self._keep_row: int | None = None
         self._last_select = 0.0
+        self._jumped_to: int | None = None
         self._detail_timer: Timer | None = None
 
     # -- layout ------------------------------------------------------------------------------
@@ -159,6 +163,7 @@ class VuInspectApp(App[None]):
 
     def on_unmount(self) -> None:
         self._search_cancel.set()
+        self._replay_cancel.set()
         self.model.stop()
 
     # -- following the model -------------------------------------------------------------
@@ -225,11 +230,51 @@ class VuInspectApp(App[None]):
         now_ns = self.model.now_ns()
         lock = self.model.lock
         if self.view == "state":
-            self.query_one(StateView).update_state(sessions, now_ns, lock)
+            self._refresh_state(sessions, now_ns, lock)
         elif self.view == "connections":
             self.query_one(ConnectionsView).update_sessions(sessions, now_ns, lock)
         elif self.view == "stats":
             self.query_one(StatsView).update_stats(sessions, lock)
+
+    def _refresh_state(self, sessions: list, now_ns: int, lock: object) -> None:
+        view = self.query_one(StateView)
+        row = self.message_list.selected_row
+        if not self.state_at_cursor or row is None:
+            decoded = self.model.decoded
+            heading = Text(f"State now, after frame {decoded:,}", style="bold reverse")
+            heading.append("   a: state at the selected frame", style="dim")
+            view.update_state(sessions, now_ns, lock, heading=heading)
+            return
+        conn = view.conn if view.conn is not None else self.model.frame(row).conn
+        key = (conn, row, self.model.decoded if self.source.live else 0)
+        frame = self.model.frame(row)
+        heading = Text(f"State at frame {row + 1} "
+                       f"({format_time(frame.ts_ns, 'abs', None, None)} UTC)", style="bold reverse")
+        heading.append("   a: state now", style="dim")
+        if self._replay is not None and self._replay[0] == key:
+            view.update_state(sessions, now_ns, lock, heading=heading, replay=self._replay[1],
+                              replay_now_ns=frame.ts_ns)
+            return
+        heading.append("   replaying…", style="yellow")
+        view.update_state(sessions, now_ns, lock, heading=heading)
+        self._replay_cancel.set()
+        self._replay_cancel = threading.Event()
+        self._replay_worker(key, conn, row, self._replay_cancel)
+
+    @work(thread=True, exclusive=True, group="replay")
+    def _replay_worker(self, key: tuple, conn: int, row: int, cancel: threading.Event) -> None:
+        session = self.model.state_at(conn, row, cancel)
+        if not cancel.is_set():
+            self.call_from_thread(self._replay_done, key, session)
+
+    def _replay_done(self, key: tuple, session: object) -> None:
+        self._replay = (key, session)
+        if self.view == "state":
+            self.refresh_view()
+
+    def on_state_view_toggle_at_cursor(self, event: StateView.ToggleAtCursor) -> None:
+        self.state_at_cursor = not self.state_at_cursor
+        self.refresh_view()
 
     # -- selection, detail and hex -------------------------------------------------------
     def _row_sig(self, row: int | None) -> tuple:
@@ -244,8 +289,9 @@ class VuInspectApp(App[None]):
         # While the cursor races (a held key, page after page) only the list repaints;
         # the tree and hex follow once it rests, as in termshark.
         now = time.monotonic()
-        quick = now - self._last_select < DETAIL_DELAY
+        quick = now - self._last_select < DETAIL_DELAY and event.row != self._jumped_to
         self._last_select = now
+        self._jumped_to = None
         if self._detail_timer is not None:
             self._detail_timer.stop()
             self._detail_timer = None
@@ -297,6 +343,7 @@ class VuInspectApp(App[None]):
         if row is None:
             self.notify(f"no frame {number}", severity="warning")
             return False
+        self._jumped_to = row  # an explicit jump: the detail pane follows at once
         if not self.message_list.show_row(row):
             self.notify(f"frame {number} is hidden by the filter", severity="warning")
             return False
@@ -363,7 +410,9 @@ class VuInspectApp(App[None]):
         """After a filter change: stay on the same frame, or the nearest one shown."""
         row, self._keep_row = self._keep_row, None
         if row is not None and len(self.model):
-            self.message_list.cursor = self.model.nearest_position(row)
+            pos = self.model.nearest_position(row)
+            self._jumped_to = self.model.row_at(pos)
+            self.message_list.cursor = pos
 
     def on_filter_input_leave(self, event: FilterInput.Leave) -> None:
         bar = self.query_one(FilterBar)
@@ -443,6 +492,7 @@ class VuInspectApp(App[None]):
         if wrapped:
             self.notify("search wrapped around", timeout=1.5)
         self.message_list.follow = False
+        self._jumped_to = self.model.row_at(pos)
         self.message_list.cursor = pos
 
     def action_goto(self) -> None:
@@ -503,6 +553,7 @@ class VuInspectApp(App[None]):
         after = [r for r in order if (r > current if forward else r < current)]
         target = (after[0] if forward else after[-1]) if after else (
             order[0] if forward else order[-1])
+        self._jumped_to = target
         if not lst.show_row(target):
             self.notify(f"marked frame {target + 1} is hidden by the filter", severity="warning")
 

@@ -37,6 +37,12 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("' \"", "next / previous mark"),
         ("w", "save the filtered view (or the marked frames) as a capture"),
     )),
+    ("State, connections, statistics", (
+        ("a", "state: at the selected frame (replayed) / now"),
+        ("↑ ↓", "state: choose the connection"),
+        ("Enter", "connections: open the connection's state"),
+        ("f", "connections / statistics: filter the list to that connection / request"),
+    )),
     ("Detail and hex", (
         ("↑ ↓", "move between fields; the hex pane highlights the field's bytes"),
         ("Enter", "on 'Reply in/to frame N': jump there; else expand/collapse"),

@@ -406,6 +406,22 @@ class Model:
         with self.lock:
             return list(self.pipeline.sessions.values())
 
+    def state_at(self, conn: int, row: int,
+                 cancel: threading.Event | None = None) -> Session | None:
+        """Connection ``conn`` as it was right after frame row ``row`` (a fresh replay).
+
+        Only that connection's frames are decoded (sessions are independent),
+        so this costs a read of the rows before ``row`` and a decode of its own.
+        """
+        pipeline = Pipeline(device=self.device)
+        for i, frame in enumerate(self.source.frames_from(0)):
+            if i > row or (cancel is not None and cancel.is_set()):
+                break
+            if frame.conn == conn:
+                pipeline.frames = i  # keep the capture's frame numbers (feed counts on from here)
+                pipeline.feed(frame)
+        return pipeline.sessions.get(conn)
+
     def first_ts(self) -> int | None:
         return self.source.frame(0).ts_ns if len(self.source) else None
 

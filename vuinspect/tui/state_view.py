@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message as TMessage
 from textual.widgets import OptionList, Static
@@ -151,6 +152,11 @@ class StateView(Horizontal):
     StateView > VerticalScroll { width: 1fr; padding: 0 1; }
     """
 
+    BINDINGS = [Binding("a", "toggle_at_cursor", "At cursor / latest")]
+
+    class ToggleAtCursor(TMessage):
+        """Switch between the state now and the state at the selected frame."""
+
     class Chosen(TMessage):
         def __init__(self, conn: int) -> None:
             super().__init__()
@@ -166,8 +172,14 @@ class StateView(Horizontal):
         with VerticalScroll(id="state-scroll"):
             yield Static("No connection yet", id="state-body")
 
-    def update_state(self, sessions: list[Session], now_ns: int, lock: object) -> None:
-        """Redraw from the sessions (called with the model's lock available as ``lock``)."""
+    def update_state(self, sessions: list[Session], now_ns: int, lock: object, *,
+                     heading: Text | None = None, replay: Session | None = None,
+                     replay_now_ns: int = 0) -> None:
+        """Redraw from the sessions (read under ``lock``, the model's).
+
+        ``replay`` is the chosen connection's session as it was at an earlier
+        frame (state at the cursor); the connection list stays the live one.
+        """
         with lock:  # type: ignore[attr-defined]
             conns = [s.conn for s in sessions]
             labels = [f"c{s.conn} {s.label}" + (" (closed)" if s.closed_ns is not None else "")
@@ -176,7 +188,12 @@ class StateView(Horizontal):
             if self.conn is None and conns:
                 self.conn = conns[0]
             chosen = next((s for s in sessions if s.conn == self.conn), None)
-            body = session_renderable(chosen, now_ns) if chosen else Text("No connection yet")
+            if replay is not None and replay.conn == self.conn:
+                body = session_renderable(replay, replay_now_ns)
+            else:
+                body = session_renderable(chosen, now_ns) if chosen else Text("No connection yet")
+        if heading is not None:
+            body = Group(heading, body)
         options = self.query_one(OptionList)
         if conns != self._conns or [str(o.prompt) for o in options.options] != labels:
             highlighted = options.highlighted
@@ -189,6 +206,9 @@ class StateView(Horizontal):
             elif highlighted is not None and conns:
                 options.highlighted = min(highlighted, len(conns) - 1)
         self.query_one("#state-body", Static).update(body)
+
+    def action_toggle_at_cursor(self) -> None:
+        self.post_message(self.ToggleAtCursor())
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option.id is None:
