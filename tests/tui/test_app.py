@@ -319,3 +319,14 @@ async def test_state_at_the_selected_frame(demo_path: Path) -> None:
         assert "Vrings: none set up yet" in text
         await pilot.press("a")
         assert "State now" in screen_text(app)
+
+
+async def test_damaged_capture_shows_what_is_left(demo_path: Path, tmp_path: Path) -> None:
+    data = demo_path.read_bytes()
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(data[:-30])  # the last block is cut short
+    app = VuInspectApp(FileSource(cut))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        assert len(app.model.source) == 90  # every whole frame before the damage
+        assert "damaged:" in screen_text(app)

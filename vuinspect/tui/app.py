@@ -191,6 +191,9 @@ class VuInspectApp(App[None]):
         t.append("vuinspect ", style="bold")
         t.append(os.path.basename(m.source.name) if not m.source.live else m.source.name)
         t.append(f"  {total:,} frames")
+        damage = getattr(getattr(m.source, "index", None), "error", None)
+        if damage is not None:
+            t.append(f"  damaged: {damage} (frames before it are shown)", style="bold red")
         if m.error:
             t.append(f"  {m.error}", style="bold red")
         elif decoded < total or not m.finished and m.source.ended:
