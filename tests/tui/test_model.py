@@ -231,3 +231,28 @@ def test_state_at_a_frame_replays_one_connection() -> None:
     stalled = model.state_at(2, 89)
     assert [(p.message.name, p.message.frame) for p in stalled.waiting()] == [("GET_VRING_BASE", 90)]
     assert model.state_at(2, 10) is None  # conn 2 had not opened yet
+
+
+def test_background_index_serves_the_head_first(tmp_path: Path) -> None:
+    from vuinspect.tui.samples import write_capture
+
+    frames = list(bulk_frames(5000))
+    path = write_capture(tmp_path / "bulk.pcapng", frames)
+    source = FileSource(path, background=True)
+    assert len(source) >= min(len(frames), FileSource.HEAD_FRAMES)  # usable at once
+    assert source.frame(0) == frames[0]
+    model = Model(source)
+    model.run_to_end()  # waits for the index, then decodes the rest
+    assert not source.loading and len(source) == len(frames)
+    assert model.finished and model.decoded == len(frames)
+    assert model_json(model) == pipeline_json(frames)
+    source.close()
+
+
+def test_background_source_refuses_a_foreign_file_at_once(tmp_path: Path) -> None:
+    from vuinspect.capture import CaptureError
+
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not a capture at all\n" * 100)
+    with pytest.raises(CaptureError):
+        FileSource(junk, background=True)

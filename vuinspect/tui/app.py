@@ -172,7 +172,8 @@ class VuInspectApp(App[None]):
         if not self._widgets or not self.message_list.is_attached:
             return
         m = self.model
-        seen = (len(m.source), m.decoded, len(m), m.generation, m.finished, m.filtered)
+        seen = (len(m.source), m.decoded, len(m), m.generation, m.finished, m.filtered,
+                m.source.loading)
         if seen != self._seen:
             self._seen = seen
             self.message_list.model_changed()
@@ -191,7 +192,10 @@ class VuInspectApp(App[None]):
         t.append("vuinspect ", style="bold")
         t.append(os.path.basename(m.source.name) if not m.source.live else m.source.name)
         t.append(f"  {total:,} frames")
-        damage = getattr(getattr(m.source, "index", None), "error", None)
+        if m.source.loading:
+            t.append("  indexing…", style="yellow")
+        damage = getattr(m.source, "load_error", None) or \
+            getattr(getattr(m.source, "index", None), "error", None)
         if damage is not None:
             t.append(f"  damaged: {damage} (frames before it are shown)", style="bold red")
         if m.error:

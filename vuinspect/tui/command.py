@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     except FilterError as exc:
         raise CliError(f"bad --filter: {exc}") from None
     try:
-        source = FileSource(args.file, follow=args.follow)
+        source = FileSource(args.file, follow=args.follow, background=not args.follow)
     except CaptureError as exc:
         raise CliError(str(getattr(exc, "reason", exc))) from None
     try:

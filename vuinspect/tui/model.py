@@ -130,9 +130,12 @@ class Model:
         return did
 
     def run_to_end(self) -> None:
-        """Decode everything now, in this thread (tests, benchmark, saving)."""
-        while self.step(50_000):
-            pass
+        """Decode everything there is now, in this thread (tests, benchmark, saving)."""
+        while True:
+            if not self.step(50_000):
+                if not self.source.loading:
+                    return
+                self.source.wait(self.decoded, 0.05)
 
     def _decode_batch(self, max_frames: int) -> None:
         deadline = time.perf_counter() + BATCH_SECONDS

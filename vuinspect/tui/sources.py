@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from vuinspect.capture import CaptureIndex, CaptureReader, build_index
+from vuinspect.capture import CaptureError, CaptureIndex, CaptureReader, build_index
 from vuinspect.frames import Frame
 
 
@@ -41,6 +41,11 @@ class Source:
         """True once no frame will ever be added."""
         return True
 
+    @property
+    def loading(self) -> bool:
+        """More frames are known to exist but are not indexed yet."""
+        return False
+
     def wait(self, have: int, timeout: float) -> None:
         """Block until there are more than ``have`` frames, the source ends, or ``timeout``."""
         time.sleep(timeout)
@@ -52,31 +57,75 @@ class Source:
 class FileSource(Source):
     """A capture file, read through its block-offset index (TECH.md §1).
 
+    With ``background=True`` the index is built on a thread and the first
+    frames are served from memory meanwhile, so the first screen of a
+    million-frame capture does not wait for the whole scan (the row count then
+    jumps to the full size, as toolong's line count does while it scans).
     With ``follow=True`` the file is re-scanned for appended blocks, like
     ``tail -f`` (a capture the proxy is still writing with ``-w``).
     """
 
+    HEAD_FRAMES = 2000
+
     def __init__(self, path: str | os.PathLike[str], *, follow: bool = False,
-                 index: CaptureIndex | None = None) -> None:
+                 index: CaptureIndex | None = None, background: bool = False) -> None:
         self.path = os.fspath(path)
         self.name = self.path
-        self.index = index if index is not None else build_index(self.path)
         self.follow = follow
         self.live = follow
         self._stopped = False
+        self._head: list[Frame] = []
+        self._ready = threading.Event()
+        self.load_error: CaptureError | None = None
+        if index is not None or not background:
+            self.index = index if index is not None else build_index(self.path)
+            self._ready.set()
+            return
+        self.index = CaptureIndex(self.path)  # opens the file: errors surface here
+        try:
+            reader = CaptureReader(self.path)  # not pcapng at all: CaptureFormatError here
+        except BaseException:
+            self.index.close()
+            raise
+        try:
+            for frame in reader:
+                self._head.append(frame)
+                if len(self._head) >= self.HEAD_FRAMES:
+                    break
+        except CaptureError:
+            pass  # damage right at the start: the index scan reports it
+        finally:
+            reader.close()
+        threading.Thread(target=self._build, name="vuinspect-index", daemon=True).start()
+
+    def _build(self) -> None:
+        try:
+            self.index.update()
+        except CaptureError as exc:
+            self.load_error = exc
+        finally:
+            self._ready.set()
+
+    @property
+    def loading(self) -> bool:
+        """The index is still being built (only the first frames are available)."""
+        return not self._ready.is_set()
 
     def __len__(self) -> int:
-        return len(self.index)
+        if self._ready.is_set():
+            return len(self.index)
+        return len(self._head)
 
     def frame(self, i: int) -> Frame:
+        if not self._ready.is_set() and 0 <= i < len(self._head):
+            return self._head[i]
         return self.index.frame(i)
 
     def frames_from(self, start: int) -> Iterator[Frame]:
         """A whole file is decoded through its own streaming reader.
 
-        ``index.frame`` takes the index's lock for every frame; a decoding
-        thread doing that a million times starves the UI thread's row reads
-        of the same lock (a page down took a second).  The reader shares nothing.
+        It is faster than ``index.frame`` (no lock, no seek per frame), and the
+        decoding thread then shares nothing with the UI thread's row reads.
         """
         if start or self.follow:
             yield from super().frames_from(start)
@@ -89,9 +138,12 @@ class FileSource(Source):
 
     @property
     def ended(self) -> bool:
-        return not self.follow or self._stopped
+        return (not self.follow or self._stopped) and self._ready.is_set()
 
     def wait(self, have: int, timeout: float) -> None:
+        if not self._ready.is_set():
+            self._ready.wait(timeout)
+            return
         if not self.follow:
             time.sleep(timeout)
             return
@@ -106,6 +158,7 @@ class FileSource(Source):
 
     def close(self) -> None:
         self._stopped = True
+        self._ready.wait(10)  # the scan holds the index; let it finish first
         self.index.close()
 
 
