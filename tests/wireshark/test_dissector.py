@@ -7,6 +7,7 @@ payload, reply pairing, latency and problem codes (as expert info).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import re
@@ -239,7 +240,11 @@ def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
     first = {}
     for m in py:
         first.setdefault(m["frame"], m)
-    cap = pyshark.FileCapture(str(path), custom_parameters=["-X", f"lua_script:{W.LUA}"])
+    # pyshark drives tshark through asyncio; earlier async tests (Textual's) may leave the
+    # main thread without a current loop, so give it its own.
+    loop = asyncio.new_event_loop()
+    cap = pyshark.FileCapture(str(path), custom_parameters=["-X", f"lua_script:{W.LUA}"],
+                              eventloop=loop)
     try:
         checked = 0
         for pkt in cap:
@@ -254,6 +259,7 @@ def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
             checked += 1
     finally:
         cap.close()
+        loop.close()
     assert checked > 100
 
 
