@@ -32,6 +32,7 @@ from .hexview import HexView, narrow_for
 from .message_list import ColumnHeader, MessageList
 from .model import Model
 from .offsets import field_ranges, range_for
+from .palette import palette_commands
 from .rowtext import TIME_MODES, format_time
 from .search import matcher, save_rows, search
 from .sources import Source
@@ -594,23 +595,4 @@ class VuInspectApp(App[None]):
     # -- command palette ---------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for view in VIEWS:
-            yield SystemCommand(f"View: {VIEW_TITLES[view][2:]}", f"switch to the {view} view",
-                                lambda v=view: self.action_view(v))
-        yield SystemCommand("Filter: problems only", "show messages with a problem",
-                            lambda: self.apply_filter("problems"))
-        yield SystemCommand("Filter: back-end channel", "messages on the back-end channel",
-                            lambda: self.apply_filter("channel == backend"))
-        yield SystemCommand("Filter: slow replies (> 1 ms)", "replies slower than 1 ms",
-                            lambda: self.apply_filter("latency_us > 1000"))
-        yield SystemCommand("Filter: clear", "show every frame", lambda: self.apply_filter(""))
-        yield SystemCommand("Search", "find a message (filter or text)", self.action_search)
-        yield SystemCommand("Go to frame", "jump to a frame number", self.action_goto)
-        yield SystemCommand("Jump to paired request/reply", "r", self.action_pair)
-        yield SystemCommand("Time format: next", "absolute / relative / delta",
-                            self.action_time_mode)
-        yield SystemCommand("Follow mode: toggle", "keep the newest message in view",
-                            self.action_follow)
-        yield SystemCommand("Save view as capture", "write the filtered or marked frames",
-                            self.action_save)
-        yield SystemCommand("Help: keys", "every key binding", self.action_help)
+        yield from palette_commands(self)
