@@ -3,7 +3,8 @@
 The reader's contract: CaptureFormatError for input that is not ours (at open,
 or before the first frame of ours), otherwise iteration stops with
 ``reader.error`` set; never another exception.  What it did read goes through
-the pipeline invariants too.
+the pipeline invariants too, and the random-access index (the TUI's way in)
+agrees on it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vuinspect.capture import CaptureError, CaptureReader, build_index
 from vuinspect.fuzz.check import check_capture_bytes, read_capture_bytes
 from vuinspect.fuzz.mutate import INTERESTING_U32, blocks, capture_bytes, mutate_capture
 from vuinspect.samples import device_start, every_message
@@ -41,7 +43,7 @@ def test_mutated_captures(fuzz_count) -> None:
         rng = random.Random(i)
         data = mutate_capture(rng.choice(seeds), rng)
         try:
-            out = check_capture_bytes(data)
+            out = check_capture_bytes(data, index=i % 4 == 0)
         except Exception as exc:
             raise AssertionError(f"input {i} (random.Random({i})) failed: {exc!r}") from exc
         seen[out.reader] += 1
@@ -118,3 +120,26 @@ def test_read_cli_on_mutants_never_tracebacks(tmp_path) -> None:
             lines = proc.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("vuinspect read: "), proc.stderr
     assert codes - {0}, "no mutant was reported as damaged or refused"
+
+
+def test_bad_later_section_header_is_damage_not_a_foreign_file(tmp_path) -> None:
+    """A second section header with a bad version, after frames of ours, made the reader and
+    the index raise CaptureFormatError mid-file ('not a vuinspect capture', exit 1) instead
+    of reporting damage at that offset (found by the 1M-input run, seed 114195)."""
+    import struct
+
+    first = capture_bytes(device_start())
+    second = bytearray(capture_bytes(device_start()[:3]))
+    struct.pack_into("<H", second, 12, 0x7F00)  # major version 32512
+    path = tmp_path / "two-sections.pcapng"
+    path.write_bytes(first + bytes(second))
+    reader = CaptureReader(str(path))
+    frames = list(reader)
+    assert len(frames) == len(device_start())
+    assert isinstance(reader.error, CaptureError) and reader.error.offset == len(first)
+    with build_index(str(path)) as index:
+        assert len(index) == len(frames) and index.error is not None
+        assert index.error.offset == len(first)
+    proc = subprocess.run([sys.executable, "-m", "vuinspect", "read", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f"capture damaged at byte {len(first)}" in proc.stderr

@@ -103,8 +103,10 @@ class CaptureIndex:
             try:
                 self._scan(None if max_bytes is None else self._end + max_bytes)
             except CaptureError as exc:
-                if isinstance(exc, CaptureFormatError):
+                if isinstance(exc, CaptureFormatError) and not self.offsets:
                     raise
+                if exc.offset is None:  # a bad later section header: damage at that block
+                    exc = CaptureError(exc.reason, self._end)
                 self.error = exc
             return len(self.offsets) - before
 

@@ -225,8 +225,11 @@ class CaptureReader:
                 elif btype == BT_IDB:
                     self.interfaces.append(parse_idb(buf, pos, blen, section))
                 pos += blen
-        except CaptureFormatError:
-            raise
+        except CaptureFormatError as exc:
+            if not self.frames_read:
+                raise
+            # after frames of ours, a bad later section header is damage, not a foreign file
+            self.error = CaptureError(exc.reason, offset if exc.offset is None else exc.offset)
         except CaptureError as exc:
             self.error = exc
         except (ArithmeticError, LookupError, ValueError, struct.error) as exc:  # a last safety net

@@ -10,20 +10,23 @@ For frames through :class:`~vuinspect.pipeline.Pipeline`:
 * every message renders as a summary line and as JSON (what ``read`` prints).
 
 For bytes through :class:`~vuinspect.capture.CaptureReader`: it refuses at
-open with :class:`CaptureFormatError`, or iterates and stops with
-``reader.error`` set; no other exception, and the frames it did read satisfy
-the pipeline invariants.
+open (or before the first frame of ours) with :class:`CaptureFormatError`, or
+iterates and stops with ``reader.error`` set; no other exception, and the
+frames it did read satisfy the pipeline invariants.  The random-access
+:class:`~vuinspect.capture.CaptureIndex` must agree on every frame the reader read.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from vuinspect.capture import CaptureFormatError, CaptureReader
+from vuinspect.capture import CaptureError, CaptureFormatError, CaptureReader, build_index
 from vuinspect.encode import encode_layout
 from vuinspect.frames import Frame
 from vuinspect.message import Message
@@ -161,13 +164,51 @@ def read_capture_bytes(data: bytes) -> tuple[str, list[Frame], CaptureReader | N
     return ("damaged" if reader.error is not None else "ok"), frames, reader
 
 
-def check_capture_bytes(data: bytes, *, prefix_of: list[Frame] | None = None) -> Outcome:
+def check_index(data: bytes, frames: list[Frame], status: str) -> None:
+    """The random-access index (the TUI's reader) must agree with the streaming reader."""
+    fd, path = tempfile.mkstemp(prefix="vuinspect-fuzz-", suffix=".pcapng",
+                                dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            index = build_index(path)
+        except CaptureFormatError:
+            if status != "refused":
+                raise InvariantError(f"index refused what the reader read ({status})") from None
+            return
+        with index:
+            if status == "refused":
+                raise InvariantError("the reader refused what the index accepted")
+            # The index checks framing only and reads the rest of a frame on demand, so it
+            # may list frames past the damage that stopped the reader; those raise CaptureError.
+            if len(index) < len(frames):
+                raise InvariantError(f"index has {len(index)} frames, the reader {len(frames)}; "
+                                     f"index error {index.error!r}")
+            for i in range(len(index)):
+                try:
+                    frame = index.frame(i)
+                except CaptureError:
+                    if i < len(frames):
+                        raise InvariantError(f"index frame {i} is damaged, the reader read it") from None
+                    continue
+                if i < len(frames) and frame != frames[i]:
+                    raise InvariantError(f"index frame {i} differs from the reader's")
+    finally:
+        os.unlink(path)
+
+
+def check_capture_bytes(data: bytes, *, prefix_of: list[Frame] | None = None,
+                        index: bool = False) -> Outcome:
     """Read ``data`` as a capture, check the reader's contract, then the pipeline's.
 
     ``prefix_of``: for an input that is a cut of a good capture, the frames of
-    the whole capture; what was read must be their beginning.
+    the whole capture; what was read must be their beginning.  ``index``: also
+    build a :class:`~vuinspect.capture.CaptureIndex` and compare.
     """
     status, frames, reader = read_capture_bytes(data)
+    if index:
+        check_index(data, frames, status)
     if reader is not None and reader.error is not None and reader.error.offset is not None \
             and not 0 <= reader.error.offset <= len(data):
         raise InvariantError(f"error offset {reader.error.offset} outside the {len(data)} bytes")
