@@ -10,6 +10,7 @@ proxy in the middle printing every message; it leaves a capture behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -47,6 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="print only the verdict, not every message"
     )
+    parser.add_argument(
+        "--no-tui", action="store_true",
+        help="print one line per message instead of opening the TUI (the default off a terminal)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vuinspect-demo-", dir="/tmp"))  # short socket paths
     keep = args.keep
     start = time.monotonic()
+    use_tui = not (args.quiet or args.no_tui) and sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        outcome = _run_backend(args, workdir, scenarios.ProxySpec(capture, show=show), say)
+        if use_tui:
+            outcome = _run_with_tui(args, workdir, capture)
+        else:
+            outcome = _run_backend(args, workdir, scenarios.ProxySpec(capture, show=show), say)
     except runners.MissingProgram as exc:
         raise CliError(str(exc)) from None
     except runners.RunError as exc:
@@ -98,3 +107,54 @@ def _run_backend(
     guest = build_guest()
     run_one = scenarios.run_blk if args.backend == "blk" else scenarios.run_fs
     return run_one(workdir, guest, via=via, show=say, timeout=args.timeout)
+
+
+def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> scenarios.Outcome:
+    """Run the back-end on a thread while the TUI follows the capture the proxy writes."""
+    from vuinspect.tui.app import VuInspectApp
+    from vuinspect.tui.sources import FileSource
+
+    capture.unlink(missing_ok=True)  # never show a previous run's capture
+    log: list[str] = []
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["outcome"] = _run_backend(
+                args, workdir, scenarios.ProxySpec(capture), log.append)
+        except BaseException as exc:  # reported after the TUI closes
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="vuinspect-demo", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60 + args.timeout
+    while not (capture.exists() and capture.stat().st_size > 0):
+        if not thread.is_alive() or time.monotonic() > deadline:
+            thread.join()
+            break
+        time.sleep(0.05)
+    if capture.exists():
+        source = FileSource(str(capture), follow=True)
+        app = VuInspectApp(source)
+
+        def announce() -> None:
+            thread.join()
+            outcome = result.get("outcome")
+            text = (f"{'OK' if outcome.ok else 'FAILED'}: {outcome.verdict}"  # type: ignore[union-attr]
+                    if outcome is not None else f"run failed: {result.get('error')}")
+            with contextlib.suppress(RuntimeError):  # the user may have quit already
+                app.call_from_thread(app.notify, text + " — press q to quit", timeout=30)
+
+        threading.Thread(target=announce, daemon=True).start()
+        try:
+            app.run()
+        finally:
+            source.close()
+    if thread.is_alive():
+        print("demo: waiting for the run to finish ...", file=sys.stderr, flush=True)
+        thread.join()
+    for line in log:
+        print(f"demo: {line}", file=sys.stderr)
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["outcome"]  # type: ignore[return-value]
