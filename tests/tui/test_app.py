@@ -330,3 +330,20 @@ async def test_damaged_capture_shows_what_is_left(demo_path: Path, tmp_path: Pat
         await settle(pilot, app)
         assert len(app.model.source) == 90  # every whole frame before the damage
         assert "damaged:" in screen_text(app)
+
+
+async def test_end_reaches_the_last_frame_of_a_capture_indexed_in_the_background(
+        tmp_path: Path) -> None:
+    from vuinspect.tui.samples import bulk_frames, write_capture
+
+    path = write_capture(tmp_path / "bulk.pcapng", list(bulk_frames(6000)))
+    source = FileSource(path, background=True)
+    app = VuInspectApp(source, poll_interval=3600)  # no poll: End alone must pick up the size
+    async with app.run_test(size=SIZE) as pilot:
+        await _until(pilot, lambda: not source.loading)
+        await pilot.press("G")
+        last = len(source)
+        assert last > FileSource.HEAD_FRAMES
+        assert app.message_list.selected_row == last - 1
+        assert f" {last} " in screen_text(app)
+    source.close()

@@ -583,7 +583,7 @@ class VuInspectApp(App[None]):
         lst = self.message_list
         lst.follow = not lst.follow
         if lst.follow:
-            lst.cursor = len(self.model) - 1
+            lst.action_last()
         self._update_title()
 
     def on_key(self, event: object) -> None:

@@ -120,6 +120,8 @@ class MessageList(ScrollView, can_focus=True):
         pos = self.model.position_of(row)
         if pos is None:
             return False
+        if pos >= self._rows:
+            self.model_changed(rows_changed=False)
         self.follow = False
         self.cursor = pos
         return True
@@ -130,7 +132,9 @@ class MessageList(ScrollView, can_focus=True):
 
     # -- cursor --------------------------------------------------------------------------
     def validate_cursor(self, value: int) -> int:
-        return max(0, min(value, max(0, len(self.model) - 1)))
+        # Clamp to the rows this widget has laid out (its virtual size), not to the
+        # model's count of this instant: the scroll range must cover the cursor.
+        return max(0, min(value, max(0, self._rows - 1)))
 
     def watch_cursor(self, old: int, new: int) -> None:
         if len(self.model) == 0:
@@ -184,7 +188,8 @@ class MessageList(ScrollView, can_focus=True):
         """Go to the newest row; in a live view this turns follow mode back on."""
         if self.model.source.live:
             self.follow = True
-        self.cursor = len(self.model) - 1
+        self.model_changed(rows_changed=False)
+        self.cursor = self._rows - 1
 
     def action_scroll_left(self) -> None:
         self.scroll_to(x=max(0, self.scroll_offset.x - 8), animate=False)
