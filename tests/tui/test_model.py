@@ -256,3 +256,21 @@ def test_background_source_refuses_a_foreign_file_at_once(tmp_path: Path) -> Non
     junk.write_bytes(b"not a capture at all\n" * 100)
     with pytest.raises(CaptureError):
         FileSource(junk, background=True)
+
+
+def test_back_end_channel_close_leaves_main_requests_waiting() -> None:
+    from vuinspect.frames import event_frame
+
+    s = Script()
+    blk_handshake(s, 1)
+    s.request(1, 11, {"index": 0, "num": 0})  # owed a reply on the main channel
+    s.frames.append(event_frame("close", s.ts + 1, 1, {"reason": "channel closed"}, "backend"))
+    live = LiveSource()  # still running: no end-of-input problems
+    for f in s.frames:
+        live.push(f)
+    model = Model(live)
+    model.run_to_end()
+    row = len(s.frames) - 2
+    session = model.sessions()[0]
+    assert session.closed_ns is None and session.backend_channel == "closed"
+    assert model.pending(row)  # the main channel still owes GET_VRING_BASE its reply

@@ -158,7 +158,7 @@ class Model:
             msgs = feed(frame)
             self._store(i, frame, msgs, ctx)
             if owed:
-                self._sync([p.message for p in owed])
+                self._sync([p.message for p in owed], session)
             if i & 63 == 0 and time.perf_counter() > deadline:
                 break
 
@@ -251,13 +251,17 @@ class Model:
             self.bits[row] |= PROBLEM
         self._refilter(row)
 
-    def _sync(self, msgs: list[Message]) -> None:
+    def _sync(self, msgs: list[Message], session: Session | None = None) -> None:
         """Problems the session added to earlier requests (no reply before the end)."""
+        still = set()
+        if session is not None and session.closed_ns is None:  # e.g. only the back-end channel closed
+            still = {id(p.message) for p in session.waiting() if p.expected}
         for m in msgs:
             row = m.frame - 1
             if row < 0 or row >= self.decoded:
                 continue
-            self.bits[row] &= ~PENDING
+            if id(m) not in still:
+                self.bits[row] &= ~PENDING
             if self.bits[row] & ODD:
                 if m.problems:
                     self.bits[row] |= PROBLEM
