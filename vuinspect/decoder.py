@@ -76,6 +76,13 @@ class StreamFramer:
         return len(self._buf)
 
     def feed(self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int) -> list[RawMessage]:
+        if not self._buf and len(data) >= HEADER_SIZE:
+            # Fast path: the frame is exactly one whole message (what the proxy writes).
+            req, flags, size = struct.unpack_from(self.order + "III", data, 0)
+            if len(data) == HEADER_SIZE + size and size <= MAX_PAYLOAD:
+                if self._fds:  # fds of an earlier zero-byte frame, if any
+                    fds = self._take_fds(0, len(data)) + fds
+                return [RawMessage(data, fds, ts_ns, frame, req, flags, size)]
         out: list[RawMessage] = []
         if not self._buf:
             self._ts = ts_ns

@@ -149,7 +149,8 @@ class Session:
         """Decode one framed message, update state and pair it."""
         msg = Message(index, raw.frame, raw.ts_ns, self.conn, channel, direction,
                       raw=raw.data, fds=raw.fds, big_endian=self.order == ">")
-        msg.problems.extend(raw.problems)
+        if raw.problems:
+            msg.problems.extend(raw.problems)
         self.messages += 1
         if self.first_ns is None:
             self.first_ns = raw.ts_ns
@@ -167,7 +168,7 @@ class Session:
         msg.is_reply = direction != requester
         msg.need_reply = bool(msg.flags & FLAG_NEED_REPLY)
         spec = lookup(channel, msg.request)
-        msg.name = request_name(channel, msg.request)
+        msg.name = spec.name if spec is not None else request_name(channel, msg.request)
         self._check_header(msg)
         payload = raw.data[HEADER_SIZE:]
         if spec is None:
@@ -196,7 +197,10 @@ class Session:
         return msg
 
     def _count(self, msg: Message) -> None:
-        st = self.stats.setdefault(f"{msg.channel}:{msg.name}", RequestStats())
+        key = f"{msg.channel}:{msg.name}"
+        st = self.stats.get(key)
+        if st is None:
+            st = self.stats[key] = RequestStats()
         if msg.is_reply:
             st.replies += 1
             if msg.latency_us is not None:
