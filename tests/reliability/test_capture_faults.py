@@ -27,7 +27,7 @@ from vuinspect.testing.frontend import Frontend
 
 from .conftest import log_text, report, scaled, start_backend, start_proxy, stop, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(scaled(300, 3600))
 LUA = os.path.join(os.path.dirname(__file__), "..", "..", "dissectors", "vhost_user.lua")
 
 

@@ -22,10 +22,11 @@ from vuinspect.fuzz.mutate import byte_at_a_time, mutate_frames, resplit
 from vuinspect.render import summary_line
 from vuinspect.samples import device_start, every_message
 
+from .conftest import report, scaled
 from .strategies import damaged, streams, well_formed
 
 CAPTURES = sorted((Path(__file__).parents[2] / "captures").glob("*.pcapng"))
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=scaled(300, 3000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def corpus() -> list[list[Frame]]:
@@ -62,7 +63,7 @@ def test_lying_headers_in_any_split(chunks, pieces) -> None:
     check_frames(frames)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled(60, 600), deadline=None)
 @given(st.lists(well_formed(), min_size=1, max_size=6))
 def test_byte_at_a_time_gives_the_same_messages(items) -> None:
     whole = [Frame(i + 1, 1, "main", "f2b", data) for i, (ch, rep, data, _) in enumerate(items)
@@ -76,7 +77,7 @@ def test_byte_at_a_time_gives_the_same_messages(items) -> None:
 
 
 # -- mutation fuzzing from real-looking sessions ---------------------------------------------
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(scaled(120, 3600))
 def test_mutated_sessions(fuzz_count) -> None:
     seeds = corpus()
     n = fuzz_count(1500)
@@ -93,6 +94,8 @@ def test_mutated_sessions(fuzz_count) -> None:
         totals["reencoded"] += out.reencoded
     assert totals["reencoded"] > n * 5  # the mutants are mostly still well-formed
     assert totals["raw"] > 0  # and some lost their framing
+    report("decoder_mutated_sessions", inputs=n, messages=totals["messages"],
+           raw_chunks=totals["raw"], reencoded=totals["reencoded"], failures=0)
 
 
 def test_corpus_resplit_and_byte_at_a_time() -> None:

@@ -24,6 +24,8 @@ from vuinspect.fuzz.check import check_capture_bytes, read_capture_bytes
 from vuinspect.fuzz.mutate import INTERESTING_U32, blocks, capture_bytes, mutate_capture
 from vuinspect.samples import device_start, every_message
 
+from .conftest import report, scaled
+
 CAPTURES = sorted((Path(__file__).parents[2] / "captures").glob("*.pcapng"))
 
 
@@ -34,7 +36,7 @@ def seed_captures() -> list[bytes]:
     return out
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(scaled(120, 3600))
 def test_mutated_captures(fuzz_count) -> None:
     seeds = seed_captures()
     n = fuzz_count(1200)
@@ -48,6 +50,7 @@ def test_mutated_captures(fuzz_count) -> None:
             raise AssertionError(f"input {i} (random.Random({i})) failed: {exc!r}") from exc
         seen[out.reader] += 1
     assert all(seen.values()), seen  # the mutants reach every outcome
+    report("reader_mutated_captures", inputs=n, **seen, failures=0)
 
 
 def test_every_cut_is_a_prefix() -> None:
@@ -73,7 +76,7 @@ _block = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(400, 4000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.integers(0, 200), _block), min_size=1, max_size=12),
        st.booleans())
 def test_random_block_sequences(items, big) -> None:
@@ -97,7 +100,7 @@ def test_random_block_sequences(items, big) -> None:
     check_capture_bytes(b"".join(out[1:]))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(scaled(120, 3600))
 def test_read_cli_on_mutants_never_tracebacks(tmp_path) -> None:
     """`vuinspect read --json` on mutated captures: NDJSON or one clear line, no traceback."""
     seeds = seed_captures()

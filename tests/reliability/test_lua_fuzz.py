@@ -29,7 +29,7 @@ LUA = Path(__file__).parents[2] / "dissectors" / "vhost_user.lua"
 CAPTURES = sorted((Path(__file__).parents[2] / "captures").glob("*.pcapng"))
 
 pytestmark = [
-    pytest.mark.timeout(600),
+    pytest.mark.timeout(scaled(600, 3600)),
     pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed"),
     pytest.mark.skipif(not LUA.exists(), reason="dissectors/vhost_user.lua not generated yet"),
 ]

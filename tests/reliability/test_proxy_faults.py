@@ -39,7 +39,7 @@ from .conftest import (
     stop,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(scaled(300, 3600))
 
 #: How much the proxy's resident memory may grow over the whole module.
 RSS_BOUND_KIB = 32 * 1024

@@ -98,7 +98,7 @@ def drive(fe: Frontend, ident: int, n: int) -> int:
     return start
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(scaled(600, 3600))
 def test_64_connections_lose_nothing(sockdir, procs) -> None:
     be_path = os.path.join(sockdir, "be.sock")
     px_path = os.path.join(sockdir, "px.sock")
