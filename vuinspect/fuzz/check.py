@@ -171,6 +171,8 @@ def check_index(data: bytes, frames: list[Frame], status: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        if not data:
+            return  # by design the index takes an empty file as a live capture not yet started
         try:
             index = build_index(path)
         except CaptureFormatError:
