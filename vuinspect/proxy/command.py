@@ -214,7 +214,10 @@ def run(args: argparse.Namespace) -> int:
     # The consumer thread (decode, capture) holds the GIL in bursts; a forwarding thread that
     # woke up waits at most this long for it (default 5 ms would show in reply latencies).
     sys.setswitchinterval(0.0005)
-    server = ProxyServer(routes, outputs.sink, socket_mode=args.socket_mode, on_idle=outputs.idle)
+    # Nothing to show or capture (-q without -w): no frames are built or queued at all.
+    wanted = tui or outputs.capture is not None or outputs.show is not None
+    server = ProxyServer(routes, outputs.sink if wanted else None, socket_mode=args.socket_mode,
+                         on_idle=outputs.idle)
     server.on_error = lambda text: print(f"vuinspect proxy: {text}", file=sys.stderr, flush=True)
     main_thread = threading.current_thread() is threading.main_thread()
     old: dict[int, Any] = {}

@@ -90,6 +90,8 @@ class Connection:
         self.links: list[Link] = []
         self.main: Link | None = None
         self.emit = server.queue.put  # type: ignore[method-assign]  # skip one call per frame
+        #: Links put data frames straight into it (relay.py's fast path).
+        self.frame_queue = server.queue
 
     # -- LinkOwner -------------------------------------------------------------
     def emit(self, frame: Frame) -> None:
@@ -195,7 +197,7 @@ class ProxyServer:
     def __init__(
         self,
         routes: list[Route],
-        sink: Callable[[Frame], None],
+        sink: Callable[[Frame], None] | None,
         *,
         socket_mode: int = 0o600,
         queue_size: int = 65536,

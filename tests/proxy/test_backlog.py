@@ -1,0 +1,126 @@
+"""One thread relays both directions of a pair: a full socket must never stall the other way.
+
+The relay sends with MSG_DONTWAIT and keeps what does not fit in a backlog; these
+tests fill one direction (the reader does not read) and check that the other
+direction keeps flowing, that back-pressure reaches the sender, and that
+everything, EOF included, arrives in order once the reader reads again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from vuinspect.proxy.server import Route
+from vuinspect.testing import wire
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _pair(sockdir: str, proxy) -> tuple[socket.socket, socket.socket, object, object]:
+    be_path = os.path.join(sockdir, "be.sock")
+    px = os.path.join(sockdir, "px.sock")
+    listener = wire.listen(be_path)
+    srv, rec = proxy([Route(px, be_path, frontend="listen")])
+    fe = wire.connect(px)
+    be, _ = listener.accept()
+    listener.close()
+    return fe, be, srv, rec
+
+
+def test_a_full_direction_does_not_stall_the_other(sockdir, proxy) -> None:
+    fe, be, srv, rec = _pair(sockdir, proxy)
+    big = [wire.pack(200 + i % 7, 1, bytes([i % 251]) * 4096) for i in range(400)]  # ~1.6 MB
+    sent_f2b: list[bytes] = []
+
+    def flood() -> None:
+        for m in big:
+            fe.sendall(m)  # blocks once the proxy stops reading: back-pressure
+            sent_f2b.append(m)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    # The back-end reads nothing yet; the proxy's send to it fills up and it stops reading.
+    wait_until(lambda: not flooder.is_alive() or len(sent_f2b) > 10, what="some sent")
+    wait_until(lambda: srv.stats()["frames_forwarded"] > 0, what="forwarding")
+    # Meanwhile the back-end talks to the front-end: all of it must arrive.
+    replies = [wire.pack(300 + i, 5, wire.U64.pack(i)) for i in range(200)]
+    for m in replies:
+        be.sendall(m)
+    got_b2f = [wire.recv_msg(fe) for _ in replies]
+    assert [m.raw for m in got_b2f] == replies
+    assert flooder.is_alive(), "the flood should be held back while the back-end does not read"
+    # Now the back-end reads: every f2b message arrives whole and in order.
+    got_f2b = [wire.recv_msg(be) for _ in big]
+    flooder.join(10)
+    assert [m.raw for m in got_f2b] == big
+    fe.shutdown(socket.SHUT_WR)
+    assert wire.recv_msg(be) is None  # the EOF comes after the backlog, not before
+    fe.close()
+    be.close()
+    wait_until(lambda: len(rec.events("close")) == 1, what="close frame")
+    data = rec.data()
+    assert [f.data for f in data if f.direction == "f2b"] == big
+    assert [f.data for f in data if f.direction == "b2f"] == replies
+
+
+def test_eof_waits_for_the_backlog(sockdir, proxy) -> None:
+    """The sender closes while its bytes still sit in the proxy: they arrive, then EOF."""
+    fe, be, srv, rec = _pair(sockdir, proxy)
+    msgs = [wire.pack(100, 1, os.urandom(60000)) for _ in range(20)]
+    done = threading.Event()
+
+    def send_and_close() -> None:
+        for m in msgs:
+            fe.sendall(m)
+        fe.close()
+        done.set()
+
+    t = threading.Thread(target=send_and_close, daemon=True)
+    t.start()
+    wait_until(lambda: srv.stats()["frames_forwarded"] >= 1, what="forwarding")
+    got = []
+    while True:
+        m = wire.recv_msg(be)
+        if m is None:
+            break
+        got.append(m.raw)
+    assert got == msgs
+    assert done.wait(10)
+    be.close()
+    wait_until(lambda: len(rec.events("close")) == 1, what="close frame")
+    (closed,) = rec.events("close")
+    assert closed["by"] == "frontend" and closed["reason"] == "frontend closed the connection"
+
+
+def test_fds_wait_in_the_backlog_with_their_message(sockdir, proxy) -> None:
+    """A message with fds that does not fit yet keeps its fds until it is sent."""
+    fe, be, srv, rec = _pair(sockdir, proxy)
+    filler = [wire.pack(100, 1, b"\0" * 60000) for _ in range(10)]
+    efd = wire.eventfd()
+    kick = wire.pack(wire.SET_VRING_KICK, 1, wire.U64.pack(0))
+
+    def send() -> None:
+        for m in filler:
+            fe.sendall(m)
+        wire.send_raw(fe, kick, [efd])
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    wait_until(lambda: len(rec.data()) >= 3, what="the first messages through")
+    got = [wire.recv_msg(be) for _ in range(len(filler) + 1)]
+    sender.join(10)
+    assert [m.raw for m in got] == [*filler, kick]
+    assert [len(m.fds) for m in got] == [0] * len(filler) + [1]
+    assert got[-1].inodes == [wire.fd_inode(efd)]
+    for m in got:
+        m.close_fds()
+    os.close(efd)
+    fe.close()
+    be.close()
+    wait_until(lambda: srv.active_links == 0, what="link to end")
