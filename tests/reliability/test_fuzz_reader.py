@@ -146,3 +146,20 @@ def test_bad_later_section_header_is_damage_not_a_foreign_file(tmp_path) -> None
     proc = subprocess.run([sys.executable, "-m", "vuinspect", "read", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and f"capture damaged at byte {len(first)}" in proc.stderr
+
+
+@pytest.mark.parametrize("blen", [12, 16, 20, 28])
+def test_short_packet_block_at_the_end(tmp_path, blen) -> None:
+    """An EPB shorter than its fixed 32 bytes as the last block: the index unpacked past it and
+    raised struct.error (found by the 1M-input run, seed 58857); the reader reports damage."""
+    import struct
+
+    good = capture_bytes(device_start())
+    path = tmp_path / "short-epb.pcapng"
+    path.write_bytes(good + struct.pack("<II", 6, blen) + bytes(blen - 12) + struct.pack("<I", blen))
+    reader = CaptureReader(str(path))
+    assert len(list(reader)) == len(device_start())
+    assert reader.error is not None and reader.error.offset == len(good)
+    with build_index(str(path)) as index:
+        assert len(index) == len(device_start())
+        assert index.error is not None and index.error.offset == len(good)

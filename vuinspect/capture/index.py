@@ -152,6 +152,8 @@ class CaptureIndex:
                         pos,
                     )
                 if btype == BT_EPB:
+                    if blen < 32:  # as the reader says it; unpacking would read past the block
+                        raise CaptureError(f"packet block at offset {pos} too short ({blen} bytes)", pos)
                     iface_id, _, _, caplen = epb(mm, pos + 8)
                     if (
                         prefix_len <= caplen <= blen - 32
@@ -183,7 +185,7 @@ class CaptureIndex:
                     raise CaptureFormatError(linktype_refusal(foreign[0]), None)
         except CaptureError:
             raise
-        except (ArithmeticError, LookupError, ValueError) as exc:
+        except (ArithmeticError, LookupError, ValueError, struct.error) as exc:
             raise CaptureError(f"block at offset {pos} is corrupt: {exc}", pos) from None
         finally:
             self._end = pos
