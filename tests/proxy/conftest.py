@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -107,6 +108,31 @@ def backend_server(sockdir: str) -> Iterator[Callable[..., BackendServer]]:
     yield make
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test started; killed (by pid) if still running at the end."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            kids = children(p.pid)  # a viewer's forwarding child outlives it by design
+            p.kill()
+            p.wait()
+            for pid in kids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc), e.g. the engine of a proxy viewer."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(x) for x in f.read().split()]
+    return found
 
 
 @pytest.fixture

@@ -46,16 +46,6 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
         raise
 
 
-@pytest.fixture
-def procs():
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-
-
 def run_backend(sockdir: str, procs, name: str = "be.sock", *extra: str) -> str:
     path = os.path.join(sockdir, name)
     log = Path(sockdir) / f"{name}.log"
