@@ -4,8 +4,8 @@ It runs in the ``vuinspect proxy`` process itself when nothing has to be
 decoded (``-q``), and otherwise as a child process that the viewer (viewer.py)
 starts: decoding a message and drawing the TUI hold the GIL for tens of µs,
 which a forwarding thread in the same process would wait for on every reply.
-The only consumer work left here is encoding pcapng (~2 µs a frame), to the
-``-w`` file and, for the viewer, to a pipe.
+The only capture work left here is encoding pcapng (~1 µs a frame, on the
+forwarding thread, recorder.py), for the ``-w`` file and the viewer's pipe.
 
 A viewer that goes away never stops the forwarding: the pipe is then simply
 no longer written (a VM must not break because a terminal was closed).
@@ -23,10 +23,11 @@ import sys
 import threading
 from typing import Any
 
+from vuinspect.capture import CaptureError
 from vuinspect.cli import CliError
-from vuinspect.frames import Frame
 
 from .interpose import ListenError
+from .recorder import Recorder
 from .server import ProxyServer, Route
 
 
@@ -38,80 +39,16 @@ def _raise_terminate(signum: int, _frame: object) -> None:
     raise Terminate(signal.Signals(signum).name)
 
 
-class FeedPipe:
-    """The capture stream to the viewer: blocking writes, silently dropped once it is gone.
+class _Closer:
+    """Finishes the capture once (at the end of the run, or at exit as a last resort)."""
 
-    Blocking, because a pcapng stream with a block missing cannot be read on;
-    a viewer that falls behind makes the frame queue fill up, and frames are
-    then dropped (and noted) before they are encoded, never half-written.
-    """
-
-    name = "<viewer pipe>"
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.gone = False
-
-    def write(self, buf: bytes) -> int:
-        if not self.gone:
-            view = memoryview(buf)
-            try:
-                while view:
-                    view = view[os.write(self.fd, view):]
-            except OSError:  # EPIPE: the viewer exited; keep forwarding without it
-                self.gone = True
-                with contextlib.suppress(OSError):
-                    os.close(self.fd)
-        return len(buf)
-
-    def flush(self) -> None:
-        pass
-
-
-class Captures:
-    """The consumer of the forwarding process: CaptureWriters, flushed when the queue runs dry."""
-
-    def __init__(self, path: str | None, feed_fd: int | None) -> None:
-        from vuinspect.capture import CaptureError, CaptureWriter
-
-        self.writers: list[Any] = []
-        self.feed: FeedPipe | None = None
-        if path:
-            try:
-                self.writers.append(CaptureWriter(path))
-            except CaptureError as exc:
-                raise CliError(str(getattr(exc, "reason", exc))) from None
-        if feed_fd is not None:
-            self.feed = FeedPipe(feed_fd)
-            self.writers.append(CaptureWriter(self.feed))  # type: ignore[arg-type]
-
-    def sink(self, frame: Frame) -> None:
-        for w in self.writers:
-            try:
-                w.write(frame)
-            except (OSError, ValueError) as exc:
-                self._failed(w, exc)
-
-    def idle(self) -> None:
-        for w in self.writers:
-            try:
-                w.flush()
-            except OSError as exc:
-                self._failed(w, exc)
-
-    def _failed(self, writer: Any, exc: Exception) -> None:
-        say(f"vuinspect proxy: capture stopped ({exc}); forwarding continues")
-        self.writers.remove(writer)
-        with contextlib.suppress(Exception):
-            writer.close()
+    def __init__(self, recorder: Recorder | None) -> None:
+        self.recorder = recorder
 
     def close(self) -> None:
-        for w in self.writers:
-            try:
-                w.close()
-            except OSError as exc:
-                say(f"vuinspect proxy: could not finish the capture: {exc}")
-        self.writers = []
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            recorder.close()
 
 
 def say(text: str) -> None:
@@ -133,12 +70,17 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
     With a ``status_fd`` (run by a viewer) it reports ``ready`` once listening
     and its counters at the end there, instead of the summary line.
     """
-    captures = Captures(args.write, feed_fd)
-    # The consumer thread holds the GIL in bursts; a forwarding thread that woke up waits
-    # at most this long for it (the default 5 ms would show in reply latencies).
+    recorder = None
+    if args.write or feed_fd is not None:
+        try:
+            recorder = Recorder(args.write, feed_fd, on_error=say)
+        except CaptureError as exc:
+            raise CliError(str(getattr(exc, "reason", exc))) from None
+    # Another thread may hold the GIL when a forwarding thread wakes up; the latter waits at
+    # most this long for it (the default 5 ms would show in reply latencies).
     sys.setswitchinterval(0.0005)
-    server = ProxyServer(routes, captures.sink if captures.writers else None,
-                         socket_mode=args.socket_mode, on_idle=captures.idle)
+    server = ProxyServer(routes, None, socket_mode=args.socket_mode, recorder=recorder)
+    captures = _Closer(recorder)
     if show_errors:
         server.on_error = lambda text: say(f"vuinspect proxy: {text}")
     main_thread = threading.current_thread() is threading.main_thread()
@@ -155,6 +97,8 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
         if main_thread:
             signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         try:
+            if recorder is not None:
+                recorder.start()
             server.start()
         except ListenError as exc:
             raise CliError(str(exc)) from None

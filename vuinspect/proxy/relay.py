@@ -71,8 +71,9 @@ Roles = tuple[str, str]  # role ("frontend"/"backend") of the peer on socks[0], 
 class LinkOwner(Protocol):
     """What a Link needs from the connection it belongs to.
 
-    An owner may also have a ``frame_queue`` (queue.FrameQueue): data frames
-    then go straight into it as tuples instead of through ``emit``.
+    An owner may also have a ``recorder`` (recorder.Recorder) or a
+    ``frame_queue`` (queue.FrameQueue): data frames then go straight into it
+    instead of through ``emit``.
     """
 
     conn: int
@@ -226,6 +227,9 @@ class Link:
         u32 = _U32.unpack_from
         conn = self.owner.conn
         channel = self.channel
+        record = getattr(self.owner, "recorder", None)
+        if record is not None:
+            record = record.data
         fq = getattr(self.owner, "frame_queue", None)
         capture = fq is None or fq.active
         if fq is not None:
@@ -276,7 +280,9 @@ class Link:
                     continue
                 data = bytes(view[:n])
                 d = dirs[side]
-                if capture:
+                if record is not None:
+                    record(ts, conn, channel, d, data)
+                elif capture:
                     if len(items) < qmax and not pend:
                         qappend((ts, conn, channel, d, data, ()))
                     else:
@@ -384,8 +390,11 @@ class Link:
 
     def _put(self, ts: int, conn: int, channel: Channel, direction: Direction, data: bytes,
              descs: tuple[str, ...]) -> None:
+        rec = getattr(self.owner, "recorder", None)
         fq = getattr(self.owner, "frame_queue", None)
-        if fq is not None:
+        if rec is not None:
+            rec.data(ts, conn, channel, direction, data, descs)
+        elif fq is not None:
             fq.put_data((ts, conn, channel, direction, data, descs))
         else:
             self.owner.emit(Frame(ts, conn, channel, direction, data, descs))

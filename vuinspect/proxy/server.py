@@ -28,6 +28,7 @@ from vuinspect.frames import Frame, event_frame
 from .fds import describe_fd, open_fd_count
 from .interpose import ORIG_SUFFIX, Interposer, Listener, ListenError
 from .queue import FrameQueue
+from .recorder import Recorder
 from .relay import Link, Roles
 
 __all__ = ["ProxyServer", "Route", "ListenError", "open_fd_count"]
@@ -89,13 +90,19 @@ class Connection:
         self.opened = False
         self.links: list[Link] = []
         self.main: Link | None = None
-        self.emit = server.queue.put  # type: ignore[method-assign]  # skip one call per frame
-        #: Links put data frames straight into it (relay.py's fast path).
+        # Links put data frames straight into one of these (relay.py's fast path).
         self.frame_queue = server.queue
+        self.recorder = server.recorder
+        # (An instance attribute: skips one Python call per frame.)
+        self.emit = (server.recorder.event if server.recorder  # type: ignore[method-assign]
+                     else server.queue.put)
 
     # -- LinkOwner -------------------------------------------------------------
     def emit(self, frame: Frame) -> None:
-        self.server.queue.put(frame)
+        if self.server.recorder is not None:
+            self.server.recorder.event(frame)
+        else:
+            self.server.queue.put(frame)
 
     def orient(self, link: Link, side: int) -> Roles:
         """Auto orientation: the side that spoke first is the front-end."""
@@ -202,12 +209,17 @@ class ProxyServer:
         socket_mode: int = 0o600,
         queue_size: int = 65536,
         on_idle: Callable[[], None] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         if not routes:
             raise ValueError("at least one route is needed")
+        if recorder is not None and sink is not None:
+            raise ValueError("give a sink or a recorder, not both")
         self.routes = list(routes)
         self.socket_mode = socket_mode
         self.queue = FrameQueue(sink, queue_size, on_idle)
+        #: Encodes the capture on the forwarding threads (the engine's way; see recorder.py).
+        self.recorder = recorder
         self._listeners: list[tuple[Listener, Route]] = []
         self._links: set[Link] = set()
         self._threads: set[threading.Thread] = set()
@@ -306,7 +318,7 @@ class ProxyServer:
             "frames_forwarded": frames,
             "bytes_forwarded": nbytes,
             "fds_forwarded": nfds,
-            "frames_dropped": self.queue.dropped,
+            "frames_dropped": self.frames_dropped,
             "frames_delivered": self.queue.delivered,
             "sink_errors": self.queue.sink_errors,
             "open_fds": open_fd_count(),
@@ -318,7 +330,7 @@ class ProxyServer:
 
     @property
     def frames_dropped(self) -> int:
-        return self.queue.dropped
+        return self.queue.dropped + (self.recorder.dropped if self.recorder else 0)
 
     @property
     def active_links(self) -> int:

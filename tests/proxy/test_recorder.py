@@ -1,0 +1,108 @@
+"""Recorder: the engine's capture, encoded on the calling thread and written by another."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+
+from vuinspect.capture import CaptureError, CaptureWriter, read_frames
+from vuinspect.frames import Frame, event_frame, event_info
+from vuinspect.proxy.recorder import Recorder
+from vuinspect.testing import wire
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _frames() -> list[Frame]:
+    out = [event_frame("open", 10, 1, {"label": "/run/vu.sock", "orientation": "frontend-connects"})]
+    for i in range(200):
+        out.append(Frame(11 + i, 1, "main", "f2b" if i % 2 else "b2f",
+                         wire.pack(1 + i % 40, 1, os.urandom(i % 50)),
+                         ("eventfd",) if i % 17 == 0 else ()))
+    out.append(Frame(300, 1, "backend", "b2f", wire.pack(3, 1)))
+    out.append(event_frame("close", 400, 1, {"reason": "frontend closed the connection"}))
+    return out
+
+
+def _record(rec: Recorder, frames: list[Frame]) -> None:
+    for f in frames:
+        if f.kind == "data":
+            rec.data(f.ts_ns, f.conn, f.channel, f.direction, f.data, f.fds)
+        else:
+            rec.event(f)
+
+
+def test_same_bytes_as_capture_writer_to_file_and_pipe(tmp_path) -> None:
+    frames = _frames()
+    ref = tmp_path / "ref.pcapng"
+    with CaptureWriter(str(ref)) as w:
+        for f in frames:
+            w.write(f)
+    r, w = os.pipe()
+    got = bytearray()
+
+    def read_all() -> None:
+        for chunk in iter(lambda: os.read(r, 65536), b""):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    path = tmp_path / "rec.pcapng"
+    rec = Recorder(str(path), w, interval=0.001)
+    rec.start()
+    _record(rec, frames[:100])
+    _record(rec, frames[100:])
+    rec.close()
+    reader.join(10)
+    os.close(r)
+    assert path.read_bytes() == ref.read_bytes()
+    assert bytes(got) == ref.read_bytes()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert list(read_frames(str(path))) == frames
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_file(tmp_path) -> None:
+    r, w = os.pipe()
+    path = tmp_path / "rec.pcapng"
+    errors: list[str] = []
+    rec = Recorder(str(path), w, interval=0.001, on_error=errors.append)
+    rec.start()
+    os.close(r)  # the viewer died
+    frames = _frames()
+    _record(rec, frames)
+    rec.close()
+    assert list(read_frames(str(path))) == frames
+    assert errors == []  # a gone viewer is not an error
+
+
+def test_writer_behind_drops_data_frames_with_a_note(tmp_path) -> None:
+    path = tmp_path / "rec.pcapng"
+    rec = Recorder(str(path), limit=0, interval=3600)  # the writer thread never catches up
+    rec.start()
+    frames = _frames()
+    _record(rec, frames[:1])  # the open event is never dropped
+    for i in range(3000):
+        rec.data(1000 + i, 1, "main", "f2b", wire.pack(1, 1, b"x" * 40))
+    rec.event(frames[-1])
+    rec.close()
+    assert rec.dropped > 0
+    got = list(read_frames(str(path)))
+    notes = [event_info(f) for f in got if f.kind == "note"]
+    assert sum(n["dropped"] for n in notes) == rec.dropped
+    assert len([f for f in got if f.kind == "data"]) == 3000 - rec.dropped
+    assert got[0].kind == "open" and got[-1].kind == "close"
+
+
+def test_unwritable_targets_fail_at_once(tmp_path) -> None:
+    with pytest.raises(CaptureError, match="No space left on device"):
+        Recorder("/dev/full")
+    target = tmp_path / "precious"
+    target.write_text("keep")
+    link = tmp_path / "link.pcapng"
+    link.symlink_to(target)
+    with pytest.raises(CaptureError, match="symbolic link"):
+        Recorder(str(link))
+    assert target.read_text() == "keep"
