@@ -10,9 +10,11 @@ and decodes it here.
 
 Signals: SIGINT/SIGTERM/SIGHUP are passed to the child, which puts
 interposed sockets back and finishes the capture; this process then reads
-the stream to its end and prints the summary.  The child runs in its own
-session, so when this process dies (even by SIGKILL) the child keeps
-forwarding, and only stops writing the pipe.
+the stream to its end and prints the summary.  The child stays in our
+process group, so job control (Ctrl-C, Ctrl-Z, a closed terminal, a kill of
+the group) treats the two as one job, as before the split; but when only this
+process dies (a crash, a SIGKILL of its pid) the child keeps forwarding and
+just stops writing the pipe: a VM must not break because its viewer did.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class Engine:
         try:
             self.proc = subprocess.Popen(
                 engine_argv(args, feed_w, status_w, show_errors), stdin=subprocess.DEVNULL,
-                pass_fds=(feed_w, status_w), start_new_session=True)
+                pass_fds=(feed_w, status_w))
         finally:
             os.close(feed_w)
             os.close(status_w)
