@@ -84,6 +84,8 @@ def describe_fd(fd: int, hugetlbfs: tuple[str, ...] | None = None) -> str:
         target = os.readlink(f"/proc/self/fd/{fd}")
     except OSError as exc:
         return f"invalid ({exc.strerror})"
+    if target == "anon_inode:[eventfd]":
+        return "eventfd"  # the most common fd by far (kick/call/err): one syscall is enough
     try:
         st = os.fstat(fd)
     except OSError:
@@ -99,8 +101,6 @@ def describe_fd(fd: int, hugetlbfs: tuple[str, ...] | None = None) -> str:
             if st.st_blksize >= _HUGE_BLKSIZE:
                 text += " hugetlb"
         return text
-    if target == "anon_inode:[eventfd]":
-        return "eventfd"
     if target.startswith("socket:"):
         kind = _socket_kind(fd)
         return f"socket:{kind}" if kind else "socket"

@@ -65,6 +65,9 @@ DRAIN = 1  # EOF read; the backlog towards the other socket is still being writt
 HALF = 2  # EOF passed on as a half-close; waiting for the peer's full close (POLLHUP)
 DONE = 3
 
+_BOTH_OPEN = [OPEN, OPEN]
+_BOTH_IN = [_IN, _IN]
+
 Roles = tuple[str, str]  # role ("frontend"/"backend") of the peer on socks[0], socks[1]
 
 
@@ -95,9 +98,12 @@ def fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def _close_all(fds: list[int]) -> None:
+    close = os.close
     for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        try:  # noqa: SIM105 - a try block costs nothing in 3.11, contextlib.suppress ~0.5 µs
+            close(fd)
+        except OSError:
+            pass
 
 
 def _hung_up(sock: socket.socket) -> bool:
@@ -443,6 +449,8 @@ class Link:
         """(Re)register both sockets for what their sides need now."""
         state = self._state
         out = self._out
+        if not out[0] and not out[1] and state == _BOTH_OPEN and self._events == _BOTH_IN:
+            return  # the common case: nothing changed
         for i in (0, 1):
             mask = 0
             if state[i] == OPEN and not out[1 - i]:

@@ -35,6 +35,8 @@ from typing import IO
 from .engine import say, summary
 from .server import Route
 
+#: Niceness added to the viewer process once the engine has been started.
+VIEWER_NICE = int(os.environ.get("VUINSPECT_VIEWER_NICE", "10"))
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe buffer for the stream (the kernel caps it at /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
@@ -205,6 +207,10 @@ def _tui(engine: Engine, args: argparse.Namespace, routes: list[Route]) -> None:
 def run_viewer(args: argparse.Namespace, routes: list[Route], tui: bool) -> int:
     """Start the engine child, show its stream, pass signals on; the CLI's exit code."""
     engine = Engine(args, show_errors=not tui)
+    # Decoding can take a whole core at full message rates: let the forwarding child and the
+    # VM's processes always go first.  (Linux: per thread, so before any thread is started.)
+    with contextlib.suppress(OSError):
+        os.nice(VIEWER_NICE)
     old = _forwarding_signals(engine)
     try:
         if not engine.ready():  # it could not listen or open the capture, and said so
