@@ -42,7 +42,7 @@ from typing import Protocol
 from vuinspect.frames import Channel, Direction, Frame, event_frame
 
 from .fds import describe_fd
-from .framing import HEADER_SIZE, MAX_MESSAGE, MAX_PAYLOAD, Framer
+from .framing import HEADER_SIZE, MAX_MESSAGE, Framer
 
 SCM_MAX_FD = 253
 ANC_SIZE = socket.CMSG_SPACE(SCM_MAX_FD * 4)
@@ -113,6 +113,25 @@ def _hung_up(sock: socket.socket) -> bool:
     return any(ev & select.POLLHUP for _, ev in p.poll(0))
 
 
+def _discard_unread(sock: socket.socket) -> None:
+    """Read and drop what a stopped pair left unread (closing fds that came with it).
+
+    Closing a Unix socket with unread bytes makes the peer's next read fail with
+    ECONNRESET instead of seeing EOF.  Both ends are shut down by now, so the
+    peer cannot add more.
+    """
+    buf = bytearray(65536)
+    for _ in range(1024):  # bounded, whatever happens
+        try:
+            n, anc, _, _ = sock.recvmsg_into([buf], ANC_SIZE, _RECV_FLAGS)
+        except OSError:
+            return
+        if anc:
+            _close_all(fds_from_ancdata(anc))
+        if not n:
+            return
+
+
 class _Pending:
     """Bytes (and fds not yet sent) waiting for room in a socket."""
 
@@ -165,6 +184,8 @@ class Link:
         self._hup = [False, False]  # POLLHUP seen while not reading: unregistered until readable
         self._events = [_IN, _IN]  # what each socket is registered for (-1: not registered)
         self._poller = select.poll()
+        self._recorder = getattr(owner, "recorder", None)
+        self._fq = getattr(owner, "frame_queue", None)
         self._fileno = (socks[0].fileno(), socks[1].fileno())
 
     # -- lifecycle -------------------------------------------------------------
@@ -233,11 +254,10 @@ class Link:
         u32 = _U32.unpack_from
         conn = self.owner.conn
         channel = self.channel
-        record = getattr(self.owner, "recorder", None)
-        if record is not None:
-            record = record.data
-        fq = getattr(self.owner, "frame_queue", None)
-        capture = fq is None or fq.active
+        # Where data frames go: nowhere (mode 0), a Recorder (1), a FrameQueue or emit() (2).
+        recorder, fq = self._recorder, self._fq
+        record = recorder.data if recorder is not None else None
+        mode = 1 if recorder is not None else 0 if fq is not None and not fq.active else 2
         if fq is not None:
             items = fq.items
             qappend = items.append
@@ -272,27 +292,30 @@ class Link:
                 except OSError as exc:
                     self._end_with(side, "error", f"error reading from {self.role(side)}: "
                                    f"{exc.strerror or exc}")
-                ts = now()
-                # Fast path: exactly one whole message without fds, nothing held back.
-                # (The kernel echoes MSG_CMSG_CLOEXEC in the flags: only MSG_CTRUNC matters.)
-                if anc or flags & _MSG_CTRUNC or slow[side] or n < HEADER_SIZE:
-                    self._received(side, n, anc, flags, ts, view)
+                # Fast path: exactly one whole message, nothing held back.  (The kernel echoes
+                # MSG_CMSG_CLOEXEC in the flags: only MSG_CTRUNC matters.  n == 12 + size also
+                # bounds size: n never exceeds the buffer, MAX_MESSAGE.)
+                if (flags & _MSG_CTRUNC or slow[side] or n < HEADER_SIZE
+                        or n != HEADER_SIZE + u32(buf, 8)[0]):
+                    self._received(side, n, anc, flags, now(), view)
                     timeout = None if -1 not in self._events else 200
                     continue
-                size = u32(buf, 8)[0]
-                if n != HEADER_SIZE + size or size > MAX_PAYLOAD:
-                    self._received(side, n, anc, flags, ts, view)
+                if anc:
+                    self._forward_units(side, now(), dirs[side],  # type: ignore[arg-type]
+                                        [(bytes(view[:n]), fds_from_ancdata(anc))])
+                    self._update()
                     timeout = None if -1 not in self._events else 200
                     continue
-                data = bytes(view[:n])
-                d = dirs[side]
-                if record is not None:
-                    record(ts, conn, channel, d, data)
-                elif capture:
-                    if len(items) < qmax and not pend:
-                        qappend((ts, conn, channel, d, data, ()))
+                if mode == 0:
+                    data = view[:n]  # nobody keeps it: send straight from the buffer
+                else:
+                    data = bytes(view[:n])
+                    if mode == 1:
+                        record(now(), conn, channel, dirs[side], data)  # type: ignore[misc]
+                    elif len(items) < qmax and not pend:
+                        qappend((now(), conn, channel, dirs[side], data, ()))
                     else:
-                        put_data((ts, conn, channel, d, data, ()))
+                        put_data((now(), conn, channel, dirs[side], data, ()))
                 try:
                     sent = send[dst](data, _DONTWAIT)
                 except BlockingIOError:
@@ -303,7 +326,7 @@ class Link:
                 frames[side] += 1
                 nbytes[side] += n
                 if sent != n:
-                    out[dst].append(_Pending(memoryview(data)[sent:], []))
+                    out[dst].append(_Pending(memoryview(bytes(data[sent:])), []))
                     self._update()
                     timeout = None if -1 not in self._events else 200
 
@@ -396,12 +419,10 @@ class Link:
 
     def _put(self, ts: int, conn: int, channel: Channel, direction: Direction, data: bytes,
              descs: tuple[str, ...]) -> None:
-        rec = getattr(self.owner, "recorder", None)
-        fq = getattr(self.owner, "frame_queue", None)
-        if rec is not None:
-            rec.data(ts, conn, channel, direction, data, descs)
-        elif fq is not None:
-            fq.put_data((ts, conn, channel, direction, data, descs))
+        if self._recorder is not None:
+            self._recorder.data(ts, conn, channel, direction, data, descs)
+        elif self._fq is not None:
+            self._fq.put_data((ts, conn, channel, direction, data, descs))
         else:
             self.owner.emit(Frame(ts, conn, channel, direction, data, descs))
 
@@ -546,6 +567,7 @@ class Link:
         for framer in self._framers:
             _close_all(framer.pending_fds)
         for s in self.socks:
+            _discard_unread(s)
             with contextlib.suppress(OSError):
                 s.close()
         info: dict[str, object] = {"reason": text}
