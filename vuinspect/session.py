@@ -300,13 +300,15 @@ class Session:
 
     def _enqueue(self, msg: Message, spec: RequestSpec | None) -> None:
         queue = self.pending[msg.channel]
-        for p in list(queue):
-            if p.expected:
-                msg.problems.append(problem(
-                    "request_while_waiting", f"{p.message.name} (frame {p.message.frame}) still "
-                    "waits for its reply"))
-            else:
-                queue.remove(p)  # an optional reply that did not come: fine
+        # At most one optional entry exists, the newest: its reply did not come, which is fine.
+        if queue and not queue[-1].expected:
+            queue.pop()
+        if queue:  # one problem however many wait: a stalled peer must not cost O(n^2)
+            head = queue[0].message
+            more = f" (and {len(queue) - 1} later requests)" if len(queue) > 1 else ""
+            msg.problems.append(problem(
+                "request_while_waiting",
+                f"{head.name} (frame {head.frame}) still waits for its reply{more}"))
         may, must = self._expects_reply(msg, spec)
         if may:
             queue.append(Pending(msg, msg.ts_ns, must))

@@ -259,7 +259,6 @@ def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
             checked += 1
     finally:
         cap.close()
-        loop.close()
     assert checked > 100
 
 

@@ -257,12 +257,13 @@ local function expects_reply(s, spec, need_reply)
 end
 
 local function enqueue(s, rec, spec, probs)
-  local keep = {}
-  for _, p in ipairs(s.pending[rec.channel]) do
-    if p.must then
-      problem(probs, "request_while_waiting", fmt("%s (frame %d) still waits for its reply", p.rec.name, p.rec.frame))
-      keep[#keep + 1] = p
-    end
+  local keep = s.pending[rec.channel]
+  -- at most one optional entry exists, the newest: its reply did not come, which is fine
+  if #keep > 0 and not keep[#keep].must then table.remove(keep) end
+  if #keep > 0 then
+    local more = ""
+    if #keep > 1 then more = fmt(" (and %d later requests)", #keep - 1) end
+    problem(probs, "request_while_waiting", fmt("%s (frame %d) still waits for its reply%s", keep[1].rec.name, keep[1].rec.frame, more))
   end
   local may, must = expects_reply(s, spec, rec.need_reply)
   if may then
