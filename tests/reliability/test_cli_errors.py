@@ -123,10 +123,6 @@ def test_view_refuses_at_open(tmp_path, name) -> None:
     one_line(cli("view", str(path), timeout=30), "vuinspect view: ")
 
 
-@pytest.mark.xfail(strict=True, reason="tui: `vuinspect view` on a pcapng of another link type "
-                   "(Ethernet) opens the TUI with 0 frames and 'damaged: pcapng interface 0 has "
-                   "link type 1' in its title (FileSource indexes in the background) instead of "
-                   "refusing with one line like `read`")
 def test_view_refuses_a_foreign_pcapng(tmp_path) -> None:
     path = tmp_path / "eth.pcapng"
     path.write_bytes(_ethernet_pcapng())

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         compile_filter(args.filter)
     except FilterError as exc:
         raise CliError(f"bad --filter: {exc}") from None
+    _refuse_foreign(args.file)
     try:
         source = FileSource(args.file, follow=args.follow, background=not args.follow)
     except CaptureError as exc:
@@ -43,3 +44,28 @@ def run(args: argparse.Namespace) -> int:
     finally:
         source.close()
     return 0
+
+
+def _refuse_foreign(path: str) -> None:
+    """One clear line for a file that is not a vuinspect capture, before the TUI starts.
+
+    The TUI indexes in the background, so without this a pcapng of another tool
+    would open as an empty view with the reason only in its title.
+    """
+    import os
+
+    from vuinspect.capture import CaptureError, CaptureFormatError, CaptureReader
+
+    if not os.path.exists(path):
+        raise CliError(f"cannot open capture {path}: No such file or directory")
+    if os.path.isdir(path):
+        raise CliError(f"{path}: is a directory")
+    if os.path.getsize(path) == 0:
+        return  # a capture about to be written (--follow)
+    try:
+        with CaptureReader(path) as reader:
+            next(iter(reader), None)  # the first packet tells a foreign link type
+    except CaptureFormatError as exc:
+        raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
+    except CaptureError:
+        pass  # damage is shown in the TUI, which keeps every whole frame before it
