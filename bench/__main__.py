@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="full sizes; writes bench/RESULTS.md")
     p.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    p.add_argument("--merge", metavar="FILE",
+                   help="take the parts not run now from an earlier --json file of the same mode")
     args = p.parse_args(argv)
     quick = not args.full
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -105,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = time.time() - t0
     command = "python -m bench" + (" --full" if args.full else "") + \
         (f" --only {args.only}" if args.only != ",".join(PARTS) else "")
+    if args.merge:
+        with open(args.merge) as f:
+            earlier = json.load(f)
+        for part in PARTS:
+            if part not in results and part in earlier:
+                results[part] = earlier[part]
+                parts.append(part)
+        command = f"{earlier.get('command', 'python -m bench')}, then {command} --merge"
+    results["command"] = command
     text = report(results, command)
     print(text)
     if args.json:
