@@ -129,3 +129,31 @@ def test_stop_signals_reach_the_engine(sockdir, procs, sig) -> None:
     assert wire.recv_msg(fe.sock) is None
     fe.close()
     assert log.read_text().splitlines()[-1].startswith("vuinspect proxy: 1 connection(s), ")
+
+
+def test_orphan_exits_once_idle_and_unreachable(sockdir, procs) -> None:
+    """A killed viewer's engine forwards on; it only exits once no connection is left and no
+    listen path leads to it any more (a removed temporary directory): nothing can need it."""
+    from vuinspect.capture import read_frames
+
+    be = run_backend(sockdir, procs)
+    px = os.path.join(sockdir, "px.sock")
+    cap = os.path.join(sockdir, "cap.pcapng")
+    log = Path(sockdir) / "proxy.log"
+    viewer = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap], log)
+    procs.append(viewer)
+    wait_line(log, "listening on", viewer)
+    engine = _engine_of(viewer.pid)
+    fe = Frontend(wire.connect(px))
+    fe.handshake()
+    viewer.kill()
+    viewer.wait()
+    os.unlink(px)  # unreachable now, but a connection is still open: keep forwarding it
+    time.sleep(1.5)
+    fe.round_trips(10)
+    assert not _gone(engine, 0.1)
+    fe.close()
+    assert _gone(engine, 10)
+    frames = list(read_frames(cap))
+    assert frames[-1].kind == "close"
+    assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)

@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import signal
 import sys
 import threading
@@ -70,6 +71,11 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
     With a ``status_fd`` (run by a viewer) it reports ``ready`` once listening
     and its counters at the end there, instead of the summary line.
     """
+    import gc  # EXPERIMENT
+    if os.environ.get("VUINSPECT_GC") == "off":
+        gc.disable()
+    elif os.environ.get("VUINSPECT_GC") == "freeze":
+        gc.freeze()
     recorder = None
     if args.write or feed_fd is not None:
         try:
@@ -110,8 +116,11 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
             say(f"listening on {r.listen} -> {r.connect}{extra}")
         if status_fd is not None:
             _status(status_fd, "ready")
+        paths = _path_ids(routes)
         while not server.wait(0.5):
-            pass
+            if status_fd is not None and _viewer_gone(status_fd) and not server.active_links \
+                    and not _reachable(paths):
+                break  # orphaned, idle, and no path leads here any more: nobody can need us
     except (KeyboardInterrupt, Terminate):
         pass
     finally:
@@ -133,6 +142,38 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
     elif not args.quiet:
         say(summary(server.stats()))
     return 0
+
+
+def _path_ids(routes: list[Route]) -> dict[str, tuple[int, int]]:
+    """(st_dev, st_ino) of every listen path, as it is right after binding."""
+    ids = {}
+    for r in routes:
+        with contextlib.suppress(OSError):
+            st = os.stat(r.listen)
+            ids[r.listen] = (st.st_dev, st.st_ino)
+    return ids
+
+
+def _reachable(ids: dict[str, tuple[int, int]]) -> bool:
+    """Does any listen path still lead to our socket (not deleted, not replaced)?"""
+    for path, ident in ids.items():
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == ident:
+                return True
+    return False
+
+
+def _viewer_gone(status_fd: int) -> bool:
+    """The viewer closed its end of the status pipe (it exited, maybe by SIGKILL).
+
+    A viewer that dies leaves us forwarding; but an orphan that is idle and
+    whose listen paths were removed (a test's temporary directory) would
+    otherwise wait forever for connections that cannot come.
+    """
+    p = select.poll()
+    p.register(status_fd, 0)  # a pipe's write end reports POLLERR once no reader is left
+    return bool(p.poll(0))
 
 
 def _status(fd: int, line: str) -> None:

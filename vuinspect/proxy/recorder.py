@@ -268,8 +268,15 @@ class Recorder:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._drain()
+        # Every `interval` while frames come; backing off to 20x that when idle, so a proxy
+        # left alone next to a VM for days does not wake 200 times a second for nothing.
+        wait = self.interval
+        while not self._stop.wait(wait):
+            if self._chunks:
+                self._drain()
+                wait = self.interval
+            else:
+                wait = min(wait * 2, self.interval * 20)
 
     def _drain(self, first: bool = False) -> None:
         """Write what is queued, as whole blocks, one write per output and round."""

@@ -36,7 +36,7 @@ from .engine import say, summary
 from .server import Route
 
 #: Niceness added to the viewer process once the engine has been started.
-VIEWER_NICE = int(os.environ.get("VUINSPECT_VIEWER_NICE", "10"))
+VIEWER_NICE = 10
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe buffer for the stream (the kernel caps it at /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
@@ -210,7 +210,10 @@ def run_viewer(args: argparse.Namespace, routes: list[Route], tui: bool) -> int:
     # Decoding can take a whole core at full message rates: let the forwarding child and the
     # VM's processes always go first.  (Linux: per thread, so before any thread is started.)
     with contextlib.suppress(OSError):
-        os.nice(VIEWER_NICE)
+        if os.environ.get("VUINSPECT_VIEWER_NICE") == "idle":  # EXPERIMENT
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        else:
+            os.nice(int(os.environ.get("VUINSPECT_VIEWER_NICE", VIEWER_NICE)))
     old = _forwarding_signals(engine)
     try:
         if not engine.ready():  # it could not listen or open the capture, and said so
