@@ -3,7 +3,10 @@
 Three processes per run (client, relay, server), on loopback Unix sockets, as
 in ../shared/TECH.md §5.  Variants run interleaved, repeated, and reported as
 medians; "added" latency is the variant's minus the direct connection's from
-the same repetition.
+the same repetition (the machine's speed drifts between minutes, not within
+one repetition).  Also reported: the relay's CPU time per round trip (all its
+processes, user + system, from /proc), which other load disturbs far less
+than latency does.
 """
 
 from __future__ import annotations
@@ -53,9 +56,33 @@ def _one(kind: str, fds: int, rounds: int, tmp: str, blast: int = 0) -> dict | N
             if blast:
                 return run_json([PY, "-m", "bench.peers", "blast", "--connect", target,
                                  "--messages", str(blast)])
-            return run_json([PY, "-m", "bench.peers", "client", "--connect", target,
-                             "--rounds", str(rounds), "--warmup", str(max(200, rounds // 20)),
-                             "--fds", str(fds)])
+            warmup = max(200, rounds // 20)
+            cpu0 = tree_cpu(proc.pid) if proc is not None else 0.0
+            result = run_json([PY, "-m", "bench.peers", "client", "--connect", target,
+                               "--rounds", str(rounds), "--warmup", str(warmup),
+                               "--fds", str(fds)])
+            if proc is not None:
+                result["cpu_us_per_rt"] = (tree_cpu(proc.pid) - cpu0) * 1e6 / (rounds + warmup)
+            return result
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system, reaped children included) of ``pid`` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return total
 
 
 class _nothing:
@@ -66,30 +93,39 @@ class _nothing:
         return False
 
 
-def latency(quick: bool) -> list[dict]:
-    rounds = 3000 if quick else 100_000
-    reps = 1 if quick else 3
+def latency(quick: bool, reps: int | None = None, rounds: int | None = None) -> list[dict]:
+    rounds = rounds or (3000 if quick else 100_000)
+    reps = reps or (1 if quick else 5)
     rows: list[dict] = []
     with tempdir() as tmp:
         for fds in (0, 1, 8):
+            # Per repetition: direct first, then every relay; "added" pairs each with that direct.
             samples: dict[str, list[dict]] = {k: [] for k in RELAYS}
+            added: dict[str, list[tuple[float, float]]] = {k: [] for k in RELAYS}
             for _ in range(reps):
+                direct = None
                 for kind in RELAYS:
                     if kind == "socat" and fds:
                         continue  # socat drops fds: vhost-user breaks through it
                     r = _one(kind, fds, rounds, tmp)
-                    if r is not None:
-                        samples[kind].append(r)
-            direct50 = median([r["p50_us"] for r in samples["direct"]])
-            direct99 = median([r["p99_us"] for r in samples["direct"]])
+                    if r is None:
+                        continue
+                    if kind == "direct":
+                        direct = r
+                    samples[kind].append(r)
+                    if direct is not None:
+                        added[kind].append((r["p50_us"] - direct["p50_us"],
+                                            r["p99_us"] - direct["p99_us"]))
             for kind in RELAYS:
                 if not samples[kind]:
                     continue
-                p50 = median([r["p50_us"] for r in samples[kind]])
-                p99 = median([r["p99_us"] for r in samples[kind]])
+                cpu = [r["cpu_us_per_rt"] for r in samples[kind] if "cpu_us_per_rt" in r]
                 rows.append({"fds": fds, "relay": kind, "rounds": rounds, "reps": len(samples[kind]),
-                             "p50_us": p50, "p99_us": p99,
-                             "added_p50_us": p50 - direct50, "added_p99_us": p99 - direct99})
+                             "p50_us": median([r["p50_us"] for r in samples[kind]]),
+                             "p99_us": median([r["p99_us"] for r in samples[kind]]),
+                             "added_p50_us": median([a for a, _ in added[kind]]),
+                             "added_p99_us": median([b for _, b in added[kind]]),
+                             "cpu_us_per_rt": median(cpu) if cpu else None})
     socat = {r["fds"]: r for r in rows if r["relay"] == "socat"}
     for r in rows:
         s = socat.get(0)

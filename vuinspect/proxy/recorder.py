@@ -105,8 +105,8 @@ class Encoder:
         self.big_endian = big_endian
         order = ">" if big_endian else "<"
         self._order = order
-        self._head = struct.Struct(order + "7I").pack
-        self._tail = struct.Struct(order + "HHIHHI").pack
+        self.head = struct.Struct(order + "7I").pack
+        self.tail = struct.Struct(order + "HHIHHI").pack
         self._lock = threading.Lock()
         self._ifaces: dict[tuple[int, str], int] = {}
         self._labels: dict[int, str] = {}
@@ -144,6 +144,17 @@ class Encoder:
                 self._ifaces[(conn, channel)] = iface
             return iface
 
+    def lane(self, conn: int, channel: str, direction: str) -> tuple[int, bytes, int]:
+        """(iface, exported-PDU prefix + pseudo-header, EPB flags) of fd-less data frames."""
+        lane = self._lanes.get((conn, channel, direction))
+        if lane is None:
+            header = pseudohdr.encode_header(
+                Frame(0, conn, channel, direction, b""), self.big_endian)  # type: ignore[arg-type]
+            lane = (self._iface(conn, channel), EXPORTED_PDU_PREFIX + header,
+                    EPB_DIRECTION_FLAGS[direction])
+            self._lanes[(conn, channel, direction)] = lane
+        return lane
+
     def data(self, ts: int, conn: int, channel: str, direction: str, data: bytes) -> bytes:
         """One data frame without fds (the forwarding fast path)."""
         lane = self._lanes.get((conn, channel, direction))
@@ -153,8 +164,8 @@ class Encoder:
         caplen = len(prefix) + len(data)
         pad = -caplen & 3
         blen = caplen + pad + _EPB_OVERHEAD
-        return b"".join((self._head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                         prefix, data, _PAD[pad], self._tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
+        return b"".join((self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
+                         prefix, data, _PAD[pad], self.tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
 
     def frame(self, frame: Frame) -> bytes:
         """Any frame; raises ValueError for one the format cannot hold (as CaptureWriter)."""
@@ -177,9 +188,9 @@ class Encoder:
         caplen = PREFIX_LEN + len(header) + len(data)
         pad = -caplen & 3
         blen = caplen + pad + _EPB_OVERHEAD
-        return b"".join((self._head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
+        return b"".join((self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
                          EXPORTED_PDU_PREFIX, header, data, _PAD[pad],
-                         self._tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
+                         self.tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
 
 
 class Recorder:
@@ -240,6 +251,34 @@ class Recorder:
             self.unrecordable += 1
             return
         chunks.append(block)
+
+    def lane(self, conn: int, channel: str, direction: str) -> Callable[[int, bytes], None]:
+        """``record(ts, data)`` for the fd-less data frames of one link direction.
+
+        The same as ``data(ts, conn, channel, direction, data)``, with everything
+        that is fixed for the direction looked up once (the forwarding fast path).
+        """
+        iface, prefix, flags = self._encoder.lane(conn, channel, direction)
+        plen = len(prefix)
+        head, tail = self._encoder.head, self._encoder.tail
+        chunks = self._chunks
+        append = chunks.append
+        join = b"".join
+        drops = self._drops
+        limit = self.limit
+        slow = self.data
+
+        def record(ts: int, data: bytes) -> None:
+            if len(chunks) > limit or drops:
+                slow(ts, conn, channel, direction, data)
+                return
+            caplen = plen + len(data)
+            pad = -caplen & 3
+            blen = caplen + pad + _EPB_OVERHEAD
+            append(join((head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
+                         prefix, data, _PAD[pad], tail(EPB_FLAGS, 4, flags, 0, 0, blen))))
+
+        return record
 
     def event(self, frame: Frame) -> None:
         """Open/close/note frames are never dropped (they frame everything else)."""

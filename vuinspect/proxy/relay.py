@@ -37,6 +37,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
@@ -256,7 +257,7 @@ class Link:
         channel = self.channel
         # Where data frames go: nowhere (mode 0), a Recorder (1), a FrameQueue or emit() (2).
         recorder, fq = self._recorder, self._fq
-        record = recorder.data if recorder is not None else None
+        lanes: list[Callable[[int, bytes], None] | None] = [None, None]  # per reading side
         mode = 1 if recorder is not None else 0 if fq is not None and not fq.active else 2
         if fq is not None:
             items = fq.items
@@ -311,7 +312,10 @@ class Link:
                 else:
                     data = bytes(view[:n])
                     if mode == 1:
-                        record(now(), conn, channel, dirs[side], data)  # type: ignore[misc]
+                        lane = lanes[side]
+                        if lane is None:
+                            lane = lanes[side] = recorder.lane(conn, channel, dirs[side])  # type: ignore[union-attr]
+                        lane(now(), data)
                     elif len(items) < qmax and not pend:
                         qappend((now(), conn, channel, dirs[side], data, ()))
                     else:
