@@ -108,3 +108,23 @@ def test_unwritable_targets_fail_at_once(tmp_path) -> None:
     with pytest.raises(CaptureError, match="symbolic link"):
         Recorder(str(link))
     assert target.read_text() == "keep"
+
+
+def test_a_stalled_viewer_never_holds_the_file_back_and_is_cut_off(tmp_path) -> None:
+    r, w = os.pipe()  # nobody reads r: the viewer is stalled
+    path = tmp_path / "rec.pcapng"
+    cut = threading.Event()
+    rec = Recorder(str(path), w, feed_limit=1 << 20, interval=0.001)
+    rec.on_feed_cut = cut.set
+    rec.start()
+    rec.event(_frames()[0])
+    payload = wire.pack(7, 1, b"z" * 4000)
+    for i in range(2000):  # ~8 MB: far more than the pipe and the limit
+        rec.data(100 + i, 1, "main", "f2b", payload)
+    assert cut.wait(10)
+    assert rec.feed_cut
+    rec.close()
+    got = list(read_frames(str(path)))
+    assert len([f for f in got if f.kind == "data"]) == 2000  # the file got everything
+    assert rec.dropped == 0
+    os.close(r)

@@ -82,6 +82,8 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
             recorder = Recorder(args.write, feed_fd, on_error=say)
         except CaptureError as exc:
             raise CliError(str(getattr(exc, "reason", exc))) from None
+        if status_fd is not None:
+            recorder.on_feed_cut = lambda: _status(status_fd, "cut")
     # Another thread may hold the GIL when a forwarding thread wakes up; the latter waits at
     # most this long for it (the default 5 ms would show in reply latencies).
     sys.setswitchinterval(0.0005)

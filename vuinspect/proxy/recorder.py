@@ -25,6 +25,7 @@ import contextlib
 import errno
 import io
 import os
+import select
 import stat
 import struct
 import sys
@@ -50,6 +51,8 @@ from vuinspect.frames import Frame, event_frame, event_info
 
 #: Blocks (about one per frame) the writer thread may lag behind before frames are dropped.
 LIMIT = 65536
+#: Bytes a viewer may lag behind before its stream is cut off (64 MiB: ~700k small messages).
+FEED_LIMIT = 64 << 20
 _PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 # EPB bytes beyond the packet data: 28 header + epb_flags option (8) + end of options (4) + trailer (4).
 _EPB_OVERHEAD = 28 + 8 + 4 + 4
@@ -72,13 +75,14 @@ def open_capture_file(path: str) -> int:
 
 
 class _Output:
-    """One destination of the byte stream."""
+    """One destination of the byte stream: a capture file, written with blocking writes."""
 
-    def __init__(self, fd: int, name: str, owned: bool, quiet: bool) -> None:
+    quiet = False  # a failure is reported
+
+    def __init__(self, fd: int, name: str, owned: bool) -> None:
         self.fd = fd
         self.name = name
         self.owned = owned
-        self.quiet = quiet  # the viewer's pipe: a reader that went away is not an error
 
     def write(self, buf: bytes) -> None:
         view = memoryview(buf)
@@ -89,6 +93,62 @@ class _Output:
         if self.owned:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
+
+
+class _Feed(_Output):
+    """The viewer's pipe: never waited for, so a slow viewer never slows the file capture.
+
+    What does not fit into the pipe waits here; a viewer more than ``limit``
+    bytes behind is cut off (its stream ends; it says so), because it could
+    never catch up anyway.  A viewer that went away is not an error.
+    """
+
+    quiet = True
+
+    def __init__(self, fd: int, limit: int) -> None:
+        super().__init__(fd, "<viewer pipe>", True)
+        os.set_blocking(fd, False)
+        self.limit = limit
+        self.pending: collections.deque[memoryview] = collections.deque()
+        self.backlog = 0
+
+    def write(self, buf: bytes) -> None:
+        """Write what fits; raises BrokenPipeError (gone) or FeedCut (too far behind)."""
+        if buf:
+            self.pending.append(memoryview(buf))
+            self.backlog += len(buf)
+        pending = self.pending
+        while pending:
+            view = pending[0]
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                break
+            self.backlog -= n
+            if n < len(view):
+                pending[0] = view[n:]
+                break
+            pending.popleft()
+        if self.backlog > self.limit:
+            raise FeedCut(f"the viewer fell more than {self.limit >> 20} MiB behind")
+
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """At the end: give the viewer a bounded time to take what is still pending."""
+        deadline = time.monotonic() + timeout
+        p = select.poll()
+        p.register(self.fd, select.POLLOUT)
+        while self.pending and time.monotonic() < deadline:
+            if not p.poll(100):
+                continue
+            try:
+                self.write(b"")
+            except OSError:
+                return
+
+
+class FeedCut(OSError):
+    """The viewer's stream was given up (see _Feed)."""
 
 
 class Encoder:
@@ -201,11 +261,13 @@ class Recorder:
     """
 
     def __init__(self, path: str | None = None, feed_fd: int | None = None, *,
-                 limit: int = LIMIT, interval: float = 0.005,
+                 limit: int = LIMIT, feed_limit: int = FEED_LIMIT, interval: float = 0.005,
                  on_error: Callable[[str], None] | None = None) -> None:
         self.limit = limit
         self.interval = interval
         self.on_error = on_error
+        #: Called (on the writer thread) when the viewer's stream is cut off.
+        self.on_feed_cut: Callable[[], None] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._encoder = Encoder(self._chunks.append)
         self._outputs: list[_Output] = []
@@ -217,11 +279,15 @@ class Recorder:
         self.unrecordable = 0
         self.bytes_written = 0
         if path == "-":
-            self._outputs.append(_Output(sys.stdout.fileno(), "<stdout>", False, False))
+            self._outputs.append(_Output(sys.stdout.fileno(), "<stdout>", False))
         elif path is not None:
-            self._outputs.append(_Output(open_capture_file(path), path, True, False))
+            self._outputs.append(_Output(open_capture_file(path), path, True))
+        #: The viewer's pipe while it is fed; ``feed_cut`` tells whether it was cut off.
+        self._feed: _Feed | None = None
+        self.feed_cut = False
         if feed_fd is not None:
-            self._outputs.append(_Output(feed_fd, "<viewer pipe>", True, True))
+            self._feed = _Feed(feed_fd, feed_limit)
+            self._outputs.append(self._feed)
         self._chunks.append(self._encoder.shb)
         try:
             self._drain(first=True)  # the section header: an unwritable target fails here, at once
@@ -311,7 +377,7 @@ class Recorder:
         # left alone next to a VM for days does not wake 200 times a second for nothing.
         wait = self.interval
         while not self._stop.wait(wait):
-            if self._chunks:
+            if self._chunks or (self._feed is not None and self._feed.pending):
                 self._drain()
                 wait = self.interval
             else:
@@ -321,6 +387,8 @@ class Recorder:
         """Write what is queued, as whole blocks, one write per output and round."""
         chunks = self._chunks
         popleft = chunks.popleft
+        if not chunks and self._feed is not None and self._feed.pending:
+            self._write_all(b"", first)  # the viewer's pipe has room again
         while chunks:
             parts = []
             size = 0
@@ -328,19 +396,26 @@ class Recorder:
                 part = popleft()
                 parts.append(part)
                 size += len(part)
-            buf = b"".join(parts)
-            for out in list(self._outputs):
-                try:
-                    out.write(buf)
-                except OSError as exc:
-                    if first and not out.quiet:
-                        raise
-                    self._outputs.remove(out)
-                    out.close()
-                    if not out.quiet and self.on_error is not None:
-                        self.on_error(f"vuinspect proxy: capture stopped ({exc}); "
-                                      "forwarding continues")
+            self._write_all(b"".join(parts), first)
             self.bytes_written += size
+
+    def _write_all(self, buf: bytes, first: bool) -> None:
+        for out in list(self._outputs):
+            try:
+                out.write(buf)
+            except OSError as exc:
+                if first and not out.quiet:
+                    raise
+                self._outputs.remove(out)
+                out.close()
+                if out is self._feed:
+                    self._feed = None
+                    self.feed_cut = isinstance(exc, FeedCut)
+                    if self.feed_cut and self.on_feed_cut is not None:
+                        self.on_feed_cut()
+                elif self.on_error is not None:
+                    self.on_error(f"vuinspect proxy: capture stopped ({exc}); "
+                                  "forwarding continues")
 
     def close(self) -> None:
         """Write everything recorded so far, then close the outputs (call after the proxy stopped)."""
@@ -350,6 +425,8 @@ class Recorder:
         if self._drops:
             self._note_drops(None)
         self._drain()
+        if self._feed is not None:
+            self._feed.finish()
         for out in self._outputs:
             out.close()
         self._outputs = []

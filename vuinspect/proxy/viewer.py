@@ -35,6 +35,8 @@ from typing import IO
 from .engine import say, summary
 from .server import Route
 
+CUT_MESSAGE = ("vuinspect proxy: the display fell too far behind and stopped; forwarding and "
+               "the -w capture go on (stop with Ctrl-C or SIGTERM)")
 #: Niceness added to the viewer process once the engine has been started.
 VIEWER_NICE = 10
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -102,6 +104,7 @@ class Engine:
             os.close(status_w)
         self.feed_fd = feed_r
         self.stats: dict[str, int] | None = None
+        self.cut = False
         self.status = os.fdopen(status_r, "r", encoding="utf-8", errors="replace")
 
     def ready(self) -> bool:
@@ -113,6 +116,16 @@ class Engine:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
 
+    def stream_ended(self) -> None:
+        """The capture stream ended: say so if the child cut us off rather than stopped."""
+        line = self.status.readline()
+        if line.startswith("stats "):
+            with contextlib.suppress(ValueError):
+                self.stats = json.loads(line[6:])
+        elif line.strip() == "cut":
+            self.cut = True
+            say(CUT_MESSAGE)
+
     def finish(self) -> tuple[int, dict[str, int] | None]:
         """Wait for the child; its exit code and final counters (None if it reported none)."""
         if not self.status.closed:
@@ -120,6 +133,9 @@ class Engine:
                 if line.startswith("stats "):
                     with contextlib.suppress(ValueError):
                         self.stats = json.loads(line[6:])
+                elif line.strip() == "cut" and not self.cut:
+                    self.cut = True
+                    say(CUT_MESSAGE)
             self.status.close()
             with contextlib.suppress(OSError):
                 os.close(self.feed_fd)
@@ -159,6 +175,7 @@ def _lines(engine: Engine, out: IO[str], device: str | None) -> None:
                 if errors <= 3:
                     say(f"vuinspect proxy: could not show a frame: {exc!r}")
     flush()
+    engine.stream_ended()
 
 
 def _tui(engine: Engine, args: argparse.Namespace, routes: list[Route]) -> None:
@@ -177,7 +194,7 @@ def _tui(engine: Engine, args: argparse.Namespace, routes: list[Route]) -> None:
         except Exception:  # noqa: BLE001 - the child died before its stream began
             pass
         finally:
-            source.end()
+            source.end()  # (a cut-off stream is reported once the TUI is gone)
 
     reader = threading.Thread(target=feed, daemon=True, name="vuinspect-feed")
     reader.start()
