@@ -1,7 +1,11 @@
 """The transparent vhost-user proxy: forwards every byte and SCM_RIGHTS fd, unchanged.
 
-``server.ProxyServer`` is the entry point; ``relay`` holds the forwarding loop,
-``framing`` the message framing, ``fds`` the fd descriptions, ``interpose`` the
-listen-path handling, ``queue`` the hand-off to a slow consumer and ``command``
-the ``vuinspect proxy`` sub-command.
+``server.ProxyServer`` is the entry point for in-process use (tests, extcap);
+``relay`` holds the forwarding loop (one polling thread per socket pair),
+``framing`` the message framing, ``fds`` the fd descriptions, ``interpose``
+the listen-path handling, ``queue`` the hand-off to an in-process sink and
+``recorder`` the capture encoded on the forwarding threads.  ``command`` is
+the ``vuinspect proxy`` sub-command: ``engine`` forwards and captures,
+``viewer`` decodes and shows in a separate process so that decoding never
+holds the GIL a forwarding thread is waiting for.
 """
