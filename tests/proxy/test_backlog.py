@@ -124,3 +124,38 @@ def test_fds_wait_in_the_backlog_with_their_message(sockdir, proxy) -> None:
     fe.close()
     be.close()
     wait_until(lambda: srv.active_links == 0, what="link to end")
+
+
+def test_sender_gone_while_paused_no_busy_loop_and_all_arrives(sockdir, proxy) -> None:
+    """The front-end writes more than fits and closes while the proxy is not reading it
+    (its backlog towards the back-end is full): the proxy must wait quietly, not spin on the
+    hang-up, and still deliver everything, then the close."""
+    import time
+
+    fe, be, srv, rec = _pair(sockdir, proxy)
+    # More than the socket towards the back-end takes, less than both sockets and the
+    # proxy's backlog together: the front-end can finish writing and close while paused.
+    msgs = [wire.pack(100, 1, bytes([i]) * 60000) for i in range(6)]
+
+    def send_and_close() -> None:
+        for m in msgs:
+            fe.sendall(m)
+        fe.close()
+
+    t = threading.Thread(target=send_and_close, daemon=True)
+    t.start()
+    wait_until(lambda: len(rec.data()) >= 2, what="forwarding to start")
+    t.join(5)
+    assert not t.is_alive(), "the front-end could not finish writing"
+    assert len(rec.data()) < len(msgs), "the proxy should still hold some back"
+    # The back-end does not read for a while: the proxy holds a backlog, the front-end is gone.
+    cpu0 = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - cpu0 < 0.3, "the proxy spins while it waits"
+    got = []
+    while (m := wire.recv_msg(be)) is not None:
+        got.append(m.raw)
+    t.join(10)
+    assert got == msgs
+    be.close()
+    wait_until(lambda: len(rec.events("close")) == 1, what="close frame")
