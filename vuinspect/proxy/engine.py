@@ -71,11 +71,6 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
     With a ``status_fd`` (run by a viewer) it reports ``ready`` once listening
     and its counters at the end there, instead of the summary line.
     """
-    import gc  # EXPERIMENT
-    if os.environ.get("VUINSPECT_GC") == "off":
-        gc.disable()
-    elif os.environ.get("VUINSPECT_GC") == "freeze":
-        gc.freeze()
     recorder = None
     if args.write or feed_fd is not None:
         try:
