@@ -189,6 +189,9 @@ class Encoder:
 
     def _iface(self, conn: int, channel: str) -> int:
         """The interface of (conn, channel); a new one's IDB is emitted first."""
+        iface = self._ifaces.get((conn, channel))
+        if iface is not None:  # (set only after its IDB went out: no lock needed to read)
+            return iface
         with self._lock:
             iface = self._ifaces.get((conn, channel))
             if iface is None:

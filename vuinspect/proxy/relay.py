@@ -187,6 +187,8 @@ class Link:
         self._poller = select.poll()
         self._recorder = getattr(owner, "recorder", None)
         self._fq = getattr(owner, "frame_queue", None)
+        #: Does anything take the frames?  (If not, fds are not even described.)
+        self._records = self._recorder is not None or self._fq is None or self._fq.active
         self._fileno = (socks[0].fileno(), socks[1].fileno())
 
     # -- lifecycle -------------------------------------------------------------
@@ -396,7 +398,7 @@ class Link:
                 if (channel == "main" and direction == "f2b" and len(data) >= 4
                         and _U32.unpack_from(data)[0] == SET_BACKEND_REQ_FD):
                     fds, descs = owner.intercept(self, data, fds)
-                else:
+                elif self._records:
                     descs = tuple(describe_fd(fd) for fd in fds)
                 if len(fds) > SCM_MAX_FD:
                     extra = fds[SCM_MAX_FD:]
@@ -404,7 +406,8 @@ class Link:
                     _close_all(extra)
                     self._note(ts, f"{len(extra)} fd(s) beyond the kernel limit of {SCM_MAX_FD} "
                                "for one message could not be forwarded")
-            self._put(ts, conn, channel, direction, data, descs)
+            if self._records:
+                self._put(ts, conn, channel, direction, data, descs)
             self.frames[side] += 1
             self.bytes[side] += len(data)
             self.fds[side] += len(fds)
