@@ -73,9 +73,18 @@ class Procs:
     def start(self, argv: list[str], name: str, **kw: object) -> subprocess.Popen:
         log = self.logdir / f"{name}.log"
         out = kw.pop("stdout", subprocess.DEVNULL)
+        extra = kw.pop("preexec_fn", None)
+
+        def pre() -> None:
+            # A test run started in the background (nohup, `&` in a script) ignores SIGINT and
+            # children inherit that; Python then keeps it ignored, so SIGINT tests could not work.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if extra is not None:
+                extra()
+
         with open(log, "ab") as err:
             p = subprocess.Popen([sys.executable, "-m", *argv], stdout=out, stderr=err,
-                                 **kw)  # type: ignore[call-overload]
+                                 preexec_fn=pre, **kw)  # type: ignore[call-overload]
         p.log = log  # type: ignore[attr-defined]
         self.started.append(p)
         return p
@@ -121,12 +130,26 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "con
 
 
 def start_proxy(procs: Procs, listen: str, connect: str, *extra: str,
-                name: str = "proxy") -> subprocess.Popen:
-    """``vuinspect proxy`` as a subprocess, returned once it listens."""
+                name: str = "proxy", quiet: bool = True) -> subprocess.Popen:
+    """``vuinspect proxy`` as a subprocess, returned once it listens.
+
+    ``quiet`` (-q): forwarding and capture run in this one process.  Without
+    it the process is a viewer printing summary lines (to /dev/null here) and
+    forwarding runs in its child, the engine (see :func:`forwarding_pid`).
+    """
     p = procs.start(["vuinspect", "proxy", "--listen", listen, "--connect", connect,
-                     "--no-tui", "-q", *extra], name)
+                     "--no-tui", *(["-q"] if quiet else []), *extra], name)
     wait_line(p, f"listening on {listen}")
     return p
+
+
+def forwarding_pid(pid: int) -> int:
+    """The process that forwards: ``pid`` itself, or its only child (the viewer's engine)."""
+    kids: list[str] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += f.read().split()
+    return int(kids[0]) if len(kids) == 1 else pid
 
 
 def start_backend(procs: Procs, path: str, *extra: str, name: str = "backend") -> subprocess.Popen:

@@ -1,7 +1,9 @@
 """Proxy under load: 64 concurrent connections, thousands of messages and fds each.
 
 ``vuinspect proxy`` runs as its own process (so its fd count and memory can be
-read from /proc); the in-repo front-ends and back-ends run as threads here.
+read from /proc), once with -q (forwarding in that process) and once printing
+summary lines (forwarding in its engine child); the in-repo front-ends and
+back-ends run as threads here.
 Every connection mixes round trips, messages carrying memfds, several
 messages glued into one write and back-end channel requests with an fd.
 Checked per connection: the back-end received exactly the bytes the
@@ -27,7 +29,16 @@ from vuinspect.testing import wire
 from vuinspect.testing.backend import Backend
 from vuinspect.testing.frontend import Frontend
 
-from .conftest import fd_count, report, rss_kib, scaled, settle_fds, start_proxy, stop
+from .conftest import (
+    fd_count,
+    forwarding_pid,
+    report,
+    rss_kib,
+    scaled,
+    settle_fds,
+    start_proxy,
+    stop,
+)
 
 CONNECTIONS = 64
 MESSAGES = scaled(300, 3000)
@@ -99,14 +110,19 @@ def drive(fe: Frontend, ident: int, n: int) -> int:
 
 
 @pytest.mark.timeout(scaled(600, 3600))
-def test_64_connections_lose_nothing(sockdir, procs) -> None:
+@pytest.mark.parametrize("mode", ["quiet", "viewer"])
+def test_64_connections_lose_nothing(sockdir, procs, mode) -> None:
+    """``quiet``: -q, one process; ``viewer``: summary lines decoded in the proxy process while
+    its child (the engine) forwards and captures; fds and memory are read from the engine."""
     be_path = os.path.join(sockdir, "be.sock")
     px_path = os.path.join(sockdir, "px.sock")
     cap = os.path.join(sockdir, "load.pcapng")
     pool = BackendPool(be_path)
-    proxy = start_proxy(procs, px_path, be_path, "-w", cap)
+    proxy = start_proxy(procs, px_path, be_path, "-w", cap, quiet=mode == "quiet")
     time.sleep(0.2)
-    fds0, rss0 = fd_count(proxy.pid), rss_kib(proxy.pid)
+    engine = forwarding_pid(proxy.pid)
+    assert (engine != proxy.pid) == (mode == "viewer")
+    fds0, rss0 = fd_count(engine), rss_kib(engine)
     frontends: list[Frontend] = []
     memfd_start: dict[int, int] = {}
     errors: list[BaseException] = []
@@ -136,8 +152,8 @@ def test_64_connections_lose_nothing(sockdir, procs) -> None:
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
-        peak["fds"] = max(peak["fds"], fd_count(proxy.pid))
-        peak["rss"] = max(peak["rss"], rss_kib(proxy.pid))
+        peak["fds"] = max(peak["fds"], fd_count(engine))
+        peak["rss"] = max(peak["rss"], rss_kib(engine))
         time.sleep(0.05)
     for t in threads:
         t.join()
@@ -147,8 +163,8 @@ def test_64_connections_lose_nothing(sockdir, procs) -> None:
         fe.close()
     for t in pool.threads:
         t.join(10)
-    fds_after = settle_fds(proxy.pid, fds0)
-    rss_after = rss_kib(proxy.pid)
+    fds_after = settle_fds(engine, fds0)
+    rss_after = rss_kib(engine)
     assert stop(proxy) == 0
     pool.close()
 
@@ -212,7 +228,7 @@ def test_64_connections_lose_nothing(sockdir, procs) -> None:
     assert fds_after == fds0
     messages = sum(len(be.received) + len(be.sent) for _, be in pairs)
     assert peak["held"] == CONNECTIONS  # all of them were open at the same time
-    report("proxy_load", connections=CONNECTIONS, connections_held_at_once=peak["held"],
+    report("proxy_load", mode=mode, connections=CONNECTIONS, connections_held_at_once=peak["held"],
            messages_per_connection=MESSAGES,
            messages_relayed=messages, fds_checked=fds_checked, seconds=round(elapsed, 1),
            proxy_fds_before=fds0, proxy_fds_peak=peak["fds"], proxy_fds_after=fds_after,

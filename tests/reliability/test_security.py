@@ -145,10 +145,13 @@ def _assert_restored(be: str, before: os.stat_result) -> None:
     fe.close()
 
 
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "viewer"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_interpose_restores_on_signal(sockdir, procs, sig) -> None:
+def test_interpose_restores_on_signal(sockdir, procs, sig, quiet) -> None:
+    """Quiet: one process; viewer: the signal goes to the viewer, which passes it on."""
     be, before = _interposed_backend(sockdir, procs)
-    p = procs.start(["vuinspect", "proxy", "--interpose", be, "--no-tui", "-q"], "proxy")
+    p = procs.start(["vuinspect", "proxy", "--interpose", be, "--no-tui",
+                     *(["-q"] if quiet else [])], "proxy")
     wait_line(p, "listening on")
     st = os.lstat(be)
     assert st.st_ino != before.st_ino  # the proxy's socket, with the original's mode and owner
