@@ -136,6 +136,7 @@ def test_sender_gone_while_paused_no_busy_loop_and_all_arrives(sockdir, proxy) -
     # More than the socket towards the back-end takes, less than both sockets and the
     # proxy's backlog together: the front-end can finish writing and close while paused.
     msgs = [wire.pack(100, 1, bytes([i]) * 60000) for i in range(6)]
+    fe.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)  # (capped at 2 x wmem_max)
 
     def send_and_close() -> None:
         for m in msgs:
