@@ -8,8 +8,8 @@ QEMU connects to the --listen path instead of the back-end's socket (or, with
 QEMU as server, the back-end connects to it and the proxy connects to QEMU);
 --interpose takes over a live back-end socket in place and puts it back on exit.
 
-With summary lines or the TUI, forwarding runs in a child process and this one
-only decodes and shows (viewer.py); with -q it all runs here (engine.py).
+This process forwards and captures (engine.py); summary lines and the TUI are
+decoded and shown by a child process it feeds through a pipe (viewer.py).
 """
 
 from __future__ import annotations
@@ -64,9 +64,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary lines, only errors")
     # For benchmarks: the TUI's full cost, without a terminal.
     p.add_argument("--tui-headless", action="store_true", help=argparse.SUPPRESS)
-    # Internal: run as the forwarding child of a viewer process (viewer.py).
-    p.add_argument("--engine-fds", metavar="FEED,STATUS", help=argparse.SUPPRESS)
-    p.add_argument("--engine-quiet-errors", action="store_true", help=argparse.SUPPRESS)
+    # Internal: run as the viewer child of the forwarding process, reading this fd (viewer.py).
+    p.add_argument("--view-fd", type=int, help=argparse.SUPPRESS)
 
 
 def routes_from_args(args: argparse.Namespace) -> list[Route]:
@@ -119,15 +118,10 @@ def _want_tui(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     routes = routes_from_args(args)
-    if args.engine_fds:  # the forwarding child of a viewer (see viewer.py)
-        try:
-            feed_fd, status_fd = (int(x) for x in args.engine_fds.split(","))
-        except ValueError:
-            raise CliError(f"bad --engine-fds {args.engine_fds!r}") from None
-        return run_engine(args, routes, feed_fd=feed_fd, status_fd=status_fd,
-                          show_errors=not args.engine_quiet_errors)
-    if args.quiet:
-        return run_engine(args, routes)  # nothing to decode: forward and capture in-process
-    from .viewer import run_viewer
+    if args.view_fd is not None:  # the viewer child of an engine (see viewer.py)
+        from .viewer import run_view
 
-    return run_viewer(args, routes, _want_tui(args))
+        return run_view(args, routes, args.view_fd, tui=not args.no_tui)
+    if args.quiet:
+        return run_engine(args, routes)  # nothing to decode or show
+    return run_engine(args, routes, "tui" if _want_tui(args) else "lines")

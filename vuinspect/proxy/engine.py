@@ -1,14 +1,14 @@
 """The forwarding side of ``vuinspect proxy``: relay and capture, nothing else.
 
-It runs in the ``vuinspect proxy`` process itself when nothing has to be
-decoded (``-q``), and otherwise as a child process that the viewer (viewer.py)
-starts: decoding a message and drawing the TUI hold the GIL for tens of µs,
-which a forwarding thread in the same process would wait for on every reply.
-The only capture work left here is encoding pcapng (~1 µs a frame, on the
-forwarding thread, recorder.py), for the ``-w`` file and the viewer's pipe.
+This is the ``vuinspect proxy`` process itself.  Decoding and showing (summary
+lines, the TUI) run in a viewer child (viewer.py), because a decoder holds the
+GIL for tens of µs a message, which a forwarding thread in the same process
+would wait for on every reply.  The only capture work left here is encoding
+pcapng (~0.5 µs a frame, on the forwarding thread, recorder.py), for the
+``-w`` file and the viewer's pipe.
 
-A viewer that goes away never stops the forwarding: the pipe is then simply
-no longer written (a VM must not break because a terminal was closed).
+A viewer that fails never stops the forwarding: the pipe is then no longer
+written.  The user quitting the TUI stops the proxy, as it always did.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import json
 import os
-import select
 import signal
 import sys
 import threading
@@ -30,6 +28,11 @@ from vuinspect.cli import CliError
 from .interpose import ListenError
 from .recorder import Recorder
 from .server import ProxyServer, Route
+
+#: How long the end of a run waits for the viewer to print what is still in the pipe.
+VIEWER_DRAIN_S = 60.0
+CUT_MESSAGE = ("vuinspect proxy: the display fell too far behind and stopped; forwarding and "
+               "the -w capture go on (stop with Ctrl-C or SIGTERM)")
 
 
 class Terminate(Exception):
@@ -53,7 +56,7 @@ class _Closer:
 
 
 def say(text: str) -> None:
-    """One line on stderr; a closed stderr (the viewer's terminal is gone) is no reason to fail."""
+    """One line on stderr; a closed stderr is no reason to fail."""
     with contextlib.suppress(OSError, ValueError):
         print(text, file=sys.stderr, flush=True)
 
@@ -64,28 +67,41 @@ def summary(stats: dict[str, int]) -> str:
             f"{stats['frames_dropped']} frame(s) dropped from the capture")
 
 
-def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | None = None,
-               status_fd: int | None = None, show_errors: bool = True) -> int:
-    """Relay until SIGINT/SIGTERM/SIGHUP; capture to ``-w`` and the viewer's pipe.
+def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None = None) -> int:
+    """Relay until SIGINT/SIGTERM/SIGHUP (or the user quits the TUI); capture to ``-w``.
 
-    With a ``status_fd`` (run by a viewer) it reports ``ready`` once listening
-    and its counters at the end there, instead of the summary line.
+    ``view`` is ``"lines"`` or ``"tui"`` to start a viewer child fed through a
+    pipe, None to show nothing (``-q``).
     """
+    from .viewer import Viewer
+
+    tui = view == "tui"
+    viewer: Viewer | None = None
     recorder = None
-    if args.write or feed_fd is not None:
-        try:
-            recorder = Recorder(args.write, feed_fd, on_error=say)
-        except CaptureError as exc:
-            raise CliError(str(getattr(exc, "reason", exc))) from None
-        if status_fd is not None:
-            recorder.on_feed_cut = lambda: _status(status_fd, "cut")
+    cut = threading.Event()
+    try:
+        if view is not None:
+            viewer = Viewer(args, tui)
+        if args.write or viewer is not None:
+            try:
+                recorder = Recorder(args.write, viewer.feed_fd if viewer else None, on_error=say)
+            except CaptureError as exc:
+                raise CliError(str(getattr(exc, "reason", exc))) from None
+    except BaseException:
+        if viewer is not None:
+            with contextlib.suppress(OSError):
+                os.close(viewer.feed_fd)
+            viewer.stop(5)
+        raise
+    if recorder is not None and viewer is not None:
+        recorder.on_feed_cut = cut.set
     # Another thread may hold the GIL when a forwarding thread wakes up; the latter waits at
     # most this long for it (the default 5 ms would show in reply latencies).
     sys.setswitchinterval(0.0005)
     server = ProxyServer(routes, None, socket_mode=args.socket_mode, recorder=recorder)
     captures = _Closer(recorder)
-    if show_errors:
-        server.on_error = lambda text: say(f"vuinspect proxy: {text}")
+    if not tui:
+        server.on_error = lambda text: say(f"vuinspect proxy: {text}")  # (not over the TUI)
     main_thread = threading.current_thread() is threading.main_thread()
     old: dict[int, Any] = {}
     if main_thread:
@@ -111,13 +127,17 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
         for r in routes:
             extra = " (interposed)" if r.interpose else ""
             say(f"listening on {r.listen} -> {r.connect}{extra}")
-        if status_fd is not None:
-            _status(status_fd, "ready")
-        paths = _path_ids(routes)
         while not server.wait(0.5):
-            if status_fd is not None and _viewer_gone(status_fd) and not server.active_links \
-                    and not _reachable(paths):
-                break  # orphaned, idle, and no path leads here any more: nobody can need us
+            if cut.is_set() and not tui:
+                cut.clear()
+                say(CUT_MESSAGE)
+            if viewer is not None and (rc := viewer.ended()) is not None:
+                if tui and rc == 0:
+                    break  # the user quit the TUI
+                say(f"vuinspect proxy: the {'TUI' if tui else 'display'} ended unexpectedly "
+                    f"(exit code {rc}); forwarding and the capture go on "
+                    "(stop with Ctrl-C or SIGTERM)")
+                viewer = None
     except (KeyboardInterrupt, Terminate):
         pass
     finally:
@@ -127,52 +147,17 @@ def run_engine(args: argparse.Namespace, routes: list[Route], *, feed_fd: int | 
                 with contextlib.suppress(ValueError):
                     signal.signal(sig, signal.SIG_IGN)
         server.stop()
-        captures.close()
+        captures.close()  # the stream ends: the viewer prints the rest and exits
+        if viewer is not None:
+            viewer.stop(VIEWER_DRAIN_S)
         atexit.unregister(server.stop)
         atexit.unregister(captures.close)
         if main_thread:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    if status_fd is not None:
-        _status(status_fd, "stats " + json.dumps(server.stats()))
-    elif not args.quiet:
+    if cut.is_set():
+        say(CUT_MESSAGE)
+    if not args.quiet:
         say(summary(server.stats()))
     return 0
-
-
-def _path_ids(routes: list[Route]) -> dict[str, tuple[int, int]]:
-    """(st_dev, st_ino) of every listen path, as it is right after binding."""
-    ids = {}
-    for r in routes:
-        with contextlib.suppress(OSError):
-            st = os.stat(r.listen)
-            ids[r.listen] = (st.st_dev, st.st_ino)
-    return ids
-
-
-def _reachable(ids: dict[str, tuple[int, int]]) -> bool:
-    """Does any listen path still lead to our socket (not deleted, not replaced)?"""
-    for path, ident in ids.items():
-        with contextlib.suppress(OSError):
-            st = os.stat(path)
-            if (st.st_dev, st.st_ino) == ident:
-                return True
-    return False
-
-
-def _viewer_gone(status_fd: int) -> bool:
-    """The viewer closed its end of the status pipe (it exited, maybe by SIGKILL).
-
-    A viewer that dies leaves us forwarding; but an orphan that is idle and
-    whose listen paths were removed (a test's temporary directory) would
-    otherwise wait forever for connections that cannot come.
-    """
-    p = select.poll()
-    p.register(status_fd, 0)  # a pipe's write end reports POLLERR once no reader is left
-    return bool(p.poll(0))
-
-
-def _status(fd: int, line: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, (line + "\n").encode())

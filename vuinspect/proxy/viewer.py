@@ -1,20 +1,24 @@
-"""The showing side of ``vuinspect proxy``: summary lines or the TUI, fed by a child process.
+"""The showing side of ``vuinspect proxy``: summary lines or the TUI, in a child process.
 
-Decoding a message costs ~20 µs of Python and the TUI redraws for
+Decoding a message costs ~15 µs of Python and the TUI redraws for
 milliseconds, all holding the GIL.  In the forwarding process that time would
-land on the replies waiting to be forwarded (measured: p99 of the added
-latency went from tens of µs to 0.6 ms with summary lines and to 1.5 ms with
-the TUI), so this process only shows: it starts the forwarding engine
-(engine.py) as a child, reads the pcapng stream the child writes to a pipe,
-and decodes it here.
+land on the replies waiting to be forwarded (measured on 2 vCPUs: the p99 of
+the added round trip went from tens of µs to 0.5 ms with summary lines and to
+1.4 ms with the TUI).  So the ``vuinspect proxy`` process forwards and
+captures (engine.py), and starts this viewer as a child that reads the pcapng
+stream the engine writes to a pipe and decodes it here, at the lowest CPU
+priority.
 
-Signals: SIGINT/SIGTERM/SIGHUP are passed to the child, which puts
-interposed sockets back and finishes the capture; this process then reads
-the stream to its end and prints the summary.  The child stays in our
-process group, so job control (Ctrl-C, Ctrl-Z, a closed terminal, a kill of
-the group) treats the two as one job, as before the split; but when only this
-process dies (a crash, a SIGKILL of its pid) the child keeps forwarding and
-just stops writing the pipe: a VM must not break because its viewer did.
+Why the forwarding process is the parent: the pid a user or a script knows
+(for signals, for ``/proc``) is the one holding the VM's sockets; a viewer
+that crashes leaves the forwarding untouched (a VM must not break because a
+display did); and when the forwarding process goes, its viewer sees the
+stream end and goes too: no orphan is ever left holding a VM's socket.
+
+The viewer ends when the stream does (summary lines), or when the user quits
+the TUI (the engine then stops) or the engine stops it with SIGTERM.  SIGINT
+is the engine's business: on Ctrl-C the viewer keeps reading to the end of
+the stream, so every line is printed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import json
 import os
 import select
 import signal
@@ -32,12 +35,12 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
-from .engine import say, summary
 from .server import Route
 
-CUT_MESSAGE = ("vuinspect proxy: the display fell too far behind and stopped; forwarding and "
-               "the -w capture go on (stop with Ctrl-C or SIGTERM)")
-#: Niceness added to the viewer process once the engine has been started (see run_viewer).
+#: Niceness of the viewer: decoding takes a whole core at full message rates, and the
+#: forwarding and the VM's own processes must always go first.  Measured on 2 vCPUs,
+#: summary lines, p99 of the added round trip: +460 µs at nice 0, +370 at 10, +110 at 19
+#: (+130 with SCHED_IDLE).
 VIEWER_NICE = 19
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 #: Pipe buffer for the stream (the kernel caps it at /proc/sys/fs/pipe-max-size, 1 MiB).
@@ -45,7 +48,7 @@ PIPE_SIZE = 1 << 20
 
 
 class FeedFile:
-    """Read side of the child's pipe, as CaptureReader wants it (``read1``).
+    """Read side of the engine's pipe, as CaptureReader wants it (``read1``).
 
     ``on_wait`` runs whenever the next read would block: the moment to flush
     what was printed, so output is neither line-buffered nor held back.
@@ -69,91 +72,76 @@ class FeedFile:
             os.close(self.fd)
 
 
-def engine_argv(args: argparse.Namespace, feed_fd: int, status_fd: int, show_errors: bool) -> list[str]:
-    """The child's command line: the same routes and capture, plus the pipes."""
+# -- the engine's side: starting and stopping the viewer ----------------------------------------
+class Viewer:
+    """The viewer child as the engine sees it: the pipe it writes, the process it waits for."""
+
+    def __init__(self, args: argparse.Namespace, tui: bool) -> None:
+        self.tui = tui
+        read_fd, self.feed_fd = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.feed_fd, _F_SETPIPE_SZ, PIPE_SIZE)
+        try:
+            self.proc = subprocess.Popen(
+                viewer_argv(args, read_fd, tui), pass_fds=(read_fd,),
+                stdin=None if tui else subprocess.DEVNULL)
+        except OSError:
+            os.close(self.feed_fd)
+            raise
+        finally:
+            os.close(read_fd)
+
+    def ended(self) -> int | None:
+        """The viewer's exit code once it has ended (None while it runs)."""
+        return self.proc.poll()
+
+    def stop(self, timeout: float) -> int:
+        """End of the run (the stream is closed already): wait for it, bounded."""
+        if self.tui and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)  # leave the TUI
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def viewer_argv(args: argparse.Namespace, feed_fd: int, tui: bool) -> list[str]:
+    """The child's command line: what it needs to label and decode, plus the pipe."""
     argv = [sys.executable, "-m", "vuinspect", "proxy"]
     for lp, cp in zip(args.listen, args.connect, strict=True):
         argv += ["--listen", lp, "--connect", cp]
     for path in args.interpose:
         argv += ["--interpose", path]
-    argv += ["--frontend", args.frontend, "--socket-mode", f"{args.socket_mode:o}"]
     if args.device:
         argv += ["--device", args.device]
     if args.write:
         argv += ["-w", args.write]
-    argv += ["--no-tui", "-q", "--engine-fds", f"{feed_fd},{status_fd}"]
-    if not show_errors:
-        argv.append("--engine-quiet-errors")
-    return argv
+    if not tui:
+        argv.append("--no-tui")
+    elif getattr(args, "tui_headless", False):
+        argv.append("--tui-headless")
+    return [*argv, "--view-fd", str(feed_fd)]
 
 
-class Engine:
-    """The forwarding child process and its two pipes (capture stream, status lines)."""
-
-    def __init__(self, args: argparse.Namespace, show_errors: bool) -> None:
-        feed_r, feed_w = os.pipe2(os.O_CLOEXEC)
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(feed_w, _F_SETPIPE_SZ, PIPE_SIZE)
-        try:
-            self.proc = subprocess.Popen(
-                engine_argv(args, feed_w, status_w, show_errors), stdin=subprocess.DEVNULL,
-                pass_fds=(feed_w, status_w))
-        finally:
-            os.close(feed_w)
-            os.close(status_w)
-        self.feed_fd = feed_r
-        self.stats: dict[str, int] | None = None
-        self.cut = False
-        self.status = os.fdopen(status_r, "r", encoding="utf-8", errors="replace")
-
-    def ready(self) -> bool:
-        """Wait until the child listens (True) or has failed (False; it said why on stderr)."""
-        return self.status.readline().strip() == "ready"
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-
-    def stream_ended(self) -> None:
-        """The capture stream ended: say so if the child cut us off rather than stopped."""
-        line = self.status.readline()
-        if line.startswith("stats "):
-            with contextlib.suppress(ValueError):
-                self.stats = json.loads(line[6:])
-        elif line.strip() == "cut":
-            self.cut = True
-            say(CUT_MESSAGE)
-
-    def finish(self) -> tuple[int, dict[str, int] | None]:
-        """Wait for the child; its exit code and final counters (None if it reported none)."""
-        if not self.status.closed:
-            for line in self.status:
-                if line.startswith("stats "):
-                    with contextlib.suppress(ValueError):
-                        self.stats = json.loads(line[6:])
-                elif line.strip() == "cut" and not self.cut:
-                    self.cut = True
-                    say(CUT_MESSAGE)
-            self.status.close()
-            with contextlib.suppress(OSError):
-                os.close(self.feed_fd)
-        return self.proc.wait(), self.stats
-
-
-def _forwarding_signals(engine: Engine) -> dict[int, object]:
-    """Pass stop signals on to the child; we stop when its stream ends."""
-    old: dict[int, object] = {}
+# -- the viewer process --------------------------------------------------------------------------
+def run_view(args: argparse.Namespace, routes: list[Route], feed_fd: int, tui: bool) -> int:
+    """The viewer child's main: show the stream on ``feed_fd`` until it ends (or the TUI quits)."""
+    with contextlib.suppress(OSError):
+        os.nice(VIEWER_NICE)  # (Linux: per thread, so before any thread is started)
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            old[sig] = signal.signal(sig, lambda signum, _f: engine.signal(signum))
-    return old
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine stops; we read to the end
+    if tui:
+        _tui(feed_fd, args, routes)
+    else:
+        _lines(feed_fd, sys.stderr if args.write == "-" else sys.stdout, args.device)
+    return 0
 
 
-def _lines(engine: Engine, out: IO[str], device: str | None) -> None:
-    """Print one summary line per decoded message until the child's stream ends."""
-    from vuinspect.capture import CaptureReader
+def _lines(feed_fd: int, out: IO[str], device: str | None) -> None:
+    """Print one summary line per decoded message until the stream ends."""
+    from vuinspect.capture import CaptureError, CaptureReader
 
     from .command import summary_printer
 
@@ -164,7 +152,11 @@ def _lines(engine: Engine, out: IO[str], device: str | None) -> None:
             out.flush()
 
     errors = 0
-    with CaptureReader(FeedFile(engine.feed_fd, flush)) as reader:  # type: ignore[arg-type]
+    try:
+        reader = CaptureReader(FeedFile(feed_fd, flush))  # type: ignore[arg-type]
+    except CaptureError:
+        return  # the engine stopped before its stream began (and said why)
+    with reader:
         for frame in reader:
             try:
                 show(frame)
@@ -173,13 +165,12 @@ def _lines(engine: Engine, out: IO[str], device: str | None) -> None:
             except Exception as exc:  # a decoder bug must not stop the stream being read
                 errors += 1
                 if errors <= 3:
-                    say(f"vuinspect proxy: could not show a frame: {exc!r}")
+                    print(f"vuinspect proxy: could not show a frame: {exc!r}", file=sys.stderr)
     flush()
-    engine.stream_ended()
 
 
-def _tui(engine: Engine, args: argparse.Namespace, routes: list[Route]) -> None:
-    """Run the TUI on the child's stream until the user quits it (or SIGTERM/SIGHUP)."""
+def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
+    """Run the TUI on the stream until the user quits it, or SIGTERM/SIGHUP."""
     from vuinspect.capture import CaptureReader
     from vuinspect.tui.app import VuInspectApp
     from vuinspect.tui.sources import LiveSource
@@ -188,16 +179,15 @@ def _tui(engine: Engine, args: argparse.Namespace, routes: list[Route]) -> None:
 
     def feed() -> None:
         try:
-            with CaptureReader(FeedFile(engine.feed_fd)) as reader:  # type: ignore[arg-type]
+            with CaptureReader(FeedFile(feed_fd)) as reader:  # type: ignore[arg-type]
                 for frame in reader:
                     source.push(frame)
-        except Exception:  # noqa: BLE001 - the child died before its stream began
+        except Exception:  # noqa: BLE001 - the engine ended before its stream began
             pass
         finally:
-            source.end()  # (a cut-off stream is reported once the TUI is gone)
+            source.end()
 
-    reader = threading.Thread(target=feed, daemon=True, name="vuinspect-feed")
-    reader.start()
+    threading.Thread(target=feed, daemon=True, name="vuinspect-feed").start()
     app = VuInspectApp(source, device=args.device)
     quit_requested = threading.Event()
 
@@ -210,46 +200,10 @@ def _tui(engine: Engine, args: argparse.Namespace, routes: list[Route]) -> None:
             app.call_from_thread(app.exit)
 
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, on_signal)
     threading.Thread(target=watcher, daemon=True, name="vuinspect-tui-quit").start()
     try:
         app.run(headless=bool(getattr(args, "tui_headless", False)))
     finally:
         quit_requested.set()
-        engine.signal(signal.SIGTERM)
-        reader.join(30)
-
-
-def run_viewer(args: argparse.Namespace, routes: list[Route], tui: bool) -> int:
-    """Start the engine child, show its stream, pass signals on; the CLI's exit code."""
-    engine = Engine(args, show_errors=not tui)
-    # Decoding takes ~15 µs a message, a whole core at full message rates: let the forwarding
-    # child and the VM's processes always go first.  Measured on 2 vCPUs, summary lines, p99
-    # of the added round trip: +460 µs at nice 0, +370 at 10, +110 at 19 (+130 SCHED_IDLE).
-    # (Linux: per thread, so before any thread is started.)
-    with contextlib.suppress(OSError):
-        os.nice(VIEWER_NICE)
-    old = _forwarding_signals(engine)
-    try:
-        if not engine.ready():  # it could not listen or open the capture, and said so
-            rc, _ = engine.finish()
-            return rc if rc > 0 else 1
-        if tui:
-            _tui(engine, args, routes)
-        else:
-            _lines(engine, sys.stderr if args.write == "-" else sys.stdout, args.device)
-    except BaseException:
-        engine.signal(signal.SIGTERM)
-        raise
-    finally:
-        rc, stats = engine.finish()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-    if rc != 0:
-        why = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
-        say(f"vuinspect proxy: the forwarding process ended unexpectedly ({why})")
-        return 1
-    if stats is not None and not args.quiet:
-        say(summary(stats))
-    return 0
