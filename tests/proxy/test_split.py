@@ -110,21 +110,27 @@ def test_capture_target_refused_one_error_line(sockdir) -> None:
     assert not os.path.exists(px)
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["pid", "group"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_stop_signals_end_both_with_every_line_printed(sockdir, procs, sig) -> None:
+def test_stop_signals_end_both_with_every_line_printed(sockdir, procs, sig, group) -> None:
+    """To the proxy's pid, or to its whole process group (a terminal, a service manager)."""
     be = run_backend(sockdir, procs)
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
     out = Path(sockdir) / "proxy.out"
     proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"], log,
-                  stdout=open(out, "wb"))  # noqa: SIM115
+                  stdout=open(out, "wb"), start_new_session=True)  # noqa: SIM115
     procs.append(proxy)
     wait_line(log, "listening on", proxy)
     viewer = _viewer_of(proxy.pid)
     fe = Frontend(wire.connect(px))
     fe.handshake()
     fe.round_trips(200)
-    assert stop(proxy, sig) == 0  # with a connection still open
+    if group and sig != signal.SIGHUP:  # (SIGHUP to the group: the terminal is gone, no lines)
+        os.killpg(proxy.pid, sig)
+        assert proxy.wait(15) == 0
+    else:
+        assert stop(proxy, sig) == 0  # with a connection still open
     assert _gone(viewer)
     assert not os.path.exists(px)
     assert wire.recv_msg(fe.sock) is None

@@ -17,8 +17,9 @@ stream end and goes too: no orphan is ever left holding a VM's socket.
 
 The viewer ends when the stream does (summary lines), or when the user quits
 the TUI (the engine then stops) or the engine stops it with SIGTERM.  SIGINT
-is the engine's business: on Ctrl-C the viewer keeps reading to the end of
-the stream, so every line is printed.
+(and, for summary lines, SIGTERM) is the engine's business: on Ctrl-C or a
+kill of the process group the viewer reads on to the end of the stream, so
+every line is printed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .server import Route
 #: (+130 with SCHED_IDLE).
 VIEWER_NICE = 19
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 #: Pipe buffer for the stream (the kernel caps it at /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
 
@@ -81,6 +83,11 @@ class Viewer:
         read_fd, self.feed_fd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):
             fcntl.fcntl(self.feed_fd, _F_SETPIPE_SZ, PIPE_SIZE)
+        # The child starts with the stop signals blocked (the mask survives exec) until it has
+        # set up its own handling (run_view): a Ctrl-C during its start-up must not kill it.
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             self.proc = subprocess.Popen(
                 viewer_argv(args, read_fd, tui), pass_fds=(read_fd,),
@@ -90,6 +97,8 @@ class Viewer:
             raise
         finally:
             os.close(read_fd)
+            if main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     def ended(self) -> int | None:
         """The viewer's exit code once it has ended (None while it runs)."""
@@ -131,9 +140,14 @@ def run_view(args: argparse.Namespace, routes: list[Route], feed_fd: int, tui: b
     with contextlib.suppress(OSError):
         os.nice(VIEWER_NICE)  # (Linux: per thread, so before any thread is started)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine stops; we read to the end
+        # Ctrl-C or a kill of the whole process group: the engine stops and closes the
+        # stream, and we print to its end.  (The TUI takes SIGTERM as "quit", see _tui.)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if not tui:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by Viewer()
     if tui:
-        _tui(feed_fd, args, routes)
+        _tui(feed_fd, args, routes)  # (unblocks the stop signals once it handles them)
     else:
         _lines(feed_fd, sys.stderr if args.write == "-" else sys.stdout, args.device)
     return 0
@@ -202,6 +216,7 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     threading.Thread(target=watcher, daemon=True, name="vuinspect-tui-quit").start()
     try:
         app.run(headless=bool(getattr(args, "tui_headless", False)))
