@@ -37,6 +37,7 @@ from .conftest import (
     start_backend,
     start_proxy,
     stop,
+    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(scaled(300, 3600))
@@ -146,7 +147,9 @@ def test_backend_killed_mid_message_and_restarted(env: Env) -> None:
         s.close()
         refused += 1
     fds = assert_fds_back(env, f"{cycles} back-end kills")
-    assert log_text(env.proxy).count("could not connect") >= refused
+    # the proxy's lines reach its log asynchronously: wait for the last one
+    wait_until(lambda: log_text(env.proxy).count("could not connect") >= refused, 10,
+               f"{refused} 'could not connect' lines")
     env.numbers["backend_kills"] = cycles
     report("fault_backend_killed", cycles_survived=cycles, reconnects_while_down=refused,
            frontend_saw=ends, proxy_fds_baseline=env.fds0, proxy_fds_after=fds,
