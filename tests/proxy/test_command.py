@@ -39,7 +39,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
     try:
-        return proc.wait(15)
+        return proc.wait(60)  # generous: a loaded 2-core CI machine is slow to stop a TUI
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
