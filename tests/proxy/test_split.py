@@ -86,11 +86,13 @@ def test_viewer_killed_forwarding_and_capture_go_on(sockdir, procs) -> None:
     assert "Traceback" not in log.read_text()
 
 
-def test_proxy_killed_its_viewer_goes_too(sockdir, procs) -> None:
+@pytest.mark.parametrize("show", ["--no-tui", "--tui-headless"])
+def test_proxy_killed_its_viewer_goes_too(sockdir, procs, show) -> None:
     be = run_backend(sockdir, procs)
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"], log)
+    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, show], log,
+                  stdin=subprocess.DEVNULL)
     procs.append(proxy)
     wait_line(log, "listening on", proxy)
     viewer = _viewer_of(proxy.pid)

@@ -291,3 +291,31 @@ def test_random_stream_arrives_message_for_message(sockdir, proxy) -> None:
     srv.stop()
     assert [f.data for f in rec.data()] == [data for data, _ in plan]  # one frame per message
     assert not rec.events("note")
+
+
+def test_a_stop_forwards_what_was_already_sent() -> None:
+    """Messages written before the proxy stops reach the other side (and the capture),
+    then the other side sees EOF: a stop never swallows a message on its way."""
+    fe_end, px_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    px_b, be_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a = wire.pack(wire.SET_VRING_NUM, 1, struct.pack("=II", 0, 256))
+    b = wire.pack(wire.SET_VRING_ENABLE, 1, struct.pack("=II", 0, 1))
+    efd = wire.eventfd()
+    wire.send_raw(fe_end, a, [efd])
+    wire.send_raw(fe_end, b)
+    owner = _Owner()
+    link = Link(owner, "main", (px_a, px_b), ("frontend", "backend"))
+    link.abort()  # the stop comes before the relay has read anything
+    link.start()
+    got = [wire.recv_msg(be_end) for _ in range(2)]
+    assert [m.raw for m in got] == [a, b]
+    assert got[0].inodes == [wire.fd_inode(efd)]
+    for m in got:
+        m.close_fds()
+    assert wire.recv_msg(be_end) is None
+    assert owner.done.wait(5)
+    assert owner.info["reason"] == "proxy stopped"
+    assert [f.data for f in owner.frames if f.kind == "data"] == [a, b]
+    os.close(efd)
+    for s in (fe_end, be_end):
+        s.close()

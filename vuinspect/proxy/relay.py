@@ -196,12 +196,20 @@ class Link:
         self.thread.start()
 
     def abort(self, text: str = "proxy stopped") -> None:
-        """Stop relaying now (the thread wakes up from poll)."""
+        """Stop relaying: forward what the peers had already sent, then close.
+
+        Only the reading side is shut down here: that wakes the thread from
+        poll, and the peers cannot add anything, but what they wrote before
+        the stop can still be read, and is forwarded (and captured) before the
+        pair is closed: a stop never swallows a message that was on its way.
+        """
         with self._lock:
             if self._first_end is None:
                 self._first_end = (-1, "proxy", text)
             self._aborted = True
-        self._shutdown_all()
+        for s in self.socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RD)
 
     def _shutdown_all(self) -> None:
         for s in self.socks:
@@ -281,7 +289,7 @@ class Link:
         while True:
             for fd, ev in poll(timeout):
                 if self._aborted:
-                    raise _Ended
+                    self._forward_the_rest(view, bufs)
                 side = 0 if fd == fd0 else 1
                 dst = 1 - side
                 if ev & _OUT or not ev & _READABLE or state[side] != OPEN or out[dst]:
@@ -337,6 +345,29 @@ class Link:
                     timeout = None if -1 not in self._events else 200
 
     # -- the slow paths ------------------------------------------------------------
+    def _forward_the_rest(self, view: memoryview, bufs: list[bytearray]) -> None:
+        """After a stop: forward what is still queued in both sockets (bounded), then end."""
+        try:
+            for side in (0, 1):
+                if self._state[side] != OPEN:
+                    continue
+                for _ in range(1024):
+                    try:
+                        n, anc, flags, _ = self.socks[side].recvmsg_into(bufs, ANC_SIZE, _RECV_FLAGS)
+                    except OSError:
+                        break
+                    if not n:
+                        if anc:
+                            _close_all(fds_from_ancdata(anc))
+                        break
+                    self._received(side, n, anc, flags, time.time_ns(), view)
+            for dst in (0, 1):
+                if self._out[dst]:
+                    self._flush(dst)  # what fits now; the rest is dropped with the pair
+        except _Ended:
+            pass
+        raise _Ended
+
     def _event(self, side: int, ev: int, view: memoryview, bufs: list[bytearray]) -> None:
         """Everything but a plain readable socket: room to write, hang-ups, paused reads."""
         state = self._state

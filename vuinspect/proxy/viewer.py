@@ -200,18 +200,27 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
             pass
         finally:
             source.end()
+            if headless:
+                quit_requested.set()  # nobody looks at it: it ends with the stream
 
-    threading.Thread(target=feed, daemon=True, name="vuinspect-feed").start()
+    headless = bool(getattr(args, "tui_headless", False))
     app = VuInspectApp(source, device=args.device)
     quit_requested = threading.Event()
+    finished = threading.Event()
+    threading.Thread(target=feed, daemon=True, name="vuinspect-feed").start()
 
     def on_signal(_signum: int, _frame: object) -> None:
         quit_requested.set()  # the app is asked to exit from a helper thread, never from here
 
     def watcher() -> None:
         quit_requested.wait()
-        with contextlib.suppress(Exception):
-            app.call_from_thread(app.exit)
+        # A request that comes while the app is still starting must not be lost.
+        while not finished.is_set():
+            try:
+                app.call_from_thread(app.exit)
+                return
+            except Exception:  # noqa: BLE001 - not running yet (or any more)
+                finished.wait(0.05)
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -219,6 +228,7 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     threading.Thread(target=watcher, daemon=True, name="vuinspect-tui-quit").start()
     try:
-        app.run(headless=bool(getattr(args, "tui_headless", False)))
+        app.run(headless=headless)
     finally:
+        finished.set()
         quit_requested.set()
