@@ -22,9 +22,10 @@ until QEMU closes its copy).
 End of a pair: EOF on one side is passed on as ``shutdown(SHUT_WR)`` on the
 other (a half-close, exactly what the reader of a direct connection would
 see) once its backlog is written; a full close (the socket shows POLLHUP) is
-passed on as a full shutdown.  A read or write error, or a stop, shuts both
-sockets down at once.  When both directions are done the sockets are closed
-and a ``close`` frame with the reason is emitted.
+passed on as a full shutdown.  A stop first forwards what the peers had
+already written, then shuts both sockets down; a read or write error shuts
+them down at once.  When both directions are done the sockets are closed and
+a ``close`` frame with the reason is emitted.
 """
 
 from __future__ import annotations
