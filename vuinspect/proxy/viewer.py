@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -135,6 +136,17 @@ def viewer_argv(args: argparse.Namespace, feed_fd: int, tui: bool) -> list[str]:
 
 
 # -- the viewer process --------------------------------------------------------------------------
+def _orphaned(parent: int, wait: float = 1.0) -> bool:
+    """Has the forwarding process (our parent) gone?  (Asked when the stream ended: it was
+    either stopped, or cut off for falling behind with the proxy still running.)"""
+    deadline = time.monotonic() + wait
+    while os.getppid() == parent:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # the stream ends as the parent's files close, a moment before it exits
+    return True
+
+
 def run_view(args: argparse.Namespace, routes: list[Route], feed_fd: int, tui: bool) -> int:
     """The viewer child's main: show the stream on ``feed_fd`` until it ends (or the TUI quits)."""
     with contextlib.suppress(OSError):
@@ -199,11 +211,13 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
         except Exception:  # noqa: BLE001 - the engine ended before its stream began
             pass
         finally:
-            source.end()
-            if headless:
-                quit_requested.set()  # nobody looks at it: it ends with the stream
+            # (Not source.end() while the app runs: its decode thread would then spin on a
+            # wait() that returns at once, tui/model.py.  The app ends it when it exits.)
+            if headless or _orphaned(parent):
+                quit_requested.set()  # nobody looks at it, or the proxy is gone: end too
 
     headless = bool(getattr(args, "tui_headless", False))
+    parent = os.getppid()
     app = VuInspectApp(source, device=args.device)
     quit_requested = threading.Event()
     finished = threading.Event()
@@ -232,3 +246,4 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
     finally:
         finished.set()
         quit_requested.set()
+        source.end()
