@@ -16,7 +16,9 @@ import shutil
 
 from .common import PY, median, process, run_json, tempdir, wait_for_socket
 
-RELAYS = ("direct", "socat", "proxy", "proxy+capture", "proxy+tui")
+#: proxy: ``--no-tui -q`` (forwarding only); +capture: ``-w``; +lines: summary lines (to
+#: /dev/null) and ``-w``, decoded by the viewer child; +tui: the TUI, headless, and ``-w``.
+RELAYS = ("direct", "socat", "proxy", "proxy+capture", "proxy+lines", "proxy+tui")
 
 
 def _relay_cmd(kind: str, listen: str, server: str, tmp: str) -> list[str] | None:
@@ -29,6 +31,9 @@ def _relay_cmd(kind: str, listen: str, server: str, tmp: str) -> list[str] | Non
         return [*base, "--no-tui", "-q"]
     if kind == "proxy+capture":
         return [*base, "--no-tui", "-q", "-w", os.path.join(tmp, "bench.pcapng")]
+    if kind == "proxy+lines":  # every line really printed (a pipe nobody reads would stall it)
+        return ["sh", "-c", 'exec "$0" "$@" > /dev/null', *base, "--no-tui",
+                "-w", os.path.join(tmp, "bench-lines.pcapng")]
     if kind == "proxy+tui":
         return [*base, "--tui-headless", "-w", os.path.join(tmp, "bench-tui.pcapng")]
     return None
