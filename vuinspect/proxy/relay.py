@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import os
 import select
 import socket
 import struct
@@ -43,16 +42,22 @@ from typing import Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
 
-from .fds import describe_fd
+from .fds import (
+    ANC_SIZE,
+    RECV_FLAGS,
+    SCM_MAX_FD,
+    close_all,
+    describe_fd,
+    discard_unread,
+    fds_from_ancdata,
+)
 from .framing import HEADER_SIZE, MAX_MESSAGE, Framer
 
-SCM_MAX_FD = 253
-ANC_SIZE = socket.CMSG_SPACE(SCM_MAX_FD * 4)
 # Plain ints: IntFlag operators cost µs per message.
 _SOL_SOCKET = int(socket.SOL_SOCKET)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
-_RECV_FLAGS = int(socket.MSG_CMSG_CLOEXEC) | _DONTWAIT
+_RECV_FLAGS = RECV_FLAGS
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _IN = select.POLLIN
 _OUT = select.POLLOUT
@@ -89,49 +94,11 @@ class LinkOwner(Protocol):
     def link_done(self, link: Link, info: dict[str, object]) -> None: ...
 
 
-def fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    fds: list[int] = []
-    for level, kind, data in ancdata:
-        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
-            a = array.array("i")
-            a.frombytes(data[: len(data) - len(data) % a.itemsize])
-            fds.extend(a)
-    return fds
-
-
-def _close_all(fds: list[int]) -> None:
-    close = os.close
-    for fd in fds:
-        try:  # noqa: SIM105 - a try block costs nothing in 3.11, contextlib.suppress ~0.5 µs
-            close(fd)
-        except OSError:
-            pass
-
-
 def _hung_up(sock: socket.socket) -> bool:
     """Has the peer closed its socket entirely (not just shut down writing)?"""
     p = select.poll()
     p.register(sock, select.POLLIN | select.POLLRDHUP)
     return any(ev & select.POLLHUP for _, ev in p.poll(0))
-
-
-def _discard_unread(sock: socket.socket) -> None:
-    """Read and drop what a stopped pair left unread (closing fds that came with it).
-
-    Closing a Unix socket with unread bytes makes the peer's next read fail with
-    ECONNRESET instead of seeing EOF.  Both ends are shut down by now, so the
-    peer cannot add more.
-    """
-    buf = bytearray(65536)
-    for _ in range(1024):  # bounded, whatever happens
-        try:
-            n, anc, _, _ = sock.recvmsg_into([buf], ANC_SIZE, _RECV_FLAGS)
-        except OSError:
-            return
-        if anc:
-            _close_all(fds_from_ancdata(anc))
-        if not n:
-            return
 
 
 class _Pending:
@@ -359,7 +326,7 @@ class Link:
                         break
                     if not n:
                         if anc:
-                            _close_all(fds_from_ancdata(anc))
+                            close_all(fds_from_ancdata(anc))
                         break
                     self._received(side, n, anc, flags, time.time_ns(), view)
             for dst in (0, 1):
@@ -398,7 +365,7 @@ class Link:
         fds = fds_from_ancdata(anc) if anc else []
         framer = self._framers[side]
         if not n:
-            _close_all(fds)
+            close_all(fds)
             self._eof(side, ts)
             self._update()
             return
@@ -435,7 +402,7 @@ class Link:
                 if len(fds) > SCM_MAX_FD:
                     extra = fds[SCM_MAX_FD:]
                     fds = fds[:SCM_MAX_FD]
-                    _close_all(extra)
+                    close_all(extra)
                     self._note(ts, f"{len(extra)} fd(s) beyond the kernel limit of {SCM_MAX_FD} "
                                "for one message could not be forwarded")
             if self._records:
@@ -450,7 +417,7 @@ class Link:
                 sent = self._send(dst, memoryview(data), fds)
             except OSError as exc:
                 for _, later in units[i + 1:]:
-                    _close_all(later)
+                    close_all(later)
                 self._end_with(dst, "send", f"error sending to {self.role(dst)}: "
                                f"{exc.strerror or exc}")
             if sent < len(data):
@@ -477,13 +444,13 @@ class Link:
             if fds:
                 sent = sock.sendmsg([view], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))],
                                    _DONTWAIT)
-                _close_all(fds)
+                close_all(fds)
                 return sent
             return sock.send(view, _DONTWAIT)
         except BlockingIOError:
             return 0
         except OSError:
-            _close_all(fds)
+            close_all(fds)
             raise
 
     def _flush(self, dst: int) -> None:
@@ -556,7 +523,7 @@ class Link:
                                       "forwarded)")
                 self._forward_units(side, ts, d, [(data, fds)])
             else:
-                _close_all(fds)
+                close_all(fds)
         self._state[side] = DRAIN
         if not self._out[1 - side]:
             self._pass_eof(side)
@@ -601,12 +568,12 @@ class Link:
             peer_side, how, text = self._first_end or (-1, "proxy", "closed")
         for out in self._out:
             for p in out:
-                _close_all(p.fds)
+                close_all(p.fds)
             out.clear()
         for framer in self._framers:
-            _close_all(framer.pending_fds)
+            close_all(framer.pending_fds)
         for s in self.socks:
-            _discard_unread(s)
+            discard_unread(s)
             with contextlib.suppress(OSError):
                 s.close()
         info: dict[str, object] = {"reason": text}
