@@ -143,13 +143,29 @@ def start_proxy(procs: Procs, listen: str, connect: str, *extra: str,
     return p
 
 
-def forwarding_pid(pid: int) -> int:
-    """The process that forwards: ``pid`` itself, or its only child (the viewer's engine)."""
-    kids: list[str] = []
+def forwarding_pid(pid: int, listen: str) -> int:
+    """The process that forwards (holds the listening socket at ``listen``): ``pid`` or a child.
+
+    Without -q, ``vuinspect proxy`` is two processes, one forwarding and one decoding for
+    display; which one is the parent is the proxy's business, so look it up.
+    """
+    inodes = set()
+    with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 8 and parts[7] == listen:
+                inodes.add(f"socket:[{parts[6]}]")
+    kids: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
-            kids += f.read().split()
-    return int(kids[0]) if len(kids) == 1 else pid
+            kids += [int(k) for k in f.read().split()]
+    for candidate in (pid, *kids):
+        with contextlib.suppress(OSError):
+            fds = os.listdir(f"/proc/{candidate}/fd")
+            if any(os.readlink(f"/proc/{candidate}/fd/{fd}") in inodes for fd in fds):
+                return candidate
+    raise AssertionError(f"no process of {pid} holds the listening socket {listen}")
 
 
 def start_backend(procs: Procs, path: str, *extra: str, name: str = "backend") -> subprocess.Popen:
