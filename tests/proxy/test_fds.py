@@ -94,3 +94,37 @@ def test_open_fd_count_tracks_opens() -> None:
     os.close(r)
     os.close(w)
     assert open_fd_count() == before
+
+
+def test_repeated_descriptions_follow_changes(tmp_path) -> None:
+    """Descriptions are cached per inode: a resize, a rename or another anon kind still shows."""
+    fd = os.memfd_create("guest-ram", 0)
+    try:
+        os.ftruncate(fd, 1 << 20)
+        assert describe_fd(fd) == "memfd:guest-ram size=1MiB"
+        assert describe_fd(fd) == "memfd:guest-ram size=1MiB"
+        os.ftruncate(fd, 2 << 20)
+        assert describe_fd(fd) == "memfd:guest-ram size=2MiB"
+    finally:
+        os.close(fd)
+    p = tmp_path / "a.img"
+    p.write_bytes(b"\0" * 4096)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert describe_fd(fd, ()) == f"file:{p} size=4KiB"
+        q = tmp_path / "b.img"
+        os.rename(p, q)
+        assert describe_fd(fd, ()) == f"file:{q} size=4KiB"
+    finally:
+        os.close(fd)
+    import select
+
+    efd = os.eventfd(0)
+    ep = select.epoll()
+    try:  # eventfd and epoll share the kernel's one anon inode: never mixed up
+        for _ in range(2):
+            assert describe_fd(efd) == "eventfd"
+            assert describe_fd(ep.fileno()) == "anon_inode:[eventpoll]"
+    finally:
+        os.close(efd)
+        ep.close()

@@ -83,6 +83,15 @@ def _socket_kind(fd: int) -> str:
         s.detach()  # the fd stays open and unchanged
 
 
+#: Descriptions by (st_dev, st_ino, st_ctime_ns, hugetlbfs) of the inode: QEMU passes the
+#: same guest RAM memfds and files again with every SET_MEM_TABLE, and on the forwarding
+#: path one fstat is far cheaper than readlink through /proc.  ctime changes on rename
+#: and truncate, so a hit is the same inode, unchanged; anon inodes (eventfd, timerfd ...)
+#: all share one inode and are never cached.  Values: (text, append the size?, suffix).
+_cache: dict[tuple, tuple[str, bool, str]] = {}
+_CACHE_MAX = 4096
+
+
 def describe_fd(fd: int, hugetlbfs: tuple[str, ...] | None = None) -> str:
     """A short human description of ``fd``, e.g. ``memfd:guest-ram size=256MiB``.
 
@@ -90,45 +99,61 @@ def describe_fd(fd: int, hugetlbfs: tuple[str, ...] | None = None) -> str:
     given; callers describing many fds pass them once).
     """
     try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        return f"invalid ({exc.strerror})"
+    key = None
+    if stat.S_IFMT(st.st_mode):
+        key = (st.st_dev, st.st_ino, st.st_ctime_ns, hugetlbfs)
+        hit = _cache.get(key)
+        if hit is not None:
+            return _with_size(hit, st)
+    try:
         target = os.readlink(f"/proc/self/fd/{fd}")
     except OSError as exc:
         return f"invalid ({exc.strerror})"
-    if target == "anon_inode:[eventfd]":
-        return "eventfd"  # the most common fd by far (kick/call/err): one syscall is enough
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        st = None
+    parts = _describe(fd, target, st, hugetlbfs)
+    if key is not None:
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[key] = parts
+    return _with_size(parts, st)
 
+
+def _with_size(parts: tuple[str, bool, str], st: os.stat_result) -> str:
+    text, sized, suffix = parts
+    return f"{text} size={format_size(st.st_size)}{suffix}" if sized else text + suffix
+
+
+def _describe(fd: int, target: str, st: os.stat_result,
+              hugetlbfs: tuple[str, ...] | None) -> tuple[str, bool, str]:
+    """(text, sized, suffix) of ``fd`` from its /proc link ``target`` and its stat."""
+    if target == "anon_inode:[eventfd]":
+        return "eventfd", False, ""  # the most common fd by far (kick/call/err)
     if target.startswith("/memfd:"):
         name = target[len("/memfd:"):]
         if name.endswith(" (deleted)"):
             name = name[: -len(" (deleted)")]
-        text = f"memfd:{name}"
-        if st is not None:
-            text += f" size={format_size(st.st_size)}"
-            if st.st_blksize >= _HUGE_BLKSIZE:
-                text += " hugetlb"
-        return text
+        return f"memfd:{name}", True, " hugetlb" if st.st_blksize >= _HUGE_BLKSIZE else ""
     if target.startswith("socket:"):
         kind = _socket_kind(fd)
-        return f"socket:{kind}" if kind else "socket"
+        return (f"socket:{kind}" if kind else "socket"), False, ""
     if target.startswith("pipe:"):
-        return "pipe"
+        return "pipe", False, ""
     if target.startswith("anon_inode:"):
-        return target
-    if target.startswith("/") and st is not None:
+        return target, False, ""
+    if target.startswith("/"):
         if hugetlbfs is None:
             hugetlbfs = hugetlbfs_mounts()
         prefix = "hugetlbfs" if _under(target, hugetlbfs) else "file"
         if stat.S_ISREG(st.st_mode):
-            return f"{prefix}:{target} size={format_size(st.st_size)}"
+            return f"{prefix}:{target}", True, ""
         if stat.S_ISCHR(st.st_mode):
-            return f"chardev:{target}"
+            return f"chardev:{target}", False, ""
         if stat.S_ISDIR(st.st_mode):
-            return f"dir:{target}"
-        return f"{prefix}:{target}"
-    return target
+            return f"dir:{target}", False, ""
+        return f"{prefix}:{target}", False, ""
+    return target, False, ""
 
 
 def open_fd_count() -> int:

@@ -392,36 +392,48 @@ class Link:
         dst = 1 - side
         out = self._out[dst]
         for i, (data, fds) in enumerate(units):
-            descs: tuple[str, ...] = ()
+            descs: tuple[str, ...] | None = ()
             if fds:
                 if (channel == "main" and direction == "f2b" and len(data) >= 4
                         and _U32.unpack_from(data)[0] == SET_BACKEND_REQ_FD):
                     fds, descs = owner.intercept(self, data, fds)
                 elif self._records:
-                    descs = tuple(describe_fd(fd) for fd in fds)
+                    descs = None  # described once sent: the syscalls then cost no latency
                 if len(fds) > SCM_MAX_FD:
                     extra = fds[SCM_MAX_FD:]
                     fds = fds[:SCM_MAX_FD]
                     close_all(extra)
                     self._note(ts, f"{len(extra)} fd(s) beyond the kernel limit of {SCM_MAX_FD} "
                                "for one message could not be forwarded")
-            if self._records:
+            if descs is not None and self._records:
                 self._put(ts, conn, channel, direction, data, descs)
             self.frames[side] += 1
             self.bytes[side] += len(data)
             self.fds[side] += len(fds)
             if out:
+                if descs is None:
+                    self._put(ts, conn, channel, direction, data,
+                              tuple(describe_fd(fd) for fd in fds))
                 out.append(_Pending(memoryview(data), fds))
-                continue
-            try:
-                sent = self._send(dst, memoryview(data), fds)
-            except OSError as exc:
-                for _, later in units[i + 1:]:
-                    close_all(later)
-                self._end_with(dst, "send", f"error sending to {self.role(dst)}: "
-                               f"{exc.strerror or exc}")
-            if sent < len(data):
-                out.append(_Pending(memoryview(data)[sent:], [] if sent else fds))
+            else:
+                try:
+                    sent = self._send(dst, memoryview(data), fds, keep=descs is None)
+                except OSError as exc:
+                    if descs is None:
+                        self._put(ts, conn, channel, direction, data,
+                                  tuple(describe_fd(fd) for fd in fds))
+                        close_all(fds)
+                    for _, later in units[i + 1:]:
+                        close_all(later)
+                    self._end_with(dst, "send", f"error sending to {self.role(dst)}: "
+                                   f"{exc.strerror or exc}")
+                if descs is None:
+                    self._put(ts, conn, channel, direction, data,
+                              tuple(describe_fd(fd) for fd in fds))
+                    if sent:
+                        close_all(fds)  # kept open by _send only to be described
+                if sent < len(data):
+                    out.append(_Pending(memoryview(data)[sent:], [] if sent else fds))
 
     def _put(self, ts: int, conn: int, channel: Channel, direction: Direction, data: bytes,
              descs: tuple[str, ...]) -> None:
@@ -432,10 +444,11 @@ class Link:
         else:
             self.owner.emit(Frame(ts, conn, channel, direction, data, descs))
 
-    def _send(self, dst: int, view: memoryview, fds: list[int]) -> int:
+    def _send(self, dst: int, view: memoryview, fds: list[int], keep: bool = False) -> int:
         """One non-blocking send; fds go with the first byte and are closed once sent.
 
         Returns the bytes sent (0 if the socket is full; the fds then stay ours).
+        ``keep``: never close the fds (the caller still describes them, then closes).
         A 0-byte sendmsg with fds would silently lose them (TECH.md §5), but a
         unit with fds always has at least one byte: fds arrive with data.
         """
@@ -444,13 +457,15 @@ class Link:
             if fds:
                 sent = sock.sendmsg([view], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))],
                                    _DONTWAIT)
-                close_all(fds)
+                if not keep:
+                    close_all(fds)
                 return sent
             return sock.send(view, _DONTWAIT)
         except BlockingIOError:
             return 0
         except OSError:
-            close_all(fds)
+            if not keep:
+                close_all(fds)
             raise
 
     def _flush(self, dst: int) -> None:
