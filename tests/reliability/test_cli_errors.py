@@ -184,9 +184,6 @@ def _conn_numbers(lines: list[str]) -> list[int]:
     return [int(ln.split("connection ")[1].split(":")[0]) for ln in lines]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy: --connect naming a regular file (not a socket) is "
-                   "accepted at start; every connection then fails with 'Connection refused'. "
-                   "Expected: refused at start with one clear line, like the listen path checks")
 def test_connect_path_that_is_not_a_socket(sockdir) -> None:
     target = os.path.join(sockdir, "notasocket")
     with open(target, "w") as f:

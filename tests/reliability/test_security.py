@@ -118,12 +118,28 @@ def test_unownable_paths_are_one_clear_line(sockdir) -> None:
         subprocess.run(["umount", "-l", ro], check=False)
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: a listen path too long for AF_UNIX is reported "
-                   "as '...: None' (interpose._bind uses exc.strerror, which bind leaves None)")
 def test_too_long_listen_path_is_explained(sockdir) -> None:
     px = os.path.join(sockdir, "p" * 120 + ".sock")
     line = one_line(proxy_cli("--listen", px, "--connect", os.path.join(sockdir, "be.sock")))
     assert not line.endswith("None") and "too long" in line
+
+
+def test_interposing_a_path_too_long_to_move_aside(sockdir) -> None:
+    """PATH.vuinspect-orig must stay connectable: refused up front, the socket left alone."""
+    sub = os.path.join(sockdir, "d" * (100 - len(sockdir) - len("/be.sock")))
+    os.mkdir(sub)
+    be = os.path.join(sub, "be.sock")
+    assert len(be) + len(".vuinspect-orig") > 107 >= len(be)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(be)
+    srv.listen(1)
+    try:
+        ino = os.stat(be).st_ino
+        line = one_line(proxy_cli("--interpose", be))
+        assert "too long" in line and "--listen/--connect" in line
+        assert os.stat(be).st_ino == ino and sorted(os.listdir(sub)) == ["be.sock"]
+    finally:
+        srv.close()
 
 
 # -- interpose: the original always comes back ------------------------------------------------

@@ -15,6 +15,8 @@ decoded and shown by a child process it feeds through a pipe (viewer.py).
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from collections.abc import Callable
 from typing import IO
@@ -23,6 +25,7 @@ from vuinspect.cli import CliError
 from vuinspect.frames import Frame
 
 from .engine import run_engine
+from .interpose import MAX_UNIX_PATH
 from .server import FRONTEND_CHOICES, Route
 
 try:
@@ -68,10 +71,28 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view-fd", type=int, help=argparse.SUPPRESS)
 
 
+def check_connect_path(path: str) -> None:
+    """Refuse at start what no connection could ever reach (a missing path is fine:
+    the back-end may not be up yet, and each connection reports it)."""
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        raise CliError(f"--connect {path}: too long for a Unix socket path "
+                       f"({len(os.fsencode(path))} bytes, at most {MAX_UNIX_PATH})")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CliError(f"--connect {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise CliError(f"--connect {path} is not a socket")
+
+
 def routes_from_args(args: argparse.Namespace) -> list[Route]:
     if len(args.listen) != len(args.connect):
         raise CliError("--listen and --connect must come in pairs "
                        f"(got {len(args.listen)} --listen, {len(args.connect)} --connect)")
+    for cp in args.connect:
+        check_connect_path(cp)
     routes = [Route(listen=lp, connect=cp, frontend=args.frontend, device=args.device)
               for lp, cp in zip(args.listen, args.connect, strict=True)]
     routes += [Route.interposed(path, frontend=args.frontend, device=args.device)

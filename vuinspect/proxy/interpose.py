@@ -18,6 +18,8 @@ import os
 import socket
 import stat
 
+#: sun_path holds 108 bytes with the terminating NUL (QEMU and most peers need it).
+MAX_UNIX_PATH = 107
 ORIG_SUFFIX = ".vuinspect-orig"
 _TMP_SUFFIX = ".vuinspect-new"
 
@@ -70,6 +72,9 @@ def _lstat(path: str) -> os.stat_result | None:
 
 def _bind(path: str, mode: int, owner: tuple[int, int] | None = None) -> tuple[socket.socket, int]:
     """Bind + chmod (+ chown) before listen(), so nobody connects with wrong permissions."""
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        raise ListenError(f"cannot listen on {path}: too long for a Unix socket path "
+                          f"({len(os.fsencode(path))} bytes, at most {MAX_UNIX_PATH})")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
@@ -90,7 +95,7 @@ def _bind(path: str, mode: int, owner: tuple[int, int] | None = None) -> tuple[s
         sock.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
-        raise ListenError(f"cannot listen on {path}: {exc.strerror}") from exc
+        raise ListenError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
     except ListenError:
         sock.close()
         with contextlib.suppress(OSError):
@@ -166,6 +171,10 @@ class Interposer(Listener):
             raise ListenError(f"{self.path} is a symlink; refusing to interpose through it")
         if not stat.S_ISSOCK(st.st_mode):
             raise ListenError(f"cannot interpose {self.path}: not a socket")
+        if len(os.fsencode(self.orig)) > MAX_UNIX_PATH:
+            raise ListenError(
+                f"cannot interpose {self.path}: moved aside as {self.orig} it would be too long "
+                f"for a Unix socket path (at most {MAX_UNIX_PATH} bytes); use --listen/--connect")
         if _lstat(self.orig) is not None:
             raise ListenError(
                 f"{self.orig} already exists (left by an earlier run?); "
