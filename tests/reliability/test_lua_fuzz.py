@@ -116,13 +116,13 @@ def test_pseudo_header_damage(tmp_path) -> None:
     assert os.path.getsize(path) == len(data)
 
 
-@pytest.mark.xfail(strict=True, reason="lua: a note event whose data is not UTF-8 (b'\\xff\\xfe') "
-                   "puts invalid UTF-8 in the tree ('vhost-user: NOTE \\xef\\xbf', a U+FFFD cut "
-                   "in half), which breaks strict UTF-8 consumers of tshark -V/-T pdml (pyshark)")
 def test_event_text_stays_valid_utf8(tmp_path) -> None:
     path = tmp_path / "note.pcapng"
+    # invalid bytes, a cut 3-byte sequence, a surrogate, a 4-byte emoji, a cut 4-byte one
+    raw = b"\xff\xfe ok \xe2\x82 x \xed\xa0\x80 \xf0\x9f\x98\x80 \xf0\x9f\x98"
     with CaptureWriter(str(path)) as w:
-        w.write(Frame(1, 1, "main", "f2b", b"\xff\xfe", (), "note"))
+        w.write(Frame(1, 1, "main", "f2b", raw, (), "note"))
     res = subprocess.run(["tshark", "-r", str(path), "-X", f"lua_script:{LUA}", "-V"],
                          capture_output=True, timeout=60)
-    res.stdout.decode("utf-8")
+    out = res.stdout.decode("utf-8")  # strict: raises on any invalid byte
+    assert "NOTE " + raw.decode("utf-8", "replace") in out  # U+FFFD exactly where Python puts them

@@ -168,7 +168,7 @@ local function dissect_event(tvb, ph, fr, first, top)
   local dlen = tvb:len() - ph.hdr_len
   local r = tvb:range(ph.hdr_len, dlen)
   local text = ""
-  if dlen > 0 then text = r:string(ENC_UTF_8) end
+  if dlen > 0 then text = utf8_clean(r:raw()) end
   local info = json_decode(text)
   if info == nil then info = { text = text }
   elseif type(info) ~= "table" or info[1] ~= nil then info = { value = info } end

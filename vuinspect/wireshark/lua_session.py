@@ -53,6 +53,43 @@ local function bit_names_of(v, named)
 end
 
 -- ===================================================================== runtime: pseudo-header
+-- Bytes -> valid UTF-8 as Python's decode("utf-8", "replace") does it: each maximal invalid
+-- subpart becomes one U+FFFD.  (TvbRange:string(ENC_UTF_8) in Wireshark 4.0 returns its
+-- replacements cut to the input length, leaving half a U+FFFD in the tree.)
+local REPLACEMENT = "\239\191\189"
+
+local function utf8_clean(s)
+  local i = s:find("[\128-\255]")
+  if i == nil then return s end
+  local out, n = { s:sub(1, i - 1) }, #s
+  while i <= n do
+    local c = s:byte(i)
+    if c < 0x80 then
+      local j = s:find("[\128-\255]", i) or (n + 1)
+      out[#out + 1] = s:sub(i, j - 1)
+      i = j
+    else
+      local need, lo, hi = 0, 0x80, 0xBF
+      if c >= 0xC2 and c <= 0xDF then need = 1
+      elseif c == 0xE0 then need, lo = 2, 0xA0
+      elseif (c >= 0xE1 and c <= 0xEC) or c == 0xEE or c == 0xEF then need = 2
+      elseif c == 0xED then need, hi = 2, 0x9F
+      elseif c == 0xF0 then need, lo = 3, 0x90
+      elseif c >= 0xF1 and c <= 0xF3 then need = 3
+      elseif c == 0xF4 then need, hi = 3, 0x8F end
+      local j, ok = i + 1, need > 0
+      for _ = 1, need do
+        local b = s:byte(j)
+        if b == nil or b < lo or b > hi then ok = false; break end
+        lo, hi, j = 0x80, 0xBF, j + 1
+      end
+      out[#out + 1] = ok and s:sub(i, j - 1) or REPLACEMENT
+      i = j
+    end
+  end
+  return concat(out)
+end
+
 local function parse_pseudo(tvb)
   local n = tvb:len()
   if n < C.PH_FIXED then return nil, fmt("pseudo-header cut short: %d of %d bytes", n, C.PH_FIXED) end
@@ -76,7 +113,7 @@ local function parse_pseudo(tvb)
     local size = tvb:range(pos, 2):uint()
     if pos + 2 + size > ph.hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
     local text = ""
-    if size > 0 then text = tvb:range(pos + 2, size):string(ENC_UTF_8) end
+    if size > 0 then text = utf8_clean(tvb:range(pos + 2, size):raw()) end
     ph.fds[i] = text
     ph.fd_ranges[i] = tvb:range(pos, 2 + size)
     pos = pos + 2 + size
