@@ -206,6 +206,31 @@ def test_live_source_fed_from_a_thread() -> None:
     assert model_json(model) == pipeline_json(frames)
 
 
+def test_decoder_thread_sleeps_once_the_input_ended() -> None:
+    """After the end, the thread waits for a filter instead of polling an ended source."""
+    live = LiveSource()
+    model = Model(live)
+    model.start()
+    for f in demo_frames():
+        live.push(f)
+    live.end()
+    deadline = time.monotonic() + 10
+    while not model.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.finished
+    try:
+        cpu = time.process_time()
+        time.sleep(0.5)
+        assert time.process_time() - cpu < 0.15  # a spinning thread would take ~0.5 s
+        model.set_filter("name == GET_FEATURES")  # and a filter still wakes it
+        deadline = time.monotonic() + 5
+        while model.filtering and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not model.filtering and 0 < len(model) < len(demo_frames())
+    finally:
+        model.stop()
+
+
 def test_waiting_age_uses_the_clock_live_and_the_capture_end_offline(tmp_path: Path) -> None:
     frames = demo_frames()
     now = [frames[-1].ts_ns + 2_000_000_000]

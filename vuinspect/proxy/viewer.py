@@ -211,8 +211,7 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
         except Exception:  # noqa: BLE001 - the engine ended before its stream began
             pass
         finally:
-            # (Not source.end() while the app runs: its decode thread would then spin on a
-            # wait() that returns at once, tui/model.py.  The app ends it when it exits.)
+            source.end()  # the view then settles: unanswered requests get their problems
             if headless or _orphaned(parent):
                 quit_requested.set()  # nobody looks at it, or the proxy is gone: end too
 

@@ -88,6 +88,7 @@ class Model:
         self.generation = 0  # bumped whenever rows change meaning (filter) for caches
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new filter (or stop) once the input has ended
         self._on_change: Callable[[], None] | None = None
 
     # -- the decoding thread ---------------------------------------------------------
@@ -99,13 +100,19 @@ class Model:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(2)
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                if not self.step():
+                if self.step():
+                    continue
+                if self.finished:  # the input has ended: only a new filter brings work
+                    self._wake.wait()
+                    self._wake.clear()
+                else:
                     self.source.wait(self.decoded, 0.25)
         except Exception as exc:  # noqa: BLE001 - shown in the UI instead of a dead thread
             self.error = f"decoding stopped: {exc!r}"
@@ -354,6 +361,7 @@ class Model:
             self.visible = array("I") if pred is not None else None
             self.filtered = 0
             self.generation += 1
+        self._wake.set()
         if self._on_change:
             self._on_change()
 
