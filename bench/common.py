@@ -65,6 +65,19 @@ def process(args: list[str], *, ready: str | None = None, stream: str = "stdout"
                 pipe.close()
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants alive now (from /proc/PID/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(x) for x in f.read().split()]
+    return found
+
+
 def wait_for_socket(path: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):

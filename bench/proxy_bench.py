@@ -11,10 +11,13 @@ than latency does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 
-from .common import PY, median, process, run_json, tempdir, wait_for_socket
+from .common import PY, median, process, process_tree, run_json, tempdir, wait_for_socket
 
 #: proxy: ``--no-tui -q`` (forwarding only); +capture: ``-w``; +lines: summary lines (to
 #: /dev/null) and ``-w``, decoded by the viewer child; +tui: the TUI, headless, and ``-w``.
@@ -75,18 +78,11 @@ def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system, reaped children included) of ``pid`` and its descendants."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             total += sum(int(x) for x in fields[11:15]) / tick
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
     return total
 
 
@@ -98,11 +94,45 @@ class _nothing:
         return False
 
 
-def latency(quick: bool, reps: int | None = None, rounds: int | None = None) -> list[dict]:
+@contextlib.contextmanager
+def busy_cpus(on: bool) -> Iterator[None]:
+    """One nice-19 busy loop per CPU, so that no vCPU halts (see NOTES.md: on an idle VM
+    every wake-up of a halted vCPU costs tens of µs, more than the relays themselves)."""
+    procs = [subprocess.Popen([PY, "-c", "import os; os.nice(19)\nwhile True: pass"])
+             for _ in range(os.cpu_count() or 1)] if on else []
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None) -> Iterator[None]:
+    """Run every process started meanwhile on one CPU (children inherit the affinity).
+
+    On a VM, a wake-up that crosses to another, halted vCPU costs tens of µs and
+    depends on where the scheduler happened to put the three processes; on one
+    CPU every hop is a plain context switch, so a relay's cost shows undisturbed.
+    """
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def latency(quick: bool, reps: int | None = None, rounds: int | None = None,
+            awake: bool = False, pin: int | None = None) -> list[dict]:
     rounds = rounds or (3000 if quick else 100_000)
     reps = reps or (1 if quick else 5)
     rows: list[dict] = []
-    with tempdir() as tmp:
+    with tempdir() as tmp, busy_cpus(awake), pinned(pin):
         for fds in (0, 1, 8):
             # Per repetition: direct first, then every relay; "added" pairs each with that direct.
             samples: dict[str, list[dict]] = {k: [] for k in RELAYS}
@@ -138,6 +168,8 @@ def latency(quick: bool, reps: int | None = None, rounds: int | None = None) -> 
             r["vs_socat_p50"] = r["added_p50_us"] / s["added_p50_us"]
             r["vs_socat_p99"] = r["added_p99_us"] / s["added_p99_us"] if s["added_p99_us"] > 0 \
                 else None
+        if s and r.get("cpu_us_per_rt") and s.get("cpu_us_per_rt"):
+            r["vs_socat_cpu"] = r["cpu_us_per_rt"] / s["cpu_us_per_rt"]
     return rows
 
 

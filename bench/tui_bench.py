@@ -132,6 +132,10 @@ def run(quick: bool) -> dict:
         path = os.path.join(tmp, "big.pcapng")
         result = {"messages_requested": messages, **generate(path, messages)}
         result.update(measure(path))
+        from . import termshark_bench
+
+        result["termshark"] = termshark_bench.run(path, result["frames"],
+                                                  timeout=120 if quick else 900)
     result["first_paint_ok"] = result["first_paint_s"] < FIRST_PAINT_LIMIT_S
     result["rss_ok"] = result["peak_rss_mb"] < RSS_LIMIT_MB
     return result
