@@ -51,6 +51,48 @@ def _version() -> str:
         return "dev"
 
 
+def open_capture_file(path: str) -> int:
+    """Create ``path`` for a capture: 0600 (it holds guest data), never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise CaptureError(f"refusing to write capture {path}: it is a symbolic link") from None
+        raise CaptureError(f"cannot create capture {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+    return fd
+
+
+def pack_block(order: str, btype: int, body: bytes) -> bytes:
+    """A whole pcapng block: type, total length, ``body``, total length again."""
+    blen = len(body) + 12
+    return struct.pack(order + "II", btype, blen) + body + struct.pack(order + "I", blen)
+
+
+def pack_options(order: str, options: list[tuple[int, bytes]]) -> bytes:
+    """pcapng options, each padded to 32 bits, then the end-of-options marker."""
+    out = []
+    for code, value in options:
+        out.append(struct.pack(order + "HH", code, len(value)) + value + _PAD[-len(value) & 3])
+    out.append(struct.pack(order + "HH", 0, 0))
+    return b"".join(out)
+
+
+def idb_block(order: str, conn: int, channel: str, label: str | None) -> bytes:
+    """The interface description block of one (connection, channel)."""
+    name = label or f"conn {conn}"
+    body = struct.pack(order + "HHI", LINKTYPE_WIRESHARK_UPPER_PDU, 0, 0)
+    body += pack_options(order, [
+        (IF_NAME, name.encode("utf-8", "replace")),
+        (IF_DESCRIPTION, f"conn {conn} {channel}".encode()),
+        (IF_TSRESOL, bytes([TSRESOL_NS])),
+    ])
+    return pack_block(order, BT_IDB, body)
+
+
 class CaptureWriter:
     """Write :class:`Frame` s as a vuinspect pcapng capture.
 
@@ -95,18 +137,7 @@ class CaptureWriter:
             return "<stdout>"
         if isinstance(target, (str, os.PathLike)):
             path = os.fspath(target)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(path, flags, 0o600)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP and os.path.islink(path):
-                    raise CaptureError(
-                        f"refusing to write capture {path}: it is a symbolic link"
-                    ) from None
-                raise CaptureError(f"cannot create capture {path}: {exc.strerror}") from None
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-                os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+            fd = open_capture_file(path)
             self._fd = fd
             self._owned = True
             return path
@@ -114,34 +145,16 @@ class CaptureWriter:
         return getattr(target, "name", "<file>")
 
     # -- blocks --------------------------------------------------------------------
-    def _block(self, btype: int, body: bytes) -> bytes:
-        blen = len(body) + 12
-        return struct.pack(self._order + "II", btype, blen) + body + struct.pack(self._order + "I", blen)
-
-    def _options(self, options: list[tuple[int, bytes]]) -> bytes:
-        out = []
-        for code, value in options:
-            out.append(struct.pack(self._order + "HH", code, len(value)) + value + _PAD[-len(value) & 3])
-        out.append(struct.pack(self._order + "HH", 0, 0))
-        return b"".join(out)
-
     def _shb(self) -> bytes:
         body = struct.pack(self._order + "IHHq", BYTE_ORDER_MAGIC, 1, 0, -1)
-        body += self._options([(SHB_USERAPPL, f"vuinspect {_version()}".encode())])
-        return self._block(BT_SHB, body)
+        body += pack_options(self._order, [(SHB_USERAPPL, f"vuinspect {_version()}".encode())])
+        return pack_block(self._order, BT_SHB, body)
 
     def _new_iface(self, conn: int, channel: str) -> int:
         """Write the IDB for (conn, channel); names come from the conn's open event."""
         iface = len(self._ifaces)
         self._ifaces[(conn, channel)] = iface
-        name = self._labels.get(conn) or f"conn {conn}"
-        body = struct.pack(self._order + "HHI", LINKTYPE_WIRESHARK_UPPER_PDU, 0, 0)
-        body += self._options([
-            (IF_NAME, name.encode("utf-8", "replace")),
-            (IF_DESCRIPTION, f"conn {conn} {channel}".encode()),
-            (IF_TSRESOL, bytes([TSRESOL_NS])),
-        ])
-        self._append(self._block(BT_IDB, body))
+        self._append(idb_block(self._order, conn, channel, self._labels.get(conn)))
         return iface
 
     def _append(self, block: bytes) -> None:

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import io
 import os
 import select
-import stat
 import struct
 import sys
 import threading
@@ -36,17 +34,12 @@ from collections.abc import Callable
 from vuinspect.capture import CaptureError, CaptureWriter, pseudohdr
 from vuinspect.capture.pcapng import (
     BT_EPB,
-    BT_IDB,
     EPB_DIRECTION_FLAGS,
     EPB_FLAGS,
     EXPORTED_PDU_PREFIX,
-    IF_DESCRIPTION,
-    IF_NAME,
-    IF_TSRESOL,
-    LINKTYPE_WIRESHARK_UPPER_PDU,
     PREFIX_LEN,
-    TSRESOL_NS,
 )
+from vuinspect.capture.writer import idb_block, open_capture_file
 from vuinspect.frames import Frame, event_frame, event_info
 
 #: Blocks (about one per frame) the writer thread may lag behind before frames are dropped.
@@ -57,21 +50,6 @@ _PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 # EPB bytes beyond the packet data: 28 header + epb_flags option (8) + end of options (4) + trailer (4).
 _EPB_OVERHEAD = 28 + 8 + 4 + 4
 _U64 = 1 << 64
-
-
-def open_capture_file(path: str) -> int:
-    """Create ``path`` for a capture the way CaptureWriter does: 0600, never through a symlink."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and os.path.islink(path):
-            raise CaptureError(f"refusing to write capture {path}: it is a symbolic link") from None
-        raise CaptureError(f"cannot create capture {path}: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
-    return fd
 
 
 class _Output:
@@ -176,17 +154,6 @@ class Encoder:
         CaptureWriter(shb, big_endian=big_endian).close()  # its section header, version and all
         self.shb = shb.getvalue()
 
-    def _block(self, btype: int, body: bytes) -> bytes:
-        blen = len(body) + 12
-        return struct.pack(self._order + "II", btype, blen) + body + struct.pack(self._order + "I", blen)
-
-    def _options(self, options: list[tuple[int, bytes]]) -> bytes:
-        out = []
-        for code, value in options:
-            out.append(struct.pack(self._order + "HH", code, len(value)) + value + _PAD[-len(value) & 3])
-        out.append(struct.pack(self._order + "HH", 0, 0))
-        return b"".join(out)
-
     def _iface(self, conn: int, channel: str) -> int:
         """The interface of (conn, channel); a new one's IDB is emitted first."""
         iface = self._ifaces.get((conn, channel))
@@ -196,14 +163,7 @@ class Encoder:
             iface = self._ifaces.get((conn, channel))
             if iface is None:
                 iface = len(self._ifaces)
-                name = self._labels.get(conn) or f"conn {conn}"
-                body = struct.pack(self._order + "HHI", LINKTYPE_WIRESHARK_UPPER_PDU, 0, 0)
-                body += self._options([
-                    (IF_NAME, name.encode("utf-8", "replace")),
-                    (IF_DESCRIPTION, f"conn {conn} {channel}".encode()),
-                    (IF_TSRESOL, bytes([TSRESOL_NS])),
-                ])
-                self._emit(self._block(BT_IDB, body))
+                self._emit(idb_block(self._order, conn, channel, self._labels.get(conn)))
                 self._ifaces[(conn, channel)] = iface
             return iface
 
