@@ -151,3 +151,16 @@ def proxy(sockdir: str) -> Iterator[Callable[..., tuple[ProxyServer, Recorder]]]
     yield make
     for srv in made:
         srv.stop()
+
+
+def relayed_pair(sockdir: str, proxy) -> tuple[socket.socket, socket.socket, ProxyServer, Recorder]:
+    """Front-end and back-end ends of one connection through an in-process proxy (a
+    ``proxy`` fixture's maker): (front-end socket, back-end socket, server, recorder)."""
+    be_path = os.path.join(sockdir, "be.sock")
+    px = os.path.join(sockdir, "px.sock")
+    listener = wire.listen(be_path)
+    srv, rec = proxy([Route(px, be_path, frontend="listen")])
+    fe = wire.connect(px)
+    be, _ = listener.accept()
+    listener.close()
+    return fe, be, srv, rec

@@ -14,27 +14,15 @@ import threading
 
 import pytest
 
-from vuinspect.proxy.server import Route
 from vuinspect.testing import wire
 
-from .conftest import wait_until
+from .conftest import relayed_pair, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _pair(sockdir: str, proxy) -> tuple[socket.socket, socket.socket, object, object]:
-    be_path = os.path.join(sockdir, "be.sock")
-    px = os.path.join(sockdir, "px.sock")
-    listener = wire.listen(be_path)
-    srv, rec = proxy([Route(px, be_path, frontend="listen")])
-    fe = wire.connect(px)
-    be, _ = listener.accept()
-    listener.close()
-    return fe, be, srv, rec
-
-
 def test_a_full_direction_does_not_stall_the_other(sockdir, proxy) -> None:
-    fe, be, srv, rec = _pair(sockdir, proxy)
+    fe, be, srv, rec = relayed_pair(sockdir, proxy)
     big = [wire.pack(200 + i % 7, 1, bytes([i % 251]) * 4096) for i in range(400)]  # ~1.6 MB
     sent_f2b: list[bytes] = []
 
@@ -71,7 +59,7 @@ def test_a_full_direction_does_not_stall_the_other(sockdir, proxy) -> None:
 
 def test_eof_waits_for_the_backlog(sockdir, proxy) -> None:
     """The sender closes while its bytes still sit in the proxy: they arrive, then EOF."""
-    fe, be, srv, rec = _pair(sockdir, proxy)
+    fe, be, srv, rec = relayed_pair(sockdir, proxy)
     msgs = [wire.pack(100, 1, os.urandom(60000)) for _ in range(20)]
     done = threading.Event()
 
@@ -100,7 +88,7 @@ def test_eof_waits_for_the_backlog(sockdir, proxy) -> None:
 
 def test_fds_wait_in_the_backlog_with_their_message(sockdir, proxy) -> None:
     """A message with fds that does not fit yet keeps its fds until it is sent."""
-    fe, be, srv, rec = _pair(sockdir, proxy)
+    fe, be, srv, rec = relayed_pair(sockdir, proxy)
     filler = [wire.pack(100, 1, b"\0" * 60000) for _ in range(10)]
     efd = wire.eventfd()
     kick = wire.pack(wire.SET_VRING_KICK, 1, wire.U64.pack(0))
@@ -132,7 +120,7 @@ def test_sender_gone_while_paused_no_busy_loop_and_all_arrives(sockdir, proxy) -
     hang-up, and still deliver everything, then the close."""
     import time
 
-    fe, be, srv, rec = _pair(sockdir, proxy)
+    fe, be, srv, rec = relayed_pair(sockdir, proxy)
     # More than the socket towards the back-end takes, less than both sockets and the
     # proxy's backlog together: the front-end can finish writing and close while paused.
     msgs = [wire.pack(100, 1, bytes([i]) * 60000) for i in range(6)]

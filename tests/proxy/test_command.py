@@ -46,6 +46,21 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
         raise
 
 
+def start_cli_proxy(sockdir: str, procs) -> tuple[str, str, str, Path, Path, subprocess.Popen]:
+    """A back-end and ``vuinspect proxy --no-tui -w`` in front of it, listening:
+    (back-end path, proxy path, capture path, stderr log, stdout file, proxy process)."""
+    be = run_backend(sockdir, procs)
+    px = os.path.join(sockdir, "px.sock")
+    cap = os.path.join(sockdir, "cap.pcapng")
+    log = Path(sockdir) / "proxy.log"
+    out = Path(sockdir) / "proxy.out"
+    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap],
+                  log, stdout=open(out, "wb"))  # noqa: SIM115
+    procs.append(proxy)
+    wait_line(log, f"listening on {px} -> {be}", proxy)
+    return be, px, cap, log, out, proxy
+
+
 def run_backend(sockdir: str, procs, name: str = "be.sock", *extra: str) -> str:
     path = os.path.join(sockdir, name)
     log = Path(sockdir) / f"{name}.log"
@@ -59,15 +74,7 @@ def run_backend(sockdir: str, procs, name: str = "be.sock", *extra: str) -> str:
 def test_cli_proxy_capture_and_clean_exit(sockdir, procs, sig) -> None:
     from vuinspect.capture import read_frames
 
-    be = run_backend(sockdir, procs)
-    px = os.path.join(sockdir, "px.sock")
-    cap = os.path.join(sockdir, "cap.pcapng")
-    log = Path(sockdir) / "proxy.log"
-    out = Path(sockdir) / "proxy.out"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap],
-                  log, stdout=open(out, "wb"))  # noqa: SIM115
-    procs.append(proxy)
-    wait_line(log, f"listening on {px} -> {be}", proxy)
+    be, px, cap, log, out, proxy = start_cli_proxy(sockdir, procs)
     assert stat.S_IMODE(os.stat(px).st_mode) == 0o600
     fe = Frontend(wire.connect(px))
     fe.handshake()

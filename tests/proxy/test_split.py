@@ -20,7 +20,7 @@ from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
 
 from .conftest import children
-from .test_command import run_backend, start, stop, wait_line
+from .test_command import run_backend, start, start_cli_proxy, stop, wait_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,15 +53,7 @@ def _gone(pid: int, timeout: float = 10) -> bool:
 def test_viewer_killed_forwarding_and_capture_go_on(sockdir, procs) -> None:
     from vuinspect.capture import read_frames
 
-    be = run_backend(sockdir, procs)
-    px = os.path.join(sockdir, "px.sock")
-    cap = os.path.join(sockdir, "cap.pcapng")
-    log = Path(sockdir) / "proxy.log"
-    out = Path(sockdir) / "proxy.out"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap],
-                  log, stdout=open(out, "wb"))  # noqa: SIM115
-    procs.append(proxy)
-    wait_line(log, f"listening on {px} -> {be}", proxy)
+    be, px, cap, log, out, proxy = start_cli_proxy(sockdir, procs)
     viewer = _viewer_of(proxy.pid)
     fe = Frontend(wire.connect(px))
     fe.handshake()

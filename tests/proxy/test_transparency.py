@@ -16,7 +16,7 @@ from vuinspect.proxy.server import Route
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
 
-from .conftest import wait_until
+from .conftest import relayed_pair, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -249,12 +249,7 @@ def test_random_stream_arrives_message_for_message(sockdir, proxy) -> None:
     import random
 
     rng = random.Random(1234)
-    be_path = os.path.join(sockdir, "be.sock")
-    px = os.path.join(sockdir, "px.sock")
-    listener = wire.listen(be_path)
-    srv, rec = proxy([Route(px, be_path, frontend="listen")])
-    fe = wire.connect(px)
-    be, _ = listener.accept()
+    fe, be, srv, rec = relayed_pair(sockdir, proxy)
     plan = []
     for i in range(300):
         size = rng.choice([0, 8, 40, 100, 2048, 4096, 20000, 65536])
@@ -287,7 +282,6 @@ def test_random_stream_arrives_message_for_message(sockdir, proxy) -> None:
         m.close_fds()
     fe.close()
     be.close()
-    listener.close()
     srv.stop()
     assert [f.data for f in rec.data()] == [data for data, _ in plan]  # one frame per message
     assert not rec.events("note")

@@ -1,6 +1,6 @@
 """CaptureWriter: frames to a pcapng file, fast, nanosecond-exact, whole blocks only.
 
-Blocks are packed by hand (dpkt's Writer forces microseconds, TECH.md §3) and
+Blocks come from the Encoder (encoder.py, shared with the proxy's Recorder) and are
 buffered; each flush is one write of whole blocks, so a proxy killed with
 SIGKILL leaves at worst a cut-short last block, which the reader reports and
 survives.  Files are created 0600 because they hold guest memory contents.
@@ -11,44 +11,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import struct
 import sys
 import threading
 from typing import BinaryIO
 
-from vuinspect.capture import pseudohdr
+from vuinspect.capture.encoder import Encoder
 from vuinspect.capture.errors import CaptureError
-from vuinspect.capture.pcapng import (
-    BT_EPB,
-    BT_IDB,
-    BT_SHB,
-    BYTE_ORDER_MAGIC,
-    EPB_DIRECTION_FLAGS,
-    EPB_FLAGS,
-    EXPORTED_PDU_PREFIX,
-    IF_DESCRIPTION,
-    IF_NAME,
-    IF_TSRESOL,
-    LINKTYPE_WIRESHARK_UPPER_PDU,
-    PREFIX_LEN,
-    SHB_USERAPPL,
-    TSRESOL_NS,
-)
-from vuinspect.frames import Frame, event_info
+from vuinspect.frames import Frame
 
 FLUSH_AT = 64 * 1024
-_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
-# EPB bytes beyond the packet data: 28 header + epb_flags option (8) + end of options (4) + trailer (4).
-_EPB_OVERHEAD = 28 + 8 + 4 + 4
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("vuinspect")
-    except Exception:  # noqa: BLE001 - not installed: any label will do
-        return "dev"
 
 
 def open_capture_file(path: str) -> int:
@@ -66,33 +37,6 @@ def open_capture_file(path: str) -> int:
     return fd
 
 
-def pack_block(order: str, btype: int, body: bytes) -> bytes:
-    """A whole pcapng block: type, total length, ``body``, total length again."""
-    blen = len(body) + 12
-    return struct.pack(order + "II", btype, blen) + body + struct.pack(order + "I", blen)
-
-
-def pack_options(order: str, options: list[tuple[int, bytes]]) -> bytes:
-    """pcapng options, each padded to 32 bits, then the end-of-options marker."""
-    out = []
-    for code, value in options:
-        out.append(struct.pack(order + "HH", code, len(value)) + value + _PAD[-len(value) & 3])
-    out.append(struct.pack(order + "HH", 0, 0))
-    return b"".join(out)
-
-
-def idb_block(order: str, conn: int, channel: str, label: str | None) -> bytes:
-    """The interface description block of one (connection, channel)."""
-    name = label or f"conn {conn}"
-    body = struct.pack(order + "HHI", LINKTYPE_WIRESHARK_UPPER_PDU, 0, 0)
-    body += pack_options(order, [
-        (IF_NAME, name.encode("utf-8", "replace")),
-        (IF_DESCRIPTION, f"conn {conn} {channel}".encode()),
-        (IF_TSRESOL, bytes([TSRESOL_NS])),
-    ])
-    return pack_block(order, BT_IDB, body)
-
-
 class CaptureWriter:
     """Write :class:`Frame` s as a vuinspect pcapng capture.
 
@@ -105,10 +49,6 @@ class CaptureWriter:
 
     def __init__(self, target: str | os.PathLike[str] | BinaryIO, *, big_endian: bool = sys.byteorder == "big") -> None:
         self.big_endian = big_endian
-        order = ">" if big_endian else "<"
-        self._order = order
-        self._head = struct.Struct(order + "7I")
-        self._tail = struct.Struct(order + "HHIHHI")  # epb_flags option, end of options, trailer
         self._fd: int | None = None
         self._file: BinaryIO | None = None
         self._owned = False
@@ -116,12 +56,11 @@ class CaptureWriter:
         self._lock = threading.Lock()
         self._parts: list[bytes] = []
         self._size = 0
-        self._ifaces: dict[tuple[int, str], int] = {}
-        self._labels: dict[int, str] = {}
+        self._encoder = Encoder(self._append, big_endian)  # interface blocks go straight in
         self._closed = False
         self.frames_written = 0
         self.bytes_written = 0
-        self._append(self._shb())
+        self._append(self._encoder.shb)
         try:
             self.flush()
         except OSError as exc:  # /dev/full, a full disk, a closed pipe: one clear error
@@ -145,18 +84,6 @@ class CaptureWriter:
         return getattr(target, "name", "<file>")
 
     # -- blocks --------------------------------------------------------------------
-    def _shb(self) -> bytes:
-        body = struct.pack(self._order + "IHHq", BYTE_ORDER_MAGIC, 1, 0, -1)
-        body += pack_options(self._order, [(SHB_USERAPPL, f"vuinspect {_version()}".encode())])
-        return pack_block(self._order, BT_SHB, body)
-
-    def _new_iface(self, conn: int, channel: str) -> int:
-        """Write the IDB for (conn, channel); names come from the conn's open event."""
-        iface = len(self._ifaces)
-        self._ifaces[(conn, channel)] = iface
-        self._append(idb_block(self._order, conn, channel, self._labels.get(conn)))
-        return iface
-
     def _append(self, block: bytes) -> None:
         self._parts.append(block)
         self._size += len(block)
@@ -164,34 +91,10 @@ class CaptureWriter:
     # -- public API ----------------------------------------------------------------
     def write(self, frame: Frame) -> None:
         """Append one frame; raises ValueError for a frame that cannot be recorded."""
-        header = pseudohdr.encode_header(frame, self.big_endian)
-        data = frame.data
-        caplen = PREFIX_LEN + len(header) + len(data)
-        pad = -caplen & 3
-        blen = caplen + pad + _EPB_OVERHEAD
-        ts = frame.ts_ns
-        if not 0 <= ts < 1 << 64:
-            raise ValueError(f"timestamp {ts} ns outside the 64-bit pcapng range")
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed CaptureWriter")
-            kind = frame.kind
-            if kind == "open":
-                label = event_info(frame).get("label")
-                if isinstance(label, str) and label:
-                    self._labels[frame.conn] = label
-            channel = frame.channel if kind == "data" else "main"
-            iface = self._ifaces.get((frame.conn, channel))
-            if iface is None:
-                iface = self._new_iface(frame.conn, channel)
-            parts = self._parts
-            parts.append(self._head.pack(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen))
-            parts.append(EXPORTED_PDU_PREFIX)
-            parts.append(header)
-            parts.append(data)
-            parts.append(_PAD[pad])
-            parts.append(self._tail.pack(EPB_FLAGS, 4, EPB_DIRECTION_FLAGS[frame.direction], 0, 0, blen))
-            self._size += blen
+            self._append(self._encoder.frame(frame))
             self.frames_written += 1
             if self._size >= FLUSH_AT:
                 self._flush_locked()

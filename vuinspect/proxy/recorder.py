@@ -8,10 +8,10 @@ each frame itself, into memory only, and a writer thread wakes every few ms to
 hand whole blocks to the ``-w`` file and the viewer's pipe with the GIL
 released.  The same bytes go to both: one encoding, two destinations.
 
-The blocks are exactly CaptureWriter's (tests/proxy/test_recorder.py compares
-the bytes), built from the same constants; they are packed here because a
-data frame then costs ~0.4 µs instead of ~1.4 µs through a Frame and
-CaptureWriter.write, and every µs here is on the way of a reply.
+The blocks come from the same Encoder CaptureWriter uses (vuinspect/capture/
+encoder.py; tests/proxy/test_recorder.py compares the bytes); its ``lane`` fast
+path costs a data frame ~0.4 µs instead of ~1.4 µs through a Frame, and every
+µs here is on the way of a reply.
 
 When the writer falls behind (a slow disk, a stalled viewer) by more than
 ``limit`` blocks, data frames are dropped from the capture (never from the
@@ -22,34 +22,26 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import io
 import os
 import select
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
 
-from vuinspect.capture import CaptureError, CaptureWriter, pseudohdr
+from vuinspect.capture import CaptureError
+from vuinspect.capture.encoder import EPB_OVERHEAD, PAD, Encoder
 from vuinspect.capture.pcapng import (
     BT_EPB,
-    EPB_DIRECTION_FLAGS,
     EPB_FLAGS,
-    EXPORTED_PDU_PREFIX,
-    PREFIX_LEN,
 )
-from vuinspect.capture.writer import idb_block, open_capture_file
-from vuinspect.frames import Frame, event_frame, event_info
+from vuinspect.capture.writer import open_capture_file
+from vuinspect.frames import Frame, event_frame
 
 #: Blocks (about one per frame) the writer thread may lag behind before frames are dropped.
 LIMIT = 65536
 #: Bytes a viewer may lag behind before its stream is cut off (64 MiB: ~700k small messages).
 FEED_LIMIT = 64 << 20
-_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
-# EPB bytes beyond the packet data: 28 header + epb_flags option (8) + end of options (4) + trailer (4).
-_EPB_OVERHEAD = 28 + 8 + 4 + 4
-_U64 = 1 << 64
 
 
 class _Output:
@@ -127,93 +119,6 @@ class _Feed(_Output):
 
 class FeedCut(OSError):
     """The viewer's stream was given up (see _Feed)."""
-
-
-class Encoder:
-    """pcapng blocks for vuinspect frames, byte for byte as CaptureWriter writes them.
-
-    Thread-safe: every packet becomes one bytes object (the caller appends it
-    whole); an interface's description block goes to ``emit`` under a lock,
-    before any thread can use the interface.
-    """
-
-    def __init__(self, emit: Callable[[bytes], object],
-                 big_endian: bool = sys.byteorder == "big") -> None:
-        self._emit = emit
-        self.big_endian = big_endian
-        order = ">" if big_endian else "<"
-        self._order = order
-        self.head = struct.Struct(order + "7I").pack
-        self.tail = struct.Struct(order + "HHIHHI").pack
-        self._lock = threading.Lock()
-        self._ifaces: dict[tuple[int, str], int] = {}
-        self._labels: dict[int, str] = {}
-        # (conn, channel, direction) -> (iface, prefix + pseudo-header, direction flags)
-        self._lanes: dict[tuple[int, str, str], tuple[int, bytes, int]] = {}
-        shb = io.BytesIO()
-        CaptureWriter(shb, big_endian=big_endian).close()  # its section header, version and all
-        self.shb = shb.getvalue()
-
-    def _iface(self, conn: int, channel: str) -> int:
-        """The interface of (conn, channel); a new one's IDB is emitted first."""
-        iface = self._ifaces.get((conn, channel))
-        if iface is not None:  # (set only after its IDB went out: no lock needed to read)
-            return iface
-        with self._lock:
-            iface = self._ifaces.get((conn, channel))
-            if iface is None:
-                iface = len(self._ifaces)
-                self._emit(idb_block(self._order, conn, channel, self._labels.get(conn)))
-                self._ifaces[(conn, channel)] = iface
-            return iface
-
-    def lane(self, conn: int, channel: str, direction: str) -> tuple[int, bytes, int]:
-        """(iface, exported-PDU prefix + pseudo-header, EPB flags) of fd-less data frames."""
-        lane = self._lanes.get((conn, channel, direction))
-        if lane is None:
-            header = pseudohdr.encode_header(
-                Frame(0, conn, channel, direction, b""), self.big_endian)  # type: ignore[arg-type]
-            lane = (self._iface(conn, channel), EXPORTED_PDU_PREFIX + header,
-                    EPB_DIRECTION_FLAGS[direction])
-            self._lanes[(conn, channel, direction)] = lane
-        return lane
-
-    def data(self, ts: int, conn: int, channel: str, direction: str, data: bytes) -> bytes:
-        """One data frame without fds (the forwarding fast path)."""
-        lane = self._lanes.get((conn, channel, direction))
-        if lane is None or not 0 <= ts < _U64:
-            return self.frame(Frame(ts, conn, channel, direction, data))  # type: ignore[arg-type]
-        iface, prefix, flags = lane
-        caplen = len(prefix) + len(data)
-        pad = -caplen & 3
-        blen = caplen + pad + _EPB_OVERHEAD
-        return b"".join((self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                         prefix, data, _PAD[pad], self.tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
-
-    def frame(self, frame: Frame) -> bytes:
-        """Any frame; raises ValueError for one the format cannot hold (as CaptureWriter)."""
-        ts = frame.ts_ns
-        if not 0 <= ts < _U64:
-            raise ValueError(f"timestamp {ts} ns outside the 64-bit pcapng range")
-        header = pseudohdr.encode_header(frame, self.big_endian)
-        kind = frame.kind
-        if kind == "open":
-            label = event_info(frame).get("label")
-            if isinstance(label, str) and label:
-                self._labels[frame.conn] = label
-        channel = frame.channel if kind == "data" else "main"
-        iface = self._iface(frame.conn, channel)
-        flags = EPB_DIRECTION_FLAGS[frame.direction]
-        if kind == "data" and not frame.fds:
-            self._lanes[(frame.conn, channel, frame.direction)] = (
-                iface, EXPORTED_PDU_PREFIX + header, flags)
-        data = frame.data
-        caplen = PREFIX_LEN + len(header) + len(data)
-        pad = -caplen & 3
-        blen = caplen + pad + _EPB_OVERHEAD
-        return b"".join((self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                         EXPORTED_PDU_PREFIX, header, data, _PAD[pad],
-                         self.tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
 
 
 class Recorder:
@@ -303,9 +208,9 @@ class Recorder:
                 return
             caplen = plen + len(data)
             pad = -caplen & 3
-            blen = caplen + pad + _EPB_OVERHEAD
+            blen = caplen + pad + EPB_OVERHEAD
             append(join((head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                         prefix, data, _PAD[pad], tail(EPB_FLAGS, 4, flags, 0, 0, blen))))
+                         prefix, data, PAD[pad], tail(EPB_FLAGS, 4, flags, 0, 0, blen))))
 
         return record
 
