@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("vuinspect.proxy.command", "transparent vhost-user proxy with live decoding"),
     "read": ("vuinspect.read", "print, filter or summarise a capture"),
     "view": ("vuinspect.tui.command", "open a capture in the TUI"),
+    "diff": ("vuinspect.reproduce.diff", "compare two captures message by message"),
+    "replay": ("vuinspect.reproduce.replay", "replay a capture's front-end side against a live back-end"),
     "install-dissector": ("vuinspect.wireshark.install", "install the Wireshark Lua dissector"),
     "gen-lua": ("vuinspect.wireshark.luagen", "regenerate dissectors/vhost_user.lua"),
     "extcap": ("vuinspect.wireshark.extcap", "Wireshark extcap entry point"),

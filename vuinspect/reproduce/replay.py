@@ -1,0 +1,312 @@
+"""Replay the recorded front-end side of one connection against a live back-end.
+
+    vuinspect replay captures/blk.pcapng --connect /run/qsd.sock
+    vuinspect replay cap.pcapng --connect be.sock --conn 2 -w replay.pcapng --ignore 'GET_VRING_BASE:payload.*'
+
+vuinspect acts as the front-end: it sends every recorded front-end message in
+order, with fds made anew from the recorded kinds and sizes (memfds sized from
+the recorded region table so the back-end can map them, eventfds for
+kick/call/err, a socket pair for the back-end channel, on which the recorded
+answers are given), and waits for each reply the recording had (--timeout per
+reply).  The back-end's answers are compared with the recorded ones as
+``vuinspect diff`` does; exit 0 when it behaved as recorded, 1 otherwise.
+Guest memory contents are not in a capture: the rings the back-end sees are
+empty, so values that depend on guest I/O (GET_VRING_BASE after I/O) differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import queue
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+from ..capture import CaptureError, CaptureWriter
+from ..cli import CliError
+from ..frames import Frame, event_frame
+from ..message import Message
+from ..protocol.requests import HEADER_SIZE, MAX_PAYLOAD, REPLY_FLAGS
+from ..proxy.fds import ANC_SIZE, describe_fd, fds_from_ancdata
+from ..testing import wire
+from .compare import compare
+from .diff import add_report_options, print_report
+from .load import decode, read_frames
+
+#: Back-end messages kept beyond what the recording had, before the replay gives up on it.
+EXTRA_MESSAGES = 1000
+_SIZE = re.compile(r"\bsize=(\d+)(KiB|MiB|GiB)?")
+_UNITS = {None: 0, "KiB": 10, "MiB": 20, "GiB": 30}
+#: Largest memfd the replay creates (sparse, but a capture must not make us ask for more).
+MAX_REGION = 1 << 40
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("capture", help="capture holding the session to replay")
+    p.add_argument("--connect", required=True, metavar="BACKEND.sock",
+                   help="Unix socket of the live back-end")
+    p.add_argument("--conn", type=int, metavar="N",
+                   help="connection of the capture to replay (default: the first)")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for each recorded reply (default 5)")
+    p.add_argument("-w", "--write", metavar="OUT.pcapng", help="write the replay as a capture")
+    add_report_options(p)
+
+
+# -- fds ----------------------------------------------------------------------------------
+
+def recorded_size(desc: str) -> int:
+    m = _SIZE.search(desc)
+    return int(m.group(1)) << _UNITS[m.group(2)] if m else 0
+
+
+def region_sizes(msg: Message) -> list[int]:
+    """Bytes each fd of ``msg`` must hold for the recorded region table to be mappable."""
+    p = msg.payload
+    items: list[Any] = p.get("regions") if isinstance(p.get("regions"), list) else [p]
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            out.append(0)
+            continue
+        size = item.get("memory_size", item.get("mmap_size", 0))
+        off = item.get("mmap_offset", 0)
+        out.append(size + off if isinstance(size, int) and isinstance(off, int) else 0)
+    return out
+
+
+def _split_role(desc: str) -> str:
+    role, sep, what = desc.partition(": ")
+    return what if sep and " " not in role and ":" not in role else desc
+
+
+def make_fd(desc: str, need: int) -> int:
+    """A new fd of the recorded kind: an eventfd, a memfd of the recorded size, a pipe end."""
+    what = _split_role(desc)
+    if what.startswith("eventfd"):
+        return wire.eventfd()
+    if what.startswith("pipe"):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.close(w)
+        return r
+    if what.startswith("socket"):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.close()
+        return theirs.detach()
+    name = what.split(" ", 1)[0].removeprefix("memfd:")[:200] or "vuinspect-replay"
+    size = min(max(recorded_size(what), need), MAX_REGION)
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def recv_message(sock: socket.socket) -> tuple[bytes, list[int]] | None:
+    """One whole message and its fds; None at EOF.  Sizes over MAX_PAYLOAD are refused."""
+    data = b""
+    fds: list[int] = []
+    need = HEADER_SIZE
+    while len(data) < need:
+        chunk, anc, _flags, _ = sock.recvmsg(need - len(data), ANC_SIZE, socket.MSG_CMSG_CLOEXEC)
+        fds += fds_from_ancdata(anc)
+        if not chunk:
+            for fd in fds:
+                os.close(fd)
+            if data:
+                raise EOFError(f"peer closed mid-message after {len(data)} bytes")
+            return None
+        data += chunk
+        if len(data) == HEADER_SIZE and need == HEADER_SIZE:
+            size = int.from_bytes(data[8:12], "little")
+            if size > MAX_PAYLOAD:
+                for fd in fds:
+                    os.close(fd)
+                raise EOFError(f"header announces {size} payload bytes (max {MAX_PAYLOAD})")
+            need += size
+    return data, fds
+
+
+# -- the replay ------------------------------------------------------------------------------
+
+class Replay:
+    """Drive one back-end connection with a recorded front-end side; collect the frames."""
+
+    def __init__(self, recorded: list[Message], path: str, timeout: float) -> None:
+        self.recorded = recorded
+        self.path = path
+        self.timeout = timeout
+        self.frames: list[Frame] = []
+        self._lock = threading.Lock()
+        self._replies: queue.Queue[bool] = queue.Queue()
+        self._budget = len(recorded) + EXTRA_MESSAGES
+        self._channel: socket.socket | None = None
+        self._answers = {m.frame: m for m in recorded if m.channel == "backend"
+                         and m.direction == "f2b"}
+        self._backend_requests = [m for m in recorded if m.channel == "backend"
+                                  and m.direction == "b2f" and not m.is_reply]
+        self._threads: list[threading.Thread] = []
+
+    def _add(self, channel: str, direction: str, data: bytes, fds: tuple[str, ...]) -> bool:
+        with self._lock:
+            if self._budget <= 0:
+                return False
+            self._budget -= 1
+            self.frames.append(Frame(time.time_ns(), 1, channel, direction, data, fds))  # type: ignore[arg-type]
+            return True
+
+    def _event(self, kind: str, info: dict[str, Any], channel: str = "main") -> None:
+        with self._lock:
+            self.frames.append(event_frame(kind, time.time_ns(), 1, info, channel))  # type: ignore[arg-type]
+
+    def _read(self, sock: socket.socket, channel: str, on_message) -> None:  # noqa: ANN001
+        """Receive the back-end's messages on one channel until EOF or the budget ends."""
+        direction = "b2f"
+        by = "backend closed the connection"
+        try:
+            while True:
+                got = recv_message(sock)
+                if got is None:
+                    break
+                data, fds = got
+                descs = tuple(describe_fd(fd) for fd in fds)
+                for fd in fds:
+                    os.close(fd)
+                if not self._add(channel, direction, data, descs):
+                    by = f"more than {EXTRA_MESSAGES} messages beyond the recording"
+                    break
+                on_message(data)
+        except (OSError, EOFError) as exc:
+            by = f"backend: {exc}"
+        self._event("close", {"by": "backend", "reason": by}, channel)
+        if channel == "main":
+            self._replies.put(False)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _answer(self, data: bytes) -> None:
+        """A back-end channel request: give the answer the recording gave, if any."""
+        request = int.from_bytes(data[:4], "little")
+        flags = int.from_bytes(data[4:8], "little")
+        for i, m in enumerate(self._backend_requests):
+            if m.request == request:
+                del self._backend_requests[i]
+                answer = self._answers.get(m.reply_in) if m.reply_in is not None else None
+                if answer is not None:
+                    self._send_channel(answer.raw)
+                return
+        if flags & wire.FLAG_NEED_REPLY:  # not in the recording: ack it, reported as unexpected
+            self._send_channel(wire.pack(request, REPLY_FLAGS, wire.U64.pack(0)))
+
+    def _send_channel(self, data: bytes) -> None:
+        if self._channel is not None and self._add("backend", "f2b", data, ()):
+            with contextlib.suppress(OSError):
+                self._channel.sendall(data)
+
+    def _start(self, target, *args: object) -> None:  # noqa: ANN001
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _fds(self, m: Message) -> tuple[list[int], socket.socket | None]:
+        """New fds for ``m`` (and our end of the back-end channel, when it passes one)."""
+        sizes = region_sizes(m)
+        fds: list[int] = []
+        channel = None
+        for i, desc in enumerate(m.fds):
+            if m.name == "SET_BACKEND_REQ_FD" and "socket" in desc:
+                channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                fds.append(theirs.detach())
+            else:
+                fds.append(make_fd(desc, sizes[i] if i < len(sizes) else 0))
+        return fds, channel
+
+    def run(self, info: dict[str, Any]) -> list[Frame]:
+        try:
+            sock = wire.connect(self.path, retries=20)
+        except OSError as exc:
+            raise CliError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+        open_info = {k: v for k, v in info.items() if k in ("device", "byteorder")}
+        open_info.update(connect=self.path, label=self.path, orientation="frontend-connects",
+                         replay=True)
+        self._event("open", open_info)
+        self._start(self._read, sock, "main", lambda _data: self._replies.put(True))
+        alive = True
+        try:
+            for m in self.recorded:
+                if not alive:
+                    break
+                if m.channel != "main" or m.direction != "f2b" or m.is_event:
+                    continue
+                alive = self._send(sock, m)
+        finally:
+            time.sleep(0.1)  # what the back-end still says after the last message
+            self._event("close", {"by": "frontend", "reason": "replay finished"})
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            if self._channel is not None:
+                with contextlib.suppress(OSError):
+                    self._channel.shutdown(socket.SHUT_RDWR)
+            for t in self._threads:
+                t.join(2)
+            sock.close()
+            if self._channel is not None:
+                self._channel.close()
+        with self._lock:
+            return sorted(self.frames, key=lambda f: f.ts_ns)
+
+    def _send(self, sock: socket.socket, m: Message) -> bool:
+        """Send one recorded message with new fds; wait for its reply if it had one."""
+        while not self._replies.empty():  # unsolicited messages were recorded already
+            if not self._replies.get_nowait():
+                return False
+        fds, channel = self._fds(m)
+        try:
+            descs = tuple(describe_fd(fd) for fd in fds)
+            self._add("main", "f2b", m.raw, descs)
+            wire.send_raw(sock, m.raw, fds)
+        except OSError:
+            return False
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if channel is not None:
+            self._channel = channel
+            self._start(self._read, channel, "backend", self._answer)
+        if m.reply_in is None:
+            return True
+        try:
+            return self._replies.get(timeout=self.timeout)
+        except queue.Empty:
+            return True  # reported as a missing reply; the session goes on
+
+
+def pick_connection(messages: list[Message], conn: int | None) -> list[Message]:
+    conns = list(dict.fromkeys(m.conn for m in messages))
+    if not conns:
+        raise CliError("the capture holds no connection")
+    if conn is None:
+        conn = conns[0]
+    elif conn not in conns:
+        raise CliError(f"no connection {conn} in the capture (it has {', '.join(map(str, conns))})")
+    return [m for m in messages if m.conn == conn]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise CliError("--timeout must be positive")
+    recorded = pick_connection(decode(read_frames(args.capture)), args.conn)
+    opened = next((m.info for m in recorded if m.kind == "open"), {})
+    frames = Replay(recorded, args.connect, args.timeout).run(opened)
+    if args.write:
+        try:
+            with CaptureWriter(args.write) as w:
+                for f in frames:
+                    w.write(f)
+        except CaptureError as exc:
+            raise CliError(exc.reason) from None
+    report = compare(recorded, decode(frames), args.ignore)
+    return print_report(report, args)
