@@ -1,10 +1,11 @@
-"""The one filter language, shared by ``vuinspect read --filter`` and the TUI filter bar.
+"""The one filter language, shared by ``read --filter``, ``view --filter`` and the TUI filter bar.
 
 Wireshark-like and small::
 
     name == SET_MEM_TABLE and conn == 2
-    problems                      # any message with a problem
-    problems == reply_flags       # lists match if any element does
+    problems                      # a message with a warning or an error
+    problems == nonzero_padding   # lists match if any element does (any severity)
+    severity == note
     payload.num > 256 or latency_us >= 1000
     not reply and channel == backend
     name ~ VRING                  # ~ / contains: substring (case-insensitive)
@@ -12,31 +13,38 @@ Wireshark-like and small::
     payload.regions.memory_size > 0x10000000
     fds ~ memfd
 
-Fields: frame, index, ts (seconds), ts_ns, conn, channel, dir, kind, request,
-name, reply, need_reply, flags, size, layout, fds, latency_us, reply_to,
-reply_in, problems, and ``payload.<field>`` (see ``vuinspect read --json``).
-Right-hand barewords are literals; request names also match their old names
-(``SET_SLAVE_REQ_FD``).  Errors carry the character position for the TUI.
+The names, their types, allowed values and old aliases come from
+:mod:`vuinspect.fields` (``vuinspect fields`` lists them).  A name, value or
+type that cannot match is an error with a suggestion, never a silent empty
+result.  Right-hand barewords are literals; request names also match their old
+names (``SET_SLAVE_REQ_FD``).  Errors carry the character position for the TUI.
+
+Parsing is a shunting-yard over an explicit stack and ``and``/``or`` chains
+compile to flat lists, so neither recurses per term; parentheses may nest
+:data:`MAX_DEPTH` deep.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from typing import Any
 
+from . import fields as F
 from .message import Message
 from .protocol.requests import by_name
 
 Predicate = Callable[[Message], bool]
 
-FIELDS = ("frame", "index", "ts", "ts_ns", "conn", "channel", "dir", "direction", "kind",
-          "request", "name", "reply", "need_reply", "flags", "size", "layout", "fds",
-          "latency_us", "reply_to", "reply_in", "problems", "problem")
+MAX_DEPTH = 64  # nested parentheses
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=", "~", "matches")
 OPS = ("==", "!=", "<=", ">=", "<", ">", "~", "contains", "matches", "eq", "ne", "lt", "le",
        "gt", "ge")
 _OP_ALIAS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
              "contains": "~"}
+_ORDERING = ("<", "<=", ">", ">=")
+_PREC = {"or": 1, "and": 2, "not": 3}
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -45,10 +53,14 @@ _TOKEN = re.compile(r"""
   | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<word>[A-Za-z0-9_.:\-/+]+)
 """, re.VERBOSE)
+_UNKNOWN_NAME = re.compile(r"(BACKEND_)?UNKNOWN_\d+$", re.IGNORECASE)
+
+# A parsed expression: ("leaf", predicate) | ("not", node) | ("and"|"or", [nodes]).
+Node = tuple[str, Any]
 
 
 class FilterError(ValueError):
-    """A filter that does not parse; ``position`` is the offending character."""
+    """A filter that does not parse or cannot match; ``position`` is the offending character."""
 
     def __init__(self, message: str, position: int) -> None:
         super().__init__(f"{message} (at character {position + 1})")
@@ -67,8 +79,11 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
         if kind != "ws":
             value = m.group()
             if kind == "str":
-                value = bytes(value[1:-1], "utf-8").decode("unicode_escape")
-            elif kind == "word" and value.lower() in ("and", "or", "not") or kind == "word" and value.lower() in OPS:
+                try:
+                    value = bytes(value[1:-1], "utf-8").decode("unicode_escape")
+                except UnicodeDecodeError:
+                    raise FilterError("bad escape in string", pos) from None
+            elif kind == "word" and value.lower() in ("and", "or", "not", *OPS):
                 kind, value = "op", value.lower()
             elif kind == "op":
                 value = {"&&": "and", "||": "or", "!": "not"}.get(value, value)
@@ -78,22 +93,31 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
+def _suggest(word: str, choices: Any) -> str:
+    best = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not best:
+        best = difflib.get_close_matches(word.upper(), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {best[0]}?" if best else ""
+
+
+# -- values -----------------------------------------------------------------------------------
+
+_GETTERS: dict[str, Callable[[Message], Any]] = {
+    "ts": lambda m: m.ts_ns / 1e9,
+    "fds": lambda m: list(m.fds),
+    "problems": lambda m: m.problem_codes,
+    "severity": lambda m: m.severity,
+}
+
+
 def field_value(msg: Message, path: str) -> Any:
-    """Resolve a field path on a message; None when absent."""
+    """Resolve a field path (canonical name, alias or ``payload.<path>``); None when absent."""
     head, _, rest = path.partition(".")
     if head == "payload":
         return _walk(msg.info if msg.is_event else msg.payload, rest.split(".") if rest else [])
-    if head in ("problems", "problem"):
-        return msg.problem_codes
-    if head in ("dir", "direction"):
-        return msg.direction
-    if head == "reply":
-        return msg.is_reply
-    if head == "ts":
-        return msg.ts_ns / 1e9
-    if head == "fds":
-        return list(msg.fds)
-    return getattr(msg, head, None)
+    name = F.canonical(head) or head
+    getter = _GETTERS.get(name)
+    return getter(msg) if getter is not None else getattr(msg, name, None)
 
 
 def _walk(obj: Any, parts: list[str]) -> Any:
@@ -102,14 +126,23 @@ def _walk(obj: Any, parts: list[str]) -> Any:
             if part.isdigit():
                 idx = int(part)
                 obj = obj[idx] if idx < len(obj) else None
-            else:  # any element: collect the field from each item
-                return [v for item in obj if (v := _walk(item, parts[i:])) is not None]
+            else:  # any element: collect the field from each item (items are flat dicts)
+                rest = parts[i:]
+                return [v for item in obj if (v := _walk_flat(item, rest)) is not None]
         elif isinstance(obj, dict):
             obj = obj.get(part)
         else:
             return None
         if obj is None:
             return None
+    return obj
+
+
+def _walk_flat(obj: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
     return obj
 
 
@@ -129,117 +162,278 @@ def _literal(token: str, quoted: bool) -> Any:
         return token
 
 
-def _compare(value: Any, op: str, lit: Any, field: str) -> bool:
+def _compare(value: Any, op: str, lit: Any, low: str) -> bool:
+    """``value op lit``; ``low`` is ``str(lit).lower()`` computed once."""
     if isinstance(value, list):
-        return any(_compare(v, op, lit, field) for v in value)
+        return any(_compare(v, op, lit, low) for v in value)  # items are scalars
     if value is None:
         return op == "!=" and lit is not None
     if op == "~":
-        return str(lit).lower() in str(value).lower()
+        return low in str(value).lower()
     if op == "matches":
-        return re.search(str(lit), str(value)) is not None
+        return lit.search(str(value)) is not None
     if isinstance(value, str):
         a: Any = value.lower()
-        b: Any = str(lit).lower()
-        if field == "name" and isinstance(lit, str):
-            spec = by_name(lit)
-            if spec is not None:
-                b = spec.name.lower()
+        b: Any = low
     elif isinstance(value, bool):
         a, b = value, lit if isinstance(lit, bool) else bool(lit)
     elif isinstance(lit, (int, float)) and not isinstance(lit, bool):
         a, b = value, lit
     else:
-        a, b = str(value).lower(), str(lit).lower()
+        a, b = str(value).lower(), low
     try:
-        return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b,
-                ">=": a >= b}[op]
+        if op == "==":
+            return a == b
+        if op == "!=":
+            return a != b
+        if op == "<":
+            return a < b
+        if op == "<=":
+            return a <= b
+        if op == ">":
+            return a > b
+        return a >= b
     except TypeError:
         return False
 
 
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.toks = _tokens(text)
-        self.i = 0
+# -- checking a comparison against the field table ----------------------------------------------
 
-    def peek(self) -> tuple[str, str, int]:
-        return self.toks[self.i]
+def _is_number(lit: Any) -> bool:
+    return isinstance(lit, (int, float)) and not isinstance(lit, bool)
 
-    def take(self) -> tuple[str, str, int]:
-        tok = self.toks[self.i]
-        self.i += 1
-        return tok
 
-    def parse(self) -> Predicate:
-        pred = self.or_()
-        kind, value, pos = self.peek()
-        if kind != "end":
+def _check_top(name: str, op: str, lit: Any, pos: int) -> Any:
+    """Validate ``name op lit`` for a top-level field; returns the literal to compare with."""
+    spec = F.BY_NAME[name]
+    if op in ("~", "matches"):
+        return lit
+    if spec.type in ("int", "float"):
+        if name == "conn" and isinstance(lit, str) and re.fullmatch(r"[cC]\d+", lit):
+            return int(lit[1:])
+        if name == "request" and isinstance(lit, str):
+            return lit  # a request name: compared by name in _term
+        if not _is_number(lit):
+            raise FilterError(f"{name} is a number; {lit!r} is not", pos)
+        return lit
+    if spec.type == "bool":
+        if isinstance(lit, bool) or lit in (0, 1):
+            if op in _ORDERING:
+                raise FilterError(f"{name} is true or false: use == or !=", pos)
+            return bool(lit)
+        raise FilterError(f"{name} is true or false; {lit!r} is neither", pos)
+    if op in _ORDERING:
+        raise FilterError(f"{name} is text: use ==, !=, ~ or matches", pos)
+    text = str(lit)
+    if name == "name":
+        if (req := by_name(text)) is not None:
+            return req.name
+        if text.upper() in spec.values or _UNKNOWN_NAME.match(text):
+            return text
+        raise FilterError(f"unknown request name {text!r}{_suggest(text, spec.values)}", pos)
+    if spec.values and text.lower() not in {v.lower() for v in spec.values}:
+        what = "problem code" if name == "problems" else f"{name} value"
+        raise FilterError(f"unknown {what} {text!r}{_suggest(text, spec.values)}", pos)
+    return lit
+
+
+def _check_payload(path: str, op: str, lit: Any, pos: int) -> None:
+    types = F.payload_types(path)
+    if types is None:
+        known = [f"payload.{p}" for p in F.PAYLOAD]
+        raise FilterError(f"unknown field 'payload.{path}'{_suggest('payload.' + path, known)}",
+                          pos)
+    if op in ("~", "matches"):
+        return
+    if _is_number(lit) and not types & {"int", "float", "bool"}:
+        raise FilterError(f"payload.{path} is text; {lit!r} is a number", pos)
+    if isinstance(lit, str) and not types & {"str", "list"}:
+        hint = f" (try payload.{path}_name)" if F.payload_types(path + "_name") else ""
+        raise FilterError(f"payload.{path} is a number; {lit!r} is not{hint}", pos)
+    if op in _ORDERING and not types & {"int", "float"}:
+        raise FilterError(f"payload.{path} is not a number: use ==, !=, ~ or matches", pos)
+
+
+def _field_name(word: str, pos: int) -> tuple[str, str]:
+    """(canonical path, head) of a field word, or a FilterError with a suggestion."""
+    head, dot, rest = word.partition(".")
+    if head == "payload":
+        if not rest:
+            return "payload", "payload"
+        return word, head
+    name = F.canonical(head)
+    if name is None:
+        known = [f.name for f in F.FIELDS] + list(F.ALIASES) + ["payload.<name>"]
+        raise FilterError(f"unknown field {word!r}{_suggest(head, known)}", pos)
+    if dot:
+        raise FilterError(f"{name} has no sub-fields", pos)
+    return name, name
+
+
+def _bare(path: str, pos: int) -> Predicate:
+    if path == "problems":
+        return lambda m: m.severity in ("error", "warning")
+    if path.startswith("payload."):
+        _check_payload(path[8:], "~", None, pos)  # only the name is checked
+    getter = _getter(path)
+    return lambda m: bool(getter(m))
+
+
+def _getter(path: str) -> Callable[[Message], Any]:
+    if path.startswith("payload") or path in _GETTERS:
+        return lambda m: field_value(m, path)
+    return lambda m: getattr(m, path, None)
+
+
+def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
+    """Parse ``field [op value]`` at ``toks[i]``; returns the predicate and the next index."""
+    _, word, pos = toks[i]
+    path, head = _field_name(word, pos)
+    kind, value, op_pos = toks[i + 1]
+    if kind != "op" or value in ("and", "or", "not"):
+        return _bare(path, pos), i + 1
+    op = _OP_ALIAS.get(value, value)
+    if op not in COMPARISONS:
+        raise FilterError(f"unexpected operator {op!r}", op_pos)
+    k3, lit_text, p3 = toks[i + 2]
+    if k3 not in ("word", "str"):
+        raise FilterError("expected a value" if k3 != "end" else "expected a value after "
+                          f"{op!r}", p3)
+    lit = _literal(lit_text, k3 == "str")
+    if path == "payload":
+        raise FilterError("name a payload field: payload.<name>", pos)
+    if head == "payload":
+        _check_payload(path[8:], op, lit, p3)
+    else:
+        lit = _check_top(path, op, lit, p3)
+    if op == "matches":
+        try:
+            lit = re.compile(str(lit))
+        except re.error as exc:
+            raise FilterError(f"bad regular expression: {exc}", p3) from None
+    low = str(lit).lower()
+    if path == "request" and isinstance(lit, str):  # request == SET_MEM_TABLE: by name
+        spec = by_name(lit)
+        if spec is None:
+            raise FilterError(f"unknown request name {lit!r}"
+                              f"{_suggest(lit, F.BY_NAME['name'].values)}", p3)
+        name = spec.name.lower()
+        return (lambda m: (m.name.lower() == name) == (op == "==")), i + 3
+    getter = _getter(path)
+    return (lambda m: _compare(getter(m), op, lit, low)), i + 3
+
+
+# -- parsing: shunting-yard with flattening ---------------------------------------------------
+
+def _apply(op: str, out: list[Node]) -> None:
+    if op == "not":
+        node = out.pop()
+        out.append(node[1] if node[0] == "not" else ("not", node))
+        return
+    right = out.pop()
+    left = out.pop()
+    items: list[Node] = []
+    for side in (left, right):
+        if side[0] == op:
+            items.extend(side[1])
+        else:
+            items.append(side)
+    out.append((op, items))
+
+
+def parse(text: str) -> Node:
+    """Parse ``text`` into a flat tree; raises FilterError."""
+    toks = _tokens(text)
+    out: list[Node] = []
+    ops: list[tuple[str, int]] = []  # operators and '(' with their positions
+    depth = 0
+    i = 0
+    expect_operand = True
+    while True:
+        kind, value, pos = toks[i]
+        if expect_operand:
+            if kind == "op" and value == "not":
+                ops.append(("not", pos))
+                i += 1
+            elif kind == "paren" and value == "(":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise FilterError(f"filter too deep (more than {MAX_DEPTH} nested "
+                                      "parentheses)", pos)
+                ops.append(("(", pos))
+                i += 1
+            elif kind == "word":
+                pred, i = _term(toks, i)
+                out.append(("leaf", pred))
+                expect_operand = False
+            else:
+                raise FilterError("expression ends too early" if kind == "end" else
+                                  "expected a field name", pos)
+            continue
+        if kind == "op" and value in ("and", "or"):
+            while ops and ops[-1][0] != "(" and _PREC[ops[-1][0]] >= _PREC[value]:
+                _apply(ops.pop()[0], out)
+            ops.append((value, pos))
+            expect_operand = True
+        elif kind == "paren" and value == ")":
+            while ops and ops[-1][0] != "(":
+                _apply(ops.pop()[0], out)
+            if not ops:
+                raise FilterError("unexpected ')'", pos)
+            ops.pop()
+            depth -= 1
+        elif kind == "end":
+            while ops:
+                op, op_pos = ops.pop()
+                if op == "(":
+                    raise FilterError("missing ')'", pos)
+                _apply(op, out)
+            return out[0]
+        else:
             raise FilterError(f"unexpected {value!r}", pos)
-        return pred
+        i += 1
 
-    def or_(self) -> Predicate:
-        left = self.and_()
-        while self.peek()[:2] == ("op", "or"):
-            self.take()
-            right = self.and_()
-            left = (lambda a, b: lambda m: a(m) or b(m))(left, right)
-        return left
 
-    def and_(self) -> Predicate:
-        left = self.not_()
-        while self.peek()[:2] == ("op", "and"):
-            self.take()
-            right = self.not_()
-            left = (lambda a, b: lambda m: a(m) and b(m))(left, right)
-        return left
+def _compile(node: Node) -> Predicate:
+    """A predicate for ``node``; recursion follows parentheses only (at most MAX_DEPTH)."""
+    kind, arg = node
+    if kind == "leaf":
+        return arg
+    if kind == "not":
+        inner = _compile(arg)
+        return lambda m: not inner(m)
+    preds = tuple(_compile(n) for n in arg)
+    if kind == "and":
+        def all_of(m: Message) -> bool:
+            return all(p(m) for p in preds)
+        return all_of
 
-    def not_(self) -> Predicate:
-        if self.peek()[:2] == ("op", "not"):
-            self.take()
-            inner = self.not_()
-            return lambda m: not inner(m)
-        return self.primary()
-
-    def primary(self) -> Predicate:
-        kind, value, pos = self.take()
-        if kind == "paren" and value == "(":
-            inner = self.or_()
-            k2, v2, p2 = self.take()
-            if v2 != ")":
-                raise FilterError("missing ')'", p2)
-            return inner
-        if kind != "word":
-            raise FilterError("expected a field name" if kind != "end" else
-                              "expression ends too early", pos)
-        field = value
-        head = field.split(".", 1)[0]
-        if head not in FIELDS and head != "payload":
-            raise FilterError(f"unknown field {field!r} (fields: {', '.join(FIELDS)}, "
-                              "payload.<name>)", pos)
-        if head != "payload" and "." in field:
-            raise FilterError(f"{head} has no sub-fields", pos)
-        if self.peek()[0] != "op" or self.peek()[1] in ("and", "or", "not"):
-            return lambda m: bool(field_value(m, field))
-        _, op, op_pos = self.take()
-        op = _OP_ALIAS.get(op, op)
-        if op not in ("==", "!=", "<", "<=", ">", ">=", "~", "matches"):
-            raise FilterError(f"unexpected operator {op!r}", op_pos)
-        k3, lit_text, p3 = self.take()
-        if k3 not in ("word", "str"):
-            raise FilterError("expected a value", p3)
-        lit = _literal(lit_text, k3 == "str")
-        if op == "matches":
-            try:
-                re.compile(str(lit))
-            except re.error as exc:
-                raise FilterError(f"bad regular expression: {exc}", p3) from None
-        return lambda m: _compare(field_value(m, field), op, lit, head)
+    def any_of(m: Message) -> bool:
+        return any(p(m) for p in preds)
+    return any_of
 
 
 def compile_filter(text: str) -> Predicate:
-    """Compile ``text``; an empty filter matches everything."""
+    """Compile ``text``; an empty filter matches everything.  Raises FilterError."""
     if not text.strip():
         return lambda m: True
-    return _Parser(text).parse()
+    return _compile(parse(text))
+
+
+def completions(prefix: str) -> list[str]:
+    """What may follow ``prefix`` (the text typed so far) in the filter bar, for completion.
+
+    After a field and ``==``: its known values (request names, problem codes,
+    channels...); otherwise the field names, aliases and payload paths that
+    start with the last word.
+    """
+    m = re.search(r"([A-Za-z0-9_.]+)\s*(==|!=|eq|ne)\s*([A-Za-z0-9_]*)$", prefix)
+    if m:
+        name = F.canonical(m.group(1))
+        spec = F.BY_NAME.get(name or "")
+        if spec is not None and spec.values:
+            word = m.group(3).lower()
+            return [v for v in spec.values if v.lower().startswith(word)]
+    word = re.search(r"[A-Za-z0-9_.]*$", prefix).group()  # type: ignore[union-attr]
+    return F.completions(word)
+

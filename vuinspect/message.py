@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol.problems import Problem
+from .protocol.problems import Problem, Severity, worst
 
 
 @dataclass(slots=True, eq=False)
@@ -17,6 +17,7 @@ class Message:
     events.  ``frame`` is the number of the frame (capture packet) that
     completed the message; ``index`` counts messages.  ``reply_to`` and
     ``reply_in`` link a request and its reply by frame number, as Wireshark does.
+    Attribute names are the NDJSON keys and filter names (see :mod:`vuinspect.fields`).
     """
 
     index: int
@@ -30,7 +31,7 @@ class Message:
     flags: int | None = None
     size: int | None = None
     name: str = ""
-    is_reply: bool = False
+    reply: bool = False
     need_reply: bool = False
     payload: dict[str, Any] = field(default_factory=dict)
     layout: str | None = None
@@ -50,3 +51,23 @@ class Message:
     @property
     def problem_codes(self) -> list[str]:
         return [p.code for p in self.problems]
+
+    @property
+    def severity(self) -> Severity | None:
+        """The highest severity of this message's problems (error, warning, note) or None."""
+        return worst(self.problems) if self.problems else None
+
+    @property
+    def is_reply(self) -> bool:
+        """Old name of :attr:`reply`, kept for code not yet renamed."""
+        return self.reply
+
+    @is_reply.setter
+    def is_reply(self, value: bool) -> None:
+        self.reply = value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The NDJSON object of ``vuinspect read --json`` for this message."""
+        from .render import to_json
+
+        return to_json(self)

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _awaits_reply(pipeline: Pipeline, msg: Message) -> bool:
     """Is ``msg`` a request whose reply has not been seen yet (so ``reply_in`` may change)?"""
-    if msg.is_reply or msg.kind != "message":
+    if msg.reply or msg.kind != "message":
         return False
     session = pipeline.sessions.get(msg.conn)
     return session is not None and any(p.message is msg for p in session.pending[msg.channel])

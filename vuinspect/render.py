@@ -137,7 +137,11 @@ def summary_line(msg: Message, base_ns: int | None = None) -> str:
 
 
 def to_json(msg: Message) -> dict[str, Any]:
-    """The NDJSON object of a message (keys documented in the README)."""
+    """The NDJSON object of a message: keys are the field names of :mod:`vuinspect.fields`.
+
+    ``problems`` holds one object per problem (code, severity, text); ``severity``
+    is the highest of them, or null.
+    """
     return {
         "frame": msg.frame,
         "index": msg.index,
@@ -145,11 +149,11 @@ def to_json(msg: Message) -> dict[str, Any]:
         "ts_ns": msg.ts_ns,
         "conn": msg.conn,
         "channel": msg.channel,
-        "dir": msg.direction,
+        "direction": msg.direction,
         "kind": msg.kind,
         "request": msg.request,
         "name": msg.name,
-        "reply": msg.is_reply,
+        "reply": msg.reply,
         "flags": msg.flags,
         "need_reply": msg.need_reply,
         "size": msg.size,
@@ -160,6 +164,7 @@ def to_json(msg: Message) -> dict[str, Any]:
         "reply_in": msg.reply_in,
         "latency_us": msg.latency_us,
         "problems": [p.to_json() for p in msg.problems],
+        "severity": msg.severity,
     }
 
 

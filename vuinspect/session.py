@@ -165,7 +165,7 @@ class Session:
         if self.messages == 1 and msg.request == 1 and channel == "main":
             self.seen_start = True
         requester = "f2b" if channel == "main" else "b2f"
-        msg.is_reply = direction != requester
+        msg.reply = direction != requester
         msg.need_reply = bool(msg.flags & FLAG_NEED_REPLY)
         spec = lookup(channel, msg.request)
         msg.name = spec.name if spec is not None else request_name(channel, msg.request)
@@ -176,7 +176,7 @@ class Session:
                 "unknown_request", f"request id {msg.request} is not defined on the {channel} "
                 "channel"))
             msg.payload = {"data": payload.hex()} if payload else {}
-        if msg.is_reply:
+        if msg.reply:
             request = self._pair(msg)
             if spec is not None:
                 self._decode(msg, spec.reply, payload)
@@ -190,7 +190,7 @@ class Session:
                 self._check_request(msg, spec)
                 self._apply_request(msg, spec)
         if raw.fds and spec is not None:
-            role = spec.reply_fd_role if msg.is_reply else spec.fd_role
+            role = spec.reply_fd_role if msg.reply else spec.fd_role
             if role:
                 msg.fds = tuple(f"{role}: {d}" for d in raw.fds)
         self._count(msg)
@@ -201,7 +201,7 @@ class Session:
         st = self.stats.get(key)
         if st is None:
             st = self.stats[key] = RequestStats()
-        if msg.is_reply:
+        if msg.reply:
             st.replies += 1
             if msg.latency_us is not None:
                 st.latencies_us.append(msg.latency_us)
@@ -239,9 +239,9 @@ class Session:
             msg.problems.append(problem("bad_version", f"version bits are {flags & 0x3}, not 1"))
         if flags & ~FLAGS_KNOWN:
             msg.problems.append(problem("reserved_flags", f"flags 0x{flags:x}"))
-        if msg.is_reply and flags != REPLY_FLAGS:
+        if msg.reply and flags != REPLY_FLAGS:
             msg.problems.append(problem("reply_flags", f"flags 0x{flags:x} instead of 0x5"))
-        elif not msg.is_reply and flags & FLAG_REPLY:
+        elif not msg.reply and flags & FLAG_REPLY:
             msg.problems.append(problem(
                 "wrong_direction", f"REPLY flag set on a message from the "
                 f"{'front-end' if msg.channel == 'main' else 'back-end'}, which sends requests here"))
@@ -266,7 +266,7 @@ class Session:
             want = f"{lo}" if lo == hi else f"{lo}-{hi}"
             what = f" ({role})" if role else ""
             msg.problems.append(problem("fd_count", f"{n} fds, expected {want}{what}"))
-        if n and msg.channel == "backend" and not msg.is_reply and \
+        if n and msg.channel == "backend" and not msg.reply and \
                 self.protocol_has(_BACKEND_SEND_FD) is False:
             msg.problems.append(problem("fds_without_backend_send_fd"))
 

@@ -21,7 +21,7 @@ def select(messages, expr):
 
 def test_name_and_conn(messages):
     got = select(messages, "name == SET_MEM_TABLE and conn == 1")
-    assert [m.is_reply for m in got] == [False, True]
+    assert [m.reply for m in got] == [False, True]
 
 
 def test_old_names_match(messages):
@@ -54,7 +54,7 @@ def test_or_not_parentheses_regex(messages):
 
 
 @pytest.mark.parametrize("expr,pos", [
-    ("nme == X", 0), ("name ==", 7), ("name == X and", 13), ("(name == X", 10),
+    ("nme == X", 0), ("name ==", 7), ("name == OPEN and", 16), ("(name == OPEN", 13),
     ("name === X", 7), ("payload.num > 3 )", 16), ('name matches "("', 13), ("size $ 3", 5),
 ])
 def test_errors_point_at_the_problem(expr, pos):
@@ -65,3 +65,104 @@ def test_errors_point_at_the_problem(expr, pos):
 
 def test_empty_filter_matches_everything(messages):
     assert select(messages, "  ") == messages
+
+
+# -- issue 11 item 7: deep or long filters never recurse per term ------------------------------
+
+def test_long_and_or_chains_compile_and_run(messages):
+    for op in ("or", "and", "||", "&&"):
+        expr = f" {op} ".join(["name == SET_MEM_TABLE"] * 5000)
+        got = select(messages, expr)
+        assert got == select(messages, "name == SET_MEM_TABLE")
+    mixed = " or ".join(f"(conn == {i} and not reply)" for i in range(3000))
+    assert select(messages, mixed) == select(messages, "not reply")
+    assert select(messages, "not " * 5001 + "reply") == select(messages, "not reply")
+
+
+def test_nesting_up_to_the_limit_works_deeper_is_one_clear_error(messages):
+    from vuinspect.filter import MAX_DEPTH
+
+    ok = "(" * MAX_DEPTH + "reply" + ")" * MAX_DEPTH
+    assert select(messages, ok) == select(messages, "reply")
+    for depth in (MAX_DEPTH + 1, 300, 100_000):
+        with pytest.raises(FilterError, match="filter too deep") as info:
+            compile_filter("(" * depth + "reply" + ")" * depth)
+        assert info.value.position == MAX_DEPTH
+    # alternating operators inside the limit stay correct
+    expr = "(" * 40 + "reply" + " or conn == 99) and not kind == raw" * 40
+    assert select(messages, expr) == select(messages, "reply")
+
+
+# -- issue 12 item 2: filters that cannot match are errors with a suggestion -----------------
+
+@pytest.mark.parametrize("expr,words", [
+    ("name == SET_MEM_TABL", ["unknown request name", "did you mean SET_MEM_TABLE"]),
+    ("payload.foo > 1", ["unknown field 'payload.foo'"]),
+    ("payload.nmu > 1", ["did you mean payload.num"]),
+    ('conn > "abc"', ["conn is a number"]),
+    ("dirction == f2b", ["did you mean direction"]),
+    ("direction == f2c", ["did you mean f2b"]),
+    ("problems == reply_flag", ["unknown problem code", "did you mean reply_flags"]),
+    ("reply == maybe", ["reply is true or false"]),
+    ("channel > main", ["use ==, !=, ~ or matches"]),
+    ("payload.type == UPDATE", ["payload.type is a number", "payload.type_name"]),
+    ("request == SET_MEM_TABL", ["did you mean SET_MEM_TABLE"]),
+])
+def test_unknown_names_values_types_are_errors(expr, words):
+    with pytest.raises(FilterError) as info:
+        compile_filter(expr)
+    text = str(info.value)
+    assert "\n" not in text
+    for w in words:
+        assert w in text, text
+
+
+def test_aliases_and_canonical_names_agree(messages):
+    pairs = [("dir == b2f", "direction == b2f"), ("is_reply", "reply"),
+             ("problem", "problems"), ("problem_codes == reply_flags", "problems == reply_flags"),
+             ("request == SET_MEM_TABLE", "name == SET_MEM_TABLE"), ("conn == c1", "conn == 1")]
+    for old, new in pairs:
+        assert select(messages, old) == select(messages, new), old
+    assert select(messages, "direction == b2f")
+
+
+def test_severities_bare_problems_means_warning_and_above():
+    from vuinspect.message import Message
+    from vuinspect.protocol.problems import problem
+
+    note = Message(1, 1, 0, 1, "main", "f2b", problems=[problem("nonzero_padding")])
+    warn = Message(2, 2, 0, 1, "main", "f2b", problems=[problem("unexpected_reply")])
+    both = Message(3, 3, 0, 1, "main", "f2b",
+                   problems=[problem("nonzero_padding"), problem("missing_reply")])
+    clean = Message(4, 4, 0, 1, "main", "f2b")
+    msgs = [note, warn, both, clean]
+    assert [m.severity for m in msgs] == ["note", "warning", "error", None]
+    assert select(msgs, "problems") == [warn, both]
+    assert select(msgs, "problems == nonzero_padding") == [note, both]
+    assert select(msgs, "severity == note") == [note]
+    assert select(msgs, "severity") == [note, warn, both]
+    assert note.to_dict()["severity"] == "note"
+
+
+def test_completions_offer_fields_and_values():
+    from vuinspect.filter import completions
+
+    assert "direction" in completions("di") and "dir" in completions("di")
+    assert "payload.num" in completions("payload.nu")
+    assert "SET_MEM_TABLE" in completions("name == SET_M")
+    assert "reply_flags" in completions("problems == rep")
+
+
+def test_every_payload_field_the_decoder_emits_is_known():
+    """The payload table is derived from the layouts: every key seen in the shipped captures
+    and samples is accepted by the filter (no false 'unknown field')."""
+    from vuinspect.fields import payload_types
+    from vuinspect.samples import device_start
+
+    seen = set()
+    for m in Pipeline().run(device_start()):
+        for k, v in (m.info if m.is_event else m.payload).items():
+            seen.add(k)
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                seen.update(f"{k}.{sub}" for item in v for sub in item)
+    assert seen and not [k for k in seen if payload_types(k) is None]

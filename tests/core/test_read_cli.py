@@ -20,8 +20,8 @@ def test_json_pairs_every_reply_names_bits_lists_fds(device_start_capture):
     r = vuinspect("read", "--json", str(device_start_capture))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    keys = {"frame", "ts", "conn", "channel", "dir", "request", "name", "reply", "flags", "size",
-            "fds", "payload", "reply_to", "latency_us", "problems"}
+    keys = {"frame", "ts", "conn", "channel", "direction", "request", "name", "reply", "flags", "size",
+            "fds", "payload", "reply_to", "reply_in", "latency_us", "problems", "severity"}
     assert all(keys <= row.keys() for row in rows)
     by_frame = {row["frame"]: row for row in rows}
     messages = [row for row in rows if row["kind"] == "message"]

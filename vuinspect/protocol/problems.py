@@ -2,8 +2,8 @@
 
 A problem is data attached to a message, never an exception: an inspector
 keeps decoding and forwarding.  Each code maps to a Wireshark expert-info
-group and severity so that the generated Lua dissector reports the same code
-as ``vhost_user.expert.<code>``.
+group and a severity (error, warning, note) so that the generated Lua dissector
+reports the same code as ``vhost_user.expert.<code>`` at the same level.
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 Group = Literal["malformed", "sequence", "protocol", "response_code", "undecoded"]
-Severity = Literal["error", "warn", "note", "chat"]
+Severity = Literal["error", "warning", "note"]
+
+#: Severities, worst first (Wireshark's expert levels ERROR, WARN, NOTE).  A note
+#: is worth knowing but harmless in practice (e.g. QEMU 7.2's uninitialised IOTLB
+#: padding); the bare ``problems`` filter and the TUI marker mean warning and above.
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "note")
+RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}  # lower is worse
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +55,7 @@ _ALL = (
     ProblemCode("framing_lost", "malformed", "error",
                 "bytes that do not form a vhost-user message (passed through raw)"),
     ProblemCode("bad_version", "malformed", "error", "version bits in flags are not 1"),
-    ProblemCode("reserved_flags", "malformed", "warn", "reserved flag bits 4-31 are set"),
+    ProblemCode("reserved_flags", "malformed", "warning", "reserved flag bits 4-31 are set"),
     ProblemCode("wrong_size", "malformed", "error",
                 "payload size does not match the layout of this message"),
     ProblemCode("bad_count", "malformed", "error",
@@ -63,7 +69,7 @@ _ALL = (
     ProblemCode("fds_truncated", "malformed", "error",
                 "the kernel truncated the fds of this message (MSG_CTRUNC)"),
     # unknown things (undecoded)
-    ProblemCode("unknown_request", "undecoded", "warn", "request id not in the specification"),
+    ProblemCode("unknown_request", "undecoded", "warning", "request id not in the specification"),
     # request/reply pairing (sequence)
     ProblemCode("reply_flags", "sequence", "error",
                 "reply flags are not exactly 0x5 (QEMU drops the connection)"),
@@ -72,32 +78,42 @@ _ALL = (
                 "reply id differs from the request that waits"),
     ProblemCode("missing_reply", "sequence", "error",
                 "a request that needed a reply got none before the next request or the end"),
-    ProblemCode("unexpected_reply", "sequence", "warn",
+    ProblemCode("unexpected_reply", "sequence", "warning",
                 "a reply to a request that did not ask for one"),
-    ProblemCode("request_while_waiting", "sequence", "warn",
+    ProblemCode("request_while_waiting", "sequence", "warning",
                 "a new request was sent while an earlier one still waits for its reply"),
     # negotiated state (protocol)
-    ProblemCode("feature_not_negotiated", "protocol", "warn",
+    ProblemCode("feature_not_negotiated", "protocol", "warning",
                 "message needs a feature that was not negotiated"),
     ProblemCode("features_not_offered", "protocol", "error",
                 "features set that the back-end did not offer"),
     ProblemCode("need_reply_without_ack", "protocol", "note",
                 "NEED_REPLY set but REPLY_ACK not negotiated: no ack will come"),
-    ProblemCode("enable_without_protocol_features", "protocol", "warn",
+    ProblemCode("enable_without_protocol_features", "protocol", "warning",
                 "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated"),
-    ProblemCode("vring_not_started", "protocol", "warn",
+    ProblemCode("vring_not_started", "protocol", "warning",
                 "GET_VRING_BASE for a ring that was never started"),
-    ProblemCode("vring_out_of_range", "protocol", "warn",
+    ProblemCode("vring_out_of_range", "protocol", "warning",
                 "vring index above the queue count the back-end announced"),
     ProblemCode("too_many_regions", "protocol", "error",
                 "more memory regions than the protocol allows"),
     ProblemCode("fds_without_backend_send_fd", "protocol", "error",
                 "fds on the back-end channel without BACKEND_SEND_FD"),
     # results (response code)
-    ProblemCode("ack_error", "response_code", "warn", "the reply reports a failure"),
+    ProblemCode("ack_error", "response_code", "warning", "the reply reports a failure"),
 )
 
 CODES: dict[str, ProblemCode] = {p.code: p for p in _ALL}
+
+
+def worst(problems: list[Problem]) -> Severity | None:
+    """The highest severity among ``problems``; None when there are none."""
+    best: Severity | None = None
+    for p in problems:
+        sev = CODES[p.code].severity if p.code in CODES else "error"
+        if best is None or RANK[sev] < RANK[best]:
+            best = sev
+    return best
 
 
 def problem(code: str, text: str | None = None) -> Problem:

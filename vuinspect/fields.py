@@ -1,0 +1,161 @@
+"""The field table: every name a message has, as data.
+
+One source for the filter language (names, aliases, types, allowed values),
+``vuinspect fields`` (like ``tshark -G fields``), ``-T fields -e NAME``, the TUI's
+completion and the README table.  The names are the same as the Python
+attribute, the NDJSON key and the Wireshark field ``vhost_user.<name>``; old
+names are listed as aliases and accepted only by the filter.
+
+``payload.<name>`` fields are derived from the layout tables in
+:mod:`vuinspect.protocol.layouts`, so a new layout field is filterable at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .protocol.layouts import ALL_LAYOUTS, Array, Field, Layout, Tail
+from .protocol.problems import CODES, SEVERITIES
+from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
+
+#: Value types: int, float, str, bool, and list (of strings: fds, problems, *_names).
+Type = str
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One filter/NDJSON name: its type, what it means, its old names, its allowed values."""
+
+    name: str
+    type: Type
+    meaning: str
+    aliases: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()  # closed set of string values ('' = open)
+
+
+EVENT_NAMES = ("OPEN", "CLOSE", "NOTE")
+KINDS = ("message", "raw", "open", "close", "note")
+_REQUEST_NAMES = tuple(dict.fromkeys(
+    n for s in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS) for n in (s.name, *s.old_names)))
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("frame", "int", "number of the capture frame that completed the message"),
+    FieldSpec("index", "int", "message number, counting every message and event"),
+    FieldSpec("ts", "float", "time in seconds since the epoch"),
+    FieldSpec("ts_ns", "int", "time in nanoseconds since the epoch"),
+    FieldSpec("conn", "int", "connection number (c1, c2, ... in the summary)"),
+    FieldSpec("channel", "str", "main (front-end requests) or backend (back-end channel)",
+              values=("main", "backend")),
+    FieldSpec("direction", "str", "f2b: front-end to back-end; b2f: back-end to front-end",
+              aliases=("dir",), values=("f2b", "b2f")),
+    FieldSpec("kind", "str", "message, raw (bytes that do not frame), open, close or note",
+              values=KINDS),
+    FieldSpec("request", "int", "request id from the header (a request name works too)"),
+    FieldSpec("name", "str", "request name (old names match too), OPEN/CLOSE/NOTE or RAW",
+              values=(*_REQUEST_NAMES, *EVENT_NAMES, "RAW")),
+    FieldSpec("reply", "bool", "true for a reply (sent by the side that answers)",
+              aliases=("is_reply",)),
+    FieldSpec("need_reply", "bool", "the NEED_REPLY flag is set"),
+    FieldSpec("flags", "int", "header flags word"),
+    FieldSpec("size", "int", "payload size announced in the header"),
+    FieldSpec("layout", "str", "name of the payload layout used to decode",
+              values=tuple(dict.fromkeys(lay.name for lay in ALL_LAYOUTS))),
+    FieldSpec("fds", "list", "the fds carried, described (role: kind, size)"),
+    FieldSpec("reply_to", "int", "in a reply: frame number of its request"),
+    FieldSpec("reply_in", "int", "in a request: frame number of its reply"),
+    FieldSpec("latency_us", "float", "in a reply: microseconds since its request"),
+    FieldSpec("problems", "list",
+              "problem codes; bare 'problems' means a warning or an error",
+              aliases=("problem", "problem_codes"), values=tuple(CODES)),
+    FieldSpec("severity", "str", "highest severity of the problems: error, warning or note",
+              values=SEVERITIES),
+)
+
+BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
+ALIASES: dict[str, str] = {a: f.name for f in FIELDS for a in f.aliases}
+
+#: String keys of open/close/note events, shown as payload.<key> of an event.
+EVENT_KEYS = ("label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by",
+              "text")
+
+
+def canonical(name: str) -> str | None:
+    """The canonical name of a top-level field or alias; None when unknown."""
+    if name in BY_NAME:
+        return name
+    return ALIASES.get(name)
+
+
+def _int_type(f: Field) -> Type:
+    return "str" if f.is_bytes else "int"
+
+
+def _layout_fields(layout: Layout, prefix: str, out: dict[str, dict[str, str]]) -> None:
+    """Collect ``payload.<path>`` -> {type: layout} from one layout (arrays are one level)."""
+    def add(name: str, typ: Type, doc: str = "") -> None:
+        entry = out.setdefault(prefix + name, {})
+        entry.setdefault(typ, doc or f"{layout.name}")
+    for f in layout.fields:
+        if isinstance(f, Field):
+            if f.display == "padding":
+                continue
+            add(f.name, _int_type(f), f.doc)
+            if f.display == "enum":
+                add(f.name + "_name", "str", f"name of {f.name}")
+            elif f.display in ("virtio_features", "protocol_features", "status"):
+                add(f.name + "_names", "list", f"names of the bits set in {f.name}")
+            elif f.display == "vring_base":
+                for sub in ("avail_idx", "avail_wrap", "used_idx", "used_wrap"):
+                    add(sub, "int", "ring base split (packed rings: wrap counters)")
+            for sub, mask in f.bitfields:
+                add(sub, "bool" if mask & (mask - 1) == 0 else "int", f"bits of {f.name}")
+        elif isinstance(f, Array):
+            add(f.name, "list", f"array of {f.item.name}")
+            for item in f.item.fields:
+                if isinstance(item, Field) and item.display != "padding":
+                    add(f"{f.name}.{item.name}", _int_type(item), item.doc)
+        elif isinstance(f, Tail):
+            add(f.name, "str", "trailing bytes, hex")
+
+
+def _payload_table() -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for lay in ALL_LAYOUTS:
+        _layout_fields(lay, "", out)
+    out.setdefault("data", {"str": "payload of an unknown request, hex"})
+    for key in EVENT_KEYS:
+        out.setdefault(key, {}).setdefault("str", "event field")
+    return out
+
+
+#: payload.<path> -> {type: where it comes from}; paths like ``regions.memory_size``.
+PAYLOAD: dict[str, dict[str, str]] = _payload_table()
+_INDEX = re.compile(r"\.\d+(?=\.|$)")
+
+
+def payload_types(path: str) -> set[str] | None:
+    """The types ``payload.<path>`` can have; None when no layout has such a field.
+
+    Numeric parts select one array item (``regions.0.memory_size``); the array
+    itself (``regions``) compares against any of its items.
+    """
+    key = _INDEX.sub("", path)
+    entry = PAYLOAD.get(key)
+    return set(entry) if entry is not None else None
+
+
+def rows() -> list[tuple[str, str, str, str]]:
+    """(name, type, meaning, aliases) for every field, payload fields included."""
+    out = [(f.name, f.type, f.meaning, ", ".join(f.aliases)) for f in FIELDS]
+    for path in sorted(PAYLOAD):
+        types = PAYLOAD[path]
+        out.append((f"payload.{path}", "|".join(sorted(types)),
+                     "; ".join(sorted(set(types.values())))[:80], ""))
+    return out
+
+
+def completions(prefix: str) -> list[str]:
+    """Field names (and aliases, payload paths) that start with ``prefix``, for the TUI."""
+    names = [f.name for f in FIELDS] + [f"payload.{p}" for p in sorted(PAYLOAD)] + list(ALIASES)
+    return [n for n in names if n.startswith(prefix)]
