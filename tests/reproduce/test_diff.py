@@ -1,0 +1,125 @@
+"""``vuinspect diff``: two captures compared per connection, message by message."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from pathlib import Path
+
+from vuinspect.capture import CaptureWriter, read_frames
+from vuinspect.cli import main
+from vuinspect.frames import Frame
+from vuinspect.reproduce.compare import compare, fd_kind
+from vuinspect.reproduce.load import read_messages
+
+CAPTURES = Path(__file__).resolve().parents[2] / "captures"
+BLK = CAPTURES / "blk.pcapng"
+GET_FEATURES, SET_OWNER = 1, 3
+RO = 1 << 5  # VIRTIO_BLK_F_RO
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    rc = main(["diff", *map(str, argv)])
+    return rc, capsys.readouterr().out
+
+
+def rewrite(tmp_path: Path, change) -> Path:  # noqa: ANN001 - Frame -> Frame | None
+    """A copy of blk.pcapng with each frame passed through ``change`` (None drops it)."""
+    out = tmp_path / "changed.pcapng"
+    with CaptureWriter(str(out)) as w:
+        for frame in read_frames(str(BLK)):
+            new = change(frame)
+            if new is not None:
+                w.write(new)
+    return out
+
+
+def header(frame: Frame) -> tuple[int, int, int]:
+    return struct.unpack_from("<III", frame.data) if len(frame.data) >= 12 else (0, 0, 0)
+
+
+def with_ro(frame: Frame) -> Frame:
+    """The first GET_FEATURES reply offers VIRTIO_BLK_F_RO too."""
+    request, flags, _ = header(frame)
+    if frame.kind == "data" and frame.direction == "b2f" and request == GET_FEATURES and flags & 4:
+        (features,) = struct.unpack_from("<Q", frame.data, 12)
+        with_ro.done = getattr(with_ro, "done", 0) + 1
+        if with_ro.done == 1:
+            return dataclasses.replace(frame, data=frame.data[:12] + struct.pack("<Q", features | RO))
+    return frame
+
+
+def test_same_capture_is_equal(capsys) -> None:
+    rc, out = run(capsys, BLK, BLK)
+    assert rc == 0
+    assert out.strip().endswith("(equal)")
+    assert "0 different, 0 missing, 0 unexpected" in out
+
+
+def test_mutated_reply_names_the_field_and_the_bit(tmp_path, capsys) -> None:
+    with_ro.done = 0
+    changed = rewrite(tmp_path, with_ro)
+    rc, out = run(capsys, BLK, changed)
+    assert rc == 1
+    lines = [line for line in out.splitlines() if "different" in line or "payload" in line]
+    assert lines[0].endswith("GET_FEATURES reply: different"), out
+    assert "payload.features: 0x175007e46 -> 0x175007e66  (+RO)" in lines[1], out
+    assert out.splitlines()[-1].startswith("43 same, 1 different, 0 missing, 0 unexpected")
+
+    rc, out = run(capsys, BLK, changed, "--json")
+    assert rc == 1
+    report = json.loads(out)
+    assert report["equal"] is False and report["counts"]["different"] == 1
+    (entry,) = [e for e in report["entries"] if e["status"] != "same"]
+    assert entry["name"] == "GET_FEATURES" and entry["reply"] is True
+    assert entry["fields"] == [{"field": "payload.features", "a": 0x175007E46,
+                                "b": 0x175007E66, "note": "+RO"}]
+
+    rc, out = run(capsys, BLK, changed, "--ignore", "payload.features")
+    assert rc == 0, out
+    rc, out = run(capsys, BLK, changed, "--ignore", "SET_FEATURES:payload.features")
+    assert rc == 1, out  # scoped to another request: still reported
+
+
+def test_missing_request_resynchronises(tmp_path, capsys) -> None:
+    """SET_OWNER dropped from B: one message missing, everything after it still the same."""
+    changed = rewrite(tmp_path, lambda f: None if header(f)[0] == SET_OWNER else f)
+    rc, out = run(capsys, BLK, changed)
+    assert rc == 1
+    assert "SET_OWNER: missing" in out
+    assert out.splitlines()[-1] == "43 same, 0 different, 1 missing, 0 unexpected"
+    rc, out = run(capsys, changed, BLK)
+    assert "SET_OWNER: unexpected" in out and rc == 1
+
+
+def test_blk_vs_net_differs(capsys) -> None:
+    rc, out = run(capsys, BLK, CAPTURES / "net.pcapng")
+    assert rc == 1
+    assert "SET_MEM_TABLE: unexpected" in out  # net maps memory with SET_MEM_TABLE, blk with ADD_MEM_REG
+    assert "ADD_MEM_REG: missing" in out
+
+
+def test_fds_compared_by_role_kind_and_size() -> None:
+    assert fd_kind("guest-memory: memfd:memory-backend-memfd size=256MiB") == \
+        "guest-memory: memfd size=256MiB"
+    assert fd_kind("memfd:ram size=1GiB hugetlb") == "memfd size=1GiB hugetlb"
+    assert fd_kind("kick: eventfd") == "kick: eventfd"
+    assert fd_kind("backend-channel: socket:unix-stream (back-end channel, relayed by vuinspect)") \
+        == "backend-channel: socket:unix-stream"
+    a = read_messages(str(BLK))
+    renamed = [dataclasses.replace(m, fds=tuple(d.replace("memory-backend-memfd", "other")
+                                                for d in m.fds)) for m in a]
+    assert compare(a, renamed).equal
+    resized = [dataclasses.replace(m, fds=tuple(d.replace("256MiB", "128MiB") for d in m.fds))
+               for m in a]
+    report = compare(a, resized)
+    assert [(e.name, [d.field for d in e.diffs]) for e in report.entries
+            if e.status != "same"] == [("ADD_MEM_REG", ["fds"]), ("ADD_MEM_REG", ["fds"])]
+
+
+def test_not_a_capture(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.pcapng"
+    bad.write_bytes(b"not a capture")
+    assert main(["diff", str(BLK), str(bad)]) == 1
+    assert "not a vuinspect capture" in capsys.readouterr().err
