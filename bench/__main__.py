@@ -14,11 +14,11 @@ import os
 import sys
 import time
 
-from . import capture_bench, guest_bench, proxy_bench
+from . import capture_bench, conns_bench, guest_bench, proxy_bench
 from .common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PARTS = ("proxy", "throughput", "capture", "tui", "guest")
+PARTS = ("proxy", "throughput", "capture", "tui", "guest", "conns")
 
 
 def _fmt(v: object, digits: int = 1) -> str:
@@ -113,6 +113,8 @@ def report(results: dict, command: str) -> str:
                          f"{g['proxy_capture_s']:.2f} s: ratio **{g['ratio']:.3f}** (median of "
                          f"{g['reps']}, {g['guest_io_kib']} KiB written and read back)")
         lines.append("")
+    if "conns" in results:
+        lines += conns_bench.table(results["conns"])
     return "\n".join(lines)
 
 
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["tui"] = tui_bench.run(quick)
         elif part == "guest":
             results["guest"] = guest_bench.run(quick)
+        elif part == "conns":
+            results["conns"] = conns_bench.run(quick)
         else:
             p.error(f"unknown part {part!r}")
     results["seconds"] = time.time() - t0

@@ -13,12 +13,16 @@ to the message holding the frame's last byte (TECH.md §5).
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
+from functools import cache
 
 from .protocol.problems import Problem, problem
 from .protocol.requests import (
+    BY_CHANNEL,
     FLAGS_KNOWN,
+    FRONTEND,
     HEADER_SIZE,
     MAX_PAYLOAD,
     VERSION,
@@ -56,6 +60,39 @@ def plausible_header(data: bytes, off: int, channel: str, order: str) -> bool:
         and size <= MAX_PAYLOAD
         and lookup(channel, req) is not None
     )
+
+
+def _byte_class(values: set[int] | range) -> bytes:
+    return b"[" + b"".join(b"\\x%02x" % v for v in sorted(values)) + b"]"
+
+
+def _u32_at_most(limit: int, order: str) -> bytes:
+    """A regex for a u32 <= ``limit`` in byte order ``order`` (exact, no false matches)."""
+    digits = limit.to_bytes(4, "big")
+    alts = []
+    for i, d in enumerate(digits):
+        if d:  # equal on bytes[:i], smaller at byte i, anything after
+            parts = [b"\\x%02x" % x for x in digits[:i]] + [_byte_class(range(d))] + [b"[\\x00-\\xff]"] * (3 - i)
+            alts.append(parts if order == ">" else parts[::-1])
+    alts.append([b"\\x%02x" % x for x in (digits if order == ">" else digits[::-1])])
+    return b"(?:" + b"|".join(b"".join(a) for a in alts) + b")"
+
+
+@cache
+def _header_pattern(channel: str, order: str) -> re.Pattern[bytes]:
+    """A regex matching exactly the headers :func:`plausible_header` accepts.
+
+    Resynchronising with it runs at regex speed (hundreds of MB/s) instead of
+    one Python call per byte (issue 11 item 9).
+    """
+    codes = set(BY_CHANNEL.get(channel, FRONTEND))
+    flags = {f for f in range(FLAGS_KNOWN + 1) if f & ~FLAGS_KNOWN == 0 and f & 0x3 == VERSION}
+    if max(codes) > 0xFF or FLAGS_KNOWN > 0xFF:  # not the case today; stay exact anyway
+        return re.compile(b"(?s).{%d}" % HEADER_SIZE)
+    zeros = b"\\x00\\x00\\x00"
+    req, flg = _byte_class(codes), _byte_class(flags)
+    head = req + zeros + flg + zeros if order == "<" else zeros + req + zeros + flg
+    return re.compile(head + _u32_at_most(MAX_PAYLOAD, order))
 
 
 class StreamFramer:
@@ -138,10 +175,41 @@ class StreamFramer:
         return taken
 
     def _resync(self, buf: bytearray, start: int) -> int:
-        for off in range(start, len(buf) - HEADER_SIZE + 1):
-            if plausible_header(buf, off, self.channel, self.order):
-                return off
-        return len(buf)
+        """Offset of the next plausible header at or after ``start`` (``len(buf)`` if none)."""
+        search = _header_pattern(self.channel, self.order).search
+        pos = start
+        while True:
+            m = search(buf, pos)
+            if m is None:
+                return len(buf)
+            if plausible_header(buf, m.start(), self.channel, self.order):
+                return m.start()
+            pos = m.start() + 1  # only if the pattern is looser than plausible_header
+
+    def feed_cut(self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int,
+                 missing: int) -> list[RawMessage]:
+        """A frame the capture's snap length cut (``missing`` bytes left out).
+
+        Its bytes are not joined with the next frame's (they would misframe the
+        stream): what was buffered ends as truncated, then the cut frame is one
+        message flagged truncated, and framing starts afresh after it.
+        """
+        out = self.close()
+        self._ts, self._frame = ts_ns, frame
+        msg = RawMessage(data, fds, ts_ns, frame)
+        total = len(data) + missing
+        if len(data) < HEADER_SIZE:
+            msg.raw = True
+            msg.problems.append(problem(
+                "truncated_header",
+                f"the capture kept {len(data)} of this packet's {total} bytes (snap length)"))
+        else:
+            msg.request, msg.flags, msg.size = parse_header(data, self.order)
+            msg.problems.append(problem(
+                "truncated_payload",
+                f"the capture kept {len(data)} of this packet's {total} bytes (snap length)"))
+        out.append(msg)
+        return out
 
     def close(self) -> list[RawMessage]:
         """End of stream: whatever is buffered becomes a truncated message."""

@@ -13,6 +13,7 @@ are connection events; their ``data`` is UTF-8 JSON (see :func:`event_info`).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +46,10 @@ class Frame:
     data: bytes
     fds: tuple[str, ...] = ()
     kind: Kind = "data"
+    #: pcapng ``opt_comment`` of the packet (``editcap -a``, the TUI), written back by CaptureWriter.
+    comment: str | None = None
+    #: Bytes of ``data`` the capture left out (a snap length cut the packet): ``data`` is a prefix.
+    truncated: int = 0
 
 
 def event_frame(
@@ -55,10 +60,45 @@ def event_frame(
     return Frame(ts_ns, conn, channel, "f2b", data, (), kind)
 
 
+#: Event JSON above this size is not parsed (ours is a few hundred bytes): shown as text.
+MAX_EVENT_JSON = 1 << 20
+#: Deepest nesting parsed (ours is 2): deeper input is shown as text, never recursed into.
+MAX_EVENT_DEPTH = 32
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_TEXT_SHOWN = 4096
+
+
+def _too_deep(data: bytes) -> bool:
+    """Nesting deeper than MAX_EVENT_DEPTH?  A linear scan, only when brackets abound."""
+    if data.count(b"[") + data.count(b"{") <= MAX_EVENT_DEPTH:
+        return False
+    depth = 0
+    for m in _BRACKETS.finditer(_STRINGS.sub(b"", data)):
+        if m.group() in b"[{":
+            depth += 1
+            if depth > MAX_EVENT_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def event_info(frame: Frame) -> dict[str, Any]:
-    """Decode the JSON of an event frame; a damaged one yields ``{"text": ...}``."""
+    """Decode the JSON of an event frame; never raises.
+
+    Damaged, oversized (> MAX_EVENT_JSON) or too deeply nested JSON (a file
+    can hold anything) yields ``{"text": ...}`` (cut to 4 KiB if oversized),
+    so no consumer recurses on a depth the file chose.
+    """
+    data = frame.data
+    if len(data) > MAX_EVENT_JSON:
+        return {"text": data[:_TEXT_SHOWN].decode("utf-8", "replace") + "...",
+                "truncated": len(data)}
     try:
-        info = json.loads(frame.data.decode("utf-8", "replace"))
-    except ValueError:
-        return {"text": frame.data.decode("utf-8", "replace")}
+        if _too_deep(data):
+            raise ValueError("nested too deep")
+        info = json.loads(data.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return {"text": data.decode("utf-8", "replace")}
     return info if isinstance(info, dict) else {"value": info}

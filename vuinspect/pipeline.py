@@ -25,7 +25,9 @@ class Pipeline:
         self.device = device
         self.keep_closed = keep_closed
         self.sessions: dict[int, Session] = {}
-        self._framers: dict[tuple[int, str, str], StreamFramer] = {}
+        # conn -> {(channel, direction): framer}: a close touches only its own connection's
+        # framers, so reading N connections stays linear (issue 11 item 8).
+        self._framers: dict[int, dict[tuple[str, str], StreamFramer]] = {}
         self.frames = 0
         self.messages = 0
         self._decode_cache: dict[tuple, tuple] = {}
@@ -43,12 +45,19 @@ class Pipeline:
         if frame.kind != "data":
             return self._event(frame, number)
         session = self.session(frame.conn)
-        key = (frame.conn, frame.channel, frame.direction)
-        framer = self._framers.get(key)
+        framers = self._framers.get(frame.conn)
+        if framers is None:
+            framers = self._framers[frame.conn] = {}
+        key = (frame.channel, frame.direction)
+        framer = framers.get(key)
         if framer is None:
-            framer = self._framers[key] = StreamFramer(frame.channel, session.order)
+            framer = framers[key] = StreamFramer(frame.channel, session.order)
         out = []
-        for raw in framer.feed(frame.data, frame.fds, frame.ts_ns, number):
+        if frame.truncated:
+            raws = framer.feed_cut(frame.data, frame.fds, frame.ts_ns, number, frame.truncated)
+        else:
+            raws = framer.feed(frame.data, frame.fds, frame.ts_ns, number)
+        for raw in raws:
             self.messages += 1
             out.append(session.handle(raw, self.messages, frame.direction, frame.channel))
         return out
@@ -73,12 +82,17 @@ class Pipeline:
         return out
 
     def _flush_conn(self, conn: int, channel: str | None = None) -> list[Message]:
+        framers = self._framers.get(conn)
+        if not framers:
+            return []
         out = []
-        for key in [k for k in self._framers if k[0] == conn and channel in (None, k[1])]:
-            framer = self._framers.pop(key)
+        for key in [k for k in framers if channel in (None, k[0])]:
+            framer = framers.pop(key)
             for raw in framer.close():
                 self.messages += 1
-                out.append(self.session(conn).handle(raw, self.messages, key[2], key[1]))
+                out.append(self.session(conn).handle(raw, self.messages, key[1], key[0]))
+        if not framers:
+            del self._framers[conn]
         return out
 
     def close(self) -> list[Message]:
