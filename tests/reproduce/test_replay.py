@@ -185,6 +185,7 @@ def test_missing_reply_times_out_and_is_reported(tmp_path, capsys) -> None:
     t.join(5)
     assert rc == 1
     assert "GET_FEATURES reply: missing" in out
+    assert "note: frame 2 GET_FEATURES: no reply within 0.3 s" in out
     assert got[0].received[-1].request == 3  # went on after the timeout
 
 
@@ -206,6 +207,7 @@ def test_backend_closing_early_ends_the_replay(tmp_path, capsys) -> None:
     listener.close()
     assert rc == 1
     assert "0 same" in out.splitlines()[-1] and "missing" in out
+    assert "note: main channel: backend closed the connection" in out
 
 
 def test_fds_sized_from_the_region_table() -> None:

@@ -68,6 +68,7 @@ class Entry:
 class Report:
     entries: list[Entry] = field(default_factory=list)
     ignored: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)  # e.g. the replay's timeouts
 
     @property
     def counts(self) -> dict[str, int]:
@@ -82,7 +83,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {"equal": self.equal, "counts": self.counts, "ignored": list(self.ignored),
-                "default_ignored": list(DEFAULT_IGNORED),
+                "default_ignored": list(DEFAULT_IGNORED), "notes": list(self.notes),
                 "entries": [e.to_json() for e in self.entries]}
 
     def text(self, *, all_entries: bool = False) -> str:
@@ -99,6 +100,7 @@ class Report:
             for d in e.diffs:
                 note = f"  ({safe(d.note)})" if d.note else ""
                 lines.append(f"    {d.field}: {show(d.a)} -> {show(d.b)}{note}")
+        lines += [f"note: {safe(n)}" for n in self.notes]
         c = self.counts
         lines.append(", ".join(f"{c[s]} {s}" for s in STATUSES)
                      + (" (equal)" if self.equal else ""))
@@ -144,7 +146,7 @@ def fields(msg: Message) -> dict[str, Any]:
                            "flags": msg.flags, "reply": msg.is_reply,
                            "need_reply": msg.need_reply, "size": msg.size, "layout": msg.layout,
                            "fds": [fd_kind(d) for d in msg.fds],
-                           "problems": [p.code for p in msg.problems]}
+                           "problems": sorted({p.code for p in msg.problems})}
     if msg.kind == "raw":
         out["raw"] = msg.raw.hex()
     stack: list[tuple[str, dict[str, Any]]] = [("payload", msg.payload)]

@@ -22,6 +22,7 @@ import os
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -100,8 +101,15 @@ def make_fd(desc: str, need: int) -> int:
         return theirs.detach()
     name = what.split(" ", 1)[0].removeprefix("memfd:")[:200] or "vuinspect-replay"
     size = min(max(recorded_size(what), need), MAX_REGION)
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    os.ftruncate(fd, size)
+    try:  # the recorded name, so the replay's fd descriptions match the recording's
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    except (OSError, ValueError):  # a name the kernel refuses (too long, NUL)
+        fd = os.memfd_create("vuinspect-replay", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -121,7 +129,7 @@ def recv_message(sock: socket.socket) -> tuple[bytes, list[int]] | None:
             return None
         data += chunk
         if len(data) == HEADER_SIZE and need == HEADER_SIZE:
-            size = int.from_bytes(data[8:12], "little")
+            size = int.from_bytes(data[8:12], sys.byteorder)  # host order, as the peer
             if size > MAX_PAYLOAD:
                 for fd in fds:
                     os.close(fd)
@@ -149,6 +157,9 @@ class Replay:
         self._backend_requests = [m for m in recorded if m.channel == "backend"
                                   and m.direction == "b2f" and not m.is_reply]
         self._threads: list[threading.Thread] = []
+        #: What went wrong on the way (timeouts, an early close), for the report.
+        self.notes: list[str] = []
+        self.finished = False
 
     def _add(self, channel: str, direction: str, data: bytes, fds: tuple[str, ...]) -> bool:
         with self._lock:
@@ -182,6 +193,8 @@ class Replay:
         except (OSError, EOFError) as exc:
             by = f"backend: {exc}"
         self._event("close", {"by": "backend", "reason": by}, channel)
+        if by != "backend closed the connection" or not self.finished:
+            self.notes.append(f"{channel} channel: {by}")
         if channel == "main":
             self._replies.put(False)
         with contextlib.suppress(OSError):
@@ -189,8 +202,8 @@ class Replay:
 
     def _answer(self, data: bytes) -> None:
         """A back-end channel request: give the answer the recording gave, if any."""
-        request = int.from_bytes(data[:4], "little")
-        flags = int.from_bytes(data[4:8], "little")
+        request = int.from_bytes(data[:4], sys.byteorder)
+        flags = int.from_bytes(data[4:8], sys.byteorder)
         for i, m in enumerate(self._backend_requests):
             if m.request == request:
                 del self._backend_requests[i]
@@ -216,12 +229,19 @@ class Replay:
         sizes = region_sizes(m)
         fds: list[int] = []
         channel = None
-        for i, desc in enumerate(m.fds):
-            if m.name == "SET_BACKEND_REQ_FD" and "socket" in desc:
-                channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                fds.append(theirs.detach())
-            else:
-                fds.append(make_fd(desc, sizes[i] if i < len(sizes) else 0))
+        try:
+            for i, desc in enumerate(m.fds):
+                if m.name == "SET_BACKEND_REQ_FD" and "socket" in desc and channel is None:
+                    channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                    fds.append(theirs.detach())
+                else:
+                    fds.append(make_fd(desc, sizes[i] if i < len(sizes) else 0))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            if channel is not None:
+                channel.close()
+            raise
         return fds, channel
 
     def run(self, info: dict[str, Any]) -> list[Frame]:
@@ -244,6 +264,7 @@ class Replay:
                 alive = self._send(sock, m)
         finally:
             time.sleep(0.1)  # what the back-end still says after the last message
+            self.finished = True
             self._event("close", {"by": "frontend", "reason": "replay finished"})
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -263,12 +284,17 @@ class Replay:
         while not self._replies.empty():  # unsolicited messages were recorded already
             if not self._replies.get_nowait():
                 return False
-        fds, channel = self._fds(m)
+        try:
+            fds, channel = self._fds(m)
+        except OSError as exc:
+            self.notes.append(f"frame {m.frame} {m.name}: cannot make its fds ({exc.strerror})")
+            return False
         try:
             descs = tuple(describe_fd(fd) for fd in fds)
             self._add("main", "f2b", m.raw, descs)
             wire.send_raw(sock, m.raw, fds)
-        except OSError:
+        except OSError as exc:
+            self.notes.append(f"frame {m.frame} {m.name}: send failed ({exc.strerror})")
             return False
         finally:
             for fd in fds:
@@ -280,8 +306,9 @@ class Replay:
             return True
         try:
             return self._replies.get(timeout=self.timeout)
-        except queue.Empty:
-            return True  # reported as a missing reply; the session goes on
+        except queue.Empty:  # reported as a missing reply; the session goes on
+            self.notes.append(f"frame {m.frame} {m.name}: no reply within {self.timeout:g} s")
+            return True
 
 
 def pick_connection(messages: list[Message], conn: int | None) -> list[Message]:
@@ -300,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--timeout must be positive")
     recorded = pick_connection(decode(read_frames(args.capture)), args.conn)
     opened = next((m.info for m in recorded if m.kind == "open"), {})
-    frames = Replay(recorded, args.connect, args.timeout).run(opened)
+    replay = Replay(recorded, args.connect, args.timeout)
+    frames = replay.run(opened)
     if args.write:
         try:
             with CaptureWriter(args.write) as w:
@@ -309,4 +337,5 @@ def run(args: argparse.Namespace) -> int:
         except CaptureError as exc:
             raise CliError(exc.reason) from None
     report = compare(recorded, decode(frames), args.ignore)
+    report.notes = replay.notes
     return print_report(report, args)
