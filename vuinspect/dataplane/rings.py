@@ -1,0 +1,376 @@
+"""Ring readers: one sample of a split or packed virtqueue, and what changed between two.
+
+A sample is what a low-rate sampler sees of a vring at one instant (VIRTQUEUE.md
+§2-3): split rings give their free-running u16 indices, flags and event
+indices; packed rings have no index field, so a ``PackedTracker`` walks the
+descriptor flags from the last known positions (at most ``num`` steps per
+walk) and counts the slots it passed as u16 counters.  Either way a sample
+carries ``avail_idx``/``used_idx`` counters with the same wrap arithmetic, so
+in-flight counts and diagnosis are one code for both layouts.
+
+Reading never raises on guest memory contents: a failed read becomes a sample
+with ``ok=False`` and a problem.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from ..protocol import features as F
+from .memory import GuestMemory, GuestMemoryError
+from .problems import DataProblem, dp_problem
+
+Layout = Literal["split", "packed"]
+
+# descriptor flags (split and packed)
+DESC_F_NEXT = 1
+DESC_F_WRITE = 2
+DESC_F_INDIRECT = 4
+DESC_F_AVAIL = 1 << 7
+DESC_F_USED = 1 << 15
+DESC_FLAGS = {DESC_F_NEXT: "NEXT", DESC_F_WRITE: "WRITE", DESC_F_INDIRECT: "INDIRECT",
+              DESC_F_AVAIL: "AVAIL", DESC_F_USED: "USED"}
+# split ring flags
+AVAIL_F_NO_INTERRUPT = 1
+USED_F_NO_NOTIFY = 1
+# packed event suppression flags
+EVENT_FLAGS = {0: "ENABLE", 1: "DISABLE", 2: "DESC"}
+EVENT_IDX_BIT = 29
+MAX_NUM = 32768  # the largest queue size virtio allows
+
+DESC_STRUCT = struct.Struct("<QIHH")  # split: addr len flags next; packed: addr len id flags
+_U16 = struct.Struct("<H")
+_U16X2 = struct.Struct("<HH")
+_USED_ELEM = struct.Struct("<II")
+
+
+def u16(x: int) -> int:
+    return x & 0xFFFF
+
+
+def vring_need_event(event: int, new: int, old: int) -> bool:
+    """The event-idx rule: did moving from ``old`` to ``new`` cross ``event``? (u16)."""
+    return u16(new - event - 1) < u16(new - old)
+
+
+def flag_names(flags: int, table: dict[int, str] = DESC_FLAGS) -> list[str]:
+    return [name for bit, name in table.items() if flags & bit]
+
+
+@dataclass(frozen=True, slots=True)
+class RingConfig:
+    """Where a vring is and how to read it (SET_VRING_NUM/ADDR plus features)."""
+
+    index: int
+    num: int
+    desc: int
+    avail: int  # packed: driver event suppression area
+    used: int  # packed: device event suppression area
+    packed: bool = False
+    event_idx: bool = False
+
+    @classmethod
+    def from_vring(cls, ring: Any, virtio_features: int | None = None) -> RingConfig | None:
+        """From a ``state.Vring``; None while its size or addresses are unknown."""
+        if None in (ring.num, ring.desc, ring.avail, ring.used):
+            return None
+        feats = virtio_features or 0
+        return cls(ring.index, ring.num, ring.desc, ring.avail, ring.used,
+                   bool(feats >> F.RING_PACKED_BIT & 1), bool(feats >> EVENT_IDX_BIT & 1))
+
+    @property
+    def valid(self) -> bool:
+        if self.packed:
+            return 0 < self.num <= MAX_NUM
+        return 0 < self.num <= MAX_NUM and self.num & (self.num - 1) == 0
+
+    @property
+    def used_event_addr(self) -> int:
+        return self.avail + 4 + 2 * self.num
+
+    @property
+    def avail_event_addr(self) -> int:
+        return self.used + 4 + 8 * self.num
+
+
+@dataclass(frozen=True, slots=True)
+class RingSample:
+    """One look at a vring.  ``avail_idx``/``used_idx`` are u16 counters (packed: slots)."""
+
+    vring: int
+    ts_ns: int
+    layout: Layout
+    num: int
+    ok: bool = True
+    avail_idx: int = 0
+    used_idx: int = 0
+    # split
+    avail_flags: int = 0
+    used_flags: int = 0
+    used_event: int | None = None
+    avail_event: int | None = None
+    # packed: positions 0..num-1, wrap counters, event suppression areas
+    avail_pos: int | None = None
+    avail_wrap: int | None = None
+    used_pos: int | None = None
+    used_wrap: int | None = None
+    driver_event_off: int | None = None
+    driver_event_wrap: int | None = None
+    driver_event_flags: int | None = None
+    device_event_off: int | None = None
+    device_event_wrap: int | None = None
+    device_event_flags: int | None = None
+    problems: tuple[DataProblem, ...] = ()
+
+    @property
+    def in_flight(self) -> int:
+        return u16(self.avail_idx - self.used_idx)
+
+    @property
+    def wants_kick(self) -> bool | None:
+        """Device-side suppression: True notify, False suppressed, None decided per index."""
+        if self.layout == "split":
+            if self.avail_event is not None:
+                return None
+            return not self.used_flags & USED_F_NO_NOTIFY
+        flags = self.device_event_flags
+        return None if flags == 2 else flags == 0
+
+    @property
+    def wants_call(self) -> bool | None:
+        """Driver-side suppression, as ``wants_kick``."""
+        if self.layout == "split":
+            if self.used_event is not None:
+                return None
+            return not self.avail_flags & AVAIL_F_NO_INTERRUPT
+        flags = self.driver_event_flags
+        return None if flags == 2 else flags == 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "problems":
+                value = [p.to_json() for p in value]
+            if value is not None:
+                out[f.name] = value
+        out["in_flight"] = self.in_flight
+        return out
+
+
+_COMPARED = tuple(f.name for f in fields(RingSample) if f.name not in ("ts_ns", "problems"))
+
+
+@dataclass(frozen=True, slots=True)
+class SampleDiff:
+    """What changed from one sample to the next, with the index advances (u16)."""
+
+    changed: dict[str, tuple[Any, Any]]
+    avail_advanced: int
+    used_advanced: int
+    dt_ns: int
+    problems: tuple[DataProblem, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.changed)
+
+
+def diff(old: RingSample, new: RingSample) -> SampleDiff:
+    """Changed fields between two samples of one vring, and impossible moves.
+
+    The u16 counters alias after 65536 steps: a move 'back' by at most ``num``
+    is reported as ``ring_backwards`` (a ring that really advanced 65536 - k
+    slots between two samples looks the same; sample faster than that).
+    """
+    changed = {n: (getattr(old, n), getattr(new, n)) for n in _COMPARED
+               if getattr(old, n) != getattr(new, n)}
+    problems = []
+    if old.ok and new.ok:
+        for name in ("avail_idx", "used_idx"):
+            back = u16(getattr(old, name) - getattr(new, name))
+            if 0 < back <= new.num:
+                problems.append(dp_problem("ring_backwards", f"vring {new.vring} {name} moved "
+                                           f"back {getattr(old, name)} -> {getattr(new, name)}"))
+    adv_a = u16(new.avail_idx - old.avail_idx) if old.ok and new.ok else 0
+    adv_u = u16(new.used_idx - old.used_idx) if old.ok and new.ok else 0
+    if any(p.code == "ring_backwards" for p in problems):
+        adv_a = adv_u = 0
+    return SampleDiff(changed, adv_a, adv_u, new.ts_ns - old.ts_ns, tuple(problems))
+
+
+def _failed(cfg: RingConfig, ts_ns: int, layout: Layout, problem: DataProblem) -> RingSample:
+    return RingSample(cfg.index, ts_ns, layout, cfg.num, ok=False, problems=(problem,))
+
+
+def _invalid_num(cfg: RingConfig, ts_ns: int, layout: Layout) -> RingSample:
+    return _failed(cfg, ts_ns, layout, dp_problem(
+        "ring_index_ahead", f"vring {cfg.index}: num {cfg.num} is not a valid queue size"))
+
+
+# --- split rings -------------------------------------------------------------
+def sample_split(mem: GuestMemory, cfg: RingConfig, ts_ns: int = 0) -> RingSample:
+    """Read avail/used flags and indices (and the event indices with EVENT_IDX)."""
+    if not cfg.valid:
+        return _invalid_num(cfg, ts_ns, "split")
+    try:
+        avail_flags, avail_idx = _U16X2.unpack(mem.read_ring(cfg.avail, 4))
+        used_flags, used_idx = _U16X2.unpack(mem.read_ring(cfg.used, 4))
+        used_event = avail_event = None
+        if cfg.event_idx:
+            (used_event,) = _U16.unpack(mem.read_ring(cfg.used_event_addr, 2))
+            (avail_event,) = _U16.unpack(mem.read_ring(cfg.avail_event_addr, 2))
+    except GuestMemoryError as e:
+        return _failed(cfg, ts_ns, "split", e.problem)
+    sample = RingSample(cfg.index, ts_ns, "split", cfg.num, True, avail_idx, used_idx,
+                        avail_flags, used_flags, used_event, avail_event)
+    if sample.in_flight > cfg.num:
+        sample = replace(sample, problems=(dp_problem(
+            "ring_index_ahead", f"vring {cfg.index}: avail {avail_idx} is "
+            f"{sample.in_flight} ahead of used {used_idx}, num {cfg.num}"),))
+    return sample
+
+
+def read_avail_entries(mem: GuestMemory, cfg: RingConfig, start: int, count: int) -> list[int]:
+    """Heads in avail ring slots ``start .. start+count-1`` (u16 indices; count <= num)."""
+    count = max(0, min(count, cfg.num))
+    out = []
+    for i in range(count):
+        slot = u16(start + i) % cfg.num
+        out.append(_U16.unpack(mem.read_ring(cfg.avail + 4 + 2 * slot, 2))[0])
+    return out
+
+
+def read_used_elems(mem: GuestMemory, cfg: RingConfig, start: int,
+                    count: int) -> list[tuple[int, int]]:
+    """(id, len) in used ring slots ``start .. start+count-1`` (count <= num)."""
+    count = max(0, min(count, cfg.num))
+    out = []
+    for i in range(count):
+        slot = u16(start + i) % cfg.num
+        out.append(_USED_ELEM.unpack(mem.read_ring(cfg.used + 4 + 8 * slot, 8)))
+    return out
+
+
+# --- packed rings -------------------------------------------------------------
+def read_packed_desc(mem: GuestMemory, cfg: RingConfig, pos: int) -> tuple[int, int, int, int]:
+    """(addr, len, id, flags) of packed descriptor ``pos``."""
+    return DESC_STRUCT.unpack(mem.read_ring(cfg.desc + 16 * pos, 16))
+
+
+def _is_avail(flags: int, wrap: int) -> bool:
+    return bool(flags & DESC_F_AVAIL) == bool(wrap) and bool(flags & DESC_F_USED) != bool(wrap)
+
+
+def _is_used(flags: int, wrap: int) -> bool:
+    return bool(flags & DESC_F_AVAIL) == bool(wrap) and bool(flags & DESC_F_USED) == bool(wrap)
+
+
+@dataclass(slots=True)
+class PackedTracker:
+    """Last known positions of a packed ring, carried from sample to sample.
+
+    Starts from the ring base (SET_VRING_BASE: bits 0-14 avail position, 15
+    avail wrap, 16-30 used position, 31 used wrap) or from the reset state.
+    ``chain_len`` remembers how many slots each buffer id took when it was made
+    available, since the device skips that many slots per used descriptor.
+    """
+
+    num: int
+    avail_pos: int = 0
+    avail_wrap: int = 1
+    used_pos: int = 0
+    used_wrap: int = 1
+    avail_count: int = 0  # u16 slot counters
+    used_count: int = 0
+    chain_len: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_base(cls, num: int, base: int) -> PackedTracker:
+        t = cls(num, (base & 0x7FFF) % max(num, 1), base >> 15 & 1,
+                (base >> 16 & 0x7FFF) % max(num, 1), base >> 31 & 1)
+        t.avail_count = u16(t.used_count + t.slots_in_flight())
+        return t
+
+    def slots_in_flight(self) -> int:
+        a = self.avail_pos + (0 if self.avail_wrap else self.num)
+        u = self.used_pos + (0 if self.used_wrap else self.num)
+        return (a - u) % (2 * self.num) if self.num else 0
+
+    def _chain_slots(self, mem: GuestMemory, cfg: RingConfig, pos: int, wrap: int) -> int:
+        """Slots of the available chain starting at ``pos``; records its id(s)."""
+        n = 0
+        p = pos
+        w = wrap
+        while n < self.num:
+            _, _, ident, flags = read_packed_desc(mem, cfg, p)
+            n += 1
+            self.chain_len[ident] = n
+            p += 1
+            if p == self.num:
+                p, w = 0, w ^ 1
+            if not flags & DESC_F_NEXT:
+                break
+        return n
+
+    def walk(self, mem: GuestMemory, cfg: RingConfig) -> None:
+        """Advance both positions over what the driver / device marked (<= num steps each)."""
+        steps = 0
+        while steps < self.num and self.slots_in_flight() < self.num:
+            _, _, _, flags = read_packed_desc(mem, cfg, self.avail_pos)
+            if not _is_avail(flags, self.avail_wrap):
+                break
+            n = self._chain_slots(mem, cfg, self.avail_pos, self.avail_wrap)
+            n = min(n, self.num - self.slots_in_flight())
+            steps += n
+            self._advance_avail(n)
+        if len(self.chain_len) > 4 * self.num:  # ids are < num for a sane driver
+            self.chain_len.clear()
+        steps = 0
+        while steps < self.num and self.slots_in_flight():
+            _, _, ident, flags = read_packed_desc(mem, cfg, self.used_pos)
+            if not _is_used(flags, self.used_wrap):
+                break
+            n = max(1, min(self.chain_len.get(ident, 1), self.slots_in_flight()))
+            steps += n
+            self.used_count = u16(self.used_count + n)
+            self.used_pos += n
+            if self.used_pos >= self.num:
+                self.used_pos -= self.num
+                self.used_wrap ^= 1
+
+    def _advance_avail(self, n: int) -> None:
+        self.avail_count = u16(self.avail_count + n)
+        self.avail_pos += n
+        if self.avail_pos >= self.num:
+            self.avail_pos -= self.num
+            self.avail_wrap ^= 1
+
+
+def sample_packed(mem: GuestMemory, cfg: RingConfig, tracker: PackedTracker,
+                  ts_ns: int = 0) -> RingSample:
+    """Read both event suppression areas and walk the descriptor flags forward."""
+    if not cfg.valid or tracker.num != cfg.num:
+        return _invalid_num(cfg, ts_ns, "packed")
+    try:
+        drv_desc, drv_flags = _U16X2.unpack(mem.read_ring(cfg.avail, 4))
+        dev_desc, dev_flags = _U16X2.unpack(mem.read_ring(cfg.used, 4))
+        tracker.walk(mem, cfg)
+    except GuestMemoryError as e:
+        return _failed(cfg, ts_ns, "packed", e.problem)
+    return RingSample(
+        cfg.index, ts_ns, "packed", cfg.num, True, tracker.avail_count, tracker.used_count,
+        avail_pos=tracker.avail_pos, avail_wrap=tracker.avail_wrap,
+        used_pos=tracker.used_pos, used_wrap=tracker.used_wrap,
+        driver_event_off=drv_desc & 0x7FFF, driver_event_wrap=drv_desc >> 15,
+        driver_event_flags=drv_flags & 3, device_event_off=dev_desc & 0x7FFF,
+        device_event_wrap=dev_desc >> 15, device_event_flags=dev_flags & 3)
+
+
+def sample(mem: GuestMemory, cfg: RingConfig, ts_ns: int = 0,
+           tracker: PackedTracker | None = None) -> RingSample:
+    """One sample of either layout (packed needs the vring's tracker)."""
+    if cfg.packed:
+        return sample_packed(mem, cfg, tracker or PackedTracker(cfg.num), ts_ns)
+    return sample_split(mem, cfg, ts_ns)
