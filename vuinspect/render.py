@@ -6,11 +6,36 @@ message looks the same everywhere.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .message import Message
 
 ARROWS = {"f2b": "→", "b2f": "←"}
+
+# C0, DEL, C1, line/paragraph separators and bidi overrides: what can move the
+# cursor, start an escape sequence, forge a line or reorder what a reader sees.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group(0)
+    named = _NAMED.get(c)
+    if named is not None:
+        return named
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def safe_text(text: object) -> str:
+    """``text`` with control characters shown as ``\\x1b``, ``\\n``, ``\\t`` escapes.
+
+    Every text a peer or a capture chose (labels, note texts, fd descriptions,
+    reasons) passes through here before a terminal shows it, so it can neither
+    drive the terminal (ESC sequences) nor forge an output line (newline).
+    """
+    s = text if isinstance(text, str) else str(text)
+    return _UNSAFE.sub(_escape_char, s) if _UNSAFE.search(s) else s
 
 
 def human_size(n: int) -> str:
@@ -96,20 +121,25 @@ def _layout_summary(p: dict[str, Any], lay: str | None) -> str | None:
 
 
 def event_summary(msg: Message) -> str:
+    """An open/close/note event in words (escaped: its texts come from the capture)."""
     i = msg.info
     if msg.kind == "open":
         who = i.get("orientation", "")
         dev = f" device={i['device']}" if i.get("device") else ""
-        return f"connection opened {i.get('label', '')} {who}{dev}".rstrip()
+        return safe_text(f"connection opened {i.get('label', '')} {who}{dev}".rstrip())
     if msg.kind == "close":
         what = "back-end channel closed" if msg.channel == "backend" else "connection closed"
-        return f"{what}: {i.get('reason', '')}"
-    return str(i.get("text", i))
+        return safe_text(f"{what}: {i.get('reason', '')}")
+    return safe_text(i.get("text", i))
 
 
 def format_ts(ts_ns: int, base_ns: int | None = None) -> str:
+    """Seconds.nanoseconds (or seconds since ``base_ns``); any 64-bit value formats."""
     if base_ns is not None:
-        return f"{(ts_ns - base_ns) / 1e9:.6f}"
+        try:
+            return f"{(ts_ns - base_ns) / 1e9:.6f}"
+        except OverflowError:
+            return f"{(ts_ns - base_ns) // 1_000_000_000}"
     return f"{ts_ns // 1_000_000_000}.{ts_ns % 1_000_000_000:09d}"
 
 
@@ -133,7 +163,7 @@ def summary_line(msg: Message, base_ns: int | None = None) -> str:
         parts.append(f"{msg.latency_us:.0f}µs")
     if msg.problems:
         parts.append("!! " + "; ".join(f"{p.code}: {p.text}" for p in msg.problems))
-    return " ".join(parts)
+    return safe_text(" ".join(parts))
 
 
 def to_json(msg: Message) -> dict[str, Any]:
@@ -169,13 +199,13 @@ def to_json(msg: Message) -> dict[str, Any]:
 
 
 def tree(msg: Message) -> list[tuple[int, str, str]]:
-    """(depth, key path, text) rows for a detail view: every decoded field."""
+    """(depth, key path, text) rows for a detail view: every decoded field (texts escaped)."""
     rows: list[tuple[int, str, str]] = []
     if msg.is_event:
         rows.append((0, "event", f"{msg.name}: {event_summary(msg)}"))
         for k, v in msg.info.items():
             rows.append((1, f"info.{k}", f"{k}: {v}"))
-        return rows
+        return [(d, key, safe_text(text)) for d, key, text in rows]
     rows.append((0, "header", f"Header: {msg.name} ({msg.request})"))
     if msg.request is not None:
         rows.append((1, "request", f"request: {msg.request}"))
@@ -199,7 +229,7 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
         rows.append((0, "problems", f"Problems ({len(msg.problems)})"))
         for i, p in enumerate(msg.problems):
             rows.append((1, f"problems.{i}", f"{p.info.severity} {p.code}: {p.text}"))
-    return rows
+    return [(d, key, safe_text(text)) for d, key, text in rows]
 
 
 def _tree_items(obj: dict[str, Any], depth: int, path: str,

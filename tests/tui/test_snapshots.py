@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.detail import DetailTree
 from vuinspect.tui.sources import FileSource
@@ -112,3 +114,50 @@ def test_help_screen(snap_compare, demo_path: Path) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(130, 50), run_before=run_before)
+
+
+# -- inputs being typed into: what you type is on screen, with its cursor -------------------
+SMALL = (80, 24)
+
+
+def _typing(app: VuInspectApp, *keys: str):
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        await pilot.press(*keys)
+        await pilot.pause()
+        await pilot.pause(0.1)  # the completion suggestion arrives from a worker
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
+def test_typing_a_filter(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
+    app = app_for(demo_path)
+    assert snap_compare(app, terminal_size=size,
+                        run_before=_typing(app, "f", *"name == SET_VRING_B"))
+
+
+def test_filter_completion_choices(snap_compare, demo_path: Path) -> None:
+    app = app_for(demo_path)
+    assert snap_compare(app, terminal_size=SMALL,
+                        run_before=_typing(app, "f", *"problems == re", "tab"))
+
+
+@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
+def test_typing_a_search(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
+    app = app_for(demo_path)
+    assert snap_compare(app, terminal_size=size, run_before=_typing(app, "slash", *"GET_VRING"))
+
+
+@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
+def test_typing_a_frame_number(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
+    app = app_for(demo_path)
+    assert snap_compare(app, terminal_size=size, run_before=_typing(app, "colon", *"51"))
+
+
+@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
+def test_save_prompt_with_its_default(snap_compare, demo_path: Path, size: tuple[int, int],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")  # the default path is in the current directory
+    app = app_for(demo_path)
+    assert snap_compare(app, terminal_size=size, run_before=_typing(app, "w", *"-x"))

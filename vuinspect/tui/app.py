@@ -46,12 +46,24 @@ VIEW_TITLES = {"messages": "1 Messages", "state": "2 State", "connections": "3 C
 
 
 class PromptInput(Input):
-    """The one-line minibuffer for search, go-to-frame and save (Esc cancels)."""
+    """The one-line minibuffer for search, go-to-frame, save and comment (Esc cancels).
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
+    Tab stays in it (focus never moves on while a prompt is open), and losing
+    focus closes it, so typed keys never run as commands.
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False),
+                Binding("tab,shift+tab", "stay", show=False)]
 
     def action_cancel(self) -> None:
         self.app.close_prompt()  # type: ignore[attr-defined]
+
+    def action_stay(self) -> None:
+        pass
+
+    def on_blur(self) -> None:
+        if self.app.prompt_mode is not None:  # type: ignore[attr-defined]
+            self.app.close_prompt()  # type: ignore[attr-defined]
 
 
 class VuInspectApp(App[None]):
@@ -61,6 +73,8 @@ class VuInspectApp(App[None]):
     TITLE = "vuinspect"
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        # Esc then q typed quickly arrives as alt+q from a real terminal: still a quit.
+        Binding("alt+q", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("1", "view('messages')", "List", show=False),
         Binding("2", "view('state')", "State"),
@@ -118,7 +132,9 @@ class VuInspectApp(App[None]):
             yield StateView(id="state")
             yield ConnectionsView(id="connections")
             yield StatsView(id="stats")
-        yield PromptInput(id="prompt")
+        with Horizontal(id="prompt-bar"):
+            yield Static("", id="prompt-label", markup=False)
+            yield PromptInput(id="prompt", select_on_focus=False)
         yield Footer()
 
     @property
@@ -428,18 +444,21 @@ class VuInspectApp(App[None]):
         self.message_list.focus()
 
     # -- prompt: search, go to, save ---------------------------------------------------------
-    def open_prompt(self, mode: str, placeholder: str, value: str = "") -> None:
+    def open_prompt(self, mode: str, label: str, value: str = "",
+                    placeholder: str = "Enter accepts, Esc cancels") -> None:
+        """Show the prompt line above the footer: ``label``, then the input."""
         prompt = self.query_one(PromptInput)
         self.prompt_mode = mode
+        self.query_one("#prompt-label", Static).update(label + " ")
         prompt.placeholder = placeholder
         prompt.value = value
-        prompt.add_class("-active")
+        prompt.cursor_position = len(value)
+        self.query_one("#prompt-bar").add_class("-active")
         prompt.focus()
 
     def close_prompt(self) -> None:
-        prompt = self.query_one(PromptInput)
-        prompt.remove_class("-active")
         self.prompt_mode = None
+        self.query_one("#prompt-bar").remove_class("-active")
         if self.view == "messages":
             self.message_list.focus()
 
@@ -466,8 +485,8 @@ class VuInspectApp(App[None]):
 
     def action_search(self) -> None:
         self.action_view("messages")
-        self.open_prompt("search", "search: filter expression or text (Enter, Esc cancels)",
-                         self.search_text)
+        self.open_prompt("search", "/ search:", self.search_text,
+                         "a filter expression or text (Enter searches, Esc cancels)")
 
     def action_search_next(self) -> None:
         self.start_search(forward=True)
@@ -505,14 +524,15 @@ class VuInspectApp(App[None]):
 
     def action_goto(self) -> None:
         self.action_view("messages")
-        self.open_prompt("goto", "go to frame number (Enter, Esc cancels)")
+        self.open_prompt("goto", ": go to frame:", "",
+                         "frame number (Enter jumps, Esc cancels)")
 
     def action_save(self) -> None:
         marks = self.message_list.marks
         what = f"{len(marks)} marked frames" if marks else f"{len(self.model):,} frames in view"
         base = os.path.splitext(os.path.basename(self.source.name or "capture"))[0]
         default = os.path.abspath(f"{base}-{'marked' if marks else 'view'}.pcapng")
-        self.open_prompt("save", f"save {what} to (Enter, Esc cancels)", default)
+        self.open_prompt("save", f"save {what} to:", default)
 
     def save(self, path: str) -> None:
         marks = self.message_list.marks

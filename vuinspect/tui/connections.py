@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message as TMessage
 from textual.widgets import DataTable
 
+from vuinspect.render import safe_text
 from vuinspect.session import Session
 
 from .rowtext import format_age, format_time
@@ -15,6 +17,7 @@ COLUMNS = ("conn", "socket", "device", "waiting on", "ended because", "orientati
 
 
 def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...]]:
+    """The cells of each session's row; labels and reasons from the capture come escaped."""
     rows = []
     for s in sessions:
         start = s.opened_ns if s.opened_ns is not None else s.first_ns
@@ -28,14 +31,14 @@ def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...
             waiting = f"{owed[0].message.name} never answered"
         else:
             waiting = "-"
-        rows.append((
+        rows.append(tuple(safe_text(c) for c in (
             str(s.conn), s.label, s.device or "?", waiting, s.close_reason or "-",
             str(s.info.get("orientation", "?")),
             format_time(start, "abs", None, None) if start is not None else "-",
             format_time(end, "abs", None, None) if end is not None else "open",
             format_age(last - start) if start is not None and last is not None else "-",
             str(s.messages), str(s.problems),
-        ))
+        )))
     return rows
 
 
@@ -68,14 +71,14 @@ class ConnectionsView(DataTable):
         cursor = self.cursor_row
         self.clear()
         for r in rows:
-            self.add_row(*r, key=r[0])
+            self.add_row(*(Text(c) for c in r), key=r[0])  # Text: no markup from a capture
         if rows:
             self.move_cursor(row=min(cursor, len(rows) - 1))
 
     def _conn(self) -> int | None:
         if not self.row_count:
             return None
-        return int(self.get_row_at(self.cursor_row)[0])
+        return int(str(self.get_row_at(self.cursor_row)[0]))
 
     def action_open_state(self) -> None:
         conn = self._conn()

@@ -15,6 +15,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from vuinspect.message import Message
+from vuinspect.render import safe_text
 from vuinspect.render import tree as tree_rows
 
 
@@ -58,7 +59,7 @@ class DetailTree(Tree[NodeRef]):
         keep = self._last_key
         self.msgs = msgs
         self.clear()
-        self.root.set_label(title)
+        self.root.set_label(Text(safe_text(title)))
         target: TreeNode[NodeRef] | None = None
         for part, msg in enumerate(msgs):
             parent = self.root
@@ -88,7 +89,7 @@ class DetailTree(Tree[NodeRef]):
             if has_children or names:
                 node = stack[-1].add(label, ref, expand=True)
                 for n in names or ():
-                    node.add_leaf(n, ref)
+                    node.add_leaf(Text(safe_text(n)), ref)
             else:
                 node = stack[-1].add_leaf(label, ref)
             stack.append(node)

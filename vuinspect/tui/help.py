@@ -70,7 +70,9 @@ def help_table() -> Table:
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    # q quits from here too (no input is open); Esc then q typed fast comes as alt+q.
+    BINDINGS = [Binding("escape,question_mark", "dismiss", "Close"),
+                Binding("q,alt+q", "app.quit", "Quit")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll { width: 90; max-height: 90%; border: round $accent;
@@ -80,7 +82,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll() as v:
             v.border_title = "vuinspect keys"
-            v.border_subtitle = "Esc closes"
+            v.border_subtitle = "Esc or ? closes, q quits"
             yield Static(help_table())
 
     async def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]

@@ -25,7 +25,7 @@ from .model import Model
 from .rowtext import LINE_WIDTH, header_cells, layout_cells, row_cells
 
 STYLE_KEYS = ("header", "f2b", "b2f", "event", "dim", "plain", "latency", "waiting", "mark",
-              "problem-error", "problem-warn", "problem-note", "problem-chat")
+              "problem-error", "problem-warning", "problem-note")
 
 
 def _strip(cells: list[tuple[str, str]], styles: dict[str, Style], base: Style) -> Strip:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
 
-from vuinspect.message import Message
-from vuinspect.render import ARROWS, payload_summary
+from vuinspect.protocol.problems import worst
+from vuinspect.render import ARROWS, payload_summary, safe_text
 
 from .model import EMPTY, ODD, PENDING, Model
 
@@ -66,22 +66,16 @@ def format_age(ns: int) -> str:
 
 
 def format_time(ts_ns: int, mode: str, base_ns: int | None, prev_ns: int | None) -> str:
-    if mode == "rel" and base_ns is not None:
-        return f"{(ts_ns - base_ns) / 1e9:.6f}"
-    if mode == "delta":
-        return f"+{(ts_ns - prev_ns) / 1e9:.6f}" if prev_ns is not None else "+0.000000"
-    t = _dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, _dt.timezone.utc)
+    """The time column; a timestamp no clock can show (year > 9999) reads as raw ``ns``."""
+    try:
+        if mode == "rel" and base_ns is not None:
+            return f"{(ts_ns - base_ns) / 1e9:.6f}"
+        if mode == "delta":
+            return f"+{(ts_ns - prev_ns) / 1e9:.6f}" if prev_ns is not None else "+0.000000"
+        t = _dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, _dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{ts_ns}ns"
     return f"{t:%H:%M:%S}.{ts_ns % 1_000_000_000 // 1000:06d}"
-
-
-def severity(msg: Message) -> str | None:
-    """The worst problem severity of a message (error > warn > note > chat)."""
-    order = ("error", "warn", "note", "chat")
-    found = [p.info.severity for p in msg.problems]
-    for sev in order:
-        if sev in found:
-            return sev
-    return None
 
 
 def header_cells(time_mode: str) -> list[tuple[str, str]]:
@@ -122,8 +116,8 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
         problems = [p for m in msgs for p in m.problems]
         if problems:
             summary += "  !! " + "; ".join(f"{p.code}: {p.text}" for p in problems)
-            sev = min((severity(m) for m in msgs if m.problems),
-                      key=lambda s: ("error", "warn", "note", "chat").index(s or "chat"))
+            sev = worst(problems)
+        summary = safe_text(summary)
         if msg.is_reply:
             lat = format_latency(msg.latency_us)
         elif bits & PENDING:
@@ -142,7 +136,7 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
         "name": name,
         "fds": str(nfds) if nfds else "",
         "latency": lat,
-        "problem": "!" if sev in ("error", "warn") else ("·" if sev else ""),
+        "problem": "!" if sev in ("error", "warning") else ("·" if sev else ""),
         "summary": summary,
     }
     styles = {

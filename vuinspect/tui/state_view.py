@@ -17,7 +17,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from vuinspect.protocol import features as F
-from vuinspect.render import human_size
+from vuinspect.render import human_size, safe_text
 from vuinspect.session import Session
 
 from .rowtext import format_age, format_time
@@ -25,6 +25,11 @@ from .rowtext import format_age, format_time
 
 def _hex(v: int | None) -> str:
     return "-" if v is None else f"0x{v:x}"
+
+
+def _cells(*values: object) -> list[Text]:
+    """Table cells as Text: escaped, and never read as Rich markup (fd texts come from peers)."""
+    return [Text(safe_text(v)) for v in values]
 
 
 def _table(title: str, *cols: str) -> Table:
@@ -69,7 +74,7 @@ def waiting_table(session: Session, now_ns: int) -> RenderableType:
         age = format_age(max(0, (session.closed_ns if closed else now_ns) - p.since_ns))
         note = "never answered (closed)" if closed else (
             "reply required" if p.expected else "reply optional")
-        t.add_row(str(m.frame), m.name, p.waiter, p.owner, age, note,
+        t.add_row(*_cells(m.frame, m.name, p.waiter, p.owner, age, note),
                   style="bold red" if p.expected and not closed else "yellow")
     return t
 
@@ -78,16 +83,17 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
     """Everything the state view shows for one session."""
     s = session
     head = Text()
-    head.append(f"Connection {s.conn}: {s.label}\n", style="bold")
+    head.append(safe_text(f"Connection {s.conn}: {s.label}") + "\n", style="bold")
     info = s.info
-    head.append(f"device {s.device or '?'}   orientation {info.get('orientation', '?')}   "
-                f"listen {info.get('listen', '-')}   connect {info.get('connect', '-')}\n")
+    head.append(safe_text(f"device {s.device or '?'}   orientation {info.get('orientation', '?')}   "
+                          f"listen {info.get('listen', '-')}   connect {info.get('connect', '-')}")
+                + "\n")
     start = s.opened_ns if s.opened_ns is not None else s.first_ns
     if start is not None:
         head.append(f"opened {format_time(start, 'abs', None, None)} UTC")
     if s.closed_ns is not None:
         head.append(f"   closed {format_time(s.closed_ns, 'abs', None, None)} UTC: "
-                    f"{s.close_reason}", style="yellow")
+                    + safe_text(s.close_reason), style="yellow")
     else:
         head.append("   open", style="green")
     head.append(f"\nmessages {s.messages}   problems {s.problems}   owner {'yes' if s.owner else 'no'}"
@@ -110,8 +116,8 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
                    f"{human_size(sum(r.memory_size for r in s.regions))})",
                    "#", "guest phys", "size", "userspace", "mmap offset", "fd")
         for i, r in enumerate(s.regions):
-            t.add_row(str(i), _hex(r.guest_phys_addr), human_size(r.memory_size),
-                      _hex(r.userspace_addr), _hex(r.mmap_offset), r.fd or "-")
+            t.add_row(*_cells(i, _hex(r.guest_phys_addr), human_size(r.memory_size),
+                              _hex(r.userspace_addr), _hex(r.mmap_offset), r.fd or "-"))
         parts.append(t)
     else:
         parts.append(Text("Memory table: none yet", style="dim"))
@@ -121,12 +127,12 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
                    "enabled", "started", "last base")
         for idx in sorted(s.vrings):
             v = s.vrings[idx]
-            t.add_row(str(idx), "-" if v.num is None else str(v.num),
-                      "-" if v.base is None else str(v.base), _hex(v.desc), _hex(v.avail),
-                      _hex(v.used), v.kick or "-", v.call or "-", v.err or "-",
-                      {True: "yes", False: "no", None: "-"}[v.enabled],
-                      "yes" if v.started else "no",
-                      "-" if v.stopped_base is None else str(v.stopped_base))
+            t.add_row(*_cells(idx, "-" if v.num is None else v.num,
+                              "-" if v.base is None else v.base, _hex(v.desc), _hex(v.avail),
+                              _hex(v.used), v.kick or "-", v.call or "-", v.err or "-",
+                              {True: "yes", False: "no", None: "-"}[v.enabled],
+                              "yes" if v.started else "no",
+                              "-" if v.stopped_base is None else v.stopped_base))
         parts.append(t)
     else:
         parts.append(Text("Vrings: none set up yet", style="dim"))
@@ -134,13 +140,13 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
     backend = Text("Back-end channel: ", style="bold")
     backend.append(s.backend_channel, style="green" if s.backend_channel == "established" else "")
     if s.backend_fd:
-        backend.append(f"   fd {s.backend_fd}")
+        backend.append(safe_text(f"   fd {s.backend_fd}"))
     parts.append(backend)
     if s.log:
-        parts.append(Text(f"Dirty log: size {human_size(s.log.get('mmap_size', 0))} "
-                          f"offset {_hex(s.log.get('mmap_offset'))} fd {s.log.get('fd') or '-'}"))
+        parts.append(Text(safe_text(f"Dirty log: size {human_size(s.log.get('mmap_size', 0))} "
+                          f"offset {_hex(s.log.get('mmap_offset'))} fd {s.log.get('fd') or '-'}")))
     if s.inflight:
-        parts.append(Text(f"Inflight: {s.inflight}"))
+        parts.append(Text(safe_text(f"Inflight: {s.inflight}")))
     return Group(*parts)
 
 
@@ -182,7 +188,8 @@ class StateView(Horizontal):
         """
         with lock:  # type: ignore[attr-defined]
             conns = [s.conn for s in sessions]
-            labels = [f"c{s.conn} {s.label}" + (" (closed)" if s.closed_ns is not None else "")
+            labels = [safe_text(f"c{s.conn} {s.label}")
+                      + (" (closed)" if s.closed_ns is not None else "")
                       + (" ⏳" if any(p.expected for p in s.waiting()) and s.closed_ns is None
                          else "") for s in sessions]
             if self.conn is None and conns:
@@ -198,7 +205,7 @@ class StateView(Horizontal):
         if conns != self._conns or [str(o.prompt) for o in options.options] != labels:
             highlighted = options.highlighted
             options.clear_options()
-            options.add_options([Option(label, id=str(c)) for c, label in zip(conns, labels,
+            options.add_options([Option(Text(label), id=str(c)) for c, label in zip(conns, labels,
                                                                                strict=True)])
             self._conns = conns
             if self.conn in conns:

@@ -6,6 +6,7 @@ The numbers come from :func:`vuinspect.stats.request_table`, the same table
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message as TMessage
 from textual.widgets import DataTable
@@ -53,7 +54,7 @@ class StatsView(DataTable):
         cursor = self.cursor_row
         self.clear()
         for r in rows:
-            self.add_row(*r)
+            self.add_row(*(Text(c) for c in r))  # Text: never read as markup
         if rows:
             self.move_cursor(row=min(cursor, len(rows) - 1))
 
