@@ -82,7 +82,7 @@ def test_a_reader_that_goes_away_does_not_stop_the_file(tmp_path) -> None:
 
 def test_writer_behind_drops_data_frames_with_a_note(tmp_path) -> None:
     path = tmp_path / "rec.pcapng"
-    rec = Recorder(str(path), limit=0, interval=3600)  # the writer thread never catches up
+    rec = Recorder(str(path), budget=0, interval=3600)  # the writer thread never catches up
     rec.start()
     frames = _frames()
     _record(rec, frames[:1])  # the open event is never dropped

@@ -26,7 +26,7 @@ from vuinspect.capture import CaptureError
 from vuinspect.cli import CliError
 
 from .interpose import ListenError
-from .recorder import Recorder
+from .recorder import BUDGET, STOP_S, Recorder
 from .server import ProxyServer, Route
 
 #: How long the end of a run waits for the viewer to print what is still in the pipe.
@@ -61,10 +61,12 @@ def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def summary(stats: dict[str, int]) -> str:
+def summary(stats: dict[str, int], recorder: Recorder | None = None) -> str:
+    filtered = recorder.filtered if recorder is not None else 0
     return (f"vuinspect proxy: {stats['connections_total']} connection(s), "
             f"{stats['frames_forwarded']} message(s) forwarded, "
-            f"{stats['frames_dropped']} frame(s) dropped from the capture")
+            f"{stats['frames_dropped']} frame(s) dropped from the capture"
+            + (f", {filtered} left out by the capture filter" if filtered else ""))
 
 
 def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None = None) -> int:
@@ -79,14 +81,19 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
     viewer: Viewer | None = None
     recorder = None
     cut = threading.Event()
+    info = (lambda _text: None) if args.quiet else say
     try:
         if view is not None:
             viewer = Viewer(args, tui)
         if args.write or viewer is not None:
-            try:
-                recorder = Recorder(args.write, viewer.feed_fd if viewer else None, on_error=say)
-            except CaptureError as exc:
-                raise CliError(str(getattr(exc, "reason", exc))) from None
+            # The -w target is opened only once listening worked (see below): a refused
+            # start leaves it untouched.
+            recorder = Recorder(
+                args.write, viewer.feed_fd if viewer else None, on_error=say, on_info=info,
+                budget=getattr(args, "capture_buffer", None) or BUDGET,
+                limits=getattr(args, "limits", None),
+                capture_filter=getattr(args, "capture_filter", None), device=args.device,
+                force=getattr(args, "force", False), defer=True)
     except BaseException:
         if viewer is not None:
             with contextlib.suppress(OSError):
@@ -116,19 +123,22 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         if main_thread:
             signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         try:
-            if recorder is not None:
-                recorder.start()
             server.start()
+            if recorder is not None:
+                recorder.open()
+                recorder.start()
         except ListenError as exc:
             raise CliError(str(exc)) from None
+        except CaptureError as exc:
+            raise CliError(str(getattr(exc, "reason", exc))) from None
         finally:
             if main_thread:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-        for r in routes:
+        for r in routes:  # (also with -q: scripts wait for it, as for tshark's "Capturing on")
             extra = " (interposed)" if r.interpose else ""
             say(f"listening on {r.listen} -> {r.connect}{extra}")
         while not server.wait(0.5):
-            if cut.is_set() and not tui:
+            if cut.is_set() and not tui and not args.quiet:
                 cut.clear()
                 say(CUT_MESSAGE)
             if viewer is not None and (rc := viewer.ended()) is not None:
@@ -156,8 +166,11 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    if cut.is_set():
+    if cut.is_set() and not args.quiet:
         say(CUT_MESSAGE)
+    if recorder is not None and recorder.unwritten:
+        say(f"vuinspect proxy: {recorder.unwritten} frame(s) could not be written to the "
+            f"capture (its output took nothing for {STOP_S:g} s); stopped without them")
     if not args.quiet:
-        say(summary(server.stats()))
+        say(summary(server.stats(), recorder))
     return 0

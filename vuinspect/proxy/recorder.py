@@ -13,9 +13,16 @@ encoder.py; tests/proxy/test_recorder.py compares the bytes); its ``lane`` fast
 path costs a data frame ~0.4 µs instead of ~1.4 µs through a Frame, and every
 µs here is on the way of a reply.
 
-When the writer falls behind (a slow disk, a stalled viewer) by more than
-``limit`` blocks, data frames are dropped from the capture (never from the
-traffic) and a note says how many, as FrameQueue does for in-process sinks.
+What waits for the writer is bounded in *bytes* (``budget``, ``--capture-buffer``):
+beyond it data frames are dropped from the capture (never from the traffic)
+and a note says how many.  Events (open, close, note) go in up to twice the
+budget.  A stop never waits for an output more than ``STOP_S``: what could not
+be written by then is counted (``unwritten``) and left behind.
+
+Only the writer thread writes.  With ring buffers or autostop (capfile.py) it
+walks the blocks one by one; with a capture filter the forwarding threads
+queue the raw frames and the writer thread decodes, filters and encodes them.
+Neither costs anything per message when not asked for.
 """
 
 from __future__ import annotations
@@ -35,13 +42,18 @@ from vuinspect.capture.pcapng import (
     BT_EPB,
     EPB_FLAGS,
 )
-from vuinspect.capture.writer import open_capture_file
 from vuinspect.frames import Frame, event_frame
 
-#: Blocks (about one per frame) the writer thread may lag behind before frames are dropped.
-LIMIT = 65536
+from .capfile import Idb, Limits, RingFile, Shb, marked_event, open_fifo, open_target
+
+#: Bytes of capture that may wait for the writer thread before data frames are dropped.
+BUDGET = 32 << 20
+#: What a queued block costs beyond its own bytes (object header, list slot), counted too.
+BLOCK_COST = 64
 #: Bytes a viewer may lag behind before its stream is cut off (64 MiB: ~700k small messages).
 FEED_LIMIT = 64 << 20
+#: The longest a stop waits for the outputs to take what is still queued.
+STOP_S = 1.5
 
 
 class _Output:
@@ -102,14 +114,12 @@ class _Feed(_Output):
         if self.backlog > self.limit:
             raise FeedCut(f"the viewer fell more than {self.limit >> 20} MiB behind")
 
-
-    def finish(self, timeout: float = 10.0) -> None:
-        """At the end: give the viewer a bounded time to take what is still pending."""
-        deadline = time.monotonic() + timeout
+    def finish(self, deadline: float) -> None:
+        """At the end: give the viewer until ``deadline`` to take what is still pending."""
         p = select.poll()
         p.register(self.fd, select.POLLOUT)
         while self.pending and time.monotonic() < deadline:
-            if not p.poll(100):
+            if not p.poll(50):
                 continue
             try:
                 self.write(b"")
@@ -121,61 +131,185 @@ class FeedCut(OSError):
     """The viewer's stream was given up (see _Feed)."""
 
 
+class _CaptureFilter:
+    """``--capture-filter``: frames in (writer thread), the blocks of matching messages out.
+
+    A data frame is kept when a message it completes matches; frames that
+    complete none (a message split over several) wait for the one that does.
+    Events are always kept: they frame everything else.
+    """
+
+    HELD_MAX = 256  # frames of one unfinished message kept waiting (a message is <= 4 KiB + fds)
+
+    def __init__(self, text: str, device: str | None, encoder: Encoder) -> None:
+        from vuinspect.filter import compile_filter
+        from vuinspect.pipeline import Pipeline
+
+        self.match = compile_filter(text)
+        self.pipeline = Pipeline(device=device, keep_closed=False)
+        self.encoder = encoder
+        self.held: dict[tuple[int, str, str], list[bytes]] = {}
+        self.filtered = 0  # data frames left out
+
+    def _matches(self, msgs: list) -> bool:
+        for m in msgs:
+            try:
+                if self.match(m):
+                    return True
+            except Exception:  # noqa: BLE001 - a filter that cannot judge a message: keep it
+                return True
+        return False
+
+    def blocks(self, item: object, out: list[bytes]) -> None:
+        frame = item if type(item) is Frame else Frame(*item)  # type: ignore[misc]
+        try:
+            msgs = self.pipeline.feed(frame)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - a decoder bug must not stop the capture
+            msgs = []
+        try:
+            block = self.encoder.frame(frame)  # type: ignore[arg-type]
+        except ValueError:
+            return
+        if frame.kind != "data":  # type: ignore[union-attr]
+            for key in [k for k in self.held if k[0] == frame.conn]:  # type: ignore[union-attr]
+                self.filtered += len(self.held.pop(key))
+            out.append(marked_event(block, frame.kind, frame.conn))  # type: ignore[union-attr]
+            return
+        key = (frame.conn, frame.channel, frame.direction)  # type: ignore[union-attr]
+        if not msgs:
+            held = self.held.setdefault(key, [])
+            held.append(block)
+            if len(held) > self.HELD_MAX:
+                held.pop(0)
+                self.filtered += 1
+            return
+        held = self.held.pop(key, [])
+        if self._matches(msgs):
+            out += held
+            out.append(block)
+        else:
+            self.filtered += len(held) + 1
+
+
 class Recorder:
     """pcapng bytes for a ``-w`` file and/or a viewer pipe, see the module doc.
 
     ``data`` and ``event`` may be called from any thread; ``on_error`` gets
     one line when an output fails (the others, and the traffic, go on).
+    With ``defer`` the ``-w`` target is opened only by :meth:`open` (after
+    the proxy's start checks passed); ``on_info`` gets lines that are not errors.
     """
 
     def __init__(self, path: str | None = None, feed_fd: int | None = None, *,
-                 limit: int = LIMIT, feed_limit: int = FEED_LIMIT, interval: float = 0.005,
-                 on_error: Callable[[str], None] | None = None) -> None:
-        self.limit = limit
+                 budget: int = BUDGET, feed_limit: int = FEED_LIMIT, interval: float = 0.005,
+                 on_error: Callable[[str], None] | None = None,
+                 on_info: Callable[[str], None] | None = None,
+                 limits: Limits | None = None, capture_filter: str | None = None,
+                 device: str | None = None, force: bool = False, defer: bool = False) -> None:
+        self.budget = budget
+        self._event_cap = 2 * budget + (1 << 20)
         self.interval = interval
         self.on_error = on_error
+        self.on_info = on_info
         #: Called (on the writer thread) when the viewer's stream is cut off.
         self.on_feed_cut: Callable[[], None] | None = None
-        self._chunks: list[bytes] = []  # appended by any thread, taken by the writer thread
-        self._encoder = Encoder(self._chunks.append)
-        self._outputs: list[_Output] = []
+        self._path = path
+        self._force = force
+        self._limits = limits if limits is not None and limits.active else None
+        self._chunks: list = []  # appended by any thread, taken by the writer thread
+        self._queued = 0  # bytes (plus BLOCK_COST each) in _chunks: the budget's measure
+        self._encoder = Encoder(self._emit_idb)
+        self._filter: _CaptureFilter | None = None
+        if capture_filter:
+            # Frames are queued raw and encoded by the writer thread, after the filter.
+            self._filter = _CaptureFilter(capture_filter, device, Encoder(self._filter_idb))
+            self._filter_out: list[bytes] = []
+        self._outputs: list = []
         self._lock = threading.Lock()
         self._drops: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fifo: str | None = None  # a FIFO target still waiting for its reader
+        self._ring: RingFile | None = None
+        self._inflight: list = []  # the batch the writer thread is writing
         self.dropped = 0
         self.unrecordable = 0
         self.bytes_written = 0
-        if path == "-":
-            self._outputs.append(_Output(sys.stdout.fileno(), "<stdout>", False))
-        elif path is not None:
-            self._outputs.append(_Output(open_capture_file(path), path, True))
+        #: Frames still queued when a stop gave up waiting for the outputs.
+        self.unwritten = 0
         #: The viewer's pipe while it is fed; ``feed_cut`` tells whether it was cut off.
         self._feed: _Feed | None = None
         self.feed_cut = False
         if feed_fd is not None:
             self._feed = _Feed(feed_fd, feed_limit)
             self._outputs.append(self._feed)
-        self._chunks.append(self._encoder.shb)
+        self._chunks.append(Shb(self._encoder.shb))
+        if not defer:
+            self.open()
+
+    @property
+    def filtered(self) -> int:
+        """Data frames the capture filter left out."""
+        return self._filter.filtered if self._filter is not None else 0
+
+    def _emit_idb(self, block: bytes) -> None:
+        if self._filter is None:
+            self._chunks.append(Idb(block))
+
+    def _filter_idb(self, block: bytes) -> None:
+        self._filter_out.append(Idb(block))
+
+    def open(self) -> None:
+        """Open the ``-w`` target and write the section header: an unwritable one fails here.
+
+        A FIFO with no reader yet is opened by the writer thread, which waits for one.
+        """
+        path = self._path
         try:
-            self._drain(first=True)  # the section header: an unwritable target fails here, at once
-        except OSError as exc:
+            if path == "-":
+                self._outputs.insert(0, _Output(sys.stdout.fileno(), "<stdout>", False))
+            elif path is not None and self._limits is not None:
+                self._ring = RingFile(path, self._limits, self._force, self._encoder.shb,
+                                      self._limit_reached)
+                self._outputs.insert(0, self._ring)
+            elif path is not None:
+                fd = open_target(path, self._force)
+                if fd is None:
+                    self._fifo = path
+                    if self.on_info is not None:
+                        self.on_info(f"vuinspect proxy: waiting for a reader of the FIFO {path}; "
+                                     "the capture starts when one opens it")
+                    return
+                self._outputs.insert(0, _Output(fd, path, True))
+            self._drain(first=True)
+        except (OSError, CaptureError) as exc:
             for out in self._outputs:
                 out.close()
+            self._outputs = []
+            if not isinstance(exc, OSError):
+                raise
             name = "<stdout>" if path == "-" else path
             raise CaptureError(f"cannot write capture {name}: {exc.strerror or exc}") from None
+
+    def _limit_reached(self, why: str) -> None:
+        if self.on_info is not None:
+            self.on_info(f"vuinspect proxy: capture to {self._path} ended: {why}; "
+                         "forwarding continues")
 
     # -- recording (forwarding threads) --------------------------------------------------
     def data(self, ts: int, conn: int, channel: str, direction: str, data: bytes,
              fds: tuple[str, ...] = ()) -> None:
-        chunks = self._chunks
-        if len(chunks) > self.limit:
+        if self._queued > self.budget:
             with self._lock:
                 self._drops[conn] = self._drops.get(conn, 0) + 1
                 self.dropped += 1
             return
         if self._drops:
             self._note_drops(conn)
+        if self._filter is not None:
+            self._chunks.append((ts, conn, channel, direction, data, fds))
+            self._queued += len(data) + EPB_OVERHEAD + 2 * BLOCK_COST
+            return
         try:
             if fds:
                 block = self._encoder.frame(Frame(ts, conn, channel, direction, data, fds))  # type: ignore[arg-type]
@@ -184,7 +318,8 @@ class Recorder:
         except ValueError:  # a frame the format cannot hold: not the traffic's problem
             self.unrecordable += 1
             return
-        chunks.append(block)
+        self._chunks.append(block)
+        self._queued += len(block) + BLOCK_COST
 
     def lane(self, conn: int, channel: str, direction: str) -> Callable[[int, bytes], None]:
         """``record(ts, data)`` for the fd-less data frames of one link direction.
@@ -192,18 +327,20 @@ class Recorder:
         The same as ``data(ts, conn, channel, direction, data)``, with everything
         that is fixed for the direction looked up once (the forwarding fast path).
         """
+        slow = self.data
+        if self._filter is not None:
+            return lambda ts, data: slow(ts, conn, channel, direction, data)
         iface, prefix, flags = self._encoder.lane(conn, channel, direction)
         plen = len(prefix)
         head, tail = self._encoder.head, self._encoder.tail
-        chunks = self._chunks
-        append = chunks.append
+        append = self._chunks.append
         join = b"".join
         drops = self._drops
-        limit = self.limit
-        slow = self.data
+        budget = self.budget
+        rec = self
 
         def record(ts: int, data: bytes) -> None:
-            if len(chunks) > limit or drops:
+            if rec._queued > budget or drops:
                 slow(ts, conn, channel, direction, data)
                 return
             caplen = plen + len(data)
@@ -211,20 +348,32 @@ class Recorder:
             blen = caplen + pad + EPB_OVERHEAD
             append(join((head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
                          prefix, data, PAD[pad], tail(EPB_FLAGS, 4, flags, 0, 0, blen))))
+            rec._queued += blen + BLOCK_COST
 
         return record
 
     def event(self, frame: Frame) -> None:
-        """Open/close/note frames are never dropped (they frame everything else)."""
+        """Open/close/note frames are dropped only beyond twice the budget (they frame the rest)."""
         if self._drops:
             self._note_drops(frame.conn)
         self._event(frame)
 
     def _event(self, frame: Frame) -> None:
+        if self._queued > self._event_cap:
+            with self._lock:
+                self.dropped += 1
+            return
+        if self._filter is not None:
+            self._chunks.append(frame)
+            self._queued += len(frame.data) + EPB_OVERHEAD + 2 * BLOCK_COST
+            return
         try:
-            self._chunks.append(self._encoder.frame(frame))
+            block = marked_event(self._encoder.frame(frame), frame.kind, frame.conn)
         except ValueError:
             self.unrecordable += 1
+            return
+        self._chunks.append(block)
+        self._queued += len(block) + BLOCK_COST
 
     def _note_drops(self, conn: int | None) -> None:
         with self._lock:
@@ -241,59 +390,130 @@ class Recorder:
         self._thread.start()
 
     def _run(self) -> None:
+        if self._filter is not None:
+            with contextlib.suppress(OSError):  # decoding here must not slow the forwarding
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        if self._fifo is not None:
+            try:
+                fd = open_fifo(self._fifo)
+            except OSError as exc:
+                if self.on_error is not None:
+                    self.on_error(f"vuinspect proxy: cannot write capture {self._fifo}: "
+                                  f"{exc.strerror}; forwarding continues")
+            else:
+                self._outputs.insert(0, _Output(fd, self._fifo, True))
+            self._fifo = None
         # Every `interval` while frames come; backing off to 20x that when idle, so a proxy
         # left alone next to a VM for days does not wake 200 times a second for nothing.
         wait = self.interval
-        while not self._stop.wait(wait):
+        while True:
+            stopping = self._stop.wait(wait)
+            if self._ring is not None:
+                self._guard(self._ring.tick)
             if self._chunks or (self._feed is not None and self._feed.pending):
                 self._drain()
                 wait = self.interval
             else:
                 wait = min(wait * 2, self.interval * 20)
+            if stopping:
+                break
+        if self._feed is not None:
+            self._feed.finish(self._deadline)
+        for out in self._outputs:
+            out.close()
+        self._outputs = []
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except OSError as exc:
+            self._failed(self._ring, exc)
 
     def _drain(self, first: bool = False) -> None:
         """Write what is queued, as whole blocks, one write per output and round."""
         chunks = self._chunks
         if not chunks and self._feed is not None and self._feed.pending:
-            self._write_all(b"", first)  # the viewer's pipe has room again
+            self._write_all([], b"", first)  # the viewer's pipe has room again
         while chunks:
             # Two C calls whatever the count (appends meanwhile land after the first n):
             # the GIL is held for µs, not for a Python loop over hundreds of blocks.
             n = min(len(chunks), 4096)
             parts = chunks[:n]
             del chunks[:n]
+            self._inflight = parts
+            if self._filter is not None:
+                parts = self._filtered(parts)
             buf = b"".join(parts)
-            self._write_all(buf, first)
+            self._write_all(parts, buf, first)
+            self._inflight = []
+            taken = len(buf) + n * BLOCK_COST
+            self._queued = 0 if not chunks else self._queued - taken  # (resynced when empty)
             self.bytes_written += len(buf)
 
-    def _write_all(self, buf: bytes, first: bool) -> None:
+    def _filtered(self, items: list) -> list[bytes]:
+        flt, out = self._filter, self._filter_out
+        for i, item in enumerate(items):
+            if type(item) is Shb:
+                out.append(item)
+            else:
+                flt.blocks(item, out)  # type: ignore[union-attr]
+            if i % 16 == 15:
+                time.sleep(0)  # forwarding threads waiting for the GIL go first
+        self._filter_out = []
+        return out
+
+    def _write_all(self, parts: list, buf: bytes, first: bool) -> None:
         for out in list(self._outputs):
             try:
-                out.write(buf)
+                if out is self._ring:
+                    out.write_blocks(parts)
+                else:
+                    out.write(buf)
             except OSError as exc:
                 if first and not out.quiet:
                     raise
-                self._outputs.remove(out)
-                out.close()
-                if out is self._feed:
-                    self._feed = None
-                    self.feed_cut = isinstance(exc, FeedCut)
-                    if self.feed_cut and self.on_feed_cut is not None:
-                        self.on_feed_cut()
-                elif self.on_error is not None:
-                    self.on_error(f"vuinspect proxy: capture stopped ({exc}); "
-                                  "forwarding continues")
+                self._failed(out, exc)
 
-    def close(self) -> None:
-        """Write everything recorded so far, then close the outputs (call after the proxy stopped)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+    def _failed(self, out: object, exc: OSError) -> None:
+        if out not in self._outputs:
+            return
+        self._outputs.remove(out)
+        out.close()  # type: ignore[attr-defined]
+        if out is self._feed:
+            self._feed = None
+            self.feed_cut = isinstance(exc, FeedCut)
+            if self.feed_cut and self.on_feed_cut is not None:
+                self.on_feed_cut()
+        elif self.on_error is not None:
+            self.on_error(f"vuinspect proxy: capture stopped ({exc}); forwarding continues")
+
+    _deadline = 0.0
+
+    def close(self, timeout: float = STOP_S) -> None:
+        """Write what was recorded, then close the outputs (call after the proxy stopped).
+
+        Waits at most ``timeout``: an output that does not take the rest by then
+        (a pipe nobody reads, a FIFO nobody opened) is left behind, and what it
+        did not get is counted in ``unwritten``.
+        """
         if self._drops:
             self._note_drops(None)
-        self._drain()
-        if self._feed is not None:
-            self._feed.finish()
-        for out in self._outputs:
-            out.close()
-        self._outputs = []
+        self._deadline = time.monotonic() + timeout
+        self._stop.set()
+        thread = self._thread
+        if thread is None:  # never started: write from here (a test, or a failed start)
+            self._deadline = time.monotonic()
+            self._run_final()
+            return
+        thread.join(timeout + 0.2)
+        if thread.is_alive():
+            pending = list(self._inflight) + list(self._chunks)
+            self.unwritten = sum(1 for c in pending if type(c) not in (Shb, Idb))
+
+    def _run_final(self) -> None:
+        try:
+            self._drain()
+        finally:
+            for out in self._outputs:
+                out.close()
+            self._outputs = []
