@@ -225,3 +225,44 @@ def test_fds_sized_from_the_region_table() -> None:
     s = socket.socket(fileno=make_fd("socket:unix-stream", 0))
     assert s.family == socket.AF_UNIX
     s.close()
+
+
+# -- the other shipped captures against their back-ends -------------------------------------
+
+@pytest.fixture
+def shortdir():
+    path = Path(tempfile.mkdtemp(prefix="vurp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_replay_fs_against_fresh_virtiofsd(shortdir, capsys) -> None:
+    """fs.pcapng (QEMU + virtiofsd, 2 queues): the same answers but for the rings' progress."""
+    try:
+        runners.require(runners.VIRTIOFSD)
+    except runners.MissingProgram as exc:
+        pytest.skip(str(exc))
+    (shortdir / "src").mkdir()
+    sock = shortdir / "fs.sock"
+    with runners.virtiofsd(sock, shortdir / "src", shortdir):
+        rc, out = replay(capsys, BLK.parent / "fs.pcapng", "--connect", sock,
+                         "--ignore", "GET_VRING_BASE:payload.*")
+    assert rc == 0, out
+    assert out.strip().endswith("(equal)")
+
+
+def test_replay_net_against_fresh_testpmd(shortdir, capsys) -> None:
+    """net.pcapng (QEMU listened, testpmd connected): replayed to a listening testpmd.
+
+    Nothing to ignore: the iPXE session has no guest I/O and no GET_VRING_BASE.
+    """
+    try:
+        runners.require("dpdk-testpmd")
+    except runners.MissingProgram as exc:
+        pytest.skip(str(exc))
+    sock = shortdir / "net.sock"
+    with runners.testpmd(sock, shortdir, client=False) as proc:
+        runners.wait_for_socket(sock, 20, proc)
+        rc, out = replay(capsys, BLK.parent / "net.pcapng", "--connect", sock)
+    assert rc == 0, out
+    assert out.strip().endswith("(equal)")
