@@ -121,12 +121,12 @@ def walk_split(mem: GuestMemory, cfg: RingConfig, head: int, device: str | None 
     visited: set[tuple[bool, int]] = set()
     i = head
     while True:
-        if budget[0] <= 0:
-            chain.truncated = True
-            break
-        if len(chain.descs) > cfg.num:  # the indirect descriptor itself is not counted
+        if len(chain.descs) - indirect >= cfg.num:  # the indirect descriptor is no buffer
             chain.problems.append(dp_problem(
                 "desc_chain_too_long", f"head {head}: more than {cfg.num} descriptors"))
+            break
+        if budget[0] <= 0:
+            chain.truncated = True
             break
         if (indirect, i) in visited:
             chain.problems.append(dp_problem("desc_loop", f"head {head}: descriptor {i} again"))

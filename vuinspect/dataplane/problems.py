@@ -24,6 +24,8 @@ _ALL = (
     ProblemCode("region_map_failed", "protocol", "error",
                 "a memory region's fd could not be mapped (bad fd, size or mmap_offset)"),
     # ring contents
+    ProblemCode("ring_bad_size", "protocol", "error",
+                "queue size 0, above 32768, or (split ring) not a power of 2"),
     ProblemCode("ring_backwards", "malformed", "error", "a ring index moved backwards"),
     ProblemCode("ring_index_ahead", "malformed", "error",
                 "the available index is more than num slots ahead of the used index"),

@@ -206,7 +206,7 @@ def _failed(cfg: RingConfig, ts_ns: int, layout: Layout, problem: DataProblem) -
 
 def _invalid_num(cfg: RingConfig, ts_ns: int, layout: Layout) -> RingSample:
     return _failed(cfg, ts_ns, layout, dp_problem(
-        "ring_index_ahead", f"vring {cfg.index}: num {cfg.num} is not a valid queue size"))
+        "ring_bad_size", f"vring {cfg.index}: num {cfg.num} is not a valid queue size"))
 
 
 # --- split rings -------------------------------------------------------------
