@@ -56,6 +56,19 @@ def test_unframeable_size_passes_through_and_stays_raw() -> None:
     assert f.feed(later[:5], [8]) == [(later[:5], [8])]
 
 
+def test_fds_held_for_an_incomplete_message_are_bounded() -> None:
+    """A message can carry at most 3 (here) fds: later ones go to ``excess`` at once."""
+    big = msg(1, b"x" * 100)
+    f = Framer(max_fds=3)
+    assert f.feed(big[:20], [1, 2]) == []
+    assert f.excess == []
+    assert f.feed(big[20:21], [3, 4, 5]) == []
+    assert f.pending_fds == [1, 2, 3] and f.excess == [4, 5]
+    f.excess = []
+    assert f.feed(big[21:], [6]) == [(big, [1, 2, 3, 6])]  # the sender's bound is the relay's
+    assert f.excess == []
+
+
 def test_flush_returns_incomplete_message_with_its_fds() -> None:
     m = msg(5, b"y" * 16)
     f = Framer()

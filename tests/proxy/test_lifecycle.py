@@ -192,7 +192,7 @@ def test_reconnect_is_a_new_connection_and_fds_return_to_baseline(sockdir, backe
 
 def test_connect_failure_is_reported(sockdir, proxy) -> None:
     px = os.path.join(sockdir, "px.sock")
-    srv, rec = proxy([Route(px, os.path.join(sockdir, "nobody.sock"))])
+    srv, rec = proxy([Route(px, os.path.join(sockdir, "nobody.sock"), connect_timeout=0)])
     time.sleep(0.05)
     baseline = open_fd_count()
     s = wire.connect(px)
@@ -205,6 +205,76 @@ def test_connect_failure_is_reported(sockdir, proxy) -> None:
     assert closed["by"] == "proxy" and "could not connect" in closed["reason"]
     assert rec.frames[0].kind == "open"
     srv.stop()
+
+
+def test_connection_waits_for_a_target_that_comes_up(sockdir, proxy) -> None:
+    """The back-end starts after the client connected: relayed, nothing reported as failed."""
+    px = os.path.join(sockdir, "px.sock")
+    be_path = os.path.join(sockdir, "be.sock")
+    srv, rec = proxy([Route(px, be_path, connect_timeout=5)])
+    fe = wire.connect(px)
+    fe.sendall(wire.pack(wire.GET_FEATURES))  # waits in the socket meanwhile
+    time.sleep(0.3)
+    listener = wire.listen(be_path)
+    listener.settimeout(5)
+    be, _ = listener.accept()
+    be.settimeout(5)
+    assert be.recv(100) == wire.pack(wire.GET_FEATURES)
+    fe.close()
+    be.close()
+    listener.close()
+    srv.stop()
+    assert srv.stats()["connect_failures"] == 0
+    assert not rec.events("note")
+
+
+def test_connection_waits_at_most_connect_timeout(sockdir, proxy) -> None:
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, os.path.join(sockdir, "nobody.sock"), connect_timeout=0.4)])
+    s = wire.connect(px)
+    s.settimeout(5)
+    t0 = time.monotonic()
+    assert s.recv(1) == b""
+    assert 0.35 < time.monotonic() - t0 < 2
+    s.close()
+    wait_until(lambda: len(rec.events("close")) == 1, what="close frame")
+    (closed,) = rec.events("close")
+    assert "could not connect" in closed["reason"] and "waited" in closed["reason"]
+
+
+def test_stop_ends_connections_waiting_for_their_target(sockdir, proxy) -> None:
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, os.path.join(sockdir, "nobody.sock"), connect_timeout=60)])
+    waiting = [wire.connect(px) for _ in range(3)]
+    wait_until(lambda: srv._waiting == 3, what="three connections waiting")
+    t0 = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - t0 < 1.5
+    for s in waiting:
+        s.settimeout(5)
+        assert s.recv(1) == b""
+        s.close()
+    assert srv.stats()["connect_failures"] == 3
+
+
+def test_repeated_connect_failures_are_coalesced(sockdir, proxy) -> None:
+    """Five failures: the first in full (open, close, a line), the other four as one note."""
+    px = os.path.join(sockdir, "px.sock")
+    srv, rec = proxy([Route(px, os.path.join(sockdir, "nobody.sock"), connect_timeout=0)])
+    lines: list[str] = []
+    srv.on_error = lines.append
+    for _ in range(5):
+        s = wire.connect(px)
+        s.settimeout(5)
+        assert s.recv(1) == b""
+        s.close()
+    wait_until(lambda: srv.stats()["connect_failures"] == 5, what="five failures")
+    srv.stop()
+    assert len(rec.events("open")) == 1 and len(rec.events("close")) == 1
+    (note,) = rec.events("note")
+    assert note["text"].startswith("4 more connection(s)") and "could not connect" in note["text"]
+    assert note["_conn"] == rec.events("open")[0]["_conn"]
+    assert len(lines) == 2 and "4 more connection(s)" in lines[1], lines
 
 
 def test_stop_closes_live_connections(sockdir, backend_server, proxy) -> None:

@@ -66,7 +66,8 @@ def env() -> Iterator[Env]:
     procs = Procs(d)
     e = Env(d, procs, os.path.join(d, "px.sock"), os.path.join(d, "be.sock"),
             os.path.join(d, "faults.pcapng"))
-    e.proxy = start_proxy(procs, e.px, e.be, "-w", e.cap)
+    # reconnects while the back-end is down wait 0.2 s for it (not the default 3 s)
+    e.proxy = start_proxy(procs, e.px, e.be, "-w", e.cap, "--connect-timeout", "0.2")
     time.sleep(0.2)
     e.fds0, e.rss0 = fd_count(e.proxy.pid), rss_kib(e.proxy.pid)
     try:

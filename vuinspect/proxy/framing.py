@@ -11,12 +11,20 @@ byte by byte; ``relay.py`` sends each unit it returns with one ``sendmsg``.
 Bytes that cannot be framed (a header announcing an absurd size) are passed on
 as they came, with their fds, and the direction stays in pass-through mode:
 the proxy never fixes, drops or reorders traffic.
+
+The fds held for an incomplete message are bounded by what one message can
+carry (``SCM_MAX_FD``): a peer could otherwise announce a large payload and
+send it a byte at a time, each byte with 253 fds, until the proxy runs out of
+fds.  Fds beyond the bound go to :attr:`Framer.excess` for the caller to close
+(they could never be forwarded with the message anyway).
 """
 
 from __future__ import annotations
 
 import struct
 import sys
+
+from .fds import SCM_MAX_FD
 
 HEADER_SIZE = 12
 #: Largest payload we still frame.  QEMU accepts 2056 bytes on the main channel,
@@ -42,12 +50,15 @@ def header(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
 class Framer:
     """Turns received chunks (bytes + fds) into send units of one message each."""
 
-    __slots__ = ("_buf", "_fds", "limit", "lost")
+    __slots__ = ("_buf", "_fds", "limit", "lost", "max_fds", "excess")
 
-    def __init__(self, limit: int = MAX_PAYLOAD) -> None:
+    def __init__(self, limit: int = MAX_PAYLOAD, max_fds: int = SCM_MAX_FD) -> None:
         self._buf = bytearray()
         self._fds: list[int] = []  # fds of the incomplete message in _buf
         self.limit = limit
+        self.max_fds = max_fds
+        #: Fds beyond ``max_fds`` held for the incomplete message: the caller closes them.
+        self.excess: list[int] = []
         #: Why framing was given up (None while the stream frames fine).
         self.lost: str | None = None
 
@@ -102,7 +113,11 @@ class Framer:
         if off < end:
             # An incomplete message: it holds the chunk's last byte, so the chunk's fds.
             self._buf = bytearray(buf[off:])
-            self._fds = ((carried if off == 0 else []) + fds) if fds else (carried if off == 0 else [])
+            held = ((carried if off == 0 else []) + fds) if fds else (carried if off == 0 else [])
+            if len(held) > self.max_fds:
+                self.excess += held[self.max_fds:]
+                held = held[: self.max_fds]
+            self._fds = held
         else:
             self._buf = bytearray()
         return out

@@ -72,6 +72,10 @@ DRAIN = 1  # EOF read; the backlog towards the other socket is still being writt
 HALF = 2  # EOF passed on as a half-close; waiting for the peer's full close (POLLHUP)
 DONE = 3
 
+#: Fds beyond what one message can carry that a side may send (each closed at once) before
+#: its connection is cut: a peer that keeps doing it is hoarding, not talking vhost-user.
+EXCESS_FDS_CUT = 4 * SCM_MAX_FD
+
 _BOTH_OPEN = [OPEN, OPEN]
 _BOTH_IN = [_IN, _IN]
 
@@ -150,6 +154,7 @@ class Link:
         self._slow = [True, True]
         self._suffix = ["", ""]  # added to the end text of a side (mid-message close)
         self._lost_noted = [False, False]
+        self._excess = [0, 0]  # fds closed because one message could not carry them
         self._hup = [False, False]  # POLLHUP seen while not reading: unregistered until readable
         self._events = [_IN, _IN]  # what each socket is registered for (-1: not registered)
         self._poller = select.poll()
@@ -380,8 +385,29 @@ class Link:
             self._lost_noted[side] = True
             self._note(ts, f"{d}: {framer.lost}")
         self._forward_units(side, ts, d, units)
+        if framer.excess:
+            self._drop_excess(side, ts, d, framer)
         self._slow[side] = framer.pending > 0 or framer.lost is not None
         self._update()
+
+    def _drop_excess(self, side: int, ts: int, direction: Direction, framer: Framer) -> None:
+        """Close the fds an incomplete message cannot carry; cut a peer that insists."""
+        extra, framer.excess = framer.excess, []
+        close_all(extra)
+        self._excess[side] += len(extra)
+        total = self._excess[side]
+        who = self.role(side)
+        if total > EXCESS_FDS_CUT:
+            text = (f"{direction}: the {who} sent {total} fd(s) beyond the {SCM_MAX_FD} one "
+                    f"message can carry, before its message was complete: connection cut")
+            self._note(ts, text)
+            with self._lock:
+                if self._first_end is None:
+                    self._first_end = (-1, "error", text)
+            raise _Ended
+        self._note(ts, f"{direction}: {len(extra)} fd(s) sent by the {who} beyond the "
+                   f"{SCM_MAX_FD} one message can carry were closed at once: they could not "
+                   "be forwarded")
 
     def _forward_units(self, side: int, ts: int, direction: Direction,
                        units: list[tuple[bytes, list[int]]]) -> None:

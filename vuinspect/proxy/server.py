@@ -6,13 +6,23 @@ Which peer is the front-end is known from the Route, or (``auto``) from who
 sends the first byte: QEMU always speaks first.  A socket fd passed in
 ``SET_BACKEND_REQ_FD`` is swapped for one end of a socket pair of ours so the
 back-end channel is relayed (and captured) too.
+
+A missing ``connect`` target is waited for (``Route.connect_timeout``) before
+the accepted connection is closed: closing at once made a client that
+reconnects on close (dpdk-testpmd ``client=1``) loop thousands of times a
+second.  Failures after the first of a series are coalesced into one log line
+and one capture note with a count.  Running out of fds on accept backs off
+instead of spinning.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import errno
 import itertools
 import os
+import select
 import selectors
 import socket
 import stat
@@ -37,6 +47,17 @@ __all__ = ["ProxyServer", "Route", "ListenError", "open_fd_count"]
 _CONN_IDS = itertools.count(1)
 
 FRONTEND_CHOICES = ("auto", "listen", "connect")
+#: Seconds an accepted connection waits for a missing ``connect`` target (--connect-timeout).
+DEFAULT_CONNECT_TIMEOUT = 3.0
+#: How often a waiting connection tries the target again.
+CONNECT_RETRY_S = 0.05
+#: Connections waiting for their target at once; more are closed at once (and counted).
+MAX_WAITING = 64
+#: Coalesced connect failures are reported at least this often while they go on.
+FAILURE_REPORT_S = 10.0
+#: accept() out of fds (or memory): wait this long before trying again, instead of spinning.
+ACCEPT_BACKOFF_S = 0.1
+_ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 @dataclass
@@ -50,12 +71,16 @@ class Route:
     device: str | None = None
     #: Take over a live back-end socket at ``listen`` (``connect`` is then its moved-aside name).
     interpose: bool = False
+    #: Seconds an accepted connection waits for a missing or refusing ``connect`` target.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.frontend not in FRONTEND_CHOICES:
             raise ValueError(f"frontend must be one of {FRONTEND_CHOICES}, not {self.frontend!r}")
         if self.interpose and not self.connect:
             self.connect = self.listen + ORIG_SUFFIX
+        if not self.connect_timeout >= 0:
+            raise ValueError(f"connect_timeout must be >= 0, not {self.connect_timeout!r}")
 
     @classmethod
     def interposed(cls, path: str, **kw: object) -> Route:
@@ -67,6 +92,17 @@ class Route:
         if self.label:
             return self.label
         return self.listen if self.interpose else self.connect
+
+
+def seconds(text: str) -> float:
+    """argparse type of --connect-timeout: seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds from 0 to 3600: {text!r}")
+    return value
 
 
 def _roles_for(frontend: str) -> Roles | None:
@@ -175,19 +211,12 @@ class Connection:
         """Connect upstream and start relaying (runs on its own short-lived thread)."""
         route = self.route
         roles = _roles_for(route.frontend)
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(route.connect)
-        except OSError as exc:
-            upstream.close()
+        upstream, reason = self._reach()
+        if upstream is None:
             self.accepted.close()
-            with self._lock:
-                self._open(roles or ("frontend", "backend"), guessed=roles is None)
-            reason = f"could not connect to {route.connect}: {exc.strerror or exc}"
-            self.emit(event_frame("close", time.time_ns(), self.conn,
-                                  {"reason": reason, "by": "proxy", "error": True}))
-            self.server._connection_failed(self, reason)
+            self.server._connection_failed(self, reason, roles)
             return
+        self.server._connected(route)
         if roles is not None:
             with self._lock:
                 self._open(roles, guessed=False)
@@ -196,6 +225,75 @@ class Connection:
             self.links.append(self.main)
         self.server._track(self.main)
         self.main.start()
+
+    def fail(self, reason: str, roles: Roles | None) -> None:
+        """Emit the open and close frames of a connection that never reached its target."""
+        with self._lock:
+            self._open(roles or ("frontend", "backend"), guessed=roles is None)
+        self.emit(event_frame("close", time.time_ns(), self.conn,
+                              {"reason": reason, "by": "proxy", "error": True}))
+
+    def _reach(self) -> tuple[socket.socket | None, str]:
+        """The upstream socket, or None and why: retries until the route's connect timeout.
+
+        A target that is missing or refuses (not up yet, restarting) gets that
+        long to appear; meanwhile the accepted peer waits, as it would for a
+        slow accept.  Gives up early when the peer hangs up or the proxy stops.
+        """
+        server = self.server
+        path = self.route.connect
+        start = time.monotonic()
+        deadline = start + self.route.connect_timeout
+        holding = False
+        try:
+            while True:
+                try:
+                    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                except OSError as exc:
+                    error: OSError = exc
+                else:
+                    try:
+                        upstream.setblocking(False)  # a full backlog must not block us
+                        upstream.connect(path)
+                        upstream.setblocking(True)
+                        return upstream, ""
+                    except OSError as exc:
+                        upstream.close()
+                        error = exc
+                waited = time.monotonic() - start
+                reason = f"could not connect to {path}: {error.strerror or error}"
+                if waited >= 0.1:
+                    reason += f" (waited {waited:.1f} s)"
+                left = deadline - time.monotonic()
+                if left <= 0 or server._halt.is_set():
+                    return None, reason
+                if not holding:
+                    holding = server._hold()
+                    if not holding:
+                        return None, reason + f" ({MAX_WAITING} connections already waiting)"
+                if self._peer_gone(min(left, CONNECT_RETRY_S)):
+                    return None, reason + " (the connecting peer hung up)"
+        finally:
+            if holding:
+                server._unhold()
+
+    def _peer_gone(self, timeout: float) -> bool:
+        """Wait up to ``timeout``; True if the accepted peer closed its socket meanwhile."""
+        p = select.poll()
+        p.register(self.accepted, 0)  # only POLLHUP/POLLERR: its bytes wait for the target
+        return bool(p.poll(timeout * 1000))
+
+
+@dataclass
+class _Failures:
+    """Connect failures of one route since its last report (see _connection_failed)."""
+
+    first: int  # the connection reported in full
+    pending: int = 0
+    last: int = 0
+    reason: str = ""
+    since: float = 0.0
+    reported: float = 0.0
 
 
 class ProxyServer:
@@ -225,7 +323,11 @@ class ProxyServer:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._halt = threading.Event()  # set by stop(): connections waiting for a target give up
         self._stopping = False
+        self._starved = False  # accept() is failing for lack of fds (said once)
+        self._waiting = 0  # connections waiting for their target (bounded by MAX_WAITING)
+        self._failures: dict[str, _Failures] = {}  # by route.listen
         self._started = False
         self._wake_r, self._wake_w = -1, -1
         self._acceptor: threading.Thread | None = None
@@ -267,6 +369,7 @@ class ProxyServer:
                 self._stopped.set()
                 return
             self._stopping = True
+        self._halt.set()
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         if self._acceptor is not None:
@@ -292,6 +395,8 @@ class ProxyServer:
             for link in later:
                 link.abort("proxy stopped")
                 links.append(link)
+        for key in list(self._failures):
+            self._report_failures(key, end=True)
         self.queue.close(timeout)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
@@ -354,10 +459,82 @@ class ProxyServer:
             self._done["bytes"] += sum(link.bytes)
             self._done["fds"] += sum(link.fds)
 
-    def _connection_failed(self, connection: Connection, reason: str) -> None:
-        self.connect_failures += 1
+    def _hold(self) -> bool:
+        with self._lock:
+            if self._waiting >= MAX_WAITING:
+                return False
+            self._waiting += 1
+            return True
+
+    def _unhold(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def _say(self, text: str) -> None:
         if self.on_error is not None:
-            self.on_error(f"connection {connection.conn}: {reason}")
+            self.on_error(text)
+
+    def _connection_failed(self, connection: Connection, reason: str, roles: Roles | None) -> None:
+        """The first failure of a series in full (frames and a line); the rest coalesced."""
+        key = connection.route.listen
+        now = time.monotonic()
+        with self._lock:
+            self.connect_failures += 1
+            f = self._failures.get(key)
+            if f is None:
+                self._failures[key] = _Failures(first=connection.conn, reported=now)
+            else:
+                if not f.pending:
+                    f.since = now
+                f.pending += 1
+                f.last = connection.conn
+                f.reason = reason
+                due = now - f.reported >= FAILURE_REPORT_S
+        if f is None:
+            connection.fail(reason, roles)
+            self._say(f"connection {connection.conn}: {reason}")
+        elif due:
+            self._report_failures(key)
+
+    def _connected(self, route: Route) -> None:
+        """A connection reached its target: the series of failures before it (if any) ends."""
+        if self._failures:
+            self._report_failures(route.listen, end=True)
+
+    def _report_failures(self, key: str, end: bool = False) -> None:
+        """One capture note and one line for the failures coalesced since the last report."""
+        now = time.monotonic()
+        with self._lock:
+            f = self._failures.get(key)
+            if f is None:
+                return
+            if end:
+                del self._failures[key]
+            n, f.pending, f.reported = f.pending, 0, now
+        if not n:
+            return
+        text = (f"{n} more connection(s) to {key} closed unrelayed in {now - f.since:.1f} s "
+                f"(up to connection {f.last}; reported together): {f.reason}")
+        note = event_frame("note", time.time_ns(), f.first, {"text": text})
+        if self.recorder is not None:
+            self.recorder.event(note)
+        else:
+            self.queue.put(note)
+        self._say(f"connection {f.first}: {text}")
+
+    def _accept_backoff(self, lst: Listener, exc: OSError) -> bool:
+        """accept() ran out of fds or memory: say so once, wait a little (True: stopping).
+
+        The pending connection stays in the backlog, so retrying at once would
+        spin a core until fds are free again.
+        """
+        if not self._starved:
+            self._starved = True
+            self._say(f"cannot accept connections on {lst.path}: {exc.strerror or exc}; "
+                      f"retrying every {ACCEPT_BACKOFF_S * 1000:.0f} ms")
+        p = select.poll()
+        p.register(self._wake_r, select.POLLIN)
+        return bool(p.poll(ACCEPT_BACKOFF_S * 1000))
 
     def _accept_loop(self) -> None:
         sel = selectors.DefaultSelector()
@@ -373,8 +550,13 @@ class ProxyServer:
                     lst, route = key.data
                     try:
                         accepted, _addr = lst.sock.accept()
-                    except OSError:
+                    except OSError as exc:
+                        if exc.errno in _ACCEPT_RESOURCE_ERRORS and self._accept_backoff(lst, exc):
+                            return
                         continue
+                    if self._starved:
+                        self._starved = False
+                        self._say(f"accepting connections on {lst.path} again")
                     ts = time.time_ns()
                     connection = Connection(self, route, accepted, ts)
                     self.connections_total += 1
