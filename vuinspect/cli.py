@@ -1,10 +1,20 @@
-"""The ``vuinspect`` command: a thin dispatcher over sub-command modules.
+"""Watch, record and analyse vhost-user traffic between a front-end (QEMU) and a back-end.
 
-Each sub-command lives in its own module exposing ``configure(parser)`` and
-``run(args) -> int``; this file only wires them so that importing one
-sub-command never pulls in another's dependencies (the TUI is not imported to
-read a capture).
+examples:
+  vuinspect proxy --listen /tmp/vu.sock --connect /run/backend.sock -w trace.pcapng
+  vuinspect view trace.pcapng
+  vuinspect read trace.pcapng -f 'problems'
+  vuinspect read --stats trace.pcapng
+  vuinspect fields
+  vuinspect install-dissector      # then: wireshark trace.pcapng
+
+'vuinspect COMMAND --help' explains each command.
 """
+
+# Each sub-command lives in its own module exposing ``configure(parser)`` and
+# ``run(args) -> int``; this file only wires them so that importing one
+# sub-command never pulls in another's dependencies (the TUI is not imported to
+# read a capture).
 
 from __future__ import annotations
 
@@ -20,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("vuinspect.proxy.command", "transparent vhost-user proxy with live decoding"),
     "read": ("vuinspect.read", "print, filter or summarise a capture"),
     "view": ("vuinspect.tui.command", "open a capture in the TUI"),
+    "fields": ("vuinspect.fields", "list every field name for filters, -T fields and NDJSON"),
     "diff": ("vuinspect.reproduce.diff", "compare two captures message by message"),
     "replay": ("vuinspect.reproduce.replay", "replay a capture's front-end side against a live back-end"),
     "install-dissector": ("vuinspect.wireshark.install", "install the Wireshark Lua dissector"),
@@ -29,11 +40,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class CliError(Exception):
-    """An error to report as one line, without a traceback."""
+    """An error to report as one line, without a traceback; ``code`` is the exit status
+    (2 for usage errors such as a bad filter, as tshark does)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vuinspect", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vuinspect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vuinspect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -43,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and module_name.startswith(exc.name):
                 continue  # sub-command not built (or not installed) here
             raise
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         module.configure(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -56,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check = getattr(args, "_check", None)  # a command's usage checks (exit 2)
+        if check is not None:
+            check(args)
         return int(args._run(args) or 0)
     except CliError as exc:
         print(f"vuinspect {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return exc.code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -12,6 +12,7 @@ names are listed as aliases and accepted only by the filter.
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 
@@ -95,7 +96,11 @@ def _layout_fields(layout: Layout, prefix: str, out: dict[str, dict[str, str]]) 
     """Collect ``payload.<path>`` -> {type: layout} from one layout (arrays are one level)."""
     def add(name: str, typ: Type, doc: str = "") -> None:
         entry = out.setdefault(prefix + name, {})
-        entry.setdefault(typ, doc or f"{layout.name}")
+        have = entry.get(typ)
+        if have is None or doc and have.startswith("in "):
+            entry[typ] = doc or f"in {layout.name}"
+        elif not doc and have.startswith("in ") and layout.name not in have.split(", "):
+            entry[typ] = have + ", " + layout.name
     for f in layout.fields:
         if isinstance(f, Field):
             if f.display == "padding":
@@ -111,10 +116,8 @@ def _layout_fields(layout: Layout, prefix: str, out: dict[str, dict[str, str]]) 
             for sub, mask in f.bitfields:
                 add(sub, "bool" if mask & (mask - 1) == 0 else "int", f"bits of {f.name}")
         elif isinstance(f, Array):
-            add(f.name, "list", f"array of {f.item.name}")
-            for item in f.item.fields:
-                if isinstance(item, Field) and item.display != "padding":
-                    add(f"{f.name}.{item.name}", _int_type(item), item.doc)
+            add(f.name, "list", f"array of {f.item.name} items")
+            _layout_fields(f.item, f"{prefix}{f.name}.", out)  # tables are static: bounded
         elif isinstance(f, Tail):
             add(f.name, "str", "trailing bytes, hex")
 
@@ -151,11 +154,49 @@ def rows() -> list[tuple[str, str, str, str]]:
     for path in sorted(PAYLOAD):
         types = PAYLOAD[path]
         out.append((f"payload.{path}", "|".join(sorted(types)),
-                     "; ".join(sorted(set(types.values())))[:80], ""))
+                     _clip("; ".join(sorted(set(types.values())))), ""))
     return out
+
+
+def _clip(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def completions(prefix: str) -> list[str]:
     """Field names (and aliases, payload paths) that start with ``prefix``, for the TUI."""
     names = [f.name for f in FIELDS] + [f"payload.{p}" for p in sorted(PAYLOAD)] + list(ALIASES)
     return [n for n in names if n.startswith(prefix)]
+
+
+def markdown_table() -> str:
+    """The README's field table (top-level fields; payload fields come from the layouts)."""
+    lines = ["| name | type | meaning | old names (filter only) |", "|---|---|---|---|"]
+    for f in FIELDS:
+        lines.append(f"| `{f.name}` | {f.type} | {f.meaning} | "
+                     f"{', '.join(f'`{a}`' for a in f.aliases)} |")
+    lines.append("| `payload.<name>` | per layout | decoded payload fields, e.g. `payload.num`, "
+                 "`payload.regions.memory_size` (`vuinspect fields` lists all) | |")
+    return "\n".join(lines)
+
+
+# -- `vuinspect fields` ------------------------------------------------------------------------
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Every field name, its type and meaning, one per line (tab separated), as tshark -G fields."""
+    p.description = ("List every name usable in filters, -T fields -e NAME and NDJSON, with its "
+                     "type and meaning\n(tab separated, like tshark -G fields).\n\nexamples:\n"
+                     "  vuinspect fields\n  vuinspect fields payload.\n"
+                     "  vuinspect fields --markdown")
+    p.add_argument("prefix", nargs="?", default="", help="only names starting with this")
+    p.add_argument("--markdown", action="store_true", help="the README table")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    for name, typ, meaning, aliases in rows():
+        if name.startswith(args.prefix):
+            extra = f"\taliases: {aliases}" if aliases else ""
+            print(f"{name}\t{typ}\t{meaning}{extra}")
+    return 0

@@ -240,9 +240,8 @@ def _check_top(name: str, op: str, lit: Any, pos: int) -> Any:
 def _check_payload(path: str, op: str, lit: Any, pos: int) -> None:
     types = F.payload_types(path)
     if types is None:
-        known = [f"payload.{p}" for p in F.PAYLOAD]
-        raise FilterError(f"unknown field 'payload.{path}'{_suggest('payload.' + path, known)}",
-                          pos)
+        hint = _suggest(path, F.PAYLOAD).replace("mean ", "mean payload.")
+        raise FilterError(f"unknown field 'payload.{path}'{hint}", pos)
     if op in ("~", "matches"):
         return
     if _is_number(lit) and not types & {"int", "float", "bool"}:
@@ -303,6 +302,7 @@ def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
     if path == "payload":
         raise FilterError("name a payload field: payload.<name>", pos)
     if head == "payload":
+        _check_payload(path[8:], "~", None, pos)  # the name, at the name
         _check_payload(path[8:], op, lit, p3)
     else:
         lit = _check_top(path, op, lit, p3)

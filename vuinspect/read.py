@@ -1,113 +1,322 @@
-"""Read a capture: one line per message, NDJSON, or statistics.
+"""Print, filter or summarise captures, one line per message (like tshark -r).
 
-    vuinspect read capture.pcapng
-    vuinspect read --json capture.pcapng | jq .
-    vuinspect read --filter 'name == SET_MEM_TABLE and conn == 2' capture.pcapng
-    vuinspect read --stats capture.pcapng
-    vuinspect proxy ... -w - | vuinspect read -
+examples:
+  vuinspect read captures/blk.pcapng
+  vuinspect read -r captures/blk.pcapng -f 'name == SET_MEM_TABLE and conn == 1'
+  vuinspect read --json captures/net.pcapng | jq .
+  vuinspect read -T fields -e frame -e name -e latency_us captures/blk.pcapng
+  vuinspect read --stats -f 'channel == main' captures/fs.pcapng
+  vuinspect read -t r -c 20 captures/blk.pcapng
+  vuinspect read captures/blk.pcapng captures/net.pcapng    # read in sequence
+  vuinspect proxy ... -w - | vuinspect read -
+
+Exit status: 0 on success, 2 for a bad filter or a damaged capture, 1 for other errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import os
 import sys
-from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from .api import linked
 from .cli import CliError
-from .filter import FilterError, compile_filter
+from .filter import FilterError, compile_filter, field_value
 from .message import Message
 from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
-from .render import summary_line, to_json
-from .stats import connection_table, format_stats, request_table
+from .render import format_ts, summary_line, to_json
+from .stats import Tally, connection_table, format_stats, request_table
+
+#: -t formats, tshark's letters: ad (UTC date and time), a (UTC time of day, as the TUI
+#: shows), r (seconds since the first message), d (since the previous line), e (epoch).
+TIME_FORMATS = ("ad", "a", "r", "d", "e")
+#: smaller files read too fast to need a bar (the environment variable is for tests)
+PROGRESS_MIN_BYTES = int(os.environ.get("VUINSPECT_PROGRESS_MIN", 4 << 20))
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("file", help="capture file (pcapng written by vuinspect), or - for stdin")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per message (NDJSON); with --stats, the statistics as JSON")
-    p.add_argument("--stats", action="store_true",
-                   help="counts and reply latency per request and connection")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="capture files (pcapng written by vuinspect), read in sequence; "
+                        "- for stdin")
+    p.add_argument("-r", "--read-file", dest="rfiles", action="append", default=[],
+                   metavar="FILE", help="a capture file to read (as tshark -r); may repeat")
     p.add_argument("-f", "--filter", default="", metavar="EXPR",
-                   help="show only messages matching EXPR (see 'Filter language' in the README)")
+                   help="show only messages matching EXPR ('vuinspect fields' lists the names)")
+    p.add_argument("-c", "--count", type=_positive, metavar="N",
+                   help="stop after N (matching) messages")
+    p.add_argument("-t", dest="time_format", choices=TIME_FORMATS, default="e",
+                   help="time format: ad = UTC date and time, a = UTC time of day, "
+                        "r = relative to the first message, d = since the previous line, "
+                        "e = seconds since the epoch (default)")
+    p.add_argument("--relative", dest="time_format", action="store_const", const="r",
+                   help=argparse.SUPPRESS)  # before -t r existed
+    p.add_argument("-T", dest="output", choices=("text", "json", "fields"), default=None,
+                   help="output: text lines (default), json (NDJSON, as --json), or fields "
+                        "(the -e fields, tab separated)")
+    p.add_argument("-e", dest="fields", action="append", default=[], metavar="FIELD",
+                   help="a field for -T fields (a filter name: frame, name, payload.num, ...); "
+                        "may repeat")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per message (NDJSON); with --stats, the statistics "
+                        "as JSON")
+    p.add_argument("--stats", action="store_true",
+                   help="counts and reply latency per request and connection (of the "
+                        "messages --filter keeps)")
     p.add_argument("--device", choices=DEVICE_TYPES,
                    help="device type for naming virtio feature bits (default: from the capture)")
-    p.add_argument("-r", "--relative", action="store_true",
-                   help="times relative to the first frame")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return n
+
+
+def _time_formatter(fmt: str) -> Callable[[int], str]:
+    """ts_ns -> text for a -t format; relative and delta keep their state."""
+    base: int | None = None
+    prev: int | None = None
+
+    def utc(ts_ns: int, date: bool) -> str:
+        sec, ns = divmod(ts_ns, 1_000_000_000)
+        try:
+            t = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return format_ts(ts_ns)
+        return f"{t:%Y-%m-%d %H:%M:%S}.{ns:09d}" if date else f"{t:%H:%M:%S}.{ns:09d}"
+
+    def fmt_ts(ts_ns: int) -> str:
+        nonlocal base, prev
+        if fmt == "e":
+            return format_ts(ts_ns)
+        if fmt in ("a", "ad"):
+            return utc(ts_ns, fmt == "ad")
+        if fmt == "r":
+            if base is None:
+                base = ts_ns
+            return f"{(ts_ns - base) / 1e9:.6f}"
+        delta = 0 if prev is None else ts_ns - prev
+        prev = ts_ns
+        return f"{delta / 1e9:.6f}"
+    return fmt_ts
+
+
+def _text_line(fmt: str) -> Callable[[Message], str]:
+    if fmt == "e":
+        return summary_line
+    fmt_ts = _time_formatter(fmt)
+
+    def line(msg: Message) -> str:
+        text = summary_line(msg)
+        head = f"{msg.frame:>6} {format_ts(msg.ts_ns):>12}"
+        return f"{msg.frame:>6} {fmt_ts(msg.ts_ns):>12}{text[len(head):]}"
+    return line
+
+
+def _field_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(_field_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    return str(value)
+
+
+def _fields_line(names: list[str]) -> Callable[[Message], str]:
+    from .fields import canonical, payload_types
+
+    paths = []
+    for name in names:
+        if name.startswith("payload.") and payload_types(name[8:]) is not None:
+            paths.append(name)
+        elif canonical(name) is not None:
+            paths.append(canonical(name) or name)
+        else:
+            raise CliError(f"unknown field {name!r} for -e ('vuinspect fields' lists them)", 2)
+
+    def line(msg: Message) -> str:
+        return "\t".join(_field_text(field_value(msg, path)) for path in paths)
+    return line
+
+
+def _sources(args: argparse.Namespace) -> list[str]:
+    files = [*args.rfiles, *args.files]
+    if not files:
+        raise CliError("no capture file: give one (or -r FILE; - reads stdin)", 2)
+    if files.count("-") > 1:
+        raise CliError("stdin (-) can be read only once", 2)
+    for f in files:
+        if f == "-":
+            continue
+        if not os.path.exists(f):
+            raise CliError(f"{f}: no such file")
+        if os.path.isdir(f):
+            raise CliError(f"{f}: is a directory")
+    return files
+
+
+class _Progress:
+    """A one-line bar on stderr while a large file is read with nothing else on screen."""
+
+    WIDTH = 30
+
+    def __init__(self, path: str, reader: Any) -> None:
+        self.file = getattr(reader, "_file", None)
+        self.total = os.path.getsize(path)
+        self.name = os.path.basename(path)
+        self.shown = -1
+
+    def update(self) -> None:
+        try:
+            done = self.file.tell() if self.file is not None else 0
+        except (OSError, ValueError):
+            return
+        pct = min(100, done * 100 // max(1, self.total))
+        if pct == self.shown:
+            return
+        self.shown = pct
+        fill = pct * self.WIDTH // 100
+        sys.stderr.write(f"\r{self.name} [{'#' * fill}{'.' * (self.WIDTH - fill)}] {pct:3d}%")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown >= 0:
+            sys.stderr.write("\r" + " " * (len(self.name) + self.WIDTH + 8) + "\r")
+            sys.stderr.flush()
+
+
+def _want_progress(path: str, stats: bool) -> bool:
+    """Only when stderr is a terminal that would otherwise sit idle: --stats, or stdout
+    redirected to a file (a pipe to less or head keeps the terminal to itself)."""
+    if path == "-" or not sys.stderr.isatty():
+        return False
+    try:
+        if os.path.getsize(path) < PROGRESS_MIN_BYTES:
+            return False
+        if stats:
+            return True
+        import stat as _stat
+
+        mode = os.fstat(sys.stdout.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return _stat.S_ISREG(mode) or _stat.S_ISCHR(mode) and not sys.stdout.isatty()
 
 
 def run(args: argparse.Namespace) -> int:
-    from .capture import CaptureError, CaptureFormatError, CaptureReader
-
     try:
-        predicate = compile_filter(args.filter)
+        predicate = compile_filter(args.filter) if args.filter.strip() else None
     except FilterError as exc:
-        raise CliError(f"bad filter: {exc}") from None
-    source = sys.stdin.buffer if args.file == "-" else args.file
-    if source is not sys.stdin.buffer and not os.path.exists(source):
-        raise CliError(f"{source}: no such file")
-    if source is not sys.stdin.buffer and os.path.isdir(source):
-        raise CliError(f"{source}: is a directory")
-    try:
-        reader = CaptureReader(source)
-    except CaptureFormatError as exc:
-        raise CliError(f"{args.file}: not a vuinspect capture: {exc.reason}") from None
-    except CaptureError as exc:
-        raise CliError(f"{args.file}: {exc.reason}") from None
+        raise CliError(f"bad filter: {exc}", 2) from None
+    output = args.output or ("json" if args.json else "fields" if args.fields else "text")
+    if output == "fields" and not args.fields:
+        raise CliError("-T fields needs at least one -e FIELD", 2)
+    files = _sources(args)
+    line = (_fields_line(args.fields) if output == "fields" else
+            (lambda m: json.dumps(to_json(m), separators=(",", ":"))) if output == "json" else
+            _text_line(args.time_format))
 
     pipeline = Pipeline(device=args.device)
     out = sys.stdout
     write = out.write
-    base: int | None = None
-    held: deque[Message] = deque()  # requests held back until their reply links them
-
-    def emit(msg: Message) -> None:
-        nonlocal base
-        if not predicate(msg):
-            return
-        if args.json:
-            write(json.dumps(to_json(msg), separators=(",", ":")) + "\n")
-        else:
-            if args.relative and base is None:
-                base = msg.ts_ns
-            write(summary_line(msg, base) + "\n")
-
+    limit = args.count or 0
+    shown = 0
+    tally = Tally() if args.stats and predicate is not None else None
+    readers = _Readers(files, args.stats)
     try:
-        for msg in pipeline.run(reader):
-            if args.stats:
-                continue
-            held.append(msg)
-            while held and not _awaits_reply(pipeline, held[0]):
-                emit(held.popleft())
-        while held:
-            emit(held.popleft())
-    except CaptureFormatError as exc:
-        raise CliError(f"{args.file}: not a vuinspect capture: {exc.reason}") from None
-    sessions = list(pipeline.sessions.values())
-    while held:
-        emit(held.popleft())
+        if args.stats and tally is None:  # the sessions count everything
+            for _ in pipeline.run(readers.frames()):
+                pass
+        elif tally is not None:
+            sessions = pipeline.sessions
+            for msg in linked(pipeline, readers.frames()):
+                if predicate(msg):
+                    tally.add(msg, sessions.get(msg.conn))
+        else:
+            for msg in linked(pipeline, readers.frames()):
+                if predicate is not None and not predicate(msg):
+                    continue
+                write(line(msg) + "\n")
+                shown += 1
+                if shown == limit:
+                    break
+    finally:
+        readers.close()
     if args.stats:
+        sessions = tally.sessions() if tally is not None else list(pipeline.sessions.values())
         if args.json:
-            json.dump({"requests": request_table(sessions),
+            json.dump({"filter": args.filter or None, "requests": request_table(sessions),
                        "connections": connection_table(sessions)}, out, indent=1)
             write("\n")
         else:
-            write(format_stats(sessions) + "\n")
+            write(format_stats(sessions, args.filter.strip()) + "\n")
     out.flush()
-    if reader.error is not None:
-        where = f" at byte {reader.error.offset}" if reader.error.offset is not None else ""
-        print(f"vuinspect read: {args.file}: capture damaged{where}: {reader.error.reason}; "
-              f"{reader.frames_read} whole frames before it were read", file=sys.stderr)
-        return 2
-    return 0
+    for err in readers.damaged:
+        print(f"vuinspect read: {err}", file=sys.stderr)
+    return 2 if readers.damaged else 0
 
 
-def _awaits_reply(pipeline: Pipeline, msg: Message) -> bool:
-    """Is ``msg`` a request whose reply has not been seen yet (so ``reply_in`` may change)?"""
-    if msg.reply or msg.kind != "message":
-        return False
-    session = pipeline.sessions.get(msg.conn)
-    return session is not None and any(p.message is msg for p in session.pending[msg.channel])
+class _Readers:
+    """The frames of several capture files in sequence, as one stream (with a progress bar)."""
+
+    def __init__(self, files: list[str], stats: bool) -> None:
+        self.files = files
+        self.stats = stats
+        self.damaged: list[str] = []
+        self.reader: Any = None
+        self.progress: _Progress | None = None
+
+    def _open(self, path: str) -> Any:
+        from .capture import CaptureError, CaptureFormatError, CaptureReader
+
+        try:
+            return CaptureReader(sys.stdin.buffer if path == "-" else path)
+        except CaptureFormatError as exc:
+            raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
+        except CaptureError as exc:
+            raise CliError(f"{path}: {exc.reason}") from None
+
+    def frames(self) -> Iterator[Any]:
+        from .capture import CaptureFormatError
+
+        for path in self.files:
+            self.reader = reader = self._open(path)
+            progress = self.progress = (_Progress(path, reader)
+                                        if _want_progress(path, self.stats) else None)
+            try:
+                if progress is None:
+                    yield from reader
+                else:
+                    for n, frame in enumerate(reader):
+                        if not n & 0x3FF:
+                            progress.update()
+                        yield frame
+            except CaptureFormatError as exc:
+                raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
+            finally:
+                self.close()
+            if reader.error is not None:
+                err = reader.error
+                where = f" at byte {err.offset}" if err.offset is not None else ""
+                self.damaged.append(f"{path}: capture damaged{where}: {err.reason}; "
+                                    f"{reader.frames_read} whole frames before it were read")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if self.reader is not None:
+            self.reader.close()
+

@@ -1,10 +1,60 @@
-"""Statistics over decoded sessions: counts and reply latency per request and connection."""
+"""Statistics over decoded sessions: counts and reply latency per request and connection.
+
+Without a filter the sessions' own counters are used; with one, a :class:`Tally`
+counts only the matching messages (like ``tshark -z ...,FILTER``) and the same
+tables are built from it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .session import Session
+from .message import Message
+from .session import RequestStats, Session
+
+
+class _Counted:
+    """A session seen through a filter: its own metadata, the tally's counters."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.stats: dict[str, RequestStats] = {}
+        self.messages = 0
+        self.problems = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+class Tally:
+    """Counts of the messages a filter kept, per connection and request (as Session does)."""
+
+    def __init__(self) -> None:
+        self.views: dict[int, _Counted] = {}
+
+    def add(self, msg: Message, session: Session | None) -> None:
+        if msg.is_event or session is None:
+            return
+        view = self.views.get(msg.conn)
+        if view is None or view._session is not session:
+            view = self.views[msg.conn] = _Counted(session)
+        view.messages += 1
+        key = f"{msg.channel}:{msg.name}"
+        st = view.stats.get(key)
+        if st is None:
+            st = view.stats[key] = RequestStats()
+        if msg.reply:
+            st.replies += 1
+            if msg.latency_us is not None:
+                st.latencies_us.append(msg.latency_us)
+        else:
+            st.count += 1
+        if msg.problems:
+            st.problems += len(msg.problems)
+            view.problems += len(msg.problems)
+
+    def sessions(self) -> list[Any]:
+        return list(self.views.values())
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -65,8 +115,10 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def format_stats(sessions: list[Session]) -> str:
-    lines = ["Requests", f"{'channel':<8} {'name':<34} {'req':>7} {'reply':>7} {'prob':>5} "
+def format_stats(sessions: list[Session], filter_text: str = "") -> str:
+    """The text tables; with ``filter_text`` a first line says they cover matching messages."""
+    head = [f"Statistics of the messages matching: {filter_text}", ""] if filter_text else []
+    lines = [*head, "Requests", f"{'channel':<8} {'name':<34} {'req':>7} {'reply':>7} {'prob':>5} "
              f"{'p50 µs':>9} {'p99 µs':>9} {'max µs':>9}"]
     for r in request_table(sessions):
         lat = r["latency_us"]

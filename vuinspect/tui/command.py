@@ -1,8 +1,9 @@
-"""Open a capture in the TUI.
+"""Open a capture in the TUI (the same view as the live proxy).
 
-    vuinspect view capture.pcapng
-    vuinspect view capture.pcapng --filter 'problems'
-    vuinspect view --follow growing.pcapng      # a capture the proxy is still writing
+examples:
+  vuinspect view captures/blk.pcapng
+  vuinspect view -r captures/blk.pcapng -f 'problems'
+  vuinspect view --follow growing.pcapng      # a capture the proxy is still writing
 """
 
 from __future__ import annotations
@@ -13,19 +14,40 @@ from vuinspect.cli import CliError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="a vuinspect pcapng capture")
-    p.add_argument("--filter", default="", metavar="EXPR",
+    """The same flags as ``vuinspect read`` where they mean the same thing."""
+    from vuinspect.protocol.features import DEVICE_TYPES
+
+    p.add_argument("file_arg", nargs="?", metavar="file", help="a vuinspect pcapng capture")
+    p.add_argument("-r", "--read-file", dest="file", metavar="FILE",
+                   help="the capture to open (as tshark -r)")
+    p.add_argument("-f", "--filter", default="", metavar="EXPR",
                    help="initial display filter (the language of vuinspect read --filter)")
-    p.add_argument("--device", default=None,
-                   help="device type for feature names when the capture does not say "
-                        "(blk, net, fs, scsi, gpu, ...)")
+    p.add_argument("--device", default=None, choices=DEVICE_TYPES,
+                   help="device type for feature names when the capture does not say")
     p.add_argument("--follow", action="store_true",
                    help="keep reading frames appended to the file (like tail -f)")
+    p.set_defaults(_check=_check_file)
+
+
+def _check_file(args: argparse.Namespace) -> None:
+    """Usage errors before the TUI starts: exit 2, one line (as read does)."""
+    from vuinspect.filter import FilterError, compile_filter
+
+    if args.file and args.file_arg:
+        raise CliError("give the capture once: FILE or -r FILE", 2)
+    args.file = args.file or args.file_arg
+    if not args.file:
+        raise CliError("no capture file: give one (or -r FILE)", 2)
+    try:
+        compile_filter(args.filter)
+    except FilterError as exc:
+        raise CliError(f"bad filter: {exc}", 2) from None
 
 
 def run(args: argparse.Namespace) -> int:
     from vuinspect.capture import CaptureError
     from vuinspect.filter import FilterError, compile_filter
+    from vuinspect.render import safe_text
 
     from .app import VuInspectApp
     from .sources import FileSource
@@ -39,11 +61,17 @@ def run(args: argparse.Namespace) -> int:
         source = FileSource(args.file, follow=args.follow, background=not args.follow)
     except CaptureError as exc:
         raise CliError(str(getattr(exc, "reason", exc))) from None
+    app = VuInspectApp(source, device=args.device, filter_text=args.filter)
     try:
-        VuInspectApp(source, device=args.device, filter_text=args.filter).run()
+        app.run()
+    except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit, never a traceback
+        app.crash = app.crash or f"{type(exc).__name__}: {safe_text(exc)}"
     finally:
         source.close()
-    return 0
+    if app.crash is not None:
+        raise CliError(f"the TUI stopped on an error: {app.crash} "
+                       "(VUINSPECT_TRACEBACK=1 shows where)")
+    return 0 if app.return_code in (0, None) else app.return_code
 
 
 def _refuse_foreign(path: str) -> None:
