@@ -565,6 +565,12 @@ class ProxyServer:
                     )
                     with self._lock:
                         self._threads.add(t)
-                    t.start()
+                    try:
+                        t.start()
+                    except RuntimeError as exc:  # out of threads: this connection only
+                        with self._lock:
+                            self._threads.discard(t)
+                        accepted.close()
+                        self._connection_failed(connection, f"cannot start a thread: {exc}", None)
         finally:
             sel.close()
