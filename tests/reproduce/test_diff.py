@@ -123,3 +123,14 @@ def test_not_a_capture(tmp_path, capsys) -> None:
     bad.write_bytes(b"not a capture")
     assert main(["diff", str(BLK), str(bad)]) == 1
     assert "not a vuinspect capture" in capsys.readouterr().err
+
+
+def test_damaged_capture_compares_what_is_whole(tmp_path, capsys) -> None:
+    cut = tmp_path / "cut.pcapng"
+    data = BLK.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    rc = main(["diff", str(BLK), str(cut)])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "capture damaged" in err and "whole frames before it" in err
+    assert "missing" in out and "0 different" in out.splitlines()[-1]

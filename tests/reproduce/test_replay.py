@@ -266,3 +266,17 @@ def test_replay_net_against_fresh_testpmd(shortdir, capsys) -> None:
         rc, out = replay(capsys, BLK.parent / "net.pcapng", "--connect", sock)
     assert rc == 0, out
     assert out.strip().endswith("(equal)")
+
+
+def test_unwritable_output_refused_before_connecting(tmp_path, capsys) -> None:
+    sock = tmp_path / "never.sock"
+    listener = wire.listen(str(sock))
+    listener.settimeout(0.2)
+    try:
+        rc = main(["replay", str(BLK), "--connect", str(sock), "-w", str(tmp_path / "no" / "x")])
+        assert rc == 1
+        assert "cannot create capture" in capsys.readouterr().err
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from ..capture import CaptureError, CaptureFormatError, CaptureReader
 from ..cli import CliError
@@ -19,11 +20,20 @@ def read_frames(path: str) -> list[Frame]:
         raise CliError(f"{path}: is a directory")
     try:
         with CaptureReader(path) as reader:
-            return list(reader)
+            frames = list(reader)
     except CaptureFormatError as exc:
         raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
     except CaptureError as exc:
         raise CliError(f"{path}: {exc.reason}") from None
+    err = reader.error
+    if err is not None:  # damage: the whole frames before it are still compared
+        where = f" at byte {err.offset}" if err.offset is not None else ""
+        text = f"{path}: capture damaged{where}: {err.reason}"
+        if not frames:
+            raise CliError(text)
+        print(f"vuinspect: {text}; using the {len(frames)} whole frames before it",
+              file=sys.stderr)
+    return frames
 
 
 def decode(frames: list[Frame]) -> list[Message]:

@@ -9,7 +9,8 @@ the recorded region table so the back-end can map them, eventfds for
 kick/call/err, a socket pair for the back-end channel, on which the recorded
 answers are given), and waits for each reply the recording had (--timeout per
 reply).  The back-end's answers are compared with the recorded ones as
-``vuinspect diff`` does; exit 0 when it behaved as recorded, 1 otherwise.
+``vuinspect diff`` does (A is the recording, B the replay); exit 0 when it
+behaved as recorded, 1 otherwise.
 Guest memory contents are not in a capture: the rings the back-end sees are
 empty, so values that depend on guest I/O (GET_VRING_BASE after I/O) differ.
 """
@@ -327,15 +328,24 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--timeout must be positive")
     recorded = pick_connection(decode(read_frames(args.capture)), args.conn)
     opened = next((m.info for m in recorded if m.kind == "open"), {})
-    replay = Replay(recorded, args.connect, args.timeout)
-    frames = replay.run(opened)
-    if args.write:
+    writer = None
+    if args.write:  # opened first: a bad path fails before the back-end is touched
         try:
-            with CaptureWriter(args.write) as w:
-                for f in frames:
-                    w.write(f)
+            writer = CaptureWriter(args.write)
         except CaptureError as exc:
             raise CliError(exc.reason) from None
+    replay = Replay(recorded, args.connect, args.timeout)
+    try:
+        frames = replay.run(opened)
+        if writer is not None:
+            for f in frames:
+                writer.write(f)
+    finally:
+        if writer is not None:
+            try:
+                writer.close()
+            except (CaptureError, OSError) as exc:
+                raise CliError(f"cannot write {args.write}: {exc}") from None
     report = compare(recorded, decode(frames), args.ignore)
     report.notes = replay.notes
     return print_report(report, args)
