@@ -8,6 +8,7 @@ decoder's own pipeline (layout chosen by the session, as in a capture).
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -24,7 +25,10 @@ from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS, MAX
 MAX_ITEMS = 8
 MAX_TAIL = 64
 BY_NAME = {lay.name: lay for lay in ALL_LAYOUTS}
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Examples per layout: a quick CI run, x20 with VUINSPECT_RELIABILITY=full.
+EXAMPLES = 500 if os.environ.get("VUINSPECT_RELIABILITY") == "full" else 25
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def _count_limits(layout: Layout) -> dict[str, int]:
@@ -35,6 +39,12 @@ def _count_limits(layout: Layout) -> dict[str, int]:
         elif isinstance(f, Tail) and f.length:
             out[f.length] = MAX_TAIL
     return out
+
+
+def _plain(layout: Layout) -> bool:
+    """Fixed fields only, none of them padding, a count or a layout selector."""
+    return layout.when is None and not _count_limits(layout) and all(
+        isinstance(f, Field) and f.display != "padding" for f in layout.fields)
 
 
 @st.composite
@@ -56,6 +66,10 @@ def layout_bytes(draw: st.DrawFn, layout: Layout, order: str) -> bytes:
                 out += draw(st.binary(min_size=f.size, max_size=f.size))
         elif isinstance(f, Array):
             n = f.count if isinstance(f.count, int) else counts[f.count]
+            if _plain(f.item):  # one draw for all items (256 of them in shmem_config)
+                size = sum(x.size for x in f.item.fields if isinstance(x, Field))
+                out += draw(st.binary(min_size=n * size, max_size=n * size))
+                continue
             for _ in range(n):
                 out += draw(layout_bytes(f.item, order))
         elif f.length is None:
