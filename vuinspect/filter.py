@@ -331,14 +331,13 @@ def _apply(op: str, out: list[Node]) -> None:
         out.append(node[1] if node[0] == "not" else ("not", node))
         return
     right = out.pop()
-    left = out.pop()
-    items: list[Node] = []
-    for side in (left, right):
-        if side[0] == op:
-            items.extend(side[1])
-        else:
-            items.append(side)
-    out.append((op, items))
+    left = out[-1]
+    if left[0] != op:  # start a chain; a chain is extended in place: linear in its length
+        left = out[-1] = (op, [left])
+    if right[0] == op:
+        left[1].extend(right[1])
+    else:
+        left[1].append(right)
 
 
 def parse(text: str) -> Node:
