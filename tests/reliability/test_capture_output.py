@@ -89,7 +89,7 @@ def test_unread_stdout_keeps_memory_bounded(sockdir, procs) -> None:
 
 def test_stop_is_quick_when_the_output_blocks(sockdir, procs) -> None:
     """Issue 11 item 3: SIGTERM with a blocked -w output hung (still running 40 s later)."""
-    proxy, fe, sink = _stalled_stdout_proxy(sockdir, procs, "--capture-buffer", "4M")
+    proxy, fe, sink = _stalled_stdout_proxy(sockdir, procs)
     _flood(fe, sink, 200)
     t0 = time.monotonic()
     proxy.send_signal(signal.SIGTERM)
@@ -302,4 +302,36 @@ def test_capture_filter_records_only_matching_messages(sockdir, procs) -> None:
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     names = [ln for ln in lines if "OPEN" not in ln and "CLOSE" not in ln]
     assert names and all("GET_FEATURES" in ln for ln in names), res.stdout
-    assert len(names) == 2  # the request and its reply
+    assert len(names) == 2 * (1 + 20)  # the handshake's and the round trips', both ways
+    assert "GET_PROTOCOL_FEATURES" not in res.stdout and "SET_MEM_TABLE" not in res.stdout
+
+
+def test_extcap_capture_filter_is_validated_and_applied(sockdir, procs) -> None:
+    """Wireshark's capture filter field reaches the extcap as --extcap-capture-filter."""
+    base = [sys.executable, "-m", "vuinspect.wireshark.extcap", "--extcap-interface", "vhostuser"]
+    bad = subprocess.run([*base, "--extcap-capture-filter", "name =="], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode != 0 and bad.stdout.strip() and "Traceback" not in bad.stderr
+    good = subprocess.run([*base, "--extcap-capture-filter", "name == GET_FEATURES"],
+                          capture_output=True, text=True, timeout=30)
+    assert good.returncode == 0, good.stdout + good.stderr
+    be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
+    fifo = os.path.join(sockdir, "ws.fifo")
+    os.mkfifo(fifo)
+    start_backend(procs, be)
+    ext = procs.start(["vuinspect.wireshark.extcap", "--extcap-interface", "vhostuser",
+                       "--capture", "--fifo", fifo, "--listen", px, "--connect", be,
+                       "--extcap-capture-filter", "name == GET_FEATURES"], "extcap")
+    with open(fifo, "rb") as f:  # as Wireshark does: it reads the FIFO while the capture runs
+        wait_until(lambda: os.path.exists(px), what="extcap listening")
+        fe = _session(px, 5)
+        fe.close()
+        time.sleep(0.3)
+        ext.send_signal(signal.SIGTERM)
+        data = f.read()
+    assert ext.wait(10) == 0
+    path = os.path.join(sockdir, "ws.pcapng")
+    with open(path, "wb") as out:
+        out.write(data)
+    got = [f for f in read_frames(path) if f.kind == "data"]
+    assert len(got) == 2 * (1 + 5)  # GET_FEATURES requests and replies only

@@ -4,9 +4,10 @@ Wireshark runs the installed launcher with ``--extcap-interfaces``,
 ``--extcap-config``, ``--extcap-dlts`` and finally ``--capture --fifo PATH``
 plus the user's options (``--listen``, ``--connect``, ``--frontend``,
 ``--device``).  The capture runs the real proxy and writes our pcapng (link
-type 252, exported PDU naming the "vhost_user" dissector) into the FIFO,
-flushing whenever the queue runs idle so packets show up live.  Wireshark
-stops it with SIGTERM; the proxy then closes its sockets and the capture.
+type 252, exported PDU naming the "vhost_user" dissector) into the FIFO
+every few ms, so packets show up live.  Wireshark's capture filter field
+takes a ``vuinspect read --filter`` expression (``--extcap-capture-filter``).
+Wireshark stops it with SIGTERM; the proxy then closes its sockets and the capture.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import contextlib
 import signal
 import sys
 import threading
-from typing import Any
 
 from vuinspect import __version__
 from vuinspect.capture.pcapng import LINKTYPE_WIRESHARK_UPPER_PDU
-from vuinspect.frames import Frame
 from vuinspect.protocol.features import DEVICE_TYPES
 
 INTERFACE = "vhostuser"
@@ -84,8 +83,15 @@ def _raise_stop(signum: int, _frame: object) -> None:
 
 
 def capture(args: argparse.Namespace) -> int:
-    """Run the proxy, writing the capture into Wireshark's FIFO until SIGTERM."""
-    from vuinspect.capture import CaptureWriter
+    """Run the proxy, writing the capture into Wireshark's FIFO until SIGTERM.
+
+    The capture goes through the proxy's own Recorder: the same bounded
+    memory, the same capture filter (Wireshark's capture filter field, in the
+    language of ``vuinspect read --filter``), the same stop within ~2 s.  Ring
+    buffers, autostop and packet counts are Wireshark's own capture options.
+    """
+    from vuinspect.capture import CaptureError
+    from vuinspect.proxy.recorder import Recorder
     from vuinspect.proxy.server import ListenError, ProxyServer, Route
 
     if not args.fifo:
@@ -94,39 +100,27 @@ def capture(args: argparse.Namespace) -> int:
     if not args.listen or not args.connect:
         print("vuinspect extcap: set both the listen and the connect socket paths", file=sys.stderr)
         return 2
+    if (problem := filter_problem(args.extcap_capture_filter)) is not None:
+        print(f"vuinspect extcap: capture filter: {problem}", file=sys.stderr)
+        return 2
     device = None if args.device in (None, "", "auto") else args.device
     route = Route(listen=args.listen, connect=args.connect, frontend=args.frontend, device=device)
     done = threading.Event()
-    # Unbuffered: CaptureWriter hands over whole blocks, one write each.
-    fifo = open(args.fifo, "wb", buffering=0)  # noqa: SIM115 - closed in finally
-    writer = CaptureWriter(fifo)
-    state: dict[str, Any] = {"failed": None}
 
-    def sink(frame: Frame) -> None:
-        if done.is_set():
-            return
-        try:
-            writer.write(frame)
-        except (OSError, ValueError) as exc:  # Wireshark went away
-            state["failed"] = exc
-            done.set()
+    def failed(_text: str) -> None:  # Wireshark went away (the FIFO broke): stop
+        done.set()
 
-    def idle() -> None:
-        if done.is_set():
-            return
-        try:
-            writer.flush()
-        except OSError as exc:
-            state["failed"] = exc
-            done.set()
-
-    server = ProxyServer([route], sink, on_idle=idle)
+    recorder = Recorder(args.fifo, on_error=failed, capture_filter=args.extcap_capture_filter,
+                        device=device, force=True, defer=True)
+    server = ProxyServer([route], None, recorder=recorder)
     server.on_error = lambda text: print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         try:
             server.start()
-        except (ListenError, OSError, ValueError) as exc:
+            recorder.open()
+            recorder.start()
+        except (ListenError, CaptureError, OSError, ValueError) as exc:
             print(f"vuinspect extcap: {exc}", file=sys.stderr)
             return 1
         while not done.wait(0.25) and not server.wait(0):
@@ -138,12 +132,23 @@ def capture(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
         server.stop()
         with contextlib.suppress(OSError, ValueError):
-            writer.close()
-        with contextlib.suppress(OSError):
-            fifo.close()
+            recorder.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return 0
+
+
+def filter_problem(text: str | None) -> str | None:
+    """Why a capture filter is not valid (None if it is, or if there is none)."""
+    if not text or not text.strip():
+        return None
+    from vuinspect.filter import FilterError, compile_filter
+
+    try:
+        compile_filter(text)
+    except FilterError as exc:
+        return str(exc)
+    return None
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -162,6 +167,13 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.capture:
         return capture(args)
+    if args.extcap_capture_filter is not None:
+        # Wireshark validates the capture filter field: exit 0 if valid, else say why.
+        problem = filter_problem(args.extcap_capture_filter)
+        if problem is not None:
+            sys.stdout.write(problem + "\n")
+            return 1
+        return 0
     print("vuinspect extcap: run by Wireshark; see `vuinspect install-dissector --extcap`",
           file=sys.stderr)
     return 2
