@@ -335,3 +335,27 @@ def test_extcap_capture_filter_is_validated_and_applied(sockdir, procs) -> None:
         out.write(data)
     got = [f for f in read_frames(path) if f.kind == "data"]
     assert len(got) == 2 * (1 + 5)  # GET_FEATURES requests and replies only
+
+
+def test_stop_is_quick_when_the_summary_lines_block(sockdir, procs) -> None:
+    """The same for the display: summary lines into a pipe nobody reads (the engine waited 60 s)."""
+    be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
+    start_backend(procs, be)
+    proxy = procs.start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"],
+                        "proxy", stdout=subprocess.PIPE)
+    wait_line(proxy, f"listening on {px}")
+    fe = _session(px, 3000)  # ~6000 lines: far more than the pipe holds
+    fe.close()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    proxy.send_signal(signal.SIGTERM)
+    try:
+        rc = proxy.wait(20)
+    except subprocess.TimeoutExpired:
+        proxy.kill()
+        raise AssertionError("the proxy did not stop within 20 s") from None
+    took = time.monotonic() - t0
+    report("stop_with_blocked_display", seconds=round(took, 2))
+    assert rc == 0
+    assert took < 5.0, f"stop took {took:.1f} s"
+    assert "could not write its output" in log_text(proxy)

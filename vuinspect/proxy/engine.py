@@ -160,6 +160,9 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         captures.close()  # the stream ends: the viewer prints the rest and exits
         if viewer is not None:
             viewer.stop(VIEWER_DRAIN_S)
+            if viewer.stuck:
+                say(f"vuinspect proxy: the {'TUI' if tui else 'display'} could not write its "
+                    "output any more; stopped without waiting for it")
         atexit.unregister(server.stop)
         atexit.unregister(captures.close)
         if main_thread:

@@ -46,6 +46,8 @@ from .server import Route
 VIEWER_NICE = 19
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+#: A viewer that used no CPU this long while the engine waits for it is blocked on its output.
+STUCK_S = 1.5
 #: Pipe buffer for the stream (the kernel caps it at /proc/sys/fs/pipe-max-size, 1 MiB).
 PIPE_SIZE = 1 << 20
 
@@ -105,16 +107,46 @@ class Viewer:
         """The viewer's exit code once it has ended (None while it runs)."""
         return self.proc.poll()
 
-    def stop(self, timeout: float) -> int:
-        """End of the run (the stream is closed already): wait for it, bounded."""
+    def stop(self, timeout: float, stuck: float = STUCK_S) -> int:
+        """End of the run (the stream is closed already): wait for it, bounded.
+
+        It gets up to ``timeout`` while it works (printing the rest of the
+        stream), but is ended once it used no CPU for ``stuck`` seconds: its
+        own output is blocked (a pipe nobody reads), and a stop must not wait
+        for that.  ``self.stuck`` then tells.
+        """
+        self.stuck = False
         if self.tui and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)  # leave the TUI
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        deadline = time.monotonic() + timeout
+        last, since = _progress(self.proc.pid), time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                return self.proc.wait(0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            now = _progress(self.proc.pid)
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since > stuck:
+                self.stuck = True
+                break
+        self.proc.kill()
+        return self.proc.wait()
+
+
+def _progress(pid: int) -> tuple[int, str]:
+    """CPU time the process used so far (clock ticks) and its state letter; a runnable
+    process (R) counts as progressing even if the CPU is busy elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] == "R":
+            return time.monotonic_ns(), "R"
+        return int(fields[11]) + int(fields[12]), fields[0]  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return -1, "?"
 
 
 def viewer_argv(args: argparse.Namespace, feed_fd: int, tui: bool) -> list[str]:
