@@ -6,8 +6,10 @@ fails on the code before its fix.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -145,3 +147,133 @@ def test_nested_event_is_no_crash_in_stats_of_a_stream(tmp_path) -> None:
     assert frames[0].data == DEEP
     msgs = list(Pipeline().run(frames))
     assert msgs[0].kind == "note" and "text" in msgs[0].info
+
+
+# -- issue 11 item 10 (file side) ------------------------------------------------------
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BLK = os.path.join(ROOT, "captures", "blk.pcapng")
+NET = os.path.join(ROOT, "captures", "net.pcapng")
+needs_wireshark = pytest.mark.skipif(not shutil.which("editcap") or not shutil.which("mergecap")
+                                     or not shutil.which("tshark"), reason="needs Wireshark's tools")
+
+
+def tool(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+def test_unreadable_file_is_one_line() -> None:
+    res = cli("read", "/proc/self/mem")
+    no_traceback(res)
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "cannot read capture /proc/self/mem" in res.stderr
+
+
+@needs_wireshark
+def test_snaplen_cut_capture_reads_on_with_truncated_messages(tmp_path) -> None:
+    cut = str(tmp_path / "cut.pcapng")
+    tool("editcap", "-s", "80", BLK, cut)
+    whole = list(CaptureReader(BLK))
+    reader = CaptureReader(cut)
+    frames = list(reader)
+    assert reader.error is None and len(frames) == len(whole)  # was: stopped at the first cut packet
+    assert sum(1 for f in frames if f.truncated) > 5
+    msgs = list(Pipeline().run(frames))
+    cut_msgs = [m for m in msgs if any("snap length" in p.text for p in m.problems)]
+    assert cut_msgs and all({p.code for p in m.problems} & {"truncated_payload", "truncated_header"}
+                            for m in cut_msgs)
+    assert msgs[-1].name == "CLOSE"  # read to the end
+    res = cli("read", cut)
+    no_traceback(res)
+    assert res.returncode == 0 and "snap length" in res.stdout and "damaged" not in res.stderr
+    # written back, a cut frame keeps its original length (tshark sees the cut too)
+    again = str(tmp_path / "again.pcapng")
+    with CaptureWriter(again) as w:
+        for f in frames:
+            w.write(f)
+    assert [f.truncated for f in CaptureReader(again)] == [f.truncated for f in frames]
+
+
+@needs_wireshark
+def test_writer_splits_a_1mib_message_that_tshark_reads(tmp_path) -> None:
+    path = str(tmp_path / "big.pcapng")
+    big = struct.pack("<III", 5, 1, (1 << 20) - 12) + os.urandom((1 << 20) - 12)
+    with CaptureWriter(path) as w:
+        w.write(Frame(1, 1, "main", "f2b", big, ("memfd:x",)))
+        w.write(Frame(2, 1, "main", "f2b", b'{"text":"' + b"n" * (300 << 10) + b'"}', (), "note"))
+    res = subprocess.run(["tshark", "-r", path, "-T", "fields", "-e", "frame.cap_len"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr  # tshark 4.0 refused packets > 256 KiB
+    lens = [int(x) for x in res.stdout.split()]
+    assert max(lens) <= 262_144 and len(lens) >= 5
+    frames = list(CaptureReader(path))
+    data = [f for f in frames if f.kind == "data"]
+    assert b"".join(f.data for f in data) == big and data[-1].fds == ("memfd:x",)
+    assert event_info(frames[-1])["truncated"] == (300 << 10) + 11
+
+
+# -- issue 12 item 5: merged captures are told apart ---------------------------------------
+def _conns_and_problems(path: str) -> tuple[set[int], list[str]]:
+    msgs = list(Pipeline().run(CaptureReader(path)))
+    return {m.conn for m in msgs}, [p.code for m in msgs for p in m.problems]
+
+
+@needs_wireshark
+@pytest.mark.parametrize("how", ["mergecap", "cat"])
+def test_merged_captures_keep_their_connections_apart(tmp_path, how) -> None:
+    path = str(tmp_path / f"{how}.pcapng")
+    if how == "mergecap":
+        tool("mergecap", "-w", path, BLK, NET)
+    else:
+        with open(path, "wb") as out:
+            for src in (BLK, NET):
+                with open(src, "rb") as f:
+                    out.write(f.read())
+    conns, problems = _conns_and_problems(path)
+    assert conns == {1, 2}, conns  # was {1}: the second OPEN replaced the first
+    assert problems == [], problems  # was features_not_offered, reply_to_nothing ...
+    stats = cli("read", "--stats", path)
+    assert stats.returncode == 0
+    assert "qsd.sock" in stats.stdout and "qemu.sock" in stats.stdout
+    from vuinspect.capture import build_index
+
+    with build_index(path) as index:  # the TUI's random access numbers them the same way
+        assert [index.frame(i).conn for i in range(len(index))] == \
+            [f.conn for f in CaptureReader(path)]
+
+
+# -- issue 12 item 9 (file side): classic pcap, frame comments --------------------------------
+@needs_wireshark
+@pytest.mark.parametrize("fmt", ["pcap", "nsecpcap"])
+def test_classic_pcap_reads_like_the_pcapng(tmp_path, fmt) -> None:
+    path = str(tmp_path / f"blk.{fmt}")
+    tool("editcap", "-F", fmt, BLK, path)
+    want = list(CaptureReader(BLK))
+    got = list(CaptureReader(path))
+    if fmt == "pcap":  # microseconds: the ns digits are gone
+        want = [dataclasses.replace(f, ts_ns=f.ts_ns // 1000 * 1000) for f in want]
+    assert got == want
+    from vuinspect.capture import build_index
+
+    with build_index(path) as index:
+        assert [index.frame(i) for i in range(len(index))] == want
+    res = cli("read", path)
+    assert res.returncode == 0 and "GET_FEATURES" in res.stdout
+
+
+@needs_wireshark
+def test_frame_comments_are_read_and_written_back(tmp_path) -> None:
+    path = str(tmp_path / "c.pcapng")
+    tool("editcap", "-a", "3:looks wrong", "-a", "5:second", BLK, path)
+    frames = list(CaptureReader(path))
+    assert [(i, f.comment) for i, f in enumerate(frames) if f.comment] == [(2, "looks wrong"),
+                                                                           (4, "second")]
+    again = str(tmp_path / "again.pcapng")
+    frames[6] = dataclasses.replace(frames[6], comment="added by us")
+    with CaptureWriter(again) as w:
+        for f in frames:
+            w.write(f)
+    assert list(CaptureReader(again)) == frames
+    res = subprocess.run(["tshark", "-r", again, "-Y", "frame.comment", "-T", "fields",
+                          "-e", "frame.number", "-e", "frame.comment"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout.split("\n")[:3] == ["3\tlooks wrong", "5\tsecond", "7\tadded by us"]

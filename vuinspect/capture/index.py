@@ -19,24 +19,29 @@ from bisect import bisect_right
 from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
 from vuinspect.capture.pcapng import (
-    BT_EPB,
-    BT_IDB,
-    BT_SHB,
     EXPORTED_PDU_PREFIX,
     MAX_BLOCK_LEN,
+    PREFIX_LEN,
+    Blocks,
     Interface,
+    PcapHeader,
     Section,
     epb_frame,
+    is_pcap,
     linktype_refusal,
-    parse_idb,
-    parse_shb,
+    packet_frame,
+    pcap_header,
     shb_order,
     sniff,
 )
 from vuinspect.frames import Frame
 
-_SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
-_HDR_LE = struct.Struct("<II")
+_U32_BE = struct.Struct(">I")
+
+
+def got_iface(mm: mmap.mmap, pos: int, section: Section) -> int:
+    """The interface id of the EPB at ``pos``."""
+    return section.u32.unpack_from(mm, pos + 8)[0]
 
 
 class CaptureIndex:
@@ -59,15 +64,17 @@ class CaptureIndex:
         except OSError as exc:
             raise CaptureError(f"cannot open capture {self.path}: {exc.strerror}") from None
         self.offsets = array("Q")
-        self.sections: list[Section] = []
+        self._blocks = Blocks()
+        self.sections: list[Section] = self._blocks.sections
         self._section_starts: list[int] = []
-        self.interfaces: list[Interface] = []
+        self.interfaces: list[Interface] = self._blocks.interfaces
         self.error: CaptureError | None = None
         self.skipped = 0
+        self.cut = 0  # packets a snap length cut inside our pseudo-header: not indexed
         self._mm: mmap.mmap | None = None
         self._size = 0
         self._end = 0  # offset just after the last whole block scanned
-        self._section: Section | None = None
+        self._pcap: PcapHeader | None = None  # a classic pcap file: its header
         self._lock = threading.Lock()
 
     # -- scanning ------------------------------------------------------------------
@@ -94,6 +101,9 @@ class CaptureIndex:
                 return 0
             before = len(self.offsets)
             self.error = None
+            if self._end == 0 and is_pcap(self._mm[:4]):
+                self._pcap = pcap_header(self._mm[:24])
+                self._end = 24
             if self._end == 0:
                 why = sniff(self._mm[:12])
                 if why is None and size >= 12 and shb_order(self._mm, 0) is None:
@@ -101,7 +111,8 @@ class CaptureIndex:
                 if why is not None:
                     raise CaptureFormatError(why, 0)
             try:
-                self._scan(None if max_bytes is None else self._end + max_bytes)
+                scan = self._scan if self._pcap is None else self._scan_pcap
+                scan(None if max_bytes is None else self._end + max_bytes)
             except CaptureError as exc:
                 if isinstance(exc, CaptureFormatError) and not self.offsets:
                     raise
@@ -110,96 +121,102 @@ class CaptureIndex:
                 self.error = exc
             return len(self.offsets) - before
 
-    def _scan(self, limit: int | None) -> None:  # noqa: C901 - one hot loop, kept flat for speed
+    def _scan(self, limit: int | None) -> None:
         mm = self._mm
         assert mm is not None
         end = self._size
-        pos = self._end
-        section = self._section
-        hdr = _HDR_LE.unpack_from  # until a section header says otherwise
-        if section is not None:
-            hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
-            epb = section.epb.unpack_from
+        blocks = self._blocks
+        origins = blocks.origins
         offsets = self.offsets
         add = offsets.append
         # The exported-PDU tags plus our magic and version: one compare per packet.
         prefix = EXPORTED_PDU_PREFIX + pseudohdr.MAGIC + bytes([pseudohdr.VERSION])
         prefix_len = len(prefix)
+        min_caplen = PREFIX_LEN + pseudohdr.FIXED_LEN
+        conn_at = 28 + PREFIX_LEN + 8
+        stop = end if limit is None else min(limit, end)
+        nsections = len(self.sections)
         try:
-            stop = end if limit is None else min(limit, end)
-            while pos < stop and pos + 8 <= end:
-                btype, blen = hdr(mm, pos)
-                if btype == BT_SHB:  # the same in both byte orders: read the order, then the length
-                    if pos + 12 > end:
-                        break
-                    order = shb_order(mm, pos)
-                    if order is None:
-                        raise CaptureError(f"section header at offset {pos} has a bad byte-order magic", pos)
-                    section = Section(len(self.sections), pos, order)
-                    hdr, u32, ifaces = section.hdr.unpack_from, section.u32.unpack_from, section.interfaces
-                    epb = section.epb.unpack_from
-                    blen = hdr(mm, pos)[1]
-                elif section is None:
-                    raise CaptureError(f"block at offset {pos} precedes any section header", pos)
-                if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
-                    raise CaptureError(f"block at offset {pos} has an invalid length {blen}", pos)
-                if pos + blen > end:
-                    break
-                if u32(mm, pos + blen - 4)[0] != blen:
-                    raise CaptureError(
-                        f"block at offset {pos}: trailing length {u32(mm, pos + blen - 4)[0]} "
-                        f"does not match {blen}",
-                        pos,
-                    )
-                if btype == BT_EPB:
-                    if blen < 32:  # as the reader says it; unpacking would read past the block
-                        raise CaptureError(f"packet block at offset {pos} too short ({blen} bytes)", pos)
-                    iface_id, _, _, caplen = epb(mm, pos + 8)
-                    if (
-                        prefix_len <= caplen <= blen - 32
-                        and iface_id < len(ifaces)
-                        and ifaces[iface_id].ours
-                        and mm[pos + 28 : pos + 28 + prefix_len] == prefix
-                    ):
-                        add(pos)
-                    else:
-                        self._odd_packet(mm, pos, blen, section, bool(offsets))
-                elif btype == BT_SHB:
-                    parse_shb(mm, pos, blen, section)
-                    self.sections.append(section)
-                    self._section_starts.append(pos)
-                elif btype == BT_IDB:
-                    self.interfaces.append(parse_idb(mm, pos, blen, section))
-                pos += blen
+            for pos, blen, section in blocks.walk(mm, self._end, end, 0, stop):
+                if len(self.sections) != nsections:  # a new section header was parsed
+                    self._section_starts += [s.offset for s in self.sections[nsections:]]
+                    nsections = len(self.sections)
+                iface_id, _, _, caplen, _ = section.epb.unpack_from(mm, pos + 8)
+                ifaces = section.interfaces
+                if (
+                    min_caplen <= caplen <= blen - 32
+                    and iface_id < len(ifaces)
+                    and ifaces[iface_id].ours
+                    and mm[pos + 28 : pos + 28 + prefix_len] == prefix
+                ):
+                    add(pos)
+                    if origins.multi:  # claim the connection number in file order, as the reader
+                        origins.conn(ifaces[iface_id].origin, _U32_BE.unpack_from(mm, pos + conn_at)[0])
+                else:
+                    self._odd_packet(mm, pos, blen, section, bool(offsets))
+            pos = blocks.pos
+            if len(self.sections) != nsections:
+                self._section_starts += [s.offset for s in self.sections[nsections:]]
             if pos < stop:
-                have = end - pos
-                if have >= 8 and mm[pos : pos + 4] != _SHB_MAGIC:
-                    blen = hdr(mm, pos)[1]
-                    raise CaptureError(
-                        f"block at offset {pos} cut short: header says {blen} bytes, {have} present", pos
-                    )
-                raise CaptureError(f"block at offset {pos} cut short: {have} bytes present", pos)
+                raise blocks.cut_short(mm, pos, end)
             if pos >= end and not offsets and not any(i.ours for i in self.interfaces):
                 foreign = [i for i in self.interfaces if not i.ours]
                 if foreign:
                     raise CaptureFormatError(linktype_refusal(foreign[0]), None)
-        except CaptureError:
-            raise
-        except (ArithmeticError, LookupError, ValueError, struct.error) as exc:
-            raise CaptureError(f"block at offset {pos} is corrupt: {exc}", pos) from None
+        finally:
+            self._end = blocks.pos
+
+    def _scan_pcap(self, limit: int | None) -> None:
+        """Classic pcap: 16-byte record headers, each packet checked as it is indexed."""
+        mm = self._mm
+        assert mm is not None and self._pcap is not None
+        rec = struct.Struct(self._pcap.order + "IIII").unpack_from
+        end = self._size
+        pos = self._end
+        stop = end if limit is None else min(limit, end)
+        try:
+            while pos < stop and pos + 16 <= end:
+                _, _, caplen, olen = rec(mm, pos)
+                if caplen > MAX_BLOCK_LEN:
+                    raise CaptureError(f"packet record at offset {pos} has an invalid length {caplen}", pos)
+                if pos + 16 + caplen > end:
+                    break
+                got = packet_frame(mm, pos + 16, pos + 16 + caplen, olen, 0, pos)
+                if got is None:
+                    self.cut += 1
+                elif isinstance(got, str):
+                    if not self.offsets:
+                        raise CaptureFormatError(got, pos)
+                    self.skipped += 1
+                else:
+                    self.offsets.append(pos)
+                pos += 16 + caplen
+            if pos < stop:
+                raise CaptureError(f"packet record at offset {pos} cut short: {end - pos} bytes present", pos)
         finally:
             self._end = pos
-            self._section = section
+
+    def _pcap_frame(self, off: int) -> Frame | str | None:
+        mm = self._mm
+        assert mm is not None and self._pcap is not None
+        sec, frac, caplen, olen = struct.unpack_from(self._pcap.order + "IIII", mm, off)
+        return packet_frame(mm, off + 16, off + 16 + caplen, olen,
+                            sec * 1_000_000_000 + frac * self._pcap.frac_ns, off)
 
     def _odd_packet(self, mm: mmap.mmap, pos: int, blen: int, section: Section, have_frames: bool) -> None:
-        """An EPB off the fast path: ours after all (other tag layout), foreign, or damaged."""
+        """An EPB off the fast path: ours after all (other tag layout), cut, foreign, or damaged."""
         got = epb_frame(mm, pos, blen, section)  # raises CaptureError if ours but damaged
-        if isinstance(got, str):
+        if got is None:
+            self.cut += 1
+        elif isinstance(got, str):
             if not have_frames:
                 raise CaptureFormatError(got, pos)
             self.skipped += 1
         else:
             self.offsets.append(pos)
+            origins = self._blocks.origins
+            if origins.multi:
+                origins.conn(section.interfaces[got_iface(mm, pos, section)].origin, got.conn)
 
     # -- access --------------------------------------------------------------------
     @property
@@ -221,11 +238,19 @@ class CaptureIndex:
             off = self.offsets[i]
             mm = self._mm
             assert mm is not None
+            if self._pcap is not None:
+                got = self._pcap_frame(off)
+                if not isinstance(got, Frame):
+                    raise CaptureError(f"frame {i} at offset {off}: {got or 'cut by the snap length'}", off)
+                return got
             section = self.sections[bisect_right(self._section_starts, off) - 1]
             blen = section.u32.unpack_from(mm, off + 4)[0]
             got = epb_frame(mm, off, blen, section)
-        if isinstance(got, str):  # cannot happen for an indexed offset
-            raise CaptureError(f"frame {i} at offset {off}: {got}", off)
+        if not isinstance(got, Frame):  # cannot happen for an indexed offset
+            raise CaptureError(f"frame {i} at offset {off}: {got or 'cut by the snap length'}", off)
+        origins = self._blocks.origins
+        if origins.multi:
+            got.conn = origins.conn(section.interfaces[got_iface(mm, off, section)].origin, got.conn)
         return got
 
     def close(self) -> None:

@@ -14,7 +14,9 @@ with ``struct`` directly: that is also 5-10x faster.
 from __future__ import annotations
 
 import math
+import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vuinspect.capture import pseudohdr
@@ -80,9 +82,18 @@ PREFIX_LEN = len(EXPORTED_PDU_PREFIX)
 
 #: A block longer than this is taken as a corrupt length, not buffered.
 MAX_BLOCK_LEN = 64 << 20
+#: Largest captured length Wireshark 4.0 accepts in a packet (WTAP_MAX_PACKET_SIZE_STANDARD):
+#: the writer splits a longer data frame into several packets (docs/capture-format.md §1).
+MAX_CAPLEN = 262_144
+
+#: ``if_description`` of our interfaces: "conn N main|backend", optionally " capture ID".
+IF_DESCRIPTION_RE = re.compile(r"conn (\d{1,10}) (main|backend)(?: capture ([0-9A-Za-z_-]{1,64}))?\Z")
+#: An ``opt_comment`` of the section header naming the capture: "vuinspect capture ID".
+SHB_CAPTURE_RE = re.compile(r"vuinspect capture ([0-9A-Za-z_-]{1,64})\Z")
 
 _HDR = {"<": struct.Struct("<II"), ">": struct.Struct(">II")}
-_EPB = {"<": struct.Struct("<IIII"), ">": struct.Struct(">IIII")}  # iface, ts_high, ts_low, caplen
+# iface, ts_high, ts_low, caplen, original length
+_EPB = {"<": struct.Struct("<IIIII"), ">": struct.Struct(">IIIII")}
 _U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
 _TLV = struct.Struct(">HH")
 
@@ -107,6 +118,7 @@ class Interface:
     ts_mul: int = 1000
     ts_div: int = 1
     native_ns: bool = False  # raw timestamps already are ns since the epoch
+    origin: int = 0  # the capture it came from, when files were merged (Origins)
     ours: bool = field(init=False)  # link type 252: may hold vuinspect packets
 
     def __post_init__(self) -> None:
@@ -127,16 +139,54 @@ def ts_scale(tsresol: int) -> tuple[int, int]:
 class Section:
     """The state one SHB opens: byte order, compiled structs, its interfaces."""
 
-    __slots__ = ("index", "offset", "order", "hdr", "epb", "u32", "interfaces")
+    __slots__ = ("index", "offset", "order", "hdr", "epb", "u32", "interfaces", "capture_id")
 
     def __init__(self, index: int, offset: int, order: str) -> None:
         self.index = index
         self.offset = offset
         self.order = order
+        self.capture_id: str | None = None
         self.hdr = _HDR[order]
         self.epb = _EPB[order]
         self.u32 = _U32[order]
         self.interfaces: list[Interface] = []
+
+
+def is_pcap(head: bytes) -> bool:
+    """Does ``head`` start a classic pcap (libpcap) file, µs or ns, either byte order?"""
+    return head[:4] in _PCAP_MAGICS
+
+
+@dataclass(slots=True)
+class PcapHeader:
+    """A classic pcap file header: record byte order, ns per timestamp fraction unit, snaplen."""
+
+    order: str
+    frac_ns: int
+    snaplen: int
+    linktype: int
+
+
+def pcap_header(head: bytes) -> PcapHeader:
+    """Parse the 24-byte header of a classic pcap file (µs or ns, either byte order).
+
+    Raises CaptureFormatError for one that is cut short, modified-pcap, or
+    not of link type 252.
+    """
+    if len(head) < 24:
+        raise CaptureFormatError(f"classic pcap (libpcap) header cut short: {len(head)} of 24 bytes", 0)
+    magic = bytes(head[:4])
+    kinds = {b"\xd4\xc3\xb2\xa1": ("<", 1000), b"\xa1\xb2\xc3\xd4": (">", 1000),
+             b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1)}
+    if magic not in kinds:
+        raise CaptureFormatError("modified (Kuznetzov) pcap file: save it as pcapng or pcap first", 0)
+    order, frac_ns = kinds[magic]
+    snaplen, linktype = struct.unpack_from(order + "II", head, 16)
+    if linktype & 0xFFFF != LINKTYPE_WIRESHARK_UPPER_PDU:
+        raise CaptureFormatError(
+            f"classic pcap (libpcap) file with link type {linktype & 0xFFFF}, not 252 (exported PDU): "
+            "not a vuinspect capture", 0)
+    return PcapHeader(order, frac_ns, snaplen, linktype & 0xFFFF)
 
 
 def sniff(head: bytes) -> str | None:
@@ -178,6 +228,11 @@ def parse_shb(buf: bytes, pos: int, blen: int, section: Section) -> None:
     major, minor = struct.unpack_from(section.order + "HH", buf, pos + 12)
     if major != 1:
         raise CaptureFormatError(f"pcapng version {major}.{minor} is not supported (only 1.x)")
+    for code, value in iter_options(buf, pos + 24, pos + blen - 4, section.order):
+        if code == OPT_COMMENT:
+            m = SHB_CAPTURE_RE.match(value.rstrip(b"\0").decode("utf-8", "replace"))
+            if m:
+                section.capture_id = m.group(1)
 
 
 def iter_options(buf: bytes, start: int, end: int, order: str):
@@ -244,35 +299,219 @@ def payload_start(buf: bytes, start: int, end: int) -> int | str:
     return "exported-PDU tags without end-of-options"
 
 
-def epb_frame(buf: bytes, pos: int, blen: int, section: Section) -> Frame | str:
+def packet_frame(buf: bytes, start: int, end: int, olen: int, ts: int, offset: int) -> Frame | str | None:
+    """The Frame in packet bytes ``buf[start:end]`` (originally ``olen`` long), for pcapng and pcap.
+
+    A packet a snap length cut gives a Frame with ``truncated`` set, or None
+    when not even our pseudo-header's fixed part was kept; a packet that is
+    not ours gives the reason; ours but damaged raises CaptureError at ``offset``.
+    """
+    cut = olen > end - start
+    p = payload_start(buf, start, end)
+    if isinstance(p, str):
+        if cut and EXPORTED_PDU_PREFIX.startswith(bytes(buf[start:end])):
+            return None  # the snap length left less than the exported-PDU tags
+        return p
+    try:
+        if cut:
+            got = pseudohdr.decode_cut(buf[p:end], ts)
+            if got is None:
+                return None
+            frame, hdr_len = got
+            frame.truncated = olen - (p - start) - hdr_len - len(frame.data)
+        else:
+            frame, _ = pseudohdr.decode(buf[p:end], ts)
+    except pseudohdr.PseudoHeaderError as exc:
+        raise CaptureError(f"packet block at offset {offset}: {exc.reason}", offset) from None
+    return frame
+
+
+def epb_frame(buf: bytes, pos: int, blen: int, section: Section, base: int = 0) -> Frame | str | None:
     """Decode the EPB at ``pos`` into a Frame, or say why the packet is not ours.
 
-    Raises :class:`CaptureError` (with the block offset) when the block is ours
+    A packet a snap length cut (captured < original length) gives a Frame
+    with ``truncated`` set, or None when not even our pseudo-header's fixed
+    part was kept.  ``opt_comment`` options become ``Frame.comment``.  Raises
+    :class:`CaptureError` (with the block's file offset, ``base + pos``) when the block is ours
     but damaged.
     """
-    iface_id, ts_high, ts_low, caplen = section.epb.unpack_from(buf, pos + 8)
+    iface_id, ts_high, ts_low, caplen, olen = section.epb.unpack_from(buf, pos + 8)
+    at = base + pos
     if caplen > blen - 32:
         raise CaptureError(
-            f"packet block at offset {pos}: captured length {caplen} exceeds block length {blen}", pos
+            f"packet block at offset {at}: captured length {caplen} exceeds block length {blen}", at
         )
     try:
         iface = section.interfaces[iface_id]
     except IndexError:
         raise CaptureError(
-            f"packet block at offset {pos} names interface {iface_id}, "
+            f"packet block at offset {at} names interface {iface_id}, "
             f"only {len(section.interfaces)} defined",
-            pos,
+            at,
         ) from None
     if not iface.ours:
         return linktype_refusal(iface)
     start = pos + 28
     end = start + caplen
-    p = payload_start(buf, start, end)
-    if isinstance(p, str):
-        return p
-    try:
-        frame, _ = pseudohdr.decode(buf[p:end], iface.ts_ns(ts_high << 32 | ts_low))
-    except pseudohdr.PseudoHeaderError as exc:
-        raise CaptureError(f"packet block at offset {pos}: {exc.reason}", pos) from None
+    frame = packet_frame(buf, start, end, olen, iface.ts_ns(ts_high << 32 | ts_low), at)
+    if not isinstance(frame, Frame):
+        return frame
+    opts = start + ((caplen + 3) & ~3)
+    if opts < pos + blen - 4:
+        comments = [v.decode("utf-8", "replace") for code, v in
+                    iter_options(buf, opts, pos + blen - 4, section.order) if code == OPT_COMMENT]
+        if comments:
+            frame.comment = "\n".join(comments)
     return frame
 
+
+class Origins:
+    """Which capture each interface came from, and the connection numbers shown for each.
+
+    ``mergecap`` or ``cat`` of two runs puts two ``conn 1`` in one file.  An
+    interface's origin is the capture id its description (or its section
+    header) names; without one, a new section is a new origin, and inside a
+    section the n-th interface described "conn N CHANNEL" belongs to the n-th
+    origin.  The first origin to use a conn number keeps it; a later one
+    using it gets the next number above every number used so far (in file
+    order, so the Lua dissector can do the same in its first pass).
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple, int] = {}
+        self._seen: dict[tuple[int, str], int] = {}  # (section, description) -> interfaces so far
+        self.multi = False  # more than one origin so far: conn numbers go through conn()
+        self._owner: dict[int, int] = {}  # shown conn number -> origin
+        self._shown: dict[tuple[int, int], int] = {}  # (origin, conn) -> shown conn number
+        self._next = 1
+
+    def add(self, iface: Interface, section: Section) -> None:
+        """Give a just-parsed interface its origin."""
+        m = IF_DESCRIPTION_RE.match(iface.description)
+        cid = (m.group(3) if m else None) or section.capture_id
+        if cid:
+            key: tuple = ("id", cid)
+        elif m:
+            d = (section.index, f"{m.group(1)} {m.group(2)}")
+            n = self._seen[d] = self._seen.get(d, -1) + 1
+            key = ("section", section.index, n)
+        else:
+            key = ("section", section.index, 0)
+        origin = iface.origin = self._keys.setdefault(key, len(self._keys))
+        if origin:
+            self.multi = True
+        elif m and not self.multi:  # one origin so far: its conns are those its interfaces name
+            self.conn(0, int(m.group(1)))
+
+    def conn(self, origin: int, conn: int) -> int:
+        """The connection number shown for ``conn`` of ``origin`` (claimed at first sight)."""
+        shown = self._shown.get((origin, conn))
+        if shown is not None:
+            return shown
+        owner = self._owner.get(conn)
+        if owner is None or owner == origin:
+            shown = conn
+        else:
+            shown = self._next
+            while shown in self._owner or shown > 0xFFFFFFFF:
+                shown = shown + 1 if shown <= 0xFFFFFFFF else 1
+        self._owner[shown] = origin
+        self._shown[(origin, conn)] = shown
+        self._next = max(self._next, shown + 1)
+        return shown
+
+
+class Blocks:
+    """The pcapng block walk shared by CaptureReader (streaming) and CaptureIndex (mmap).
+
+    :meth:`walk` checks each block's framing, opens sections, parses interface
+    blocks and yields ``(pos, blen, section)`` for every Enhanced Packet Block;
+    other blocks are skipped.  It returns at the first block not wholly in the
+    buffer, leaving ``pos`` there and ``need`` = the bytes that block needs;
+    damage raises :class:`CaptureError` with the file offset.
+    """
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.interfaces: list[Interface] = []
+        self.section: Section | None = None
+        self.origins = Origins()
+        self.pos = 0
+        self.need = 8
+
+    def walk(self, buf: bytes, pos: int, end: int, base: int = 0,
+             stop: int | None = None) -> Iterator[tuple[int, int, Section]]:
+        """Walk ``buf[pos:end]`` (byte 0 at file offset ``base``); no block starts at ``stop`` or after."""
+        section = self.section
+        hdr = _HDR["<"].unpack_from if section is None else section.hdr.unpack_from
+        u32 = None if section is None else section.u32.unpack_from
+        self.need = 8
+        stop = end if stop is None else min(stop, end)
+        try:
+            while pos < stop and pos + 8 <= end:
+                btype, blen = hdr(buf, pos)
+                new = None
+                if btype == BT_SHB:  # the same in both byte orders: read the order, then the length
+                    if pos + 12 > end:
+                        self.need = 12
+                        break
+                    order = shb_order(buf, pos)
+                    if order is None:
+                        raise CaptureError(
+                            f"section header at offset {base + pos} has a bad byte-order magic", base + pos)
+                    new = Section(len(self.sections), base + pos, order)
+                    hdr, u32 = new.hdr.unpack_from, new.u32.unpack_from
+                    blen = hdr(buf, pos)[1]
+                elif section is None:
+                    raise CaptureError(f"block at offset {base + pos} precedes any section header", base + pos)
+                if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
+                    raise CaptureError(f"block at offset {base + pos} has an invalid length {blen}", base + pos)
+                if pos + blen > end:
+                    self.need = blen
+                    break
+                assert u32 is not None
+                if u32(buf, pos + blen - 4)[0] != blen:
+                    raise CaptureError(
+                        f"block at offset {base + pos}: trailing length {u32(buf, pos + blen - 4)[0]} "
+                        f"does not match {blen}",
+                        base + pos,
+                    )
+                if btype == BT_EPB:
+                    if blen < 32:  # unpacking would read past the block
+                        raise CaptureError(
+                            f"packet block at offset {base + pos} too short ({blen} bytes)", base + pos)
+                    self.pos = pos
+                    yield pos, blen, section  # type: ignore[misc]
+                elif new is not None:
+                    parse_shb(buf, pos, blen, new)
+                    section = self.section = new
+                    self.sections.append(new)
+                elif btype == BT_IDB:
+                    iface = parse_idb(buf, pos, blen, section)  # type: ignore[arg-type]
+                    self.interfaces.append(iface)
+                    self.origins.add(iface, section)  # type: ignore[arg-type]
+                pos += blen
+        except CaptureFormatError as exc:
+            if exc.offset is None:
+                exc.offset = base + pos
+            raise
+        except CaptureError:
+            raise
+        except (ArithmeticError, LookupError, ValueError, struct.error) as exc:  # a last safety net
+            raise CaptureError(f"block at offset {base + pos} is corrupt: {exc}", base + pos) from None
+        finally:
+            self.pos = pos
+
+    def cut_short(self, buf: bytes, pos: int, end: int, base: int = 0) -> CaptureError:
+        """The error for a block that stops at ``end`` (end of file)."""
+        have = end - pos
+        blen = None
+        if have >= 8 and buf[pos : pos + 4] != _SHB_MAGIC:
+            blen = (self.section.hdr if self.section else _HDR["<"]).unpack_from(buf, pos)[1]
+        elif have >= 12:
+            order = shb_order(buf, pos)
+            blen = None if order is None else _HDR[order].unpack_from(buf, pos)[1]
+        if blen is not None:
+            return CaptureError(
+                f"block at offset {base + pos} cut short: header says {blen} bytes, {have} present", base + pos)
+        return CaptureError(f"block at offset {base + pos} cut short: {have} bytes present", base + pos)

@@ -153,6 +153,37 @@ def decode(buf: bytes | bytearray | memoryview, ts_ns: int = 0) -> tuple[Frame, 
     return frame, bool(flags & FLAG_BIG_ENDIAN)
 
 
+def decode_cut(buf: bytes | bytearray | memoryview, ts_ns: int = 0) -> tuple[Frame, int] | None:
+    """Decode what a snap length left of a packet: ``(Frame, hdr_len)``, or None if too little.
+
+    The fixed part must be whole and valid (else PseudoHeaderError, as
+    :func:`decode`); an fd list cut short keeps the descriptions that are
+    whole; the data is whatever follows (possibly nothing).
+    """
+    if len(buf) < FIXED_LEN:
+        return None
+    magic, version, kind, hdr_len, channel, direction, conn, _, nfds = FIXED.unpack_from(buf, 0)
+    if len(buf) >= hdr_len:
+        frame, _ = decode(buf, ts_ns)
+        return frame, hdr_len
+    if magic != MAGIC or version != VERSION or kind >= len(KIND_NAMES) or channel >= len(CHANNEL_NAMES) \
+            or direction >= len(DIRECTION_NAMES) or hdr_len < FIXED_LEN or nfds > MAX_FDS:
+        raise PseudoHeaderError("pseudo-header of a cut packet is not valid")
+    fds = []
+    pos = FIXED_LEN
+    for _ in range(nfds):
+        if pos + 2 > len(buf):
+            break
+        (size,) = _U16.unpack_from(buf, pos)
+        if pos + 2 + size > len(buf):
+            break
+        fds.append(bytes(buf[pos + 2 : pos + 2 + size]).decode("utf-8", "replace"))
+        pos += 2 + size
+    frame = Frame(ts_ns, conn, CHANNEL_NAMES[channel], DIRECTION_NAMES[direction], b"", tuple(fds),
+                  KIND_NAMES[kind])
+    return frame, hdr_len
+
+
 def _decode_fds(buf: bytes | bytearray | memoryview, nfds: int, hdr_len: int) -> tuple[str, ...]:
     """Walk the fd list, checking that it ends exactly at ``hdr_len``."""
     pos = FIXED_LEN

@@ -13,27 +13,32 @@ import os
 import struct
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import BinaryIO
+
+import dpkt
 
 from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
 from vuinspect.capture.pcapng import (
-    BT_EPB,
-    BT_IDB,
-    BT_SHB,
     EXPORTED_PDU_PREFIX,
-    MAX_BLOCK_LEN,
+    MAX_CAPLEN,
     PREFIX_LEN,
+    Blocks,
     Interface,
     Section,
     epb_frame,
+    is_pcap,
     linktype_refusal,
-    parse_idb,
-    parse_shb,
+    packet_frame,
+    pcap_header,
     shb_order,
     sniff,
 )
 from vuinspect.frames import Frame
+
+#: EPB bytes beyond the packet data when its only option is epb_flags (what we write).
+EPB_OVERHEAD = 28 + 8 + 4 + 4
 
 CHUNK = 1 << 20
 _MAGIC = pseudohdr.MAGIC
@@ -60,10 +65,14 @@ def _open_source(source: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, b
 class CaptureReader:
     """Iterate the Frames of a capture; see ``error`` afterwards for damage.
 
-    Opening reads the section header, so a file that is not pcapng raises
-    :class:`CaptureFormatError` here.  Packets that are not ours (other link
-    types, other exported-PDU dissectors) raise it too if they come before
-    any vuinspect frame; after one, they are skipped and counted in ``skipped``.
+    Opening reads the section header, so a file that is neither pcapng nor
+    classic pcap of link type 252 raises :class:`CaptureFormatError` here.
+    Packets that are not ours (other link types, other exported-PDU
+    dissectors) raise it too if they come before any vuinspect frame; after
+    one, they are skipped and counted in ``skipped``.  Packets a snap length
+    cut are read with ``Frame.truncated`` set; those cut inside our own header
+    are counted in ``cut``.  Merged captures (``mergecap``, ``cat``) get
+    distinct connection numbers (pcapng.Origins, docs/capture-format.md §5).
     """
 
     def __init__(self, source: str | os.PathLike[str] | BinaryIO, *, chunk_size: int = CHUNK) -> None:
@@ -75,11 +84,14 @@ class CaptureReader:
         self._base = 0  # file offset of self._buf[0]
         self._eof = False
         self.error: CaptureError | None = None
-        self.sections: list[Section] = []
-        self.interfaces: list[Interface] = []
+        self._blocks = Blocks()
+        self.sections: list[Section] = self._blocks.sections
+        self.interfaces: list[Interface] = self._blocks.interfaces
         self.frames_read = 0
         self.skipped = 0
+        self.cut = 0
         self._iterating = False
+        self._pcap = False
         try:
             self._check_start()
         except BaseException:
@@ -93,7 +105,11 @@ class CaptureReader:
         have = len(parts[0])
         self._base += pos
         while have < need and not self._eof:
-            chunk = self._read(max(self._chunk, need - have))
+            try:
+                chunk = self._read(max(self._chunk, need - have))
+            except OSError as exc:  # /proc/self/mem, a directory, EIO: one line, not a traceback
+                raise CaptureError(f"cannot read capture {self.name}: {exc.strerror or exc}",
+                                   self._base + have) from None
             if not chunk:
                 self._eof = True
                 break
@@ -103,12 +119,37 @@ class CaptureReader:
 
     def _check_start(self) -> None:
         """Read enough to tell pcapng from anything else, raising CaptureFormatError."""
-        self._buf = self._more(b"", 0, 12)
+        self._buf = self._more(b"", 0, 24)
+        if is_pcap(self._buf):
+            self._open_pcap()
+            return
         why = sniff(self._buf[:12])
         if why is not None:
             raise CaptureFormatError(why, 0)
         if len(self._buf) >= 12 and shb_order(self._buf, 0) is None:
             raise CaptureFormatError("pcapng section header with a bad byte-order magic", 0)
+
+    def _open_pcap(self) -> None:
+        """Classic pcap: dpkt's reader, fed the bytes already read and then the file."""
+        head, read = self._buf, self._read
+        self._buf = b""
+
+        class Source:
+            name = self.name
+
+            def read(self, n: int) -> bytes:
+                nonlocal head
+                if head:
+                    out, head = head[:n], head[n:]
+                    return out + (read(n - len(out)) if len(out) < n else b"")
+                return read(n)
+
+        pcap_header(head[:24])  # link type 252 or a one-line refusal (the same text as the index)
+        try:
+            self._pcap_reader = dpkt.pcap.Reader(Source())
+        except (ValueError, dpkt.Error) as exc:
+            raise CaptureFormatError(f"classic pcap (libpcap) file with a bad header: {exc}", 0) from None
+        self._pcap = True
 
     # -- iteration -----------------------------------------------------------------
     def __iter__(self) -> Iterator[Frame]:
@@ -117,83 +158,31 @@ class CaptureReader:
         self._iterating = True
         return self._frames()
 
-    def _fail(self, reason: str, offset: int) -> CaptureError:
-        return CaptureError(reason, offset)
-
     def _frames(self) -> Iterator[Frame]:  # noqa: C901 - one hot loop, kept flat for speed
+        if self._pcap:
+            yield from self._pcap_frames()
+            return
+        blocks = self._blocks
+        origins = blocks.origins
         buf = self._buf
-        pos = 0
-        section: Section | None = None
-        hdr = struct.Struct("<II").unpack_from  # until a section header says otherwise
-        u32 = epb = None
-        ifaces: list[Interface] = []
+        start = 0
         prefix = EXPORTED_PDU_PREFIX
         prefix_end = 28 + PREFIX_LEN
+        min_caplen = PREFIX_LEN + _FIXED_LEN
         fixed_unpack = _FIXED.unpack_from
         offset = 0
-        size = len(buf)
         try:
             while True:
-                if size - pos < 12:
-                    buf = self._more(buf, pos, 12)
-                    size = len(buf)
-                    pos = 0
-                    if not buf:
-                        self._check_end()
-                        return
-                    if len(buf) < 8:
-                        raise self._fail(
-                            f"block at offset {self._base} cut short: {len(buf)} of 8 header bytes present",
-                            self._base,
-                        )
-                offset = self._base + pos
-                btype, blen = hdr(buf, pos)
-                if btype == BT_SHB:  # the same in both byte orders: read the order, then the length
-                    if size - pos < 12:
-                        raise self._fail(
-                            f"section header at offset {offset} cut short: {size - pos} bytes present",
-                            offset,
-                        )
-                    order = shb_order(buf, pos)
-                    if order is None:
-                        raise self._fail(
-                            f"section header at offset {offset} has a bad byte-order magic", offset
-                        )
-                    section = Section(len(self.sections), offset, order)
-                    hdr, u32, epb = section.hdr.unpack_from, section.u32.unpack_from, section.epb.unpack_from
+                for pos, blen, section in blocks.walk(buf, start, len(buf), self._base):
+                    offset = self._base + pos
+                    iface_id, ts_high, ts_low, caplen, olen = section.epb.unpack_from(buf, pos + 8)
                     ifaces = section.interfaces
-                    blen = hdr(buf, pos)[1]
-                elif section is None:
-                    raise self._fail(f"block at offset {offset} precedes any section header", offset)
-                if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
-                    raise self._fail(f"block at offset {offset} has an invalid length {blen}", offset)
-                if size - pos < blen:
-                    buf = self._more(buf, pos, blen)
-                    size = len(buf)
-                    pos = 0
-                    if len(buf) < blen:
-                        raise self._fail(
-                            f"block at offset {offset} cut short: header says {blen} bytes, {len(buf)} present",
-                            offset,
-                        )
-                if u32(buf, pos + blen - 4)[0] != blen:
-                    raise self._fail(
-                        f"block at offset {offset}: trailing length {u32(buf, pos + blen - 4)[0]} "
-                        f"does not match {blen}",
-                        offset,
-                    )
-                if btype == BT_EPB:
-                    if blen < 32:
-                        raise self._fail(f"packet block at offset {offset} too short ({blen} bytes)", offset)
-                    iface_id, ts_high, ts_low, caplen = epb(buf, pos + 8)
-                    if iface_id < len(ifaces) and caplen <= blen - 32:
+                    # fast path: whole packet, standard tags, no fds, no options but epb_flags
+                    if caplen == olen and iface_id < len(ifaces) and min_caplen <= caplen \
+                            and blen <= (caplen + 3 & ~3) + EPB_OVERHEAD:
                         iface = ifaces[iface_id]
                         p = pos + prefix_end
-                        if (
-                            iface.ours
-                            and caplen >= PREFIX_LEN + _FIXED_LEN
-                            and buf[pos + 28 : p] == prefix
-                        ):
+                        if iface.ours and buf[pos + 28 : p] == prefix:
                             magic, version, kind, hlen, channel, direction, conn, _, nfds = fixed_unpack(buf, p)
                             if (
                                 magic == _MAGIC and version == _VERSION and hlen == _FIXED_LEN
@@ -202,29 +191,35 @@ class CaptureReader:
                                 ts = ts_high << 32 | ts_low
                                 if not iface.native_ns:
                                     ts = iface.ts_ns(ts)
-                                pos += blen
+                                if origins.multi:
+                                    conn = origins.conn(iface.origin, conn)
                                 self.frames_read += 1
                                 yield Frame(
                                     ts, conn, _CHANNELS[channel], _DIRECTIONS[direction],
-                                    buf[p + _FIXED_LEN : pos - blen + 28 + caplen], (), _KINDS[kind],
+                                    buf[p + _FIXED_LEN : pos + 28 + caplen], (), _KINDS[kind],
                                 )
                                 continue
-                    got = epb_frame(buf, pos, blen, section)  # the general path: fds, foreign, errors
-                    pos += blen
+                    got = epb_frame(buf, pos, blen, section, self._base)  # the general path: fds, foreign, cut, errors
+                    if got is None:
+                        self.cut += 1
+                        continue
                     if isinstance(got, str):
                         if not self.frames_read:
                             raise CaptureFormatError(got, offset)
                         self.skipped += 1
                         continue
+                    if origins.multi:
+                        got.conn = origins.conn(ifaces[iface_id].origin, got.conn)
                     self.frames_read += 1
                     yield got
-                    continue
-                if btype == BT_SHB:
-                    parse_shb(buf, pos, blen, section)
-                    self.sections.append(section)
-                elif btype == BT_IDB:
-                    self.interfaces.append(parse_idb(buf, pos, blen, section))
-                pos += blen
+                start = blocks.pos
+                if self._eof:
+                    if start < len(buf):
+                        raise blocks.cut_short(buf, start, len(buf), self._base)
+                    self._check_end()
+                    return
+                buf = self._more(buf, start, blocks.need if start < len(buf) else 12)
+                start = 0
         except CaptureFormatError as exc:
             if not self.frames_read:
                 raise
@@ -233,7 +228,45 @@ class CaptureReader:
         except CaptureError as exc:
             self.error = exc
         except (ArithmeticError, LookupError, ValueError, struct.error) as exc:  # a last safety net
-            self.error = self._fail(f"block at offset {offset} is corrupt: {exc}", offset)
+            self.error = CaptureError(f"block at offset {offset} is corrupt: {exc}", offset)
+        finally:
+            self.close()
+
+    def _pcap_frames(self) -> Iterator[Frame]:
+        """Classic pcap (``editcap -F pcap``), link type 252, through dpkt's pcap reader.
+
+        dpkt does not give a packet's original length: one exactly as long as
+        a snap length below the standard maximum counts as cut.
+        """
+        reader = self._pcap_reader
+        snaplen = reader.snaplen
+        offset = 24
+        try:
+            for ts, pkt in reader:
+                ns = int(ts * 1_000_000_000) if isinstance(ts, Decimal) else round(ts * 1_000_000) * 1000
+                olen = len(pkt) + 1 if len(pkt) >= snaplen and snaplen < MAX_CAPLEN else len(pkt)
+                got = packet_frame(pkt, 0, len(pkt), olen, ns, offset)
+                offset += 16 + len(pkt)
+                if got is None:
+                    self.cut += 1
+                    continue
+                if isinstance(got, str):
+                    if not self.frames_read:
+                        raise CaptureFormatError(got, offset)
+                    self.skipped += 1
+                    continue
+                self.frames_read += 1
+                yield got
+        except CaptureFormatError as exc:
+            if not self.frames_read:
+                raise
+            self.error = CaptureError(exc.reason, exc.offset)
+        except CaptureError as exc:
+            self.error = exc
+        except dpkt.NeedData:
+            self.error = CaptureError(f"packet record at offset {offset} cut short", offset)
+        except (ArithmeticError, LookupError, ValueError, struct.error, dpkt.Error) as exc:
+            self.error = CaptureError(f"packet record at offset {offset} is corrupt: {exc}", offset)
         finally:
             self.close()
 

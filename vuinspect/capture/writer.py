@@ -8,15 +8,21 @@ survives.  Files are created 0600 because they hold guest memory contents.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import os
 import stat
+import struct
 import sys
 import threading
+from collections.abc import Iterator
 from typing import BinaryIO
 
-from vuinspect.capture.encoder import Encoder
+from vuinspect.capture import pseudohdr
+from vuinspect.capture.encoder import Encoder, pack_options
 from vuinspect.capture.errors import CaptureError
+from vuinspect.capture.pcapng import MAX_CAPLEN, OPT_COMMENT, PREFIX_LEN
 from vuinspect.frames import Frame
 
 FLUSH_AT = 64 * 1024
@@ -88,13 +94,36 @@ class CaptureWriter:
         self._parts.append(block)
         self._size += len(block)
 
+    def _patched(self, block: bytes, frame: Frame) -> bytes:
+        """Add what the Encoder does not pack: an ``opt_comment``, a snap-length cut."""
+        order = ">" if self.big_endian else "<"
+        if frame.truncated:  # original length = captured + left out, as the capture said
+            caplen = struct.unpack_from(order + "I", block, 20)[0]
+            olen = min(caplen + frame.truncated, 0xFFFFFFFF)
+            block = block[:24] + struct.pack(order + "I", olen) + block[28:]
+        if frame.comment:
+            opt = pack_options(order, [(OPT_COMMENT, frame.comment.encode("utf-8", "replace"))])[:-4]
+            blen = len(block) + len(opt)
+            block = (block[:4] + struct.pack(order + "I", blen) + block[8:-8] + opt + block[-8:-4]
+                     + struct.pack(order + "I", blen))
+        return block
+
     # -- public API ----------------------------------------------------------------
     def write(self, frame: Frame) -> None:
-        """Append one frame; raises ValueError for a frame that cannot be recorded."""
+        """Append one frame; raises ValueError for a frame that cannot be recorded.
+
+        A data frame too long for one packet that Wireshark accepts (MAX_CAPLEN,
+        256 KiB) becomes several packets of the same stream, which the framer
+        joins again; an event frame that long is cut to a note saying so.
+        """
         with self._lock:
             if self._closed:
                 raise ValueError("write to a closed CaptureWriter")
-            self._append(self._encoder.frame(frame))
+            for piece in _pieces(frame):
+                block = self._encoder.frame(piece)
+                if piece.comment or piece.truncated:
+                    block = self._patched(block, piece)
+                self._append(block)
             self.frames_written += 1
             if self._size >= FLUSH_AT:
                 self._flush_locked()
@@ -145,3 +174,27 @@ class CaptureWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pieces(frame: Frame) -> Iterator[Frame]:
+    """``frame`` as packets of at most MAX_CAPLEN bytes (fds and comment on the last)."""
+    room = MAX_CAPLEN - PREFIX_LEN
+    if len(frame.data) + pseudohdr.FIXED_LEN + 2 * len(frame.fds) + 4096 <= room:  # the usual case
+        yield frame
+        return
+    last_room = room - len(pseudohdr.encode_header(frame))
+    if len(frame.data) <= last_room:
+        yield frame
+        return
+    if frame.kind != "data":  # event JSON cannot be split: keep a note of what it was
+        text = frame.data[:4096].decode("utf-8", "replace")
+        data = json.dumps({"text": text, "truncated": len(frame.data)}).encode()
+        yield dataclasses.replace(frame, data=data)
+        return
+    data = frame.data
+    head = len(data) - last_room
+    step = room - pseudohdr.FIXED_LEN
+    for at in range(0, head, step):
+        yield Frame(frame.ts_ns, frame.conn, frame.channel, frame.direction,
+                    data[at:min(at + step, head)])
+    yield dataclasses.replace(frame, data=data[head:])
