@@ -197,6 +197,38 @@ def test_cli_argument_errors(sockdir) -> None:
     assert p.returncode == 1 and "nothing to proxy" in p.stderr
 
 
+def test_help_is_for_users() -> None:
+    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--help"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0
+    assert ".py" not in p.stdout  # no module names (engine.py, viewer.py)
+    lines = p.stdout.splitlines()
+    examples = [ln for ln in lines if ln.strip().startswith("vuinspect proxy ")]
+    assert len(examples) >= 4  # each example on its own line, as written
+    assert all(ln.count("vuinspect proxy") == 1 for ln in examples)
+    for flag in ("--force", "--capture-filter", "--capture-buffer", "-b KEY:N", "-a KEY:N", "-c N"):
+        assert flag in p.stdout
+
+
+def test_quiet_prints_only_the_ready_line(sockdir, procs) -> None:
+    be = run_backend(sockdir, procs)
+    px = os.path.join(sockdir, "px.sock")
+    log = Path(sockdir) / "quiet.log"
+    out = Path(sockdir) / "quiet.out"
+    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "-q",
+                   "-w", os.path.join(sockdir, "q.pcapng")], log, stdout=open(out, "wb"))  # noqa: SIM115
+    procs.append(proxy)
+    wait_line(log, f"listening on {px} -> {be}", proxy)
+    fe = Frontend(wire.connect(px))
+    fe.handshake()
+    fe.round_trips(5)
+    fe.close()
+    time.sleep(0.3)
+    assert stop(proxy) == 0
+    assert out.read_text() == ""
+    assert log.read_text().splitlines() == [f"listening on {px} -> {be}"]
+
+
 @pytest.mark.parametrize("how", ["key q", "SIGTERM"])
 def test_tui_is_the_default_on_a_terminal(sockdir, procs, how) -> None:
     import fcntl
