@@ -280,3 +280,21 @@ def test_unwritable_output_refused_before_connecting(tmp_path, capsys) -> None:
             listener.accept()  # nobody connected
     finally:
         listener.close()
+
+
+def test_backend_that_stops_reading_cannot_hang_the_replay(tmp_path, capsys) -> None:
+    """30000 recorded messages, a back-end that never reads: the send times out, we end."""
+    num = build("main", 8, {"index": 0, "num": 256})
+    rec = _recording(tmp_path, [_f(2 + i, "main", "f2b", num) for i in range(30000)])
+    path = tmp_path / "deaf.sock"
+    listener = wire.listen(str(path))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    try:
+        rc, out = replay(capsys, rec, "--connect", path, "--timeout", "0.5")
+    finally:
+        listener.close()
+        for s in held:
+            s.close()
+    assert rc == 1
+    assert "send failed" in out

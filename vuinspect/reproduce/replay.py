@@ -23,9 +23,11 @@ import os
 import queue
 import re
 import socket
+import struct
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from ..capture import CaptureError, CaptureWriter
@@ -139,6 +141,13 @@ def recv_message(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     return data, fds
 
 
+def send_timeout(sock: socket.socket, seconds: float) -> None:
+    """SO_SNDTIMEO only: a blocked send fails after ``seconds``; receiving still blocks."""
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                    struct.pack("@ll", whole, int((seconds - whole) * 1e6)))
+
+
 # -- the replay ------------------------------------------------------------------------------
 
 class Replay:
@@ -155,8 +164,11 @@ class Replay:
         self._channel: socket.socket | None = None
         self._answers = {m.frame: m for m in recorded if m.channel == "backend"
                          and m.direction == "f2b"}
-        self._backend_requests = [m for m in recorded if m.channel == "backend"
-                                  and m.direction == "b2f" and not m.is_reply]
+        #: Recorded back-end channel requests by request id, in order (answered once each).
+        self._backend_requests: dict[int | None, deque[Message]] = {}
+        for m in recorded:
+            if m.channel == "backend" and m.direction == "b2f" and not m.is_reply:
+                self._backend_requests.setdefault(m.request, deque()).append(m)
         self._threads: list[threading.Thread] = []
         #: What went wrong on the way (timeouts, an early close), for the report.
         self.notes: list[str] = []
@@ -205,13 +217,13 @@ class Replay:
         """A back-end channel request: give the answer the recording gave, if any."""
         request = int.from_bytes(data[:4], sys.byteorder)
         flags = int.from_bytes(data[4:8], sys.byteorder)
-        for i, m in enumerate(self._backend_requests):
-            if m.request == request:
-                del self._backend_requests[i]
-                answer = self._answers.get(m.reply_in) if m.reply_in is not None else None
-                if answer is not None:
-                    self._send_channel(answer.raw)
-                return
+        pending = self._backend_requests.get(request)
+        if pending:
+            m = pending.popleft()
+            answer = self._answers.get(m.reply_in) if m.reply_in is not None else None
+            if answer is not None:
+                self._send_channel(answer.raw)
+            return
         if flags & wire.FLAG_NEED_REPLY:  # not in the recording: ack it, reported as unexpected
             self._send_channel(wire.pack(request, REPLY_FLAGS, wire.U64.pack(0)))
 
@@ -253,6 +265,7 @@ class Replay:
         open_info = {k: v for k, v in info.items() if k in ("device", "byteorder")}
         open_info.update(connect=self.path, label=self.path, orientation="frontend-connects",
                          replay=True)
+        send_timeout(sock, self.timeout)  # a back-end that stops reading cannot hang us
         self._event("open", open_info)
         self._start(self._read, sock, "main", lambda _data: self._replies.put(True))
         alive = True
@@ -301,6 +314,7 @@ class Replay:
             for fd in fds:
                 os.close(fd)
         if channel is not None:
+            send_timeout(channel, self.timeout)
             self._channel = channel
             self._start(self._read, channel, "backend", self._answer)
         if m.reply_in is None:
