@@ -10,6 +10,7 @@ export offers VIRTIO_BLK_F_RO: the replay exits 1 and names the bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,26 +52,24 @@ def qsd():
     except runners.MissingProgram as exc:
         pytest.skip(str(exc))
     work = Path(tempfile.mkdtemp(prefix="vurp-", dir="/tmp"))  # short socket paths
-    stack = []
+    started: list[runners.Proc] = []
+    with contextlib.ExitStack() as stack:
+        def start(**export: str) -> Path:
+            n = len(started)
+            image = work / f"disk{n}.img"
+            with open(image, "wb") as f:
+                f.truncate(recorded_capacity())
+            sock = work / f"qsd{n}.sock"
+            opts = ",".join(f"{k}={v}" for k, v in {"writable": "on", **export}.items())
+            argv = [program, "--blockdev", f"driver=file,node-name=file,filename={image}",
+                    "--export", "type=vhost-user-blk,id=exp,node-name=file,addr.type=unix,"
+                    f"addr.path={sock},{opts}"]
+            proc = stack.enter_context(runners.running(f"qsd{n}", argv, work))
+            started.append(proc)
+            runners.wait_for_socket(sock, 10, proc)
+            return sock
 
-    def start(**export: str) -> Path:
-        image = work / "disk.img"
-        with open(image, "wb") as f:
-            f.truncate(recorded_capacity())
-        sock = work / f"qsd{len(stack)}.sock"
-        opts = {"writable": "on", **export}
-        argv = [program, "--blockdev", f"driver=file,node-name=file,filename={image}",
-                "--export", "type=vhost-user-blk,id=exp,node-name=file,addr.type=unix,"
-                f"addr.path={sock}," + ",".join(f"{k}={v}" for k, v in opts.items())]
-        cm = runners.running(f"qsd{len(stack)}", argv, work)
-        proc = cm.__enter__()
-        stack.append(cm)
-        runners.wait_for_socket(sock, 10, proc)
-        return sock
-
-    yield start
-    for cm in reversed(stack):
-        cm.__exit__(None, None, None)
+        yield start
     shutil.rmtree(work, ignore_errors=True)
 
 
