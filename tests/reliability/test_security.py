@@ -221,7 +221,7 @@ def test_capture_files_are_0600(sockdir, procs) -> None:
     for cap in (new, old):
         px = os.path.join(sockdir, "px.sock")
         p = procs.start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-q",
-                         "-w", cap], "proxy", preexec_fn=lambda: os.umask(0))
+                         "-w", cap, "--force"], "proxy", preexec_fn=lambda: os.umask(0))
         wait_line(p, f"listening on {px}", count=1 if cap == new else 2)
         fe = Frontend(wire.connect(px))
         fe.handshake()
