@@ -328,8 +328,9 @@ def proxy(
     on_line: Callable[[str], None] | None = None,
     name: str = "proxy",
 ) -> Iterator[Proc]:
-    """``vuinspect proxy --no-tui -w capture`` as a subprocess, ready when it says so."""
-    argv = [sys.executable, "-m", "vuinspect", "proxy", "--no-tui", "-w", str(capture)]
+    """``vuinspect proxy --no-tui -w capture --force`` as a subprocess, ready when it says so
+    (the demo writes its capture where it was told to, over a previous run's)."""
+    argv = [sys.executable, "-m", "vuinspect", "proxy", "--no-tui", "-w", str(capture), "--force"]
     if listen is not None:
         argv += ["--listen", str(listen)]
     if connect is not None:
