@@ -110,10 +110,16 @@ def worst(problems: list[Problem]) -> Severity | None:
     """The highest severity among ``problems``; None when there are none."""
     best: Severity | None = None
     for p in problems:
-        sev = CODES[p.code].severity if p.code in CODES else "error"
-        if best is None or RANK[sev] < RANK[best]:
+        code = CODES.get(p.code)
+        sev = code.severity if code is not None else "error"
+        sev = _OLD_NAMES.get(sev, sev)  # type: ignore[assignment]
+        if best is None or RANK.get(sev, 0) < RANK[best]:
             best = sev
     return best
+
+
+#: severities written before the one vocabulary (warn) or not used (chat)
+_OLD_NAMES: dict[str, Severity] = {"warn": "warning", "chat": "note"}
 
 
 def problem(code: str, text: str | None = None) -> Problem:
