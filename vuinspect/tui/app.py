@@ -24,6 +24,8 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
+from vuinspect.render import safe_text
+
 from .connections import ConnectionsView
 from .detail import DetailTree
 from .filter_bar import FilterBar, FilterInput
@@ -92,6 +94,7 @@ class VuInspectApp(App[None]):
         Binding("t", "time_mode", "Time"),
         Binding("F", "follow", "Follow"),
         Binding("w", "save", "Save"),
+        Binding("c", "comment", "Comment"),
     ]
 
     def __init__(self, source: Source, *, device: str | None = None, filter_text: str = "",
@@ -117,6 +120,21 @@ class VuInspectApp(App[None]):
         self._last_select = 0.0
         self._jumped_to: int | None = None
         self._detail_timer: Timer | None = None
+        self.crash: str | None = None  # one line: why the app stopped on an error
+        self._comment_row: int | None = None
+
+    # -- errors: one line and a non-zero exit, not a traceback and 0 ---------------------
+    def _handle_exception(self, error: Exception) -> None:
+        if self.crash is None:
+            self.crash = f"{type(error).__name__}: {safe_text(error)}"[:500]
+        super()._handle_exception(error)
+
+    def _fatal_error(self) -> None:
+        if os.environ.get("VUINSPECT_TRACEBACK"):
+            super()._fatal_error()
+            return
+        self.bell()
+        self._close_messages_no_wait()
 
     # -- layout ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -207,23 +225,26 @@ class VuInspectApp(App[None]):
         decoded, total = m.progress()
         t = Text()
         t.append("vuinspect ", style="bold")
-        t.append(os.path.basename(m.source.name) if not m.source.live else m.source.name)
+        t.append(safe_text(os.path.basename(m.source.name) if not m.source.live
+                           else m.source.name))
         t.append(f"  {total:,} frames")
         if m.source.loading:
             t.append("  indexing…", style="yellow")
         damage = getattr(m.source, "load_error", None) or \
             getattr(getattr(m.source, "index", None), "error", None)
         if damage is not None:
-            t.append(f"  damaged: {damage} (frames before it are shown)", style="bold red")
+            t.append(safe_text(f"  damaged: {damage} (frames before it are shown)"),
+                     style="bold red")
         if m.error:
-            t.append(f"  {m.error}", style="bold red")
+            t.append(safe_text(f"  {m.error}"), style="bold red")
         elif decoded < total or not m.finished and m.source.ended:
             pct = 100 * decoded // total if total else 100
             t.append(f"  decoding {pct}%", style="yellow")
         if m.visible is not None:
-            t.append(f"  filter: {m.filter_text}  {len(m):,} shown", style="cyan")
+            t.append(safe_text(f"  filter: {m.filter_text}  {len(m):,} shown"), style="cyan")
             if m.filtering:
-                t.append(" (filtering…)", style="yellow")
+                pct = 100 * m.filtered // m.decoded if m.decoded else 0
+                t.append(f" (filtering {pct}%)", style="yellow")
         if m.source.live and not m.source.ended:
             lst = self.message_list
             t.append("  LIVE", style="bold green")
@@ -307,7 +328,7 @@ class VuInspectApp(App[None]):
             return (None,)
         if not m.is_decoded(row):
             return (row, False)
-        return (row, True, m.bits[row], m.link[row], len(m.odd.get(row, ())))
+        return (row, True, m.bits[row], m.link[row], len(m.odd.get(row, ())), m.comments.get(row))
 
     def on_message_list_selected(self, event: MessageList.Selected) -> None:
         # While the cursor races (a held key, page after page) only the list repaints;
@@ -340,7 +361,7 @@ class VuInspectApp(App[None]):
         msgs = self.model.messages(row)
         frame = self.model.frame(row)
         title = f"Frame {row + 1}: conn {frame.conn} {frame.channel} {frame.direction}"
-        tree.show(msgs, title)
+        tree.show(msgs, title, self.model.comment(row))
         ref = tree.current
         if not msgs:
             self.hex.show(frame.data)
@@ -468,6 +489,9 @@ class VuInspectApp(App[None]):
         event.stop()
         mode, text = self.prompt_mode, event.value.strip()
         self.close_prompt()
+        if mode == "comment" and self._comment_row is not None:
+            self.set_comment(self._comment_row, text)
+            return
         if not text:
             return
         if mode == "search":
@@ -477,11 +501,26 @@ class VuInspectApp(App[None]):
             try:
                 number = int(text, 0)
             except ValueError:
-                self.notify(f"not a frame number: {text}", severity="error")
+                self.notify(f"not a frame number: {text}", severity="error", markup=False)
                 return
             self.jump_to_frame(number)
         elif mode == "save":
             self.save(text)
+
+    def action_comment(self) -> None:
+        """Add or edit the selected frame's comment (pcapng opt_comment; ``w`` saves it)."""
+        row = self.message_list.selected_row
+        if row is None:
+            return
+        self._comment_row = row
+        self.open_prompt("comment", f"comment on frame {row + 1}:", self.model.comment(row) or "",
+                         "text (Enter sets it, empty removes it, w saves; Esc cancels)")
+
+    def set_comment(self, row: int, text: str) -> None:
+        self.model.comments[row] = text
+        self._detail_sig = None
+        self._refresh_detail()
+        self.message_list.model_changed(rows_changed=False)
 
     def action_search(self) -> None:
         self.action_view("messages")
@@ -501,7 +540,7 @@ class VuInspectApp(App[None]):
         self._search_cancel.set()
         self._search_cancel = threading.Event()
         _, how = matcher(self.search_text)
-        self.notify(f"searching ({how}): {self.search_text}", timeout=1.5)
+        self.notify(f"searching ({how}): {self.search_text}", timeout=1.5, markup=False)
         self._search_worker(self.search_text, self.message_list.cursor, forward,
                             self._search_cancel)
 
@@ -514,7 +553,7 @@ class VuInspectApp(App[None]):
 
     def _search_done(self, text: str, pos: int | None, wrapped: bool) -> None:
         if pos is None:
-            self.notify(f"not found: {text}", severity="warning")
+            self.notify(f"not found: {text}", severity="warning", markup=False)
             return
         if wrapped:
             self.notify("search wrapped around", timeout=1.5)
@@ -545,10 +584,11 @@ class VuInspectApp(App[None]):
         try:
             n = save_rows(self.model, rows, path)
         except Exception as exc:  # noqa: BLE001 - any failure is reported, the app goes on
-            self.call_from_thread(self.notify, f"save failed: {exc}", severity="error")
+            self.call_from_thread(self.notify, safe_text(f"save failed: {exc}"), severity="error",
+                                  markup=False)
             return
         self.last_saved = (path, n)
-        self.call_from_thread(self.notify, f"saved {n} frames to {path}")
+        self.call_from_thread(self.notify, safe_text(f"saved {n} frames to {path}"), markup=False)
 
     # -- actions: list ------------------------------------------------------------------------
     def action_pair(self) -> None:

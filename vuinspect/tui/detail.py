@@ -54,13 +54,20 @@ class DetailTree(Tree[NodeRef]):
         node = self.cursor_node
         return node.data if node is not None else None
 
-    def show(self, msgs: list[Message], title: str) -> None:
-        """Replace the tree with ``msgs``, keeping the cursor on the same field if it exists."""
+    def show(self, msgs: list[Message], title: str, comment: str | None = None) -> None:
+        """Replace the tree with ``msgs``, keeping the cursor on the same field if it exists.
+
+        ``comment`` (the frame's pcapng comment) comes first, as in Wireshark.
+        """
         keep = self._last_key
         self.msgs = msgs
         self.clear()
         self.root.set_label(Text(safe_text(title)))
         target: TreeNode[NodeRef] | None = None
+        if comment:
+            node = self.root.add_leaf(Text("Comment: " + safe_text(comment), style="bold cyan"),
+                                      NodeRef(0, "comment"))
+            target = node if keep == "comment" else None
         for part, msg in enumerate(msgs):
             parent = self.root
             if len(msgs) > 1:

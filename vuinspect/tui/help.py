@@ -30,12 +30,14 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     )),
     ("Find", (
         ("f", "edit the display filter (Enter applies, Esc leaves)"),
+        ("Tab", "in the filter: complete a field, request name or problem code"),
         ("/", "search: a filter expression, or text in the summary line"),
         ("n N", "next / previous search match"),
         (":", "jump to frame number"),
         ("m", "mark / unmark the message"),
         ("' \"", "next / previous mark"),
         ("w", "save the filtered view (or the marked frames) as a capture"),
+        ("c", "comment the frame (pcapng comment, shown in the tree; w saves it)"),
     )),
     ("State, connections, statistics", (
         ("a", "state: at the selected frame (replayed) / now"),
@@ -53,6 +55,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("waiting", "request still owed a reply"),
         ("! ·", "problem (error or warning / note): details in the tree"),
         ("●", "marked"),
+        ("✎", "the frame has a comment"),
     )),
 )
 

@@ -90,6 +90,7 @@ class Model:
         self._stop = threading.Event()
         self._wake = threading.Event()  # a new filter (or stop) once the input has ended
         self._on_change: Callable[[], None] | None = None
+        self.comments: dict[int, str] = {}  # frame comments added in the TUI ('' removes one)
 
     # -- the decoding thread ---------------------------------------------------------
     def start(self, on_change: Callable[[], None] | None = None) -> None:
@@ -308,6 +309,12 @@ class Model:
 
     def frame(self, row: int) -> Frame:
         return self.source.frame(row)
+
+    def comment(self, row: int) -> str | None:
+        """The frame's comment: one set in the TUI, else the capture's (pcapng ``opt_comment``)."""
+        if row in self.comments:
+            return self.comments[row] or None
+        return getattr(self.source.frame(row), "comment", None)
 
     def messages(self, row: int) -> list[Message]:
         """The messages of frame row ``row``, rebuilt (the same as the pipeline made them)."""

@@ -66,7 +66,7 @@ def format_age(ns: int) -> str:
 
 
 def format_time(ts_ns: int, mode: str, base_ns: int | None, prev_ns: int | None) -> str:
-    """The time column; a timestamp no clock can show (year > 9999) reads as raw ``ns``."""
+    """The time column; a timestamp no calendar can show (year > 9999) reads as ``1.845e+28ns``."""
     try:
         if mode == "rel" and base_ns is not None:
             return f"{(ts_ns - base_ns) / 1e9:.6f}"
@@ -74,7 +74,7 @@ def format_time(ts_ns: int, mode: str, base_ns: int | None, prev_ns: int | None)
             return f"+{(ts_ns - prev_ns) / 1e9:.6f}" if prev_ns is not None else "+0.000000"
         t = _dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, _dt.timezone.utc)
     except (OverflowError, OSError, ValueError):
-        return f"{ts_ns}ns"
+        return f"{ts_ns:.4g}ns"  # fits the column; still says what the capture holds
     return f"{t:%H:%M:%S}.{ts_ns % 1_000_000_000 // 1000:06d}"
 
 
@@ -127,7 +127,7 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
     if bits & EMPTY and bits & ODD:
         dstyle = "event"
     texts = {
-        "mark": "●" if marked else " ",
+        "mark": "●" if marked else ("✎" if model.comments.get(row, frame.comment) else " "),
         "frame": str(row + 1),
         "time": format_time(frame.ts_ns, time_mode, base_ns, prev_ns),
         "conn": f"c{frame.conn}",

@@ -7,6 +7,7 @@ way termshark searches the packet list.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable
 
@@ -66,7 +67,8 @@ def save_rows(model: Model, rows: Iterable[int], path: str) -> int:
     """Write the frames of ``rows`` plus their connections' open/close events to ``path``.
 
     The connection events keep labels, device types and endings in the saved
-    capture, so it decodes (and reads in Wireshark) like the original.
+    capture, so it decodes (and reads in Wireshark) like the original.  Comments
+    set in the TUI replace the frames' own.
     """
     wanted = sorted(set(rows))
     conns = {model.frame(r).conn for r in wanted}
@@ -76,6 +78,8 @@ def save_rows(model: Model, rows: Iterable[int], path: str) -> int:
         for r in range(len(model.source)):
             frame = model.frame(r)
             if r in keep or (frame.kind in ("open", "close") and frame.conn in conns):
+                if r in model.comments:
+                    frame = dataclasses.replace(frame, comment=model.comments[r] or None)
                 w.write(frame)
                 count += 1
     return count
