@@ -33,12 +33,12 @@ def _relay_cmd(kind: str, listen: str, server: str, tmp: str) -> list[str] | Non
     if kind == "proxy":
         return [*base, "--no-tui", "-q"]
     if kind == "proxy+capture":
-        return [*base, "--no-tui", "-q", "-w", os.path.join(tmp, "bench.pcapng")]
+        return [*base, "--no-tui", "-q", "-w", os.path.join(tmp, "bench.pcapng"), "--force"]
     if kind == "proxy+lines":  # every line really printed (a pipe nobody reads would stall it)
         return ["sh", "-c", 'exec "$0" "$@" > /dev/null', *base, "--no-tui",
-                "-w", os.path.join(tmp, "bench-lines.pcapng")]
+                "-w", os.path.join(tmp, "bench-lines.pcapng"), "--force"]
     if kind == "proxy+tui":
-        return [*base, "--tui-headless", "-w", os.path.join(tmp, "bench-tui.pcapng")]
+        return [*base, "--tui-headless", "-w", os.path.join(tmp, "bench-tui.pcapng"), "--force"]
     return None
 
 

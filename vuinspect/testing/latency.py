@@ -69,7 +69,7 @@ def measure(rounds: int = 20000, runs: int = 5, fds: bool = False) -> dict[str, 
     p1 = os.path.join(d, "px.sock")
     paths["proxy"] = ([py, "-m", "vuinspect", "proxy", "--quiet", "--listen", p1, "--connect", be], p1)
     p2 = os.path.join(d, "pxw.sock")
-    paths["proxy -w"] = ([py, "-m", "vuinspect", "proxy", "--quiet", "-w", os.path.join(d, "c.pcapng"),
+    paths["proxy -w"] = ([py, "-m", "vuinspect", "proxy", "--quiet", "-w", os.path.join(d, "c.pcapng"), "--force",
                           "--listen", p2, "--connect", be], p2)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
     try:
