@@ -297,3 +297,46 @@ def test_backend_that_stops_reading_cannot_hang_the_replay(tmp_path, capsys) -> 
             s.close()
     assert rc == 1
     assert "send failed" in out
+
+
+def test_memory_log_and_inflight_fds_sized_for_the_back_end(tmp_path, capsys) -> None:
+    """A back-end that checks what it got: every fd large enough for its recorded table."""
+    mib = 1 << 20
+    regions = [{"guest_phys_addr": 0, "memory_size": 2 * mib, "userspace_addr": 0x7F0000000000,
+                "mmap_offset": 0},
+               {"guest_phys_addr": 4 * mib, "memory_size": 3 * mib,
+                "userspace_addr": 0x7F0000400000, "mmap_offset": mib}]
+    rec = _recording(tmp_path, [
+        _f(2, "main", "f2b", build("main", 5, {"nregions": 2, "regions": regions}, need_reply=True),
+           ("memfd:ram0 size=4096", "memfd:ram1 size=4096")),
+        _f(3, "main", "b2f", build("main", 5, {"result": 0}, reply=True, layout="ack")),
+        _f(4, "main", "f2b", build("main", 6, {"mmap_size": 5 * mib, "mmap_offset": 0},
+                                   need_reply=True), ("memfd:log",)),
+        _f(5, "main", "b2f", build("main", 6, {"value": 0}, reply=True)),
+        _f(6, "main", "f2b", build("main", 32, {"mmap_size": 8192, "mmap_offset": 4096,
+                                                "num_queues": 1, "queue_size": 128}),
+           ("memfd:inflight size=4096",)),
+    ])
+    path = tmp_path / "sizes.sock"
+    listener = wire.listen(str(path))
+    seen: list[tuple[int, list[int]]] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while (msg := wire.recv_msg(conn)) is not None:
+                seen.append((msg.request, [os.fstat(fd).st_size for fd in msg.fds]))
+                msg.close_fds()
+                if msg.flags & wire.FLAG_NEED_REPLY or msg.request == 6:
+                    wire.send_raw(conn, wire.pack(msg.request, wire.REPLY_FLAGS, wire.U64.pack(0)))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    rc, out = replay(capsys, rec, "--connect", path, "--timeout", "2")
+    t.join(5)
+    listener.close()
+    assert seen == [(5, [2 * mib, 4 * mib]), (6, [5 * mib]), (32, [8192 + 4096])]
+    assert rc == 1  # the fds now say their real sizes
+    assert ("fds: guest-memory: memfd size=4096, guest-memory: memfd size=4096 -> "
+            "guest-memory: memfd size=2MiB, guest-memory: memfd size=4MiB") in out
+    assert "fds: inflight: memfd size=4096 -> inflight: memfd size=12KiB" in out

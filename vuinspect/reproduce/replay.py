@@ -104,10 +104,21 @@ def make_fd(desc: str, need: int) -> int:
         return theirs.detach()
     name = what.split(" ", 1)[0].removeprefix("memfd:")[:200] or "vuinspect-replay"
     size = min(max(recorded_size(what), need), MAX_REGION)
+    if " hugetlb" in what:  # huge pages where the host has them; plain memory otherwise
+        with contextlib.suppress(OSError, ValueError):
+            return _memfd(name, size, os.MFD_HUGETLB)
+    return _memfd(name, size, 0)
+
+
+def _memfd(name: str, size: int, flags: int) -> int:
     try:  # the recorded name, so the replay's fd descriptions match the recording's
-        fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    except (OSError, ValueError):  # a name the kernel refuses (too long, NUL)
-        fd = os.memfd_create("vuinspect-replay", os.MFD_CLOEXEC)
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | flags)
+    except ValueError:  # a name with a NUL
+        fd = os.memfd_create("vuinspect-replay", os.MFD_CLOEXEC | flags)
+    except OSError:
+        if flags:
+            raise
+        fd = os.memfd_create("vuinspect-replay", os.MFD_CLOEXEC)  # a name the kernel refuses
     try:
         os.ftruncate(fd, size)
     except OSError:
