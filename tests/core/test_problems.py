@@ -98,3 +98,24 @@ def test_clean_start_has_no_problems():
     for frames in (device_start(), every_message()):
         msgs = list(Pipeline().run(frames))
         assert [m.problem_codes for m in msgs if m.problems] == []
+
+
+def test_severities_are_error_warning_note_and_iotlb_padding_is_a_note():
+    """QEMU 7.2 leaves the 6 padding bytes of every IOTLB update uninitialised: a note,
+    which the bare `problems` filter (warning and above) does not show."""
+    from vuinspect.filter import compile_filter
+    from vuinspect.protocol.problems import SEVERITIES
+
+    assert {c.severity for c in CODES.values()} <= set(SEVERITIES)
+    iotlb = struct.pack("<QQQBB6s", 0x1000, 0x1000, 0x7F0000001000, 3, 2, b"\xaa" * 6)
+    neg = [(F2B, m(1, 1)), (B2F, m(1, 5, Q(1 << 30 | 1 << 32 | 1 << 33))),
+           (F2B, m(2, 1, Q(1 << 30 | 1 << 32 | 1 << 33))),
+           (F2B, m(15, 1)), (B2F, m(15, 5, Q(1 << 11 | 1 << 3))),
+           (F2B, m(16, 1, Q(1 << 11 | 1 << 3)))]
+    msgs = run([*neg, (F2B, m(22, 9, iotlb)), (B2F, m(22, 5, Q(0)))])
+    update = next(x for x in msgs if x.name == "IOTLB_MSG")
+    assert update.problem_codes == ["nonzero_padding"], update.problem_codes
+    assert update.severity == "note" and update.to_dict()["problems"][0]["severity"] == "note"
+    assert not compile_filter("problems")(update)
+    assert compile_filter("problems == nonzero_padding")(update)
+    assert compile_filter("severity == note")(update)
