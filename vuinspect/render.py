@@ -35,7 +35,9 @@ def safe_text(text: object) -> str:
     drive the terminal (ESC sequences) nor forge an output line (newline).
     """
     s = text if isinstance(text, str) else str(text)
-    return _UNSAFE.sub(_escape_char, s) if _UNSAFE.search(s) else s
+    if s.isprintable():  # the common case, at C speed: no control or format character
+        return s
+    return _UNSAFE.sub(_escape_char, s)
 
 
 def human_size(n: int) -> str:
