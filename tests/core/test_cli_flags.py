@@ -177,3 +177,29 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert b"%" in seen and b"big.pcapng [" in seen, seen
     piped = subprocess.run(cmd, capture_output=True, env=env, timeout=60)
     assert piped.returncode == 0 and piped.stderr == b""
+
+
+def test_readme_filter_examples_compile_and_read_examples_run(capsys):
+    """Every line of the README's filter block is a valid filter; the `vuinspect read`
+    examples of 'Reading captures' run as written on the shipped captures."""
+    import shlex
+
+    from vuinspect.filter import compile_filter
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### Filter language", 1)[1].split("```", 2)[1]
+    lines = [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip()]
+    assert len(lines) >= 8
+    for line in lines:
+        compile_filter(line)
+    reading = text.split("### Reading captures", 1)[1].split("```", 2)[1]
+    ran = 0
+    for ln in reading.splitlines():
+        words = shlex.split(ln, comments=True)
+        if words[:2] != ["vuinspect", "read"] or "|" in ln:
+            continue
+        words = [str(ROOT / "captures" / w) if w.endswith(".pcapng") else w for w in words]
+        code, out, err = cli(capsys, *words[1:])
+        assert code == 0 and out and not err, (ln, err)
+        ran += 1
+    assert ran >= 5
