@@ -134,3 +134,21 @@ def test_damaged_capture_compares_what_is_whole(tmp_path, capsys) -> None:
     assert rc == 1
     assert "capture damaged" in err and "whole frames before it" in err
     assert "missing" in out and "0 different" in out.splitlines()[-1]
+
+
+def test_config_bytes_named_by_offset(tmp_path, capsys) -> None:
+    """GET_CONFIG data as a 4096-byte logical block size export answers it (byte 21: 02 -> 10)."""
+    get_config = 24
+
+    def bigger_blocks(frame: Frame) -> Frame:
+        request, flags, _ = header(frame)
+        if frame.kind == "data" and request == get_config and flags & 4:
+            data = bytearray(frame.data)
+            data[12 + 12 + 21] = 0x10  # header, offset/size/flags, then virtio_blk_config
+            return dataclasses.replace(frame, data=bytes(data))
+        return frame
+
+    rc, out = run(capsys, BLK, rewrite(tmp_path, bigger_blocks))
+    assert rc == 1
+    assert "GET_CONFIG reply: different" in out
+    assert "(1 byte(s) differ: [21] 02->10)" in out

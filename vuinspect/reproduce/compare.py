@@ -183,8 +183,9 @@ def _note(name: str, a_msg: Message, b_msg: Message, a: Any, b: Any) -> str:
         except ValueError:
             return ""
         offs = [i for i in range(len(ab)) if ab[i] != bb[i]]
-        listed = ", ".join(map(str, offs[:MAX_OFFSETS])) + (" ..." if len(offs) > MAX_OFFSETS else "")
-        return f"{len(offs)} byte(s) differ at offset {listed}"
+        listed = ", ".join(f"[{i}] {ab[i]:02x}->{bb[i]:02x}" for i in offs[:MAX_OFFSETS])
+        more = " ..." if len(offs) > MAX_OFFSETS else ""
+        return f"{len(offs)} byte(s) differ: {listed}{more}"
     return ""
 
 
