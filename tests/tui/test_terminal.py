@@ -109,3 +109,24 @@ open({str(out)!r}, "w").write(f"{{rc}}\\n{{err.getvalue()}}")
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "the TUI stopped on an error: OverflowError: injected \\x1b[2J" in lines[0]
+
+
+def test_esc_then_q_from_help_quits_in_a_real_terminal(tmux: Tmux, demo_path: Path,
+                                                        tmp_path: Path) -> None:
+    """Esc and q typed fast reach Textual as one alt+q: still one q, still a quit."""
+    rc = tmp_path / "rc"
+    _start(tmux, tmp_path, f"""
+from vuinspect.cli import main
+rc = main(["view", {str(demo_path)!r}])
+open({str(rc)!r}, "w").write(str(rc))
+""")
+    tmux.wait_for(lambda s: "91 frames" in s and "GET_FEATURES" in s)
+    tmux("send-keys", "-t", "t", "Enter")
+    time.sleep(0.3)
+    tmux("send-keys", "-t", "t", "?")
+    tmux.wait_for(lambda s: "vuinspect keys" in s)
+    tmux("send-keys", "-t", "t", "Escape", "q")
+    deadline = time.monotonic() + 10
+    while not rc.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rc.exists() and rc.read_text() == "0", tmux.screen()
