@@ -209,3 +209,11 @@ def test_packed_walk_is_bounded_by_num(guest):
     assert s.ok and s.in_flight == 8 and (s.avail_pos, s.avail_wrap) == (0, 0)
     s = sample(mem, ring.config(), 1, tracker)  # nothing more can become available
     assert s.in_flight == 8
+
+
+def test_packed_base_without_used_half_is_dpdk_style():
+    t = PackedTracker.from_base(256, 0x8000)  # DPDK virtio-user on a fresh start
+    assert (t.avail_pos, t.avail_wrap, t.used_pos, t.used_wrap) == (0, 1, 0, 1)
+    assert t.slots_in_flight() == 0
+    t = PackedTracker.from_base(256, 0x8000_8000 | 7 | 3 << 16)  # QEMU: both halves
+    assert (t.avail_pos, t.used_pos, t.slots_in_flight()) == (7, 3, 4)

@@ -23,14 +23,17 @@ proxy, the capture and the TUI plug it in.  Modules:
 How it plugs in (the integration step):
 
 1. One ``GuestMemory`` per proxied connection, owned by the proxy's sampler
-   thread, never by the forwarding threads.  The relay hands it each
-   front-end message that carries memory *before* it closes its own copies of
-   the fds: SET_MEM_TABLE -> ``set_table(regions_from(payload["regions"]),
+   thread, never by the forwarding threads (it is not thread-safe: calls from
+   two threads need one lock, as tests/dataplane/ringbackend.py does).  The
+   relay passes each front-end message that carries memory, with a ``dup`` of
+   its fds made before the relay closes its own copies, to that thread (a
+   queue: the forwarding path never waits on it), where SET_MEM_TABLE -> ``set_table(regions_from(payload["regions"]),
    fds)``; ADD_MEM_REG -> ``add_region(RegionSpec.from_payload(p), fd)``;
    REM_MEM_REG -> ``remove_region(...)``; IOTLB_MSG -> ``iotlb_message(p)``;
    SET_FEATURES / SET_PROTOCOL_FEATURES -> ``set_features(...)``;
    RESET_OWNER / RESET_DEVICE -> ``reset()``; connection end -> ``close()``.
-   GuestMemory dups the fds, so the caller closes its own as before.
+   GuestMemory keeps its own dup of each fd (the one its mmap makes), so the
+   caller closes whatever it passed once the call returns.
    ``set_table``/``add_region`` return problems (``region_map_failed``) to
    attach to that message.
 2. The sampler keeps, per started vring, ``RingConfig.from_vring(session.vring(i),

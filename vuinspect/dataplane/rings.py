@@ -273,6 +273,9 @@ class PackedTracker:
 
     Starts from the ring base (SET_VRING_BASE: bits 0-14 avail position, 15
     avail wrap, 16-30 used position, 31 used wrap) or from the reset state.
+    A base with the upper 16 bits zero (DPDK's virtio-user sends 0x8000 on a
+    fresh start; DPDK's vhost reads both positions from the low 16 bits) puts
+    the used position where the avail one is.
     ``chain_len`` remembers how many slots each buffer id took when it was made
     available, since the device skips that many slots per used descriptor.
     """
@@ -288,6 +291,9 @@ class PackedTracker:
 
     @classmethod
     def from_base(cls, num: int, base: int) -> PackedTracker:
+        base &= 0xFFFFFFFF
+        if not base >> 16:
+            base |= base << 16
         t = cls(num, (base & 0x7FFF) % max(num, 1), base >> 15 & 1,
                 (base >> 16 & 0x7FFF) % max(num, 1), base >> 31 & 1)
         t.avail_count = u16(t.used_count + t.slots_in_flight())

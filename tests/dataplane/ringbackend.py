@@ -1,0 +1,115 @@
+"""A vhost-user back-end that never processes its rings, but feeds a GuestMemory.
+
+It answers the handshake like a net device, hands every memory table to a
+``GuestMemory`` (which dups the fds; the back-end closes its own copies at
+once, as the proxy will) and records each vring's size, addresses and base, so
+a test can read a real front-end's rings through the library and see them
+fill up: a stalled back-end made on purpose.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+
+from vuinspect.dataplane import GuestMemory, RegionSpec, RingConfig
+from vuinspect.testing import wire
+
+VERSION_1, PROTOCOL_FEATURES, EVENT_IDX, RING_PACKED = 1 << 32, 1 << 30, 1 << 29, 1 << 34
+REGION = struct.Struct("=QQQQ")
+
+
+@dataclass
+class VringInfo:
+    num: int | None = None
+    desc: int | None = None
+    used: int | None = None
+    avail: int | None = None
+    base: int = 0
+    started: bool = False
+
+
+class RingBackend:
+    """Serves one connection on a thread; ``mem`` and ``vrings`` follow the messages."""
+
+    def __init__(self, listener: socket.socket, *, packed: bool = False) -> None:
+        self.listener = listener
+        self.offer = VERSION_1 | PROTOCOL_FEATURES | EVENT_IDX | (RING_PACKED if packed else 0)
+        self.acked = 0
+        self.mem = GuestMemory()
+        self.vrings: dict[int, VringInfo] = {}
+        self.requests: list[int] = []
+        self.lock = threading.RLock()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def config(self, index: int) -> RingConfig | None:
+        with self.lock:
+            ring = self.vrings.get(index)
+            if ring is None or not ring.started or ring.num is None:
+                return None
+            return RingConfig(index, ring.num, ring.desc or 0, ring.avail or 0, ring.used or 0,
+                              bool(self.acked & RING_PACKED), bool(self.acked & EVENT_IDX))
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+            with conn:
+                while (msg := wire.recv_msg(conn)) is not None:
+                    try:
+                        reply = self._handle(msg)
+                    finally:
+                        msg.close_fds()
+                    if reply is not None:
+                        wire.send_raw(conn, wire.pack(msg.request, wire.REPLY_FLAGS, reply))
+        except (OSError, EOFError) as exc:
+            self.error = exc
+
+    def _handle(self, msg: wire.Msg) -> bytes | None:
+        r, p = msg.request, msg.payload
+        self.requests.append(r)
+        with self.lock:
+            if r == wire.GET_FEATURES:
+                return wire.U64.pack(self.offer)
+            if r == wire.GET_PROTOCOL_FEATURES:
+                return wire.U64.pack(1 | 1 << 3)  # MQ, REPLY_ACK
+            if r == wire.GET_QUEUE_NUM:
+                return wire.U64.pack(2)
+            if r == wire.SET_FEATURES:
+                self.acked = wire.U64.unpack_from(p)[0]
+                self.mem.set_features(virtio=self.acked)
+            elif r == wire.SET_PROTOCOL_FEATURES:
+                self.mem.set_features(protocol=wire.U64.unpack_from(p)[0])
+            elif r == wire.SET_MEM_TABLE:
+                n = struct.unpack_from("=I", p)[0]
+                specs = [RegionSpec(*REGION.unpack_from(p, 8 + 32 * i)) for i in range(n)]
+                self.mem.set_table(specs, msg.fds)
+            elif r in (wire.SET_VRING_NUM, wire.SET_VRING_BASE):
+                index, num = struct.unpack_from("=II", p)
+                ring = self.vrings.setdefault(index, VringInfo())
+                if r == wire.SET_VRING_NUM:
+                    ring.num = num
+                else:
+                    ring.base = num
+            elif r == wire.SET_VRING_ADDR:
+                index, _flags, desc, used, avail, _log = struct.unpack_from("=IIQQQQ", p)
+                ring = self.vrings.setdefault(index, VringInfo())
+                ring.desc, ring.used, ring.avail = desc, used, avail
+            elif r == wire.SET_VRING_KICK:
+                self.vrings.setdefault(wire.U64.unpack_from(p)[0] & 0xFF, VringInfo()).started = True
+            elif r == wire.GET_VRING_BASE:
+                index = struct.unpack_from("=I", p)[0]
+                self.vrings.setdefault(index, VringInfo()).started = False
+                return struct.pack("=II", index, 0)
+            elif r == wire.GET_MAX_MEM_SLOTS:
+                return wire.U64.pack(8)
+        if msg.flags & wire.FLAG_NEED_REPLY:
+            return wire.U64.pack(0)
+        return None
+
+    def close(self) -> None:
+        with self.lock:
+            self.mem.close()
