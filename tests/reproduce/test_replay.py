@@ -340,3 +340,29 @@ def test_memory_log_and_inflight_fds_sized_for_the_back_end(tmp_path, capsys) ->
     assert ("fds: guest-memory: memfd size=4096, guest-memory: memfd size=4096 -> "
             "guest-memory: memfd size=2MiB, guest-memory: memfd size=4MiB") in out
     assert "fds: inflight: memfd size=4096 -> inflight: memfd size=12KiB" in out
+
+
+def test_oversized_header_ends_the_channel(tmp_path, capsys) -> None:
+    """A reply announcing 1 GiB of payload: refused (no allocation), noted, replay over."""
+    rec = _recording(tmp_path, [
+        _f(2, "main", "f2b", build("main", 1)),
+        _f(3, "main", "b2f", build("main", 1, {"features": 1}, reply=True)),
+        _f(4, "main", "f2b", build("main", 3)),
+    ])
+    path = tmp_path / "huge.sock"
+    listener = wire.listen(str(path))
+
+    def lie() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            wire.recv_msg(conn)
+            conn.sendall(wire.HEADER.pack(1, wire.REPLY_FLAGS, 1 << 30))
+            conn.recv(1)  # until the replay closes
+
+    t = threading.Thread(target=lie, daemon=True)
+    t.start()
+    rc, out = replay(capsys, rec, "--connect", path, "--timeout", "2")
+    t.join(5)
+    listener.close()
+    assert rc == 1
+    assert "note: main channel: backend: header announces 1073741824 payload bytes (max 4096)" in out
