@@ -1,15 +1,26 @@
 """Sit between QEMU and a vhost-user back-end, forward everything, show and capture it.
 
-    vuinspect proxy --listen /tmp/vu.sock --connect /tmp/backend.sock -w cap.pcapng
-    vuinspect proxy --interpose /run/qsd/vhost-blk.sock --no-tui
-    vuinspect proxy --listen A --connect B -w - | wireshark -k -i -
+Every byte and file descriptor is forwarded unchanged; what passes is shown
+live (a TUI on a terminal, one line per message otherwise) and/or written to
+a pcapng capture that `vuinspect read`, `vuinspect view` and Wireshark open.
 
-QEMU connects to the --listen path instead of the back-end's socket (or, with
-QEMU as server, the back-end connects to it and the proxy connects to QEMU);
---interpose takes over a live back-end socket in place and puts it back on exit.
+examples:
+  capture while QEMU connects to /tmp/vu.sock instead of the back-end's socket:
+    vuinspect proxy --listen /tmp/vu.sock --connect /run/qsd/blk.sock -w blk.pcapng
 
-This process forwards and captures (engine.py); summary lines and the TUI are
-decoded and shown by a child process it feeds through a pipe (viewer.py).
+  take over a running back-end's socket in place (put back on exit):
+    vuinspect proxy --interpose /run/qsd/blk.sock --no-tui
+
+  live into Wireshark:
+    vuinspect proxy --listen /tmp/vu.sock --connect /run/qsd/blk.sock -w - | wireshark -k -i -
+
+  a ring of 5 files of 10 MB each, only the messages with problems:
+    vuinspect proxy --listen A --connect B -w hunt.pcapng -b filesize:10000 -b files:5 \\
+        --capture-filter problems
+
+With QEMU as the server (-chardev socket,server=on) the back-end connects to
+--listen and the proxy connects to QEMU's socket; --frontend says which side
+is QEMU when it cannot be told by who speaks first.
 """
 
 from __future__ import annotations
@@ -21,9 +32,11 @@ import sys
 from collections.abc import Callable
 from typing import IO
 
+from vuinspect.capture import CaptureError
 from vuinspect.cli import CliError
 from vuinspect.frames import Frame
 
+from . import capfile
 from .engine import run_engine
 from .interpose import MAX_UNIX_PATH
 from .server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route, seconds
@@ -42,6 +55,13 @@ def _mode(text: str) -> int:
     if not 0 <= mode <= 0o777:
         raise argparse.ArgumentTypeError(f"mode out of range: {text!r}")
     return mode
+
+
+def _size(text: str) -> int:
+    try:
+        return capfile.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -63,11 +83,31 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket-mode", type=_mode, default=0o600, metavar="MODE",
                    help="permissions of new listen sockets (octal, default 0600); "
                         "--interpose keeps the mode and owner of the socket it takes over")
-    p.add_argument("-w", "--write", metavar="FILE",
-                   help="write a pcapng capture (- for stdout, e.g. into wireshark -k -i -)")
+    cap = p.add_argument_group("capture")
+    cap.add_argument("-w", "--write", metavar="FILE",
+                     help="write a pcapng capture (- for stdout, e.g. into wireshark -k -i -); "
+                          "an existing non-empty file is refused unless --force")
+    cap.add_argument("--force", action="store_true",
+                     help="overwrite an existing -w file (made 0600: it holds guest data); "
+                          "a file with other hard links is never written")
+    cap.add_argument("-b", "--ring-buffer", action="append", default=[], metavar="KEY:N",
+                     help="ring buffer, as dumpcap: filesize:KB or duration:S starts a new file "
+                          "(NAME_00001_DATE.pcapng ...); files:N keeps only the last N")
+    cap.add_argument("-a", "--autostop", action="append", default=[], metavar="KEY:N",
+                     help="end the capture (forwarding goes on) after duration:S, "
+                          "filesize:KB or files:N")
+    cap.add_argument("-c", "--count", type=int, metavar="N",
+                     help="end the capture after N messages (forwarding goes on)")
+    cap.add_argument("--capture-filter", metavar="FILTER",
+                     help="record only the messages matching FILTER (the language of "
+                          "read --filter); the others are forwarded, not recorded")
+    cap.add_argument("--capture-buffer", type=_size, default=None, metavar="SIZE",
+                     help="memory for capture data not yet written (default 32M); beyond it "
+                          "messages are left out of the capture and counted")
     p.add_argument("--no-tui", action="store_true",
                    help="print one summary line per message instead of the TUI")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary lines, only errors")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="show no messages; print only the 'listening on' line and errors")
     # For benchmarks: the TUI's full cost, without a terminal.
     p.add_argument("--tui-headless", action="store_true", help=argparse.SUPPRESS)
     # Internal: run as the viewer child of the forwarding process, reading this fd (viewer.py).
@@ -77,6 +117,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def check_connect_path(path: str) -> None:
     """Refuse at start what no connection could ever reach (a missing path is fine:
     the back-end may not be up yet, and each connection reports it)."""
+    if not path:
+        raise CliError("--connect needs a socket path (got an empty one)")
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
         raise CliError(f"--connect {path}: too long for a Unix socket path "
                        f"({len(os.fsencode(path))} bytes, at most {MAX_UNIX_PATH})")
@@ -91,6 +133,8 @@ def check_connect_path(path: str) -> None:
 
 
 def routes_from_args(args: argparse.Namespace) -> list[Route]:
+    if any(not lp for lp in [*args.listen, *args.interpose]):
+        raise CliError("--listen and --interpose need a socket path (got an empty one)")
     if len(args.listen) != len(args.connect):
         raise CliError("--listen and --connect must come in pairs "
                        f"(got {len(args.listen)} --listen, {len(args.connect)} --connect)")
@@ -142,12 +186,48 @@ def _want_tui(args: argparse.Namespace) -> bool:
     return True
 
 
+def check_capture_args(args: argparse.Namespace) -> None:
+    """Everything about -w and its limits that can be refused before any socket exists
+    (the file itself is opened only once listening worked, engine.py)."""
+    try:
+        args.limits = capfile.limits_from(args.ring_buffer, args.autostop, args.count)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.limits.active and not args.write:
+        raise CliError("-b, -a and -c limit the -w capture: give -w FILE")
+    if args.limits.active and (args.write == "-" or capfile.is_fifo(args.write)):
+        raise CliError("-b, -a and -c need -w FILE (a regular file), not a pipe")
+    if args.capture_filter:
+        from vuinspect.filter import FilterError, compile_filter
+
+        try:
+            compile_filter(args.capture_filter)
+        except FilterError as exc:
+            raise CliError(f"--capture-filter: {exc}") from None
+    if args.write and args.write != "-" and not args.limits.ring:  # (a ring writes NAME_n_DATE)
+        try:
+            capfile.check_target(args.write, args.force)
+        except CaptureError as exc:
+            raise CliError(str(getattr(exc, "reason", exc))) from None
+
+
+def _check_view_fd(fd: int) -> None:
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            raise CliError(f"--view-fd {fd}: not a pipe (it is internal to the proxy)")
+    except (OSError, OverflowError):
+        raise CliError(f"--view-fd {fd}: not an open file descriptor "
+                       "(it is internal to the proxy)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     routes = routes_from_args(args)
     if args.view_fd is not None:  # the viewer child of an engine (see viewer.py)
+        _check_view_fd(args.view_fd)
         from .viewer import run_view
 
         return run_view(args, routes, args.view_fd, tui=not args.no_tui)
+    check_capture_args(args)
     if args.quiet:
         return run_engine(args, routes)  # nothing to decode or show
     return run_engine(args, routes, "tui" if _want_tui(args) else "lines")
