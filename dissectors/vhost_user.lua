@@ -22,7 +22,7 @@ local VS = {}
 VS.main_names = { [1] = "GET_FEATURES", [2] = "SET_FEATURES", [3] = "SET_OWNER", [4] = "RESET_OWNER", [5] = "SET_MEM_TABLE", [6] = "SET_LOG_BASE", [7] = "SET_LOG_FD", [8] = "SET_VRING_NUM", [9] = "SET_VRING_ADDR", [10] = "SET_VRING_BASE", [11] = "GET_VRING_BASE", [12] = "SET_VRING_KICK", [13] = "SET_VRING_CALL", [14] = "SET_VRING_ERR", [15] = "GET_PROTOCOL_FEATURES", [16] = "SET_PROTOCOL_FEATURES", [17] = "GET_QUEUE_NUM", [18] = "SET_VRING_ENABLE", [19] = "SEND_RARP", [20] = "NET_SET_MTU", [21] = "SET_BACKEND_REQ_FD", [22] = "IOTLB_MSG", [23] = "SET_VRING_ENDIAN", [24] = "GET_CONFIG", [25] = "SET_CONFIG", [26] = "CREATE_CRYPTO_SESSION", [27] = "CLOSE_CRYPTO_SESSION", [28] = "POSTCOPY_ADVISE", [29] = "POSTCOPY_LISTEN", [30] = "POSTCOPY_END", [31] = "GET_INFLIGHT_FD", [32] = "SET_INFLIGHT_FD", [33] = "GPU_SET_SOCKET", [34] = "RESET_DEVICE", [35] = "VRING_KICK", [36] = "GET_MAX_MEM_SLOTS", [37] = "ADD_MEM_REG", [38] = "REM_MEM_REG", [39] = "SET_STATUS", [40] = "GET_STATUS", [41] = "GET_SHARED_OBJECT", [42] = "SET_DEVICE_STATE_FD", [43] = "CHECK_DEVICE_STATE", [44] = "GET_SHMEM_CONFIG", [45] = "GET_VRING_BASE_SKIP_DRAIN" }
 VS.backend_names = { [1] = "BACKEND_IOTLB_MSG", [2] = "BACKEND_CONFIG_CHANGE_MSG", [3] = "BACKEND_VRING_HOST_NOTIFIER_MSG", [4] = "BACKEND_VRING_CALL", [5] = "BACKEND_VRING_ERR", [6] = "BACKEND_SHARED_OBJECT_ADD", [7] = "BACKEND_SHARED_OBJECT_REMOVE", [8] = "BACKEND_SHARED_OBJECT_LOOKUP", [9] = "BACKEND_SHMEM_MAP", [10] = "BACKEND_SHMEM_UNMAP" }
 VS.channel = { [0] = "main", [1] = "backend" }
-VS.direction = { [0] = "f2b (front-end to back-end)", [1] = "b2f (back-end to front-end)" }
+VS.direction = { [0] = "f2b", [1] = "b2f" }
 VS.kind = { [0] = "data", [1] = "open", [2] = "close", [3] = "note" }
 VS.vs_num = { [0] = "disable", [1] = "enable" }
 VS.vs_perm = { [0] = "none", [1] = "RO", [2] = "WO", [3] = "RW" }
@@ -51,7 +51,11 @@ def("request", ProtoField.uint32("vhost_user.request", "Request", base.DEC, VS.m
 def("backend_request", ProtoField.uint32("vhost_user.backend_request", "Back-end request", base.DEC, VS.backend_names))
 def("name", ProtoField.string("vhost_user.name", "Name"))
 def("size", ProtoField.uint32("vhost_user.size", "Payload size", base.DEC))
-def("is_reply", ProtoField.bool("vhost_user.is_reply", "Is a reply (by direction)", base.NONE))
+def("reply", ProtoField.bool("vhost_user.reply", "Reply (by direction)", base.NONE))
+def("is_reply", ProtoField.bool("vhost_user.is_reply", "Reply (old name of vhost_user.reply)", base.NONE))
+def("need_reply", ProtoField.bool("vhost_user.need_reply", "Need reply (only when set)", base.NONE))
+def("problems", ProtoField.string("vhost_user.problems", "Problem"))
+def("severity", ProtoField.string("vhost_user.severity", "Severity (highest of the problems)"))
 def("layout", ProtoField.string("vhost_user.layout", "Payload layout"))
 def("raw", ProtoField.bytes("vhost_user.raw", "Unframed bytes"))
 def("partial", ProtoField.bytes("vhost_user.partial", "Bytes of a message continued in a later frame"))
@@ -62,9 +66,12 @@ def("flags_version", ProtoField.uint32("vhost_user.flags.version", "Version", ba
 def("flags_reply", ProtoField.bool("vhost_user.flags.reply", "Reply", 32, nil, 4))
 def("flags_need_reply", ProtoField.bool("vhost_user.flags.need_reply", "Need reply", 32, nil, 8))
 def("flags_reserved", ProtoField.uint32("vhost_user.flags.reserved", "Reserved", base.HEX, nil, 0xFFFFFFF0))
-def("response_in", ProtoField.framenum("vhost_user.response_in", "Response in", base.NONE, frametype.RESPONSE))
-def("response_to", ProtoField.framenum("vhost_user.response_to", "Request in", base.NONE, frametype.REQUEST))
-def("response_time", ProtoField.relative_time("vhost_user.response_time", "Response time"))
+def("reply_in", ProtoField.framenum("vhost_user.reply_in", "Reply in", base.NONE, frametype.RESPONSE))
+def("reply_to", ProtoField.framenum("vhost_user.reply_to", "Reply to", base.NONE, frametype.REQUEST))
+def("latency_us", ProtoField.double("vhost_user.latency_us", "Latency (\194\181s)"))
+def("response_in", ProtoField.framenum("vhost_user.response_in", "Reply in (old name)", base.NONE, frametype.RESPONSE))
+def("response_to", ProtoField.framenum("vhost_user.response_to", "Reply to (old name)", base.NONE, frametype.REQUEST))
+def("response_time", ProtoField.relative_time("vhost_user.response_time", "Latency (old name)"))
 def("ev_label", ProtoField.string("vhost_user.event.label", "Label"))
 def("ev_listen", ProtoField.string("vhost_user.event.listen", "Listen"))
 def("ev_connect", ProtoField.string("vhost_user.event.connect", "Connect"))
@@ -74,303 +81,303 @@ def("ev_byteorder", ProtoField.string("vhost_user.event.byteorder", "Byteorder")
 def("ev_reason", ProtoField.string("vhost_user.event.reason", "Reason"))
 def("ev_by", ProtoField.string("vhost_user.event.by", "By"))
 def("ev_text", ProtoField.string("vhost_user.event.text", "Text"))
-def("p_avail_idx", ProtoField.uint32("vhost_user.avail_idx", "Avail idx", base.DEC))
-def("p_avail_wrap", ProtoField.uint32("vhost_user.avail_wrap", "Avail wrap", base.DEC))
-def("p_used_idx", ProtoField.uint32("vhost_user.used_idx", "Used idx", base.DEC))
-def("p_used_wrap", ProtoField.uint32("vhost_user.used_wrap", "Used wrap", base.DEC))
-def("fp_mq", ProtoField.bool("vhost_user.features.protocol.mq", "MQ (bit 0)", base.NONE, nil, nil, "GET_QUEUE_NUM: multiple queues"))
-def("fp_log_shmfd", ProtoField.bool("vhost_user.features.protocol.log_shmfd", "LOG_SHMFD (bit 1)", base.NONE, nil, nil, "dirty log passed as a memfd in SET_LOG_BASE"))
-def("fp_rarp", ProtoField.bool("vhost_user.features.protocol.rarp", "RARP (bit 2)", base.NONE, nil, nil, "SEND_RARP after migration"))
-def("fp_reply_ack", ProtoField.bool("vhost_user.features.protocol.reply_ack", "REPLY_ACK (bit 3)", base.NONE, nil, nil, "NEED_REPLY acks with a u64 result"))
-def("fp_net_mtu", ProtoField.bool("vhost_user.features.protocol.net_mtu", "NET_MTU (bit 4)", base.NONE, nil, nil, "NET_SET_MTU"))
-def("fp_backend_req", ProtoField.bool("vhost_user.features.protocol.backend_req", "BACKEND_REQ (bit 5)", base.NONE, nil, nil, "back-end channel via SET_BACKEND_REQ_FD"))
-def("fp_cross_endian", ProtoField.bool("vhost_user.features.protocol.cross_endian", "CROSS_ENDIAN (bit 6)", base.NONE, nil, nil, "SET_VRING_ENDIAN for legacy cross-endian guests"))
-def("fp_crypto_session", ProtoField.bool("vhost_user.features.protocol.crypto_session", "CRYPTO_SESSION (bit 7)", base.NONE, nil, nil, "CREATE/CLOSE_CRYPTO_SESSION"))
-def("fp_pagefault", ProtoField.bool("vhost_user.features.protocol.pagefault", "PAGEFAULT (bit 8)", base.NONE, nil, nil, "postcopy migration (POSTCOPY_*)"))
-def("fp_config", ProtoField.bool("vhost_user.features.protocol.config", "CONFIG (bit 9)", base.NONE, nil, nil, "GET/SET_CONFIG and BACKEND_CONFIG_CHANGE_MSG"))
-def("fp_backend_send_fd", ProtoField.bool("vhost_user.features.protocol.backend_send_fd", "BACKEND_SEND_FD (bit 10)", base.NONE, nil, nil, "fds on the back-end channel"))
-def("fp_host_notifier", ProtoField.bool("vhost_user.features.protocol.host_notifier", "HOST_NOTIFIER (bit 11)", base.NONE, nil, nil, "BACKEND_VRING_HOST_NOTIFIER_MSG"))
-def("fp_inflight_shmfd", ProtoField.bool("vhost_user.features.protocol.inflight_shmfd", "INFLIGHT_SHMFD (bit 12)", base.NONE, nil, nil, "GET/SET_INFLIGHT_FD"))
-def("fp_reset_device", ProtoField.bool("vhost_user.features.protocol.reset_device", "RESET_DEVICE (bit 13)", base.NONE, nil, nil, "RESET_DEVICE"))
-def("fp_inband_notifications", ProtoField.bool("vhost_user.features.protocol.inband_notifications", "INBAND_NOTIFICATIONS (bit 14)", base.NONE, nil, nil, "VRING_KICK, BACKEND_VRING_CALL/ERR"))
-def("fp_configure_mem_slots", ProtoField.bool("vhost_user.features.protocol.configure_mem_slots", "CONFIGURE_MEM_SLOTS (bit 15)", base.NONE, nil, nil, "GET_MAX_MEM_SLOTS, ADD/REM_MEM_REG"))
-def("fp_status", ProtoField.bool("vhost_user.features.protocol.status", "STATUS (bit 16)", base.NONE, nil, nil, "SET/GET_STATUS"))
-def("fp_xen_mmap", ProtoField.bool("vhost_user.features.protocol.xen_mmap", "XEN_MMAP (bit 17)", base.NONE, nil, nil, "40-byte memory regions with Xen flags and domid"))
-def("fp_shared_object", ProtoField.bool("vhost_user.features.protocol.shared_object", "SHARED_OBJECT (bit 18)", base.NONE, nil, nil, "GET_SHARED_OBJECT, BACKEND_SHARED_OBJECT_*"))
-def("fp_device_state", ProtoField.bool("vhost_user.features.protocol.device_state", "DEVICE_STATE (bit 19)", base.NONE, nil, nil, "SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE"))
-def("fp_get_vring_base_inflight", ProtoField.bool("vhost_user.features.protocol.get_vring_base_inflight", "GET_VRING_BASE_INFLIGHT (bit 20)", base.NONE, nil, nil, "back-end may suspend in-flight I/O on GET_VRING_BASE"))
-def("fp_gpa_addresses", ProtoField.bool("vhost_user.features.protocol.gpa_addresses", "GPA_ADDRESSES (bit 21)", base.NONE, nil, nil, "ring and region addresses are guest-physical"))
-def("fp_shmem", ProtoField.bool("vhost_user.features.protocol.shmem", "SHMEM (bit 22)", base.NONE, nil, nil, "GET_SHMEM_CONFIG, BACKEND_SHMEM_MAP/UNMAP"))
-def("fp_get_vring_base_skip_drain", ProtoField.bool("vhost_user.features.protocol.get_vring_base_skip_drain", "GET_VRING_BASE_SKIP_DRAIN (bit 23)", base.NONE, nil, nil, "GET_VRING_BASE_SKIP_DRAIN message"))
-def("fp_bit24", ProtoField.bool("vhost_user.features.protocol.bit24", "BIT_24", base.NONE))
-def("fp_bit25", ProtoField.bool("vhost_user.features.protocol.bit25", "BIT_25", base.NONE))
-def("fp_bit26", ProtoField.bool("vhost_user.features.protocol.bit26", "BIT_26", base.NONE))
-def("fp_bit27", ProtoField.bool("vhost_user.features.protocol.bit27", "BIT_27", base.NONE))
-def("fp_bit28", ProtoField.bool("vhost_user.features.protocol.bit28", "BIT_28", base.NONE))
-def("fp_bit29", ProtoField.bool("vhost_user.features.protocol.bit29", "BIT_29", base.NONE))
-def("fp_bit30", ProtoField.bool("vhost_user.features.protocol.bit30", "BIT_30", base.NONE))
-def("fp_bit31", ProtoField.bool("vhost_user.features.protocol.bit31", "BIT_31", base.NONE))
-def("fp_bit32", ProtoField.bool("vhost_user.features.protocol.bit32", "BIT_32", base.NONE))
-def("fp_bit33", ProtoField.bool("vhost_user.features.protocol.bit33", "BIT_33", base.NONE))
-def("fp_bit34", ProtoField.bool("vhost_user.features.protocol.bit34", "BIT_34", base.NONE))
-def("fp_bit35", ProtoField.bool("vhost_user.features.protocol.bit35", "BIT_35", base.NONE))
-def("fp_bit36", ProtoField.bool("vhost_user.features.protocol.bit36", "BIT_36", base.NONE))
-def("fp_bit37", ProtoField.bool("vhost_user.features.protocol.bit37", "BIT_37", base.NONE))
-def("fp_bit38", ProtoField.bool("vhost_user.features.protocol.bit38", "BIT_38", base.NONE))
-def("fp_bit39", ProtoField.bool("vhost_user.features.protocol.bit39", "BIT_39", base.NONE))
-def("fp_bit40", ProtoField.bool("vhost_user.features.protocol.bit40", "BIT_40", base.NONE))
-def("fp_bit41", ProtoField.bool("vhost_user.features.protocol.bit41", "BIT_41", base.NONE))
-def("fp_bit42", ProtoField.bool("vhost_user.features.protocol.bit42", "BIT_42", base.NONE))
-def("fp_bit43", ProtoField.bool("vhost_user.features.protocol.bit43", "BIT_43", base.NONE))
-def("fp_bit44", ProtoField.bool("vhost_user.features.protocol.bit44", "BIT_44", base.NONE))
-def("fp_bit45", ProtoField.bool("vhost_user.features.protocol.bit45", "BIT_45", base.NONE))
-def("fp_bit46", ProtoField.bool("vhost_user.features.protocol.bit46", "BIT_46", base.NONE))
-def("fp_bit47", ProtoField.bool("vhost_user.features.protocol.bit47", "BIT_47", base.NONE))
-def("fp_bit48", ProtoField.bool("vhost_user.features.protocol.bit48", "BIT_48", base.NONE))
-def("fp_bit49", ProtoField.bool("vhost_user.features.protocol.bit49", "BIT_49", base.NONE))
-def("fp_bit50", ProtoField.bool("vhost_user.features.protocol.bit50", "BIT_50", base.NONE))
-def("fp_bit51", ProtoField.bool("vhost_user.features.protocol.bit51", "BIT_51", base.NONE))
-def("fp_bit52", ProtoField.bool("vhost_user.features.protocol.bit52", "BIT_52", base.NONE))
-def("fp_bit53", ProtoField.bool("vhost_user.features.protocol.bit53", "BIT_53", base.NONE))
-def("fp_bit54", ProtoField.bool("vhost_user.features.protocol.bit54", "BIT_54", base.NONE))
-def("fp_bit55", ProtoField.bool("vhost_user.features.protocol.bit55", "BIT_55", base.NONE))
-def("fp_bit56", ProtoField.bool("vhost_user.features.protocol.bit56", "BIT_56", base.NONE))
-def("fp_bit57", ProtoField.bool("vhost_user.features.protocol.bit57", "BIT_57", base.NONE))
-def("fp_bit58", ProtoField.bool("vhost_user.features.protocol.bit58", "BIT_58", base.NONE))
-def("fp_bit59", ProtoField.bool("vhost_user.features.protocol.bit59", "BIT_59", base.NONE))
-def("fp_bit60", ProtoField.bool("vhost_user.features.protocol.bit60", "BIT_60", base.NONE))
-def("fp_bit61", ProtoField.bool("vhost_user.features.protocol.bit61", "BIT_61", base.NONE))
-def("fp_bit62", ProtoField.bool("vhost_user.features.protocol.bit62", "BIT_62", base.NONE))
-def("fp_bit63", ProtoField.bool("vhost_user.features.protocol.bit63", "BIT_63", base.NONE))
-def("fv_notify_on_empty", ProtoField.bool("vhost_user.features.virtio.notify_on_empty", "NOTIFY_ON_EMPTY (bit 24)", base.NONE, nil, nil, "legacy"))
-def("fv_log_all", ProtoField.bool("vhost_user.features.virtio.log_all", "LOG_ALL (bit 26)", base.NONE, nil, nil, "VHOST_F_LOG_ALL: dirty logging"))
-def("fv_any_layout", ProtoField.bool("vhost_user.features.virtio.any_layout", "ANY_LAYOUT (bit 27)", base.NONE, nil, nil, "legacy"))
-def("fv_ring_indirect_desc", ProtoField.bool("vhost_user.features.virtio.ring_indirect_desc", "RING_INDIRECT_DESC (bit 28)", base.NONE))
-def("fv_ring_event_idx", ProtoField.bool("vhost_user.features.virtio.ring_event_idx", "RING_EVENT_IDX (bit 29)", base.NONE))
-def("fv_protocol_features", ProtoField.bool("vhost_user.features.virtio.protocol_features", "PROTOCOL_FEATURES (bit 30)", base.NONE, nil, nil, "VHOST_USER_F_PROTOCOL_FEATURES: GET/SET_PROTOCOL_FEATURES"))
-def("fv_version_1", ProtoField.bool("vhost_user.features.virtio.version_1", "VERSION_1 (bit 32)", base.NONE))
-def("fv_access_platform", ProtoField.bool("vhost_user.features.virtio.access_platform", "ACCESS_PLATFORM (bit 33)", base.NONE, nil, nil, "IOTLB messages"))
-def("fv_ring_packed", ProtoField.bool("vhost_user.features.virtio.ring_packed", "RING_PACKED (bit 34)", base.NONE, nil, nil, "packed virtqueues (changes the vring base encoding)"))
-def("fv_in_order", ProtoField.bool("vhost_user.features.virtio.in_order", "IN_ORDER (bit 35)", base.NONE))
-def("fv_order_platform", ProtoField.bool("vhost_user.features.virtio.order_platform", "ORDER_PLATFORM (bit 36)", base.NONE))
-def("fv_sr_iov", ProtoField.bool("vhost_user.features.virtio.sr_iov", "SR_IOV (bit 37)", base.NONE))
-def("fv_notification_data", ProtoField.bool("vhost_user.features.virtio.notification_data", "NOTIFICATION_DATA (bit 38)", base.NONE))
-def("fv_notif_config_data", ProtoField.bool("vhost_user.features.virtio.notif_config_data", "NOTIF_CONFIG_DATA (bit 39)", base.NONE))
-def("fv_ring_reset", ProtoField.bool("vhost_user.features.virtio.ring_reset", "RING_RESET (bit 40)", base.NONE))
-def("fv_admin_vq", ProtoField.bool("vhost_user.features.virtio.admin_vq", "ADMIN_VQ (bit 41)", base.NONE))
-def("fv_net_csum", ProtoField.bool("vhost_user.features.virtio.csum", "CSUM (bit 0, net)", base.NONE))
-def("fv_net_guest_csum", ProtoField.bool("vhost_user.features.virtio.guest_csum", "GUEST_CSUM (bit 1, net)", base.NONE))
-def("fv_net_ctrl_guest_offloads", ProtoField.bool("vhost_user.features.virtio.ctrl_guest_offloads", "CTRL_GUEST_OFFLOADS (bit 2, net)", base.NONE))
-def("fv_net_mtu", ProtoField.bool("vhost_user.features.virtio.mtu", "MTU (bit 3, net)", base.NONE))
-def("fv_net_mac", ProtoField.bool("vhost_user.features.virtio.mac", "MAC (bit 5, net)", base.NONE))
-def("fv_net_gso", ProtoField.bool("vhost_user.features.virtio.gso", "GSO (bit 6, net)", base.NONE))
-def("fv_net_guest_tso4", ProtoField.bool("vhost_user.features.virtio.guest_tso4", "GUEST_TSO4 (bit 7, net)", base.NONE))
-def("fv_net_guest_tso6", ProtoField.bool("vhost_user.features.virtio.guest_tso6", "GUEST_TSO6 (bit 8, net)", base.NONE))
-def("fv_net_guest_ecn", ProtoField.bool("vhost_user.features.virtio.guest_ecn", "GUEST_ECN (bit 9, net)", base.NONE))
-def("fv_net_guest_ufo", ProtoField.bool("vhost_user.features.virtio.guest_ufo", "GUEST_UFO (bit 10, net)", base.NONE))
-def("fv_net_host_tso4", ProtoField.bool("vhost_user.features.virtio.host_tso4", "HOST_TSO4 (bit 11, net)", base.NONE))
-def("fv_net_host_tso6", ProtoField.bool("vhost_user.features.virtio.host_tso6", "HOST_TSO6 (bit 12, net)", base.NONE))
-def("fv_net_host_ecn", ProtoField.bool("vhost_user.features.virtio.host_ecn", "HOST_ECN (bit 13, net)", base.NONE))
-def("fv_net_host_ufo", ProtoField.bool("vhost_user.features.virtio.host_ufo", "HOST_UFO (bit 14, net)", base.NONE))
-def("fv_net_mrg_rxbuf", ProtoField.bool("vhost_user.features.virtio.mrg_rxbuf", "MRG_RXBUF (bit 15, net)", base.NONE))
-def("fv_net_status", ProtoField.bool("vhost_user.features.virtio.status", "STATUS (bit 16, net)", base.NONE))
-def("fv_net_ctrl_vq", ProtoField.bool("vhost_user.features.virtio.ctrl_vq", "CTRL_VQ (bit 17, net)", base.NONE))
-def("fv_net_ctrl_rx", ProtoField.bool("vhost_user.features.virtio.ctrl_rx", "CTRL_RX (bit 18, net)", base.NONE))
-def("fv_net_ctrl_vlan", ProtoField.bool("vhost_user.features.virtio.ctrl_vlan", "CTRL_VLAN (bit 19, net)", base.NONE))
-def("fv_net_ctrl_rx_extra", ProtoField.bool("vhost_user.features.virtio.ctrl_rx_extra", "CTRL_RX_EXTRA (bit 20, net)", base.NONE))
-def("fv_net_guest_announce", ProtoField.bool("vhost_user.features.virtio.guest_announce", "GUEST_ANNOUNCE (bit 21, net)", base.NONE))
-def("fv_net_mq", ProtoField.bool("vhost_user.features.virtio.mq", "MQ (bit 22, net)", base.NONE))
-def("fv_net_ctrl_mac_addr", ProtoField.bool("vhost_user.features.virtio.ctrl_mac_addr", "CTRL_MAC_ADDR (bit 23, net)", base.NONE))
-def("fv_net_device_stats", ProtoField.bool("vhost_user.features.virtio.device_stats", "DEVICE_STATS (bit 50, net)", base.NONE))
-def("fv_net_vq_notf_coal", ProtoField.bool("vhost_user.features.virtio.vq_notf_coal", "VQ_NOTF_COAL (bit 52, net)", base.NONE))
-def("fv_net_notf_coal", ProtoField.bool("vhost_user.features.virtio.notf_coal", "NOTF_COAL (bit 53, net)", base.NONE))
-def("fv_net_guest_uso4", ProtoField.bool("vhost_user.features.virtio.guest_uso4", "GUEST_USO4 (bit 54, net)", base.NONE))
-def("fv_net_guest_uso6", ProtoField.bool("vhost_user.features.virtio.guest_uso6", "GUEST_USO6 (bit 55, net)", base.NONE))
-def("fv_net_host_uso", ProtoField.bool("vhost_user.features.virtio.host_uso", "HOST_USO (bit 56, net)", base.NONE))
-def("fv_net_hash_report", ProtoField.bool("vhost_user.features.virtio.hash_report", "HASH_REPORT (bit 57, net)", base.NONE))
-def("fv_net_guest_hdrlen", ProtoField.bool("vhost_user.features.virtio.guest_hdrlen", "GUEST_HDRLEN (bit 59, net)", base.NONE))
-def("fv_net_rss", ProtoField.bool("vhost_user.features.virtio.rss", "RSS (bit 60, net)", base.NONE))
-def("fv_net_rsc_ext", ProtoField.bool("vhost_user.features.virtio.rsc_ext", "RSC_EXT (bit 61, net)", base.NONE))
-def("fv_net_standby", ProtoField.bool("vhost_user.features.virtio.standby", "STANDBY (bit 62, net)", base.NONE))
-def("fv_net_speed_duplex", ProtoField.bool("vhost_user.features.virtio.speed_duplex", "SPEED_DUPLEX (bit 63, net)", base.NONE))
-def("fv_blk_barrier", ProtoField.bool("vhost_user.features.virtio.barrier", "BARRIER (bit 0, blk)", base.NONE))
-def("fv_blk_size_max", ProtoField.bool("vhost_user.features.virtio.size_max", "SIZE_MAX (bit 1, blk)", base.NONE))
-def("fv_blk_seg_max", ProtoField.bool("vhost_user.features.virtio.seg_max", "SEG_MAX (bit 2, blk)", base.NONE))
-def("fv_blk_geometry", ProtoField.bool("vhost_user.features.virtio.geometry", "GEOMETRY (bit 4, blk)", base.NONE))
-def("fv_blk_ro", ProtoField.bool("vhost_user.features.virtio.ro", "RO (bit 5, blk)", base.NONE))
-def("fv_blk_blk_size", ProtoField.bool("vhost_user.features.virtio.blk_size", "BLK_SIZE (bit 6, blk)", base.NONE))
-def("fv_blk_scsi", ProtoField.bool("vhost_user.features.virtio.scsi", "SCSI (bit 7, blk)", base.NONE))
-def("fv_blk_flush", ProtoField.bool("vhost_user.features.virtio.flush", "FLUSH (bit 9, blk)", base.NONE))
-def("fv_blk_topology", ProtoField.bool("vhost_user.features.virtio.topology", "TOPOLOGY (bit 10, blk)", base.NONE))
-def("fv_blk_config_wce", ProtoField.bool("vhost_user.features.virtio.config_wce", "CONFIG_WCE (bit 11, blk)", base.NONE))
-def("fv_blk_mq", ProtoField.bool("vhost_user.features.virtio.mq", "MQ (bit 12, blk)", base.NONE))
-def("fv_blk_discard", ProtoField.bool("vhost_user.features.virtio.discard", "DISCARD (bit 13, blk)", base.NONE))
-def("fv_blk_write_zeroes", ProtoField.bool("vhost_user.features.virtio.write_zeroes", "WRITE_ZEROES (bit 14, blk)", base.NONE))
-def("fv_blk_lifetime", ProtoField.bool("vhost_user.features.virtio.lifetime", "LIFETIME (bit 15, blk)", base.NONE))
-def("fv_blk_secure_erase", ProtoField.bool("vhost_user.features.virtio.secure_erase", "SECURE_ERASE (bit 16, blk)", base.NONE))
-def("fv_blk_zoned", ProtoField.bool("vhost_user.features.virtio.zoned", "ZONED (bit 17, blk)", base.NONE))
-def("fv_blk_out_fua", ProtoField.bool("vhost_user.features.virtio.out_fua", "OUT_FUA (bit 18, blk)", base.NONE))
-def("fv_scsi_inout", ProtoField.bool("vhost_user.features.virtio.inout", "INOUT (bit 0, scsi)", base.NONE))
-def("fv_scsi_hotplug", ProtoField.bool("vhost_user.features.virtio.hotplug", "HOTPLUG (bit 1, scsi)", base.NONE))
-def("fv_scsi_change", ProtoField.bool("vhost_user.features.virtio.change", "CHANGE (bit 2, scsi)", base.NONE))
-def("fv_scsi_t10_pi", ProtoField.bool("vhost_user.features.virtio.t10_pi", "T10_PI (bit 3, scsi)", base.NONE))
-def("fv_fs_notification", ProtoField.bool("vhost_user.features.virtio.notification", "NOTIFICATION (bit 0, fs)", base.NONE))
-def("fv_gpu_virgl", ProtoField.bool("vhost_user.features.virtio.virgl", "VIRGL (bit 0, gpu)", base.NONE))
-def("fv_gpu_edid", ProtoField.bool("vhost_user.features.virtio.edid", "EDID (bit 1, gpu)", base.NONE))
-def("fv_gpu_resource_uuid", ProtoField.bool("vhost_user.features.virtio.resource_uuid", "RESOURCE_UUID (bit 2, gpu)", base.NONE))
-def("fv_gpu_resource_blob", ProtoField.bool("vhost_user.features.virtio.resource_blob", "RESOURCE_BLOB (bit 3, gpu)", base.NONE))
-def("fv_gpu_context_init", ProtoField.bool("vhost_user.features.virtio.context_init", "CONTEXT_INIT (bit 4, gpu)", base.NONE))
-def("fv_vsock_stream", ProtoField.bool("vhost_user.features.virtio.stream", "STREAM (bit 0, vsock)", base.NONE))
-def("fv_vsock_seqpacket", ProtoField.bool("vhost_user.features.virtio.seqpacket", "SEQPACKET (bit 1, vsock)", base.NONE))
-def("fv_crypto_revision_1", ProtoField.bool("vhost_user.features.virtio.revision_1", "REVISION_1 (bit 0, crypto)", base.NONE))
-def("fv_crypto_cipher_stateless_mode", ProtoField.bool("vhost_user.features.virtio.cipher_stateless_mode", "CIPHER_STATELESS_MODE (bit 1, crypto)", base.NONE))
-def("fv_crypto_hash_stateless_mode", ProtoField.bool("vhost_user.features.virtio.hash_stateless_mode", "HASH_STATELESS_MODE (bit 2, crypto)", base.NONE))
-def("fv_crypto_mac_stateless_mode", ProtoField.bool("vhost_user.features.virtio.mac_stateless_mode", "MAC_STATELESS_MODE (bit 3, crypto)", base.NONE))
-def("fv_crypto_aead_stateless_mode", ProtoField.bool("vhost_user.features.virtio.aead_stateless_mode", "AEAD_STATELESS_MODE (bit 4, crypto)", base.NONE))
-def("fv_crypto_akcipher_stateless_mode", ProtoField.bool("vhost_user.features.virtio.akcipher_stateless_mode", "AKCIPHER_STATELESS_MODE (bit 5, crypto)", base.NONE))
-def("fv_gpio_irq", ProtoField.bool("vhost_user.features.virtio.irq", "IRQ (bit 0, gpio)", base.NONE))
-def("fv_i2c_zero_length_request", ProtoField.bool("vhost_user.features.virtio.zero_length_request", "ZERO_LENGTH_REQUEST (bit 0, i2c)", base.NONE))
-def("fv_sound_ctls", ProtoField.bool("vhost_user.features.virtio.ctls", "CTLS (bit 0, sound)", base.NONE))
-def("fv_bit0", ProtoField.bool("vhost_user.features.virtio.bit0", "BIT_0", base.NONE))
-def("fv_bit1", ProtoField.bool("vhost_user.features.virtio.bit1", "BIT_1", base.NONE))
-def("fv_bit2", ProtoField.bool("vhost_user.features.virtio.bit2", "BIT_2", base.NONE))
-def("fv_bit3", ProtoField.bool("vhost_user.features.virtio.bit3", "BIT_3", base.NONE))
-def("fv_bit4", ProtoField.bool("vhost_user.features.virtio.bit4", "BIT_4", base.NONE))
-def("fv_bit5", ProtoField.bool("vhost_user.features.virtio.bit5", "BIT_5", base.NONE))
-def("fv_bit6", ProtoField.bool("vhost_user.features.virtio.bit6", "BIT_6", base.NONE))
-def("fv_bit7", ProtoField.bool("vhost_user.features.virtio.bit7", "BIT_7", base.NONE))
-def("fv_bit8", ProtoField.bool("vhost_user.features.virtio.bit8", "BIT_8", base.NONE))
-def("fv_bit9", ProtoField.bool("vhost_user.features.virtio.bit9", "BIT_9", base.NONE))
-def("fv_bit10", ProtoField.bool("vhost_user.features.virtio.bit10", "BIT_10", base.NONE))
-def("fv_bit11", ProtoField.bool("vhost_user.features.virtio.bit11", "BIT_11", base.NONE))
-def("fv_bit12", ProtoField.bool("vhost_user.features.virtio.bit12", "BIT_12", base.NONE))
-def("fv_bit13", ProtoField.bool("vhost_user.features.virtio.bit13", "BIT_13", base.NONE))
-def("fv_bit14", ProtoField.bool("vhost_user.features.virtio.bit14", "BIT_14", base.NONE))
-def("fv_bit15", ProtoField.bool("vhost_user.features.virtio.bit15", "BIT_15", base.NONE))
-def("fv_bit16", ProtoField.bool("vhost_user.features.virtio.bit16", "BIT_16", base.NONE))
-def("fv_bit17", ProtoField.bool("vhost_user.features.virtio.bit17", "BIT_17", base.NONE))
-def("fv_bit18", ProtoField.bool("vhost_user.features.virtio.bit18", "BIT_18", base.NONE))
-def("fv_bit19", ProtoField.bool("vhost_user.features.virtio.bit19", "BIT_19", base.NONE))
-def("fv_bit20", ProtoField.bool("vhost_user.features.virtio.bit20", "BIT_20", base.NONE))
-def("fv_bit21", ProtoField.bool("vhost_user.features.virtio.bit21", "BIT_21", base.NONE))
-def("fv_bit22", ProtoField.bool("vhost_user.features.virtio.bit22", "BIT_22", base.NONE))
-def("fv_bit23", ProtoField.bool("vhost_user.features.virtio.bit23", "BIT_23", base.NONE))
-def("fv_bit25", ProtoField.bool("vhost_user.features.virtio.bit25", "BIT_25", base.NONE))
-def("fv_bit31", ProtoField.bool("vhost_user.features.virtio.bit31", "BIT_31", base.NONE))
-def("fv_bit42", ProtoField.bool("vhost_user.features.virtio.bit42", "BIT_42", base.NONE))
-def("fv_bit43", ProtoField.bool("vhost_user.features.virtio.bit43", "BIT_43", base.NONE))
-def("fv_bit44", ProtoField.bool("vhost_user.features.virtio.bit44", "BIT_44", base.NONE))
-def("fv_bit45", ProtoField.bool("vhost_user.features.virtio.bit45", "BIT_45", base.NONE))
-def("fv_bit46", ProtoField.bool("vhost_user.features.virtio.bit46", "BIT_46", base.NONE))
-def("fv_bit47", ProtoField.bool("vhost_user.features.virtio.bit47", "BIT_47", base.NONE))
-def("fv_bit48", ProtoField.bool("vhost_user.features.virtio.bit48", "BIT_48", base.NONE))
-def("fv_bit49", ProtoField.bool("vhost_user.features.virtio.bit49", "BIT_49", base.NONE))
-def("fv_bit50", ProtoField.bool("vhost_user.features.virtio.bit50", "BIT_50", base.NONE))
-def("fv_bit51", ProtoField.bool("vhost_user.features.virtio.bit51", "BIT_51", base.NONE))
-def("fv_bit52", ProtoField.bool("vhost_user.features.virtio.bit52", "BIT_52", base.NONE))
-def("fv_bit53", ProtoField.bool("vhost_user.features.virtio.bit53", "BIT_53", base.NONE))
-def("fv_bit54", ProtoField.bool("vhost_user.features.virtio.bit54", "BIT_54", base.NONE))
-def("fv_bit55", ProtoField.bool("vhost_user.features.virtio.bit55", "BIT_55", base.NONE))
-def("fv_bit56", ProtoField.bool("vhost_user.features.virtio.bit56", "BIT_56", base.NONE))
-def("fv_bit57", ProtoField.bool("vhost_user.features.virtio.bit57", "BIT_57", base.NONE))
-def("fv_bit58", ProtoField.bool("vhost_user.features.virtio.bit58", "BIT_58", base.NONE))
-def("fv_bit59", ProtoField.bool("vhost_user.features.virtio.bit59", "BIT_59", base.NONE))
-def("fv_bit60", ProtoField.bool("vhost_user.features.virtio.bit60", "BIT_60", base.NONE))
-def("fv_bit61", ProtoField.bool("vhost_user.features.virtio.bit61", "BIT_61", base.NONE))
-def("fv_bit62", ProtoField.bool("vhost_user.features.virtio.bit62", "BIT_62", base.NONE))
-def("fv_bit63", ProtoField.bool("vhost_user.features.virtio.bit63", "BIT_63", base.NONE))
-def("st_acknowledge", ProtoField.bool("vhost_user.status.acknowledge", "ACKNOWLEDGE (bit 0)", base.NONE))
-def("st_driver", ProtoField.bool("vhost_user.status.driver", "DRIVER (bit 1)", base.NONE))
-def("st_driver_ok", ProtoField.bool("vhost_user.status.driver_ok", "DRIVER_OK (bit 2)", base.NONE))
-def("st_features_ok", ProtoField.bool("vhost_user.status.features_ok", "FEATURES_OK (bit 3)", base.NONE))
-def("st_needs_reset", ProtoField.bool("vhost_user.status.needs_reset", "NEEDS_RESET (bit 6)", base.NONE))
-def("st_failed", ProtoField.bool("vhost_user.status.failed", "FAILED (bit 7)", base.NONE))
-def("st_bit4", ProtoField.bool("vhost_user.status.bit4", "BIT_4", base.NONE))
-def("st_bit5", ProtoField.bool("vhost_user.status.bit5", "BIT_5", base.NONE))
-def("p_data", ProtoField.bytes("vhost_user.data", "Data"))
-def("p_features", ProtoField.uint64("vhost_user.features", "Features", base.HEX))
-def("p_result", ProtoField.uint64("vhost_user.result", "Result", base.DEC, nil, nil, "0 = success, non-zero = failure"))
-def("p_guest_phys_addr", ProtoField.uint64("vhost_user.guest_phys_addr", "Guest phys addr", base.HEX))
-def("p_memory_size", ProtoField.uint64("vhost_user.memory_size", "Memory size", base.HEX))
-def("p_userspace_addr", ProtoField.uint64("vhost_user.userspace_addr", "Userspace addr", base.HEX))
-def("p_mmap_offset", ProtoField.uint64("vhost_user.mmap_offset", "Mmap offset", base.HEX))
-def("p_nregions", ProtoField.uint32("vhost_user.nregions", "Nregions", base.DEC))
-def("pad_padding", ProtoField.bytes("vhost_user.padding", "Padding"))
-def("a_regions", ProtoField.none("vhost_user.regions", "Regions"))
-def("i_mem_region", ProtoField.none("vhost_user.mem_region", "Mem region"))
-def("p_xen_mmap_flags", ProtoField.uint32("vhost_user.xen_mmap_flags", "Xen mmap flags", base.HEX))
-def("p_foreign", ProtoField.bool("vhost_user.foreign", "Foreign", base.NONE))
-def("p_grant", ProtoField.bool("vhost_user.grant", "Grant", base.NONE))
-def("p_map_on_demand", ProtoField.bool("vhost_user.map_on_demand", "Map on demand", base.NONE))
-def("p_domid", ProtoField.uint32("vhost_user.domid", "Domid", base.DEC))
-def("i_mem_region_xen", ProtoField.none("vhost_user.mem_region_xen", "Mem region xen"))
-def("p_mmap_size", ProtoField.uint64("vhost_user.mmap_size", "Mmap size", base.HEX))
-def("p_index", ProtoField.uint32("vhost_user.index", "Index", base.DEC))
-def("p_num", ProtoField.uint32("vhost_user.num", "Num", base.DEC, nil, nil, "queue size"))
+def("p_avail_idx", ProtoField.uint32("vhost_user.payload.avail_idx", "Avail idx", base.DEC))
+def("p_avail_wrap", ProtoField.uint32("vhost_user.payload.avail_wrap", "Avail wrap", base.DEC))
+def("p_used_idx", ProtoField.uint32("vhost_user.payload.used_idx", "Used idx", base.DEC))
+def("p_used_wrap", ProtoField.uint32("vhost_user.payload.used_wrap", "Used wrap", base.DEC))
+def("fp_mq", ProtoField.bool("vhost_user.payload.features.protocol.mq", "MQ (bit 0)", base.NONE, nil, nil, "GET_QUEUE_NUM: multiple queues"))
+def("fp_log_shmfd", ProtoField.bool("vhost_user.payload.features.protocol.log_shmfd", "LOG_SHMFD (bit 1)", base.NONE, nil, nil, "dirty log passed as a memfd in SET_LOG_BASE"))
+def("fp_rarp", ProtoField.bool("vhost_user.payload.features.protocol.rarp", "RARP (bit 2)", base.NONE, nil, nil, "SEND_RARP after migration"))
+def("fp_reply_ack", ProtoField.bool("vhost_user.payload.features.protocol.reply_ack", "REPLY_ACK (bit 3)", base.NONE, nil, nil, "NEED_REPLY acks with a u64 result"))
+def("fp_net_mtu", ProtoField.bool("vhost_user.payload.features.protocol.net_mtu", "NET_MTU (bit 4)", base.NONE, nil, nil, "NET_SET_MTU"))
+def("fp_backend_req", ProtoField.bool("vhost_user.payload.features.protocol.backend_req", "BACKEND_REQ (bit 5)", base.NONE, nil, nil, "back-end channel via SET_BACKEND_REQ_FD"))
+def("fp_cross_endian", ProtoField.bool("vhost_user.payload.features.protocol.cross_endian", "CROSS_ENDIAN (bit 6)", base.NONE, nil, nil, "SET_VRING_ENDIAN for legacy cross-endian guests"))
+def("fp_crypto_session", ProtoField.bool("vhost_user.payload.features.protocol.crypto_session", "CRYPTO_SESSION (bit 7)", base.NONE, nil, nil, "CREATE/CLOSE_CRYPTO_SESSION"))
+def("fp_pagefault", ProtoField.bool("vhost_user.payload.features.protocol.pagefault", "PAGEFAULT (bit 8)", base.NONE, nil, nil, "postcopy migration (POSTCOPY_*)"))
+def("fp_config", ProtoField.bool("vhost_user.payload.features.protocol.config", "CONFIG (bit 9)", base.NONE, nil, nil, "GET/SET_CONFIG and BACKEND_CONFIG_CHANGE_MSG"))
+def("fp_backend_send_fd", ProtoField.bool("vhost_user.payload.features.protocol.backend_send_fd", "BACKEND_SEND_FD (bit 10)", base.NONE, nil, nil, "fds on the back-end channel"))
+def("fp_host_notifier", ProtoField.bool("vhost_user.payload.features.protocol.host_notifier", "HOST_NOTIFIER (bit 11)", base.NONE, nil, nil, "BACKEND_VRING_HOST_NOTIFIER_MSG"))
+def("fp_inflight_shmfd", ProtoField.bool("vhost_user.payload.features.protocol.inflight_shmfd", "INFLIGHT_SHMFD (bit 12)", base.NONE, nil, nil, "GET/SET_INFLIGHT_FD"))
+def("fp_reset_device", ProtoField.bool("vhost_user.payload.features.protocol.reset_device", "RESET_DEVICE (bit 13)", base.NONE, nil, nil, "RESET_DEVICE"))
+def("fp_inband_notifications", ProtoField.bool("vhost_user.payload.features.protocol.inband_notifications", "INBAND_NOTIFICATIONS (bit 14)", base.NONE, nil, nil, "VRING_KICK, BACKEND_VRING_CALL/ERR"))
+def("fp_configure_mem_slots", ProtoField.bool("vhost_user.payload.features.protocol.configure_mem_slots", "CONFIGURE_MEM_SLOTS (bit 15)", base.NONE, nil, nil, "GET_MAX_MEM_SLOTS, ADD/REM_MEM_REG"))
+def("fp_status", ProtoField.bool("vhost_user.payload.features.protocol.status", "STATUS (bit 16)", base.NONE, nil, nil, "SET/GET_STATUS"))
+def("fp_xen_mmap", ProtoField.bool("vhost_user.payload.features.protocol.xen_mmap", "XEN_MMAP (bit 17)", base.NONE, nil, nil, "40-byte memory regions with Xen flags and domid"))
+def("fp_shared_object", ProtoField.bool("vhost_user.payload.features.protocol.shared_object", "SHARED_OBJECT (bit 18)", base.NONE, nil, nil, "GET_SHARED_OBJECT, BACKEND_SHARED_OBJECT_*"))
+def("fp_device_state", ProtoField.bool("vhost_user.payload.features.protocol.device_state", "DEVICE_STATE (bit 19)", base.NONE, nil, nil, "SET_DEVICE_STATE_FD, CHECK_DEVICE_STATE"))
+def("fp_get_vring_base_inflight", ProtoField.bool("vhost_user.payload.features.protocol.get_vring_base_inflight", "GET_VRING_BASE_INFLIGHT (bit 20)", base.NONE, nil, nil, "back-end may suspend in-flight I/O on GET_VRING_BASE"))
+def("fp_gpa_addresses", ProtoField.bool("vhost_user.payload.features.protocol.gpa_addresses", "GPA_ADDRESSES (bit 21)", base.NONE, nil, nil, "ring and region addresses are guest-physical"))
+def("fp_shmem", ProtoField.bool("vhost_user.payload.features.protocol.shmem", "SHMEM (bit 22)", base.NONE, nil, nil, "GET_SHMEM_CONFIG, BACKEND_SHMEM_MAP/UNMAP"))
+def("fp_get_vring_base_skip_drain", ProtoField.bool("vhost_user.payload.features.protocol.get_vring_base_skip_drain", "GET_VRING_BASE_SKIP_DRAIN (bit 23)", base.NONE, nil, nil, "GET_VRING_BASE_SKIP_DRAIN message"))
+def("fp_bit24", ProtoField.bool("vhost_user.payload.features.protocol.bit24", "BIT_24", base.NONE))
+def("fp_bit25", ProtoField.bool("vhost_user.payload.features.protocol.bit25", "BIT_25", base.NONE))
+def("fp_bit26", ProtoField.bool("vhost_user.payload.features.protocol.bit26", "BIT_26", base.NONE))
+def("fp_bit27", ProtoField.bool("vhost_user.payload.features.protocol.bit27", "BIT_27", base.NONE))
+def("fp_bit28", ProtoField.bool("vhost_user.payload.features.protocol.bit28", "BIT_28", base.NONE))
+def("fp_bit29", ProtoField.bool("vhost_user.payload.features.protocol.bit29", "BIT_29", base.NONE))
+def("fp_bit30", ProtoField.bool("vhost_user.payload.features.protocol.bit30", "BIT_30", base.NONE))
+def("fp_bit31", ProtoField.bool("vhost_user.payload.features.protocol.bit31", "BIT_31", base.NONE))
+def("fp_bit32", ProtoField.bool("vhost_user.payload.features.protocol.bit32", "BIT_32", base.NONE))
+def("fp_bit33", ProtoField.bool("vhost_user.payload.features.protocol.bit33", "BIT_33", base.NONE))
+def("fp_bit34", ProtoField.bool("vhost_user.payload.features.protocol.bit34", "BIT_34", base.NONE))
+def("fp_bit35", ProtoField.bool("vhost_user.payload.features.protocol.bit35", "BIT_35", base.NONE))
+def("fp_bit36", ProtoField.bool("vhost_user.payload.features.protocol.bit36", "BIT_36", base.NONE))
+def("fp_bit37", ProtoField.bool("vhost_user.payload.features.protocol.bit37", "BIT_37", base.NONE))
+def("fp_bit38", ProtoField.bool("vhost_user.payload.features.protocol.bit38", "BIT_38", base.NONE))
+def("fp_bit39", ProtoField.bool("vhost_user.payload.features.protocol.bit39", "BIT_39", base.NONE))
+def("fp_bit40", ProtoField.bool("vhost_user.payload.features.protocol.bit40", "BIT_40", base.NONE))
+def("fp_bit41", ProtoField.bool("vhost_user.payload.features.protocol.bit41", "BIT_41", base.NONE))
+def("fp_bit42", ProtoField.bool("vhost_user.payload.features.protocol.bit42", "BIT_42", base.NONE))
+def("fp_bit43", ProtoField.bool("vhost_user.payload.features.protocol.bit43", "BIT_43", base.NONE))
+def("fp_bit44", ProtoField.bool("vhost_user.payload.features.protocol.bit44", "BIT_44", base.NONE))
+def("fp_bit45", ProtoField.bool("vhost_user.payload.features.protocol.bit45", "BIT_45", base.NONE))
+def("fp_bit46", ProtoField.bool("vhost_user.payload.features.protocol.bit46", "BIT_46", base.NONE))
+def("fp_bit47", ProtoField.bool("vhost_user.payload.features.protocol.bit47", "BIT_47", base.NONE))
+def("fp_bit48", ProtoField.bool("vhost_user.payload.features.protocol.bit48", "BIT_48", base.NONE))
+def("fp_bit49", ProtoField.bool("vhost_user.payload.features.protocol.bit49", "BIT_49", base.NONE))
+def("fp_bit50", ProtoField.bool("vhost_user.payload.features.protocol.bit50", "BIT_50", base.NONE))
+def("fp_bit51", ProtoField.bool("vhost_user.payload.features.protocol.bit51", "BIT_51", base.NONE))
+def("fp_bit52", ProtoField.bool("vhost_user.payload.features.protocol.bit52", "BIT_52", base.NONE))
+def("fp_bit53", ProtoField.bool("vhost_user.payload.features.protocol.bit53", "BIT_53", base.NONE))
+def("fp_bit54", ProtoField.bool("vhost_user.payload.features.protocol.bit54", "BIT_54", base.NONE))
+def("fp_bit55", ProtoField.bool("vhost_user.payload.features.protocol.bit55", "BIT_55", base.NONE))
+def("fp_bit56", ProtoField.bool("vhost_user.payload.features.protocol.bit56", "BIT_56", base.NONE))
+def("fp_bit57", ProtoField.bool("vhost_user.payload.features.protocol.bit57", "BIT_57", base.NONE))
+def("fp_bit58", ProtoField.bool("vhost_user.payload.features.protocol.bit58", "BIT_58", base.NONE))
+def("fp_bit59", ProtoField.bool("vhost_user.payload.features.protocol.bit59", "BIT_59", base.NONE))
+def("fp_bit60", ProtoField.bool("vhost_user.payload.features.protocol.bit60", "BIT_60", base.NONE))
+def("fp_bit61", ProtoField.bool("vhost_user.payload.features.protocol.bit61", "BIT_61", base.NONE))
+def("fp_bit62", ProtoField.bool("vhost_user.payload.features.protocol.bit62", "BIT_62", base.NONE))
+def("fp_bit63", ProtoField.bool("vhost_user.payload.features.protocol.bit63", "BIT_63", base.NONE))
+def("fv_notify_on_empty", ProtoField.bool("vhost_user.payload.features.virtio.notify_on_empty", "NOTIFY_ON_EMPTY (bit 24)", base.NONE, nil, nil, "legacy"))
+def("fv_log_all", ProtoField.bool("vhost_user.payload.features.virtio.log_all", "LOG_ALL (bit 26)", base.NONE, nil, nil, "VHOST_F_LOG_ALL: dirty logging"))
+def("fv_any_layout", ProtoField.bool("vhost_user.payload.features.virtio.any_layout", "ANY_LAYOUT (bit 27)", base.NONE, nil, nil, "legacy"))
+def("fv_ring_indirect_desc", ProtoField.bool("vhost_user.payload.features.virtio.ring_indirect_desc", "RING_INDIRECT_DESC (bit 28)", base.NONE))
+def("fv_ring_event_idx", ProtoField.bool("vhost_user.payload.features.virtio.ring_event_idx", "RING_EVENT_IDX (bit 29)", base.NONE))
+def("fv_protocol_features", ProtoField.bool("vhost_user.payload.features.virtio.protocol_features", "PROTOCOL_FEATURES (bit 30)", base.NONE, nil, nil, "VHOST_USER_F_PROTOCOL_FEATURES: GET/SET_PROTOCOL_FEATURES"))
+def("fv_version_1", ProtoField.bool("vhost_user.payload.features.virtio.version_1", "VERSION_1 (bit 32)", base.NONE))
+def("fv_access_platform", ProtoField.bool("vhost_user.payload.features.virtio.access_platform", "ACCESS_PLATFORM (bit 33)", base.NONE, nil, nil, "IOTLB messages"))
+def("fv_ring_packed", ProtoField.bool("vhost_user.payload.features.virtio.ring_packed", "RING_PACKED (bit 34)", base.NONE, nil, nil, "packed virtqueues (changes the vring base encoding)"))
+def("fv_in_order", ProtoField.bool("vhost_user.payload.features.virtio.in_order", "IN_ORDER (bit 35)", base.NONE))
+def("fv_order_platform", ProtoField.bool("vhost_user.payload.features.virtio.order_platform", "ORDER_PLATFORM (bit 36)", base.NONE))
+def("fv_sr_iov", ProtoField.bool("vhost_user.payload.features.virtio.sr_iov", "SR_IOV (bit 37)", base.NONE))
+def("fv_notification_data", ProtoField.bool("vhost_user.payload.features.virtio.notification_data", "NOTIFICATION_DATA (bit 38)", base.NONE))
+def("fv_notif_config_data", ProtoField.bool("vhost_user.payload.features.virtio.notif_config_data", "NOTIF_CONFIG_DATA (bit 39)", base.NONE))
+def("fv_ring_reset", ProtoField.bool("vhost_user.payload.features.virtio.ring_reset", "RING_RESET (bit 40)", base.NONE))
+def("fv_admin_vq", ProtoField.bool("vhost_user.payload.features.virtio.admin_vq", "ADMIN_VQ (bit 41)", base.NONE))
+def("fv_net_csum", ProtoField.bool("vhost_user.payload.features.virtio.csum", "CSUM (bit 0, net)", base.NONE))
+def("fv_net_guest_csum", ProtoField.bool("vhost_user.payload.features.virtio.guest_csum", "GUEST_CSUM (bit 1, net)", base.NONE))
+def("fv_net_ctrl_guest_offloads", ProtoField.bool("vhost_user.payload.features.virtio.ctrl_guest_offloads", "CTRL_GUEST_OFFLOADS (bit 2, net)", base.NONE))
+def("fv_net_mtu", ProtoField.bool("vhost_user.payload.features.virtio.mtu", "MTU (bit 3, net)", base.NONE))
+def("fv_net_mac", ProtoField.bool("vhost_user.payload.features.virtio.mac", "MAC (bit 5, net)", base.NONE))
+def("fv_net_gso", ProtoField.bool("vhost_user.payload.features.virtio.gso", "GSO (bit 6, net)", base.NONE))
+def("fv_net_guest_tso4", ProtoField.bool("vhost_user.payload.features.virtio.guest_tso4", "GUEST_TSO4 (bit 7, net)", base.NONE))
+def("fv_net_guest_tso6", ProtoField.bool("vhost_user.payload.features.virtio.guest_tso6", "GUEST_TSO6 (bit 8, net)", base.NONE))
+def("fv_net_guest_ecn", ProtoField.bool("vhost_user.payload.features.virtio.guest_ecn", "GUEST_ECN (bit 9, net)", base.NONE))
+def("fv_net_guest_ufo", ProtoField.bool("vhost_user.payload.features.virtio.guest_ufo", "GUEST_UFO (bit 10, net)", base.NONE))
+def("fv_net_host_tso4", ProtoField.bool("vhost_user.payload.features.virtio.host_tso4", "HOST_TSO4 (bit 11, net)", base.NONE))
+def("fv_net_host_tso6", ProtoField.bool("vhost_user.payload.features.virtio.host_tso6", "HOST_TSO6 (bit 12, net)", base.NONE))
+def("fv_net_host_ecn", ProtoField.bool("vhost_user.payload.features.virtio.host_ecn", "HOST_ECN (bit 13, net)", base.NONE))
+def("fv_net_host_ufo", ProtoField.bool("vhost_user.payload.features.virtio.host_ufo", "HOST_UFO (bit 14, net)", base.NONE))
+def("fv_net_mrg_rxbuf", ProtoField.bool("vhost_user.payload.features.virtio.mrg_rxbuf", "MRG_RXBUF (bit 15, net)", base.NONE))
+def("fv_net_status", ProtoField.bool("vhost_user.payload.features.virtio.status", "STATUS (bit 16, net)", base.NONE))
+def("fv_net_ctrl_vq", ProtoField.bool("vhost_user.payload.features.virtio.ctrl_vq", "CTRL_VQ (bit 17, net)", base.NONE))
+def("fv_net_ctrl_rx", ProtoField.bool("vhost_user.payload.features.virtio.ctrl_rx", "CTRL_RX (bit 18, net)", base.NONE))
+def("fv_net_ctrl_vlan", ProtoField.bool("vhost_user.payload.features.virtio.ctrl_vlan", "CTRL_VLAN (bit 19, net)", base.NONE))
+def("fv_net_ctrl_rx_extra", ProtoField.bool("vhost_user.payload.features.virtio.ctrl_rx_extra", "CTRL_RX_EXTRA (bit 20, net)", base.NONE))
+def("fv_net_guest_announce", ProtoField.bool("vhost_user.payload.features.virtio.guest_announce", "GUEST_ANNOUNCE (bit 21, net)", base.NONE))
+def("fv_net_mq", ProtoField.bool("vhost_user.payload.features.virtio.mq", "MQ (bit 22, net)", base.NONE))
+def("fv_net_ctrl_mac_addr", ProtoField.bool("vhost_user.payload.features.virtio.ctrl_mac_addr", "CTRL_MAC_ADDR (bit 23, net)", base.NONE))
+def("fv_net_device_stats", ProtoField.bool("vhost_user.payload.features.virtio.device_stats", "DEVICE_STATS (bit 50, net)", base.NONE))
+def("fv_net_vq_notf_coal", ProtoField.bool("vhost_user.payload.features.virtio.vq_notf_coal", "VQ_NOTF_COAL (bit 52, net)", base.NONE))
+def("fv_net_notf_coal", ProtoField.bool("vhost_user.payload.features.virtio.notf_coal", "NOTF_COAL (bit 53, net)", base.NONE))
+def("fv_net_guest_uso4", ProtoField.bool("vhost_user.payload.features.virtio.guest_uso4", "GUEST_USO4 (bit 54, net)", base.NONE))
+def("fv_net_guest_uso6", ProtoField.bool("vhost_user.payload.features.virtio.guest_uso6", "GUEST_USO6 (bit 55, net)", base.NONE))
+def("fv_net_host_uso", ProtoField.bool("vhost_user.payload.features.virtio.host_uso", "HOST_USO (bit 56, net)", base.NONE))
+def("fv_net_hash_report", ProtoField.bool("vhost_user.payload.features.virtio.hash_report", "HASH_REPORT (bit 57, net)", base.NONE))
+def("fv_net_guest_hdrlen", ProtoField.bool("vhost_user.payload.features.virtio.guest_hdrlen", "GUEST_HDRLEN (bit 59, net)", base.NONE))
+def("fv_net_rss", ProtoField.bool("vhost_user.payload.features.virtio.rss", "RSS (bit 60, net)", base.NONE))
+def("fv_net_rsc_ext", ProtoField.bool("vhost_user.payload.features.virtio.rsc_ext", "RSC_EXT (bit 61, net)", base.NONE))
+def("fv_net_standby", ProtoField.bool("vhost_user.payload.features.virtio.standby", "STANDBY (bit 62, net)", base.NONE))
+def("fv_net_speed_duplex", ProtoField.bool("vhost_user.payload.features.virtio.speed_duplex", "SPEED_DUPLEX (bit 63, net)", base.NONE))
+def("fv_blk_barrier", ProtoField.bool("vhost_user.payload.features.virtio.barrier", "BARRIER (bit 0, blk)", base.NONE))
+def("fv_blk_size_max", ProtoField.bool("vhost_user.payload.features.virtio.size_max", "SIZE_MAX (bit 1, blk)", base.NONE))
+def("fv_blk_seg_max", ProtoField.bool("vhost_user.payload.features.virtio.seg_max", "SEG_MAX (bit 2, blk)", base.NONE))
+def("fv_blk_geometry", ProtoField.bool("vhost_user.payload.features.virtio.geometry", "GEOMETRY (bit 4, blk)", base.NONE))
+def("fv_blk_ro", ProtoField.bool("vhost_user.payload.features.virtio.ro", "RO (bit 5, blk)", base.NONE))
+def("fv_blk_blk_size", ProtoField.bool("vhost_user.payload.features.virtio.blk_size", "BLK_SIZE (bit 6, blk)", base.NONE))
+def("fv_blk_scsi", ProtoField.bool("vhost_user.payload.features.virtio.scsi", "SCSI (bit 7, blk)", base.NONE))
+def("fv_blk_flush", ProtoField.bool("vhost_user.payload.features.virtio.flush", "FLUSH (bit 9, blk)", base.NONE))
+def("fv_blk_topology", ProtoField.bool("vhost_user.payload.features.virtio.topology", "TOPOLOGY (bit 10, blk)", base.NONE))
+def("fv_blk_config_wce", ProtoField.bool("vhost_user.payload.features.virtio.config_wce", "CONFIG_WCE (bit 11, blk)", base.NONE))
+def("fv_blk_mq", ProtoField.bool("vhost_user.payload.features.virtio.mq", "MQ (bit 12, blk)", base.NONE))
+def("fv_blk_discard", ProtoField.bool("vhost_user.payload.features.virtio.discard", "DISCARD (bit 13, blk)", base.NONE))
+def("fv_blk_write_zeroes", ProtoField.bool("vhost_user.payload.features.virtio.write_zeroes", "WRITE_ZEROES (bit 14, blk)", base.NONE))
+def("fv_blk_lifetime", ProtoField.bool("vhost_user.payload.features.virtio.lifetime", "LIFETIME (bit 15, blk)", base.NONE))
+def("fv_blk_secure_erase", ProtoField.bool("vhost_user.payload.features.virtio.secure_erase", "SECURE_ERASE (bit 16, blk)", base.NONE))
+def("fv_blk_zoned", ProtoField.bool("vhost_user.payload.features.virtio.zoned", "ZONED (bit 17, blk)", base.NONE))
+def("fv_blk_out_fua", ProtoField.bool("vhost_user.payload.features.virtio.out_fua", "OUT_FUA (bit 18, blk)", base.NONE))
+def("fv_scsi_inout", ProtoField.bool("vhost_user.payload.features.virtio.inout", "INOUT (bit 0, scsi)", base.NONE))
+def("fv_scsi_hotplug", ProtoField.bool("vhost_user.payload.features.virtio.hotplug", "HOTPLUG (bit 1, scsi)", base.NONE))
+def("fv_scsi_change", ProtoField.bool("vhost_user.payload.features.virtio.change", "CHANGE (bit 2, scsi)", base.NONE))
+def("fv_scsi_t10_pi", ProtoField.bool("vhost_user.payload.features.virtio.t10_pi", "T10_PI (bit 3, scsi)", base.NONE))
+def("fv_fs_notification", ProtoField.bool("vhost_user.payload.features.virtio.notification", "NOTIFICATION (bit 0, fs)", base.NONE))
+def("fv_gpu_virgl", ProtoField.bool("vhost_user.payload.features.virtio.virgl", "VIRGL (bit 0, gpu)", base.NONE))
+def("fv_gpu_edid", ProtoField.bool("vhost_user.payload.features.virtio.edid", "EDID (bit 1, gpu)", base.NONE))
+def("fv_gpu_resource_uuid", ProtoField.bool("vhost_user.payload.features.virtio.resource_uuid", "RESOURCE_UUID (bit 2, gpu)", base.NONE))
+def("fv_gpu_resource_blob", ProtoField.bool("vhost_user.payload.features.virtio.resource_blob", "RESOURCE_BLOB (bit 3, gpu)", base.NONE))
+def("fv_gpu_context_init", ProtoField.bool("vhost_user.payload.features.virtio.context_init", "CONTEXT_INIT (bit 4, gpu)", base.NONE))
+def("fv_vsock_stream", ProtoField.bool("vhost_user.payload.features.virtio.stream", "STREAM (bit 0, vsock)", base.NONE))
+def("fv_vsock_seqpacket", ProtoField.bool("vhost_user.payload.features.virtio.seqpacket", "SEQPACKET (bit 1, vsock)", base.NONE))
+def("fv_crypto_revision_1", ProtoField.bool("vhost_user.payload.features.virtio.revision_1", "REVISION_1 (bit 0, crypto)", base.NONE))
+def("fv_crypto_cipher_stateless_mode", ProtoField.bool("vhost_user.payload.features.virtio.cipher_stateless_mode", "CIPHER_STATELESS_MODE (bit 1, crypto)", base.NONE))
+def("fv_crypto_hash_stateless_mode", ProtoField.bool("vhost_user.payload.features.virtio.hash_stateless_mode", "HASH_STATELESS_MODE (bit 2, crypto)", base.NONE))
+def("fv_crypto_mac_stateless_mode", ProtoField.bool("vhost_user.payload.features.virtio.mac_stateless_mode", "MAC_STATELESS_MODE (bit 3, crypto)", base.NONE))
+def("fv_crypto_aead_stateless_mode", ProtoField.bool("vhost_user.payload.features.virtio.aead_stateless_mode", "AEAD_STATELESS_MODE (bit 4, crypto)", base.NONE))
+def("fv_crypto_akcipher_stateless_mode", ProtoField.bool("vhost_user.payload.features.virtio.akcipher_stateless_mode", "AKCIPHER_STATELESS_MODE (bit 5, crypto)", base.NONE))
+def("fv_gpio_irq", ProtoField.bool("vhost_user.payload.features.virtio.irq", "IRQ (bit 0, gpio)", base.NONE))
+def("fv_i2c_zero_length_request", ProtoField.bool("vhost_user.payload.features.virtio.zero_length_request", "ZERO_LENGTH_REQUEST (bit 0, i2c)", base.NONE))
+def("fv_sound_ctls", ProtoField.bool("vhost_user.payload.features.virtio.ctls", "CTLS (bit 0, sound)", base.NONE))
+def("fv_bit0", ProtoField.bool("vhost_user.payload.features.virtio.bit0", "BIT_0", base.NONE))
+def("fv_bit1", ProtoField.bool("vhost_user.payload.features.virtio.bit1", "BIT_1", base.NONE))
+def("fv_bit2", ProtoField.bool("vhost_user.payload.features.virtio.bit2", "BIT_2", base.NONE))
+def("fv_bit3", ProtoField.bool("vhost_user.payload.features.virtio.bit3", "BIT_3", base.NONE))
+def("fv_bit4", ProtoField.bool("vhost_user.payload.features.virtio.bit4", "BIT_4", base.NONE))
+def("fv_bit5", ProtoField.bool("vhost_user.payload.features.virtio.bit5", "BIT_5", base.NONE))
+def("fv_bit6", ProtoField.bool("vhost_user.payload.features.virtio.bit6", "BIT_6", base.NONE))
+def("fv_bit7", ProtoField.bool("vhost_user.payload.features.virtio.bit7", "BIT_7", base.NONE))
+def("fv_bit8", ProtoField.bool("vhost_user.payload.features.virtio.bit8", "BIT_8", base.NONE))
+def("fv_bit9", ProtoField.bool("vhost_user.payload.features.virtio.bit9", "BIT_9", base.NONE))
+def("fv_bit10", ProtoField.bool("vhost_user.payload.features.virtio.bit10", "BIT_10", base.NONE))
+def("fv_bit11", ProtoField.bool("vhost_user.payload.features.virtio.bit11", "BIT_11", base.NONE))
+def("fv_bit12", ProtoField.bool("vhost_user.payload.features.virtio.bit12", "BIT_12", base.NONE))
+def("fv_bit13", ProtoField.bool("vhost_user.payload.features.virtio.bit13", "BIT_13", base.NONE))
+def("fv_bit14", ProtoField.bool("vhost_user.payload.features.virtio.bit14", "BIT_14", base.NONE))
+def("fv_bit15", ProtoField.bool("vhost_user.payload.features.virtio.bit15", "BIT_15", base.NONE))
+def("fv_bit16", ProtoField.bool("vhost_user.payload.features.virtio.bit16", "BIT_16", base.NONE))
+def("fv_bit17", ProtoField.bool("vhost_user.payload.features.virtio.bit17", "BIT_17", base.NONE))
+def("fv_bit18", ProtoField.bool("vhost_user.payload.features.virtio.bit18", "BIT_18", base.NONE))
+def("fv_bit19", ProtoField.bool("vhost_user.payload.features.virtio.bit19", "BIT_19", base.NONE))
+def("fv_bit20", ProtoField.bool("vhost_user.payload.features.virtio.bit20", "BIT_20", base.NONE))
+def("fv_bit21", ProtoField.bool("vhost_user.payload.features.virtio.bit21", "BIT_21", base.NONE))
+def("fv_bit22", ProtoField.bool("vhost_user.payload.features.virtio.bit22", "BIT_22", base.NONE))
+def("fv_bit23", ProtoField.bool("vhost_user.payload.features.virtio.bit23", "BIT_23", base.NONE))
+def("fv_bit25", ProtoField.bool("vhost_user.payload.features.virtio.bit25", "BIT_25", base.NONE))
+def("fv_bit31", ProtoField.bool("vhost_user.payload.features.virtio.bit31", "BIT_31", base.NONE))
+def("fv_bit42", ProtoField.bool("vhost_user.payload.features.virtio.bit42", "BIT_42", base.NONE))
+def("fv_bit43", ProtoField.bool("vhost_user.payload.features.virtio.bit43", "BIT_43", base.NONE))
+def("fv_bit44", ProtoField.bool("vhost_user.payload.features.virtio.bit44", "BIT_44", base.NONE))
+def("fv_bit45", ProtoField.bool("vhost_user.payload.features.virtio.bit45", "BIT_45", base.NONE))
+def("fv_bit46", ProtoField.bool("vhost_user.payload.features.virtio.bit46", "BIT_46", base.NONE))
+def("fv_bit47", ProtoField.bool("vhost_user.payload.features.virtio.bit47", "BIT_47", base.NONE))
+def("fv_bit48", ProtoField.bool("vhost_user.payload.features.virtio.bit48", "BIT_48", base.NONE))
+def("fv_bit49", ProtoField.bool("vhost_user.payload.features.virtio.bit49", "BIT_49", base.NONE))
+def("fv_bit50", ProtoField.bool("vhost_user.payload.features.virtio.bit50", "BIT_50", base.NONE))
+def("fv_bit51", ProtoField.bool("vhost_user.payload.features.virtio.bit51", "BIT_51", base.NONE))
+def("fv_bit52", ProtoField.bool("vhost_user.payload.features.virtio.bit52", "BIT_52", base.NONE))
+def("fv_bit53", ProtoField.bool("vhost_user.payload.features.virtio.bit53", "BIT_53", base.NONE))
+def("fv_bit54", ProtoField.bool("vhost_user.payload.features.virtio.bit54", "BIT_54", base.NONE))
+def("fv_bit55", ProtoField.bool("vhost_user.payload.features.virtio.bit55", "BIT_55", base.NONE))
+def("fv_bit56", ProtoField.bool("vhost_user.payload.features.virtio.bit56", "BIT_56", base.NONE))
+def("fv_bit57", ProtoField.bool("vhost_user.payload.features.virtio.bit57", "BIT_57", base.NONE))
+def("fv_bit58", ProtoField.bool("vhost_user.payload.features.virtio.bit58", "BIT_58", base.NONE))
+def("fv_bit59", ProtoField.bool("vhost_user.payload.features.virtio.bit59", "BIT_59", base.NONE))
+def("fv_bit60", ProtoField.bool("vhost_user.payload.features.virtio.bit60", "BIT_60", base.NONE))
+def("fv_bit61", ProtoField.bool("vhost_user.payload.features.virtio.bit61", "BIT_61", base.NONE))
+def("fv_bit62", ProtoField.bool("vhost_user.payload.features.virtio.bit62", "BIT_62", base.NONE))
+def("fv_bit63", ProtoField.bool("vhost_user.payload.features.virtio.bit63", "BIT_63", base.NONE))
+def("st_acknowledge", ProtoField.bool("vhost_user.payload.status.acknowledge", "ACKNOWLEDGE (bit 0)", base.NONE))
+def("st_driver", ProtoField.bool("vhost_user.payload.status.driver", "DRIVER (bit 1)", base.NONE))
+def("st_driver_ok", ProtoField.bool("vhost_user.payload.status.driver_ok", "DRIVER_OK (bit 2)", base.NONE))
+def("st_features_ok", ProtoField.bool("vhost_user.payload.status.features_ok", "FEATURES_OK (bit 3)", base.NONE))
+def("st_needs_reset", ProtoField.bool("vhost_user.payload.status.needs_reset", "NEEDS_RESET (bit 6)", base.NONE))
+def("st_failed", ProtoField.bool("vhost_user.payload.status.failed", "FAILED (bit 7)", base.NONE))
+def("st_bit4", ProtoField.bool("vhost_user.payload.status.bit4", "BIT_4", base.NONE))
+def("st_bit5", ProtoField.bool("vhost_user.payload.status.bit5", "BIT_5", base.NONE))
+def("p_data", ProtoField.bytes("vhost_user.payload.data", "Data"))
+def("p_features", ProtoField.uint64("vhost_user.payload.features", "Features", base.HEX))
+def("p_result", ProtoField.uint64("vhost_user.payload.result", "Result", base.DEC, nil, nil, "0 = success, non-zero = failure"))
+def("p_guest_phys_addr", ProtoField.uint64("vhost_user.payload.guest_phys_addr", "Guest phys addr", base.HEX))
+def("p_memory_size", ProtoField.uint64("vhost_user.payload.memory_size", "Memory size", base.HEX))
+def("p_userspace_addr", ProtoField.uint64("vhost_user.payload.userspace_addr", "Userspace addr", base.HEX))
+def("p_mmap_offset", ProtoField.uint64("vhost_user.payload.mmap_offset", "Mmap offset", base.HEX))
+def("p_nregions", ProtoField.uint32("vhost_user.payload.nregions", "Nregions", base.DEC))
+def("pad_padding", ProtoField.bytes("vhost_user.payload.padding", "Padding"))
+def("a_regions", ProtoField.none("vhost_user.payload.regions", "Regions"))
+def("i_mem_region", ProtoField.none("vhost_user.payload.mem_region", "Mem region"))
+def("p_xen_mmap_flags", ProtoField.uint32("vhost_user.payload.xen_mmap_flags", "Xen mmap flags", base.HEX))
+def("p_foreign", ProtoField.bool("vhost_user.payload.foreign", "Foreign", base.NONE))
+def("p_grant", ProtoField.bool("vhost_user.payload.grant", "Grant", base.NONE))
+def("p_map_on_demand", ProtoField.bool("vhost_user.payload.map_on_demand", "Map on demand", base.NONE))
+def("p_domid", ProtoField.uint32("vhost_user.payload.domid", "Domid", base.DEC))
+def("i_mem_region_xen", ProtoField.none("vhost_user.payload.mem_region_xen", "Mem region xen"))
+def("p_mmap_size", ProtoField.uint64("vhost_user.payload.mmap_size", "Mmap size", base.HEX))
+def("p_index", ProtoField.uint32("vhost_user.payload.index", "Index", base.DEC))
+def("p_num", ProtoField.uint32("vhost_user.payload.num", "Num", base.DEC, nil, nil, "queue size"))
 def("p_flags", ProtoField.uint32("vhost_user.payload.flags", "Flags", base.HEX))
-def("p_log", ProtoField.bool("vhost_user.log", "Log", base.NONE))
-def("p_desc", ProtoField.uint64("vhost_user.desc", "Desc", base.HEX, nil, nil, "descriptor table address"))
-def("p_used", ProtoField.uint64("vhost_user.used", "Used", base.HEX, nil, nil, "used ring address"))
-def("p_avail", ProtoField.uint64("vhost_user.avail", "Avail", base.HEX, nil, nil, "available ring address"))
-def("p_log_2", ProtoField.uint64("vhost_user.log", "Log", base.HEX, nil, nil, "guest-physical address of the used ring for dirty logging"))
-def("p_value", ProtoField.uint64("vhost_user.value", "Value", base.HEX))
-def("p_nofd", ProtoField.bool("vhost_user.nofd", "Nofd", base.NONE))
-def("p_num_queues", ProtoField.uint64("vhost_user.num_queues", "Num queues", base.DEC))
-def("p_num_2", ProtoField.uint32("vhost_user.num", "Num", base.DEC, VS.vs_num))
-def("p_mac", ProtoField.ether("vhost_user.mac", "Mac"))
-def("p_mtu", ProtoField.uint64("vhost_user.mtu", "Mtu", base.DEC))
-def("p_iova", ProtoField.uint64("vhost_user.iova", "Iova", base.HEX))
+def("p_log", ProtoField.bool("vhost_user.payload.log", "Log", base.NONE))
+def("p_desc", ProtoField.uint64("vhost_user.payload.desc", "Desc", base.HEX, nil, nil, "descriptor table address"))
+def("p_used", ProtoField.uint64("vhost_user.payload.used", "Used", base.HEX, nil, nil, "used ring address"))
+def("p_avail", ProtoField.uint64("vhost_user.payload.avail", "Avail", base.HEX, nil, nil, "available ring address"))
+def("p_log_2", ProtoField.uint64("vhost_user.payload.log", "Log", base.HEX, nil, nil, "guest-physical address of the used ring for dirty logging"))
+def("p_value", ProtoField.uint64("vhost_user.payload.value", "Value", base.HEX))
+def("p_nofd", ProtoField.bool("vhost_user.payload.nofd", "Nofd", base.NONE))
+def("p_num_queues", ProtoField.uint64("vhost_user.payload.num_queues", "Num queues", base.DEC))
+def("p_num_2", ProtoField.uint32("vhost_user.payload.num", "Num", base.DEC, VS.vs_num))
+def("p_mac", ProtoField.ether("vhost_user.payload.mac", "Mac"))
+def("p_mtu", ProtoField.uint64("vhost_user.payload.mtu", "Mtu", base.DEC))
+def("p_iova", ProtoField.uint64("vhost_user.payload.iova", "Iova", base.HEX))
 def("p_size", ProtoField.uint64("vhost_user.payload.size", "Size", base.HEX))
-def("p_uaddr", ProtoField.uint64("vhost_user.uaddr", "Uaddr", base.HEX))
-def("p_perm", ProtoField.uint8("vhost_user.perm", "Perm", base.DEC, VS.vs_perm))
-def("p_type", ProtoField.uint8("vhost_user.type", "Type", base.DEC, VS.vs_type))
-def("p_num_3", ProtoField.uint32("vhost_user.num", "Num", base.DEC, VS.vs_num_2))
-def("p_offset", ProtoField.uint32("vhost_user.offset", "Offset", base.DEC))
+def("p_uaddr", ProtoField.uint64("vhost_user.payload.uaddr", "Uaddr", base.HEX))
+def("p_perm", ProtoField.uint8("vhost_user.payload.perm", "Perm", base.DEC, VS.vs_perm))
+def("p_type", ProtoField.uint8("vhost_user.payload.type", "Type", base.DEC, VS.vs_type))
+def("p_num_3", ProtoField.uint32("vhost_user.payload.num", "Num", base.DEC, VS.vs_num_2))
+def("p_offset", ProtoField.uint32("vhost_user.payload.offset", "Offset", base.DEC))
 def("p_size_2", ProtoField.uint32("vhost_user.payload.size", "Size", base.DEC))
 def("p_flags_2", ProtoField.uint32("vhost_user.payload.flags", "Flags", base.DEC, VS.vs_flags))
-def("p_op_code", ProtoField.uint64("vhost_user.op_code", "Op code", base.DEC, VS.vs_op_code))
-def("p_algo", ProtoField.uint32("vhost_user.algo", "Algo", base.DEC))
-def("p_keytype", ProtoField.uint32("vhost_user.keytype", "Keytype", base.DEC))
-def("p_keylen", ProtoField.uint32("vhost_user.keylen", "Keylen", base.DEC))
-def("p_key_ptr", ProtoField.uint64("vhost_user.key_ptr", "Key ptr", base.HEX))
-def("p_rsa_padding_algo", ProtoField.uint32("vhost_user.rsa_padding_algo", "Rsa padding algo", base.DEC))
-def("p_rsa_hash_algo", ProtoField.uint32("vhost_user.rsa_hash_algo", "Rsa hash algo", base.DEC))
-def("p_key", ProtoField.bytes("vhost_user.key", "Key"))
-def("p_session_id", ProtoField.int64("vhost_user.session_id", "Session id", base.DEC))
-def("p_cipher_alg", ProtoField.uint32("vhost_user.cipher_alg", "Cipher alg", base.DEC))
-def("p_key_len", ProtoField.uint32("vhost_user.key_len", "Key len", base.DEC))
-def("p_hash_alg", ProtoField.uint32("vhost_user.hash_alg", "Hash alg", base.DEC))
-def("p_hash_result_len", ProtoField.uint32("vhost_user.hash_result_len", "Hash result len", base.DEC))
-def("p_auth_key_len", ProtoField.uint32("vhost_user.auth_key_len", "Auth key len", base.DEC))
-def("p_add_len", ProtoField.uint32("vhost_user.add_len", "Add len", base.DEC))
-def("p_op_type", ProtoField.uint8("vhost_user.op_type", "Op type", base.DEC))
+def("p_op_code", ProtoField.uint64("vhost_user.payload.op_code", "Op code", base.DEC, VS.vs_op_code))
+def("p_algo", ProtoField.uint32("vhost_user.payload.algo", "Algo", base.DEC))
+def("p_keytype", ProtoField.uint32("vhost_user.payload.keytype", "Keytype", base.DEC))
+def("p_keylen", ProtoField.uint32("vhost_user.payload.keylen", "Keylen", base.DEC))
+def("p_key_ptr", ProtoField.uint64("vhost_user.payload.key_ptr", "Key ptr", base.HEX))
+def("p_rsa_padding_algo", ProtoField.uint32("vhost_user.payload.rsa_padding_algo", "Rsa padding algo", base.DEC))
+def("p_rsa_hash_algo", ProtoField.uint32("vhost_user.payload.rsa_hash_algo", "Rsa hash algo", base.DEC))
+def("p_key", ProtoField.bytes("vhost_user.payload.key", "Key"))
+def("p_session_id", ProtoField.int64("vhost_user.payload.session_id", "Session id", base.DEC))
+def("p_cipher_alg", ProtoField.uint32("vhost_user.payload.cipher_alg", "Cipher alg", base.DEC))
+def("p_key_len", ProtoField.uint32("vhost_user.payload.key_len", "Key len", base.DEC))
+def("p_hash_alg", ProtoField.uint32("vhost_user.payload.hash_alg", "Hash alg", base.DEC))
+def("p_hash_result_len", ProtoField.uint32("vhost_user.payload.hash_result_len", "Hash result len", base.DEC))
+def("p_auth_key_len", ProtoField.uint32("vhost_user.payload.auth_key_len", "Auth key len", base.DEC))
+def("p_add_len", ProtoField.uint32("vhost_user.payload.add_len", "Add len", base.DEC))
+def("p_op_type", ProtoField.uint8("vhost_user.payload.op_type", "Op type", base.DEC))
 def("p_direction", ProtoField.uint8("vhost_user.payload.direction", "Direction", base.DEC))
-def("p_hash_mode", ProtoField.uint8("vhost_user.hash_mode", "Hash mode", base.DEC))
-def("p_alg_chain_order", ProtoField.uint8("vhost_user.alg_chain_order", "Alg chain order", base.DEC))
-def("p_cipher_key_ptr", ProtoField.uint64("vhost_user.cipher_key_ptr", "Cipher key ptr", base.HEX))
-def("p_auth_key_ptr", ProtoField.uint64("vhost_user.auth_key_ptr", "Auth key ptr", base.HEX))
-def("p_auth_key", ProtoField.bytes("vhost_user.auth_key", "Auth key"))
-def("pad_unused", ProtoField.bytes("vhost_user.unused", "Unused"))
-def("pad_reserved", ProtoField.bytes("vhost_user.reserved", "Reserved"))
-def("p_num_queues_2", ProtoField.uint16("vhost_user.num_queues", "Num queues", base.DEC))
-def("p_queue_size", ProtoField.uint16("vhost_user.queue_size", "Queue size", base.DEC))
-def("p_slots", ProtoField.uint64("vhost_user.slots", "Slots", base.DEC))
-def("p_status", ProtoField.uint64("vhost_user.status", "Status", base.HEX))
-def("p_uuid", ProtoField.guid("vhost_user.uuid", "Uuid"))
+def("p_hash_mode", ProtoField.uint8("vhost_user.payload.hash_mode", "Hash mode", base.DEC))
+def("p_alg_chain_order", ProtoField.uint8("vhost_user.payload.alg_chain_order", "Alg chain order", base.DEC))
+def("p_cipher_key_ptr", ProtoField.uint64("vhost_user.payload.cipher_key_ptr", "Cipher key ptr", base.HEX))
+def("p_auth_key_ptr", ProtoField.uint64("vhost_user.payload.auth_key_ptr", "Auth key ptr", base.HEX))
+def("p_auth_key", ProtoField.bytes("vhost_user.payload.auth_key", "Auth key"))
+def("pad_unused", ProtoField.bytes("vhost_user.payload.unused", "Unused"))
+def("pad_reserved", ProtoField.bytes("vhost_user.payload.reserved", "Reserved"))
+def("p_num_queues_2", ProtoField.uint16("vhost_user.payload.num_queues", "Num queues", base.DEC))
+def("p_queue_size", ProtoField.uint16("vhost_user.payload.queue_size", "Queue size", base.DEC))
+def("p_slots", ProtoField.uint64("vhost_user.payload.slots", "Slots", base.DEC))
+def("p_status", ProtoField.uint64("vhost_user.payload.status", "Status", base.HEX))
+def("p_uuid", ProtoField.guid("vhost_user.payload.uuid", "Uuid"))
 def("p_direction_2", ProtoField.uint32("vhost_user.payload.direction", "Direction", base.DEC, VS.vs_direction))
-def("p_phase", ProtoField.uint32("vhost_user.phase", "Phase", base.DEC, VS.vs_phase))
-def("p_result_2", ProtoField.uint64("vhost_user.result", "Result", base.HEX))
-def("p_error", ProtoField.uint32("vhost_user.error", "Error", base.DEC))
-def("p_no_fd", ProtoField.bool("vhost_user.no_fd", "No fd", base.NONE))
-def("a_memory_sizes", ProtoField.none("vhost_user.memory_sizes", "Memory sizes"))
-def("i_shmem_size", ProtoField.none("vhost_user.shmem_size", "Shmem size"))
-def("p_offset_2", ProtoField.uint64("vhost_user.offset", "Offset", base.HEX))
-def("p_shmid", ProtoField.uint8("vhost_user.shmid", "Shmid", base.DEC))
-def("p_fd_offset", ProtoField.uint64("vhost_user.fd_offset", "Fd offset", base.HEX))
-def("p_shm_offset", ProtoField.uint64("vhost_user.shm_offset", "Shm offset", base.HEX))
-def("p_len", ProtoField.uint64("vhost_user.len", "Len", base.HEX))
+def("p_phase", ProtoField.uint32("vhost_user.payload.phase", "Phase", base.DEC, VS.vs_phase))
+def("p_result_2", ProtoField.uint64("vhost_user.payload.result", "Result", base.HEX))
+def("p_error", ProtoField.uint32("vhost_user.payload.error", "Error", base.DEC))
+def("p_no_fd", ProtoField.bool("vhost_user.payload.no_fd", "No fd", base.NONE))
+def("a_memory_sizes", ProtoField.none("vhost_user.payload.memory_sizes", "Memory sizes"))
+def("i_shmem_size", ProtoField.none("vhost_user.payload.shmem_size", "Shmem size"))
+def("p_offset_2", ProtoField.uint64("vhost_user.payload.offset", "Offset", base.HEX))
+def("p_shmid", ProtoField.uint8("vhost_user.payload.shmid", "Shmid", base.DEC))
+def("p_fd_offset", ProtoField.uint64("vhost_user.payload.fd_offset", "Fd offset", base.HEX))
+def("p_shm_offset", ProtoField.uint64("vhost_user.payload.shm_offset", "Shm offset", base.HEX))
+def("p_len", ProtoField.uint64("vhost_user.payload.len", "Len", base.HEX))
 def("p_flags_3", ProtoField.uint64("vhost_user.payload.flags", "Flags", base.HEX))
-def("p_rw", ProtoField.bool("vhost_user.rw", "Rw", base.NONE))
+def("p_rw", ProtoField.bool("vhost_user.payload.rw", "Rw", base.NONE))
 vu.fields = FL
 
 -- expert info: one per problem code of the Python decoder
@@ -434,6 +441,8 @@ EXL[#EXL + 1] = EX.ack_error
 EX.pseudo_header = ProtoExpert.new("vhost_user.expert.pseudo_header", "the vuinspect pseudo-header is damaged", expert.group.MALFORMED, expert.severity.ERROR)
 EXL[#EXL + 1] = EX.pseudo_header
 vu.experts = EXL
+-- severity rank of each code (0 = worst; names in C.SEVERITIES)
+local SEV = { truncated_header = 0, truncated_payload = 0, oversize = 0, framing_lost = 0, bad_version = 0, reserved_flags = 1, wrong_size = 0, bad_count = 0, nonzero_padding = 2, wrong_direction = 0, fd_count = 0, fds_truncated = 0, unknown_request = 1, reply_flags = 0, reply_to_nothing = 0, reply_mismatch = 0, missing_reply = 0, unexpected_reply = 1, request_while_waiting = 1, feature_not_negotiated = 1, features_not_offered = 0, need_reply_without_ack = 2, enable_without_protocol_features = 1, vring_not_started = 1, vring_out_of_range = 1, too_many_regions = 0, fds_without_backend_send_fd = 0, ack_error = 1, pseudo_header = 0 }
 
 -- feature bits (named bits shown always, unnamed ones when set)
 local PROTO_BITS = {
@@ -858,12 +867,14 @@ REQUESTS.backend[7] = { name = "BACKEND_SHARED_OBJECT_REMOVE", request = { LAYOU
 REQUESTS.backend[8] = { name = "BACKEND_SHARED_OBJECT_LOOKUP", request = { LAYOUTS.shared }, reply = { LAYOUTS.ack }, mode = "always", fds = { 0, 0 }, fd_role = "", reply_fds = { 0, 1 }, reply_fd_role = "dmabuf", needs = { { "SHARED_OBJECT", 18 } }, needs_virtio = {  } }
 REQUESTS.backend[9] = { name = "BACKEND_SHMEM_MAP", request = { LAYOUTS.shmem_map }, reply = { LAYOUTS.ack }, mode = "ack", fds = { 1, 1 }, fd_role = "shmem-map", reply_fds = { 0, 0 }, reply_fd_role = "", needs = { { "SHMEM", 22 }, { "BACKEND_SEND_FD", 10 } }, needs_virtio = {  } }
 REQUESTS.backend[10] = { name = "BACKEND_SHMEM_UNMAP", request = { LAYOUTS.shmem_map }, reply = { LAYOUTS.ack }, mode = "ack", fds = { 0, 0 }, fd_role = "", reply_fds = { 0, 0 }, reply_fd_role = "", needs = { { "SHMEM", 22 } }, needs_virtio = {  } }
+-- request ids by name, for the runtime (no bare numbers there)
+local R = { GET_FEATURES = 1, SET_FEATURES = 2, SET_OWNER = 3, RESET_OWNER = 4, SET_MEM_TABLE = 5, SET_LOG_BASE = 6, SET_LOG_FD = 7, SET_VRING_NUM = 8, SET_VRING_ADDR = 9, SET_VRING_BASE = 10, GET_VRING_BASE = 11, SET_VRING_KICK = 12, SET_VRING_CALL = 13, SET_VRING_ERR = 14, GET_PROTOCOL_FEATURES = 15, SET_PROTOCOL_FEATURES = 16, GET_QUEUE_NUM = 17, SET_VRING_ENABLE = 18, SEND_RARP = 19, NET_SET_MTU = 20, SET_BACKEND_REQ_FD = 21, IOTLB_MSG = 22, SET_VRING_ENDIAN = 23, GET_CONFIG = 24, SET_CONFIG = 25, CREATE_CRYPTO_SESSION = 26, CLOSE_CRYPTO_SESSION = 27, POSTCOPY_ADVISE = 28, POSTCOPY_LISTEN = 29, POSTCOPY_END = 30, GET_INFLIGHT_FD = 31, SET_INFLIGHT_FD = 32, GPU_SET_SOCKET = 33, RESET_DEVICE = 34, VRING_KICK = 35, GET_MAX_MEM_SLOTS = 36, ADD_MEM_REG = 37, REM_MEM_REG = 38, SET_STATUS = 39, GET_STATUS = 40, GET_SHARED_OBJECT = 41, SET_DEVICE_STATE_FD = 42, CHECK_DEVICE_STATE = 43, GET_SHMEM_CONFIG = 44, GET_VRING_BASE_SKIP_DRAIN = 45 }
 
 -- constants (requests.py, features.py, capture/pseudohdr.py)
 local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
   FLAG_REPLY = 4, FLAG_NEED_REPLY = 8, REPLY_FLAGS = 5,
-  FLAGS_UNKNOWN = 0xFFFFFFF0,
+  FLAGS_UNKNOWN = 0xFFFFFFF0, FLAGS_UNKNOWN_FROM = 16,
   PH_MAGIC = "VU", PH_VERSION = 1, PH_FIXED = 14,
   PH_MAX_FDS = 253, PH_FLAG_BE = 1,
   KIND_NAMES = { [0] = "data", [1] = "open", [2] = "close", [3] = "note" },
@@ -871,6 +882,7 @@ local C = {
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
   TRUNCATED_FD = "truncated",
+  SEVERITIES = { "error", "warning", "note" },
   GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
   VRING_REQUESTS = { [8] = true, [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true, [18] = true, [23] = true, [35] = true, [45] = true },
   REQUESTER = { main = 0, backend = 1 },
@@ -879,7 +891,12 @@ local C = {
           RING_PACKED = 34, PROTOCOL_FEATURES = 30 },
 }
 
-
+-- Runtime Lua, part 1: helpers, event JSON, payload decoding (a port of vuinspect/payload.py).
+--
+-- Kept as a Python string so that an installed wheel can generate the dissector
+-- without data files.  Written for Lua 5.2 through 5.4: bit tests use
+-- arithmetic or the ``bit`` library, 64-bit values stay ``UInt64``/``Int64``.
+-- Every loop is bounded by the bytes present or by a table's maximum.
 -- ===================================================================== runtime: helpers
 local floor, fmt, concat = math.floor, string.format, table.concat
 local TWO32 = 4294967296
@@ -961,20 +978,55 @@ local function human_size(n)
   return fmt("%.1f%s", value, SIZE_UNITS[i])
 end
 
-local function read(tvb, off, f, be)
-  local r = tvb:range(off, f.size)
-  local c = f.fmt
-  if c == "s" then return r end
-  if c == "Q" then if be then return r:uint64() end return r:le_uint64() end
-  if c == "q" then if be then return r:int64() end return r:le_int64() end
-  if c == "i" then if be then return r:int() end return r:le_int() end
-  if be then return r:uint() end
-  return r:le_uint()
+-- Reads come from one Lua string per frame (CUR_S, holding tvb offsets from CUR_BASE on):
+-- a TvbRange per value would cost a userdata each, and most passes build no tree at all.
+local CUR_S, CUR_BASE = "", 0
+local sbyte, ssub = string.byte, string.sub
+
+local function u32s(s, p, be)  -- p is 1-based
+  local a, b, c, d = sbyte(s, p, p + 3)
+  if be then return ((a * 256 + b) * 256 + c) * 256 + d end
+  return ((d * 256 + c) * 256 + b) * 256 + a
 end
 
-local function u32(tvb, off, be)
-  if be then return tvb:range(off, 4):uint() end
-  return tvb:range(off, 4):le_uint()
+local function u16s(s, p, be)
+  local a, b = sbyte(s, p, p + 1)
+  if be then return a * 256 + b end
+  return b * 256 + a
+end
+
+-- A 64-bit value: a Lua number while it is exact (below 2^53), else UInt64/Int64.
+local function u64s(s, p, be, signed)
+  local lo, hi
+  if be then hi, lo = u32s(s, p, true), u32s(s, p + 4, true)
+  else lo, hi = u32s(s, p, false), u32s(s, p + 4, false) end
+  if signed and hi >= 2147483648 then
+    if hi >= TWO32 - 2097152 then return (hi - TWO32) * TWO32 + lo end
+    return Int64.new(lo, hi)
+  end
+  if hi < 2097152 then return hi * TWO32 + lo end
+  if signed then return Int64.new(lo, hi) end
+  return UInt64.new(lo, hi)
+end
+
+-- The value of layout field `f` at tvb offset `off` (nil for byte strings).
+local function read(off, f, be)
+  local c, p = f.fmt, off - CUR_BASE + 1
+  if c == "I" then return u32s(CUR_S, p, be) end
+  if c == "Q" then return u64s(CUR_S, p, be, false) end
+  if c == "B" then return sbyte(CUR_S, p) end
+  if c == "H" then return u16s(CUR_S, p, be) end
+  if c == "i" then
+    local v = u32s(CUR_S, p, be)
+    if v >= 2147483648 then v = v - TWO32 end
+    return v
+  end
+  if c == "q" then return u64s(CUR_S, p, be, true) end
+  return nil
+end
+
+local function u32(off, be)
+  return u32s(CUR_S, off - CUR_BASE + 1, be)
 end
 
 local function add_value(tree, pf, r, be)
@@ -982,17 +1034,37 @@ local function add_value(tree, pf, r, be)
   return tree:add_le(pf, r)
 end
 
-local function byte_hex(r)
-  if r == nil or r:len() == 0 then return "" end
-  return string.lower(r:bytes():tohex())
+local HEXB = {}
+for i = 0, 255 do HEXB[string.char(i)] = fmt("%02x", i) end
+
+local function str_hex(s)
+  return (s:gsub(".", HEXB))
 end
 
-local function all_zero(r)
-  local n = r:len()
-  for i = 0, n - 1 do
-    if r:range(i, 1):uint() ~= 0 then return false end
-  end
-  return true
+-- Lower-case hex of `n` bytes at tvb offset `off`.
+local function hex_at(off, n)
+  if n <= 0 then return "" end
+  local p = off - CUR_BASE + 1
+  return str_hex(ssub(CUR_S, p, p + n - 1))
+end
+
+local function all_zero(off, n)
+  local p = off - CUR_BASE + 1
+  return not ssub(CUR_S, p, p + n - 1):find("[^\0]")
+end
+
+-- Text from a capture before Wireshark shows it: control characters (C0, DEL, C1) escaped
+-- as \n, \t, \r or \xNN, so that no ESC sequence or forged line reaches a terminal.
+local CTRL = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+for i = 0, 31 do
+  local c = string.char(i)
+  if CTRL[c] == nil then CTRL[c] = fmt("\\x%02x", i) end
+end
+CTRL["\127"] = "\\x7f"
+local function esc(s)
+  if not s:find("[\0-\31\127\194]") then return s end
+  s = s:gsub("[\0-\31\127]", CTRL)
+  return (s:gsub("\194([\128-\159])", function(c) return fmt("\\x%02x", sbyte(c)) end))
 end
 
 -- ===================================================================== runtime: event JSON
@@ -1105,11 +1177,13 @@ local function json_decode(s)
 end
 
 -- ===================================================================== runtime: payloads
+-- Precomputed per layout: the field `when` tests, and whether its size is fixed (no array or
+-- tail: then its expected size is lay.fixed and it has no empty array).
 for _, lay in pairs(LAYOUTS) do
-  if lay.when then
-    for _, f in ipairs(lay.fields) do
-      if f.t == "f" and f.name == lay.when[1] then lay.when_field = f end
-    end
+  lay.static = true
+  for _, f in ipairs(lay.fields) do
+    if lay.when and f.t == "f" and f.name == lay.when[1] then lay.when_field = f end
+    if f.t ~= "f" then lay.static = false end
   end
 end
 
@@ -1134,10 +1208,11 @@ end
 
 -- payload.expected_size
 local function expected_size(lay, tvb, base, len, be)
+  if lay.static then return lay.fixed end
   local size, counts = 0, {}
   for _, f in ipairs(lay.fields) do
     if f.t == "f" then
-      if size + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(tvb, base + size, f, be)) end
+      if size + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + size, f, be)) end
       size = size + f.size
     elseif f.t == "a" then
       local n = f.count
@@ -1157,10 +1232,11 @@ end
 
 -- payload._empty_array
 local function empty_array(lay, tvb, base, len, be)
+  if lay.static then return false end
   local off, counts = 0, {}
   for _, f in ipairs(lay.fields) do
     if f.t == "f" then
-      if off + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(tvb, base + off, f, be)) end
+      if off + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + off, f, be)) end
       off = off + f.size
     elseif f.t == "a" and type(f.count) == "string" then
       return (counts[f.count] or 0) == 0
@@ -1172,6 +1248,7 @@ end
 -- payload.choose_layout: exact size, `when`, Xen layouts only when XEN_MMAP is negotiated.
 local function choose_layout(cands, tvb, base, len, ctx)
   if cands == nil or #cands == 0 then return nil end
+  if #cands == 1 then return cands[1] end  -- what the scoring below returns for one candidate
   local best, best_score
   local names = {}
   for _, lay in ipairs(cands) do names[lay.name] = true end
@@ -1181,7 +1258,7 @@ local function choose_layout(cands, tvb, base, len, ctx)
     local ok = true
     if lay.when then
       local f = lay.when_field
-      if f == nil or len < f.size or not num_eq(read(tvb, base, f, ctx.be), lay.when[2]) then ok = false end
+      if f == nil or len < f.size or not num_eq(read(base, f, ctx.be), lay.when[2]) then ok = false end
     end
     if ok then
       local need = expected_size(lay, tvb, base, len, ctx.be)
@@ -1202,50 +1279,79 @@ local function choose_layout(cands, tvb, base, len, ctx)
   return cands[1]
 end
 
--- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
-local function add_bits(item, r, v, named, generic, width)
-  local by = {}
-  for _, b in ipairs(named) do
-    by[b.bit] = b
-    item:add(b.pf, r, bit_set(v, b.bit))
+-- Names of the set bits, lowest first (named ones by name, others as BIT_n).  The lists
+-- are shared per value (feature words repeat in every session; at most 256 kept per table).
+local function set_bit_names(v, named_by, width)
+  local cache = named_by[-1]
+  if cache == nil then
+    cache = { n = 0 }
+    named_by[-1] = cache
   end
-  local names = {}
-  for n = 0, width - 1 do
-    if bit_set(v, n) then
-      if by[n] then
-        names[#names + 1] = by[n].name
-      else
-        names[#names + 1] = "BIT_" .. n
-        if generic[n] then item:add(generic[n], r, true) end
-      end
+  local key = type(v) == "number" and v or tostring(v)
+  local names = cache[key]
+  if names then return names end
+  names = {}
+  if cache.n < 256 then
+    cache[key], cache.n = names, cache.n + 1
+  end
+  local lo, hi = lohi(v)
+  for half = 0, 1 do
+    local x = half == 0 and lo or hi
+    local n = half * 32
+    while x > 0 and n < width do
+      if x % 2 == 1 then names[#names + 1] = named_by[n] or ("BIT_" .. n) end
+      x, n = floor(x / 2), n + 1
     end
   end
-  if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
   return names
 end
 
-local function uuid_text(r)
-  local h = byte_hex(r)
+-- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
+-- `item` is nil when no tree is built.
+local function add_bits(item, r, v, named, generic, width)
+  local by = named.by
+  if by == nil then
+    by = {}
+    for _, b in ipairs(named) do by[b.bit] = b.name end
+    named.by = by
+  end
+  local names = set_bit_names(v, by, width)
+  if item then
+    for _, b in ipairs(named) do item:add(b.pf, r, bit_set(v, b.bit)) end
+    for n = 0, width - 1 do
+      if by[n] == nil and generic[n] and bit_set(v, n) then item:add(generic[n], r, true) end
+    end
+    if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
+  end
+  return names
+end
+
+local function uuid_text(h)
   return h:sub(1, 8) .. "-" .. h:sub(9, 12) .. "-" .. h:sub(13, 16) .. "-" .. h:sub(17, 20) .. "-" .. h:sub(21, 32)
 end
 
--- payload._render: the field, its derived keys and its bitfields.
-local function render(f, v, r, ctx, tree, out)
+local VRING_BASE_F = { "avail_idx", "avail_wrap", "used_idx", "used_wrap" }
+
+-- payload._render: the field at tvb offset `at`, its derived keys and its bitfields.
+-- `r` (its TvbRange) and `tree` are nil when no tree is built.
+local function render(f, at, r, ctx, tree, out)
   local name, d = f.name, f.disp
   if f.fmt == "s" then
-    tree:add(f.pf, r)
+    if tree then tree:add(f.pf, r) end
+    local h = hex_at(at, f.size)
     if d == "uuid" then
-      out[name] = uuid_text(r)
+      out[name] = uuid_text(h)
     elseif d == "mac" then
-      local h, parts = byte_hex(r), {}
+      local parts = {}
       for i = 1, #h, 2 do parts[#parts + 1] = h:sub(i, i + 1) end
       out[name] = concat(parts, ":")
     else
-      out[name] = byte_hex(r)
+      out[name] = h
     end
     return
   end
-  local item = add_value(tree, f.pf, r, ctx.be)
+  local v = read(at, f, ctx.be)
+  local item = tree and add_value(tree, f.pf, r, ctx.be)
   out[name] = v
   if d == "enum" and f.values then
     out[name .. "_name"] = f.values[tonum(v)] or ("unknown(" .. dec(v) .. ")")
@@ -1258,19 +1364,18 @@ local function render(f, v, r, ctx, tree, out)
     out[name .. "_names"] = add_bits(item, r, band(lo, 0xFF), STATUS_BITS, GENERIC.status, 8)
   elseif d == "vring_base" then
     local n = tonum(v)
-    local derived
+    local vals
     if ctx.packed then
-      derived = { { "avail_idx", n % 0x8000 }, { "avail_wrap", floor(n / 0x8000) % 2 },
-                  { "used_idx", floor(n / 0x10000) % 0x8000 }, { "used_wrap", floor(n / 0x80000000) % 2 } }
+      vals = { n % 0x8000, floor(n / 0x8000) % 2, floor(n / 0x10000) % 0x8000, floor(n / 0x80000000) % 2 }
     else
-      derived = { { "avail_idx", n % 0x10000 } }
+      vals = { n % 0x10000 }
     end
-    for _, kv in ipairs(derived) do
-      out[kv[1]] = kv[2]
-      item:add(F["p_" .. kv[1]], r, kv[2])
+    for i, x in ipairs(vals) do
+      out[VRING_BASE_F[i]] = x
+      if item then item:add(F["p_" .. VRING_BASE_F[i]], r, x) end
     end
-    item:append_text(ctx.packed and " (packed ring)" or " (split ring)")
-  elseif d == "size" then
+    if item then item:append_text(ctx.packed and " (packed ring)" or " (split ring)") end
+  elseif d == "size" and item then
     item:append_text(" (" .. human_size(tonum(v)) .. ")")
   end
   if f.bits then
@@ -1279,27 +1384,28 @@ local function render(f, v, r, ctx, tree, out)
       local x = floor(band(lo, b.mask) / 2 ^ b.shift)
       if b.single then x = x ~= 0 end
       out[b.name] = x
-      item:add(b.pf, r, x)
+      if item then item:add(b.pf, r, x) end
     end
   end
 end
 
--- payload._decode_fields: decodes what is present; returns the offset reached.
+-- payload._decode_fields: decodes what is present; returns the offset reached.  Values are
+-- read from CUR_S; `tvb` only gives the tree its ranges (both nil-safe when tree is nil).
 local decode_fields
 decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
   for _, f in ipairs(lay.fields) do
     if f.t == "f" then
       if off + f.size > len then return off end
-      local r = tvb:range(base + off, f.size)
-      local v = read(tvb, base + off, f, ctx.be)
+      local at = base + off
+      local r = tree and tvb:range(at, f.size)
       off = off + f.size
       if f.disp == "padding" then
-        tree:add(f.pf, r)
-        if not all_zero(r) then
-          problem(probs, "nonzero_padding", f.name .. " is " .. byte_hex(r))
+        if tree then tree:add(f.pf, r) end
+        if not all_zero(at, f.size) then
+          problem(probs, "nonzero_padding", f.name .. " is " .. hex_at(at, f.size))
         end
       else
-        render(f, v, r, ctx, tree, out)
+        render(f, at, r, ctx, tree, out)
       end
     elseif f.t == "a" then
       local n = f.count
@@ -1311,8 +1417,11 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       local size = f.item.isize
       local span = n * size
       if span > len - off then span = len - off end
-      local at = tree:add(f.pf, tvb:range(base + off, span))
-      at:append_text(fmt(" (%d)", n))
+      local at
+      if tree then
+        at = tree:add(f.pf, tvb:range(base + off, span))
+        at:append_text(fmt(" (%d)", n))
+      end
       local items = {}
       for i = 1, n do
         if off + size > len then
@@ -1320,8 +1429,11 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
           break
         end
         local item = {}
-        local it = at:add(f.ipf, tvb:range(base + off, size))
-        it:append_text(fmt(" [%d]", i - 1))
+        local it
+        if at then
+          it = at:add(f.ipf, tvb:range(base + off, size))
+          it:append_text(fmt(" [%d]", i - 1))
+        end
         off = decode_fields(f.item, tvb, base, off, len, ctx, it, item, probs)
         items[#items + 1] = item
       end
@@ -1334,9 +1446,8 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       if have < n then
         problem(probs, "bad_count", fmt("%s = %s but only %d bytes follow", tostring(f.length), dec(n), have))
       end
-      local r = tvb:range(base + off, have)
-      tree:add(f.pf, r)
-      out[f.name] = byte_hex(r)
+      if tree then tree:add(f.pf, tvb:range(base + off, have)) end
+      out[f.name] = hex_at(base + off, have)
       off = off + have
     end
   end
@@ -1448,14 +1559,83 @@ local function payload_summary(lay, p)
   return generic_summary(lay, p)
 end
 
-
+-- Runtime Lua, part 2: pseudo-header, framing, session state, pairing, checks, stats.
+--
+-- A port of vuinspect/decoder.py (framing), vuinspect/session.py (pairing and
+-- stateful checks) and the pseudo-header reader.  Wireshark dissects a file at
+-- least twice and in any order afterwards, so every stateful result is computed
+-- once, on the first pass (when a frame has no record yet), and kept in tables
+-- keyed by ``pinfo.number``; later passes only redraw from those records.
 -- ===================================================================== runtime: state
-local frames = {}    -- pinfo.number -> { spans = {...}, msgs = {...}, event = ... }
+-- What a later pass needs is kept per message in flat arrays of numbers (message ids are
+-- given in first-pass order): a decoded tree is rebuilt from the bytes on each pass, only
+-- the results of the stateful first pass (links, latency, problems, context) are stored.
 local sessions = {}  -- conn -> negotiated state and pending requests
-local streams = {}   -- "conn/channel/direction" -> bytes of a message not yet complete
+local streams = {}   -- conn*4 + channel*2 + direction -> bytes of a message not yet complete
+local M = {}         -- per-message and per-frame records, reset by vu.init
+-- Whether this dissection fills columns (tshark -V and the first pass of -2 do not): the
+-- Info text is only built when someone reads it.
+local WANT_TEXT = true
+local EMPTY = {}     -- shared empty list (never written)
+
+local function reset()
+  sessions, streams = {}, {}
+  M = {
+    n = 0,          -- messages so far
+    first = {},     -- frame number -> first message id * 2 + (1 if big-endian); false: event frame
+    count = {},     -- frame number -> message count, when not 1
+    link = {},      -- message id -> reply_in frame (> 0), -reply_to frame (< 0), or false
+    lat = {},       -- message id -> latency in seconds, or false
+    bits = {},      -- message id -> packed flags, device and statistics key (see pack)
+    probs = {},     -- message id -> first-pass problems (only messages with some)
+    fds = {},       -- message id -> fd texts with their roles (only messages with fds)
+    carry = {},     -- frame number -> framing across frames (only frames that need it)
+    closed = {},    -- frame number -> problems a close event found in unfinished streams
+    text = {},      -- frame number -> Info text, kept by a first pass that had no columns
+  }
+end
+reset()
 
 function vu.init()
-  frames, sessions, streams = {}, {}, {}
+  reset()
+end
+
+-- bits: 1 big-endian, 2 Xen mmap, 4 packed ring, 8 a reply is owed, 16 missing reply seen at
+-- close, 32 is a reply; then the device (x64) and the statistics key (x 64 * 64).
+local B_BE, B_XEN, B_PACKED, B_MUST, B_MISSING, B_REPLY = 1, 2, 4, 8, 16, 32
+local function has(bits, flag) return floor(bits / flag) % 2 == 1 end
+
+local DEVICES, DEVICE_ID = { [0] = false }, {}
+do
+  local names = {}
+  for name in pairs(DEVICE_BITS) do names[#names + 1] = name end
+  table.sort(names)
+  for i, name in ipairs(names) do DEVICES[i], DEVICE_ID[name] = name, i end
+end
+local KEYS, KEY_ID = {}, { main = {}, backend = {} }  -- interned "channel:name" statistics keys
+local function key_id(channel, name)
+  local by = KEY_ID[channel]
+  local id = by[name]
+  if id == nil then
+    id = #KEYS + 1
+    KEYS[id], by[name] = channel .. ":" .. name, id
+  end
+  return id
+end
+
+-- The decoding context of a message (byte order, device, Xen, packed ring) as one shared
+-- table per distinct value: ctx_of(bits) for the low 12 bits of a message's packed bits.
+local CTXS = {}
+local function ctx_of(bits)
+  local low = bits % 4096
+  local c = CTXS[low]
+  if c == nil then
+    c = { be = has(low, B_BE), xen = has(low, B_XEN), packed = has(low, B_PACKED),
+          must = has(low, B_MUST), missing = has(low, B_MISSING), reply = has(low, B_REPLY),
+          device = DEVICES[floor(low / 64)] or nil }
+    CTXS[low] = c
+  end
+  return c
 end
 
 local MAX_PENDING = 4096  -- bound the pending queue of a pathological capture
@@ -1470,9 +1650,25 @@ local function session(conn)
   return s
 end
 
+-- Bit n of a negotiated feature word of the session (cached per word: asked per message).
+local function word_has(s, word, cache, n)
+  local v = s[word]
+  if v == nil then return nil end
+  local c = s[cache]
+  if c == nil or c.v ~= v then
+    c = { v = v }
+    s[cache] = c
+  end
+  local r = c[n]
+  if r == nil then
+    r = bit_set(v, n)
+    c[n] = r
+  end
+  return r
+end
+
 local function protocol_has(s, n)
-  if s.protocol_acked == nil then return nil end
-  return bit_set(s.protocol_acked, n)
+  return word_has(s, "protocol_acked", "protocol_acked_bits", n)
 end
 
 -- features.guess_device: the first device whose distinctive bits are offered.
@@ -1531,15 +1727,14 @@ local function utf8_clean(s)
   return concat(out)
 end
 
-local function parse_pseudo(tvb)
-  local n = tvb:len()
+-- The pseudo-header from `raw`, the frame's bytes as a string (`n` of them).
+local function parse_pseudo(raw, n)
   if n < C.PH_FIXED then return nil, fmt("pseudo-header cut short: %d of %d bytes", n, C.PH_FIXED) end
-  if tvb:range(0, 2):string() ~= C.PH_MAGIC then return nil, "bad pseudo-header magic" end
-  local ph = {
-    version = tvb:range(2, 1):uint(), kind = tvb:range(3, 1):uint(), hdr_len = tvb:range(4, 2):uint(),
-    channel = tvb:range(6, 1):uint(), direction = tvb:range(7, 1):uint(), conn = tvb:range(8, 4):uint(),
-    flags = tvb:range(12, 1):uint(), nfds = tvb:range(13, 1):uint(), fds = {}, fd_ranges = {},
-  }
+  if ssub(raw, 1, 2) ~= C.PH_MAGIC then return nil, "bad pseudo-header magic" end
+  local version, kind, h1, h2, channel, direction = sbyte(raw, 3, 8)
+  local flags, nfds = sbyte(raw, 13, 14)
+  local ph = { version = version, kind = kind, hdr_len = h1 * 256 + h2, channel = channel,
+               direction = direction, conn = u32s(raw, 9, true), flags = flags, nfds = nfds, fds = EMPTY }
   if ph.version ~= C.PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", ph.version) end
   if C.KIND_NAMES[ph.kind] == nil then return nil, fmt("unknown frame kind %d", ph.kind) end
   if C.CHANNEL_NAMES[ph.channel] == nil then return nil, fmt("unknown channel %d", ph.channel) end
@@ -1549,14 +1744,14 @@ local function parse_pseudo(tvb)
   end
   if ph.nfds > C.PH_MAX_FDS then return nil, fmt("%d fds: at most %d allowed", ph.nfds, C.PH_MAX_FDS) end
   local pos = C.PH_FIXED
+  if nfds > 0 then ph.fds = {} end
   for i = 1, ph.nfds do
     if pos + 2 > ph.hdr_len then return nil, fmt("fd list overruns pseudo-header length at fd %d", i - 1) end
-    local size = tvb:range(pos, 2):uint()
+    local size = u16s(raw, pos + 1, true)
     if pos + 2 + size > ph.hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
     local text = ""
-    if size > 0 then text = utf8_clean(tvb:range(pos + 2, size):raw()) end
+    if size > 0 then text = esc(utf8_clean(ssub(raw, pos + 3, pos + 2 + size))) end
     ph.fds[i] = text
-    ph.fd_ranges[i] = tvb:range(pos, 2 + size)
     pos = pos + 2 + size
   end
   if pos ~= ph.hdr_len then return nil, fmt("fd list ends at %d, pseudo-header length says %d", pos, ph.hdr_len) end
@@ -1576,7 +1771,12 @@ local function show_pseudo(top, tvb, ph)
   local fl = t:add(F.ph_flags, tvb:range(12, 1))
   fl:add(F.ph_big_endian, tvb:range(12, 1))
   t:add(F.fd_count, tvb:range(13, 1))
-  for i, text in ipairs(ph.fds) do t:add(F.ph_fd, ph.fd_ranges[i], text) end
+  local pos = C.PH_FIXED
+  for _, text in ipairs(ph.fds) do
+    local size = tvb:range(pos, 2):uint()
+    t:add(F.ph_fd, tvb:range(pos, 2 + size), text)
+    pos = pos + 2 + size
+  end
   t:append_text(fmt(", conn %d %s %s", ph.conn, ph.channel_name, C.DIRECTION_NAMES[ph.direction]))
 end
 
@@ -1615,7 +1815,7 @@ local function check_result(rec, lname, out, probs)
     problem(probs, "ack_error", "error code " .. dec(out.error))
   elseif lname == "config" and rec.size == 0 then
     problem(probs, "ack_error", "empty GET_CONFIG reply means failure")
-  elseif lname and lname:sub(1, 6) == "crypto" and out.session_id ~= nil and out.session_id < Int64(0) then
+  elseif lname and lname:sub(1, 6) == "crypto" and out.session_id ~= nil and tonum(out.session_id) < 0 then
     problem(probs, "ack_error", "session_id " .. tostring(out.session_id))
   end
 end
@@ -1633,7 +1833,7 @@ local function check_request(s, rec, spec, out, probs)
     end
   end
   for _, nb in ipairs(spec.needs_virtio) do
-    if req == 18 and main then
+    if req == R.SET_VRING_ENABLE and main then
       local feats = s.virtio_acked
       if feats == nil then feats = s.virtio_offered end
       if feats ~= nil and not bit_set(feats, nb[2]) then
@@ -1641,7 +1841,7 @@ local function check_request(s, rec, spec, out, probs)
       end
     else
       local feats = s.virtio_acked
-      if req == 15 or req == 16 then feats = s.virtio_offered end
+      if req == R.GET_PROTOCOL_FEATURES or req == R.SET_PROTOCOL_FEATURES then feats = s.virtio_offered end
       if feats ~= nil and not bit_set(feats, nb[2]) then
         problem(probs, "feature_not_negotiated", fmt("needs virtio feature %s (bit %d)", nb[1], nb[2]))
       end
@@ -1650,7 +1850,7 @@ local function check_request(s, rec, spec, out, probs)
   if rec.need_reply and spec.mode == "ack" and protocol_has(s, C.BIT.REPLY_ACK) == false then
     problem(probs, "need_reply_without_ack", "NEED_REPLY set but REPLY_ACK not negotiated: no ack will come")
   end
-  if main and (req == 11 or req == 45) and s.seen_start then
+  if main and (req == R.GET_VRING_BASE or req == R.GET_VRING_BASE_SKIP_DRAIN) and s.seen_start then
     local idx = out.index
     if idx == nil or not s.started[idx] then
       problem(probs, "vring_not_started", fmt("vring %s was never started (no SET_VRING_KICK)", idx and dec(idx) or "None"))
@@ -1661,16 +1861,16 @@ local function check_request(s, rec, spec, out, probs)
       and type(index) == "number" and index >= 2 * s.queue_num then
     problem(probs, "vring_out_of_range", fmt("vring %s, back-end announced %s queues", dec(index), dec(s.queue_num)))
   end
-  if main and req == 5 and tonum(out.nregions or 0) > 8 then
+  if main and req == R.SET_MEM_TABLE and tonum(out.nregions or 0) > 8 then
     problem(probs, "too_many_regions", fmt("%s regions, SET_MEM_TABLE allows 8", dec(out.nregions)))
   end
-  if main and (req == 2 or req == 16) then
+  if main and (req == R.SET_FEATURES or req == R.SET_PROTOCOL_FEATURES) then
     local offered = s.protocol_offered
-    if req == 2 then offered = s.virtio_offered end
+    if req == R.SET_FEATURES then offered = s.virtio_offered end
     if offered ~= nil then
       local extra = UInt64(lohi(out.features or 0)):band(UInt64(lohi(offered)):bnot())
       if not is_zero(extra) then
-        if req == 2 then
+        if req == R.SET_FEATURES then
           problem(probs, "features_not_offered", "acks " .. bit_names_of(extra, virtio_bits(s.device)) .. " not offered by the back-end")
         else
           problem(probs, "features_not_offered", "sets " .. bit_names_of(extra, PROTO_BITS) .. " not offered by the back-end")
@@ -1678,7 +1878,7 @@ local function check_request(s, rec, spec, out, probs)
       end
     end
   end
-  if req == 37 and s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
+  if req == R.ADD_MEM_REG and s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
     problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", #s.regions + 1, s.max_mem_slots))
   end
 end
@@ -1691,31 +1891,31 @@ end
 local function apply_request(s, rec, out)
   if rec.channel ~= "main" then return end
   local r = rec.request
-  if r == 2 then s.virtio_acked = out.features
-  elseif r == 16 then s.protocol_acked = out.features
-  elseif r == 5 and out.regions ~= nil then
+  if r == R.SET_FEATURES then s.virtio_acked = out.features
+  elseif r == R.SET_PROTOCOL_FEATURES then s.protocol_acked = out.features
+  elseif r == R.SET_MEM_TABLE and out.regions ~= nil then
     s.regions = {}
     for i, reg in ipairs(out.regions) do s.regions[i] = region_key(reg) end
-  elseif r == 37 and out.mmap_offset ~= nil then s.regions[#s.regions + 1] = region_key(out)  -- whole region only
-  elseif r == 38 and out.userspace_addr ~= nil then
+  elseif r == R.ADD_MEM_REG and out.mmap_offset ~= nil then s.regions[#s.regions + 1] = region_key(out)  -- whole region only
+  elseif r == R.REM_MEM_REG and out.userspace_addr ~= nil then
     local key, keep = region_key(out), {}
     for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
     s.regions = keep
-  elseif (r == 12 or r == 35) and out.index ~= nil then s.started[out.index] = true
-  elseif r == 34 then s.started = {}
+  elseif (r == R.SET_VRING_KICK or r == R.VRING_KICK) and out.index ~= nil then s.started[out.index] = true
+  elseif r == R.RESET_DEVICE then s.started = {}
   end
 end
 
 local function apply_reply(s, rec, out, request)
   if rec.channel ~= "main" then return end
   local r = rec.request
-  if r == 1 and out.features ~= nil then
+  if r == R.GET_FEATURES and out.features ~= nil then
     s.virtio_offered = out.features
     if s.device == nil then s.device = guess_device(out.features) end
-  elseif r == 15 then s.protocol_offered = out.features
-  elseif r == 17 then s.queue_num = tonum(out.num_queues)
-  elseif r == 36 then s.max_mem_slots = tonum(out.slots)
-  elseif (r == 11 or r == 45) and request ~= nil then
+  elseif r == R.GET_PROTOCOL_FEATURES then s.protocol_offered = out.features
+  elseif r == R.GET_QUEUE_NUM then s.queue_num = tonum(out.num_queues)
+  elseif r == R.GET_MAX_MEM_SLOTS then s.max_mem_slots = tonum(out.slots)
+  elseif (r == R.GET_VRING_BASE or r == R.GET_VRING_BASE_SKIP_DRAIN) and request ~= nil then
     local idx = request.index
     if idx == nil then idx = out.index or -1 end
     s.started[idx] = nil
@@ -1773,7 +1973,7 @@ local function pair(s, rec, probs)
   local p = table.remove(q, mi)
   local req = p.rec
   rec.reply_to = req.frame
-  req.reply_in = rec.frame
+  M.link[req.m] = rec.frame  -- the request was stored when its frame was dissected
   rec.latency = rec.ts - req.ts
   if not p.must and protocol_has(s, C.BIT.REPLY_ACK) == false then
     problem(probs, "unexpected_reply", "REPLY_ACK is not negotiated, no reply was due")
@@ -1782,120 +1982,172 @@ local function pair(s, rec, probs)
 end
 
 -- ===================================================================== runtime: messages
+local FLAG_FIELDS = { F.flags_version, F.flags_reply, F.flags_need_reply, F.flags_reserved }
+
+-- A problem in the tree: its expert info and a vhost_user.problems item; returns its rank.
+local function show_problem(t, mrange, code, text, worst)
+  t:add_proto_expert_info(EX[code], text)
+  t:add(F.problems, mrange, code):set_generated()
+  local rank = SEV[code] or 0
+  if worst == nil or rank < worst then return rank end
+  return worst
+end
+
 local function add_links(t, rec, mrange, visited)
-  if rec.reply_in then t:add(F.response_in, mrange, rec.reply_in):set_generated() end
+  if rec.reply_in then
+    t:add(F.reply_in, mrange, rec.reply_in):set_generated()
+    t:add(F.response_in, mrange, rec.reply_in):set_hidden()
+  end
   if rec.reply_to then
-    t:add(F.response_to, mrange, rec.reply_to):set_generated()
+    t:add(F.reply_to, mrange, rec.reply_to):set_generated()
+    t:add(F.response_to, mrange, rec.reply_to):set_hidden()
     local lat = rec.latency or 0
+    t:add(F.latency_us, mrange, lat * 1e6):set_generated()
     local sign = 1
     if lat < 0 then sign, lat = -1, -lat end  -- a reply that began before its request ended
     local secs = floor(lat)
     local ns = floor((lat - secs) * 1e9 + 0.5)
     if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
-    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_generated()
+    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_hidden()
   end
-  for _, p in ipairs(rec.problems) do t:add_proto_expert_info(EX[p.code], p.text) end
+  local worst
+  for _, p in ipairs(rec.problems) do worst = show_problem(t, mrange, p.code, p.text, worst) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
-    t:add_proto_expert_info(EX.missing_reply, "capture ended before the reply")
+    worst = show_problem(t, mrange, "missing_reply", "capture ended before the reply", worst)
   end
+  if worst then t:add(F.severity, mrange, C.SEVERITIES[worst + 1]):set_generated() end
 end
 
--- One framed message (or raw chunk) at [base, base+len) of mt.  On the first pass `rec`
--- holds only the framing facts and is completed here; later passes only redraw.
+-- The first-pass results of a message, kept for later passes (see M in runtime: state).
+local function persist(rec)
+  local m, ctx = rec.m, rec.ctx or EMPTY
+  local bits = (rec.be and B_BE or 0) + (ctx.xen and B_XEN or 0) + (ctx.packed and B_PACKED or 0)
+    + (rec.must and B_MUST or 0) + (rec.is_reply and B_REPLY or 0)
+    + (DEVICE_ID[ctx.device] or 0) * 64 + key_id(rec.channel, rec.name) * 4096
+  M.bits[m] = bits
+  M.link[m] = rec.reply_to and -rec.reply_to or false
+  M.lat[m] = rec.latency or false
+  if #rec.problems > 0 then M.probs[m] = rec.problems end
+  if #rec.fds > 0 then M.fds[m] = rec.fds end
+end
+
+-- A message as a later pass sees it: the stored results, no state.
+local function stored(m, frame, ph, raw)
+  local ctx = ctx_of(M.bits[m] or 0)
+  local link, lat = M.link[m], M.lat[m]
+  return { m = m, frame = frame, conn = ph.conn, channel = ph.channel_name, direction = ph.direction,
+           be = ctx.be, raw = raw, fds = M.fds[m] or EMPTY, problems = M.probs[m] or EMPTY, ctx = ctx,
+           reply_in = link and link > 0 and link or nil, reply_to = link and link < 0 and -link or nil,
+           latency = lat or nil, must = ctx.must, missing = ctx.missing }
+end
+
+-- One framed message (or raw chunk) at tvb offset [base, base+len) of mt; its bytes are in
+-- CUR_S.  On the first pass `rec` holds only the framing facts and is completed here (the
+-- state is updated, checks run); later passes only redraw.  `t` is nil when no tree is built.
 local function dissect_message(mt, base, len, rec, first, t)
   local s = session(rec.conn)
   local probs = first and rec.problems or {}
-  local mrange = mt:range(base, len)
+  local mrange = t and mt:range(base, len)
   if first then s.messages = s.messages + 1 end
   if rec.raw then
     rec.name = "RAW"
-    t:add(F.raw, mrange)
-    t:add(F.name, mrange, "RAW"):set_generated()
-    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
-    add_links(t, rec, mrange, false)
+    if t then
+      t:add(F.raw, mrange)
+      t:add(F.name, mrange, "RAW"):set_generated()
+      for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+      add_links(t, rec, mrange, false)
+    end
+    if not WANT_TEXT then return "" end
     if #rec.fds > 0 then return fmt("%d raw bytes fds=[%s]", len, concat(rec.fds, ", ")) end
     return fmt("%d raw bytes", len)
   end
   local be = rec.be
-  local req, flags, size = u32(mt, base, be), u32(mt, base + 4, be), u32(mt, base + 8, be)
+  local req, flags, size = u32(base, be), u32(base + 4, be), u32(base + 8, be)
   local channel = rec.channel
   local spec = REQUESTS[channel][req]
   local is_reply = rec.direction ~= C.REQUESTER[channel]
-  local need_reply = band(flags, C.FLAG_NEED_REPLY) ~= 0
+  local need_reply = has(flags, C.FLAG_NEED_REPLY)
   local name = spec and spec.name or ((channel == "main" and "UNKNOWN_" or "BACKEND_UNKNOWN_") .. req)
   rec.request, rec.flags, rec.size, rec.name = req, flags, size, name
   rec.is_reply, rec.need_reply = is_reply, need_reply
-  if first and s.messages == 1 and req == 1 and channel == "main" then s.seen_start = true end
-  -- header
-  add_value(t, channel == "main" and F.request or F.backend_request, mt:range(base, 4), be)
-  t:add(F.name, mt:range(base, 4), name):set_generated()
-  local fl = add_value(t, F.flags, mt:range(base + 4, 4), be)
-  for _, pf in ipairs({ F.flags_version, F.flags_reply, F.flags_need_reply, F.flags_reserved }) do
-    add_value(fl, pf, mt:range(base + 4, 4), be)
+  if first and s.messages == 1 and req == R.GET_FEATURES and channel == "main" then s.seen_start = true end
+  if t then
+    add_value(t, channel == "main" and F.request or F.backend_request, mt:range(base, 4), be)
+    t:add(F.name, mt:range(base, 4), name):set_generated()
+    local fr = mt:range(base + 4, 4)
+    local fl = add_value(t, F.flags, fr, be)
+    for _, pf in ipairs(FLAG_FIELDS) do add_value(fl, pf, fr, be) end
+    add_value(t, F.size, mt:range(base + 8, 4), be)
+    t:add(F.reply, fr, is_reply):set_generated()
+    t:add(F.is_reply, fr, is_reply):set_hidden()
+    if need_reply then t:add(F.need_reply, fr, true):set_generated() end
+    t:append_text(": " .. name .. (is_reply and " reply" or ""))
   end
-  add_value(t, F.size, mt:range(base + 8, 4), be)
-  t:add(F.is_reply, mt:range(base, 4), is_reply):set_generated()
-  t:append_text(": " .. name .. (is_reply and " reply" or ""))
-  if band(flags, 3) ~= C.VERSION then problem(probs, "bad_version", fmt("version bits are %d, not 1", band(flags, 3))) end
-  if band(flags, C.FLAGS_UNKNOWN) ~= 0 then problem(probs, "reserved_flags", "flags 0x" .. hex(flags)) end
-  if is_reply and flags ~= C.REPLY_FLAGS then
-    problem(probs, "reply_flags", "flags 0x" .. hex(flags) .. " instead of 0x5")
-  elseif not is_reply and band(flags, C.FLAG_REPLY) ~= 0 then
-    problem(probs, "wrong_direction", "REPLY flag set on a message from the "
-      .. (channel == "main" and "front-end" or "back-end") .. ", which sends requests here")
+  if first then
+    if flags % 4 ~= C.VERSION then problem(probs, "bad_version", fmt("version bits are %d, not 1", flags % 4)) end
+    if flags >= C.FLAGS_UNKNOWN_FROM then problem(probs, "reserved_flags", "flags 0x" .. hex(flags)) end
+    if is_reply and flags ~= C.REPLY_FLAGS then
+      problem(probs, "reply_flags", "flags 0x" .. hex(flags) .. " instead of 0x5")
+    elseif not is_reply and has(flags, C.FLAG_REPLY) then
+      problem(probs, "wrong_direction", "REPLY flag set on a message from the "
+        .. (channel == "main" and "front-end" or "back-end") .. ", which sends requests here")
+    end
   end
-  local plen = len - C.HEADER_SIZE
+  local pbase, plen = base + C.HEADER_SIZE, len - C.HEADER_SIZE
   local out = {}
   if spec == nil then
     problem(probs, "unknown_request", fmt("request id %d is not defined on the %s channel", req, channel))
     if plen > 0 then
-      t:add(F.p_data, mt:range(base + C.HEADER_SIZE, plen))
-      out.data = byte_hex(mt:range(base + C.HEADER_SIZE, plen))
+      if t then t:add(F.p_data, mt:range(pbase, plen)) end
+      out.data = hex_at(pbase, plen)
     end
   end
   local request
   if first then
     if is_reply then request = pair(s, rec, probs) else enqueue(s, rec, spec, probs) end
-    rec.ctx = { be = be, device = s.device, xen = protocol_has(s, C.BIT.XEN_MMAP) == true,
-                packed = s.virtio_acked ~= nil and bit_set(s.virtio_acked, C.BIT.RING_PACKED) }
+    rec.ctx = ctx_of((be and B_BE or 0) + (protocol_has(s, C.BIT.XEN_MMAP) == true and B_XEN or 0)
+      + (word_has(s, "virtio_acked", "virtio_acked_bits", C.BIT.RING_PACKED) and B_PACKED or 0)
+      + (DEVICE_ID[s.device] or 0) * 64)
   end
   local ctx = rec.ctx
   local lay
   if spec ~= nil then
-    local cands = is_reply and spec.reply or spec.request
-    lay = choose_layout(cands, mt, base + C.HEADER_SIZE, plen, ctx)
+    lay = choose_layout(is_reply and spec.reply or spec.request, mt, pbase, plen, ctx)
     if lay == nil then
       if plen > 0 then
         problem(probs, "wrong_size", fmt("%d bytes where none are defined", plen))
-        t:add(F.p_data, mt:range(base + C.HEADER_SIZE, plen))
-        out.data = byte_hex(mt:range(base + C.HEADER_SIZE, plen))
+        if t then t:add(F.p_data, mt:range(pbase, plen)) end
+        out.data = hex_at(pbase, plen)
       end
     else
-      t:add(F.layout, mt:range(base, len), lay.name):set_generated()
-      decode_layout(lay, mt, base + C.HEADER_SIZE, plen, ctx, t, out, probs)
+      if t then t:add(F.layout, mrange, lay.name):set_generated() end
+      decode_layout(lay, mt, pbase, plen, ctx, t, out, probs)
     end
-    local lname = lay and lay.name
-    if is_reply then
-      check_fds(s, rec, lname, out, spec.reply_fds[1], spec.reply_fds[2], spec.reply_fd_role, probs, first)
-      check_result(rec, lname, out, probs)
-      if first then apply_reply(s, rec, out, request) end
-    else
-      check_fds(s, rec, lname, out, spec.fds[1], spec.fds[2], spec.fd_role, probs, first)
-      if first then
+    if first then
+      local lname = lay and lay.name
+      if is_reply then
+        check_fds(s, rec, lname, out, spec.reply_fds[1], spec.reply_fds[2], spec.reply_fd_role, probs, first)
+        check_result(rec, lname, out, probs)
+        apply_reply(s, rec, out, request)
+      else
+        check_fds(s, rec, lname, out, spec.fds[1], spec.fds[2], spec.fd_role, probs, first)
         rec.index = out.index
         check_request(s, rec, spec, out, probs)
         apply_request(s, rec, out)
       end
-    end
-    if first and #rec.raw_fds > 0 then
-      local role = is_reply and spec.reply_fd_role or spec.fd_role
-      if role ~= "" then
-        for i, d in ipairs(rec.raw_fds) do rec.fds[i] = role .. ": " .. d end
+      if #rec.raw_fds > 0 then
+        local role = is_reply and spec.reply_fd_role or spec.fd_role
+        if role ~= "" then
+          for i, d in ipairs(rec.raw_fds) do rec.fds[i] = role .. ": " .. d end
+        end
       end
     end
   end
-  for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
-  add_links(t, rec, mrange, not first)
+  if t then
+    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+    add_links(t, rec, mrange, not first)
+  end
+  if not WANT_TEXT then return "" end
   local text = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
   local summary = payload_summary(lay, out)
   if summary ~= "" then text = text .. " " .. summary end
@@ -1903,16 +2155,25 @@ local function dissect_message(mt, base, len, rec, first, t)
   return text
 end
 
-
+-- Runtime Lua, part 3: framing across frames, event frames, the dissector entry, the stats tap.
+--
+-- Framing mirrors vuinspect/decoder.py's StreamFramer: a frame may hold several
+-- messages, the end of one, or bytes that cannot be framed (resynchronised on
+-- the next plausible header).  Bytes left over at the end of a frame wait, per
+-- (connection, channel, direction), for the next frame; a frame given such a
+-- prefix keeps it (M.carry), so later passes rebuild the same reassembled buffer.
+-- When Wireshark asks for no tree (tshark's summary lines), nothing but the Info
+-- column is made: no TvbRange, no tree item, no reassembled tvb.
 -- ===================================================================== runtime: framing
-local function plausible(mt, off, channel, be)
-  local req, flags, size = u32(mt, off, be), u32(mt, off + 4, be), u32(mt, off + 8, be)
+local function plausible(off, channel, be)
+  local req, flags, size = u32(off, be), u32(off + 4, be), u32(off + 8, be)
   return band(flags, C.FLAGS_UNKNOWN) == 0 and band(flags, 3) == C.VERSION
     and size <= C.MAX_PAYLOAD and REQUESTS[channel][req] ~= nil
 end
 
 -- The fds whose carrying frame ended before `stop` (decoder.StreamFramer._take_fds).
 local function take_fds(fdq, stop)
+  if #fdq == 0 then return EMPTY, fdq end
   local taken, keep = {}, {}
   for _, e in ipairs(fdq) do
     if e.off < stop then
@@ -1924,19 +2185,20 @@ local function take_fds(fdq, stop)
   return taken, keep
 end
 
--- First pass: cut [base, base+total) of mt into messages and raw chunks.
-local function frame_spans(mt, base, total, ph, fr, ts_now, be, key)
+-- Cut [base, base+total) of CUR_S into messages and raw chunks.  Returns the spans, the
+-- bytes left for a later frame and (first pass) the stream entry holding them.
+local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
   local fdq = {}
-  for _, e in ipairs(fr.prefix_fds or {}) do fdq[#fdq + 1] = e end
+  if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
   if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
-  local spans, pos, ts = {}, 0, fr.prefix_ts or ts_now
+  local spans, pos, ts = {}, 0, carry and carry.ts or ts_now
   local fds
   while total - pos >= C.HEADER_SIZE do
-    local size = u32(mt, base + pos + 8, be)
+    local size = u32(base + pos + 8, be)
     if size > C.MAX_PAYLOAD then
       local nxt = total
       for off = pos + 1, total - C.HEADER_SIZE do
-        if plausible(mt, base + off, ph.channel_name, be) then nxt = off; break end
+        if plausible(base + off, ph.channel_name, be) then nxt = off; break end
       end
       fds, fdq = take_fds(fdq, nxt)
       spans[#spans + 1] = { off = pos, len = nxt - pos, raw = true, fds = fds, ts = ts, problems = {
@@ -1952,74 +2214,93 @@ local function frame_spans(mt, base, total, ph, fr, ts_now, be, key)
     end
     ts = ts_now
   end
-  if pos < total or #fdq > 0 then
-    local rest = {}
-    for _, e in ipairs(fdq) do rest[#rest + 1] = { off = e.off - pos, list = e.list } end
-    local buf = ByteArray.new()
-    if pos < total then buf = mt:range(base + pos, total - pos):bytes() end
-    streams[key] = { buf = buf, fds = rest, ts = ts }
-    fr.leftover, fr.key = streams[key], key
-  else
-    streams[key] = nil
+  local leftover
+  if first then
+    if pos < total or #fdq > 0 then
+      local rest = {}
+      for _, e in ipairs(fdq) do rest[#rest + 1] = { off = e.off - pos, list = e.list } end
+      local p = base + pos - CUR_BASE + 1
+      leftover = { buf = ssub(CUR_S, p, p + total - pos - 1), fds = rest, ts = ts }
+      streams[key] = leftover
+    else
+      streams[key] = nil
+    end
   end
-  fr.partial = total - pos
-  return spans
+  return spans, total - pos, leftover
 end
 
 -- decoder.StreamFramer.close: what is left of a stream when it ends.
 local function truncation(buf, be, why)
-  local n = buf:len()
+  local n = #buf
   if n == 0 then return nil end
   if n < C.HEADER_SIZE then
     return { code = "truncated_header", text = fmt("stream ended after %d of 12 header bytes (%s)", n, why) }
   end
-  local size = u32(buf:tvb("Truncated vhost-user"), 8, be)
+  local size = u32s(buf, 9, be)
   return { code = "truncated_payload",
            text = fmt("stream ended after %d of %d payload bytes (%s)", n - C.HEADER_SIZE, size, why) }
 end
 
-local function dissect_data(tvb, ph, fr, first, top, tree, pinfo)
+local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
   local s = session(ph.conn)
-  local key = ph.conn .. "/" .. ph.channel .. "/" .. ph.direction
-  local dlen = tvb:len() - ph.hdr_len
+  local key = ph.conn * 4 + ph.channel * 2 + ph.direction
+  local hl = ph.hdr_len
+  local carry, be
   if first then
+    be = ph.big_endian or s.be == true
     local st = streams[key]
-    if st then fr.prefix, fr.prefix_fds, fr.prefix_ts = st.buf, st.fds, st.ts end
-    fr.be = ph.big_endian or s.be == true
+    if st then carry = { prefix = st.buf, fds = st.fds, ts = st.ts } end
+  else
+    be = M.first[num] % 2 == 1
+    carry = M.carry[num]
   end
-  local mt, base, total = tvb, ph.hdr_len, dlen
-  if fr.prefix ~= nil and fr.prefix:len() > 0 then
-    local ba = ByteArray.new()
-    ba:append(fr.prefix)
-    if dlen > 0 then ba:append(tvb:range(ph.hdr_len, dlen):bytes()) end
-    mt, base, total = ba:tvb("Reassembled vhost-user"), 0, ba:len()
+  local mt, base, total = tvb, hl, #raw - hl
+  CUR_S, CUR_BASE = raw, 0
+  if carry and #carry.prefix > 0 then
+    CUR_S = carry.prefix .. ssub(raw, hl + 1)
+    base, total = 0, #CUR_S
+    mt = top and ByteArray.new(CUR_S, true):tvb("Reassembled vhost-user")
   end
+  local ts_now = first and pinfo.rel_ts or 0
+  local spans, partial, leftover = frame_spans(base, total, ph, carry, ts_now, be, key, first)
   if first then
-    fr.spans = frame_spans(mt, base, total, ph, fr, pinfo.rel_ts, fr.be, key)
-    fr.msgs = {}
+    M.first[num] = (M.n + 1) * 2 + (be and 1 or 0)
+    if #spans ~= 1 then M.count[num] = #spans end
+    if carry or leftover then
+      M.carry[num] = { prefix = carry and carry.prefix or "", fds = carry and carry.fds or EMPTY,
+                       leftover = leftover, key = key }
+    end
   end
+  local m0 = floor(M.first[num] / 2)
   local texts = {}
-  for i, sp in ipairs(fr.spans) do
+  for i, sp in ipairs(spans) do
     local t = top
-    if i > 1 then t = tree:add(vu, mt:range(base + sp.off, sp.len)) end
-    local rec = fr.msgs[i]
+    if i > 1 and top then t = tree:add(vu, mt:range(base + sp.off, sp.len)) end
+    local rec
     if first then
-      rec = { frame = pinfo.number, conn = ph.conn, channel = ph.channel_name, direction = ph.direction,
-              be = fr.be, ts = sp.ts, raw = sp.raw, raw_fds = sp.fds, fds = {}, problems = sp.problems or {} }
+      M.n = M.n + 1
+      rec = { m = M.n, frame = num, conn = ph.conn, channel = ph.channel_name, direction = ph.direction,
+              be = be, ts = sp.ts, raw = sp.raw, raw_fds = sp.fds, fds = {}, problems = sp.problems or {} }
       for j, d in ipairs(sp.fds) do rec.fds[j] = d end
-      fr.msgs[i] = rec
+    else
+      rec = stored(m0 + i - 1, num, ph, sp.raw)
     end
     texts[#texts + 1] = dissect_message(mt, base + sp.off, sp.len, rec, first, t)
+    if first then persist(rec) end
   end
-  if fr.partial > 0 then
-    top:add(F.partial, mt:range(base + total - fr.partial, fr.partial))
-    texts[#texts + 1] = fmt("[%d bytes of a message continued in a later frame]", fr.partial)
-    -- Later passes know the whole file: nothing continued it and no close flushed it.
-    if not first and fr.leftover ~= nil and streams[fr.key] == fr.leftover then
-      local p = truncation(fr.leftover.buf, fr.be, "capture ended")
-      if p then top:add_proto_expert_info(EX[p.code], p.text) end
+  if partial > 0 then
+    texts[#texts + 1] = fmt("[%d bytes of a message continued in a later frame]", partial)
+    if top then
+      top:add(F.partial, mt:range(base + total - partial, partial))
+      -- Later passes know the whole file: nothing continued it and no close flushed it.
+      local c = M.carry[num]
+      if not first and c and c.leftover and streams[c.key] == c.leftover then
+        local p = truncation(c.leftover.buf, be, "capture ended")
+        if p then show_problem(top, mt:range(base + total - partial, partial), p.code, p.text) end
+      end
     end
   end
+  if not WANT_TEXT then return "" end
   if #texts == 0 then texts[1] = "[no data]" end
   return concat(texts, " | ")
 end
@@ -2040,106 +2321,142 @@ local function event_summary(kind, info)
 end
 
 -- Pipeline._event + Session.on_open/on_close (first pass only for the state).
-local function close_session(s, reason, fr)
-  fr.truncated = {}
-  local prefix = s.conn .. "/"
-  for key, st in pairs(streams) do
-    if key:sub(1, #prefix) == prefix then
+local function close_session(s, reason, num)
+  local found = {}
+  local lo, hi = s.conn * 4, s.conn * 4 + 3
+  for key = lo, hi do
+    local st = streams[key]
+    if st then
       local p = truncation(st.buf, s.be == true, "connection closed")
-      if p then fr.truncated[#fr.truncated + 1] = p end
+      if p then found[#found + 1] = p end
       streams[key] = nil
     end
   end
+  if #found > 0 then M.closed[num] = found end
   for _, q in pairs(s.pending) do
     for _, p in ipairs(q) do
       if p.must then
-        p.rec.problems[#p.rec.problems + 1] = { code = "missing_reply", text = "connection ended before the reply (" .. reason .. ")" }
-        p.rec.missing = true
+        local m = p.rec.m
+        local list = M.probs[m]
+        if list == nil then list = {}; M.probs[m] = list end
+        list[#list + 1] = { code = "missing_reply", text = "connection ended before the reply (" .. reason .. ")" }
+        if not has(M.bits[m], B_MISSING) then M.bits[m] = M.bits[m] + B_MISSING end
       end
     end
   end
 end
 
-local function dissect_event(tvb, ph, fr, first, top)
-  local dlen = tvb:len() - ph.hdr_len
-  local r = tvb:range(ph.hdr_len, dlen)
-  local text = ""
-  if dlen > 0 then text = utf8_clean(r:raw()) end
+local function dissect_event(tvb, raw, ph, num, first, top)
+  local text = utf8_clean(ssub(raw, ph.hdr_len + 1))
   local info = json_decode(text)
   if info == nil then info = { text = text }
   elseif type(info) ~= "table" or info[1] ~= nil then info = { value = info } end
-  top:add(F.event_json, r, text)
-  for _, k in ipairs(C.EVENT_KEYS) do
-    local v = info[k]
-    if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, tostring(v)) end
+  if top then
+    local r = tvb:range(ph.hdr_len, #raw - ph.hdr_len)
+    top:add(F.event_json, r, esc(text))
+    for _, k in ipairs(C.EVENT_KEYS) do
+      local v = info[k]
+      if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
+    end
+    for _, p in ipairs(M.closed[num] or EMPTY) do show_problem(top, r, p.code, p.text) end
   end
   if first then
+    M.first[num] = false
     local s = session(ph.conn)
     if ph.kind == 1 then
       s.seen_start = true
       if type(info.device) == "string" and info.device ~= "" then s.device = info.device end
       if info.byteorder == "big" then s.be = true end
     elseif ph.kind == 2 then
-      close_session(s, tostring(info.reason or "closed"), fr)
+      close_session(s, tostring(info.reason or "closed"), num)
+      if top then
+        local r = tvb:range(ph.hdr_len, #raw - ph.hdr_len)
+        for _, p in ipairs(M.closed[num] or EMPTY) do show_problem(top, r, p.code, p.text) end
+      end
     end
   end
-  for _, p in ipairs(fr.truncated or {}) do top:add_proto_expert_info(EX[p.code], p.text) end
-  local summary = event_summary(ph.kind, info)
-  top:append_text(": " .. EVENT_NAMES[ph.kind] .. " " .. summary)
-  return EVENT_NAMES[ph.kind] .. " " .. summary
+  local summary = esc(EVENT_NAMES[ph.kind] .. " " .. event_summary(ph.kind, info))
+  if top then top:append_text(": " .. summary) end
+  return summary
 end
 
 -- ===================================================================== runtime: entry point
+local LABELS = {}  -- conn -> { front-end label, back-end label }
+
 function vu.dissector(tvb, pinfo, tree)
   pinfo.cols.protocol = "vhost-user"
-  local top = tree:add(vu, tvb:range(0, tvb:len()))
-  local ph, err = parse_pseudo(tvb)
+  local cols = tostring(pinfo.cols.protocol) == "vhost-user"  -- else there are no columns
+  local n = tvb:len()
+  local raw = n > 0 and tvb:raw(0, n) or ""
+  -- tshark's summary lines come with no tree at all: then only the columns are made.
+  local top
+  if tostring(tree):find("has item=false", 1, true) == nil then top = tree:add(vu, tvb:range(0, n)) end
+  local ph, err = parse_pseudo(raw, n)
   if ph == nil then
-    top:add_proto_expert_info(EX.pseudo_header, err)
+    if top then top:add_proto_expert_info(EX.pseudo_header, err) end
     pinfo.cols.info = "damaged vuinspect pseudo-header: " .. err
-    return tvb:len()
+    return n
   end
-  show_pseudo(top, tvb, ph)
-  local fe, be = fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn)
-  if ph.direction == 0 then
-    pinfo.cols.src, pinfo.cols.dst = fe, be
-  else
-    pinfo.cols.src, pinfo.cols.dst = be, fe
+  if top then show_pseudo(top, tvb, ph) end
+  if cols then
+    local labels = LABELS[ph.conn]
+    if labels == nil then
+      labels = { fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn) }
+      LABELS[ph.conn] = labels
+    end
+    if ph.direction == 0 then
+      pinfo.cols.src, pinfo.cols.dst = labels[1], labels[2]
+    else
+      pinfo.cols.src, pinfo.cols.dst = labels[2], labels[1]
+    end
   end
-  local fr = frames[pinfo.number]
-  local first = fr == nil
-  if first then
-    fr = {}
-    frames[pinfo.number] = fr
+  local num = pinfo.number
+  local first = M.first[num] == nil
+  -- A first pass with neither tree nor columns (tshark -2) keeps the Info text for the
+  -- next pass, which then only sets the columns.
+  local keep = first and not cols and top == nil
+  if not first and top == nil and M.text[num] then
+    if cols then pinfo.cols.info = M.text[num] end
+    return n
   end
+  WANT_TEXT = cols or keep
   local info
   if ph.kind ~= 0 then
-    info = dissect_event(tvb, ph, fr, first, top)
+    info = dissect_event(tvb, raw, ph, num, first, top)
   else
-    info = dissect_data(tvb, ph, fr, first, top, tree, pinfo)
+    info = dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
   end
+  if not WANT_TEXT then return n end
   if ph.channel_name ~= "main" then info = "[" .. ph.channel_name .. " channel] " .. info end
-  pinfo.cols.info = info
-  return tvb:len()
+  if keep then M.text[num] = info end
+  if cols then pinfo.cols.info = info end
+  return n
 end
 
 -- ===================================================================== runtime: statistics
-local function stats_collect(acc, fr)
-  for _, rec in ipairs(fr.msgs or {}) do
-    local key = rec.channel .. ":" .. tostring(rec.name)
-    local st = acc[key]
-    if st == nil then
-      st = { count = 0, replies = 0, lat = {}, problems = 0 }
-      acc[key] = st
-    end
-    if rec.is_reply then
-      st.replies = st.replies + 1
-      if rec.latency then st.lat[#st.lat + 1] = rec.latency * 1e6 end
-    else
-      st.count = st.count + 1
-    end
-    st.problems = st.problems + #rec.problems
+local function stats_message(acc, m)
+  local bits = M.bits[m]
+  if bits == nil then return end
+  local key = KEYS[floor(bits / 4096)]
+  local st = acc[key]
+  if st == nil then
+    st = { count = 0, replies = 0, lat = {}, problems = 0 }
+    acc[key] = st
   end
+  if has(bits, B_REPLY) then
+    st.replies = st.replies + 1
+    if M.lat[m] then st.lat[#st.lat + 1] = M.lat[m] * 1e6 end
+  else
+    st.count = st.count + 1
+  end
+  st.problems = st.problems + #(M.probs[m] or EMPTY)
+end
+
+local function stats_collect(acc, num)
+  local f = M.first[num]
+  if not f then return end
+  local m0 = floor(f / 2)
+  for m = m0, m0 + (M.count[num] or 1) - 1 do stats_message(acc, m) end
 end
 
 local function stats_text(acc)
@@ -2170,8 +2487,7 @@ if register_stat_cmd_arg ~= nil then
     local acc = {}
     local tap = Listener.new("frame", "vhost_user")
     function tap.packet(pinfo)
-      local fr = frames[pinfo.number]
-      if fr then stats_collect(acc, fr) end
+      stats_collect(acc, pinfo.number)
     end
     function tap.draw() print(stats_text(acc)) end
     function tap.reset() acc = {} end
@@ -2181,7 +2497,7 @@ end
 if gui_enabled ~= nil and gui_enabled() and register_menu ~= nil then
   register_menu("vhost-user/Request statistics", function()
     local acc = {}
-    for _, fr in pairs(frames) do stats_collect(acc, fr) end
+    for m = 1, M.n do stats_message(acc, m) end
     local w = TextWindow.new("vhost-user request statistics")
     w:set(stats_text(acc))
   end, MENU_STAT_GENERIC)

@@ -141,17 +141,36 @@ def _frames_matching(path: Path, flt: str) -> set[int]:
     return {int(x) for x in proc.stdout.split()}
 
 
-def test_response_time_filter(sample_captures):
+def test_latency_filter_and_its_old_name(sample_captures):
     path = sample_captures["every_le"]
     want = {m["frame"] for m in W.python_views(path) if m["latency_us"]}
-    assert want and _frames_matching(path, "vhost_user.response_time > 0") == want
+    assert want and _frames_matching(path, "vhost_user.latency_us > 0") == want
+    assert _frames_matching(path, "vhost_user.response_time > 0") == want
+
+
+def test_vocabulary_filters_select_what_read_selects(sample_captures):
+    """Bare vhost_user.need_reply means true (the field is only there when set), as in our
+    filter; reply/direction/reply_to/problems carry the NDJSON keys' values."""
+    path = sample_captures["every_le"]
+    py = W.python_views(path)
+    msgs = [m for m in py if m["kind"] == "message"]
+    idx = next(m["payload"]["index"] for m in msgs if "index" in m["payload"])
+    for flt, want in (
+        ("vhost_user.need_reply", {m["frame"] for m in msgs if m["need_reply"]}),
+        ("vhost_user.reply == 1", {m["frame"] for m in msgs if m["reply"]}),
+        ('vhost_user.direction == "b2f"', {m["frame"] for m in py if m["direction"] == "b2f"}),
+        ("vhost_user.reply_to", {m["frame"] for m in py if m["reply_to"]}),
+        (f"vhost_user.payload.index == {idx}",
+         {m["frame"] for m in msgs if m["payload"].get("index") == idx}),
+    ):
+        assert want and _frames_matching(path, flt) == want, flt
 
 
 def test_feature_bit_filter(sample_captures):
     path = sample_captures["every_le"]
     want = {m["frame"] for m in W.python_views(path)
             if m["layout"] == "protocol_features" and "REPLY_ACK" in m["payload"]["features_names"]}
-    assert want and _frames_matching(path, "vhost_user.features.protocol.reply_ack == 1") == want
+    assert want and _frames_matching(path, "vhost_user.payload.features.protocol.reply_ack == 1") == want
 
 
 def test_request_filter_selects_main_channel_only(sample_captures):

@@ -144,7 +144,7 @@ def _walk_payload(el: ET.Element, out: dict[str, Any]) -> None:
 
 
 def proto_view(proto: ET.Element) -> dict[str, Any]:
-    view: dict[str, Any] = {"fds": [], "problems": [], "payload": {}}
+    view: dict[str, Any] = {"fds": [], "problems": [], "problem_fields": [], "payload": {}}
     fields = {}
     for el in proto.iter("field"):
         name = el.get("name", "")
@@ -152,6 +152,8 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
             view["problems"].append(name.removeprefix("vhost_user.expert."))
         elif name == "vhost_user.fd":
             view["fds"].append(el.get("show"))
+        elif name == "vhost_user.problems":
+            view["problem_fields"].append(el.get("show"))
         else:
             fields.setdefault(name, el)
     kind = int(fields["vhost_user.kind"].get("show")) if "vhost_user.kind" in fields else None
@@ -161,16 +163,23 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
                          if k.startswith("vhost_user.event.") and k != "vhost_user.event.json"}
     for key, abbrev in (("request", "vhost_user.request"), ("request", "vhost_user.backend_request"),
                         ("flags", "vhost_user.flags"), ("size", "vhost_user.size"),
-                        ("reply_to", "vhost_user.response_to"), ("reply_in", "vhost_user.response_in")):
+                        ("reply_to", "vhost_user.reply_to"), ("reply_in", "vhost_user.reply_in"),
+                        ("old_reply_to", "vhost_user.response_to"),
+                        ("old_reply_in", "vhost_user.response_in")):
         if abbrev in fields:
             view[key] = int(fields[abbrev].get("show"), 0)
-    for key, abbrev in (("name", "vhost_user.name"), ("layout", "vhost_user.layout")):
+    for key, abbrev in (("name", "vhost_user.name"), ("layout", "vhost_user.layout"),
+                        ("severity", "vhost_user.severity")):
         if abbrev in fields:
             view[key] = fields[abbrev].get("show")
-    if "vhost_user.is_reply" in fields:
-        view["reply"] = fields["vhost_user.is_reply"].get("show") in ("1", "True")
+    for key, abbrev in (("reply", "vhost_user.reply"), ("old_reply", "vhost_user.is_reply"),
+                        ("need_reply", "vhost_user.need_reply")):
+        if abbrev in fields:
+            view[key] = fields[abbrev].get("show") in ("1", "True")
+    if "vhost_user.latency_us" in fields:
+        view["latency_us"] = float(fields["vhost_user.latency_us"].get("show"))
     if "vhost_user.response_time" in fields:
-        view["latency_us"] = float(fields["vhost_user.response_time"].get("show")) * 1e6
+        view["old_latency_us"] = float(fields["vhost_user.response_time"].get("show")) * 1e6
     _walk_payload(proto, view["payload"])
     return view
 
@@ -254,11 +263,23 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
             lua_side["payload"] = drop_empty_names(v["payload"])
         py_side["problems"] = sorted(p["code"] for p in m["problems"])
         lua_side["problems"] = sorted(v["problems"])
+        py_side["problem_fields"] = py_side["problems"]
+        lua_side["problem_fields"] = sorted(v["problem_fields"])
+        py_side["severity"] = m.get("severity")
+        lua_side["severity"] = v.get("severity")
+        if m["kind"] != "raw":
+            # vhost_user.need_reply is there only when true, like the bare filter name
+            py_side["need_reply"] = bool(m["need_reply"])
+            lua_side["need_reply"] = v.get("need_reply", False)
+            # the old names are aliases carrying the same values
+            py_side["old"] = (m["reply"], m["reply_to"], m["reply_in"])
+            lua_side["old"] = (v.get("old_reply"), v.get("old_reply_to"), v.get("old_reply_in"))
         for k in py_side:
             if py_side[k] != lua_side[k]:
                 errors.append(f"{where}: {k}: python {py_side[k]!r} != lua {lua_side[k]!r}")
-        if m["latency_us"] is not None and abs(v.get("latency_us", -1e9) - m["latency_us"]) > 1.0:
-            errors.append(f"{where}: latency {v.get('latency_us')} != {m['latency_us']}")
+        for key in ("latency_us", "old_latency_us"):
+            if m["latency_us"] is not None and abs(v.get(key, -1e9) - m["latency_us"]) > 1.0:
+                errors.append(f"{where}: {key} {v.get(key)} != {m['latency_us']}")
     for key in lua.views:
         if key not in matched:
             errors.append(f"frame {key[0]}#{key[1]}: only in tshark output ({lua.views[key].get('name')})")

@@ -2,13 +2,15 @@
 
 Every ``ProtoField`` the Lua dissector registers is described here once, as
 data, so that the generator emits it and the tests know which payload key a
-``vhost_user.*`` field carries without a hand-kept list.  Payload fields are
-``vhost_user.<layout field name>``; the few names that would collide with the
-header or pseudo-header (``flags``, ``size``, ``direction``...) move to
-``vhost_user.payload.<name>`` so that ``vhost_user.size`` always means the
-header's size.  One field is made per distinct (abbreviation, type, base,
-value names): Wireshark links same-named fields, so ``vhost_user.index``
-filters every vring index whatever its width.
+``vhost_user.*`` field carries without a hand-kept list.  Names follow the one
+vocabulary of vuinspect (``vhost_user.<name>`` = the NDJSON key = the filter
+name): ``direction``, ``reply``, ``need_reply``, ``problems``, ``severity``,
+``reply_to``, ``reply_in``, ``latency_us`` and ``vhost_user.payload.<name>``
+for payload fields; the old names ``response_in``, ``response_to``,
+``response_time`` and ``is_reply`` stay as hidden alias fields.  One field is
+made per distinct (abbreviation, type, base, value names): Wireshark links
+same-named fields, so ``vhost_user.payload.index`` filters every vring index
+whatever its width.
 """
 
 from __future__ import annotations
@@ -25,13 +27,6 @@ from vuinspect.protocol.layouts import Array, Field, Layout, Tail
 from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
 
 PROTO = "vhost_user"
-
-#: Header and pseudo-header names a payload field may not take over.
-RESERVED = frozenset({
-    "request", "backend_request", "name", "flags", "size", "conn", "channel", "direction",
-    "kind", "fd", "fd_count", "event", "response_in", "response_to", "response_time",
-    "is_reply", "layout", "raw", "partial", "pseudo", "message", "expert",
-})
 
 _INT_CTORS = {"B": "uint8", "H": "uint16", "I": "uint32", "Q": "uint64", "i": "int32", "q": "int64"}
 _HEX_DISPLAYS = {"hex", "size", "virtio_features", "protocol_features", "status"}
@@ -115,7 +110,7 @@ def label_of(name: str) -> str:
 
 
 def payload_abbrev(name: str) -> str:
-    return f"{PROTO}.payload.{name}" if name in RESERVED else f"{PROTO}.{name}"
+    return f"{PROTO}.payload.{name}"
 
 
 def _ident(text: str) -> str:
@@ -128,7 +123,7 @@ def _fixed(reg: Registry) -> None:
     P = PROTO
     reg.value_strings.update({
         "channel": {0: "main", 1: "backend"},
-        "direction": {0: "f2b (front-end to back-end)", 1: "b2f (back-end to front-end)"},
+        "direction": {0: "f2b", 1: "b2f"},
         "kind": {0: "data", 1: "open", 2: "close", 3: "note"},
     })
     for var, abbrev, label, ctor, base, values in (
@@ -148,7 +143,11 @@ def _fixed(reg: Registry) -> None:
          "backend_names"),
         ("name", f"{P}.name", "Name", "string", "", ""),
         ("size", f"{P}.size", "Payload size", "uint32", "base.DEC", ""),
-        ("is_reply", f"{P}.is_reply", "Is a reply (by direction)", "bool", "", ""),
+        ("reply", f"{P}.reply", "Reply (by direction)", "bool", "", ""),
+        ("is_reply", f"{P}.is_reply", "Reply (old name of vhost_user.reply)", "bool", "", ""),
+        ("need_reply", f"{P}.need_reply", "Need reply (only when set)", "bool", "", ""),
+        ("problems", f"{P}.problems", "Problem", "string", "", ""),
+        ("severity", f"{P}.severity", "Severity (highest of the problems)", "string", "", ""),
         ("layout", f"{P}.layout", "Payload layout", "string", "", ""),
         ("raw", f"{P}.raw", "Unframed bytes", "bytes", "", ""),
         ("partial", f"{P}.partial", "Bytes of a message continued in a later frame", "bytes",
@@ -166,11 +165,17 @@ def _fixed(reg: Registry) -> None:
                      width=32))
     reg.add(LuaField("flags_reserved", f"{P}.flags.reserved", "Reserved", "uint32", "base.HEX",
                      mask=0xFFFFFFF0))
-    reg.add(LuaField("response_in", f"{P}.response_in", "Response in", "framenum", "base.NONE",
+    reg.add(LuaField("reply_in", f"{P}.reply_in", "Reply in", "framenum", "base.NONE",
                      extra="frametype.RESPONSE"))
-    reg.add(LuaField("response_to", f"{P}.response_to", "Request in", "framenum", "base.NONE",
+    reg.add(LuaField("reply_to", f"{P}.reply_to", "Reply to", "framenum", "base.NONE",
                      extra="frametype.REQUEST"))
-    reg.add(LuaField("response_time", f"{P}.response_time", "Response time", "relative_time"))
+    reg.add(LuaField("latency_us", f"{P}.latency_us", "Latency (µs)", "double"))
+    reg.add(LuaField("response_in", f"{P}.response_in", "Reply in (old name)", "framenum",
+                     "base.NONE", extra="frametype.RESPONSE"))
+    reg.add(LuaField("response_to", f"{P}.response_to", "Reply to (old name)", "framenum",
+                     "base.NONE", extra="frametype.REQUEST"))
+    reg.add(LuaField("response_time", f"{P}.response_time", "Latency (old name)",
+                     "relative_time"))
     for key in EVENT_KEYS:
         reg.add(LuaField(f"ev_{key}", f"{P}.event.{key}", label_of(key), "string", role="event",
                          key=key))
@@ -188,8 +193,8 @@ def payload_field(reg: Registry, f: Field) -> str:
     abbrev = payload_abbrev(f.name)
     label = label_of(f.name)
     if f.display == "padding":
-        return reg.add(LuaField(f"pad_{f.name}", f"{PROTO}.{f.name}", label, "bytes",
-                                role="ignore"), ("bytes", f"{PROTO}.{f.name}"))
+        return reg.add(LuaField(f"pad_{f.name}", abbrev, label, "bytes",
+                                role="ignore"), ("bytes", abbrev))
     if f.is_bytes:
         ctor = {"uuid": "guid", "mac": "ether"}.get(f.display, "bytes")
         return reg.add(LuaField(f"p_{f.name}", abbrev, label, ctor, desc=f.doc, role="payload",
@@ -237,36 +242,36 @@ def _bits(reg: Registry) -> None:
         reg.add(LuaField(f"p_{key}", payload_abbrev(key), label_of(key), "uint32", "base.DEC",
                          role="payload", key=key), ("uint32", payload_abbrev(key), "base.DEC", ""))
     for b in PROTOCOL_FEATURES:
-        reg.add(LuaField(f"fp_{_ident(b.name)}", f"{P}.features.protocol.{b.name.lower()}",
+        reg.add(LuaField(f"fp_{_ident(b.name)}", f"{P}.payload.features.protocol.{b.name.lower()}",
                          f"{b.name} (bit {b.bit})", "bool", desc=b.doc, role="bits",
                          key="features"))
     named = {b.bit for b in PROTOCOL_FEATURES}
     for n in range(64):
         if n not in named:
-            reg.add(LuaField(f"fp_bit{n}", f"{P}.features.protocol.bit{n}", f"BIT_{n}", "bool",
+            reg.add(LuaField(f"fp_bit{n}", f"{P}.payload.features.protocol.bit{n}", f"BIT_{n}", "bool",
                              role="bits", key="features"))
     for b in TRANSPORT_FEATURES:
-        reg.add(LuaField(f"fv_{_ident(b.name)}", f"{P}.features.virtio.{b.name.lower()}",
+        reg.add(LuaField(f"fv_{_ident(b.name)}", f"{P}.payload.features.virtio.{b.name.lower()}",
                          f"{b.name} (bit {b.bit})", "bool", desc=b.doc, role="bits",
                          key="features"))
     for device, bits in DEVICE_FEATURES.items():
         for b in bits:
             reg.add(LuaField(f"fv_{device}_{_ident(b.name)}",
-                             f"{P}.features.virtio.{b.name.lower()}",
+                             f"{P}.payload.features.virtio.{b.name.lower()}",
                              f"{b.name} (bit {b.bit}, {device})", "bool", desc=b.doc,
                              role="bits", key="features"))
     transport = {b.bit for b in TRANSPORT_FEATURES}
     for n in range(64):
         if n not in transport:
-            reg.add(LuaField(f"fv_bit{n}", f"{P}.features.virtio.bit{n}", f"BIT_{n}", "bool",
+            reg.add(LuaField(f"fv_bit{n}", f"{P}.payload.features.virtio.bit{n}", f"BIT_{n}", "bool",
                              role="bits", key="features"))
     status_named = {b.bit for b in DEVICE_STATUS}
     for b in DEVICE_STATUS:
-        reg.add(LuaField(f"st_{_ident(b.name)}", f"{P}.status.{b.name.lower()}",
+        reg.add(LuaField(f"st_{_ident(b.name)}", f"{P}.payload.status.{b.name.lower()}",
                          f"{b.name} (bit {b.bit})", "bool", role="bits", key="status"))
     for n in range(8):
         if n not in status_named:
-            reg.add(LuaField(f"st_bit{n}", f"{P}.status.bit{n}", f"BIT_{n}", "bool",
+            reg.add(LuaField(f"st_bit{n}", f"{P}.payload.status.bit{n}", f"BIT_{n}", "bool",
                              role="bits", key="status"))
 
 

@@ -3,7 +3,7 @@
 The dissector is data plus a fixed runtime: this module turns
 ``vuinspect.protocol`` (requests, layouts, feature bits, problem codes) and the
 capture pseudo-header constants into Lua tables, then appends the runtime Lua
-that walks them (``lua_decode``, ``lua_session``).  A protocol change is made
+that walks them (the package's ``runtime_*.lua`` files).  A protocol change is made
 once, in the tables; ``--check`` (and a test) fail while the committed file is
 stale.  ``generate()`` needs no repository, so an installed wheel can write
 the dissector at install time.
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
 from pathlib import Path
 
 from vuinspect import __version__
 from vuinspect.capture import pseudohdr
 from vuinspect.protocol import features as FT
 from vuinspect.protocol.layouts import Array, Field, Layout
-from vuinspect.protocol.problems import CODES
+from vuinspect.protocol.problems import CODES, RANK, SEVERITIES
 from vuinspect.protocol.requests import (
     BACKEND_REQUESTS,
     FLAG_NEED_REPLY,
@@ -35,7 +36,6 @@ from vuinspect.protocol.requests import (
 )
 from vuinspect.session import _VRING_REQUESTS, TRUNCATED_FD
 
-from . import lua_decode, lua_frames, lua_session
 from .fields import (
     EVENT_KEYS,
     Registry,
@@ -52,7 +52,9 @@ FILE_NAME = "vhost_user.lua"
 
 _GROUPS = {"malformed": "MALFORMED", "sequence": "SEQUENCE", "protocol": "PROTOCOL",
            "response_code": "RESPONSE_CODE", "undecoded": "UNDECODED"}
-_SEVERITIES = {"error": "ERROR", "warn": "WARN", "note": "NOTE", "chat": "CHAT"}
+_SEVERITIES = {"error": "ERROR", "warning": "WARN", "warn": "WARN", "note": "NOTE", "chat": "CHAT"}
+#: The runtime that is not generated, in the order it is appended.
+RUNTIME_FILES = ("runtime_decode.lua", "runtime_session.lua", "runtime_frames.lua")
 #: Experts the Lua side adds on its own (not Python problem codes).
 LUA_ONLY_EXPERTS = {
     "pseudo_header": ("malformed", "error", "the vuinspect pseudo-header is damaged"),
@@ -166,7 +168,15 @@ def _experts() -> str:
             f"expert.severity.{_SEVERITIES[severity]})")
         lines.append(f"EXL[#EXL + 1] = EX.{code}")
     lines.append("vu.experts = EXL")
+    lines.append("-- severity rank of each code (0 = worst; names in C.SEVERITIES)")
+    lines.append("local SEV = { " + ", ".join(
+        f"{code} = {RANK[_severity(severity)]}" for code, _, severity, _ in items) + " }")
     return "\n".join(lines) + "\n"
+
+
+def _severity(name: str) -> str:
+    """Our severity for a problems.py or Lua-only one (``warn`` is the old spelling)."""
+    return "warning" if name == "warn" else name
 
 
 def _bit_list(bits, prefix: str, device: str = "") -> str:
@@ -268,7 +278,15 @@ def _requests() -> str:
     lines = ["-- requests (vuinspect/protocol/requests.py)",
              "local REQUESTS = { main = {}, backend = {} }"]
     lines += [_request(s) for s in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS)]
+    lines.append("-- request ids by name, for the runtime (no bare numbers there)")
+    lines.append("local R = { " + ", ".join(f"{s.name} = {s.id}" for s in FRONTEND_REQUESTS) + " }")
     return "\n".join(lines) + "\n"
+
+
+def runtime() -> str:
+    """The fixed runtime Lua (package data), concatenated."""
+    pkg = resources.files(__package__)
+    return "\n".join(pkg.joinpath(name).read_text(encoding="utf-8") for name in RUNTIME_FILES)
 
 
 def guess_masks() -> list[tuple[str, int]]:
@@ -288,6 +306,12 @@ def guess_masks() -> list[tuple[str, int]]:
     return list(masks.items())
 
 
+def _unknown_from() -> int:
+    """Known flag bits are the low ones: any flags value at or above this has an unknown bit."""
+    assert FLAGS_KNOWN & (FLAGS_KNOWN + 1) == 0, "known flags are no longer the low bits"
+    return FLAGS_KNOWN + 1
+
+
 def _constants() -> str:
     ph = pseudohdr
     names = lambda seq: "{ " + ", ".join(f"[{i}] = {lua_str(n)}" for i, n in enumerate(seq)) + " }"  # noqa: E731
@@ -296,7 +320,7 @@ def _constants() -> str:
 local C = {{
   HEADER_SIZE = {HEADER_SIZE}, MAX_PAYLOAD = {MAX_PAYLOAD}, VERSION = {VERSION}, MAX_FDS = {MAX_FDS},
   FLAG_REPLY = {FLAG_REPLY}, FLAG_NEED_REPLY = {FLAG_NEED_REPLY}, REPLY_FLAGS = {REPLY_FLAGS},
-  FLAGS_UNKNOWN = {lua_int(0xFFFFFFFF & ~FLAGS_KNOWN)},
+  FLAGS_UNKNOWN = {lua_int(0xFFFFFFFF & ~FLAGS_KNOWN)}, FLAGS_UNKNOWN_FROM = {_unknown_from()},
   PH_MAGIC = {lua_str(ph.MAGIC.decode())}, PH_VERSION = {ph.VERSION}, PH_FIXED = {ph.FIXED_LEN},
   PH_MAX_FDS = {ph.MAX_FDS}, PH_FLAG_BE = {ph.FLAG_BIG_ENDIAN},
   KIND_NAMES = {names(ph.KIND_NAMES)},
@@ -304,6 +328,7 @@ local C = {{
   DIRECTION_NAMES = {names(ph.DIRECTION_NAMES)},
   EVENT_KEYS = {{ {", ".join(lua_str(k) for k in EVENT_KEYS)} }},
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
+  SEVERITIES = {{ {", ".join(lua_str(s) for s in SEVERITIES)} }},
   GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in guess_masks())} }},
   VRING_REQUESTS = {{ {", ".join(f"[{r}] = true" for r in _VRING_REQUESTS)} }},
   REQUESTER = {{ main = {ph.DIRECTION_CODES["f2b"]}, backend = {ph.DIRECTION_CODES["b2f"]} }},
@@ -319,8 +344,7 @@ def generate() -> str:
     reg = build_registry()
     parts = [
         _header(), _value_strings(reg), _fields(reg), _experts(), _features(), _layouts(reg),
-        _requests(), _constants(), lua_decode.RUNTIME, lua_session.RUNTIME,
-        lua_frames.RUNTIME,
+        _requests(), _constants(), runtime(),
     ]
     return "\n".join(parts)
 

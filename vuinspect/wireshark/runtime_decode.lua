@@ -1,12 +1,9 @@
-"""Runtime Lua, part 1: helpers, event JSON, payload decoding (a port of vuinspect/payload.py).
-
-Kept as a Python string so that an installed wheel can generate the dissector
-without data files.  Written for Lua 5.2 through 5.4: bit tests use
-arithmetic or the ``bit`` library, 64-bit values stay ``UInt64``/``Int64``.
-Every loop is bounded by the bytes present or by a table's maximum.
-"""
-
-RUNTIME = r'''
+-- Runtime Lua, part 1: helpers, event JSON, payload decoding (a port of vuinspect/payload.py).
+--
+-- Kept as a Python string so that an installed wheel can generate the dissector
+-- without data files.  Written for Lua 5.2 through 5.4: bit tests use
+-- arithmetic or the ``bit`` library, 64-bit values stay ``UInt64``/``Int64``.
+-- Every loop is bounded by the bytes present or by a table's maximum.
 -- ===================================================================== runtime: helpers
 local floor, fmt, concat = math.floor, string.format, table.concat
 local TWO32 = 4294967296
@@ -88,20 +85,55 @@ local function human_size(n)
   return fmt("%.1f%s", value, SIZE_UNITS[i])
 end
 
-local function read(tvb, off, f, be)
-  local r = tvb:range(off, f.size)
-  local c = f.fmt
-  if c == "s" then return r end
-  if c == "Q" then if be then return r:uint64() end return r:le_uint64() end
-  if c == "q" then if be then return r:int64() end return r:le_int64() end
-  if c == "i" then if be then return r:int() end return r:le_int() end
-  if be then return r:uint() end
-  return r:le_uint()
+-- Reads come from one Lua string per frame (CUR_S, holding tvb offsets from CUR_BASE on):
+-- a TvbRange per value would cost a userdata each, and most passes build no tree at all.
+local CUR_S, CUR_BASE = "", 0
+local sbyte, ssub = string.byte, string.sub
+
+local function u32s(s, p, be)  -- p is 1-based
+  local a, b, c, d = sbyte(s, p, p + 3)
+  if be then return ((a * 256 + b) * 256 + c) * 256 + d end
+  return ((d * 256 + c) * 256 + b) * 256 + a
 end
 
-local function u32(tvb, off, be)
-  if be then return tvb:range(off, 4):uint() end
-  return tvb:range(off, 4):le_uint()
+local function u16s(s, p, be)
+  local a, b = sbyte(s, p, p + 1)
+  if be then return a * 256 + b end
+  return b * 256 + a
+end
+
+-- A 64-bit value: a Lua number while it is exact (below 2^53), else UInt64/Int64.
+local function u64s(s, p, be, signed)
+  local lo, hi
+  if be then hi, lo = u32s(s, p, true), u32s(s, p + 4, true)
+  else lo, hi = u32s(s, p, false), u32s(s, p + 4, false) end
+  if signed and hi >= 2147483648 then
+    if hi >= TWO32 - 2097152 then return (hi - TWO32) * TWO32 + lo end
+    return Int64.new(lo, hi)
+  end
+  if hi < 2097152 then return hi * TWO32 + lo end
+  if signed then return Int64.new(lo, hi) end
+  return UInt64.new(lo, hi)
+end
+
+-- The value of layout field `f` at tvb offset `off` (nil for byte strings).
+local function read(off, f, be)
+  local c, p = f.fmt, off - CUR_BASE + 1
+  if c == "I" then return u32s(CUR_S, p, be) end
+  if c == "Q" then return u64s(CUR_S, p, be, false) end
+  if c == "B" then return sbyte(CUR_S, p) end
+  if c == "H" then return u16s(CUR_S, p, be) end
+  if c == "i" then
+    local v = u32s(CUR_S, p, be)
+    if v >= 2147483648 then v = v - TWO32 end
+    return v
+  end
+  if c == "q" then return u64s(CUR_S, p, be, true) end
+  return nil
+end
+
+local function u32(off, be)
+  return u32s(CUR_S, off - CUR_BASE + 1, be)
 end
 
 local function add_value(tree, pf, r, be)
@@ -109,17 +141,37 @@ local function add_value(tree, pf, r, be)
   return tree:add_le(pf, r)
 end
 
-local function byte_hex(r)
-  if r == nil or r:len() == 0 then return "" end
-  return string.lower(r:bytes():tohex())
+local HEXB = {}
+for i = 0, 255 do HEXB[string.char(i)] = fmt("%02x", i) end
+
+local function str_hex(s)
+  return (s:gsub(".", HEXB))
 end
 
-local function all_zero(r)
-  local n = r:len()
-  for i = 0, n - 1 do
-    if r:range(i, 1):uint() ~= 0 then return false end
-  end
-  return true
+-- Lower-case hex of `n` bytes at tvb offset `off`.
+local function hex_at(off, n)
+  if n <= 0 then return "" end
+  local p = off - CUR_BASE + 1
+  return str_hex(ssub(CUR_S, p, p + n - 1))
+end
+
+local function all_zero(off, n)
+  local p = off - CUR_BASE + 1
+  return not ssub(CUR_S, p, p + n - 1):find("[^\0]")
+end
+
+-- Text from a capture before Wireshark shows it: control characters (C0, DEL, C1) escaped
+-- as \n, \t, \r or \xNN, so that no ESC sequence or forged line reaches a terminal.
+local CTRL = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+for i = 0, 31 do
+  local c = string.char(i)
+  if CTRL[c] == nil then CTRL[c] = fmt("\\x%02x", i) end
+end
+CTRL["\127"] = "\\x7f"
+local function esc(s)
+  if not s:find("[\0-\31\127\194]") then return s end
+  s = s:gsub("[\0-\31\127]", CTRL)
+  return (s:gsub("\194([\128-\159])", function(c) return fmt("\\x%02x", sbyte(c)) end))
 end
 
 -- ===================================================================== runtime: event JSON
@@ -232,11 +284,13 @@ local function json_decode(s)
 end
 
 -- ===================================================================== runtime: payloads
+-- Precomputed per layout: the field `when` tests, and whether its size is fixed (no array or
+-- tail: then its expected size is lay.fixed and it has no empty array).
 for _, lay in pairs(LAYOUTS) do
-  if lay.when then
-    for _, f in ipairs(lay.fields) do
-      if f.t == "f" and f.name == lay.when[1] then lay.when_field = f end
-    end
+  lay.static = true
+  for _, f in ipairs(lay.fields) do
+    if lay.when and f.t == "f" and f.name == lay.when[1] then lay.when_field = f end
+    if f.t ~= "f" then lay.static = false end
   end
 end
 
@@ -261,10 +315,11 @@ end
 
 -- payload.expected_size
 local function expected_size(lay, tvb, base, len, be)
+  if lay.static then return lay.fixed end
   local size, counts = 0, {}
   for _, f in ipairs(lay.fields) do
     if f.t == "f" then
-      if size + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(tvb, base + size, f, be)) end
+      if size + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + size, f, be)) end
       size = size + f.size
     elseif f.t == "a" then
       local n = f.count
@@ -284,10 +339,11 @@ end
 
 -- payload._empty_array
 local function empty_array(lay, tvb, base, len, be)
+  if lay.static then return false end
   local off, counts = 0, {}
   for _, f in ipairs(lay.fields) do
     if f.t == "f" then
-      if off + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(tvb, base + off, f, be)) end
+      if off + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + off, f, be)) end
       off = off + f.size
     elseif f.t == "a" and type(f.count) == "string" then
       return (counts[f.count] or 0) == 0
@@ -299,6 +355,7 @@ end
 -- payload.choose_layout: exact size, `when`, Xen layouts only when XEN_MMAP is negotiated.
 local function choose_layout(cands, tvb, base, len, ctx)
   if cands == nil or #cands == 0 then return nil end
+  if #cands == 1 then return cands[1] end  -- what the scoring below returns for one candidate
   local best, best_score
   local names = {}
   for _, lay in ipairs(cands) do names[lay.name] = true end
@@ -308,7 +365,7 @@ local function choose_layout(cands, tvb, base, len, ctx)
     local ok = true
     if lay.when then
       local f = lay.when_field
-      if f == nil or len < f.size or not num_eq(read(tvb, base, f, ctx.be), lay.when[2]) then ok = false end
+      if f == nil or len < f.size or not num_eq(read(base, f, ctx.be), lay.when[2]) then ok = false end
     end
     if ok then
       local need = expected_size(lay, tvb, base, len, ctx.be)
@@ -329,50 +386,79 @@ local function choose_layout(cands, tvb, base, len, ctx)
   return cands[1]
 end
 
--- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
-local function add_bits(item, r, v, named, generic, width)
-  local by = {}
-  for _, b in ipairs(named) do
-    by[b.bit] = b
-    item:add(b.pf, r, bit_set(v, b.bit))
+-- Names of the set bits, lowest first (named ones by name, others as BIT_n).  The lists
+-- are shared per value (feature words repeat in every session; at most 256 kept per table).
+local function set_bit_names(v, named_by, width)
+  local cache = named_by[-1]
+  if cache == nil then
+    cache = { n = 0 }
+    named_by[-1] = cache
   end
-  local names = {}
-  for n = 0, width - 1 do
-    if bit_set(v, n) then
-      if by[n] then
-        names[#names + 1] = by[n].name
-      else
-        names[#names + 1] = "BIT_" .. n
-        if generic[n] then item:add(generic[n], r, true) end
-      end
+  local key = type(v) == "number" and v or tostring(v)
+  local names = cache[key]
+  if names then return names end
+  names = {}
+  if cache.n < 256 then
+    cache[key], cache.n = names, cache.n + 1
+  end
+  local lo, hi = lohi(v)
+  for half = 0, 1 do
+    local x = half == 0 and lo or hi
+    local n = half * 32
+    while x > 0 and n < width do
+      if x % 2 == 1 then names[#names + 1] = named_by[n] or ("BIT_" .. n) end
+      x, n = floor(x / 2), n + 1
     end
   end
-  if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
   return names
 end
 
-local function uuid_text(r)
-  local h = byte_hex(r)
+-- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
+-- `item` is nil when no tree is built.
+local function add_bits(item, r, v, named, generic, width)
+  local by = named.by
+  if by == nil then
+    by = {}
+    for _, b in ipairs(named) do by[b.bit] = b.name end
+    named.by = by
+  end
+  local names = set_bit_names(v, by, width)
+  if item then
+    for _, b in ipairs(named) do item:add(b.pf, r, bit_set(v, b.bit)) end
+    for n = 0, width - 1 do
+      if by[n] == nil and generic[n] and bit_set(v, n) then item:add(generic[n], r, true) end
+    end
+    if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
+  end
+  return names
+end
+
+local function uuid_text(h)
   return h:sub(1, 8) .. "-" .. h:sub(9, 12) .. "-" .. h:sub(13, 16) .. "-" .. h:sub(17, 20) .. "-" .. h:sub(21, 32)
 end
 
--- payload._render: the field, its derived keys and its bitfields.
-local function render(f, v, r, ctx, tree, out)
+local VRING_BASE_F = { "avail_idx", "avail_wrap", "used_idx", "used_wrap" }
+
+-- payload._render: the field at tvb offset `at`, its derived keys and its bitfields.
+-- `r` (its TvbRange) and `tree` are nil when no tree is built.
+local function render(f, at, r, ctx, tree, out)
   local name, d = f.name, f.disp
   if f.fmt == "s" then
-    tree:add(f.pf, r)
+    if tree then tree:add(f.pf, r) end
+    local h = hex_at(at, f.size)
     if d == "uuid" then
-      out[name] = uuid_text(r)
+      out[name] = uuid_text(h)
     elseif d == "mac" then
-      local h, parts = byte_hex(r), {}
+      local parts = {}
       for i = 1, #h, 2 do parts[#parts + 1] = h:sub(i, i + 1) end
       out[name] = concat(parts, ":")
     else
-      out[name] = byte_hex(r)
+      out[name] = h
     end
     return
   end
-  local item = add_value(tree, f.pf, r, ctx.be)
+  local v = read(at, f, ctx.be)
+  local item = tree and add_value(tree, f.pf, r, ctx.be)
   out[name] = v
   if d == "enum" and f.values then
     out[name .. "_name"] = f.values[tonum(v)] or ("unknown(" .. dec(v) .. ")")
@@ -385,19 +471,18 @@ local function render(f, v, r, ctx, tree, out)
     out[name .. "_names"] = add_bits(item, r, band(lo, 0xFF), STATUS_BITS, GENERIC.status, 8)
   elseif d == "vring_base" then
     local n = tonum(v)
-    local derived
+    local vals
     if ctx.packed then
-      derived = { { "avail_idx", n % 0x8000 }, { "avail_wrap", floor(n / 0x8000) % 2 },
-                  { "used_idx", floor(n / 0x10000) % 0x8000 }, { "used_wrap", floor(n / 0x80000000) % 2 } }
+      vals = { n % 0x8000, floor(n / 0x8000) % 2, floor(n / 0x10000) % 0x8000, floor(n / 0x80000000) % 2 }
     else
-      derived = { { "avail_idx", n % 0x10000 } }
+      vals = { n % 0x10000 }
     end
-    for _, kv in ipairs(derived) do
-      out[kv[1]] = kv[2]
-      item:add(F["p_" .. kv[1]], r, kv[2])
+    for i, x in ipairs(vals) do
+      out[VRING_BASE_F[i]] = x
+      if item then item:add(F["p_" .. VRING_BASE_F[i]], r, x) end
     end
-    item:append_text(ctx.packed and " (packed ring)" or " (split ring)")
-  elseif d == "size" then
+    if item then item:append_text(ctx.packed and " (packed ring)" or " (split ring)") end
+  elseif d == "size" and item then
     item:append_text(" (" .. human_size(tonum(v)) .. ")")
   end
   if f.bits then
@@ -406,27 +491,28 @@ local function render(f, v, r, ctx, tree, out)
       local x = floor(band(lo, b.mask) / 2 ^ b.shift)
       if b.single then x = x ~= 0 end
       out[b.name] = x
-      item:add(b.pf, r, x)
+      if item then item:add(b.pf, r, x) end
     end
   end
 end
 
--- payload._decode_fields: decodes what is present; returns the offset reached.
+-- payload._decode_fields: decodes what is present; returns the offset reached.  Values are
+-- read from CUR_S; `tvb` only gives the tree its ranges (both nil-safe when tree is nil).
 local decode_fields
 decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
   for _, f in ipairs(lay.fields) do
     if f.t == "f" then
       if off + f.size > len then return off end
-      local r = tvb:range(base + off, f.size)
-      local v = read(tvb, base + off, f, ctx.be)
+      local at = base + off
+      local r = tree and tvb:range(at, f.size)
       off = off + f.size
       if f.disp == "padding" then
-        tree:add(f.pf, r)
-        if not all_zero(r) then
-          problem(probs, "nonzero_padding", f.name .. " is " .. byte_hex(r))
+        if tree then tree:add(f.pf, r) end
+        if not all_zero(at, f.size) then
+          problem(probs, "nonzero_padding", f.name .. " is " .. hex_at(at, f.size))
         end
       else
-        render(f, v, r, ctx, tree, out)
+        render(f, at, r, ctx, tree, out)
       end
     elseif f.t == "a" then
       local n = f.count
@@ -438,8 +524,11 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       local size = f.item.isize
       local span = n * size
       if span > len - off then span = len - off end
-      local at = tree:add(f.pf, tvb:range(base + off, span))
-      at:append_text(fmt(" (%d)", n))
+      local at
+      if tree then
+        at = tree:add(f.pf, tvb:range(base + off, span))
+        at:append_text(fmt(" (%d)", n))
+      end
       local items = {}
       for i = 1, n do
         if off + size > len then
@@ -447,8 +536,11 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
           break
         end
         local item = {}
-        local it = at:add(f.ipf, tvb:range(base + off, size))
-        it:append_text(fmt(" [%d]", i - 1))
+        local it
+        if at then
+          it = at:add(f.ipf, tvb:range(base + off, size))
+          it:append_text(fmt(" [%d]", i - 1))
+        end
         off = decode_fields(f.item, tvb, base, off, len, ctx, it, item, probs)
         items[#items + 1] = item
       end
@@ -461,9 +553,8 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       if have < n then
         problem(probs, "bad_count", fmt("%s = %s but only %d bytes follow", tostring(f.length), dec(n), have))
       end
-      local r = tvb:range(base + off, have)
-      tree:add(f.pf, r)
-      out[f.name] = byte_hex(r)
+      if tree then tree:add(f.pf, tvb:range(base + off, have)) end
+      out[f.name] = hex_at(base + off, have)
       off = off + have
     end
   end
@@ -574,4 +665,3 @@ local function payload_summary(lay, p)
   end
   return generic_summary(lay, p)
 end
-'''

@@ -1,20 +1,80 @@
-"""Runtime Lua, part 2: pseudo-header, framing, session state, pairing, checks, stats.
-
-A port of vuinspect/decoder.py (framing), vuinspect/session.py (pairing and
-stateful checks) and the pseudo-header reader.  Wireshark dissects a file at
-least twice and in any order afterwards, so every stateful result is computed
-once, on the first pass (when a frame has no record yet), and kept in tables
-keyed by ``pinfo.number``; later passes only redraw from those records.
-"""
-
-RUNTIME = r'''
+-- Runtime Lua, part 2: pseudo-header, framing, session state, pairing, checks, stats.
+--
+-- A port of vuinspect/decoder.py (framing), vuinspect/session.py (pairing and
+-- stateful checks) and the pseudo-header reader.  Wireshark dissects a file at
+-- least twice and in any order afterwards, so every stateful result is computed
+-- once, on the first pass (when a frame has no record yet), and kept in tables
+-- keyed by ``pinfo.number``; later passes only redraw from those records.
 -- ===================================================================== runtime: state
-local frames = {}    -- pinfo.number -> { spans = {...}, msgs = {...}, event = ... }
+-- What a later pass needs is kept per message in flat arrays of numbers (message ids are
+-- given in first-pass order): a decoded tree is rebuilt from the bytes on each pass, only
+-- the results of the stateful first pass (links, latency, problems, context) are stored.
 local sessions = {}  -- conn -> negotiated state and pending requests
-local streams = {}   -- "conn/channel/direction" -> bytes of a message not yet complete
+local streams = {}   -- conn*4 + channel*2 + direction -> bytes of a message not yet complete
+local M = {}         -- per-message and per-frame records, reset by vu.init
+-- Whether this dissection fills columns (tshark -V and the first pass of -2 do not): the
+-- Info text is only built when someone reads it.
+local WANT_TEXT = true
+local EMPTY = {}     -- shared empty list (never written)
+
+local function reset()
+  sessions, streams = {}, {}
+  M = {
+    n = 0,          -- messages so far
+    first = {},     -- frame number -> first message id * 2 + (1 if big-endian); false: event frame
+    count = {},     -- frame number -> message count, when not 1
+    link = {},      -- message id -> reply_in frame (> 0), -reply_to frame (< 0), or false
+    lat = {},       -- message id -> latency in seconds, or false
+    bits = {},      -- message id -> packed flags, device and statistics key (see pack)
+    probs = {},     -- message id -> first-pass problems (only messages with some)
+    fds = {},       -- message id -> fd texts with their roles (only messages with fds)
+    carry = {},     -- frame number -> framing across frames (only frames that need it)
+    closed = {},    -- frame number -> problems a close event found in unfinished streams
+    text = {},      -- frame number -> Info text, kept by a first pass that had no columns
+  }
+end
+reset()
 
 function vu.init()
-  frames, sessions, streams = {}, {}, {}
+  reset()
+end
+
+-- bits: 1 big-endian, 2 Xen mmap, 4 packed ring, 8 a reply is owed, 16 missing reply seen at
+-- close, 32 is a reply; then the device (x64) and the statistics key (x 64 * 64).
+local B_BE, B_XEN, B_PACKED, B_MUST, B_MISSING, B_REPLY = 1, 2, 4, 8, 16, 32
+local function has(bits, flag) return floor(bits / flag) % 2 == 1 end
+
+local DEVICES, DEVICE_ID = { [0] = false }, {}
+do
+  local names = {}
+  for name in pairs(DEVICE_BITS) do names[#names + 1] = name end
+  table.sort(names)
+  for i, name in ipairs(names) do DEVICES[i], DEVICE_ID[name] = name, i end
+end
+local KEYS, KEY_ID = {}, { main = {}, backend = {} }  -- interned "channel:name" statistics keys
+local function key_id(channel, name)
+  local by = KEY_ID[channel]
+  local id = by[name]
+  if id == nil then
+    id = #KEYS + 1
+    KEYS[id], by[name] = channel .. ":" .. name, id
+  end
+  return id
+end
+
+-- The decoding context of a message (byte order, device, Xen, packed ring) as one shared
+-- table per distinct value: ctx_of(bits) for the low 12 bits of a message's packed bits.
+local CTXS = {}
+local function ctx_of(bits)
+  local low = bits % 4096
+  local c = CTXS[low]
+  if c == nil then
+    c = { be = has(low, B_BE), xen = has(low, B_XEN), packed = has(low, B_PACKED),
+          must = has(low, B_MUST), missing = has(low, B_MISSING), reply = has(low, B_REPLY),
+          device = DEVICES[floor(low / 64)] or nil }
+    CTXS[low] = c
+  end
+  return c
 end
 
 local MAX_PENDING = 4096  -- bound the pending queue of a pathological capture
@@ -29,9 +89,25 @@ local function session(conn)
   return s
 end
 
+-- Bit n of a negotiated feature word of the session (cached per word: asked per message).
+local function word_has(s, word, cache, n)
+  local v = s[word]
+  if v == nil then return nil end
+  local c = s[cache]
+  if c == nil or c.v ~= v then
+    c = { v = v }
+    s[cache] = c
+  end
+  local r = c[n]
+  if r == nil then
+    r = bit_set(v, n)
+    c[n] = r
+  end
+  return r
+end
+
 local function protocol_has(s, n)
-  if s.protocol_acked == nil then return nil end
-  return bit_set(s.protocol_acked, n)
+  return word_has(s, "protocol_acked", "protocol_acked_bits", n)
 end
 
 -- features.guess_device: the first device whose distinctive bits are offered.
@@ -90,15 +166,14 @@ local function utf8_clean(s)
   return concat(out)
 end
 
-local function parse_pseudo(tvb)
-  local n = tvb:len()
+-- The pseudo-header from `raw`, the frame's bytes as a string (`n` of them).
+local function parse_pseudo(raw, n)
   if n < C.PH_FIXED then return nil, fmt("pseudo-header cut short: %d of %d bytes", n, C.PH_FIXED) end
-  if tvb:range(0, 2):string() ~= C.PH_MAGIC then return nil, "bad pseudo-header magic" end
-  local ph = {
-    version = tvb:range(2, 1):uint(), kind = tvb:range(3, 1):uint(), hdr_len = tvb:range(4, 2):uint(),
-    channel = tvb:range(6, 1):uint(), direction = tvb:range(7, 1):uint(), conn = tvb:range(8, 4):uint(),
-    flags = tvb:range(12, 1):uint(), nfds = tvb:range(13, 1):uint(), fds = {}, fd_ranges = {},
-  }
+  if ssub(raw, 1, 2) ~= C.PH_MAGIC then return nil, "bad pseudo-header magic" end
+  local version, kind, h1, h2, channel, direction = sbyte(raw, 3, 8)
+  local flags, nfds = sbyte(raw, 13, 14)
+  local ph = { version = version, kind = kind, hdr_len = h1 * 256 + h2, channel = channel,
+               direction = direction, conn = u32s(raw, 9, true), flags = flags, nfds = nfds, fds = EMPTY }
   if ph.version ~= C.PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", ph.version) end
   if C.KIND_NAMES[ph.kind] == nil then return nil, fmt("unknown frame kind %d", ph.kind) end
   if C.CHANNEL_NAMES[ph.channel] == nil then return nil, fmt("unknown channel %d", ph.channel) end
@@ -108,14 +183,14 @@ local function parse_pseudo(tvb)
   end
   if ph.nfds > C.PH_MAX_FDS then return nil, fmt("%d fds: at most %d allowed", ph.nfds, C.PH_MAX_FDS) end
   local pos = C.PH_FIXED
+  if nfds > 0 then ph.fds = {} end
   for i = 1, ph.nfds do
     if pos + 2 > ph.hdr_len then return nil, fmt("fd list overruns pseudo-header length at fd %d", i - 1) end
-    local size = tvb:range(pos, 2):uint()
+    local size = u16s(raw, pos + 1, true)
     if pos + 2 + size > ph.hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
     local text = ""
-    if size > 0 then text = utf8_clean(tvb:range(pos + 2, size):raw()) end
+    if size > 0 then text = esc(utf8_clean(ssub(raw, pos + 3, pos + 2 + size))) end
     ph.fds[i] = text
-    ph.fd_ranges[i] = tvb:range(pos, 2 + size)
     pos = pos + 2 + size
   end
   if pos ~= ph.hdr_len then return nil, fmt("fd list ends at %d, pseudo-header length says %d", pos, ph.hdr_len) end
@@ -135,7 +210,12 @@ local function show_pseudo(top, tvb, ph)
   local fl = t:add(F.ph_flags, tvb:range(12, 1))
   fl:add(F.ph_big_endian, tvb:range(12, 1))
   t:add(F.fd_count, tvb:range(13, 1))
-  for i, text in ipairs(ph.fds) do t:add(F.ph_fd, ph.fd_ranges[i], text) end
+  local pos = C.PH_FIXED
+  for _, text in ipairs(ph.fds) do
+    local size = tvb:range(pos, 2):uint()
+    t:add(F.ph_fd, tvb:range(pos, 2 + size), text)
+    pos = pos + 2 + size
+  end
   t:append_text(fmt(", conn %d %s %s", ph.conn, ph.channel_name, C.DIRECTION_NAMES[ph.direction]))
 end
 
@@ -174,7 +254,7 @@ local function check_result(rec, lname, out, probs)
     problem(probs, "ack_error", "error code " .. dec(out.error))
   elseif lname == "config" and rec.size == 0 then
     problem(probs, "ack_error", "empty GET_CONFIG reply means failure")
-  elseif lname and lname:sub(1, 6) == "crypto" and out.session_id ~= nil and out.session_id < Int64(0) then
+  elseif lname and lname:sub(1, 6) == "crypto" and out.session_id ~= nil and tonum(out.session_id) < 0 then
     problem(probs, "ack_error", "session_id " .. tostring(out.session_id))
   end
 end
@@ -192,7 +272,7 @@ local function check_request(s, rec, spec, out, probs)
     end
   end
   for _, nb in ipairs(spec.needs_virtio) do
-    if req == 18 and main then
+    if req == R.SET_VRING_ENABLE and main then
       local feats = s.virtio_acked
       if feats == nil then feats = s.virtio_offered end
       if feats ~= nil and not bit_set(feats, nb[2]) then
@@ -200,7 +280,7 @@ local function check_request(s, rec, spec, out, probs)
       end
     else
       local feats = s.virtio_acked
-      if req == 15 or req == 16 then feats = s.virtio_offered end
+      if req == R.GET_PROTOCOL_FEATURES or req == R.SET_PROTOCOL_FEATURES then feats = s.virtio_offered end
       if feats ~= nil and not bit_set(feats, nb[2]) then
         problem(probs, "feature_not_negotiated", fmt("needs virtio feature %s (bit %d)", nb[1], nb[2]))
       end
@@ -209,7 +289,7 @@ local function check_request(s, rec, spec, out, probs)
   if rec.need_reply and spec.mode == "ack" and protocol_has(s, C.BIT.REPLY_ACK) == false then
     problem(probs, "need_reply_without_ack", "NEED_REPLY set but REPLY_ACK not negotiated: no ack will come")
   end
-  if main and (req == 11 or req == 45) and s.seen_start then
+  if main and (req == R.GET_VRING_BASE or req == R.GET_VRING_BASE_SKIP_DRAIN) and s.seen_start then
     local idx = out.index
     if idx == nil or not s.started[idx] then
       problem(probs, "vring_not_started", fmt("vring %s was never started (no SET_VRING_KICK)", idx and dec(idx) or "None"))
@@ -220,16 +300,16 @@ local function check_request(s, rec, spec, out, probs)
       and type(index) == "number" and index >= 2 * s.queue_num then
     problem(probs, "vring_out_of_range", fmt("vring %s, back-end announced %s queues", dec(index), dec(s.queue_num)))
   end
-  if main and req == 5 and tonum(out.nregions or 0) > 8 then
+  if main and req == R.SET_MEM_TABLE and tonum(out.nregions or 0) > 8 then
     problem(probs, "too_many_regions", fmt("%s regions, SET_MEM_TABLE allows 8", dec(out.nregions)))
   end
-  if main and (req == 2 or req == 16) then
+  if main and (req == R.SET_FEATURES or req == R.SET_PROTOCOL_FEATURES) then
     local offered = s.protocol_offered
-    if req == 2 then offered = s.virtio_offered end
+    if req == R.SET_FEATURES then offered = s.virtio_offered end
     if offered ~= nil then
       local extra = UInt64(lohi(out.features or 0)):band(UInt64(lohi(offered)):bnot())
       if not is_zero(extra) then
-        if req == 2 then
+        if req == R.SET_FEATURES then
           problem(probs, "features_not_offered", "acks " .. bit_names_of(extra, virtio_bits(s.device)) .. " not offered by the back-end")
         else
           problem(probs, "features_not_offered", "sets " .. bit_names_of(extra, PROTO_BITS) .. " not offered by the back-end")
@@ -237,7 +317,7 @@ local function check_request(s, rec, spec, out, probs)
       end
     end
   end
-  if req == 37 and s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
+  if req == R.ADD_MEM_REG and s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
     problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", #s.regions + 1, s.max_mem_slots))
   end
 end
@@ -250,31 +330,31 @@ end
 local function apply_request(s, rec, out)
   if rec.channel ~= "main" then return end
   local r = rec.request
-  if r == 2 then s.virtio_acked = out.features
-  elseif r == 16 then s.protocol_acked = out.features
-  elseif r == 5 and out.regions ~= nil then
+  if r == R.SET_FEATURES then s.virtio_acked = out.features
+  elseif r == R.SET_PROTOCOL_FEATURES then s.protocol_acked = out.features
+  elseif r == R.SET_MEM_TABLE and out.regions ~= nil then
     s.regions = {}
     for i, reg in ipairs(out.regions) do s.regions[i] = region_key(reg) end
-  elseif r == 37 and out.mmap_offset ~= nil then s.regions[#s.regions + 1] = region_key(out)  -- whole region only
-  elseif r == 38 and out.userspace_addr ~= nil then
+  elseif r == R.ADD_MEM_REG and out.mmap_offset ~= nil then s.regions[#s.regions + 1] = region_key(out)  -- whole region only
+  elseif r == R.REM_MEM_REG and out.userspace_addr ~= nil then
     local key, keep = region_key(out), {}
     for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
     s.regions = keep
-  elseif (r == 12 or r == 35) and out.index ~= nil then s.started[out.index] = true
-  elseif r == 34 then s.started = {}
+  elseif (r == R.SET_VRING_KICK or r == R.VRING_KICK) and out.index ~= nil then s.started[out.index] = true
+  elseif r == R.RESET_DEVICE then s.started = {}
   end
 end
 
 local function apply_reply(s, rec, out, request)
   if rec.channel ~= "main" then return end
   local r = rec.request
-  if r == 1 and out.features ~= nil then
+  if r == R.GET_FEATURES and out.features ~= nil then
     s.virtio_offered = out.features
     if s.device == nil then s.device = guess_device(out.features) end
-  elseif r == 15 then s.protocol_offered = out.features
-  elseif r == 17 then s.queue_num = tonum(out.num_queues)
-  elseif r == 36 then s.max_mem_slots = tonum(out.slots)
-  elseif (r == 11 or r == 45) and request ~= nil then
+  elseif r == R.GET_PROTOCOL_FEATURES then s.protocol_offered = out.features
+  elseif r == R.GET_QUEUE_NUM then s.queue_num = tonum(out.num_queues)
+  elseif r == R.GET_MAX_MEM_SLOTS then s.max_mem_slots = tonum(out.slots)
+  elseif (r == R.GET_VRING_BASE or r == R.GET_VRING_BASE_SKIP_DRAIN) and request ~= nil then
     local idx = request.index
     if idx == nil then idx = out.index or -1 end
     s.started[idx] = nil
@@ -332,7 +412,7 @@ local function pair(s, rec, probs)
   local p = table.remove(q, mi)
   local req = p.rec
   rec.reply_to = req.frame
-  req.reply_in = rec.frame
+  M.link[req.m] = rec.frame  -- the request was stored when its frame was dissected
   rec.latency = rec.ts - req.ts
   if not p.must and protocol_has(s, C.BIT.REPLY_ACK) == false then
     problem(probs, "unexpected_reply", "REPLY_ACK is not negotiated, no reply was due")
@@ -341,124 +421,175 @@ local function pair(s, rec, probs)
 end
 
 -- ===================================================================== runtime: messages
+local FLAG_FIELDS = { F.flags_version, F.flags_reply, F.flags_need_reply, F.flags_reserved }
+
+-- A problem in the tree: its expert info and a vhost_user.problems item; returns its rank.
+local function show_problem(t, mrange, code, text, worst)
+  t:add_proto_expert_info(EX[code], text)
+  t:add(F.problems, mrange, code):set_generated()
+  local rank = SEV[code] or 0
+  if worst == nil or rank < worst then return rank end
+  return worst
+end
+
 local function add_links(t, rec, mrange, visited)
-  if rec.reply_in then t:add(F.response_in, mrange, rec.reply_in):set_generated() end
+  if rec.reply_in then
+    t:add(F.reply_in, mrange, rec.reply_in):set_generated()
+    t:add(F.response_in, mrange, rec.reply_in):set_hidden()
+  end
   if rec.reply_to then
-    t:add(F.response_to, mrange, rec.reply_to):set_generated()
+    t:add(F.reply_to, mrange, rec.reply_to):set_generated()
+    t:add(F.response_to, mrange, rec.reply_to):set_hidden()
     local lat = rec.latency or 0
+    t:add(F.latency_us, mrange, lat * 1e6):set_generated()
     local sign = 1
     if lat < 0 then sign, lat = -1, -lat end  -- a reply that began before its request ended
     local secs = floor(lat)
     local ns = floor((lat - secs) * 1e9 + 0.5)
     if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
-    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_generated()
+    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_hidden()
   end
-  for _, p in ipairs(rec.problems) do t:add_proto_expert_info(EX[p.code], p.text) end
+  local worst
+  for _, p in ipairs(rec.problems) do worst = show_problem(t, mrange, p.code, p.text, worst) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
-    t:add_proto_expert_info(EX.missing_reply, "capture ended before the reply")
+    worst = show_problem(t, mrange, "missing_reply", "capture ended before the reply", worst)
   end
+  if worst then t:add(F.severity, mrange, C.SEVERITIES[worst + 1]):set_generated() end
 end
 
--- One framed message (or raw chunk) at [base, base+len) of mt.  On the first pass `rec`
--- holds only the framing facts and is completed here; later passes only redraw.
+-- The first-pass results of a message, kept for later passes (see M in runtime: state).
+local function persist(rec)
+  local m, ctx = rec.m, rec.ctx or EMPTY
+  local bits = (rec.be and B_BE or 0) + (ctx.xen and B_XEN or 0) + (ctx.packed and B_PACKED or 0)
+    + (rec.must and B_MUST or 0) + (rec.is_reply and B_REPLY or 0)
+    + (DEVICE_ID[ctx.device] or 0) * 64 + key_id(rec.channel, rec.name) * 4096
+  M.bits[m] = bits
+  M.link[m] = rec.reply_to and -rec.reply_to or false
+  M.lat[m] = rec.latency or false
+  if #rec.problems > 0 then M.probs[m] = rec.problems end
+  if #rec.fds > 0 then M.fds[m] = rec.fds end
+end
+
+-- A message as a later pass sees it: the stored results, no state.
+local function stored(m, frame, ph, raw)
+  local ctx = ctx_of(M.bits[m] or 0)
+  local link, lat = M.link[m], M.lat[m]
+  return { m = m, frame = frame, conn = ph.conn, channel = ph.channel_name, direction = ph.direction,
+           be = ctx.be, raw = raw, fds = M.fds[m] or EMPTY, problems = M.probs[m] or EMPTY, ctx = ctx,
+           reply_in = link and link > 0 and link or nil, reply_to = link and link < 0 and -link or nil,
+           latency = lat or nil, must = ctx.must, missing = ctx.missing }
+end
+
+-- One framed message (or raw chunk) at tvb offset [base, base+len) of mt; its bytes are in
+-- CUR_S.  On the first pass `rec` holds only the framing facts and is completed here (the
+-- state is updated, checks run); later passes only redraw.  `t` is nil when no tree is built.
 local function dissect_message(mt, base, len, rec, first, t)
   local s = session(rec.conn)
   local probs = first and rec.problems or {}
-  local mrange = mt:range(base, len)
+  local mrange = t and mt:range(base, len)
   if first then s.messages = s.messages + 1 end
   if rec.raw then
     rec.name = "RAW"
-    t:add(F.raw, mrange)
-    t:add(F.name, mrange, "RAW"):set_generated()
-    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
-    add_links(t, rec, mrange, false)
+    if t then
+      t:add(F.raw, mrange)
+      t:add(F.name, mrange, "RAW"):set_generated()
+      for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+      add_links(t, rec, mrange, false)
+    end
+    if not WANT_TEXT then return "" end
     if #rec.fds > 0 then return fmt("%d raw bytes fds=[%s]", len, concat(rec.fds, ", ")) end
     return fmt("%d raw bytes", len)
   end
   local be = rec.be
-  local req, flags, size = u32(mt, base, be), u32(mt, base + 4, be), u32(mt, base + 8, be)
+  local req, flags, size = u32(base, be), u32(base + 4, be), u32(base + 8, be)
   local channel = rec.channel
   local spec = REQUESTS[channel][req]
   local is_reply = rec.direction ~= C.REQUESTER[channel]
-  local need_reply = band(flags, C.FLAG_NEED_REPLY) ~= 0
+  local need_reply = has(flags, C.FLAG_NEED_REPLY)
   local name = spec and spec.name or ((channel == "main" and "UNKNOWN_" or "BACKEND_UNKNOWN_") .. req)
   rec.request, rec.flags, rec.size, rec.name = req, flags, size, name
   rec.is_reply, rec.need_reply = is_reply, need_reply
-  if first and s.messages == 1 and req == 1 and channel == "main" then s.seen_start = true end
-  -- header
-  add_value(t, channel == "main" and F.request or F.backend_request, mt:range(base, 4), be)
-  t:add(F.name, mt:range(base, 4), name):set_generated()
-  local fl = add_value(t, F.flags, mt:range(base + 4, 4), be)
-  for _, pf in ipairs({ F.flags_version, F.flags_reply, F.flags_need_reply, F.flags_reserved }) do
-    add_value(fl, pf, mt:range(base + 4, 4), be)
+  if first and s.messages == 1 and req == R.GET_FEATURES and channel == "main" then s.seen_start = true end
+  if t then
+    add_value(t, channel == "main" and F.request or F.backend_request, mt:range(base, 4), be)
+    t:add(F.name, mt:range(base, 4), name):set_generated()
+    local fr = mt:range(base + 4, 4)
+    local fl = add_value(t, F.flags, fr, be)
+    for _, pf in ipairs(FLAG_FIELDS) do add_value(fl, pf, fr, be) end
+    add_value(t, F.size, mt:range(base + 8, 4), be)
+    t:add(F.reply, fr, is_reply):set_generated()
+    t:add(F.is_reply, fr, is_reply):set_hidden()
+    if need_reply then t:add(F.need_reply, fr, true):set_generated() end
+    t:append_text(": " .. name .. (is_reply and " reply" or ""))
   end
-  add_value(t, F.size, mt:range(base + 8, 4), be)
-  t:add(F.is_reply, mt:range(base, 4), is_reply):set_generated()
-  t:append_text(": " .. name .. (is_reply and " reply" or ""))
-  if band(flags, 3) ~= C.VERSION then problem(probs, "bad_version", fmt("version bits are %d, not 1", band(flags, 3))) end
-  if band(flags, C.FLAGS_UNKNOWN) ~= 0 then problem(probs, "reserved_flags", "flags 0x" .. hex(flags)) end
-  if is_reply and flags ~= C.REPLY_FLAGS then
-    problem(probs, "reply_flags", "flags 0x" .. hex(flags) .. " instead of 0x5")
-  elseif not is_reply and band(flags, C.FLAG_REPLY) ~= 0 then
-    problem(probs, "wrong_direction", "REPLY flag set on a message from the "
-      .. (channel == "main" and "front-end" or "back-end") .. ", which sends requests here")
+  if first then
+    if flags % 4 ~= C.VERSION then problem(probs, "bad_version", fmt("version bits are %d, not 1", flags % 4)) end
+    if flags >= C.FLAGS_UNKNOWN_FROM then problem(probs, "reserved_flags", "flags 0x" .. hex(flags)) end
+    if is_reply and flags ~= C.REPLY_FLAGS then
+      problem(probs, "reply_flags", "flags 0x" .. hex(flags) .. " instead of 0x5")
+    elseif not is_reply and has(flags, C.FLAG_REPLY) then
+      problem(probs, "wrong_direction", "REPLY flag set on a message from the "
+        .. (channel == "main" and "front-end" or "back-end") .. ", which sends requests here")
+    end
   end
-  local plen = len - C.HEADER_SIZE
+  local pbase, plen = base + C.HEADER_SIZE, len - C.HEADER_SIZE
   local out = {}
   if spec == nil then
     problem(probs, "unknown_request", fmt("request id %d is not defined on the %s channel", req, channel))
     if plen > 0 then
-      t:add(F.p_data, mt:range(base + C.HEADER_SIZE, plen))
-      out.data = byte_hex(mt:range(base + C.HEADER_SIZE, plen))
+      if t then t:add(F.p_data, mt:range(pbase, plen)) end
+      out.data = hex_at(pbase, plen)
     end
   end
   local request
   if first then
     if is_reply then request = pair(s, rec, probs) else enqueue(s, rec, spec, probs) end
-    rec.ctx = { be = be, device = s.device, xen = protocol_has(s, C.BIT.XEN_MMAP) == true,
-                packed = s.virtio_acked ~= nil and bit_set(s.virtio_acked, C.BIT.RING_PACKED) }
+    rec.ctx = ctx_of((be and B_BE or 0) + (protocol_has(s, C.BIT.XEN_MMAP) == true and B_XEN or 0)
+      + (word_has(s, "virtio_acked", "virtio_acked_bits", C.BIT.RING_PACKED) and B_PACKED or 0)
+      + (DEVICE_ID[s.device] or 0) * 64)
   end
   local ctx = rec.ctx
   local lay
   if spec ~= nil then
-    local cands = is_reply and spec.reply or spec.request
-    lay = choose_layout(cands, mt, base + C.HEADER_SIZE, plen, ctx)
+    lay = choose_layout(is_reply and spec.reply or spec.request, mt, pbase, plen, ctx)
     if lay == nil then
       if plen > 0 then
         problem(probs, "wrong_size", fmt("%d bytes where none are defined", plen))
-        t:add(F.p_data, mt:range(base + C.HEADER_SIZE, plen))
-        out.data = byte_hex(mt:range(base + C.HEADER_SIZE, plen))
+        if t then t:add(F.p_data, mt:range(pbase, plen)) end
+        out.data = hex_at(pbase, plen)
       end
     else
-      t:add(F.layout, mt:range(base, len), lay.name):set_generated()
-      decode_layout(lay, mt, base + C.HEADER_SIZE, plen, ctx, t, out, probs)
+      if t then t:add(F.layout, mrange, lay.name):set_generated() end
+      decode_layout(lay, mt, pbase, plen, ctx, t, out, probs)
     end
-    local lname = lay and lay.name
-    if is_reply then
-      check_fds(s, rec, lname, out, spec.reply_fds[1], spec.reply_fds[2], spec.reply_fd_role, probs, first)
-      check_result(rec, lname, out, probs)
-      if first then apply_reply(s, rec, out, request) end
-    else
-      check_fds(s, rec, lname, out, spec.fds[1], spec.fds[2], spec.fd_role, probs, first)
-      if first then
+    if first then
+      local lname = lay and lay.name
+      if is_reply then
+        check_fds(s, rec, lname, out, spec.reply_fds[1], spec.reply_fds[2], spec.reply_fd_role, probs, first)
+        check_result(rec, lname, out, probs)
+        apply_reply(s, rec, out, request)
+      else
+        check_fds(s, rec, lname, out, spec.fds[1], spec.fds[2], spec.fd_role, probs, first)
         rec.index = out.index
         check_request(s, rec, spec, out, probs)
         apply_request(s, rec, out)
       end
-    end
-    if first and #rec.raw_fds > 0 then
-      local role = is_reply and spec.reply_fd_role or spec.fd_role
-      if role ~= "" then
-        for i, d in ipairs(rec.raw_fds) do rec.fds[i] = role .. ": " .. d end
+      if #rec.raw_fds > 0 then
+        local role = is_reply and spec.reply_fd_role or spec.fd_role
+        if role ~= "" then
+          for i, d in ipairs(rec.raw_fds) do rec.fds[i] = role .. ": " .. d end
+        end
       end
     end
   end
-  for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
-  add_links(t, rec, mrange, not first)
+  if t then
+    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+    add_links(t, rec, mrange, not first)
+  end
+  if not WANT_TEXT then return "" end
   local text = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
   local summary = payload_summary(lay, out)
   if summary ~= "" then text = text .. " " .. summary end
   if #rec.fds > 0 then text = text .. " fds=[" .. concat(rec.fds, ", ") .. "]" end
   return text
 end
-'''

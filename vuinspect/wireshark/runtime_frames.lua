@@ -1,0 +1,347 @@
+-- Runtime Lua, part 3: framing across frames, event frames, the dissector entry, the stats tap.
+--
+-- Framing mirrors vuinspect/decoder.py's StreamFramer: a frame may hold several
+-- messages, the end of one, or bytes that cannot be framed (resynchronised on
+-- the next plausible header).  Bytes left over at the end of a frame wait, per
+-- (connection, channel, direction), for the next frame; a frame given such a
+-- prefix keeps it (M.carry), so later passes rebuild the same reassembled buffer.
+-- When Wireshark asks for no tree (tshark's summary lines), nothing but the Info
+-- column is made: no TvbRange, no tree item, no reassembled tvb.
+-- ===================================================================== runtime: framing
+local function plausible(off, channel, be)
+  local req, flags, size = u32(off, be), u32(off + 4, be), u32(off + 8, be)
+  return band(flags, C.FLAGS_UNKNOWN) == 0 and band(flags, 3) == C.VERSION
+    and size <= C.MAX_PAYLOAD and REQUESTS[channel][req] ~= nil
+end
+
+-- The fds whose carrying frame ended before `stop` (decoder.StreamFramer._take_fds).
+local function take_fds(fdq, stop)
+  if #fdq == 0 then return EMPTY, fdq end
+  local taken, keep = {}, {}
+  for _, e in ipairs(fdq) do
+    if e.off < stop then
+      for _, d in ipairs(e.list) do taken[#taken + 1] = d end
+    else
+      keep[#keep + 1] = e
+    end
+  end
+  return taken, keep
+end
+
+-- Cut [base, base+total) of CUR_S into messages and raw chunks.  Returns the spans, the
+-- bytes left for a later frame and (first pass) the stream entry holding them.
+local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
+  local fdq = {}
+  if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
+  if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
+  local spans, pos, ts = {}, 0, carry and carry.ts or ts_now
+  local fds
+  while total - pos >= C.HEADER_SIZE do
+    local size = u32(base + pos + 8, be)
+    if size > C.MAX_PAYLOAD then
+      local nxt = total
+      for off = pos + 1, total - C.HEADER_SIZE do
+        if plausible(base + off, ph.channel_name, be) then nxt = off; break end
+      end
+      fds, fdq = take_fds(fdq, nxt)
+      spans[#spans + 1] = { off = pos, len = nxt - pos, raw = true, fds = fds, ts = ts, problems = {
+        { code = "oversize", text = fmt("header announces %d payload bytes (max %d)", size, C.MAX_PAYLOAD) },
+        { code = "framing_lost", text = fmt("%d bytes passed through raw", nxt - pos)
+          .. (nxt < total and ", resynchronised on the next plausible header" or "") } } }
+      pos = nxt
+    else
+      if total - pos < C.HEADER_SIZE + size then break end
+      fds, fdq = take_fds(fdq, pos + C.HEADER_SIZE + size)
+      spans[#spans + 1] = { off = pos, len = C.HEADER_SIZE + size, fds = fds, ts = ts }
+      pos = pos + C.HEADER_SIZE + size
+    end
+    ts = ts_now
+  end
+  local leftover
+  if first then
+    if pos < total or #fdq > 0 then
+      local rest = {}
+      for _, e in ipairs(fdq) do rest[#rest + 1] = { off = e.off - pos, list = e.list } end
+      local p = base + pos - CUR_BASE + 1
+      leftover = { buf = ssub(CUR_S, p, p + total - pos - 1), fds = rest, ts = ts }
+      streams[key] = leftover
+    else
+      streams[key] = nil
+    end
+  end
+  return spans, total - pos, leftover
+end
+
+-- decoder.StreamFramer.close: what is left of a stream when it ends.
+local function truncation(buf, be, why)
+  local n = #buf
+  if n == 0 then return nil end
+  if n < C.HEADER_SIZE then
+    return { code = "truncated_header", text = fmt("stream ended after %d of 12 header bytes (%s)", n, why) }
+  end
+  local size = u32s(buf, 9, be)
+  return { code = "truncated_payload",
+           text = fmt("stream ended after %d of %d payload bytes (%s)", n - C.HEADER_SIZE, size, why) }
+end
+
+local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
+  local s = session(ph.conn)
+  local key = ph.conn * 4 + ph.channel * 2 + ph.direction
+  local hl = ph.hdr_len
+  local carry, be
+  if first then
+    be = ph.big_endian or s.be == true
+    local st = streams[key]
+    if st then carry = { prefix = st.buf, fds = st.fds, ts = st.ts } end
+  else
+    be = M.first[num] % 2 == 1
+    carry = M.carry[num]
+  end
+  local mt, base, total = tvb, hl, #raw - hl
+  CUR_S, CUR_BASE = raw, 0
+  if carry and #carry.prefix > 0 then
+    CUR_S = carry.prefix .. ssub(raw, hl + 1)
+    base, total = 0, #CUR_S
+    mt = top and ByteArray.new(CUR_S, true):tvb("Reassembled vhost-user")
+  end
+  local ts_now = first and pinfo.rel_ts or 0
+  local spans, partial, leftover = frame_spans(base, total, ph, carry, ts_now, be, key, first)
+  if first then
+    M.first[num] = (M.n + 1) * 2 + (be and 1 or 0)
+    if #spans ~= 1 then M.count[num] = #spans end
+    if carry or leftover then
+      M.carry[num] = { prefix = carry and carry.prefix or "", fds = carry and carry.fds or EMPTY,
+                       leftover = leftover, key = key }
+    end
+  end
+  local m0 = floor(M.first[num] / 2)
+  local texts = {}
+  for i, sp in ipairs(spans) do
+    local t = top
+    if i > 1 and top then t = tree:add(vu, mt:range(base + sp.off, sp.len)) end
+    local rec
+    if first then
+      M.n = M.n + 1
+      rec = { m = M.n, frame = num, conn = ph.conn, channel = ph.channel_name, direction = ph.direction,
+              be = be, ts = sp.ts, raw = sp.raw, raw_fds = sp.fds, fds = {}, problems = sp.problems or {} }
+      for j, d in ipairs(sp.fds) do rec.fds[j] = d end
+    else
+      rec = stored(m0 + i - 1, num, ph, sp.raw)
+    end
+    texts[#texts + 1] = dissect_message(mt, base + sp.off, sp.len, rec, first, t)
+    if first then persist(rec) end
+  end
+  if partial > 0 then
+    texts[#texts + 1] = fmt("[%d bytes of a message continued in a later frame]", partial)
+    if top then
+      top:add(F.partial, mt:range(base + total - partial, partial))
+      -- Later passes know the whole file: nothing continued it and no close flushed it.
+      local c = M.carry[num]
+      if not first and c and c.leftover and streams[c.key] == c.leftover then
+        local p = truncation(c.leftover.buf, be, "capture ended")
+        if p then show_problem(top, mt:range(base + total - partial, partial), p.code, p.text) end
+      end
+    end
+  end
+  if not WANT_TEXT then return "" end
+  if #texts == 0 then texts[1] = "[no data]" end
+  return concat(texts, " | ")
+end
+
+-- ===================================================================== runtime: events
+local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "NOTE" }
+
+local function event_summary(kind, info)
+  if kind == 1 then
+    local text = "connection opened " .. tostring(info.label or "") .. " " .. tostring(info.orientation or "")
+    if info.device and info.device ~= "" then text = text .. " device=" .. tostring(info.device) end
+    return (text:gsub("%s+$", ""))
+  elseif kind == 2 then
+    return "connection closed: " .. tostring(info.reason or "")
+  end
+  if info.text ~= nil then return tostring(info.text) end
+  return "note"
+end
+
+-- Pipeline._event + Session.on_open/on_close (first pass only for the state).
+local function close_session(s, reason, num)
+  local found = {}
+  local lo, hi = s.conn * 4, s.conn * 4 + 3
+  for key = lo, hi do
+    local st = streams[key]
+    if st then
+      local p = truncation(st.buf, s.be == true, "connection closed")
+      if p then found[#found + 1] = p end
+      streams[key] = nil
+    end
+  end
+  if #found > 0 then M.closed[num] = found end
+  for _, q in pairs(s.pending) do
+    for _, p in ipairs(q) do
+      if p.must then
+        local m = p.rec.m
+        local list = M.probs[m]
+        if list == nil then list = {}; M.probs[m] = list end
+        list[#list + 1] = { code = "missing_reply", text = "connection ended before the reply (" .. reason .. ")" }
+        if not has(M.bits[m], B_MISSING) then M.bits[m] = M.bits[m] + B_MISSING end
+      end
+    end
+  end
+end
+
+local function dissect_event(tvb, raw, ph, num, first, top)
+  local text = utf8_clean(ssub(raw, ph.hdr_len + 1))
+  local info = json_decode(text)
+  if info == nil then info = { text = text }
+  elseif type(info) ~= "table" or info[1] ~= nil then info = { value = info } end
+  if top then
+    local r = tvb:range(ph.hdr_len, #raw - ph.hdr_len)
+    top:add(F.event_json, r, esc(text))
+    for _, k in ipairs(C.EVENT_KEYS) do
+      local v = info[k]
+      if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
+    end
+    for _, p in ipairs(M.closed[num] or EMPTY) do show_problem(top, r, p.code, p.text) end
+  end
+  if first then
+    M.first[num] = false
+    local s = session(ph.conn)
+    if ph.kind == 1 then
+      s.seen_start = true
+      if type(info.device) == "string" and info.device ~= "" then s.device = info.device end
+      if info.byteorder == "big" then s.be = true end
+    elseif ph.kind == 2 then
+      close_session(s, tostring(info.reason or "closed"), num)
+      if top then
+        local r = tvb:range(ph.hdr_len, #raw - ph.hdr_len)
+        for _, p in ipairs(M.closed[num] or EMPTY) do show_problem(top, r, p.code, p.text) end
+      end
+    end
+  end
+  local summary = esc(EVENT_NAMES[ph.kind] .. " " .. event_summary(ph.kind, info))
+  if top then top:append_text(": " .. summary) end
+  return summary
+end
+
+-- ===================================================================== runtime: entry point
+local LABELS = {}  -- conn -> { front-end label, back-end label }
+
+function vu.dissector(tvb, pinfo, tree)
+  pinfo.cols.protocol = "vhost-user"
+  local cols = tostring(pinfo.cols.protocol) == "vhost-user"  -- else there are no columns
+  local n = tvb:len()
+  local raw = n > 0 and tvb:raw(0, n) or ""
+  -- tshark's summary lines come with no tree at all: then only the columns are made.
+  local top
+  if tostring(tree):find("has item=false", 1, true) == nil then top = tree:add(vu, tvb:range(0, n)) end
+  local ph, err = parse_pseudo(raw, n)
+  if ph == nil then
+    if top then top:add_proto_expert_info(EX.pseudo_header, err) end
+    pinfo.cols.info = "damaged vuinspect pseudo-header: " .. err
+    return n
+  end
+  if top then show_pseudo(top, tvb, ph) end
+  if cols then
+    local labels = LABELS[ph.conn]
+    if labels == nil then
+      labels = { fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn) }
+      LABELS[ph.conn] = labels
+    end
+    if ph.direction == 0 then
+      pinfo.cols.src, pinfo.cols.dst = labels[1], labels[2]
+    else
+      pinfo.cols.src, pinfo.cols.dst = labels[2], labels[1]
+    end
+  end
+  local num = pinfo.number
+  local first = M.first[num] == nil
+  -- A first pass with neither tree nor columns (tshark -2) keeps the Info text for the
+  -- next pass, which then only sets the columns.
+  local keep = first and not cols and top == nil
+  if not first and top == nil and M.text[num] then
+    if cols then pinfo.cols.info = M.text[num] end
+    return n
+  end
+  WANT_TEXT = cols or keep
+  local info
+  if ph.kind ~= 0 then
+    info = dissect_event(tvb, raw, ph, num, first, top)
+  else
+    info = dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
+  end
+  if not WANT_TEXT then return n end
+  if ph.channel_name ~= "main" then info = "[" .. ph.channel_name .. " channel] " .. info end
+  if keep then M.text[num] = info end
+  if cols then pinfo.cols.info = info end
+  return n
+end
+
+-- ===================================================================== runtime: statistics
+local function stats_message(acc, m)
+  local bits = M.bits[m]
+  if bits == nil then return end
+  local key = KEYS[floor(bits / 4096)]
+  local st = acc[key]
+  if st == nil then
+    st = { count = 0, replies = 0, lat = {}, problems = 0 }
+    acc[key] = st
+  end
+  if has(bits, B_REPLY) then
+    st.replies = st.replies + 1
+    if M.lat[m] then st.lat[#st.lat + 1] = M.lat[m] * 1e6 end
+  else
+    st.count = st.count + 1
+  end
+  st.problems = st.problems + #(M.probs[m] or EMPTY)
+end
+
+local function stats_collect(acc, num)
+  local f = M.first[num]
+  if not f then return end
+  local m0 = floor(f / 2)
+  for m = m0, m0 + (M.count[num] or 1) - 1 do stats_message(acc, m) end
+end
+
+local function stats_text(acc)
+  local keys = {}
+  for k in pairs(acc) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local rule = string.rep("=", 104)
+  local lines = { rule, "vhost-user request statistics (vuinspect)",
+    fmt("%-46s %8s %8s %12s %12s %12s %8s", "Request", "Count", "Replies", "Min us", "Avg us", "Max us", "Problems") }
+  for _, k in ipairs(keys) do
+    local st = acc[k]
+    local lo, hi, sum = nil, nil, 0
+    for _, v in ipairs(st.lat) do
+      if lo == nil or v < lo then lo = v end
+      if hi == nil or v > hi then hi = v end
+      sum = sum + v
+    end
+    local function us(v) if v == nil then return "-" end return fmt("%.1f", v) end
+    lines[#lines + 1] = fmt("%-46s %8d %8d %12s %12s %12s %8d", k, st.count, st.replies, us(lo),
+      us(#st.lat > 0 and sum / #st.lat or nil), us(hi), st.problems)
+  end
+  lines[#lines + 1] = rule
+  return concat(lines, "\n")
+end
+
+if register_stat_cmd_arg ~= nil then
+  register_stat_cmd_arg("vhost_user,stat", function()
+    local acc = {}
+    local tap = Listener.new("frame", "vhost_user")
+    function tap.packet(pinfo)
+      stats_collect(acc, pinfo.number)
+    end
+    function tap.draw() print(stats_text(acc)) end
+    function tap.reset() acc = {} end
+  end)
+end
+
+if gui_enabled ~= nil and gui_enabled() and register_menu ~= nil then
+  register_menu("vhost-user/Request statistics", function()
+    local acc = {}
+    for m = 1, M.n do stats_message(acc, m) end
+    local w = TextWindow.new("vhost-user request statistics")
+    w:set(stats_text(acc))
+  end, MENU_STAT_GENERIC)
+end
