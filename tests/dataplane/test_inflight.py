@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from vuinspect.dataplane import GuestMemory, PackedTracker, SplitTracker, in_flight, sample
+from vuinspect.dataplane import PackedTracker, SplitTracker, in_flight, sample
 from vuinspect.dataplane.inflight import in_flight_chains, walk_packed, walk_split
 from vuinspect.dataplane.rings import DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE
 
@@ -14,16 +14,6 @@ from .guestimage import GPA, GuestImage, PackedRing, SplitRing
 
 BUF = GPA + 0x8000
 NEXT, WRITE, INDIRECT = DESC_F_NEXT, DESC_F_WRITE, DESC_F_INDIRECT
-
-
-@pytest.fixture
-def guest():
-    img = GuestImage(size=1 << 16, mmap_offset=0x1008, name="vuinspect-dp-inflight")
-    mem = GuestMemory()
-    mem.set_table([img.spec], [img.fd])
-    yield img, mem
-    mem.close()
-    img.close()
 
 
 def codes(chain) -> list[str]:

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from vuinspect.dataplane import GuestMemory, PackedTracker, RingConfig, diff, sample
+from vuinspect.dataplane import PackedTracker, RingConfig, diff, sample
 from vuinspect.dataplane.rings import sample_split, vring_need_event
 
-from .guestimage import GPA, UVA, GuestImage, PackedRing, SplitRing
-
-
-@pytest.fixture
-def guest():
-    img = GuestImage(size=1 << 16, mmap_offset=0x2010, name="vuinspect-dp-rings")
-    mem = GuestMemory()
-    mem.set_table([img.spec], [img.fd])
-    yield img, mem
-    mem.close()
-    img.close()
+from .guestimage import GPA, UVA, PackedRing, SplitRing
 
 
 @pytest.mark.parametrize("event,new,old,expected", [

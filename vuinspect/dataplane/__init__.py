@@ -27,8 +27,8 @@ How it plugs in (the integration step):
    two threads need one lock, as tests/dataplane/ringbackend.py does).  The
    relay passes each front-end message that carries memory, with a ``dup`` of
    its fds made before the relay closes its own copies, to that thread (a
-   queue: the forwarding path never waits on it), where SET_MEM_TABLE -> ``set_table(regions_from(payload["regions"]),
-   fds)``; ADD_MEM_REG -> ``add_region(RegionSpec.from_payload(p), fd)``;
+   queue: the forwarding path never waits on it).  There: SET_MEM_TABLE ->
+   ``set_table(regions_from(payload["regions"]), fds)``; ADD_MEM_REG -> ``add_region(RegionSpec.from_payload(p), fd)``;
    REM_MEM_REG -> ``remove_region(...)``; IOTLB_MSG -> ``iotlb_message(p)``;
    SET_FEATURES / SET_PROTOCOL_FEATURES -> ``set_features(...)``;
    RESET_OWNER / RESET_DEVICE -> ``reset()``; connection end -> ``close()``.

@@ -104,10 +104,6 @@ class _Signals:
         return None
 
 
-def _crossed(event: int | None, new: int, old: int) -> bool | None:
-    return None if event is None else vring_need_event(event, new, old)
-
-
 def _packed_lin(pos: int | None, wrap: int | None, num: int) -> int:
     return (pos or 0) + (0 if wrap else num)
 
@@ -122,30 +118,37 @@ def _packed_crossed(off: int | None, wrap: int | None, old_pos: int | None,
     return (e - o) % mod < (n - o) % mod
 
 
+# side -> (split event field, index, split flag rule, packed event area, packed position)
+_SIDES = {
+    "kick": ("avail_event", "avail_idx", "wants_kick", "device_event", "avail"),
+    "call": ("used_event", "used_idx", "wants_call", "driver_event", "used"),
+}
+
+
+def _needs(side: str, before: RingSample, after: RingSample) -> bool:
+    event, idx, wants, area, pos = _SIDES[side]
+    if before.layout == "split":
+        ev = getattr(before, event)
+        if ev is not None:
+            return vring_need_event(ev, getattr(after, idx), getattr(before, idx))
+        return bool(getattr(before, wants))
+    flags = getattr(before, area + "_flags")
+    if flags == 2:
+        return _packed_crossed(getattr(before, area + "_off"), getattr(before, area + "_wrap"),
+                               getattr(before, pos + "_pos"), getattr(before, pos + "_wrap"),
+                               getattr(after, pos + "_pos"), getattr(after, pos + "_wrap"),
+                               after.num)
+    return flags == 0
+
+
 def needs_kick(before: RingSample, after: RingSample) -> bool:
     """Had the driver to kick for the avail advance from ``before`` to ``after``?"""
-    if before.layout == "split":
-        if before.avail_event is not None:
-            return bool(_crossed(before.avail_event, after.avail_idx, before.avail_idx))
-        return bool(before.wants_kick)
-    if before.device_event_flags == 2:
-        return _packed_crossed(before.device_event_off, before.device_event_wrap,
-                               before.avail_pos, before.avail_wrap, after.avail_pos,
-                               after.avail_wrap, after.num)
-    return before.device_event_flags == 0
+    return _needs("kick", before, after)
 
 
 def needs_call(before: RingSample, after: RingSample) -> bool:
     """Had the device to call for the used advance from ``before`` to ``after``?"""
-    if before.layout == "split":
-        if before.used_event is not None:
-            return bool(_crossed(before.used_event, after.used_idx, before.used_idx))
-        return bool(before.wants_call)
-    if before.driver_event_flags == 2:
-        return _packed_crossed(before.driver_event_off, before.driver_event_wrap,
-                               before.used_pos, before.used_wrap, after.used_pos,
-                               after.used_wrap, after.num)
-    return before.driver_event_flags == 0
+    return _needs("call", before, after)
 
 
 @dataclass(slots=True)
