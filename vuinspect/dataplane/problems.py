@@ -19,7 +19,7 @@ _ALL = (
                 "address in no memory region (the back-end cannot reach it)"),
     ProblemCode("guest_read_crosses_region", "malformed", "error",
                 "an area starts inside a memory region but ends outside it"),
-    ProblemCode("iotlb_miss", "protocol", "warn",
+    ProblemCode("iotlb_miss", "protocol", "warning",
                 "IOVA with no IOTLB entry (the back-end would send an IOTLB MISS)"),
     ProblemCode("region_map_failed", "protocol", "error",
                 "a memory region's fd could not be mapped (bad fd, size or mmap_offset)"),
@@ -43,11 +43,11 @@ _ALL = (
     # diagnosis over time
     ProblemCode("backend_stalled", "sequence", "error",
                 "requests in flight and the used index did not move"),
-    ProblemCode("lost_kick", "sequence", "warn",
+    ProblemCode("lost_kick", "sequence", "warning",
                 "the driver made buffers available without suppression, no kick came, no progress"),
-    ProblemCode("lost_call", "sequence", "warn",
+    ProblemCode("lost_call", "sequence", "warning",
                 "the device used buffers the driver asked to be told about, no call came"),
-    ProblemCode("ring_reset_in_flight", "sequence", "warn",
+    ProblemCode("ring_reset_in_flight", "sequence", "warning",
                 "the ring was stopped or reset with requests still in flight"),
 )
 
