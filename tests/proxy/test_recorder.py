@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 
 import pytest
 
@@ -128,3 +129,67 @@ def test_a_stalled_viewer_never_holds_the_file_back_and_is_cut_off(tmp_path) -> 
     assert len([f for f in got if f.kind == "data"]) == 2000  # the file got everything
     assert rec.dropped == 0
     os.close(r)
+
+
+def test_the_budget_is_in_bytes_not_blocks(tmp_path) -> None:
+    """Issue 11 item 2 in-process: a few big frames fill the budget (was: 65 536 blocks)."""
+    path = tmp_path / "rec.pcapng"
+    rec = Recorder(str(path), budget=1 << 20, interval=3600)  # the writer never runs meanwhile
+    rec.start()
+    big = wire.pack(7, 1, b"b" * 60000)
+    for i in range(100):  # 6 MB offered
+        rec.lane(1, "main", "f2b")(100 + i, big)
+    assert 10 <= 100 - rec.dropped <= 20  # ~1 MiB kept
+    rec.close()
+    got = [f for f in read_frames(str(path)) if f.kind == "data"]
+    assert len(got) == 100 - rec.dropped
+
+
+def test_close_is_bounded_when_the_output_takes_nothing(tmp_path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    rec = Recorder(str(fifo), interval=0.001)
+    rec.start()
+    rec.event(_frames()[0])
+    for i in range(200):
+        rec.data(100 + i, 1, "main", "f2b", wire.pack(7, 1, b"z" * 4000))
+    t0 = time.monotonic()
+    rec.close(timeout=0.5)
+    assert time.monotonic() - t0 < 1.5
+    assert rec.unwritten > 0
+    os.close(r)
+
+
+def _limited(tmp_path, **kw) -> tuple[Recorder, str]:
+    from vuinspect.proxy.capfile import Limits
+
+    base = str(tmp_path / "ring.pcapng")
+    return Recorder(base, interval=0.001, limits=Limits(**kw)), base
+
+
+def test_ring_by_duration_and_autostop_by_size(tmp_path) -> None:
+    import glob
+
+    rec, base = _limited(tmp_path, ring_duration=0.2, stop_filesize=30_000)
+    rec.start()
+    rec.event(_frames()[0])
+    for i in range(60):
+        rec.data(100 + i, 1, "main", "f2b", wire.pack(7, 1, b"d" * 1000))
+        time.sleep(0.02)
+    rec.close()
+    files = sorted(glob.glob(str(tmp_path / "ring_*.pcapng")))
+    assert len(files) >= 2
+    assert sum(os.path.getsize(f) for f in files) <= 30_000
+    for f in files:
+        frames = list(read_frames(f))
+        assert frames[0].kind == "open" and event_info(frames[0])["label"] == "/run/vu.sock"
+
+
+def test_count_keeps_exactly_n_data_frames(tmp_path) -> None:
+    rec, base = _limited(tmp_path, stop_count=7)
+    rec.start()
+    _record(rec, _frames())
+    rec.close()
+    got = list(read_frames(base))
+    assert len([f for f in got if f.kind == "data"]) == 7
