@@ -6,7 +6,11 @@ Also the filtering percentage in the title (issue 12 items 9 and 10, TUI part).
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from vuinspect.capture import read_frames
 from vuinspect.tui.app import VuInspectApp
@@ -75,3 +79,17 @@ async def test_filtering_shows_a_percentage(demo_path: Path) -> None:
         await pilot.pause()
         assert "(filtering 49%)" in screen_text(app).splitlines()[0]
         m.filtered = done
+
+
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="editcap not installed")
+async def test_editcap_comment_is_shown(demo_path: Path, tmp_path: Path) -> None:
+    """A comment written by Wireshark's editcap -a (not by us) shows in the tree."""
+    out = tmp_path / "editcap.pcapng"
+    subprocess.run(["editcap", "-a", "2:slow start", str(demo_path), str(out)], check=True,
+                   timeout=30, capture_output=True)
+    app = VuInspectApp(FileSource(out), poll_interval=3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        app.jump_to_frame(2)
+        await pilot.pause()
+        assert "Comment: slow start" in screen_text(app)
