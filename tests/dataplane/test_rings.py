@@ -207,3 +207,21 @@ def test_packed_base_without_used_half_is_dpdk_style():
     assert t.slots_in_flight() == 0
     t = PackedTracker.from_base(256, 0x8000_8000 | 7 | 3 << 16)  # QEMU: both halves
     assert (t.avail_pos, t.used_pos, t.slots_in_flight()) == (7, 3, 4)
+
+
+def test_packed_used_skips_the_chain_whatever_descriptor_carries_the_id(guest):
+    img, mem = guest
+    ring = PackedRing(img, 8)
+    cfg = ring.config()
+    tracker = PackedTracker(8)
+    # buffer id only on the head (the rest 0), then only on the last descriptor (spec)
+    ring.make_available(5, [(GPA, 16, 0), (GPA, 16, 0), (GPA, 16, 0)])
+    ring.write_desc(1, GPA, 16, 0, 0x81)
+    ring.write_desc(2, GPA, 16, 0, 0x80)
+    ring.make_available(6, [(GPA, 16, 0), (GPA, 16, 0)])
+    ring.write_desc(3, GPA, 16, 0, 0x81)
+    assert sample(mem, cfg, 0, tracker).in_flight == 5
+    ring.mark_used(5, 3)
+    ring.mark_used(6, 2)
+    s = sample(mem, cfg, 1, tracker)
+    assert (s.used_pos, s.in_flight) == (5, 0)

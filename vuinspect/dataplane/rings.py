@@ -304,20 +304,23 @@ class PackedTracker:
         u = self.used_pos + (0 if self.used_wrap else self.num)
         return (a - u) % (2 * self.num) if self.num else 0
 
-    def _chain_slots(self, mem: GuestMemory, cfg: RingConfig, pos: int, wrap: int) -> int:
-        """Slots of the available chain starting at ``pos``; records its id(s)."""
-        n = 0
-        p = pos
-        w = wrap
+    def _chain_slots(self, mem: GuestMemory, cfg: RingConfig, pos: int) -> int:
+        """Slots of the available chain starting at ``pos``.
+
+        The length is recorded under the id of the last descriptor (where the
+        spec puts the buffer id) and of the head (where some drivers put it).
+        """
+        n, p, head_id, ident = 0, pos, None, 0
         while n < self.num:
             _, _, ident, flags = read_packed_desc(mem, cfg, p)
+            head_id = ident if head_id is None else head_id
             n += 1
-            self.chain_len[ident] = n
-            p += 1
-            if p == self.num:
-                p, w = 0, w ^ 1
+            p = p + 1 if p + 1 < self.num else 0
             if not flags & DESC_F_NEXT:
                 break
+        self.chain_len[ident] = n
+        if head_id is not None:
+            self.chain_len[head_id] = n
         return n
 
     def walk(self, mem: GuestMemory, cfg: RingConfig) -> None:
@@ -327,7 +330,7 @@ class PackedTracker:
             _, _, _, flags = read_packed_desc(mem, cfg, self.avail_pos)
             if not _is_avail(flags, self.avail_wrap):
                 break
-            n = self._chain_slots(mem, cfg, self.avail_pos, self.avail_wrap)
+            n = self._chain_slots(mem, cfg, self.avail_pos)
             n = min(n, self.num - self.slots_in_flight())
             steps += n
             self._advance_avail(n)
