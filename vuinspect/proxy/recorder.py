@@ -276,9 +276,9 @@ class Recorder:
                 fd = open_target(path, self._force)
                 if fd is None:
                     self._fifo = path
-                    if self.on_info is not None:
-                        self.on_info(f"vuinspect proxy: waiting for a reader of the FIFO {path}; "
-                                     "the capture starts when one opens it")
+                    if self.on_error is not None:  # (a warning: shown even with -q)
+                        self.on_error(f"vuinspect proxy: waiting for a reader of the FIFO "
+                                      f"{path}; the capture starts when one opens it")
                     return
                 self._outputs.insert(0, _Output(fd, path, True))
             self._drain(first=True)
