@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import re
 import subprocess
@@ -316,3 +317,53 @@ def test_info_column_reads_like_the_cli(name, sample_captures):
         if msgs and msgs[0].channel != "main" and not msgs[0].is_event:
             want = f"[{msgs[0].channel} channel] {want}"
         assert info.startswith(want), f"frame {number}: {info!r} != {want!r}"
+
+
+# -- the runtime files and hostile text ------------------------------------------------------
+
+@pytest.mark.parametrize("luac", ["luac5.2", "luac5.4"])
+def test_runtime_lua_files_parse(luac):
+    """The runtime that is not generated lives in real .lua files of the package."""
+    from importlib import resources
+
+    for name in luagen.RUNTIME_FILES:
+        with resources.as_file(resources.files("vuinspect.wireshark") / name) as path:
+            proc = subprocess.run([luac, "-p", str(path)], capture_output=True, text=True,
+                                  check=False)
+        assert proc.returncode == 0, f"{name}: {proc.stderr}"
+
+
+def test_no_bare_request_numbers_in_the_runtime():
+    from importlib import resources
+
+    for name in luagen.RUNTIME_FILES:
+        code = (resources.files("vuinspect.wireshark") / name).read_text()
+        assert not re.search(r"\b(req|r|request)\s*==\s*\d", code), name
+
+
+def test_control_characters_from_a_capture_are_escaped(capdir):
+    """Issue 11 item 5: labels, notes and fd texts reach Info and the tree escaped."""
+    evil = "\x1b]0;TITLE\x07\x1b[2J\nforged line\x9b"
+    open_json = json.dumps({"label": evil, "orientation": "frontend-connects"}).encode()
+    frames = [
+        Frame(S.BASE_NS, 7, "main", "f2b", open_json, kind="open"),
+        Frame(S.BASE_NS + 1000, 7, "main", "f2b", json.dumps({"text": evil}).encode(), kind="note"),
+        Frame(S.BASE_NS + 2000, 7, "main", "f2b",
+              bytes.fromhex("0d000000" "01000000" "08000000") + b"\x00" * 8, (f"memfd:{evil}",)),
+    ]
+    path = W.write_capture(capdir / "evil.pcapng", frames)
+    # Only our part of the output: the frame tree's interface name is the capture writer's.
+    fields = ["-T", "fields"] + [x for f in ("_ws.col.Info", "vhost_user.event.label",
+                                             "vhost_user.event.text", "vhost_user.event.json",
+                                             "vhost_user.fd", "vhost_user.pseudo.fd")
+                                 for x in ("-e", f)]
+    for args in (fields, ["-V", "-O", "vhost_user"]):
+        proc = subprocess.run(["tshark", "-r", str(path), "-X", f"lua_script:{W.LUA}", *args],
+                              capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout.decode("utf-8", "replace")
+        if args[0] == "-V":
+            out = "\n".join(block.split("\nvhost-user", 1)[-1] for block in out.split("\n\n"))
+        assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+        assert "forged line" in out and "\nforged line" not in out
+        assert "\\x1b]0;TITLE\\x07\\x1b[2J\\nforged line\\x9b" in out
