@@ -151,3 +151,14 @@ def test_failed_samples_are_skipped_and_order_does_not_matter():
     series = [smp(1, 14, 10), bad, smp(0, 10, 10)]
     f = diagnose(series, now_ns=3 * S)
     assert [x.code for x in f] == ["backend_stalled"] and f[0].since_ns == 1 * S
+
+
+def test_receive_queues_wait_for_data_without_being_stalled():
+    from vuinspect.dataplane.diagnose import is_receive_queue
+    assert is_receive_queue("net", 0) and not is_receive_queue("net", 1)
+    assert is_receive_queue("vsock", 2) and not is_receive_queue("blk", 0)
+    assert not is_receive_queue(None, 0)
+    posted = [smp(0, 256, 0), smp(1, 256, 0)]  # a quiet network: RX buffers just wait
+    assert diagnose(posted, now_ns=60 * S, resets=[61 * S], receive=True) == []
+    assert [f.code for f in diagnose(posted, now_ns=60 * S, resets=[61 * S])] == \
+        ["backend_stalled", "ring_reset_in_flight"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from vuinspect.dataplane import PackedTracker, diagnose, in_flight_chains, sample
+from vuinspect.dataplane.diagnose import is_receive_queue
 from vuinspect.demo import runners
 from vuinspect.testing import wire
 
@@ -105,4 +106,7 @@ def test_testpmd_txonly_fills_rings_that_nobody_consumes(packed):
     stalled = [f for f in findings if f.code == "backend_stalled"]
     assert stalled and stalled[-1].active and stalled[-1].in_flight == last_tx.in_flight
     assert stalled[-1].vring == TX
+    # the receive ring's posted buffers wait for packets: normal, not a stall
+    assert is_receive_queue("net", RX) and not is_receive_queue("net", TX)
+    assert diagnose(samples[RX], now_ns=samples[RX][-1].ts_ns + 3 * S, receive=True) == []
     assert fd_count() == before

@@ -49,7 +49,9 @@ How it plugs in (the integration step):
 4. Diagnosis: the session keeps each vring's recent samples (bounded, e.g. the
    last 60 s) and notify aggregates, and calls ``diagnose(samples, notifies,
    now_ns=..., resets=[GET_VRING_BASE / RESET_* / reconnect times],
-   trace_kicks=..., trace_calls=...)`` on each ring frame and on a timer; an
+   trace_kicks=..., trace_calls=..., receive=is_receive_queue(session.device,
+   index))`` on each ring frame and on a timer (a net receive queue full of
+   posted buffers is normal, not a stall); an
    active ``Finding`` is a wait in the TUI "Waiting" panel, a resolved one
    carries ``duration_ns``.  ``Finding.problem`` gives the problem to attach.
 5. Problem codes: merge ``problems.DATAPLANE_CODES`` into
@@ -59,7 +61,7 @@ How it plugs in (the integration step):
 
 from __future__ import annotations
 
-from .diagnose import Finding, Notify, diagnose
+from .diagnose import Finding, Notify, diagnose, is_receive_queue
 from .inflight import Chain, Desc, SplitTracker, in_flight, in_flight_chains
 from .memory import GuestMemory, GuestMemoryError, RegionSpec, regions_from
 from .problems import DATAPLANE_CODES, DataProblem
@@ -69,5 +71,6 @@ __all__ = [
     "DATAPLANE_CODES", "Chain", "DataProblem", "Desc", "Finding", "GuestMemory",
     "GuestMemoryError", "Notify", "PackedTracker", "RegionSpec", "RingConfig", "RingSample",
     "SampleDiff", "SplitTracker", "diagnose", "diff", "in_flight", "in_flight_chains",
+    "is_receive_queue",
     "regions_from", "sample", "vring_need_event",
 ]

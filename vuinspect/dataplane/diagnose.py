@@ -161,9 +161,31 @@ class _Open:
     finding: Finding | None = None
 
 
+# Queues whose available buffers wait for data from the device (a quiet network,
+# no vsock traffic): buffers in flight there are not requests, so neither the stall
+# nor the reset rule applies.  "even": every even index (net, console receiveqs).
+RECEIVE_QUEUES: dict[str, str | tuple[int, ...]] = {
+    "net": "even",  # receiveq0, transmitq0, receiveq1, ... (the control queue stays in QEMU)
+    "console": "even",
+    "vsock": (0, 2),  # rx, tx, event
+    "scsi": (1,),  # control, event, request...
+    "input": (0,),  # eventq, statusq
+    "sound": (1, 3),  # control, event, tx, rx
+    "gpio": (1,),  # requestq, eventq
+}
+
+
+def is_receive_queue(device: str | None, index: int) -> bool:
+    """Does vring ``index`` of ``device`` only hold buffers for the device to fill?"""
+    rule = RECEIVE_QUEUES.get(device or "")
+    if rule == "even":
+        return index % 2 == 0
+    return rule is not None and index in rule
+
+
 def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
              now_ns: int | None = None, resets: Sequence[int] = (),
-             trace_kicks: bool = False, trace_calls: bool = False,
+             trace_kicks: bool = False, trace_calls: bool = False, receive: bool = False,
              stall_s: float = 2.0, kick_s: float = 2.0, call_s: float = 2.0) -> list[Finding]:
     """Findings for one vring, in the order they were raised (active ones last state).
 
@@ -171,7 +193,8 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
     ``notifies``: its kicks/calls (used only with ``trace_kicks``/``trace_calls``:
     without tracing a missing signal proves nothing); ``resets``: times of
     GET_VRING_BASE, RESET_*, or reconnects; ``now_ns``: the time to judge
-    waits up to (default: the last sample).
+    waits up to (default: the last sample); ``receive``: a receive queue
+    (``is_receive_queue``), where waiting buffers are normal.
     """
     ok = sorted((s for s in samples if s.ok), key=lambda s: s.ts_ns)
     reset_times = sorted(resets)
@@ -188,6 +211,8 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
     def fire(code: str, t: int) -> None:
         w = watch.get(code)
         if w is None or w.finding is not None or t - w.since < limits[code]:
+            return
+        if receive and code == "backend_stalled":
             return
         s = w.sample
         what = {"backend_stalled": f"{s.in_flight} in flight, used idx {s.used_idx} still",
@@ -262,7 +287,7 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
         signal_close(t)
         for code in list(watch):
             close(code, t, "reset")
-        if prev is not None and prev.in_flight:
+        if prev is not None and prev.in_flight and not receive:
             s = prev
             f = Finding("ring_reset_in_flight", s.vring, t, t, s.avail_idx, s.used_idx,
                         s.in_flight, f"vring {s.vring}: stopped or reset with {s.in_flight} "
