@@ -357,7 +357,8 @@ def epb_frame(buf: bytes, pos: int, blen: int, section: Section, base: int = 0) 
     if not isinstance(frame, Frame):
         return frame
     opts = start + ((caplen + 3) & ~3)
-    if opts < pos + blen - 4:
+    area = pos + blen - 4 - opts  # options; ours hold only epb_flags (8 bytes + end of options)
+    if area > 12 or (area >= 8 and struct.unpack_from(section.order + "H", buf, opts)[0] != EPB_FLAGS):
         comments = [v.decode("utf-8", "replace") for code, v in
                     iter_options(buf, opts, pos + blen - 4, section.order) if code == OPT_COMMENT]
         if comments:
@@ -444,14 +445,23 @@ class Blocks:
         """Walk ``buf[pos:end]`` (byte 0 at file offset ``base``); no block starts at ``stop`` or after."""
         section = self.section
         hdr = _HDR["<"].unpack_from if section is None else section.hdr.unpack_from
-        u32 = None if section is None else section.u32.unpack_from
+        u32 = _U32["<"].unpack_from if section is None else section.u32.unpack_from
+        bt_shb, bt_epb, bt_idb, max_len = BT_SHB, BT_EPB, BT_IDB, MAX_BLOCK_LEN  # locals: hot loop
         self.need = 8
         stop = end if stop is None else min(stop, end)
         try:
             while pos < stop and pos + 8 <= end:
                 btype, blen = hdr(buf, pos)
+                if btype == bt_epb and section is not None:
+                    if blen < 32 or blen & 3 or blen > max_len or pos + blen > end \
+                            or u32(buf, pos + blen - 4)[0] != blen:
+                        self._check(buf, pos, end, base, blen, u32)  # raises, or sets need
+                        break
+                    yield pos, blen, section
+                    pos += blen
+                    continue
                 new = None
-                if btype == BT_SHB:  # the same in both byte orders: read the order, then the length
+                if btype == bt_shb:  # the same in both byte orders: read the order, then the length
                     if pos + 12 > end:
                         self.need = 12
                         break
@@ -464,29 +474,15 @@ class Blocks:
                     blen = hdr(buf, pos)[1]
                 elif section is None:
                     raise CaptureError(f"block at offset {base + pos} precedes any section header", base + pos)
-                if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
-                    raise CaptureError(f"block at offset {base + pos} has an invalid length {blen}", base + pos)
-                if pos + blen > end:
-                    self.need = blen
+                if blen < 12 or blen & 3 or blen > max_len or pos + blen > end \
+                        or u32(buf, pos + blen - 4)[0] != blen:
+                    self._check(buf, pos, end, base, blen, u32)
                     break
-                assert u32 is not None
-                if u32(buf, pos + blen - 4)[0] != blen:
-                    raise CaptureError(
-                        f"block at offset {base + pos}: trailing length {u32(buf, pos + blen - 4)[0]} "
-                        f"does not match {blen}",
-                        base + pos,
-                    )
-                if btype == BT_EPB:
-                    if blen < 32:  # unpacking would read past the block
-                        raise CaptureError(
-                            f"packet block at offset {base + pos} too short ({blen} bytes)", base + pos)
-                    self.pos = pos
-                    yield pos, blen, section  # type: ignore[misc]
-                elif new is not None:
+                if new is not None:
                     parse_shb(buf, pos, blen, new)
                     section = self.section = new
                     self.sections.append(new)
-                elif btype == BT_IDB:
+                elif btype == bt_idb:
                     iface = parse_idb(buf, pos, blen, section)  # type: ignore[arg-type]
                     self.interfaces.append(iface)
                     self.origins.add(iface, section)  # type: ignore[arg-type]
@@ -501,6 +497,20 @@ class Blocks:
             raise CaptureError(f"block at offset {base + pos} is corrupt: {exc}", base + pos) from None
         finally:
             self.pos = pos
+
+    def _check(self, buf: bytes, pos: int, end: int, base: int, blen: int, u32) -> None:
+        """A block whose framing is off: raise the damage, or set ``need`` if it is only incomplete."""
+        at = base + pos
+        if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
+            raise CaptureError(f"block at offset {at} has an invalid length {blen}", at)
+        if pos + blen > end:
+            self.need = blen
+            return
+        if u32(buf, pos + blen - 4)[0] != blen:
+            raise CaptureError(
+                f"block at offset {at}: trailing length {u32(buf, pos + blen - 4)[0]} does not match {blen}", at)
+        if blen < 32:  # an EPB: unpacking would read past the block
+            raise CaptureError(f"packet block at offset {at} too short ({blen} bytes)", at)
 
     def cut_short(self, buf: bytes, pos: int, end: int, base: int = 0) -> CaptureError:
         """The error for a block that stops at ``end`` (end of file)."""

@@ -170,16 +170,17 @@ class CaptureReader:
         prefix_end = 28 + PREFIX_LEN
         min_caplen = PREFIX_LEN + _FIXED_LEN
         fixed_unpack = _FIXED.unpack_from
-        offset = 0
+        overhead = EPB_OVERHEAD
+        current = epb = ifaces = None
         try:
             while True:
                 for pos, blen, section in blocks.walk(buf, start, len(buf), self._base):
-                    offset = self._base + pos
-                    iface_id, ts_high, ts_low, caplen, olen = section.epb.unpack_from(buf, pos + 8)
-                    ifaces = section.interfaces
+                    if section is not current:
+                        current, epb, ifaces = section, section.epb.unpack_from, section.interfaces
+                    iface_id, ts_high, ts_low, caplen, olen = epb(buf, pos + 8)
                     # fast path: whole packet, standard tags, no fds, no options but epb_flags
                     if caplen == olen and iface_id < len(ifaces) and min_caplen <= caplen \
-                            and blen <= (caplen + 3 & ~3) + EPB_OVERHEAD:
+                            and blen <= (caplen + 3 & ~3) + overhead:
                         iface = ifaces[iface_id]
                         p = pos + prefix_end
                         if iface.ours and buf[pos + 28 : p] == prefix:
@@ -205,7 +206,7 @@ class CaptureReader:
                         continue
                     if isinstance(got, str):
                         if not self.frames_read:
-                            raise CaptureFormatError(got, offset)
+                            raise CaptureFormatError(got, self._base + pos)
                         self.skipped += 1
                         continue
                     if origins.multi:
@@ -224,10 +225,12 @@ class CaptureReader:
             if not self.frames_read:
                 raise
             # after frames of ours, a bad later section header is damage, not a foreign file
+            offset = self._base + blocks.pos
             self.error = CaptureError(exc.reason, offset if exc.offset is None else exc.offset)
         except CaptureError as exc:
             self.error = exc
         except (ArithmeticError, LookupError, ValueError, struct.error) as exc:  # a last safety net
+            offset = self._base + blocks.pos
             self.error = CaptureError(f"block at offset {offset} is corrupt: {exc}", offset)
         finally:
             self.close()
