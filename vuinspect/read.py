@@ -172,15 +172,15 @@ class _Progress:
 
     WIDTH = 30
 
-    def __init__(self, path: str, reader: Any) -> None:
-        self.file = getattr(reader, "_file", None)
-        self.total = os.path.getsize(path)
-        self.name = os.path.basename(path)
+    def __init__(self, name: str, total: int, position: Callable[[], int]) -> None:
+        self.name = os.path.basename(name)
+        self.total = total
+        self.position = position
         self.shown = -1
 
     def update(self) -> None:
         try:
-            done = self.file.tell() if self.file is not None else 0
+            done = self.position()
         except (OSError, ValueError):
             return
         pct = min(100, done * 100 // max(1, self.total))
@@ -197,13 +197,60 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _want_progress(path: str, stats: bool) -> bool:
+class _Concat:
+    """Several pcapng files as one byte stream, like ``cat a b | vuinspect read -``: each
+    file is a new section, so the reader gives each its own origin (distinct conns)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.sizes = [os.path.getsize(p) for p in paths]
+        self.name = paths[0]
+        self._i = -1
+        self._file: Any = None
+        self._done = 0  # bytes of the files already finished
+        self.position = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            if self._file is None:
+                if self._i + 1 >= len(self.paths):
+                    return b""
+                self._i += 1
+                self.name = self.paths[self._i]
+                self._file = open(self.name, "rb", buffering=0)  # noqa: SIM115 - closed below
+            data = self._file.read(n if n and n > 0 else 1 << 20)
+            if data:
+                self.position += len(data)
+                return data
+            self._file.close()
+            self._file = None
+
+    def where(self, offset: int) -> tuple[str, int]:
+        """(file, offset in it) of an offset in the stream."""
+        for path, size in zip(self.paths, self.sizes, strict=True):
+            if offset < size:
+                return path, offset
+            offset -= size
+        return self.paths[-1], offset + self.sizes[-1]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _is_pcapng(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x0a\x0d\x0d\x0a"
+
+
+def _want_progress(path: str, stats: bool, size: int) -> bool:
     """Only when stderr is a terminal that would otherwise sit idle: --stats, or stdout
     redirected to a file (a pipe to less or head keeps the terminal to itself)."""
     if path == "-" or not sys.stderr.isatty():
         return False
     try:
-        if os.path.getsize(path) < PROGRESS_MIN_BYTES:
+        if size < PROGRESS_MIN_BYTES:
             return False
         if stats:
             return True
@@ -269,32 +316,51 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Readers:
-    """The frames of several capture files in sequence, as one stream (with a progress bar)."""
+    """The frames of several capture files in sequence, as one stream (with a progress bar).
+
+    Several pcapng files are read as one concatenated stream (each file a new
+    origin, so their connection numbers stay apart); otherwise one after another.
+    """
 
     def __init__(self, files: list[str], stats: bool) -> None:
-        self.files = files
         self.stats = stats
         self.damaged: list[str] = []
         self.reader: Any = None
         self.progress: _Progress | None = None
+        self.units: list[str | _Concat] = list(files)
+        if len(files) > 1 and "-" not in files:
+            for path in files:
+                self._open(path).close()  # each one a capture: its own error line
+            if all(_is_pcapng(p) for p in files):
+                self.units = [_Concat(files)]
 
-    def _open(self, path: str) -> Any:
+    def _open(self, unit: str | _Concat) -> Any:
         from .capture import CaptureError, CaptureFormatError, CaptureReader
 
+        name = unit.name if isinstance(unit, _Concat) else unit
         try:
-            return CaptureReader(sys.stdin.buffer if path == "-" else path)
+            return CaptureReader(sys.stdin.buffer if unit == "-" else unit)  # type: ignore[arg-type]
         except CaptureFormatError as exc:
-            raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
+            raise CliError(f"{name}: not a vuinspect capture: {exc.reason}") from None
         except CaptureError as exc:
-            raise CliError(f"{path}: {exc.reason}") from None
+            raise CliError(f"{name}: {exc.reason}") from None
+
+    def _progress(self, unit: str | _Concat, reader: Any) -> _Progress | None:
+        if isinstance(unit, _Concat):
+            if not _want_progress(unit.paths[0], self.stats, sum(unit.sizes)):
+                return None
+            return _Progress(unit.paths[-1], sum(unit.sizes), lambda: unit.position)
+        if unit == "-" or not _want_progress(unit, self.stats, os.path.getsize(unit)):
+            return None
+        file = getattr(reader, "_file", None)  # the reader's own file: its offset is progress
+        return _Progress(unit, os.path.getsize(unit), file.tell) if file is not None else None
 
     def frames(self) -> Iterator[Any]:
         from .capture import CaptureFormatError
 
-        for path in self.files:
-            self.reader = reader = self._open(path)
-            progress = self.progress = (_Progress(path, reader)
-                                        if _want_progress(path, self.stats) else None)
+        for unit in self.units:
+            self.reader = reader = self._open(unit)
+            progress = self.progress = self._progress(unit, reader)
             try:
                 if progress is None:
                     yield from reader
@@ -304,12 +370,17 @@ class _Readers:
                             progress.update()
                         yield frame
             except CaptureFormatError as exc:
-                raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
+                name = unit.name if isinstance(unit, _Concat) else unit
+                raise CliError(f"{name}: not a vuinspect capture: {exc.reason}") from None
             finally:
                 self.close()
+                if isinstance(unit, _Concat):
+                    unit.close()
             if reader.error is not None:
                 err = reader.error
-                where = f" at byte {err.offset}" if err.offset is not None else ""
+                path, offset = (unit.where(err.offset) if isinstance(unit, _Concat)
+                                and err.offset is not None else (unit, err.offset))
+                where = f" at byte {offset}" if offset is not None else ""
                 self.damaged.append(f"{path}: capture damaged{where}: {err.reason}; "
                                     f"{reader.frames_read} whole frames before it were read")
 

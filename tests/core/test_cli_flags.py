@@ -44,6 +44,29 @@ def test_dash_r_reads_a_file_and_several_files_read_in_sequence(capsys, device_s
     assert code == 2 and "no capture file" in err
 
 
+def test_several_files_keep_their_connections_apart(capsys, device_start_capture,
+                                                    every_message_capture):
+    """Two runs that both used conn 1 (as mergecap or cat of them would) stay two
+    connections: each file is its own origin."""
+    again = device_start_capture.with_name("again.pcapng")
+    again.write_bytes(device_start_capture.read_bytes())
+    files = (str(device_start_capture), str(again))
+    code, out, _ = cli(capsys, "read", "-T", "fields", "-e", "conn", "-e", "name", *files)
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [conn for conn, name in rows if name == "OPEN"] == ["1", "2"]
+    assert len(rows) == 2 * N
+    code, out, _ = cli(capsys, "read", "--stats", "--json", *files)
+    assert [c["conn"] for c in json.loads(out)["connections"]] == [1, 2]
+    cut = every_message_capture.with_name("cut.pcapng")
+    cut.write_bytes(every_message_capture.read_bytes()[:-30])
+    code, out, err = cli(capsys, "read", str(device_start_capture), str(cut))
+    assert code == 2 and f"{cut}: capture damaged at byte" in err, err
+    text = every_message_capture.with_name("notes.txt")
+    text.write_text("hello\n")
+    code, out, err = cli(capsys, "read", str(device_start_capture), str(text))
+    assert code == 1 and out == "" and f"{text}: not a vuinspect capture" in err
+
+
 def test_time_formats(capsys, device_start_capture):
     def times(fmt: str) -> list[str]:
         code, out, _ = cli(capsys, "read", "-t", fmt, str(device_start_capture))
