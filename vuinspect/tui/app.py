@@ -54,7 +54,8 @@ class PromptInput(Input):
     focus closes it, so typed keys never run as commands.
     """
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", show=False),
+    BINDINGS = [Binding("enter", "submit", "Accept"),
+                Binding("escape", "cancel", "Cancel"),
                 Binding("tab,shift+tab", "stay", show=False)]
 
     def action_cancel(self) -> None:
@@ -76,7 +77,7 @@ class VuInspectApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         # Esc then q typed quickly arrives as alt+q from a real terminal: still a quit.
-        Binding("alt+q", "quit", "Quit", show=False),
+        Binding("alt+q", "quit_now", "Quit", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("1", "view('messages')", "List", show=False),
         Binding("2", "view('state')", "State"),
@@ -183,6 +184,14 @@ class VuInspectApp(App[None]):
         self.model.start()
         self.set_interval(self.poll_interval, self.poll)
         self.poll()
+
+    async def action_quit_now(self) -> None:
+        """Esc then q typed fast (alt+q): quit, even from an input (Esc meant: leave it)."""
+        await self.action_quit()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While an input has focus the app's commands are off (and out of the footer)."""
+        return not (action in _COMMANDS and isinstance(self.focused, Input))
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_hex(event.size.width)
@@ -656,3 +665,8 @@ class VuInspectApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield from palette_commands(self)
+
+
+# The app's key commands: off while an input has focus (see check_action).
+_COMMANDS = frozenset(b.action.partition("(")[0] for b in VuInspectApp.BINDINGS
+                      if isinstance(b, Binding) and b.action != "quit_now")

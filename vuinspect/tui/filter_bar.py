@@ -47,9 +47,10 @@ class FilterSuggester(Suggester):
 
 
 class FilterInput(Input):
-    BINDINGS = [Binding("escape", "leave", "Back to list", show=False),
-                Binding("tab", "complete", "Complete", show=False),
-                Binding("shift+tab", "complete", "Complete", show=False)]
+    BINDINGS = [Binding("enter", "submit", "Apply"),
+                Binding("tab", "complete", "Complete"),
+                Binding("shift+tab", "complete", "Complete", show=False),
+                Binding("escape", "leave", "Back to list")]
 
     class Leave(TMessage):
         pass
