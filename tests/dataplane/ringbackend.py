@@ -9,12 +9,15 @@ fill up: a stalled back-end made on purpose.
 
 from __future__ import annotations
 
+import mmap
 import socket
 import struct
 import threading
 from dataclasses import dataclass
 
-from vuinspect.dataplane import GuestMemory, RegionSpec, RingConfig
+from vuinspect.dataplane import GuestMemory, PackedTracker, RegionSpec, RingConfig, sample
+from vuinspect.dataplane.inflight import in_flight_chains
+from vuinspect.dataplane.rings import DESC_F_AVAIL, DESC_F_USED, read_avail_entries
 from vuinspect.testing import wire
 
 VERSION_1, PROTOCOL_FEATURES, EVENT_IDX, RING_PACKED = 1 << 32, 1 << 30, 1 << 29, 1 << 34
@@ -41,6 +44,9 @@ class RingBackend:
         self.mem = GuestMemory()
         self.vrings: dict[int, VringInfo] = {}
         self.requests: list[int] = []
+        # the test's own writable view, to play the device in ``consume`` (the library never writes)
+        self._rw: list[tuple[RegionSpec, mmap.mmap, int]] = []
+        self._used: dict[int, PackedTracker] = {}  # packed: where the device writes next
         self.lock = threading.RLock()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -87,6 +93,11 @@ class RingBackend:
                 n = struct.unpack_from("=I", p)[0]
                 specs = [RegionSpec(*REGION.unpack_from(p, 8 + 32 * i)) for i in range(n)]
                 self.mem.set_table(specs, msg.fds)
+                self._unmap_rw()
+                for spec, fd in zip(specs, msg.fds, strict=False):
+                    start = spec.mmap_offset - spec.mmap_offset % mmap.PAGESIZE
+                    m = mmap.mmap(fd, spec.memory_size + spec.mmap_offset - start, offset=start)
+                    self._rw.append((spec, m, spec.mmap_offset - start))
             elif r in (wire.SET_VRING_NUM, wire.SET_VRING_BASE):
                 index, num = struct.unpack_from("=II", p)
                 ring = self.vrings.setdefault(index, VringInfo())
@@ -110,6 +121,50 @@ class RingBackend:
             return wire.U64.pack(0)
         return None
 
+    def _write(self, uva: int, data: bytes) -> None:
+        for spec, m, delta in self._rw:
+            if spec.userspace_addr <= uva < spec.userspace_addr + spec.memory_size:
+                off = uva - spec.userspace_addr + delta
+                m[off:off + len(data)] = data
+                return
+        raise ValueError(f"uva {uva:#x} in no region")
+
+    def consume(self, index: int) -> int:
+        """Play the device: mark every available buffer of ``index`` used; returns how many."""
+        with self.lock:
+            cfg = self.config(index)
+            if cfg is None:
+                return 0
+            if not cfg.packed:
+                s = sample(self.mem, cfg)
+                heads = read_avail_entries(self.mem, cfg, s.used_idx, s.in_flight)
+                for k, head in enumerate(heads):
+                    slot = (s.used_idx + k) % cfg.num
+                    self._write(cfg.used + 4 + 8 * slot, struct.pack("<II", head, 0))
+                self._write(cfg.used + 2, struct.pack("<H", (s.used_idx + len(heads)) & 0xFFFF))
+                return len(heads)
+            t = self._used.setdefault(index, PackedTracker.from_base(
+                cfg.num, self.vrings[index].base))
+            s = sample(self.mem, cfg, 0, t)
+            chains = in_flight_chains(self.mem, cfg, s)
+            for chain in chains:
+                slots = max(1, sum(not d.indirect_table for d in chain.descs))
+                bits = DESC_F_AVAIL | DESC_F_USED if t.used_wrap else 0
+                ident = chain.descs[0].next if chain.descs else 0
+                self._write(cfg.desc + 16 * t.used_pos + 8, struct.pack("<IHH", 0, ident, bits))
+                t.used_pos += slots
+                if t.used_pos >= cfg.num:
+                    t.used_pos -= cfg.num
+                    t.used_wrap ^= 1
+                t.used_count = (t.used_count + slots) & 0xFFFF
+            return len(chains)
+
+    def _unmap_rw(self) -> None:
+        for _, m, _ in self._rw:
+            m.close()
+        self._rw.clear()
+
     def close(self) -> None:
         with self.lock:
             self.mem.close()
+            self._unmap_rw()

@@ -225,3 +225,21 @@ def test_packed_used_skips_the_chain_whatever_descriptor_carries_the_id(guest):
     ring.mark_used(6, 2)
     s = sample(mem, cfg, 1, tracker)
     assert (s.used_pos, s.in_flight) == (5, 0)
+
+
+def test_packed_used_marks_overwritten_by_the_driver_still_count(guest):
+    """The driver reclaims used slots and reuses them before the next sample."""
+    img, mem = guest
+    ring = PackedRing(img, 4)
+    cfg = ring.config()
+    tracker = PackedTracker(4)
+    for k in range(4):
+        ring.make_available(k, [(GPA, 16, 0)])
+    assert sample(mem, cfg, 0, tracker).in_flight == 4
+    for k in range(4):
+        ring.mark_used(k, 1)
+    ring.make_available(7, [(GPA, 16, 0)])  # slots 0 and 1 again: their used marks are gone
+    ring.make_available(8, [(GPA, 16, 0)])
+    s = sample(mem, cfg, 1, tracker)
+    assert (s.avail_idx, s.used_idx, s.in_flight) == (6, 4, 2)
+    assert (s.avail_pos, s.avail_wrap, s.used_pos, s.used_wrap) == (2, 0, 0, 0)

@@ -324,18 +324,32 @@ class PackedTracker:
         return n
 
     def walk(self, mem: GuestMemory, cfg: RingConfig) -> None:
-        """Advance both positions over what the driver / device marked (<= num steps each)."""
+        """Advance both positions over what the driver / device marked (<= 3·num reads).
+
+        A packed ring keeps no used index: once the driver has reclaimed a used
+        slot and made it available again, the used mark is gone.  So the avail
+        walk also moves the used position: the driver may only reuse a slot
+        the device used, hence an available descriptor beyond a full ring
+        proves that many slots were used.  Exact while the driver moves less
+        than a lap (num slots) between two walks.
+        """
+        self._walk_used(mem, cfg)
         steps = 0
-        while steps < self.num and self.slots_in_flight() < self.num:
+        while steps < self.num:
             _, _, _, flags = read_packed_desc(mem, cfg, self.avail_pos)
             if not _is_avail(flags, self.avail_wrap):
                 break
             n = self._chain_slots(mem, cfg, self.avail_pos)
-            n = min(n, self.num - self.slots_in_flight())
+            room = self.num - self.slots_in_flight()
+            if n > room:
+                self._advance_used(n - room)
             steps += n
             self._advance_avail(n)
         if len(self.chain_len) > 4 * self.num:  # ids are < num for a sane driver
             self.chain_len.clear()
+        self._walk_used(mem, cfg)
+
+    def _walk_used(self, mem: GuestMemory, cfg: RingConfig) -> None:
         steps = 0
         while steps < self.num and self.slots_in_flight():
             _, _, ident, flags = read_packed_desc(mem, cfg, self.used_pos)
@@ -343,11 +357,14 @@ class PackedTracker:
                 break
             n = max(1, min(self.chain_len.get(ident, 1), self.slots_in_flight()))
             steps += n
-            self.used_count = u16(self.used_count + n)
-            self.used_pos += n
-            if self.used_pos >= self.num:
-                self.used_pos -= self.num
-                self.used_wrap ^= 1
+            self._advance_used(n)
+
+    def _advance_used(self, n: int) -> None:
+        self.used_count = u16(self.used_count + n)
+        self.used_pos += n
+        if self.used_pos >= self.num:
+            self.used_pos -= self.num
+            self.used_wrap ^= 1
 
     def _advance_avail(self, n: int) -> None:
         self.avail_count = u16(self.avail_count + n)
