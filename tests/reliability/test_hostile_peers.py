@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import socket
 import struct
 import subprocess
@@ -137,6 +138,10 @@ def test_fd_hoarding_is_bounded(sockdir: str, procs: Procs, backend: Backend) ->
         # while (or after) the attack: other connections are accepted and relayed
         works(px, backend)
         peak = max(peak, fd_count(proxy.pid))
+        # the peer insisted: its connection is cut (EOF, or a reset with its bytes unread)
+        attacker.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert attacker.recv(1) == b""
     finally:
         attacker.close()
         os.close(fd)
@@ -147,8 +152,7 @@ def test_fd_hoarding_is_bounded(sockdir: str, procs: Procs, backend: Backend) ->
     assert stop(proxy) == 0
     texts = notes(cap)
     assert any("could not be forwarded" in t for t in texts), texts
-    assert sent < 20, "a peer that insists is cut"
-    assert any("cut" in t for t in texts), texts
+    assert any("connection cut" in t for t in texts), texts
     report("hostile_fd_hoarding", sends_accepted=sent, proxy_fds_base=base, proxy_fds_peak=peak)
 
 
@@ -241,22 +245,37 @@ def test_reconnect_storm_python_client(sockdir: str, procs: Procs) -> None:
            capture_bytes=os.path.getsize(cap))
 
 
-def test_reconnect_storm_testpmd(sockdir: str, procs: Procs) -> None:
-    """The real client of the report: dpdk-testpmd net_vhost client=1, target missing."""
+@contextlib.contextmanager
+def small_testpmd(sock: str, log_dir: str) -> Iterator[None]:
+    """dpdk-testpmd with a net_vhost client port on ``sock``: runners.testpmd's command line
+    with 256 MiB and 2048 mbufs (starts in 0.5 s instead of 2.6 s), stopped and cleaned up."""
     from vuinspect.demo import runners
 
     try:
-        runners.require("dpdk-testpmd")
+        program = runners.require("dpdk-testpmd")
     except runners.MissingProgram as exc:
         pytest.skip(str(exc))
+    prefix = f"vuinspect{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    argv = [program, "--no-huge", "-m", "256", "--no-pci", f"--file-prefix={prefix}",
+            "--log-level=lib.eal:error", "--vdev", f"net_vhost0,iface={sock},queues=1,client=1",
+            "--", "--nb-cores=1", "--total-num-mbufs=2048"]
+    try:
+        with runners.running("testpmd", argv, Path(log_dir), stdin=subprocess.PIPE,
+                             stop=runners._close_stdin):
+            yield
+    finally:
+        shutil.rmtree(Path("/var/run/dpdk") / prefix, ignore_errors=True)
+
+
+def test_reconnect_storm_testpmd(sockdir: str, procs: Procs) -> None:
+    """The real client of the report: dpdk-testpmd net_vhost client=1, target missing."""
     px = os.path.join(sockdir, "px.sock")
     cap = os.path.join(sockdir, "cap.pcapng")
     proxy = start_limited_proxy(procs, px, os.path.join(sockdir, "missing.sock"), "-w", cap)
-    with runners.testpmd(Path(px), Path(sockdir)):
-        wait_line(proxy, "could not connect", 30)
-        t0 = time.monotonic()
+    t0 = time.monotonic()
+    with small_testpmd(px, sockdir):
         time.sleep(5.0)
-        seconds = time.monotonic() - t0
+    seconds = time.monotonic() - t0
     assert stop(proxy) == 0
     log = log_text(proxy).splitlines()
     made = 1 + sum(coalesced(notes(cap)))
