@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -359,3 +360,31 @@ def test_stop_is_quick_when_the_summary_lines_block(sockdir, procs) -> None:
     assert rc == 0
     assert took < 5.0, f"stop took {took:.1f} s"
     assert "could not write its output" in log_text(proxy)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="no tshark")
+def test_tshark_capture_filter_through_the_extcap(sockdir, procs) -> None:
+    """`tshark -i vhostuser -f FILTER`: Wireshark hands the filter to the extcap, which
+    records only the matching messages (validation: the test above)."""
+    home = os.path.join(sockdir, "home")
+    env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"))
+    subprocess.run([sys.executable, "-m", "vuinspect", "install-dissector", "--extcap"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
+    out = os.path.join(sockdir, "ts.pcapng")
+    start_backend(procs, be)
+    opts = ["-o", f"extcap.vhostuser.listen:{px}", "-o", f"extcap.vhostuser.connect:{be}"]
+    ts = subprocess.Popen(["tshark", "-i", "vhostuser", "-f", "name == GET_FEATURES", *opts,
+                           "-a", "duration:5", "-w", out], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: os.path.exists(px), timeout=20, what="extcap listening")
+        fe = _session(px, 3)
+        fe.close()
+        ts.wait(30)
+    finally:
+        if ts.poll() is None:
+            ts.kill()
+            ts.wait()
+    data = [f for f in read_frames(out) if f.kind == "data"]
+    assert len(data) == 2 * (1 + 3)
