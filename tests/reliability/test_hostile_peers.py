@@ -245,6 +245,14 @@ def test_reconnect_storm_python_client(sockdir: str, procs: Procs) -> None:
            capture_bytes=os.path.getsize(cap))
 
 
+def _end_testpmd(proc: object) -> None:
+    """testpmd's non-interactive mode waits for Enter: EOF on stdin ends it cleanly."""
+    popen = proc.popen  # type: ignore[attr-defined]
+    if popen.stdin:
+        popen.stdin.close()
+    popen.wait(10)
+
+
 @contextlib.contextmanager
 def small_testpmd(sock: str, log_dir: str) -> Iterator[None]:
     """dpdk-testpmd with a net_vhost client port on ``sock``: runners.testpmd's command line
@@ -261,7 +269,7 @@ def small_testpmd(sock: str, log_dir: str) -> Iterator[None]:
             "--", "--nb-cores=1", "--total-num-mbufs=2048"]
     try:
         with runners.running("testpmd", argv, Path(log_dir), stdin=subprocess.PIPE,
-                             stop=runners._close_stdin):
+                             stop=_end_testpmd):
             yield
     finally:
         shutil.rmtree(Path("/var/run/dpdk") / prefix, ignore_errors=True)
