@@ -243,3 +243,22 @@ def test_packed_used_marks_overwritten_by_the_driver_still_count(guest):
     s = sample(mem, cfg, 1, tracker)
     assert (s.avail_idx, s.used_idx, s.in_flight) == (6, 4, 2)
     assert (s.avail_pos, s.avail_wrap, s.used_pos, s.used_wrap) == (2, 0, 0, 0)
+
+
+def test_backwards_is_not_claimed_when_the_ring_may_have_lapped(guest):
+    img, mem = guest
+    ring = SplitRing(img, 256)
+    ring.set_avail_idx(1000)
+    ring.set_used_idx(990)
+    a = sample(mem, ring.config(), 0)
+    ring.set_avail_idx(900)  # 100 behind: or 65 436 ahead
+    ring.set_used_idx(890)
+    b = sample(mem, ring.config(), 100_000_000)
+    assert [p.code for p in diff(a, b).problems] == ["ring_backwards", "ring_backwards"]
+    fast = diff(a, b, rate_hint=1_000_000.0)  # 1 M slots/s: 100 000 in 100 ms
+    assert fast.aliased and not fast.problems and fast.used_advanced == 0
+    slow = diff(a, sample(mem, ring.config(), 200_000_000), rate_hint=1000.0)
+    assert not slow.aliased and slow.problems
+    ring.set_used_idx(900)
+    d = diff(b, sample(mem, ring.config(), 300_000_000))
+    assert d.used_advanced == 10 and d.rate == pytest.approx(10 / 0.2)

@@ -41,7 +41,9 @@ How it plugs in (the integration step):
    ``PackedTracker.from_base(num, base)`` for packed rings (base from
    SET_VRING_BASE) and a ``SplitTracker`` for split rings.  Every interval and
    at each vring control message: ``s = sample(mem, cfg, now, tracker)``;
-   ``d = diff(last, s)``; ``tracker.update(mem, cfg, s)`` (split); emit a
+   ``d = diff(last, s, rate_hint=last_d.rate)`` (``last`` only from the same
+   ring start: after SET_VRING_BASE or a reset the indices restart);
+   ``tracker.update(mem, cfg, s)`` (split); emit a
    ``ring`` frame from ``s.to_json()`` only when ``d`` is truthy (plus start
    and stop), with ``s.problems + d.problems + update problems``.
 3. Detail on demand (TUI Enter, ``read --rings --detail``):

@@ -172,21 +172,32 @@ class SampleDiff:
     used_advanced: int
     dt_ns: int
     problems: tuple[DataProblem, ...] = ()
+    aliased: bool = False  # the ring may have lapped the u16 counters: advances unknown
 
     def __bool__(self) -> bool:
         return bool(self.changed)
 
+    @property
+    def rate(self) -> float:
+        """Used slots per second over this interval (the hint for the next ``diff``)."""
+        return self.used_advanced * 1e9 / self.dt_ns if self.dt_ns > 0 else 0.0
 
-def diff(old: RingSample, new: RingSample) -> SampleDiff:
-    """Changed fields between two samples of one vring, and impossible moves.
+
+def diff(old: RingSample, new: RingSample, rate_hint: float = 0.0) -> SampleDiff:
+    """Changed fields between two samples of one ring start, and impossible moves.
 
     The u16 counters alias after 65536 steps: a move 'back' by at most ``num``
-    is reported as ``ring_backwards`` (a ring that really advanced 65536 - k
-    slots between two samples looks the same; sample faster than that).
+    is ``ring_backwards`` unless ``rate_hint`` (slots/s, e.g. the last diff's
+    ``rate``) says the ring could have lapped the counter in between; then the
+    diff is ``aliased`` and claims no advance.  Diff only within one ring start:
+    after SET_VRING_BASE or a reset the indices restart.
     """
     changed = {n: (getattr(old, n), getattr(new, n)) for n in _COMPARED
                if getattr(old, n) != getattr(new, n)}
     problems = []
+    aliased = rate_hint * max(new.ts_ns - old.ts_ns, 0) / 1e9 >= 0x10000 - 2 * new.num
+    if aliased:
+        return SampleDiff(changed, 0, 0, new.ts_ns - old.ts_ns, (), True)
     if old.ok and new.ok:
         for name in ("avail_idx", "used_idx"):
             back = u16(getattr(old, name) - getattr(new, name))
