@@ -96,6 +96,8 @@ async def test_filter_completion_offers_choices(demo_path: Path) -> None:
         await pilot.pause()
         text = screen_text(app)
         assert "reply_flags" in text and "reserved_flags" in text
+        lines = text.splitlines()  # the caret stays under 're' (the status is never wrapped)
+        assert lines[2].index("^") == lines[1].index("problems") + len("problems == ")
         assert complete("conn == 2 and need")[0] == "conn == 2 and need_reply "
 
 

@@ -122,15 +122,18 @@ class FilterBar(Vertical):
 
     def _show_state(self, value: str, choices: list[str] | None = None) -> None:
         if self.error is not None:
-            msg = Text(" " * min(self.error.position, 200) + "^ ", style="bold red")
+            # one line each (never wrapped, so the caret stays under its character)
+            msg = Text(" " * min(self.error.position, 200) + "^ ", style="bold red",
+                       no_wrap=True, overflow="ellipsis")
             msg.append(self.error.message, style="red")
             word, found = candidates(value)
             if found and word:
-                msg.append("   Tab: " + " ".join(found[:8]), style="dim")
+                msg.append("\nTab: " + " ".join(found[:12]), style="dim")
             self.set_status(msg)
         elif choices:
             self.set_status(Text("Tab: " + " ".join(choices[:12])
-                                 + (" …" if len(choices) > 12 else ""), style="cyan"))
+                                 + (" …" if len(choices) > 12 else ""), style="cyan",
+                                 no_wrap=True, overflow="ellipsis"))
         elif value.strip() != self.applied:
             self.set_status(Text("valid filter: Enter applies it, Escape keeps the old one",
                                  style="green"))
