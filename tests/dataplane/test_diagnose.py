@@ -162,3 +162,16 @@ def test_receive_queues_wait_for_data_without_being_stalled():
     assert diagnose(posted, now_ns=60 * S, resets=[61 * S], receive=True) == []
     assert [f.code for f in diagnose(posted, now_ns=60 * S, resets=[61 * S])] == \
         ["backend_stalled", "ring_reset_in_flight"]
+
+
+def test_long_series_are_linear():
+    import time
+    n = 50_000
+    series = [smp(k / 100, k // 3 * 3, k // 3 * 3 - (k % 3)) for k in range(n)]
+    notifies = [sig("kick", k / 100 + 0.001) for k in range(n)] + \
+        [sig("call", k / 100 + 0.002) for k in range(n)]
+    t0 = time.monotonic()
+    f = diagnose(series, notifies, trace_kicks=True, trace_calls=True,
+                 resets=[k * S for k in range(0, n // 100, 7)])
+    assert time.monotonic() - t0 < 10
+    assert not [x for x in f if x.code in ("backend_stalled", "lost_kick", "lost_call")]

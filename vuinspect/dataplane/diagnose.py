@@ -159,6 +159,7 @@ class _Open:
     window: int  # signals after this time count
     sample: RingSample
     finding: Finding | None = None
+    at: int = -1  # the finding's place in the output list
 
 
 # Queues whose available buffers wait for data from the device (a quiet network,
@@ -223,13 +224,13 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
         w.finding = Finding(code, s.vring, w.since, w.since + limits[code], s.avail_idx,
                             s.used_idx, s.in_flight, f"vring {s.vring}: {what} for "
                             f"{(t - w.since) / NS:.1f} s")
+        w.at = len(out)
         out.append(w.finding)
 
     def close(code: str, t: int, how: str) -> None:
         w = watch.pop(code, None)
         if w is not None and w.finding is not None:
-            i = out.index(w.finding)
-            out[i] = replace(w.finding, until_ns=t, resolution=how)
+            out[w.at] = replace(w.finding, until_ns=t, resolution=how)
 
     def signal_close(t: int) -> None:
         """Resolve kick/call waits by a signal seen up to ``t``, or fire them."""
@@ -252,8 +253,8 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
         if reset_open is not None and (
                 s.used_idx != reset_open.sample.used_idx or s.in_flight == 0):
             if reset_open.finding is not None:
-                i = out.index(reset_open.finding)
-                out[i] = replace(reset_open.finding, until_ns=s.ts_ns, resolution="progress")
+                out[reset_open.at] = replace(reset_open.finding, until_ns=s.ts_ns,
+                                             resolution="progress")
             reset_open = None
         if prev is None:
             if s.in_flight:
@@ -292,8 +293,8 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
             f = Finding("ring_reset_in_flight", s.vring, t, t, s.avail_idx, s.used_idx,
                         s.in_flight, f"vring {s.vring}: stopped or reset with {s.in_flight} "
                         f"in flight (avail idx {s.avail_idx}, used idx {s.used_idx})")
+            reset_open = _Open(t, t, s, f, len(out))
             out.append(f)
-            reset_open = _Open(t, t, s, f)
         prev = None  # the next sample starts the restarted ring afresh
 
     i = j = 0
