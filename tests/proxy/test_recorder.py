@@ -193,3 +193,23 @@ def test_count_keeps_exactly_n_data_frames(tmp_path) -> None:
     rec.close()
     got = list(read_frames(base))
     assert len([f for f in got if f.kind == "data"]) == 7
+
+
+def test_capture_filter_keeps_its_budget_under_sustained_load(tmp_path) -> None:
+    """Frames the filter leaves out are taken off the budget too (else it fills for good)."""
+    path = tmp_path / "rec.pcapng"
+    rec = Recorder(str(path), budget=256 << 10, interval=0.001, capture_filter="name == GET_FEATURES")
+    rec.start()
+    rec.event(_frames()[0])
+    noise = wire.pack(wire.SET_VRING_NUM, 1, bytes(8))
+    for i in range(4000):  # ~100 KiB per 1000 frames: several budgets' worth, none of it kept
+        rec.data(100 + i, 1, "main", "f2b", noise)
+        if i % 500 == 0:
+            time.sleep(0.05)
+    time.sleep(0.2)
+    rec.data(9000, 1, "main", "f2b", wire.pack(wire.GET_FEATURES, 1))
+    rec.close()
+    got = [f for f in read_frames(str(path)) if f.kind == "data"]
+    assert [f.data for f in got] == [wire.pack(wire.GET_FEATURES, 1)]
+    assert rec.filtered == 4000
+    assert rec.dropped == 0

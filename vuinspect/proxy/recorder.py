@@ -131,6 +131,14 @@ class FeedCut(OSError):
     """The viewer's stream was given up (see _Feed)."""
 
 
+def _raw_cost(item: object) -> int:
+    """What a frame queued for the capture filter counts against the budget."""
+    if isinstance(item, bytes):  # the section header
+        return len(item) + BLOCK_COST
+    data = item.data if type(item) is Frame else item[4]  # type: ignore[attr-defined,index]
+    return len(data) + EPB_OVERHEAD + 2 * BLOCK_COST
+
+
 class _CaptureFilter:
     """``--capture-filter``: frames in (writer thread), the blocks of matching messages out.
 
@@ -244,6 +252,7 @@ class Recorder:
             self._feed = _Feed(feed_fd, feed_limit)
             self._outputs.append(self._feed)
         self._chunks.append(Shb(self._encoder.shb))
+        self._queued += len(self._encoder.shb) + BLOCK_COST
         if not defer:
             self.open()
 
@@ -255,6 +264,7 @@ class Recorder:
     def _emit_idb(self, block: bytes) -> None:
         if self._filter is None:
             self._chunks.append(Idb(block))
+            self._queued += len(block) + BLOCK_COST
 
     def _filter_idb(self, block: bytes) -> None:
         self._filter_out.append(Idb(block))
@@ -307,8 +317,9 @@ class Recorder:
         if self._drops:
             self._note_drops(conn)
         if self._filter is not None:
-            self._chunks.append((ts, conn, channel, direction, data, fds))
-            self._queued += len(data) + EPB_OVERHEAD + 2 * BLOCK_COST
+            item = (ts, conn, channel, direction, data, fds)
+            self._chunks.append(item)
+            self._queued += _raw_cost(item)
             return
         try:
             if fds:
@@ -365,7 +376,7 @@ class Recorder:
             return
         if self._filter is not None:
             self._chunks.append(frame)
-            self._queued += len(frame.data) + EPB_OVERHEAD + 2 * BLOCK_COST
+            self._queued += _raw_cost(frame)
             return
         try:
             block = marked_event(self._encoder.frame(frame), frame.kind, frame.conn)
@@ -442,11 +453,14 @@ class Recorder:
             del chunks[:n]
             self._inflight = parts
             if self._filter is not None:
+                taken = sum(map(_raw_cost, parts))
                 parts = self._filtered(parts)
-            buf = b"".join(parts)
+                buf = b"".join(parts)
+            else:
+                buf = b"".join(parts)
+                taken = len(buf) + n * BLOCK_COST
             self._write_all(parts, buf, first)
             self._inflight = []
-            taken = len(buf) + n * BLOCK_COST
             self._queued = 0 if not chunks else self._queued - taken  # (resynced when empty)
             self.bytes_written += len(buf)
 
