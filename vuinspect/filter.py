@@ -233,7 +233,9 @@ def _check_top(name: str, op: str, lit: Any, pos: int) -> Any:
         raise FilterError(f"unknown request name {text!r}{_suggest(text, spec.values)}", pos)
     if spec.values and text.lower() not in {v.lower() for v in spec.values}:
         what = "problem code" if name == "problems" else f"{name} value"
-        raise FilterError(f"unknown {what} {text!r}{_suggest(text, spec.values)}", pos)
+        hint = (f" (one of: {', '.join(spec.values)})" if len(spec.values) <= 6 else
+                _suggest(text, spec.values))
+        raise FilterError(f"unknown {what} {text!r}{hint}", pos)
     return lit
 
 
