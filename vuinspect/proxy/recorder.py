@@ -437,7 +437,7 @@ class Recorder:
     def _guard(self, step: Callable[[], None]) -> None:
         try:
             step()
-        except OSError as exc:
+        except (OSError, CaptureError) as exc:
             self._failed(self._ring, exc)
 
     def _drain(self, first: bool = False) -> None:
@@ -483,12 +483,12 @@ class Recorder:
                     out.write_blocks(parts)
                 else:
                     out.write(buf)
-            except OSError as exc:
+            except (OSError, CaptureError) as exc:  # (a ring's next file may fail to open)
                 if first and not out.quiet:
                     raise
                 self._failed(out, exc)
 
-    def _failed(self, out: object, exc: OSError) -> None:
+    def _failed(self, out: object, exc: Exception) -> None:
         if out not in self._outputs:
             return
         self._outputs.remove(out)
