@@ -167,7 +167,8 @@ def test_fields_command_lists_every_name_and_the_readme_table_is_generated(capsy
 
 
 def test_progress_bar_on_a_terminal_only(tmp_path):
-    """A pty as stderr with stdout to a file: the bar is drawn; piped stderr: nothing."""
+    """stderr a pty and stdout idle (--stats) or a file: the bar is drawn; stdout the same
+    terminal (lines stream), or stderr piped: no bar."""
     import os
     import pty
 
@@ -180,25 +181,38 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
             for f in frames:
                 w.write(f)
     env = {**os.environ, "VUINSPECT_PROGRESS_MIN": "1"}
-    cmd = [sys.executable, "-m", "vuinspect", "read", "--stats", str(big)]
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave, env=env)
-        os.close(slave)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        assert proc.wait(timeout=60) == 0
-    finally:
-        os.close(master)
-    assert b"%" in seen and b"big.pcapng [" in seen, seen
-    piped = subprocess.run(cmd, capture_output=True, env=env, timeout=60)
+    cmd = [sys.executable, "-m", "vuinspect", "read", str(big)]
+
+    def on_pty(args: list[str], stdout_to: str) -> bytes:
+        master, slave = pty.openpty()
+        out = open(tmp_path / "out.txt", "wb") if stdout_to == "file" else (  # noqa: SIM115
+            slave if stdout_to == "pty" else subprocess.DEVNULL)
+        try:
+            proc = subprocess.Popen([*cmd, *args], stdout=out, stderr=slave, env=env)
+            os.close(slave)
+            seen = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            assert proc.wait(timeout=60) == 0
+        finally:
+            os.close(master)
+            if stdout_to == "file":
+                out.close()
+        return seen
+
+    for args, stdout_to in ((["--stats"], "devnull"), ([], "file")):
+        seen = on_pty(args, stdout_to)
+        assert b"%" in seen and b"big.pcapng [" in seen, (args, stdout_to, seen[-200:])
+    assert len((tmp_path / "out.txt").read_bytes().splitlines()) == 100 * N
+    seen = on_pty([], "pty")
+    assert b"big.pcapng [" not in seen and seen.count(b"\n") >= 100 * N
+    piped = subprocess.run([*cmd, "--stats"], capture_output=True, env=env, timeout=60)
     assert piped.returncode == 0 and piped.stderr == b""
 
 
