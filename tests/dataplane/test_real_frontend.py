@@ -36,8 +36,9 @@ from vuinspect.testing import wire
 from .guestimage import fd_count
 from .ringbackend import RingBackend
 
-pytestmark = pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
-                                reason="dpdk-testpmd not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
+                                 reason="dpdk-testpmd not installed"),
+              pytest.mark.timeout(60)]
 RX, TX = 0, 1
 NUM = 256
 S = 1_000_000_000
