@@ -6,6 +6,9 @@ bytes.  Messages split across frames and several messages in one frame are
 both normal.  It never raises: when a header cannot be trusted (``size`` above
 the protocol maximum) it reports ``framing_lost``, passes the bytes on as a raw
 chunk and resynchronises on the next plausible header.  Nothing is dropped.
+A frame that is exactly one message above the maximum (the proxy forwards
+messages whole up to its own, larger limit) is a message flagged ``oversize``,
+its framing kept.
 
 fds are attached the way the kernel delivers them: the fds of a frame belong
 to the message holding the frame's last byte (TECH.md §5).
@@ -116,10 +119,17 @@ class StreamFramer:
         if not self._buf and len(data) >= HEADER_SIZE:
             # Fast path: the frame is exactly one whole message (what the proxy writes).
             req, flags, size = struct.unpack_from(self.order + "III", data, 0)
-            if len(data) == HEADER_SIZE + size and size <= MAX_PAYLOAD:
+            if len(data) == HEADER_SIZE + size:
                 if self._fds:  # fds of an earlier zero-byte frame, if any
                     fds = self._take_fds(0, len(data)) + fds
-                return [RawMessage(data, fds, ts_ns, frame, req, flags, size)]
+                msg = RawMessage(data, fds, ts_ns, frame, req, flags, size)
+                if size > MAX_PAYLOAD:
+                    # The sender framed it whole (the proxy frames up to its own larger
+                    # limit): decode it whole, flagged, instead of losing the framing.
+                    msg.problems.append(problem(
+                        "oversize", f"payload of {size} bytes above the protocol maximum "
+                        f"({MAX_PAYLOAD}); framed whole by the sender"))
+                return [msg]
         out: list[RawMessage] = []
         if not self._buf:
             self._ts = ts_ns

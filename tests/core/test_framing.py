@@ -59,3 +59,20 @@ def test_pipeline_keeps_directions_and_connections_apart():
     msgs += p.feed(Frame(3, 1, "main", "f2b", A[5:]))
     assert [(x.conn, x.name) for x in msgs] == [(2, "SET_VRING_KICK"), (1, "SET_VRING_NUM")]
     assert msgs[1].frame == 3 and msgs[1].ts_ns == 1  # time of the first byte
+
+
+def test_oversize_message_framed_whole_by_the_sender_is_decoded_whole():
+    """Issue 16 item 1: the proxy forwards messages whole up to 64 KiB; one above the
+    protocol's 4096 that fills its frame exactly keeps its framing (flagged oversize)."""
+    big = m(5, struct.pack("<II", 0, 0) + bytes(5000))  # SET_MEM_TABLE, 5008-byte payload
+    out = feed_all([(big, ("memfd",)), (A, ())])
+    assert [x.request for x in out] == [5, 8] and not out[0].raw
+    assert [p.code for p in out[0].problems] == ["oversize"] and out[0].fds == ("memfd",)
+    assert not out[1].problems
+    msgs = Pipeline().run([Frame(1, 1, "main", "f2b", big), Frame(2, 1, "main", "f2b", A)])
+    got = [(x.name, [p.code for p in x.problems]) for x in msgs]
+    assert got[0][0] == "SET_MEM_TABLE" and "oversize" in got[0][1] and "framing_lost" not in got[0][1]
+    assert got[1] == ("SET_VRING_NUM", [])
+    # split across frames, or with more bytes than it announces, it is not trusted as before
+    split = feed_all([(big[:100], ()), (big[100:], ())])
+    assert split[0].raw and "framing_lost" in [p.code for p in split[0].problems]
