@@ -152,3 +152,27 @@ async def test_tui_shows_extreme_timestamps(tmp_path: Path) -> None:
             text += screen_text(app)
         assert app.is_running
     assert "1.845e+28ns" in text  # 2^64-1 s: nanoseconds, marked, in the time column
+
+
+@pytest.mark.parametrize("text", ["(" * 300 + "conn == 1" + ")" * 300,
+                                  " or ".join(["conn == 1"] * 1000), "(" * 100_000],
+                         ids=["300-parens", "1000-terms", "100k-open"])
+async def test_deep_or_long_filters_in_the_bar(tmp_path: Path, text: str) -> None:
+    """Issue 11 item 7 in the TUI: while typing, a deep or long filter is an error or a filter."""
+    from vuinspect.tui.filter_bar import FilterBar
+    from vuinspect.tui.samples import demo_frames
+
+    path = write_capture(tmp_path / "demo.pcapng", demo_frames())
+    app = VuInspectApp(FileSource(path), poll_interval=3600)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("f")
+        bar = app.query_one(FilterBar)
+        bar.input.value = text
+        await pilot.pause()
+        await pilot.press("tab", "enter")
+        await pilot.pause()
+        assert app.is_running
+        if bar.error is None:
+            await settle(pilot, app)
+            assert app.model.filter_text == text.strip()
