@@ -11,10 +11,11 @@ Attribute names are the NDJSON keys and filter names (``vuinspect fields``).
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .filter import compile_filter
 from .frames import Frame
@@ -44,11 +45,59 @@ def _awaits_reply(sessions: dict, msg: Message) -> bool:
     return session is not None and any(p.message is msg for p in session.pending[msg.channel])
 
 
-def open(source: Source, filter: str | None = None, *,  # noqa: A001,A002 - the API's names
+class Concat:
+    """Several pcapng files as one byte stream, like ``cat a b | vuinspect read -``: each
+    file is a new section, so the reader gives each its own origin (distinct conns)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.sizes = [os.path.getsize(p) for p in paths]
+        self.name = paths[0]
+        self._i = -1
+        self._file: Any = None
+        self.position = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            if self._file is None:
+                if self._i + 1 >= len(self.paths):
+                    return b""
+                self._i += 1
+                self.name = self.paths[self._i]
+                self._file = builtins.open(self.name, "rb", buffering=0)  # noqa: SIM115 - closed by read, close
+            data = self._file.read(n if n and n > 0 else 1 << 20)
+            if data:
+                self.position += len(data)
+                return data
+            self._file.close()
+            self._file = None
+
+    def where(self, offset: int) -> tuple[str, int]:
+        """(file, offset in it) of an offset in the stream."""
+        for path, size in zip(self.paths, self.sizes, strict=True):
+            if offset < size:
+                return path, offset
+            offset -= size
+        return self.paths[-1], offset + self.sizes[-1]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def is_pcapng(path: str) -> bool:
+    with builtins.open(path, "rb") as f:
+        return f.read(4) == b"\x0a\x0d\x0d\x0a"
+
+
+def open(source: Source | list[str], filter: str | None = None, *,  # noqa: A001,A002 - the API's names
          device: str | None = None) -> Iterator[Message]:
     """Yield the messages (and connection events) of a capture file, in capture order.
 
-    ``source`` is a path or a binary file object (a pcapng written by vuinspect).
+    ``source`` is a path or a binary file object (a pcapng written by vuinspect), or
+    a list of paths read in sequence as one capture (each file its own origin, so
+    their connection numbers stay apart).
     ``filter`` is an expression of the filter language (``read --filter``); a bad
     one raises :class:`vuinspect.filter.FilterError` at once.  ``device`` names
     virtio feature bits when the capture does not say (blk, net, ...).  A damaged
@@ -59,16 +108,22 @@ def open(source: Source, filter: str | None = None, *,  # noqa: A001,A002 - the 
     from .capture import CaptureReader
 
     predicate = compile_filter(filter) if filter and filter.strip() else None
+    stream = None
+    if isinstance(source, (list, tuple)):
+        paths = [os.fspath(p) for p in source]
+        source = stream = Concat(paths) if len(paths) > 1 else paths[0]
     reader = CaptureReader(source)
-    return _iterate(reader, predicate, Pipeline(device=device))
+    return _iterate(reader, predicate, Pipeline(device=device), stream)
 
 
-def _iterate(reader, predicate, pipeline: Pipeline) -> Iterator[Message]:  # type: ignore[no-untyped-def]
+def _iterate(reader: Any, predicate: Any, pipeline: Pipeline, stream: Any) -> Iterator[Message]:
     try:
         for msg in linked(pipeline, reader):
             if predicate is None or predicate(msg):
                 yield msg
     finally:
         reader.close()
+        if isinstance(stream, Concat):
+            stream.close()
     if reader.error is not None:
         raise reader.error

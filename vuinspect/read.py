@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .api import linked
+from .api import Concat, is_pcapng, linked
 from .cli import CliError
 from .filter import FilterError, compile_filter, field_value
 from .message import Message
@@ -197,53 +197,6 @@ class _Progress:
             sys.stderr.flush()
 
 
-class _Concat:
-    """Several pcapng files as one byte stream, like ``cat a b | vuinspect read -``: each
-    file is a new section, so the reader gives each its own origin (distinct conns)."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self.sizes = [os.path.getsize(p) for p in paths]
-        self.name = paths[0]
-        self._i = -1
-        self._file: Any = None
-        self._done = 0  # bytes of the files already finished
-        self.position = 0
-
-    def read(self, n: int = -1) -> bytes:
-        while True:
-            if self._file is None:
-                if self._i + 1 >= len(self.paths):
-                    return b""
-                self._i += 1
-                self.name = self.paths[self._i]
-                self._file = open(self.name, "rb", buffering=0)  # noqa: SIM115 - closed below
-            data = self._file.read(n if n and n > 0 else 1 << 20)
-            if data:
-                self.position += len(data)
-                return data
-            self._file.close()
-            self._file = None
-
-    def where(self, offset: int) -> tuple[str, int]:
-        """(file, offset in it) of an offset in the stream."""
-        for path, size in zip(self.paths, self.sizes, strict=True):
-            if offset < size:
-                return path, offset
-            offset -= size
-        return self.paths[-1], offset + self.sizes[-1]
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _is_pcapng(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == b"\x0a\x0d\x0d\x0a"
-
-
 def _want_progress(path: str, stats: bool, size: int) -> bool:
     """Only when stderr is a terminal that would otherwise sit idle: --stats, or stdout
     redirected to a file (a pipe to less or head keeps the terminal to itself)."""
@@ -327,17 +280,17 @@ class _Readers:
         self.damaged: list[str] = []
         self.reader: Any = None
         self.progress: _Progress | None = None
-        self.units: list[str | _Concat] = list(files)
+        self.units: list[str | Concat] = list(files)
         if len(files) > 1 and "-" not in files:
             for path in files:
                 self._open(path).close()  # each one a capture: its own error line
-            if all(_is_pcapng(p) for p in files):
-                self.units = [_Concat(files)]
+            if all(is_pcapng(p) for p in files):
+                self.units = [Concat(files)]
 
-    def _open(self, unit: str | _Concat) -> Any:
+    def _open(self, unit: str | Concat) -> Any:
         from .capture import CaptureError, CaptureFormatError, CaptureReader
 
-        name = unit.name if isinstance(unit, _Concat) else unit
+        name = unit.name if isinstance(unit, Concat) else unit
         try:
             return CaptureReader(sys.stdin.buffer if unit == "-" else unit)  # type: ignore[arg-type]
         except CaptureFormatError as exc:
@@ -345,8 +298,8 @@ class _Readers:
         except CaptureError as exc:
             raise CliError(f"{name}: {exc.reason}") from None
 
-    def _progress(self, unit: str | _Concat, reader: Any) -> _Progress | None:
-        if isinstance(unit, _Concat):
+    def _progress(self, unit: str | Concat, reader: Any) -> _Progress | None:
+        if isinstance(unit, Concat):
             if not _want_progress(unit.paths[0], self.stats, sum(unit.sizes)):
                 return None
             return _Progress(unit.paths[-1], sum(unit.sizes), lambda: unit.position)
@@ -370,15 +323,15 @@ class _Readers:
                             progress.update()
                         yield frame
             except CaptureFormatError as exc:
-                name = unit.name if isinstance(unit, _Concat) else unit
+                name = unit.name if isinstance(unit, Concat) else unit
                 raise CliError(f"{name}: not a vuinspect capture: {exc.reason}") from None
             finally:
                 self.close()
-                if isinstance(unit, _Concat):
+                if isinstance(unit, Concat):
                     unit.close()
             if reader.error is not None:
                 err = reader.error
-                path, offset = (unit.where(err.offset) if isinstance(unit, _Concat)
+                path, offset = (unit.where(err.offset) if isinstance(unit, Concat)
                                 and err.offset is not None else (unit, err.offset))
                 where = f" at byte {offset}" if offset is not None else ""
                 self.damaged.append(f"{path}: capture damaged{where}: {err.reason}; "

@@ -66,3 +66,12 @@ def test_readme_scripting_example_runs():
     r = subprocess.run([sys.executable, "-c", block.group(1)], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_several_files_as_one_capture(device_start_capture, tmp_path):
+    again = tmp_path / "again.pcapng"
+    again.write_bytes(device_start_capture.read_bytes())
+    msgs = list(vuinspect.open([device_start_capture, again]))
+    assert len(msgs) == 2 * len(device_start())
+    assert sorted({m.conn for m in msgs}) == [1, 2]
+    assert [m.to_dict() for m in msgs] == read_json(str(device_start_capture), str(again))
