@@ -73,6 +73,9 @@ FIELDS: tuple[FieldSpec, ...] = (
               values=SEVERITIES),
 )
 
+#: the Wireshark field of a name is this prefix + the name (vhost_user.payload.num)
+WIRESHARK_PREFIX = "vhost_user."
+
 BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 ALIASES: dict[str, str] = {a: f.name for f in FIELDS for a in f.aliases}
 

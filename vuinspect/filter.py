@@ -256,7 +256,10 @@ def _check_payload(path: str, op: str, lit: Any, pos: int) -> None:
 
 
 def _field_name(word: str, pos: int) -> tuple[str, str]:
-    """(canonical path, head) of a field word, or a FilterError with a suggestion."""
+    """(canonical path, head) of a field word, or a FilterError with a suggestion.
+
+    Wireshark's spelling ``vhost_user.<name>`` is the same field."""
+    word = word.removeprefix(F.WIRESHARK_PREFIX)
     head, dot, rest = word.partition(".")
     if head == "payload":
         if not rest:

@@ -135,10 +135,11 @@ def _field_text(value: Any) -> str:
 
 
 def _fields_line(names: list[str]) -> Callable[[Message], str]:
-    from .fields import canonical, payload_types
+    from .fields import WIRESHARK_PREFIX, canonical, payload_types
 
     paths = []
     for name in names:
+        name = name.removeprefix(WIRESHARK_PREFIX)  # -e vhost_user.name works too
         if name.startswith("payload.") and payload_types(name[8:]) is not None:
             paths.append(name)
         elif canonical(name) is not None:

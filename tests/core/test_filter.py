@@ -121,7 +121,9 @@ def test_unknown_names_values_types_are_errors(expr, words):
 def test_aliases_and_canonical_names_agree(messages):
     pairs = [("dir == b2f", "direction == b2f"), ("is_reply", "reply"),
              ("problem", "problems"), ("problem_codes == reply_flags", "problems == reply_flags"),
-             ("request == SET_MEM_TABLE", "name == SET_MEM_TABLE"), ("conn == c1", "conn == 1")]
+             ("request == SET_MEM_TABLE", "name == SET_MEM_TABLE"), ("conn == c1", "conn == 1"),
+             ("vhost_user.payload.num > 100", "payload.num > 100"),
+             ("vhost_user.dir == f2b", "direction == f2b")]
     for old, new in pairs:
         assert select(messages, old) == select(messages, new), old
     assert select(messages, "direction == b2f")
