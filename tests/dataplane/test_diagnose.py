@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vuinspect.dataplane import Notify, RingSample, diagnose
 from vuinspect.dataplane.diagnose import needs_call, needs_kick
 
@@ -175,3 +177,12 @@ def test_long_series_are_linear():
                  resets=[k * S for k in range(0, n // 100, 7)])
     assert time.monotonic() - t0 < 10
     assert not [x for x in f if x.code in ("backend_stalled", "lost_kick", "lost_call")]
+
+
+def test_notify_json():
+    n = Notify("call", 3, 10, 20)
+    assert Notify.from_json(n.to_json()) == n
+    for bad in ({"kind": "err"}, {"kind": "kick", "count": -1, "first_ns": 0, "last_ns": 0},
+                {"kind": "kick", "count": True, "first_ns": 0, "last_ns": 0}, None):
+        with pytest.raises(ValueError):
+            Notify.from_json(bad)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+import json
 
-from vuinspect.dataplane import PackedTracker, RingConfig, diff, sample
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vuinspect.dataplane import PackedTracker, RingConfig, RingSample, diff, sample
 from vuinspect.dataplane.rings import sample_split, vring_need_event
 
 from .guestimage import GPA, UVA, PackedRing, SplitRing
@@ -262,3 +267,38 @@ def test_backwards_is_not_claimed_when_the_ring_may_have_lapped(guest):
     ring.set_used_idx(900)
     d = diff(b, sample(mem, ring.config(), 300_000_000))
     assert d.used_advanced == 10 and d.rate == pytest.approx(10 / 0.2)
+
+
+def test_samples_round_trip_through_json_and_reject_garbage(guest):
+    img, mem = guest
+    ring = SplitRing(img, 8, event_idx=True)
+    ring.add_avail(1, 2)
+    samples = [sample(mem, ring.config(), 5),
+               sample(mem, RingConfig(0, 8, 0, 0x1234, 0), 6),
+               sample(mem, PackedRing(img, 4).config(), 7, PackedTracker(4))]
+    for s in samples:
+        assert RingSample.from_json(json.loads(json.dumps(s.to_json()))) == s
+    for bad in ([], {"vring": 0}, {**samples[0].to_json(), "num": -1},
+                {**samples[0].to_json(), "layout": "ring"},
+                {**samples[0].to_json(), "problems": [{"code": "nope", "text": ""}]},
+                {**samples[0].to_json(), "ok": 1}, {**samples[0].to_json(), "avail_idx": True}):
+        with pytest.raises(ValueError):
+            RingSample.from_json(bad)
+
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                          lambda c: st.lists(c, max_size=3)
+                          | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8)
+    keys = st.sampled_from(["vring", "ts_ns", "layout", "num", "ok", "problems", "avail_idx",
+                            "used_event", "avail_pos"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.booleans(),
+           st.dictionaries(keys, values | st.sampled_from(["split", "packed", 3]), max_size=9))
+    def fuzz(start_valid, d):
+        d = {**samples[0].to_json(), **d} if start_valid else d
+        with contextlib.suppress(ValueError):
+            s = RingSample.from_json(d)
+            s.to_json()
+            diff(s, samples[0])
+
+    fuzz()

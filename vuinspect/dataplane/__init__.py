@@ -46,6 +46,9 @@ How it plugs in (the integration step):
    ``tracker.update(mem, cfg, s)`` (split); emit a
    ``ring`` frame from ``s.to_json()`` only when ``d`` is truthy (plus start
    and stop), with ``s.problems + d.problems + update problems``.
+   Offline (``read``, the TUI on a file): ``RingSample.from_json`` and
+   ``Notify.from_json`` rebuild the records from the frames (ValueError on a
+   damaged one), then the same ``diff``/``diagnose`` run: one path.
 3. Detail on demand (TUI Enter, ``read --rings --detail``):
    ``in_flight_chains(mem, cfg, s, session.device)`` -> ``[c.to_json()]``.
 4. Diagnosis: the session keeps each vring's recent samples (bounded, e.g. the

@@ -52,6 +52,20 @@ class Notify:
     first_ns: int
     last_ns: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "count": self.count, "first_ns": self.first_ns,
+                "last_ns": self.last_ns}
+
+    @classmethod
+    def from_json(cls, d: Any) -> Notify:
+        """Inverse of ``to_json`` (a ``notify`` frame read back); ValueError if malformed."""
+        if not isinstance(d, dict) or d.get("kind") not in ("kick", "call"):
+            raise ValueError("a notify record is an object with kind kick or call")
+        values = [d.get(k) for k in ("count", "first_ns", "last_ns")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise ValueError("count, first_ns and last_ns are unsigned integers")
+        return cls(d["kind"], *values)
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:

@@ -69,6 +69,14 @@ class DataProblem:
         return {"code": self.code, "severity": self.info.severity, "text": self.text}
 
 
+def problem_from_json(d: Any) -> DataProblem:
+    """A DataProblem read back (from a capture); ValueError if it is not one we know."""
+    if not isinstance(d, dict) or d.get("code") not in DATAPLANE_CODES \
+            or not isinstance(d.get("text"), str):
+        raise ValueError(f"not a data-plane problem: {d!r:.80}")
+    return DataProblem(d["code"], d["text"])
+
+
 def dp_problem(code: str, text: str | None = None) -> DataProblem:
     """Make a DataProblem; ``text`` defaults to the code's summary."""
     if code not in DATAPLANE_CODES:

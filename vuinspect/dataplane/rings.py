@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from ..protocol import features as F
 from .memory import GuestMemory, GuestMemoryError
-from .problems import DataProblem, dp_problem
+from .problems import DataProblem, dp_problem, problem_from_json
 
 Layout = Literal["split", "packed"]
 
@@ -158,6 +158,40 @@ class RingSample:
                 out[f.name] = value
         out["in_flight"] = self.in_flight
         return out
+
+    @classmethod
+    def from_json(cls, d: Any) -> RingSample:
+        """Inverse of ``to_json`` (a ``ring`` frame read back); ValueError if malformed.
+
+        Offline analysis rebuilds samples this way and runs the same ``diff`` and
+        ``diagnose`` as the live sampler.  Unknown keys (``in_flight``) are ignored.
+        """
+        if not isinstance(d, dict):
+            raise ValueError("a ring sample is a JSON object")
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if f.name == "problems":
+                if not isinstance(v, list):
+                    raise ValueError("problems is a list")
+                v = tuple(problem_from_json(p) for p in v[:64])
+            elif f.name == "layout":
+                if v not in ("split", "packed"):
+                    raise ValueError(f"layout {v!r:.20}")
+            elif f.name == "ok":
+                if not isinstance(v, bool):
+                    raise ValueError("ok is a boolean")
+            elif v is None and f.default is not None:
+                raise ValueError(f"{f.name} may not be null")
+            elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0
+                                    or v >= 1 << 64):
+                raise ValueError(f"{f.name} is not an unsigned integer")
+            kw[f.name] = v
+        if not {"vring", "ts_ns", "layout", "num"} <= kw.keys():
+            raise ValueError("vring, ts_ns, layout and num are required")
+        return cls(**kw)
 
 
 _COMPARED = tuple(f.name for f in fields(RingSample) if f.name not in ("ts_ns", "problems"))
