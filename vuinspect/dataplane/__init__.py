@@ -50,7 +50,9 @@ How it plugs in (the integration step):
    ``Notify.from_json`` rebuild the records from the frames (ValueError on a
    damaged one), then the same ``diff``/``diagnose`` run: one path.
 3. Detail on demand (TUI Enter, ``read --rings --detail``):
-   ``in_flight_chains(mem, cfg, s, session.device)`` -> ``[c.to_json()]``.
+   ``in_flight_chains(mem, cfg, s, session.device, tracker=split_tracker)``
+   -> ``[c.to_json()]`` (the tracker knows the heads really outstanding when
+   the device completes out of order).
 4. Diagnosis: the session keeps each vring's recent samples (bounded, e.g. the
    last 60 s) and notify aggregates, and calls ``diagnose(samples, notifies,
    now_ns=..., resets=[GET_VRING_BASE / RESET_* / reconnect times],

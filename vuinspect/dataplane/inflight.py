@@ -226,13 +226,15 @@ def _walk_packed_table(mem: GuestMemory, cfg: RingConfig, chain: Chain, table: i
 
 def in_flight_chains(mem: GuestMemory, cfg: RingConfig, sample: RingSample,
                      device: str | None = None, max_chains: int | None = None,
-                     max_descs: int = MAX_DESCS) -> list[Chain]:
+                     max_descs: int = MAX_DESCS,
+                     tracker: SplitTracker | None = None) -> list[Chain]:
     """Chains of the requests in flight in ``sample``.
 
-    Split: the heads in avail slots used_idx .. avail_idx-1 (exactly the
-    in-flight ones when the device completes in order).  Packed: the chains
-    from the used position to the avail position.  At most ``max_chains``
-    chains and ``max_descs`` descriptors in all.
+    Split: the heads a ``tracker`` that followed the ring knows are
+    outstanding, else the heads in avail slots used_idx .. avail_idx-1
+    (exactly the in-flight ones when the device completes in order).  Packed:
+    the chains from the used position to the avail position.  At most
+    ``max_chains`` chains and ``max_descs`` descriptors in all.
     """
     if not sample.ok or not cfg.valid:
         return []
@@ -241,7 +243,10 @@ def in_flight_chains(mem: GuestMemory, cfg: RingConfig, sample: RingSample,
     chains: list[Chain] = []
     if not cfg.packed:
         try:
-            heads = read_avail_entries(mem, cfg, sample.used_idx, count)
+            if tracker is not None and tracker.last == sample:
+                heads = sorted(tracker.outstanding.elements())[:count]
+            else:
+                heads = read_avail_entries(mem, cfg, sample.used_idx, count)
         except GuestMemoryError as e:
             return [Chain(-1, problems=[e.problem])]
         for h in heads:
