@@ -415,6 +415,9 @@ end
 
 -- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
 -- `item` is nil when no tree is built.
+local POW2 = {}
+for n = 0, 31 do POW2[n] = 2 ^ n end
+
 local function add_bits(item, r, v, named, generic, width)
   local by = named.by
   if by == nil then
@@ -424,9 +427,18 @@ local function add_bits(item, r, v, named, generic, width)
   end
   local names = set_bit_names(v, by, width)
   if item then
-    for _, b in ipairs(named) do item:add(b.pf, r, bit_set(v, b.bit)) end
-    for n = 0, width - 1 do
-      if by[n] == nil and generic[n] and bit_set(v, n) then item:add(generic[n], r, true) end
+    local lo, hi = lohi(v)
+    for _, b in ipairs(named) do
+      local n = b.bit
+      local set
+      if n < 32 then set = floor(lo / POW2[n]) % 2 == 1 else set = floor(hi / POW2[n - 32]) % 2 == 1 end
+      item:add(b.pf, r, set)
+    end
+    for _, name in ipairs(names) do  -- unnamed set bits: BIT_n
+      if name:sub(1, 4) == "BIT_" then
+        local g = generic[tonumber(name:sub(5))]
+        if g then item:add(g, r, true) end
+      end
     end
     if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
   end

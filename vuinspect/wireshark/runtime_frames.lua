@@ -122,9 +122,7 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
     local rec
     if first then
       M.n = M.n + 1
-      rec = { m = M.n, frame = num, conn = ph.conn, channel = ph.channel_name, direction = ph.direction,
-              be = be, ts = sp.ts, raw = sp.raw, raw_fds = sp.fds, fds = {}, problems = sp.problems or {} }
-      for j, d in ipairs(sp.fds) do rec.fds[j] = d end
+      rec = first_rec(M.n, num, ph, be, sp)
     else
       rec = stored(m0 + i - 1, num, ph, sp.raw)
     end
@@ -179,7 +177,7 @@ local function close_session(s, reason, num)
   for _, q in pairs(s.pending) do
     for _, p in ipairs(q) do
       if p.must then
-        local m = p.rec.m
+        local m = p.m
         local list = M.probs[m]
         if list == nil then list = {}; M.probs[m] = list end
         list[#list + 1] = { code = "missing_reply", text = "connection ended before the reply (" .. reason .. ")" }
@@ -227,17 +225,18 @@ end
 local LABELS = {}  -- conn -> { front-end label, back-end label }
 
 function vu.dissector(tvb, pinfo, tree)
-  pinfo.cols.protocol = "vhost-user"
-  local cols = tostring(pinfo.cols.protocol) == "vhost-user"  -- else there are no columns
-  local n = tvb:len()
-  local raw = n > 0 and tvb:raw(0, n) or ""
+  local columns = pinfo.cols
+  columns.protocol = "vhost-user"
+  local cols = tostring(columns.protocol) == "vhost-user"  -- else there are no columns
+  local raw = tvb:raw()
+  local n = #raw
   -- tshark's summary lines come with no tree at all: then only the columns are made.
   local top
   if tostring(tree):find("has item=false", 1, true) == nil then top = tree:add(vu, tvb:range(0, n)) end
   local ph, err = parse_pseudo(raw, n)
   if ph == nil then
     if top then top:add_proto_expert_info(EX.pseudo_header, err) end
-    pinfo.cols.info = "damaged vuinspect pseudo-header: " .. err
+    columns.info = "damaged vuinspect pseudo-header: " .. err
     return n
   end
   if top then show_pseudo(top, tvb, ph) end
@@ -248,9 +247,9 @@ function vu.dissector(tvb, pinfo, tree)
       LABELS[ph.conn] = labels
     end
     if ph.direction == 0 then
-      pinfo.cols.src, pinfo.cols.dst = labels[1], labels[2]
+      columns.src, columns.dst = labels[1], labels[2]
     else
-      pinfo.cols.src, pinfo.cols.dst = labels[2], labels[1]
+      columns.src, columns.dst = labels[2], labels[1]
     end
   end
   local num = pinfo.number
@@ -259,7 +258,7 @@ function vu.dissector(tvb, pinfo, tree)
   -- next pass, which then only sets the columns.
   local keep = first and not cols and top == nil
   if not first and top == nil and M.text[num] then
-    if cols then pinfo.cols.info = M.text[num] end
+    if cols then columns.info = M.text[num] end
     return n
   end
   WANT_TEXT = cols or keep
@@ -272,7 +271,7 @@ function vu.dissector(tvb, pinfo, tree)
   if not WANT_TEXT then return n end
   if ph.channel_name ~= "main" then info = "[" .. ph.channel_name .. " channel] " .. info end
   if keep then M.text[num] = info end
-  if cols then pinfo.cols.info = info end
+  if cols then columns.info = info end
   return n
 end
 

@@ -15,6 +15,12 @@ local M = {}         -- per-message and per-frame records, reset by vu.init
 -- Whether this dissection fills columns (tshark -V and the first pass of -2 do not): the
 -- Info text is only built when someone reads it.
 local WANT_TEXT = true
+-- The collector runs when the heap has grown by this much (Lua's default is 200%): the heap
+-- peaks at about twice the live data otherwise, and the live data here grows with the file.
+do
+  local pause = collectgarbage("setpause", 150)
+  if pause < 150 then collectgarbage("setpause", pause) end  -- someone wanted it tighter
+end
 local EMPTY = {}     -- shared empty list (never written)
 
 local function reset()
@@ -166,14 +172,17 @@ local function utf8_clean(s)
   return concat(out)
 end
 
+local PH = {}
+
 -- The pseudo-header from `raw`, the frame's bytes as a string (`n` of them).
 local function parse_pseudo(raw, n)
   if n < C.PH_FIXED then return nil, fmt("pseudo-header cut short: %d of %d bytes", n, C.PH_FIXED) end
   if ssub(raw, 1, 2) ~= C.PH_MAGIC then return nil, "bad pseudo-header magic" end
   local version, kind, h1, h2, channel, direction = sbyte(raw, 3, 8)
   local flags, nfds = sbyte(raw, 13, 14)
-  local ph = { version = version, kind = kind, hdr_len = h1 * 256 + h2, channel = channel,
-               direction = direction, conn = u32s(raw, 9, true), flags = flags, nfds = nfds, fds = EMPTY }
+  local ph = PH  -- one table, refilled per frame
+  ph.version, ph.kind, ph.hdr_len, ph.channel, ph.direction = version, kind, h1 * 256 + h2, channel, direction
+  ph.conn, ph.flags, ph.nfds, ph.fds = u32s(raw, 9, true), flags, nfds, EMPTY
   if ph.version ~= C.PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", ph.version) end
   if C.KIND_NAMES[ph.kind] == nil then return nil, fmt("unknown frame kind %d", ph.kind) end
   if C.CHANNEL_NAMES[ph.channel] == nil then return nil, fmt("unknown channel %d", ph.channel) end
@@ -380,12 +389,16 @@ local function enqueue(s, rec, spec, probs)
   if #keep > 0 then
     local more = ""
     if #keep > 1 then more = fmt(" (and %d later requests)", #keep - 1) end
-    problem(probs, "request_while_waiting", fmt("%s (frame %d) still waits for its reply%s", keep[1].rec.name, keep[1].rec.frame, more))
+    problem(probs, "request_while_waiting", fmt("%s (frame %d) still waits for its reply%s", keep[1].name, keep[1].frame, more))
   end
   local may, must = expects_reply(s, spec, rec.need_reply)
   if may then
     if #keep >= MAX_PENDING then table.remove(keep, 1) end
-    keep[#keep + 1] = { rec = rec, must = must }
+    -- what pairing and close need of the request (rec itself is reused for the next one)
+    local entry = { m = rec.m, frame = rec.frame, ts = rec.ts, request = rec.request,
+                    name = rec.name, must = must }
+    keep[#keep + 1] = entry
+    rec.pending = entry
   end
   rec.must = must and may
   s.pending[rec.channel] = keep
@@ -399,9 +412,9 @@ local function pair(s, rec, probs)
   end
   local mi
   for i, p in ipairs(q) do
-    if p.rec.request == rec.request then mi = i; break end
+    if p.request == rec.request then mi = i; break end
   end
-  local head = q[1].rec
+  local head = q[1]
   if mi == nil then
     problem(probs, "reply_mismatch", fmt("reply id %d but %s (id %d, frame %d) waits", rec.request, head.name, head.request, head.frame))
     return nil
@@ -410,7 +423,7 @@ local function pair(s, rec, probs)
     problem(probs, "reply_mismatch", fmt("replies out of order: %s (frame %d) was sent first", head.name, head.frame))
   end
   local p = table.remove(q, mi)
-  local req = p.rec
+  local req = p
   rec.reply_to = req.frame
   M.link[req.m] = rec.frame  -- the request was stored when its frame was dissected
   rec.latency = rec.ts - req.ts
@@ -457,6 +470,18 @@ local function add_links(t, rec, mrange, visited)
   if worst then t:add(F.severity, mrange, C.SEVERITIES[worst + 1]):set_generated() end
 end
 
+-- fd lists repeat ("call: eventfd" in every session): one table per distinct list (bounded).
+local SHARED, NSHARED = {}, 0
+local function shared_list(list)
+  local key = concat(list, "\0")
+  local got = SHARED[key]
+  if got then return got end
+  if NSHARED < 4096 then
+    SHARED[key], NSHARED = list, NSHARED + 1
+  end
+  return list
+end
+
 -- The first-pass results of a message, kept for later passes (see M in runtime: state).
 local function persist(rec)
   local m, ctx = rec.m, rec.ctx or EMPTY
@@ -467,17 +492,39 @@ local function persist(rec)
   M.link[m] = rec.reply_to and -rec.reply_to or false
   M.lat[m] = rec.latency or false
   if #rec.problems > 0 then M.probs[m] = rec.problems end
-  if #rec.fds > 0 then M.fds[m] = rec.fds end
+  if #rec.fds > 0 then M.fds[m] = shared_list(rec.fds) end
 end
 
 -- A message as a later pass sees it: the stored results, no state.
+-- (One table, refilled per message: a later pass keeps nothing of it.)
+local STORED = {}
 local function stored(m, frame, ph, raw)
   local ctx = ctx_of(M.bits[m] or 0)
   local link, lat = M.link[m], M.lat[m]
-  return { m = m, frame = frame, conn = ph.conn, channel = ph.channel_name, direction = ph.direction,
-           be = ctx.be, raw = raw, fds = M.fds[m] or EMPTY, problems = M.probs[m] or EMPTY, ctx = ctx,
-           reply_in = link and link > 0 and link or nil, reply_to = link and link < 0 and -link or nil,
-           latency = lat or nil, must = ctx.must, missing = ctx.missing }
+  local r = STORED
+  r.m, r.frame, r.conn, r.channel, r.direction = m, frame, ph.conn, ph.channel_name, ph.direction
+  r.be, r.raw, r.fds, r.problems, r.ctx = ctx.be, raw, M.fds[m] or EMPTY, M.probs[m] or EMPTY, ctx
+  r.reply_in = link and link > 0 and link or nil
+  r.reply_to = link and link < 0 and -link or nil
+  r.latency, r.must, r.missing = lat or nil, ctx.must, ctx.missing
+  return r
+end
+
+-- A message on the first pass: the framing facts, the rest is filled by dissect_message.
+-- (One table, refilled per message: pending requests keep their own small entry.)
+local REC = {}
+local function first_rec(m, frame, ph, be, sp)
+  local r = REC
+  r.m, r.frame, r.conn, r.channel, r.direction = m, frame, ph.conn, ph.channel_name, ph.direction
+  r.be, r.ts, r.raw, r.raw_fds, r.problems = be, sp.ts, sp.raw, sp.fds, sp.problems or {}
+  r.fds = EMPTY
+  if #sp.fds > 0 then
+    r.fds = {}
+    for j, d in ipairs(sp.fds) do r.fds[j] = d end
+  end
+  r.name, r.request, r.flags, r.size, r.is_reply, r.need_reply = nil, nil, nil, nil, nil, nil
+  r.ctx, r.must, r.index, r.reply_to, r.latency, r.pending = nil, nil, nil, nil, nil, nil
+  return r
 end
 
 -- One framed message (or raw chunk) at tvb offset [base, base+len) of mt; its bytes are in
@@ -511,8 +558,9 @@ local function dissect_message(mt, base, len, rec, first, t)
   rec.is_reply, rec.need_reply = is_reply, need_reply
   if first and s.messages == 1 and req == R.GET_FEATURES and channel == "main" then s.seen_start = true end
   if t then
-    add_value(t, channel == "main" and F.request or F.backend_request, mt:range(base, 4), be)
-    t:add(F.name, mt:range(base, 4), name):set_generated()
+    local rr = mt:range(base, 4)
+    add_value(t, channel == "main" and F.request or F.backend_request, rr, be)
+    t:add(F.name, rr, name):set_generated()
     local fr = mt:range(base + 4, 4)
     local fl = add_value(t, F.flags, fr, be)
     for _, pf in ipairs(FLAG_FIELDS) do add_value(fl, pf, fr, be) end
@@ -571,6 +619,7 @@ local function dissect_message(mt, base, len, rec, first, t)
       else
         check_fds(s, rec, lname, out, spec.fds[1], spec.fds[2], spec.fd_role, probs, first)
         rec.index = out.index
+        if rec.pending then rec.pending.index = out.index end
         check_request(s, rec, spec, out, probs)
         apply_request(s, rec, out)
       end
