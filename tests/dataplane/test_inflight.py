@@ -243,3 +243,29 @@ def test_out_of_order_completion_lists_the_heads_really_outstanding(guest):
     assert tracker.update(mem, cfg, s) == []
     assert [c.head for c in in_flight_chains(mem, cfg, s)] == [1, 2]  # by slot: a guess
     assert [c.head for c in in_flight_chains(mem, cfg, s, tracker=tracker)] == [0, 2]
+
+
+def test_in_order_batches_are_not_unknown_ids(guest):
+    from dataclasses import replace
+    img, mem = guest
+    ring = SplitRing(img, 8)
+    cfg = replace(ring.config(), in_order=True)
+    tracker = SplitTracker()
+    ring.add_avail(0, 1, 2)
+    tracker.update(mem, cfg, sample(mem, cfg))
+    ring.img.pack(ring.used + 4 + 8 * 2, "II", 2, 0)  # one element for the batch of three
+    ring.set_used_idx(3)
+    for _ in range(2):
+        assert tracker.update(mem, cfg, sample(mem, cfg)) == []
+        ring.add_avail(0, 1, 2)
+        ring.img.pack(ring.used + 4 + 8 * 5, "II", 2, 0)
+        ring.set_used_idx(6)
+    without = SplitTracker()  # the same ring read as if IN_ORDER were not negotiated
+    ring2 = SplitRing(img, 8, base=GPA + 0x4000)
+    plain = ring2.config()
+    ring2.add_avail(0, 1, 2)
+    without.update(mem, plain, sample(mem, plain))
+    ring2.push_used(2)
+    ring2.push_used(2)
+    assert [p.code for p in without.update(mem, plain, sample(mem, plain))] == \
+        ["used_id_not_available"]

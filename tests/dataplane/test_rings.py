@@ -302,3 +302,12 @@ def test_samples_round_trip_through_json_and_reject_garbage(guest):
             diff(s, samples[0])
 
     fuzz()
+
+
+def test_ring_config_from_session_state():
+    from vuinspect.state import Vring
+    ring = Vring(1, num=256, desc=0x1000, used=0x3000, avail=0x2000)
+    cfg = RingConfig.from_vring(ring, 1 << 34 | 1 << 29 | 1 << 35)
+    assert cfg == RingConfig(1, 256, 0x1000, 0x2000, 0x3000, True, True, True)
+    assert RingConfig.from_vring(ring).packed is False
+    assert RingConfig.from_vring(Vring(0, num=256)) is None

@@ -294,8 +294,11 @@ class SplitTracker:
                 self._sync(mem, cfg, s)
                 return []
             adv_a, adv_u = u16(s.avail_idx - last.avail_idx), u16(s.used_idx - last.used_idx)
-            if adv_a > cfg.num or adv_u > cfg.num or s.in_flight > cfg.num:
-                self._sync(mem, cfg, s)  # moved too far between samples to follow
+            if adv_a > cfg.num or adv_u > cfg.num or s.in_flight > cfg.num or cfg.in_order:
+                # moved too far between samples to follow; or IN_ORDER, where the device
+                # may write one used element per batch: the outstanding heads are exactly
+                # the avail slots from the used index on, and ids cannot be checked
+                self._sync(mem, cfg, s)
                 return []
             problems = []
             for h in read_avail_entries(mem, cfg, last.avail_idx, adv_a):

@@ -38,6 +38,7 @@ USED_F_NO_NOTIFY = 1
 # packed event suppression flags
 EVENT_FLAGS = {0: "ENABLE", 1: "DISABLE", 2: "DESC"}
 EVENT_IDX_BIT = 29
+IN_ORDER_BIT = 35
 MAX_NUM = 32768  # the largest queue size virtio allows
 
 DESC_STRUCT = struct.Struct("<QIHH")  # split: addr len flags next; packed: addr len id flags
@@ -70,6 +71,7 @@ class RingConfig:
     used: int  # packed: device event suppression area
     packed: bool = False
     event_idx: bool = False
+    in_order: bool = False  # VIRTIO_F_IN_ORDER: one used element may stand for a batch
 
     @classmethod
     def from_vring(cls, ring: Any, virtio_features: int | None = None) -> RingConfig | None:
@@ -78,7 +80,8 @@ class RingConfig:
             return None
         feats = virtio_features or 0
         return cls(ring.index, ring.num, ring.desc, ring.avail, ring.used,
-                   bool(feats >> F.RING_PACKED_BIT & 1), bool(feats >> EVENT_IDX_BIT & 1))
+                   bool(feats >> F.RING_PACKED_BIT & 1), bool(feats >> EVENT_IDX_BIT & 1),
+                   bool(feats >> IN_ORDER_BIT & 1))
 
     @property
     def valid(self) -> bool:
