@@ -311,3 +311,17 @@ def test_ring_config_from_session_state():
     assert cfg == RingConfig(1, 256, 0x1000, 0x2000, 0x3000, True, True, True)
     assert RingConfig.from_vring(ring).packed is False
     assert RingConfig.from_vring(Vring(0, num=256)) is None
+
+
+def test_packed_in_order_batch_with_one_used_descriptor(guest):
+    img, mem = guest
+    ring = PackedRing(img, 8)
+    cfg = ring.config()
+    tracker = PackedTracker(8)
+    ring.make_available(10, [(GPA, 16, 0)])
+    ring.make_available(11, [(GPA, 16, 0), (GPA, 16, 0)])
+    ring.make_available(12, [(GPA, 16, 0)])
+    assert sample(mem, cfg, 0, tracker).in_flight == 4
+    ring.mark_used(12, 4)  # IN_ORDER: one used descriptor, the batch's last id, at its start
+    s = sample(mem, cfg, 1, tracker)
+    assert (s.used_pos, s.used_idx, s.in_flight) == (4, 4, 0)

@@ -324,8 +324,10 @@ class PackedTracker:
     A base with the upper 16 bits zero (DPDK's virtio-user sends 0x8000 on a
     fresh start; DPDK's vhost reads both positions from the low 16 bits) puts
     the used position where the avail one is.
-    ``chain_len`` remembers how many slots each buffer id took when it was made
-    available, since the device skips that many slots per used descriptor.
+    ``ends`` remembers where each buffer id's chain ends (a position mod
+    2·num) when it was made available: a used descriptor moves the used
+    position to the end of its buffer, which also covers IN_ORDER batches
+    (one used descriptor, with the last buffer's id, for several buffers).
     """
 
     num: int
@@ -335,7 +337,7 @@ class PackedTracker:
     used_wrap: int = 1
     avail_count: int = 0  # u16 slot counters
     used_count: int = 0
-    chain_len: dict[int, int] = field(default_factory=dict)
+    ends: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def from_base(cls, num: int, base: int) -> PackedTracker:
@@ -352,10 +354,13 @@ class PackedTracker:
         u = self.used_pos + (0 if self.used_wrap else self.num)
         return (a - u) % (2 * self.num) if self.num else 0
 
-    def _chain_slots(self, mem: GuestMemory, cfg: RingConfig, pos: int) -> int:
-        """Slots of the available chain starting at ``pos``.
+    def _lin(self, pos: int, wrap: int) -> int:
+        return pos + (0 if wrap else self.num)
 
-        The length is recorded under the id of the last descriptor (where the
+    def _chain_slots(self, mem: GuestMemory, cfg: RingConfig, pos: int) -> int:
+        """Slots of the available chain starting at ``pos`` (the avail position).
+
+        Its end is recorded under the id of the last descriptor (where the
         spec puts the buffer id) and of the head (where some drivers put it).
         """
         n, p, head_id, ident = 0, pos, None, 0
@@ -366,9 +371,10 @@ class PackedTracker:
             p = p + 1 if p + 1 < self.num else 0
             if not flags & DESC_F_NEXT:
                 break
-        self.chain_len[ident] = n
+        end = (self._lin(pos, self.avail_wrap) + n) % (2 * self.num)
+        self.ends[ident] = end
         if head_id is not None:
-            self.chain_len[head_id] = n
+            self.ends[head_id] = end
         return n
 
     def walk(self, mem: GuestMemory, cfg: RingConfig) -> None:
@@ -393,8 +399,8 @@ class PackedTracker:
                 self._advance_used(n - room)
             steps += n
             self._advance_avail(n)
-        if len(self.chain_len) > 4 * self.num:  # ids are < num for a sane driver
-            self.chain_len.clear()
+        if len(self.ends) > 4 * self.num:  # ids are < num for a sane driver
+            self.ends.clear()
         self._walk_used(mem, cfg)
 
     def _walk_used(self, mem: GuestMemory, cfg: RingConfig) -> None:
@@ -403,7 +409,11 @@ class PackedTracker:
             _, _, ident, flags = read_packed_desc(mem, cfg, self.used_pos)
             if not _is_used(flags, self.used_wrap):
                 break
-            n = max(1, min(self.chain_len.get(ident, 1), self.slots_in_flight()))
+            end = self.ends.get(ident)
+            n = 1 if end is None else (end - self._lin(self.used_pos, self.used_wrap)) % (
+                2 * self.num)
+            if not 1 <= n <= self.slots_in_flight():
+                n = 1
             steps += n
             self._advance_used(n)
 
