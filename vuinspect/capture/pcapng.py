@@ -372,8 +372,8 @@ class Origins:
     ``mergecap`` or ``cat`` of two runs puts two ``conn 1`` in one file.  An
     interface's origin is the capture id its description (or its section
     header) names; without one, a new section is a new origin, and inside a
-    section the n-th interface described "conn N CHANNEL" belongs to the n-th
-    origin.  The first origin to use a conn number keeps it; a later one
+    section the n-th interface described "conn N main" belongs to the n-th
+    origin ("conn N backend" to that of the latest "conn N main" before it).  The first origin to use a conn number keeps it; a later one
     using it gets the next number above every number used so far (in file
     order, so the Lua dissector can do the same in its first pass).
     """
@@ -381,6 +381,7 @@ class Origins:
     def __init__(self) -> None:
         self._keys: dict[tuple, int] = {}
         self._seen: dict[tuple[int, str], int] = {}  # (section, description) -> interfaces so far
+        self._main: dict[tuple[int, str], tuple] = {}  # (section, conn) -> origin key of its latest main
         self.multi = False  # more than one origin so far: conn numbers go through conn()
         self._owner: dict[int, int] = {}  # shown conn number -> origin
         self._shown: dict[tuple[int, int], int] = {}  # (origin, conn) -> shown conn number
@@ -392,10 +393,15 @@ class Origins:
         cid = (m.group(3) if m else None) or section.capture_id
         if cid:
             key: tuple = ("id", cid)
+        elif m and m.group(2) == "backend" and (section.index, m.group(1)) in self._main:
+            # a back-end channel belongs with the latest main channel of its connection
+            key = self._main[(section.index, m.group(1))]
         elif m:
             d = (section.index, f"{m.group(1)} {m.group(2)}")
             n = self._seen[d] = self._seen.get(d, -1) + 1
             key = ("section", section.index, n)
+            if m.group(2) == "main":
+                self._main[(section.index, m.group(1))] = key
         else:
             key = ("section", section.index, 0)
         origin = iface.origin = self._keys.setdefault(key, len(self._keys))
