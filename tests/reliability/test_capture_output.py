@@ -323,8 +323,10 @@ def test_extcap_capture_filter_is_validated_and_applied(sockdir, procs) -> None:
     ext = procs.start(["vuinspect.wireshark.extcap", "--extcap-interface", "vhostuser",
                        "--capture", "--fifo", fifo, "--listen", px, "--connect", be,
                        "--extcap-capture-filter", "name == GET_FEATURES"], "extcap")
-    with open(fifo, "rb") as f:  # as Wireshark does: it reads the FIFO while the capture runs
-        wait_until(lambda: os.path.exists(px), what="extcap listening")
+    wait_until(lambda: os.path.exists(px), what="extcap listening")
+    time.sleep(0.3)
+    with open(fifo, "rb") as f:  # opened late: the extcap waits for its reader
+        assert ext.poll() is None
         fe = _session(px, 5)
         fe.close()
         time.sleep(0.3)

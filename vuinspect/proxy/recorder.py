@@ -212,6 +212,7 @@ class Recorder:
                  budget: int = BUDGET, feed_limit: int = FEED_LIMIT, interval: float = 0.005,
                  on_error: Callable[[str], None] | None = None,
                  on_info: Callable[[str], None] | None = None,
+                 on_warning: Callable[[str], None] | None = None,
                  limits: Limits | None = None, capture_filter: str | None = None,
                  device: str | None = None, force: bool = False, defer: bool = False) -> None:
         self.budget = budget
@@ -219,6 +220,7 @@ class Recorder:
         self.interval = interval
         self.on_error = on_error
         self.on_info = on_info
+        self.on_warning = on_warning  # (default: on_error)
         #: Called (on the writer thread) when the viewer's stream is cut off.
         self.on_feed_cut: Callable[[], None] | None = None
         self._path = path
@@ -286,9 +288,10 @@ class Recorder:
                 fd = open_target(path, self._force)
                 if fd is None:
                     self._fifo = path
-                    if self.on_error is not None:  # (a warning: shown even with -q)
-                        self.on_error(f"vuinspect proxy: waiting for a reader of the FIFO "
-                                      f"{path}; the capture starts when one opens it")
+                    warn = self.on_warning or self.on_error  # (shown even with -q)
+                    if warn is not None:
+                        warn(f"vuinspect proxy: waiting for a reader of the FIFO "
+                             f"{path}; the capture starts when one opens it")
                     return
                 self._outputs.insert(0, _Output(fd, path, True))
             self._drain(first=True)

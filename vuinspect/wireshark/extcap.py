@@ -110,8 +110,9 @@ def capture(args: argparse.Namespace) -> int:
     def failed(_text: str) -> None:  # Wireshark went away (the FIFO broke): stop
         done.set()
 
-    recorder = Recorder(args.fifo, on_error=failed, capture_filter=args.extcap_capture_filter,
-                        device=device, force=True, defer=True)
+    recorder = Recorder(args.fifo, on_error=failed, on_warning=lambda _text: None,
+                        capture_filter=args.extcap_capture_filter, device=device, force=True,
+                        defer=True)  # (a FIFO Wireshark has not opened yet is waited for)
     server = ProxyServer([route], None, recorder=recorder)
     server.on_error = lambda text: print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
