@@ -2,6 +2,7 @@
 
     vuinspect replay captures/blk.pcapng --connect /run/qsd.sock
     vuinspect replay cap.pcapng --connect be.sock --conn 2 -w replay.pcapng --ignore 'GET_VRING_BASE:payload.*'
+    vuinspect replay captures/blk.pcapng --listen /tmp/be.sock --as-backend   # the other role
 
 vuinspect acts as the front-end: it sends every recorded front-end message in
 order, with fds made anew from the recorded kinds and sizes (memfds sized from
@@ -52,12 +53,20 @@ MAX_REGION = 1 << 40
 def configure(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("capture", help="capture holding the session to replay")
-    p.add_argument("--connect", required=True, metavar="BACKEND.sock",
-                   help="Unix socket of the live back-end")
+    p.add_argument("--connect", metavar="BACKEND.sock",
+                   help="be the front-end: Unix socket of the live back-end")
+    p.add_argument("--listen", metavar="SOCK",
+                   help="with --as-backend: the Unix socket the live front-end connects to")
+    p.add_argument("--as-backend", action="store_true",
+                   help="be the back-end: answer a live front-end with the recorded replies")
     p.add_argument("--conn", type=int, metavar="N",
                    help="connection of the capture to replay (default: the first)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                   help="seconds to wait for each recorded reply (default 5)")
+                   help="seconds to wait for each recorded reply, or with --as-backend for "
+                        "the front-end's next message (default 5)")
+    p.add_argument("--accept-timeout", type=float, default=60.0, metavar="S",
+                   help="with --as-backend: seconds to wait for the front-end to connect "
+                        "(default 60)")
     p.add_argument("-w", "--write", metavar="OUT.pcapng", help="write the replay as a capture")
     add_report_options(p)
 
@@ -129,24 +138,32 @@ def _memfd(name: str, size: int, flags: int) -> int:
 
 def recv_message(sock: socket.socket) -> tuple[bytes, list[int]] | None:
     """One whole message and its fds; None at EOF.  Sizes over MAX_PAYLOAD are refused."""
-    data = b""
     fds: list[int] = []
+    try:
+        return _recv_message(sock, fds)
+    except BaseException:  # a timeout or an error mid-message: the fds it brought are closed
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
+
+
+def _recv_message(sock: socket.socket, fds: list[int]) -> tuple[bytes, list[int]] | None:
+    data = b""
     need = HEADER_SIZE
     while len(data) < need:
         chunk, anc, _flags, _ = sock.recvmsg(need - len(data), ANC_SIZE, socket.MSG_CMSG_CLOEXEC)
         fds += fds_from_ancdata(anc)
         if not chunk:
-            for fd in fds:
-                os.close(fd)
             if data:
                 raise EOFError(f"peer closed mid-message after {len(data)} bytes")
+            for fd in fds:
+                os.close(fd)
             return None
         data += chunk
         if len(data) == HEADER_SIZE and need == HEADER_SIZE:
             size = int.from_bytes(data[8:12], sys.byteorder)  # host order, as the peer
             if size > MAX_PAYLOAD:
-                for fd in fds:
-                    os.close(fd)
                 raise EOFError(f"header announces {size} payload bytes (max {MAX_PAYLOAD})")
             need += size
     return data, fds
@@ -161,8 +178,8 @@ def send_timeout(sock: socket.socket, seconds: float) -> None:
 
 # -- the replay ------------------------------------------------------------------------------
 
-class Replay:
-    """Drive one back-end connection with a recorded front-end side; collect the frames."""
+class Recorder:
+    """The frames of one live session, bounded, with notes on what went wrong (both roles)."""
 
     def __init__(self, recorded: list[Message], path: str, timeout: float) -> None:
         self.recorded = recorded
@@ -170,16 +187,8 @@ class Replay:
         self.timeout = timeout
         self.frames: list[Frame] = []
         self._lock = threading.Lock()
-        self._replies: queue.Queue[bool] = queue.Queue()
         self._budget = len(recorded) + EXTRA_MESSAGES
         self._channel: socket.socket | None = None
-        self._answers = {m.frame: m for m in recorded if m.channel == "backend"
-                         and m.direction == "f2b"}
-        #: Recorded back-end channel requests by request id, in order (answered once each).
-        self._backend_requests: dict[int | None, deque[Message]] = {}
-        for m in recorded:
-            if m.channel == "backend" and m.direction == "b2f" and not m.is_reply:
-                self._backend_requests.setdefault(m.request, deque()).append(m)
         self._threads: list[threading.Thread] = []
         #: What went wrong on the way (timeouts, an early close), for the report.
         self.notes: list[str] = []
@@ -197,10 +206,16 @@ class Replay:
         with self._lock:
             self.frames.append(event_frame(kind, time.time_ns(), 1, info, channel))  # type: ignore[arg-type]
 
-    def _read(self, sock: socket.socket, channel: str, on_message) -> None:  # noqa: ANN001
-        """Receive the back-end's messages on one channel until EOF or the budget ends."""
-        direction = "b2f"
-        by = "backend closed the connection"
+    def _start(self, target, *args: object) -> None:  # noqa: ANN001
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _read(self, sock: socket.socket, channel: str, on_message, peer: str = "backend") -> None:  # noqa: ANN001
+        """Receive the peer's messages on one channel until EOF or the budget ends."""
+        direction = "b2f" if peer == "backend" else "f2b"
+        by = f"{peer} closed the connection"
+        clean = by
         try:
             while True:
                 got = recv_message(sock)
@@ -215,14 +230,35 @@ class Replay:
                     break
                 on_message(data)
         except (OSError, EOFError) as exc:
-            by = f"backend: {exc}"
-        self._event("close", {"by": "backend", "reason": by}, channel)
-        if by != "backend closed the connection" or not self.finished:
+            by = f"{peer}: {exc}"
+        self._event("close", {"by": peer, "reason": by}, channel)
+        if by != clean or not self.finished:
             self.notes.append(f"{channel} channel: {by}")
-        if channel == "main":
-            self._replies.put(False)
+        self._closed(channel)
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+    def _closed(self, channel: str) -> None:
+        """Called when the peer's side of ``channel`` ended."""
+
+
+class Replay(Recorder):
+    """Drive one back-end connection with a recorded front-end side; collect the frames."""
+
+    def __init__(self, recorded: list[Message], path: str, timeout: float) -> None:
+        super().__init__(recorded, path, timeout)
+        self._replies: queue.Queue[bool] = queue.Queue()
+        self._answers = {m.frame: m for m in recorded if m.channel == "backend"
+                         and m.direction == "f2b"}
+        #: Recorded back-end channel requests by request id, in order (answered once each).
+        self._backend_requests: dict[int | None, deque[Message]] = {}
+        for m in recorded:
+            if m.channel == "backend" and m.direction == "b2f" and not m.is_reply:
+                self._backend_requests.setdefault(m.request, deque()).append(m)
+
+    def _closed(self, channel: str) -> None:
+        if channel == "main":
+            self._replies.put(False)
 
     def _answer(self, data: bytes) -> None:
         """A back-end channel request: give the answer the recording gave, if any."""
@@ -242,11 +278,6 @@ class Replay:
         if self._channel is not None and self._add("backend", "f2b", data, ()):
             with contextlib.suppress(OSError):
                 self._channel.sendall(data)
-
-    def _start(self, target, *args: object) -> None:  # noqa: ANN001
-        t = threading.Thread(target=target, args=args, daemon=True)
-        t.start()
-        self._threads.append(t)
 
     def _fds(self, m: Message) -> tuple[list[int], socket.socket | None]:
         """New fds for ``m`` (and our end of the back-end channel, when it passes one)."""
@@ -349,17 +380,24 @@ def pick_connection(messages: list[Message], conn: int | None) -> list[Message]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise CliError("--timeout must be positive")
+    if args.timeout <= 0 or args.accept_timeout <= 0:
+        raise CliError("--timeout and --accept-timeout must be positive")
+    if args.as_backend != bool(args.listen) or bool(args.connect) == bool(args.listen):
+        raise CliError("give either --connect BACKEND.sock or --listen SOCK --as-backend")
     recorded = pick_connection(decode(read_frames(args.capture)), args.conn)
     opened = next((m.info for m in recorded if m.kind == "open"), {})
     writer = None
-    if args.write:  # opened first: a bad path fails before the back-end is touched
+    if args.write:  # opened first: a bad path fails before a peer is touched
         try:
             writer = CaptureWriter(args.write)
         except CaptureError as exc:
             raise CliError(exc.reason) from None
-    replay = Replay(recorded, args.connect, args.timeout)
+    if args.as_backend:
+        from .backend import AsBackend  # the other role, same recording and report
+
+        replay: Recorder = AsBackend(recorded, args.listen, args.timeout, args.accept_timeout)
+    else:
+        replay = Replay(recorded, args.connect, args.timeout)
     try:
         frames = replay.run(opened)
         if writer is not None:
