@@ -234,6 +234,7 @@ def test_fifo_nobody_opens_does_not_hold_the_stop(sockdir, procs) -> None:
     (["-b", "bogus:1"], ["-b bogus:1"]),
     (["-c", "5"], ["-w FILE"]),
     (["--capture-filter", "name =="], ["--capture-filter"]),
+    (["-w", "/nonexistent-dir/cap.pcapng"], ["No such directory"]),
 ])
 def test_bad_capture_arguments_are_one_line(sockdir, args, words) -> None:
     base = ["--listen", os.path.join(sockdir, "px.sock")]

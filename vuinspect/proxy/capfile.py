@@ -99,6 +99,8 @@ def check_target(path: str, force: bool) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            raise CaptureError(f"cannot create capture {path}: No such directory") from None
         return
     except OSError as exc:
         raise CaptureError(f"cannot write capture {path}: {exc.strerror}") from None
