@@ -273,6 +273,10 @@ def test_ring_buffer_files_each_read_on_their_own(sockdir, procs) -> None:
         res = subprocess.run([sys.executable, "-m", "vuinspect", "read", path],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        if shutil.which("tshark"):
+            ts = subprocess.run(["tshark", "-r", path, "-T", "fields", "-e", "frame.number"],
+                                capture_output=True, text=True, timeout=60)
+            assert len(ts.stdout.split()) == len(frames), ts.stderr
 
 
 def test_count_ends_the_capture_not_the_forwarding(sockdir, procs) -> None:
