@@ -65,6 +65,9 @@ async def _filtered(app: VuInspectApp, pilot: Pilot) -> None:
     await _settle(app, pilot)
     app.jump_to_frame(51)
     await pilot.pause()
+    # typing more: the bar completes the name being typed (Tab accepts)
+    await pilot.press("f", "end", *" and conn == 2 and lat")
+    await pilot.pause(0.2)
 
 
 async def _state(app: VuInspectApp, pilot: Pilot) -> None:
