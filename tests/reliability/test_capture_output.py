@@ -382,7 +382,8 @@ def test_tshark_capture_filter_through_the_extcap(sockdir, procs) -> None:
     start_backend(procs, be)
     opts = ["-o", f"extcap.vhostuser.listen:{px}", "-o", f"extcap.vhostuser.connect:{be}"]
     ts = subprocess.Popen(["tshark", "-i", "vhostuser", "-f", "name == GET_FEATURES", *opts,
-                           "-a", "duration:5", "-w", out], env=env, stdout=subprocess.DEVNULL,
+                           "-c", "9", "-a", "duration:30", "-w", out], env=env,
+                          stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     try:
         wait_until(lambda: os.path.exists(px), timeout=20, what="extcap listening")
