@@ -125,3 +125,25 @@ def test_corrupt_and_delay_stack():
                   "delay 10ms: name == SET_VRING_NUM"], [("main", "f2b", num)])[0]
     assert got.data == wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, struct.pack("=II", 1, 0x110))
     assert got.delay_s == 0.01 and [n["action"] for n in got.notes] == ["corrupt", "delay"]
+
+
+def test_proxy_refuses_a_bad_rule_at_start(tmp_path):
+    """One line naming the rule and the character; nothing is listened on."""
+    import subprocess
+    import sys
+
+    listen = tmp_path / "px.sock"
+    bad = tmp_path / "bad.rules"
+    bad.write_text("delay 1s: name == GET_FEATURES\nmask-features EVENT_IDXX\n")
+    for extra in (["--rule", "delay 2s: name == GET_VRING_BASE", "--rule", "drop: nme == X"],
+                  ["--rules", str(bad)]):
+        p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", str(listen),
+                            "--connect", str(tmp_path / "be.sock"), "--no-tui", *extra],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1, p.stderr
+        assert lines[0].endswith("(at character 7)" if extra[0] == "--rule" else
+                                 "(at character 15)"), lines
+        assert ("--rule 2:" if extra[0] == "--rule" else f"{bad}:2:") in lines[0]
+        assert not listen.exists()

@@ -104,6 +104,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     cap.add_argument("--capture-buffer", type=_size, default=None, metavar="SIZE",
                      help="memory for capture data not yet written (default 32M); beyond it "
                           "messages are left out of the capture and counted")
+    rules = p.add_argument_group("rules (change what passes; docs/rules.md)")
+    rules.add_argument("--rule", action="append", default=[], metavar="RULE",
+                       help="e.g. 'delay 2s: name == GET_VRING_BASE', 'drop once: FILTER', "
+                            "'reply-error: name == GET_CONFIG', 'disconnect: FILTER', "
+                            "'corrupt 0=0xff: FILTER', 'mask-features VIRTIO_RING_F_EVENT_IDX'; "
+                            "repeatable")
+    rules.add_argument("--rules", action="append", default=[], metavar="FILE",
+                       help="rules from FILE, one a line (# comments)")
     p.add_argument("--no-tui", action="store_true",
                    help="print one summary line per message instead of the TUI")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -211,6 +219,20 @@ def check_capture_args(args: argparse.Namespace) -> None:
             raise CliError(str(getattr(exc, "reason", exc))) from None
 
 
+def load_rules(args: argparse.Namespace) -> object:
+    """--rule/--rules parsed at start: a syntax error is one line naming the position."""
+    if not getattr(args, "rule", None) and not getattr(args, "rules", None):
+        return None
+    from vuinspect.rules import RuleError, RuleSet, parse_rules
+
+    try:
+        return RuleSet(parse_rules(args.rule, args.rules), device=args.device)
+    except RuleError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"--rules {exc.filename}: {exc.strerror}") from None
+
+
 def _check_view_fd(fd: int) -> None:
     try:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
@@ -228,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_view(args, routes, args.view_fd, tui=not args.no_tui)
     check_capture_args(args)
+    args.ruleset = load_rules(args)
     if args.quiet:
         return run_engine(args, routes)  # nothing to decode or show
     return run_engine(args, routes, "tui" if _want_tui(args) else "lines")

@@ -106,6 +106,7 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
     # most this long for it (the default 5 ms would show in reply latencies).
     sys.setswitchinterval(0.0005)
     server = ProxyServer(routes, None, socket_mode=args.socket_mode, recorder=recorder)
+    server.rules = getattr(args, "ruleset", None)  # type: ignore[attr-defined]  # read by relay.py
     captures = _Closer(recorder)
     if not tui:
         server.on_error = lambda text: say(f"vuinspect proxy: {text}")  # (not over the TUI)
@@ -176,4 +177,6 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
             f"capture (its output took nothing for {STOP_S:g} s); stopped without them")
     if not args.quiet:
         say(summary(server.stats(), recorder))
+    if getattr(server, "rules", None):
+        say(f"vuinspect proxy: {server.rules.summary()}")  # type: ignore[attr-defined]
     return 0

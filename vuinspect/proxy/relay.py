@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
 
@@ -52,6 +52,9 @@ from .fds import (
     fds_from_ancdata,
 )
 from .framing import HEADER_SIZE, MAX_MESSAGE, Framer
+
+if TYPE_CHECKING:
+    from vuinspect.rules import ConnRules, Verdict
 
 # Plain ints: IntFlag operators cost µs per message.
 _SOL_SOCKET = int(socket.SOL_SOCKET)
@@ -105,14 +108,29 @@ def _hung_up(sock: socket.socket) -> bool:
     return any(ev & select.POLLHUP for _, ev in p.poll(0))
 
 
+def _conn_rules(owner: LinkOwner) -> ConnRules | None:
+    """The connection's rule matcher (made by its first link), or None without rules."""
+    ruleset = getattr(owner, "rules", None) or getattr(getattr(owner, "server", None),
+                                                      "rules", None)
+    if not ruleset:
+        return None
+    matcher = getattr(owner, "rule_matcher", None)
+    if matcher is None:
+        matcher = ruleset.for_conn(owner.conn, describe_fd)
+        with contextlib.suppress(AttributeError):
+            owner.rule_matcher = matcher  # type: ignore[attr-defined]
+    return matcher
+
+
 class _Pending:
     """Bytes (and fds not yet sent) waiting for room in a socket."""
 
-    __slots__ = ("view", "fds")
+    __slots__ = ("view", "fds", "due")
 
-    def __init__(self, view: memoryview, fds: list[int]) -> None:
+    def __init__(self, view: memoryview, fds: list[int], due: int = 0) -> None:
         self.view = view
         self.fds = fds
+        self.due = due  # monotonic ns before which a delayed message is not sent (0: now)
 
 
 class _Ended(Exception):
@@ -163,6 +181,10 @@ class Link:
         #: Does anything take the frames?  (If not, fds are not even described.)
         self._records = self._recorder is not None or self._fq is None or self._fq.active
         self._fileno = (socks[0].fileno(), socks[1].fileno())
+        #: Rules of the proxy (rules.py), shared by the connection's links; None: no rules,
+        #: and the relay never decodes (the fast path stays as it is).
+        self._rules = _conn_rules(owner)
+        self._held = [0]  # messages held back by a delay rule (a list: read in the loop)
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -228,7 +250,7 @@ class Link:
         slow = self._slow
         if self.roles is not None:
             dirs[0], dirs[1] = (("f2b", "b2f") if self.roles[0] == "frontend" else ("b2f", "f2b"))
-            slow[0] = slow[1] = False
+            slow[0] = slow[1] = self._rules is not None  # rules: every message is judged
         buf = bytearray(MAX_MESSAGE)
         view = memoryview(buf)
         bufs = [buf]
@@ -259,15 +281,20 @@ class Link:
         frames = self.frames
         nbytes = self.bytes
         timeout: int | None = None
+        held = self._held
         while True:
-            for fd, ev in poll(timeout):
+            events = poll(timeout)
+            if held[0]:
+                self._release()
+                timeout = self._timeout()
+            for fd, ev in events:
                 if self._aborted:
                     self._forward_the_rest(view, bufs)
                 side = 0 if fd == fd0 else 1
                 dst = 1 - side
                 if ev & _OUT or not ev & _READABLE or state[side] != OPEN or out[dst]:
                     self._event(side, ev, view, bufs)
-                    timeout = None if -1 not in self._events else 200
+                    timeout = self._timeout()
                     continue
                 try:
                     n, anc, flags, _ = recv[side](bufs, ANC_SIZE, _RECV_FLAGS)
@@ -282,7 +309,7 @@ class Link:
                 if (flags & _MSG_CTRUNC or slow[side] or n < HEADER_SIZE
                         or n != HEADER_SIZE + u32(buf, 8)[0]):
                     self._received(side, n, anc, flags, now(), view)
-                    timeout = None if -1 not in self._events else 200
+                    timeout = self._timeout()
                     continue
                 if anc:
                     self._forward_units(side, now(), dirs[side],  # type: ignore[arg-type]
@@ -387,7 +414,8 @@ class Link:
         self._forward_units(side, ts, d, units)
         if framer.excess:
             self._drop_excess(side, ts, d, framer)
-        self._slow[side] = framer.pending > 0 or framer.lost is not None
+        self._slow[side] = (framer.pending > 0 or framer.lost is not None
+                            or self._rules is not None)
         self._update()
 
     def _drop_excess(self, side: int, ts: int, direction: Direction, framer: Framer) -> None:
@@ -417,7 +445,20 @@ class Link:
         channel = self.channel
         dst = 1 - side
         out = self._out[dst]
+        rules = self._rules
         for i, (data, fds) in enumerate(units):
+            due = 0
+            if rules is not None:
+                verdict = rules.judge(ts, channel, direction, data, fds)
+                if verdict is not None:
+                    if verdict.data is None:
+                        self._consume(side, ts, direction, data, fds, verdict, units[i + 1:])
+                        continue
+                    self._notes(ts, verdict)
+                    data = verdict.data
+                    if verdict.delay_s:
+                        due = time.monotonic_ns() + int(verdict.delay_s * 1e9)
+                        self._held[0] += 1
             descs: tuple[str, ...] | None = ()
             if fds:
                 if (channel == "main" and direction == "f2b" and len(data) >= 4
@@ -436,11 +477,11 @@ class Link:
             self.frames[side] += 1
             self.bytes[side] += len(data)
             self.fds[side] += len(fds)
-            if out:
+            if out or due:
                 if descs is None:
                     self._put(ts, conn, channel, direction, data,
                               tuple(describe_fd(fd) for fd in fds))
-                out.append(_Pending(memoryview(data), fds))
+                out.append(_Pending(memoryview(data), fds, due))
             else:
                 try:
                     sent = self._send(dst, memoryview(data), fds, keep=descs is None)
@@ -499,6 +540,11 @@ class Link:
         out = self._out[dst]
         while out:
             p = out[0]
+            if p.due:
+                if p.due > time.monotonic_ns() and not self._aborted:
+                    return  # a delay rule holds it (and what follows it, in order)
+                p.due = 0
+                self._held[0] -= 1
             try:
                 sent = self._send(dst, p.view, p.fds)
             except OSError as exc:
@@ -523,7 +569,7 @@ class Link:
             mask = 0
             if state[i] == OPEN and not out[1 - i]:
                 mask |= _IN
-            if out[i]:
+            if out[i] and not (self._held[0] and out[i][0].due > time.monotonic_ns()):
                 mask |= _OUT
             if mask & _IN:
                 self._hup[i] = False
@@ -539,6 +585,67 @@ class Link:
                 else:
                     self._poller.modify(self._fileno[i], mask)
                 self._events[i] = mask
+
+    # -- rules (rules.py decides, this carries it out) ---------------------------------
+    def _timeout(self) -> int | None:
+        """poll's timeout: a socket left unregistered, or the next delayed message."""
+        timeout = None if -1 not in self._events else 200
+        if self._held[0]:
+            dues = [o[0].due for o in self._out if o and o[0].due]
+            if dues:
+                ms = max(0, (min(dues) - time.monotonic_ns()) // 1_000_000 + 1)
+                timeout = ms if timeout is None else min(timeout, ms)
+        return timeout
+
+    def _release(self) -> None:
+        """Send the delayed messages whose time has come (and what waited behind them)."""
+        now = time.monotonic_ns()
+        for dst in (0, 1):
+            out = self._out[dst]
+            if out and out[0].due and out[0].due <= now:
+                self._flush(dst)
+        self._update()
+
+    def _notes(self, ts: int, verdict: Verdict) -> None:
+        for info in verdict.notes:
+            self.owner.emit(event_frame("note", ts, self.owner.conn, info, self.channel))
+
+    def _consume(self, side: int, ts: int, direction: Direction, data: bytes, fds: list[int],
+                 verdict: Verdict, later: list[tuple[bytes, list[int]]]) -> None:
+        """A message a rule took (drop, reply-error, disconnect): recorded as it came,
+        its fds closed, nothing sent on; the proxy's own answer goes back to its sender."""
+        conn, channel = self.owner.conn, self.channel
+        self._notes(ts, verdict)
+        if self._records:
+            self._put(ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds))
+        close_all(fds)
+        self.frames[side] += 1
+        self.bytes[side] += len(data)
+        reply = verdict.reply
+        if reply is not None and self._rules is not None:
+            back: Direction = "b2f" if direction == "f2b" else "f2b"
+            if self._records:
+                self._put(ts, conn, channel, back, reply, ())
+            self._rules.sent_by_proxy(ts, channel, back, reply)
+            pending = self._out[side]
+            sent = 0
+            if not pending:
+                try:
+                    sent = self._send(side, memoryview(reply), [])
+                except OSError as exc:
+                    for _, f in later:
+                        close_all(f)
+                    self._end_with(side, "send", f"error sending to {self.role(side)}: "
+                                   f"{exc.strerror or exc}")
+            if sent < len(reply):
+                pending.append(_Pending(memoryview(reply)[sent:], []))
+        if verdict.end is not None:
+            for _, f in later:
+                close_all(f)
+            with self._lock:
+                if self._first_end is None:
+                    self._first_end = (-1, "proxy", verdict.end)
+            raise _Ended
 
     # -- orientation, notes, end -------------------------------------------------
     def _direction(self, side: int) -> Direction:
