@@ -21,15 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from vuinspect.capture import CaptureWriter
 from vuinspect.cli import main
 from vuinspect.demo import runners
 from vuinspect.encode import build
-from vuinspect.frames import Frame, event_frame
 from vuinspect.reproduce.load import read_messages
 from vuinspect.reproduce.replay import make_fd, recorded_size, region_sizes
 from vuinspect.testing import wire
 from vuinspect.testing.backend import Backend
+
+from .recording import frame as _f
+from .recording import recording as _recording
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,15 +120,6 @@ def test_replay_against_read_only_export_names_the_bit(qsd, capsys) -> None:
 
 # -- without a real back-end: timeouts, a back-end that leaves, the back-end channel -----------
 
-def _recording(tmp_path: Path, frames: list[Frame]) -> Path:
-    path = tmp_path / "rec.pcapng"
-    with CaptureWriter(str(path)) as w:
-        w.write(event_frame("open", 1, 1, {"device": "blk", "orientation": "frontend-connects"}))
-        for f in frames:
-            w.write(f)
-    return path
-
-
 def _serve(backend_kw: dict, path: Path) -> tuple[threading.Thread, list[Backend]]:
     listener = wire.listen(str(path))
     got: list[Backend] = []
@@ -142,10 +134,6 @@ def _serve(backend_kw: dict, path: Path) -> tuple[threading.Thread, list[Backend
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     return t, got
-
-
-def _f(ts: int, channel: str, direction: str, data: bytes, fds: tuple[str, ...] = ()) -> Frame:
-    return Frame(ts, 1, channel, direction, data, fds)  # type: ignore[arg-type]
 
 
 def test_backend_channel_answered_as_recorded(tmp_path, capsys) -> None:
