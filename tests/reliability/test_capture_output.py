@@ -372,7 +372,7 @@ def test_stop_is_quick_when_the_summary_lines_block(sockdir, procs) -> None:
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="no tshark")
 def test_tshark_capture_filter_through_the_extcap(sockdir, procs) -> None:
     """`tshark -i vhostuser -f FILTER`: Wireshark hands the filter to the extcap, which
-    records only the matching messages (validation: the test above)."""
+    records only the matching messages, or refuses an invalid one with one line."""
     home = os.path.join(sockdir, "home")
     env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"))
     subprocess.run([sys.executable, "-m", "vuinspect", "install-dissector", "--extcap"],
@@ -396,3 +396,8 @@ def test_tshark_capture_filter_through_the_extcap(sockdir, procs) -> None:
             ts.wait()
     data = [f for f in read_frames(out) if f.kind == "data"]
     assert len(data) == 2 * (1 + 3)
+    # An invalid filter: our one line, and tshark ends (dumpcap waited for ever for the FIFO).
+    bad = subprocess.run(["tshark", "-i", "vhostuser", "-f", "name ==", *opts, "-a", "duration:1",
+                          "-w", os.path.join(sockdir, "bad.pcapng")], env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=30)
+    assert "capture filter: expected a value" in bad.stderr

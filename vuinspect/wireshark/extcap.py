@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -99,9 +100,11 @@ def capture(args: argparse.Namespace) -> int:
         return 2
     if not args.listen or not args.connect:
         print("vuinspect extcap: set both the listen and the connect socket paths", file=sys.stderr)
+        _release(args.fifo)
         return 2
     if (problem := filter_problem(args.extcap_capture_filter)) is not None:
         print(f"vuinspect extcap: capture filter: {problem}", file=sys.stderr)
+        _release(args.fifo)
         return 2
     device = None if args.device in (None, "", "auto") else args.device
     route = Route(listen=args.listen, connect=args.connect, frontend=args.frontend, device=device)
@@ -137,6 +140,13 @@ def capture(args: argparse.Namespace) -> int:
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _release(fifo: str) -> None:
+    """Refusing to start: open and close the FIFO, so a dumpcap waiting to read it sees the
+    end (and our message) instead of waiting for ever."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
 
 
 def filter_problem(text: str | None) -> str | None:
