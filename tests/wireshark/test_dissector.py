@@ -367,3 +367,17 @@ def test_control_characters_from_a_capture_are_escaped(capdir):
         assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
         assert "forged line" in out and "\nforged line" not in out
         assert "\\x1b]0;TITLE\\x07\\x1b[2J\\nforged line\\x9b" in out
+
+
+@pytest.mark.parametrize("name", ["every_le", "framing"])
+def test_two_pass_columns_are_the_single_pass_ones(name, sample_captures):
+    """tshark -2 builds the Info text on the first pass (no columns there) and only sets the
+    columns on the second: what it shows must not differ."""
+    path = sample_captures[name]
+    outs = []
+    for extra in ([], ["-2"]):
+        proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", *extra, "-T", "fields",
+                        "-e", "_ws.col.Source", "-e", "_ws.col.Destination", "-e", "_ws.col.Info")
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout)
+    assert outs[0] == outs[1] and outs[0].count("\n") == len(list(read_frames(path)))

@@ -233,6 +233,22 @@ function vu.dissector(tvb, pinfo, tree)
   -- tshark's summary lines come with no tree at all: then only the columns are made.
   local top
   if tostring(tree):find("has item=false", 1, true) == nil then top = tree:add(vu, tvb:range(0, n)) end
+  local num = pinfo.number
+  local kept = top == nil and M.text[num]
+  if kept then  -- a later pass of a frame whose Info text was kept: only the columns
+    if cols then
+      local labels = LABELS[u32s(raw, 9, true)]
+      if labels then
+        if sbyte(raw, 8) == 0 then
+          columns.src, columns.dst = labels[1], labels[2]
+        else
+          columns.src, columns.dst = labels[2], labels[1]
+        end
+      end
+      columns.info = kept
+    end
+    return n
+  end
   local ph, err = parse_pseudo(raw, n)
   if ph == nil then
     if top then top:add_proto_expert_info(EX.pseudo_header, err) end
@@ -240,27 +256,23 @@ function vu.dissector(tvb, pinfo, tree)
     return n
   end
   if top then show_pseudo(top, tvb, ph) end
-  if cols then
+  do
     local labels = LABELS[ph.conn]
     if labels == nil then
       labels = { fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn) }
       LABELS[ph.conn] = labels
     end
-    if ph.direction == 0 then
+    if not cols then
+    elseif ph.direction == 0 then
       columns.src, columns.dst = labels[1], labels[2]
     else
       columns.src, columns.dst = labels[2], labels[1]
     end
   end
-  local num = pinfo.number
   local first = M.first[num] == nil
   -- A first pass with neither tree nor columns (tshark -2) keeps the Info text for the
-  -- next pass, which then only sets the columns.
+  -- next pass, which then only sets the columns (above).
   local keep = first and not cols and top == nil
-  if not first and top == nil and M.text[num] then
-    if cols then columns.info = M.text[num] end
-    return n
-  end
   WANT_TEXT = cols or keep
   local info
   if ph.kind ~= 0 then
