@@ -126,6 +126,7 @@ def capture(args: argparse.Namespace) -> int:
             recorder.start()
         except (ListenError, CaptureError, OSError, ValueError) as exc:
             print(f"vuinspect extcap: {exc}", file=sys.stderr)
+            _release(args.fifo)
             return 1
         while not done.wait(0.25) and not server.wait(0):
             pass
