@@ -40,7 +40,7 @@ def as_backend(capture: Path, sock: Path, *args: object) -> Iterator[dict]:
     argv = [sys.executable, "-m", "vuinspect", "replay", str(capture), "--listen", str(sock),
             "--as-backend", "--json", *map(str, args)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    result: dict = {}
+    result: dict = {"proc": proc}
     try:
         deadline = time.monotonic() + 20
         while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
