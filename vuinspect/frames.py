@@ -65,7 +65,9 @@ MAX_EVENT_JSON = 1 << 20
 #: Deepest nesting parsed (ours is 2): deeper input is shown as text, never recursed into.
 MAX_EVENT_DEPTH = 32
 _BRACKETS = re.compile(rb"[\[\]{}]")
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# A JSON string, or an unterminated one to the end: possessive and one pass, never a
+# rescan from each quote (that made 200 KB of escaped quotes take 266 s).
+_STRINGS = re.compile(rb'(?s)"(?:[^"\\]|\\.)*+(?:"|\\?\Z)')
 _TEXT_SHOWN = 4096
 
 
