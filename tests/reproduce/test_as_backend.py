@@ -146,6 +146,34 @@ def test_backend_channel_requests_sent_where_they_were_recorded(tmp_path) -> Non
                        ("BACKEND_CONFIG_CHANGE_MSG", True, "same")]
 
 
+def test_recorded_ack_not_sent_when_not_asked_for(tmp_path) -> None:
+    """Recorded with NEED_REPLY, sent without: an ack now would answer the next request."""
+    rec = recording(tmp_path, [
+        frame(2, "main", "f2b", build("main", 2, {"features": 1}, need_reply=True)),
+        frame(3, "main", "b2f", build("main", 2, {"result": 0}, reply=True, layout="ack")),
+        frame(4, "main", "f2b", build("main", 1)),
+        frame(5, "main", "b2f", build("main", 1, {"features": 0x99}, reply=True)),
+        frame(6, "main", "f2b", build("main", 3)),
+    ])
+    sock = tmp_path / "be.sock"
+    with as_backend(rec, sock, "--timeout", "2") as got:
+        fe = Frontend(_connect(sock))
+        fe.call(wire.SET_FEATURES, wire.U64.pack(1))
+        features = fe.call(wire.GET_FEATURES)
+        assert (features.request, features.u64) == (wire.GET_FEATURES, 0x99)
+        fe.close()  # before the recorded SET_OWNER
+    report = got["report"]
+    assert got["rc"] == 1
+    assert [(e["name"], e["reply"], e["status"]) for e in report["entries"]] == [
+        ("SET_FEATURES", False, "different"), ("SET_FEATURES", True, "missing"),
+        ("GET_FEATURES", False, "same"), ("GET_FEATURES", True, "same"),
+        ("SET_OWNER", False, "missing")]
+    assert report["notes"] == [
+        "front-end request #1 SET_FEATURES: sent without NEED_REPLY; the reply recorded at "
+        "frame 3 not sent",
+        "the front-end closed the connection; the recording's next was frame 6 SET_OWNER"]
+
+
 # -- bounded: silence, half a message, a liar, nobody, a front-end that stops reading ----------
 
 def test_silent_front_end_ends_the_session(tmp_path) -> None:

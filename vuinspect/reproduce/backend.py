@@ -146,6 +146,10 @@ class AsBackend(Recorder):
                     reason = f"frontend: {exc}"
                     break
                 if got is None:
+                    if not self.complete:
+                        nxt = self.expected[self.pos]
+                        self.notes.append(f"the front-end closed the connection; the recording's "
+                                          f"next was frame {nxt.frame} {nxt.name}")
                     break
                 if not self._serve(sock, *got):
                     by, reason = "backend", "replay stopped"
@@ -192,7 +196,12 @@ class AsBackend(Recorder):
             self._start(self._read, channel, "backend", lambda _data: None, "frontend")
         m = self.match(request)
         reply = self._replies.get(m.reply_in) if m is not None and m.reply_in is not None else None
-        if reply is None:
+        if reply is not None and not self._wants_reply(request, flags):
+            # an ack the front-end did not ask for would be read as the answer to its next request
+            self.notes.append(f"front-end request #{self.seen} {reply.name}: sent without "
+                              f"NEED_REPLY; the reply recorded at frame {reply.frame} not sent")
+            reply = None
+        elif reply is None:
             reply = self._conservative(request, flags, m)
         if reply is not None and not self._send(sock, "main", reply):
             return False
@@ -202,6 +211,13 @@ class AsBackend(Recorder):
             elif not self._send(self._channel, "backend", b):
                 break
         return True
+
+    @staticmethod
+    def _wants_reply(request: int, flags: int) -> bool:
+        """Whether the front-end waits for a reply (SET_LOG_BASE's depends on LOG_SHMFD)."""
+        spec = lookup("main", request)
+        return bool(flags & FLAG_NEED_REPLY) or (
+            spec is not None and spec.reply_mode in ("always", "log_shmfd"))
 
     def _conservative(self, request: int, flags: int, m: Message | None) -> Message | bytes | None:
         """A reply for a request the recording did not answer, if the front-end waits for one."""
