@@ -88,3 +88,18 @@ def test_mergecap_of_runs_with_identical_interfaces_needs_the_capture_id(tmp_pat
     assert [f.conn for f in frames] == [1, 2, 3, 4]
     with build_index(merged) as index:
         assert [index.frame(i).conn for i in range(len(index))] == [1, 2, 3, 4]
+
+
+def test_renumbering_past_the_u32_range_stays_linear() -> None:
+    """A crafted file claiming conn 2^32-1 first: later numbers wrap to the lowest free
+    one, found by one upward search overall (not one per claim)."""
+    import time
+
+    o = Origins()
+    assert o.conn(0, 0xFFFFFFFF) == 0xFFFFFFFF
+    t0 = time.perf_counter()
+    got = [o.conn(0, c) for c in range(1, 20_001)] + [o.conn(1, c) for c in range(1, 20_001)]
+    assert got[:3] == [1, 2, 3] and got[20_000:20_003] == [20_001, 20_002, 20_003]
+    assert len(set(got)) == 40_000 and max(got) <= 0xFFFFFFFF
+    assert o.conn(1, 0xFFFFFFFF) == 40_001
+    assert time.perf_counter() - t0 < 2

@@ -385,7 +385,8 @@ class Origins:
         self.multi = False  # more than one origin so far: conn numbers go through conn()
         self._owner: dict[int, int] = {}  # shown conn number -> origin
         self._shown: dict[tuple[int, int], int] = {}  # (origin, conn) -> shown conn number
-        self._next = 1
+        self._next = 1  # above every number claimed
+        self._low = 1  # below it every number is claimed (used once past the u32 range)
 
     def add(self, iface: Interface, section: Section) -> None:
         """Give a just-parsed interface its origin."""
@@ -418,10 +419,13 @@ class Origins:
         owner = self._owner.get(conn)
         if owner is None or owner == origin:
             shown = conn
-        else:
+        elif self._next <= 0xFFFFFFFF:
             shown = self._next
-            while shown in self._owner or shown > 0xFFFFFFFF:
-                shown = shown + 1 if shown <= 0xFFFFFFFF else 1
+        else:  # past the u32 range: the lowest free number, searched upward once overall
+            shown = self._low
+            while shown in self._owner:
+                shown += 1
+            self._low = shown + 1
         self._owner[shown] = origin
         self._shown[(origin, conn)] = shown
         self._next = max(self._next, shown + 1)
