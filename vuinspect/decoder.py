@@ -52,7 +52,7 @@ def parse_header(data: bytes, order: str = "<") -> tuple[int, int, int]:
     return struct.unpack_from(order + "III", data, 0)
 
 
-def plausible_header(data: bytes, off: int, channel: str, order: str) -> bool:
+def plausible_header(data: bytes | bytearray, off: int, channel: str, order: str) -> bool:
     """Could a message start at ``off``?  Used only to resynchronise."""
     if len(data) - off < HEADER_SIZE:
         return False

@@ -14,6 +14,7 @@ with ``struct`` directly: that is also 5-10x faster.
 from __future__ import annotations
 
 import math
+import mmap
 import re
 import struct
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ from dataclasses import dataclass, field
 from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
 from vuinspect.frames import Frame
+
+#: What the parsers read: the reader's buffer or the index's mmap.
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 # Block types (pcapng spec §11.1).
 BT_SHB = 0x0A0D0D0A
@@ -209,7 +213,7 @@ def sniff(head: bytes) -> str | None:
     return f"not a pcapng capture (first bytes {head[:8].hex(' ')})"
 
 
-def shb_order(buf: bytes, pos: int) -> str | None:
+def shb_order(buf: Buffer, pos: int) -> str | None:
     """Byte order of the SHB at ``pos`` from its byte-order magic, or None if bad."""
     bom = buf[pos + 8 : pos + 12]
     if bom == b"\x4d\x3c\x2b\x1a":
@@ -219,7 +223,7 @@ def shb_order(buf: bytes, pos: int) -> str | None:
     return None
 
 
-def parse_shb(buf: bytes, pos: int, blen: int, section: Section) -> None:
+def parse_shb(buf: Buffer, pos: int, blen: int, section: Section) -> None:
     """Check an SHB's version (its length and order were checked by the caller)."""
     if blen < 28:
         raise CaptureError(
@@ -235,7 +239,7 @@ def parse_shb(buf: bytes, pos: int, blen: int, section: Section) -> None:
                 section.capture_id = m.group(1)
 
 
-def iter_options(buf: bytes, start: int, end: int, order: str):
+def iter_options(buf: Buffer, start: int, end: int, order: str):
     """Yield (code, value bytes) of the options between ``start`` and ``end``."""
     hdr = struct.Struct(order + "HH")
     pos = start
@@ -250,7 +254,7 @@ def iter_options(buf: bytes, start: int, end: int, order: str):
         pos += _pad4(size)
 
 
-def parse_idb(buf: bytes, pos: int, blen: int, section: Section) -> Interface:
+def parse_idb(buf: Buffer, pos: int, blen: int, section: Section) -> Interface:
     """Parse an IDB into an :class:`Interface` appended to ``section``."""
     if blen < 20:
         raise CaptureError(f"interface block at offset {pos} too short ({blen} bytes)", pos)
@@ -278,7 +282,7 @@ def linktype_refusal(iface: Interface) -> str:
     )
 
 
-def payload_start(buf: bytes, start: int, end: int) -> int | str:
+def payload_start(buf: Buffer, start: int, end: int) -> int | str:
     """Offset of our pseudo-header inside an exported-PDU packet, or why it is not ours."""
     if buf[start : start + PREFIX_LEN] == EXPORTED_PDU_PREFIX:
         return start + PREFIX_LEN
@@ -299,7 +303,7 @@ def payload_start(buf: bytes, start: int, end: int) -> int | str:
     return "exported-PDU tags without end-of-options"
 
 
-def packet_frame(buf: bytes, start: int, end: int, olen: int, ts: int, offset: int) -> Frame | str | None:
+def packet_frame(buf: Buffer, start: int, end: int, olen: int, ts: int, offset: int) -> Frame | str | None:
     """The Frame in packet bytes ``buf[start:end]`` (originally ``olen`` long), for pcapng and pcap.
 
     A packet a snap length cut gives a Frame with ``truncated`` set, or None
@@ -326,7 +330,7 @@ def packet_frame(buf: bytes, start: int, end: int, olen: int, ts: int, offset: i
     return frame
 
 
-def epb_frame(buf: bytes, pos: int, blen: int, section: Section, base: int = 0) -> Frame | str | None:
+def epb_frame(buf: Buffer, pos: int, blen: int, section: Section, base: int = 0) -> Frame | str | None:
     """Decode the EPB at ``pos`` into a Frame, or say why the packet is not ours.
 
     A packet a snap length cut (captured < original length) gives a Frame
@@ -450,7 +454,7 @@ class Blocks:
         self.pos = 0
         self.need = 8
 
-    def walk(self, buf: bytes, pos: int, end: int, base: int = 0,
+    def walk(self, buf: Buffer, pos: int, end: int, base: int = 0,
              stop: int | None = None) -> Iterator[tuple[int, int, Section]]:
         """Walk ``buf[pos:end]`` (byte 0 at file offset ``base``); no block starts at ``stop`` or after."""
         section = self.section
@@ -508,7 +512,7 @@ class Blocks:
         finally:
             self.pos = pos
 
-    def _check(self, buf: bytes, pos: int, end: int, base: int, blen: int, u32) -> None:
+    def _check(self, buf: Buffer, pos: int, end: int, base: int, blen: int, u32) -> None:
         """A block whose framing is off: raise the damage, or set ``need`` if it is only incomplete."""
         at = base + pos
         if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN:
@@ -522,7 +526,7 @@ class Blocks:
         if blen < 32:  # an EPB: unpacking would read past the block
             raise CaptureError(f"packet block at offset {at} too short ({blen} bytes)", at)
 
-    def cut_short(self, buf: bytes, pos: int, end: int, base: int = 0) -> CaptureError:
+    def cut_short(self, buf: Buffer, pos: int, end: int, base: int = 0) -> CaptureError:
         """The error for a block that stops at ``end`` (end of file)."""
         have = end - pos
         blen = None

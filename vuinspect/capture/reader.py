@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import BinaryIO
 
@@ -39,6 +39,7 @@ from vuinspect.frames import Frame
 
 #: EPB bytes beyond the packet data when its only option is epb_flags (what we write).
 EPB_OVERHEAD = 28 + 8 + 4 + 4
+_NO_EPB = struct.Struct("<IIIII").unpack_from  # replaced by the section's before any packet
 
 CHUNK = 1 << 20
 _MAGIC = pseudohdr.MAGIC
@@ -171,7 +172,9 @@ class CaptureReader:
         min_caplen = PREFIX_LEN + _FIXED_LEN
         fixed_unpack = _FIXED.unpack_from
         overhead = EPB_OVERHEAD
-        current = epb = ifaces = None
+        current: Section | None = None
+        epb: Callable[..., tuple[int, ...]] = _NO_EPB
+        ifaces: list[Interface] = []
         try:
             while True:
                 for pos, blen, section in blocks.walk(buf, start, len(buf), self._base):
