@@ -34,16 +34,18 @@ BLK = Path(__file__).resolve().parents[2] / "captures" / "blk.pcapng"
 
 
 @contextlib.contextmanager
-def as_backend(capture: Path, sock: Path, *args: object) -> Iterator[dict]:
-    """``vuinspect replay CAPTURE --listen SOCK --as-backend --json`` as a process; its result
-    (rc, report, stderr) fills the yielded dict when the block ends."""
-    argv = [sys.executable, "-m", "vuinspect", "replay", str(capture), "--listen", str(sock),
-            "--as-backend", "--json", *map(str, args)]
+def as_backend(capture: Path, sock: Path, *args: object, connect: bool = False) -> Iterator[dict]:
+    """``vuinspect replay CAPTURE --listen SOCK --as-backend --json`` (``--connect`` with
+    ``connect``) as a process; rc, report and stderr fill the yielded dict when the block ends."""
+    argv = [sys.executable, "-m", "vuinspect", "replay", str(capture),
+            "--connect" if connect else "--listen", str(sock), "--as-backend", "--json",
+            *map(str, args)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     result: dict = {"proc": proc}
     try:
         deadline = time.monotonic() + 20
-        while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while (not connect and not sock.exists() and proc.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.02)
         yield result
     finally:
@@ -174,6 +176,31 @@ def test_recorded_ack_not_sent_when_not_asked_for(tmp_path) -> None:
         "the front-end closed the connection; the recording's next was frame 6 SET_OWNER"]
 
 
+def test_connects_to_a_listening_front_end(tmp_path) -> None:
+    """--connect with --as-backend: the front-end listens (QEMU server=on), we connect."""
+    sock = tmp_path / "fe.sock"
+    listener = wire.listen(str(sock))
+    listener.settimeout(10)
+    with as_backend(_features_recording(tmp_path), sock, "--timeout", "2", connect=True) as got:
+        conn, _ = listener.accept()
+        listener.close()
+        fe = Frontend(conn)
+        assert fe.call(wire.GET_FEATURES).u64 == 0x1234
+        fe.call(wire.SET_OWNER)
+        assert fe.call(wire.GET_PROTOCOL_FEATURES).u64 == 0x8000
+        fe.close()
+    assert got["rc"] == 0, got["report"]
+    assert got["report"]["counts"]["same"] == 5
+
+
+def test_no_listening_front_end(tmp_path) -> None:
+    with as_backend(_features_recording(tmp_path), tmp_path / "none.sock", "--accept-timeout",
+                    "0.3", connect=True) as got:
+        pass
+    assert got["rc"] == 1 and got["report"] is None
+    assert "none.sock within 0.3 s" in got["err"]
+
+
 # -- bounded: silence, half a message, a liar, nobody, a front-end that stops reading ----------
 
 def test_silent_front_end_ends_the_session(tmp_path) -> None:
@@ -242,5 +269,5 @@ def test_front_end_that_stops_reading_cannot_hang_it(tmp_path) -> None:
 def test_listen_and_connect_are_exclusive(tmp_path, capsys) -> None:
     rc = main(["replay", str(BLK), "--listen", str(tmp_path / "x.sock")])
     assert rc == 1
-    assert "give either --connect BACKEND.sock or --listen SOCK --as-backend" in capsys.readouterr().err
+    assert "give either --connect SOCK or --listen SOCK --as-backend" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.sock")

@@ -84,6 +84,24 @@ def test_qemu_boots_against_replayed_storage_daemon(shortdir) -> None:
     assert [m.raw for m in config] == [m.raw for m in recorded]
 
 
+def test_qemu_server_reaches_driver_ok_against_replayed_testpmd(shortdir) -> None:
+    """captures/net.pcapng (QEMU server=on, testpmd connected): vuinspect connects instead of
+    testpmd; the NIC's iPXE ROM drives the device to DRIVER_OK, every message as recorded."""
+    _require("qemu-system-x86_64")
+    sock = shortdir / "qemu.sock"
+    with runners.qemu(runners.net_server_device(sock), shortdir) as qemu:
+        runners.wait_for_socket(sock, 20, qemu)
+        with as_backend(BLK.parent / "net.pcapng", sock, "--timeout", "10",
+                        "--ignore", "*userspace_addr", "--ignore", "SET_VRING_ADDR:payload.*",
+                        connect=True) as got:
+            got["proc"].wait(45)
+    report = got["report"]
+    assert got["rc"] == 0, (report, got["err"])
+    assert report["counts"] == {"same": 45, "different": 0, "missing": 0, "unexpected": 0}
+    last = report["entries"][-1]
+    assert (last["name"], last["a_frame"]) == ("SET_STATUS", 46)  # DRIVER_OK
+
+
 # -- DPDK virtio-user --------------------------------------------------------------------------
 
 TESTPMD = ("--no-huge", "-m", "512", "--no-pci", "-l", "0-1", "--log-level=lib.eal:error")

@@ -2,9 +2,10 @@
 
     vuinspect replay captures/blk.pcapng --listen /tmp/be.sock --as-backend
     vuinspect replay net.pcapng --listen vu.sock --as-backend --timeout 10 -w session.pcapng
+    vuinspect replay captures/net.pcapng --connect /tmp/qemu.sock --as-backend  # QEMU server=on
 
-vuinspect listens on SOCK, accepts one front-end (QEMU, DPDK virtio-user ...)
-and answers each of its requests with the reply recorded for the same request
+vuinspect listens on SOCK and accepts one front-end (QEMU, DPDK virtio-user
+...), or with --connect connects to a front-end that listens, and answers each of its requests with the reply recorded for the same request
 at the same place (matched by request and order, with the same bounded
 look-ahead as the comparison).  The recorded back-end channel requests are sent
 on the socket the front-end passed in SET_BACKEND_REQ_FD, right after the
@@ -57,9 +58,10 @@ class AsBackend(Recorder):
     """Serve one front-end connection from a recorded back-end side; collect the frames."""
 
     def __init__(self, recorded: list[Message], path: str, timeout: float,
-                 accept_timeout: float = 60.0) -> None:
+                 accept_timeout: float = 60.0, *, connect: bool = False) -> None:
         super().__init__(recorded, path, timeout)
         self.accept_timeout = accept_timeout
+        self.connect = connect  # the front-end listens (QEMU server=on, virtio-user server=1)
         msgs = [m for m in recorded if m.kind == "message"]
         #: The recorded front-end requests on the main socket, in order, and where we are.
         self.expected = [m for m in msgs if m.channel == "main" and m.direction == "f2b"
@@ -103,6 +105,12 @@ class AsBackend(Recorder):
     # -- the session --------------------------------------------------------------------------
 
     def _accept(self) -> socket.socket:
+        if self.connect:
+            try:
+                return wire.connect(self.path, retries=max(1, int(self.accept_timeout / 0.05)))
+            except OSError as exc:
+                raise CliError(f"cannot connect to {self.path} within {self.accept_timeout:g} s: "
+                               f"{exc.strerror or exc}") from None
         try:
             listener = wire.listen(self.path)
         except OSError as exc:
@@ -124,8 +132,11 @@ class AsBackend(Recorder):
         sock = self._accept()
         sock.settimeout(self.timeout)  # silence and a front-end that stops reading both end it
         open_info = {k: v for k, v in info.items() if k in ("device", "byteorder")}
-        open_info.update(listen=self.path, label=self.path, orientation="frontend-connects",
-                         replay=True, as_backend=True)
+        if self.connect:
+            open_info.update(connect=self.path, orientation="backend-connects")
+        else:
+            open_info.update(listen=self.path, orientation="frontend-connects")
+        open_info.update(label=self.path, replay=True, as_backend=True)
         self._event("open", open_info)
         by, reason = "frontend", "frontend closed the connection"
         try:

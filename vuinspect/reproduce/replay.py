@@ -53,8 +53,9 @@ MAX_REGION = 1 << 40
 def configure(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("capture", help="capture holding the session to replay")
-    p.add_argument("--connect", metavar="BACKEND.sock",
-                   help="be the front-end: Unix socket of the live back-end")
+    p.add_argument("--connect", metavar="SOCK",
+                   help="Unix socket of the live back-end (or, with --as-backend, of a "
+                        "front-end that listens)")
     p.add_argument("--listen", metavar="SOCK",
                    help="with --as-backend: the Unix socket the live front-end connects to")
     p.add_argument("--as-backend", action="store_true",
@@ -65,7 +66,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for each recorded reply, or with --as-backend for "
                         "the front-end's next message (default 5)")
     p.add_argument("--accept-timeout", type=float, default=60.0, metavar="S",
-                   help="with --as-backend: seconds to wait for the front-end to connect "
+                   help="with --as-backend: seconds to wait for the front-end's connection "
                         "(default 60)")
     p.add_argument("-w", "--write", metavar="OUT.pcapng", help="write the replay as a capture")
     add_report_options(p)
@@ -382,8 +383,8 @@ def pick_connection(messages: list[Message], conn: int | None) -> list[Message]:
 def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0 or args.accept_timeout <= 0:
         raise CliError("--timeout and --accept-timeout must be positive")
-    if args.as_backend != bool(args.listen) or bool(args.connect) == bool(args.listen):
-        raise CliError("give either --connect BACKEND.sock or --listen SOCK --as-backend")
+    if bool(args.connect) == bool(args.listen) or (args.listen and not args.as_backend):
+        raise CliError("give either --connect SOCK or --listen SOCK --as-backend")
     recorded = pick_connection(decode(read_frames(args.capture)), args.conn)
     opened = next((m.info for m in recorded if m.kind == "open"), {})
     writer = None
@@ -395,7 +396,8 @@ def run(args: argparse.Namespace) -> int:
     if args.as_backend:
         from .backend import AsBackend  # the other role, same recording and report
 
-        replay: Recorder = AsBackend(recorded, args.listen, args.timeout, args.accept_timeout)
+        replay: Recorder = AsBackend(recorded, args.listen or args.connect, args.timeout,
+                                     args.accept_timeout, connect=bool(args.connect))
     else:
         replay = Replay(recorded, args.connect, args.timeout)
     try:
