@@ -166,18 +166,7 @@ class AsBackend(Recorder):
                     by, reason = "backend", "replay stopped"
                     break
         finally:
-            self.finished = True
-            self._event("close", {"by": by, "reason": reason})
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            if self._channel is not None:
-                with contextlib.suppress(OSError):
-                    self._channel.shutdown(socket.SHUT_RDWR)
-            for t in self._threads:
-                t.join(2)
-            sock.close()
-            if self._channel is not None:
-                self._channel.close()
+            self._end(sock, {"by": by, "reason": reason})
         with self._lock:
             return sorted(self.frames, key=lambda f: f.ts_ns)
 

@@ -242,6 +242,21 @@ class Recorder:
     def _closed(self, channel: str) -> None:
         """Called when the peer's side of ``channel`` ended."""
 
+    def _end(self, sock: socket.socket, close: dict[str, Any]) -> None:
+        """Record the close, shut both channels, let the readers finish (bounded), close."""
+        self.finished = True
+        self._event("close", close)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        if self._channel is not None:
+            with contextlib.suppress(OSError):
+                self._channel.shutdown(socket.SHUT_RDWR)
+        for t in self._threads:
+            t.join(2)
+        sock.close()
+        if self._channel is not None:
+            self._channel.close()
+
 
 class Replay(Recorder):
     """Drive one back-end connection with a recorded front-end side; collect the frames."""
@@ -321,18 +336,7 @@ class Replay(Recorder):
                 alive = self._send(sock, m)
         finally:
             time.sleep(0.1)  # what the back-end still says after the last message
-            self.finished = True
-            self._event("close", {"by": "frontend", "reason": "replay finished"})
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            if self._channel is not None:
-                with contextlib.suppress(OSError):
-                    self._channel.shutdown(socket.SHUT_RDWR)
-            for t in self._threads:
-                t.join(2)
-            sock.close()
-            if self._channel is not None:
-                self._channel.close()
+            self._end(sock, {"by": "frontend", "reason": "replay finished"})
         with self._lock:
             return sorted(self.frames, key=lambda f: f.ts_ns)
 
