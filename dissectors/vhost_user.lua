@@ -2100,6 +2100,8 @@ local function first_rec(m, frame, ph, be, sp)
   return r
 end
 
+local OUT = {}
+
 -- One framed message (or raw chunk) at tvb offset [base, base+len) of mt; its bytes are in
 -- CUR_S.  On the first pass `rec` holds only the framing facts and is completed here (the
 -- state is updated, checks run); later passes only redraw.  `t` is nil when no tree is built.
@@ -2154,7 +2156,8 @@ local function dissect_message(mt, base, len, rec, first, t)
     end
   end
   local pbase, plen = base + C.HEADER_SIZE, len - C.HEADER_SIZE
-  local out = {}
+  local out = OUT  -- one table, emptied per message (nothing keeps it)
+  for k in pairs(out) do out[k] = nil end
   if spec == nil then
     problem(probs, "unknown_request", fmt("request id %d is not defined on the %s channel", req, channel))
     if plen > 0 then
@@ -2249,9 +2252,12 @@ end
 -- Cut [base, base+total) of CUR_S into messages and raw chunks.  Returns the spans, the
 -- bytes left for a later frame and (first pass) the stream entry holding them.
 local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
-  local fdq = {}
-  if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
-  if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
+  local fdq = EMPTY  -- fds waiting for the message that ends in or after their frame
+  if (carry and #carry.fds > 0) or #ph.fds > 0 then
+    fdq = {}
+    if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
+    if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
+  end
   local spans, pos, ts = {}, 0, carry and carry.ts or ts_now
   local fds
   while total - pos >= C.HEADER_SIZE do
@@ -2302,6 +2308,8 @@ local function truncation(buf, be, why)
            text = fmt("stream ended after %d of %d payload bytes (%s)", n - C.HEADER_SIZE, size, why) }
 end
 
+local TEXTS = {}
+
 local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
   local s = session(ph.conn)
   local key = ph.conn * 4 + ph.channel * 2 + ph.direction
@@ -2333,7 +2341,8 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
     end
   end
   local m0 = floor(M.first[num] / 2)
-  local texts = {}
+  local texts = TEXTS  -- one list, emptied per frame
+  for i = #texts, 1, -1 do texts[i] = nil end
   for i, sp in ipairs(spans) do
     local t = top
     if i > 1 and top then t = tree:add(vu, mt:range(base + sp.off, sp.len)) end
@@ -2355,12 +2364,17 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
       local c = M.carry[num]
       if not first and c and c.leftover and streams[c.key] == c.leftover then
         local p = truncation(c.leftover.buf, be, "capture ended")
-        if p then show_problem(top, mt:range(base + total - partial, partial), p.code, p.text) end
+        if p then
+          local r = mt:range(base + total - partial, partial)
+          local worst = show_problem(top, r, p.code, p.text)
+          top:add(F.severity, r, C.SEVERITIES[worst + 1]):set_generated()
+        end
       end
     end
   end
   if not WANT_TEXT then return "" end
-  if #texts == 0 then texts[1] = "[no data]" end
+  if #texts == 0 then return "[no data]" end
+  if #texts == 1 then return texts[1] end
   return concat(texts, " | ")
 end
 
@@ -2405,6 +2419,13 @@ local function close_session(s, reason, num)
   end
 end
 
+-- What a close found of unfinished messages, with the severity of the worst.
+local function show_closed(top, r, num)
+  local worst
+  for _, p in ipairs(M.closed[num] or EMPTY) do worst = show_problem(top, r, p.code, p.text, worst) end
+  if worst then top:add(F.severity, r, C.SEVERITIES[worst + 1]):set_generated() end
+end
+
 local function dissect_event(tvb, raw, ph, num, first, top)
   local text = utf8_clean(ssub(raw, ph.hdr_len + 1))
   local info = json_decode(text)
@@ -2417,7 +2438,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       local v = info[k]
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
-    for _, p in ipairs(M.closed[num] or EMPTY) do show_problem(top, r, p.code, p.text) end
+    show_closed(top, r, num)
   end
   if first then
     M.first[num] = false
@@ -2429,8 +2450,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
     elseif ph.kind == 2 then
       close_session(s, tostring(info.reason or "closed"), num)
       if top then
-        local r = tvb:range(ph.hdr_len, #raw - ph.hdr_len)
-        for _, p in ipairs(M.closed[num] or EMPTY) do show_problem(top, r, p.code, p.text) end
+        show_closed(top, tvb:range(ph.hdr_len, #raw - ph.hdr_len), num)
       end
     end
   end

@@ -381,3 +381,36 @@ def test_two_pass_columns_are_the_single_pass_ones(name, sample_captures):
         assert proc.returncode == 0, proc.stderr
         outs.append(proc.stdout)
     assert outs[0] == outs[1] and outs[0].count("\n") == len(list(read_frames(path)))
+
+
+def test_expert_severities_follow_the_problem_table(problems_capture):
+    """Issue 12 item 6: each expert info is at its code's severity in protocol/problems.py,
+    and vhost_user.severity is the highest severity of the message's problems."""
+    import xml.etree.ElementTree as ET
+
+    levels = {"error": 0x00800000, "warning": 0x00600000, "note": 0x00400000}
+    path, _ = problems_capture
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-2", "-T", "pdml")
+    assert proc.returncode == 0, proc.stderr
+    seen = set()
+    for proto in ET.fromstring(proc.stdout).iter("proto"):
+        if proto.get("name") != "vhost_user":
+            continue
+        worst = None
+        for ex in proto.iter("field"):
+            if ex.get("name") != "_ws.expert":
+                continue
+            code = next(f.get("name") for f in ex.iter("field")
+                        if f.get("name", "").startswith("vhost_user.expert."))
+            code = code.removeprefix("vhost_user.expert.")
+            sev = int(next(f.get("show") for f in ex.iter("field")
+                           if f.get("name") == "_ws.expert.severity"), 0)
+            if code in CODES:
+                assert sev == levels[CODES[code].severity], code
+                seen.add(code)
+                rank = ("error", "warning", "note").index(CODES[code].severity)
+                worst = rank if worst is None else min(worst, rank)
+        shown = [f.get("show") for f in proto.iter("field") if f.get("name") == "vhost_user.severity"]
+        if worst is not None:
+            assert shown == [("error", "warning", "note")[worst]]
+    assert seen == set(CODES)

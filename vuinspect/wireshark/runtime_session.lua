@@ -527,6 +527,8 @@ local function first_rec(m, frame, ph, be, sp)
   return r
 end
 
+local OUT = {}
+
 -- One framed message (or raw chunk) at tvb offset [base, base+len) of mt; its bytes are in
 -- CUR_S.  On the first pass `rec` holds only the framing facts and is completed here (the
 -- state is updated, checks run); later passes only redraw.  `t` is nil when no tree is built.
@@ -581,7 +583,8 @@ local function dissect_message(mt, base, len, rec, first, t)
     end
   end
   local pbase, plen = base + C.HEADER_SIZE, len - C.HEADER_SIZE
-  local out = {}
+  local out = OUT  -- one table, emptied per message (nothing keeps it)
+  for k in pairs(out) do out[k] = nil end
   if spec == nil then
     problem(probs, "unknown_request", fmt("request id %d is not defined on the %s channel", req, channel))
     if plen > 0 then
