@@ -14,6 +14,10 @@ reply).  The back-end's answers are compared with the recorded ones as
 behaved as recorded, 1 otherwise.
 Guest memory contents are not in a capture: the rings the back-end sees are
 empty, so values that depend on guest I/O (GET_VRING_BASE after I/O) differ.
+With --as-backend the roles swap: vuinspect answers a live front-end (QEMU,
+DPDK virtio-user) with the recorded back-end side, on --listen SOCK (or
+--connect SOCK when the front-end listens); the same report, B being the live
+front-end's session.
 """
 
 from __future__ import annotations
