@@ -35,38 +35,15 @@ from .message_list import ColumnHeader, MessageList
 from .model import Model
 from .offsets import field_ranges, range_for
 from .palette import palette_commands
+from .prompt import PromptBar
 from .rowtext import TIME_MODES, format_time
 from .search import matcher, save_rows, search
 from .sources import Source
 from .state_view import StateView
 from .stats import StatsView
+from .title import VIEWS, title_text
 
 DETAIL_DELAY = 0.08  # s: the detail pane waits for the cursor to rest this long
-VIEWS = ("messages", "state", "connections", "stats")
-VIEW_TITLES = {"messages": "1 Messages", "state": "2 State", "connections": "3 Connections",
-               "stats": "4 Statistics"}
-
-
-class PromptInput(Input):
-    """The one-line minibuffer for search, go-to-frame, save and comment (Esc cancels).
-
-    Tab stays in it (focus never moves on while a prompt is open), and losing
-    focus closes it, so typed keys never run as commands.
-    """
-
-    BINDINGS = [Binding("enter", "submit", "Accept"),
-                Binding("escape", "cancel", "Cancel"),
-                Binding("tab,shift+tab", "stay", show=False)]
-
-    def action_cancel(self) -> None:
-        self.app.close_prompt()  # type: ignore[attr-defined]
-
-    def action_stay(self) -> None:
-        pass
-
-    def on_blur(self) -> None:
-        if self.app.prompt_mode is not None:  # type: ignore[attr-defined]
-            self.app.close_prompt()  # type: ignore[attr-defined]
 
 
 class VuInspectApp(App[None]):
@@ -107,7 +84,6 @@ class VuInspectApp(App[None]):
         self.poll_interval = poll_interval
         self.view = "messages"
         self.search_text = ""
-        self.prompt_mode: str | None = None
         self._seen: tuple = ()
         self._detail_sig: tuple | None = None
         self._last_state_draw = 0.0
@@ -151,9 +127,7 @@ class VuInspectApp(App[None]):
             yield StateView(id="state")
             yield ConnectionsView(id="connections")
             yield StatsView(id="stats")
-        with Horizontal(id="prompt-bar"):
-            yield Static("", id="prompt-label", markup=False)
-            yield PromptInput(id="prompt", select_on_focus=False)
+        yield PromptBar(id="prompt-bar")
         yield Footer()
 
     @property
@@ -230,41 +204,8 @@ class VuInspectApp(App[None]):
             self._refresh_view(force=False)  # ages keep growing
 
     def _update_title(self) -> None:
-        m = self.model
-        decoded, total = m.progress()
-        t = Text()
-        t.append("vuinspect ", style="bold")
-        t.append(safe_text(os.path.basename(m.source.name) if not m.source.live
-                           else m.source.name))
-        t.append(f"  {total:,} frames")
-        if m.source.loading:
-            t.append("  indexing…", style="yellow")
-        damage = getattr(m.source, "load_error", None) or \
-            getattr(getattr(m.source, "index", None), "error", None)
-        if damage is not None:
-            t.append(safe_text(f"  damaged: {damage} (frames before it are shown)"),
-                     style="bold red")
-        if m.error:
-            t.append(safe_text(f"  {m.error}"), style="bold red")
-        elif decoded < total or not m.finished and m.source.ended:
-            pct = 100 * decoded // total if total else 100
-            t.append(f"  decoding {pct}%", style="yellow")
-        if m.visible is not None:
-            t.append(safe_text(f"  filter: {m.filter_text}  {len(m):,} shown"), style="cyan")
-            if m.filtering:
-                pct = 100 * m.filtered // m.decoded if m.decoded else 0
-                t.append(f" (filtering {pct}%)", style="yellow")
-        if m.source.live and not m.source.ended:
-            lst = self.message_list
-            t.append("  LIVE", style="bold green")
-            t.append("  follow" if lst.follow else "  paused (End follows)",
-                     style="green" if lst.follow else "yellow")
-        marks = len(self.message_list.marks)
-        if marks:
-            t.append(f"  {marks} marked", style="yellow")
-        t.append("   " + "  ".join(
-            f"[{VIEW_TITLES[v]}]" if v == self.view else VIEW_TITLES[v] for v in VIEWS),
-            style="dim")
+        lst = self.message_list
+        t = title_text(self.model, self.view, follow=lst.follow, marks=len(lst.marks))
         self._widgets["title"].update(t)  # type: ignore[attr-defined]
 
     def _refresh_view(self, force: bool) -> None:
@@ -473,31 +414,26 @@ class VuInspectApp(App[None]):
         bar.input.value = bar.applied
         self.message_list.focus()
 
-    # -- prompt: search, go to, save ---------------------------------------------------------
+    # -- prompt: search, go to, save, comment ------------------------------------------------
+    @property
+    def prompt_mode(self) -> str | None:
+        """What the open prompt asks for (search, goto, save, comment), or None."""
+        return self.query_one(PromptBar).mode
+
     def open_prompt(self, mode: str, label: str, value: str = "",
                     placeholder: str = "Enter accepts, Esc cancels") -> None:
         """Show the prompt line above the footer: ``label``, then the input."""
-        prompt = self.query_one(PromptInput)
-        self.prompt_mode = mode
-        self.query_one("#prompt-label", Static).update(label + " ")
-        prompt.placeholder = placeholder
-        prompt.value = value
-        prompt.cursor_position = len(value)
-        self.query_one("#prompt-bar").add_class("-active")
-        prompt.focus()
+        self.query_one(PromptBar).open(mode, label, value, placeholder)
 
     def close_prompt(self) -> None:
-        self.prompt_mode = None
-        self.query_one("#prompt-bar").remove_class("-active")
+        self.query_one(PromptBar).close()
+
+    def on_prompt_bar_closed(self, event: PromptBar.Closed) -> None:
         if self.view == "messages":
             self.message_list.focus()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if not isinstance(event.input, PromptInput):
-            return
-        event.stop()
-        mode, text = self.prompt_mode, event.value.strip()
-        self.close_prompt()
+    def on_prompt_bar_answered(self, event: PromptBar.Answered) -> None:
+        mode, text = event.mode, event.text
         if mode == "comment" and self._comment_row is not None:
             self.set_comment(self._comment_row, text)
             return
