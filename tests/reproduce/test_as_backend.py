@@ -230,6 +230,22 @@ def test_oversized_header_refused(tmp_path) -> None:
         "main channel: frontend: header announces 1073741824 payload bytes (max 4096)"]
 
 
+def test_endless_front_end_stopped_at_the_budget(tmp_path) -> None:
+    """Messages beyond the recording are kept up to a bound, then the session ends."""
+    sock = tmp_path / "be.sock"
+    with as_backend(_features_recording(tmp_path), sock, "--timeout", "2") as got:
+        s = _connect(sock)
+        s.settimeout(10)
+        with contextlib.suppress(OSError):
+            s.sendall(wire.pack(wire.SET_OWNER) * 1500)  # no reply due: nothing to read
+        assert s.recv(1) == b""  # closed by the replay
+        s.close()
+    assert got["rc"] == 1
+    assert got["report"]["notes"] == ["main channel: more than 1000 messages beyond the recording"]
+    # 6 recorded frames + 1000 kept; the first SET_OWNER matched the recorded one
+    assert got["report"]["counts"]["unexpected"] == 6 + 1000 - 1
+
+
 def test_nobody_connects(tmp_path) -> None:
     sock = tmp_path / "be.sock"
     with as_backend(_features_recording(tmp_path), sock, "--accept-timeout", "0.3") as got:

@@ -34,7 +34,7 @@ from ..protocol.requests import FLAG_NEED_REPLY, REPLY_FLAGS, lookup
 from ..proxy.fds import describe_fd
 from ..testing import wire
 from .compare import LOOKAHEAD
-from .replay import Recorder, make_fd, recv_message, region_sizes, send_timeout
+from .replay import EXTRA_MESSAGES, Recorder, make_fd, recv_message, region_sizes, send_timeout
 
 SET_BACKEND_REQ_FD = 21
 #: After the last recorded request: how long to wait for the front-end to close or say more.
@@ -186,7 +186,8 @@ class AsBackend(Recorder):
                 os.close(fd)
         self.seen += 1
         if not self._add("main", "f2b", data, descs):
-            self.notes.append(f"more than {len(self.expected)} + the allowed extra messages")
+            self.notes.append(f"main channel: more than {EXTRA_MESSAGES} messages beyond the "
+                              "recording")
             if channel is not None:
                 channel.close()
             return False
