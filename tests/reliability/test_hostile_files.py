@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -267,6 +268,14 @@ def test_classic_pcap_reads_like_the_pcapng(tmp_path, fmt) -> None:
         assert [index.frame(i) for i in range(len(index))] == want
     res = cli("read", path)
     assert res.returncode == 0 and "GET_FEATURES" in res.stdout
+    # cut inside its last record, through a pipe (partial reads): damage, not a short packet
+    data = Path(path).read_bytes()[:-10]
+    reader = CaptureReader(io.BufferedReader(io.BytesIO(data), buffer_size=7))
+    assert list(reader) == want[:-1] and "cut short" in reader.error.reason
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data)
+    with build_index(str(cut)) as index:
+        assert len(index) == len(want) - 1 and "cut short" in index.error.reason
 
 
 @needs_wireshark

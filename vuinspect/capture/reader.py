@@ -136,18 +136,32 @@ class CaptureReader:
         self._buf = b""
 
         class Source:
+            """Whole reads for dpkt (a pipe gives partial ones); says if the last came up short."""
+
             name = self.name
+            short = False
 
             def read(self, n: int) -> bytes:
                 nonlocal head
-                if head:
-                    out, head = head[:n], head[n:]
-                    return out + (read(n - len(out)) if len(out) < n else b"")
-                return read(n)
+                parts = [head[:n]]
+                head = head[n:]
+                have = len(parts[0])
+                while have < n:
+                    try:
+                        chunk = read(n - have)
+                    except OSError as exc:
+                        raise CaptureError(f"cannot read capture {self.name}: {exc.strerror or exc}") from None
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    have += len(chunk)
+                self.short = have < n
+                return b"".join(parts)
 
         pcap_header(head[:24])  # link type 252 or a one-line refusal (the same text as the index)
         try:
-            self._pcap_reader = dpkt.pcap.Reader(Source())
+            self._pcap_source = Source()
+            self._pcap_reader = dpkt.pcap.Reader(self._pcap_source)
         except (ValueError, dpkt.Error) as exc:
             raise CaptureFormatError(f"classic pcap (libpcap) file with a bad header: {exc}", 0) from None
         self._pcap = True
@@ -249,6 +263,9 @@ class CaptureReader:
         offset = 24
         try:
             for ts, pkt in reader:
+                if self._pcap_source.short:  # the file ends inside this record
+                    raise CaptureError(f"packet record at offset {offset} cut short: "
+                                       f"{len(pkt)} bytes of its packet present", offset)
                 ns = int(ts * 1_000_000_000) if isinstance(ts, Decimal) else round(ts * 1_000_000) * 1000
                 olen = len(pkt) + 1 if len(pkt) >= snaplen and snaplen < MAX_CAPLEN else len(pkt)
                 got = packet_frame(pkt, 0, len(pkt), olen, ns, offset)
