@@ -899,6 +899,7 @@ local C = {
 -- Every loop is bounded by the bytes present or by a table's maximum.
 -- ===================================================================== runtime: helpers
 local floor, fmt, concat = math.floor, string.format, table.concat
+local ipairs, pairs, type, tostring, tonumber = ipairs, pairs, type, tostring, tonumber
 local TWO32 = 4294967296
 
 -- 32-bit AND with a non-negative result: BitOp's `bit` when present, arithmetic otherwise.
@@ -1595,6 +1596,11 @@ do
   if pause < 150 then collectgarbage("setpause", pause) end  -- someone wanted it tighter
 end
 local EMPTY = {}     -- shared empty list (never written)
+local PROBLEMS, SCRATCH = {}, {}  -- first-pass problems of the message; thrown-away ones
+local function empty(list)
+  for i = #list, 1, -1 do list[i] = nil end
+  return list
+end
 
 local function reset()
   sessions, streams = {}, {}
@@ -2064,7 +2070,14 @@ local function persist(rec)
   M.bits[m] = bits
   M.link[m] = rec.reply_to and -rec.reply_to or false
   M.lat[m] = rec.latency or false
-  if #rec.problems > 0 then M.probs[m] = rec.problems end
+  local probs = rec.problems
+  if #probs > 0 then
+    if probs == PROBLEMS then  -- the shared list: keep a copy
+      probs = {}
+      for i, p in ipairs(PROBLEMS) do probs[i] = p end
+    end
+    M.probs[m] = probs
+  end
   if #rec.fds > 0 then M.fds[m] = shared_list(rec.fds) end
 end
 
@@ -2089,7 +2102,7 @@ local REC = {}
 local function first_rec(m, frame, ph, be, sp)
   local r = REC
   r.m, r.frame, r.conn, r.channel, r.direction = m, frame, ph.conn, ph.channel_name, ph.direction
-  r.be, r.ts, r.raw, r.raw_fds, r.problems = be, sp.ts, sp.raw, sp.fds, sp.problems or {}
+  r.be, r.ts, r.raw, r.raw_fds, r.problems = be, sp.ts, sp.raw, sp.fds, sp.problems or empty(PROBLEMS)
   r.fds = EMPTY
   if #sp.fds > 0 then
     r.fds = {}
@@ -2107,7 +2120,7 @@ local OUT = {}
 -- state is updated, checks run); later passes only redraw.  `t` is nil when no tree is built.
 local function dissect_message(mt, base, len, rec, first, t)
   local s = session(rec.conn)
-  local probs = first and rec.problems or {}
+  local probs = first and rec.problems or empty(SCRATCH)
   local mrange = t and mt:range(base, len)
   if first then s.messages = s.messages + 1 end
   if rec.raw then
@@ -2249,6 +2262,20 @@ local function take_fds(fdq, stop)
   return taken, keep
 end
 
+-- The spans of the frame being dissected: one list and a pool of span tables, refilled per
+-- frame (a span lives only while its frame is dissected).
+local SPANS, SPAN_POOL = {}, {}
+local function span(spans, off, len, fds, ts, raw, problems)
+  local i = #spans + 1
+  local sp = SPAN_POOL[i]
+  if sp == nil then
+    sp = {}
+    SPAN_POOL[i] = sp
+  end
+  sp.off, sp.len, sp.fds, sp.ts, sp.raw, sp.problems = off, len, fds, ts, raw, problems
+  spans[i] = sp
+end
+
 -- Cut [base, base+total) of CUR_S into messages and raw chunks.  Returns the spans, the
 -- bytes left for a later frame and (first pass) the stream entry holding them.
 local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
@@ -2258,7 +2285,8 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
     if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
     if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
   end
-  local spans, pos, ts = {}, 0, carry and carry.ts or ts_now
+  local spans, pos, ts = SPANS, 0, carry and carry.ts or ts_now
+  for i = #spans, 1, -1 do spans[i] = nil end
   local fds
   while total - pos >= C.HEADER_SIZE do
     local size = u32(base + pos + 8, be)
@@ -2268,15 +2296,15 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
         if plausible(base + off, ph.channel_name, be) then nxt = off; break end
       end
       fds, fdq = take_fds(fdq, nxt)
-      spans[#spans + 1] = { off = pos, len = nxt - pos, raw = true, fds = fds, ts = ts, problems = {
+      span(spans, pos, nxt - pos, fds, ts, true, {
         { code = "oversize", text = fmt("header announces %d payload bytes (max %d)", size, C.MAX_PAYLOAD) },
         { code = "framing_lost", text = fmt("%d bytes passed through raw", nxt - pos)
-          .. (nxt < total and ", resynchronised on the next plausible header" or "") } } }
+          .. (nxt < total and ", resynchronised on the next plausible header" or "") } })
       pos = nxt
     else
       if total - pos < C.HEADER_SIZE + size then break end
       fds, fdq = take_fds(fdq, pos + C.HEADER_SIZE + size)
-      spans[#spans + 1] = { off = pos, len = C.HEADER_SIZE + size, fds = fds, ts = ts }
+      span(spans, pos, C.HEADER_SIZE + size, fds, ts)
       pos = pos + C.HEADER_SIZE + size
     end
     ts = ts_now

@@ -414,3 +414,17 @@ def test_expert_severities_follow_the_problem_table(problems_capture):
         if worst is not None:
             assert shown == [("error", "warning", "note")[worst]]
     assert seen == set(CODES)
+
+
+def test_no_accidental_globals():
+    """A name the runtime uses before its `local` line silently becomes a global (nil)."""
+    proc = subprocess.run(["luac5.2", "-l", "-p", str(W.LUA)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    used = set(re.findall(r'[GS]ETTABUP.*_ENV "(\w+)"', proc.stdout))
+    wireshark = {"ProtoField", "ProtoExpert", "Proto", "base", "expert", "frametype", "UInt64",
+                 "Int64", "NSTime", "ByteArray", "Listener", "TextWindow", "register_menu",
+                 "register_stat_cmd_arg", "gui_enabled", "MENU_STAT_GENERIC", "bit"}
+    lua = {"ipairs", "pairs", "type", "tostring", "tonumber", "string", "table", "math", "pcall",
+           "print", "next", "io", "collectgarbage", "setmetatable"}
+    assert used <= wireshark | lua, used - wireshark - lua

@@ -6,6 +6,7 @@
 -- Every loop is bounded by the bytes present or by a table's maximum.
 -- ===================================================================== runtime: helpers
 local floor, fmt, concat = math.floor, string.format, table.concat
+local ipairs, pairs, type, tostring, tonumber = ipairs, pairs, type, tostring, tonumber
 local TWO32 = 4294967296
 
 -- 32-bit AND with a non-negative result: BitOp's `bit` when present, arithmetic otherwise.

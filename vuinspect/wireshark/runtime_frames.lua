@@ -28,6 +28,20 @@ local function take_fds(fdq, stop)
   return taken, keep
 end
 
+-- The spans of the frame being dissected: one list and a pool of span tables, refilled per
+-- frame (a span lives only while its frame is dissected).
+local SPANS, SPAN_POOL = {}, {}
+local function span(spans, off, len, fds, ts, raw, problems)
+  local i = #spans + 1
+  local sp = SPAN_POOL[i]
+  if sp == nil then
+    sp = {}
+    SPAN_POOL[i] = sp
+  end
+  sp.off, sp.len, sp.fds, sp.ts, sp.raw, sp.problems = off, len, fds, ts, raw, problems
+  spans[i] = sp
+end
+
 -- Cut [base, base+total) of CUR_S into messages and raw chunks.  Returns the spans, the
 -- bytes left for a later frame and (first pass) the stream entry holding them.
 local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
@@ -37,7 +51,8 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
     if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
     if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
   end
-  local spans, pos, ts = {}, 0, carry and carry.ts or ts_now
+  local spans, pos, ts = SPANS, 0, carry and carry.ts or ts_now
+  for i = #spans, 1, -1 do spans[i] = nil end
   local fds
   while total - pos >= C.HEADER_SIZE do
     local size = u32(base + pos + 8, be)
@@ -47,15 +62,15 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
         if plausible(base + off, ph.channel_name, be) then nxt = off; break end
       end
       fds, fdq = take_fds(fdq, nxt)
-      spans[#spans + 1] = { off = pos, len = nxt - pos, raw = true, fds = fds, ts = ts, problems = {
+      span(spans, pos, nxt - pos, fds, ts, true, {
         { code = "oversize", text = fmt("header announces %d payload bytes (max %d)", size, C.MAX_PAYLOAD) },
         { code = "framing_lost", text = fmt("%d bytes passed through raw", nxt - pos)
-          .. (nxt < total and ", resynchronised on the next plausible header" or "") } } }
+          .. (nxt < total and ", resynchronised on the next plausible header" or "") } })
       pos = nxt
     else
       if total - pos < C.HEADER_SIZE + size then break end
       fds, fdq = take_fds(fdq, pos + C.HEADER_SIZE + size)
-      spans[#spans + 1] = { off = pos, len = C.HEADER_SIZE + size, fds = fds, ts = ts }
+      span(spans, pos, C.HEADER_SIZE + size, fds, ts)
       pos = pos + C.HEADER_SIZE + size
     end
     ts = ts_now

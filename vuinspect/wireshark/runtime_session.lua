@@ -22,6 +22,11 @@ do
   if pause < 150 then collectgarbage("setpause", pause) end  -- someone wanted it tighter
 end
 local EMPTY = {}     -- shared empty list (never written)
+local PROBLEMS, SCRATCH = {}, {}  -- first-pass problems of the message; thrown-away ones
+local function empty(list)
+  for i = #list, 1, -1 do list[i] = nil end
+  return list
+end
 
 local function reset()
   sessions, streams = {}, {}
@@ -491,7 +496,14 @@ local function persist(rec)
   M.bits[m] = bits
   M.link[m] = rec.reply_to and -rec.reply_to or false
   M.lat[m] = rec.latency or false
-  if #rec.problems > 0 then M.probs[m] = rec.problems end
+  local probs = rec.problems
+  if #probs > 0 then
+    if probs == PROBLEMS then  -- the shared list: keep a copy
+      probs = {}
+      for i, p in ipairs(PROBLEMS) do probs[i] = p end
+    end
+    M.probs[m] = probs
+  end
   if #rec.fds > 0 then M.fds[m] = shared_list(rec.fds) end
 end
 
@@ -516,7 +528,7 @@ local REC = {}
 local function first_rec(m, frame, ph, be, sp)
   local r = REC
   r.m, r.frame, r.conn, r.channel, r.direction = m, frame, ph.conn, ph.channel_name, ph.direction
-  r.be, r.ts, r.raw, r.raw_fds, r.problems = be, sp.ts, sp.raw, sp.fds, sp.problems or {}
+  r.be, r.ts, r.raw, r.raw_fds, r.problems = be, sp.ts, sp.raw, sp.fds, sp.problems or empty(PROBLEMS)
   r.fds = EMPTY
   if #sp.fds > 0 then
     r.fds = {}
@@ -534,7 +546,7 @@ local OUT = {}
 -- state is updated, checks run); later passes only redraw.  `t` is nil when no tree is built.
 local function dissect_message(mt, base, len, rec, first, t)
   local s = session(rec.conn)
-  local probs = first and rec.problems or {}
+  local probs = first and rec.problems or empty(SCRATCH)
   local mrange = t and mt:range(base, len)
   if first then s.messages = s.messages + 1 end
   if rec.raw then
