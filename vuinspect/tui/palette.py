@@ -35,4 +35,6 @@ def palette_commands(app: VuInspectApp) -> Iterator[SystemCommand]:
                         app.action_follow)
     yield SystemCommand("Save view as capture", "write the filtered or marked frames",
                         app.action_save)
+    yield SystemCommand("Comment frame", "add or edit the frame's comment (c; w saves it)",
+                        app.action_comment)
     yield SystemCommand("Help: keys", "every key binding", app.action_help)
