@@ -8,6 +8,9 @@ A frame of kind ``data`` holds the bytes of one ``sendmsg`` the proxy made (one
 whole vhost-user message, or bytes that could not be framed) and a description
 of every fd that travelled with it.  Frames of kind ``open``/``close``/``note``
 are connection events; their ``data`` is UTF-8 JSON (see :func:`event_info`).
+Frames of kind ``ring`` (one look at a vring through guest memory) and
+``notify`` (kicks/calls/errs on one vring in a 10 ms window) are the data
+plane (issue 13); their ``data`` is compact JSON too (:func:`ring_frame`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from typing import Any, Literal
 
 Channel = Literal["main", "backend"]
 Direction = Literal["f2b", "b2f"]
-Kind = Literal["data", "open", "close", "note"]
+Kind = Literal["data", "open", "close", "note", "ring", "notify"]
 
 CHANNELS: tuple[Channel, ...] = ("main", "backend")
 DIRECTIONS: tuple[Direction, ...] = ("f2b", "b2f")
-KINDS: tuple[Kind, ...] = ("data", "open", "close", "note")
+KINDS: tuple[Kind, ...] = ("data", "open", "close", "note", "ring", "notify")
+#: Kinds whose data is JSON about the connection rather than bytes that crossed it.
+EVENT_KINDS: frozenset[str] = frozenset(("open", "close", "note"))
+DATAPLANE_KINDS: frozenset[str] = frozenset(("ring", "notify"))
 
 
 @dataclass(slots=True)
@@ -58,6 +64,21 @@ def event_frame(
     """Build an ``open``/``close``/``note`` frame carrying ``info`` as JSON."""
     data = json.dumps(info, sort_keys=True, separators=(",", ":")).encode()
     return Frame(ts_ns, conn, channel, "f2b", data, (), kind)
+
+
+def ring_frame(ts_ns: int, conn: int, sample: dict[str, Any]) -> Frame:
+    """A ``ring`` frame: one vring sample (``dataplane.RingSample.to_json()``), compact JSON."""
+    return Frame(ts_ns, conn, "main", "f2b", json.dumps(sample, separators=(",", ":")).encode(),
+                 (), "ring")
+
+
+def notify_frame(ts_ns: int, conn: int, vring: int, signal: str, count: int, first_ns: int,
+                 last_ns: int) -> Frame:
+    """A ``notify`` frame: ``count`` kicks, calls or errs on ``vring`` in one window."""
+    info = {"vring": vring, "signal": signal, "count": count, "first_ns": first_ns,
+            "last_ns": last_ns}
+    return Frame(ts_ns, conn, "main", "f2b", json.dumps(info, separators=(",", ":")).encode(),
+                 (), "notify")
 
 
 #: Event JSON above this size is not parsed (ours is a few hundred bytes): shown as text.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from .decoder import StreamFramer
-from .frames import Frame, event_info
+from .frames import DATAPLANE_KINDS, Frame, event_info
 from .message import Message
 from .protocol.problems import problem
 from .session import Session
@@ -74,12 +74,39 @@ class Pipeline:
         elif frame.kind == "close":
             out.extend(self._flush_conn(frame.conn))
             session.on_close(frame.ts_ns, str(info.get("reason", "closed")))
+        elif frame.kind in DATAPLANE_KINDS:
+            out.append(self._dataplane(frame, number, info, session))
+            return out
         self.messages += 1
         name = {"open": "OPEN", "close": "CLOSE", "note": "NOTE"}[frame.kind]
         ev = Message(self.messages, number, frame.ts_ns, frame.conn, frame.channel,
                      frame.direction, kind=frame.kind, name=name, info=info, raw=frame.data)
+        if frame.kind == "close" and frame.channel == "main":
+            ev.problems.extend(session.rings_stopped(frame.ts_ns))
         out.append(ev)
         return out
+
+    def _dataplane(self, frame: Frame, number: int, info: dict, session: Session) -> Message:
+        """A ``ring`` or ``notify`` frame as a message: its JSON is the payload.
+
+        A ring message carries the sample's problems and the diagnoses it
+        raises; ``payload.resolved`` lists the diagnoses it ends (with
+        ``duration_ns``).
+        """
+        self.messages += 1
+        payload = dict(info)
+        if frame.kind == "ring":
+            problems, ended = session.on_ring(frame.ts_ns, info)
+            if ended:
+                payload["resolved"] = [{"code": f.code, "since_ns": f.since_ns,
+                                        "until_ns": f.until_ns, "duration_ns": f.duration_ns,
+                                        "resolution": f.resolution, "text": f.text}
+                                       for f in ended]
+        else:
+            problems = session.on_notify(frame.ts_ns, info)
+        return Message(self.messages, number, frame.ts_ns, frame.conn, frame.channel,
+                       frame.direction, kind=frame.kind, name=frame.kind.upper(),
+                       payload=payload, problems=problems, raw=frame.data)
 
     def _flush_conn(self, conn: int, channel: str | None = None) -> list[Message]:
         framers = self._framers.get(conn)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from .dataplane.diagnose import Finding, is_receive_queue
+from .dataplane.track import DataPlane
 from .decoder import RawMessage
 from .message import Message
 from .payload import DecodeContext, choose_layout, decode_layout
@@ -76,6 +78,8 @@ class Session:
         # pairing
         self.pending: dict[str, deque[Pending]] = {"main": deque(), "backend": deque()}
         self.stats: dict[str, RequestStats] = {}
+        #: per-vring data plane (ring/notify frames, issue 13)
+        self.dataplane = DataPlane()
         self.messages = 0
         self.problems = 0
         self._ctx: DecodeContext | None = None
@@ -143,6 +147,32 @@ class Session:
             p.message.problems.append(problem(
                 "missing_reply", f"connection ended before the reply ({reason})"))
         return left
+
+    # -- data plane ----------------------------------------------------------------
+    def receive_queue(self, index: int) -> bool:
+        """Does vring ``index`` only hold buffers for the device to fill (a quiet rx queue)?"""
+        return is_receive_queue(self.device, index)
+
+    def on_ring(self, ts_ns: int, info: dict[str, Any]) -> tuple[list, list[Finding]]:
+        """A ``ring`` frame: its problems (sampled and diagnosed) and the findings it ends."""
+        self._seen(ts_ns)
+        _, found, ended = self.dataplane.on_sample(info, self.receive_queue)
+        return [problem(code, text) for code, text in found], ended
+
+    def on_notify(self, ts_ns: int, info: dict[str, Any]) -> list:
+        self._seen(ts_ns)
+        why = self.dataplane.on_notify(info)
+        return [problem("ring_bad_sample", why)] if why else []
+
+    def rings_stopped(self, ts_ns: int, indices: list[int] | None = None) -> list:
+        """GET_VRING_BASE (one ring), RESET_*, close (all): problems for requests in flight."""
+        return [problem(f.code, f.text)
+                for f in self.dataplane.on_reset(ts_ns, indices, self.receive_queue)]
+
+    def _seen(self, ts_ns: int) -> None:
+        if self.first_ns is None:
+            self.first_ns = ts_ns
+        self.last_ns = max(self.last_ns or ts_ns, ts_ns)
 
     # -- messages ----------------------------------------------------------------
     def handle(self, raw: RawMessage, index: int, direction: str, channel: str) -> Message:
@@ -415,6 +445,7 @@ class Session:
             self.owner = True
         elif r == 4:
             self.owner = False
+            msg.problems.extend(self.rings_stopped(msg.ts_ns))
         elif r == 5 and "regions" in p:
             self.regions = [self._region(reg, msg.fds, i) for i, reg in enumerate(p["regions"])]
         elif r == 37 and "mmap_offset" in p:  # a cut payload lacks the later fields
@@ -425,8 +456,12 @@ class Session:
                 and g.userspace_addr == p["userspace_addr"])]
         elif r == 6:
             self.log = dict(p, fd=msg.fds[0] if msg.fds else None)
+        elif r == 11 and isinstance(p.get("index"), int):
+            msg.problems.extend(self.rings_stopped(msg.ts_ns, [p["index"]]))
         elif r in (8, 9, 10, 18, 23) and "index" in p:
             ring = self.vring(p["index"])
+            if r == 10:
+                self.dataplane.on_restart(msg.ts_ns, p["index"])
             if r == 8:
                 ring.num = p.get("num")
             elif r == 10:
@@ -458,6 +493,7 @@ class Session:
         elif r == 32:
             self.inflight = dict(p, fd=msg.fds[0] if msg.fds else None)
         elif r == 34:
+            msg.problems.extend(self.rings_stopped(msg.ts_ns))
             for ring in self.vrings.values():
                 ring.started = False
                 ring.enabled = False

@@ -14,7 +14,8 @@ from vuinspect.frames import Frame
 
 def test_constants_match_the_table():
     assert pseudohdr.MAGIC == b"VU" and pseudohdr.VERSION == 1 and pseudohdr.FIXED_LEN == 14
-    assert pseudohdr.KIND_CODES == {"data": 0, "open": 1, "close": 2, "note": 3}
+    assert pseudohdr.KIND_CODES == {"data": 0, "open": 1, "close": 2, "note": 3, "ring": 4,
+                                    "notify": 5}
     assert pseudohdr.CHANNEL_CODES == {"main": 0, "backend": 1}
     assert pseudohdr.DIRECTION_CODES == {"f2b": 0, "b2f": 1}
     assert pseudohdr.FLAG_BIG_ENDIAN == 1
@@ -40,7 +41,7 @@ frames = st.builds(
     direction=st.sampled_from(["f2b", "b2f"]),
     data=st.binary(max_size=300),
     fds=st.lists(st.text(max_size=40), max_size=20).map(tuple),
-    kind=st.sampled_from(["data", "open", "close", "note"]),
+    kind=st.sampled_from(["data", "open", "close", "note", "ring", "notify"]),
 )
 
 
@@ -77,7 +78,7 @@ def test_oversized_descriptions_are_shortened_to_fit_u16():
         (b"VU\x01", "cut short: 3 of 14"),
         (b"XX" + pseudo(1, b"")[2:], "bad pseudo-header magic"),
         (pseudo(1, b"")[:2] + b"\x02" + pseudo(1, b"")[3:], "unsupported pseudo-header version 2"),
-        (pseudo(1, b"", kind=4), "unknown frame kind 4"),
+        (pseudo(1, b"", kind=6), "unknown frame kind 6"),
         (pseudo(1, b"", channel=2), "unknown channel 2"),
         (pseudo(1, b"", direction=9), "unknown direction 9"),
         (pseudo(1, b"")[:4] + b"\x00\x40" + pseudo(1, b"")[6:], "length 64 outside 14..14"),

@@ -8,7 +8,7 @@ import pytest
 
 from vuinspect.frames import Frame, event_frame
 from vuinspect.pipeline import Pipeline
-from vuinspect.protocol.problems import CODES
+from vuinspect.protocol.problems import CODES, DATAPLANE_CODES
 
 Q = struct.Struct("<Q").pack
 REGION = struct.pack("<QQQQ", 0, 0x1000, 0x7F0000000000, 0)
@@ -75,7 +75,8 @@ def run(frames: list) -> list:
 
 
 def test_every_code_has_a_case():
-    assert set(CASES) == set(CODES)
+    # the data-plane codes (ring/notify frames) have theirs in tests/dataplane/
+    assert set(CASES) == set(CODES) - set(DATAPLANE_CODES)
 
 
 @pytest.mark.parametrize("code", sorted(CASES))

@@ -12,7 +12,9 @@ Layout (all integers big-endian, whatever the capture's block byte order)::
     off size field
     0   2    magic b"VU"
     2   1    version = 1
-    3   1    kind: 0 data, 1 open, 2 close, 3 note
+    3   1    kind: 0 data, 1 open, 2 close, 3 note, 4 ring, 5 notify (4 and 5: format
+             revision 2, issue 13: a reader that predates them reports such a
+             packet as damage)
     4   2    hdr_len: length of this header including the fd list
     6   1    channel: 0 main, 1 backend
     7   1    direction: 0 f2b, 1 b2f
@@ -37,13 +39,14 @@ MAX_FDS = 253
 #: hdr_len is a u16, so the fd list must fit below this.
 MAX_HDR_LEN = 0xFFFF
 
-KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_NOTE = 0, 1, 2, 3
+KIND_DATA, KIND_OPEN, KIND_CLOSE, KIND_NOTE, KIND_RING, KIND_NOTIFY = 0, 1, 2, 3, 4, 5
 CHANNEL_MAIN, CHANNEL_BACKEND = 0, 1
 DIRECTION_F2B, DIRECTION_B2F = 0, 1
 #: flags bit 0: the message bytes are in big-endian order (host order of the capturing host).
 FLAG_BIG_ENDIAN = 0x01
 
-KIND_CODES: dict[str, int] = {"data": KIND_DATA, "open": KIND_OPEN, "close": KIND_CLOSE, "note": KIND_NOTE}
+KIND_CODES: dict[str, int] = {"data": KIND_DATA, "open": KIND_OPEN, "close": KIND_CLOSE, "note": KIND_NOTE,
+                              "ring": KIND_RING, "notify": KIND_NOTIFY}
 CHANNEL_CODES: dict[str, int] = {"main": CHANNEL_MAIN, "backend": CHANNEL_BACKEND}
 DIRECTION_CODES: dict[str, int] = {"f2b": DIRECTION_F2B, "b2f": DIRECTION_B2F}
 # Code -> name, indexable by the byte read from a header.

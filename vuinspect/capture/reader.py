@@ -47,6 +47,7 @@ _VERSION = pseudohdr.VERSION
 _FIXED = pseudohdr.FIXED
 _FIXED_LEN = pseudohdr.FIXED_LEN
 _KINDS = pseudohdr.KIND_NAMES
+_NKINDS = len(_KINDS)
 _CHANNELS = pseudohdr.CHANNEL_NAMES
 _DIRECTIONS = pseudohdr.DIRECTION_NAMES
 
@@ -204,7 +205,7 @@ class CaptureReader:
                             magic, version, kind, hlen, channel, direction, conn, _, nfds = fixed_unpack(buf, p)
                             if (
                                 magic == _MAGIC and version == _VERSION and hlen == _FIXED_LEN
-                                and nfds == 0 and kind < 4 and channel < 2 and direction < 2
+                                and nfds == 0 and kind < _NKINDS and channel < 2 and direction < 2
                             ):
                                 ts = ts_high << 32 | ts_low
                                 if not iface.native_ns:

@@ -1,8 +1,8 @@
 """Data-plane problem codes, as data, in the shape of ``protocol.problems``.
 
-Kept here until the integration merges ``DATAPLANE_CODES`` into
-``vuinspect/protocol/problems.py`` (same ``ProblemCode`` record: code, Wireshark
-expert group, severity, summary).  A ``DataProblem`` is a finding on a vring or
+The table lives in ``vuinspect/protocol/problems.py`` (one source of truth:
+``CODES`` holds these too, so the filter, NDJSON and the Lua generator know
+them); ``DATAPLANE_CODES`` here is that subset.  A ``DataProblem`` is a finding on a vring or
 an address: data attached to a result, never an exception.
 """
 
@@ -11,47 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol.problems import DATAPLANE_CODES as _DATAPLANE_CODES
 from ..protocol.problems import ProblemCode
 
-_ALL = (
-    # guest memory and address translation
-    ProblemCode("guest_addr_unmapped", "protocol", "error",
-                "address in no memory region (the back-end cannot reach it)"),
-    ProblemCode("guest_read_crosses_region", "malformed", "error",
-                "an area starts inside a memory region but ends outside it"),
-    ProblemCode("iotlb_miss", "protocol", "warning",
-                "IOVA with no IOTLB entry (the back-end would send an IOTLB MISS)"),
-    ProblemCode("region_map_failed", "protocol", "error",
-                "a memory region's fd could not be mapped (bad fd, size or mmap_offset)"),
-    # ring contents
-    ProblemCode("ring_bad_size", "protocol", "error",
-                "queue size 0, above 32768, or (split ring) not a power of 2"),
-    ProblemCode("ring_backwards", "malformed", "error", "a ring index moved backwards"),
-    ProblemCode("ring_index_ahead", "malformed", "error",
-                "the available index is more than num slots ahead of the used index"),
-    ProblemCode("ring_bad_head", "malformed", "error",
-                "an available or used ring entry names a descriptor outside 0..num-1"),
-    ProblemCode("desc_loop", "malformed", "error", "a descriptor chain revisits a descriptor"),
-    ProblemCode("desc_chain_too_long", "malformed", "error",
-                "a descriptor chain is longer than the queue size"),
-    ProblemCode("desc_bad_next", "malformed", "error",
-                "a descriptor's next index is outside the table"),
-    ProblemCode("desc_bad_indirect", "malformed", "error",
-                "an indirect descriptor that the spec forbids (size, nesting or NEXT)"),
-    ProblemCode("used_id_not_available", "malformed", "error",
-                "the device returned a buffer id that was not available"),
-    # diagnosis over time
-    ProblemCode("backend_stalled", "sequence", "error",
-                "requests in flight and the used index did not move"),
-    ProblemCode("lost_kick", "sequence", "warning",
-                "the driver made buffers available without suppression, no kick came, no progress"),
-    ProblemCode("lost_call", "sequence", "warning",
-                "the device used buffers the driver asked to be told about, no call came"),
-    ProblemCode("ring_reset_in_flight", "sequence", "warning",
-                "the ring was stopped or reset with requests still in flight"),
-)
-
-DATAPLANE_CODES: dict[str, ProblemCode] = {p.code: p for p in _ALL}
+DATAPLANE_CODES: dict[str, ProblemCode] = _DATAPLANE_CODES
 
 
 @dataclass(frozen=True, slots=True)

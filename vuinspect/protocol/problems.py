@@ -103,7 +103,50 @@ _ALL = (
     ProblemCode("ack_error", "response_code", "warning", "the reply reports a failure"),
 )
 
-CODES: dict[str, ProblemCode] = {p.code: p for p in _ALL}
+#: The data plane (issue 13): guest memory, ring contents, and diagnoses over time
+#: (vuinspect/dataplane/); a ``ring`` message carries them.
+_DATAPLANE = (
+    # guest memory and address translation
+    ProblemCode("guest_addr_unmapped", "protocol", "error",
+                "address in no memory region (the back-end cannot reach it)"),
+    ProblemCode("guest_read_crosses_region", "malformed", "error",
+                "an area starts inside a memory region but ends outside it"),
+    ProblemCode("iotlb_miss", "protocol", "warning",
+                "IOVA with no IOTLB entry (the back-end would send an IOTLB MISS)"),
+    ProblemCode("ring_bad_sample", "malformed", "error",
+                "a ring or notify frame of the capture that cannot be read"),
+    ProblemCode("region_map_failed", "protocol", "error",
+                "a memory region's fd could not be mapped (bad fd, size or mmap_offset)"),
+    # ring contents
+    ProblemCode("ring_bad_size", "protocol", "error",
+                "queue size 0, above 32768, or (split ring) not a power of 2"),
+    ProblemCode("ring_backwards", "malformed", "error", "a ring index moved backwards"),
+    ProblemCode("ring_index_ahead", "malformed", "error",
+                "the available index is more than num slots ahead of the used index"),
+    ProblemCode("ring_bad_head", "malformed", "error",
+                "an available or used ring entry names a descriptor outside 0..num-1"),
+    ProblemCode("desc_loop", "malformed", "error", "a descriptor chain revisits a descriptor"),
+    ProblemCode("desc_chain_too_long", "malformed", "error",
+                "a descriptor chain is longer than the queue size"),
+    ProblemCode("desc_bad_next", "malformed", "error",
+                "a descriptor's next index is outside the table"),
+    ProblemCode("desc_bad_indirect", "malformed", "error",
+                "an indirect descriptor that the spec forbids (size, nesting or NEXT)"),
+    ProblemCode("used_id_not_available", "malformed", "error",
+                "the device returned a buffer id that was not available"),
+    # diagnosis over time
+    ProblemCode("backend_stalled", "sequence", "error",
+                "requests in flight and the used index did not move"),
+    ProblemCode("lost_kick", "sequence", "warning",
+                "the driver made buffers available without suppression, no kick came, no progress"),
+    ProblemCode("lost_call", "sequence", "warning",
+                "the device used buffers the driver asked to be told about, no call came"),
+    ProblemCode("ring_reset_in_flight", "sequence", "warning",
+                "the ring was stopped or reset with requests still in flight"),
+)
+
+DATAPLANE_CODES: dict[str, ProblemCode] = {p.code: p for p in _DATAPLANE}
+CODES: dict[str, ProblemCode] = {p.code: p for p in _ALL} | DATAPLANE_CODES
 
 
 def worst(problems: list[Problem]) -> Severity | None:
