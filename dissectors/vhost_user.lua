@@ -438,11 +438,47 @@ EX.fds_without_backend_send_fd = ProtoExpert.new("vhost_user.expert.fds_without_
 EXL[#EXL + 1] = EX.fds_without_backend_send_fd
 EX.ack_error = ProtoExpert.new("vhost_user.expert.ack_error", "the reply reports a failure", expert.group.RESPONSE_CODE, expert.severity.WARN)
 EXL[#EXL + 1] = EX.ack_error
+EX.guest_addr_unmapped = ProtoExpert.new("vhost_user.expert.guest_addr_unmapped", "address in no memory region (the back-end cannot reach it)", expert.group.PROTOCOL, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.guest_addr_unmapped
+EX.guest_read_crosses_region = ProtoExpert.new("vhost_user.expert.guest_read_crosses_region", "an area starts inside a memory region but ends outside it", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.guest_read_crosses_region
+EX.iotlb_miss = ProtoExpert.new("vhost_user.expert.iotlb_miss", "IOVA with no IOTLB entry (the back-end would send an IOTLB MISS)", expert.group.PROTOCOL, expert.severity.WARN)
+EXL[#EXL + 1] = EX.iotlb_miss
+EX.ring_bad_sample = ProtoExpert.new("vhost_user.expert.ring_bad_sample", "a ring or notify frame of the capture that cannot be read", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.ring_bad_sample
+EX.region_map_failed = ProtoExpert.new("vhost_user.expert.region_map_failed", "a memory region's fd could not be mapped (bad fd, size or mmap_offset)", expert.group.PROTOCOL, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.region_map_failed
+EX.ring_bad_size = ProtoExpert.new("vhost_user.expert.ring_bad_size", "queue size 0, above 32768, or (split ring) not a power of 2", expert.group.PROTOCOL, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.ring_bad_size
+EX.ring_backwards = ProtoExpert.new("vhost_user.expert.ring_backwards", "a ring index moved backwards", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.ring_backwards
+EX.ring_index_ahead = ProtoExpert.new("vhost_user.expert.ring_index_ahead", "the available index is more than num slots ahead of the used index", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.ring_index_ahead
+EX.ring_bad_head = ProtoExpert.new("vhost_user.expert.ring_bad_head", "an available or used ring entry names a descriptor outside 0..num-1", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.ring_bad_head
+EX.desc_loop = ProtoExpert.new("vhost_user.expert.desc_loop", "a descriptor chain revisits a descriptor", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.desc_loop
+EX.desc_chain_too_long = ProtoExpert.new("vhost_user.expert.desc_chain_too_long", "a descriptor chain is longer than the queue size", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.desc_chain_too_long
+EX.desc_bad_next = ProtoExpert.new("vhost_user.expert.desc_bad_next", "a descriptor's next index is outside the table", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.desc_bad_next
+EX.desc_bad_indirect = ProtoExpert.new("vhost_user.expert.desc_bad_indirect", "an indirect descriptor that the spec forbids (size, nesting or NEXT)", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.desc_bad_indirect
+EX.used_id_not_available = ProtoExpert.new("vhost_user.expert.used_id_not_available", "the device returned a buffer id that was not available", expert.group.MALFORMED, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.used_id_not_available
+EX.backend_stalled = ProtoExpert.new("vhost_user.expert.backend_stalled", "requests in flight and the used index did not move", expert.group.SEQUENCE, expert.severity.ERROR)
+EXL[#EXL + 1] = EX.backend_stalled
+EX.lost_kick = ProtoExpert.new("vhost_user.expert.lost_kick", "the driver made buffers available without suppression, no kick came, no progress", expert.group.SEQUENCE, expert.severity.WARN)
+EXL[#EXL + 1] = EX.lost_kick
+EX.lost_call = ProtoExpert.new("vhost_user.expert.lost_call", "the device used buffers the driver asked to be told about, no call came", expert.group.SEQUENCE, expert.severity.WARN)
+EXL[#EXL + 1] = EX.lost_call
+EX.ring_reset_in_flight = ProtoExpert.new("vhost_user.expert.ring_reset_in_flight", "the ring was stopped or reset with requests still in flight", expert.group.SEQUENCE, expert.severity.WARN)
+EXL[#EXL + 1] = EX.ring_reset_in_flight
 EX.pseudo_header = ProtoExpert.new("vhost_user.expert.pseudo_header", "the vuinspect pseudo-header is damaged", expert.group.MALFORMED, expert.severity.ERROR)
 EXL[#EXL + 1] = EX.pseudo_header
 vu.experts = EXL
 -- severity rank of each code (0 = worst; names in C.SEVERITIES)
-local SEV = { truncated_header = 0, truncated_payload = 0, oversize = 0, framing_lost = 0, bad_version = 0, reserved_flags = 1, wrong_size = 0, bad_count = 0, nonzero_padding = 2, wrong_direction = 0, fd_count = 0, fds_truncated = 0, unknown_request = 1, reply_flags = 0, reply_to_nothing = 0, reply_mismatch = 0, missing_reply = 0, unexpected_reply = 1, request_while_waiting = 1, feature_not_negotiated = 1, features_not_offered = 0, need_reply_without_ack = 2, enable_without_protocol_features = 1, vring_not_started = 1, vring_out_of_range = 1, too_many_regions = 0, fds_without_backend_send_fd = 0, ack_error = 1, pseudo_header = 0 }
+local SEV = { truncated_header = 0, truncated_payload = 0, oversize = 0, framing_lost = 0, bad_version = 0, reserved_flags = 1, wrong_size = 0, bad_count = 0, nonzero_padding = 2, wrong_direction = 0, fd_count = 0, fds_truncated = 0, unknown_request = 1, reply_flags = 0, reply_to_nothing = 0, reply_mismatch = 0, missing_reply = 0, unexpected_reply = 1, request_while_waiting = 1, feature_not_negotiated = 1, features_not_offered = 0, need_reply_without_ack = 2, enable_without_protocol_features = 1, vring_not_started = 1, vring_out_of_range = 1, too_many_regions = 0, fds_without_backend_send_fd = 0, ack_error = 1, guest_addr_unmapped = 0, guest_read_crosses_region = 0, iotlb_miss = 1, ring_bad_sample = 0, region_map_failed = 0, ring_bad_size = 0, ring_backwards = 0, ring_index_ahead = 0, ring_bad_head = 0, desc_loop = 0, desc_chain_too_long = 0, desc_bad_next = 0, desc_bad_indirect = 0, used_id_not_available = 0, backend_stalled = 0, lost_kick = 1, lost_call = 1, ring_reset_in_flight = 1, pseudo_header = 0 }
 
 -- feature bits (named bits shown always, unnamed ones when set)
 local PROTO_BITS = {
@@ -877,7 +913,7 @@ local C = {
   FLAGS_UNKNOWN = 0xFFFFFFF0, FLAGS_UNKNOWN_FROM = 16,
   PH_MAGIC = "VU", PH_VERSION = 1, PH_FIXED = 14,
   PH_MAX_FDS = 253, PH_FLAG_BE = 1,
-  KIND_NAMES = { [0] = "data", [1] = "open", [2] = "close", [3] = "note" },
+  KIND_NAMES = { [0] = "data", [1] = "open", [2] = "close", [3] = "note", [4] = "ring", [5] = "notify" },
   CHANNEL_NAMES = { [0] = "main", [1] = "backend" },
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
@@ -2225,11 +2261,10 @@ local function dissect_message(mt, base, len, rec, first, t)
     add_links(t, rec, mrange, not first)
   end
   if not WANT_TEXT then return "" end
-  local text = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
   local summary = payload_summary(lay, out)
-  if summary ~= "" then text = text .. " " .. summary end
-  if #rec.fds > 0 then text = text .. " fds=[" .. concat(rec.fds, ", ") .. "]" end
-  return text
+  return name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
+    .. (summary ~= "" and " " or "") .. summary
+    .. (#rec.fds > 0 and " fds=[" .. concat(rec.fds, ", ") .. "]" or "")
 end
 
 -- Runtime Lua, part 3: framing across frames, event frames, the dissector entry, the stats tap.

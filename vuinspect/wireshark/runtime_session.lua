@@ -651,9 +651,8 @@ local function dissect_message(mt, base, len, rec, first, t)
     add_links(t, rec, mrange, not first)
   end
   if not WANT_TEXT then return "" end
-  local text = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
   local summary = payload_summary(lay, out)
-  if summary ~= "" then text = text .. " " .. summary end
-  if #rec.fds > 0 then text = text .. " fds=[" .. concat(rec.fds, ", ") .. "]" end
-  return text
+  return name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
+    .. (summary ~= "" and " " or "") .. summary
+    .. (#rec.fds > 0 and " fds=[" .. concat(rec.fds, ", ") .. "]" or "")
 end
