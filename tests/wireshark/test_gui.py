@@ -270,5 +270,7 @@ def test_statistics_menu_entry_opens_its_window(gui):
         gui.run("import", "-window", window, str(path), timeout=30)
         text = " ".join(w for w, _, _ in gui.words(path))
         assert "ADDMEMREG" in _norm(text) and "GETFEATURES" in _norm(text), text
+        err = gui.stderr.read_text(errors="replace")
+        assert not re.search(r"lua|vhost", err, re.I), err
         return
     pytest.fail(f"no vhost-user entry in Statistics or Tools: {seen}")
