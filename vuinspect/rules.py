@@ -309,6 +309,7 @@ class ConnRules:
         self.describe = describe
         self.pipeline = Pipeline(device=ruleset.device, keep_closed=False)
         self._lock = threading.Lock()  # the main and back-end channel links share the decoder
+        self._told: set[int] = set()  # rules whose "cannot act" note this connection has had
         filtered = [r for r in self.rules if r.match is not None]
         self.decode_all = any(r.names is None for r in filtered)
         self.decode_keys = frozenset().union(*(r.names or () for r in filtered))
@@ -347,6 +348,9 @@ class ConnRules:
                 body = None if spec is None or flags & FLAG_REPLY else failure_payload(
                     spec, flags, cur[HEADER_SIZE:])
                 if body is None:
+                    if id(rule) in self._told:
+                        continue
+                    self._told.add(id(rule))  # said once per rule and connection
                     verdict = verdict or Verdict(cur)
                     verdict.notes.append(_note(rule, "no failure reply the spec allows for "
                                                "this message: forwarded unchanged", cur, cur,
