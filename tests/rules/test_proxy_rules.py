@@ -176,3 +176,15 @@ def test_corrupt_once(sockdir, proxy):
     assert n["original"] == msg.hex() and n["new"] != n["original"]
     assert srv.rules.rules[0].fired == 1
     assert "corrupt" in event_info([f for f in rec.frames if f.kind == "note"][0])["text"]
+
+
+def test_stop_sends_held_messages_at_once(sockdir, proxy):
+    """A stop does not wait out a delay: the held message is forwarded, then the pair closes."""
+    fe, be, srv, rec = relayed_pair(sockdir, ruled(proxy, "delay 1m: name == GET_VRING_BASE"))
+    fe.sendall(wire.pack(wire.GET_VRING_BASE, wire.FLAG_VERSION, struct.pack("=II", 0, 0)))
+    notes(rec)
+    t0 = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - t0 < 2.5
+    assert recv(be, 2).request == wire.GET_VRING_BASE
+    assert recv(be, 2) is None
