@@ -147,3 +147,8 @@ def test_proxy_refuses_a_bad_rule_at_start(tmp_path):
                                  "(at character 15)"), lines
         assert ("--rule 2:" if extra[0] == "--rule" else f"{bad}:2:") in lines[0]
         assert not listen.exists()
+    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", str(listen),
+                        "--connect", str(tmp_path / "be.sock"), "--no-tui",
+                        "--rules", str(tmp_path / "missing.rules")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "missing.rules: No such file" in p.stderr
