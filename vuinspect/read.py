@@ -8,6 +8,7 @@ examples:
   vuinspect read --stats -f 'channel == main' captures/fs.pcapng
   vuinspect read -t r -c 20 captures/blk.pcapng
   vuinspect read captures/blk.pcapng captures/net.pcapng    # read in sequence
+  vuinspect read --rings --detail cap.pcapng    # the data plane: vring samples, kicks/calls
   vuinspect proxy ... -w - | vuinspect read -
 
 Exit status: 0 on success, 2 for a bad filter or a damaged capture, 1 for other errors.
@@ -25,12 +26,14 @@ from typing import Any
 
 from .api import Concat, is_pcapng, linked
 from .cli import CliError
+from .dataplane.text import detail_lines, notify_summary, resolved_text, ring_summary
 from .filter import FilterError, compile_filter, field_value
+from .frames import DATAPLANE_KINDS
 from .message import Message
 from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
-from .render import format_ts, summary_line, to_json
-from .stats import Tally, connection_table, format_stats, request_table
+from .render import format_ts, safe_text, summary_line, to_json
+from .stats import Tally, connection_table, format_stats, request_table, ring_table
 
 #: -t formats, tshark's letters: ad (UTC date and time), a (UTC time of day, as the TUI
 #: shows), r (seconds since the first message), d (since the previous line), e (epoch).
@@ -67,6 +70,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", action="store_true",
                    help="counts and reply latency per request and connection (of the "
                         "messages --filter keeps)")
+    p.add_argument("--rings", action="store_true",
+                   help="the ring timeline: only the data plane's ring samples and notify "
+                        "counts (without --rings they are left out, except those that raise "
+                        "or resolve a problem)")
+    p.add_argument("--detail", action="store_true",
+                   help="with --rings: the in-flight descriptor chains and request headers "
+                        "the samples hold")
     p.add_argument("--device", choices=DEVICE_TYPES,
                    help="device type for naming virtio feature bits (default: from the capture)")
 
@@ -110,16 +120,38 @@ def _time_formatter(fmt: str) -> Callable[[int], str]:
     return fmt_ts
 
 
-def _text_line(fmt: str) -> Callable[[Message], str]:
-    if fmt == "e":
-        return summary_line
-    fmt_ts = _time_formatter(fmt)
+def _text_line(fmt: str, detail: bool = False) -> Callable[[Message], str]:
+    fmt_ts = format_ts if fmt == "e" else _time_formatter(fmt)
 
     def line(msg: Message) -> str:
+        if msg.kind in DATAPLANE_KINDS:
+            return _ring_line(msg, fmt_ts(msg.ts_ns), detail)
         text = summary_line(msg)
+        if fmt == "e":
+            return text
         head = f"{msg.frame:>6} {format_ts(msg.ts_ns):>12}"
         return f"{msg.frame:>6} {fmt_ts(msg.ts_ns):>12}{text[len(head):]}"
     return line
+
+
+def _ring_line(msg: Message, ts: str, detail: bool) -> str:
+    """A ring or notify message of the timeline (with --detail: its in-flight chains)."""
+    p = msg.payload
+    body = ring_summary(p) if msg.kind == "ring" else notify_summary(p)
+    parts = [f"{msg.frame:>6} {ts:>12} c{msg.conn:<3} {msg.name:<7} {body}", *resolved_text(p)]
+    if msg.problems:
+        parts.append("!! " + "; ".join(f"{x.code}: {x.text}" for x in msg.problems))
+    text = safe_text(" ".join(parts))
+    if detail:
+        text = "\n".join([text, *detail_lines(p)])
+    return text
+
+
+def _shown(rings: bool) -> Callable[[Message], bool]:
+    """--rings: only ring/notify messages; otherwise everything but routine samples."""
+    if rings:
+        return lambda m: m.kind in DATAPLANE_KINDS
+    return lambda m: m.kind not in DATAPLANE_KINDS or bool(m.problems) or "resolved" in m.payload
 
 
 def _field_text(value: Any) -> str:
@@ -227,7 +259,10 @@ def run(args: argparse.Namespace) -> int:
     files = _sources(args)
     line = (_fields_line(args.fields) if output == "fields" else
             (lambda m: json.dumps(to_json(m), separators=(",", ":"))) if output == "json" else
-            _text_line(args.time_format))
+            _text_line(args.time_format, args.detail))
+    shown_kind = _shown(args.rings)
+    if args.detail and not args.rings:
+        raise CliError("--detail goes with --rings", 2)
 
     pipeline = Pipeline(device=args.device)
     out = sys.stdout
@@ -247,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
                     tally.add(msg, sessions.get(msg.conn))
         else:
             for msg in linked(pipeline, readers.frames()):
-                if predicate is not None and not predicate(msg):
+                if not shown_kind(msg) or predicate is not None and not predicate(msg):
                     continue
                 write(line(msg) + "\n")
                 shown += 1
@@ -259,7 +294,8 @@ def run(args: argparse.Namespace) -> int:
         sessions = tally.sessions() if tally is not None else list(pipeline.sessions.values())
         if args.json:
             json.dump({"filter": args.filter or None, "requests": request_table(sessions),
-                       "connections": connection_table(sessions)}, out, indent=1)
+                       "connections": connection_table(sessions),
+                       "rings": ring_table(sessions)}, out, indent=1)
             write("\n")
         else:
             write(format_stats(sessions, args.filter.strip()) + "\n")

@@ -1,4 +1,5 @@
-"""Statistics over decoded sessions: counts and reply latency per request and connection.
+"""Statistics over decoded sessions: counts and reply latency per request and connection,
+and per vring the data plane's progress and notification counts (ring/notify frames).
 
 Without a filter the sessions' own counters are used; with one, a :class:`Tally`
 counts only the matching messages (like ``tshark -z ...,FILTER``) and the same
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .frames import DATAPLANE_KINDS
 from .message import Message
 from .session import RequestStats, Session
 
@@ -33,7 +35,7 @@ class Tally:
         self.views: dict[int, _Counted] = {}
 
     def add(self, msg: Message, session: Session | None) -> None:
-        if msg.is_event or session is None:
+        if msg.is_event or msg.kind in DATAPLANE_KINDS or session is None:
             return
         view = self.views.get(msg.conn)
         if view is None or view._session is not session:
@@ -111,6 +113,21 @@ def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
     return out
 
 
+def ring_table(sessions: list[Session]) -> list[dict[str, Any]]:
+    """One row per (connection, vring) with samples or notifications: its progress."""
+    out = []
+    for s in sessions:
+        for row in s.dataplane.to_json()["rings"]:
+            last = row.pop("last") or {}
+            row.pop("ended")
+            active = row.pop("active")
+            out.append({"conn": s.conn, **row, "num": last.get("num"),
+                        "layout": last.get("layout"), "avail_idx": last.get("avail_idx"),
+                        "used_idx": last.get("used_idx"),
+                        "problems": [f["code"] for f in active]})
+    return out
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
@@ -133,4 +150,20 @@ def format_stats(sessions: list[Session], filter_text: str = "") -> str:
         waiting = f" waiting: {', '.join(c['waiting'])}" if c["waiting"] else ""
         lines.append(f"{c['conn']:>5} {c['messages']:>9} {c['problems']:>8} {_fmt(lat['p50']):>9} "
                      f"{_fmt(lat['p99']):>9}  {c['label']} ({end}){waiting}")
+    rings = ring_table(sessions)
+    if rings:
+        lines += ["", "Vrings (data plane)",
+                  f"{'conn':>5} {'vring':>5} {'num':>6} {'avail':>6} {'used':>6} {'inflt':>5} "
+                  f"{'progress':>9} {'used/s':>9} {'kicks':>7} {'calls':>7} {'errs':>5} "
+                  f"{'samples':>7}  problems"]
+        for r in rings:
+            lines.append(
+                f"{r['conn']:>5} {r['vring']:>5} {_dash(r['num']):>6} {_dash(r['avail_idx']):>6} "
+                f"{_dash(r['used_idx']):>6} {_dash(r['in_flight']):>5} {r['progress']:>9} "
+                f"{r['rate']:>9.1f} {r['kicks']:>7} {r['calls']:>7} {r['errs']:>5} "
+                f"{r['samples']:>7}  {', '.join(r['problems']) or '-'}")
     return "\n".join(lines)
+
+
+def _dash(v: Any) -> str:
+    return "-" if v is None else str(v)

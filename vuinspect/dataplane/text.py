@@ -1,0 +1,101 @@
+"""The ring timeline as text (``vuinspect read --rings``): one line per ring/notify message.
+
+The payload is what the capture said (a ring sample or a notify window), so
+every value is checked for type before it is shown and every text passes
+``safe_text``: a crafted file cannot forge lines or drive the terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..render import safe_text
+
+#: Chains and descriptors shown per ring line with --detail (the sampler writes at most 16).
+MAX_CHAINS_SHOWN = 16
+MAX_DESCS_SHOWN = 8
+
+
+def _int(v: Any) -> str:
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else "?"
+
+
+def ring_summary(p: dict[str, Any]) -> str:
+    """``vring 0 split num=256 avail=14 used=10 in_flight=4`` (plus packed positions, flags)."""
+    parts = [f"vring {_int(p.get('vring'))}", safe_text(str(p.get("layout", "?"))[:8]),
+             f"num={_int(p.get('num'))}"]
+    if p.get("ok") is False:
+        parts.append("unreadable")
+    else:
+        parts += [f"avail={_int(p.get('avail_idx'))}", f"used={_int(p.get('used_idx'))}",
+                  f"in_flight={_int(p.get('in_flight'))}"]
+        if p.get("layout") == "packed":
+            parts.append(f"wrap={_int(p.get('avail_wrap'))}/{_int(p.get('used_wrap'))}")
+        for key in ("used_event", "avail_event"):
+            if key in p:
+                parts.append(f"{key}={_int(p[key])}")
+    event = p.get("event")
+    if isinstance(event, str):
+        parts.append(f"[{safe_text(event[:16])}]")
+    return " ".join(parts)
+
+
+def notify_summary(p: dict[str, Any]) -> str:
+    """``vring 0 kick x7 over 9.0 ms``."""
+    first, last = p.get("first_ns"), p.get("last_ns")
+    span = ""
+    if isinstance(first, int) and isinstance(last, int) and last > first:
+        span = f" over {(last - first) / 1e6:.1f} ms"
+    return (f"vring {_int(p.get('vring'))} {safe_text(str(p.get('signal', '?'))[:8])} "
+            f"x{_int(p.get('count'))}{span}")
+
+
+def resolved_text(p: dict[str, Any]) -> list[str]:
+    out = []
+    for r in p.get("resolved") or ():
+        if isinstance(r, dict):
+            d = r.get("duration_ns")
+            took = f" after {d / 1e9:.1f} s" if isinstance(d, int) else ""
+            out.append(f"resolved {safe_text(str(r.get('code')))}{took} "
+                       f"({safe_text(str(r.get('resolution', '')))})")
+    return out
+
+
+def detail_lines(p: dict[str, Any]) -> list[str]:
+    """In-flight chains and request headers, when the sample holds them (indented)."""
+    chains = p.get("chains")
+    if not isinstance(chains, list):
+        return []
+    out = []
+    for c in chains[:MAX_CHAINS_SHOWN]:
+        if not isinstance(c, dict):
+            continue
+        descs = c.get("descs") if isinstance(c.get("descs"), list) else []
+        line = (f"        head {_int(c.get('head'))}: {len(descs)} desc, "
+                f"{_int(c.get('readable'))} B out, {_int(c.get('writable'))} B in")
+        header = c.get("header")
+        if isinstance(header, dict):
+            fields = [f"{k}={v}" for k, v in header.items()
+                      if k != "layout" and not k.endswith("_name") and isinstance(v, int)
+                      and not isinstance(v, bool)][:6]
+            name = next((v for k, v in header.items() if k.endswith("_name")), None)
+            line += f"  {safe_text(str(header.get('layout', '')))}"
+            if name is not None:
+                line += f" {safe_text(str(name)[:24])}"
+            line += " " + " ".join(fields)
+        out.append(line)
+        for d in descs[:MAX_DESCS_SHOWN]:
+            if isinstance(d, dict):
+                names = d.get("flag_names") if isinstance(d.get("flag_names"), list) else []
+                out.append(f"          desc {_int(d.get('index'))} addr={_hex(d.get('addr'))} "
+                           f"len={_int(d.get('len'))} "
+                           f"{safe_text('|'.join(str(n) for n in names[:4]))}")
+        for prob in (c.get("problems") or [])[:4]:
+            if isinstance(prob, dict):
+                out.append(f"          !! {safe_text(str(prob.get('code')))}: "
+                           f"{safe_text(str(prob.get('text'))[:200])}")
+    return out
+
+
+def _hex(v: Any) -> str:
+    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else "?"
