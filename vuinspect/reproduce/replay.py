@@ -252,7 +252,11 @@ class Recorder:
         self._event("close", close)
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        if self._channel is not None:
+        if self._channel is not None:  # a reply already on its way is still read
+            with contextlib.suppress(OSError):
+                self._channel.shutdown(socket.SHUT_WR)
+            for t in self._threads:
+                t.join(0.3)
             with contextlib.suppress(OSError):
                 self._channel.shutdown(socket.SHUT_RDWR)
         for t in self._threads:
