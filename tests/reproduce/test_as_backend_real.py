@@ -60,7 +60,7 @@ def test_qemu_boots_against_replayed_storage_daemon(shortdir) -> None:
     ignores = [a for i in ADDRESSES for a in ("--ignore", i)]
     with (as_backend(BLK, sock, "--timeout", "5", "-w", session, *ignores) as got,
           runners.qemu(runners.blk_device(sock), shortdir, kernel=guest.kernel,
-                       initrd=guest.initrd, append="console=ttyS0 panic=-1")):
+                       initrd=guest.initrd, append="console=ttyS0 panic=-1") as qemu):
         # the session ends after 5 s of silence; QEMU is stopped only then (on SIGTERM it
         # would stop the device itself, which is not what the recording did at that point)
         got["proc"].wait(45)
@@ -76,6 +76,7 @@ def test_qemu_boots_against_replayed_storage_daemon(shortdir) -> None:
     assert report["notes"] == ["no message from the front-end for 5 s; the recording's next "
                                "was frame 32 SET_VRING_ENABLE"]
     assert got["rc"] == 1
+    assert qemu.count(r"Linux version") == 0  # the guest never left its firmware
 
     # QEMU got the recorded answers: its ADD_MEM_REG acks and the config space of the disk.
     replayed = read_messages(str(session))
