@@ -46,7 +46,8 @@ def("direction", ProtoField.uint8("vhost_user.direction", "Direction", base.DEC,
 def("kind", ProtoField.uint8("vhost_user.kind", "Kind", base.DEC, VS.kind))
 def("fd_count", ProtoField.uint8("vhost_user.fd_count", "Number of fds", base.DEC))
 def("ph_fd", ProtoField.string("vhost_user.pseudo.fd", "fd description"))
-def("fd", ProtoField.string("vhost_user.fd", "fd"))
+def("fds", ProtoField.string("vhost_user.fds", "fd"))
+def("fd", ProtoField.string("vhost_user.fd", "fd (old name of vhost_user.fds)"))
 def("request", ProtoField.uint32("vhost_user.request", "Request", base.DEC, VS.main_names))
 def("backend_request", ProtoField.uint32("vhost_user.backend_request", "Back-end request", base.DEC, VS.backend_names))
 def("name", ProtoField.string("vhost_user.name", "Name"))
@@ -2060,6 +2061,13 @@ local function show_problem(t, mrange, code, text, worst)
   return worst
 end
 
+local function show_fds(t, fds, mrange)
+  for _, d in ipairs(fds) do
+    t:add(F.fds, mrange, d):set_generated()
+    t:add(F.fd, mrange, d):set_hidden()
+  end
+end
+
 local function add_links(t, rec, mrange, visited)
   if rec.reply_in then
     t:add(F.reply_in, mrange, rec.reply_in):set_generated()
@@ -2164,7 +2172,7 @@ local function dissect_message(mt, base, len, rec, first, t)
     if t then
       t:add(F.raw, mrange)
       t:add(F.name, mrange, "RAW"):set_generated()
-      for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+      show_fds(t, rec.fds, mrange)
       add_links(t, rec, mrange, false)
     end
     if not WANT_TEXT then return "" end
@@ -2257,7 +2265,7 @@ local function dissect_message(mt, base, len, rec, first, t)
     end
   end
   if t then
-    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+    show_fds(t, rec.fds, mrange)
     add_links(t, rec, mrange, not first)
   end
   if not WANT_TEXT then return "" end
@@ -2442,9 +2450,21 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
 end
 
 -- ===================================================================== runtime: events
-local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "NOTE" }
+local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "NOTE", [4] = "RING", [5] = "NOTIFY" }
+local MAX_SAMPLE_PROBLEMS = 64  -- a ring sample's problem list comes from the file: bounded
+
+local function word(v)
+  if v == nil or type(v) == "table" then return "-" end
+  return tostring(v)
+end
 
 local function event_summary(kind, info)
+  if kind == 4 then  -- a vring sample of the data plane (docs/capture-format.md 4a)
+    return fmt("vring %s %s avail=%s used=%s in_flight=%s", word(info.vring), word(info.layout),
+      word(info.avail_idx), word(info.used_idx), word(info.in_flight))
+  elseif kind == 5 then
+    return fmt("vring %s %s x%s", word(info.vring), word(info.signal), word(info.count))
+  end
   if kind == 1 then
     local text = "connection opened " .. tostring(info.label or "") .. " " .. tostring(info.orientation or "")
     if info.device and info.device ~= "" then text = text .. " device=" .. tostring(info.device) end
@@ -2502,6 +2522,17 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
     show_closed(top, r, num)
+    if ph.kind == 4 and type(info.problems) == "table" then
+      local worst
+      for i, p in ipairs(info.problems) do
+        if i > MAX_SAMPLE_PROBLEMS then break end
+        local code = type(p) == "table" and p.code
+        if type(code) == "string" and EX[code] then
+          worst = show_problem(top, r, code, esc(tostring(p.text or "")), worst)
+        end
+      end
+      if worst then top:add(F.severity, r, C.SEVERITIES[worst + 1]):set_generated() end
+    end
   end
   if first then
     M.first[num] = false
@@ -2517,7 +2548,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       end
     end
   end
-  local summary = esc(EVENT_NAMES[ph.kind] .. " " .. event_summary(ph.kind, info))
+  local summary = esc((EVENT_NAMES[ph.kind] or C.KIND_NAMES[ph.kind]:upper()) .. " " .. event_summary(ph.kind, info))
   if top then top:append_text(": " .. summary) end
   return summary
 end

@@ -22,11 +22,13 @@ import ws_samples as S
 from vuinspect.capture import read_frames
 from vuinspect.frames import Frame
 from vuinspect.pipeline import Pipeline
-from vuinspect.protocol.problems import CODES
+from vuinspect.protocol.problems import CODES, DATAPLANE_CODES
 from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
 from vuinspect.wireshark import luagen
 
 pytestmark = [pytest.mark.tshark, pytest.mark.timeout(300)]
+#: Codes of control messages; the data-plane ones come in ring frames (test below).
+CONTROL_CODES = set(CODES) - set(DATAPLANE_CODES)
 CAPTURES = sorted((W.REPO / "captures").glob("*.pcapng"))
 
 
@@ -111,7 +113,7 @@ def problems_capture(capdir):
 
 
 def test_every_problem_code_has_a_trigger():
-    assert set(S.problem_frames()) == set(CODES)
+    assert set(S.problem_frames()) == CONTROL_CODES
 
 
 def test_each_problem_code_appears_as_expert_info(problems_capture):
@@ -355,7 +357,7 @@ def test_control_characters_from_a_capture_are_escaped(capdir):
     # Only our part of the output: the frame tree's interface name is the capture writer's.
     fields = ["-T", "fields"] + [x for f in ("_ws.col.Info", "vhost_user.event.label",
                                              "vhost_user.event.text", "vhost_user.event.json",
-                                             "vhost_user.fd", "vhost_user.pseudo.fd")
+                                             "vhost_user.fds", "vhost_user.pseudo.fd")
                                  for x in ("-e", f)]
     for args in (fields, ["-V", "-O", "vhost_user"]):
         proc = subprocess.run(["tshark", "-r", str(path), "-X", f"lua_script:{W.LUA}", *args],
@@ -413,7 +415,7 @@ def test_expert_severities_follow_the_problem_table(problems_capture):
         shown = [f.get("show") for f in proto.iter("field") if f.get("name") == "vhost_user.severity"]
         if worst is not None:
             assert shown == [("error", "warning", "note")[worst]]
-    assert seen == set(CODES)
+    assert seen == CONTROL_CODES
 
 
 def test_no_accidental_globals():
@@ -428,3 +430,25 @@ def test_no_accidental_globals():
     lua = {"ipairs", "pairs", "type", "tostring", "tonumber", "string", "table", "math", "pcall",
            "print", "next", "io", "collectgarbage", "setmetatable"}
     assert used <= wireshark | lua, used - wireshark - lua
+
+
+def test_data_plane_frames_show_their_sample_and_problems(capdir):
+    """Ring and notify frames (pseudo-header kinds 4 and 5): summary, JSON, the sample's
+    data-plane problems as experts; a hostile problem list is bounded and unknown codes skipped."""
+    ring = {"vring": 0, "layout": "split", "num": 256, "ok": True, "avail_idx": 7,
+            "used_idx": 5, "in_flight": 2,
+            "problems": [{"code": "lost_call", "severity": "warning", "text": "no call\x1b[2J"},
+                         {"code": "no_such_code", "text": "x"}] * 100}
+    notify = {"vring": 1, "signal": "kick", "count": 3, "first_ns": 1, "last_ns": 2}
+    frames = [Frame(S.BASE_NS, 9, "main", "f2b", json.dumps(ring).encode(), kind="ring"),
+              Frame(S.BASE_NS + 10, 9, "main", "f2b", json.dumps(notify).encode(), kind="notify")]
+    path = W.write_capture(capdir / "dataplane.pcapng", frames)
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields",
+                    "-e", "_ws.col.Info")
+    assert proc.returncode == 0 and "Lua Error" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.stdout.splitlines() == ["RING vring 0 split avail=7 used=5 in_flight=2",
+                                        "NOTIFY vring 1 kick x3"]
+    lua = W.dissect(path)
+    assert not lua.lua_errors
+    # the first 64 entries of the list are looked at: 32 known codes among them
+    assert [c for n, c in lua.experts if n == 1] == ["lost_call"] * 32

@@ -150,8 +150,10 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
         name = el.get("name", "")
         if name.startswith("vhost_user.expert."):
             view["problems"].append(name.removeprefix("vhost_user.expert."))
-        elif name == "vhost_user.fd":
+        elif name == "vhost_user.fds":
             view["fds"].append(el.get("show"))
+        elif name == "vhost_user.fd":  # the old name, an alias
+            view.setdefault("old_fds", []).append(el.get("show"))
         elif name == "vhost_user.problems":
             view["problem_fields"].append(el.get("show"))
         else:
@@ -254,6 +256,8 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
             continue
         py_side = {k: m[k] for k in ("name", "fds")}
         lua_side = {k: v.get(k) for k in ("name", "fds")}
+        py_side["old_fds"] = m["fds"]
+        lua_side["old_fds"] = v.get("old_fds", [])
         if m["kind"] != "raw":
             py_side |= {k: m[k] for k in ("request", "flags", "size", "reply", "layout", "reply_to",
                                           "reply_in")}

@@ -7,7 +7,7 @@ vocabulary of vuinspect (``vhost_user.<name>`` = the NDJSON key = the filter
 name): ``direction``, ``reply``, ``need_reply``, ``problems``, ``severity``,
 ``reply_to``, ``reply_in``, ``latency_us`` and ``vhost_user.payload.<name>``
 for payload fields; the old names ``response_in``, ``response_to``,
-``response_time`` and ``is_reply`` stay as hidden alias fields.  One field is
+``response_time``, ``is_reply`` and ``fd`` stay as hidden alias fields.  One field is
 made per distinct (abbreviation, type, base, value names): Wireshark links
 same-named fields, so ``vhost_user.payload.index`` filters every vring index
 whatever its width.
@@ -137,7 +137,8 @@ def _fixed(reg: Registry) -> None:
         ("kind", f"{P}.kind", "Kind", "uint8", "base.DEC", "kind"),
         ("fd_count", f"{P}.fd_count", "Number of fds", "uint8", "base.DEC", ""),
         ("ph_fd", f"{P}.pseudo.fd", "fd description", "string", "", ""),
-        ("fd", f"{P}.fd", "fd", "string", "", ""),
+        ("fds", f"{P}.fds", "fd", "string", "", ""),
+        ("fd", f"{P}.fd", "fd (old name of vhost_user.fds)", "string", "", ""),
         ("request", f"{P}.request", "Request", "uint32", "base.DEC", "main_names"),
         ("backend_request", f"{P}.backend_request", "Back-end request", "uint32", "base.DEC",
          "backend_names"),

@@ -173,9 +173,21 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
 end
 
 -- ===================================================================== runtime: events
-local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "NOTE" }
+local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "NOTE", [4] = "RING", [5] = "NOTIFY" }
+local MAX_SAMPLE_PROBLEMS = 64  -- a ring sample's problem list comes from the file: bounded
+
+local function word(v)
+  if v == nil or type(v) == "table" then return "-" end
+  return tostring(v)
+end
 
 local function event_summary(kind, info)
+  if kind == 4 then  -- a vring sample of the data plane (docs/capture-format.md 4a)
+    return fmt("vring %s %s avail=%s used=%s in_flight=%s", word(info.vring), word(info.layout),
+      word(info.avail_idx), word(info.used_idx), word(info.in_flight))
+  elseif kind == 5 then
+    return fmt("vring %s %s x%s", word(info.vring), word(info.signal), word(info.count))
+  end
   if kind == 1 then
     local text = "connection opened " .. tostring(info.label or "") .. " " .. tostring(info.orientation or "")
     if info.device and info.device ~= "" then text = text .. " device=" .. tostring(info.device) end
@@ -233,6 +245,17 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
     show_closed(top, r, num)
+    if ph.kind == 4 and type(info.problems) == "table" then
+      local worst
+      for i, p in ipairs(info.problems) do
+        if i > MAX_SAMPLE_PROBLEMS then break end
+        local code = type(p) == "table" and p.code
+        if type(code) == "string" and EX[code] then
+          worst = show_problem(top, r, code, esc(tostring(p.text or "")), worst)
+        end
+      end
+      if worst then top:add(F.severity, r, C.SEVERITIES[worst + 1]):set_generated() end
+    end
   end
   if first then
     M.first[num] = false
@@ -248,7 +271,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       end
     end
   end
-  local summary = esc(EVENT_NAMES[ph.kind] .. " " .. event_summary(ph.kind, info))
+  local summary = esc((EVENT_NAMES[ph.kind] or C.KIND_NAMES[ph.kind]:upper()) .. " " .. event_summary(ph.kind, info))
   if top then top:append_text(": " .. summary) end
   return summary
 end

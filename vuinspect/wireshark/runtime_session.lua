@@ -450,6 +450,13 @@ local function show_problem(t, mrange, code, text, worst)
   return worst
 end
 
+local function show_fds(t, fds, mrange)
+  for _, d in ipairs(fds) do
+    t:add(F.fds, mrange, d):set_generated()
+    t:add(F.fd, mrange, d):set_hidden()
+  end
+end
+
 local function add_links(t, rec, mrange, visited)
   if rec.reply_in then
     t:add(F.reply_in, mrange, rec.reply_in):set_generated()
@@ -554,7 +561,7 @@ local function dissect_message(mt, base, len, rec, first, t)
     if t then
       t:add(F.raw, mrange)
       t:add(F.name, mrange, "RAW"):set_generated()
-      for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+      show_fds(t, rec.fds, mrange)
       add_links(t, rec, mrange, false)
     end
     if not WANT_TEXT then return "" end
@@ -647,7 +654,7 @@ local function dissect_message(mt, base, len, rec, first, t)
     end
   end
   if t then
-    for _, d in ipairs(rec.fds) do t:add(F.fd, mrange, d):set_generated() end
+    show_fds(t, rec.fds, mrange)
     add_links(t, rec, mrange, not first)
   end
   if not WANT_TEXT then return "" end
