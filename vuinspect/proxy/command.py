@@ -57,6 +57,28 @@ def _mode(text: str) -> int:
     return mode
 
 
+def rings_interval(text: str) -> float:
+    """--rings: off -> 0, on -> 0.1 s, or an interval (100ms, 0.5s, 0.25) of 1 ms .. 60 s."""
+    t = text.strip().lower()
+    if t in ("off", "no", "0"):
+        return 0.0
+    if t in ("on", "yes"):
+        return 0.1
+    scale = 1.0
+    for suffix, factor in (("ms", 1e-3), ("s", 1.0)):
+        if t.endswith(suffix):
+            t, scale = t[: -len(suffix)], factor
+            break
+    try:
+        value = float(t) * scale
+    except ValueError:
+        value = -1.0
+    if not 0.001 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"--rings takes off, on or an interval from 1ms to "
+                                         f"60s, not {text!r}")
+    return value
+
+
 def _size(text: str) -> int:
     try:
         return capfile.parse_size(text)
@@ -104,6 +126,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     cap.add_argument("--capture-buffer", type=_size, default=None, metavar="SIZE",
                      help="memory for capture data not yet written (default 32M); beyond it "
                           "messages are left out of the capture and counted")
+    dp = p.add_argument_group("data plane (issue 13)")
+    dp.add_argument("--rings", type=rings_interval, default=None, metavar="off|on|INTERVAL",
+                    help="sample each started vring from guest memory every INTERVAL (e.g. "
+                         "100ms, 0.5s; on = 100ms) and at its control messages, as ring frames "
+                         "(only when something changed); default on whenever a capture or the "
+                         "TUI is on")
     rules = p.add_argument_group("rules (change what passes; docs/rules.md)")
     rules.add_argument("--rule", action="append", default=[], metavar="RULE",
                        help="e.g. 'delay 2s: name == GET_VRING_BASE', 'drop once: FILTER', "

@@ -24,6 +24,7 @@ from typing import Any
 
 from vuinspect.capture import CaptureError
 from vuinspect.cli import CliError
+from vuinspect.dataplane.sampler import Sampler
 
 from .interpose import ListenError
 from .recorder import BUDGET, STOP_S, Recorder
@@ -69,6 +70,16 @@ def summary(stats: dict[str, int], recorder: Recorder | None = None) -> str:
             + (f", {filtered} left out by the capture filter" if filtered else ""))
 
 
+def _sampler(args: argparse.Namespace, recorder: Recorder | None) -> Sampler | None:
+    """The ring sampler (--rings), on whenever something records the traffic."""
+    interval = getattr(args, "rings", None)
+    if recorder is None or interval == 0:
+        return None
+    sampler = Sampler(recorder.sampled, interval or 0.1, device=args.device)
+    recorder.sampler = sampler
+    return sampler
+
+
 def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None = None) -> int:
     """Relay until SIGINT/SIGTERM/SIGHUP (or the user quits the TUI); capture to ``-w``.
 
@@ -102,6 +113,7 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         raise
     if recorder is not None and viewer is not None:
         recorder.on_feed_cut = cut.set
+    sampler = _sampler(args, recorder)
     # Another thread may hold the GIL when a forwarding thread wakes up; the latter waits at
     # most this long for it (the default 5 ms would show in reply latencies).
     sys.setswitchinterval(0.0005)
@@ -128,6 +140,8 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
             if recorder is not None:
                 recorder.open()
                 recorder.start()
+            if sampler is not None:
+                sampler.start()
         except ListenError as exc:
             raise CliError(str(exc)) from None
         except CaptureError as exc:
@@ -158,6 +172,8 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
                 with contextlib.suppress(ValueError):
                     signal.signal(sig, signal.SIG_IGN)
         server.stop()
+        if sampler is not None:
+            sampler.stop()  # the last ring samples go in before the capture ends; unmapped
         captures.close()  # the stream ends: the viewer prints the rest and exits
         if viewer is not None:
             viewer.stop(VIEWER_DRAIN_S)

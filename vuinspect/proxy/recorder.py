@@ -42,6 +42,7 @@ from vuinspect.capture.pcapng import (
     BT_EPB,
     EPB_FLAGS,
 )
+from vuinspect.dataplane.sampler import Sampler, wanted
 from vuinspect.frames import Frame, event_frame
 
 from .capfile import Idb, Limits, RingFile, Shb, marked_event, open_fifo, open_target
@@ -310,8 +311,24 @@ class Recorder:
                          "forwarding continues")
 
     # -- recording (forwarding threads) --------------------------------------------------
+    #: The ring sampler (dataplane/sampler.py) fed with the main channel's control
+    #: messages and the connection events; set before the relay starts.
+    sampler: Sampler | None = None
+
+    def sampled(self, frame: Frame) -> None:
+        """A frame of the ring sampler (ring samples, its notes): dropped as data is."""
+        if self._queued > self.budget:
+            with self._lock:
+                self._drops[frame.conn] = self._drops.get(frame.conn, 0) + 1
+                self.dropped += 1
+            return
+        self._event(frame)
+
     def data(self, ts: int, conn: int, channel: str, direction: str, data: bytes,
              fds: tuple[str, ...] = ()) -> None:
+        sampler = self.sampler
+        if sampler is not None and channel == "main" and not fds and wanted(direction, data):
+            sampler.control(ts, conn, direction, data)
         if self._queued > self.budget:
             with self._lock:
                 self._drops[conn] = self._drops.get(conn, 0) + 1
@@ -364,13 +381,25 @@ class Recorder:
                          prefix, data, PAD[pad], tail(EPB_FLAGS, 4, flags, 0, 0, blen))))
             rec._queued += blen + BLOCK_COST
 
-        return record
+        sampler = self.sampler
+        if sampler is None or channel != "main":
+            return record
+        fast, control = record, sampler.control
+
+        def tee(ts: int, data: bytes) -> None:  # the control messages the ring sampler needs
+            if wanted(direction, data):
+                control(ts, conn, direction, data)
+            fast(ts, data)
+
+        return tee
 
     def event(self, frame: Frame) -> None:
         """Open/close/note frames are dropped only beyond twice the budget (they frame the rest)."""
         if self._drops:
             self._note_drops(frame.conn)
         self._event(frame)
+        if self.sampler is not None:
+            self.sampler.event(frame)
 
     def _event(self, frame: Frame) -> None:
         if self._queued > self._event_cap:

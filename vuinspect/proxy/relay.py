@@ -185,6 +185,9 @@ class Link:
         #: and the relay never decodes (the fast path stays as it is).
         self._rules = _conn_rules(owner)
         self._held = [0]  # messages held back by a delay rule (a list: read in the loop)
+        #: The ring sampler's hook (dataplane/sampler.py): sees main-channel front-end
+        #: messages with fds before they are sent, to dup guest-memory fds.
+        self._fd_tap = getattr(owner, "fd_tap", None) if channel == "main" else None
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -461,6 +464,8 @@ class Link:
                         self._held[0] += 1
             descs: tuple[str, ...] | None = ()
             if fds:
+                if self._fd_tap is not None and direction == "f2b":
+                    self._fd_tap(conn, ts, data, fds)
                 if (channel == "main" and direction == "f2b" and len(data) >= 4
                         and _U32.unpack_from(data)[0] == SET_BACKEND_REQ_FD):
                     fds, descs = owner.intercept(self, data, fds)

@@ -1,0 +1,98 @@
+"""The proxy's ring sampler over a memfd guest: frames when things change, unmapped at close."""
+
+from __future__ import annotations
+
+import time
+
+from vuinspect.dataplane.sampler import Sampler
+from vuinspect.encode import build
+from vuinspect.frames import Frame, event_frame
+from vuinspect.pipeline import Pipeline
+
+from .guestimage import GPA, GuestImage, SplitRing, fd_count, maps_mentioning
+
+BLK_OUT = 1
+VERSION_1 = 1 << 32
+
+
+def setup(s: Sampler, img: GuestImage, ring: SplitRing, t: int) -> None:
+    s.event(event_frame("open", t, 1, {"label": "t", "device": "blk"}))
+    s.control(t, 1, "f2b", build("main", 2, {"features": VERSION_1}))
+    region = {"guest_phys_addr": img.gpa, "memory_size": img.size,
+              "userspace_addr": img.uva, "mmap_offset": img.mmap_offset}
+    s.memory(1, t, build("main", 5, {"nregions": 1, "padding": 0, "regions": [region]}),
+             [img.fd])
+    s.control(t, 1, "f2b", build("main", 8, {"index": 0, "num": ring.num}))
+    s.control(t, 1, "f2b", build("main", 9, {
+        "index": 0, "flags": 0, "desc": img.uva_of(ring.desc), "used": img.uva_of(ring.used),
+        "avail": img.uva_of(ring.avail), "log": 0}))
+    s.control(t, 1, "f2b", build("main", 10, {"index": 0, "num": 0}))
+    s.memory(1, t, build("main", 12, {"u64": 0}), [img.fd])  # (any fd: the kick)
+
+
+def test_sampler_frames_stall_and_unmap() -> None:
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-guest")
+    ring = SplitRing(img, 8)
+    out: list[Frame] = []
+    clock = [1_000_000_000_000]
+    s = Sampler(out.append, 0.1, clock=lambda: clock[0])
+    before = fd_count()
+    try:
+        setup(s, img, ring, clock[0])
+        s._drain()
+        assert maps_mentioning("vuinspect-sampler-guest")  # mapped read-only by the sampler
+        starts = [f for f in out if f.kind == "ring"]
+        assert len(starts) == 1 and b'"event":"start"' in starts[0].data
+        # a blk OUT request made available: header at GPA+0x800
+        img.pack(GPA + 0x800, "IIQ", BLK_OUT, 0, 42)
+        ring.set_desc(0, GPA + 0x800, 16)
+        ring.add_avail(0)
+        for _ in range(30):  # 3 s of ticks, nothing used
+            clock[0] += 100_000_000
+            s._tick(clock[0])
+        frames = [f for f in out if f.kind == "ring"]
+        # one for the change, then a keepalive every 0.5 s while it waits
+        assert 6 <= len(frames) <= 9, [f.data for f in frames]
+        assert b'"type_name":"OUT"' in frames[1].data and b'"sector":42' in frames[1].data
+        ring.push_used(0)
+        clock[0] += 100_000_000
+        s._tick(clock[0])
+        clock[0] += 100_000_000
+        s._tick(clock[0])  # no change: no frame
+        msgs = [m for m in Pipeline(device="blk").run(
+            [event_frame("open", 0, 1, {"label": "t"}), *out]) if m.kind == "ring"]
+        codes = [m.problem_codes for m in msgs]
+        assert ["backend_stalled"] in codes
+        assert msgs[-1].payload["used_idx"] == 1 and msgs[-1].payload["resolved"][0][
+            "code"] == "backend_stalled"
+        s.control(clock[0], 1, "f2b", build("main", 11, {"index": 0, "num": 0}))
+        s._drain()
+        assert b'"event":"stop"' in out[-1].data
+        n = len(out)
+        s.event(event_frame("close", clock[0], 1, {"reason": "test"}))
+        s._tick(clock[0])
+        s._drain()
+        assert len(out) == n  # nothing after the close
+        assert not maps_mentioning("vuinspect-sampler-guest") and not s.conns
+        assert fd_count() == before
+    finally:
+        s.stop()
+        img.close()
+
+
+def test_thread_and_stop_leave_nothing_mapped() -> None:
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-guest2")
+    ring = SplitRing(img, 8)
+    out: list[Frame] = []
+    s = Sampler(out.append, 0.01)
+    s.start()
+    try:
+        setup(s, img, ring, time.time_ns())
+        deadline = time.monotonic() + 5
+        while not any(f.kind == "ring" for f in out) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any(f.kind == "ring" for f in out)
+    finally:
+        s.stop()
+    assert not maps_mentioning("vuinspect-sampler-guest2")
+    img.close()

@@ -1,0 +1,368 @@
+"""The ring sampler of the proxy process: vrings read from guest memory, as ``ring`` frames.
+
+Runs on its own thread and is fed through a bounded queue, so the forwarding
+threads never wait on it: they only append (``control``, ``memory``,
+``event``), and ``memory`` makes the dups of a memory message's fds before the
+relay closes its own copies.  The thread decodes those few control messages
+with a :class:`~vuinspect.pipeline.Pipeline` (never the traffic as a whole),
+keeps one :class:`GuestMemory` per connection (mapped read-only, following
+SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG, IOTLB, RESET_*, close: nothing stays
+mapped once a connection ends), and samples each started vring every
+``interval`` and at each of its control messages.  A sample becomes a frame
+(``emit``) only when something changed, at the ring's start (SET_VRING_KICK)
+and stop (GET_VRING_BASE, RESET_*, a new memory table; a closed connection
+is not sampled again: its close frame ends it), and
+every ``KEEPALIVE_NS`` while requests wait and nothing moves (so a stall shows
+as time passing in the capture); the reader's session diagnoses from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..frames import Frame, event_frame, ring_frame
+from .diagnose import is_receive_queue
+from .inflight import SplitTracker, in_flight_chains
+from .memory import GuestMemory, RegionSpec, regions_from
+from .rings import PackedTracker, RingConfig, RingSample, diff, sample
+
+#: Queue bound (items: control messages and events).  A proxy whose sampler is this far
+#: behind drops the item (closing its fds) and stops sampling that connection, with a note.
+MAX_QUEUE = 4096
+#: While requests are in flight and nothing moves, a sample at least this often.
+KEEPALIVE_NS = 500_000_000
+#: In-flight chains stored in a ring frame (with their request headers) and descriptors.
+MAX_CHAINS = 16
+MAX_DESCS = 64
+#: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
+WANTED = frozenset((1, 2, 4, 5, 8, 9, 10, 11, 12, 16, 18, 22, 34, 35, 37, 38))
+#: ... of which these carry guest-memory fds to dup.
+MEMORY = frozenset((5, 37))
+#: ... and these make the sampler look at a vring right away.
+_VRING = frozenset((8, 9, 10, 11, 12, 18, 35))
+_U32 = struct.Struct("<I")
+_VERSION_REPLY = 0x5  # a reply's flags: GET_FEATURES replies name the device type
+
+
+def wanted(direction: str, data: bytes | memoryview) -> bool:
+    """Is this main-channel message one the sampler must see?  (A cheap test, any thread.)"""
+    if len(data) < 12:
+        return False
+    req = _U32.unpack_from(data)[0]
+    if direction == "f2b":
+        return req in WANTED
+    return req == 1  # GET_FEATURES reply: the device type
+
+
+@dataclass(slots=True)
+class _Ring:
+    cfg: RingConfig | None = None
+    started: bool = False
+    packed: PackedTracker | None = None
+    split: SplitTracker = field(default_factory=SplitTracker)
+    base: int = 0
+    last: RingSample | None = None  # last sample of this ring start
+    rate: float = 0.0
+    emitted_ns: int = 0
+    codes: tuple[str, ...] = ()  # problem codes of the last emitted sample
+
+
+@dataclass(slots=True)
+class _Conn:
+    mem: GuestMemory = field(default_factory=GuestMemory)
+    rings: dict[int, _Ring] = field(default_factory=dict)
+    lost: bool = False
+
+
+class Sampler:
+    """Owns the guest-memory mappings of every connection; see the module doc."""
+
+    def __init__(self, emit: Callable[[Frame], None], interval: float = 0.1, *,
+                 device: str | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+        from ..pipeline import Pipeline
+
+        self.emit = emit
+        self.interval_ns = max(int(interval * 1e9), 1_000_000)
+        self.clock = clock
+        self.pipeline = Pipeline(device=device, keep_closed=False)
+        self.conns: dict[int, _Conn] = {}
+        self.dropped = 0
+        self.frames = 0
+        self._q: deque[tuple] = deque()
+        self._closing: set[int] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the forwarding threads' side: append only ---------------------------------------
+    def _put(self, item: tuple, wake: bool) -> bool:
+        if len(self._q) >= MAX_QUEUE:
+            self.dropped += 1
+            return False
+        self._q.append(item)
+        if wake:
+            self._wake.set()
+        return True
+
+    def control(self, ts: int, conn: int, direction: str, data: bytes) -> None:
+        """A main-channel message without fds (the caller checked :func:`wanted`)."""
+        req = _U32.unpack_from(data)[0]
+        if not self._put(("data", ts, conn, direction, bytes(data), ()), req in _VRING):
+            self._put(("lost", ts, conn), True)
+
+    def memory(self, conn: int, ts: int, data: bytes, fds: list[int]) -> None:
+        """A main-channel front-end message with fds, before the relay sends and closes them.
+
+        Memory messages get dups of their fds (ours until the thread hands them
+        to GuestMemory, which keeps its own); the others only their bytes.
+        """
+        if not wanted("f2b", data):
+            return
+        req = _U32.unpack_from(data)[0]
+        dups: list[int] = []
+        if req in MEMORY:
+            try:
+                for fd in fds:
+                    dups.append(os.dup(fd))
+            except OSError:
+                _close(dups)
+                self._put(("lost", ts, conn), True)
+                return
+        descs = tuple("fd" for _ in fds)
+        if not self._put(("data", ts, conn, "f2b", bytes(data), descs, dups), True):
+            _close(dups)
+            self._put(("lost", ts, conn), True)
+
+    def event(self, frame: Frame) -> None:
+        """open/close frames of the connections (close unmaps their memory)."""
+        if frame.kind in ("open", "close") and frame.channel == "main":
+            if frame.kind == "close":
+                self._closing.add(frame.conn)  # no sample may follow its close frame
+            self._q.append(("event", frame))  # never refused: a close must unmap
+            self._wake.set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="vuinspect-rings", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Take what is queued, emit the stop samples, unmap everything."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self._drain()
+            for conn in list(self.conns):
+                self._close(conn, self.clock())
+        else:  # (stuck: never leave memory mapped) the thread owns them; close anyway
+            for c in self.conns.values():
+                c.mem.close()
+        for item in self._q:
+            if item[0] == "data" and len(item) > 6:
+                _close(item[6])
+        self._q.clear()
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        due = self.clock() + self.interval_ns
+        while not self._stop.is_set():
+            self._wake.wait(max(due - self.clock(), 0) / 1e9)
+            self._wake.clear()
+            try:
+                self._drain()
+                now = self.clock()
+                if now >= due:
+                    due = now + self.interval_ns
+                    self._tick(now)
+            except Exception as exc:  # noqa: BLE001 - a sampler bug must not touch the traffic
+                self._note(0, self.clock(), f"ring sampler stopped: {exc!r}"[:300])
+                for c in self.conns.values():
+                    c.mem.close()
+                self.conns.clear()
+                return
+
+    # -- the sampler thread ---------------------------------------------------------------
+    def _drain(self) -> None:
+        q = self._q
+        while q:
+            item = q.popleft()
+            kind = item[0]
+            if kind == "data":
+                self._message(*item[1:])
+            elif kind == "event":
+                frame = item[1]
+                self.pipeline.feed(frame)
+                if frame.kind == "close":
+                    self._close(frame.conn, frame.ts_ns)
+            elif kind == "lost":
+                self._lost(item[2], item[1])
+
+    def _conn(self, conn: int) -> _Conn:
+        c = self.conns.get(conn)
+        if c is None:
+            c = self.conns[conn] = _Conn()
+        return c
+
+    def _message(self, ts: int, conn: int, direction: str, data: bytes, descs: tuple,
+                 dups: list[int] | None = None) -> None:
+        c = self._conn(conn)
+        try:
+            msgs = self.pipeline.feed(Frame(ts, conn, "main", direction, data, descs))  # type: ignore[arg-type]
+            if c.lost:
+                return
+            for m in msgs:
+                if m.kind == "message" and not m.reply:
+                    self._apply(c, conn, ts, m, dups or [])
+        finally:
+            _close(dups or [])
+
+    def _apply(self, c: _Conn, conn: int, ts: int, m: Any, fds: list[int]) -> None:
+        r, p = m.request, m.payload
+        session = self.pipeline.sessions.get(conn)
+        if r == 5 and isinstance(p.get("regions"), list):
+            self._stop_all(c, conn, ts)
+            try:
+                problems = c.mem.set_table(regions_from(p["regions"]), fds)
+            except (KeyError, TypeError, ValueError) as exc:
+                problems = []
+                self._note(conn, ts, f"ring sampler: memory table not understood: {exc}")
+            for prob in problems:
+                self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
+        elif r == 37 and "mmap_offset" in p and fds:
+            for prob in c.mem.add_region(RegionSpec.from_payload(p), fds[0]):
+                self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
+        elif r == 38 and "userspace_addr" in p:
+            c.mem.remove_region(RegionSpec.from_payload(p))
+        elif r == 22:
+            c.mem.iotlb_message(p)
+        elif r in (2, 16) and session is not None:
+            c.mem.set_features(session.virtio_acked, session.protocol_acked)
+            for i in c.rings:
+                self._configure(c, session, i)
+        elif r in (4, 34):
+            self._stop_all(c, conn, ts)
+            c.mem.reset()
+            c.rings.clear()
+        elif r in _VRING and isinstance(p.get("index"), int) and session is not None:
+            i = p["index"]
+            ring = c.rings.setdefault(i, _Ring())
+            if r == 11:
+                if ring.started:
+                    self._look(c, conn, i, ring, ts, "stop")
+                ring.started = False
+                ring.last = None
+                return
+            if r == 10:
+                ring.base = p.get("num") or 0
+                ring.last = None
+                ring.packed = None
+                ring.split = SplitTracker()
+            self._configure(c, session, i)
+            if r in (12, 35) and not ring.started:
+                ring.started = True
+                ring.last = None
+                self._look(c, conn, i, ring, ts, "start")
+            elif ring.started:
+                self._look(c, conn, i, ring, ts, "control")
+
+    def _configure(self, c: _Conn, session: Any, i: int) -> None:
+        ring = c.rings.setdefault(i, _Ring())
+        cfg = RingConfig.from_vring(session.vring(i), session.virtio_acked)
+        if cfg != ring.cfg:
+            ring.cfg = cfg
+            ring.last = None
+            ring.packed = None
+        if cfg is not None and cfg.packed and ring.packed is None and cfg.valid:
+            ring.packed = PackedTracker.from_base(cfg.num, ring.base)
+
+    def _tick(self, now: int) -> None:
+        for conn, c in self.conns.items():
+            if c.lost or not c.mem.mapped:
+                continue
+            for i, ring in c.rings.items():
+                if ring.started:
+                    self._look(c, conn, i, ring, now, None)
+
+    def _look(self, c: _Conn, conn: int, i: int, ring: _Ring, ts: int, why: str | None) -> None:
+        """Sample one vring; emit a frame if it changed, on start/stop, or as a keepalive."""
+        cfg = ring.cfg
+        if cfg is None or c.lost or not c.mem.mapped or conn in self._closing:
+            return
+        s = sample(c.mem, cfg, ts, ring.packed)
+        problems = list(s.problems)
+        changed = True
+        if ring.last is not None:
+            d = diff(ring.last, s, rate_hint=ring.rate)
+            changed = bool(d)
+            problems += d.problems
+            if d.dt_ns > 0 and d.used_advanced:
+                ring.rate = d.rate
+        if not cfg.packed:
+            problems += ring.split.update(c.mem, cfg, s)
+        ring.last = s
+        session = self.pipeline.sessions.get(conn)
+        device = session.device if session is not None else None
+        keepalive = s.in_flight and ts - ring.emitted_ns >= KEEPALIVE_NS \
+            and not is_receive_queue(device, i)  # (a quiet rx queue is full of buffers)
+        codes = tuple(p.code for p in problems)
+        if not (changed or why in ("start", "stop") or codes != ring.codes or keepalive):
+            return
+        ring.codes = codes
+        if why is None:
+            why = "tick"
+        record = s.to_json()
+        if problems != list(s.problems):
+            record["problems"] = [p.to_json() for p in problems]
+        record["event"] = why
+        if s.ok and s.in_flight:
+            chains = in_flight_chains(c.mem, cfg, s, device, max_chains=MAX_CHAINS, max_descs=MAX_DESCS,
+                                      tracker=ring.split if not cfg.packed else None)
+            if chains:
+                record["chains"] = [ch.to_json() for ch in chains]
+        ring.emitted_ns = ts
+        self.frames += 1
+        self.emit(ring_frame(ts, conn, record))
+
+    def _stop_all(self, c: _Conn, conn: int, ts: int) -> None:
+        for i, ring in c.rings.items():
+            if ring.started:
+                self._look(c, conn, i, ring, ts, "stop")
+                ring.started = False
+                ring.last = None
+
+    def _close(self, conn: int, ts: int) -> None:
+        """The connection ended (its close frame is written): unmap, sample no more."""
+        self._closing.discard(conn)
+        c = self.conns.pop(conn, None)
+        if c is not None:
+            c.mem.close()
+
+    def _lost(self, conn: int, ts: int) -> None:
+        c = self._conn(conn)
+        if c.lost:
+            return
+        c.lost = True
+        c.mem.close()
+        c.rings.clear()
+        self._note(conn, ts, "ring sampler fell behind and lost a control message of this "
+                   "connection: its rings are no longer sampled")
+
+    def _note(self, conn: int, ts: int, text: str) -> None:
+        self.emit(event_frame("note", ts, conn, {"text": text}))
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
