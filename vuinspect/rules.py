@@ -286,18 +286,30 @@ class Verdict:
 class RuleSet:
     """The rules of one proxy run; ``for_conn`` makes the per-connection matcher."""
 
-    def __init__(self, rules: list[Rule], device: str | None = None) -> None:
+    def __init__(self, rules: list[Rule], device: str | None = None,
+                 addons: list | None = None,
+                 report: Callable[[str], None] | None = None) -> None:
         self.rules = rules
         self.device = device
+        #: Python addons (addons.py, ``--script``): their hooks run after the rules.
+        self.addons = addons or []
+        self.report = report
 
     def __bool__(self) -> bool:
-        return bool(self.rules)
+        return bool(self.rules or self.addons)
 
     def for_conn(self, conn: int, describe: Callable[[int], str]) -> ConnRules:
         return ConnRules(self, conn, describe)
 
     def summary(self) -> str:
-        return "rules: " + "; ".join(f"{r.text!r} fired {r.fired} time(s)" for r in self.rules)
+        parts = []
+        if self.rules:
+            parts.append("rules: " + "; ".join(f"{r.text!r} fired {r.fired} time(s)"
+                                               for r in self.rules))
+        if self.addons:
+            parts.append("addons: " + "; ".join(f"{a.name} acted {a.actions} time(s), "
+                                                f"{a.errors} error(s)" for a in self.addons))
+        return "; ".join(parts)
 
 
 class ConnRules:
@@ -311,7 +323,13 @@ class ConnRules:
         self._lock = threading.Lock()  # the main and back-end channel links share the decoder
         self._told: set[int] = set()  # rules whose "cannot act" note this connection has had
         filtered = [r for r in self.rules if r.match is not None]
-        self.decode_all = any(r.names is None for r in filtered)
+        self.addons = None
+        if ruleset.addons:
+            from .addons import ConnAddons
+
+            self.addons = ConnAddons(ruleset.addons, conn, self.pipeline.session(conn),
+                                     ruleset.report)
+        self.decode_all = self.addons is not None or any(r.names is None for r in filtered)
         self.decode_keys = frozenset().union(*(r.names or () for r in filtered))
 
     def _decode(self, ts: int, channel: str, direction: str, data: bytes,
@@ -388,7 +406,15 @@ class ConnRules:
             cur = new
         if verdict is not None:
             verdict.data = cur
+        if self.addons is not None:
+            verdict = self.addons.judge(msgs, cur, direction, verdict)
         return verdict
+
+    def closed(self, channel: str) -> list[dict[str, object]]:
+        """The link of ``channel`` ended: connection_close hooks when it is the main one."""
+        if self.addons is None or channel != "main":
+            return []
+        return self.addons.close()
 
     def _mask(self, rule: Rule, channel: str, direction: str, req: int, flags: int,
               data: bytes) -> bytes | None:

@@ -140,6 +140,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                             "repeatable")
     rules.add_argument("--rules", action="append", default=[], metavar="FILE",
                        help="rules from FILE, one a line (# comments)")
+    rules.add_argument("--script", action="append", default=[], metavar="FILE.py",
+                       help="a Python addon: hooks message(flow, msg), connection_open(flow), "
+                            "connection_close(flow) (docs/rules.md, examples/); repeatable")
     p.add_argument("--no-tui", action="store_true",
                    help="print one summary line per message instead of the TUI")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -249,12 +252,19 @@ def check_capture_args(args: argparse.Namespace) -> None:
 
 def load_rules(args: argparse.Namespace) -> object:
     """--rule/--rules parsed at start: a syntax error is one line naming the position."""
-    if not getattr(args, "rule", None) and not getattr(args, "rules", None):
+    scripts = getattr(args, "script", None) or []
+    if not getattr(args, "rule", None) and not getattr(args, "rules", None) and not scripts:
         return None
+    from vuinspect.addons import AddonError, load_scripts
     from vuinspect.rules import RuleError, RuleSet, parse_rules
 
     try:
-        return RuleSet(parse_rules(args.rule, args.rules), device=args.device)
+        addons = load_scripts(scripts)
+        report = (lambda text: None) if _want_tui(args) else None  # (not over the TUI)
+        return RuleSet(parse_rules(args.rule, args.rules), device=args.device, addons=addons,
+                       report=report)
+    except AddonError as exc:
+        raise CliError(str(exc)) from None
     except RuleError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:

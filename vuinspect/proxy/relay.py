@@ -736,4 +736,8 @@ class Link:
             info["by"] = "proxy"
         if how == "error" or how == "send":
             info["error"] = True
+        if self._rules is not None:  # addons' connection_close hooks (addons.py)
+            for note in self._rules.closed(self.channel):
+                self.owner.emit(event_frame("note", time.time_ns(), self.owner.conn, note,
+                                            self.channel))
         self.owner.link_done(self, info)
