@@ -10,31 +10,62 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Generator
 from typing import Any
 
+from .layout_walk import ARRAY, END, FIELD, ITEM, Step, walk
 from .protocol.layouts import Array, Field, Layout, Tail
 from .protocol.requests import FLAG_NEED_REPLY, REPLY_FLAGS, VERSION, lookup
 
 
 def encode_layout(layout: Layout, values: dict[str, Any], order: str = "<") -> bytes:
-    out = bytearray()
+    """Payload bytes for ``values`` (the decoder's dict shape); absent values encode as 0.
+
+    An array's count field defaults to the number of items given and a tail's
+    length to its byte count; the items given are encoded (a fixed count pads
+    with zero items), whatever the count field says.
+    """
+    buf = bytearray()
+    cur = _with_counts(layout, values)
+    stack: list[tuple[dict[str, Any], list[Any]]] = []  # the enclosing values, the items
+    steps = walk(layout, buf, order, whole=True)
+    step = next(steps, None)
+    while step is not None:
+        kind, _path, node, _start, _end, value = step
+        wanted = None
+        if kind == FIELD:
+            buf += _encode_field(node, cur, order)
+        elif kind == ARRAY:
+            items = cur.get(node.name, [])
+            stack.append((cur, items))
+            wanted = node.count if isinstance(node.count, int) else len(items)
+        elif kind == ITEM:
+            items = stack[-1][1]
+            cur = _with_counts(node, items[value] if value < len(items) else {})
+        elif kind == END:
+            cur = stack.pop()[0]
+        else:  # TAIL
+            buf += bytes.fromhex(cur.get(node.name, ""))
+        step = _next(steps, wanted)
+    return bytes(buf)
+
+
+def _next(steps: Generator[Step, int | None, None], reply: int | None) -> Step | None:
+    try:
+        return steps.send(reply)
+    except StopIteration:
+        return None
+
+
+def _with_counts(layout: Layout, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` plus the counts and lengths it leaves to be worked out."""
     values = dict(values)
     for f in layout.fields:
         if isinstance(f, Array) and isinstance(f.count, str):
             values.setdefault(f.count, len(values.get(f.name, [])))
         if isinstance(f, Tail) and f.length:
             values.setdefault(f.length, len(bytes.fromhex(values.get(f.name, ""))))
-    for f in layout.fields:
-        if isinstance(f, Field):
-            out += _encode_field(f, values, order)
-        elif isinstance(f, Array):
-            items = values.get(f.name, [])
-            n = f.count if isinstance(f.count, int) else len(items)
-            for i in range(n):
-                out += encode_layout(f.item, items[i] if i < len(items) else {}, order)
-        elif isinstance(f, Tail):
-            out += bytes.fromhex(values.get(f.name, ""))
-    return bytes(out)
+    return values
 
 
 def _encode_field(f: Field, values: dict[str, Any], order: str) -> bytes:

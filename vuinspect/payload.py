@@ -7,13 +7,13 @@ small :class:`DecodeContext`.  Never raises on bad input.
 
 from __future__ import annotations
 
-import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .layout_walk import ARRAY, END, FIELD, ITEM, TAIL, walk
 from .protocol.features import PROTOCOL_TABLE, STATUS_TABLE, bit_names, virtio_table
-from .protocol.layouts import Array, Field, Layout
+from .protocol.layouts import Field, Layout
 from .protocol.problems import Problem, problem
 
 
@@ -23,11 +23,6 @@ class DecodeContext:
     device: str | None = None
     packed: bool = False
     xen_mmap: bool = False
-
-
-def _field_value(f: Field, buf: bytes, off: int, order: str) -> Any:
-    (value,) = struct.unpack_from(order + f.fmt, buf, off)
-    return value
 
 
 def decode_vring_base(num: int, packed: bool) -> dict[str, int]:
@@ -77,29 +72,11 @@ def _render(f: Field, value: Any, ctx: DecodeContext, out: dict[str, Any]) -> No
 def expected_size(layout: Layout, buf: bytes, order: str) -> int | None:
     """The size ``layout`` requires for this buffer (arrays and tails resolved)."""
     size = 0
-    counts: dict[str, int] = {}
-    for f in layout.fields:
-        if isinstance(f, Field):
-            if size + f.size <= len(buf) and not f.is_bytes:
-                counts[f.name] = _field_value(f, buf, size, order)
-            size += f.size
-        elif isinstance(f, Array):
-            n = f.count if isinstance(f.count, int) else counts.get(f.count)
-            if n is None:
-                return None
-            size += min(n, f.max_count) * _item_size(f.item)
-        else:  # Tail
-            if f.length is None:
-                return None
-            n = counts.get(f.length)
-            if n is None:
-                return None
-            size += n
+    for kind, _path, _node, start, end, value in walk(layout, buf, order, descend=False):
+        if value is None and kind in (ARRAY, TAIL):
+            return None  # no count to size it by, or a tail that takes the rest
+        size += end - start
     return size
-
-
-def _item_size(layout: Layout) -> int:
-    return sum(f.size for f in layout.fields if isinstance(f, Field))
 
 
 def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext) -> Layout | None:
@@ -114,8 +91,10 @@ def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext
             xen = ctx.xen_mmap  # no Xen twin: the negotiation does not matter
         if lay.when is not None:
             fname, want = lay.when
-            f = next((x for x in lay.fields if isinstance(x, Field) and x.name == fname), None)
-            if f is None or len(buf) < f.size or _field_value(f, buf, 0, ctx.order) != want:
+            held = next((value for kind, path, _n, _s, _e, value in
+                         walk(lay, buf, ctx.order, descend=False)
+                         if kind == FIELD and path == fname), None)
+            if held != want:
                 continue
         need = expected_size(lay, buf, ctx.order)
         fits = need == len(buf) if lay.exact else len(buf) >= lay.fixed_size
@@ -138,15 +117,10 @@ def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext
 
 
 def _empty_array(layout: Layout, buf: bytes, order: str) -> bool:
-    off = 0
-    counts: dict[str, int] = {}
-    for f in layout.fields:
-        if isinstance(f, Field):
-            if off + f.size <= len(buf) and not f.is_bytes:
-                counts[f.name] = _field_value(f, buf, off, order)
-            off += f.size
-        elif isinstance(f, Array) and isinstance(f.count, str):
-            return counts.get(f.count, 0) == 0
+    """Whether the first counted array announces no items (a worse fit than a twin)."""
+    for kind, _path, node, _start, _end, value in walk(layout, buf, order, descend=False):
+        if kind == ARRAY and isinstance(node.count, str):
+            return not value
     return False
 
 
@@ -156,7 +130,7 @@ def decode_layout(
     """Decode ``buf`` with ``layout``; decodes what is present, reports the rest."""
     out: dict[str, Any] = {}
     problems: list[Problem] = []
-    off = _decode_fields(layout, buf, 0, ctx, out, problems)
+    off = _decode_fields(layout, buf, ctx, out, problems)
     need = expected_size(layout, buf, ctx.order)
     if need is None and len(buf) < layout.fixed_size:  # too short to hold its own count
         problems.insert(0, problem(
@@ -174,44 +148,45 @@ def decode_layout(
     return out, problems
 
 
-def _decode_fields(layout: Layout, buf: bytes, off: int, ctx: DecodeContext,
+def _decode_fields(layout: Layout, buf: bytes, ctx: DecodeContext,
                    out: dict[str, Any], problems: list[Problem]) -> int:
-    for f in layout.fields:
-        if isinstance(f, Field):
-            if off + f.size > len(buf):
-                return off
-            value = _field_value(f, buf, off, ctx.order)
-            off += f.size
-            if f.display == "padding":
+    """Render what ``buf`` holds into ``out``; returns the offset after the last part decoded."""
+    off = 0
+    cur = out
+    arrays: list[tuple[dict[str, Any], list[dict[str, Any]], int]] = []  # parent, items, wanted
+    for kind, _path, node, start, end, value in walk(layout, buf, ctx.order):
+        if kind == FIELD:
+            if value is None:  # the buffer ends here: decode what is present
+                break
+            off = end
+            if node.display == "padding":
                 if any(value):
-                    problems.append(problem("nonzero_padding", f"{f.name} is {bytes(value).hex()}"))
+                    problems.append(problem("nonzero_padding", f"{node.name} is {value.hex()}"))
                 continue
-            _render(f, value, ctx, out)
-        elif isinstance(f, Array):
-            n = f.count if isinstance(f.count, int) else out.get(f.count, 0)
-            if not isinstance(n, int):
-                n = 0
-            if n > f.max_count:
+            _render(node, value, ctx, cur)
+        elif kind == ITEM:
+            cur = {}
+            arrays[-1][1].append(cur)
+        elif kind == ARRAY:
+            n = value if isinstance(value, int) else 0
+            if n > node.max_count:
                 problems.append(problem(
-                    "bad_count", f"{f.count} = {n}, at most {f.max_count} allowed"))
-                n = f.max_count
-            items = []
-            size = _item_size(f.item)
-            for _ in range(n):
-                if off + size > len(buf):
-                    problems.append(problem(
-                        "bad_count", f"{f.name}: {n} items announced, only {len(items)} present"))
-                    break
-                item: dict[str, Any] = {}
-                off = _decode_fields(f.item, buf, off, ctx, item, problems)
-                items.append(item)
-            out[f.name] = items
-        else:  # Tail
-            n = len(buf) - off if f.length is None else out.get(f.length, 0)
-            data = buf[off:off + n]
-            if len(data) < n:
+                    "bad_count", f"{node.count} = {n}, at most {node.max_count} allowed"))
+                n = node.max_count
+            items: list[dict[str, Any]] = []
+            cur[node.name] = items
+            arrays.append((cur, items, n))
+        elif kind == END:
+            cur, items, n = arrays.pop()
+            if len(items) < n:
                 problems.append(problem(
-                    "bad_count", f"{f.length} = {n} but only {len(data)} bytes follow"))
-            out[f.name] = data.hex()
-            off += len(data)
+                    "bad_count", f"{node.name}: {n} items announced, only {len(items)} present"))
+            off = end
+        else:  # TAIL
+            data = buf[start:end]
+            if len(data) < end - start:
+                problems.append(problem(
+                    "bad_count", f"{node.length} = {end - start} but only {len(data)} bytes follow"))
+            cur[node.name] = data.hex()
+            off = start + len(data)
     return off
