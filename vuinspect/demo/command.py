@@ -112,11 +112,13 @@ def _run_backend(
 def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> scenarios.Outcome:
     """Run the back-end on a thread while the TUI follows the capture the proxy writes."""
     from vuinspect.tui.app import VuInspectApp
+    from vuinspect.tui.launch import crash_error, run_app
     from vuinspect.tui.sources import FileSource
 
     capture.unlink(missing_ok=True)  # never show a previous run's capture
     log: list[str] = []
     result: dict[str, object] = {}
+    crash: str | None = None
 
     def work() -> None:
         try:
@@ -147,7 +149,7 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
 
         threading.Thread(target=announce, daemon=True).start()
         try:
-            app.run()
+            crash = run_app(app)
         finally:
             source.close()
     if thread.is_alive():
@@ -155,6 +157,8 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
         thread.join()
     for line in log:
         print(f"demo: {line}", file=sys.stderr)
+    if crash is not None:
+        raise crash_error(crash)
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
     return result["outcome"]  # type: ignore[return-value]

@@ -231,6 +231,7 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
     """Run the TUI on the stream until the user quits it, or SIGTERM/SIGHUP."""
     from vuinspect.capture import CaptureReader
     from vuinspect.tui.app import VuInspectApp
+    from vuinspect.tui.launch import crash_error, run_app
     from vuinspect.tui.sources import LiveSource
 
     source = LiveSource(", ".join(r.shown for r in routes))
@@ -273,8 +274,10 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     threading.Thread(target=watcher, daemon=True, name="vuinspect-tui-quit").start()
     try:
-        app.run(headless=headless)
+        crash = run_app(app, headless=headless)
     finally:
         finished.set()
         quit_requested.set()
         source.end()
+    if crash is not None:
+        raise crash_error(crash)
