@@ -37,6 +37,7 @@ from typing import Any
 from .encode import encode_layout
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, lookup
+from .proxy.framing import MAX_MESSAGE
 
 HOOKS = {"message": 2, "connection_open": 1, "connection_close": 1}
 #: A hook slower than this is reported (its connection waited for it).
@@ -45,6 +46,8 @@ SLOW_HOOK_S = 1.0
 MAX_DELAY_S = 3600.0
 #: Error lines printed in full per addon and hook; later ones are only counted.
 ERROR_LINES = 3
+#: Longest exception text reported or noted.
+MAX_ERROR_CHARS = 500
 _HDR = struct.Struct("=III")
 
 
@@ -206,9 +209,9 @@ class AddonMessage:
 
     def delay(self, seconds: float) -> None:
         """Hold the message back ``seconds`` (what follows it in its direction waits too)."""
-        if not isinstance(seconds, (int, float)) or not 0 <= seconds <= MAX_DELAY_S \
-                or math.isnan(seconds):
-            raise ValueError(f"delay must be 0-{MAX_DELAY_S:g} seconds, not {seconds!r}")
+        if not isinstance(seconds, (int, float)) or math.isnan(seconds) \
+                or not 0 <= self._delay + seconds <= MAX_DELAY_S:
+            raise ValueError(f"delay must be 0-{MAX_DELAY_S:g} seconds in all, not {seconds!r}")
         self._delay += float(seconds)
 
     def drop(self) -> None:
@@ -234,6 +237,8 @@ class AddonMessage:
             body = encode_layout(layouts[0], payload, ">" if self.decoded.big_endian else "<")
         else:
             body = bytes(payload)
+        if len(body) > MAX_MESSAGE - HEADER_SIZE:
+            raise ValueError(f"an answer's payload is at most {MAX_MESSAGE - HEADER_SIZE} bytes")
         fl = ((self.flags or 0) & FLAG_VERSION_MASK) | FLAG_REPLY if flags is None else flags
         self._answer = _HDR.pack(self.request or 0, fl, len(body)) + body
 
@@ -248,8 +253,15 @@ class AddonMessage:
 
     def encoded(self, original: dict[str, Any]) -> bytes:
         """The message's bytes: ``raw``, re-encoded if the payload was changed."""
+        raw = self.raw
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise TypeError(f"msg.raw must be bytes, not {type(raw).__name__}")
+        raw = self.raw = bytes(raw)
+        if not HEADER_SIZE <= len(raw) <= MAX_MESSAGE:
+            raise ValueError(f"msg.raw must be {HEADER_SIZE} to {MAX_MESSAGE} bytes, "
+                             f"not {len(raw)}")
         if self.payload == original:
-            return self.raw
+            return raw
         spec = lookup(self.channel, self.request)
         layouts = () if spec is None else (spec.reply if self.reply else spec.request)
         layout = next((lay for lay in layouts if lay.name == self.layout), None)
@@ -257,7 +269,7 @@ class AddonMessage:
             raise ValueError(f"{self.name}: no layout to encode the changed payload with")
         _check_keys(layout, self.payload, set(original), self.name)
         body = encode_layout(layout, self.payload, ">" if self.decoded.big_endian else "<")
-        req, flags, _ = _HDR.unpack_from(self.raw)
+        req, flags, _ = _HDR.unpack_from(raw)
         return _HDR.pack(req, flags, len(body)) + body
 
 
@@ -285,15 +297,22 @@ def call_hook(addon: Addon, hook: str, *args: Any) -> tuple[BaseException | None
     return None, time.monotonic() - t0
 
 
+def exc_text(exc: BaseException) -> str:
+    """``Type: message``, cut to ``MAX_ERROR_CHARS`` (an addon may put peer data in it)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "..."
+
+
 def error_text(addon: Addon, hook: str, exc: BaseException, what: str) -> str:
     where = _where(exc, addon.path)
-    return (f"addon {addon.name}: {hook}() raised {type(exc).__name__}: {exc} "
-            f"({addon.path}{where}); {what}")
+    return f"addon {addon.name}: {hook}() raised {exc_text(exc)} ({addon.path}{where}); {what}"
 
 
 def say(text: str) -> None:
     """Default report line (stderr); the proxy command may replace it (e.g. under the TUI)."""
-    print(f"vuinspect proxy: {text}", file=sys.stderr, flush=True)
+    from .render import safe_text
+
+    print(f"vuinspect proxy: {safe_text(text)}", file=sys.stderr, flush=True)
 
 
 class ConnAddons:
@@ -319,7 +338,7 @@ class ConnAddons:
                 self.report(text + ("" if n < ERROR_LINES else
                                     " (further errors of this hook are only counted)"))
             notes.append(_note(addon, hook, "error", text, data, data, direction,
-                               error=f"{type(exc).__name__}: {exc}"))
+                               error=exc_text(exc)))
         if took > SLOW_HOOK_S:
             text = (f"addon {addon.name}: {hook}() took {took:.1f} s; connection "
                     f"{self.flow.conn} waited for it (use msg.delay() to hold a message)")
@@ -418,13 +437,27 @@ class ConnAddons:
                                cur, cur, direction, delay_s=d))
             acted = 1
         if new != cur:
-            notes.append(_note(addon, "message", "modify", f"addon {addon.name}: bytes changed",
+            what = _changes(before[1], msg.payload) or "bytes changed"
+            notes.append(_note(addon, "message", "modify", f"addon {addon.name}: {what}",
                                cur, new, direction))
             acted = 1
             msg.raw = new
             msg.payload = copy.deepcopy(msg.payload)
         addon.count(actions=acted)
         return new, None
+
+
+def _show(key: str, value: object) -> str:
+    hexa = isinstance(value, int) and any(w in key for w in ("features", "flags", "addr"))
+    text = f"{value:#x}" if hexa else repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``payload.num 256 -> 64, ...`` for the first few fields a hook changed."""
+    keys = [k for k in new if k in old and new[k] != old[k]] + [k for k in new if k not in old]
+    parts = [f"payload.{k} {_show(k, old.get(k))} -> {_show(k, new[k])}" for k in keys[:3]]
+    return ", ".join(parts) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
 def _note(addon: Addon, hook: str, action: str, text: str, old: bytes, new: bytes,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.addons.helpers import addon_notes, addon_proxy, write_script
+from tests.addons.helpers import EXAMPLES, addon_notes, addon_proxy, write_script
 from tests.proxy.conftest import wait_until
 from vuinspect.addons import AddonError, load_addons
 from vuinspect.testing import wire
@@ -52,6 +52,7 @@ def test_payload_change_is_re_encoded(sockdir, proxy):
     assert recv(be).request == wire.SET_OWNER  # untouched messages pass as they were
     (n,) = addon_notes(rec)
     assert (n["addon"], n["action"], n["original"]) == ("addon.py", "modify", msg.hex())
+    assert n["text"] == "addon addon.py: payload.num 256 -> 64"
     assert n["new"] == wire.pack(wire.SET_VRING_NUM, 1, struct.pack("=II", 1, 64)).hex()
     # The capture holds what the back-end got.
     wait_until(lambda: len(rec.data()) >= 2)
@@ -209,3 +210,45 @@ def test_unknown_field_is_an_error_not_a_silent_zero(sockdir, proxy):
     fe.sendall(msg)
     assert recv(be).raw == msg  # forwarded unchanged, not answered with 0
     assert "GET_QUEUE_NUM reply has no field 'num' (fields: num_queues)" in lines[0]
+
+
+def test_bad_raw_is_an_error_and_the_link_lives(sockdir, proxy):
+    fe, be, srv, rec = pair(sockdir, proxy, (
+        "def message(flow, msg):\n"
+        "    msg.raw = 'not bytes' if msg.name == 'SET_OWNER' else b'short'\n"), [])
+    for req in (wire.SET_OWNER, wire.RESET_OWNER if hasattr(wire, "RESET_OWNER") else 4):
+        msg = wire.pack(req)
+        fe.sendall(msg)
+        assert recv(be).raw == msg
+    assert [n["error"].split(":")[0] for n in addon_notes(rec, 2)] == ["TypeError", "ValueError"]
+
+
+def test_no_script_no_rule_set():
+    """Without --rule/--rules/--script nothing is loaded: the relay keeps its fast path."""
+    import argparse
+
+    from vuinspect.proxy.command import configure, load_rules
+
+    p = argparse.ArgumentParser()
+    configure(p)
+    assert load_rules(p.parse_args(["--listen", "a", "--connect", "b"])) is None
+    args = p.parse_args(["--listen", "a", "--connect", "b", "--script",
+                         os.path.join(EXAMPLES, "latency.py"), "--no-tui"])
+    ruleset = load_rules(args)
+    assert ruleset and not ruleset.rules and [a.name for a in ruleset.addons] == ["latency.py"]
+
+
+def test_stop_does_not_wait_for_a_hung_hook(sockdir, proxy, backend_server):
+    backend_server()
+    script = write_script(sockdir, (
+        "import time\n"
+        "def message(flow, msg):\n"
+        "    time.sleep(60)\n"))
+    srv, rec, px = addon_proxy(proxy, sockdir, [script], [])
+    fe = wire.connect(px)
+    fe.sendall(wire.pack(wire.GET_FEATURES))
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    srv.stop(timeout=1.0)
+    assert time.monotonic() - t0 < 2
+    fe.close()
