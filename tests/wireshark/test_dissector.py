@@ -340,7 +340,7 @@ def test_no_bare_request_numbers_in_the_runtime():
 
     for name in luagen.RUNTIME_FILES:
         code = (resources.files("vuinspect.wireshark") / name).read_text()
-        assert not re.search(r"\b(req|r|request)\s*==\s*\d", code), name
+        assert not re.search(r"\b(req|r|request|kind)\s*[=~]=\s*\d", code), name
 
 
 def test_control_characters_from_a_capture_are_escaped(capdir):

@@ -324,6 +324,7 @@ local C = {{
   PH_MAGIC = {lua_str(ph.MAGIC.decode())}, PH_VERSION = {ph.VERSION}, PH_FIXED = {ph.FIXED_LEN},
   PH_MAX_FDS = {ph.MAX_FDS}, PH_FLAG_BE = {ph.FLAG_BIG_ENDIAN},
   KIND_NAMES = {names(ph.KIND_NAMES)},
+  KIND = {{ {", ".join(f"{k} = {v}" for k, v in ph.KIND_CODES.items())} }},
   CHANNEL_NAMES = {names(ph.CHANNEL_NAMES)},
   DIRECTION_NAMES = {names(ph.DIRECTION_NAMES)},
   EVENT_KEYS = {{ {", ".join(lua_str(k) for k in EVENT_KEYS)} }},

@@ -173,7 +173,9 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
 end
 
 -- ===================================================================== runtime: events
-local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "NOTE", [4] = "RING", [5] = "NOTIFY" }
+-- Event names as the CLI shows them: the pseudo-header kind names in capitals.
+local EVENT_NAMES = {}
+for code, name in pairs(C.KIND_NAMES) do EVENT_NAMES[code] = name:upper() end
 local MAX_SAMPLE_PROBLEMS = 64  -- a ring sample's problem list comes from the file: bounded
 
 local function word(v)
@@ -182,17 +184,17 @@ local function word(v)
 end
 
 local function event_summary(kind, info)
-  if kind == 4 then  -- a vring sample of the data plane (docs/capture-format.md 4a)
+  if kind == C.KIND.ring then  -- a vring sample of the data plane (docs/capture-format.md 4a)
     return fmt("vring %s %s avail=%s used=%s in_flight=%s", word(info.vring), word(info.layout),
       word(info.avail_idx), word(info.used_idx), word(info.in_flight))
-  elseif kind == 5 then
+  elseif kind == C.KIND.notify then
     return fmt("vring %s %s x%s", word(info.vring), word(info.signal), word(info.count))
   end
-  if kind == 1 then
+  if kind == C.KIND.open then
     local text = "connection opened " .. tostring(info.label or "") .. " " .. tostring(info.orientation or "")
     if info.device and info.device ~= "" then text = text .. " device=" .. tostring(info.device) end
     return (text:gsub("%s+$", ""))
-  elseif kind == 2 then
+  elseif kind == C.KIND.close then
     return "connection closed: " .. tostring(info.reason or "")
   end
   if info.text ~= nil then return tostring(info.text) end
@@ -245,7 +247,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
     show_closed(top, r, num)
-    if ph.kind == 4 and type(info.problems) == "table" then
+    if ph.kind == C.KIND.ring and type(info.problems) == "table" then
       local worst
       for i, p in ipairs(info.problems) do
         if i > MAX_SAMPLE_PROBLEMS then break end
@@ -260,18 +262,18 @@ local function dissect_event(tvb, raw, ph, num, first, top)
   if first then
     M.first[num] = false
     local s = session(ph.conn)
-    if ph.kind == 1 then
+    if ph.kind == C.KIND.open then
       s.seen_start = true
       if type(info.device) == "string" and info.device ~= "" then s.device = info.device end
       if info.byteorder == "big" then s.be = true end
-    elseif ph.kind == 2 then
+    elseif ph.kind == C.KIND.close then
       close_session(s, tostring(info.reason or "closed"), num)
       if top then
         show_closed(top, tvb:range(ph.hdr_len, #raw - ph.hdr_len), num)
       end
     end
   end
-  local summary = esc((EVENT_NAMES[ph.kind] or C.KIND_NAMES[ph.kind]:upper()) .. " " .. event_summary(ph.kind, info))
+  local summary = esc(EVENT_NAMES[ph.kind] .. " " .. event_summary(ph.kind, info))
   if top then top:append_text(": " .. summary) end
   return summary
 end
@@ -330,7 +332,7 @@ function vu.dissector(tvb, pinfo, tree)
   local keep = first and not cols and top == nil
   WANT_TEXT = cols or keep
   local info
-  if ph.kind ~= 0 then
+  if ph.kind ~= C.KIND.data then
     info = dissect_event(tvb, raw, ph, num, first, top)
   else
     info = dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
