@@ -82,7 +82,7 @@ class Pipeline:
         ev = Message(self.messages, number, frame.ts_ns, frame.conn, frame.channel,
                      frame.direction, kind=frame.kind, name=name, info=info, raw=frame.data)
         if frame.kind == "close" and frame.channel == "main":
-            ev.problems.extend(session.rings_stopped(frame.ts_ns))
+            ev.problems.extend(session.rings_stopped(frame.ts_ns, final=True))
         out.append(ev)
         return out
 

@@ -164,10 +164,12 @@ class Session:
         why = self.dataplane.on_notify(info)
         return [problem("ring_bad_sample", why)] if why else []
 
-    def rings_stopped(self, ts_ns: int, indices: list[int] | None = None) -> list:
-        """GET_VRING_BASE (one ring), RESET_*, close (all): problems for requests in flight."""
+    def rings_stopped(self, ts_ns: int, indices: list[int] | None = None,
+                      final: bool = False) -> list:
+        """GET_VRING_BASE (one ring), RESET_*, close (all, ``final``): problems for requests
+        in flight (judged at the ring's stop sample unless ``final``)."""
         return [problem(f.code, f.text)
-                for f in self.dataplane.on_reset(ts_ns, indices, self.receive_queue)]
+                for f in self.dataplane.on_reset(ts_ns, indices, self.receive_queue, final)]
 
     def _seen(self, ts_ns: int) -> None:
         if self.first_ns is None:
@@ -461,7 +463,8 @@ class Session:
         elif r in (8, 9, 10, 18, 23) and "index" in p:
             ring = self.vring(p["index"])
             if r == 10:
-                self.dataplane.on_restart(msg.ts_ns, p["index"])
+                msg.problems.extend(problem(f.code, f.text) for f in self.dataplane.on_restart(
+                    msg.ts_ns, p["index"], self.receive_queue))
             if r == 8:
                 ring.num = p.get("num")
             elif r == 10:

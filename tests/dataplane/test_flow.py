@@ -64,13 +64,26 @@ def test_receive_queue_of_net_is_not_stalled() -> None:
     assert all(not m.problems for m in buf_msgs)
 
 
-def test_get_vring_base_with_requests_in_flight() -> None:
-    frames = [sample(0.0, 5, 2, vring=1),
-              data(0.5, 11, {"index": 1, "num": 0}), data(0.6, 11, {"index": 1, "num": 5}, True)]
-    msgs = roundtrip(frames)
-    get = next(m for m in msgs if m.name == "GET_VRING_BASE")
-    assert get.problem_codes == ["ring_reset_in_flight"]
-    assert "3 in flight" in get.problems[0].text
+def test_get_vring_base_with_requests_in_flight_judged_at_the_stop_sample() -> None:
+    get = [data(0.5, 11, {"index": 1, "num": 0}), data(0.6, 11, {"index": 1, "num": 5}, True)]
+    stop = sample(0.55, 5, 2, vring=1)
+    stop = Frame(stop.ts_ns, 1, "main", "f2b", stop.data[:-1] + b',"event":"stop"}', (), "ring")
+    msgs = roundtrip([sample(0.0, 5, 2, vring=1), *get, stop])
+    assert next(m for m in msgs if m.name == "GET_VRING_BASE").problem_codes == []
+    last = [m for m in msgs if m.kind == "ring"][-1]
+    assert last.problem_codes == ["ring_reset_in_flight"]
+    assert "3 in flight" in last.problems[0].text and "vring 1" in last.problems[0].text
+    # the stop sample shows the last requests done: nothing was in flight
+    done = Frame(stop.ts_ns, 1, "main", "f2b", stop.data.replace(b'"used_idx":2', b'"used_idx":5')
+                 .replace(b'"in_flight":3', b'"in_flight":0'), (), "ring")
+    msgs = roundtrip([sample(0.0, 5, 2, vring=1), *get, done])
+    assert not [c for m in msgs for c in m.problem_codes if c == "ring_reset_in_flight"]
+
+
+def test_close_with_requests_in_flight() -> None:
+    msgs = roundtrip([sample(0.0, 5, 2, vring=1),
+                      event_frame("close", T0 + S, 1, {"reason": "gone"})])
+    assert msgs[-1].kind == "close" and msgs[-1].problem_codes == ["ring_reset_in_flight"]
 
 
 def test_notify_counts_and_session_state() -> None:

@@ -39,6 +39,10 @@ class RingTrack:
     counts: dict[str, int] = field(default_factory=lambda: {"kick": 0, "call": 0, "err": 0})
     last_signal_ns: dict[str, int] = field(default_factory=dict)
     active: dict[str, Finding] = field(default_factory=dict)  # code -> active finding
+    #: A stop (GET_VRING_BASE, RESET_*) seen on the wire whose "stop" sample has not come
+    #: yet: the sampler reads the ring just after it forwarded the message, so the sample
+    #: that closes the ring start follows the message in the capture.
+    pending_reset: int | None = None
     ended: deque[Finding] = field(default_factory=lambda: deque(maxlen=MAX_FINDINGS))
 
     def add_sample(self, s: RingSample, *, receive: bool, trace: bool
@@ -119,7 +123,7 @@ class RingTrack:
         return done
 
     def to_json(self) -> dict[str, Any]:
-        last = self.last
+        last = self.last or next((s for s in reversed(self.samples) if s.ok), None)
         return {
             "vring": self.index,
             "samples": self.sample_count,
@@ -179,7 +183,21 @@ class DataPlane:
         track = self.ring(s.vring)
         if track is None:
             return s, problems, []
-        raised, ended = track.add_sample(s, receive=receive_of(s.vring), trace=self.trace)
+        receive = receive_of(s.vring)
+        raised: list[Finding] = []
+        ended: list[Finding] = []
+        pending = track.pending_reset
+        event = info.get("event")
+        if pending is not None and event not in ("stop", "control", "tick"):
+            # a new start, or a sample of a producer that writes no stop sample
+            track.pending_reset = None
+            raised += track.reset(pending, receive=receive, trace=self.trace)[0]
+        r, e = track.add_sample(s, receive=receive, trace=self.trace)
+        raised += r
+        ended += e
+        if event == "stop" and track.pending_reset is not None:  # the ring's last look
+            track.pending_reset = None
+            raised += track.reset(s.ts_ns, receive=receive, trace=self.trace)[0]
         problems.extend((f.code, f.text) for f in raised)
         return s, problems, ended
 
@@ -198,21 +216,41 @@ class DataPlane:
             track.add_notify(signal, *values)
         return None
 
-    def on_reset(self, ts_ns: int, indices: list[int] | None, receive_of: Any
-                 ) -> list[Finding]:
-        """Rings stopped (GET_VRING_BASE: one; RESET_*/close: all): findings raised."""
+    def on_reset(self, ts_ns: int, indices: list[int] | None, receive_of: Any,
+                 final: bool = False) -> list[Finding]:
+        """Rings stopped (GET_VRING_BASE: one; RESET_*/close: all): findings raised now.
+
+        A stop on the wire is judged at the ring's next sample (the sampler's
+        "stop" sample right after it, which holds the last progress); only a
+        ``final`` one (the connection closed: no sample follows) is judged now.
+        """
         out: list[Finding] = []
         for i in (list(self.rings) if indices is None else indices):
             track = self.rings.get(i)
-            if track is not None:
-                raised, _ = track.reset(ts_ns, receive=receive_of(i), trace=self.trace)
-                out.extend(raised)
+            if track is None:
+                continue
+            if not final:
+                if track.pending_reset is None:
+                    track.pending_reset = ts_ns
+                continue
+            at = track.pending_reset if track.pending_reset is not None else ts_ns
+            track.pending_reset = None
+            raised, _ = track.reset(at, receive=receive_of(i), trace=self.trace)
+            out.extend(raised)
         return out
 
-    def on_restart(self, ts_ns: int, index: int) -> None:
+    def on_restart(self, ts_ns: int, index: int, receive_of: Any) -> list[Finding]:
+        """SET_VRING_BASE: a new ring start (a stop still pending is judged first)."""
         track = self.rings.get(index)
-        if track is not None:
-            track.restart(ts_ns)
+        if track is None:
+            return []
+        raised = []
+        if track.pending_reset is not None:
+            raised = track.reset(track.pending_reset, receive=receive_of(index),
+                                 trace=self.trace)[0]
+            track.pending_reset = None
+        track.restart(ts_ns)
+        return raised
 
     def to_json(self) -> dict[str, Any]:
         return {"trace": self.trace, "samples": self.samples, "notifies": self.notifies,
