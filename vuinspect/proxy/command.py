@@ -140,9 +140,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                             "repeatable")
     rules.add_argument("--rules", action="append", default=[], metavar="FILE",
                        help="rules from FILE, one a line (# comments)")
-    rules.add_argument("--script", action="append", default=[], metavar="FILE.py",
-                       help="a Python addon: hooks message(flow, msg), connection_open(flow), "
-                            "connection_close(flow) (docs/rules.md, examples/); repeatable")
+    rules.add_argument("--script", action="append", default=[], metavar="FILE",
+                       help="a Python addon file with hooks message(flow, msg), "
+                            "connection_open(flow), connection_close(flow) (docs/rules.md, "
+                            "examples/); repeatable")
     p.add_argument("--no-tui", action="store_true",
                    help="print one summary line per message instead of the TUI")
     p.add_argument("-q", "--quiet", action="store_true",
