@@ -151,8 +151,8 @@ def summary_line(msg: Message, base_ns: int | None = None) -> str:
         head = f"{msg.frame:>6} {format_ts(msg.ts_ns, base_ns):>12} c{msg.conn:<3} {'':7} *"
         return f"{head} {msg.name} {payload_summary(msg)}"
     arrow = ARROWS.get(msg.direction, "?")
-    name = msg.name + (" reply" if msg.is_reply else "")
-    if msg.need_reply and not msg.is_reply:
+    name = msg.name + (" reply" if msg.reply else "")
+    if msg.need_reply and not msg.reply:
         name += " (need_reply)"
     parts = [f"{msg.frame:>6} {format_ts(msg.ts_ns, base_ns):>12} c{msg.conn:<3} "
              f"{msg.channel:<7} {arrow} {name}"]

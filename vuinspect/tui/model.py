@@ -199,14 +199,14 @@ class Model:
         m = mine[0] if len(mine) == 1 else None
         if m is not None and m.kind != "raw" and (m.is_event or m.raw == frame.data):
             bits = KIND_CODE[m.kind]
-            if m.is_reply:
+            if m.reply:
                 bits |= REPLY
             if m.need_reply:
                 bits |= NEED_REPLY
             if m.problems:
                 bits |= PROBLEM
                 self.problems[row] = self._intern(m.problems)
-            if not m.is_event and not m.is_reply and self._owed(m):
+            if not m.is_event and not m.reply and self._owed(m):
                 bits |= PENDING
             self.bits.append(bits)
             self.link.append(m.reply_to or 0)
@@ -224,7 +224,7 @@ class Model:
             self.link.append(0)
             self.latency.append(NaN)
         for x in mine:
-            if x.is_reply and x.reply_to:
+            if x.reply and x.reply_to:
                 self._paired(x.reply_to - 1, number)
         self.decoded = number
         if self._filter is not None and self.filtered == row:
@@ -338,7 +338,7 @@ class Model:
         if bits & PROBLEM:
             msg.problems = list(self.problems.get(row, ()))
         link = self.link[row]
-        if msg.is_reply:
+        if msg.reply:
             if link:
                 msg.reply_to = link
                 lat = self.latency[row]

@@ -47,7 +47,7 @@ def decode_message(data: bytes, fds: tuple[str, ...], frame: Frame, number: int,
     msg.request, msg.flags, msg.size = request, flags, size
     channel = frame.channel
     requester = "f2b" if channel == "main" else "b2f"
-    msg.is_reply = frame.direction != requester
+    msg.reply = frame.direction != requester
     msg.need_reply = bool(flags & FLAG_NEED_REPLY)
     spec = lookup(channel, request)
     msg.name = request_name(channel, request)
@@ -55,7 +55,7 @@ def decode_message(data: bytes, fds: tuple[str, ...], frame: Frame, number: int,
     if spec is None:
         msg.payload = {"data": payload.hex()} if payload else {}
         return msg
-    layouts = spec.reply if msg.is_reply else spec.request
+    layouts = spec.reply if msg.reply else spec.request
     layout = choose_layout(layouts, payload, ctx)
     if layout is None:
         if payload:
@@ -64,7 +64,7 @@ def decode_message(data: bytes, fds: tuple[str, ...], frame: Frame, number: int,
         msg.layout = layout.name
         msg.payload, _ = decode_layout(layout, payload, ctx)
     if fds:
-        role = spec.reply_fd_role if msg.is_reply else spec.fd_role
+        role = spec.reply_fd_role if msg.reply else spec.fd_role
         if role:
             msg.fds = tuple(f"{role}: {d}" for d in fds)
     return msg

@@ -106,8 +106,8 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
         name = "(partial)"
         summary = f"{len(frame.data)} bytes of a message completed in a later frame"
     else:
-        name = msg.name + (" reply" if msg.is_reply else "") + \
-            (" (nr)" if msg.need_reply and not msg.is_reply else "")
+        name = msg.name + (" reply" if msg.reply else "") + \
+            (" (nr)" if msg.need_reply and not msg.reply else "")
         summary = payload_summary(msg)
         if msg.fds:
             summary += (" " if summary else "") + "fds=[" + ", ".join(msg.fds) + "]"
@@ -118,7 +118,7 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
             summary += "  !! " + "; ".join(f"{p.code}: {p.text}" for p in problems)
             sev = worst(problems)
         summary = safe_text(summary)
-        if msg.is_reply:
+        if msg.reply:
             lat = format_latency(msg.latency_us)
         elif bits & PENDING:
             lat = "waiting"
