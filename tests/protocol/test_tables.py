@@ -99,4 +99,4 @@ def test_layout_field_names_are_unique_per_layout():
 def test_every_problem_code_has_group_and_severity():
     for code in problems.CODES.values():
         assert code.group in ("malformed", "sequence", "protocol", "response_code", "undecoded")
-        assert code.severity in ("error", "warn", "note", "chat")
+        assert code.severity in problems.SEVERITIES
