@@ -241,9 +241,6 @@ def _find(words: list[tuple[str, int, int]], pattern: str, right_of: int = -1):
     return None
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="dissectors/vhost_user.lua registers the entry under MENU_STAT_GENERIC, "
-                   "which Wireshark 4.0 (Qt) shows in no menu")
 def test_statistics_menu_entry_opens_its_window(gui):
     """Statistics (or Tools) has a vhost-user entry; clicking it opens the statistics window."""
     seen = []

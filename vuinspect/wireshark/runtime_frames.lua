@@ -374,9 +374,9 @@ local function stats_text(acc)
   local keys = {}
   for k in pairs(acc) do keys[#keys + 1] = k end
   table.sort(keys)
-  local rule = string.rep("=", 104)
+  local rule = string.rep("=", 78)
   local lines = { rule, "vhost-user request statistics (vuinspect)",
-    fmt("%-46s %8s %8s %12s %12s %12s %8s", "Request", "Count", "Replies", "Min us", "Avg us", "Max us", "Problems") }
+    fmt("%-28s %6s %7s %8s %8s %8s %5s", "Request", "Count", "Replies", "Min us", "Avg us", "Max us", "Probl") }
   for _, k in ipairs(keys) do
     local st = acc[k]
     local lo, hi, sum = nil, nil, 0
@@ -386,7 +386,7 @@ local function stats_text(acc)
       sum = sum + v
     end
     local function us(v) if v == nil then return "-" end return fmt("%.1f", v) end
-    lines[#lines + 1] = fmt("%-46s %8d %8d %12s %12s %12s %8d", k, st.count, st.replies, us(lo),
+    lines[#lines + 1] = fmt("%-28s %6d %7d %8s %8s %8s %5d", k, st.count, st.replies, us(lo),
       us(#st.lat > 0 and sum / #st.lat or nil), us(hi), st.problems)
   end
   lines[#lines + 1] = rule
@@ -406,10 +406,11 @@ if register_stat_cmd_arg ~= nil then
 end
 
 if gui_enabled ~= nil and gui_enabled() and register_menu ~= nil then
-  register_menu("vhost-user/Request statistics", function()
+  -- MENU_STAT_UNSORTED: Wireshark 4.0 (Qt) lists MENU_STAT_GENERIC entries in no menu
+  register_menu("vhost-user request statistics", function()
     local acc = {}
     for m = 1, M.n do stats_message(acc, m) end
     local w = TextWindow.new("vhost-user request statistics")
     w:set(stats_text(acc))
-  end, MENU_STAT_GENERIC)
+  end, MENU_STAT_UNSORTED)
 end
