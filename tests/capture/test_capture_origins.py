@@ -103,3 +103,8 @@ def test_renumbering_past_the_u32_range_stays_linear() -> None:
     assert len(set(got)) == 40_000 and max(got) <= 0xFFFFFFFF
     assert o.conn(1, 0xFFFFFFFF) == 40_001
     assert time.perf_counter() - t0 < 2
+
+
+def test_a_renumbered_conn_does_not_take_a_later_conn_of_its_own_capture() -> None:
+    """cat a b, a with conn 1, b with conns 1 and 2: b's conn 1 is shown as 2, so b's conn 2 is 3."""
+    assert shown(run(None, 10, (1,)) + run(None, 20, (1, 2))) == [1, 2, 3]

@@ -420,8 +420,7 @@ class Origins:
         shown = self._shown.get((origin, conn))
         if shown is not None:
             return shown
-        owner = self._owner.get(conn)
-        if owner is None or owner == origin:
+        if conn not in self._owner:  # not even by this origin for another of its conns
             shown = conn
         elif self._next <= 0xFFFFFFFF:
             shown = self._next
