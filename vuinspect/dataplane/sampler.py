@@ -32,6 +32,7 @@ from ..frames import Frame, event_frame, ring_frame
 from .diagnose import is_receive_queue
 from .inflight import SplitTracker, in_flight_chains
 from .memory import GuestMemory, RegionSpec, regions_from
+from .notify import Notifier
 from .rings import PackedTracker, RingConfig, RingSample, diff, sample
 
 #: Queue bound (items: control messages and events).  A proxy whose sampler is this far
@@ -141,11 +142,21 @@ class Sampler:
             _close(dups)
             self._put(("lost", ts, conn), True)
 
+    #: --trace-notify (dataplane/notify.py), started and stopped with the sampler.
+    notifier: Notifier | None = None
+
+    def fd_tap(self, conn: int, ts: int, data: bytes, fds: list[int]) -> list[int] | None:
+        """The relay's hook for main-channel front-end messages with fds (see relay.py)."""
+        self.memory(conn, ts, data, fds)
+        return self.notifier.tap(conn, data, fds) if self.notifier is not None else None
+
     def event(self, frame: Frame) -> None:
         """open/close frames of the connections (close unmaps their memory)."""
         if frame.kind in ("open", "close") and frame.channel == "main":
             if frame.kind == "close":
                 self._closing.add(frame.conn)  # no sample may follow its close frame
+                if self.notifier is not None:
+                    self.notifier.closed(frame.conn)
             self._q.append(("event", frame))  # never refused: a close must unmap
             self._wake.set()
 
@@ -153,9 +164,13 @@ class Sampler:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="vuinspect-rings", daemon=True)
         self._thread.start()
+        if self.notifier is not None:
+            self.notifier.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Take what is queued, emit the stop samples, unmap everything."""
+        if self.notifier is not None:
+            self.notifier.stop(timeout)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

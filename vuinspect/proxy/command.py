@@ -132,6 +132,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                          "100ms, 0.5s; on = 100ms) and at its control messages, as ring frames "
                          "(only when something changed); default on whenever a capture or the "
                          "TUI is on")
+    dp.add_argument("--trace-notify", action="store_true",
+                    help="relay kicks, calls and errs through eventfds of the proxy and record "
+                         "their counts (notify frames, per vring per 10 ms); adds a hop to every "
+                         "notification; needs --rings")
     rules = p.add_argument_group("rules (change what passes; docs/rules.md)")
     rules.add_argument("--rule", action="append", default=[], metavar="RULE",
                        help="e.g. 'delay 2s: name == GET_VRING_BASE', 'drop once: FILTER', "

@@ -24,6 +24,7 @@ from typing import Any
 
 from vuinspect.capture import CaptureError
 from vuinspect.cli import CliError
+from vuinspect.dataplane.notify import Notifier
 from vuinspect.dataplane.sampler import Sampler
 
 from .interpose import ListenError
@@ -76,6 +77,8 @@ def _sampler(args: argparse.Namespace, recorder: Recorder | None) -> Sampler | N
     if recorder is None or interval == 0:
         return None
     sampler = Sampler(recorder.sampled, interval or 0.1, device=args.device)
+    if getattr(args, "trace_notify", False):
+        sampler.notifier = Notifier(recorder.sampled)
     recorder.sampler = sampler
     return sampler
 

@@ -185,8 +185,9 @@ class Link:
         #: and the relay never decodes (the fast path stays as it is).
         self._rules = _conn_rules(owner)
         self._held = [0]  # messages held back by a delay rule (a list: read in the loop)
-        #: The ring sampler's hook (dataplane/sampler.py): sees main-channel front-end
-        #: messages with fds before they are sent, to dup guest-memory fds.
+        #: The data plane's hook (dataplane/): sees main-channel front-end messages with
+        #: fds before they are sent, dups guest-memory fds; returns other fds to send
+        #: instead (--trace-notify's eventfds; the originals are then the hook's) or None.
         self._fd_tap = getattr(owner, "fd_tap", None) if channel == "main" else None
 
     # -- lifecycle -------------------------------------------------------------
@@ -465,7 +466,7 @@ class Link:
             descs: tuple[str, ...] | None = ()
             if fds:
                 if self._fd_tap is not None and direction == "f2b":
-                    self._fd_tap(conn, ts, data, fds)
+                    fds = self._fd_tap(conn, ts, data, fds) or fds  # (--trace-notify swaps)
                 if (channel == "main" and direction == "f2b" and len(data) >= 4
                         and _U32.unpack_from(data)[0] == SET_BACKEND_REQ_FD):
                     fds, descs = owner.intercept(self, data, fds)

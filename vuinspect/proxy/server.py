@@ -129,9 +129,9 @@ class Connection:
         # Links put data frames straight into one of these (relay.py's fast path).
         self.frame_queue = server.queue
         self.recorder = server.recorder
-        #: The ring sampler's hook for memory fds (read by relay.Link); None: no sampler.
+        #: The data plane's fd hook (read by relay.Link); None: no ring sampler.
         sampler = server.recorder.sampler if server.recorder is not None else None
-        self.fd_tap = sampler.memory if sampler is not None else None
+        self.fd_tap = sampler.fd_tap if sampler is not None else None
         # (An instance attribute: skips one Python call per frame.)
         self.emit = (server.recorder.event if server.recorder  # type: ignore[method-assign]
                      else server.queue.put)
