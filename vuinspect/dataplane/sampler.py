@@ -99,6 +99,7 @@ class Sampler:
         self.frames = 0
         self._q: deque[tuple] = deque()
         self._closing: set[int] = set()
+        self._emit_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -154,7 +155,8 @@ class Sampler:
         """open/close frames of the connections (close unmaps their memory)."""
         if frame.kind in ("open", "close") and frame.channel == "main":
             if frame.kind == "close":
-                self._closing.add(frame.conn)  # no sample may follow its close frame
+                with self._emit_lock:  # no sample may follow its close frame (recorded next)
+                    self._closing.add(frame.conn)
                 if self.notifier is not None:
                     self.notifier.closed(frame.conn)
             self._q.append(("event", frame))  # never refused: a close must unmap
@@ -346,8 +348,11 @@ class Sampler:
             if chains:
                 record["chains"] = [ch.to_json() for ch in chains]
         ring.emitted_ns = ts
-        self.frames += 1
-        self.emit(ring_frame(ts, conn, record))
+        with self._emit_lock:
+            if conn in self._closing:
+                return
+            self.frames += 1
+            self.emit(ring_frame(ts, conn, record))
 
     def _stop_all(self, c: _Conn, conn: int, ts: int) -> None:
         for i, ring in c.rings.items():
@@ -374,7 +379,9 @@ class Sampler:
                    "connection: its rings are no longer sampled")
 
     def _note(self, conn: int, ts: int, text: str) -> None:
-        self.emit(event_frame("note", ts, conn, {"text": text}))
+        with self._emit_lock:
+            if conn not in self._closing:
+                self.emit(event_frame("note", ts, conn, {"text": text}))
 
 
 def _close(fds: list[int]) -> None:

@@ -397,9 +397,9 @@ class Recorder:
         """Open/close/note frames are dropped only beyond twice the budget (they frame the rest)."""
         if self._drops:
             self._note_drops(frame.conn)
-        self._event(frame)
-        if self.sampler is not None:
+        if self.sampler is not None:  # (first: a close stops the connection's samples)
             self.sampler.event(frame)
+        self._event(frame)
 
     def _event(self, frame: Frame) -> None:
         if self._queued > self._event_cap:
