@@ -1624,6 +1624,7 @@ end
 local sessions = {}  -- conn -> negotiated state and pending requests
 local streams = {}   -- conn*4 + channel*2 + direction -> bytes of a message not yet complete
 local M = {}         -- per-message and per-frame records, reset by vu.init
+local ORIGINS        -- capture of origin of each connection number (shown_conn), reset by vu.init
 -- Whether this dissection fills columns (tshark -V and the first pass of -2 do not): the
 -- Info text is only built when someone reads it.
 local WANT_TEXT = true
@@ -1654,9 +1655,36 @@ local function reset()
     carry = {},     -- frame number -> framing across frames (only frames that need it)
     closed = {},    -- frame number -> problems a close event found in unfinished streams
     text = {},      -- frame number -> Info text, kept by a first pass that had no columns
+    conn = {},      -- frame number -> connection number shown, when not the pseudo-header's
   }
+  ORIGINS = { of = {}, n = 0, shown = {}, owner = {}, next = 1 }
 end
 reset()
+
+-- Merged captures (docs/capture-format.md §8): `cat` or `mergecap` of two runs has two
+-- `conn 1`.  Wireshark gives a Lua dissector the interface of a frame only through Field
+-- extractors, and any Field extractor makes tshark build a tree for every frame (3x the
+-- summary's time) and still gives nothing in the first pass of -2, so the capture of
+-- origin is told from the frames: one run never reuses a connection number, hence an OPEN
+-- event for a number already seen starts another capture; a number first seen belongs to
+-- the latest capture.  The shown number then follows pcapng.Origins: a (capture, conn)
+-- keeps its number unless another pair claimed it, else the next number above all claimed.
+local function shown_conn(conn, is_open)
+  local O = ORIGINS
+  local origin = O.of[conn]
+  if origin == nil or is_open then
+    if origin ~= nil then O.n = O.n + 1 end
+    origin = O.n
+    O.of[conn] = origin
+  end
+  local key = origin * 4294967296 + conn
+  local shown = O.shown[key]
+  if shown ~= nil then return shown end
+  if O.owner[conn] == nil then shown = conn else shown = O.next end
+  O.owner[shown], O.shown[key] = true, shown
+  if shown + 1 > O.next then O.next = shown + 1 end
+  return shown
+end
 
 function vu.init()
   reset()
@@ -1799,7 +1827,8 @@ local function parse_pseudo(raw, n)
   local flags, nfds = sbyte(raw, 13, 14)
   local ph = PH  -- one table, refilled per frame
   ph.version, ph.kind, ph.hdr_len, ph.channel, ph.direction = version, kind, h1 * 256 + h2, channel, direction
-  ph.conn, ph.flags, ph.nfds, ph.fds = u32s(raw, 9, true), flags, nfds, EMPTY
+  ph.raw_conn, ph.flags, ph.nfds, ph.fds = u32s(raw, 9, true), flags, nfds, EMPTY
+  ph.conn = ph.raw_conn
   if ph.version ~= C.PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", ph.version) end
   if C.KIND_NAMES[ph.kind] == nil then return nil, fmt("unknown frame kind %d", ph.kind) end
   if C.CHANNEL_NAMES[ph.channel] == nil then return nil, fmt("unknown channel %d", ph.channel) end
@@ -1832,7 +1861,8 @@ local function show_pseudo(top, tvb, ph)
   t:add(F.ph_hdr_len, tvb:range(4, 2))
   t:add(F.channel, tvb:range(6, 1))
   t:add(F.direction, tvb:range(7, 1))
-  t:add(F.conn, tvb:range(8, 4))
+  local c = t:add(F.conn, tvb:range(8, 4), ph.conn)
+  if ph.conn ~= ph.raw_conn then c:append_text(fmt(" (conn %d of another capture, merged)", ph.raw_conn)) end
   local fl = t:add(F.ph_flags, tvb:range(12, 1))
   fl:add(F.ph_big_endian, tvb:range(12, 1))
   t:add(F.fd_count, tvb:range(13, 1))
@@ -2334,7 +2364,16 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
   local fds
   while total - pos >= C.HEADER_SIZE do
     local size = u32(base + pos + 8, be)
-    if size > C.MAX_PAYLOAD then
+    if size > C.MAX_PAYLOAD and pos == 0 and total == C.HEADER_SIZE + size
+        and not (carry and #carry.prefix > 0) then
+      -- decoder.StreamFramer's fast path: the sender framed it whole (the proxy frames up to
+      -- its own larger limit), so it is decoded whole, flagged, its framing kept.
+      fds, fdq = take_fds(fdq, total)
+      span(spans, 0, total, fds, ts, nil, {
+        { code = "oversize", text = fmt("payload of %d bytes above the protocol maximum (%d); "
+                                        .. "framed whole by the sender", size, C.MAX_PAYLOAD) } })
+      pos = total
+    elseif size > C.MAX_PAYLOAD then
       local nxt = total
       for off = pos + 1, total - C.HEADER_SIZE do
         if plausible(base + off, ph.channel_name, be) then nxt = off; break end
@@ -2572,7 +2611,7 @@ function vu.dissector(tvb, pinfo, tree)
   local kept = top == nil and M.text[num]
   if kept then  -- a later pass of a frame whose Info text was kept: only the columns
     if cols then
-      local labels = LABELS[u32s(raw, 9, true)]
+      local labels = LABELS[M.conn[num] or u32s(raw, 9, true)]
       if labels then
         if sbyte(raw, 8) == 0 then
           columns.src, columns.dst = labels[1], labels[2]
@@ -2590,6 +2629,14 @@ function vu.dissector(tvb, pinfo, tree)
     columns.info = "damaged vuinspect pseudo-header: " .. err
     return n
   end
+  local first = M.first[num] == nil
+  if first then
+    local shown = shown_conn(ph.conn, ph.kind == C.KIND.open)
+    if shown ~= ph.conn then M.conn[num] = shown end
+    ph.conn = shown
+  else
+    ph.conn = M.conn[num] or ph.conn
+  end
   if top then show_pseudo(top, tvb, ph) end
   do
     local labels = LABELS[ph.conn]
@@ -2604,7 +2651,6 @@ function vu.dissector(tvb, pinfo, tree)
       columns.src, columns.dst = labels[2], labels[1]
     end
   end
-  local first = M.first[num] == nil
   -- A first pass with neither tree nor columns (tshark -2) keeps the Info text for the
   -- next pass, which then only sets the columns (above).
   local keep = first and not cols and top == nil

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import random
 import re
+import struct
 import subprocess
 from pathlib import Path
 
@@ -452,3 +453,67 @@ def test_data_plane_frames_show_their_sample_and_problems(capdir):
     assert not lua.lua_errors
     # the first 64 entries of the list are looked at: 32 known codes among them
     assert [c for n, c in lua.experts if n == 1] == ["lost_call"] * 32
+
+
+# -- merged captures (issue 12 item 5, docs/capture-format.md §8) -----------------------------
+
+def _merged(tmp_path: Path, how: str, *parts: Path) -> Path:
+    out = tmp_path / f"{how}.pcapng"
+    if how == "mergecap":
+        subprocess.run(["mergecap", "-w", str(out), *map(str, parts)], check=True, timeout=60)
+    else:
+        out.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return out
+
+
+def _agree_on_conns(path: Path) -> set[int]:
+    lua = W.dissect(path)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    py = W.python_views(path)
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    py_conns = {m["frame"]: m["conn"] for m in py}
+    assert {n: lua.conns.get(n) for n in py_conns} == py_conns
+    assert not [c for _, c in lua.experts]  # no false features_not_offered or pairing across runs
+    return set(py_conns.values())
+
+
+@pytest.mark.parametrize("how", ["mergecap", "cat"])
+def test_merged_runs_are_distinct_connections(how, tmp_path):
+    path = _merged(tmp_path, how, W.REPO / "captures/blk.pcapng", W.REPO / "captures/net.pcapng")
+    assert _agree_on_conns(path) == {1, 2}
+
+
+def test_cat_renumbers_past_a_number_its_own_capture_took(tmp_path):
+    """cat a b, a with conn 1 and b with conns 1 and 2: shown 1, then b's as 2 and 3 (not 2, 2)."""
+    frames = list(read_frames(W.REPO / "captures/blk.pcapng"))
+    a = W.write_capture(tmp_path / "a.pcapng", frames)
+    b = W.write_capture(tmp_path / "b.pcapng",
+                        frames + [dataclasses.replace(f, conn=2) for f in frames])
+    assert _agree_on_conns(_merged(tmp_path, "cat", a, b)) == {1, 2, 3}
+
+
+# -- one message above 4096 bytes, framed whole by the sender ----------------------------------
+
+def test_one_oversize_message_per_frame_is_decoded_flagged(tmp_path):
+    """As decoder.StreamFramer's fast path: decoded whole and flagged oversize, not raw +
+    framing_lost; the same bytes split over two frames, or after other bytes, still lose framing."""
+    t = iter(range(1_000_000, 10**9, 1000))
+    big = S.raw(5, struct.pack("<II", 1, 0) + b"\0" * 32 + b"\x11" * 4200)  # SET_MEM_TABLE + trailing
+    frames = [Frame(next(t), 4, "main", "f2b", S.raw(1)),
+              Frame(next(t), 4, "main", "f2b", big, ("memfd:ram",)),
+              Frame(next(t), 4, "main", "f2b", S.raw(24, b"\x00" * 5000)),  # GET_CONFIG-ish number
+              Frame(next(t), 4, "main", "f2b", big[:100]), Frame(next(t), 4, "main", "f2b", big[100:]),
+              Frame(next(t), 4, "main", "f2b", S.raw(1) + big)]
+    path = W.write_capture(tmp_path / "oversize.pcapng", frames)
+    py = W.python_views(path)
+    by_frame: dict[int, set[str]] = {}
+    for m in py:
+        by_frame.setdefault(m["frame"], set()).update(p["code"] for p in m["problems"])
+    assert "oversize" in by_frame[2] and "framing_lost" not in by_frame[2]
+    assert "framing_lost" in by_frame[6]
+    lua = W.dissect(path)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    assert lua.views[(2, 0)].get("name") == "SET_MEM_TABLE"

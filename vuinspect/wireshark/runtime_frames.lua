@@ -56,7 +56,16 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
   local fds
   while total - pos >= C.HEADER_SIZE do
     local size = u32(base + pos + 8, be)
-    if size > C.MAX_PAYLOAD then
+    if size > C.MAX_PAYLOAD and pos == 0 and total == C.HEADER_SIZE + size
+        and not (carry and #carry.prefix > 0) then
+      -- decoder.StreamFramer's fast path: the sender framed it whole (the proxy frames up to
+      -- its own larger limit), so it is decoded whole, flagged, its framing kept.
+      fds, fdq = take_fds(fdq, total)
+      span(spans, 0, total, fds, ts, nil, {
+        { code = "oversize", text = fmt("payload of %d bytes above the protocol maximum (%d); "
+                                        .. "framed whole by the sender", size, C.MAX_PAYLOAD) } })
+      pos = total
+    elseif size > C.MAX_PAYLOAD then
       local nxt = total
       for off = pos + 1, total - C.HEADER_SIZE do
         if plausible(base + off, ph.channel_name, be) then nxt = off; break end
@@ -294,7 +303,7 @@ function vu.dissector(tvb, pinfo, tree)
   local kept = top == nil and M.text[num]
   if kept then  -- a later pass of a frame whose Info text was kept: only the columns
     if cols then
-      local labels = LABELS[u32s(raw, 9, true)]
+      local labels = LABELS[M.conn[num] or u32s(raw, 9, true)]
       if labels then
         if sbyte(raw, 8) == 0 then
           columns.src, columns.dst = labels[1], labels[2]
@@ -312,6 +321,14 @@ function vu.dissector(tvb, pinfo, tree)
     columns.info = "damaged vuinspect pseudo-header: " .. err
     return n
   end
+  local first = M.first[num] == nil
+  if first then
+    local shown = shown_conn(ph.conn, ph.kind == C.KIND.open)
+    if shown ~= ph.conn then M.conn[num] = shown end
+    ph.conn = shown
+  else
+    ph.conn = M.conn[num] or ph.conn
+  end
   if top then show_pseudo(top, tvb, ph) end
   do
     local labels = LABELS[ph.conn]
@@ -326,7 +343,6 @@ function vu.dissector(tvb, pinfo, tree)
       columns.src, columns.dst = labels[2], labels[1]
     end
   end
-  local first = M.first[num] == nil
   -- A first pass with neither tree nor columns (tshark -2) keeps the Info text for the
   -- next pass, which then only sets the columns (above).
   local keep = first and not cols and top == nil

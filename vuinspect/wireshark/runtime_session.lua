@@ -12,6 +12,7 @@
 local sessions = {}  -- conn -> negotiated state and pending requests
 local streams = {}   -- conn*4 + channel*2 + direction -> bytes of a message not yet complete
 local M = {}         -- per-message and per-frame records, reset by vu.init
+local ORIGINS        -- capture of origin of each connection number (shown_conn), reset by vu.init
 -- Whether this dissection fills columns (tshark -V and the first pass of -2 do not): the
 -- Info text is only built when someone reads it.
 local WANT_TEXT = true
@@ -42,9 +43,36 @@ local function reset()
     carry = {},     -- frame number -> framing across frames (only frames that need it)
     closed = {},    -- frame number -> problems a close event found in unfinished streams
     text = {},      -- frame number -> Info text, kept by a first pass that had no columns
+    conn = {},      -- frame number -> connection number shown, when not the pseudo-header's
   }
+  ORIGINS = { of = {}, n = 0, shown = {}, owner = {}, next = 1 }
 end
 reset()
+
+-- Merged captures (docs/capture-format.md §8): `cat` or `mergecap` of two runs has two
+-- `conn 1`.  Wireshark gives a Lua dissector the interface of a frame only through Field
+-- extractors, and any Field extractor makes tshark build a tree for every frame (3x the
+-- summary's time) and still gives nothing in the first pass of -2, so the capture of
+-- origin is told from the frames: one run never reuses a connection number, hence an OPEN
+-- event for a number already seen starts another capture; a number first seen belongs to
+-- the latest capture.  The shown number then follows pcapng.Origins: a (capture, conn)
+-- keeps its number unless another pair claimed it, else the next number above all claimed.
+local function shown_conn(conn, is_open)
+  local O = ORIGINS
+  local origin = O.of[conn]
+  if origin == nil or is_open then
+    if origin ~= nil then O.n = O.n + 1 end
+    origin = O.n
+    O.of[conn] = origin
+  end
+  local key = origin * 4294967296 + conn
+  local shown = O.shown[key]
+  if shown ~= nil then return shown end
+  if O.owner[conn] == nil then shown = conn else shown = O.next end
+  O.owner[shown], O.shown[key] = true, shown
+  if shown + 1 > O.next then O.next = shown + 1 end
+  return shown
+end
 
 function vu.init()
   reset()
@@ -187,7 +215,8 @@ local function parse_pseudo(raw, n)
   local flags, nfds = sbyte(raw, 13, 14)
   local ph = PH  -- one table, refilled per frame
   ph.version, ph.kind, ph.hdr_len, ph.channel, ph.direction = version, kind, h1 * 256 + h2, channel, direction
-  ph.conn, ph.flags, ph.nfds, ph.fds = u32s(raw, 9, true), flags, nfds, EMPTY
+  ph.raw_conn, ph.flags, ph.nfds, ph.fds = u32s(raw, 9, true), flags, nfds, EMPTY
+  ph.conn = ph.raw_conn
   if ph.version ~= C.PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", ph.version) end
   if C.KIND_NAMES[ph.kind] == nil then return nil, fmt("unknown frame kind %d", ph.kind) end
   if C.CHANNEL_NAMES[ph.channel] == nil then return nil, fmt("unknown channel %d", ph.channel) end
@@ -220,7 +249,8 @@ local function show_pseudo(top, tvb, ph)
   t:add(F.ph_hdr_len, tvb:range(4, 2))
   t:add(F.channel, tvb:range(6, 1))
   t:add(F.direction, tvb:range(7, 1))
-  t:add(F.conn, tvb:range(8, 4))
+  local c = t:add(F.conn, tvb:range(8, 4), ph.conn)
+  if ph.conn ~= ph.raw_conn then c:append_text(fmt(" (conn %d of another capture, merged)", ph.raw_conn)) end
   local fl = t:add(F.ph_flags, tvb:range(12, 1))
   fl:add(F.ph_big_endian, tvb:range(12, 1))
   t:add(F.fd_count, tvb:range(13, 1))
