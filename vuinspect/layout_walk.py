@@ -78,55 +78,53 @@ def walk(layout: Layout, buf: bytes | bytearray, order: str = "<", *,
          whole: bool = False, descend: bool = True) -> Generator[Step, int | None, None]:
     """Yield the steps of ``layout`` over ``buf`` (see the module text)."""
     off = 0
-    # a level: [entries, position, path prefix, raw values of its fields]
-    # an array in progress: [None, array, path, start, items to visit, next index, item size]
-    stack: list[list[Any]] = [[_plan(layout, order), 0, "", {}]]
-    while stack:
-        top = stack[-1]
-        entries = top[0]
-        if entries is None:  # an array: its next item, or its end
-            node, path, start, count, i, isz = top[1], top[2], top[3], top[4], top[5], top[6]
-            if i < count and (whole or off + isz <= len(buf)):
-                top[5] = i + 1
-                ipath = f"{path}.{i}"
-                yield ITEM, ipath, node.item, off, off + isz, i
-                stack.append([_plan(node.item, order), 0, ipath + ".", {}])
-            else:
-                stack.pop()
-                yield END, path, node, start, off, i
-            continue
-        pos = top[1]
-        if pos == len(entries):
-            stack.pop()
-            continue
-        top[1] = pos + 1
-        node, unpack, size = entries[pos]
-        path = top[2] + node.name
-        scope = top[3]
-        if unpack is not None:  # a Field
-            end = off + size
-            value = unpack(buf, off)[0] if end <= len(buf) else None
-            if value is not None and not node.is_bytes:
-                scope[node.name] = value
-            yield FIELD, path, node, off, end, value
-            if value is None and whole and end <= len(buf) and not node.is_bytes:
-                scope[node.name] = unpack(buf, off)[0]  # the consumer wrote it
-            off = end
-        elif isinstance(node, Array):
-            n = node.count if isinstance(node.count, int) else scope.get(node.count)
-            count = 0 if n is None else min(n, node.max_count)
-            wanted = yield ARRAY, path, node, off, off + count * size, n
-            if wanted is not None:  # a builder chose how many items it has
-                count = wanted
-            if descend:
-                stack.append([None, node, path, off, count, 0, size])
-            else:
+    # a level per layout being walked: [its entries left, path prefix, raw field values, the
+    # array it is an item of or None]; an array entered: [None, "", None, its record], the
+    # record being [array, path, start, items to visit, next index, item size]
+    levels: list[list[Any]] = [[iter(_plan(layout, order)), "", {}, None]]
+    while levels:
+        entries, prefix, scope, array = levels[-1]
+        for node, unpack, size in entries:  # (resumes where an array interrupted it)
+            path = prefix + node.name
+            if unpack is not None:  # a Field
+                end = off + size
+                value = unpack(buf, off)[0] if end <= len(buf) else None
+                if value is not None and not node.is_bytes:
+                    scope[node.name] = value
+                yield FIELD, path, node, off, end, value
+                if value is None and whole and end <= len(buf) and not node.is_bytes:
+                    scope[node.name] = unpack(buf, off)[0]  # the consumer wrote it
+                off = end
+            elif isinstance(node, Array):
+                n = node.count if isinstance(node.count, int) else scope.get(node.count)
+                count = 0 if n is None else min(n, node.max_count)
+                wanted = yield ARRAY, path, node, off, off + count * size, n
+                if wanted is not None:  # a builder chose how many items it has
+                    count = wanted
+                if descend:
+                    levels.append([None, "", None, [node, path, off, count, 0, size]])
+                    break  # its items come next, then the rest of this level
                 off += max(count, 0) * size
-        else:  # Tail
-            if node.length is None:
-                n, end = None, max(off, len(buf))
-            else:
-                n = scope.get(node.length)
-                end = off if n is None else off + n
-            yield TAIL, path, node, off, end, n
-            off = end if whole else min(end, max(off, len(buf)))
+            else:  # Tail
+                if node.length is None:
+                    n, end = None, max(off, len(buf))
+                else:
+                    n = scope.get(node.length)
+                    end = off if n is None else off + n
+                yield TAIL, path, node, off, end, n
+                off = end if whole else min(end, max(off, len(buf)))
+        else:
+            levels.pop()  # this level is done
+            if array is None:
+                continue
+        # an array was entered, or one of its items is done: its next item, or its end
+        array = levels[-1][3]
+        node, path, start, count, i, isz = array
+        if i < count and (whole or off + isz <= len(buf)):
+            array[4] = i + 1
+            ipath = f"{path}.{i}"
+            yield ITEM, ipath, node.item, off, off + isz, i
+            levels.append([iter(_plan(node.item, order)), ipath + ".", {}, array])
+        else:
+            levels.pop()
+            yield END, path, node, start, off, i

@@ -71,12 +71,20 @@ def _render(f: Field, value: Any, ctx: DecodeContext, out: dict[str, Any]) -> No
 
 def expected_size(layout: Layout, buf: bytes, order: str) -> int | None:
     """The size ``layout`` requires for this buffer (arrays and tails resolved)."""
+    return _measure(layout, buf, order)[0]
+
+
+def _measure(layout: Layout, buf: bytes, order: str) -> tuple[int | None, bool]:
+    """(:func:`expected_size`, whether the first counted array announces no items)."""
     size = 0
-    for kind, _path, _node, start, end, value in walk(layout, buf, order, descend=False):
+    empty: bool | None = None
+    for kind, _path, node, start, end, value in walk(layout, buf, order, descend=False):
+        if kind == ARRAY and empty is None and isinstance(node.count, str):
+            empty = not value
         if value is None and kind in (ARRAY, TAIL):
-            return None  # no count to size it by, or a tail that takes the rest
+            return None, bool(empty)  # no count to size it by, or a tail that takes the rest
         size += end - start
-    return size
+    return size, bool(empty)
 
 
 def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext) -> Layout | None:
@@ -96,14 +104,14 @@ def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext
                          if kind == FIELD and path == fname), None)
             if held != want:
                 continue
-        need = expected_size(lay, buf, ctx.order)
+        need, empty_array = _measure(lay, buf, ctx.order)
         fits = need == len(buf) if lay.exact else len(buf) >= lay.fixed_size
         if not fits:
             continue
         score = rank
         if xen != ctx.xen_mmap:
             score += 100
-        if _empty_array(lay, buf, ctx.order):
+        if empty_array:  # a worse fit than a twin that has items
             score += 50
         if best is None or score < best[0]:
             best = (score, lay)
@@ -114,14 +122,6 @@ def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext
         if ("xen" in lay.name) == ctx.xen_mmap and lay.when is None:
             return lay
     return candidates[0]
-
-
-def _empty_array(layout: Layout, buf: bytes, order: str) -> bool:
-    """Whether the first counted array announces no items (a worse fit than a twin)."""
-    for kind, _path, node, _start, _end, value in walk(layout, buf, order, descend=False):
-        if kind == ARRAY and isinstance(node.count, str):
-            return not value
-    return False
 
 
 def decode_layout(
