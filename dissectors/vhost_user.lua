@@ -82,6 +82,17 @@ def("ev_byteorder", ProtoField.string("vhost_user.event.byteorder", "Byteorder")
 def("ev_reason", ProtoField.string("vhost_user.event.reason", "Reason"))
 def("ev_by", ProtoField.string("vhost_user.event.by", "By"))
 def("ev_text", ProtoField.string("vhost_user.event.text", "Text"))
+def("rule", ProtoField.string("vhost_user.rule", "Rule", nil, "A proxy rule (or addon) acted on the next message"))
+def("rule_action", ProtoField.string("vhost_user.rule.action", "Action"))
+def("rule_addon", ProtoField.string("vhost_user.rule.addon", "Addon"))
+def("rule_hook", ProtoField.string("vhost_user.rule.hook", "Hook"))
+def("rule_direction", ProtoField.string("vhost_user.rule.direction", "Direction of the message"))
+def("rule_original", ProtoField.bytes("vhost_user.rule.original", "Original message"))
+def("rule_new", ProtoField.bytes("vhost_user.rule.new", "Message sent on"))
+def("rule_answer", ProtoField.bytes("vhost_user.rule.answer", "Answer sent by the proxy"))
+def("rule_delay_s", ProtoField.double("vhost_user.rule.delay_s", "Delay (s)"))
+def("rule_error", ProtoField.string("vhost_user.rule.error", "Error"))
+def("rule_fired", ProtoField.bool("vhost_user.rule.fired", "Acted", base.NONE))
 def("p_avail_idx", ProtoField.uint32("vhost_user.payload.avail_idx", "Avail idx", base.DEC))
 def("p_avail_wrap", ProtoField.uint32("vhost_user.payload.avail_wrap", "Avail wrap", base.DEC))
 def("p_used_idx", ProtoField.uint32("vhost_user.payload.used_idx", "Used idx", base.DEC))
@@ -477,6 +488,12 @@ EX.ring_reset_in_flight = ProtoExpert.new("vhost_user.expert.ring_reset_in_fligh
 EXL[#EXL + 1] = EX.ring_reset_in_flight
 EX.pseudo_header = ProtoExpert.new("vhost_user.expert.pseudo_header", "the vuinspect pseudo-header is damaged", expert.group.MALFORMED, expert.severity.ERROR)
 EXL[#EXL + 1] = EX.pseudo_header
+-- a proxy rule or addon acted (a note event): not a problem of the traffic
+local EXR = {}
+EXR.injected = ProtoExpert.new("vhost_user.rule.injected", "the proxy changed the traffic here (a rule or addon acted)", expert.group.SEQUENCE, expert.severity.NOTE)
+EXL[#EXL + 1] = EXR.injected
+EXR.not_fired = ProtoExpert.new("vhost_user.rule.not_fired", "a rule or addon matched but could not act", expert.group.SEQUENCE, expert.severity.CHAT)
+EXL[#EXL + 1] = EXR.not_fired
 vu.experts = EXL
 -- severity rank of each code (0 = worst; names in C.SEVERITIES)
 local SEV = { truncated_header = 0, truncated_payload = 0, oversize = 0, framing_lost = 0, bad_version = 0, reserved_flags = 1, wrong_size = 0, bad_count = 0, nonzero_padding = 2, wrong_direction = 0, fd_count = 0, fds_truncated = 0, unknown_request = 1, reply_flags = 0, reply_to_nothing = 0, reply_mismatch = 0, missing_reply = 0, unexpected_reply = 1, request_while_waiting = 1, feature_not_negotiated = 1, features_not_offered = 0, need_reply_without_ack = 2, enable_without_protocol_features = 1, vring_not_started = 1, vring_out_of_range = 1, too_many_regions = 0, fds_without_backend_send_fd = 0, ack_error = 1, guest_addr_unmapped = 0, guest_read_crosses_region = 0, iotlb_miss = 1, ring_bad_sample = 0, region_map_failed = 0, ring_bad_size = 0, ring_backwards = 0, ring_index_ahead = 0, ring_bad_head = 0, desc_loop = 0, desc_chain_too_long = 0, desc_bad_next = 0, desc_bad_indirect = 0, used_id_not_available = 0, backend_stalled = 0, lost_kick = 1, lost_call = 1, ring_reset_in_flight = 1, pseudo_header = 0 }
@@ -919,6 +936,7 @@ local C = {
   CHANNEL_NAMES = { [0] = "main", [1] = "backend" },
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
+  RULE_KEYS = { { "action", "string" }, { "addon", "string" }, { "hook", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "fired", "bool" } },
   TRUNCATED_FD = "truncated",
   SEVERITIES = { "error", "warning", "note" },
   GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
@@ -2518,6 +2536,37 @@ local function event_summary(kind, info)
   return "note"
 end
 
+-- A rule or addon note (docs/capture-format.md §4, docs/rules.md): vhost_user.rule and
+-- vhost_user.rule.KEY under it, with an expert saying the proxy changed the traffic.
+local RULE_LABELS = { original = "Message before the rule", new = "Message sent on (after the rule)",
+                      answer = "Answer of the proxy" }
+local function show_rule(top, r, info)
+  local rule, addon = info.rule, info.addon
+  if type(rule) ~= "string" and type(addon) ~= "string" then return end
+  local t = top:add(F.rule, r, esc(type(rule) == "string" and rule or ("addon " .. addon)))
+  for _, kc in ipairs(C.RULE_KEYS) do
+    local k, ctor = kc[1], kc[2]
+    local v = info[k]
+    if ctor == "bytes" then  -- hex from the file, shown only when it is hex, as its own data
+      if type(v) == "string" and #v % 2 == 0 and not v:find("[^0-9a-fA-F]") then
+        if #v == 0 then
+          t:add(F["rule_" .. k], r:range(0, 0)):set_text(RULE_LABELS[k] .. ": none")
+        else
+          t:add(F["rule_" .. k], ByteArray.new(v):tvb(RULE_LABELS[k]):range())
+        end
+      end
+    elseif ctor == "double" then
+      if type(v) == "number" then t:add(F["rule_" .. k], r, v) end
+    elseif ctor == "bool" then
+      t:add(F["rule_" .. k], r, v ~= false)
+    elseif v ~= nil and type(v) ~= "table" then
+      t:add(F["rule_" .. k], r, esc(tostring(v)))
+    end
+  end
+  local text = esc(tostring(info.text or ""))
+  t:add_proto_expert_info(info.fired == false and EXR.not_fired or EXR.injected, text)
+end
+
 -- Pipeline._event + Session.on_open/on_close (first pass only for the state).
 local function close_session(s, reason, num)
   local found = {}
@@ -2564,6 +2613,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
     show_closed(top, r, num)
+    if ph.kind == C.KIND.note then show_rule(top, r, info) end
     if ph.kind == C.KIND.ring and type(info.problems) == "table" then
       local worst
       for i, p in ipairs(info.problems) do

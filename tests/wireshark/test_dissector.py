@@ -517,3 +517,60 @@ def test_one_oversize_message_per_frame_is_decoded_flagged(tmp_path):
     errors = W.compare(py, lua)
     assert not errors, "\n".join(errors[:30])
     assert lua.views[(2, 0)].get("name") == "SET_MEM_TABLE"
+
+
+# -- rule and addon firings (note events, docs/rules.md) --------------------------------------
+
+def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from vuinspect.encode import build
+    from vuinspect.frames import event_frame
+    from vuinspect.rules import RuleSet, parse_rules
+
+    rules = RuleSet(parse_rules(["mask-features VIRTIO_F_VERSION_1: name == GET_FEATURES && reply",
+                                 "delay 10ms: name == SET_OWNER"])).for_conn(1, str)
+    frames, t = [event_frame("open", 1000, 1, {"label": "r.sock"})], 2000
+    for direction, data in (("f2b", build("main", 1)),
+                            ("b2f", build("main", 1, {"features": 1 << 32 | 1 << 30}, reply=True)),
+                            ("f2b", build("main", 3))):
+        verdict = rules.judge(t, "main", direction, data, [])
+        for note in verdict.notes if verdict else []:  # the proxy's order: note, then message
+            frames.append(event_frame("note", t, 1, note))
+            t += 10
+        frames.append(Frame(t, 1, "main", direction, verdict.data if verdict else data))
+        t += 1000
+    frames.append(event_frame("note", t, 1, {
+        "text": "addon x: error", "addon": "x.py", "hook": "message", "action": "error",
+        "error": "boom\x1b[31m", "fired": False, "direction": "f2b", "original": "zz", "new": ""}))
+    path = W.write_capture(tmp_path / "rules.pcapng", frames)
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "pdml", "-Y", "vhost_user.rule")
+    assert "Lua" not in proc.stderr, proc.stderr[-2000:]
+    shown = []
+    for pkt in ET.fromstring(proc.stdout).iter("packet"):
+        f = {}
+        for el in pkt.iter("field"):
+            if el.get("name", "").startswith("vhost_user.rule"):
+                f.setdefault(el.get("name"), el.get("show") if el.get("show") else el.get("showname"))
+            if el.get("name") == "_ws.expert.severity":
+                f["severity"] = el.get("showname")
+        shown.append(f)
+    mask, delay, addon = shown
+    assert mask["vhost_user.rule"].startswith("mask-features VIRTIO_F_VERSION_1")
+    assert mask["vhost_user.rule.action"] == "mask-features"
+    assert mask["vhost_user.rule.direction"] == "b2f"
+    orig = build("main", 1, {"features": 1 << 32 | 1 << 30}, reply=True)
+    assert mask["vhost_user.rule.original"].replace(":", "") == orig.hex()
+    assert mask["vhost_user.rule.new"].replace(":", "") != orig.hex()
+    assert mask["vhost_user.rule.fired"] == "1" and "vhost_user.rule.injected" in mask
+    assert mask["severity"] == "Severity level: Note"
+    assert delay["vhost_user.rule.action"] == "delay" and "vhost_user.rule.injected" in delay
+    # an addon that could not act: a chat-level expert, escaped text, bad hex not shown
+    assert addon["vhost_user.rule"] == "addon x.py" and addon["vhost_user.rule.fired"] == "0"
+    assert addon["vhost_user.rule.error"] == "boom\\x1b[31m"
+    assert "vhost_user.rule.not_fired" in addon and addon["severity"] == "Severity level: Chat"
+    assert "vhost_user.rule.original" not in addon
+    # filterable: only the frame of the feature mask
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields", "-e", "frame.number",
+                    "-Y", 'vhost_user.rule.action == "mask-features"')
+    assert proc.stdout.split() == ["3"]  # open, GET_FEATURES, the note, then the masked reply

@@ -180,7 +180,19 @@ def _fixed(reg: Registry) -> None:
     for key in EVENT_KEYS:
         reg.add(LuaField(f"ev_{key}", f"{P}.event.{key}", label_of(key), "string", role="event",
                          key=key))
+    reg.add(LuaField("rule", f"{P}.rule", "Rule", "string", role="rule", key="rule",
+                     desc="A proxy rule (or addon) acted on the next message"))
+    for key, ctor, label in RULE_KEYS:
+        reg.add(LuaField(f"rule_{key}", f"{P}.rule.{key}", label, ctor, role="rule", key=key))
 
+
+#: Keys of a rule or addon note (docs/capture-format.md, docs/rules.md) shown as
+#: vhost_user.rule.KEY: (key, ProtoField constructor, label); hex strings are bytes.
+RULE_KEYS = (("action", "string", "Action"), ("addon", "string", "Addon"),
+             ("hook", "string", "Hook"), ("direction", "string", "Direction of the message"),
+             ("original", "bytes", "Original message"), ("new", "bytes", "Message sent on"),
+             ("answer", "bytes", "Answer sent by the proxy"), ("delay_s", "double", "Delay (s)"),
+             ("error", "string", "Error"), ("fired", "bool", "Acted"))
 
 #: String keys of event JSON shown as their own fields.
 EVENT_KEYS = ("label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by",

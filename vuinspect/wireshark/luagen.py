@@ -38,6 +38,7 @@ from vuinspect.session import _VRING_REQUESTS, TRUNCATED_FD
 
 from .fields import (
     EVENT_KEYS,
+    RULE_KEYS,
     Registry,
     array_fields,
     bitfield,
@@ -58,6 +59,12 @@ RUNTIME_FILES = ("runtime_decode.lua", "runtime_session.lua", "runtime_frames.lu
 #: Experts the Lua side adds on its own (not Python problem codes).
 LUA_ONLY_EXPERTS = {
     "pseudo_header": ("malformed", "error", "the vuinspect pseudo-header is damaged"),
+}
+
+#: Experts of rule and addon notes (vhost_user.rule.*): the proxy changed the traffic.
+RULE_EXPERTS = {
+    "injected": ("sequence", "note", "the proxy changed the traffic here (a rule or addon acted)"),
+    "not_fired": ("sequence", "chat", "a rule or addon matched but could not act"),
 }
 
 
@@ -167,6 +174,14 @@ def _experts() -> str:
             f"{lua_str(summary)}, expert.group.{_GROUPS[group]}, "
             f"expert.severity.{_SEVERITIES[severity]})")
         lines.append(f"EXL[#EXL + 1] = EX.{code}")
+    lines.append("-- a proxy rule or addon acted (a note event): not a problem of the traffic")
+    lines.append("local EXR = {}")
+    for name, (group, severity, summary) in RULE_EXPERTS.items():
+        lines.append(
+            f"EXR.{name} = ProtoExpert.new({lua_str('vhost_user.rule.' + name)}, "
+            f"{lua_str(summary)}, expert.group.{_GROUPS[group]}, "
+            f"expert.severity.{_SEVERITIES[severity]})")
+        lines.append(f"EXL[#EXL + 1] = EXR.{name}")
     lines.append("vu.experts = EXL")
     lines.append("-- severity rank of each code (0 = worst; names in C.SEVERITIES)")
     lines.append("local SEV = { " + ", ".join(
@@ -328,6 +343,7 @@ local C = {{
   CHANNEL_NAMES = {names(ph.CHANNEL_NAMES)},
   DIRECTION_NAMES = {names(ph.DIRECTION_NAMES)},
   EVENT_KEYS = {{ {", ".join(lua_str(k) for k in EVENT_KEYS)} }},
+  RULE_KEYS = {{ {", ".join(f"{{ {lua_str(k)}, {lua_str(c)} }}" for k, c, _ in RULE_KEYS)} }},
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
   SEVERITIES = {{ {", ".join(lua_str(s) for s in SEVERITIES)} }},
   GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in guess_masks())} }},

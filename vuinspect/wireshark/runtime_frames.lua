@@ -210,6 +210,37 @@ local function event_summary(kind, info)
   return "note"
 end
 
+-- A rule or addon note (docs/capture-format.md §4, docs/rules.md): vhost_user.rule and
+-- vhost_user.rule.KEY under it, with an expert saying the proxy changed the traffic.
+local RULE_LABELS = { original = "Message before the rule", new = "Message sent on (after the rule)",
+                      answer = "Answer of the proxy" }
+local function show_rule(top, r, info)
+  local rule, addon = info.rule, info.addon
+  if type(rule) ~= "string" and type(addon) ~= "string" then return end
+  local t = top:add(F.rule, r, esc(type(rule) == "string" and rule or ("addon " .. addon)))
+  for _, kc in ipairs(C.RULE_KEYS) do
+    local k, ctor = kc[1], kc[2]
+    local v = info[k]
+    if ctor == "bytes" then  -- hex from the file, shown only when it is hex, as its own data
+      if type(v) == "string" and #v % 2 == 0 and not v:find("[^0-9a-fA-F]") then
+        if #v == 0 then
+          t:add(F["rule_" .. k], r:range(0, 0)):set_text(RULE_LABELS[k] .. ": none")
+        else
+          t:add(F["rule_" .. k], ByteArray.new(v):tvb(RULE_LABELS[k]):range())
+        end
+      end
+    elseif ctor == "double" then
+      if type(v) == "number" then t:add(F["rule_" .. k], r, v) end
+    elseif ctor == "bool" then
+      t:add(F["rule_" .. k], r, v ~= false)
+    elseif v ~= nil and type(v) ~= "table" then
+      t:add(F["rule_" .. k], r, esc(tostring(v)))
+    end
+  end
+  local text = esc(tostring(info.text or ""))
+  t:add_proto_expert_info(info.fired == false and EXR.not_fired or EXR.injected, text)
+end
+
 -- Pipeline._event + Session.on_open/on_close (first pass only for the state).
 local function close_session(s, reason, num)
   local found = {}
@@ -256,6 +287,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
     show_closed(top, r, num)
+    if ph.kind == C.KIND.note then show_rule(top, r, info) end
     if ph.kind == C.KIND.ring and type(info.problems) == "table" then
       local worst
       for i, p in ipairs(info.problems) do
