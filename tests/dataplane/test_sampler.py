@@ -96,3 +96,27 @@ def test_thread_and_stop_leave_nothing_mapped() -> None:
         s.stop()
     assert not maps_mentioning("vuinspect-sampler-guest2")
     img.close()
+
+
+def test_tables_resent_without_rings_are_never_mapped() -> None:
+    """A front-end (or the bench) resending its memory table costs dups, not mmaps."""
+    before = fd_count()
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-guest3")
+    out: list[Frame] = []
+    s = Sampler(out.append, 0.1, clock=lambda: 1)
+    with_img = fd_count()
+    region = {"guest_phys_addr": img.gpa, "memory_size": img.size,
+              "userspace_addr": img.uva, "mmap_offset": img.mmap_offset}
+    msg = build("main", 5, {"nregions": 1, "padding": 0, "regions": [region]})
+    try:
+        for _ in range(100):
+            s.memory(1, 1, msg, [img.fd])
+            s._drain()
+        s._tick(2)
+        assert not maps_mentioning("vuinspect-sampler-guest3")
+        assert fd_count() == with_img + 1  # only the last table's dup is held
+        assert len(s.conns[1].pending) == 1
+    finally:
+        s.stop()
+        img.close()
+    assert fd_count() == before

@@ -10,8 +10,8 @@ SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG, IOTLB, RESET_*, close: nothing stays
 mapped once a connection ends), and samples each started vring every
 ``interval`` and at each of its control messages.  A sample becomes a frame
 (``emit``) only when something changed, at the ring's start (SET_VRING_KICK)
-and stop (GET_VRING_BASE, RESET_*, a new memory table; a closed connection
-is not sampled again: its close frame ends it), and
+and stop (GET_VRING_BASE, RESET_*; a closed connection is not sampled again:
+its close frame ends it), and
 every ``KEEPALIVE_NS`` while requests wait and nothing moves (so a stall shows
 as time passing in the capture); the reader's session diagnoses from them.
 """
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..frames import Frame, event_frame, ring_frame
+from ..protocol import features as F
 from .diagnose import is_receive_queue
 from .inflight import SplitTracker, in_flight_chains
 from .memory import GuestMemory, RegionSpec, regions_from
@@ -44,9 +45,12 @@ KEEPALIVE_NS = 500_000_000
 MAX_CHAINS = 16
 MAX_DESCS = 64
 #: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
-WANTED = frozenset((1, 2, 4, 5, 8, 9, 10, 11, 12, 16, 18, 22, 34, 35, 37, 38))
+WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 16, 18, 22, 34, 35, 37, 38))
 #: ... of which these carry guest-memory fds to dup.
 MEMORY = frozenset((5, 37))
+#: ... of which these are held back until a ring is looked at (applied in order).
+_PENDING = frozenset((5, 37, 38))
+MAX_PENDING = 1024
 #: ... and these make the sampler look at a vring right away.
 _VRING = frozenset((8, 9, 10, 11, 12, 18, 35))
 _U32 = struct.Struct("<I")
@@ -60,7 +64,7 @@ def wanted(direction: str, data: bytes | memoryview) -> bool:
     req = _U32.unpack_from(data)[0]
     if direction == "f2b":
         return req in WANTED
-    return req == 1  # GET_FEATURES reply: the device type
+    return req == 1  # a GET_FEATURES reply: the device type (read without decoding)
 
 
 @dataclass(slots=True)
@@ -81,6 +85,14 @@ class _Conn:
     mem: GuestMemory = field(default_factory=GuestMemory)
     rings: dict[int, _Ring] = field(default_factory=dict)
     lost: bool = False
+    #: Memory messages not yet applied, with our dups of their fds: decoded and mapped
+    #: only when a ring is looked at (a front-end that resends its table costs no mmaps).
+    pending: list[tuple[int, bytes, tuple, list[int]]] = field(default_factory=list)
+
+    def drop_pending(self) -> None:
+        for *_, dups in self.pending:
+            _close(dups)
+        self.pending.clear()
 
 
 class Sampler:
@@ -139,7 +151,8 @@ class Sampler:
                 self._put(("lost", ts, conn), True)
                 return
         descs = tuple("fd" for _ in fds)
-        if not self._put(("data", ts, conn, "f2b", bytes(data), descs, dups), True):
+        # (memory messages wait for the next tick: no wake-up, no GIL taken per message)
+        if not self._put(("data", ts, conn, "f2b", bytes(data), descs, dups), req in _VRING):
             _close(dups)
             self._put(("lost", ts, conn), True)
 
@@ -183,6 +196,7 @@ class Sampler:
                 self._close(conn, self.clock())
         else:  # (stuck: never leave memory mapped) the thread owns them; close anyway
             for c in self.conns.values():
+                c.drop_pending()
                 c.mem.close()
         for item in self._q:
             if item[0] == "data" and len(item) > 6:
@@ -205,6 +219,7 @@ class Sampler:
             except Exception as exc:  # noqa: BLE001 - a sampler bug must not touch the traffic
                 self._note(0, self.clock(), f"ring sampler stopped: {exc!r}"[:300])
                 for c in self.conns.values():
+                    c.drop_pending()
                     c.mem.close()
                 self.conns.clear()
                 return
@@ -233,22 +248,53 @@ class Sampler:
 
     def _message(self, ts: int, conn: int, direction: str, data: bytes, descs: tuple,
                  dups: list[int] | None = None) -> None:
+        if direction == "b2f":  # a GET_FEATURES reply: only its device type, once
+            self._device(conn, data)
+            return
         c = self._conn(conn)
+        req = _U32.unpack_from(data)[0]
+        if req in _PENDING and not c.lost:
+            if req == 5:  # a new table: the ones before it no longer matter
+                c.drop_pending()
+            if len(c.pending) >= MAX_PENDING:
+                _close(dups or [])
+                self._lost(conn, ts)
+                return
+            c.pending.append((ts, data, descs, dups or []))
+            return
+        self._feed(c, conn, ts, direction, data, descs, dups or [])
+
+    def _feed(self, c: _Conn, conn: int, ts: int, direction: str, data: bytes, descs: tuple,
+              dups: list[int]) -> None:
         try:
             msgs = self.pipeline.feed(Frame(ts, conn, "main", direction, data, descs))  # type: ignore[arg-type]
             if c.lost:
                 return
             for m in msgs:
                 if m.kind == "message" and not m.reply:
-                    self._apply(c, conn, ts, m, dups or [])
+                    self._apply(c, conn, ts, m, dups)
         finally:
-            _close(dups or [])
+            _close(dups)
+
+    def _memory(self, c: _Conn, conn: int) -> None:
+        """Apply the memory messages held back (in order), now that a ring needs them."""
+        pending, c.pending = c.pending, []
+        for i, (ts, data, descs, dups) in enumerate(pending):
+            if c.lost:
+                for *_, rest in pending[i:]:
+                    _close(rest)
+                return
+            self._feed(c, conn, ts, "f2b", data, descs, dups)
+
+    def _device(self, conn: int, data: bytes) -> None:
+        session = self.pipeline.session(conn)
+        if session.device is None and len(data) >= 20:
+            session.device = F.guess_device(struct.unpack_from("<Q", data, 12)[0])
 
     def _apply(self, c: _Conn, conn: int, ts: int, m: Any, fds: list[int]) -> None:
         r, p = m.request, m.payload
         session = self.pipeline.sessions.get(conn)
-        if r == 5 and isinstance(p.get("regions"), list):
-            self._stop_all(c, conn, ts)
+        if r == 5 and isinstance(p.get("regions"), list):  # (rings go on: memory hotplug)
             try:
                 problems = c.mem.set_table(regions_from(p["regions"]), fds)
             except (KeyError, TypeError, ValueError) as exc:
@@ -269,6 +315,7 @@ class Sampler:
                 self._configure(c, session, i)
         elif r in (4, 34):
             self._stop_all(c, conn, ts)
+            c.drop_pending()
             c.mem.reset()
             c.rings.clear()
         elif r in _VRING and isinstance(p.get("index"), int) and session is not None:
@@ -304,8 +351,8 @@ class Sampler:
             ring.packed = PackedTracker.from_base(cfg.num, ring.base)
 
     def _tick(self, now: int) -> None:
-        for conn, c in self.conns.items():
-            if c.lost or not c.mem.mapped:
+        for conn, c in list(self.conns.items()):
+            if c.lost or not (c.mem.mapped or c.pending):
                 continue
             for i, ring in c.rings.items():
                 if ring.started:
@@ -314,6 +361,8 @@ class Sampler:
     def _look(self, c: _Conn, conn: int, i: int, ring: _Ring, ts: int, why: str | None) -> None:
         """Sample one vring; emit a frame if it changed, on start/stop, or as a keepalive."""
         cfg = ring.cfg
+        if c.pending and not c.lost:
+            self._memory(c, conn)
         if cfg is None or c.lost or not c.mem.mapped or conn in self._closing:
             return
         s = sample(c.mem, cfg, ts, ring.packed)
@@ -364,8 +413,10 @@ class Sampler:
     def _close(self, conn: int, ts: int) -> None:
         """The connection ended (its close frame is written): unmap, sample no more."""
         self._closing.discard(conn)
+        self.pipeline.sessions.pop(conn, None)  # (a long-running proxy: bounded by live ones)
         c = self.conns.pop(conn, None)
         if c is not None:
+            c.drop_pending()
             c.mem.close()
 
     def _lost(self, conn: int, ts: int) -> None:
@@ -373,6 +424,7 @@ class Sampler:
         if c.lost:
             return
         c.lost = True
+        c.drop_pending()
         c.mem.close()
         c.rings.clear()
         self._note(conn, ts, "ring sampler fell behind and lost a control message of this "
