@@ -114,3 +114,19 @@ def test_damaged_ring_frame_is_a_problem_not_a_crash() -> None:
     junk = Frame(T0, 1, "main", "f2b", b"\xff" * 40, (), "notify")
     msgs = list(Pipeline().run([bad, junk]))
     assert [m.problem_codes for m in msgs] == [["ring_bad_sample"], ["ring_bad_sample"]]
+
+
+def test_reading_many_samples_is_linear() -> None:
+    """A file of stalled samples (the most a vring's window holds) costs the same per frame
+    for 2x the frames: each sample re-judges a bounded window, never the whole history."""
+    import time
+
+    def cost(n: int) -> float:
+        frames = [sample(i / 2, 5, 1) for i in range(n)]
+        t = time.process_time()
+        msgs = list(Pipeline(device="blk").run(frames))
+        assert sum(m.problem_codes == ["backend_stalled"] for m in msgs) == 1
+        return time.process_time() - t
+
+    small, big = cost(2000), cost(4000)
+    assert big < 3 * small + 0.05, (small, big)

@@ -16,9 +16,10 @@ from typing import Any
 from .diagnose import NS, Finding, Notify, diagnose
 from .rings import RingSample, diff
 
-#: Samples kept per vring for the diagnosis (time and count bounded).
+#: Samples kept per vring for the diagnosis (time and count bounded: each sample re-judges
+#: the window, so reading costs at most MAX_SAMPLES steps a sample, whatever the file).
 WINDOW_NS = 120 * NS
-MAX_SAMPLES = 512
+MAX_SAMPLES = 128
 MAX_NOTIFIES = 1024
 MAX_FINDINGS = 64  # ended findings kept for the state view
 
@@ -56,12 +57,20 @@ class RingTrack:
                 self.last_progress_ns = s.ts_ns
             if d.dt_ns > 0 and (d.used_advanced or d.changed):
                 self.rate = d.rate
+        moved = self.last is not None and s.ok and s.used_idx != self.last.used_idx
         if s.ok:
             self.last = s
         self.samples.append(s)
         while self.samples and self.samples[0].ts_ns < s.ts_ns - WINDOW_NS:
             self.samples.popleft()
-        return self.judge(s.ts_ns, receive=receive, trace=trace)
+        raised, ended = self.judge(s.ts_ns, receive=receive, trace=trace)
+        if s.ok and not self.active and self.pending_reset is None \
+                and (s.in_flight == 0 or moved and not trace):
+            # nothing open and nothing the earlier samples could still raise: start afresh
+            self.samples.clear()
+            self.samples.append(s)
+            self.resets.clear()
+        return raised, ended
 
     def add_notify(self, signal: str, count: int, first_ns: int, last_ns: int) -> None:
         if signal not in self.counts:
