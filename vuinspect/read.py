@@ -26,7 +26,13 @@ from typing import Any
 
 from .api import Concat, is_pcapng, linked
 from .cli import CliError
-from .dataplane.text import detail_lines, notify_summary, resolved_text, ring_summary
+from .dataplane.text import (
+    detail_lines,
+    in_message_list,
+    notify_summary,
+    resolved_text,
+    ring_summary,
+)
 from .filter import FilterError, compile_filter, field_value
 from .frames import DATAPLANE_KINDS
 from .message import Message
@@ -151,7 +157,7 @@ def _shown(rings: bool) -> Callable[[Message], bool]:
     """--rings: only ring/notify messages; otherwise everything but routine samples."""
     if rings:
         return lambda m: m.kind in DATAPLANE_KINDS
-    return lambda m: m.kind not in DATAPLANE_KINDS or bool(m.problems) or "resolved" in m.payload
+    return in_message_list
 
 
 def _field_text(value: Any) -> str:

@@ -20,6 +20,15 @@ def _int(v: Any) -> str:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else "?"
 
 
+def in_message_list(msg: Any) -> bool:
+    """Does a message list show ``msg`` by default?  Not the routine ring/notify messages:
+    only those that raise or resolve a problem (``read`` without ``--rings``; the TUI
+    list and the proxy's summary lines should follow the same rule)."""
+    if msg.kind not in ("ring", "notify"):
+        return True
+    return bool(msg.problems) or "resolved" in msg.payload
+
+
 def ring_summary(p: dict[str, Any]) -> str:
     """``vring 0 split num=256 avail=14 used=10 in_flight=4`` (plus packed positions, flags)."""
     parts = [f"vring {_int(p.get('vring'))}", safe_text(str(p.get("layout", "?"))[:8]),
