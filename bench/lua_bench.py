@@ -6,6 +6,7 @@ sets the Info column: what any Lua dissector of these captures costs.  Rows: tsh
 the targets of issue 15 are ratios against the anchor (time) and no Lua (memory).
 
     python -m bench.lua_bench [--messages N] [--big]     # --big adds the 1M-message open
+    python -m bench.lua_bench --before OLD.lua            # an older dissector, same run
 """
 
 from __future__ import annotations
@@ -57,14 +58,18 @@ def tshark(path: str, lua: str | None, extra: list[str]) -> list[str]:
     return args + (["-X", f"lua_script:{lua}"] if lua else [])
 
 
-def run(n: int = 100_000, big: bool = False, reps: int = 1) -> dict:
-    """Every row of the table, in one run (each the best of ``reps``)."""
+def run(n: int = 100_000, big: bool = False, reps: int = 1, before: str | None = None) -> dict:
+    """Every row of the table, in one run (each the best of ``reps``); ``before``: an
+    older copy of the dissector measured beside it (a change's effect, same machine state)."""
     out: dict = {"messages": n, "rows": {}}
     with tempdir() as tmp:
         path = os.path.join(tmp, "mix.pcapng")
         write_mix(path, n)
         for mode, extra in MODES.items():
-            for who, lua in (("no_lua", None), ("minimal", MINIMAL), ("ours", LUA)):
+            whos = [("no_lua", None), ("minimal", MINIMAL), ("ours", LUA)]
+            if before:
+                whos.append(("before", before))
+            for who, lua in whos:
                 if who == "no_lua" and mode != "summary":
                     continue
                 best = min((timed(tshark(path, lua, extra)) for _ in range(reps)),
@@ -79,6 +84,14 @@ def run(n: int = 100_000, big: bool = False, reps: int = 1) -> dict:
             "two_pass_vs_minimal_summary": r["two_pass/ours"]["s"] / base,
             "rss_vs_no_lua": r["summary/ours"]["rss_mb"] / r["summary/no_lua"]["rss_mb"],
         }
+        if before:
+            out["before"] = before
+            out["ratios_before"] = {
+                "summary_vs_minimal": r["summary/before"]["s"] / base,
+                "verbose_vs_minimal_verbose": r["verbose/before"]["s"] / r["verbose/minimal"]["s"],
+                "two_pass_vs_minimal_summary": r["two_pass/before"]["s"] / base,
+                "rss_vs_no_lua": r["summary/before"]["rss_mb"] / r["summary/no_lua"]["rss_mb"],
+            }
         if big:
             os.remove(path)
             path = os.path.join(tmp, "mix1m.pcapng")
@@ -95,19 +108,23 @@ TARGETS = {"summary_vs_minimal": 2.0, "verbose_vs_minimal_verbose": 3.0,
 def table(res: dict) -> str:
     lines = [f"{res['messages']:,} messages (bench/capture_bench.py's mix); CPU seconds "
              "(user + system) and peak RSS, wall seconds in brackets", "",
-             "| tshark | no Lua | minimal Lua (anchor) | dissectors/vhost_user.lua |",
-             "|---|---|---|---|"]
+             "| tshark | no Lua | minimal Lua (anchor) | dissectors/vhost_user.lua |"
+             + (" before (--before) |" if "before" in res else ""),
+             "|---|---|---|---|" + ("---|" if "before" in res else "")]
     r = res["rows"]
+    whos = ("no_lua", "minimal", "ours") + (("before",) if "before" in res else ())
     for mode, label in (("summary", "-r (summary)"), ("verbose", "-r -V"), ("two_pass", "-r -2")):
         cells = []
-        for who in ("no_lua", "minimal", "ours"):
+        for who in whos:
             row = r.get(f"{mode}/{who}")
             cells.append(f"{row['s']:.2f} s ({row['wall_s']:.2f}), {row['rss_mb']:.0f} MB"
                          if row else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| ratio | measured | target |", "|---|---|---|"]
+    old = res.get("ratios_before")
+    lines += ["", "| ratio | measured | target |" + (" before |" if old else ""),
+              "|---|---|---|" + ("---|" if old else "")]
     for k, v in res["ratios"].items():
-        lines.append(f"| {k} | {v:.2f} | <= {TARGETS[k]} |")
+        lines.append(f"| {k} | {v:.2f} | <= {TARGETS[k]} |" + (f" {old[k]:.2f} |" if old else ""))
     if "big" in res:
         b = res["big"]
         lines += ["", f"1,000,000 messages, tshark -r with our Lua: {b['s']:.1f} s CPU "
@@ -120,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--big", action="store_true", help="also open a 1M-message capture")
     p.add_argument("--reps", type=int, default=1, help="best of N runs per row")
+    p.add_argument("--before", metavar="LUA", help="an older copy of the dissector, measured beside it")
     args = p.parse_args(argv)
-    print(table(run(args.messages, args.big, args.reps)))
+    print(table(run(args.messages, args.big, args.reps, args.before)))
     return 0
 
 

@@ -137,10 +137,6 @@ local function u32(off, be)
   return u32s(CUR_S, off - CUR_BASE + 1, be)
 end
 
-local function add_value(tree, pf, r, be)
-  if be then return tree:add(pf, r) end
-  return tree:add_le(pf, r)
-end
 
 local HEXB = {}
 for i = 0, 255 do HEXB[string.char(i)] = fmt("%02x", i) end
@@ -471,7 +467,14 @@ local function render(f, at, r, ctx, tree, out)
     return
   end
   local v = read(at, f, ctx.be)
-  local item = tree and add_value(tree, f.pf, r, ctx.be)
+  local item
+  if tree then  -- the value read, not read again (~2x cheaper); a uint64 field wants a UInt64
+    if f.size == 8 then
+      if ctx.be then item = tree:add(f.pf, r) else item = tree:add_le(f.pf, r) end
+    else
+      item = tree:add(f.pf, r, v)
+    end
+  end
   out[name] = v
   if d == "enum" and f.values then
     out[name .. "_name"] = f.values[tonum(v)] or ("unknown(" .. dec(v) .. ")")
