@@ -126,7 +126,8 @@ def _time_formatter(fmt: str) -> Callable[[int], str]:
     return fmt_ts
 
 
-def _text_line(fmt: str, detail: bool = False) -> Callable[[Message], str]:
+def text_line(fmt: str = "e", detail: bool = False) -> Callable[[Message], str]:
+    """Message -> its text line (ring/notify messages as in the ``--rings`` timeline)."""
     fmt_ts = format_ts if fmt == "e" else _time_formatter(fmt)
 
     def line(msg: Message) -> str:
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     files = _sources(args)
     line = (_fields_line(args.fields) if output == "fields" else
             (lambda m: json.dumps(to_json(m), separators=(",", ":"))) if output == "json" else
-            _text_line(args.time_format, args.detail))
+            text_line(args.time_format, args.detail))
     shown_kind = _shown(args.rings)
     if args.detail and not args.rings:
         raise CliError("--detail goes with --rings", 2)

@@ -204,15 +204,18 @@ def routes_from_args(args: argparse.Namespace) -> list[Route]:
 
 def summary_printer(out: IO[str], device: str | None) -> Callable[[Frame], None]:
     """Frame -> one summary line per decoded message, as ``vuinspect read`` prints them."""
+    from vuinspect.dataplane.text import in_message_list
     from vuinspect.pipeline import Pipeline
-    from vuinspect.render import summary_line
+    from vuinspect.read import text_line
 
     pipeline = Pipeline(device=device, keep_closed=False)
     write = out.write
+    line = text_line()
 
     def show(frame: Frame) -> None:
         for msg in pipeline.feed(frame):
-            write(summary_line(msg) + "\n")
+            if in_message_list(msg):  # (ring samples only when they raise or end a problem)
+                write(line(msg) + "\n")
 
     return show
 
