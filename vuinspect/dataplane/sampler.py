@@ -38,7 +38,10 @@ from .rings import PackedTracker, RingConfig, RingSample, diff, sample
 
 #: Queue bound (items: control messages and events).  A proxy whose sampler is this far
 #: behind drops the item (closing its fds) and stops sampling that connection, with a note.
-MAX_QUEUE = 4096
+MAX_QUEUE = 1024
+#: A message longer than this is no vring, feature or memory message the sampler can use
+#: (SET_MEM_TABLE with 8 regions is 276 bytes): not queued, so the queue holds < 4 MiB.
+MAX_WANTED_SIZE = 4096
 #: While requests are in flight and nothing moves, a sample at least this often.
 KEEPALIVE_NS = 500_000_000
 #: In-flight chains stored in a ring frame (with their request headers) and descriptors.
@@ -59,7 +62,7 @@ _VERSION_REPLY = 0x5  # a reply's flags: GET_FEATURES replies name the device ty
 
 def wanted(direction: str, data: bytes | memoryview) -> bool:
     """Is this main-channel message one the sampler must see?  (A cheap test, any thread.)"""
-    if len(data) < 12:
+    if not 12 <= len(data) <= MAX_WANTED_SIZE:
         return False
     req = _U32.unpack_from(data)[0]
     if direction == "f2b":

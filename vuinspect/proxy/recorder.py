@@ -43,7 +43,7 @@ from vuinspect.capture.pcapng import (
     EPB_FLAGS,
 )
 from vuinspect.dataplane.sampler import Sampler, wanted
-from vuinspect.frames import Frame, event_frame
+from vuinspect.frames import DATAPLANE_KINDS, Frame, event_frame
 
 from .capfile import Idb, Limits, RingFile, Shb, marked_event, open_fifo, open_target
 
@@ -178,6 +178,10 @@ class _CaptureFilter:
         try:
             block = self.encoder.frame(frame)  # type: ignore[arg-type]
         except ValueError:
+            return
+        if frame.kind in DATAPLANE_KINDS:  # type: ignore[union-attr]  # ring samples: as messages
+            if self._matches(msgs):  # (left out silently: `filtered` counts traffic)
+                out.append(marked_event(block, frame.kind, frame.conn))  # type: ignore[union-attr]
             return
         if frame.kind != "data":  # type: ignore[union-attr]
             for key in [k for k in self.held if k[0] == frame.conn]:  # type: ignore[union-attr]
