@@ -120,3 +120,19 @@ def test_tables_resent_without_rings_are_never_mapped() -> None:
         s.stop()
         img.close()
     assert fd_count() == before
+
+
+def test_a_full_queue_loses_the_connection_not_the_traffic() -> None:
+    from vuinspect.dataplane import sampler as sm
+
+    out: list[Frame] = []
+    s = Sampler(out.append, 0.1, clock=lambda: 1)
+    msg = build("main", 8, {"index": 0, "num": 256})
+    for _ in range(sm.MAX_QUEUE + 10):
+        s.control(1, 1, "f2b", msg)
+    assert len(s._q) == sm.MAX_QUEUE and s.dropped == 10
+    s._drain()
+    assert s.conns[1].lost and [f.kind for f in out] == ["note"]
+    assert b"no longer sampled" in out[0].data
+    assert not sm.wanted("f2b", build("main", 8, {"index": 0, "num": 1}) + bytes(5000))
+    s.stop()

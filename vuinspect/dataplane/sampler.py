@@ -114,6 +114,8 @@ class Sampler:
         self.frames = 0
         self._q: deque[tuple] = deque()
         self._closing: set[int] = set()
+        self._lost_conns: set[int] = set()
+        self._ended: deque[int] = deque(maxlen=1024)  # connections closed lately
         self._emit_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -129,11 +131,16 @@ class Sampler:
             self._wake.set()
         return True
 
+    def _lose(self, conn: int) -> None:
+        """A message of ``conn`` could not be queued: its rings can no longer be followed."""
+        self._lost_conns.add(conn)  # (a set, not the full queue: this must not fail)
+        self._wake.set()
+
     def control(self, ts: int, conn: int, direction: str, data: bytes) -> None:
         """A main-channel message without fds (the caller checked :func:`wanted`)."""
         req = _U32.unpack_from(data)[0]
         if not self._put(("data", ts, conn, direction, bytes(data), ()), req in _VRING):
-            self._put(("lost", ts, conn), True)
+            self._lose(conn)
 
     def memory(self, conn: int, ts: int, data: bytes, fds: list[int]) -> None:
         """A main-channel front-end message with fds, before the relay sends and closes them.
@@ -151,13 +158,13 @@ class Sampler:
                     dups.append(os.dup(fd))
             except OSError:
                 _close(dups)
-                self._put(("lost", ts, conn), True)
+                self._lose(conn)
                 return
         descs = tuple("fd" for _ in fds)
         # (memory messages wait for the next tick: no wake-up, no GIL taken per message)
         if not self._put(("data", ts, conn, "f2b", bytes(data), descs, dups), req in _VRING):
             _close(dups)
-            self._put(("lost", ts, conn), True)
+            self._lose(conn)
 
     #: --trace-notify (dataplane/notify.py), started and stopped with the sampler.
     notifier: Notifier | None = None
@@ -230,6 +237,8 @@ class Sampler:
     # -- the sampler thread ---------------------------------------------------------------
     def _drain(self) -> None:
         q = self._q
+        while self._lost_conns:
+            self._lost(self._lost_conns.pop(), self.clock())
         while q:
             item = q.popleft()
             kind = item[0]
@@ -240,8 +249,6 @@ class Sampler:
                 self.pipeline.feed(frame)
                 if frame.kind == "close":
                     self._close(frame.conn, frame.ts_ns)
-            elif kind == "lost":
-                self._lost(item[2], item[1])
 
     def _conn(self, conn: int) -> _Conn:
         c = self.conns.get(conn)
@@ -416,6 +423,7 @@ class Sampler:
     def _close(self, conn: int, ts: int) -> None:
         """The connection ended (its close frame is written): unmap, sample no more."""
         self._closing.discard(conn)
+        self._ended.append(conn)
         self.pipeline.sessions.pop(conn, None)  # (a long-running proxy: bounded by live ones)
         c = self.conns.pop(conn, None)
         if c is not None:
@@ -423,6 +431,8 @@ class Sampler:
             c.mem.close()
 
     def _lost(self, conn: int, ts: int) -> None:
+        if conn in self._ended:  # (flagged after its close was handled: nothing left)
+            return
         c = self._conn(conn)
         if c.lost:
             return
