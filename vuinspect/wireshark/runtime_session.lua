@@ -65,11 +65,15 @@ local function shown_conn(conn, is_open)
     origin = O.n
     O.of[conn] = origin
   end
-  local key = origin * 4294967296 + conn
-  local shown = O.shown[key]
+  local mine = O.shown[origin]  -- conn -> shown number, one table per origin
+  if mine == nil then
+    mine = {}
+    O.shown[origin] = mine
+  end
+  local shown = mine[conn]
   if shown ~= nil then return shown end
   if O.owner[conn] == nil then shown = conn else shown = O.next end
-  O.owner[shown], O.shown[key] = true, shown
+  O.owner[shown], mine[conn] = true, shown
   if shown + 1 > O.next then O.next = shown + 1 end
   return shown
 end
