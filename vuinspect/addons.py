@@ -36,8 +36,7 @@ from typing import Any
 
 from .encode import encode_layout
 from .protocol.failures import failure_payload
-from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, lookup
-from .proxy.framing import MAX_MESSAGE
+from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, MAX_MESSAGE, lookup
 
 HOOKS = {"message": 2, "connection_open": 1, "connection_close": 1}
 #: A hook slower than this is reported (its connection waited for it).

@@ -24,15 +24,11 @@ from __future__ import annotations
 import struct
 import sys
 
+from ..protocol.requests import FORWARD_MAX_PAYLOAD, HEADER_SIZE
 from .fds import SCM_MAX_FD
 
-HEADER_SIZE = 12
-#: Largest payload we still frame.  QEMU accepts 2056 bytes on the main channel,
-#: rust-vmm 4096, GPU cursor updates are ~16 KiB; anything above this is taken as
-#: a lost stream.
-MAX_PAYLOAD = 64 * 1024
-#: Buffer large enough for the biggest framed message.
-MAX_MESSAGE = HEADER_SIZE + MAX_PAYLOAD
+#: The proxy's framing limit (the protocol table's, passed to every Framer).
+MAX_PAYLOAD = FORWARD_MAX_PAYLOAD
 #: vhost-user integers are in the host's byte order.
 BYTEORDER = sys.byteorder
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
 
+from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE
 from .fds import (
     ANC_SIZE,
     RECV_FLAGS,
@@ -51,7 +52,7 @@ from .fds import (
     discard_unread,
     fds_from_ancdata,
 )
-from .framing import HEADER_SIZE, MAX_MESSAGE, Framer
+from .framing import Framer
 
 if TYPE_CHECKING:
     from vuinspect.rules import ConnRules, Verdict
