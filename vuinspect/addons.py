@@ -8,7 +8,7 @@ An addon is a Python file with any of three hooks (docs/rules.md, "Addons"):
     def connection_close(flow): ...
 
 Addons are not a second path through the proxy: what a hook asks for becomes the
-same :class:`vuinspect.rules.Verdict` a rule produces, which the relay carries
+same :class:`vuinspect.verdict.Verdict` a rule produces, which the relay carries
 out (proxy/relay.py), and each action is a capture note like a rule firing.
 
 Threading: hooks run on the forwarding thread of the message's connection (one
@@ -37,6 +37,7 @@ from typing import Any
 from .encode import encode_layout
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, MAX_MESSAGE, lookup
+from .verdict import Verdict
 
 HOOKS = {"message": 2, "connection_open": 1, "connection_close": 1}
 #: A hook slower than this is reported (its connection waited for it).
@@ -371,7 +372,6 @@ class ConnAddons:
 
     def judge(self, msgs: list | None, data: bytes, direction: str, verdict: Any) -> Any:
         """Run the message hooks on one message; the rules' Verdict extended (or a new one)."""
-        from .rules import Verdict
 
         with self._lock:
             notes = [] if self.opened else self._open(data, direction)

@@ -33,6 +33,7 @@ from .pipeline import Pipeline
 from .protocol import features as FEAT
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, by_name, lookup
+from .verdict import Verdict
 
 ACTIONS = ("delay", "drop", "reply-error", "mask-features", "disconnect", "corrupt")
 #: Longest delay a rule may ask for (a stop still forwards delayed messages at once).
@@ -265,22 +266,6 @@ def parse_rules(texts: list[str], files: list[str] | None = None) -> list[Rule]:
     if len(rules) > MAX_RULES:
         raise RuleError(f"more than {MAX_RULES} rules", 0)
     return rules
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What the relay does with one message.
-
-    ``data`` is what goes on (None: nothing: dropped, answered or cut);
-    ``reply`` a message the proxy sends back to the sender; ``end`` cuts the
-    connection; ``notes`` are the note infos to record before the message.
-    """
-
-    data: bytes | None
-    delay_s: float = 0.0
-    reply: bytes | None = None
-    end: str | None = None
-    notes: list[dict[str, object]] = field(default_factory=list)
 
 
 class RuleSet:

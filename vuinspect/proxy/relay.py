@@ -55,7 +55,8 @@ from .fds import (
 from .framing import Framer
 
 if TYPE_CHECKING:
-    from vuinspect.rules import ConnRules, Verdict
+    from vuinspect.rules import ConnRules
+    from vuinspect.verdict import Verdict
 
 # Plain ints: IntFlag operators cost µs per message.
 _SOL_SOCKET = int(socket.SOL_SOCKET)
