@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "view": ("vuinspect.tui.command", "open a capture in the TUI"),
     "fields": ("vuinspect.fields", "list every field name for filters, -T fields and NDJSON"),
     "diff": ("vuinspect.reproduce.diff", "compare two captures message by message"),
-    "replay": ("vuinspect.reproduce.replay",
+    "replay": ("vuinspect.reproduce.command",
                "replay a capture against a live back-end (or, --as-backend, a live front-end)"),
     "install-dissector": ("vuinspect.wireshark.install", "install the Wireshark Lua dissector"),
     "gen-lua": ("vuinspect.wireshark.luagen", "regenerate dissectors/vhost_user.lua"),
