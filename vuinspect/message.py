@@ -67,7 +67,37 @@ class Message:
         self.reply = value
 
     def to_dict(self) -> dict[str, Any]:
-        """The NDJSON object of ``vuinspect read --json`` for this message."""
-        from .render import to_json
+        """The NDJSON object of ``vuinspect read --json`` for this message.
 
-        return to_json(self)
+        Keys are the field names of :mod:`vuinspect.fields`; ``problems`` holds one
+        object per problem (code, severity, text), ``severity`` the highest of them.
+        """
+        return {
+            "frame": self.frame,
+            "index": self.index,
+            "ts": ts_text(self.ts_ns),
+            "ts_ns": self.ts_ns,
+            "conn": self.conn,
+            "channel": self.channel,
+            "direction": self.direction,
+            "kind": self.kind,
+            "request": self.request,
+            "name": self.name,
+            "reply": self.reply,
+            "flags": self.flags,
+            "need_reply": self.need_reply,
+            "size": self.size,
+            "layout": self.layout,
+            "fds": list(self.fds),
+            "payload": self.payload if not self.is_event else self.info,
+            "reply_to": self.reply_to,
+            "reply_in": self.reply_in,
+            "latency_us": self.latency_us,
+            "problems": [p.to_json() for p in self.problems],
+            "severity": self.severity,
+        }
+
+
+def ts_text(ts_ns: int) -> str:
+    """Seconds.nanoseconds of a capture timestamp; any 64-bit value formats."""
+    return f"{ts_ns // 1_000_000_000}.{ts_ns % 1_000_000_000:09d}"

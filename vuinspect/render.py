@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .message import Message
+from .message import Message, ts_text
 
 ARROWS = {"f2b": "→", "b2f": "←"}
 
@@ -142,7 +142,7 @@ def format_ts(ts_ns: int, base_ns: int | None = None) -> str:
             return f"{(ts_ns - base_ns) / 1e9:.6f}"
         except OverflowError:
             return f"{(ts_ns - base_ns) // 1_000_000_000}"
-    return f"{ts_ns // 1_000_000_000}.{ts_ns % 1_000_000_000:09d}"
+    return ts_text(ts_ns)
 
 
 def summary_line(msg: Message, base_ns: int | None = None) -> str:
@@ -169,35 +169,8 @@ def summary_line(msg: Message, base_ns: int | None = None) -> str:
 
 
 def to_json(msg: Message) -> dict[str, Any]:
-    """The NDJSON object of a message: keys are the field names of :mod:`vuinspect.fields`.
-
-    ``problems`` holds one object per problem (code, severity, text); ``severity``
-    is the highest of them, or null.
-    """
-    return {
-        "frame": msg.frame,
-        "index": msg.index,
-        "ts": format_ts(msg.ts_ns),
-        "ts_ns": msg.ts_ns,
-        "conn": msg.conn,
-        "channel": msg.channel,
-        "direction": msg.direction,
-        "kind": msg.kind,
-        "request": msg.request,
-        "name": msg.name,
-        "reply": msg.reply,
-        "flags": msg.flags,
-        "need_reply": msg.need_reply,
-        "size": msg.size,
-        "layout": msg.layout,
-        "fds": list(msg.fds),
-        "payload": msg.payload if not msg.is_event else msg.info,
-        "reply_to": msg.reply_to,
-        "reply_in": msg.reply_in,
-        "latency_us": msg.latency_us,
-        "problems": [p.to_json() for p in msg.problems],
-        "severity": msg.severity,
-    }
+    """The NDJSON object of a message (:meth:`Message.to_dict`)."""
+    return msg.to_dict()
 
 
 def tree(msg: Message) -> list[tuple[int, str, str]]:
