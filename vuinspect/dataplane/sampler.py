@@ -3,8 +3,8 @@
 Runs on its own thread and is fed through a bounded queue, so the forwarding
 threads never wait on it: they only append (``control``, ``memory``,
 ``event``), and ``memory`` makes the dups of a memory message's fds before the
-relay closes its own copies.  The thread decodes those few control messages
-with a :class:`~vuinspect.pipeline.Pipeline` (never the traffic as a whole),
+relay closes its own copies.  The thread reads the vring and feature messages
+by hand and decodes only memory and IOTLB messages (a :class:`Pipeline`),
 keeps one :class:`GuestMemory` per connection (mapped read-only, following
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG, IOTLB, RESET_*, close: nothing stays
 mapped once a connection ends), and samples each started vring every
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..frames import Frame, event_frame, ring_frame
+from ..frames import Frame, event_frame, event_info, ring_frame
 from ..protocol import features as F
 from .diagnose import is_receive_queue
 from .inflight import SplitTracker, in_flight_chains
@@ -36,12 +36,13 @@ from .memory import GuestMemory, RegionSpec, regions_from
 from .notify import Notifier
 from .rings import PackedTracker, RingConfig, RingSample, diff, sample
 
-#: Queue bound (items: control messages and events).  A proxy whose sampler is this far
+#: Queue bound: items of at most MAX_WANTED_SIZE bytes (a vring message is 20-52), so
+#: < 40 MiB even of the largest (a peer flooding padded messages), ~8 MiB of real ones.  A proxy whose sampler is this far
 #: behind drops the item (closing its fds) and stops sampling that connection, with a note.
-MAX_QUEUE = 1024
+MAX_QUEUE = 1 << 16
 #: A message longer than this is no vring, feature or memory message the sampler can use
-#: (SET_MEM_TABLE with 8 regions is 276 bytes): not queued, so the queue holds < 4 MiB.
-MAX_WANTED_SIZE = 4096
+#: (SET_MEM_TABLE with 8 regions is 276 bytes): not queued.
+MAX_WANTED_SIZE = 512
 #: While requests are in flight and nothing moves, a sample at least this often.
 KEEPALIVE_NS = 500_000_000
 #: In-flight chains stored in a ring frame (with their request headers) and descriptors.
@@ -54,9 +55,15 @@ MEMORY = frozenset((5, 37))
 #: ... of which these are held back until a ring is looked at (applied in order).
 _PENDING = frozenset((5, 37, 38))
 MAX_PENDING = 1024
-#: ... and these make the sampler look at a vring right away.
-_VRING = frozenset((8, 9, 10, 11, 12, 18, 35))
+#: ... and these make the sampler look at a vring right away (the others wait for the
+#: next tick: a burst of setup messages costs one wake-up, not one each).
+_VRING = frozenset((11, 12, 35))
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("=Q")
+_II = struct.Struct("=II")
+_ADDR = struct.Struct("=IIQQQQ")  # vhost_vring_addr: index, flags, desc, used, avail, log
+#: Vring indices followed per connection (QEMU allows 1 024 queues).
+MAX_RINGS = 1024
 _VERSION_REPLY = 0x5  # a reply's flags: GET_FEATURES replies name the device type
 
 
@@ -72,6 +79,11 @@ def wanted(direction: str, data: bytes | memoryview) -> bool:
 
 @dataclass(slots=True)
 class _Ring:
+    index: int = 0
+    num: int | None = None  # SET_VRING_NUM/ADDR as RingConfig.from_vring reads them
+    desc: int | None = None
+    used: int | None = None
+    avail: int | None = None
     cfg: RingConfig | None = None
     started: bool = False
     packed: PackedTracker | None = None
@@ -88,6 +100,9 @@ class _Conn:
     mem: GuestMemory = field(default_factory=GuestMemory)
     rings: dict[int, _Ring] = field(default_factory=dict)
     lost: bool = False
+    device: str | None = None
+    virtio: int | None = None  # acked (SET_FEATURES)
+    protocol: int | None = None  # acked (SET_PROTOCOL_FEATURES)
     #: Memory messages not yet applied, with our dups of their fds: decoded and mapped
     #: only when a ring is looked at (a front-end that resends its table costs no mmaps).
     pending: list[tuple[int, bytes, tuple, list[int]]] = field(default_factory=list)
@@ -108,6 +123,8 @@ class Sampler:
         self.emit = emit
         self.interval_ns = max(int(interval * 1e9), 1_000_000)
         self.clock = clock
+        self.device = device
+        #: Decodes the rare memory and IOTLB messages (the others are read by hand).
         self.pipeline = Pipeline(device=device, keep_closed=False)
         self.conns: dict[int, _Conn] = {}
         self.dropped = 0
@@ -246,14 +263,17 @@ class Sampler:
                 self._message(*item[1:])
             elif kind == "event":
                 frame = item[1]
-                self.pipeline.feed(frame)
                 if frame.kind == "close":
                     self._close(frame.conn, frame.ts_ns)
+                elif self.device is None:
+                    device = event_info(frame).get("device")
+                    if isinstance(device, str) and device:
+                        self._conn(frame.conn).device = device[:16]
 
     def _conn(self, conn: int) -> _Conn:
         c = self.conns.get(conn)
         if c is None:
-            c = self.conns[conn] = _Conn()
+            c = self.conns[conn] = _Conn(device=self.device)
         return c
 
     def _message(self, ts: int, conn: int, direction: str, data: bytes, descs: tuple,
@@ -272,7 +292,12 @@ class Sampler:
                 return
             c.pending.append((ts, data, descs, dups or []))
             return
-        self._feed(c, conn, ts, direction, data, descs, dups or [])
+        if req == 22:  # IOTLB_MSG: rare, decoded in full
+            self._feed(c, conn, ts, direction, data, descs, dups or [])
+            return
+        _close(dups or [])
+        if not c.lost:
+            self._control(c, conn, ts, req, data)
 
     def _feed(self, c: _Conn, conn: int, ts: int, direction: str, data: bytes, descs: tuple,
               dups: list[int]) -> None:
@@ -297,13 +322,73 @@ class Sampler:
             self._feed(c, conn, ts, "f2b", data, descs, dups)
 
     def _device(self, conn: int, data: bytes) -> None:
-        session = self.pipeline.session(conn)
-        if session.device is None and len(data) >= 20:
-            session.device = F.guess_device(struct.unpack_from("<Q", data, 12)[0])
+        c = self._conn(conn)
+        if c.device is None and len(data) >= 20:
+            c.device = F.guess_device(_U64.unpack_from(data, 12)[0])
+
+    def _control(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+        """A feature, reset or vring message, read by hand (the common case: µs, not a
+        decode).  A payload too short for its request is ignored, as a back-end would."""
+        size = len(data) - 12
+        if r in (2, 16):
+            if size < 8:
+                return
+            value = _U64.unpack_from(data, 12)[0]
+            if r == 2:
+                c.virtio = value
+            else:
+                c.protocol = value
+            c.mem.set_features(c.virtio, c.protocol)
+            for i in c.rings:
+                self._configure(c, i)
+            return
+        if r in (4, 34):
+            self._stop_all(c, conn, ts)
+            c.drop_pending()
+            c.mem.reset()
+            c.rings.clear()
+            return
+        if r in (12, 35):
+            if size < 8:
+                return
+            i = _U64.unpack_from(data, 12)[0] & 0xFF
+        elif size >= 8:
+            i, num = _II.unpack_from(data, 12)
+        else:
+            return
+        if i >= MAX_RINGS:
+            return
+        ring = c.rings.get(i)
+        if ring is None:
+            ring = c.rings[i] = _Ring(i)
+        if r == 11:
+            if ring.started:
+                self._look(c, conn, i, ring, ts, "stop")
+            ring.started = False
+            ring.last = None
+            return
+        if r == 8:
+            ring.num = num
+        elif r == 9:
+            if size < _ADDR.size:
+                return
+            _, _, ring.desc, ring.used, ring.avail, _ = _ADDR.unpack_from(data, 12)
+        elif r == 10:
+            ring.base = num
+            ring.last = None
+            ring.packed = None
+            ring.split = SplitTracker()
+        self._configure(c, i)
+        if r in (12, 35) and not ring.started:
+            ring.started = True
+            ring.last = None
+            self._look(c, conn, i, ring, ts, "start")
+        elif ring.started:
+            self._look(c, conn, i, ring, ts, "control")
 
     def _apply(self, c: _Conn, conn: int, ts: int, m: Any, fds: list[int]) -> None:
+        """A decoded memory or IOTLB message."""
         r, p = m.request, m.payload
-        session = self.pipeline.sessions.get(conn)
         if r == 5 and isinstance(p.get("regions"), list):  # (rings go on: memory hotplug)
             try:
                 problems = c.mem.set_table(regions_from(p["regions"]), fds)
@@ -319,40 +404,10 @@ class Sampler:
             c.mem.remove_region(RegionSpec.from_payload(p))
         elif r == 22:
             c.mem.iotlb_message(p)
-        elif r in (2, 16) and session is not None:
-            c.mem.set_features(session.virtio_acked, session.protocol_acked)
-            for i in c.rings:
-                self._configure(c, session, i)
-        elif r in (4, 34):
-            self._stop_all(c, conn, ts)
-            c.drop_pending()
-            c.mem.reset()
-            c.rings.clear()
-        elif r in _VRING and isinstance(p.get("index"), int) and session is not None:
-            i = p["index"]
-            ring = c.rings.setdefault(i, _Ring())
-            if r == 11:
-                if ring.started:
-                    self._look(c, conn, i, ring, ts, "stop")
-                ring.started = False
-                ring.last = None
-                return
-            if r == 10:
-                ring.base = p.get("num") or 0
-                ring.last = None
-                ring.packed = None
-                ring.split = SplitTracker()
-            self._configure(c, session, i)
-            if r in (12, 35) and not ring.started:
-                ring.started = True
-                ring.last = None
-                self._look(c, conn, i, ring, ts, "start")
-            elif ring.started:
-                self._look(c, conn, i, ring, ts, "control")
 
-    def _configure(self, c: _Conn, session: Any, i: int) -> None:
-        ring = c.rings.setdefault(i, _Ring())
-        cfg = RingConfig.from_vring(session.vring(i), session.virtio_acked)
+    def _configure(self, c: _Conn, i: int) -> None:
+        ring = c.rings[i]
+        cfg = RingConfig.from_vring(ring, c.virtio)
         if cfg != ring.cfg:
             ring.cfg = cfg
             ring.last = None
@@ -387,8 +442,7 @@ class Sampler:
         if not cfg.packed:
             problems += ring.split.update(c.mem, cfg, s)
         ring.last = s
-        session = self.pipeline.sessions.get(conn)
-        device = session.device if session is not None else None
+        device = c.device
         keepalive = s.in_flight and ts - ring.emitted_ns >= KEEPALIVE_NS \
             and not is_receive_queue(device, i)  # (a quiet rx queue is full of buffers)
         codes = tuple(p.code for p in problems)
@@ -425,6 +479,7 @@ class Sampler:
         self._closing.discard(conn)
         self._ended.append(conn)
         self.pipeline.sessions.pop(conn, None)  # (a long-running proxy: bounded by live ones)
+        self.pipeline._framers.pop(conn, None)
         c = self.conns.pop(conn, None)
         if c is not None:
             c.drop_pending()
