@@ -8,12 +8,12 @@ for well-formed messages.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import uuid
-from collections.abc import Generator
 from typing import Any
 
-from .layout_walk import ARRAY, END, FIELD, ITEM, Step, walk
+from .layout_walk import ARRAY, END, FIELD, ITEM, walk
 from .protocol.layouts import Array, Field, Layout, Tail
 from .protocol.requests import FLAG_NEED_REPLY, REPLY_FLAGS, VERSION, lookup
 
@@ -29,32 +29,26 @@ def encode_layout(layout: Layout, values: dict[str, Any], order: str = "<") -> b
     cur = _with_counts(layout, values)
     stack: list[tuple[dict[str, Any], list[Any]]] = []  # the enclosing values, the items
     steps = walk(layout, buf, order, whole=True)
-    step = next(steps, None)
-    while step is not None:
-        kind, _path, node, _start, _end, value = step
-        wanted = None
-        if kind == FIELD:
-            buf += _encode_field(node, cur, order)
-        elif kind == ARRAY:
-            items = cur.get(node.name, [])
-            stack.append((cur, items))
-            wanted = node.count if isinstance(node.count, int) else len(items)
-        elif kind == ITEM:
-            items = stack[-1][1]
-            cur = _with_counts(node, items[value] if value < len(items) else {})
-        elif kind == END:
-            cur = stack.pop()[0]
-        else:  # TAIL
-            buf += bytes.fromhex(cur.get(node.name, ""))
-        step = _next(steps, wanted)
+    with contextlib.suppress(StopIteration):  # the walk's end
+        step = next(steps)
+        while True:
+            kind, _path, node, _start, _end, value = step
+            wanted = None
+            if kind == FIELD:
+                buf += _encode_field(node, cur, order)
+            elif kind == ARRAY:
+                items = cur.get(node.name, [])
+                stack.append((cur, items))
+                wanted = node.count if isinstance(node.count, int) else len(items)
+            elif kind == ITEM:
+                items = stack[-1][1]
+                cur = _with_counts(node, items[value] if value < len(items) else {})
+            elif kind == END:
+                cur = stack.pop()[0]
+            else:  # TAIL
+                buf += bytes.fromhex(cur.get(node.name, ""))
+            step = steps.send(wanted)  # an array learns how many items there are
     return bytes(buf)
-
-
-def _next(steps: Generator[Step, int | None, None], reply: int | None) -> Step | None:
-    try:
-        return steps.send(reply)
-    except StopIteration:
-        return None
 
 
 def _with_counts(layout: Layout, values: dict[str, Any]) -> dict[str, Any]:
