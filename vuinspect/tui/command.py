@@ -47,9 +47,9 @@ def _check_file(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from vuinspect.capture import CaptureError
     from vuinspect.filter import FilterError, compile_filter
-    from vuinspect.render import safe_text
 
     from .app import VuInspectApp
+    from .launch import crash_error, run_app
     from .sources import FileSource
 
     try:
@@ -63,14 +63,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(getattr(exc, "reason", exc))) from None
     app = VuInspectApp(source, device=args.device, filter_text=args.filter)
     try:
-        app.run()
-    except Exception as exc:  # noqa: BLE001 - one line and a non-zero exit, never a traceback
-        app.crash = app.crash or f"{type(exc).__name__}: {safe_text(exc)}"
+        crash = run_app(app)
     finally:
         source.close()
-    if app.crash is not None:
-        raise CliError(f"the TUI stopped on an error: {app.crash} "
-                       "(VUINSPECT_TRACEBACK=1 shows where)")
+    if crash is not None:
+        raise crash_error(crash)
     return 0 if app.return_code in (0, None) else app.return_code
 
 
