@@ -79,7 +79,8 @@ def detail_lines(p: dict[str, Any]) -> list[str]:
     for c in chains[:MAX_CHAINS_SHOWN]:
         if not isinstance(c, dict):
             continue
-        descs = c.get("descs") if isinstance(c.get("descs"), list) else []
+        got = c.get("descs")
+        descs: list[Any] = got if isinstance(got, list) else []
         line = (f"        head {_int(c.get('head'))}: {len(descs)} desc, "
                 f"{_int(c.get('readable'))} B out, {_int(c.get('writable'))} B in")
         header = c.get("header")
@@ -95,7 +96,8 @@ def detail_lines(p: dict[str, Any]) -> list[str]:
         out.append(line)
         for d in descs[:MAX_DESCS_SHOWN]:
             if isinstance(d, dict):
-                names = d.get("flag_names") if isinstance(d.get("flag_names"), list) else []
+                flags = d.get("flag_names")
+                names: list[Any] = flags if isinstance(flags, list) else []
                 out.append(f"          desc {_int(d.get('index'))} addr={_hex(d.get('addr'))} "
                            f"len={_int(d.get('len'))} "
                            f"{safe_text('|'.join(str(n) for n in names[:4]))}")

@@ -222,7 +222,7 @@ class DataPlane:
         self.trace = True
         track = self.ring(vring)
         if track is not None:
-            track.add_notify(signal, *values)
+            track.add_notify(signal, *values)  # type: ignore[arg-type]  # (checked above)
         return None
 
     def on_reset(self, ts_ns: int, indices: list[int] | None, receive_of: Any,
