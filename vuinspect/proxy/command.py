@@ -242,6 +242,8 @@ def check_capture_args(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from None
     if args.limits.active and not args.write:
         raise CliError("-b, -a and -c limit the -w capture: give -w FILE")
+    if getattr(args, "trace_notify", False) and getattr(args, "rings", None) == 0:
+        raise CliError("--trace-notify records through the ring sampler: not with --rings off")
     if args.limits.active and (args.write == "-" or capfile.is_fifo(args.write)):
         raise CliError("-b, -a and -c need -w FILE (a regular file), not a pipe")
     if args.capture_filter:
