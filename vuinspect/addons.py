@@ -32,7 +32,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .encode import encode_layout
 from .protocol.failures import failure_payload
@@ -94,7 +94,7 @@ def _check_hook(path: str, holder: object, hook: str, fn: object) -> Callable[..
         except (TypeError, ValueError):
             have = "?"
         raise AddonError(f"--script {where}: {hook}{have} must take {want}") from None
-    return fn  # type: ignore[return-value]
+    return fn
 
 
 def load_addons(path: str, index: int = 0) -> list[Addon]:
@@ -397,7 +397,8 @@ class ConnAddons:
             verdict = verdict or Verdict(cur)
             verdict.notes += notes
             verdict.data = cur
-            verdict.delay_s += sum(float(n.get("delay_s", 0.0)) for n in notes  # type: ignore[arg-type]
+            # notes are note infos (values: object); _one() stores delay_s as a number
+            verdict.delay_s += sum(float(cast(float, n.get("delay_s", 0.0))) for n in notes
                                    if n["action"] == "delay")
             return verdict
 

@@ -15,7 +15,7 @@ import builtins
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from .filter import compile_filter
 from .frames import Frame
@@ -108,15 +108,22 @@ def open(source: Source | list[str], filter: str | None = None, *,  # noqa: A001
     from .capture import CaptureReader
 
     predicate = compile_filter(filter) if filter and filter.strip() else None
-    stream = None
+    stream: Concat | None = None
+    src: Source
     if isinstance(source, (list, tuple)):
         paths = [os.fspath(p) for p in source]
-        source = stream = Concat(paths) if len(paths) > 1 else paths[0]
-    reader = CaptureReader(source)
+        if len(paths) > 1:
+            stream = Concat(paths)
+        # the reader uses only read() and name of a file object, which Concat has
+        src = cast(BinaryIO, stream) if stream is not None else paths[0]
+    else:
+        src = source
+    reader = CaptureReader(src)
     return _iterate(reader, predicate, Pipeline(device=device), stream)
 
 
-def _iterate(reader: Any, predicate: Any, pipeline: Pipeline, stream: Any) -> Iterator[Message]:
+def _iterate(reader: Any, predicate: Any, pipeline: Pipeline,
+             stream: Concat | None) -> Iterator[Message]:
     try:
         for msg in linked(pipeline, reader):
             if predicate is None or predicate(msg):

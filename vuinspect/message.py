@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .frames import Channel, Direction
 from .protocol.problems import Problem, Severity, worst
 
 
@@ -24,8 +25,8 @@ class Message:
     frame: int
     ts_ns: int
     conn: int
-    channel: str
-    direction: str
+    channel: Channel
+    direction: Direction
     kind: str = "message"
     request: int | None = None
     flags: int | None = None

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from .encode import build, encode_layout, message
-from .frames import Frame, event_frame
+from .frames import Channel, Direction, Frame, event_frame
+from .protocol.layouts import Layout
 from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
 
 T0 = 1_764_000_000_123_456_789  # a fixed epoch in ns, so generated captures are reproducible
@@ -42,15 +43,15 @@ def device_start(conn: int = 1, queues: int = 2, label: str = "/run/vhost/blk0.s
         "orientation": "frontend-connects", "device": "blk", "byteorder": "little"})]
 
     def req(r: int, values: dict[str, Any] | None = None, fds: tuple[str, ...] = (),
-            need_reply: bool = False, channel: str = "main") -> None:
-        d = "f2b" if channel == "main" else "b2f"
-        out.append(Frame(clock(), conn, channel, d,  # type: ignore[arg-type]
+            need_reply: bool = False, channel: Channel = "main") -> None:
+        d: Direction = "f2b" if channel == "main" else "b2f"
+        out.append(Frame(clock(), conn, channel, d,
                          build(channel, r, values, need_reply=need_reply), fds))
 
     def rep(r: int, values: dict[str, Any] | None = None, fds: tuple[str, ...] = (),
-            channel: str = "main", layout: str | None = None) -> None:
-        d = "b2f" if channel == "main" else "f2b"
-        out.append(Frame(clock(), conn, channel, d,  # type: ignore[arg-type]
+            channel: Channel = "main", layout: str | None = None) -> None:
+        d: Direction = "b2f" if channel == "main" else "f2b"
+        out.append(Frame(clock(), conn, channel, d,
                          build(channel, r, values, reply=True, layout=layout), fds))
 
     def ack(r: int) -> None:
@@ -156,9 +157,10 @@ def every_message(conn: int = 1, t0: int = T0) -> list[Frame]:
             out.append(Frame(clock(), c, "main", "f2b", build("main", 12, {"index": 1}),
                              ("eventfd",)))
     for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
-        req_dir, rep_dir = ("f2b", "b2f") if spec.channel == "main" else ("b2f", "f2b")
+        req_dir: Direction = "f2b" if spec.channel == "main" else "b2f"
+        rep_dir: Direction = "b2f" if spec.channel == "main" else "f2b"
         alternatives = list(spec.request)
-        replies = list(spec.reply) or [None]
+        replies: list[Layout | None] = list(spec.reply) or [None]
         for i in range(max(len(alternatives), len(replies))):
             lay = alternatives[min(i, len(alternatives) - 1)]
             rl = replies[min(i, len(replies) - 1)]

@@ -19,6 +19,7 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
+from typing import TypedDict
 
 from vuinspect.frames import Frame
 from vuinspect.fuzz.check import check_capture_bytes, check_frames
@@ -38,7 +39,14 @@ def corpus(capture_dir: str | None) -> tuple[list[list[Frame]], list[bytes]]:
     return frames, captures
 
 
-def _work(task: tuple[int, int, str | None, str | None]) -> dict[str, object]:
+class _Result(TypedDict):
+    """What one work unit sends back to the parent process."""
+
+    stats: Counter[str]
+    failures: list[str]
+
+
+def _work(task: tuple[int, int, str | None, str | None]) -> _Result:
     """Run inputs [start, start + count); return counters and the first failures."""
     start, count, capture_dir, save = task
     frames_corpus, capture_corpus = corpus(capture_dir)
@@ -47,16 +55,16 @@ def _work(task: tuple[int, int, str | None, str | None]) -> dict[str, object]:
     for i in range(start, start + count):
         rng = random.Random(i)
         if i % 2 == 0:
-            data: object = mutate_frames(rng.choice(frames_corpus), rng)
+            data: list[Frame] | bytes = mutate_frames(rng.choice(frames_corpus), rng)
             target = "decoder"
         else:
             data = mutate_capture(rng.choice(capture_corpus), rng)
             target = "reader"
         try:
-            if target == "decoder":
-                out = check_frames(data)  # type: ignore[arg-type]
+            if not isinstance(data, bytes):  # target == "decoder"
+                out = check_frames(data)
             else:
-                out = check_capture_bytes(data, index=i % 8 == 1)  # type: ignore[arg-type]
+                out = check_capture_bytes(data, index=i % 8 == 1)
                 stats["reader_" + out.reader] += 1
         except Exception as exc:  # noqa: BLE001 - every failure is a finding to report
             stats["failures"] += 1
@@ -64,7 +72,7 @@ def _work(task: tuple[int, int, str | None, str | None]) -> dict[str, object]:
                 failures.append(f"input {i} ({target}): {exc!r}\n{traceback.format_exc(limit=-4)}")
             if save:  # frames as plain tuples: Frame (frozen, slots) does not unpickle on 3.10/3.11
                 plain = data if isinstance(data, bytes) else [tuple(
-                    getattr(fr, k) for k in Frame.__slots__) for fr in data]  # type: ignore[union-attr]
+                    getattr(fr, k) for k in Frame.__slots__) for fr in data]
                 with open(os.path.join(save, f"fail-{i}-{target}.pickle"), "wb") as f:
                     pickle.dump(plain, f)
             continue
@@ -96,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     done = 0
     with multiprocessing.Pool(max(1, args.jobs)) as pool:
         for result in pool.imap_unordered(_work, tasks):
-            total.update(result["stats"])  # type: ignore[arg-type]
-            failures.extend(result["failures"])  # type: ignore[arg-type]
+            total.update(result["stats"])
+            failures.extend(result["failures"])
             done += 1
             if done % 20 == 0 or done == len(tasks):
                 n = total["decoder"] + total["reader"] + total["failures"]

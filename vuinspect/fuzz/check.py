@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from vuinspect.capture import CaptureError, CaptureFormatError, CaptureReader, build_index
 from vuinspect.encode import encode_layout
-from vuinspect.frames import Frame
+from vuinspect.frames import Channel, Direction, Frame
 from vuinspect.message import Message
 from vuinspect.pipeline import Pipeline
 from vuinspect.protocol.layouts import ALL_LAYOUTS
@@ -78,15 +78,15 @@ def run_pipeline(frames: Iterable[Frame]) -> list[Message]:
 def check_frames(frames: list[Frame]) -> Outcome:
     """Run ``frames`` through a Pipeline and check every invariant (raises InvariantError)."""
     messages = run_pipeline(frames)
-    sent: dict[tuple[int, str, str], list[bytes]] = {}
-    sent_fds: dict[tuple[int, str, str], list[str]] = {}
+    sent: dict[tuple[int, Channel, Direction], list[bytes]] = {}
+    sent_fds: dict[tuple[int, Channel, Direction], list[str]] = {}
     for f in frames:
         if f.kind == "data":
             key = (f.conn, f.channel, f.direction)
             sent.setdefault(key, []).append(f.data)
             sent_fds.setdefault(key, []).extend(f.fds)
-    got: dict[tuple[int, str, str], list[bytes]] = {}
-    got_fds: dict[tuple[int, str, str], list[str]] = {}
+    got: dict[tuple[int, Channel, Direction], list[bytes]] = {}
+    got_fds: dict[tuple[int, Channel, Direction], list[str]] = {}
     out = Outcome()
     for m in messages:
         summary_line(m)  # what `vuinspect read` and the proxy print must not fail either

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable
 
 from vuinspect.capture import CaptureWriter
-from vuinspect.frames import CHANNELS, DIRECTIONS, Frame, event_frame
+from vuinspect.frames import CHANNELS, DIRECTIONS, Channel, Direction, Frame, event_frame
 from vuinspect.protocol.requests import HEADER_SIZE, MAX_PAYLOAD
 
 #: 32-bit values that find off-by-ones and overflows in length and count fields.
@@ -145,7 +145,7 @@ def _data_index(frames: list[Frame], rng: random.Random) -> int | None:
     return rng.choice(idx) if idx else None
 
 
-def _garbage_frame(rng: random.Random, conn: int, channel: str, direction: str) -> Frame:
+def _garbage_frame(rng: random.Random, conn: int, channel: Channel, direction: Direction) -> Frame:
     kind = rng.random()
     if kind < 0.4:
         data = rng.randbytes(rng.randint(1, 40))
@@ -158,7 +158,7 @@ def _garbage_frame(rng: random.Random, conn: int, channel: str, direction: str) 
         data = struct.pack("<III", rng.randint(0, 50), 0x1, size) + rng.randbytes(
             rng.choice((size, size // 2, size + 5)))
     fds = tuple(f"eventfd#{k}" for k in range(rng.choice((0, 0, 1, 3))))
-    return Frame(rng.randint(0, 1 << 62), conn, channel, direction, data, fds)  # type: ignore[arg-type]
+    return Frame(rng.randint(0, 1 << 62), conn, channel, direction, data, fds)
 
 
 def _op_flip_data(frames: list[Frame], rng: random.Random) -> None:

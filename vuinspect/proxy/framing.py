@@ -71,7 +71,7 @@ class Framer:
         """Take one received chunk; return the units that are ready to send, in order."""
         if self.lost is not None:
             return [(data, fds)]
-        buf = self._buf
+        buf: bytes | bytearray = self._buf
         if not buf:
             # Fast path: exactly one whole message, the common case.
             n = len(data)

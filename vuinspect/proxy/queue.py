@@ -131,6 +131,7 @@ class FrameQueue:
         items = self.items
         popleft = items.popleft
         sink = self._sink
+        assert sink is not None  # start() runs this thread only when active
         interval = self.batch_interval
         sleep = time.sleep
         frame_type = Frame
@@ -149,6 +150,9 @@ class FrameQueue:
                 if type(item) is tuple_type:
                     item = frame_type(*item)
                 try:
+                    # items holds Frames, data tuples (turned into Frames above) and
+                    # _STOP (returned above): only a Frame reaches here.  No cast():
+                    # a call per frame on the delivery loop.
                     sink(item)  # type: ignore[arg-type]
                 except Exception:
                     self._error()

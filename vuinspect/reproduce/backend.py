@@ -28,7 +28,7 @@ import sys
 from typing import Any
 
 from ..cli import CliError
-from ..frames import Frame
+from ..frames import Channel, Frame
 from ..message import Message
 from ..protocol.requests import FLAG_NEED_REPLY, REPLY_FLAGS, lookup
 from ..proxy.fds import describe_fd
@@ -196,13 +196,14 @@ class AsBackend(Recorder):
             self._channel = channel
             self._start(self._read, channel, "backend", lambda _data: None, "frontend")
         m = self.match(request)
-        reply = self._replies.get(m.reply_in) if m is not None and m.reply_in is not None else None
-        if reply is not None and not self._wants_reply(request, flags):
+        recorded = self._replies.get(m.reply_in) if m is not None and m.reply_in is not None else None
+        reply: Message | bytes | None = recorded
+        if recorded is not None and not self._wants_reply(request, flags):
             # an ack the front-end did not ask for would be read as the answer to its next request
-            self.notes.append(f"front-end request #{self.seen} {reply.name}: sent without "
-                              f"NEED_REPLY; the reply recorded at frame {reply.frame} not sent")
+            self.notes.append(f"front-end request #{self.seen} {recorded.name}: sent without "
+                              f"NEED_REPLY; the reply recorded at frame {recorded.frame} not sent")
             reply = None
-        elif reply is None:
+        elif recorded is None:
             reply = self._conservative(request, flags, m)
         if reply is not None and not self._send(sock, "main", reply):
             return False
@@ -243,7 +244,7 @@ class AsBackend(Recorder):
                           f"{'success (0)' if ok else 'failure (1)'}")
         return wire.pack(request, REPLY_FLAGS, OK if ok else FAIL)
 
-    def _send(self, sock: socket.socket, channel: str, what: Message | bytes) -> bool:
+    def _send(self, sock: socket.socket, channel: Channel, what: Message | bytes) -> bool:
         """Send a recorded message (fds made anew from their recorded kinds) or raw bytes."""
         data = what if isinstance(what, bytes) else what.raw
         fds: list[int] = []

@@ -30,7 +30,7 @@ from .backend import AsBackend
 from .compare import compare
 from .diff import add_report_options, print_report
 from .load import decode, read_frames
-from .replay import Recorder, Replay, pick_connection
+from .replay import Replay, pick_connection
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         except CaptureError as exc:
             raise CliError(exc.reason) from None
     if args.as_backend:
-        replay: Recorder = AsBackend(recorded, args.listen or args.connect, args.timeout,
+        replay: AsBackend | Replay = AsBackend(recorded, args.listen or args.connect, args.timeout,
                                      args.accept_timeout, connect=bool(args.connect))
     else:
         replay = Replay(recorded, args.connect, args.timeout)

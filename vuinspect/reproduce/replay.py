@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any
 
 from ..cli import CliError
-from ..frames import Frame, event_frame
+from ..frames import Channel, Direction, Frame, Kind, event_frame
 from ..message import Message
 from ..protocol.requests import HEADER_SIZE, MAX_PAYLOAD, REPLY_FLAGS
 from ..proxy.fds import ANC_SIZE, describe_fd, fds_from_ancdata
@@ -44,7 +44,8 @@ def recorded_size(desc: str) -> int:
 def region_sizes(msg: Message) -> list[int]:
     """Bytes each fd of ``msg`` must hold for the recorded region table to be mappable."""
     p = msg.payload
-    items: list[Any] = p.get("regions") if isinstance(p.get("regions"), list) else [p]
+    regions = p.get("regions")
+    items: list[Any] = regions if isinstance(regions, list) else [p]
     out = []
     for item in items:
         if not isinstance(item, dict):
@@ -157,26 +158,27 @@ class Recorder:
         self.notes: list[str] = []
         self.finished = False
 
-    def _add(self, channel: str, direction: str, data: bytes, fds: tuple[str, ...]) -> bool:
+    def _add(self, channel: Channel, direction: Direction, data: bytes, fds: tuple[str, ...]) -> bool:
         with self._lock:
             if self._budget <= 0:
                 return False
             self._budget -= 1
-            self.frames.append(Frame(time.time_ns(), 1, channel, direction, data, fds))  # type: ignore[arg-type]
+            self.frames.append(Frame(time.time_ns(), 1, channel, direction, data, fds))
             return True
 
-    def _event(self, kind: str, info: dict[str, Any], channel: str = "main") -> None:
+    def _event(self, kind: Kind, info: dict[str, Any], channel: Channel = "main") -> None:
         with self._lock:
-            self.frames.append(event_frame(kind, time.time_ns(), 1, info, channel))  # type: ignore[arg-type]
+            self.frames.append(event_frame(kind, time.time_ns(), 1, info, channel))
 
     def _start(self, target, *args: object) -> None:  # noqa: ANN001
         t = threading.Thread(target=target, args=args, daemon=True)
         t.start()
         self._threads.append(t)
 
-    def _read(self, sock: socket.socket, channel: str, on_message, peer: str = "backend") -> None:  # noqa: ANN001
+    def _read(self, sock: socket.socket, channel: Channel, on_message,  # noqa: ANN001
+              peer: str = "backend") -> None:
         """Receive the peer's messages on one channel until EOF or the budget ends."""
-        direction = "b2f" if peer == "backend" else "f2b"
+        direction: Direction = "b2f" if peer == "backend" else "f2b"
         by = f"{peer} closed the connection"
         clean = by
         try:

@@ -14,6 +14,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from rich.text import Text
 from textual import events, work
@@ -25,6 +27,7 @@ from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from vuinspect.render import safe_text
+from vuinspect.session import Session
 
 from .connections import ConnectionsView
 from .detail import DetailTree
@@ -91,7 +94,7 @@ class VuInspectApp(App[None]):
         self.last_saved: tuple[str, int] | None = None
         self._widgets: dict[str, object] = {}
         self.state_at_cursor = False
-        self._replay: tuple[tuple, object] | None = None
+        self._replay: tuple[tuple, Session | None] | None = None
         self._replay_cancel = threading.Event()
         self._keep_row: int | None = None
         self._last_select = 0.0
@@ -132,15 +135,15 @@ class VuInspectApp(App[None]):
 
     @property
     def message_list(self) -> MessageList:
-        return self._widgets["list"]  # type: ignore[return-value]
+        return self._widgets["list"]  # type: ignore[return-value]  # on_mount: the MessageList
 
     @property
     def detail(self) -> DetailTree:
-        return self._widgets["detail"]  # type: ignore[return-value]
+        return self._widgets["detail"]  # type: ignore[return-value]  # on_mount: the DetailTree
 
     @property
     def hex(self) -> HexView:
-        return self._widgets["hex"]  # type: ignore[return-value]
+        return self._widgets["hex"]  # type: ignore[return-value]  # on_mount: the HexView
 
     def on_mount(self) -> None:
         # Kept, not queried: timers may still fire while the screen is torn down.
@@ -206,7 +209,7 @@ class VuInspectApp(App[None]):
     def _update_title(self) -> None:
         lst = self.message_list
         t = title_text(self.model, self.view, follow=lst.follow, marks=len(lst.marks))
-        self._widgets["title"].update(t)  # type: ignore[attr-defined]
+        self._widgets["title"].update(t)  # type: ignore[attr-defined]  # on_mount: a Static
 
     def _refresh_view(self, force: bool) -> None:
         if self.view == "messages":
@@ -231,7 +234,8 @@ class VuInspectApp(App[None]):
         elif self.view == "stats":
             self.query_one(StatsView).update_stats(sessions, lock)
 
-    def _refresh_state(self, sessions: list, now_ns: int, lock: object) -> None:
+    def _refresh_state(self, sessions: list[Session], now_ns: int,
+                       lock: AbstractContextManager[Any]) -> None:
         view = self.query_one(StateView)
         row = self.message_list.selected_row
         if not self.state_at_cursor or row is None:
@@ -262,7 +266,7 @@ class VuInspectApp(App[None]):
         if not cancel.is_set():
             self.call_from_thread(self._replay_done, key, session)
 
-    def _replay_done(self, key: tuple, session: object) -> None:
+    def _replay_done(self, key: tuple, session: Session | None) -> None:
         self._replay = (key, session)
         if self.view == "state":
             self.refresh_view()

@@ -8,6 +8,7 @@ tells the hex pane which bytes to highlight.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 from textual.message import Message as TMessage
@@ -42,8 +43,8 @@ class DetailTree(Tree[NodeRef]):
             super().__init__()
             self.frame = frame
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__("No message selected", **kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__("No message selected", **kw)
         self.show_root = False
         self.guide_depth = 2
         self.msgs: list[Message] = []
@@ -108,7 +109,7 @@ class DetailTree(Tree[NodeRef]):
     def _names(msg: Message, key: str) -> list[str] | None:
         if not key.startswith("payload.") or not key.endswith("_names"):
             return None
-        value = msg.payload
+        value: object = msg.payload
         for part in key.split(".")[1:]:
             value = value.get(part) if isinstance(value, dict) else None
         return list(value) if isinstance(value, list) else None

@@ -191,9 +191,9 @@ class Model:
     def _store(self, row: int, frame: Frame, msgs: list[Message], ctx: int) -> None:
         number = row + 1
         mine = [m for m in msgs if m.frame == number]
-        for m in msgs:
-            if m.frame != number:
-                self._attach(m.frame - 1, m)
+        for other in msgs:
+            if other.frame != number:
+                self._attach(other.frame - 1, other)
         self.ctx.append(ctx)
         self._last_ctx[frame.conn] = ctx
         m = mine[0] if len(mine) == 1 else None
@@ -235,7 +235,9 @@ class Model:
         if session is None:
             return False
         queue = session.pending.get(m.channel)
-        return bool(queue) and queue[-1].message is m and queue[-1].expected
+        if not queue:
+            return False
+        return queue[-1].message is m and queue[-1].expected
 
     def _paired(self, row: int, reply_frame: int) -> None:
         """A reply arrived for the request in ``row``: record the link on the request."""

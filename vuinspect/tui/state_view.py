@@ -7,9 +7,13 @@ points at the side that owes the answer.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import Any
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message as TMessage
@@ -71,7 +75,8 @@ def waiting_table(session: Session, now_ns: int) -> RenderableType:
     for p in waiting:
         m = p.message
         closed = session.closed_ns is not None
-        age = format_age(max(0, (session.closed_ns if closed else now_ns) - p.since_ns))
+        end_ns = session.closed_ns if session.closed_ns is not None else now_ns
+        age = format_age(max(0, end_ns - p.since_ns))
         note = "never answered (closed)" if closed else (
             "reply required" if p.expected else "reply optional")
         t.add_row(*_cells(m.frame, m.name, p.waiter, p.owner, age, note),
@@ -168,17 +173,17 @@ class StateView(Horizontal):
             super().__init__()
             self.conn = conn
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.conn: int | None = None
         self._conns: list[int] = []
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield OptionList(id="state-conns")
         with VerticalScroll(id="state-scroll"):
             yield Static("No connection yet", id="state-body")
 
-    def update_state(self, sessions: list[Session], now_ns: int, lock: object, *,
+    def update_state(self, sessions: list[Session], now_ns: int, lock: AbstractContextManager[Any], *,
                      heading: Text | None = None, replay: Session | None = None,
                      replay_now_ns: int = 0) -> None:
         """Redraw from the sessions (read under ``lock``, the model's).
@@ -186,7 +191,7 @@ class StateView(Horizontal):
         ``replay`` is the chosen connection's session as it was at an earlier
         frame (state at the cursor); the connection list stays the live one.
         """
-        with lock:  # type: ignore[attr-defined]
+        with lock:
             conns = [s.conn for s in sessions]
             labels = [safe_text(f"c{s.conn} {s.label}")
                       + (" (closed)" if s.closed_ns is not None else "")

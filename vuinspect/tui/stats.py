@@ -6,6 +6,9 @@ The numbers come from :func:`vuinspect.stats.request_table`, the same table
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import Any
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message as TMessage
@@ -21,7 +24,7 @@ COLUMNS = ("channel", "request", "requests", "replies", "problems", "p50", "p99"
 
 
 def stats_rows(sessions: list[Session]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in request_table(sessions):
         lat = r["latency_us"]
         rows.append((r["channel"], r["name"], str(r["requests"]), str(r["replies"]),
@@ -48,8 +51,8 @@ class StatsView(DataTable):
         for c in COLUMNS:
             self.add_column(c, key=c)
 
-    def update_stats(self, sessions: list[Session], lock: object) -> None:
-        with lock:  # type: ignore[attr-defined]
+    def update_stats(self, sessions: list[Session], lock: AbstractContextManager[Any]) -> None:
+        with lock:
             rows = stats_rows(sessions)
         cursor = self.cursor_row
         self.clear()

@@ -166,7 +166,9 @@ def _fields(reg: Registry) -> str:
 
 def _experts() -> str:
     lines = ["-- expert info: one per problem code of the Python decoder", "local EX, EXL = {}, {}"]
-    items = [(c.code, c.group, c.severity, c.summary) for c in CODES.values()]
+    # (code, group, Wireshark severity, summary): wider than Python's Group/Severity (chat)
+    items: list[tuple[str, str, str, str]] = [
+        (c.code, c.group, c.severity, c.summary) for c in CODES.values()]
     items += [(k, *v) for k, v in LUA_ONLY_EXPERTS.items()]
     for code, group, severity, summary in items:
         lines.append(
