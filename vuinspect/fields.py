@@ -16,6 +16,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
+from .dataplane.headers import HEADERS
 from .protocol.layouts import ALL_LAYOUTS, Array, Field, Layout, Tail
 from .protocol.problems import CODES, SEVERITIES
 from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
@@ -36,7 +37,9 @@ class FieldSpec:
 
 
 EVENT_NAMES = ("OPEN", "CLOSE", "NOTE")
-KINDS = ("message", "raw", "open", "close", "note")
+KINDS = ("message", "raw", "open", "close", "note", "ring", "notify")
+#: names of the data-plane messages (kind ring / notify)
+DATAPLANE_NAMES = ("RING", "NOTIFY")
 _REQUEST_NAMES = tuple(dict.fromkeys(
     n for s in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS) for n in (s.name, *s.old_names)))
 
@@ -50,11 +53,12 @@ FIELDS: tuple[FieldSpec, ...] = (
               values=("main", "backend")),
     FieldSpec("direction", "str", "f2b: front-end to back-end; b2f: back-end to front-end",
               aliases=("dir",), values=("f2b", "b2f")),
-    FieldSpec("kind", "str", "message, raw (bytes that do not frame), open, close or note",
+    FieldSpec("kind", "str", "message, raw (bytes that do not frame), open, close, note, "
+              "ring (a vring sample) or notify (kicks/calls counted)",
               values=KINDS),
     FieldSpec("request", "int", "request id from the header (a request name works too)"),
-    FieldSpec("name", "str", "request name (old names match too), OPEN/CLOSE/NOTE or RAW",
-              values=(*_REQUEST_NAMES, *EVENT_NAMES, "RAW")),
+    FieldSpec("name", "str", "request name (old names match too), OPEN/CLOSE/NOTE, RAW, RING or "
+              "NOTIFY", values=(*_REQUEST_NAMES, *EVENT_NAMES, "RAW", *DATAPLANE_NAMES)),
     FieldSpec("reply", "bool", "true for a reply (sent by the side that answers)",
               aliases=("is_reply",)),
     FieldSpec("need_reply", "bool", "the NEED_REPLY flag is set"),
@@ -82,6 +86,74 @@ ALIASES: dict[str, str] = {a: f.name for f in FIELDS for a in f.aliases}
 #: String keys of open/close/note events, shown as payload.<key> of an event.
 EVENT_KEYS = ("label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by",
               "text")
+
+
+_PROBLEM_KEYS: dict[str, tuple[Type, str]] = {
+    "code": ("str", "problem code"), "severity": ("str", "error, warning or note"),
+    "text": ("str", "what is wrong")}
+
+#: Payload keys of ``ring`` frames: ``dataplane.RingSample.to_json()``, the sampler's
+#: ``event``/``chains`` and the pipeline's ``resolved``.  path -> (type, meaning);
+#: tests/core/test_filter.py checks it against what they really write.
+RING_KEYS: dict[str, tuple[Type, str]] = {
+    "vring": ("int", "vring index"),
+    "ts_ns": ("int", "time of the sample (ns since the epoch)"),
+    "layout": ("str", "split or packed"),
+    "num": ("int", "queue size"),
+    "ok": ("bool", "the ring could be read"),
+    "avail_idx": ("int", "driver's avail index (packed: slots made available, u16)"),
+    "used_idx": ("int", "device's used index (packed: slots used, u16)"),
+    "in_flight": ("int", "requests in flight: avail_idx - used_idx (u16)"),
+    "avail_flags": ("int", "split: avail ring flags (1 = NO_INTERRUPT)"),
+    "used_flags": ("int", "split: used ring flags (1 = NO_NOTIFY)"),
+    "used_event": ("int", "split, EVENT_IDX: used index the driver wants a call at"),
+    "avail_event": ("int", "split, EVENT_IDX: avail index the device wants a kick at"),
+    "avail_pos": ("int", "packed: next avail slot"),
+    "avail_wrap": ("int", "packed: driver wrap counter"),
+    "used_pos": ("int", "packed: next used slot"),
+    "used_wrap": ("int", "packed: device wrap counter"),
+    "driver_event_off": ("int", "packed: driver event suppression offset"),
+    "driver_event_wrap": ("int", "packed: driver event suppression wrap"),
+    "driver_event_flags": ("int", "packed: driver event flags (0 enable, 1 disable, 2 desc)"),
+    "device_event_off": ("int", "packed: device event suppression offset"),
+    "device_event_wrap": ("int", "packed: device event suppression wrap"),
+    "device_event_flags": ("int", "packed: device event flags (0 enable, 1 disable, 2 desc)"),
+    "event": ("str", "why sampled: start, stop, control or tick"),
+    "problems": ("list", "problems of the sample"),
+    **{f"problems.{k}": v for k, v in _PROBLEM_KEYS.items()},
+    "chains": ("list", "descriptor chains of in-flight heads"),
+    "chains.head": ("int", "head descriptor index"),
+    "chains.descs": ("list", "descriptors of the chain"),
+    "chains.descs.index": ("int", "descriptor slot"),
+    "chains.descs.addr": ("int", "buffer address"),
+    "chains.descs.len": ("int", "buffer length"),
+    "chains.descs.flags": ("int", "descriptor flags"),
+    "chains.descs.flag_names": ("list", "names of the descriptor flags"),
+    "chains.descs.next": ("int", "split: next descriptor; packed: buffer id"),
+    "chains.descs.indirect_table": ("bool", "read from an indirect table"),
+    "chains.problems": ("list", "problems of the chain"),
+    **{f"chains.problems.{k}": v for k, v in _PROBLEM_KEYS.items()},
+    "chains.header.layout": ("str", "layout of the request header"),
+    "chains.truncated": ("bool", "the walk stopped at its budget"),
+    "chains.readable": ("int", "bytes the device reads"),
+    "chains.writable": ("int", "bytes the device writes"),
+    "resolved": ("list", "diagnoses this sample ends"),
+    "resolved.code": ("str", "problem code ended"),
+    "resolved.since_ns": ("int", "when the condition began"),
+    "resolved.until_ns": ("int", "when it ended"),
+    "resolved.duration_ns": ("int", "how long it lasted (ns)"),
+    "resolved.resolution": ("str", "what ended it: progress, kick, call, driver or reset"),
+    "resolved.text": ("str", "the diagnosis"),
+}
+
+#: Payload keys of ``notify`` frames (``frames.notify_frame``): one window of one vring.
+NOTIFY_KEYS: dict[str, tuple[Type, str]] = {
+    "vring": ("int", "vring index"),
+    "signal": ("str", "kick, call or err"),
+    "count": ("int", "signals in the window"),
+    "first_ns": ("int", "first signal of the window (ns since the epoch)"),
+    "last_ns": ("int", "last signal of the window"),
+}
 
 
 def canonical(name: str) -> str | None:
@@ -130,6 +202,13 @@ def _payload_table() -> dict[str, dict[str, str]]:
     for lay in ALL_LAYOUTS:
         _layout_fields(lay, "", out)
     out.setdefault("data", {"str": "payload of an unknown request, hex"})
+    for header in HEADERS.values():
+        _layout_fields(header, "chains.header.", out)
+    for where, keys in (("ring", RING_KEYS), ("notify", NOTIFY_KEYS)):
+        for path, (typ, meaning) in keys.items():
+            entry = out.setdefault(path, {})
+            have = entry.get(typ)
+            entry[typ] = f"{where}: {meaning}" if have is None else f"{have}; {where}: {meaning}"
     for key in EVENT_KEYS:
         out.setdefault(key, {}).setdefault("str", "event field")
     return out
@@ -172,13 +251,14 @@ def completions(prefix: str) -> list[str]:
 
 
 def markdown_table() -> str:
-    """The README's field table (top-level fields; payload fields come from the layouts)."""
+    """The README's field table (top-level fields; payload fields: layouts, ring/notify keys)."""
     lines = ["| name | type | meaning | old names (filter only) |", "|---|---|---|---|"]
     for f in FIELDS:
         lines.append(f"| `{f.name}` | {f.type} | {f.meaning} | "
                      f"{', '.join(f'`{a}`' for a in f.aliases)} |")
     lines.append("| `payload.<name>` | per layout | decoded payload fields, e.g. `payload.num`, "
-                 "`payload.regions.memory_size` (`vuinspect fields` lists all) | |")
+                 "`payload.regions.memory_size`; ring/notify frames: their JSON keys, e.g. "
+                 "`payload.in_flight`, `payload.signal` (`vuinspect fields` lists all) | |")
     return "\n".join(lines)
 
 

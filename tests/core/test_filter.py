@@ -169,3 +169,93 @@ def test_every_payload_field_the_decoder_emits_is_known():
             if isinstance(v, list) and v and isinstance(v[0], dict):
                 seen.update(f"{k}.{sub}" for item in v for sub in item)
     assert seen and not [k for k in seen if payload_types(k) is None]
+
+
+# -- data plane: ring and notify messages (issue 13) ---------------------------------------------
+
+def _dataplane_capture(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    from vuinspect.capture.writer import CaptureWriter
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "wireshark"))
+    from ws_samples import dataplane_frames
+
+    path = tmp_path_factory.mktemp("dp") / "dataplane.pcapng"
+    with CaptureWriter(path) as w:
+        for f in dataplane_frames():
+            w.write(f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dp_capture(tmp_path_factory):
+    return _dataplane_capture(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def dp_messages(dp_capture):
+    from vuinspect.capture import read_frames
+
+    return list(Pipeline().run(read_frames(dp_capture)))
+
+
+def test_ring_and_notify_kinds_names_and_payload(dp_messages):
+    rings = [m for m in dp_messages if m.kind == "ring"]
+    notifies = [m for m in dp_messages if m.kind == "notify"]
+    assert len(rings) == 9 and len(notifies) == 3
+    assert select(dp_messages, "kind == ring") == rings == select(dp_messages, "name == RING")
+    assert select(dp_messages, "kind == notify") == notifies == select(dp_messages, "name == notify")
+    assert [m.payload["avail_idx"] - m.payload["used_idx"]
+            for m in select(dp_messages, "payload.in_flight > 0")] == [4] * 5 + [1]
+    stalled = select(dp_messages, "problems == backend_stalled")
+    assert len(stalled) == 1 and stalled[0].kind == "ring" and stalled[0].payload["in_flight"] == 4
+    assert [m.payload["resolved"][0]["code"]
+            for m in select(dp_messages, "payload.resolved.duration_ns > 0")] == ["backend_stalled"]
+    assert [m.payload["count"] for m in select(dp_messages, "payload.signal == call")] == [1]
+    assert [m.payload["vring"] for m in select(dp_messages, "payload.layout == packed")] == [1]
+    assert len(select(dp_messages, "payload.chains.header.type_name == OUT")) == 1
+    assert len(select(dp_messages, "kind == ring and payload.event == start")) == 1
+
+
+def test_every_dataplane_key_is_known_and_every_known_key_is_written(dp_messages):
+    """fields.RING_KEYS / NOTIFY_KEYS against what the sampler, notify and pipeline write:
+    every key (and list item key) written is filterable, every listed key is written with
+    its listed type (no invented names)."""
+    from vuinspect.fields import NOTIFY_KEYS, RING_KEYS, payload_types
+
+    types = {bool: "bool", int: "int", str: "str", list: "list"}
+    for kind, table in (("ring", RING_KEYS), ("notify", NOTIFY_KEYS)):
+        seen: dict[str, set[str]] = {}
+        todo = [("", m.payload) for m in dp_messages if m.kind == kind]
+        while todo:  # flat walk: dicts and lists of dicts
+            prefix, obj = todo.pop()
+            for k, v in obj.items():
+                if v is None:
+                    continue
+                path = prefix + k
+                seen.setdefault(path, set()).add(types.get(type(v), "dict"))
+                if isinstance(v, dict):
+                    todo.append((path + ".", v))
+                elif isinstance(v, list):
+                    todo.extend((path + ".", item) for item in v if isinstance(item, dict))
+        unknown = [p for p, t in seen.items() if "dict" not in t and not payload_types(p)]
+        assert not unknown, f"{kind}: written but not in fields.py: {unknown}"
+        wrong = {p: t for p, t in seen.items() if "dict" not in t and not t <= payload_types(p)}
+        assert not wrong, wrong
+        invented = [p for p, (t, _) in table.items() if t not in seen.get(p, ())]
+        assert not invented, f"{kind}: listed in fields.py but never written so: {invented}"
+
+
+def test_read_filters_ring_frames_from_a_capture(dp_capture):
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--rings", "--json", "-f",
+                        "kind == ring and payload.in_flight > 0", str(dp_capture)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["kind"], x["payload"]["in_flight"]) for x in rows] == [("ring", 4)] * 5 + [("ring", 1)]

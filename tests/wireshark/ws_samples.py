@@ -240,3 +240,45 @@ def problem_frames() -> dict[str, list[Frame]]:
         "truncated_header": opened(f("f2b", b"\x01\x00\x00"),
                                    event_frame("close", clock(), c, {"reason": "gone"})),
     }
+
+
+def dataplane_frames(conn: int = 7) -> list[Frame]:
+    """A blk connection with ring and notify frames of every shape the proxy writes.
+
+    Split samples that stall (the pipeline raises backend_stalled) and then progress
+    (payload.resolved), a packed sample with every packed key, a sample with an
+    in-flight chain (blk header, a chain problem), notify windows of kick, call and err.
+    """
+    from vuinspect.dataplane import Chain, Desc, RingSample
+    from vuinspect.dataplane.headers import decode_header
+    from vuinspect.dataplane.problems import dp_problem
+    from vuinspect.frames import notify_frame, ring_frame
+
+    s = 1_000_000_000
+    t0 = BASE_NS + 123_456_789  # 19 digits, odd: a double would not keep them
+
+    def ring(t: float, avail: int, used: int, event: str = "tick", **extra: Any) -> Frame:
+        sample = RingSample(0, t0 + int(t * s), "split", 256, avail_idx=avail, used_idx=used,
+                            used_event=used, avail_event=avail)
+        return ring_frame(sample.ts_ns, conn, {**sample.to_json(), "event": event, **extra})
+
+    header = decode_header("blk", struct.pack("<IIQ", 1, 0, 8))
+    chain = Chain(3, [Desc(3, 0x1000, 16, 1, 4), Desc(4, 0x2000, 1, 2, 0, True)],
+                  [dp_problem("desc_loop", "vring 0: descriptor 4 seen twice")], header)
+    packed = RingSample(1, t0 + 3 * s, "packed", 128, avail_idx=130, used_idx=129, avail_pos=2,
+                        avail_wrap=0, used_pos=1, used_wrap=0, driver_event_off=5,
+                        driver_event_wrap=1, driver_event_flags=2, device_event_off=0,
+                        device_event_wrap=1, device_event_flags=1,
+                        problems=(dp_problem("ring_index_ahead", "vring 1: avail 130 ahead"),))
+    return [
+        event_frame("open", t0 - 1000, conn, {"label": "dp", "device": "blk"}),
+        ring(0.0, 0, 0, event="start"),
+        notify_frame(t0 + 5_000_000, conn, 0, "kick", 7, t0 + 1_000_001, t0 + 9_000_003),
+        ring(0.1, 4, 0, chains=[chain.to_json()]),
+        ring(0.6, 4, 0), ring(1.1, 4, 0), ring(1.6, 4, 0), ring(2.2, 4, 0),
+        notify_frame(t0 + int(2.3 * s), conn, 0, "call", 1, t0 + int(2.3 * s), t0 + int(2.3 * s)),
+        ring(2.5, 4, 4),
+        ring_frame(packed.ts_ns, conn, {**packed.to_json(), "event": "control"}),
+        notify_frame(t0 + 4 * s, conn, 1, "err", 2, t0 + 4 * s - 7, t0 + 4 * s - 1),
+        ring(5.0, 4, 4, event="stop"),
+    ]
