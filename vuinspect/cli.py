@@ -23,11 +23,12 @@ import importlib
 import sys
 
 from . import __version__
+from .errors import CliError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vuinspect.demo.command", "run real QEMU and a real back-end through the proxy"),
-    "proxy": ("vuinspect.proxy.command", "transparent vhost-user proxy with live decoding"),
+    "proxy": ("vuinspect.commands.proxy", "transparent vhost-user proxy with live decoding"),
     "read": ("vuinspect.read", "print, filter or summarise a capture"),
     "view": ("vuinspect.tui.command", "open a capture in the TUI"),
     "fields": ("vuinspect.fields", "list every field name for filters, -T fields and NDJSON"),
@@ -38,15 +39,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gen-lua": ("vuinspect.wireshark.luagen", "regenerate dissectors/vhost_user.lua"),
     "extcap": ("vuinspect.wireshark.extcap", "Wireshark extcap entry point"),
 }
-
-
-class CliError(Exception):
-    """An error to report as one line, without a traceback; ``code`` is the exit status
-    (2 for usage errors such as a bad filter, as tshark does)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:

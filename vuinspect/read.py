@@ -17,7 +17,6 @@ Exit status: 0 on success, 2 for a bad filter or a damaged capture, 1 for other 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import sys
@@ -25,25 +24,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .api import Concat, is_pcapng, linked
-from .cli import CliError
 from .dataplane.text import (
-    detail_lines,
     in_message_list,
-    notify_summary,
-    resolved_text,
-    ring_summary,
 )
+from .errors import CliError
 from .filter import FilterError, compile_filter, field_value
 from .frames import DATAPLANE_KINDS
+from .lines import TIME_FORMATS, text_line
 from .message import Message
 from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
-from .render import format_ts, safe_text, summary_line, to_json
+from .render import to_json
 from .stats import Tally, connection_table, format_stats, request_table, ring_table
 
-#: -t formats, tshark's letters: ad (UTC date and time), a (UTC time of day, as the TUI
-#: shows), r (seconds since the first message), d (since the previous line), e (epoch).
-TIME_FORMATS = ("ad", "a", "r", "d", "e")
 #: smaller files read too fast to need a bar (the environment variable is for tests)
 PROGRESS_MIN_BYTES = int(os.environ.get("VUINSPECT_PROGRESS_MIN", 4 << 20))
 
@@ -95,63 +88,6 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
     return n
-
-
-def _time_formatter(fmt: str) -> Callable[[int], str]:
-    """ts_ns -> text for a -t format; relative and delta keep their state."""
-    base: int | None = None
-    prev: int | None = None
-
-    def utc(ts_ns: int, date: bool) -> str:
-        sec, ns = divmod(ts_ns, 1_000_000_000)
-        try:
-            t = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return format_ts(ts_ns)
-        return f"{t:%Y-%m-%d %H:%M:%S}.{ns:09d}" if date else f"{t:%H:%M:%S}.{ns:09d}"
-
-    def fmt_ts(ts_ns: int) -> str:
-        nonlocal base, prev
-        if fmt == "e":
-            return format_ts(ts_ns)
-        if fmt in ("a", "ad"):
-            return utc(ts_ns, fmt == "ad")
-        if fmt == "r":
-            if base is None:
-                base = ts_ns
-            return f"{(ts_ns - base) / 1e9:.6f}"
-        delta = 0 if prev is None else ts_ns - prev
-        prev = ts_ns
-        return f"{delta / 1e9:.6f}"
-    return fmt_ts
-
-
-def text_line(fmt: str = "e", detail: bool = False) -> Callable[[Message], str]:
-    """Message -> its text line (ring/notify messages as in the ``--rings`` timeline)."""
-    fmt_ts = format_ts if fmt == "e" else _time_formatter(fmt)
-
-    def line(msg: Message) -> str:
-        if msg.kind in DATAPLANE_KINDS:
-            return _ring_line(msg, fmt_ts(msg.ts_ns), detail)
-        text = summary_line(msg)
-        if fmt == "e":
-            return text
-        head = f"{msg.frame:>6} {format_ts(msg.ts_ns):>12}"
-        return f"{msg.frame:>6} {fmt_ts(msg.ts_ns):>12}{text[len(head):]}"
-    return line
-
-
-def _ring_line(msg: Message, ts: str, detail: bool) -> str:
-    """A ring or notify message of the timeline (with --detail: its in-flight chains)."""
-    p = msg.payload
-    body = ring_summary(p) if msg.kind == "ring" else notify_summary(p)
-    parts = [f"{msg.frame:>6} {ts:>12} c{msg.conn:<3} {msg.name:<7} {body}", *resolved_text(p)]
-    if msg.problems:
-        parts.append("!! " + "; ".join(f"{x.code}: {x.text}" for x in msg.problems))
-    text = safe_text(" ".join(parts))
-    if detail:
-        text = "\n".join([text, *detail_lines(p)])
-    return text
 
 
 def _shown(rings: bool) -> Callable[[Message], bool]:

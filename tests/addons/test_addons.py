@@ -227,7 +227,7 @@ def test_no_script_no_rule_set():
     """Without --rule/--rules/--script nothing is loaded: the relay keeps its fast path."""
     import argparse
 
-    from vuinspect.proxy.command import configure, load_rules
+    from vuinspect.commands.proxy import configure, load_rules
 
     p = argparse.ArgumentParser()
     configure(p)

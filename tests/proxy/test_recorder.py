@@ -162,7 +162,7 @@ def test_close_is_bounded_when_the_output_takes_nothing(tmp_path) -> None:
 
 
 def _limited(tmp_path, **kw) -> tuple[Recorder, str]:
-    from vuinspect.proxy.capfile import Limits
+    from vuinspect.capture.capfile import Limits
 
     base = str(tmp_path / "ring.pcapng")
     return Recorder(base, interval=0.001, limits=Limits(**kw)), base

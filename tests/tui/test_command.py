@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vuinspect.cli import CliError
+from vuinspect.errors import CliError
 from vuinspect.tui import command
 
 

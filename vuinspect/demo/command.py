@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from vuinspect.cli import CliError
+from vuinspect.errors import CliError
 
 from . import runners, scenarios
 from .guest import build_guest

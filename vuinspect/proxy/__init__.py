@@ -4,8 +4,8 @@
 ``relay`` holds the forwarding loop (one polling thread per socket pair),
 ``framing`` the message framing, ``fds`` the fd descriptions, ``interpose``
 the listen-path handling, ``queue`` the hand-off to an in-process sink and
-``recorder`` the capture encoded on the forwarding threads.  ``command`` is
-the ``vuinspect proxy`` sub-command: ``engine`` forwards and captures,
-``viewer`` decodes and shows in a separate process so that decoding never
-holds the GIL a forwarding thread is waiting for.
+``recorder`` the capture encoded on the forwarding threads.  The ``vuinspect
+proxy`` command, the process that runs all this and the viewer it starts (which
+decodes and shows in a separate process so that decoding never holds the GIL a
+forwarding thread is waiting for) live in :mod:`vuinspect.commands`.
 """

@@ -37,6 +37,15 @@ import time
 from collections.abc import Callable
 
 from vuinspect.capture import CaptureError
+from vuinspect.capture.capfile import (
+    Idb,
+    Limits,
+    RingFile,
+    Shb,
+    marked_event,
+    open_fifo,
+    open_target,
+)
 from vuinspect.capture.encoder import EPB_OVERHEAD, PAD, Encoder
 from vuinspect.capture.pcapng import (
     BT_EPB,
@@ -44,8 +53,6 @@ from vuinspect.capture.pcapng import (
 )
 from vuinspect.dataplane.sampler import Sampler, wanted
 from vuinspect.frames import DATAPLANE_KINDS, Frame, event_frame
-
-from .capfile import Idb, Limits, RingFile, Shb, marked_event, open_fifo, open_target
 
 #: Bytes of capture that may wait for the writer thread before data frames are dropped.
 BUDGET = 32 << 20

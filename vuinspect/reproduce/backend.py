@@ -27,7 +27,7 @@ import stat
 import sys
 from typing import Any
 
-from ..cli import CliError
+from ..errors import CliError
 from ..frames import Channel, Frame
 from ..message import Message
 from ..protocol.requests import FLAG_NEED_REPLY, REPLY_FLAGS, lookup

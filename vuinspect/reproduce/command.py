@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 
 from ..capture import CaptureError, CaptureWriter
-from ..cli import CliError
+from ..errors import CliError
 from .backend import AsBackend
 from .compare import compare
 from .diff import add_report_options, print_report

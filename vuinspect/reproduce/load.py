@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..capture import CaptureError, CaptureFormatError, CaptureReader
-from ..cli import CliError
+from ..errors import CliError
 from ..frames import Frame
 from ..message import Message
 from ..pipeline import Pipeline

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ..cli import CliError
+from ..errors import CliError
 from ..frames import Channel, Direction, Frame, Kind, event_frame
 from ..message import Message
 from ..protocol.requests import HEADER_SIZE, MAX_PAYLOAD, REPLY_FLAGS

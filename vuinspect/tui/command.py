@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from vuinspect.cli import CliError
+from vuinspect.errors import CliError
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vuinspect.cli import CliError
+from vuinspect.errors import CliError
 from vuinspect.render import safe_text
 
 

@@ -97,7 +97,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vuinspect.cli import CliError
+    from vuinspect.errors import CliError
 
     folders = find_folders()
     lua_dir = Path(args.dir) if args.dir else folders.lua_plugins

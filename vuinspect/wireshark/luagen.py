@@ -329,7 +329,15 @@ def _unknown_from() -> int:
     return FLAGS_KNOWN + 1
 
 
-def _constants() -> str:
+def _dataplane_lua(reg: Registry) -> str:
+    """C.DATAPLANE: kind code -> { {JSON key, ProtoField var, constructor}, ... }."""
+    return "{ " + ", ".join(
+        f"[{pseudohdr.KIND_CODES[kind]}] = {{ "
+        + ", ".join(f"{{ {lua_str(k)}, {lua_str(v)}, {lua_str(c)} }}" for k, v, c in keys) + " }"
+        for kind, keys in reg.dataplane.items()) + " }"
+
+
+def _constants(reg: Registry) -> str:
     ph = pseudohdr
     names = lambda seq: "{ " + ", ".join(f"[{i}] = {lua_str(n)}" for i, n in enumerate(seq)) + " }"  # noqa: E731
     return f"""\
@@ -346,6 +354,7 @@ local C = {{
   DIRECTION_NAMES = {names(ph.DIRECTION_NAMES)},
   EVENT_KEYS = {{ {", ".join(lua_str(k) for k in EVENT_KEYS)} }},
   RULE_KEYS = {{ {", ".join(f"{{ {lua_str(k)}, {lua_str(c)} }}" for k, c, _ in RULE_KEYS)} }},
+  DATAPLANE = {_dataplane_lua(reg)},
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
   SEVERITIES = {{ {", ".join(lua_str(s) for s in SEVERITIES)} }},
   GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in guess_masks())} }},
@@ -363,7 +372,7 @@ def generate() -> str:
     reg = build_registry()
     parts = [
         _header(), _value_strings(reg), _fields(reg), _experts(), _features(), _layouts(reg),
-        _requests(), _constants(), runtime(),
+        _requests(), _constants(reg), runtime(),
     ]
     return "\n".join(parts)
 
@@ -379,7 +388,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vuinspect.cli import CliError
+    from vuinspect.errors import CliError
 
     text = generate()
     if args.output == "-":

@@ -29,17 +29,13 @@ import argparse
 import os
 import stat
 import sys
-from collections.abc import Callable
-from typing import IO
 
-from vuinspect.capture import CaptureError
-from vuinspect.cli import CliError
-from vuinspect.frames import Frame
+from vuinspect.capture import CaptureError, capfile
+from vuinspect.errors import CliError
+from vuinspect.proxy.interpose import MAX_UNIX_PATH
+from vuinspect.proxy.server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route, seconds
 
-from . import capfile
-from .engine import run_engine
-from .interpose import MAX_UNIX_PATH
-from .server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route, seconds
+from .proxy_engine import run_engine
 
 try:
     from vuinspect.protocol.features import DEVICE_TYPES
@@ -154,7 +150,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="show no messages; print only the 'listening on' line and errors")
     # For benchmarks: the TUI's full cost, without a terminal.
     p.add_argument("--tui-headless", action="store_true", help=argparse.SUPPRESS)
-    # Internal: run as the viewer child of the forwarding process, reading this fd (viewer.py).
+    # Internal: run as the viewer child of the forwarding process, reading this fd (proxy_viewer.py).
     p.add_argument("--view-fd", type=int, help=argparse.SUPPRESS)
 
 
@@ -202,24 +198,6 @@ def routes_from_args(args: argparse.Namespace) -> list[Route]:
     return routes
 
 
-def summary_printer(out: IO[str], device: str | None) -> Callable[[Frame], None]:
-    """Frame -> one summary line per decoded message, as ``vuinspect read`` prints them."""
-    from vuinspect.dataplane.text import in_message_list
-    from vuinspect.pipeline import Pipeline
-    from vuinspect.read import text_line
-
-    pipeline = Pipeline(device=device, keep_closed=False)
-    write = out.write
-    line = text_line()
-
-    def show(frame: Frame) -> None:
-        for msg in pipeline.feed(frame):
-            if in_message_list(msg):  # (ring samples only when they raise or end a problem)
-                write(line(msg) + "\n")
-
-    return show
-
-
 def _want_tui(args: argparse.Namespace) -> bool:
     """The TUI is the default on a terminal; plain lines otherwise (or when asked)."""
     if args.no_tui or args.quiet or args.write == "-":
@@ -235,7 +213,7 @@ def _want_tui(args: argparse.Namespace) -> bool:
 
 def check_capture_args(args: argparse.Namespace) -> None:
     """Everything about -w and its limits that can be refused before any socket exists
-    (the file itself is opened only once listening worked, engine.py)."""
+    (the file itself is opened only once listening worked, proxy_engine.py)."""
     try:
         args.limits = capfile.limits_from(args.ring_buffer, args.autostop, args.count)
     except ValueError as exc:
@@ -292,9 +270,9 @@ def _check_view_fd(fd: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     routes = routes_from_args(args)
-    if args.view_fd is not None:  # the viewer child of an engine (see viewer.py)
+    if args.view_fd is not None:  # the viewer child of an engine (see proxy_viewer.py)
         _check_view_fd(args.view_fd)
-        from .viewer import run_view
+        from .proxy_viewer import run_view
 
         return run_view(args, routes, args.view_fd, tui=not args.no_tui)
     check_capture_args(args)

@@ -5,7 +5,7 @@ milliseconds, all holding the GIL.  In the forwarding process that time would
 land on the replies waiting to be forwarded (measured on 2 vCPUs: the p99 of
 the added round trip went from tens of µs to 0.5 ms with summary lines and to
 1.4 ms with the TUI).  So the ``vuinspect proxy`` process forwards and
-captures (engine.py), and starts this viewer as a child that reads the pcapng
+captures (proxy_engine.py), and starts this viewer as a child that reads the pcapng
 stream the engine writes to a pipe and decodes it here, at the lowest CPU
 priority.
 
@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-from .server import Route
+from vuinspect.proxy.server import Route
 
 #: Niceness of the viewer: decoding takes a whole core at full message rates, and the
 #: forwarding and the VM's own processes must always go first.  Measured on 2 vCPUs,
@@ -200,8 +200,7 @@ def run_view(args: argparse.Namespace, routes: list[Route], feed_fd: int, tui: b
 def _lines(feed_fd: int, out: IO[str], device: str | None) -> None:
     """Print one summary line per decoded message until the stream ends."""
     from vuinspect.capture import CaptureError, CaptureReader
-
-    from .command import summary_printer
+    from vuinspect.lines import summary_printer
 
     show = summary_printer(out, device)
 

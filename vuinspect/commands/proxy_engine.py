@@ -1,7 +1,7 @@
 """The forwarding side of ``vuinspect proxy``: relay and capture, nothing else.
 
 This is the ``vuinspect proxy`` process itself.  Decoding and showing (summary
-lines, the TUI) run in a viewer child (viewer.py), because a decoder holds the
+lines, the TUI) run in a viewer child (proxy_viewer.py), because a decoder holds the
 GIL for tens of µs a message, which a forwarding thread in the same process
 would wait for on every reply.  The only capture work left here is encoding
 pcapng (~0.5 µs a frame, on the forwarding thread, recorder.py), for the
@@ -23,13 +23,12 @@ import threading
 from typing import Any
 
 from vuinspect.capture import CaptureError
-from vuinspect.cli import CliError
 from vuinspect.dataplane.notify import Notifier
 from vuinspect.dataplane.sampler import Sampler
-
-from .interpose import ListenError
-from .recorder import BUDGET, STOP_S, Recorder
-from .server import ProxyServer, Route
+from vuinspect.errors import CliError
+from vuinspect.proxy.interpose import ListenError
+from vuinspect.proxy.recorder import BUDGET, STOP_S, Recorder
+from vuinspect.proxy.server import ProxyServer, Route
 
 #: How long the end of a run waits for the viewer to print what is still in the pipe.
 VIEWER_DRAIN_S = 60.0
@@ -89,7 +88,7 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
     ``view`` is ``"lines"`` or ``"tui"`` to start a viewer child fed through a
     pipe, None to show nothing (``-q``).
     """
-    from .viewer import Viewer
+    from .proxy_viewer import Viewer
 
     tui = view == "tui"
     viewer: Viewer | None = None
