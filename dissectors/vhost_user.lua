@@ -23,7 +23,7 @@ VS.main_names = { [1] = "GET_FEATURES", [2] = "SET_FEATURES", [3] = "SET_OWNER",
 VS.backend_names = { [1] = "BACKEND_IOTLB_MSG", [2] = "BACKEND_CONFIG_CHANGE_MSG", [3] = "BACKEND_VRING_HOST_NOTIFIER_MSG", [4] = "BACKEND_VRING_CALL", [5] = "BACKEND_VRING_ERR", [6] = "BACKEND_SHARED_OBJECT_ADD", [7] = "BACKEND_SHARED_OBJECT_REMOVE", [8] = "BACKEND_SHARED_OBJECT_LOOKUP", [9] = "BACKEND_SHMEM_MAP", [10] = "BACKEND_SHMEM_UNMAP" }
 VS.channel = { [0] = "main", [1] = "backend" }
 VS.direction = { [0] = "f2b", [1] = "b2f" }
-VS.kind = { [0] = "data", [1] = "open", [2] = "close", [3] = "note" }
+VS.kind = { [0] = "data", [1] = "open", [2] = "close", [3] = "note", [4] = "ring", [5] = "notify" }
 VS.vs_num = { [0] = "disable", [1] = "enable" }
 VS.vs_perm = { [0] = "none", [1] = "RO", [2] = "WO", [3] = "RW" }
 VS.vs_type = { [1] = "MISS", [2] = "UPDATE", [3] = "INVALIDATE", [4] = "ACCESS_FAIL", [5] = "BATCH_BEGIN", [6] = "BATCH_END" }
@@ -390,6 +390,28 @@ def("p_shm_offset", ProtoField.uint64("vhost_user.payload.shm_offset", "Shm offs
 def("p_len", ProtoField.uint64("vhost_user.payload.len", "Len", base.HEX))
 def("p_flags_3", ProtoField.uint64("vhost_user.payload.flags", "Flags", base.HEX))
 def("p_rw", ProtoField.bool("vhost_user.payload.rw", "Rw", base.NONE))
+def("p_vring", ProtoField.uint32("vhost_user.payload.vring", "Vring", base.DEC, nil, nil, "vring index"))
+def("p_ts_ns", ProtoField.uint64("vhost_user.payload.ts_ns", "Ts ns", base.DEC, nil, nil, "time of the sample (ns since the epoch)"))
+def("p_layout", ProtoField.string("vhost_user.payload.layout", "Layout", nil, "split or packed"))
+def("p_ok", ProtoField.bool("vhost_user.payload.ok", "Ok", base.NONE, nil, nil, "the ring could be read"))
+def("p_in_flight", ProtoField.uint32("vhost_user.payload.in_flight", "In flight", base.DEC, nil, nil, "requests in flight: avail_idx - used_idx (u16)"))
+def("p_avail_flags", ProtoField.uint32("vhost_user.payload.avail_flags", "Avail flags", base.DEC, nil, nil, "split: avail ring flags (1 = NO_INTERRUPT)"))
+def("p_used_flags", ProtoField.uint32("vhost_user.payload.used_flags", "Used flags", base.DEC, nil, nil, "split: used ring flags (1 = NO_NOTIFY)"))
+def("p_used_event", ProtoField.uint32("vhost_user.payload.used_event", "Used event", base.DEC, nil, nil, "split, EVENT_IDX: used index the driver wants a call at"))
+def("p_avail_event", ProtoField.uint32("vhost_user.payload.avail_event", "Avail event", base.DEC, nil, nil, "split, EVENT_IDX: avail index the device wants a kick at"))
+def("p_avail_pos", ProtoField.uint32("vhost_user.payload.avail_pos", "Avail pos", base.DEC, nil, nil, "packed: next avail slot"))
+def("p_used_pos", ProtoField.uint32("vhost_user.payload.used_pos", "Used pos", base.DEC, nil, nil, "packed: next used slot"))
+def("p_driver_event_off", ProtoField.uint32("vhost_user.payload.driver_event_off", "Driver event off", base.DEC, nil, nil, "packed: driver event suppression offset"))
+def("p_driver_event_wrap", ProtoField.uint32("vhost_user.payload.driver_event_wrap", "Driver event wrap", base.DEC, nil, nil, "packed: driver event suppression wrap"))
+def("p_driver_event_flags", ProtoField.uint32("vhost_user.payload.driver_event_flags", "Driver event flags", base.DEC, nil, nil, "packed: driver event flags (0 enable, 1 disable, 2 desc)"))
+def("p_device_event_off", ProtoField.uint32("vhost_user.payload.device_event_off", "Device event off", base.DEC, nil, nil, "packed: device event suppression offset"))
+def("p_device_event_wrap", ProtoField.uint32("vhost_user.payload.device_event_wrap", "Device event wrap", base.DEC, nil, nil, "packed: device event suppression wrap"))
+def("p_device_event_flags", ProtoField.uint32("vhost_user.payload.device_event_flags", "Device event flags", base.DEC, nil, nil, "packed: device event flags (0 enable, 1 disable, 2 desc)"))
+def("p_event", ProtoField.string("vhost_user.payload.event", "Event", nil, "why sampled: start, stop, control or tick"))
+def("p_signal", ProtoField.string("vhost_user.payload.signal", "Signal", nil, "kick, call or err"))
+def("p_count", ProtoField.uint32("vhost_user.payload.count", "Count", base.DEC, nil, nil, "signals in the window"))
+def("p_first_ns", ProtoField.uint64("vhost_user.payload.first_ns", "First ns", base.DEC, nil, nil, "first signal of the window (ns since the epoch)"))
+def("p_last_ns", ProtoField.uint64("vhost_user.payload.last_ns", "Last ns", base.DEC, nil, nil, "last signal of the window"))
 vu.fields = FL
 
 -- expert info: one per problem code of the Python decoder
@@ -937,6 +959,7 @@ local C = {
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
   RULE_KEYS = { { "action", "string" }, { "addon", "string" }, { "hook", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "fired", "bool" } },
+  DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
   TRUNCATED_FD = "truncated",
   SEVERITIES = { "error", "warning", "note" },
   GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
@@ -2575,6 +2598,31 @@ local function show_rule(top, r, info)
   t:add_proto_expert_info(info.fired == false and EXR.not_fired or EXR.injected, text)
 end
 
+-- A ring or notify frame's scalar JSON keys as vhost_user.payload.<key> (C.DATAPLANE, from
+-- vuinspect/fields.py).  Only values of the field's type and range are shown (the file can
+-- hold anything); ns times are read as digits (doubles lose them) and shown only when the
+-- digits are the decoded number.
+local U32 = 4294967296
+local function show_dataplane(top, r, info, text, keys)
+  for _, e in ipairs(keys) do
+    local k, f, ctor = e[1], F[e[2]], e[3]
+    local v = info[k]
+    local tv = type(v)
+    if ctor == "uint32" then
+      if tv == "number" and v >= 0 and v < U32 and v % 1 == 0 then top:add(f, r, v) end
+    elseif ctor == "uint64" then
+      if tv == "number" and v >= 0 and v % 1 == 0 then
+        local digits = text:match('"' .. k .. '"%s*:%s*(%d+)')
+        if digits and #digits <= 19 and tonumber(digits) == v then top:add(f, r, UInt64(digits)) end
+      end
+    elseif ctor == "bool" then
+      if tv == "boolean" then top:add(f, r, v) end
+    elseif tv == "string" then
+      top:add(f, r, esc(v))
+    end
+  end
+end
+
 -- Pipeline._event + Session.on_open/on_close (first pass only for the state).
 local function close_session(s, reason, num)
   local found = {}
@@ -2622,6 +2670,8 @@ local function dissect_event(tvb, raw, ph, num, first, top)
     end
     show_closed(top, r, num)
     if ph.kind == C.KIND.note then show_rule(top, r, info) end
+    local dp = C.DATAPLANE[ph.kind]
+    if dp then show_dataplane(top, r, info, text, dp) end
     if ph.kind == C.KIND.ring and type(info.problems) == "table" then
       local worst
       for i, p in ipairs(info.problems) do

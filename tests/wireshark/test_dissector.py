@@ -14,6 +14,7 @@ import random
 import re
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -453,6 +454,75 @@ def test_data_plane_frames_show_their_sample_and_problems(capdir):
     assert not lua.lua_errors
     # the first 64 entries of the list are looked at: 32 known codes among them
     assert [c for n, c in lua.experts if n == 1] == ["lost_call"] * 32
+
+
+def _tshark_fields(path: Path, fields: list[str], *extra: str) -> list[list[str]]:
+    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", *extra, "-T", "fields",
+                    *[a for f in fields for a in ("-e", f)])
+    assert proc.returncode == 0 and "Lua Error" not in proc.stdout + proc.stderr, proc.stderr
+    return [line.split("\t") for line in proc.stdout.splitlines()]
+
+
+def test_ring_and_notify_fields_agree_with_read_json(capdir):
+    """vhost_user.payload.<key> of ring and notify frames (C.DATAPLANE, from fields.py) are
+    what `read --json` says, ns times to the last digit; a display filter on them selects
+    the frames the vuinspect filter selects."""
+    from vuinspect.wireshark.fields import build_registry
+
+    path = W.write_capture(capdir / "dataplane_fields.pcapng", S.dataplane_frames())
+    out = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--rings", "--json", str(path)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    py = {m["frame"]: m for m in map(json.loads, out.splitlines())}
+    dp = build_registry().dataplane
+    keys = list(dict.fromkeys(k for kind in ("ring", "notify") for k, _, _ in dp[kind]))
+    assert {"vring", "layout", "num", "ok", "avail_idx", "used_idx", "in_flight", "avail_wrap",
+            "used_wrap", "used_event", "avail_event", "event", "signal", "count", "first_ns",
+            "last_ns"} <= set(keys)
+    rows = _tshark_fields(path, ["frame.number", "vhost_user.kind",
+                                 *[f"vhost_user.payload.{k}" for k in keys]])
+    kinds = {"4": "ring", "5": "notify"}
+    seen = {"ring": 0, "notify": 0}
+    for number, kind, *values in rows:
+        if kind not in kinds:
+            continue
+        m = py[int(number)]
+        assert m["kind"] == kinds[kind]
+        seen[m["kind"]] += 1
+        own = {k for k, _, _ in dp[m["kind"]]}
+        for key, got in zip(keys, values, strict=True):
+            want = m["payload"].get(key) if key in own else None
+            want = "" if want is None else str(int(want)) if isinstance(want, bool) else str(want)
+            assert got == want, (number, key, got, want)
+    assert seen == {"ring": 9, "notify": 3}
+    for wireshark, ours in (("vhost_user.payload.in_flight > 0", lambda p: p.get("in_flight", 0) > 0),
+                            ('vhost_user.payload.signal == "call"',
+                             lambda p: p.get("signal") == "call"),
+                            ('vhost_user.payload.layout == "packed"',
+                             lambda p: p.get("layout") == "packed"),
+                            ("vhost_user.payload.first_ns == 1764000000124456790",  # no double
+                             lambda p: p.get("first_ns") == 1764000000124456790)):
+        got = [int(r[0]) for r in _tshark_fields(path, ["frame.number"], "-Y", wireshark)]
+        want = [n for n, m in py.items() if m["kind"] in seen and ours(m["payload"])]
+        assert got == want and want, (wireshark, got, want)
+
+
+def test_ring_fields_from_a_hostile_file_are_skipped_not_errors(capdir):
+    """Values of the wrong type or range (the file can say anything) are not shown."""
+    bad = {"vring": -1, "layout": 5, "num": 1e300, "ok": "yes", "avail_idx": 2.5,
+           "in_flight": 1 << 40, "ts_ns": "12", "event": "\x1b[2Jx", "used_idx": True}
+    notify = {"vring": 1 << 32, "signal": ["kick"], "count": None, "first_ns": 1 << 70,
+              "last_ns": -5}
+    frames = [Frame(S.BASE_NS, 9, "main", "f2b", json.dumps(bad).encode(), kind="ring"),
+              Frame(S.BASE_NS + 10, 9, "main", "f2b", json.dumps(notify).encode(),
+                    kind="notify")]
+    path = W.write_capture(capdir / "dataplane_bad.pcapng", frames)
+    fields = ["vring", "layout", "num", "ok", "avail_idx", "in_flight", "ts_ns", "used_idx",
+              "signal", "count", "first_ns", "last_ns"]
+    rows = _tshark_fields(path, [f"vhost_user.payload.{k}" for k in fields])
+    assert rows == [[""] * len(fields)] * 2
+    event = _tshark_fields(path, ["vhost_user.payload.event"])[0][0]
+    assert event == "\\x1b[2Jx"
+    assert not W.dissect(path).lua_errors
 
 
 # -- merged captures (issue 12 item 5, docs/capture-format.md §8) -----------------------------

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vuinspect.capture.pseudohdr import KIND_CODES
+from vuinspect.fields import NOTIFY_KEYS, RING_KEYS
 from vuinspect.protocol.features import (
     DEVICE_FEATURES,
     DEVICE_STATUS,
@@ -63,6 +65,8 @@ class Registry:
     value_strings: dict[str, dict[int, str]] = field(default_factory=dict)
     _by_sig: dict[tuple, str] = field(default_factory=dict)
     _vs_by_items: dict[tuple, str] = field(default_factory=dict)
+    #: ring/notify kind -> [(JSON key, ProtoField var, constructor)] (the Lua C.DATAPLANE)
+    dataplane: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     def add(self, f: LuaField, sig: tuple | None = None) -> str:
         if sig is not None and sig in self._by_sig:
@@ -124,7 +128,7 @@ def _fixed(reg: Registry) -> None:
     reg.value_strings.update({
         "channel": {0: "main", 1: "backend"},
         "direction": {0: "f2b", 1: "b2f"},
-        "kind": {0: "data", 1: "open", 2: "close", 3: "note"},
+        "kind": {code: name for name, code in KIND_CODES.items()},
     })
     for var, abbrev, label, ctor, base, values in (
         ("pseudo", f"{P}.pseudo", "vuinspect pseudo-header", "none", "", ""),
@@ -288,6 +292,38 @@ def _bits(reg: Registry) -> None:
                              role="bits", key="status"))
 
 
+# -- data plane: ring and notify frames (their JSON keys, vuinspect.fields) --------------------
+
+_DP_CTORS = {"int": "uint32", "str": "string", "bool": "bool"}
+
+
+def dataplane_keys() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Frame kind -> (key, ProtoField constructor) of its scalar top-level JSON keys.
+
+    Shown as ``vhost_user.payload.<key>``, the name the filter knows them by; times
+    in ns (``*_ns``) are uint64, other numbers uint32 (indices are u16, sizes u32).
+    """
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for kind, keys in (("ring", RING_KEYS), ("notify", NOTIFY_KEYS)):
+        out[kind] = tuple(
+            (key, "uint64" if key.endswith("_ns") else _DP_CTORS[typ])
+            for key, (typ, _) in keys.items() if "." not in key and typ in _DP_CTORS)
+    return out
+
+
+def _dataplane(reg: Registry) -> None:
+    """Register the data-plane fields; ``reg.dataplane``: kind -> [(key, var, ctor)]."""
+    out = reg.dataplane
+    for kind, keys in dataplane_keys().items():
+        for key, ctor in keys:
+            abbrev = payload_abbrev(key)
+            base = "base.DEC" if ctor.startswith("uint") else ""
+            meaning = (RING_KEYS.get(key) or NOTIFY_KEYS[key])[1]
+            var = reg.add(LuaField(f"p_{key}", abbrev, label_of(key), ctor, base, desc=meaning,
+                                   role="payload", key=key), (ctor, abbrev, base, ""))
+            out.setdefault(kind, []).append((key, var, ctor))
+
+
 def all_layouts() -> list[Layout]:
     """Every layout the request tables use, array items before their arrays."""
     out: list[Layout] = []
@@ -324,6 +360,7 @@ def build_registry() -> Registry:
                 array_fields(reg, f)
             else:
                 tail_field(reg, f)
+    _dataplane(reg)
     return reg
 
 

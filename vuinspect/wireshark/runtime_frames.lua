@@ -241,6 +241,31 @@ local function show_rule(top, r, info)
   t:add_proto_expert_info(info.fired == false and EXR.not_fired or EXR.injected, text)
 end
 
+-- A ring or notify frame's scalar JSON keys as vhost_user.payload.<key> (C.DATAPLANE, from
+-- vuinspect/fields.py).  Only values of the field's type and range are shown (the file can
+-- hold anything); ns times are read as digits (doubles lose them) and shown only when the
+-- digits are the decoded number.
+local U32 = 4294967296
+local function show_dataplane(top, r, info, text, keys)
+  for _, e in ipairs(keys) do
+    local k, f, ctor = e[1], F[e[2]], e[3]
+    local v = info[k]
+    local tv = type(v)
+    if ctor == "uint32" then
+      if tv == "number" and v >= 0 and v < U32 and v % 1 == 0 then top:add(f, r, v) end
+    elseif ctor == "uint64" then
+      if tv == "number" and v >= 0 and v % 1 == 0 then
+        local digits = text:match('"' .. k .. '"%s*:%s*(%d+)')
+        if digits and #digits <= 19 and tonumber(digits) == v then top:add(f, r, UInt64(digits)) end
+      end
+    elseif ctor == "bool" then
+      if tv == "boolean" then top:add(f, r, v) end
+    elseif tv == "string" then
+      top:add(f, r, esc(v))
+    end
+  end
+end
+
 -- Pipeline._event + Session.on_open/on_close (first pass only for the state).
 local function close_session(s, reason, num)
   local found = {}
@@ -288,6 +313,8 @@ local function dissect_event(tvb, raw, ph, num, first, top)
     end
     show_closed(top, r, num)
     if ph.kind == C.KIND.note then show_rule(top, r, info) end
+    local dp = C.DATAPLANE[ph.kind]
+    if dp then show_dataplane(top, r, info, text, dp) end
     if ph.kind == C.KIND.ring and type(info.problems) == "table" then
       local worst
       for i, p in ipairs(info.problems) do
