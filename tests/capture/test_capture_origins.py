@@ -108,3 +108,28 @@ def test_renumbering_past_the_u32_range_stays_linear() -> None:
 def test_a_renumbered_conn_does_not_take_a_later_conn_of_its_own_capture() -> None:
     """cat a b, a with conn 1, b with conns 1 and 2: b's conn 1 is shown as 2, so b's conn 2 is 3."""
     assert shown(run(None, 10, (1,)) + run(None, 20, (1, 2))) == [1, 2, 3]
+
+
+@pytest.mark.skipif(shutil.which("mergecap") is None, reason="mergecap not installed")
+def test_two_recorded_runs_stay_apart_after_mergecap(tmp_path) -> None:
+    """The proxy's recorder names its run in every interface block: two runs with the same
+    socket, connection number and timing stay two connections once mergecap merged them
+    (mergecap folds byte-identical interface blocks into one)."""
+    from vuinspect.frames import event_frame
+    from vuinspect.proxy.recorder import Recorder
+
+    files = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.pcapng"
+        rec = Recorder(str(path), interval=0.001)
+        rec.start()
+        rec.event(event_frame("open", 1_000, 1, {"label": "/tmp/vu.sock"}))
+        rec.data(2_000, 1, "main", "f2b", struct.pack("<III", 1, 1, 0), ())
+        rec.close()
+        files.append(str(path))
+    merged = tmp_path / "m.pcapng"
+    subprocess.run(["mergecap", "-w", str(merged), *files], check=True, capture_output=True)
+    conns = {f.conn for f in CaptureReader(str(merged))}
+    assert conns == {1, 2}
+    assert Recorder(str(tmp_path / "c.pcapng")).capture_id != Recorder(
+        str(tmp_path / "d.pcapng")).capture_id

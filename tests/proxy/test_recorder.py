@@ -41,7 +41,7 @@ def _record(rec: Recorder, frames: list[Frame], lanes: bool = False) -> None:
 def test_same_bytes_as_capture_writer_to_file_and_pipe(tmp_path) -> None:
     frames = _frames()
     ref = tmp_path / "ref.pcapng"
-    with CaptureWriter(str(ref)) as w:
+    with CaptureWriter(str(ref), capture_id="0123abcd") as w:
         for f in frames:
             w.write(f)
     r, w = os.pipe()
@@ -54,7 +54,7 @@ def test_same_bytes_as_capture_writer_to_file_and_pipe(tmp_path) -> None:
     reader = threading.Thread(target=read_all)
     reader.start()
     path = tmp_path / "rec.pcapng"
-    rec = Recorder(str(path), w, interval=0.001)
+    rec = Recorder(str(path), w, interval=0.001, capture_id="0123abcd")
     rec.start()
     _record(rec, frames[:100])
     _record(rec, frames[100:], lanes=True)

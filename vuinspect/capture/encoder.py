@@ -8,6 +8,7 @@ blocks.
 
 from __future__ import annotations
 
+import secrets
 import struct
 import sys
 import threading
@@ -26,11 +27,13 @@ from vuinspect.capture.pcapng import (
     IF_NAME,
     IF_TSRESOL,
     LINKTYPE_WIRESHARK_UPPER_PDU,
+    OPT_COMMENT,
     PREFIX_LEN,
     SHB_USERAPPL,
     TSRESOL_NS,
 )
 from vuinspect.frames import Frame, event_info
+from vuinspect.render import safe_text
 
 PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 #: EPB bytes beyond the packet data: 28 header + epb_flags option (8) + end of options (4) + trailer (4).
@@ -62,13 +65,25 @@ def pack_options(order: str, options: list[tuple[int, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def idb_block(order: str, conn: int, channel: str, label: str | None) -> bytes:
-    """The interface description block of one (connection, channel)."""
-    name = label or f"conn {conn}"
+def new_capture_id() -> str:
+    """A run's capture id: it tells its connections apart from another run's once
+    both are merged into one file (mergecap, cat; docs/capture-format.md §8)."""
+    return secrets.token_hex(8)
+
+
+def idb_block(order: str, conn: int, channel: str, label: str | None,
+              capture_id: str | None = None) -> bytes:
+    """The interface description block of one (connection, channel).
+
+    The label comes from a peer (a socket path): its control characters are escaped,
+    since tshark and Wireshark show the interface name as it is.
+    """
+    name = safe_text(label) if label else f"conn {conn}"
+    description = f"conn {conn} {channel}" + (f" capture {capture_id}" if capture_id else "")
     body = struct.pack(order + "HHI", LINKTYPE_WIRESHARK_UPPER_PDU, 0, 0)
     body += pack_options(order, [
         (IF_NAME, name.encode("utf-8", "replace")),
-        (IF_DESCRIPTION, f"conn {conn} {channel}".encode()),
+        (IF_DESCRIPTION, description.encode()),
         (IF_TSRESOL, bytes([TSRESOL_NS])),
     ])
     return pack_block(order, BT_IDB, body)
@@ -84,8 +99,10 @@ class Encoder:
     """
 
     def __init__(self, emit: Callable[[bytes], object],
-                 big_endian: bool = sys.byteorder == "big") -> None:
+                 big_endian: bool = sys.byteorder == "big", capture_id: str | None = None) -> None:
         self._emit = emit
+        #: written in the section header and every interface block, when given
+        self.capture_id = capture_id
         self.big_endian = big_endian
         order = ">" if big_endian else "<"
         self._order = order
@@ -97,7 +114,10 @@ class Encoder:
         # (conn, channel, direction) -> (iface, prefix + pseudo-header, direction flags)
         self._lanes: dict[tuple[int, str, str], tuple[int, bytes, int]] = {}
         body = struct.pack(order + "IHHq", BYTE_ORDER_MAGIC, 1, 0, -1)
-        body += pack_options(order, [(SHB_USERAPPL, f"vuinspect {_version()}".encode())])
+        options = [(SHB_USERAPPL, f"vuinspect {_version()}".encode())]
+        if capture_id:
+            options.append((OPT_COMMENT, f"vuinspect capture {capture_id}".encode()))
+        body += pack_options(order, options)
         self.shb = pack_block(order, BT_SHB, body)  # the section header every capture starts with
 
     def _iface(self, conn: int, channel: str) -> int:
@@ -109,7 +129,8 @@ class Encoder:
             iface = self._ifaces.get((conn, channel))
             if iface is None:
                 iface = len(self._ifaces)
-                self._emit(idb_block(self._order, conn, channel, self._labels.get(conn)))
+                self._emit(idb_block(self._order, conn, channel, self._labels.get(conn),
+                                     self.capture_id))
                 self._ifaces[(conn, channel)] = iface
             return iface
 

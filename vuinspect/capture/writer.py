@@ -53,7 +53,8 @@ class CaptureWriter:
     Thread-safe: the proxy may write from several relay threads.
     """
 
-    def __init__(self, target: str | os.PathLike[str] | BinaryIO, *, big_endian: bool = sys.byteorder == "big") -> None:
+    def __init__(self, target: str | os.PathLike[str] | BinaryIO, *,
+                 big_endian: bool = sys.byteorder == "big", capture_id: str | None = None) -> None:
         self.big_endian = big_endian
         self._fd: int | None = None
         self._file: BinaryIO | None = None
@@ -62,7 +63,8 @@ class CaptureWriter:
         self._lock = threading.Lock()
         self._parts: list[bytes] = []
         self._size = 0
-        self._encoder = Encoder(self._append, big_endian)  # interface blocks go straight in
+        # interface blocks go straight in; capture_id: see Encoder (the proxy's runs have one)
+        self._encoder = Encoder(self._append, big_endian, capture_id)
         self._closed = False
         self.frames_written = 0
         self.bytes_written = 0

@@ -46,7 +46,7 @@ from vuinspect.capture.capfile import (
     open_fifo,
     open_target,
 )
-from vuinspect.capture.encoder import EPB_OVERHEAD, PAD, Encoder
+from vuinspect.capture.encoder import EPB_OVERHEAD, PAD, Encoder, new_capture_id
 from vuinspect.capture.pcapng import (
     BT_EPB,
     EPB_FLAGS,
@@ -226,8 +226,11 @@ class Recorder:
                  on_info: Callable[[str], None] | None = None,
                  on_warning: Callable[[str], None] | None = None,
                  limits: Limits | None = None, capture_filter: str | None = None,
-                 device: str | None = None, force: bool = False, defer: bool = False) -> None:
+                 device: str | None = None, force: bool = False, defer: bool = False,
+                 capture_id: str | None = None) -> None:
         self.budget = budget
+        #: this run's id in the section and interface blocks (tells merged runs apart)
+        self.capture_id = capture_id or new_capture_id()
         self._event_cap = 2 * budget + (1 << 20)
         self.interval = interval
         self.on_error = on_error
@@ -240,11 +243,12 @@ class Recorder:
         self._limits = limits if limits is not None and limits.active else None
         self._chunks: list = []  # appended by any thread, taken by the writer thread
         self._queued = 0  # bytes (plus BLOCK_COST each) in _chunks: the budget's measure
-        self._encoder = Encoder(self._emit_idb)
+        self._encoder = Encoder(self._emit_idb, capture_id=self.capture_id)
         self._filter: _CaptureFilter | None = None
         if capture_filter:
             # Frames are queued raw and encoded by the writer thread, after the filter.
-            self._filter = _CaptureFilter(capture_filter, device, Encoder(self._filter_idb))
+            self._filter = _CaptureFilter(capture_filter, device,
+                                          Encoder(self._filter_idb, capture_id=self.capture_id))
             self._filter_out: list[bytes] = []
         self._outputs: list = []
         self._lock = threading.Lock()
