@@ -6,7 +6,8 @@ data, so that the generator emits it and the tests know which payload key a
 vocabulary of vuinspect (``vhost_user.<name>`` = the NDJSON key = the filter
 name): ``direction``, ``reply``, ``need_reply``, ``problems``, ``severity``,
 ``reply_to``, ``reply_in``, ``latency_us`` and ``vhost_user.payload.<name>``
-for payload fields; the old names ``response_in``, ``response_to``,
+for payload fields (ring and notify frames too: their JSON keys as listed in
+``vuinspect.fields.RING_KEYS``/``NOTIFY_KEYS``); the old names ``response_in``, ``response_to``,
 ``response_time``, ``is_reply`` and ``fd`` stay as hidden alias fields.  One field is
 made per distinct (abbreviation, type, base, value names): Wireshark links
 same-named fields, so ``vhost_user.payload.index`` filters every vring index
