@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from .decoder import StreamFramer
-from .frames import DATAPLANE_KINDS, Frame, event_info
+from .frames import DATAPLANE_KINDS, Channel, Direction, Frame, event_info
 from .message import Message
 from .protocol.problems import problem
 from .session import Session
@@ -27,7 +27,7 @@ class Pipeline:
         self.sessions: dict[int, Session] = {}
         # conn -> {(channel, direction): framer}: a close touches only its own connection's
         # framers, so reading N connections stays linear (issue 11 item 8).
-        self._framers: dict[int, dict[tuple[str, str], StreamFramer]] = {}
+        self._framers: dict[int, dict[tuple[Channel, Direction], StreamFramer]] = {}
         self.frames = 0
         self.messages = 0
         self._decode_cache: dict[tuple, tuple] = {}

@@ -24,9 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .api import Concat, is_pcapng, linked
-from .dataplane.text import (
-    in_message_list,
-)
+from .dataplane.text import in_message_list
 from .errors import CliError
 from .filter import FilterError, compile_filter, field_value
 from .frames import DATAPLANE_KINDS
@@ -35,6 +33,7 @@ from .message import Message
 from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
 from .render import to_json
+from .session import Session
 from .stats import Tally, connection_table, format_stats, request_table, ring_table
 
 #: smaller files read too fast to need a bar (the environment variable is for tests)
@@ -218,11 +217,11 @@ def run(args: argparse.Namespace) -> int:
         if args.stats and tally is None:  # the sessions count everything
             for _ in pipeline.run(readers.frames()):
                 pass
-        elif tally is not None:
-            sessions = pipeline.sessions
+        elif tally is not None and predicate is not None:
+            by_conn = pipeline.sessions
             for msg in linked(pipeline, readers.frames()):
                 if predicate(msg):
-                    tally.add(msg, sessions.get(msg.conn))
+                    tally.add(msg, by_conn.get(msg.conn))
         else:
             for msg in linked(pipeline, readers.frames()):
                 if not shown_kind(msg) or predicate is not None and not predicate(msg):
@@ -234,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         readers.close()
     if args.stats:
-        sessions = tally.sessions() if tally is not None else list(pipeline.sessions.values())
+        sessions: list[Session] = (tally.sessions() if tally is not None
+                                   else list(pipeline.sessions.values()))
         if args.json:
             json.dump({"filter": args.filter or None, "requests": request_table(sessions),
                        "connections": connection_table(sessions),

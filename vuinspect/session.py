@@ -16,6 +16,7 @@ from typing import Any
 from .dataplane.diagnose import Finding, is_receive_queue
 from .dataplane.track import DataPlane
 from .decoder import RawMessage
+from .frames import Channel, Direction
 from .message import Message
 from .payload import DecodeContext, choose_layout, decode_layout
 from .protocol import features as F
@@ -177,7 +178,8 @@ class Session:
         self.last_ns = max(self.last_ns or ts_ns, ts_ns)
 
     # -- messages ----------------------------------------------------------------
-    def handle(self, raw: RawMessage, index: int, direction: str, channel: str) -> Message:
+    def handle(self, raw: RawMessage, index: int, direction: Direction,
+               channel: Channel) -> Message:
         """Decode one framed message, update state and pair it."""
         msg = Message(index, raw.frame, raw.ts_ns, self.conn, channel, direction,
                       raw=raw.data, fds=raw.fds, big_endian=self.order == ">")
@@ -193,6 +195,7 @@ class Session:
             msg.size = len(raw.data)
             self._count(msg)
             return msg
+        assert raw.request is not None and raw.flags is not None  # framed: a header was read
         msg.request, msg.flags, msg.size = raw.request, raw.flags, raw.size
         if self.messages == 1 and msg.request == 1 and channel == "main":
             self.seen_start = True

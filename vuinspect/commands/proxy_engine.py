@@ -185,8 +185,8 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         atexit.unregister(server.stop)
         atexit.unregister(captures.close)
         if main_thread:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if cut.is_set() and not args.quiet:
         say(CUT_MESSAGE)

@@ -62,9 +62,10 @@ class Notify:
         if not isinstance(d, dict) or d.get("kind") not in ("kick", "call"):
             raise ValueError("a notify record is an object with kind kick or call")
         values = [d.get(k) for k in ("count", "first_ns", "last_ns")]
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+        if len(ints) != len(values):
             raise ValueError("count, first_ns and last_ns are unsigned integers")
-        return cls(d["kind"], *values)
+        return cls(d["kind"], *ints)
 
 
 @dataclass(frozen=True, slots=True)

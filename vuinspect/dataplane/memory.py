@@ -60,9 +60,11 @@ class RegionSpec:
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> RegionSpec:
         """From a decoded region (``Message.payload`` or a ``state.Region``)."""
-        get = p.get if isinstance(p, Mapping) else lambda k: getattr(p, k)
-        return cls(int(get("guest_phys_addr")), int(get("memory_size")),
-                   int(get("userspace_addr")), int(get("mmap_offset")))
+        def get(key: str) -> int:
+            return int(p[key] if isinstance(p, Mapping) else getattr(p, key))
+
+        return cls(get("guest_phys_addr"), get("memory_size"), get("userspace_addr"),
+                   get("mmap_offset"))
 
     def base(self, space: Space) -> int:
         return self.guest_phys_addr if space == "gpa" else self.userspace_addr

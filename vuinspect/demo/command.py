@@ -117,15 +117,16 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
 
     capture.unlink(missing_ok=True)  # never show a previous run's capture
     log: list[str] = []
-    result: dict[str, object] = {}
+    outcomes: list[scenarios.Outcome] = []  # (filled by the run thread)
+    errors: list[BaseException] = []
     crash: str | None = None
 
     def work() -> None:
         try:
-            result["outcome"] = _run_backend(
-                args, workdir, scenarios.ProxySpec(capture), log.append)
+            outcomes.append(_run_backend(
+                args, workdir, scenarios.ProxySpec(capture), log.append))
         except BaseException as exc:  # reported after the TUI closes
-            result["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=work, name="vuinspect-demo", daemon=True)
     thread.start()
@@ -141,9 +142,8 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
 
         def announce() -> None:
             thread.join()
-            outcome = result.get("outcome")
-            text = (f"{'OK' if outcome.ok else 'FAILED'}: {outcome.verdict}"  # type: ignore[union-attr]
-                    if outcome is not None else f"run failed: {result.get('error')}")
+            text = (f"{'OK' if outcomes[0].ok else 'FAILED'}: {outcomes[0].verdict}"
+                    if outcomes else f"run failed: {errors[0] if errors else 'no outcome'}")
             with contextlib.suppress(RuntimeError):  # the user may have quit already
                 app.call_from_thread(app.notify, text + " — press q to quit", timeout=30)
 
@@ -159,6 +159,6 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
         print(f"demo: {line}", file=sys.stderr)
     if crash is not None:
         raise crash_error(crash)
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["outcome"]  # type: ignore[return-value]
+    if errors:
+        raise errors[0]
+    return outcomes[0]

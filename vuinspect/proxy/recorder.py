@@ -524,10 +524,11 @@ class Recorder:
         return out
 
     def _write_all(self, parts: list, buf: bytes, first: bool) -> None:
+        ring = self._ring
         for out in list(self._outputs):
             try:
-                if out is self._ring:
-                    out.write_blocks(parts)
+                if ring is not None and out is ring:
+                    ring.write_blocks(parts)
                 else:
                     out.write(buf)
             except (OSError, CaptureError) as exc:  # (a ring's next file may fail to open)

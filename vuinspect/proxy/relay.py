@@ -323,6 +323,7 @@ class Link:
                     self._update()
                     timeout = None if -1 not in self._events else 200
                     continue
+                data: bytes | memoryview
                 if mode == 0:
                     data = view[:n]  # nobody keeps it: send straight from the buffer
                 else:

@@ -133,7 +133,8 @@ class Connection:
         sampler = server.recorder.sampler if server.recorder is not None else None
         self.fd_tap = sampler.fd_tap if sampler is not None else None
         # (An instance attribute: skips one Python call per frame.)
-        self.emit = (server.recorder.event if server.recorder  # type: ignore[method-assign]
+        # (recorder.event returns None, queue.put a bool nobody reads)
+        self.emit = (server.recorder.event if server.recorder  # type: ignore[method-assign,assignment]
                      else server.queue.put)
 
     # -- LinkOwner -------------------------------------------------------------
