@@ -11,7 +11,7 @@ from rich.console import Console
 from textual.pilot import Pilot
 
 from vuinspect.tui.app import VuInspectApp
-from vuinspect.tui.samples import demo_frames, write_capture
+from vuinspect.tui.samples import demo_frames, queue_frames, write_capture
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_CAPTURES = ROOT / "captures"
@@ -21,6 +21,12 @@ REAL_CAPTURES = ROOT / "captures"
 def demo_path(tmp_path: Path) -> Path:
     """Two blk sessions: one finished and closed, one stalled on GET_VRING_BASE."""
     return Path(write_capture(tmp_path / "demo.pcapng", demo_frames()))
+
+
+@pytest.fixture
+def queue_path(tmp_path: Path) -> Path:
+    """Two blk sessions with ring and notify frames: one stall resolved, one still open."""
+    return Path(write_capture(tmp_path / "queues.pcapng", queue_frames()))
 
 
 async def settle(pilot: Pilot, app: VuInspectApp, timeout: float = 10.0) -> None:

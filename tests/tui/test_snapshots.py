@@ -161,3 +161,26 @@ def test_save_prompt_with_its_default(snap_compare, demo_path: Path, size: tuple
     monkeypatch.chdir("/")  # the default path is in the current directory
     app = app_for(demo_path)
     assert snap_compare(app, terminal_size=size, run_before=_typing(app, "w", *"-x"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (140, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_queues_view(snap_compare, queue_path: Path, size: tuple[int, int]) -> None:
+    app = app_for(queue_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        await pilot.press("5", "down", "down")  # the stalled vring: its problem under the table
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_queues_in_flight_chains(snap_compare, queue_path: Path) -> None:
+    app = app_for(queue_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        await pilot.press("5", "down", "down", "enter")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -39,6 +39,7 @@ from .model import Model
 from .offsets import field_ranges, range_for
 from .palette import palette_commands
 from .prompt import PromptBar
+from .queues import ChainsScreen, QueuesView, chains_text
 from .rowtext import TIME_MODES, format_time
 from .search import matcher, save_rows, search
 from .sources import Source
@@ -63,6 +64,7 @@ class VuInspectApp(App[None]):
         Binding("2", "view('state')", "State"),
         Binding("3", "view('connections')", "Conns"),
         Binding("4", "view('stats')", "Stats"),
+        Binding("5", "view('queues')", "Queues"),
         Binding("f", "focus_filter", "Filter"),
         Binding("slash", "search", "Search"),
         Binding("n", "search_next", "Next", show=False),
@@ -74,6 +76,7 @@ class VuInspectApp(App[None]):
         Binding("quotation_mark", "prev_mark", "Prev mark", show=False),
         Binding("t", "time_mode", "Time"),
         Binding("F", "follow", "Follow"),
+        Binding("R", "toggle_rings", "Rings"),
         Binding("w", "save", "Save"),
         Binding("c", "comment", "Comment"),
     ]
@@ -130,6 +133,10 @@ class VuInspectApp(App[None]):
             yield StateView(id="state")
             yield ConnectionsView(id="connections")
             yield StatsView(id="stats")
+            with Vertical(id="queues"):
+                yield Static("", id="queues-hint")
+                yield QueuesView(id="queues-table")
+                yield Static("", id="queues-line")
         yield PromptBar(id="prompt-bar")
         yield Footer()
 
@@ -233,6 +240,8 @@ class VuInspectApp(App[None]):
             self.query_one(ConnectionsView).update_sessions(sessions, now_ns, lock)
         elif self.view == "stats":
             self.query_one(StatsView).update_stats(sessions, lock)
+        elif self.view == "queues":
+            self.query_one(QueuesView).update_queues(sessions, self.model.rings, now_ns, lock)
 
     def _refresh_state(self, sessions: list[Session], now_ns: int,
                        lock: AbstractContextManager[Any]) -> None:
@@ -365,7 +374,7 @@ class VuInspectApp(App[None]):
             self.refresh_view()
             self._last_state_draw = time.monotonic()
             target = {"state": "#state-conns", "connections": "#connections",
-                      "stats": "#stats"}[view]
+                      "stats": "#stats", "queues": "#queues-table"}[view]
             self.query_one(target).focus()
 
     def on_state_view_chosen(self, event: StateView.Chosen) -> None:
@@ -382,6 +391,23 @@ class VuInspectApp(App[None]):
     def on_stats_view_filter_request(self, event: StatsView.FilterRequest) -> None:
         self.apply_filter(f"name == {event.name} and channel == {event.channel}")
         self.action_view("messages")
+
+    def on_queues_view_open_chains(self, event: QueuesView.OpenChains) -> None:
+        row = self.model.rings.last_row(event.conn, event.vring)
+        msg = self.model.message(row) if row is not None else None
+        payload = msg.payload if msg is not None and msg.kind == "ring" else None
+        body = chains_text(event.conn, event.vring, None if row is None else row + 1, payload)
+        self.push_screen(ChainsScreen(f"c{event.conn} vring {event.vring}: in-flight chains",
+                                      body))
+
+    def action_toggle_rings(self) -> None:
+        """Every ring/notify frame in the list, or only those raising or resolving a problem."""
+        show = not self.model.show_rings
+        self._keep_row = self.message_list.selected_row
+        self.model.set_show_rings(show)
+        self.notify("ring/notify frames: all shown" if show else
+                    "ring/notify frames: only those with a problem (R shows all)", timeout=2)
+        self.poll()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

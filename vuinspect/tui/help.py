@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Views", (
-        ("1 / 2 / 3 / 4", "messages / state / connections / statistics"),
+        ("1 2 3 4 5", "messages / state / connections / statistics / queues"),
         ("Tab, shift+Tab", "next / previous pane"),
         ("ctrl+p", "command palette"),
         ("?", "this help"),
@@ -24,6 +24,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("PgUp PgDn space", "page up / down"),
         ("h l ← →", "scroll sideways"),
         ("F", "follow mode on/off (live: on until you scroll up)"),
+        ("R", "ring/notify frames: all / only those with a problem"),
         ("t", "time column: absolute UTC / relative to first frame / delta"),
         ("r", "jump to the paired request or reply"),
         ("Enter", "go to the detail tree"),
@@ -43,6 +44,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("a", "state: at the selected frame (replayed) / now"),
         ("↑ ↓", "state: choose the connection"),
         ("Enter", "connections: open the connection's state"),
+        ("Enter ", "queues: the in-flight chains of the vring's latest sample"),
         ("f", "connections / statistics: filter the list to that connection / request"),
     )),
     ("Detail and hex", (

@@ -26,18 +26,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vuinspect.filter import compile_filter
-from vuinspect.frames import Frame
+from vuinspect.frames import DATAPLANE_KINDS, Frame
 from vuinspect.message import Message
 from vuinspect.payload import DecodeContext
 from vuinspect.pipeline import Pipeline
 from vuinspect.protocol.problems import Problem
 from vuinspect.session import Session
 
+from .queues_data import RingRows
 from .redecode import decode_message, event_message, quick_decode
 from .sources import Source
 
-KINDS = ("message", "raw", "open", "close", "note")
+KINDS = ("message", "raw", "open", "close", "note", "ring", "notify")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+RING_CODE = KIND_CODE["ring"]  # ring and notify: the codes from here up
 # row flag bits (array 'H'); bits 0-2 hold the kind code
 REPLY = 1 << 3
 NEED_REPLY = 1 << 4
@@ -86,6 +88,11 @@ class Model:
         self.visible: array | None = None
         self.filtered = 0
         self.generation = 0  # bumped whenever rows change meaning (filter) for caches
+        # ring/notify rows: off in the list unless shown (R), except those that raise or
+        # resolve a problem (dataplane.text.in_message_list; _routine is its bits-only twin)
+        self.show_rings = False
+        self.rings_seen = False
+        self.rings = RingRows()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a new filter (or stop) once the input has ended
@@ -124,7 +131,7 @@ class Model:
         """Do one batch of work (filter backlog, new frames, end of input); False when idle."""
         did = False
         with self.lock:
-            if self._filter is not None and self.filtered < self.decoded:
+            if self._narrow and self.filtered < self.decoded:
                 self._filter_backlog(max_frames)
                 did = True
             elif self.decoded < len(self.source):
@@ -197,7 +204,10 @@ class Model:
         self.ctx.append(ctx)
         self._last_ctx[frame.conn] = ctx
         m = mine[0] if len(mine) == 1 else None
-        if m is not None and m.kind != "raw" and (m.is_event or m.raw == frame.data):
+        if frame.kind in DATAPLANE_KINDS:
+            self._ring_row(row, frame, m)
+        if m is not None and m.kind != "raw" and (m.is_event or m.raw == frame.data) \
+                and not (m.kind == "ring" and "resolved" in m.payload):  # kept whole: odd
             bits = KIND_CODE[m.kind]
             if m.reply:
                 bits |= REPLY
@@ -227,8 +237,21 @@ class Model:
             if x.reply and x.reply_to:
                 self._paired(x.reply_to - 1, number)
         self.decoded = number
-        if self._filter is not None and self.filtered == row:
+        if self._narrow and self.filtered == row:
             self.visible_append(row, mine)
+
+    def _ring_row(self, row: int, frame: Frame, m: Message | None) -> None:
+        """A ring/notify frame: note it for the Queues view; start hiding routine ones."""
+        if not self.rings_seen:
+            self.rings_seen = True
+            if not self.show_rings and self._filter is None:  # every earlier row is shown
+                self.visible = array("I", range(row))
+                self.filtered = row
+                self.generation += 1
+        if m is not None and m.kind == "ring":
+            session = self.pipeline.sessions.get(frame.conn)
+            if session is not None:
+                self.rings.note(session, row, m)
 
     def _owed(self, m: Message) -> bool:
         session = self.pipeline.sessions.get(m.conn)
@@ -367,7 +390,7 @@ class Model:
         with self.lock:
             self.filter_text = text.strip()
             self._filter = pred
-            self.visible = array("I") if pred is not None else None
+            self.visible = array("I") if self._narrow else None
             self.filtered = 0
             self.generation += 1
         self._wake.set()
@@ -377,7 +400,39 @@ class Model:
     @property
     def filtering(self) -> bool:
         """A filter is set and has not yet seen every decoded row."""
-        return self._filter is not None and self.filtered < self.decoded
+        return self._narrow and self.filtered < self.decoded
+
+    @property
+    def _narrow(self) -> bool:
+        """Some rows are left out: a filter is set, or routine ring/notify rows are hidden."""
+        return self._filter is not None or (self.rings_seen and not self.show_rings)
+
+    @property
+    def hiding_rings(self) -> bool:
+        return self.rings_seen and not self.show_rings
+
+    def set_show_rings(self, show: bool) -> None:
+        """Show every ring/notify row in the list (True) or only those with a problem."""
+        with self.lock:
+            self.show_rings = show
+            self.visible = array("I") if self._narrow else None
+            self.filtered = 0
+            self.generation += 1
+        self._wake.set()
+        if self._on_change:
+            self._on_change()
+
+    def _routine(self, row: int) -> bool:
+        """A ring/notify row that raises and resolves nothing (hidden unless shown)."""
+        bits = self.bits[row]
+        return not bits & (ODD | PROBLEM) and bits & 7 >= RING_CODE
+
+    def _keep(self, row: int, msgs: list[Message] | None = None) -> bool:
+        if self.hiding_rings and self._routine(row):
+            return False
+        if self._filter is None:
+            return True
+        return self._match(self.messages(row) if msgs is None else msgs)
 
     def _match(self, msgs: list[Message]) -> bool:
         pred = self._filter
@@ -391,8 +446,8 @@ class Model:
                 continue
         return False
 
-    def visible_append(self, row: int, msgs: list[Message]) -> None:
-        if self._match(msgs):
+    def visible_append(self, row: int, msgs: list[Message] | None) -> None:
+        if self._keep(row, msgs):
             assert self.visible is not None
             self.visible.append(row)
         self.filtered = row + 1
@@ -401,15 +456,15 @@ class Model:
         deadline = time.perf_counter() + BATCH_SECONDS
         end = min(self.decoded, self.filtered + max_rows)
         for row in range(self.filtered, end):
-            self.visible_append(row, self.messages(row))
+            self.visible_append(row, None)
             if row & 63 == 0 and time.perf_counter() > deadline:
                 break
 
     def _refilter(self, row: int) -> None:
         visible = self.visible
-        if self._filter is None or visible is None or row >= self.filtered:
+        if not self._narrow or visible is None or row >= self.filtered:
             return
-        match = self._match(self.messages(row))
+        match = self._keep(row)
         pos = bisect_left(visible, row)
         present = pos < len(visible) and visible[pos] == row
         if match and not present:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .app import VuInspectApp
 
 VIEW_NAMES = {"messages": "Messages", "state": "State", "connections": "Connections",
-              "stats": "Statistics"}
+              "stats": "Statistics", "queues": "Queues"}
 
 
 def palette_commands(app: VuInspectApp) -> Iterator[SystemCommand]:
@@ -31,6 +31,9 @@ def palette_commands(app: VuInspectApp) -> Iterator[SystemCommand]:
     yield SystemCommand("Jump to paired request/reply", "r", app.action_pair)
     yield SystemCommand("Time format: next", "absolute / relative / delta",
                         app.action_time_mode)
+    yield SystemCommand("Ring frames in the list: toggle",
+                        "every ring/notify frame, or only those with a problem (R)",
+                        app.action_toggle_rings)
     yield SystemCommand("Follow mode: toggle", "keep the newest message in view",
                         app.action_follow)
     yield SystemCommand("Save view as capture", "write the filtered or marked frames",

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
 
+from vuinspect.dataplane.text import notify_summary, resolved_text, ring_summary
+from vuinspect.frames import DATAPLANE_KINDS
+from vuinspect.message import Message
 from vuinspect.protocol.problems import worst
 from vuinspect.render import ARROWS, payload_summary, safe_text
 
@@ -78,6 +81,14 @@ def format_time(ts_ns: int, mode: str, base_ns: int | None, prev_ns: int | None)
     return f"{t:%H:%M:%S}.{ts_ns % 1_000_000_000 // 1000:06d}"
 
 
+def _dataplane_summary(msg: Message) -> str:
+    """A ring/notify row: the timeline line ``read --rings`` prints (one wording)."""
+    p = msg.payload
+    if msg.kind == "notify":
+        return notify_summary(p)
+    return "  ".join([ring_summary(p), *resolved_text(p)])
+
+
 def header_cells(time_mode: str) -> list[tuple[str, str]]:
     cells = []
     for c in COLUMNS:
@@ -108,7 +119,8 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
     else:
         name = msg.name + (" reply" if msg.reply else "") + \
             (" (nr)" if msg.need_reply and not msg.reply else "")
-        summary = payload_summary(msg)
+        summary = _dataplane_summary(msg) if msg.kind in DATAPLANE_KINDS \
+            else payload_summary(msg)
         if msg.fds:
             summary += (" " if summary else "") + "fds=[" + ", ".join(msg.fds) + "]"
         if len(msgs) > 1:

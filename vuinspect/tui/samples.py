@@ -179,3 +179,81 @@ def bulk_frames(messages: int, conns: int = 4) -> Iterator[Frame]:
         yield from s.frames
         left -= len(s.frames)
         i += 1
+
+
+S_NS = 1_000_000_000
+
+
+def _chain(head: int, sector: int, write: bool) -> dict[str, Any]:
+    """An in-flight blk request as the sampler stores it (``Chain.to_json()``)."""
+    base = 0x3F000000 + head * 0x3000
+    descs = [{"index": head, "addr": base, "len": 16, "flags": 1, "flag_names": ["NEXT"],
+              "next": head + 1, "indirect_table": None},
+             {"index": head + 1, "addr": base + 0x1000, "len": 4096,
+              "flags": 1 if write else 3, "flag_names": ["NEXT"] if write else ["NEXT", "WRITE"],
+              "next": head + 2, "indirect_table": None},
+             {"index": head + 2, "addr": base + 0x2000, "len": 1, "flags": 2,
+              "flag_names": ["WRITE"], "next": 0, "indirect_table": None}]
+    header = {"layout": "virtio_blk_outhdr", "type": 1 if write else 0,
+              "type_name": "OUT" if write else "IN", "ioprio": 0, "sector": sector}
+    return {"head": head, "descs": descs, "problems": [], "header": header,
+            "truncated": False, "readable": 16 + (4096 if write else 0),
+            "writable": 1 + (0 if write else 4096)}
+
+
+def queue_frames() -> list[Frame]:
+    """Rings of two blk sessions (the Queues view's sample): samples and kicks/calls.
+
+    Connection 1: vring 0 stalls for about two seconds with four requests in
+    flight, then completes them (resolved, with its duration); vring 1 runs
+    the whole time.  Connection 2: vring 0 stalls and is still stalled when
+    the capture ends (its sample holds the in-flight chains).
+    """
+    from vuinspect.frames import notify_frame, ring_frame
+
+    s = Script()
+    blk_handshake(s, 1, "/run/vhost/blk0.sock")
+    blk_handshake(s, 2, "/run/vhost/blk1.sock", queues=1)
+    t0 = s.ts + 1_000_000
+
+    def ring(t: float, conn: int, vring: int, avail: int, used: int,
+             chains: list[dict[str, Any]] | None = None) -> None:
+        ts = t0 + int(t * S_NS)
+        sample: dict[str, Any] = {"vring": vring, "ts_ns": ts, "layout": "split", "num": 256,
+                                  "ok": True, "avail_idx": avail, "used_idx": used,
+                                  "avail_flags": 0, "used_flags": 0, "problems": [],
+                                  "in_flight": (avail - used) & 0xFFFF}
+        if chains:
+            sample["chains"] = chains
+        s.frames.append(ring_frame(ts, conn, sample))
+
+    def notify(t: float, conn: int, vring: int, signal: str, count: int) -> None:
+        ts = t0 + int(t * S_NS)
+        s.frames.append(notify_frame(ts, conn, vring, signal, count, ts - 9_000_000, ts))
+
+    stalled = [_chain(4 * i, 2048 + 8 * i, write=i % 2 == 1) for i in range(4)]
+    for step in range(41):  # 0.0 .. 4.0 s, every 100 ms
+        t = step / 10
+        # c1 vring 1: steady I/O, 8 requests done per 100 ms
+        ring(t, 1, 1, 8 * step + 2, 8 * step)
+        notify(t + 0.001, 1, 1, "kick", 8)
+        notify(t + 0.002, 1, 1, "call", 8)
+        # c1 vring 0: runs, stalls from 0.5 s to 2.7 s with 4 in flight, then runs again
+        if step <= 5:
+            ring(t, 1, 0, 4 * step + (4 if step == 5 else 0), 4 * step)
+        elif step < 27:
+            if step % 5 == 0:  # keepalive samples while requests wait
+                ring(t, 1, 0, 24, 20, stalled)
+        else:
+            ring(t, 1, 0, 24 + 4 * (step - 27), 24 + 4 * (step - 27))
+        if step <= 5 or step >= 27:
+            notify(t + 0.003, 1, 0, "kick", 4)
+            notify(t + 0.004, 1, 0, "call", 4)
+        # c2 vring 0: runs until 1.0 s, then stalls with 3 in flight to the end
+        if step <= 10:
+            ring(t, 2, 0, 6 * step + (3 if step == 10 else 0), 6 * step, stalled[:3]
+                 if step == 10 else None)
+        elif step % 5 == 0:
+            ring(t, 2, 0, 63, 60, stalled[:3])
+    s.frames.sort(key=lambda f: f.ts_ns)
+    return s.frames

@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 
 from .app import VuInspectApp
 from .detail import DetailTree
-from .samples import demo_frames, write_capture
+from .samples import demo_frames, queue_frames, write_capture
 from .sources import FileSource
 
 Step = Callable[[VuInspectApp, Pilot], Awaitable[None]]
@@ -84,6 +84,11 @@ async def _view(name: str) -> Step:
     return step
 
 
+async def _queues(app: VuInspectApp, pilot: Pilot) -> None:
+    await pilot.press("5", "down", "down")
+    await pilot.pause()
+
+
 async def _help(app: VuInspectApp, pilot: Pilot) -> None:
     await pilot.press("question_mark")
     await pilot.pause()
@@ -97,15 +102,24 @@ async def _screens() -> list[tuple[str, Step, tuple[int, int]]]:
         ("connections", await _view("connections"), (150, 12)),
         ("statistics", await _view("stats"), (140, 30)),
         ("help", _help, (140, 50)),
+        ("queues", _queues, (150, 11)),
     ]
 
 
-async def shoot(path: str, out_dir: str, text: bool = False) -> list[str]:
-    """Write one SVG per screen into ``out_dir``; returns the files written."""
+#: Screens shown on a capture of their own (the demo capture has no ring frames).
+OWN_CAPTURE = {"queues": queue_frames}
+
+
+async def shoot(path: str, out_dir: str, text: bool = False,
+                own: dict[str, str] | None = None) -> list[str]:
+    """Write one SVG per screen into ``out_dir``; returns the files written.
+
+    ``own`` maps a screen to the capture it shows instead of ``path``.
+    """
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for name, step, size in await _screens():
-        app = VuInspectApp(FileSource(path), poll_interval=3600)
+        app = VuInspectApp(FileSource((own or {}).get(name, path)), poll_interval=3600)
         async with app.run_test(size=size) as pilot:
             await _settle(app, pilot)
             await step(app, pilot)
@@ -127,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.capture or write_capture(os.path.join(tmp, "demo.pcapng"), demo_frames())
-        for f in asyncio.run(shoot(path, args.out, args.text)):
+        own = {} if args.capture else {
+            name: write_capture(os.path.join(tmp, f"{name}.pcapng"), frames())
+            for name, frames in OWN_CAPTURE.items()}
+        for f in asyncio.run(shoot(path, args.out, args.text, own)):
             print(f)
     return 0
 

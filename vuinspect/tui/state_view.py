@@ -84,6 +84,21 @@ def waiting_table(session: Session, now_ns: int) -> RenderableType:
     return t
 
 
+def ring_waiting_table(session: Session, now_ns: int) -> list[RenderableType]:
+    """Active data-plane findings: requests in flight on a vring that nobody moves."""
+    rows = [f for i in sorted(session.dataplane.rings)
+            for f in session.dataplane.rings[i].active.values()]
+    if not rows:
+        return []
+    t = _table("Waiting: vrings with requests in flight (5: Queues)",
+               "vring", "problem", "in flight", "since (UTC)", "for")
+    end_ns = session.closed_ns if session.closed_ns is not None else now_ns
+    for f in rows:
+        t.add_row(*_cells(f.vring, f.code, f.in_flight, format_time(f.since_ns, "abs", None, None),
+                          format_age(max(0, end_ns - f.since_ns))), style="bold red")
+    return [t]
+
+
 def session_renderable(session: Session, now_ns: int) -> RenderableType:
     """Everything the state view shows for one session."""
     s = session
@@ -109,7 +124,8 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
         head.append(f"   status 0x{s.status:x} [{names}]")
     if s.mtu is not None:
         head.append(f"   mtu {s.mtu}")
-    parts: list[RenderableType] = [head, waiting_table(s, now_ns), Text("")]
+    parts: list[RenderableType] = [head, waiting_table(s, now_ns),
+                                   *ring_waiting_table(s, now_ns), Text("")]
     parts.append(feature_table("Virtio features", s.virtio_offered, s.virtio_acked,
                                F.virtio_table(s.device)))
     parts.append(Text(""))

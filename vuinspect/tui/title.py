@@ -13,9 +13,9 @@ from vuinspect.render import safe_text
 
 from .model import Model
 
-VIEWS = ("messages", "state", "connections", "stats")
+VIEWS = ("messages", "state", "connections", "stats", "queues")
 VIEW_TITLES = {"messages": "1 Messages", "state": "2 State", "connections": "3 Connections",
-               "stats": "4 Statistics"}
+               "stats": "4 Statistics", "queues": "5 Queues"}
 
 
 def title_text(m: Model, view: str, *, follow: bool, marks: int) -> Text:
@@ -36,7 +36,8 @@ def title_text(m: Model, view: str, *, follow: bool, marks: int) -> Text:
         pct = 100 * decoded // total if total else 100
         t.append(f"  decoding {pct}%", style="yellow")
     if m.visible is not None:
-        t.append(safe_text(f"  filter: {m.filter_text}  {len(m):,} shown"), style="cyan")
+        what = f"filter: {m.filter_text}" if m.filter_text else "routine rings hidden (R)"
+        t.append(safe_text(f"  {what}  {len(m):,} shown"), style="cyan")
         if m.filtering:
             pct = 100 * m.filtered // m.decoded if m.decoded else 0
             t.append(f" (filtering {pct}%)", style="yellow")

@@ -1,0 +1,162 @@
+"""The data plane in the TUI: the Queues view, ring rows in the list (R), waits in State."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vuinspect.dataplane.text import in_message_list
+from vuinspect.pipeline import Pipeline
+from vuinspect.tui.app import VuInspectApp
+from vuinspect.tui.model import Model
+from vuinspect.tui.queues import ChainsScreen, QueuesView
+from vuinspect.tui.queues_data import sparkline
+from vuinspect.tui.samples import queue_frames
+from vuinspect.tui.sources import FileSource, FrameListSource
+
+from .conftest import screen_text, settle
+
+SIZE = (150, 30)
+
+
+def _model() -> tuple[Model, dict[int, list]]:
+    frames = queue_frames()
+    m = Model(FrameListSource(frames))
+    m.run_to_end()
+    by_frame: dict[int, list] = {}
+    for msg in Pipeline().run(frames):
+        by_frame.setdefault(msg.frame, []).append(msg)
+    return m, by_frame
+
+
+def test_list_hides_routine_ring_rows_by_the_read_rule_and_r_shows_them() -> None:
+    m, by_frame = _model()
+    rings = [f for f, ms in by_frame.items() if ms[0].kind in ("ring", "notify")]
+    assert len(rings) > 150
+    shown = {f for f, ms in by_frame.items() if any(in_message_list(x) for x in ms)}
+    assert [m.row_at(p) + 1 for p in range(len(m))] == sorted(shown)
+    kept = [f for f in shown if by_frame[f][0].kind == "ring"]
+    assert len(kept) == 3  # two stalls raised, one resolved
+    m.set_show_rings(True)
+    m.run_to_end()
+    assert len(m) == len(by_frame) and m.visible is None
+    m.set_filter("kind == notify")
+    m.run_to_end()
+    assert len(m) == sum(1 for ms in by_frame.values() if ms[0].kind == "notify")
+    m.set_show_rings(False)  # the filter and the rule together: no routine notify is left
+    m.run_to_end()
+    assert len(m) == 0
+
+
+def test_ring_rows_rebuild_as_the_pipeline_made_them() -> None:
+    m, by_frame = _model()
+    for row in range(len(m.source)):
+        assert [x.to_dict() for x in m.messages(row)] == \
+            [x.to_dict() for x in by_frame[row + 1]], row
+
+
+def test_sparkline_follows_progress() -> None:
+    s = 1_000_000_000
+    steady = [(i * s // 10, i * 8) for i in range(41)]
+    assert sparkline(steady, 4 * s, bins=4) == "████"
+    stalled = [(0, 0), (s, 10), (3 * s, 10), (4 * s, 20)]
+    line = sparkline(stalled, 4 * s, bins=4)
+    assert line[0] == "█" and line[1:3] == "  " and line[3] == "█"
+    assert sparkline([], 4 * s, bins=4) == "    "
+
+
+async def test_queues_view_rows(queue_path: Path) -> None:
+    app = VuInspectApp(FileSource(queue_path), poll_interval=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("5")
+        await pilot.pause()
+        assert app.view == "queues" and isinstance(app.focused, QueuesView)
+        text = screen_text(app)
+        assert "[5 Queues]" in text
+        lines = {tuple(line.split()[:2]): line for line in text.splitlines()
+                 if line.strip().startswith(("c1 ", "c2 ")) and line.split()[1].isdigit()}
+        assert set(lines) == {("c1", "0"), ("c1", "1"), ("c2", "0")}
+        c1q0, c1q1, c2q0 = lines[("c1", "0")], lines[("c1", "1")], lines[("c2", "0")]
+        assert "running" in c1q0 and "backend_stalled resolved after 2.2 s" in c1q0
+        assert "running" in c1q1 and "ms ago" in c1q1 and " 80 " in c1q1
+        # state num avail used in-flight rate
+        assert c2q0.split()[2:8] == ["stalled", "256", "63", "60", "3", "0"]
+        assert "backend_stalled: 3 in flight for 3.0 s" in c2q0
+        assert "c2 vring 0 stalled: backend_stalled: 3 in flight" not in text  # cursor on c1
+        await pilot.press("down", "down")
+        await pilot.pause()
+        assert "c2 vring 0 stalled: backend_stalled: 3 in flight for 3.0 s" in screen_text(app)
+        assert "- " in c2q0  # no notify frames on c2: no last kick/call
+
+
+async def test_enter_on_a_ring_row_opens_its_in_flight_chains(queue_path: Path) -> None:
+    app = VuInspectApp(FileSource(queue_path), poll_interval=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("5", "down", "down", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ChainsScreen)
+        text = screen_text(app)
+        assert "c2 vring 0: in-flight chains" in text
+        assert "avail=63 used=60 in_flight=3" in text
+        assert "head 0: 3 desc" in text and "IN type=0 ioprio=0 sector=2048" in text
+        assert "head 4:" in text and "OUT type=1" in text and "head 8:" in text
+        await pilot.press("escape", "up", "enter")  # c1 vring 1: two in flight, no chains kept
+        await pilot.pause()
+        assert isinstance(app.screen, ChainsScreen)
+        assert "holds no descriptor chains" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ChainsScreen)
+
+
+async def test_r_toggles_ring_rows_in_the_list(queue_path: Path) -> None:
+    app = VuInspectApp(FileSource(queue_path), poll_interval=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        shown = len(app.model)
+        text = screen_text(app)
+        assert "routine rings hidden (R)" in text and "R Rings" in text
+        await pilot.press("G")
+        await pilot.pause()
+        text = screen_text(app)  # the stalls raised and resolved are in the list
+        assert "avail=63 used=60 in_flight=3  !! backen" in text
+        assert "avail=24 used=24 in_flight=0  resolved" in text
+        await pilot.press("R")
+        await settle(pilot, app)
+        assert len(app.model) == len(app.model.source) > shown
+        assert "routine rings hidden" not in screen_text(app)
+        await pilot.press("G")
+        await pilot.pause()
+        assert "NOTIFY" in screen_text(app) or "RING" in screen_text(app)
+        await pilot.press("R")
+        await settle(pilot, app)
+        assert len(app.model) == shown
+
+
+async def test_state_waiting_panel_shows_data_plane_waits(queue_path: Path) -> None:
+    app = VuInspectApp(FileSource(queue_path), poll_interval=3600)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("2", "down")  # connection 2
+        await pilot.pause()
+        text = screen_text(app)
+        assert "Waiting: vrings with requests in flight" in text
+        row = next(line for line in text.splitlines() if "backend_stalled" in line)
+        assert row.split()[:4] == ["0", "│", "backend_stalled", "│"]
+        assert "3" in row and "3.0 s" in row
+        await pilot.press("up")  # connection 1: its stall was resolved, nothing waits
+        await pilot.pause()
+        assert "Waiting: vrings" not in screen_text(app)
+
+
+async def test_queues_view_without_rings_says_how_to_get_them(demo_path: Path) -> None:
+    app = VuInspectApp(FileSource(demo_path), poll_interval=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        assert app.model.visible is None  # nothing hidden, nothing filtered
+        await pilot.press("5", "enter")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "No ring samples: record with the proxy's --rings on" in text
+        assert not isinstance(app.screen, ChainsScreen)
