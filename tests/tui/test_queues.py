@@ -160,3 +160,39 @@ async def test_queues_view_without_rings_says_how_to_get_them(demo_path: Path) -
         text = screen_text(app)
         assert "No ring samples: record with the proxy's --rings on" in text
         assert not isinstance(app.screen, ChainsScreen)
+
+
+async def test_hostile_ring_frames_are_escaped_and_bounded(tmp_path: Path) -> None:
+    from vuinspect.frames import event_frame, ring_frame
+    from vuinspect.tui.samples import T0_NS, write_capture
+
+    chains = [{"head": "\x1b]0;pwned\x07", "descs": "nope", "readable": [1],
+               "header": {"layout": "\x1b[31m", "type_name": "\x1b[2J", "sector": 1},
+               "problems": [{"code": "\x1b[5m", "text": "\n\x1b[1;1H"}]}, 5, None]
+    good = {"vring": 0, "ts_ns": T0_NS + 1, "layout": "split", "num": 256, "ok": True,
+            "avail_idx": 5, "used_idx": 1, "problems": [], "chains": chains}
+    frames = [event_frame("open", T0_NS, 1, {"label": "x", "device": "blk"}),
+              ring_frame(T0_NS + 1, 1, good),
+              ring_frame(T0_NS + 2, 1, {**good, "layout": "\x1b[2J", "vring": 1}),
+              ring_frame(T0_NS + 3, 1, {**good, "vring": 10**12}),
+              ring_frame(T0_NS + 4, 1, {"vring": "0\x1b[2J", "chains": "x"})]
+    path = write_capture(tmp_path / "hostile.pcapng", frames)
+    app = VuInspectApp(FileSource(path), poll_interval=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("R")  # every ring row in the list: their summaries escaped too
+        await settle(pilot, app)
+        assert "\x1b" not in screen_text(app)
+        await pilot.press("5")
+        await pilot.pause()
+        text = screen_text(app)
+        rows = [line.split()[:3] for line in text.splitlines()
+                if line.startswith(" c1 ") and line.split()[1].isdigit()]
+        assert rows == [["c1", "0", "idle"], ["c1", "1000000000000", "idle"]]
+        await pilot.press("enter")
+        await pilot.pause()
+        text = screen_text(app)
+        assert isinstance(app.screen, ChainsScreen)
+        assert "\x1b" not in text and "\x07" not in text
+        assert "\\x1b[2J" in text and "head \\x1b]0;pwned" not in text  # head is not an int: ?
+        assert "head ?: 0 desc" in text
