@@ -196,3 +196,43 @@ async def test_hostile_ring_frames_are_escaped_and_bounded(tmp_path: Path) -> No
         assert "\x1b" not in text and "\x07" not in text
         assert "\\x1b[2J" in text and "head \\x1b]0;pwned" not in text  # head is not an int: ?
         assert "head ?: 0 desc" in text
+
+
+async def test_live_queues_view_shows_a_stall_then_its_resolution() -> None:
+    import threading
+    import time
+
+    from vuinspect.tui.sources import LiveSource
+
+    frames = queue_frames()
+    cut = next(i for i, f in enumerate(frames)  # just after c1's stall was raised
+               if f.kind == "ring" and f.data.startswith(b'{"vring":0,') and f.conn == 1
+               and b'"used_idx":20,' in f.data
+               and f.ts_ns - frames[0].ts_ns > 2_400_000_000)
+    now = [frames[cut].ts_ns]
+    live = LiveSource("test feed")
+    app = VuInspectApp(live, clock=lambda: now[0], poll_interval=0.05)
+
+    def feed(part: list) -> None:
+        t = threading.Thread(target=lambda: [live.push(f) for f in part], daemon=True)
+        t.start()
+        t.join(5)
+
+    def c1q0() -> str:
+        return next((line for line in screen_text(app).splitlines()
+                     if line.split()[:2] == ["c1", "0"]), "")
+
+    async with app.run_test(size=SIZE) as pilot:
+        feed(frames[:cut + 1])
+        await pilot.press("5")
+        deadline = time.monotonic() + 10
+        while "stalled" not in c1q0() and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        assert "stalled" in c1q0() and "backend_stalled: 4 in flight" in c1q0()
+        assert "0 " in c1q0().split("stalled", 1)[1]  # rate 0 while stalled
+        now[0] = frames[-1].ts_ns
+        feed(frames[cut + 1:])
+        while "resolved" not in c1q0() and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        assert "running" in c1q0() and "backend_stalled resolved after 2.2 s" in c1q0()
+        live.end()
