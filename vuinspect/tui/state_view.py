@@ -90,12 +90,15 @@ def ring_waiting_table(session: Session, now_ns: int) -> list[RenderableType]:
             for f in session.dataplane.rings[i].active.values()]
     if not rows:
         return []
-    t = _table("Waiting: vrings with requests in flight (5: Queues)",
-               "vring", "problem", "in flight", "since (UTC)", "for")
+    # lines, not a table: they wrap instead of being cut in a narrow state pane
+    t = Text("Waiting: vrings with requests in flight (5: Queues)\n", style="bold")
     end_ns = session.closed_ns if session.closed_ns is not None else now_ns
     for f in rows:
-        t.add_row(*_cells(f.vring, f.code, f.in_flight, format_time(f.since_ns, "abs", None, None),
-                          format_age(max(0, end_ns - f.since_ns))), style="bold red")
+        t.append(safe_text(f"  vring {f.vring}  {f.code}  {f.in_flight} in flight  since "
+                           f"{format_time(f.since_ns, 'abs', None, None)} UTC "
+                           f"({format_age(max(0, end_ns - f.since_ns))})") + "\n",
+                 style="bold red")
+    t.rstrip()
     return [t]
 
 
