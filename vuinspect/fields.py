@@ -75,6 +75,8 @@ FIELDS: tuple[FieldSpec, ...] = (
               aliases=("problem", "problem_codes"), values=tuple(CODES)),
     FieldSpec("severity", "str", "highest severity of the problems: error, warning or note",
               values=SEVERITIES),
+    FieldSpec("comment", "str", "the capture's comment on the frame (pcapng, editcap -a or "
+              "the TUI's c)"),
 )
 
 #: the Wireshark field of a name is this prefix + the name (vhost_user.payload.num)

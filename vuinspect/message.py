@@ -42,6 +42,8 @@ class Message:
     reply_to: int | None = None
     reply_in: int | None = None
     latency_us: float | None = None
+    #: the capture's comment on the frame that completed the message (pcapng opt_comment)
+    comment: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     big_endian: bool = False
 
@@ -96,6 +98,7 @@ class Message:
             "latency_us": self.latency_us,
             "problems": [p.to_json() for p in self.problems],
             "severity": self.severity,
+            "comment": self.comment,
         }
 
 

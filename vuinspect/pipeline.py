@@ -43,7 +43,10 @@ class Pipeline:
         self.frames += 1
         number = self.frames
         if frame.kind != "data":
-            return self._event(frame, number)
+            events = self._event(frame, number)
+            if frame.comment:
+                events[-1].comment = frame.comment  # (the event itself, after any flush)
+            return events
         session = self.session(frame.conn)
         framers = self._framers.get(frame.conn)
         if framers is None:
@@ -60,6 +63,9 @@ class Pipeline:
         for raw in raws:
             self.messages += 1
             out.append(session.handle(raw, self.messages, frame.direction, frame.channel))
+        if frame.comment:  # the capture's comment on the frame (editcap -a): its messages
+            for msg in out:
+                msg.comment = frame.comment
         return out
 
     def _event(self, frame: Frame, number: int) -> list[Message]:

@@ -146,7 +146,12 @@ def format_ts(ts_ns: int, base_ns: int | None = None) -> str:
 
 
 def summary_line(msg: Message, base_ns: int | None = None) -> str:
-    """One line per message, like tshark's summary."""
+    """One line per message, like tshark's summary; a frame comment ends it after ``#``."""
+    line = _summary(msg, base_ns)
+    return line if msg.comment is None else f"{line}  # {safe_text(msg.comment)}"
+
+
+def _summary(msg: Message, base_ns: int | None) -> str:
     if msg.is_event:
         head = f"{msg.frame:>6} {format_ts(msg.ts_ns, base_ns):>12} c{msg.conn:<3} {'':7} *"
         return f"{head} {msg.name} {payload_summary(msg)}"

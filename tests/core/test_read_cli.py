@@ -107,3 +107,27 @@ def test_bad_inputs_give_one_clear_line(tmp_path):
         err = r.stderr.decode()
         assert r.returncode != 0 and needle in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_frame_comments_are_shown_kept_in_json_and_filtered(tmp_path):
+    """pcapng frame comments (editcap -a, or the TUI's c) reach read's lines, NDJSON and filters."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("editcap") is None:
+        pytest.skip("editcap not installed")
+    from pathlib import Path
+
+    blk = Path(__file__).resolve().parents[2] / "captures" / "blk.pcapng"
+    out = tmp_path / "commented.pcapng"
+    subprocess.run(["editcap", "-a", "5:look \x1b[2J here", str(blk), str(out)], check=True,
+                   capture_output=True)
+    lines = vuinspect("read", str(out)).stdout.decode().splitlines()
+    assert lines[4].endswith("  # look \\x1b[2J here") and "\x1b" not in lines[4]
+    assert not any("#" in line for i, line in enumerate(lines) if i != 4)
+    rows = [json.loads(line) for line in vuinspect("read", "--json", str(out)).stdout.splitlines()]
+    assert [r["frame"] for r in rows if r["comment"]] == [5]
+    assert rows[4]["comment"] == "look \x1b[2J here"
+    hit = vuinspect("read", "-T", "fields", "-e", "frame", "-f", "comment ~ look", str(out))
+    assert hit.stdout.decode().split() == ["5"]
