@@ -124,7 +124,7 @@ def test_blocking_hook_holds_only_its_connection(sockdir, proxy, backend_server)
     script = write_script(sockdir, (
         "import time\n"
         "def message(flow, msg):\n"
-        "    if msg.name == 'GET_VRING_BASE':\n"
+        "    if msg.name == 'GET_VRING_BASE' and not msg.reply:  # (the request only)\n"
         "        time.sleep(1.5)\n"))
     srv, rec, px = addon_proxy(proxy, sockdir, [script], lines)
     slow = wire.connect(px)

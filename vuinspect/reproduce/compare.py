@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..frames import DATAPLANE_KINDS
 from ..message import Message
 
 #: What is never compared (documented for ``--help`` and the report).
@@ -234,7 +235,8 @@ def _units(messages: list[Message]) -> dict[str, list[_Unit]]:
     used: set[int] = set()
     out: dict[str, list[_Unit]] = {}
     for m in messages:
-        if m.is_event or (m.kind == "message" and m.is_reply and m.reply_to is not None):
+        if (m.is_event or m.kind in DATAPLANE_KINDS  # (ring samples: guest memory, not messages)
+                or (m.kind == "message" and m.is_reply and m.reply_to is not None)):
             continue
         key = f"{m.name} reply" if m.kind == "message" and m.is_reply else m.name or m.kind
         reply = by_frame.get(m.reply_in) if m.reply_in is not None else None

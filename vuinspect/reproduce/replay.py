@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import CliError
-from ..frames import Channel, Direction, Frame, Kind, event_frame
+from ..frames import DATAPLANE_KINDS, Channel, Direction, Frame, Kind, event_frame
 from ..message import Message
 from ..protocol.requests import HEADER_SIZE, MAX_PAYLOAD, REPLY_FLAGS
 from ..proxy.fds import ANC_SIZE, describe_fd, fds_from_ancdata
@@ -349,4 +349,5 @@ def pick_connection(messages: list[Message], conn: int | None) -> list[Message]:
         conn = conns[0]
     elif conn not in conns:
         raise CliError(f"no connection {conn} in the capture (it has {', '.join(map(str, conns))})")
-    return [m for m in messages if m.conn == conn]
+    # (ring samples and notification counts are the data plane, not messages to replay)
+    return [m for m in messages if m.conn == conn and m.kind not in DATAPLANE_KINDS]
