@@ -147,7 +147,7 @@ def test_testpmd_txonly_fills_rings_that_nobody_consumes(packed):
     # the receive ring's posted buffers wait for packets: normal, not a stall
     assert is_receive_queue("net", RX) and not is_receive_queue("net", TX)
     assert diagnose(samples[RX], now_ns=samples[RX][-1].ts_ns + 3 * S, receive=True) == []
-    assert fd_count() == before
+    assert fd_count() <= before  # (no fd left open; other tests' threads may close theirs meanwhile)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["split", "packed"])
@@ -179,4 +179,4 @@ def test_traffic_resumes_when_the_device_consumes(packed):
     assert findings and findings[0].code == "backend_stalled"
     assert findings[0].resolution == "progress" and findings[0].duration_ns >= 0.4 * S
     assert not [f for f in findings if f.active]
-    assert fd_count() == before
+    assert fd_count() <= before  # (no fd left open; other tests' threads may close theirs meanwhile)
