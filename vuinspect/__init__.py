@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "open"]
 
 
-def open(source: Any, filter: str | None = None, *,  # noqa: A001,A002 - the API's names
+def open(source: Any, filter: str | None = None, *,  # the API's names
          device: str | None = None) -> Iterator[Message]:
     """Yield the messages of a capture (see :func:`vuinspect.api.open`).
 

@@ -114,7 +114,7 @@ def load_addons(path: str, index: int = 0) -> list[Addon]:
     module = types.ModuleType(f"vuinspect_addon_{index}")
     module.__file__ = path
     try:
-        exec(code, module.__dict__)  # noqa: S102 - running the user's own addon is the point
+        exec(code, module.__dict__)  # running the user's own addon is the point
     except Exception as exc:  # noqa: BLE001 - any failure of the script is its user's to see
         raise AddonError(f"--script {path}{_where(exc, path)}: failed to load: "
                          f"{type(exc).__name__}: {exc}") from None

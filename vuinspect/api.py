@@ -91,7 +91,7 @@ def is_pcapng(path: str) -> bool:
         return f.read(4) == b"\x0a\x0d\x0d\x0a"
 
 
-def open(source: Source | list[str], filter: str | None = None, *,  # noqa: A001,A002 - the API's names
+def open(source: Source | list[str], filter: str | None = None, *,  # the API's names
          device: str | None = None) -> Iterator[Message]:
     """Yield the messages (and connection events) of a capture file, in capture order.
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def start(argv: list[str], log: Path, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *argv], stdout=kw.pop("stdout", subprocess.DEVNULL),
-                            stderr=open(log, "wb"), **kw)  # noqa: SIM115
+                            stderr=open(log, "wb"), **kw)
 
 
 def wait_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 15) -> None:

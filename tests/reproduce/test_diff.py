@@ -24,7 +24,7 @@ def run(capsys, *argv: str) -> tuple[int, str]:
     return rc, capsys.readouterr().out
 
 
-def rewrite(tmp_path: Path, change) -> Path:  # noqa: ANN001 - Frame -> Frame | None
+def rewrite(tmp_path: Path, change) -> Path:  # Frame -> Frame | None
     """A copy of blk.pcapng with each frame passed through ``change`` (None drops it)."""
     out = tmp_path / "changed.pcapng"
     with CaptureWriter(str(out)) as w:

@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import ws_pdml  # noqa: E402
-import ws_samples  # noqa: E402
+import ws_pdml
+import ws_samples
 
 HAVE_TSHARK = shutil.which("tshark") is not None
 

@@ -58,7 +58,7 @@ def _open_source(source: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, b
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
-            return open(path, "rb", buffering=0), True, path  # noqa: SIM115 - closed by close()
+            return open(path, "rb", buffering=0), True, path  # closed by close()
         except OSError as exc:
             raise CaptureError(f"cannot open capture {path}: {exc.strerror}") from None
     return source, False, getattr(source, "name", "<file>")
@@ -174,7 +174,7 @@ class CaptureReader:
         self._iterating = True
         return self._frames()
 
-    def _frames(self) -> Iterator[Frame]:  # noqa: C901 - one hot loop, kept flat for speed
+    def _frames(self) -> Iterator[Frame]:  # one hot loop, kept flat for speed
         if self._pcap:
             yield from self._pcap_frames()
             return

@@ -219,7 +219,7 @@ def _lines(feed_fd: int, out: IO[str], device: str | None) -> None:
                 show(frame)
             except (BrokenPipeError, ValueError):
                 raise
-            except Exception as exc:  # a decoder bug must not stop the stream being read
+            except Exception as exc:  # noqa: BLE001 - a decoder bug must not stop the stream being read
                 errors += 1
                 if errors <= 3:
                     print(f"vuinspect proxy: could not show a frame: {exc!r}", file=sys.stderr)

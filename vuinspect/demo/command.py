@@ -125,7 +125,7 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
         try:
             outcomes.append(_run_backend(
                 args, workdir, scenarios.ProxySpec(capture), log.append))
-        except BaseException as exc:  # reported after the TUI closes
+        except BaseException as exc:  # noqa: BLE001 - reported after the TUI closes
             errors.append(exc)
 
     thread = threading.Thread(target=work, name="vuinspect-demo", daemon=True)

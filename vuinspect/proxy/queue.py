@@ -154,7 +154,7 @@ class FrameQueue:
                     # _STOP (returned above): only a Frame reaches here.  No cast():
                     # a call per frame on the delivery loop.
                     sink(item)  # type: ignore[arg-type]
-                except Exception:
+                except Exception:  # noqa: BLE001 - a sink's bug is reported, never stops delivery
                     self._error()
                 else:
                     self.delivered += 1
@@ -166,7 +166,7 @@ class FrameQueue:
         if self.on_idle is not None:
             try:
                 self.on_idle()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a sink's bug is reported, never stops delivery
                 self._error()
 
     def _error(self) -> None:

@@ -235,7 +235,7 @@ class Link:
             self._loop()
         except _Ended:
             pass
-        except Exception as exc:  # a bug must not leak fds or hang the peers
+        except Exception as exc:  # noqa: BLE001 - a bug must not leak fds or hang the peers
             with self._lock:
                 if self._first_end is None:
                     self._first_end = (-1, "error", f"proxy error relaying: {exc!r}")
@@ -243,7 +243,7 @@ class Link:
             self._shutdown_all()
             self._close()
 
-    def _loop(self) -> None:  # noqa: C901 - the hot path is kept flat on purpose
+    def _loop(self) -> None:  # the hot path is kept flat on purpose
         socks = self.socks
         fd0 = self._fileno[0]
         poller = self._poller

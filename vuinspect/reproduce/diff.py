@@ -36,7 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_report_options(p)
 
 
-def print_report(report, args: argparse.Namespace) -> int:  # noqa: ANN001 - compare.Report
+def print_report(report, args: argparse.Namespace) -> int:  # compare.Report
     if args.json:
         print(json.dumps(report.to_json()))
     else:

@@ -170,12 +170,12 @@ class Recorder:
         with self._lock:
             self.frames.append(event_frame(kind, time.time_ns(), 1, info, channel))
 
-    def _start(self, target, *args: object) -> None:  # noqa: ANN001
+    def _start(self, target, *args: object) -> None:
         t = threading.Thread(target=target, args=args, daemon=True)
         t.start()
         self._threads.append(t)
 
-    def _read(self, sock: socket.socket, channel: Channel, on_message,  # noqa: ANN001
+    def _read(self, sock: socket.socket, channel: Channel, on_message,
               peer: str = "backend") -> None:
         """Receive the peer's messages on one channel until EOF or the budget ends."""
         direction: Direction = "b2f" if peer == "backend" else "f2b"

@@ -442,7 +442,7 @@ class Model:
             try:
                 if pred(m):
                     return True
-            except Exception:  # noqa: BLE001,S112 - a value the filter cannot compare: no match
+            except Exception:  # noqa: BLE001 - a value the filter cannot compare: no match
                 continue
         return False
 

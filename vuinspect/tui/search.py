@@ -38,7 +38,7 @@ def matcher(text: str) -> tuple[Matcher, str]:
             try:
                 if pred(m):
                     return True
-            except Exception:  # noqa: BLE001,S112 - incomparable value: no match
+            except Exception:  # noqa: BLE001 - incomparable value: no match
                 continue
         return False
 
