@@ -19,6 +19,8 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check vuinspect tests bench
+	$(BIN)/ruff format --check vuinspect tests bench
+	$(BIN)/mypy
 
 test: setup lint
 	bash scripts/build-guest.sh

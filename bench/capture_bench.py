@@ -100,9 +100,13 @@ def run(quick: bool) -> dict:
 def _pyshark_rate(path: str, limit: int) -> float | None:
     """Messages/s of pyshark iterating ``path``, in a child: pyshark's asyncio loop, its
     SIGCHLD handler and its subprocess transports must not outlive it in this process."""
-    res = subprocess.run([PY, "-m", "bench.capture_bench", "--pyshark", path, str(limit)],
-                         capture_output=True, text=True, timeout=1800,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run(
+        [PY, "-m", "bench.capture_bench", "--pyshark", path, str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     try:
         return float(res.stdout.split()[-1])
     except (IndexError, ValueError):
@@ -114,7 +118,9 @@ def _pyshark_child(path: str, limit: int) -> float | None:
         import pyshark
     except ImportError:
         return None
-    cap = pyshark.FileCapture(path, custom_parameters=["-X", f"lua_script:{LUA}"], keep_packets=False)
+    cap = pyshark.FileCapture(
+        path, custom_parameters=["-X", f"lua_script:{LUA}"], keep_packets=False
+    )
     t0 = time.perf_counter()
     count = 0
     try:

@@ -19,7 +19,13 @@ def frames(n: int) -> list[Frame]:
     base = 1_764_000_000_000_000_000
     payloads = [bytes(12 + (i % 5) * 8) for i in range(5)]
     return [
-        Frame(base + i * 1000, i % 4, "main" if i % 7 else "backend", "f2b" if i % 2 else "b2f", payloads[i % 5])
+        Frame(
+            base + i * 1000,
+            i % 4,
+            "main" if i % 7 else "backend",
+            "f2b" if i % 2 else "b2f",
+            payloads[i % 5],
+        )
         for i in range(n)
     ]
 
@@ -35,12 +41,16 @@ def main() -> None:
                 w.write(f)
         dt = time.perf_counter() - t
         size = os.path.getsize(path)
-        print(f"write: {n} frames, {size / 1e6:.1f} MB in {dt:.2f} s = {n / dt / 1e3:.0f} k frames/s")
+        print(
+            f"write: {n} frames, {size / 1e6:.1f} MB in {dt:.2f} s = {n / dt / 1e3:.0f} k frames/s"
+        )
         t = time.perf_counter()
         reader = CaptureReader(path)
         count = sum(1 for _ in reader)
         dt = time.perf_counter() - t
-        print(f"read:  {count} frames in {dt:.2f} s = {count / dt / 1e3:.0f} k frames/s (error={reader.error})")
+        print(
+            f"read:  {count} frames in {dt:.2f} s = {count / dt / 1e3:.0f} k frames/s (error={reader.error})"
+        )
         t = time.perf_counter()
         index = build_index(path)
         dt = time.perf_counter() - t

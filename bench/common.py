@@ -32,11 +32,23 @@ def tempdir() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def process(args: list[str], *, ready: str | None = None, stream: str = "stdout",
-            timeout: float = 30.0, **kw) -> Iterator[subprocess.Popen]:
+def process(
+    args: list[str],
+    *,
+    ready: str | None = None,
+    stream: str = "stdout",
+    timeout: float = 30.0,
+    **kw,
+) -> Iterator[subprocess.Popen]:
     """Start a process, optionally wait for a line containing ``ready``, always kill it."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, **kw)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
     try:
         if ready is not None:
             pipe = proc.stdout if stream == "stdout" else proc.stderr
@@ -94,8 +106,11 @@ def run_json(args: list[str], timeout: float = 600) -> dict:
 
 
 def machine() -> dict:
-    facts = {"python": platform.python_version(), "kernel": platform.release(),
-             "cpus": os.cpu_count()}
+    facts = {
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+    }
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
@@ -107,7 +122,8 @@ def machine() -> dict:
         path = shutil.which(tool)
         if path:
             with contextlib.suppress(Exception):
-                first = subprocess.run([path, "--version"], capture_output=True, text=True,
-                                       timeout=10).stdout.splitlines()[0]
+                first = subprocess.run(
+                    [path, "--version"], capture_output=True, text=True, timeout=10
+                ).stdout.splitlines()[0]
                 facts[tool] = first.strip()
     return facts

@@ -68,12 +68,18 @@ def run(quick: bool) -> dict:
         with CaptureWriter(half) as w:
             for f in many_connections(n // 2):
                 w.write(f)
-        result["read_half_s"] = _timed([PY, "-m", "vuinspect", "read", half], 1800, result, "read_half_cpu_s")
+        result["read_half_s"] = _timed(
+            [PY, "-m", "vuinspect", "read", half], 1800, result, "read_half_cpu_s"
+        )
         result["growth"] = result["read_s"] / result["read_half_s"]  # 2.0 = linear
         result["growth_cpu"] = result["read_cpu_s"] / result["read_half_cpu_s"]
         if shutil.which("tshark") and os.path.exists(LUA):
-            result["tshark_lua_s"] = _timed(["tshark", "-n", "-X", f"lua_script:{LUA}", "-r", path], 1800,
-                                            result, "tshark_lua_cpu_s")
+            result["tshark_lua_s"] = _timed(
+                ["tshark", "-n", "-X", f"lua_script:{LUA}", "-r", path],
+                1800,
+                result,
+                "tshark_lua_cpu_s",
+            )
             result["read_vs_tshark"] = result["read_s"] / result["tshark_lua_s"]
         else:
             result["tshark_lua_s"] = None
@@ -83,13 +89,23 @@ def run(quick: bool) -> dict:
 def table(r: dict) -> list[str]:
     """The report section: read vs tshark + Lua on the same many-connection file."""
     ts = r.get("tshark_lua_s")
-    lines = [f"## Many connections ({r['connections']:,} connections, {r['frames']:,} frames, "
-             f"{r['file_mb']:.1f} MB)", "",
-             "| | wall s | CPU s | wall / tshark + Lua |", "|---|---|---|---|",
-             f"| `vuinspect read` | {r['read_s']:.2f} | {r.get('read_cpu_s', 0):.2f} | "
-             + (f"{r['read_vs_tshark']:.2f}x |" if ts else "- |")]
+    lines = [
+        f"## Many connections ({r['connections']:,} connections, {r['frames']:,} frames, "
+        f"{r['file_mb']:.1f} MB)",
+        "",
+        "| | wall s | CPU s | wall / tshark + Lua |",
+        "|---|---|---|---|",
+        f"| `vuinspect read` | {r['read_s']:.2f} | {r.get('read_cpu_s', 0):.2f} | "
+        + (f"{r['read_vs_tshark']:.2f}x |" if ts else "- |"),
+    ]
     if ts:
-        lines.append(f"| tshark + our Lua | {ts:.2f} | {r.get('tshark_lua_cpu_s', 0):.2f} | 1.00x |")
-    lines += ["", f"Half the connections: {r['read_half_s']:.2f} s wall (growth x{r['growth']:.2f}, "
-              f"CPU x{r.get('growth_cpu', 0):.2f} for twice the connections; 2.0 is linear).", ""]
+        lines.append(
+            f"| tshark + our Lua | {ts:.2f} | {r.get('tshark_lua_cpu_s', 0):.2f} | 1.00x |"
+        )
+    lines += [
+        "",
+        f"Half the connections: {r['read_half_s']:.2f} s wall (growth x{r['growth']:.2f}, "
+        f"CPU x{r.get('growth_cpu', 0):.2f} for twice the connections; 2.0 is linear).",
+        "",
+    ]
     return lines

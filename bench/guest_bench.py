@@ -34,5 +34,11 @@ def run(quick: bool) -> dict:
                 times[kind].append(elapsed)
     direct = median(times["direct"])
     proxied = median(times["proxy+capture"])
-    return {"reps": reps, "guest_io_kib": size_kib, "direct_s": direct, "proxy_capture_s": proxied,
-            "ratio": proxied / direct, "all": times}
+    return {
+        "reps": reps,
+        "guest_io_kib": size_kib,
+        "direct_s": direct,
+        "proxy_capture_s": proxied,
+        "ratio": proxied / direct,
+        "all": times,
+    }

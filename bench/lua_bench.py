@@ -72,10 +72,10 @@ def run(n: int = 100_000, big: bool = False, reps: int = 1, before: str | None =
             for who, lua in whos:
                 if who == "no_lua" and mode != "summary":
                     continue
-                best = min((timed(tshark(path, lua, extra)) for _ in range(reps)),
-                           key=lambda r: r[0])
-                out["rows"][f"{mode}/{who}"] = {"s": best[0], "wall_s": best[1],
-                                                "rss_mb": best[2]}
+                best = min(
+                    (timed(tshark(path, lua, extra)) for _ in range(reps)), key=lambda r: r[0]
+                )
+                out["rows"][f"{mode}/{who}"] = {"s": best[0], "wall_s": best[1], "rss_mb": best[2]}
         r = out["rows"]
         base = r["summary/minimal"]["s"]
         out["ratios"] = {
@@ -101,43 +101,61 @@ def run(n: int = 100_000, big: bool = False, reps: int = 1, before: str | None =
     return out
 
 
-TARGETS = {"summary_vs_minimal": 2.0, "verbose_vs_minimal_verbose": 3.0,
-           "two_pass_vs_minimal_summary": 2.5, "rss_vs_no_lua": 1.3}
+TARGETS = {
+    "summary_vs_minimal": 2.0,
+    "verbose_vs_minimal_verbose": 3.0,
+    "two_pass_vs_minimal_summary": 2.5,
+    "rss_vs_no_lua": 1.3,
+}
 
 
 def table(res: dict) -> str:
-    lines = [f"{res['messages']:,} messages (bench/capture_bench.py's mix); CPU seconds "
-             "(user + system) and peak RSS, wall seconds in brackets", "",
-             "| tshark | no Lua | minimal Lua (anchor) | dissectors/vhost_user.lua |"
-             + (" before (--before) |" if "before" in res else ""),
-             "|---|---|---|---|" + ("---|" if "before" in res else "")]
+    lines = [
+        f"{res['messages']:,} messages (bench/capture_bench.py's mix); CPU seconds "
+        "(user + system) and peak RSS, wall seconds in brackets",
+        "",
+        "| tshark | no Lua | minimal Lua (anchor) | dissectors/vhost_user.lua |"
+        + (" before (--before) |" if "before" in res else ""),
+        "|---|---|---|---|" + ("---|" if "before" in res else ""),
+    ]
     r = res["rows"]
     whos = ("no_lua", "minimal", "ours") + (("before",) if "before" in res else ())
     for mode, label in (("summary", "-r (summary)"), ("verbose", "-r -V"), ("two_pass", "-r -2")):
         cells = []
         for who in whos:
             row = r.get(f"{mode}/{who}")
-            cells.append(f"{row['s']:.2f} s ({row['wall_s']:.2f}), {row['rss_mb']:.0f} MB"
-                         if row else "")
+            cells.append(
+                f"{row['s']:.2f} s ({row['wall_s']:.2f}), {row['rss_mb']:.0f} MB" if row else ""
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     old = res.get("ratios_before")
-    lines += ["", "| ratio | measured | target |" + (" before |" if old else ""),
-              "|---|---|---|" + ("---|" if old else "")]
+    lines += [
+        "",
+        "| ratio | measured | target |" + (" before |" if old else ""),
+        "|---|---|---|" + ("---|" if old else ""),
+    ]
     for k, v in res["ratios"].items():
         lines.append(f"| {k} | {v:.2f} | <= {TARGETS[k]} |" + (f" {old[k]:.2f} |" if old else ""))
     if "big" in res:
         b = res["big"]
-        lines += ["", f"1,000,000 messages, tshark -r with our Lua: {b['s']:.1f} s CPU "
-                  f"({b['wall_s']:.1f} s wall), {b['rss_mb']:.0f} MB (target < 60 s, < 1536 MB)"]
+        lines += [
+            "",
+            f"1,000,000 messages, tshark -r with our Lua: {b['s']:.1f} s CPU "
+            f"({b['wall_s']:.1f} s wall), {b['rss_mb']:.0f} MB (target < 60 s, < 1536 MB)",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.lua_bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.lua_bench", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--big", action="store_true", help="also open a 1M-message capture")
     p.add_argument("--reps", type=int, default=1, help="best of N runs per row")
-    p.add_argument("--before", metavar="LUA", help="an older copy of the dissector, measured beside it")
+    p.add_argument(
+        "--before", metavar="LUA", help="an older copy of the dissector, measured beside it"
+    )
     args = p.parse_args(argv)
     print(table(run(args.messages, args.big, args.reps, args.before)))
     return 0

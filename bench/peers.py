@@ -31,8 +31,9 @@ def _request(n_fds: int) -> tuple[int, bytes]:
         return wire.GET_FEATURES, b""
     if n_fds == 1:
         return wire.SET_VRING_CALL, wire.U64.pack(0)
-    regions = b"".join(struct.pack("=QQQQ", i << 20, 1 << 20, 0x7F0000000000 + (i << 20), 0)
-                       for i in range(n_fds))
+    regions = b"".join(
+        struct.pack("=QQQQ", i << 20, 1 << 20, 0x7F0000000000 + (i << 20), 0) for i in range(n_fds)
+    )
     return wire.SET_MEM_TABLE, struct.pack("=II", n_fds, 0) + regions
 
 
@@ -50,8 +51,9 @@ def serve(path: str) -> int:
                 for fd in msg.fds:
                     os.close(fd)
                 if msg.request == wire.GET_FEATURES:
-                    sock.sendall(wire.pack(msg.request, wire.REPLY_FLAGS,
-                                           wire.U64.pack(1 << 32 | 1 << 30)))
+                    sock.sendall(
+                        wire.pack(msg.request, wire.REPLY_FLAGS, wire.U64.pack(1 << 32 | 1 << 30))
+                    )
                 elif msg.flags & wire.FLAG_NEED_REPLY:
                     sock.sendall(wire.pack(msg.request, wire.REPLY_FLAGS, wire.U64.pack(0)))
                 elif msg.request == 0:  # the blast client's end marker
@@ -82,8 +84,11 @@ def client(path: str, rounds: int, warmup: int, n_fds: int) -> dict:
     for fd in fds:
         os.close(fd)
     times.sort()
-    return {"rounds": rounds, "p50_us": times[len(times) // 2] / 1000,
-            "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] / 1000}
+    return {
+        "rounds": rounds,
+        "p50_us": times[len(times) // 2] / 1000,
+        "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] / 1000,
+    }
 
 
 def blast(path: str, messages: int) -> dict:

@@ -35,8 +35,16 @@ def _relay_cmd(kind: str, listen: str, server: str, tmp: str) -> list[str] | Non
     if kind == "proxy+capture":
         return [*base, "--no-tui", "-q", "-w", os.path.join(tmp, "bench.pcapng"), "--force"]
     if kind == "proxy+lines":  # every line really printed (a pipe nobody reads would stall it)
-        return ["sh", "-c", 'exec "$0" "$@" > /dev/null', *base, "--no-tui",
-                "-w", os.path.join(tmp, "bench-lines.pcapng"), "--force"]
+        return [
+            "sh",
+            "-c",
+            'exec "$0" "$@" > /dev/null',
+            *base,
+            "--no-tui",
+            "-w",
+            os.path.join(tmp, "bench-lines.pcapng"),
+            "--force",
+        ]
     if kind == "proxy+tui":
         return [*base, "--tui-headless", "-w", os.path.join(tmp, "bench-tui.pcapng"), "--force"]
     return None
@@ -54,7 +62,7 @@ def _one(kind: str, fds: int, rounds: int, tmp: str, blast: int = 0) -> dict | N
             if relay is None:
                 return None
             target = listen
-        with (process(relay) if relay else _nothing()) as proc:
+        with process(relay) if relay else _nothing() as proc:
             try:
                 wait_for_socket(target)
             except RuntimeError:
@@ -62,13 +70,36 @@ def _one(kind: str, fds: int, rounds: int, tmp: str, blast: int = 0) -> dict | N
                     return None  # this relay cannot run here (e.g. no headless TUI yet)
                 raise
             if blast:
-                return run_json([PY, "-m", "bench.peers", "blast", "--connect", target,
-                                 "--messages", str(blast)])
+                return run_json(
+                    [
+                        PY,
+                        "-m",
+                        "bench.peers",
+                        "blast",
+                        "--connect",
+                        target,
+                        "--messages",
+                        str(blast),
+                    ]
+                )
             warmup = max(200, rounds // 20)
             cpu0 = tree_cpu(proc.pid) if proc is not None else 0.0
-            result = run_json([PY, "-m", "bench.peers", "client", "--connect", target,
-                               "--rounds", str(rounds), "--warmup", str(warmup),
-                               "--fds", str(fds)])
+            result = run_json(
+                [
+                    PY,
+                    "-m",
+                    "bench.peers",
+                    "client",
+                    "--connect",
+                    target,
+                    "--rounds",
+                    str(rounds),
+                    "--warmup",
+                    str(warmup),
+                    "--fds",
+                    str(fds),
+                ]
+            )
             if proc is not None:
                 result["cpu_us_per_rt"] = (tree_cpu(proc.pid) - cpu0) * 1e6 / (rounds + warmup)
             return result
@@ -98,8 +129,14 @@ class _nothing:
 def busy_cpus(on: bool) -> Iterator[None]:
     """One nice-19 busy loop per CPU, so that no vCPU halts (see NOTES.md: on an idle VM
     every wake-up of a halted vCPU costs tens of µs, more than the relays themselves)."""
-    procs = [subprocess.Popen([PY, "-c", "import os; os.nice(19)\nwhile True: pass"])
-             for _ in range(os.cpu_count() or 1)] if on else []
+    procs = (
+        [
+            subprocess.Popen([PY, "-c", "import os; os.nice(19)\nwhile True: pass"])
+            for _ in range(os.cpu_count() or 1)
+        ]
+        if on
+        else []
+    )
     try:
         yield
     finally:
@@ -127,8 +164,13 @@ def pinned(cpu: int | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def latency(quick: bool, reps: int | None = None, rounds: int | None = None,
-            awake: bool = False, pin: int | None = None) -> list[dict]:
+def latency(
+    quick: bool,
+    reps: int | None = None,
+    rounds: int | None = None,
+    awake: bool = False,
+    pin: int | None = None,
+) -> list[dict]:
     rounds = rounds or (3000 if quick else 100_000)
     reps = reps or (1 if quick else 5)
     rows: list[dict] = []
@@ -149,25 +191,34 @@ def latency(quick: bool, reps: int | None = None, rounds: int | None = None,
                         direct = r
                     samples[kind].append(r)
                     if direct is not None:
-                        added[kind].append((r["p50_us"] - direct["p50_us"],
-                                            r["p99_us"] - direct["p99_us"]))
+                        added[kind].append(
+                            (r["p50_us"] - direct["p50_us"], r["p99_us"] - direct["p99_us"])
+                        )
             for kind in RELAYS:
                 if not samples[kind]:
                     continue
                 cpu = [r["cpu_us_per_rt"] for r in samples[kind] if "cpu_us_per_rt" in r]
-                rows.append({"fds": fds, "relay": kind, "rounds": rounds, "reps": len(samples[kind]),
-                             "p50_us": median([r["p50_us"] for r in samples[kind]]),
-                             "p99_us": median([r["p99_us"] for r in samples[kind]]),
-                             "added_p50_us": median([a for a, _ in added[kind]]),
-                             "added_p99_us": median([b for _, b in added[kind]]),
-                             "cpu_us_per_rt": median(cpu) if cpu else None})
+                rows.append(
+                    {
+                        "fds": fds,
+                        "relay": kind,
+                        "rounds": rounds,
+                        "reps": len(samples[kind]),
+                        "p50_us": median([r["p50_us"] for r in samples[kind]]),
+                        "p99_us": median([r["p99_us"] for r in samples[kind]]),
+                        "added_p50_us": median([a for a, _ in added[kind]]),
+                        "added_p99_us": median([b for _, b in added[kind]]),
+                        "cpu_us_per_rt": median(cpu) if cpu else None,
+                    }
+                )
     socat = {r["fds"]: r for r in rows if r["relay"] == "socat"}
     for r in rows:
         s = socat.get(0)
         if s and r["relay"] != "direct" and s["added_p50_us"] > 0:
             r["vs_socat_p50"] = r["added_p50_us"] / s["added_p50_us"]
-            r["vs_socat_p99"] = r["added_p99_us"] / s["added_p99_us"] if s["added_p99_us"] > 0 \
-                else None
+            r["vs_socat_p99"] = (
+                r["added_p99_us"] / s["added_p99_us"] if s["added_p99_us"] > 0 else None
+            )
         if s and r.get("cpu_us_per_rt") and s.get("cpu_us_per_rt"):
             r["vs_socat_cpu"] = r["cpu_us_per_rt"] / s["cpu_us_per_rt"]
     return rows

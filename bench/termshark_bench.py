@@ -43,8 +43,10 @@ def _kill_session(sid: int) -> None:
     """SIGKILL what is left of the pane's session (tmux makes each pane a session leader)."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError), \
-                    open(f"/proc/{entry}/stat") as f:
+            with (
+                contextlib.suppress(OSError, IndexError, ValueError),
+                open(f"/proc/{entry}/stat") as f,
+            ):
                 if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
                     os.kill(int(entry), signal.SIGKILL)
 
@@ -65,20 +67,46 @@ def run(path: str, frames: int, first_text: str = "GET_FEATURES", timeout: float
         os.makedirs(plugins)
         shutil.copy(LUA, plugins)
         tmux = ["tmux", "-L", f"vubench{os.getpid()}", "-f", "/dev/null"]
-        env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
-                   XDG_CACHE_HOME=os.path.join(home, ".cache"), TERM="xterm-256color")
+        env = dict(
+            os.environ,
+            HOME=home,
+            XDG_CONFIG_HOME=os.path.join(home, ".config"),
+            XDG_CACHE_HOME=os.path.join(home, ".cache"),
+            TERM="xterm-256color",
+        )
         t0 = time.perf_counter()
-        subprocess.run([*tmux, "new-session", "-d", "-s", "b", "-x", "160", "-y", "50",
-                        f"exec termshark -r {path}"], env=env, check=True)
+        subprocess.run(
+            [
+                *tmux,
+                "new-session",
+                "-d",
+                "-s",
+                "b",
+                "-x",
+                "160",
+                "-y",
+                "50",
+                f"exec termshark -r {path}",
+            ],
+            env=env,
+            check=True,
+        )
         try:
-            pid = int(subprocess.run([*tmux, "list-panes", "-t", "b", "-F", "#{pane_pid}"],
-                                     capture_output=True, text=True, check=True).stdout.split()[0])
+            pid = int(
+                subprocess.run(
+                    [*tmux, "list-panes", "-t", "b", "-F", "#{pane_pid}"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()[0]
+            )
             peak = 0
             last_g = 0.0
             cap_kb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2048
             while time.perf_counter() - t0 < timeout:
-                screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "b"],
-                                        capture_output=True, text=True).stdout
+                screen = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "b"], capture_output=True, text=True
+                ).stdout
                 peak = max(peak, _tree_rss_kb(pid))
                 now = time.perf_counter() - t0
                 if "first_paint_s" not in out and first_text in screen:

@@ -43,8 +43,11 @@ def generate(path: str, messages: int) -> dict:
         for frame in bulk_frames(messages):
             w.write(frame)
             n += 1
-    return {"frames": n, "size_mb": round(os.path.getsize(path) / 1e6, 1),
-            "generate_s": round(time.perf_counter() - t, 2)}
+    return {
+        "frames": n,
+        "size_mb": round(os.path.getsize(path) / 1e6, 1),
+        "generate_s": round(time.perf_counter() - t, 2),
+    }
 
 
 async def _pages(app, pilot, pages: int) -> float:
@@ -115,9 +118,14 @@ async def _measure(path: str, pages: int) -> dict:
 def measure(path: str, pages: int = 50, timeout: float = 900) -> dict:
     """Run :func:`_measure` in a fresh interpreter and return its JSON."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "bench.tui_bench", "--child", path,
-                           "--pages", str(pages)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.tui_bench", "--child", path, "--pages", str(pages)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"TUI benchmark child failed: {proc.stderr.strip()[-800:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -134,8 +142,9 @@ def run(quick: bool) -> dict:
         result.update(measure(path))
         from . import termshark_bench
 
-        result["termshark"] = termshark_bench.run(path, result["frames"],
-                                                  timeout=120 if quick else 900)
+        result["termshark"] = termshark_bench.run(
+            path, result["frames"], timeout=120 if quick else 900
+        )
     result["first_paint_ok"] = result["first_paint_s"] < FIRST_PAINT_LIMIT_S
     result["rss_ok"] = result["peak_rss_mb"] < RSS_LIMIT_MB
     return result

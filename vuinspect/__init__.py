@@ -16,8 +16,12 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "open"]
 
 
-def open(source: Any, filter: str | None = None, *,  # the API's names
-         device: str | None = None) -> Iterator[Message]:
+def open(
+    source: Any,
+    filter: str | None = None,
+    *,  # the API's names
+    device: str | None = None,
+) -> Iterator[Message]:
     """Yield the messages of a capture (see :func:`vuinspect.api.open`).
 
     Imported lazily so that ``import vuinspect`` (every command) stays light.

@@ -107,8 +107,9 @@ def load_addons(path: str, index: int = 0) -> list[Addon]:
     try:
         code = compile(source, path, "exec")
     except SyntaxError as exc:
-        raise AddonError(f"--script {path}:{exc.lineno}:{exc.offset}: syntax error: "
-                         f"{exc.msg}") from None
+        raise AddonError(
+            f"--script {path}:{exc.lineno}:{exc.offset}: syntax error: {exc.msg}"
+        ) from None
     except ValueError as exc:  # e.g. NUL bytes
         raise AddonError(f"--script {path}: {exc}") from None
     module = types.ModuleType(f"vuinspect_addon_{index}")
@@ -116,8 +117,9 @@ def load_addons(path: str, index: int = 0) -> list[Addon]:
     try:
         exec(code, module.__dict__)  # running the user's own addon is the point
     except Exception as exc:  # noqa: BLE001 - any failure of the script is its user's to see
-        raise AddonError(f"--script {path}{_where(exc, path)}: failed to load: "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise AddonError(
+            f"--script {path}{_where(exc, path)}: failed to load: {type(exc).__name__}: {exc}"
+        ) from None
     base = os.path.basename(path)
     holders: list[tuple[str, object]] = [(base, module)]
     listed = module.__dict__.get("addons")
@@ -133,8 +135,10 @@ def load_addons(path: str, index: int = 0) -> list[Addon]:
         if hooks:
             addons.append(Addon(name, path, hooks))
     if not addons:
-        raise AddonError(f"--script {path}: defines none of the hooks message(flow, msg), "
-                         "connection_open(flow), connection_close(flow)")
+        raise AddonError(
+            f"--script {path}: defines none of the hooks message(flow, msg), "
+            "connection_open(flow), connection_close(flow)"
+        )
     return addons
 
 
@@ -202,15 +206,32 @@ class AddonMessage:
         self._end = False
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("name", "request", "flags", "reply", "need_reply", "channel", "direction",
-                    "fds", "layout", "problems", "conn", "ts_ns", "size", "latency_us"):
+        if name in (
+            "name",
+            "request",
+            "flags",
+            "reply",
+            "need_reply",
+            "channel",
+            "direction",
+            "fds",
+            "layout",
+            "problems",
+            "conn",
+            "ts_ns",
+            "size",
+            "latency_us",
+        ):
             return getattr(self.__dict__["decoded"], name)
         raise AttributeError(name)
 
     def delay(self, seconds: float) -> None:
         """Hold the message back ``seconds`` (what follows it in its direction waits too)."""
-        if not isinstance(seconds, (int, float)) or math.isnan(seconds) \
-                or not 0 <= self._delay + seconds <= MAX_DELAY_S:
+        if (
+            not isinstance(seconds, (int, float))
+            or math.isnan(seconds)
+            or not 0 <= self._delay + seconds <= MAX_DELAY_S
+        ):
             raise ValueError(f"delay must be 0-{MAX_DELAY_S:g} seconds in all, not {seconds!r}")
         self._delay += float(seconds)
 
@@ -245,8 +266,11 @@ class AddonMessage:
     def answer_error(self) -> None:
         """Answer with the failure reply the spec allows (as the ``reply-error`` rule)."""
         spec = lookup(self.channel, self.request)
-        body = None if spec is None or self.reply else failure_payload(
-            spec, self.flags or 0, self.raw[HEADER_SIZE:])
+        body = (
+            None
+            if spec is None or self.reply
+            else failure_payload(spec, self.flags or 0, self.raw[HEADER_SIZE:])
+        )
         if body is None:
             raise ValueError(f"no failure reply the spec allows for {self.name}")
         self.answer(body)
@@ -258,8 +282,9 @@ class AddonMessage:
             raise TypeError(f"msg.raw must be bytes, not {type(raw).__name__}")
         raw = self.raw = bytes(raw)
         if not HEADER_SIZE <= len(raw) <= MAX_MESSAGE:
-            raise ValueError(f"msg.raw must be {HEADER_SIZE} to {MAX_MESSAGE} bytes, "
-                             f"not {len(raw)}")
+            raise ValueError(
+                f"msg.raw must be {HEADER_SIZE} to {MAX_MESSAGE} bytes, not {len(raw)}"
+            )
         if self.payload == original:
             return raw
         spec = lookup(self.channel, self.request)
@@ -318,16 +343,29 @@ def say(text: str) -> None:
 class ConnAddons:
     """The addons on one connection: its Flow, its hooks serialised by one lock."""
 
-    def __init__(self, addons: list[Addon], conn: int, session: Any,
-                 report: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        addons: list[Addon],
+        conn: int,
+        session: Any,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.addons = addons
         self.flow = Flow(conn, session)
         self.report = report or say
         self.opened = False
         self._lock = threading.Lock()
 
-    def _trouble(self, addon: Addon, hook: str, exc: BaseException | None, took: float,
-                 what: str, data: bytes, direction: str) -> list[dict[str, object]]:
+    def _trouble(
+        self,
+        addon: Addon,
+        hook: str,
+        exc: BaseException | None,
+        took: float,
+        what: str,
+        data: bytes,
+        direction: str,
+    ) -> list[dict[str, object]]:
         """Notes (and report lines) for a hook that raised or was slow."""
         notes: list[dict[str, object]] = []
         if exc is not None:
@@ -335,13 +373,18 @@ class ConnAddons:
             text = error_text(addon, hook, exc, what)
             n = addon.should_say(hook)
             if n <= ERROR_LINES:
-                self.report(text + ("" if n < ERROR_LINES else
-                                    " (further errors of this hook are only counted)"))
-            notes.append(_note(addon, hook, "error", text, data, data, direction,
-                               error=exc_text(exc)))
+                self.report(
+                    text
+                    + ("" if n < ERROR_LINES else " (further errors of this hook are only counted)")
+                )
+            notes.append(
+                _note(addon, hook, "error", text, data, data, direction, error=exc_text(exc))
+            )
         if took > SLOW_HOOK_S:
-            text = (f"addon {addon.name}: {hook}() took {took:.1f} s; connection "
-                    f"{self.flow.conn} waited for it (use msg.delay() to hold a message)")
+            text = (
+                f"addon {addon.name}: {hook}() took {took:.1f} s; connection "
+                f"{self.flow.conn} waited for it (use msg.delay() to hold a message)"
+            )
             self.report(text)
             notes.append(_note(addon, hook, "slow", text, data, data, direction))
         return notes
@@ -352,8 +395,9 @@ class ConnAddons:
         for addon in self.addons:
             if "connection_open" in addon.hooks:
                 exc, took = call_hook(addon, "connection_open", self.flow)
-                notes += self._trouble(addon, "connection_open", exc, took, "connection goes on",
-                                       b"", direction)
+                notes += self._trouble(
+                    addon, "connection_open", exc, took, "connection goes on", b"", direction
+                )
         return notes
 
     def close(self) -> list[dict[str, object]]:
@@ -366,8 +410,7 @@ class ConnAddons:
             for addon in self.addons:
                 if "connection_close" in addon.hooks:
                     exc, took = call_hook(addon, "connection_close", self.flow)
-                    notes += self._trouble(addon, "connection_close", exc, took, "ignored",
-                                           b"", "")
+                    notes += self._trouble(addon, "connection_close", exc, took, "ignored", b"", "")
             return notes
 
     def judge(self, msgs: list | None, data: bytes, direction: str, verdict: Any) -> Any:
@@ -398,12 +441,19 @@ class ConnAddons:
             verdict.notes += notes
             verdict.data = cur
             # notes are note infos (values: object); _one() stores delay_s as a number
-            verdict.delay_s += sum(float(cast(float, n.get("delay_s", 0.0))) for n in notes
-                                   if n["action"] == "delay")
+            verdict.delay_s += sum(
+                float(cast(float, n.get("delay_s", 0.0))) for n in notes if n["action"] == "delay"
+            )
             return verdict
 
-    def _one(self, addon: Addon, msg: AddonMessage, cur: bytes, direction: str,
-             notes: list[dict[str, object]]) -> tuple[bytes, str | None]:
+    def _one(
+        self,
+        addon: Addon,
+        msg: AddonMessage,
+        cur: bytes,
+        direction: str,
+        notes: list[dict[str, object]],
+    ) -> tuple[bytes, str | None]:
         """One addon's message hook: (the bytes after it, how it ended the message or None)."""
         before = (msg.raw, copy.deepcopy(msg.payload), msg._delay)
         msg.raw = cur
@@ -417,29 +467,55 @@ class ConnAddons:
         if exc is not None:
             msg.raw, msg.payload, msg._delay = before
             msg._dropped, msg._answer, msg._end = False, None, False
-            notes += self._trouble(addon, "message", exc, took, "message forwarded unchanged",
-                                   cur, direction)
+            notes += self._trouble(
+                addon, "message", exc, took, "message forwarded unchanged", cur, direction
+            )
             return cur, None
         notes += self._trouble(addon, "message", None, took, "", cur, direction)
         acted = 0
         if msg._end or msg._answer is not None or msg._dropped:
             how = "disconnect" if msg._end else "answer" if msg._answer is not None else "drop"
-            what = {"disconnect": "connection cut by the addon before this message",
-                    "answer": "answered by the addon; the peer never saw it",
-                    "drop": "dropped; the peer never saw it"}[how]
-            notes.append(_note(addon, "message", how, f"addon {addon.name}: {what}", cur, b"",
-                               direction, answer=msg._answer))
+            what = {
+                "disconnect": "connection cut by the addon before this message",
+                "answer": "answered by the addon; the peer never saw it",
+                "drop": "dropped; the peer never saw it",
+            }[how]
+            notes.append(
+                _note(
+                    addon,
+                    "message",
+                    how,
+                    f"addon {addon.name}: {what}",
+                    cur,
+                    b"",
+                    direction,
+                    answer=msg._answer,
+                )
+            )
             addon.count(actions=1)
             return cur, how
         if msg._delay > before[2]:
             d = msg._delay - before[2]
-            notes.append(_note(addon, "message", "delay", f"addon {addon.name}: delayed {d:g} s",
-                               cur, cur, direction, delay_s=d))
+            notes.append(
+                _note(
+                    addon,
+                    "message",
+                    "delay",
+                    f"addon {addon.name}: delayed {d:g} s",
+                    cur,
+                    cur,
+                    direction,
+                    delay_s=d,
+                )
+            )
             acted = 1
         if new != cur:
             what = _changes(before[1], msg.payload) or "bytes changed"
-            notes.append(_note(addon, "message", "modify", f"addon {addon.name}: {what}",
-                               cur, new, direction))
+            notes.append(
+                _note(
+                    addon, "message", "modify", f"addon {addon.name}: {what}", cur, new, direction
+                )
+            )
             acted = 1
             msg.raw = new
             msg.payload = copy.deepcopy(msg.payload)
@@ -460,11 +536,25 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(parts) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
-def _note(addon: Addon, hook: str, action: str, text: str, old: bytes, new: bytes,
-          direction: str, **extra: object) -> dict[str, object]:
+def _note(
+    addon: Addon,
+    hook: str,
+    action: str,
+    text: str,
+    old: bytes,
+    new: bytes,
+    direction: str,
+    **extra: object,
+) -> dict[str, object]:
     """A note event's info (docs/capture-format.md): as a rule's, with ``addon`` for ``rule``."""
-    info: dict[str, object] = {"text": text, "addon": addon.name, "hook": hook,
-                               "action": action, "original": old.hex(), "new": new.hex()}
+    info: dict[str, object] = {
+        "text": text,
+        "addon": addon.name,
+        "hook": hook,
+        "action": action,
+        "original": old.hex(),
+        "new": new.hex(),
+    }
     if direction:
         info["direction"] = direction
     if action in ("error", "slow"):

@@ -91,8 +91,12 @@ def is_pcapng(path: str) -> bool:
         return f.read(4) == b"\x0a\x0d\x0d\x0a"
 
 
-def open(source: Source | list[str], filter: str | None = None, *,  # the API's names
-         device: str | None = None) -> Iterator[Message]:
+def open(
+    source: Source | list[str],
+    filter: str | None = None,
+    *,  # the API's names
+    device: str | None = None,
+) -> Iterator[Message]:
     """Yield the messages (and connection events) of a capture file, in capture order.
 
     ``source`` is a path or a binary file object (a pcapng written by vuinspect), or
@@ -122,8 +126,9 @@ def open(source: Source | list[str], filter: str | None = None, *,  # the API's 
     return _iterate(reader, predicate, Pipeline(device=device), stream)
 
 
-def _iterate(reader: Any, predicate: Any, pipeline: Pipeline,
-             stream: Concat | None) -> Iterator[Message]:
+def _iterate(
+    reader: Any, predicate: Any, pipeline: Pipeline, stream: Concat | None
+) -> Iterator[Message]:
     try:
         for msg in linked(pipeline, reader):
             if predicate is None or predicate(msg):

@@ -33,8 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "view": ("vuinspect.tui.command", "open a capture in the TUI"),
     "fields": ("vuinspect.fields", "list every field name for filters, -T fields and NDJSON"),
     "diff": ("vuinspect.reproduce.diff", "compare two captures message by message"),
-    "replay": ("vuinspect.reproduce.command",
-               "replay a capture against a live back-end (or, --as-backend, a live front-end)"),
+    "replay": (
+        "vuinspect.reproduce.command",
+        "replay a capture against a live back-end (or, --as-backend, a live front-end)",
+    ),
     "install-dissector": ("vuinspect.wireshark.install", "install the Wireshark Lua dissector"),
     "gen-lua": ("vuinspect.wireshark.luagen", "regenerate dissectors/vhost_user.lua"),
     "extcap": ("vuinspect.wireshark.extcap", "Wireshark extcap entry point"),
@@ -42,8 +44,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vuinspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vuinspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"vuinspect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -53,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and module_name.startswith(exc.name):
                 continue  # sub-command not built (or not installed) here
             raise
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.configure(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -75,7 +75,11 @@ def _u32_at_most(limit: int, order: str) -> bytes:
     alts = []
     for i, d in enumerate(digits):
         if d:  # equal on bytes[:i], smaller at byte i, anything after
-            parts = [b"\\x%02x" % x for x in digits[:i]] + [_byte_class(range(d))] + [b"[\\x00-\\xff]"] * (3 - i)
+            parts = (
+                [b"\\x%02x" % x for x in digits[:i]]
+                + [_byte_class(range(d))]
+                + [b"[\\x00-\\xff]"] * (3 - i)
+            )
             alts.append(parts if order == ">" else parts[::-1])
     alts.append([b"\\x%02x" % x for x in (digits if order == ">" else digits[::-1])])
     return b"(?:" + b"|".join(b"".join(a) for a in alts) + b")"
@@ -126,9 +130,13 @@ class StreamFramer:
                 if size > MAX_PAYLOAD:
                     # The sender framed it whole (the proxy frames up to its own larger
                     # limit): decode it whole, flagged, instead of losing the framing.
-                    msg.problems.append(problem(
-                        "oversize", f"payload of {size} bytes above the protocol maximum "
-                        f"({MAX_PAYLOAD}); framed whole by the sender"))
+                    msg.problems.append(
+                        problem(
+                            "oversize",
+                            f"payload of {size} bytes above the protocol maximum "
+                            f"({MAX_PAYLOAD}); framed whole by the sender",
+                        )
+                    )
                 return [msg]
         out: list[RawMessage] = []
         if not self._buf:
@@ -148,11 +156,22 @@ class StreamFramer:
                 nxt = self._resync(buf, pos + 1)
                 chunk = bytes(buf[pos:nxt])
                 msg = RawMessage(chunk, self._take_fds(pos, nxt), self._ts, frame, raw=True)
-                msg.problems.append(problem(
-                    "oversize", f"header announces {size} payload bytes (max {MAX_PAYLOAD})"))
-                msg.problems.append(problem(
-                    "framing_lost", f"{len(chunk)} bytes passed through raw"
-                    + (", resynchronised on the next plausible header" if nxt < len(buf) else "")))
+                msg.problems.append(
+                    problem(
+                        "oversize", f"header announces {size} payload bytes (max {MAX_PAYLOAD})"
+                    )
+                )
+                msg.problems.append(
+                    problem(
+                        "framing_lost",
+                        f"{len(chunk)} bytes passed through raw"
+                        + (
+                            ", resynchronised on the next plausible header"
+                            if nxt < len(buf)
+                            else ""
+                        ),
+                    )
+                )
                 out.append(msg)
                 pos = nxt
                 self._ts, self._frame = ts_ns, frame
@@ -160,8 +179,15 @@ class StreamFramer:
             total = HEADER_SIZE + size
             if avail < total:
                 break
-            msg = RawMessage(bytes(buf[pos:pos + total]), self._take_fds(pos, pos + total),
-                             self._ts, frame, req, flags, size)
+            msg = RawMessage(
+                bytes(buf[pos : pos + total]),
+                self._take_fds(pos, pos + total),
+                self._ts,
+                frame,
+                req,
+                flags,
+                size,
+            )
             pos += total
             out.append(msg)
             self._ts, self._frame = ts_ns, frame
@@ -196,8 +222,9 @@ class StreamFramer:
                 return m.start()
             pos = m.start() + 1  # only if the pattern is looser than plausible_header
 
-    def feed_cut(self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int,
-                 missing: int) -> list[RawMessage]:
+    def feed_cut(
+        self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int, missing: int
+    ) -> list[RawMessage]:
         """A frame the capture's snap length cut (``missing`` bytes left out).
 
         Its bytes are not joined with the next frame's (they would misframe the
@@ -210,14 +237,20 @@ class StreamFramer:
         total = len(data) + missing
         if len(data) < HEADER_SIZE:
             msg.raw = True
-            msg.problems.append(problem(
-                "truncated_header",
-                f"the capture kept {len(data)} of this packet's {total} bytes (snap length)"))
+            msg.problems.append(
+                problem(
+                    "truncated_header",
+                    f"the capture kept {len(data)} of this packet's {total} bytes (snap length)",
+                )
+            )
         else:
             msg.request, msg.flags, msg.size = parse_header(data, self.order)
-            msg.problems.append(problem(
-                "truncated_payload",
-                f"the capture kept {len(data)} of this packet's {total} bytes (snap length)"))
+            msg.problems.append(
+                problem(
+                    "truncated_payload",
+                    f"the capture kept {len(data)} of this packet's {total} bytes (snap length)",
+                )
+            )
         out.append(msg)
         return out
 
@@ -229,18 +262,24 @@ class StreamFramer:
             # fds recorded with no bytes at all (a damaged capture): keep them visible
             fds = self._take_fds(0, 1)
             msg = RawMessage(b"", fds, self._ts, self._frame, raw=True)
-            msg.problems.append(problem("fd_count", f"{len(fds)} fds arrived with no message bytes"))
+            msg.problems.append(
+                problem("fd_count", f"{len(fds)} fds arrived with no message bytes")
+            )
             return [msg]
         data = bytes(self._buf)
         self._buf.clear()
         msg = RawMessage(data, self._take_fds(0, len(data)), self._ts, self._frame)
         if len(data) < HEADER_SIZE:
             msg.raw = True
-            msg.problems.append(problem(
-                "truncated_header", f"stream ended after {len(data)} of 12 header bytes"))
+            msg.problems.append(
+                problem("truncated_header", f"stream ended after {len(data)} of 12 header bytes")
+            )
         else:
             msg.request, msg.flags, msg.size = parse_header(data, self.order)
-            msg.problems.append(problem(
-                "truncated_payload",
-                f"stream ended after {len(data) - HEADER_SIZE} of {msg.size} payload bytes"))
+            msg.problems.append(
+                problem(
+                    "truncated_payload",
+                    f"stream ended after {len(data) - HEADER_SIZE} of {msg.size} payload bytes",
+                )
+            )
         return [msg]

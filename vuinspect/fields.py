@@ -40,8 +40,11 @@ EVENT_NAMES = ("OPEN", "CLOSE", "NOTE")
 KINDS = ("message", "raw", "open", "close", "note", "ring", "notify")
 #: names of the data-plane messages (kind ring / notify)
 DATAPLANE_NAMES = ("RING", "NOTIFY")
-_REQUEST_NAMES = tuple(dict.fromkeys(
-    n for s in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS) for n in (s.name, *s.old_names)))
+_REQUEST_NAMES = tuple(
+    dict.fromkeys(
+        n for s in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS) for n in (s.name, *s.old_names)
+    )
+)
 
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("frame", "int", "number of the capture frame that completed the message"),
@@ -49,34 +52,65 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("ts", "float", "time in seconds since the epoch"),
     FieldSpec("ts_ns", "int", "time in nanoseconds since the epoch"),
     FieldSpec("conn", "int", "connection number (c1, c2, ... in the summary)"),
-    FieldSpec("channel", "str", "main (front-end requests) or backend (back-end channel)",
-              values=("main", "backend")),
-    FieldSpec("direction", "str", "f2b: front-end to back-end; b2f: back-end to front-end",
-              aliases=("dir",), values=("f2b", "b2f")),
-    FieldSpec("kind", "str", "message, raw (bytes that do not frame), open, close, note, "
-              "ring (a vring sample) or notify (kicks/calls counted)",
-              values=KINDS),
+    FieldSpec(
+        "channel",
+        "str",
+        "main (front-end requests) or backend (back-end channel)",
+        values=("main", "backend"),
+    ),
+    FieldSpec(
+        "direction",
+        "str",
+        "f2b: front-end to back-end; b2f: back-end to front-end",
+        aliases=("dir",),
+        values=("f2b", "b2f"),
+    ),
+    FieldSpec(
+        "kind",
+        "str",
+        "message, raw (bytes that do not frame), open, close, note, "
+        "ring (a vring sample) or notify (kicks/calls counted)",
+        values=KINDS,
+    ),
     FieldSpec("request", "int", "request id from the header (a request name works too)"),
-    FieldSpec("name", "str", "request name (old names match too), OPEN/CLOSE/NOTE, RAW, RING or "
-              "NOTIFY", values=(*_REQUEST_NAMES, *EVENT_NAMES, "RAW", *DATAPLANE_NAMES)),
-    FieldSpec("reply", "bool", "true for a reply (sent by the side that answers)",
-              aliases=("is_reply",)),
+    FieldSpec(
+        "name",
+        "str",
+        "request name (old names match too), OPEN/CLOSE/NOTE, RAW, RING or NOTIFY",
+        values=(*_REQUEST_NAMES, *EVENT_NAMES, "RAW", *DATAPLANE_NAMES),
+    ),
+    FieldSpec(
+        "reply", "bool", "true for a reply (sent by the side that answers)", aliases=("is_reply",)
+    ),
     FieldSpec("need_reply", "bool", "the NEED_REPLY flag is set"),
     FieldSpec("flags", "int", "header flags word"),
     FieldSpec("size", "int", "payload size announced in the header"),
-    FieldSpec("layout", "str", "name of the payload layout used to decode",
-              values=tuple(dict.fromkeys(lay.name for lay in ALL_LAYOUTS))),
+    FieldSpec(
+        "layout",
+        "str",
+        "name of the payload layout used to decode",
+        values=tuple(dict.fromkeys(lay.name for lay in ALL_LAYOUTS)),
+    ),
     FieldSpec("fds", "list", "the fds carried, described (role: kind, size)"),
     FieldSpec("reply_to", "int", "in a reply: frame number of its request"),
     FieldSpec("reply_in", "int", "in a request: frame number of its reply"),
     FieldSpec("latency_us", "float", "in a reply: microseconds since its request"),
-    FieldSpec("problems", "list",
-              "problem codes; bare 'problems' means a warning or an error",
-              aliases=("problem", "problem_codes"), values=tuple(CODES)),
-    FieldSpec("severity", "str", "highest severity of the problems: error, warning or note",
-              values=SEVERITIES),
-    FieldSpec("comment", "str", "the capture's comment on the frame (pcapng, editcap -a or "
-              "the TUI's c)"),
+    FieldSpec(
+        "problems",
+        "list",
+        "problem codes; bare 'problems' means a warning or an error",
+        aliases=("problem", "problem_codes"),
+        values=tuple(CODES),
+    ),
+    FieldSpec(
+        "severity",
+        "str",
+        "highest severity of the problems: error, warning or note",
+        values=SEVERITIES,
+    ),
+    FieldSpec(
+        "comment", "str", "the capture's comment on the frame (pcapng, editcap -a or the TUI's c)"
+    ),
 )
 
 #: the Wireshark field of a name is this prefix + the name (vhost_user.payload.num)
@@ -86,13 +120,24 @@ BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 ALIASES: dict[str, str] = {a: f.name for f in FIELDS for a in f.aliases}
 
 #: String keys of open/close/note events, shown as payload.<key> of an event.
-EVENT_KEYS = ("label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by",
-              "text")
+EVENT_KEYS = (
+    "label",
+    "listen",
+    "connect",
+    "orientation",
+    "device",
+    "byteorder",
+    "reason",
+    "by",
+    "text",
+)
 
 
 _PROBLEM_KEYS: dict[str, tuple[Type, str]] = {
-    "code": ("str", "problem code"), "severity": ("str", "error, warning or note"),
-    "text": ("str", "what is wrong")}
+    "code": ("str", "problem code"),
+    "severity": ("str", "error, warning or note"),
+    "text": ("str", "what is wrong"),
+}
 
 #: Payload keys of ``ring`` frames: ``dataplane.RingSample.to_json()``, the sampler's
 #: ``event``/``chains`` and the pipeline's ``resolved``.  path -> (type, meaning);
@@ -171,6 +216,7 @@ def _int_type(f: Field) -> Type:
 
 def _layout_fields(layout: Layout, prefix: str, out: dict[str, dict[str, str]]) -> None:
     """Collect ``payload.<path>`` -> {type: layout} from one layout (arrays are one level)."""
+
     def add(name: str, typ: Type, doc: str = "") -> None:
         entry = out.setdefault(prefix + name, {})
         have = entry.get(typ)
@@ -178,6 +224,7 @@ def _layout_fields(layout: Layout, prefix: str, out: dict[str, dict[str, str]]) 
             entry[typ] = doc or f"in {layout.name}"
         elif not doc and have.startswith("in ") and layout.name not in have.split(", "):
             entry[typ] = have + ", " + layout.name
+
     for f in layout.fields:
         if isinstance(f, Field):
             if f.display == "padding":
@@ -237,13 +284,19 @@ def rows() -> list[tuple[str, str, str, str]]:
     out = [(f.name, f.type, f.meaning, ", ".join(f.aliases)) for f in FIELDS]
     for path in sorted(PAYLOAD):
         types = PAYLOAD[path]
-        out.append((f"payload.{path}", "|".join(sorted(types)),
-                     _clip("; ".join(sorted(set(types.values())))), ""))
+        out.append(
+            (
+                f"payload.{path}",
+                "|".join(sorted(types)),
+                _clip("; ".join(sorted(set(types.values())))),
+                "",
+            )
+        )
     return out
 
 
 def _clip(text: str, width: int = 100) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def completions(prefix: str) -> list[str]:
@@ -256,22 +309,28 @@ def markdown_table() -> str:
     """The README's field table (top-level fields; payload fields: layouts, ring/notify keys)."""
     lines = ["| name | type | meaning | old names (filter only) |", "|---|---|---|---|"]
     for f in FIELDS:
-        lines.append(f"| `{f.name}` | {f.type} | {f.meaning} | "
-                     f"{', '.join(f'`{a}`' for a in f.aliases)} |")
-    lines.append("| `payload.<name>` | per layout | decoded payload fields, e.g. `payload.num`, "
-                 "`payload.regions.memory_size`; ring/notify frames: their JSON keys, e.g. "
-                 "`payload.in_flight`, `payload.signal` (`vuinspect fields` lists all) | |")
+        lines.append(
+            f"| `{f.name}` | {f.type} | {f.meaning} | {', '.join(f'`{a}`' for a in f.aliases)} |"
+        )
+    lines.append(
+        "| `payload.<name>` | per layout | decoded payload fields, e.g. `payload.num`, "
+        "`payload.regions.memory_size`; ring/notify frames: their JSON keys, e.g. "
+        "`payload.in_flight`, `payload.signal` (`vuinspect fields` lists all) | |"
+    )
     return "\n".join(lines)
 
 
 # -- `vuinspect fields` ------------------------------------------------------------------------
 
+
 def configure(p: argparse.ArgumentParser) -> None:
     """Every field name, its type and meaning, one per line (tab separated), as tshark -G fields."""
-    p.description = ("List every name usable in filters, -T fields -e NAME and NDJSON, with its "
-                     "type and meaning\n(tab separated, like tshark -G fields).\n\nexamples:\n"
-                     "  vuinspect fields\n  vuinspect fields payload.\n"
-                     "  vuinspect fields --markdown")
+    p.description = (
+        "List every name usable in filters, -T fields -e NAME and NDJSON, with its "
+        "type and meaning\n(tab separated, like tshark -G fields).\n\nexamples:\n"
+        "  vuinspect fields\n  vuinspect fields payload.\n"
+        "  vuinspect fields --markdown"
+    )
     p.add_argument("prefix", nargs="?", default="", help="only names starting with this")
     p.add_argument("--markdown", action="store_true", help="the README table")
 

@@ -39,20 +39,37 @@ Predicate = Callable[[Message], bool]
 
 MAX_DEPTH = 64  # nested parentheses
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=", "~", "matches")
-OPS = ("==", "!=", "<=", ">=", "<", ">", "~", "contains", "matches", "eq", "ne", "lt", "le",
-       "gt", "ge")
-_OP_ALIAS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
-             "contains": "~"}
+OPS = (
+    "==",
+    "!=",
+    "<=",
+    ">=",
+    "<",
+    ">",
+    "~",
+    "contains",
+    "matches",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+)
+_OP_ALIAS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "contains": "~"}
 _ORDERING = ("<", "<=", ">", ">=")
 _PREC = {"or": 1, "and": 2, "not": 3}
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<op>==|!=|<=|>=|<|>|~|&&|\|\||!)
   | (?P<paren>[()])
   | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<word>[A-Za-z0-9_.:\-/+]+)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 _UNKNOWN_NAME = re.compile(r"(BACKEND_)?UNKNOWN_\d+$", re.IGNORECASE)
 
 # A parsed expression: ("leaf", predicate) | ("not", node) | ("and"|"or", [nodes]).
@@ -199,6 +216,7 @@ def _compare(value: Any, op: str, lit: Any, low: str) -> bool:
 
 # -- checking a comparison against the field table ----------------------------------------------
 
+
 def _is_number(lit: Any) -> bool:
     return isinstance(lit, (int, float)) and not isinstance(lit, bool)
 
@@ -233,8 +251,11 @@ def _check_top(name: str, op: str, lit: Any, pos: int) -> Any:
         raise FilterError(f"unknown request name {text!r}{_suggest(text, spec.values)}", pos)
     if spec.values and text.lower() not in {v.lower() for v in spec.values}:
         what = "problem code" if name == "problems" else f"{name} value"
-        hint = (f" (one of: {', '.join(spec.values)})" if len(spec.values) <= 6 else
-                _suggest(text, spec.values))
+        hint = (
+            f" (one of: {', '.join(spec.values)})"
+            if len(spec.values) <= 6
+            else _suggest(text, spec.values)
+        )
         raise FilterError(f"unknown {what} {text!r}{hint}", pos)
     return lit
 
@@ -301,8 +322,9 @@ def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
         raise FilterError(f"unexpected operator {op!r}", op_pos)
     k3, lit_text, p3 = toks[i + 2]
     if k3 not in ("word", "str"):
-        raise FilterError("expected a value" if k3 != "end" else "expected a value after "
-                          f"{op!r}", p3)
+        raise FilterError(
+            "expected a value" if k3 != "end" else f"expected a value after {op!r}", p3
+        )
     lit = _literal(lit_text, k3 == "str")
     if path == "payload":
         raise FilterError("name a payload field: payload.<name>", pos)
@@ -320,8 +342,9 @@ def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
     if path == "request" and isinstance(lit, str):  # request == SET_MEM_TABLE: by name
         spec = by_name(lit)
         if spec is None:
-            raise FilterError(f"unknown request name {lit!r}"
-                              f"{_suggest(lit, F.BY_NAME['name'].values)}", p3)
+            raise FilterError(
+                f"unknown request name {lit!r}{_suggest(lit, F.BY_NAME['name'].values)}", p3
+            )
         name = spec.name.lower()
         return (lambda m: (m.name.lower() == name) == (op == "==")), i + 3
     getter = _getter(path)
@@ -329,6 +352,7 @@ def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
 
 
 # -- parsing: shunting-yard with flattening ---------------------------------------------------
+
 
 def _apply(op: str, out: list[Node]) -> None:
     if op == "not":
@@ -362,8 +386,9 @@ def parse(text: str) -> Node:
             elif kind == "paren" and value == "(":
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise FilterError(f"filter too deep (more than {MAX_DEPTH} nested "
-                                      "parentheses)", pos)
+                    raise FilterError(
+                        f"filter too deep (more than {MAX_DEPTH} nested parentheses)", pos
+                    )
                 ops.append(("(", pos))
                 i += 1
             elif kind == "word":
@@ -371,8 +396,9 @@ def parse(text: str) -> Node:
                 out.append(("leaf", pred))
                 expect_operand = False
             else:
-                raise FilterError("expression ends too early" if kind == "end" else
-                                  "expected a field name", pos)
+                raise FilterError(
+                    "expression ends too early" if kind == "end" else "expected a field name", pos
+                )
             continue
         if kind == "op" and value in ("and", "or"):
             while ops and ops[-1][0] != "(" and _PREC[ops[-1][0]] >= _PREC[value]:
@@ -408,12 +434,15 @@ def _compile(node: Node) -> Predicate:
         return lambda m: not inner(m)
     preds = tuple(_compile(n) for n in arg)
     if kind == "and":
+
         def all_of(m: Message) -> bool:
             return all(p(m) for p in preds)
+
         return all_of
 
     def any_of(m: Message) -> bool:
         return any(p(m) for p in preds)
+
     return any_of
 
 
@@ -440,4 +469,3 @@ def completions(prefix: str) -> list[str]:
             return [v for v in spec.values if v.lower().startswith(word)]
     word = re.search(r"[A-Za-z0-9_.]*$", prefix).group()  # type: ignore[union-attr]
     return F.completions(word)
-

@@ -68,17 +68,25 @@ def event_frame(
 
 def ring_frame(ts_ns: int, conn: int, sample: dict[str, Any]) -> Frame:
     """A ``ring`` frame: one vring sample (``dataplane.RingSample.to_json()``), compact JSON."""
-    return Frame(ts_ns, conn, "main", "f2b", json.dumps(sample, separators=(",", ":")).encode(),
-                 (), "ring")
+    return Frame(
+        ts_ns, conn, "main", "f2b", json.dumps(sample, separators=(",", ":")).encode(), (), "ring"
+    )
 
 
-def notify_frame(ts_ns: int, conn: int, vring: int, signal: str, count: int, first_ns: int,
-                 last_ns: int) -> Frame:
+def notify_frame(
+    ts_ns: int, conn: int, vring: int, signal: str, count: int, first_ns: int, last_ns: int
+) -> Frame:
     """A ``notify`` frame: ``count`` kicks, calls or errs on ``vring`` in one window."""
-    info = {"vring": vring, "signal": signal, "count": count, "first_ns": first_ns,
-            "last_ns": last_ns}
-    return Frame(ts_ns, conn, "main", "f2b", json.dumps(info, separators=(",", ":")).encode(),
-                 (), "notify")
+    info = {
+        "vring": vring,
+        "signal": signal,
+        "count": count,
+        "first_ns": first_ns,
+        "last_ns": last_ns,
+    }
+    return Frame(
+        ts_ns, conn, "main", "f2b", json.dumps(info, separators=(",", ":")).encode(), (), "notify"
+    )
 
 
 #: Event JSON above this size is not parsed (ours is a few hundred bytes): shown as text.
@@ -116,8 +124,10 @@ def event_info(frame: Frame) -> dict[str, Any]:
     """
     data = frame.data
     if len(data) > MAX_EVENT_JSON:
-        return {"text": data[:_TEXT_SHOWN].decode("utf-8", "replace") + "...",
-                "truncated": len(data)}
+        return {
+            "text": data[:_TEXT_SHOWN].decode("utf-8", "replace") + "...",
+            "truncated": len(data),
+        }
     try:
         if _too_deep(data):
             raise ValueError("nested too deep")

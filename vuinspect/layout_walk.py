@@ -74,8 +74,14 @@ def _plan(layout: Layout, order: str) -> tuple[_Entry, ...]:
     return plan
 
 
-def walk(layout: Layout, buf: bytes | bytearray, order: str = "<", *,
-         whole: bool = False, descend: bool = True) -> Generator[Step, int | None, None]:
+def walk(
+    layout: Layout,
+    buf: bytes | bytearray,
+    order: str = "<",
+    *,
+    whole: bool = False,
+    descend: bool = True,
+) -> Generator[Step, int | None, None]:
     """Yield the steps of ``layout`` over ``buf`` (see the module text)."""
     off = 0
     # a level per layout being walked: [its entries left, path prefix, raw field values, the

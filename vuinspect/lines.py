@@ -23,6 +23,8 @@ from .render import format_ts, safe_text, summary_line
 #: -t formats, tshark's letters: ad (UTC date and time), a (UTC time of day, as the TUI
 #: shows), r (seconds since the first message), d (since the previous line), e (epoch).
 TIME_FORMATS = ("ad", "a", "r", "d", "e")
+
+
 def time_formatter(fmt: str) -> Callable[[int], str]:
     """ts_ns -> text for a -t format; relative and delta keep their state."""
     base: int | None = None
@@ -49,6 +51,7 @@ def time_formatter(fmt: str) -> Callable[[int], str]:
         delta = 0 if prev is None else ts_ns - prev
         prev = ts_ns
         return f"{delta / 1e9:.6f}"
+
     return fmt_ts
 
 
@@ -63,7 +66,8 @@ def text_line(fmt: str = "e", detail: bool = False) -> Callable[[Message], str]:
         if fmt == "e":
             return text
         head = f"{msg.frame:>6} {format_ts(msg.ts_ns):>12}"
-        return f"{msg.frame:>6} {fmt_ts(msg.ts_ns):>12}{text[len(head):]}"
+        return f"{msg.frame:>6} {fmt_ts(msg.ts_ns):>12}{text[len(head) :]}"
+
     return line
 
 

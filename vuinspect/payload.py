@@ -99,9 +99,14 @@ def choose_layout(candidates: tuple[Layout, ...], buf: bytes, ctx: DecodeContext
             xen = ctx.xen_mmap  # no Xen twin: the negotiation does not matter
         if lay.when is not None:
             fname, want = lay.when
-            held = next((value for kind, path, _n, _s, _e, value in
-                         walk(lay, buf, ctx.order, descend=False)
-                         if kind == FIELD and path == fname), None)
+            held = next(
+                (
+                    value
+                    for kind, path, _n, _s, _e, value in walk(lay, buf, ctx.order, descend=False)
+                    if kind == FIELD and path == fname
+                ),
+                None,
+            )
             if held != want:
                 continue
         need, empty_array = _measure(lay, buf, ctx.order)
@@ -133,23 +138,33 @@ def decode_layout(
     off = _decode_fields(layout, buf, ctx, out, problems)
     need = expected_size(layout, buf, ctx.order)
     if need is None and len(buf) < layout.fixed_size:  # too short to hold its own count
-        problems.insert(0, problem(
-            "wrong_size", f"payload is {len(buf)} bytes, {layout.name} needs at least "
-            f"{layout.fixed_size}"))
+        problems.insert(
+            0,
+            problem(
+                "wrong_size",
+                f"payload is {len(buf)} bytes, {layout.name} needs at least {layout.fixed_size}",
+            ),
+        )
     elif layout.exact and need is not None and need != len(buf):
-        problems.insert(0, problem(
-            "wrong_size", f"payload is {len(buf)} bytes, {layout.name} needs {need}"))
+        problems.insert(
+            0, problem("wrong_size", f"payload is {len(buf)} bytes, {layout.name} needs {need}")
+        )
     elif not layout.exact and len(buf) < layout.fixed_size:
-        problems.insert(0, problem(
-            "wrong_size", f"payload is {len(buf)} bytes, {layout.name} needs at least "
-            f"{layout.fixed_size}"))
+        problems.insert(
+            0,
+            problem(
+                "wrong_size",
+                f"payload is {len(buf)} bytes, {layout.name} needs at least {layout.fixed_size}",
+            ),
+        )
     elif off < len(buf) and not any(p.code == "wrong_size" for p in problems):
         problems.append(problem("wrong_size", f"{len(buf) - off} unexpected trailing bytes"))
     return out, problems
 
 
-def _decode_fields(layout: Layout, buf: bytes, ctx: DecodeContext,
-                   out: dict[str, Any], problems: list[Problem]) -> int:
+def _decode_fields(
+    layout: Layout, buf: bytes, ctx: DecodeContext, out: dict[str, Any], problems: list[Problem]
+) -> int:
     """Render what ``buf`` holds into ``out``; returns the offset after the last part decoded."""
     off = 0
     cur = out
@@ -170,8 +185,9 @@ def _decode_fields(layout: Layout, buf: bytes, ctx: DecodeContext,
         elif kind == ARRAY:
             n = value if isinstance(value, int) else 0
             if n > node.max_count:
-                problems.append(problem(
-                    "bad_count", f"{node.count} = {n}, at most {node.max_count} allowed"))
+                problems.append(
+                    problem("bad_count", f"{node.count} = {n}, at most {node.max_count} allowed")
+                )
                 n = node.max_count
             items: list[dict[str, Any]] = []
             cur[node.name] = items
@@ -179,14 +195,21 @@ def _decode_fields(layout: Layout, buf: bytes, ctx: DecodeContext,
         elif kind == END:
             cur, items, n = arrays.pop()
             if len(items) < n:
-                problems.append(problem(
-                    "bad_count", f"{node.name}: {n} items announced, only {len(items)} present"))
+                problems.append(
+                    problem(
+                        "bad_count", f"{node.name}: {n} items announced, only {len(items)} present"
+                    )
+                )
             off = end
         else:  # TAIL
             data = buf[start:end]
             if len(data) < end - start:
-                problems.append(problem(
-                    "bad_count", f"{node.length} = {end - start} but only {len(data)} bytes follow"))
+                problems.append(
+                    problem(
+                        "bad_count",
+                        f"{node.length} = {end - start} but only {len(data)} bytes follow",
+                    )
+                )
             cur[node.name] = data.hex()
             off = start + len(data)
     return off

@@ -85,8 +85,18 @@ class Pipeline:
             return out
         self.messages += 1
         name = {"open": "OPEN", "close": "CLOSE", "note": "NOTE"}[frame.kind]
-        ev = Message(self.messages, number, frame.ts_ns, frame.conn, frame.channel,
-                     frame.direction, kind=frame.kind, name=name, info=info, raw=frame.data)
+        ev = Message(
+            self.messages,
+            number,
+            frame.ts_ns,
+            frame.conn,
+            frame.channel,
+            frame.direction,
+            kind=frame.kind,
+            name=name,
+            info=info,
+            raw=frame.data,
+        )
         if frame.kind == "close" and frame.channel == "main":
             ev.problems.extend(session.rings_stopped(frame.ts_ns, final=True))
         out.append(ev)
@@ -104,15 +114,32 @@ class Pipeline:
         if frame.kind == "ring":
             problems, ended = session.on_ring(frame.ts_ns, info)
             if ended:
-                payload["resolved"] = [{"code": f.code, "since_ns": f.since_ns,
-                                        "until_ns": f.until_ns, "duration_ns": f.duration_ns,
-                                        "resolution": f.resolution, "text": f.text}
-                                       for f in ended]
+                payload["resolved"] = [
+                    {
+                        "code": f.code,
+                        "since_ns": f.since_ns,
+                        "until_ns": f.until_ns,
+                        "duration_ns": f.duration_ns,
+                        "resolution": f.resolution,
+                        "text": f.text,
+                    }
+                    for f in ended
+                ]
         else:
             problems = session.on_notify(frame.ts_ns, info)
-        return Message(self.messages, number, frame.ts_ns, frame.conn, frame.channel,
-                       frame.direction, kind=frame.kind, name=frame.kind.upper(),
-                       payload=payload, problems=problems, raw=frame.data)
+        return Message(
+            self.messages,
+            number,
+            frame.ts_ns,
+            frame.conn,
+            frame.channel,
+            frame.direction,
+            kind=frame.kind,
+            name=frame.kind.upper(),
+            payload=payload,
+            problems=problems,
+            raw=frame.data,
+        )
 
     def _flush_conn(self, conn: int, channel: str | None = None) -> list[Message]:
         framers = self._framers.get(conn)
@@ -137,8 +164,9 @@ class Pipeline:
             if s.closed_ns is None:
                 for p in s.waiting():
                     if p.expected:
-                        p.message.problems.append(problem(
-                            "missing_reply", "capture ended before the reply"))
+                        p.message.problems.append(
+                            problem("missing_reply", "capture ended before the reply")
+                        )
         return out
 
     def run(self, frames: Iterable[Frame]) -> Iterator[Message]:

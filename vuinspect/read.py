@@ -41,42 +41,86 @@ PROGRESS_MIN_BYTES = int(os.environ.get("VUINSPECT_PROGRESS_MIN", 4 << 20))
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="*", metavar="FILE",
-                   help="capture files (pcapng written by vuinspect), read in sequence; "
-                        "- for stdin")
-    p.add_argument("-r", "--read-file", dest="rfiles", action="append", default=[],
-                   metavar="FILE", help="a capture file to read (as tshark -r); may repeat")
-    p.add_argument("-f", "--filter", default="", metavar="EXPR",
-                   help="show only messages matching EXPR ('vuinspect fields' lists the names)")
-    p.add_argument("-c", "--count", type=_positive, metavar="N",
-                   help="stop after N (matching) messages")
-    p.add_argument("-t", dest="time_format", choices=TIME_FORMATS, default="e",
-                   help="time format: ad = UTC date and time, a = UTC time of day, "
-                        "r = relative to the first message, d = since the previous line, "
-                        "e = seconds since the epoch (default)")
-    p.add_argument("--relative", dest="time_format", action="store_const", const="r",
-                   help=argparse.SUPPRESS)  # before -t r existed
-    p.add_argument("-T", dest="output", choices=("text", "json", "fields"), default=None,
-                   help="output: text lines (default), json (NDJSON, as --json), or fields "
-                        "(the -e fields, tab separated)")
-    p.add_argument("-e", dest="fields", action="append", default=[], metavar="FIELD",
-                   help="a field for -T fields (a filter name: frame, name, payload.num, ...); "
-                        "may repeat")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per message (NDJSON); with --stats, the statistics "
-                        "as JSON")
-    p.add_argument("--stats", action="store_true",
-                   help="counts and reply latency per request and connection (of the "
-                        "messages --filter keeps)")
-    p.add_argument("--rings", action="store_true",
-                   help="the ring timeline: only the data plane's ring samples and notify "
-                        "counts (without --rings they are left out, except those that raise "
-                        "or resolve a problem)")
-    p.add_argument("--detail", action="store_true",
-                   help="with --rings: the in-flight descriptor chains and request headers "
-                        "the samples hold")
-    p.add_argument("--device", choices=DEVICE_TYPES,
-                   help="device type for naming virtio feature bits (default: from the capture)")
+    p.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="capture files (pcapng written by vuinspect), read in sequence; - for stdin",
+    )
+    p.add_argument(
+        "-r",
+        "--read-file",
+        dest="rfiles",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a capture file to read (as tshark -r); may repeat",
+    )
+    p.add_argument(
+        "-f",
+        "--filter",
+        default="",
+        metavar="EXPR",
+        help="show only messages matching EXPR ('vuinspect fields' lists the names)",
+    )
+    p.add_argument(
+        "-c", "--count", type=_positive, metavar="N", help="stop after N (matching) messages"
+    )
+    p.add_argument(
+        "-t",
+        dest="time_format",
+        choices=TIME_FORMATS,
+        default="e",
+        help="time format: ad = UTC date and time, a = UTC time of day, "
+        "r = relative to the first message, d = since the previous line, "
+        "e = seconds since the epoch (default)",
+    )
+    p.add_argument(
+        "--relative", dest="time_format", action="store_const", const="r", help=argparse.SUPPRESS
+    )  # before -t r existed
+    p.add_argument(
+        "-T",
+        dest="output",
+        choices=("text", "json", "fields"),
+        default=None,
+        help="output: text lines (default), json (NDJSON, as --json), or fields "
+        "(the -e fields, tab separated)",
+    )
+    p.add_argument(
+        "-e",
+        dest="fields",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="a field for -T fields (a filter name: frame, name, payload.num, ...); may repeat",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per message (NDJSON); with --stats, the statistics as JSON",
+    )
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="counts and reply latency per request and connection (of the messages --filter keeps)",
+    )
+    p.add_argument(
+        "--rings",
+        action="store_true",
+        help="the ring timeline: only the data plane's ring samples and notify "
+        "counts (without --rings they are left out, except those that raise "
+        "or resolve a problem)",
+    )
+    p.add_argument(
+        "--detail",
+        action="store_true",
+        help="with --rings: the in-flight descriptor chains and request headers the samples hold",
+    )
+    p.add_argument(
+        "--device",
+        choices=DEVICE_TYPES,
+        help="device type for naming virtio feature bits (default: from the capture)",
+    )
 
 
 def _positive(text: str) -> int:
@@ -123,6 +167,7 @@ def _fields_line(names: list[str]) -> Callable[[Message], str]:
 
     def line(msg: Message) -> str:
         return "\t".join(_field_text(field_value(msg, path)) for path in paths)
+
     return line
 
 
@@ -199,9 +244,13 @@ def run(args: argparse.Namespace) -> int:
     if output == "fields" and not args.fields:
         raise CliError("-T fields needs at least one -e FIELD", 2)
     files = _sources(args)
-    line = (_fields_line(args.fields) if output == "fields" else
-            (lambda m: json.dumps(to_json(m), separators=(",", ":"))) if output == "json" else
-            text_line(args.time_format, args.detail))
+    line = (
+        _fields_line(args.fields)
+        if output == "fields"
+        else (lambda m: json.dumps(to_json(m), separators=(",", ":")))
+        if output == "json"
+        else text_line(args.time_format, args.detail)
+    )
     shown_kind = _shown(args.rings)
     if args.detail and not args.rings:
         raise CliError("--detail goes with --rings", 2)
@@ -233,12 +282,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         readers.close()
     if args.stats:
-        sessions: list[Session] = (tally.sessions() if tally is not None
-                                   else list(pipeline.sessions.values()))
+        sessions: list[Session] = (
+            tally.sessions() if tally is not None else list(pipeline.sessions.values())
+        )
         if args.json:
-            json.dump({"filter": args.filter or None, "requests": request_table(sessions),
-                       "connections": connection_table(sessions),
-                       "rings": ring_table(sessions)}, out, indent=1)
+            json.dump(
+                {
+                    "filter": args.filter or None,
+                    "requests": request_table(sessions),
+                    "connections": connection_table(sessions),
+                    "rings": ring_table(sessions),
+                },
+                out,
+                indent=1,
+            )
             write("\n")
         else:
             write(format_stats(sessions, args.filter.strip()) + "\n")
@@ -311,11 +368,16 @@ class _Readers:
                     unit.close()
             if reader.error is not None:
                 err = reader.error
-                path, offset = (unit.where(err.offset) if isinstance(unit, Concat)
-                                and err.offset is not None else (unit, err.offset))
+                path, offset = (
+                    unit.where(err.offset)
+                    if isinstance(unit, Concat) and err.offset is not None
+                    else (unit, err.offset)
+                )
                 where = f" at byte {offset}" if offset is not None else ""
-                self.damaged.append(f"{path}: capture damaged{where}: {err.reason}; "
-                                    f"{reader.frames_read} whole frames before it were read")
+                self.damaged.append(
+                    f"{path}: capture damaged{where}: {err.reason}; "
+                    f"{reader.frames_read} whole frames before it were read"
+                )
 
     def close(self) -> None:
         if self.progress is not None:
@@ -323,4 +385,3 @@ class _Readers:
             self.progress = None
         if self.reader is not None:
             self.reader.close()
-

@@ -76,8 +76,14 @@ def payload_summary(msg: Message) -> str:
     for k, v in p.items():
         if isinstance(v, (list, dict)) or (isinstance(v, str) and len(v) > 40):
             continue
-        parts.append(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) and v > 9
-                     and k not in ("index", "num", "mtu", "slots", "num_queues") else f"{k}={v}")
+        parts.append(
+            f"{k}={v:#x}"
+            if isinstance(v, int)
+            and not isinstance(v, bool)
+            and v > 9
+            and k not in ("index", "num", "mtu", "slots", "num_queues")
+            else f"{k}={v}"
+        )
         if len(parts) == 4:
             break
     return " ".join(parts)
@@ -96,16 +102,21 @@ def _layout_summary(p: dict[str, Any], lay: str | None) -> str | None:
     if lay == "vring_fd":
         return f"vring {p['index']}" + (" NOFD" if p.get("nofd") else "")
     if lay == "vring_addr":
-        return (f"vring {p['index']} desc=0x{p['desc']:x} used=0x{p['used']:x} "
-                f"avail=0x{p['avail']:x}" + (" log" if p.get("log") and p["flags"] & 1 else ""))
+        return (
+            f"vring {p['index']} desc=0x{p['desc']:x} used=0x{p['used']:x} "
+            f"avail=0x{p['avail']:x}" + (" log" if p.get("log") and p["flags"] & 1 else "")
+        )
     if lay == "vring_base":
         return f"vring {p['index']} base={p['num']}"
     if lay == "vring_enable":
         return f"vring {p['index']} {p['num_name']}"
     if lay in ("vring_state", "vring_num", "vring_endian"):
         extra = p.get("num_name", p["num"])
-        return f"vring {p['index']} num={extra}" if lay != "vring_state" or p["num"] else \
-            f"vring {p['index']}"
+        return (
+            f"vring {p['index']} num={extra}"
+            if lay != "vring_state" or p["num"]
+            else f"vring {p['index']}"
+        )
     if lay == "ack":
         return "ok" if p["result"] == 0 else f"FAILED result={p['result']}"
     if lay == "status":
@@ -113,12 +124,16 @@ def _layout_summary(p: dict[str, Any], lay: str | None) -> str | None:
     if lay == "config":
         return f"offset={p['offset']} size={p['size']} {p['flags_name']}"
     if lay == "iotlb":
-        return f"{p['type_name']} iova=0x{p['iova']:x} size={human_size(p['size'])} {p['perm_name']}"
+        return (
+            f"{p['type_name']} iova=0x{p['iova']:x} size={human_size(p['size'])} {p['perm_name']}"
+        )
     if lay == "log":
         return f"size={human_size(p['mmap_size'])} offset=0x{p['mmap_offset']:x}"
     if lay == "inflight":
-        return (f"size={human_size(p['mmap_size'])} queues={p['num_queues']} "
-                f"queue_size={p['queue_size']}")
+        return (
+            f"size={human_size(p['mmap_size'])} queues={p['num_queues']} "
+            f"queue_size={p['queue_size']}"
+        )
     return None
 
 
@@ -159,8 +174,10 @@ def _summary(msg: Message, base_ns: int | None) -> str:
     name = msg.name + (" reply" if msg.reply else "")
     if msg.need_reply and not msg.reply:
         name += " (need_reply)"
-    parts = [f"{msg.frame:>6} {format_ts(msg.ts_ns, base_ns):>12} c{msg.conn:<3} "
-             f"{msg.channel:<7} {arrow} {name}"]
+    parts = [
+        f"{msg.frame:>6} {format_ts(msg.ts_ns, base_ns):>12} c{msg.conn:<3} "
+        f"{msg.channel:<7} {arrow} {name}"
+    ]
     summary = payload_summary(msg)
     if summary:
         parts.append(summary)
@@ -191,8 +208,14 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
         rows.append((1, "request", f"request: {msg.request}"))
         flags = msg.flags or 0
         bits = [n for n, m in (("reply", 4), ("need_reply", 8)) if flags & m]
-        rows.append((1, "flags", f"flags: 0x{flags:x} version={flags & 3}"
-                     + (f" [{' '.join(bits)}]" if bits else "")))
+        rows.append(
+            (
+                1,
+                "flags",
+                f"flags: 0x{flags:x} version={flags & 3}"
+                + (f" [{' '.join(bits)}]" if bits else ""),
+            )
+        )
         rows.append((1, "size", f"size: {msg.size}"))
     if msg.payload:
         rows.append((0, "payload", f"Payload ({msg.layout or 'raw'})"))
@@ -212,8 +235,9 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
     return [(d, key, safe_text(text)) for d, key, text in rows]
 
 
-def _tree_items(obj: dict[str, Any], depth: int, path: str,
-                rows: list[tuple[int, str, str]]) -> None:
+def _tree_items(
+    obj: dict[str, Any], depth: int, path: str, rows: list[tuple[int, str, str]]
+) -> None:
     for k, v in obj.items():
         key = f"{path}.{k}"
         if isinstance(v, list) and v and isinstance(v[0], dict):

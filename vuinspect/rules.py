@@ -51,8 +51,12 @@ _HEAD = re.compile(r"\S+")
 _U64 = struct.Struct("=Q")
 _HDR = struct.Struct("=III")
 # Requests whose u64 payload is a feature set: (channel main) id -> (kind, is the GET reply).
-_FEATURE_MSGS = {1: ("virtio", True), 2: ("virtio", False),
-                 15: ("protocol", True), 16: ("protocol", False)}
+_FEATURE_MSGS = {
+    1: ("virtio", True),
+    2: ("virtio", False),
+    15: ("protocol", True),
+    16: ("protocol", False),
+}
 _DEVICE_PREFIX = {"SND": "sound"}
 
 
@@ -122,12 +126,14 @@ def feature_bit(name: str) -> tuple[str, int]:
     if key.startswith("VHOST_USER_PROTOCOL_F_"):
         bit = FEAT.PROTOCOL_BY_NAME.get(key[22:])
         if bit is None:
-            raise ValueError(f"unknown protocol feature {name!r}"
-                             f"{_suggest(key[22:], list(FEAT.PROTOCOL_BY_NAME))}")
+            raise ValueError(
+                f"unknown protocol feature {name!r}"
+                f"{_suggest(key[22:], list(FEAT.PROTOCOL_BY_NAME))}"
+            )
         return "protocol", bit.bit
     for prefix in ("VIRTIO_F_", "VHOST_USER_F_", "VHOST_F_"):
-        if key.startswith(prefix) and key[len(prefix):] in transport:
-            return "virtio", transport[key[len(prefix):]]
+        if key.startswith(prefix) and key[len(prefix) :] in transport:
+            return "virtio", transport[key[len(prefix) :]]
     if key.startswith("VIRTIO_RING_F_") and "RING_" + key[14:] in transport:
         return "virtio", transport["RING_" + key[14:]]
     if m := re.fullmatch(r"VIRTIO_([A-Z0-9]+)_F_(\w+)", key):
@@ -174,10 +180,14 @@ def request_keys(filter_text: str) -> frozenset[tuple[str, int]] | None:
             continue
         if kind == "op" and value == "or":
             return None
-        if (kind == "word" and value.removeprefix("vhost_user.") in ("name", "request")
-                and i + 2 < len(toks) and toks[i + 1][:2] == ("op", "==")
-                and toks[i + 2][0] in ("word", "str")
-                and not (i and toks[i - 1][:2] == ("op", "not"))):
+        if (
+            kind == "word"
+            and value.removeprefix("vhost_user.") in ("name", "request")
+            and i + 2 < len(toks)
+            and toks[i + 1][:2] == ("op", "==")
+            and toks[i + 2][0] in ("word", "str")
+            and not (i and toks[i - 1][:2] == ("op", "not"))
+        ):
             spec = by_name(toks[i + 2][1])
             if spec is not None:
                 keys = frozenset({(spec.channel, spec.id)})
@@ -271,9 +281,13 @@ def parse_rules(texts: list[str], files: list[str] | None = None) -> list[Rule]:
 class RuleSet:
     """The rules of one proxy run; ``for_conn`` makes the per-connection matcher."""
 
-    def __init__(self, rules: list[Rule], device: str | None = None,
-                 addons: list | None = None,
-                 report: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        rules: list[Rule],
+        device: str | None = None,
+        addons: list | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.rules = rules
         self.device = device
         #: Python addons (addons.py, ``--script``): their hooks run after the rules.
@@ -289,11 +303,16 @@ class RuleSet:
     def summary(self) -> str:
         parts = []
         if self.rules:
-            parts.append("rules: " + "; ".join(f"{r.text!r} fired {r.fired} time(s)"
-                                               for r in self.rules))
+            parts.append(
+                "rules: " + "; ".join(f"{r.text!r} fired {r.fired} time(s)" for r in self.rules)
+            )
         if self.addons:
-            parts.append("addons: " + "; ".join(f"{a.name} acted {a.actions} time(s), "
-                                                f"{a.errors} error(s)" for a in self.addons))
+            parts.append(
+                "addons: "
+                + "; ".join(
+                    f"{a.name} acted {a.actions} time(s), {a.errors} error(s)" for a in self.addons
+                )
+            )
         return "; ".join(parts)
 
 
@@ -312,13 +331,13 @@ class ConnRules:
         if ruleset.addons:
             from .addons import ConnAddons
 
-            self.addons = ConnAddons(ruleset.addons, conn, self.pipeline.session(conn),
-                                     ruleset.report)
+            self.addons = ConnAddons(
+                ruleset.addons, conn, self.pipeline.session(conn), ruleset.report
+            )
         self.decode_all = self.addons is not None or any(r.names is None for r in filtered)
         self.decode_keys = frozenset().union(*(r.names or () for r in filtered))
 
-    def _decode(self, ts: int, channel: str, direction: str, data: bytes,
-                fds: list[int]) -> list:
+    def _decode(self, ts: int, channel: str, direction: str, data: bytes, fds: list[int]) -> list:
         descs = tuple(self.describe(fd) for fd in fds)
         frame = Frame(ts, self.conn, channel, direction, data, descs)  # type: ignore[arg-type]
         with self._lock:
@@ -327,8 +346,9 @@ class ConnRules:
             except Exception:  # noqa: BLE001 - a decoder bug must not break forwarding
                 return []
 
-    def judge(self, ts: int, channel: str, direction: str, data: bytes,
-              fds: list[int]) -> Verdict | None:
+    def judge(
+        self, ts: int, channel: str, direction: str, data: bytes, fds: list[int]
+    ) -> Verdict | None:
         """The verdict on one whole message (None: forward it unchanged)."""
         if len(data) < HEADER_SIZE:
             return None
@@ -348,16 +368,27 @@ class ConnRules:
                 continue
             elif rule.action == "reply-error":
                 spec = lookup(channel, req)
-                body = None if spec is None or flags & FLAG_REPLY else failure_payload(
-                    spec, flags, cur[HEADER_SIZE:])
+                body = (
+                    None
+                    if spec is None or flags & FLAG_REPLY
+                    else failure_payload(spec, flags, cur[HEADER_SIZE:])
+                )
                 if body is None:
                     if id(rule) in self._told:
                         continue
                     self._told.add(id(rule))  # said once per rule and connection
                     verdict = verdict or Verdict(cur)
-                    verdict.notes.append(_note(rule, "no failure reply the spec allows for "
-                                               "this message: forwarded unchanged", cur, cur,
-                                               direction, fired=False))
+                    verdict.notes.append(
+                        _note(
+                            rule,
+                            "no failure reply the spec allows for "
+                            "this message: forwarded unchanged",
+                            cur,
+                            cur,
+                            direction,
+                            fired=False,
+                        )
+                    )
                     continue
                 new = None
             elif rule.action == "corrupt":
@@ -369,16 +400,20 @@ class ConnRules:
             verdict = verdict or Verdict(cur)
             if rule.action == "delay":
                 verdict.delay_s += rule.delay_s
-                verdict.notes.append(_note(rule, f"delayed {rule.delay_s:g} s", cur, cur,
-                                           direction))
+                verdict.notes.append(
+                    _note(rule, f"delayed {rule.delay_s:g} s", cur, cur, direction)
+                )
                 continue
             if rule.action == "reply-error":
                 hdr = _HDR.pack(req, (flags & FLAG_VERSION_MASK) | FLAG_REPLY, len(body))  # type: ignore[arg-type]
                 verdict.reply = hdr + body  # type: ignore[operator]
                 what = "answered by the proxy with a failure; the peer never saw it"
             elif rule.action == "drop":
-                what = (f"dropped ({len(fds)} fd(s) closed); the peer never saw it" if fds
-                        else "dropped; the peer never saw it")
+                what = (
+                    f"dropped ({len(fds)} fd(s) closed); the peer never saw it"
+                    if fds
+                    else "dropped; the peer never saw it"
+                )
             elif rule.action == "disconnect":
                 what = "connection cut by the proxy before this message"
                 verdict.end = f"rule {rule.text!r}: connection cut"
@@ -401,8 +436,9 @@ class ConnRules:
             return []
         return self.addons.close()
 
-    def _mask(self, rule: Rule, channel: str, direction: str, req: int, flags: int,
-              data: bytes) -> bytes | None:
+    def _mask(
+        self, rule: Rule, channel: str, direction: str, req: int, flags: int, data: bytes
+    ) -> bytes | None:
         """The message with the rule's feature bits cleared, or None if it carries none."""
         what = _FEATURE_MSGS.get(req) if channel == "main" else None
         if what is None or len(data) < HEADER_SIZE + 8:
@@ -414,7 +450,7 @@ class ConnRules:
         value = _U64.unpack_from(data, HEADER_SIZE)[0]
         if not value & mask:
             return None
-        return data[:HEADER_SIZE] + _U64.pack(value & ~mask) + data[HEADER_SIZE + 8:]
+        return data[:HEADER_SIZE] + _U64.pack(value & ~mask) + data[HEADER_SIZE + 8 :]
 
     def sent_by_proxy(self, ts: int, channel: str, direction: str, data: bytes) -> None:
         """A message the proxy itself sent (a reply-error answer): keeps the decoder's state."""
@@ -443,8 +479,9 @@ def _corrupt(rule: Rule, data: bytes) -> bytes:
     return bytes(out)
 
 
-def _note(rule: Rule, what: str, old: bytes, new: bytes, direction: str,
-          fired: bool = True) -> dict[str, object]:
+def _note(
+    rule: Rule, what: str, old: bytes, new: bytes, direction: str, fired: bool = True
+) -> dict[str, object]:
     """The info of the note event recorded before the message (docs/capture-format.md)."""
     info: dict[str, object] = {
         "text": f"rule {rule.text!r}: {what}",

@@ -17,8 +17,17 @@ from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
 
 T0 = 1_764_000_000_123_456_789  # a fixed epoch in ns, so generated captures are reproducible
 
-VIRTIO_OFFER = (1 << 32) | (1 << 30) | (1 << 29) | (1 << 28) | (1 << 2) | (1 << 9) | (1 << 12) \
-    | (1 << 6) | (1 << 1)
+VIRTIO_OFFER = (
+    (1 << 32)
+    | (1 << 30)
+    | (1 << 29)
+    | (1 << 28)
+    | (1 << 2)
+    | (1 << 9)
+    | (1 << 12)
+    | (1 << 6)
+    | (1 << 1)
+)
 VIRTIO_ACK = (1 << 32) | (1 << 30) | (1 << 29) | (1 << 2) | (1 << 9) | (1 << 6)
 PROTOCOL_OFFER = 0x1EBF  # SPDK's set: MQ LOG_SHMFD RARP REPLY_ACK NET_MTU BACKEND_REQ CRYPTO...
 PROTOCOL_ACK = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 12)
@@ -34,25 +43,52 @@ class _Clock:
         return self.t
 
 
-def device_start(conn: int = 1, queues: int = 2, label: str = "/run/vhost/blk0.sock",
-                 t0: int = T0) -> list[Frame]:
+def device_start(
+    conn: int = 1, queues: int = 2, label: str = "/run/vhost/blk0.sock", t0: int = T0
+) -> list[Frame]:
     """A vhost-user-blk start and stop as QEMU 7.2 + qemu-storage-daemon do it."""
     clock = _Clock(t0)
-    out: list[Frame] = [event_frame("open", clock(), conn, {
-        "label": label, "listen": label + ".proxy", "connect": label,
-        "orientation": "frontend-connects", "device": "blk", "byteorder": "little"})]
+    out: list[Frame] = [
+        event_frame(
+            "open",
+            clock(),
+            conn,
+            {
+                "label": label,
+                "listen": label + ".proxy",
+                "connect": label,
+                "orientation": "frontend-connects",
+                "device": "blk",
+                "byteorder": "little",
+            },
+        )
+    ]
 
-    def req(r: int, values: dict[str, Any] | None = None, fds: tuple[str, ...] = (),
-            need_reply: bool = False, channel: Channel = "main") -> None:
+    def req(
+        r: int,
+        values: dict[str, Any] | None = None,
+        fds: tuple[str, ...] = (),
+        need_reply: bool = False,
+        channel: Channel = "main",
+    ) -> None:
         d: Direction = "f2b" if channel == "main" else "b2f"
-        out.append(Frame(clock(), conn, channel, d,
-                         build(channel, r, values, need_reply=need_reply), fds))
+        out.append(
+            Frame(clock(), conn, channel, d, build(channel, r, values, need_reply=need_reply), fds)
+        )
 
-    def rep(r: int, values: dict[str, Any] | None = None, fds: tuple[str, ...] = (),
-            channel: Channel = "main", layout: str | None = None) -> None:
+    def rep(
+        r: int,
+        values: dict[str, Any] | None = None,
+        fds: tuple[str, ...] = (),
+        channel: Channel = "main",
+        layout: str | None = None,
+    ) -> None:
         d: Direction = "b2f" if channel == "main" else "f2b"
-        out.append(Frame(clock(), conn, channel, d,
-                         build(channel, r, values, reply=True, layout=layout), fds))
+        out.append(
+            Frame(
+                clock(), conn, channel, d, build(channel, r, values, reply=True, layout=layout), fds
+            )
+        )
 
     def ack(r: int) -> None:
         rep(r, {"result": 0}, layout="ack")
@@ -81,16 +117,31 @@ def device_start(conn: int = 1, queues: int = 2, label: str = "/run/vhost/blk0.s
     req(2, {"features": VIRTIO_ACK}, need_reply=True)
     ack(2)
     req(31, {"mmap_size": 0, "mmap_offset": 0, "num_queues": queues, "queue_size": 128})
-    rep(31, {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
-        fds=("memfd:vhost-inflight size=8KiB",))
-    req(32, {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
-        fds=("memfd:vhost-inflight size=8KiB",), need_reply=True)
+    rep(
+        31,
+        {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
+        fds=("memfd:vhost-inflight size=8KiB",),
+    )
+    req(
+        32,
+        {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
+        fds=("memfd:vhost-inflight size=8KiB",),
+        need_reply=True,
+    )
     ack(32)
     regions = [
-        {"guest_phys_addr": 0, "memory_size": 0xC0000, "userspace_addr": 0x7F5A40000000,
-         "mmap_offset": 0},
-        {"guest_phys_addr": 0x100000, "memory_size": 0xFF00000, "userspace_addr": 0x7F5A40100000,
-         "mmap_offset": 0x100000},
+        {
+            "guest_phys_addr": 0,
+            "memory_size": 0xC0000,
+            "userspace_addr": 0x7F5A40000000,
+            "mmap_offset": 0,
+        },
+        {
+            "guest_phys_addr": 0x100000,
+            "memory_size": 0xFF00000,
+            "userspace_addr": 0x7F5A40100000,
+            "mmap_offset": 0x100000,
+        },
     ]
     mem = "memfd:mem size=256MiB"
     req(5, {"regions": regions}, fds=(mem, mem), need_reply=True)
@@ -101,8 +152,18 @@ def device_start(conn: int = 1, queues: int = 2, label: str = "/run/vhost/blk0.s
         ack(8)
         req(10, {"index": q, "num": 0}, need_reply=True)
         ack(10)
-        req(9, {"index": q, "flags": 0, "desc": base, "used": base + 0x1000,
-                "avail": base + 0x800, "log": 0}, need_reply=True)
+        req(
+            9,
+            {
+                "index": q,
+                "flags": 0,
+                "desc": base,
+                "used": base + 0x1000,
+                "avail": base + 0x800,
+                "log": 0,
+            },
+            need_reply=True,
+        )
         ack(9)
         req(12, {"index": q}, fds=("eventfd",), need_reply=True)
         ack(12)
@@ -122,8 +183,11 @@ def device_start(conn: int = 1, queues: int = 2, label: str = "/run/vhost/blk0.s
         ack(18)
         req(11, {"index": q, "num": 0})
         rep(11, {"index": q, "num": 37 + q})
-    out.append(event_frame("close", clock(), conn, {"reason": "front-end closed the connection",
-                                                    "by": "frontend"}))
+    out.append(
+        event_frame(
+            "close", clock(), conn, {"reason": "front-end closed the connection", "by": "frontend"}
+        )
+    )
     return out
 
 
@@ -139,23 +203,40 @@ def every_message(conn: int = 1, t0: int = T0) -> list[Frame]:
     """
     clock = _Clock(t0, 10_000)
     out: list[Frame] = []
-    overrides = {"virtio_features": {"features": VIRTIO_ALL},
-                 "protocol_features": {"features": PROTOCOL_ALL}}
+    overrides = {
+        "virtio_features": {"features": VIRTIO_ALL},
+        "protocol_features": {"features": PROTOCOL_ALL},
+    }
     xen_conn = conn + 1
     for c, xen in ((conn, False), (xen_conn, True)):
-        out.append(event_frame("open", clock(), c, {
-            "label": f"synthetic{'-xen' if xen else ''}", "orientation": "frontend-connects",
-            "device": "blk", "byteorder": "little"}))
+        out.append(
+            event_frame(
+                "open",
+                clock(),
+                c,
+                {
+                    "label": f"synthetic{'-xen' if xen else ''}",
+                    "orientation": "frontend-connects",
+                    "device": "blk",
+                    "byteorder": "little",
+                },
+            )
+        )
         feats = PROTOCOL_ALL | (1 << 17) if xen else PROTOCOL_ALL
-        for r, values in ((1, None), (15, None), (16, {"features": feats}),
-                          (2, {"features": VIRTIO_ALL})):
+        for r, values in (
+            (1, None),
+            (15, None),
+            (16, {"features": feats}),
+            (2, {"features": VIRTIO_ALL}),
+        ):
             out.append(Frame(clock(), c, "main", "f2b", build("main", r, values)))
             if r in (1, 15):
                 rv = {"features": VIRTIO_ALL} if r == 1 else {"features": feats}
                 out.append(Frame(clock(), c, "main", "b2f", build("main", r, rv, reply=True)))
         if not xen:  # start vring 1 so that GET_VRING_BASE stops a started ring
-            out.append(Frame(clock(), c, "main", "f2b", build("main", 12, {"index": 1}),
-                             ("eventfd",)))
+            out.append(
+                Frame(clock(), c, "main", "f2b", build("main", 12, {"index": 1}), ("eventfd",))
+            )
     for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
         req_dir: Direction = "f2b" if spec.channel == "main" else "b2f"
         rep_dir: Direction = "b2f" if spec.channel == "main" else "f2b"
@@ -168,15 +249,33 @@ def every_message(conn: int = 1, t0: int = T0) -> list[Frame]:
             c = xen_conn if xen else conn
             values = overrides.get(lay.name) or _sample_values(lay.name)
             n_fds = _fd_count(spec, values, lay.name)
-            data = message(spec.id, encode_layout(lay, values),
-                           need_reply=spec.reply_mode != "always")
-            out.append(Frame(clock(), c, spec.channel, req_dir, data,
-                             tuple(f"eventfd#{k}" for k in range(n_fds))))
+            data = message(
+                spec.id, encode_layout(lay, values), need_reply=spec.reply_mode != "always"
+            )
+            out.append(
+                Frame(
+                    clock(),
+                    c,
+                    spec.channel,
+                    req_dir,
+                    data,
+                    tuple(f"eventfd#{k}" for k in range(n_fds)),
+                )
+            )
             rvalues = (overrides.get(rl.name) or _sample_values(rl.name)) if rl is not None else {}
-            rdata = message(spec.id, encode_layout(rl, rvalues) if rl is not None else b"",
-                            reply=True)
-            out.append(Frame(clock(), c, spec.channel, rep_dir, rdata,
-                             tuple("memfd:x size=4KiB" for _ in range(spec.reply_fds[0]))))
+            rdata = message(
+                spec.id, encode_layout(rl, rvalues) if rl is not None else b"", reply=True
+            )
+            out.append(
+                Frame(
+                    clock(),
+                    c,
+                    spec.channel,
+                    rep_dir,
+                    rdata,
+                    tuple("memfd:x size=4KiB" for _ in range(spec.reply_fds[0])),
+                )
+            )
     return out
 
 
@@ -191,8 +290,12 @@ def _fd_count(spec, values: dict[str, Any], layout: str) -> int:
     return lo
 
 
-_REGION = {"guest_phys_addr": 0x100000, "memory_size": 0x4000000,
-           "userspace_addr": 0x7F0000100000, "mmap_offset": 0x100000}
+_REGION = {
+    "guest_phys_addr": 0x100000,
+    "memory_size": 0x4000000,
+    "userspace_addr": 0x7F0000100000,
+    "mmap_offset": 0x100000,
+}
 _XEN = {"xen_mmap_flags": 0x1, "domid": 7}
 
 
@@ -216,8 +319,14 @@ def _sample_values(layout: str) -> dict[str, Any]:
         "vring_base": {"index": 1, "num": 0x2A},
         "vring_enable": {"index": 1, "num": 1},
         "vring_endian": {"index": 1, "num": 1},
-        "vring_addr": {"index": 1, "flags": 1, "desc": 0x7F0000001000, "used": 0x7F0000002000,
-                       "avail": 0x7F0000003000, "log": 0x3000},
+        "vring_addr": {
+            "index": 1,
+            "flags": 1,
+            "desc": 0x7F0000001000,
+            "used": 0x7F0000002000,
+            "avail": 0x7F0000003000,
+            "log": 0x3000,
+        },
         "mem_table": {"regions": [_REGION, dict(_REGION, guest_phys_addr=0x8000000)]},
         "mem_table_xen": {"regions": [dict(_REGION, **_XEN)]},
         "mem_reg": dict(_REGION),
@@ -227,19 +336,36 @@ def _sample_values(layout: str) -> dict[str, Any]:
         "config": {"offset": 0, "size": 8, "flags": 0, "data": "0001020304050607"},
         "vring_area": {"index": 2, "nofd": False, "size": 4096, "offset": 0},
         "shared": {"uuid": "12345678-9abc-def0-1234-56789abcdef0"},
-        "shmem_map": {"shmid": 1, "fd_offset": 0x1000, "shm_offset": 0x2000, "len": 0x4000,
-                      "flags": 1},
-        "shmem_config": {"nregions": 2, "memory_sizes": [{"size": 0x100000}, {"size": 0x200000}]
-                         + [{"size": 0}] * 254},
+        "shmem_map": {
+            "shmid": 1,
+            "fd_offset": 0x1000,
+            "shm_offset": 0x2000,
+            "len": 0x4000,
+            "flags": 1,
+        },
+        "shmem_config": {
+            "nregions": 2,
+            "memory_sizes": [{"size": 0x100000}, {"size": 0x200000}] + [{"size": 0}] * 254,
+        },
         "inflight": {"mmap_size": 8448, "mmap_offset": 0, "num_queues": 4, "queue_size": 128},
         "device_state": {"direction": 0, "phase": 0},
         "device_state_result": {"error": 0, "no_fd": True},
-        "crypto_session_sym": {"op_code": 0x002, "cipher_alg": 1, "key_len": 16,
-                               "key": "11" * 16, "session_id": 5},
-        "crypto_session_asym": {"op_code": 0x404, "algo": 1, "keytype": 1, "keylen": 32,
-                                "key": "22" * 32, "session_id": 6},
-        "crypto_session_old": {"session_id": 7, "cipher_alg": 1, "key_len": 16,
-                               "key": "33" * 16},
+        "crypto_session_sym": {
+            "op_code": 0x002,
+            "cipher_alg": 1,
+            "key_len": 16,
+            "key": "11" * 16,
+            "session_id": 5,
+        },
+        "crypto_session_asym": {
+            "op_code": 0x404,
+            "algo": 1,
+            "keytype": 1,
+            "keylen": 32,
+            "key": "22" * 32,
+            "session_id": 6,
+        },
+        "crypto_session_old": {"session_id": 7, "cipher_alg": 1, "key_len": 16, "key": "33" * 16},
     }
     return dict(samples.get(layout, {}))
 

@@ -44,8 +44,14 @@ _VRING_REQUESTS = (8, 9, 10, 11, 12, 13, 14, 18, 23, 35, 45)
 class Session:
     """State of one vhost-user connection (main channel and back-end channel)."""
 
-    def __init__(self, conn: int, *, device: str | None = None, order: str = "<",
-                 cache: dict[tuple, tuple] | None = None) -> None:
+    def __init__(
+        self,
+        conn: int,
+        *,
+        device: str | None = None,
+        order: str = "<",
+        cache: dict[tuple, tuple] | None = None,
+    ) -> None:
         self.conn = conn
         self.info: dict[str, Any] = {}
         self.label = f"conn {conn}"
@@ -145,8 +151,9 @@ class Session:
         self.close_reason = reason
         left = [p for p in self.waiting() if p.expected]
         for p in left:
-            p.message.problems.append(problem(
-                "missing_reply", f"connection ended before the reply ({reason})"))
+            p.message.problems.append(
+                problem("missing_reply", f"connection ended before the reply ({reason})")
+            )
         return left
 
     # -- data plane ----------------------------------------------------------------
@@ -165,12 +172,15 @@ class Session:
         why = self.dataplane.on_notify(info)
         return [problem("ring_bad_sample", why)] if why else []
 
-    def rings_stopped(self, ts_ns: int, indices: list[int] | None = None,
-                      final: bool = False) -> list:
+    def rings_stopped(
+        self, ts_ns: int, indices: list[int] | None = None, final: bool = False
+    ) -> list:
         """GET_VRING_BASE (one ring), RESET_*, close (all, ``final``): problems for requests
         in flight (judged at the ring's stop sample unless ``final``)."""
-        return [problem(f.code, f.text)
-                for f in self.dataplane.on_reset(ts_ns, indices, self.receive_queue, final)]
+        return [
+            problem(f.code, f.text)
+            for f in self.dataplane.on_reset(ts_ns, indices, self.receive_queue, final)
+        ]
 
     def _seen(self, ts_ns: int) -> None:
         if self.first_ns is None:
@@ -178,11 +188,21 @@ class Session:
         self.last_ns = max(self.last_ns or ts_ns, ts_ns)
 
     # -- messages ----------------------------------------------------------------
-    def handle(self, raw: RawMessage, index: int, direction: Direction,
-               channel: Channel) -> Message:
+    def handle(
+        self, raw: RawMessage, index: int, direction: Direction, channel: Channel
+    ) -> Message:
         """Decode one framed message, update state and pair it."""
-        msg = Message(index, raw.frame, raw.ts_ns, self.conn, channel, direction,
-                      raw=raw.data, fds=raw.fds, big_endian=self.order == ">")
+        msg = Message(
+            index,
+            raw.frame,
+            raw.ts_ns,
+            self.conn,
+            channel,
+            direction,
+            raw=raw.data,
+            fds=raw.fds,
+            big_endian=self.order == ">",
+        )
         if raw.problems:
             msg.problems.extend(raw.problems)
         self.messages += 1
@@ -207,9 +227,12 @@ class Session:
         self._check_header(msg)
         payload = raw.data[HEADER_SIZE:]
         if spec is None:
-            msg.problems.append(problem(
-                "unknown_request", f"request id {msg.request} is not defined on the {channel} "
-                "channel"))
+            msg.problems.append(
+                problem(
+                    "unknown_request",
+                    f"request id {msg.request} is not defined on the {channel} channel",
+                )
+            )
             msg.payload = {"data": payload.hex()} if payload else {}
         if msg.reply:
             request = self._pair(msg)
@@ -254,8 +277,11 @@ class Session:
         if hit is None:
             layout = choose_layout(layouts, payload, ctx)
             if layout is None:
-                problems = [problem("wrong_size", f"{len(payload)} bytes where none are "
-                                    "defined")] if payload else []
+                problems = (
+                    [problem("wrong_size", f"{len(payload)} bytes where none are defined")]
+                    if payload
+                    else []
+                )
                 hit = (None, {"data": payload.hex()} if payload else {}, problems)
             else:
                 values, problems = decode_layout(layout, payload, ctx)
@@ -277,9 +303,13 @@ class Session:
         if msg.reply and flags != REPLY_FLAGS:
             msg.problems.append(problem("reply_flags", f"flags 0x{flags:x} instead of 0x5"))
         elif not msg.reply and flags & FLAG_REPLY:
-            msg.problems.append(problem(
-                "wrong_direction", f"REPLY flag set on a message from the "
-                f"{'front-end' if msg.channel == 'main' else 'back-end'}, which sends requests here"))
+            msg.problems.append(
+                problem(
+                    "wrong_direction",
+                    f"REPLY flag set on a message from the "
+                    f"{'front-end' if msg.channel == 'main' else 'back-end'}, which sends requests here",
+                )
+            )
 
     def _check_fds(self, msg: Message, allowed: tuple[int, int], role: str) -> None:
         truncated = [d for d in msg.fds if d.startswith(TRUNCATED_FD)]
@@ -301,8 +331,12 @@ class Session:
             want = f"{lo}" if lo == hi else f"{lo}-{hi}"
             what = f" ({role})" if role else ""
             msg.problems.append(problem("fd_count", f"{n} fds, expected {want}{what}"))
-        if n and msg.channel == "backend" and not msg.reply and \
-                self.protocol_has(_BACKEND_SEND_FD) is False:
+        if (
+            n
+            and msg.channel == "backend"
+            and not msg.reply
+            and self.protocol_has(_BACKEND_SEND_FD) is False
+        ):
             msg.problems.append(problem("fds_without_backend_send_fd"))
 
     def _check_result(self, msg: Message) -> None:
@@ -341,9 +375,12 @@ class Session:
         if queue:  # one problem however many wait: a stalled peer must not cost O(n^2)
             head = queue[0].message
             more = f" (and {len(queue) - 1} later requests)" if len(queue) > 1 else ""
-            msg.problems.append(problem(
-                "request_while_waiting",
-                f"{head.name} (frame {head.frame}) still waits for its reply{more}"))
+            msg.problems.append(
+                problem(
+                    "request_while_waiting",
+                    f"{head.name} (frame {head.frame}) still waits for its reply{more}",
+                )
+            )
         may, must = self._expects_reply(msg, spec)
         if may:
             queue.append(Pending(msg, msg.ts_ns, must))
@@ -356,36 +393,51 @@ class Session:
         match = next((p for p in queue if p.message.request == msg.request), None)
         if match is None:
             head = queue[0].message
-            msg.problems.append(problem(
-                "reply_mismatch", f"reply id {msg.request} but {head.name} (id {head.request}, "
-                f"frame {head.frame}) waits"))
+            msg.problems.append(
+                problem(
+                    "reply_mismatch",
+                    f"reply id {msg.request} but {head.name} (id {head.request}, "
+                    f"frame {head.frame}) waits",
+                )
+            )
             return None
         if match is not queue[0]:
             head = queue[0].message
-            msg.problems.append(problem(
-                "reply_mismatch", f"replies out of order: {head.name} (frame {head.frame}) "
-                "was sent first"))
+            msg.problems.append(
+                problem(
+                    "reply_mismatch",
+                    f"replies out of order: {head.name} (frame {head.frame}) was sent first",
+                )
+            )
         queue.remove(match)
         req = match.message
         msg.reply_to = req.frame
         req.reply_in = msg.frame
         msg.latency_us = (msg.ts_ns - req.ts_ns) / 1000.0
         if not match.expected and self.protocol_has(_REPLY_ACK) is False:
-            msg.problems.append(problem(
-                "unexpected_reply", "REPLY_ACK is not negotiated, no reply was due"))
+            msg.problems.append(
+                problem("unexpected_reply", "REPLY_ACK is not negotiated, no reply was due")
+            )
         return req
 
     # -- stateful checks ------------------------------------------------------------
     def _check_request(self, msg: Message, spec: RequestSpec) -> None:
         self._check_fds(msg, spec.fds, spec.fd_role)
         if spec.needs and self.protocol_acked is not None:
-            missing = [n for n in spec.needs if not self.protocol_acked >> F.PROTOCOL_BY_NAME[n].bit & 1]
+            missing = [
+                n for n in spec.needs if not self.protocol_acked >> F.PROTOCOL_BY_NAME[n].bit & 1
+            ]
             if missing:
-                msg.problems.append(problem(
-                    "feature_not_negotiated", f"needs protocol feature {', '.join(missing)}"))
+                msg.problems.append(
+                    problem(
+                        "feature_not_negotiated", f"needs protocol feature {', '.join(missing)}"
+                    )
+                )
         for name in spec.needs_virtio:
-            bit = {"PROTOCOL_FEATURES": F.PROTOCOL_FEATURES_BIT,
-                   "ACCESS_PLATFORM": F.ACCESS_PLATFORM_BIT}[name]
+            bit = {
+                "PROTOCOL_FEATURES": F.PROTOCOL_FEATURES_BIT,
+                "ACCESS_PLATFORM": F.ACCESS_PLATFORM_BIT,
+            }[name]
             if msg.request == 18 and msg.channel == "main":
                 feats = self.virtio_acked if self.virtio_acked is not None else self.virtio_offered
                 if feats is not None and not feats >> bit & 1:
@@ -393,42 +445,72 @@ class Session:
                 continue
             feats = self.virtio_offered if msg.request in (15, 16) else self.virtio_acked
             if feats is not None and not feats >> bit & 1:
-                msg.problems.append(problem(
-                    "feature_not_negotiated", f"needs virtio feature {name} (bit {bit})"))
+                msg.problems.append(
+                    problem("feature_not_negotiated", f"needs virtio feature {name} (bit {bit})")
+                )
         if msg.need_reply and spec.reply_mode == "ack" and self.protocol_has(_REPLY_ACK) is False:
             msg.problems.append(problem("need_reply_without_ack"))
         if msg.channel == "main" and msg.request in (11, 45) and self.seen_start:
             ring = self.vrings.get(msg.payload.get("index", -1))
             if ring is None or not ring.started:
-                msg.problems.append(problem(
-                    "vring_not_started", f"vring {msg.payload.get('index')} was never started "
-                    "(no SET_VRING_KICK)"))
+                msg.problems.append(
+                    problem(
+                        "vring_not_started",
+                        f"vring {msg.payload.get('index')} was never started (no SET_VRING_KICK)",
+                    )
+                )
         index = msg.payload.get("index")
-        if msg.channel == "main" and msg.request in _VRING_REQUESTS and self.queue_num and \
-                isinstance(index, int) and index >= 2 * self.queue_num:
+        if (
+            msg.channel == "main"
+            and msg.request in _VRING_REQUESTS
+            and self.queue_num
+            and isinstance(index, int)
+            and index >= 2 * self.queue_num
+        ):
             # GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
-            msg.problems.append(problem(
-                "vring_out_of_range", f"vring {index}, back-end announced {self.queue_num} queues"))
+            msg.problems.append(
+                problem(
+                    "vring_out_of_range",
+                    f"vring {index}, back-end announced {self.queue_num} queues",
+                )
+            )
         if msg.request == 5 and msg.channel == "main" and msg.payload.get("nregions", 0) > 8:
-            msg.problems.append(problem(
-                "too_many_regions", f"{msg.payload['nregions']} regions, SET_MEM_TABLE allows 8"))
+            msg.problems.append(
+                problem(
+                    "too_many_regions", f"{msg.payload['nregions']} regions, SET_MEM_TABLE allows 8"
+                )
+            )
         if msg.request == 2 and msg.channel == "main" and self.virtio_offered is not None:
             extra = msg.payload.get("features", 0) & ~self.virtio_offered
             if extra:
                 names = F.bit_names(extra, F.virtio_table(self.device))
-                msg.problems.append(problem(
-                    "features_not_offered", f"acks {', '.join(names)} not offered by the back-end"))
+                msg.problems.append(
+                    problem(
+                        "features_not_offered",
+                        f"acks {', '.join(names)} not offered by the back-end",
+                    )
+                )
         if msg.request == 16 and msg.channel == "main" and self.protocol_offered is not None:
             extra = msg.payload.get("features", 0) & ~self.protocol_offered
             if extra:
                 names = F.bit_names(extra, F.PROTOCOL_TABLE)
-                msg.problems.append(problem(
-                    "features_not_offered", f"sets {', '.join(names)} not offered by the back-end"))
-        if msg.request in (37,) and self.max_mem_slots is not None and \
-                len(self.regions) >= self.max_mem_slots:
-            msg.problems.append(problem(
-                "too_many_regions", f"{len(self.regions) + 1} regions, back-end has "
-                f"{self.max_mem_slots} slots"))
+                msg.problems.append(
+                    problem(
+                        "features_not_offered",
+                        f"sets {', '.join(names)} not offered by the back-end",
+                    )
+                )
+        if (
+            msg.request in (37,)
+            and self.max_mem_slots is not None
+            and len(self.regions) >= self.max_mem_slots
+        ):
+            msg.problems.append(
+                problem(
+                    "too_many_regions",
+                    f"{len(self.regions) + 1} regions, back-end has {self.max_mem_slots} slots",
+                )
+            )
 
     # -- state updates ---------------------------------------------------------------
     def _apply_request(self, msg: Message, spec: RequestSpec) -> None:
@@ -441,7 +523,10 @@ class Session:
             self._invalidate()
         if r == 2:
             self.virtio_acked = p.get("features")
-            if self.virtio_acked is not None and not self.virtio_acked >> F.PROTOCOL_FEATURES_BIT & 1:
+            if (
+                self.virtio_acked is not None
+                and not self.virtio_acked >> F.PROTOCOL_FEATURES_BIT & 1
+            ):
                 for ring in self.vrings.values():
                     ring.enabled = True  # without bit 30, SET_FEATURES enables every ring
         elif r == 16:
@@ -456,9 +541,15 @@ class Session:
         elif r == 37 and "mmap_offset" in p:  # a cut payload lacks the later fields
             self.regions.append(self._region(p, msg.fds, 0))
         elif r == 38 and "userspace_addr" in p:
-            self.regions = [g for g in self.regions if not (
-                g.guest_phys_addr == p["guest_phys_addr"] and g.memory_size == p["memory_size"]
-                and g.userspace_addr == p["userspace_addr"])]
+            self.regions = [
+                g
+                for g in self.regions
+                if not (
+                    g.guest_phys_addr == p["guest_phys_addr"]
+                    and g.memory_size == p["memory_size"]
+                    and g.userspace_addr == p["userspace_addr"]
+                )
+            ]
         elif r == 6:
             self.log = dict(p, fd=msg.fds[0] if msg.fds else None)
         elif r == 11 and isinstance(p.get("index"), int):
@@ -466,8 +557,10 @@ class Session:
         elif r in (8, 9, 10, 18, 23) and "index" in p:
             ring = self.vring(p["index"])
             if r == 10:
-                msg.problems.extend(problem(f.code, f.text) for f in self.dataplane.on_restart(
-                    msg.ts_ns, p["index"], self.receive_queue))
+                msg.problems.extend(
+                    problem(f.code, f.text)
+                    for f in self.dataplane.on_restart(msg.ts_ns, p["index"], self.receive_queue)
+                )
             if r == 8:
                 ring.num = p.get("num")
             elif r == 10:
@@ -535,5 +628,10 @@ class Session:
 
     @staticmethod
     def _region(p: dict[str, Any], fds: tuple[str, ...], i: int) -> Region:
-        return Region(p["guest_phys_addr"], p["memory_size"], p["userspace_addr"],
-                      p["mmap_offset"], fds[i] if i < len(fds) else "")
+        return Region(
+            p["guest_phys_addr"],
+            p["memory_size"],
+            p["userspace_addr"],
+            p["mmap_offset"],
+            fds[i] if i < len(fds) else "",
+        )

@@ -74,8 +74,17 @@ def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
     for s in sessions:
         for key, st in s.stats.items():
             channel, name = key.split(":", 1)
-            row = rows.setdefault(key, {"channel": channel, "name": name, "requests": 0,
-                                        "replies": 0, "problems": 0, "latencies": []})
+            row = rows.setdefault(
+                key,
+                {
+                    "channel": channel,
+                    "name": name,
+                    "requests": 0,
+                    "replies": 0,
+                    "problems": 0,
+                    "latencies": [],
+                },
+            )
             row["requests"] += st.count
             row["replies"] += st.replies
             row["problems"] += st.problems
@@ -84,8 +93,11 @@ def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
     for row in rows.values():
         lat = row.pop("latencies")
         row["latency_us"] = {
-            "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-            "max": max(lat) if lat else None, "n": len(lat)}
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
+            "max": max(lat) if lat else None,
+            "n": len(lat),
+        }
         out.append(row)
     out.sort(key=lambda r: (-r["requests"] - r["replies"], r["channel"], r["name"]))
     return out
@@ -97,19 +109,26 @@ def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
         lat = [x for st in s.stats.values() for x in st.latencies_us]
         start = s.opened_ns if s.opened_ns is not None else s.first_ns
         end = s.closed_ns if s.closed_ns is not None else s.last_ns
-        out.append({
-            "conn": s.conn,
-            "label": s.label,
-            "orientation": s.info.get("orientation"),
-            "device": s.device,
-            "messages": s.messages,
-            "problems": s.problems,
-            "duration_s": (end - start) / 1e9 if start is not None and end is not None else None,
-            "closed": s.close_reason,
-            "waiting": [p.message.name for p in s.waiting() if p.expected],
-            "latency_us": {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
-                           "max": max(lat) if lat else None},
-        })
+        out.append(
+            {
+                "conn": s.conn,
+                "label": s.label,
+                "orientation": s.info.get("orientation"),
+                "device": s.device,
+                "messages": s.messages,
+                "problems": s.problems,
+                "duration_s": (end - start) / 1e9
+                if start is not None and end is not None
+                else None,
+                "closed": s.close_reason,
+                "waiting": [p.message.name for p in s.waiting() if p.expected],
+                "latency_us": {
+                    "p50": percentile(lat, 50),
+                    "p99": percentile(lat, 99),
+                    "max": max(lat) if lat else None,
+                },
+            }
+        )
     return out
 
 
@@ -121,10 +140,17 @@ def ring_table(sessions: list[Session]) -> list[dict[str, Any]]:
             last = row.pop("last") or {}
             row.pop("ended")
             active = row.pop("active")
-            out.append({"conn": s.conn, **row, "num": last.get("num"),
-                        "layout": last.get("layout"), "avail_idx": last.get("avail_idx"),
-                        "used_idx": last.get("used_idx"),
-                        "problems": [f["code"] for f in active]})
+            out.append(
+                {
+                    "conn": s.conn,
+                    **row,
+                    "num": last.get("num"),
+                    "layout": last.get("layout"),
+                    "avail_idx": last.get("avail_idx"),
+                    "used_idx": last.get("used_idx"),
+                    "problems": [f["code"] for f in active],
+                }
+            )
     return out
 
 
@@ -135,33 +161,48 @@ def _fmt(v: float | None) -> str:
 def format_stats(sessions: list[Session], filter_text: str = "") -> str:
     """The text tables; with ``filter_text`` a first line says they cover matching messages."""
     head = [f"Statistics of the messages matching: {filter_text}", ""] if filter_text else []
-    lines = [*head, "Requests", f"{'channel':<8} {'name':<34} {'req':>7} {'reply':>7} {'prob':>5} "
-             f"{'p50 µs':>9} {'p99 µs':>9} {'max µs':>9}"]
+    lines = [
+        *head,
+        "Requests",
+        f"{'channel':<8} {'name':<34} {'req':>7} {'reply':>7} {'prob':>5} "
+        f"{'p50 µs':>9} {'p99 µs':>9} {'max µs':>9}",
+    ]
     for r in request_table(sessions):
         lat = r["latency_us"]
-        lines.append(f"{r['channel']:<8} {r['name']:<34} {r['requests']:>7} {r['replies']:>7} "
-                     f"{r['problems']:>5} {_fmt(lat['p50']):>9} {_fmt(lat['p99']):>9} "
-                     f"{_fmt(lat['max']):>9}")
-    lines += ["", "Connections", f"{'conn':>5} {'messages':>9} {'problems':>8} {'p50 µs':>9} "
-              f"{'p99 µs':>9}  label / end"]
+        lines.append(
+            f"{r['channel']:<8} {r['name']:<34} {r['requests']:>7} {r['replies']:>7} "
+            f"{r['problems']:>5} {_fmt(lat['p50']):>9} {_fmt(lat['p99']):>9} "
+            f"{_fmt(lat['max']):>9}"
+        )
+    lines += [
+        "",
+        "Connections",
+        f"{'conn':>5} {'messages':>9} {'problems':>8} {'p50 µs':>9} {'p99 µs':>9}  label / end",
+    ]
     for c in connection_table(sessions):
         lat = c["latency_us"]
         end = c["closed"] or "open"
         waiting = f" waiting: {', '.join(c['waiting'])}" if c["waiting"] else ""
-        lines.append(f"{c['conn']:>5} {c['messages']:>9} {c['problems']:>8} {_fmt(lat['p50']):>9} "
-                     f"{_fmt(lat['p99']):>9}  {c['label']} ({end}){waiting}")
+        lines.append(
+            f"{c['conn']:>5} {c['messages']:>9} {c['problems']:>8} {_fmt(lat['p50']):>9} "
+            f"{_fmt(lat['p99']):>9}  {c['label']} ({end}){waiting}"
+        )
     rings = ring_table(sessions)
     if rings:
-        lines += ["", "Vrings (data plane)",
-                  f"{'conn':>5} {'vring':>5} {'num':>6} {'avail':>6} {'used':>6} {'inflt':>5} "
-                  f"{'progress':>9} {'used/s':>9} {'kicks':>7} {'calls':>7} {'errs':>5} "
-                  f"{'samples':>7}  problems"]
+        lines += [
+            "",
+            "Vrings (data plane)",
+            f"{'conn':>5} {'vring':>5} {'num':>6} {'avail':>6} {'used':>6} {'inflt':>5} "
+            f"{'progress':>9} {'used/s':>9} {'kicks':>7} {'calls':>7} {'errs':>5} "
+            f"{'samples':>7}  problems",
+        ]
         for r in rings:
             lines.append(
                 f"{r['conn']:>5} {r['vring']:>5} {_dash(r['num']):>6} {_dash(r['avail_idx']):>6} "
                 f"{_dash(r['used_idx']):>6} {_dash(r['in_flight']):>5} {r['progress']:>9} "
                 f"{r['rate']:>9.1f} {r['kicks']:>7} {r['calls']:>7} {r['errs']:>5} "
-                f"{r['samples']:>7}  {', '.join(r['problems']) or '-'}")
+                f"{r['samples']:>7}  {', '.join(r['problems']) or '-'}"
+            )
     return "\n".join(lines)
 
 

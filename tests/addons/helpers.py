@@ -20,8 +20,13 @@ def write_script(dirpath: str, source: str, name: str = "addon.py") -> str:
     return path
 
 
-def addon_proxy(proxy, sockdir: str, scripts: list[str], lines: list[str] | None = None,
-                be_name: str = "be.sock"):
+def addon_proxy(
+    proxy,
+    sockdir: str,
+    scripts: list[str],
+    lines: list[str] | None = None,
+    be_name: str = "be.sock",
+):
     """(server, recorder, proxy path) with the scripts loaded; report lines go to ``lines``."""
     px = os.path.join(sockdir, "px.sock")
     srv, rec = proxy([Route(px, os.path.join(sockdir, be_name), frontend="listen")])
@@ -32,8 +37,10 @@ def addon_proxy(proxy, sockdir: str, scripts: list[str], lines: list[str] | None
 
 def addon_notes(rec, n: int = 1) -> list[dict]:
     """Addon notes in the capture (waits for ``n``: frames reach the sink on another thread)."""
+
     def got() -> list[dict]:
         return [i for i in rec.events("note") if "addon" in i]
+
     if n:
         wait_until(lambda: len(got()) >= n, what=f"{n} addon note(s)")
     return got()

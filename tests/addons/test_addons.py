@@ -41,10 +41,15 @@ def pair(sockdir, proxy, source: str, lines: list[str] | None = None):
 
 
 def test_payload_change_is_re_encoded(sockdir, proxy):
-    fe, be, srv, rec = pair(sockdir, proxy, (
-        "def message(flow, msg):\n"
-        "    if msg.name == 'SET_VRING_NUM':\n"
-        "        msg.payload['num'] = 64\n"))
+    fe, be, srv, rec = pair(
+        sockdir,
+        proxy,
+        (
+            "def message(flow, msg):\n"
+            "    if msg.name == 'SET_VRING_NUM':\n"
+            "        msg.payload['num'] = 64\n"
+        ),
+    )
     msg = wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, struct.pack("=II", 1, 256))
     fe.sendall(msg)
     assert recv(be).payload == struct.pack("=II", 1, 64)
@@ -60,21 +65,28 @@ def test_payload_change_is_re_encoded(sockdir, proxy):
 
 
 def test_drop_answer_disconnect(sockdir, proxy):
-    fe, be, srv, rec = pair(sockdir, proxy, (
-        "def message(flow, msg):\n"
-        "    if msg.name == 'SET_VRING_CALL':\n"
-        "        msg.drop()\n"
-        "    elif msg.name == 'GET_QUEUE_NUM':\n"
-        "        msg.answer({'num_queues': 7})\n"
-        "    elif msg.name == 'GET_CONFIG':\n"
-        "        msg.answer_error()\n"
-        "    elif msg.name == 'SET_VRING_ENABLE':\n"
-        "        msg.disconnect()\n"))
+    fe, be, srv, rec = pair(
+        sockdir,
+        proxy,
+        (
+            "def message(flow, msg):\n"
+            "    if msg.name == 'SET_VRING_CALL':\n"
+            "        msg.drop()\n"
+            "    elif msg.name == 'GET_QUEUE_NUM':\n"
+            "        msg.answer({'num_queues': 7})\n"
+            "    elif msg.name == 'GET_CONFIG':\n"
+            "        msg.answer_error()\n"
+            "    elif msg.name == 'SET_VRING_ENABLE':\n"
+            "        msg.disconnect()\n"
+        ),
+    )
     fe.sendall(wire.pack(wire.SET_VRING_CALL, wire.FLAG_VERSION, wire.U64.pack(0)))
     fe.sendall(wire.pack(wire.GET_QUEUE_NUM))
     got = recv(fe)
     assert (got.request, got.flags, got.u64) == (wire.GET_QUEUE_NUM, wire.REPLY_FLAGS, 7)
-    fe.sendall(wire.pack(wire.GET_CONFIG, wire.FLAG_VERSION, struct.pack("=III", 0, 8, 0) + bytes(8)))
+    fe.sendall(
+        wire.pack(wire.GET_CONFIG, wire.FLAG_VERSION, struct.pack("=III", 0, 8, 0) + bytes(8))
+    )
     got = recv(fe)
     assert (got.request, got.payload) == (wire.GET_CONFIG, b"")  # the spec's failure: size 0
     fe.sendall(wire.pack(wire.SET_OWNER))
@@ -89,11 +101,17 @@ def test_drop_answer_disconnect(sockdir, proxy):
 
 def test_exception_reported_and_message_forwarded_unchanged(sockdir, proxy):
     lines: list[str] = []
-    fe, be, srv, rec = pair(sockdir, proxy, (
-        "def message(flow, msg):\n"
-        "    msg.payload['num'] = 1\n"
-        "    msg.delay(5)\n"
-        "    raise RuntimeError('boom')\n"), lines)
+    fe, be, srv, rec = pair(
+        sockdir,
+        proxy,
+        (
+            "def message(flow, msg):\n"
+            "    msg.payload['num'] = 1\n"
+            "    msg.delay(5)\n"
+            "    raise RuntimeError('boom')\n"
+        ),
+        lines,
+    )
     msg = wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, struct.pack("=II", 0, 256))
     t0 = time.monotonic()
     fe.sendall(msg)
@@ -108,9 +126,9 @@ def test_exception_reported_and_message_forwarded_unchanged(sockdir, proxy):
 
 
 def test_payload_that_cannot_be_encoded_is_an_error(sockdir, proxy):
-    fe, be, srv, rec = pair(sockdir, proxy, (
-        "def message(flow, msg):\n"
-        "    msg.payload['num'] = 1 << 40\n"), [])
+    fe, be, srv, rec = pair(
+        sockdir, proxy, ("def message(flow, msg):\n    msg.payload['num'] = 1 << 40\n"), []
+    )
     msg = wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, struct.pack("=II", 0, 256))
     fe.sendall(msg)
     assert recv(be).raw == msg
@@ -121,11 +139,15 @@ def test_blocking_hook_holds_only_its_connection(sockdir, proxy, backend_server)
     """A hook that sleeps holds its own connection; another connection is relayed at once."""
     lines: list[str] = []
     backend_server()
-    script = write_script(sockdir, (
-        "import time\n"
-        "def message(flow, msg):\n"
-        "    if msg.name == 'GET_VRING_BASE' and not msg.reply:  # (the request only)\n"
-        "        time.sleep(1.5)\n"))
+    script = write_script(
+        sockdir,
+        (
+            "import time\n"
+            "def message(flow, msg):\n"
+            "    if msg.name == 'GET_VRING_BASE' and not msg.reply:  # (the request only)\n"
+            "        time.sleep(1.5)\n"
+        ),
+    )
     srv, rec, px = addon_proxy(proxy, sockdir, [script], lines)
     slow = wire.connect(px)
     slow.sendall(wire.pack(wire.GET_VRING_BASE, wire.FLAG_VERSION, struct.pack("=II", 0, 0)))
@@ -146,15 +168,19 @@ def test_hooks_see_the_session(sockdir, proxy, backend_server):
     """connection_open/close are called once per connection; flow.session is the decoder's."""
     backend_server()
     out = os.path.join(sockdir, "seen.txt")
-    script = write_script(sockdir, (
-        "def connection_open(flow):\n"
-        f"    open({out!r}, 'a').write(f'open {{flow.conn}}\\n')\n"
-        "def message(flow, msg):\n"
-        "    pass\n"
-        "def connection_close(flow):\n"
-        "    s = flow.session\n"
-        f"    open({out!r}, 'a').write(f'close {{flow.conn}} {{flow.features:#x}} '\n"
-        "        f'{len(flow.memory)} {sorted(flow.vrings)} {s.protocol_acked:#x}\\n')\n"))
+    script = write_script(
+        sockdir,
+        (
+            "def connection_open(flow):\n"
+            f"    open({out!r}, 'a').write(f'open {{flow.conn}}\\n')\n"
+            "def message(flow, msg):\n"
+            "    pass\n"
+            "def connection_close(flow):\n"
+            "    s = flow.session\n"
+            f"    open({out!r}, 'a').write(f'close {{flow.conn}} {{flow.features:#x}} '\n"
+            "        f'{len(flow.memory)} {sorted(flow.vrings)} {s.protocol_acked:#x}\\n')\n"
+        ),
+    )
     srv, rec, px = addon_proxy(proxy, sockdir, [script])
     fe = Frontend(wire.connect(px))
     fe.handshake(queues=2)
@@ -162,16 +188,21 @@ def test_hooks_see_the_session(sockdir, proxy, backend_server):
     wait_until(lambda: os.path.exists(out) and "close" in Path(out).read_text())
     conn = rec.conns()[0]  # (numbered per process)
     assert Path(out).read_text().split("\n")[:2] == [
-        f"open {conn}", f"close {conn} {(1 << 32) | (1 << 30):#x} 1 [0, 1] {0x601 | 8 | 32:#x}"]
+        f"open {conn}",
+        f"close {conn} {(1 << 32) | (1 << 30):#x} 1 [0, 1] {0x601 | 8 | 32:#x}",
+    ]
 
 
-@pytest.mark.parametrize(("source", "expect"), [
-    ("def message(flow, msg)\n    pass\n", "addon.py:1:23: syntax error: expected ':'"),
-    ("def message(flow):\n    pass\n", "addon.py:1: message(flow) must take (flow, msg)"),
-    ("def connection_open():\n    pass\n", "connection_open() must take (flow)"),
-    ("x = 1\n", "defines none of the hooks"),
-    ("import nosuchmodule_xyz\n", "addon.py:1: failed to load: ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    ("source", "expect"),
+    [
+        ("def message(flow, msg)\n    pass\n", "addon.py:1:23: syntax error: expected ':'"),
+        ("def message(flow):\n    pass\n", "addon.py:1: message(flow) must take (flow, msg)"),
+        ("def connection_open():\n    pass\n", "connection_open() must take (flow)"),
+        ("x = 1\n", "defines none of the hooks"),
+        ("import nosuchmodule_xyz\n", "addon.py:1: failed to load: ModuleNotFoundError"),
+    ],
+)
 def test_bad_scripts_refused(tmp_path, source, expect):
     path = write_script(str(tmp_path), source)
     with pytest.raises(AddonError) as err:
@@ -182,9 +213,24 @@ def test_bad_scripts_refused(tmp_path, source, expect):
 def test_bad_script_refused_at_start_with_one_line(tmp_path):
     path = write_script(str(tmp_path), "def message(flow):\n    pass\n")
     px, be = str(tmp_path / "px.sock"), str(tmp_path / "be.sock")
-    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", px, "--connect",
-                        be, "--no-tui", "--script", path], capture_output=True, text=True,
-                       timeout=20)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vuinspect",
+            "proxy",
+            "--listen",
+            px,
+            "--connect",
+            be,
+            "--no-tui",
+            "--script",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert p.returncode != 0 and not os.path.exists(px)
     assert p.stderr.strip().count("\n") == 0, p.stderr
     assert "message(flow) must take (flow, msg)" in p.stderr
@@ -192,20 +238,19 @@ def test_bad_script_refused_at_start_with_one_line(tmp_path):
 
 def test_addons_object_list(tmp_path):
     """mitmproxy style: a module-level ``addons`` list of objects with hook methods."""
-    path = write_script(str(tmp_path), (
-        "class Counter:\n"
-        "    def message(self, flow, msg):\n"
-        "        pass\n"
-        "addons = [Counter()]\n"))
+    path = write_script(
+        str(tmp_path),
+        ("class Counter:\n    def message(self, flow, msg):\n        pass\naddons = [Counter()]\n"),
+    )
     (a,) = load_addons(path)
     assert a.name == "addon.py:Counter" and set(a.hooks) == {"message"}
 
 
 def test_unknown_field_is_an_error_not_a_silent_zero(sockdir, proxy):
     lines: list[str] = []
-    fe, be, srv, rec = pair(sockdir, proxy, (
-        "def message(flow, msg):\n"
-        "    msg.answer({'num': 7})\n"), lines)
+    fe, be, srv, rec = pair(
+        sockdir, proxy, ("def message(flow, msg):\n    msg.answer({'num': 7})\n"), lines
+    )
     msg = wire.pack(wire.GET_QUEUE_NUM)
     fe.sendall(msg)
     assert recv(be).raw == msg  # forwarded unchanged, not answered with 0
@@ -213,9 +258,15 @@ def test_unknown_field_is_an_error_not_a_silent_zero(sockdir, proxy):
 
 
 def test_bad_raw_is_an_error_and_the_link_lives(sockdir, proxy):
-    fe, be, srv, rec = pair(sockdir, proxy, (
-        "def message(flow, msg):\n"
-        "    msg.raw = 'not bytes' if msg.name == 'SET_OWNER' else b'short'\n"), [])
+    fe, be, srv, rec = pair(
+        sockdir,
+        proxy,
+        (
+            "def message(flow, msg):\n"
+            "    msg.raw = 'not bytes' if msg.name == 'SET_OWNER' else b'short'\n"
+        ),
+        [],
+    )
     for req in (wire.SET_OWNER, wire.RESET_OWNER if hasattr(wire, "RESET_OWNER") else 4):
         msg = wire.pack(req)
         fe.sendall(msg)
@@ -232,18 +283,24 @@ def test_no_script_no_rule_set():
     p = argparse.ArgumentParser()
     configure(p)
     assert load_rules(p.parse_args(["--listen", "a", "--connect", "b"])) is None
-    args = p.parse_args(["--listen", "a", "--connect", "b", "--script",
-                         os.path.join(EXAMPLES, "latency.py"), "--no-tui"])
+    args = p.parse_args(
+        [
+            "--listen",
+            "a",
+            "--connect",
+            "b",
+            "--script",
+            os.path.join(EXAMPLES, "latency.py"),
+            "--no-tui",
+        ]
+    )
     ruleset = load_rules(args)
     assert ruleset and not ruleset.rules and [a.name for a in ruleset.addons] == ["latency.py"]
 
 
 def test_stop_does_not_wait_for_a_hung_hook(sockdir, proxy, backend_server):
     backend_server()
-    script = write_script(sockdir, (
-        "import time\n"
-        "def message(flow, msg):\n"
-        "    time.sleep(60)\n"))
+    script = write_script(sockdir, ("import time\ndef message(flow, msg):\n    time.sleep(60)\n"))
     srv, rec, px = addon_proxy(proxy, sockdir, [script], [])
     fe = wire.connect(px)
     fe.sendall(wire.pack(wire.GET_FEATURES))

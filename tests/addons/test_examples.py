@@ -42,8 +42,11 @@ def test_latency_injector(sockdir, proxy, backend_server, monkeypatch):
     fe.close()
     (n,) = addon_notes(rec)
     assert (n["addon"], n["action"], n["delay_s"]) == ("latency.py", "delay", 0.4)
-    assert n["original"] == n["new"] == wire.pack(wire.GET_VRING_BASE, 1,
-                                                  struct.pack("=II", 0, 0)).hex()
+    assert (
+        n["original"]
+        == n["new"]
+        == wire.pack(wire.GET_VRING_BASE, 1, struct.pack("=II", 0, 0)).hex()
+    )
 
 
 def test_feature_masker(sockdir, proxy, backend_server, monkeypatch):
@@ -54,8 +57,10 @@ def test_feature_masker(sockdir, proxy, backend_server, monkeypatch):
     fe.handshake()
     # The offers the front-end saw have the bits cleared ...
     got = {m.request: m.u64 for m in fe.received if m.request in (1, 15)}
-    assert got == {wire.GET_FEATURES: FEATURES & ~VERSION_1,
-                   wire.GET_PROTOCOL_FEATURES: PROTOCOL_FEATURES & ~CONFIG_BIT}
+    assert got == {
+        wire.GET_FEATURES: FEATURES & ~VERSION_1,
+        wire.GET_PROTOCOL_FEATURES: PROTOCOL_FEATURES & ~CONFIG_BIT,
+    }
     # ... and so has what the back-end was told (the test front-end acks CONFIG regardless,
     # and here VERSION_1 too).
     fe.call(wire.SET_FEATURES, wire.U64.pack(FEATURES), need_reply=True)
@@ -82,8 +87,23 @@ def test_latency_injector_from_the_command_line(sockdir, procs):
     cap = os.path.join(sockdir, "cap.pcapng")
     log = Path(sockdir) / "proxy.log"
     env = dict(os.environ, VUINSPECT_LATENCY_MS="300")
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "-q", "-w", cap,
-                   "--script", LATENCY], log, env=env)
+    proxy = start(
+        [
+            "vuinspect",
+            "proxy",
+            "--listen",
+            px,
+            "--connect",
+            be,
+            "-q",
+            "-w",
+            cap,
+            "--script",
+            LATENCY,
+        ],
+        log,
+        env=env,
+    )
     procs.append(proxy)
     wait_line(log, "listening on", proxy)
     fe = Frontend(wire.connect(px))

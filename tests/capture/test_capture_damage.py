@@ -62,8 +62,11 @@ def test_truncation_at_every_offset_of_the_last_three_blocks(tmp_path, big_endia
     start = ends[-4]
     for cut in range(start, len(data) + 1):
         whole = sum(1 for e in ends if e <= cut)
-        for got, error in (read_all(data[:cut]), read_all(data[:cut], chunk=5),
-                           index_all(tmp_path, data[:cut])[:2]):
+        for got, error in (
+            read_all(data[:cut]),
+            read_all(data[:cut], chunk=5),
+            index_all(tmp_path, data[:cut])[:2],
+        ):
             assert got == frames[:whole], cut
             if cut in ends:
                 assert error is None, cut
@@ -88,7 +91,7 @@ def test_index_offsets_are_the_packet_blocks(tmp_path):
     assert error is None
     # frame k > 0 starts where frame k-1's flush ended; frame 0 follows its IDB
     assert offsets[1:] == ends[:-1]
-    assert data[offsets[0]:offsets[0] + 4] == struct.pack("<I", 6)
+    assert data[offsets[0] : offsets[0] + 4] == struct.pack("<I", 6)
 
 
 def corrupt(data, at, value, fmt="<I"):
@@ -112,9 +115,15 @@ def six():
         (lambda d, at, blen: corrupt(d, at + 4, 0xFFFFFFF0), "invalid length 4294967280"),
         (lambda d, at, blen: corrupt(d, at + 4, blen + 4000), "cut short: header says"),
         (lambda d, at, blen: corrupt(d, at + 4, blen - 4), r"trailing length \d+ does not match"),
-        (lambda d, at, blen: corrupt(d, at + blen - 4, blen + 4), r"trailing length \d+ does not match"),
+        (
+            lambda d, at, blen: corrupt(d, at + blen - 4, blen + 4),
+            r"trailing length \d+ does not match",
+        ),
         (lambda d, at, blen: corrupt(d, at + 8, 9), "names interface 9, only 1 defined"),
-        (lambda d, at, blen: corrupt(d, at + 20, 4000), "captured length 4000 exceeds block length"),
+        (
+            lambda d, at, blen: corrupt(d, at + 20, 4000),
+            "captured length 4000 exceeds block length",
+        ),
         (lambda d, at, blen: corrupt(d, at + 48, 0x5658, ">H"), "bad pseudo-header magic"),
         (lambda d, at, blen: corrupt(d, at + 48 + 3, 7, "B"), "unknown frame kind 7"),
         (lambda d, at, blen: corrupt(d, at + 48 + 4, 500, ">H"), "pseudo-header length 500"),
@@ -137,9 +146,15 @@ def test_corrupt_block_stops_with_offset_and_keeps_earlier_frames(tmp_path, six,
 def test_unknown_and_other_blocks_are_skipped(tmp_path):
     frames = small_frames(3)
     data, ends = capture_with_ends(frames)
-    extra = (block("<", 4, b"\x00" * 4) + block("<", 5, b"\x00" * 16) + block("<", 3, b"\x00" * 12)
-             + block("<", 2, b"\x00" * 20) + block("<", 0x00000BAD, b"custom") + block("<", 0x40000BAD, b""))
-    spliced = data[:ends[1]] + extra + data[ends[1]:]
+    extra = (
+        block("<", 4, b"\x00" * 4)
+        + block("<", 5, b"\x00" * 16)
+        + block("<", 3, b"\x00" * 12)
+        + block("<", 2, b"\x00" * 20)
+        + block("<", 0x00000BAD, b"custom")
+        + block("<", 0x40000BAD, b"")
+    )
+    spliced = data[: ends[1]] + extra + data[ends[1] :]
     assert read_all(spliced) == (frames, None)
     assert index_all(tmp_path, spliced)[:2] == (frames, None)
 
@@ -158,7 +173,11 @@ def test_concatenated_sections_with_both_byte_orders(tmp_path):
 
 def test_foreign_tag_layouts_still_read():
     """An exported-PDU packet with extra tags before ours (another writer) is ours all the same."""
-    payload = struct.pack(">HH", 20, 4) + b"\x00\x00\x00\x07" + exported_pdu(b"vhost_user", pseudo(4, b"zz"))
+    payload = (
+        struct.pack(">HH", 20, 4)
+        + b"\x00\x00\x00\x07"
+        + exported_pdu(b"vhost_user", pseudo(4, b"zz"))
+    )
     got, error = read_all(shb() + idb() + epb("<", 0, 99, payload))
     assert error is None and [(f.conn, f.data, f.ts_ns) for f in got] == [(4, b"zz", 99)]
 
@@ -186,10 +205,15 @@ FOREIGN = [
     (classic_pcap(), "classic pcap (libpcap) file with link type 1, not 252"),
     (gzip.compress(b"x" * 100), "gzip-compressed file"),
     (bytes(range(200, 256)), "not a pcapng capture (first bytes c8 c9 ca cb cc cd ce cf)"),
-    (ethernet_pcapng(), "interface 0 has link type 1, not 252 (exported PDU): not a vuinspect capture"),
+    (
+        ethernet_pcapng(),
+        "interface 0 has link type 1, not 252 (exported PDU): not a vuinspect capture",
+    ),
     (shb() + idb(linktype=1), "interface 0 has link type 1"),
-    (shb() + idb() + epb("<", 0, 1, exported_pdu(b"http", b"GET /")),
-     "exported-PDU packet for dissector 'http', not vhost_user"),
+    (
+        shb() + idb() + epb("<", 0, 1, exported_pdu(b"http", b"GET /")),
+        "exported-PDU packet for dissector 'http', not vhost_user",
+    ),
     (shb() + idb() + epb("<", 0, 1, b"\x00\x0c\x00\x04abcd"), "without end-of-options"),
     (b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00\x11\x22\x33\x44" + b"\0" * 16, "bad byte-order magic"),
     (shb()[:12] + struct.pack("<HH", 2, 0) + shb()[16:], "pcapng version 2.0 is not supported"),
@@ -221,13 +245,22 @@ def test_missing_file_is_a_capture_error(tmp_path):
 
 
 def test_foreign_packets_after_ours_are_skipped_and_counted(tmp_path):
-    data = (shb() + idb() + idb(linktype=1) + epb("<", 0, 5, exported_pdu(b"vhost_user", pseudo(1, b"a")))
-            + epb("<", 1, 6, b"\x00" * 60) + epb("<", 0, 7, exported_pdu(b"http", b"x"))
-            + epb("<", 0, 8, exported_pdu(b"vhost_user", pseudo(1, b"b"))))
+    data = (
+        shb()
+        + idb()
+        + idb(linktype=1)
+        + epb("<", 0, 5, exported_pdu(b"vhost_user", pseudo(1, b"a")))
+        + epb("<", 1, 6, b"\x00" * 60)
+        + epb("<", 0, 7, exported_pdu(b"http", b"x"))
+        + epb("<", 0, 8, exported_pdu(b"vhost_user", pseudo(1, b"b")))
+    )
     reader = CaptureReader(io.BytesIO(data))
     assert [f.data for f in reader] == [b"a", b"b"] and reader.skipped == 2 and reader.error is None
     with _index(tmp_path, data) as index:
-        assert [index.frame(i).data for i in range(len(index))] == [b"a", b"b"] and index.skipped == 2
+        assert [index.frame(i).data for i in range(len(index))] == [
+            b"a",
+            b"b",
+        ] and index.skipped == 2
 
 
 def _index(tmp_path, data):
@@ -240,9 +273,13 @@ def _index(tmp_path, data):
 BASE = capture_with_ends(mixed_frames()[:8])[0]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, len(BASE) - 1), st.integers(0, 255)), min_size=1, max_size=6),
-       st.integers(0, len(BASE)))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(st.integers(0, len(BASE) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+    st.integers(0, len(BASE)),
+)
 def test_fuzz_damage_never_escapes(tmp_path, flips, cut):
     data = bytearray(BASE)
     for at, value in flips:
@@ -258,7 +295,9 @@ def test_fuzz_damage_never_escapes(tmp_path, flips, cut):
     try:
         index = build_index(path)
     except CaptureFormatError:
-        assert frames is None or not frames  # the reader refuses the same file, or saw nothing of ours
+        assert (
+            frames is None or not frames
+        )  # the reader refuses the same file, or saw nothing of ours
         return
     with index:
         iframes = []

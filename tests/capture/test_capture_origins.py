@@ -15,11 +15,20 @@ from vuinspect.capture.pcapng import Interface, Origins, Section
 
 
 def idb(description: str, name: str = "sock") -> bytes:
-    opts = option("<", 2, name.encode()) + option("<", 3, description.encode()) + option("<", 9, b"\x09")
+    opts = (
+        option("<", 2, name.encode())
+        + option("<", 3, description.encode())
+        + option("<", 9, b"\x09")
+    )
     return block("<", 1, struct.pack("<HHI", 252, 0, 0) + opts + struct.pack("<HH", 0, 0))
 
 
-def packet(iface: int, ts: int, conn: int, data: bytes = b"\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00") -> bytes:
+def packet(
+    iface: int,
+    ts: int,
+    conn: int,
+    data: bytes = b"\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00",
+) -> bytes:
     return epb("<", iface, ts, exported_pdu(b"vhost_user", pseudo(conn, data)), flags=1)
 
 
@@ -49,7 +58,9 @@ def test_sections_are_origins_and_a_capture_id_joins_them() -> None:
 
 def test_section_header_comment_names_the_capture() -> None:
     def shb_with(cid: str) -> bytes:
-        body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + option("<", 1, f"vuinspect capture {cid}".encode())
+        body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + option(
+            "<", 1, f"vuinspect capture {cid}".encode()
+        )
         return block("<", 0x0A0D0D0A, body + struct.pack("<HH", 0, 0))
 
     a = shb_with("same") + idb("conn 1 main") + packet(0, 1, 1)
@@ -131,5 +142,7 @@ def test_two_recorded_runs_stay_apart_after_mergecap(tmp_path) -> None:
     subprocess.run(["mergecap", "-w", str(merged), *files], check=True, capture_output=True)
     conns = {f.conn for f in CaptureReader(str(merged))}
     assert conns == {1, 2}
-    assert Recorder(str(tmp_path / "c.pcapng")).capture_id != Recorder(
-        str(tmp_path / "d.pcapng")).capture_id
+    assert (
+        Recorder(str(tmp_path / "c.pcapng")).capture_id
+        != Recorder(str(tmp_path / "d.pcapng")).capture_id
+    )

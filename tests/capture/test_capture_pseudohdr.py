@@ -14,8 +14,14 @@ from vuinspect.frames import Frame
 
 def test_constants_match_the_table():
     assert pseudohdr.MAGIC == b"VU" and pseudohdr.VERSION == 1 and pseudohdr.FIXED_LEN == 14
-    assert pseudohdr.KIND_CODES == {"data": 0, "open": 1, "close": 2, "note": 3, "ring": 4,
-                                    "notify": 5}
+    assert pseudohdr.KIND_CODES == {
+        "data": 0,
+        "open": 1,
+        "close": 2,
+        "note": 3,
+        "ring": 4,
+        "notify": 5,
+    }
     assert pseudohdr.CHANNEL_CODES == {"main": 0, "backend": 1}
     assert pseudohdr.DIRECTION_CODES == {"f2b": 0, "b2f": 1}
     assert pseudohdr.FLAG_BIG_ENDIAN == 1
@@ -23,7 +29,15 @@ def test_constants_match_the_table():
 
 def test_encode_matches_hand_built_bytes():
     frame = Frame(5, 0x01020304, "backend", "b2f", b"\xaa\xbb", ("eventfd", "memfd:x"), "data")
-    want = pseudo(0x01020304, b"\xaa\xbb", kind=0, channel=1, direction=1, fds=(b"eventfd", b"memfd:x"), flags=1)
+    want = pseudo(
+        0x01020304,
+        b"\xaa\xbb",
+        kind=0,
+        channel=1,
+        direction=1,
+        fds=(b"eventfd", b"memfd:x"),
+        flags=1,
+    )
     assert encode(frame, big_endian=True) == want
     assert want[4:6] == (14 + 2 + 7 + 2 + 7).to_bytes(2, "big")
 
@@ -68,7 +82,9 @@ def test_oversized_descriptions_are_shortened_to_fit_u16():
     frame = Frame(0, 1, "main", "f2b", b"payload", (long,) * 253)
     got, _ = decode(encode(frame))
     assert got.data == b"payload" and len(got.fds) == 253
-    assert all(fd.endswith("...") and fd.startswith("\u00e9") and "\ufffd" not in fd for fd in got.fds)
+    assert all(
+        fd.endswith("...") and fd.startswith("\u00e9") and "\ufffd" not in fd for fd in got.fds
+    )
     assert int.from_bytes(encode(frame)[4:6], "big") <= 0xFFFF
 
 
@@ -85,10 +101,14 @@ def test_oversized_descriptions_are_shortened_to_fit_u16():
         (pseudo(1, b"")[:4] + b"\x00\x0d" + pseudo(1, b"")[6:], "length 13 outside"),
         (pseudo(1, b"abcd")[:4] + b"\x00\x10" + pseudo(1, b"abcd")[6:], "but no fds"),
         (pseudo(1, b"", fds=(b"abc",))[:-1], "length 19 outside 14..18"),
-        (pseudo(1, b"zz", fds=(b"abc",))[:13] + b"\x02" + pseudo(1, b"zz", fds=(b"abc",))[14:],
-         "overruns pseudo-header length"),
-        (pseudo(1, b"", fds=(b"ab",))[:4] + b"\x00\x13" + pseudo(1, b"x", fds=(b"ab",))[6:],
-         "fd list ends at 18, pseudo-header length says 19"),
+        (
+            pseudo(1, b"zz", fds=(b"abc",))[:13] + b"\x02" + pseudo(1, b"zz", fds=(b"abc",))[14:],
+            "overruns pseudo-header length",
+        ),
+        (
+            pseudo(1, b"", fds=(b"ab",))[:4] + b"\x00\x13" + pseudo(1, b"x", fds=(b"ab",))[6:],
+            "fd list ends at 18, pseudo-header length says 19",
+        ),
     ],
 )
 def test_decode_errors_say_why(buf, reason):

@@ -55,8 +55,10 @@ def test_interfaces_one_per_conn_and_channel(tmp_path):
 
 
 def test_events_go_on_the_main_interface_and_keep_their_channel(tmp_path):
-    frames = [Frame(1, 3, "backend", "b2f", b"x"),
-              Frame(2, 3, "backend", "f2b", b'{"text":"n"}', (), "note")]
+    frames = [
+        Frame(1, 3, "backend", "b2f", b"x"),
+        Frame(2, 3, "backend", "f2b", b'{"text":"n"}', (), "note"),
+    ]
     write(tmp_path / "c.pcapng", frames)
     reader = CaptureReader(tmp_path / "c.pcapng")
     assert list(reader) == frames
@@ -112,7 +114,9 @@ def test_symlink_target_is_refused(tmp_path):
     victim.write_bytes(b"precious")
     link = tmp_path / "cap.pcapng"
     link.symlink_to(victim)
-    with pytest.raises(CaptureError, match="refusing to write capture .*cap.pcapng: it is a symbolic link"):
+    with pytest.raises(
+        CaptureError, match="refusing to write capture .*cap.pcapng: it is a symbolic link"
+    ):
         CaptureWriter(link)
     assert victim.read_bytes() == b"precious"
     dangling = tmp_path / "dangling.pcapng"
@@ -171,16 +175,21 @@ def test_small_reads_give_the_same_frames(tmp_path, chunk):
 
 def test_other_timestamp_resolutions_convert_exactly():
     payload = exported_pdu(b"vhost_user", pseudo(1, b"d"))
-    data = shb() + idb(tsresol=6) + idb(tsresol=0x80 | 20) + idb(tsresol=12, tsoffset=5) \
-        + idb(tsresol=None) + idb(tsresol=0, tsoffset=10)
+    data = (
+        shb()
+        + idb(tsresol=6)
+        + idb(tsresol=0x80 | 20)
+        + idb(tsresol=12, tsoffset=5)
+        + idb(tsresol=None)
+        + idb(tsresol=0, tsoffset=10)
+    )
     data += epb("<", 0, 1_764_000_000_123_456, payload)
     data += epb("<", 1, 3 * 2**20 + 1, payload)  # 3 s + 2^-20 s = 953.67431640625 ns -> floor
     data += epb("<", 2, 123_456_789_123, payload)  # picoseconds: floor to ns
     data += epb("<", 3, 42, payload)  # default: microseconds
     data += epb("<", 4, 7, payload)  # seconds + 10 s offset
     got = [f.ts_ns for f in read_frames(io.BytesIO(data))]
-    assert got == [1_764_000_000_123_456_000, 3_000_000_953, 5_123_456_789,
-                   42_000, 17_000_000_000]
+    assert got == [1_764_000_000_123_456_000, 3_000_000_953, 5_123_456_789, 42_000, 17_000_000_000]
 
 
 def test_reads_a_capture_written_by_dpkt():
@@ -196,7 +205,10 @@ def test_reads_a_capture_written_by_dpkt():
     assert reader.error is None
     assert [g.data for g in got] == [f.data for f in frames]
     # dpkt rounds a float to microseconds: within 1 us, and whole microseconds
-    assert all(abs(g.ts_ns - f.ts_ns) <= 1000 and g.ts_ns % 1000 == 0 for g, f in zip(got, frames, strict=True))
+    assert all(
+        abs(g.ts_ns - f.ts_ns) <= 1000 and g.ts_ns % 1000 == 0
+        for g, f in zip(got, frames, strict=True)
+    )
 
 
 def test_reading_a_pipe_follows_a_live_writer():
@@ -220,17 +232,27 @@ def test_stdin_and_stdout_dash(tmp_path):
     frames = mixed_frames()
     write(tmp_path / "c.pcapng", frames)
     env = dict(os.environ, PYTHONPATH=ROOT)
-    code = ("import sys\nfrom vuinspect.capture import CaptureReader\n"
-            "r = CaptureReader('-')\nfs = list(r)\n"
-            "print(len(fs), sum(len(f.fds) for f in fs), r.error)")
+    code = (
+        "import sys\nfrom vuinspect.capture import CaptureReader\n"
+        "r = CaptureReader('-')\nfs = list(r)\n"
+        "print(len(fs), sum(len(f.fds) for f in fs), r.error)"
+    )
     with open(tmp_path / "c.pcapng", "rb") as f:
-        out = subprocess.run([sys.executable, "-c", code], stdin=f, capture_output=True, env=env,
-                             timeout=50, check=True).stdout.decode()
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            stdin=f,
+            capture_output=True,
+            env=env,
+            timeout=50,
+            check=True,
+        ).stdout.decode()
     assert out.split() == [str(len(frames)), str(sum(len(f.fds) for f in frames)), "None"]
     # and the writer on stdout, through a real pipe, read back in this process
-    wcode = ("from vuinspect.capture import CaptureWriter\nfrom vuinspect.frames import Frame\n"
-             "with CaptureWriter('-') as w:\n"
-             "    for i in range(1000): w.write(Frame(i, 1, 'main', 'f2b', b'x' * (i % 30)))\n")
+    wcode = (
+        "from vuinspect.capture import CaptureWriter\nfrom vuinspect.frames import Frame\n"
+        "with CaptureWriter('-') as w:\n"
+        "    for i in range(1000): w.write(Frame(i, 1, 'main', 'f2b', b'x' * (i % 30)))\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", wcode], stdout=subprocess.PIPE, env=env)
     try:
         got = list(read_frames(proc.stdout))
@@ -262,9 +284,14 @@ def test_the_documented_hex_example_is_what_the_writer_writes():
     documented = bytes.fromhex("".join(line[6:] for line in section.strip().splitlines()))
     buf = io.BytesIO()
     with CaptureWriter(buf, big_endian=False) as w:
-        w.write(Frame(
-            1764000000123456789, 1, "main", "f2b",
-            bytes.fromhex("0c000000" "01000000" "08000000" "0000000000000000"),
-            ("eventfd:[eventfd] flags=O_RDWR|O_NONBLOCK",),
-        ))
+        w.write(
+            Frame(
+                1764000000123456789,
+                1,
+                "main",
+                "f2b",
+                bytes.fromhex("0c00000001000000080000000000000000000000"),
+                ("eventfd:[eventfd] flags=O_RDWR|O_NONBLOCK",),
+            )
+        )
     assert buf.getvalue().endswith(documented) and len(documented) == 144

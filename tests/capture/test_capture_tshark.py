@@ -15,12 +15,22 @@ TSHARK = shutil.which("tshark")
 pytestmark = [
     pytest.mark.tshark,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (scripts/install-system-deps.sh)"),
+    pytest.mark.skipif(
+        TSHARK is None, reason="tshark is not installed (scripts/install-system-deps.sh)"
+    ),
 ]
 
-FIELDS = ["frame.time_epoch", "frame.protocols", "exported_pdu.prot_name", "exported_pdu.exported_pdu",
-          "frame.interface_name", "frame.interface_description", "frame.packet_flags_direction",
-          "_ws.malformed", "_ws.expert"]
+FIELDS = [
+    "frame.time_epoch",
+    "frame.protocols",
+    "exported_pdu.prot_name",
+    "exported_pdu.exported_pdu",
+    "frame.interface_name",
+    "frame.interface_description",
+    "frame.packet_flags_direction",
+    "_ws.malformed",
+    "_ws.expert",
+]
 
 
 def tshark_fields(path, *extra):
@@ -45,9 +55,17 @@ def test_tshark_sees_our_frames_exactly(tmp_path, big_endian):
             w.write(f)
     rows = tshark_fields(path)
     assert len(rows) == len(frames)
-    for frame, (epoch, protocols, prot_name, pdu, if_name, if_desc, direction, malformed, expert) in zip(
-        frames, rows, strict=True
-    ):
+    for frame, (
+        epoch,
+        protocols,
+        prot_name,
+        pdu,
+        if_name,
+        if_desc,
+        direction,
+        malformed,
+        expert,
+    ) in zip(frames, rows, strict=True):
         assert epoch == ns_text(frame.ts_ns)
         assert protocols.startswith("exported_pdu")
         assert prot_name == "vhost_user"
@@ -68,7 +86,7 @@ def test_tshark_hands_the_packet_to_a_vhost_user_dissector(tmp_path):
         'local p = Proto("vhost_user", "vhost-user stand-in")\n'
         'local f_magic = ProtoField.string("vhost_user.magic", "Magic")\n'
         'local f_conn = ProtoField.uint32("vhost_user.conn", "Conn")\n'
-        'p.fields = {f_magic, f_conn}\n'
+        "p.fields = {f_magic, f_conn}\n"
         "function p.dissector(tvb, pinfo, tree)\n"
         "  local t = tree:add(p, tvb())\n"
         "  t:add(f_magic, tvb(0, 2))\n"
@@ -80,8 +98,24 @@ def test_tshark_hands_the_packet_to_a_vhost_user_dissector(tmp_path):
     with CaptureWriter(path) as w:
         for f in frames:
             w.write(f)
-    cmd = [TSHARK, "-n", "-r", str(path), "-X", f"lua_script:{lua}", "-T", "fields",
-           "-e", "frame.protocols", "-e", "vhost_user.magic", "-e", "vhost_user.conn", "-e", "_ws.malformed"]
+    cmd = [
+        TSHARK,
+        "-n",
+        "-r",
+        str(path),
+        "-X",
+        f"lua_script:{lua}",
+        "-T",
+        "fields",
+        "-e",
+        "frame.protocols",
+        "-e",
+        "vhost_user.magic",
+        "-e",
+        "vhost_user.conn",
+        "-e",
+        "_ws.malformed",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr
     rows = [line.split("\t") for line in out.stdout.splitlines()]

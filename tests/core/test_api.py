@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_json(*args: str) -> list[dict]:
-    r = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--json", *args],
-                       capture_output=True, timeout=60, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", "--json", *args],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
@@ -39,8 +43,9 @@ def test_filter_file_object_and_device(device_start_capture):
     got = [m.to_dict() for m in vuinspect.open(str(device_start_capture), filter=expr)]
     assert got and got == read_json("-f", expr, str(device_start_capture))
     with open(device_start_capture, "rb") as f:
-        assert [m.to_dict() for m in vuinspect.open(f, "reply")] == \
-            read_json("-f", "reply", str(device_start_capture))
+        assert [m.to_dict() for m in vuinspect.open(f, "reply")] == read_json(
+            "-f", "reply", str(device_start_capture)
+        )
     assert list(vuinspect.open(io.BytesIO(device_start_capture.read_bytes()), device="net"))
 
 
@@ -63,8 +68,9 @@ def test_readme_scripting_example_runs():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"### Scripting\n\n```python\n(.*?)```", text, re.S)
     assert block, "README has a Scripting section with a python example"
-    r = subprocess.run([sys.executable, "-c", block.group(1)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", block.group(1)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
 
 

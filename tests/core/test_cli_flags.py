@@ -24,11 +24,14 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("expr,hint", [
-    ("name == SET_MEM_TABL", "did you mean SET_MEM_TABLE"),
-    ("payload.foo > 1", "unknown field 'payload.foo'"),
-    ('conn > "abc"', "conn is a number"),
-])
+@pytest.mark.parametrize(
+    "expr,hint",
+    [
+        ("name == SET_MEM_TABL", "did you mean SET_MEM_TABLE"),
+        ("payload.foo > 1", "unknown field 'payload.foo'"),
+        ('conn > "abc"', "conn is a number"),
+    ],
+)
 def test_filters_that_cannot_match_exit_2_with_one_line(capsys, device_start_capture, expr, hint):
     code, out, err = cli(capsys, "read", "-f", expr, str(device_start_capture))
     assert (code, out) == (2, "")
@@ -44,8 +47,9 @@ def test_dash_r_reads_a_file_and_several_files_read_in_sequence(capsys, device_s
     assert code == 2 and "no capture file" in err
 
 
-def test_several_files_keep_their_connections_apart(capsys, device_start_capture,
-                                                    every_message_capture):
+def test_several_files_keep_their_connections_apart(
+    capsys, device_start_capture, every_message_capture
+):
     """Two runs that both used conn 1 (as mergecap or cat of them would) stay two
     connections: each file is its own origin."""
     again = device_start_capture.with_name("again.pcapng")
@@ -71,8 +75,11 @@ def test_time_formats(capsys, device_start_capture):
     def times(fmt: str) -> list[str]:
         code, out, _ = cli(capsys, "read", "-t", fmt, str(device_start_capture))
         assert code == 0
-        return [line.split()[1] if fmt != "ad" else " ".join(line.split()[1:3])
-                for line in out.splitlines()]
+        return [
+            line.split()[1] if fmt != "ad" else " ".join(line.split()[1:3])
+            for line in out.splitlines()
+        ]
+
     epoch = times("e")
     assert re.fullmatch(r"\d{10}\.\d{9}", epoch[0])
     rel = times("r")
@@ -96,9 +103,27 @@ def test_count_stops_after_n_matching(capsys, device_start_capture):
 
 
 def test_fields_output_tab_separated(capsys, device_start_capture):
-    code, out, _ = cli(capsys, "read", "-T", "fields", "-e", "frame", "-e", "name", "-e", "dir",
-                       "-e", "reply", "-e", "payload.num", "-e", "latency_us",
-                       "-f", "name == GET_VRING_BASE", str(device_start_capture))
+    code, out, _ = cli(
+        capsys,
+        "read",
+        "-T",
+        "fields",
+        "-e",
+        "frame",
+        "-e",
+        "name",
+        "-e",
+        "dir",
+        "-e",
+        "reply",
+        "-e",
+        "payload.num",
+        "-e",
+        "latency_us",
+        "-f",
+        "name == GET_VRING_BASE",
+        str(device_start_capture),
+    )
     rows = [line.split("\t") for line in out.splitlines()]
     assert code == 0 and rows and all(len(r) == 6 for r in rows)
     req, rep = rows[0], rows[1]
@@ -111,12 +136,14 @@ def test_fields_output_tab_separated(capsys, device_start_capture):
 
 
 def test_stats_follow_the_filter_and_say_so(capsys, device_start_capture):
-    code, out, _ = cli(capsys, "read", "--stats", "-f", "name == SET_VRING_ENABLE",
-                       str(device_start_capture))
+    code, out, _ = cli(
+        capsys, "read", "--stats", "-f", "name == SET_VRING_ENABLE", str(device_start_capture)
+    )
     assert code == 0 and out.startswith("Statistics of the messages matching: name == SET_VRING")
     assert "SET_VRING_ENABLE" in out and "GET_FEATURES" not in out
-    code, out, _ = cli(capsys, "read", "--stats", "--json", "-f", "not reply",
-                       str(device_start_capture))
+    code, out, _ = cli(
+        capsys, "read", "--stats", "--json", "-f", "not reply", str(device_start_capture)
+    )
     stats = json.loads(out)
     assert stats["filter"] == "not reply"
     assert all(r["replies"] == 0 for r in stats["requests"]) and stats["requests"]
@@ -159,8 +186,19 @@ def test_view_flags_match_read(capsys, device_start_capture):
 def test_fields_command_lists_every_name_and_the_readme_table_is_generated(capsys):
     code, out, _ = cli(capsys, "fields")
     names = {line.split("\t")[0] for line in out.splitlines()}
-    assert code == 0 and {"direction", "reply", "problems", "severity", "latency_us",
-                          "payload.num", "payload.regions.memory_size"} <= names
+    assert (
+        code == 0
+        and {
+            "direction",
+            "reply",
+            "problems",
+            "severity",
+            "latency_us",
+            "payload.num",
+            "payload.regions.memory_size",
+        }
+        <= names
+    )
     assert "aliases: dir" in out
     readme = (ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README field table: paste `vuinspect fields --markdown`"
@@ -185,8 +223,11 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
 
     def on_pty(args: list[str], stdout_to: str) -> bytes:
         master, slave = pty.openpty()
-        out = open(tmp_path / "out.txt", "wb") if stdout_to == "file" else (  # noqa: SIM115
-            slave if stdout_to == "pty" else subprocess.DEVNULL)
+        out = (
+            open(tmp_path / "out.txt", "wb")  # noqa: SIM115
+            if stdout_to == "file"
+            else (slave if stdout_to == "pty" else subprocess.DEVNULL)
+        )
         try:
             proc = subprocess.Popen([*cmd, *args], stdout=out, stderr=slave, env=env)
             os.close(slave)

@@ -25,8 +25,9 @@ def test_name_and_conn(messages):
 
 
 def test_old_names_match(messages):
-    assert select(messages, "name == SET_SLAVE_REQ_FD") == \
-        select(messages, "name == SET_BACKEND_REQ_FD")
+    assert select(messages, "name == SET_SLAVE_REQ_FD") == select(
+        messages, "name == SET_BACKEND_REQ_FD"
+    )
     assert select(messages, "name == set_backend_req_fd")
 
 
@@ -53,10 +54,19 @@ def test_or_not_parentheses_regex(messages):
     assert len(select(messages, "not kind == message")) == 2  # open + close
 
 
-@pytest.mark.parametrize("expr,pos", [
-    ("nme == X", 0), ("name ==", 7), ("name == OPEN and", 16), ("(name == OPEN", 13),
-    ("name === X", 7), ("payload.num > 3 )", 16), ('name matches "("', 13), ("size $ 3", 5),
-])
+@pytest.mark.parametrize(
+    "expr,pos",
+    [
+        ("nme == X", 0),
+        ("name ==", 7),
+        ("name == OPEN and", 16),
+        ("(name == OPEN", 13),
+        ("name === X", 7),
+        ("payload.num > 3 )", 16),
+        ('name matches "("', 13),
+        ("size $ 3", 5),
+    ],
+)
 def test_errors_point_at_the_problem(expr, pos):
     with pytest.raises(FilterError) as info:
         compile_filter(expr)
@@ -68,6 +78,7 @@ def test_empty_filter_matches_everything(messages):
 
 
 # -- issue 11 item 7: deep or long filters never recurse per term ------------------------------
+
 
 def test_long_and_or_chains_compile_and_run(messages):
     for op in ("or", "and", "||", "&&"):
@@ -95,20 +106,24 @@ def test_nesting_up_to_the_limit_works_deeper_is_one_clear_error(messages):
 
 # -- issue 12 item 2: filters that cannot match are errors with a suggestion -----------------
 
-@pytest.mark.parametrize("expr,words", [
-    ("name == SET_MEM_TABL", ["unknown request name", "did you mean SET_MEM_TABLE"]),
-    ("payload.foo > 1", ["unknown field 'payload.foo'"]),
-    ("payload.nmu > 1", ["did you mean payload.num"]),
-    ('conn > "abc"', ["conn is a number"]),
-    ("dirction == f2b", ["did you mean direction"]),
-    ("direction == f2c", ["one of: f2b, b2f"]),
-    ("channel == frontend", ["unknown channel value 'frontend' (one of: main, backend)"]),
-    ("problems == reply_flag", ["unknown problem code", "did you mean reply_flags"]),
-    ("reply == maybe", ["reply is true or false"]),
-    ("channel > main", ["use ==, !=, ~ or matches"]),
-    ("payload.type == UPDATE", ["payload.type is a number", "payload.type_name"]),
-    ("request == SET_MEM_TABL", ["did you mean SET_MEM_TABLE"]),
-])
+
+@pytest.mark.parametrize(
+    "expr,words",
+    [
+        ("name == SET_MEM_TABL", ["unknown request name", "did you mean SET_MEM_TABLE"]),
+        ("payload.foo > 1", ["unknown field 'payload.foo'"]),
+        ("payload.nmu > 1", ["did you mean payload.num"]),
+        ('conn > "abc"', ["conn is a number"]),
+        ("dirction == f2b", ["did you mean direction"]),
+        ("direction == f2c", ["one of: f2b, b2f"]),
+        ("channel == frontend", ["unknown channel value 'frontend' (one of: main, backend)"]),
+        ("problems == reply_flag", ["unknown problem code", "did you mean reply_flags"]),
+        ("reply == maybe", ["reply is true or false"]),
+        ("channel > main", ["use ==, !=, ~ or matches"]),
+        ("payload.type == UPDATE", ["payload.type is a number", "payload.type_name"]),
+        ("request == SET_MEM_TABL", ["did you mean SET_MEM_TABLE"]),
+    ],
+)
 def test_unknown_names_values_types_are_errors(expr, words):
     with pytest.raises(FilterError) as info:
         compile_filter(expr)
@@ -119,11 +134,16 @@ def test_unknown_names_values_types_are_errors(expr, words):
 
 
 def test_aliases_and_canonical_names_agree(messages):
-    pairs = [("dir == b2f", "direction == b2f"), ("is_reply", "reply"),
-             ("problem", "problems"), ("problem_codes == reply_flags", "problems == reply_flags"),
-             ("request == SET_MEM_TABLE", "name == SET_MEM_TABLE"), ("conn == c1", "conn == 1"),
-             ("vhost_user.payload.num > 100", "payload.num > 100"),
-             ("vhost_user.dir == f2b", "direction == f2b")]
+    pairs = [
+        ("dir == b2f", "direction == b2f"),
+        ("is_reply", "reply"),
+        ("problem", "problems"),
+        ("problem_codes == reply_flags", "problems == reply_flags"),
+        ("request == SET_MEM_TABLE", "name == SET_MEM_TABLE"),
+        ("conn == c1", "conn == 1"),
+        ("vhost_user.payload.num > 100", "payload.num > 100"),
+        ("vhost_user.dir == f2b", "direction == f2b"),
+    ]
     for old, new in pairs:
         assert select(messages, old) == select(messages, new), old
     assert select(messages, "direction == b2f")
@@ -135,8 +155,9 @@ def test_severities_bare_problems_means_warning_and_above():
 
     note = Message(1, 1, 0, 1, "main", "f2b", problems=[problem("nonzero_padding")])
     warn = Message(2, 2, 0, 1, "main", "f2b", problems=[problem("unexpected_reply")])
-    both = Message(3, 3, 0, 1, "main", "f2b",
-                   problems=[problem("nonzero_padding"), problem("missing_reply")])
+    both = Message(
+        3, 3, 0, 1, "main", "f2b", problems=[problem("nonzero_padding"), problem("missing_reply")]
+    )
     clean = Message(4, 4, 0, 1, "main", "f2b")
     msgs = [note, warn, both, clean]
     assert [m.severity for m in msgs] == ["note", "warning", "error", None]
@@ -173,6 +194,7 @@ def test_every_payload_field_the_decoder_emits_is_known():
 
 # -- data plane: ring and notify messages (issue 13) ---------------------------------------------
 
+
 def _dataplane_capture(tmp_path_factory):
     import sys
     from pathlib import Path
@@ -206,13 +228,19 @@ def test_ring_and_notify_kinds_names_and_payload(dp_messages):
     notifies = [m for m in dp_messages if m.kind == "notify"]
     assert len(rings) == 9 and len(notifies) == 3
     assert select(dp_messages, "kind == ring") == rings == select(dp_messages, "name == RING")
-    assert select(dp_messages, "kind == notify") == notifies == select(dp_messages, "name == notify")
-    assert [m.payload["avail_idx"] - m.payload["used_idx"]
-            for m in select(dp_messages, "payload.in_flight > 0")] == [4] * 5 + [1]
+    assert (
+        select(dp_messages, "kind == notify") == notifies == select(dp_messages, "name == notify")
+    )
+    assert [
+        m.payload["avail_idx"] - m.payload["used_idx"]
+        for m in select(dp_messages, "payload.in_flight > 0")
+    ] == [4] * 5 + [1]
     stalled = select(dp_messages, "problems == backend_stalled")
     assert len(stalled) == 1 and stalled[0].kind == "ring" and stalled[0].payload["in_flight"] == 4
-    assert [m.payload["resolved"][0]["code"]
-            for m in select(dp_messages, "payload.resolved.duration_ns > 0")] == ["backend_stalled"]
+    assert [
+        m.payload["resolved"][0]["code"]
+        for m in select(dp_messages, "payload.resolved.duration_ns > 0")
+    ] == ["backend_stalled"]
     assert [m.payload["count"] for m in select(dp_messages, "payload.signal == call")] == [1]
     assert [m.payload["vring"] for m in select(dp_messages, "payload.layout == packed")] == [1]
     assert len(select(dp_messages, "payload.chains.header.type_name == OUT")) == 1
@@ -253,9 +281,24 @@ def test_read_filters_ring_frames_from_a_capture(dp_capture):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--rings", "--json", "-f",
-                        "kind == ring and payload.in_flight > 0", str(dp_capture)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vuinspect",
+            "read",
+            "--rings",
+            "--json",
+            "-f",
+            "kind == ring and payload.in_flight > 0",
+            str(dp_capture),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
-    assert [(x["kind"], x["payload"]["in_flight"]) for x in rows] == [("ring", 4)] * 5 + [("ring", 1)]
+    assert [(x["kind"], x["payload"]["in_flight"]) for x in rows] == [("ring", 4)] * 5 + [
+        ("ring", 1)
+    ]

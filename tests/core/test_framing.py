@@ -34,7 +34,7 @@ def test_whole_stream_in_one_read():
 
 def test_byte_at_a_time():
     data = A + B + C
-    out = feed_all([(data[i:i + 1], ()) for i in range(len(data))])
+    out = feed_all([(data[i : i + 1], ()) for i in range(len(data))])
     assert [x.data for x in out] == [A, B, C]
     assert not any(x.problems for x in out)
 
@@ -71,7 +71,9 @@ def test_oversize_message_framed_whole_by_the_sender_is_decoded_whole():
     assert not out[1].problems
     msgs = Pipeline().run([Frame(1, 1, "main", "f2b", big), Frame(2, 1, "main", "f2b", A)])
     got = [(x.name, [p.code for p in x.problems]) for x in msgs]
-    assert got[0][0] == "SET_MEM_TABLE" and "oversize" in got[0][1] and "framing_lost" not in got[0][1]
+    assert (
+        got[0][0] == "SET_MEM_TABLE" and "oversize" in got[0][1] and "framing_lost" not in got[0][1]
+    )
     assert got[1] == ("SET_VRING_NUM", [])
     # split across frames, or with more bytes than it announces, it is not trusted as before
     split = feed_all([(big[:100], ()), (big[100:], ())])

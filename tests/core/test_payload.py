@@ -25,8 +25,11 @@ def steps(layout, buf, **kw) -> list[tuple]:
 
 def test_walk_yields_fields_items_and_array_spans_in_wire_order() -> None:
     got = steps(MEM_TABLE, mem_table(2, 2))
-    assert got[:3] == [(FIELD, "nregions", 0, 4, 2), (FIELD, "padding", 4, 8, b"\0" * 4),
-                       (ARRAY, "regions", 8, 72, 2)]
+    assert got[:3] == [
+        (FIELD, "nregions", 0, 4, 2),
+        (FIELD, "padding", 4, 8, b"\0" * 4),
+        (ARRAY, "regions", 8, 72, 2),
+    ]
     assert got[3] == (ITEM, "regions.0", 8, 40, 0)
     assert got[4] == (FIELD, "regions.0.guest_phys_addr", 8, 16, 0x1000)
     assert (ITEM, "regions.1", 40, 72, 1) in got

@@ -22,11 +22,20 @@ F2B, B2F = ("main", "f2b"), ("main", "b2f")
 BF2B, BB2F = ("backend", "f2b"), ("backend", "b2f")
 
 # negotiation prefixes
-NEG_ACK = [(F2B, m(1, 1)), (B2F, m(1, 5, Q(1 << 30 | 1 << 32))),
-           (F2B, m(15, 1)), (B2F, m(15, 5, Q(0x0B))),
-           (F2B, m(16, 1, Q(0x0B)))]  # MQ LOG_SHMFD REPLY_ACK
-NEG_NO_ACK = [(F2B, m(1, 1)), (B2F, m(1, 5, Q(1 << 30 | 1 << 32))),
-              (F2B, m(15, 1)), (B2F, m(15, 5, Q(0x1))), (F2B, m(16, 1, Q(0x1)))]
+NEG_ACK = [
+    (F2B, m(1, 1)),
+    (B2F, m(1, 5, Q(1 << 30 | 1 << 32))),
+    (F2B, m(15, 1)),
+    (B2F, m(15, 5, Q(0x0B))),
+    (F2B, m(16, 1, Q(0x0B))),
+]  # MQ LOG_SHMFD REPLY_ACK
+NEG_NO_ACK = [
+    (F2B, m(1, 1)),
+    (B2F, m(1, 5, Q(1 << 30 | 1 << 32))),
+    (F2B, m(15, 1)),
+    (B2F, m(15, 5, Q(0x1))),
+    (F2B, m(16, 1, Q(0x1))),
+]
 NEG_NO_PF = [(F2B, m(1, 1)), (B2F, m(1, 5, Q(1 << 32))), (F2B, m(2, 1, Q(1 << 32)))]
 
 CASES: dict[str, list] = {
@@ -54,10 +63,13 @@ CASES: dict[str, list] = {
     "need_reply_without_ack": [*NEG_NO_ACK, (F2B, m(3, 9))],
     "enable_without_protocol_features": [*NEG_NO_PF, (F2B, m(18, 1, struct.pack("<II", 0, 1)))],
     "vring_not_started": [(F2B, m(11, 1, struct.pack("<II", 0, 0)))],
-    "vring_out_of_range": [*NEG_ACK, (F2B, m(17, 1)), (B2F, m(17, 5, Q(1))),
-                           (F2B, m(8, 1, struct.pack("<II", 5, 256)))],
-    "too_many_regions": [(F2B, m(5, 1, struct.pack("<II", 9, 0) + REGION * 9),
-                          ("memfd",) * 9)],
+    "vring_out_of_range": [
+        *NEG_ACK,
+        (F2B, m(17, 1)),
+        (B2F, m(17, 5, Q(1))),
+        (F2B, m(8, 1, struct.pack("<II", 5, 256))),
+    ],
+    "too_many_regions": [(F2B, m(5, 1, struct.pack("<II", 9, 0) + REGION * 9), ("memfd",) * 9)],
     "fds_without_backend_send_fd": [*NEG_ACK, (BB2F, m(2, 1), ("eventfd",))],
     "ack_error": [*NEG_ACK, (F2B, m(3, 9)), (B2F, m(3, 5, Q(22)))],
 }
@@ -96,6 +108,7 @@ def test_nothing_is_dropped_when_framing_is_lost():
 
 def test_clean_start_has_no_problems():
     from vuinspect.samples import device_start, every_message
+
     for frames in (device_start(), every_message()):
         msgs = list(Pipeline().run(frames))
         assert [m.problem_codes for m in msgs if m.problems] == []
@@ -109,10 +122,14 @@ def test_severities_are_error_warning_note_and_iotlb_padding_is_a_note():
 
     assert {c.severity for c in CODES.values()} <= set(SEVERITIES)
     iotlb = struct.pack("<QQQBB6s", 0x1000, 0x1000, 0x7F0000001000, 3, 2, b"\xaa" * 6)
-    neg = [(F2B, m(1, 1)), (B2F, m(1, 5, Q(1 << 30 | 1 << 32 | 1 << 33))),
-           (F2B, m(2, 1, Q(1 << 30 | 1 << 32 | 1 << 33))),
-           (F2B, m(15, 1)), (B2F, m(15, 5, Q(1 << 11 | 1 << 3))),
-           (F2B, m(16, 1, Q(1 << 11 | 1 << 3)))]
+    neg = [
+        (F2B, m(1, 1)),
+        (B2F, m(1, 5, Q(1 << 30 | 1 << 32 | 1 << 33))),
+        (F2B, m(2, 1, Q(1 << 30 | 1 << 32 | 1 << 33))),
+        (F2B, m(15, 1)),
+        (B2F, m(15, 5, Q(1 << 11 | 1 << 3))),
+        (F2B, m(16, 1, Q(1 << 11 | 1 << 3))),
+    ]
     msgs = run([*neg, (F2B, m(22, 9, iotlb)), (B2F, m(22, 5, Q(0)))])
     update = next(x for x in msgs if x.name == "IOTLB_MSG")
     assert update.problem_codes == ["nonzero_padding"], update.problem_codes

@@ -12,16 +12,34 @@ from vuinspect.samples import PROTOCOL_ACK, device_start
 
 
 def vuinspect(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vuinspect", *args], input=stdin,
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "vuinspect", *args], input=stdin, capture_output=True, timeout=60
+    )
 
 
 def test_json_pairs_every_reply_names_bits_lists_fds(device_start_capture):
     r = vuinspect("read", "--json", str(device_start_capture))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    keys = {"frame", "ts", "conn", "channel", "direction", "request", "name", "reply", "flags", "size",
-            "fds", "payload", "reply_to", "reply_in", "latency_us", "problems", "severity"}
+    keys = {
+        "frame",
+        "ts",
+        "conn",
+        "channel",
+        "direction",
+        "request",
+        "name",
+        "reply",
+        "flags",
+        "size",
+        "fds",
+        "payload",
+        "reply_to",
+        "reply_in",
+        "latency_us",
+        "problems",
+        "severity",
+    }
     assert all(keys <= row.keys() for row in rows)
     by_frame = {row["frame"]: row for row in rows}
     messages = [row for row in rows if row["kind"] == "message"]
@@ -38,9 +56,12 @@ def test_json_pairs_every_reply_names_bits_lists_fds(device_start_capture):
         req = by_frame[row["reply_to"]]
         assert req["request"] == row["request"] and not req["reply"]
         assert row["latency_us"] == (row["ts_ns"] - req["ts_ns"]) / 1000
-    assert len(replies) == sum(1 for row in requests_
-                               if requests.lookup(row["channel"], row["request"]).reply_mode
-                               == "always" or row["need_reply"])
+    assert len(replies) == sum(
+        1
+        for row in requests_
+        if requests.lookup(row["channel"], row["request"]).reply_mode == "always"
+        or row["need_reply"]
+    )
     # feature bits by name
     get_features = next(r for r in replies if r["name"] == "GET_FEATURES")
     assert "VERSION_1" in get_features["payload"]["features_names"]
@@ -81,8 +102,9 @@ def test_stats(device_start_capture):
 
 def test_stdin(device_start_capture):
     r = vuinspect("read", "-", stdin=device_start_capture.read_bytes())
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == len(list(read_frames(
-        str(device_start_capture))))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == len(
+        list(read_frames(str(device_start_capture)))
+    )
 
 
 def test_truncated_capture_keeps_whole_messages(device_start_capture, tmp_path):
@@ -99,10 +121,12 @@ def test_truncated_capture_keeps_whole_messages(device_start_capture, tmp_path):
 def test_bad_inputs_give_one_clear_line(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
-    for args, needle in ((["read", str(tmp_path / "missing.pcapng")], "no such file"),
-                         (["read", str(text)], "not a vuinspect capture"),
-                         (["read", str(tmp_path)], "is a directory"),
-                         (["read", "--filter", "nme == 1", str(text)], "bad filter")):
+    for args, needle in (
+        (["read", str(tmp_path / "missing.pcapng")], "no such file"),
+        (["read", str(text)], "not a vuinspect capture"),
+        (["read", str(tmp_path)], "is a directory"),
+        (["read", "--filter", "nme == 1", str(text)], "bad filter"),
+    ):
         r = vuinspect(*args)
         err = r.stderr.decode()
         assert r.returncode != 0 and needle in err and "Traceback" not in err, err
@@ -121,8 +145,11 @@ def test_frame_comments_are_shown_kept_in_json_and_filtered(tmp_path):
 
     blk = Path(__file__).resolve().parents[2] / "captures" / "blk.pcapng"
     out = tmp_path / "commented.pcapng"
-    subprocess.run(["editcap", "-a", "5:look \x1b[2J here", str(blk), str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["editcap", "-a", "5:look \x1b[2J here", str(blk), str(out)],
+        check=True,
+        capture_output=True,
+    )
     lines = vuinspect("read", str(out)).stdout.decode().splitlines()
     assert lines[4].endswith("  # look \\x1b[2J here") and "\x1b" not in lines[4]
     assert not any("#" in line for i, line in enumerate(lines) if i != 4)

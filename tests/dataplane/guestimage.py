@@ -16,8 +16,14 @@ UVA = 0x7F00_0000_0000
 class GuestImage:
     """``size`` bytes of 'guest RAM' at GPA/UVA, stored at ``mmap_offset`` in a memfd."""
 
-    def __init__(self, size: int = 1 << 20, mmap_offset: int = 0, name: str = "vuinspect-test",
-                 gpa: int = GPA, uva: int = UVA) -> None:
+    def __init__(
+        self,
+        size: int = 1 << 20,
+        mmap_offset: int = 0,
+        name: str = "vuinspect-test",
+        gpa: int = GPA,
+        uva: int = UVA,
+    ) -> None:
         self.size, self.mmap_offset, self.gpa, self.uva = size, mmap_offset, gpa, uva
         self.name = name
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
@@ -36,7 +42,7 @@ class GuestImage:
 
     def write(self, gpa: int, data: bytes) -> None:
         o = self.off(gpa)
-        self.mm[o:o + len(data)] = data
+        self.mm[o : o + len(data)] = data
 
     def pack(self, gpa: int, fmt: str, *values: int) -> None:
         self.write(gpa, struct.pack("<" + fmt, *values))
@@ -49,8 +55,9 @@ class GuestImage:
 class SplitRing:
     """The driver and device sides of a split ring in a GuestImage (addresses are GPAs)."""
 
-    def __init__(self, img: GuestImage, num: int, base: int = GPA + 0x1000,
-                 event_idx: bool = False) -> None:
+    def __init__(
+        self, img: GuestImage, num: int, base: int = GPA + 0x1000, event_idx: bool = False
+    ) -> None:
         self.img, self.num, self.event_idx = img, num, event_idx
         self.desc = base
         self.avail = base + 16 * num
@@ -59,8 +66,15 @@ class SplitRing:
 
     def config(self, space: str = "uva", index: int = 0) -> RingConfig:
         conv = self.img.uva_of if space == "uva" else (lambda a: a)
-        return RingConfig(index, self.num, conv(self.desc), conv(self.avail), conv(self.used),
-                          False, self.event_idx)
+        return RingConfig(
+            index,
+            self.num,
+            conv(self.desc),
+            conv(self.avail),
+            conv(self.used),
+            False,
+            self.event_idx,
+        )
 
     def set_desc(self, i: int, addr: int, length: int, flags: int = 0, nxt: int = 0) -> None:
         self.img.pack(self.desc + 16 * i, "QIHH", addr, length, flags, nxt)
@@ -104,8 +118,15 @@ class PackedRing:
 
     def config(self, index: int = 0) -> RingConfig:
         conv = self.img.uva_of
-        return RingConfig(index, self.num, conv(self.desc), conv(self.driver_event),
-                          conv(self.device_event), True, False)
+        return RingConfig(
+            index,
+            self.num,
+            conv(self.desc),
+            conv(self.driver_event),
+            conv(self.device_event),
+            True,
+            False,
+        )
 
     def write_desc(self, pos: int, addr: int, length: int, ident: int, flags: int) -> None:
         self.img.pack(self.desc + 16 * pos, "QIHH", addr, length, ident, flags)
@@ -116,7 +137,8 @@ class PackedRing:
         for k, (addr, length, flags) in enumerate(bufs):
             more = DESC_F_NEXT if k < len(bufs) - 1 else 0
             wrapbits = (DESC_F_AVAIL if self.avail_wrap else 0) | (
-                0 if self.avail_wrap else DESC_F_USED)
+                0 if self.avail_wrap else DESC_F_USED
+            )
             self.write_desc(self.avail_pos, addr, length, ident, flags | more | wrapbits)
             self.avail_pos += 1
             if self.avail_pos == self.num:
@@ -132,8 +154,7 @@ class PackedRing:
 
     def set_events(self, driver: tuple[int, int, int], device: tuple[int, int, int]) -> None:
         """(offset, wrap, flags) of the driver and device event suppression areas."""
-        for addr, (off, wrap, flags) in ((self.driver_event, driver),
-                                         (self.device_event, device)):
+        for addr, (off, wrap, flags) in ((self.driver_event, driver), (self.device_event, device)):
             self.img.pack(addr, "HH", off | wrap << 15, flags)
 
 

@@ -57,8 +57,15 @@ class RingBackend:
             ring = self.vrings.get(index)
             if ring is None or not ring.started or ring.num is None:
                 return None
-            return RingConfig(index, ring.num, ring.desc or 0, ring.avail or 0, ring.used or 0,
-                              bool(self.acked & RING_PACKED), bool(self.acked & EVENT_IDX))
+            return RingConfig(
+                index,
+                ring.num,
+                ring.desc or 0,
+                ring.avail or 0,
+                ring.used or 0,
+                bool(self.acked & RING_PACKED),
+                bool(self.acked & EVENT_IDX),
+            )
 
     def _serve(self) -> None:
         try:
@@ -110,7 +117,9 @@ class RingBackend:
                 ring = self.vrings.setdefault(index, VringInfo())
                 ring.desc, ring.used, ring.avail = desc, used, avail
             elif r == wire.SET_VRING_KICK:
-                self.vrings.setdefault(wire.U64.unpack_from(p)[0] & 0xFF, VringInfo()).started = True
+                self.vrings.setdefault(
+                    wire.U64.unpack_from(p)[0] & 0xFF, VringInfo()
+                ).started = True
             elif r == wire.GET_VRING_BASE:
                 index = struct.unpack_from("=I", p)[0]
                 self.vrings.setdefault(index, VringInfo()).started = False
@@ -125,7 +134,7 @@ class RingBackend:
         for spec, m, delta in self._rw:
             if spec.userspace_addr <= uva < spec.userspace_addr + spec.memory_size:
                 off = uva - spec.userspace_addr + delta
-                m[off:off + len(data)] = data
+                m[off : off + len(data)] = data
                 return
         raise ValueError(f"uva {uva:#x} in no region")
 
@@ -143,8 +152,9 @@ class RingBackend:
                     self._write(cfg.used + 4 + 8 * slot, struct.pack("<II", head, 0))
                 self._write(cfg.used + 2, struct.pack("<H", (s.used_idx + len(heads)) & 0xFFFF))
                 return len(heads)
-            t = self._used.setdefault(index, PackedTracker.from_base(
-                cfg.num, self.vrings[index].base))
+            t = self._used.setdefault(
+                index, PackedTracker.from_base(cfg.num, self.vrings[index].base)
+            )
             s = sample(self.mem, cfg, 0, t)
             chains = in_flight_chains(self.mem, cfg, s)
             for chain in chains:

@@ -60,8 +60,12 @@ def ring_samples(path: Path) -> list[dict]:
 
 
 def read_json(path: Path, *args: str) -> list[dict]:
-    r = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--json", *args, str(path)],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", "--json", *args, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode in (0, 2), r.stderr  # 2: the live file ends inside a block
     return [json.loads(line) for line in r.stdout.splitlines()]
 
@@ -85,12 +89,26 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
     result: dict = {}
     with contextlib.ExitStack() as stack:
         qsd = stack.enter_context(runners.storage_daemon(image, work / "qsd.sock", work))
-        stack.enter_context(runners.proxy(work / "vu.sock", work / "qsd.sock", cap, work,
-                                          extra=["--device", "blk", "--rings", "on", "-q"]))
+        stack.enter_context(
+            runners.proxy(
+                work / "vu.sock",
+                work / "qsd.sock",
+                cap,
+                work,
+                extra=["--device", "blk", "--rings", "on", "-q"],
+            )
+        )
 
         def run() -> None:
-            result["out"] = guest_run(runners.blk_device(work / "vu.sock"), work, guest, "blk",
-                                      seed="rings", size_kib=SIZE_KIB, timeout=180)
+            result["out"] = guest_run(
+                runners.blk_device(work / "vu.sock"),
+                work,
+                guest,
+                "blk",
+                seed="rings",
+                size_kib=SIZE_KIB,
+                timeout=180,
+            )
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
@@ -101,7 +119,8 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
             def writing() -> bool:
                 s = ring_samples(cap)
                 starts = [i for i, x in enumerate(s) if x.get("event") == "start"]
-                return len(starts) >= 2 and any(x["used_idx"] >= 12 for x in s[starts[-1]:])
+                return len(starts) >= 2 and any(x["used_idx"] >= 12 for x in s[starts[-1] :])
+
             assert wait(writing, 120), "the guest's I/O never showed in the ring samples"
             os.kill(qsd.pid, signal.SIGSTOP)
             stopped = True
@@ -109,8 +128,8 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
 
             def stalled() -> list[dict]:
                 rows = read_json(cap)
-                return [r for r in rows if "backend_stalled" in
-                        [p["code"] for p in r["problems"]]]
+                return [r for r in rows if "backend_stalled" in [p["code"] for p in r["problems"]]]
+
             found = wait(stalled, 10, 0.25)
             took = time.monotonic() - t_stop
             assert found, "no backend_stalled while the back-end was stopped"
@@ -134,8 +153,12 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
         t_cont = time.monotonic()
 
         def resolved() -> list[dict]:
-            return [r for r in read_json(cap, "--rings")
-                    if any(x["code"] == "backend_stalled" for x in r["payload"].get("resolved", ()))]
+            return [
+                r
+                for r in read_json(cap, "--rings")
+                if any(x["code"] == "backend_stalled" for x in r["payload"].get("resolved", ()))
+            ]
+
         done = wait(resolved, 10, 0.25)
         assert done, "the stall was not resolved after SIGCONT"
         assert time.monotonic() - t_cont < 5
@@ -149,9 +172,15 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
 
     # the used index moved at least once per request the guest made (its 64 KiB
     # O_DIRECT writes and reads); the proxy's capture has every sample needed
-    stats = json.loads(subprocess.run(
-        [sys.executable, "-m", "vuinspect", "read", "--stats", "--json", str(cap)],
-        capture_output=True, text=True, timeout=30, check=True).stdout)
+    stats = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "vuinspect", "read", "--stats", "--json", str(cap)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    )
     (ring0,) = [r for r in stats["rings"] if r["vring"] == 0]
     assert ring0["progress"] >= 2 * SIZE_KIB // 64, ring0
     assert not ring0["problems"], ring0  # nothing still active at the end
@@ -164,17 +193,32 @@ def test_blk_trace_notify_relays_and_counts(guest, tmp_path_factory) -> None:
 
     work = Path(tmp_path_factory.mktemp("vunotify", numbered=True))
     cap = work / "blk.pcapng"
-    out = scenarios.run_blk(work, guest, via=scenarios.ProxySpec(
-        cap, extra=["--rings", "on", "--trace-notify"]), seed="notify", size_kib=1024)
+    out = scenarios.run_blk(
+        work,
+        guest,
+        via=scenarios.ProxySpec(cap, extra=["--rings", "on", "--trace-notify"]),
+        seed="notify",
+        size_kib=1024,
+    )
     assert out.ok, out.verdict
-    stats = json.loads(subprocess.run(
-        [sys.executable, "-m", "vuinspect", "read", "--stats", "--json", str(cap)],
-        capture_output=True, text=True, timeout=30, check=True).stdout)
+    stats = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "vuinspect", "read", "--stats", "--json", str(cap)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    )
     (ring0,) = [r for r in stats["rings"] if r["vring"] == 0]
     assert ring0["kicks"] > 0 and ring0["calls"] > 0, ring0
     assert ring0["progress"] >= 2 * 1024 // 64, ring0
     rows = read_json(cap, "--rings")
     assert any(r["kind"] == "notify" for r in rows)
-    flagged = [(r["frame"], p["code"]) for r in read_json(cap) for p in r["problems"]
-               if p["severity"] != "note"]
+    flagged = [
+        (r["frame"], p["code"])
+        for r in read_json(cap)
+        for p in r["problems"]
+        if p["severity"] != "note"
+    ]
     assert flagged == [], flagged

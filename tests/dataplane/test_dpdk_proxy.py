@@ -19,9 +19,10 @@ import pytest
 from vuinspect.capture import CaptureReader
 from vuinspect.demo import runners
 
-pytestmark = [pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
-                                 reason="dpdk-testpmd not installed"),
-              pytest.mark.timeout(90)]
+pytestmark = [
+    pytest.mark.skipif(shutil.which("dpdk-testpmd") is None, reason="dpdk-testpmd not installed"),
+    pytest.mark.timeout(90),
+]
 NUM = 256
 
 
@@ -32,9 +33,22 @@ def _close_stdin(proc: runners.Proc) -> None:
 
 
 def _testpmd(vdev: str, mode: str, prefix: str) -> list[str]:
-    return [runners.require("dpdk-testpmd"), "--no-huge", "-m", "256", "--no-pci",
-            f"--file-prefix={prefix}", "--log-level=lib.eal:error", "--vdev", vdev, "--",
-            "--nb-cores=1", "--total-num-mbufs=2048", f"--forward-mode={mode}", "--auto-start"]
+    return [
+        runners.require("dpdk-testpmd"),
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        f"--file-prefix={prefix}",
+        "--log-level=lib.eal:error",
+        "--vdev",
+        vdev,
+        "--",
+        "--nb-cores=1",
+        "--total-num-mbufs=2048",
+        f"--forward-mode={mode}",
+        "--auto-start",
+    ]
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["split", "packed"])
@@ -44,17 +58,33 @@ def test_virtio_user_to_net_vhost_through_the_proxy(packed: bool) -> None:
     tag = f"{time.monotonic_ns() % 10**8}"
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(runners.running(
-                "backend", _testpmd(f"net_vhost0,iface={be_sock},queues=1", "rxonly", "vube" + tag),
-                work, stdin=subprocess.PIPE, stop=_close_stdin))
+            stack.enter_context(
+                runners.running(
+                    "backend",
+                    _testpmd(f"net_vhost0,iface={be_sock},queues=1", "rxonly", "vube" + tag),
+                    work,
+                    stdin=subprocess.PIPE,
+                    stop=_close_stdin,
+                )
+            )
             runners.wait_for_socket(be_sock, 20)
-            stack.enter_context(runners.proxy(px_sock, be_sock, cap, work,
-                                              extra=["--device", "net", "--rings", "on", "-q"]))
+            stack.enter_context(
+                runners.proxy(
+                    px_sock, be_sock, cap, work, extra=["--device", "net", "--rings", "on", "-q"]
+                )
+            )
             vdev = f"net_virtio_user0,path={px_sock},queues=1,queue_size={NUM}" + (
-                ",packed_vq=1" if packed else "")
-            stack.enter_context(runners.running(
-                "frontend", _testpmd(vdev, "txonly", "vufe" + tag), work,
-                stdin=subprocess.PIPE, stop=_close_stdin))
+                ",packed_vq=1" if packed else ""
+            )
+            stack.enter_context(
+                runners.running(
+                    "frontend",
+                    _testpmd(vdev, "txonly", "vufe" + tag),
+                    work,
+                    stdin=subprocess.PIPE,
+                    stop=_close_stdin,
+                )
+            )
             time.sleep(4)
         samples = []
         with CaptureReader(str(cap)) as reader:
@@ -65,18 +95,31 @@ def test_virtio_user_to_net_vhost_through_the_proxy(packed: bool) -> None:
         # the counters advance, many laps of the ring over the run.  (Packed: a sample walks
         # at most one lap from the last position, so faster rings show one lap a sample:
         # a lower bound; split rings' u16 indices count every slot.)
-        moves = sum((b["used_idx"] - a["used_idx"]) & 0xFFFF for a, b in zip(tx, tx[1:], strict=False))
+        moves = sum(
+            (b["used_idx"] - a["used_idx"]) & 0xFFFF for a, b in zip(tx, tx[1:], strict=False)
+        )
         assert moves >= 5 * NUM, (moves, span_s)
         if packed:
             assert {s["avail_wrap"] for s in tx} == {0, 1}
             assert {s["used_wrap"] for s in tx} == {0, 1}
-        rows = [json.loads(x) for x in subprocess.run(
-            [sys.executable, "-m", "vuinspect", "read", "--json", str(cap)],
-            capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()]
+        rows = [
+            json.loads(x)
+            for x in subprocess.run(
+                [sys.executable, "-m", "vuinspect", "read", "--json", str(cap)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.splitlines()
+        ]
         # (testpmd stops its front-end with packets still posted on the transmit ring:
         # ring_reset_in_flight at the very end is true, and allowed)
-        flagged = [(r["name"], p["code"]) for r in rows for p in r["problems"]
-                   if r["kind"] in ("ring", "notify") and p["code"] != "ring_reset_in_flight"]
+        flagged = [
+            (r["name"], p["code"])
+            for r in rows
+            for p in r["problems"]
+            if r["kind"] in ("ring", "notify") and p["code"] != "ring_reset_in_flight"
+        ]
         assert flagged == [], flagged[:5]
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -22,8 +22,13 @@ def sample(t: float, avail: int, used: int, vring: int = 0) -> Frame:
 
 
 def data(t: float, request: int, values: dict, reply: bool = False) -> Frame:
-    return Frame(T0 + int(t * S), 1, "main", "b2f" if reply else "f2b",
-                 build("main", request, values, reply=reply))
+    return Frame(
+        T0 + int(t * S),
+        1,
+        "main",
+        "b2f" if reply else "f2b",
+        build("main", request, values, reply=reply),
+    )
 
 
 def roundtrip(frames: list[Frame]) -> list:
@@ -43,10 +48,14 @@ def test_codes_merged() -> None:
 
 
 def test_stall_raised_then_resolved_with_duration() -> None:
-    frames = [event_frame("open", T0, 1, {"label": "t"}),
-              sample(0.0, 10, 10), sample(0.1, 14, 10),  # 4 in flight from 0.1 s
-              sample(1.1, 14, 10), sample(2.2, 14, 10),  # still at 2.2 s: stalled
-              sample(3.0, 14, 14)]  # progress
+    frames = [
+        event_frame("open", T0, 1, {"label": "t"}),
+        sample(0.0, 10, 10),
+        sample(0.1, 14, 10),  # 4 in flight from 0.1 s
+        sample(1.1, 14, 10),
+        sample(2.2, 14, 10),  # still at 2.2 s: stalled
+        sample(3.0, 14, 14),
+    ]  # progress
     msgs = [m for m in roundtrip(frames) if m.kind == "ring"]
     assert [m.name for m in msgs] == ["RING"] * 5
     assert [m.problem_codes for m in msgs] == [[], [], [], ["backend_stalled"], []]
@@ -74,27 +83,45 @@ def test_get_vring_base_with_requests_in_flight_judged_at_the_stop_sample() -> N
     assert last.problem_codes == ["ring_reset_in_flight"]
     assert "3 in flight" in last.problems[0].text and "vring 1" in last.problems[0].text
     # the stop sample shows the last requests done: nothing was in flight
-    done = Frame(stop.ts_ns, 1, "main", "f2b", stop.data.replace(b'"used_idx":2', b'"used_idx":5')
-                 .replace(b'"in_flight":3', b'"in_flight":0'), (), "ring")
+    done = Frame(
+        stop.ts_ns,
+        1,
+        "main",
+        "f2b",
+        stop.data.replace(b'"used_idx":2', b'"used_idx":5').replace(
+            b'"in_flight":3', b'"in_flight":0'
+        ),
+        (),
+        "ring",
+    )
     msgs = roundtrip([sample(0.0, 5, 2, vring=1), *get, done])
     assert not [c for m in msgs for c in m.problem_codes if c == "ring_reset_in_flight"]
 
 
 def test_close_with_requests_in_flight() -> None:
-    msgs = roundtrip([sample(0.0, 5, 2, vring=1),
-                      event_frame("close", T0 + S, 1, {"reason": "gone"})])
+    msgs = roundtrip(
+        [sample(0.0, 5, 2, vring=1), event_frame("close", T0 + S, 1, {"reason": "gone"})]
+    )
     assert msgs[-1].kind == "close" and msgs[-1].problem_codes == ["ring_reset_in_flight"]
 
 
 def test_notify_counts_and_session_state() -> None:
-    frames = [notify_frame(T0, 1, 0, "kick", 7, T0, T0 + 9_000_000),
-              notify_frame(T0 + 10_000_000, 1, 0, "call", 3, T0 + 10_000_000, T0 + 12_000_000),
-              sample(0.0, 3, 0), sample(0.5, 3, 3)]
+    frames = [
+        notify_frame(T0, 1, 0, "kick", 7, T0, T0 + 9_000_000),
+        notify_frame(T0 + 10_000_000, 1, 0, "call", 3, T0 + 10_000_000, T0 + 12_000_000),
+        sample(0.0, 3, 0),
+        sample(0.5, 3, 3),
+    ]
     p = Pipeline(device="blk")
     msgs = list(p.run(roundtrip_frames(frames)))
     assert [m.kind for m in msgs] == ["notify", "notify", "ring", "ring"]
-    assert msgs[0].payload == {"vring": 0, "signal": "kick", "count": 7, "first_ns": T0,
-                               "last_ns": T0 + 9_000_000}
+    assert msgs[0].payload == {
+        "vring": 0,
+        "signal": "kick",
+        "count": 7,
+        "first_ns": T0,
+        "last_ns": T0 + 9_000_000,
+    }
     state = p.sessions[1].dataplane.to_json()
     (ring,) = state["rings"]
     assert (ring["kicks"], ring["calls"], ring["progress"], ring["in_flight"]) == (7, 3, 3, 0)

@@ -64,7 +64,11 @@ def test_net_and_fs_headers(guest):
     assert net.header["gso_type_name"] == "TCPV6" and net.header["needs_csum"]
     assert net.header["num_buffers"] == 3
     fs = walk_split(mem, ring.config(), 1, "fs")
-    assert (fs.header["opcode_name"], fs.header["unique"], fs.header["nodeid"]) == ("READ", 0xABC, 1)
+    assert (fs.header["opcode_name"], fs.header["unique"], fs.header["nodeid"]) == (
+        "READ",
+        0xABC,
+        1,
+    )
     assert walk_split(mem, ring.config(), 1, None).header is None
     short = ring.config()
     ring.set_desc(3, BUF, 8, 0)  # too short for any header
@@ -76,8 +80,9 @@ def test_indirect_chain(guest):
     ring = SplitRing(img, 4)
     table = BUF + 0x3000
     img.pack(BUF, "IIQ", 4, 0, 0)  # FLUSH
-    for i, (addr, length, flags, nxt) in enumerate([(BUF, 16, NEXT, 1),
-                                                    (BUF + 0x100, 1, WRITE, 0)]):
+    for i, (addr, length, flags, nxt) in enumerate(
+        [(BUF, 16, NEXT, 1), (BUF + 0x100, 1, WRITE, 0)]
+    ):
         img.pack(table + 16 * i, "QIHH", addr, length, flags, nxt)
     ring.set_desc(2, table, 32, INDIRECT)
     chain = walk_split(mem, ring.config(), 2, "blk")
@@ -86,12 +91,15 @@ def test_indirect_chain(guest):
     assert chain.header["type_name"] == "FLUSH" and chain.writable == 1
 
 
-@pytest.mark.parametrize("setup,code", [
-    ([(0, NEXT, 1), (1, NEXT, 2), (2, NEXT, 0)], "desc_loop"),
-    ([(0, NEXT, 0)], "desc_loop"),
-    ([(0, NEXT, 9)], "desc_bad_next"),
-    ([(0, INDIRECT | NEXT, 1)], "desc_bad_indirect"),
-])
+@pytest.mark.parametrize(
+    "setup,code",
+    [
+        ([(0, NEXT, 1), (1, NEXT, 2), (2, NEXT, 0)], "desc_loop"),
+        ([(0, NEXT, 0)], "desc_loop"),
+        ([(0, NEXT, 9)], "desc_bad_next"),
+        ([(0, INDIRECT | NEXT, 1)], "desc_bad_indirect"),
+    ],
+)
 def test_corrupt_split_chains(guest, setup, code):
     img, mem = guest
     ring = SplitRing(img, 4)
@@ -225,6 +233,7 @@ def test_walk_budget_bounds_the_work(guest):
 
 def test_header_struct_sizes():
     from vuinspect.dataplane.headers import BLK_REQ, FUSE_IN, NET_HDR, header_size
+
     assert (header_size(BLK_REQ), header_size(NET_HDR), header_size(FUSE_IN)) == (16, 12, 40)
     assert struct.calcsize("<IIQQIIIHH") == 40
 
@@ -247,6 +256,7 @@ def test_out_of_order_completion_lists_the_heads_really_outstanding(guest):
 
 def test_in_order_batches_are_not_unknown_ids(guest):
     from dataclasses import replace
+
     img, mem = guest
     ring = SplitRing(img, 8)
     cfg = replace(ring.config(), in_order=True)
@@ -267,5 +277,6 @@ def test_in_order_batches_are_not_unknown_ids(guest):
     without.update(mem, plain, sample(mem, plain))
     ring2.push_used(2)
     ring2.push_used(2)
-    assert [p.code for p in without.update(mem, plain, sample(mem, plain))] == \
-        ["used_id_not_available"]
+    assert [p.code for p in without.update(mem, plain, sample(mem, plain))] == [
+        "used_id_not_available"
+    ]

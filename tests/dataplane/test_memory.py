@@ -143,8 +143,7 @@ def test_iotlb_translation_update_invalidate_and_miss(img):
         with pytest.raises(GuestMemoryError) as e:
             mem.read_ring(0xA000_0800, 8)
         assert _code(e) == "iotlb_miss"  # never a guess
-        mem.iotlb_message({"type": 2, "iova": 0xA000_0000, "size": 0x1000, "uaddr": UVA,
-                           "perm": 3})
+        mem.iotlb_message({"type": 2, "iova": 0xA000_0000, "size": 0x1000, "uaddr": UVA, "perm": 3})
         assert mem.read_ring(0xA000_0800, 8) == struct.pack("<Q", 0x1122334455667788)
         with pytest.raises(GuestMemoryError) as e:
             mem.read_ring(0xA000_0FFC, 8)  # runs past the IOTLB entry
@@ -164,6 +163,7 @@ def test_iotlb_translation_update_invalidate_and_miss(img):
 
 def test_iotlb_is_bounded():
     from vuinspect.dataplane.memory import MAX_IOTLB
+
     mem = GuestMemory(iommu=True)
     for i in range(MAX_IOTLB + 10):
         mem.iotlb_update(i * 0x1000, 0x1000, i * 0x1000)
@@ -174,8 +174,16 @@ def test_iotlb_is_bounded():
 
 def test_no_fd_or_mapping_stays_after_close():
     before = fd_count()
-    images = [GuestImage(size=0x20000, mmap_offset=0x1000 * i + 0x10, name=f"vuinspect-dp-leak{i}",
-                         gpa=GPA + 0x100000 * i, uva=UVA + 0x100000 * i) for i in range(3)]
+    images = [
+        GuestImage(
+            size=0x20000,
+            mmap_offset=0x1000 * i + 0x10,
+            name=f"vuinspect-dp-leak{i}",
+            gpa=GPA + 0x100000 * i,
+            uva=UVA + 0x100000 * i,
+        )
+        for i in range(3)
+    ]
     mem = GuestMemory()
     mem.set_table([i.spec for i in images], [i.fd for i in images])
     assert mem.mapped == 3
@@ -192,6 +200,7 @@ def test_no_fd_or_mapping_stays_after_close():
 
 def test_regions_from_payload_and_state_records():
     from vuinspect.state import Region
+
     payload = [{"guest_phys_addr": 1, "memory_size": 2, "userspace_addr": 3, "mmap_offset": 4}]
     assert regions_from(payload) == [RegionSpec(1, 2, 3, 4)]
     assert RegionSpec.from_payload(Region(1, 2, 3, 4, "fd")) == RegionSpec(1, 2, 3, 4)
@@ -211,6 +220,7 @@ def _hugetlbfs() -> str | None:
 @pytest.mark.skipif(_hugetlbfs() is None, reason="no hugetlbfs mount with free huge pages")
 def test_hugetlbfs_region_with_unaligned_offset(tmp_path):
     import mmap
+
     path = os.path.join(_hugetlbfs(), f"vuinspect-dp-{os.getpid()}")
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.unlink(path)
@@ -218,7 +228,7 @@ def test_hugetlbfs_region_with_unaligned_offset(tmp_path):
         huge = os.fstat(fd).st_blksize
         os.ftruncate(fd, 2 * huge)
         with mmap.mmap(fd, 2 * huge) as m:
-            m[huge + 0x1000:huge + 0x1004] = b"HUGE"
+            m[huge + 0x1000 : huge + 0x1004] = b"HUGE"
         with GuestMemory() as mem:
             assert mem.add_region(RegionSpec(GPA, huge - 0x1000, UVA, huge + 0x1000), fd) == []
             assert mem.read(GPA, 4, "gpa") == b"HUGE"

@@ -25,8 +25,11 @@ def test_codes_fit_the_protocol_table():
 def test_problem_records():
     p = dp_problem("desc_loop", "head 3: descriptor 1 again")
     assert p == DataProblem("desc_loop", "head 3: descriptor 1 again")
-    assert p.to_json() == {"code": "desc_loop", "severity": "error",
-                           "text": "head 3: descriptor 1 again"}
+    assert p.to_json() == {
+        "code": "desc_loop",
+        "severity": "error",
+        "text": "head 3: descriptor 1 again",
+    }
     assert dp_problem("lost_call").text == DATAPLANE_CODES["lost_call"].summary
     with pytest.raises(KeyError):
         dp_problem("no_such_code")

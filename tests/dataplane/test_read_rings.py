@@ -16,11 +16,32 @@ from vuinspect.frames import Frame, event_frame, notify_frame, ring_frame
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
-CHAIN = {"head": 3, "descs": [{"index": 3, "addr": 0x1000, "len": 16, "flags": 1,
-                               "flag_names": ["NEXT"], "next": 4, "indirect_table": None}],
-         "problems": [], "header": {"layout": "virtio_blk_req", "type": 1, "type_name": "OUT",
-                                    "ioprio": 0, "sector": 8, "barrier": False},
-         "truncated": False, "readable": 16, "writable": 1}
+CHAIN = {
+    "head": 3,
+    "descs": [
+        {
+            "index": 3,
+            "addr": 0x1000,
+            "len": 16,
+            "flags": 1,
+            "flag_names": ["NEXT"],
+            "next": 4,
+            "indirect_table": None,
+        }
+    ],
+    "problems": [],
+    "header": {
+        "layout": "virtio_blk_req",
+        "type": 1,
+        "type_name": "OUT",
+        "ioprio": 0,
+        "sector": 8,
+        "barrier": False,
+    },
+    "truncated": False,
+    "readable": 16,
+    "writable": 1,
+}
 
 
 def ring(t: float, avail: int, used: int, **extra) -> Frame:
@@ -37,7 +58,10 @@ def cap(tmp_path_factory) -> Path:
         ring(0.0, 0, 0, event="start"),
         notify_frame(T0 + 5_000_000, 1, 0, "kick", 7, T0 + 1_000_000, T0 + 9_000_000),
         ring(0.1, 4, 0, chains=[CHAIN]),
-        ring(0.6, 4, 0), ring(1.1, 4, 0), ring(1.6, 4, 0), ring(2.2, 4, 0),
+        ring(0.6, 4, 0),
+        ring(1.1, 4, 0),
+        ring(1.6, 4, 0),
+        ring(2.2, 4, 0),
         ring(2.5, 4, 4, event="\x1b]0;x\x07"),
     ]
     with CaptureWriter(path) as w:
@@ -47,8 +71,12 @@ def cap(tmp_path_factory) -> Path:
 
 
 def vuinspect(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "vuinspect", "read", *args], capture_output=True,
-                       timeout=60, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", *args],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -71,8 +99,10 @@ def test_rings_timeline_and_detail(cap: Path) -> None:
     assert "resolved backend_stalled after 2.4 s (progress)" in lines[7]
     assert "\x1b" not in "".join(lines) and "\\x1b]0;x\\x07" in lines[7]
     detail = vuinspect("--rings", "--detail", str(cap)).splitlines()
-    assert "        head 3: 1 desc, 16 B out, 1 B in  virtio_blk_req OUT type=1 ioprio=0 " \
-           "sector=8" in detail
+    assert (
+        "        head 3: 1 desc, 16 B out, 1 B in  virtio_blk_req OUT type=1 ioprio=0 "
+        "sector=8" in detail
+    )
     assert any("desc 3 addr=0x1000 len=16 NEXT" in x for x in detail)
 
 

@@ -36,9 +36,10 @@ from vuinspect.testing import wire
 from .guestimage import fd_count
 from .ringbackend import RingBackend
 
-pytestmark = [pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
-                                 reason="dpdk-testpmd not installed"),
-              pytest.mark.timeout(60)]
+pytestmark = [
+    pytest.mark.skipif(shutil.which("dpdk-testpmd") is None, reason="dpdk-testpmd not installed"),
+    pytest.mark.timeout(60),
+]
 RX, TX = 0, 1
 NUM = 256
 S = 1_000_000_000
@@ -59,10 +60,24 @@ def running_testpmd(packed: bool) -> Iterator[RingBackend]:
     backend = RingBackend(listener, packed=packed)
     prefix = f"vudp{time.monotonic_ns() % 10**9}"
     vdev = f"net_virtio_user0,path={sock},queues=1,queue_size={NUM}" + (
-        ",packed_vq=1" if packed else "")
-    argv = [runners.require("dpdk-testpmd"), "--no-huge", "-m", "256", "--no-pci",
-            f"--file-prefix={prefix}", "--log-level=lib.eal:error", "--vdev", vdev, "--",
-            "--nb-cores=1", "--total-num-mbufs=2048", "--forward-mode=txonly", "--auto-start"]
+        ",packed_vq=1" if packed else ""
+    )
+    argv = [
+        runners.require("dpdk-testpmd"),
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        f"--file-prefix={prefix}",
+        "--log-level=lib.eal:error",
+        "--vdev",
+        vdev,
+        "--",
+        "--nb-cores=1",
+        "--total-num-mbufs=2048",
+        "--forward-mode=txonly",
+        "--auto-start",
+    ]
     try:
         with runners.running("testpmd", argv, work, stdin=subprocess.PIPE, stop=_close_stdin):
             yield backend
@@ -137,8 +152,9 @@ def test_testpmd_txonly_fills_rings_that_nobody_consumes(packed):
     assert all(c.header is not None and c.header["gso_type_name"] == "NONE" for c in tx_chains)
     assert all(c.readable >= 12 + 60 and c.writable == 0 for c in tx_chains)
     # receive chains: empty buffers the device may write
-    assert rx_chains and all(not c.problems and c.writable > 0 and c.readable == 0
-                             for c in rx_chains)
+    assert rx_chains and all(
+        not c.problems and c.writable > 0 and c.readable == 0 for c in rx_chains
+    )
     # the back-end never consumed: stalled, with the in-flight count named
     findings = diagnose(samples[TX], now_ns=samples[TX][-1].ts_ns + 3 * S)
     stalled = [f for f in findings if f.code == "backend_stalled"]
@@ -147,7 +163,9 @@ def test_testpmd_txonly_fills_rings_that_nobody_consumes(packed):
     # the receive ring's posted buffers wait for packets: normal, not a stall
     assert is_receive_queue("net", RX) and not is_receive_queue("net", TX)
     assert diagnose(samples[RX], now_ns=samples[RX][-1].ts_ns + 3 * S, receive=True) == []
-    assert fd_count() <= before  # (no fd left open; other tests' threads may close theirs meanwhile)
+    assert (
+        fd_count() <= before
+    )  # (no fd left open; other tests' threads may close theirs meanwhile)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["split", "packed"])
@@ -171,12 +189,16 @@ def test_traffic_resumes_when_the_device_consumes(packed):
     moved = sum(diff(a, b).used_advanced for a, b in zip(tx, tx[1:], strict=False))
     assert consumed > 3 * NUM and moved >= consumed - NUM  # several laps of the ring
     if packed:
-        flips = sum(diff(a, b).changed.get("used_wrap") is not None
-                    for a, b in zip(tx, tx[1:], strict=False))
+        flips = sum(
+            diff(a, b).changed.get("used_wrap") is not None
+            for a, b in zip(tx, tx[1:], strict=False)
+        )
         assert flips >= 2
         assert {s.avail_wrap for s in tx} == {0, 1}
     findings = diagnose(tx, stall_s=0.4)
     assert findings and findings[0].code == "backend_stalled"
     assert findings[0].resolution == "progress" and findings[0].duration_ns >= 0.4 * S
     assert not [f for f in findings if f.active]
-    assert fd_count() <= before  # (no fd left open; other tests' threads may close theirs meanwhile)
+    assert (
+        fd_count() <= before
+    )  # (no fd left open; other tests' threads may close theirs meanwhile)

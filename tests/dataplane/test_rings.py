@@ -15,17 +15,20 @@ from vuinspect.dataplane.rings import sample_split, vring_need_event
 from .guestimage import GPA, UVA, PackedRing, SplitRing
 
 
-@pytest.mark.parametrize("event,new,old,expected", [
-    (0, 1, 0, True),  # crossing 0
-    (5, 5, 5, False),  # no move
-    (4, 5, 3, True),
-    (5, 5, 3, False),  # the event index itself is not yet crossed until passed
-    (0xFFFF, 0, 0xFFFE, True),  # crosses the wrap
-    (0xFFFE, 1, 0xFFFF, False),  # event behind old
-    (0, 2, 0xFFFF, True),  # 0xFFFF -> 2 passes 0 (u16 wrap)
-    (3, 2, 0xFFFF, False),
-    (0xFFFF, 0xFFFF, 0, False),
-])
+@pytest.mark.parametrize(
+    "event,new,old,expected",
+    [
+        (0, 1, 0, True),  # crossing 0
+        (5, 5, 5, False),  # no move
+        (4, 5, 3, True),
+        (5, 5, 3, False),  # the event index itself is not yet crossed until passed
+        (0xFFFF, 0, 0xFFFE, True),  # crosses the wrap
+        (0xFFFE, 1, 0xFFFF, False),  # event behind old
+        (0, 2, 0xFFFF, True),  # 0xFFFF -> 2 passes 0 (u16 wrap)
+        (3, 2, 0xFFFF, False),
+        (0xFFFF, 0xFFFF, 0, False),
+    ],
+)
 def test_vring_need_event_at_the_wrap(event, new, old, expected):
     assert vring_need_event(event, new, old) is expected
 
@@ -94,17 +97,22 @@ def test_bad_ring_addresses_and_sizes_are_results(guest):
     img, mem = guest
     ring = SplitRing(img, 8)
     cfg = ring.config()
-    for broken in (RingConfig(0, 8, cfg.desc, 0x1234, cfg.used),  # avail nowhere
-                   RingConfig(0, 8, cfg.desc, cfg.avail, UVA + img.size - 2),  # used crosses end
-                   RingConfig(0, 6, cfg.desc, cfg.avail, cfg.used),  # not a power of 2
-                   RingConfig(0, 0, cfg.desc, cfg.avail, cfg.used),
-                   RingConfig(0, 1 << 16, cfg.desc, cfg.avail, cfg.used)):
+    for broken in (
+        RingConfig(0, 8, cfg.desc, 0x1234, cfg.used),  # avail nowhere
+        RingConfig(0, 8, cfg.desc, cfg.avail, UVA + img.size - 2),  # used crosses end
+        RingConfig(0, 6, cfg.desc, cfg.avail, cfg.used),  # not a power of 2
+        RingConfig(0, 0, cfg.desc, cfg.avail, cfg.used),
+        RingConfig(0, 1 << 16, cfg.desc, cfg.avail, cfg.used),
+    ):
         s = sample_split(mem, broken)
         assert not s.ok and len(s.problems) == 1
-    assert sample_split(mem, RingConfig(0, 8, 0, 0x1234, 0)).problems[0].code == \
-        "guest_addr_unmapped"
-    assert sample_split(mem, RingConfig(0, 8, 0, cfg.avail, UVA + img.size - 2)).problems[0].code \
+    assert (
+        sample_split(mem, RingConfig(0, 8, 0, 0x1234, 0)).problems[0].code == "guest_addr_unmapped"
+    )
+    assert (
+        sample_split(mem, RingConfig(0, 8, 0, cfg.avail, UVA + img.size - 2)).problems[0].code
         == "guest_read_crosses_region"
+    )
 
 
 def test_gpa_ring_addresses(guest):
@@ -134,8 +142,13 @@ def test_iotlb_ring_addresses(guest):
     ring.add_avail(2, 3)
     mem.iommu = True
     iova = 0xFEE0_0000
-    cfg = RingConfig(0, 4, iova + 0x1000, iova + 0x1000 + (ring.avail - ring.desc),
-                     iova + 0x1000 + (ring.used - ring.desc))
+    cfg = RingConfig(
+        0,
+        4,
+        iova + 0x1000,
+        iova + 0x1000 + (ring.avail - ring.desc),
+        iova + 0x1000 + (ring.used - ring.desc),
+    )
     s = sample(mem, cfg)
     assert not s.ok and s.problems[0].code == "iotlb_miss"
     mem.iotlb_update(iova, 0x10000, UVA)
@@ -185,8 +198,12 @@ def test_packed_tracker_from_vring_base(guest):
     ring = PackedRing(img, 4)
     # the device stopped at avail 2 / used 1, both in the first lap
     tracker = PackedTracker.from_base(4, 2 | 1 << 15 | 1 << 16 | 1 << 31)
-    assert (tracker.avail_pos, tracker.avail_wrap, tracker.used_pos, tracker.used_wrap) == \
-        (2, 1, 1, 1)
+    assert (tracker.avail_pos, tracker.avail_wrap, tracker.used_pos, tracker.used_wrap) == (
+        2,
+        1,
+        1,
+        1,
+    )
     assert tracker.slots_in_flight() == 1
     ring.avail_pos = 2
     ring.make_available(1, [(GPA, 8, 0)])
@@ -273,27 +290,49 @@ def test_samples_round_trip_through_json_and_reject_garbage(guest):
     img, mem = guest
     ring = SplitRing(img, 8, event_idx=True)
     ring.add_avail(1, 2)
-    samples = [sample(mem, ring.config(), 5),
-               sample(mem, RingConfig(0, 8, 0, 0x1234, 0), 6),
-               sample(mem, PackedRing(img, 4).config(), 7, PackedTracker(4))]
+    samples = [
+        sample(mem, ring.config(), 5),
+        sample(mem, RingConfig(0, 8, 0, 0x1234, 0), 6),
+        sample(mem, PackedRing(img, 4).config(), 7, PackedTracker(4)),
+    ]
     for s in samples:
         assert RingSample.from_json(json.loads(json.dumps(s.to_json()))) == s
-    for bad in ([], {"vring": 0}, {**samples[0].to_json(), "num": -1},
-                {**samples[0].to_json(), "layout": "ring"},
-                {**samples[0].to_json(), "problems": [{"code": "nope", "text": ""}]},
-                {**samples[0].to_json(), "ok": 1}, {**samples[0].to_json(), "avail_idx": True}):
+    for bad in (
+        [],
+        {"vring": 0},
+        {**samples[0].to_json(), "num": -1},
+        {**samples[0].to_json(), "layout": "ring"},
+        {**samples[0].to_json(), "problems": [{"code": "nope", "text": ""}]},
+        {**samples[0].to_json(), "ok": 1},
+        {**samples[0].to_json(), "avail_idx": True},
+    ):
         with pytest.raises(ValueError):
             RingSample.from_json(bad)
 
-    values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                          lambda c: st.lists(c, max_size=3)
-                          | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8)
-    keys = st.sampled_from(["vring", "ts_ns", "layout", "num", "ok", "problems", "avail_idx",
-                            "used_event", "avail_pos"])
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+        max_leaves=8,
+    )
+    keys = st.sampled_from(
+        [
+            "vring",
+            "ts_ns",
+            "layout",
+            "num",
+            "ok",
+            "problems",
+            "avail_idx",
+            "used_event",
+            "avail_pos",
+        ]
+    )
 
     @settings(max_examples=300, deadline=None)
-    @given(st.booleans(),
-           st.dictionaries(keys, values | st.sampled_from(["split", "packed", 3]), max_size=9))
+    @given(
+        st.booleans(),
+        st.dictionaries(keys, values | st.sampled_from(["split", "packed", 3]), max_size=9),
+    )
     def fuzz(start_valid, d):
         d = {**samples[0].to_json(), **d} if start_valid else d
         with contextlib.suppress(ValueError):
@@ -306,6 +345,7 @@ def test_samples_round_trip_through_json_and_reject_garbage(guest):
 
 def test_ring_config_from_session_state():
     from vuinspect.state import Vring
+
     ring = Vring(1, num=256, desc=0x1000, used=0x3000, avail=0x2000)
     cfg = RingConfig.from_vring(ring, 1 << 34 | 1 << 29 | 1 << 35)
     assert cfg == RingConfig(1, 256, 0x1000, 0x2000, 0x3000, True, True, True)

@@ -18,14 +18,31 @@ VERSION_1 = 1 << 32
 def setup(s: Sampler, img: GuestImage, ring: SplitRing, t: int) -> None:
     s.event(event_frame("open", t, 1, {"label": "t", "device": "blk"}))
     s.control(t, 1, "f2b", build("main", 2, {"features": VERSION_1}))
-    region = {"guest_phys_addr": img.gpa, "memory_size": img.size,
-              "userspace_addr": img.uva, "mmap_offset": img.mmap_offset}
-    s.memory(1, t, build("main", 5, {"nregions": 1, "padding": 0, "regions": [region]}),
-             [img.fd])
+    region = {
+        "guest_phys_addr": img.gpa,
+        "memory_size": img.size,
+        "userspace_addr": img.uva,
+        "mmap_offset": img.mmap_offset,
+    }
+    s.memory(1, t, build("main", 5, {"nregions": 1, "padding": 0, "regions": [region]}), [img.fd])
     s.control(t, 1, "f2b", build("main", 8, {"index": 0, "num": ring.num}))
-    s.control(t, 1, "f2b", build("main", 9, {
-        "index": 0, "flags": 0, "desc": img.uva_of(ring.desc), "used": img.uva_of(ring.used),
-        "avail": img.uva_of(ring.avail), "log": 0}))
+    s.control(
+        t,
+        1,
+        "f2b",
+        build(
+            "main",
+            9,
+            {
+                "index": 0,
+                "flags": 0,
+                "desc": img.uva_of(ring.desc),
+                "used": img.uva_of(ring.used),
+                "avail": img.uva_of(ring.avail),
+                "log": 0,
+            },
+        ),
+    )
     s.control(t, 1, "f2b", build("main", 10, {"index": 0, "num": 0}))
     s.memory(1, t, build("main", 12, {"u64": 0}), [img.fd])  # (any fd: the kick)
 
@@ -59,12 +76,17 @@ def test_sampler_frames_stall_and_unmap() -> None:
         s._tick(clock[0])
         clock[0] += 100_000_000
         s._tick(clock[0])  # no change: no frame
-        msgs = [m for m in Pipeline(device="blk").run(
-            [event_frame("open", 0, 1, {"label": "t"}), *out]) if m.kind == "ring"]
+        msgs = [
+            m
+            for m in Pipeline(device="blk").run([event_frame("open", 0, 1, {"label": "t"}), *out])
+            if m.kind == "ring"
+        ]
         codes = [m.problem_codes for m in msgs]
         assert ["backend_stalled"] in codes
-        assert msgs[-1].payload["used_idx"] == 1 and msgs[-1].payload["resolved"][0][
-            "code"] == "backend_stalled"
+        assert (
+            msgs[-1].payload["used_idx"] == 1
+            and msgs[-1].payload["resolved"][0]["code"] == "backend_stalled"
+        )
         s.control(clock[0], 1, "f2b", build("main", 11, {"index": 0, "num": 0}))
         s._drain()
         assert b'"event":"stop"' in out[-1].data
@@ -105,8 +127,12 @@ def test_tables_resent_without_rings_are_never_mapped() -> None:
     out: list[Frame] = []
     s = Sampler(out.append, 0.1, clock=lambda: 1)
     with_img = fd_count()
-    region = {"guest_phys_addr": img.gpa, "memory_size": img.size,
-              "userspace_addr": img.uva, "mmap_offset": img.mmap_offset}
+    region = {
+        "guest_phys_addr": img.gpa,
+        "memory_size": img.size,
+        "userspace_addr": img.uva,
+        "mmap_offset": img.mmap_offset,
+    }
     msg = build("main", 5, {"nregions": 1, "padding": 0, "regions": [region]})
     try:
         for _ in range(100):

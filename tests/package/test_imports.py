@@ -33,7 +33,8 @@ def _modules() -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
     return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST):
@@ -66,8 +67,9 @@ def _graph() -> dict[str, set[str]]:
                     mod = ".".join(base + ([node.module] if node.module else []))
                 else:
                     mod = node.module or ""
-                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod
-                           for a in node.names]
+                targets = [
+                    f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod for a in node.names
+                ]
             for t in targets:
                 while t and t not in mods and "." in t:
                     t = t.rsplit(".", 1)[0]
@@ -152,8 +154,13 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 
 def test_proxy_holds_sockets_only():
     """proxy/ forwards; it does not host the TUI nor the command line."""
-    bad = [f"{m} -> {d}" for m, deps in _graph().items() if m.startswith("vuinspect.proxy.")
-           for d in deps if _layer(d)[1] in ("tui", "cli", "commands")]
+    bad = [
+        f"{m} -> {d}"
+        for m, deps in _graph().items()
+        if m.startswith("vuinspect.proxy.")
+        for d in deps
+        if _layer(d)[1] in ("tui", "cli", "commands")
+    ]
     assert not bad, "\n".join(sorted(bad))
 
 
@@ -162,4 +169,5 @@ def test_the_graph_is_read():
     graph = _graph()
     assert "vuinspect.protocol.requests" in graph["vuinspect.decoder"]
     assert "vuinspect.capture" in graph["vuinspect.api"] or any(
-        d.startswith("vuinspect.capture") for d in graph["vuinspect.api"])
+        d.startswith("vuinspect.capture") for d in graph["vuinspect.api"]
+    )

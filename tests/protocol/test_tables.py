@@ -14,13 +14,28 @@ def test_every_frontend_and_backend_request_is_defined():
 
 def test_spec_names_and_numbers():
     # spot checks against docs/interop/vhost-user.rst
-    expect = {1: "GET_FEATURES", 5: "SET_MEM_TABLE", 11: "GET_VRING_BASE", 21: "SET_BACKEND_REQ_FD",
-              24: "GET_CONFIG", 33: "GPU_SET_SOCKET", 37: "ADD_MEM_REG", 41: "GET_SHARED_OBJECT",
-              42: "SET_DEVICE_STATE_FD", 44: "GET_SHMEM_CONFIG", 45: "GET_VRING_BASE_SKIP_DRAIN"}
+    expect = {
+        1: "GET_FEATURES",
+        5: "SET_MEM_TABLE",
+        11: "GET_VRING_BASE",
+        21: "SET_BACKEND_REQ_FD",
+        24: "GET_CONFIG",
+        33: "GPU_SET_SOCKET",
+        37: "ADD_MEM_REG",
+        41: "GET_SHARED_OBJECT",
+        42: "SET_DEVICE_STATE_FD",
+        44: "GET_SHMEM_CONFIG",
+        45: "GET_VRING_BASE_SKIP_DRAIN",
+    }
     for rid, name in expect.items():
         assert requests.FRONTEND[rid].name == name
-    bexpect = {1: "BACKEND_IOTLB_MSG", 3: "BACKEND_VRING_HOST_NOTIFIER_MSG",
-               8: "BACKEND_SHARED_OBJECT_LOOKUP", 9: "BACKEND_SHMEM_MAP", 10: "BACKEND_SHMEM_UNMAP"}
+    bexpect = {
+        1: "BACKEND_IOTLB_MSG",
+        3: "BACKEND_VRING_HOST_NOTIFIER_MSG",
+        8: "BACKEND_SHARED_OBJECT_LOOKUP",
+        9: "BACKEND_SHMEM_MAP",
+        10: "BACKEND_SHMEM_UNMAP",
+    }
     for rid, name in bexpect.items():
         assert requests.BACKEND[rid].name == name
 
@@ -37,8 +52,14 @@ def test_current_names_with_old_aliases():
 def test_protocol_feature_bits_0_to_23():
     assert [b.bit for b in F.PROTOCOL_FEATURES] == list(range(24))
     named = {b.bit: b.name for b in F.PROTOCOL_FEATURES}
-    assert named[3] == "REPLY_ACK" and named[5] == "BACKEND_REQ" and named[15] == "CONFIGURE_MEM_SLOTS"
-    assert named[18] == "SHARED_OBJECT" and named[22] == "SHMEM" and named[23] == "GET_VRING_BASE_SKIP_DRAIN"
+    assert (
+        named[3] == "REPLY_ACK" and named[5] == "BACKEND_REQ" and named[15] == "CONFIGURE_MEM_SLOTS"
+    )
+    assert (
+        named[18] == "SHARED_OBJECT"
+        and named[22] == "SHMEM"
+        and named[23] == "GET_VRING_BASE_SKIP_DRAIN"
+    )
 
 
 def test_virtio_bits_for_every_required_device():
@@ -90,7 +111,9 @@ def test_layout_sizes_match_the_spec():
 
 def test_layout_field_names_are_unique_per_layout():
     for lay in ALL_LAYOUTS:
-        names = [f.name for f in lay.fields if not (isinstance(f, Field) and f.display == "padding")]
+        names = [
+            f.name for f in lay.fields if not (isinstance(f, Field) and f.display == "padding")
+        ]
         assert len(names) == len(set(names)), lay.name
         for f in lay.fields:
             assert isinstance(f, (Field, Array, Tail))

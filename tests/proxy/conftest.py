@@ -39,12 +39,20 @@ class Recorder:
         self.frames.append(frame)
 
     def data(self, conn: int | None = None, channel: str | None = None) -> list[Frame]:
-        return [f for f in self.frames if f.kind == "data"
-                and (conn is None or f.conn == conn) and (channel is None or f.channel == channel)]
+        return [
+            f
+            for f in self.frames
+            if f.kind == "data"
+            and (conn is None or f.conn == conn)
+            and (channel is None or f.channel == channel)
+        ]
 
     def events(self, kind: str, conn: int | None = None) -> list[dict]:
-        return [event_info(f) | {"_conn": f.conn, "_channel": f.channel}
-                for f in self.frames if f.kind == kind and (conn is None or f.conn == conn)]
+        return [
+            event_info(f) | {"_conn": f.conn, "_channel": f.channel}
+            for f in self.frames
+            if f.kind == kind and (conn is None or f.conn == conn)
+        ]
 
     def conns(self) -> list[int]:
         return sorted({f.conn for f in self.frames})
@@ -140,8 +148,9 @@ def proxy(sockdir: str) -> Iterator[Callable[..., tuple[ProxyServer, Recorder]]]
     """Start a ProxyServer over the given routes with a recording sink; stopped at the end."""
     made: list[ProxyServer] = []
 
-    def make(routes: list[Route], sink: Callable[[Frame], None] | None = None,
-             **kw: object) -> tuple[ProxyServer, Recorder]:
+    def make(
+        routes: list[Route], sink: Callable[[Frame], None] | None = None, **kw: object
+    ) -> tuple[ProxyServer, Recorder]:
         rec = Recorder()
         srv = ProxyServer(routes, sink or rec, **kw)  # type: ignore[arg-type]
         srv.start()

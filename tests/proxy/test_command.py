@@ -20,8 +20,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def start(argv: list[str], log: Path, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *argv], stdout=kw.pop("stdout", subprocess.DEVNULL),
-                            stderr=open(log, "wb"), **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        stdout=kw.pop("stdout", subprocess.DEVNULL),
+        stderr=open(log, "wb"),
+        **kw,
+    )
 
 
 def wait_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 15) -> None:
@@ -54,8 +58,11 @@ def start_cli_proxy(sockdir: str, procs) -> tuple[str, str, str, Path, Path, sub
     cap = os.path.join(sockdir, "cap.pcapng")
     log = Path(sockdir) / "proxy.log"
     out = Path(sockdir) / "proxy.out"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap],
-                  log, stdout=open(out, "wb"))  # noqa: SIM115
+    proxy = start(
+        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap],
+        log,
+        stdout=open(out, "wb"),  # noqa: SIM115
+    )
     procs.append(proxy)
     wait_line(log, f"listening on {px} -> {be}", proxy)
     return be, px, cap, log, out, proxy
@@ -99,8 +106,11 @@ def test_cli_capture_to_stdout_keeps_stdout_clean(sockdir, procs) -> None:
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
     cap = Path(sockdir) / "stdout.pcapng"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "-w", "-"], log,
-                  stdout=open(cap, "wb"))  # noqa: SIM115
+    proxy = start(
+        ["vuinspect", "proxy", "--listen", px, "--connect", be, "-w", "-"],
+        log,
+        stdout=open(cap, "wb"),  # noqa: SIM115
+    )
     procs.append(proxy)
     wait_line(log, "listening on", proxy)
     fe = Frontend(wire.connect(px))
@@ -126,7 +136,10 @@ def test_interpose_restores_socket_on_signal(sockdir, procs, sig) -> None:
     assert os.stat(moved).st_ino == before.st_ino
     now = os.stat(be)
     assert now.st_ino != before.st_ino
-    assert stat.S_IMODE(now.st_mode) == 0o640 and (now.st_uid, now.st_gid) == (before.st_uid, before.st_gid)
+    assert stat.S_IMODE(now.st_mode) == 0o640 and (now.st_uid, now.st_gid) == (
+        before.st_uid,
+        before.st_gid,
+    )
     fe = Frontend(wire.connect(be))
     fe.handshake()
     fe.close()
@@ -142,13 +155,21 @@ def test_interpose_restores_socket_on_signal(sockdir, procs, sig) -> None:
 
 def test_interpose_refuses_missing_and_leftover(sockdir, procs) -> None:
     missing = os.path.join(sockdir, "none.sock")
-    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--interpose", missing],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy", "--interpose", missing],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 1 and "no such socket" in p.stderr and "Traceback" not in p.stderr
     be = run_backend(sockdir, procs)
     Path(be + ".vuinspect-orig").write_text("left over")
-    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--interpose", be],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy", "--interpose", be],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 1 and "already exists" in p.stderr
     assert stat.S_ISSOCK(os.lstat(be).st_mode)
 
@@ -166,8 +187,12 @@ def test_listen_path_refusals(sockdir, procs) -> None:
     live = run_backend(sockdir, procs, "live.sock")
     with pytest.raises(ListenError, match="already listening"):
         Listener(live).open()
-    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", link, "--connect", live],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy", "--listen", link, "--connect", live],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 1 and "symlink" in p.stderr and "Traceback" not in p.stderr
     with pytest.raises(ListenError, match="symlink"):
         Interposer(link).open()
@@ -190,16 +215,26 @@ def test_stale_socket_is_replaced(sockdir) -> None:
 
 
 def test_cli_argument_errors(sockdir) -> None:
-    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", "a"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy", "--listen", "a"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 1 and "pairs" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy"], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 1 and "nothing to proxy" in p.stderr
 
 
 def test_help_is_for_users() -> None:
-    p = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--help"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 0
     assert ".py" not in p.stdout  # no module names (engine.py, viewer.py)
     lines = p.stdout.splitlines()
@@ -215,8 +250,21 @@ def test_quiet_prints_only_the_ready_line(sockdir, procs) -> None:
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "quiet.log"
     out = Path(sockdir) / "quiet.out"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "-q",
-                   "-w", os.path.join(sockdir, "q.pcapng")], log, stdout=open(out, "wb"))  # noqa: SIM115
+    proxy = start(
+        [
+            "vuinspect",
+            "proxy",
+            "--listen",
+            px,
+            "--connect",
+            be,
+            "-q",
+            "-w",
+            os.path.join(sockdir, "q.pcapng"),
+        ],
+        log,
+        stdout=open(out, "wb"),  # noqa: SIM115
+    )
     procs.append(proxy)
     wait_line(log, f"listening on {px} -> {be}", proxy)
     fe = Frontend(wire.connect(px))
@@ -244,9 +292,14 @@ def test_tui_is_the_default_on_a_terminal(sockdir, procs, how) -> None:
     cap = os.path.join(sockdir, "cap.pcapng")
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, st.pack("HHHH", 40, 120, 0, 0))
-    proxy = subprocess.Popen([sys.executable, "-m", "vuinspect", "proxy", "--listen", px, "--connect", be,
-                              "-w", cap], stdin=slave, stdout=slave, stderr=slave,
-                             start_new_session=True, env=dict(os.environ, TERM="xterm-256color"))
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "vuinspect", "proxy", "--listen", px, "--connect", be, "-w", cap],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env=dict(os.environ, TERM="xterm-256color"),
+    )
     procs.append(proxy)
     os.close(slave)
     screen = bytearray()
@@ -290,8 +343,11 @@ def test_headless_tui_for_benchmarks(sockdir, procs) -> None:
     px = os.path.join(sockdir, "px.sock")
     cap = os.path.join(sockdir, "cap.pcapng")
     log = Path(sockdir) / "proxy.log"
-    proxy = start(["vuinspect", "proxy", "--tui-headless", "--listen", px, "--connect", be, "-w", cap],
-                  log, stdin=subprocess.DEVNULL)
+    proxy = start(
+        ["vuinspect", "proxy", "--tui-headless", "--listen", px, "--connect", be, "-w", cap],
+        log,
+        stdin=subprocess.DEVNULL,
+    )
     procs.append(proxy)
     wait_line(log, "listening on", proxy)
     fe = Frontend(wire.connect(px, retries=50))

@@ -42,7 +42,7 @@ def test_byte_at_a_time() -> None:
     f = Framer()
     out = []
     for i in range(len(m)):
-        out += f.feed(m[i:i + 1], [5] if i == 0 else [])
+        out += f.feed(m[i : i + 1], [5] if i == 0 else [])
     assert out == [(m, [5])]
 
 
@@ -79,6 +79,7 @@ def test_flush_returns_incomplete_message_with_its_fds() -> None:
 
 # -- property: a model of unix_stream_read_generic (TECH.md §5) ----------------------------
 
+
 @st.composite
 def writes_and_reads(draw: st.DrawFn) -> tuple[list[tuple[bytes, list[int]]], list[int]]:
     n = draw(st.integers(1, 8))
@@ -93,7 +94,9 @@ def writes_and_reads(draw: st.DrawFn) -> tuple[list[tuple[bytes, list[int]]], li
     return writes, reads
 
 
-def kernel_reads(writes: list[tuple[bytes, list[int]]], sizes: list[int]) -> list[tuple[bytes, list[int]]]:
+def kernel_reads(
+    writes: list[tuple[bytes, list[int]]], sizes: list[int]
+) -> list[tuple[bytes, list[int]]]:
     """What successive recvmsg(size) return: fds come with the first read touching their
     write; a read stops after the write whose fds it took; fd-less bytes before are glued."""
     skbs = [[data, fds] for data, fds in writes]
@@ -115,7 +118,7 @@ def kernel_reads(writes: list[tuple[bytes, list[int]]], sizes: list[int]) -> lis
             if len(take) == len(data):
                 skbs.pop(0)
             else:
-                skbs[0][0] = data[len(take):]
+                skbs[0][0] = data[len(take) :]
             if got:
                 break
         out.append((chunk, got))

@@ -171,7 +171,9 @@ def test_malformed_bytes_forwarded_verbatim_and_flagged(sockdir, proxy) -> None:
     assert b"".join(f.data for f in rec.data()) == good + bad + tail
 
 
-def test_reconnect_is_a_new_connection_and_fds_return_to_baseline(sockdir, backend_server, proxy) -> None:
+def test_reconnect_is_a_new_connection_and_fds_return_to_baseline(
+    sockdir, backend_server, proxy
+) -> None:
     bsrv = backend_server(backend_requests=1)
     px = os.path.join(sockdir, "px.sock")
     srv, rec = proxy([Route(px, bsrv.path)])

@@ -18,11 +18,20 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _frames() -> list[Frame]:
-    out = [event_frame("open", 10, 1, {"label": "/run/vu.sock", "orientation": "frontend-connects"})]
+    out = [
+        event_frame("open", 10, 1, {"label": "/run/vu.sock", "orientation": "frontend-connects"})
+    ]
     for i in range(200):
-        out.append(Frame(11 + i, 1, "main", "f2b" if i % 2 else "b2f",
-                         wire.pack(1 + i % 40, 1, os.urandom(i % 50)),
-                         ("eventfd",) if i % 17 == 0 else ()))
+        out.append(
+            Frame(
+                11 + i,
+                1,
+                "main",
+                "f2b" if i % 2 else "b2f",
+                wire.pack(1 + i % 40, 1, os.urandom(i % 50)),
+                ("eventfd",) if i % 17 == 0 else (),
+            )
+        )
     out.append(Frame(300, 1, "backend", "b2f", wire.pack(3, 1)))
     out.append(event_frame("close", 400, 1, {"reason": "frontend closed the connection"}))
     return out
@@ -198,7 +207,9 @@ def test_count_keeps_exactly_n_data_frames(tmp_path) -> None:
 def test_capture_filter_keeps_its_budget_under_sustained_load(tmp_path) -> None:
     """Frames the filter leaves out are taken off the budget too (else it fills for good)."""
     path = tmp_path / "rec.pcapng"
-    rec = Recorder(str(path), budget=256 << 10, interval=0.001, capture_filter="name == GET_FEATURES")
+    rec = Recorder(
+        str(path), budget=256 << 10, interval=0.001, capture_filter="name == GET_FEATURES"
+    )
     rec.start()
     rec.event(_frames()[0])
     noise = wire.pack(wire.SET_VRING_NUM, 1, bytes(8))

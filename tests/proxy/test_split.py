@@ -83,8 +83,9 @@ def test_proxy_killed_its_viewer_goes_too(sockdir, procs, show) -> None:
     be = run_backend(sockdir, procs)
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, show], log,
-                  stdin=subprocess.DEVNULL)
+    proxy = start(
+        ["vuinspect", "proxy", "--listen", px, "--connect", be, show], log, stdin=subprocess.DEVNULL
+    )
     procs.append(proxy)
     wait_line(log, "listening on", proxy)
     viewer = _viewer_of(proxy.pid)
@@ -95,12 +96,28 @@ def test_proxy_killed_its_viewer_goes_too(sockdir, procs, show) -> None:
 
 def test_capture_target_refused_one_error_line(sockdir) -> None:
     px = os.path.join(sockdir, "px.sock")
-    res = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", px, "--connect",
-                          os.path.join(sockdir, "be.sock"), "--no-tui", "-w", "/dev/full"],
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vuinspect",
+            "proxy",
+            "--listen",
+            px,
+            "--connect",
+            os.path.join(sockdir, "be.sock"),
+            "--no-tui",
+            "-w",
+            "/dev/full",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
-        "vuinspect proxy: cannot write capture /dev/full: No space left on device"]
+        "vuinspect proxy: cannot write capture /dev/full: No space left on device"
+    ]
     assert not os.path.exists(px)
 
 
@@ -112,8 +129,12 @@ def test_stop_signals_end_both_with_every_line_printed(sockdir, procs, sig, grou
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
     out = Path(sockdir) / "proxy.out"
-    proxy = start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"], log,
-                  stdout=open(out, "wb"), start_new_session=True)  # noqa: SIM115
+    proxy = start(
+        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"],
+        log,
+        stdout=open(out, "wb"),  # noqa: SIM115
+        start_new_session=True,
+    )
     procs.append(proxy)
     wait_line(log, "listening on", proxy)
     viewer = _viewer_of(proxy.pid)
@@ -130,7 +151,8 @@ def test_stop_signals_end_both_with_every_line_printed(sockdir, procs, sig, grou
     assert wire.recv_msg(fe.sock) is None
     fe.close()
     lines = out.read_text().splitlines()
-    assert len([ln for ln in lines if "OPEN" not in ln and "CLOSE" not in ln]) \
-        >= len(fe.sent) + len(fe.received)  # (a reply and its request may share a line)
+    assert len([ln for ln in lines if "OPEN" not in ln and "CLOSE" not in ln]) >= len(
+        fe.sent
+    ) + len(fe.received)  # (a reply and its request may share a line)
     assert "CLOSE" in lines[-1] or "close" in lines[-1].lower()
     assert log.read_text().splitlines()[-1].startswith("vuinspect proxy: 1 connection(s), ")

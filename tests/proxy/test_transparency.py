@@ -50,7 +50,9 @@ def transcript(fe: Frontend, be) -> dict:
 
 def run_session(connect_path: str, bsrv) -> tuple[dict, Frontend, object]:
     fe = session(connect_path)
-    wait_until(lambda: bsrv.backends and bsrv.backends[-1].channel_done.is_set(), what="back-end channel")
+    wait_until(
+        lambda: bsrv.backends and bsrv.backends[-1].channel_done.is_set(), what="back-end channel"
+    )
     fe.close()
     bsrv.join()
     be = bsrv.backends[-1]
@@ -67,7 +69,9 @@ def test_direct_and_proxied_runs_are_identical(sockdir, backend_server, proxy) -
     proxied, fe_p, be_p = run_session(px, bsrv)
 
     assert proxied == direct
-    assert sum(direct["be_received_nfds"]) == 3 + 2 + 5 + 1  # memfds, kick/call, round trips, channel
+    assert (
+        sum(direct["be_received_nfds"]) == 3 + 2 + 5 + 1
+    )  # memfds, kick/call, round trips, channel
     assert set(direct["be_fd_reads"]) == {0, 1}  # fds always arrived with one read of their message
 
     # fd identity: every fd the back-end got is the very file the front-end sent...
@@ -104,13 +108,19 @@ def test_backend_channel_is_relayed_and_captured(sockdir, backend_server, proxy)
     fe.close()
     bsrv.join()
     be = bsrv.backends[0]
-    assert [m.raw for m in be.channel_replies] == [wire.pack(2, 5, wire.U64.pack(0)),
-                                                   wire.pack(3, 5, wire.U64.pack(0))]
+    assert [m.raw for m in be.channel_replies] == [
+        wire.pack(2, 5, wire.U64.pack(0)),
+        wire.pack(3, 5, wire.U64.pack(0)),
+    ]
     wait_until(lambda: srv.active_links == 0, what="links to close")
     srv.stop()
     back = rec.data(channel="backend")
     assert [(f.direction, struct.unpack_from("=II", f.data)) for f in back] == [
-        ("b2f", (2, 0x9)), ("f2b", (2, 0x5)), ("b2f", (3, 0x9)), ("f2b", (3, 0x5))]
+        ("b2f", (2, 0x9)),
+        ("f2b", (2, 0x5)),
+        ("b2f", (3, 0x9)),
+        ("f2b", (3, 0x5)),
+    ]
     assert back[2].fds == ("memfd:host-notifier size=4KiB",)
     setreq = [f for f in rec.data(channel="main") if struct.unpack_from("=I", f.data)[0] == 21]
     assert setreq[0].fds[0].startswith("socket:unix-stream")
@@ -125,7 +135,9 @@ def test_253_fds_in_one_message(sockdir, backend_server, proxy) -> None:
     fe = Frontend(wire.connect(px))
     fds = [wire.eventfd() for _ in range(253)]
     try:
-        fe.send(wire.SET_MEM_TABLE, b"\0" * 8, flags=wire.FLAG_VERSION | wire.FLAG_NEED_REPLY, fds=fds)
+        fe.send(
+            wire.SET_MEM_TABLE, b"\0" * 8, flags=wire.FLAG_VERSION | wire.FLAG_NEED_REPLY, fds=fds
+        )
         reply = fe.recv()
     finally:
         for fd in fds:
@@ -146,11 +158,14 @@ def test_message_split_over_many_writes(sockdir, backend_server, proxy) -> None:
     srv, rec = proxy([Route(px, bsrv.path)])
     sock = wire.connect(px)
     fd = wire.memfd("split", 4096)
-    data = wire.pack(wire.SET_MEM_TABLE, wire.FLAG_VERSION | wire.FLAG_NEED_REPLY,
-                     struct.pack("=II", 1, 0) + struct.pack("=QQQQ", 0, 4096, 0x1000, 0))
+    data = wire.pack(
+        wire.SET_MEM_TABLE,
+        wire.FLAG_VERSION | wire.FLAG_NEED_REPLY,
+        struct.pack("=II", 1, 0) + struct.pack("=QQQQ", 0, 4096, 0x1000, 0),
+    )
     wire.send_raw(sock, data[:1], [fd])
     for i in range(1, len(data)):
-        sock.sendall(data[i:i + 1])
+        sock.sendall(data[i : i + 1])
         time.sleep(0.001)
     reply = wire.recv_msg(sock)
     assert reply is not None and reply.flags == 5

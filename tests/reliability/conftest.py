@@ -83,8 +83,9 @@ class Procs:
                 extra()
 
         with open(log, "ab") as err:
-            p = subprocess.Popen([sys.executable, "-m", *argv], stdout=out, stderr=err,
-                                 preexec_fn=pre, **kw)  # type: ignore[call-overload]
+            p = subprocess.Popen(
+                [sys.executable, "-m", *argv], stdout=out, stderr=err, preexec_fn=pre, **kw
+            )  # type: ignore[call-overload]
         p.log = log  # type: ignore[attr-defined]
         self.started.append(p)
         return p
@@ -129,16 +130,29 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "con
         time.sleep(0.01)
 
 
-def start_proxy(procs: Procs, listen: str, connect: str, *extra: str,
-                name: str = "proxy", quiet: bool = True) -> subprocess.Popen:
+def start_proxy(
+    procs: Procs, listen: str, connect: str, *extra: str, name: str = "proxy", quiet: bool = True
+) -> subprocess.Popen:
     """``vuinspect proxy`` as a subprocess, returned once it listens.
 
     ``quiet`` (-q): forwarding and capture run in this one process.  Without
     it the process is a viewer printing summary lines (to /dev/null here) and
     forwarding runs in its child, the engine (see :func:`forwarding_pid`).
     """
-    p = procs.start(["vuinspect", "proxy", "--listen", listen, "--connect", connect,
-                     "--no-tui", *(["-q"] if quiet else []), *extra], name)
+    p = procs.start(
+        [
+            "vuinspect",
+            "proxy",
+            "--listen",
+            listen,
+            "--connect",
+            connect,
+            "--no-tui",
+            *(["-q"] if quiet else []),
+            *extra,
+        ],
+        name,
+    )
     wait_line(p, f"listening on {listen}")
     return p
 

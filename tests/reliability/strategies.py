@@ -78,8 +78,12 @@ def well_formed(draw: st.DrawFn, order: str = "<") -> tuple[str, bool, bytes, in
     lo, hi = spec.reply_fds if reply else spec.fds
     nfds = draw(st.integers(max(lo, 0), hi if hi >= 0 else 8))
     need = draw(st.booleans())
-    return spec.channel, reply, message(spec.id, payload, reply=reply, need_reply=need,
-                                        order=order), nfds
+    return (
+        spec.channel,
+        reply,
+        message(spec.id, payload, reply=reply, need_reply=need, order=order),
+        nfds,
+    )
 
 
 @st.composite
@@ -87,8 +91,13 @@ def damaged(draw: st.DrawFn) -> bytes:
     """A header that may lie (size, flags, request) and a payload that may not match it."""
     request = draw(st.one_of(st.integers(0, 50), u32))
     flags = draw(st.one_of(st.sampled_from(INTERESTING_FLAGS), u32))
-    size = draw(st.one_of(st.integers(0, 64),
-                          st.sampled_from((MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 1)), u32))
+    size = draw(
+        st.one_of(
+            st.integers(0, 64),
+            st.sampled_from((MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 1)),
+            u32,
+        )
+    )
     have = draw(st.sampled_from(("exact", "short", "long")))
     n = min(size, MAX_PAYLOAD + 16)
     if have == "short":
@@ -111,8 +120,10 @@ def streams(draw: st.DrawFn, garbage: bool = True, max_messages: int = 12) -> li
     ts = 2
     parts = [well_formed("<" if order == "little" else ">")]
     if garbage:
-        parts += [damaged().map(lambda d: ("main", False, d, 0)),
-                  st.binary(min_size=1, max_size=30).map(lambda d: ("main", False, d, 0))]
+        parts += [
+            damaged().map(lambda d: ("main", False, d, 0)),
+            st.binary(min_size=1, max_size=30).map(lambda d: ("main", False, d, 0)),
+        ]
     for _ in range(draw(st.integers(1, max_messages))):
         channel, reply, data, nfds = draw(st.one_of(*parts))
         if garbage and draw(st.integers(0, 9)) == 0:
@@ -127,8 +138,16 @@ def streams(draw: st.DrawFn, garbage: bool = True, max_messages: int = 12) -> li
         bounds = [0, *[c for c in cuts if c < len(data)], len(data)]
         for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
             ts += 1
-            frames.append(Frame(ts, conn, channel, direction, data[a:b],  # type: ignore[arg-type]
-                                fds if k == len(bounds) - 2 else ()))
+            frames.append(
+                Frame(
+                    ts,
+                    conn,
+                    channel,
+                    direction,
+                    data[a:b],  # type: ignore[arg-type]
+                    fds if k == len(bounds) - 2 else (),
+                )
+            )
     if draw(st.booleans()):
         for c in conns:
             frames.append(event_frame("close", ts + 1, c, {"reason": "end"}))

@@ -35,8 +35,9 @@ LUA = os.path.join(os.path.dirname(__file__), "..", "..", "dissectors", "vhost_u
 def tmpfs(path: str, options: str) -> Iterator[str]:
     """A tiny tmpfs mounted at ``path`` (we run as root in CI), unmounted at the end."""
     os.makedirs(path, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], capture_output=True, text=True
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
@@ -70,32 +71,67 @@ def test_disk_full_keeps_traffic_flowing(sockdir, procs) -> None:
         # the file holds whole blocks up to where the disk filled
         assert frames > 0
         message = [line for line in text.splitlines() if "capture stopped" in line][0]
-    report("capture_disk_full", tmpfs_bytes=64 * 1024, round_trips=rounds, capture_bytes=size,
-           frames_in_capture=frames, reader_error=str(reader.error) if reader.error else None,
-           stderr=message)
+    report(
+        "capture_disk_full",
+        tmpfs_bytes=64 * 1024,
+        round_trips=rounds,
+        capture_bytes=size,
+        frames_in_capture=frames,
+        reader_error=str(reader.error) if reader.error else None,
+        stderr=message,
+    )
 
 
 def test_read_only_target_is_one_line(sockdir) -> None:
     with tmpfs(os.path.join(sockdir, "ro"), "size=64k,ro") as mnt:
-        res = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen",
-                              os.path.join(sockdir, "px.sock"), "--connect",
-                              os.path.join(sockdir, "be.sock"), "--no-tui", "-w",
-                              os.path.join(mnt, "cap.pcapng")],
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vuinspect",
+                "proxy",
+                "--listen",
+                os.path.join(sockdir, "px.sock"),
+                "--connect",
+                os.path.join(sockdir, "be.sock"),
+                "--no-tui",
+                "-w",
+                os.path.join(mnt, "cap.pcapng"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
-        f"vuinspect proxy: cannot create capture {mnt}/cap.pcapng: Read-only file system"]
+        f"vuinspect proxy: cannot create capture {mnt}/cap.pcapng: Read-only file system"
+    ]
 
 
 def test_dev_full_target_is_one_line(sockdir) -> None:
     """Regression: CaptureWriter let the first write's OSError escape (a traceback)."""
-    res = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen",
-                          os.path.join(sockdir, "px.sock"), "--connect",
-                          os.path.join(sockdir, "be.sock"), "--no-tui", "-w", "/dev/full"],
-                         capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vuinspect",
+            "proxy",
+            "--listen",
+            os.path.join(sockdir, "px.sock"),
+            "--connect",
+            os.path.join(sockdir, "be.sock"),
+            "--no-tui",
+            "-w",
+            "/dev/full",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
-        "vuinspect proxy: cannot write capture /dev/full: No space left on device"]
+        "vuinspect proxy: cannot write capture /dev/full: No space left on device"
+    ]
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
@@ -109,9 +145,23 @@ def test_proxy_sigkilled_during_busy_capture(sockdir, procs) -> None:
         px = os.path.join(sockdir, f"px{k}.sock")
         cap = os.path.join(sockdir, f"kill{k}.pcapng")
         proxy = start_proxy(procs, px, be, "-w", cap, name=f"proxy{k}")
-        fes = [procs.start(["vuinspect.testing.frontend", "--connect", px, "--rounds", "100000000",
-                            "--warmup", "0", "--fds", "--backend-channel"], f"fe{k}.{i}")
-               for i in range(3)]
+        fes = [
+            procs.start(
+                [
+                    "vuinspect.testing.frontend",
+                    "--connect",
+                    px,
+                    "--rounds",
+                    "100000000",
+                    "--warmup",
+                    "0",
+                    "--fds",
+                    "--backend-channel",
+                ],
+                f"fe{k}.{i}",
+            )
+            for i in range(3)
+        ]
         wait_until(lambda cap=cap: os.path.getsize(cap) > 200_000, 30, "a busy capture")
         time.sleep(rng.uniform(0.0, 0.5))
         os.kill(proxy.pid, signal.SIGKILL)
@@ -123,8 +173,13 @@ def test_proxy_sigkilled_during_busy_capture(sockdir, procs) -> None:
         results.append(check_killed_capture(cap))
     assert backend.poll() is None
     cut = sum(1 for r in results if r["cut_at"] is not None)
-    report("capture_proxy_sigkill", kills=kills, files_cut_mid_block=cut,
-           frames_read=[r["frames"] for r in results], bytes=[r["bytes"] for r in results])
+    report(
+        "capture_proxy_sigkill",
+        kills=kills,
+        files_cut_mid_block=cut,
+        frames_read=[r["frames"] for r in results],
+        bytes=[r["bytes"] for r in results],
+    )
 
 
 def check_killed_capture(cap: str) -> dict[str, object]:
@@ -134,8 +189,12 @@ def check_killed_capture(cap: str) -> dict[str, object]:
     pipeline = Pipeline()
     codes = {c for m in pipeline.run(frames) for c in m.problem_codes}
     assert not codes & {"truncated_header", "truncated_payload", "framing_lost"}, codes
-    res = subprocess.run([sys.executable, "-m", "vuinspect", "read", cap],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", cap],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in res.stderr
     messages = [line for line in res.stdout.splitlines() if line.strip()]
     if reader.error is None:
@@ -146,16 +205,27 @@ def check_killed_capture(cap: str) -> dict[str, object]:
         assert len(note) == 1 and f"capture damaged at byte {reader.error.offset}" in note[0]
         assert f"{len(frames)} whole frames before it were read" in note[0]
     assert len(messages) >= len(frames) * 0.9  # a line per message (events included)
-    ts = subprocess.run(["tshark", "-r", cap, "-T", "fields", "-e", "frame.number"],
-                        capture_output=True, text=True, timeout=120)
+    ts = subprocess.run(
+        ["tshark", "-r", cap, "-T", "fields", "-e", "frame.number"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ts.returncode in (0, 2), ts.stderr
     assert len(ts.stdout.split()) == len(frames)
     if reader.error is not None:
         assert "cut short in the middle of a packet" in ts.stderr
-    lua = subprocess.run(["tshark", "-r", cap, "-X", f"lua_script:{LUA}", "-T", "fields",
-                          "-e", "frame.number"], capture_output=True, text=True, timeout=120)
+    lua = subprocess.run(
+        ["tshark", "-r", cap, "-X", f"lua_script:{LUA}", "-T", "fields", "-e", "frame.number"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if os.path.exists(LUA):
         assert "Lua Error" not in lua.stdout + lua.stderr
         assert len(lua.stdout.split()) == len(frames)
-    return {"frames": len(frames), "bytes": os.path.getsize(cap),
-            "cut_at": reader.error.offset if reader.error else None}
+    return {
+        "frames": len(frames),
+        "bytes": os.path.getsize(cap),
+        "cut_at": reader.error.offset if reader.error else None,
+    }

@@ -55,8 +55,23 @@ def _stalled_stdout_proxy(sockdir: str, procs, *extra: str):
     """``proxy -w -`` whose stdout is a pipe nobody reads, a sink back-end, a front-end socket."""
     be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
     sink = Sink(be)
-    proxy = procs.start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-q",
-                         "-w", "-", *extra], "proxy", stdout=subprocess.PIPE)
+    proxy = procs.start(
+        [
+            "vuinspect",
+            "proxy",
+            "--listen",
+            px,
+            "--connect",
+            be,
+            "--no-tui",
+            "-q",
+            "-w",
+            "-",
+            *extra,
+        ],
+        "proxy",
+        stdout=subprocess.PIPE,
+    )
     wait_line(proxy, f"listening on {px}")
     fe = wire.connect(px)
     return proxy, fe, sink
@@ -77,15 +92,18 @@ def test_unread_stdout_keeps_memory_bounded(sockdir, procs) -> None:
     before = rss_kib(proxy.pid)
     total = _flood(fe, sink, 3000)  # ~190 MiB through a pipe that takes 64 KiB
     after = rss_kib(proxy.pid)
-    report("unread_stdout_rss", forwarded_mib=total // MIB, rss_before_kib=before,
-           rss_after_kib=after)
+    report(
+        "unread_stdout_rss", forwarded_mib=total // MIB, rss_before_kib=before, rss_after_kib=after
+    )
     assert sink.received == total  # forwarding unaffected
     assert (after - before) * 1024 < 32 * MIB + 40 * MIB, f"RSS grew {before} -> {after} KiB"
     proxy.send_signal(signal.SIGTERM)
     proxy.wait(10)
     fe.close()
     sink.close()
-    assert "dropped from the capture" in log_text(proxy) or "could not be written" in log_text(proxy)
+    assert "dropped from the capture" in log_text(proxy) or "could not be written" in log_text(
+        proxy
+    )
 
 
 def test_stop_is_quick_when_the_output_blocks(sockdir, procs) -> None:
@@ -112,8 +130,13 @@ def test_stop_is_quick_when_the_output_blocks(sockdir, procs) -> None:
 
 # -- file handling (issue 11 item 10) -------------------------------------------------------
 def _run_proxy(sockdir: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--no-tui", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=sockdir)
+    return subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy", "--no-tui", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=sockdir,
+    )
 
 
 def _one_line_error(res: subprocess.CompletedProcess, *words: str) -> None:
@@ -130,8 +153,15 @@ def test_existing_capture_is_not_overwritten_without_force(sockdir) -> None:
     with open(cap, "w") as f:
         f.write("precious")
     os.chmod(cap, 0o644)
-    res = _run_proxy(sockdir, "--listen", os.path.join(sockdir, "px.sock"),
-                     "--connect", os.path.join(sockdir, "be.sock"), "-w", cap)
+    res = _run_proxy(
+        sockdir,
+        "--listen",
+        os.path.join(sockdir, "px.sock"),
+        "--connect",
+        os.path.join(sockdir, "be.sock"),
+        "-w",
+        cap,
+    )
     _one_line_error(res, "exists", "--force")
     assert Path(cap).read_text() == "precious"
     assert stat.S_IMODE(os.stat(cap).st_mode) == 0o644
@@ -144,8 +174,16 @@ def test_never_through_a_hard_link_even_with_force(sockdir) -> None:
         f.write("keep")
     link = os.path.join(sockdir, "link.pcapng")
     os.link(target, link)
-    res = _run_proxy(sockdir, "--listen", os.path.join(sockdir, "px.sock"),
-                     "--connect", os.path.join(sockdir, "be.sock"), "-w", link, "--force")
+    res = _run_proxy(
+        sockdir,
+        "--listen",
+        os.path.join(sockdir, "px.sock"),
+        "--connect",
+        os.path.join(sockdir, "be.sock"),
+        "-w",
+        link,
+        "--force",
+    )
     _one_line_error(res, "hard link")
     assert Path(target).read_text() == "keep"
 
@@ -157,13 +195,22 @@ def test_refused_start_leaves_the_capture_untouched(sockdir) -> None:
     regular = os.path.join(sockdir, "not-a-socket")
     with open(regular, "w") as f:
         f.write("x")
-    res = _run_proxy(sockdir, "--listen", regular, "--connect", os.path.join(sockdir, "be.sock"),
-                     "-w", cap, "--force")
+    res = _run_proxy(
+        sockdir,
+        "--listen",
+        regular,
+        "--connect",
+        os.path.join(sockdir, "be.sock"),
+        "-w",
+        cap,
+        "--force",
+    )
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
     assert Path(cap).read_text() == "precious"  # opened only once listening worked
     fresh = os.path.join(sockdir, "new.pcapng")
-    res = _run_proxy(sockdir, "--listen", regular, "--connect", os.path.join(sockdir, "be.sock"),
-                     "-w", fresh)
+    res = _run_proxy(
+        sockdir, "--listen", regular, "--connect", os.path.join(sockdir, "be.sock"), "-w", fresh
+    )
     assert res.returncode != 0
     assert not os.path.exists(fresh)
 
@@ -227,15 +274,18 @@ def test_fifo_nobody_opens_does_not_hold_the_stop(sockdir, procs) -> None:
     assert time.monotonic() - t0 < 3
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--view-fd", "999"], ["--view-fd 999", "not an open file descriptor"]),
-    (["--connect", ""], ["--connect", "empty"]),
-    (["-b", "filesize:0"], ["filesize", "positive"]),
-    (["-b", "bogus:1"], ["-b bogus:1"]),
-    (["-c", "5"], ["-w FILE"]),
-    (["--capture-filter", "name =="], ["--capture-filter"]),
-    (["-w", "/nonexistent-dir/cap.pcapng"], ["No such directory"]),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--view-fd", "999"], ["--view-fd 999", "not an open file descriptor"]),
+        (["--connect", ""], ["--connect", "empty"]),
+        (["-b", "filesize:0"], ["filesize", "positive"]),
+        (["-b", "bogus:1"], ["-b bogus:1"]),
+        (["-c", "5"], ["-w FILE"]),
+        (["--capture-filter", "name =="], ["--capture-filter"]),
+        (["-w", "/nonexistent-dir/cap.pcapng"], ["No such directory"]),
+    ],
+)
 def test_bad_capture_arguments_are_one_line(sockdir, args, words) -> None:
     base = ["--listen", os.path.join(sockdir, "px.sock")]
     if "--connect" not in args:
@@ -270,12 +320,20 @@ def test_ring_buffer_files_each_read_on_their_own(sockdir, procs) -> None:
         assert frames[0].kind == "open", path  # the live connection's open, re-emitted
         assert any(f.kind == "data" for f in frames)
         assert os.path.getsize(path) < 4000 + 8192
-        res = subprocess.run([sys.executable, "-m", "vuinspect", "read", path],
-                             capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            [sys.executable, "-m", "vuinspect", "read", path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
         if shutil.which("tshark"):
-            ts = subprocess.run(["tshark", "-r", path, "-T", "fields", "-e", "frame.number"],
-                                capture_output=True, text=True, timeout=60)
+            ts = subprocess.run(
+                ["tshark", "-r", path, "-T", "fields", "-e", "frame.number"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert len(ts.stdout.split()) == len(frames), ts.stderr
 
 
@@ -303,8 +361,9 @@ def test_capture_filter_records_only_matching_messages(sockdir, procs) -> None:
     time.sleep(0.3)
     proxy.send_signal(signal.SIGTERM)
     assert proxy.wait(10) == 0
-    res = subprocess.run([sys.executable, "-m", "vuinspect", "read", cap],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", cap], capture_output=True, text=True, timeout=60
+    )
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     names = [ln for ln in lines if "OPEN" not in ln and "CLOSE" not in ln]
     assert names and all("GET_FEATURES" in ln for ln in names), res.stdout
@@ -315,19 +374,38 @@ def test_capture_filter_records_only_matching_messages(sockdir, procs) -> None:
 def test_extcap_capture_filter_is_validated_and_applied(sockdir, procs) -> None:
     """Wireshark's capture filter field reaches the extcap as --extcap-capture-filter."""
     base = [sys.executable, "-m", "vuinspect.wireshark.extcap", "--extcap-interface", "vhostuser"]
-    bad = subprocess.run([*base, "--extcap-capture-filter", "name =="], capture_output=True,
-                         text=True, timeout=30)
+    bad = subprocess.run(
+        [*base, "--extcap-capture-filter", "name =="], capture_output=True, text=True, timeout=30
+    )
     assert bad.returncode != 0 and bad.stdout.strip() and "Traceback" not in bad.stderr
-    good = subprocess.run([*base, "--extcap-capture-filter", "name == GET_FEATURES"],
-                          capture_output=True, text=True, timeout=30)
+    good = subprocess.run(
+        [*base, "--extcap-capture-filter", "name == GET_FEATURES"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert good.returncode == 0, good.stdout + good.stderr
     be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
     fifo = os.path.join(sockdir, "ws.fifo")
     os.mkfifo(fifo)
     start_backend(procs, be)
-    ext = procs.start(["vuinspect.wireshark.extcap", "--extcap-interface", "vhostuser",
-                       "--capture", "--fifo", fifo, "--listen", px, "--connect", be,
-                       "--extcap-capture-filter", "name == GET_FEATURES"], "extcap")
+    ext = procs.start(
+        [
+            "vuinspect.wireshark.extcap",
+            "--extcap-interface",
+            "vhostuser",
+            "--capture",
+            "--fifo",
+            fifo,
+            "--listen",
+            px,
+            "--connect",
+            be,
+            "--extcap-capture-filter",
+            "name == GET_FEATURES",
+        ],
+        "extcap",
+    )
     wait_until(lambda: os.path.exists(px), what="extcap listening")
     time.sleep(0.3)
     with open(fifo, "rb") as f:  # opened late: the extcap waits for its reader
@@ -349,8 +427,11 @@ def test_stop_is_quick_when_the_summary_lines_block(sockdir, procs) -> None:
     """The same for the display: summary lines into a pipe nobody reads (the engine waited 60 s)."""
     be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
     start_backend(procs, be)
-    proxy = procs.start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"],
-                        "proxy", stdout=subprocess.PIPE)
+    proxy = procs.start(
+        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"],
+        "proxy",
+        stdout=subprocess.PIPE,
+    )
     wait_line(proxy, f"listening on {px}")
     fe = _session(px, 3000)  # ~6000 lines: far more than the pipe holds
     fe.close()
@@ -375,16 +456,36 @@ def test_tshark_capture_filter_through_the_extcap(sockdir, procs) -> None:
     records only the matching messages, or refuses an invalid one with one line."""
     home = os.path.join(sockdir, "home")
     env = dict(os.environ, HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"))
-    subprocess.run([sys.executable, "-m", "vuinspect", "install-dissector", "--extcap"],
-                   env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "vuinspect", "install-dissector", "--extcap"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
     out = os.path.join(sockdir, "ts.pcapng")
     start_backend(procs, be)
     opts = ["-o", f"extcap.vhostuser.listen:{px}", "-o", f"extcap.vhostuser.connect:{be}"]
-    ts = subprocess.Popen(["tshark", "-i", "vhostuser", "-f", "name == GET_FEATURES", *opts,
-                           "-c", "9", "-a", "duration:30", "-w", out], env=env,
-                          stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
+    ts = subprocess.Popen(
+        [
+            "tshark",
+            "-i",
+            "vhostuser",
+            "-f",
+            "name == GET_FEATURES",
+            *opts,
+            "-c",
+            "9",
+            "-a",
+            "duration:30",
+            "-w",
+            out,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_until(lambda: os.path.exists(px), timeout=20, what="extcap listening")
         fe = _session(px, 3)
@@ -397,7 +498,23 @@ def test_tshark_capture_filter_through_the_extcap(sockdir, procs) -> None:
     data = [f for f in read_frames(out) if f.kind == "data"]
     assert len(data) == 2 * (1 + 3)
     # An invalid filter: our one line, and tshark ends (dumpcap waited for ever for the FIFO).
-    bad = subprocess.run(["tshark", "-i", "vhostuser", "-f", "name ==", *opts, "-a", "duration:1",
-                          "-w", os.path.join(sockdir, "bad.pcapng")], env=env, stdin=subprocess.DEVNULL,
-                         capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(
+        [
+            "tshark",
+            "-i",
+            "vhostuser",
+            "-f",
+            "name ==",
+            *opts,
+            "-a",
+            "duration:1",
+            "-w",
+            os.path.join(sockdir, "bad.pcapng"),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "capture filter: expected a value" in bad.stderr

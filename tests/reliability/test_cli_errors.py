@@ -22,8 +22,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vuinspect", *argv], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "vuinspect", *argv], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line(res: subprocess.CompletedProcess, prefix: str) -> str:
@@ -58,8 +59,10 @@ def _upper_pdu_other_dissector() -> bytes:
     buf = io.BytesIO()
     w = dpkt.pcapng.Writer(buf, linktype=252)
     name = b"http\0\0\0\0"
-    w.writepkt(struct.pack(">HH", 12, len(name)) + name + struct.pack(">HH", 0, 0) + b"GET /",
-               ts=1764000000.0)
+    w.writepkt(
+        struct.pack(">HH", 12, len(name)) + name + struct.pack(">HH", 0, 0) + b"GET /",
+        ts=1764000000.0,
+    )
     return buf.getvalue()
 
 
@@ -86,12 +89,15 @@ def test_read_foreign_files(tmp_path, name, json) -> None:
     assert res.returncode == 1 and res.stdout == ""
 
 
-@pytest.mark.parametrize("args, words", [
-    (["/nonexistent/cap.pcapng"], "no such file"),
-    (["/tmp"], "is a directory"),
-    (["--filter", "name ==", "CAP"], "bad filter"),
-    (["--filter", "payload.num >", "CAP"], "bad filter"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["/nonexistent/cap.pcapng"], "no such file"),
+        (["/tmp"], "is a directory"),
+        (["--filter", "name ==", "CAP"], "bad filter"),
+        (["--filter", "payload.num >", "CAP"], "bad filter"),
+    ],
+)
 def test_read_bad_arguments(tmp_path, args, words) -> None:
     from vuinspect.capture import CaptureWriter
     from vuinspect.samples import device_start
@@ -127,20 +133,28 @@ def test_view_refuses_a_foreign_pcapng(tmp_path) -> None:
     path = tmp_path / "eth.pcapng"
     path.write_bytes(_ethernet_pcapng())
     try:
-        res = subprocess.run([sys.executable, "-m", "vuinspect", "view", str(path)],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=8)
+        res = subprocess.run(
+            [sys.executable, "-m", "vuinspect", "view", str(path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=8,
+        )
     except subprocess.TimeoutExpired:
         raise AssertionError("the TUI started on a foreign capture") from None
     one_line(res, "vuinspect view: ")
 
 
 # -- proxy ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("args, words", [
-    (["--listen", "A"], "pairs"),
-    ([], "nothing to proxy"),
-    (["--listen", "A", "--connect", "A"], "same path"),
-    (["--listen", "A", "--connect", "B", "--listen", "A", "--connect", "C"], "twice"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--listen", "A"], "pairs"),
+        ([], "nothing to proxy"),
+        (["--listen", "A", "--connect", "A"], "same path"),
+        (["--listen", "A", "--connect", "B", "--listen", "A", "--connect", "C"], "twice"),
+    ],
+)
 def test_proxy_bad_arguments(sockdir, args, words) -> None:
     args = [os.path.join(sockdir, a) if len(a) == 1 else a for a in args]
     res = cli("proxy", "--no-tui", *args)
@@ -194,8 +208,15 @@ def test_connect_path_that_is_not_a_socket(sockdir) -> None:
     with open(target, "w") as f:
         f.write("x")
     try:
-        res = cli("proxy", "--no-tui", "--listen", os.path.join(sockdir, "px.sock"),
-                  "--connect", target, timeout=5)
+        res = cli(
+            "proxy",
+            "--no-tui",
+            "--listen",
+            os.path.join(sockdir, "px.sock"),
+            "--connect",
+            target,
+            timeout=5,
+        )
     except subprocess.TimeoutExpired:
         raise AssertionError("the proxy started with a regular file as its back-end") from None
     assert "not a socket" in one_line(res, "vuinspect proxy: ")

@@ -26,7 +26,9 @@ from .conftest import report, scaled
 from .strategies import damaged, streams, well_formed
 
 CAPTURES = sorted((Path(__file__).parents[2] / "captures").glob("*.pcapng"))
-FUZZ = settings(max_examples=scaled(300, 3000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=scaled(300, 3000), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def corpus() -> list[list[Frame]]:
@@ -42,8 +44,15 @@ def test_well_formed_streams_reencode_exactly(frames) -> None:
     out = check_frames(frames)
     # every message was framed whole and re-encoded (or has no payload layout)
     assert out.raw_chunks == 0
-    assert not {"framing_lost", "oversize", "wrong_size", "bad_count", "nonzero_padding",
-                "truncated_header", "truncated_payload"} & set(out.problems)
+    assert not {
+        "framing_lost",
+        "oversize",
+        "wrong_size",
+        "bad_count",
+        "nonzero_padding",
+        "truncated_header",
+        "truncated_payload",
+    } & set(out.problems)
 
 
 @FUZZ
@@ -58,16 +67,21 @@ def test_lying_headers_in_any_split(chunks, pieces) -> None:
     """Sizes up to and past the maximum, short and long payloads, split anywhere."""
     data = b"".join(chunks)
     step = max(1, len(data) // pieces)
-    frames = [Frame(i, 1, "main", "f2b", data[i:i + step], ("eventfd",) if i == 0 else ())
-              for i in range(0, len(data), step)]
+    frames = [
+        Frame(i, 1, "main", "f2b", data[i : i + step], ("eventfd",) if i == 0 else ())
+        for i in range(0, len(data), step)
+    ]
     check_frames(frames)
 
 
 @settings(max_examples=scaled(60, 600), deadline=None)
 @given(st.lists(well_formed(), min_size=1, max_size=6))
 def test_byte_at_a_time_gives_the_same_messages(items) -> None:
-    whole = [Frame(i + 1, 1, "main", "f2b", data) for i, (ch, rep, data, _) in enumerate(items)
-             if ch == "main" and not rep]
+    whole = [
+        Frame(i + 1, 1, "main", "f2b", data)
+        for i, (ch, rep, data, _) in enumerate(items)
+        if ch == "main" and not rep
+    ]
     if not whole:
         return
     a = [(m.raw, m.name, m.payload, m.problem_codes) for m in run_pipeline(whole)]
@@ -94,8 +108,14 @@ def test_mutated_sessions(fuzz_count) -> None:
         totals["reencoded"] += out.reencoded
     assert totals["reencoded"] > n * 5  # the mutants are mostly still well-formed
     assert totals["raw"] > 0  # and some lost their framing
-    report("decoder_mutated_sessions", inputs=n, messages=totals["messages"],
-           raw_chunks=totals["raw"], reencoded=totals["reencoded"], failures=0)
+    report(
+        "decoder_mutated_sessions",
+        inputs=n,
+        messages=totals["messages"],
+        raw_chunks=totals["raw"],
+        reencoded=totals["reencoded"],
+        failures=0,
+    )
 
 
 def test_corpus_resplit_and_byte_at_a_time() -> None:
@@ -108,11 +128,14 @@ def test_corpus_resplit_and_byte_at_a_time() -> None:
 
 
 # -- regressions found by the fuzzers ------------------------------------------------------------
-@pytest.mark.parametrize("request_id, payload", [
-    (37, bytes(8) + bytes(8)),          # ADD_MEM_REG cut after guest_phys_addr
-    (37, bytes(8) + bytes(24)),         # ... before mmap_offset
-    (38, bytes(8) + bytes(16)),         # REM_MEM_REG cut before userspace_addr
-])
+@pytest.mark.parametrize(
+    "request_id, payload",
+    [
+        (37, bytes(8) + bytes(8)),  # ADD_MEM_REG cut after guest_phys_addr
+        (37, bytes(8) + bytes(24)),  # ... before mmap_offset
+        (38, bytes(8) + bytes(16)),  # REM_MEM_REG cut before userspace_addr
+    ],
+)
 def test_cut_mem_reg_does_not_raise(request_id, payload) -> None:
     """session._apply_request indexed fields a cut payload does not have (KeyError)."""
     msgs = run_pipeline([Frame(1, 1, "main", "f2b", message(request_id, payload))])
@@ -126,15 +149,18 @@ def test_payload_too_short_for_its_count_is_wrong_size(request_id) -> None:
     assert "wrong_size" in msgs[0].problem_codes, msgs[0].problem_codes
 
 
-@pytest.mark.parametrize("request_id, payload", [
-    (11, b"\x01\x00"),                     # vring_state with half an index
-    (9, bytes(12)),                        # vring_addr without desc
-    (8, bytes(4)),                         # vring_num without num
-    (24, bytes(8)),                        # config without flags
-    (6, bytes(8)),                         # log without mmap_offset
-    (31, bytes(16)),                       # inflight without num_queues
-    (37, bytes(16)),                       # mem_reg without memory_size
-])
+@pytest.mark.parametrize(
+    "request_id, payload",
+    [
+        (11, b"\x01\x00"),  # vring_state with half an index
+        (9, bytes(12)),  # vring_addr without desc
+        (8, bytes(4)),  # vring_num without num
+        (24, bytes(8)),  # config without flags
+        (6, bytes(8)),  # log without mmap_offset
+        (31, bytes(16)),  # inflight without num_queues
+        (37, bytes(16)),  # mem_reg without memory_size
+    ],
+)
 def test_summary_of_a_cut_payload(request_id, payload) -> None:
     """render.payload_summary indexed missing fields: `vuinspect read` tracebacked."""
     msgs = run_pipeline([Frame(1, 1, "main", "f2b", message(request_id, payload))])

@@ -30,8 +30,11 @@ CAPTURES = sorted((Path(__file__).parents[2] / "captures").glob("*.pcapng"))
 
 
 def seed_captures() -> list[bytes]:
-    out = [capture_bytes(device_start()), capture_bytes(every_message()),
-           capture_bytes(device_start(), big_endian=True)]
+    out = [
+        capture_bytes(device_start()),
+        capture_bytes(every_message()),
+        capture_bytes(device_start(), big_endian=True),
+    ]
     out += [p.read_bytes() for p in CAPTURES]
     return out
 
@@ -76,9 +79,10 @@ _block = st.builds(
 )
 
 
-@settings(max_examples=scaled(400, 4000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(st.integers(0, 200), _block), min_size=1, max_size=12),
-       st.booleans())
+@settings(
+    max_examples=scaled(400, 4000), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.lists(st.one_of(st.integers(0, 200), _block), min_size=1, max_size=12), st.booleans())
 def test_random_block_sequences(items, big) -> None:
     """Real blocks (by index into a sample capture) and random ones, in any order."""
     import struct
@@ -86,16 +90,19 @@ def test_random_block_sequences(items, big) -> None:
     real = capture_bytes(device_start(), big_endian=big)
     spans = blocks(real)
     order = ">" if big else "<"
-    out = [real[:spans[0][1]]]  # start with a real section header most of the time
+    out = [real[: spans[0][1]]]  # start with a real section header most of the time
     for item in items:
         if isinstance(item, int):
             off, blen = spans[item % len(spans)]
-            out.append(real[off:off + blen])
+            out.append(real[off : off + blen])
         else:
             btype, body, declared, trailer = item
             blen = 12 + len(body)
-            out.append(struct.pack(order + "II", btype, blen if declared is None else declared)
-                       + body + struct.pack(order + "I", blen if trailer is None else trailer))
+            out.append(
+                struct.pack(order + "II", btype, blen if declared is None else declared)
+                + body
+                + struct.pack(order + "I", blen if trailer is None else trailer)
+            )
     check_capture_bytes(b"".join(out))
     check_capture_bytes(b"".join(out[1:]))
 
@@ -112,8 +119,12 @@ def test_read_cli_on_mutants_never_tracebacks(tmp_path) -> None:
         paths.append(p)
     codes = set()
     for p in paths:
-        proc = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--json", str(p)],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "vuinspect", "read", "--json", str(p)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         codes.add(proc.returncode)
         assert "Traceback" not in proc.stderr, f"{p.name}:\n{proc.stderr}"
         assert proc.returncode in (0, 1, 2), (p.name, proc.returncode, proc.stderr)
@@ -143,8 +154,12 @@ def test_bad_later_section_header_is_damage_not_a_foreign_file(tmp_path) -> None
     with build_index(str(path)) as index:
         assert len(index) == len(frames) and index.error is not None
         assert index.error.offset == len(first)
-    proc = subprocess.run([sys.executable, "-m", "vuinspect", "read", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and f"capture damaged at byte {len(first)}" in proc.stderr
 
 
@@ -156,7 +171,9 @@ def test_short_packet_block_at_the_end(tmp_path, blen) -> None:
 
     good = capture_bytes(device_start())
     path = tmp_path / "short-epb.pcapng"
-    path.write_bytes(good + struct.pack("<II", 6, blen) + bytes(blen - 12) + struct.pack("<I", blen))
+    path.write_bytes(
+        good + struct.pack("<II", 6, blen) + bytes(blen - 12) + struct.pack("<I", blen)
+    )
     reader = CaptureReader(str(path))
     assert len(list(reader)) == len(device_start())
     assert reader.error is not None and reader.error.offset == len(good)

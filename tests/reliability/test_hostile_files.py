@@ -31,8 +31,9 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
 def cli(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vuinspect", *argv], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "vuinspect", *argv], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def no_traceback(res: subprocess.CompletedProcess) -> None:
@@ -42,9 +43,11 @@ def no_traceback(res: subprocess.CompletedProcess) -> None:
 
 # -- issue 11 item 4: deeply nested event JSON -------------------------------------------
 def test_deeply_nested_event_json_is_text_not_a_crash(tmp_path) -> None:
-    frames = [Frame(1, 1, "main", "f2b", DEEP, (), "open"),
-              Frame(2, 1, "main", "f2b", b'{"text":' * 50_000, (), "note"),
-              Frame(3, 1, "main", "f2b", DEEP, (), "note")]
+    frames = [
+        Frame(1, 1, "main", "f2b", DEEP, (), "open"),
+        Frame(2, 1, "main", "f2b", b'{"text":' * 50_000, (), "note"),
+        Frame(3, 1, "main", "f2b", DEEP, (), "note"),
+    ]
     for f in frames:
         info = event_info(f)  # RecursionError escaped here
         assert set(info) == {"text"} and isinstance(info["text"], str)
@@ -86,8 +89,11 @@ def _conn_frames(n: int) -> list[Frame]:
     out = []
     for c in range(1, n + 1):
         t = c * 10_000
-        out += [event_frame("open", t, c, {"label": f"c{c}"}), Frame(t + 1, c, "main", "f2b", request),
-                Frame(t + 2, c, "main", "b2f", reply)]
+        out += [
+            event_frame("open", t, c, {"label": f"c{c}"}),
+            Frame(t + 1, c, "main", "f2b", request),
+            Frame(t + 2, c, "main", "b2f", reply),
+        ]
         if c % 2:  # half closed, half still open when the capture ends (as in the issue)
             out.append(event_frame("close", t + 3, c, {"reason": "eof"}))
     return out
@@ -105,8 +111,12 @@ def _decode_seconds(frames: list[Frame]) -> float:
 
 def test_read_is_linear_in_connections() -> None:
     small, big = _decode_seconds(_conn_frames(10_000)), _decode_seconds(_conn_frames(20_000))
-    report("read_is_linear_in_connections", conns_10k_s=round(small, 3), conns_20k_s=round(big, 3),
-           ratio=round(big / small, 2))
+    report(
+        "read_is_linear_in_connections",
+        conns_10k_s=round(small, 3),
+        conns_20k_s=round(big, 3),
+        ratio=round(big / small, 2),
+    )
     # quadratic (one scan of every framer per close) gave x4 and 20k took > 10 s
     assert big / small < 3, (small, big)
     assert big < 10
@@ -139,12 +149,21 @@ def test_resync_finds_the_same_header_as_plausible_header() -> None:
                 buf = bytearray(rng.randbytes(rng.randrange(12, 400)))
                 for _ in range(rng.randrange(4)):  # plant near-headers
                     at = rng.randrange(len(buf))
-                    buf[at:at + 12] = struct.pack(order + "III", rng.choice([1, 3, 0x40, 200]),
-                                                  rng.choice([1, 5, 9, 0x11, 2]),
-                                                  rng.choice([0, 4096, 4097, 0x1100, 70000]))
+                    buf[at : at + 12] = struct.pack(
+                        order + "III",
+                        rng.choice([1, 3, 0x40, 200]),
+                        rng.choice([1, 5, 9, 0x11, 2]),
+                        rng.choice([0, 4096, 4097, 0x1100, 70000]),
+                    )
                 start = rng.randrange(len(buf))
-                want = next((o for o in range(start, len(buf) - 11)
-                             if plausible_header(buf, o, channel, order)), len(buf))
+                want = next(
+                    (
+                        o
+                        for o in range(start, len(buf) - 11)
+                        if plausible_header(buf, o, channel, order)
+                    ),
+                    len(buf),
+                )
                 assert f._resync(buf, start) == want
 
 
@@ -163,8 +182,10 @@ def test_nested_event_is_no_crash_in_stats_of_a_stream(tmp_path) -> None:
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BLK = os.path.join(ROOT, "captures", "blk.pcapng")
 NET = os.path.join(ROOT, "captures", "net.pcapng")
-needs_wireshark = pytest.mark.skipif(not shutil.which("editcap") or not shutil.which("mergecap")
-                                     or not shutil.which("tshark"), reason="needs Wireshark's tools")
+needs_wireshark = pytest.mark.skipif(
+    not shutil.which("editcap") or not shutil.which("mergecap") or not shutil.which("tshark"),
+    reason="needs Wireshark's tools",
+)
 
 
 def tool(*argv: str) -> None:
@@ -185,12 +206,15 @@ def test_snaplen_cut_capture_reads_on_with_truncated_messages(tmp_path) -> None:
     whole = list(CaptureReader(BLK))
     reader = CaptureReader(cut)
     frames = list(reader)
-    assert reader.error is None and len(frames) == len(whole)  # was: stopped at the first cut packet
+    assert reader.error is None and len(frames) == len(
+        whole
+    )  # was: stopped at the first cut packet
     assert sum(1 for f in frames if f.truncated) > 5
     msgs = list(Pipeline().run(frames))
     cut_msgs = [m for m in msgs if any("snap length" in p.text for p in m.problems)]
-    assert cut_msgs and all({p.code for p in m.problems} & {"truncated_payload", "truncated_header"}
-                            for m in cut_msgs)
+    assert cut_msgs and all(
+        {p.code for p in m.problems} & {"truncated_payload", "truncated_header"} for m in cut_msgs
+    )
     assert msgs[-1].name == "CLOSE"  # read to the end
     res = cli("read", cut)
     no_traceback(res)
@@ -210,8 +234,12 @@ def test_writer_splits_a_1mib_message_that_tshark_reads(tmp_path) -> None:
     with CaptureWriter(path) as w:
         w.write(Frame(1, 1, "main", "f2b", big, ("memfd:x",)))
         w.write(Frame(2, 1, "main", "f2b", b'{"text":"' + b"n" * (300 << 10) + b'"}', (), "note"))
-    res = subprocess.run(["tshark", "-r", path, "-T", "fields", "-e", "frame.cap_len"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        ["tshark", "-r", path, "-T", "fields", "-e", "frame.cap_len"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr  # tshark 4.0 refused packets > 256 KiB
     lens = [int(x) for x in res.stdout.split()]
     assert max(lens) <= 262_144 and len(lens) >= 5
@@ -247,8 +275,9 @@ def test_merged_captures_keep_their_connections_apart(tmp_path, how) -> None:
     from vuinspect.capture import build_index
 
     with build_index(path) as index:  # the TUI's random access numbers them the same way
-        assert [index.frame(i).conn for i in range(len(index))] == \
-            [f.conn for f in CaptureReader(path)]
+        assert [index.frame(i).conn for i in range(len(index))] == [
+            f.conn for f in CaptureReader(path)
+        ]
 
 
 # -- issue 12 item 9 (file side): classic pcap, frame comments --------------------------------
@@ -283,15 +312,32 @@ def test_frame_comments_are_read_and_written_back(tmp_path) -> None:
     path = str(tmp_path / "c.pcapng")
     tool("editcap", "-a", "3:looks wrong", "-a", "5:second", BLK, path)
     frames = list(CaptureReader(path))
-    assert [(i, f.comment) for i, f in enumerate(frames) if f.comment] == [(2, "looks wrong"),
-                                                                           (4, "second")]
+    assert [(i, f.comment) for i, f in enumerate(frames) if f.comment] == [
+        (2, "looks wrong"),
+        (4, "second"),
+    ]
     again = str(tmp_path / "again.pcapng")
     frames[6] = dataclasses.replace(frames[6], comment="added by us")
     with CaptureWriter(again) as w:
         for f in frames:
             w.write(f)
     assert list(CaptureReader(again)) == frames
-    res = subprocess.run(["tshark", "-r", again, "-Y", "frame.comment", "-T", "fields",
-                          "-e", "frame.number", "-e", "frame.comment"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            again,
+            "-Y",
+            "frame.comment",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "frame.comment",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.stdout.split("\n")[:3] == ["3\tlooks wrong", "5\tsecond", "7\tadded by us"]

@@ -38,8 +38,11 @@ def _low_fd_limit() -> None:
 
 def start_limited_proxy(procs: Procs, listen: str, connect: str, *extra: str) -> subprocess.Popen:
     """``vuinspect proxy -q`` with the usual 1024-fd limit (this machine's may be higher)."""
-    p = procs.start(["vuinspect", "proxy", "--listen", listen, "--connect", connect, "--no-tui",
-                     "-q", *extra], "proxy", preexec_fn=_low_fd_limit)
+    p = procs.start(
+        ["vuinspect", "proxy", "--listen", listen, "--connect", connect, "--no-tui", "-q", *extra],
+        "proxy",
+        preexec_fn=_low_fd_limit,
+    )
     wait_line(p, f"listening on {listen}")
     return p
 
@@ -218,8 +221,11 @@ def reconnect_loop(px: str, seconds: float) -> int:
 
 def coalesced(texts: list[str]) -> list[int]:
     """The counts of the proxy's 'N more connection(s)' lines or notes."""
-    return [int(t.split(" more connection(s)")[0].rsplit(" ", 1)[-1])
-            for t in texts if " more connection(s)" in t]
+    return [
+        int(t.split(" more connection(s)")[0].rsplit(" ", 1)[-1])
+        for t in texts
+        if " more connection(s)" in t
+    ]
 
 
 def opens(path: str) -> int:
@@ -241,8 +247,9 @@ def test_reconnect_storm_python_client(sockdir: str, procs: Procs) -> None:
     assert 1 + sum(coalesced(log)) == made, log
     assert opens(cap) == 1
     assert 1 + sum(coalesced(notes(cap))) == made
-    report("hostile_reconnect_storm_python", connections_in_4s=made,
-           capture_bytes=os.path.getsize(cap))
+    report(
+        "hostile_reconnect_storm_python", connections_in_4s=made, capture_bytes=os.path.getsize(cap)
+    )
 
 
 def _end_testpmd(proc: object) -> None:
@@ -264,12 +271,24 @@ def small_testpmd(sock: str, log_dir: str) -> Iterator[None]:
     except runners.MissingProgram as exc:
         pytest.skip(str(exc))
     prefix = f"vuinspect{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    argv = [program, "--no-huge", "-m", "256", "--no-pci", f"--file-prefix={prefix}",
-            "--log-level=lib.eal:error", "--vdev", f"net_vhost0,iface={sock},queues=1,client=1",
-            "--", "--nb-cores=1", "--total-num-mbufs=2048"]
+    argv = [
+        program,
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        f"--file-prefix={prefix}",
+        "--log-level=lib.eal:error",
+        "--vdev",
+        f"net_vhost0,iface={sock},queues=1,client=1",
+        "--",
+        "--nb-cores=1",
+        "--total-num-mbufs=2048",
+    ]
     try:
-        with runners.running("testpmd", argv, Path(log_dir), stdin=subprocess.PIPE,
-                             stop=_end_testpmd):
+        with runners.running(
+            "testpmd", argv, Path(log_dir), stdin=subprocess.PIPE, stop=_end_testpmd
+        ):
             yield
     finally:
         shutil.rmtree(Path("/var/run/dpdk") / prefix, ignore_errors=True)
@@ -290,5 +309,9 @@ def test_reconnect_storm_testpmd(sockdir: str, procs: Procs) -> None:
     assert made / seconds <= 1.0, f"{made} connections in {seconds:.1f} s"
     assert opens(cap) == 1
     assert len([ln for ln in log if "could not connect" in ln]) <= 2, log
-    report("hostile_reconnect_storm_testpmd", connections=made, seconds=round(seconds, 1),
-           capture_bytes=os.path.getsize(cap))
+    report(
+        "hostile_reconnect_storm_testpmd",
+        connections=made,
+        seconds=round(seconds, 1),
+        capture_bytes=os.path.getsize(cap),
+    )

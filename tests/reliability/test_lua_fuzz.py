@@ -39,8 +39,13 @@ BAD = re.compile(r"Lua Error|Dissector bug|\[Malformed Packet: vhost", re.IGNORE
 
 
 def tshark(path: str | Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["tshark", "-r", str(path), "-X", f"lua_script:{LUA}", *extra],
-                          capture_output=True, text=True, errors="replace", timeout=600)
+    return subprocess.run(
+        ["tshark", "-r", str(path), "-X", f"lua_script:{LUA}", *extra],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=600,
+    )
 
 
 def bad_lines(res: subprocess.CompletedProcess) -> list[str]:
@@ -84,8 +89,9 @@ def test_mutated_sessions(tmp_path) -> None:
         assert res.returncode == 0, res.stderr[-1000:]
         assert not bad_lines(res), bad_lines(res)[:5]
         assert "[Expert Info (Error/Malformed)" in res.stdout  # the mutants were seen as damaged
-    report("lua_fuzz_sessions", mutated_sessions=mutants, packets=packets, files=files,
-           lua_errors=0)
+    report(
+        "lua_fuzz_sessions", mutated_sessions=mutants, packets=packets, files=files, lua_errors=0
+    )
 
 
 def test_mutated_files(tmp_path) -> None:
@@ -122,7 +128,10 @@ def test_event_text_stays_valid_utf8(tmp_path) -> None:
     raw = b"\xff\xfe ok \xe2\x82 x \xed\xa0\x80 \xf0\x9f\x98\x80 \xf0\x9f\x98"
     with CaptureWriter(str(path)) as w:
         w.write(Frame(1, 1, "main", "f2b", raw, (), "note"))
-    res = subprocess.run(["tshark", "-r", str(path), "-X", f"lua_script:{LUA}", "-V"],
-                         capture_output=True, timeout=60)
+    res = subprocess.run(
+        ["tshark", "-r", str(path), "-X", f"lua_script:{LUA}", "-V"],
+        capture_output=True,
+        timeout=60,
+    )
     out = res.stdout.decode("utf-8")  # strict: raises on any invalid byte
     assert "NOTE " + raw.decode("utf-8", "replace") in out  # U+FFFD exactly where Python puts them

@@ -64,8 +64,13 @@ class Env:
 def env() -> Iterator[Env]:
     d = tempfile.mkdtemp(dir="/tmp", prefix="vuf-")
     procs = Procs(d)
-    e = Env(d, procs, os.path.join(d, "px.sock"), os.path.join(d, "be.sock"),
-            os.path.join(d, "faults.pcapng"))
+    e = Env(
+        d,
+        procs,
+        os.path.join(d, "px.sock"),
+        os.path.join(d, "be.sock"),
+        os.path.join(d, "faults.pcapng"),
+    )
     # reconnects while the back-end is down wait 0.2 s for it (not the default 3 s)
     e.proxy = start_proxy(procs, e.px, e.be, "-w", e.cap, "--connect-timeout", "0.2")
     time.sleep(0.2)
@@ -81,8 +86,10 @@ def env() -> Iterator[Env]:
 
 def assert_fds_back(env: Env, what: str) -> int:
     n = settle_fds(env.proxy.pid, env.fds0)
-    assert n == env.fds0, f"after {what}: proxy holds {n} fds, baseline {env.fds0}: " \
+    assert n == env.fds0, (
+        f"after {what}: proxy holds {n} fds, baseline {env.fds0}: "
         f"{sorted(os.readlink(f'/proc/{env.proxy.pid}/fd/{x}') for x in os.listdir(f'/proc/{env.proxy.pid}/fd'))}"
+    )
     assert env.proxy.poll() is None, log_text(env.proxy)[-2000:]
     return n
 
@@ -97,7 +104,9 @@ def ends_promptly(sock: socket.socket, timeout: float = 5.0) -> str:
     except ConnectionResetError:
         return "reset"
     except TimeoutError:
-        raise AssertionError(f"no EOF within {timeout} s: the proxy left the peer hanging") from None
+        raise AssertionError(
+            f"no EOF within {timeout} s: the proxy left the peer hanging"
+        ) from None
 
 
 # -- back-end SIGKILLed and restarted ------------------------------------------------------------
@@ -149,12 +158,21 @@ def test_backend_killed_mid_message_and_restarted(env: Env) -> None:
         refused += 1
     fds = assert_fds_back(env, f"{cycles} back-end kills")
     # the proxy's lines reach its log asynchronously: wait for the last one
-    wait_until(lambda: log_text(env.proxy).count("could not connect") >= refused, 10,
-               f"{refused} 'could not connect' lines")
+    wait_until(
+        lambda: log_text(env.proxy).count("could not connect") >= refused,
+        10,
+        f"{refused} 'could not connect' lines",
+    )
     env.numbers["backend_kills"] = cycles
-    report("fault_backend_killed", cycles_survived=cycles, reconnects_while_down=refused,
-           frontend_saw=ends, proxy_fds_baseline=env.fds0, proxy_fds_after=fds,
-           proxy_rss_kib=rss_kib(env.proxy.pid))
+    report(
+        "fault_backend_killed",
+        cycles_survived=cycles,
+        reconnects_while_down=refused,
+        frontend_saw=ends,
+        proxy_fds_baseline=env.fds0,
+        proxy_fds_after=fds,
+        proxy_rss_kib=rss_kib(env.proxy.pid),
+    )
 
 
 # -- front-end SIGKILLed -----------------------------------------------------------------------
@@ -162,9 +180,20 @@ def test_frontend_killed(env: Env) -> None:
     kills = scaled(3, 20)
     be = start_backend(env.procs, env.be)
     for i in range(kills):
-        fe = env.procs.start(["vuinspect.testing.frontend", "--connect", env.px, "--rounds",
-                              "100000000", "--warmup", "0", "--fds", "--backend-channel"],
-                             "frontend")
+        fe = env.procs.start(
+            [
+                "vuinspect.testing.frontend",
+                "--connect",
+                env.px,
+                "--rounds",
+                "100000000",
+                "--warmup",
+                "0",
+                "--fds",
+                "--backend-channel",
+            ],
+            "frontend",
+        )
         env.connections += 1
         # killed mid-traffic, not before it connected (a loaded machine starts Python slowly)
         wait_until(lambda: fd_count(env.proxy.pid) >= env.fds0 + 2, 30, "the connection")
@@ -256,7 +285,9 @@ def test_backend_stops_reading(env: Env) -> None:
     other.close()
     assert len(rt) == 200
     grown = rss_peak - rss_before
-    assert sent < 16 * 1024 * 1024, f"{sent} bytes accepted from a front-end whose back-end reads nothing"
+    assert sent < 16 * 1024 * 1024, (
+        f"{sent} bytes accepted from a front-end whose back-end reads nothing"
+    )
     assert grown < 16 * 1024, f"proxy RSS grew {grown} KiB while the back-end did not read"
     assert fds_peak < env.fds0 + 64, f"proxy held {fds_peak} fds while stuck"
     # the stuck back-end goes away: everything of that connection is released
@@ -264,10 +295,19 @@ def test_backend_stops_reading(env: Env) -> None:
     with contextlib.suppress(OSError):
         fe.close()
     fds = assert_fds_back(env, "a stuck back-end")
-    report("fault_backpressure", seconds_pushed=seconds, bytes_accepted=sent, fds_sent=fds_sent,
-           proxy_rss_kib_before=rss_before, proxy_rss_kib_peak=rss_peak, rss_growth_kib=grown,
-           proxy_fds_baseline=env.fds0, proxy_fds_peak=fds_peak, proxy_fds_after=fds,
-           other_connection_round_trips=len(rt))
+    report(
+        "fault_backpressure",
+        seconds_pushed=seconds,
+        bytes_accepted=sent,
+        fds_sent=fds_sent,
+        proxy_rss_kib_before=rss_before,
+        proxy_rss_kib_peak=rss_peak,
+        rss_growth_kib=grown,
+        proxy_fds_baseline=env.fds0,
+        proxy_fds_peak=fds_peak,
+        proxy_fds_after=fds,
+        other_connection_round_trips=len(rt),
+    )
 
 
 # -- half-close ----------------------------------------------------------------------------------
@@ -352,6 +392,12 @@ def test_zz_proxy_after_all_faults(env: Env) -> None:
     conns = {f.conn for f in reader if f.kind == "open"}
     assert reader.error is None, reader.error
     assert len(conns) >= env.connections, f"{len(conns)} connections in the capture"
-    report("fault_summary", proxy_fds_baseline=env.fds0, proxy_fds_after=fds,
-           proxy_rss_kib_baseline=env.rss0, proxy_rss_kib_after=rss, connections=len(conns),
-           capture_frames=reader.frames_read)
+    report(
+        "fault_summary",
+        proxy_fds_baseline=env.fds0,
+        proxy_fds_after=fds,
+        proxy_rss_kib_baseline=env.rss0,
+        proxy_rss_kib_after=rss,
+        connections=len(conns),
+        capture_frames=reader.frames_read,
+    )

@@ -76,8 +76,8 @@ def split_messages(data: bytes) -> list[bytes]:
     out = []
     while data:
         size = struct.unpack_from("=I", data, 8)[0]
-        out.append(data[:12 + size])
-        data = data[12 + size:]
+        out.append(data[: 12 + size])
+        data = data[12 + size :]
     return out
 
 
@@ -100,9 +100,11 @@ def drive(fe: Frontend, ident: int, n: int) -> int:
         elif kind == 1:  # a round trip
             fe.call(wire.GET_FEATURES)
         elif kind == 2:  # three messages in one write, naming the connection
-            fe.send_raw(wire.pack(wire.SET_VRING_NUM, payload=struct.pack("=II", ident, i))
-                        + wire.pack(wire.SET_VRING_BASE, payload=struct.pack("=II", 0, i))
-                        + wire.pack(wire.SET_VRING_ENABLE, payload=struct.pack("=II", 0, 1)))
+            fe.send_raw(
+                wire.pack(wire.SET_VRING_NUM, payload=struct.pack("=II", ident, i))
+                + wire.pack(wire.SET_VRING_BASE, payload=struct.pack("=II", 0, i))
+                + wire.pack(wire.SET_VRING_ENABLE, payload=struct.pack("=II", 0, 1))
+            )
         else:  # two memory regions, two fds, and an ack
             fe.set_mem_table(regions=2, region_size=1 << 16)
     fe.stop_queues()
@@ -193,7 +195,7 @@ def test_64_connections_lose_nothing(sockdir, procs, mode) -> None:
                 assert inodes == winodes
         assert all(m.fd_reads <= 1 for m in be.received)
         fds_checked += sum(len(m.inodes) for m in be.received)
-        sent_inodes += [i for _, inodes in fe.sent[memfd_start[id(fe)]:] for i in inodes]
+        sent_inodes += [i for _, inodes in fe.sent[memfd_start[id(fe)] :] for i in inodes]
         assert [m.raw for m in fe.received] == be.sent
         # back-end channel: requests (one with a memfd) and the front-end's acks
         assert [m.inodes for m in fe.channel_received] == be.channel_sent_inodes
@@ -219,7 +221,9 @@ def test_64_connections_lose_nothing(sockdir, procs, mode) -> None:
     for fe, be in pairs:
         c = captured[b"".join(d for d, _ in fe.sent)]
         assert b"".join(streams[(c, "main", "b2f")]) == b"".join(be.sent)
-        assert b"".join(streams[(c, "backend", "b2f")]) == b"".join(m.raw for m in fe.channel_received)
+        assert b"".join(streams[(c, "backend", "b2f")]) == b"".join(
+            m.raw for m in fe.channel_received
+        )
         assert b"".join(streams[(c, "backend", "f2b")]) == b"".join(fe.channel_sent)
         want_fds = sum(len(i) for _, i in fe.sent) + sum(len(m.inodes) for m in fe.channel_received)
         assert fd_descs[c] == want_fds
@@ -227,9 +231,20 @@ def test_64_connections_lose_nothing(sockdir, procs, mode) -> None:
     assert fds_after == fds0
     messages = sum(len(be.received) + len(be.sent) for _, be in pairs)
     assert peak["held"] == CONNECTIONS  # all of them were open at the same time
-    report("proxy_load", mode=mode, connections=CONNECTIONS, connections_held_at_once=peak["held"],
-           messages_per_connection=MESSAGES,
-           messages_relayed=messages, fds_checked=fds_checked, seconds=round(elapsed, 1),
-           proxy_fds_before=fds0, proxy_fds_peak=peak["fds"], proxy_fds_after=fds_after,
-           proxy_rss_kib_before=rss0, proxy_rss_kib_peak=peak["rss"], proxy_rss_kib_after=rss_after,
-           capture_frames=reader.frames_read)
+    report(
+        "proxy_load",
+        mode=mode,
+        connections=CONNECTIONS,
+        connections_held_at_once=peak["held"],
+        messages_per_connection=MESSAGES,
+        messages_relayed=messages,
+        fds_checked=fds_checked,
+        seconds=round(elapsed, 1),
+        proxy_fds_before=fds0,
+        proxy_fds_peak=peak["fds"],
+        proxy_fds_after=fds_after,
+        proxy_rss_kib_before=rss0,
+        proxy_rss_kib_peak=peak["rss"],
+        proxy_rss_kib_after=rss_after,
+        capture_frames=reader.frames_read,
+    )

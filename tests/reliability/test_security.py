@@ -33,14 +33,22 @@ pytestmark = pytest.mark.timeout(120)
 LUA = os.path.join(os.path.dirname(__file__), "..", "..", "dissectors", "vhost_user.lua")
 
 
-def proxy_cli(*argv: str, umask: int | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+def proxy_cli(
+    *argv: str, umask: int | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess:
     """Run ``vuinspect proxy`` expecting it to exit by itself (a refusal)."""
+
     def pre() -> None:
         if umask is not None:
             os.umask(umask)
 
-    return subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--no-tui", *argv],
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=pre)
+    return subprocess.run(
+        [sys.executable, "-m", "vuinspect", "proxy", "--no-tui", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=pre,
+    )
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -52,13 +60,27 @@ def one_line(res: subprocess.CompletedProcess) -> str:
 
 
 # -- listen sockets -------------------------------------------------------------------------
-@pytest.mark.parametrize("mode_args, want", [((), 0o600), (("--socket-mode", "0660"), 0o660),
-                                             (("--socket-mode", "600"), 0o600)])
+@pytest.mark.parametrize(
+    "mode_args, want",
+    [((), 0o600), (("--socket-mode", "0660"), 0o660), (("--socket-mode", "600"), 0o600)],
+)
 def test_listen_socket_mode_under_umask_0(sockdir, procs, mode_args, want) -> None:
     px = os.path.join(sockdir, "px.sock")
-    p = procs.start(["vuinspect", "proxy", "--listen", px, "--connect",
-                     os.path.join(sockdir, "be.sock"), "--no-tui", "-q", *mode_args], "proxy",
-                    preexec_fn=lambda: os.umask(0))
+    p = procs.start(
+        [
+            "vuinspect",
+            "proxy",
+            "--listen",
+            px,
+            "--connect",
+            os.path.join(sockdir, "be.sock"),
+            "--no-tui",
+            "-q",
+            *mode_args,
+        ],
+        "proxy",
+        preexec_fn=lambda: os.umask(0),
+    )
     wait_line(p, "listening on")
     st = os.lstat(px)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == want
@@ -66,8 +88,18 @@ def test_listen_socket_mode_under_umask_0(sockdir, procs, mode_args, want) -> No
     assert not os.path.exists(px)  # removed on exit
 
 
-@pytest.mark.parametrize("kind", ["symlink-to-file", "dangling-symlink", "symlink-to-dir",
-                                  "regular-file", "directory", "fifo", "live-socket"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "symlink-to-file",
+        "dangling-symlink",
+        "symlink-to-dir",
+        "regular-file",
+        "directory",
+        "fifo",
+        "live-socket",
+    ],
+)
 def test_listen_path_is_never_clobbered(sockdir, procs, kind) -> None:
     px = os.path.join(sockdir, "px.sock")
     target = os.path.join(sockdir, "precious")
@@ -92,8 +124,11 @@ def test_listen_path_is_never_clobbered(sockdir, procs, kind) -> None:
     before = os.lstat(px)
     line = one_line(proxy_cli("--listen", px, "--connect", os.path.join(sockdir, "be.sock")))
     after = os.lstat(px)
-    assert (after.st_ino, after.st_mode, after.st_mtime_ns) == \
-        (before.st_ino, before.st_mode, before.st_mtime_ns)
+    assert (after.st_ino, after.st_mode, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_mode,
+        before.st_mtime_ns,
+    )
     if kind == "symlink-to-file" or kind == "regular-file":
         with open(px if kind == "regular-file" else target) as f:
             assert f.read() == "precious"
@@ -104,8 +139,9 @@ def test_listen_path_is_never_clobbered(sockdir, procs, kind) -> None:
 
 def test_unownable_paths_are_one_clear_line(sockdir) -> None:
     be = os.path.join(sockdir, "be.sock")
-    line = one_line(proxy_cli("--listen", os.path.join(sockdir, "no", "dir", "px.sock"),
-                              "--connect", be))
+    line = one_line(
+        proxy_cli("--listen", os.path.join(sockdir, "no", "dir", "px.sock"), "--connect", be)
+    )
     assert line.endswith("No such file or directory")
     ro = os.path.join(sockdir, "ro")
     os.mkdir(ro)
@@ -166,8 +202,9 @@ def _assert_restored(be: str, before: os.stat_result) -> None:
 def test_interpose_restores_on_signal(sockdir, procs, sig, quiet) -> None:
     """Quiet: one process; viewer: the signal goes to the viewer, which passes it on."""
     be, before = _interposed_backend(sockdir, procs)
-    p = procs.start(["vuinspect", "proxy", "--interpose", be, "--no-tui",
-                     *(["-q"] if quiet else [])], "proxy")
+    p = procs.start(
+        ["vuinspect", "proxy", "--interpose", be, "--no-tui", *(["-q"] if quiet else [])], "proxy"
+    )
     wait_line(p, "listening on")
     st = os.lstat(be)
     assert st.st_ino != before.st_ino  # the proxy's socket, with the original's mode and owner
@@ -220,8 +257,23 @@ def test_capture_files_are_0600(sockdir, procs) -> None:
     os.chmod(old, 0o644)
     for cap in (new, old):
         px = os.path.join(sockdir, "px.sock")
-        p = procs.start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-q",
-                         "-w", cap, "--force"], "proxy", preexec_fn=lambda: os.umask(0))
+        p = procs.start(
+            [
+                "vuinspect",
+                "proxy",
+                "--listen",
+                px,
+                "--connect",
+                be,
+                "--no-tui",
+                "-q",
+                "-w",
+                cap,
+                "--force",
+            ],
+            "proxy",
+            preexec_fn=lambda: os.umask(0),
+        )
         wait_line(p, f"listening on {px}", count=1 if cap == new else 2)
         fe = Frontend(wire.connect(px))
         fe.handshake()
@@ -236,8 +288,16 @@ def test_capture_never_through_a_symlink(sockdir) -> None:
         f.write("precious")
     link = os.path.join(sockdir, "cap.pcapng")
     os.symlink(target, link)
-    line = one_line(proxy_cli("--listen", os.path.join(sockdir, "px.sock"), "--connect",
-                              os.path.join(sockdir, "be.sock"), "-w", link))
+    line = one_line(
+        proxy_cli(
+            "--listen",
+            os.path.join(sockdir, "px.sock"),
+            "--connect",
+            os.path.join(sockdir, "be.sock"),
+            "-w",
+            link,
+        )
+    )
     assert "symbolic link" in line
     with open(target) as f:
         assert f.read() == "precious"
@@ -248,13 +308,13 @@ def _hostile_frames(n: int) -> list[Frame]:
     """Messages whose count and size fields claim far more than the bytes present."""
     u32max = 0xFFFFFFFF
     payloads = [
-        (5, struct.pack("<II", u32max, 0) + bytes(32 * 8)),          # SET_MEM_TABLE nregions
-        (5, struct.pack("<II", u32max, 0)),                          # ... and no regions at all
-        (24, struct.pack("<III", 0, u32max, 0) + bytes(16)),         # GET_CONFIG size
-        (25, struct.pack("<III", u32max, u32max, u32max)),           # SET_CONFIG
-        (37, bytes(8) + struct.pack("<Q", 2**64 - 1)),               # ADD_MEM_REG, cut
+        (5, struct.pack("<II", u32max, 0) + bytes(32 * 8)),  # SET_MEM_TABLE nregions
+        (5, struct.pack("<II", u32max, 0)),  # ... and no regions at all
+        (24, struct.pack("<III", 0, u32max, 0) + bytes(16)),  # GET_CONFIG size
+        (25, struct.pack("<III", u32max, u32max, u32max)),  # SET_CONFIG
+        (37, bytes(8) + struct.pack("<Q", 2**64 - 1)),  # ADD_MEM_REG, cut
         (31, struct.pack("<QQHH", 2**64 - 1, 2**64 - 1, 0xFFFF, 0xFFFF) + bytes(4)),
-        (44, struct.pack("<II", u32max, 0) + bytes(64)),             # shmem-style counts
+        (44, struct.pack("<II", u32max, 0) + bytes(64)),  # shmem-style counts
     ]
     frames: list[Frame] = [event_frame("open", 1, 1, {"label": "hostile", "byteorder": "little"})]
     ts = 2
@@ -284,8 +344,12 @@ def test_lua_dissector_bounded_on_huge_counts(sockdir) -> None:
         for f in _hostile_frames(n):
             w.write(f)
     t0 = time.monotonic()
-    res = subprocess.run(["tshark", "-r", cap, "-X", f"lua_script:{LUA}", "-V"],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["tshark", "-r", cap, "-X", f"lua_script:{LUA}", "-V"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     hostile_s = time.monotonic() - t0
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout + res.stderr
@@ -303,20 +367,42 @@ def test_lua_dissector_bounded_on_huge_counts(sockdir) -> None:
             f = base[1 + i % (len(base) - 2)]
             w.write(Frame(i + 1, f.conn, f.channel, f.direction, f.data, f.fds, f.kind))
     t0 = time.monotonic()
-    subprocess.run(["tshark", "-r", plain, "-X", f"lua_script:{LUA}", "-V"],
-                   capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        ["tshark", "-r", plain, "-X", f"lua_script:{LUA}", "-V"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     plain_s = time.monotonic() - t0
     # the thousand-message packets hold most of the messages: allow for them, not for counts
     assert hostile_s < max(20.0, 20 * plain_s), (hostile_s, plain_s)
-    report("lua_hostile_counts", packets=2 * n + 2, seconds=round(hostile_s, 2),
-           ordinary_packets_seconds=round(plain_s, 2))
+    report(
+        "lua_hostile_counts",
+        packets=2 * n + 2,
+        seconds=round(hostile_s, 2),
+        ordinary_packets_seconds=round(plain_s, 2),
+    )
 
 
 def test_socket_mode_refuses_nonsense() -> None:
     for bad in ("rw", "1777", "-1", "9"):
-        res = subprocess.run([sys.executable, "-m", "vuinspect", "proxy", "--listen", "/tmp/x",
-                              "--connect", "/tmp/y", "--socket-mode", bad],
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vuinspect",
+                "proxy",
+                "--listen",
+                "/tmp/x",
+                "--connect",
+                "/tmp/y",
+                "--socket-mode",
+                bad,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
         assert "--socket-mode" in res.stderr
 
@@ -327,8 +413,9 @@ def test_connect_side_socket_is_not_left_open_to_others(sockdir, procs) -> None:
     be = os.path.join(sockdir, "be.sock")
     px = os.path.join(sockdir, "px.sock")
     start_backend(procs, be)
-    p = procs.start(["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-q"],
-                    "proxy")
+    p = procs.start(
+        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-q"], "proxy"
+    )
     wait_line(p, "listening on")
     fe = Frontend(wire.connect(px))
     fe.handshake(backend_channel=True)
@@ -377,8 +464,12 @@ def test_unanswered_requests_dissect_in_linear_time(sockdir) -> None:
             w.write(event_frame("open", 1, 1, {"label": "backlog", "byteorder": "little"}))
             w.write(Frame(2, 1, "main", "f2b", header(req, 0x1, 0) * 2500))
         t0 = time.monotonic()
-        res = subprocess.run(["tshark", "-r", cap, "-X", f"lua_script:{LUA}"],
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            ["tshark", "-r", cap, "-X", f"lua_script:{LUA}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         times[req] = time.monotonic() - t0
         assert res.returncode == 0 and "Lua Error" not in res.stdout + res.stderr
     assert times[1] < 3 * times[3] + 1.0, times

@@ -37,15 +37,28 @@ BLK = Path(__file__).resolve().parents[2] / "captures" / "blk.pcapng"
 def as_backend(capture: Path, sock: Path, *args: object, connect: bool = False) -> Iterator[dict]:
     """``vuinspect replay CAPTURE --listen SOCK --as-backend --json`` (``--connect`` with
     ``connect``) as a process; rc, report and stderr fill the yielded dict when the block ends."""
-    argv = [sys.executable, "-m", "vuinspect", "replay", str(capture),
-            "--connect" if connect else "--listen", str(sock), "--as-backend", "--json",
-            *map(str, args)]
+    argv = [
+        sys.executable,
+        "-m",
+        "vuinspect",
+        "replay",
+        str(capture),
+        "--connect" if connect else "--listen",
+        str(sock),
+        "--as-backend",
+        "--json",
+        *map(str, args),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     result: dict = {"proc": proc}
     try:
         deadline = time.monotonic() + 20
-        while (not connect and not sock.exists() and proc.poll() is None
-               and time.monotonic() < deadline):
+        while (
+            not connect
+            and not sock.exists()
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         yield result
     finally:
@@ -75,13 +88,16 @@ def test_front_end_replay_against_back_end_replay(tmp_path, capsys) -> None:
 
 
 def _features_recording(tmp_path: Path) -> Path:
-    return recording(tmp_path, [
-        frame(2, "main", "f2b", build("main", 1)),
-        frame(3, "main", "b2f", build("main", 1, {"features": 0x1234}, reply=True)),
-        frame(4, "main", "f2b", build("main", 3)),
-        frame(5, "main", "f2b", build("main", 15)),
-        frame(6, "main", "b2f", build("main", 15, {"features": 0x8000}, reply=True)),
-    ])
+    return recording(
+        tmp_path,
+        [
+            frame(2, "main", "f2b", build("main", 1)),
+            frame(3, "main", "b2f", build("main", 1, {"features": 0x1234}, reply=True)),
+            frame(4, "main", "f2b", build("main", 3)),
+            frame(5, "main", "f2b", build("main", 15)),
+            frame(6, "main", "b2f", build("main", 15, {"features": 0x8000}, reply=True)),
+        ],
+    )
 
 
 def test_divergence_reported_and_answered_conservatively(tmp_path) -> None:
@@ -101,11 +117,15 @@ def test_divergence_reported_and_answered_conservatively(tmp_path) -> None:
         fe.close()
     report = got["report"]
     assert got["rc"] == 1
-    unexpected = [(e["name"], e["reply"]) for e in report["entries"]
-                  if e["status"] == "unexpected"]
-    assert unexpected == [("GET_QUEUE_NUM", False), ("GET_QUEUE_NUM", True),
-                          ("GET_FEATURES", False), ("GET_FEATURES", True),
-                          ("SET_VRING_NUM", False), ("SET_VRING_NUM", True)]
+    unexpected = [(e["name"], e["reply"]) for e in report["entries"] if e["status"] == "unexpected"]
+    assert unexpected == [
+        ("GET_QUEUE_NUM", False),
+        ("GET_QUEUE_NUM", True),
+        ("GET_FEATURES", False),
+        ("GET_FEATURES", True),
+        ("SET_VRING_NUM", False),
+        ("SET_VRING_NUM", True),
+    ]
     assert report["counts"]["same"] == 5
     assert report["notes"] == [
         "front-end request #2 GET_QUEUE_NUM: not in the recording; answered with an empty "
@@ -118,16 +138,20 @@ def test_divergence_reported_and_answered_conservatively(tmp_path) -> None:
 
 def test_backend_channel_requests_sent_where_they_were_recorded(tmp_path) -> None:
     """A recorded CONFIG_CHANGE_MSG follows SET_OWNER: it comes after SET_OWNER, not before."""
-    rec = recording(tmp_path, [
-        frame(2, "main", "f2b", build("main", 21, need_reply=True),
-              ("socket:unix-stream",)),
-        frame(3, "main", "b2f", build("main", 21, {"result": 0}, reply=True, layout="ack")),
-        frame(4, "main", "f2b", build("main", 3)),
-        frame(5, "backend", "b2f", build("backend", 2, need_reply=True)),
-        frame(6, "backend", "f2b", build("backend", 2, {"result": 0}, reply=True, layout="ack")),
-        frame(7, "main", "f2b", build("main", 1)),
-        frame(8, "main", "b2f", build("main", 1, {"features": 1}, reply=True)),
-    ])
+    rec = recording(
+        tmp_path,
+        [
+            frame(2, "main", "f2b", build("main", 21, need_reply=True), ("socket:unix-stream",)),
+            frame(3, "main", "b2f", build("main", 21, {"result": 0}, reply=True, layout="ack")),
+            frame(4, "main", "f2b", build("main", 3)),
+            frame(5, "backend", "b2f", build("backend", 2, need_reply=True)),
+            frame(
+                6, "backend", "f2b", build("backend", 2, {"result": 0}, reply=True, layout="ack")
+            ),
+            frame(7, "main", "f2b", build("main", 1)),
+            frame(8, "main", "b2f", build("main", 1, {"features": 1}, reply=True)),
+        ],
+    )
     sock = tmp_path / "be.sock"
     with as_backend(rec, sock, "--timeout", "2") as got:
         fe = Frontend(_connect(sock))
@@ -146,21 +170,29 @@ def test_backend_channel_requests_sent_where_they_were_recorded(tmp_path) -> Non
         ours.close()
     assert (request.request, request.flags) == (2, 0x9)
     assert got["rc"] == 0, [e for e in got["report"]["entries"] if e["status"] != "same"]
-    channel = [(e["name"], e["reply"], e["status"]) for e in got["report"]["entries"]
-               if e["channel"] == "backend"]
-    assert channel == [("BACKEND_CONFIG_CHANGE_MSG", False, "same"),
-                       ("BACKEND_CONFIG_CHANGE_MSG", True, "same")]
+    channel = [
+        (e["name"], e["reply"], e["status"])
+        for e in got["report"]["entries"]
+        if e["channel"] == "backend"
+    ]
+    assert channel == [
+        ("BACKEND_CONFIG_CHANGE_MSG", False, "same"),
+        ("BACKEND_CONFIG_CHANGE_MSG", True, "same"),
+    ]
 
 
 def test_recorded_ack_not_sent_when_not_asked_for(tmp_path) -> None:
     """Recorded with NEED_REPLY, sent without: an ack now would answer the next request."""
-    rec = recording(tmp_path, [
-        frame(2, "main", "f2b", build("main", 2, {"features": 1}, need_reply=True)),
-        frame(3, "main", "b2f", build("main", 2, {"result": 0}, reply=True, layout="ack")),
-        frame(4, "main", "f2b", build("main", 1)),
-        frame(5, "main", "b2f", build("main", 1, {"features": 0x99}, reply=True)),
-        frame(6, "main", "f2b", build("main", 3)),
-    ])
+    rec = recording(
+        tmp_path,
+        [
+            frame(2, "main", "f2b", build("main", 2, {"features": 1}, need_reply=True)),
+            frame(3, "main", "b2f", build("main", 2, {"result": 0}, reply=True, layout="ack")),
+            frame(4, "main", "f2b", build("main", 1)),
+            frame(5, "main", "b2f", build("main", 1, {"features": 0x99}, reply=True)),
+            frame(6, "main", "f2b", build("main", 3)),
+        ],
+    )
     sock = tmp_path / "be.sock"
     with as_backend(rec, sock, "--timeout", "2") as got:
         fe = Frontend(_connect(sock))
@@ -171,13 +203,17 @@ def test_recorded_ack_not_sent_when_not_asked_for(tmp_path) -> None:
     report = got["report"]
     assert got["rc"] == 1
     assert [(e["name"], e["reply"], e["status"]) for e in report["entries"]] == [
-        ("SET_FEATURES", False, "different"), ("SET_FEATURES", True, "missing"),
-        ("GET_FEATURES", False, "same"), ("GET_FEATURES", True, "same"),
-        ("SET_OWNER", False, "missing")]
+        ("SET_FEATURES", False, "different"),
+        ("SET_FEATURES", True, "missing"),
+        ("GET_FEATURES", False, "same"),
+        ("GET_FEATURES", True, "same"),
+        ("SET_OWNER", False, "missing"),
+    ]
     assert report["notes"] == [
         "front-end request #1 SET_FEATURES: sent without NEED_REPLY; the reply recorded at "
         "frame 3 not sent",
-        "the front-end closed the connection; the recording's next was frame 6 SET_OWNER"]
+        "the front-end closed the connection; the recording's next was frame 6 SET_OWNER",
+    ]
 
 
 def test_connects_to_a_listening_front_end(tmp_path) -> None:
@@ -198,14 +234,20 @@ def test_connects_to_a_listening_front_end(tmp_path) -> None:
 
 
 def test_no_listening_front_end(tmp_path) -> None:
-    with as_backend(_features_recording(tmp_path), tmp_path / "none.sock", "--accept-timeout",
-                    "0.3", connect=True) as got:
+    with as_backend(
+        _features_recording(tmp_path),
+        tmp_path / "none.sock",
+        "--accept-timeout",
+        "0.3",
+        connect=True,
+    ) as got:
         pass
     assert got["rc"] == 1 and got["report"] is None
     assert "none.sock within 0.3 s" in got["err"]
 
 
 # -- bounded: silence, half a message, a liar, nobody, a front-end that stops reading ----------
+
 
 def test_silent_front_end_ends_the_session(tmp_path) -> None:
     sock = tmp_path / "be.sock"
@@ -217,8 +259,9 @@ def test_silent_front_end_ends_the_session(tmp_path) -> None:
         s.close()
     assert time.monotonic() - t0 < 10
     assert got["rc"] == 1
-    assert got["report"]["notes"] == ["no message from the front-end for 0.5 s; the recording's "
-                                      "next was frame 2 GET_FEATURES"]
+    assert got["report"]["notes"] == [
+        "no message from the front-end for 0.5 s; the recording's next was frame 2 GET_FEATURES"
+    ]
     assert got["report"]["counts"]["missing"] == 5  # 3 requests, 2 replies
 
 
@@ -231,7 +274,8 @@ def test_oversized_header_refused(tmp_path) -> None:
         s.close()
     assert got["rc"] == 1
     assert got["report"]["notes"] == [
-        "main channel: frontend: header announces 1073741824 payload bytes (max 4096)"]
+        "main channel: frontend: header announces 1073741824 payload bytes (max 4096)"
+    ]
 
 
 def test_endless_front_end_stopped_at_the_budget(tmp_path) -> None:
@@ -263,10 +307,15 @@ def test_nobody_connects(tmp_path) -> None:
 def test_front_end_that_stops_reading_cannot_hang_it(tmp_path) -> None:
     """1200 GET_CONFIG, each answered with a 3 KB recorded reply, none read: the send times out."""
     request = struct.pack("=III", 0, 3000, 0)
-    rec = recording(tmp_path, [
-        frame(2, "main", "f2b", wire.pack(24, 1, request + bytes(3000))),
-        frame(3, "main", "b2f", wire.pack(24, 5, request + bytes(range(256)) * 11 + bytes(184))),
-    ])
+    rec = recording(
+        tmp_path,
+        [
+            frame(2, "main", "f2b", wire.pack(24, 1, request + bytes(3000))),
+            frame(
+                3, "main", "b2f", wire.pack(24, 5, request + bytes(range(256)) * 11 + bytes(184))
+            ),
+        ],
+    )
     sock = tmp_path / "be.sock"
     t0 = time.monotonic()
     with as_backend(rec, sock, "--timeout", "0.5") as got:
@@ -284,7 +333,9 @@ def test_front_end_that_stops_reading_cannot_hang_it(tmp_path) -> None:
     s.close()
     assert time.monotonic() - t0 < 25
     assert got["rc"] == 1
-    assert any(n.startswith("main channel: cannot send GET_CONFIG (") for n in got["report"]["notes"])
+    assert any(
+        n.startswith("main channel: cannot send GET_CONFIG (") for n in got["report"]["notes"]
+    )
 
 
 def test_listen_and_connect_are_exclusive(tmp_path, capsys) -> None:

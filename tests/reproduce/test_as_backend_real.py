@@ -58,9 +58,16 @@ def test_qemu_boots_against_replayed_storage_daemon(shortdir) -> None:
     sock = shortdir / "be.sock"
     session = shortdir / "session.pcapng"
     ignores = [a for i in ADDRESSES for a in ("--ignore", i)]
-    with (as_backend(BLK, sock, "--timeout", "5", "-w", session, *ignores) as got,
-          runners.qemu(runners.blk_device(sock), shortdir, kernel=guest.kernel,
-                       initrd=guest.initrd, append="console=ttyS0 panic=-1") as qemu):
+    with (
+        as_backend(BLK, sock, "--timeout", "5", "-w", session, *ignores) as got,
+        runners.qemu(
+            runners.blk_device(sock),
+            shortdir,
+            kernel=guest.kernel,
+            initrd=guest.initrd,
+            append="console=ttyS0 panic=-1",
+        ) as qemu,
+    ):
         # the session ends after 5 s of silence; QEMU is stopped only then (on SIGTERM it
         # would stop the device itself, which is not what the recording did at that point)
         got["proc"].wait(45)
@@ -73,8 +80,9 @@ def test_qemu_boots_against_replayed_storage_daemon(shortdir) -> None:
     missing = [e["a_frame"] for e in entries if e["status"] == "missing"]
     assert missing == list(range(32, 46))  # the firmware's stop and the Linux driver's session
     assert report["counts"] == {"same": 30, "different": 0, "missing": 14, "unexpected": 0}
-    assert report["notes"] == ["no message from the front-end for 5 s; the recording's next "
-                               "was frame 32 SET_VRING_ENABLE"]
+    assert report["notes"] == [
+        "no message from the front-end for 5 s; the recording's next was frame 32 SET_VRING_ENABLE"
+    ]
     assert got["rc"] == 1
     assert qemu.count(r"Linux version") == 0  # the guest never left its firmware
 
@@ -92,9 +100,17 @@ def test_qemu_server_reaches_driver_ok_against_replayed_testpmd(shortdir) -> Non
     sock = shortdir / "qemu.sock"
     with runners.qemu(runners.net_server_device(sock), shortdir) as qemu:
         runners.wait_for_socket(sock, 20, qemu)
-        with as_backend(BLK.parent / "net.pcapng", sock, "--timeout", "10",
-                        "--ignore", "*userspace_addr", "--ignore", "SET_VRING_ADDR:payload.*",
-                        connect=True) as got:
+        with as_backend(
+            BLK.parent / "net.pcapng",
+            sock,
+            "--timeout",
+            "10",
+            "--ignore",
+            "*userspace_addr",
+            "--ignore",
+            "SET_VRING_ADDR:payload.*",
+            connect=True,
+        ) as got:
             got["proc"].wait(45)
     report = got["report"]
     assert got["rc"] == 0, (report, got["err"])
@@ -112,9 +128,16 @@ TESTPMD = ("--no-huge", "-m", "512", "--no-pci", "-l", "0-1", "--log-level=lib.e
 def virtio_user(sock: Path, log_dir: Path, name: str) -> Iterator[runners.Proc]:
     """An interactive dpdk-testpmd whose only port is virtio-user on ``sock`` (the front-end)."""
     prefix = f"vuab{os.getpid()}-{name}"
-    argv = [runners.require("dpdk-testpmd"), *TESTPMD, f"--file-prefix={prefix}",
-            "--vdev", f"net_virtio_user0,path={sock},queues=1", "--", "-i",
-            "--total-num-mbufs=8192"]
+    argv = [
+        runners.require("dpdk-testpmd"),
+        *TESTPMD,
+        f"--file-prefix={prefix}",
+        "--vdev",
+        f"net_virtio_user0,path={sock},queues=1",
+        "--",
+        "-i",
+        "--total-num-mbufs=8192",
+    ]
     try:
         with runners.running(name, argv, log_dir, stdin=subprocess.PIPE) as proc:
             yield proc
@@ -137,11 +160,17 @@ def link_up_then_quit(proc: runners.Proc) -> None:
 def test_virtio_user_link_up_against_replayed_testpmd(shortdir) -> None:
     _require("dpdk-testpmd")
     # 1. Record virtio-user -> vuinspect proxy -> testpmd net_vhost.
-    backend_sock, proxy_sock, cap = shortdir / "be.sock", shortdir / "p.sock", shortdir / "vu.pcapng"
+    backend_sock, proxy_sock, cap = (
+        shortdir / "be.sock",
+        shortdir / "p.sock",
+        shortdir / "vu.pcapng",
+    )
     with runners.testpmd(backend_sock, shortdir, client=False) as backend:
         runners.wait_for_socket(backend_sock, 20, backend)
-        with (runners.proxy(proxy_sock, backend_sock, cap, shortdir, extra=["--device", "net"]),
-              virtio_user(proxy_sock, shortdir, "frontend1") as fe):
+        with (
+            runners.proxy(proxy_sock, backend_sock, cap, shortdir, extra=["--device", "net"]),
+            virtio_user(proxy_sock, shortdir, "frontend1") as fe,
+        ):
             link_up_then_quit(fe)
     recorded = read_messages(str(cap))
     names = [m.name for m in recorded if m.kind == "message" and not m.is_reply]
@@ -150,7 +179,10 @@ def test_virtio_user_link_up_against_replayed_testpmd(shortdir) -> None:
 
     # 2. The same front-end against the replayed back-end: link up, the session as recorded.
     sock = shortdir / "replay.sock"
-    with as_backend(cap, sock, "--timeout", "5") as got, virtio_user(sock, shortdir, "frontend2") as fe:
+    with (
+        as_backend(cap, sock, "--timeout", "5") as got,
+        virtio_user(sock, shortdir, "frontend2") as fe,
+    ):
         link_up_then_quit(fe)
     assert got["rc"] == 0, (got["report"], got["err"])
     counts = got["report"]["counts"]

@@ -46,7 +46,9 @@ def with_ro(frame: Frame) -> Frame:
         (features,) = struct.unpack_from("<Q", frame.data, 12)
         with_ro.done = getattr(with_ro, "done", 0) + 1
         if with_ro.done == 1:
-            return dataclasses.replace(frame, data=frame.data[:12] + struct.pack("<Q", features | RO))
+            return dataclasses.replace(
+                frame, data=frame.data[:12] + struct.pack("<Q", features | RO)
+            )
     return frame
 
 
@@ -73,8 +75,9 @@ def test_mutated_reply_names_the_field_and_the_bit(tmp_path, capsys) -> None:
     assert report["equal"] is False and report["counts"]["different"] == 1
     (entry,) = [e for e in report["entries"] if e["status"] != "same"]
     assert entry["name"] == "GET_FEATURES" and entry["reply"] is True
-    assert entry["fields"] == [{"field": "payload.features", "a": 0x175007E46,
-                                "b": 0x175007E66, "note": "+RO"}]
+    assert entry["fields"] == [
+        {"field": "payload.features", "a": 0x175007E46, "b": 0x175007E66, "note": "+RO"}
+    ]
 
     rc, out = run(capsys, BLK, changed, "--ignore", "payload.features")
     assert rc == 0, out
@@ -96,26 +99,37 @@ def test_missing_request_resynchronises(tmp_path, capsys) -> None:
 def test_blk_vs_net_differs(capsys) -> None:
     rc, out = run(capsys, BLK, CAPTURES / "net.pcapng")
     assert rc == 1
-    assert "SET_MEM_TABLE: unexpected" in out  # net maps memory with SET_MEM_TABLE, blk with ADD_MEM_REG
+    assert (
+        "SET_MEM_TABLE: unexpected" in out
+    )  # net maps memory with SET_MEM_TABLE, blk with ADD_MEM_REG
     assert "ADD_MEM_REG: missing" in out
 
 
 def test_fds_compared_by_role_kind_and_size() -> None:
-    assert fd_kind("guest-memory: memfd:memory-backend-memfd size=256MiB") == \
-        "guest-memory: memfd size=256MiB"
+    assert (
+        fd_kind("guest-memory: memfd:memory-backend-memfd size=256MiB")
+        == "guest-memory: memfd size=256MiB"
+    )
     assert fd_kind("memfd:ram size=1GiB hugetlb") == "memfd size=1GiB hugetlb"
     assert fd_kind("kick: eventfd") == "kick: eventfd"
-    assert fd_kind("backend-channel: socket:unix-stream (back-end channel, relayed by vuinspect)") \
+    assert (
+        fd_kind("backend-channel: socket:unix-stream (back-end channel, relayed by vuinspect)")
         == "backend-channel: socket:unix-stream"
+    )
     a = read_messages(str(BLK))
-    renamed = [dataclasses.replace(m, fds=tuple(d.replace("memory-backend-memfd", "other")
-                                                for d in m.fds)) for m in a]
+    renamed = [
+        dataclasses.replace(m, fds=tuple(d.replace("memory-backend-memfd", "other") for d in m.fds))
+        for m in a
+    ]
     assert compare(a, renamed).equal
-    resized = [dataclasses.replace(m, fds=tuple(d.replace("256MiB", "128MiB") for d in m.fds))
-               for m in a]
+    resized = [
+        dataclasses.replace(m, fds=tuple(d.replace("256MiB", "128MiB") for d in m.fds)) for m in a
+    ]
     report = compare(a, resized)
-    assert [(e.name, [d.field for d in e.diffs]) for e in report.entries
-            if e.status != "same"] == [("ADD_MEM_REG", ["fds"]), ("ADD_MEM_REG", ["fds"])]
+    assert [(e.name, [d.field for d in e.diffs]) for e in report.entries if e.status != "same"] == [
+        ("ADD_MEM_REG", ["fds"]),
+        ("ADD_MEM_REG", ["fds"]),
+    ]
 
 
 def test_not_a_capture(tmp_path, capsys) -> None:

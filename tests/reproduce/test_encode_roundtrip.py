@@ -27,8 +27,9 @@ MAX_TAIL = 64
 BY_NAME = {lay.name: lay for lay in ALL_LAYOUTS}
 #: Examples per layout: a quick CI run, x20 with VUINSPECT_RELIABILITY=full.
 EXAMPLES = 500 if os.environ.get("VUINSPECT_RELIABILITY") == "full" else 25
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _count_limits(layout: Layout) -> dict[str, int]:
@@ -43,8 +44,11 @@ def _count_limits(layout: Layout) -> dict[str, int]:
 
 def _plain(layout: Layout) -> bool:
     """Fixed fields only, none of them padding, a count or a layout selector."""
-    return layout.when is None and not _count_limits(layout) and all(
-        isinstance(f, Field) and f.display != "padding" for f in layout.fields)
+    return (
+        layout.when is None
+        and not _count_limits(layout)
+        and all(isinstance(f, Field) and f.display != "padding" for f in layout.fields)
+    )
 
 
 @st.composite
@@ -80,8 +84,11 @@ def layout_bytes(draw: st.DrawFn, layout: Layout, order: str) -> bytes:
 
 
 def test_every_layout_is_covered() -> None:
-    named = {lay.name for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS)
-             for lay in (*spec.request, *spec.reply)}
+    named = {
+        lay.name
+        for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS)
+        for lay in (*spec.request, *spec.reply)
+    }
     assert named <= set(BY_NAME), named - set(BY_NAME)
     assert len(ALL_LAYOUTS) >= 30
 
@@ -109,13 +116,16 @@ def _messages() -> list[tuple[str, int, bool, Layout]]:
 MESSAGES = _messages()
 
 
-@pytest.mark.parametrize(("channel", "req_id", "reply", "layout"), MESSAGES,
-                         ids=[f"{c}-{r}-{'reply' if rep else 'req'}-{lay.name}"
-                              for c, r, rep, lay in MESSAGES])
+@pytest.mark.parametrize(
+    ("channel", "req_id", "reply", "layout"),
+    MESSAGES,
+    ids=[f"{c}-{r}-{'reply' if rep else 'req'}-{lay.name}" for c, r, rep, lay in MESSAGES],
+)
 @SETTINGS
 @given(data=st.data())
-def test_message_roundtrip(channel: str, req_id: int, reply: bool, layout: Layout,
-                           data: st.DataObject) -> None:
+def test_message_roundtrip(
+    channel: str, req_id: int, reply: bool, layout: Layout, data: st.DataObject
+) -> None:
     """A whole message through the Pipeline, then re-encoded with the layout it chose."""
     payload = data.draw(layout_bytes(layout, "<"))
     if len(payload) > MAX_PAYLOAD:

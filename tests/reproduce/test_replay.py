@@ -55,6 +55,7 @@ def qsd():
     work = Path(tempfile.mkdtemp(prefix="vurp-", dir="/tmp"))  # short socket paths
     started: list[runners.Proc] = []
     with contextlib.ExitStack() as stack:
+
         def start(**export: str) -> Path:
             n = len(started)
             image = work / f"disk{n}.img"
@@ -62,9 +63,13 @@ def qsd():
                 f.truncate(recorded_capacity())
             sock = work / f"qsd{n}.sock"
             opts = ",".join(f"{k}={v}" for k, v in {"writable": "on", **export}.items())
-            argv = [program, "--blockdev", f"driver=file,node-name=file,filename={image}",
-                    "--export", "type=vhost-user-blk,id=exp,node-name=file,addr.type=unix,"
-                    f"addr.path={sock},{opts}"]
+            argv = [
+                program,
+                "--blockdev",
+                f"driver=file,node-name=file,filename={image}",
+                "--export",
+                f"type=vhost-user-blk,id=exp,node-name=file,addr.type=unix,addr.path={sock},{opts}",
+            ]
             proc = stack.enter_context(runners.running(f"qsd{n}", argv, work))
             started.append(proc)
             runners.wait_for_socket(sock, 10, proc)
@@ -91,12 +96,15 @@ def test_replay_blk_against_fresh_storage_daemon(qsd, tmp_path, capsys) -> None:
     rc, out = replay(capsys, BLK, "--connect", qsd(), "--json")
     assert rc == 1
     report = json.loads(out)
-    diffs = [(e["name"], f["field"], f["a"], f["b"]) for e in report["entries"]
-             for f in e["fields"]]
-    assert diffs == [("GET_VRING_BASE", "payload.num", 1, 0),
-                     ("GET_VRING_BASE", "payload.avail_idx", 1, 0),
-                     ("GET_VRING_BASE", "payload.num", 35, 0),
-                     ("GET_VRING_BASE", "payload.avail_idx", 35, 0)]
+    diffs = [
+        (e["name"], f["field"], f["a"], f["b"]) for e in report["entries"] for f in e["fields"]
+    ]
+    assert diffs == [
+        ("GET_VRING_BASE", "payload.num", 1, 0),
+        ("GET_VRING_BASE", "payload.avail_idx", 1, 0),
+        ("GET_VRING_BASE", "payload.num", 35, 0),
+        ("GET_VRING_BASE", "payload.avail_idx", 35, 0),
+    ]
     assert report["counts"] == {"same": 42, "different": 2, "missing": 0, "unexpected": 0}
 
     # The replay is a capture like any other: diff it against the recording.
@@ -120,6 +128,7 @@ def test_replay_against_read_only_export_names_the_bit(qsd, capsys) -> None:
 
 # -- without a real back-end: timeouts, a back-end that leaves, the back-end channel -----------
 
+
 def _serve(backend_kw: dict, path: Path) -> tuple[threading.Thread, list[Backend]]:
     listener = wire.listen(str(path))
     got: list[Backend] = []
@@ -138,20 +147,36 @@ def _serve(backend_kw: dict, path: Path) -> tuple[threading.Thread, list[Backend
 
 def test_backend_channel_answered_as_recorded(tmp_path, capsys) -> None:
     answer = build("backend", 2, {"result": 7}, reply=True, layout="ack")
-    rec = _recording(tmp_path, [
-        _f(2, "main", "f2b", build("main", 1)),
-        _f(3, "main", "b2f", build("main", 1, {"features": 1 << 30}, reply=True)),
-        _f(4, "main", "f2b", build("main", 21, need_reply=True),
-           ("socket:unix-stream (back-end channel, relayed by vuinspect)",)),
-        _f(5, "backend", "b2f", build("backend", 2, need_reply=True)),
-        _f(6, "backend", "f2b", answer),
-        _f(7, "main", "b2f", build("main", 21, {"result": 0}, reply=True, layout="ack")),
-        _f(8, "main", "f2b", build("main", 13, {"index": 0}), ("eventfd",)),
-    ])
+    rec = _recording(
+        tmp_path,
+        [
+            _f(2, "main", "f2b", build("main", 1)),
+            _f(3, "main", "b2f", build("main", 1, {"features": 1 << 30}, reply=True)),
+            _f(
+                4,
+                "main",
+                "f2b",
+                build("main", 21, need_reply=True),
+                ("socket:unix-stream (back-end channel, relayed by vuinspect)",),
+            ),
+            _f(5, "backend", "b2f", build("backend", 2, need_reply=True)),
+            _f(6, "backend", "f2b", answer),
+            _f(7, "main", "b2f", build("main", 21, {"result": 0}, reply=True, layout="ack")),
+            _f(8, "main", "f2b", build("main", 13, {"index": 0}), ("eventfd",)),
+        ],
+    )
     sock = tmp_path / "be.sock"
     t, got = _serve({"backend_requests": 1}, sock)
-    rc, out = replay(capsys, rec, "--connect", sock, "--timeout", "2",
-                     "--ignore", "GET_FEATURES:payload.features")
+    rc, out = replay(
+        capsys,
+        rec,
+        "--connect",
+        sock,
+        "--timeout",
+        "2",
+        "--ignore",
+        "GET_FEATURES:payload.features",
+    )
     t.join(5)
     assert rc == 0, out
     (backend,) = got
@@ -161,11 +186,14 @@ def test_backend_channel_answered_as_recorded(tmp_path, capsys) -> None:
 
 
 def test_missing_reply_times_out_and_is_reported(tmp_path, capsys) -> None:
-    rec = _recording(tmp_path, [
-        _f(2, "main", "f2b", build("main", 1)),
-        _f(3, "main", "b2f", build("main", 1, {"features": 1}, reply=True)),
-        _f(4, "main", "f2b", build("main", 3)),
-    ])
+    rec = _recording(
+        tmp_path,
+        [
+            _f(2, "main", "f2b", build("main", 1)),
+            _f(3, "main", "b2f", build("main", 1, {"features": 1}, reply=True)),
+            _f(4, "main", "f2b", build("main", 3)),
+        ],
+    )
     sock = tmp_path / "stall.sock"
     t, got = _serve({"stall": True}, sock)
     rc, out = replay(capsys, rec, "--connect", sock, "--timeout", "0.3")
@@ -177,11 +205,18 @@ def test_missing_reply_times_out_and_is_reported(tmp_path, capsys) -> None:
 
 
 def test_backend_closing_early_ends_the_replay(tmp_path, capsys) -> None:
-    rec = _recording(tmp_path, [
-        _f(2 + i, "main", "f2b" if i % 2 == 0 else "b2f",
-           build("main", 1, None if i % 2 == 0 else {"features": 1}, reply=i % 2 == 1))
-        for i in range(20)
-    ])
+    rec = _recording(
+        tmp_path,
+        [
+            _f(
+                2 + i,
+                "main",
+                "f2b" if i % 2 == 0 else "b2f",
+                build("main", 1, None if i % 2 == 0 else {"features": 1}, reply=i % 2 == 1),
+            )
+            for i in range(20)
+        ],
+    )
     path = tmp_path / "close.sock"
     listener = wire.listen(str(path))
 
@@ -216,6 +251,7 @@ def test_fds_sized_from_the_region_table() -> None:
 
 # -- the other shipped captures against their back-ends -------------------------------------
 
+
 @pytest.fixture
 def shortdir():
     path = Path(tempfile.mkdtemp(prefix="vurp-", dir="/tmp"))
@@ -232,8 +268,14 @@ def test_replay_fs_against_fresh_virtiofsd(shortdir, capsys) -> None:
     (shortdir / "src").mkdir()
     sock = shortdir / "fs.sock"
     with runners.virtiofsd(sock, shortdir / "src", shortdir):
-        rc, out = replay(capsys, BLK.parent / "fs.pcapng", "--connect", sock,
-                         "--ignore", "GET_VRING_BASE:payload.*")
+        rc, out = replay(
+            capsys,
+            BLK.parent / "fs.pcapng",
+            "--connect",
+            sock,
+            "--ignore",
+            "GET_VRING_BASE:payload.*",
+        )
     assert rc == 0, out
     assert out.strip().endswith("(equal)")
 
@@ -290,21 +332,52 @@ def test_backend_that_stops_reading_cannot_hang_the_replay(tmp_path, capsys) -> 
 def test_memory_log_and_inflight_fds_sized_for_the_back_end(tmp_path, capsys) -> None:
     """A back-end that checks what it got: every fd large enough for its recorded table."""
     mib = 1 << 20
-    regions = [{"guest_phys_addr": 0, "memory_size": 2 * mib, "userspace_addr": 0x7F0000000000,
-                "mmap_offset": 0},
-               {"guest_phys_addr": 4 * mib, "memory_size": 3 * mib,
-                "userspace_addr": 0x7F0000400000, "mmap_offset": mib}]
-    rec = _recording(tmp_path, [
-        _f(2, "main", "f2b", build("main", 5, {"nregions": 2, "regions": regions}, need_reply=True),
-           ("memfd:ram0 size=4096", "memfd:ram1 size=4096")),
-        _f(3, "main", "b2f", build("main", 5, {"result": 0}, reply=True, layout="ack")),
-        _f(4, "main", "f2b", build("main", 6, {"mmap_size": 5 * mib, "mmap_offset": 0},
-                                   need_reply=True), ("memfd:log",)),
-        _f(5, "main", "b2f", build("main", 6, {"value": 0}, reply=True)),
-        _f(6, "main", "f2b", build("main", 32, {"mmap_size": 8192, "mmap_offset": 4096,
-                                                "num_queues": 1, "queue_size": 128}),
-           ("memfd:inflight size=4096",)),
-    ])
+    regions = [
+        {
+            "guest_phys_addr": 0,
+            "memory_size": 2 * mib,
+            "userspace_addr": 0x7F0000000000,
+            "mmap_offset": 0,
+        },
+        {
+            "guest_phys_addr": 4 * mib,
+            "memory_size": 3 * mib,
+            "userspace_addr": 0x7F0000400000,
+            "mmap_offset": mib,
+        },
+    ]
+    rec = _recording(
+        tmp_path,
+        [
+            _f(
+                2,
+                "main",
+                "f2b",
+                build("main", 5, {"nregions": 2, "regions": regions}, need_reply=True),
+                ("memfd:ram0 size=4096", "memfd:ram1 size=4096"),
+            ),
+            _f(3, "main", "b2f", build("main", 5, {"result": 0}, reply=True, layout="ack")),
+            _f(
+                4,
+                "main",
+                "f2b",
+                build("main", 6, {"mmap_size": 5 * mib, "mmap_offset": 0}, need_reply=True),
+                ("memfd:log",),
+            ),
+            _f(5, "main", "b2f", build("main", 6, {"value": 0}, reply=True)),
+            _f(
+                6,
+                "main",
+                "f2b",
+                build(
+                    "main",
+                    32,
+                    {"mmap_size": 8192, "mmap_offset": 4096, "num_queues": 1, "queue_size": 128},
+                ),
+                ("memfd:inflight size=4096",),
+            ),
+        ],
+    )
     path = tmp_path / "sizes.sock"
     listener = wire.listen(str(path))
     seen: list[tuple[int, list[int]]] = []
@@ -325,18 +398,23 @@ def test_memory_log_and_inflight_fds_sized_for_the_back_end(tmp_path, capsys) ->
     listener.close()
     assert seen == [(5, [2 * mib, 4 * mib]), (6, [5 * mib]), (32, [8192 + 4096])]
     assert rc == 1  # the fds now say their real sizes
-    assert ("fds: guest-memory: memfd size=4096, guest-memory: memfd size=4096 -> "
-            "guest-memory: memfd size=2MiB, guest-memory: memfd size=4MiB") in out
+    assert (
+        "fds: guest-memory: memfd size=4096, guest-memory: memfd size=4096 -> "
+        "guest-memory: memfd size=2MiB, guest-memory: memfd size=4MiB"
+    ) in out
     assert "fds: inflight: memfd size=4096 -> inflight: memfd size=12KiB" in out
 
 
 def test_oversized_header_ends_the_channel(tmp_path, capsys) -> None:
     """A reply announcing 1 GiB of payload: refused (no allocation), noted, replay over."""
-    rec = _recording(tmp_path, [
-        _f(2, "main", "f2b", build("main", 1)),
-        _f(3, "main", "b2f", build("main", 1, {"features": 1}, reply=True)),
-        _f(4, "main", "f2b", build("main", 3)),
-    ])
+    rec = _recording(
+        tmp_path,
+        [
+            _f(2, "main", "f2b", build("main", 1)),
+            _f(3, "main", "b2f", build("main", 1, {"features": 1}, reply=True)),
+            _f(4, "main", "f2b", build("main", 3)),
+        ],
+    )
     path = tmp_path / "huge.sock"
     listener = wire.listen(str(path))
 
@@ -353,4 +431,6 @@ def test_oversized_header_ends_the_channel(tmp_path, capsys) -> None:
     t.join(5)
     listener.close()
     assert rc == 1
-    assert "note: main channel: backend: header announces 1073741824 payload bytes (max 4096)" in out
+    assert (
+        "note: main channel: backend: header announces 1073741824 payload bytes (max 4096)" in out
+    )

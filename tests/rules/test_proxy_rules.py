@@ -19,10 +19,12 @@ pytestmark = pytest.mark.timeout(30)
 
 def ruled(proxy, *rules: str):
     """A ``proxy`` maker whose server has ``rules`` before any connection arrives."""
+
     def make(routes, **kw):
         srv, rec = proxy(routes, **kw)
         srv.rules = RuleSet([parse_rule(r) for r in rules])
         return srv, rec
+
     return make
 
 
@@ -36,8 +38,10 @@ def recv(sock: socket.socket, timeout: float = 5.0) -> wire.Msg | None:
 
 def notes(rec, n: int = 1) -> list[dict]:
     """The rule notes recorded (waits for ``n``: frames reach the sink on another thread)."""
+
     def got() -> list[dict]:
         return [i for i in rec.events("note") if "rule" in i]
+
     if n:
         wait_until(lambda: len(got()) >= n, what=f"{n} rule note(s)")
     return got()
@@ -94,7 +98,8 @@ def test_delay_does_not_hold_other_connections(sockdir, proxy):
 
 def test_drop_closes_fds_and_sends_nothing(sockdir, proxy):
     fe, be, srv, rec = relayed_pair(
-        sockdir, ruled(proxy, "drop: name == SET_VRING_CALL and payload.index == 1"))
+        sockdir, ruled(proxy, "drop: name == SET_VRING_CALL and payload.index == 1")
+    )
     r, w = os.pipe()
     try:
         wire.send_raw(fe, wire.pack(wire.SET_VRING_CALL, wire.FLAG_VERSION, wire.U64.pack(1)), [w])
@@ -166,7 +171,9 @@ def test_disconnect_cuts_both_sides(sockdir, proxy):
 
 
 def test_corrupt_once(sockdir, proxy):
-    fe, be, srv, rec = relayed_pair(sockdir, ruled(proxy, "corrupt 4^=0xff once: name == SET_VRING_NUM"))
+    fe, be, srv, rec = relayed_pair(
+        sockdir, ruled(proxy, "corrupt 4^=0xff once: name == SET_VRING_NUM")
+    )
     msg = wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, struct.pack("=II", 0, 256))
     fe.sendall(msg)
     fe.sendall(msg)

@@ -37,11 +37,24 @@ def test_drop_vring_call_stalls_guest_io(guest, workdir):
     append = cmdline("blk", "dropcall", 256).replace(" quiet", "")  # kernel lines: [vda]
     with contextlib.ExitStack() as stack:
         stack.enter_context(runners.storage_daemon(image, workdir / "qsd.sock", workdir))
-        stack.enter_context(runners.proxy(workdir / "vu.sock", workdir / "qsd.sock", cap_path,
-                                          workdir, extra=["--device", "blk", "--rule", RULE, "--trace-notify"]))
-        qemu = stack.enter_context(runners.qemu(
-            runners.blk_device(workdir / "vu.sock"), workdir, kernel=guest.kernel,
-            initrd=guest.initrd, append=append))
+        stack.enter_context(
+            runners.proxy(
+                workdir / "vu.sock",
+                workdir / "qsd.sock",
+                cap_path,
+                workdir,
+                extra=["--device", "blk", "--rule", RULE, "--trace-notify"],
+            )
+        )
+        qemu = stack.enter_context(
+            runners.qemu(
+                runners.blk_device(workdir / "vu.sock"),
+                workdir,
+                kernel=guest.kernel,
+                initrd=guest.initrd,
+                append=append,
+            )
+        )
         qemu.wait_for(r"virtio_blk virtio\d+: \[vda\]", 120)  # the driver found the disk ...
         with pytest.raises(runners.RunError, match="no .*within"):
             qemu.wait_for(VERDICT, STALL_S)  # ... and its I/O never completes
@@ -65,8 +78,9 @@ def test_drop_vring_call_stalls_guest_io(guest, workdir):
     # Linux set up, the back-end used every request the guest made available (used_idx
     # == avail_idx >= 1, nothing in flight) while the guest asked to be interrupted
     # (NO_INTERRUPT clear) -- but no call fd ever reached the back-end, so no interrupt.
-    last_enable = max(m.frame for m in msgs if m.name == "SET_VRING_ENABLE"
-                      and m.payload.get("num") == 1)
+    last_enable = max(
+        m.frame for m in msgs if m.name == "SET_VRING_ENABLE" and m.payload.get("num") == 1
+    )
     rings = [m.payload for m in cap.messages if m.name == "RING" and m.frame > last_enable]
     assert rings, "no ring sample after the last SET_VRING_ENABLE"
     last = rings[-1]

@@ -17,8 +17,13 @@ EVENT_IDX = 1 << 29
 def test_mask_event_idx_guest_runs(guest, workdir):
     cap_path = workdir / "masked.pcapng"
     rule = "mask-features VIRTIO_RING_F_EVENT_IDX"
-    out = scenarios.run_blk(workdir, guest, seed="masked", size_kib=256,
-                            via=scenarios.ProxySpec(cap_path, extra=["--rule", rule]))
+    out = scenarios.run_blk(
+        workdir,
+        guest,
+        seed="masked",
+        size_kib=256,
+        via=scenarios.ProxySpec(cap_path, extra=["--rule", rule]),
+    )
     assert out.ok, out.verdict  # the guest wrote and read back its pattern; the host checked it
 
     cap = load(cap_path)

@@ -34,8 +34,10 @@ async def settle(pilot: Pilot, app: VuInspectApp, timeout: float = 10.0) -> None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     m = app.model
-    while not (m.finished or (m.source.live and not m.source.ended
-                              and m.decoded == len(m.source))) or m.filtering:
+    while (
+        not (m.finished or (m.source.live and not m.source.ended and m.decoded == len(m.source)))
+        or m.filtering
+    ):
         if loop.time() > deadline:
             raise AssertionError(f"model did not settle: {m.progress()}")
         await pilot.pause(0.02)
@@ -46,8 +48,16 @@ async def settle(pilot: Pilot, app: VuInspectApp, timeout: float = 10.0) -> None
 def screen_text(app: VuInspectApp) -> str:
     """The screen as plain text (what a user reads), for assertions."""
     w, h = app.size
-    console = Console(width=w, height=h, file=io.StringIO(), force_terminal=True,
-                      color_system="truecolor", record=True, legacy_windows=False)
-    console.print(app.screen._compositor.render_update(
-        full=True, screen_stack=app._background_screens))
+    console = Console(
+        width=w,
+        height=h,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        record=True,
+        legacy_windows=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
     return console.export_text()

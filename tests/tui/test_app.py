@@ -23,8 +23,13 @@ SIZE = (140, 44)
 
 def read_json(path: Path, *extra: str) -> list[dict]:
     """What ``vuinspect read --json`` prints (the real CLI, in a subprocess)."""
-    out = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--json", *extra, str(path)],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", "--json", *extra, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
@@ -75,7 +80,9 @@ async def test_selected_message_tree_and_hex_match_read_json(demo_path: Path) ->
         assert app.hex.data == raw  # the pane shows the message's bytes
         # select a field: the hex pane highlights exactly its bytes
         tree = app.detail
-        node = next(n for n in _walk(tree) if n.data and n.data.key == "payload.regions.1.memory_size")
+        node = next(
+            n for n in _walk(tree) if n.data and n.data.key == "payload.regions.1.memory_size"
+        )
         tree.move_cursor(node)
         await pilot.pause()
         lo, hi = app.hex.highlight
@@ -225,8 +232,11 @@ async def test_state_view_of_a_real_blk_session() -> None:
             assert f"0x{r.userspace_addr:x}" in text
         assert "Vrings" in text
         for idx, ring in session.vrings.items():
-            line = next(x for x in text.splitlines() if x.strip().startswith(f"{idx} ")
-                        and f"0x{ring.desc:x}" in x)
+            line = next(
+                x
+                for x in text.splitlines()
+                if x.strip().startswith(f"{idx} ") and f"0x{ring.desc:x}" in x
+            )
             assert str(ring.num) in line
         assert f"Back-end channel: {session.backend_channel}" in text
 
@@ -252,7 +262,12 @@ async def test_marks_and_save_marked_frames(demo_path: Path, tmp_path: Path) -> 
         await _until(pilot, lambda: app.last_saved is not None)
     frames = list(read_frames(out))
     assert [(f.kind, f.conn) for f in frames] == [
-        ("open", 1), ("data", 1), ("close", 1), ("open", 2), ("data", 2)]
+        ("open", 1),
+        ("data", 1),
+        ("close", 1),
+        ("open", 2),
+        ("data", 2),
+    ]
     assert frames[1].data == list(read_frames(demo_path))[18].data
 
 
@@ -310,8 +325,10 @@ async def test_state_at_the_selected_frame(demo_path: Path) -> None:
         await pilot.press("2")
         assert "State now, after frame 91" in screen_text(app)
         await pilot.press("a")
-        await _until(pilot, lambda: "State at frame 19" in screen_text(app)
-                     and "replaying" not in screen_text(app))
+        await _until(
+            pilot,
+            lambda: "State at frame 19" in screen_text(app) and "replaying" not in screen_text(app),
+        )
         text = screen_text(app)
         line = next(x for x in text.splitlines() if "SET_MEM_TABLE" in x)
         assert "back-end" in line  # at that moment the back-end owed the reply
@@ -333,7 +350,8 @@ async def test_damaged_capture_shows_what_is_left(demo_path: Path, tmp_path: Pat
 
 
 async def test_end_reaches_the_last_frame_of_a_capture_indexed_in_the_background(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from vuinspect.tui.samples import bulk_frames, write_capture
 
     path = write_capture(tmp_path / "bulk.pcapng", list(bulk_frames(6000)))

@@ -14,8 +14,12 @@ from vuinspect.tui import command
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vuinspect", "view", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "vuinspect", "view", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_missing_file_is_one_line(tmp_path: Path) -> None:

@@ -85,8 +85,12 @@ async def test_filtering_shows_a_percentage(demo_path: Path) -> None:
 async def test_editcap_comment_is_shown(demo_path: Path, tmp_path: Path) -> None:
     """A comment written by Wireshark's editcap -a (not by us) shows in the tree."""
     out = tmp_path / "editcap.pcapng"
-    subprocess.run(["editcap", "-a", "2:slow start", str(demo_path), str(out)], check=True,
-                   timeout=30, capture_output=True)
+    subprocess.run(
+        ["editcap", "-a", "2:slow start", str(demo_path), str(out)],
+        check=True,
+        timeout=30,
+        capture_output=True,
+    )
     app = VuInspectApp(FileSource(out), poll_interval=3600)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot, app)

@@ -32,10 +32,19 @@ def hostile_frames() -> list[Frame]:
     ts = 1_764_000_000_000_000_000
     get_features = struct.pack("<III", 1, 1, 0)
     return [
-        event_frame("open", ts, 1, {"label": f"/run/{EVIL}{MARKUP}.sock",
-                                    "orientation": "frontend-connects", "device": "blk"}),
-        Frame(ts + 1, 1, "main", "f2b", struct.pack("<III", 5, 1, 0),
-              (f"memfd:{EVIL}{MARKUP}",)),  # SET_MEM_TABLE (cut) with an fd description
+        event_frame(
+            "open",
+            ts,
+            1,
+            {
+                "label": f"/run/{EVIL}{MARKUP}.sock",
+                "orientation": "frontend-connects",
+                "device": "blk",
+            },
+        ),
+        Frame(
+            ts + 1, 1, "main", "f2b", struct.pack("<III", 5, 1, 0), (f"memfd:{EVIL}{MARKUP}",)
+        ),  # SET_MEM_TABLE (cut) with an fd description
         Frame(ts + 2, 1, "main", "f2b", get_features),
         event_frame("note", ts + 3, 1, {"text": f"note {EVIL}{FORGED}"}),
         event_frame("close", ts + 4, 1, {"reason": f"bye{FORGED}{MARKUP}"}),
@@ -55,8 +64,13 @@ def test_safe_text_escapes_controls_and_keeps_the_rest() -> None:
 
 
 def test_read_output_has_no_raw_escapes_or_forged_lines(hostile_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "vuinspect", "read", str(hostile_path)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", str(hostile_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b]0;TITLE" in out
     lines = out.splitlines()
@@ -67,8 +81,13 @@ def test_read_output_has_no_raw_escapes_or_forged_lines(hostile_path: Path) -> N
 def test_read_json_stays_valid_json(hostile_path: Path) -> None:
     import json
 
-    out = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--json", str(hostile_path)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", "--json", str(hostile_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     objs = [json.loads(line) for line in out.splitlines()]
     assert len(objs) == len(hostile_frames())
     assert objs[0]["payload"]["label"] == f"/run/{EVIL}{MARKUP}.sock"  # the data, exactly
@@ -112,8 +131,15 @@ def _packet(iface: int, ts: int, data: bytes) -> bytes:
     # exported PDU tag "vhost_user", then the vuinspect pseudo-header (docs/capture-format.md)
     name = b"vhost_user\0\0"
     pdu = struct.pack(">HH", 12, len(name)) + name + struct.pack(">HH", 0, 0)
-    pdu += b"VU" + bytes([1, 0]) + struct.pack(">H", 14) + bytes([0, 0]) + struct.pack(">I", 1) \
-        + bytes([0, 0]) + data
+    pdu += (
+        b"VU"
+        + bytes([1, 0])
+        + struct.pack(">H", 14)
+        + bytes([0, 0])
+        + struct.pack(">I", 1)
+        + bytes([0, 0])
+        + data
+    )
     body = struct.pack("<IIIII", iface, ts >> 32, ts & 0xFFFFFFFF, len(pdu), len(pdu)) + pdu
     return _block(6, body)
 
@@ -121,11 +147,22 @@ def _packet(iface: int, ts: int, data: bytes) -> bytes:
 def extreme_capture(path: Path) -> Path:
     shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
     idb_sec = _block(1, struct.pack("<HHI", 252, 0, 0) + _option(9, b"\x00") + b"\0\0\0\0")
-    idb_off = _block(1, struct.pack("<HHI", 252, 0, 0) + _option(9, b"\x09")
-                     + _option(14, struct.pack("<q", 2**63 - 1)) + b"\0\0\0\0")
+    idb_off = _block(
+        1,
+        struct.pack("<HHI", 252, 0, 0)
+        + _option(9, b"\x09")
+        + _option(14, struct.pack("<q", 2**63 - 1))
+        + b"\0\0\0\0",
+    )
     msg = struct.pack("<III", 1, 1, 0)
-    path.write_bytes(shb + idb_sec + idb_off + _packet(0, 2**64 - 1, msg) + _packet(1, 5, msg)
-                     + _packet(0, 2**40, msg))
+    path.write_bytes(
+        shb
+        + idb_sec
+        + idb_off
+        + _packet(0, 2**64 - 1, msg)
+        + _packet(1, 5, msg)
+        + _packet(0, 2**40, msg)
+    )
     return path
 
 
@@ -154,9 +191,11 @@ async def test_tui_shows_extreme_timestamps(tmp_path: Path) -> None:
     assert "1.845e+28ns" in text  # 2^64-1 s: nanoseconds, marked, in the time column
 
 
-@pytest.mark.parametrize("text", ["(" * 300 + "conn == 1" + ")" * 300,
-                                  " or ".join(["conn == 1"] * 1000), "(" * 100_000],
-                         ids=["300-parens", "1000-terms", "100k-open"])
+@pytest.mark.parametrize(
+    "text",
+    ["(" * 300 + "conn == 1" + ")" * 300, " or ".join(["conn == 1"] * 1000), "(" * 100_000],
+    ids=["300-parens", "1000-terms", "100k-open"],
+)
 async def test_deep_or_long_filters_in_the_bar(tmp_path: Path, text: str) -> None:
     """Issue 11 item 7 in the TUI: while typing, a deep or long filter is an error or a filter."""
     from vuinspect.tui.filter_bar import FilterBar

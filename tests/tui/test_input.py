@@ -36,13 +36,17 @@ async def test_typed_filter_is_on_screen(demo_path: Path, size: tuple[int, int])
         assert app.query_one(FilterInput).content_region.height == 1
 
 
-@pytest.mark.parametrize(("keys", "label", "typed"), [
-    (("slash",), "/ search:", "SET_MEM"),
-    (("colon",), ": go to frame:", "42"),
-    (("w",), "save 91 frames in view to:", "x"),
-])
-async def test_prompts_are_above_the_footer(demo_path: Path, keys: tuple[str, ...], label: str,
-                                            typed: str) -> None:
+@pytest.mark.parametrize(
+    ("keys", "label", "typed"),
+    [
+        (("slash",), "/ search:", "SET_MEM"),
+        (("colon",), ": go to frame:", "42"),
+        (("w",), "save 91 frames in view to:", "x"),
+    ],
+)
+async def test_prompts_are_above_the_footer(
+    demo_path: Path, keys: tuple[str, ...], label: str, typed: str
+) -> None:
     app = app_for(demo_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, app)
@@ -114,18 +118,22 @@ async def test_invalid_filter_is_red_with_its_error(demo_path: Path) -> None:
         assert isinstance(app.focused, FilterInput)
 
 
-@pytest.mark.parametrize("keys", [
-    ("enter", "question_mark", "escape", "q"),
-    ("enter", "question_mark", "alt+q"),       # Esc then q typed fast in a real terminal
-    ("enter", "question_mark", "q"),
-    ("f", *"conn", "escape", "q"),
-    ("slash", *"x", "escape", "q"),
-    ("3", "q"),
-    ("2", "q"),
-    ("enter", "enter", "q"),
-])
-async def test_q_quits_from_any_state_without_an_open_input(demo_path: Path,
-                                                           keys: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ("enter", "question_mark", "escape", "q"),
+        ("enter", "question_mark", "alt+q"),  # Esc then q typed fast in a real terminal
+        ("enter", "question_mark", "q"),
+        ("f", *"conn", "escape", "q"),
+        ("slash", *"x", "escape", "q"),
+        ("3", "q"),
+        ("2", "q"),
+        ("enter", "enter", "q"),
+    ],
+)
+async def test_q_quits_from_any_state_without_an_open_input(
+    demo_path: Path, keys: tuple[str, ...]
+) -> None:
     app = app_for(demo_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot, app)

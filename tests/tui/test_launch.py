@@ -43,8 +43,14 @@ def test_the_proxy_viewer_exits_1_with_one_line_when_the_tui_crashes(tmp_path: P
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("VUINSPECT_TRACEBACK", None)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

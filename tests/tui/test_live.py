@@ -137,10 +137,20 @@ async def test_proxy_feeds_the_app_and_a_stalled_backend_shows_in_waiting(sockdi
     live = LiveSource("proxy")
     be_ok = BackendThread(os.path.join(sockdir, "ok.sock"))
     be_stall = BackendThread(os.path.join(sockdir, "stall.sock"), stall=True)
-    routes = [Route(listen=os.path.join(sockdir, "p-ok.sock"), connect=os.path.join(sockdir, "ok.sock"),
-                    frontend="listen", device="blk"),
-              Route(listen=os.path.join(sockdir, "p-stall.sock"),
-                    connect=os.path.join(sockdir, "stall.sock"), frontend="listen", device="blk")]
+    routes = [
+        Route(
+            listen=os.path.join(sockdir, "p-ok.sock"),
+            connect=os.path.join(sockdir, "ok.sock"),
+            frontend="listen",
+            device="blk",
+        ),
+        Route(
+            listen=os.path.join(sockdir, "p-stall.sock"),
+            connect=os.path.join(sockdir, "stall.sock"),
+            frontend="listen",
+            device="blk",
+        ),
+    ]
     server = ProxyServer(routes, live.push)
     server.start()
     app = VuInspectApp(live)
@@ -157,9 +167,14 @@ async def test_proxy_feeds_the_app_and_a_stalled_backend_shows_in_waiting(sockdi
             threading.Thread(target=talk, daemon=True).start()
             await until(pilot, done.is_set, what="handshake through the proxy")
             names = {"GET_FEATURES", "SET_MEM_TABLE", "SET_VRING_KICK", "SET_VRING_ENABLE"}
-            await until(pilot, lambda: names <= {
-                m.name for r in range(app.model.decoded) for m in app.model.messages(r)},
-                what="handshake rows")
+            await until(
+                pilot,
+                lambda: (
+                    names
+                    <= {m.name for r in range(app.model.decoded) for m in app.model.messages(r)}
+                ),
+                what="handshake rows",
+            )
             await pilot.pause(0.2)
             assert "SET_VRING_ENABLE" in screen_text(app)  # follow mode shows the newest
             ok = next(s for s in app.model.sessions() if s.label == routes[0].connect)
@@ -168,8 +183,11 @@ async def test_proxy_feeds_the_app_and_a_stalled_backend_shows_in_waiting(sockdi
             fe_stall = Frontend(wire.connect(routes[1].listen, retries=20))
             fe_stall.send(wire.GET_FEATURES)
             fe_stall.send(wire.GET_VRING_BASE, struct.pack("=II", 0, 0))
-            await until(pilot, lambda: any(s.waiting() for s in app.model.sessions()),
-                        what="a waiting request")
+            await until(
+                pilot,
+                lambda: any(s.waiting() for s in app.model.sessions()),
+                what="a waiting request",
+            )
             stalled = next(s for s in app.model.sessions() if s.waiting())
             await pilot.press("2")
             app.query_one("StateView").conn = stalled.conn

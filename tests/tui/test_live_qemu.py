@@ -51,16 +51,31 @@ async def test_messages_appear_while_qemu_runs(guest: Guest, workdir: Path) -> N
     live = LiveSource("proxy")
     front = workdir / "vu.sock"
     with runners.storage_daemon(image, workdir / "qsd.sock", workdir):
-        server = ProxyServer([Route(listen=str(front), connect=str(workdir / "qsd.sock"),
-                                    frontend="listen", device="blk")], live.push)
+        server = ProxyServer(
+            [
+                Route(
+                    listen=str(front),
+                    connect=str(workdir / "qsd.sock"),
+                    frontend="listen",
+                    device="blk",
+                )
+            ],
+            live.push,
+        )
         server.start()
         result: dict[str, object] = {}
 
         def run_guest() -> None:
             try:
                 result["outcome"] = scenarios.guest_run(
-                    runners.blk_device(front), workdir, guest, "blk", seed="tui", size_kib=256,
-                    timeout=150)
+                    runners.blk_device(front),
+                    workdir,
+                    guest,
+                    "blk",
+                    seed="tui",
+                    size_kib=256,
+                    timeout=150,
+                )
             except Exception as exc:  # noqa: BLE001 - reported by the assertion below
                 result["error"] = exc
 

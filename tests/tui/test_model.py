@@ -116,8 +116,14 @@ def test_undecoded_rows_are_painted_from_the_frame() -> None:
 
 def test_filter_matches_what_the_filter_language_matches() -> None:
     frames = demo_frames()
-    for text in ("name ~ VRING", "reply and latency_us > 30", "problems", "conn == 2 and fds",
-                 "channel == backend", "kind == open"):
+    for text in (
+        "name ~ VRING",
+        "reply and latency_us > 30",
+        "problems",
+        "conn == 2 and fds",
+        "channel == backend",
+        "kind == open",
+    ):
         model = Model(FrameListSource(frames))
         model.set_filter(text)
         model.run_to_end()
@@ -135,7 +141,8 @@ def test_refiltering_after_decoding() -> None:
     assert model.filtering
     model.run_to_end()
     assert [model.message(model.row_at(p)).name for p in range(len(model))] == [
-        "GET_VRING_BASE"] * 5
+        "GET_VRING_BASE"
+    ] * 5
     model.set_filter("")
     assert model.visible is None and len(model) == len(model.source)
 
@@ -254,7 +261,9 @@ def test_state_at_a_frame_replays_one_connection() -> None:
     assert [p.message.frame for p in at.waiting()] == [19]  # capture frame numbers kept
     assert model.state_at(1, 19).waiting() == []
     stalled = model.state_at(2, 89)
-    assert [(p.message.name, p.message.frame) for p in stalled.waiting()] == [("GET_VRING_BASE", 90)]
+    assert [(p.message.name, p.message.frame) for p in stalled.waiting()] == [
+        ("GET_VRING_BASE", 90)
+    ]
     assert model.state_at(2, 10) is None  # conn 2 had not opened yet
 
 

@@ -75,8 +75,10 @@ def test_highlighted_bytes_decode_to_the_shown_value() -> None:
                 continue
             code = {1: "B", 2: "H", 4: "I", 8: "Q"}[hi - lo]
             raw = msg.raw[lo:hi]
-            assert value in (struct.unpack(order + code, raw)[0],
-                             struct.unpack(order + code.lower(), raw)[0]), (msg.name, key)
+            assert value in (
+                struct.unpack(order + code, raw)[0],
+                struct.unpack(order + code.lower(), raw)[0],
+            ), (msg.name, key)
             checked += 1
     assert checked > 200
 

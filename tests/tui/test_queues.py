@@ -50,8 +50,9 @@ def test_list_hides_routine_ring_rows_by_the_read_rule_and_r_shows_them() -> Non
 def test_ring_rows_rebuild_as_the_pipeline_made_them() -> None:
     m, by_frame = _model()
     for row in range(len(m.source)):
-        assert [x.to_dict() for x in m.messages(row)] == \
-            [x.to_dict() for x in by_frame[row + 1]], row
+        assert [x.to_dict() for x in m.messages(row)] == [x.to_dict() for x in by_frame[row + 1]], (
+            row
+        )
 
 
 def test_sparkline_follows_progress() -> None:
@@ -73,8 +74,11 @@ async def test_queues_view_rows(queue_path: Path) -> None:
         assert app.view == "queues" and isinstance(app.focused, QueuesView)
         text = screen_text(app)
         assert "[5 Queues]" in text
-        lines = {tuple(line.split()[:2]): line for line in text.splitlines()
-                 if line.strip().startswith(("c1 ", "c2 ")) and line.split()[1].isdigit()}
+        lines = {
+            tuple(line.split()[:2]): line
+            for line in text.splitlines()
+            if line.strip().startswith(("c1 ", "c2 ")) and line.split()[1].isdigit()
+        }
         assert set(lines) == {("c1", "0"), ("c1", "1"), ("c2", "0")}
         c1q0, c1q1, c2q0 = lines[("c1", "0")], lines[("c1", "1")], lines[("c2", "0")]
         assert "running" in c1q0 and "backend_stalled resolved after 2.2 s" in c1q0
@@ -165,16 +169,35 @@ async def test_hostile_ring_frames_are_escaped_and_bounded(tmp_path: Path) -> No
     from vuinspect.frames import event_frame, ring_frame
     from vuinspect.tui.samples import T0_NS, write_capture
 
-    chains = [{"head": "\x1b]0;pwned\x07", "descs": "nope", "readable": [1],
-               "header": {"layout": "\x1b[31m", "type_name": "\x1b[2J", "sector": 1},
-               "problems": [{"code": "\x1b[5m", "text": "\n\x1b[1;1H"}]}, 5, None]
-    good = {"vring": 0, "ts_ns": T0_NS + 1, "layout": "split", "num": 256, "ok": True,
-            "avail_idx": 5, "used_idx": 1, "problems": [], "chains": chains}
-    frames = [event_frame("open", T0_NS, 1, {"label": "x", "device": "blk"}),
-              ring_frame(T0_NS + 1, 1, good),
-              ring_frame(T0_NS + 2, 1, {**good, "layout": "\x1b[2J", "vring": 1}),
-              ring_frame(T0_NS + 3, 1, {**good, "vring": 10**12}),
-              ring_frame(T0_NS + 4, 1, {"vring": "0\x1b[2J", "chains": "x"})]
+    chains = [
+        {
+            "head": "\x1b]0;pwned\x07",
+            "descs": "nope",
+            "readable": [1],
+            "header": {"layout": "\x1b[31m", "type_name": "\x1b[2J", "sector": 1},
+            "problems": [{"code": "\x1b[5m", "text": "\n\x1b[1;1H"}],
+        },
+        5,
+        None,
+    ]
+    good = {
+        "vring": 0,
+        "ts_ns": T0_NS + 1,
+        "layout": "split",
+        "num": 256,
+        "ok": True,
+        "avail_idx": 5,
+        "used_idx": 1,
+        "problems": [],
+        "chains": chains,
+    }
+    frames = [
+        event_frame("open", T0_NS, 1, {"label": "x", "device": "blk"}),
+        ring_frame(T0_NS + 1, 1, good),
+        ring_frame(T0_NS + 2, 1, {**good, "layout": "\x1b[2J", "vring": 1}),
+        ring_frame(T0_NS + 3, 1, {**good, "vring": 10**12}),
+        ring_frame(T0_NS + 4, 1, {"vring": "0\x1b[2J", "chains": "x"}),
+    ]
     path = write_capture(tmp_path / "hostile.pcapng", frames)
     app = VuInspectApp(FileSource(path), poll_interval=3600)
     async with app.run_test(size=SIZE) as pilot:
@@ -185,8 +208,11 @@ async def test_hostile_ring_frames_are_escaped_and_bounded(tmp_path: Path) -> No
         await pilot.press("5")
         await pilot.pause()
         text = screen_text(app)
-        rows = [line.split()[:3] for line in text.splitlines()
-                if line.startswith(" c1 ") and line.split()[1].isdigit()]
+        rows = [
+            line.split()[:3]
+            for line in text.splitlines()
+            if line.startswith(" c1 ") and line.split()[1].isdigit()
+        ]
         assert rows == [["c1", "0", "idle"], ["c1", "1000000000000", "idle"]]
         await pilot.press("enter")
         await pilot.pause()
@@ -204,10 +230,15 @@ async def test_live_queues_view_shows_a_stall_then_its_resolution() -> None:
     from vuinspect.tui.sources import LiveSource
 
     frames = queue_frames()
-    cut = next(i for i, f in enumerate(frames)  # just after c1's stall was raised
-               if f.kind == "ring" and f.data.startswith(b'{"vring":0,') and f.conn == 1
-               and b'"used_idx":20,' in f.data
-               and f.ts_ns - frames[0].ts_ns > 2_400_000_000)
+    cut = next(
+        i
+        for i, f in enumerate(frames)  # just after c1's stall was raised
+        if f.kind == "ring"
+        and f.data.startswith(b'{"vring":0,')
+        and f.conn == 1
+        and b'"used_idx":20,' in f.data
+        and f.ts_ns - frames[0].ts_ns > 2_400_000_000
+    )
     now = [frames[cut].ts_ns]
     live = LiveSource("test feed")
     app = VuInspectApp(live, clock=lambda: now[0], poll_interval=0.05)
@@ -218,11 +249,12 @@ async def test_live_queues_view_shows_a_stall_then_its_resolution() -> None:
         t.join(5)
 
     def c1q0() -> str:
-        return next((line for line in screen_text(app).splitlines()
-                     if line.split()[:2] == ["c1", "0"]), "")
+        return next(
+            (line for line in screen_text(app).splitlines() if line.split()[:2] == ["c1", "0"]), ""
+        )
 
     async with app.run_test(size=SIZE) as pilot:
-        feed(frames[:cut + 1])
+        feed(frames[: cut + 1])
         await pilot.press("5")
         deadline = time.monotonic() + 10
         while "stalled" not in c1q0() and time.monotonic() < deadline:
@@ -230,7 +262,7 @@ async def test_live_queues_view_shows_a_stall_then_its_resolution() -> None:
         assert "stalled" in c1q0() and "backend_stalled: 4 in flight" in c1q0()
         assert "0 " in c1q0().split("stalled", 1)[1]  # rate 0 while stalled
         now[0] = frames[-1].ts_ns
-        feed(frames[cut + 1:])
+        feed(frames[cut + 1 :])
         while "resolved" not in c1q0() and time.monotonic() < deadline:
             await pilot.pause(0.1)
         assert "running" in c1q0() and "backend_stalled resolved after 2.2 s" in c1q0()

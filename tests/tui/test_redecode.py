@@ -30,8 +30,12 @@ def test_a_frame_holding_one_oversize_message_is_that_message() -> None:
     (msg,) = quick_decode(big, 1, DecodeContext())
     pipe = next(iter(Pipeline().run([big])))
     assert pipe.name == "GET_CONFIG" and "oversize" in pipe.problem_codes
-    assert (msg.kind, msg.name, msg.layout, msg.size) == (pipe.kind, pipe.name, pipe.layout,
-                                                        pipe.size)
+    assert (msg.kind, msg.name, msg.layout, msg.size) == (
+        pipe.kind,
+        pipe.name,
+        pipe.layout,
+        pipe.size,
+    )
     assert msg.payload == pipe.payload and msg.payload["size"] == DATA
 
 

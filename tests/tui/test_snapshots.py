@@ -133,14 +133,16 @@ def _typing(app: VuInspectApp, *keys: str):
 @pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
 def test_typing_a_filter(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
     app = app_for(demo_path)
-    assert snap_compare(app, terminal_size=size,
-                        run_before=_typing(app, "f", *"name == SET_VRING_B"))
+    assert snap_compare(
+        app, terminal_size=size, run_before=_typing(app, "f", *"name == SET_VRING_B")
+    )
 
 
 def test_filter_completion_choices(snap_compare, demo_path: Path) -> None:
     app = app_for(demo_path)
-    assert snap_compare(app, terminal_size=SMALL,
-                        run_before=_typing(app, "f", *"problems == re", "tab"))
+    assert snap_compare(
+        app, terminal_size=SMALL, run_before=_typing(app, "f", *"problems == re", "tab")
+    )
 
 
 @pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
@@ -156,8 +158,9 @@ def test_typing_a_frame_number(snap_compare, demo_path: Path, size: tuple[int, i
 
 
 @pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
-def test_save_prompt_with_its_default(snap_compare, demo_path: Path, size: tuple[int, int],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_prompt_with_its_default(
+    snap_compare, demo_path: Path, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir("/")  # the default path is in the current directory
     app = app_for(demo_path)
     assert snap_compare(app, terminal_size=size, run_before=_typing(app, "w", *"-x"))

@@ -26,8 +26,13 @@ class Tmux:
         self.socket = socket
 
     def __call__(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
-                              text=True, timeout=10, check=False).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "t")
@@ -52,24 +57,44 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
 
 def _start(tmux: Tmux, tmp_path: Path, script: str) -> None:
     (tmp_path / "run.py").write_text(script)
-    tmux("new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "-c", str(ROOT),
-         f"{sys.executable} {tmp_path / 'run.py'}; sleep 30")
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-c",
+        str(ROOT),
+        f"{sys.executable} {tmp_path / 'run.py'}; sleep 30",
+    )
 
 
-def test_typed_filter_is_seen_in_a_real_terminal(tmux: Tmux, demo_path: Path,
-                                                 tmp_path: Path) -> None:
+def test_typed_filter_is_seen_in_a_real_terminal(
+    tmux: Tmux, demo_path: Path, tmp_path: Path
+) -> None:
     rc = tmp_path / "rc"
-    _start(tmux, tmp_path, f"""
+    _start(
+        tmux,
+        tmp_path,
+        f"""
 from vuinspect.cli import main
 rc = main(["view", {str(demo_path)!r}])
 open({str(rc)!r}, "w").write(str(rc))
-""")
+""",
+    )
     tmux.wait_for(lambda s: "91 frames" in s and "GET_FEATURES" in s)
     tmux("send-keys", "-t", "t", "f")
     tmux.wait_for(lambda s: "Complete" in s.splitlines()[-1])  # the footer: the filter has focus
     tmux("send-keys", "-t", "t", "-l", "name == SET_MEM")
-    screen = tmux.wait_for(lambda s: s.splitlines()[1].strip() == "name == SET_MEM_TABLE"
-                           or s.splitlines()[1].strip() == "name == SET_MEM")
+    screen = tmux.wait_for(
+        lambda s: (
+            s.splitlines()[1].strip() == "name == SET_MEM_TABLE"
+            or s.splitlines()[1].strip() == "name == SET_MEM"
+        )
+    )
     # the typed text on the filter row (the rest of a name may show as a suggestion)
     assert screen.splitlines()[1].strip().startswith("name == SET_MEM"), screen
     tmux("send-keys", "-t", "t", "Tab")
@@ -87,7 +112,10 @@ open({str(rc)!r}, "w").write(str(rc))
 
 def test_a_crash_exits_1_with_one_line(tmux: Tmux, demo_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    _start(tmux, tmp_path, f"""
+    _start(
+        tmux,
+        tmp_path,
+        f"""
 import contextlib, io
 import vuinspect.tui.rowtext as rowtext
 from vuinspect.cli import main
@@ -100,7 +128,8 @@ err = io.StringIO()
 with contextlib.redirect_stderr(err):
     rc = main(["view", {str(demo_path)!r}])
 open({str(out)!r}, "w").write(f"{{rc}}\\n{{err.getvalue()}}")
-""")
+""",
+    )
     deadline = time.monotonic() + 60
     while not out.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -111,15 +140,20 @@ open({str(out)!r}, "w").write(f"{{rc}}\\n{{err.getvalue()}}")
     assert "the TUI stopped on an error: OverflowError: injected \\x1b[2J" in lines[0]
 
 
-def test_esc_then_q_from_help_quits_in_a_real_terminal(tmux: Tmux, demo_path: Path,
-                                                        tmp_path: Path) -> None:
+def test_esc_then_q_from_help_quits_in_a_real_terminal(
+    tmux: Tmux, demo_path: Path, tmp_path: Path
+) -> None:
     """Esc and q typed fast reach Textual as one alt+q: still one q, still a quit."""
     rc = tmp_path / "rc"
-    _start(tmux, tmp_path, f"""
+    _start(
+        tmux,
+        tmp_path,
+        f"""
 from vuinspect.cli import main
 rc = main(["view", {str(demo_path)!r}])
 open({str(rc)!r}, "w").write(str(rc))
-""")
+""",
+    )
     tmux.wait_for(lambda s: "91 frames" in s and "GET_FEATURES" in s)
     tmux("send-keys", "-t", "t", "Enter")
     tmux.wait_for(lambda s: "Quit" in s.splitlines()[-1])

@@ -32,9 +32,13 @@ def capdir(tmp_path_factory) -> Path:
 def sample_captures(capdir) -> dict[str, Path]:
     """The generated captures every agreement test runs on."""
     return {
-        "every_le": ws_pdml.write_capture(capdir / "every_le.pcapng", ws_samples.every_message_frames()),
-        "every_be": ws_pdml.write_capture(capdir / "every_be.pcapng",
-                                          ws_samples.every_message_frames(conn=2, order=">"),
-                                          big_endian=True),
+        "every_le": ws_pdml.write_capture(
+            capdir / "every_le.pcapng", ws_samples.every_message_frames()
+        ),
+        "every_be": ws_pdml.write_capture(
+            capdir / "every_be.pcapng",
+            ws_samples.every_message_frames(conn=2, order=">"),
+            big_endian=True,
+        ),
         "framing": ws_pdml.write_capture(capdir / "framing.pcapng", ws_samples.framing_frames()),
     }

@@ -35,8 +35,9 @@ CAPTURES = sorted((W.REPO / "captures").glob("*.pcapng"))
 
 
 def test_committed_dissector_is_current():
-    assert W.LUA.read_text(encoding="utf-8") == luagen.generate(), \
+    assert W.LUA.read_text(encoding="utf-8") == luagen.generate(), (
         "dissectors/vhost_user.lua is stale: run `vuinspect gen-lua`"
+    )
 
 
 def test_gen_lua_check_detects_a_stale_file(tmp_path):
@@ -76,8 +77,10 @@ def test_agrees_with_python(name, sample_captures, dissected):
 
 
 def test_sample_holds_every_request_and_reply_alternative(sample_captures):
-    seen = {(m["channel"], m["name"], m["reply"], m["layout"])
-            for m in W.python_views(sample_captures["every_le"])}
+    seen = {
+        (m["channel"], m["name"], m["reply"], m["layout"])
+        for m in W.python_views(sample_captures["every_le"])
+    }
     for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
         for lay in spec.request:
             assert (spec.channel, spec.name, False, lay.name) in seen
@@ -104,6 +107,7 @@ def test_real_captures_agree(capture):
 
 # -- problem codes as expert info -----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def problems_capture(capdir):
     frames, conns = [], {}
@@ -126,8 +130,9 @@ def test_each_problem_code_appears_as_expert_info(problems_capture):
     lua = W.dissect(path)
     assert not lua.lua_errors
     for code, conn in conns.items():
-        assert code in {p["code"] for m in py if m["conn"] == conn for p in m["problems"]}, \
+        assert code in {p["code"] for m in py if m["conn"] == conn for p in m["problems"]}, (
             f"the sample for {code} does not trigger it in Python"
+        )
         assert code in {c for n, c in lua.experts if conn_of[n] == conn}, f"no expert {code}"
 
 
@@ -139,9 +144,21 @@ def test_problem_sessions_agree_with_python(problems_capture):
 
 # -- display filters and the stats tap --------------------------------------------------------
 
+
 def _frames_matching(path: Path, flt: str) -> set[int]:
-    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-2", "-Y", flt,
-                    "-T", "fields", "-e", "frame.number")
+    proc = W.tshark(
+        "-r",
+        str(path),
+        "-X",
+        f"lua_script:{W.LUA}",
+        "-2",
+        "-Y",
+        flt,
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    )
     assert proc.returncode == 0, proc.stderr
     return {int(x) for x in proc.stdout.split()}
 
@@ -165,26 +182,36 @@ def test_vocabulary_filters_select_what_read_selects(sample_captures):
         ("vhost_user.reply == 1", {m["frame"] for m in msgs if m["reply"]}),
         ('vhost_user.direction == "b2f"', {m["frame"] for m in py if m["direction"] == "b2f"}),
         ("vhost_user.reply_to", {m["frame"] for m in py if m["reply_to"]}),
-        (f"vhost_user.payload.index == {idx}",
-         {m["frame"] for m in msgs if m["payload"].get("index") == idx}),
+        (
+            f"vhost_user.payload.index == {idx}",
+            {m["frame"] for m in msgs if m["payload"].get("index") == idx},
+        ),
     ):
         assert want and _frames_matching(path, flt) == want, flt
 
 
 def test_feature_bit_filter(sample_captures):
     path = sample_captures["every_le"]
-    want = {m["frame"] for m in W.python_views(path)
-            if m["layout"] == "protocol_features" and "REPLY_ACK" in m["payload"]["features_names"]}
-    assert want and _frames_matching(path, "vhost_user.payload.features.protocol.reply_ack == 1") == want
+    want = {
+        m["frame"]
+        for m in W.python_views(path)
+        if m["layout"] == "protocol_features" and "REPLY_ACK" in m["payload"]["features_names"]
+    }
+    assert (
+        want
+        and _frames_matching(path, "vhost_user.payload.features.protocol.reply_ack == 1") == want
+    )
 
 
 def test_request_filter_selects_main_channel_only(sample_captures):
     path = sample_captures["every_le"]
-    want = {m["frame"] for m in W.python_views(path)
-            if m["channel"] == "main" and m["request"] == 5}
+    want = {
+        m["frame"] for m in W.python_views(path) if m["channel"] == "main" and m["request"] == 5
+    }
     assert want and _frames_matching(path, "vhost_user.request == 5") == want
-    back = {m["frame"] for m in W.python_views(path)
-            if m["channel"] == "backend" and m["request"] == 5}
+    back = {
+        m["frame"] for m in W.python_views(path) if m["channel"] == "backend" and m["request"] == 5
+    }
     assert back and _frames_matching(path, "vhost_user.backend_request == 5") == back
 
 
@@ -211,6 +238,7 @@ def test_stats_tap_counts_like_the_python_sessions(sample_captures):
 
 # -- robustness ---------------------------------------------------------------------------------
 
+
 def _fuzzed(n: int, seed: int) -> list[Frame]:
     rng = random.Random(seed)
     base = [f for f in S.every_message_frames(seed=seed) if f.kind == "data"]
@@ -225,8 +253,11 @@ def _fuzzed(n: int, seed: int) -> list[Frame]:
             data = data[: rng.randrange(len(data) + 1)]
         if rng.random() < 0.05:
             data += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
-        out.append(dataclasses.replace(f, data=bytes(data), conn=rng.randrange(1, 4),
-                                       ts_ns=S.BASE_NS + i * 1000))
+        out.append(
+            dataclasses.replace(
+                f, data=bytes(data), conn=rng.randrange(1, 4), ts_ns=S.BASE_NS + i * 1000
+            )
+        )
     return out
 
 
@@ -255,6 +286,7 @@ def test_fuzzed_capture_dissects_without_lua_errors(capdir):
 
 # -- pyshark ----------------------------------------------------------------------------------
 
+
 def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
     pyshark = pytest.importorskip("pyshark")
     monkeypatch.setenv("HOME", str(tmp_path))  # no installed copy of the dissector
@@ -267,8 +299,9 @@ def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
     # pyshark drives tshark through asyncio; earlier async tests (Textual's) may leave the
     # main thread without a current loop, so give it its own.
     loop = asyncio.new_event_loop()
-    cap = pyshark.FileCapture(str(path), custom_parameters=["-X", f"lua_script:{W.LUA}"],
-                              eventloop=loop)
+    cap = pyshark.FileCapture(
+        str(path), custom_parameters=["-X", f"lua_script:{W.LUA}"], eventloop=loop
+    )
     try:
         checked = 0
         for pkt in cap:
@@ -292,9 +325,15 @@ def _summary(m) -> str:
 
     if m.is_event:
         return f"{m.name} {payload_summary(m)}"
-    text = payload_summary(m) if m.kind == "raw" else (
-        m.name + (" reply" if m.is_reply else "")
-        + (" (need_reply)" if m.need_reply and not m.is_reply else ""))
+    text = (
+        payload_summary(m)
+        if m.kind == "raw"
+        else (
+            m.name
+            + (" reply" if m.is_reply else "")
+            + (" (need_reply)" if m.need_reply and not m.is_reply else "")
+        )
+    )
     summary = payload_summary(m)
     if m.kind != "raw" and summary:
         text += " " + summary
@@ -309,8 +348,18 @@ def test_info_column_reads_like_the_cli(name, sample_captures):
     by_frame: dict[int, list] = {}
     for m in Pipeline().run(read_frames(path)):
         by_frame.setdefault(m.frame, []).append(m)
-    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields",
-                    "-e", "frame.number", "-e", "_ws.col.Info")
+    proc = W.tshark(
+        "-r",
+        str(path),
+        "-X",
+        f"lua_script:{W.LUA}",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+        "-e",
+        "_ws.col.Info",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == len(list(read_frames(path)))
@@ -325,6 +374,7 @@ def test_info_column_reads_like_the_cli(name, sample_captures):
 
 # -- the runtime files and hostile text ------------------------------------------------------
 
+
 @pytest.mark.parametrize("luac", ["luac5.2", "luac5.4"])
 def test_runtime_lua_files_parse(luac):
     """The runtime that is not generated lives in real .lua files of the package."""
@@ -332,8 +382,9 @@ def test_runtime_lua_files_parse(luac):
 
     for name in luagen.RUNTIME_FILES:
         with resources.as_file(resources.files("vuinspect.wireshark") / name) as path:
-            proc = subprocess.run([luac, "-p", str(path)], capture_output=True, text=True,
-                                  check=False)
+            proc = subprocess.run(
+                [luac, "-p", str(path)], capture_output=True, text=True, check=False
+            )
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
 
 
@@ -352,18 +403,35 @@ def test_control_characters_from_a_capture_are_escaped(capdir):
     frames = [
         Frame(S.BASE_NS, 7, "main", "f2b", open_json, kind="open"),
         Frame(S.BASE_NS + 1000, 7, "main", "f2b", json.dumps({"text": evil}).encode(), kind="note"),
-        Frame(S.BASE_NS + 2000, 7, "main", "f2b",
-              bytes.fromhex("0d000000" "01000000" "08000000") + b"\x00" * 8, (f"memfd:{evil}",)),
+        Frame(
+            S.BASE_NS + 2000,
+            7,
+            "main",
+            "f2b",
+            bytes.fromhex("0d0000000100000008000000") + b"\x00" * 8,
+            (f"memfd:{evil}",),
+        ),
     ]
     path = W.write_capture(capdir / "evil.pcapng", frames)
     # Only our part of the output: the frame tree's interface name is the capture writer's.
-    fields = ["-T", "fields"] + [x for f in ("_ws.col.Info", "vhost_user.event.label",
-                                             "vhost_user.event.text", "vhost_user.event.json",
-                                             "vhost_user.fds", "vhost_user.pseudo.fd")
-                                 for x in ("-e", f)]
+    fields = ["-T", "fields"] + [
+        x
+        for f in (
+            "_ws.col.Info",
+            "vhost_user.event.label",
+            "vhost_user.event.text",
+            "vhost_user.event.json",
+            "vhost_user.fds",
+            "vhost_user.pseudo.fd",
+        )
+        for x in ("-e", f)
+    ]
     for args in (fields, ["-V", "-O", "vhost_user"]):
-        proc = subprocess.run(["tshark", "-r", str(path), "-X", f"lua_script:{W.LUA}", *args],
-                              capture_output=True, check=False)
+        proc = subprocess.run(
+            ["tshark", "-r", str(path), "-X", f"lua_script:{W.LUA}", *args],
+            capture_output=True,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         out = proc.stdout.decode("utf-8", "replace")
         if args[0] == "-V":
@@ -380,8 +448,21 @@ def test_two_pass_columns_are_the_single_pass_ones(name, sample_captures):
     path = sample_captures[name]
     outs = []
     for extra in ([], ["-2"]):
-        proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", *extra, "-T", "fields",
-                        "-e", "_ws.col.Source", "-e", "_ws.col.Destination", "-e", "_ws.col.Info")
+        proc = W.tshark(
+            "-r",
+            str(path),
+            "-X",
+            f"lua_script:{W.LUA}",
+            *extra,
+            "-T",
+            "fields",
+            "-e",
+            "_ws.col.Source",
+            "-e",
+            "_ws.col.Destination",
+            "-e",
+            "_ws.col.Info",
+        )
         assert proc.returncode == 0, proc.stderr
         outs.append(proc.stdout)
     assert outs[0] == outs[1] and outs[0].count("\n") == len(list(read_frames(path)))
@@ -404,17 +485,28 @@ def test_expert_severities_follow_the_problem_table(problems_capture):
         for ex in proto.iter("field"):
             if ex.get("name") != "_ws.expert":
                 continue
-            code = next(f.get("name") for f in ex.iter("field")
-                        if f.get("name", "").startswith("vhost_user.expert."))
+            code = next(
+                f.get("name")
+                for f in ex.iter("field")
+                if f.get("name", "").startswith("vhost_user.expert.")
+            )
             code = code.removeprefix("vhost_user.expert.")
-            sev = int(next(f.get("show") for f in ex.iter("field")
-                           if f.get("name") == "_ws.expert.severity"), 0)
+            sev = int(
+                next(
+                    f.get("show")
+                    for f in ex.iter("field")
+                    if f.get("name") == "_ws.expert.severity"
+                ),
+                0,
+            )
             if code in CODES:
                 assert sev == levels[CODES[code].severity], code
                 seen.add(code)
                 rank = ("error", "warning", "note").index(CODES[code].severity)
                 worst = rank if worst is None else min(worst, rank)
-        shown = [f.get("show") for f in proto.iter("field") if f.get("name") == "vhost_user.severity"]
+        shown = [
+            f.get("show") for f in proto.iter("field") if f.get("name") == "vhost_user.severity"
+        ]
         if worst is not None:
             assert shown == [("error", "warning", "note")[worst]]
     assert seen == CONTROL_CODES
@@ -422,34 +514,80 @@ def test_expert_severities_follow_the_problem_table(problems_capture):
 
 def test_no_accidental_globals():
     """A name the runtime uses before its `local` line silently becomes a global (nil)."""
-    proc = subprocess.run(["luac5.2", "-l", "-p", str(W.LUA)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["luac5.2", "-l", "-p", str(W.LUA)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     used = set(re.findall(r'[GS]ETTABUP.*_ENV "(\w+)"', proc.stdout))
-    wireshark = {"ProtoField", "ProtoExpert", "Proto", "base", "expert", "frametype", "UInt64",
-                 "Int64", "NSTime", "ByteArray", "Listener", "TextWindow", "register_menu",
-                 "register_stat_cmd_arg", "gui_enabled", "MENU_STAT_GENERIC", "bit"}
-    lua = {"ipairs", "pairs", "type", "tostring", "tonumber", "string", "table", "math", "pcall",
-           "print", "next", "io", "collectgarbage", "setmetatable"}
+    wireshark = {
+        "ProtoField",
+        "ProtoExpert",
+        "Proto",
+        "base",
+        "expert",
+        "frametype",
+        "UInt64",
+        "Int64",
+        "NSTime",
+        "ByteArray",
+        "Listener",
+        "TextWindow",
+        "register_menu",
+        "register_stat_cmd_arg",
+        "gui_enabled",
+        "MENU_STAT_GENERIC",
+        "bit",
+    }
+    lua = {
+        "ipairs",
+        "pairs",
+        "type",
+        "tostring",
+        "tonumber",
+        "string",
+        "table",
+        "math",
+        "pcall",
+        "print",
+        "next",
+        "io",
+        "collectgarbage",
+        "setmetatable",
+    }
     assert used <= wireshark | lua, used - wireshark - lua
 
 
 def test_data_plane_frames_show_their_sample_and_problems(capdir):
     """Ring and notify frames (pseudo-header kinds 4 and 5): summary, JSON, the sample's
     data-plane problems as experts; a hostile problem list is bounded and unknown codes skipped."""
-    ring = {"vring": 0, "layout": "split", "num": 256, "ok": True, "avail_idx": 7,
-            "used_idx": 5, "in_flight": 2,
-            "problems": [{"code": "lost_call", "severity": "warning", "text": "no call\x1b[2J"},
-                         {"code": "no_such_code", "text": "x"}] * 100}
+    ring = {
+        "vring": 0,
+        "layout": "split",
+        "num": 256,
+        "ok": True,
+        "avail_idx": 7,
+        "used_idx": 5,
+        "in_flight": 2,
+        "problems": [
+            {"code": "lost_call", "severity": "warning", "text": "no call\x1b[2J"},
+            {"code": "no_such_code", "text": "x"},
+        ]
+        * 100,
+    }
     notify = {"vring": 1, "signal": "kick", "count": 3, "first_ns": 1, "last_ns": 2}
-    frames = [Frame(S.BASE_NS, 9, "main", "f2b", json.dumps(ring).encode(), kind="ring"),
-              Frame(S.BASE_NS + 10, 9, "main", "f2b", json.dumps(notify).encode(), kind="notify")]
+    frames = [
+        Frame(S.BASE_NS, 9, "main", "f2b", json.dumps(ring).encode(), kind="ring"),
+        Frame(S.BASE_NS + 10, 9, "main", "f2b", json.dumps(notify).encode(), kind="notify"),
+    ]
     path = W.write_capture(capdir / "dataplane.pcapng", frames)
-    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields",
-                    "-e", "_ws.col.Info")
+    proc = W.tshark(
+        "-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields", "-e", "_ws.col.Info"
+    )
     assert proc.returncode == 0 and "Lua Error" not in proc.stdout + proc.stderr, proc.stderr
-    assert proc.stdout.splitlines() == ["RING vring 0 split avail=7 used=5 in_flight=2",
-                                        "NOTIFY vring 1 kick x3"]
+    assert proc.stdout.splitlines() == [
+        "RING vring 0 split avail=7 used=5 in_flight=2",
+        "NOTIFY vring 1 kick x3",
+    ]
     lua = W.dissect(path)
     assert not lua.lua_errors
     # the first 64 entries of the list are looked at: 32 known codes among them
@@ -457,8 +595,16 @@ def test_data_plane_frames_show_their_sample_and_problems(capdir):
 
 
 def _tshark_fields(path: Path, fields: list[str], *extra: str) -> list[list[str]]:
-    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", *extra, "-T", "fields",
-                    *[a for f in fields for a in ("-e", f)])
+    proc = W.tshark(
+        "-r",
+        str(path),
+        "-X",
+        f"lua_script:{W.LUA}",
+        *extra,
+        "-T",
+        "fields",
+        *[a for f in fields for a in ("-e", f)],
+    )
     assert proc.returncode == 0 and "Lua Error" not in proc.stdout + proc.stderr, proc.stderr
     return [line.split("\t") for line in proc.stdout.splitlines()]
 
@@ -470,16 +616,37 @@ def test_ring_and_notify_fields_agree_with_read_json(capdir):
     from vuinspect.wireshark.fields import build_registry
 
     path = W.write_capture(capdir / "dataplane_fields.pcapng", S.dataplane_frames())
-    out = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--rings", "--json", str(path)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", "--rings", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     py = {m["frame"]: m for m in map(json.loads, out.splitlines())}
     dp = build_registry().dataplane
     keys = list(dict.fromkeys(k for kind in ("ring", "notify") for k, _, _ in dp[kind]))
-    assert {"vring", "layout", "num", "ok", "avail_idx", "used_idx", "in_flight", "avail_wrap",
-            "used_wrap", "used_event", "avail_event", "event", "signal", "count", "first_ns",
-            "last_ns"} <= set(keys)
-    rows = _tshark_fields(path, ["frame.number", "vhost_user.kind",
-                                 *[f"vhost_user.payload.{k}" for k in keys]])
+    assert {
+        "vring",
+        "layout",
+        "num",
+        "ok",
+        "avail_idx",
+        "used_idx",
+        "in_flight",
+        "avail_wrap",
+        "used_wrap",
+        "used_event",
+        "avail_event",
+        "event",
+        "signal",
+        "count",
+        "first_ns",
+        "last_ns",
+    } <= set(keys)
+    rows = _tshark_fields(
+        path, ["frame.number", "vhost_user.kind", *[f"vhost_user.payload.{k}" for k in keys]]
+    )
     kinds = {"4": "ring", "5": "notify"}
     seen = {"ring": 0, "notify": 0}
     for number, kind, *values in rows:
@@ -494,13 +661,15 @@ def test_ring_and_notify_fields_agree_with_read_json(capdir):
             want = "" if want is None else str(int(want)) if isinstance(want, bool) else str(want)
             assert got == want, (number, key, got, want)
     assert seen == {"ring": 9, "notify": 3}
-    for wireshark, ours in (("vhost_user.payload.in_flight > 0", lambda p: p.get("in_flight", 0) > 0),
-                            ('vhost_user.payload.signal == "call"',
-                             lambda p: p.get("signal") == "call"),
-                            ('vhost_user.payload.layout == "packed"',
-                             lambda p: p.get("layout") == "packed"),
-                            ("vhost_user.payload.first_ns == 1764000000124456790",  # no double
-                             lambda p: p.get("first_ns") == 1764000000124456790)):
+    for wireshark, ours in (
+        ("vhost_user.payload.in_flight > 0", lambda p: p.get("in_flight", 0) > 0),
+        ('vhost_user.payload.signal == "call"', lambda p: p.get("signal") == "call"),
+        ('vhost_user.payload.layout == "packed"', lambda p: p.get("layout") == "packed"),
+        (
+            "vhost_user.payload.first_ns == 1764000000124456790",  # no double
+            lambda p: p.get("first_ns") == 1764000000124456790,
+        ),
+    ):
         got = [int(r[0]) for r in _tshark_fields(path, ["frame.number"], "-Y", wireshark)]
         want = [n for n, m in py.items() if m["kind"] in seen and ours(m["payload"])]
         assert got == want and want, (wireshark, got, want)
@@ -508,16 +677,43 @@ def test_ring_and_notify_fields_agree_with_read_json(capdir):
 
 def test_ring_fields_from_a_hostile_file_are_skipped_not_errors(capdir):
     """Values of the wrong type or range (the file can say anything) are not shown."""
-    bad = {"vring": -1, "layout": 5, "num": 1e300, "ok": "yes", "avail_idx": 2.5,
-           "in_flight": 1 << 40, "ts_ns": "12", "event": "\x1b[2Jx", "used_idx": True}
-    notify = {"vring": 1 << 32, "signal": ["kick"], "count": None, "first_ns": 1 << 70,
-              "last_ns": -5}
-    frames = [Frame(S.BASE_NS, 9, "main", "f2b", json.dumps(bad).encode(), kind="ring"),
-              Frame(S.BASE_NS + 10, 9, "main", "f2b", json.dumps(notify).encode(),
-                    kind="notify")]
+    bad = {
+        "vring": -1,
+        "layout": 5,
+        "num": 1e300,
+        "ok": "yes",
+        "avail_idx": 2.5,
+        "in_flight": 1 << 40,
+        "ts_ns": "12",
+        "event": "\x1b[2Jx",
+        "used_idx": True,
+    }
+    notify = {
+        "vring": 1 << 32,
+        "signal": ["kick"],
+        "count": None,
+        "first_ns": 1 << 70,
+        "last_ns": -5,
+    }
+    frames = [
+        Frame(S.BASE_NS, 9, "main", "f2b", json.dumps(bad).encode(), kind="ring"),
+        Frame(S.BASE_NS + 10, 9, "main", "f2b", json.dumps(notify).encode(), kind="notify"),
+    ]
     path = W.write_capture(capdir / "dataplane_bad.pcapng", frames)
-    fields = ["vring", "layout", "num", "ok", "avail_idx", "in_flight", "ts_ns", "used_idx",
-              "signal", "count", "first_ns", "last_ns"]
+    fields = [
+        "vring",
+        "layout",
+        "num",
+        "ok",
+        "avail_idx",
+        "in_flight",
+        "ts_ns",
+        "used_idx",
+        "signal",
+        "count",
+        "first_ns",
+        "last_ns",
+    ]
     rows = _tshark_fields(path, [f"vhost_user.payload.{k}" for k in fields])
     assert rows == [[""] * len(fields)] * 2
     event = _tshark_fields(path, ["vhost_user.payload.event"])[0][0]
@@ -526,6 +722,7 @@ def test_ring_fields_from_a_hostile_file_are_skipped_not_errors(capdir):
 
 
 # -- merged captures (issue 12 item 5, docs/capture-format.md §8) -----------------------------
+
 
 def _merged(tmp_path: Path, how: str, *parts: Path) -> Path:
     out = tmp_path / f"{how}.pcapng"
@@ -558,23 +755,30 @@ def test_cat_renumbers_past_a_number_its_own_capture_took(tmp_path):
     """cat a b, a with conn 1 and b with conns 1 and 2: shown 1, then b's as 2 and 3 (not 2, 2)."""
     frames = list(read_frames(W.REPO / "captures/blk.pcapng"))
     a = W.write_capture(tmp_path / "a.pcapng", frames)
-    b = W.write_capture(tmp_path / "b.pcapng",
-                        frames + [dataclasses.replace(f, conn=2) for f in frames])
+    b = W.write_capture(
+        tmp_path / "b.pcapng", frames + [dataclasses.replace(f, conn=2) for f in frames]
+    )
     assert _agree_on_conns(_merged(tmp_path, "cat", a, b)) == {1, 2, 3}
 
 
 # -- one message above 4096 bytes, framed whole by the sender ----------------------------------
 
+
 def test_one_oversize_message_per_frame_is_decoded_flagged(tmp_path):
     """As decoder.StreamFramer's fast path: decoded whole and flagged oversize, not raw +
     framing_lost; the same bytes split over two frames, or after other bytes, still lose framing."""
     t = iter(range(1_000_000, 10**9, 1000))
-    big = S.raw(5, struct.pack("<II", 1, 0) + b"\0" * 32 + b"\x11" * 4200)  # SET_MEM_TABLE + trailing
-    frames = [Frame(next(t), 4, "main", "f2b", S.raw(1)),
-              Frame(next(t), 4, "main", "f2b", big, ("memfd:ram",)),
-              Frame(next(t), 4, "main", "f2b", S.raw(24, b"\x00" * 5000)),  # GET_CONFIG-ish number
-              Frame(next(t), 4, "main", "f2b", big[:100]), Frame(next(t), 4, "main", "f2b", big[100:]),
-              Frame(next(t), 4, "main", "f2b", S.raw(1) + big)]
+    big = S.raw(
+        5, struct.pack("<II", 1, 0) + b"\0" * 32 + b"\x11" * 4200
+    )  # SET_MEM_TABLE + trailing
+    frames = [
+        Frame(next(t), 4, "main", "f2b", S.raw(1)),
+        Frame(next(t), 4, "main", "f2b", big, ("memfd:ram",)),
+        Frame(next(t), 4, "main", "f2b", S.raw(24, b"\x00" * 5000)),  # GET_CONFIG-ish number
+        Frame(next(t), 4, "main", "f2b", big[:100]),
+        Frame(next(t), 4, "main", "f2b", big[100:]),
+        Frame(next(t), 4, "main", "f2b", S.raw(1) + big),
+    ]
     path = W.write_capture(tmp_path / "oversize.pcapng", frames)
     py = W.python_views(path)
     by_frame: dict[int, set[str]] = {}
@@ -591,6 +795,7 @@ def test_one_oversize_message_per_frame_is_decoded_flagged(tmp_path):
 
 # -- rule and addon firings (note events, docs/rules.md) --------------------------------------
 
+
 def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
     import xml.etree.ElementTree as ET
 
@@ -598,30 +803,57 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
     from vuinspect.frames import event_frame
     from vuinspect.rules import RuleSet, parse_rules
 
-    rules = RuleSet(parse_rules(["mask-features VIRTIO_F_VERSION_1: name == GET_FEATURES && reply",
-                                 "delay 10ms: name == SET_OWNER"])).for_conn(1, str)
+    rules = RuleSet(
+        parse_rules(
+            [
+                "mask-features VIRTIO_F_VERSION_1: name == GET_FEATURES && reply",
+                "delay 10ms: name == SET_OWNER",
+            ]
+        )
+    ).for_conn(1, str)
     frames, t = [event_frame("open", 1000, 1, {"label": "r.sock"})], 2000
-    for direction, data in (("f2b", build("main", 1)),
-                            ("b2f", build("main", 1, {"features": 1 << 32 | 1 << 30}, reply=True)),
-                            ("f2b", build("main", 3))):
+    for direction, data in (
+        ("f2b", build("main", 1)),
+        ("b2f", build("main", 1, {"features": 1 << 32 | 1 << 30}, reply=True)),
+        ("f2b", build("main", 3)),
+    ):
         verdict = rules.judge(t, "main", direction, data, [])
         for note in verdict.notes if verdict else []:  # the proxy's order: note, then message
             frames.append(event_frame("note", t, 1, note))
             t += 10
         frames.append(Frame(t, 1, "main", direction, verdict.data if verdict else data))
         t += 1000
-    frames.append(event_frame("note", t, 1, {
-        "text": "addon x: error", "addon": "x.py", "hook": "message", "action": "error",
-        "error": "boom\x1b[31m", "fired": False, "direction": "f2b", "original": "zz", "new": ""}))
+    frames.append(
+        event_frame(
+            "note",
+            t,
+            1,
+            {
+                "text": "addon x: error",
+                "addon": "x.py",
+                "hook": "message",
+                "action": "error",
+                "error": "boom\x1b[31m",
+                "fired": False,
+                "direction": "f2b",
+                "original": "zz",
+                "new": "",
+            },
+        )
+    )
     path = W.write_capture(tmp_path / "rules.pcapng", frames)
-    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "pdml", "-Y", "vhost_user.rule")
+    proc = W.tshark(
+        "-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "pdml", "-Y", "vhost_user.rule"
+    )
     assert "Lua" not in proc.stderr, proc.stderr[-2000:]
     shown = []
     for pkt in ET.fromstring(proc.stdout).iter("packet"):
         f = {}
         for el in pkt.iter("field"):
             if el.get("name", "").startswith("vhost_user.rule"):
-                f.setdefault(el.get("name"), el.get("show") if el.get("show") else el.get("showname"))
+                f.setdefault(
+                    el.get("name"), el.get("show") if el.get("show") else el.get("showname")
+                )
             if el.get("name") == "_ws.expert.severity":
                 f["severity"] = el.get("showname")
         shown.append(f)
@@ -641,6 +873,16 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
     assert "vhost_user.rule.not_fired" in addon and addon["severity"] == "Severity level: Chat"
     assert "vhost_user.rule.original" not in addon
     # filterable: only the frame of the feature mask
-    proc = W.tshark("-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields", "-e", "frame.number",
-                    "-Y", 'vhost_user.rule.action == "mask-features"')
+    proc = W.tshark(
+        "-r",
+        str(path),
+        "-X",
+        f"lua_script:{W.LUA}",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+        "-Y",
+        'vhost_user.rule.action == "mask-features"',
+    )
     assert proc.stdout.split() == ["3"]  # open, GET_FEATURES, the note, then the masked reply

@@ -30,9 +30,11 @@ FILTER = 'vhost_user.name == "ADD_MEM_REG" || vhost_user.name == "SET_MEM_TABLE"
 WIDTH, HEIGHT = 1280, 720
 # Wireshark's "recent" file in the temporary profile: the window fills the screen, a short
 # packet list, no bytes pane, so the details tree has the room.
-RECENT = (f"gui.geometry_main_x: 0\ngui.geometry_main_y: 0\ngui.geometry_main_width: {WIDTH}\n"
-          f"gui.geometry_main_height: {HEIGHT}\ngui.geometry_main_maximized: FALSE\n"
-          "gui.geometry_main_upper_pane: 150\ngui.byte_view_show: FALSE\n")
+RECENT = (
+    f"gui.geometry_main_x: 0\ngui.geometry_main_y: 0\ngui.geometry_main_width: {WIDTH}\n"
+    f"gui.geometry_main_height: {HEIGHT}\ngui.geometry_main_maximized: FALSE\n"
+    "gui.geometry_main_upper_pane: 150\ngui.byte_view_show: FALSE\n"
+)
 
 pytestmark = [
     pytest.mark.tshark,
@@ -50,8 +52,9 @@ class Gui:
     shots: Path
 
     def run(self, *args: str, timeout: float = 20) -> str:
-        proc = subprocess.run(list(args), capture_output=True, text=True, env=self.env,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            list(args), capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
         return proc.stdout
 
     def key(self, *keys: str) -> None:
@@ -81,8 +84,17 @@ class Gui:
         """The status bar's text, read from a 3x crop of the screen's bottom line."""
         full = self.shot(name)
         crop = self.shots / f"status-{name}"
-        self.run("convert", str(full), "-crop", f"{WIDTH}x24+0+{HEIGHT - 24}", "+repage",
-                 "-scale", "300%", str(crop), timeout=30)
+        self.run(
+            "convert",
+            str(full),
+            "-crop",
+            f"{WIDTH}x24+0+{HEIGHT - 24}",
+            "+repage",
+            "-scale",
+            "300%",
+            str(crop),
+            timeout=30,
+        )
         return self.run("tesseract", str(crop), "-", "--psm", "7", timeout=60).strip()
 
     def visible(self) -> list[tuple[str, str]]:
@@ -130,11 +142,23 @@ def gui(tmp_path_factory):
     home, runtime, shots = base / "home", base / "run", base / "shots"
     for d in (home, runtime, shots):
         d.mkdir(mode=0o700)
-    env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_RUNTIME_DIR=str(runtime), LC_ALL="C.UTF-8", QT_QPA_PLATFORM="xcb")
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_RUNTIME_DIR=str(runtime),
+        LC_ALL="C.UTF-8",
+        QT_QPA_PLATFORM="xcb",
+    )
     env.pop("WAYLAND_DISPLAY", None)
-    proc = subprocess.run([sys.executable, "-m", "vuinspect", "install-dissector"],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "install-dissector"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (home / ".local/lib/wireshark/plugins/vhost_user.lua").is_file(), proc.stdout
     (home / ".config/wireshark").mkdir(parents=True, exist_ok=True)
@@ -143,10 +167,21 @@ def gui(tmp_path_factory):
     read_fd, write_fd = os.pipe()
     xvfb = wireshark = None
     try:
-        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0",
-                                 f"{WIDTH}x{HEIGHT}x24", "-nolisten", "tcp"],
-                                pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        xvfb = subprocess.Popen(
+            [
+                "Xvfb",
+                "-displayfd",
+                str(write_fd),
+                "-screen",
+                "0",
+                f"{WIDTH}x{HEIGHT}x24",
+                "-nolisten",
+                "tcp",
+            ],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(write_fd)
         write_fd = -1
         with os.fdopen(read_fd, "r") as r:
@@ -157,11 +192,17 @@ def gui(tmp_path_factory):
         with stderr.open("w") as err:
             wireshark = subprocess.Popen(
                 ["wireshark", "-r", str(CAPTURE), "-Y", FILTER],
-                stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=base)
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                cwd=base,
+            )
         g = Gui(env, home, "", stderr, shots)
         g.main = _wait_for(g, r"^blk\.pcapng$", 60, allowed=r"^The Wireshark Network Analyzer$")
-        assert g.main, (f"Wireshark did not show blk.pcapng; windows {g.visible()}, "
-                        f"stderr {stderr.read_text()!r}; on screen: {_screen_text(g)!r}")
+        assert g.main, (
+            f"Wireshark did not show blk.pcapng; windows {g.visible()}, "
+            f"stderr {stderr.read_text()!r}; on screen: {_screen_text(g)!r}"
+        )
         time.sleep(1.5)
         yield g
     finally:
@@ -212,7 +253,13 @@ def test_screenshot_shows_add_mem_reg_tree(gui):
 def test_no_frame_has_a_lua_error(gui):
     """Typed into the display filter bar: no frame of the capture has a Lua error or is malformed."""
     gui.key("ctrl+slash", "ctrl+a")
-    gui.run("xdotool", "type", "--delay", "20", "_ws.lua.error || _ws.malformed || _ws.expert.severity == error")
+    gui.run(
+        "xdotool",
+        "type",
+        "--delay",
+        "20",
+        "_ws.lua.error || _ws.malformed || _ws.expert.severity == error",
+    )
     gui.key("Return")
     time.sleep(1.5)
     status = gui.status("lua-errors.png")

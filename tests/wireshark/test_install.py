@@ -36,8 +36,14 @@ def vuinspect(home: Path, *args: str, path: str | None = None) -> subprocess.Com
     env = W.tshark_env(home)
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "vuinspect", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "vuinspect", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def names_without_x(home: Path, capture: Path) -> list[str]:
@@ -53,8 +59,10 @@ def names_without_x(home: Path, capture: Path) -> list[str]:
 
 
 def test_parse_folders_reads_tshark_output():
-    text = ("Personal configuration:\t/h/.config/wireshark\nPersonal Lua Plugins:\t/h/.local/lib/"
-            "wireshark/plugins\nExtcap path:         \t/usr/lib/x/extcap\n")
+    text = (
+        "Personal configuration:\t/h/.config/wireshark\nPersonal Lua Plugins:\t/h/.local/lib/"
+        "wireshark/plugins\nExtcap path:         \t/usr/lib/x/extcap\n"
+    )
     got = install.parse_folders(text)
     assert got["Personal Lua Plugins"] == "/h/.local/lib/wireshark/plugins"
     assert got["Extcap path"] == "/usr/lib/x/extcap"
@@ -90,14 +98,30 @@ def test_extcap_is_listed_once_installed(home):
     listed = W.tshark("-D", env=W.tshark_env(home)).stdout
     assert f"{INTERFACE} (vhost-user proxy (vuinspect))" in listed
     # Wireshark runs the launcher itself: it must answer the extcap queries on its own.
-    out = subprocess.run([str(launcher), "--extcap-interfaces"], capture_output=True, text=True,
-                         env=W.tshark_env(home), timeout=30, check=True).stdout
+    out = subprocess.run(
+        [str(launcher), "--extcap-interfaces"],
+        capture_output=True,
+        text=True,
+        env=W.tshark_env(home),
+        timeout=30,
+        check=True,
+    ).stdout
     assert f"interface {{value={INTERFACE}}}" in out
-    config = subprocess.run([str(launcher), "--extcap-interface", INTERFACE, "--extcap-config"],
-                            capture_output=True, text=True, timeout=30, check=True).stdout
+    config = subprocess.run(
+        [str(launcher), "--extcap-interface", INTERFACE, "--extcap-config"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "{call=--listen}" in config and "{call=--connect}" in config
-    dlts = subprocess.run([str(launcher), "--extcap-interface", INTERFACE, "--extcap-dlts"],
-                          capture_output=True, text=True, timeout=30, check=True).stdout
+    dlts = subprocess.run(
+        [str(launcher), "--extcap-interface", INTERFACE, "--extcap-dlts"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "{number=252}" in dlts
     vuinspect(home, "install-dissector", "--uninstall")
     assert not launcher.exists()
@@ -115,7 +139,9 @@ def _wait_for(path: Path, timeout: float, proc: subprocess.Popen | None = None) 
     deadline = time.monotonic() + timeout
     while not path.exists():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"{proc.args[0]} exited: {proc.stderr.read() if proc.stderr else ''}"
+            )
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
 
@@ -129,16 +155,37 @@ def test_live_capture_through_extcap_against_a_real_backend(home):
     image, backend, listen, out = d / "disk.img", d / "b.sock", d / "a.sock", d / "live.pcapng"
     image.write_bytes(b"\0" * (4 << 20))
     qsd = subprocess.Popen(
-        ["qemu-storage-daemon", "--blockdev", f"driver=file,node-name=file,filename={image}",
-         "--export", f"type=vhost-user-blk,id=exp,node-name=file,addr.type=unix,"
-         f"addr.path={backend},writable=on"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        [
+            "qemu-storage-daemon",
+            "--blockdev",
+            f"driver=file,node-name=file,filename={image}",
+            "--export",
+            f"type=vhost-user-blk,id=exp,node-name=file,addr.type=unix,"
+            f"addr.path={backend},writable=on",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     ts = None
     try:
         _wait_for(backend, 10, qsd)
         ts = subprocess.Popen(
-            ["tshark", "-i", INTERFACE, "-o", f"extcap.{INTERFACE}.listen:{listen}",
-             "-o", f"extcap.{INTERFACE}.connect:{backend}", "-w", str(out)],
-            env=W.tshark_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                "tshark",
+                "-i",
+                INTERFACE,
+                "-o",
+                f"extcap.{INTERFACE}.listen:{listen}",
+                "-o",
+                f"extcap.{INTERFACE}.connect:{backend}",
+                "-w",
+                str(out),
+            ],
+            env=W.tshark_env(home),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_for(listen, 20, ts)
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(str(listen))
@@ -178,20 +225,41 @@ w.close()
 
 def test_capture_on_stdout_pipes_into_tshark_live():
     """`vuinspect proxy -w - | wireshark -k -i -`: our stream is readable as a live pipe."""
-    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(tests=str(Path(__file__).parent))],
-                              stdout=subprocess.PIPE)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(tests=str(Path(__file__).parent))],
+        stdout=subprocess.PIPE,
+    )
     try:
-        proc = subprocess.run(["tshark", "-i", "-", "-l", "-X", f"lua_script:{W.LUA}", "-T", "fields",
-                               "-e", "vhost_user.name"], stdin=writer.stdout, capture_output=True,
-                              text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [
+                "tshark",
+                "-i",
+                "-",
+                "-l",
+                "-X",
+                f"lua_script:{W.LUA}",
+                "-T",
+                "fields",
+                "-e",
+                "vhost_user.name",
+            ],
+            stdin=writer.stdout,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     finally:
         writer.stdout.close()
         writer.wait(10)
     assert proc.returncode == 0, proc.stderr
     import ws_samples
 
-    want = [m["name"] for m in W.python_views(ws_samples.framing_frames())
-            if m["kind"] in ("message", "raw")]
+    want = [
+        m["name"]
+        for m in W.python_views(ws_samples.framing_frames())
+        if m["kind"] in ("message", "raw")
+    ]
     got = [n for line in proc.stdout.splitlines() for n in line.split(",") if n]
     assert got == want
 
@@ -200,10 +268,24 @@ def test_extcap_capture_stops_cleanly_on_sigterm(tmp_path):
     """Wireshark ends a capture with SIGTERM: sockets go away, the pcapng is whole."""
     d = Path(tempfile.mkdtemp(dir="/tmp", prefix="vuterm"))
     listen, out = d / "l.sock", tmp_path / "out.pcapng"
-    proc = subprocess.Popen([sys.executable, "-c", "from vuinspect.wireshark.extcap import main; "
-                             "raise SystemExit(main())", "--capture", "--extcap-interface",
-                             INTERFACE, "--fifo", str(out), "--listen", str(listen), "--connect",
-                             str(d / "nobody.sock")], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from vuinspect.wireshark.extcap import main; raise SystemExit(main())",
+            "--capture",
+            "--extcap-interface",
+            INTERFACE,
+            "--fifo",
+            str(out),
+            "--listen",
+            str(listen),
+            "--connect",
+            str(d / "nobody.sock"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(listen, 20, proc)
         proc.send_signal(signal.SIGTERM)

@@ -56,8 +56,11 @@ def test_loads_and_helpers_agree(lua, with_bit, tmp_path):
     if shutil.which(lua) is None:
         pytest.skip(f"{lua} is not installed")
     script = tmp_path / "run.lua"
-    script.write_text(f"WITH_BIT = {'true' if with_bit else 'false'}\n" + PRELUDE
-                      + W.LUA.read_text() + EPILOGUE)
-    proc = subprocess.run([lua, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    script.write_text(
+        f"WITH_BIT = {'true' if with_bit else 'false'}\n" + PRELUDE + W.LUA.read_text() + EPILOGUE
+    )
+    proc = subprocess.run(
+        [lua, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("OK Lua 5."), proc.stdout

@@ -21,16 +21,25 @@ def test_names_and_frames_agree_with_read_json(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # no installed copy of the dissector
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))
-    out = subprocess.run([sys.executable, "-m", "vuinspect", "read", "--json", str(BLK)],
-                         capture_output=True, text=True, check=True).stdout
-    want = [(m["frame"], m["name"]) for m in map(json.loads, out.splitlines())
-            if m["kind"] == "message"]
+    out = subprocess.run(
+        [sys.executable, "-m", "vuinspect", "read", "--json", str(BLK)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    want = [
+        (m["frame"], m["name"]) for m in map(json.loads, out.splitlines()) if m["kind"] == "message"
+    ]
     loop = asyncio.new_event_loop()  # pyshark needs a loop of its own in this thread
-    cap = vuinspect.wireshark.pyshark_capture(BLK, eventloop=loop,
-                                              custom_parameters={"-o": "tcp.analyze_sequence_numbers:TRUE"})
+    cap = vuinspect.wireshark.pyshark_capture(
+        BLK, eventloop=loop, custom_parameters={"-o": "tcp.analyze_sequence_numbers:TRUE"}
+    )
     try:
-        got = [(int(pkt.number), pkt.vhost_user.name) for pkt in cap
-               if "name" in pkt.vhost_user.field_names]
+        got = [
+            (int(pkt.number), pkt.vhost_user.name)
+            for pkt in cap
+            if "name" in pkt.vhost_user.field_names
+        ]
     finally:
         cap.close()
         loop.close()

@@ -44,11 +44,19 @@ def tshark_env(home: Path | None = None) -> dict[str, str]:
 _EMPTY_HOME = Path(tempfile.mkdtemp(prefix="vu-tshark-home-"))
 
 
-def tshark(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def tshark(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """tshark with an empty personal folder unless ``env`` says otherwise: an installed copy
     of the dissector must not stand in for the one under test."""
-    return subprocess.run(["tshark", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env or tshark_env(_EMPTY_HOME), check=False)
+    return subprocess.run(
+        ["tshark", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or tshark_env(_EMPTY_HOME),
+        check=False,
+    )
 
 
 def write_capture(path: Path, frames: list[Frame], big_endian: bool = False) -> Path:
@@ -68,7 +76,9 @@ class Dissection:
     stderr: str = ""
 
 
-def dissect(capture: Path, *extra: str, two_pass: bool = True, lua: Path | None = LUA) -> Dissection:
+def dissect(
+    capture: Path, *extra: str, two_pass: bool = True, lua: Path | None = LUA
+) -> Dissection:
     args = ["-r", str(capture), "-T", "pdml"]
     if lua is not None:
         args += ["-X", f"lua_script:{lua}"]
@@ -81,7 +91,9 @@ def dissect(capture: Path, *extra: str, two_pass: bool = True, lua: Path | None 
         raise AssertionError(f"tshark failed ({proc.returncode}): {proc.stderr[-2000:]}")
     root = ET.fromstring(proc.stdout)
     for pkt in root.iter("packet"):
-        number = int(next(f for f in pkt.iter("field") if f.get("name") == "frame.number").get("show"))
+        number = int(
+            next(f for f in pkt.iter("field") if f.get("name") == "frame.number").get("show")
+        )
         for el in pkt.iter():
             name = el.get("name", "")
             if name == "_ws.malformed":
@@ -161,21 +173,35 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
     kind = int(fields["vhost_user.kind"].get("show")) if "vhost_user.kind" in fields else None
     view["kind"] = kind
     if "vhost_user.event.json" in fields:
-        view["event"] = {k.removeprefix("vhost_user.event."): el.get("show") for k, el in fields.items()
-                         if k.startswith("vhost_user.event.") and k != "vhost_user.event.json"}
-    for key, abbrev in (("request", "vhost_user.request"), ("request", "vhost_user.backend_request"),
-                        ("flags", "vhost_user.flags"), ("size", "vhost_user.size"),
-                        ("reply_to", "vhost_user.reply_to"), ("reply_in", "vhost_user.reply_in"),
-                        ("old_reply_to", "vhost_user.response_to"),
-                        ("old_reply_in", "vhost_user.response_in")):
+        view["event"] = {
+            k.removeprefix("vhost_user.event."): el.get("show")
+            for k, el in fields.items()
+            if k.startswith("vhost_user.event.") and k != "vhost_user.event.json"
+        }
+    for key, abbrev in (
+        ("request", "vhost_user.request"),
+        ("request", "vhost_user.backend_request"),
+        ("flags", "vhost_user.flags"),
+        ("size", "vhost_user.size"),
+        ("reply_to", "vhost_user.reply_to"),
+        ("reply_in", "vhost_user.reply_in"),
+        ("old_reply_to", "vhost_user.response_to"),
+        ("old_reply_in", "vhost_user.response_in"),
+    ):
         if abbrev in fields:
             view[key] = int(fields[abbrev].get("show"), 0)
-    for key, abbrev in (("name", "vhost_user.name"), ("layout", "vhost_user.layout"),
-                        ("severity", "vhost_user.severity")):
+    for key, abbrev in (
+        ("name", "vhost_user.name"),
+        ("layout", "vhost_user.layout"),
+        ("severity", "vhost_user.severity"),
+    ):
         if abbrev in fields:
             view[key] = fields[abbrev].get("show")
-    for key, abbrev in (("reply", "vhost_user.reply"), ("old_reply", "vhost_user.is_reply"),
-                        ("need_reply", "vhost_user.need_reply")):
+    for key, abbrev in (
+        ("reply", "vhost_user.reply"),
+        ("old_reply", "vhost_user.is_reply"),
+        ("need_reply", "vhost_user.need_reply"),
+    ):
         if abbrev in fields:
             view[key] = fields[abbrev].get("show") in ("1", "True")
     if "vhost_user.latency_us" in fields:
@@ -187,6 +213,7 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
 
 
 # -- the Python side ---------------------------------------------------------------------------
+
 
 def _norm_names(names: list[str]) -> list[str]:
     return [re.sub(r"^bit_(\d+)$", r"bit\1", n.lower()) for n in names]
@@ -220,8 +247,11 @@ def drop_empty_names(p: dict[str, Any]) -> dict[str, Any]:
             if v:
                 out[k] = sorted(v)
             continue
-        out[k] = [drop_empty_names(i) for i in v] if isinstance(v, list) and v and \
-            isinstance(v[0], dict) else v
+        out[k] = (
+            [drop_empty_names(i) for i in v]
+            if isinstance(v, list) and v and isinstance(v[0], dict)
+            else v
+        )
     return out
 
 
@@ -237,7 +267,9 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
         if codes:  # flushed at close: the Lua side reports it on the close frame
             on_conn = {c for n, c in lua.experts if lua.conns.get(n) == m["conn"]}
             if not codes <= on_conn:
-                errors.append(f"frame {frame} {m['name']}: {codes} not reported for conn {m['conn']}")
+                errors.append(
+                    f"frame {frame} {m['name']}: {codes} not reported for conn {m['conn']}"
+                )
             continue
         i = seen.get(frame, 0)
         seen[frame] = i + 1
@@ -252,17 +284,23 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
                 errors.append(f"{where}: kind {v['kind']}")
             for k in ("label", "reason", "text", "device"):
                 if k in m["payload"] and v.get("event", {}).get(k) != str(m["payload"][k]):
-                    errors.append(f"{where}: event {k} {v.get('event', {}).get(k)!r} != {m['payload'][k]!r}")
+                    errors.append(
+                        f"{where}: event {k} {v.get('event', {}).get(k)!r} != {m['payload'][k]!r}"
+                    )
             continue
         py_side = {k: m[k] for k in ("name", "fds")}
         lua_side = {k: v.get(k) for k in ("name", "fds")}
         py_side["old_fds"] = m["fds"]
         lua_side["old_fds"] = v.get("old_fds", [])
         if m["kind"] != "raw":
-            py_side |= {k: m[k] for k in ("request", "flags", "size", "reply", "layout", "reply_to",
-                                          "reply_in")}
-            lua_side |= {k: v.get(k) for k in ("request", "flags", "size", "reply", "layout",
-                                               "reply_to", "reply_in")}
+            py_side |= {
+                k: m[k]
+                for k in ("request", "flags", "size", "reply", "layout", "reply_to", "reply_in")
+            }
+            lua_side |= {
+                k: v.get(k)
+                for k in ("request", "flags", "size", "reply", "layout", "reply_to", "reply_in")
+            }
             py_side["payload"] = drop_empty_names(normalize_payload(m["payload"]))
             lua_side["payload"] = drop_empty_names(v["payload"])
         py_side["problems"] = sorted(p["code"] for p in m["problems"])
@@ -286,5 +324,7 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
                 errors.append(f"{where}: {key} {v.get(key)} != {m['latency_us']}")
     for key in lua.views:
         if key not in matched:
-            errors.append(f"frame {key[0]}#{key[1]}: only in tshark output ({lua.views[key].get('name')})")
+            errors.append(
+                f"frame {key[0]}#{key[1]}: only in tshark output ({lua.views[key].get('name')})"
+            )
     return errors

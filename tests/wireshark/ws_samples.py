@@ -102,8 +102,15 @@ def fds_for(n: int, tag: str) -> tuple[str, ...]:
     return tuple(f"memfd:{tag}-{i} size=1MiB" for i in range(n))
 
 
-def _exchange(spec: RequestSpec, req_lay: Layout, rep_lay: Layout | None, rng: random.Random,
-              clock: Clock, conn: int, order: str) -> Iterator[Frame]:
+def _exchange(
+    spec: RequestSpec,
+    req_lay: Layout,
+    rep_lay: Layout | None,
+    rng: random.Random,
+    clock: Clock,
+    conn: int,
+    order: str,
+) -> Iterator[Frame]:
     ask, answer = ("f2b", "b2f") if spec.channel == "main" else ("b2f", "f2b")
     values = well_formed(req_lay, field_values(req_lay, rng))
     need = spec.reply_mode in ("ack", "flag", "log_shmfd")
@@ -115,17 +122,23 @@ def _exchange(spec: RequestSpec, req_lay: Layout, rep_lay: Layout | None, rng: r
     rvalues = well_formed(rep_lay, field_values(rep_lay, rng))
     data = build(spec.channel, spec.id, rvalues, reply=True, layout=rep_lay.name, order=order)
     n = fd_count(spec, rep_lay, rvalues, True)
-    yield Frame(clock(rng.randrange(500, 50_000)), conn, spec.channel, answer, data,
-                fds_for(n, "reply"))
+    yield Frame(
+        clock(rng.randrange(500, 50_000)), conn, spec.channel, answer, data, fds_for(n, "reply")
+    )
 
 
 def every_message_frames(seed: int = 4, conn: int = 1, order: str = "<") -> list[Frame]:
     """Negotiation, then every request and reply alternative of both channels."""
     rng = random.Random(seed)
     clock = Clock()
-    info = {"label": f"/run/vhost-net{conn}.sock", "listen": "/tmp/l.sock", "connect": "/tmp/c.sock",
-            "orientation": "frontend-connects", "device": "net",
-            "byteorder": "big" if order == ">" else "little"}
+    info = {
+        "label": f"/run/vhost-net{conn}.sock",
+        "listen": "/tmp/l.sock",
+        "connect": "/tmp/c.sock",
+        "orientation": "frontend-connects",
+        "device": "net",
+        "byteorder": "big" if order == ">" else "little",
+    }
     frames = [event_frame("open", clock(), conn, info)]
 
     def main(data: bytes, direction: str = "f2b", fds: tuple[str, ...] = ()) -> None:
@@ -139,12 +152,15 @@ def every_message_frames(seed: int = 4, conn: int = 1, order: str = "<") -> list
     main(build("main", 16, {"features": ALL_PROTOCOL}, order=order))
     for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
         for i, req_lay in enumerate(spec.request):
-            frames += _exchange(spec, req_lay, spec.reply[0] if spec.reply else None, rng, clock,
-                                conn, order)
+            frames += _exchange(
+                spec, req_lay, spec.reply[0] if spec.reply else None, rng, clock, conn, order
+            )
             if i == 0:
                 for rep_lay in spec.reply[1:]:
                     frames += _exchange(spec, req_lay, rep_lay, rng, clock, conn, order)
-    frames.append(event_frame("close", clock(), conn, {"reason": "front-end closed", "by": "frontend"}))
+    frames.append(
+        event_frame("close", clock(), conn, {"reason": "front-end closed", "by": "frontend"})
+    )
     return frames
 
 
@@ -154,18 +170,44 @@ def framing_frames(conn: int = 3) -> list[Frame]:
     out = [event_frame("open", clock(), conn, {"label": "framing.sock"})]  # device guessed: blk
     two = build("main", 1) + build("main", 3, need_reply=True)
     out.append(Frame(clock(), conn, "main", "f2b", two))
-    out.append(Frame(clock(), conn, "main", "b2f", build("main", 1, {"features": 1 << 30 | 1 << 13},
-                                                        reply=True)))
-    out.append(Frame(clock(), conn, "main", "f2b", build("main", 2, {"features": 1 << 13 | 1 << 1})))
-    mem = build("main", 5, {"regions": [{"guest_phys_addr": 0, "memory_size": 1 << 30,
-                                          "userspace_addr": 0x7F0000000000, "mmap_offset": 0}]})
+    out.append(
+        Frame(
+            clock(),
+            conn,
+            "main",
+            "b2f",
+            build("main", 1, {"features": 1 << 30 | 1 << 13}, reply=True),
+        )
+    )
+    out.append(
+        Frame(clock(), conn, "main", "f2b", build("main", 2, {"features": 1 << 13 | 1 << 1}))
+    )
+    mem = build(
+        "main",
+        5,
+        {
+            "regions": [
+                {
+                    "guest_phys_addr": 0,
+                    "memory_size": 1 << 30,
+                    "userspace_addr": 0x7F0000000000,
+                    "mmap_offset": 0,
+                }
+            ]
+        },
+    )
     out.append(Frame(clock(), conn, "main", "f2b", mem[:7]))
     out.append(Frame(clock(), conn, "main", "f2b", mem[7:30], ("memfd:guest-ram size=1GiB",)))
-    out.append(Frame(clock(), conn, "main", "f2b", mem[30:] + build("main", 8, {"index": 0, "num": 256})))
-    junk = struct.pack("<III", 9, 1, 70000) + b"\xee" * 20 + build("main", 11, {"index": 0, "num": 0})
+    out.append(
+        Frame(clock(), conn, "main", "f2b", mem[30:] + build("main", 8, {"index": 0, "num": 256}))
+    )
+    junk = (
+        struct.pack("<III", 9, 1, 70000) + b"\xee" * 20 + build("main", 11, {"index": 0, "num": 0})
+    )
     out.append(Frame(clock(), conn, "main", "f2b", junk))
-    out.append(Frame(clock(), conn, "main", "b2f", build("main", 11, {"index": 0, "num": 5},
-                                                        reply=True)))
+    out.append(
+        Frame(clock(), conn, "main", "b2f", build("main", 11, {"index": 0, "num": 5}, reply=True))
+    )
     out.append(event_frame("note", clock(), conn, {"text": "resync \u00e9 test"}))
     out.append(event_frame("close", clock(), conn, {"reason": "back-end closed", "by": "backend"}))
     return out
@@ -186,59 +228,99 @@ def problem_frames() -> dict[str, list[Frame]]:
     def opened(*frames: Frame) -> list[Frame]:
         return [event_frame("open", clock(), c, {"label": "p.sock"}), *frames]
 
-    acked = [f("f2b", build("main", 1)), f("b2f", build("main", 1, {"features": 1 << 30}, reply=True)),
-             f("f2b", build("main", 15)),
-             f("b2f", build("main", 15, {"features": 0x1}, reply=True)),
-             f("f2b", build("main", 16, {"features": 0x1}))]  # only MQ: no REPLY_ACK, no CONFIG
+    acked = [
+        f("f2b", build("main", 1)),
+        f("b2f", build("main", 1, {"features": 1 << 30}, reply=True)),
+        f("f2b", build("main", 15)),
+        f("b2f", build("main", 15, {"features": 0x1}, reply=True)),
+        f("f2b", build("main", 16, {"features": 0x1})),
+    ]  # only MQ: no REPLY_ACK, no CONFIG
     u64 = encode_layout
     return {
         "bad_version": opened(f("f2b", raw(1, flags=2))),
         "reserved_flags": opened(f("f2b", raw(1, flags=0x101))),
         "wrong_size": opened(f("f2b", raw(8, b"\0" * 5))),
-        "bad_count": opened(f("f2b", raw(5, struct.pack("<II", 9, 0) + b"\0" * 32), fds_for(8, "m"))),
+        "bad_count": opened(
+            f("f2b", raw(5, struct.pack("<II", 9, 0) + b"\0" * 32), fds_for(8, "m"))
+        ),
         "nonzero_padding": opened(f("f2b", raw(19, b"\x01" * 6 + b"\x05\x00"))),
         "wrong_direction": opened(f("f2b", raw(1, flags=0x5))),
         "fd_count": opened(f("f2b", build("main", 12, {"index": 1, "nofd": 0}))),
         "unknown_request": opened(f("f2b", raw(99))),
-        "reply_flags": opened(f("f2b", build("main", 1)),
-                              f("b2f", raw(1, u64(ACK, {"result": 3}), flags=0xD))),
+        "reply_flags": opened(
+            f("f2b", build("main", 1)), f("b2f", raw(1, u64(ACK, {"result": 3}), flags=0xD))
+        ),
         "reply_to_nothing": opened(f("b2f", build("main", 3, reply=True))),
-        "reply_mismatch": opened(f("f2b", build("main", 1)), f("b2f", build("main", 15, {"features": 1},
-                                                                             reply=True))),
+        "reply_mismatch": opened(
+            f("f2b", build("main", 1)), f("b2f", build("main", 15, {"features": 1}, reply=True))
+        ),
         "missing_reply": opened(f("f2b", build("main", 1))),
-        "unexpected_reply": opened(*acked, f("f2b", raw(99, flags=0x9)),
-                                   f("b2f", raw(99, flags=0x5))),
+        "unexpected_reply": opened(
+            *acked, f("f2b", raw(99, flags=0x9)), f("b2f", raw(99, flags=0x5))
+        ),
         "request_while_waiting": opened(f("f2b", build("main", 1)), f("f2b", build("main", 15))),
-        "feature_not_negotiated": opened(*acked, f("f2b", build("main", 24, {"offset": 0, "data": "00"}))),
-        "features_not_offered": opened(f("f2b", build("main", 1)),
-                                       f("b2f", build("main", 1, {"features": 1}, reply=True)),
-                                       f("f2b", build("main", 2, {"features": 3}))),
+        "feature_not_negotiated": opened(
+            *acked, f("f2b", build("main", 24, {"offset": 0, "data": "00"}))
+        ),
+        "features_not_offered": opened(
+            f("f2b", build("main", 1)),
+            f("b2f", build("main", 1, {"features": 1}, reply=True)),
+            f("f2b", build("main", 2, {"features": 3})),
+        ),
         "need_reply_without_ack": opened(*acked, f("f2b", build("main", 3, need_reply=True))),
         "enable_without_protocol_features": opened(
-            f("f2b", build("main", 1)), f("b2f", build("main", 1, {"features": 1}, reply=True)),
-            f("f2b", build("main", 18, {"index": 0, "num": 1}))),
-        "vring_not_started": opened(f("f2b", build("main", 1)),
-                                    f("b2f", build("main", 1, {"features": 1 << 30}, reply=True)),
-                                    f("f2b", build("main", 11, {"index": 2}))),
+            f("f2b", build("main", 1)),
+            f("b2f", build("main", 1, {"features": 1}, reply=True)),
+            f("f2b", build("main", 18, {"index": 0, "num": 1})),
+        ),
+        "vring_not_started": opened(
+            f("f2b", build("main", 1)),
+            f("b2f", build("main", 1, {"features": 1 << 30}, reply=True)),
+            f("f2b", build("main", 11, {"index": 2})),
+        ),
         "too_many_regions": opened(
-            f("f2b", build("main", 36)), f("b2f", build("main", 36, {"slots": 0}, reply=True)),
-            f("f2b", build("main", 37, {"guest_phys_addr": 0, "memory_size": 4096}), fds_for(1, "r"))),
+            f("f2b", build("main", 36)),
+            f("b2f", build("main", 36, {"slots": 0}, reply=True)),
+            f(
+                "f2b",
+                build("main", 37, {"guest_phys_addr": 0, "memory_size": 4096}),
+                fds_for(1, "r"),
+            ),
+        ),
         "fds_without_backend_send_fd": opened(
-            *acked, f("b2f", build("backend", 3, {"index": 0, "nofd": 0, "size": 4096}),
-                      fds_for(1, "n"), "backend")),
-        "fds_truncated": opened(f("f2b", build("main", 12, {"index": 0, "nofd": 0}),
-                                  ("truncated: the kernel dropped fds (MSG_CTRUNC)",))),
-        "vring_out_of_range": opened(f("f2b", build("main", 17)),
-                                     f("b2f", build("main", 17, {"num_queues": 1}, reply=True)),
-                                     f("f2b", build("main", 8, {"index": 2, "num": 256}))),
-        "ack_error": opened(f("f2b", build("main", 3, need_reply=True)),
-                            f("b2f", build("main", 3, {"result": 1}, reply=True))),
+            *acked,
+            f(
+                "b2f",
+                build("backend", 3, {"index": 0, "nofd": 0, "size": 4096}),
+                fds_for(1, "n"),
+                "backend",
+            ),
+        ),
+        "fds_truncated": opened(
+            f(
+                "f2b",
+                build("main", 12, {"index": 0, "nofd": 0}),
+                ("truncated: the kernel dropped fds (MSG_CTRUNC)",),
+            )
+        ),
+        "vring_out_of_range": opened(
+            f("f2b", build("main", 17)),
+            f("b2f", build("main", 17, {"num_queues": 1}, reply=True)),
+            f("f2b", build("main", 8, {"index": 2, "num": 256})),
+        ),
+        "ack_error": opened(
+            f("f2b", build("main", 3, need_reply=True)),
+            f("b2f", build("main", 3, {"result": 1}, reply=True)),
+        ),
         "oversize": opened(f("f2b", struct.pack("<III", 1, 1, 1 << 20) + b"\0" * 8)),
         "framing_lost": opened(f("f2b", struct.pack("<III", 1, 1, 1 << 20) + build("main", 1))),
-        "truncated_payload": opened(f("f2b", build("main", 2, {"features": 1})[:15]),
-                                    event_frame("close", clock(), c, {"reason": "gone"})),
-        "truncated_header": opened(f("f2b", b"\x01\x00\x00"),
-                                   event_frame("close", clock(), c, {"reason": "gone"})),
+        "truncated_payload": opened(
+            f("f2b", build("main", 2, {"features": 1})[:15]),
+            event_frame("close", clock(), c, {"reason": "gone"}),
+        ),
+        "truncated_header": opened(
+            f("f2b", b"\x01\x00\x00"), event_frame("close", clock(), c, {"reason": "gone"})
+        ),
     }
 
 
@@ -258,24 +340,53 @@ def dataplane_frames(conn: int = 7) -> list[Frame]:
     t0 = BASE_NS + 123_456_789  # 19 digits, odd: a double would not keep them
 
     def ring(t: float, avail: int, used: int, event: str = "tick", **extra: Any) -> Frame:
-        sample = RingSample(0, t0 + int(t * s), "split", 256, avail_idx=avail, used_idx=used,
-                            used_event=used, avail_event=avail)
+        sample = RingSample(
+            0,
+            t0 + int(t * s),
+            "split",
+            256,
+            avail_idx=avail,
+            used_idx=used,
+            used_event=used,
+            avail_event=avail,
+        )
         return ring_frame(sample.ts_ns, conn, {**sample.to_json(), "event": event, **extra})
 
     header = decode_header("blk", struct.pack("<IIQ", 1, 0, 8))
-    chain = Chain(3, [Desc(3, 0x1000, 16, 1, 4), Desc(4, 0x2000, 1, 2, 0, True)],
-                  [dp_problem("desc_loop", "vring 0: descriptor 4 seen twice")], header)
-    packed = RingSample(1, t0 + 3 * s, "packed", 128, avail_idx=130, used_idx=129, avail_pos=2,
-                        avail_wrap=0, used_pos=1, used_wrap=0, driver_event_off=5,
-                        driver_event_wrap=1, driver_event_flags=2, device_event_off=0,
-                        device_event_wrap=1, device_event_flags=1,
-                        problems=(dp_problem("ring_index_ahead", "vring 1: avail 130 ahead"),))
+    chain = Chain(
+        3,
+        [Desc(3, 0x1000, 16, 1, 4), Desc(4, 0x2000, 1, 2, 0, True)],
+        [dp_problem("desc_loop", "vring 0: descriptor 4 seen twice")],
+        header,
+    )
+    packed = RingSample(
+        1,
+        t0 + 3 * s,
+        "packed",
+        128,
+        avail_idx=130,
+        used_idx=129,
+        avail_pos=2,
+        avail_wrap=0,
+        used_pos=1,
+        used_wrap=0,
+        driver_event_off=5,
+        driver_event_wrap=1,
+        driver_event_flags=2,
+        device_event_off=0,
+        device_event_wrap=1,
+        device_event_flags=1,
+        problems=(dp_problem("ring_index_ahead", "vring 1: avail 130 ahead"),),
+    )
     return [
         event_frame("open", t0 - 1000, conn, {"label": "dp", "device": "blk"}),
         ring(0.0, 0, 0, event="start"),
         notify_frame(t0 + 5_000_000, conn, 0, "kick", 7, t0 + 1_000_001, t0 + 9_000_003),
         ring(0.1, 4, 0, chains=[chain.to_json()]),
-        ring(0.6, 4, 0), ring(1.1, 4, 0), ring(1.6, 4, 0), ring(2.2, 4, 0),
+        ring(0.6, 4, 0),
+        ring(1.1, 4, 0),
+        ring(1.6, 4, 0),
+        ring(2.2, 4, 0),
         notify_frame(t0 + int(2.3 * s), conn, 0, "call", 1, t0 + int(2.3 * s), t0 + int(2.3 * s)),
         ring(2.5, 4, 4),
         ring_frame(packed.ts_ns, conn, {**packed.to_json(), "event": "control"}),

@@ -52,8 +52,13 @@ class Limits:
 
     @property
     def active(self) -> bool:
-        return bool(self.ring or self.stop_duration or self.stop_filesize or self.stop_files
-                    or self.stop_count)
+        return bool(
+            self.ring
+            or self.stop_duration
+            or self.stop_filesize
+            or self.stop_files
+            or self.stop_count
+        )
 
 
 _B_KEYS = {"filesize": "ring_filesize", "duration": "ring_duration", "files": "ring_files"}
@@ -68,8 +73,9 @@ def limits_from(ring: list[str], autostop: list[str], count: int | None) -> Limi
             key, _, value = spec.partition(":")
             attr = keys.get(key.strip())
             if attr is None or not value:
-                raise ValueError(f"{opt} {spec}: expected one of "
-                                 f"{', '.join(k + ':N' for k in keys)}")
+                raise ValueError(
+                    f"{opt} {spec}: expected one of {', '.join(k + ':N' for k in keys)}"
+                )
             try:
                 number = float(value) if key == "duration" else int(value)
             except ValueError:
@@ -115,11 +121,14 @@ def _check_existing(path: str, st: os.stat_result, force: bool) -> None:
     if not stat.S_ISREG(st.st_mode):
         return  # a FIFO or a device (/dev/null): written, never truncated
     if st.st_nlink > 1:
-        raise CaptureError(f"refusing to write capture {path}: it has {st.st_nlink} hard links "
-                           "(writing would change the other names too)")
+        raise CaptureError(
+            f"refusing to write capture {path}: it has {st.st_nlink} hard links "
+            "(writing would change the other names too)"
+        )
     if st.st_size and not force:
-        raise CaptureError(f"capture {path} exists ({st.st_size} bytes); "
-                           "give --force to overwrite it")
+        raise CaptureError(
+            f"capture {path} exists ({st.st_size} bytes); give --force to overwrite it"
+        )
 
 
 def open_target(path: str, force: bool) -> int | None:
@@ -159,7 +168,8 @@ def open_target(path: str, force: bool) -> int | None:
         raise CaptureError(f"cannot write capture {path}: {exc.strerror}") from None
     now = os.fstat(fd)
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or (
-            stat.S_ISREG(now.st_mode) and now.st_nlink > 1):
+        stat.S_ISREG(now.st_mode) and now.st_nlink > 1
+    ):
         os.close(fd)
         raise CaptureError(f"refusing to write capture {path}: it changed while being opened")
     if stat.S_ISREG(now.st_mode):
@@ -217,8 +227,9 @@ class RingFile:
     quiet = False
     name: str
 
-    def __init__(self, path: str, limits: Limits, force: bool, shb: bytes,
-                 on_stop: Callable[[str], None]) -> None:
+    def __init__(
+        self, path: str, limits: Limits, force: bool, shb: bytes, on_stop: Callable[[str], None]
+    ) -> None:
         self.path = path
         self.lim = limits
         self.force = force
@@ -254,7 +265,7 @@ class RingFile:
     def _write(self, buf: bytes) -> None:
         view = memoryview(buf)
         while view:
-            view = view[os.write(self.fd, view):]  # type: ignore[arg-type]
+            view = view[os.write(self.fd, view) :]  # type: ignore[arg-type]
         self.size += len(buf)
         self.total += len(buf)
 

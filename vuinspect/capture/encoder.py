@@ -71,8 +71,9 @@ def new_capture_id() -> str:
     return secrets.token_hex(8)
 
 
-def idb_block(order: str, conn: int, channel: str, label: str | None,
-              capture_id: str | None = None) -> bytes:
+def idb_block(
+    order: str, conn: int, channel: str, label: str | None, capture_id: str | None = None
+) -> bytes:
     """The interface description block of one (connection, channel).
 
     The label comes from a peer (a socket path): its control characters are escaped,
@@ -81,11 +82,14 @@ def idb_block(order: str, conn: int, channel: str, label: str | None,
     name = safe_text(label) if label else f"conn {conn}"
     description = f"conn {conn} {channel}" + (f" capture {capture_id}" if capture_id else "")
     body = struct.pack(order + "HHI", LINKTYPE_WIRESHARK_UPPER_PDU, 0, 0)
-    body += pack_options(order, [
-        (IF_NAME, name.encode("utf-8", "replace")),
-        (IF_DESCRIPTION, description.encode()),
-        (IF_TSRESOL, bytes([TSRESOL_NS])),
-    ])
+    body += pack_options(
+        order,
+        [
+            (IF_NAME, name.encode("utf-8", "replace")),
+            (IF_DESCRIPTION, description.encode()),
+            (IF_TSRESOL, bytes([TSRESOL_NS])),
+        ],
+    )
     return pack_block(order, BT_IDB, body)
 
 
@@ -98,8 +102,12 @@ class Encoder:
     before any thread can use the interface.
     """
 
-    def __init__(self, emit: Callable[[bytes], object],
-                 big_endian: bool = sys.byteorder == "big", capture_id: str | None = None) -> None:
+    def __init__(
+        self,
+        emit: Callable[[bytes], object],
+        big_endian: bool = sys.byteorder == "big",
+        capture_id: str | None = None,
+    ) -> None:
         self._emit = emit
         #: written in the section header and every interface block, when given
         self.capture_id = capture_id
@@ -129,8 +137,9 @@ class Encoder:
             iface = self._ifaces.get((conn, channel))
             if iface is None:
                 iface = len(self._ifaces)
-                self._emit(idb_block(self._order, conn, channel, self._labels.get(conn),
-                                     self.capture_id))
+                self._emit(
+                    idb_block(self._order, conn, channel, self._labels.get(conn), self.capture_id)
+                )
                 self._ifaces[(conn, channel)] = iface
             return iface
 
@@ -138,10 +147,13 @@ class Encoder:
         """(iface, exported-PDU prefix + pseudo-header, EPB flags) of fd-less data frames."""
         lane = self._lanes.get((conn, channel, direction))
         if lane is None:
-            header = pseudohdr.encode_header(
-                Frame(0, conn, channel, direction, b""), self.big_endian)  # type: ignore[arg-type]
-            lane = (self._iface(conn, channel), EXPORTED_PDU_PREFIX + header,
-                    EPB_DIRECTION_FLAGS[direction])
+            frame = Frame(0, conn, channel, direction, b"")  # type: ignore[arg-type]
+            header = pseudohdr.encode_header(frame, self.big_endian)
+            lane = (
+                self._iface(conn, channel),
+                EXPORTED_PDU_PREFIX + header,
+                EPB_DIRECTION_FLAGS[direction],
+            )
             self._lanes[(conn, channel, direction)] = lane
         return lane
 
@@ -154,8 +166,15 @@ class Encoder:
         caplen = len(prefix) + len(data)
         pad = -caplen & 3
         blen = caplen + pad + EPB_OVERHEAD
-        return b"".join((self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                         prefix, data, PAD[pad], self.tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
+        return b"".join(
+            (
+                self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
+                prefix,
+                data,
+                PAD[pad],
+                self.tail(EPB_FLAGS, 4, flags, 0, 0, blen),
+            )
+        )
 
     def frame(self, frame: Frame) -> bytes:
         """Any frame; raises ValueError for one the format cannot hold (as CaptureWriter)."""
@@ -173,11 +192,21 @@ class Encoder:
         flags = EPB_DIRECTION_FLAGS[frame.direction]
         if kind == "data" and not frame.fds:
             self._lanes[(frame.conn, channel, frame.direction)] = (
-                iface, EXPORTED_PDU_PREFIX + header, flags)
+                iface,
+                EXPORTED_PDU_PREFIX + header,
+                flags,
+            )
         data = frame.data
         caplen = PREFIX_LEN + len(header) + len(data)
         pad = -caplen & 3
         blen = caplen + pad + EPB_OVERHEAD
-        return b"".join((self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                         EXPORTED_PDU_PREFIX, header, data, PAD[pad],
-                         self.tail(EPB_FLAGS, 4, flags, 0, 0, blen)))
+        return b"".join(
+            (
+                self.head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
+                EXPORTED_PDU_PREFIX,
+                header,
+                data,
+                PAD[pad],
+                self.tail(EPB_FLAGS, 4, flags, 0, 0, blen),
+            )
+        )

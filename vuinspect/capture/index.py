@@ -151,7 +151,9 @@ class CaptureIndex:
                 ):
                     add(pos)
                     if origins.multi:  # claim the connection number in file order, as the reader
-                        origins.conn(ifaces[iface_id].origin, _U32_BE.unpack_from(mm, pos + conn_at)[0])
+                        origins.conn(
+                            ifaces[iface_id].origin, _U32_BE.unpack_from(mm, pos + conn_at)[0]
+                        )
                 else:
                     self._odd_packet(mm, pos, blen, section, bool(offsets))
             pos = blocks.pos
@@ -178,7 +180,9 @@ class CaptureIndex:
             while pos < stop and pos + 16 <= end:
                 _, _, caplen, olen = rec(mm, pos)
                 if caplen > MAX_BLOCK_LEN:
-                    raise CaptureError(f"packet record at offset {pos} has an invalid length {caplen}", pos)
+                    raise CaptureError(
+                        f"packet record at offset {pos} has an invalid length {caplen}", pos
+                    )
                 if pos + 16 + caplen > end:
                     break
                 got = packet_frame(mm, pos + 16, pos + 16 + caplen, olen, 0, pos)
@@ -192,7 +196,9 @@ class CaptureIndex:
                     self.offsets.append(pos)
                 pos += 16 + caplen
             if pos < stop:
-                raise CaptureError(f"packet record at offset {pos} cut short: {end - pos} bytes present", pos)
+                raise CaptureError(
+                    f"packet record at offset {pos} cut short: {end - pos} bytes present", pos
+                )
         finally:
             self._end = pos
 
@@ -200,10 +206,18 @@ class CaptureIndex:
         mm = self._mm
         assert mm is not None and self._pcap is not None
         sec, frac, caplen, olen = struct.unpack_from(self._pcap.order + "IIII", mm, off)
-        return packet_frame(mm, off + 16, off + 16 + caplen, olen,
-                            sec * 1_000_000_000 + frac * self._pcap.frac_ns, off)
+        return packet_frame(
+            mm,
+            off + 16,
+            off + 16 + caplen,
+            olen,
+            sec * 1_000_000_000 + frac * self._pcap.frac_ns,
+            off,
+        )
 
-    def _odd_packet(self, mm: mmap.mmap, pos: int, blen: int, section: Section, have_frames: bool) -> None:
+    def _odd_packet(
+        self, mm: mmap.mmap, pos: int, blen: int, section: Section, have_frames: bool
+    ) -> None:
         """An EPB off the fast path: ours after all (other tag layout), cut, foreign, or damaged."""
         got = epb_frame(mm, pos, blen, section)  # raises CaptureError if ours but damaged
         if got is None:
@@ -241,7 +255,9 @@ class CaptureIndex:
             if self._pcap is not None:
                 got = self._pcap_frame(off)
                 if not isinstance(got, Frame):
-                    raise CaptureError(f"frame {i} at offset {off}: {got or 'cut by the snap length'}", off)
+                    raise CaptureError(
+                        f"frame {i} at offset {off}: {got or 'cut by the snap length'}", off
+                    )
                 return got
             section = self.sections[bisect_right(self._section_starts, off) - 1]
             blen = section.u32.unpack_from(mm, off + 4)[0]
@@ -250,7 +266,9 @@ class CaptureIndex:
             raise CaptureError(f"frame {i} at offset {off}: {got or 'cut by the snap length'}", off)
         origins = self._blocks.origins
         if origins.multi:
-            got.conn = origins.conn(section.interfaces[got_iface(mm, off, section)].origin, got.conn)
+            got.conn = origins.conn(
+                section.interfaces[got_iface(mm, off, section)].origin, got.conn
+            )
         return got
 
     def close(self) -> None:
@@ -280,4 +298,3 @@ def build_index(path: str | os.PathLike[str]) -> CaptureIndex:
         index.close()
         raise
     return index
-

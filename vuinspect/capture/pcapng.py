@@ -75,7 +75,8 @@ def _exported_pdu_prefix(name: str) -> bytes:
     raw = name.encode()
     padded = raw.ljust(_pad4(len(raw)), b"\0")
     return (
-        struct.pack(">HH", EXP_PDU_TAG_DISSECTOR_NAME, len(padded)) + padded
+        struct.pack(">HH", EXP_PDU_TAG_DISSECTOR_NAME, len(padded))
+        + padded
         + struct.pack(">HH", EXP_PDU_TAG_END_OF_OPT, 0)
     )
 
@@ -91,7 +92,9 @@ MAX_BLOCK_LEN = 64 << 20
 MAX_CAPLEN = 262_144
 
 #: ``if_description`` of our interfaces: "conn N main|backend", optionally " capture ID".
-IF_DESCRIPTION_RE = re.compile(r"conn (\d{1,10}) (main|backend)(?: capture ([0-9A-Za-z_-]{1,64}))?\Z")
+IF_DESCRIPTION_RE = re.compile(
+    r"conn (\d{1,10}) (main|backend)(?: capture ([0-9A-Za-z_-]{1,64}))?\Z"
+)
 #: An ``opt_comment`` of the section header naming the capture: "vuinspect capture ID".
 SHB_CAPTURE_RE = re.compile(r"vuinspect capture ([0-9A-Za-z_-]{1,64})\Z")
 
@@ -102,8 +105,12 @@ _U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
 _TLV = struct.Struct(">HH")
 
 _PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
-    b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34",
+    b"\xd4\xc3\xb2\xa1",
+    b"\xa1\xb2\xc3\xd4",
+    b"\x4d\x3c\xb2\xa1",
+    b"\xa1\xb2\x3c\x4d",
+    b"\x34\xcd\xb2\xa1",
+    b"\xa1\xb2\xcd\x34",
 }
 _SHB_MAGIC = struct.pack("<I", BT_SHB)
 
@@ -178,18 +185,28 @@ def pcap_header(head: bytes) -> PcapHeader:
     not of link type 252.
     """
     if len(head) < 24:
-        raise CaptureFormatError(f"classic pcap (libpcap) header cut short: {len(head)} of 24 bytes", 0)
+        raise CaptureFormatError(
+            f"classic pcap (libpcap) header cut short: {len(head)} of 24 bytes", 0
+        )
     magic = bytes(head[:4])
-    kinds = {b"\xd4\xc3\xb2\xa1": ("<", 1000), b"\xa1\xb2\xc3\xd4": (">", 1000),
-             b"\x4d\x3c\xb2\xa1": ("<", 1), b"\xa1\xb2\x3c\x4d": (">", 1)}
+    kinds = {
+        b"\xd4\xc3\xb2\xa1": ("<", 1000),
+        b"\xa1\xb2\xc3\xd4": (">", 1000),
+        b"\x4d\x3c\xb2\xa1": ("<", 1),
+        b"\xa1\xb2\x3c\x4d": (">", 1),
+    }
     if magic not in kinds:
-        raise CaptureFormatError("modified (Kuznetzov) pcap file: save it as pcapng or pcap first", 0)
+        raise CaptureFormatError(
+            "modified (Kuznetzov) pcap file: save it as pcapng or pcap first", 0
+        )
     order, frac_ns = kinds[magic]
     snaplen, linktype = struct.unpack_from(order + "II", head, 16)
     if linktype & 0xFFFF != LINKTYPE_WIRESHARK_UPPER_PDU:
         raise CaptureFormatError(
             f"classic pcap (libpcap) file with link type {linktype & 0xFFFF}, not 252 (exported PDU): "
-            "not a vuinspect capture", 0)
+            "not a vuinspect capture",
+            0,
+        )
     return PcapHeader(order, frac_ns, snaplen, linktype & 0xFFFF)
 
 
@@ -303,7 +320,9 @@ def payload_start(buf: Buffer, start: int, end: int) -> int | str:
     return "exported-PDU tags without end-of-options"
 
 
-def packet_frame(buf: Buffer, start: int, end: int, olen: int, ts: int, offset: int) -> Frame | str | None:
+def packet_frame(
+    buf: Buffer, start: int, end: int, olen: int, ts: int, offset: int
+) -> Frame | str | None:
     """The Frame in packet bytes ``buf[start:end]`` (originally ``olen`` long), for pcapng and pcap.
 
     A packet a snap length cut gives a Frame with ``truncated`` set, or None
@@ -330,7 +349,9 @@ def packet_frame(buf: Buffer, start: int, end: int, olen: int, ts: int, offset: 
     return frame
 
 
-def epb_frame(buf: Buffer, pos: int, blen: int, section: Section, base: int = 0) -> Frame | str | None:
+def epb_frame(
+    buf: Buffer, pos: int, blen: int, section: Section, base: int = 0
+) -> Frame | str | None:
     """Decode the EPB at ``pos`` into a Frame, or say why the packet is not ours.
 
     A packet a snap length cut (captured < original length) gives a Frame
@@ -362,9 +383,14 @@ def epb_frame(buf: Buffer, pos: int, blen: int, section: Section, base: int = 0)
         return frame
     opts = start + ((caplen + 3) & ~3)
     area = pos + blen - 4 - opts  # options; ours hold only epb_flags (8 bytes + end of options)
-    if area > 12 or (area >= 8 and struct.unpack_from(section.order + "H", buf, opts)[0] != EPB_FLAGS):
-        comments = [v.decode("utf-8", "replace") for code, v in
-                    iter_options(buf, opts, pos + blen - 4, section.order) if code == OPT_COMMENT]
+    if area > 12 or (
+        area >= 8 and struct.unpack_from(section.order + "H", buf, opts)[0] != EPB_FLAGS
+    ):
+        comments = [
+            v.decode("utf-8", "replace")
+            for code, v in iter_options(buf, opts, pos + blen - 4, section.order)
+            if code == OPT_COMMENT
+        ]
         if comments:
             frame.comment = "\n".join(comments)
     return frame
@@ -385,7 +411,9 @@ class Origins:
     def __init__(self) -> None:
         self._keys: dict[tuple, int] = {}
         self._seen: dict[tuple[int, str], int] = {}  # (section, description) -> interfaces so far
-        self._main: dict[tuple[int, str], tuple] = {}  # (section, conn) -> origin key of its latest main
+        self._main: dict[
+            tuple[int, str], tuple
+        ] = {}  # (section, conn) -> origin key of its latest main
         self.multi = False  # more than one origin so far: conn numbers go through conn()
         self._owner: dict[int, int] = {}  # shown conn number -> origin
         self._shown: dict[tuple[int, int], int] = {}  # (origin, conn) -> shown conn number
@@ -453,8 +481,9 @@ class Blocks:
         self.pos = 0
         self.need = 8
 
-    def walk(self, buf: Buffer, pos: int, end: int, base: int = 0,
-             stop: int | None = None) -> Iterator[tuple[int, int, Section]]:
+    def walk(
+        self, buf: Buffer, pos: int, end: int, base: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, int, Section]]:
         """Walk ``buf[pos:end]`` (byte 0 at file offset ``base``); no block starts at ``stop`` or after."""
         section = self.section
         hdr = _HDR["<"].unpack_from if section is None else section.hdr.unpack_from
@@ -466,8 +495,13 @@ class Blocks:
             while pos < stop and pos + 8 <= end:
                 btype, blen = hdr(buf, pos)
                 if btype == bt_epb and section is not None:
-                    if blen < 32 or blen & 3 or blen > max_len or pos + blen > end \
-                            or u32(buf, pos + blen - 4)[0] != blen:
+                    if (
+                        blen < 32
+                        or blen & 3
+                        or blen > max_len
+                        or pos + blen > end
+                        or u32(buf, pos + blen - 4)[0] != blen
+                    ):
                         self._check(buf, pos, end, base, blen, u32)  # raises, or sets need
                         break
                     yield pos, blen, section
@@ -481,14 +515,23 @@ class Blocks:
                     order = shb_order(buf, pos)
                     if order is None:
                         raise CaptureError(
-                            f"section header at offset {base + pos} has a bad byte-order magic", base + pos)
+                            f"section header at offset {base + pos} has a bad byte-order magic",
+                            base + pos,
+                        )
                     new = Section(len(self.sections), base + pos, order)
                     hdr, u32 = new.hdr.unpack_from, new.u32.unpack_from
                     blen = hdr(buf, pos)[1]
                 elif section is None:
-                    raise CaptureError(f"block at offset {base + pos} precedes any section header", base + pos)
-                if blen < 12 or blen & 3 or blen > max_len or pos + blen > end \
-                        or u32(buf, pos + blen - 4)[0] != blen:
+                    raise CaptureError(
+                        f"block at offset {base + pos} precedes any section header", base + pos
+                    )
+                if (
+                    blen < 12
+                    or blen & 3
+                    or blen > max_len
+                    or pos + blen > end
+                    or u32(buf, pos + blen - 4)[0] != blen
+                ):
                     self._check(buf, pos, end, base, blen, u32)
                     break
                 if new is not None:
@@ -507,7 +550,9 @@ class Blocks:
         except CaptureError:
             raise
         except (ArithmeticError, LookupError, ValueError, struct.error) as exc:  # a last safety net
-            raise CaptureError(f"block at offset {base + pos} is corrupt: {exc}", base + pos) from None
+            raise CaptureError(
+                f"block at offset {base + pos} is corrupt: {exc}", base + pos
+            ) from None
         finally:
             self.pos = pos
 
@@ -521,7 +566,9 @@ class Blocks:
             return
         if u32(buf, pos + blen - 4)[0] != blen:
             raise CaptureError(
-                f"block at offset {at}: trailing length {u32(buf, pos + blen - 4)[0]} does not match {blen}", at)
+                f"block at offset {at}: trailing length {u32(buf, pos + blen - 4)[0]} does not match {blen}",
+                at,
+            )
         if blen < 32:  # an EPB: unpacking would read past the block
             raise CaptureError(f"packet block at offset {at} too short ({blen} bytes)", at)
 
@@ -536,5 +583,9 @@ class Blocks:
             blen = None if order is None else _HDR[order].unpack_from(buf, pos)[1]
         if blen is not None:
             return CaptureError(
-                f"block at offset {base + pos} cut short: header says {blen} bytes, {have} present", base + pos)
-        return CaptureError(f"block at offset {base + pos} cut short: {have} bytes present", base + pos)
+                f"block at offset {base + pos} cut short: header says {blen} bytes, {have} present",
+                base + pos,
+            )
+        return CaptureError(
+            f"block at offset {base + pos} cut short: {have} bytes present", base + pos
+        )

@@ -45,8 +45,14 @@ DIRECTION_F2B, DIRECTION_B2F = 0, 1
 #: flags bit 0: the message bytes are in big-endian order (host order of the capturing host).
 FLAG_BIG_ENDIAN = 0x01
 
-KIND_CODES: dict[str, int] = {"data": KIND_DATA, "open": KIND_OPEN, "close": KIND_CLOSE, "note": KIND_NOTE,
-                              "ring": KIND_RING, "notify": KIND_NOTIFY}
+KIND_CODES: dict[str, int] = {
+    "data": KIND_DATA,
+    "open": KIND_OPEN,
+    "close": KIND_CLOSE,
+    "note": KIND_NOTE,
+    "ring": KIND_RING,
+    "notify": KIND_NOTIFY,
+}
 CHANNEL_CODES: dict[str, int] = {"main": CHANNEL_MAIN, "backend": CHANNEL_BACKEND}
 DIRECTION_CODES: dict[str, int] = {"f2b": DIRECTION_F2B, "b2f": DIRECTION_B2F}
 # Code -> name, indexable by the byte read from a header.
@@ -102,17 +108,29 @@ def encode_header(frame: Frame, big_endian: bool = False) -> bytes:
         channel = CHANNEL_CODES[frame.channel]
         direction = DIRECTION_CODES[frame.direction]
     except KeyError as exc:
-        raise PseudoHeaderError(f"frame has unknown kind/channel/direction {exc.args[0]!r}") from None
+        raise PseudoHeaderError(
+            f"frame has unknown kind/channel/direction {exc.args[0]!r}"
+        ) from None
     if not 0 <= frame.conn <= 0xFFFFFFFF:
         raise PseudoHeaderError(f"conn {frame.conn} does not fit in 32 bits")
     flags = FLAG_BIG_ENDIAN if big_endian else 0
     if not frame.fds:
         return FIXED.pack(MAGIC, VERSION, kind, FIXED_LEN, channel, direction, frame.conn, flags, 0)
     fd_list = _fd_list(frame.fds)
-    return FIXED.pack(
-        MAGIC, VERSION, kind, FIXED_LEN + len(fd_list), channel, direction, frame.conn, flags,
-        len(frame.fds),
-    ) + fd_list
+    return (
+        FIXED.pack(
+            MAGIC,
+            VERSION,
+            kind,
+            FIXED_LEN + len(fd_list),
+            channel,
+            direction,
+            frame.conn,
+            flags,
+            len(frame.fds),
+        )
+        + fd_list
+    )
 
 
 def encode(frame: Frame, big_endian: bool = False) -> bytes:
@@ -133,7 +151,9 @@ def decode(buf: bytes | bytearray | memoryview, ts_ns: int = 0) -> tuple[Frame, 
     if magic != MAGIC:
         raise PseudoHeaderError(f"bad pseudo-header magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
-        raise PseudoHeaderError(f"unsupported pseudo-header version {version} (this reader knows {VERSION})")
+        raise PseudoHeaderError(
+            f"unsupported pseudo-header version {version} (this reader knows {VERSION})"
+        )
     if kind >= len(KIND_NAMES):
         raise PseudoHeaderError(f"unknown frame kind {kind}")
     if channel >= len(CHANNEL_NAMES):
@@ -150,7 +170,12 @@ def decode(buf: bytes | bytearray | memoryview, ts_ns: int = 0) -> tuple[Frame, 
     elif hdr_len != FIXED_LEN:
         raise PseudoHeaderError(f"pseudo-header length {hdr_len} but no fds (expected {FIXED_LEN})")
     frame = Frame(
-        ts_ns, conn, CHANNEL_NAMES[channel], DIRECTION_NAMES[direction], bytes(buf[hdr_len:]), fds,
+        ts_ns,
+        conn,
+        CHANNEL_NAMES[channel],
+        DIRECTION_NAMES[direction],
+        bytes(buf[hdr_len:]),
+        fds,
         KIND_NAMES[kind],
     )
     return frame, bool(flags & FLAG_BIG_ENDIAN)
@@ -169,8 +194,15 @@ def decode_cut(buf: bytes | bytearray | memoryview, ts_ns: int = 0) -> tuple[Fra
     if len(buf) >= hdr_len:
         frame, _ = decode(buf, ts_ns)
         return frame, hdr_len
-    if magic != MAGIC or version != VERSION or kind >= len(KIND_NAMES) or channel >= len(CHANNEL_NAMES) \
-            or direction >= len(DIRECTION_NAMES) or hdr_len < FIXED_LEN or nfds > MAX_FDS:
+    if (
+        magic != MAGIC
+        or version != VERSION
+        or kind >= len(KIND_NAMES)
+        or channel >= len(CHANNEL_NAMES)
+        or direction >= len(DIRECTION_NAMES)
+        or hdr_len < FIXED_LEN
+        or nfds > MAX_FDS
+    ):
         raise PseudoHeaderError("pseudo-header of a cut packet is not valid")
     fds = []
     pos = FIXED_LEN
@@ -182,8 +214,15 @@ def decode_cut(buf: bytes | bytearray | memoryview, ts_ns: int = 0) -> tuple[Fra
             break
         fds.append(bytes(buf[pos + 2 : pos + 2 + size]).decode("utf-8", "replace"))
         pos += 2 + size
-    frame = Frame(ts_ns, conn, CHANNEL_NAMES[channel], DIRECTION_NAMES[direction], b"", tuple(fds),
-                  KIND_NAMES[kind])
+    frame = Frame(
+        ts_ns,
+        conn,
+        CHANNEL_NAMES[channel],
+        DIRECTION_NAMES[direction],
+        b"",
+        tuple(fds),
+        KIND_NAMES[kind],
+    )
     return frame, hdr_len
 
 

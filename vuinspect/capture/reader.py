@@ -77,7 +77,9 @@ class CaptureReader:
     distinct connection numbers (pcapng.Origins, docs/capture-format.md §5).
     """
 
-    def __init__(self, source: str | os.PathLike[str] | BinaryIO, *, chunk_size: int = CHUNK) -> None:
+    def __init__(
+        self, source: str | os.PathLike[str] | BinaryIO, *, chunk_size: int = CHUNK
+    ) -> None:
         self._file, self._owned, self.name = _open_source(source)
         self._chunk = chunk_size
         read1 = getattr(self._file, "read1", None)
@@ -110,8 +112,9 @@ class CaptureReader:
             try:
                 chunk = self._read(max(self._chunk, need - have))
             except OSError as exc:  # /proc/self/mem, a directory, EIO: one line, not a traceback
-                raise CaptureError(f"cannot read capture {self.name}: {exc.strerror or exc}",
-                                   self._base + have) from None
+                raise CaptureError(
+                    f"cannot read capture {self.name}: {exc.strerror or exc}", self._base + have
+                ) from None
             if not chunk:
                 self._eof = True
                 break
@@ -151,7 +154,9 @@ class CaptureReader:
                     try:
                         chunk = read(n - have)
                     except OSError as exc:
-                        raise CaptureError(f"cannot read capture {self.name}: {exc.strerror or exc}") from None
+                        raise CaptureError(
+                            f"cannot read capture {self.name}: {exc.strerror or exc}"
+                        ) from None
                     if not chunk:
                         break
                     parts.append(chunk)
@@ -164,7 +169,9 @@ class CaptureReader:
             self._pcap_source = Source()
             self._pcap_reader = dpkt.pcap.Reader(self._pcap_source)
         except (ValueError, dpkt.Error) as exc:
-            raise CaptureFormatError(f"classic pcap (libpcap) file with a bad header: {exc}", 0) from None
+            raise CaptureFormatError(
+                f"classic pcap (libpcap) file with a bad header: {exc}", 0
+            ) from None
         self._pcap = True
 
     # -- iteration -----------------------------------------------------------------
@@ -197,15 +204,26 @@ class CaptureReader:
                         current, epb, ifaces = section, section.epb.unpack_from, section.interfaces
                     iface_id, ts_high, ts_low, caplen, olen = epb(buf, pos + 8)
                     # fast path: whole packet, standard tags, no fds, no options but epb_flags
-                    if caplen == olen and iface_id < len(ifaces) and min_caplen <= caplen \
-                            and blen <= (caplen + 3 & ~3) + overhead:
+                    if (
+                        caplen == olen
+                        and iface_id < len(ifaces)
+                        and min_caplen <= caplen
+                        and blen <= (caplen + 3 & ~3) + overhead
+                    ):
                         iface = ifaces[iface_id]
                         p = pos + prefix_end
                         if iface.ours and buf[pos + 28 : p] == prefix:
-                            magic, version, kind, hlen, channel, direction, conn, _, nfds = fixed_unpack(buf, p)
+                            magic, version, kind, hlen, channel, direction, conn, _, nfds = (
+                                fixed_unpack(buf, p)
+                            )
                             if (
-                                magic == _MAGIC and version == _VERSION and hlen == _FIXED_LEN
-                                and nfds == 0 and kind < _NKINDS and channel < 2 and direction < 2
+                                magic == _MAGIC
+                                and version == _VERSION
+                                and hlen == _FIXED_LEN
+                                and nfds == 0
+                                and kind < _NKINDS
+                                and channel < 2
+                                and direction < 2
                             ):
                                 ts = ts_high << 32 | ts_low
                                 if not iface.native_ns:
@@ -214,11 +232,18 @@ class CaptureReader:
                                     conn = origins.conn(iface.origin, conn)
                                 self.frames_read += 1
                                 yield Frame(
-                                    ts, conn, _CHANNELS[channel], _DIRECTIONS[direction],
-                                    buf[p + _FIXED_LEN : pos + 28 + caplen], (), _KINDS[kind],
+                                    ts,
+                                    conn,
+                                    _CHANNELS[channel],
+                                    _DIRECTIONS[direction],
+                                    buf[p + _FIXED_LEN : pos + 28 + caplen],
+                                    (),
+                                    _KINDS[kind],
                                 )
                                 continue
-                    got = epb_frame(buf, pos, blen, section, self._base)  # the general path: fds, foreign, cut, errors
+                    got = epb_frame(
+                        buf, pos, blen, section, self._base
+                    )  # the general path: fds, foreign, cut, errors
                     if got is None:
                         self.cut += 1
                         continue
@@ -265,9 +290,16 @@ class CaptureReader:
         try:
             for ts, pkt in reader:
                 if self._pcap_source.short:  # the file ends inside this record
-                    raise CaptureError(f"packet record at offset {offset} cut short: "
-                                       f"{len(pkt)} bytes of its packet present", offset)
-                ns = int(ts * 1_000_000_000) if isinstance(ts, Decimal) else round(ts * 1_000_000) * 1000
+                    raise CaptureError(
+                        f"packet record at offset {offset} cut short: "
+                        f"{len(pkt)} bytes of its packet present",
+                        offset,
+                    )
+                ns = (
+                    int(ts * 1_000_000_000)
+                    if isinstance(ts, Decimal)
+                    else round(ts * 1_000_000) * 1000
+                )
                 olen = len(pkt) + 1 if len(pkt) >= snaplen and snaplen < MAX_CAPLEN else len(pkt)
                 got = packet_frame(pkt, 0, len(pkt), olen, ns, offset)
                 offset += 16 + len(pkt)

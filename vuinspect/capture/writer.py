@@ -53,8 +53,13 @@ class CaptureWriter:
     Thread-safe: the proxy may write from several relay threads.
     """
 
-    def __init__(self, target: str | os.PathLike[str] | BinaryIO, *,
-                 big_endian: bool = sys.byteorder == "big", capture_id: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | BinaryIO,
+        *,
+        big_endian: bool = sys.byteorder == "big",
+        capture_id: str | None = None,
+    ) -> None:
         self.big_endian = big_endian
         self._fd: int | None = None
         self._file: BinaryIO | None = None
@@ -104,10 +109,18 @@ class CaptureWriter:
             olen = min(caplen + frame.truncated, 0xFFFFFFFF)
             block = block[:24] + struct.pack(order + "I", olen) + block[28:]
         if frame.comment:
-            opt = pack_options(order, [(OPT_COMMENT, frame.comment.encode("utf-8", "replace"))])[:-4]
+            opt = pack_options(order, [(OPT_COMMENT, frame.comment.encode("utf-8", "replace"))])[
+                :-4
+            ]
             blen = len(block) + len(opt)
-            block = (block[:4] + struct.pack(order + "I", blen) + block[8:-8] + opt + block[-8:-4]
-                     + struct.pack(order + "I", blen))
+            block = (
+                block[:4]
+                + struct.pack(order + "I", blen)
+                + block[8:-8]
+                + opt
+                + block[-8:-4]
+                + struct.pack(order + "I", blen)
+            )
         return block
 
     # -- public API ----------------------------------------------------------------
@@ -197,6 +210,7 @@ def _pieces(frame: Frame) -> Iterator[Frame]:
     head = len(data) - last_room
     step = room - pseudohdr.FIXED_LEN
     for at in range(0, head, step):
-        yield Frame(frame.ts_ns, frame.conn, frame.channel, frame.direction,
-                    data[at:min(at + step, head)])
+        yield Frame(
+            frame.ts_ns, frame.conn, frame.channel, frame.direction, data[at : min(at + step, head)]
+        )
     yield dataclasses.replace(frame, data=data[head:])

@@ -70,8 +70,9 @@ def rings_interval(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0.001 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"--rings takes off, on or an interval from 1ms to "
-                                         f"60s, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--rings takes off, on or an interval from 1ms to 60s, not {text!r}"
+        )
     return value
 
 
@@ -84,70 +85,160 @@ def _size(text: str) -> int:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--listen", action="append", default=[], metavar="PATH",
-                   help="socket path to listen on (pairs with the --connect of the same position)")
-    p.add_argument("--connect", action="append", default=[], metavar="PATH",
-                   help="socket path to connect to for every accepted connection")
-    p.add_argument("--interpose", action="append", default=[], metavar="PATH",
-                   help="take over the live back-end socket at PATH (moved to PATH.vuinspect-orig "
-                        "while running, put back on exit); repeatable")
-    p.add_argument("--frontend", choices=FRONTEND_CHOICES, default="auto",
-                   help="which peer is QEMU: the one that connects to --listen, the one at "
-                        "--connect, or auto (whoever speaks first; default)")
-    p.add_argument("--connect-timeout", type=seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="S",
-                   help="how long an accepted connection waits for a missing --connect target "
-                        f"before it is closed (default {DEFAULT_CONNECT_TIMEOUT:g})")
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="socket path to listen on (pairs with the --connect of the same position)",
+    )
+    p.add_argument(
+        "--connect",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="socket path to connect to for every accepted connection",
+    )
+    p.add_argument(
+        "--interpose",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="take over the live back-end socket at PATH (moved to PATH.vuinspect-orig "
+        "while running, put back on exit); repeatable",
+    )
+    p.add_argument(
+        "--frontend",
+        choices=FRONTEND_CHOICES,
+        default="auto",
+        help="which peer is QEMU: the one that connects to --listen, the one at "
+        "--connect, or auto (whoever speaks first; default)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=seconds,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="S",
+        help="how long an accepted connection waits for a missing --connect target "
+        f"before it is closed (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
     p.add_argument("--device", choices=DEVICE_TYPES, help="device type, for naming feature bits")
-    p.add_argument("--socket-mode", type=_mode, default=0o600, metavar="MODE",
-                   help="permissions of new listen sockets (octal, default 0600); "
-                        "--interpose keeps the mode and owner of the socket it takes over")
+    p.add_argument(
+        "--socket-mode",
+        type=_mode,
+        default=0o600,
+        metavar="MODE",
+        help="permissions of new listen sockets (octal, default 0600); "
+        "--interpose keeps the mode and owner of the socket it takes over",
+    )
     cap = p.add_argument_group("capture")
-    cap.add_argument("-w", "--write", metavar="FILE",
-                     help="write a pcapng capture (- for stdout, e.g. into wireshark -k -i -); "
-                          "an existing non-empty file is refused unless --force")
-    cap.add_argument("--force", action="store_true",
-                     help="overwrite an existing -w file (made 0600: it holds guest data); "
-                          "a file with other hard links is never written")
-    cap.add_argument("-b", "--ring-buffer", action="append", default=[], metavar="KEY:N",
-                     help="ring buffer, as dumpcap: filesize:KB or duration:S starts a new file "
-                          "(NAME_00001_DATE.pcapng ...); files:N keeps only the last N")
-    cap.add_argument("-a", "--autostop", action="append", default=[], metavar="KEY:N",
-                     help="end the capture (forwarding goes on) after duration:S, "
-                          "filesize:KB or files:N")
-    cap.add_argument("-c", "--count", type=int, metavar="N",
-                     help="end the capture after N messages (forwarding goes on)")
-    cap.add_argument("--capture-filter", metavar="FILTER",
-                     help="record only the messages matching FILTER (the language of "
-                          "read --filter); the others are forwarded, not recorded")
-    cap.add_argument("--capture-buffer", type=_size, default=None, metavar="SIZE",
-                     help="memory for capture data not yet written (default 32M); beyond it "
-                          "messages are left out of the capture and counted")
+    cap.add_argument(
+        "-w",
+        "--write",
+        metavar="FILE",
+        help="write a pcapng capture (- for stdout, e.g. into wireshark -k -i -); "
+        "an existing non-empty file is refused unless --force",
+    )
+    cap.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing -w file (made 0600: it holds guest data); "
+        "a file with other hard links is never written",
+    )
+    cap.add_argument(
+        "-b",
+        "--ring-buffer",
+        action="append",
+        default=[],
+        metavar="KEY:N",
+        help="ring buffer, as dumpcap: filesize:KB or duration:S starts a new file "
+        "(NAME_00001_DATE.pcapng ...); files:N keeps only the last N",
+    )
+    cap.add_argument(
+        "-a",
+        "--autostop",
+        action="append",
+        default=[],
+        metavar="KEY:N",
+        help="end the capture (forwarding goes on) after duration:S, filesize:KB or files:N",
+    )
+    cap.add_argument(
+        "-c",
+        "--count",
+        type=int,
+        metavar="N",
+        help="end the capture after N messages (forwarding goes on)",
+    )
+    cap.add_argument(
+        "--capture-filter",
+        metavar="FILTER",
+        help="record only the messages matching FILTER (the language of "
+        "read --filter); the others are forwarded, not recorded",
+    )
+    cap.add_argument(
+        "--capture-buffer",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="memory for capture data not yet written (default 32M); beyond it "
+        "messages are left out of the capture and counted",
+    )
     dp = p.add_argument_group("data plane (issue 13)")
-    dp.add_argument("--rings", type=rings_interval, default=None, metavar="off|on|INTERVAL",
-                    help="sample each started vring from guest memory every INTERVAL (e.g. "
-                         "100ms, 0.5s; on = 100ms) and at its control messages, as ring frames "
-                         "(only when something changed); default on whenever a capture or the "
-                         "TUI is on")
-    dp.add_argument("--trace-notify", action="store_true",
-                    help="relay kicks, calls and errs through eventfds of the proxy and record "
-                         "their counts (notify frames, per vring per 10 ms); adds a hop to every "
-                         "notification; needs --rings")
+    dp.add_argument(
+        "--rings",
+        type=rings_interval,
+        default=None,
+        metavar="off|on|INTERVAL",
+        help="sample each started vring from guest memory every INTERVAL (e.g. "
+        "100ms, 0.5s; on = 100ms) and at its control messages, as ring frames "
+        "(only when something changed); default on whenever a capture or the "
+        "TUI is on",
+    )
+    dp.add_argument(
+        "--trace-notify",
+        action="store_true",
+        help="relay kicks, calls and errs through eventfds of the proxy and record "
+        "their counts (notify frames, per vring per 10 ms); adds a hop to every "
+        "notification; needs --rings",
+    )
     rules = p.add_argument_group("rules (change what passes; docs/rules.md)")
-    rules.add_argument("--rule", action="append", default=[], metavar="RULE",
-                       help="e.g. 'delay 2s: name == GET_VRING_BASE', 'drop once: FILTER', "
-                            "'reply-error: name == GET_CONFIG', 'disconnect: FILTER', "
-                            "'corrupt 0=0xff: FILTER', 'mask-features VIRTIO_RING_F_EVENT_IDX'; "
-                            "repeatable")
-    rules.add_argument("--rules", action="append", default=[], metavar="FILE",
-                       help="rules from FILE, one a line (# comments)")
-    rules.add_argument("--script", action="append", default=[], metavar="FILE",
-                       help="a Python addon file with hooks message(flow, msg), "
-                            "connection_open(flow), connection_close(flow) (docs/rules.md, "
-                            "examples/); repeatable")
-    p.add_argument("--no-tui", action="store_true",
-                   help="print one summary line per message instead of the TUI")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="show no messages; print only the 'listening on' line and errors")
+    rules.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="e.g. 'delay 2s: name == GET_VRING_BASE', 'drop once: FILTER', "
+        "'reply-error: name == GET_CONFIG', 'disconnect: FILTER', "
+        "'corrupt 0=0xff: FILTER', 'mask-features VIRTIO_RING_F_EVENT_IDX'; "
+        "repeatable",
+    )
+    rules.add_argument(
+        "--rules",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="rules from FILE, one a line (# comments)",
+    )
+    rules.add_argument(
+        "--script",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a Python addon file with hooks message(flow, msg), "
+        "connection_open(flow), connection_close(flow) (docs/rules.md, "
+        "examples/); repeatable",
+    )
+    p.add_argument(
+        "--no-tui",
+        action="store_true",
+        help="print one summary line per message instead of the TUI",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="show no messages; print only the 'listening on' line and errors",
+    )
     # For benchmarks: the TUI's full cost, without a terminal.
     p.add_argument("--tui-headless", action="store_true", help=argparse.SUPPRESS)
     # Internal: run as the viewer child of the forwarding process, reading this fd (proxy_viewer.py).
@@ -160,8 +251,10 @@ def check_connect_path(path: str) -> None:
     if not path:
         raise CliError("--connect needs a socket path (got an empty one)")
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
-        raise CliError(f"--connect {path}: too long for a Unix socket path "
-                       f"({len(os.fsencode(path))} bytes, at most {MAX_UNIX_PATH})")
+        raise CliError(
+            f"--connect {path}: too long for a Unix socket path "
+            f"({len(os.fsencode(path))} bytes, at most {MAX_UNIX_PATH})"
+        )
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -176,16 +269,28 @@ def routes_from_args(args: argparse.Namespace) -> list[Route]:
     if any(not lp for lp in [*args.listen, *args.interpose]):
         raise CliError("--listen and --interpose need a socket path (got an empty one)")
     if len(args.listen) != len(args.connect):
-        raise CliError("--listen and --connect must come in pairs "
-                       f"(got {len(args.listen)} --listen, {len(args.connect)} --connect)")
+        raise CliError(
+            "--listen and --connect must come in pairs "
+            f"(got {len(args.listen)} --listen, {len(args.connect)} --connect)"
+        )
     for cp in args.connect:
         check_connect_path(cp)
-    routes = [Route(listen=lp, connect=cp, frontend=args.frontend, device=args.device,
-                    connect_timeout=args.connect_timeout)
-              for lp, cp in zip(args.listen, args.connect, strict=True)]
-    routes += [Route.interposed(path, frontend=args.frontend, device=args.device,
-                                connect_timeout=args.connect_timeout)
-               for path in args.interpose]
+    routes = [
+        Route(
+            listen=lp,
+            connect=cp,
+            frontend=args.frontend,
+            device=args.device,
+            connect_timeout=args.connect_timeout,
+        )
+        for lp, cp in zip(args.listen, args.connect, strict=True)
+    ]
+    routes += [
+        Route.interposed(
+            path, frontend=args.frontend, device=args.device, connect_timeout=args.connect_timeout
+        )
+        for path in args.interpose
+    ]
     if not routes:
         raise CliError("nothing to proxy: give --listen PATH --connect PATH, or --interpose PATH")
     seen: set[str] = set()
@@ -249,8 +354,9 @@ def load_rules(args: argparse.Namespace) -> object:
     try:
         addons = load_scripts(scripts)
         report = (lambda text: None) if _want_tui(args) else None  # (not over the TUI)
-        return RuleSet(parse_rules(args.rule, args.rules), device=args.device, addons=addons,
-                       report=report)
+        return RuleSet(
+            parse_rules(args.rule, args.rules), device=args.device, addons=addons, report=report
+        )
     except AddonError as exc:
         raise CliError(str(exc)) from None
     except RuleError as exc:
@@ -264,8 +370,9 @@ def _check_view_fd(fd: int) -> None:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             raise CliError(f"--view-fd {fd}: not a pipe (it is internal to the proxy)")
     except (OSError, OverflowError):
-        raise CliError(f"--view-fd {fd}: not an open file descriptor "
-                       "(it is internal to the proxy)") from None
+        raise CliError(
+            f"--view-fd {fd}: not an open file descriptor (it is internal to the proxy)"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,8 +32,10 @@ from vuinspect.proxy.server import ProxyServer, Route
 
 #: How long the end of a run waits for the viewer to print what is still in the pipe.
 VIEWER_DRAIN_S = 60.0
-CUT_MESSAGE = ("vuinspect proxy: the display fell too far behind and stopped; forwarding and "
-               "the -w capture go on (stop with Ctrl-C or SIGTERM)")
+CUT_MESSAGE = (
+    "vuinspect proxy: the display fell too far behind and stopped; forwarding and "
+    "the -w capture go on (stop with Ctrl-C or SIGTERM)"
+)
 
 
 class Terminate(Exception):
@@ -64,10 +66,12 @@ def say(text: str) -> None:
 
 def summary(stats: dict[str, int], recorder: Recorder | None = None) -> str:
     filtered = recorder.filtered if recorder is not None else 0
-    return (f"vuinspect proxy: {stats['connections_total']} connection(s), "
-            f"{stats['frames_forwarded']} message(s) forwarded, "
-            f"{stats['frames_dropped']} frame(s) dropped from the capture"
-            + (f", {filtered} left out by the capture filter" if filtered else ""))
+    return (
+        f"vuinspect proxy: {stats['connections_total']} connection(s), "
+        f"{stats['frames_forwarded']} message(s) forwarded, "
+        f"{stats['frames_dropped']} frame(s) dropped from the capture"
+        + (f", {filtered} left out by the capture filter" if filtered else "")
+    )
 
 
 def _sampler(args: argparse.Namespace, recorder: Recorder | None) -> Sampler | None:
@@ -102,11 +106,17 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
             # The -w target is opened only once listening worked (see below): a refused
             # start leaves it untouched.
             recorder = Recorder(
-                args.write, viewer.feed_fd if viewer else None, on_error=say, on_info=info,
+                args.write,
+                viewer.feed_fd if viewer else None,
+                on_error=say,
+                on_info=info,
                 budget=getattr(args, "capture_buffer", None) or BUDGET,
                 limits=getattr(args, "limits", None),
-                capture_filter=getattr(args, "capture_filter", None), device=args.device,
-                force=getattr(args, "force", False), defer=True)
+                capture_filter=getattr(args, "capture_filter", None),
+                device=args.device,
+                force=getattr(args, "force", False),
+                defer=True,
+            )
     except BaseException:
         if viewer is not None:
             with contextlib.suppress(OSError):
@@ -161,9 +171,11 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
             if viewer is not None and (rc := viewer.ended()) is not None:
                 if tui and rc == 0:
                     break  # the user quit the TUI
-                say(f"vuinspect proxy: the {'TUI' if tui else 'display'} ended unexpectedly "
+                say(
+                    f"vuinspect proxy: the {'TUI' if tui else 'display'} ended unexpectedly "
                     f"(exit code {rc}); forwarding and the capture go on "
-                    "(stop with Ctrl-C or SIGTERM)")
+                    "(stop with Ctrl-C or SIGTERM)"
+                )
                 viewer = None
     except (KeyboardInterrupt, Terminate):
         pass
@@ -180,8 +192,10 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         if viewer is not None:
             viewer.stop(VIEWER_DRAIN_S)
             if viewer.stuck:
-                say(f"vuinspect proxy: the {'TUI' if tui else 'display'} could not write its "
-                    "output any more; stopped without waiting for it")
+                say(
+                    f"vuinspect proxy: the {'TUI' if tui else 'display'} could not write its "
+                    "output any more; stopped without waiting for it"
+                )
         atexit.unregister(server.stop)
         atexit.unregister(captures.close)
         if main_thread:
@@ -191,8 +205,10 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
     if cut.is_set() and not args.quiet:
         say(CUT_MESSAGE)
     if recorder is not None and recorder.unwritten:
-        say(f"vuinspect proxy: {recorder.unwritten} frame(s) could not be written to the "
-            f"capture (its output took nothing for {STOP_S:g} s); stopped without them")
+        say(
+            f"vuinspect proxy: {recorder.unwritten} frame(s) could not be written to the "
+            f"capture (its output took nothing for {STOP_S:g} s); stopped without them"
+        )
     if not args.quiet:
         say(summary(server.stats(), recorder))
     if getattr(server, "rules", None):

@@ -93,8 +93,10 @@ class Viewer:
             signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             self.proc = subprocess.Popen(
-                viewer_argv(args, read_fd, tui), pass_fds=(read_fd,),
-                stdin=None if tui else subprocess.DEVNULL)
+                viewer_argv(args, read_fd, tui),
+                pass_fds=(read_fd,),
+                stdin=None if tui else subprocess.DEVNULL,
+            )
         except OSError:
             os.close(self.feed_fd)
             raise

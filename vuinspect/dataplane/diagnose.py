@@ -53,8 +53,12 @@ class Notify:
     last_ns: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "count": self.count, "first_ns": self.first_ns,
-                "last_ns": self.last_ns}
+        return {
+            "kind": self.kind,
+            "count": self.count,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+        }
 
     @classmethod
     def from_json(cls, d: Any) -> Notify:
@@ -106,8 +110,9 @@ class _Signals:
     """Any signal in (a, b]? over sorted, non-overlapping aggregates (bisect, no scan)."""
 
     def __init__(self, notifies: Sequence[Notify], kind: str) -> None:
-        items = sorted((n for n in notifies if n.kind == kind and n.count > 0),
-                       key=lambda n: n.last_ns)
+        items = sorted(
+            (n for n in notifies if n.kind == kind and n.count > 0), key=lambda n: n.last_ns
+        )
         self.firsts = [n.first_ns for n in items]
         self.lasts = [n.last_ns for n in items]
 
@@ -123,13 +128,22 @@ def _packed_lin(pos: int | None, wrap: int | None, num: int) -> int:
     return (pos or 0) + (0 if wrap else num)
 
 
-def _packed_crossed(off: int | None, wrap: int | None, old_pos: int | None,
-                    old_wrap: int | None, new_pos: int | None, new_wrap: int | None,
-                    num: int) -> bool:
+def _packed_crossed(
+    off: int | None,
+    wrap: int | None,
+    old_pos: int | None,
+    old_wrap: int | None,
+    new_pos: int | None,
+    new_wrap: int | None,
+    num: int,
+) -> bool:
     """Did the positions move over the event descriptor (off, wrap)? (mod 2·num)."""
     mod = 2 * num
-    e, o, n = (_packed_lin(off, wrap, num), _packed_lin(old_pos, old_wrap, num),
-               _packed_lin(new_pos, new_wrap, num))
+    e, o, n = (
+        _packed_lin(off, wrap, num),
+        _packed_lin(old_pos, old_wrap, num),
+        _packed_lin(new_pos, new_wrap, num),
+    )
     return (e - o) % mod < (n - o) % mod
 
 
@@ -149,10 +163,15 @@ def _needs(side: str, before: RingSample, after: RingSample) -> bool:
         return bool(getattr(before, wants))
     flags = getattr(before, area + "_flags")
     if flags == 2:
-        return _packed_crossed(getattr(before, area + "_off"), getattr(before, area + "_wrap"),
-                               getattr(before, pos + "_pos"), getattr(before, pos + "_wrap"),
-                               getattr(after, pos + "_pos"), getattr(after, pos + "_wrap"),
-                               after.num)
+        return _packed_crossed(
+            getattr(before, area + "_off"),
+            getattr(before, area + "_wrap"),
+            getattr(before, pos + "_pos"),
+            getattr(before, pos + "_wrap"),
+            getattr(after, pos + "_pos"),
+            getattr(after, pos + "_wrap"),
+            after.num,
+        )
     return flags == 0
 
 
@@ -199,10 +218,19 @@ def is_receive_queue(device: str | None, index: int) -> bool:
     return rule is not None and index in rule
 
 
-def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
-             now_ns: int | None = None, resets: Sequence[int] = (),
-             trace_kicks: bool = False, trace_calls: bool = False, receive: bool = False,
-             stall_s: float = 2.0, kick_s: float = 2.0, call_s: float = 2.0) -> list[Finding]:
+def diagnose(
+    samples: Sequence[RingSample],
+    notifies: Sequence[Notify] = (),
+    *,
+    now_ns: int | None = None,
+    resets: Sequence[int] = (),
+    trace_kicks: bool = False,
+    trace_calls: bool = False,
+    receive: bool = False,
+    stall_s: float = 2.0,
+    kick_s: float = 2.0,
+    call_s: float = 2.0,
+) -> list[Finding]:
     """Findings for one vring, in the order they were raised (active ones last state).
 
     ``samples``: that vring's samples (any order; failed reads are skipped);
@@ -217,8 +245,11 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
     if now_ns is None:
         now_ns = max([s.ts_ns for s in ok] + reset_times[-1:] + [0])
     kicks, calls = _Signals(notifies, "kick"), _Signals(notifies, "call")
-    limits = {"backend_stalled": int(stall_s * NS), "lost_kick": int(kick_s * NS),
-              "lost_call": int(call_s * NS)}
+    limits = {
+        "backend_stalled": int(stall_s * NS),
+        "lost_kick": int(kick_s * NS),
+        "lost_call": int(call_s * NS),
+    }
     out: list[Finding] = []
     watch: dict[str, _Open] = {}  # code -> open condition
     reset_open: _Open | None = None
@@ -231,14 +262,21 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
         if receive and code == "backend_stalled":
             return
         s = w.sample
-        what = {"backend_stalled": f"{s.in_flight} in flight, used idx {s.used_idx} still",
-                "lost_kick": f"avail idx {s.avail_idx} advanced, no kick, used idx "
-                             f"{s.used_idx} still",
-                "lost_call": f"used idx {s.used_idx} advanced past what the driver waits "
-                             f"for, no call"}[code]
-        w.finding = Finding(code, s.vring, w.since, w.since + limits[code], s.avail_idx,
-                            s.used_idx, s.in_flight, f"vring {s.vring}: {what} for "
-                            f"{(t - w.since) / NS:.1f} s")
+        what = {
+            "backend_stalled": f"{s.in_flight} in flight, used idx {s.used_idx} still",
+            "lost_kick": f"avail idx {s.avail_idx} advanced, no kick, used idx {s.used_idx} still",
+            "lost_call": f"used idx {s.used_idx} advanced past what the driver waits for, no call",
+        }[code]
+        w.finding = Finding(
+            code,
+            s.vring,
+            w.since,
+            w.since + limits[code],
+            s.avail_idx,
+            s.used_idx,
+            s.in_flight,
+            f"vring {s.vring}: {what} for {(t - w.since) / NS:.1f} s",
+        )
         w.at = len(out)
         out.append(w.finding)
 
@@ -266,10 +304,12 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
         fire("backend_stalled", s.ts_ns)
         signal_close(s.ts_ns)
         if reset_open is not None and (
-                s.used_idx != reset_open.sample.used_idx or s.in_flight == 0):
+            s.used_idx != reset_open.sample.used_idx or s.in_flight == 0
+        ):
             if reset_open.finding is not None:
-                out[reset_open.at] = replace(reset_open.finding, until_ns=s.ts_ns,
-                                             resolution="progress")
+                out[reset_open.at] = replace(
+                    reset_open.finding, until_ns=s.ts_ns, resolution="progress"
+                )
             reset_open = None
         if prev is None:
             if s.in_flight:
@@ -286,14 +326,29 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
             watch["backend_stalled"] = _Open(s.ts_ns, s.ts_ns, s)
         elif stall is not None and stall.finding is None:
             stall.sample = s  # name the latest indices when it fires
-        if trace_kicks and avail_moved and not used_moved and "lost_kick" not in watch \
-                and needs_kick(prev, s) and kicks.first_in(prev.ts_ns, s.ts_ns) is None:
+        if (
+            trace_kicks
+            and avail_moved
+            and not used_moved
+            and "lost_kick" not in watch
+            and needs_kick(prev, s)
+            and kicks.first_in(prev.ts_ns, s.ts_ns) is None
+        ):
             watch["lost_kick"] = _Open(s.ts_ns, prev.ts_ns, s)
-        if trace_calls and "lost_call" in watch and s.used_event is not None \
-                and s.used_event != prev.used_event:
+        if (
+            trace_calls
+            and "lost_call" in watch
+            and s.used_event is not None
+            and s.used_event != prev.used_event
+        ):
             close("lost_call", s.ts_ns, "driver")
-        if trace_calls and used_moved and "lost_call" not in watch and needs_call(prev, s) \
-                and calls.first_in(prev.ts_ns, s.ts_ns) is None:
+        if (
+            trace_calls
+            and used_moved
+            and "lost_call" not in watch
+            and needs_call(prev, s)
+            and calls.first_in(prev.ts_ns, s.ts_ns) is None
+        ):
             watch["lost_call"] = _Open(s.ts_ns, prev.ts_ns, s)
         prev = s
 
@@ -305,9 +360,17 @@ def diagnose(samples: Sequence[RingSample], notifies: Sequence[Notify] = (), *,
             close(code, t, "reset")
         if prev is not None and prev.in_flight and not receive:
             s = prev
-            f = Finding("ring_reset_in_flight", s.vring, t, t, s.avail_idx, s.used_idx,
-                        s.in_flight, f"vring {s.vring}: stopped or reset with {s.in_flight} "
-                        f"in flight (avail idx {s.avail_idx}, used idx {s.used_idx})")
+            f = Finding(
+                "ring_reset_in_flight",
+                s.vring,
+                t,
+                t,
+                s.avail_idx,
+                s.used_idx,
+                s.in_flight,
+                f"vring {s.vring}: stopped or reset with {s.in_flight} "
+                f"in flight (avail idx {s.avail_idx}, used idx {s.used_idx})",
+            )
             reset_open = _Open(t, t, s, f, len(out))
             out.append(f)
         prev = None  # the next sample starts the restarted ring afresh

@@ -12,51 +12,127 @@ from typing import Any
 
 from ..protocol.layouts import Field, Layout
 
-BLK_TYPES = {0: "IN", 1: "OUT", 2: "SCSI_CMD", 4: "FLUSH", 8: "GET_ID", 10: "GET_LIFETIME",
-             11: "DISCARD", 13: "WRITE_ZEROES", 14: "SECURE_ERASE", 15: "ZONE_APPEND",
-             16: "ZONE_REPORT", 18: "ZONE_OPEN", 20: "ZONE_CLOSE", 22: "ZONE_FINISH",
-             24: "ZONE_RESET", 26: "ZONE_RESET_ALL"}
+BLK_TYPES = {
+    0: "IN",
+    1: "OUT",
+    2: "SCSI_CMD",
+    4: "FLUSH",
+    8: "GET_ID",
+    10: "GET_LIFETIME",
+    11: "DISCARD",
+    13: "WRITE_ZEROES",
+    14: "SECURE_ERASE",
+    15: "ZONE_APPEND",
+    16: "ZONE_REPORT",
+    18: "ZONE_OPEN",
+    20: "ZONE_CLOSE",
+    22: "ZONE_FINISH",
+    24: "ZONE_RESET",
+    26: "ZONE_RESET_ALL",
+}
 BLK_STATUS = {0: "OK", 1: "IOERR", 2: "UNSUPP"}
 NET_HDR_FLAGS = (("needs_csum", 0x1), ("data_valid", 0x2), ("rsc_info", 0x4))
-NET_GSO_TYPES = {0: "NONE", 1: "TCPV4", 3: "UDP", 4: "TCPV6", 5: "UDP_L4",
-                 0x80: "NONE|ECN", 0x81: "TCPV4|ECN", 0x84: "TCPV6|ECN"}
+NET_GSO_TYPES = {
+    0: "NONE",
+    1: "TCPV4",
+    3: "UDP",
+    4: "TCPV6",
+    5: "UDP_L4",
+    0x80: "NONE|ECN",
+    0x81: "TCPV4|ECN",
+    0x84: "TCPV6|ECN",
+}
 FUSE_OPCODES = {
-    1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 4: "SETATTR", 5: "READLINK", 6: "SYMLINK",
-    8: "MKNOD", 9: "MKDIR", 10: "UNLINK", 11: "RMDIR", 12: "RENAME", 13: "LINK", 14: "OPEN",
-    15: "READ", 16: "WRITE", 17: "STATFS", 18: "RELEASE", 20: "FSYNC", 21: "SETXATTR",
-    22: "GETXATTR", 23: "LISTXATTR", 24: "REMOVEXATTR", 25: "FLUSH", 26: "INIT",
-    27: "OPENDIR", 28: "READDIR", 29: "RELEASEDIR", 30: "FSYNCDIR", 31: "GETLK", 32: "SETLK",
-    33: "SETLKW", 34: "ACCESS", 35: "CREATE", 36: "INTERRUPT", 37: "BMAP", 38: "DESTROY",
-    39: "IOCTL", 40: "POLL", 41: "NOTIFY_REPLY", 42: "BATCH_FORGET", 43: "FALLOCATE",
-    44: "READDIRPLUS", 45: "RENAME2", 46: "LSEEK", 47: "COPY_FILE_RANGE", 48: "SETUPMAPPING",
-    49: "REMOVEMAPPING", 50: "SYNCFS", 51: "TMPFILE", 52: "STATX", 4096: "CUSE_INIT",
+    1: "LOOKUP",
+    2: "FORGET",
+    3: "GETATTR",
+    4: "SETATTR",
+    5: "READLINK",
+    6: "SYMLINK",
+    8: "MKNOD",
+    9: "MKDIR",
+    10: "UNLINK",
+    11: "RMDIR",
+    12: "RENAME",
+    13: "LINK",
+    14: "OPEN",
+    15: "READ",
+    16: "WRITE",
+    17: "STATFS",
+    18: "RELEASE",
+    20: "FSYNC",
+    21: "SETXATTR",
+    22: "GETXATTR",
+    23: "LISTXATTR",
+    24: "REMOVEXATTR",
+    25: "FLUSH",
+    26: "INIT",
+    27: "OPENDIR",
+    28: "READDIR",
+    29: "RELEASEDIR",
+    30: "FSYNCDIR",
+    31: "GETLK",
+    32: "SETLK",
+    33: "SETLKW",
+    34: "ACCESS",
+    35: "CREATE",
+    36: "INTERRUPT",
+    37: "BMAP",
+    38: "DESTROY",
+    39: "IOCTL",
+    40: "POLL",
+    41: "NOTIFY_REPLY",
+    42: "BATCH_FORGET",
+    43: "FALLOCATE",
+    44: "READDIRPLUS",
+    45: "RENAME2",
+    46: "LSEEK",
+    47: "COPY_FILE_RANGE",
+    48: "SETUPMAPPING",
+    49: "REMOVEMAPPING",
+    50: "SYNCFS",
+    51: "TMPFILE",
+    52: "STATX",
+    4096: "CUSE_INIT",
 }
 
-BLK_REQ = Layout("virtio_blk_req", (
-    Field("type", "I", "enum", BLK_TYPES, bitfields=(("barrier", 0x80000000),)),
-    Field("ioprio", "I"),
-    Field("sector", "Q"),
-), doc="struct virtio_blk_outhdr")
-NET_HDR = Layout("virtio_net_hdr", (
-    Field("flags", "B", "hex", bitfields=NET_HDR_FLAGS),
-    Field("gso_type", "B", "enum", NET_GSO_TYPES),
-    Field("hdr_len", "H"),
-    Field("gso_size", "H"),
-    Field("csum_start", "H"),
-    Field("csum_offset", "H"),
-    Field("num_buffers", "H", doc="with VERSION_1 or MRG_RXBUF"),
-), doc="struct virtio_net_hdr_mrg_rxbuf (12 bytes)")
-FUSE_IN = Layout("fuse_in_header", (
-    Field("len", "I"),
-    Field("opcode", "I", "enum", FUSE_OPCODES),
-    Field("unique", "Q", "hex"),
-    Field("nodeid", "Q", "hex"),
-    Field("uid", "I"),
-    Field("gid", "I"),
-    Field("pid", "I"),
-    Field("total_extlen", "H"),
-    Field("padding", "H", "padding"),
-), doc="struct fuse_in_header (40 bytes)")
+BLK_REQ = Layout(
+    "virtio_blk_req",
+    (
+        Field("type", "I", "enum", BLK_TYPES, bitfields=(("barrier", 0x80000000),)),
+        Field("ioprio", "I"),
+        Field("sector", "Q"),
+    ),
+    doc="struct virtio_blk_outhdr",
+)
+NET_HDR = Layout(
+    "virtio_net_hdr",
+    (
+        Field("flags", "B", "hex", bitfields=NET_HDR_FLAGS),
+        Field("gso_type", "B", "enum", NET_GSO_TYPES),
+        Field("hdr_len", "H"),
+        Field("gso_size", "H"),
+        Field("csum_start", "H"),
+        Field("csum_offset", "H"),
+        Field("num_buffers", "H", doc="with VERSION_1 or MRG_RXBUF"),
+    ),
+    doc="struct virtio_net_hdr_mrg_rxbuf (12 bytes)",
+)
+FUSE_IN = Layout(
+    "fuse_in_header",
+    (
+        Field("len", "I"),
+        Field("opcode", "I", "enum", FUSE_OPCODES),
+        Field("unique", "Q", "hex"),
+        Field("nodeid", "Q", "hex"),
+        Field("uid", "I"),
+        Field("gid", "I"),
+        Field("pid", "I"),
+        Field("total_extlen", "H"),
+        Field("padding", "H", "padding"),
+    ),
+    doc="struct fuse_in_header (40 bytes)",
+)
 
 HEADERS: dict[str, Layout] = {"blk": BLK_REQ, "net": NET_HDR, "fs": FUSE_IN}
 

@@ -57,9 +57,15 @@ class Desc:
         return bool(self.flags & DESC_F_WRITE)
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "addr": self.addr, "len": self.len, "flags": self.flags,
-                "flag_names": self.flag_names, "next": self.next,
-                "indirect_table": self.indirect_table}
+        return {
+            "index": self.index,
+            "addr": self.addr,
+            "len": self.len,
+            "flags": self.flags,
+            "flag_names": self.flag_names,
+            "next": self.next,
+            "indirect_table": self.indirect_table,
+        }
 
 
 @dataclass(slots=True)
@@ -81,10 +87,15 @@ class Chain:
         return sum(d.len for d in self.descs if d.write and not d.flags & DESC_F_INDIRECT)
 
     def to_json(self) -> dict[str, Any]:
-        return {"head": self.head, "descs": [d.to_json() for d in self.descs],
-                "problems": [p.to_json() for p in self.problems], "header": self.header,
-                "truncated": self.truncated, "readable": self.readable,
-                "writable": self.writable}
+        return {
+            "head": self.head,
+            "descs": [d.to_json() for d in self.descs],
+            "problems": [p.to_json() for p in self.problems],
+            "header": self.header,
+            "truncated": self.truncated,
+            "readable": self.readable,
+            "writable": self.writable,
+        }
 
 
 def _finish(mem: GuestMemory, chain: Chain, device: str | None) -> Chain:
@@ -109,8 +120,13 @@ def _finish(mem: GuestMemory, chain: Chain, device: str | None) -> Chain:
     return chain
 
 
-def walk_split(mem: GuestMemory, cfg: RingConfig, head: int, device: str | None = None,
-               budget: list[int] | None = None) -> Chain:
+def walk_split(
+    mem: GuestMemory,
+    cfg: RingConfig,
+    head: int,
+    device: str | None = None,
+    budget: list[int] | None = None,
+) -> Chain:
     """The chain from ``head`` in a split ring's descriptor table (indirect tables followed)."""
     chain = Chain(head)
     budget = budget if budget is not None else [cfg.num + 1]
@@ -122,8 +138,9 @@ def walk_split(mem: GuestMemory, cfg: RingConfig, head: int, device: str | None 
     i = head
     while True:
         if len(chain.descs) - indirect >= cfg.num:  # the indirect descriptor is no buffer
-            chain.problems.append(dp_problem(
-                "desc_chain_too_long", f"head {head}: more than {cfg.num} descriptors"))
+            chain.problems.append(
+                dp_problem("desc_chain_too_long", f"head {head}: more than {cfg.num} descriptors")
+            )
             break
         if budget[0] <= 0:
             chain.truncated = True
@@ -141,10 +158,15 @@ def walk_split(mem: GuestMemory, cfg: RingConfig, head: int, device: str | None 
         addr, length, flags, nxt = DESC_STRUCT.unpack(raw)
         chain.descs.append(Desc(i, addr, length, flags, nxt, indirect))
         if flags & DESC_F_INDIRECT:
-            why = ("an indirect table inside an indirect table" if indirect else
-                   "INDIRECT with NEXT" if flags & DESC_F_NEXT else
-                   f"table length {length} is not a non-zero multiple of 16"
-                   if length == 0 or length % 16 else "")
+            why = (
+                "an indirect table inside an indirect table"
+                if indirect
+                else "INDIRECT with NEXT"
+                if flags & DESC_F_NEXT
+                else f"table length {length} is not a non-zero multiple of 16"
+                if length == 0 or length % 16
+                else ""
+            )
             if why:
                 chain.problems.append(dp_problem("desc_bad_indirect", f"head {head}: {why}"))
                 break
@@ -153,20 +175,30 @@ def walk_split(mem: GuestMemory, cfg: RingConfig, head: int, device: str | None 
         if not flags & DESC_F_NEXT:
             break
         if nxt >= size:
-            chain.problems.append(dp_problem(
-                "desc_bad_next", f"head {head} desc {i}: next {nxt} outside 0..{size - 1}"))
+            chain.problems.append(
+                dp_problem(
+                    "desc_bad_next", f"head {head} desc {i}: next {nxt} outside 0..{size - 1}"
+                )
+            )
             break
         i = nxt
     return _finish(mem, chain, device)
 
 
-def walk_packed(mem: GuestMemory, cfg: RingConfig, pos: int, device: str | None = None,
-                budget: list[int] | None = None) -> Chain:
+def walk_packed(
+    mem: GuestMemory,
+    cfg: RingConfig,
+    pos: int,
+    device: str | None = None,
+    budget: list[int] | None = None,
+) -> Chain:
     """The chain starting at ring position ``pos`` of a packed ring (wraps at num)."""
     chain = Chain(pos)
     budget = budget if budget is not None else [cfg.num + 1]
     if not 0 <= pos < cfg.num:
-        chain.problems.append(dp_problem("ring_bad_head", f"position {pos} outside 0..{cfg.num - 1}"))
+        chain.problems.append(
+            dp_problem("ring_bad_head", f"position {pos} outside 0..{cfg.num - 1}")
+        )
         return chain
     p, steps = pos, 0
     while True:
@@ -174,8 +206,11 @@ def walk_packed(mem: GuestMemory, cfg: RingConfig, pos: int, device: str | None 
             chain.truncated = True
             break
         if steps >= cfg.num:
-            chain.problems.append(dp_problem(
-                "desc_chain_too_long", f"chain at {pos}: NEXT on all {cfg.num} descriptors"))
+            chain.problems.append(
+                dp_problem(
+                    "desc_chain_too_long", f"chain at {pos}: NEXT on all {cfg.num} descriptors"
+                )
+            )
             break
         budget[0] -= 1
         steps += 1
@@ -187,9 +222,13 @@ def walk_packed(mem: GuestMemory, cfg: RingConfig, pos: int, device: str | None 
         chain.descs.append(Desc(p, addr, length, flags, ident))
         if flags & DESC_F_INDIRECT:
             if length == 0 or length % 16 or flags & DESC_F_NEXT:
-                chain.problems.append(dp_problem(
-                    "desc_bad_indirect", f"chain at {pos}: indirect length {length}, "
-                    f"flags {'|'.join(flag_names(flags))}"))
+                chain.problems.append(
+                    dp_problem(
+                        "desc_bad_indirect",
+                        f"chain at {pos}: indirect length {length}, "
+                        f"flags {'|'.join(flag_names(flags))}",
+                    )
+                )
                 break
             _walk_packed_table(mem, cfg, chain, addr, length // 16, budget)
             break
@@ -199,12 +238,16 @@ def walk_packed(mem: GuestMemory, cfg: RingConfig, pos: int, device: str | None 
     return _finish(mem, chain, device)
 
 
-def _walk_packed_table(mem: GuestMemory, cfg: RingConfig, chain: Chain, table: int, n: int,
-                       budget: list[int]) -> None:
+def _walk_packed_table(
+    mem: GuestMemory, cfg: RingConfig, chain: Chain, table: int, n: int, budget: list[int]
+) -> None:
     """A packed indirect table: ``n`` descriptors used in order (NEXT is ignored)."""
     if n > cfg.num:
-        chain.problems.append(dp_problem(
-            "desc_chain_too_long", f"chain at {chain.head}: indirect table of {n} > {cfg.num}"))
+        chain.problems.append(
+            dp_problem(
+                "desc_chain_too_long", f"chain at {chain.head}: indirect table of {n} > {cfg.num}"
+            )
+        )
         n = cfg.num
     for i in range(n):
         if budget[0] <= 0:
@@ -214,20 +257,27 @@ def _walk_packed_table(mem: GuestMemory, cfg: RingConfig, chain: Chain, table: i
         try:
             addr, length, ident, flags = DESC_STRUCT.unpack(mem.read_buffer(table + 16 * i, 16))
         except GuestMemoryError as e:
-            chain.problems.append(dp_problem(e.code, f"chain at {chain.head} indirect {i}: "
-                                             f"{e.text}"))
+            chain.problems.append(
+                dp_problem(e.code, f"chain at {chain.head} indirect {i}: {e.text}")
+            )
             return
         if flags & DESC_F_INDIRECT:
-            chain.problems.append(dp_problem(
-                "desc_bad_indirect", f"chain at {chain.head}: indirect inside indirect"))
+            chain.problems.append(
+                dp_problem("desc_bad_indirect", f"chain at {chain.head}: indirect inside indirect")
+            )
             return
         chain.descs.append(Desc(i, addr, length, flags, ident, True))
 
 
-def in_flight_chains(mem: GuestMemory, cfg: RingConfig, sample: RingSample,
-                     device: str | None = None, max_chains: int | None = None,
-                     max_descs: int = MAX_DESCS,
-                     tracker: SplitTracker | None = None) -> list[Chain]:
+def in_flight_chains(
+    mem: GuestMemory,
+    cfg: RingConfig,
+    sample: RingSample,
+    device: str | None = None,
+    max_chains: int | None = None,
+    max_descs: int = MAX_DESCS,
+    tracker: SplitTracker | None = None,
+) -> list[Chain]:
     """Chains of the requests in flight in ``sample``.
 
     Split: the heads a ``tracker`` that followed the ring knows are
@@ -306,13 +356,21 @@ class SplitTracker:
                 self.seen.add(h)
             for ident, _ in read_used_elems(mem, cfg, last.used_idx, adv_u):
                 if ident >= cfg.num:
-                    problems.append(dp_problem("ring_bad_head", f"vring {cfg.index}: used id "
-                                               f"{ident} outside 0..{cfg.num - 1}"))
+                    problems.append(
+                        dp_problem(
+                            "ring_bad_head",
+                            f"vring {cfg.index}: used id {ident} outside 0..{cfg.num - 1}",
+                        )
+                    )
                 elif self.outstanding[ident] > 0:
                     self.outstanding[ident] -= 1
                 elif ident in self.seen:
-                    problems.append(dp_problem("used_id_not_available", f"vring {cfg.index}: "
-                                               f"used id {ident} was not available"))
+                    problems.append(
+                        dp_problem(
+                            "used_id_not_available",
+                            f"vring {cfg.index}: used id {ident} was not available",
+                        )
+                    )
                 else:
                     self.seen.add(ident)
             self.outstanding += Counter()  # drop zero counts

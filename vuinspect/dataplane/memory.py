@@ -60,11 +60,13 @@ class RegionSpec:
     @classmethod
     def from_payload(cls, p: Mapping[str, Any]) -> RegionSpec:
         """From a decoded region (``Message.payload`` or a ``state.Region``)."""
+
         def get(key: str) -> int:
             return int(p[key] if isinstance(p, Mapping) else getattr(p, key))
 
-        return cls(get("guest_phys_addr"), get("memory_size"), get("userspace_addr"),
-                   get("mmap_offset"))
+        return cls(
+            get("guest_phys_addr"), get("memory_size"), get("userspace_addr"), get("mmap_offset")
+        )
 
     def base(self, space: Space) -> int:
         return self.guest_phys_addr if space == "gpa" else self.userspace_addr
@@ -72,7 +74,10 @@ class RegionSpec:
     def matches(self, other: RegionSpec) -> bool:
         """REM_MEM_REG identity: the same gpa, size and uva (mmap_offset may differ)."""
         return (self.guest_phys_addr, self.memory_size, self.userspace_addr) == (
-            other.guest_phys_addr, other.memory_size, other.userspace_addr)
+            other.guest_phys_addr,
+            other.memory_size,
+            other.userspace_addr,
+        )
 
 
 @dataclass(slots=True)
@@ -116,8 +121,9 @@ def _map(spec: RegionSpec, fd: int) -> MappedRegion:
             align = min(st.st_blksize, 1 << 30)
         start = spec.mmap_offset - spec.mmap_offset % align
         region.delta = spec.mmap_offset - start
-        region.map = mmap.mmap(fd, spec.memory_size + region.delta, mmap.MAP_SHARED,
-                               mmap.PROT_READ, offset=start)
+        region.map = mmap.mmap(
+            fd, spec.memory_size + region.delta, mmap.MAP_SHARED, mmap.PROT_READ, offset=start
+        )
     except (OSError, ValueError, OverflowError) as e:
         region.close()
         region.error = str(e) or type(e).__name__
@@ -186,8 +192,13 @@ class GuestMemory:
         region = _map(spec, fd) if fd >= 0 else MappedRegion(spec, error="no fd")
         self._regions.append(region)
         if region.error:
-            return [dp_problem("region_map_failed", f"region gpa {spec.guest_phys_addr:#x} "
-                               f"size {spec.memory_size:#x}: {region.error}")]
+            return [
+                dp_problem(
+                    "region_map_failed",
+                    f"region gpa {spec.guest_phys_addr:#x} "
+                    f"size {spec.memory_size:#x}: {region.error}",
+                )
+            ]
         return []
 
     def remove_region(self, spec: RegionSpec) -> bool:
@@ -215,8 +226,12 @@ class GuestMemory:
         """Drop every entry overlapping [iova, iova + size)."""
         end = iova + max(size, 1)
         i = bisect.bisect_left(self._iotlb_keys, iova)
-        if i and self._iotlb[self._iotlb_keys[i - 1]].iova + \
-                self._iotlb[self._iotlb_keys[i - 1]].size > iova:
+        if (
+            i
+            and self._iotlb[self._iotlb_keys[i - 1]].iova
+            + self._iotlb[self._iotlb_keys[i - 1]].size
+            > iova
+        ):
             i -= 1
         j = i
         while j < len(self._iotlb_keys) and self._iotlb_keys[j] < end:
@@ -228,8 +243,9 @@ class GuestMemory:
         """Apply a decoded IOTLB_MSG payload (type 2 UPDATE, 3 INVALIDATE)."""
         kind = p.get("type")
         if kind == 2:
-            self.iotlb_update(p.get("iova", 0), p.get("size", 0), p.get("uaddr", 0),
-                              p.get("perm", 0))
+            self.iotlb_update(
+                p.get("iova", 0), p.get("size", 0), p.get("uaddr", 0), p.get("perm", 0)
+            )
         elif kind == 3:
             self.iotlb_invalidate(p.get("iova", 0), p.get("size", 0))
 
@@ -271,8 +287,11 @@ class GuestMemory:
         if entry is None or addr >= entry.iova + entry.size:
             raise GuestMemoryError("iotlb_miss", f"IOVA {addr:#x}: no IOTLB entry")
         if addr + size > entry.iova + entry.size:
-            raise GuestMemoryError("iotlb_miss", f"IOVA {addr:#x}+{size:#x} runs past the IOTLB "
-                                   f"entry {entry.iova:#x}+{entry.size:#x}")
+            raise GuestMemoryError(
+                "iotlb_miss",
+                f"IOVA {addr:#x}+{size:#x} runs past the IOTLB "
+                f"entry {entry.iova:#x}+{entry.size:#x}",
+            )
         return entry.uaddr + (addr - entry.iova)
 
     def translate(self, addr: int, size: int, space: Space) -> tuple[MappedRegion, int]:
@@ -288,12 +307,16 @@ class GuestMemory:
                 off = addr - base
                 if off + size > region.spec.memory_size:
                     raise GuestMemoryError(
-                        "guest_read_crosses_region", f"{space} {addr:#x}+{size:#x} runs past the "
-                        f"end of region {base:#x}+{region.spec.memory_size:#x}")
+                        "guest_read_crosses_region",
+                        f"{space} {addr:#x}+{size:#x} runs past the "
+                        f"end of region {base:#x}+{region.spec.memory_size:#x}",
+                    )
                 if region.map is None:
                     raise GuestMemoryError(
-                        "region_map_failed", f"{space} {addr:#x} is in region {base:#x} that "
-                        f"could not be mapped: {region.error}")
+                        "region_map_failed",
+                        f"{space} {addr:#x} is in region {base:#x} that "
+                        f"could not be mapped: {region.error}",
+                    )
                 return region, off + region.delta
         raise GuestMemoryError("guest_addr_unmapped", f"{space} {addr:#x}: in no memory region")
 
@@ -309,10 +332,12 @@ class GuestMemory:
             raise GuestMemoryError("region_map_failed", str(e)) from None
         start = region.spec.mmap_offset - region.delta
         if start + off + size > file_size:  # the peer shrank the file: reading would SIGBUS
-            raise GuestMemoryError("guest_read_crosses_region",
-                                   f"{space} {addr:#x}+{size:#x} is beyond the region file's "
-                                   f"end ({file_size:#x} bytes)")
-        return region.map[off:off + size]
+            raise GuestMemoryError(
+                "guest_read_crosses_region",
+                f"{space} {addr:#x}+{size:#x} is beyond the region file's "
+                f"end ({file_size:#x} bytes)",
+            )
+        return region.map[off : off + size]
 
     def read_ring(self, addr: int, size: int) -> bytes:
         return self.read(addr, size, self.ring_space)

@@ -54,8 +54,9 @@ class _Window:
 class Notifier:
     """Relays and counts notifications; see the module doc."""
 
-    def __init__(self, emit: Callable[[Frame], None], clock: Callable[[], int] = time.time_ns
-                 ) -> None:
+    def __init__(
+        self, emit: Callable[[Frame], None], clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.emit = emit
         self.clock = clock
         self._ep = select.epoll()
@@ -196,8 +197,11 @@ class Notifier:
         """Emit the windows that began before ``before`` (all if None), of ``conn`` or all."""
         for key in list(self._windows):
             w = self._windows.get(key)
-            if w is None or (conn is not None and key[0] != conn) \
-                    or (before is not None and w.first > before):
+            if (
+                w is None
+                or (conn is not None and key[0] != conn)
+                or (before is not None and w.first > before)
+            ):
                 continue
             del self._windows[key]
             self.emit(notify_frame(w.last, key[0], key[1], key[2], w.count, w.first, w.last))

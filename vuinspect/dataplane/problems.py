@@ -34,8 +34,11 @@ class DataProblem:
 
 def problem_from_json(d: Any) -> DataProblem:
     """A DataProblem read back (from a capture); ValueError if it is not one we know."""
-    if not isinstance(d, dict) or d.get("code") not in DATAPLANE_CODES \
-            or not isinstance(d.get("text"), str):
+    if (
+        not isinstance(d, dict)
+        or d.get("code") not in DATAPLANE_CODES
+        or not isinstance(d.get("text"), str)
+    ):
         raise ValueError(f"not a data-plane problem: {d!r:.80}")
     return DataProblem(d["code"], d["text"])
 

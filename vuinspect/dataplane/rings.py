@@ -30,8 +30,13 @@ DESC_F_WRITE = 2
 DESC_F_INDIRECT = 4
 DESC_F_AVAIL = 1 << 7
 DESC_F_USED = 1 << 15
-DESC_FLAGS = {DESC_F_NEXT: "NEXT", DESC_F_WRITE: "WRITE", DESC_F_INDIRECT: "INDIRECT",
-              DESC_F_AVAIL: "AVAIL", DESC_F_USED: "USED"}
+DESC_FLAGS = {
+    DESC_F_NEXT: "NEXT",
+    DESC_F_WRITE: "WRITE",
+    DESC_F_INDIRECT: "INDIRECT",
+    DESC_F_AVAIL: "AVAIL",
+    DESC_F_USED: "USED",
+}
 # split ring flags
 AVAIL_F_NO_INTERRUPT = 1
 USED_F_NO_NOTIFY = 1
@@ -79,9 +84,16 @@ class RingConfig:
         if None in (ring.num, ring.desc, ring.avail, ring.used):
             return None
         feats = virtio_features or 0
-        return cls(ring.index, ring.num, ring.desc, ring.avail, ring.used,
-                   bool(feats >> F.RING_PACKED_BIT & 1), bool(feats >> EVENT_IDX_BIT & 1),
-                   bool(feats >> IN_ORDER_BIT & 1))
+        return cls(
+            ring.index,
+            ring.num,
+            ring.desc,
+            ring.avail,
+            ring.used,
+            bool(feats >> F.RING_PACKED_BIT & 1),
+            bool(feats >> EVENT_IDX_BIT & 1),
+            bool(feats >> IN_ORDER_BIT & 1),
+        )
 
     @property
     def valid(self) -> bool:
@@ -188,8 +200,9 @@ class RingSample:
                     raise ValueError("ok is a boolean")
             elif v is None and f.default is not None:
                 raise ValueError(f"{f.name} may not be null")
-            elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0
-                                    or v >= 1 << 64):
+            elif v is not None and (
+                not isinstance(v, int) or isinstance(v, bool) or v < 0 or v >= 1 << 64
+            ):
                 raise ValueError(f"{f.name} is not an unsigned integer")
             kw[f.name] = v
         if not {"vring", "ts_ns", "layout", "num"} <= kw.keys():
@@ -229,8 +242,11 @@ def diff(old: RingSample, new: RingSample, rate_hint: float = 0.0) -> SampleDiff
     diff is ``aliased`` and claims no advance.  Diff only within one ring start:
     after SET_VRING_BASE or a reset the indices restart.
     """
-    changed = {n: (getattr(old, n), getattr(new, n)) for n in _COMPARED
-               if getattr(old, n) != getattr(new, n)}
+    changed = {
+        n: (getattr(old, n), getattr(new, n))
+        for n in _COMPARED
+        if getattr(old, n) != getattr(new, n)
+    }
     problems = []
     aliased = rate_hint * max(new.ts_ns - old.ts_ns, 0) / 1e9 >= 0x10000 - 2 * new.num
     if aliased:
@@ -239,8 +255,13 @@ def diff(old: RingSample, new: RingSample, rate_hint: float = 0.0) -> SampleDiff
         for name in ("avail_idx", "used_idx"):
             back = u16(getattr(old, name) - getattr(new, name))
             if 0 < back <= new.num:
-                problems.append(dp_problem("ring_backwards", f"vring {new.vring} {name} moved "
-                                           f"back {getattr(old, name)} -> {getattr(new, name)}"))
+                problems.append(
+                    dp_problem(
+                        "ring_backwards",
+                        f"vring {new.vring} {name} moved "
+                        f"back {getattr(old, name)} -> {getattr(new, name)}",
+                    )
+                )
     adv_a = u16(new.avail_idx - old.avail_idx) if old.ok and new.ok else 0
     adv_u = u16(new.used_idx - old.used_idx) if old.ok and new.ok else 0
     if any(p.code == "ring_backwards" for p in problems):
@@ -253,8 +274,12 @@ def _failed(cfg: RingConfig, ts_ns: int, layout: Layout, problem: DataProblem) -
 
 
 def _invalid_num(cfg: RingConfig, ts_ns: int, layout: Layout) -> RingSample:
-    return _failed(cfg, ts_ns, layout, dp_problem(
-        "ring_bad_size", f"vring {cfg.index}: num {cfg.num} is not a valid queue size"))
+    return _failed(
+        cfg,
+        ts_ns,
+        layout,
+        dp_problem("ring_bad_size", f"vring {cfg.index}: num {cfg.num} is not a valid queue size"),
+    )
 
 
 # --- split rings -------------------------------------------------------------
@@ -271,12 +296,30 @@ def sample_split(mem: GuestMemory, cfg: RingConfig, ts_ns: int = 0) -> RingSampl
             (avail_event,) = _U16.unpack(mem.read_ring(cfg.avail_event_addr, 2))
     except GuestMemoryError as e:
         return _failed(cfg, ts_ns, "split", e.problem)
-    sample = RingSample(cfg.index, ts_ns, "split", cfg.num, True, avail_idx, used_idx,
-                        avail_flags, used_flags, used_event, avail_event)
+    sample = RingSample(
+        cfg.index,
+        ts_ns,
+        "split",
+        cfg.num,
+        True,
+        avail_idx,
+        used_idx,
+        avail_flags,
+        used_flags,
+        used_event,
+        avail_event,
+    )
     if sample.in_flight > cfg.num:
-        sample = replace(sample, problems=(dp_problem(
-            "ring_index_ahead", f"vring {cfg.index}: avail {avail_idx} is "
-            f"{sample.in_flight} ahead of used {used_idx}, num {cfg.num}"),))
+        sample = replace(
+            sample,
+            problems=(
+                dp_problem(
+                    "ring_index_ahead",
+                    f"vring {cfg.index}: avail {avail_idx} is "
+                    f"{sample.in_flight} ahead of used {used_idx}, num {cfg.num}",
+                ),
+            ),
+        )
     return sample
 
 
@@ -290,8 +333,9 @@ def read_avail_entries(mem: GuestMemory, cfg: RingConfig, start: int, count: int
     return out
 
 
-def read_used_elems(mem: GuestMemory, cfg: RingConfig, start: int,
-                    count: int) -> list[tuple[int, int]]:
+def read_used_elems(
+    mem: GuestMemory, cfg: RingConfig, start: int, count: int
+) -> list[tuple[int, int]]:
     """(id, len) in used ring slots ``start .. start+count-1`` (count <= num)."""
     count = max(0, min(count, cfg.num))
     out = []
@@ -344,8 +388,13 @@ class PackedTracker:
         base &= 0xFFFFFFFF
         if not base >> 16:
             base |= base << 16
-        t = cls(num, (base & 0x7FFF) % max(num, 1), base >> 15 & 1,
-                (base >> 16 & 0x7FFF) % max(num, 1), base >> 31 & 1)
+        t = cls(
+            num,
+            (base & 0x7FFF) % max(num, 1),
+            base >> 15 & 1,
+            (base >> 16 & 0x7FFF) % max(num, 1),
+            base >> 31 & 1,
+        )
         t.avail_count = u16(t.used_count + t.slots_in_flight())
         return t
 
@@ -410,8 +459,11 @@ class PackedTracker:
             if not _is_used(flags, self.used_wrap):
                 break
             end = self.ends.get(ident)
-            n = 1 if end is None else (end - self._lin(self.used_pos, self.used_wrap)) % (
-                2 * self.num)
+            n = (
+                1
+                if end is None
+                else (end - self._lin(self.used_pos, self.used_wrap)) % (2 * self.num)
+            )
             if not 1 <= n <= self.slots_in_flight():
                 n = 1
             steps += n
@@ -432,8 +484,9 @@ class PackedTracker:
             self.avail_wrap ^= 1
 
 
-def sample_packed(mem: GuestMemory, cfg: RingConfig, tracker: PackedTracker,
-                  ts_ns: int = 0) -> RingSample:
+def sample_packed(
+    mem: GuestMemory, cfg: RingConfig, tracker: PackedTracker, ts_ns: int = 0
+) -> RingSample:
     """Read both event suppression areas and walk the descriptor flags forward."""
     if not cfg.valid or tracker.num != cfg.num:
         return _invalid_num(cfg, ts_ns, "packed")
@@ -444,16 +497,29 @@ def sample_packed(mem: GuestMemory, cfg: RingConfig, tracker: PackedTracker,
     except GuestMemoryError as e:
         return _failed(cfg, ts_ns, "packed", e.problem)
     return RingSample(
-        cfg.index, ts_ns, "packed", cfg.num, True, tracker.avail_count, tracker.used_count,
-        avail_pos=tracker.avail_pos, avail_wrap=tracker.avail_wrap,
-        used_pos=tracker.used_pos, used_wrap=tracker.used_wrap,
-        driver_event_off=drv_desc & 0x7FFF, driver_event_wrap=drv_desc >> 15,
-        driver_event_flags=drv_flags & 3, device_event_off=dev_desc & 0x7FFF,
-        device_event_wrap=dev_desc >> 15, device_event_flags=dev_flags & 3)
+        cfg.index,
+        ts_ns,
+        "packed",
+        cfg.num,
+        True,
+        tracker.avail_count,
+        tracker.used_count,
+        avail_pos=tracker.avail_pos,
+        avail_wrap=tracker.avail_wrap,
+        used_pos=tracker.used_pos,
+        used_wrap=tracker.used_wrap,
+        driver_event_off=drv_desc & 0x7FFF,
+        driver_event_wrap=drv_desc >> 15,
+        driver_event_flags=drv_flags & 3,
+        device_event_off=dev_desc & 0x7FFF,
+        device_event_wrap=dev_desc >> 15,
+        device_event_flags=dev_flags & 3,
+    )
 
 
-def sample(mem: GuestMemory, cfg: RingConfig, ts_ns: int = 0,
-           tracker: PackedTracker | None = None) -> RingSample:
+def sample(
+    mem: GuestMemory, cfg: RingConfig, ts_ns: int = 0, tracker: PackedTracker | None = None
+) -> RingSample:
     """One sample of either layout (packed needs the vring's tracker)."""
     if cfg.packed:
         return sample_packed(mem, cfg, tracker or PackedTracker(cfg.num), ts_ns)

@@ -116,8 +116,14 @@ class _Conn:
 class Sampler:
     """Owns the guest-memory mappings of every connection; see the module doc."""
 
-    def __init__(self, emit: Callable[[Frame], None], interval: float = 0.1, *,
-                 device: str | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        emit: Callable[[Frame], None],
+        interval: float = 0.1,
+        *,
+        device: str | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         from ..pipeline import Pipeline
 
         self.emit = emit
@@ -276,8 +282,15 @@ class Sampler:
             c = self.conns[conn] = _Conn(device=self.device)
         return c
 
-    def _message(self, ts: int, conn: int, direction: str, data: bytes, descs: tuple,
-                 dups: list[int] | None = None) -> None:
+    def _message(
+        self,
+        ts: int,
+        conn: int,
+        direction: str,
+        data: bytes,
+        descs: tuple,
+        dups: list[int] | None = None,
+    ) -> None:
         if direction == "b2f":  # a GET_FEATURES reply: only its device type, once
             self._device(conn, data)
             return
@@ -299,8 +312,16 @@ class Sampler:
         if not c.lost:
             self._control(c, conn, ts, req, data)
 
-    def _feed(self, c: _Conn, conn: int, ts: int, direction: str, data: bytes, descs: tuple,
-              dups: list[int]) -> None:
+    def _feed(
+        self,
+        c: _Conn,
+        conn: int,
+        ts: int,
+        direction: str,
+        data: bytes,
+        descs: tuple,
+        dups: list[int],
+    ) -> None:
         try:
             msgs = self.pipeline.feed(Frame(ts, conn, "main", direction, data, descs))  # type: ignore[arg-type]
             if c.lost:
@@ -443,8 +464,9 @@ class Sampler:
             problems += ring.split.update(c.mem, cfg, s)
         ring.last = s
         device = c.device
-        keepalive = s.in_flight and ts - ring.emitted_ns >= KEEPALIVE_NS \
-            and not is_receive_queue(device, i)  # (a quiet rx queue is full of buffers)
+        keepalive = (
+            s.in_flight and ts - ring.emitted_ns >= KEEPALIVE_NS and not is_receive_queue(device, i)
+        )  # (a quiet rx queue is full of buffers)
         codes = tuple(p.code for p in problems)
         if not (changed or why in ("start", "stop") or codes != ring.codes or keepalive):
             return
@@ -456,8 +478,15 @@ class Sampler:
             record["problems"] = [p.to_json() for p in problems]
         record["event"] = why
         if s.ok and s.in_flight:
-            chains = in_flight_chains(c.mem, cfg, s, device, max_chains=MAX_CHAINS, max_descs=MAX_DESCS,
-                                      tracker=ring.split if not cfg.packed else None)
+            chains = in_flight_chains(
+                c.mem,
+                cfg,
+                s,
+                device,
+                max_chains=MAX_CHAINS,
+                max_descs=MAX_DESCS,
+                tracker=ring.split if not cfg.packed else None,
+            )
             if chains:
                 record["chains"] = [ch.to_json() for ch in chains]
         ring.emitted_ns = ts
@@ -495,8 +524,12 @@ class Sampler:
         c.drop_pending()
         c.mem.close()
         c.rings.clear()
-        self._note(conn, ts, "ring sampler fell behind and lost a control message of this "
-                   "connection: its rings are no longer sampled")
+        self._note(
+            conn,
+            ts,
+            "ring sampler fell behind and lost a control message of this "
+            "connection: its rings are no longer sampled",
+        )
 
     def _note(self, conn: int, ts: int, text: str) -> None:
         with self._emit_lock:

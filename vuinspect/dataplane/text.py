@@ -31,13 +31,19 @@ def in_message_list(msg: Any) -> bool:
 
 def ring_summary(p: dict[str, Any]) -> str:
     """``vring 0 split num=256 avail=14 used=10 in_flight=4`` (plus packed positions, flags)."""
-    parts = [f"vring {_int(p.get('vring'))}", safe_text(str(p.get("layout", "?"))[:8]),
-             f"num={_int(p.get('num'))}"]
+    parts = [
+        f"vring {_int(p.get('vring'))}",
+        safe_text(str(p.get("layout", "?"))[:8]),
+        f"num={_int(p.get('num'))}",
+    ]
     if p.get("ok") is False:
         parts.append("unreadable")
     else:
-        parts += [f"avail={_int(p.get('avail_idx'))}", f"used={_int(p.get('used_idx'))}",
-                  f"in_flight={_int(p.get('in_flight'))}"]
+        parts += [
+            f"avail={_int(p.get('avail_idx'))}",
+            f"used={_int(p.get('used_idx'))}",
+            f"in_flight={_int(p.get('in_flight'))}",
+        ]
         if p.get("layout") == "packed":
             parts.append(f"wrap={_int(p.get('avail_wrap'))}/{_int(p.get('used_wrap'))}")
         for key in ("used_event", "avail_event"):
@@ -55,8 +61,10 @@ def notify_summary(p: dict[str, Any]) -> str:
     span = ""
     if isinstance(first, int) and isinstance(last, int) and last > first:
         span = f" over {(last - first) / 1e6:.1f} ms"
-    return (f"vring {_int(p.get('vring'))} {safe_text(str(p.get('signal', '?'))[:8])} "
-            f"x{_int(p.get('count'))}{span}")
+    return (
+        f"vring {_int(p.get('vring'))} {safe_text(str(p.get('signal', '?'))[:8])} "
+        f"x{_int(p.get('count'))}{span}"
+    )
 
 
 def resolved_text(p: dict[str, Any]) -> list[str]:
@@ -65,8 +73,10 @@ def resolved_text(p: dict[str, Any]) -> list[str]:
         if isinstance(r, dict):
             d = r.get("duration_ns")
             took = f" after {d / 1e9:.1f} s" if isinstance(d, int) else ""
-            out.append(f"resolved {safe_text(str(r.get('code')))}{took} "
-                       f"({safe_text(str(r.get('resolution', '')))})")
+            out.append(
+                f"resolved {safe_text(str(r.get('code')))}{took} "
+                f"({safe_text(str(r.get('resolution', '')))})"
+            )
     return out
 
 
@@ -81,13 +91,20 @@ def detail_lines(p: dict[str, Any]) -> list[str]:
             continue
         got = c.get("descs")
         descs: list[Any] = got if isinstance(got, list) else []
-        line = (f"        head {_int(c.get('head'))}: {len(descs)} desc, "
-                f"{_int(c.get('readable'))} B out, {_int(c.get('writable'))} B in")
+        line = (
+            f"        head {_int(c.get('head'))}: {len(descs)} desc, "
+            f"{_int(c.get('readable'))} B out, {_int(c.get('writable'))} B in"
+        )
         header = c.get("header")
         if isinstance(header, dict):
-            fields = [f"{k}={v}" for k, v in header.items()
-                      if k != "layout" and not k.endswith("_name") and isinstance(v, int)
-                      and not isinstance(v, bool)][:6]
+            fields = [
+                f"{k}={v}"
+                for k, v in header.items()
+                if k != "layout"
+                and not k.endswith("_name")
+                and isinstance(v, int)
+                and not isinstance(v, bool)
+            ][:6]
             name = next((v for k, v in header.items() if k.endswith("_name")), None)
             line += f"  {safe_text(str(header.get('layout', '')))}"
             if name is not None:
@@ -98,13 +115,17 @@ def detail_lines(p: dict[str, Any]) -> list[str]:
             if isinstance(d, dict):
                 flags = d.get("flag_names")
                 names: list[Any] = flags if isinstance(flags, list) else []
-                out.append(f"          desc {_int(d.get('index'))} addr={_hex(d.get('addr'))} "
-                           f"len={_int(d.get('len'))} "
-                           f"{safe_text('|'.join(str(n) for n in names[:4]))}")
+                out.append(
+                    f"          desc {_int(d.get('index'))} addr={_hex(d.get('addr'))} "
+                    f"len={_int(d.get('len'))} "
+                    f"{safe_text('|'.join(str(n) for n in names[:4]))}"
+                )
         for prob in (c.get("problems") or [])[:4]:
             if isinstance(prob, dict):
-                out.append(f"          !! {safe_text(str(prob.get('code')))}: "
-                           f"{safe_text(str(prob.get('text'))[:200])}")
+                out.append(
+                    f"          !! {safe_text(str(prob.get('code')))}: "
+                    f"{safe_text(str(prob.get('text'))[:200])}"
+                )
     return out
 
 

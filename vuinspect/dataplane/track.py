@@ -46,8 +46,9 @@ class RingTrack:
     pending_reset: int | None = None
     ended: deque[Finding] = field(default_factory=lambda: deque(maxlen=MAX_FINDINGS))
 
-    def add_sample(self, s: RingSample, *, receive: bool, trace: bool
-                   ) -> tuple[list[Finding], list[Finding]]:
+    def add_sample(
+        self, s: RingSample, *, receive: bool, trace: bool
+    ) -> tuple[list[Finding], list[Finding]]:
         """Take one sample; return the findings it (newly) raises and the ones it ends."""
         self.sample_count += 1
         if self.last is not None and self.last.ok and s.ok:
@@ -64,8 +65,12 @@ class RingTrack:
         while self.samples and self.samples[0].ts_ns < s.ts_ns - WINDOW_NS:
             self.samples.popleft()
         raised, ended = self.judge(s.ts_ns, receive=receive, trace=trace)
-        if s.ok and not self.active and self.pending_reset is None \
-                and (s.in_flight == 0 or moved and not trace):
+        if (
+            s.ok
+            and not self.active
+            and self.pending_reset is None
+            and (s.in_flight == 0 or moved and not trace)
+        ):
             # nothing open and nothing the earlier samples could still raise: start afresh
             self.samples.clear()
             self.samples.append(s)
@@ -80,8 +85,9 @@ class RingTrack:
         if signal in ("kick", "call"):
             self.notifies.append(Notify(signal, count, first_ns, last_ns))  # type: ignore[arg-type]
 
-    def reset(self, ts_ns: int, *, receive: bool, trace: bool
-              ) -> tuple[list[Finding], list[Finding]]:
+    def reset(
+        self, ts_ns: int, *, receive: bool, trace: bool
+    ) -> tuple[list[Finding], list[Finding]]:
         """GET_VRING_BASE, RESET_*, close: the ring stops (in-flight requests are noted)."""
         self.resets.append(ts_ns)
         raised, ended = self.judge(ts_ns, receive=receive, trace=trace)
@@ -98,11 +104,18 @@ class RingTrack:
         self.last = None
         return ended
 
-    def judge(self, now_ns: int, *, receive: bool, trace: bool
-              ) -> tuple[list[Finding], list[Finding]]:
-        findings = diagnose(self.samples, self.notifies, now_ns=now_ns,
-                            resets=[t for t in self.resets if t >= now_ns - WINDOW_NS],
-                            trace_kicks=trace, trace_calls=trace, receive=receive)
+    def judge(
+        self, now_ns: int, *, receive: bool, trace: bool
+    ) -> tuple[list[Finding], list[Finding]]:
+        findings = diagnose(
+            self.samples,
+            self.notifies,
+            now_ns=now_ns,
+            resets=[t for t in self.resets if t >= now_ns - WINDOW_NS],
+            trace_kicks=trace,
+            trace_calls=trace,
+            receive=receive,
+        )
         raised: list[Finding] = []
         ended: list[Finding] = []
         now_active: dict[str, Finding] = {}
@@ -115,8 +128,13 @@ class RingTrack:
         for code, f in list(self.active.items()):
             if code not in now_active:
                 done = closed.get(code)
-                ended.append(self._end(f, done.until_ns if done and done.until_ns else now_ns,
-                                       done.resolution if done else "progress"))
+                ended.append(
+                    self._end(
+                        f,
+                        done.until_ns if done and done.until_ns else now_ns,
+                        done.resolution if done else "progress",
+                    )
+                )
                 del self.active[code]
         for code, f in now_active.items():
             if code not in self.active:
@@ -175,8 +193,9 @@ class DataPlane:
             track = self.rings[index] = RingTrack(index)
         return track
 
-    def on_sample(self, info: dict[str, Any], receive_of: Any
-                  ) -> tuple[RingSample | None, list[tuple[str, str]], list[Finding]]:
+    def on_sample(
+        self, info: dict[str, Any], receive_of: Any
+    ) -> tuple[RingSample | None, list[tuple[str, str]], list[Finding]]:
         """A ``ring`` frame's JSON: (sample or None if damaged, problems, findings ended).
 
         Problems are ``(code, text)``: the sample's own (read by the sampler)
@@ -214,9 +233,13 @@ class DataPlane:
         """A ``notify`` frame's JSON; returns why it is not understood (None if fine)."""
         vring, signal = info.get("vring"), info.get("signal")
         values = [info.get(k) for k in ("count", "first_ns", "last_ns")]
-        if not isinstance(vring, int) or isinstance(vring, bool) or vring < 0 \
-                or signal not in ("kick", "call", "err") or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        if (
+            not isinstance(vring, int)
+            or isinstance(vring, bool)
+            or vring < 0
+            or signal not in ("kick", "call", "err")
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+        ):
             return "notify frame not understood"
         self.notifies += 1
         self.trace = True
@@ -225,8 +248,9 @@ class DataPlane:
             track.add_notify(signal, *values)  # type: ignore[arg-type]  # (checked above)
         return None
 
-    def on_reset(self, ts_ns: int, indices: list[int] | None, receive_of: Any,
-                 final: bool = False) -> list[Finding]:
+    def on_reset(
+        self, ts_ns: int, indices: list[int] | None, receive_of: Any, final: bool = False
+    ) -> list[Finding]:
         """Rings stopped (GET_VRING_BASE: one; RESET_*/close: all): findings raised now.
 
         A stop on the wire is judged at the ring's next sample (the sampler's
@@ -234,7 +258,7 @@ class DataPlane:
         ``final`` one (the connection closed: no sample follows) is judged now.
         """
         out: list[Finding] = []
-        for i in (list(self.rings) if indices is None else indices):
+        for i in list(self.rings) if indices is None else indices:
             track = self.rings.get(i)
             if track is None:
                 continue
@@ -255,12 +279,17 @@ class DataPlane:
             return []
         raised = []
         if track.pending_reset is not None:
-            raised = track.reset(track.pending_reset, receive=receive_of(index),
-                                 trace=self.trace)[0]
+            raised = track.reset(track.pending_reset, receive=receive_of(index), trace=self.trace)[
+                0
+            ]
             track.pending_reset = None
         track.restart(ts_ns)
         return raised
 
     def to_json(self) -> dict[str, Any]:
-        return {"trace": self.trace, "samples": self.samples, "notifies": self.notifies,
-                "rings": [self.rings[i].to_json() for i in sorted(self.rings)]}
+        return {
+            "trace": self.trace,
+            "samples": self.samples,
+            "notifies": self.notifies,
+            "rings": [self.rings[i].to_json() for i in sorted(self.rings)],
+        }

@@ -49,7 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--quiet", action="store_true", help="print only the verdict, not every message"
     )
     parser.add_argument(
-        "--no-tui", action="store_true",
+        "--no-tui",
+        action="store_true",
         help="print one line per message instead of opening the TUI (the default off a terminal)",
     )
 
@@ -123,8 +124,7 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
 
     def work() -> None:
         try:
-            outcomes.append(_run_backend(
-                args, workdir, scenarios.ProxySpec(capture), log.append))
+            outcomes.append(_run_backend(args, workdir, scenarios.ProxySpec(capture), log.append))
         except BaseException as exc:  # noqa: BLE001 - reported after the TUI closes
             errors.append(exc)
 
@@ -142,8 +142,11 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
 
         def announce() -> None:
             thread.join()
-            text = (f"{'OK' if outcomes[0].ok else 'FAILED'}: {outcomes[0].verdict}"
-                    if outcomes else f"run failed: {errors[0] if errors else 'no outcome'}")
+            text = (
+                f"{'OK' if outcomes[0].ok else 'FAILED'}: {outcomes[0].verdict}"
+                if outcomes
+                else f"run failed: {errors[0] if errors else 'no outcome'}"
+            )
             with contextlib.suppress(RuntimeError):  # the user may have quit already
                 app.call_from_thread(app.notify, text + " — press q to quit", timeout=30)
 

@@ -71,8 +71,11 @@ def _work(task: tuple[int, int, str | None, str | None]) -> _Result:
             if len(failures) < 20:
                 failures.append(f"input {i} ({target}): {exc!r}\n{traceback.format_exc(limit=-4)}")
             if save:  # frames as plain tuples: Frame (frozen, slots) does not unpickle on 3.10/3.11
-                plain = data if isinstance(data, bytes) else [tuple(
-                    getattr(fr, k) for k in Frame.__slots__) for fr in data]
+                plain = (
+                    data
+                    if isinstance(data, bytes)
+                    else [tuple(getattr(fr, k) for k in Frame.__slots__) for fr in data]
+                )
                 with open(os.path.join(save, f"fail-{i}-{target}.pickle"), "wb") as f:
                     pickle.dump(plain, f)
             continue
@@ -86,7 +89,9 @@ def _work(task: tuple[int, int, str | None, str | None]) -> _Result:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vuinspect.fuzz", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m vuinspect.fuzz", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--inputs", type=int, default=10000, help="number of inputs (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="first input number (default 0)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
@@ -96,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.save:
         os.makedirs(args.save, exist_ok=True)
-    tasks = [(s, min(args.batch, args.seed + args.inputs - s), args.captures, args.save)
-             for s in range(args.seed, args.seed + args.inputs, args.batch)]
+    tasks = [
+        (s, min(args.batch, args.seed + args.inputs - s), args.captures, args.save)
+        for s in range(args.seed, args.seed + args.inputs, args.batch)
+    ]
     total: Counter[str] = Counter()
     failures: list[str] = []
     t0 = time.monotonic()
@@ -109,15 +116,24 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
             if done % 20 == 0 or done == len(tasks):
                 n = total["decoder"] + total["reader"] + total["failures"]
-                print(f"{n} inputs, {total['failures']} failures, "
-                      f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+                print(
+                    f"{n} inputs, {total['failures']} failures, {time.monotonic() - t0:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     elapsed = time.monotonic() - t0
-    print(f"inputs: {args.inputs} (seeds {args.seed}..{args.seed + args.inputs - 1}) in {elapsed:.0f} s")
-    print(f"decoder inputs: {total['decoder']}  reader inputs: {total['reader']} "
-          f"(ok {total['reader_ok']}, damaged {total['reader_damaged']}, "
-          f"refused {total['reader_refused']})")
-    print(f"messages decoded: {total['messages']}  raw chunks: {total['raw_chunks']}  "
-          f"re-encoded exactly: {total['reencoded']}")
+    print(
+        f"inputs: {args.inputs} (seeds {args.seed}..{args.seed + args.inputs - 1}) in {elapsed:.0f} s"
+    )
+    print(
+        f"decoder inputs: {total['decoder']}  reader inputs: {total['reader']} "
+        f"(ok {total['reader_ok']}, damaged {total['reader_damaged']}, "
+        f"refused {total['reader_refused']})"
+    )
+    print(
+        f"messages decoded: {total['messages']}  raw chunks: {total['raw_chunks']}  "
+        f"re-encoded exactly: {total['reencoded']}"
+    )
     codes = sorted((k[8:], v) for k, v in total.items() if k.startswith("problem:"))
     print("problems seen: " + ", ".join(f"{k} {v}" for k, v in codes))
     print(f"failures: {total['failures']}")

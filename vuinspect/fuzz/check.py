@@ -38,10 +38,17 @@ from vuinspect.render import summary_line, to_json
 LAYOUTS = {lay.name: lay for lay in ALL_LAYOUTS}
 #: Problems that mean the payload bytes are not what the layout describes, so
 #: re-encoding the decoded values cannot give them back.
-NOT_WELL_FORMED = frozenset({
-    "truncated_header", "truncated_payload", "oversize", "framing_lost",
-    "wrong_size", "bad_count", "nonzero_padding",
-})
+NOT_WELL_FORMED = frozenset(
+    {
+        "truncated_header",
+        "truncated_payload",
+        "oversize",
+        "framing_lost",
+        "wrong_size",
+        "bad_count",
+        "nonzero_padding",
+    }
+)
 
 
 class InvariantError(AssertionError):
@@ -106,12 +113,15 @@ def check_frames(frames: list[Frame]) -> Outcome:
         a = b"".join(sent.get(key, []))
         b = b"".join(got.get(key, []))
         if a != b:
-            raise InvariantError(f"{key}: {len(a)} bytes in, {len(b)} bytes out of messages; "
-                                 f"first difference at byte {_first_diff(a, b)}")
+            raise InvariantError(
+                f"{key}: {len(a)} bytes in, {len(b)} bytes out of messages; "
+                f"first difference at byte {_first_diff(a, b)}"
+            )
         fa, fb = sent_fds.get(key, []), got_fds.get(key, [])
         if len(fa) != len(fb) or any(not d.endswith(s) for s, d in zip(fa, fb, strict=True)):
-            raise InvariantError(f"{key}: fds in {fa[:8]}... ({len(fa)}), "
-                                 f"out {fb[:8]}... ({len(fb)})")
+            raise InvariantError(
+                f"{key}: fds in {fa[:8]}... ({len(fa)}), out {fb[:8]}... ({len(fb)})"
+            )
     return out
 
 
@@ -128,11 +138,15 @@ def _reencodes(m: Message) -> bool:
     try:
         again = encode_layout(layout, m.payload, ">" if m.big_endian else "<")
     except Exception as exc:  # the encoder must take the decoder's own dicts
-        raise InvariantError(f"message {m.index} ({m.name}, layout {m.layout}): re-encoding "
-                             f"raised {exc!r}; payload {payload.hex()}") from exc
+        raise InvariantError(
+            f"message {m.index} ({m.name}, layout {m.layout}): re-encoding "
+            f"raised {exc!r}; payload {payload.hex()}"
+        ) from exc
     if again != payload:
-        raise InvariantError(f"message {m.index} ({m.name}, layout {m.layout}): re-encoded "
-                             f"{again.hex()} != {payload.hex()}")
+        raise InvariantError(
+            f"message {m.index} ({m.name}, layout {m.layout}): re-encoded "
+            f"{again.hex()} != {payload.hex()}"
+        )
     return True
 
 
@@ -166,8 +180,11 @@ def read_capture_bytes(data: bytes) -> tuple[str, list[Frame], CaptureReader | N
 
 def check_index(data: bytes, frames: list[Frame], status: str) -> None:
     """The random-access index (the TUI's reader) must agree with the streaming reader."""
-    fd, path = tempfile.mkstemp(prefix="vuinspect-fuzz-", suffix=".pcapng",
-                                dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    fd, path = tempfile.mkstemp(
+        prefix="vuinspect-fuzz-",
+        suffix=".pcapng",
+        dir="/dev/shm" if os.path.isdir("/dev/shm") else None,
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -185,14 +202,18 @@ def check_index(data: bytes, frames: list[Frame], status: str) -> None:
             # The index checks framing only and reads the rest of a frame on demand, so it
             # may list frames past the damage that stopped the reader; those raise CaptureError.
             if len(index) < len(frames):
-                raise InvariantError(f"index has {len(index)} frames, the reader {len(frames)}; "
-                                     f"index error {index.error!r}")
+                raise InvariantError(
+                    f"index has {len(index)} frames, the reader {len(frames)}; "
+                    f"index error {index.error!r}"
+                )
             for i in range(len(index)):
                 try:
                     frame = index.frame(i)
                 except CaptureError:
                     if i < len(frames):
-                        raise InvariantError(f"index frame {i} is damaged, the reader read it") from None
+                        raise InvariantError(
+                            f"index frame {i} is damaged, the reader read it"
+                        ) from None
                     continue
                 if i < len(frames) and frame != frames[i]:
                     raise InvariantError(f"index frame {i} differs from the reader's")
@@ -200,8 +221,9 @@ def check_index(data: bytes, frames: list[Frame], status: str) -> None:
         os.unlink(path)
 
 
-def check_capture_bytes(data: bytes, *, prefix_of: list[Frame] | None = None,
-                        index: bool = False) -> Outcome:
+def check_capture_bytes(
+    data: bytes, *, prefix_of: list[Frame] | None = None, index: bool = False
+) -> Outcome:
     """Read ``data`` as a capture, check the reader's contract, then the pipeline's.
 
     ``prefix_of``: for an input that is a cut of a good capture, the frames of
@@ -211,10 +233,14 @@ def check_capture_bytes(data: bytes, *, prefix_of: list[Frame] | None = None,
     status, frames, reader = read_capture_bytes(data)
     if index:
         check_index(data, frames, status)
-    if reader is not None and reader.error is not None and reader.error.offset is not None \
-            and not 0 <= reader.error.offset <= len(data):
+    if (
+        reader is not None
+        and reader.error is not None
+        and reader.error.offset is not None
+        and not 0 <= reader.error.offset <= len(data)
+    ):
         raise InvariantError(f"error offset {reader.error.offset} outside the {len(data)} bytes")
-    if prefix_of is not None and frames != prefix_of[:len(frames)]:
+    if prefix_of is not None and frames != prefix_of[: len(frames)]:
         raise InvariantError("a cut capture gave frames that are not a prefix of the original")
     out = check_frames(frames)
     out.reader = status

@@ -24,12 +24,50 @@ from vuinspect.protocol.requests import HEADER_SIZE, MAX_PAYLOAD
 
 #: 32-bit values that find off-by-ones and overflows in length and count fields.
 INTERESTING_U32 = (
-    0, 1, 2, 3, 4, 7, 8, 11, 12, 13, 16, 0x7F, 0x80, 0xFF, 0x100, 0xFFF, 0x1000,
-    MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 1, 0xFFFF, 0x10000, 0x10001,
-    0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF,
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    11,
+    12,
+    13,
+    16,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0xFFF,
+    0x1000,
+    MAX_PAYLOAD - 1,
+    MAX_PAYLOAD,
+    MAX_PAYLOAD + 1,
+    0xFFFF,
+    0x10000,
+    0x10001,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFE,
+    0xFFFFFFFF,
 )
 #: Header flags worth trying: valid request/reply/need_reply, bad versions, reserved bits.
-INTERESTING_FLAGS = (0x0, 0x1, 0x2, 0x3, 0x5, 0x9, 0xD, 0x4, 0x8, 0x11, 0x101, 0x80000001, 0xFFFFFFFF)
+INTERESTING_FLAGS = (
+    0x0,
+    0x1,
+    0x2,
+    0x3,
+    0x5,
+    0x9,
+    0xD,
+    0x4,
+    0x8,
+    0x11,
+    0x101,
+    0x80000001,
+    0xFFFFFFFF,
+)
 
 
 # -- bytes ------------------------------------------------------------------------
@@ -69,7 +107,7 @@ def _insert(buf: bytearray, rng: random.Random) -> None:
 def _delete(buf: bytearray, rng: random.Random) -> None:
     if buf:
         i = rng.randrange(len(buf))
-        del buf[i:i + rng.randint(1, 16)]
+        del buf[i : i + rng.randint(1, 16)]
 
 
 def _repeat(buf: bytearray, rng: random.Random) -> None:
@@ -81,11 +119,19 @@ def _repeat(buf: bytearray, rng: random.Random) -> None:
 
 def _cut(buf: bytearray, rng: random.Random) -> None:
     if buf:
-        del buf[rng.randrange(len(buf)):]
+        del buf[rng.randrange(len(buf)) :]
 
 
 _BYTE_OPS: tuple[Callable[[bytearray, random.Random], None], ...] = (
-    _flip, _flip, _set_byte, _set_u32, _set_u32, _insert, _delete, _repeat, _cut,
+    _flip,
+    _flip,
+    _set_byte,
+    _set_u32,
+    _set_u32,
+    _insert,
+    _delete,
+    _repeat,
+    _cut,
 )
 
 
@@ -102,8 +148,13 @@ def resplit(frames: list[Frame], rng: random.Random, *, max_pieces: int = 6) -> 
             out.append(f)
             continue
         prev = out[-1] if out else None
-        if (prev is not None and prev.kind == "data" and not prev.fds and rng.random() < 0.3
-                and (prev.conn, prev.channel, prev.direction) == (f.conn, f.channel, f.direction)):
+        if (
+            prev is not None
+            and prev.kind == "data"
+            and not prev.fds
+            and rng.random() < 0.3
+            and (prev.conn, prev.channel, prev.direction) == (f.conn, f.channel, f.direction)
+        ):
             out[-1] = dataclasses.replace(f, data=prev.data + f.data)
             continue
         n = rng.randint(1, max_pieces)
@@ -123,8 +174,10 @@ def byte_at_a_time(frames: list[Frame]) -> list[Frame]:
             out.append(f)
             continue
         n = len(f.data)
-        out.extend(dataclasses.replace(f, data=f.data[i:i + 1], fds=f.fds if i == n - 1 else ())
-                   for i in range(n))
+        out.extend(
+            dataclasses.replace(f, data=f.data[i : i + 1], fds=f.fds if i == n - 1 else ())
+            for i in range(n)
+        )
     return out
 
 
@@ -156,7 +209,8 @@ def _garbage_frame(rng: random.Random, conn: int, channel: Channel, direction: D
     else:  # the largest payloads, just inside and just outside the maximum
         size = rng.choice((MAX_PAYLOAD, MAX_PAYLOAD + 1, MAX_PAYLOAD - 1))
         data = struct.pack("<III", rng.randint(0, 50), 0x1, size) + rng.randbytes(
-            rng.choice((size, size // 2, size + 5)))
+            rng.choice((size, size // 2, size + 5))
+        )
     fds = tuple(f"eventfd#{k}" for k in range(rng.choice((0, 0, 1, 3))))
     return Frame(rng.randint(0, 1 << 62), conn, channel, direction, data, fds)
 
@@ -199,7 +253,7 @@ def _op_truncate(frames: list[Frame], rng: random.Random) -> None:
     i = _data_index(frames, rng)
     if i is not None and frames[i].data:
         f = frames[i]
-        frames[i] = dataclasses.replace(f, data=f.data[:rng.randrange(len(f.data))])
+        frames[i] = dataclasses.replace(f, data=f.data[: rng.randrange(len(f.data))])
 
 
 def _op_fds(frames: list[Frame], rng: random.Random) -> None:
@@ -212,7 +266,7 @@ def _op_fds(frames: list[Frame], rng: random.Random) -> None:
     if r < 0.4:
         fds = f.fds + tuple(f"memfd:extra{k} size=4KiB" for k in range(rng.choice((1, 2, 8, 253))))
     elif r < 0.7:
-        fds = f.fds[:rng.randint(0, len(f.fds))] if f.fds else ("truncated",)
+        fds = f.fds[: rng.randint(0, len(f.fds))] if f.fds else ("truncated",)
     else:
         fds = ()
         j = _data_index(frames, rng)
@@ -225,8 +279,11 @@ def _op_reroute(frames: list[Frame], rng: random.Random) -> None:
     i = _data_index(frames, rng)
     if i is not None:
         frames[i] = dataclasses.replace(
-            frames[i], channel=rng.choice(CHANNELS), direction=rng.choice(DIRECTIONS),
-            conn=rng.choice((frames[i].conn, frames[i].conn + 1, 0, 0xFFFFFFFF)))
+            frames[i],
+            channel=rng.choice(CHANNELS),
+            direction=rng.choice(DIRECTIONS),
+            conn=rng.choice((frames[i].conn, frames[i].conn + 1, 0, 0xFFFFFFFF)),
+        )
 
 
 def _op_event(frames: list[Frame], rng: random.Random) -> None:
@@ -235,21 +292,39 @@ def _op_event(frames: list[Frame], rng: random.Random) -> None:
     pos = rng.randint(0, len(frames))
     r = rng.random()
     if r < 0.35:
-        info = {"label": "x", "byteorder": rng.choice(("little", "big", "middle")),
-                "device": rng.choice(("blk", "net", "nope", None))}
+        info = {
+            "label": "x",
+            "byteorder": rng.choice(("little", "big", "middle")),
+            "device": rng.choice(("blk", "net", "nope", None)),
+        }
         ev = event_frame("open", ref.ts_ns, ref.conn, info)
     elif r < 0.7:
         ev = event_frame("close", ref.ts_ns, ref.conn, {"reason": "fuzz"}, rng.choice(CHANNELS))
     else:
-        ev = Frame(ref.ts_ns, ref.conn, "main", "f2b", rng.choice(
-            (b"", b"{", b"[1,2]", b"\xff\xfe", b'{"reason": 5}', b"null")),
-            (), rng.choice(("open", "close", "note")))
+        ev = Frame(
+            ref.ts_ns,
+            ref.conn,
+            "main",
+            "f2b",
+            rng.choice((b"", b"{", b"[1,2]", b"\xff\xfe", b'{"reason": 5}', b"null")),
+            (),
+            rng.choice(("open", "close", "note")),
+        )
     frames.insert(pos, ev)
 
 
 _FRAME_OPS: tuple[Callable[[list[Frame], random.Random], None], ...] = (
-    _op_flip_data, _op_flip_data, _op_header_field, _op_header_field, _op_insert_garbage,
-    _op_delete, _op_duplicate, _op_truncate, _op_fds, _op_reroute, _op_event,
+    _op_flip_data,
+    _op_flip_data,
+    _op_header_field,
+    _op_header_field,
+    _op_insert_garbage,
+    _op_delete,
+    _op_duplicate,
+    _op_truncate,
+    _op_fds,
+    _op_reroute,
+    _op_event,
 )
 
 
@@ -272,8 +347,8 @@ def blocks(data: bytes) -> list[tuple[int, int]]:
     pos = 0
     order = "<"
     while pos + 12 <= len(data):
-        if data[pos:pos + 4] == b"\x0a\x0d\x0d\x0a":
-            order = ">" if data[pos + 8:pos + 12] == b"\x1a\x2b\x3c\x4d" else "<"
+        if data[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
+            order = ">" if data[pos + 8 : pos + 12] == b"\x1a\x2b\x3c\x4d" else "<"
         blen = struct.unpack_from(order + "I", data, pos + 4)[0]
         if blen < 12 or blen % 4 or pos + blen > len(data):
             break
@@ -294,11 +369,11 @@ def _cap_bytes(data: bytes, rng: random.Random) -> bytes:
     if not bl or rng.random() < 0.3:
         return mutate_bytes(data, rng)
     off, blen = rng.choice(bl)  # confine the damage to one block
-    return data[:off] + mutate_bytes(data[off:off + blen], rng) + data[off + blen:]
+    return data[:off] + mutate_bytes(data[off : off + blen], rng) + data[off + blen :]
 
 
 def _cap_cut(data: bytes, rng: random.Random) -> bytes:
-    return data[:rng.randint(0, len(data))]
+    return data[: rng.randint(0, len(data))]
 
 
 def _random_block(rng: random.Random) -> bytes:
@@ -325,11 +400,17 @@ def _cap_block_edit(data: bytes, rng: random.Random) -> bytes:
     (oi, li), (oj, lj) = bl[i], bl[j]
     r = rng.random()
     if r < 0.25:
-        return data[:oi] + data[oi + li:]
+        return data[:oi] + data[oi + li :]
     if r < 0.5:
-        return data[:oj] + data[oi:oi + li] + data[oj:]
+        return data[:oj] + data[oi : oi + li] + data[oj:]
     if r < 0.75:
-        return data[:oi] + data[oj:oj + lj] + data[oi + li:oj] + data[oi:oi + li] + data[oj + lj:]
+        return (
+            data[:oi]
+            + data[oj : oj + lj]
+            + data[oi + li : oj]
+            + data[oi : oi + li]
+            + data[oj + lj :]
+        )
     buf = bytearray(data)
     where = oi + (4 if rng.random() < 0.6 else li - 4)
     struct.pack_into("<I", buf, where, rng.choice(INTERESTING_U32))
@@ -340,18 +421,24 @@ def _cap_splice_section(data: bytes, rng: random.Random) -> bytes:
     """A second section, maybe in the other byte order, maybe with foreign link types."""
     from vuinspect.samples import device_start
 
-    frames = device_start()[:rng.randint(1, 8)]
+    frames = device_start()[: rng.randint(1, 8)]
     other = capture_bytes(frames, big_endian=rng.random() < 0.5)
     if rng.random() < 0.3:  # turn its interfaces into Ethernet
         buf = bytearray(other)
         for off, _ in blocks(other):
-            if buf[off:off + 4] in (b"\x01\x00\x00\x00", b"\x00\x00\x00\x01"):
-                buf[off + 8:off + 10] = b"\x00\x01" if buf[off] == 0 else b"\x01\x00"
+            if buf[off : off + 4] in (b"\x01\x00\x00\x00", b"\x00\x00\x00\x01"):
+                buf[off + 8 : off + 10] = b"\x00\x01" if buf[off] == 0 else b"\x01\x00"
         other = bytes(buf)
     return data + other
 
 
 _CAPTURE_OPS: tuple[Callable[[bytes, random.Random], bytes], ...] = (
-    _cap_bytes, _cap_bytes, _cap_bytes, _cap_cut, _cap_insert_block, _cap_block_edit,
-    _cap_block_edit, _cap_splice_section,
+    _cap_bytes,
+    _cap_bytes,
+    _cap_bytes,
+    _cap_cut,
+    _cap_insert_block,
+    _cap_block_edit,
+    _cap_block_edit,
+    _cap_splice_section,
 )

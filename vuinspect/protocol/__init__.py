@@ -28,8 +28,24 @@ from .requests import (
 )
 
 __all__ = [
-    "BACKEND", "BACKEND_REQUESTS", "CODES", "DEVICE_FEATURES", "DEVICE_STATUS", "FRONTEND",
-    "FRONTEND_REQUESTS", "HEADER_SIZE", "PROTOCOL_FEATURES", "TRANSPORT_FEATURES", "Bit",
-    "Problem", "ProblemCode", "RequestSpec", "bit_names", "by_name", "lookup", "problem",
-    "request_name", "virtio_table",
+    "BACKEND",
+    "BACKEND_REQUESTS",
+    "CODES",
+    "DEVICE_FEATURES",
+    "DEVICE_STATUS",
+    "FRONTEND",
+    "FRONTEND_REQUESTS",
+    "HEADER_SIZE",
+    "PROTOCOL_FEATURES",
+    "TRANSPORT_FEATURES",
+    "Bit",
+    "Problem",
+    "ProblemCode",
+    "RequestSpec",
+    "bit_names",
+    "by_name",
+    "lookup",
+    "problem",
+    "request_name",
+    "virtio_table",
 ]

@@ -102,8 +102,10 @@ DEVICE_FEATURES: dict[str, tuple[Bit, ...]] = {
     "gpu": _bits("0 VIRGL, 1 EDID, 2 RESOURCE_UUID, 3 RESOURCE_BLOB, 4 CONTEXT_INIT"),
     "input": (),
     "vsock": _bits("0 STREAM, 1 SEQPACKET"),
-    "crypto": _bits("0 REVISION_1, 1 CIPHER_STATELESS_MODE, 2 HASH_STATELESS_MODE,"
-                    "3 MAC_STATELESS_MODE, 4 AEAD_STATELESS_MODE, 5 AKCIPHER_STATELESS_MODE"),
+    "crypto": _bits(
+        "0 REVISION_1, 1 CIPHER_STATELESS_MODE, 2 HASH_STATELESS_MODE,"
+        "3 MAC_STATELESS_MODE, 4 AEAD_STATELESS_MODE, 5 AKCIPHER_STATELESS_MODE"
+    ),
     "gpio": _bits("0 IRQ"),
     "i2c": _bits("0 ZERO_LENGTH_REQUEST"),
     "rng": (),

@@ -116,8 +116,11 @@ VRING_FD_BITS = (("index", 0xFF), ("nofd", 0x100))
 # --- scalars -----------------------------------------------------------------
 EMPTY = _L("empty", doc="no payload")
 U64 = _L("u64", Field("value", "Q", "hex"))
-ACK = _L("ack", Field("result", "Q", "dec", doc="0 = success, non-zero = failure"),
-         doc="REPLY_ACK / plain u64 result")
+ACK = _L(
+    "ack",
+    Field("result", "Q", "dec", doc="0 = success, non-zero = failure"),
+    doc="REPLY_ACK / plain u64 result",
+)
 VIRTIO_FEATURES = _L("virtio_features", Field("features", "Q", "virtio_features"))
 PROTOCOL_FEATURES = _L("protocol_features", Field("features", "Q", "protocol_features"))
 QUEUE_NUM = _L("queue_num", Field("num_queues", "Q"))
@@ -126,19 +129,29 @@ STATUS = _L("status", Field("status", "Q", "status"))
 MTU = _L("mtu", Field("mtu", "Q"))
 RARP = _L("rarp", Field("mac", "6s", "mac"), pad(2))
 SESSION_ID = _L("session_id", Field("session_id", "q"))
-POSTCOPY_ACK = _L("postcopy_ack", Field("result", "Q"),
-                  doc="postcopy: the front-end repeats the request id with u64 0 as 'may fault'")
-VRING_FD = _L("vring_fd", Field("value", "Q", "hex", bitfields=VRING_FD_BITS),
-              doc="bits 0-7 vring index, bit 8 NOFD (no fd: poll)")
+POSTCOPY_ACK = _L(
+    "postcopy_ack",
+    Field("result", "Q"),
+    doc="postcopy: the front-end repeats the request id with u64 0 as 'may fault'",
+)
+VRING_FD = _L(
+    "vring_fd",
+    Field("value", "Q", "hex", bitfields=VRING_FD_BITS),
+    doc="bits 0-7 vring index, bit 8 NOFD (no fd: poll)",
+)
 
 # --- vring state (struct vhost_vring_state) ------------------------------------
 VRING_STATE = _L("vring_state", Field("index", "I"), Field("num", "I"))
 VRING_NUM = _L("vring_num", Field("index", "I"), Field("num", "I", doc="queue size"))
 VRING_BASE = _L("vring_base", Field("index", "I"), Field("num", "I", "vring_base"))
-VRING_ENABLE = _L("vring_enable", Field("index", "I"),
-                  Field("num", "I", "enum", {0: "disable", 1: "enable"}))
-VRING_ENDIAN = _L("vring_endian", Field("index", "I"),
-                  Field("num", "I", "enum", {0: "little-endian", 1: "big-endian"}))
+VRING_ENABLE = _L(
+    "vring_enable", Field("index", "I"), Field("num", "I", "enum", {0: "disable", 1: "enable"})
+)
+VRING_ENDIAN = _L(
+    "vring_endian",
+    Field("index", "I"),
+    Field("num", "I", "enum", {0: "little-endian", 1: "big-endian"}),
+)
 VRING_ADDR = _L(
     "vring_addr",
     Field("index", "I"),
@@ -157,77 +170,147 @@ _REGION_FIELDS = (
     Field("mmap_offset", "Q", "hex"),
 )
 _XEN_FIELDS = (
-    Field("xen_mmap_flags", "I", "hex",
-          bitfields=(("foreign", 0x1), ("grant", 0x2), ("map_on_demand", 0x100))),
+    Field(
+        "xen_mmap_flags",
+        "I",
+        "hex",
+        bitfields=(("foreign", 0x1), ("grant", 0x2), ("map_on_demand", 0x100)),
+    ),
     Field("domid", "I"),
 )
 MEM_REGION = _L("mem_region", *_REGION_FIELDS)
 MEM_REGION_XEN = _L("mem_region_xen", *_REGION_FIELDS, *_XEN_FIELDS)
 MAX_REGIONS = 8
-MEM_TABLE = _L("mem_table", Field("nregions", "I"), pad(4),
-               Array("regions", MEM_REGION, "nregions", MAX_REGIONS))
-MEM_TABLE_XEN = _L("mem_table_xen", Field("nregions", "I"), pad(4),
-                   Array("regions", MEM_REGION_XEN, "nregions", MAX_REGIONS))
+MEM_TABLE = _L(
+    "mem_table",
+    Field("nregions", "I"),
+    pad(4),
+    Array("regions", MEM_REGION, "nregions", MAX_REGIONS),
+)
+MEM_TABLE_XEN = _L(
+    "mem_table_xen",
+    Field("nregions", "I"),
+    pad(4),
+    Array("regions", MEM_REGION_XEN, "nregions", MAX_REGIONS),
+)
 MEM_REG = _L("mem_reg", pad(8), *_REGION_FIELDS, doc="single region (ADD/REM_MEM_REG)")
 MEM_REG_XEN = _L("mem_reg_xen", pad(8), *_REGION_FIELDS, *_XEN_FIELDS)
 LOG = _L("log", Field("mmap_size", "Q", "size"), Field("mmap_offset", "Q", "hex"))
 
 # --- IOTLB (struct vhost_iotlb_msg) --------------------------------------------
 IOTLB_PERM = {0: "none", 1: "RO", 2: "WO", 3: "RW"}
-IOTLB_TYPE = {1: "MISS", 2: "UPDATE", 3: "INVALIDATE", 4: "ACCESS_FAIL",
-              5: "BATCH_BEGIN", 6: "BATCH_END"}
-IOTLB = _L("iotlb", Field("iova", "Q", "hex"), Field("size", "Q", "size"),
-           Field("uaddr", "Q", "hex"), Field("perm", "B", "enum", IOTLB_PERM),
-           Field("type", "B", "enum", IOTLB_TYPE), pad(6))
+IOTLB_TYPE = {
+    1: "MISS",
+    2: "UPDATE",
+    3: "INVALIDATE",
+    4: "ACCESS_FAIL",
+    5: "BATCH_BEGIN",
+    6: "BATCH_END",
+}
+IOTLB = _L(
+    "iotlb",
+    Field("iova", "Q", "hex"),
+    Field("size", "Q", "size"),
+    Field("uaddr", "Q", "hex"),
+    Field("perm", "B", "enum", IOTLB_PERM),
+    Field("type", "B", "enum", IOTLB_TYPE),
+    pad(6),
+)
 
 # --- config space -----------------------------------------------------------------
 CONFIG_FLAGS = {0: "FRONTEND", 1: "MIGRATION"}
 MAX_CONFIG_SIZE = 256
-CONFIG = _L("config", Field("offset", "I"), Field("size", "I"),
-            Field("flags", "I", "enum", CONFIG_FLAGS), Tail("data", "size"), exact=False)
+CONFIG = _L(
+    "config",
+    Field("offset", "I"),
+    Field("size", "I"),
+    Field("flags", "I", "enum", CONFIG_FLAGS),
+    Tail("data", "size"),
+    exact=False,
+)
 
 # --- back-end channel structures ---------------------------------------------------
-VRING_AREA = _L("vring_area", Field("value", "Q", "hex", bitfields=VRING_FD_BITS),
-                Field("size", "Q", "size"), Field("offset", "Q", "hex"))
+VRING_AREA = _L(
+    "vring_area",
+    Field("value", "Q", "hex", bitfields=VRING_FD_BITS),
+    Field("size", "Q", "size"),
+    Field("offset", "Q", "hex"),
+)
 SHARED = _L("shared", Field("uuid", "16s", "uuid"))
-SHMEM_MAP = _L("shmem_map", Field("shmid", "B"), pad(7), Field("fd_offset", "Q", "hex"),
-               Field("shm_offset", "Q", "hex"), Field("len", "Q", "size"),
-               Field("flags", "Q", "hex", bitfields=(("rw", 0x1),)))
+SHMEM_MAP = _L(
+    "shmem_map",
+    Field("shmid", "B"),
+    pad(7),
+    Field("fd_offset", "Q", "hex"),
+    Field("shm_offset", "Q", "hex"),
+    Field("len", "Q", "size"),
+    Field("flags", "Q", "hex", bitfields=(("rw", 0x1),)),
+)
 SHMEM_SIZE = _L("shmem_size", Field("size", "Q", "size"))
-SHMEM_CONFIG = _L("shmem_config", Field("nregions", "I"), pad(4),
-                  Array("memory_sizes", SHMEM_SIZE, 256, 256))
+SHMEM_CONFIG = _L(
+    "shmem_config", Field("nregions", "I"), pad(4), Array("memory_sizes", SHMEM_SIZE, 256, 256)
+)
 
 # --- inflight, device state -----------------------------------------------------------
-INFLIGHT = _L("inflight", Field("mmap_size", "Q", "size"), Field("mmap_offset", "Q", "hex"),
-              Field("num_queues", "H"), Field("queue_size", "H"), pad(4))
+INFLIGHT = _L(
+    "inflight",
+    Field("mmap_size", "Q", "size"),
+    Field("mmap_offset", "Q", "hex"),
+    Field("num_queues", "H"),
+    Field("queue_size", "H"),
+    pad(4),
+)
 DEVICE_STATE_DIRECTION = {0: "SAVE", 1: "LOAD"}
 DEVICE_STATE_PHASE = {0: "STOPPED"}
-DEVICE_STATE = _L("device_state",
-                  Field("direction", "I", "enum", DEVICE_STATE_DIRECTION),
-                  Field("phase", "I", "enum", DEVICE_STATE_PHASE))
-DEVICE_STATE_RESULT = _L("device_state_result",
-                         Field("result", "Q", "hex", bitfields=(("error", 0xFF), ("no_fd", 0x100))))
+DEVICE_STATE = _L(
+    "device_state",
+    Field("direction", "I", "enum", DEVICE_STATE_DIRECTION),
+    Field("phase", "I", "enum", DEVICE_STATE_PHASE),
+)
+DEVICE_STATE_RESULT = _L(
+    "device_state_result",
+    Field("result", "Q", "hex", bitfields=(("error", 0xFF), ("no_fd", 0x100))),
+)
 
 # --- crypto sessions (LP64 host layouts, PROTOCOL.md §4.12) ---------------------------
-CRYPTO_OPS = {0x002: "CIPHER_CREATE_SESSION", 0x102: "HASH_CREATE_SESSION",
-              0x202: "MAC_CREATE_SESSION", 0x302: "AEAD_CREATE_SESSION",
-              0x404: "AKCIPHER_CREATE_SESSION"}
+CRYPTO_OPS = {
+    0x002: "CIPHER_CREATE_SESSION",
+    0x102: "HASH_CREATE_SESSION",
+    0x202: "MAC_CREATE_SESSION",
+    0x302: "AEAD_CREATE_SESSION",
+    0x404: "AKCIPHER_CREATE_SESSION",
+}
 CRYPTO_SYM = _L(
     "crypto_session_sym",
     Field("op_code", "Q", "enum", CRYPTO_OPS),
-    Field("cipher_alg", "I"), Field("key_len", "I"), Field("hash_alg", "I"),
-    Field("hash_result_len", "I"), Field("auth_key_len", "I"), Field("add_len", "I"),
-    Field("op_type", "B"), Field("direction", "B"), Field("hash_mode", "B"),
-    Field("alg_chain_order", "B"), pad(4),
-    Field("cipher_key_ptr", "Q", "hex"), Field("auth_key_ptr", "Q", "hex"),
-    Field("key", "64s", "bytes"), Field("auth_key", "512s", "bytes"), pad(432, "unused"),
+    Field("cipher_alg", "I"),
+    Field("key_len", "I"),
+    Field("hash_alg", "I"),
+    Field("hash_result_len", "I"),
+    Field("auth_key_len", "I"),
+    Field("add_len", "I"),
+    Field("op_type", "B"),
+    Field("direction", "B"),
+    Field("hash_mode", "B"),
+    Field("alg_chain_order", "B"),
+    pad(4),
+    Field("cipher_key_ptr", "Q", "hex"),
+    Field("auth_key_ptr", "Q", "hex"),
+    Field("key", "64s", "bytes"),
+    Field("auth_key", "512s", "bytes"),
+    pad(432, "unused"),
     Field("session_id", "q"),
 )
 CRYPTO_ASYM = _L(
     "crypto_session_asym",
     Field("op_code", "Q", "enum", CRYPTO_OPS),
-    Field("algo", "I"), Field("keytype", "I"), Field("keylen", "I"), pad(4),
-    Field("key_ptr", "Q", "hex"), Field("rsa_padding_algo", "I"), Field("rsa_hash_algo", "I"),
+    Field("algo", "I"),
+    Field("keytype", "I"),
+    Field("keylen", "I"),
+    pad(4),
+    Field("key_ptr", "Q", "hex"),
+    Field("rsa_padding_algo", "I"),
+    Field("rsa_hash_algo", "I"),
     Field("key", "1024s", "bytes"),
     Field("session_id", "q"),
     when=("op_code", 0x404),
@@ -235,11 +318,19 @@ CRYPTO_ASYM = _L(
 CRYPTO_OLD = _L(
     "crypto_session_old",
     Field("session_id", "q"),
-    Field("cipher_alg", "I"), Field("key_len", "I"), Field("hash_alg", "I"),
-    Field("hash_result_len", "I"), Field("auth_key_len", "I"), Field("add_len", "I"),
-    Field("op_type", "B"), Field("direction", "B"), Field("hash_mode", "B"),
-    Field("alg_chain_order", "B"), pad(20, "reserved"),
-    Field("key", "64s", "bytes"), Field("auth_key", "512s", "bytes"),
+    Field("cipher_alg", "I"),
+    Field("key_len", "I"),
+    Field("hash_alg", "I"),
+    Field("hash_result_len", "I"),
+    Field("auth_key_len", "I"),
+    Field("add_len", "I"),
+    Field("op_type", "B"),
+    Field("direction", "B"),
+    Field("hash_mode", "B"),
+    Field("alg_chain_order", "B"),
+    pad(20, "reserved"),
+    Field("key", "64s", "bytes"),
+    Field("auth_key", "512s", "bytes"),
     doc="layout before the asymmetric-crypto patch (632 bytes)",
 )
 

@@ -28,7 +28,11 @@ _FAMILIES = {
     socket.AF_INET: "inet",
     socket.AF_INET6: "inet6",
 }
-_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket"}
+_TYPES = {
+    socket.SOCK_STREAM: "stream",
+    socket.SOCK_DGRAM: "dgram",
+    socket.SOCK_SEQPACKET: "seqpacket",
+}
 # hugetlbfs files report the huge page size as their block size (2 MiB or 1 GiB on x86-64).
 _HUGE_BLKSIZE = 2 * 1024 * 1024
 
@@ -125,13 +129,14 @@ def _with_size(parts: tuple[str, bool, str], st: os.stat_result) -> str:
     return f"{text} size={format_size(st.st_size)}{suffix}" if sized else text + suffix
 
 
-def _describe(fd: int, target: str, st: os.stat_result,
-              hugetlbfs: tuple[str, ...] | None) -> tuple[str, bool, str]:
+def _describe(
+    fd: int, target: str, st: os.stat_result, hugetlbfs: tuple[str, ...] | None
+) -> tuple[str, bool, str]:
     """(text, sized, suffix) of ``fd`` from its /proc link ``target`` and its stat."""
     if target == "anon_inode:[eventfd]":
         return "eventfd", False, ""  # the most common fd by far (kick/call/err)
     if target.startswith("/memfd:"):
-        name = target[len("/memfd:"):]
+        name = target[len("/memfd:") :]
         if name.endswith(" (deleted)"):
             name = name[: -len(" (deleted)")]
         return f"memfd:{name}", True, " hugetlb" if st.st_blksize >= _HUGE_BLKSIZE else ""

@@ -111,7 +111,7 @@ class Framer:
             self._buf = bytearray(buf[off:])
             held = ((carried if off == 0 else []) + fds) if fds else (carried if off == 0 else [])
             if len(held) > self.max_fds:
-                self.excess += held[self.max_fds:]
+                self.excess += held[self.max_fds :]
                 held = held[: self.max_fds]
             self._fds = held
         else:

@@ -73,8 +73,10 @@ def _lstat(path: str) -> os.stat_result | None:
 def _bind(path: str, mode: int, owner: tuple[int, int] | None = None) -> tuple[socket.socket, int]:
     """Bind + chmod (+ chown) before listen(), so nobody connects with wrong permissions."""
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
-        raise ListenError(f"cannot listen on {path}: too long for a Unix socket path "
-                          f"({len(os.fsencode(path))} bytes, at most {MAX_UNIX_PATH})")
+        raise ListenError(
+            f"cannot listen on {path}: too long for a Unix socket path "
+            f"({len(os.fsencode(path))} bytes, at most {MAX_UNIX_PATH})"
+        )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
@@ -128,7 +130,9 @@ class Listener:
             try:
                 os.unlink(self.path)  # a stale socket left by a dead process
             except OSError as exc:
-                raise ListenError(f"cannot replace stale socket {self.path}: {exc.strerror}") from exc
+                raise ListenError(
+                    f"cannot replace stale socket {self.path}: {exc.strerror}"
+                ) from exc
         self.sock, self._ino = _bind(self.path, self.mode)
         return self.sock
 
@@ -166,7 +170,9 @@ class Interposer(Listener):
     def open(self) -> socket.socket:
         st = _lstat(self.path)
         if st is None:
-            raise ListenError(f"cannot interpose {self.path}: no such socket (start the back-end first)")
+            raise ListenError(
+                f"cannot interpose {self.path}: no such socket (start the back-end first)"
+            )
         if stat.S_ISLNK(st.st_mode):
             raise ListenError(f"{self.path} is a symlink; refusing to interpose through it")
         if not stat.S_ISSOCK(st.st_mode):
@@ -174,7 +180,8 @@ class Interposer(Listener):
         if len(os.fsencode(self.orig)) > MAX_UNIX_PATH:
             raise ListenError(
                 f"cannot interpose {self.path}: moved aside as {self.orig} it would be too long "
-                f"for a Unix socket path (at most {MAX_UNIX_PATH} bytes); use --listen/--connect")
+                f"for a Unix socket path (at most {MAX_UNIX_PATH} bytes); use --listen/--connect"
+            )
         if _lstat(self.orig) is not None:
             raise ListenError(
                 f"{self.orig} already exists (left by an earlier run?); "
@@ -195,7 +202,9 @@ class Interposer(Listener):
             self.sock = None
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise ListenError(f"cannot move {self.path} aside to {self.orig}: {exc.strerror}") from exc
+            raise ListenError(
+                f"cannot move {self.path} aside to {self.orig}: {exc.strerror}"
+            ) from exc
         self._orig_ino = st.st_ino
         try:
             os.rename(tmp, self.path)  # atomic: PATH is never missing

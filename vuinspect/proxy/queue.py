@@ -40,8 +40,12 @@ class FrameQueue:
     replaced, so it may keep references to them.
     """
 
-    def __init__(self, sink: Callable[[Frame], None] | None, maxsize: int = 65536,
-                 on_idle: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        sink: Callable[[Frame], None] | None,
+        maxsize: int = 65536,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
         self._sink = sink
         self.active = sink is not None
         #: Called on the consumer thread whenever the queue runs empty (flush outputs there).
@@ -69,8 +73,9 @@ class FrameQueue:
         if not self.active:
             return True
         if frame.kind == "data":
-            return self.put_data((frame.ts_ns, frame.conn, frame.channel, frame.direction,
-                                  frame.data, frame.fds))
+            return self.put_data(
+                (frame.ts_ns, frame.conn, frame.channel, frame.direction, frame.data, frame.fds)
+            )
         # Events always go in, after the drop note of their connection.
         if self.pending_drops and frame.conn in self.pending_drops:
             self._flush_drops(frame.conn)

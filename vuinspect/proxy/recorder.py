@@ -77,7 +77,7 @@ class _Output:
     def write(self, buf: bytes) -> None:
         view = memoryview(buf)
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[os.write(self.fd, view) :]
 
     def close(self) -> None:
         if self.owned:
@@ -220,14 +220,24 @@ class Recorder:
     the proxy's start checks passed); ``on_info`` gets lines that are not errors.
     """
 
-    def __init__(self, path: str | None = None, feed_fd: int | None = None, *,
-                 budget: int = BUDGET, feed_limit: int = FEED_LIMIT, interval: float = 0.005,
-                 on_error: Callable[[str], None] | None = None,
-                 on_info: Callable[[str], None] | None = None,
-                 on_warning: Callable[[str], None] | None = None,
-                 limits: Limits | None = None, capture_filter: str | None = None,
-                 device: str | None = None, force: bool = False, defer: bool = False,
-                 capture_id: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        feed_fd: int | None = None,
+        *,
+        budget: int = BUDGET,
+        feed_limit: int = FEED_LIMIT,
+        interval: float = 0.005,
+        on_error: Callable[[str], None] | None = None,
+        on_info: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+        limits: Limits | None = None,
+        capture_filter: str | None = None,
+        device: str | None = None,
+        force: bool = False,
+        defer: bool = False,
+        capture_id: str | None = None,
+    ) -> None:
         self.budget = budget
         #: this run's id in the section and interface blocks (tells merged runs apart)
         self.capture_id = capture_id or new_capture_id()
@@ -247,8 +257,9 @@ class Recorder:
         self._filter: _CaptureFilter | None = None
         if capture_filter:
             # Frames are queued raw and encoded by the writer thread, after the filter.
-            self._filter = _CaptureFilter(capture_filter, device,
-                                          Encoder(self._filter_idb, capture_id=self.capture_id))
+            self._filter = _CaptureFilter(
+                capture_filter, device, Encoder(self._filter_idb, capture_id=self.capture_id)
+            )
             self._filter_out: list[bytes] = []
         self._outputs: list = []
         self._lock = threading.Lock()
@@ -297,8 +308,9 @@ class Recorder:
             if path == "-":
                 self._outputs.insert(0, _Output(sys.stdout.fileno(), "<stdout>", False))
             elif path is not None and self._limits is not None:
-                self._ring = RingFile(path, self._limits, self._force, self._encoder.shb,
-                                      self._limit_reached)
+                self._ring = RingFile(
+                    path, self._limits, self._force, self._encoder.shb, self._limit_reached
+                )
                 self._outputs.insert(0, self._ring)
             elif path is not None:
                 fd = open_target(path, self._force)
@@ -306,8 +318,10 @@ class Recorder:
                     self._fifo = path
                     warn = self.on_warning or self.on_error  # (shown even with -q)
                     if warn is not None:
-                        warn(f"vuinspect proxy: waiting for a reader of the FIFO "
-                             f"{path}; the capture starts when one opens it")
+                        warn(
+                            f"vuinspect proxy: waiting for a reader of the FIFO "
+                            f"{path}; the capture starts when one opens it"
+                        )
                     return
                 self._outputs.insert(0, _Output(fd, path, True))
             self._drain(first=True)
@@ -322,8 +336,9 @@ class Recorder:
 
     def _limit_reached(self, why: str) -> None:
         if self.on_info is not None:
-            self.on_info(f"vuinspect proxy: capture to {self._path} ended: {why}; "
-                         "forwarding continues")
+            self.on_info(
+                f"vuinspect proxy: capture to {self._path} ended: {why}; forwarding continues"
+            )
 
     # -- recording (forwarding threads) --------------------------------------------------
     #: The ring sampler (dataplane/sampler.py) fed with the main channel's control
@@ -339,8 +354,15 @@ class Recorder:
             return
         self._event(frame)
 
-    def data(self, ts: int, conn: int, channel: str, direction: str, data: bytes,
-             fds: tuple[str, ...] = ()) -> None:
+    def data(
+        self,
+        ts: int,
+        conn: int,
+        channel: str,
+        direction: str,
+        data: bytes,
+        fds: tuple[str, ...] = (),
+    ) -> None:
         sampler = self.sampler
         if sampler is not None and channel == "main" and not fds and wanted(direction, data):
             sampler.control(ts, conn, direction, data)
@@ -392,8 +414,17 @@ class Recorder:
             caplen = plen + len(data)
             pad = -caplen & 3
             blen = caplen + pad + EPB_OVERHEAD
-            append(join((head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                         prefix, data, PAD[pad], tail(EPB_FLAGS, 4, flags, 0, 0, blen))))
+            append(
+                join(
+                    (
+                        head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
+                        prefix,
+                        data,
+                        PAD[pad],
+                        tail(EPB_FLAGS, 4, flags, 0, 0, blen),
+                    )
+                )
+            )
             rec._queued += blen + BLOCK_COST
 
         sampler = self.sampler
@@ -438,8 +469,10 @@ class Recorder:
             keys = [k for k in self._drops if conn is None or k == conn]
             counts = [(k, self._drops.pop(k)) for k in keys]
         for c, n in counts:
-            text = (f"{n} frame{'s' if n != 1 else ''} dropped from the capture because the "
-                    "capture writer fell behind (the traffic itself was forwarded unchanged)")
+            text = (
+                f"{n} frame{'s' if n != 1 else ''} dropped from the capture because the "
+                "capture writer fell behind (the traffic itself was forwarded unchanged)"
+            )
             self._event(event_frame("note", time.time_ns(), c, {"text": text, "dropped": n}))
 
     # -- the writer thread --------------------------------------------------------------
@@ -456,8 +489,10 @@ class Recorder:
                 fd = open_fifo(self._fifo)
             except OSError as exc:
                 if self.on_error is not None:
-                    self.on_error(f"vuinspect proxy: cannot write capture {self._fifo}: "
-                                  f"{exc.strerror}; forwarding continues")
+                    self.on_error(
+                        f"vuinspect proxy: cannot write capture {self._fifo}: "
+                        f"{exc.strerror}; forwarding continues"
+                    )
             else:
                 self._outputs.insert(0, _Output(fd, self._fifo, True))
             self._fifo = None

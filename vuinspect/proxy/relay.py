@@ -99,7 +99,9 @@ class LinkOwner(Protocol):
 
     def emit(self, frame: Frame) -> None: ...
     def orient(self, link: Link, side: int) -> Roles: ...
-    def intercept(self, link: Link, data: bytes, fds: list[int]) -> tuple[list[int], tuple[str, ...]]: ...
+    def intercept(
+        self, link: Link, data: bytes, fds: list[int]
+    ) -> tuple[list[int], tuple[str, ...]]: ...
     def link_done(self, link: Link, info: dict[str, object]) -> None: ...
 
 
@@ -112,8 +114,9 @@ def _hung_up(sock: socket.socket) -> bool:
 
 def _conn_rules(owner: LinkOwner) -> ConnRules | None:
     """The connection's rule matcher (made by its first link), or None without rules."""
-    ruleset = getattr(owner, "rules", None) or getattr(getattr(owner, "server", None),
-                                                      "rules", None)
+    ruleset = getattr(owner, "rules", None) or getattr(
+        getattr(owner, "server", None), "rules", None
+    )
     if not ruleset:
         return None
     matcher = getattr(owner, "rule_matcher", None)
@@ -157,8 +160,9 @@ class Link:
         self._first_end: tuple[int, str, str] | None = None  # (peer side, how, text)
         self._aborted = False
         self._closed = False
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"vuinspect-{owner.conn}-{channel}")
+        self.thread = threading.Thread(
+            target=self._run, daemon=True, name=f"vuinspect-{owner.conn}-{channel}"
+        )
         self.threads = [self.thread]
         #: Per reading side: messages (or raw units) forwarded, bytes, fds.
         self.frames = [0, 0]
@@ -255,7 +259,7 @@ class Link:
         dirs = self._dirs
         slow = self._slow
         if self.roles is not None:
-            dirs[0], dirs[1] = (("f2b", "b2f") if self.roles[0] == "frontend" else ("b2f", "f2b"))
+            dirs[0], dirs[1] = ("f2b", "b2f") if self.roles[0] == "frontend" else ("b2f", "f2b")
             slow[0] = slow[1] = self._rules is not None  # rules: every message is judged
         buf = bytearray(MAX_MESSAGE)
         view = memoryview(buf)
@@ -307,19 +311,30 @@ class Link:
                 except BlockingIOError:
                     continue
                 except OSError as exc:
-                    self._end_with(side, "error", f"error reading from {self.role(side)}: "
-                                   f"{exc.strerror or exc}")
+                    self._end_with(
+                        side,
+                        "error",
+                        f"error reading from {self.role(side)}: {exc.strerror or exc}",
+                    )
                 # Fast path: exactly one whole message, nothing held back.  (The kernel echoes
                 # MSG_CMSG_CLOEXEC in the flags: only MSG_CTRUNC matters.  n == 12 + size also
                 # bounds size: n never exceeds the buffer, MAX_MESSAGE.)
-                if (flags & _MSG_CTRUNC or slow[side] or n < HEADER_SIZE
-                        or n != HEADER_SIZE + u32(buf, 8)[0]):
+                if (
+                    flags & _MSG_CTRUNC
+                    or slow[side]
+                    or n < HEADER_SIZE
+                    or n != HEADER_SIZE + u32(buf, 8)[0]
+                ):
                     self._received(side, n, anc, flags, now(), view)
                     timeout = self._timeout()
                     continue
                 if anc:
-                    self._forward_units(side, now(), dirs[side],  # type: ignore[arg-type]
-                                        [(bytes(view[:n]), fds_from_ancdata(anc))])
+                    self._forward_units(
+                        side,
+                        now(),
+                        dirs[side],  # type: ignore[arg-type]
+                        [(bytes(view[:n]), fds_from_ancdata(anc))],
+                    )
                     self._update()
                     timeout = None if -1 not in self._events else 200
                     continue
@@ -342,8 +357,9 @@ class Link:
                 except BlockingIOError:
                     sent = 0
                 except OSError as exc:
-                    self._end_with(dst, "send", f"error sending to {self.role(dst)}: "
-                                   f"{exc.strerror or exc}")
+                    self._end_with(
+                        dst, "send", f"error sending to {self.role(dst)}: {exc.strerror or exc}"
+                    )
                 frames[side] += 1
                 nbytes[side] += n
                 if sent != n:
@@ -360,7 +376,9 @@ class Link:
                     continue
                 for _ in range(1024):
                     try:
-                        n, anc, flags, _ = self.socks[side].recvmsg_into(bufs, ANC_SIZE, _RECV_FLAGS)
+                        n, anc, flags, _ = self.socks[side].recvmsg_into(
+                            bufs, ANC_SIZE, _RECV_FLAGS
+                        )
                     except OSError:
                         break
                     if not n:
@@ -387,8 +405,9 @@ class Link:
             except BlockingIOError:
                 pass
             except OSError as exc:
-                self._end_with(side, "error", f"error reading from {self.role(side)}: "
-                               f"{exc.strerror or exc}")
+                self._end_with(
+                    side, "error", f"error reading from {self.role(side)}: {exc.strerror or exc}"
+                )
             else:
                 self._received(side, n, anc, flags, time.time_ns(), view)
                 return
@@ -399,7 +418,9 @@ class Link:
                 self._hup[side] = True  # nothing to do with it now: stop hearing about it
         self._update()
 
-    def _received(self, side: int, n: int, anc: list, flags: int, ts: int, view: memoryview) -> None:
+    def _received(
+        self, side: int, n: int, anc: list, flags: int, ts: int, view: memoryview
+    ) -> None:
         """One received chunk in the general case: fds, partial or several messages, EOF."""
         fds = fds_from_ancdata(anc) if anc else []
         framer = self._framers[side]
@@ -412,8 +433,11 @@ class Link:
         if d is None:
             d = self._dirs[side] = self._direction(side)
         if flags & _MSG_CTRUNC:
-            self._note(ts, "control data truncated (MSG_CTRUNC): the kernel dropped fds "
-                       f"sent by the {self.role(side)}; {len(fds)} fd(s) arrived")
+            self._note(
+                ts,
+                "control data truncated (MSG_CTRUNC): the kernel dropped fds "
+                f"sent by the {self.role(side)}; {len(fds)} fd(s) arrived",
+            )
         units = framer.feed(bytes(view[:n]), fds)
         if framer.lost is not None and not self._lost_noted[side]:
             self._lost_noted[side] = True
@@ -421,8 +445,7 @@ class Link:
         self._forward_units(side, ts, d, units)
         if framer.excess:
             self._drop_excess(side, ts, d, framer)
-        self._slow[side] = (framer.pending > 0 or framer.lost is not None
-                            or self._rules is not None)
+        self._slow[side] = framer.pending > 0 or framer.lost is not None or self._rules is not None
         self._update()
 
     def _drop_excess(self, side: int, ts: int, direction: Direction, framer: Framer) -> None:
@@ -433,19 +456,25 @@ class Link:
         total = self._excess[side]
         who = self.role(side)
         if total > EXCESS_FDS_CUT:
-            text = (f"{direction}: the {who} sent {total} fd(s) beyond the {SCM_MAX_FD} one "
-                    f"message can carry, before its message was complete: connection cut")
+            text = (
+                f"{direction}: the {who} sent {total} fd(s) beyond the {SCM_MAX_FD} one "
+                f"message can carry, before its message was complete: connection cut"
+            )
             self._note(ts, text)
             with self._lock:
                 if self._first_end is None:
                     self._first_end = (-1, "error", text)
             raise _Ended
-        self._note(ts, f"{direction}: {len(extra)} fd(s) sent by the {who} beyond the "
-                   f"{SCM_MAX_FD} one message can carry were closed at once: they could not "
-                   "be forwarded")
+        self._note(
+            ts,
+            f"{direction}: {len(extra)} fd(s) sent by the {who} beyond the "
+            f"{SCM_MAX_FD} one message can carry were closed at once: they could not "
+            "be forwarded",
+        )
 
-    def _forward_units(self, side: int, ts: int, direction: Direction,
-                       units: list[tuple[bytes, list[int]]]) -> None:
+    def _forward_units(
+        self, side: int, ts: int, direction: Direction, units: list[tuple[bytes, list[int]]]
+    ) -> None:
         """Queue each unit's frame and send it (or add it to the backlog)."""
         owner = self.owner
         conn = owner.conn
@@ -459,7 +488,7 @@ class Link:
                 verdict = rules.judge(ts, channel, direction, data, fds)
                 if verdict is not None:
                     if verdict.data is None:
-                        self._consume(side, ts, direction, data, fds, verdict, units[i + 1:])
+                        self._consume(side, ts, direction, data, fds, verdict, units[i + 1 :])
                         continue
                     self._notes(ts, verdict)
                     data = verdict.data
@@ -470,8 +499,12 @@ class Link:
             if fds:
                 if self._fd_tap is not None and direction == "f2b":
                     fds = self._fd_tap(conn, ts, data, fds) or fds  # (--trace-notify swaps)
-                if (channel == "main" and direction == "f2b" and len(data) >= 4
-                        and _U32.unpack_from(data)[0] == SET_BACKEND_REQ_FD):
+                if (
+                    channel == "main"
+                    and direction == "f2b"
+                    and len(data) >= 4
+                    and _U32.unpack_from(data)[0] == SET_BACKEND_REQ_FD
+                ):
                     fds, descs = owner.intercept(self, data, fds)
                 elif self._records:
                     descs = None  # described once sent: the syscalls then cost no latency
@@ -479,8 +512,11 @@ class Link:
                     extra = fds[SCM_MAX_FD:]
                     fds = fds[:SCM_MAX_FD]
                     close_all(extra)
-                    self._note(ts, f"{len(extra)} fd(s) beyond the kernel limit of {SCM_MAX_FD} "
-                               "for one message could not be forwarded")
+                    self._note(
+                        ts,
+                        f"{len(extra)} fd(s) beyond the kernel limit of {SCM_MAX_FD} "
+                        "for one message could not be forwarded",
+                    )
             if descs is not None and self._records:
                 self._put(ts, conn, channel, direction, data, descs)
             self.frames[side] += 1
@@ -488,31 +524,42 @@ class Link:
             self.fds[side] += len(fds)
             if out or due:
                 if descs is None:
-                    self._put(ts, conn, channel, direction, data,
-                              tuple(describe_fd(fd) for fd in fds))
+                    self._put(
+                        ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds)
+                    )
                 out.append(_Pending(memoryview(data), fds, due))
             else:
                 try:
                     sent = self._send(dst, memoryview(data), fds, keep=descs is None)
                 except OSError as exc:
                     if descs is None:
-                        self._put(ts, conn, channel, direction, data,
-                                  tuple(describe_fd(fd) for fd in fds))
+                        self._put(
+                            ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds)
+                        )
                         close_all(fds)
-                    for _, later in units[i + 1:]:
+                    for _, later in units[i + 1 :]:
                         close_all(later)
-                    self._end_with(dst, "send", f"error sending to {self.role(dst)}: "
-                                   f"{exc.strerror or exc}")
+                    self._end_with(
+                        dst, "send", f"error sending to {self.role(dst)}: {exc.strerror or exc}"
+                    )
                 if descs is None:
-                    self._put(ts, conn, channel, direction, data,
-                              tuple(describe_fd(fd) for fd in fds))
+                    self._put(
+                        ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds)
+                    )
                     if sent:
                         close_all(fds)  # kept open by _send only to be described
                 if sent < len(data):
                     out.append(_Pending(memoryview(data)[sent:], [] if sent else fds))
 
-    def _put(self, ts: int, conn: int, channel: Channel, direction: Direction, data: bytes,
-             descs: tuple[str, ...]) -> None:
+    def _put(
+        self,
+        ts: int,
+        conn: int,
+        channel: Channel,
+        direction: Direction,
+        data: bytes,
+        descs: tuple[str, ...],
+    ) -> None:
         if self._recorder is not None:
             self._recorder.data(ts, conn, channel, direction, data, descs)
         elif self._fq is not None:
@@ -531,8 +578,9 @@ class Link:
         sock = self.socks[dst]
         try:
             if fds:
-                sent = sock.sendmsg([view], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))],
-                                   _DONTWAIT)
+                sent = sock.sendmsg(
+                    [view], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))], _DONTWAIT
+                )
                 if not keep:
                     close_all(fds)
                 return sent
@@ -557,8 +605,9 @@ class Link:
             try:
                 sent = self._send(dst, p.view, p.fds)
             except OSError as exc:
-                self._end_with(dst, "send", f"error sending to {self.role(dst)}: "
-                               f"{exc.strerror or exc}")
+                self._end_with(
+                    dst, "send", f"error sending to {self.role(dst)}: {exc.strerror or exc}"
+                )
             if sent:
                 p.fds = []
             if sent < len(p.view):
@@ -619,8 +668,16 @@ class Link:
         for info in verdict.notes:
             self.owner.emit(event_frame("note", ts, self.owner.conn, info, self.channel))
 
-    def _consume(self, side: int, ts: int, direction: Direction, data: bytes, fds: list[int],
-                 verdict: Verdict, later: list[tuple[bytes, list[int]]]) -> None:
+    def _consume(
+        self,
+        side: int,
+        ts: int,
+        direction: Direction,
+        data: bytes,
+        fds: list[int],
+        verdict: Verdict,
+        later: list[tuple[bytes, list[int]]],
+    ) -> None:
         """A message a rule took (drop, reply-error, disconnect): recorded as it came,
         its fds closed, nothing sent on; the proxy's own answer goes back to its sender."""
         conn, channel = self.owner.conn, self.channel
@@ -644,8 +701,9 @@ class Link:
                 except OSError as exc:
                     for _, f in later:
                         close_all(f)
-                    self._end_with(side, "send", f"error sending to {self.role(side)}: "
-                                   f"{exc.strerror or exc}")
+                    self._end_with(
+                        side, "send", f"error sending to {self.role(side)}: {exc.strerror or exc}"
+                    )
             if sent < len(reply):
                 pending.append(_Pending(memoryview(reply)[sent:], []))
         if verdict.end is not None:
@@ -674,10 +732,14 @@ class Link:
             d = self._dirs[side]
             if data and d is not None:
                 pend = len(data)
-                self._note(ts, f"{d}: the {self.role(side)} closed mid-message; "
-                           f"forwarding the {pend} byte(s) of the incomplete message as they came")
-                self._suffix[side] = (f" mid-message ({pend} byte(s) of an incomplete message "
-                                      "forwarded)")
+                self._note(
+                    ts,
+                    f"{d}: the {self.role(side)} closed mid-message; "
+                    f"forwarding the {pend} byte(s) of the incomplete message as they came",
+                )
+                self._suffix[side] = (
+                    f" mid-message ({pend} byte(s) of an incomplete message forwarded)"
+                )
                 self._forward_units(side, ts, d, [(data, fds)])
             else:
                 close_all(fds)
@@ -742,6 +804,7 @@ class Link:
             info["error"] = True
         if self._rules is not None:  # addons' connection_close hooks (addons.py)
             for note in self._rules.closed(self.channel):
-                self.owner.emit(event_frame("note", time.time_ns(), self.owner.conn, note,
-                                            self.channel))
+                self.owner.emit(
+                    event_frame("note", time.time_ns(), self.owner.conn, note, self.channel)
+                )
         self.owner.link_done(self, info)

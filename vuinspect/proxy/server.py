@@ -116,7 +116,9 @@ def _roles_for(frontend: str) -> Roles | None:
 class Connection:
     """One accepted connection: its main Link and any back-end channel Links."""
 
-    def __init__(self, server: ProxyServer, route: Route, accepted: socket.socket, ts_ns: int) -> None:
+    def __init__(
+        self, server: ProxyServer, route: Route, accepted: socket.socket, ts_ns: int
+    ) -> None:
         self.server = server
         self.route = route
         self.conn = next(_CONN_IDS)
@@ -134,8 +136,10 @@ class Connection:
         self.fd_tap = sampler.fd_tap if sampler is not None else None
         # (An instance attribute: skips one Python call per frame.)
         # (recorder.event returns None, queue.put a bool nobody reads)
-        self.emit = (server.recorder.event if server.recorder  # type: ignore[method-assign,assignment]
-                     else server.queue.put)
+        emit: Callable[[Frame], object] = (
+            server.recorder.event if server.recorder else server.queue.put
+        )
+        self.emit = emit  # type: ignore[method-assign,assignment]  # (return value unused)
 
     # -- LinkOwner -------------------------------------------------------------
     def emit(self, frame: Frame) -> None:
@@ -173,7 +177,9 @@ class Connection:
             info["interposed"] = True
         self.emit(event_frame("open", self.ts_ns, self.conn, info))
 
-    def intercept(self, link: Link, data: bytes, fds: list[int]) -> tuple[list[int], tuple[str, ...]]:
+    def intercept(
+        self, link: Link, data: bytes, fds: list[int]
+    ) -> tuple[list[int], tuple[str, ...]]:
         """SET_BACKEND_REQ_FD: relay the back-end channel through a socket pair of ours."""
         descs = [describe_fd(fd) for fd in fds]
         for i, fd in enumerate(fds):
@@ -186,7 +192,9 @@ class Connection:
             try:
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             except OSError as exc:
-                link._note(time.time_ns(), f"back-end channel passed through uninspected: {exc.strerror}")
+                link._note(
+                    time.time_ns(), f"back-end channel passed through uninspected: {exc.strerror}"
+                )
                 break
             original = socket.socket(fileno=fd)  # now owned by the back-end channel Link
             blink = Link(self, "backend", (original, ours), ("frontend", "backend"))
@@ -234,8 +242,11 @@ class Connection:
         """Emit the open and close frames of a connection that never reached its target."""
         with self._lock:
             self._open(roles or ("frontend", "backend"), guessed=roles is None)
-        self.emit(event_frame("close", time.time_ns(), self.conn,
-                              {"reason": reason, "by": "proxy", "error": True}))
+        self.emit(
+            event_frame(
+                "close", time.time_ns(), self.conn, {"reason": reason, "by": "proxy", "error": True}
+            )
+        )
 
     def _reach(self) -> tuple[socket.socket | None, str]:
         """The upstream socket, or None and why: retries until the route's connect timeout.
@@ -363,7 +374,9 @@ class ProxyServer:
         self._started = True
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.queue.start()
-        self._acceptor = threading.Thread(target=self._accept_loop, name="vuinspect-accept", daemon=True)
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="vuinspect-accept", daemon=True
+        )
         self._acceptor.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -517,8 +530,10 @@ class ProxyServer:
             n, f.pending, f.reported = f.pending, 0, now
         if not n:
             return
-        text = (f"{n} more connection(s) to {key} closed unrelayed in {now - f.since:.1f} s "
-                f"(up to connection {f.last}; reported together): {f.reason}")
+        text = (
+            f"{n} more connection(s) to {key} closed unrelayed in {now - f.since:.1f} s "
+            f"(up to connection {f.last}; reported together): {f.reason}"
+        )
         note = event_frame("note", time.time_ns(), f.first, {"text": text})
         if self.recorder is not None:
             self.recorder.event(note)
@@ -534,8 +549,10 @@ class ProxyServer:
         """
         if not self._starved:
             self._starved = True
-            self._say(f"cannot accept connections on {lst.path}: {exc.strerror or exc}; "
-                      f"retrying every {ACCEPT_BACKOFF_S * 1000:.0f} ms")
+            self._say(
+                f"cannot accept connections on {lst.path}: {exc.strerror or exc}; "
+                f"retrying every {ACCEPT_BACKOFF_S * 1000:.0f} ms"
+            )
         p = select.poll()
         p.register(self._wake_r, select.POLLIN)
         return bool(p.poll(ACCEPT_BACKOFF_S * 1000))
@@ -565,7 +582,9 @@ class ProxyServer:
                     connection = Connection(self, route, accepted, ts)
                     self.connections_total += 1
                     t = threading.Thread(
-                        target=connection.run, daemon=True, name=f"vuinspect-{connection.conn}-setup"
+                        target=connection.run,
+                        daemon=True,
+                        name=f"vuinspect-{connection.conn}-setup",
                     )
                     with self._lock:
                         self._threads.add(t)

@@ -57,19 +57,28 @@ def _is_socket(fd: int) -> bool:
 class AsBackend(Recorder):
     """Serve one front-end connection from a recorded back-end side; collect the frames."""
 
-    def __init__(self, recorded: list[Message], path: str, timeout: float,
-                 accept_timeout: float = 60.0, *, connect: bool = False) -> None:
+    def __init__(
+        self,
+        recorded: list[Message],
+        path: str,
+        timeout: float,
+        accept_timeout: float = 60.0,
+        *,
+        connect: bool = False,
+    ) -> None:
         super().__init__(recorded, path, timeout)
         self.accept_timeout = accept_timeout
         self.connect = connect  # the front-end listens (QEMU server=on, virtio-user server=1)
         msgs = [m for m in recorded if m.kind == "message"]
         #: The recorded front-end requests on the main socket, in order, and where we are.
-        self.expected = [m for m in msgs if m.channel == "main" and m.direction == "f2b"
-                         and not m.is_reply]
+        self.expected = [
+            m for m in msgs if m.channel == "main" and m.direction == "f2b" and not m.is_reply
+        ]
         self.pos = 0
         self.seen = 0  # front-end requests received
-        self._replies = {m.frame: m for m in msgs if m.channel == "main" and m.direction == "b2f"
-                         and m.is_reply}
+        self._replies = {
+            m.frame: m for m in msgs if m.channel == "main" and m.direction == "b2f" and m.is_reply
+        }
         #: The first recorded reply per request id: the conservative answer to an extra request.
         self._reply_by_request: dict[int | None, Message] = {}
         for m in self._replies.values():
@@ -82,8 +91,9 @@ class AsBackend(Recorder):
                 last = m.frame
             elif m.channel == "backend" and m.direction == "b2f" and not m.is_reply:
                 if last is None:
-                    self.notes.append(f"frame {m.frame} {m.name}: before any front-end request, "
-                                      "not sent")
+                    self.notes.append(
+                        f"frame {m.frame} {m.name}: before any front-end request, not sent"
+                    )
                 else:
                     self._after.setdefault(last, []).append(m)
 
@@ -109,8 +119,10 @@ class AsBackend(Recorder):
             try:
                 return wire.connect(self.path, retries=max(1, int(self.accept_timeout / 0.05)))
             except OSError as exc:
-                raise CliError(f"cannot connect to {self.path} within {self.accept_timeout:g} s: "
-                               f"{exc.strerror or exc}") from None
+                raise CliError(
+                    f"cannot connect to {self.path} within {self.accept_timeout:g} s: "
+                    f"{exc.strerror or exc}"
+                ) from None
         try:
             listener = wire.listen(self.path)
         except OSError as exc:
@@ -120,8 +132,9 @@ class AsBackend(Recorder):
             print(f"vuinspect: listening on {self.path}", file=sys.stderr, flush=True)
             conn, _ = listener.accept()
         except TimeoutError:
-            raise CliError(f"no front-end connected to {self.path} within "
-                           f"{self.accept_timeout:g} s") from None
+            raise CliError(
+                f"no front-end connected to {self.path} within {self.accept_timeout:g} s"
+            ) from None
         finally:
             listener.close()
             with contextlib.suppress(OSError):
@@ -148,8 +161,10 @@ class AsBackend(Recorder):
                 except TimeoutError:
                     if not self.complete:
                         nxt = self.expected[self.pos]
-                        self.notes.append(f"no message from the front-end for {self.timeout:g} s; "
-                                          f"the recording's next was frame {nxt.frame} {nxt.name}")
+                        self.notes.append(
+                            f"no message from the front-end for {self.timeout:g} s; "
+                            f"the recording's next was frame {nxt.frame} {nxt.name}"
+                        )
                     by, reason = "backend", "replay finished"
                     break
                 except (OSError, EOFError) as exc:
@@ -159,8 +174,10 @@ class AsBackend(Recorder):
                 if got is None:
                     if not self.complete:
                         nxt = self.expected[self.pos]
-                        self.notes.append(f"the front-end closed the connection; the recording's "
-                                          f"next was frame {nxt.frame} {nxt.name}")
+                        self.notes.append(
+                            f"the front-end closed the connection; the recording's "
+                            f"next was frame {nxt.frame} {nxt.name}"
+                        )
                     break
                 if not self._serve(sock, *got):
                     by, reason = "backend", "replay stopped"
@@ -186,8 +203,9 @@ class AsBackend(Recorder):
                 os.close(fd)
         self.seen += 1
         if not self._add("main", "f2b", data, descs):
-            self.notes.append(f"main channel: more than {EXTRA_MESSAGES} messages beyond the "
-                              "recording")
+            self.notes.append(
+                f"main channel: more than {EXTRA_MESSAGES} messages beyond the recording"
+            )
             if channel is not None:
                 channel.close()
             return False
@@ -196,12 +214,16 @@ class AsBackend(Recorder):
             self._channel = channel
             self._start(self._read, channel, "backend", lambda _data: None, "frontend")
         m = self.match(request)
-        recorded = self._replies.get(m.reply_in) if m is not None and m.reply_in is not None else None
+        recorded = (
+            self._replies.get(m.reply_in) if m is not None and m.reply_in is not None else None
+        )
         reply: Message | bytes | None = recorded
         if recorded is not None and not self._wants_reply(request, flags):
             # an ack the front-end did not ask for would be read as the answer to its next request
-            self.notes.append(f"front-end request #{self.seen} {recorded.name}: sent without "
-                              f"NEED_REPLY; the reply recorded at frame {recorded.frame} not sent")
+            self.notes.append(
+                f"front-end request #{self.seen} {recorded.name}: sent without "
+                f"NEED_REPLY; the reply recorded at frame {recorded.frame} not sent"
+            )
             reply = None
         elif recorded is None:
             reply = self._conservative(request, flags, m)
@@ -219,7 +241,8 @@ class AsBackend(Recorder):
         """Whether the front-end waits for a reply (SET_LOG_BASE's depends on LOG_SHMFD)."""
         spec = lookup("main", request)
         return bool(flags & FLAG_NEED_REPLY) or (
-            spec is not None and spec.reply_mode in ("always", "log_shmfd"))
+            spec is not None and spec.reply_mode in ("always", "log_shmfd")
+        )
 
     def _conservative(self, request: int, flags: int, m: Message | None) -> Message | bytes | None:
         """A reply for a request the recording did not answer, if the front-end waits for one."""
@@ -227,21 +250,25 @@ class AsBackend(Recorder):
         name = spec.name if spec is not None else f"request {request}"
         if not flags & FLAG_NEED_REPLY and (spec is None or spec.reply_mode != "always"):
             return None
-        where = (f"recorded at frame {m.frame} without a reply" if m is not None
-                 else "not in the recording")
+        where = (
+            f"recorded at frame {m.frame} without a reply"
+            if m is not None
+            else "not in the recording"
+        )
         at = f"front-end request #{self.seen} {name}"
         if spec is not None and spec.reply_mode == "always":
             got = self._reply_by_request.get(request)
             if got is not None:
-                self.notes.append(f"{at}: {where}; answered with the reply "
-                                  f"recorded at frame {got.frame}")
+                self.notes.append(
+                    f"{at}: {where}; answered with the reply recorded at frame {got.frame}"
+                )
                 return got
-            self.notes.append(f"{at}: {where}; answered with an empty reply "
-                              "(a failure the front-end can see)")
+            self.notes.append(
+                f"{at}: {where}; answered with an empty reply (a failure the front-end can see)"
+            )
             return wire.pack(request, REPLY_FLAGS)
         ok = m is not None  # the recorded back-end took it; an extra request is refused
-        self.notes.append(f"{at}: {where}; acked with "
-                          f"{'success (0)' if ok else 'failure (1)'}")
+        self.notes.append(f"{at}: {where}; acked with {'success (0)' if ok else 'failure (1)'}")
         return wire.pack(request, REPLY_FLAGS, OK if ok else FAIL)
 
     def _send(self, sock: socket.socket, channel: Channel, what: Message | bytes) -> bool:
@@ -257,8 +284,9 @@ class AsBackend(Recorder):
             wire.send_raw(sock, data, fds)
         except OSError as exc:  # incl. a send timeout: the front-end stopped reading
             label = what.name if isinstance(what, Message) else "reply"
-            self.notes.append(f"{channel} channel: cannot send {label} "
-                              f"({exc.strerror or type(exc).__name__})")
+            self.notes.append(
+                f"{channel} channel: cannot send {label} ({exc.strerror or type(exc).__name__})"
+            )
             return False
         finally:
             for fd in fds:

@@ -36,21 +36,43 @@ from .replay import Replay, pick_connection
 def configure(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("capture", help="capture holding the session to replay")
-    p.add_argument("--connect", metavar="SOCK",
-                   help="Unix socket of the live back-end (or, with --as-backend, of a "
-                        "front-end that listens)")
-    p.add_argument("--listen", metavar="SOCK",
-                   help="with --as-backend: the Unix socket the live front-end connects to")
-    p.add_argument("--as-backend", action="store_true",
-                   help="be the back-end: answer a live front-end with the recorded replies")
-    p.add_argument("--conn", type=int, metavar="N",
-                   help="connection of the capture to replay (default: the first)")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                   help="seconds to wait for each recorded reply, or with --as-backend for "
-                        "the front-end's next message (default 5)")
-    p.add_argument("--accept-timeout", type=float, default=60.0, metavar="S",
-                   help="with --as-backend: seconds to wait for the front-end's connection "
-                        "(default 60)")
+    p.add_argument(
+        "--connect",
+        metavar="SOCK",
+        help="Unix socket of the live back-end (or, with --as-backend, of a "
+        "front-end that listens)",
+    )
+    p.add_argument(
+        "--listen",
+        metavar="SOCK",
+        help="with --as-backend: the Unix socket the live front-end connects to",
+    )
+    p.add_argument(
+        "--as-backend",
+        action="store_true",
+        help="be the back-end: answer a live front-end with the recorded replies",
+    )
+    p.add_argument(
+        "--conn",
+        type=int,
+        metavar="N",
+        help="connection of the capture to replay (default: the first)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to wait for each recorded reply, or with --as-backend for "
+        "the front-end's next message (default 5)",
+    )
+    p.add_argument(
+        "--accept-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="with --as-backend: seconds to wait for the front-end's connection (default 60)",
+    )
     p.add_argument("-w", "--write", metavar="OUT.pcapng", help="write the replay as a capture")
     add_report_options(p)
 
@@ -69,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
         except CaptureError as exc:
             raise CliError(exc.reason) from None
     if args.as_backend:
-        replay: AsBackend | Replay = AsBackend(recorded, args.listen or args.connect, args.timeout,
-                                     args.accept_timeout, connect=bool(args.connect))
+        replay: AsBackend | Replay = AsBackend(
+            recorded,
+            args.listen or args.connect,
+            args.timeout,
+            args.accept_timeout,
+            connect=bool(args.connect),
+        )
     else:
         replay = Replay(recorded, args.connect, args.timeout)
     try:

@@ -21,8 +21,17 @@ from ..frames import DATAPLANE_KINDS
 from ..message import Message
 
 #: What is never compared (documented for ``--help`` and the report).
-DEFAULT_IGNORED = ("ts", "ts_ns", "frame", "index", "conn", "latency_us", "reply_to",
-                   "reply_in", "fd numbers, memfd names and file paths")
+DEFAULT_IGNORED = (
+    "ts",
+    "ts_ns",
+    "frame",
+    "index",
+    "conn",
+    "latency_us",
+    "reply_to",
+    "reply_in",
+    "fd numbers, memfd names and file paths",
+)
 #: How far ahead the alignment looks for a request that went missing or was added.
 LOOKAHEAD = 16
 #: Most byte offsets named in the note of one differing hex field.
@@ -60,9 +69,16 @@ class Entry:
     diffs: list[FieldDiff] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "conn": self.conn, "channel": self.channel,
-                "name": self.name, "reply": self.reply, "a_frame": self.a_frame,
-                "b_frame": self.b_frame, "fields": [d.to_json() for d in self.diffs]}
+        return {
+            "status": self.status,
+            "conn": self.conn,
+            "channel": self.channel,
+            "name": self.name,
+            "reply": self.reply,
+            "a_frame": self.a_frame,
+            "b_frame": self.b_frame,
+            "fields": [d.to_json() for d in self.diffs],
+        }
 
 
 @dataclass(slots=True)
@@ -83,9 +99,14 @@ class Report:
         return all(e.status == "same" for e in self.entries)
 
     def to_json(self) -> dict[str, Any]:
-        return {"equal": self.equal, "counts": self.counts, "ignored": list(self.ignored),
-                "default_ignored": list(DEFAULT_IGNORED), "notes": list(self.notes),
-                "entries": [e.to_json() for e in self.entries]}
+        return {
+            "equal": self.equal,
+            "counts": self.counts,
+            "ignored": list(self.ignored),
+            "default_ignored": list(DEFAULT_IGNORED),
+            "notes": list(self.notes),
+            "entries": [e.to_json() for e in self.entries],
+        }
 
     def text(self, *, all_entries: bool = False) -> str:
         """A readable diff: one line per message that is not the same, then its fields."""
@@ -103,12 +124,14 @@ class Report:
                 lines.append(f"    {d.field}: {show(d.a)} -> {show(d.b)}{note}")
         lines += [f"note: {safe(n)}" for n in self.notes]
         c = self.counts
-        lines.append(", ".join(f"{c[s]} {s}" for s in STATUSES)
-                     + (" (equal)" if self.equal else ""))
+        lines.append(
+            ", ".join(f"{c[s]} {s}" for s in STATUSES) + (" (equal)" if self.equal else "")
+        )
         return "\n".join(lines)
 
 
 # -- values ---------------------------------------------------------------------------------
+
 
 def safe(text: str) -> str:
     """Control characters from a capture escaped before a terminal shows them."""
@@ -143,11 +166,18 @@ def fd_kind(desc: str) -> str:
 
 def fields(msg: Message) -> dict[str, Any]:
     """The comparable fields of a message, flattened with the decoder's names."""
-    out: dict[str, Any] = {"kind": msg.kind, "name": msg.name, "request": msg.request,
-                           "flags": msg.flags, "reply": msg.is_reply,
-                           "need_reply": msg.need_reply, "size": msg.size, "layout": msg.layout,
-                           "fds": [fd_kind(d) for d in msg.fds],
-                           "problems": sorted({p.code for p in msg.problems})}
+    out: dict[str, Any] = {
+        "kind": msg.kind,
+        "name": msg.name,
+        "request": msg.request,
+        "flags": msg.flags,
+        "reply": msg.is_reply,
+        "need_reply": msg.need_reply,
+        "size": msg.size,
+        "layout": msg.layout,
+        "fds": [fd_kind(d) for d in msg.fds],
+        "problems": sorted({p.code for p in msg.problems}),
+    }
     if msg.kind == "raw":
         out["raw"] = msg.raw.hex()
     stack: list[tuple[str, dict[str, Any]]] = [("payload", msg.payload)]
@@ -204,8 +234,11 @@ class Ignore:
         for scope, pat in self._rules:
             if scope is not None and not fnmatch.fnmatchcase(request, scope):
                 continue
-            if (fnmatch.fnmatchcase(name, pat) or name.startswith(pat + ".")
-                    or name.startswith(pat + "[")):
+            if (
+                fnmatch.fnmatchcase(name, pat)
+                or name.startswith(pat + ".")
+                or name.startswith(pat + "[")
+            ):
                 return True
         return False
 
@@ -222,6 +255,7 @@ def compare_messages(a: Message, b: Message, ignore: Ignore) -> list[FieldDiff]:
 
 # -- alignment ------------------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class _Unit:
     key: str
@@ -235,8 +269,11 @@ def _units(messages: list[Message]) -> dict[str, list[_Unit]]:
     used: set[int] = set()
     out: dict[str, list[_Unit]] = {}
     for m in messages:
-        if (m.is_event or m.kind in DATAPLANE_KINDS  # (ring samples: guest memory, not messages)
-                or (m.kind == "message" and m.is_reply and m.reply_to is not None)):
+        if (
+            m.is_event
+            or m.kind in DATAPLANE_KINDS  # (ring samples: guest memory, not messages)
+            or (m.kind == "message" and m.is_reply and m.reply_to is not None)
+        ):
             continue
         key = f"{m.name} reply" if m.kind == "message" and m.is_reply else m.name or m.kind
         reply = by_frame.get(m.reply_in) if m.reply_in is not None else None
@@ -270,13 +307,33 @@ def _one_side(status: str, pos: int, channel: str, u: _Unit, side: str) -> list[
 
 def _pair(pos: int, channel: str, ua: _Unit, ub: _Unit, ignore: Ignore) -> list[Entry]:
     diffs = compare_messages(ua.msg, ub.msg, ignore)
-    out = [Entry("different" if diffs else "same", pos, channel, ua.msg.name or ua.msg.kind,
-                 ua.msg.is_reply, ua.msg.frame, ub.msg.frame, diffs)]
+    out = [
+        Entry(
+            "different" if diffs else "same",
+            pos,
+            channel,
+            ua.msg.name or ua.msg.kind,
+            ua.msg.is_reply,
+            ua.msg.frame,
+            ub.msg.frame,
+            diffs,
+        )
+    ]
     ra, rb = ua.reply, ub.reply
     if ra is not None and rb is not None:
         diffs = compare_messages(ra, rb, ignore)
-        out.append(Entry("different" if diffs else "same", pos, channel, ra.name, True,
-                         ra.frame, rb.frame, diffs))
+        out.append(
+            Entry(
+                "different" if diffs else "same",
+                pos,
+                channel,
+                ra.name,
+                True,
+                ra.frame,
+                rb.frame,
+                diffs,
+            )
+        )
     elif ra is not None:
         out.append(Entry("missing", pos, channel, ra.name, True, a_frame=ra.frame))
     elif rb is not None:
@@ -297,11 +354,11 @@ def align(pos: int, channel: str, a: list[_Unit], b: list[_Unit], ignore: Ignore
         k = _find(b, j, a[i].key)  # b has extra messages before a[i]
         n = _find(a, i, b[j].key)  # a has messages b lacks before b[j]
         if k is not None and (n is None or k <= n):
-            for u in b[j:j + k]:
+            for u in b[j : j + k]:
                 out += _one_side("unexpected", pos, channel, u, "b")
             j += k
         elif n is not None:
-            for u in a[i:i + n]:
+            for u in a[i : i + n]:
                 out += _one_side("missing", pos, channel, u, "a")
             i += n
         else:
@@ -333,6 +390,5 @@ def compare(a: Iterable[Message], b: Iterable[Message], ignore: Iterable[str] = 
         ua = _units(ca[pos]) if pos < len(ca) else {}
         ub = _units(cb[pos]) if pos < len(cb) else {}
         for channel in ("main", "backend", *sorted((set(ua) | set(ub)) - {"main", "backend"})):
-            report.entries += align(pos + 1, channel, ua.get(channel, []), ub.get(channel, []),
-                                    ign)
+            report.entries += align(pos + 1, channel, ua.get(channel, []), ub.get(channel, []), ign)
     return report

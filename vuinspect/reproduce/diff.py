@@ -22,11 +22,15 @@ from .load import read_messages
 
 def add_report_options(p: argparse.ArgumentParser) -> None:
     """Options shared with ``replay``: one report, one way to ignore fields."""
-    p.add_argument("--ignore", action="append", default=[], metavar="FIELD",
-                   help="do not compare FIELD (name, glob, or REQUEST:FIELD); repeatable")
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="do not compare FIELD (name, glob, or REQUEST:FIELD); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="the report as one JSON object")
-    p.add_argument("--all", action="store_true",
-                   help="list the messages that are the same too")
+    p.add_argument("--all", action="store_true", help="list the messages that are the same too")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

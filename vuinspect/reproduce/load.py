@@ -31,8 +31,7 @@ def read_frames(path: str) -> list[Frame]:
         text = f"{path}: capture damaged{where}: {err.reason}"
         if not frames:
             raise CliError(text)
-        print(f"vuinspect: {text}; using the {len(frames)} whole frames before it",
-              file=sys.stderr)
+        print(f"vuinspect: {text}; using the {len(frames)} whole frames before it", file=sys.stderr)
     return frames
 
 

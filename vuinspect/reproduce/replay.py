@@ -36,6 +36,7 @@ MAX_REGION = 1 << 40
 
 # -- fds ----------------------------------------------------------------------------------
 
+
 def recorded_size(desc: str) -> int:
     m = _SIZE.search(desc)
     return int(m.group(1)) << _UNITS[m.group(2)] if m else 0
@@ -136,11 +137,15 @@ def _recv_message(sock: socket.socket, fds: list[int]) -> tuple[bytes, list[int]
 def send_timeout(sock: socket.socket, seconds: float) -> None:
     """SO_SNDTIMEO only: a blocked send fails after ``seconds``; receiving still blocks."""
     whole = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                    struct.pack("@ll", whole, int((seconds - whole) * 1e6)))
+    sock.setsockopt(
+        socket.SOL_SOCKET,
+        socket.SO_SNDTIMEO,
+        struct.pack("@ll", whole, int((seconds - whole) * 1e6)),
+    )
 
 
 # -- the replay ------------------------------------------------------------------------------
+
 
 class Recorder:
     """The frames of one live session, bounded, with notes on what went wrong (both roles)."""
@@ -158,7 +163,9 @@ class Recorder:
         self.notes: list[str] = []
         self.finished = False
 
-    def _add(self, channel: Channel, direction: Direction, data: bytes, fds: tuple[str, ...]) -> bool:
+    def _add(
+        self, channel: Channel, direction: Direction, data: bytes, fds: tuple[str, ...]
+    ) -> bool:
         with self._lock:
             if self._budget <= 0:
                 return False
@@ -175,8 +182,9 @@ class Recorder:
         t.start()
         self._threads.append(t)
 
-    def _read(self, sock: socket.socket, channel: Channel, on_message,
-              peer: str = "backend") -> None:
+    def _read(
+        self, sock: socket.socket, channel: Channel, on_message, peer: str = "backend"
+    ) -> None:
         """Receive the peer's messages on one channel until EOF or the budget ends."""
         direction: Direction = "b2f" if peer == "backend" else "f2b"
         by = f"{peer} closed the connection"
@@ -232,8 +240,9 @@ class Replay(Recorder):
     def __init__(self, recorded: list[Message], path: str, timeout: float) -> None:
         super().__init__(recorded, path, timeout)
         self._replies: queue.Queue[bool] = queue.Queue()
-        self._answers = {m.frame: m for m in recorded if m.channel == "backend"
-                         and m.direction == "f2b"}
+        self._answers = {
+            m.frame: m for m in recorded if m.channel == "backend" and m.direction == "f2b"
+        }
         #: Recorded back-end channel requests by request id, in order (answered once each).
         self._backend_requests: dict[int | None, deque[Message]] = {}
         for m in recorded:
@@ -289,8 +298,9 @@ class Replay(Recorder):
         except OSError as exc:
             raise CliError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
         open_info = {k: v for k, v in info.items() if k in ("device", "byteorder")}
-        open_info.update(connect=self.path, label=self.path, orientation="frontend-connects",
-                         replay=True)
+        open_info.update(
+            connect=self.path, label=self.path, orientation="frontend-connects", replay=True
+        )
         send_timeout(sock, self.timeout)  # a back-end that stops reading cannot hang us
         self._event("open", open_info)
         self._start(self._read, sock, "main", lambda _data: self._replies.put(True))

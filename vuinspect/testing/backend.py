@@ -113,8 +113,12 @@ class Backend:
         assert self.channel is not None
         try:
             for _ in range(self.backend_requests):
-                wire.send_raw(self.channel, wire.pack(wire.BACKEND_CONFIG_CHANGE_MSG,
-                                                      wire.FLAG_VERSION | wire.FLAG_NEED_REPLY))
+                wire.send_raw(
+                    self.channel,
+                    wire.pack(
+                        wire.BACKEND_CONFIG_CHANGE_MSG, wire.FLAG_VERSION | wire.FLAG_NEED_REPLY
+                    ),
+                )
                 self.channel_sent_inodes.append([])
                 self._channel_reply()
             if self.notifier_fd:
@@ -122,9 +126,15 @@ class Backend:
                 try:
                     payload = struct.pack("=QQQ", 0, 4096, 0)
                     self.channel_sent_inodes.append([wire.fd_inode(fd)])
-                    wire.send_raw(self.channel, wire.pack(
-                        wire.BACKEND_VRING_HOST_NOTIFIER_MSG,
-                        wire.FLAG_VERSION | wire.FLAG_NEED_REPLY, payload), [fd])
+                    wire.send_raw(
+                        self.channel,
+                        wire.pack(
+                            wire.BACKEND_VRING_HOST_NOTIFIER_MSG,
+                            wire.FLAG_VERSION | wire.FLAG_NEED_REPLY,
+                            payload,
+                        ),
+                        [fd],
+                    )
                 finally:
                     os.close(fd)
                 self._channel_reply()
@@ -151,18 +161,33 @@ def serve_forever(listener: socket.socket, **kw: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vuinspect.testing.backend", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m vuinspect.testing.backend", description=__doc__.splitlines()[0]
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--listen", metavar="PATH")
     where.add_argument("--connect", metavar="PATH")
     p.add_argument("--stall", action="store_true", help="never reply")
-    p.add_argument("--once", action="store_true", help="with --listen: serve one connection, then exit")
-    p.add_argument("--backend-requests", type=int, default=0,
-                   help="config-change requests to send on the back-end channel")
-    p.add_argument("--notifier-fd", action="store_true",
-                   help="also send a host-notifier request with a memfd on the back-end channel")
+    p.add_argument(
+        "--once", action="store_true", help="with --listen: serve one connection, then exit"
+    )
+    p.add_argument(
+        "--backend-requests",
+        type=int,
+        default=0,
+        help="config-change requests to send on the back-end channel",
+    )
+    p.add_argument(
+        "--notifier-fd",
+        action="store_true",
+        help="also send a host-notifier request with a memfd on the back-end channel",
+    )
     args = p.parse_args(argv)
-    kw = {"stall": args.stall, "backend_requests": args.backend_requests, "notifier_fd": args.notifier_fd}
+    kw = {
+        "stall": args.stall,
+        "backend_requests": args.backend_requests,
+        "notifier_fd": args.notifier_fd,
+    }
     with contextlib.suppress(KeyboardInterrupt):
         if args.connect:
             sock = wire.connect(args.connect, retries=100)

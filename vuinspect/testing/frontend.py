@@ -26,8 +26,14 @@ from . import wire
 from .wire import Msg
 
 #: Requests that always get a reply (PROTOCOL.md §1.5), among those the peer sends.
-ALWAYS_REPLY = {wire.GET_FEATURES, wire.GET_PROTOCOL_FEATURES, wire.GET_QUEUE_NUM,
-                wire.GET_VRING_BASE, wire.GET_CONFIG, wire.GET_MAX_MEM_SLOTS}
+ALWAYS_REPLY = {
+    wire.GET_FEATURES,
+    wire.GET_PROTOCOL_FEATURES,
+    wire.GET_QUEUE_NUM,
+    wire.GET_VRING_BASE,
+    wire.GET_CONFIG,
+    wire.GET_MAX_MEM_SLOTS,
+}
 
 
 class Frontend:
@@ -43,8 +49,14 @@ class Frontend:
         self._channel_thread: threading.Thread | None = None
 
     # -- sending -----------------------------------------------------------------
-    def send(self, request: int, payload: bytes = b"", *, flags: int = wire.FLAG_VERSION,
-             fds: list[int] | tuple[int, ...] = ()) -> bytes:
+    def send(
+        self,
+        request: int,
+        payload: bytes = b"",
+        *,
+        flags: int = wire.FLAG_VERSION,
+        fds: list[int] | tuple[int, ...] = (),
+    ) -> bytes:
         data = wire.pack(request, flags, payload)
         self.send_raw(data, fds)
         return data
@@ -62,8 +74,14 @@ class Frontend:
         self.received.append(msg)
         return msg
 
-    def call(self, request: int, payload: bytes = b"", *, fds: list[int] | tuple[int, ...] = (),
-             need_reply: bool = False) -> Msg | None:
+    def call(
+        self,
+        request: int,
+        payload: bytes = b"",
+        *,
+        fds: list[int] | tuple[int, ...] = (),
+        need_reply: bool = False,
+    ) -> Msg | None:
         """Send a request; wait for its reply when one is due."""
         flags = wire.FLAG_VERSION | (wire.FLAG_NEED_REPLY if need_reply else 0)
         self.send(request, payload, flags=flags, fds=fds)
@@ -72,13 +90,22 @@ class Frontend:
         return None
 
     # -- a QEMU-like session --------------------------------------------------------
-    def handshake(self, *, regions: int = 1, region_size: int = 1 << 20, queues: int = 1,
-                  backend_channel: bool = False) -> None:
+    def handshake(
+        self,
+        *,
+        regions: int = 1,
+        region_size: int = 1 << 20,
+        queues: int = 1,
+        backend_channel: bool = False,
+    ) -> None:
         """Roughly what QEMU sends when a device starts (PROTOCOL.md §6.1-6.2)."""
         features = self.call(wire.GET_FEATURES)
         assert features is not None
         self.call(wire.GET_PROTOCOL_FEATURES)
-        self.call(wire.SET_PROTOCOL_FEATURES, wire.U64.pack(1 | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 10)))
+        self.call(
+            wire.SET_PROTOCOL_FEATURES,
+            wire.U64.pack(1 | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 10)),
+        )
         self.call(wire.GET_QUEUE_NUM)
         if backend_channel:
             self.open_backend_channel()
@@ -97,7 +124,9 @@ class Frontend:
         fds = [wire.memfd(f"guest-ram{i}", region_size) for i in range(regions)]
         try:
             payload = struct.pack("=II", regions, 0) + b"".join(
-                struct.pack("=QQQQ", i * region_size, region_size, 0x7F0000000000 + i * region_size, 0)
+                struct.pack(
+                    "=QQQQ", i * region_size, region_size, 0x7F0000000000 + i * region_size, 0
+                )
                 for i in range(regions)
             )
             self.call(wire.SET_MEM_TABLE, payload, fds=fds, need_reply=True)
@@ -171,16 +200,24 @@ def _percentile(values: list[int], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vuinspect.testing.frontend", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m vuinspect.testing.frontend", description=__doc__.splitlines()[0]
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--connect", metavar="PATH")
     where.add_argument("--listen", metavar="PATH")
     p.add_argument("--rounds", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--fds", action="store_true", help="each round trip carries an eventfd (SET_VRING_CALL)")
+    p.add_argument(
+        "--fds", action="store_true", help="each round trip carries an eventfd (SET_VRING_CALL)"
+    )
     p.add_argument("--backend-channel", action="store_true", help="pass a back-end channel socket")
-    p.add_argument("--wait-channel", type=float, default=0.0,
-                   help="seconds to keep answering back-end channel requests before closing")
+    p.add_argument(
+        "--wait-channel",
+        type=float,
+        default=0.0,
+        help="seconds to keep answering back-end channel requests before closing",
+    )
     args = p.parse_args(argv)
     if args.connect:
         sock = wire.connect(args.connect, retries=100)

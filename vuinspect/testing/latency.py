@@ -52,8 +52,17 @@ def _proc(argv: list[str], ready: str | None = None) -> Iterator[subprocess.Pope
 
 
 def _frontend(path: str, rounds: int, fds: bool) -> dict[str, float]:
-    argv = [sys.executable, "-m", "vuinspect.testing.frontend", "--connect", path,
-            "--rounds", str(rounds), "--warmup", "1000"] + (["--fds"] if fds else [])
+    argv = [
+        sys.executable,
+        "-m",
+        "vuinspect.testing.frontend",
+        "--connect",
+        path,
+        "--rounds",
+        str(rounds),
+        "--warmup",
+        "1000",
+    ] + (["--fds"] if fds else [])
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -67,10 +76,28 @@ def measure(rounds: int = 20000, runs: int = 5, fds: bool = False) -> dict[str, 
         s = os.path.join(d, "socat.sock")
         paths["socat"] = (["socat", f"UNIX-LISTEN:{s},fork", f"UNIX-CONNECT:{be}"], s)
     p1 = os.path.join(d, "px.sock")
-    paths["proxy"] = ([py, "-m", "vuinspect", "proxy", "--quiet", "--listen", p1, "--connect", be], p1)
+    paths["proxy"] = (
+        [py, "-m", "vuinspect", "proxy", "--quiet", "--listen", p1, "--connect", be],
+        p1,
+    )
     p2 = os.path.join(d, "pxw.sock")
-    paths["proxy -w"] = ([py, "-m", "vuinspect", "proxy", "--quiet", "-w", os.path.join(d, "c.pcapng"), "--force",
-                          "--listen", p2, "--connect", be], p2)
+    paths["proxy -w"] = (
+        [
+            py,
+            "-m",
+            "vuinspect",
+            "proxy",
+            "--quiet",
+            "-w",
+            os.path.join(d, "c.pcapng"),
+            "--force",
+            "--listen",
+            p2,
+            "--connect",
+            be,
+        ],
+        p2,
+    )
     results: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
     try:
         with _proc([py, "-m", "vuinspect.testing.backend", "--listen", be], ready=be):
@@ -89,8 +116,12 @@ def measure(rounds: int = 20000, runs: int = 5, fds: bool = False) -> dict[str, 
     table: dict[str, dict[str, float]] = {}
     for name, rs in results.items():
         p50s = [r["p50_us"] for r in rs]
-        table[name] = {"p50_us": statistics.median(p50s), "p50_min_us": min(p50s),
-                       "p50_max_us": max(p50s), "p99_us": statistics.median(r["p99_us"] for r in rs)}
+        table[name] = {
+            "p50_us": statistics.median(p50s),
+            "p50_min_us": min(p50s),
+            "p50_max_us": max(p50s),
+            "p99_us": statistics.median(r["p99_us"] for r in rs),
+        }
     direct = table["direct"]["p50_us"]
     if "socat" in table:
         added_socat = table["socat"]["p50_us"] - direct
@@ -101,7 +132,9 @@ def measure(rounds: int = 20000, runs: int = 5, fds: bool = False) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vuinspect.testing.latency", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m vuinspect.testing.latency", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--rounds", type=int, default=20000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--fds", action="store_true", help="an eventfd with every request")

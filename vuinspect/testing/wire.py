@@ -86,7 +86,9 @@ def send_raw(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, ...] 
         sock.sendall(data)
 
 
-def _recv_exact(sock: socket.socket, n: int, fds: list[int], at_start: bool) -> tuple[bytes, int] | None:
+def _recv_exact(
+    sock: socket.socket, n: int, fds: list[int], at_start: bool
+) -> tuple[bytes, int] | None:
     """Read exactly ``n`` bytes, collecting fds; returns (bytes, reads that carried fds)."""
     chunks = []
     got = 0

@@ -81,8 +81,15 @@ class VuInspectApp(App[None]):
         Binding("c", "comment", "Comment"),
     ]
 
-    def __init__(self, source: Source, *, device: str | None = None, filter_text: str = "",
-                 clock: Callable[[], int] = time.time_ns, poll_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        device: str | None = None,
+        filter_text: str = "",
+        clock: Callable[[], int] = time.time_ns,
+        poll_interval: float = 0.1,
+    ) -> None:
         super().__init__()
         self.source = source
         self.model = Model(source, device=device, clock=clock)
@@ -154,8 +161,12 @@ class VuInspectApp(App[None]):
 
     def on_mount(self) -> None:
         # Kept, not queried: timers may still fire while the screen is torn down.
-        self._widgets = {"list": self.query_one(MessageList), "detail": self.query_one(DetailTree),
-                         "hex": self.query_one(HexView), "title": self.query_one("#title", Static)}
+        self._widgets = {
+            "list": self.query_one(MessageList),
+            "detail": self.query_one(DetailTree),
+            "hex": self.query_one(HexView),
+            "title": self.query_one("#title", Static),
+        }
         self._fit_hex(self.size.width)
         lst = self.message_list
         lst.follow = self.source.live
@@ -200,8 +211,15 @@ class VuInspectApp(App[None]):
         if not self._widgets or not self.message_list.is_attached:
             return
         m = self.model
-        seen = (len(m.source), m.decoded, len(m), m.generation, m.finished, m.filtered,
-                m.source.loading)
+        seen = (
+            len(m.source),
+            m.decoded,
+            len(m),
+            m.generation,
+            m.finished,
+            m.filtered,
+            m.source.loading,
+        )
         if seen != self._seen:
             self._seen = seen
             self.message_list.model_changed()
@@ -243,8 +261,9 @@ class VuInspectApp(App[None]):
         elif self.view == "queues":
             self.query_one(QueuesView).update_queues(sessions, self.model.rings, now_ns, lock)
 
-    def _refresh_state(self, sessions: list[Session], now_ns: int,
-                       lock: AbstractContextManager[Any]) -> None:
+    def _refresh_state(
+        self, sessions: list[Session], now_ns: int, lock: AbstractContextManager[Any]
+    ) -> None:
         view = self.query_one(StateView)
         row = self.message_list.selected_row
         if not self.state_at_cursor or row is None:
@@ -256,12 +275,20 @@ class VuInspectApp(App[None]):
         conn = view.conn if view.conn is not None else self.model.frame(row).conn
         key = (conn, row, self.model.decoded if self.source.live else 0)
         frame = self.model.frame(row)
-        heading = Text(f"State at frame {row + 1} "
-                       f"({format_time(frame.ts_ns, 'abs', None, None)} UTC)", style="bold reverse")
+        heading = Text(
+            f"State at frame {row + 1} ({format_time(frame.ts_ns, 'abs', None, None)} UTC)",
+            style="bold reverse",
+        )
         heading.append("   a: state now", style="dim")
         if self._replay is not None and self._replay[0] == key:
-            view.update_state(sessions, now_ns, lock, heading=heading, replay=self._replay[1],
-                              replay_now_ns=frame.ts_ns)
+            view.update_state(
+                sessions,
+                now_ns,
+                lock,
+                heading=heading,
+                replay=self._replay[1],
+                replay_now_ns=frame.ts_ns,
+            )
             return
         heading.append("   replaying…", style="yellow")
         view.update_state(sessions, now_ns, lock, heading=heading)
@@ -373,8 +400,12 @@ class VuInspectApp(App[None]):
         else:
             self.refresh_view()
             self._last_state_draw = time.monotonic()
-            target = {"state": "#state-conns", "connections": "#connections",
-                      "stats": "#stats", "queues": "#queues-table"}[view]
+            target = {
+                "state": "#state-conns",
+                "connections": "#connections",
+                "stats": "#stats",
+                "queues": "#queues-table",
+            }[view]
             self.query_one(target).focus()
 
     def on_state_view_chosen(self, event: StateView.Chosen) -> None:
@@ -397,16 +428,19 @@ class VuInspectApp(App[None]):
         msg = self.model.message(row) if row is not None else None
         payload = msg.payload if msg is not None and msg.kind == "ring" else None
         body = chains_text(event.conn, event.vring, None if row is None else row + 1, payload)
-        self.push_screen(ChainsScreen(f"c{event.conn} vring {event.vring}: in-flight chains",
-                                      body))
+        self.push_screen(ChainsScreen(f"c{event.conn} vring {event.vring}: in-flight chains", body))
 
     def action_toggle_rings(self) -> None:
         """Every ring/notify frame in the list, or only those raising or resolving a problem."""
         show = not self.model.show_rings
         self._keep_row = self.message_list.selected_row
         self.model.set_show_rings(show)
-        self.notify("ring/notify frames: all shown" if show else
-                    "ring/notify frames: only those with a problem (R shows all)", timeout=2)
+        self.notify(
+            "ring/notify frames: all shown"
+            if show
+            else "ring/notify frames: only those with a problem (R shows all)",
+            timeout=2,
+        )
         self.poll()
 
     def action_help(self) -> None:
@@ -450,8 +484,13 @@ class VuInspectApp(App[None]):
         """What the open prompt asks for (search, goto, save, comment), or None."""
         return self.query_one(PromptBar).mode
 
-    def open_prompt(self, mode: str, label: str, value: str = "",
-                    placeholder: str = "Enter accepts, Esc cancels") -> None:
+    def open_prompt(
+        self,
+        mode: str,
+        label: str,
+        value: str = "",
+        placeholder: str = "Enter accepts, Esc cancels",
+    ) -> None:
         """Show the prompt line above the footer: ``label``, then the input."""
         self.query_one(PromptBar).open(mode, label, value, placeholder)
 
@@ -488,8 +527,12 @@ class VuInspectApp(App[None]):
         if row is None:
             return
         self._comment_row = row
-        self.open_prompt("comment", f"comment on frame {row + 1}:", self.model.comment(row) or "",
-                         "text (Enter sets it, empty removes it, w saves; Esc cancels)")
+        self.open_prompt(
+            "comment",
+            f"comment on frame {row + 1}:",
+            self.model.comment(row) or "",
+            "text (Enter sets it, empty removes it, w saves; Esc cancels)",
+        )
 
     def set_comment(self, row: int, text: str) -> None:
         self.model.comments[row] = text
@@ -499,8 +542,12 @@ class VuInspectApp(App[None]):
 
     def action_search(self) -> None:
         self.action_view("messages")
-        self.open_prompt("search", "/ search:", self.search_text,
-                         "a filter expression or text (Enter searches, Esc cancels)")
+        self.open_prompt(
+            "search",
+            "/ search:",
+            self.search_text,
+            "a filter expression or text (Enter searches, Esc cancels)",
+        )
 
     def action_search_next(self) -> None:
         self.start_search(forward=True)
@@ -516,12 +563,12 @@ class VuInspectApp(App[None]):
         self._search_cancel = threading.Event()
         _, how = matcher(self.search_text)
         self.notify(f"searching ({how}): {self.search_text}", timeout=1.5, markup=False)
-        self._search_worker(self.search_text, self.message_list.cursor, forward,
-                            self._search_cancel)
+        self._search_worker(
+            self.search_text, self.message_list.cursor, forward, self._search_cancel
+        )
 
     @work(thread=True, exclusive=True, group="search")
-    def _search_worker(self, text: str, start: int, forward: bool,
-                       cancel: threading.Event) -> None:
+    def _search_worker(self, text: str, start: int, forward: bool, cancel: threading.Event) -> None:
         pos, wrapped = search(self.model, text, start, forward, cancel)
         if not cancel.is_set():
             self.call_from_thread(self._search_done, text, pos, wrapped)
@@ -538,8 +585,7 @@ class VuInspectApp(App[None]):
 
     def action_goto(self) -> None:
         self.action_view("messages")
-        self.open_prompt("goto", ": go to frame:", "",
-                         "frame number (Enter jumps, Esc cancels)")
+        self.open_prompt("goto", ": go to frame:", "", "frame number (Enter jumps, Esc cancels)")
 
     def action_save(self) -> None:
         marks = self.message_list.marks
@@ -559,8 +605,9 @@ class VuInspectApp(App[None]):
         try:
             n = save_rows(self.model, rows, path)
         except Exception as exc:  # noqa: BLE001 - any failure is reported, the app goes on
-            self.call_from_thread(self.notify, safe_text(f"save failed: {exc}"), severity="error",
-                                  markup=False)
+            self.call_from_thread(
+                self.notify, safe_text(f"save failed: {exc}"), severity="error", markup=False
+            )
             return
         self.last_saved = (path, n)
         self.call_from_thread(self.notify, safe_text(f"saved {n} frames to {path}"), markup=False)
@@ -594,8 +641,9 @@ class VuInspectApp(App[None]):
         current = lst.selected_row if lst.selected_row is not None else -1
         order = sorted(lst.marks)
         after = [r for r in order if (r > current if forward else r < current)]
-        target = (after[0] if forward else after[-1]) if after else (
-            order[0] if forward else order[-1])
+        target = (
+            (after[0] if forward else after[-1]) if after else (order[0] if forward else order[-1])
+        )
         self._jumped_to = target
         if not lst.show_row(target):
             self.notify(f"marked frame {target + 1} is hidden by the filter", severity="warning")
@@ -634,5 +682,8 @@ class VuInspectApp(App[None]):
 
 
 # The app's key commands: off while an input has focus (see check_action).
-_COMMANDS = frozenset(b.action.partition("(")[0] for b in VuInspectApp.BINDINGS
-                      if isinstance(b, Binding) and b.action != "quit_now")
+_COMMANDS = frozenset(
+    b.action.partition("(")[0]
+    for b in VuInspectApp.BINDINGS
+    if isinstance(b, Binding) and b.action != "quit_now"
+)

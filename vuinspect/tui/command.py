@@ -18,14 +18,27 @@ def configure(p: argparse.ArgumentParser) -> None:
     from vuinspect.protocol.features import DEVICE_TYPES
 
     p.add_argument("file_arg", nargs="?", metavar="file", help="a vuinspect pcapng capture")
-    p.add_argument("-r", "--read-file", dest="file", metavar="FILE",
-                   help="the capture to open (as tshark -r)")
-    p.add_argument("-f", "--filter", default="", metavar="EXPR",
-                   help="initial display filter (the language of vuinspect read --filter)")
-    p.add_argument("--device", default=None, choices=DEVICE_TYPES,
-                   help="device type for feature names when the capture does not say")
-    p.add_argument("--follow", action="store_true",
-                   help="keep reading frames appended to the file (like tail -f)")
+    p.add_argument(
+        "-r", "--read-file", dest="file", metavar="FILE", help="the capture to open (as tshark -r)"
+    )
+    p.add_argument(
+        "-f",
+        "--filter",
+        default="",
+        metavar="EXPR",
+        help="initial display filter (the language of vuinspect read --filter)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        choices=DEVICE_TYPES,
+        help="device type for feature names when the capture does not say",
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep reading frames appended to the file (like tail -f)",
+    )
     p.set_defaults(_check=_check_file)
 
 

@@ -40,8 +40,8 @@ def complete(text: str) -> tuple[str, list[str]]:
     if not found:
         return text, []
     if len(found) == 1:
-        return text[:len(text) - len(word)] + found[0] + " ", []
+        return text[: len(text) - len(word)] + found[0] + " ", []
     common = _common(found)
     if len(common) <= len(word):
         return text, found
-    return text[:len(text) - len(word)] + common, found
+    return text[: len(text) - len(word)] + common, found

@@ -12,8 +12,19 @@ from vuinspect.session import Session
 
 from .rowtext import format_age, format_time
 
-COLUMNS = ("conn", "socket", "device", "waiting on", "ended because", "orientation", "start (UTC)",
-           "end (UTC)", "duration", "messages", "problems")
+COLUMNS = (
+    "conn",
+    "socket",
+    "device",
+    "waiting on",
+    "ended because",
+    "orientation",
+    "start (UTC)",
+    "end (UTC)",
+    "duration",
+    "messages",
+    "problems",
+)
 
 
 def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...]]:
@@ -31,14 +42,24 @@ def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...
             waiting = f"{owed[0].message.name} never answered"
         else:
             waiting = "-"
-        rows.append(tuple(safe_text(c) for c in (
-            str(s.conn), s.label, s.device or "?", waiting, s.close_reason or "-",
-            str(s.info.get("orientation", "?")),
-            format_time(start, "abs", None, None) if start is not None else "-",
-            format_time(end, "abs", None, None) if end is not None else "open",
-            format_age(last - start) if start is not None and last is not None else "-",
-            str(s.messages), str(s.problems),
-        )))
+        rows.append(
+            tuple(
+                safe_text(c)
+                for c in (
+                    str(s.conn),
+                    s.label,
+                    s.device or "?",
+                    waiting,
+                    s.close_reason or "-",
+                    str(s.info.get("orientation", "?")),
+                    format_time(start, "abs", None, None) if start is not None else "-",
+                    format_time(end, "abs", None, None) if end is not None else "open",
+                    format_age(last - start) if start is not None and last is not None else "-",
+                    str(s.messages),
+                    str(s.problems),
+                )
+            )
+        )
     return rows
 
 

@@ -66,14 +66,18 @@ class DetailTree(Tree[NodeRef]):
         self.root.set_label(Text(safe_text(title)))
         target: TreeNode[NodeRef] | None = None
         if comment:
-            node = self.root.add_leaf(Text("Comment: " + safe_text(comment), style="bold cyan"),
-                                      NodeRef(0, "comment"))
+            node = self.root.add_leaf(
+                Text("Comment: " + safe_text(comment), style="bold cyan"), NodeRef(0, "comment")
+            )
             target = node if keep == "comment" else None
         for part, msg in enumerate(msgs):
             parent = self.root
             if len(msgs) > 1:
-                parent = self.root.add(Text(f"Message {part + 1} of {len(msgs)}: {msg.name}",
-                                            style="bold"), NodeRef(part, ""), expand=True)
+                parent = self.root.add(
+                    Text(f"Message {part + 1} of {len(msgs)}: {msg.name}", style="bold"),
+                    NodeRef(part, ""),
+                    expand=True,
+                )
             found = self._add_message(parent, part, msg, keep)
             target = target or found
         if target is not None:
@@ -81,15 +85,17 @@ class DetailTree(Tree[NodeRef]):
         elif self.root.children:
             self.move_cursor(self.root.children[0])
 
-    def _add_message(self, parent: TreeNode[NodeRef], part: int, msg: Message,
-                     keep: str | None) -> TreeNode[NodeRef] | None:
+    def _add_message(
+        self, parent: TreeNode[NodeRef], part: int, msg: Message, keep: str | None
+    ) -> TreeNode[NodeRef] | None:
         rows = tree_rows(msg)
         stack: list[TreeNode[NodeRef]] = [parent]
         found = None
         for i, (depth, key, text) in enumerate(rows):
-            del stack[depth + 1:]
-            jump = msg.reply_to if key == "reply_to" else msg.reply_in if key == "reply_in" \
-                else None
+            del stack[depth + 1 :]
+            jump = (
+                msg.reply_to if key == "reply_to" else msg.reply_in if key == "reply_in" else None
+            )
             ref = NodeRef(part, key, jump)
             label = self._label(key, text)
             names = self._names(msg, key)

@@ -43,14 +43,16 @@ class FilterSuggester(Suggester):
 
     async def get_suggestion(self, value: str) -> str | None:
         word, found = candidates(value)
-        return value + found[0][len(word):] if word and found else None
+        return value + found[0][len(word) :] if word and found else None
 
 
 class FilterInput(Input):
-    BINDINGS = [Binding("enter", "submit", "Apply"),
-                Binding("tab", "complete", "Complete"),
-                Binding("shift+tab", "complete", "Complete", show=False),
-                Binding("escape", "leave", "Back to list")]
+    BINDINGS = [
+        Binding("enter", "submit", "Apply"),
+        Binding("tab", "complete", "Complete"),
+        Binding("shift+tab", "complete", "Complete", show=False),
+        Binding("escape", "leave", "Back to list"),
+    ]
 
     class Leave(TMessage):
         pass
@@ -123,20 +125,30 @@ class FilterBar(Vertical):
     def _show_state(self, value: str, choices: list[str] | None = None) -> None:
         if self.error is not None:
             # one line each (never wrapped, so the caret stays under its character)
-            msg = Text(" " * min(self.error.position, 200) + "^ ", style="bold red",
-                       no_wrap=True, overflow="ellipsis")
+            msg = Text(
+                " " * min(self.error.position, 200) + "^ ",
+                style="bold red",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
             msg.append(self.error.message, style="red")
             word, found = candidates(value)
             if found and word:
                 msg.append("\nTab: " + " ".join(found[:12]), style="dim")
             self.set_status(msg)
         elif choices:
-            self.set_status(Text("Tab: " + " ".join(choices[:12])
-                                 + (" …" if len(choices) > 12 else ""), style="cyan",
-                                 no_wrap=True, overflow="ellipsis"))
+            self.set_status(
+                Text(
+                    "Tab: " + " ".join(choices[:12]) + (" …" if len(choices) > 12 else ""),
+                    style="cyan",
+                    no_wrap=True,
+                    overflow="ellipsis",
+                )
+            )
         elif value.strip() != self.applied:
-            self.set_status(Text("valid filter: Enter applies it, Escape keeps the old one",
-                                 style="green"))
+            self.set_status(
+                Text("valid filter: Enter applies it, Escape keeps the old one", style="green")
+            )
         else:
             self.set_status("")
 
@@ -152,4 +164,3 @@ class FilterBar(Vertical):
         self.applied = event.value.strip()
         self.remove_class("-changed")
         self.post_message(self.Applied(self.applied))
-

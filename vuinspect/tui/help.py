@@ -11,54 +11,72 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("Views", (
-        ("1 2 3 4 5", "messages / state / connections / statistics / queues"),
-        ("Tab, shift+Tab", "next / previous pane"),
-        ("ctrl+p", "command palette"),
-        ("?", "this help"),
-        ("q", "quit"),
-    )),
-    ("Message list", (
-        ("j k ↑ ↓", "next / previous message"),
-        ("g G Home End", "first / last message (End resumes follow mode)"),
-        ("PgUp PgDn space", "page up / down"),
-        ("h l ← →", "scroll sideways"),
-        ("F", "follow mode on/off (live: on until you scroll up)"),
-        ("R", "ring/notify frames: all / only those with a problem"),
-        ("t", "time column: absolute UTC / relative to first frame / delta"),
-        ("r", "jump to the paired request or reply"),
-        ("Enter", "go to the detail tree"),
-    )),
-    ("Find", (
-        ("f", "edit the display filter (Enter applies, Esc leaves)"),
-        ("Tab", "in the filter: complete a field, request name or problem code"),
-        ("/", "search: a filter expression, or text in the summary line"),
-        ("n N", "next / previous search match"),
-        (":", "jump to frame number"),
-        ("m", "mark / unmark the message"),
-        ("' \"", "next / previous mark"),
-        ("w", "save the filtered view (or the marked frames) as a capture"),
-        ("c", "comment the frame (pcapng comment, shown in the tree; w saves it)"),
-    )),
-    ("State, connections, statistics", (
-        ("a", "state: at the selected frame (replayed) / now"),
-        ("↑ ↓", "state: choose the connection"),
-        ("Enter", "connections: open the connection's state"),
-        ("Enter ", "queues: the in-flight chains of the vring's latest sample"),
-        ("f", "connections / statistics: filter the list to that connection / request"),
-    )),
-    ("Detail and hex", (
-        ("↑ ↓", "move between fields; the hex pane highlights the field's bytes"),
-        ("Enter", "on 'Reply in/to frame N': jump there; else expand/collapse"),
-    )),
-    ("Columns", (
-        ("→ ←", "front-end to back-end / back-end to front-end (either channel)"),
-        ("(nr)", "request sets NEED_REPLY (asks for an ack)"),
-        ("waiting", "request still owed a reply"),
-        ("! ·", "problem (error or warning / note): details in the tree"),
-        ("●", "marked"),
-        ("✎", "the frame has a comment"),
-    )),
+    (
+        "Views",
+        (
+            ("1 2 3 4 5", "messages / state / connections / statistics / queues"),
+            ("Tab, shift+Tab", "next / previous pane"),
+            ("ctrl+p", "command palette"),
+            ("?", "this help"),
+            ("q", "quit"),
+        ),
+    ),
+    (
+        "Message list",
+        (
+            ("j k ↑ ↓", "next / previous message"),
+            ("g G Home End", "first / last message (End resumes follow mode)"),
+            ("PgUp PgDn space", "page up / down"),
+            ("h l ← →", "scroll sideways"),
+            ("F", "follow mode on/off (live: on until you scroll up)"),
+            ("R", "ring/notify frames: all / only those with a problem"),
+            ("t", "time column: absolute UTC / relative to first frame / delta"),
+            ("r", "jump to the paired request or reply"),
+            ("Enter", "go to the detail tree"),
+        ),
+    ),
+    (
+        "Find",
+        (
+            ("f", "edit the display filter (Enter applies, Esc leaves)"),
+            ("Tab", "in the filter: complete a field, request name or problem code"),
+            ("/", "search: a filter expression, or text in the summary line"),
+            ("n N", "next / previous search match"),
+            (":", "jump to frame number"),
+            ("m", "mark / unmark the message"),
+            ("' \"", "next / previous mark"),
+            ("w", "save the filtered view (or the marked frames) as a capture"),
+            ("c", "comment the frame (pcapng comment, shown in the tree; w saves it)"),
+        ),
+    ),
+    (
+        "State, connections, statistics",
+        (
+            ("a", "state: at the selected frame (replayed) / now"),
+            ("↑ ↓", "state: choose the connection"),
+            ("Enter", "connections: open the connection's state"),
+            ("Enter ", "queues: the in-flight chains of the vring's latest sample"),
+            ("f", "connections / statistics: filter the list to that connection / request"),
+        ),
+    ),
+    (
+        "Detail and hex",
+        (
+            ("↑ ↓", "move between fields; the hex pane highlights the field's bytes"),
+            ("Enter", "on 'Reply in/to frame N': jump there; else expand/collapse"),
+        ),
+    ),
+    (
+        "Columns",
+        (
+            ("→ ←", "front-end to back-end / back-end to front-end (either channel)"),
+            ("(nr)", "request sets NEED_REPLY (asks for an ack)"),
+            ("waiting", "request still owed a reply"),
+            ("! ·", "problem (error or warning / note): details in the tree"),
+            ("●", "marked"),
+            ("✎", "the frame has a comment"),
+        ),
+    ),
 )
 
 
@@ -76,8 +94,10 @@ def help_table() -> Table:
 
 class HelpScreen(ModalScreen[None]):
     # q quits from here too (no input is open); Esc then q typed fast comes as alt+q.
-    BINDINGS = [Binding("escape,question_mark", "dismiss", "Close"),
-                Binding("q,alt+q", "app.quit", "Quit")]
+    BINDINGS = [
+        Binding("escape,question_mark", "dismiss", "Close"),
+        Binding("q,alt+q", "app.quit", "Quit"),
+    ]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > VerticalScroll { width: 90; max-height: 90%; border: round $accent;

@@ -10,13 +10,17 @@ BYTES_PER_LINE = 16
 NARROW_WIDTH = 74  # below this many columns the pane shows 8 bytes a line
 
 
-def hex_lines(data: bytes, highlight: tuple[int, int] | None,
-              style: str = "reverse bold", per_line: int = BYTES_PER_LINE) -> Text:
+def hex_lines(
+    data: bytes,
+    highlight: tuple[int, int] | None,
+    style: str = "reverse bold",
+    per_line: int = BYTES_PER_LINE,
+) -> Text:
     """``offset  hex (8 + 8)  ascii`` lines, like ``xxd`` and termshark's hex view."""
     out = Text(no_wrap=True, overflow="crop")
     lo, hi = highlight if highlight else (-1, -1)
     for base in range(0, len(data), per_line):
-        chunk = data[base:base + per_line]
+        chunk = data[base : base + per_line]
         out.append(f"{base:04x}  ", style="dim")
         for i in range(per_line):
             pos = base + i

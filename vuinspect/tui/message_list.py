@@ -24,8 +24,20 @@ from textual.widget import Widget
 from .model import Model
 from .rowtext import LINE_WIDTH, header_cells, layout_cells, row_cells
 
-STYLE_KEYS = ("header", "f2b", "b2f", "event", "dim", "plain", "latency", "waiting", "mark",
-              "problem-error", "problem-warning", "problem-note")
+STYLE_KEYS = (
+    "header",
+    "f2b",
+    "b2f",
+    "event",
+    "dim",
+    "plain",
+    "latency",
+    "waiting",
+    "mark",
+    "problem-error",
+    "problem-warning",
+    "problem-note",
+)
 
 
 def _strip(cells: list[tuple[str, str]], styles: dict[str, Style], base: Style) -> Strip:
@@ -64,7 +76,9 @@ class MessageList(ScrollView, can_focus=True):
         Binding("right,l", "scroll_right", "Right", show=False),
     ]
     COMPONENT_CLASSES = {f"message-list--{k}" for k in STYLE_KEYS} | {
-        "message-list--cursor", "message-list--marked"}
+        "message-list--cursor",
+        "message-list--marked",
+    }
 
     cursor: reactive[int] = reactive(0, always_update=True, init=False)
     follow: reactive[bool] = reactive(False)
@@ -111,7 +125,8 @@ class MessageList(ScrollView, can_focus=True):
         elif self.follow and grew or self.cursor >= n:
             self.cursor = n - 1
         elif self._selected_row is None or (
-                rows_changed and self.model.row_at(self.cursor) != self._selected_row):
+            rows_changed and self.model.row_at(self.cursor) != self._selected_row
+        ):
             self.cursor = self.cursor
         self.refresh()
 
@@ -219,11 +234,14 @@ class MessageList(ScrollView, can_focus=True):
     # -- rendering -----------------------------------------------------------------------
     def _style(self, key: str) -> Style:
         if not self._styles:
-            self._styles = {k: self.get_component_rich_style(f"message-list--{k}", partial=True)
-                            for k in STYLE_KEYS}
+            self._styles = {
+                k: self.get_component_rich_style(f"message-list--{k}", partial=True)
+                for k in STYLE_KEYS
+            }
             self._styles["cursor"] = self.get_component_rich_style("message-list--cursor")
-            self._styles["marked"] = self.get_component_rich_style("message-list--marked",
-                                                                   partial=True)
+            self._styles["marked"] = self.get_component_rich_style(
+                "message-list--marked", partial=True
+            )
         return self._styles[key]
 
     def render_line(self, y: int) -> Strip:
@@ -240,8 +258,9 @@ class MessageList(ScrollView, can_focus=True):
         strip = self._cache.get(key)
         if strip is None:
             self._style("plain")
-            cells = row_cells(self.model, pos, time_mode=self.time_mode, base_ns=self.base_ns,
-                              marked=marked)
+            cells = row_cells(
+                self.model, pos, time_mode=self.time_mode, base_ns=self.base_ns, marked=marked
+            )
             line_base = base
             if marked:
                 line_base = line_base + self._styles["marked"]

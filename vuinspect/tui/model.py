@@ -58,8 +58,9 @@ Predicate = Callable[[Message], bool]
 class Model:
     """Rows, columns and sessions of one source; decoded by :meth:`start`'s thread."""
 
-    def __init__(self, source: Source, *, device: str | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self, source: Source, *, device: str | None = None, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.source = source
         self.device = device
         self.clock = clock
@@ -167,8 +168,9 @@ class Model:
                 frame = self.source.frame(i)
             self._frames_at = i + 1
             session = sessions.get(frame.conn)
-            ctx = self._ctx_id(session.context() if session is not None else
-                               DecodeContext(device=self.device))
+            ctx = self._ctx_id(
+                session.context() if session is not None else DecodeContext(device=self.device)
+            )
             owed = session.waiting() if frame.kind == "close" and session is not None else None
             msgs = feed(frame)
             self._store(i, frame, msgs, ctx)
@@ -206,8 +208,12 @@ class Model:
         m = mine[0] if len(mine) == 1 else None
         if frame.kind in DATAPLANE_KINDS:
             self._ring_row(row, frame, m)
-        if m is not None and m.kind != "raw" and (m.is_event or m.raw == frame.data) \
-                and not (m.kind == "ring" and "resolved" in m.payload):  # kept whole: odd
+        if (
+            m is not None
+            and m.kind != "raw"
+            and (m.is_event or m.raw == frame.data)
+            and not (m.kind == "ring" and "resolved" in m.payload)
+        ):  # kept whole: odd
             bits = KIND_CODE[m.kind]
             if m.reply:
                 bits |= REPLY
@@ -287,7 +293,9 @@ class Model:
     def _sync(self, msgs: list[Message], session: Session | None = None) -> None:
         """Problems the session added to earlier requests (no reply before the end)."""
         still = set()
-        if session is not None and session.closed_ns is None:  # e.g. only the back-end channel closed
+        if (
+            session is not None and session.closed_ns is None
+        ):  # e.g. only the back-end channel closed
             still = {id(p.message) for p in session.waiting() if p.expected}
         for m in msgs:
             row = m.frame - 1
@@ -358,8 +366,9 @@ class Model:
         if frame.kind != "data":
             msg = event_message(frame, number, index)
         else:
-            msg = decode_message(frame.data, frame.fds, frame, number, index,
-                                 self.contexts[self.ctx[row]])
+            msg = decode_message(
+                frame.data, frame.fds, frame, number, index, self.contexts[self.ctx[row]]
+            )
         if bits & PROBLEM:
             msg.problems = list(self.problems.get(row, ()))
         link = self.link[row]
@@ -485,8 +494,9 @@ class Model:
         with self.lock:
             return list(self.pipeline.sessions.values())
 
-    def state_at(self, conn: int, row: int,
-                 cancel: threading.Event | None = None) -> Session | None:
+    def state_at(
+        self, conn: int, row: int, cancel: threading.Event | None = None
+    ) -> Session | None:
         """Connection ``conn`` as it was right after frame row ``row`` (a fresh replay).
 
         Only that connection's frames are decoded (sessions are independent),

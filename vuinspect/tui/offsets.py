@@ -51,7 +51,10 @@ def field_ranges(msg: Message) -> dict[str, Range]:
     if msg.is_event or msg.kind == "raw" or len(msg.raw) < HEADER_SIZE:
         return {}
     out: dict[str, Range] = {
-        "header": (0, HEADER_SIZE), "request": (0, 4), "flags": (4, 8), "size": (8, 12),
+        "header": (0, HEADER_SIZE),
+        "request": (0, 4),
+        "flags": (4, 8),
+        "size": (8, 12),
     }
     payload = msg.raw[HEADER_SIZE:]
     if payload:

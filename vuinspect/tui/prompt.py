@@ -17,9 +17,11 @@ from textual.widgets import Input, Static
 class PromptInput(Input):
     """The input of the prompt line (Esc cancels)."""
 
-    BINDINGS = [Binding("enter", "submit", "Accept"),
-                Binding("escape", "cancel", "Cancel"),
-                Binding("tab,shift+tab", "stay", show=False)]
+    BINDINGS = [
+        Binding("enter", "submit", "Accept"),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("tab,shift+tab", "stay", show=False),
+    ]
 
     def action_cancel(self) -> None:
         self.parent.close()  # type: ignore[union-attr]
@@ -51,8 +53,13 @@ class PromptBar(Horizontal):
         yield Static("", id="prompt-label", markup=False)
         yield PromptInput(id="prompt", select_on_focus=False)
 
-    def open(self, mode: str, label: str, value: str = "",
-             placeholder: str = "Enter accepts, Esc cancels") -> None:
+    def open(
+        self,
+        mode: str,
+        label: str,
+        value: str = "",
+        placeholder: str = "Enter accepts, Esc cancels",
+    ) -> None:
         prompt = self.query_one(PromptInput)
         self.mode = mode
         self.query_one("#prompt-label", Static).update(label + " ")

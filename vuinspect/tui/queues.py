@@ -26,13 +26,22 @@ from vuinspect.session import Session
 
 from .queues_data import COLUMNS, RingRows, queue_rows
 
-STATE_STYLE = {"running": "green", "stalled": "bold red", "waiting": "bold yellow",
-               "idle": "dim", "stopped": "yellow"}
+STATE_STYLE = {
+    "running": "green",
+    "stalled": "bold red",
+    "waiting": "bold yellow",
+    "idle": "dim",
+    "stopped": "yellow",
+}
 ROW_STYLE = {"error": "red", "warning": "yellow", "ok": ""}
-HINT = ("Enter: in-flight chains of the vring's latest ring frame   rate: used slots/s   "
-        "R: ring frames in the list")
-EMPTY_TEXT = ("No ring samples: record with the proxy's --rings on (the default with a capture "
-              "or the TUI) to see the virtqueues here")
+HINT = (
+    "Enter: in-flight chains of the vring's latest ring frame   rate: used slots/s   "
+    "R: ring frames in the list"
+)
+EMPTY_TEXT = (
+    "No ring samples: record with the proxy's --rings on (the default with a capture "
+    "or the TUI) to see the virtqueues here"
+)
 
 
 class QueuesView(DataTable):
@@ -57,19 +66,31 @@ class QueuesView(DataTable):
         for c in COLUMNS:
             self.add_column(c, key=c)
 
-    def update_queues(self, sessions: list[Session], rings: RingRows, now_ns: int,
-                      lock: AbstractContextManager[Any]) -> None:
+    def update_queues(
+        self,
+        sessions: list[Session],
+        rings: RingRows,
+        now_ns: int,
+        lock: AbstractContextManager[Any],
+    ) -> None:
         with lock:
             rows = queue_rows(sessions, rings, now_ns)
         cursor = self.cursor_row
         self.clear()
         self.keys = [(r.conn, r.vring) for r in rows]
-        self.lines = [Text(f"c{r.conn} vring {r.vring} {r.state}"
-                           + (f": {r.cells[-1]}" if r.cells[-1] else ""),
-                           style=ROW_STYLE[r.severity]) for r in rows]
+        self.lines = [
+            Text(
+                f"c{r.conn} vring {r.vring} {r.state}"
+                + (f": {r.cells[-1]}" if r.cells[-1] else ""),
+                style=ROW_STYLE[r.severity],
+            )
+            for r in rows
+        ]
         for r in rows:
-            cells = [Text(c, style=ROW_STYLE[r.severity] if i == len(r.cells) - 1 else "")
-                     for i, c in enumerate(r.cells)]
+            cells = [
+                Text(c, style=ROW_STYLE[r.severity] if i == len(r.cells) - 1 else "")
+                for i, c in enumerate(r.cells)
+            ]
             cells[COLUMNS.index("state")].stylize(STATE_STYLE.get(r.state, ""))
             cells[COLUMNS.index("recent")].stylize("cyan")
             self.add_row(*cells)
@@ -106,8 +127,11 @@ def chains_text(conn: int, vring: int, frame: int | None, payload: dict[str, Any
     if lines:
         t.append("\n".join(line[6:] for line in lines))  # the lines are indented for read
     elif isinstance(payload.get("in_flight"), int) and payload["in_flight"] > 0:
-        t.append("This sample holds no descriptor chains (the sampler stores them while "
-                 "requests wait: in keepalive and stop samples).", style="yellow")
+        t.append(
+            "This sample holds no descriptor chains (the sampler stores them while "
+            "requests wait: in keepalive and stop samples).",
+            style="yellow",
+        )
     else:
         t.append("Nothing in flight in this sample: no descriptor chains.", style="dim")
     return t

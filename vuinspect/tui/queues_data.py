@@ -71,8 +71,11 @@ def recent_rate(points: list[tuple[int, int]], now_ns: int) -> float:
     """Used slots per second over the last second (0 on a ring that stopped moving)."""
     if not points:
         return 0.0
-    return (progress_at(points, now_ns) - progress_at(points, now_ns - RATE_WINDOW_NS)) \
-        * NS / RATE_WINDOW_NS
+    return (
+        (progress_at(points, now_ns) - progress_at(points, now_ns - RATE_WINDOW_NS))
+        * NS
+        / RATE_WINDOW_NS
+    )
 
 
 def sparkline(points: list[tuple[int, int]], now_ns: int, bins: int = SPARK_BINS) -> str:
@@ -101,8 +104,20 @@ class QueueRow:
     severity: str  # error | warning | ok: the row's colour
 
 
-COLUMNS = ("conn", "vring", "state", "num", "avail", "used", "in flight", "rate/s", "recent",
-           "last kick", "last call", "problems")
+COLUMNS = (
+    "conn",
+    "vring",
+    "state",
+    "num",
+    "avail",
+    "used",
+    "in flight",
+    "rate/s",
+    "recent",
+    "last kick",
+    "last call",
+    "problems",
+)
 
 
 def format_age(ns: int) -> str:
@@ -142,19 +157,29 @@ def queue_rows(sessions: list[Session], rings: RingRows, now_ns: int) -> list[Qu
                 state = "idle"
             problems = [_finding_text(f, now_ns) for f in t.active.values()]
             if t.ended:
-                problems.append(_finding_text(t.ended[-1], now_ns)
-                                + (f" (+{len(t.ended) - 1} earlier)" if len(t.ended) > 1 else ""))
+                problems.append(
+                    _finding_text(t.ended[-1], now_ns)
+                    + (f" (+{len(t.ended) - 1} earlier)" if len(t.ended) > 1 else "")
+                )
             trace = dp.trace
-            cells = (f"c{s.conn}", str(idx), state,
-                     str(last.num) if last else "-",
-                     str(last.avail_idx) if last and last.ok else "-",
-                     str(last.used_idx) if last and last.ok else "-",
-                     str(last.in_flight) if last and last.ok else "-",
-                     f"{rate:,.0f}", sparkline(pts, now_ns),
-                     _ago(t.last_signal_ns.get("kick"), now_ns) if trace else "-",
-                     _ago(t.last_signal_ns.get("call"), now_ns) if trace else "-",
-                     "; ".join(problems) or "")
-            sev = "error" if t.active else ("warning" if state == "stopped" and last
-                                           and last.in_flight else "ok")
+            cells = (
+                f"c{s.conn}",
+                str(idx),
+                state,
+                str(last.num) if last else "-",
+                str(last.avail_idx) if last and last.ok else "-",
+                str(last.used_idx) if last and last.ok else "-",
+                str(last.in_flight) if last and last.ok else "-",
+                f"{rate:,.0f}",
+                sparkline(pts, now_ns),
+                _ago(t.last_signal_ns.get("kick"), now_ns) if trace else "-",
+                _ago(t.last_signal_ns.get("call"), now_ns) if trace else "-",
+                "; ".join(problems) or "",
+            )
+            sev = (
+                "error"
+                if t.active
+                else ("warning" if state == "stopped" and last and last.in_flight else "ok")
+            )
             out.append(QueueRow(s.conn, idx, tuple(safe_text(c) for c in cells), state, sev))
     return out

@@ -32,19 +32,47 @@ def event_message(frame: Frame, number: int, index: int) -> Message:
     message may add is only the pipeline's (the model keeps those rows whole).
     """
     if frame.kind in DATAPLANE_KINDS:
-        return Message(index, number, frame.ts_ns, frame.conn, frame.channel, frame.direction,
-                       kind=frame.kind, name=frame.kind.upper(), payload=event_info(frame),
-                       raw=frame.data)
-    return Message(index, number, frame.ts_ns, frame.conn, frame.channel, frame.direction,
-                   kind=frame.kind, name=EVENT_NAMES.get(frame.kind, frame.kind.upper()),
-                   info=event_info(frame), raw=frame.data)
+        return Message(
+            index,
+            number,
+            frame.ts_ns,
+            frame.conn,
+            frame.channel,
+            frame.direction,
+            kind=frame.kind,
+            name=frame.kind.upper(),
+            payload=event_info(frame),
+            raw=frame.data,
+        )
+    return Message(
+        index,
+        number,
+        frame.ts_ns,
+        frame.conn,
+        frame.channel,
+        frame.direction,
+        kind=frame.kind,
+        name=EVENT_NAMES.get(frame.kind, frame.kind.upper()),
+        info=event_info(frame),
+        raw=frame.data,
+    )
 
 
-def decode_message(data: bytes, fds: tuple[str, ...], frame: Frame, number: int, index: int,
-                   ctx: DecodeContext) -> Message:
+def decode_message(
+    data: bytes, fds: tuple[str, ...], frame: Frame, number: int, index: int, ctx: DecodeContext
+) -> Message:
     """One whole framed message (header + payload) with its fds; problems are left out."""
-    msg = Message(index, number, frame.ts_ns, frame.conn, frame.channel, frame.direction,
-                  raw=data, fds=fds, big_endian=ctx.order == ">")
+    msg = Message(
+        index,
+        number,
+        frame.ts_ns,
+        frame.conn,
+        frame.channel,
+        frame.direction,
+        raw=data,
+        fds=fds,
+        big_endian=ctx.order == ">",
+    )
     if len(data) < HEADER_SIZE:
         msg.kind, msg.name, msg.size = "raw", "RAW", len(data)
         return msg
@@ -84,8 +112,10 @@ def split_frame(data: bytes, order: str = "<") -> list[bytes] | None:
     A frame that is exactly one message is that message even above MAX_PAYLOAD
     (the sender framed it whole), as the decoder's fast path takes it.
     """
-    if len(data) >= HEADER_SIZE and \
-            len(data) == HEADER_SIZE + struct.unpack_from(order + "I", data, 8)[0]:
+    if (
+        len(data) >= HEADER_SIZE
+        and len(data) == HEADER_SIZE + struct.unpack_from(order + "I", data, 8)[0]
+    ):
         return [data]
     out = []
     pos = 0
@@ -95,7 +125,7 @@ def split_frame(data: bytes, order: str = "<") -> list[bytes] | None:
         size = struct.unpack_from(order + "I", data, pos + 8)[0]
         if size > MAX_PAYLOAD or pos + HEADER_SIZE + size > len(data):
             return None
-        out.append(data[pos:pos + HEADER_SIZE + size])
+        out.append(data[pos : pos + HEADER_SIZE + size])
         pos += HEADER_SIZE + size
     return out
 
@@ -106,9 +136,19 @@ def quick_decode(frame: Frame, number: int, ctx: DecodeContext) -> list[Message]
         return [event_message(frame, number, number)]
     parts = split_frame(frame.data, ctx.order)
     if not parts:
-        msg = Message(number, number, frame.ts_ns, frame.conn, frame.channel, frame.direction,
-                      kind="raw", name="RAW", raw=frame.data, fds=frame.fds,
-                      size=len(frame.data))
+        msg = Message(
+            number,
+            number,
+            frame.ts_ns,
+            frame.conn,
+            frame.channel,
+            frame.direction,
+            kind="raw",
+            name="RAW",
+            raw=frame.data,
+            fds=frame.fds,
+            size=len(frame.data),
+        )
         return [msg]
     out = []
     for i, part in enumerate(parts):

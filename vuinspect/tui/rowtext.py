@@ -97,8 +97,9 @@ def header_cells(time_mode: str) -> list[tuple[str, str]]:
     return cells
 
 
-def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
-              marked: bool) -> list[tuple[str, str]]:
+def row_cells(
+    model: Model, pos: int, *, time_mode: str, base_ns: int | None, marked: bool
+) -> list[tuple[str, str]]:
     """(text, style key) per column for the row shown at view position ``pos``."""
     row = model.row_at(pos)
     frame = model.frame(row)
@@ -117,10 +118,12 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
         name = "(partial)"
         summary = f"{len(frame.data)} bytes of a message completed in a later frame"
     else:
-        name = msg.name + (" reply" if msg.reply else "") + \
-            (" (nr)" if msg.need_reply and not msg.reply else "")
-        summary = _dataplane_summary(msg) if msg.kind in DATAPLANE_KINDS \
-            else payload_summary(msg)
+        name = (
+            msg.name
+            + (" reply" if msg.reply else "")
+            + (" (nr)" if msg.need_reply and not msg.reply else "")
+        )
+        summary = _dataplane_summary(msg) if msg.kind in DATAPLANE_KINDS else payload_summary(msg)
         if msg.fds:
             summary += (" " if summary else "") + "fds=[" + ", ".join(msg.fds) + "]"
         if len(msgs) > 1:
@@ -159,8 +162,10 @@ def row_cells(model: Model, pos: int, *, time_mode: str, base_ns: int | None,
         "problem": f"problem-{sev}" if sev else "plain",
         "summary": "plain",
     }
-    return [(texts[c.key], styles.get(c.key, "dim" if c.key in ("time", "frame") else "plain"))
-            for c in COLUMNS]
+    return [
+        (texts[c.key], styles.get(c.key, "dim" if c.key in ("time", "frame") else "plain"))
+        for c in COLUMNS
+    ]
 
 
 def layout_cells(cells: list[tuple[str, str]], width: int) -> list[tuple[str, str]]:

@@ -19,8 +19,16 @@ from vuinspect.protocol import features as F
 T0_NS = 1_764_000_000_000_000_000  # fixed epoch for reproducible screens
 
 BLK_VIRTIO = sum(1 << b for b in (1, 2, 6, 9, 12, 13, 14, 28, 29, 30, 32, 33))
-BLK_PROTOCOL = F.protocol_mask("MQ", "REPLY_ACK", "BACKEND_REQ", "CONFIG", "INFLIGHT_SHMFD",
-                               "CONFIGURE_MEM_SLOTS", "STATUS", "BACKEND_SEND_FD")
+BLK_PROTOCOL = F.protocol_mask(
+    "MQ",
+    "REPLY_ACK",
+    "BACKEND_REQ",
+    "CONFIG",
+    "INFLIGHT_SHMFD",
+    "CONFIGURE_MEM_SLOTS",
+    "STATUS",
+    "BACKEND_SEND_FD",
+)
 GIB = 1 << 30
 
 
@@ -37,40 +45,69 @@ class Script:
         return self.ts
 
     def open(self, conn: int, label: str, device: str | None = "blk", **extra: Any) -> None:
-        info = {"label": label, "listen": label, "connect": label + ".orig",
-                "orientation": "frontend-connects", **extra}
+        info = {
+            "label": label,
+            "listen": label,
+            "connect": label + ".orig",
+            "orientation": "frontend-connects",
+            **extra,
+        }
         if device:
             info["device"] = device
         self.frames.append(event_frame("open", self._tick(0), conn, info))
 
     def close(self, conn: int, reason: str, by: str = "frontend") -> None:
-        self.frames.append(event_frame("close", self._tick(None), conn,
-                                       {"reason": reason, "by": by}))
+        self.frames.append(
+            event_frame("close", self._tick(None), conn, {"reason": reason, "by": by})
+        )
 
     def note(self, conn: int, text: str) -> None:
         self.frames.append(event_frame("note", self._tick(None), conn, {"text": text}))
 
-    def request(self, conn: int, request: int, values: dict[str, Any] | None = None, *,
-                channel: str = "main", need_reply: bool = False, fds: tuple[str, ...] = (),
-                dt_ns: int | None = None) -> None:
+    def request(
+        self,
+        conn: int,
+        request: int,
+        values: dict[str, Any] | None = None,
+        *,
+        channel: str = "main",
+        need_reply: bool = False,
+        fds: tuple[str, ...] = (),
+        dt_ns: int | None = None,
+    ) -> None:
         data = build(channel, request, values, need_reply=need_reply)
         direction = "f2b" if channel == "main" else "b2f"
         self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))  # type: ignore[arg-type]
 
-    def reply(self, conn: int, request: int, values: dict[str, Any] | None = None, *,
-              channel: str = "main", fds: tuple[str, ...] = (), layout: str | None = None,
-              dt_ns: int | None = None) -> None:
+    def reply(
+        self,
+        conn: int,
+        request: int,
+        values: dict[str, Any] | None = None,
+        *,
+        channel: str = "main",
+        fds: tuple[str, ...] = (),
+        layout: str | None = None,
+        dt_ns: int | None = None,
+    ) -> None:
         data = build(channel, request, values, reply=True, layout=layout)
         direction = "b2f" if channel == "main" else "f2b"
         self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))  # type: ignore[arg-type]
 
-    def ack(self, conn: int, request: int, channel: str = "main", result: int = 0,
-            dt_ns: int | None = None) -> None:
+    def ack(
+        self,
+        conn: int,
+        request: int,
+        channel: str = "main",
+        result: int = 0,
+        dt_ns: int | None = None,
+    ) -> None:
         self.reply(conn, request, {"result": result}, channel=channel, layout="ack", dt_ns=dt_ns)
 
 
-def blk_handshake(s: Script, conn: int, label: str = "/run/vhost/blk0.sock",
-                  queues: int = 2) -> None:
+def blk_handshake(
+    s: Script, conn: int, label: str = "/run/vhost/blk0.sock", queues: int = 2
+) -> None:
     """What QEMU 7.2 says to qemu-storage-daemon's vhost-user-blk export, in order."""
     s.open(conn, label, "blk")
     s.request(conn, 1)
@@ -87,27 +124,54 @@ def blk_handshake(s: Script, conn: int, label: str = "/run/vhost/blk0.sock",
     s.request(conn, 3, need_reply=True)
     s.ack(conn, 3)
     s.request(conn, 24, {"offset": 0, "size": 16, "flags": 0, "data": "00" * 16})
-    s.reply(conn, 24, {"offset": 0, "size": 16, "flags": 0,
-                       "data": "0000200000000000" + "00000000fe010000"}, dt_ns=28_000)
+    s.reply(
+        conn,
+        24,
+        {"offset": 0, "size": 16, "flags": 0, "data": "0000200000000000" + "00000000fe010000"},
+        dt_ns=28_000,
+    )
     s.request(conn, 2, {"features": BLK_VIRTIO}, need_reply=True)
     s.ack(conn, 2)
     regions = [
-        {"guest_phys_addr": 0, "memory_size": 0xA0000, "userspace_addr": 0x7F0000000000,
-         "mmap_offset": 0},
-        {"guest_phys_addr": 0xC0000, "memory_size": GIB - 0xC0000,
-         "userspace_addr": 0x7F00000C0000, "mmap_offset": 0xC0000},
+        {
+            "guest_phys_addr": 0,
+            "memory_size": 0xA0000,
+            "userspace_addr": 0x7F0000000000,
+            "mmap_offset": 0,
+        },
+        {
+            "guest_phys_addr": 0xC0000,
+            "memory_size": GIB - 0xC0000,
+            "userspace_addr": 0x7F00000C0000,
+            "mmap_offset": 0xC0000,
+        },
     ]
-    s.request(conn, 5, {"regions": regions}, need_reply=True,
-              fds=("memfd:pc.ram size=1GiB", "memfd:pc.ram size=1GiB"))
+    s.request(
+        conn,
+        5,
+        {"regions": regions},
+        need_reply=True,
+        fds=("memfd:pc.ram size=1GiB", "memfd:pc.ram size=1GiB"),
+    )
     s.ack(conn, 5, dt_ns=310_000)
     for q in range(queues):
         s.request(conn, 8, {"index": q, "num": 256}, need_reply=True)
         s.ack(conn, 8)
         s.request(conn, 10, {"index": q, "num": 0}, need_reply=True)
         s.ack(conn, 10)
-        s.request(conn, 9, {"index": q, "flags": 0, "desc": 0x3E5A0000 + q * 0x4000,
-                            "used": 0x3E5A2000 + q * 0x4000, "avail": 0x3E5A1000 + q * 0x4000,
-                            "log": 0}, need_reply=True)
+        s.request(
+            conn,
+            9,
+            {
+                "index": q,
+                "flags": 0,
+                "desc": 0x3E5A0000 + q * 0x4000,
+                "used": 0x3E5A2000 + q * 0x4000,
+                "avail": 0x3E5A1000 + q * 0x4000,
+                "log": 0,
+            },
+            need_reply=True,
+        )
         s.ack(conn, 9)
         s.request(conn, 12, {"index": q}, need_reply=True, fds=(f"eventfd:[{700 + q}]",))
         s.ack(conn, 12)
@@ -167,13 +231,31 @@ def bulk_frames(messages: int, conns: int = 4) -> Iterator[Frame]:
         iova = 0x1000 * (i % 4096)
         if i % 4 == 3:
             s.request(conn, 24, {"offset": 0, "size": 8, "flags": 0, "data": "00" * 8})
-            s.reply(conn, 24, {"offset": 0, "size": 8, "flags": 0, "data": f"{i:016x}"},
-                    dt_ns=9_000 + i % 1000)
+            s.reply(
+                conn,
+                24,
+                {"offset": 0, "size": 8, "flags": 0, "data": f"{i:016x}"},
+                dt_ns=9_000 + i % 1000,
+            )
         else:
-            s.request(conn, 1, {"iova": iova, "size": 0x1000, "uaddr": 0, "perm": 3, "type": 1},
-                      channel="backend", need_reply=True)
-            s.request(conn, 22, {"iova": iova, "size": 0x1000, "uaddr": 0x7F0000000000 + iova,
-                                 "perm": 3, "type": 2})
+            s.request(
+                conn,
+                1,
+                {"iova": iova, "size": 0x1000, "uaddr": 0, "perm": 3, "type": 1},
+                channel="backend",
+                need_reply=True,
+            )
+            s.request(
+                conn,
+                22,
+                {
+                    "iova": iova,
+                    "size": 0x1000,
+                    "uaddr": 0x7F0000000000 + iova,
+                    "perm": 3,
+                    "type": 2,
+                },
+            )
             s.ack(conn, 22, dt_ns=4_000 + i % 700)
             s.ack(conn, 1, channel="backend", dt_ns=2_000)
         yield from s.frames
@@ -187,18 +269,51 @@ S_NS = 1_000_000_000
 def _chain(head: int, sector: int, write: bool) -> dict[str, Any]:
     """An in-flight blk request as the sampler stores it (``Chain.to_json()``)."""
     base = 0x3F000000 + head * 0x3000
-    descs = [{"index": head, "addr": base, "len": 16, "flags": 1, "flag_names": ["NEXT"],
-              "next": head + 1, "indirect_table": None},
-             {"index": head + 1, "addr": base + 0x1000, "len": 4096,
-              "flags": 1 if write else 3, "flag_names": ["NEXT"] if write else ["NEXT", "WRITE"],
-              "next": head + 2, "indirect_table": None},
-             {"index": head + 2, "addr": base + 0x2000, "len": 1, "flags": 2,
-              "flag_names": ["WRITE"], "next": 0, "indirect_table": None}]
-    header = {"layout": "virtio_blk_outhdr", "type": 1 if write else 0,
-              "type_name": "OUT" if write else "IN", "ioprio": 0, "sector": sector}
-    return {"head": head, "descs": descs, "problems": [], "header": header,
-            "truncated": False, "readable": 16 + (4096 if write else 0),
-            "writable": 1 + (0 if write else 4096)}
+    descs = [
+        {
+            "index": head,
+            "addr": base,
+            "len": 16,
+            "flags": 1,
+            "flag_names": ["NEXT"],
+            "next": head + 1,
+            "indirect_table": None,
+        },
+        {
+            "index": head + 1,
+            "addr": base + 0x1000,
+            "len": 4096,
+            "flags": 1 if write else 3,
+            "flag_names": ["NEXT"] if write else ["NEXT", "WRITE"],
+            "next": head + 2,
+            "indirect_table": None,
+        },
+        {
+            "index": head + 2,
+            "addr": base + 0x2000,
+            "len": 1,
+            "flags": 2,
+            "flag_names": ["WRITE"],
+            "next": 0,
+            "indirect_table": None,
+        },
+    ]
+    header = {
+        "layout": "virtio_blk_outhdr",
+        "type": 1 if write else 0,
+        "type_name": "OUT" if write else "IN",
+        "ioprio": 0,
+        "sector": sector,
+    }
+    return {
+        "head": head,
+        "descs": descs,
+        "problems": [],
+        "header": header,
+        "truncated": False,
+        "readable": 16 + (4096 if write else 0),
+        "writable": 1 + (0 if write else 4096),
+    }
 
 
 def queue_frames() -> list[Frame]:
@@ -216,13 +331,28 @@ def queue_frames() -> list[Frame]:
     blk_handshake(s, 2, "/run/vhost/blk1.sock", queues=1)
     t0 = s.ts + 1_000_000
 
-    def ring(t: float, conn: int, vring: int, avail: int, used: int,
-             chains: list[dict[str, Any]] | None = None) -> None:
+    def ring(
+        t: float,
+        conn: int,
+        vring: int,
+        avail: int,
+        used: int,
+        chains: list[dict[str, Any]] | None = None,
+    ) -> None:
         ts = t0 + int(t * S_NS)
-        sample: dict[str, Any] = {"vring": vring, "ts_ns": ts, "layout": "split", "num": 256,
-                                  "ok": True, "avail_idx": avail, "used_idx": used,
-                                  "avail_flags": 0, "used_flags": 0, "problems": [],
-                                  "in_flight": (avail - used) & 0xFFFF}
+        sample: dict[str, Any] = {
+            "vring": vring,
+            "ts_ns": ts,
+            "layout": "split",
+            "num": 256,
+            "ok": True,
+            "avail_idx": avail,
+            "used_idx": used,
+            "avail_flags": 0,
+            "used_flags": 0,
+            "problems": [],
+            "in_flight": (avail - used) & 0xFFFF,
+        }
         if chains:
             sample["chains"] = chains
         s.frames.append(ring_frame(ts, conn, sample))
@@ -251,8 +381,14 @@ def queue_frames() -> list[Frame]:
             notify(t + 0.004, 1, 0, "call", 4)
         # c2 vring 0: runs until 1.0 s, then stalls with 3 in flight to the end
         if step <= 10:
-            ring(t, 2, 0, 6 * step + (3 if step == 10 else 0), 6 * step, stalled[:3]
-                 if step == 10 else None)
+            ring(
+                t,
+                2,
+                0,
+                6 * step + (3 if step == 10 else 0),
+                6 * step,
+                stalled[:3] if step == 10 else None,
+            )
         elif step % 5 == 0:
             ring(t, 2, 0, 63, 60, stalled[:3])
     s.frames.sort(key=lambda f: f.ts_ns)

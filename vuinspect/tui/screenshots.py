@@ -28,10 +28,18 @@ Step = Callable[[VuInspectApp, Pilot], Awaitable[None]]
 def screen_text(app: VuInspectApp) -> str:
     """The current screen as plain text."""
     w, h = app.size
-    console = Console(width=w, height=h, file=io.StringIO(), force_terminal=True,
-                      color_system="truecolor", record=True, legacy_windows=False)
-    console.print(app.screen._compositor.render_update(
-        full=True, screen_stack=app._background_screens))
+    console = Console(
+        width=w,
+        height=h,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        record=True,
+        legacy_windows=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
     return console.export_text()
 
 
@@ -110,8 +118,9 @@ async def _screens() -> list[tuple[str, Step, tuple[int, int]]]:
 OWN_CAPTURE = {"queues": queue_frames}
 
 
-async def shoot(path: str, out_dir: str, text: bool = False,
-                own: dict[str, str] | None = None) -> list[str]:
+async def shoot(
+    path: str, out_dir: str, text: bool = False, own: dict[str, str] | None = None
+) -> list[str]:
     """Write one SVG per screen into ``out_dir``; returns the files written.
 
     ``own`` maps a screen to the capture it shows instead of ``path``.
@@ -133,17 +142,23 @@ async def shoot(path: str, out_dir: str, text: bool = False,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vuinspect.tui.screenshots",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m vuinspect.tui.screenshots", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", default="docs/screenshots", help="output directory")
     p.add_argument("--capture", help="capture to show (default: the built-in demo)")
     p.add_argument("--text", action="store_true", help="also write .txt copies")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.capture or write_capture(os.path.join(tmp, "demo.pcapng"), demo_frames())
-        own = {} if args.capture else {
-            name: write_capture(os.path.join(tmp, f"{name}.pcapng"), frames())
-            for name, frames in OWN_CAPTURE.items()}
+        own = (
+            {}
+            if args.capture
+            else {
+                name: write_capture(os.path.join(tmp, f"{name}.pcapng"), frames())
+                for name, frames in OWN_CAPTURE.items()
+            }
+        )
         for f in asyncio.run(shoot(path, args.out, args.text, own)):
             print(f)
     return 0

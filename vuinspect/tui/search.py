@@ -45,8 +45,9 @@ def matcher(text: str) -> tuple[Matcher, str]:
     return by_filter, "filter"
 
 
-def search(model: Model, text: str, start: int, forward: bool = True,
-           cancel: threading.Event | None = None) -> tuple[int | None, bool]:
+def search(
+    model: Model, text: str, start: int, forward: bool = True, cancel: threading.Event | None = None
+) -> tuple[int | None, bool]:
     """(view position of the next match after ``start``, wrapped around) or (None, False)."""
     match, _ = matcher(text)
     n = len(model)

@@ -67,8 +67,14 @@ class FileSource(Source):
 
     HEAD_FRAMES = 2000
 
-    def __init__(self, path: str | os.PathLike[str], *, follow: bool = False,
-                 index: CaptureIndex | None = None, background: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        follow: bool = False,
+        index: CaptureIndex | None = None,
+        background: bool = False,
+    ) -> None:
         self.path = os.fspath(path)
         self.name = self.path
         self.follow = follow

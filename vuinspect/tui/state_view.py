@@ -37,21 +37,31 @@ def _cells(*values: object) -> list[Text]:
 
 
 def _table(title: str, *cols: str) -> Table:
-    t = Table(title=title or None, title_justify="left", title_style="bold", expand=False,
-              show_edge=False, pad_edge=False, header_style="bold dim")
+    t = Table(
+        title=title or None,
+        title_justify="left",
+        title_style="bold",
+        expand=False,
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold dim",
+    )
     for c in cols:
         t.add_column(c, no_wrap=True)
     return t
 
 
-def feature_table(title: str, offered: int | None, acked: int | None,
-                  table: dict[int, str]) -> RenderableType:
+def feature_table(
+    title: str, offered: int | None, acked: int | None, table: dict[int, str]
+) -> RenderableType:
     """One row per bit offered or acked: who offered it, whether the front-end took it."""
     if offered is None and acked is None:
         return Text(f"{title}: not negotiated yet", style="dim")
     head = Text(title, style="bold")
-    head.append(f"   offered by the back-end {_hex(offered)}, acked by the front-end {_hex(acked)}",
-                style="dim")
+    head.append(
+        f"   offered by the back-end {_hex(offered)}, acked by the front-end {_hex(acked)}",
+        style="dim",
+    )
     t = _table("", "bit", "name", "offered", "acked")
     bits = (offered or 0) | (acked or 0)
     for bit in range(64):
@@ -60,9 +70,13 @@ def feature_table(title: str, offered: int | None, acked: int | None,
         off = offered is not None and bool(offered >> bit & 1)
         ack = acked is not None and bool(acked >> bit & 1)
         style = "red" if ack and offered is not None and not off else ("" if ack else "dim")
-        t.add_row(str(bit), table.get(bit, f"BIT_{bit}"),
-                  "yes" if off else ("?" if offered is None else "no"),
-                  "yes" if ack else ("?" if acked is None else "no"), style=style)
+        t.add_row(
+            str(bit),
+            table.get(bit, f"BIT_{bit}"),
+            "yes" if off else ("?" if offered is None else "no"),
+            "yes" if ack else ("?" if acked is None else "no"),
+            style=style,
+        )
     return Group(head, t)
 
 
@@ -70,34 +84,54 @@ def waiting_table(session: Session, now_ns: int) -> RenderableType:
     waiting = session.waiting()
     if not waiting:
         return Text("Waiting: nothing: no request is owed a reply", style="green")
-    t = _table("Waiting: requests still owed a reply (who waits on whom)",
-               "frame", "request", "waiter", "owes the reply", "age", "")
+    t = _table(
+        "Waiting: requests still owed a reply (who waits on whom)",
+        "frame",
+        "request",
+        "waiter",
+        "owes the reply",
+        "age",
+        "",
+    )
     for p in waiting:
         m = p.message
         closed = session.closed_ns is not None
         end_ns = session.closed_ns if session.closed_ns is not None else now_ns
         age = format_age(max(0, end_ns - p.since_ns))
-        note = "never answered (closed)" if closed else (
-            "reply required" if p.expected else "reply optional")
-        t.add_row(*_cells(m.frame, m.name, p.waiter, p.owner, age, note),
-                  style="bold red" if p.expected and not closed else "yellow")
+        note = (
+            "never answered (closed)"
+            if closed
+            else ("reply required" if p.expected else "reply optional")
+        )
+        t.add_row(
+            *_cells(m.frame, m.name, p.waiter, p.owner, age, note),
+            style="bold red" if p.expected and not closed else "yellow",
+        )
     return t
 
 
 def ring_waiting_table(session: Session, now_ns: int) -> list[RenderableType]:
     """Active data-plane findings: requests in flight on a vring that nobody moves."""
-    rows = [f for i in sorted(session.dataplane.rings)
-            for f in session.dataplane.rings[i].active.values()]
+    rows = [
+        f
+        for i in sorted(session.dataplane.rings)
+        for f in session.dataplane.rings[i].active.values()
+    ]
     if not rows:
         return []
     # lines, not a table: they wrap instead of being cut in a narrow state pane
     t = Text("Waiting: vrings with requests in flight (5: Queues)\n", style="bold")
     end_ns = session.closed_ns if session.closed_ns is not None else now_ns
     for f in rows:
-        t.append(safe_text(f"  vring {f.vring}  {f.code}  {f.in_flight} in flight  since "
-                           f"{format_time(f.since_ns, 'abs', None, None)} UTC "
-                           f"({format_age(max(0, end_ns - f.since_ns))})") + "\n",
-                 style="bold red")
+        t.append(
+            safe_text(
+                f"  vring {f.vring}  {f.code}  {f.in_flight} in flight  since "
+                f"{format_time(f.since_ns, 'abs', None, None)} UTC "
+                f"({format_age(max(0, end_ns - f.since_ns))})"
+            )
+            + "\n",
+            style="bold red",
+        )
     t.rstrip()
     return [t]
 
@@ -108,55 +142,108 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
     head = Text()
     head.append(safe_text(f"Connection {s.conn}: {s.label}") + "\n", style="bold")
     info = s.info
-    head.append(safe_text(f"device {s.device or '?'}   orientation {info.get('orientation', '?')}   "
-                          f"listen {info.get('listen', '-')}   connect {info.get('connect', '-')}")
-                + "\n")
+    head.append(
+        safe_text(
+            f"device {s.device or '?'}   orientation {info.get('orientation', '?')}   "
+            f"listen {info.get('listen', '-')}   connect {info.get('connect', '-')}"
+        )
+        + "\n"
+    )
     start = s.opened_ns if s.opened_ns is not None else s.first_ns
     if start is not None:
         head.append(f"opened {format_time(start, 'abs', None, None)} UTC")
     if s.closed_ns is not None:
-        head.append(f"   closed {format_time(s.closed_ns, 'abs', None, None)} UTC: "
-                    + safe_text(s.close_reason), style="yellow")
+        head.append(
+            f"   closed {format_time(s.closed_ns, 'abs', None, None)} UTC: "
+            + safe_text(s.close_reason),
+            style="yellow",
+        )
     else:
         head.append("   open", style="green")
-    head.append(f"\nmessages {s.messages}   problems {s.problems}   owner {'yes' if s.owner else 'no'}"
-                f"   queues {s.queue_num if s.queue_num is not None else '-'}"
-                f"   mem slots {s.max_mem_slots if s.max_mem_slots is not None else '-'}")
+    head.append(
+        f"\nmessages {s.messages}   problems {s.problems}   owner {'yes' if s.owner else 'no'}"
+        f"   queues {s.queue_num if s.queue_num is not None else '-'}"
+        f"   mem slots {s.max_mem_slots if s.max_mem_slots is not None else '-'}"
+    )
     if s.status is not None:
         names = " ".join(F.bit_names(s.status & 0xFF, F.STATUS_TABLE))
         head.append(f"   status 0x{s.status:x} [{names}]")
     if s.mtu is not None:
         head.append(f"   mtu {s.mtu}")
-    parts: list[RenderableType] = [head, waiting_table(s, now_ns),
-                                   *ring_waiting_table(s, now_ns), Text("")]
-    parts.append(feature_table("Virtio features", s.virtio_offered, s.virtio_acked,
-                               F.virtio_table(s.device)))
+    parts: list[RenderableType] = [
+        head,
+        waiting_table(s, now_ns),
+        *ring_waiting_table(s, now_ns),
+        Text(""),
+    ]
+    parts.append(
+        feature_table("Virtio features", s.virtio_offered, s.virtio_acked, F.virtio_table(s.device))
+    )
     parts.append(Text(""))
-    parts.append(feature_table("Protocol features", s.protocol_offered, s.protocol_acked,
-                               F.PROTOCOL_TABLE))
+    parts.append(
+        feature_table("Protocol features", s.protocol_offered, s.protocol_acked, F.PROTOCOL_TABLE)
+    )
     parts.append(Text(""))
     if s.regions:
-        t = _table(f"Memory table ({len(s.regions)} regions, "
-                   f"{human_size(sum(r.memory_size for r in s.regions))})",
-                   "#", "guest phys", "size", "userspace", "mmap offset", "fd")
+        t = _table(
+            f"Memory table ({len(s.regions)} regions, "
+            f"{human_size(sum(r.memory_size for r in s.regions))})",
+            "#",
+            "guest phys",
+            "size",
+            "userspace",
+            "mmap offset",
+            "fd",
+        )
         for i, r in enumerate(s.regions):
-            t.add_row(*_cells(i, _hex(r.guest_phys_addr), human_size(r.memory_size),
-                              _hex(r.userspace_addr), _hex(r.mmap_offset), r.fd or "-"))
+            t.add_row(
+                *_cells(
+                    i,
+                    _hex(r.guest_phys_addr),
+                    human_size(r.memory_size),
+                    _hex(r.userspace_addr),
+                    _hex(r.mmap_offset),
+                    r.fd or "-",
+                )
+            )
         parts.append(t)
     else:
         parts.append(Text("Memory table: none yet", style="dim"))
     parts.append(Text(""))
     if s.vrings:
-        t = _table("Vrings", "#", "num", "base", "desc", "avail", "used", "kick", "call", "err",
-                   "enabled", "started", "last base")
+        t = _table(
+            "Vrings",
+            "#",
+            "num",
+            "base",
+            "desc",
+            "avail",
+            "used",
+            "kick",
+            "call",
+            "err",
+            "enabled",
+            "started",
+            "last base",
+        )
         for idx in sorted(s.vrings):
             v = s.vrings[idx]
-            t.add_row(*_cells(idx, "-" if v.num is None else v.num,
-                              "-" if v.base is None else v.base, _hex(v.desc), _hex(v.avail),
-                              _hex(v.used), v.kick or "-", v.call or "-", v.err or "-",
-                              {True: "yes", False: "no", None: "-"}[v.enabled],
-                              "yes" if v.started else "no",
-                              "-" if v.stopped_base is None else v.stopped_base))
+            t.add_row(
+                *_cells(
+                    idx,
+                    "-" if v.num is None else v.num,
+                    "-" if v.base is None else v.base,
+                    _hex(v.desc),
+                    _hex(v.avail),
+                    _hex(v.used),
+                    v.kick or "-",
+                    v.call or "-",
+                    v.err or "-",
+                    {True: "yes", False: "no", None: "-"}[v.enabled],
+                    "yes" if v.started else "no",
+                    "-" if v.stopped_base is None else v.stopped_base,
+                )
+            )
         parts.append(t)
     else:
         parts.append(Text("Vrings: none set up yet", style="dim"))
@@ -167,8 +254,14 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
         backend.append(safe_text(f"   fd {s.backend_fd}"))
     parts.append(backend)
     if s.log:
-        parts.append(Text(safe_text(f"Dirty log: size {human_size(s.log.get('mmap_size', 0))} "
-                          f"offset {_hex(s.log.get('mmap_offset'))} fd {s.log.get('fd') or '-'}")))
+        parts.append(
+            Text(
+                safe_text(
+                    f"Dirty log: size {human_size(s.log.get('mmap_size', 0))} "
+                    f"offset {_hex(s.log.get('mmap_offset'))} fd {s.log.get('fd') or '-'}"
+                )
+            )
+        )
     if s.inflight:
         parts.append(Text(safe_text(f"Inflight: {s.inflight}")))
     return Group(*parts)
@@ -202,9 +295,16 @@ class StateView(Horizontal):
         with VerticalScroll(id="state-scroll"):
             yield Static("No connection yet", id="state-body")
 
-    def update_state(self, sessions: list[Session], now_ns: int, lock: AbstractContextManager[Any], *,
-                     heading: Text | None = None, replay: Session | None = None,
-                     replay_now_ns: int = 0) -> None:
+    def update_state(
+        self,
+        sessions: list[Session],
+        now_ns: int,
+        lock: AbstractContextManager[Any],
+        *,
+        heading: Text | None = None,
+        replay: Session | None = None,
+        replay_now_ns: int = 0,
+    ) -> None:
         """Redraw from the sessions (read under ``lock``, the model's).
 
         ``replay`` is the chosen connection's session as it was at an earlier
@@ -212,10 +312,12 @@ class StateView(Horizontal):
         """
         with lock:
             conns = [s.conn for s in sessions]
-            labels = [safe_text(f"c{s.conn} {s.label}")
-                      + (" (closed)" if s.closed_ns is not None else "")
-                      + (" ⏳" if any(p.expected for p in s.waiting()) and s.closed_ns is None
-                         else "") for s in sessions]
+            labels = [
+                safe_text(f"c{s.conn} {s.label}")
+                + (" (closed)" if s.closed_ns is not None else "")
+                + (" ⏳" if any(p.expected for p in s.waiting()) and s.closed_ns is None else "")
+                for s in sessions
+            ]
             if self.conn is None and conns:
                 self.conn = conns[0]
             chosen = next((s for s in sessions if s.conn == self.conn), None)
@@ -229,8 +331,9 @@ class StateView(Horizontal):
         if conns != self._conns or [str(o.prompt) for o in options.options] != labels:
             highlighted = options.highlighted
             options.clear_options()
-            options.add_options([Option(Text(label), id=str(c)) for c, label in zip(conns, labels,
-                                                                               strict=True)])
+            options.add_options(
+                [Option(Text(label), id=str(c)) for c, label in zip(conns, labels, strict=True)]
+            )
             self._conns = conns
             if self.conn in conns:
                 options.highlighted = conns.index(self.conn)

@@ -19,18 +19,36 @@ from vuinspect.stats import request_table
 
 from .rowtext import format_latency
 
-COLUMNS = ("channel", "request", "requests", "replies", "problems", "p50", "p99", "max",
-           "latencies")
+COLUMNS = (
+    "channel",
+    "request",
+    "requests",
+    "replies",
+    "problems",
+    "p50",
+    "p99",
+    "max",
+    "latencies",
+)
 
 
 def stats_rows(sessions: list[Session]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for r in request_table(sessions):
         lat = r["latency_us"]
-        rows.append((r["channel"], r["name"], str(r["requests"]), str(r["replies"]),
-                     str(r["problems"]), format_latency(lat["p50"]) or "-",
-                     format_latency(lat["p99"]) or "-", format_latency(lat["max"]) or "-",
-                     str(lat["n"])))
+        rows.append(
+            (
+                r["channel"],
+                r["name"],
+                str(r["requests"]),
+                str(r["replies"]),
+                str(r["problems"]),
+                format_latency(lat["p50"]) or "-",
+                format_latency(lat["p99"]) or "-",
+                format_latency(lat["max"]) or "-",
+                str(lat["n"]),
+            )
+        )
     return rows
 
 

@@ -14,8 +14,13 @@ from vuinspect.render import safe_text
 from .model import Model
 
 VIEWS = ("messages", "state", "connections", "stats", "queues")
-VIEW_TITLES = {"messages": "1 Messages", "state": "2 State", "connections": "3 Connections",
-               "stats": "4 Statistics", "queues": "5 Queues"}
+VIEW_TITLES = {
+    "messages": "1 Messages",
+    "state": "2 State",
+    "connections": "3 Connections",
+    "stats": "4 Statistics",
+    "queues": "5 Queues",
+}
 
 
 def title_text(m: Model, view: str, *, follow: bool, marks: int) -> Text:
@@ -26,8 +31,9 @@ def title_text(m: Model, view: str, *, follow: bool, marks: int) -> Text:
     t.append(f"  {total:,} frames")
     if m.source.loading:
         t.append("  indexing…", style="yellow")
-    damage = getattr(m.source, "load_error", None) or \
-        getattr(getattr(m.source, "index", None), "error", None)
+    damage = getattr(m.source, "load_error", None) or getattr(
+        getattr(m.source, "index", None), "error", None
+    )
     if damage is not None:
         t.append(safe_text(f"  damaged: {damage} (frames before it are shown)"), style="bold red")
     if m.error:
@@ -43,10 +49,14 @@ def title_text(m: Model, view: str, *, follow: bool, marks: int) -> Text:
             t.append(f" (filtering {pct}%)", style="yellow")
     if m.source.live and not m.source.ended:
         t.append("  LIVE", style="bold green")
-        t.append("  follow" if follow else "  paused (End follows)",
-                 style="green" if follow else "yellow")
+        t.append(
+            "  follow" if follow else "  paused (End follows)",
+            style="green" if follow else "yellow",
+        )
     if marks:
         t.append(f"  {marks} marked", style="yellow")
-    t.append("   " + "  ".join(
-        f"[{VIEW_TITLES[v]}]" if v == view else VIEW_TITLES[v] for v in VIEWS), style="dim")
+    t.append(
+        "   " + "  ".join(f"[{VIEW_TITLES[v]}]" if v == view else VIEW_TITLES[v] for v in VIEWS),
+        style="dim",
+    )
     return t

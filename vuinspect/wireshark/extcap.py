@@ -28,13 +28,17 @@ DISPLAY = "vhost-user proxy (vuinspect)"
 
 
 def interfaces_text() -> str:
-    return (f"extcap {{version={__version__}}}{{display=vuinspect}}\n"
-            f"interface {{value={INTERFACE}}}{{display={DISPLAY}}}\n")
+    return (
+        f"extcap {{version={__version__}}}{{display=vuinspect}}\n"
+        f"interface {{value={INTERFACE}}}{{display={DISPLAY}}}\n"
+    )
 
 
 def dlts_text() -> str:
-    return (f"dlt {{number={LINKTYPE_WIRESHARK_UPPER_PDU}}}{{name=WIRESHARK_UPPER_PDU}}"
-            "{display=vhost-user messages (exported PDU)}\n")
+    return (
+        f"dlt {{number={LINKTYPE_WIRESHARK_UPPER_PDU}}}{{name=WIRESHARK_UPPER_PDU}}"
+        "{display=vhost-user messages (exported PDU)}\n"
+    )
 
 
 def config_text() -> str:
@@ -113,12 +117,21 @@ def capture(args: argparse.Namespace) -> int:
     def failed(_text: str) -> None:  # Wireshark went away (the FIFO broke): stop
         done.set()
 
-    recorder = Recorder(args.fifo, on_error=failed, on_warning=lambda _text: None,
-                        capture_filter=args.extcap_capture_filter, device=device, force=True,
-                        defer=True)  # (a FIFO Wireshark has not opened yet is waited for)
+    recorder = Recorder(
+        args.fifo,
+        on_error=failed,
+        on_warning=lambda _text: None,
+        capture_filter=args.extcap_capture_filter,
+        device=device,
+        force=True,
+        defer=True,
+    )  # (a FIFO Wireshark has not opened yet is waited for)
     server = ProxyServer([route], None, recorder=recorder)
     server.on_error = lambda text: print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
-    old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    old = {
+        sig: signal.signal(sig, _raise_stop)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    }
     try:
         try:
             server.start()
@@ -186,8 +199,10 @@ def dispatch(args: argparse.Namespace) -> int:
             sys.stdout.write(problem + "\n")
             return 1
         return 0
-    print("vuinspect extcap: run by Wireshark; see `vuinspect install-dissector --extcap`",
-          file=sys.stderr)
+    print(
+        "vuinspect extcap: run by Wireshark; see `vuinspect install-dissector --extcap`",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -124,13 +124,16 @@ def _ident(text: str) -> str:
 
 # -- fixed fields: pseudo-header, header, links, events ------------------------------------
 
+
 def _fixed(reg: Registry) -> None:
     P = PROTO
-    reg.value_strings.update({
-        "channel": {0: "main", 1: "backend"},
-        "direction": {0: "f2b", 1: "b2f"},
-        "kind": {code: name for name, code in KIND_CODES.items()},
-    })
+    reg.value_strings.update(
+        {
+            "channel": {0: "main", 1: "backend"},
+            "direction": {0: "f2b", 1: "b2f"},
+            "kind": {code: name for name, code in KIND_CODES.items()},
+        }
+    )
     for var, abbrev, label, ctor, base, values in (
         ("pseudo", f"{P}.pseudo", "vuinspect pseudo-header", "none", "", ""),
         ("ph_version", f"{P}.pseudo.version", "Version", "uint8", "base.DEC", ""),
@@ -145,8 +148,14 @@ def _fixed(reg: Registry) -> None:
         ("fds", f"{P}.fds", "fd", "string", "", ""),
         ("fd", f"{P}.fd", "fd (old name of vhost_user.fds)", "string", "", ""),
         ("request", f"{P}.request", "Request", "uint32", "base.DEC", "main_names"),
-        ("backend_request", f"{P}.backend_request", "Back-end request", "uint32", "base.DEC",
-         "backend_names"),
+        (
+            "backend_request",
+            f"{P}.backend_request",
+            "Back-end request",
+            "uint32",
+            "base.DEC",
+            "backend_names",
+        ),
         ("name", f"{P}.name", "Name", "string", "", ""),
         ("size", f"{P}.size", "Payload size", "uint32", "base.DEC", ""),
         ("reply", f"{P}.reply", "Reply (by direction)", "bool", "", ""),
@@ -156,99 +165,217 @@ def _fixed(reg: Registry) -> None:
         ("severity", f"{P}.severity", "Severity (highest of the problems)", "string", "", ""),
         ("layout", f"{P}.layout", "Payload layout", "string", "", ""),
         ("raw", f"{P}.raw", "Unframed bytes", "bytes", "", ""),
-        ("partial", f"{P}.partial", "Bytes of a message continued in a later frame", "bytes",
-         "", ""),
+        (
+            "partial",
+            f"{P}.partial",
+            "Bytes of a message continued in a later frame",
+            "bytes",
+            "",
+            "",
+        ),
         ("event_json", f"{P}.event.json", "Event", "string", "", ""),
     ):
         reg.add(LuaField(var, abbrev, label, ctor, base, values))
-    reg.add(LuaField("ph_big_endian", f"{P}.pseudo.big_endian", "Big-endian messages", "bool",
-                     mask=0x1, width=8))
+    reg.add(
+        LuaField(
+            "ph_big_endian",
+            f"{P}.pseudo.big_endian",
+            "Big-endian messages",
+            "bool",
+            mask=0x1,
+            width=8,
+        )
+    )
     reg.add(LuaField("flags", f"{P}.flags", "Flags", "uint32", "base.HEX"))
-    reg.add(LuaField("flags_version", f"{P}.flags.version", "Version", "uint32", "base.DEC",
-                     mask=0x3))
+    reg.add(
+        LuaField("flags_version", f"{P}.flags.version", "Version", "uint32", "base.DEC", mask=0x3)
+    )
     reg.add(LuaField("flags_reply", f"{P}.flags.reply", "Reply", "bool", mask=0x4, width=32))
-    reg.add(LuaField("flags_need_reply", f"{P}.flags.need_reply", "Need reply", "bool", mask=0x8,
-                     width=32))
-    reg.add(LuaField("flags_reserved", f"{P}.flags.reserved", "Reserved", "uint32", "base.HEX",
-                     mask=0xFFFFFFF0))
-    reg.add(LuaField("reply_in", f"{P}.reply_in", "Reply in", "framenum", "base.NONE",
-                     extra="frametype.RESPONSE"))
-    reg.add(LuaField("reply_to", f"{P}.reply_to", "Reply to", "framenum", "base.NONE",
-                     extra="frametype.REQUEST"))
+    reg.add(
+        LuaField(
+            "flags_need_reply", f"{P}.flags.need_reply", "Need reply", "bool", mask=0x8, width=32
+        )
+    )
+    reg.add(
+        LuaField(
+            "flags_reserved",
+            f"{P}.flags.reserved",
+            "Reserved",
+            "uint32",
+            "base.HEX",
+            mask=0xFFFFFFF0,
+        )
+    )
+    reg.add(
+        LuaField(
+            "reply_in",
+            f"{P}.reply_in",
+            "Reply in",
+            "framenum",
+            "base.NONE",
+            extra="frametype.RESPONSE",
+        )
+    )
+    reg.add(
+        LuaField(
+            "reply_to",
+            f"{P}.reply_to",
+            "Reply to",
+            "framenum",
+            "base.NONE",
+            extra="frametype.REQUEST",
+        )
+    )
     reg.add(LuaField("latency_us", f"{P}.latency_us", "Latency (µs)", "double"))
-    reg.add(LuaField("response_in", f"{P}.response_in", "Reply in (old name)", "framenum",
-                     "base.NONE", extra="frametype.RESPONSE"))
-    reg.add(LuaField("response_to", f"{P}.response_to", "Reply to (old name)", "framenum",
-                     "base.NONE", extra="frametype.REQUEST"))
-    reg.add(LuaField("response_time", f"{P}.response_time", "Latency (old name)",
-                     "relative_time"))
+    reg.add(
+        LuaField(
+            "response_in",
+            f"{P}.response_in",
+            "Reply in (old name)",
+            "framenum",
+            "base.NONE",
+            extra="frametype.RESPONSE",
+        )
+    )
+    reg.add(
+        LuaField(
+            "response_to",
+            f"{P}.response_to",
+            "Reply to (old name)",
+            "framenum",
+            "base.NONE",
+            extra="frametype.REQUEST",
+        )
+    )
+    reg.add(LuaField("response_time", f"{P}.response_time", "Latency (old name)", "relative_time"))
     for key in EVENT_KEYS:
-        reg.add(LuaField(f"ev_{key}", f"{P}.event.{key}", label_of(key), "string", role="event",
-                         key=key))
-    reg.add(LuaField("rule", f"{P}.rule", "Rule", "string", role="rule", key="rule",
-                     desc="A proxy rule (or addon) acted on the next message"))
+        reg.add(
+            LuaField(
+                f"ev_{key}", f"{P}.event.{key}", label_of(key), "string", role="event", key=key
+            )
+        )
+    reg.add(
+        LuaField(
+            "rule",
+            f"{P}.rule",
+            "Rule",
+            "string",
+            role="rule",
+            key="rule",
+            desc="A proxy rule (or addon) acted on the next message",
+        )
+    )
     for key, ctor, label in RULE_KEYS:
         reg.add(LuaField(f"rule_{key}", f"{P}.rule.{key}", label, ctor, role="rule", key=key))
 
 
 #: Keys of a rule or addon note (docs/capture-format.md, docs/rules.md) shown as
 #: vhost_user.rule.KEY: (key, ProtoField constructor, label); hex strings are bytes.
-RULE_KEYS = (("action", "string", "Action"), ("addon", "string", "Addon"),
-             ("hook", "string", "Hook"), ("direction", "string", "Direction of the message"),
-             ("original", "bytes", "Original message"), ("new", "bytes", "Message sent on"),
-             ("answer", "bytes", "Answer sent by the proxy"), ("delay_s", "double", "Delay (s)"),
-             ("error", "string", "Error"), ("fired", "bool", "Acted"))
+RULE_KEYS = (
+    ("action", "string", "Action"),
+    ("addon", "string", "Addon"),
+    ("hook", "string", "Hook"),
+    ("direction", "string", "Direction of the message"),
+    ("original", "bytes", "Original message"),
+    ("new", "bytes", "Message sent on"),
+    ("answer", "bytes", "Answer sent by the proxy"),
+    ("delay_s", "double", "Delay (s)"),
+    ("error", "string", "Error"),
+    ("fired", "bool", "Acted"),
+)
 
 #: String keys of event JSON shown as their own fields.
-EVENT_KEYS = ("label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by",
-              "text")
+EVENT_KEYS = (
+    "label",
+    "listen",
+    "connect",
+    "orientation",
+    "device",
+    "byteorder",
+    "reason",
+    "by",
+    "text",
+)
 
 
 # -- payload fields --------------------------------------------------------------------------
+
 
 def payload_field(reg: Registry, f: Field) -> str:
     """The ProtoField var for a layout Field (created on first use)."""
     abbrev = payload_abbrev(f.name)
     label = label_of(f.name)
     if f.display == "padding":
-        return reg.add(LuaField(f"pad_{f.name}", abbrev, label, "bytes",
-                                role="ignore"), ("bytes", abbrev))
+        return reg.add(
+            LuaField(f"pad_{f.name}", abbrev, label, "bytes", role="ignore"), ("bytes", abbrev)
+        )
     if f.is_bytes:
         ctor = {"uuid": "guid", "mac": "ether"}.get(f.display, "bytes")
-        return reg.add(LuaField(f"p_{f.name}", abbrev, label, ctor, desc=f.doc, role="payload",
-                                key=f.name), (ctor, abbrev))
+        return reg.add(
+            LuaField(f"p_{f.name}", abbrev, label, ctor, desc=f.doc, role="payload", key=f.name),
+            (ctor, abbrev),
+        )
     ctor = _INT_CTORS[f.fmt]
     base = "base.HEX" if f.display in _HEX_DISPLAYS else "base.DEC"
     values = ""
     if f.display == "enum" and f.values:
         values = reg.value_string(f"vs_{f.name}", f.values)
-    return reg.add(LuaField(f"p_{f.name}", abbrev, label, ctor, base, values, desc=f.doc,
-                            role="payload", key=f.name), (ctor, abbrev, base, values))
+    return reg.add(
+        LuaField(
+            f"p_{f.name}", abbrev, label, ctor, base, values, desc=f.doc, role="payload", key=f.name
+        ),
+        (ctor, abbrev, base, values),
+    )
 
 
 def bitfield(reg: Registry, name: str, mask: int) -> str:
     """A value read out of a field by ``mask``: a bool for one bit, else a uint32."""
     abbrev = payload_abbrev(name)
     if mask & (mask - 1) == 0:
-        return reg.add(LuaField(f"p_{name}", abbrev, label_of(name), "bool", role="payload",
-                                key=name), ("bool", abbrev))
-    return reg.add(LuaField(f"p_{name}", abbrev, label_of(name), "uint32", "base.DEC",
-                            role="payload", key=name), ("uint32", abbrev, "base.DEC", ""))
+        return reg.add(
+            LuaField(f"p_{name}", abbrev, label_of(name), "bool", role="payload", key=name),
+            ("bool", abbrev),
+        )
+    return reg.add(
+        LuaField(
+            f"p_{name}", abbrev, label_of(name), "uint32", "base.DEC", role="payload", key=name
+        ),
+        ("uint32", abbrev, "base.DEC", ""),
+    )
 
 
 def array_fields(reg: Registry, a: Array) -> tuple[str, str]:
-    arr = reg.add(LuaField(f"a_{a.name}", payload_abbrev(a.name), label_of(a.name), "none",
-                           role="array", key=a.name), ("none", a.name))
-    item = reg.add(LuaField(f"i_{a.item.name}", payload_abbrev(a.item.name),
-                            label_of(a.item.name), "none", role="item", key=a.item.name),
-                   ("none", a.item.name))
+    arr = reg.add(
+        LuaField(
+            f"a_{a.name}",
+            payload_abbrev(a.name),
+            label_of(a.name),
+            "none",
+            role="array",
+            key=a.name,
+        ),
+        ("none", a.name),
+    )
+    item = reg.add(
+        LuaField(
+            f"i_{a.item.name}",
+            payload_abbrev(a.item.name),
+            label_of(a.item.name),
+            "none",
+            role="item",
+            key=a.item.name,
+        ),
+        ("none", a.item.name),
+    )
     return arr, item
 
 
 def tail_field(reg: Registry, t: Tail) -> str:
     abbrev = payload_abbrev(t.name)
-    return reg.add(LuaField(f"p_{t.name}", abbrev, label_of(t.name), "bytes", role="payload",
-                            key=t.name), ("bytes", abbrev))
+    return reg.add(
+        LuaField(f"p_{t.name}", abbrev, label_of(t.name), "bytes", role="payload", key=t.name),
+        ("bytes", abbrev),
+    )
 
 
 VRING_BASE_KEYS = ("avail_idx", "avail_wrap", "used_idx", "used_wrap")
@@ -257,40 +384,105 @@ VRING_BASE_KEYS = ("avail_idx", "avail_wrap", "used_idx", "used_wrap")
 def _bits(reg: Registry) -> None:
     P = PROTO
     for key in VRING_BASE_KEYS:
-        reg.add(LuaField(f"p_{key}", payload_abbrev(key), label_of(key), "uint32", "base.DEC",
-                         role="payload", key=key), ("uint32", payload_abbrev(key), "base.DEC", ""))
+        reg.add(
+            LuaField(
+                f"p_{key}",
+                payload_abbrev(key),
+                label_of(key),
+                "uint32",
+                "base.DEC",
+                role="payload",
+                key=key,
+            ),
+            ("uint32", payload_abbrev(key), "base.DEC", ""),
+        )
     for b in PROTOCOL_FEATURES:
-        reg.add(LuaField(f"fp_{_ident(b.name)}", f"{P}.payload.features.protocol.{b.name.lower()}",
-                         f"{b.name} (bit {b.bit})", "bool", desc=b.doc, role="bits",
-                         key="features"))
+        reg.add(
+            LuaField(
+                f"fp_{_ident(b.name)}",
+                f"{P}.payload.features.protocol.{b.name.lower()}",
+                f"{b.name} (bit {b.bit})",
+                "bool",
+                desc=b.doc,
+                role="bits",
+                key="features",
+            )
+        )
     named = {b.bit for b in PROTOCOL_FEATURES}
     for n in range(64):
         if n not in named:
-            reg.add(LuaField(f"fp_bit{n}", f"{P}.payload.features.protocol.bit{n}", f"BIT_{n}", "bool",
-                             role="bits", key="features"))
+            reg.add(
+                LuaField(
+                    f"fp_bit{n}",
+                    f"{P}.payload.features.protocol.bit{n}",
+                    f"BIT_{n}",
+                    "bool",
+                    role="bits",
+                    key="features",
+                )
+            )
     for b in TRANSPORT_FEATURES:
-        reg.add(LuaField(f"fv_{_ident(b.name)}", f"{P}.payload.features.virtio.{b.name.lower()}",
-                         f"{b.name} (bit {b.bit})", "bool", desc=b.doc, role="bits",
-                         key="features"))
+        reg.add(
+            LuaField(
+                f"fv_{_ident(b.name)}",
+                f"{P}.payload.features.virtio.{b.name.lower()}",
+                f"{b.name} (bit {b.bit})",
+                "bool",
+                desc=b.doc,
+                role="bits",
+                key="features",
+            )
+        )
     for device, bits in DEVICE_FEATURES.items():
         for b in bits:
-            reg.add(LuaField(f"fv_{device}_{_ident(b.name)}",
-                             f"{P}.payload.features.virtio.{b.name.lower()}",
-                             f"{b.name} (bit {b.bit}, {device})", "bool", desc=b.doc,
-                             role="bits", key="features"))
+            reg.add(
+                LuaField(
+                    f"fv_{device}_{_ident(b.name)}",
+                    f"{P}.payload.features.virtio.{b.name.lower()}",
+                    f"{b.name} (bit {b.bit}, {device})",
+                    "bool",
+                    desc=b.doc,
+                    role="bits",
+                    key="features",
+                )
+            )
     transport = {b.bit for b in TRANSPORT_FEATURES}
     for n in range(64):
         if n not in transport:
-            reg.add(LuaField(f"fv_bit{n}", f"{P}.payload.features.virtio.bit{n}", f"BIT_{n}", "bool",
-                             role="bits", key="features"))
+            reg.add(
+                LuaField(
+                    f"fv_bit{n}",
+                    f"{P}.payload.features.virtio.bit{n}",
+                    f"BIT_{n}",
+                    "bool",
+                    role="bits",
+                    key="features",
+                )
+            )
     status_named = {b.bit for b in DEVICE_STATUS}
     for b in DEVICE_STATUS:
-        reg.add(LuaField(f"st_{_ident(b.name)}", f"{P}.payload.status.{b.name.lower()}",
-                         f"{b.name} (bit {b.bit})", "bool", role="bits", key="status"))
+        reg.add(
+            LuaField(
+                f"st_{_ident(b.name)}",
+                f"{P}.payload.status.{b.name.lower()}",
+                f"{b.name} (bit {b.bit})",
+                "bool",
+                role="bits",
+                key="status",
+            )
+        )
     for n in range(8):
         if n not in status_named:
-            reg.add(LuaField(f"st_bit{n}", f"{P}.payload.status.bit{n}", f"BIT_{n}", "bool",
-                             role="bits", key="status"))
+            reg.add(
+                LuaField(
+                    f"st_bit{n}",
+                    f"{P}.payload.status.bit{n}",
+                    f"BIT_{n}",
+                    "bool",
+                    role="bits",
+                    key="status",
+                )
+            )
 
 
 # -- data plane: ring and notify frames (their JSON keys, vuinspect.fields) --------------------
@@ -308,7 +500,9 @@ def dataplane_keys() -> dict[str, tuple[tuple[str, str], ...]]:
     for kind, keys in (("ring", RING_KEYS), ("notify", NOTIFY_KEYS)):
         out[kind] = tuple(
             (key, "uint64" if key.endswith("_ns") else _DP_CTORS[typ])
-            for key, (typ, _) in keys.items() if "." not in key and typ in _DP_CTORS)
+            for key, (typ, _) in keys.items()
+            if "." not in key and typ in _DP_CTORS
+        )
     return out
 
 
@@ -320,8 +514,19 @@ def _dataplane(reg: Registry) -> None:
             abbrev = payload_abbrev(key)
             base = "base.DEC" if ctor.startswith("uint") else ""
             meaning = (RING_KEYS.get(key) or NOTIFY_KEYS[key])[1]
-            var = reg.add(LuaField(f"p_{key}", abbrev, label_of(key), ctor, base, desc=meaning,
-                                   role="payload", key=key), (ctor, abbrev, base, ""))
+            var = reg.add(
+                LuaField(
+                    f"p_{key}",
+                    abbrev,
+                    label_of(key),
+                    ctor,
+                    base,
+                    desc=meaning,
+                    role="payload",
+                    key=key,
+                ),
+                (ctor, abbrev, base, ""),
+            )
             out.setdefault(kind, []).append((key, var, ctor))
 
 
@@ -349,8 +554,10 @@ def build_registry() -> Registry:
     reg.value_strings["backend_names"] = {s.id: s.name for s in BACKEND_REQUESTS}
     _fixed(reg)
     _bits(reg)
-    reg.add(LuaField("p_data", payload_abbrev("data"), "Data", "bytes", role="payload",
-                     key="data"), ("bytes", payload_abbrev("data")))
+    reg.add(
+        LuaField("p_data", payload_abbrev("data"), "Data", "bytes", role="payload", key="data"),
+        ("bytes", payload_abbrev("data")),
+    )
     for lay in all_layouts():
         for f in lay.fields:
             if isinstance(f, Field):

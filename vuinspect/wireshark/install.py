@@ -22,9 +22,11 @@ from pathlib import Path
 from .luagen import FILE_NAME, generate
 
 EXTCAP_NAME = "vuinspect-extcap"
-NO_WIRESHARK = ("tshark was not found, so Wireshark seems not to be installed: install it "
-                "(Debian/Ubuntu: apt install tshark wireshark) and rerun; using the default "
-                "folders meanwhile")
+NO_WIRESHARK = (
+    "tshark was not found, so Wireshark seems not to be installed: install it "
+    "(Debian/Ubuntu: apt install tshark wireshark) and rerun; using the default "
+    "folders meanwhile"
+)
 
 
 @dataclass
@@ -59,8 +61,9 @@ def find_folders(tshark: str | None = None) -> Folders:
     found: dict[str, str] = {}
     if tshark:
         try:
-            proc = subprocess.run([tshark, "-G", "folders"], capture_output=True, text=True,
-                                  timeout=30, check=False)
+            proc = subprocess.run(
+                [tshark, "-G", "folders"], capture_output=True, text=True, timeout=30, check=False
+            )
             found = parse_folders(proc.stdout)
         except (OSError, subprocess.TimeoutExpired):
             found = {}
@@ -72,11 +75,13 @@ def find_folders(tshark: str | None = None) -> Folders:
 
 def launcher_text(python: str | None = None) -> str:
     """The extcap entry: Wireshark runs it directly, so its shebang names our interpreter."""
-    return (f"#!{python or sys.executable}\n"
-            "# vuinspect extcap launcher, installed by `vuinspect install-dissector --extcap`.\n"
-            "import sys\n\n"
-            "from vuinspect.wireshark.extcap import main\n\n"
-            "sys.exit(main(sys.argv[1:]))\n")
+    return (
+        f"#!{python or sys.executable}\n"
+        "# vuinspect extcap launcher, installed by `vuinspect install-dissector --extcap`.\n"
+        "import sys\n\n"
+        "from vuinspect.wireshark.extcap import main\n\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -89,10 +94,16 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uninstall", action="store_true", help="remove what was installed")
-    parser.add_argument("--print-path", action="store_true",
-                        help="print where the dissector goes (and the extcap with --extcap)")
-    parser.add_argument("--extcap", action="store_true",
-                        help="also install the 'vhost-user proxy' capture interface (extcap)")
+    parser.add_argument(
+        "--print-path",
+        action="store_true",
+        help="print where the dissector goes (and the extcap with --extcap)",
+    )
+    parser.add_argument(
+        "--extcap",
+        action="store_true",
+        help="also install the 'vhost-user proxy' capture interface (extcap)",
+    )
     parser.add_argument("--dir", metavar="DIR", help="Lua plugin folder to use instead")
 
 

@@ -51,8 +51,13 @@ from .fields import (
 GENERATOR_VERSION = 1
 FILE_NAME = "vhost_user.lua"
 
-_GROUPS = {"malformed": "MALFORMED", "sequence": "SEQUENCE", "protocol": "PROTOCOL",
-           "response_code": "RESPONSE_CODE", "undecoded": "UNDECODED"}
+_GROUPS = {
+    "malformed": "MALFORMED",
+    "sequence": "SEQUENCE",
+    "protocol": "PROTOCOL",
+    "response_code": "RESPONSE_CODE",
+    "undecoded": "UNDECODED",
+}
 _SEVERITIES = {"error": "ERROR", "warning": "WARN", "warn": "WARN", "note": "NOTE", "chat": "CHAT"}
 #: The runtime that is not generated, in the order it is appended.
 RUNTIME_FILES = ("runtime_decode.lua", "runtime_session.lua", "runtime_frames.lua")
@@ -78,6 +83,7 @@ def repo_path() -> Path | None:
 
 # -- Lua literals ------------------------------------------------------------------------------
 
+
 def lua_str(text: str) -> str:
     out = ['"']
     for ch in text.encode("utf-8"):
@@ -97,10 +103,13 @@ def lua_int(n: int) -> str:
 
 
 def _vs_table(values: dict[int, str]) -> str:
-    return "{ " + ", ".join(f"[{lua_int(k)}] = {lua_str(v)}" for k, v in sorted(values.items())) + " }"
+    return (
+        "{ " + ", ".join(f"[{lua_int(k)}] = {lua_str(v)}" for k, v in sorted(values.items())) + " }"
+    )
 
 
 # -- sections ------------------------------------------------------------------------------------
+
 
 def _header() -> str:
     return f"""\
@@ -156,8 +165,11 @@ def _field_args(f) -> list[str]:
 
 
 def _fields(reg: Registry) -> str:
-    lines = ["-- fields (one per distinct abbreviation and type)", "local F, FL = {}, {}",
-             "local function def(key, pf) F[key] = pf; FL[#FL + 1] = pf end"]
+    lines = [
+        "-- fields (one per distinct abbreviation and type)",
+        "local F, FL = {}, {}",
+        "local function def(key, pf) F[key] = pf; FL[#FL + 1] = pf end",
+    ]
     for f in reg.fields.values():
         lines.append(f"def({lua_str(f.var)}, ProtoField.{f.ctor}({', '.join(_field_args(f))}))")
     lines.append("vu.fields = FL")
@@ -168,13 +180,15 @@ def _experts() -> str:
     lines = ["-- expert info: one per problem code of the Python decoder", "local EX, EXL = {}, {}"]
     # (code, group, Wireshark severity, summary): wider than Python's Group/Severity (chat)
     items: list[tuple[str, str, str, str]] = [
-        (c.code, c.group, c.severity, c.summary) for c in CODES.values()]
+        (c.code, c.group, c.severity, c.summary) for c in CODES.values()
+    ]
     items += [(k, *v) for k, v in LUA_ONLY_EXPERTS.items()]
     for code, group, severity, summary in items:
         lines.append(
             f"EX.{code} = ProtoExpert.new({lua_str('vhost_user.expert.' + code)}, "
             f"{lua_str(summary)}, expert.group.{_GROUPS[group]}, "
-            f"expert.severity.{_SEVERITIES[severity]})")
+            f"expert.severity.{_SEVERITIES[severity]})"
+        )
         lines.append(f"EXL[#EXL + 1] = EX.{code}")
     lines.append("-- a proxy rule or addon acted (a note event): not a problem of the traffic")
     lines.append("local EXR = {}")
@@ -182,12 +196,16 @@ def _experts() -> str:
         lines.append(
             f"EXR.{name} = ProtoExpert.new({lua_str('vhost_user.rule.' + name)}, "
             f"{lua_str(summary)}, expert.group.{_GROUPS[group]}, "
-            f"expert.severity.{_SEVERITIES[severity]})")
+            f"expert.severity.{_SEVERITIES[severity]})"
+        )
         lines.append(f"EXL[#EXL + 1] = EXR.{name}")
     lines.append("vu.experts = EXL")
     lines.append("-- severity rank of each code (0 = worst; names in C.SEVERITIES)")
-    lines.append("local SEV = { " + ", ".join(
-        f"{code} = {RANK[_severity(severity)]}" for code, _, severity, _ in items) + " }")
+    lines.append(
+        "local SEV = { "
+        + ", ".join(f"{code} = {RANK[_severity(severity)]}" for code, _, severity, _ in items)
+        + " }"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -199,8 +217,9 @@ def _severity(name: str) -> str:
 def _bit_list(bits, prefix: str, device: str = "") -> str:
     rows = []
     for b in sorted(bits, key=lambda b: b.bit):
-        var = (f"{prefix}_{device}_" if device else f"{prefix}_") + \
-            "".join(c if c.isalnum() else "_" for c in b.name.lower())
+        var = (f"{prefix}_{device}_" if device else f"{prefix}_") + "".join(
+            c if c.isalnum() else "_" for c in b.name.lower()
+        )
         rows.append(f"{{ bit = {b.bit}, name = {lua_str(b.name)}, pf = F.{var} }}")
     return "{\n  " + ",\n  ".join(rows) + "\n}" if rows else "{}"
 
@@ -218,9 +237,9 @@ def _features() -> str:
     status_named = {b.bit for b in FT.DEVICE_STATUS}
     lines.append("local GENERIC = { protocol = {}, virtio = {}, status = {} }")
     lines.append("for n = 0, 63 do")
-    lines.append("  GENERIC.protocol[n] = F[\"fp_bit\" .. n]")
-    lines.append("  GENERIC.virtio[n] = F[\"fv_bit\" .. n]")
-    lines.append("  if n < 8 then GENERIC.status[n] = F[\"st_bit\" .. n] end")
+    lines.append('  GENERIC.protocol[n] = F["fp_bit" .. n]')
+    lines.append('  GENERIC.virtio[n] = F["fv_bit" .. n]')
+    lines.append('  if n < 8 then GENERIC.status[n] = F["st_bit" .. n] end')
     lines.append("end")
     # the generic tables only hold the unnamed bits; keep the generator honest:
     assert all(0 <= n < 64 for n in proto_named | transport | status_named)
@@ -233,8 +252,14 @@ def _layout(reg: Registry, lay: Layout) -> str:
         if isinstance(f, Field):
             pf = payload_field(reg, f)
             fmt = "s" if f.is_bytes else f.fmt
-            parts = ['t = "f"', f"name = {lua_str(f.name)}", f"size = {f.size}",
-                     f'fmt = "{fmt}"', f"disp = {lua_str(f.display)}", f"pf = F.{pf}"]
+            parts = [
+                't = "f"',
+                f"name = {lua_str(f.name)}",
+                f"size = {f.size}",
+                f'fmt = "{fmt}"',
+                f"disp = {lua_str(f.display)}",
+                f"pf = F.{pf}",
+            ]
             vs = reg.fields[pf].values
             if vs:
                 parts.append(f"values = VS.{vs}")
@@ -244,25 +269,33 @@ def _layout(reg: Registry, lay: Layout) -> str:
                     shift = (mask & -mask).bit_length() - 1
                     assert mask < 1 << 32, "bitfield masks must fit the low 32 bits"
                     single = "true" if mask & (mask - 1) == 0 else "false"
-                    bits.append(f"{{ name = {lua_str(name)}, mask = {lua_int(mask)}, "
-                                f"shift = {shift}, single = {single}, "
-                                f"pf = F.{bitfield(reg, name, mask)} }}")
+                    bits.append(
+                        f"{{ name = {lua_str(name)}, mask = {lua_int(mask)}, "
+                        f"shift = {shift}, single = {single}, "
+                        f"pf = F.{bitfield(reg, name, mask)} }}"
+                    )
                 parts.append("bits = { " + ", ".join(bits) + " }")
             entries.append("{ " + ", ".join(parts) + " }")
         elif isinstance(f, Array):
             arr, item = array_fields(reg, f)
             count = lua_str(f.count) if isinstance(f.count, str) else str(f.count)
-            entries.append(f'{{ t = "a", name = {lua_str(f.name)}, item = LAYOUTS.{f.item.name}, '
-                           f"count = {count}, max = {f.max_count}, pf = F.{arr}, ipf = F.{item} }}")
+            entries.append(
+                f'{{ t = "a", name = {lua_str(f.name)}, item = LAYOUTS.{f.item.name}, '
+                f"count = {count}, max = {f.max_count}, pf = F.{arr}, ipf = F.{item} }}"
+            )
         else:
             length = lua_str(f.length) if f.length else "nil"
-            entries.append(f'{{ t = "t", name = {lua_str(f.name)}, length = {length}, '
-                           f"pf = F.{tail_field(reg, f)} }}")
+            entries.append(
+                f'{{ t = "t", name = {lua_str(f.name)}, length = {length}, '
+                f"pf = F.{tail_field(reg, f)} }}"
+            )
     item_size = sum(f.size for f in lay.fields if isinstance(f, Field))
     when = f"{{ {lua_str(lay.when[0])}, {lua_int(lay.when[1])} }}" if lay.when else "nil"
-    head = (f"LAYOUTS.{lay.name} = {{ name = {lua_str(lay.name)}, exact = "
-            f"{'true' if lay.exact else 'false'}, xen = {'true' if 'xen' in lay.name else 'false'}, "
-            f"fixed = {lay.fixed_size}, isize = {item_size}, when = {when}, fields = {{")
+    head = (
+        f"LAYOUTS.{lay.name} = {{ name = {lua_str(lay.name)}, exact = "
+        f"{'true' if lay.exact else 'false'}, xen = {'true' if 'xen' in lay.name else 'false'}, "
+        f"fixed = {lay.fixed_size}, isize = {item_size}, when = {when}, fields = {{"
+    )
     return head + "\n  " + ",\n  ".join(entries) + "\n} }" if entries else head + "} }"
 
 
@@ -280,20 +313,27 @@ def _request(spec: RequestSpec) -> str:
         return "{ " + ", ".join(f"LAYOUTS.{lay.name}" for lay in items) + " }"
 
     needs = ", ".join(f"{{ {lua_str(n)}, {FT.PROTOCOL_BY_NAME[n].bit} }}" for n in spec.needs)
-    vbits = {"PROTOCOL_FEATURES": FT.PROTOCOL_FEATURES_BIT, "ACCESS_PLATFORM": FT.ACCESS_PLATFORM_BIT}
+    vbits = {
+        "PROTOCOL_FEATURES": FT.PROTOCOL_FEATURES_BIT,
+        "ACCESS_PLATFORM": FT.ACCESS_PLATFORM_BIT,
+    }
     needs_virtio = ", ".join(f"{{ {lua_str(n)}, {vbits[n]} }}" for n in spec.needs_virtio)
-    return (f"REQUESTS.{spec.channel}[{spec.id}] = {{ name = {lua_str(spec.name)}, "
-            f"request = {lays(spec.request)}, reply = {lays(spec.reply)}, "
-            f"mode = {lua_str(spec.reply_mode)}, fds = {{ {spec.fds[0]}, {spec.fds[1]} }}, "
-            f"fd_role = {lua_str(spec.fd_role)}, "
-            f"reply_fds = {{ {spec.reply_fds[0]}, {spec.reply_fds[1]} }}, "
-            f"reply_fd_role = {lua_str(spec.reply_fd_role)}, needs = {{ {needs} }}, "
-            f"needs_virtio = {{ {needs_virtio} }} }}")
+    return (
+        f"REQUESTS.{spec.channel}[{spec.id}] = {{ name = {lua_str(spec.name)}, "
+        f"request = {lays(spec.request)}, reply = {lays(spec.reply)}, "
+        f"mode = {lua_str(spec.reply_mode)}, fds = {{ {spec.fds[0]}, {spec.fds[1]} }}, "
+        f"fd_role = {lua_str(spec.fd_role)}, "
+        f"reply_fds = {{ {spec.reply_fds[0]}, {spec.reply_fds[1]} }}, "
+        f"reply_fd_role = {lua_str(spec.reply_fd_role)}, needs = {{ {needs} }}, "
+        f"needs_virtio = {{ {needs_virtio} }} }}"
+    )
 
 
 def _requests() -> str:
-    lines = ["-- requests (vuinspect/protocol/requests.py)",
-             "local REQUESTS = { main = {}, backend = {} }"]
+    lines = [
+        "-- requests (vuinspect/protocol/requests.py)",
+        "local REQUESTS = { main = {}, backend = {} }",
+    ]
     lines += [_request(s) for s in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS)]
     lines.append("-- request ids by name, for the runtime (no bare numbers there)")
     lines.append("local R = { " + ", ".join(f"{s.name} = {s.id}" for s in FRONTEND_REQUESTS) + " }")
@@ -331,10 +371,16 @@ def _unknown_from() -> int:
 
 def _dataplane_lua(reg: Registry) -> str:
     """C.DATAPLANE: kind code -> { {JSON key, ProtoField var, constructor}, ... }."""
-    return "{ " + ", ".join(
-        f"[{pseudohdr.KIND_CODES[kind]}] = {{ "
-        + ", ".join(f"{{ {lua_str(k)}, {lua_str(v)}, {lua_str(c)} }}" for k, v, c in keys) + " }"
-        for kind, keys in reg.dataplane.items()) + " }"
+    return (
+        "{ "
+        + ", ".join(
+            f"[{pseudohdr.KIND_CODES[kind]}] = {{ "
+            + ", ".join(f"{{ {lua_str(k)}, {lua_str(v)}, {lua_str(c)} }}" for k, v, c in keys)
+            + " }"
+            for kind, keys in reg.dataplane.items()
+        )
+        + " }"
+    )
 
 
 def _constants(reg: Registry) -> str:
@@ -371,20 +417,34 @@ def generate() -> str:
     """The whole dissector as text (deterministic for a given vuinspect)."""
     reg = build_registry()
     parts = [
-        _header(), _value_strings(reg), _fields(reg), _experts(), _features(), _layouts(reg),
-        _requests(), _constants(reg), runtime(),
+        _header(),
+        _value_strings(reg),
+        _fields(reg),
+        _experts(),
+        _features(),
+        _layouts(reg),
+        _requests(),
+        _constants(reg),
+        runtime(),
     ]
     return "\n".join(parts)
 
 
 # -- sub-command -------------------------------------------------------------------------------
 
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", metavar="PATH",
-                        help="where to write (default: dissectors/vhost_user.lua of this checkout; "
-                        "'-' for stdout)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if the file differs from what would be generated")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="where to write (default: dissectors/vhost_user.lua of this checkout; '-' for stdout)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the file differs from what would be generated",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
