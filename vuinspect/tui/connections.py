@@ -10,7 +10,8 @@ from textual.widgets import DataTable
 from vuinspect.render import safe_text
 from vuinspect.session import Session
 
-from .rowtext import format_age, format_time
+from .ages import format_age
+from .rowtext import format_time
 
 COLUMNS = (
     "conn",

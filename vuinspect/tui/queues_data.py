@@ -18,6 +18,8 @@ from vuinspect.message import Message
 from vuinspect.render import safe_text
 from vuinspect.session import Session
 
+from .ages import format_age
+
 #: Progress points kept per vring (a sampler writes one per 100 ms while the ring moves).
 HISTORY = 512
 SPARK_BINS = 10
@@ -118,12 +120,6 @@ COLUMNS = (
     "last call",
     "problems",
 )
-
-
-def format_age(ns: int) -> str:
-    from .rowtext import format_age as fmt  # rowtext imports the model, which imports us
-
-    return fmt(ns)
 
 
 def _ago(ts: int | None, now_ns: int) -> str:

@@ -59,15 +59,6 @@ def format_latency(us: float | None) -> str:
     return f"{us / 1e6:.2f}s"
 
 
-def format_age(ns: int) -> str:
-    s = ns / 1e9
-    if s < 1:
-        return f"{ns / 1e6:.1f} ms"
-    if s < 120:
-        return f"{s:.1f} s"
-    return f"{int(s // 60)} min {int(s % 60)} s"
-
-
 def format_time(ts_ns: int, mode: str, base_ns: int | None, prev_ns: int | None) -> str:
     """The time column; a timestamp no calendar can show (year > 9999) reads as ``1.845e+28ns``."""
     try:

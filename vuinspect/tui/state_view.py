@@ -24,7 +24,8 @@ from vuinspect.protocol import features as F
 from vuinspect.render import human_size, safe_text
 from vuinspect.session import Session
 
-from .rowtext import format_age, format_time
+from .ages import format_age
+from .rowtext import format_time
 
 
 def _hex(v: int | None) -> str:
