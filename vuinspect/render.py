@@ -203,7 +203,11 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
         for k, v in msg.info.items():
             rows.append((1, f"info.{k}", f"{k}: {v}"))
         return [(d, key, safe_text(text)) for d, key, text in rows]
-    rows.append((0, "header", f"Header: {msg.name} ({msg.request})"))
+    if msg.kind in ("ring", "notify"):  # a data-plane record: no vhost-user header
+        what = "Ring sample" if msg.kind == "ring" else "Notifications"
+        rows.append((0, "header", f"{what}: vring {msg.payload.get('vring')}"))
+    else:
+        rows.append((0, "header", f"Header: {msg.name} ({msg.request})"))
     if msg.request is not None:
         rows.append((1, "request", f"request: {msg.request}"))
         flags = msg.flags or 0
@@ -218,7 +222,8 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
         )
         rows.append((1, "size", f"size: {msg.size}"))
     if msg.payload:
-        rows.append((0, "payload", f"Payload ({msg.layout or 'raw'})"))
+        label = msg.layout or ("record" if msg.kind in ("ring", "notify") else "raw")
+        rows.append((0, "payload", f"Payload ({label})"))
         _tree_items(msg.payload, 1, "payload", rows)
     if msg.fds:
         rows.append((0, "fds", f"fds ({len(msg.fds)})"))
