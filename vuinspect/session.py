@@ -32,7 +32,7 @@ from .protocol.requests import (
     lookup,
     request_name,
 )
-from .state import Pending, Region, RequestStats, Vring
+from .state import Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = 1 << 3
 _BACKEND_SEND_FD = 1 << 10
@@ -255,19 +255,7 @@ class Session:
         return msg
 
     def _count(self, msg: Message) -> None:
-        key = f"{msg.channel}:{msg.name}"
-        st = self.stats.get(key)
-        if st is None:
-            st = self.stats[key] = RequestStats()
-        if msg.reply:
-            st.replies += 1
-            if msg.latency_us is not None:
-                st.latencies_us.append(msg.latency_us)
-        else:
-            st.count += 1
-        if msg.problems:
-            st.problems += len(msg.problems)
-            self.problems += len(msg.problems)
+        self.problems += count_request(self.stats, msg)
 
     def _decode(self, msg: Message, layouts: tuple, payload: bytes) -> None:
         """Choose the layout and decode; results are shared between identical payloads."""

@@ -68,3 +68,20 @@ class RequestStats:
     replies: int = 0
     latencies_us: list[float] = field(default_factory=list)
     problems: int = 0
+
+
+def count_request(stats: dict[str, RequestStats], msg: Any) -> int:
+    """Count ``msg`` in its request's stats (the session's, or --stats' filtered view);
+    returns its number of problems."""
+    key = f"{msg.channel}:{msg.name}"
+    st = stats.get(key)
+    if st is None:
+        st = stats[key] = RequestStats()
+    if msg.reply:
+        st.replies += 1
+        if msg.latency_us is not None:
+            st.latencies_us.append(msg.latency_us)
+    else:
+        st.count += 1
+    st.problems += len(msg.problems)
+    return len(msg.problems)

@@ -12,7 +12,8 @@ from typing import Any
 
 from .frames import DATAPLANE_KINDS
 from .message import Message
-from .session import RequestStats, Session
+from .session import Session
+from .state import RequestStats, count_request
 
 
 class _Counted:
@@ -41,19 +42,7 @@ class Tally:
         if view is None or view._session is not session:
             view = self.views[msg.conn] = _Counted(session)
         view.messages += 1
-        key = f"{msg.channel}:{msg.name}"
-        st = view.stats.get(key)
-        if st is None:
-            st = view.stats[key] = RequestStats()
-        if msg.reply:
-            st.replies += 1
-            if msg.latency_us is not None:
-                st.latencies_us.append(msg.latency_us)
-        else:
-            st.count += 1
-        if msg.problems:
-            st.problems += len(msg.problems)
-            view.problems += len(msg.problems)
+        view.problems += count_request(view.stats, msg)
 
     def sessions(self) -> list[Any]:
         return list(self.views.values())

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vuinspect.capture.pseudohdr import KIND_CODES
-from vuinspect.fields import NOTIFY_KEYS, RING_KEYS
+from vuinspect.fields import EVENT_KEYS, NOTIFY_KEYS, RING_KEYS
 from vuinspect.protocol.features import (
     DEVICE_FEATURES,
     DEVICE_STATUS,
@@ -282,19 +282,6 @@ RULE_KEYS = (
     ("delay_s", "double", "Delay (s)"),
     ("error", "string", "Error"),
     ("fired", "bool", "Acted"),
-)
-
-#: String keys of event JSON shown as their own fields.
-EVENT_KEYS = (
-    "label",
-    "listen",
-    "connect",
-    "orientation",
-    "device",
-    "byteorder",
-    "reason",
-    "by",
-    "text",
 )
 
 
