@@ -84,19 +84,7 @@ class Pipeline:
             out.append(self._dataplane(frame, number, info, session))
             return out
         self.messages += 1
-        name = {"open": "OPEN", "close": "CLOSE", "note": "NOTE"}[frame.kind]
-        ev = Message(
-            self.messages,
-            number,
-            frame.ts_ns,
-            frame.conn,
-            frame.channel,
-            frame.direction,
-            kind=frame.kind,
-            name=name,
-            info=info,
-            raw=frame.data,
-        )
+        ev = event_message(frame, number, self.messages, info)
         if frame.kind == "close" and frame.channel == "main":
             ev.problems.extend(session.rings_stopped(frame.ts_ns, final=True))
         out.append(ev)
@@ -110,11 +98,11 @@ class Pipeline:
         ``duration_ns``).
         """
         self.messages += 1
-        payload = dict(info)
+        msg = event_message(frame, number, self.messages, info)
         if frame.kind == "ring":
             problems, ended = session.on_ring(frame.ts_ns, info)
             if ended:
-                payload["resolved"] = [
+                msg.payload["resolved"] = [
                     {
                         "code": f.code,
                         "since_ns": f.since_ns,
@@ -127,19 +115,8 @@ class Pipeline:
                 ]
         else:
             problems = session.on_notify(frame.ts_ns, info)
-        return Message(
-            self.messages,
-            number,
-            frame.ts_ns,
-            frame.conn,
-            frame.channel,
-            frame.direction,
-            kind=frame.kind,
-            name=frame.kind.upper(),
-            payload=payload,
-            problems=problems,
-            raw=frame.data,
-        )
+        msg.problems = problems
+        return msg
 
     def _flush_conn(self, conn: int, channel: str | None = None) -> list[Message]:
         framers = self._framers.get(conn)
@@ -174,3 +151,27 @@ class Pipeline:
         for frame in frames:
             yield from self.feed(frame)
         yield from self.close()
+
+
+def event_message(frame: Frame, number: int, index: int, info: dict | None = None) -> Message:
+    """The message an open/close/note/ring/notify frame becomes, before session state.
+
+    Events keep their JSON as ``info``; a ring or notify record's JSON (a copy) is its
+    payload.  The pipeline adds what the session knows; the TUI rebuilds rows with it.
+    """
+    if info is None:
+        info = event_info(frame)
+    record = frame.kind in DATAPLANE_KINDS
+    return Message(
+        index,
+        number,
+        frame.ts_ns,
+        frame.conn,
+        frame.channel,
+        frame.direction,
+        kind=frame.kind,
+        name=frame.kind.upper(),
+        payload=dict(info) if record else {},
+        info={} if record else info,
+        raw=frame.data,
+    )

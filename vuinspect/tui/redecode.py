@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import struct
 
-from vuinspect.frames import DATAPLANE_KINDS, Frame, event_info
+from vuinspect.frames import Frame
 from vuinspect.message import Message
 from vuinspect.payload import DecodeContext, choose_layout, decode_layout
+from vuinspect.pipeline import event_message
 from vuinspect.protocol.requests import (
     FLAG_NEED_REPLY,
     HEADER_SIZE,
@@ -21,41 +22,6 @@ from vuinspect.protocol.requests import (
     lookup,
     request_name,
 )
-
-EVENT_NAMES = {"open": "OPEN", "close": "CLOSE", "note": "NOTE"}
-
-
-def event_message(frame: Frame, number: int, index: int) -> Message:
-    """The message an open/close/note/ring/notify frame becomes (as Pipeline makes it).
-
-    A ring or notify message's JSON is its payload; the ``resolved`` list a ring
-    message may add is only the pipeline's (the model keeps those rows whole).
-    """
-    if frame.kind in DATAPLANE_KINDS:
-        return Message(
-            index,
-            number,
-            frame.ts_ns,
-            frame.conn,
-            frame.channel,
-            frame.direction,
-            kind=frame.kind,
-            name=frame.kind.upper(),
-            payload=event_info(frame),
-            raw=frame.data,
-        )
-    return Message(
-        index,
-        number,
-        frame.ts_ns,
-        frame.conn,
-        frame.channel,
-        frame.direction,
-        kind=frame.kind,
-        name=EVENT_NAMES.get(frame.kind, frame.kind.upper()),
-        info=event_info(frame),
-        raw=frame.data,
-    )
 
 
 def decode_message(
