@@ -35,7 +35,7 @@ def test_to_dict_is_the_ndjson_object(device_start_capture):
     assert [m.to_dict() for m in msgs] == read_json(str(device_start_capture))
     req = next(m for m in msgs if m.name == "GET_VRING_BASE" and not m.reply)
     assert req.reply_in is not None  # linked before it is yielded, as read prints it
-    assert req.is_reply is False and req.to_dict()["direction"] == "f2b"
+    assert req.reply is False and req.to_dict()["direction"] == "f2b"
 
 
 def test_filter_file_object_and_device(device_start_capture):

@@ -408,7 +408,7 @@ CASES = [
 def test_decode(channel, req, reply, payload, fds, expect, layout):
     msg = decode(channel, req, payload, reply=reply, fds=fds)
     assert msg.name == requests.lookup(channel, req).name
-    assert msg.is_reply is reply
+    assert msg.reply is reply
     assert msg.layout == layout
     assert msg.size == len(payload)
     for key, value in expect.items():

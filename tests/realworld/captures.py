@@ -34,7 +34,7 @@ class Capture:
             m
             for m in self.messages
             if m.kind == "message"
-            and not m.is_reply
+            and not m.reply
             and m.channel == channel
             and (conn is None or m.conn == conn)
         ]
@@ -57,7 +57,7 @@ def unanswered(cap: Capture) -> list[str]:
     """Requests that need a reply (always-replied ones, or NEED_REPLY set) but got none."""
     missing = []
     for m in cap.messages:
-        if m.kind != "message" or m.is_reply:
+        if m.kind != "message" or m.reply:
             continue
         spec = lookup(m.channel, m.request or 0)
         needs = m.need_reply or (spec is not None and spec.reply_mode == "always")

@@ -57,5 +57,5 @@ def test_blk_through_proxy(guest, workdir):
         ]
 
     assert unanswered(cap) == []
-    replies = [m for m in cap.messages if m.kind == "message" and m.is_reply]
+    replies = [m for m in cap.messages if m.kind == "message" and m.reply]
     assert replies and all(m.reply_to is not None for m in replies)

@@ -88,8 +88,8 @@ def test_qemu_boots_against_replayed_storage_daemon(shortdir) -> None:
 
     # QEMU got the recorded answers: its ADD_MEM_REG acks and the config space of the disk.
     replayed = read_messages(str(session))
-    config = [m for m in replayed if m.name == "GET_CONFIG" and m.is_reply]
-    recorded = [m for m in read_messages(str(BLK)) if m.name == "GET_CONFIG" and m.is_reply]
+    config = [m for m in replayed if m.name == "GET_CONFIG" and m.reply]
+    recorded = [m for m in read_messages(str(BLK)) if m.name == "GET_CONFIG" and m.reply]
     assert [m.raw for m in config] == [m.raw for m in recorded]
 
 
@@ -173,7 +173,7 @@ def test_virtio_user_link_up_against_replayed_testpmd(shortdir) -> None:
         ):
             link_up_then_quit(fe)
     recorded = read_messages(str(cap))
-    names = [m.name for m in recorded if m.kind == "message" and not m.is_reply]
+    names = [m.name for m in recorded if m.kind == "message" and not m.reply]
     assert names[0] == "SET_OWNER" and "SET_MEM_TABLE" in names  # virtio-user's order, not QEMU's
     assert any(m.name == "SET_STATUS" and m.payload.get("status", 0) & 4 for m in recorded)
 

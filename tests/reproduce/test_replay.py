@@ -41,7 +41,7 @@ IGNORE_GUEST_IO = ["GET_VRING_BASE:payload.num", "GET_VRING_BASE:payload.avail_i
 
 def recorded_capacity() -> int:
     """Bytes of the recorded disk: capacity (512-byte sectors) from the GET_CONFIG reply."""
-    reply = next(m for m in read_messages(str(BLK)) if m.name == "GET_CONFIG" and m.is_reply)
+    reply = next(m for m in read_messages(str(BLK)) if m.name == "GET_CONFIG" and m.reply)
     return int.from_bytes(bytes.fromhex(reply.payload["data"])[:8], "little") * 512
 
 
@@ -110,9 +110,9 @@ def test_replay_blk_against_fresh_storage_daemon(qsd, tmp_path, capsys) -> None:
     # The replay is a capture like any other: diff it against the recording.
     assert main(["diff", str(BLK), str(out_cap), *ignores]) == 0
     replayed = read_messages(str(out_cap))
-    mem = [m for m in replayed if m.name == "ADD_MEM_REG" and not m.is_reply]
+    mem = [m for m in replayed if m.name == "ADD_MEM_REG" and not m.reply]
     assert [m.fds for m in mem] == [("guest-memory: memfd:memory-backend-memfd size=256MiB",)] * 2
-    acks = [m for m in replayed if m.name == "ADD_MEM_REG" and m.is_reply]
+    acks = [m for m in replayed if m.name == "ADD_MEM_REG" and m.reply]
     assert [m.payload["result"] for m in acks] == [0, 0]  # the back-end mapped our memfds
 
 
@@ -234,7 +234,7 @@ def test_backend_closing_early_ends_the_replay(tmp_path, capsys) -> None:
 
 def test_fds_sized_from_the_region_table() -> None:
     msgs = read_messages(str(BLK))
-    second = [m for m in msgs if m.name == "ADD_MEM_REG" and not m.is_reply][1]
+    second = [m for m in msgs if m.name == "ADD_MEM_REG" and not m.reply][1]
     p = second.payload
     assert region_sizes(second) == [p["memory_size"] + p["mmap_offset"]]
     assert recorded_size(second.fds[0]) == 256 << 20

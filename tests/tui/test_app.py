@@ -313,7 +313,7 @@ async def test_initial_filter_and_undecoded_rows_paint(demo_path: Path) -> None:
     app = VuInspectApp(FileSource(demo_path), filter_text="conn == 2 and reply")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
-        assert all(app.model.message(app.model.row_at(p)).is_reply for p in range(len(app.model)))
+        assert all(app.model.message(app.model.row_at(p)).reply for p in range(len(app.model)))
         assert app.query_one(FilterBar).input.value == "conn == 2 and reply"
 
 

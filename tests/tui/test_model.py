@@ -101,7 +101,7 @@ def test_rows_are_frames_and_pairs_are_links() -> None:
     req = model.message(18)  # frame 19: SET_MEM_TABLE
     assert req is not None and req.name == "SET_MEM_TABLE" and req.reply_in == 20
     rep = model.message(model.row_of_frame(req.reply_in))
-    assert rep is not None and rep.is_reply and rep.reply_to == 19 and rep.latency_us == 310.0
+    assert rep is not None and rep.reply and rep.reply_to == 19 and rep.latency_us == 310.0
 
 
 def test_undecoded_rows_are_painted_from_the_frame() -> None:

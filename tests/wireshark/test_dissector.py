@@ -330,8 +330,8 @@ def _summary(m) -> str:
         if m.kind == "raw"
         else (
             m.name
-            + (" reply" if m.is_reply else "")
-            + (" (need_reply)" if m.need_reply and not m.is_reply else "")
+            + (" reply" if m.reply else "")
+            + (" (need_reply)" if m.need_reply and not m.reply else "")
         )
     )
     summary = payload_summary(m)

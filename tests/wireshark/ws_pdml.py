@@ -199,7 +199,7 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
             view[key] = fields[abbrev].get("show")
     for key, abbrev in (
         ("reply", "vhost_user.reply"),
-        ("old_reply", "vhost_user.is_reply"),
+        ("old_reply", "vhost_user.reply"),
         ("need_reply", "vhost_user.need_reply"),
     ):
         if abbrev in fields:

@@ -72,12 +72,12 @@ class AsBackend(Recorder):
         msgs = [m for m in recorded if m.kind == "message"]
         #: The recorded front-end requests on the main socket, in order, and where we are.
         self.expected = [
-            m for m in msgs if m.channel == "main" and m.direction == "f2b" and not m.is_reply
+            m for m in msgs if m.channel == "main" and m.direction == "f2b" and not m.reply
         ]
         self.pos = 0
         self.seen = 0  # front-end requests received
         self._replies = {
-            m.frame: m for m in msgs if m.channel == "main" and m.direction == "b2f" and m.is_reply
+            m.frame: m for m in msgs if m.channel == "main" and m.direction == "b2f" and m.reply
         }
         #: The first recorded reply per request id: the conservative answer to an extra request.
         self._reply_by_request: dict[int | None, Message] = {}
@@ -87,9 +87,9 @@ class AsBackend(Recorder):
         self._after: dict[int, list[Message]] = {}
         last: int | None = None
         for m in msgs:
-            if m.channel == "main" and m.direction == "f2b" and not m.is_reply:
+            if m.channel == "main" and m.direction == "f2b" and not m.reply:
                 last = m.frame
-            elif m.channel == "backend" and m.direction == "b2f" and not m.is_reply:
+            elif m.channel == "backend" and m.direction == "b2f" and not m.reply:
                 if last is None:
                     self.notes.append(
                         f"frame {m.frame} {m.name}: before any front-end request, not sent"

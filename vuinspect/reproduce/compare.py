@@ -171,7 +171,7 @@ def fields(msg: Message) -> dict[str, Any]:
         "name": msg.name,
         "request": msg.request,
         "flags": msg.flags,
-        "reply": msg.is_reply,
+        "reply": msg.reply,
         "need_reply": msg.need_reply,
         "size": msg.size,
         "layout": msg.layout,
@@ -265,24 +265,24 @@ class _Unit:
 
 def _units(messages: list[Message]) -> dict[str, list[_Unit]]:
     """Per channel: each request (or orphan reply, or raw chunk) with the reply it got."""
-    by_frame = {m.frame: m for m in messages if m.kind == "message" and m.is_reply}
+    by_frame = {m.frame: m for m in messages if m.kind == "message" and m.reply}
     used: set[int] = set()
     out: dict[str, list[_Unit]] = {}
     for m in messages:
         if (
             m.is_event
             or m.kind in DATAPLANE_KINDS  # (ring samples: guest memory, not messages)
-            or (m.kind == "message" and m.is_reply and m.reply_to is not None)
+            or (m.kind == "message" and m.reply and m.reply_to is not None)
         ):
             continue
-        key = f"{m.name} reply" if m.kind == "message" and m.is_reply else m.name or m.kind
+        key = f"{m.name} reply" if m.kind == "message" and m.reply else m.name or m.kind
         reply = by_frame.get(m.reply_in) if m.reply_in is not None else None
         if reply is not None:
             used.add(reply.frame)
         out.setdefault(m.channel, []).append(_Unit(key, m, reply))
     # a reply whose request is elsewhere (or was not framed) still counts, in order
     for m in messages:
-        if m.kind == "message" and m.is_reply and m.reply_to is not None and m.frame not in used:
+        if m.kind == "message" and m.reply and m.reply_to is not None and m.frame not in used:
             out.setdefault(m.channel, []).append(_Unit(f"{m.name} reply", m))
     return out
 
@@ -296,7 +296,7 @@ def _find(units: list[_Unit], start: int, key: str) -> int | None:
 
 def _one_side(status: str, pos: int, channel: str, u: _Unit, side: str) -> list[Entry]:
     out = []
-    for m, is_reply in ((u.msg, u.msg.is_reply), (u.reply, True)):
+    for m, is_reply in ((u.msg, u.msg.reply), (u.reply, True)):
         if m is None:
             continue
         e = Entry(status, pos, channel, m.name or m.kind, is_reply)
@@ -313,7 +313,7 @@ def _pair(pos: int, channel: str, ua: _Unit, ub: _Unit, ignore: Ignore) -> list[
             pos,
             channel,
             ua.msg.name or ua.msg.kind,
-            ua.msg.is_reply,
+            ua.msg.reply,
             ua.msg.frame,
             ub.msg.frame,
             diffs,

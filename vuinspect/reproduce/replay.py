@@ -246,7 +246,7 @@ class Replay(Recorder):
         #: Recorded back-end channel requests by request id, in order (answered once each).
         self._backend_requests: dict[int | None, deque[Message]] = {}
         for m in recorded:
-            if m.channel == "backend" and m.direction == "b2f" and not m.is_reply:
+            if m.channel == "backend" and m.direction == "b2f" and not m.reply:
                 self._backend_requests.setdefault(m.request, deque()).append(m)
 
     def _closed(self, channel: str) -> None:
