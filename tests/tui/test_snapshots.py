@@ -166,6 +166,13 @@ def test_save_prompt_with_its_default(
     assert snap_compare(app, terminal_size=size, run_before=_typing(app, "w", *"-x"))
 
 
+@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
+def test_typing_a_frame_comment(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
+    """The comment prompt (c) open and typed into: its question and the text are visible."""
+    app = app_for(demo_path)
+    assert snap_compare(app, terminal_size=size, run_before=_typing(app, "c", *"lost kick?"))
+
+
 @pytest.mark.parametrize("size", [(80, 24), (140, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_queues_view(snap_compare, queue_path: Path, size: tuple[int, int]) -> None:
     app = app_for(queue_path)
