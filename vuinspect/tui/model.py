@@ -399,12 +399,8 @@ class Model:
         with self.lock:
             self.filter_text = text.strip()
             self._filter = pred
-            self.visible = array("I") if self._narrow else None
-            self.filtered = 0
-            self.generation += 1
-        self._wake.set()
-        if self._on_change:
-            self._on_change()
+            self._restart_pass()
+        self._changed()
 
     @property
     def filtering(self) -> bool:
@@ -414,7 +410,7 @@ class Model:
     @property
     def _narrow(self) -> bool:
         """Some rows are left out: a filter is set, or routine ring/notify rows are hidden."""
-        return self._filter is not None or (self.rings_seen and not self.show_rings)
+        return self._filter is not None or self.hiding_rings
 
     @property
     def hiding_rings(self) -> bool:
@@ -424,9 +420,16 @@ class Model:
         """Show every ring/notify row in the list (True) or only those with a problem."""
         with self.lock:
             self.show_rings = show
-            self.visible = array("I") if self._narrow else None
-            self.filtered = 0
-            self.generation += 1
+            self._restart_pass()
+        self._changed()
+
+    def _restart_pass(self) -> None:
+        """(Under the lock) which rows are visible is decided anew from the first row."""
+        self.visible = array("I") if self._narrow else None
+        self.filtered = 0
+        self.generation += 1
+
+    def _changed(self) -> None:
         self._wake.set()
         if self._on_change:
             self._on_change()
