@@ -186,6 +186,7 @@ def test_hooks_see_the_session(sockdir, proxy, backend_server):
     fe.handshake(queues=2)
     fe.close()
     wait_until(lambda: os.path.exists(out) and "close" in Path(out).read_text())
+    wait_until(lambda: bool(rec.conns()), what="the connection's frames in the capture")
     conn = rec.conns()[0]  # (numbered per process)
     assert Path(out).read_text().split("\n")[:2] == [
         f"open {conn}",
