@@ -14,11 +14,11 @@ import os
 import sys
 import time
 
-from . import capture_bench, conns_bench, guest_bench, lua_bench, proxy_bench
+from . import capture_bench, conns_bench, guest_bench, lua_bench, overhead_bench, proxy_bench
 from .common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PARTS = ("proxy", "throughput", "capture", "tui", "guest", "conns", "lua")
+PARTS = ("proxy", "throughput", "capture", "tui", "guest", "conns", "lua", "overhead")
 
 
 def _fmt(v: object, digits: int = 1) -> str:
@@ -163,6 +163,8 @@ def report(results: dict, command: str) -> str:
         lines.append("")
     if "conns" in results:
         lines += conns_bench.table(results["conns"])
+    if "overhead" in results:
+        lines += overhead_bench.table(results["overhead"])
     if "lua" in results:
         lines += [
             "## Lua dissector vs a minimal Lua dissector (tshark)",
@@ -232,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             results["guest"] = guest_bench.run(quick)
         elif part == "conns":
             results["conns"] = conns_bench.run(quick)
+        elif part == "overhead":
+            results["overhead"] = overhead_bench.run(quick, pin=args.pin)
         elif part == "lua":
             results["lua"] = lua_bench.run(20_000 if quick else 100_000)
         else:
