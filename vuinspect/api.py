@@ -29,20 +29,12 @@ def linked(pipeline: Pipeline, frames: Iterable[Frame]) -> Iterator[Message]:
     """Decode ``frames`` in order, holding each request back until its reply is seen,
     so that its ``reply_in`` is final when it is yielded (as ``read`` prints it)."""
     held: deque[Message] = deque()
-    sessions = pipeline.sessions
+    waits = pipeline.owes_reply
     for msg in pipeline.run(frames):
         held.append(msg)
-        while held and not _awaits_reply(sessions, held[0]):
+        while held and not waits(held[0], optional=True):  # its reply_in may still change
             yield held.popleft()
     yield from held
-
-
-def _awaits_reply(sessions: dict, msg: Message) -> bool:
-    """Is ``msg`` a request whose reply has not been seen yet (so ``reply_in`` may change)?"""
-    if msg.reply or msg.kind != "message":
-        return False
-    session = sessions.get(msg.conn)
-    return session is not None and any(p.message is msg for p in session.pending[msg.channel])
 
 
 class Concat:

@@ -5,11 +5,20 @@
 connection's :class:`~vuinspect.session.Session`; event frames open and close
 sessions.  The proxy and the capture reader both feed it; the CLI, the TUI and
 the statistics read what it returns and the sessions it keeps.
+
+Consumers that want to be told rather than poll are *sinks* (mitmproxy's
+addons, without a global context): any object with some of ``on_message(msg)``,
+``on_reply(request, reply)`` and ``on_close(session)``, given to
+``Pipeline(sinks=[...])`` or :meth:`Pipeline.add_sink`.  Whether a request is
+still owed a reply is asked with :meth:`Pipeline.owes_reply`; nothing outside
+the pipeline and the session reads the session's pairing queues.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .decoder import StreamFramer
 from .frames import DATAPLANE_KINDS, Channel, Direction, Frame, event_info
@@ -19,12 +28,31 @@ from .session import Session
 
 
 class Pipeline:
-    """Decode a stream of frames from any number of connections."""
+    """Decode a stream of frames from any number of connections.
 
-    def __init__(self, *, device: str | None = None, keep_closed: bool = True) -> None:
+    ``keep_closed``: True keeps every closed session (``read``, the TUI on a
+    file: statistics and state after the close); False drops a session once its
+    close is handled (the proxy's printers, which run for days); a number keeps
+    that many most recently closed ones (the live TUI), so memory is bounded by
+    the connections open at once, not by how many came and went.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str | None = None,
+        keep_closed: bool | int = True,
+        sinks: Iterable[Any] = (),
+    ) -> None:
         self.device = device
         self.keep_closed = keep_closed
         self.sessions: dict[int, Session] = {}
+        self._closed: OrderedDict[int, None] = OrderedDict()  # kept closed conns, oldest first
+        self._on_message: list[Callable[[Message], object]] = []
+        self._on_reply: list[Callable[[Message, Message], object]] = []
+        self._on_close: list[Callable[[Session], object]] = []
+        for sink in sinks:
+            self.add_sink(sink)
         # conn -> {(channel, direction): framer}: a close touches only its own connection's
         # framers, so reading N connections stays linear (issue 11 item 8).
         self._framers: dict[int, dict[tuple[Channel, Direction], StreamFramer]] = {}
@@ -32,20 +60,76 @@ class Pipeline:
         self.messages = 0
         self._decode_cache: dict[tuple, tuple] = {}
 
+    def add_sink(self, sink: Any) -> None:
+        """Call ``sink``'s hooks from now on (only those it has, in the order sinks were added).
+
+        ``on_message(msg)``: every message and event :meth:`feed` and :meth:`close`
+        return, in order.  ``on_reply(request, reply)``: a reply was paired with its
+        request (before the reply's ``on_message``; the request may be from any
+        earlier frame).  ``on_close(session)``: a connection's main channel closed
+        (after the close event's ``on_message``); then the session is dropped
+        unless ``keep_closed`` keeps it.
+        """
+        for name, hooks in (
+            ("on_message", self._on_message),
+            ("on_reply", self._on_reply),
+            ("on_close", self._on_close),
+        ):
+            hook = getattr(sink, name, None)
+            if hook is not None:
+                hooks.append(hook)
+
+    # -- queries ---------------------------------------------------------------------
+    def owes_reply(self, msg: Message, *, optional: bool = False) -> bool:
+        """Is ``msg`` a request still waiting for its reply on an open connection?
+
+        With ``optional`` also a request whose reply may still come but is not
+        required (NEED_REPLY without REPLY_ACK): its ``reply_in`` may yet change.
+        O(1) for the oldest and the newest waiting request (``read``'s and the
+        TUI's questions), so a peer that never answers costs no quadratic time.
+        """
+        if msg.reply or msg.kind != "message" or msg.reply_in is not None:
+            return False
+        session = self.sessions.get(msg.conn)
+        if session is None or session.closed_ns is not None:
+            return False
+        queue = session.pending.get(msg.channel)
+        if not queue or not queue[0].message.index <= msg.index <= queue[-1].message.index:
+            return False
+        for entry in (queue[-1], queue[0]):
+            if entry.message is msg:
+                return entry.expected or optional
+        entry = next((p for p in queue if p.message is msg), None)
+        return entry is not None and (entry.expected or optional)
+
+    def owed(self, conn: int | None = None) -> list[Message]:
+        """Requests still waiting for a reply (required or optional), oldest first per
+        connection; of one connection, or of all kept ones."""
+        sessions = self.sessions.values() if conn is None else [self.sessions.get(conn)]
+        return [p.message for s in sessions if s is not None for p in s.waiting()]
+
     def session(self, conn: int) -> Session:
         s = self.sessions.get(conn)
         if s is None:
             s = self.sessions[conn] = Session(conn, device=self.device, cache=self._decode_cache)
         return s
 
-    def feed(self, frame: Frame) -> list[Message]:
-        """Take one frame; return the messages it completed (possibly none)."""
-        self.frames += 1
+    def feed(self, frame: Frame, *, number: int | None = None) -> list[Message]:
+        """Take one frame; return the messages it completed (possibly none).
+
+        ``number``: the frame's number in its capture, when not every frame is
+        fed (a replay of one connection); frames after it count on from there.
+        """
+        self.frames = self.frames + 1 if number is None else number
         number = self.frames
         if frame.kind != "data":
             events = self._event(frame, number)
             if frame.comment:
                 events[-1].comment = frame.comment  # (the event itself, after any flush)
+            if self._on_message:
+                self._tell(events)
+            if frame.kind == "close" and frame.channel == "main":
+                self._closed_session(frame.conn)
             return events
         session = self.session(frame.conn)
         framers = self._framers.get(frame.conn)
@@ -61,12 +145,62 @@ class Pipeline:
         else:
             raws = framer.feed(frame.data, frame.fds, frame.ts_ns, number)
         for raw in raws:
-            self.messages += 1
-            out.append(session.handle(raw, self.messages, frame.direction, frame.channel))
+            out.append(self._handle(session, raw, frame.direction, frame.channel))
         if frame.comment:  # the capture's comment on the frame (editcap -a): its messages
             for msg in out:
                 msg.comment = frame.comment
+        if self._on_message:
+            self._tell(out)
         return out
+
+    def _handle(
+        self, session: Session, raw: Any, direction: Direction, channel: Channel
+    ) -> Message:
+        """One framed message through its session; ``on_reply`` when it paired a request."""
+        self.messages += 1
+        if not self._on_reply:
+            return session.handle(raw, self.messages, direction, channel)
+        queue = session.pending.get(channel)
+        before = list(queue) if queue else ()
+        msg = session.handle(raw, self.messages, direction, channel)
+        if msg.reply and msg.reply_to is not None and before:
+            still = {id(p) for p in queue} if queue else set()
+            request = next(
+                (
+                    p.message
+                    for p in before
+                    if id(p) not in still and p.message.reply_in == msg.frame
+                ),
+                None,
+            )  # (the entry the session just took off the queue)
+            if request is not None:
+                for hook in self._on_reply:
+                    hook(request, msg)
+        return msg
+
+    def _tell(self, msgs: list[Message]) -> None:
+        for msg in msgs:
+            for hook in self._on_message:
+                hook(msg)
+
+    def _closed_session(self, conn: int) -> None:
+        """After a main-channel close: tell the sinks, then keep or drop the session."""
+        session = self.sessions.get(conn)
+        if session is None:
+            return
+        for hook in self._on_close:
+            hook(session)
+        keep = self.keep_closed
+        if keep is True:
+            return
+        self._closed[conn] = None
+        self._closed.move_to_end(conn)
+        while len(self._closed) > int(keep):
+            old, _ = self._closed.popitem(last=False)
+            gone = self.sessions.get(old)
+            if gone is not None and gone.closed_ns is not None:
+                del self.sessions[old]
+                self._framers.pop(old, None)
 
     def _event(self, frame: Frame, number: int) -> list[Message]:
         info = event_info(frame)
@@ -126,8 +260,7 @@ class Pipeline:
         for key in [k for k in framers if channel in (None, k[0])]:
             framer = framers.pop(key)
             for raw in framer.close():
-                self.messages += 1
-                out.append(self.session(conn).handle(raw, self.messages, key[1], key[0]))
+                out.append(self._handle(self.session(conn), raw, key[1], key[0]))
         if not framers:
             del self._framers[conn]
         return out
@@ -144,6 +277,8 @@ class Pipeline:
                         p.message.problems.append(
                             problem("missing_reply", "capture ended before the reply")
                         )
+        if self._on_message:
+            self._tell(out)
         return out
 
     def run(self, frames: Iterable[Frame]) -> Iterator[Message]:

@@ -48,6 +48,9 @@ PENDING = 1 << 6  # a request still owed a reply
 ODD = 1 << 7  # the frame's messages are kept whole in Model.odd
 EMPTY = 1 << 8  # the frame completed no message (first part of a split one)
 
+#: closed connections a live view keeps (their state, problems, Connections row);
+#: older ones are dropped so a proxy that runs for days stays small
+LIVE_KEEP_CLOSED = 64
 BATCH_FRAMES = 2000
 BATCH_SECONDS = 0.05
 NaN = float("nan")
@@ -56,7 +59,11 @@ Predicate = Callable[[Message], bool]
 
 
 class Model:
-    """Rows, columns and sessions of one source; decoded by :meth:`start`'s thread."""
+    """Rows, columns and sessions of one source; decoded by :meth:`start`'s thread.
+
+    The model is a sink of its pipeline: replies and closes reach it as
+    ``on_reply``/``on_close``, whatever frame they come from.
+    """
 
     def __init__(
         self, source: Source, *, device: str | None = None, clock: Callable[[], int] = time.time_ns
@@ -64,7 +71,11 @@ class Model:
         self.source = source
         self.device = device
         self.clock = clock
-        self.pipeline = Pipeline(device=device)
+        self.pipeline = Pipeline(
+            device=device,
+            keep_closed=LIVE_KEEP_CLOSED if source.live else True,
+            sinks=[self],
+        )
         self.lock = threading.RLock()  # the pipeline and sessions; held per batch
         self.bits = array("H")
         self.link = array("I")  # frame number of the paired request/reply, 0 = none
@@ -157,7 +168,7 @@ class Model:
         deadline = time.perf_counter() + BATCH_SECONDS
         end = min(len(self.source), self.decoded + max_frames)
         feed = self.pipeline.feed
-        sessions = self.pipeline.sessions
+        sessions = self.pipeline.sessions  # (read only: the decode context of a conn)
         if self._frames is None or self._frames_at != self.decoded:
             self._frames = self.source.frames_from(self.decoded)
             self._frames_at = self.decoded
@@ -171,16 +182,12 @@ class Model:
             ctx = self._ctx_id(
                 session.context() if session is not None else DecodeContext(device=self.device)
             )
-            owed = session.waiting() if frame.kind == "close" and session is not None else None
-            msgs = feed(frame)
-            self._store(i, frame, msgs, ctx)
-            if owed:
-                self._sync([p.message for p in owed], session)
+            self._store(i, frame, feed(frame), ctx)
             if i & 63 == 0 and time.perf_counter() > deadline:
                 break
 
     def _finish(self) -> None:
-        owed = [p.message for s in self.pipeline.sessions.values() for p in s.waiting()]
+        owed = self.pipeline.owed()
         for msg in self.pipeline.close():
             self._attach(msg.frame - 1, msg)
         self._sync(owed)
@@ -222,7 +229,7 @@ class Model:
             if m.problems:
                 bits |= PROBLEM
                 self.problems[row] = self._intern(m.problems)
-            if not m.is_event and not m.reply and self._owed(m):
+            if not m.is_event and not m.reply and self.pipeline.owes_reply(m):
                 bits |= PENDING
             self.bits.append(bits)
             self.link.append(m.reply_to or 0)
@@ -239,9 +246,6 @@ class Model:
             self.bits.append(bits)
             self.link.append(0)
             self.latency.append(NaN)
-        for x in mine:
-            if x.reply and x.reply_to:
-                self._paired(x.reply_to - 1, number)
         self.decoded = number
         if self._narrow and self.filtered == row:
             self.visible_append(row, mine)
@@ -259,14 +263,14 @@ class Model:
             if session is not None:
                 self.rings.note(session, row, m)
 
-    def _owed(self, m: Message) -> bool:
-        session = self.pipeline.sessions.get(m.conn)
-        if session is None:
-            return False
-        queue = session.pending.get(m.channel)
-        if not queue:
-            return False
-        return queue[-1].message is m and queue[-1].expected
+    # -- the pipeline's sink hooks (called from feed, before the frame's row is stored) --------
+    def on_reply(self, request: Message, reply: Message) -> None:
+        """A reply arrived: record the link on the request's row."""
+        self._paired(request.frame - 1, reply.frame)
+
+    def on_close(self, session: Session) -> None:
+        """A connection closed: its unanswered requests are owed nothing now (a problem each)."""
+        self._sync(self.pipeline.owed(session.conn))
 
     def _paired(self, row: int, reply_frame: int) -> None:
         """A reply arrived for the request in ``row``: record the link on the request."""
@@ -290,19 +294,14 @@ class Model:
             self.bits[row] |= PROBLEM
         self._refilter(row)
 
-    def _sync(self, msgs: list[Message], session: Session | None = None) -> None:
-        """Problems the session added to earlier requests (no reply before the end)."""
-        still = set()
-        if (
-            session is not None and session.closed_ns is None
-        ):  # e.g. only the back-end channel closed
-            still = {id(p.message) for p in session.waiting() if p.expected}
+    def _sync(self, msgs: list[Message]) -> None:
+        """Requests that will get no reply (their connection or the input ended): not
+        pending any more, with the problem the session added."""
         for m in msgs:
             row = m.frame - 1
             if row < 0 or row >= self.decoded:
                 continue
-            if id(m) not in still:
-                self.bits[row] &= ~PENDING
+            self.bits[row] &= ~PENDING
             if self.bits[row] & ODD:
                 if m.problems:
                     self.bits[row] |= PROBLEM
@@ -510,8 +509,7 @@ class Model:
             if i > row or (cancel is not None and cancel.is_set()):
                 break
             if frame.conn == conn:
-                pipeline.frames = i  # keep the capture's frame numbers (feed counts on from here)
-                pipeline.feed(frame)
+                pipeline.feed(frame, number=i + 1)  # the capture's frame numbers
         return pipeline.sessions.get(conn)
 
     def first_ts(self) -> int | None:
