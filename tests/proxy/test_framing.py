@@ -7,7 +7,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vuinspect.proxy.framing import MAX_PAYLOAD, Framer
+from vuinspect.protocol.requests import FORWARD_MAX_PAYLOAD
+from vuinspect.proxy.framing import Framer
 
 
 def msg(req: int, payload: bytes = b"", flags: int = 1) -> bytes:
@@ -47,7 +48,7 @@ def test_byte_at_a_time() -> None:
 
 
 def test_unframeable_size_passes_through_and_stays_raw() -> None:
-    bad = struct.pack("=III", 1, 1, MAX_PAYLOAD + 1) + b"junk"
+    bad = struct.pack("=III", 1, 1, FORWARD_MAX_PAYLOAD + 1) + b"junk"
     f = Framer()
     out = f.feed(bad, [])
     assert out == [(bad, [])]
@@ -135,3 +136,26 @@ def test_any_kernel_chunking_gives_back_the_messages_with_their_fds(case) -> Non
         units += f.feed(chunk, fds)
     assert f.flush() is None
     assert units == writes
+
+
+# -- the proxy's limit against the decoder's (issue 16 item 1) ------------------------------
+
+
+def test_a_message_above_the_protocol_limit_is_forwarded_whole_and_decoded_whole() -> None:
+    """The proxy frames up to its own, larger limit; the decoder takes the unit it forwarded
+    as that message, flagged oversize, with its framing (and the next message) kept."""
+    from vuinspect.frames import Frame
+    from vuinspect.pipeline import Pipeline
+    from vuinspect.protocol.requests import MAX_PAYLOAD
+
+    assert Framer().limit == FORWARD_MAX_PAYLOAD > MAX_PAYLOAD
+    big = msg(5, struct.pack("=II", 0, 0) + bytes(5000))  # SET_MEM_TABLE, 5,008-byte payload
+    small = msg(8, struct.pack("=II", 0, 256))
+    f = Framer()
+    units = f.feed(big[:1000], [40]) + f.feed(big[1000:] + small, [])
+    assert units == [(big, [40]), (small, [])] and f.lost is None
+    frames = [Frame(i + 1, 1, "main", "f2b", data) for i, (data, _) in enumerate(units)]
+    got = [(m.name, m.size, m.problem_codes) for m in Pipeline().run(frames)]
+    assert got[0][:2] == ("SET_MEM_TABLE", 5008) and "oversize" in got[0][2]
+    assert "framing_lost" not in got[0][2]
+    assert got[1][:2] == ("SET_VRING_NUM", 8) and got[1][2] == []

@@ -21,34 +21,25 @@ fds.  Fds beyond the bound go to :attr:`Framer.excess` for the caller to close
 
 from __future__ import annotations
 
-import struct
-import sys
-
-from ..protocol.requests import FORWARD_MAX_PAYLOAD, HEADER_SIZE
+from ..framing import cut_messages, whole_size
+from ..protocol.requests import FORWARD_MAX_PAYLOAD
 from .fds import SCM_MAX_FD
-
-#: The proxy's framing limit (the protocol table's, passed to every Framer).
-MAX_PAYLOAD = FORWARD_MAX_PAYLOAD
-#: vhost-user integers are in the host's byte order.
-BYTEORDER = sys.byteorder
-
-_U32 = struct.Struct("=I")
-_HDR = struct.Struct("=III")
 
 Unit = tuple[bytes, list[int]]
 
 
-def header(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
-    """(request, flags, size) of the message starting at ``data[0]``."""
-    return _HDR.unpack_from(data, 0)
-
-
 class Framer:
-    """Turns received chunks (bytes + fds) into send units of one message each."""
+    """Turns received chunks (bytes + fds) into send units of one message each.
+
+    The cutting is :func:`vuinspect.framing.cut_messages` with the proxy's own
+    limit (``FORWARD_MAX_PAYLOAD``, above the protocol's ``MAX_PAYLOAD``: a
+    larger message is still forwarded whole, and the decoder flags it); this
+    class adds the fds and the pass-through once framing is lost.
+    """
 
     __slots__ = ("_buf", "_fds", "limit", "lost", "max_fds", "excess")
 
-    def __init__(self, limit: int = MAX_PAYLOAD, max_fds: int = SCM_MAX_FD) -> None:
+    def __init__(self, limit: int = FORWARD_MAX_PAYLOAD, max_fds: int = SCM_MAX_FD) -> None:
         self._buf = bytearray()
         self._fds: list[int] = []  # fds of the incomplete message in _buf
         self.limit = limit
@@ -71,45 +62,37 @@ class Framer:
         """Take one received chunk; return the units that are ready to send, in order."""
         if self.lost is not None:
             return [(data, fds)]
-        buf: bytes | bytearray = self._buf
-        if not buf:
-            # Fast path: exactly one whole message, the common case.
-            n = len(data)
-            if n >= HEADER_SIZE:
-                size = _U32.unpack_from(data, 8)[0]
-                if n == HEADER_SIZE + size and size <= self.limit:
-                    return [(data, fds)]
-            buf = data
-        else:
+        buf: bytes | bytearray
+        if self._buf:
+            buf = self._buf
             buf += data
+        else:
+            size = whole_size(data, "=")
+            if size is not None and size <= self.limit:
+                return [(data, fds)]  # exactly one whole message, the common case
+            buf = data
         carried = self._fds
         self._fds = []
-        out: list[Unit] = []
+        spans, rest, over = cut_messages(buf, self.limit, "=")
         end = len(buf)
-        off = 0
-        while end - off >= HEADER_SIZE:
-            size = _U32.unpack_from(buf, off + 8)[0]
-            if size > self.limit:
-                self.lost = (
-                    f"header at stream offset +{off} announces {size} payload bytes "
-                    f"(limit {self.limit}): passing bytes through unframed from here on"
-                )
-                unit_fds = (carried if off == 0 else []) + fds
-                out.append((bytes(buf[off:]), unit_fds))
-                self._buf = bytearray()
-                return out
-            stop = off + HEADER_SIZE + size
-            if stop > end:
-                break
-            unit_fds = carried if off == 0 else []
+        out: list[Unit] = []
+        for start, stop in spans:
+            unit_fds = carried if start == 0 else []
             if stop == end:
                 unit_fds = unit_fds + fds if unit_fds else fds
-            out.append((bytes(buf[off:stop]), unit_fds))
-            off = stop
-        if off < end:
+            out.append((bytes(buf[start:stop]), unit_fds))
+        lead = carried if rest == 0 else []  # fds of an incomplete message now at ``rest``
+        if over is not None:
+            self.lost = (
+                f"header at stream offset +{rest} announces {over} payload bytes "
+                f"(limit {self.limit}): passing bytes through unframed from here on"
+            )
+            out.append((bytes(buf[rest:]), lead + fds))
+            self._buf = bytearray()
+        elif rest < end:
             # An incomplete message: it holds the chunk's last byte, so the chunk's fds.
-            self._buf = bytearray(buf[off:])
-            held = ((carried if off == 0 else []) + fds) if fds else (carried if off == 0 else [])
+            self._buf = bytearray(buf[rest:])
+            held = lead + fds if fds else lead
             if len(held) > self.max_fds:
                 self.excess += held[self.max_fds :]
                 held = held[: self.max_fds]
