@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from .filter import FilterError, _tokens, compile_filter
 from .frames import Frame
+from .holds import Intercept
 from .pipeline import Pipeline
 from .protocol import features as FEAT
 from .protocol.failures import failure_payload
@@ -287,15 +288,18 @@ class RuleSet:
         device: str | None = None,
         addons: list | None = None,
         report: Callable[[str], None] | None = None,
+        intercept: Intercept | None = None,
     ) -> None:
         self.rules = rules
+        #: The TUI's interactive intercept (holds.py); None outside the TUI.
+        self.intercept = intercept
         self.device = device
         #: Python addons (addons.py, ``--script``): their hooks run after the rules.
         self.addons = addons or []
         self.report = report
 
     def __bool__(self) -> bool:
-        return bool(self.rules or self.addons)
+        return bool(self.rules or self.addons or self.intercept is not None)
 
     def for_conn(self, conn: int, describe: Callable[[int], str]) -> ConnRules:
         return ConnRules(self, conn, describe)
@@ -313,6 +317,8 @@ class RuleSet:
                     f"{a.name} acted {a.actions} time(s), {a.errors} error(s)" for a in self.addons
                 )
             )
+        if self.intercept is not None:
+            parts.append(self.intercept.summary())
         return "; ".join(parts)
 
 
@@ -321,6 +327,7 @@ class ConnRules:
 
     def __init__(self, ruleset: RuleSet, conn: int, describe: Callable[[int], str]) -> None:
         self.rules = ruleset.rules
+        self.intercept = ruleset.intercept
         self.conn = conn
         self.describe = describe
         self.pipeline = Pipeline(device=ruleset.device, keep_closed=False)
@@ -355,7 +362,9 @@ class ConnRules:
         req, flags, _size = _HDR.unpack_from(data)
         key = (channel, req)
         msgs = None
-        if self.decode_all or key in self.decode_keys:
+        icpt = self.intercept
+        holding = icpt is not None and icpt.match is not None
+        if self.decode_all or key in self.decode_keys or holding:
             msgs = self._decode(ts, channel, direction, data, fds)
         verdict: Verdict | None = None
         cur = data
@@ -428,6 +437,13 @@ class ConnRules:
             verdict.data = cur
         if self.addons is not None:
             verdict = self.addons.judge(msgs, cur, direction, verdict)
+        if holding and (verdict is None or (verdict.data is not None and verdict.end is None)):
+            data_now = cur if verdict is None else verdict.data
+            hold, note = icpt.consider(channel, direction, data_now, msgs)  # type: ignore[union-attr,arg-type]
+            if note is not None:
+                verdict = verdict or Verdict(data_now)
+                verdict.notes.append(note)
+                verdict.hold = hold
         return verdict
 
     def closed(self, channel: str) -> list[dict[str, object]]:
@@ -454,7 +470,8 @@ class ConnRules:
 
     def sent_by_proxy(self, ts: int, channel: str, direction: str, data: bytes) -> None:
         """A message the proxy itself sent (a reply-error answer): keeps the decoder's state."""
-        if self.decode_all or (channel, _HDR.unpack_from(data)[0]) in self.decode_keys:
+        held = self.intercept is not None and self.intercept.match is not None
+        if held or self.decode_all or (channel, _HDR.unpack_from(data)[0]) in self.decode_keys:
             self._decode(ts, channel, direction, data, [])
 
 

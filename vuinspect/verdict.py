@@ -8,6 +8,7 @@ importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -16,7 +17,8 @@ class Verdict:
 
     ``data`` is what goes on (None: nothing: dropped, answered or cut);
     ``reply`` a message the proxy sends back to the sender; ``end`` cuts the
-    connection; ``notes`` are the note infos to record before the message.
+    connection; ``notes`` are the note infos to record before the message;
+    ``hold`` (holds.Hold) keeps it in the relay's backlog until the user decides.
     """
 
     data: bytes | None
@@ -24,3 +26,4 @@ class Verdict:
     reply: bytes | None = None
     end: str | None = None
     notes: list[dict[str, object]] = field(default_factory=list)
+    hold: Any = None

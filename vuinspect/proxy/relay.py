@@ -38,9 +38,10 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
+from vuinspect.holds import HOLD_TICK_NS
 
 from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE
 from .fds import (
@@ -130,12 +131,13 @@ def _conn_rules(owner: LinkOwner) -> ConnRules | None:
 class _Pending:
     """Bytes (and fds not yet sent) waiting for room in a socket."""
 
-    __slots__ = ("view", "fds", "due")
+    __slots__ = ("view", "fds", "due", "hold")
 
-    def __init__(self, view: memoryview, fds: list[int], due: int = 0) -> None:
+    def __init__(self, view: memoryview, fds: list[int], due: int = 0, hold: Any = None) -> None:
         self.view = view
         self.fds = fds
         self.due = due  # monotonic ns before which a delayed message is not sent (0: now)
+        self.hold = hold  # holds.Hold: held until the user decides (the TUI's intercept)
 
 
 class _Ended(Exception):
@@ -484,6 +486,7 @@ class Link:
         rules = self._rules
         for i, (data, fds) in enumerate(units):
             due = 0
+            hold = None
             if rules is not None:
                 verdict = rules.judge(ts, channel, direction, data, fds)
                 if verdict is not None:
@@ -492,8 +495,10 @@ class Link:
                         continue
                     self._notes(ts, verdict)
                     data = verdict.data
-                    if verdict.delay_s:
+                    if verdict.delay_s or verdict.hold is not None:
                         due = time.monotonic_ns() + int(verdict.delay_s * 1e9)
+                        hold = verdict.hold  # a hold: a delay until the user decides
+                        due += HOLD_TICK_NS if hold is not None else 0
                         self._held[0] += 1
             descs: tuple[str, ...] | None = ()
             if fds:
@@ -527,7 +532,7 @@ class Link:
                     self._put(
                         ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds)
                     )
-                out.append(_Pending(memoryview(data), fds, due))
+                out.append(_Pending(memoryview(data), fds, due, hold))
             else:
                 try:
                     sent = self._send(dst, memoryview(data), fds, keep=descs is None)
@@ -598,6 +603,22 @@ class Link:
         while out:
             p = out[0]
             if p.due:
+                if p.hold is not None:
+                    new = p.hold.outcome(self._aborted)  # the user's decision (holds.py)
+                    if new is None:
+                        p.due = time.monotonic_ns() + HOLD_TICK_NS
+                        return  # still held (and what follows it, in order)
+                    self._notes(time.time_ns(), p.hold)
+                    p.hold = None
+                    p.view = memoryview(new)
+                    if not new:  # dropped: its fds closed, nothing sent
+                        close_all(p.fds)
+                        p.fds = []
+                        p.due = 0
+                        self._held[0] -= 1
+                        out.pop(0)
+                        continue
+                    p.due = 1
                 if p.due > time.monotonic_ns() and not self._aborted:
                     return  # a delay rule holds it (and what follows it, in order)
                 p.due = 0
@@ -788,6 +809,9 @@ class Link:
         for out in self._out:
             for p in out:
                 close_all(p.fds)
+                if p.hold is not None:  # never sent: the intercept's TUI stops showing it held
+                    p.hold.decide("drop", why="connection closed before a decision")
+                    self._notes(time.time_ns(), p.hold)
             out.clear()
         for framer in self._framers:
             close_all(framer.pending_fds)
