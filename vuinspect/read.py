@@ -34,7 +34,7 @@ from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
 from .render import to_json
 from .session import Session
-from .stats import Tally, connection_table, format_stats, request_table, ring_table
+from .stats import Firings, Tally, connection_table, format_stats, request_table, ring_table
 
 #: smaller files read too fast to need a bar (the environment variable is for tests)
 PROGRESS_MIN_BYTES = int(os.environ.get("VUINSPECT_PROGRESS_MIN", 4 << 20))
@@ -261,11 +261,13 @@ def run(args: argparse.Namespace) -> int:
     limit = args.count or 0
     shown = 0
     tally = Tally() if args.stats and predicate is not None else None
+    firings = tally.firings if tally is not None else Firings()
     readers = _Readers(files, args.stats)
     try:
         if args.stats and tally is None:  # the sessions count everything
-            for _ in pipeline.run(readers.frames()):
-                pass
+            for msg in pipeline.run(readers.frames()):
+                if msg.kind == "note":
+                    firings.add(msg)
         elif tally is not None and predicate is not None:
             by_conn = pipeline.sessions
             for msg in linked(pipeline, readers.frames()):
@@ -292,13 +294,14 @@ def run(args: argparse.Namespace) -> int:
                     "requests": request_table(sessions),
                     "connections": connection_table(sessions),
                     "rings": ring_table(sessions),
+                    "firings": firings.table(),
                 },
                 out,
                 indent=1,
             )
             write("\n")
         else:
-            write(format_stats(sessions, args.filter.strip()) + "\n")
+            write(format_stats(sessions, args.filter.strip(), firings) + "\n")
     out.flush()
     for err in readers.damaged:
         print(f"vuinspect read: {err}", file=sys.stderr)

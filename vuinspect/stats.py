@@ -1,5 +1,6 @@
 """Statistics over decoded sessions: counts and reply latency per request and connection,
-and per vring the data plane's progress and notification counts (ring/notify frames).
+per vring the data plane's progress and notification counts (ring/notify frames), and
+the proxy's rule and addon firings (the capture's note events, rules.py and addons.py).
 
 Without a filter the sessions' own counters are used; with one, a :class:`Tally`
 counts only the matching messages (like ``tshark -z ...,FILTER``) and the same
@@ -12,6 +13,7 @@ from typing import Any
 
 from .frames import DATAPLANE_KINDS
 from .message import Message
+from .render import safe_text
 from .session import Session
 from .state import RequestStats, count_request
 
@@ -29,13 +31,63 @@ class _Counted:
         return getattr(self._session, name)
 
 
+#: Distinct (source, name, action) rows kept: a capture chooses the names, so a hostile
+#: file with a million rule texts costs one "other" row, not a million.
+MAX_FIRING_ROWS = 256
+_OTHER = ("other", "(more distinct rules and addons)", "-")
+
+
+class Firings:
+    """Rule and addon firings, counted from the note events the proxy records with them.
+
+    A note with ``rule`` (rules.py) or ``addon`` (addons.py) is one firing of it, or,
+    with ``"fired": false``, one time it could not act (a rule with no failure reply
+    for the message, an addon hook that raised or ran slow).
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str], list[int]] = {}  # -> [fired, not fired]
+
+    def add(self, msg: Message) -> None:
+        if msg.kind != "note":
+            return
+        info = msg.info
+        if "rule" in info:
+            key = ("rule", str(info["rule"]), str(info.get("action", "-")))
+        elif "addon" in info:
+            hook = info.get("hook")
+            name = f"{info['addon']}:{hook}" if hook else str(info["addon"])
+            key = ("addon", name, str(info.get("action", "-")))
+        else:
+            return
+        row = self.rows.get(key)
+        if row is None:
+            if len(self.rows) >= MAX_FIRING_ROWS:
+                key = _OTHER
+                row = self.rows.get(key)
+            if row is None:
+                row = self.rows[key] = [0, 0]
+        row[0 if info.get("fired", True) is not False else 1] += 1
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per (source, rule text or addon:hook, action), most firings first."""
+        order = sorted(self.rows.items(), key=lambda kv: (-kv[1][0] - kv[1][1], kv[0]))
+        return [
+            {"source": src, "name": name, "action": action, "fired": n, "not_fired": m}
+            for (src, name, action), (n, m) in order
+        ]
+
+
 class Tally:
     """Counts of the messages a filter kept, per connection and request (as Session does)."""
 
     def __init__(self) -> None:
         self.views: dict[int, _Counted] = {}
+        self.firings = Firings()
 
     def add(self, msg: Message, session: Session | None) -> None:
+        if msg.kind == "note":
+            self.firings.add(msg)
         if msg.is_event or msg.kind in DATAPLANE_KINDS or session is None:
             return
         view = self.views.get(msg.conn)
@@ -147,7 +199,9 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def format_stats(sessions: list[Session], filter_text: str = "") -> str:
+def format_stats(
+    sessions: list[Session], filter_text: str = "", firings: Firings | None = None
+) -> str:
     """The text tables; with ``filter_text`` a first line says they cover matching messages."""
     head = [f"Statistics of the messages matching: {filter_text}", ""] if filter_text else []
     lines = [
@@ -191,6 +245,18 @@ def format_stats(sessions: list[Session], filter_text: str = "") -> str:
                 f"{_dash(r['used_idx']):>6} {_dash(r['in_flight']):>5} {r['progress']:>9} "
                 f"{r['rate']:>9.1f} {r['kicks']:>7} {r['calls']:>7} {r['errs']:>5} "
                 f"{r['samples']:>7}  {', '.join(r['problems']) or '-'}"
+            )
+    rows = firings.table() if firings is not None else []
+    if rows:
+        lines += [
+            "",
+            "Rules and addons (proxy firings recorded in the capture)",
+            f"{'source':<6} {'action':<14} {'fired':>7} {'not':>5}  rule / addon:hook",
+        ]
+        for r in rows:
+            lines.append(
+                f"{r['source']:<6} {safe_text(r['action'])[:14]:<14} {r['fired']:>7} "
+                f"{r['not_fired']:>5}  {safe_text(r['name'])}"
             )
     return "\n".join(lines)
 
