@@ -165,6 +165,7 @@ RING_KEYS: dict[str, tuple[Type, str]] = {
     "device_event_off": ("int", "packed: device event suppression offset"),
     "device_event_wrap": ("int", "packed: device event suppression wrap"),
     "device_event_flags": ("int", "packed: device event flags (0 enable, 1 disable, 2 desc)"),
+    "call_fd": ("str", "the back-end's call fd as forwarded: fd, nofd or none (no SET_VRING_CALL)"),
     "event": ("str", "why sampled: start, stop, control or tick"),
     "problems": ("list", "problems of the sample"),
     **{f"problems.{k}": v for k, v in _PROBLEM_KEYS.items()},

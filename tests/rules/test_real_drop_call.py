@@ -4,8 +4,8 @@ cannot tell the guest that a request completed: SeaBIOS (which polls the used ri
 still boots from the disk, but Linux's first read (the partition scan when
 virtio_blk probes /dev/vda) never finishes.  The test states what vuinspect shows:
 the drop notes, the ring samples (the request was used, the guest wanted an
-interrupt), the notifications (``--trace-notify``: kicks, no call), no ``lost_call``
-finding yet (no call fd, nothing to trace), and the connection's end when
+interrupt), the notifications (``--trace-notify``: kicks, no call), the ``lost_call``
+finding (the samples say no call fd reached the back-end), and the connection's end when
 qemu-storage-daemon gives up.
 
 Bounded: the guest gets ``STALL_S`` seconds after the disk appeared; then QEMU is
@@ -91,9 +91,23 @@ def test_drop_vring_call_stalls_guest_io(guest, workdir):
     notifies = [m.payload for m in cap.messages if m.name == "NOTIFY"]
     assert sum(n["count"] for n in notifies if n["signal"] == "kick") >= 1, notifies
     assert not [n for n in notifies if n["signal"] == "call"], notifies
-    # Not (yet) diagnosed as lost_call: that rule judges traced call fds, and the call fd
-    # was dropped before the tracer could take it; vuinspect states it as above.
-    assert "lost_call" not in {p.code for m in cap.messages for p in m.problems}
+    # Diagnosed: the ring samples say no call fd reached the back-end (the sampler sees
+    # only what was forwarded), so the used request the guest waits on is a lost call,
+    # naming the vring and the indices, 2 s after the back-end used it.
+    assert last.get("call_fd") == "none", last
+    lost = [
+        (m, p)
+        for m in cap.messages
+        if m.name == "RING"
+        for p in m.problems
+        if p.code == "lost_call"
+    ]
+    assert lost, "no lost_call diagnosed"
+    # (none while SeaBIOS, which asks for no interrupts and polls, drove the ring)
+    assert all(m.frame > last_enable for m, _ in lost), [(m.frame, p.text) for m, p in lost]
+    m, p = lost[-1]
+    assert f"vring {m.payload['vring']}:" in p.text and "no call fd" in p.text, p.text
+    assert f"used idx {last['used_idx']}" in p.text, p.text
     # qemu-storage-daemon (libvhost-user) then writes to the call fd it never got and
     # stops serving: vuinspect shows the connection ending at QEMU's next request.
     assert "vu_panic: Error writing eventfd" in (workdir / "qsd.log").read_text()

@@ -377,6 +377,7 @@ def dataplane_frames(conn: int = 7) -> list[Frame]:
         device_event_wrap=1,
         device_event_flags=1,
         problems=(dp_problem("ring_index_ahead", "vring 1: avail 130 ahead"),),
+        call_fd="fd",
     )
     return [
         event_frame("open", t0 - 1000, conn, {"label": "dp", "device": "blk"}),

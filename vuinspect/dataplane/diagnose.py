@@ -16,7 +16,10 @@ Rules (VIRTQUEUE.md §2-4):
 * ``lost_call``: the used index advanced, the driver did not suppress
   interrupts (split: ``NO_INTERRUPT`` clear, or ``used_event`` crossed;
   packed: driver event area), and no call came for ``call_s``.  Needs call
-  tracing.  Resolved by a call, or by the driver showing it caught up
+  tracing, or a sample saying the back-end has no call fd at all
+  (``call_fd == "none"``: no SET_VRING_CALL reached it, e.g. a proxy rule
+  dropped it), when no call can come.  Resolved by a call (or a call fd
+  reaching the back-end), or by the driver showing it caught up
   (``used_event`` moved).
 * ``ring_reset_in_flight``: a GET_VRING_BASE / reset / reconnect time at
   which the last sample had requests in flight; resolved when the restarted
@@ -265,7 +268,13 @@ def diagnose(
         what = {
             "backend_stalled": f"{s.in_flight} in flight, used idx {s.used_idx} still",
             "lost_kick": f"avail idx {s.avail_idx} advanced, no kick, used idx {s.used_idx} still",
-            "lost_call": f"used idx {s.used_idx} advanced past what the driver waits for, no call",
+            "lost_call": (
+                f"used idx {s.used_idx} advanced past what the driver waits for "
+                f"(avail idx {s.avail_idx}), but the back-end has no call fd "
+                "(no SET_VRING_CALL reached it): no interrupt"
+                if s.call_fd == "none"
+                else f"used idx {s.used_idx} advanced past what the driver waits for, no call"
+            ),
         }[code]
         w.finding = Finding(
             code,
@@ -335,15 +344,16 @@ def diagnose(
             and kicks.first_in(prev.ts_ns, s.ts_ns) is None
         ):
             watch["lost_kick"] = _Open(s.ts_ns, prev.ts_ns, s)
-        if (
-            trace_calls
-            and "lost_call" in watch
-            and s.used_event is not None
-            and s.used_event != prev.used_event
-        ):
+        if "lost_call" in watch and s.used_event is not None and s.used_event != prev.used_event:
             close("lost_call", s.ts_ns, "driver")
         if (
-            trace_calls
+            "lost_call" in watch
+            and watch["lost_call"].sample.call_fd == "none"
+            and s.call_fd == "fd"
+        ):
+            close("lost_call", s.ts_ns, "call")  # (libvhost-user calls once when it gets one)
+        if (
+            (trace_calls or s.call_fd == "none")
             and used_moved
             and "lost_call" not in watch
             and needs_call(prev, s)

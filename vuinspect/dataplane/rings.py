@@ -42,6 +42,10 @@ AVAIL_F_NO_INTERRUPT = 1
 USED_F_NO_NOTIFY = 1
 # packed event suppression flags
 EVENT_FLAGS = {0: "ENABLE", 1: "DISABLE", 2: "DESC"}
+#: What the back-end holds to call the driver with, as the proxy saw SET_VRING_CALL go
+#: through: an eventfd, NOFD (bit 8: the front-end polls), or none (no SET_VRING_CALL
+#: reached it since the connection began: a rule dropped it, or the front-end never sent it).
+CALL_FD_STATES = ("fd", "nofd", "none")
 EVENT_IDX_BIT = 29
 IN_ORDER_BIT = 35
 MAX_NUM = 32768  # the largest queue size virtio allows
@@ -138,6 +142,8 @@ class RingSample:
     device_event_wrap: int | None = None
     device_event_flags: int | None = None
     problems: tuple[DataProblem, ...] = ()
+    #: The back-end's call fd as the proxy forwarded it (``CALL_FD_STATES``); None: unknown.
+    call_fd: str | None = None
 
     @property
     def in_flight(self) -> int:
@@ -198,6 +204,9 @@ class RingSample:
             elif f.name == "ok":
                 if not isinstance(v, bool):
                     raise ValueError("ok is a boolean")
+            elif f.name == "call_fd":
+                if v not in CALL_FD_STATES:
+                    raise ValueError(f"call_fd {v!r:.20}")
             elif v is None and f.default is not None:
                 raise ValueError(f"{f.name} may not be null")
             elif v is not None and (

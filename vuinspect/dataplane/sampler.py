@@ -25,12 +25,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..frames import Frame, event_frame, event_info, ring_frame
 from ..protocol import features as F
-from .diagnose import is_receive_queue
+from .diagnose import is_receive_queue, needs_call
 from .inflight import SplitTracker, in_flight_chains
 from .memory import GuestMemory, RegionSpec, regions_from
 from .notify import Notifier
@@ -45,11 +45,14 @@ MAX_QUEUE = 1 << 16
 MAX_WANTED_SIZE = 512
 #: While requests are in flight and nothing moves, a sample at least this often.
 KEEPALIVE_NS = 500_000_000
+#: After a used move that needed a call the reader can judge (no call fd, or traced calls),
+#: keepalive samples this long: the reader's lost_call fires at 2 s without a new change.
+CALL_WATCH_NS = 2_500_000_000
 #: In-flight chains stored in a ring frame (with their request headers) and descriptors.
 MAX_CHAINS = 16
 MAX_DESCS = 64
 #: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
-WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 16, 18, 22, 34, 35, 37, 38))
+WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 13, 16, 18, 22, 34, 35, 37, 38))
 #: ... of which these carry guest-memory fds to dup.
 MEMORY = frozenset((5, 37))
 #: ... of which these are held back until a ring is looked at (applied in order).
@@ -93,6 +96,7 @@ class _Ring:
     rate: float = 0.0
     emitted_ns: int = 0
     codes: tuple[str, ...] = ()  # problem codes of the last emitted sample
+    call_wait_ns: int | None = None  # last used move that needed a call we can judge
 
 
 @dataclass(slots=True)
@@ -106,6 +110,15 @@ class _Conn:
     #: Memory messages not yet applied, with our dups of their fds: decoded and mapped
     #: only when a ring is looked at (a front-end that resends its table costs no mmaps).
     pending: list[tuple[int, bytes, tuple, list[int]]] = field(default_factory=list)
+    #: SET_VRING_CALL as forwarded to the back-end: vring -> "fd" | "nofd" (the sampler
+    #: sees only what went through: a message a rule dropped never reaches it).
+    calls: dict[int, str] = field(default_factory=dict)
+    #: False after a RESET_*: back-ends differ in whether they keep their call fds.
+    calls_known: bool = True
+
+    def call_fd(self, index: int) -> str | None:
+        """The back-end's call fd for ``index`` (rings.CALL_FD_STATES), None if unknown."""
+        return self.calls.get(index) or ("none" if self.calls_known else None)
 
     def drop_pending(self) -> None:
         for *_, dups in self.pending:
@@ -368,11 +381,16 @@ class Sampler:
             c.drop_pending()
             c.mem.reset()
             c.rings.clear()
+            c.calls.clear()
+            c.calls_known = False
             return
-        if r in (12, 35):
+        if r in (12, 13, 35):
             if size < 8:
                 return
-            i = _U64.unpack_from(data, 12)[0] & 0xFF
+            value = _U64.unpack_from(data, 12)[0]
+            i = value & 0xFF
+            if r == 13:
+                c.calls[i] = "nofd" if value & 0x100 else "fd"
         elif size >= 8:
             i, num = _II.unpack_from(data, 12)
         else:
@@ -452,6 +470,9 @@ class Sampler:
         if cfg is None or c.lost or not c.mem.mapped or conn in self._closing:
             return
         s = sample(c.mem, cfg, ts, ring.packed)
+        call = c.call_fd(i)
+        if call is not None:
+            s = replace(s, call_fd=call)
         problems = list(s.problems)
         changed = True
         if ring.last is not None:
@@ -462,11 +483,22 @@ class Sampler:
                 ring.rate = d.rate
         if not cfg.packed:
             problems += ring.split.update(c.mem, cfg, s)
+        last = ring.last
+        if (
+            last is not None
+            and last.ok
+            and s.ok
+            and s.used_idx != last.used_idx
+            and (s.call_fd == "none" or self.notifier is not None)
+            and needs_call(last, s)
+        ):
+            ring.call_wait_ns = ts  # a missing call is judged from the samples that follow
         ring.last = s
         device = c.device
-        keepalive = (
-            s.in_flight and ts - ring.emitted_ns >= KEEPALIVE_NS and not is_receive_queue(device, i)
-        )  # (a quiet rx queue is full of buffers)
+        keepalive = ts - ring.emitted_ns >= KEEPALIVE_NS and (
+            (s.in_flight and not is_receive_queue(device, i))  # (a quiet rx queue is full)
+            or (ring.call_wait_ns is not None and ts - ring.call_wait_ns <= CALL_WATCH_NS)
+        )
         codes = tuple(p.code for p in problems)
         if not (changed or why in ("start", "stop") or codes != ring.codes or keepalive):
             return

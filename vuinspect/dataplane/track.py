@@ -22,6 +22,8 @@ WINDOW_NS = 120 * NS
 MAX_SAMPLES = 128
 MAX_NOTIFIES = 1024
 MAX_FINDINGS = 64  # ended findings kept for the state view
+#: How long after a used move the samples around it stay (diagnose's call_s, 2 s, + slack).
+CALL_HOLD_NS = 3 * NS
 
 
 @dataclass(slots=True)
@@ -45,6 +47,9 @@ class RingTrack:
     #: that closes the ring start follows the message in the capture.
     pending_reset: int | None = None
     ended: deque[Finding] = field(default_factory=lambda: deque(maxlen=MAX_FINDINGS))
+    #: The sample before the last used move that needed a call we can judge, and the
+    #: move's time: kept in the window until a lost_call could have fired.
+    call_from: tuple[RingSample | None, int] | None = None
 
     def add_sample(
         self, s: RingSample, *, receive: bool, trace: bool
@@ -59,6 +64,8 @@ class RingTrack:
             if d.dt_ns > 0 and (d.used_advanced or d.changed):
                 self.rate = d.rate
         moved = self.last is not None and s.ok and s.used_idx != self.last.used_idx
+        if moved and (trace or s.call_fd == "none"):
+            self.call_from = (self.last, s.ts_ns)  # a lost_call may be judged from these two
         if s.ok:
             self.last = s
         self.samples.append(s)
@@ -72,8 +79,15 @@ class RingTrack:
             and (s.in_flight == 0 or moved and not trace)
         ):
             # nothing open and nothing the earlier samples could still raise: start afresh
-            self.samples.clear()
-            self.samples.append(s)
+            # (but keep the used move a missing call is judged on until it could have fired)
+            hold = self.call_from
+            if hold is not None and s.ts_ns - hold[1] <= CALL_HOLD_NS and hold[0] is not None:
+                while self.samples and self.samples[0].ts_ns < hold[0].ts_ns:
+                    self.samples.popleft()
+            else:
+                self.call_from = None
+                self.samples.clear()
+                self.samples.append(s)
             self.resets.clear()
         return raised, ended
 
@@ -102,6 +116,7 @@ class RingTrack:
         self.notifies.clear()
         self.resets.clear()
         self.last = None
+        self.call_from = None
         return ended
 
     def judge(
