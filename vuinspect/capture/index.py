@@ -15,6 +15,7 @@ import struct
 import threading
 from array import array
 from bisect import bisect_right
+from collections.abc import Iterator
 
 from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
@@ -23,6 +24,7 @@ from vuinspect.capture.pcapng import (
     MAX_BLOCK_LEN,
     PREFIX_LEN,
     Blocks,
+    Buffer,
     Interface,
     PcapHeader,
     Section,
@@ -39,7 +41,7 @@ from vuinspect.frames import Frame
 _U32_BE = struct.Struct(">I")
 
 
-def got_iface(mm: mmap.mmap, pos: int, section: Section) -> int:
+def got_iface(mm: Buffer, pos: int, section: Section) -> int:
     """The interface id of the EPB at ``pos``."""
     return section.u32.unpack_from(mm, pos + 8)[0]
 
@@ -259,15 +261,46 @@ class CaptureIndex:
                         f"frame {i} at offset {off}: {got or 'cut by the snap length'}", off
                     )
                 return got
-            section = self.sections[bisect_right(self._section_starts, off) - 1]
-            blen = section.u32.unpack_from(mm, off + 4)[0]
-            got = epb_frame(mm, off, blen, section)
+            return self._epb(mm, off, 0, i)
+
+    def frames(self, start: int, stop: int, chunk: int = 1 << 20) -> Iterator[Frame]:
+        """Frames ``start`` to ``stop - 1``, read with ``pread`` a chunk of blocks at a time.
+
+        For a sequential pass over a big or growing capture (a live view's
+        decoder): pages read through the mapping stay in this process's RSS
+        until it is unmapped, so a whole pass through it would make the
+        process as big as the file.
+        """
+        fd = self._file.fileno()
+        offsets = self.offsets
+        i = start
+        while i < stop:
+            if self._pcap is not None:
+                yield self.frame(i)
+                i += 1
+                continue
+            first = offsets[i]
+            j = i + 1
+            while j < stop and offsets[j] - first < chunk:
+                j += 1
+            end = offsets[j] if j < len(offsets) else self._end
+            buf = os.pread(fd, end - first, first)
+            for k in range(i, j):
+                yield self._epb(buf, offsets[k] - first, first, k)
+            i = j
+
+    def _epb(self, buf: Buffer, pos: int, base: int, i: int) -> Frame:
+        """The frame of the indexed block at ``pos`` in ``buf`` (file offset ``base + pos``)."""
+        off = base + pos
+        section = self.sections[bisect_right(self._section_starts, off) - 1]
+        blen = section.u32.unpack_from(buf, pos + 4)[0]
+        got = epb_frame(buf, pos, blen, section, base)
         if not isinstance(got, Frame):  # cannot happen for an indexed offset
             raise CaptureError(f"frame {i} at offset {off}: {got or 'cut by the snap length'}", off)
         origins = self._blocks.origins
         if origins.multi:
             got.conn = origins.conn(
-                section.interfaces[got_iface(mm, off, section)].origin, got.conn
+                section.interfaces[got_iface(buf, pos, section)].origin, got.conn
             )
         return got
 

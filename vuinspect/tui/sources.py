@@ -8,12 +8,20 @@ UI thread at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 
-from vuinspect.capture import CaptureError, CaptureIndex, CaptureReader, build_index
+from vuinspect.capture import (
+    CaptureError,
+    CaptureIndex,
+    CaptureReader,
+    CaptureWriter,
+    build_index,
+)
 from vuinspect.frames import Frame
 
 
@@ -169,24 +177,50 @@ class FileSource(Source):
 
 
 class LiveSource(Source):
-    """Frames pushed by another thread (the proxy's sink), kept in memory.
+    """Frames pushed by another thread (the proxy's feed), spooled to a capture file.
 
-    ``push`` is thread-safe and cheap (an append and a notify): call it straight
-    from ``ProxyServer(routes, sink=source.push)``.  ``end()`` says the feed is
-    over (the proxy stopped).
+    ``push`` writes each frame to a capture (``path``, or a private temporary
+    file unlinked at once) and wakes the readers; rows are read back through
+    the file's :class:`CaptureIndex`, as :class:`FileSource` reads a capture.
+    So memory grows by the index (8 bytes a frame), not by the frames: a proxy
+    watched for days stays small, and live and offline rows are the same
+    packets (a frame over 256 KiB is several, as in the written capture).
+    ``push`` is thread-safe and cheap (an encode into the writer's buffer and a
+    notify): call it straight from the proxy's sink.  ``end()`` says the feed
+    is over (the proxy stopped).
     """
 
     live = True
 
-    def __init__(self, name: str = "live") -> None:
+    def __init__(self, name: str = "live", *, path: str | os.PathLike[str] | None = None) -> None:
         self.name = name
-        self._frames: list[Frame] = []
+        spool_dir = None
+        if path is None:
+            spool_dir = tempfile.mkdtemp(prefix="vuinspect-live.")
+            spool = os.path.join(spool_dir, "live.pcapng")
+        else:
+            spool = os.fspath(path)
+        try:
+            self._writer = CaptureWriter(spool)
+            self.index = build_index(spool)  # the section header the writer wrote
+        finally:
+            if spool_dir is not None:  # open files keep it: nothing left behind, even on a crash
+                with contextlib.suppress(OSError):
+                    os.unlink(spool)
+                os.rmdir(spool_dir)
         self._cond = threading.Condition()
+        self._sync_lock = threading.Lock()
+        self._pushed = 0
+        self._synced = 0
         self._ended = False
+        self._closed = False
 
     def push(self, frame: Frame) -> None:
         with self._cond:
-            self._frames.append(frame)
+            if self._closed:
+                return
+            self._writer.write(frame)
+            self._pushed += 1
             self._cond.notify_all()
 
     def end(self) -> None:
@@ -194,31 +228,61 @@ class LiveSource(Source):
             self._ended = True
             self._cond.notify_all()
 
+    def _sync(self) -> int:
+        """Make what was pushed readable: flush the writer, index the new blocks."""
+        if self._synced != self._pushed:
+            with self._sync_lock:
+                pushed = self._pushed
+                if self._synced != pushed and not self._closed:
+                    self._writer.flush()
+                    self.index.update()
+                    self._synced = pushed
+        return len(self.index)
+
+    def __len__(self) -> int:
+        return self._sync()
+
+    def frame(self, i: int) -> Frame:
+        return self.index.frame(i)
+
+    def frames_from(self, start: int) -> Iterator[Frame]:
+        """Read on with ``pread`` in chunks (see :meth:`CaptureIndex.frames`), following the feed."""
+        i = start
+        while i < (n := len(self)):
+            yield from self.index.frames(i, n)
+            i = n
+
+    @property
+    def ended(self) -> bool:
+        return self._ended and self._synced == self._pushed
+
+    def wait(self, have: int, timeout: float) -> None:
+        with self._cond:
+            if self._pushed <= have and not self._ended:
+                self._cond.wait(timeout)
+
+    def close(self) -> None:
+        self.end()
+        with self._cond, self._sync_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+            self.index.close()
+
+
+class FrameListSource(Source):
+    """A fixed list of frames (tests, screenshots), kept in memory."""
+
+    def __init__(self, frames: list[Frame], name: str = "frames") -> None:
+        self.name = name
+        self._frames = list(frames)
+
     def __len__(self) -> int:
         return len(self._frames)
 
     def frame(self, i: int) -> Frame:
         return self._frames[i]
 
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
     def wait(self, have: int, timeout: float) -> None:
-        with self._cond:
-            if len(self._frames) <= have and not self._ended:
-                self._cond.wait(timeout)
-
-    def close(self) -> None:
-        self.end()
-
-
-class FrameListSource(LiveSource):
-    """A fixed list of frames (tests, screenshots): a live source that has already ended."""
-
-    live = False
-
-    def __init__(self, frames: list[Frame], name: str = "frames") -> None:
-        super().__init__(name)
-        self._frames = list(frames)
-        self._ended = True
+        return  # every frame is there already
