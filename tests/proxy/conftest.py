@@ -17,6 +17,7 @@ import pytest
 
 from vuinspect.frames import Frame, event_info
 from vuinspect.proxy.server import ProxyServer, Route
+from vuinspect.proxy.sink import DirectSink
 from vuinspect.testing import wire
 from vuinspect.testing.backend import Backend
 
@@ -152,7 +153,9 @@ def proxy(sockdir: str) -> Iterator[Callable[..., tuple[ProxyServer, Recorder]]]
         routes: list[Route], sink: Callable[[Frame], None] | None = None, **kw: object
     ) -> tuple[ProxyServer, Recorder]:
         rec = Recorder()
-        srv = ProxyServer(routes, sink or rec, **kw)  # type: ignore[arg-type]
+        # A callable ``sink`` goes through the server's FrameQueue; the recorder only
+        # appends, so it takes the frames on the forwarding threads themselves.
+        srv = ProxyServer(routes, sink or DirectSink(rec), **kw)  # type: ignore[arg-type]
         srv.start()
         made.append(srv)
         return srv, rec

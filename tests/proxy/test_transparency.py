@@ -13,6 +13,7 @@ import pytest
 from vuinspect.frames import Frame
 from vuinspect.proxy.relay import Link
 from vuinspect.proxy.server import Route
+from vuinspect.proxy.sink import DirectSink
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
 
@@ -202,10 +203,8 @@ class _Owner:
     def __init__(self) -> None:
         self.conn = 999
         self.frames: list[Frame] = []
+        self.sink = DirectSink(self.frames.append)
         self.done = threading.Event()
-
-    def emit(self, frame: Frame) -> None:
-        self.frames.append(frame)
 
     def orient(self, link, side):
         return link.roles

@@ -1,15 +1,16 @@
-"""A bounded hand-off from the forwarding threads to a possibly slow sink.
+"""A bounded hand-off from the forwarding threads to a possibly slow consumer.
 
-Decoding, capture writing and the UI run on one consumer thread, never on a
-forwarding thread: a forwarding thread only appends to a deque.  Data frames
-go in as plain tuples ``(ts_ns, conn, channel, direction, data, fds)`` (one C
-call, no object built on the forwarding path); the consumer turns them into
-:class:`Frame` s.  When the consumer falls behind and the queue is full, data
-frames are dropped *from the capture* (the traffic itself was already
-forwarded) and counted; a note frame saying how many were lost goes into the
-queue as soon as there is room again, before the next frame of that
-connection.  Event frames (open, close, note) are never dropped: there are few
-of them and they frame everything else.
+The FrameSink (sink.py) for a consumer given as a callable (the TUI's live
+source, a test's sink): decoding and the UI run on one consumer thread, never
+on a forwarding thread, which only appends to a deque.  Data frames go in as
+plain tuples ``(ts_ns, conn, channel, direction, data, fds)`` (no object built
+on the forwarding path); the consumer turns them into :class:`Frame` s.  What
+waits is bounded in bytes (``budget``, as the Recorder's ``--capture-buffer``)
+and in count (``maxsize``); beyond either, data frames are dropped *from the
+capture* (the traffic itself was already forwarded) and counted; a note saying
+how many were lost goes in as soon as there is room again, before the next
+frame of that connection.  Event frames (open, close, note) are dropped only
+beyond twice the budget: there are few of them and they frame everything else.
 """
 
 from __future__ import annotations
@@ -21,101 +22,112 @@ import time
 import traceback
 from collections.abc import Callable
 
-from vuinspect.frames import Frame, event_frame
+from vuinspect.frames import Frame
+
+from .sink import DropLedger, Lane
 
 _STOP = object()
-#: A data frame as the forwarding threads queue it: Frame's first six fields.
-DataItem = tuple  # (ts_ns, conn, channel, direction, data, fds)
+#: What a queued frame costs beyond its data (the tuple or Frame, a deque slot), counted too.
+ITEM_COST = 128
+#: Bytes that may wait for the consumer before data frames are dropped (as recorder.BUDGET).
+BUDGET = 32 << 20
 
 
 class FrameQueue:
-    """Feeds ``sink`` from a consumer thread; ``put`` never blocks.
+    """A FrameSink that feeds ``sink`` from a consumer thread; nothing here blocks.
 
-    With ``sink=None`` nothing is queued and no thread runs (``active`` is
-    False): a proxy that neither shows nor captures anything pays nothing.
-
-    The forwarding fast path (relay.py) appends to ``items`` itself while
-    ``len(items) < maxsize`` and ``pending_drops`` is empty, and calls
-    :meth:`put_data` otherwise; ``items`` and ``pending_drops`` are never
-    replaced, so it may keep references to them.
+    The byte count ``_queued`` is kept without a lock, as the Recorder's: a
+    lost update between two forwarding threads errs by one frame, and the
+    consumer resets it whenever the queue runs empty.
     """
 
     def __init__(
         self,
-        sink: Callable[[Frame], None] | None,
+        sink: Callable[[Frame], None],
         maxsize: int = 65536,
         on_idle: Callable[[], None] | None = None,
+        budget: int = BUDGET,
     ) -> None:
         self._sink = sink
-        self.active = sink is not None
         #: Called on the consumer thread whenever the queue runs empty (flush outputs there).
         self.on_idle = on_idle
         #: How long the consumer lets frames collect while traffic flows (seconds).
         self.batch_interval = 0.005
         self.items: collections.deque[object] = collections.deque()
         self.maxsize = maxsize
-        self._lock = threading.Lock()
-        self.pending_drops: dict[int, int] = {}  # conn -> data frames dropped, not yet noted
+        self.budget = budget
+        self._event_cap = 2 * budget + (1 << 20)
+        self._queued = 0  # bytes (plus ITEM_COST each) in items
+        self._ledger = DropLedger("consumer")
         self._thread: threading.Thread | None = None
-        #: Frames handed to the sink, frames dropped from the capture, sink errors.
+        #: Frames handed to the sink, sink errors.
         self.delivered = 0
-        self.dropped = 0
         self.sink_errors = 0
 
+    @property
+    def dropped(self) -> int:
+        """Frames dropped from the capture (the consumer was too far behind)."""
+        return self._ledger.dropped
+
     def start(self) -> None:
-        if not self.active:
-            return
         self._thread = threading.Thread(target=self._consume, name="vuinspect-sink", daemon=True)
         self._thread.start()
 
-    def put(self, frame: Frame) -> bool:
-        """Queue ``frame`` for the sink; False if it had to be dropped (queue full)."""
-        if not self.active:
-            return True
-        if frame.kind == "data":
-            return self.put_data(
-                (frame.ts_ns, frame.conn, frame.channel, frame.direction, frame.data, frame.fds)
-            )
-        # Events always go in, after the drop note of their connection.
-        if self.pending_drops and frame.conn in self.pending_drops:
-            self._flush_drops(frame.conn)
-        self.items.append(frame)
-        return True
-
-    def put_data(self, item: DataItem) -> bool:
-        """Queue one data frame given as a tuple; False if it was dropped (queue full)."""
-        if not self.active:
-            return True
-        conn = item[1]
+    # -- FrameSink (forwarding threads) ----------------------------------------------------
+    def lane(self, conn: int, channel: str, direction: str) -> Lane:
+        slow = self.data
         items = self.items
-        if self.pending_drops and conn in self.pending_drops and len(items) < self.maxsize:
-            self._flush_drops(conn)
-        if len(items) >= self.maxsize:
-            with self._lock:
-                self.pending_drops[conn] = self.pending_drops.get(conn, 0) + 1
-                self.dropped += 1
-            return False
-        items.append(item)
-        return True
+        append = items.append
+        maxsize, budget = self.maxsize, self.budget
+        pending = self._ledger.pending
+        q = self
 
-    def _flush_drops(self, conn: int | None = None) -> None:
-        """Queue the "N frames dropped" notes (for one connection, or all)."""
-        with self._lock:
-            keys = [k for k in self.pending_drops if conn is None or k == conn]
-            counts = [(k, self.pending_drops.pop(k)) for k in keys]
-        for c, n in counts:
-            text = (
-                f"{n} frame{'s' if n != 1 else ''} dropped from the capture because the "
-                "consumer fell behind (the traffic itself was forwarded unchanged)"
-            )
-            self.items.append(event_frame("note", time.time_ns(), c, {"text": text, "dropped": n}))
+        def record(ts: int, data: bytes) -> None:
+            if q._queued > budget or pending or len(items) >= maxsize:
+                slow(ts, conn, channel, direction, data)
+                return
+            append((ts, conn, channel, direction, data, ()))
+            q._queued += len(data) + ITEM_COST
 
+        return record
+
+    def data(
+        self,
+        ts: int,
+        conn: int,
+        channel: str,
+        direction: str,
+        data: bytes,
+        fds: tuple[str, ...] = (),
+    ) -> None:
+        if self._queued > self.budget or len(self.items) >= self.maxsize:
+            self._ledger.drop(conn)
+            return
+        if self._ledger.pending:
+            self._note_drops(conn)
+        self.items.append((ts, conn, channel, direction, data, fds))
+        self._queued += len(data) + ITEM_COST
+
+    def event(self, frame: Frame) -> None:
+        if self._ledger.pending:
+            self._note_drops(frame.conn)
+        self._event(frame)
+
+    def _event(self, frame: Frame) -> None:
+        if self._queued > self._event_cap:
+            self._ledger.drop(None)
+            return
+        self.items.append(frame)
+        self._queued += len(frame.data) + ITEM_COST
+
+    def _note_drops(self, conn: int | None) -> None:
+        for note in self._ledger.notes(conn):
+            self._event(note)
+
+    # -- the consumer thread -----------------------------------------------------------------
     def close(self, timeout: float | None = 10.0) -> None:
         """Deliver everything queued so far, then stop the consumer thread."""
-        if not self.active:
-            return
-        if self.pending_drops:
-            self._flush_drops()
+        self._note_drops(None)
         self.items.append(_STOP)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -124,7 +136,7 @@ class FrameQueue:
         return len(self.items)
 
     def _consume(self) -> None:
-        """Deliver frames in batches, polling; never woken by a ``put``.
+        """Deliver frames in batches, polling; never woken by a producer.
 
         A blocking ``get`` would make every forwarded message wake this thread,
         which then competes with the forwarding threads for the CPU and the GIL
@@ -136,17 +148,17 @@ class FrameQueue:
         items = self.items
         popleft = items.popleft
         sink = self._sink
-        assert sink is not None  # start() runs this thread only when active
         interval = self.batch_interval
         sleep = time.sleep
         frame_type = Frame
         tuple_type = tuple
         while True:
             if not items:
+                self._queued = 0  # (resynced: see the class doc)
                 self._idle()
                 sleep(interval)
                 continue
-            n = 0
+            n = taken = 0
             while items:
                 item = popleft()
                 if item is _STOP:
@@ -154,6 +166,7 @@ class FrameQueue:
                     return
                 if type(item) is tuple_type:
                     item = frame_type(*item)
+                taken += len(item.data) + ITEM_COST  # type: ignore[attr-defined]
                 try:
                     # items holds Frames, data tuples (turned into Frames above) and
                     # _STOP (returned above): only a Frame reaches here.  No cast():
@@ -165,7 +178,10 @@ class FrameQueue:
                     self.delivered += 1
                 n += 1
                 if n % 16 == 0:
+                    self._queued -= taken
+                    taken = 0
                     sleep(0)  # release the GIL: forwarding threads come first
+            self._queued -= taken
 
     def _idle(self) -> None:
         if self.on_idle is not None:

@@ -46,13 +46,11 @@ from vuinspect.capture.capfile import (
     open_fifo,
     open_target,
 )
-from vuinspect.capture.encoder import EPB_OVERHEAD, PAD, Encoder, new_capture_id
-from vuinspect.capture.pcapng import (
-    BT_EPB,
-    EPB_FLAGS,
-)
+from vuinspect.capture.encoder import EPB_OVERHEAD, Encoder, new_capture_id
 from vuinspect.dataplane.sampler import Sampler, wanted
-from vuinspect.frames import DATAPLANE_KINDS, Frame, event_frame
+from vuinspect.frames import DATAPLANE_KINDS, Frame
+
+from .sink import DropLedger, Lane
 
 #: Bytes of capture that may wait for the writer thread before data frames are dropped.
 BUDGET = 32 << 20
@@ -262,14 +260,12 @@ class Recorder:
             )
             self._filter_out: list[bytes] = []
         self._outputs: list = []
-        self._lock = threading.Lock()
-        self._drops: dict[int, int] = {}
+        self._ledger = DropLedger("capture writer")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fifo: str | None = None  # a FIFO target still waiting for its reader
         self._ring: RingFile | None = None
         self._inflight: list = []  # the batch the writer thread is writing
-        self.dropped = 0
         self.unrecordable = 0
         self.bytes_written = 0
         #: Frames still queued when a stop gave up waiting for the outputs.
@@ -284,6 +280,11 @@ class Recorder:
         self._queued += len(self._encoder.shb) + BLOCK_COST
         if not defer:
             self.open()
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped from the capture (the writer was too far behind)."""
+        return self._ledger.dropped
 
     @property
     def filtered(self) -> int:
@@ -348,9 +349,7 @@ class Recorder:
     def sampled(self, frame: Frame) -> None:
         """A frame of the ring sampler (ring samples, its notes): dropped as data is."""
         if self._queued > self.budget:
-            with self._lock:
-                self._drops[frame.conn] = self._drops.get(frame.conn, 0) + 1
-                self.dropped += 1
+            self._ledger.drop(frame.conn)
             return
         self._event(frame)
 
@@ -367,11 +366,9 @@ class Recorder:
         if sampler is not None and channel == "main" and not fds and wanted(direction, data):
             sampler.control(ts, conn, direction, data)
         if self._queued > self.budget:
-            with self._lock:
-                self._drops[conn] = self._drops.get(conn, 0) + 1
-                self.dropped += 1
+            self._ledger.drop(conn)
             return
-        if self._drops:
+        if self._ledger.pending:
             self._note_drops(conn)
         if self._filter is not None:
             item = (ts, conn, channel, direction, data, fds)
@@ -389,7 +386,7 @@ class Recorder:
         self._chunks.append(block)
         self._queued += len(block) + BLOCK_COST
 
-    def lane(self, conn: int, channel: str, direction: str) -> Callable[[int, bytes], None]:
+    def lane(self, conn: int, channel: str, direction: str) -> Lane:
         """``record(ts, data)`` for the fd-less data frames of one link direction.
 
         The same as ``data(ts, conn, channel, direction, data)``, with everything
@@ -398,12 +395,9 @@ class Recorder:
         slow = self.data
         if self._filter is not None:
             return lambda ts, data: slow(ts, conn, channel, direction, data)
-        iface, prefix, flags = self._encoder.lane(conn, channel, direction)
-        plen = len(prefix)
-        head, tail = self._encoder.head, self._encoder.tail
+        pack = self._encoder.packer(conn, channel, direction)
         append = self._chunks.append
-        join = b"".join
-        drops = self._drops
+        drops = self._ledger.pending
         budget = self.budget
         rec = self
 
@@ -411,21 +405,9 @@ class Recorder:
             if rec._queued > budget or drops:
                 slow(ts, conn, channel, direction, data)
                 return
-            caplen = plen + len(data)
-            pad = -caplen & 3
-            blen = caplen + pad + EPB_OVERHEAD
-            append(
-                join(
-                    (
-                        head(BT_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, caplen),
-                        prefix,
-                        data,
-                        PAD[pad],
-                        tail(EPB_FLAGS, 4, flags, 0, 0, blen),
-                    )
-                )
-            )
-            rec._queued += blen + BLOCK_COST
+            block = pack(ts, data)
+            append(block)
+            rec._queued += len(block) + BLOCK_COST
 
         sampler = self.sampler
         if sampler is None or channel != "main":
@@ -441,7 +423,7 @@ class Recorder:
 
     def event(self, frame: Frame) -> None:
         """Open/close/note frames are dropped only beyond twice the budget (they frame the rest)."""
-        if self._drops:
+        if self._ledger.pending:
             self._note_drops(frame.conn)
         if self.sampler is not None:  # (first: a close stops the connection's samples)
             self.sampler.event(frame)
@@ -449,8 +431,7 @@ class Recorder:
 
     def _event(self, frame: Frame) -> None:
         if self._queued > self._event_cap:
-            with self._lock:
-                self.dropped += 1
+            self._ledger.drop(None)
             return
         if self._filter is not None:
             self._chunks.append(frame)
@@ -465,15 +446,8 @@ class Recorder:
         self._queued += len(block) + BLOCK_COST
 
     def _note_drops(self, conn: int | None) -> None:
-        with self._lock:
-            keys = [k for k in self._drops if conn is None or k == conn]
-            counts = [(k, self._drops.pop(k)) for k in keys]
-        for c, n in counts:
-            text = (
-                f"{n} frame{'s' if n != 1 else ''} dropped from the capture because the "
-                "capture writer fell behind (the traffic itself was forwarded unchanged)"
-            )
-            self._event(event_frame("note", time.time_ns(), c, {"text": text, "dropped": n}))
+        for note in self._ledger.notes(conn):
+            self._event(note)
 
     # -- the writer thread --------------------------------------------------------------
     def start(self) -> None:
@@ -593,8 +567,7 @@ class Recorder:
         (a pipe nobody reads, a FIFO nobody opened) is left behind, and what it
         did not get is counted in ``unwritten``.
         """
-        if self._drops:
-            self._note_drops(None)
+        self._note_drops(None)
         self._deadline = time.monotonic() + timeout
         self._stop.set()
         thread = self._thread

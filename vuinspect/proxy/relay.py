@@ -54,6 +54,7 @@ from .fds import (
     fds_from_ancdata,
 )
 from .framing import Framer
+from .sink import FrameSink, Lane
 
 if TYPE_CHECKING:
     from vuinspect.rules import ConnRules
@@ -91,19 +92,22 @@ Roles = tuple[str, str]  # role ("frontend"/"backend") of the peer on socks[0], 
 class LinkOwner(Protocol):
     """What a Link needs from the connection it belongs to.
 
-    An owner may also have a ``recorder`` (recorder.Recorder) or a
-    ``frame_queue`` (queue.FrameQueue): data frames then go straight into it
-    instead of through ``emit``.
+    ``sink`` takes every frame the link makes (sink.py); None: nothing is
+    recorded, and data is sent straight from the receive buffer.
     """
 
     conn: int
+    sink: FrameSink | None
 
-    def emit(self, frame: Frame) -> None: ...
     def orient(self, link: Link, side: int) -> Roles: ...
     def intercept(
         self, link: Link, data: bytes, fds: list[int]
     ) -> tuple[list[int], tuple[str, ...]]: ...
     def link_done(self, link: Link, info: dict[str, object]) -> None: ...
+
+
+def _ignore(frame: Frame) -> None:
+    """Where a link's events go when nothing records."""
 
 
 def _hung_up(sock: socket.socket) -> bool:
@@ -184,10 +188,12 @@ class Link:
         self._hup = [False, False]  # POLLHUP seen while not reading: unregistered until readable
         self._events = [_IN, _IN]  # what each socket is registered for (-1: not registered)
         self._poller = select.poll()
-        self._recorder = getattr(owner, "recorder", None)
-        self._fq = getattr(owner, "frame_queue", None)
+        self._sink = owner.sink
         #: Does anything take the frames?  (If not, fds are not even described.)
-        self._records = self._recorder is not None or self._fq is None or self._fq.active
+        self._records = self._sink is not None
+        self._emit: Callable[[Frame], None] = (
+            self._sink.event if self._sink is not None else _ignore
+        )
         self._fileno = (socks[0].fileno(), socks[1].fileno())
         #: Rules of the proxy (rules.py), shared by the connection's links; None: no rules,
         #: and the relay never decodes (the fast path stays as it is).
@@ -272,24 +278,8 @@ class Link:
         u32 = _U32.unpack_from
         conn = self.owner.conn
         channel = self.channel
-        # Where data frames go: nowhere (mode 0), a Recorder (1), a FrameQueue or emit() (2).
-        recorder, fq = self._recorder, self._fq
-        lanes: list[Callable[[int, bytes], None] | None] = [None, None]  # per reading side
-        mode = 1 if recorder is not None else 0 if fq is not None and not fq.active else 2
-        if fq is not None:
-            items = fq.items
-            qappend = items.append
-            qmax = fq.maxsize
-            pend = fq.pending_drops
-            put_data = fq.put_data
-        else:
-            items, qmax, pend = [], -1, {0: 0}  # never the fast path
-
-            def put_data(item: tuple) -> bool:
-                self.owner.emit(Frame(*item))
-                return True
-
-            qappend = put_data
+        sink = self._sink
+        lanes: list[Lane | None] = [None, None]  # the sink's fast path, per reading side
         frames = self.frames
         nbytes = self.bytes
         timeout: int | None = None
@@ -341,19 +331,14 @@ class Link:
                     timeout = None if -1 not in self._events else 200
                     continue
                 data: bytes | memoryview
-                if mode == 0:
+                if sink is None:
                     data = view[:n]  # nobody keeps it: send straight from the buffer
                 else:
                     data = bytes(view[:n])
-                    if mode == 1:
-                        lane = lanes[side]
-                        if lane is None:
-                            lane = lanes[side] = recorder.lane(conn, channel, dirs[side])  # type: ignore[union-attr]
-                        lane(now(), data)
-                    elif len(items) < qmax and not pend:
-                        qappend((now(), conn, channel, dirs[side], data, ()))
-                    else:
-                        put_data((now(), conn, channel, dirs[side], data, ()))
+                    lane = lanes[side]
+                    if lane is None:
+                        lane = lanes[side] = sink.lane(conn, channel, dirs[side])  # type: ignore[arg-type]
+                    lane(now(), data)
                 try:
                     sent = send[dst](data, _DONTWAIT)
                 except BlockingIOError:
@@ -565,12 +550,8 @@ class Link:
         data: bytes,
         descs: tuple[str, ...],
     ) -> None:
-        if self._recorder is not None:
-            self._recorder.data(ts, conn, channel, direction, data, descs)
-        elif self._fq is not None:
-            self._fq.put_data((ts, conn, channel, direction, data, descs))
-        else:
-            self.owner.emit(Frame(ts, conn, channel, direction, data, descs))
+        """A data frame to the sink (called only when ``_records``: there is one)."""
+        self._sink.data(ts, conn, channel, direction, data, descs)  # type: ignore[union-attr]
 
     def _send(self, dst: int, view: memoryview, fds: list[int], keep: bool = False) -> int:
         """One non-blocking send; fds go with the first byte and are closed once sent.
@@ -687,7 +668,7 @@ class Link:
 
     def _notes(self, ts: int, verdict: Verdict) -> None:
         for info in verdict.notes:
-            self.owner.emit(event_frame("note", ts, self.owner.conn, info, self.channel))
+            self._emit(event_frame("note", ts, self.owner.conn, info, self.channel))
 
     def _consume(
         self,
@@ -743,7 +724,7 @@ class Link:
         return "f2b" if roles[side] == "frontend" else "b2f"
 
     def _note(self, ts: int, text: str) -> None:
-        self.owner.emit(event_frame("note", ts, self.owner.conn, {"text": text}, self.channel))
+        self._emit(event_frame("note", ts, self.owner.conn, {"text": text}, self.channel))
 
     def _eof(self, side: int, ts: int) -> None:
         """``side`` sent EOF: forward what the framer still holds, then pass the EOF on."""
@@ -828,7 +809,7 @@ class Link:
             info["error"] = True
         if self._rules is not None:  # addons' connection_close hooks (addons.py)
             for note in self._rules.closed(self.channel):
-                self.owner.emit(
+                self._emit(
                     event_frame("note", time.time_ns(), self.owner.conn, note, self.channel)
                 )
         self.owner.link_done(self, info)

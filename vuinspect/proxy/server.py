@@ -37,9 +37,10 @@ from vuinspect.frames import Frame, event_frame
 
 from .fds import describe_fd, open_fd_count
 from .interpose import ORIG_SUFFIX, Interposer, Listener, ListenError
-from .queue import FrameQueue
+from .queue import BUDGET, FrameQueue
 from .recorder import Recorder
 from .relay import Link, Roles
+from .sink import FrameSink
 
 __all__ = ["ProxyServer", "Route", "ListenError", "open_fd_count"]
 
@@ -128,25 +129,20 @@ class Connection:
         self.opened = False
         self.links: list[Link] = []
         self.main: Link | None = None
-        # Links put data frames straight into one of these (relay.py's fast path).
-        self.frame_queue = server.queue
-        self.recorder = server.recorder
+        #: Where the links' frames go (LinkOwner.sink; None: nothing records).
+        self.sink = server.sink
         #: The data plane's fd hook (read by relay.Link); None: no ring sampler.
         sampler = server.recorder.sampler if server.recorder is not None else None
         self.fd_tap = sampler.fd_tap if sampler is not None else None
-        # (An instance attribute: skips one Python call per frame.)
-        # (recorder.event returns None, queue.put a bool nobody reads)
-        emit: Callable[[Frame], object] = (
-            server.recorder.event if server.recorder else server.queue.put
-        )
-        self.emit = emit  # type: ignore[method-assign,assignment]  # (return value unused)
+        if self.sink is not None:
+            self.emit = self.sink.event  # type: ignore[method-assign]  # (one call less per frame)
+
+    def emit(self, frame: Frame) -> None:
+        """This connection's own frames (open, close, notes): to the sink, if any."""
+        if self.sink is not None:
+            self.sink.event(frame)
 
     # -- LinkOwner -------------------------------------------------------------
-    def emit(self, frame: Frame) -> None:
-        if self.server.recorder is not None:
-            self.server.recorder.event(frame)
-        else:
-            self.server.queue.put(frame)
 
     def orient(self, link: Link, side: int) -> Roles:
         """Auto orientation: the side that spoke first is the front-end."""
@@ -317,22 +313,31 @@ class ProxyServer:
     def __init__(
         self,
         routes: list[Route],
-        sink: Callable[[Frame], None] | None,
+        sink: FrameSink | Callable[[Frame], None] | None,
         *,
         socket_mode: int = 0o600,
         queue_size: int = 65536,
+        capture_buffer: int = BUDGET,
         on_idle: Callable[[], None] | None = None,
         recorder: Recorder | None = None,
     ) -> None:
+        """``sink``: a FrameSink (sink.py), or a callable fed through a FrameQueue
+        (``queue_size`` frames, ``capture_buffer`` bytes at most), or None;
+        ``recorder``: the engine's capture (a FrameSink with a ring sampler)."""
         if not routes:
             raise ValueError("at least one route is needed")
         if recorder is not None and sink is not None:
             raise ValueError("give a sink or a recorder, not both")
         self.routes = list(routes)
         self.socket_mode = socket_mode
-        self.queue = FrameQueue(sink, queue_size, on_idle)
         #: Encodes the capture on the forwarding threads (the engine's way; see recorder.py).
         self.recorder = recorder
+        #: The consumer thread of a callable sink (None for any other sink).
+        self.queue: FrameQueue | None = None
+        if sink is not None and not isinstance(sink, FrameSink):
+            self.queue = FrameQueue(sink, queue_size, on_idle, capture_buffer)
+        #: The one place every link's frames go (relay.py); None: nothing records.
+        self.sink: FrameSink | None = recorder or self.queue or sink  # type: ignore[assignment]
         self._listeners: list[tuple[Listener, Route]] = []
         self._links: set[Link] = set()
         self._threads: set[threading.Thread] = set()
@@ -373,7 +378,8 @@ class ProxyServer:
             raise
         self._started = True
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.queue.start()
+        if self.queue is not None:
+            self.queue.start()
         self._acceptor = threading.Thread(
             target=self._accept_loop, name="vuinspect-accept", daemon=True
         )
@@ -414,7 +420,8 @@ class ProxyServer:
                 links.append(link)
         for key in list(self._failures):
             self._report_failures(key, end=True)
-        self.queue.close(timeout)
+        if self.queue is not None:
+            self.queue.close(timeout)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -441,8 +448,8 @@ class ProxyServer:
             "bytes_forwarded": nbytes,
             "fds_forwarded": nfds,
             "frames_dropped": self.frames_dropped,
-            "frames_delivered": self.queue.delivered,
-            "sink_errors": self.queue.sink_errors,
+            "frames_delivered": self.queue.delivered if self.queue is not None else 0,
+            "sink_errors": self.queue.sink_errors if self.queue is not None else 0,
             "open_fds": open_fd_count(),
         }
 
@@ -452,7 +459,7 @@ class ProxyServer:
 
     @property
     def frames_dropped(self) -> int:
-        return self.queue.dropped + (self.recorder.dropped if self.recorder else 0)
+        return getattr(self.sink, "dropped", 0)
 
     @property
     def active_links(self) -> int:
@@ -534,11 +541,8 @@ class ProxyServer:
             f"{n} more connection(s) to {key} closed unrelayed in {now - f.since:.1f} s "
             f"(up to connection {f.last}; reported together): {f.reason}"
         )
-        note = event_frame("note", time.time_ns(), f.first, {"text": text})
-        if self.recorder is not None:
-            self.recorder.event(note)
-        else:
-            self.queue.put(note)
+        if self.sink is not None:
+            self.sink.event(event_frame("note", time.time_ns(), f.first, {"text": text}))
         self._say(f"connection {f.first}: {text}")
 
     def _accept_backoff(self, lst: Listener, exc: OSError) -> bool:
