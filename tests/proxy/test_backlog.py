@@ -148,3 +148,38 @@ def test_sender_gone_while_paused_no_busy_loop_and_all_arrives(sockdir, proxy) -
     assert got == msgs
     be.close()
     wait_until(lambda: len(rec.events("close")) == 1, what="close frame")
+
+
+def test_the_frame_queue_is_bounded_in_bytes_not_only_in_count() -> None:
+    """A callable consumer that falls behind holds at most ~budget bytes (was: 65 536
+    frames whatever their size, 4 GiB of 64 KiB messages); what is dropped is noted."""
+    import time
+
+    from vuinspect.frames import event_frame, event_info
+    from vuinspect.proxy.queue import FrameQueue
+
+    release = threading.Event()
+    seen = []
+
+    def stuck(frame) -> None:  # the consumer is stuck until released
+        release.wait(10)
+        seen.append(frame)
+
+    q = FrameQueue(stuck, budget=1 << 20)
+    q.start()
+    q.event(event_frame("open", 1, 7, {"label": "x"}))
+    time.sleep(0.05)  # the consumer took the open frame and is stuck on it
+    big = wire.pack(7, 1, b"b" * 60000)
+    record = q.lane(7, "main", "f2b")
+    for i in range(100):  # 6 MB offered
+        record(100 + i, big)
+    kept = 100 - q.dropped
+    assert 10 <= kept <= 20  # ~1 MiB
+    assert q.backlog() == kept
+    q.event(event_frame("close", 999, 7, {"reason": "end"}))
+    release.set()
+    q.close(5)
+    data = [f for f in seen if f.kind == "data"]
+    notes = [event_info(f) for f in seen if f.kind == "note"]
+    assert len(data) == kept and sum(n["dropped"] for n in notes) == q.dropped
+    assert [f.kind for f in seen][-2:] == ["note", "close"]  # the note before the close
