@@ -407,6 +407,7 @@ def("p_driver_event_flags", ProtoField.uint32("vhost_user.payload.driver_event_f
 def("p_device_event_off", ProtoField.uint32("vhost_user.payload.device_event_off", "Device event off", base.DEC, nil, nil, "packed: device event suppression offset"))
 def("p_device_event_wrap", ProtoField.uint32("vhost_user.payload.device_event_wrap", "Device event wrap", base.DEC, nil, nil, "packed: device event suppression wrap"))
 def("p_device_event_flags", ProtoField.uint32("vhost_user.payload.device_event_flags", "Device event flags", base.DEC, nil, nil, "packed: device event flags (0 enable, 1 disable, 2 desc)"))
+def("p_call_fd", ProtoField.string("vhost_user.payload.call_fd", "Call fd", nil, "the back-end's call fd as forwarded: fd, nofd or none (no SET_VRING_CALL)"))
 def("p_event", ProtoField.string("vhost_user.payload.event", "Event", nil, "why sampled: start, stop, control or tick"))
 def("p_signal", ProtoField.string("vhost_user.payload.signal", "Signal", nil, "kick, call or err"))
 def("p_count", ProtoField.uint32("vhost_user.payload.count", "Count", base.DEC, nil, nil, "signals in the window"))
@@ -946,6 +947,52 @@ REQUESTS.backend[10] = { name = "BACKEND_SHMEM_UNMAP", request = { LAYOUTS.shmem
 -- request ids by name, for the runtime (no bare numbers there)
 local R = { GET_FEATURES = 1, SET_FEATURES = 2, SET_OWNER = 3, RESET_OWNER = 4, SET_MEM_TABLE = 5, SET_LOG_BASE = 6, SET_LOG_FD = 7, SET_VRING_NUM = 8, SET_VRING_ADDR = 9, SET_VRING_BASE = 10, GET_VRING_BASE = 11, SET_VRING_KICK = 12, SET_VRING_CALL = 13, SET_VRING_ERR = 14, GET_PROTOCOL_FEATURES = 15, SET_PROTOCOL_FEATURES = 16, GET_QUEUE_NUM = 17, SET_VRING_ENABLE = 18, SEND_RARP = 19, NET_SET_MTU = 20, SET_BACKEND_REQ_FD = 21, IOTLB_MSG = 22, SET_VRING_ENDIAN = 23, GET_CONFIG = 24, SET_CONFIG = 25, CREATE_CRYPTO_SESSION = 26, CLOSE_CRYPTO_SESSION = 27, POSTCOPY_ADVISE = 28, POSTCOPY_LISTEN = 29, POSTCOPY_END = 30, GET_INFLIGHT_FD = 31, SET_INFLIGHT_FD = 32, GPU_SET_SOCKET = 33, RESET_DEVICE = 34, VRING_KICK = 35, GET_MAX_MEM_SLOTS = 36, ADD_MEM_REG = 37, REM_MEM_REG = 38, SET_STATUS = 39, GET_STATUS = 40, GET_SHARED_OBJECT = 41, SET_DEVICE_STATE_FD = 42, CHECK_DEVICE_STATE = 43, GET_SHMEM_CONFIG = 44, GET_VRING_BASE_SKIP_DRAIN = 45 }
 
+-- what each request does to the session state, its checks (protocol/effects.py)
+local RULES = { main = {}, backend = {} }
+RULES.main[1] = { req = {}, rep = { { op = "set", field = "virtio_offered", key = "features", when = { "has", "features" } }, { op = "guess_device", key = "features", when = { "has", "features" } } }, checks = {}, virtio = "acked" }
+RULES.main[2] = { req = { { op = "set", field = "virtio_acked", key = "features" }, { op = "vrings_all", field = "enabled", value = true, when = { "lacks_virtio", 30 } } }, rep = {}, checks = { { kind = "offered", value = { "virtio", "acks" } } }, virtio = "acked" }
+RULES.main[3] = { req = { { op = "const", field = "owner", value = true } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[4] = { req = { { op = "const", field = "owner", value = false }, { op = "rings_stopped", value = "all" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[5] = { req = { { op = "regions_set", key = "regions", when = { "has", "regions" } } }, rep = {}, checks = { { kind = "max_regions", value = 8 } }, virtio = "acked" }
+RULES.main[6] = { req = { { op = "with_fd", field = "log" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[8] = { req = { { op = "vring_set", field = "num", key = "num" } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[9] = { req = { { op = "vring_set", field = "desc", key = "desc" }, { op = "vring_set", field = "used", key = "used" }, { op = "vring_set", field = "avail", key = "avail" }, { op = "vring_set", field = "log", key = "log" }, { op = "vring_set", field = "log_enabled", key = "flags", value = "bit0" } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[10] = { req = { { op = "vring" }, { op = "ring_restart" }, { op = "vring_set", field = "base", key = "num" } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[11] = { req = { { op = "rings_stopped", value = "index", when = { "int", "index" } } }, rep = { { op = "vring_const", field = "started", value = false, when = { "request" } }, { op = "vring_set", field = "stopped_base", key = "num", when = { "request" } } }, checks = { { kind = "vring_started" }, { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[12] = { req = { { op = "vring_fd", field = "kick", value = "none (polling)" }, { op = "vring_const", field = "started", value = true } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[13] = { req = { { op = "vring_fd", field = "call", value = "none (front-end polls)" } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[14] = { req = { { op = "vring_fd", field = "err", value = "none" } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[15] = { req = {}, rep = { { op = "set", field = "protocol_offered", key = "features" } }, checks = {}, virtio = "offered" }
+RULES.main[16] = { req = { { op = "set", field = "protocol_acked", key = "features" } }, rep = {}, checks = { { kind = "offered", value = { "protocol", "sets" } } }, virtio = "offered" }
+RULES.main[17] = { req = {}, rep = { { op = "set", field = "queue_num", key = "num_queues" } }, checks = {}, virtio = "acked" }
+RULES.main[18] = { req = { { op = "vring_set", field = "enabled", key = "num", value = "bool" } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked_or_offered", vcode = "enable_without_protocol_features", vtext = "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated" }
+RULES.main[20] = { req = { { op = "set", field = "mtu", key = "mtu" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[21] = { req = { { op = "const", field = "backend_channel", value = "requested" }, { op = "fd", field = "backend_fd" } }, rep = { { op = "const", field = "backend_channel", value = "established", when = { "ok" } } }, checks = {}, virtio = "acked" }
+RULES.main[23] = { req = { { op = "vring" } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[24] = { req = {}, rep = { { op = "set", field = "config", key = "data" } }, checks = {}, virtio = "acked" }
+RULES.main[31] = { req = {}, rep = { { op = "with_fd", field = "inflight" } }, checks = {}, virtio = "acked" }
+RULES.main[32] = { req = { { op = "with_fd", field = "inflight" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[34] = { req = { { op = "rings_stopped", value = "all" }, { op = "vrings_all", field = "started", value = false }, { op = "vrings_all", field = "enabled", value = false } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[35] = { req = { { op = "vring_const", field = "started", value = true } }, rep = {}, checks = { { kind = "vring_range" } }, virtio = "acked" }
+RULES.main[36] = { req = {}, rep = { { op = "set", field = "max_mem_slots", key = "slots" } }, checks = {}, virtio = "acked" }
+RULES.main[37] = { req = { { op = "region_add", when = { "has", "mmap_offset" } } }, rep = {}, checks = { { kind = "slots" } }, virtio = "acked" }
+RULES.main[38] = { req = { { op = "region_remove", when = { "has", "userspace_addr" } } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[39] = { req = { { op = "set", field = "status", key = "status" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.main[40] = { req = {}, rep = { { op = "set", field = "status", key = "status" } }, checks = {}, virtio = "acked" }
+RULES.main[45] = { req = {}, rep = { { op = "vring_const", field = "started", value = false, when = { "request" } }, { op = "vring_set", field = "stopped_base", key = "num", when = { "request" } } }, checks = { { kind = "vring_started" }, { kind = "vring_range" } }, virtio = "acked" }
+RULES.backend[1] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[2] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[3] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[4] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[5] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[6] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[7] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[8] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[9] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+RULES.backend[10] = { req = { { op = "const", field = "backend_channel", value = "established" } }, rep = {}, checks = {}, virtio = "acked" }
+local EFFECT_OPS = { "set", "const", "fd", "with_fd", "guess_device", "regions_set", "region_add", "region_remove", "rings_stopped", "ring_restart", "vring", "vring_set", "vring_const", "vring_fd", "vrings_all" }
+local EFFECT_CHECKS = { "vring_started", "vring_range", "max_regions", "offered", "slots" }
+
 -- constants (requests.py, features.py, capture/pseudohdr.py)
 local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
@@ -959,11 +1006,10 @@ local C = {
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
   RULE_KEYS = { { "action", "string" }, { "addon", "string" }, { "hook", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "fired", "bool" } },
-  DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
+  DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "call_fd", "p_call_fd", "string" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
   TRUNCATED_FD = "truncated",
   SEVERITIES = { "error", "warning", "note" },
   GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
-  VRING_REQUESTS = { [8] = true, [9] = true, [10] = true, [11] = true, [12] = true, [13] = true, [14] = true, [18] = true, [23] = true, [35] = true, [45] = true },
   REQUESTER = { main = 0, backend = 1 },
   BIT = { REPLY_ACK = 3, LOG_SHMFD = 1,
           BACKEND_SEND_FD = 10, XEN_MMAP = 17,
@@ -1964,107 +2010,9 @@ local function check_result(rec, lname, out, probs)
   end
 end
 
--- session._check_request: checks that need the negotiated state (first pass only).
-local function check_request(s, rec, spec, out, probs)
-  local req, main = rec.request, rec.channel == "main"
-  if #spec.needs > 0 and s.protocol_acked ~= nil then
-    local missing = {}
-    for _, nb in ipairs(spec.needs) do
-      if not bit_set(s.protocol_acked, nb[2]) then missing[#missing + 1] = nb[1] end
-    end
-    if #missing > 0 then
-      problem(probs, "feature_not_negotiated", "needs protocol feature " .. concat(missing, ", "))
-    end
-  end
-  for _, nb in ipairs(spec.needs_virtio) do
-    if req == R.SET_VRING_ENABLE and main then
-      local feats = s.virtio_acked
-      if feats == nil then feats = s.virtio_offered end
-      if feats ~= nil and not bit_set(feats, nb[2]) then
-        problem(probs, "enable_without_protocol_features", "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated")
-      end
-    else
-      local feats = s.virtio_acked
-      if req == R.GET_PROTOCOL_FEATURES or req == R.SET_PROTOCOL_FEATURES then feats = s.virtio_offered end
-      if feats ~= nil and not bit_set(feats, nb[2]) then
-        problem(probs, "feature_not_negotiated", fmt("needs virtio feature %s (bit %d)", nb[1], nb[2]))
-      end
-    end
-  end
-  if rec.need_reply and spec.mode == "ack" and protocol_has(s, C.BIT.REPLY_ACK) == false then
-    problem(probs, "need_reply_without_ack", "NEED_REPLY set but REPLY_ACK not negotiated: no ack will come")
-  end
-  if main and (req == R.GET_VRING_BASE or req == R.GET_VRING_BASE_SKIP_DRAIN) and s.seen_start then
-    local idx = out.index
-    if idx == nil or not s.started[idx] then
-      problem(probs, "vring_not_started", fmt("vring %s was never started (no SET_VRING_KICK)", idx and dec(idx) or "None"))
-    end
-  end
-  local index = out.index
-  if main and C.VRING_REQUESTS[req] and s.queue_num ~= nil and s.queue_num ~= 0
-      and type(index) == "number" and index >= 2 * s.queue_num then
-    problem(probs, "vring_out_of_range", fmt("vring %s, back-end announced %s queues", dec(index), dec(s.queue_num)))
-  end
-  if main and req == R.SET_MEM_TABLE and tonum(out.nregions or 0) > 8 then
-    problem(probs, "too_many_regions", fmt("%s regions, SET_MEM_TABLE allows 8", dec(out.nregions)))
-  end
-  if main and (req == R.SET_FEATURES or req == R.SET_PROTOCOL_FEATURES) then
-    local offered = s.protocol_offered
-    if req == R.SET_FEATURES then offered = s.virtio_offered end
-    if offered ~= nil then
-      local extra = UInt64(lohi(out.features or 0)):band(UInt64(lohi(offered)):bnot())
-      if not is_zero(extra) then
-        if req == R.SET_FEATURES then
-          problem(probs, "features_not_offered", "acks " .. bit_names_of(extra, virtio_bits(s.device)) .. " not offered by the back-end")
-        else
-          problem(probs, "features_not_offered", "sets " .. bit_names_of(extra, PROTO_BITS) .. " not offered by the back-end")
-        end
-      end
-    end
-  end
-  if req == R.ADD_MEM_REG and s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
-    problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", #s.regions + 1, s.max_mem_slots))
-  end
-end
-
-local function region_key(p)
-  return hex(p.guest_phys_addr or 0) .. "/" .. hex(p.memory_size or 0) .. "/" .. hex(p.userspace_addr or 0)
-end
-
--- session._apply_request / _apply_reply: the state later messages are checked against.
-local function apply_request(s, rec, out)
-  if rec.channel ~= "main" then return end
-  local r = rec.request
-  if r == R.SET_FEATURES then s.virtio_acked = out.features
-  elseif r == R.SET_PROTOCOL_FEATURES then s.protocol_acked = out.features
-  elseif r == R.SET_MEM_TABLE and out.regions ~= nil then
-    s.regions = {}
-    for i, reg in ipairs(out.regions) do s.regions[i] = region_key(reg) end
-  elseif r == R.ADD_MEM_REG and out.mmap_offset ~= nil then s.regions[#s.regions + 1] = region_key(out)  -- whole region only
-  elseif r == R.REM_MEM_REG and out.userspace_addr ~= nil then
-    local key, keep = region_key(out), {}
-    for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
-    s.regions = keep
-  elseif (r == R.SET_VRING_KICK or r == R.VRING_KICK) and out.index ~= nil then s.started[out.index] = true
-  elseif r == R.RESET_DEVICE then s.started = {}
-  end
-end
-
-local function apply_reply(s, rec, out, request)
-  if rec.channel ~= "main" then return end
-  local r = rec.request
-  if r == R.GET_FEATURES and out.features ~= nil then
-    s.virtio_offered = out.features
-    if s.device == nil then s.device = guess_device(out.features) end
-  elseif r == R.GET_PROTOCOL_FEATURES then s.protocol_offered = out.features
-  elseif r == R.GET_QUEUE_NUM then s.queue_num = tonum(out.num_queues)
-  elseif r == R.GET_MAX_MEM_SLOTS then s.max_mem_slots = tonum(out.slots)
-  elseif (r == R.GET_VRING_BASE or r == R.GET_VRING_BASE_SKIP_DRAIN) and request ~= nil then
-    local idx = request.index
-    if idx == nil then idx = out.index or -1 end
-    s.started[idx] = nil
-  end
-end
+-- session._check_request / _apply_request / _apply_reply: the rule table (RULES, from
+-- vuinspect/protocol/effects.py) run by runtime_effects.lua, which fills these.
+local check_request, apply_request, apply_reply
 
 -- ===================================================================== runtime: pairing
 local function expects_reply(s, spec, need_reply)
@@ -2353,6 +2301,234 @@ local function dissect_message(mt, base, len, rec, first, t)
   return name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
     .. (summary ~= "" and " " or "") .. summary
     .. (#rec.fds > 0 and " fds=[" .. concat(rec.fds, ", ") .. "]" or "")
+end
+
+-- Runtime Lua, part 3: the session's rule table (RULES, generated from
+-- vuinspect/protocol/effects.py) run as session.py runs it: per request the checks its rule
+-- lists and, on the request and on its reply, the effects on the negotiated state.
+--
+-- The table is compiled once, at load: per request a list of entries holding their op's
+-- handler (no per-frame closures, no lookups by op name).  The dissector keeps only the
+-- state its checks read (feature words, queue count, memory slots, regions, started
+-- rings); effects on the rest (the state views and data plane of the Python session) are
+-- dropped here.  An op or check this file does not know stops the load: the table and
+-- this runtime cannot drift apart silently.
+-- Fills check_request, apply_request and apply_reply, declared in runtime_session.lua.
+do
+  -- session fields the dissector reads, and how a payload value is kept there
+  local KEEP = { virtio_acked = "raw", protocol_acked = "raw", virtio_offered = "raw",
+                 protocol_offered = "raw", queue_num = "num", max_mem_slots = "num" }
+
+  local function region_key(p)
+    return hex(p.guest_phys_addr or 0) .. "/" .. hex(p.memory_size or 0) .. "/" .. hex(p.userspace_addr or 0)
+  end
+
+  -- handlers: fn(s, e, out, idx); idx is the vring of a vring effect
+  local function op_set(s, e, out)
+    local v = out[e.key]
+    if e.how == "num" then v = tonum(v) end
+    s[e.field] = v
+  end
+  local function op_const(s, e) s[e.field] = e.value end
+  local function op_guess_device(s, e, out)
+    if s.device == nil then s.device = guess_device(out[e.key]) end
+  end
+  local function op_regions_set(s, e, out)
+    local regions = {}
+    for i, reg in ipairs(out[e.key]) do regions[i] = region_key(reg) end
+    s.regions = regions
+  end
+  local function op_region_add(s, e, out) s.regions[#s.regions + 1] = region_key(out) end
+  local function op_region_remove(s, e, out)
+    local key, keep = region_key(out), {}
+    for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
+    s.regions = keep
+  end
+  local function op_start(s, e, out, idx) s.started[idx] = e.value or nil end
+  local function op_stop_all(s) s.started = {} end
+
+  -- op -> function(effect) giving its handler, or false: not state the dissector keeps
+  local function kept(fn) return function(e) return KEEP[e.field] and fn end end
+  local function started(fn) return function(e) return e.field == "started" and fn end end
+  local PICK = {
+    set = kept(op_set),
+    const = kept(op_const),
+    fd = false,
+    with_fd = false,
+    guess_device = function() return op_guess_device end,
+    regions_set = function() return op_regions_set end,
+    region_add = function() return op_region_add end,
+    region_remove = function() return op_region_remove end,
+    rings_stopped = false,  -- the data plane is diagnosed by the Python session only
+    ring_restart = false,
+    vring = false,
+    vring_set = function(e) assert(e.field ~= "started", "vring_set of started"); return false end,
+    vring_const = started(op_start),
+    vring_fd = function(e) assert(e.field ~= "started", "vring_fd of started"); return false end,
+    vrings_all = function(e)
+      if e.field ~= "started" then return false end
+      assert(e.value == false, "vrings_all can only stop every ring here")
+      return op_stop_all
+    end,
+  }
+  local VRING_OP = { vring = true, vring_set = true, vring_const = true, vring_fd = true }
+
+  local function holds(s, when, out, request)
+    local kind = when[1]
+    if kind == "has" then return out[when[2]] ~= nil end
+    if kind == "int" then return type(out[when[2]]) == "number" end
+    if kind == "ok" then return out.result == nil or is_zero(out.result) end
+    if kind == "request" then return request ~= nil end
+    if kind == "lacks_virtio" then return s.virtio_acked ~= nil and not bit_set(s.virtio_acked, when[2]) end
+    error("runtime_effects.lua: unknown effect condition " .. tostring(kind))
+  end
+
+  -- checks: fn(s, rec, out, probs, value)
+  local function vring_started(s, rec, out, probs)
+    if not s.seen_start then return end
+    local idx = out.index
+    if idx == nil or not s.started[idx] then
+      problem(probs, "vring_not_started", fmt("vring %s was never started (no SET_VRING_KICK)", idx and dec(idx) or "None"))
+    end
+  end
+  local function vring_range(s, rec, out, probs)
+    local index, n = out.index, s.queue_num
+    -- GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
+    if n ~= nil and n ~= 0 and type(index) == "number" and index >= 2 * n then
+      problem(probs, "vring_out_of_range", fmt("vring %s, back-end announced %s queues", dec(index), dec(n)))
+    end
+  end
+  local function max_regions(s, rec, out, probs, limit)
+    if tonum(out.nregions or 0) > limit then
+      problem(probs, "too_many_regions", fmt("%s regions, %s allows %d", dec(out.nregions), rec.name, limit))
+    end
+  end
+  local function offered(s, rec, out, probs, how)
+    local word, verb = how[1], how[2]
+    local have = s.protocol_offered
+    if word == "virtio" then have = s.virtio_offered end
+    if have == nil then return end
+    local extra = UInt64(lohi(out.features or 0)):band(UInt64(lohi(have)):bnot())
+    if is_zero(extra) then return end
+    local names = word == "virtio" and virtio_bits(s.device) or PROTO_BITS
+    problem(probs, "features_not_offered", verb .. " " .. bit_names_of(extra, names) .. " not offered by the back-end")
+  end
+  local function slots(s, rec, out, probs)
+    if s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
+      problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", #s.regions + 1, s.max_mem_slots))
+    end
+  end
+  local CHECK = { vring_started = vring_started, vring_range = vring_range, max_regions = max_regions,
+                  offered = offered, slots = slots }
+
+  for _, op in ipairs(EFFECT_OPS) do
+    if PICK[op] == nil then error("runtime_effects.lua does not know the effect op " .. op) end
+  end
+  for _, kind in ipairs(EFFECT_CHECKS) do
+    if CHECK[kind] == nil then error("runtime_effects.lua does not know the check " .. kind) end
+  end
+
+  local function compile_effects(list)
+    local out = {}
+    for _, e in ipairs(list) do
+      local pick = PICK[e.op]
+      if pick == nil then error("runtime_effects.lua: unknown effect op " .. tostring(e.op)) end
+      local fn = pick and pick(e)
+      if fn then
+        out[#out + 1] = { fn = fn, field = e.field, key = e.key, value = e.value, when = e.when,
+                          how = KEEP[e.field], vring = VRING_OP[e.op] or false }
+      end
+    end
+    if #out == 0 then return EMPTY end
+    return out
+  end
+
+  local NO_RULE = { req = EMPTY, rep = EMPTY, checks = EMPTY, virtio = "acked" }
+  local COMPILED = { main = {}, backend = {} }
+  for channel, rules in pairs(RULES) do
+    for id, r in pairs(rules) do
+      local checks = {}
+      for i, c in ipairs(r.checks) do
+        local fn = CHECK[c.kind]
+        if fn == nil then error("runtime_effects.lua: unknown check " .. tostring(c.kind)) end
+        checks[i] = { fn = fn, value = c.value }
+      end
+      COMPILED[channel][id] = { req = compile_effects(r.req), rep = compile_effects(r.rep),
+                                checks = #checks > 0 and checks or EMPTY, virtio = r.virtio,
+                                vcode = r.vcode, vtext = r.vtext }
+    end
+  end
+
+  local function rule_of(rec)
+    return COMPILED[rec.channel][rec.request] or NO_RULE
+  end
+
+  local function run(s, list, out, request, idx)
+    for i = 1, #list do
+      local e = list[i]
+      if e.when == nil or holds(s, e.when, out, request) then
+        if e.vring then
+          if idx ~= nil then e.fn(s, e, out, idx) end
+        else
+          e.fn(s, e, out)
+        end
+      end
+    end
+  end
+
+  -- session._check_request: checks that need the negotiated state (first pass only).
+  function check_request(s, rec, spec, out, probs)
+    if #spec.needs > 0 and s.protocol_acked ~= nil then
+      local missing = {}
+      for _, nb in ipairs(spec.needs) do
+        if not bit_set(s.protocol_acked, nb[2]) then missing[#missing + 1] = nb[1] end
+      end
+      if #missing > 0 then
+        problem(probs, "feature_not_negotiated", "needs protocol feature " .. concat(missing, ", "))
+      end
+    end
+    local rule = rule_of(rec)
+    if #spec.needs_virtio > 0 then
+      local feats = s.virtio_acked
+      if rule.virtio == "offered" or (rule.virtio == "acked_or_offered" and feats == nil) then
+        feats = s.virtio_offered
+      end
+      for _, nb in ipairs(spec.needs_virtio) do
+        if feats ~= nil and not bit_set(feats, nb[2]) then
+          if rule.vcode then
+            problem(probs, rule.vcode, rule.vtext)
+          else
+            problem(probs, "feature_not_negotiated", fmt("needs virtio feature %s (bit %d)", nb[1], nb[2]))
+          end
+        end
+      end
+    end
+    if rec.need_reply and spec.mode == "ack" and protocol_has(s, C.BIT.REPLY_ACK) == false then
+      problem(probs, "need_reply_without_ack", "NEED_REPLY set but REPLY_ACK not negotiated: no ack will come")
+    end
+    local checks = rule.checks
+    for i = 1, #checks do
+      local c = checks[i]
+      c.fn(s, rec, out, probs, c.value)
+    end
+  end
+
+  -- session._apply_request / _apply_reply: the state later messages are checked against.
+  function apply_request(s, rec, out)
+    local list = rule_of(rec).req
+    if #list > 0 then run(s, list, out, nil, out.index) end
+  end
+
+  function apply_reply(s, rec, out, request)
+    local list = rule_of(rec).rep
+    if #list == 0 then return end
+    local idx
+    if request ~= nil then
+      idx = request.index
+      if idx == nil then idx = out.index or -1 end
+    end
+    run(s, list, out, request, idx)
+  end
 end
 
 -- Runtime Lua, part 3: framing across frames, event frames, the dissector entry, the stats tap.

@@ -11,6 +11,7 @@ applies are PROTOCOL.md §1.5 (replies) and §2-§6.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .dataplane.diagnose import Finding, is_receive_queue
@@ -20,6 +21,8 @@ from .frames import Channel, Direction
 from .message import Message
 from .payload import DecodeContext, choose_layout, decode_layout
 from .protocol import features as F
+from .protocol.effects import CONTEXT_FIELDS, VIRTIO_GATES, Effect
+from .protocol.effects import rule as effect_rule
 from .protocol.problems import problem
 from .protocol.requests import (
     FLAG_NEED_REPLY,
@@ -38,7 +41,6 @@ _REPLY_ACK = 1 << 3
 _BACKEND_SEND_FD = 1 << 10
 _XEN_MMAP = 1 << 17
 TRUNCATED_FD = "truncated"  # fd description the proxy adds when the kernel set MSG_CTRUNC
-_VRING_REQUESTS = (8, 9, 10, 11, 12, 13, 14, 18, 23, 35, 45)
 
 
 class Session:
@@ -408,8 +410,9 @@ class Session:
             )
         return req
 
-    # -- stateful checks ------------------------------------------------------------
+    # -- stateful checks (the rule table, vuinspect/protocol/effects.py) --------------
     def _check_request(self, msg: Message, spec: RequestSpec) -> None:
+        """The checks every request gets from its spec, then those its rule lists."""
         self._check_fds(msg, spec.fds, spec.fd_role)
         if spec.needs and self.protocol_acked is not None:
             missing = [
@@ -421,24 +424,33 @@ class Session:
                         "feature_not_negotiated", f"needs protocol feature {', '.join(missing)}"
                     )
                 )
-        for name in spec.needs_virtio:
-            bit = {
-                "PROTOCOL_FEATURES": F.PROTOCOL_FEATURES_BIT,
-                "ACCESS_PLATFORM": F.ACCESS_PLATFORM_BIT,
-            }[name]
-            if msg.request == 18 and msg.channel == "main":
-                feats = self.virtio_acked if self.virtio_acked is not None else self.virtio_offered
+        rule = effect_rule(msg.channel, msg.request or 0)
+        if spec.needs_virtio:
+            feats = self._virtio_word(rule.virtio)
+            for name in spec.needs_virtio:
+                bit = VIRTIO_GATES[name]
                 if feats is not None and not feats >> bit & 1:
-                    msg.problems.append(problem("enable_without_protocol_features"))
-                continue
-            feats = self.virtio_offered if msg.request in (15, 16) else self.virtio_acked
-            if feats is not None and not feats >> bit & 1:
-                msg.problems.append(
-                    problem("feature_not_negotiated", f"needs virtio feature {name} (bit {bit})")
-                )
+                    msg.problems.append(
+                        problem(rule.virtio_problem)
+                        if rule.virtio_problem
+                        else problem(
+                            "feature_not_negotiated", f"needs virtio feature {name} (bit {bit})"
+                        )
+                    )
         if msg.need_reply and spec.reply_mode == "ack" and self.protocol_has(_REPLY_ACK) is False:
             msg.problems.append(problem("need_reply_without_ack"))
-        if msg.channel == "main" and msg.request in (11, 45) and self.seen_start:
+        for check in rule.checks:
+            _CHECKS[check.kind](self, msg, check.value)
+
+    def _virtio_word(self, word: str) -> int | None:
+        if word == "offered":
+            return self.virtio_offered
+        if word == "acked_or_offered" and self.virtio_acked is None:
+            return self.virtio_offered
+        return self.virtio_acked
+
+    def _check_vring_started(self, msg: Message, _: Any) -> None:
+        if self.seen_start:
             ring = self.vrings.get(msg.payload.get("index", -1))
             if ring is None or not ring.started:
                 msg.problems.append(
@@ -447,14 +459,10 @@ class Session:
                         f"vring {msg.payload.get('index')} was never started (no SET_VRING_KICK)",
                     )
                 )
+
+    def _check_vring_range(self, msg: Message, _: Any) -> None:
         index = msg.payload.get("index")
-        if (
-            msg.channel == "main"
-            and msg.request in _VRING_REQUESTS
-            and self.queue_num
-            and isinstance(index, int)
-            and index >= 2 * self.queue_num
-        ):
+        if self.queue_num and isinstance(index, int) and index >= 2 * self.queue_num:
             # GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
             msg.problems.append(
                 problem(
@@ -462,37 +470,33 @@ class Session:
                     f"vring {index}, back-end announced {self.queue_num} queues",
                 )
             )
-        if msg.request == 5 and msg.channel == "main" and msg.payload.get("nregions", 0) > 8:
+
+    def _check_max_regions(self, msg: Message, limit: int) -> None:
+        if msg.payload.get("nregions", 0) > limit:
             msg.problems.append(
                 problem(
-                    "too_many_regions", f"{msg.payload['nregions']} regions, SET_MEM_TABLE allows 8"
+                    "too_many_regions",
+                    f"{msg.payload['nregions']} regions, {msg.name} allows {limit}",
                 )
             )
-        if msg.request == 2 and msg.channel == "main" and self.virtio_offered is not None:
-            extra = msg.payload.get("features", 0) & ~self.virtio_offered
-            if extra:
-                names = F.bit_names(extra, F.virtio_table(self.device))
-                msg.problems.append(
-                    problem(
-                        "features_not_offered",
-                        f"acks {', '.join(names)} not offered by the back-end",
-                    )
+
+    def _check_offered(self, msg: Message, how: tuple[str, str]) -> None:
+        word, verb = how
+        offered = self.virtio_offered if word == "virtio" else self.protocol_offered
+        if offered is None:
+            return
+        extra = msg.payload.get("features", 0) & ~offered
+        if extra:
+            table = F.virtio_table(self.device) if word == "virtio" else F.PROTOCOL_TABLE
+            msg.problems.append(
+                problem(
+                    "features_not_offered",
+                    f"{verb} {', '.join(F.bit_names(extra, table))} not offered by the back-end",
                 )
-        if msg.request == 16 and msg.channel == "main" and self.protocol_offered is not None:
-            extra = msg.payload.get("features", 0) & ~self.protocol_offered
-            if extra:
-                names = F.bit_names(extra, F.PROTOCOL_TABLE)
-                msg.problems.append(
-                    problem(
-                        "features_not_offered",
-                        f"sets {', '.join(names)} not offered by the back-end",
-                    )
-                )
-        if (
-            msg.request in (37,)
-            and self.max_mem_slots is not None
-            and len(self.regions) >= self.max_mem_slots
-        ):
+            )
+
+    def _check_slots(self, msg: Message, _: Any) -> None:
+        if self.max_mem_slots is not None and len(self.regions) >= self.max_mem_slots:
             msg.problems.append(
                 problem(
                     "too_many_regions",
@@ -500,119 +504,114 @@ class Session:
                 )
             )
 
-    # -- state updates ---------------------------------------------------------------
+    # -- state updates (the rule table's effects) ------------------------------------
     def _apply_request(self, msg: Message, spec: RequestSpec) -> None:
-        if msg.channel != "main":
-            self.backend_channel = "established"
-            return
-        p = msg.payload
-        r = msg.request
-        if r in (2, 16):
-            self._invalidate()
-        if r == 2:
-            self.virtio_acked = p.get("features")
-            if (
-                self.virtio_acked is not None
-                and not self.virtio_acked >> F.PROTOCOL_FEATURES_BIT & 1
-            ):
-                for ring in self.vrings.values():
-                    ring.enabled = True  # without bit 30, SET_FEATURES enables every ring
-        elif r == 16:
-            self.protocol_acked = p.get("features")
-        elif r == 3:
-            self.owner = True
-        elif r == 4:
-            self.owner = False
-            msg.problems.extend(self.rings_stopped(msg.ts_ns))
-        elif r == 5 and "regions" in p:
-            self.regions = [self._region(reg, msg.fds, i) for i, reg in enumerate(p["regions"])]
-        elif r == 37 and "mmap_offset" in p:  # a cut payload lacks the later fields
-            self.regions.append(self._region(p, msg.fds, 0))
-        elif r == 38 and "userspace_addr" in p:
-            self.regions = [
-                g
-                for g in self.regions
-                if not (
-                    g.guest_phys_addr == p["guest_phys_addr"]
-                    and g.memory_size == p["memory_size"]
-                    and g.userspace_addr == p["userspace_addr"]
-                )
-            ]
-        elif r == 6:
-            self.log = dict(p, fd=msg.fds[0] if msg.fds else None)
-        elif r == 11 and isinstance(p.get("index"), int):
-            msg.problems.extend(self.rings_stopped(msg.ts_ns, [p["index"]]))
-        elif r in (8, 9, 10, 18, 23) and "index" in p:
-            ring = self.vring(p["index"])
-            if r == 10:
-                msg.problems.extend(
-                    problem(f.code, f.text)
-                    for f in self.dataplane.on_restart(msg.ts_ns, p["index"], self.receive_queue)
-                )
-            if r == 8:
-                ring.num = p.get("num")
-            elif r == 10:
-                ring.base = p.get("num")
-            elif r == 18:
-                ring.enabled = bool(p.get("num"))
-            elif r == 9:
-                ring.desc, ring.used, ring.avail = p.get("desc"), p.get("used"), p.get("avail")
-                ring.log, ring.log_enabled = p.get("log"), bool(p.get("flags", 0) & 1)
-        elif r in (12, 13, 14) and "index" in p:
-            ring = self.vring(p["index"])
-            fd = None if p.get("nofd") else (msg.fds[0] if msg.fds else "?")
-            if r == 12:
-                ring.kick = fd or "none (polling)"
-                ring.started = True
-            elif r == 13:
-                ring.call = fd or "none (front-end polls)"
-            else:
-                ring.err = fd or "none"
-        elif r == 35 and "index" in p:
-            self.vring(p["index"]).started = True
-        elif r == 21:
-            self.backend_channel = "requested"
-            self.backend_fd = msg.fds[0] if msg.fds else None
-        elif r == 39:
-            self.status = p.get("status")
-        elif r == 20:
-            self.mtu = p.get("mtu")
-        elif r == 32:
-            self.inflight = dict(p, fd=msg.fds[0] if msg.fds else None)
-        elif r == 34:
-            msg.problems.extend(self.rings_stopped(msg.ts_ns))
-            for ring in self.vrings.values():
-                ring.started = False
-                ring.enabled = False
+        self._apply(effect_rule(msg.channel, msg.request or 0).request, msg, None)
 
     def _apply_reply(self, msg: Message, spec: RequestSpec, request: Message | None) -> None:
-        if msg.channel != "main":
-            return
+        self._apply(effect_rule(msg.channel, msg.request or 0).reply, msg, request)
+
+    def _apply(self, effects: tuple[Effect, ...], msg: Message, request: Message | None) -> None:
+        """Run ``effects`` in order; a vring effect acts on the payload's vring (a request's)
+        or on the vring the paired request named (a reply's)."""
         p = msg.payload
-        r = msg.request
-        if r == 1 and "features" in p:
-            self.virtio_offered = p["features"]
-            if self.device is None:
-                self.device = F.guess_device(p["features"])
-                self._invalidate()
-        elif r == 15:
-            self.protocol_offered = p.get("features")
-        elif r == 17:
-            self.queue_num = p.get("num_queues")
-        elif r == 36:
-            self.max_mem_slots = p.get("slots")
-        elif r == 40:
-            self.status = p.get("status")
-        elif r == 24:
-            self.config = p.get("data")
-        elif r == 31:
-            self.inflight = dict(p, fd=msg.fds[0] if msg.fds else None)
-        elif r in (11, 45) and request is not None:
-            ring = self.vring(request.payload.get("index", p.get("index", -1)))
-            ring.started = False
-            ring.stopped_base = p.get("num")
-        elif r == 21 and not p.get("result"):
-            self.backend_channel = "established"
+        for e in effects:
+            if e.when and not self._holds(e.when, p, request):
+                continue
+            vring_op = _VRING_OPS.get(e.op)
+            if vring_op is not None:
+                if msg.reply:
+                    assert request is not None  # a reply's vring effects are all ("request",)
+                    index = request.payload.get("index", p.get("index", -1))
+                elif "index" in p:
+                    index = p["index"]
+                else:
+                    continue
+                vring_op(self, self.vring(index), e, msg)
+            else:
+                _OPS[e.op](self, e, msg)
+                if e.field in CONTEXT_FIELDS:
+                    self._invalidate()
+
+    def _holds(self, when: tuple, p: dict[str, Any], request: Message | None) -> bool:
+        kind = when[0]
+        if kind == "has":
+            return when[1] in p
+        if kind == "int":
+            return isinstance(p.get(when[1]), int)
+        if kind == "ok":
+            return not p.get("result")
+        if kind == "request":
+            return request is not None
+        if kind == "lacks_virtio":
+            return self.virtio_acked is not None and not self.virtio_acked >> when[1] & 1
+        raise ValueError(f"unknown effect condition {when!r}")
+
+    def _set(self, e: Effect, msg: Message) -> None:
+        setattr(self, e.field, msg.payload.get(e.key))
+
+    def _const(self, e: Effect, msg: Message) -> None:
+        setattr(self, e.field, e.value)
+
+    def _fd(self, e: Effect, msg: Message) -> None:
+        setattr(self, e.field, msg.fds[0] if msg.fds else None)
+
+    def _with_fd(self, e: Effect, msg: Message) -> None:
+        setattr(self, e.field, dict(msg.payload, fd=msg.fds[0] if msg.fds else None))
+
+    def _guess_device(self, e: Effect, msg: Message) -> None:
+        if self.device is None:
+            self.device = F.guess_device(msg.payload[e.key])
+            self._invalidate()
+
+    def _regions_set(self, e: Effect, msg: Message) -> None:
+        self.regions = [self._region(reg, msg.fds, i) for i, reg in enumerate(msg.payload[e.key])]
+
+    def _region_add(self, e: Effect, msg: Message) -> None:
+        self.regions.append(self._region(msg.payload, msg.fds, 0))
+
+    def _region_remove(self, e: Effect, msg: Message) -> None:
+        p = msg.payload
+        self.regions = [
+            g
+            for g in self.regions
+            if not (
+                g.guest_phys_addr == p["guest_phys_addr"]
+                and g.memory_size == p["memory_size"]
+                and g.userspace_addr == p["userspace_addr"]
+            )
+        ]
+
+    def _rings_stop(self, e: Effect, msg: Message) -> None:
+        indices = None if e.value == "all" else [msg.payload["index"]]
+        msg.problems.extend(self.rings_stopped(msg.ts_ns, indices))
+
+    def _ring_restart(self, e: Effect, msg: Message) -> None:
+        if "index" in msg.payload:
+            found = self.dataplane.on_restart(msg.ts_ns, msg.payload["index"], self.receive_queue)
+            msg.problems.extend(problem(f.code, f.text) for f in found)
+
+    def _vrings_all(self, e: Effect, msg: Message) -> None:
+        for ring in self.vrings.values():
+            setattr(ring, e.field, e.value)
+
+    def _vring_touch(self, ring: Vring, e: Effect, msg: Message) -> None:
+        pass  # vring() made it
+
+    def _vring_set(self, ring: Vring, e: Effect, msg: Message) -> None:
+        v = msg.payload.get(e.key)
+        if e.value == "bool":
+            v = bool(v)
+        elif e.value == "bit0":
+            v = bool((v or 0) & 1)
+        setattr(ring, e.field, v)
+
+    def _vring_const(self, ring: Vring, e: Effect, msg: Message) -> None:
+        setattr(ring, e.field, e.value)
+
+    def _vring_fd(self, ring: Vring, e: Effect, msg: Message) -> None:
+        fd = None if msg.payload.get("nofd") else (msg.fds[0] if msg.fds else "?")
+        setattr(ring, e.field, fd or e.value)
 
     @staticmethod
     def _region(p: dict[str, Any], fds: tuple[str, ...], i: int) -> Region:
@@ -623,3 +622,32 @@ class Session:
             p["mmap_offset"],
             fds[i] if i < len(fds) else "",
         )
+
+
+# The interpreters of the rule table's ops and checks (vuinspect/protocol/effects.py).
+_OPS: dict[str, Callable[[Session, Effect, Message], None]] = {
+    "set": Session._set,
+    "const": Session._const,
+    "fd": Session._fd,
+    "with_fd": Session._with_fd,
+    "guess_device": Session._guess_device,
+    "regions_set": Session._regions_set,
+    "region_add": Session._region_add,
+    "region_remove": Session._region_remove,
+    "rings_stopped": Session._rings_stop,
+    "ring_restart": Session._ring_restart,
+    "vrings_all": Session._vrings_all,
+}
+_VRING_OPS: dict[str, Callable[[Session, Vring, Effect, Message], None]] = {
+    "vring": Session._vring_touch,
+    "vring_set": Session._vring_set,
+    "vring_const": Session._vring_const,
+    "vring_fd": Session._vring_fd,
+}
+_CHECKS: dict[str, Callable[[Session, Message, Any], None]] = {
+    "vring_started": Session._check_vring_started,
+    "vring_range": Session._check_vring_range,
+    "max_regions": Session._check_max_regions,
+    "offered": Session._check_offered,
+    "slots": Session._check_slots,
+}

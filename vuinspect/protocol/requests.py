@@ -12,6 +12,7 @@ Sources: QEMU ``docs/interop/vhost-user.rst`` and ``hw/virtio/vhost-user.c``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Literal
 
 from . import layouts as L
@@ -374,3 +375,75 @@ def request_name(channel: str, request: int) -> str:
     if spec:
         return spec.name
     return f"UNKNOWN_{request}" if channel == "main" else f"BACKEND_UNKNOWN_{request}"
+
+
+class FrontendRequest(IntEnum):
+    """Front-end request ids (main channel) by name: code names a request, never its number."""
+
+    GET_FEATURES = 1
+    SET_FEATURES = 2
+    SET_OWNER = 3
+    RESET_OWNER = 4
+    SET_MEM_TABLE = 5
+    SET_LOG_BASE = 6
+    SET_LOG_FD = 7
+    SET_VRING_NUM = 8
+    SET_VRING_ADDR = 9
+    SET_VRING_BASE = 10
+    GET_VRING_BASE = 11
+    SET_VRING_KICK = 12
+    SET_VRING_CALL = 13
+    SET_VRING_ERR = 14
+    GET_PROTOCOL_FEATURES = 15
+    SET_PROTOCOL_FEATURES = 16
+    GET_QUEUE_NUM = 17
+    SET_VRING_ENABLE = 18
+    SEND_RARP = 19
+    NET_SET_MTU = 20
+    SET_BACKEND_REQ_FD = 21
+    IOTLB_MSG = 22
+    SET_VRING_ENDIAN = 23
+    GET_CONFIG = 24
+    SET_CONFIG = 25
+    CREATE_CRYPTO_SESSION = 26
+    CLOSE_CRYPTO_SESSION = 27
+    POSTCOPY_ADVISE = 28
+    POSTCOPY_LISTEN = 29
+    POSTCOPY_END = 30
+    GET_INFLIGHT_FD = 31
+    SET_INFLIGHT_FD = 32
+    GPU_SET_SOCKET = 33
+    RESET_DEVICE = 34
+    VRING_KICK = 35
+    GET_MAX_MEM_SLOTS = 36
+    ADD_MEM_REG = 37
+    REM_MEM_REG = 38
+    SET_STATUS = 39
+    GET_STATUS = 40
+    GET_SHARED_OBJECT = 41
+    SET_DEVICE_STATE_FD = 42
+    CHECK_DEVICE_STATE = 43
+    GET_SHMEM_CONFIG = 44
+    GET_VRING_BASE_SKIP_DRAIN = 45
+
+
+class BackendRequest(IntEnum):
+    """Back-end request ids (back-end channel) by name."""
+
+    BACKEND_IOTLB_MSG = 1
+    BACKEND_CONFIG_CHANGE_MSG = 2
+    BACKEND_VRING_HOST_NOTIFIER_MSG = 3
+    BACKEND_VRING_CALL = 4
+    BACKEND_VRING_ERR = 5
+    BACKEND_SHARED_OBJECT_ADD = 6
+    BACKEND_SHARED_OBJECT_REMOVE = 7
+    BACKEND_SHARED_OBJECT_LOOKUP = 8
+    BACKEND_SHMEM_MAP = 9
+    BACKEND_SHMEM_UNMAP = 10
+
+
+#: The id enum of each channel; the import-time check keeps them equal to the tables above.
+REQUEST_ENUMS: dict[str, type[IntEnum]] = {"main": FrontendRequest, "backend": BackendRequest}
+for _channel, _enum in REQUEST_ENUMS.items():
+    if {m.name: m.value for m in _enum} != {s.name: s.id for s in BY_CHANNEL[_channel].values()}:
+        raise AssertionError(f"{_enum.__name__} differs from the {_channel} request table")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vuinspect import __version__
 from vuinspect.capture import pseudohdr
+from vuinspect.protocol import effects as EF
 from vuinspect.protocol import features as FT
 from vuinspect.protocol.layouts import Array, Field, Layout
 from vuinspect.protocol.problems import CODES, RANK, SEVERITIES
@@ -34,7 +35,7 @@ from vuinspect.protocol.requests import (
     VERSION,
     RequestSpec,
 )
-from vuinspect.session import _VRING_REQUESTS, TRUNCATED_FD
+from vuinspect.session import TRUNCATED_FD
 
 from .fields import (
     EVENT_KEYS,
@@ -60,7 +61,12 @@ _GROUPS = {
 }
 _SEVERITIES = {"error": "ERROR", "warning": "WARN", "warn": "WARN", "note": "NOTE", "chat": "CHAT"}
 #: The runtime that is not generated, in the order it is appended.
-RUNTIME_FILES = ("runtime_decode.lua", "runtime_session.lua", "runtime_frames.lua")
+RUNTIME_FILES = (
+    "runtime_decode.lua",
+    "runtime_session.lua",
+    "runtime_effects.lua",
+    "runtime_frames.lua",
+)
 #: Experts the Lua side adds on its own (not Python problem codes).
 LUA_ONLY_EXPERTS = {
     "pseudo_header": ("malformed", "error", "the vuinspect pseudo-header is damaged"),
@@ -313,11 +319,7 @@ def _request(spec: RequestSpec) -> str:
         return "{ " + ", ".join(f"LAYOUTS.{lay.name}" for lay in items) + " }"
 
     needs = ", ".join(f"{{ {lua_str(n)}, {FT.PROTOCOL_BY_NAME[n].bit} }}" for n in spec.needs)
-    vbits = {
-        "PROTOCOL_FEATURES": FT.PROTOCOL_FEATURES_BIT,
-        "ACCESS_PLATFORM": FT.ACCESS_PLATFORM_BIT,
-    }
-    needs_virtio = ", ".join(f"{{ {lua_str(n)}, {vbits[n]} }}" for n in spec.needs_virtio)
+    needs_virtio = ", ".join(f"{{ {lua_str(n)}, {EF.VIRTIO_GATES[n]} }}" for n in spec.needs_virtio)
     return (
         f"REQUESTS.{spec.channel}[{spec.id}] = {{ name = {lua_str(spec.name)}, "
         f"request = {lays(spec.request)}, reply = {lays(spec.reply)}, "
@@ -337,6 +339,66 @@ def _requests() -> str:
     lines += [_request(s) for s in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS)]
     lines.append("-- request ids by name, for the runtime (no bare numbers there)")
     lines.append("local R = { " + ", ".join(f"{s.name} = {s.id}" for s in FRONTEND_REQUESTS) + " }")
+    return "\n".join(lines) + "\n"
+
+
+def _lua_value(v: object) -> str:
+    """A Python constant of the rule table as a Lua literal (tuples become lists)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return lua_int(v)
+    if isinstance(v, str):
+        return lua_str(v)
+    if isinstance(v, tuple):
+        return "{ " + ", ".join(_lua_value(x) for x in v) + " }"
+    assert v is None, f"no Lua literal for {v!r}"
+    return "nil"
+
+
+def _lua_list(items: list[str]) -> str:
+    return "{ " + ", ".join(items) + " }" if items else "{}"
+
+
+def _effect(e: EF.Effect) -> str:
+    parts = [f"op = {lua_str(e.op)}"]
+    for name in ("field", "key", "value", "when"):
+        v = getattr(e, name)
+        if v not in ("", None, ()):
+            parts.append(f"{name} = {_lua_value(v)}")
+    return _lua_list(parts)
+
+
+def _rule(channel: str, request: int, rule: EF.Rule) -> str:
+    checks = [
+        _lua_list(
+            [f"kind = {lua_str(c.kind)}"]
+            + ([f"value = {_lua_value(c.value)}"] if c.value is not None else [])
+        )
+        for c in rule.checks
+    ]
+    parts = [
+        f"req = {_lua_list([_effect(e) for e in rule.request])}",
+        f"rep = {_lua_list([_effect(e) for e in rule.reply])}",
+        f"checks = {_lua_list(checks)}",
+        f"virtio = {lua_str(rule.virtio)}",
+    ]
+    if rule.virtio_problem:
+        code = rule.virtio_problem
+        parts += [f"vcode = {lua_str(code)}", f"vtext = {lua_str(CODES[code].summary)}"]
+    return f"RULES.{channel}[{request}] = {_lua_list(parts)}"
+
+
+def _rules() -> str:
+    """protocol/effects.py's rule table, run by runtime_effects.lua."""
+    lines = [
+        "-- what each request does to the session state, its checks (protocol/effects.py)",
+        "local RULES = { main = {}, backend = {} }",
+    ]
+    for channel, rules in EF.RULES.items():
+        lines += [_rule(channel, r, rules[r]) for r in sorted(rules)]
+    lines.append(f"local EFFECT_OPS = {_lua_value(EF.OPS)}")
+    lines.append(f"local EFFECT_CHECKS = {_lua_value(EF.CHECKS)}")
     return "\n".join(lines) + "\n"
 
 
@@ -404,7 +466,6 @@ local C = {{
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
   SEVERITIES = {{ {", ".join(lua_str(s) for s in SEVERITIES)} }},
   GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in guess_masks())} }},
-  VRING_REQUESTS = {{ {", ".join(f"[{r}] = true" for r in _VRING_REQUESTS)} }},
   REQUESTER = {{ main = {ph.DIRECTION_CODES["f2b"]}, backend = {ph.DIRECTION_CODES["b2f"]} }},
   BIT = {{ REPLY_ACK = {FT.PROTOCOL_BY_NAME["REPLY_ACK"].bit}, LOG_SHMFD = {FT.PROTOCOL_BY_NAME["LOG_SHMFD"].bit},
           BACKEND_SEND_FD = {FT.PROTOCOL_BY_NAME["BACKEND_SEND_FD"].bit}, XEN_MMAP = {FT.PROTOCOL_BY_NAME["XEN_MMAP"].bit},
@@ -424,6 +485,7 @@ def generate() -> str:
         _features(),
         _layouts(reg),
         _requests(),
+        _rules(),
         _constants(reg),
         runtime(),
     ]
