@@ -201,6 +201,9 @@ class DataPlane:
         self.trace = False
         self.samples = 0
         self.notifies = 0
+        #: Problems on ring and notify messages (sampled and diagnosed): the session's
+        #: ``problems`` counts those of the control messages only.
+        self.problems = 0
 
     def ring(self, index: int) -> RingTrack | None:
         track = self.rings.get(index)
@@ -220,11 +223,13 @@ class DataPlane:
         try:
             s = RingSample.from_json(info)
         except (ValueError, TypeError) as exc:
+            self.problems += 1
             return None, [("ring_bad_sample", f"ring frame not understood: {exc}")], []
         self.samples += 1
         problems = [(p.code, p.text) for p in s.problems]
         track = self.ring(s.vring)
         if track is None:
+            self.problems += len(problems)
             return s, problems, []
         receive = receive_of(s.vring)
         raised: list[Finding] = []
@@ -242,6 +247,7 @@ class DataPlane:
             track.pending_reset = None
             raised += track.reset(s.ts_ns, receive=receive, trace=self.trace)[0]
         problems.extend((f.code, f.text) for f in raised)
+        self.problems += len(problems)
         return s, problems, ended
 
     def on_notify(self, info: dict[str, Any]) -> str | None:
@@ -255,6 +261,7 @@ class DataPlane:
             or signal not in ("kick", "call", "err")
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
         ):
+            self.problems += 1
             return "notify frame not understood"
         self.notifies += 1
         self.trace = True
@@ -306,5 +313,6 @@ class DataPlane:
             "trace": self.trace,
             "samples": self.samples,
             "notifies": self.notifies,
+            "problems": self.problems,
             "rings": [self.rings[i].to_json() for i in sorted(self.rings)],
         }

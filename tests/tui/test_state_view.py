@@ -1,0 +1,39 @@
+"""The State view's header counts every problem of the connection, the data plane's too."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vuinspect.pipeline import Pipeline
+from vuinspect.tui.app import VuInspectApp
+from vuinspect.tui.samples import queue_frames
+from vuinspect.tui.sources import FileSource
+
+from .conftest import screen_text, settle
+
+
+def _problems_of(conn: int) -> tuple[int, int]:
+    """(all problems of ``conn``'s messages, those on its ring/notify messages), as read."""
+    msgs = [m for m in Pipeline().run(queue_frames()) if m.conn == conn]
+    dp = sum(len(m.problems) for m in msgs if m.kind in ("ring", "notify"))
+    return sum(len(m.problems) for m in msgs), dp
+
+
+async def test_header_problem_count_includes_data_plane_findings(queue_path: Path) -> None:
+    total, dp = _problems_of(2)
+    assert dp >= 1  # connection 2's vring 0 is diagnosed backend_stalled
+    app = VuInspectApp(FileSource(queue_path))
+    async with app.run_test(size=(140, 50)) as pilot:
+        await settle(pilot, app)
+        msgs = Pipeline().run(queue_frames())
+        assert app.jump_to_frame(max(m.frame for m in msgs if m.conn == 2 and m.kind == "message"))
+        await pilot.press("2")
+        await settle(pilot, app)
+        text = screen_text(app)
+        assert "Connection 2:" in text
+        head = next(line for line in text.splitlines() if "messages " in line)
+        found = re.search(r"problems (\d+)(?: \((\d+) data plane\))?", head)
+        assert found, head
+        assert int(found[1]) == total and int(found[2] or 0) == dp, head
+        assert "backend_stalled" in text  # ... and the finding itself, in Waiting
