@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import threading
 
 import pytest
 
@@ -15,6 +14,8 @@ from vuinspect.proxy.relay import Link
 from vuinspect.proxy.server import ProxyServer, Route
 from vuinspect.proxy.sink import DirectSink, FrameSink
 from vuinspect.testing import wire
+
+from .test_transparency import _Owner
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,27 +42,11 @@ class SpySink:
         self.calls.append(("event", frame.kind))
 
 
-class _Owner:
-    def __init__(self, sink: FrameSink | None) -> None:
-        self.conn = 5
-        self.sink = sink
-        self.done = threading.Event()
-
-    def orient(self, link, side):
-        return link.roles
-
-    def intercept(self, link, data, fds):
-        return fds, tuple("fd" for _ in fds)
-
-    def link_done(self, link, info) -> None:
-        self.info = info
-        self.done.set()
-
-
 def _pair(sink: FrameSink | None):
     fe, px_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     px_b, be = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    owner = _Owner(sink)
+    owner = _Owner()
+    owner.sink = sink  # type: ignore[assignment]
     link = Link(owner, "main", (px_a, px_b), ("frontend", "backend"))
     link.start()
     return fe, be, owner
@@ -91,7 +76,7 @@ def test_every_frame_goes_through_the_sink_and_the_lane_is_bound_once() -> None:
     assert rest == part
     be.close()
     assert owner.done.wait(5)
-    assert spy.lanes == [(5, "main", "f2b"), (5, "main", "b2f")]  # bound once per direction
+    assert spy.lanes == [(999, "main", "f2b"), (999, "main", "b2f")]  # bound once per direction
     lanes = [c for c in spy.calls if c[0] == "lane"]
     assert [c[2] for c in lanes] == [m for m in plain for _ in (0, 1)]
     datas = [c for c in spy.calls if c[0] == "data"]
