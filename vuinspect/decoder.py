@@ -1,7 +1,8 @@
-"""Framing: a byte stream plus fds in, whole vhost-user messages out (sans-IO).
+"""Decoding: a byte stream plus fds in, whole vhost-user messages out, then decoded (sans-IO).
 
 One :class:`StreamFramer` per (connection, channel, direction).  It frames
-exactly as a receiving peer would: read a 12-byte header, then ``size`` payload
+exactly as a receiving peer would (:func:`vuinspect.framing.cut_messages` with
+the protocol's ``MAX_PAYLOAD``): read a 12-byte header, then ``size`` payload
 bytes.  Messages split across frames and several messages in one frame are
 both normal.  It never raises: when a header cannot be trusted (``size`` above
 the protocol maximum) it reports ``framing_lost``, passes the bytes on as a raw
@@ -12,6 +13,9 @@ its framing kept.
 
 fds are attached the way the kernel delivers them: the fds of a frame belong
 to the message holding the frame's last byte (TECH.md §5).
+
+:func:`decode_message` decodes one framed message alone (what needs no
+connection state); the session adds pairing and the stateful checks.
 """
 
 from __future__ import annotations
@@ -21,15 +25,24 @@ import struct
 from dataclasses import dataclass, field
 from functools import cache
 
+from .frames import Channel, Direction
+from .framing import cut_messages, one_message
+from .message import Message
+from .payload import DecodeContext, choose_layout, decode_layout
 from .protocol.problems import Problem, problem
 from .protocol.requests import (
     BY_CHANNEL,
+    FLAG_NEED_REPLY,
+    FLAG_REPLY,
     FLAGS_KNOWN,
     FRONTEND,
     HEADER_SIZE,
     MAX_PAYLOAD,
+    REPLY_FLAGS,
     VERSION,
+    RequestSpec,
     lookup,
+    request_name,
 )
 
 
@@ -108,6 +121,7 @@ class StreamFramer:
     def __init__(self, channel: str = "main", order: str = "<") -> None:
         self.channel = channel
         self.order = order
+        self._header = struct.Struct(order + "III")
         self._buf = bytearray()
         # fds waiting for the message holding the byte at this buffer offset
         self._fds: list[tuple[int, tuple[str, ...]]] = []
@@ -120,20 +134,20 @@ class StreamFramer:
         return len(self._buf)
 
     def feed(self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int) -> list[RawMessage]:
-        if not self._buf and len(data) >= HEADER_SIZE:
-            # Fast path: the frame is exactly one whole message (what the proxy writes).
-            req, flags, size = struct.unpack_from(self.order + "III", data, 0)
-            if len(data) == HEADER_SIZE + size:
+        if not self._buf:
+            head = one_message(data, self.order)
+            if head is not None:
+                # Fast path: the frame is exactly one whole message (what the proxy writes).
                 if self._fds:  # fds of an earlier zero-byte frame, if any
                     fds = self._take_fds(0, len(data)) + fds
-                msg = RawMessage(data, fds, ts_ns, frame, req, flags, size)
-                if size > MAX_PAYLOAD:
+                msg = RawMessage(data, fds, ts_ns, frame, *head)
+                if head[2] > MAX_PAYLOAD:
                     # The sender framed it whole (the proxy frames up to its own larger
                     # limit): decode it whole, flagged, instead of losing the framing.
                     msg.problems.append(
                         problem(
                             "oversize",
-                            f"payload of {size} bytes above the protocol maximum "
+                            f"payload of {head[2]} bytes above the protocol maximum "
                             f"({MAX_PAYLOAD}); framed whole by the sender",
                         )
                     )
@@ -145,51 +159,35 @@ class StreamFramer:
         self._buf += data
         if fds:
             self._fds.append((len(self._buf) - 1, fds))
-        pos = 0
         buf = self._buf
+        unpack = self._header.unpack_from
+        pos = 0
         while True:
-            avail = len(buf) - pos
-            if avail < HEADER_SIZE:
-                break
-            req, flags, size = struct.unpack_from(self.order + "III", buf, pos)
-            if size > MAX_PAYLOAD:
-                nxt = self._resync(buf, pos + 1)
-                chunk = bytes(buf[pos:nxt])
-                msg = RawMessage(chunk, self._take_fds(pos, nxt), self._ts, frame, raw=True)
-                msg.problems.append(
-                    problem(
-                        "oversize", f"header announces {size} payload bytes (max {MAX_PAYLOAD})"
-                    )
+            spans, pos, over = cut_messages(buf, MAX_PAYLOAD, self.order, pos)
+            for start, stop in spans:
+                req, flags, size = unpack(buf, start)
+                fds_of = self._take_fds(start, stop)
+                out.append(
+                    RawMessage(bytes(buf[start:stop]), fds_of, self._ts, frame, req, flags, size)
                 )
-                msg.problems.append(
-                    problem(
-                        "framing_lost",
-                        f"{len(chunk)} bytes passed through raw"
-                        + (
-                            ", resynchronised on the next plausible header"
-                            if nxt < len(buf)
-                            else ""
-                        ),
-                    )
-                )
-                out.append(msg)
-                pos = nxt
                 self._ts, self._frame = ts_ns, frame
-                continue
-            total = HEADER_SIZE + size
-            if avail < total:
+            if over is None:
                 break
-            msg = RawMessage(
-                bytes(buf[pos : pos + total]),
-                self._take_fds(pos, pos + total),
-                self._ts,
-                frame,
-                req,
-                flags,
-                size,
+            nxt = self._resync(buf, pos + 1)
+            chunk = bytes(buf[pos:nxt])
+            msg = RawMessage(chunk, self._take_fds(pos, nxt), self._ts, frame, raw=True)
+            msg.problems.append(
+                problem("oversize", f"header announces {over} payload bytes (max {MAX_PAYLOAD})")
             )
-            pos += total
+            msg.problems.append(
+                problem(
+                    "framing_lost",
+                    f"{len(chunk)} bytes passed through raw"
+                    + (", resynchronised on the next plausible header" if nxt < len(buf) else ""),
+                )
+            )
             out.append(msg)
+            pos = nxt
             self._ts, self._frame = ts_ns, frame
         if pos:
             del buf[:pos]
@@ -283,3 +281,158 @@ class StreamFramer:
                 )
             )
         return [msg]
+
+
+# -- decoding one framed message, stateless ------------------------------------------------
+#
+# What a message says on its own, given the decode context its connection had then: the
+# session (vuinspect.session) runs these steps with its stateful pairing and checks in
+# between (in the order the Wireshark dissector mirrors); the TUI re-decodes a painted row
+# with :func:`decode_message` alone.
+
+#: Decoded payloads kept per cache (real traffic repeats; the pipeline shares one).
+CACHE_SIZE = 16384
+
+
+def read_header(
+    raw: RawMessage,
+    channel: Channel,
+    direction: Direction,
+    order: str = "<",
+    *,
+    conn: int = 0,
+    index: int = 0,
+) -> tuple[Message, RequestSpec | None]:
+    """The message as far as its header tells, with the header checks; and its request spec.
+
+    Bytes that do not form a message become a ``raw`` message (spec None).
+    """
+    msg = Message(
+        index,
+        raw.frame,
+        raw.ts_ns,
+        conn,
+        channel,
+        direction,
+        raw=raw.data,
+        fds=raw.fds,
+        big_endian=order == ">",
+    )
+    if raw.problems:
+        msg.problems.extend(raw.problems)
+    if raw.raw or raw.request is None or raw.flags is None:
+        msg.kind, msg.name, msg.size = "raw", "RAW", len(raw.data)
+        return msg, None
+    msg.request, msg.flags, msg.size = raw.request, raw.flags, raw.size
+    msg.reply = direction != ("f2b" if channel == "main" else "b2f")
+    msg.need_reply = bool(raw.flags & FLAG_NEED_REPLY)
+    spec = lookup(channel, raw.request)
+    msg.name = spec.name if spec is not None else request_name(channel, raw.request)
+    check_header(msg)
+    if spec is None:
+        msg.problems.append(
+            problem(
+                "unknown_request",
+                f"request id {raw.request} is not defined on the {channel} channel",
+            )
+        )
+        payload = raw.data[HEADER_SIZE:]
+        msg.payload = {"data": payload.hex()} if payload else {}
+    return msg, spec
+
+
+def check_header(msg: Message) -> None:
+    """Version, reserved and REPLY flags (PROTOCOL.md §1.5)."""
+    flags = msg.flags or 0
+    if flags & 0x3 != VERSION:
+        msg.problems.append(problem("bad_version", f"version bits are {flags & 0x3}, not 1"))
+    if flags & ~FLAGS_KNOWN:
+        msg.problems.append(problem("reserved_flags", f"flags 0x{flags:x}"))
+    if msg.reply and flags != REPLY_FLAGS:
+        msg.problems.append(problem("reply_flags", f"flags 0x{flags:x} instead of 0x5"))
+    elif not msg.reply and flags & FLAG_REPLY:
+        msg.problems.append(
+            problem(
+                "wrong_direction",
+                f"REPLY flag set on a message from the "
+                f"{'front-end' if msg.channel == 'main' else 'back-end'}, which sends requests here",
+            )
+        )
+
+
+def context_key(ctx: DecodeContext) -> tuple:
+    """What of a decode context a payload's decoding depends on (a cache key part)."""
+    return (ctx.order, ctx.device, ctx.packed, ctx.xen_mmap)
+
+
+def decode_payload(
+    msg: Message,
+    spec: RequestSpec,
+    ctx: DecodeContext,
+    cache: dict[tuple, tuple] | None = None,
+    ctx_key: tuple | None = None,
+) -> None:
+    """Choose the layout (request or reply) and decode the payload into ``msg``.
+
+    With ``cache``, results are shared between identical payloads decoded in the
+    same context (``ctx_key``, by default :func:`context_key`).
+    """
+    layouts = spec.reply if msg.reply else spec.request
+    payload = msg.raw[HEADER_SIZE:]
+    key = None
+    if cache is not None:
+        key = (id(layouts), payload, context_key(ctx) if ctx_key is None else ctx_key)
+        hit = cache.get(key)
+        if hit is not None:
+            msg.layout, msg.payload, problems = hit
+            if problems:
+                msg.problems.extend(problems)
+            return
+    layout = choose_layout(layouts, payload, ctx)
+    if layout is None:
+        problems = (
+            [problem("wrong_size", f"{len(payload)} bytes where none are defined")]
+            if payload
+            else []
+        )
+        hit = (None, {"data": payload.hex()} if payload else {}, problems)
+    else:
+        values, problems = decode_layout(layout, payload, ctx)
+        hit = (layout.name, values, problems)
+    if cache is not None:
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[key] = hit
+    msg.layout, msg.payload, problems = hit
+    if problems:
+        msg.problems.extend(problems)
+
+
+def label_fds(msg: Message, spec: RequestSpec) -> None:
+    """Name the fds by their role in this request or reply ("kick fd: ...")."""
+    if msg.fds:
+        role = spec.reply_fd_role if msg.reply else spec.fd_role
+        if role:
+            msg.fds = tuple(f"{role}: {d}" for d in msg.fds)
+
+
+def decode_message(
+    raw: RawMessage,
+    channel: Channel,
+    direction: Direction,
+    ctx: DecodeContext,
+    *,
+    conn: int = 0,
+    index: int = 0,
+    cache: dict[tuple, tuple] | None = None,
+) -> Message:
+    """One framed message decoded alone: header, payload, fd roles, the stateless problems.
+
+    No pairing, latency or checks against negotiated state: those are the
+    session's (:meth:`vuinspect.session.Session.handle`).
+    """
+    msg, spec = read_header(raw, channel, direction, ctx.order, conn=conn, index=index)
+    if spec is not None:
+        decode_payload(msg, spec, ctx, cache)
+        label_fds(msg, spec)
+    return msg

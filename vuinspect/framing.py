@@ -21,23 +21,23 @@ import struct
 
 from .protocol.requests import HEADER_SIZE
 
-#: The size field (third u32 of the header) in each byte order ('=' is the host's).
+#: The header (request, flags, size) and its size field, per byte order ('=' is the host's).
+_HEADER = {o: struct.Struct(o + "III") for o in ("<", ">", "=")}
 _SIZE = {o: struct.Struct(o + "I") for o in ("<", ">", "=")}
 
 Span = tuple[int, int]
 
 
-def whole_size(data: bytes | bytearray, order: str = "<") -> int | None:
-    """The announced payload size when ``data`` is exactly one message, else None.
+def one_message(data: bytes | bytearray, order: str = "<") -> tuple[int, int, int] | None:
+    """The header ``(request, flags, size)`` when ``data`` is exactly one message, else None.
 
     A frame the sender wrote as one message keeps its framing whatever the size
     (the proxy forwards messages whole up to its own, larger limit).
     """
-    n = len(data)
-    if n < HEADER_SIZE:
+    if len(data) < HEADER_SIZE:
         return None
-    size: int = _SIZE[order].unpack_from(data, 8)[0]
-    return size if n == HEADER_SIZE + size else None
+    head: tuple[int, int, int] = _HEADER[order].unpack_from(data, 0)
+    return head if len(data) == HEADER_SIZE + head[2] else None
 
 
 def cut_messages(

@@ -16,25 +16,15 @@ from typing import Any
 
 from .dataplane.diagnose import Finding, is_receive_queue
 from .dataplane.track import DataPlane
-from .decoder import RawMessage
+from .decoder import RawMessage, decode_payload, label_fds, read_header
 from .frames import Channel, Direction
 from .message import Message
-from .payload import DecodeContext, choose_layout, decode_layout
+from .payload import DecodeContext
 from .protocol import features as F
 from .protocol.effects import CONTEXT_FIELDS, VIRTIO_GATES, Effect
 from .protocol.effects import rule as effect_rule
 from .protocol.problems import problem
-from .protocol.requests import (
-    FLAG_NEED_REPLY,
-    FLAG_REPLY,
-    FLAGS_KNOWN,
-    HEADER_SIZE,
-    REPLY_FLAGS,
-    VERSION,
-    RequestSpec,
-    lookup,
-    request_name,
-)
+from .protocol.requests import RequestSpec
 from .state import Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = 1 << 3
@@ -193,114 +183,49 @@ class Session:
     def handle(
         self, raw: RawMessage, index: int, direction: Direction, channel: Channel
     ) -> Message:
-        """Decode one framed message, update state and pair it."""
-        msg = Message(
-            index,
-            raw.frame,
-            raw.ts_ns,
-            self.conn,
-            channel,
-            direction,
-            raw=raw.data,
-            fds=raw.fds,
-            big_endian=self.order == ">",
-        )
-        if raw.problems:
-            msg.problems.extend(raw.problems)
+        """Decode one framed message, pair it, check it against the state and update that.
+
+        The decoding is :mod:`vuinspect.decoder`'s stateless steps (the TUI's
+        re-decode runs the same ones); pairing comes between header and payload,
+        in the order the Wireshark dissector reports problems.
+        """
+        msg, spec = read_header(raw, channel, direction, self.order, conn=self.conn, index=index)
         self.messages += 1
         if self.first_ns is None:
             self.first_ns = raw.ts_ns
         self.last_ns = raw.ts_ns
-        if raw.raw:
-            msg.kind = "raw"
-            msg.name = "RAW"
-            msg.size = len(raw.data)
+        if msg.kind == "raw":
             self._count(msg)
             return msg
-        assert raw.request is not None and raw.flags is not None  # framed: a header was read
-        msg.request, msg.flags, msg.size = raw.request, raw.flags, raw.size
         if self.messages == 1 and msg.request == 1 and channel == "main":
             self.seen_start = True
-        requester = "f2b" if channel == "main" else "b2f"
-        msg.reply = direction != requester
-        msg.need_reply = bool(msg.flags & FLAG_NEED_REPLY)
-        spec = lookup(channel, msg.request)
-        msg.name = spec.name if spec is not None else request_name(channel, msg.request)
-        self._check_header(msg)
-        payload = raw.data[HEADER_SIZE:]
-        if spec is None:
-            msg.problems.append(
-                problem(
-                    "unknown_request",
-                    f"request id {msg.request} is not defined on the {channel} channel",
-                )
-            )
-            msg.payload = {"data": payload.hex()} if payload else {}
         if msg.reply:
             request = self._pair(msg)
             if spec is not None:
-                self._decode(msg, spec.reply, payload)
+                self._decode(msg, spec)
                 self._check_fds(msg, spec.reply_fds, spec.reply_fd_role)
                 self._check_result(msg)
                 self._apply_reply(msg, spec, request)
         else:
             self._enqueue(msg, spec)
             if spec is not None:
-                self._decode(msg, spec.request, payload)
+                self._decode(msg, spec)
                 self._check_request(msg, spec)
                 self._apply_request(msg, spec)
-        if raw.fds and spec is not None:
-            role = spec.reply_fd_role if msg.reply else spec.fd_role
-            if role:
-                msg.fds = tuple(f"{role}: {d}" for d in raw.fds)
+        if spec is not None:
+            label_fds(msg, spec)
         self._count(msg)
         return msg
 
     def _count(self, msg: Message) -> None:
         self.problems += count_request(self.stats, msg)
 
-    def _decode(self, msg: Message, layouts: tuple, payload: bytes) -> None:
-        """Choose the layout and decode; results are shared between identical payloads."""
-        ctx = self.context()
-        key = (id(layouts), payload, self._ctx_key)
-        hit = self._decoded.get(key)
-        if hit is None:
-            layout = choose_layout(layouts, payload, ctx)
-            if layout is None:
-                problems = (
-                    [problem("wrong_size", f"{len(payload)} bytes where none are defined")]
-                    if payload
-                    else []
-                )
-                hit = (None, {"data": payload.hex()} if payload else {}, problems)
-            else:
-                values, problems = decode_layout(layout, payload, ctx)
-                hit = (layout.name, values, problems)
-            if len(self._decoded) >= 16384:
-                self._decoded.clear()
-            self._decoded[key] = hit
-        msg.layout, msg.payload, problems = hit
-        if problems:
-            msg.problems.extend(problems)
+    def _decode(self, msg: Message, spec: RequestSpec) -> None:
+        """The payload in this connection's context, shared between identical payloads."""
+        ctx = self.context()  # (first: it renews _ctx_key when negotiation changed)
+        decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
 
-    # -- header, fds, results ---------------------------------------------------
-    def _check_header(self, msg: Message) -> None:
-        flags = msg.flags or 0
-        if flags & 0x3 != VERSION:
-            msg.problems.append(problem("bad_version", f"version bits are {flags & 0x3}, not 1"))
-        if flags & ~FLAGS_KNOWN:
-            msg.problems.append(problem("reserved_flags", f"flags 0x{flags:x}"))
-        if msg.reply and flags != REPLY_FLAGS:
-            msg.problems.append(problem("reply_flags", f"flags 0x{flags:x} instead of 0x5"))
-        elif not msg.reply and flags & FLAG_REPLY:
-            msg.problems.append(
-                problem(
-                    "wrong_direction",
-                    f"REPLY flag set on a message from the "
-                    f"{'front-end' if msg.channel == 'main' else 'back-end'}, which sends requests here",
-                )
-            )
-
+    # -- fds, results -------------------------------------------------------------
     def _check_fds(self, msg: Message, allowed: tuple[int, int], role: str) -> None:
         truncated = [d for d in msg.fds if d.startswith(TRUNCATED_FD)]
         if truncated:

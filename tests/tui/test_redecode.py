@@ -1,7 +1,14 @@
-"""Rows re-decoded from their frame alone agree with the pipeline (tui/redecode.py)."""
+"""What a TUI row shows when it is re-decoded from its frame alone (tui/redecode.py).
+
+The row is rebuilt with the decoder's stateless decode, the one the session runs;
+these tests say what that decode gives, not that two copies agree.
+"""
 
 from __future__ import annotations
 
+import struct
+
+from vuinspect.decoder import RawMessage, decode_message
 from vuinspect.encode import build
 from vuinspect.frames import Frame
 from vuinspect.payload import DecodeContext
@@ -9,11 +16,15 @@ from vuinspect.pipeline import Pipeline
 from vuinspect.protocol.requests import MAX_PAYLOAD
 from vuinspect.render import to_json
 from vuinspect.tui.model import Model
-from vuinspect.tui.redecode import quick_decode, split_frame
+from vuinspect.tui.redecode import decode_frame, quick_decode
 from vuinspect.tui.sources import FrameListSource
 
 GET_CONFIG = 24
 DATA = 5000 - 12  # a 5,000-byte payload: above MAX_PAYLOAD, as the proxy forwards it whole
+
+
+def m(req: int, payload: bytes = b"", flags: int = 1) -> bytes:
+    return struct.pack("<III", req, flags, len(payload)) + payload
 
 
 def oversize_frames() -> list[Frame]:
@@ -22,21 +33,59 @@ def oversize_frames() -> list[Frame]:
     return [Frame(1_000, 1, "main", "f2b", big), Frame(2_000, 1, "main", "f2b", small)]
 
 
-def test_a_frame_holding_one_oversize_message_is_that_message() -> None:
+def test_a_frame_holding_one_oversize_message_is_decoded_whole() -> None:
     big = oversize_frames()[0]
     assert len(big.data) - 12 > MAX_PAYLOAD
-    assert split_frame(big.data) == [big.data]
-    assert split_frame(big.data + big.data) is None  # two of them: the framing is not trusted
     (msg,) = quick_decode(big, 1, DecodeContext())
-    pipe = next(iter(Pipeline().run([big])))
-    assert pipe.name == "GET_CONFIG" and "oversize" in pipe.problem_codes
-    assert (msg.kind, msg.name, msg.layout, msg.size) == (
-        pipe.kind,
-        pipe.name,
-        pipe.layout,
-        pipe.size,
+    assert (msg.kind, msg.name, msg.layout, msg.size) == ("message", "GET_CONFIG", "config", 5000)
+    assert msg.payload["size"] == DATA and msg.problem_codes == ["oversize"]
+    # two of them in one frame: the framing above the protocol's limit is not trusted
+    two = Frame(1_000, 1, "main", "f2b", big.data + big.data)
+    msgs = quick_decode(two, 1, DecodeContext())
+    assert msgs[0].kind == "raw" and "framing_lost" in msgs[0].problem_codes
+    assert b"".join(x.raw for x in msgs) == two.data  # nothing dropped
+
+
+def test_a_frame_of_several_messages_gives_each_fds_on_the_last() -> None:
+    a = m(8, struct.pack("<II", 0, 256))  # SET_VRING_NUM
+    b = m(12, struct.pack("<Q", 0))  # SET_VRING_KICK
+    frame = Frame(5, 3, "main", "f2b", a + b, fds=("eventfd 7",))
+    got = quick_decode(frame, 9, DecodeContext())
+    assert [(x.name, x.fds, x.conn, x.frame) for x in got] == [
+        ("SET_VRING_NUM", (), 3, 9),
+        ("SET_VRING_KICK", ("kick: eventfd 7",), 3, 9),
+    ]
+    assert got[0].payload == {"index": 0, "num": 256}
+    # the first part of a message split across frames: its header, flagged truncated
+    (part,) = quick_decode(Frame(5, 3, "main", "f2b", a[:14]), 1, DecodeContext())
+    assert part.name == "SET_VRING_NUM" and part.problem_codes[0] == "truncated_payload"
+
+
+def test_decoding_alone_reports_what_needs_no_state_and_nothing_else() -> None:
+    """Header problems are stateless; a reply that nothing waits for is the session's."""
+    reply = RawMessage(m(1, struct.pack("<Q", 1 << 32), flags=0x5 | 0x40), (), 7, 2, 1, 0x45, 8)
+    msg = decode_message(reply, "main", "b2f", DecodeContext(), conn=4, index=3)
+    assert (msg.name, msg.reply, msg.layout, msg.conn, msg.index) == (
+        "GET_FEATURES",
+        True,
+        "virtio_features",
+        4,
+        3,
     )
-    assert msg.payload == pipe.payload and msg.payload["size"] == DATA
+    assert msg.problem_codes == ["reserved_flags", "reply_flags"]
+    (piped,) = Pipeline().run([Frame(7, 4, "main", "b2f", reply.data)])
+    assert piped.problem_codes == ["reserved_flags", "reply_flags", "reply_to_nothing"]
+
+
+def test_the_decode_context_is_the_rows_not_a_guess() -> None:
+    """A big-endian connection's frame decodes with the order its context says."""
+    data = struct.pack(">III", 8, 1, 8) + struct.pack(">II", 1, 512)
+    frame = Frame(1, 1, "main", "f2b", data)
+    assert decode_frame(data, (), frame, 1, 1, DecodeContext(order=">")).payload == {
+        "index": 1,
+        "num": 512,
+    }
+    assert decode_frame(data, (), frame, 1, 1, DecodeContext()).kind == "raw"
 
 
 def test_decoded_rows_of_an_oversize_message_match_the_pipeline() -> None:

@@ -21,7 +21,7 @@ fds.  Fds beyond the bound go to :attr:`Framer.excess` for the caller to close
 
 from __future__ import annotations
 
-from ..framing import cut_messages, whole_size
+from ..framing import cut_messages, one_message
 from ..protocol.requests import FORWARD_MAX_PAYLOAD
 from .fds import SCM_MAX_FD
 
@@ -67,8 +67,8 @@ class Framer:
             buf = self._buf
             buf += data
         else:
-            size = whole_size(data, "=")
-            if size is not None and size <= self.limit:
+            head = one_message(data, "=")
+            if head is not None and head[2] <= self.limit:
                 return [(data, fds)]  # exactly one whole message, the common case
             buf = data
         carried = self._fds

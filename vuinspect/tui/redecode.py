@@ -3,121 +3,51 @@
 The TUI keeps no decoded messages for a big capture: it keeps compact per-frame
 columns (what only the session knows: problems, pairing, latency, the context)
 and rebuilds a :class:`Message` from the frame's bytes when a row is painted or
-selected.  The rules mirror :meth:`vuinspect.session.Session.handle`; a test
-checks that both give the same JSON for every message of the sample captures.
+selected.  The decoding is the decoder's own stateless one
+(:func:`vuinspect.decoder.decode_message`, which the session also runs); the
+framing of a frame not yet seen by the session is the decoder's framer's.
 """
 
 from __future__ import annotations
 
-import struct
-
+from vuinspect.decoder import RawMessage, StreamFramer
+from vuinspect.decoder import decode_message as decode_raw
 from vuinspect.frames import Frame
+from vuinspect.framing import one_message
 from vuinspect.message import Message
-from vuinspect.payload import DecodeContext, choose_layout, decode_layout
+from vuinspect.payload import DecodeContext
 from vuinspect.pipeline import event_message
-from vuinspect.protocol.requests import (
-    FLAG_NEED_REPLY,
-    HEADER_SIZE,
-    MAX_PAYLOAD,
-    lookup,
-    request_name,
-)
+
+__all__ = ["decode_frame", "decode_message", "event_message", "quick_decode"]
 
 
-def decode_message(
+def decode_frame(
     data: bytes, fds: tuple[str, ...], frame: Frame, number: int, index: int, ctx: DecodeContext
 ) -> Message:
-    """One whole framed message (header + payload) with its fds; problems are left out."""
-    msg = Message(
-        index,
-        number,
-        frame.ts_ns,
-        frame.conn,
-        frame.channel,
-        frame.direction,
-        raw=data,
-        fds=fds,
-        big_endian=ctx.order == ">",
-    )
-    if len(data) < HEADER_SIZE:
-        msg.kind, msg.name, msg.size = "raw", "RAW", len(data)
-        return msg
-    request, flags, size = struct.unpack_from(ctx.order + "III", data, 0)
-    if size > MAX_PAYLOAD and len(data) != HEADER_SIZE + size:
-        msg.kind, msg.name, msg.size = "raw", "RAW", len(data)
-        return msg
-    msg.request, msg.flags, msg.size = request, flags, size
-    channel = frame.channel
-    requester = "f2b" if channel == "main" else "b2f"
-    msg.reply = frame.direction != requester
-    msg.need_reply = bool(flags & FLAG_NEED_REPLY)
-    spec = lookup(channel, request)
-    msg.name = request_name(channel, request)
-    payload = data[HEADER_SIZE:]
-    if spec is None:
-        msg.payload = {"data": payload.hex()} if payload else {}
-        return msg
-    layouts = spec.reply if msg.reply else spec.request
-    layout = choose_layout(layouts, payload, ctx)
-    if layout is None:
-        if payload:
-            msg.payload = {"data": payload.hex()}
-    else:
-        msg.layout = layout.name
-        msg.payload, _ = decode_layout(layout, payload, ctx)
-    if fds:
-        role = spec.reply_fd_role if msg.reply else spec.fd_role
-        if role:
-            msg.fds = tuple(f"{role}: {d}" for d in fds)
-    return msg
+    """A frame holding exactly one message (as the session framed it), decoded alone.
 
-
-def split_frame(data: bytes, order: str = "<") -> list[bytes] | None:
-    """The whole messages in ``data``, or None when it does not frame cleanly.
-
-    A frame that is exactly one message is that message even above MAX_PAYLOAD
-    (the sender framed it whole), as the decoder's fast path takes it.
+    Bytes that are not one whole message are a raw message.  The problems are
+    the stateless ones only: the caller sets the session's.
     """
-    if (
-        len(data) >= HEADER_SIZE
-        and len(data) == HEADER_SIZE + struct.unpack_from(order + "I", data, 8)[0]
-    ):
-        return [data]
-    out = []
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < HEADER_SIZE:
-            return None
-        size = struct.unpack_from(order + "I", data, pos + 8)[0]
-        if size > MAX_PAYLOAD or pos + HEADER_SIZE + size > len(data):
-            return None
-        out.append(data[pos : pos + HEADER_SIZE + size])
-        pos += HEADER_SIZE + size
-    return out
+    head = one_message(data, ctx.order)
+    if head is None:
+        raw = RawMessage(data, fds, frame.ts_ns, number, raw=True)
+    else:
+        raw = RawMessage(data, fds, frame.ts_ns, number, *head)
+    return decode_raw(raw, frame.channel, frame.direction, ctx, conn=frame.conn, index=index)
 
 
 def quick_decode(frame: Frame, number: int, ctx: DecodeContext) -> list[Message]:
-    """Best effort for a frame the session has not seen yet: frame it alone."""
+    """Best effort for a frame the session has not seen yet: frame it alone, decode it alone."""
     if frame.kind != "data":
         return [event_message(frame, number, number)]
-    parts = split_frame(frame.data, ctx.order)
-    if not parts:
-        msg = Message(
-            number,
-            number,
-            frame.ts_ns,
-            frame.conn,
-            frame.channel,
-            frame.direction,
-            kind="raw",
-            name="RAW",
-            raw=frame.data,
-            fds=frame.fds,
-            size=len(frame.data),
-        )
-        return [msg]
-    out = []
-    for i, part in enumerate(parts):
-        fds = frame.fds if i == len(parts) - 1 else ()
-        out.append(decode_message(part, fds, frame, number, number, ctx))
-    return out
+    framer = StreamFramer(frame.channel, ctx.order)
+    raws = framer.feed(frame.data, frame.fds, frame.ts_ns, number) + framer.close()
+    return [
+        decode_raw(r, frame.channel, frame.direction, ctx, conn=frame.conn, index=number)
+        for r in raws
+    ]
+
+
+#: The name tui/model.py imports (the frame adapter, not a second decoder).
+decode_message = decode_frame
