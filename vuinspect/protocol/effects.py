@@ -181,9 +181,7 @@ FRONTEND_RULES: dict[FrontendRequest, Rule] = {
         Effect("vring_set", "log", "log"),
         Effect("vring_set", "log_enabled", "flags", value="bit0"),
     ),
-    FE.SET_VRING_BASE: _vring_rule(
-        Effect("vring"), Effect("ring_restart"), Effect("vring_set", "base", "num")
-    ),
+    FE.SET_VRING_BASE: _vring_rule(Effect("ring_restart"), Effect("vring_set", "base", "num")),
     FE.GET_VRING_BASE: _stop_rule(
         Effect("rings_stopped", value="index", when=("int", "index")),
     ),
