@@ -78,3 +78,37 @@ def test_oversize_message_framed_whole_by_the_sender_is_decoded_whole():
     # split across frames, or with more bytes than it announces, it is not trusted as before
     split = feed_all([(big[:100], ()), (big[100:], ())])
     assert split[0].raw and "framing_lost" in [p.code for p in split[0].problems]
+
+
+# -- the one framing core (vuinspect.framing), under the proxy, the decoder and the TUI ------
+
+
+def test_cut_messages_gives_whole_spans_and_what_is_left() -> None:
+    from vuinspect.framing import cut_messages
+
+    data = A + B + C[:20]
+    spans, rest, over = cut_messages(data, 4096)
+    assert [data[s:e] for s, e in spans] == [A, B] and data[rest:] == C[:20] and over is None
+    assert cut_messages(data, 4096, "<", len(A)) == ([(len(A), len(A) + len(B))], rest, None)
+    assert cut_messages(b"", 4096) == ([], 0, None)
+    assert cut_messages(A[:11], 4096) == ([], 0, None)  # not even a header yet
+
+
+def test_cut_messages_stops_at_a_header_above_the_callers_limit() -> None:
+    """The limit is the caller's: the decoder's 4096 stops where the proxy's 64 KiB goes on."""
+    from vuinspect.framing import cut_messages
+
+    big = m(5, bytes(5000))
+    data = A + big + B
+    assert cut_messages(data, 4096) == ([(0, len(A))], len(A), 5000)
+    spans, rest, over = cut_messages(data, 64 * 1024)
+    assert [data[s:e] for s, e in spans] == [A, big, B] and rest == len(data) and over is None
+
+
+def test_one_message_is_the_header_of_a_frame_that_is_exactly_one_message() -> None:
+    from vuinspect.framing import one_message
+
+    assert one_message(A) == (8, 1, 8)
+    assert one_message(A + B) is None and one_message(A[:-1]) is None and one_message(b"") is None
+    big_endian = struct.pack(">III", 8, 1, 8) + struct.pack(">II", 0, 256)
+    assert one_message(big_endian, ">") == (8, 1, 8) and one_message(big_endian) is None

@@ -35,12 +35,13 @@ FLAG_REPLY = 0x4
 FLAG_NEED_REPLY = 0x8
 FLAGS_KNOWN = FLAG_VERSION_MASK | FLAG_REPLY | FLAG_NEED_REPLY
 REPLY_FLAGS = VERSION | FLAG_REPLY  # 0x5: the only reply flags QEMU accepts
-MAX_PAYLOAD = 4096  # rust-vmm's MAX_MSG_SIZE; QEMU's own limit is 2056
-QEMU_MAX_PAYLOAD = 2056
-#: Largest payload the proxy still frames and forwards as one ``sendmsg``: QEMU accepts
-#: 2056 bytes on the main channel, rust-vmm 4096, GPU cursor updates are ~16 KiB; a
-#: header announcing more is taken as a lost stream.  The decoder decodes a message
-#: forwarded whole above MAX_PAYLOAD as that message, flagged ``oversize``.
+#: The protocol's payload limit (rust-vmm's MAX_MSG_SIZE; QEMU's own is 2056): the
+#: decoder's framing limit (framing.cut_messages) and the generated Lua's (C.MAX_PAYLOAD).
+MAX_PAYLOAD = 4096
+#: The proxy's own, larger framing limit (passed by proxy/framing.Framer): the largest
+#: payload still forwarded whole as one ``sendmsg`` (GPU cursor updates are ~16 KiB);
+#: a header announcing more is taken as a lost stream.  A message forwarded whole above
+#: MAX_PAYLOAD is decoded as that message, flagged ``oversize``.
 FORWARD_MAX_PAYLOAD = 64 * 1024
 #: Buffer large enough for the biggest message the proxy forwards.
 MAX_MESSAGE = HEADER_SIZE + FORWARD_MAX_PAYLOAD
