@@ -24,7 +24,7 @@ from .protocol import features as F
 from .protocol.effects import CONTEXT_FIELDS, VIRTIO_GATES, Effect
 from .protocol.effects import rule as effect_rule
 from .protocol.problems import problem
-from .protocol.requests import RequestSpec
+from .protocol.requests import FrontendRequest, RequestSpec
 from .state import Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = 1 << 3
@@ -197,7 +197,7 @@ class Session:
         if msg.kind == "raw":
             self._count(msg)
             return msg
-        if self.messages == 1 and msg.request == 1 and channel == "main":
+        if self.messages == 1 and msg.request == FrontendRequest.GET_FEATURES and channel == "main":
             self.seen_start = True
         if msg.reply:
             request = self._pair(msg)
