@@ -379,9 +379,8 @@ def decode_payload(
     """
     layouts = spec.reply if msg.reply else spec.request
     payload = msg.raw[HEADER_SIZE:]
-    key = None
+    key = (id(layouts), payload, context_key(ctx) if ctx_key is None else ctx_key)
     if cache is not None:
-        key = (id(layouts), payload, context_key(ctx) if ctx_key is None else ctx_key)
         hit = cache.get(key)
         if hit is not None:
             msg.layout, msg.payload, problems = hit
@@ -409,7 +408,7 @@ def decode_payload(
 
 
 def label_fds(msg: Message, spec: RequestSpec) -> None:
-    """Name the fds by their role in this request or reply ("kick fd: ...")."""
+    """Name the fds by their role in this request or reply ("kick: eventfd 7")."""
     if msg.fds:
         role = spec.reply_fd_role if msg.reply else spec.fd_role
         if role:
