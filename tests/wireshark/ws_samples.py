@@ -333,6 +333,7 @@ def dataplane_frames(conn: int = 7) -> list[Frame]:
     """
     from vuinspect.dataplane import Chain, Desc, RingSample
     from vuinspect.dataplane.headers import decode_header
+    from vuinspect.dataplane.inflight_region import InflightQueue
     from vuinspect.dataplane.problems import dp_problem
     from vuinspect.frames import notify_frame, ring_frame
 
@@ -379,18 +380,55 @@ def dataplane_frames(conn: int = 7) -> list[Frame]:
         problems=(dp_problem("ring_index_ahead", "vring 1: avail 130 ahead"),),
         call_fd="fd",
     )
+    # the INFLIGHT_SHMFD region's queue as the sampler writes it (dataplane/inflight_region.py)
+    split_inflight = InflightQueue(
+        0, "split", 1, 256, 0, {"last_batch_head": 3}, 1, ({"index": 3, "counter": 9, "next": 4},)
+    ).to_json()
+    packed_inflight = InflightQueue(
+        1,
+        "packed",
+        1,
+        128,
+        129,
+        {
+            "free_head": 2,
+            "old_free_head": 1,
+            "old_used_idx": 128,
+            "used_wrap_counter": 0,
+            "old_used_wrap_counter": 1,
+        },
+        1,
+        (
+            {
+                "index": 1,
+                "counter": 4,
+                "next": 2,
+                "last": 1,
+                "num": 1,
+                "id": 1,
+                "flags": 0x80,
+                "len": 512,
+                "addr": 0x3000,
+            },
+        ),
+        (dp_problem("inflight_bad_region", "queue 1: a sample problem"),),
+    ).to_json()
     return [
         event_frame("open", t0 - 1000, conn, {"label": "dp", "device": "blk"}),
         ring(0.0, 0, 0, event="start"),
         notify_frame(t0 + 5_000_000, conn, 0, "kick", 7, t0 + 1_000_001, t0 + 9_000_003),
-        ring(0.1, 4, 0, chains=[chain.to_json()]),
+        ring(0.1, 4, 0, chains=[chain.to_json()], inflight=split_inflight),
         ring(0.6, 4, 0),
         ring(1.1, 4, 0),
         ring(1.6, 4, 0),
         ring(2.2, 4, 0),
         notify_frame(t0 + int(2.3 * s), conn, 0, "call", 1, t0 + int(2.3 * s), t0 + int(2.3 * s)),
         ring(2.5, 4, 4),
-        ring_frame(packed.ts_ns, conn, {**packed.to_json(), "event": "control"}),
+        ring_frame(
+            packed.ts_ns,
+            conn,
+            {**packed.to_json(), "event": "control", "inflight": packed_inflight},
+        ),
         notify_frame(t0 + 4 * s, conn, 1, "err", 2, t0 + 4 * s - 7, t0 + 4 * s - 1),
         ring(5.0, 4, 4, event="stop"),
     ]

@@ -95,6 +95,27 @@ class MappedRegion:
             self.map.close()
             self.map = None
 
+    def read(self, off: int, size: int, what: str) -> bytes:
+        """``size`` bytes at ``off`` into the region (``what`` names it in the error):
+        inside the mapping and the file's current size (a shrunk file would SIGBUS)."""
+        if self.map is None or off < 0 or size < 0 or off + size > self.spec.memory_size:
+            raise GuestMemoryError(
+                "guest_read_crosses_region",
+                f"{what}+{size:#x} is outside the region ({self.spec.memory_size:#x} bytes)",
+            )
+        try:
+            file_size = self.map.size()  # fstat of the mapping's own fd
+        except OSError as e:  # pragma: no cover - our own dup cannot go away
+            raise GuestMemoryError("region_map_failed", str(e)) from None
+        start = self.spec.mmap_offset - self.delta
+        off += self.delta
+        if start + off + size > file_size:  # the peer shrank the file: reading would SIGBUS
+            raise GuestMemoryError(
+                "guest_read_crosses_region",
+                f"{what}+{size:#x} is beyond the region file's end ({file_size:#x} bytes)",
+            )
+        return self.map[off : off + size]
+
 
 @dataclass(frozen=True, slots=True)
 class IotlbEntry:
@@ -325,19 +346,7 @@ class GuestMemory:
         if not 0 <= size <= MAX_READ:
             raise GuestMemoryError("guest_addr_unmapped", f"read of {size:#x} bytes refused")
         region, off = self.translate(addr, size, space)
-        assert region.map is not None
-        try:
-            file_size = region.map.size()  # fstat of the mapping's own fd
-        except OSError as e:  # pragma: no cover - our own dup cannot go away
-            raise GuestMemoryError("region_map_failed", str(e)) from None
-        start = region.spec.mmap_offset - region.delta
-        if start + off + size > file_size:  # the peer shrank the file: reading would SIGBUS
-            raise GuestMemoryError(
-                "guest_read_crosses_region",
-                f"{space} {addr:#x}+{size:#x} is beyond the region file's "
-                f"end ({file_size:#x} bytes)",
-            )
-        return region.map[off : off + size]
+        return region.read(off - region.delta, size, f"{space} {addr:#x}")
 
     def read_ring(self, addr: int, size: int) -> bytes:
         return self.read(addr, size, self.ring_space)

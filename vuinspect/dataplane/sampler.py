@@ -32,6 +32,7 @@ from ..frames import Frame, event_frame, event_info, ring_frame
 from ..protocol import features as F
 from .diagnose import is_receive_queue, needs_call
 from .inflight import SplitTracker, in_flight_chains
+from .inflight_region import InflightRegion
 from .memory import GuestMemory, RegionSpec, regions_from
 from .notify import Notifier
 from .rings import PackedTracker, RingConfig, RingSample, diff, sample
@@ -51,10 +52,14 @@ CALL_WATCH_NS = 2_500_000_000
 #: In-flight chains stored in a ring frame (with their request headers) and descriptors.
 MAX_CHAINS = 16
 MAX_DESCS = 64
+#: Descriptor states of the inflight region listed in a ring frame (all are counted).
+MAX_INFLIGHT_DESCS = 16
 #: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
-WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 13, 16, 18, 22, 34, 35, 37, 38))
-#: ... of which these carry guest-memory fds to dup.
-MEMORY = frozenset((5, 37))
+WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 13, 16, 18, 22, 32, 34, 35, 37, 38))
+#: ... of which these carry fds to dup: guest memory, and the inflight buffer (SET_INFLIGHT_FD).
+MEMORY = frozenset((5, 32, 37))
+SET_INFLIGHT_FD = 32
+_INFLIGHT = struct.Struct("=QQHH")  # mmap_size mmap_offset num_queues queue_size
 #: ... of which these are held back until a ring is looked at (applied in order).
 _PENDING = frozenset((5, 37, 38))
 MAX_PENDING = 1024
@@ -115,6 +120,8 @@ class _Conn:
     calls: dict[int, str] = field(default_factory=dict)
     #: False after a RESET_*: back-ends differ in whether they keep their call fds.
     calls_known: bool = True
+    #: The INFLIGHT_SHMFD buffer of the last SET_INFLIGHT_FD, mapped read-only.
+    inflight: InflightRegion | None = None
 
     def call_fd(self, index: int) -> str | None:
         """The back-end's call fd for ``index`` (rings.CALL_FD_STATES), None if unknown."""
@@ -124,6 +131,14 @@ class _Conn:
         for *_, dups in self.pending:
             _close(dups)
         self.pending.clear()
+
+    def release(self) -> None:
+        """Unmap and close everything this connection holds (guest memory, inflight)."""
+        self.drop_pending()
+        self.mem.close()
+        if self.inflight is not None:
+            self.inflight.close()
+            self.inflight = None
 
 
 class Sampler:
@@ -242,8 +257,7 @@ class Sampler:
                 self._close(conn, self.clock())
         else:  # (stuck: never leave memory mapped) the thread owns them; close anyway
             for c in self.conns.values():
-                c.drop_pending()
-                c.mem.close()
+                c.release()
         for item in self._q:
             if item[0] == "data" and len(item) > 6:
                 _close(item[6])
@@ -265,8 +279,7 @@ class Sampler:
             except Exception as exc:  # noqa: BLE001 - a sampler bug must not touch the traffic
                 self._note(0, self.clock(), f"ring sampler stopped: {exc!r}"[:300])
                 for c in self.conns.values():
-                    c.drop_pending()
-                    c.mem.close()
+                    c.release()
                 self.conns.clear()
                 return
 
@@ -309,6 +322,9 @@ class Sampler:
             return
         c = self._conn(conn)
         req = _U32.unpack_from(data)[0]
+        if req == SET_INFLIGHT_FD:
+            self._inflight(c, conn, ts, data, dups or [])
+            return
         if req in _PENDING and not c.lost:
             if req == 5:  # a new table: the ones before it no longer matter
                 c.drop_pending()
@@ -342,6 +358,19 @@ class Sampler:
             for m in msgs:
                 if m.kind == "message" and not m.reply:
                     self._apply(c, conn, ts, m, dups)
+        finally:
+            _close(dups)
+
+    def _inflight(self, c: _Conn, conn: int, ts: int, data: bytes, dups: list[int]) -> None:
+        """SET_INFLIGHT_FD: map the buffer the back-end records its in-flight requests in."""
+        try:
+            if c.lost or len(data) < 12 + _INFLIGHT.size or not dups:
+                return
+            if c.inflight is not None:
+                c.inflight.close()
+            c.inflight = InflightRegion.open(dups[0], *_INFLIGHT.unpack_from(data, 12))
+            for prob in c.inflight.problems:
+                self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
         finally:
             _close(dups)
 
@@ -509,6 +538,10 @@ class Sampler:
         if problems != list(s.problems):
             record["problems"] = [p.to_json() for p in problems]
         record["event"] = why
+        if c.inflight is not None and c.inflight.mapped:
+            q = c.inflight.queue(i, cfg.packed, MAX_INFLIGHT_DESCS)
+            if q.count or q.problems:
+                record["inflight"] = q.to_json()
         if s.ok and s.in_flight:
             chains = in_flight_chains(
                 c.mem,
@@ -543,8 +576,7 @@ class Sampler:
         self.pipeline._framers.pop(conn, None)
         c = self.conns.pop(conn, None)
         if c is not None:
-            c.drop_pending()
-            c.mem.close()
+            c.release()
 
     def _lost(self, conn: int, ts: int) -> None:
         if conn in self._ended:  # (flagged after its close was handled: nothing left)
@@ -553,8 +585,7 @@ class Sampler:
         if c.lost:
             return
         c.lost = True
-        c.drop_pending()
-        c.mem.close()
+        c.release()
         c.rings.clear()
         self._note(
             conn,

@@ -49,6 +49,9 @@ def ring_summary(p: dict[str, Any]) -> str:
         for key in ("used_event", "avail_event"):
             if key in p:
                 parts.append(f"{key}={_int(p[key])}")
+    inflight = p.get("inflight")
+    if isinstance(inflight, dict):  # what the back-end marked in its INFLIGHT_SHMFD buffer
+        parts.append(f"inflight_fd={_int(inflight.get('count'))}")
     event = p.get("event")
     if isinstance(event, str):
         parts.append(f"[{safe_text(event[:16])}]")
@@ -80,12 +83,38 @@ def resolved_text(p: dict[str, Any]) -> list[str]:
     return out
 
 
+def inflight_lines(p: dict[str, Any]) -> list[str]:
+    """The INFLIGHT_SHMFD region's queue, when the sample holds it (indented)."""
+    q = p.get("inflight")
+    if not isinstance(q, dict):
+        return []
+    got = q.get("descs")
+    descs: list[Any] = got if isinstance(got, list) else []
+    heads = " ".join(
+        f"{_int(d.get('index'))}#{_int(d.get('counter'))}"
+        for d in descs[:MAX_CHAINS_SHOWN]
+        if isinstance(d, dict)
+    )
+    out = [
+        f"        inflight region: v{_int(q.get('version'))} desc_num={_int(q.get('desc_num'))} "
+        f"used_idx={_int(q.get('used_idx'))} marked {_int(q.get('count'))}"
+        + (f": desc#counter {heads}" if heads else "")
+    ]
+    for prob in (q.get("problems") or [])[:4]:
+        if isinstance(prob, dict):
+            out.append(
+                f"          !! {safe_text(str(prob.get('code')))}: "
+                f"{safe_text(str(prob.get('text'))[:200])}"
+            )
+    return out
+
+
 def detail_lines(p: dict[str, Any]) -> list[str]:
     """In-flight chains and request headers, when the sample holds them (indented)."""
+    out = inflight_lines(p)
     chains = p.get("chains")
     if not isinstance(chains, list):
-        return []
-    out = []
+        return out
     for c in chains[:MAX_CHAINS_SHOWN]:
         if not isinstance(c, dict):
             continue

@@ -202,6 +202,12 @@ _DATAPLANE = (
         "error",
         "a memory region's fd could not be mapped (bad fd, size or mmap_offset)",
     ),
+    ProblemCode(
+        "inflight_bad_region",
+        "protocol",
+        "error",
+        "the INFLIGHT_SHMFD region cannot hold its queues (size, queue count or desc_num)",
+    ),
     # ring contents
     ProblemCode(
         "ring_bad_size",
