@@ -86,13 +86,17 @@ def _ring_line(msg: Message, ts: str, detail: bool) -> str:
 
 def summary_printer(out: IO[str], device: str | None) -> Callable[[Frame], None]:
     """Frame -> one summary line per decoded message, as ``vuinspect read`` prints them."""
-    pipeline = Pipeline(device=device, keep_closed=False)
     write = out.write
     line = text_line()
 
-    def show(frame: Frame) -> None:
-        for msg in pipeline.feed(frame):
+    class Printer:  # a sink of the pipeline: it is told each message
+        def on_message(self, msg: Message) -> None:
             if in_message_list(msg):  # (ring samples only when they raise or end a problem)
                 write(line(msg) + "\n")
+
+    pipeline = Pipeline(device=device, keep_closed=False, sinks=[Printer()])
+
+    def show(frame: Frame) -> None:
+        pipeline.feed(frame)
 
     return show

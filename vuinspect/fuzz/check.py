@@ -72,13 +72,42 @@ class Outcome:
         self.problems.update(other.problems)
 
 
+class _Told:
+    """A sink checking what the pipeline tells its sinks against what it returns."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def on_message(self, msg: Message) -> None:
+        self.messages.append(msg)
+
+    def on_reply(self, request: Message, reply: Message) -> None:
+        if (
+            request.reply
+            or not reply.reply
+            or reply.reply_to != request.frame
+            or request.reply_in != reply.frame
+            or (request.conn, request.channel, request.request)
+            != (reply.conn, reply.channel, reply.request)
+        ):
+            raise InvariantError(
+                f"on_reply paired {request.name} (frame {request.frame}) "
+                f"with {reply.name} (frame {reply.frame})"
+            )
+
+
 def run_pipeline(frames: Iterable[Frame]) -> list[Message]:
     """Feed every frame, then close: exactly what ``vuinspect read`` does."""
-    pipeline = Pipeline()
+    told = _Told()
+    pipeline = Pipeline(sinks=[told])
     out: list[Message] = []
     for frame in frames:
         out.extend(pipeline.feed(frame))
     out.extend(pipeline.close())
+    if len(told.messages) != len(out) or any(
+        a is not b for a, b in zip(told.messages, out, strict=True)
+    ):
+        raise InvariantError(f"sinks were told {len(told.messages)} messages, {len(out)} returned")
     return out
 
 
