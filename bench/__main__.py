@@ -150,17 +150,7 @@ def report(results: dict, command: str) -> str:
     if "tui" in results:
         lines += tui_table(results["tui"])
     if "guest" in results:
-        g = results["guest"]
-        lines += ["## Real guest: QEMU TCG + qemu-storage-daemon, boot + disk I/O", ""]
-        if "skipped" in g:
-            lines.append(f"skipped: {g['skipped']}")
-        else:
-            lines.append(
-                f"direct {g['direct_s']:.2f} s, through the proxy with capture "
-                f"{g['proxy_capture_s']:.2f} s: ratio **{g['ratio']:.3f}** (median of "
-                f"{g['reps']}, {g['guest_io_kib']} KiB written and read back)"
-            )
-        lines.append("")
+        lines += guest_bench.table(results["guest"])
     if "conns" in results:
         lines += conns_bench.table(results["conns"])
     if "overhead" in results:
