@@ -199,8 +199,14 @@ class Pipeline:
             old, _ = self._closed.popitem(last=False)
             gone = self.sessions.get(old)
             if gone is not None and gone.closed_ns is not None:
-                del self.sessions[old]
-                self._framers.pop(old, None)
+                self.forget(old)
+
+    def forget(self, conn: int) -> None:
+        """Drop a connection's session and partial messages (its frames will not come back:
+        a consumer that sees only part of the stream and knows the connection ended)."""
+        self.sessions.pop(conn, None)
+        self._framers.pop(conn, None)
+        self._closed.pop(conn, None)
 
     def _event(self, frame: Frame, number: int) -> list[Message]:
         info = event_info(frame)

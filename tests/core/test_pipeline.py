@@ -180,3 +180,16 @@ def test_closed_sessions_are_dropped_so_memory_stays_bounded() -> None:
         bounded.feed(f)
     assert sorted(bounded.sessions) == list(range(291, 301))  # the ten most recent
     assert all(s.closed_ns is not None for s in bounded.sessions.values())
+
+
+def test_forget_drops_a_connection_and_its_partial_message() -> None:
+    s = Script()
+    s.open(7, "/run/a.sock")
+    s.request(7, GET_FEATURES)
+    pipeline = Pipeline()
+    pipeline.feed(s.frames[0])
+    head = s.frames[1]
+    assert pipeline.feed(Frame(head.ts_ns, 7, "main", "f2b", head.data[:5])) == []
+    pipeline.forget(7)
+    assert pipeline.sessions == {} and pipeline.owed() == []
+    assert pipeline.close() == []  # no partial message left to report
