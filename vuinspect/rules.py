@@ -317,7 +317,7 @@ class RuleSet:
                     f"{a.name} acted {a.actions} time(s), {a.errors} error(s)" for a in self.addons
                 )
             )
-        if self.intercept is not None:
+        if self.intercept is not None and self.intercept.counts["hold"]:
             parts.append(self.intercept.summary())
         return "; ".join(parts)
 

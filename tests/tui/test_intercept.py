@@ -8,18 +8,27 @@ sees (the prompt typed into, a held row).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import struct
+import threading
 import time
 
 import pytest
 
 from tests.proxy.conftest import proxy, relayed_pair, sockdir, wait_until  # noqa: F401
+from vuinspect.commands.proxy_engine import serve_control
+from vuinspect.frames import event_info
 from vuinspect.holds import Intercept
 from vuinspect.rules import RuleSet
 from vuinspect.testing import wire
+from vuinspect.tui.app import VuInspectApp
+from vuinspect.tui.intercept import Control, EditScreen, Holds
+from vuinspect.tui.sources import FileSource, LiveSource
+
+from .conftest import screen_text, settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,3 +214,121 @@ def test_bad_commands_are_reported_not_fatal():
     assert icpt.command(b'{"cmd": "set-intercept", "filter": "name =="}')
     assert icpt.match is None
     assert icpt.command(b'{"cmd": "accept", "id": 7}') == "no held message #7"
+
+
+# -- the TUI: keys, the control socket, the held rows ------------------------------------------
+class Live:
+    """An in-process proxy whose frames feed a live TUI source, as the viewer child's feed does,
+    and whose intercept is served from a control socket the app writes to."""
+
+    def __init__(self, sockdir, proxy) -> None:  # noqa: F811 - the fixtures
+        self.source = LiveSource("intercept test")
+        self.holds = Holds()
+        self._lock = threading.Lock()
+        make, self.icpt = intercepted(proxy)
+        self.fe, self.be, self.srv, self.rec = relayed_pair(sockdir, self._with_sink(make))
+        engine_end, tui_end = socket.socketpair()
+        self.engine_end = engine_end
+        self.thread = threading.Thread(target=serve_control, args=(engine_end, self.icpt))
+        self.thread.start()
+        self.control = Control(tui_end.detach())
+
+    def _with_sink(self, make):
+        def sink(frame) -> None:
+            with self._lock:  # (rows are counted in push order)
+                self.holds.observe(frame)
+                self.source.push(frame)
+
+        return lambda routes, **kw: make(routes, sink=sink, **kw)
+
+    def close(self) -> None:
+        self.control.close()
+        self.thread.join(5)
+        self.engine_end.close()
+
+
+async def until(pilot, pred, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def test_tui_keys_hold_accept_edit_drop_all(sockdir, proxy):  # noqa: F811
+    live = Live(sockdir, proxy)
+    app = VuInspectApp(live.source, control=live.control, holds=live.holds, poll_interval=0.05)
+
+    async def run() -> None:
+        async with app.run_test(size=(130, 30)) as pilot:
+            await pilot.press("i", *"name == GET_VRING_BASE or name == SET_VRING_NUM", "enter")
+            await until(pilot, lambda: live.icpt.active, "the intercept filter to reach the engine")
+            # a: accept.  The row shows the hold; the back-end has nothing until then.
+            live.fe.sendall(vring_base(1))
+            await until(pilot, lambda: len(live.holds) == 1, "a held row")
+            await pilot.pause(0.1)
+            assert "HELD #1" in screen_text(app)
+            assert nothing_within(live.be, 0.3)
+            await pilot.press("a")
+            assert recv(live.be, 2.0).raw == vring_base(1)
+            await until(pilot, lambda: len(live.holds) == 0, "the row to be released")
+            await pilot.pause(0.1)
+            assert "HELD #" not in screen_text(app)
+            # d: drop; the next message flows.
+            live.fe.sendall(vring_base(2))
+            await until(pilot, lambda: len(live.holds) == 1, "a second held row")
+            await pilot.press("d")
+            live.fe.sendall(wire.pack(wire.SET_OWNER))
+            assert recv(live.be, 2.0).request == wire.SET_OWNER
+            # e: the form, one input per decoded field; num edited, re-encoded.
+            live.fe.sendall(
+                wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, VRING_STATE.pack(0, 256))
+            )
+            await until(pilot, lambda: len(live.holds) == 1, "a held SET_VRING_NUM")
+            await pilot.pause(0.1)
+            await pilot.press("e")
+            await until(pilot, lambda: isinstance(app.screen, EditScreen), "the edit form")
+            await pilot.press("tab", "ctrl+u", *"0x80", "enter")
+            got = recv(live.be, 2.0)
+            assert got.raw == wire.pack(
+                wire.SET_VRING_NUM, wire.FLAG_VERSION, VRING_STATE.pack(0, 128)
+            )
+            # A: all held go on, in order.
+            live.fe.sendall(vring_base(3))
+            await until(pilot, lambda: len(live.holds) == 1, "a held message again")
+            await pilot.press("A")
+            assert recv(live.be, 2.0).raw == vring_base(3)
+            # q with a message held: released as the TUI goes.
+            live.fe.sendall(vring_base(4))
+            await until(pilot, lambda: len(live.holds) == 1, "a message held at quit")
+            await pilot.press("q")
+        live.close()  # (the viewer's end closes when its process ends)
+        assert recv(live.be, 2.0).raw == vring_base(4)
+
+    try:
+        asyncio.run(run())
+    finally:
+        live.control.close()
+
+    # What the TUI was fed (the capture): each step a note, in order.
+    def actions() -> list[str]:
+        frames = [live.source.frame(i) for i in range(len(live.source))]
+        notes = [event_info(f) for f in frames if f.kind == "note"]
+        return [n["action"] for n in notes if str(n.get("rule")).startswith("intercept")]
+
+    wait_until(lambda: len(actions()) >= 10, what="the last note (frames reach the sink later)")
+    assert actions() == ["hold", "accept", "hold", "drop", "hold", "edit"] + ["hold", "accept"] * 2
+
+
+def test_keys_off_without_a_proxy(demo_path):
+    """Viewing a file: i, a, e, d, A do nothing (there is no engine to ask)."""
+    app = VuInspectApp(FileSource(demo_path), poll_interval=3600)
+
+    async def run() -> None:
+        async with app.run_test(size=(130, 30)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("i")
+            assert app.prompt_mode is None
+            assert app.check_action("hold", ("accept",)) is False
+
+    asyncio.run(run())

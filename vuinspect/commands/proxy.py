@@ -243,6 +243,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tui-headless", action="store_true", help=argparse.SUPPRESS)
     # Internal: run as the viewer child of the forwarding process, reading this fd (proxy_viewer.py).
     p.add_argument("--view-fd", type=int, help=argparse.SUPPRESS)
+    # Internal: the TUI viewer's control socket to the engine (the intercept, holds.py).
+    p.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
 
 
 def check_connect_path(path: str) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import json
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import Any
@@ -86,6 +88,54 @@ def _sampler(args: argparse.Namespace, recorder: Recorder | None) -> Sampler | N
     return sampler
 
 
+def with_intercept(ruleset: Any, control: socket.socket, device: str | None) -> Any:
+    """The run's rules plus the TUI's intercept (holds.py), served from ``control``.
+
+    The links then judge every message (a header read while nothing is intercepted).
+    """
+    from vuinspect.holds import Intercept
+    from vuinspect.rules import RuleSet
+
+    intercept = Intercept(device)
+    if ruleset is None:
+        ruleset = RuleSet([], device=device)
+    ruleset.intercept = intercept
+    threading.Thread(
+        target=serve_control, args=(control, intercept), daemon=True, name="vuinspect-control"
+    ).start()
+    return ruleset
+
+
+def serve_control(sock: socket.socket, intercept: Any) -> None:
+    """The TUI's intercept commands, one JSON line each, until it closes its end (it quit
+    or died): then everything still held is released.  A thread of its own, so the
+    engine never waits for it; a line is at most MAX_COMMAND bytes; errors go back as
+    ``{"error": ...}`` lines, dropped if the TUI does not read them."""
+    from vuinspect.holds import MAX_COMMAND
+
+    buf = bytearray()
+    try:
+        while chunk := sock.recv(1 << 16):
+            buf += chunk
+            while (end := buf.find(b"\n")) >= 0:
+                line = bytes(buf[:end])
+                del buf[: end + 1]
+                error = intercept.command(line) if line.strip() else None
+                if error:
+                    with contextlib.suppress(OSError):
+                        reply = json.dumps({"error": error}).encode() + b"\n"
+                        sock.send(reply, socket.MSG_DONTWAIT)
+            if len(buf) > MAX_COMMAND:
+                buf.clear()  # a line too long: dropped whole
+                with contextlib.suppress(OSError):
+                    sock.send(b'{"error": "command too long"}\n', socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+    finally:
+        intercept.match = None  # nothing more is held ...
+        intercept.release_all("the TUI ended")  # ... and what is held goes on
+
+
 def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None = None) -> int:
     """Relay until SIGINT/SIGTERM/SIGHUP (or the user quits the TUI); capture to ``-w``.
 
@@ -131,6 +181,8 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
     sys.setswitchinterval(0.0005)
     server = ProxyServer(routes, None, socket_mode=args.socket_mode, recorder=recorder)
     server.rules = getattr(args, "ruleset", None)  # type: ignore[attr-defined]  # read by relay.py
+    if viewer is not None and viewer.control is not None:
+        server.rules = with_intercept(server.rules, viewer.control, args.device)  # type: ignore[attr-defined]
     captures = _Closer(recorder)
     if not tui:
         server.on_error = lambda text: say(f"vuinspect proxy: {text}")  # (not over the TUI)
@@ -189,6 +241,9 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         if sampler is not None:
             sampler.stop()  # the last ring samples go in before the capture ends; unmapped
         captures.close()  # the stream ends: the viewer prints the rest and exits
+        if viewer is not None and viewer.control is not None:
+            with contextlib.suppress(OSError):
+                viewer.control.shutdown(socket.SHUT_RDWR)  # (its thread then ends)
         if viewer is not None:
             viewer.stop(VIEWER_DRAIN_S)
             if viewer.stuck:
@@ -211,6 +266,6 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         )
     if not args.quiet:
         say(summary(server.stats(), recorder))
-    if getattr(server, "rules", None):
-        say(f"vuinspect proxy: {server.rules.summary()}")  # type: ignore[attr-defined]
+    if getattr(server, "rules", None) and (text := server.rules.summary()):  # type: ignore[attr-defined]
+        say(f"vuinspect proxy: {text}")
     return 0

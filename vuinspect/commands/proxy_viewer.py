@@ -30,6 +30,7 @@ import fcntl
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -83,6 +84,11 @@ class Viewer:
 
     def __init__(self, args: argparse.Namespace, tui: bool) -> None:
         self.tui = tui
+        #: The TUI's control socket (the intercept's commands, holds.py); None for lines.
+        self.control: socket.socket | None = None
+        child_control: socket.socket | None = None
+        if tui:
+            self.control, child_control = socket.socketpair()
         read_fd, self.feed_fd = os.pipe2(os.O_CLOEXEC)
         with contextlib.suppress(OSError):
             fcntl.fcntl(self.feed_fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -92,16 +98,21 @@ class Viewer:
         if main:
             signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
+            ctl = child_control.fileno() if child_control is not None else None
             self.proc = subprocess.Popen(
-                viewer_argv(args, read_fd, tui),
-                pass_fds=(read_fd,),
+                viewer_argv(args, read_fd, tui, ctl),
+                pass_fds=(read_fd,) if ctl is None else (read_fd, ctl),
                 stdin=None if tui else subprocess.DEVNULL,
             )
         except OSError:
             os.close(self.feed_fd)
+            if self.control is not None:
+                self.control.close()
             raise
         finally:
             os.close(read_fd)
+            if child_control is not None:
+                child_control.close()
             if main:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
@@ -151,8 +162,11 @@ def _progress(pid: int) -> tuple[int, str]:
         return -1, "?"
 
 
-def viewer_argv(args: argparse.Namespace, feed_fd: int, tui: bool) -> list[str]:
-    """The child's command line: what it needs to label and decode, plus the pipe."""
+def viewer_argv(
+    args: argparse.Namespace, feed_fd: int, tui: bool, control_fd: int | None = None
+) -> list[str]:
+    """The child's command line: what it needs to label and decode, plus the pipe
+    (and the TUI's control socket)."""
     argv = [sys.executable, "-m", "vuinspect", "proxy"]
     for lp, cp in zip(args.listen, args.connect, strict=True):
         argv += ["--listen", lp, "--connect", cp]
@@ -166,6 +180,8 @@ def viewer_argv(args: argparse.Namespace, feed_fd: int, tui: bool) -> list[str]:
         argv.append("--no-tui")
     elif getattr(args, "tui_headless", False):
         argv.append("--tui-headless")
+    if control_fd is not None:
+        argv += ["--control-fd", str(control_fd)]
     return [*argv, "--view-fd", str(feed_fd)]
 
 
@@ -232,15 +248,18 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
     """Run the TUI on the stream until the user quits it, or SIGTERM/SIGHUP."""
     from vuinspect.capture import CaptureReader
     from vuinspect.tui.app import VuInspectApp
+    from vuinspect.tui.intercept import Control, Holds
     from vuinspect.tui.launch import crash_error, run_app
     from vuinspect.tui.sources import LiveSource
 
     source = LiveSource(", ".join(r.shown for r in routes))
+    holds = Holds()  # what the engine holds, from the intercept's notes in the stream
 
     def feed() -> None:
         try:
             with CaptureReader(FeedFile(feed_fd)) as reader:  # type: ignore[arg-type]
                 for frame in reader:
+                    holds.observe(frame)
                     source.push(frame)
         except Exception:  # noqa: BLE001 - the engine ended before its stream began
             pass
@@ -251,7 +270,12 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
 
     headless = bool(getattr(args, "tui_headless", False))
     parent = os.getppid()
-    app = VuInspectApp(source, device=args.device)
+    control_fd = getattr(args, "control_fd", None)
+    control = None
+    if control_fd is not None:
+        with contextlib.suppress(OSError):
+            control = Control(control_fd, on_error=lambda text: _tell(app, text))
+    app = VuInspectApp(source, device=args.device, control=control, holds=holds)
     quit_requested = threading.Event()
     finished = threading.Event()
     threading.Thread(target=feed, daemon=True, name="vuinspect-feed").start()
@@ -280,5 +304,13 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
         finished.set()
         quit_requested.set()
         source.end()
+        if control is not None:
+            control.close()  # the engine releases what is still held
     if crash is not None:
         raise crash_error(crash)
+
+
+def _tell(app: object, text: str) -> None:
+    """An error line from the engine's control socket, shown in the TUI."""
+    with contextlib.suppress(Exception):
+        app.call_from_thread(app.notify, text, severity="error", markup=False)  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
+from vuinspect.filter import FilterError, compile_filter
 from vuinspect.render import safe_text
 from vuinspect.session import Session
 
@@ -34,6 +35,7 @@ from .detail import DetailTree
 from .filter_bar import FilterBar, FilterInput
 from .help import HelpScreen
 from .hexview import HexView, narrow_for
+from .intercept import Control, EditScreen, Holds
 from .message_list import ColumnHeader, MessageList
 from .model import Model
 from .offsets import field_ranges, range_for
@@ -79,6 +81,13 @@ class VuInspectApp(App[None]):
         Binding("R", "toggle_rings", "Rings"),
         Binding("w", "save", "Save"),
         Binding("c", "comment", "Comment"),
+        # The intercept (a live proxy's TUI: intercept.py): i sets what is held, then
+        # a accept, e edit, d drop the selected (or oldest) held message, A accepts all.
+        Binding("i", "intercept", "Intercept"),
+        Binding("a", "hold('accept')", "Accept"),
+        Binding("e", "hold('edit')", "Edit"),
+        Binding("d", "hold('drop')", "Drop"),
+        Binding("A", "hold('accept-all')", "Accept all"),
     ]
 
     def __init__(
@@ -89,8 +98,14 @@ class VuInspectApp(App[None]):
         filter_text: str = "",
         clock: Callable[[], int] = time.time_ns,
         poll_interval: float = 0.1,
+        control: Control | None = None,
+        holds: Holds | None = None,
     ) -> None:
         super().__init__()
+        #: The intercept's control socket to the proxy engine, and what is held (live only).
+        self.control = control
+        self.holds = holds if holds is not None else Holds()
+        self._holds_seen = -1
         self.source = source
         self.model = Model(source, device=device, clock=clock)
         self.initial_filter = filter_text
@@ -186,7 +201,13 @@ class VuInspectApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """While an input has focus the app's commands are off (and out of the footer)."""
-        return not (action in _COMMANDS and isinstance(self.focused, Input))
+        if action in _COMMANDS and isinstance(self.focused, Input):
+            return False
+        if action == "intercept":
+            return self.control is not None
+        if action == "hold":
+            return self.control is not None and len(self.holds) > 0
+        return True
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_hex(event.size.width)
@@ -210,6 +231,11 @@ class VuInspectApp(App[None]):
         """Repaint what the decoding thread changed since the last poll."""
         if not self._widgets or not self.message_list.is_attached:
             return
+        if self.holds.changed != self._holds_seen:
+            self._holds_seen = self.holds.changed
+            self.message_list.held = dict(self.holds.rows)
+            self.message_list.model_changed(rows_changed=False)
+            self.refresh_bindings()
         m = self.model
         seen = (
             len(m.source),
@@ -506,6 +532,9 @@ class VuInspectApp(App[None]):
         if mode == "comment" and self._comment_row is not None:
             self.set_comment(self._comment_row, text)
             return
+        if mode == "intercept":
+            self.set_intercept(text)
+            return
         if not text:
             return
         if mode == "search":
@@ -533,6 +562,71 @@ class VuInspectApp(App[None]):
             self.model.comment(row) or "",
             "text (Enter sets it, empty removes it, w saves; Esc cancels)",
         )
+
+    # -- intercept: the engine holds, the TUI decides (intercept.py, holds.py) -----------------
+    def action_intercept(self) -> None:
+        if self.control is None:
+            return
+        self.open_prompt(
+            "intercept",
+            "i hold messages matching:",
+            self.control.filter_text,
+            "a filter, e.g. name == SET_VRING_ADDR (Enter holds, empty stops; Esc cancels)",
+        )
+
+    def set_intercept(self, text: str) -> None:
+        """Hold what matches ``text`` from now on (empty: stop, and release what is held)."""
+        if self.control is None:
+            return
+        if text:
+            try:
+                compile_filter(text)
+            except FilterError as exc:
+                self.notify(f"intercept filter: {exc}", severity="error", markup=False)
+                return
+        error = self.control.send({"cmd": "set-intercept", "filter": text})
+        if error:
+            self.notify(error, severity="error", markup=False)
+        elif text:
+            self.notify(f"holding: {text} (a accept, e edit, d drop, A all)", markup=False)
+        else:
+            self.notify("intercept off; held messages released", timeout=2)
+
+    def action_hold(self, how: str) -> None:
+        """a/e/d on the selected held message (or the oldest one), A on all of them."""
+        if self.control is None:
+            return
+        if how == "accept-all":
+            self._control({"cmd": "accept-all"})
+            return
+        number = self.holds.at(self.message_list.selected_row)
+        if number is None:
+            number = self.holds.oldest()
+        if number is None:
+            self.notify("nothing is held", severity="warning")
+            return
+        if how != "edit":
+            self._control({"cmd": how, "id": number})
+            return
+        row = self.holds.row_of(number)
+        msgs = (
+            [m for m in self.model.messages(row) if m.kind == "message"] if row is not None else []
+        )
+        if not msgs:
+            self.notify(f"held #{number} is not decoded yet", severity="warning")
+            return
+        frame = self.model.frame(row)  # type: ignore[arg-type]  # row is set when msgs is
+
+        def done(payload: dict | None) -> None:
+            if payload is not None:
+                self._control({"cmd": "edit", "id": number, "payload": payload})
+
+        self.push_screen(EditScreen(number, msgs[0], bytes(frame.data)), done)
+
+    def _control(self, cmd: dict) -> None:
+        error = self.control.send(cmd) if self.control is not None else None
+        if error:
+            self.notify(error, severity="error", markup=False)
 
     def set_comment(self, row: int, text: str) -> None:
         self.model.comments[row] = text

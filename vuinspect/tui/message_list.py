@@ -95,6 +95,7 @@ class MessageList(ScrollView, can_focus=True):
         self.model = model
         self.time_mode = "abs"
         self.marks: set[int] = set()
+        self.held: dict[int, int] = {}  # row -> hold number (the intercept, intercept.py)
         self._cache: LRUCache[tuple, Strip] = LRUCache(512)
         self._styles: dict[str, Style] = {}
         self._rows = 0
@@ -254,12 +255,18 @@ class MessageList(ScrollView, can_focus=True):
         row = self.model.row_at(pos)
         selected = pos == self.cursor
         marked = row in self.marks
-        key = (pos, row, selected, marked, self.time_mode)
+        held = self.held.get(row, 0)
+        key = (pos, row, selected, marked, self.time_mode, held)
         strip = self._cache.get(key)
         if strip is None:
             self._style("plain")
             cells = row_cells(
-                self.model, pos, time_mode=self.time_mode, base_ns=self.base_ns, marked=marked
+                self.model,
+                pos,
+                time_mode=self.time_mode,
+                base_ns=self.base_ns,
+                marked=marked,
+                held=held,
             )
             line_base = base
             if marked:

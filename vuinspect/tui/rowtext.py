@@ -89,9 +89,10 @@ def header_cells(time_mode: str) -> list[tuple[str, str]]:
 
 
 def row_cells(
-    model: Model, pos: int, *, time_mode: str, base_ns: int | None, marked: bool
+    model: Model, pos: int, *, time_mode: str, base_ns: int | None, marked: bool, held: int = 0
 ) -> list[tuple[str, str]]:
-    """(text, style key) per column for the row shown at view position ``pos``."""
+    """(text, style key) per column for the row shown at view position ``pos``;
+    ``held``: the intercept's hold number of a message the proxy holds (0: not held)."""
     row = model.row_at(pos)
     frame = model.frame(row)
     msgs = model.messages(row)
@@ -132,8 +133,14 @@ def row_cells(
             dstyle = "event"
     if bits & EMPTY and bits & ODD:
         dstyle = "event"
+    if held:
+        lat = f"HELD #{held}"
     texts = {
-        "mark": "●" if marked else ("✎" if model.comments.get(row, frame.comment) else " "),
+        "mark": "●"
+        if marked
+        else "H"
+        if held
+        else ("✎" if model.comments.get(row, frame.comment) else " "),
         "frame": str(row + 1),
         "time": format_time(frame.ts_ns, time_mode, base_ns, prev_ns),
         "conn": f"c{frame.conn}",
@@ -149,7 +156,7 @@ def row_cells(
         "mark": "mark",
         "name": dstyle,
         "dir": dstyle,
-        "latency": "waiting" if lat == "waiting" else "latency",
+        "latency": "waiting" if lat == "waiting" or held else "latency",
         "problem": f"problem-{sev}" if sev else "plain",
         "summary": "plain",
     }
