@@ -20,6 +20,7 @@ from vuinspect.dataplane.text import detail_lines, ring_summary
 from vuinspect.encode import build
 from vuinspect.frames import Frame, event_frame
 from vuinspect.pipeline import Pipeline
+from vuinspect.tui.queues import chains_text
 
 from .guestimage import GPA, GuestImage, SplitRing, fd_count, maps_mentioning
 from .test_sampler import setup
@@ -194,6 +195,8 @@ def test_sampler_maps_set_inflight_fd_and_shows_it_with_the_ring() -> None:
         assert p["inflight"]["descs"] == [{"index": 0, "counter": 1, "next": 0}]
         assert "inflight_fd=1" in ring_summary(p)
         assert any("marked 1: desc#counter 0#1" in line for line in detail_lines(p))
+        # the Queues view's Enter (the latest ring frame's details) shows it too
+        assert "inflight region: v1 desc_num=8" in chains_text(1, 0, msgs[-1].frame, p).plain
         s.event(event_frame("close", clock[0], 1, {"reason": "test"}))
         s._drain()
         assert not maps_mentioning("vuinspect-inflight-buf")  # unmapped with its connection

@@ -141,10 +141,11 @@ def header_size(layout: Layout) -> int:
     return sum(f.size for f in layout.fields if isinstance(f, Field))
 
 
-def decode_header(device: str | None, data: bytes) -> dict[str, Any] | None:
+def decode_header(device: str | None, data: bytes, order: str = "<") -> dict[str, Any] | None:
     """The device's request header from the first buffer's bytes; None if unknown/short.
 
     Enum fields gain a ``<name>_name`` entry (unknown values as ``UNKNOWN_<n>``).
+    ``order``: the ring's byte order (a legacy device of a big-endian guest: ``>``).
     """
     layout = HEADERS.get(device or "")
     if layout is None or len(data) < header_size(layout):
@@ -153,7 +154,7 @@ def decode_header(device: str | None, data: bytes) -> dict[str, Any] | None:
     off = 0
     for f in layout.fields:
         assert isinstance(f, Field)
-        (value,) = struct.unpack_from("<" + f.fmt, data, off)
+        (value,) = struct.unpack_from(order + f.fmt, data, off)
         off += f.size
         out[f.name] = value
         if f.values is not None:

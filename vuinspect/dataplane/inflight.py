@@ -20,7 +20,6 @@ from .rings import (
     DESC_F_INDIRECT,
     DESC_F_NEXT,
     DESC_F_WRITE,
-    DESC_STRUCT,
     RingConfig,
     RingSample,
     flag_names,
@@ -98,7 +97,7 @@ class Chain:
         }
 
 
-def _finish(mem: GuestMemory, chain: Chain, device: str | None) -> Chain:
+def _finish(mem: GuestMemory, chain: Chain, device: str | None, order: str = "<") -> Chain:
     """Check every buffer lies in guest memory; decode the header of the first one."""
     first = True
     for d in chain.descs:
@@ -113,7 +112,7 @@ def _finish(mem: GuestMemory, chain: Chain, device: str | None) -> Chain:
         if first and device in HEADERS:
             want = min(d.len, header_size(HEADERS[device]))
             try:
-                chain.header = decode_header(device, mem.read_buffer(d.addr, want))
+                chain.header = decode_header(device, mem.read_buffer(d.addr, want), order)
             except GuestMemoryError as e:  # pragma: no cover - translate said it was there
                 chain.problems.append(e.problem)
         first = False
@@ -155,7 +154,7 @@ def walk_split(
         except GuestMemoryError as e:
             chain.problems.append(dp_problem(e.code, f"head {head} desc {i}: {e.text}"))
             break
-        addr, length, flags, nxt = DESC_STRUCT.unpack(raw)
+        addr, length, flags, nxt = cfg.wire.desc.unpack(raw)
         chain.descs.append(Desc(i, addr, length, flags, nxt, indirect))
         if flags & DESC_F_INDIRECT:
             why = (
@@ -182,7 +181,7 @@ def walk_split(
             )
             break
         i = nxt
-    return _finish(mem, chain, device)
+    return _finish(mem, chain, device, cfg.wire.order)
 
 
 def walk_packed(
@@ -215,7 +214,7 @@ def walk_packed(
         budget[0] -= 1
         steps += 1
         try:
-            addr, length, ident, flags = DESC_STRUCT.unpack(mem.read_ring(cfg.desc + 16 * p, 16))
+            addr, length, ident, flags = cfg.wire.desc.unpack(mem.read_ring(cfg.desc + 16 * p, 16))
         except GuestMemoryError as e:
             chain.problems.append(dp_problem(e.code, f"chain at {pos} desc {p}: {e.text}"))
             break
@@ -235,7 +234,7 @@ def walk_packed(
         if not flags & DESC_F_NEXT:
             break
         p = (p + 1) % cfg.num
-    return _finish(mem, chain, device)
+    return _finish(mem, chain, device, cfg.wire.order)
 
 
 def _walk_packed_table(
@@ -255,7 +254,7 @@ def _walk_packed_table(
             return
         budget[0] -= 1
         try:
-            addr, length, ident, flags = DESC_STRUCT.unpack(mem.read_buffer(table + 16 * i, 16))
+            addr, length, ident, flags = cfg.wire.desc.unpack(mem.read_buffer(table + 16 * i, 16))
         except GuestMemoryError as e:
             chain.problems.append(
                 dp_problem(e.code, f"chain at {chain.head} indirect {i}: {e.text}")

@@ -15,6 +15,7 @@ with ``ok=False`` and a problem.
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -51,9 +52,39 @@ IN_ORDER_BIT = 35
 MAX_NUM = 32768  # the largest queue size virtio allows
 
 DESC_STRUCT = struct.Struct("<QIHH")  # split: addr len flags next; packed: addr len id flags
-_U16 = struct.Struct("<H")
-_U16X2 = struct.Struct("<HH")
-_USED_ELEM = struct.Struct("<II")
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """A ring's fields in one byte order: little-endian for VERSION_1 devices, the guest's
+    own for legacy ones (VIRTQUEUE.md, ``SET_VRING_ENDIAN``)."""
+
+    order: str
+    u16: struct.Struct
+    u16x2: struct.Struct
+    used_elem: struct.Struct
+    desc: struct.Struct
+
+    @classmethod
+    def of(cls, order: str) -> Wire:
+        return cls(
+            order, *(struct.Struct(order + f) for f in ("H", "HH", "II", DESC_STRUCT.format[1:]))
+        )
+
+
+WIRE = {"<": Wire.of("<"), ">": Wire.of(">")}
+VERSION_1_BIT = 32
+
+
+def ring_big_endian(virtio_features: int, endian: int | None, host: str = sys.byteorder) -> bool:
+    """Is the ring big-endian?  VERSION_1: never (little-endian).  Legacy (virtio 0.9):
+    the guest's order, which SET_VRING_ENDIAN gives when it differs from the host's
+    (num 1 big, 0 little; CROSS_ENDIAN), else the host's own."""
+    if virtio_features >> VERSION_1_BIT & 1:
+        return False
+    if endian is not None:
+        return endian == 1
+    return host == "big"
 
 
 def u16(x: int) -> int:
@@ -81,10 +112,12 @@ class RingConfig:
     packed: bool = False
     event_idx: bool = False
     in_order: bool = False  # VIRTIO_F_IN_ORDER: one used element may stand for a batch
+    big_endian: bool = False  # a legacy ring of a big-endian guest (see ``ring_big_endian``)
 
     @classmethod
     def from_vring(cls, ring: Any, virtio_features: int | None = None) -> RingConfig | None:
-        """From a ``state.Vring``; None while its size or addresses are unknown."""
+        """From a ``state.Vring`` (or the sampler's record, which also knows its
+        ``endian`` from SET_VRING_ENDIAN); None while its size or addresses are unknown."""
         if None in (ring.num, ring.desc, ring.avail, ring.used):
             return None
         feats = virtio_features or 0
@@ -97,7 +130,12 @@ class RingConfig:
             bool(feats >> F.RING_PACKED_BIT & 1),
             bool(feats >> EVENT_IDX_BIT & 1),
             bool(feats >> IN_ORDER_BIT & 1),
+            ring_big_endian(feats, getattr(ring, "endian", None)),
         )
+
+    @property
+    def wire(self) -> Wire:
+        return WIRE[">" if self.big_endian else "<"]
 
     @property
     def valid(self) -> bool:
@@ -297,12 +335,13 @@ def sample_split(mem: GuestMemory, cfg: RingConfig, ts_ns: int = 0) -> RingSampl
     if not cfg.valid:
         return _invalid_num(cfg, ts_ns, "split")
     try:
-        avail_flags, avail_idx = _U16X2.unpack(mem.read_ring(cfg.avail, 4))
-        used_flags, used_idx = _U16X2.unpack(mem.read_ring(cfg.used, 4))
+        w = cfg.wire
+        avail_flags, avail_idx = w.u16x2.unpack(mem.read_ring(cfg.avail, 4))
+        used_flags, used_idx = w.u16x2.unpack(mem.read_ring(cfg.used, 4))
         used_event = avail_event = None
         if cfg.event_idx:
-            (used_event,) = _U16.unpack(mem.read_ring(cfg.used_event_addr, 2))
-            (avail_event,) = _U16.unpack(mem.read_ring(cfg.avail_event_addr, 2))
+            (used_event,) = w.u16.unpack(mem.read_ring(cfg.used_event_addr, 2))
+            (avail_event,) = w.u16.unpack(mem.read_ring(cfg.avail_event_addr, 2))
     except GuestMemoryError as e:
         return _failed(cfg, ts_ns, "split", e.problem)
     sample = RingSample(
@@ -338,7 +377,7 @@ def read_avail_entries(mem: GuestMemory, cfg: RingConfig, start: int, count: int
     out = []
     for i in range(count):
         slot = u16(start + i) % cfg.num
-        out.append(_U16.unpack(mem.read_ring(cfg.avail + 4 + 2 * slot, 2))[0])
+        out.append(cfg.wire.u16.unpack(mem.read_ring(cfg.avail + 4 + 2 * slot, 2))[0])
     return out
 
 
@@ -350,14 +389,14 @@ def read_used_elems(
     out = []
     for i in range(count):
         slot = u16(start + i) % cfg.num
-        out.append(_USED_ELEM.unpack(mem.read_ring(cfg.used + 4 + 8 * slot, 8)))
+        out.append(cfg.wire.used_elem.unpack(mem.read_ring(cfg.used + 4 + 8 * slot, 8)))
     return out
 
 
 # --- packed rings -------------------------------------------------------------
 def read_packed_desc(mem: GuestMemory, cfg: RingConfig, pos: int) -> tuple[int, int, int, int]:
     """(addr, len, id, flags) of packed descriptor ``pos``."""
-    return DESC_STRUCT.unpack(mem.read_ring(cfg.desc + 16 * pos, 16))
+    return cfg.wire.desc.unpack(mem.read_ring(cfg.desc + 16 * pos, 16))
 
 
 def _is_avail(flags: int, wrap: int) -> bool:
@@ -500,8 +539,8 @@ def sample_packed(
     if not cfg.valid or tracker.num != cfg.num:
         return _invalid_num(cfg, ts_ns, "packed")
     try:
-        drv_desc, drv_flags = _U16X2.unpack(mem.read_ring(cfg.avail, 4))
-        dev_desc, dev_flags = _U16X2.unpack(mem.read_ring(cfg.used, 4))
+        drv_desc, drv_flags = cfg.wire.u16x2.unpack(mem.read_ring(cfg.avail, 4))
+        dev_desc, dev_flags = cfg.wire.u16x2.unpack(mem.read_ring(cfg.used, 4))
         tracker.walk(mem, cfg)
     except GuestMemoryError as e:
         return _failed(cfg, ts_ns, "packed", e.problem)

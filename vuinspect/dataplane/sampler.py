@@ -55,7 +55,7 @@ MAX_DESCS = 64
 #: Descriptor states of the inflight region listed in a ring frame (all are counted).
 MAX_INFLIGHT_DESCS = 16
 #: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
-WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 13, 16, 18, 22, 32, 34, 35, 37, 38))
+WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 13, 16, 18, 22, 23, 32, 34, 35, 37, 38))
 #: ... of which these carry fds to dup: guest memory, and the inflight buffer (SET_INFLIGHT_FD).
 MEMORY = frozenset((5, 32, 37))
 SET_INFLIGHT_FD = 32
@@ -92,6 +92,7 @@ class _Ring:
     desc: int | None = None
     used: int | None = None
     avail: int | None = None
+    endian: int | None = None  # SET_VRING_ENDIAN: 1 big, 0 little (legacy rings only)
     cfg: RingConfig | None = None
     started: bool = False
     packed: PackedTracker | None = None
@@ -437,6 +438,8 @@ class Sampler:
             return
         if r == 8:
             ring.num = num
+        elif r == 23:
+            ring.endian = num
         elif r == 9:
             if size < _ADDR.size:
                 return
