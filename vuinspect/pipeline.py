@@ -96,9 +96,9 @@ class Pipeline:
         queue = session.pending.get(msg.channel)
         if not queue or not queue[0].message.index <= msg.index <= queue[-1].message.index:
             return False
-        for entry in (queue[-1], queue[0]):
-            if entry.message is msg:
-                return entry.expected or optional
+        for end in (queue[-1], queue[0]):
+            if end.message is msg:
+                return end.expected or optional
         entry = next((p for p in queue if p.message is msg), None)
         return entry is not None and (entry.expected or optional)
 
