@@ -199,31 +199,27 @@ class Session:
             return msg
         if self.messages == 1 and msg.request == FrontendRequest.GET_FEATURES and channel == "main":
             self.seen_start = True
+        ctx = self.context()  # (first: it renews _ctx_key when negotiation changed it)
         if msg.reply:
             request = self._pair(msg)
             if spec is not None:
-                self._decode(msg, spec)
+                decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
                 self._check_fds(msg, spec.reply_fds, spec.reply_fd_role)
                 self._check_result(msg)
                 self._apply_reply(msg, spec, request)
         else:
             self._enqueue(msg, spec)
             if spec is not None:
-                self._decode(msg, spec)
+                decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
                 self._check_request(msg, spec)
                 self._apply_request(msg, spec)
-        if spec is not None:
+        if spec is not None and msg.fds:
             label_fds(msg, spec)
         self._count(msg)
         return msg
 
     def _count(self, msg: Message) -> None:
         self.problems += count_request(self.stats, msg)
-
-    def _decode(self, msg: Message, spec: RequestSpec) -> None:
-        """The payload in this connection's context, shared between identical payloads."""
-        ctx = self.context()  # (first: it renews _ctx_key when negotiation changed)
-        decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
 
     # -- fds, results -------------------------------------------------------------
     def _check_fds(self, msg: Message, allowed: tuple[int, int], role: str) -> None:
