@@ -205,3 +205,21 @@ def test_sampler_maps_set_inflight_fd_and_shows_it_with_the_ring() -> None:
         s.stop()
         img.close()
         buf.close()
+
+
+def test_detail_lines_show_inflight_and_chain_problems_escaped() -> None:
+    p = {
+        "inflight": {
+            "version": 1,
+            "desc_num": 8,
+            "used_idx": 0,
+            "count": 0,
+            "problems": [{"code": "inflight_bad_region", "text": "queue 0: bad\x1b[2J"}],
+        },
+        "chains": [{"head": 1, "descs": [], "problems": [{"code": "desc_loop", "text": "x"}]}],
+    }
+    lines = detail_lines(p)
+    assert lines[0].startswith("        inflight region: v1 desc_num=8 used_idx=0 marked 0")
+    assert "          !! inflight_bad_region: queue 0: bad" in lines[1]
+    assert "\x1b" not in "".join(lines)
+    assert lines[-1] == "          !! desc_loop: x"

@@ -100,13 +100,16 @@ def inflight_lines(p: dict[str, Any]) -> list[str]:
         f"used_idx={_int(q.get('used_idx'))} marked {_int(q.get('count'))}"
         + (f": desc#counter {heads}" if heads else "")
     ]
-    for prob in (q.get("problems") or [])[:4]:
-        if isinstance(prob, dict):
-            out.append(
-                f"          !! {safe_text(str(prob.get('code')))}: "
-                f"{safe_text(str(prob.get('text'))[:200])}"
-            )
-    return out
+    return out + _problem_lines(q.get("problems"))
+
+
+def _problem_lines(problems: Any) -> list[str]:
+    """``!! code: text`` for (at most 4 of) the problems a record lists."""
+    return [
+        f"          !! {safe_text(str(prob.get('code')))}: {safe_text(str(prob.get('text'))[:200])}"
+        for prob in (problems if isinstance(problems, list) else [])[:4]
+        if isinstance(prob, dict)
+    ]
 
 
 def detail_lines(p: dict[str, Any]) -> list[str]:
@@ -149,12 +152,7 @@ def detail_lines(p: dict[str, Any]) -> list[str]:
                     f"len={_int(d.get('len'))} "
                     f"{safe_text('|'.join(str(n) for n in names[:4]))}"
                 )
-        for prob in (c.get("problems") or [])[:4]:
-            if isinstance(prob, dict):
-                out.append(
-                    f"          !! {safe_text(str(prob.get('code')))}: "
-                    f"{safe_text(str(prob.get('text'))[:200])}"
-                )
+        out += _problem_lines(c.get("problems"))
     return out
 
 
