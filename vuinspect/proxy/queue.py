@@ -24,13 +24,11 @@ from collections.abc import Callable
 
 from vuinspect.frames import Frame
 
-from .sink import DropLedger, Lane
+from .sink import BUDGET, DropLedger, Lane
 
 _STOP = object()
 #: What a queued frame costs beyond its data (the tuple or Frame, a deque slot), counted too.
 ITEM_COST = 128
-#: Bytes that may wait for the consumer before data frames are dropped (as recorder.BUDGET).
-BUDGET = 32 << 20
 
 
 class FrameQueue:

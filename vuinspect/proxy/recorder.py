@@ -50,10 +50,8 @@ from vuinspect.capture.encoder import EPB_OVERHEAD, Encoder, new_capture_id
 from vuinspect.dataplane.sampler import Sampler, wanted
 from vuinspect.frames import DATAPLANE_KINDS, Frame
 
-from .sink import DropLedger, Lane
+from .sink import BUDGET, DropLedger, Lane
 
-#: Bytes of capture that may wait for the writer thread before data frames are dropped.
-BUDGET = 32 << 20
 #: What a queued block costs beyond its own bytes (object header, list slot), counted too.
 BLOCK_COST = 64
 #: Bytes a viewer may lag behind before its stream is cut off (64 MiB: ~700k small messages).

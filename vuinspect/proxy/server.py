@@ -37,10 +37,10 @@ from vuinspect.frames import Frame, event_frame
 
 from .fds import describe_fd, open_fd_count
 from .interpose import ORIG_SUFFIX, Interposer, Listener, ListenError
-from .queue import BUDGET, FrameQueue
+from .queue import FrameQueue
 from .recorder import Recorder
 from .relay import Link, Roles
-from .sink import FrameSink
+from .sink import BUDGET, FrameSink
 
 __all__ = ["ProxyServer", "Route", "ListenError", "open_fd_count"]
 

@@ -22,6 +22,9 @@ from typing import Protocol, runtime_checkable
 
 from vuinspect.frames import Frame, event_frame
 
+#: Bytes of frames that may wait for a slow output before data frames are dropped
+#: (``--capture-buffer``; the Recorder's and the FrameQueue's default).
+BUDGET = 32 << 20
 #: ``record(ts_ns, data)``: one fd-less data frame of a fixed (conn, channel, direction).
 Lane = Callable[[int, bytes], None]
 
