@@ -809,7 +809,5 @@ class Link:
             info["error"] = True
         if self._rules is not None:  # addons' connection_close hooks (addons.py)
             for note in self._rules.closed(self.channel):
-                self._emit(
-                    event_frame("note", time.time_ns(), self.owner.conn, note, self.channel)
-                )
+                self._emit(event_frame("note", time.time_ns(), self.owner.conn, note, self.channel))
         self.owner.link_done(self, info)
