@@ -8,10 +8,12 @@ which measured +25 µs (1 fd) and +50 µs (8 fds) per round trip against +15 µs
 for one polling thread, the design socat uses.
 
 The loop per readable socket is deliberately small: receive a chunk and its
-fds, cut it into whole messages (framing.py), queue each as a data frame, send
-it with exactly its own fds, close our copies.  The frame is queued *before*
-the send so that a reply can never reach the capture ahead of its request;
-queuing is one deque append, and decoding happens on another thread.  Sends
+fds, cut it into whole messages (framing.py), hand each to the link's one
+FrameSink (sink.py) as a data frame, send it with exactly its own fds, close
+our copies.  The frame is handed over *before* the send so that a reply can
+never reach the capture ahead of its request; a sink only appends in memory
+(the recorder encodes, ~0.5 µs), never blocks, and is bounded in bytes:
+writing and decoding happen on other threads or processes.  Sends
 never block (``MSG_DONTWAIT``): what does not fit waits in a backlog, and the
 socket it came from is not read again until the backlog is written, so
 back-pressure reaches the sender exactly as on a direct connection and a full
