@@ -9,6 +9,7 @@ import pytest
 
 from vuinspect.dataplane import RingSample, diagnose
 from vuinspect.dataplane.sampler import Sampler
+from vuinspect.dataplane.text import ring_summary
 from vuinspect.encode import build
 from vuinspect.frames import Frame, event_frame
 from vuinspect.pipeline import Pipeline
@@ -63,6 +64,7 @@ def codes(msgs: list) -> list[str]:
 def test_no_call_fd_is_a_lost_call_naming_vring_indices_and_time() -> None:
     msgs = run(None)
     assert msgs[0].payload["call_fd"] == "none"  # the frames say so (read offline too)
+    assert "call_fd=none" in ring_summary(msgs[0].payload)  # (read --rings)
     assert codes(msgs) == ["lost_call"]
     (m,) = [m for m in msgs if "lost_call" in m.problem_codes]
     (p,) = m.problems

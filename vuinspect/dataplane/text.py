@@ -49,6 +49,8 @@ def ring_summary(p: dict[str, Any]) -> str:
         for key in ("used_event", "avail_event"):
             if key in p:
                 parts.append(f"{key}={_int(p[key])}")
+    if p.get("call_fd") in ("none", "nofd"):  # the back-end cannot (none) or need not call
+        parts.append(f"call_fd={p['call_fd']}")
     inflight = p.get("inflight")
     if isinstance(inflight, dict):  # what the back-end marked in its INFLIGHT_SHMFD buffer
         parts.append(f"inflight_fd={_int(inflight.get('count'))}")
