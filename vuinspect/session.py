@@ -5,7 +5,9 @@ channels) in order.  It chooses the payload layout (request and reply layouts
 differ, and some depend on negotiated features), pairs replies with the
 requests waiting for them, measures latency, keeps the memory table and vring
 state, and adds the conformance problems that need state.  The rules it
-applies are PROTOCOL.md §1.5 (replies) and §2-§6.
+applies are PROTOCOL.md §1.5 (replies) and §2-§6; what each request does to the
+state, and which stateful checks it gets, is the table of protocol/effects.py,
+which this module interprets (as the generated dissector's runtime_effects.lua does).
 """
 
 from __future__ import annotations

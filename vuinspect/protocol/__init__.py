@@ -1,4 +1,5 @@
-"""The vhost-user protocol as data: requests, payload layouts, feature bits, problem codes.
+"""The vhost-user protocol as data: requests, payload layouts, feature bits, problem codes,
+and what each request does to a connection's state (effects.py).
 
 This package is the single source of truth: the decoder, the renderer, the
 filter language, the TUI and the generated Lua dissector all read it.  It holds
