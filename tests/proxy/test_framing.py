@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,3 +160,21 @@ def test_a_message_above_the_protocol_limit_is_forwarded_whole_and_decoded_whole
     assert got[0][:2] == ("SET_MEM_TABLE", 5008) and "oversize" in got[0][2]
     assert "framing_lost" not in got[0][2]
     assert got[1][:2] == ("SET_VRING_NUM", 8) and got[1][2] == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(writes_and_reads())
+def test_the_decoder_cuts_any_chunking_as_the_proxy_does(case) -> None:
+    """Both framers stand on framing.cut_messages: fed the same chunks, the decoder's
+    messages (with their fds) are the proxy's units, whatever the kernel's chunking."""
+    from vuinspect.decoder import StreamFramer
+
+    writes, sizes = case
+    order = "<" if sys.byteorder == "little" else ">"  # the host's, as msg() packs
+    proxy, decoder = Framer(), StreamFramer("main", order)
+    units, msgs = [], []
+    for i, (chunk, fds) in enumerate(kernel_reads(writes, sizes)):
+        units += proxy.feed(chunk, fds)
+        msgs += decoder.feed(chunk, tuple(str(fd) for fd in fds), i, i + 1)
+    msgs += decoder.close()
+    assert [(m.data, [int(fd) for fd in m.fds]) for m in msgs] == units == writes
