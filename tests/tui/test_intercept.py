@@ -20,13 +20,15 @@ import pytest
 
 from tests.proxy.conftest import proxy, relayed_pair, sockdir, wait_until  # noqa: F401
 from vuinspect.commands.proxy_engine import serve_control
-from vuinspect.frames import event_info
-from vuinspect.holds import Intercept
+from vuinspect.encode import build
+from vuinspect.frames import event_frame, event_info
+from vuinspect.holds import Hold, Intercept
 from vuinspect.rules import RuleSet
 from vuinspect.testing import wire
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.intercept import Control, EditScreen, Holds
-from vuinspect.tui.sources import FileSource, LiveSource
+from vuinspect.tui.samples import Script, blk_handshake
+from vuinspect.tui.sources import FileSource, FrameListSource, LiveSource
 
 from .conftest import screen_text, settle
 
@@ -332,3 +334,70 @@ def test_keys_off_without_a_proxy(demo_path):
             assert app.check_action("hold", ("accept",)) is False
 
     asyncio.run(run())
+
+
+# -- what a person sees ---------------------------------------------------------------------------
+def held_frames() -> list:
+    """A blk handshake, then SET_VRING_ADDR held by an intercept: its note, then the message,
+    as the engine records them (fixed clock)."""
+    s = Script()
+    blk_handshake(s, 1)
+    icpt = Intercept()
+    icpt.set_filter("name == SET_VRING_ADDR")
+    data = build("main", wire.SET_VRING_ADDR, {"index": 0, "flags": 0, "desc_user_addr": 0x7F00})
+    hold = Hold(1, icpt, "main", "f2b", data, None)
+    info = icpt.note(hold, "hold", "held (waiting for a decision)", data, data)
+    s.frames.append(event_frame("note", s._tick(None), 1, info))
+    s.request(1, wire.SET_VRING_ADDR, {"index": 0, "flags": 0, "desc_user_addr": 0x7F00})
+    return s.frames
+
+
+def held_app() -> tuple[VuInspectApp, socket.socket]:
+    frames = held_frames()
+    held = Holds()
+    for f in frames:
+        held.observe(f)
+    engine_end, tui_end = socket.socketpair()
+    app = VuInspectApp(
+        FrameListSource(frames),
+        control=Control(tui_end.detach()),
+        holds=held,
+        poll_interval=3600,
+    )
+    return app, engine_end
+
+
+@pytest.mark.parametrize("size", [(80, 24), (130, 40)], ids=["80x24", "130x40"])
+def test_snapshot_intercept_prompt_and_held_row(snap_compare, size) -> None:
+    """The held row (H, HELD #1, its note above) and the i prompt open and typed into."""
+    app, engine_end = held_app()
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        app.jump_to_frame(len(app.model.source))
+        await pilot.pause()
+        await pilot.press("i", *"name == SET_VRING_")
+        await pilot.pause()
+        await pilot.pause(0.1)  # (a completion suggestion arrives from a worker)
+
+    try:
+        assert snap_compare(app, terminal_size=size, run_before=run_before)
+    finally:
+        engine_end.close()
+
+
+def test_snapshot_edit_form(snap_compare) -> None:
+    """e on the held row: the decoded fields, one input each."""
+    app, engine_end = held_app()
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        app.jump_to_frame(len(app.model.source))
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+
+    try:
+        assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    finally:
+        engine_end.close()

@@ -25,7 +25,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
@@ -203,7 +203,7 @@ def _shown(key: str, value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, int):
-        hexa = any(w in key for w in ("features", "flags", "addr", "offset"))
+        hexa = value > 0xFFFF or any(w in key for w in ("features", "flags", "addr", "offset"))
         return f"{value:#x}" if hexa else str(value)
     if isinstance(value, str):
         return value
@@ -246,7 +246,9 @@ class EditScreen(ModalScreen[dict | None]):
                             background: $surface; padding: 0 1; }
     EditScreen VerticalScroll { height: auto; max-height: 20; }
     EditScreen .field { height: 1; }
-    EditScreen Input { height: 1; border: none; padding: 0 1; }
+    EditScreen .field Label { width: 24; }
+    EditScreen Input, EditScreen Input:focus { height: 1; width: 1fr; border: none; padding: 0 1; }
+    EditScreen Input:focus { background: $boost; }
     EditScreen #edit-error { color: $error; height: auto; }
     """
 
@@ -263,12 +265,13 @@ class EditScreen(ModalScreen[dict | None]):
             v.border_subtitle = "Enter sends it on edited, Esc cancels"
             with VerticalScroll():
                 for i, key in enumerate(self.keys):
-                    yield Label(safe_text(key), classes="field")
-                    yield Input(
-                        _shown(key, self.msg.payload[key]),
-                        id=f"edit-{i}",
-                        select_on_focus=False,
-                    )
+                    with Horizontal(classes="field"):
+                        yield Label(safe_text(key))
+                        yield Input(
+                            _shown(key, self.msg.payload[key]),
+                            id=f"edit-{i}",
+                            select_on_focus=False,
+                        )
             if not self.keys:
                 yield Static("(this message has no payload fields to edit)")
             yield Static("", id="edit-error", markup=False)

@@ -171,6 +171,9 @@ class MessageList(ScrollView, can_focus=True):
         for key in [k for k in self._cache.keys() if k[0] == pos]:  # noqa: SIM118 - LRUCache
             self._cache.discard(key)
 
+    def on_resize(self) -> None:
+        self._scroll_to_cursor()  # a prompt opening below must not hide the selected row
+
     def _scroll_to_cursor(self) -> None:
         height = self.scrollable_content_region.height or self.size.height
         top = round(self.scroll_offset.y)

@@ -133,8 +133,9 @@ def row_cells(
             dstyle = "event"
     if bits & EMPTY and bits & ODD:
         dstyle = "event"
-    if held:
-        lat = f"HELD #{held}"
+    if held:  # (first in the name: seen on the narrowest terminal)
+        name = f"HELD #{held} {name}"
+        dstyle = "waiting"
     texts = {
         "mark": "●"
         if marked
@@ -156,7 +157,7 @@ def row_cells(
         "mark": "mark",
         "name": dstyle,
         "dir": dstyle,
-        "latency": "waiting" if lat == "waiting" or held else "latency",
+        "latency": "waiting" if lat == "waiting" else "latency",
         "problem": f"problem-{sev}" if sev else "plain",
         "summary": "plain",
     }
