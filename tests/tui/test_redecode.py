@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 
-from vuinspect.decoder import RawMessage, decode_message
 from vuinspect.encode import build
 from vuinspect.frames import Frame
 from vuinspect.payload import DecodeContext
@@ -59,22 +58,6 @@ def test_a_frame_of_several_messages_gives_each_fds_on_the_last() -> None:
     # the first part of a message split across frames: its header, flagged truncated
     (part,) = quick_decode(Frame(5, 3, "main", "f2b", a[:14]), 1, DecodeContext())
     assert part.name == "SET_VRING_NUM" and part.problem_codes[0] == "truncated_payload"
-
-
-def test_decoding_alone_reports_what_needs_no_state_and_nothing_else() -> None:
-    """Header problems are stateless; a reply that nothing waits for is the session's."""
-    reply = RawMessage(m(1, struct.pack("<Q", 1 << 32), flags=0x5 | 0x40), (), 7, 2, 1, 0x45, 8)
-    msg = decode_message(reply, "main", "b2f", DecodeContext(), conn=4, index=3)
-    assert (msg.name, msg.reply, msg.layout, msg.conn, msg.index) == (
-        "GET_FEATURES",
-        True,
-        "virtio_features",
-        4,
-        3,
-    )
-    assert msg.problem_codes == ["reserved_flags", "reply_flags"]
-    (piped,) = Pipeline().run([Frame(7, 4, "main", "b2f", reply.data)])
-    assert piped.problem_codes == ["reserved_flags", "reply_flags", "reply_to_nothing"]
 
 
 def test_the_decode_context_is_the_rows_not_a_guess() -> None:

@@ -1,0 +1,56 @@
+"""The stateless decode (decoder.decode_message): what a message says on its own.
+
+The session runs the same steps with pairing and the stateful checks in between;
+the TUI re-decodes painted rows with it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from vuinspect.decoder import RawMessage, decode_message
+from vuinspect.frames import Frame
+from vuinspect.payload import DecodeContext
+from vuinspect.pipeline import Pipeline
+
+
+def m(req: int, payload: bytes = b"", flags: int = 1) -> bytes:
+    return struct.pack("<III", req, flags, len(payload)) + payload
+
+
+def test_decoding_alone_reports_what_needs_no_state_and_nothing_else() -> None:
+    """Header problems are stateless; a reply that nothing waits for is the session's."""
+    reply = RawMessage(m(1, struct.pack("<Q", 1 << 32), flags=0x5 | 0x40), (), 7, 2, 1, 0x45, 8)
+    msg = decode_message(reply, "main", "b2f", DecodeContext(), conn=4, index=3)
+    assert (msg.name, msg.reply, msg.layout, msg.conn, msg.index) == (
+        "GET_FEATURES",
+        True,
+        "virtio_features",
+        4,
+        3,
+    )
+    assert msg.problem_codes == ["reserved_flags", "reply_flags"]
+    (piped,) = Pipeline().run([Frame(7, 4, "main", "b2f", reply.data)])
+    assert piped.problem_codes == ["reserved_flags", "reply_flags", "reply_to_nothing"]
+
+
+def test_raw_bytes_and_unknown_requests_decode_alone() -> None:
+    junk = RawMessage(b"\x01\x02", ("memfd 3",), 1, 1, raw=True)
+    msg = decode_message(junk, "main", "f2b", DecodeContext())
+    assert (msg.kind, msg.name, msg.size, msg.fds) == ("raw", "RAW", 2, ("memfd 3",))
+    data = m(999, b"\xab\xcd")
+    unknown = RawMessage(data, (), 1, 1, 999, 1, 2)
+    msg = decode_message(unknown, "backend", "b2f", DecodeContext())
+    assert (msg.name, msg.reply, msg.payload) == ("BACKEND_UNKNOWN_999", False, {"data": "abcd"})
+    assert msg.problem_codes == ["unknown_request"]
+
+
+def test_a_shared_cache_gives_the_same_decode() -> None:
+    raw = RawMessage(m(8, struct.pack("<II", 1, 256)), (), 1, 1, 8, 1, 8)
+    cache: dict[tuple, tuple] = {}
+    first = decode_message(raw, "main", "f2b", DecodeContext(), cache=cache)
+    again = decode_message(raw, "main", "f2b", DecodeContext(), cache=cache)
+    assert len(cache) == 1 and first.payload == again.payload == {"index": 1, "num": 256}
+    # another context (here another device) is another entry: layouts may depend on it
+    decode_message(raw, "main", "f2b", DecodeContext(device="net"), cache=cache)
+    assert len(cache) == 2
