@@ -26,7 +26,7 @@ from vuinspect.frames import Frame
 from vuinspect.pipeline import Pipeline
 from vuinspect.protocol.problems import CODES, DATAPLANE_CODES
 from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
-from vuinspect.wireshark import luagen
+from vuinspect.wireshark import luagen, pyshark_capture
 
 pytestmark = [pytest.mark.tshark, pytest.mark.timeout(300)]
 #: Codes of control messages; the data-plane ones come in ring frames (test below).
@@ -288,20 +288,20 @@ def test_fuzzed_capture_dissects_without_lua_errors(capdir):
 
 
 def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
-    pyshark = pytest.importorskip("pyshark")
+    pytest.importorskip("pyshark")
     monkeypatch.setenv("HOME", str(tmp_path))  # no installed copy of the dissector
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))
     path = sample_captures["every_le"]
     py = W.python_views(path)
     first = {}
     for m in py:
         first.setdefault(m["frame"], m)
     # pyshark drives tshark through asyncio; earlier async tests (Textual's) may leave the
-    # main thread without a current loop, so give it its own.
+    # main thread without a current loop, so give it its own (pyshark_capture then watches
+    # tshark by pidfd: asyncio's threaded watcher loses its exit status under load).
     loop = asyncio.new_event_loop()
-    cap = pyshark.FileCapture(
-        str(path), custom_parameters=["-X", f"lua_script:{W.LUA}"], eventloop=loop
-    )
+    cap = pyshark_capture(path, eventloop=loop)
     try:
         checked = 0
         for pkt in cap:
