@@ -1029,6 +1029,17 @@ local floor, fmt, concat = math.floor, string.format, table.concat
 local ipairs, pairs, type, tostring, tonumber = ipairs, pairs, type, tostring, tonumber
 local TWO32 = 4294967296
 
+-- Tree methods, taken once from the first tree item (bind_tree): wslua looks `item:add` up
+-- through a C __index function (TreeItem has attributes), one more C call per use, and a
+-- full tree (-V) makes ~30 items a frame.  Nil until a tree is built.
+local ti_add, ti_add_le, ti_gen, ti_hide, ti_text, tvb_range
+local function bind_tree(item, tvb)
+  if ti_add == nil then
+    ti_add, ti_add_le, ti_gen = item.add, item.add_le, item.set_generated
+    ti_hide, ti_text, tvb_range = item.set_hidden, item.append_text, tvb.range
+  end
+end
+
 -- 32-bit AND with a non-negative result: BitOp's `bit` when present, arithmetic otherwise.
 local band
 if type(bit) == "table" and bit.band ~= nil then
@@ -1311,6 +1322,13 @@ for _, lay in pairs(LAYOUTS) do
   end
 end
 
+-- The tree text of a request and of its reply, made once per request.
+for _, by in pairs(REQUESTS) do
+  for _, spec in pairs(by) do
+    spec.request_text, spec.reply_text = ": " .. spec.name, ": " .. spec.name .. " reply"
+  end
+end
+
 local VIRTIO_BITS = {}
 local function virtio_bits(device)
   local key = (device and DEVICE_BITS[device]) and device or ""
@@ -1449,15 +1467,15 @@ local function add_bits(item, r, v, named, generic, width)
       local n = b.bit
       local set
       if n < 32 then set = floor(lo / POW2[n]) % 2 == 1 else set = floor(hi / POW2[n - 32]) % 2 == 1 end
-      item:add(b.pf, r, set)
+      ti_add(item, b.pf, r, set)
     end
     for _, name in ipairs(names) do  -- unnamed set bits: BIT_n
       if name:sub(1, 4) == "BIT_" then
         local g = generic[tonumber(name:sub(5))]
-        if g then item:add(g, r, true) end
+        if g then ti_add(item, g, r, true) end
       end
     end
-    if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
+    if #names > 0 then ti_text(item, " [" .. concat(names, " ") .. "]") end
   end
   return names
 end
@@ -1467,13 +1485,14 @@ local function uuid_text(h)
 end
 
 local VRING_BASE_F = { "avail_idx", "avail_wrap", "used_idx", "used_wrap" }
+local EMPTY_LIST = {}  -- never written
 
 -- payload._render: the field at tvb offset `at`, its derived keys and its bitfields.
 -- `r` (its TvbRange) and `tree` are nil when no tree is built.
 local function render(f, at, r, ctx, tree, out)
   local name, d = f.name, f.disp
   if f.fmt == "s" then
-    if tree then tree:add(f.pf, r) end
+    if tree then ti_add(tree, f.pf, r) end
     local h = hex_at(at, f.size)
     if d == "uuid" then
       out[name] = uuid_text(h)
@@ -1490,9 +1509,9 @@ local function render(f, at, r, ctx, tree, out)
   local item
   if tree then  -- the value read, not read again (~2x cheaper); a uint64 field wants a UInt64
     if f.size == 8 then
-      if ctx.be then item = tree:add(f.pf, r) else item = tree:add_le(f.pf, r) end
+      if ctx.be then item = ti_add(tree, f.pf, r) else item = ti_add_le(tree, f.pf, r) end
     else
-      item = tree:add(f.pf, r, v)
+      item = ti_add(tree, f.pf, r, v)
     end
   end
   out[name] = v
@@ -1515,11 +1534,11 @@ local function render(f, at, r, ctx, tree, out)
     end
     for i, x in ipairs(vals) do
       out[VRING_BASE_F[i]] = x
-      if item then item:add(F["p_" .. VRING_BASE_F[i]], r, x) end
+      if item then ti_add(item, F["p_" .. VRING_BASE_F[i]], r, x) end
     end
-    if item then item:append_text(ctx.packed and " (packed ring)" or " (split ring)") end
+    if item then ti_text(item, ctx.packed and " (packed ring)" or " (split ring)") end
   elseif d == "size" and item then
-    item:append_text(" (" .. human_size(tonum(v)) .. ")")
+    ti_text(item, " (" .. human_size(tonum(v)) .. ")")
   end
   if f.bits then
     local lo = lohi(v)
@@ -1527,7 +1546,7 @@ local function render(f, at, r, ctx, tree, out)
       local x = floor(band(lo, b.mask) / 2 ^ b.shift)
       if b.single then x = x ~= 0 end
       out[b.name] = x
-      if item then item:add(b.pf, r, x) end
+      if item then ti_add(item, b.pf, r, x) end
     end
   end
 end
@@ -1540,10 +1559,10 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
     if f.t == "f" then
       if off + f.size > len then return off end
       local at = base + off
-      local r = tree and tvb:range(at, f.size)
+      local r = tree and tvb_range(tvb, at, f.size)
       off = off + f.size
       if f.disp == "padding" then
-        if tree then tree:add(f.pf, r) end
+        if tree then ti_add(tree, f.pf, r) end
         if not all_zero(at, f.size) then
           problem(probs, "nonzero_padding", f.name .. " is " .. hex_at(at, f.size))
         end
@@ -1562,8 +1581,8 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       if span > len - off then span = len - off end
       local at
       if tree then
-        at = tree:add(f.pf, tvb:range(base + off, span))
-        at:append_text(fmt(" (%d)", n))
+        at = ti_add(tree, f.pf, tvb_range(tvb, base + off, span))
+        ti_text(at, fmt(" (%d)", n))
       end
       local items = {}
       for i = 1, n do
@@ -1574,8 +1593,8 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
         local item = {}
         local it
         if at then
-          it = at:add(f.ipf, tvb:range(base + off, size))
-          it:append_text(fmt(" [%d]", i - 1))
+          it = ti_add(at, f.ipf, tvb_range(tvb, base + off, size))
+          ti_text(it, fmt(" [%d]", i - 1))
         end
         off = decode_fields(f.item, tvb, base, off, len, ctx, it, item, probs)
         items[#items + 1] = item
@@ -1589,7 +1608,7 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       if have < n then
         problem(probs, "bad_count", fmt("%s = %s but only %d bytes follow", tostring(f.length), dec(n), have))
       end
-      if tree then tree:add(f.pf, tvb:range(base + off, have)) end
+      if tree then ti_add(tree, f.pf, tvb_range(tvb, base + off, have)) end
       out[f.name] = hex_at(base + off, have)
       off = off + have
     end
@@ -1629,75 +1648,120 @@ end
 local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
 
 -- render.payload_summary's fallback: the first four scalar fields in layout order.
+local function add_part(parts, p, k)
+  local v = p[k]
+  if v == nil or type(v) == "table" or #parts >= 4 then return end
+  if type(v) == "string" then
+    if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
+  elseif type(v) == "boolean" then
+    parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
+  elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
+    parts[#parts + 1] = k .. "=0x" .. hex(v)
+  else
+    parts[#parts + 1] = k .. "=" .. dec(v)
+  end
+end
+
 local function generic_summary(lay, p)
   local parts = {}
-  local function add(k)
-    local v = p[k]
-    if v == nil or type(v) == "table" or #parts >= 4 then return end
-    if type(v) == "string" then
-      if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
-    elseif type(v) == "boolean" then
-      parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
-    elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
-      parts[#parts + 1] = k .. "=0x" .. hex(v)
-    else
-      parts[#parts + 1] = k .. "=" .. dec(v)
-    end
-  end
-  if lay == nil then add("data"); return concat(parts, " ") end
+  if lay == nil then add_part(parts, p, "data"); return concat(parts, " ") end
   for _, f in ipairs(lay.fields) do
     if f.t == "f" and f.disp ~= "padding" then
-      add(f.name)
-      if f.values then add(f.name .. "_name") end
+      add_part(parts, p, f.name)
+      if f.values then add_part(parts, p, f.name .. "_name") end
       if f.disp == "vring_base" then
-        for _, k in ipairs({ "avail_idx", "avail_wrap", "used_idx", "used_wrap" }) do add(k) end
+        for _, k in ipairs(VRING_BASE_F) do add_part(parts, p, k) end
       end
-      for _, b in ipairs(f.bits or {}) do add(b.name) end
+      for _, b in ipairs(f.bits or EMPTY_LIST) do add_part(parts, p, b.name) end
     elseif f.t == "t" then
-      add(f.name)
+      add_part(parts, p, f.name)
     end
+    if #parts >= 4 then break end  -- add_part adds nothing more
   end
   return concat(parts, " ")
 end
 
--- Like vuinspect.render.payload_summary: the key payload fields in a few words.
+-- Like vuinspect.render.payload_summary: the key payload fields in a few words, one function
+-- per layout with its own form (looked up, not tested one by one); nil: the generic form.
+local function features_summary(p)
+  if p.features == nil then return "" end
+  return "0x" .. hex(p.features) .. names_text(p, "features")
+end
+local function mem_table_summary(p)
+  local regs, total = p.regions or EMPTY_LIST, 0
+  for _, reg in ipairs(regs) do total = total + (tonum(reg.memory_size) or 0) end
+  return fmt("%d region%s %s", #regs, #regs ~= 1 and "s" or "", human_size(total))
+end
+local function mem_reg_summary(p)
+  if not p.memory_size then return nil end
+  return "gpa=0x" .. hex(p.guest_phys_addr) .. " size=" .. human_size(tonum(p.memory_size))
+end
+local function vring_num_summary(p, lname)
+  if not p.num then return nil end
+  if lname == "vring_state" and p.num == 0 then return "vring " .. dec(p.index) end
+  return "vring " .. dec(p.index) .. " num=" .. (p.num_name or dec(p.num))
+end
+local SUMMARIES = {
+  virtio_features = features_summary,
+  protocol_features = features_summary,
+  mem_table = mem_table_summary,
+  mem_table_xen = mem_table_summary,
+  mem_reg = mem_reg_summary,
+  mem_reg_xen = mem_reg_summary,
+  vring_fd = function(p)
+    if not p.index then return nil end
+    return "vring " .. dec(p.index) .. (p.nofd and " NOFD" or "")
+  end,
+  vring_addr = function(p)
+    if p.log == nil or type(p.log) == "boolean" then return nil end
+    local log = (not is_zero(p.log) and bit_set(p.flags, 0)) and " log" or ""
+    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail), log)
+  end,
+  vring_base = function(p)
+    if not p.num then return nil end
+    return "vring " .. dec(p.index) .. " base=" .. dec(p.num)
+  end,
+  vring_enable = function(p)
+    if not p.num then return nil end
+    return "vring " .. dec(p.index) .. " " .. tostring(p.num_name)
+  end,
+  vring_state = vring_num_summary,
+  vring_num = vring_num_summary,
+  vring_endian = vring_num_summary,
+  ack = function(p)
+    if not p.result then return nil end
+    if is_zero(p.result) then return "ok" end
+    return "FAILED result=" .. dec(p.result)
+  end,
+  status = function(p)
+    if not p.status then return nil end
+    return "0x" .. hex(p.status) .. names_text(p, "status")
+  end,
+  config = function(p)
+    if not p.flags_name then return nil end
+    return fmt("offset=%s size=%s %s", dec(p.offset), dec(p.size), p.flags_name)
+  end,
+  iotlb = function(p)
+    if not p.type_name then return nil end
+    return fmt("%s iova=0x%s size=%s %s", p.type_name, hex(p.iova), human_size(tonum(p.size)), p.perm_name)
+  end,
+  log = function(p)
+    if not p.mmap_offset then return nil end
+    return "size=" .. human_size(tonum(p.mmap_size)) .. " offset=0x" .. hex(p.mmap_offset)
+  end,
+  inflight = function(p)
+    if not p.queue_size then return nil end
+    return fmt("size=%s queues=%s queue_size=%s", human_size(tonum(p.mmap_size)), dec(p.num_queues), dec(p.queue_size))
+  end,
+}
+
 local function payload_summary(lay, p)
   if next(p) == nil then return "" end
   local lname = lay and lay.name
-  if lname == "virtio_features" or lname == "protocol_features" then
-    if p.features == nil then return "" end
-    return "0x" .. hex(p.features) .. names_text(p, "features")
-  elseif lname == "mem_table" or lname == "mem_table_xen" then
-    local regs, total = p.regions or {}, 0
-    for _, reg in ipairs(regs) do total = total + (tonum(reg.memory_size) or 0) end
-    return fmt("%d region%s %s", #regs, #regs ~= 1 and "s" or "", human_size(total))
-  elseif (lname == "mem_reg" or lname == "mem_reg_xen") and p.memory_size then
-    return "gpa=0x" .. hex(p.guest_phys_addr) .. " size=" .. human_size(tonum(p.memory_size))
-  elseif lname == "vring_fd" and p.index then
-    return "vring " .. dec(p.index) .. (p.nofd and " NOFD" or "")
-  elseif lname == "vring_addr" and p.log ~= nil and type(p.log) ~= "boolean" then
-    local log = (not is_zero(p.log) and bit_set(p.flags, 0)) and " log" or ""
-    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail), log)
-  elseif lname == "vring_base" and p.num then
-    return "vring " .. dec(p.index) .. " base=" .. dec(p.num)
-  elseif lname == "vring_enable" and p.num then
-    return "vring " .. dec(p.index) .. " " .. tostring(p.num_name)
-  elseif (lname == "vring_state" or lname == "vring_num" or lname == "vring_endian") and p.num then
-    if lname == "vring_state" and p.num == 0 then return "vring " .. dec(p.index) end
-    return "vring " .. dec(p.index) .. " num=" .. (p.num_name or dec(p.num))
-  elseif lname == "ack" and p.result then
-    if is_zero(p.result) then return "ok" end
-    return "FAILED result=" .. dec(p.result)
-  elseif lname == "status" and p.status then
-    return "0x" .. hex(p.status) .. names_text(p, "status")
-  elseif lname == "config" and p.flags_name then
-    return fmt("offset=%s size=%s %s", dec(p.offset), dec(p.size), p.flags_name)
-  elseif lname == "iotlb" and p.type_name then
-    return fmt("%s iova=0x%s size=%s %s", p.type_name, hex(p.iova), human_size(tonum(p.size)), p.perm_name)
-  elseif lname == "log" and p.mmap_offset then
-    return "size=" .. human_size(tonum(p.mmap_size)) .. " offset=0x" .. hex(p.mmap_offset)
-  elseif lname == "inflight" and p.queue_size then
-    return fmt("size=%s queues=%s queue_size=%s", human_size(tonum(p.mmap_size)), dec(p.num_queues), dec(p.queue_size))
+  local form = lname and SUMMARIES[lname]
+  if form then
+    local text = form(p, lname)
+    if text then return text end
   end
   return generic_summary(lay, p)
 end
@@ -1747,6 +1811,7 @@ local function reset()
     carry = {},     -- frame number -> framing across frames (only frames that need it)
     closed = {},    -- frame number -> problems a close event found in unfinished streams
     text = {},      -- frame number -> Info text, kept by a first pass that had no columns
+    cols = {},      -- frame number -> its shared { Source, Destination } pair, with text
     conn = {},      -- frame number -> connection number shown, when not the pseudo-header's
   }
   ORIGINS = { of = {}, n = 0, shown = {}, owner = {}, next = 1 }
@@ -1934,14 +1999,14 @@ local function parse_pseudo(raw, n)
   end
   if ph.nfds > C.PH_MAX_FDS then return nil, fmt("%d fds: at most %d allowed", ph.nfds, C.PH_MAX_FDS) end
   local pos = C.PH_FIXED
-  if nfds > 0 then ph.fds = {} end
+  if nfds > 0 then ph.fds, ph.fd_sizes = {}, {} end
   for i = 1, ph.nfds do
     if pos + 2 > ph.hdr_len then return nil, fmt("fd list overruns pseudo-header length at fd %d", i - 1) end
     local size = u16s(raw, pos + 1, true)
     if pos + 2 + size > ph.hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
     local text = ""
     if size > 0 then text = esc(utf8_clean(ssub(raw, pos + 3, pos + 2 + size))) end
-    ph.fds[i] = text
+    ph.fds[i], ph.fd_sizes[i] = text, size
     pos = pos + 2 + size
   end
   if pos ~= ph.hdr_len then return nil, fmt("fd list ends at %d, pseudo-header length says %d", pos, ph.hdr_len) end
@@ -1950,26 +2015,37 @@ local function parse_pseudo(raw, n)
   return ph
 end
 
+-- The pseudo-header line's text per (direction, connection), made once (bounded).
+local PH_TEXT, NPH_TEXT = { [0] = {}, [1] = {} }, 0
+local function ph_text(ph)
+  local text = fmt(", conn %d %s %s", ph.conn, ph.channel_name, C.DIRECTION_NAMES[ph.direction])
+  if ph.channel == 0 and NPH_TEXT < 4096 then
+    PH_TEXT[ph.direction][ph.conn], NPH_TEXT = text, NPH_TEXT + 1
+  end
+  return text
+end
+
 local function show_pseudo(top, tvb, ph)
   -- Values are passed, not read again from the tvb: wslua's add is ~2x cheaper then (-V).
-  local t = top:add(F.pseudo, tvb:range(0, ph.hdr_len))
-  t:add(F.ph_version, tvb:range(2, 1), ph.version)
-  t:add(F.kind, tvb:range(3, 1), ph.kind)
-  t:add(F.ph_hdr_len, tvb:range(4, 2), ph.hdr_len)
-  t:add(F.channel, tvb:range(6, 1), ph.channel)
-  t:add(F.direction, tvb:range(7, 1), ph.direction)
-  local c = t:add(F.conn, tvb:range(8, 4), ph.conn)
-  if ph.conn ~= ph.raw_conn then c:append_text(fmt(" (conn %d of another capture, merged)", ph.raw_conn)) end
-  local r = tvb:range(12, 1)
-  t:add(F.ph_flags, r, ph.flags):add(F.ph_big_endian, r, ph.flags)
-  t:add(F.fd_count, tvb:range(13, 1), ph.nfds)
+  local add, range = ti_add, tvb_range
+  local t = add(top, F.pseudo, range(tvb, 0, ph.hdr_len))
+  add(t, F.ph_version, range(tvb, 2, 1), ph.version)
+  add(t, F.kind, range(tvb, 3, 1), ph.kind)
+  add(t, F.ph_hdr_len, range(tvb, 4, 2), ph.hdr_len)
+  add(t, F.channel, range(tvb, 6, 1), ph.channel)
+  add(t, F.direction, range(tvb, 7, 1), ph.direction)
+  local c = add(t, F.conn, range(tvb, 8, 4), ph.conn)
+  if ph.conn ~= ph.raw_conn then ti_text(c, fmt(" (conn %d of another capture, merged)", ph.raw_conn)) end
+  local r = range(tvb, 12, 1)
+  add(add(t, F.ph_flags, r, ph.flags), F.ph_big_endian, r, ph.flags)
+  add(t, F.fd_count, range(tvb, 13, 1), ph.nfds)
   local pos = C.PH_FIXED
-  for _, text in ipairs(ph.fds) do
-    local size = tvb:range(pos, 2):uint()
-    t:add(F.ph_fd, tvb:range(pos, 2 + size), text)
+  for i, text in ipairs(ph.fds) do
+    local size = ph.fd_sizes[i]
+    add(t, F.ph_fd, range(tvb, pos, 2 + size), text)
     pos = pos + 2 + size
   end
-  t:append_text(fmt(", conn %d %s %s", ph.conn, ph.channel_name, C.DIRECTION_NAMES[ph.direction]))
+  ti_text(t, ph.channel == 0 and PH_TEXT[ph.direction][ph.conn] or ph_text(ph))
 end
 
 -- ===================================================================== runtime: checks
@@ -2081,11 +2157,10 @@ end
 
 -- ===================================================================== runtime: messages
 
-local FLAG_FIELDS = { F.flags_version, F.flags_reply, F.flags_need_reply, F.flags_reserved }
 -- A problem in the tree: its expert info and a vhost_user.problems item; returns its rank.
 local function show_problem(t, mrange, code, text, worst)
   t:add_proto_expert_info(EX[code], text)
-  t:add(F.problems, mrange, code):set_generated()
+  ti_gen(ti_add(t, F.problems, mrange, code))
   local rank = SEV[code] or 0
   if worst == nil or rank < worst then return rank end
   return worst
@@ -2093,34 +2168,35 @@ end
 
 local function show_fds(t, fds, mrange)
   for _, d in ipairs(fds) do
-    t:add(F.fds, mrange, d):set_generated()
-    t:add(F.fd, mrange, d):set_hidden()
+    ti_gen(ti_add(t, F.fds, mrange, d))
+    ti_hide(ti_add(t, F.fd, mrange, d))
   end
 end
 
 local function add_links(t, rec, mrange, visited)
+  local add, gen, hide = ti_add, ti_gen, ti_hide
   if rec.reply_in then
-    t:add(F.reply_in, mrange, rec.reply_in):set_generated()
-    t:add(F.response_in, mrange, rec.reply_in):set_hidden()
+    gen(add(t, F.reply_in, mrange, rec.reply_in))
+    hide(add(t, F.response_in, mrange, rec.reply_in))
   end
   if rec.reply_to then
-    t:add(F.reply_to, mrange, rec.reply_to):set_generated()
-    t:add(F.response_to, mrange, rec.reply_to):set_hidden()
+    gen(add(t, F.reply_to, mrange, rec.reply_to))
+    hide(add(t, F.response_to, mrange, rec.reply_to))
     local lat = rec.latency or 0
-    t:add(F.latency_us, mrange, lat * 1e6):set_generated()
+    gen(add(t, F.latency_us, mrange, lat * 1e6))
     local sign = 1
     if lat < 0 then sign, lat = -1, -lat end  -- a reply that began before its request ended
     local secs = floor(lat)
     local ns = floor((lat - secs) * 1e9 + 0.5)
     if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
-    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_hidden()
+    hide(add(t, F.response_time, mrange, NSTime.new(sign * secs, sign * ns)))
   end
   local worst
   for _, p in ipairs(rec.problems) do worst = show_problem(t, mrange, p.code, p.text, worst) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
     worst = show_problem(t, mrange, "missing_reply", "capture ended before the reply", worst)
   end
-  if worst then t:add(F.severity, mrange, C.SEVERITIES[worst + 1]):set_generated() end
+  if worst then gen(add(t, F.severity, mrange, C.SEVERITIES[worst + 1])) end
 end
 
 -- fd lists repeat ("call: eventfd" in every session): one table per distinct list (bounded).
@@ -2195,13 +2271,13 @@ local OUT = {}
 local function dissect_message(mt, base, len, rec, first, t)
   local s = session(rec.conn)
   local probs = first and rec.problems or empty(SCRATCH)
-  local mrange = t and mt:range(base, len)
+  local mrange = t and tvb_range(mt, base, len)
   if first then s.messages = s.messages + 1 end
   if rec.raw then
     rec.name = "RAW"
     if t then
-      t:add(F.raw, mrange)
-      t:add(F.name, mrange, "RAW"):set_generated()
+      ti_add(t, F.raw, mrange)
+      ti_gen(ti_add(t, F.name, mrange, "RAW"))
       show_fds(t, rec.fds, mrange)
       add_links(t, rec, mrange, false)
     end
@@ -2220,17 +2296,22 @@ local function dissect_message(mt, base, len, rec, first, t)
   rec.is_reply, rec.need_reply = is_reply, need_reply
   if first and s.messages == 1 and req == R.GET_FEATURES and channel == "main" then s.seen_start = true end
   if t then
-    local rr = mt:range(base, 4)
-    t:add(channel == "main" and F.request or F.backend_request, rr, req)
-    t:add(F.name, rr, name):set_generated()
-    local fr = mt:range(base + 4, 4)
-    local fl = t:add(F.flags, fr, flags)
-    for _, pf in ipairs(FLAG_FIELDS) do fl:add(pf, fr, flags) end  -- masked: the whole value
-    t:add(F.size, mt:range(base + 8, 4), size)
-    t:add(F.reply, fr, is_reply):set_generated()
-    t:add(F.is_reply, fr, is_reply):set_hidden()
-    if need_reply then t:add(F.need_reply, fr, true):set_generated() end
-    t:append_text(": " .. name .. (is_reply and " reply" or ""))
+    local add, gen, range = ti_add, ti_gen, tvb_range
+    local rr = range(mt, base, 4)
+    add(t, channel == "main" and F.request or F.backend_request, rr, req)
+    gen(add(t, F.name, rr, name))
+    local fr = range(mt, base + 4, 4)
+    local fl = add(t, F.flags, fr, flags)
+    add(fl, F.flags_version, fr, flags)  -- masked: the whole value
+    add(fl, F.flags_reply, fr, flags)
+    add(fl, F.flags_need_reply, fr, flags)
+    add(fl, F.flags_reserved, fr, flags)
+    add(t, F.size, range(mt, base + 8, 4), size)
+    gen(add(t, F.reply, fr, is_reply))
+    ti_hide(add(t, F.is_reply, fr, is_reply))
+    if need_reply then gen(add(t, F.need_reply, fr, true)) end
+    ti_text(t, is_reply and (spec and spec.reply_text or ": " .. name .. " reply")
+      or (spec and spec.request_text or ": " .. name))
   end
   if first then
     if flags % 4 ~= C.VERSION then problem(probs, "bad_version", fmt("version bits are %d, not 1", flags % 4)) end
@@ -2248,7 +2329,7 @@ local function dissect_message(mt, base, len, rec, first, t)
   if spec == nil then
     problem(probs, "unknown_request", fmt("request id %d is not defined on the %s channel", req, channel))
     if plen > 0 then
-      if t then t:add(F.p_data, mt:range(pbase, plen)) end
+      if t then ti_add(t, F.p_data, tvb_range(mt, pbase, plen)) end
       out.data = hex_at(pbase, plen)
     end
   end
@@ -2266,11 +2347,11 @@ local function dissect_message(mt, base, len, rec, first, t)
     if lay == nil then
       if plen > 0 then
         problem(probs, "wrong_size", fmt("%d bytes where none are defined", plen))
-        if t then t:add(F.p_data, mt:range(pbase, plen)) end
+        if t then ti_add(t, F.p_data, tvb_range(mt, pbase, plen)) end
         out.data = hex_at(pbase, plen)
       end
     else
-      if t then t:add(F.layout, mrange, lay.name):set_generated() end
+      if t then ti_gen(ti_add(t, F.layout, mrange, lay.name)) end
       decode_layout(lay, mt, pbase, plen, ctx, t, out, probs)
     end
     if first then
@@ -2580,6 +2661,17 @@ end
 -- Cut [base, base+total) of CUR_S into messages and raw chunks.  Returns the spans, the
 -- bytes left for a later frame and (first pass) the stream entry holding them.
 local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
+  if carry == nil and total >= C.HEADER_SIZE and total - C.HEADER_SIZE == u32(base + 8, be)
+      and total - C.HEADER_SIZE <= C.MAX_PAYLOAD then
+    -- The common frame: one whole message and nothing before it, so every fd is its own
+    -- (what the general case below computes, without its lists).
+    local spans = SPANS
+    for i = #spans, 2, -1 do spans[i] = nil end
+    spans[1] = nil
+    span(spans, 0, total, ph.fds, ts_now)
+    if first then streams[key] = nil end
+    return spans, 0, nil
+  end
   local fdq = EMPTY  -- fds waiting for the message that ends in or after their frame
   if (carry and #carry.fds > 0) or #ph.fds > 0 then
     fdq = {}
@@ -2683,7 +2775,7 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
   for i = #texts, 1, -1 do texts[i] = nil end
   for i, sp in ipairs(spans) do
     local t = top
-    if i > 1 and top then t = tree:add(vu, mt:range(base + sp.off, sp.len)) end
+    if i > 1 and top then t = ti_add(tree, vu, tvb_range(mt, base + sp.off, sp.len)) end
     local rec
     if first then
       M.n = M.n + 1
@@ -2882,33 +2974,41 @@ local function dissect_event(tvb, raw, ph, num, first, top)
 end
 
 -- ===================================================================== runtime: entry point
-local LABELS = {}  -- conn -> { front-end label, back-end label }
+-- conn -> { [0] = { front-end, back-end }, [1] = { back-end, front-end } }: the Source and
+-- Destination columns of a frame by its direction.
+local LABELS = {}
+local function labels_of(conn)
+  local labels = LABELS[conn]
+  if labels == nil then
+    local front, back = fmt("c%d front-end", conn), fmt("c%d back-end", conn)
+    labels = { [0] = { front, back }, [1] = { back, front } }
+    LABELS[conn] = labels
+  end
+  return labels
+end
 
 function vu.dissector(tvb, pinfo, tree)
   local columns = pinfo.cols
   columns.protocol = "vhost-user"
+  -- tshark's summary lines come with no tree at all: then only the columns are made.
+  local top
+  if tostring(tree):find("has item=false", 1, true) == nil then
+    bind_tree(tree, tvb)
+    top = ti_add(tree, vu, tvb_range(tvb, 0, tvb:len()))
+  end
+  local num = pinfo.number
+  local kept = top == nil and M.text[num]
+  if kept then
+    -- A later pass of a frame whose Info text was kept: only the columns (setting them is a
+    -- no-op when there are none), not even the frame's bytes.
+    local sd = M.cols[num]
+    columns.src, columns.dst = sd[1], sd[2]
+    columns.info = kept
+    return tvb:len()
+  end
   local cols = tostring(columns.protocol) == "vhost-user"  -- else there are no columns
   local raw = tvb:raw()
   local n = #raw
-  -- tshark's summary lines come with no tree at all: then only the columns are made.
-  local top
-  if tostring(tree):find("has item=false", 1, true) == nil then top = tree:add(vu, tvb:range(0, n)) end
-  local num = pinfo.number
-  local kept = top == nil and M.text[num]
-  if kept then  -- a later pass of a frame whose Info text was kept: only the columns
-    if cols then
-      local labels = LABELS[M.conn[num] or u32s(raw, 9, true)]
-      if labels then
-        if sbyte(raw, 8) == 0 then
-          columns.src, columns.dst = labels[1], labels[2]
-        else
-          columns.src, columns.dst = labels[2], labels[1]
-        end
-      end
-      columns.info = kept
-    end
-    return n
-  end
   local ph, err = parse_pseudo(raw, n)
   if ph == nil then
     if top then top:add_proto_expert_info(EX.pseudo_header, err) end
@@ -2924,21 +3024,10 @@ function vu.dissector(tvb, pinfo, tree)
     ph.conn = M.conn[num] or ph.conn
   end
   if top then show_pseudo(top, tvb, ph) end
-  do
-    local labels = LABELS[ph.conn]
-    if labels == nil then
-      labels = { fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn) }
-      LABELS[ph.conn] = labels
-    end
-    if not cols then
-    elseif ph.direction == 0 then
-      columns.src, columns.dst = labels[1], labels[2]
-    else
-      columns.src, columns.dst = labels[2], labels[1]
-    end
-  end
-  -- A first pass with neither tree nor columns (tshark -2) keeps the Info text for the
-  -- next pass, which then only sets the columns (above).
+  local sd = labels_of(ph.conn)[ph.direction]
+  if cols then columns.src, columns.dst = sd[1], sd[2] end
+  -- A first pass with neither tree nor columns (tshark -2) keeps the Info text and the
+  -- (shared) Source/Destination pair for the next pass, which then only sets the columns.
   local keep = first and not cols and top == nil
   WANT_TEXT = cols or keep
   local info
@@ -2949,7 +3038,7 @@ function vu.dissector(tvb, pinfo, tree)
   end
   if not WANT_TEXT then return n end
   if ph.channel_name ~= "main" then info = "[" .. ph.channel_name .. " channel] " .. info end
-  if keep then M.text[num] = info end
+  if keep then M.text[num], M.cols[num] = info, sd end
   if cols then columns.info = info end
   return n
 end

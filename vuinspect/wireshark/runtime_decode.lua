@@ -9,6 +9,17 @@ local floor, fmt, concat = math.floor, string.format, table.concat
 local ipairs, pairs, type, tostring, tonumber = ipairs, pairs, type, tostring, tonumber
 local TWO32 = 4294967296
 
+-- Tree methods, taken once from the first tree item (bind_tree): wslua looks `item:add` up
+-- through a C __index function (TreeItem has attributes), one more C call per use, and a
+-- full tree (-V) makes ~30 items a frame.  Nil until a tree is built.
+local ti_add, ti_add_le, ti_gen, ti_hide, ti_text, tvb_range
+local function bind_tree(item, tvb)
+  if ti_add == nil then
+    ti_add, ti_add_le, ti_gen = item.add, item.add_le, item.set_generated
+    ti_hide, ti_text, tvb_range = item.set_hidden, item.append_text, tvb.range
+  end
+end
+
 -- 32-bit AND with a non-negative result: BitOp's `bit` when present, arithmetic otherwise.
 local band
 if type(bit) == "table" and bit.band ~= nil then
@@ -291,6 +302,13 @@ for _, lay in pairs(LAYOUTS) do
   end
 end
 
+-- The tree text of a request and of its reply, made once per request.
+for _, by in pairs(REQUESTS) do
+  for _, spec in pairs(by) do
+    spec.request_text, spec.reply_text = ": " .. spec.name, ": " .. spec.name .. " reply"
+  end
+end
+
 local VIRTIO_BITS = {}
 local function virtio_bits(device)
   local key = (device and DEVICE_BITS[device]) and device or ""
@@ -429,15 +447,15 @@ local function add_bits(item, r, v, named, generic, width)
       local n = b.bit
       local set
       if n < 32 then set = floor(lo / POW2[n]) % 2 == 1 else set = floor(hi / POW2[n - 32]) % 2 == 1 end
-      item:add(b.pf, r, set)
+      ti_add(item, b.pf, r, set)
     end
     for _, name in ipairs(names) do  -- unnamed set bits: BIT_n
       if name:sub(1, 4) == "BIT_" then
         local g = generic[tonumber(name:sub(5))]
-        if g then item:add(g, r, true) end
+        if g then ti_add(item, g, r, true) end
       end
     end
-    if #names > 0 then item:append_text(" [" .. concat(names, " ") .. "]") end
+    if #names > 0 then ti_text(item, " [" .. concat(names, " ") .. "]") end
   end
   return names
 end
@@ -447,13 +465,14 @@ local function uuid_text(h)
 end
 
 local VRING_BASE_F = { "avail_idx", "avail_wrap", "used_idx", "used_wrap" }
+local EMPTY_LIST = {}  -- never written
 
 -- payload._render: the field at tvb offset `at`, its derived keys and its bitfields.
 -- `r` (its TvbRange) and `tree` are nil when no tree is built.
 local function render(f, at, r, ctx, tree, out)
   local name, d = f.name, f.disp
   if f.fmt == "s" then
-    if tree then tree:add(f.pf, r) end
+    if tree then ti_add(tree, f.pf, r) end
     local h = hex_at(at, f.size)
     if d == "uuid" then
       out[name] = uuid_text(h)
@@ -470,9 +489,9 @@ local function render(f, at, r, ctx, tree, out)
   local item
   if tree then  -- the value read, not read again (~2x cheaper); a uint64 field wants a UInt64
     if f.size == 8 then
-      if ctx.be then item = tree:add(f.pf, r) else item = tree:add_le(f.pf, r) end
+      if ctx.be then item = ti_add(tree, f.pf, r) else item = ti_add_le(tree, f.pf, r) end
     else
-      item = tree:add(f.pf, r, v)
+      item = ti_add(tree, f.pf, r, v)
     end
   end
   out[name] = v
@@ -495,11 +514,11 @@ local function render(f, at, r, ctx, tree, out)
     end
     for i, x in ipairs(vals) do
       out[VRING_BASE_F[i]] = x
-      if item then item:add(F["p_" .. VRING_BASE_F[i]], r, x) end
+      if item then ti_add(item, F["p_" .. VRING_BASE_F[i]], r, x) end
     end
-    if item then item:append_text(ctx.packed and " (packed ring)" or " (split ring)") end
+    if item then ti_text(item, ctx.packed and " (packed ring)" or " (split ring)") end
   elseif d == "size" and item then
-    item:append_text(" (" .. human_size(tonum(v)) .. ")")
+    ti_text(item, " (" .. human_size(tonum(v)) .. ")")
   end
   if f.bits then
     local lo = lohi(v)
@@ -507,7 +526,7 @@ local function render(f, at, r, ctx, tree, out)
       local x = floor(band(lo, b.mask) / 2 ^ b.shift)
       if b.single then x = x ~= 0 end
       out[b.name] = x
-      if item then item:add(b.pf, r, x) end
+      if item then ti_add(item, b.pf, r, x) end
     end
   end
 end
@@ -520,10 +539,10 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
     if f.t == "f" then
       if off + f.size > len then return off end
       local at = base + off
-      local r = tree and tvb:range(at, f.size)
+      local r = tree and tvb_range(tvb, at, f.size)
       off = off + f.size
       if f.disp == "padding" then
-        if tree then tree:add(f.pf, r) end
+        if tree then ti_add(tree, f.pf, r) end
         if not all_zero(at, f.size) then
           problem(probs, "nonzero_padding", f.name .. " is " .. hex_at(at, f.size))
         end
@@ -542,8 +561,8 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       if span > len - off then span = len - off end
       local at
       if tree then
-        at = tree:add(f.pf, tvb:range(base + off, span))
-        at:append_text(fmt(" (%d)", n))
+        at = ti_add(tree, f.pf, tvb_range(tvb, base + off, span))
+        ti_text(at, fmt(" (%d)", n))
       end
       local items = {}
       for i = 1, n do
@@ -554,8 +573,8 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
         local item = {}
         local it
         if at then
-          it = at:add(f.ipf, tvb:range(base + off, size))
-          it:append_text(fmt(" [%d]", i - 1))
+          it = ti_add(at, f.ipf, tvb_range(tvb, base + off, size))
+          ti_text(it, fmt(" [%d]", i - 1))
         end
         off = decode_fields(f.item, tvb, base, off, len, ctx, it, item, probs)
         items[#items + 1] = item
@@ -569,7 +588,7 @@ decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
       if have < n then
         problem(probs, "bad_count", fmt("%s = %s but only %d bytes follow", tostring(f.length), dec(n), have))
       end
-      if tree then tree:add(f.pf, tvb:range(base + off, have)) end
+      if tree then ti_add(tree, f.pf, tvb_range(tvb, base + off, have)) end
       out[f.name] = hex_at(base + off, have)
       off = off + have
     end
@@ -609,75 +628,120 @@ end
 local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
 
 -- render.payload_summary's fallback: the first four scalar fields in layout order.
+local function add_part(parts, p, k)
+  local v = p[k]
+  if v == nil or type(v) == "table" or #parts >= 4 then return end
+  if type(v) == "string" then
+    if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
+  elseif type(v) == "boolean" then
+    parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
+  elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
+    parts[#parts + 1] = k .. "=0x" .. hex(v)
+  else
+    parts[#parts + 1] = k .. "=" .. dec(v)
+  end
+end
+
 local function generic_summary(lay, p)
   local parts = {}
-  local function add(k)
-    local v = p[k]
-    if v == nil or type(v) == "table" or #parts >= 4 then return end
-    if type(v) == "string" then
-      if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
-    elseif type(v) == "boolean" then
-      parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
-    elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
-      parts[#parts + 1] = k .. "=0x" .. hex(v)
-    else
-      parts[#parts + 1] = k .. "=" .. dec(v)
-    end
-  end
-  if lay == nil then add("data"); return concat(parts, " ") end
+  if lay == nil then add_part(parts, p, "data"); return concat(parts, " ") end
   for _, f in ipairs(lay.fields) do
     if f.t == "f" and f.disp ~= "padding" then
-      add(f.name)
-      if f.values then add(f.name .. "_name") end
+      add_part(parts, p, f.name)
+      if f.values then add_part(parts, p, f.name .. "_name") end
       if f.disp == "vring_base" then
-        for _, k in ipairs({ "avail_idx", "avail_wrap", "used_idx", "used_wrap" }) do add(k) end
+        for _, k in ipairs(VRING_BASE_F) do add_part(parts, p, k) end
       end
-      for _, b in ipairs(f.bits or {}) do add(b.name) end
+      for _, b in ipairs(f.bits or EMPTY_LIST) do add_part(parts, p, b.name) end
     elseif f.t == "t" then
-      add(f.name)
+      add_part(parts, p, f.name)
     end
+    if #parts >= 4 then break end  -- add_part adds nothing more
   end
   return concat(parts, " ")
 end
 
--- Like vuinspect.render.payload_summary: the key payload fields in a few words.
+-- Like vuinspect.render.payload_summary: the key payload fields in a few words, one function
+-- per layout with its own form (looked up, not tested one by one); nil: the generic form.
+local function features_summary(p)
+  if p.features == nil then return "" end
+  return "0x" .. hex(p.features) .. names_text(p, "features")
+end
+local function mem_table_summary(p)
+  local regs, total = p.regions or EMPTY_LIST, 0
+  for _, reg in ipairs(regs) do total = total + (tonum(reg.memory_size) or 0) end
+  return fmt("%d region%s %s", #regs, #regs ~= 1 and "s" or "", human_size(total))
+end
+local function mem_reg_summary(p)
+  if not p.memory_size then return nil end
+  return "gpa=0x" .. hex(p.guest_phys_addr) .. " size=" .. human_size(tonum(p.memory_size))
+end
+local function vring_num_summary(p, lname)
+  if not p.num then return nil end
+  if lname == "vring_state" and p.num == 0 then return "vring " .. dec(p.index) end
+  return "vring " .. dec(p.index) .. " num=" .. (p.num_name or dec(p.num))
+end
+local SUMMARIES = {
+  virtio_features = features_summary,
+  protocol_features = features_summary,
+  mem_table = mem_table_summary,
+  mem_table_xen = mem_table_summary,
+  mem_reg = mem_reg_summary,
+  mem_reg_xen = mem_reg_summary,
+  vring_fd = function(p)
+    if not p.index then return nil end
+    return "vring " .. dec(p.index) .. (p.nofd and " NOFD" or "")
+  end,
+  vring_addr = function(p)
+    if p.log == nil or type(p.log) == "boolean" then return nil end
+    local log = (not is_zero(p.log) and bit_set(p.flags, 0)) and " log" or ""
+    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail), log)
+  end,
+  vring_base = function(p)
+    if not p.num then return nil end
+    return "vring " .. dec(p.index) .. " base=" .. dec(p.num)
+  end,
+  vring_enable = function(p)
+    if not p.num then return nil end
+    return "vring " .. dec(p.index) .. " " .. tostring(p.num_name)
+  end,
+  vring_state = vring_num_summary,
+  vring_num = vring_num_summary,
+  vring_endian = vring_num_summary,
+  ack = function(p)
+    if not p.result then return nil end
+    if is_zero(p.result) then return "ok" end
+    return "FAILED result=" .. dec(p.result)
+  end,
+  status = function(p)
+    if not p.status then return nil end
+    return "0x" .. hex(p.status) .. names_text(p, "status")
+  end,
+  config = function(p)
+    if not p.flags_name then return nil end
+    return fmt("offset=%s size=%s %s", dec(p.offset), dec(p.size), p.flags_name)
+  end,
+  iotlb = function(p)
+    if not p.type_name then return nil end
+    return fmt("%s iova=0x%s size=%s %s", p.type_name, hex(p.iova), human_size(tonum(p.size)), p.perm_name)
+  end,
+  log = function(p)
+    if not p.mmap_offset then return nil end
+    return "size=" .. human_size(tonum(p.mmap_size)) .. " offset=0x" .. hex(p.mmap_offset)
+  end,
+  inflight = function(p)
+    if not p.queue_size then return nil end
+    return fmt("size=%s queues=%s queue_size=%s", human_size(tonum(p.mmap_size)), dec(p.num_queues), dec(p.queue_size))
+  end,
+}
+
 local function payload_summary(lay, p)
   if next(p) == nil then return "" end
   local lname = lay and lay.name
-  if lname == "virtio_features" or lname == "protocol_features" then
-    if p.features == nil then return "" end
-    return "0x" .. hex(p.features) .. names_text(p, "features")
-  elseif lname == "mem_table" or lname == "mem_table_xen" then
-    local regs, total = p.regions or {}, 0
-    for _, reg in ipairs(regs) do total = total + (tonum(reg.memory_size) or 0) end
-    return fmt("%d region%s %s", #regs, #regs ~= 1 and "s" or "", human_size(total))
-  elseif (lname == "mem_reg" or lname == "mem_reg_xen") and p.memory_size then
-    return "gpa=0x" .. hex(p.guest_phys_addr) .. " size=" .. human_size(tonum(p.memory_size))
-  elseif lname == "vring_fd" and p.index then
-    return "vring " .. dec(p.index) .. (p.nofd and " NOFD" or "")
-  elseif lname == "vring_addr" and p.log ~= nil and type(p.log) ~= "boolean" then
-    local log = (not is_zero(p.log) and bit_set(p.flags, 0)) and " log" or ""
-    return fmt("vring %s desc=0x%s used=0x%s avail=0x%s%s", dec(p.index), hex(p.desc), hex(p.used), hex(p.avail), log)
-  elseif lname == "vring_base" and p.num then
-    return "vring " .. dec(p.index) .. " base=" .. dec(p.num)
-  elseif lname == "vring_enable" and p.num then
-    return "vring " .. dec(p.index) .. " " .. tostring(p.num_name)
-  elseif (lname == "vring_state" or lname == "vring_num" or lname == "vring_endian") and p.num then
-    if lname == "vring_state" and p.num == 0 then return "vring " .. dec(p.index) end
-    return "vring " .. dec(p.index) .. " num=" .. (p.num_name or dec(p.num))
-  elseif lname == "ack" and p.result then
-    if is_zero(p.result) then return "ok" end
-    return "FAILED result=" .. dec(p.result)
-  elseif lname == "status" and p.status then
-    return "0x" .. hex(p.status) .. names_text(p, "status")
-  elseif lname == "config" and p.flags_name then
-    return fmt("offset=%s size=%s %s", dec(p.offset), dec(p.size), p.flags_name)
-  elseif lname == "iotlb" and p.type_name then
-    return fmt("%s iova=0x%s size=%s %s", p.type_name, hex(p.iova), human_size(tonum(p.size)), p.perm_name)
-  elseif lname == "log" and p.mmap_offset then
-    return "size=" .. human_size(tonum(p.mmap_size)) .. " offset=0x" .. hex(p.mmap_offset)
-  elseif lname == "inflight" and p.queue_size then
-    return fmt("size=%s queues=%s queue_size=%s", human_size(tonum(p.mmap_size)), dec(p.num_queues), dec(p.queue_size))
+  local form = lname and SUMMARIES[lname]
+  if form then
+    local text = form(p, lname)
+    if text then return text end
   end
   return generic_summary(lay, p)
 end

@@ -45,6 +45,17 @@ end
 -- Cut [base, base+total) of CUR_S into messages and raw chunks.  Returns the spans, the
 -- bytes left for a later frame and (first pass) the stream entry holding them.
 local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
+  if carry == nil and total >= C.HEADER_SIZE and total - C.HEADER_SIZE == u32(base + 8, be)
+      and total - C.HEADER_SIZE <= C.MAX_PAYLOAD then
+    -- The common frame: one whole message and nothing before it, so every fd is its own
+    -- (what the general case below computes, without its lists).
+    local spans = SPANS
+    for i = #spans, 2, -1 do spans[i] = nil end
+    spans[1] = nil
+    span(spans, 0, total, ph.fds, ts_now)
+    if first then streams[key] = nil end
+    return spans, 0, nil
+  end
   local fdq = EMPTY  -- fds waiting for the message that ends in or after their frame
   if (carry and #carry.fds > 0) or #ph.fds > 0 then
     fdq = {}
@@ -148,7 +159,7 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
   for i = #texts, 1, -1 do texts[i] = nil end
   for i, sp in ipairs(spans) do
     local t = top
-    if i > 1 and top then t = tree:add(vu, mt:range(base + sp.off, sp.len)) end
+    if i > 1 and top then t = ti_add(tree, vu, tvb_range(mt, base + sp.off, sp.len)) end
     local rec
     if first then
       M.n = M.n + 1
@@ -347,33 +358,41 @@ local function dissect_event(tvb, raw, ph, num, first, top)
 end
 
 -- ===================================================================== runtime: entry point
-local LABELS = {}  -- conn -> { front-end label, back-end label }
+-- conn -> { [0] = { front-end, back-end }, [1] = { back-end, front-end } }: the Source and
+-- Destination columns of a frame by its direction.
+local LABELS = {}
+local function labels_of(conn)
+  local labels = LABELS[conn]
+  if labels == nil then
+    local front, back = fmt("c%d front-end", conn), fmt("c%d back-end", conn)
+    labels = { [0] = { front, back }, [1] = { back, front } }
+    LABELS[conn] = labels
+  end
+  return labels
+end
 
 function vu.dissector(tvb, pinfo, tree)
   local columns = pinfo.cols
   columns.protocol = "vhost-user"
+  -- tshark's summary lines come with no tree at all: then only the columns are made.
+  local top
+  if tostring(tree):find("has item=false", 1, true) == nil then
+    bind_tree(tree, tvb)
+    top = ti_add(tree, vu, tvb_range(tvb, 0, tvb:len()))
+  end
+  local num = pinfo.number
+  local kept = top == nil and M.text[num]
+  if kept then
+    -- A later pass of a frame whose Info text was kept: only the columns (setting them is a
+    -- no-op when there are none), not even the frame's bytes.
+    local sd = M.cols[num]
+    columns.src, columns.dst = sd[1], sd[2]
+    columns.info = kept
+    return tvb:len()
+  end
   local cols = tostring(columns.protocol) == "vhost-user"  -- else there are no columns
   local raw = tvb:raw()
   local n = #raw
-  -- tshark's summary lines come with no tree at all: then only the columns are made.
-  local top
-  if tostring(tree):find("has item=false", 1, true) == nil then top = tree:add(vu, tvb:range(0, n)) end
-  local num = pinfo.number
-  local kept = top == nil and M.text[num]
-  if kept then  -- a later pass of a frame whose Info text was kept: only the columns
-    if cols then
-      local labels = LABELS[M.conn[num] or u32s(raw, 9, true)]
-      if labels then
-        if sbyte(raw, 8) == 0 then
-          columns.src, columns.dst = labels[1], labels[2]
-        else
-          columns.src, columns.dst = labels[2], labels[1]
-        end
-      end
-      columns.info = kept
-    end
-    return n
-  end
   local ph, err = parse_pseudo(raw, n)
   if ph == nil then
     if top then top:add_proto_expert_info(EX.pseudo_header, err) end
@@ -389,21 +408,10 @@ function vu.dissector(tvb, pinfo, tree)
     ph.conn = M.conn[num] or ph.conn
   end
   if top then show_pseudo(top, tvb, ph) end
-  do
-    local labels = LABELS[ph.conn]
-    if labels == nil then
-      labels = { fmt("c%d front-end", ph.conn), fmt("c%d back-end", ph.conn) }
-      LABELS[ph.conn] = labels
-    end
-    if not cols then
-    elseif ph.direction == 0 then
-      columns.src, columns.dst = labels[1], labels[2]
-    else
-      columns.src, columns.dst = labels[2], labels[1]
-    end
-  end
-  -- A first pass with neither tree nor columns (tshark -2) keeps the Info text for the
-  -- next pass, which then only sets the columns (above).
+  local sd = labels_of(ph.conn)[ph.direction]
+  if cols then columns.src, columns.dst = sd[1], sd[2] end
+  -- A first pass with neither tree nor columns (tshark -2) keeps the Info text and the
+  -- (shared) Source/Destination pair for the next pass, which then only sets the columns.
   local keep = first and not cols and top == nil
   WANT_TEXT = cols or keep
   local info
@@ -414,7 +422,7 @@ function vu.dissector(tvb, pinfo, tree)
   end
   if not WANT_TEXT then return n end
   if ph.channel_name ~= "main" then info = "[" .. ph.channel_name .. " channel] " .. info end
-  if keep then M.text[num] = info end
+  if keep then M.text[num], M.cols[num] = info, sd end
   if cols then columns.info = info end
   return n
 end

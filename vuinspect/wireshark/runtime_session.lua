@@ -43,6 +43,7 @@ local function reset()
     carry = {},     -- frame number -> framing across frames (only frames that need it)
     closed = {},    -- frame number -> problems a close event found in unfinished streams
     text = {},      -- frame number -> Info text, kept by a first pass that had no columns
+    cols = {},      -- frame number -> its shared { Source, Destination } pair, with text
     conn = {},      -- frame number -> connection number shown, when not the pseudo-header's
   }
   ORIGINS = { of = {}, n = 0, shown = {}, owner = {}, next = 1 }
@@ -230,14 +231,14 @@ local function parse_pseudo(raw, n)
   end
   if ph.nfds > C.PH_MAX_FDS then return nil, fmt("%d fds: at most %d allowed", ph.nfds, C.PH_MAX_FDS) end
   local pos = C.PH_FIXED
-  if nfds > 0 then ph.fds = {} end
+  if nfds > 0 then ph.fds, ph.fd_sizes = {}, {} end
   for i = 1, ph.nfds do
     if pos + 2 > ph.hdr_len then return nil, fmt("fd list overruns pseudo-header length at fd %d", i - 1) end
     local size = u16s(raw, pos + 1, true)
     if pos + 2 + size > ph.hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
     local text = ""
     if size > 0 then text = esc(utf8_clean(ssub(raw, pos + 3, pos + 2 + size))) end
-    ph.fds[i] = text
+    ph.fds[i], ph.fd_sizes[i] = text, size
     pos = pos + 2 + size
   end
   if pos ~= ph.hdr_len then return nil, fmt("fd list ends at %d, pseudo-header length says %d", pos, ph.hdr_len) end
@@ -246,26 +247,37 @@ local function parse_pseudo(raw, n)
   return ph
 end
 
+-- The pseudo-header line's text per (direction, connection), made once (bounded).
+local PH_TEXT, NPH_TEXT = { [0] = {}, [1] = {} }, 0
+local function ph_text(ph)
+  local text = fmt(", conn %d %s %s", ph.conn, ph.channel_name, C.DIRECTION_NAMES[ph.direction])
+  if ph.channel == 0 and NPH_TEXT < 4096 then
+    PH_TEXT[ph.direction][ph.conn], NPH_TEXT = text, NPH_TEXT + 1
+  end
+  return text
+end
+
 local function show_pseudo(top, tvb, ph)
   -- Values are passed, not read again from the tvb: wslua's add is ~2x cheaper then (-V).
-  local t = top:add(F.pseudo, tvb:range(0, ph.hdr_len))
-  t:add(F.ph_version, tvb:range(2, 1), ph.version)
-  t:add(F.kind, tvb:range(3, 1), ph.kind)
-  t:add(F.ph_hdr_len, tvb:range(4, 2), ph.hdr_len)
-  t:add(F.channel, tvb:range(6, 1), ph.channel)
-  t:add(F.direction, tvb:range(7, 1), ph.direction)
-  local c = t:add(F.conn, tvb:range(8, 4), ph.conn)
-  if ph.conn ~= ph.raw_conn then c:append_text(fmt(" (conn %d of another capture, merged)", ph.raw_conn)) end
-  local r = tvb:range(12, 1)
-  t:add(F.ph_flags, r, ph.flags):add(F.ph_big_endian, r, ph.flags)
-  t:add(F.fd_count, tvb:range(13, 1), ph.nfds)
+  local add, range = ti_add, tvb_range
+  local t = add(top, F.pseudo, range(tvb, 0, ph.hdr_len))
+  add(t, F.ph_version, range(tvb, 2, 1), ph.version)
+  add(t, F.kind, range(tvb, 3, 1), ph.kind)
+  add(t, F.ph_hdr_len, range(tvb, 4, 2), ph.hdr_len)
+  add(t, F.channel, range(tvb, 6, 1), ph.channel)
+  add(t, F.direction, range(tvb, 7, 1), ph.direction)
+  local c = add(t, F.conn, range(tvb, 8, 4), ph.conn)
+  if ph.conn ~= ph.raw_conn then ti_text(c, fmt(" (conn %d of another capture, merged)", ph.raw_conn)) end
+  local r = range(tvb, 12, 1)
+  add(add(t, F.ph_flags, r, ph.flags), F.ph_big_endian, r, ph.flags)
+  add(t, F.fd_count, range(tvb, 13, 1), ph.nfds)
   local pos = C.PH_FIXED
-  for _, text in ipairs(ph.fds) do
-    local size = tvb:range(pos, 2):uint()
-    t:add(F.ph_fd, tvb:range(pos, 2 + size), text)
+  for i, text in ipairs(ph.fds) do
+    local size = ph.fd_sizes[i]
+    add(t, F.ph_fd, range(tvb, pos, 2 + size), text)
     pos = pos + 2 + size
   end
-  t:append_text(fmt(", conn %d %s %s", ph.conn, ph.channel_name, C.DIRECTION_NAMES[ph.direction]))
+  ti_text(t, ph.channel == 0 and PH_TEXT[ph.direction][ph.conn] or ph_text(ph))
 end
 
 -- ===================================================================== runtime: checks
@@ -377,11 +389,10 @@ end
 
 -- ===================================================================== runtime: messages
 
-local FLAG_FIELDS = { F.flags_version, F.flags_reply, F.flags_need_reply, F.flags_reserved }
 -- A problem in the tree: its expert info and a vhost_user.problems item; returns its rank.
 local function show_problem(t, mrange, code, text, worst)
   t:add_proto_expert_info(EX[code], text)
-  t:add(F.problems, mrange, code):set_generated()
+  ti_gen(ti_add(t, F.problems, mrange, code))
   local rank = SEV[code] or 0
   if worst == nil or rank < worst then return rank end
   return worst
@@ -389,34 +400,35 @@ end
 
 local function show_fds(t, fds, mrange)
   for _, d in ipairs(fds) do
-    t:add(F.fds, mrange, d):set_generated()
-    t:add(F.fd, mrange, d):set_hidden()
+    ti_gen(ti_add(t, F.fds, mrange, d))
+    ti_hide(ti_add(t, F.fd, mrange, d))
   end
 end
 
 local function add_links(t, rec, mrange, visited)
+  local add, gen, hide = ti_add, ti_gen, ti_hide
   if rec.reply_in then
-    t:add(F.reply_in, mrange, rec.reply_in):set_generated()
-    t:add(F.response_in, mrange, rec.reply_in):set_hidden()
+    gen(add(t, F.reply_in, mrange, rec.reply_in))
+    hide(add(t, F.response_in, mrange, rec.reply_in))
   end
   if rec.reply_to then
-    t:add(F.reply_to, mrange, rec.reply_to):set_generated()
-    t:add(F.response_to, mrange, rec.reply_to):set_hidden()
+    gen(add(t, F.reply_to, mrange, rec.reply_to))
+    hide(add(t, F.response_to, mrange, rec.reply_to))
     local lat = rec.latency or 0
-    t:add(F.latency_us, mrange, lat * 1e6):set_generated()
+    gen(add(t, F.latency_us, mrange, lat * 1e6))
     local sign = 1
     if lat < 0 then sign, lat = -1, -lat end  -- a reply that began before its request ended
     local secs = floor(lat)
     local ns = floor((lat - secs) * 1e9 + 0.5)
     if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
-    t:add(F.response_time, mrange, NSTime.new(sign * secs, sign * ns)):set_hidden()
+    hide(add(t, F.response_time, mrange, NSTime.new(sign * secs, sign * ns)))
   end
   local worst
   for _, p in ipairs(rec.problems) do worst = show_problem(t, mrange, p.code, p.text, worst) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
     worst = show_problem(t, mrange, "missing_reply", "capture ended before the reply", worst)
   end
-  if worst then t:add(F.severity, mrange, C.SEVERITIES[worst + 1]):set_generated() end
+  if worst then gen(add(t, F.severity, mrange, C.SEVERITIES[worst + 1])) end
 end
 
 -- fd lists repeat ("call: eventfd" in every session): one table per distinct list (bounded).
@@ -491,13 +503,13 @@ local OUT = {}
 local function dissect_message(mt, base, len, rec, first, t)
   local s = session(rec.conn)
   local probs = first and rec.problems or empty(SCRATCH)
-  local mrange = t and mt:range(base, len)
+  local mrange = t and tvb_range(mt, base, len)
   if first then s.messages = s.messages + 1 end
   if rec.raw then
     rec.name = "RAW"
     if t then
-      t:add(F.raw, mrange)
-      t:add(F.name, mrange, "RAW"):set_generated()
+      ti_add(t, F.raw, mrange)
+      ti_gen(ti_add(t, F.name, mrange, "RAW"))
       show_fds(t, rec.fds, mrange)
       add_links(t, rec, mrange, false)
     end
@@ -516,17 +528,22 @@ local function dissect_message(mt, base, len, rec, first, t)
   rec.is_reply, rec.need_reply = is_reply, need_reply
   if first and s.messages == 1 and req == R.GET_FEATURES and channel == "main" then s.seen_start = true end
   if t then
-    local rr = mt:range(base, 4)
-    t:add(channel == "main" and F.request or F.backend_request, rr, req)
-    t:add(F.name, rr, name):set_generated()
-    local fr = mt:range(base + 4, 4)
-    local fl = t:add(F.flags, fr, flags)
-    for _, pf in ipairs(FLAG_FIELDS) do fl:add(pf, fr, flags) end  -- masked: the whole value
-    t:add(F.size, mt:range(base + 8, 4), size)
-    t:add(F.reply, fr, is_reply):set_generated()
-    t:add(F.is_reply, fr, is_reply):set_hidden()
-    if need_reply then t:add(F.need_reply, fr, true):set_generated() end
-    t:append_text(": " .. name .. (is_reply and " reply" or ""))
+    local add, gen, range = ti_add, ti_gen, tvb_range
+    local rr = range(mt, base, 4)
+    add(t, channel == "main" and F.request or F.backend_request, rr, req)
+    gen(add(t, F.name, rr, name))
+    local fr = range(mt, base + 4, 4)
+    local fl = add(t, F.flags, fr, flags)
+    add(fl, F.flags_version, fr, flags)  -- masked: the whole value
+    add(fl, F.flags_reply, fr, flags)
+    add(fl, F.flags_need_reply, fr, flags)
+    add(fl, F.flags_reserved, fr, flags)
+    add(t, F.size, range(mt, base + 8, 4), size)
+    gen(add(t, F.reply, fr, is_reply))
+    ti_hide(add(t, F.is_reply, fr, is_reply))
+    if need_reply then gen(add(t, F.need_reply, fr, true)) end
+    ti_text(t, is_reply and (spec and spec.reply_text or ": " .. name .. " reply")
+      or (spec and spec.request_text or ": " .. name))
   end
   if first then
     if flags % 4 ~= C.VERSION then problem(probs, "bad_version", fmt("version bits are %d, not 1", flags % 4)) end
@@ -544,7 +561,7 @@ local function dissect_message(mt, base, len, rec, first, t)
   if spec == nil then
     problem(probs, "unknown_request", fmt("request id %d is not defined on the %s channel", req, channel))
     if plen > 0 then
-      if t then t:add(F.p_data, mt:range(pbase, plen)) end
+      if t then ti_add(t, F.p_data, tvb_range(mt, pbase, plen)) end
       out.data = hex_at(pbase, plen)
     end
   end
@@ -562,11 +579,11 @@ local function dissect_message(mt, base, len, rec, first, t)
     if lay == nil then
       if plen > 0 then
         problem(probs, "wrong_size", fmt("%d bytes where none are defined", plen))
-        if t then t:add(F.p_data, mt:range(pbase, plen)) end
+        if t then ti_add(t, F.p_data, tvb_range(mt, pbase, plen)) end
         out.data = hex_at(pbase, plen)
       end
     else
-      if t then t:add(F.layout, mrange, lay.name):set_generated() end
+      if t then ti_gen(ti_add(t, F.layout, mrange, lay.name)) end
       decode_layout(lay, mt, pbase, plen, ctx, t, out, probs)
     end
     if first then
