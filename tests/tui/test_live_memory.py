@@ -92,6 +92,22 @@ def _live(frames: int) -> dict:
     return out
 
 
+def _catch_up(frames: int) -> dict:
+    """Push ``frames`` with nobody reading, then index them all at once (a feed far
+    ahead of the decoder): the scan must not leave the file resident."""
+    from vuinspect.tui.samples import bulk_frames
+    from vuinspect.tui.sources import LiveSource
+
+    source = LiveSource()
+    for frame in bulk_frames(frames):
+        source.push(frame)
+    before = _peak_mb()
+    n = len(source)
+    out = {"frames": n, "grew_mb": _peak_mb() - before, "file_mb": source.index.size / 1e6}
+    source.close()
+    return out
+
+
 def _child(*args: str) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, *args],
@@ -124,7 +140,18 @@ def test_live_memory_stays_under_the_offline_figure(tmp_path, record_property) -
     assert live["peak_rss_mb"] < offline["peak_rss_mb"], (live, offline)
 
 
+def test_a_feed_far_ahead_of_the_decoder_is_not_made_resident() -> None:
+    got = _child("catch_up", "300000")
+    assert got["frames"] >= 300_000 and got["file_mb"] > 30
+    assert got["grew_mb"] < got["file_mb"] / 4, got  # the index (8 bytes a frame), not the file
+
+
 if __name__ == "__main__":
     mode, arg = sys.argv[1], sys.argv[2]
-    result = _offline(arg) if mode == "offline" else _live(int(arg))
+    run = {
+        "offline": _offline,
+        "live": lambda a: _live(int(a)),
+        "catch_up": lambda a: _catch_up(int(a)),
+    }
+    result = run[mode](arg)
     print(json.dumps(result))

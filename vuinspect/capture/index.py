@@ -304,6 +304,17 @@ class CaptureIndex:
             )
         return got
 
+    def release(self) -> None:
+        """Let go of the mapping's resident pages (the page cache keeps them).
+
+        Pages the scan or :meth:`frame` touched count in this process's RSS
+        until unmapped; a capture followed for days then costs its offsets,
+        not its size.  Cheap where nothing is resident.
+        """
+        with self._lock:
+            if self._mm is not None:
+                self._mm.madvise(mmap.MADV_DONTNEED)
+
     def close(self) -> None:
         with self._lock:
             if self._mm is not None:

@@ -191,6 +191,7 @@ class LiveSource(Source):
     """
 
     live = True
+    SCAN_STEP = 4 << 20  # bytes indexed between two releases of the mapping's pages
 
     def __init__(self, name: str = "live", *, path: str | os.PathLike[str] | None = None) -> None:
         self.name = name
@@ -235,7 +236,12 @@ class LiveSource(Source):
                 pushed = self._pushed
                 if self._synced != pushed and not self._closed:
                     self._writer.flush()
-                    self.index.update()
+                    index = self.index
+                    # in steps, each step's pages let go: a feed far ahead of the decoder
+                    # must not make what it wrote since resident (memory is the index)
+                    while index.update(self.SCAN_STEP) and index.scanned < index.size:
+                        index.release()
+                    index.release()
                     self._synced = pushed
         return len(self.index)
 
