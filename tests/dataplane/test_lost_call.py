@@ -120,3 +120,31 @@ def test_call_fd_read_back_strictly(bad: object) -> None:
     d["call_fd"] = bad
     with pytest.raises(ValueError):
         RingSample.from_json(d)
+
+
+def test_traced_calls_lost_after_the_ring_went_idle() -> None:
+    """--trace-notify: kicks seen, the request used (nothing left in flight), no call.  The
+    reader used to start each vring afresh at an idle sample, forgetting the used move."""
+    from vuinspect.frames import notify_frame, ring_frame
+
+    def ring(t: float, avail: int, used: int) -> Frame:
+        smp_ = RingSample(0, T0 + int(t * S), "split", 256, avail_idx=avail, used_idx=used)
+        return ring_frame(smp_.ts_ns, 1, {**smp_.to_json(), "event": "tick"})
+
+    kick = T0 + int(0.15 * S)
+    frames = [
+        event_frame("open", T0 - 1, 1, {"label": "t", "device": "blk"}),
+        ring(0.0, 0, 0),
+        notify_frame(kick, 1, 0, "kick", 1, kick, kick),
+        ring(0.2, 1, 1),  # used: the driver waits for its call
+        *(ring(0.2 + 0.5 * k, 1, 1) for k in range(1, 6)),  # the sampler's keepalives
+    ]
+    msgs = [m for m in Pipeline(device="blk").run(frames) if m.kind == "ring"]
+    lost = [(m, p) for m in msgs for p in m.problems if p.code == "lost_call"]
+    assert len(lost) == 1, [m.problem_codes for m in msgs]
+    m, p = lost[0]
+    assert m.ts_ns == T0 + int(2.2 * S) and "no call" in p.text and "no call fd" not in p.text
+    # a call in time: nothing
+    call = T0 + int(0.3 * S)
+    ok = [*frames[:4], notify_frame(call, 1, 0, "call", 1, call, call), *frames[4:]]
+    assert not [c for m in Pipeline(device="blk").run(ok) for c in m.problem_codes]
