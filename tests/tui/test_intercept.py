@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -31,6 +33,7 @@ from vuinspect.tui.samples import Script, blk_handshake
 from vuinspect.tui.sources import FileSource, FrameListSource, LiveSource
 
 from .conftest import screen_text, settle
+from .test_terminal import ROOT, Tmux
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -401,3 +404,48 @@ def test_snapshot_edit_form(snap_compare) -> None:
         assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
     finally:
         engine_end.close()
+
+
+# -- a real terminal: the proxy's own TUI child, its control socket, its engine ----------------
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+def test_intercept_in_a_real_terminal(sockdir, tmp_path):  # noqa: F811
+    """vuinspect proxy with its TUI in tmux: i, a held row, a; q releases what is held."""
+    be_path, px_path = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
+    listener = wire.listen(be_path)
+    tmux = Tmux(f"vuinspect-icpt-{tmp_path.name}")
+    try:
+        tmux(
+            "new-session", "-d", "-s", "t", "-x", "120", "-y", "30", "-c", str(ROOT),
+            f"{sys.executable} -m vuinspect proxy --listen {px_path} --connect {be_path}; "
+            f"echo rc=$?; sleep 30",
+        )  # fmt: skip
+        tmux.wait_for(lambda s: "Quit" in s)
+        fe = wire.connect(px_path, retries=100)
+        listener.settimeout(10)
+        be, _ = listener.accept()
+        deadline = time.monotonic() + 30
+        while "hold messages matching" not in tmux.screen():  # (the app may still be starting)
+            assert time.monotonic() < deadline, tmux.screen()
+            tmux("send-keys", "-t", "t", "i")
+            time.sleep(0.5)
+        tmux("send-keys", "-t", "t", "-l", "name == GET_VRING_BASE")
+        tmux.wait_for(lambda s: "name == GET_VRING_BASE" in s)
+        tmux("send-keys", "-t", "t", "Enter")
+        tmux.wait_for(lambda s: "holding: name == GET_VRING_BASE" in s)
+        fe.sendall(vring_base(1))
+        tmux.wait_for(lambda s: "HELD #1 GET_VRING_BASE" in s and "NOTE" in s, 15)
+        assert nothing_within(be, 0.5)
+        tmux("send-keys", "-t", "t", "a")
+        assert recv(be, 5.0).raw == vring_base(1)
+        tmux.wait_for(lambda s: "HELD #1" not in s)
+        fe.sendall(vring_base(2))
+        tmux.wait_for(lambda s: "HELD #2" in s)
+        tmux("send-keys", "-t", "t", "q")
+        assert recv(be, 10.0).raw == vring_base(2)  # released as the TUI quits
+        screen = tmux.wait_for(lambda s: "rc=" in s)
+        assert "rc=0" in screen and "intercept: 2 held, 2 accepted" in screen, screen
+        fe.close()
+        be.close()
+    finally:
+        listener.close()
+        tmux("kill-server")
