@@ -116,6 +116,7 @@ class Encoder:
         self._order = order
         self.head = struct.Struct(order + "7I").pack
         self.tail = struct.Struct(order + "HHIHHI").pack
+        self._pack = self._epb()  # (frames that are not a lane's pass the lane's values)
         self._lock = threading.Lock()
         self._ifaces: dict[tuple[int, str], int] = {}
         self._labels: dict[int, str] = {}
@@ -183,16 +184,28 @@ class Encoder:
         channel = frame.channel if kind == "data" else "main"
         iface = self._iface(frame.conn, channel)
         flags = EPB_DIRECTION_FLAGS[frame.direction]
-        return self._epb(iface, EXPORTED_PDU_PREFIX + header, flags)(ts, frame.data)
+        return self._pack(ts, frame.data, EXPORTED_PDU_PREFIX + header, iface, flags)
 
-    def _epb(self, iface: int, prefix: bytes, flags: int) -> Callable[[int, bytes], bytes]:
-        """The one Enhanced Packet Block packer: ``pack(ts, data)`` with ``prefix``
-        (exported-PDU tags + pseudo-header) before ``data`` and the direction flags."""
-        head, tail, join = self.head, self.tail, b"".join
-        plen = len(prefix)
+    def _epb(self, iface: int = 0, prefix: bytes = b"", flags: int = 0) -> Callable[..., bytes]:
+        """The one Enhanced Packet Block packer: ``pack(ts, data)`` puts ``prefix``
+        (exported-PDU tags + pseudo-header) before ``data``, with the direction flags.
 
-        def pack(ts: int, data: bytes) -> bytes:
-            caplen = plen + len(data)
+        What is fixed for a lane is bound as defaults (local variables: the
+        fastest Python reads); ``frame`` passes them per call to one packer
+        made once, so no frame builds a function.
+        """
+
+        def pack(
+            ts: int,
+            data: bytes,
+            prefix: bytes = prefix,
+            iface: int = iface,
+            flags: int = flags,
+            head: Callable[..., bytes] = self.head,
+            tail: Callable[..., bytes] = self.tail,
+            join: Callable[[tuple[bytes, ...]], bytes] = b"".join,
+        ) -> bytes:
+            caplen = len(prefix) + len(data)
             pad = -caplen & 3
             blen = caplen + pad + EPB_OVERHEAD
             return join(
