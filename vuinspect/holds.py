@@ -87,6 +87,9 @@ class Intercept:
         self._next = 1
         self.counts = {"hold": 0, "accept": 0, "drop": 0, "edit": 0, "passed": 0}
         self.errors: list[str] = []  # the last few bad commands (for the summary and tests)
+        #: Called after the filter is set or cleared: the proxy's links start or stop
+        #: judging every message (proxy_engine.with_intercept).
+        self.on_change: Callable[[], None] | None = None
 
     @property
     def active(self) -> bool:
@@ -149,8 +152,11 @@ class Intercept:
         text = text.strip()
         match = compile_filter(text) if text else None
         with self.lock:
+            was = self.match is not None
             self.filter_text = text
             self.match = match
+        if (match is not None) != was and self.on_change is not None:
+            self.on_change()
         if match is None:
             self.release_all("intercept cleared")
 

@@ -299,7 +299,9 @@ class RuleSet:
         self.report = report
 
     def __bool__(self) -> bool:
-        return bool(self.rules or self.addons or self.intercept is not None)
+        # An intercept with no filter costs nothing: the links judge only while it holds
+        # (holds.Intercept.on_change makes them start and stop).
+        return bool(self.rules or self.addons or (self.intercept and self.intercept.active))
 
     def for_conn(self, conn: int, describe: Callable[[int], str]) -> ConnRules:
         return ConnRules(self, conn, describe)

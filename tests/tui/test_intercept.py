@@ -21,11 +21,10 @@ import time
 import pytest
 
 from tests.proxy.conftest import proxy, relayed_pair, sockdir, wait_until  # noqa: F401
-from vuinspect.commands.proxy_engine import serve_control
+from vuinspect.commands.proxy_engine import serve_control, with_intercept
 from vuinspect.encode import build
 from vuinspect.frames import event_frame, event_info
 from vuinspect.holds import Hold, Intercept
-from vuinspect.rules import RuleSet
 from vuinspect.testing import wire
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.intercept import Control, EditScreen, Holds
@@ -46,7 +45,7 @@ def intercepted(proxy, filter_text: str = ""):  # noqa: F811 - the fixture's mak
 
     def make(routes, **kw):
         srv, rec = proxy(routes, **kw)
-        srv.rules = RuleSet([], intercept=icpt)
+        with_intercept(srv, None, icpt)  # as the engine does for its TUI
         return srv, rec
 
     if filter_text:
@@ -112,6 +111,24 @@ def test_held_until_accepted(sockdir, proxy):  # noqa: F811
     (held,) = holds(rec, "hold")
     assert held["hold"] == number and held["original"] == vring_base(1).hex()
     assert icpt.held == {}
+
+
+def test_no_cost_while_no_filter_is_set(sockdir, proxy):  # noqa: F811
+    """No filter: the links keep their fast path; a filter makes them judge, clearing it
+    stops that (existing connections included)."""
+    make, icpt = intercepted(proxy)
+    fe, be, srv, rec = relayed_pair(sockdir, make)
+    fe.sendall(wire.pack(wire.GET_FEATURES))
+    assert recv(be, 2.0).request == wire.GET_FEATURES
+    (link,) = srv._links
+    assert link._rules is None and not any(link._slow)
+    send(icpt, cmd="set-intercept", filter="name == GET_VRING_BASE")
+    assert link._rules is not None
+    send(icpt, cmd="set-intercept", filter="")
+    fe.sendall(wire.pack(wire.GET_FEATURES))
+    assert recv(be, 2.0).request == wire.GET_FEATURES
+    assert link._rules is None
+    wait_until(lambda: not link._slow[0], what="the fast path again (the front-end side)")
 
 
 def test_other_messages_pass(sockdir, proxy):  # noqa: F811

@@ -88,22 +88,29 @@ def _sampler(args: argparse.Namespace, recorder: Recorder | None) -> Sampler | N
     return sampler
 
 
-def with_intercept(ruleset: Any, control: socket.socket, device: str | None) -> Any:
-    """The run's rules plus the TUI's intercept (holds.py), served from ``control``.
+def with_intercept(server: ProxyServer, device: str | None, intercept: Any = None) -> Any:
+    """Add the TUI's intercept (holds.py) to the server's rules; returns it.
 
-    The links then judge every message (a header read while nothing is intercepted).
+    While no filter is set it costs nothing (the links keep their fast path); setting
+    one makes every link judge from its next message on, clearing it stops that.
     """
     from vuinspect.holds import Intercept
     from vuinspect.rules import RuleSet
 
-    intercept = Intercept(device)
+    if intercept is None:
+        intercept = Intercept(device)
+    ruleset = getattr(server, "rules", None)
     if ruleset is None:
         ruleset = RuleSet([], device=device)
     ruleset.intercept = intercept
-    threading.Thread(
-        target=serve_control, args=(control, intercept), daemon=True, name="vuinspect-control"
-    ).start()
-    return ruleset
+    server.rules = ruleset  # type: ignore[attr-defined]  # read by relay.py
+
+    def links_follow() -> None:
+        for link in list(getattr(server, "_links", ())):  # (a set; list() copies it at once)
+            link.rules_changed()
+
+    intercept.on_change = links_follow
+    return intercept
 
 
 def serve_control(sock: socket.socket, intercept: Any) -> None:
@@ -182,7 +189,13 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
     server = ProxyServer(routes, None, socket_mode=args.socket_mode, recorder=recorder)
     server.rules = getattr(args, "ruleset", None)  # type: ignore[attr-defined]  # read by relay.py
     if viewer is not None and viewer.control is not None:
-        server.rules = with_intercept(server.rules, viewer.control, args.device)  # type: ignore[attr-defined]
+        intercept = with_intercept(server, args.device)
+        threading.Thread(
+            target=serve_control,
+            args=(viewer.control, intercept),
+            daemon=True,
+            name="vuinspect-control",
+        ).start()
     captures = _Closer(recorder)
     if not tui:
         server.on_error = lambda text: say(f"vuinspect proxy: {text}")  # (not over the TUI)
@@ -266,6 +279,7 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
         )
     if not args.quiet:
         say(summary(server.stats(), recorder))
-    if getattr(server, "rules", None) and (text := server.rules.summary()):  # type: ignore[attr-defined]
+    rules = getattr(server, "rules", None)  # (falsy with an idle intercept: still summed up)
+    if rules is not None and (text := rules.summary()):
         say(f"vuinspect proxy: {text}")
     return 0

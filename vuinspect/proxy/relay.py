@@ -210,6 +210,13 @@ class Link:
     def start(self) -> None:
         self.thread.start()
 
+    def rules_changed(self) -> None:
+        """The run's rules changed (the TUI's intercept set or cleared, holds.py): judge
+        from the next message on, or no longer (the fast path again)."""
+        self._rules = _conn_rules(self.owner)
+        if self._rules is not None:
+            self._slow[0] = self._slow[1] = True
+
     def abort(self, text: str = "proxy stopped") -> None:
         """Stop relaying: forward what the peers had already sent, then close.
 
