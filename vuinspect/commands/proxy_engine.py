@@ -109,7 +109,15 @@ def with_intercept(server: ProxyServer, device: str | None, intercept: Any = Non
         for link in list(getattr(server, "_links", ())):  # (a set; list() copies it at once)
             link.rules_changed()
 
-    intercept.on_change = links_follow
+    def on_change() -> None:
+        links_follow()
+        # Once more a moment later: a link thread that was just then re-deciding its fast
+        # path (relay.py _received) may have put back the old answer.
+        timer = threading.Timer(0.05, links_follow)
+        timer.daemon = True
+        timer.start()
+
+    intercept.on_change = on_change
     return intercept
 
 
