@@ -75,6 +75,17 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("! ·", "problem (error or warning / note): details in the tree"),
             ("●", "marked"),
             ("✎", "the frame has a comment"),
+            ("H, HELD #N", "the proxy holds this message (intercept)"),
+        ),
+    ),
+    (
+        "Intercept (proxy TUI)",
+        (
+            ("i", "hold messages matching a filter (empty: stop, release all)"),
+            ("a", "accept the selected (or oldest) held message"),
+            ("e", "edit its decoded fields, then send it on"),
+            ("d", "drop it (its fds closed)"),
+            ("A", "accept all held messages"),
         ),
     ),
 )
