@@ -102,7 +102,7 @@ def row_cells(
     bits = model.bits[row] if model.is_decoded(row) else 0
     msg = msgs[0] if msgs else None
     direction = frame.direction if frame.kind == "data" else "event"
-    dstyle = direction
+    dstyle: str = direction
     name = summary = lat = ""
     sev = None
     nfds = len(frame.fds)
