@@ -12,11 +12,13 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -424,12 +426,10 @@ def test_snapshot_edit_form(snap_compare) -> None:
 
 
 # -- a real terminal: the proxy's own TUI child, its control socket, its engine ----------------
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
-def test_intercept_in_a_real_terminal(sockdir, tmp_path):  # noqa: F811
-    """vuinspect proxy with its TUI in tmux: i, a held row, a; q releases what is held."""
-    be_path, px_path = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
+def _proxy_in_tmux(tmux: Tmux, where: str) -> tuple[socket.socket, socket.socket]:
+    """vuinspect proxy with its TUI in tmux; (front-end, back-end) sockets through it."""
+    be_path, px_path = os.path.join(where, "be.sock"), os.path.join(where, "px.sock")
     listener = wire.listen(be_path)
-    tmux = Tmux(f"vuinspect-icpt-{tmp_path.name}")
     try:
         tmux(
             "new-session", "-d", "-s", "t", "-x", "120", "-y", "30", "-c", str(ROOT),
@@ -440,15 +440,45 @@ def test_intercept_in_a_real_terminal(sockdir, tmp_path):  # noqa: F811
         fe = wire.connect(px_path, retries=100)
         listener.settimeout(10)
         be, _ = listener.accept()
-        deadline = time.monotonic() + 30
-        while "hold messages matching" not in tmux.screen():  # (the app may still be starting)
-            assert time.monotonic() < deadline, tmux.screen()
-            tmux("send-keys", "-t", "t", "i")
-            time.sleep(0.5)
-        tmux("send-keys", "-t", "t", "-l", "name == GET_VRING_BASE")
-        tmux.wait_for(lambda s: "name == GET_VRING_BASE" in s)
-        tmux("send-keys", "-t", "t", "Enter")
-        tmux.wait_for(lambda s: "holding: name == GET_VRING_BASE" in s)
+    finally:
+        listener.close()
+    return fe, be
+
+
+def _set_intercept(tmux: Tmux, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while "hold messages matching" not in tmux.screen():  # (the app may still be starting)
+        assert time.monotonic() < deadline, tmux.screen()
+        tmux("send-keys", "-t", "t", "i")
+        time.sleep(0.5)
+    tmux("send-keys", "-t", "t", "-l", text)
+    tmux.wait_for(lambda s: text in s)
+    tmux("send-keys", "-t", "t", "Enter")
+    tmux.wait_for(lambda s: f"holding: {text}" in s)
+
+
+def _pids(*words: str) -> list[int]:
+    """Our processes whose command line has all ``words`` (the test's own socket path)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if all(any(w in a for a in argv) for w in words):
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+def test_intercept_in_a_real_terminal(sockdir, tmp_path):  # noqa: F811
+    """vuinspect proxy with its TUI in tmux: i, a held row, a; q releases what is held."""
+    tmux = Tmux(f"vuinspect-icpt-{tmp_path.name}")
+    try:
+        fe, be = _proxy_in_tmux(tmux, sockdir)
+        _set_intercept(tmux, "name == GET_VRING_BASE")
         fe.sendall(vring_base(1))
         tmux.wait_for(lambda s: "HELD #1 GET_VRING_BASE" in s and "NOTE" in s, 15)
         assert nothing_within(be, 0.5)
@@ -464,5 +494,31 @@ def test_intercept_in_a_real_terminal(sockdir, tmp_path):  # noqa: F811
         fe.close()
         be.close()
     finally:
-        listener.close()
+        tmux("kill-server")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
+def test_a_dead_tui_releases_what_is_held(sockdir, tmp_path):  # noqa: F811
+    """The TUI child killed with a message held: it goes on, and nothing more is held."""
+    tmux = Tmux(f"vuinspect-icpt-{tmp_path.name}")
+    try:
+        fe, be = _proxy_in_tmux(tmux, sockdir)
+        _set_intercept(tmux, "name == GET_VRING_BASE")
+        fe.sendall(vring_base(1))
+        tmux.wait_for(lambda s: "HELD #1" in s, 15)
+        viewers = _pids(sockdir, "--control-fd")
+        assert len(viewers) == 1, [Path(f"/proc/{p}/cmdline").read_bytes() for p in viewers]
+        (viewer,) = viewers
+        engine = int(Path(f"/proc/{viewer}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(viewer, signal.SIGKILL)
+        assert recv(be, 5.0).raw == vring_base(1)
+        fe.sendall(vring_base(2))
+        assert recv(be, 5.0).raw == vring_base(2)  # the intercept went with the TUI
+        os.kill(engine, signal.SIGTERM)  # (the viewer's parent: the proxy itself)
+        screen = tmux.wait_for(lambda s: "rc=" in s)
+        assert "rc=0" in screen, screen
+        assert "intercept: 1 held, 1 accepted" in screen, screen
+        fe.close()
+        be.close()
+    finally:
         tmux("kill-server")
