@@ -425,6 +425,34 @@ def test_snapshot_edit_form(snap_compare) -> None:
         engine_end.close()
 
 
+def test_edit_form_says_what_does_not_encode() -> None:
+    """A value that is not a number stays in the form with its reason; Esc sends nothing."""
+    app, engine_end = held_app()
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            app.jump_to_frame(len(app.model.source))
+            await pilot.pause()
+            await pilot.press("e")
+            await until(pilot, lambda: isinstance(app.screen, EditScreen), "the edit form")
+            await pilot.press("ctrl+u", *"two", "enter")
+            await pilot.pause()
+            assert isinstance(app.screen, EditScreen)
+            assert "index: invalid literal for int()" in screen_text(app)
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not isinstance(app.screen, EditScreen)
+
+    try:
+        asyncio.run(run())
+        engine_end.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            engine_end.recv(1)  # no command was sent
+    finally:
+        engine_end.close()
+
+
 # -- a real terminal: the proxy's own TUI child, its control socket, its engine ----------------
 def _proxy_in_tmux(tmux: Tmux, where: str) -> tuple[socket.socket, socket.socket]:
     """vuinspect proxy with its TUI in tmux; (front-end, back-end) sockets through it."""

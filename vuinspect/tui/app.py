@@ -26,16 +26,16 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
-from vuinspect.filter import FilterError, compile_filter
 from vuinspect.render import safe_text
 from vuinspect.session import Session
 
+from . import intercept
 from .connections import ConnectionsView
 from .detail import DetailTree
 from .filter_bar import FilterBar, FilterInput
 from .help import HelpScreen
 from .hexview import HexView, narrow_for
-from .intercept import Control, EditScreen, Holds
+from .intercept import Control, Holds
 from .message_list import ColumnHeader, MessageList
 from .model import Model
 from .offsets import field_ranges, range_for
@@ -533,7 +533,7 @@ class VuInspectApp(App[None]):
             self.set_comment(self._comment_row, text)
             return
         if mode == "intercept":
-            self.set_intercept(text)
+            intercept.set_filter(self, text)
             return
         if not text:
             return
@@ -565,68 +565,10 @@ class VuInspectApp(App[None]):
 
     # -- intercept: the engine holds, the TUI decides (intercept.py, holds.py) -----------------
     def action_intercept(self) -> None:
-        if self.control is None:
-            return
-        self.open_prompt(
-            "intercept",
-            "i hold messages matching:",
-            self.control.filter_text,
-            "a filter, e.g. name == SET_VRING_ADDR (Enter holds, empty stops; Esc cancels)",
-        )
-
-    def set_intercept(self, text: str) -> None:
-        """Hold what matches ``text`` from now on (empty: stop, and release what is held)."""
-        if self.control is None:
-            return
-        if text:
-            try:
-                compile_filter(text)
-            except FilterError as exc:
-                self.notify(f"intercept filter: {exc}", severity="error", markup=False)
-                return
-        error = self.control.send({"cmd": "set-intercept", "filter": text})
-        if error:
-            self.notify(error, severity="error", markup=False)
-        elif text:
-            self.notify(f"holding: {text} (a accept, e edit, d drop, A all)", markup=False)
-        else:
-            self.notify("intercept off; held messages released", timeout=2)
+        intercept.open_prompt(self)
 
     def action_hold(self, how: str) -> None:
-        """a/e/d on the selected held message (or the oldest one), A on all of them."""
-        if self.control is None:
-            return
-        if how == "accept-all":
-            self._control({"cmd": "accept-all"})
-            return
-        number = self.holds.at(self.message_list.selected_row)
-        if number is None:
-            number = self.holds.oldest()
-        if number is None:
-            self.notify("nothing is held", severity="warning")
-            return
-        if how != "edit":
-            self._control({"cmd": how, "id": number})
-            return
-        row = self.holds.row_of(number)
-        msgs = (
-            [m for m in self.model.messages(row) if m.kind == "message"] if row is not None else []
-        )
-        if not msgs:
-            self.notify(f"held #{number} is not decoded yet", severity="warning")
-            return
-        frame = self.model.frame(row)  # type: ignore[arg-type]  # row is set when msgs is
-
-        def done(payload: dict | None) -> None:
-            if payload is not None:
-                self._control({"cmd": "edit", "id": number, "payload": payload})
-
-        self.push_screen(EditScreen(number, msgs[0], bytes(frame.data)), done)
-
-    def _control(self, cmd: dict) -> None:
-        error = self.control.send(cmd) if self.control is not None else None
-        if error:
-            self.notify(error, severity="error", markup=False)
+        intercept.decide(self, how)
 
     def set_comment(self, row: int, text: str) -> None:
         self.model.comments[row] = text

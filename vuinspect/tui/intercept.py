@@ -29,6 +29,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from vuinspect.filter import FilterError, compile_filter
 from vuinspect.frames import Frame, event_info
 from vuinspect.holds import MAX_COMMAND, reencode
 from vuinspect.render import safe_text
@@ -196,6 +197,74 @@ class Control:
             self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+# -- the keys (the app's actions call these; ``app`` is the VuInspectApp) ------------------------
+def open_prompt(app: Any) -> None:
+    """``i``: the prompt, with the filter in force."""
+    if app.control is None:
+        return
+    app.open_prompt(
+        "intercept",
+        "i hold messages matching:",
+        app.control.filter_text,
+        "a filter, e.g. name == SET_VRING_ADDR (Enter holds, empty stops; Esc cancels)",
+    )
+
+
+def set_filter(app: Any, text: str) -> None:
+    """Hold what matches ``text`` from now on (empty: stop, and release what is held)."""
+    if app.control is None:
+        return
+    if text:
+        try:
+            compile_filter(text)  # said here, in the TUI, before the proxy gets it
+        except FilterError as exc:
+            app.notify(f"intercept filter: {exc}", severity="error", markup=False)
+            return
+    error = app.control.send({"cmd": "set-intercept", "filter": text})
+    if error:
+        app.notify(error, severity="error", markup=False)
+    elif text:
+        app.notify(f"holding: {text} (a accept, e edit, d drop, A all)", markup=False)
+    else:
+        app.notify("intercept off; held messages released", timeout=2)
+
+
+def decide(app: Any, how: str) -> None:
+    """``a``/``e``/``d`` on the selected held message (or the oldest one), ``A`` on all."""
+    if app.control is None:
+        return
+    if how == "accept-all":
+        _send(app, {"cmd": "accept-all"})
+        return
+    holds: Holds = app.holds
+    number = holds.at(app.message_list.selected_row)
+    if number is None:
+        number = holds.oldest()
+    if number is None:
+        app.notify("nothing is held", severity="warning")
+        return
+    if how != "edit":
+        _send(app, {"cmd": how, "id": number})
+        return
+    row = holds.row_of(number)
+    msgs = [m for m in app.model.messages(row) if m.kind == "message"] if row is not None else []
+    if not msgs:
+        app.notify(f"held #{number} is not decoded yet", severity="warning")
+        return
+
+    def done(payload: dict | None) -> None:
+        if payload is not None:
+            _send(app, {"cmd": "edit", "id": number, "payload": payload})
+
+    app.push_screen(EditScreen(number, msgs[0], bytes(app.model.frame(row).data)), done)
+
+
+def _send(app: Any, cmd: dict[str, Any]) -> None:
+    error = app.control.send(cmd)
+    if error:
+        app.notify(error, severity="error", markup=False)
 
 
 # -- the edit form -------------------------------------------------------------------------------
