@@ -26,6 +26,8 @@ from .message import Message
 from .protocol.problems import problem
 from .session import Session
 
+_REQUESTER = {"main": "f2b", "backend": "b2f"}  # who sends requests on each channel
+
 
 class Pipeline:
     """Decode a stream of frames from any number of connections.
@@ -158,13 +160,13 @@ class Pipeline:
     ) -> Message:
         """One framed message through its session; ``on_reply`` when it paired a request."""
         self.messages += 1
-        if not self._on_reply:
-            return session.handle(raw, self.messages, direction, channel)
         queue = session.pending.get(channel)
-        before = list(queue) if queue else ()
+        if not self._on_reply or not queue or direction == _REQUESTER[channel]:
+            return session.handle(raw, self.messages, direction, channel)  # pairs nothing
+        before = list(queue)
         msg = session.handle(raw, self.messages, direction, channel)
-        if msg.reply and msg.reply_to is not None and before:
-            still = {id(p) for p in queue} if queue else set()
+        if msg.reply and msg.reply_to is not None:
+            still = {id(p) for p in queue}
             request = next(
                 (
                     p.message
