@@ -35,6 +35,10 @@ def guest() -> Guest:
     return require_guest()
 
 
+def _starts(cap: Path) -> int:
+    return sum(1 for x in ring_samples(cap) if x.get("event") == "start")
+
+
 def _io_under_way(cap: Path) -> bool:
     """The kernel's start of vring 0 (SeaBIOS started and stopped it before) has moved."""
     s = ring_samples(cap)
@@ -51,18 +55,20 @@ def _row(app: VuInspectApp) -> str:
 
 async def test_tui_shows_a_live_stall_then_its_resolution(guest: Guest, tmp_path: Path) -> None:
     with blk_run(tmp_path, guest, extra=["--rings", "on"], seed="stall", size_kib=8192) as run:
-        while run.capture.stat().st_size == 0:
-            time.sleep(0.05)
+        end = time.monotonic() + 100
+        while _starts(run.capture) < 2:  # the app would only slow the boot (TCG) down
+            assert time.monotonic() < end, "the guest's driver never started vring 0"
+            assert run.qemu.alive(), run.qemu.tail()
+            time.sleep(0.2)
         app = VuInspectApp(FileSource(run.capture, follow=True), poll_interval=0.1)
         async with app.run_test(size=(160, 30)) as pilot:
             await pilot.press("5")
             await pilot.pause(0.3)
             assert app.view == "queues"
-            end = time.monotonic() + 100
             while not _io_under_way(run.capture):
                 assert time.monotonic() < end, "the guest's I/O never showed in the ring samples"
                 assert run.qemu.alive(), run.qemu.tail()
-                await pilot.pause(0.05)
+                await pilot.pause(0.1)
             run.stop_backend()
             t_stop = time.monotonic()
             while not STALLED.search(row := _row(app)):
@@ -73,8 +79,9 @@ async def test_tui_shows_a_live_stall_then_its_resolution(guest: Guest, tmp_path
             assert row.split()[2] == "stalled", row
             in_flight = int(STALLED.search(row).group(1))  # type: ignore[union-attr]
             assert in_flight >= 1
-            last = ring_samples(run.capture)[-1]  # what the proxy read in the ring
-            assert last["vring"] == 0 and last["in_flight"] == in_flight, last
+            # what the proxy read in the ring (the guest may have queued more since)
+            recent = [x["in_flight"] for x in ring_samples(run.capture) if x["vring"] == 0][-5:]
+            assert in_flight in recent, (in_flight, recent)
             await pilot.pause(0.5)
             assert STALLED.search(_row(app)), "the stall went away while the back-end stopped"
             stopped_for = time.monotonic() - t_stop
