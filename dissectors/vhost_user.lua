@@ -1099,10 +1099,15 @@ local function hex(v)
   return fmt("%x%08x", hi, lo)
 end
 
-local function dec(v)
-  if type(v) == "number" then return fmt("%d", v) end
-  if type(v) == "boolean" then return v and "True" or "False" end
-  return tostring(v)
+local dec
+do
+  local DEC = {}  -- the decimal text of small integers, made once
+  for i = 0, 1023 do DEC[i] = fmt("%d", i) end
+  function dec(v)
+    if type(v) == "number" then return DEC[v] or fmt("%d", v) end
+    if type(v) == "boolean" then return v and "True" or "False" end
+    return tostring(v)
+  end
 end
 
 -- Like vuinspect.render.human_size.
@@ -1326,6 +1331,7 @@ end
 for _, by in pairs(REQUESTS) do
   for _, spec in pairs(by) do
     spec.request_text, spec.reply_text = ": " .. spec.name, ": " .. spec.name .. " reply"
+    spec.reply_label, spec.need_label = spec.name .. " reply", spec.name .. " (need_reply)"
   end
 end
 
@@ -1647,6 +1653,8 @@ end
 
 local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
 
+local payload_summary
+do  -- (a block: the main chunk may hold at most 200 locals)
 -- render.payload_summary's fallback: the first four scalar fields in layout order.
 local function add_part(parts, p, k)
   local v = p[k]
@@ -1755,7 +1763,7 @@ local SUMMARIES = {
   end,
 }
 
-local function payload_summary(lay, p)
+function payload_summary(lay, p)
   if next(p) == nil then return "" end
   local lname = lay and lay.name
   local form = lname and SUMMARIES[lname]
@@ -1764,6 +1772,7 @@ local function payload_summary(lay, p)
     if text then return text end
   end
   return generic_summary(lay, p)
+end
 end
 
 -- Runtime Lua, part 2: pseudo-header, framing, session state, pairing, checks, stats.
@@ -1979,42 +1988,61 @@ local function utf8_clean(s)
 end
 
 local PH = {}
+local parse_pseudo
+do  -- (a block: the main chunk may hold at most 200 locals)
+local PH_FIXED, PH_VERSION, PH_MAX_FDS = C.PH_FIXED, C.PH_VERSION, C.PH_MAX_FDS
+local MAGIC1, MAGIC2 = sbyte(C.PH_MAGIC, 1, 2)
+local KIND_NAMES, CHANNEL_NAMES, DIRECTION_NAMES = C.KIND_NAMES, C.CHANNEL_NAMES, C.DIRECTION_NAMES
+local FD_TEXT, NFD_TEXT = {}, 0  -- an fd description's bytes -> the text shown (bounded)
 
 -- The pseudo-header from `raw`, the frame's bytes as a string (`n` of them).
-local function parse_pseudo(raw, n)
-  if n < C.PH_FIXED then return nil, fmt("pseudo-header cut short: %d of %d bytes", n, C.PH_FIXED) end
-  if ssub(raw, 1, 2) ~= C.PH_MAGIC then return nil, "bad pseudo-header magic" end
-  local version, kind, h1, h2, channel, direction = sbyte(raw, 3, 8)
+function parse_pseudo(raw, n)
+  if n < PH_FIXED then return nil, fmt("pseudo-header cut short: %d of %d bytes", n, PH_FIXED) end
+  local m1, m2, version, kind, h1, h2, channel, direction = sbyte(raw, 1, 8)
+  if m1 ~= MAGIC1 or m2 ~= MAGIC2 then return nil, "bad pseudo-header magic" end
   local flags, nfds = sbyte(raw, 13, 14)
+  local hdr_len, conn = h1 * 256 + h2, u32s(raw, 9, true)
   local ph = PH  -- one table, refilled per frame
-  ph.version, ph.kind, ph.hdr_len, ph.channel, ph.direction = version, kind, h1 * 256 + h2, channel, direction
-  ph.raw_conn, ph.flags, ph.nfds, ph.fds = u32s(raw, 9, true), flags, nfds, EMPTY
-  ph.conn = ph.raw_conn
-  if ph.version ~= C.PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", ph.version) end
-  if C.KIND_NAMES[ph.kind] == nil then return nil, fmt("unknown frame kind %d", ph.kind) end
-  if C.CHANNEL_NAMES[ph.channel] == nil then return nil, fmt("unknown channel %d", ph.channel) end
-  if C.DIRECTION_NAMES[ph.direction] == nil then return nil, fmt("unknown direction %d", ph.direction) end
-  if ph.hdr_len < C.PH_FIXED or ph.hdr_len > n then
-    return nil, fmt("pseudo-header length %d outside %d..%d", ph.hdr_len, C.PH_FIXED, n)
+  ph.version, ph.kind, ph.hdr_len, ph.channel, ph.direction = version, kind, hdr_len, channel, direction
+  ph.raw_conn, ph.conn, ph.flags, ph.nfds, ph.fds = conn, conn, flags, nfds, EMPTY
+  if version ~= PH_VERSION then return nil, fmt("unsupported pseudo-header version %d", version) end
+  if KIND_NAMES[kind] == nil then return nil, fmt("unknown frame kind %d", kind) end
+  if CHANNEL_NAMES[channel] == nil then return nil, fmt("unknown channel %d", channel) end
+  if DIRECTION_NAMES[direction] == nil then return nil, fmt("unknown direction %d", direction) end
+  if hdr_len < PH_FIXED or hdr_len > n then
+    return nil, fmt("pseudo-header length %d outside %d..%d", hdr_len, PH_FIXED, n)
   end
-  if ph.nfds > C.PH_MAX_FDS then return nil, fmt("%d fds: at most %d allowed", ph.nfds, C.PH_MAX_FDS) end
-  local pos = C.PH_FIXED
-  if nfds > 0 then ph.fds, ph.fd_sizes = {}, {} end
-  for i = 1, ph.nfds do
-    if pos + 2 > ph.hdr_len then return nil, fmt("fd list overruns pseudo-header length at fd %d", i - 1) end
-    local size = u16s(raw, pos + 1, true)
-    if pos + 2 + size > ph.hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
-    local text = ""
-    if size > 0 then text = esc(utf8_clean(ssub(raw, pos + 3, pos + 2 + size))) end
-    ph.fds[i], ph.fd_sizes[i] = text, size
-    pos = pos + 2 + size
+  if nfds > PH_MAX_FDS then return nil, fmt("%d fds: at most %d allowed", nfds, PH_MAX_FDS) end
+  local pos = PH_FIXED
+  if nfds > 0 then
+    local fds, sizes = {}, {}
+    ph.fds, ph.fd_sizes = fds, sizes
+    for i = 1, nfds do
+      if pos + 2 > hdr_len then return nil, fmt("fd list overruns pseudo-header length at fd %d", i - 1) end
+      local size = u16s(raw, pos + 1, true)
+      if pos + 2 + size > hdr_len then return nil, fmt("fd %d description overruns pseudo-header", i - 1) end
+      local text = ""
+      if size > 0 then
+        local bytes = ssub(raw, pos + 3, pos + 2 + size)
+        text = FD_TEXT[bytes]
+        if text == nil then
+          text = esc(utf8_clean(bytes))
+          if NFD_TEXT < 4096 then FD_TEXT[bytes], NFD_TEXT = text, NFD_TEXT + 1 end
+        end
+      end
+      fds[i], sizes[i] = text, size
+      pos = pos + 2 + size
+    end
   end
-  if pos ~= ph.hdr_len then return nil, fmt("fd list ends at %d, pseudo-header length says %d", pos, ph.hdr_len) end
-  ph.channel_name = C.CHANNEL_NAMES[ph.channel]
-  ph.big_endian = ph.flags % 2 == 1
+  if pos ~= hdr_len then return nil, fmt("fd list ends at %d, pseudo-header length says %d", pos, hdr_len) end
+  ph.channel_name = CHANNEL_NAMES[channel]
+  ph.big_endian = flags % 2 == 1
   return ph
 end
+end
 
+local show_pseudo
+do
 -- The pseudo-header line's text per (direction, connection), made once (bounded).
 local PH_TEXT, NPH_TEXT = { [0] = {}, [1] = {} }, 0
 local function ph_text(ph)
@@ -2025,7 +2053,7 @@ local function ph_text(ph)
   return text
 end
 
-local function show_pseudo(top, tvb, ph)
+function show_pseudo(top, tvb, ph)
   -- Values are passed, not read again from the tvb: wslua's add is ~2x cheaper then (-V).
   local add, range = ti_add, tvb_range
   local t = add(top, F.pseudo, range(tvb, 0, ph.hdr_len))
@@ -2046,6 +2074,7 @@ local function show_pseudo(top, tvb, ph)
     pos = pos + 2 + size
   end
   ti_text(t, ph.channel == 0 and PH_TEXT[ph.direction][ph.conn] or ph_text(ph))
+end
 end
 
 -- ===================================================================== runtime: checks
@@ -2286,7 +2315,8 @@ local function dissect_message(mt, base, len, rec, first, t)
     return fmt("%d raw bytes", len)
   end
   local be = rec.be
-  local req, flags, size = u32(base, be), u32(base + 4, be), u32(base + 8, be)
+  local p = base - CUR_BASE + 1
+  local req, flags, size = u32s(CUR_S, p, be), u32s(CUR_S, p + 4, be), u32s(CUR_S, p + 8, be)
   local channel = rec.channel
   local spec = REQUESTS[channel][req]
   local is_reply = rec.direction ~= C.REQUESTER[channel]
@@ -2336,9 +2366,16 @@ local function dissect_message(mt, base, len, rec, first, t)
   local request
   if first then
     if is_reply then request = pair(s, rec, probs) else enqueue(s, rec, spec, probs) end
-    rec.ctx = ctx_of((be and B_BE or 0) + (protocol_has(s, C.BIT.XEN_MMAP) == true and B_XEN or 0)
-      + (word_has(s, "virtio_acked", "virtio_acked_bits", C.BIT.RING_PACKED) and B_PACKED or 0)
-      + (DEVICE_ID[s.device] or 0) * 64)
+    -- the session's part of the context, remade only when its words or device change
+    local pa, va, dev = s.protocol_acked, s.virtio_acked, s.device
+    local cc = s.ctx_cache
+    if cc == nil or cc[1] ~= pa or cc[2] ~= va or cc[3] ~= dev then
+      cc = { pa, va, dev, (protocol_has(s, C.BIT.XEN_MMAP) == true and B_XEN or 0)
+        + (word_has(s, "virtio_acked", "virtio_acked_bits", C.BIT.RING_PACKED) and B_PACKED or 0)
+        + (DEVICE_ID[dev] or 0) * 64 }
+      s.ctx_cache = cc
+    end
+    rec.ctx = ctx_of((be and B_BE or 0) + cc[4])
   end
   local ctx = rec.ctx
   local lay
@@ -2381,9 +2418,17 @@ local function dissect_message(mt, base, len, rec, first, t)
   end
   if not WANT_TEXT then return "" end
   local summary = payload_summary(lay, out)
-  return name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
-    .. (summary ~= "" and " " or "") .. summary
-    .. (#rec.fds > 0 and " fds=[" .. concat(rec.fds, ", ") .. "]" or "")
+  local head  -- the name and its reply or need_reply mark (made once per request)
+  if spec then
+    head = is_reply and spec.reply_label or (need_reply and spec.need_label or name)
+  else
+    head = name .. (is_reply and " reply" or "") .. ((need_reply and not is_reply) and " (need_reply)" or "")
+  end
+  if #rec.fds > 0 then
+    return head .. (summary ~= "" and " " or "") .. summary .. " fds=[" .. concat(rec.fds, ", ") .. "]"
+  end
+  if summary == "" then return head end
+  return head .. " " .. summary
 end
 
 -- Runtime Lua, part 3: the session's rule table (RULES, generated from

@@ -79,10 +79,15 @@ local function hex(v)
   return fmt("%x%08x", hi, lo)
 end
 
-local function dec(v)
-  if type(v) == "number" then return fmt("%d", v) end
-  if type(v) == "boolean" then return v and "True" or "False" end
-  return tostring(v)
+local dec
+do
+  local DEC = {}  -- the decimal text of small integers, made once
+  for i = 0, 1023 do DEC[i] = fmt("%d", i) end
+  function dec(v)
+    if type(v) == "number" then return DEC[v] or fmt("%d", v) end
+    if type(v) == "boolean" then return v and "True" or "False" end
+    return tostring(v)
+  end
 end
 
 -- Like vuinspect.render.human_size.
@@ -306,6 +311,7 @@ end
 for _, by in pairs(REQUESTS) do
   for _, spec in pairs(by) do
     spec.request_text, spec.reply_text = ": " .. spec.name, ": " .. spec.name .. " reply"
+    spec.reply_label, spec.need_label = spec.name .. " reply", spec.name .. " (need_reply)"
   end
 end
 
@@ -627,6 +633,8 @@ end
 
 local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
 
+local payload_summary
+do  -- (a block: the main chunk may hold at most 200 locals)
 -- render.payload_summary's fallback: the first four scalar fields in layout order.
 local function add_part(parts, p, k)
   local v = p[k]
@@ -735,7 +743,7 @@ local SUMMARIES = {
   end,
 }
 
-local function payload_summary(lay, p)
+function payload_summary(lay, p)
   if next(p) == nil then return "" end
   local lname = lay and lay.name
   local form = lname and SUMMARIES[lname]
@@ -744,4 +752,5 @@ local function payload_summary(lay, p)
     if text then return text end
   end
   return generic_summary(lay, p)
+end
 end
