@@ -184,7 +184,8 @@ class Encoder:
         channel = frame.channel if kind == "data" else "main"
         iface = self._iface(frame.conn, channel)
         flags = EPB_DIRECTION_FLAGS[frame.direction]
-        return self._pack(ts, frame.data, EXPORTED_PDU_PREFIX + header, iface, flags)
+        prefix = EXPORTED_PDU_PREFIX + header
+        return self._pack(ts, frame.data, prefix, iface, flags, len(prefix))
 
     def _epb(self, iface: int = 0, prefix: bytes = b"", flags: int = 0) -> Callable[..., bytes]:
         """The one Enhanced Packet Block packer: ``pack(ts, data)`` puts ``prefix``
@@ -201,11 +202,12 @@ class Encoder:
             prefix: bytes = prefix,
             iface: int = iface,
             flags: int = flags,
+            plen: int = len(prefix),
             head: Callable[..., bytes] = self.head,
             tail: Callable[..., bytes] = self.tail,
             join: Callable[[tuple[bytes, ...]], bytes] = b"".join,
         ) -> bytes:
-            caplen = len(prefix) + len(data)
+            caplen = plen + len(data)
             pad = -caplen & 3
             blen = caplen + pad + EPB_OVERHEAD
             return join(
