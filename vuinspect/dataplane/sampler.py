@@ -575,8 +575,7 @@ class Sampler:
         """The connection ended (its close frame is written): unmap, sample no more."""
         self._closing.discard(conn)
         self._ended.append(conn)
-        self.pipeline.sessions.pop(conn, None)  # (a long-running proxy: bounded by live ones)
-        self.pipeline._framers.pop(conn, None)
+        self.pipeline.forget(conn)  # (a long-running proxy: bounded by live ones)
         c = self.conns.pop(conn, None)
         if c is not None:
             c.release()

@@ -34,7 +34,7 @@ from vuinspect.protocol.problems import Problem
 from vuinspect.session import Session
 
 from .queues_data import RingRows
-from .redecode import decode_message, event_message, quick_decode
+from .redecode import decode_frame, event_message, quick_decode
 from .sources import Source
 
 KINDS = ("message", "raw", "open", "close", "note", "ring", "notify")
@@ -365,7 +365,7 @@ class Model:
         if frame.kind != "data":
             msg = event_message(frame, number, index)
         else:
-            msg = decode_message(
+            msg = decode_frame(
                 frame.data, frame.fds, frame, number, index, self.contexts[self.ctx[row]]
             )
         if bits & PROBLEM:

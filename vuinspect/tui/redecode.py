@@ -18,7 +18,7 @@ from vuinspect.message import Message
 from vuinspect.payload import DecodeContext
 from vuinspect.pipeline import event_message
 
-__all__ = ["decode_frame", "decode_message", "event_message", "quick_decode"]
+__all__ = ["decode_frame", "event_message", "quick_decode"]
 
 
 def decode_frame(
@@ -47,7 +47,3 @@ def quick_decode(frame: Frame, number: int, ctx: DecodeContext) -> list[Message]
         decode_raw(r, frame.channel, frame.direction, ctx, conn=frame.conn, index=number)
         for r in raws
     ]
-
-
-#: The name tui/model.py imports (the frame adapter, not a second decoder).
-decode_message = decode_frame
