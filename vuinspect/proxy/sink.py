@@ -6,7 +6,7 @@ keep.  The engine's sink is the Recorder (recorder.py: encodes, a writer
 thread writes); a consumer that may be slow (a Python callable: the TUI's
 live source, a test's sleepy sink) gets a FrameQueue (queue.py: a bounded
 hand-off to a consumer thread); a consumer that only appends in memory (the
-tests' recorders) may be a FrameSink itself.
+tests' recorders) takes them on the forwarding thread through a DirectSink.
 
 What both bounded sinks drop when their consumer falls behind is counted per
 connection by a DropLedger, and said in a note before that connection's next
@@ -103,7 +103,6 @@ class DirectSink:
 
     def __init__(self, take: Callable[[Frame], object]) -> None:
         self.take = take
-        self.event = take  # type: ignore[method-assign,assignment]  # (one call less per frame)
 
     def lane(self, conn: int, channel: str, direction: str) -> Lane:
         take = self.take
