@@ -82,7 +82,15 @@ async def test_tui_shows_a_live_stall_then_its_resolution(guest: Guest, tmp_path
             # what the proxy read in the ring (the guest may have queued more since)
             recent = [x["in_flight"] for x in ring_samples(run.capture) if x["vring"] == 0][-5:]
             assert in_flight in recent, (in_flight, recent)
-            await pilot.pause(0.5)
+            await pilot.press(
+                "2"
+            )  # the State view lists it under Waiting, beside the control plane
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            assert "Waiting: vrings with requests in flight" in text, text
+            assert re.search(r"vring 0  backend_stalled  [1-9]\d* in flight  since", text), text
+            await pilot.press("5")
+            await pilot.pause(0.3)
             assert STALLED.search(_row(app)), "the stall went away while the back-end stopped"
             stopped_for = time.monotonic() - t_stop
             run.continue_backend()
