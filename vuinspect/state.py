@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +63,89 @@ class Pending:
         return "back-end" if self.message.channel == "main" else "front-end"
 
 
+class Latencies:
+    """Reply latencies (µs) of one request kind, in bounded memory.
+
+    Exact up to :attr:`EXACT` values (a capture of a few thousand replies gets exact
+    percentiles); past that, every value goes to a log histogram of 1 % buckets, so a
+    day-long session holds a few thousand numbers, not one per reply, and a percentile
+    is off by at most 1 %.  ``n`` and ``max`` stay exact.
+    """
+
+    EXACT = 4096
+    _STEP = math.log(1.01)
+    __slots__ = ("_buckets", "_exact", "max", "n")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.max: float | None = None
+        self._exact: list[float] | None = []
+        self._buckets: dict[int, list[float]] = {}  # key -> [count, smallest value seen]
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.max = value if self.max is None or value > self.max else self.max
+        if self._exact is not None:
+            self._exact.append(value)
+            if len(self._exact) > self.EXACT:
+                values, self._exact = self._exact, None
+                for v in values:
+                    self._bucket(v)
+            return
+        self._bucket(value)
+
+    def _bucket(self, value: float) -> None:
+        # every value <= 1 µs shares one bucket (no log of 0 or of a clock step backwards)
+        key = math.floor(math.log(value) / self._STEP) if value > 1.0 else -1
+        slot = self._buckets.get(key)
+        if slot is None:
+            self._buckets[key] = [1, value]
+        else:
+            slot[0] += 1
+            slot[1] = min(slot[1], value)
+
+    def merge(self, other: Latencies) -> None:
+        if self._exact is not None and other._exact is not None:
+            for v in other._exact:
+                self.add(v)
+            return
+        self.n += other.n
+        if other.max is not None and (self.max is None or other.max > self.max):
+            self.max = other.max
+        if self._exact is not None:
+            values, self._exact = self._exact, None
+            for v in values:
+                self._bucket(v)
+        if other._exact is not None:
+            for v in other._exact:
+                self._bucket(v)
+            return
+        for key, (count, low) in other._buckets.items():
+            slot = self._buckets.setdefault(key, [0, low])
+            slot[0] += count
+            slot[1] = min(slot[1], low)
+
+    def percentile(self, q: float) -> float | None:
+        """Nearest-rank percentile (q in 0..100); None when empty."""
+        if not self.n:
+            return None
+        rank = max(1, -(-self.n * q // 100))  # ceil(n*q/100), at least 1
+        if self._exact is not None:
+            return sorted(self._exact)[int(rank) - 1]
+        seen = 0
+        for key in sorted(self._buckets):
+            count, low = self._buckets[key]
+            seen += int(count)
+            if seen >= rank:
+                return low
+        return self.max
+
+
 @dataclass(slots=True)
 class RequestStats:
     count: int = 0
     replies: int = 0
-    latencies_us: list[float] = field(default_factory=list)
+    latencies_us: Latencies = field(default_factory=Latencies)
     problems: int = 0
 
 
@@ -80,7 +159,7 @@ def count_request(stats: dict[str, RequestStats], msg: Any) -> int:
     if msg.reply:
         st.replies += 1
         if msg.latency_us is not None:
-            st.latencies_us.append(msg.latency_us)
+            st.latencies_us.add(msg.latency_us)
     else:
         st.count += 1
     st.problems += len(msg.problems)

@@ -15,7 +15,7 @@ from .frames import DATAPLANE_KINDS
 from .message import Message
 from .render import safe_text
 from .session import Session
-from .state import RequestStats, count_request
+from .state import Latencies, RequestStats, count_request
 
 
 class _Counted:
@@ -100,13 +100,8 @@ class Tally:
         return list(self.views.values())
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100) of ``values``; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n*q/100), at least 1
-    return ordered[int(rank) - 1]
+def _latency_json(lat: Latencies) -> dict[str, Any]:
+    return {"p50": lat.percentile(50), "p99": lat.percentile(99), "max": lat.max}
 
 
 def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
@@ -123,22 +118,17 @@ def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
                     "requests": 0,
                     "replies": 0,
                     "problems": 0,
-                    "latencies": [],
+                    "latencies": Latencies(),
                 },
             )
             row["requests"] += st.count
             row["replies"] += st.replies
             row["problems"] += st.problems
-            row["latencies"].extend(st.latencies_us)
+            row["latencies"].merge(st.latencies_us)
     out = []
     for row in rows.values():
         lat = row.pop("latencies")
-        row["latency_us"] = {
-            "p50": percentile(lat, 50),
-            "p99": percentile(lat, 99),
-            "max": max(lat) if lat else None,
-            "n": len(lat),
-        }
+        row["latency_us"] = {**_latency_json(lat), "n": lat.n}
         out.append(row)
     out.sort(key=lambda r: (-r["requests"] - r["replies"], r["channel"], r["name"]))
     return out
@@ -147,7 +137,9 @@ def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
 def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
     out = []
     for s in sessions:
-        lat = [x for st in s.stats.values() for x in st.latencies_us]
+        lat = Latencies()
+        for st in s.stats.values():
+            lat.merge(st.latencies_us)
         start = s.opened_ns if s.opened_ns is not None else s.first_ns
         end = s.closed_ns if s.closed_ns is not None else s.last_ns
         out.append(
@@ -163,11 +155,7 @@ def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
                 else None,
                 "closed": s.close_reason,
                 "waiting": [p.message.name for p in s.waiting() if p.expected],
-                "latency_us": {
-                    "p50": percentile(lat, 50),
-                    "p99": percentile(lat, 99),
-                    "max": max(lat) if lat else None,
-                },
+                "latency_us": _latency_json(lat),
             }
         )
     return out
