@@ -59,12 +59,13 @@ class Hold:
             if self.how is not None:
                 return False
             self.how = how
-            self.new = b"" if how == "drop" else self.data if new is None else new
+            out = b"" if how == "drop" else self.data if new is None else new
             what = {"accept": "accepted", "drop": "dropped", "edit": "edited"}[how]
             if why:
                 what += f" ({why})"
-            self.notes.append(self.owner.note(self, how, what, self.data, self.new))
+            self.notes.append(self.owner.note(self, how, what, self.data, out))
             self.owner.decided(self)
+            self.new = out  # last: the relay thread acts (and records the note) once it is set
             return True
 
     def outcome(self, stopping: bool = False) -> bytes | None:
