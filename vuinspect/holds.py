@@ -115,6 +115,8 @@ class Intercept:
         if msg is None:
             return None, None
         with self.lock:
+            if self.match is None:  # cleared meanwhile: its release_all must not miss this one
+                return None, None
             if len(self.held) >= MAX_HELD:
                 self.counts["passed"] += 1
                 hold = Hold(0, self, channel, direction, data, msg)
