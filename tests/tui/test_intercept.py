@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 
 from tests.proxy.conftest import proxy, relayed_pair, sockdir, wait_until  # noqa: F401
+from vuinspect import holds as holds_mod
 from vuinspect.commands.proxy_engine import serve_control, with_intercept
 from vuinspect.encode import build
-from vuinspect.frames import event_frame, event_info
+from vuinspect.frames import Frame, event_frame, event_info
 from vuinspect.holds import Hold, Intercept
+from vuinspect.pipeline import Pipeline
 from vuinspect.testing import wire
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.intercept import Control, EditScreen, Holds
@@ -229,6 +231,19 @@ def test_stop_releases_what_is_held(sockdir, proxy):  # noqa: F811
     assert recv(be, 2.0).raw == vring_base(3)  # a stop (the user quitting) accepts it
     assert time.monotonic() - t0 < 2.0
     assert [n["text"] for n in holds(rec, "accept")] == ["intercept #1: accepted (proxy stopped)"]
+
+
+def test_held_messages_are_bounded(monkeypatch):
+    """Past MAX_HELD a matching message passes, with a note saying so (not fired)."""
+    monkeypatch.setattr(holds_mod, "MAX_HELD", 2)
+    icpt = Intercept()
+    icpt.set_filter("name == GET_VRING_BASE")
+    data = vring_base(0)
+    msgs = Pipeline().feed(Frame(1, 1, "main", "f2b", data))
+    got = [icpt.consider("main", "f2b", data, msgs) for _ in range(3)]
+    assert [h is not None for h, _ in got] == [True, True, False]
+    assert got[2][1]["fired"] is False and "not held" in got[2][1]["text"]
+    assert icpt.release_all() == 2 and icpt.held == {}
 
 
 def test_bad_commands_are_reported_not_fatal():
