@@ -27,11 +27,11 @@ from vuinspect import holds as holds_mod
 from vuinspect.commands.proxy_engine import serve_control, with_intercept
 from vuinspect.encode import build
 from vuinspect.frames import Frame, event_frame, event_info
-from vuinspect.holds import Hold, Intercept
+from vuinspect.holds import Hold, Intercept, reencode
 from vuinspect.pipeline import Pipeline
 from vuinspect.testing import wire
 from vuinspect.tui.app import VuInspectApp
-from vuinspect.tui.intercept import Control, EditScreen, Holds
+from vuinspect.tui.intercept import Control, EditScreen, Holds, _shown, edited_payload
 from vuinspect.tui.samples import Script, blk_handshake
 from vuinspect.tui.sources import FileSource, FrameListSource, LiveSource
 
@@ -244,6 +244,25 @@ def test_held_messages_are_bounded(monkeypatch):
     assert [h is not None for h, _ in got] == [True, True, False]
     assert got[2][1]["fired"] is False and "not held" in got[2][1]["text"]
     assert icpt.release_all() == 2 and icpt.held == {}
+
+
+def test_form_round_trip_of_an_array_payload():
+    """The form shows a list field as JSON; edited, it re-encodes by the tables (what
+    the engine does with the payload the form sends)."""
+    data = build(
+        "main",
+        wire.SET_MEM_TABLE,
+        {"regions": [{"guest_phys_addr": 0, "memory_size": 0x1000, "userspace_addr": 0x7F0000}]},
+    )
+    (msg,) = Pipeline().feed(Frame(1, 1, "main", "f2b", data, ("memfd:guest",)))
+    texts = {k: _shown(k, v) for k, v in msg.payload.items()}
+    assert json.loads(texts["regions"])[0]["memory_size"] == 0x1000
+    texts["regions"] = texts["regions"].replace("4096", "8192")
+    new = reencode(msg, data, edited_payload(msg.payload, texts))
+    (again,) = Pipeline().feed(Frame(2, 1, "main", "f2b", new, ("memfd:guest",)))
+    assert again.payload["regions"][0]["memory_size"] == 0x2000 and len(new) == len(data)
+    with pytest.raises(ValueError, match="nregions"):
+        edited_payload(msg.payload, {"nregions": "one"})
 
 
 def test_bad_commands_are_reported_not_fatal():
