@@ -345,6 +345,8 @@ class ConnRules:
             )
         self.decode_all = self.addons is not None or any(r.names is None for r in filtered)
         self.decode_keys = frozenset().union(*(r.names or () for r in filtered))
+        # mask-features acts on undecoded bytes; every other rule needs the decoded message
+        self.masks_features = any(r.action == "mask-features" for r in self.rules)
 
     def _decode(self, ts: int, channel: str, direction: str, data: bytes, fds: list[int]) -> list:
         descs = tuple(self.describe(fd) for fd in fds)
@@ -368,6 +370,8 @@ class ConnRules:
         holding = icpt is not None and icpt.match is not None
         if self.decode_all or key in self.decode_keys or holding:
             msgs = self._decode(ts, channel, direction, data, fds)
+        elif not self.masks_features:
+            return None  # no rule names this request (and no addon, no intercept): untouched
         verdict: Verdict | None = None
         cur = data
         for rule in self.rules:
