@@ -37,11 +37,19 @@ check(band(0xFFFFFFFF, 0x80000000) == 0x80000000 and band(0x1F, 0x3) == 3, "band
 check(bit_set(2 ^ 40, 40) and not bit_set(2 ^ 40, 8) and bit_set(5, 2), "bit_set")
 check(hex(0x1234) == "1234" and hex(2 ^ 40) == "10000000000", "hex")
 check(dec(7) == "7" and dec(true) == "True", "dec")
+check(dec(1023) == "1023" and dec(1024) == "1024" and dec(2 ^ 40) == "1099511627776", "dec table edge")
 check(num_eq(0x404, 0x404) and not num_eq(0x405, 0x404), "num_eq")
 check(guess_device(1) == "net" and guess_device(2 ^ 13) == "blk" and guess_device(2 ^ 30) == nil, "guess")
 check(payload_summary(LAYOUTS.mem_table, { regions = { { memory_size = 2 ^ 30 }, { memory_size = 2 ^ 30 } } })
       == "2 regions 2GiB", "summary")
 check(payload_summary(LAYOUTS.vring_fd, { index = 3, nofd = true }) == "vring 3 NOFD", "summary vring")
+check(payload_summary(LAYOUTS.vring_state, { index = 1, num = 0 }) == "vring 1"
+      and payload_summary(LAYOUTS.vring_num, { index = 1, num = 256 }) == "vring 1 num=256", "summary vring num")
+check(payload_summary(LAYOUTS.ack, { result = 0 }) == "ok"
+      and payload_summary(LAYOUTS.ack, { result = 3 }) == "FAILED result=3", "summary ack")
+check(payload_summary(LAYOUTS.virtio_features, { other = 1 }) == ""
+      and payload_summary(LAYOUTS.virtio_features, {}) == "", "summary features without features")
+check(payload_summary(LAYOUTS.vring_base, { index = 2 }) == "index=2", "a form that does not apply: generic")
 check(payload_summary(LAYOUTS.vring_area, { value = 0x1AC, index = 172, nofd = true, size = 16, offset = 9 })
       == "value=0x1ac index=172 nofd=True size=0x10", "generic summary")
 check(stats_text({ ["main:GET_FEATURES"] = { count = 2, replies = 1, lat = { 12.5 }, problems = 0 } })
