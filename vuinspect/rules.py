@@ -357,6 +357,17 @@ class ConnRules:
             except Exception:  # noqa: BLE001 - a decoder bug must not break forwarding
                 return []
 
+    def wants(self, channel: str, req: int) -> bool:
+        """Whether :meth:`judge` can act on a message of request ``req`` (the relay sends
+        every other one by its fast path, as without rules)."""
+        icpt = self.intercept
+        return (
+            self.decode_all
+            or self.masks_features
+            or (channel, req) in self.decode_keys
+            or (icpt is not None and icpt.match is not None)
+        )
+
     def judge(
         self, ts: int, channel: str, direction: str, data: bytes, fds: list[int]
     ) -> Verdict | None:

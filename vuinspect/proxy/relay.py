@@ -214,8 +214,6 @@ class Link:
         """The run's rules changed (the TUI's intercept set or cleared, holds.py): judge
         from the next message on, or no longer (the fast path again)."""
         self._rules = _conn_rules(self.owner)
-        if self._rules is not None:
-            self._slow[0] = self._slow[1] = True
 
     def abort(self, text: str = "proxy stopped") -> None:
         """Stop relaying: forward what the peers had already sent, then close.
@@ -277,7 +275,7 @@ class Link:
         slow = self._slow
         if self.roles is not None:
             dirs[0], dirs[1] = ("f2b", "b2f") if self.roles[0] == "frontend" else ("b2f", "f2b")
-            slow[0] = slow[1] = self._rules is not None  # rules: every message is judged
+            slow[0] = slow[1] = False  # the directions are known: the fast path may be taken
         buf = bytearray(MAX_MESSAGE)
         view = memoryview(buf)
         bufs = [buf]
@@ -317,14 +315,16 @@ class Link:
                         "error",
                         f"error reading from {self.role(side)}: {exc.strerror or exc}",
                     )
-                # Fast path: exactly one whole message, nothing held back.  (The kernel echoes
-                # MSG_CMSG_CLOEXEC in the flags: only MSG_CTRUNC matters.  n == 12 + size also
-                # bounds size: n never exceeds the buffer, MAX_MESSAGE.)
+                # Fast path: exactly one whole message, nothing held back, no rule that could
+                # act on it.  (The kernel echoes MSG_CMSG_CLOEXEC in the flags: only
+                # MSG_CTRUNC matters.  n == 12 + size also bounds size: n never exceeds the
+                # buffer, MAX_MESSAGE.)
                 if (
                     flags & _MSG_CTRUNC
                     or slow[side]
                     or n < HEADER_SIZE
                     or n != HEADER_SIZE + u32(buf, 8)[0]
+                    or ((rules := self._rules) is not None and rules.wants(channel, u32(buf)[0]))
                 ):
                     self._received(side, n, anc, flags, now(), view)
                     timeout = self._timeout()
@@ -441,7 +441,7 @@ class Link:
         self._forward_units(side, ts, d, units)
         if framer.excess:
             self._drop_excess(side, ts, d, framer)
-        self._slow[side] = framer.pending > 0 or framer.lost is not None or self._rules is not None
+        self._slow[side] = framer.pending > 0 or framer.lost is not None
         self._update()
 
     def _drop_excess(self, side: int, ts: int, direction: Direction, framer: Framer) -> None:
