@@ -222,6 +222,8 @@ class Pipeline:
         elif frame.kind == "close":
             out.extend(self._flush_conn(frame.conn))
             session.on_close(frame.ts_ns, str(info.get("reason", "closed")))
+        elif frame.kind == "note":
+            session.on_note(info)
         elif frame.kind in DATAPLANE_KINDS:
             out.append(self._dataplane(frame, number, info, session))
             return out

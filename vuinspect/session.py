@@ -12,6 +12,7 @@ which this module interprets (as the generated dissector's runtime_effects.lua d
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ from .protocol import features as F
 from .protocol.effects import CONTEXT_FIELDS, VIRTIO_GATES, Effect
 from .protocol.effects import rule as effect_rule
 from .protocol.problems import problem
-from .protocol.requests import FrontendRequest, RequestSpec
+from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec
 from .state import Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = 1 << 3
@@ -81,6 +82,8 @@ class Session:
         self.stats: dict[str, RequestStats] = {}
         #: per-vring data plane (ring/notify frames, issue 13)
         self.dataplane = DataPlane()
+        #: The vring of a SET_VRING_CALL a proxy note says was dropped; its message follows.
+        self._call_dropped: int | None = None
         self.messages = 0
         self.problems = 0
         self._ctx: DecodeContext | None = None
@@ -175,6 +178,25 @@ class Session:
             problem(f.code, f.text)
             for f in self.dataplane.on_reset(ts_ns, indices, self.receive_queue, final)
         ]
+
+    def on_note(self, info: dict[str, Any]) -> None:
+        """A rule's or addon's note (written just before the message it acted on): a dropped
+        SET_VRING_CALL leaves the back-end without a call fd (docs/capture-format.md)."""
+        original = info.get("original")
+        if (
+            info.get("action") != "drop"
+            or info.get("fired") is False
+            or info.get("direction") != "f2b"
+            or not isinstance(original, str)
+            or len(original) != 40  # a SET_VRING_CALL: header and u64
+        ):
+            return
+        try:
+            request, flags, size, u64 = struct.unpack(self.order + "IIIQ", bytes.fromhex(original))
+        except ValueError:
+            return
+        if request == FrontendRequest.SET_VRING_CALL and not flags & FLAG_REPLY and size == 8:
+            self._call_dropped = u64 & 0xFF
 
     def _seen(self, ts_ns: int) -> None:
         if self.first_ns is None:
@@ -535,6 +557,11 @@ class Session:
     def _vring_fd(self, ring: Vring, e: Effect, msg: Message) -> None:
         fd = None if msg.payload.get("nofd") else (msg.fds[0] if msg.fds else "?")
         setattr(ring, e.field, fd or e.value)
+        if e.field == "call":  # what the back-end got (the sampler's call_fd, for old captures)
+            sent = "nofd" if msg.payload.get("nofd") else "fd" if msg.fds else "none"
+            dropped = self._call_dropped == ring.index
+            self.dataplane.call_fd_sent(ring.index, "none" if dropped else sent)
+            self._call_dropped = None
 
     @staticmethod
     def _region(p: dict[str, Any], fds: tuple[str, ...], i: int) -> Region:

@@ -10,7 +10,7 @@ end are returned for the caller to attach to the message at hand.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .diagnose import NS, Finding, Notify, diagnose
@@ -158,8 +158,6 @@ class RingTrack:
         return raised, ended
 
     def _end(self, f: Finding, until_ns: int, how: str) -> Finding:
-        from dataclasses import replace
-
         done = replace(f, until_ns=max(until_ns, f.since_ns), resolution=how)
         self.ended.append(done)
         return done
@@ -198,6 +196,10 @@ class DataPlane:
 
     def __init__(self) -> None:
         self.rings: dict[int, RingTrack] = {}
+        #: vring -> its call fd as the wire says it reached the back-end (none: a proxy rule
+        #: or addon dropped the SET_VRING_CALL, fd, nofd).  Fills ``call_fd`` of samples
+        #: that lack it (captures of an older vuinspect), so those still tell a lost call.
+        self.call_fds: dict[int, str] = {}
         self.trace = False
         self.samples = 0
         self.notifies = 0
@@ -210,6 +212,12 @@ class DataPlane:
         if track is None and len(self.rings) < MAX_RINGS:
             track = self.rings[index] = RingTrack(index)
         return track
+
+    def call_fd_sent(self, index: int, call_fd: str) -> None:
+        """A SET_VRING_CALL for vring ``index`` on the wire: ``none`` (the proxy dropped it),
+        ``fd`` or ``nofd``."""
+        if index in self.call_fds or len(self.call_fds) < MAX_RINGS:
+            self.call_fds[index] = call_fd
 
     def on_sample(
         self, info: dict[str, Any], receive_of: Any
@@ -225,6 +233,8 @@ class DataPlane:
         except (ValueError, TypeError) as exc:
             self.problems += 1
             return None, [("ring_bad_sample", f"ring frame not understood: {exc}")], []
+        if s.call_fd is None and s.vring in self.call_fds:
+            s = replace(s, call_fd=self.call_fds[s.vring])  # what the sampler now writes
         self.samples += 1
         problems = [(p.code, p.text) for p in s.problems]
         track = self.ring(s.vring)
@@ -280,6 +290,8 @@ class DataPlane:
         ``final`` one (the connection closed: no sample follows) is judged now.
         """
         out: list[Finding] = []
+        if indices is None:
+            self.call_fds.clear()  # (the back-end may or may not keep them: unknown)
         for i in list(self.rings) if indices is None else indices:
             track = self.rings.get(i)
             if track is None:
