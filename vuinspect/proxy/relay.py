@@ -32,7 +32,6 @@ a ``close`` frame with the reason is emitted.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import select
 import socket
@@ -40,12 +39,13 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
-from vuinspect.holds import HOLD_TICK_NS
 
 from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE
+from .backlog import Backlog, Pending, send_now
+from .ending import Ended, EndReason, close_info, hung_up
 from .fds import (
     ANC_SIZE,
     RECV_FLAGS,
@@ -63,8 +63,6 @@ if TYPE_CHECKING:
     from vuinspect.verdict import Verdict
 
 # Plain ints: IntFlag operators cost µs per message.
-_SOL_SOCKET = int(socket.SOL_SOCKET)
-_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
 _RECV_FLAGS = RECV_FLAGS
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)
@@ -112,13 +110,6 @@ def _ignore(frame: Frame) -> None:
     """Where a link's events go when nothing records."""
 
 
-def _hung_up(sock: socket.socket) -> bool:
-    """Has the peer closed its socket entirely (not just shut down writing)?"""
-    p = select.poll()
-    p.register(sock, select.POLLIN | select.POLLRDHUP)
-    return any(ev & select.POLLHUP for _, ev in p.poll(0))
-
-
 def _conn_rules(owner: LinkOwner) -> ConnRules | None:
     """The connection's rule matcher (made by its first link), or None without rules."""
     ruleset = getattr(owner, "rules", None) or getattr(
@@ -132,22 +123,6 @@ def _conn_rules(owner: LinkOwner) -> ConnRules | None:
         with contextlib.suppress(AttributeError):
             owner.rule_matcher = matcher  # type: ignore[attr-defined]
     return matcher
-
-
-class _Pending:
-    """Bytes (and fds not yet sent) waiting for room in a socket."""
-
-    __slots__ = ("view", "fds", "due", "hold")
-
-    def __init__(self, view: memoryview, fds: list[int], due: int = 0, hold: Any = None) -> None:
-        self.view = view
-        self.fds = fds
-        self.due = due  # monotonic ns before which a delayed message is not sent (0: now)
-        self.hold = hold  # holds.Hold: held until the user decides (the TUI's intercept)
-
-
-class _Ended(Exception):
-    """The pair is finished (both sides done, stopped, or failed)."""
 
 
 class Link:
@@ -164,10 +139,8 @@ class Link:
         self.channel = channel
         self.socks = socks
         self.roles = roles
-        self._lock = threading.Lock()
-        self._first_end: tuple[int, str, str] | None = None  # (peer side, how, text)
-        self._aborted = False
-        self._closed = False
+        self._end = EndReason()
+        self._aborted = False  # a stop: what the peers already sent is forwarded, then the end
         self.thread = threading.Thread(
             target=self._run, daemon=True, name=f"vuinspect-{owner.conn}-{channel}"
         )
@@ -178,7 +151,9 @@ class Link:
         self.fds = [0, 0]
         # Loop state (owned by the link's thread).
         self._state = [OPEN, OPEN]
-        self._out: tuple[list[_Pending], list[_Pending]] = ([], [])  # waiting to go to socks[i]
+        self._backlog = Backlog(socks, self._notes)
+        self._out = self._backlog.out  # waiting to go to socks[i]
+        self._held = self._backlog.held  # messages a delay or a hold keeps back (in a list)
         self._framers = (Framer(), Framer())
         self._dirs: list[Direction | None] = [None, None]
         #: Per reading side: must its next chunk take the general path?  (Direction
@@ -200,7 +175,6 @@ class Link:
         #: Rules of the proxy (rules.py), shared by the connection's links; None: no rules,
         #: and the relay never decodes (the fast path stays as it is).
         self._rules = _conn_rules(owner)
-        self._held = [0]  # messages held back by a delay rule (a list: read in the loop)
         #: The data plane's hook (dataplane/): sees main-channel front-end messages with
         #: fds before they are sent, dups guest-memory fds; returns other fds to send
         #: instead (--trace-notify's eventfds; the originals are then the hook's) or None.
@@ -223,10 +197,8 @@ class Link:
         the stop can still be read, and is forwarded (and captured) before the
         pair is closed: a stop never swallows a message that was on its way.
         """
-        with self._lock:
-            if self._first_end is None:
-                self._first_end = (-1, "proxy", text)
-            self._aborted = True
+        self._end.note(-1, "proxy", text)
+        self._aborted = self._backlog.stopping = True
         for s in self.socks:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RD)
@@ -241,23 +213,20 @@ class Link:
             return "listen-side peer" if side == 0 else "connect-side peer"
         return self.roles[side]
 
-    def _end_with(self, side: int, how: str, text: str) -> None:
-        """Record why the pair ended (the first reason wins) and stop it."""
-        with self._lock:
-            if self._first_end is None:
-                self._first_end = (side, how, text)
-        raise _Ended
+    def _read_failed(self, side: int, exc: OSError) -> NoReturn:
+        self._end.end(side, "error", f"error reading from {self.role(side)}: {exc.strerror or exc}")
+
+    def _send_failed(self, dst: int, exc: OSError) -> NoReturn:
+        self._end.end(dst, "send", f"error sending to {self.role(dst)}: {exc.strerror or exc}")
 
     # -- the forwarding loop -----------------------------------------------------
     def _run(self) -> None:
         try:
             self._loop()
-        except _Ended:
+        except Ended:
             pass
         except Exception as exc:  # noqa: BLE001 - a bug must not leak fds or hang the peers
-            with self._lock:
-                if self._first_end is None:
-                    self._first_end = (-1, "error", f"proxy error relaying: {exc!r}")
+            self._end.note(-1, "error", f"proxy error relaying: {exc!r}")
         finally:
             self._shutdown_all()
             self._close()
@@ -310,11 +279,7 @@ class Link:
                 except BlockingIOError:
                     continue
                 except OSError as exc:
-                    self._end_with(
-                        side,
-                        "error",
-                        f"error reading from {self.role(side)}: {exc.strerror or exc}",
-                    )
+                    self._read_failed(side, exc)
                 # Fast path: exactly one whole message, nothing held back, no rule that could
                 # act on it.  (The kernel echoes MSG_CMSG_CLOEXEC in the flags: only
                 # MSG_CTRUNC matters.  n == 12 + size also bounds size: n never exceeds the
@@ -353,13 +318,11 @@ class Link:
                 except BlockingIOError:
                     sent = 0
                 except OSError as exc:
-                    self._end_with(
-                        dst, "send", f"error sending to {self.role(dst)}: {exc.strerror or exc}"
-                    )
+                    self._send_failed(dst, exc)
                 frames[side] += 1
                 nbytes[side] += n
                 if sent != n:
-                    out[dst].append(_Pending(memoryview(bytes(data[sent:])), []))
+                    out[dst].append(Pending(memoryview(bytes(data[sent:])), []))
                     self._update()
                     timeout = None if -1 not in self._events else 200
 
@@ -385,9 +348,9 @@ class Link:
             for dst in (0, 1):
                 if self._out[dst]:
                     self._flush(dst)  # what fits now; the rest is dropped with the pair
-        except _Ended:
+        except Ended:
             pass
-        raise _Ended
+        raise Ended
 
     def _event(self, side: int, ev: int, view: memoryview, bufs: list[bytearray]) -> None:
         """Everything but a plain readable socket: room to write, hang-ups, paused reads."""
@@ -401,9 +364,7 @@ class Link:
             except BlockingIOError:
                 pass
             except OSError as exc:
-                self._end_with(
-                    side, "error", f"error reading from {self.role(side)}: {exc.strerror or exc}"
-                )
+                self._read_failed(side, exc)
             else:
                 self._received(side, n, anc, flags, time.time_ns(), view)
                 return
@@ -457,10 +418,7 @@ class Link:
                 f"message can carry, before its message was complete: connection cut"
             )
             self._note(ts, text)
-            with self._lock:
-                if self._first_end is None:
-                    self._first_end = (-1, "error", text)
-            raise _Ended
+            self._end.end(-1, "error", text)
         self._note(
             ts,
             f"{direction}: {len(extra)} fd(s) sent by the {who} beyond the "
@@ -490,10 +448,7 @@ class Link:
                     self._notes(ts, verdict)
                     data = verdict.data
                     if verdict.delay_s or verdict.hold is not None:
-                        due = time.monotonic_ns() + int(verdict.delay_s * 1e9)
-                        hold = verdict.hold  # a hold: a delay until the user decides
-                        due += HOLD_TICK_NS if hold is not None else 0
-                        self._held[0] += 1
+                        due, hold = self._backlog.delay(verdict)
             descs: tuple[str, ...] | None = ()
             if fds:
                 if self._fd_tap is not None and direction == "f2b":
@@ -526,10 +481,10 @@ class Link:
                     self._put(
                         ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds)
                     )
-                out.append(_Pending(memoryview(data), fds, due, hold))
+                out.append(Pending(memoryview(data), fds, due, hold))
             else:
                 try:
-                    sent = self._send(dst, memoryview(data), fds, keep=descs is None)
+                    sent = send_now(self.socks[dst], memoryview(data), fds, keep=descs is None)
                 except OSError as exc:
                     if descs is None:
                         self._put(
@@ -538,9 +493,7 @@ class Link:
                         close_all(fds)
                     for _, later in units[i + 1 :]:
                         close_all(later)
-                    self._end_with(
-                        dst, "send", f"error sending to {self.role(dst)}: {exc.strerror or exc}"
-                    )
+                    self._send_failed(dst, exc)
                 if descs is None:
                     self._put(
                         ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds)
@@ -548,7 +501,7 @@ class Link:
                     if sent:
                         close_all(fds)  # kept open by _send only to be described
                 if sent < len(data):
-                    out.append(_Pending(memoryview(data)[sent:], [] if sent else fds))
+                    out.append(Pending(memoryview(data)[sent:], [] if sent else fds))
 
     def _put(
         self,
@@ -562,70 +515,13 @@ class Link:
         """A data frame to the sink (called only when ``_records``: there is one)."""
         self._sink.data(ts, conn, channel, direction, data, descs)  # type: ignore[union-attr]
 
-    def _send(self, dst: int, view: memoryview, fds: list[int], keep: bool = False) -> int:
-        """One non-blocking send; fds go with the first byte and are closed once sent.
-
-        Returns the bytes sent (0 if the socket is full; the fds then stay ours).
-        ``keep``: never close the fds (the caller still describes them, then closes).
-        A 0-byte sendmsg with fds would silently lose them (TECH.md §5), but a
-        unit with fds always has at least one byte: fds arrive with data.
-        """
-        sock = self.socks[dst]
-        try:
-            if fds:
-                sent = sock.sendmsg(
-                    [view], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", fds))], _DONTWAIT
-                )
-                if not keep:
-                    close_all(fds)
-                return sent
-            return sock.send(view, _DONTWAIT)
-        except BlockingIOError:
-            return 0
-        except OSError:
-            if not keep:
-                close_all(fds)
-            raise
-
     def _flush(self, dst: int) -> None:
-        """Write as much of the backlog towards ``dst`` as fits."""
-        out = self._out[dst]
-        while out:
-            p = out[0]
-            if p.due:
-                if p.hold is not None:
-                    new = p.hold.outcome(self._aborted)  # the user's decision (holds.py)
-                    if new is None:
-                        p.due = time.monotonic_ns() + HOLD_TICK_NS
-                        return  # still held (and what follows it, in order)
-                    self._notes(time.time_ns(), p.hold)
-                    p.hold = None
-                    p.view = memoryview(new)
-                    if not new:  # dropped: its fds closed, nothing sent
-                        close_all(p.fds)
-                        p.fds = []
-                        p.due = 0
-                        self._held[0] -= 1
-                        out.pop(0)
-                        continue
-                    p.due = 1
-                if p.due > time.monotonic_ns() and not self._aborted:
-                    return  # a delay rule holds it (and what follows it, in order)
-                p.due = 0
-                self._held[0] -= 1
-            try:
-                sent = self._send(dst, p.view, p.fds)
-            except OSError as exc:
-                self._end_with(
-                    dst, "send", f"error sending to {self.role(dst)}: {exc.strerror or exc}"
-                )
-            if sent:
-                p.fds = []
-            if sent < len(p.view):
-                p.view = p.view[sent:]
-                return
-            out.pop(0)
-        if self._state[1 - dst] == DRAIN:
+        """Write as much of the backlog towards ``dst`` as fits; then pass on a waiting EOF."""
+        try:
+            empty = self._backlog.flush(dst)
+        except OSError as exc:
+            self._send_failed(dst, exc)
+        if empty and self._state[1 - dst] == DRAIN:
             self._pass_eof(1 - dst)
 
     def _update(self) -> None:
@@ -638,7 +534,7 @@ class Link:
             mask = 0
             if state[i] == OPEN and not out[1 - i]:
                 mask |= _IN
-            if out[i] and not (self._held[0] and out[i][0].due > time.monotonic_ns()):
+            if out[i] and not self._backlog.waiting(i):
                 mask |= _OUT
             if mask & _IN:
                 self._hup[i] = False
@@ -655,26 +551,22 @@ class Link:
                     self._poller.modify(self._fileno[i], mask)
                 self._events[i] = mask
 
-    # -- rules (rules.py decides, this carries it out) ---------------------------------
     def _timeout(self) -> int | None:
         """poll's timeout: a socket left unregistered, or the next delayed message."""
         timeout = None if -1 not in self._events else 200
         if self._held[0]:
-            dues = [o[0].due for o in self._out if o and o[0].due]
-            if dues:
-                ms = max(0, (min(dues) - time.monotonic_ns()) // 1_000_000 + 1)
+            ms = self._backlog.wait_ms()
+            if ms is not None:
                 timeout = ms if timeout is None else min(timeout, ms)
         return timeout
 
     def _release(self) -> None:
         """Send the delayed messages whose time has come (and what waited behind them)."""
-        now = time.monotonic_ns()
-        for dst in (0, 1):
-            out = self._out[dst]
-            if out and out[0].due and out[0].due <= now:
-                self._flush(dst)
+        for dst in self._backlog.due_now():
+            self._flush(dst)
         self._update()
 
+    # -- rules (rules.py decides, this and backlog.py carry it out) ----------------------
     def _notes(self, ts: int, verdict: Verdict) -> None:
         for info in verdict.notes:
             self._emit(event_frame("note", ts, self.owner.conn, info, self.channel))
@@ -704,26 +596,16 @@ class Link:
             if self._records:
                 self._put(ts, conn, channel, back, reply, ())
             self._rules.sent_by_proxy(ts, channel, back, reply)
-            pending = self._out[side]
-            sent = 0
-            if not pending:
-                try:
-                    sent = self._send(side, memoryview(reply), [])
-                except OSError as exc:
-                    for _, f in later:
-                        close_all(f)
-                    self._end_with(
-                        side, "send", f"error sending to {self.role(side)}: {exc.strerror or exc}"
-                    )
-            if sent < len(reply):
-                pending.append(_Pending(memoryview(reply)[sent:], []))
+            try:
+                self._backlog.answer(side, reply)
+            except OSError as exc:
+                for _, f in later:
+                    close_all(f)
+                self._send_failed(side, exc)
         if verdict.end is not None:
             for _, f in later:
                 close_all(f)
-            with self._lock:
-                if self._first_end is None:
-                    self._first_end = (-1, "proxy", verdict.end)
-            raise _Ended
+            self._end.end(-1, "proxy", verdict.end)
 
     # -- orientation, notes, end -------------------------------------------------
     def _direction(self, side: int) -> Direction:
@@ -767,11 +649,9 @@ class Link:
         mere half-close would leave it waiting forever.
         """
         src, dst = self.socks[side], self.socks[1 - side]
-        hangup = _hung_up(src)
+        hangup = hung_up(src)
         what = "closed the connection" if hangup else "shut down its sending side"
-        with self._lock:
-            if self._first_end is None:
-                self._first_end = (side, "eof", f"{self.role(side)} {what}{self._suffix[side]}")
+        self._end.note(side, "eof", f"{self.role(side)} {what}{self._suffix[side]}")
         if hangup:
             self._side_done(side, shutdown_other=True)
         else:
@@ -788,34 +668,20 @@ class Link:
                 self.socks[1 - side].shutdown(socket.SHUT_RDWR)
         self._state[side] = DONE
         if self._state[1 - side] == DONE:
-            raise _Ended
+            raise Ended
 
     def _close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            peer_side, how, text = self._first_end or (-1, "proxy", "closed")
-        for out in self._out:
-            for p in out:
-                close_all(p.fds)
-                if p.hold is not None:  # never sent: the intercept's TUI stops showing it held
-                    p.hold.decide("drop", why="connection closed before a decision")
-                    self._notes(time.time_ns(), p.hold)
-            out.clear()
+        first = self._end.close_once()
+        if first is None:
+            return
+        self._backlog.discard()
         for framer in self._framers:
             close_all(framer.pending_fds)
         for s in self.socks:
             discard_unread(s)
             with contextlib.suppress(OSError):
                 s.close()
-        info: dict[str, object] = {"reason": text}
-        if peer_side >= 0:
-            info["by"] = self.role(peer_side)
-        else:
-            info["by"] = "proxy"
-        if how == "error" or how == "send":
-            info["error"] = True
+        info = close_info(first, self.role)
         if self._rules is not None:  # addons' connection_close hooks (addons.py)
             for note in self._rules.closed(self.channel):
                 self._emit(event_frame("note", time.time_ns(), self.owner.conn, note, self.channel))
