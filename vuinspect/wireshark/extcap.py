@@ -3,11 +3,14 @@
 Wireshark runs the installed launcher with ``--extcap-interfaces``,
 ``--extcap-config``, ``--extcap-dlts`` and finally ``--capture --fifo PATH``
 plus the user's options (``--listen``, ``--connect``, ``--frontend``,
-``--device``).  The capture runs the real proxy and writes our pcapng (link
-type 252, exported PDU naming the "vhost_user" dissector) into the FIFO
-every few ms, so packets show up live.  Wireshark's capture filter field
-takes a ``vuinspect read --filter`` expression (``--extcap-capture-filter``).
-Wireshark stops it with SIGTERM; the proxy then closes its sockets and the capture.
+``--device``, ``--rings``, ``--trace-notify``, ``--rule``, ``--rules``).  The
+capture runs the proxy's own engine (proxy/engine.py, as ``vuinspect proxy -q
+-w FIFO``): our pcapng (link type 252, exported PDU naming the "vhost_user"
+dissector) goes into the FIFO every few ms, so packets show up live, with the
+same rules, ring sampler, capture budget and stop as the proxy command.
+Wireshark's capture filter field takes a ``vuinspect read --filter`` expression
+(``--extcap-capture-filter``).  Wireshark stops it with SIGTERM (or by closing the
+FIFO); the proxy then closes its sockets and the capture within ~2 s.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
-import threading
+from typing import TYPE_CHECKING
 
 from vuinspect import __version__
+from vuinspect.capture import CaptureError
 from vuinspect.capture.pcapng import LINKTYPE_WIRESHARK_UPPER_PDU
 from vuinspect.protocol.features import DEVICE_TYPES
+
+if TYPE_CHECKING:
+    from vuinspect.rules import RuleSet
 
 INTERFACE = "vhostuser"
 DISPLAY = "vhost-user proxy (vuinspect)"
@@ -57,6 +63,19 @@ def config_text() -> str:
         "value {arg=3}{value=auto}{display=guess from the features}{default=true}",
     ]
     lines += [f"value {{arg=3}}{{value={d}}}{{display={d}}}{{default=false}}" for d in DEVICE_TYPES]
+    lines += [
+        # The engine's own options, as `vuinspect proxy` has them (docs/rules.md, issue 13).
+        "arg {number=4}{call=--rings}{display=Ring sampler}{type=selector}"
+        "{tooltip=Sample each started vring from guest memory every 100 ms, as ring frames}",
+        "value {arg=4}{value=on}{display=on}{default=true}",
+        "value {arg=4}{value=off}{display=off}{default=false}",
+        "arg {number=5}{call=--trace-notify}{display=Trace notifications}{type=boolflag}"
+        "{tooltip=Relay kicks, calls and errs through the proxy and record their counts}",
+        "arg {number=6}{call=--rule}{display=Rule}{type=string}"
+        "{tooltip=One rule as vuinspect proxy --rule, e.g. 'delay 2s: name == GET_VRING_BASE'}",
+        "arg {number=7}{call=--rules}{display=Rules file}{type=fileselect}{mustexist=true}"
+        "{tooltip=Rules, one a line, as vuinspect proxy --rules FILE}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -77,27 +96,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect")
     parser.add_argument("--frontend", default="auto", choices=("auto", "listen", "connect"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rings", default="on", choices=("on", "off"))
+    parser.add_argument("--trace-notify", action="store_true")
+    parser.add_argument("--rule", action="append", default=[])
+    parser.add_argument("--rules", action="append", default=[])
 
 
-class _Stop(Exception):
-    pass
+def engine_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The extcap's options as the ``vuinspect proxy`` options the engine reads.
 
-
-def _raise_stop(signum: int, _frame: object) -> None:
-    raise _Stop(signal.Signals(signum).name)
+    Wireshark's FIFO is ``-w`` (created by Wireshark: written as it is, never truncated,
+    capfile.open_target), the capture filter field is ``--capture-filter``; ring
+    buffers, autostop and packet counts are Wireshark's own capture options.
+    """
+    return argparse.Namespace(
+        write=args.fifo,
+        force=True,  # (Wireshark made the FIFO for us)
+        capture_buffer=None,
+        limits=None,
+        capture_filter=args.extcap_capture_filter or None,
+        device=None if args.device in (None, "", "auto") else args.device,
+        rings=0.0 if args.rings == "off" else None,  # (None: the engine's default, 100 ms)
+        trace_notify=args.trace_notify and args.rings != "off",
+        ruleset=None,
+        socket_mode=0o600,
+        quiet=True,
+    )
 
 
 def capture(args: argparse.Namespace) -> int:
-    """Run the proxy, writing the capture into Wireshark's FIFO until SIGTERM.
+    """Run the proxy's engine (proxy/engine.py), writing the capture into Wireshark's FIFO.
 
-    The capture goes through the proxy's own Recorder: the same bounded
-    memory, the same capture filter (Wireshark's capture filter field, in the
-    language of ``vuinspect read --filter``), the same stop within ~2 s.  Ring
-    buffers, autostop and packet counts are Wireshark's own capture options.
+    The same engine as ``vuinspect proxy -q -w FIFO``: the same bounded capture
+    memory, ring sampler, stop within ~2 s on SIGTERM (Wireshark's stop).  The run
+    also ends when Wireshark stops reading (the FIFO breaks).  Nothing is printed
+    unless something fails: Wireshark shows an extcap's stderr as an error.
     """
-    from vuinspect.capture import CaptureError
-    from vuinspect.proxy.recorder import Recorder
-    from vuinspect.proxy.server import ListenError, ProxyServer, Route
+    from vuinspect.errors import CliError
+    from vuinspect.proxy.engine import Engine
+    from vuinspect.proxy.server import Route
+    from vuinspect.rules import RuleError
 
     if not args.fifo:
         print("vuinspect extcap: --capture needs --fifo", file=sys.stderr)
@@ -110,50 +148,41 @@ def capture(args: argparse.Namespace) -> int:
         print(f"vuinspect extcap: capture filter: {problem}", file=sys.stderr)
         _release(args.fifo)
         return 2
-    device = None if args.device in (None, "", "auto") else args.device
-    route = Route(listen=args.listen, connect=args.connect, frontend=args.frontend, device=device)
-    done = threading.Event()
-
-    def failed(_text: str) -> None:  # Wireshark went away (the FIFO broke): stop
-        done.set()
-
-    recorder = Recorder(
-        args.fifo,
-        on_error=failed,
-        on_warning=lambda _text: None,
-        capture_filter=args.extcap_capture_filter,
-        device=device,
-        force=True,
-        defer=True,
-    )  # (a FIFO Wireshark has not opened yet is waited for)
-    server = ProxyServer([route], None, recorder=recorder)
-    server.on_error = lambda text: print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
-    old = {
-        sig: signal.signal(sig, _raise_stop)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    }
+    options = engine_args(args)
     try:
-        try:
-            server.start()
-            recorder.open()
-            recorder.start()
-        except (ListenError, CaptureError, OSError, ValueError) as exc:
-            print(f"vuinspect extcap: {exc}", file=sys.stderr)
-            _release(args.fifo)
-            return 1
-        while not done.wait(0.25) and not server.wait(0):
-            pass
-    except _Stop:
-        pass
-    finally:
-        for sig in old:
-            signal.signal(sig, signal.SIG_IGN)
-        server.stop()
-        with contextlib.suppress(OSError, ValueError):
-            recorder.close()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        options.ruleset = _ruleset(args, options.device)
+    except (RuleError, OSError) as exc:
+        print(f"vuinspect extcap: {exc}", file=sys.stderr)
+        _release(args.fifo)
+        return 2
+    route = Route(
+        listen=args.listen, connect=args.connect, frontend=args.frontend, device=options.device
+    )
+    try:
+        engine = Engine(options, [route], out=lambda _text: None, stop_on_capture_error=True)
+        engine.server.on_error = _say
+        engine.run()
+    except (CliError, CaptureError, OSError, ValueError) as exc:
+        _say(str(exc))
+        _release(args.fifo)
+        return 1
     return 0
+
+
+def _ruleset(args: argparse.Namespace, device: str | None) -> RuleSet | None:
+    """--rule/--rules as the proxy parses them (empty strings from the dialog skipped)."""
+    texts = [t for t in args.rule if t.strip()]
+    files = [f for f in args.rules if f.strip()]
+    if not texts and not files:
+        return None
+    from vuinspect.rules import RuleSet, parse_rules
+
+    return RuleSet(parse_rules(texts, files), device=device)
+
+
+def _say(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
 
 
 def _release(fifo: str) -> None:
