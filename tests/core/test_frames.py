@@ -56,8 +56,9 @@ def test_event_info_never_raises_and_always_gives_a_dict():
 
 
 def test_depth_up_to_the_limit_is_parsed_past_it_is_text():
-    def nested(depth: int) -> bytes:  # the object is one level, the lists the rest
-        return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    def nested(depth: int) -> bytes:  # the object is one level, the lists the rest; the
+        # sibling lists add brackets, not depth (past MAX_EVENT_DEPTH brackets the guard counts)
+        return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b',"b":[[],[],[]]}'
 
     assert "a" in event_info(note(nested(MAX_EVENT_DEPTH)))
     assert set(event_info(note(nested(MAX_EVENT_DEPTH + 1)))) == {"text"}
