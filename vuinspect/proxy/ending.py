@@ -9,11 +9,18 @@ as EOF).
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
 from collections.abc import Callable
 from typing import NoReturn
+
+# States of one reading side.
+OPEN = 0  # reading
+DRAIN = 1  # EOF read; the backlog towards the other socket is still being written
+HALF = 2  # EOF passed on as a half-close; waiting for the peer's full close (POLLHUP)
+DONE = 3
 
 #: How a link ended: "eof", "error" (reading or a bug), "send", "proxy" (a stop or a rule).
 First = tuple[int, str, str]  # (peer side or -1 for the proxy, how, text)
@@ -67,3 +74,22 @@ def hung_up(sock: socket.socket) -> bool:
     p = select.poll()
     p.register(sock, select.POLLIN | select.POLLRDHUP)
     return any(ev & select.POLLHUP for _, ev in p.poll(0))
+
+
+def pass_eof(
+    src: socket.socket, dst: socket.socket, end: EndReason, side: int, who: str, more: str = ""
+) -> bool:
+    """Pass the EOF read from ``src`` on to ``dst`` the way it happened; True: a full close.
+
+    A half-close (``shutdown(SHUT_WR)``) as a half-close, a full close (``src``
+    shows POLLHUP) as a full shutdown.  QEMU notices a vanished back-end only
+    by POLLHUP on its chardev, so a full close passed on as a mere half-close
+    would leave it waiting forever.  ``who`` is the peer on ``src``; ``more``
+    ends the reason's text.
+    """
+    hangup = hung_up(src)
+    what = "closed the connection" if hangup else "shut down its sending side"
+    end.note(side, "eof", f"{who} {what}{more}")
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_RDWR if hangup else socket.SHUT_WR)
+    return hangup

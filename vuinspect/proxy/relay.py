@@ -28,6 +28,11 @@ passed on as a full shutdown.  A stop first forwards what the peers had
 already written, then shuts both sockets down; a read or write error shuts
 them down at once.  When both directions are done the sockets are closed and
 a ``close`` frame with the reason is emitted.
+
+Here: the loop, its fast path and the general (framing) path.  Beside it, each
+a plain object the link makes and the loop binds once: backlog.py (what waits
+to be sent: room, delays, holds), watch.py (what poll waits for), ending.py
+(the first end reason, passing an EOF on, the ``close`` info).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from vuinspect.frames import Channel, Direction, Frame, event_frame
 
 from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE
 from .backlog import Backlog, Pending, send_now
-from .ending import Ended, EndReason, close_info, hung_up
+from .ending import DONE, DRAIN, HALF, OPEN, Ended, EndReason, close_info, pass_eof
 from .fds import (
     ANC_SIZE,
     RECV_FLAGS,
@@ -57,6 +62,7 @@ from .fds import (
 )
 from .framing import Framer
 from .sink import FrameSink, Lane
+from .watch import Watch
 
 if TYPE_CHECKING:
     from vuinspect.rules import ConnRules
@@ -73,18 +79,9 @@ _READABLE = _IN | _GONE
 SET_BACKEND_REQ_FD = 21
 _U32 = struct.Struct("=I")
 
-# States of one reading side.
-OPEN = 0  # reading
-DRAIN = 1  # EOF read; the backlog towards the other socket is still being written
-HALF = 2  # EOF passed on as a half-close; waiting for the peer's full close (POLLHUP)
-DONE = 3
-
 #: Fds beyond what one message can carry that a side may send (each closed at once) before
 #: its connection is cut: a peer that keeps doing it is hoarding, not talking vhost-user.
 EXCESS_FDS_CUT = 4 * SCM_MAX_FD
-
-_BOTH_OPEN = [OPEN, OPEN]
-_BOTH_IN = [_IN, _IN]
 
 Roles = tuple[str, str]  # role ("frontend"/"backend") of the peer on socks[0], socks[1]
 
@@ -162,9 +159,6 @@ class Link:
         self._suffix = ["", ""]  # added to the end text of a side (mid-message close)
         self._lost_noted = [False, False]
         self._excess = [0, 0]  # fds closed because one message could not carry them
-        self._hup = [False, False]  # POLLHUP seen while not reading: unregistered until readable
-        self._events = [_IN, _IN]  # what each socket is registered for (-1: not registered)
-        self._poller = select.poll()
         self._sink = owner.sink
         #: Does anything take the frames?  (If not, fds are not even described.)
         self._records = self._sink is not None
@@ -172,6 +166,9 @@ class Link:
             self._sink.event if self._sink is not None else _ignore
         )
         self._fileno = (socks[0].fileno(), socks[1].fileno())
+        self._watch = Watch(self._fileno, self._state, self._backlog)
+        self._events = self._watch.events  # (-1: not registered)
+        self._hup = self._watch.hup
         #: Rules of the proxy (rules.py), shared by the connection's links; None: no rules,
         #: and the relay never decodes (the fast path stays as it is).
         self._rules = _conn_rules(owner)
@@ -234,10 +231,9 @@ class Link:
     def _loop(self) -> None:  # the hot path is kept flat on purpose
         socks = self.socks
         fd0 = self._fileno[0]
-        poller = self._poller
-        for fd in self._fileno:
-            poller.register(fd, _IN)
-        poll = poller.poll
+        poll = self._watch.poller.poll
+        update = self._watch.update
+        wait = self._watch.timeout
         state = self._state
         out = self._out
         dirs = self._dirs
@@ -264,7 +260,7 @@ class Link:
             events = poll(timeout)
             if held[0]:
                 self._release()
-                timeout = self._timeout()
+                timeout = wait()
             for fd, ev in events:
                 if self._aborted:
                     self._forward_the_rest(view, bufs)
@@ -272,7 +268,7 @@ class Link:
                 dst = 1 - side
                 if ev & _OUT or not ev & _READABLE or state[side] != OPEN or out[dst]:
                     self._event(side, ev, view, bufs)
-                    timeout = self._timeout()
+                    timeout = wait()
                     continue
                 try:
                     n, anc, flags, _ = recv[side](bufs, ANC_SIZE, _RECV_FLAGS)
@@ -292,7 +288,7 @@ class Link:
                     or ((rules := self._rules) is not None and rules.wants(channel, u32(buf)[0]))
                 ):
                     self._received(side, n, anc, flags, now(), view)
-                    timeout = self._timeout()
+                    timeout = wait()
                     continue
                 if anc:
                     self._forward_units(
@@ -301,7 +297,7 @@ class Link:
                         dirs[side],  # type: ignore[arg-type]
                         [(bytes(view[:n]), fds_from_ancdata(anc))],
                     )
-                    self._update()
+                    update()
                     timeout = None if -1 not in self._events else 200
                     continue
                 data: bytes | memoryview
@@ -323,7 +319,7 @@ class Link:
                 nbytes[side] += n
                 if sent != n:
                     out[dst].append(Pending(memoryview(bytes(data[sent:])), []))
-                    self._update()
+                    update()
                     timeout = None if -1 not in self._events else 200
 
     # -- the slow paths ------------------------------------------------------------
@@ -373,7 +369,7 @@ class Link:
                 self._side_done(side, shutdown_other=True)
             else:
                 self._hup[side] = True  # nothing to do with it now: stop hearing about it
-        self._update()
+        self._watch.update()
 
     def _received(
         self, side: int, n: int, anc: list, flags: int, ts: int, view: memoryview
@@ -384,7 +380,7 @@ class Link:
         if not n:
             close_all(fds)
             self._eof(side, ts)
-            self._update()
+            self._watch.update()
             return
         d = self._dirs[side]
         if d is None:
@@ -403,7 +399,7 @@ class Link:
         if framer.excess:
             self._drop_excess(side, ts, d, framer)
         self._slow[side] = framer.pending > 0 or framer.lost is not None
-        self._update()
+        self._watch.update()
 
     def _drop_excess(self, side: int, ts: int, direction: Direction, framer: Framer) -> None:
         """Close the fds an incomplete message cannot carry; cut a peer that insists."""
@@ -524,47 +520,11 @@ class Link:
         if empty and self._state[1 - dst] == DRAIN:
             self._pass_eof(1 - dst)
 
-    def _update(self) -> None:
-        """(Re)register both sockets for what their sides need now."""
-        state = self._state
-        out = self._out
-        if not out[0] and not out[1] and state == _BOTH_OPEN and self._events == _BOTH_IN:
-            return  # the common case: nothing changed
-        for i in (0, 1):
-            mask = 0
-            if state[i] == OPEN and not out[1 - i]:
-                mask |= _IN
-            if out[i] and not self._backlog.waiting(i):
-                mask |= _OUT
-            if mask & _IN:
-                self._hup[i] = False
-            wanted = mask != 0 or (state[i] in (OPEN, HALF) and not self._hup[i])
-            have = self._events[i]
-            if not wanted:
-                if have != -1:
-                    self._poller.unregister(self._fileno[i])
-                    self._events[i] = -1
-            elif have != mask:
-                if have == -1:
-                    self._poller.register(self._fileno[i], mask)
-                else:
-                    self._poller.modify(self._fileno[i], mask)
-                self._events[i] = mask
-
-    def _timeout(self) -> int | None:
-        """poll's timeout: a socket left unregistered, or the next delayed message."""
-        timeout = None if -1 not in self._events else 200
-        if self._held[0]:
-            ms = self._backlog.wait_ms()
-            if ms is not None:
-                timeout = ms if timeout is None else min(timeout, ms)
-        return timeout
-
     def _release(self) -> None:
         """Send the delayed messages whose time has come (and what waited behind them)."""
         for dst in self._backlog.due_now():
             self._flush(dst)
-        self._update()
+        self._watch.update()
 
     # -- rules (rules.py decides, this and backlog.py carry it out) ----------------------
     def _notes(self, ts: int, verdict: Verdict) -> None:
@@ -641,22 +601,11 @@ class Link:
             self._pass_eof(side)
 
     def _pass_eof(self, side: int) -> None:
-        """Pass ``side``'s EOF on the way it happened (its backlog is written).
-
-        A half-close (``shutdown(SHUT_WR)``) as a half-close, a full close (our
-        socket shows POLLHUP) as a full shutdown.  QEMU notices a vanished
-        back-end only by POLLHUP on its chardev, so a full close passed on as a
-        mere half-close would leave it waiting forever.
-        """
+        """Pass ``side``'s EOF on the way it happened (its backlog is written)."""
         src, dst = self.socks[side], self.socks[1 - side]
-        hangup = hung_up(src)
-        what = "closed the connection" if hangup else "shut down its sending side"
-        self._end.note(side, "eof", f"{self.role(side)} {what}{self._suffix[side]}")
-        if hangup:
-            self._side_done(side, shutdown_other=True)
+        if pass_eof(src, dst, self._end, side, self.role(side), self._suffix[side]):
+            self._side_done(side, shutdown_other=False)  # (pass_eof shut ``dst`` down)
         else:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
             # Wait for the full close that usually follows (or for the other direction
             # to end, or a stop: both leave our socket fully shut down too).
             self._state[side] = HALF
