@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.blkguest import blk_run, require_guest
+from tests.blkguest import blk_run, read_json, require_guest
 from tests.tui.conftest import screen_text
 from vuinspect.demo.guest import Guest
 from vuinspect.tui.app import VuInspectApp
@@ -80,16 +78,7 @@ async def test_delayed_get_vring_base_waits_and_the_panel_shows_it(
         # the reply matches the rule's filter too: it is held 3 s more on its way back
         assert held <= 2 * 3.0 + 2.0, (ages, held)
 
-    rows = [
-        json.loads(line)
-        for line in subprocess.run(
-            [sys.executable, "-m", "vuinspect", "read", "--json", str(run.capture)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.splitlines()
-    ]
+    rows = read_json(run.capture)
     request = next(r for r in rows if r["frame"] == frame)
     assert request["name"] == "GET_VRING_BASE" and not request["reply"]
     reply = next(r for r in rows if r["frame"] == request["reply_in"])

@@ -14,13 +14,14 @@ killed by pid (runners.Proc.stop: SIGTERM, then SIGKILL to its process group).
 
 from __future__ import annotations
 
-import contextlib
+import signal
 
 import pytest
 
+from tests.blkguest import blk_run
 from tests.realworld.captures import load
 from vuinspect.demo import runners
-from vuinspect.demo.guest import VERDICT, cmdline
+from vuinspect.demo.guest import VERDICT
 from vuinspect.frames import event_info
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(180)]
@@ -30,38 +31,23 @@ STALL_S = 8.0
 
 
 def test_drop_vring_call_stalls_guest_io(guest, workdir):
-    cap_path = workdir / "dropcall.pcapng"
-    image = workdir / "disk.img"
-    with open(image, "wb") as f:
-        f.truncate(8 << 20)
-    append = cmdline("blk", "dropcall", 256).replace(" quiet", "")  # kernel lines: [vda]
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(runners.storage_daemon(image, workdir / "qsd.sock", workdir))
-        stack.enter_context(
-            runners.proxy(
-                workdir / "vu.sock",
-                workdir / "qsd.sock",
-                cap_path,
-                workdir,
-                extra=["--device", "blk", "--rule", RULE, "--trace-notify"],
-            )
-        )
-        qemu = stack.enter_context(
-            runners.qemu(
-                runners.blk_device(workdir / "vu.sock"),
-                workdir,
-                kernel=guest.kernel,
-                initrd=guest.initrd,
-                append=append,
-            )
-        )
-        qemu.wait_for(r"virtio_blk virtio\d+: \[vda\]", 120)  # the driver found the disk ...
+    with blk_run(
+        workdir,
+        guest,
+        extra=["--rule", RULE, "--trace-notify"],
+        seed="dropcall",
+        size_kib=256,
+        disk=8 << 20,
+        quiet=False,  # the kernel's lines: [vda]
+        stop_qemu=signal.SIGTERM,  # QEMU shuts down on its own (SIGKILL after 5 s)
+    ) as run:
+        run.qemu.wait_for(r"virtio_blk virtio\d+: \[vda\]", 120)  # the driver found the disk ...
         with pytest.raises(runners.RunError, match="no .*within"):
-            qemu.wait_for(VERDICT, STALL_S)  # ... and its I/O never completes
-        assert qemu.alive()
-        # (leaving the block kills QEMU by pid, then stops the proxy: the capture is finished)
+            run.qemu.wait_for(VERDICT, STALL_S)  # ... and its I/O never completes
+        assert run.qemu.alive()
+        # (leaving the block stops QEMU by pid, then the proxy: the capture is finished)
 
-    cap = load(cap_path)
+    cap = load(run.capture)
     notes = [event_info(f) for f in cap.frames if f.kind == "note"]
     fired = [n for n in notes if n.get("rule") == RULE]
     msgs = [m for m in cap.messages if m.kind == "message" and m.channel == "main"]

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.blkguest import blk_run, require_guest
-from tests.dataplane.test_blk_rings import ring_samples
+from tests.blkguest import blk_run, io_under_way, require_guest, ring_samples
 from vuinspect.demo.guest import Guest
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.sources import FileSource
@@ -39,13 +38,6 @@ def _starts(cap: Path) -> int:
     return sum(1 for x in ring_samples(cap) if x.get("event") == "start")
 
 
-def _io_under_way(cap: Path) -> bool:
-    """The kernel's start of vring 0 (SeaBIOS started and stopped it before) has moved."""
-    s = ring_samples(cap)
-    starts = [i for i, x in enumerate(s) if x.get("event") == "start"]
-    return len(starts) >= 2 and any(x["used_idx"] >= 12 for x in s[starts[-1] :])
-
-
 def _row(app: VuInspectApp) -> str:
     """The Queues view's line of connection 1, vring 0."""
     return next(
@@ -65,7 +57,7 @@ async def test_tui_shows_a_live_stall_then_its_resolution(guest: Guest, tmp_path
             await pilot.press("5")
             await pilot.pause(0.3)
             assert app.view == "queues"
-            while not _io_under_way(run.capture):
+            while not io_under_way(run.capture):
                 assert time.monotonic() < end, "the guest's I/O never showed in the ring samples"
                 assert run.qemu.alive(), run.qemu.tail()
                 await pilot.pause(0.1)
