@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 
 import pytest
 
 from vuinspect.frames import Frame
+from vuinspect.proxy.backlog import Backlog, Pending, send_now
+from vuinspect.proxy.ending import Ended, EndReason, close_info
 from vuinspect.proxy.queue import FrameQueue
 from vuinspect.proxy.relay import Link
 from vuinspect.proxy.server import ProxyServer, Route
 from vuinspect.proxy.sink import DirectSink, FrameSink
 from vuinspect.testing import wire
+from vuinspect.verdict import Verdict
 
 from .test_transparency import _Owner
 
@@ -109,3 +113,70 @@ def test_the_server_feeds_a_callable_through_a_queue_and_a_sink_directly(sockdir
     srv = ProxyServer(route, direct)
     assert srv.queue is None and srv.sink is direct
     assert ProxyServer(route, None).sink is None
+
+
+# -- the link's helpers, on their own (backlog.py, ending.py) ------------------------------
+
+
+def test_the_backlog_keeps_order_and_sends_fds_with_their_message_once_there_is_room() -> None:
+    px, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    px.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    backlog = Backlog((px, px), lambda ts, src: None)
+    first = bytes(range(256)) * 64  # 16 KiB: more than the socket takes at once
+    sent = send_now(px, memoryview(first), [])
+    assert 0 < sent < len(first)
+    efd = wire.eventfd()
+    kick = wire.pack(wire.SET_VRING_KICK, 1, wire.U64.pack(0))
+    backlog.out[0].append(Pending(memoryview(first)[sent:], []))
+    backlog.out[0].append(Pending(memoryview(kick), [efd]))
+    assert backlog.flush(0) is False  # still full: nothing reordered, the fd still ours
+    os.fstat(efd)
+    got = b""
+    while len(got) < len(first):
+        got += peer.recv(len(first) - len(got))
+        backlog.flush(0)
+    assert got == first and backlog.flush(0) is True
+    msg = wire.recv_msg(peer)
+    assert msg.raw == kick and len(msg.fds) == 1  # the fd went with its own message
+    msg.close_fds()
+    with pytest.raises(OSError):
+        os.fstat(efd)  # our copy closed once sent
+    px.close()
+    peer.close()
+
+
+def test_a_delayed_message_waits_for_its_time_and_then_goes() -> None:
+    px, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    backlog = Backlog((px, px), lambda ts, src: None)
+    msg = wire.pack(wire.GET_FEATURES, 1)
+    due, hold = backlog.delay(Verdict(data=msg, delay_s=0.05))
+    assert hold is None and backlog.held == [1]
+    backlog.out[0].append(Pending(memoryview(msg), [], due, hold))
+    assert backlog.waiting(0) and backlog.due_now() == []
+    assert 0 <= backlog.wait_ms() <= 51  # type: ignore[operator]
+    assert backlog.flush(0) is False
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(64)
+    time.sleep(0.06)
+    assert backlog.due_now() == [0]
+    assert backlog.flush(0) is True and backlog.held == [0] and backlog.wait_ms() is None
+    assert peer.recv(64) == msg
+    px.close()
+    peer.close()
+
+
+def test_the_first_end_reason_wins_and_the_close_happens_once() -> None:
+    end = EndReason()
+    end.note(1, "eof", "back-end closed the connection")
+    with pytest.raises(Ended):
+        end.end(-1, "proxy", "proxy stopped")  # a consequence, not the cause
+    first = end.close_once()
+    assert first == (1, "eof", "back-end closed the connection")
+    assert end.close_once() is None
+    assert close_info(first, ("frontend", "backend").__getitem__) == {
+        "reason": "back-end closed the connection",
+        "by": "backend",
+    }
+    assert close_info((-1, "send", "x"), str) == {"reason": "x", "by": "proxy", "error": True}
+    assert EndReason().close_once() == (-1, "proxy", "closed")
