@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from vuinspect.capture import read_frames
-from vuinspect.frames import event_info
+from vuinspect.frames import DATAPLANE_KINDS, event_info
 from vuinspect.testing import wire
+from vuinspect.testing.frontend import Frontend
 from vuinspect.wireshark.extcap import INTERFACE
 
 pytestmark = pytest.mark.timeout(60)
@@ -65,13 +66,16 @@ class Extcap:
             text=True,
         )
 
-    def connect(self) -> tuple[socket.socket, socket.socket]:
+    def wait_listening(self) -> Path:
         deadline = time.monotonic() + 20
         while not self.listen.exists():
             assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
             assert time.monotonic() < deadline, "the extcap did not listen"
             time.sleep(0.02)
-        fe = wire.connect(str(self.listen), retries=50)
+        return self.listen
+
+    def connect(self) -> tuple[socket.socket, socket.socket]:
+        fe = wire.connect(str(self.wait_listening()), retries=50)
         self.backend.settimeout(10)
         be, _ = self.backend.accept()
         be.settimeout(5)
@@ -120,6 +124,8 @@ def test_extcap_rules_act_as_in_the_proxy(where):
         t.join(10)
         fe.close()
         be.close()
+        assert ext.proc.stderr is not None
+        assert ext.proc.stderr.read() == ""  # (Wireshark shows an extcap's stderr as an error)
     finally:
         ext.close()
     frames = list(read_frames(io.BytesIO(bytes(data))))
@@ -130,6 +136,38 @@ def test_extcap_rules_act_as_in_the_proxy(where):
         ("drop: name == SET_OWNER", "drop")
     ]
     assert not ext.listen.exists()
+
+
+def test_extcap_samples_the_rings_as_the_proxy_does(where):
+    """The ring sampler (on by default, as with ``proxy -w``) records ring frames into the FIFO."""
+    data = bytearray()
+    ext = Extcap(where)
+    be_proc = None
+    try:
+        ext.backend.close()  # the in-repo back-end answers the handshake instead
+        os.unlink(where / "be.sock")
+        be_proc = subprocess.Popen(
+            [sys.executable, "-m", "vuinspect.testing.backend", "--listen", str(where / "be.sock")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        t = reader(ext.fifo, data)
+        while not (where / "be.sock").exists():
+            assert be_proc.poll() is None
+            time.sleep(0.02)
+        fe = Frontend(wire.connect(str(ext.wait_listening()), retries=50))
+        fe.handshake(queues=1)
+        time.sleep(0.5)
+        ext.stop()
+        t.join(10)
+        fe.close()
+    finally:
+        ext.close()
+        if be_proc is not None:
+            be_proc.terminate()
+            be_proc.wait(10)
+    frames = list(read_frames(io.BytesIO(bytes(data))))
+    assert any(f.kind in DATAPLANE_KINDS for f in frames), {f.kind for f in frames}
 
 
 def test_extcap_stops_within_2s_while_wireshark_does_not_read(where):
