@@ -5,7 +5,8 @@ still boots from the disk, but Linux's first read (the partition scan when
 virtio_blk probes /dev/vda) never finishes.  The test states what vuinspect shows:
 the drop notes, the ring samples (the request was used, the guest wanted an
 interrupt), the notifications (``--trace-notify``: kicks, no call), the ``lost_call``
-finding (the samples say no call fd reached the back-end), and the connection's end when
+finding (the samples say no call fd reached the back-end; without that key, as an older
+vuinspect wrote them, the drop notes say it), and the connection's end when
 qemu-storage-daemon gives up.
 
 Bounded: the guest gets ``STALL_S`` seconds after the disk appeared; then QEMU is
@@ -14,6 +15,7 @@ killed by pid (runners.Proc.stop: SIGTERM, then SIGKILL to its process group).
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -22,7 +24,8 @@ from tests.blkguest import blk_run
 from tests.realworld.captures import load
 from vuinspect.demo import runners
 from vuinspect.demo.guest import VERDICT
-from vuinspect.frames import event_info
+from vuinspect.frames import event_info, ring_frame
+from vuinspect.pipeline import Pipeline
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(180)]
 
@@ -94,6 +97,18 @@ def test_drop_vring_call_stalls_guest_io(guest, workdir):
     m, p = lost[-1]
     assert f"vring {m.payload['vring']}:" in p.text and "no call fd" in p.text, p.text
     assert f"used idx {last['used_idx']}" in p.text, p.text
+    # A capture of an older vuinspect (ring samples without call_fd) tells it too: the
+    # rule's drop note before each SET_VRING_CALL says the back-end never got the fd.
+    old = [
+        ring_frame(f.ts_ns, f.conn, {k: v for k, v in json.loads(f.data).items() if k != "call_fd"})
+        if f.kind == "ring"
+        else f
+        for f in cap.frames
+    ]
+    relost = [
+        (m.frame, p.text) for m in Pipeline().run(old) for p in m.problems if p.code == "lost_call"
+    ]
+    assert relost == [(m.frame, p.text) for m, p in lost], relost
     # qemu-storage-daemon (libvhost-user) then writes to the call fd it never got and
     # stops serving: vuinspect shows the connection ending at QEMU's next request.
     assert "vu_panic: Error writing eventfd" in (workdir / "qsd.log").read_text()
