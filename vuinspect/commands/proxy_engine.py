@@ -1,6 +1,9 @@
-"""The forwarding side of ``vuinspect proxy``: relay and capture, nothing else.
+"""The forwarding side of ``vuinspect proxy``: the engine plus its viewer child.
 
-This is the ``vuinspect proxy`` process itself.  Decoding and showing (summary
+This is the ``vuinspect proxy`` process itself.  The forwarding is the one engine
+(vuinspect/proxy/engine.py: server, recorder, ring sampler, rules, stop) that the
+Wireshark extcap runs too; this module adds the viewer and the TUI's intercept
+control.  Decoding and showing (summary
 lines, the TUI) run in a viewer child (proxy_viewer.py), because a decoder holds the
 GIL for tens of µs a message, which a forwarding thread in the same process
 would wait for on every reply.  The only capture work left here is encoding
