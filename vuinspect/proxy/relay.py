@@ -150,7 +150,6 @@ class Link:
         self._state = [OPEN, OPEN]
         self._backlog = Backlog(socks, self._notes)
         self._out = self._backlog.out  # waiting to go to socks[i]
-        self._held = self._backlog.held  # messages a delay or a hold keeps back (in a list)
         self._framers = (Framer(), Framer())
         self._dirs: list[Direction | None] = [None, None]
         #: Per reading side: must its next chunk take the general path?  (Direction
@@ -167,8 +166,6 @@ class Link:
         )
         self._fileno = (socks[0].fileno(), socks[1].fileno())
         self._watch = Watch(self._fileno, self._state, self._backlog)
-        self._events = self._watch.events  # (-1: not registered)
-        self._hup = self._watch.hup
         #: Rules of the proxy (rules.py), shared by the connection's links; None: no rules,
         #: and the relay never decodes (the fast path stays as it is).
         self._rules = _conn_rules(owner)
@@ -255,7 +252,8 @@ class Link:
         frames = self.frames
         nbytes = self.bytes
         timeout: int | None = None
-        held = self._held
+        held = self._backlog.held  # messages a delay or a hold keeps back
+        registered = self._watch.events  # what each socket waits for (-1: not registered)
         while True:
             events = poll(timeout)
             if held[0]:
@@ -298,7 +296,7 @@ class Link:
                         [(bytes(view[:n]), fds_from_ancdata(anc))],
                     )
                     update()
-                    timeout = None if -1 not in self._events else 200
+                    timeout = None if -1 not in registered else 200
                     continue
                 data: bytes | memoryview
                 if sink is None:
@@ -320,7 +318,7 @@ class Link:
                 if sent != n:
                     out[dst].append(Pending(memoryview(bytes(data[sent:])), []))
                     update()
-                    timeout = None if -1 not in self._events else 200
+                    timeout = None if -1 not in registered else 200
 
     # -- the slow paths ------------------------------------------------------------
     def _forward_the_rest(self, view: memoryview, bufs: list[bytearray]) -> None:
@@ -368,7 +366,7 @@ class Link:
             if state[side] == HALF:
                 self._side_done(side, shutdown_other=True)
             else:
-                self._hup[side] = True  # nothing to do with it now: stop hearing about it
+                self._watch.hup[side] = True  # nothing to do with it now: stop hearing about it
         self._watch.update()
 
     def _received(
@@ -609,7 +607,7 @@ class Link:
             # Wait for the full close that usually follows (or for the other direction
             # to end, or a stop: both leave our socket fully shut down too).
             self._state[side] = HALF
-            self._hup[side] = False
+            self._watch.hup[side] = False
 
     def _side_done(self, side: int, shutdown_other: bool) -> None:
         if shutdown_other:
