@@ -5,11 +5,9 @@ by ``vuinspect read --json``, as a person would."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.blkguest import read_json
 from vuinspect.capture import CaptureWriter
 from vuinspect.dataplane import RingSample
 from vuinspect.encode import build
@@ -48,19 +46,13 @@ def samples(start: float) -> list[Frame]:
     ]
 
 
-def read_json(tmp_path: Path, frames: list[Frame]) -> list[dict]:
+def read(tmp_path: Path, frames: list[Frame]) -> list[dict]:
+    """``vuinspect read --json`` of a capture of ``frames`` (after the connection's open)."""
     path = tmp_path / "old.pcapng"
     with CaptureWriter(str(path)) as w:
         for f in [event_frame("open", T0 - 1, 1, {"label": "t", "device": "blk"}), *frames]:
             w.write(f)
-    r = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "read", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    return [json.loads(line) for line in r.stdout.splitlines()]
+    return read_json(path)
 
 
 def lost(rows: list[dict]) -> list[tuple[dict, dict]]:
@@ -68,7 +60,7 @@ def lost(rows: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def test_dropped_set_vring_call_note_makes_a_lost_call(tmp_path: Path) -> None:
-    rows = read_json(tmp_path, [*dropped(0.0), *samples(0.1)])
+    rows = read(tmp_path, [*dropped(0.0), *samples(0.1)])
     assert not any("call_fd" in r["payload"] for r in rows if r["kind"] == "ring")
     ((row, p),) = lost(rows)
     assert "vring 0:" in p["text"] and "used idx 1" in p["text"], p
@@ -78,20 +70,20 @@ def test_dropped_set_vring_call_note_makes_a_lost_call(tmp_path: Path) -> None:
 
 def test_without_the_note_or_with_a_later_call_fd_nothing_or_resolved(tmp_path: Path) -> None:
     # the same capture without the drop note: the back-end got the fd, nothing is judged
-    assert lost(read_json(tmp_path, [sent(0.0), *samples(0.1)])) == []
+    assert lost(read(tmp_path, [sent(0.0), *samples(0.1)])) == []
     # dropped, then a SET_VRING_CALL forwarded (a rule that drops once): no lost call after it
-    rows = read_json(tmp_path, [*dropped(0.0), sent(0.05), *samples(0.1)])
+    rows = read(tmp_path, [*dropped(0.0), sent(0.05), *samples(0.1)])
     assert lost(rows) == []
     # a note of a rule that could not act, or of another dropped message: not a dropped call
     kick = build("main", 12, {"index": 0})
     other = _note(parse_rule("drop: name == SET_VRING_KICK"), "dropped", kick, b"", "f2b")
-    rows = read_json(tmp_path, [event_frame("note", T0, 1, other), sent(0.0), *samples(0.1)])
+    rows = read(tmp_path, [event_frame("note", T0, 1, other), sent(0.0), *samples(0.1)])
     assert lost(rows) == []
 
 
 def test_the_lost_call_resolves_when_a_call_fd_reaches_the_back_end(tmp_path: Path) -> None:
     frames = [*dropped(0.0), *samples(0.1), sent(3.5), ring(3.6, 1, 1), ring(3.7, 1, 1)]
-    rows = read_json(tmp_path, frames)
+    rows = read(tmp_path, frames)
     assert len(lost(rows)) == 1
     resolved = [x for r in rows for x in r["payload"].get("resolved", ())]
     assert [(x["code"], x["resolution"]) for x in resolved] == [("lost_call", "call")], resolved
