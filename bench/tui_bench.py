@@ -18,19 +18,16 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
+
+from vuinspect.testing.memory import peak_rss_mb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RSS_LIMIT_MB = 300
 FIRST_PAINT_LIMIT_S = 2.0
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def generate(path: str, messages: int) -> dict:
@@ -81,7 +78,7 @@ async def _measure(path: str, pages: int) -> dict:
         while "GET_FEATURES" not in screen_text(app):
             await pilot.pause(0.005)
         out["first_paint_s"] = round(time.perf_counter() - t0, 3)
-        out["rss_at_first_paint_mb"] = round(_rss_mb(), 1)
+        out["rss_at_first_paint_mb"] = round(peak_rss_mb(), 1)
         while source.loading:
             await pilot.pause(0.005)
         out["index_done_s"] = round(time.perf_counter() - t0, 3)
@@ -110,7 +107,7 @@ async def _measure(path: str, pages: int) -> dict:
         app.jump_to_frame(len(source) // 2)
         await pilot.pause()
         out["select_detail_ms"] = round((time.perf_counter() - t) * 1000, 1)
-    out["peak_rss_mb"] = round(_rss_mb(), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     source.close()
     return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.blkguest import ring_samples
 from vuinspect.capture import CaptureReader
 from vuinspect.demo import runners
 
@@ -85,11 +86,16 @@ def test_virtio_user_to_net_vhost_through_the_proxy(packed: bool) -> None:
                     stop=_close_stdin,
                 )
             )
+            # 4 s of traffic, longer on a loaded machine (two busy-polling testpmds on
+            # 2 CPUs can starve the sampler): until 12 moving tx samples, at most 20 s
             time.sleep(4)
+            deadline = time.monotonic() + 16
+            while time.monotonic() < deadline and len(_moving_tx(ring_samples(cap))) < 12:
+                time.sleep(0.5)
         samples = []
         with CaptureReader(str(cap)) as reader:
             samples = [json.loads(f.data) for f in reader if f.kind == "ring"]
-        tx = [s for s in samples if s["vring"] == 1 and s["ok"]]
+        tx = _moving_tx(samples)
         assert len(tx) >= 10, samples[:5]
         span_s = (tx[-1]["ts_ns"] - tx[0]["ts_ns"]) / 1e9
         # the counters advance, many laps of the ring over the run.  (Packed: a sample walks
@@ -125,3 +131,8 @@ def test_virtio_user_to_net_vhost_through_the_proxy(packed: bool) -> None:
         shutil.rmtree(work, ignore_errors=True)
         for p in ("vube" + tag, "vufe" + tag):
             shutil.rmtree(Path("/var/run/dpdk") / p, ignore_errors=True)
+
+
+def _moving_tx(samples: list[dict]) -> list[dict]:
+    """The transmit ring's samples taken while it ran."""
+    return [s for s in samples if s["vring"] == 1 and s["ok"]]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -25,14 +24,12 @@ import time
 
 import pytest
 
+from vuinspect.testing.memory import peak_rss_mb
+
 FULL = os.environ.get("VUINSPECT_RELIABILITY") == "full"
 OFFLINE_FRAMES = 1_000_000 if FULL else 100_000  # below ~100k the decode cache filling up dominates
 LIVE_FRAMES = 2 * OFFLINE_FRAMES
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _finish(model) -> None:
@@ -51,7 +48,7 @@ def _offline(path: str) -> dict:
     model = Model(source)
     _finish(model)
     out = {"frames": len(source), "decoded": model.decoded, "s": time.perf_counter() - t}
-    out["peak_rss_mb"] = _peak_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     source.close()
     return out
 
@@ -87,7 +84,7 @@ def _live(frames: int) -> dict:
         "last": last.name if last is not None else None,
         "pending_rows": sum(model.pending(r) for r in range(0, len(source), 97)),
     }
-    out["peak_rss_mb"] = _peak_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     source.close()
     return out
 
@@ -101,9 +98,9 @@ def _catch_up(frames: int) -> dict:
     source = LiveSource()
     for frame in bulk_frames(frames):
         source.push(frame)
-    before = _peak_mb()
+    before = peak_rss_mb()
     n = len(source)
-    out = {"frames": n, "grew_mb": _peak_mb() - before, "file_mb": source.index.size / 1e6}
+    out = {"frames": n, "grew_mb": peak_rss_mb() - before, "file_mb": source.index.size / 1e6}
     source.close()
     return out
 
