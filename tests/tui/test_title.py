@@ -13,6 +13,7 @@ from vuinspect.tui.title import title_text
 def test_ages():
     assert format_age(12_500_000) == "12.5 ms"
     assert format_age(3_000_000_000) == "3.0 s"
+    assert format_age(90_000_000_000) == "90.0 s"  # seconds up to two minutes
     assert format_age(125_000_000_000) == "2 min 5 s"
 
 
