@@ -24,7 +24,7 @@ _BOTH_IN = [_IN, _IN]
 class Watch:
     """The poll registration of a link's two sockets (owned by the link's thread)."""
 
-    __slots__ = ("poller", "events", "hup", "_fileno", "_state", "_backlog")
+    __slots__ = ("poller", "events", "hup", "_fileno", "_state", "_backlog", "_out", "_held")
 
     def __init__(self, fileno: tuple[int, int], state: list[int], backlog: Backlog) -> None:
         self.poller = select.poll()
@@ -33,13 +33,15 @@ class Watch:
         self._fileno = fileno
         self._state = state
         self._backlog = backlog
+        self._out = backlog.out  # (bound once: update runs for every message with fds)
+        self._held = backlog.held
         for fd in fileno:
             self.poller.register(fd, _IN)
 
     def update(self) -> None:
         """(Re)register both sockets for what their sides need now."""
         state = self._state
-        out = self._backlog.out
+        out = self._out
         if not out[0] and not out[1] and state == _BOTH_OPEN and self.events == _BOTH_IN:
             return  # the common case: nothing changed
         for i in (0, 1):
@@ -66,7 +68,7 @@ class Watch:
     def timeout(self) -> int | None:
         """poll's timeout: a socket left unregistered, or the next delayed message."""
         timeout = None if -1 not in self.events else 200
-        if self._backlog.held[0]:
+        if self._held[0]:
             ms = self._backlog.wait_ms()
             if ms is not None:
                 timeout = ms if timeout is None else min(timeout, ms)
