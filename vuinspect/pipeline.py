@@ -146,8 +146,13 @@ class Pipeline:
             raws = framer.feed_cut(frame.data, frame.fds, frame.ts_ns, number, frame.truncated)
         else:
             raws = framer.feed(frame.data, frame.fds, frame.ts_ns, number)
-        for raw in raws:
-            out.append(self._handle(session, raw, frame.direction, frame.channel))
+        if self._on_reply:
+            for raw in raws:
+                out.append(self._handle(session, raw, frame.direction, frame.channel))
+        else:  # (the common case, no call in between)
+            for raw in raws:
+                self.messages += 1
+                out.append(session.handle(raw, self.messages, frame.direction, frame.channel))
         if frame.comment:  # the capture's comment on the frame (editcap -a): its messages
             for msg in out:
                 msg.comment = frame.comment
@@ -158,10 +163,11 @@ class Pipeline:
     def _handle(
         self, session: Session, raw: Any, direction: Direction, channel: Channel
     ) -> Message:
-        """One framed message through its session; ``on_reply`` when it paired a request."""
+        """One framed message through its session, with ``on_reply`` sinks: told when it
+        paired a request."""
         self.messages += 1
         queue = session.pending.get(channel)
-        if not self._on_reply or not queue or direction == _REQUESTER[channel]:
+        if not queue or direction == _REQUESTER[channel]:
             return session.handle(raw, self.messages, direction, channel)  # pairs nothing
         before = list(queue)
         msg = session.handle(raw, self.messages, direction, channel)

@@ -24,7 +24,7 @@ from .frames import Channel, Direction
 from .message import Message
 from .payload import DecodeContext
 from .protocol import features as F
-from .protocol.effects import CONTEXT_FIELDS, VIRTIO_GATES, Effect
+from .protocol.effects import CONTEXT_FIELDS, VIRTIO_GATES, Effect, Rule
 from .protocol.effects import rule as effect_rule
 from .protocol.problems import problem
 from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec
@@ -230,13 +230,14 @@ class Session:
                 decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
                 self._check_fds(msg, spec.reply_fds, spec.reply_fd_role)
                 self._check_result(msg)
-                self._apply_reply(msg, spec, request)
+                self._apply(effect_rule(channel, spec.id).reply, msg, request)
         else:
             self._enqueue(msg, spec)
             if spec is not None:
                 decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
-                self._check_request(msg, spec)
-                self._apply_request(msg, spec)
+                rule = effect_rule(channel, spec.id)
+                self._check_request(msg, spec, rule)
+                self._apply(rule.request, msg, None)
         if spec is not None and msg.fds:
             label_fds(msg, spec)
         self._count(msg)
@@ -356,7 +357,7 @@ class Session:
         return req
 
     # -- stateful checks (the rule table, vuinspect/protocol/effects.py) --------------
-    def _check_request(self, msg: Message, spec: RequestSpec) -> None:
+    def _check_request(self, msg: Message, spec: RequestSpec, rule: Rule) -> None:
         """The checks every request gets from its spec, then those its rule lists."""
         self._check_fds(msg, spec.fds, spec.fd_role)
         if spec.needs and self.protocol_acked is not None:
@@ -369,7 +370,6 @@ class Session:
                         "feature_not_negotiated", f"needs protocol feature {', '.join(missing)}"
                     )
                 )
-        rule = effect_rule(msg.channel, msg.request or 0)
         if spec.needs_virtio:
             feats = self._virtio_word(rule.virtio)
             for name in spec.needs_virtio:
@@ -450,12 +450,6 @@ class Session:
             )
 
     # -- state updates (the rule table's effects) ------------------------------------
-    def _apply_request(self, msg: Message, spec: RequestSpec) -> None:
-        self._apply(effect_rule(msg.channel, msg.request or 0).request, msg, None)
-
-    def _apply_reply(self, msg: Message, spec: RequestSpec, request: Message | None) -> None:
-        self._apply(effect_rule(msg.channel, msg.request or 0).reply, msg, request)
-
     def _apply(self, effects: tuple[Effect, ...], msg: Message, request: Message | None) -> None:
         """Run ``effects`` in order; a vring effect acts on the payload's vring (a request's)
         or on the vring the paired request named (a reply's)."""
