@@ -124,4 +124,4 @@ def test_random_guest_memory_never_raises(
     finally:
         mem.close()
         img.close()
-    assert fd_count() == before
+    assert fd_count() <= before  # (none left open; other tests' threads may close theirs)

@@ -200,7 +200,7 @@ def test_sampler_maps_set_inflight_fd_and_shows_it_with_the_ring() -> None:
         s.event(event_frame("close", clock[0], 1, {"reason": "test"}))
         s._drain()
         assert not maps_mentioning("vuinspect-inflight-buf")  # unmapped with its connection
-        assert fd_count() == before
+        assert fd_count() <= before  # (none left open; other tests' threads may close theirs)
     finally:
         s.stop()
         img.close()

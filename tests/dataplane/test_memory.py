@@ -131,7 +131,7 @@ def test_regions_that_cannot_be_mapped_are_problems_and_named_on_read(img):
                 with pytest.raises(GuestMemoryError) as e:
                     mem.read(GPA, 4, "gpa")
                 assert _code(e) == "region_map_failed"
-    assert fd_count() == before
+    assert fd_count() <= before  # (none left open; other tests' threads may close theirs)
 
 
 def test_iotlb_translation_update_invalidate_and_miss(img):
@@ -194,7 +194,7 @@ def test_no_fd_or_mapping_stays_after_close():
     mem.remove_region(images[0].spec)
     mem.add_region(images[0].spec, -1)
     mem.close()
-    assert fd_count() == before
+    assert fd_count() <= before  # (none left open; other tests' threads may close theirs)
     assert not maps_mentioning("vuinspect-dp-leak")
 
 

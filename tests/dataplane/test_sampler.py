@@ -96,7 +96,7 @@ def test_sampler_frames_stall_and_unmap() -> None:
         s._drain()
         assert len(out) == n  # nothing after the close
         assert not maps_mentioning("vuinspect-sampler-guest") and not s.conns
-        assert fd_count() == before
+        assert fd_count() <= before  # (none left open; other tests' threads may close theirs)
     finally:
         s.stop()
         img.close()
@@ -145,7 +145,7 @@ def test_tables_resent_without_rings_are_never_mapped() -> None:
     finally:
         s.stop()
         img.close()
-    assert fd_count() == before
+    assert fd_count() <= before  # (none left open; other tests' threads may close theirs)
 
 
 def test_a_full_queue_loses_the_connection_not_the_traffic() -> None:
