@@ -70,314 +70,6 @@ class RequestSpec:
         return f"{self.channel}:{self.name}"
 
 
-def _spec(channel, id_, name, request, reply, mode, **kw) -> RequestSpec:
-    req = request if isinstance(request, tuple) else (request,)
-    rep = reply if isinstance(reply, tuple) else ((reply,) if reply is not None else ())
-    return RequestSpec(id_, name, channel, req, rep, mode, **kw)
-
-
-def _fe(*a, **kw) -> RequestSpec:
-    return _spec("main", *a, **kw)
-
-
-def _be(*a, **kw) -> RequestSpec:
-    return _spec("backend", *a, **kw)
-
-
-_MEMTAB = (L.MEM_TABLE, L.MEM_TABLE_XEN, L.POSTCOPY_ACK)
-_MEMREG = (L.MEM_REG, L.MEM_REG_XEN, L.POSTCOPY_ACK)
-
-FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
-    _fe(
-        1,
-        "GET_FEATURES",
-        L.EMPTY,
-        L.VIRTIO_FEATURES,
-        "always",
-        doc="back-end's virtio feature bits",
-    ),
-    _fe(2, "SET_FEATURES", L.VIRTIO_FEATURES, L.ACK, "ack", doc="features acked by the driver"),
-    _fe(3, "SET_OWNER", L.EMPTY, L.ACK, "ack", doc="claims the back-end for this front-end"),
-    _fe(4, "RESET_OWNER", L.EMPTY, L.ACK, "ack", doc="deprecated; QEMU never sends it"),
-    _fe(
-        5,
-        "SET_MEM_TABLE",
-        _MEMTAB,
-        (L.ACK, L.MEM_TABLE, L.MEM_TABLE_XEN),
-        "ack",
-        fds=(1, -1),
-        fd_role="guest-memory",
-        doc="guest memory regions, one fd each",
-    ),
-    _fe(
-        6,
-        "SET_LOG_BASE",
-        L.LOG,
-        (L.EMPTY, L.ACK),
-        "log_shmfd",
-        fds=(0, 1),
-        fd_role="dirty-log",
-        doc="dirty log bitmap for migration",
-    ),
-    _fe(7, "SET_LOG_FD", L.EMPTY, L.ACK, "ack", fds=(1, 1), fd_role="log-eventfd"),
-    _fe(8, "SET_VRING_NUM", L.VRING_NUM, L.ACK, "ack", doc="queue size"),
-    _fe(9, "SET_VRING_ADDR", L.VRING_ADDR, L.ACK, "ack", doc="ring addresses"),
-    _fe(10, "SET_VRING_BASE", L.VRING_BASE, L.ACK, "ack", doc="next available index"),
-    _fe(
-        11,
-        "GET_VRING_BASE",
-        L.VRING_STATE,
-        L.VRING_BASE,
-        "always",
-        doc="stops the ring and returns its base",
-    ),
-    _fe(
-        12,
-        "SET_VRING_KICK",
-        L.VRING_FD,
-        L.ACK,
-        "ack",
-        fds=(0, 1),
-        fd_role="kick",
-        doc="kick eventfd; starts the ring",
-    ),
-    _fe(13, "SET_VRING_CALL", L.VRING_FD, L.ACK, "ack", fds=(0, 1), fd_role="call"),
-    _fe(14, "SET_VRING_ERR", L.VRING_FD, L.ACK, "ack", fds=(0, 1), fd_role="err"),
-    _fe(
-        15,
-        "GET_PROTOCOL_FEATURES",
-        L.EMPTY,
-        L.PROTOCOL_FEATURES,
-        "always",
-        needs_virtio=("PROTOCOL_FEATURES",),
-    ),
-    _fe(
-        16,
-        "SET_PROTOCOL_FEATURES",
-        L.PROTOCOL_FEATURES,
-        L.ACK,
-        "ack",
-        needs_virtio=("PROTOCOL_FEATURES",),
-    ),
-    _fe(17, "GET_QUEUE_NUM", L.EMPTY, L.QUEUE_NUM, "always", needs=("MQ",)),
-    _fe(18, "SET_VRING_ENABLE", L.VRING_ENABLE, L.ACK, "ack", needs_virtio=("PROTOCOL_FEATURES",)),
-    _fe(19, "SEND_RARP", L.RARP, L.ACK, "ack", needs=("RARP",)),
-    _fe(20, "NET_SET_MTU", L.MTU, L.ACK, "ack", needs=("NET_MTU",)),
-    _fe(
-        21,
-        "SET_BACKEND_REQ_FD",
-        L.EMPTY,
-        L.ACK,
-        "ack",
-        fds=(1, 1),
-        fd_role="backend-channel",
-        needs=("BACKEND_REQ",),
-        old_names=("SET_SLAVE_REQ_FD",),
-    ),
-    _fe(22, "IOTLB_MSG", L.IOTLB, L.ACK, "always", needs_virtio=("ACCESS_PLATFORM",)),
-    _fe(23, "SET_VRING_ENDIAN", L.VRING_ENDIAN, L.ACK, "ack", needs=("CROSS_ENDIAN",)),
-    _fe(24, "GET_CONFIG", L.CONFIG, L.CONFIG, "always", needs=("CONFIG",)),
-    _fe(25, "SET_CONFIG", L.CONFIG, L.ACK, "ack", needs=("CONFIG",)),
-    _fe(
-        26,
-        "CREATE_CRYPTO_SESSION",
-        (L.CRYPTO_ASYM, L.CRYPTO_SYM, L.CRYPTO_OLD),
-        (L.CRYPTO_ASYM, L.CRYPTO_SYM, L.CRYPTO_OLD),
-        "always",
-        needs=("CRYPTO_SESSION",),
-    ),
-    _fe(27, "CLOSE_CRYPTO_SESSION", L.SESSION_ID, L.ACK, "ack", needs=("CRYPTO_SESSION",)),
-    _fe(
-        28,
-        "POSTCOPY_ADVISE",
-        L.EMPTY,
-        L.EMPTY,
-        "always",
-        reply_fds=(1, 1),
-        reply_fd_role="userfaultfd",
-        needs=("PAGEFAULT",),
-    ),
-    _fe(29, "POSTCOPY_LISTEN", L.EMPTY, L.ACK, "flag", needs=("PAGEFAULT",)),
-    _fe(30, "POSTCOPY_END", L.EMPTY, L.ACK, "always", needs=("PAGEFAULT",)),
-    _fe(
-        31,
-        "GET_INFLIGHT_FD",
-        L.INFLIGHT,
-        L.INFLIGHT,
-        "always",
-        reply_fds=(0, 1),
-        reply_fd_role="inflight",
-        needs=("INFLIGHT_SHMFD",),
-    ),
-    _fe(
-        32,
-        "SET_INFLIGHT_FD",
-        L.INFLIGHT,
-        L.ACK,
-        "ack",
-        fds=(1, 1),
-        fd_role="inflight",
-        needs=("INFLIGHT_SHMFD",),
-    ),
-    _fe(33, "GPU_SET_SOCKET", L.EMPTY, L.ACK, "ack", fds=(1, 1), fd_role="gpu-socket"),
-    _fe(34, "RESET_DEVICE", L.EMPTY, L.ACK, "ack", needs=("RESET_DEVICE",)),
-    _fe(35, "VRING_KICK", L.VRING_STATE, L.ACK, "ack", needs=("INBAND_NOTIFICATIONS",)),
-    _fe(36, "GET_MAX_MEM_SLOTS", L.EMPTY, L.MEM_SLOTS, "always", needs=("CONFIGURE_MEM_SLOTS",)),
-    _fe(
-        37,
-        "ADD_MEM_REG",
-        _MEMREG,
-        (L.ACK, L.MEM_REG, L.MEM_REG_XEN),
-        "ack",
-        fds=(1, 1),
-        fd_role="guest-memory",
-        needs=("CONFIGURE_MEM_SLOTS",),
-    ),
-    _fe(
-        38,
-        "REM_MEM_REG",
-        (L.MEM_REG, L.MEM_REG_XEN),
-        L.ACK,
-        "ack",
-        fds=(0, 1),
-        fd_role="guest-memory (back-end closes it)",
-        needs=("CONFIGURE_MEM_SLOTS",),
-    ),
-    _fe(39, "SET_STATUS", L.STATUS, L.ACK, "ack", needs=("STATUS",)),
-    _fe(40, "GET_STATUS", L.EMPTY, L.STATUS, "always", needs=("STATUS",)),
-    _fe(
-        41,
-        "GET_SHARED_OBJECT",
-        L.SHARED,
-        (L.SHARED, L.ACK),
-        "always",
-        reply_fds=(0, 1),
-        reply_fd_role="dmabuf",
-        needs=("SHARED_OBJECT",),
-    ),
-    _fe(
-        42,
-        "SET_DEVICE_STATE_FD",
-        L.DEVICE_STATE,
-        L.DEVICE_STATE_RESULT,
-        "always",
-        fds=(1, 1),
-        fd_role="device-state",
-        reply_fds=(0, 1),
-        reply_fd_role="device-state",
-        needs=("DEVICE_STATE",),
-    ),
-    _fe(43, "CHECK_DEVICE_STATE", L.EMPTY, L.ACK, "always", needs=("DEVICE_STATE",)),
-    _fe(44, "GET_SHMEM_CONFIG", L.EMPTY, L.SHMEM_CONFIG, "always", needs=("SHMEM",)),
-    _fe(
-        45,
-        "GET_VRING_BASE_SKIP_DRAIN",
-        L.VRING_STATE,
-        L.VRING_BASE,
-        "always",
-        needs=("GET_VRING_BASE_SKIP_DRAIN",),
-    ),
-)
-
-BACKEND_REQUESTS: tuple[RequestSpec, ...] = (
-    _be(
-        1,
-        "BACKEND_IOTLB_MSG",
-        L.IOTLB,
-        L.ACK,
-        "ack",
-        needs_virtio=("ACCESS_PLATFORM",),
-        old_names=("SLAVE_IOTLB_MSG",),
-    ),
-    _be(
-        2,
-        "BACKEND_CONFIG_CHANGE_MSG",
-        L.EMPTY,
-        L.ACK,
-        "ack",
-        needs=("CONFIG",),
-        old_names=("SLAVE_CONFIG_CHANGE_MSG",),
-    ),
-    _be(
-        3,
-        "BACKEND_VRING_HOST_NOTIFIER_MSG",
-        L.VRING_AREA,
-        L.ACK,
-        "ack",
-        fds=(0, 1),
-        fd_role="host-notifier",
-        needs=("HOST_NOTIFIER",),
-        old_names=("SLAVE_VRING_HOST_NOTIFIER_MSG",),
-    ),
-    _be(
-        4,
-        "BACKEND_VRING_CALL",
-        L.VRING_STATE,
-        L.ACK,
-        "ack",
-        needs=("INBAND_NOTIFICATIONS",),
-        old_names=("SLAVE_VRING_CALL",),
-    ),
-    _be(
-        5,
-        "BACKEND_VRING_ERR",
-        L.VRING_STATE,
-        L.ACK,
-        "ack",
-        needs=("INBAND_NOTIFICATIONS",),
-        old_names=("SLAVE_VRING_ERR",),
-    ),
-    _be(6, "BACKEND_SHARED_OBJECT_ADD", L.SHARED, L.ACK, "ack", needs=("SHARED_OBJECT",)),
-    _be(7, "BACKEND_SHARED_OBJECT_REMOVE", L.SHARED, L.ACK, "ack", needs=("SHARED_OBJECT",)),
-    _be(
-        8,
-        "BACKEND_SHARED_OBJECT_LOOKUP",
-        L.SHARED,
-        L.ACK,
-        "always",
-        reply_fds=(0, 1),
-        reply_fd_role="dmabuf",
-        needs=("SHARED_OBJECT",),
-    ),
-    _be(
-        9,
-        "BACKEND_SHMEM_MAP",
-        L.SHMEM_MAP,
-        L.ACK,
-        "ack",
-        fds=(1, 1),
-        fd_role="shmem-map",
-        needs=("SHMEM", "BACKEND_SEND_FD"),
-    ),
-    _be(10, "BACKEND_SHMEM_UNMAP", L.SHMEM_MAP, L.ACK, "ack", needs=("SHMEM",)),
-)
-
-FRONTEND: dict[int, RequestSpec] = {s.id: s for s in FRONTEND_REQUESTS}
-BACKEND: dict[int, RequestSpec] = {s.id: s for s in BACKEND_REQUESTS}
-BY_CHANNEL: dict[str, dict[int, RequestSpec]] = {"main": FRONTEND, "backend": BACKEND}
-
-
-def lookup(channel: str, request: int) -> RequestSpec | None:
-    """The spec of ``request`` on ``channel`` ('main' or 'backend'), or None."""
-    return BY_CHANNEL.get(channel, FRONTEND).get(request)
-
-
-def by_name(name: str) -> RequestSpec | None:
-    """Find a request by current or old name (``SET_SLAVE_REQ_FD`` works too)."""
-    key = name.upper().removeprefix("VHOST_USER_")
-    for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
-        if key == spec.name or key in spec.old_names:
-            return spec
-    return None
-
-
-def request_name(channel: str, request: int) -> str:
-    spec = lookup(channel, request)
-    if spec:
-        return spec.name
-    return f"UNKNOWN_{request}" if channel == "main" else f"BACKEND_UNKNOWN_{request}"
-
-
 class FrontendRequest(IntEnum):
     """Front-end request ids (main channel) by name: code names a request, never its number."""
 
@@ -443,8 +135,321 @@ class BackendRequest(IntEnum):
     BACKEND_SHMEM_UNMAP = 10
 
 
-#: The id enum of each channel; the import-time check keeps them equal to the tables above.
+def _spec(channel, request_id: IntEnum, request, reply, mode, **kw) -> RequestSpec:
+    req = request if isinstance(request, tuple) else (request,)
+    rep = reply if isinstance(reply, tuple) else ((reply,) if reply is not None else ())
+    return RequestSpec(int(request_id), request_id.name, channel, req, rep, mode, **kw)
+
+
+def _fe(*a, **kw) -> RequestSpec:
+    return _spec("main", *a, **kw)
+
+
+def _be(*a, **kw) -> RequestSpec:
+    return _spec("backend", *a, **kw)
+
+
+_MEMTAB = (L.MEM_TABLE, L.MEM_TABLE_XEN, L.POSTCOPY_ACK)
+_MEMREG = (L.MEM_REG, L.MEM_REG_XEN, L.POSTCOPY_ACK)
+
+FRONTEND_REQUESTS: tuple[RequestSpec, ...] = (
+    _fe(
+        FrontendRequest.GET_FEATURES,
+        L.EMPTY,
+        L.VIRTIO_FEATURES,
+        "always",
+        doc="back-end's virtio feature bits",
+    ),
+    _fe(
+        FrontendRequest.SET_FEATURES,
+        L.VIRTIO_FEATURES,
+        L.ACK,
+        "ack",
+        doc="features acked by the driver",
+    ),
+    _fe(
+        FrontendRequest.SET_OWNER,
+        L.EMPTY,
+        L.ACK,
+        "ack",
+        doc="claims the back-end for this front-end",
+    ),
+    _fe(FrontendRequest.RESET_OWNER, L.EMPTY, L.ACK, "ack", doc="deprecated; QEMU never sends it"),
+    _fe(
+        FrontendRequest.SET_MEM_TABLE,
+        _MEMTAB,
+        (L.ACK, L.MEM_TABLE, L.MEM_TABLE_XEN),
+        "ack",
+        fds=(1, -1),
+        fd_role="guest-memory",
+        doc="guest memory regions, one fd each",
+    ),
+    _fe(
+        FrontendRequest.SET_LOG_BASE,
+        L.LOG,
+        (L.EMPTY, L.ACK),
+        "log_shmfd",
+        fds=(0, 1),
+        fd_role="dirty-log",
+        doc="dirty log bitmap for migration",
+    ),
+    _fe(FrontendRequest.SET_LOG_FD, L.EMPTY, L.ACK, "ack", fds=(1, 1), fd_role="log-eventfd"),
+    _fe(FrontendRequest.SET_VRING_NUM, L.VRING_NUM, L.ACK, "ack", doc="queue size"),
+    _fe(FrontendRequest.SET_VRING_ADDR, L.VRING_ADDR, L.ACK, "ack", doc="ring addresses"),
+    _fe(FrontendRequest.SET_VRING_BASE, L.VRING_BASE, L.ACK, "ack", doc="next available index"),
+    _fe(
+        FrontendRequest.GET_VRING_BASE,
+        L.VRING_STATE,
+        L.VRING_BASE,
+        "always",
+        doc="stops the ring and returns its base",
+    ),
+    _fe(
+        FrontendRequest.SET_VRING_KICK,
+        L.VRING_FD,
+        L.ACK,
+        "ack",
+        fds=(0, 1),
+        fd_role="kick",
+        doc="kick eventfd; starts the ring",
+    ),
+    _fe(FrontendRequest.SET_VRING_CALL, L.VRING_FD, L.ACK, "ack", fds=(0, 1), fd_role="call"),
+    _fe(FrontendRequest.SET_VRING_ERR, L.VRING_FD, L.ACK, "ack", fds=(0, 1), fd_role="err"),
+    _fe(
+        FrontendRequest.GET_PROTOCOL_FEATURES,
+        L.EMPTY,
+        L.PROTOCOL_FEATURES,
+        "always",
+        needs_virtio=("PROTOCOL_FEATURES",),
+    ),
+    _fe(
+        FrontendRequest.SET_PROTOCOL_FEATURES,
+        L.PROTOCOL_FEATURES,
+        L.ACK,
+        "ack",
+        needs_virtio=("PROTOCOL_FEATURES",),
+    ),
+    _fe(FrontendRequest.GET_QUEUE_NUM, L.EMPTY, L.QUEUE_NUM, "always", needs=("MQ",)),
+    _fe(
+        FrontendRequest.SET_VRING_ENABLE,
+        L.VRING_ENABLE,
+        L.ACK,
+        "ack",
+        needs_virtio=("PROTOCOL_FEATURES",),
+    ),
+    _fe(FrontendRequest.SEND_RARP, L.RARP, L.ACK, "ack", needs=("RARP",)),
+    _fe(FrontendRequest.NET_SET_MTU, L.MTU, L.ACK, "ack", needs=("NET_MTU",)),
+    _fe(
+        FrontendRequest.SET_BACKEND_REQ_FD,
+        L.EMPTY,
+        L.ACK,
+        "ack",
+        fds=(1, 1),
+        fd_role="backend-channel",
+        needs=("BACKEND_REQ",),
+        old_names=("SET_SLAVE_REQ_FD",),
+    ),
+    _fe(FrontendRequest.IOTLB_MSG, L.IOTLB, L.ACK, "always", needs_virtio=("ACCESS_PLATFORM",)),
+    _fe(FrontendRequest.SET_VRING_ENDIAN, L.VRING_ENDIAN, L.ACK, "ack", needs=("CROSS_ENDIAN",)),
+    _fe(FrontendRequest.GET_CONFIG, L.CONFIG, L.CONFIG, "always", needs=("CONFIG",)),
+    _fe(FrontendRequest.SET_CONFIG, L.CONFIG, L.ACK, "ack", needs=("CONFIG",)),
+    _fe(
+        FrontendRequest.CREATE_CRYPTO_SESSION,
+        (L.CRYPTO_ASYM, L.CRYPTO_SYM, L.CRYPTO_OLD),
+        (L.CRYPTO_ASYM, L.CRYPTO_SYM, L.CRYPTO_OLD),
+        "always",
+        needs=("CRYPTO_SESSION",),
+    ),
+    _fe(
+        FrontendRequest.CLOSE_CRYPTO_SESSION, L.SESSION_ID, L.ACK, "ack", needs=("CRYPTO_SESSION",)
+    ),
+    _fe(
+        FrontendRequest.POSTCOPY_ADVISE,
+        L.EMPTY,
+        L.EMPTY,
+        "always",
+        reply_fds=(1, 1),
+        reply_fd_role="userfaultfd",
+        needs=("PAGEFAULT",),
+    ),
+    _fe(FrontendRequest.POSTCOPY_LISTEN, L.EMPTY, L.ACK, "flag", needs=("PAGEFAULT",)),
+    _fe(FrontendRequest.POSTCOPY_END, L.EMPTY, L.ACK, "always", needs=("PAGEFAULT",)),
+    _fe(
+        FrontendRequest.GET_INFLIGHT_FD,
+        L.INFLIGHT,
+        L.INFLIGHT,
+        "always",
+        reply_fds=(0, 1),
+        reply_fd_role="inflight",
+        needs=("INFLIGHT_SHMFD",),
+    ),
+    _fe(
+        FrontendRequest.SET_INFLIGHT_FD,
+        L.INFLIGHT,
+        L.ACK,
+        "ack",
+        fds=(1, 1),
+        fd_role="inflight",
+        needs=("INFLIGHT_SHMFD",),
+    ),
+    _fe(FrontendRequest.GPU_SET_SOCKET, L.EMPTY, L.ACK, "ack", fds=(1, 1), fd_role="gpu-socket"),
+    _fe(FrontendRequest.RESET_DEVICE, L.EMPTY, L.ACK, "ack", needs=("RESET_DEVICE",)),
+    _fe(FrontendRequest.VRING_KICK, L.VRING_STATE, L.ACK, "ack", needs=("INBAND_NOTIFICATIONS",)),
+    _fe(
+        FrontendRequest.GET_MAX_MEM_SLOTS,
+        L.EMPTY,
+        L.MEM_SLOTS,
+        "always",
+        needs=("CONFIGURE_MEM_SLOTS",),
+    ),
+    _fe(
+        FrontendRequest.ADD_MEM_REG,
+        _MEMREG,
+        (L.ACK, L.MEM_REG, L.MEM_REG_XEN),
+        "ack",
+        fds=(1, 1),
+        fd_role="guest-memory",
+        needs=("CONFIGURE_MEM_SLOTS",),
+    ),
+    _fe(
+        FrontendRequest.REM_MEM_REG,
+        (L.MEM_REG, L.MEM_REG_XEN),
+        L.ACK,
+        "ack",
+        fds=(0, 1),
+        fd_role="guest-memory (back-end closes it)",
+        needs=("CONFIGURE_MEM_SLOTS",),
+    ),
+    _fe(FrontendRequest.SET_STATUS, L.STATUS, L.ACK, "ack", needs=("STATUS",)),
+    _fe(FrontendRequest.GET_STATUS, L.EMPTY, L.STATUS, "always", needs=("STATUS",)),
+    _fe(
+        FrontendRequest.GET_SHARED_OBJECT,
+        L.SHARED,
+        (L.SHARED, L.ACK),
+        "always",
+        reply_fds=(0, 1),
+        reply_fd_role="dmabuf",
+        needs=("SHARED_OBJECT",),
+    ),
+    _fe(
+        FrontendRequest.SET_DEVICE_STATE_FD,
+        L.DEVICE_STATE,
+        L.DEVICE_STATE_RESULT,
+        "always",
+        fds=(1, 1),
+        fd_role="device-state",
+        reply_fds=(0, 1),
+        reply_fd_role="device-state",
+        needs=("DEVICE_STATE",),
+    ),
+    _fe(FrontendRequest.CHECK_DEVICE_STATE, L.EMPTY, L.ACK, "always", needs=("DEVICE_STATE",)),
+    _fe(FrontendRequest.GET_SHMEM_CONFIG, L.EMPTY, L.SHMEM_CONFIG, "always", needs=("SHMEM",)),
+    _fe(
+        FrontendRequest.GET_VRING_BASE_SKIP_DRAIN,
+        L.VRING_STATE,
+        L.VRING_BASE,
+        "always",
+        needs=("GET_VRING_BASE_SKIP_DRAIN",),
+    ),
+)
+
+BACKEND_REQUESTS: tuple[RequestSpec, ...] = (
+    _be(
+        BackendRequest.BACKEND_IOTLB_MSG,
+        L.IOTLB,
+        L.ACK,
+        "ack",
+        needs_virtio=("ACCESS_PLATFORM",),
+        old_names=("SLAVE_IOTLB_MSG",),
+    ),
+    _be(
+        BackendRequest.BACKEND_CONFIG_CHANGE_MSG,
+        L.EMPTY,
+        L.ACK,
+        "ack",
+        needs=("CONFIG",),
+        old_names=("SLAVE_CONFIG_CHANGE_MSG",),
+    ),
+    _be(
+        BackendRequest.BACKEND_VRING_HOST_NOTIFIER_MSG,
+        L.VRING_AREA,
+        L.ACK,
+        "ack",
+        fds=(0, 1),
+        fd_role="host-notifier",
+        needs=("HOST_NOTIFIER",),
+        old_names=("SLAVE_VRING_HOST_NOTIFIER_MSG",),
+    ),
+    _be(
+        BackendRequest.BACKEND_VRING_CALL,
+        L.VRING_STATE,
+        L.ACK,
+        "ack",
+        needs=("INBAND_NOTIFICATIONS",),
+        old_names=("SLAVE_VRING_CALL",),
+    ),
+    _be(
+        BackendRequest.BACKEND_VRING_ERR,
+        L.VRING_STATE,
+        L.ACK,
+        "ack",
+        needs=("INBAND_NOTIFICATIONS",),
+        old_names=("SLAVE_VRING_ERR",),
+    ),
+    _be(BackendRequest.BACKEND_SHARED_OBJECT_ADD, L.SHARED, L.ACK, "ack", needs=("SHARED_OBJECT",)),
+    _be(
+        BackendRequest.BACKEND_SHARED_OBJECT_REMOVE,
+        L.SHARED,
+        L.ACK,
+        "ack",
+        needs=("SHARED_OBJECT",),
+    ),
+    _be(
+        BackendRequest.BACKEND_SHARED_OBJECT_LOOKUP,
+        L.SHARED,
+        L.ACK,
+        "always",
+        reply_fds=(0, 1),
+        reply_fd_role="dmabuf",
+        needs=("SHARED_OBJECT",),
+    ),
+    _be(
+        BackendRequest.BACKEND_SHMEM_MAP,
+        L.SHMEM_MAP,
+        L.ACK,
+        "ack",
+        fds=(1, 1),
+        fd_role="shmem-map",
+        needs=("SHMEM", "BACKEND_SEND_FD"),
+    ),
+    _be(BackendRequest.BACKEND_SHMEM_UNMAP, L.SHMEM_MAP, L.ACK, "ack", needs=("SHMEM",)),
+)
+
+FRONTEND: dict[int, RequestSpec] = {s.id: s for s in FRONTEND_REQUESTS}
+BACKEND: dict[int, RequestSpec] = {s.id: s for s in BACKEND_REQUESTS}
+BY_CHANNEL: dict[str, dict[int, RequestSpec]] = {"main": FRONTEND, "backend": BACKEND}
+
+
+def lookup(channel: str, request: int) -> RequestSpec | None:
+    """The spec of ``request`` on ``channel`` ('main' or 'backend'), or None."""
+    return BY_CHANNEL.get(channel, FRONTEND).get(request)
+
+
+def by_name(name: str) -> RequestSpec | None:
+    """Find a request by current or old name (``SET_SLAVE_REQ_FD`` works too)."""
+    key = name.upper().removeprefix("VHOST_USER_")
+    for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
+        if key == spec.name or key in spec.old_names:
+            return spec
+    return None
+
+
+def request_name(channel: str, request: int) -> str:
+    spec = lookup(channel, request)
+    if spec:
+        return spec.name
+    return f"UNKNOWN_{request}" if channel == "main" else f"BACKEND_UNKNOWN_{request}"
+
+
+#: The id enum of each channel (the tables above are written with its members).
 REQUEST_ENUMS: dict[str, type[IntEnum]] = {"main": FrontendRequest, "backend": BackendRequest}
-for _channel, _enum in REQUEST_ENUMS.items():
-    if {m.name: m.value for m in _enum} != {s.name: s.id for s in BY_CHANNEL[_channel].values()}:
-        raise AssertionError(f"{_enum.__name__} differs from the {_channel} request table")
