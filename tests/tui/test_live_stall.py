@@ -90,7 +90,9 @@ async def test_tui_shows_a_live_stall_then_its_resolution(guest: Guest, tmp_path
             while not (got := RESOLVED.search(row := _row(app))):
                 assert time.monotonic() - t_cont < 8, f"no resolution shown; row: {row!r}"
                 await pilot.pause(0.1)
-            assert row.split()[2] == "running", row
+            # moving again; the guest may already have finished its I/O and stopped the ring
+            # by the time the row is read (seen in CI: "stopped" with the stall resolved)
+            assert row.split()[2] in ("running", "stopped"), row
             duration = float(got.group(1))
             # the stall started 2 s before it was raised, and lasted until the ring moved
             assert 2.0 <= duration <= stopped_for + 2.0 + 3.0, (duration, stopped_for)
