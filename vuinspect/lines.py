@@ -4,7 +4,6 @@ plain output (``--no-tui``), with tshark's time formats and the data plane's tim
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Callable
 from typing import IO
 
@@ -18,7 +17,7 @@ from .dataplane.text import (
 from .frames import DATAPLANE_KINDS, Frame
 from .message import Message
 from .pipeline import Pipeline
-from .render import format_ts, safe_text, summary_line
+from .render import clock_text, format_ts, safe_text, summary_line
 
 #: -t formats, tshark's letters: ad (UTC date and time), a (UTC time of day, as the TUI
 #: shows), r (seconds since the first message), d (since the previous line), e (epoch).
@@ -30,27 +29,19 @@ def time_formatter(fmt: str) -> Callable[[int], str]:
     base: int | None = None
     prev: int | None = None
 
-    def utc(ts_ns: int, date: bool) -> str:
-        sec, ns = divmod(ts_ns, 1_000_000_000)
-        try:
-            t = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            return format_ts(ts_ns)
-        return f"{t:%Y-%m-%d %H:%M:%S}.{ns:09d}" if date else f"{t:%H:%M:%S}.{ns:09d}"
-
     def fmt_ts(ts_ns: int) -> str:
         nonlocal base, prev
-        if fmt == "e":
-            return format_ts(ts_ns)
         if fmt in ("a", "ad"):
-            return utc(ts_ns, fmt == "ad")
+            return clock_text(ts_ns, date=fmt == "ad") or format_ts(ts_ns)
         if fmt == "r":
             if base is None:
                 base = ts_ns
-            return f"{(ts_ns - base) / 1e9:.6f}"
-        delta = 0 if prev is None else ts_ns - prev
-        prev = ts_ns
-        return f"{delta / 1e9:.6f}"
+            return format_ts(ts_ns, base)
+        if fmt == "d":
+            delta = format_ts(ts_ns, ts_ns if prev is None else prev)
+            prev = ts_ns
+            return delta
+        return format_ts(ts_ns)
 
     return fmt_ts
 

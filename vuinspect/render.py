@@ -6,6 +6,7 @@ message looks the same everywhere.
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from typing import Any
 
@@ -158,6 +159,18 @@ def format_ts(ts_ns: int, base_ns: int | None = None) -> str:
         except OverflowError:
             return f"{(ts_ns - base_ns) // 1_000_000_000}"
     return ts_text(ts_ns)
+
+
+def clock_text(ts_ns: int, digits: int = 9, date: bool = False) -> str | None:
+    """UTC time of day (``date``: with the date) to ``digits`` places of the second, or
+    None past the calendar (year > 9999): each face says that in its own width."""
+    sec, ns = divmod(ts_ns, 1_000_000_000)
+    try:
+        t = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    frac = f"{ns:09d}"[:digits]
+    return f"{t:%Y-%m-%d %H:%M:%S}.{frac}" if date else f"{t:%H:%M:%S}.{frac}"
 
 
 def summary_line(msg: Message, base_ns: int | None = None) -> str:

@@ -1,9 +1,10 @@
-"""render.tree: the detail rows a face shows for a message."""
+"""render.tree: the detail rows a face shows for a message; render.clock_text: the one UTC
+clock both the text lines and the TUI column use."""
 
 from __future__ import annotations
 
 from vuinspect.message import Message
-from vuinspect.render import tree
+from vuinspect.render import clock_text, tree
 
 
 def test_a_ring_sample_reads_as_a_sample_not_as_a_header():
@@ -34,3 +35,14 @@ def test_a_ring_sample_reads_as_a_sample_not_as_a_header():
         payload={"vring": 1, "signal": "call", "count": 3},
     )
     assert tree(notify)[0] == (0, "header", "Notifications: vring 1")
+
+
+def test_clock_text_is_the_one_utc_clock_of_read_and_the_tui():
+    from vuinspect.lines import time_formatter
+    from vuinspect.tui.rowtext import format_time
+
+    t = 1_764_000_000_123_456_789
+    assert clock_text(t) == "16:00:00.123456789" == time_formatter("a")(t)
+    assert clock_text(t, date=True) == "2025-11-24 16:00:00.123456789"
+    assert clock_text(t, digits=6) == "16:00:00.123456" == format_time(t, "abs", None, None)
+    assert clock_text(10**30) is None  # past the calendar: the face says it in its own width

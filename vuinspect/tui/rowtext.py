@@ -6,7 +6,6 @@ the columns, and so that a row costs one re-decode plus string formatting.
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
@@ -15,7 +14,7 @@ from vuinspect.dataplane.text import notify_summary, resolved_text, ring_summary
 from vuinspect.frames import DATAPLANE_KINDS
 from vuinspect.message import Message
 from vuinspect.protocol.problems import worst
-from vuinspect.render import ARROWS, payload_summary, safe_text
+from vuinspect.render import ARROWS, clock_text, format_ts, payload_summary, safe_text
 
 from .model import EMPTY, ODD, PENDING, Model
 
@@ -61,15 +60,12 @@ def format_latency(us: float | None) -> str:
 
 def format_time(ts_ns: int, mode: str, base_ns: int | None, prev_ns: int | None) -> str:
     """The time column; a timestamp no calendar can show (year > 9999) reads as ``1.845e+28ns``."""
-    try:
-        if mode == "rel" and base_ns is not None:
-            return f"{(ts_ns - base_ns) / 1e9:.6f}"
-        if mode == "delta":
-            return f"+{(ts_ns - prev_ns) / 1e9:.6f}" if prev_ns is not None else "+0.000000"
-        t = _dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, _dt.timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return f"{ts_ns:.4g}ns"  # fits the column; still says what the capture holds
-    return f"{t:%H:%M:%S}.{ts_ns % 1_000_000_000 // 1000:06d}"
+    if mode == "rel" and base_ns is not None:
+        return format_ts(ts_ns, base_ns)
+    if mode == "delta":
+        return "+" + format_ts(ts_ns, ts_ns if prev_ns is None else prev_ns)
+    # fits the column; still says what the capture holds
+    return clock_text(ts_ns, digits=6) or f"{ts_ns:.4g}ns"
 
 
 def _dataplane_summary(msg: Message) -> str:
