@@ -162,3 +162,25 @@ def test_a_full_queue_loses_the_connection_not_the_traffic() -> None:
     assert b"no longer sampled" in out[0].data
     assert not sm.wanted("f2b", build("main", 8, {"index": 0, "num": 1}) + bytes(5000))
     s.stop()
+
+
+def test_a_reset_with_its_empty_payload_stops_the_rings_and_unmaps() -> None:
+    """RESET_OWNER / RESET_DEVICE carry no payload: the sampler acts on the request alone."""
+    for request in (4, 34):  # RESET_OWNER, RESET_DEVICE
+        name = f"vuinspect-sampler-reset{request}"
+        img = GuestImage(size=1 << 16, name=name)
+        ring = SplitRing(img, 8)
+        out: list[Frame] = []
+        s = Sampler(out.append, 0.1, clock=lambda: 1)
+        try:
+            setup(s, img, ring, 1)
+            s._drain()
+            assert maps_mentioning(name) and s.conns[1].rings[0].started
+            s.control(2, 1, "f2b", build("main", request, {}))
+            s._drain()
+            assert b'"event":"stop"' in out[-1].data
+            assert not maps_mentioning(name) and not s.conns[1].rings
+            assert not s.conns[1].calls_known
+        finally:
+            s.stop()
+            img.close()

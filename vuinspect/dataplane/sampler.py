@@ -30,6 +30,7 @@ from typing import Any
 
 from ..frames import Frame, event_frame, event_info, ring_frame
 from ..protocol import features as F
+from ..protocol.requests import FrontendRequest as FE
 from .diagnose import is_receive_queue, needs_call
 from .inflight import SplitTracker, in_flight_chains
 from .inflight_region import InflightRegion
@@ -54,18 +55,17 @@ MAX_CHAINS = 16
 MAX_DESCS = 64
 #: Descriptor states of the inflight region listed in a ring frame (all are counted).
 MAX_INFLIGHT_DESCS = 16
-#: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
-WANTED = frozenset((2, 4, 5, 8, 9, 10, 11, 12, 13, 16, 18, 22, 23, 32, 34, 35, 37, 38))
-#: ... of which these carry fds to dup: guest memory, and the inflight buffer (SET_INFLIGHT_FD).
-MEMORY = frozenset((5, 32, 37))
-SET_INFLIGHT_FD = 32
+#: The main-channel front-end requests the sampler needs are the keys of its tables (at
+#: the end: _APPLY, decoded; _CONTROL, read by hand) and SET_INFLIGHT_FD: ``WANTED``.
+#: These carry fds to dup: guest memory, and the inflight buffer (SET_INFLIGHT_FD).
+MEMORY = frozenset((FE.SET_MEM_TABLE, FE.SET_INFLIGHT_FD, FE.ADD_MEM_REG))
 _INFLIGHT = struct.Struct("=QQHH")  # mmap_size mmap_offset num_queues queue_size
-#: ... of which these are held back until a ring is looked at (applied in order).
-_PENDING = frozenset((5, 37, 38))
+#: These are held back until a ring is looked at (applied in order).
+_PENDING = frozenset((FE.SET_MEM_TABLE, FE.ADD_MEM_REG, FE.REM_MEM_REG))
 MAX_PENDING = 1024
-#: ... and these make the sampler look at a vring right away (the others wait for the
-#: next tick: a burst of setup messages costs one wake-up, not one each).
-_VRING = frozenset((11, 12, 35))
+#: These make the sampler look at a vring right away (the others wait for the next
+#: tick: a burst of setup messages costs one wake-up, not one each).
+_VRING = frozenset((FE.GET_VRING_BASE, FE.SET_VRING_KICK, FE.VRING_KICK))
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("=Q")
 _II = struct.Struct("=II")
@@ -323,11 +323,11 @@ class Sampler:
             return
         c = self._conn(conn)
         req = _U32.unpack_from(data)[0]
-        if req == SET_INFLIGHT_FD:
+        if req == FE.SET_INFLIGHT_FD:
             self._inflight(c, conn, ts, data, dups or [])
             return
         if req in _PENDING and not c.lost:
-            if req == 5:  # a new table: the ones before it no longer matter
+            if req == FE.SET_MEM_TABLE:  # a new table: the ones before it no longer matter
                 c.drop_pending()
             if len(c.pending) >= MAX_PENDING:
                 _close(dups or [])
@@ -335,7 +335,7 @@ class Sampler:
                 return
             c.pending.append((ts, data, descs, dups or []))
             return
-        if req == 22:  # IOTLB_MSG: rare, decoded in full
+        if req == FE.IOTLB_MSG:  # rare, decoded in full
             self._feed(c, conn, ts, direction, data, descs, dups or [])
             return
         _close(dups or [])
@@ -391,90 +391,99 @@ class Sampler:
             c.device = F.guess_device(_U64.unpack_from(data, 12)[0])
 
     def _control(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
-        """A feature, reset or vring message, read by hand (the common case: µs, not a
-        decode).  A payload too short for its request is ignored, as a back-end would."""
-        size = len(data) - 12
-        if r in (2, 16):
-            if size < 8:
-                return
-            value = _U64.unpack_from(data, 12)[0]
-            if r == 2:
-                c.virtio = value
-            else:
-                c.protocol = value
-            c.mem.set_features(c.virtio, c.protocol)
-            for i in c.rings:
-                self._configure(c, i)
+        """A feature, reset or vring message, read by hand as _CONTROL says (the common
+        case: µs, not a decode).  A payload too short for its request is ignored, as a
+        back-end would."""
+        handle = _CONTROL.get(r)
+        if handle is not None:
+            handle(self, c, conn, ts, r, data)
+
+    def _features(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+        """SET_FEATURES / SET_PROTOCOL_FEATURES: the acked word (_FEATURE_WORDS)."""
+        if len(data) < 20:
             return
-        if r in (4, 34):
-            self._stop_all(c, conn, ts)
-            c.drop_pending()
-            c.mem.reset()
-            c.rings.clear()
-            c.calls.clear()
-            c.calls_known = False
+        setattr(c, _FEATURE_WORDS[r], _U64.unpack_from(data, 12)[0])
+        c.mem.set_features(c.virtio, c.protocol)
+        for i in c.rings:
+            self._configure(c, i)
+
+    def _reset(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+        """RESET_OWNER / RESET_DEVICE: every ring stops, memory and call fds are gone."""
+        self._stop_all(c, conn, ts)
+        c.drop_pending()
+        c.mem.reset()
+        c.rings.clear()
+        c.calls.clear()
+        c.calls_known = False
+
+    def _vring(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+        """A vring message: its ring (index and value read as _VRINGS says), what the
+        message sets on it, then the ring stops, starts or is set up again."""
+        fd_layout, setter, then = _VRINGS[r]
+        if len(data) < 20:
             return
-        if r in (12, 13, 35):
-            if size < 8:
-                return
+        if fd_layout:  # vhost_vring_fd: the index in the low byte, NOFD (0x100) above
             value = _U64.unpack_from(data, 12)[0]
             i = value & 0xFF
-            if r == 13:
-                c.calls[i] = "nofd" if value & 0x100 else "fd"
-        elif size >= 8:
-            i, num = _II.unpack_from(data, 12)
-        else:
-            return
+        else:  # vhost_vring_state: index, num
+            i, value = _II.unpack_from(data, 12)
         if i >= MAX_RINGS:
             return
         ring = c.rings.get(i)
         if ring is None:
             ring = c.rings[i] = _Ring(i)
-        if r == 11:
-            if ring.started:
-                self._look(c, conn, i, ring, ts, "stop")
-            ring.started = False
-            ring.last = None
+        if setter is None or setter(c, ring, value, data):
+            then(self, c, conn, ts, ring)
+
+    def _ring_stop(self, c: _Conn, conn: int, ts: int, ring: _Ring) -> None:
+        if ring.started:
+            self._look(c, conn, ring.index, ring, ts, "stop")
+        ring.started = False
+        ring.last = None
+
+    def _ring_start(self, c: _Conn, conn: int, ts: int, ring: _Ring) -> None:
+        self._configure(c, ring.index)
+        if ring.started:
+            self._look(c, conn, ring.index, ring, ts, "control")
             return
-        if r == 8:
-            ring.num = num
-        elif r == 23:
-            ring.endian = num
-        elif r == 9:
-            if size < _ADDR.size:
-                return
-            _, _, ring.desc, ring.used, ring.avail, _ = _ADDR.unpack_from(data, 12)
-        elif r == 10:
-            ring.base = num
-            ring.last = None
-            ring.packed = None
-            ring.split = SplitTracker()
-        self._configure(c, i)
-        if r in (12, 35) and not ring.started:
-            ring.started = True
-            ring.last = None
-            self._look(c, conn, i, ring, ts, "start")
-        elif ring.started:
-            self._look(c, conn, i, ring, ts, "control")
+        ring.started = True
+        ring.last = None
+        self._look(c, conn, ring.index, ring, ts, "start")
+
+    def _ring_setup(self, c: _Conn, conn: int, ts: int, ring: _Ring) -> None:
+        """A ring's setup changed: its config again, and a look if it runs."""
+        self._configure(c, ring.index)
+        if ring.started:
+            self._look(c, conn, ring.index, ring, ts, "control")
 
     def _apply(self, c: _Conn, conn: int, ts: int, m: Any, fds: list[int]) -> None:
-        """A decoded memory or IOTLB message."""
-        r, p = m.request, m.payload
-        if r == 5 and isinstance(p.get("regions"), list):  # (rings go on: memory hotplug)
-            try:
-                problems = c.mem.set_table(regions_from(p["regions"]), fds)
-            except (KeyError, TypeError, ValueError) as exc:
-                problems = []
-                self._note(conn, ts, f"ring sampler: memory table not understood: {exc}")
-            for prob in problems:
-                self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
-        elif r == 37 and "mmap_offset" in p and fds:
+        """A decoded memory or IOTLB message, as _APPLY says."""
+        handle = _APPLY.get(m.request)
+        if handle is not None:
+            handle(self, c, conn, ts, m.payload, fds)
+
+    def _mem_table(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+        if not isinstance(p.get("regions"), list):  # (rings go on: memory hotplug)
+            return
+        try:
+            problems = c.mem.set_table(regions_from(p["regions"]), fds)
+        except (KeyError, TypeError, ValueError) as exc:
+            problems = []
+            self._note(conn, ts, f"ring sampler: memory table not understood: {exc}")
+        for prob in problems:
+            self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
+
+    def _mem_add(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+        if "mmap_offset" in p and fds:
             for prob in c.mem.add_region(RegionSpec.from_payload(p), fds[0]):
                 self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
-        elif r == 38 and "userspace_addr" in p:
+
+    def _mem_remove(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+        if "userspace_addr" in p:
             c.mem.remove_region(RegionSpec.from_payload(p))
-        elif r == 22:
-            c.mem.iotlb_message(p)
+
+    def _iotlb(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+        c.mem.iotlb_message(p)
 
     def _configure(self, c: _Conn, i: int) -> None:
         ring = c.rings[i]
@@ -565,11 +574,8 @@ class Sampler:
             self.emit(ring_frame(ts, conn, record))
 
     def _stop_all(self, c: _Conn, conn: int, ts: int) -> None:
-        for i, ring in c.rings.items():
-            if ring.started:
-                self._look(c, conn, i, ring, ts, "stop")
-                ring.started = False
-                ring.last = None
+        for ring in c.rings.values():
+            self._ring_stop(c, conn, ts, ring)
 
     def _close(self, conn: int, ts: int) -> None:
         """The connection ended (its close frame is written): unmap, sample no more."""
@@ -600,6 +606,77 @@ class Sampler:
         with self._emit_lock:
             if conn not in self._closing:
                 self.emit(event_frame("note", ts, conn, {"text": text}))
+
+
+#: The feature words SET_FEATURES and SET_PROTOCOL_FEATURES ack, as _Conn attributes.
+_FEATURE_WORDS: dict[int, str] = {FE.SET_FEATURES: "virtio", FE.SET_PROTOCOL_FEATURES: "protocol"}
+
+
+def _set_num(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
+    ring.num = value
+    return True
+
+
+def _set_endian(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
+    ring.endian = value
+    return True
+
+
+def _set_addr(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
+    if len(data) - 12 < _ADDR.size:
+        return False
+    _, _, ring.desc, ring.used, ring.avail, _ = _ADDR.unpack_from(data, 12)
+    return True
+
+
+def _set_base(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
+    ring.base = value
+    ring.last = None
+    ring.packed = None
+    ring.split = SplitTracker()
+    return True
+
+
+def _set_call(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
+    c.calls[ring.index] = "nofd" if value & 0x100 else "fd"
+    return True
+
+
+_Set = Callable[[_Conn, _Ring, int, bytes], bool]  # False: too short, ignored
+_Then = Callable[[Sampler, _Conn, int, int, _Ring], None]
+_STOP, _START, _SETUP = Sampler._ring_stop, Sampler._ring_start, Sampler._ring_setup
+#: The vring messages: (the vhost_vring_fd layout, else vhost_vring_state), what the
+#: message sets on its ring, and then what becomes of the ring.
+_VRINGS: dict[int, tuple[bool, _Set | None, _Then]] = {
+    FE.SET_VRING_NUM: (False, _set_num, _SETUP),
+    FE.SET_VRING_ADDR: (False, _set_addr, _SETUP),
+    FE.SET_VRING_BASE: (False, _set_base, _SETUP),
+    FE.GET_VRING_BASE: (False, None, _STOP),
+    FE.SET_VRING_KICK: (True, None, _START),
+    FE.SET_VRING_CALL: (True, _set_call, _SETUP),
+    FE.SET_VRING_ENABLE: (False, None, _SETUP),
+    FE.SET_VRING_ENDIAN: (False, _set_endian, _SETUP),
+    FE.VRING_KICK: (True, None, _START),
+}
+_Read = Callable[[Sampler, _Conn, int, int, int, bytes], None]
+#: The messages read by hand: features, resets, vring setup.
+_CONTROL: dict[int, _Read] = {
+    FE.SET_FEATURES: Sampler._features,
+    FE.SET_PROTOCOL_FEATURES: Sampler._features,
+    FE.RESET_OWNER: Sampler._reset,
+    FE.RESET_DEVICE: Sampler._reset,
+    **dict.fromkeys(_VRINGS, Sampler._vring),
+}
+_Apply = Callable[[Sampler, _Conn, int, int, dict, list[int]], None]
+#: The messages decoded in full: guest memory and the IOTLB.
+_APPLY: dict[int, _Apply] = {
+    FE.SET_MEM_TABLE: Sampler._mem_table,
+    FE.ADD_MEM_REG: Sampler._mem_add,
+    FE.REM_MEM_REG: Sampler._mem_remove,
+    FE.IOTLB_MSG: Sampler._iotlb,
+}
+#: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
+WANTED = frozenset(int(r) for r in (*_CONTROL, *_APPLY, FE.SET_INFLIGHT_FD))
 
 
 def _close(fds: list[int]) -> None:
