@@ -323,12 +323,14 @@ def read_header(
     if raw.raw or raw.request is None or raw.flags is None:
         msg.kind, msg.name, msg.size = "raw", "RAW", len(raw.data)
         return msg, None
-    msg.request, msg.flags, msg.size = raw.request, raw.flags, raw.size
-    msg.reply = direction != ("f2b" if channel == "main" else "b2f")
-    msg.need_reply = bool(raw.flags & FLAG_NEED_REPLY)
-    spec = lookup(channel, raw.request)
+    flags = raw.flags
+    msg.request, msg.flags, msg.size = raw.request, flags, raw.size
+    msg.reply = reply = direction != ("f2b" if channel == "main" else "b2f")
+    msg.need_reply = bool(flags & FLAG_NEED_REPLY)
+    spec = BY_CHANNEL.get(channel, FRONTEND).get(raw.request)  # (lookup(), inline: per message)
     msg.name = spec.name if spec is not None else request_name(channel, raw.request)
-    check_header(msg)
+    if flags != REPLY_FLAGS if reply else flags & ~FLAG_NEED_REPLY != VERSION:
+        check_header(msg)  # (the usual flags have nothing to report)
     if spec is None:
         msg.problems.append(
             problem(

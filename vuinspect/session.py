@@ -6,17 +6,18 @@ differ, and some depend on negotiated features), pairs replies with the
 requests waiting for them, measures latency, keeps the memory table and vring
 state, and adds the conformance problems that need state.  The rules it
 applies are PROTOCOL.md §1.5 (replies) and §2-§6; what each request does to the
-state, and which stateful checks it gets, is the table of protocol/effects.py,
-which this module interprets (as the generated dissector's runtime_effects.lua does).
+state, and which stateful checks it gets, is the table of protocol/effects.py, which
+the session runs as resolved once per request by :mod:`vuinspect.rule_steps` (the
+generated dissector's runtime_effects.lua interprets the same table).
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
+from . import rule_steps
 from .dataplane.diagnose import Finding, is_receive_queue
 from .dataplane.track import DataPlane
 from .decoder import RawMessage, decode_payload, label_fds, read_header
@@ -24,8 +25,6 @@ from .frames import Channel, Direction
 from .message import Message
 from .payload import DecodeContext
 from .protocol import features as F
-from .protocol.effects import CONTEXT_FIELDS, VIRTIO_GATES, Effect, Rule
-from .protocol.effects import rule as effect_rule
 from .protocol.problems import problem
 from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec
 from .state import Pending, Region, RequestStats, Vring, count_request
@@ -46,6 +45,7 @@ class Session:
         device: str | None = None,
         order: str = "<",
         cache: dict[tuple, tuple] | None = None,
+        steps: rule_steps.StepTable | None = None,
     ) -> None:
         self.conn = conn
         self.info: dict[str, Any] = {}
@@ -90,6 +90,9 @@ class Session:
         # payload decode cache, shared by the sessions of a pipeline: real traffic repeats
         self._decoded: dict[tuple, tuple] = {} if cache is None else cache
         self._ctx_key: tuple = ()
+        # what each request does, resolved from the rule table (a pipeline shares one)
+        self._steps = rule_steps.table() if steps is None else steps
+        self._step_of = self._steps.resolved.get  # id(spec) -> its steps, once resolved
 
     # -- derived ---------------------------------------------------------------
     @property
@@ -223,24 +226,27 @@ class Session:
             return msg
         if self.messages == 1 and msg.request == FrontendRequest.GET_FEATURES and channel == "main":
             self.seen_start = True
-        ctx = self.context()  # (first: it renews _ctx_key when negotiation changed it)
-        if msg.reply:
-            request = self._pair(msg)
-            if spec is not None:
-                decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
-                self._check_fds(msg, spec.reply_fds, spec.reply_fd_role)
-                self._check_result(msg)
-                self._apply(effect_rule(channel, spec.id).reply, msg, request)
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self.context()  # (renews _ctx_key: negotiation changed it)
+        if spec is None:  # an unknown request: paired, nothing to decode
+            if msg.reply:
+                self._pair(msg)
+            else:
+                self._enqueue(msg, None)
         else:
-            self._enqueue(msg, spec)
-            if spec is not None:
+            steps = self._step_of(id(spec)) or self._steps.get(spec)
+            if msg.reply:
+                request = self._pair(msg)
                 decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
-                rule = effect_rule(channel, spec.id)
-                self._check_request(msg, spec, rule)
-                self._apply(rule.request, msg, None)
-        if spec is not None and msg.fds:
+                steps.reply(self, msg, request)
+            else:
+                self._enqueue(msg, spec)
+                decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
+                steps.request(self, msg)
+        if msg.fds and spec is not None:
             label_fds(msg, spec)
-        self._count(msg)
+        self.problems += count_request(self.stats, msg)
         return msg
 
     def _count(self, msg: Message) -> None:
@@ -248,10 +254,12 @@ class Session:
 
     # -- fds, results -------------------------------------------------------------
     def _check_fds(self, msg: Message, allowed: tuple[int, int], role: str) -> None:
-        truncated = [d for d in msg.fds if d.startswith(TRUNCATED_FD)]
-        if truncated:
-            msg.problems.append(problem("fds_truncated", truncated[0]))
-        n = len(msg.fds) - len(truncated)
+        n = 0
+        if msg.fds:
+            truncated = [d for d in msg.fds if d.startswith(TRUNCATED_FD)]
+            if truncated:
+                msg.problems.append(problem("fds_truncated", truncated[0]))
+            n = len(msg.fds) - len(truncated)
         lo, hi = allowed
         if msg.layout == "vring_fd" or msg.layout == "vring_area":
             nofd = msg.payload.get("nofd")
@@ -292,7 +300,6 @@ class Session:
         if spec is None:
             return msg.need_reply, False
         mode = spec.reply_mode
-        ack = self.protocol_has(_REPLY_ACK)
         if mode == "always":
             return True, True
         if mode == "flag":
@@ -300,7 +307,7 @@ class Session:
         if mode == "log_shmfd" and self.protocol_has(1 << 1):
             return True, True
         if mode in ("ack", "log_shmfd"):
-            return msg.need_reply, bool(msg.need_reply and ack)
+            return msg.need_reply, bool(msg.need_reply and self.protocol_has(_REPLY_ACK))
         return False, False
 
     def _enqueue(self, msg: Message, spec: RequestSpec | None) -> None:
@@ -326,7 +333,9 @@ class Session:
         if not queue:
             msg.problems.append(problem("reply_to_nothing", "no request is waiting for a reply"))
             return None
-        match = next((p for p in queue if p.message.request == msg.request), None)
+        match: Pending | None = queue[0]  # (the usual case: the oldest request's reply)
+        if queue[0].message.request != msg.request:
+            match = next((p for p in queue if p.message.request == msg.request), None)
         if match is None:
             head = queue[0].message
             msg.problems.append(
@@ -356,242 +365,8 @@ class Session:
             )
         return req
 
-    # -- stateful checks (the rule table, vuinspect/protocol/effects.py) --------------
-    def _check_request(self, msg: Message, spec: RequestSpec, rule: Rule) -> None:
-        """The checks every request gets from its spec, then those its rule lists."""
-        self._check_fds(msg, spec.fds, spec.fd_role)
-        if spec.needs and self.protocol_acked is not None:
-            missing = [
-                n for n in spec.needs if not self.protocol_acked >> F.PROTOCOL_BY_NAME[n].bit & 1
-            ]
-            if missing:
-                msg.problems.append(
-                    problem(
-                        "feature_not_negotiated", f"needs protocol feature {', '.join(missing)}"
-                    )
-                )
-        if spec.needs_virtio:
-            feats = self._virtio_word(rule.virtio)
-            for name in spec.needs_virtio:
-                bit = VIRTIO_GATES[name]
-                if feats is not None and not feats >> bit & 1:
-                    msg.problems.append(
-                        problem(rule.virtio_problem)
-                        if rule.virtio_problem
-                        else problem(
-                            "feature_not_negotiated", f"needs virtio feature {name} (bit {bit})"
-                        )
-                    )
-        if msg.need_reply and spec.reply_mode == "ack" and self.protocol_has(_REPLY_ACK) is False:
-            msg.problems.append(problem("need_reply_without_ack"))
-        for check in rule.checks:
-            _CHECKS[check.kind](self, msg, check.value)
-
-    def _virtio_word(self, word: str) -> int | None:
-        if word == "offered":
-            return self.virtio_offered
-        if word == "acked_or_offered" and self.virtio_acked is None:
-            return self.virtio_offered
-        return self.virtio_acked
-
-    def _check_vring_started(self, msg: Message, _: Any) -> None:
-        if self.seen_start:
-            ring = self.vrings.get(msg.payload.get("index", -1))
-            if ring is None or not ring.started:
-                msg.problems.append(
-                    problem(
-                        "vring_not_started",
-                        f"vring {msg.payload.get('index')} was never started (no SET_VRING_KICK)",
-                    )
-                )
-
-    def _check_vring_range(self, msg: Message, _: Any) -> None:
-        index = msg.payload.get("index")
-        if self.queue_num and isinstance(index, int) and index >= 2 * self.queue_num:
-            # GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
-            msg.problems.append(
-                problem(
-                    "vring_out_of_range",
-                    f"vring {index}, back-end announced {self.queue_num} queues",
-                )
-            )
-
-    def _check_max_regions(self, msg: Message, limit: int) -> None:
-        if msg.payload.get("nregions", 0) > limit:
-            msg.problems.append(
-                problem(
-                    "too_many_regions",
-                    f"{msg.payload['nregions']} regions, {msg.name} allows {limit}",
-                )
-            )
-
-    def _check_offered(self, msg: Message, how: tuple[str, str]) -> None:
-        word, verb = how
-        offered = self.virtio_offered if word == "virtio" else self.protocol_offered
-        if offered is None:
-            return
-        extra = msg.payload.get("features", 0) & ~offered
-        if extra:
-            table = F.virtio_table(self.device) if word == "virtio" else F.PROTOCOL_TABLE
-            msg.problems.append(
-                problem(
-                    "features_not_offered",
-                    f"{verb} {', '.join(F.bit_names(extra, table))} not offered by the back-end",
-                )
-            )
-
-    def _check_slots(self, msg: Message, _: Any) -> None:
-        if self.max_mem_slots is not None and len(self.regions) >= self.max_mem_slots:
-            msg.problems.append(
-                problem(
-                    "too_many_regions",
-                    f"{len(self.regions) + 1} regions, back-end has {self.max_mem_slots} slots",
-                )
-            )
-
-    # -- state updates (the rule table's effects) ------------------------------------
-    def _apply(self, effects: tuple[Effect, ...], msg: Message, request: Message | None) -> None:
-        """Run ``effects`` in order; a vring effect acts on the payload's vring (a request's)
-        or on the vring the paired request named (a reply's)."""
-        p = msg.payload
-        for e in effects:
-            if e.when and not self._holds(e.when, p, request):
-                continue
-            vring_op = _VRING_OPS.get(e.op)
-            if vring_op is not None:
-                if msg.reply:
-                    assert request is not None  # a reply's vring effects are all ("request",)
-                    index = request.payload.get("index", p.get("index", -1))
-                elif "index" in p:
-                    index = p["index"]
-                else:
-                    continue
-                vring_op(self, self.vring(index), e, msg)
-            else:
-                _OPS[e.op](self, e, msg)
-                if e.field in CONTEXT_FIELDS:
-                    self._invalidate()
-
-    def _holds(self, when: tuple, p: dict[str, Any], request: Message | None) -> bool:
-        kind = when[0]
-        if kind == "has":
-            return when[1] in p
-        if kind == "int":
-            return isinstance(p.get(when[1]), int)
-        if kind == "ok":
-            return not p.get("result")
-        if kind == "request":
-            return request is not None
-        if kind == "lacks_virtio":
-            return self.virtio_acked is not None and not self.virtio_acked >> when[1] & 1
-        raise ValueError(f"unknown effect condition {when!r}")
-
-    def _set(self, e: Effect, msg: Message) -> None:
-        setattr(self, e.field, msg.payload.get(e.key))
-
-    def _const(self, e: Effect, msg: Message) -> None:
-        setattr(self, e.field, e.value)
-
-    def _fd(self, e: Effect, msg: Message) -> None:
-        setattr(self, e.field, msg.fds[0] if msg.fds else None)
-
-    def _with_fd(self, e: Effect, msg: Message) -> None:
-        setattr(self, e.field, dict(msg.payload, fd=msg.fds[0] if msg.fds else None))
-
-    def _guess_device(self, e: Effect, msg: Message) -> None:
-        if self.device is None:
-            self.device = F.guess_device(msg.payload[e.key])
-            self._invalidate()
-
-    def _regions_set(self, e: Effect, msg: Message) -> None:
-        self.regions = [self._region(reg, msg.fds, i) for i, reg in enumerate(msg.payload[e.key])]
-
-    def _region_add(self, e: Effect, msg: Message) -> None:
-        self.regions.append(self._region(msg.payload, msg.fds, 0))
-
-    def _region_remove(self, e: Effect, msg: Message) -> None:
-        p = msg.payload
-        self.regions = [
-            g
-            for g in self.regions
-            if not (
-                g.guest_phys_addr == p["guest_phys_addr"]
-                and g.memory_size == p["memory_size"]
-                and g.userspace_addr == p["userspace_addr"]
-            )
-        ]
-
-    def _rings_stop(self, e: Effect, msg: Message) -> None:
-        indices = None if e.value == "all" else [msg.payload["index"]]
-        msg.problems.extend(self.rings_stopped(msg.ts_ns, indices))
-
-    def _ring_restart(self, e: Effect, msg: Message) -> None:
-        if "index" in msg.payload:
-            found = self.dataplane.on_restart(msg.ts_ns, msg.payload["index"], self.receive_queue)
-            msg.problems.extend(problem(f.code, f.text) for f in found)
-
-    def _vrings_all(self, e: Effect, msg: Message) -> None:
-        for ring in self.vrings.values():
-            setattr(ring, e.field, e.value)
-
-    def _vring_touch(self, ring: Vring, e: Effect, msg: Message) -> None:
-        pass  # vring() made it
-
-    def _vring_set(self, ring: Vring, e: Effect, msg: Message) -> None:
-        v = msg.payload.get(e.key)
-        if e.value == "bool":
-            v = bool(v)
-        elif e.value == "bit0":
-            v = bool((v or 0) & 1)
-        setattr(ring, e.field, v)
-
-    def _vring_const(self, ring: Vring, e: Effect, msg: Message) -> None:
-        setattr(ring, e.field, e.value)
-
-    def _vring_fd(self, ring: Vring, e: Effect, msg: Message) -> None:
-        fd = None if msg.payload.get("nofd") else (msg.fds[0] if msg.fds else "?")
-        setattr(ring, e.field, fd or e.value)
-        if e.field == "call":  # what the back-end got (the sampler's call_fd, for old captures)
-            sent = "nofd" if msg.payload.get("nofd") else "fd" if msg.fds else "none"
-            dropped = self._call_dropped == ring.index
-            self.dataplane.call_fd_sent(ring.index, "none" if dropped else sent)
-            self._call_dropped = None
-
-    @staticmethod
-    def _region(p: dict[str, Any], fds: tuple[str, ...], i: int) -> Region:
-        return Region(
-            p["guest_phys_addr"],
-            p["memory_size"],
-            p["userspace_addr"],
-            p["mmap_offset"],
-            fds[i] if i < len(fds) else "",
-        )
-
 
 # The interpreters of the rule table's ops and checks (vuinspect/protocol/effects.py).
-_OPS: dict[str, Callable[[Session, Effect, Message], None]] = {
-    "set": Session._set,
-    "const": Session._const,
-    "fd": Session._fd,
-    "with_fd": Session._with_fd,
-    "guess_device": Session._guess_device,
-    "regions_set": Session._regions_set,
-    "region_add": Session._region_add,
-    "region_remove": Session._region_remove,
-    "rings_stopped": Session._rings_stop,
-    "ring_restart": Session._ring_restart,
-    "vrings_all": Session._vrings_all,
-}
-_VRING_OPS: dict[str, Callable[[Session, Vring, Effect, Message], None]] = {
-    "vring": Session._vring_touch,
-    "vring_set": Session._vring_set,
-    "vring_const": Session._vring_const,
-    "vring_fd": Session._vring_fd,
-}
-_CHECKS: dict[str, Callable[[Session, Message, Any], None]] = {
-    "vring_started": Session._check_vring_started,
-    "vring_range": Session._check_vring_range,
-    "max_regions": Session._check_max_regions,
-    "offered": Session._check_offered,
-    "slots": Session._check_slots,
-}
+_OPS = rule_steps.OPS
+_VRING_OPS = rule_steps.VRING_OPS
+_CHECKS = rule_steps.CHECKS
