@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from vuinspect.dataplane.text import in_message_list
+from vuinspect.frames import event_frame, ring_frame
 from vuinspect.pipeline import Pipeline
 from vuinspect.tui.app import VuInspectApp
-from vuinspect.tui.model import Model
+from vuinspect.tui.model import LIVE_KEEP_CLOSED, Model
 from vuinspect.tui.queues import ChainsScreen, QueuesView
 from vuinspect.tui.queues_data import sparkline
 from vuinspect.tui.samples import queue_frames
-from vuinspect.tui.sources import FileSource, FrameListSource
+from vuinspect.tui.sources import FileSource, FrameListSource, LiveSource
 
 from .conftest import screen_text, settle
 
@@ -53,6 +54,27 @@ def test_ring_rows_rebuild_as_the_pipeline_made_them() -> None:
         assert [x.to_dict() for x in m.messages(row)] == [x.to_dict() for x in by_frame[row + 1]], (
             row
         )
+
+
+def test_live_ring_rows_are_bounded_by_the_connections_the_pipeline_keeps() -> None:
+    """A live session with reconnects: rows of connections the pipeline dropped go too."""
+    live = LiveSource()
+    m = Model(live)
+    conns = 3 * LIVE_KEEP_CLOSED
+    ts = 1_000_000_000
+    for conn in range(1, conns + 1):
+        live.push(event_frame("open", ts, conn, {"label": "t"}))
+        for vring in (0, 1):
+            sample = {"vring": vring, "ts_ns": ts + 1, "layout": "split", "num": 256}
+            sample |= {"ok": True, "avail_idx": 1, "used_idx": 1, "in_flight": 0}
+            live.push(ring_frame(ts + 1, conn, {**sample, "avail_flags": 0, "used_flags": 0}))
+        live.push(event_frame("close", ts + 2, conn, {"reason": "reconnect"}))
+        ts += 10
+    m.run_to_end()
+    held = [c for c in range(1, conns + 1) for v in (0, 1) if m.rings.points(c, v)]
+    assert len(held) <= 2 * (LIVE_KEEP_CLOSED + 1), len(held)
+    assert conns in held and m.rings.last_row(conns, 1) == len(live) - 2  # the newest kept
+    m.stop()
 
 
 def test_sparkline_follows_progress() -> None:

@@ -104,7 +104,7 @@ class Model:
         # resolve a problem (dataplane.text.in_message_list; _routine is its bits-only twin)
         self.show_rings = False
         self.rings_seen = False
-        self.rings = RingRows()
+        self.rings = RingRows(self.pipeline.sessions)  # (as long as the pipeline keeps them)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a new filter (or stop) once the input has ended

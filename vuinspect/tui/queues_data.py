@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +36,18 @@ class RingHistory:
 
 
 class RingRows:
-    """Per (conn, vring): the latest ring row and the progress history."""
+    """Per (conn, vring): the latest ring row and the progress history.
 
-    def __init__(self) -> None:
-        self.by_key: dict[tuple[int, int], RingHistory] = {}
+    Rows are kept only for the connections ``sessions`` (the pipeline's) still
+    holds: a connection the pipeline dropped after its close (``keep_closed``, the
+    live TUI) is dropped here when the next connection's first ring row comes, so a
+    live session with reconnects holds rows for as many connections as the pipeline.
+    ``sessions`` None keeps every connection.
+    """
+
+    def __init__(self, sessions: Mapping[int, Session] | None = None) -> None:
+        self.sessions = sessions
+        self.by_conn: dict[int, dict[int, RingHistory]] = {}
 
     def note(self, session: Session, row: int, msg: Message) -> None:
         vring = msg.payload.get("vring")
@@ -47,19 +56,33 @@ class RingRows:
         track = session.dataplane.rings.get(vring)
         if track is None:  # over the dataplane's bound: not tracked there either
             return
-        h = self.by_key.get((msg.conn, vring))
-        if h is None:
-            h = self.by_key[(msg.conn, vring)] = RingHistory(points=deque(maxlen=HISTORY))
+        rings = self.by_conn.get(msg.conn)
+        if rings is None:
+            self._forget_dropped()
+            rings = self.by_conn[msg.conn] = {}
+        h = rings.get(vring)
+        if h is None:  # (at most the dataplane's vrings of a connection: it tracks them)
+            h = rings[vring] = RingHistory(points=deque(maxlen=HISTORY))
         h.last_row = row
         assert h.points is not None
         h.points.append((msg.ts_ns, track.progress))
 
+    def _forget_dropped(self) -> None:
+        """Drop the rows of connections the pipeline no longer holds (once per new one)."""
+        if self.sessions is not None:
+            for conn in [c for c in self.by_conn if c not in self.sessions]:
+                del self.by_conn[conn]
+
+    def _history(self, conn: int, vring: int) -> RingHistory | None:
+        rings = self.by_conn.get(conn)
+        return rings.get(vring) if rings is not None else None
+
     def last_row(self, conn: int, vring: int) -> int | None:
-        h = self.by_key.get((conn, vring))
+        h = self._history(conn, vring)
         return h.last_row if h is not None and h.last_row >= 0 else None
 
     def points(self, conn: int, vring: int) -> list[tuple[int, int]]:
-        h = self.by_key.get((conn, vring))
+        h = self._history(conn, vring)
         return list(h.points) if h is not None and h.points is not None else []
 
 
