@@ -138,6 +138,35 @@ def test_extcap_rules_act_as_in_the_proxy(where):
     assert not ext.listen.exists()
 
 
+def test_extcap_script_acts_as_in_the_proxy(where):
+    """``--script`` (the "Addon script" field): the example masker clears EVENT_IDX in the
+    back-end's offer on its way to the front-end; ``--capture-buffer`` is taken."""
+    script = Path(__file__).resolve().parents[2] / "examples" / "mask_features.py"
+    event_idx, version_1 = 1 << 29, 1 << 32
+    data = bytearray()
+    ext = Extcap(where, "--script", str(script), "--capture-buffer", "8M")
+    try:
+        t = reader(ext.fifo, data)
+        fe, be = ext.connect()
+        fe.sendall(wire.pack(wire.GET_FEATURES))
+        got = wire.recv_msg(be)
+        assert got is not None and got.request == wire.GET_FEATURES
+        offer = (event_idx | version_1).to_bytes(8, "little")
+        be.sendall(wire.pack(wire.GET_FEATURES, wire.REPLY_FLAGS, offer))
+        fe.settimeout(5)
+        reply = wire.recv_msg(fe)
+        assert reply is not None and reply.u64 == version_1  # EVENT_IDX masked
+        ext.stop()
+        t.join(10)
+        fe.close()
+        be.close()
+        assert ext.proc.stderr is not None
+        assert ext.proc.stderr.read() == ""
+    finally:
+        ext.close()
+    assert sum(1 for f in read_frames(io.BytesIO(bytes(data))) if f.kind == "data") == 2
+
+
 def test_extcap_samples_the_rings_as_the_proxy_does(where):
     """The ring sampler (on by default, as with ``proxy -w``) records ring frames into the FIFO."""
     data = bytearray()

@@ -3,7 +3,9 @@
 Wireshark runs the installed launcher with ``--extcap-interfaces``,
 ``--extcap-config``, ``--extcap-dlts`` and finally ``--capture --fifo PATH``
 plus the user's options (``--listen``, ``--connect``, ``--frontend``,
-``--device``, ``--rings``, ``--trace-notify``, ``--rule``, ``--rules``).  The
+``--device``, ``--rings``, ``--trace-notify``, ``--rule``, ``--rules``,
+``--script``, ``--capture-buffer``: those of ``vuinspect proxy`` that are not
+Wireshark's own capture options).  The
 capture runs the proxy's own engine (proxy/engine.py, as ``vuinspect proxy -q
 -w FIFO``): our pcapng (link type 252, exported PDU naming the "vhost_user"
 dissector) goes into the FIFO every few ms, so packets show up live, with the
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from vuinspect import __version__
 from vuinspect.capture import CaptureError
+from vuinspect.capture.capfile import parse_size
 from vuinspect.capture.pcapng import LINKTYPE_WIRESHARK_UPPER_PDU
 from vuinspect.protocol.features import DEVICE_TYPES
 
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
 
 INTERFACE = "vhostuser"
 DISPLAY = "vhost-user proxy (vuinspect)"
+#: The dialog's check of the capture buffer field (Wireshark's regex syntax): what
+#: capfile.parse_size reads, or nothing (a test keeps the two in step).
+SIZE_VALIDATION = "^ *([0-9]+ *[kKmMgG]?[iI]?[bB]? *)?$"
 
 
 def interfaces_text() -> str:
@@ -70,11 +76,19 @@ def config_text() -> str:
         "value {arg=4}{value=on}{display=on}{default=true}",
         "value {arg=4}{value=off}{display=off}{default=false}",
         "arg {number=5}{call=--trace-notify}{display=Trace notifications}{type=boolflag}"
-        "{tooltip=Relay kicks, calls and errs through the proxy and record their counts}",
+        "{tooltip=Relay kicks, calls and errs through the proxy and record their counts"
+        " (recorded by the ring sampler: needs it on)}",
         "arg {number=6}{call=--rule}{display=Rule}{type=string}"
         "{tooltip=One rule as vuinspect proxy --rule, e.g. 'delay 2s: name == GET_VRING_BASE'}",
         "arg {number=7}{call=--rules}{display=Rules file}{type=fileselect}{mustexist=true}"
         "{tooltip=Rules, one a line, as vuinspect proxy --rules FILE}",
+        "arg {number=8}{call=--script}{display=Addon script}{type=fileselect}{mustexist=true}"
+        "{tooltip=A Python addon file with hooks message(flow, msg), connection_open(flow),"
+        " connection_close(flow), as vuinspect proxy --script FILE}",
+        "arg {number=9}{call=--capture-buffer}{display=Capture buffer}{type=string}"
+        f"{{validation={SIZE_VALIDATION}}}"
+        "{tooltip=Memory for capture data not yet written, e.g. 64M (default 32M);"
+        " beyond it messages are left out of the capture and counted}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -100,6 +114,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace-notify", action="store_true")
     parser.add_argument("--rule", action="append", default=[])
     parser.add_argument("--rules", action="append", default=[])
+    parser.add_argument("--script", action="append", default=[])
+    parser.add_argument("--capture-buffer")
 
 
 def engine_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -108,16 +124,18 @@ def engine_args(args: argparse.Namespace) -> argparse.Namespace:
     Wireshark's FIFO is ``-w`` (created by Wireshark: written as it is, never truncated,
     capfile.open_target), the capture filter field is ``--capture-filter``; ring
     buffers, autostop and packet counts are Wireshark's own capture options.
+    :func:`options_problem` has refused what these cannot hold.
     """
+    buffer = (args.capture_buffer or "").strip()
     return argparse.Namespace(
         write=args.fifo,
         force=True,  # (Wireshark made the FIFO for us)
-        capture_buffer=None,
+        capture_buffer=parse_size(buffer) if buffer else None,
         limits=None,
         capture_filter=args.extcap_capture_filter or None,
         device=None if args.device in (None, "", "auto") else args.device,
         rings=0.0 if args.rings == "off" else None,  # (None: the engine's default, 100 ms)
-        trace_notify=args.trace_notify and args.rings != "off",
+        trace_notify=args.trace_notify,
         ruleset=None,
         socket_mode=0o600,
         quiet=True,
@@ -132,6 +150,7 @@ def capture(args: argparse.Namespace) -> int:
     also ends when Wireshark stops reading (the FIFO breaks).  Nothing is printed
     unless something fails: Wireshark shows an extcap's stderr as an error.
     """
+    from vuinspect.addons import AddonError
     from vuinspect.errors import CliError
     from vuinspect.proxy.engine import Engine
     from vuinspect.proxy.server import Route
@@ -148,10 +167,14 @@ def capture(args: argparse.Namespace) -> int:
         print(f"vuinspect extcap: capture filter: {problem}", file=sys.stderr)
         _release(args.fifo)
         return 2
+    if (problem := options_problem(args)) is not None:
+        print(f"vuinspect extcap: {problem}", file=sys.stderr)
+        _release(args.fifo)
+        return 2
     options = engine_args(args)
     try:
         options.ruleset = _ruleset(args, options.device)
-    except (RuleError, OSError) as exc:
+    except (RuleError, AddonError, OSError) as exc:
         print(f"vuinspect extcap: {exc}", file=sys.stderr)
         _release(args.fifo)
         return 2
@@ -170,14 +193,34 @@ def capture(args: argparse.Namespace) -> int:
 
 
 def _ruleset(args: argparse.Namespace, device: str | None) -> RuleSet | None:
-    """--rule/--rules as the proxy parses them (empty strings from the dialog skipped)."""
+    """--rule/--rules/--script as the proxy loads them (empty strings from the dialog
+    skipped); an addon's report goes to stderr, which Wireshark shows."""
     texts = [t for t in args.rule if t.strip()]
     files = [f for f in args.rules if f.strip()]
-    if not texts and not files:
+    scripts = [f for f in args.script if f.strip()]
+    if not texts and not files and not scripts:
         return None
+    from vuinspect.addons import load_scripts
     from vuinspect.rules import RuleSet, parse_rules
 
-    return RuleSet(parse_rules(texts, files), device=device)
+    return RuleSet(parse_rules(texts, files), device=device, addons=load_scripts(scripts))
+
+
+def options_problem(args: argparse.Namespace) -> str | None:
+    """Why the dialog's options cannot run together (None if they can), said in the
+    dialog's words before anything starts: Wireshark shows it as the capture's error."""
+    if args.trace_notify and args.rings == "off":
+        return (
+            "Trace notifications are recorded by the ring sampler: "
+            "set Ring sampler to on, or turn Trace notifications off"
+        )
+    buffer = (args.capture_buffer or "").strip()
+    if buffer:
+        try:
+            parse_size(buffer)
+        except ValueError as exc:
+            return f"Capture buffer: {exc}"
+    return None
 
 
 def _say(text: str) -> None:
