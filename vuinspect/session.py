@@ -26,7 +26,7 @@ from .message import Message
 from .payload import DecodeContext
 from .protocol import features as F
 from .protocol.problems import problem
-from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec
+from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup
 from .state import Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = 1 << 3
@@ -214,18 +214,13 @@ class Session:
 
         The decoding is :mod:`vuinspect.decoder`'s stateless steps (the TUI's
         re-decode runs the same ones); pairing comes between header and payload,
-        in the order the Wireshark dissector reports problems.
+        in the order the Wireshark dissector reports problems.  The same as
+        :meth:`observe` on what :func:`~vuinspect.decoder.decode_message` makes of
+        ``raw`` with this session's :meth:`context`, in one pass.
         """
         msg, spec = read_header(raw, channel, direction, self.order, conn=self.conn, index=index)
-        self.messages += 1
-        if self.first_ns is None:
-            self.first_ns = raw.ts_ns
-        self.last_ns = raw.ts_ns
-        if msg.kind == "raw":
-            self._count(msg)
+        if not self._arrive(msg):
             return msg
-        if self.messages == 1 and msg.request == FrontendRequest.GET_FEATURES and channel == "main":
-            self.seen_start = True
         ctx = self._ctx
         if ctx is None:
             ctx = self.context()  # (renews _ctx_key: negotiation changed it)
@@ -244,10 +239,71 @@ class Session:
                 self._enqueue(msg, spec)
                 decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
                 steps.request(self, msg)
-        if msg.fds and spec is not None:
-            label_fds(msg, spec)
+            if msg.fds:
+                label_fds(msg, spec)
         self.problems += count_request(self.stats, msg)
         return msg
+
+    def observe(self, msg: Message) -> Message:
+        """The stateful half of :meth:`handle`: pair a message decoded alone, check it
+        against the state and update that; returns ``msg``, completed.
+
+        ``msg`` is what :func:`~vuinspect.decoder.decode_message` made of a framed
+        message of this connection with this session's :meth:`context` (taken just
+        before), and messages come in order: the result equals :meth:`handle`'s,
+        problems in the same order (pairing's between the header's and the payload's).
+        """
+        if not self._arrive(msg):
+            return msg
+        spec = lookup(msg.channel, msg.request) if msg.request is not None else None
+        if spec is None:  # an unknown request: nothing was decoded
+            if msg.reply:
+                self._pair(msg)
+            else:
+                self._enqueue(msg, None)
+        else:
+            # the payload's problems come after pairing's: how many they are, from the
+            # same decode (the shared cache usually holds it)
+            alone = Message(0, 0, 0, 0, msg.channel, msg.direction, reply=msg.reply, raw=msg.raw)
+            decode_payload(alone, spec, self.context(), self._decoded, self._ctx_key)
+            problems = msg.problems
+            cut = len(problems) - len(alone.problems)
+            later = problems[cut:]
+            del problems[cut:]
+            # the state keeps the fds as they came (decode_message named them by role)
+            named = msg.fds
+            role = spec.reply_fd_role if msg.reply else spec.fd_role
+            if role and named:
+                msg.fds = tuple(d[len(role) + 2 :] for d in named)
+            steps = self._steps.get(spec)
+            if msg.reply:
+                request = self._pair(msg)
+                problems.extend(later)
+                steps.reply(self, msg, request)
+            else:
+                self._enqueue(msg, spec)
+                problems.extend(later)
+                steps.request(self, msg)
+            msg.fds = named
+        self.problems += count_request(self.stats, msg)
+        return msg
+
+    def _arrive(self, msg: Message) -> bool:
+        """Count a message in; False for a raw chunk (nothing more to do with it)."""
+        self.messages += 1
+        if self.first_ns is None:
+            self.first_ns = msg.ts_ns
+        self.last_ns = msg.ts_ns
+        if msg.kind == "raw":
+            self._count(msg)
+            return False
+        if (
+            self.messages == 1
+            and msg.request == FrontendRequest.GET_FEATURES
+            and msg.channel == "main"
+        ):
+            self.seen_start = True
+        return True
 
     def _count(self, msg: Message) -> None:
         self.problems += count_request(self.stats, msg)
