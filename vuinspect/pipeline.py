@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import rule_steps
 from .decoder import StreamFramer
 from .frames import DATAPLANE_KINDS, Channel, Direction, Frame, event_info
 from .message import Message
@@ -61,6 +62,7 @@ class Pipeline:
         self.frames = 0
         self.messages = 0
         self._decode_cache: dict[tuple, tuple] = {}
+        self._steps = rule_steps.table()  # what each request does, shared by the sessions
 
     def add_sink(self, sink: Any) -> None:
         """Call ``sink``'s hooks from now on (only those it has, in the order sinks were added).
@@ -113,7 +115,9 @@ class Pipeline:
     def session(self, conn: int) -> Session:
         s = self.sessions.get(conn)
         if s is None:
-            s = self.sessions[conn] = Session(conn, device=self.device, cache=self._decode_cache)
+            s = self.sessions[conn] = Session(
+                conn, device=self.device, cache=self._decode_cache, steps=self._steps
+            )
         return s
 
     def feed(self, frame: Frame, *, number: int | None = None) -> list[Message]:
@@ -133,7 +137,7 @@ class Pipeline:
             if frame.kind == "close" and frame.channel == "main":
                 self._closed_session(frame.conn)
             return events
-        session = self.session(frame.conn)
+        session = self.sessions.get(frame.conn) or self.session(frame.conn)
         framers = self._framers.get(frame.conn)
         if framers is None:
             framers = self._framers[frame.conn] = {}

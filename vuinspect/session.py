@@ -17,7 +17,7 @@ import struct
 from collections import deque
 from typing import Any
 
-from . import rule_steps
+from . import rule_ops, rule_steps
 from .dataplane.diagnose import Finding, is_receive_queue
 from .dataplane.track import DataPlane
 from .decoder import RawMessage, decode_payload, label_fds, read_header
@@ -27,12 +27,11 @@ from .payload import DecodeContext
 from .protocol import features as F
 from .protocol.problems import problem
 from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup
+from .rule_ops import TRUNCATED_FD as TRUNCATED_FD  # (the fd checks are there)
 from .state import Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = 1 << 3
-_BACKEND_SEND_FD = 1 << 10
 _XEN_MMAP = 1 << 17
-TRUNCATED_FD = "truncated"  # fd description the proxy adds when the kernel set MSG_CTRUNC
 
 
 class Session:
@@ -308,48 +307,6 @@ class Session:
     def _count(self, msg: Message) -> None:
         self.problems += count_request(self.stats, msg)
 
-    # -- fds, results -------------------------------------------------------------
-    def _check_fds(self, msg: Message, allowed: tuple[int, int], role: str) -> None:
-        n = 0
-        if msg.fds:
-            truncated = [d for d in msg.fds if d.startswith(TRUNCATED_FD)]
-            if truncated:
-                msg.problems.append(problem("fds_truncated", truncated[0]))
-            n = len(msg.fds) - len(truncated)
-        lo, hi = allowed
-        if msg.layout == "vring_fd" or msg.layout == "vring_area":
-            nofd = msg.payload.get("nofd")
-            lo = hi = 0 if nofd else 1
-            if msg.layout == "vring_area" and not nofd:
-                lo = 0  # the fd is optional when NOFD is clear (PROTOCOL.md §3)
-        elif msg.layout == "postcopy_ack":
-            lo = hi = 0
-        elif hi == -1:
-            hi = len(msg.payload.get("regions", ())) if "regions" in msg.payload else 8
-            lo = hi
-        if n < lo or n > hi:
-            want = f"{lo}" if lo == hi else f"{lo}-{hi}"
-            what = f" ({role})" if role else ""
-            msg.problems.append(problem("fd_count", f"{n} fds, expected {want}{what}"))
-        if (
-            n
-            and msg.channel == "backend"
-            and not msg.reply
-            and self.protocol_has(_BACKEND_SEND_FD) is False
-        ):
-            msg.problems.append(problem("fds_without_backend_send_fd"))
-
-    def _check_result(self, msg: Message) -> None:
-        p = msg.payload
-        if msg.layout == "ack" and p.get("result"):
-            msg.problems.append(problem("ack_error", f"result {p['result']}"))
-        elif msg.layout == "device_state_result" and p.get("error"):
-            msg.problems.append(problem("ack_error", f"error code {p['error']}"))
-        elif msg.layout == "config" and msg.size == 0:
-            msg.problems.append(problem("ack_error", "empty GET_CONFIG reply means failure"))
-        elif msg.layout and msg.layout.startswith("crypto") and p.get("session_id", 0) < 0:
-            msg.problems.append(problem("ack_error", f"session_id {p['session_id']}"))
-
     # -- pairing -------------------------------------------------------------------
     def _expects_reply(self, msg: Message, spec: RequestSpec | None) -> tuple[bool, bool]:
         """(a reply may come, the state demands one)."""
@@ -423,6 +380,6 @@ class Session:
 
 
 # The interpreters of the rule table's ops and checks (vuinspect/protocol/effects.py).
-_OPS = rule_steps.OPS
-_VRING_OPS = rule_steps.VRING_OPS
-_CHECKS = rule_steps.CHECKS
+_OPS = rule_ops.OPS
+_VRING_OPS = rule_ops.VRING_OPS
+_CHECKS = rule_ops.CHECKS

@@ -84,12 +84,14 @@ class Latencies:
 
     def add(self, value: float) -> None:
         self.n += 1
-        self.max = value if self.max is None or value > self.max else self.max
-        if self._exact is not None:
-            self._exact.append(value)
-            if len(self._exact) > self.EXACT:
-                values, self._exact = self._exact, None
-                for v in values:
+        if self.max is None or value > self.max:
+            self.max = value
+        exact = self._exact
+        if exact is not None:
+            exact.append(value)
+            if len(exact) > self.EXACT:
+                self._exact = None
+                for v in exact:
                     self._bucket(v)
             return
         self._bucket(value)
@@ -162,5 +164,6 @@ def count_request(stats: dict[str, RequestStats], msg: Any) -> int:
             st.latencies_us.add(msg.latency_us)
     else:
         st.count += 1
-    st.problems += len(msg.problems)
-    return len(msg.problems)
+    n = len(msg.problems)
+    st.problems += n
+    return n
