@@ -1,0 +1,48 @@
+"""rule_steps: the rule table resolved once per request, shared, and renewed when it changes.
+
+What each entry does is tests/protocol/test_effects.py (every entry taken away in turn
+changes what the session shows); here: the resolution is done once and follows the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vuinspect import rule_steps
+from vuinspect.pipeline import Pipeline
+from vuinspect.protocol import effects as EF
+from vuinspect.protocol.requests import BY_CHANNEL, FrontendRequest
+from vuinspect.samples import device_start
+from vuinspect.session import Session
+
+SET_VRING_NUM = BY_CHANNEL["main"][FrontendRequest.SET_VRING_NUM]
+
+
+def test_a_request_is_resolved_once_and_shared_by_the_sessions() -> None:
+    table = rule_steps.table()
+    assert rule_steps.table() is table
+    assert Session(1)._steps is table and Session(2)._steps is table
+    steps = table.get(SET_VRING_NUM)
+    assert table.get(SET_VRING_NUM) is steps
+    assert steps.rule is EF.rule("main", FrontendRequest.SET_VRING_NUM)
+    p = Pipeline()
+    list(p.run(device_start()))
+    assert p.sessions[1]._steps is table
+    assert p.sessions[1].vrings and all(ring.num for ring in p.sessions[1].vrings.values())
+    assert table.resolved[id(SET_VRING_NUM)] is steps  # the run used the same, no rebuild
+
+
+def test_a_changed_table_entry_gets_new_steps(monkeypatch) -> None:
+    old = rule_steps.table()
+    rule = EF.RULES["main"][FrontendRequest.SET_VRING_NUM]
+    monkeypatch.setitem(
+        EF.RULES["main"], FrontendRequest.SET_VRING_NUM, dataclasses.replace(rule, request=())
+    )
+    new = rule_steps.table()
+    assert new is not old and new.get(SET_VRING_NUM).rule.request == ()
+    p = Pipeline()
+    list(p.run(device_start()))
+    assert all(ring.num is None for ring in p.sessions[1].vrings.values())  # nothing set it
+    monkeypatch.undo()
+    again = rule_steps.table()
+    assert again is not new and again.get(SET_VRING_NUM).rule is rule
