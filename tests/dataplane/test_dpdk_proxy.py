@@ -27,70 +27,38 @@ pytestmark = [
 NUM = 256
 
 
-def _close_stdin(proc: runners.Proc) -> None:
-    if proc.popen.stdin:
-        proc.popen.stdin.close()
-    proc.wait_exit(10)
-
-
-def _testpmd(vdev: str, mode: str, prefix: str) -> list[str]:
-    return [
-        runners.require("dpdk-testpmd"),
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        f"--file-prefix={prefix}",
-        "--log-level=lib.eal:error",
-        "--vdev",
-        vdev,
-        "--",
-        "--nb-cores=1",
-        "--total-num-mbufs=2048",
-        f"--forward-mode={mode}",
-        "--auto-start",
-    ]
-
-
 @pytest.mark.parametrize("packed", [False, True], ids=["split", "packed"])
 def test_virtio_user_to_net_vhost_through_the_proxy(packed: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix="vudpp-", dir="/tmp"))
     be_sock, px_sock, cap = work / "be.sock", work / "px.sock", work / "cap.pcapng"
-    tag = f"{time.monotonic_ns() % 10**8}"
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(
-                runners.running(
-                    "backend",
-                    _testpmd(f"net_vhost0,iface={be_sock},queues=1", "rxonly", "vube" + tag),
-                    work,
-                    stdin=subprocess.PIPE,
-                    stop=_close_stdin,
+            be = stack.enter_context(
+                runners.testpmd(
+                    be_sock, work, client=False, small=True, forward="rxonly", name="backend"
                 )
             )
-            runners.wait_for_socket(be_sock, 20)
+            runners.wait_for_socket(be_sock, 20, be)
             stack.enter_context(
                 runners.proxy(
                     px_sock, be_sock, cap, work, extra=["--device", "net", "--rings", "on", "-q"]
                 )
             )
-            vdev = f"net_virtio_user0,path={px_sock},queues=1,queue_size={NUM}" + (
-                ",packed_vq=1" if packed else ""
-            )
             stack.enter_context(
-                runners.running(
-                    "frontend",
-                    _testpmd(vdev, "txonly", "vufe" + tag),
+                runners.testpmd(
+                    px_sock,
                     work,
-                    stdin=subprocess.PIPE,
-                    stop=_close_stdin,
+                    frontend=NUM,
+                    packed=packed,
+                    small=True,
+                    forward="txonly",
+                    name="frontend",
                 )
             )
-            # 4 s of traffic, longer on a loaded machine (two busy-polling testpmds on
-            # 2 CPUs can starve the sampler): until 12 moving tx samples, at most 20 s
-            time.sleep(4)
-            deadline = time.monotonic() + 16
-            while time.monotonic() < deadline and len(_moving_tx(ring_samples(cap))) < 12:
+            # traffic until the samples show what is checked below, at most 30 s (two
+            # busy-polling testpmds on 2 CPUs can starve the sampler on a loaded machine)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not _enough(ring_samples(cap), packed):
                 time.sleep(0.5)
         samples = []
         with CaptureReader(str(cap)) as reader:
@@ -98,13 +66,7 @@ def test_virtio_user_to_net_vhost_through_the_proxy(packed: bool) -> None:
         tx = _moving_tx(samples)
         assert len(tx) >= 10, samples[:5]
         span_s = (tx[-1]["ts_ns"] - tx[0]["ts_ns"]) / 1e9
-        # the counters advance, many laps of the ring over the run.  (Packed: a sample walks
-        # at most one lap from the last position, so faster rings show one lap a sample:
-        # a lower bound; split rings' u16 indices count every slot.)
-        moves = sum(
-            (b["used_idx"] - a["used_idx"]) & 0xFFFF for a, b in zip(tx, tx[1:], strict=False)
-        )
-        assert moves >= 5 * NUM, (moves, span_s)
+        assert _moves(tx) >= 5 * NUM, (_moves(tx), span_s)
         if packed:
             assert {s["avail_wrap"] for s in tx} == {0, 1}
             assert {s["used_wrap"] for s in tx} == {0, 1}
@@ -129,10 +91,22 @@ def test_virtio_user_to_net_vhost_through_the_proxy(packed: bool) -> None:
         assert flagged == [], flagged[:5]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        for p in ("vube" + tag, "vufe" + tag):
-            shutil.rmtree(Path("/var/run/dpdk") / p, ignore_errors=True)
 
 
 def _moving_tx(samples: list[dict]) -> list[dict]:
     """The transmit ring's samples taken while it ran."""
     return [s for s in samples if s["vring"] == 1 and s["ok"]]
+
+
+def _moves(tx: list[dict]) -> int:
+    """Slots the used index advanced over the samples: many laps of the ring over a run.
+    (Packed: a sample walks at most one lap from the last position, so faster rings show
+    one lap a sample: a lower bound; split rings' u16 indices count every slot.)"""
+    return sum((b["used_idx"] - a["used_idx"]) & 0xFFFF for a, b in zip(tx, tx[1:], strict=False))
+
+
+def _enough(samples: list[dict], packed: bool) -> bool:
+    """Do the samples so far show all the test checks (so the traffic can stop)?"""
+    tx = _moving_tx(samples)
+    flipped = all({s.get(k) for s in tx} == {0, 1} for k in ("avail_wrap", "used_wrap"))
+    return len(tx) >= 12 and _moves(tx) >= 5 * NUM and (flipped or not packed)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,12 +44,6 @@ NUM = 256
 S = 1_000_000_000
 
 
-def _close_stdin(proc: runners.Proc) -> None:
-    if proc.popen.stdin:
-        proc.popen.stdin.close()
-    proc.wait_exit(10)
-
-
 @contextlib.contextmanager
 def running_testpmd(packed: bool) -> Iterator[RingBackend]:
     """testpmd txonly on virtio-user, connected to a RingBackend; all cleaned up after."""
@@ -58,34 +51,13 @@ def running_testpmd(packed: bool) -> Iterator[RingBackend]:
     sock = work / "vu.sock"
     listener = wire.listen(str(sock))
     backend = RingBackend(listener, packed=packed)
-    prefix = f"vudp{time.monotonic_ns() % 10**9}"
-    vdev = f"net_virtio_user0,path={sock},queues=1,queue_size={NUM}" + (
-        ",packed_vq=1" if packed else ""
-    )
-    argv = [
-        runners.require("dpdk-testpmd"),
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        f"--file-prefix={prefix}",
-        "--log-level=lib.eal:error",
-        "--vdev",
-        vdev,
-        "--",
-        "--nb-cores=1",
-        "--total-num-mbufs=2048",
-        "--forward-mode=txonly",
-        "--auto-start",
-    ]
     try:
-        with runners.running("testpmd", argv, work, stdin=subprocess.PIPE, stop=_close_stdin):
+        with runners.testpmd(sock, work, frontend=NUM, packed=packed, small=True, forward="txonly"):
             yield backend
     finally:
         backend.close()
         listener.close()
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(Path("/var/run/dpdk") / prefix, ignore_errors=True)
 
 
 class Sampler:

@@ -241,21 +241,42 @@ def _close_stdin(proc: Proc) -> None:
 
 
 @contextlib.contextmanager
-def testpmd(sock: Path, log_dir: Path, *, client: bool = True) -> Iterator[Proc]:
-    """dpdk-testpmd with a net_vhost port on ``sock``, without hugepages or PCI.
+def testpmd(
+    sock: Path,
+    log_dir: Path,
+    *,
+    client: bool = True,
+    frontend: int = 0,
+    packed: bool = False,
+    small: bool = False,
+    forward: str = "",
+    name: str = "testpmd",
+) -> Iterator[Proc]:
+    """dpdk-testpmd with a net_vhost port on ``sock`` (``frontend``: a virtio-user
+    front-end there instead, one queue of that size, ``packed`` rings), without
+    hugepages or PCI.
 
-    Its runtime directory (/var/run/dpdk/<prefix>) gets a unique prefix and is
-    removed afterwards.
+    ``small``: 256 MiB and 2048 mbufs (starts in 0.5 s instead of 2.6 s); ``forward``:
+    that forwarding mode (txonly, rxonly, ...), started at once.  Its runtime
+    directory (/var/run/dpdk/<prefix>) gets a unique prefix and is removed afterwards.
     """
     prefix = f"vuinspect{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    vdev = f"net_vhost0,iface={sock},queues=1" + (",client=1" if client else "")
+    if frontend:
+        vdev = f"net_virtio_user0,path={sock},queues=1,queue_size={frontend}"
+        vdev += ",packed_vq=1" if packed else ""
+    else:
+        vdev = f"net_vhost0,iface={sock},queues=1" + (",client=1" if client else "")
     argv = [
         require("dpdk-testpmd"),
-        "--no-huge", "-m", "1024", "--no-pci", f"--file-prefix={prefix}", "--log-level=lib.eal:error",
-        "--vdev", vdev, "--", "--nb-cores=1",
+        "--no-huge", "-m", "256" if small else "1024", "--no-pci", f"--file-prefix={prefix}",
+        "--log-level=lib.eal:error", "--vdev", vdev, "--", "--nb-cores=1",
     ]  # fmt: skip
+    if small:
+        argv.append("--total-num-mbufs=2048")
+    if forward:
+        argv += [f"--forward-mode={forward}", "--auto-start"]
     try:
-        with running("testpmd", argv, log_dir, stdin=subprocess.PIPE, stop=_close_stdin) as proc:
+        with running(name, argv, log_dir, stdin=subprocess.PIPE, stop=_close_stdin) as proc:
             yield proc
     finally:
         for runtime in (
