@@ -51,17 +51,18 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
             "the guest's I/O never showed in the ring samples"
         )
         run.stop_backend()
-        t_stop = time.monotonic()
+        t_stop = time.time_ns()  # (the clock the sampler stamps its samples with)
 
         def stalled() -> list[dict]:
             rows = read_json(cap, live=True)
             return [r for r in rows if "backend_stalled" in [p["code"] for p in r["problems"]]]
 
         found = wait(stalled, 10, 0.25)
-        took = time.monotonic() - t_stop
         assert found, "no backend_stalled while the back-end was stopped"
+        # in the capture's time, not counting how long a loaded machine's read took to see it
+        took = (found[0]["ts_ns"] - t_stop) / 1e9
+        assert took <= 3.0, f"backend_stalled took {took:.1f} s"
         row = found[-1]
-        assert took <= 3.0 + 0.5, f"backend_stalled took {took:.1f} s"  # (+ read's own time)
         assert row["kind"] == "ring" and row["payload"]["vring"] == 0
         in_flight = row["payload"]["in_flight"]
         assert in_flight >= 1 and f"{in_flight} in flight" in row["problems"][0]["text"]
@@ -75,7 +76,7 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
                 assert 0 <= h["sector"] < DISK // 512, h
         assert any(c["header"]["type_name"] in ("IN", "OUT") for c in chains)
         run.continue_backend()  # (blk_run continues it too, should an assertion fail)
-        t_cont = time.monotonic()
+        t_cont = time.time_ns()
 
         def resolved() -> list[dict]:
             return [
@@ -86,7 +87,7 @@ def test_blk_rings_progress_stall_and_resume(guest, tmp_path_factory) -> None:
 
         done = wait(resolved, 10, 0.25)
         assert done, "the stall was not resolved after SIGCONT"
-        assert time.monotonic() - t_cont < 5
+        assert done[0]["ts_ns"] - t_cont < 5_000_000_000
         res = next(x for x in done[0]["payload"]["resolved"] if x["code"] == "backend_stalled")
         assert res["resolution"] == "progress" and res["duration_ns"] >= 2_000_000_000
         ok, verdict = run.verdict(180)

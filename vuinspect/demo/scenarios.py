@@ -3,21 +3,26 @@
 ``vuinspect demo`` and tests/realworld share these, so what the demo shows is
 what the tests check.  Each run lives in a work directory (sockets, disk image,
 share, one log per program) and returns an :class:`Outcome`; a run ``via``
-the proxy also leaves the capture it was given.
+the proxy also leaves the capture it was given.  The blk run is also a context
+(:func:`blk_running`) for tests that act on its peers while the guest works.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import runners
 from .guest import VERDICT, Guest, cmdline, pattern
 
 Show = Callable[[str], None]
+#: Serve ``listen`` -> ``connect`` in the caller's own process instead of the proxy CLI.
+Serve = Callable[[Path, Path], contextlib.AbstractContextManager[Any]]
 TESTPMD_MESSAGE = re.compile(r"read message (VHOST_USER_\w+)")
 TESTPMD_DRIVER_OK = re.compile(r"-DRIVER_OK: 1")
 
@@ -81,8 +86,13 @@ def guest_run(
     with runners.qemu(
         device_args, workdir, kernel=guest.kernel, initrd=guest.initrd, append=append, name=name
     ) as qemu:
-        match = qemu.wait_for(VERDICT, timeout)
-        qemu.wait_exit(30)  # the guest powers off right after its verdict
+        return _verdict(qemu, timeout)
+
+
+def _verdict(qemu: runners.Proc, timeout: float) -> tuple[bool, str]:
+    """The guest's verdict line (is it OK, the line); it powers off right after."""
+    match = qemu.wait_for(VERDICT, timeout)
+    qemu.wait_exit(30)
     return match["status"] == "OK", match.group(0).strip()
 
 
@@ -97,31 +107,13 @@ def run_blk(
     timeout: float = 120,
 ) -> Outcome:
     """qemu-storage-daemon + QEMU: the guest writes a pattern to the disk and reads it back."""
-    image = workdir / "disk.img"
-    with open(image, "wb") as f:
-        f.truncate(max(8 << 20, size_kib * 2048))
-    with contextlib.ExitStack() as stack:
-        show("starting qemu-storage-daemon (vhost-user-blk export)")
-        stack.enter_context(runners.storage_daemon(image, workdir / "qsd.sock", workdir))
-        target, proxy = _proxied(stack, via, workdir / "qsd.sock", workdir, "blk")
-        show(f"starting QEMU (TCG) on {target}; the guest writes {size_kib} KiB and reads it back")
-        ok, verdict = guest_run(
-            runners.blk_device(target),
-            workdir,
-            guest,
-            "blk",
-            seed=seed,
-            size_kib=size_kib,
-            timeout=timeout,
-        )
-        proxy_pid = proxy.pid if proxy else None
-    want = pattern(seed, size_kib)
-    with open(image, "rb") as f:
-        on_disk = f.read(len(want))
-    if ok and on_disk != want:
+    with blk_running(workdir, guest, via=via, show=show, seed=seed, size_kib=size_kib) as run:
+        ok, verdict = run.verdict(timeout)
+        proxy_pid = run.proxy.pid if run.proxy else None
+    if ok and not run.disk_holds_pattern():
         ok, verdict = False, f"{verdict}; but the disk image does not hold the pattern"
     elif ok:
-        verdict += f"; disk image checked on the host ({len(want)} bytes)"
+        verdict += f"; disk image checked on the host ({len(pattern(seed, size_kib))} bytes)"
     return Outcome("blk", ok, verdict, workdir, proxy_pid=proxy_pid)
 
 
@@ -198,3 +190,88 @@ def run_net(
     if ok:
         verdict += f" ({len(names)} requests)"
     return Outcome("net", ok, verdict, workdir, messages=names, proxy_pid=proxy_pid)
+
+
+@dataclass
+class BlkRun:
+    """A blk run under way (:func:`blk_running`): its peers and the checks of its end."""
+
+    work: Path
+    image: Path
+    capture: Path | None  # what the proxy writes (``via``), None otherwise
+    qsd: runners.Proc
+    proxy: runners.Proc | None  # None without the proxy CLI in the middle
+    qemu: runners.Proc
+    seed: str
+    size_kib: int
+    backend_stopped: bool = False
+
+    def stop_backend(self) -> None:
+        """SIGSTOP qemu-storage-daemon: it holds the requests in flight, answers nothing."""
+        self.qsd.send_signal(signal.SIGSTOP)
+        self.backend_stopped = True
+
+    def continue_backend(self) -> None:
+        self.qsd.send_signal(signal.SIGCONT)
+        self.backend_stopped = False
+
+    def verdict(self, timeout: float) -> tuple[bool, str]:
+        return _verdict(self.qemu, timeout)
+
+    def disk_holds_pattern(self) -> bool:
+        """Does the disk image hold what the guest wrote (checked on the host)?"""
+        want = pattern(self.seed, self.size_kib)
+        with open(self.image, "rb") as f:
+            return f.read(len(want)) == want
+
+
+@contextlib.contextmanager
+def blk_running(
+    workdir: Path,
+    guest: Guest,
+    *,
+    via: ProxySpec | None = None,
+    serve: Serve | None = None,
+    show: Show = _noshow,
+    seed: str = "vuinspect",
+    size_kib: int = 1024,
+    disk: int | None = None,
+    quiet: bool = True,
+    stop_qemu: int = signal.SIGTERM,
+) -> Iterator[BlkRun]:
+    """qemu-storage-daemon, the proxy (``via``; or ``serve``, the caller's own) and QEMU
+    booting the guest's blk test (write ``size_kib`` and read it back; ``quiet`` False:
+    the kernel's own lines too).  At the end a stopped back-end is continued first (so
+    its SIGTERM is not left pending), QEMU is stopped with ``stop_qemu``, then the rest."""
+    image = workdir / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(disk or max(8 << 20, size_kib * 2048))
+    append = cmdline("blk", seed, size_kib)
+    if not quiet:
+        append = append.replace(" quiet", "")
+    with contextlib.ExitStack() as stack:
+        show("starting qemu-storage-daemon (vhost-user-blk export)")
+        qsd = stack.enter_context(runners.storage_daemon(image, workdir / "qsd.sock", workdir))
+        if serve is not None:
+            target, proxy = workdir / "vu.sock", None
+            stack.enter_context(serve(target, workdir / "qsd.sock"))
+        else:
+            target, proxy = _proxied(stack, via, workdir / "qsd.sock", workdir, "blk")
+        show(f"starting QEMU (TCG) on {target}; the guest writes {size_kib} KiB and reads it back")
+        qemu = stack.enter_context(
+            runners.qemu(
+                runners.blk_device(target),
+                workdir,
+                kernel=guest.kernel,
+                initrd=guest.initrd,
+                append=append,
+            )
+        )
+        capture = via.capture if via is not None else None
+        run = BlkRun(workdir, image, capture, qsd, proxy, qemu, seed, size_kib)
+        try:
+            yield run
+        finally:
+            if run.backend_stopped:
+                run.continue_backend()
+            qemu.stop(stop_qemu, 5)
