@@ -25,18 +25,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ..frames import Frame, event_frame, event_info, ring_frame
 from ..protocol import features as F
 from ..protocol.requests import FrontendRequest as FE
 from .diagnose import is_receive_queue, needs_call
-from .inflight import SplitTracker, in_flight_chains
+from .inflight import in_flight_chains
 from .inflight_region import InflightRegion
-from .memory import GuestMemory, RegionSpec, regions_from
+from .memory import RegionSpec, regions_from
 from .notify import Notifier
-from .rings import PackedTracker, RingConfig, RingSample, diff, sample
+from .rings import PackedTracker, RingConfig, diff, sample
+from .sampler_state import (
+    ConnState,
+    RingState,
+    close_fds,
+    set_addr,
+    set_base,
+    set_call,
+    set_endian,
+    set_num,
+)
 
 #: Queue bound: items of at most MAX_WANTED_SIZE bytes (a vring message is 20-52), so
 #: < 40 MiB even of the largest (a peer flooding padded messages), ~8 MiB of real ones.  A proxy whose sampler is this far
@@ -69,7 +79,6 @@ _VRING = frozenset((FE.GET_VRING_BASE, FE.SET_VRING_KICK, FE.VRING_KICK))
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("=Q")
 _II = struct.Struct("=II")
-_ADDR = struct.Struct("=IIQQQQ")  # vhost_vring_addr: index, flags, desc, used, avail, log
 #: Vring indices followed per connection (QEMU allows 1 024 queues).
 MAX_RINGS = 1024
 _VERSION_REPLY = 0x5  # a reply's flags: GET_FEATURES replies name the device type
@@ -83,63 +92,6 @@ def wanted(direction: str, data: bytes | memoryview) -> bool:
     if direction == "f2b":
         return req in WANTED
     return req == 1  # a GET_FEATURES reply: the device type (read without decoding)
-
-
-@dataclass(slots=True)
-class _Ring:
-    index: int = 0
-    num: int | None = None  # SET_VRING_NUM/ADDR as RingConfig.from_vring reads them
-    desc: int | None = None
-    used: int | None = None
-    avail: int | None = None
-    endian: int | None = None  # SET_VRING_ENDIAN: 1 big, 0 little (legacy rings only)
-    cfg: RingConfig | None = None
-    started: bool = False
-    packed: PackedTracker | None = None
-    split: SplitTracker = field(default_factory=SplitTracker)
-    base: int = 0
-    last: RingSample | None = None  # last sample of this ring start
-    rate: float = 0.0
-    emitted_ns: int = 0
-    codes: tuple[str, ...] = ()  # problem codes of the last emitted sample
-    call_wait_ns: int | None = None  # last used move that needed a call we can judge
-
-
-@dataclass(slots=True)
-class _Conn:
-    mem: GuestMemory = field(default_factory=GuestMemory)
-    rings: dict[int, _Ring] = field(default_factory=dict)
-    lost: bool = False
-    device: str | None = None
-    virtio: int | None = None  # acked (SET_FEATURES)
-    protocol: int | None = None  # acked (SET_PROTOCOL_FEATURES)
-    #: Memory messages not yet applied, with our dups of their fds: decoded and mapped
-    #: only when a ring is looked at (a front-end that resends its table costs no mmaps).
-    pending: list[tuple[int, bytes, tuple, list[int]]] = field(default_factory=list)
-    #: SET_VRING_CALL as forwarded to the back-end: vring -> "fd" | "nofd" (the sampler
-    #: sees only what went through: a message a rule dropped never reaches it).
-    calls: dict[int, str] = field(default_factory=dict)
-    #: False after a RESET_*: back-ends differ in whether they keep their call fds.
-    calls_known: bool = True
-    #: The INFLIGHT_SHMFD buffer of the last SET_INFLIGHT_FD, mapped read-only.
-    inflight: InflightRegion | None = None
-
-    def call_fd(self, index: int) -> str | None:
-        """The back-end's call fd for ``index`` (rings.CALL_FD_STATES), None if unknown."""
-        return self.calls.get(index) or ("none" if self.calls_known else None)
-
-    def drop_pending(self) -> None:
-        for *_, dups in self.pending:
-            _close(dups)
-        self.pending.clear()
-
-    def release(self) -> None:
-        """Unmap and close everything this connection holds (guest memory, inflight)."""
-        self.drop_pending()
-        self.mem.close()
-        if self.inflight is not None:
-            self.inflight.close()
-            self.inflight = None
 
 
 class Sampler:
@@ -161,7 +113,7 @@ class Sampler:
         self.device = device
         #: Decodes the rare memory and IOTLB messages (the others are read by hand).
         self.pipeline = Pipeline(device=device, keep_closed=False)
-        self.conns: dict[int, _Conn] = {}
+        self.conns: dict[int, ConnState] = {}
         self.dropped = 0
         self.frames = 0
         self._q: deque[tuple] = deque()
@@ -209,13 +161,13 @@ class Sampler:
                 for fd in fds:
                     dups.append(os.dup(fd))
             except OSError:
-                _close(dups)
+                close_fds(dups)
                 self._lose(conn)
                 return
         descs = tuple("fd" for _ in fds)
         # (memory messages wait for the next tick: no wake-up, no GIL taken per message)
         if not self._put(("data", ts, conn, "f2b", bytes(data), descs, dups), req in _VRING):
-            _close(dups)
+            close_fds(dups)
             self._lose(conn)
 
     #: --trace-notify (dataplane/notify.py), started and stopped with the sampler.
@@ -261,7 +213,7 @@ class Sampler:
                 c.release()
         for item in self._q:
             if item[0] == "data" and len(item) > 6:
-                _close(item[6])
+                close_fds(item[6])
         self._q.clear()
 
     def _run(self) -> None:
@@ -303,10 +255,10 @@ class Sampler:
                     if isinstance(device, str) and device:
                         self._conn(frame.conn).device = device[:16]
 
-    def _conn(self, conn: int) -> _Conn:
+    def _conn(self, conn: int) -> ConnState:
         c = self.conns.get(conn)
         if c is None:
-            c = self.conns[conn] = _Conn(device=self.device)
+            c = self.conns[conn] = ConnState(device=self.device)
         return c
 
     def _message(
@@ -330,7 +282,7 @@ class Sampler:
             if req == FE.SET_MEM_TABLE:  # a new table: the ones before it no longer matter
                 c.drop_pending()
             if len(c.pending) >= MAX_PENDING:
-                _close(dups or [])
+                close_fds(dups or [])
                 self._lost(conn, ts)
                 return
             c.pending.append((ts, data, descs, dups or []))
@@ -338,13 +290,13 @@ class Sampler:
         if req == FE.IOTLB_MSG:  # rare, decoded in full
             self._feed(c, conn, ts, direction, data, descs, dups or [])
             return
-        _close(dups or [])
+        close_fds(dups or [])
         if not c.lost:
             self._control(c, conn, ts, req, data)
 
     def _feed(
         self,
-        c: _Conn,
+        c: ConnState,
         conn: int,
         ts: int,
         direction: str,
@@ -360,9 +312,9 @@ class Sampler:
                 if m.kind == "message" and not m.reply:
                     self._apply(c, conn, ts, m, dups)
         finally:
-            _close(dups)
+            close_fds(dups)
 
-    def _inflight(self, c: _Conn, conn: int, ts: int, data: bytes, dups: list[int]) -> None:
+    def _inflight(self, c: ConnState, conn: int, ts: int, data: bytes, dups: list[int]) -> None:
         """SET_INFLIGHT_FD: map the buffer the back-end records its in-flight requests in."""
         try:
             if c.lost or len(data) < 12 + _INFLIGHT.size or not dups:
@@ -373,15 +325,15 @@ class Sampler:
             for prob in c.inflight.problems:
                 self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
         finally:
-            _close(dups)
+            close_fds(dups)
 
-    def _memory(self, c: _Conn, conn: int) -> None:
+    def _memory(self, c: ConnState, conn: int) -> None:
         """Apply the memory messages held back (in order), now that a ring needs them."""
         pending, c.pending = c.pending, []
         for i, (ts, data, descs, dups) in enumerate(pending):
             if c.lost:
                 for *_, rest in pending[i:]:
-                    _close(rest)
+                    close_fds(rest)
                 return
             self._feed(c, conn, ts, "f2b", data, descs, dups)
 
@@ -390,7 +342,7 @@ class Sampler:
         if c.device is None and len(data) >= 20:
             c.device = F.guess_device(_U64.unpack_from(data, 12)[0])
 
-    def _control(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+    def _control(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
         """A feature, reset or vring message, read by hand as _CONTROL says (the common
         case: µs, not a decode).  A payload too short for its request is ignored, as a
         back-end would."""
@@ -398,7 +350,7 @@ class Sampler:
         if handle is not None:
             handle(self, c, conn, ts, r, data)
 
-    def _features(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+    def _features(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
         """SET_FEATURES / SET_PROTOCOL_FEATURES: the acked word (_FEATURE_WORDS)."""
         if len(data) < 20:
             return
@@ -407,7 +359,7 @@ class Sampler:
         for i in c.rings:
             self._configure(c, i)
 
-    def _reset(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+    def _reset(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
         """RESET_OWNER / RESET_DEVICE: every ring stops, memory and call fds are gone."""
         self._stop_all(c, conn, ts)
         c.drop_pending()
@@ -416,7 +368,7 @@ class Sampler:
         c.calls.clear()
         c.calls_known = False
 
-    def _vring(self, c: _Conn, conn: int, ts: int, r: int, data: bytes) -> None:
+    def _vring(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
         """A vring message: its ring (index and value read as _VRINGS says), what the
         message sets on it, then the ring stops, starts or is set up again."""
         fd_layout, setter, then = _VRINGS[r]
@@ -431,17 +383,17 @@ class Sampler:
             return
         ring = c.rings.get(i)
         if ring is None:
-            ring = c.rings[i] = _Ring(i)
+            ring = c.rings[i] = RingState(i)
         if setter is None or setter(c, ring, value, data):
             then(self, c, conn, ts, ring)
 
-    def _ring_stop(self, c: _Conn, conn: int, ts: int, ring: _Ring) -> None:
+    def _ring_stop(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
         if ring.started:
             self._look(c, conn, ring.index, ring, ts, "stop")
         ring.started = False
         ring.last = None
 
-    def _ring_start(self, c: _Conn, conn: int, ts: int, ring: _Ring) -> None:
+    def _ring_start(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
         self._configure(c, ring.index)
         if ring.started:
             self._look(c, conn, ring.index, ring, ts, "control")
@@ -450,19 +402,19 @@ class Sampler:
         ring.last = None
         self._look(c, conn, ring.index, ring, ts, "start")
 
-    def _ring_setup(self, c: _Conn, conn: int, ts: int, ring: _Ring) -> None:
+    def _ring_setup(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
         """A ring's setup changed: its config again, and a look if it runs."""
         self._configure(c, ring.index)
         if ring.started:
             self._look(c, conn, ring.index, ring, ts, "control")
 
-    def _apply(self, c: _Conn, conn: int, ts: int, m: Any, fds: list[int]) -> None:
+    def _apply(self, c: ConnState, conn: int, ts: int, m: Any, fds: list[int]) -> None:
         """A decoded memory or IOTLB message, as _APPLY says."""
         handle = _APPLY.get(m.request)
         if handle is not None:
             handle(self, c, conn, ts, m.payload, fds)
 
-    def _mem_table(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+    def _mem_table(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
         if not isinstance(p.get("regions"), list):  # (rings go on: memory hotplug)
             return
         try:
@@ -473,19 +425,19 @@ class Sampler:
         for prob in problems:
             self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
 
-    def _mem_add(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+    def _mem_add(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
         if "mmap_offset" in p and fds:
             for prob in c.mem.add_region(RegionSpec.from_payload(p), fds[0]):
                 self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
 
-    def _mem_remove(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+    def _mem_remove(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
         if "userspace_addr" in p:
             c.mem.remove_region(RegionSpec.from_payload(p))
 
-    def _iotlb(self, c: _Conn, conn: int, ts: int, p: dict, fds: list[int]) -> None:
+    def _iotlb(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
         c.mem.iotlb_message(p)
 
-    def _configure(self, c: _Conn, i: int) -> None:
+    def _configure(self, c: ConnState, i: int) -> None:
         ring = c.rings[i]
         cfg = RingConfig.from_vring(ring, c.virtio)
         if cfg != ring.cfg:
@@ -503,7 +455,9 @@ class Sampler:
                 if ring.started:
                     self._look(c, conn, i, ring, now, None)
 
-    def _look(self, c: _Conn, conn: int, i: int, ring: _Ring, ts: int, why: str | None) -> None:
+    def _look(
+        self, c: ConnState, conn: int, i: int, ring: RingState, ts: int, why: str | None
+    ) -> None:
         """Sample one vring; emit a frame if it changed, on start/stop, or as a keepalive."""
         cfg = ring.cfg
         if c.pending and not c.lost:
@@ -573,7 +527,7 @@ class Sampler:
             self.frames += 1
             self.emit(ring_frame(ts, conn, record))
 
-    def _stop_all(self, c: _Conn, conn: int, ts: int) -> None:
+    def _stop_all(self, c: ConnState, conn: int, ts: int) -> None:
         for ring in c.rings.values():
             self._ring_stop(c, conn, ts, ring)
 
@@ -608,57 +562,27 @@ class Sampler:
                 self.emit(event_frame("note", ts, conn, {"text": text}))
 
 
-#: The feature words SET_FEATURES and SET_PROTOCOL_FEATURES ack, as _Conn attributes.
+#: The feature words SET_FEATURES and SET_PROTOCOL_FEATURES ack, as ConnState attributes.
 _FEATURE_WORDS: dict[int, str] = {FE.SET_FEATURES: "virtio", FE.SET_PROTOCOL_FEATURES: "protocol"}
 
 
-def _set_num(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
-    ring.num = value
-    return True
-
-
-def _set_endian(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
-    ring.endian = value
-    return True
-
-
-def _set_addr(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
-    if len(data) - 12 < _ADDR.size:
-        return False
-    _, _, ring.desc, ring.used, ring.avail, _ = _ADDR.unpack_from(data, 12)
-    return True
-
-
-def _set_base(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
-    ring.base = value
-    ring.last = None
-    ring.packed = None
-    ring.split = SplitTracker()
-    return True
-
-
-def _set_call(c: _Conn, ring: _Ring, value: int, data: bytes) -> bool:
-    c.calls[ring.index] = "nofd" if value & 0x100 else "fd"
-    return True
-
-
-_Set = Callable[[_Conn, _Ring, int, bytes], bool]  # False: too short, ignored
-_Then = Callable[[Sampler, _Conn, int, int, _Ring], None]
+_Set = Callable[[ConnState, RingState, int, bytes], bool]  # False: too short, ignored
+_Then = Callable[[Sampler, ConnState, int, int, RingState], None]
 _STOP, _START, _SETUP = Sampler._ring_stop, Sampler._ring_start, Sampler._ring_setup
 #: The vring messages: (the vhost_vring_fd layout, else vhost_vring_state), what the
 #: message sets on its ring, and then what becomes of the ring.
 _VRINGS: dict[int, tuple[bool, _Set | None, _Then]] = {
-    FE.SET_VRING_NUM: (False, _set_num, _SETUP),
-    FE.SET_VRING_ADDR: (False, _set_addr, _SETUP),
-    FE.SET_VRING_BASE: (False, _set_base, _SETUP),
+    FE.SET_VRING_NUM: (False, set_num, _SETUP),
+    FE.SET_VRING_ADDR: (False, set_addr, _SETUP),
+    FE.SET_VRING_BASE: (False, set_base, _SETUP),
     FE.GET_VRING_BASE: (False, None, _STOP),
     FE.SET_VRING_KICK: (True, None, _START),
-    FE.SET_VRING_CALL: (True, _set_call, _SETUP),
+    FE.SET_VRING_CALL: (True, set_call, _SETUP),
     FE.SET_VRING_ENABLE: (False, None, _SETUP),
-    FE.SET_VRING_ENDIAN: (False, _set_endian, _SETUP),
+    FE.SET_VRING_ENDIAN: (False, set_endian, _SETUP),
     FE.VRING_KICK: (True, None, _START),
 }
-_Read = Callable[[Sampler, _Conn, int, int, int, bytes], None]
+_Read = Callable[[Sampler, ConnState, int, int, int, bytes], None]
 #: The messages read by hand: features, resets, vring setup.
 _CONTROL: dict[int, _Read] = {
     FE.SET_FEATURES: Sampler._features,
@@ -667,7 +591,7 @@ _CONTROL: dict[int, _Read] = {
     FE.RESET_DEVICE: Sampler._reset,
     **dict.fromkeys(_VRINGS, Sampler._vring),
 }
-_Apply = Callable[[Sampler, _Conn, int, int, dict, list[int]], None]
+_Apply = Callable[[Sampler, ConnState, int, int, dict, list[int]], None]
 #: The messages decoded in full: guest memory and the IOTLB.
 _APPLY: dict[int, _Apply] = {
     FE.SET_MEM_TABLE: Sampler._mem_table,
@@ -677,9 +601,3 @@ _APPLY: dict[int, _Apply] = {
 }
 #: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
 WANTED = frozenset(int(r) for r in (*_CONTROL, *_APPLY, FE.SET_INFLIGHT_FD))
-
-
-def _close(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
