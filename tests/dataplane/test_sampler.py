@@ -184,3 +184,32 @@ def test_a_reset_with_its_empty_payload_stops_the_rings_and_unmaps() -> None:
         finally:
             s.stop()
             img.close()
+
+
+def test_the_sampler_starts_and_stops_rings_where_the_protocol_table_does() -> None:
+    """sampler's request tables against protocol/effects.py: the requests whose rule stops
+    every ring, stops one, or starts one are those the sampler resets, stops or starts on."""
+    from vuinspect.dataplane import sampler as sm
+    from vuinspect.protocol.effects import FRONTEND_RULES
+
+    def having(op: str, **want: object) -> set[int]:
+        return {
+            int(r)
+            for r, rule in FRONTEND_RULES.items()
+            if any(
+                e.op == op and all(getattr(e, k) == v for k, v in want.items())
+                for e in rule.request
+            )
+        }
+
+    by_then = {
+        then: {int(r) for r, (_, _, t) in sm._VRINGS.items() if t is then}
+        for then in (sm._STOP, sm._START)
+    }
+    resets = {int(r) for r, read in sm._CONTROL.items() if read is sm.Sampler._reset}
+    assert resets == having("rings_stopped", value="all")
+    assert by_then[sm._STOP] == having("rings_stopped", value="index")
+    assert by_then[sm._START] == having("vring_const", field="started", value=True)
+    assert having("regions_set") | having("region_add") | having("region_remove") == set(
+        sm._PENDING
+    )
