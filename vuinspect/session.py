@@ -91,7 +91,7 @@ class Session:
         self._ctx_key: tuple = ()
         # what each request does, resolved from the rule table (a pipeline shares one)
         self._steps = rule_steps.table() if steps is None else steps
-        self._step_of = self._steps.resolved.get  # id(spec) -> its steps, once resolved
+        self._resolved = self._steps.resolved  # id(spec) -> its steps, once resolved
 
     # -- derived ---------------------------------------------------------------
     @property
@@ -229,7 +229,7 @@ class Session:
             else:
                 self._enqueue(msg, None)
         else:
-            steps = self._step_of(id(spec)) or self._steps.get(spec)
+            steps = self._resolved.get(id(spec)) or self._steps.get(spec)
             if msg.reply:
                 request = self._pair(msg)
                 decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)

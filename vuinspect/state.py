@@ -147,8 +147,18 @@ class Latencies:
 class RequestStats:
     count: int = 0
     replies: int = 0
-    latencies_us: Latencies = field(default_factory=Latencies)
     problems: int = 0
+    #: made with the first reply latency: most request kinds have none, and an object per
+    #: kind per connection is what a long read's garbage collector walks (issue 16's bench)
+    _latencies: Latencies | None = field(default=None, repr=False)
+
+    @property
+    def latencies_us(self) -> Latencies:
+        """The reply latencies (µs) of this request kind."""
+        lat = self._latencies
+        if lat is None:
+            lat = self._latencies = Latencies()
+        return lat
 
 
 def count_request(stats: dict[str, RequestStats], msg: Any) -> int:
