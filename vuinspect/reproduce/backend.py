@@ -30,21 +30,16 @@ from typing import Any
 from ..errors import CliError
 from ..frames import Channel, Frame
 from ..message import Message
-from ..protocol.requests import FLAG_NEED_REPLY, REPLY_FLAGS, lookup
+from ..protocol.requests import FLAG_NEED_REPLY, REPLY_FLAGS, FrontendRequest, lookup
 from ..proxy.fds import describe_fd
 from ..testing import wire
 from .compare import LOOKAHEAD
 from .replay import EXTRA_MESSAGES, Recorder, make_fd, recv_message, region_sizes, send_timeout
 
-SET_BACKEND_REQ_FD = 21
 #: After the last recorded request: how long to wait for the front-end to close or say more.
 GRACE = 1.0
 FAIL = wire.U64.pack(1)  # a REPLY_ACK failure (any non-zero value)
 OK = wire.U64.pack(0)
-
-
-def _header(data: bytes) -> tuple[int, int]:
-    return int.from_bytes(data[:4], sys.byteorder), int.from_bytes(data[4:8], sys.byteorder)
 
 
 def _is_socket(fd: int) -> bool:
@@ -189,11 +184,11 @@ class AsBackend(Recorder):
 
     def _serve(self, sock: socket.socket, data: bytes, fds: list[int]) -> bool:
         """One front-end request: record it, answer it, send what followed it in the recording."""
-        request, flags = _header(data)
+        request, flags, _size = wire.HEADER.unpack_from(data)
         channel = None
         try:
             descs = tuple(describe_fd(fd) for fd in fds)
-            if request == SET_BACKEND_REQ_FD and self._channel is None:
+            if request == FrontendRequest.SET_BACKEND_REQ_FD and self._channel is None:
                 sock_fds = [fd for fd in fds if _is_socket(fd)]
                 if sock_fds:
                     fds.remove(sock_fds[0])

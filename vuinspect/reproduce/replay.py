@@ -13,7 +13,6 @@ import queue
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 from collections import deque
@@ -127,7 +126,7 @@ def _recv_message(sock: socket.socket, fds: list[int]) -> tuple[bytes, list[int]
             return None
         data += chunk
         if len(data) == HEADER_SIZE and need == HEADER_SIZE:
-            size = int.from_bytes(data[8:12], sys.byteorder)  # host order, as the peer
+            size = wire.HEADER.unpack(data)[2]  # host order, as the peer
             if size > MAX_PAYLOAD:
                 raise EOFError(f"header announces {size} payload bytes (max {MAX_PAYLOAD})")
             need += size
@@ -255,8 +254,7 @@ class Replay(Recorder):
 
     def _answer(self, data: bytes) -> None:
         """A back-end channel request: give the answer the recording gave, if any."""
-        request = int.from_bytes(data[:4], sys.byteorder)
-        flags = int.from_bytes(data[4:8], sys.byteorder)
+        request, flags, _size = wire.HEADER.unpack_from(data)
         pending = self._backend_requests.get(request)
         if pending:
             m = pending.popleft()

@@ -8,37 +8,39 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-HEADER = struct.Struct("=III")
+from ..protocol.requests import FLAG_NEED_REPLY as FLAG_NEED_REPLY
+from ..protocol.requests import FLAG_REPLY as FLAG_REPLY
+from ..protocol.requests import REPLY_FLAGS as REPLY_FLAGS
+from ..protocol.requests import VERSION
+from ..protocol.requests import BackendRequest as _B
+from ..protocol.requests import FrontendRequest as _F
+from ..proxy.fds import ANC_SIZE, fds_from_ancdata
+
+HEADER = struct.Struct("=III")  # request, flags, size in the host's order, as the peers send
 U64 = struct.Struct("=Q")
-FLAG_VERSION = 0x1
-FLAG_REPLY = 0x4
-FLAG_NEED_REPLY = 0x8
-REPLY_FLAGS = FLAG_VERSION | FLAG_REPLY  # exactly 0x5, or QEMU drops the connection
+FLAG_VERSION = VERSION
 
-# Front-end requests used by the peers (PROTOCOL.md §2).
-GET_FEATURES = 1
-SET_FEATURES = 2
-SET_OWNER = 3
-SET_MEM_TABLE = 5
-SET_VRING_NUM = 8
-SET_VRING_ADDR = 9
-SET_VRING_BASE = 10
-GET_VRING_BASE = 11
-SET_VRING_KICK = 12
-SET_VRING_CALL = 13
-GET_PROTOCOL_FEATURES = 15
-SET_PROTOCOL_FEATURES = 16
-GET_QUEUE_NUM = 17
-SET_VRING_ENABLE = 18
-SET_BACKEND_REQ_FD = 21
-GET_CONFIG = 24
-SET_CONFIG = 25
-GET_MAX_MEM_SLOTS = 36
-# Back-end channel requests (separate numbering, PROTOCOL.md §3).
-BACKEND_CONFIG_CHANGE_MSG = 2
-BACKEND_VRING_HOST_NOTIFIER_MSG = 3
-
-ANC_SIZE = socket.CMSG_SPACE(253 * 4)
+# The requests the peers use, by the names of protocol/requests.py (PROTOCOL.md §2-§3).
+GET_FEATURES = _F.GET_FEATURES
+SET_FEATURES = _F.SET_FEATURES
+SET_OWNER = _F.SET_OWNER
+SET_MEM_TABLE = _F.SET_MEM_TABLE
+SET_VRING_NUM = _F.SET_VRING_NUM
+SET_VRING_ADDR = _F.SET_VRING_ADDR
+SET_VRING_BASE = _F.SET_VRING_BASE
+GET_VRING_BASE = _F.GET_VRING_BASE
+SET_VRING_KICK = _F.SET_VRING_KICK
+SET_VRING_CALL = _F.SET_VRING_CALL
+GET_PROTOCOL_FEATURES = _F.GET_PROTOCOL_FEATURES
+SET_PROTOCOL_FEATURES = _F.SET_PROTOCOL_FEATURES
+GET_QUEUE_NUM = _F.GET_QUEUE_NUM
+SET_VRING_ENABLE = _F.SET_VRING_ENABLE
+SET_BACKEND_REQ_FD = _F.SET_BACKEND_REQ_FD
+GET_CONFIG = _F.GET_CONFIG
+SET_CONFIG = _F.SET_CONFIG
+GET_MAX_MEM_SLOTS = _F.GET_MAX_MEM_SLOTS
+BACKEND_CONFIG_CHANGE_MSG = _B.BACKEND_CONFIG_CHANGE_MSG
+BACKEND_VRING_HOST_NOTIFIER_MSG = _B.BACKEND_VRING_HOST_NOTIFIER_MSG
 
 
 def pack(request: int, flags: int = FLAG_VERSION, payload: bytes = b"") -> bytes:
@@ -95,12 +97,10 @@ def _recv_exact(
     fd_reads = 0
     while got < n:
         data, anc, flags, _ = sock.recvmsg(n - got, ANC_SIZE, socket.MSG_CMSG_CLOEXEC)
-        for level, kind, cdata in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(cdata[: len(cdata) - len(cdata) % 4])
-                fds.extend(a)
-                fd_reads += 1
+        got_fds = fds_from_ancdata(anc)
+        if got_fds:
+            fds.extend(got_fds)
+            fd_reads += 1
         if flags & socket.MSG_CTRUNC:
             raise OSError("MSG_CTRUNC: fds lost")
         if not data:
