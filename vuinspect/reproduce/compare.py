@@ -19,6 +19,7 @@ from typing import Any
 
 from ..frames import DATAPLANE_KINDS
 from ..message import Message
+from ..render import safe_text
 
 #: What is never compared (documented for ``--help`` and the report).
 DEFAULT_IGNORED = (
@@ -118,11 +119,11 @@ class Report:
             if e.b_frame is not None:
                 where += ("/" if where else "") + f"B#{e.b_frame}"
             what = e.name + (" reply" if e.reply else "")
-            lines.append(f"c{e.conn} {e.channel:<7} {where:<12} {safe(what)}: {e.status}")
+            lines.append(f"c{e.conn} {e.channel:<7} {where:<12} {safe_text(what)}: {e.status}")
             for d in e.diffs:
-                note = f"  ({safe(d.note)})" if d.note else ""
+                note = f"  ({safe_text(d.note)})" if d.note else ""
                 lines.append(f"    {d.field}: {show(d.a)} -> {show(d.b)}{note}")
-        lines += [f"note: {safe(n)}" for n in self.notes]
+        lines += [f"note: {safe_text(n)}" for n in self.notes]
         c = self.counts
         lines.append(
             ", ".join(f"{c[s]} {s}" for s in STATUSES) + (" (equal)" if self.equal else "")
@@ -133,13 +134,6 @@ class Report:
 # -- values ---------------------------------------------------------------------------------
 
 
-def safe(text: str) -> str:
-    """Control characters from a capture escaped before a terminal shows them."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
 def show(value: Any, limit: int = 96) -> str:
     if value is None:
         return "(none)"
@@ -147,7 +141,7 @@ def show(value: Any, limit: int = 96) -> str:
         return str(value).lower()
     if isinstance(value, int):
         return f"{value:#x}" if value > 0xFFFF else str(value)
-    text = safe(", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+    text = safe_text(", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
