@@ -17,7 +17,7 @@ from .dataplane.text import (
 from .frames import DATAPLANE_KINDS, Frame
 from .message import Message
 from .pipeline import Pipeline
-from .render import clock_text, format_ts, safe_text, summary_line
+from .render import clock_text, format_ts, problems_text, safe_text, summary_line
 
 #: -t formats, tshark's letters: ad (UTC date and time), a (UTC time of day, as the TUI
 #: shows), r (seconds since the first message), d (since the previous line), e (epoch).
@@ -68,7 +68,7 @@ def _ring_line(msg: Message, ts: str, detail: bool) -> str:
     body = ring_summary(p) if msg.kind == "ring" else notify_summary(p)
     parts = [f"{msg.frame:>6} {ts:>12} c{msg.conn:<3} {msg.name:<7} {body}", *resolved_text(p)]
     if msg.problems:
-        parts.append("!! " + "; ".join(f"{x.code}: {x.text}" for x in msg.problems))
+        parts.append(problems_text(msg.problems))
     text = safe_text(" ".join(parts))
     if detail:
         text = "\n".join([text, *detail_lines(p)])

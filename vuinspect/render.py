@@ -11,6 +11,8 @@ import re
 from typing import Any
 
 from .message import Message, ts_text
+from .protocol.problems import Problem
+from .protocol.requests import FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION_MASK
 
 ARROWS = {"f2b": "→", "b2f": "←"}
 
@@ -173,6 +175,16 @@ def clock_text(ts_ns: int, digits: int = 9, date: bool = False) -> str | None:
     return f"{t:%Y-%m-%d %H:%M:%S}.{frac}" if date else f"{t:%H:%M:%S}.{frac}"
 
 
+def fds_text(fds: tuple[str, ...] | list[str]) -> str:
+    """The fds of a message as a summary shows them: ``fds=[kick: eventfd, ...]``."""
+    return "fds=[" + ", ".join(fds) + "]"
+
+
+def problems_text(problems: list[Problem]) -> str:
+    """The problems of a message as a summary ends: ``!! code: text; code: text``."""
+    return "!! " + "; ".join(f"{p.code}: {p.text}" for p in problems)
+
+
 def summary_line(msg: Message, base_ns: int | None = None) -> str:
     """One line per message, like tshark's summary; a frame comment ends it after ``#``."""
     line = _summary(msg, base_ns)
@@ -195,11 +207,11 @@ def _summary(msg: Message, base_ns: int | None) -> str:
     if summary:
         parts.append(summary)
     if msg.fds:
-        parts.append("fds=[" + ", ".join(msg.fds) + "]")
+        parts.append(fds_text(msg.fds))
     if msg.latency_us is not None:
         parts.append(f"{msg.latency_us:.0f}µs")
     if msg.problems:
-        parts.append("!! " + "; ".join(f"{p.code}: {p.text}" for p in msg.problems))
+        parts.append(problems_text(msg.problems))
     return safe_text(" ".join(parts))
 
 
@@ -224,12 +236,12 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
     if msg.request is not None:
         rows.append((1, "request", f"request: {msg.request}"))
         flags = msg.flags or 0
-        bits = [n for n, m in (("reply", 4), ("need_reply", 8)) if flags & m]
+        bits = [n for n, m in (("reply", FLAG_REPLY), ("need_reply", FLAG_NEED_REPLY)) if flags & m]
         rows.append(
             (
                 1,
                 "flags",
-                f"flags: 0x{flags:x} version={flags & 3}"
+                f"flags: 0x{flags:x} version={flags & FLAG_VERSION_MASK}"
                 + (f" [{' '.join(bits)}]" if bits else ""),
             )
         )

@@ -14,7 +14,15 @@ from vuinspect.dataplane.text import notify_summary, resolved_text, ring_summary
 from vuinspect.frames import DATAPLANE_KINDS
 from vuinspect.message import Message
 from vuinspect.protocol.problems import worst
-from vuinspect.render import ARROWS, clock_text, format_ts, payload_summary, safe_text
+from vuinspect.render import (
+    ARROWS,
+    clock_text,
+    fds_text,
+    format_ts,
+    payload_summary,
+    problems_text,
+    safe_text,
+)
 
 from .model import EMPTY, ODD, PENDING, Model
 
@@ -113,12 +121,12 @@ def row_cells(
         )
         summary = _dataplane_summary(msg) if msg.kind in DATAPLANE_KINDS else payload_summary(msg)
         if msg.fds:
-            summary += (" " if summary else "") + "fds=[" + ", ".join(msg.fds) + "]"
+            summary += (" " if summary else "") + fds_text(msg.fds)
         if len(msgs) > 1:
             summary += f"  (+{len(msgs) - 1} more in this frame)"
         problems = [p for m in msgs for p in m.problems]
         if problems:
-            summary += "  !! " + "; ".join(f"{p.code}: {p.text}" for p in problems)
+            summary += "  " + problems_text(problems)
             sev = worst(problems)
         summary = safe_text(summary)
         if msg.reply:
