@@ -23,11 +23,11 @@ import pytest
 
 from vuinspect.capture import read_frames
 from vuinspect.frames import event_info
+from vuinspect.protocol.requests import SCM_MAX_FD
 from vuinspect.testing import wire
 
 from .conftest import Procs, fd_count, log_text, report, stop, wait_line, wait_until
 
-SCM_MAX_FD = 253
 FD_LIMIT = 1024
 
 

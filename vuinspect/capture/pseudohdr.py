@@ -30,12 +30,13 @@ from __future__ import annotations
 import struct
 
 from vuinspect.frames import CHANNELS, DIRECTIONS, KINDS, Frame
+from vuinspect.protocol.requests import SCM_MAX_FD
 
 MAGIC = b"VU"
 VERSION = 1
 FIXED_LEN = 14
-#: Most fds one sendmsg can carry on Linux (SCM_MAX_FD).
-MAX_FDS = 253
+#: Most fds one sendmsg can carry on Linux.
+MAX_FDS = SCM_MAX_FD
 #: hdr_len is a u16, so the fd list must fit below this.
 MAX_HDR_LEN = 0xFFFF
 

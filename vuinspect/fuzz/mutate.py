@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from vuinspect.capture import CaptureWriter
 from vuinspect.frames import CHANNELS, DIRECTIONS, Channel, Direction, Frame, event_frame
-from vuinspect.protocol.requests import HEADER_SIZE, MAX_PAYLOAD
+from vuinspect.protocol.requests import HEADER_SIZE, MAX_PAYLOAD, SCM_MAX_FD
 
 #: 32-bit values that find off-by-ones and overflows in length and count fields.
 INTERESTING_U32 = (
@@ -264,7 +264,9 @@ def _op_fds(frames: list[Frame], rng: random.Random) -> None:
     f = frames[i]
     r = rng.random()
     if r < 0.4:
-        fds = f.fds + tuple(f"memfd:extra{k} size=4KiB" for k in range(rng.choice((1, 2, 8, 253))))
+        fds = f.fds + tuple(
+            f"memfd:extra{k} size=4KiB" for k in range(rng.choice((1, 2, 8, SCM_MAX_FD)))
+        )
     elif r < 0.7:
         fds = f.fds[: rng.randint(0, len(f.fds))] if f.fds else ("truncated",)
     else:
@@ -272,7 +274,7 @@ def _op_fds(frames: list[Frame], rng: random.Random) -> None:
         j = _data_index(frames, rng)
         if j is not None and j != i:
             frames[j] = dataclasses.replace(frames[j], fds=frames[j].fds + f.fds)
-    frames[i] = dataclasses.replace(f, fds=fds[:253])
+    frames[i] = dataclasses.replace(f, fds=fds[:SCM_MAX_FD])
 
 
 def _op_reroute(frames: list[Frame], rng: random.Random) -> None:

@@ -46,6 +46,9 @@ FORWARD_MAX_PAYLOAD = 64 * 1024
 #: Buffer large enough for the biggest message the proxy forwards.
 MAX_MESSAGE = HEADER_SIZE + FORWARD_MAX_PAYLOAD
 MAX_FDS = 8  # per message, VHOST_MEMORY_BASELINE_NREGIONS / VHOST_USER_BACKEND_MAX_FDS
+#: Most fds one sendmsg can carry on Linux (SCM_MAX_FD, include/net/scm.h): what a peer
+#: can send at all, whatever the protocol allows.
+SCM_MAX_FD = 253
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,9 @@ import os
 import socket
 import stat
 
-#: Most fds one message can carry (include/net/scm.h), and room for them in a control buffer.
-SCM_MAX_FD = 253
+from ..protocol.requests import SCM_MAX_FD
+
+#: Room in a control buffer for the most fds one message can carry.
 ANC_SIZE = socket.CMSG_SPACE(SCM_MAX_FD * 4)
 #: recvmsg flags of the relay: received fds are close-on-exec, and reads never block.
 RECV_FLAGS = int(socket.MSG_CMSG_CLOEXEC) | int(socket.MSG_DONTWAIT)
