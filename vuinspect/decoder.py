@@ -329,8 +329,9 @@ def read_header(
     msg.need_reply = bool(flags & FLAG_NEED_REPLY)
     spec = BY_CHANNEL.get(channel, FRONTEND).get(raw.request)  # (lookup(), inline: per message)
     msg.name = spec.name if spec is not None else request_name(channel, raw.request)
-    if flags != REPLY_FLAGS if reply else flags & ~FLAG_NEED_REPLY != VERSION:
-        check_header(msg)  # (the usual flags have nothing to report)
+    # (the usual flags, 0x5 on a reply and 0x1 or 0x9 on a request, have nothing to report)
+    if (flags != REPLY_FLAGS) if reply else (flags & ~FLAG_NEED_REPLY != VERSION):
+        check_header(msg)
     if spec is None:
         msg.problems.append(
             problem(
