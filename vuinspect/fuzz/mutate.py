@@ -19,6 +19,16 @@ import struct
 from collections.abc import Callable
 
 from vuinspect.capture import CaptureWriter
+from vuinspect.capture.pcapng import (
+    BT_EPB,
+    BT_IDB,
+    BT_ISB,
+    BT_NRB,
+    BT_PB,
+    BT_SHB,
+    BT_SPB,
+    shb_order,
+)
 from vuinspect.frames import CHANNELS, DIRECTIONS, Channel, Direction, Frame, event_frame
 from vuinspect.protocol.requests import HEADER_SIZE, MAX_PAYLOAD, SCM_MAX_FD
 
@@ -343,14 +353,18 @@ def capture_bytes(frames: list[Frame], *, big_endian: bool = False) -> bytes:
     return buf.getvalue()
 
 
+_SHB = struct.pack("<I", BT_SHB)  # a palindrome: the same bytes in either order
+_BLOCK_TYPES = (BT_IDB, BT_PB, BT_SPB, BT_NRB, BT_ISB, BT_EPB)
+
+
 def blocks(data: bytes) -> list[tuple[int, int]]:
     """(offset, length) of each whole block, walking until something does not fit."""
     out: list[tuple[int, int]] = []
     pos = 0
     order = "<"
     while pos + 12 <= len(data):
-        if data[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
-            order = ">" if data[pos + 8 : pos + 12] == b"\x1a\x2b\x3c\x4d" else "<"
+        if data[pos : pos + 4] == _SHB:
+            order = shb_order(data, pos) or "<"
         blen = struct.unpack_from(order + "I", data, pos + 4)[0]
         if blen < 12 or blen % 4 or pos + blen > len(data):
             break
@@ -379,7 +393,7 @@ def _cap_cut(data: bytes, rng: random.Random) -> bytes:
 
 
 def _random_block(rng: random.Random) -> bytes:
-    btype = rng.choice((1, 2, 3, 4, 5, 6, 0xBAD, 0x0A0D0D0A, rng.getrandbits(32)))
+    btype = rng.choice((*_BLOCK_TYPES, 0xBAD, BT_SHB, rng.getrandbits(32)))
     body = rng.randbytes(rng.choice((0, 4, 16, 20, rng.randrange(0, 200, 4))))
     blen = 12 + len(body)
     declared = blen if rng.random() < 0.7 else rng.choice(INTERESTING_U32)
