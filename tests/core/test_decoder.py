@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import struct
 
-from vuinspect.decoder import RawMessage, decode_message
+from vuinspect.decoder import RawMessage, check_header, decode_message, read_header
 from vuinspect.frames import Frame
+from vuinspect.message import Message
 from vuinspect.payload import DecodeContext
 from vuinspect.pipeline import Pipeline
 
@@ -54,3 +55,16 @@ def test_a_shared_cache_gives_the_same_decode() -> None:
     # another context (here another device) is another entry: layouts may depend on it
     decode_message(raw, "main", "f2b", DecodeContext(device="net"), cache=cache)
     assert len(cache) == 2
+
+
+def test_the_header_checks_run_on_every_flags_value_that_has_something_to_report() -> None:
+    """read_header skips check_header on the usual flags: only where it finds nothing."""
+    for channel, requester in (("main", "f2b"), ("backend", "b2f")):
+        for direction in ("f2b", "b2f"):
+            for flags in range(0x40):
+                raw = RawMessage(m(1, flags=flags), (), 1, 1, 1, flags, 0)
+                msg, _ = read_header(raw, channel, direction)
+                alone = Message(0, 1, 1, 0, channel, direction, request=1, flags=flags)
+                alone.reply = direction != requester
+                check_header(alone)
+                assert msg.problem_codes == alone.problem_codes, (channel, direction, flags)
