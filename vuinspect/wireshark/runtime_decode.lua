@@ -435,9 +435,33 @@ local function set_bit_names(v, named_by, width)
 end
 
 -- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
--- `item` is nil when no tree is built.
-local POW2 = {}
-for n = 0, 31 do POW2[n] = 2 ^ n end
+-- `item` is nil when no tree is built.  What a value shows (each named bit's state, the
+-- unnamed set bits' fields, the appended text) is made once per value and named list, as
+-- the names are (at most 256 values kept per list): feature words repeat in every session.
+local function bits_shown(v, key, named, names, generic)
+  local cache = named.shown
+  if cache == nil then
+    cache = { n = 0 }
+    named.shown = cache
+  end
+  local got = cache[key]
+  if got then return got end
+  local lo, hi = lohi(v)
+  local states, extra = {}, {}
+  for i, b in ipairs(named) do
+    local n = b.bit
+    if n < 32 then states[i] = floor(lo / 2 ^ n) % 2 == 1 else states[i] = floor(hi / 2 ^ (n - 32)) % 2 == 1 end
+  end
+  for _, name in ipairs(names) do  -- unnamed set bits: BIT_n
+    if name:sub(1, 4) == "BIT_" then
+      local g = generic[tonumber(name:sub(5))]
+      if g then extra[#extra + 1] = g end
+    end
+  end
+  got = { states = states, extra = extra, text = #names > 0 and " [" .. concat(names, " ") .. "]" or nil }
+  if cache.n < 256 then cache[key], cache.n = got, cache.n + 1 end
+  return got
+end
 
 local function add_bits(item, r, v, named, generic, width)
   local by = named.by
@@ -448,20 +472,11 @@ local function add_bits(item, r, v, named, generic, width)
   end
   local names = set_bit_names(v, by, width)
   if item then
-    local lo, hi = lohi(v)
-    for _, b in ipairs(named) do
-      local n = b.bit
-      local set
-      if n < 32 then set = floor(lo / POW2[n]) % 2 == 1 else set = floor(hi / POW2[n - 32]) % 2 == 1 end
-      ti_add(item, b.pf, r, set)
-    end
-    for _, name in ipairs(names) do  -- unnamed set bits: BIT_n
-      if name:sub(1, 4) == "BIT_" then
-        local g = generic[tonumber(name:sub(5))]
-        if g then ti_add(item, g, r, true) end
-      end
-    end
-    if #names > 0 then ti_text(item, " [" .. concat(names, " ") .. "]") end
+    local shown = bits_shown(v, type(v) == "number" and v or tostring(v), named, names, generic)
+    local states = shown.states
+    for i, b in ipairs(named) do ti_add(item, b.pf, r, states[i]) end
+    for _, g in ipairs(shown.extra) do ti_add(item, g, r, true) end
+    if shown.text then ti_text(item, shown.text) end
   end
   return names
 end

@@ -378,7 +378,8 @@ function vu.dissector(tvb, pinfo, tree)
   local top
   if tostring(tree):find("has item=false", 1, true) == nil then
     bind_tree(tree, tvb)
-    top = ti_add(tree, vu, tvb_range(tvb, 0, tvb:len()))
+    gc_for_trees()
+    top = ti_add(tree, vu, tvb_range(tvb))  -- the whole frame
   end
   local num = pinfo.number
   local kept = top == nil and M.text[num]
