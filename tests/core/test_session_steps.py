@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from vuinspect import rule_steps
+from vuinspect import rule_ops, rule_steps
+from vuinspect.message import Message
 from vuinspect.pipeline import Pipeline
 from vuinspect.protocol import effects as EF
 from vuinspect.protocol.requests import BY_CHANNEL, FrontendRequest
@@ -46,3 +47,22 @@ def test_a_changed_table_entry_gets_new_steps(monkeypatch) -> None:
     monkeypatch.undo()
     again = rule_steps.table()
     assert again is not new and again.get(SET_VRING_NUM).rule is rule
+
+
+def test_the_fd_check_is_skipped_only_where_it_finds_nothing_without_fds() -> None:
+    """A message without fds skips rule_ops.check_fds unless its spec may require one."""
+    s = Session(1)
+    for channel, specs in BY_CHANNEL.items():
+        for spec in specs.values():
+            for reply, allowed, layouts in (
+                (False, spec.fds, spec.request),
+                (True, spec.reply_fds, spec.reply),
+            ):
+                if rule_ops.fds_required(allowed, layouts):
+                    continue
+                for layout in (None, *(x.name for x in layouts)):
+                    for payload in ({}, {"nofd": 0}, {"nofd": 1}, {"regions": []}):
+                        msg = Message(0, 1, 1, 1, channel, "f2b", reply=reply, layout=layout)
+                        msg.payload = dict(payload)
+                        rule_ops.check_fds(s, msg, allowed, "role")
+                        assert msg.problems == [], (spec.name, reply, layout, payload)
