@@ -24,6 +24,7 @@ import pytest
 from vuinspect.cli import main
 from vuinspect.demo import runners
 from vuinspect.encode import build
+from vuinspect.proxy.fds import format_size
 from vuinspect.reproduce.load import read_messages
 from vuinspect.reproduce.replay import make_fd, recorded_size, region_sizes
 from vuinspect.testing import wire
@@ -230,6 +231,12 @@ def test_backend_closing_early_ends_the_replay(tmp_path, capsys) -> None:
     assert rc == 1
     assert "0 same" in out.splitlines()[-1] and "missing" in out
     assert "note: main channel: backend closed the connection" in out
+
+
+def test_recorded_size_reads_what_describe_fd_writes() -> None:
+    for n in (0, 1000, 4096, 8 << 10, 256 << 20, (256 << 20) + 1, 3 << 30):
+        assert recorded_size(f"guest-memory: memfd:ram size={format_size(n)}") == n
+    assert recorded_size("kick: eventfd") == 0
 
 
 def test_fds_sized_from_the_region_table() -> None:

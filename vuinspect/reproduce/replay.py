@@ -18,6 +18,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..capture.capfile import parse_size
 from ..errors import CliError
 from ..frames import DATAPLANE_KINDS, Channel, Direction, Frame, Kind, event_frame
 from ..message import Message
@@ -27,8 +28,8 @@ from ..testing import wire
 
 #: Back-end messages kept beyond what the recording had, before the replay gives up on it.
 EXTRA_MESSAGES = 1000
-_SIZE = re.compile(r"\bsize=(\d+)(KiB|MiB|GiB)?")
-_UNITS = {None: 0, "KiB": 10, "MiB": 20, "GiB": 30}
+#: The size proxy/fds.format_size wrote into an fd's description (``size=256MiB``).
+_SIZE = re.compile(r"\bsize=(\d+(?:KiB|MiB|GiB)?)")
 #: Largest memfd the replay creates (sparse, but a capture must not make us ask for more).
 MAX_REGION = 1 << 40
 
@@ -38,7 +39,7 @@ MAX_REGION = 1 << 40
 
 def recorded_size(desc: str) -> int:
     m = _SIZE.search(desc)
-    return int(m.group(1)) << _UNITS[m.group(2)] if m else 0
+    return parse_size(m.group(1)) if m else 0
 
 
 def region_sizes(msg: Message) -> list[int]:
