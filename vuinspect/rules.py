@@ -121,7 +121,7 @@ def feature_bit(name: str) -> tuple[str, int]:
     ``VIRTIO_BLK_F_FLUSH``, ``BIT_29`` (a virtio bit by number).  Raises ValueError.
     """
     key = name.upper()
-    transport = {b.name: b.bit for b in FEAT.TRANSPORT_FEATURES}
+    transport = FEAT.TRANSPORT_BY_NAME
     if (m := re.fullmatch(r"(?:VIRTIO_)?BIT_(\d+)", key)) and int(m.group(1)) < 64:
         return "virtio", int(m.group(1))
     if key.startswith("VHOST_USER_PROTOCOL_F_"):

@@ -47,8 +47,6 @@ EVENT_FLAGS = {0: "ENABLE", 1: "DISABLE", 2: "DESC"}
 #: through: an eventfd, NOFD (bit 8: the front-end polls), or none (no SET_VRING_CALL
 #: reached it since the connection began: a rule dropped it, or the front-end never sent it).
 CALL_FD_STATES = ("fd", "nofd", "none")
-EVENT_IDX_BIT = 29
-IN_ORDER_BIT = 35
 MAX_NUM = 32768  # the largest queue size virtio allows
 
 DESC_STRUCT = struct.Struct("<QIHH")  # split: addr len flags next; packed: addr len id flags
@@ -73,14 +71,13 @@ class Wire:
 
 
 WIRE = {"<": Wire.of("<"), ">": Wire.of(">")}
-VERSION_1_BIT = 32
 
 
 def ring_big_endian(virtio_features: int, endian: int | None, host: str = sys.byteorder) -> bool:
     """Is the ring big-endian?  VERSION_1: never (little-endian).  Legacy (virtio 0.9):
     the guest's order, which SET_VRING_ENDIAN gives when it differs from the host's
     (num 1 big, 0 little; CROSS_ENDIAN), else the host's own."""
-    if virtio_features >> VERSION_1_BIT & 1:
+    if virtio_features >> F.VERSION_1_BIT & 1:
         return False
     if endian is not None:
         return endian == 1
@@ -128,8 +125,8 @@ class RingConfig:
             ring.avail,
             ring.used,
             bool(feats >> F.RING_PACKED_BIT & 1),
-            bool(feats >> EVENT_IDX_BIT & 1),
-            bool(feats >> IN_ORDER_BIT & 1),
+            bool(feats >> F.EVENT_IDX_BIT & 1),
+            bool(feats >> F.IN_ORDER_BIT & 1),
             ring_big_endian(feats, getattr(ring, "endian", None)),
         )
 
