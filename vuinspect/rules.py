@@ -34,6 +34,7 @@ from .pipeline import Pipeline
 from .protocol import features as FEAT
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, by_name, lookup
+from .units import parse_duration
 from .verdict import Verdict
 
 ACTIONS = ("delay", "drop", "reply-error", "mask-features", "disconnect", "corrupt")
@@ -45,8 +46,6 @@ MAX_COUNT = 10**9
 MAX_OFFSET = 1 << 20
 #: Rules in one run (each is checked for every message it might match).
 MAX_RULES = 256
-_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(us|µs|ms|s|m)?$")
 _EDIT = re.compile(r"(0x[0-9a-fA-F]+|\d+)(\^?=)(0x[0-9a-fA-F]+|\d+)$")
 _HEAD = re.compile(r"\S+")
 _U64 = struct.Struct("=Q")
@@ -105,10 +104,9 @@ def _suggest(word: str, choices: list[str]) -> str:
 
 
 def _duration(text: str, pos: int) -> float:
-    m = _DURATION.match(text)
-    if not m:
+    value = parse_duration(text)
+    if value is None:
         raise RuleError(f"not a duration: {text!r} (e.g. 2s, 500ms, 100us)", pos)
-    value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
     if value > MAX_DELAY_S:
         raise RuleError(f"delay {text} is longer than {MAX_DELAY_S:g} s", pos)
     return value

@@ -34,6 +34,7 @@ from vuinspect.capture import CaptureError, capfile
 from vuinspect.errors import CliError
 from vuinspect.proxy.interpose import MAX_UNIX_PATH
 from vuinspect.proxy.server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route, seconds
+from vuinspect.units import parse_duration
 
 from .proxy_engine import run_engine
 
@@ -60,16 +61,8 @@ def rings_interval(text: str) -> float:
         return 0.0
     if t in ("on", "yes"):
         return 0.1
-    scale = 1.0
-    for suffix, factor in (("ms", 1e-3), ("s", 1.0)):
-        if t.endswith(suffix):
-            t, scale = t[: -len(suffix)], factor
-            break
-    try:
-        value = float(t) * scale
-    except ValueError:
-        value = -1.0
-    if not 0.001 <= value <= 60:
+    value = parse_duration(t.replace(" ", ""))
+    if value is None or not 0.001 <= value <= 60:
         raise argparse.ArgumentTypeError(
             f"--rings takes off, on or an interval from 1ms to 60s, not {text!r}"
         )
