@@ -32,16 +32,12 @@ import sys
 
 from vuinspect.capture import CaptureError, capfile
 from vuinspect.errors import CliError
+from vuinspect.protocol.features import DEVICE_TYPES
 from vuinspect.proxy.interpose import MAX_UNIX_PATH
 from vuinspect.proxy.server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route, seconds
 from vuinspect.units import parse_duration
 
 from .proxy_engine import run_engine
-
-try:
-    from vuinspect.protocol.features import DEVICE_TYPES
-except ImportError:  # pragma: no cover - the protocol tables are another module's
-    DEVICE_TYPES = ("blk", "net", "fs", "scsi", "gpu", "input", "vsock", "crypto")
 
 
 def _mode(text: str) -> int:
