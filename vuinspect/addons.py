@@ -37,7 +37,7 @@ from typing import Any, cast
 from .encode import encode_layout
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, MAX_MESSAGE, lookup
-from .verdict import Verdict
+from .verdict import Verdict, firing_note
 
 HOOKS = {"message": 2, "connection_open": 1, "connection_close": 1}
 #: A hook slower than this is reported (its connection waited for it).
@@ -546,20 +546,7 @@ def _note(
     direction: str,
     **extra: object,
 ) -> dict[str, object]:
-    """A note event's info (docs/capture-format.md): as a rule's, with ``addon`` for ``rule``."""
-    info: dict[str, object] = {
-        "text": text,
-        "addon": addon.name,
-        "hook": hook,
-        "action": action,
-        "original": old.hex(),
-        "new": new.hex(),
-    }
-    if direction:
-        info["direction"] = direction
-    if action in ("error", "slow"):
-        info["fired"] = False
-    for k, v in extra.items():
-        if v is not None:
-            info[k] = v.hex() if isinstance(v, bytes) else v
-    return info
+    """A note event's info: as a rule's, with ``addon`` and ``hook`` for ``rule``."""
+    who = {"addon": addon.name, "hook": hook}
+    fired = action not in ("error", "slow")
+    return firing_note(text, who, action, old, new, direction, fired=fired, **extra)

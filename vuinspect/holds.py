@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .filter import compile_filter
+from .verdict import firing_note
 
 #: How often a link holding a message looks for the decision (ns).
 HOLD_TICK_NS = 20_000_000
@@ -131,15 +132,9 @@ class Intercept:
 
     def note(self, hold: Hold, action: str, what: str, old: bytes, new: bytes) -> dict[str, object]:
         """A note info in the rules' shape (docs/rules.md), with the hold's number."""
-        return {
-            "text": f"intercept #{hold.number}: {what}",
-            "rule": f"intercept: {self.filter_text}",
-            "action": action,
-            "hold": hold.number,
-            "direction": hold.direction,
-            "original": old.hex(),
-            "new": new.hex(),
-        }
+        text = f"intercept #{hold.number}: {what}"
+        who = {"rule": f"intercept: {self.filter_text}"}
+        return firing_note(text, who, action, old, new, hold.direction, hold=hold.number)
 
     def decided(self, hold: Hold) -> None:
         self.held.pop(hold.number, None)

@@ -35,7 +35,7 @@ from .protocol import features as FEAT
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, by_name, lookup
 from .units import parse_duration
-from .verdict import Verdict
+from .verdict import Verdict, firing_note
 
 ACTIONS = ("delay", "drop", "reply-error", "mask-features", "disconnect", "corrupt")
 #: Longest delay a rule may ask for (a stop still forwards delayed messages at once).
@@ -515,14 +515,5 @@ def _note(
     rule: Rule, what: str, old: bytes, new: bytes, direction: str, fired: bool = True
 ) -> dict[str, object]:
     """The info of the note event recorded before the message (docs/capture-format.md)."""
-    info: dict[str, object] = {
-        "text": f"rule {rule.text!r}: {what}",
-        "rule": rule.text,
-        "action": rule.action,
-        "direction": direction,
-        "original": old.hex(),
-        "new": new.hex(),
-    }
-    if not fired:
-        info["fired"] = False
-    return info
+    text = f"rule {rule.text!r}: {what}"
+    return firing_note(text, {"rule": rule.text}, rule.action, old, new, direction, fired=fired)

@@ -2,11 +2,13 @@
 
 Rules (``rules.py``) and Python addons (``addons.py``) both end in a :class:`Verdict`,
 which the proxy's relay carries out; keeping it apart lets both build one without
-importing each other.
+importing each other.  :func:`firing_note` is the one shape of the note they (and the
+intercept, ``holds.py``) record before a message they acted on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,3 +29,30 @@ class Verdict:
     end: str | None = None
     notes: list[dict[str, object]] = field(default_factory=list)
     hold: Any = None
+
+
+def firing_note(
+    text: str,
+    who: Mapping[str, object],
+    action: str,
+    old: bytes,
+    new: bytes,
+    direction: str,
+    *,
+    fired: bool = True,
+    **extra: object,
+) -> dict[str, object]:
+    """The info of the note recorded before a message a rule, an addon or the intercept
+    acted on (docs/capture-format.md): ``who`` acted (``rule``, or ``addon`` and ``hook``),
+    the ``action``, the message before and after (hex), and ``extra`` keys (bytes as hex)."""
+    info: dict[str, object] = {"text": text, **who, "action": action}
+    if direction:
+        info["direction"] = direction
+    info["original"] = old.hex()
+    info["new"] = new.hex()
+    if not fired:
+        info["fired"] = False
+    for k, v in extra.items():
+        if v is not None:
+            info[k] = v.hex() if isinstance(v, bytes) else v
+    return info
