@@ -81,7 +81,6 @@ _U64 = struct.Struct("=Q")
 _II = struct.Struct("=II")
 #: Vring indices followed per connection (QEMU allows 1 024 queues).
 MAX_RINGS = 1024
-_VERSION_REPLY = 0x5  # a reply's flags: GET_FEATURES replies name the device type
 
 
 def wanted(direction: str, data: bytes | memoryview) -> bool:
@@ -91,7 +90,7 @@ def wanted(direction: str, data: bytes | memoryview) -> bool:
     req = _U32.unpack_from(data)[0]
     if direction == "f2b":
         return req in WANTED
-    return req == 1  # a GET_FEATURES reply: the device type (read without decoding)
+    return req == FE.GET_FEATURES  # a reply: the device type (read without decoding)
 
 
 class Sampler:
