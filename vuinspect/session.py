@@ -17,7 +17,7 @@ import struct
 from collections import deque
 from typing import Any
 
-from . import rule_ops, rule_steps
+from . import rule_steps
 from .dataplane.diagnose import Finding, is_receive_queue
 from .dataplane.track import DataPlane
 from .decoder import RawMessage, decode_payload, label_fds, read_header
@@ -377,9 +377,3 @@ class Session:
                 problem("unexpected_reply", "REPLY_ACK is not negotiated, no reply was due")
             )
         return req
-
-
-# The interpreters of the rule table's ops and checks (vuinspect/protocol/effects.py).
-_OPS = rule_ops.OPS
-_VRING_OPS = rule_ops.VRING_OPS
-_CHECKS = rule_ops.CHECKS

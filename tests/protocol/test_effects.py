@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from vuinspect import rule_ops
 from vuinspect import session as S
 from vuinspect.dataplane import RingSample
 from vuinspect.encode import build
@@ -259,8 +260,8 @@ def test_the_scenarios_are_clean_where_they_mean_to_be(baseline):
 
 
 def test_the_interpreter_knows_every_op_and_check():
-    assert set(S._OPS) | set(S._VRING_OPS) == set(EF.OPS)
-    assert set(S._CHECKS) == set(EF.CHECKS)
+    assert set(rule_ops.OPS) | set(rule_ops.VRING_OPS) == set(EF.OPS)
+    assert set(rule_ops.CHECKS) == set(EF.CHECKS)
 
 
 def test_the_table_names_requests_that_exist():

@@ -87,7 +87,7 @@ def well_formed(lay: Layout, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def fd_count(spec: RequestSpec, lay: Layout, values: dict[str, Any], reply: bool) -> int:
-    """The number of fds session._check_fds accepts for this message."""
+    """The number of fds rule_ops.check_fds accepts for this message."""
     lo, hi = spec.reply_fds if reply else spec.fds
     if lay.name in ("vring_fd", "vring_area"):
         return 0 if values.get("nofd") else 1
