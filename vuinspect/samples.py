@@ -12,25 +12,23 @@ from typing import Any
 
 from .encode import build, encode_layout, message
 from .frames import Channel, Direction, Frame, event_frame
+from .protocol import features as F
 from .protocol.layouts import Layout
 from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
+from .protocol.requests import BackendRequest as BE
+from .protocol.requests import FrontendRequest as FE
 
 T0 = 1_764_000_000_123_456_789  # a fixed epoch in ns, so generated captures are reproducible
 
-VIRTIO_OFFER = (
-    (1 << 32)
-    | (1 << 30)
-    | (1 << 29)
-    | (1 << 28)
-    | (1 << 2)
-    | (1 << 9)
-    | (1 << 12)
-    | (1 << 6)
-    | (1 << 1)
+_BLK_ACK = ("VERSION_1", "PROTOCOL_FEATURES", "RING_EVENT_IDX", "SEG_MAX", "FLUSH", "BLK_SIZE")
+VIRTIO_OFFER = F.virtio_mask(*_BLK_ACK, "RING_INDIRECT_DESC", "MQ", "SIZE_MAX", device="blk")
+VIRTIO_ACK = F.virtio_mask(*_BLK_ACK, device="blk")
+_SPDK_ACK = ("MQ", "LOG_SHMFD", "REPLY_ACK", "BACKEND_REQ", "CONFIG", "INFLIGHT_SHMFD")
+#: SPDK's set
+PROTOCOL_OFFER = F.protocol_mask(
+    *_SPDK_ACK, "RARP", "NET_MTU", "CRYPTO_SESSION", "BACKEND_SEND_FD", "HOST_NOTIFIER"
 )
-VIRTIO_ACK = (1 << 32) | (1 << 30) | (1 << 29) | (1 << 2) | (1 << 9) | (1 << 6)
-PROTOCOL_OFFER = 0x1EBF  # SPDK's set: MQ LOG_SHMFD RARP REPLY_ACK NET_MTU BACKEND_REQ CRYPTO...
-PROTOCOL_ACK = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 12)
+PROTOCOL_ACK = F.protocol_mask(*_SPDK_ACK)
 
 
 class _Clock:
@@ -93,42 +91,48 @@ def device_start(
     def ack(r: int) -> None:
         rep(r, {"result": 0}, layout="ack")
 
-    req(1)
-    rep(1, {"features": VIRTIO_OFFER})
-    req(15)
-    rep(15, {"features": PROTOCOL_OFFER})
-    req(16, {"features": PROTOCOL_ACK}, need_reply=True)
-    ack(16)
-    req(17)
-    rep(17, {"num_queues": queues})
-    req(21, fds=("socket:[4711]",), need_reply=True)
-    ack(21)
-    req(3, need_reply=True)
-    ack(3)
-    req(1)
-    rep(1, {"features": VIRTIO_OFFER})
+    req(FE.GET_FEATURES)
+    rep(FE.GET_FEATURES, {"features": VIRTIO_OFFER})
+    req(FE.GET_PROTOCOL_FEATURES)
+    rep(FE.GET_PROTOCOL_FEATURES, {"features": PROTOCOL_OFFER})
+    req(FE.SET_PROTOCOL_FEATURES, {"features": PROTOCOL_ACK}, need_reply=True)
+    ack(FE.SET_PROTOCOL_FEATURES)
+    req(FE.GET_QUEUE_NUM)
+    rep(FE.GET_QUEUE_NUM, {"num_queues": queues})
+    req(FE.SET_BACKEND_REQ_FD, fds=("socket:[4711]",), need_reply=True)
+    ack(FE.SET_BACKEND_REQ_FD)
+    req(FE.SET_OWNER, need_reply=True)
+    ack(FE.SET_OWNER)
+    req(FE.GET_FEATURES)
+    rep(FE.GET_FEATURES, {"features": VIRTIO_OFFER})
     for q in range(queues):
-        req(13, {"index": q}, fds=("eventfd",), need_reply=True)
-        ack(13)
-        req(14, {"index": q}, fds=("eventfd",), need_reply=True)
-        ack(14)
-    req(24, {"offset": 0, "size": 60, "flags": 0, "data": "00" * 60})
-    rep(24, {"offset": 0, "size": 60, "flags": 0, "data": ("00" * 8 + "0002" + "00" * 50)})
-    req(2, {"features": VIRTIO_ACK}, need_reply=True)
-    ack(2)
-    req(31, {"mmap_size": 0, "mmap_offset": 0, "num_queues": queues, "queue_size": 128})
+        req(FE.SET_VRING_CALL, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(FE.SET_VRING_CALL)
+        req(FE.SET_VRING_ERR, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(FE.SET_VRING_ERR)
+    req(FE.GET_CONFIG, {"offset": 0, "size": 60, "flags": 0, "data": "00" * 60})
     rep(
-        31,
+        FE.GET_CONFIG,
+        {"offset": 0, "size": 60, "flags": 0, "data": ("00" * 8 + "0002" + "00" * 50)},
+    )
+    req(FE.SET_FEATURES, {"features": VIRTIO_ACK}, need_reply=True)
+    ack(FE.SET_FEATURES)
+    req(
+        FE.GET_INFLIGHT_FD,
+        {"mmap_size": 0, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
+    )
+    rep(
+        FE.GET_INFLIGHT_FD,
         {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
         fds=("memfd:vhost-inflight size=8KiB",),
     )
     req(
-        32,
+        FE.SET_INFLIGHT_FD,
         {"mmap_size": 8448, "mmap_offset": 0, "num_queues": queues, "queue_size": 128},
         fds=("memfd:vhost-inflight size=8KiB",),
         need_reply=True,
     )
-    ack(32)
+    ack(FE.SET_INFLIGHT_FD)
     regions = [
         {
             "guest_phys_addr": 0,
@@ -144,16 +148,16 @@ def device_start(
         },
     ]
     mem = "memfd:mem size=256MiB"
-    req(5, {"regions": regions}, fds=(mem, mem), need_reply=True)
-    ack(5)
+    req(FE.SET_MEM_TABLE, {"regions": regions}, fds=(mem, mem), need_reply=True)
+    ack(FE.SET_MEM_TABLE)
     for q in range(queues):
         base = 0x7F5A4F000000 + q * 0x10000
-        req(8, {"index": q, "num": 128}, need_reply=True)
-        ack(8)
-        req(10, {"index": q, "num": 0}, need_reply=True)
-        ack(10)
+        req(FE.SET_VRING_NUM, {"index": q, "num": 128}, need_reply=True)
+        ack(FE.SET_VRING_NUM)
+        req(FE.SET_VRING_BASE, {"index": q, "num": 0}, need_reply=True)
+        ack(FE.SET_VRING_BASE)
         req(
-            9,
+            FE.SET_VRING_ADDR,
             {
                 "index": q,
                 "flags": 0,
@@ -164,25 +168,28 @@ def device_start(
             },
             need_reply=True,
         )
-        ack(9)
-        req(12, {"index": q}, fds=("eventfd",), need_reply=True)
-        ack(12)
-        req(13, {"index": q}, fds=("eventfd",), need_reply=True)
-        ack(13)
+        ack(FE.SET_VRING_ADDR)
+        req(FE.SET_VRING_KICK, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(FE.SET_VRING_KICK)
+        req(FE.SET_VRING_CALL, {"index": q}, fds=("eventfd",), need_reply=True)
+        ack(FE.SET_VRING_CALL)
     for q in range(queues):
-        req(18, {"index": q, "num": 1}, need_reply=True)
-        ack(18)
+        req(FE.SET_VRING_ENABLE, {"index": q, "num": 1}, need_reply=True)
+        ack(FE.SET_VRING_ENABLE)
     # the back-end announces a config change on the back-end channel
-    req(2, channel="backend", need_reply=True)
-    rep(2, {"result": 0}, channel="backend")
-    req(24, {"offset": 0, "size": 60, "flags": 0, "data": "00" * 60})
-    rep(24, {"offset": 0, "size": 60, "flags": 0, "data": ("00" * 8 + "0002" + "00" * 50)})
+    req(BE.BACKEND_CONFIG_CHANGE_MSG, channel="backend", need_reply=True)
+    rep(BE.BACKEND_CONFIG_CHANGE_MSG, {"result": 0}, channel="backend")
+    req(FE.GET_CONFIG, {"offset": 0, "size": 60, "flags": 0, "data": "00" * 60})
+    rep(
+        FE.GET_CONFIG,
+        {"offset": 0, "size": 60, "flags": 0, "data": ("00" * 8 + "0002" + "00" * 50)},
+    )
     # stop
     for q in range(queues):
-        req(18, {"index": q, "num": 0}, need_reply=True)
-        ack(18)
-        req(11, {"index": q, "num": 0})
-        rep(11, {"index": q, "num": 37 + q})
+        req(FE.SET_VRING_ENABLE, {"index": q, "num": 0}, need_reply=True)
+        ack(FE.SET_VRING_ENABLE)
+        req(FE.GET_VRING_BASE, {"index": q, "num": 0})
+        rep(FE.GET_VRING_BASE, {"index": q, "num": 37 + q})
     out.append(
         event_frame(
             "close", clock(), conn, {"reason": "front-end closed the connection", "by": "frontend"}
@@ -191,8 +198,9 @@ def device_start(
     return out
 
 
-VIRTIO_ALL = VIRTIO_OFFER | (1 << 33) | (1 << 34)
-PROTOCOL_ALL = ((1 << 24) - 1) & ~(1 << 17)  # every protocol feature but XEN_MMAP
+VIRTIO_ALL = VIRTIO_OFFER | F.virtio_mask("ACCESS_PLATFORM", "RING_PACKED")
+#: Every protocol feature but XEN_MMAP.
+PROTOCOL_ALL = F.protocol_mask(*(n for n in F.PROTOCOL_TABLE.values() if n != "XEN_MMAP"))
 
 
 def every_message(conn: int = 1, t0: int = T0) -> list[Frame]:

@@ -142,6 +142,15 @@ def protocol_mask(*names: str) -> int:
     return mask
 
 
+def virtio_mask(*names: str, device: str | None = None) -> int:
+    """Mask of the named virtio bits: transport bits, or ``device``'s own."""
+    by_name = {name: bit for bit, name in virtio_table(device).items()}
+    mask = 0
+    for name in names:
+        mask |= 1 << by_name[name]
+    return mask
+
+
 def virtio_table(device: str | None) -> dict[int, str]:
     """bit -> name for GET/SET_FEATURES, transport bits plus the device's own."""
     table = {b.bit: b.name for b in DEVICE_FEATURES.get(device or "", ())}

@@ -21,13 +21,14 @@ import struct
 import sys
 import threading
 
+from ..protocol.features import protocol_mask, virtio_mask
 from . import wire
 from .wire import Msg
 
-#: VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES
-FEATURES = (1 << 32) | (1 << 30)
-#: MQ | REPLY_ACK | BACKEND_REQ | CONFIG | BACKEND_SEND_FD | HOST_NOTIFIER
-PROTOCOL_FEATURES = 1 | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 10) | (1 << 11)
+FEATURES = virtio_mask("VERSION_1", "PROTOCOL_FEATURES")
+PROTOCOL_FEATURES = protocol_mask(
+    "MQ", "REPLY_ACK", "BACKEND_REQ", "CONFIG", "BACKEND_SEND_FD", "HOST_NOTIFIER"
+)
 
 
 class Backend:

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 
+from ..protocol.features import protocol_mask
 from . import wire
 from .wire import Msg
 
@@ -104,7 +105,9 @@ class Frontend:
         self.call(wire.GET_PROTOCOL_FEATURES)
         self.call(
             wire.SET_PROTOCOL_FEATURES,
-            wire.U64.pack(1 | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 10)),
+            wire.U64.pack(
+                protocol_mask("MQ", "REPLY_ACK", "BACKEND_REQ", "CONFIG", "BACKEND_SEND_FD")
+            ),
         )
         self.call(wire.GET_QUEUE_NUM)
         if backend_channel:

@@ -15,10 +15,16 @@ from vuinspect.capture import CaptureWriter
 from vuinspect.encode import build
 from vuinspect.frames import Frame, event_frame
 from vuinspect.protocol import features as F
+from vuinspect.protocol.requests import BackendRequest as BE
+from vuinspect.protocol.requests import FrontendRequest as FE
 
 T0_NS = 1_764_000_000_000_000_000  # fixed epoch for reproducible screens
 
-BLK_VIRTIO = sum(1 << b for b in (1, 2, 6, 9, 12, 13, 14, 28, 29, 30, 32, 33))
+BLK_VIRTIO = F.virtio_mask(
+    *("SIZE_MAX", "SEG_MAX", "BLK_SIZE", "FLUSH", "MQ", "DISCARD", "WRITE_ZEROES"),
+    *("RING_INDIRECT_DESC", "RING_EVENT_IDX", "PROTOCOL_FEATURES", "VERSION_1", "ACCESS_PLATFORM"),
+    device="blk",
+)
 BLK_PROTOCOL = F.protocol_mask(
     "MQ",
     "REPLY_ACK",
@@ -110,28 +116,28 @@ def blk_handshake(
 ) -> None:
     """What QEMU 7.2 says to qemu-storage-daemon's vhost-user-blk export, in order."""
     s.open(conn, label, "blk")
-    s.request(conn, 1)
-    s.reply(conn, 1, {"features": BLK_VIRTIO}, dt_ns=35_000)
-    s.request(conn, 15)
-    s.reply(conn, 15, {"features": BLK_PROTOCOL}, dt_ns=18_000)
-    s.request(conn, 16, {"features": BLK_PROTOCOL})
-    s.request(conn, 17)
-    s.reply(conn, 17, {"num_queues": queues}, dt_ns=12_000)
-    s.request(conn, 36)
-    s.reply(conn, 36, {"slots": 509}, dt_ns=9_000)
-    s.request(conn, 21, need_reply=True, fds=("socket:[91234]",))
-    s.ack(conn, 21, dt_ns=41_000)
-    s.request(conn, 3, need_reply=True)
-    s.ack(conn, 3)
-    s.request(conn, 24, {"offset": 0, "size": 16, "flags": 0, "data": "00" * 16})
+    s.request(conn, FE.GET_FEATURES)
+    s.reply(conn, FE.GET_FEATURES, {"features": BLK_VIRTIO}, dt_ns=35_000)
+    s.request(conn, FE.GET_PROTOCOL_FEATURES)
+    s.reply(conn, FE.GET_PROTOCOL_FEATURES, {"features": BLK_PROTOCOL}, dt_ns=18_000)
+    s.request(conn, FE.SET_PROTOCOL_FEATURES, {"features": BLK_PROTOCOL})
+    s.request(conn, FE.GET_QUEUE_NUM)
+    s.reply(conn, FE.GET_QUEUE_NUM, {"num_queues": queues}, dt_ns=12_000)
+    s.request(conn, FE.GET_MAX_MEM_SLOTS)
+    s.reply(conn, FE.GET_MAX_MEM_SLOTS, {"slots": 509}, dt_ns=9_000)
+    s.request(conn, FE.SET_BACKEND_REQ_FD, need_reply=True, fds=("socket:[91234]",))
+    s.ack(conn, FE.SET_BACKEND_REQ_FD, dt_ns=41_000)
+    s.request(conn, FE.SET_OWNER, need_reply=True)
+    s.ack(conn, FE.SET_OWNER)
+    s.request(conn, FE.GET_CONFIG, {"offset": 0, "size": 16, "flags": 0, "data": "00" * 16})
     s.reply(
         conn,
-        24,
+        FE.GET_CONFIG,
         {"offset": 0, "size": 16, "flags": 0, "data": "0000200000000000" + "00000000fe010000"},
         dt_ns=28_000,
     )
-    s.request(conn, 2, {"features": BLK_VIRTIO}, need_reply=True)
-    s.ack(conn, 2)
+    s.request(conn, FE.SET_FEATURES, {"features": BLK_VIRTIO}, need_reply=True)
+    s.ack(conn, FE.SET_FEATURES)
     regions = [
         {
             "guest_phys_addr": 0,
@@ -148,20 +154,20 @@ def blk_handshake(
     ]
     s.request(
         conn,
-        5,
+        FE.SET_MEM_TABLE,
         {"regions": regions},
         need_reply=True,
         fds=("memfd:pc.ram size=1GiB", "memfd:pc.ram size=1GiB"),
     )
-    s.ack(conn, 5, dt_ns=310_000)
+    s.ack(conn, FE.SET_MEM_TABLE, dt_ns=310_000)
     for q in range(queues):
-        s.request(conn, 8, {"index": q, "num": 256}, need_reply=True)
-        s.ack(conn, 8)
-        s.request(conn, 10, {"index": q, "num": 0}, need_reply=True)
-        s.ack(conn, 10)
+        s.request(conn, FE.SET_VRING_NUM, {"index": q, "num": 256}, need_reply=True)
+        s.ack(conn, FE.SET_VRING_NUM)
+        s.request(conn, FE.SET_VRING_BASE, {"index": q, "num": 0}, need_reply=True)
+        s.ack(conn, FE.SET_VRING_BASE)
         s.request(
             conn,
-            9,
+            FE.SET_VRING_ADDR,
             {
                 "index": q,
                 "flags": 0,
@@ -172,17 +178,21 @@ def blk_handshake(
             },
             need_reply=True,
         )
-        s.ack(conn, 9)
-        s.request(conn, 12, {"index": q}, need_reply=True, fds=(f"eventfd:[{700 + q}]",))
-        s.ack(conn, 12)
-        s.request(conn, 13, {"index": q}, need_reply=True, fds=(f"eventfd:[{800 + q}]",))
-        s.ack(conn, 13)
-        s.request(conn, 18, {"index": q, "num": 1}, need_reply=True)
-        s.ack(conn, 18)
-    s.request(conn, 39, {"status": 0xF}, need_reply=True)
-    s.ack(conn, 39)
-    s.request(conn, 2, {}, channel="backend", need_reply=True)
-    s.ack(conn, 2, channel="backend", dt_ns=22_000)
+        s.ack(conn, FE.SET_VRING_ADDR)
+        s.request(
+            conn, FE.SET_VRING_KICK, {"index": q}, need_reply=True, fds=(f"eventfd:[{700 + q}]",)
+        )
+        s.ack(conn, FE.SET_VRING_KICK)
+        s.request(
+            conn, FE.SET_VRING_CALL, {"index": q}, need_reply=True, fds=(f"eventfd:[{800 + q}]",)
+        )
+        s.ack(conn, FE.SET_VRING_CALL)
+        s.request(conn, FE.SET_VRING_ENABLE, {"index": q, "num": 1}, need_reply=True)
+        s.ack(conn, FE.SET_VRING_ENABLE)
+    s.request(conn, FE.SET_STATUS, {"status": 0xF}, need_reply=True)
+    s.ack(conn, FE.SET_STATUS)
+    s.request(conn, BE.BACKEND_CONFIG_CHANGE_MSG, {}, channel="backend", need_reply=True)
+    s.ack(conn, BE.BACKEND_CONFIG_CHANGE_MSG, channel="backend", dt_ns=22_000)
 
 
 def demo_frames() -> list[Frame]:
@@ -230,24 +240,24 @@ def bulk_frames(messages: int, conns: int = 4) -> Iterator[Frame]:
         conn = 1 + i % conns
         iova = 0x1000 * (i % 4096)
         if i % 4 == 3:
-            s.request(conn, 24, {"offset": 0, "size": 8, "flags": 0, "data": "00" * 8})
+            s.request(conn, FE.GET_CONFIG, {"offset": 0, "size": 8, "flags": 0, "data": "00" * 8})
             s.reply(
                 conn,
-                24,
+                FE.GET_CONFIG,
                 {"offset": 0, "size": 8, "flags": 0, "data": f"{i:016x}"},
                 dt_ns=9_000 + i % 1000,
             )
         else:
             s.request(
                 conn,
-                1,
+                BE.BACKEND_IOTLB_MSG,
                 {"iova": iova, "size": 0x1000, "uaddr": 0, "perm": 3, "type": 1},
                 channel="backend",
                 need_reply=True,
             )
             s.request(
                 conn,
-                22,
+                FE.IOTLB_MSG,
                 {
                     "iova": iova,
                     "size": 0x1000,
@@ -256,8 +266,8 @@ def bulk_frames(messages: int, conns: int = 4) -> Iterator[Frame]:
                     "type": 2,
                 },
             )
-            s.ack(conn, 22, dt_ns=4_000 + i % 700)
-            s.ack(conn, 1, channel="backend", dt_ns=2_000)
+            s.ack(conn, FE.IOTLB_MSG, dt_ns=4_000 + i % 700)
+            s.ack(conn, BE.BACKEND_IOTLB_MSG, channel="backend", dt_ns=2_000)
         yield from s.frames
         left -= len(s.frames)
         i += 1
