@@ -230,20 +230,27 @@ def every_message(conn: int = 1, t0: int = T0) -> list[Frame]:
                 },
             )
         )
-        feats = PROTOCOL_ALL | (1 << 17) if xen else PROTOCOL_ALL
+        feats = PROTOCOL_ALL | F.protocol_mask("XEN_MMAP") if xen else PROTOCOL_ALL
         for r, values in (
-            (1, None),
-            (15, None),
-            (16, {"features": feats}),
-            (2, {"features": VIRTIO_ALL}),
+            (FE.GET_FEATURES, None),
+            (FE.GET_PROTOCOL_FEATURES, None),
+            (FE.SET_PROTOCOL_FEATURES, {"features": feats}),
+            (FE.SET_FEATURES, {"features": VIRTIO_ALL}),
         ):
             out.append(Frame(clock(), c, "main", "f2b", build("main", r, values)))
-            if r in (1, 15):
-                rv = {"features": VIRTIO_ALL} if r == 1 else {"features": feats}
+            if r in (FE.GET_FEATURES, FE.GET_PROTOCOL_FEATURES):
+                rv = {"features": VIRTIO_ALL} if r == FE.GET_FEATURES else {"features": feats}
                 out.append(Frame(clock(), c, "main", "b2f", build("main", r, rv, reply=True)))
         if not xen:  # start vring 1 so that GET_VRING_BASE stops a started ring
             out.append(
-                Frame(clock(), c, "main", "f2b", build("main", 12, {"index": 1}), ("eventfd",))
+                Frame(
+                    clock(),
+                    c,
+                    "main",
+                    "f2b",
+                    build("main", FE.SET_VRING_KICK, {"index": 1}),
+                    ("eventfd",),
+                )
             )
     for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS):
         req_dir: Direction = "f2b" if spec.channel == "main" else "b2f"
