@@ -1321,7 +1321,7 @@ end
 -- tail: then its expected size is lay.fixed and it has no empty array).
 for _, lay in pairs(LAYOUTS) do
   lay.static = true
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if lay.when and f.t == "f" and f.name == lay.when[1] then lay.when_field = f end
     if f.t ~= "f" then lay.static = false end
   end
@@ -1342,7 +1342,7 @@ local function virtio_bits(device)
   if list == nil then
     local by = {}
     for _, b in ipairs(DEVICE_BITS[key] or {}) do by[b.bit] = b end
-    for _, b in ipairs(TRANSPORT_BITS) do by[b.bit] = b end
+    for i_ = 1, #TRANSPORT_BITS do local b = TRANSPORT_BITS[i_]; by[b.bit] = b end
     list = {}
     for n = 0, 63 do if by[n] then list[#list + 1] = by[n] end end
     VIRTIO_BITS[key] = list
@@ -1358,7 +1358,7 @@ end
 local function expected_size(lay, tvb, base, len, be)
   if lay.static then return lay.fixed end
   local size, counts = 0, {}
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" then
       if size + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + size, f, be)) end
       size = size + f.size
@@ -1382,7 +1382,7 @@ end
 local function empty_array(lay, tvb, base, len, be)
   if lay.static then return false end
   local off, counts = 0, {}
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" then
       if off + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + off, f, be)) end
       off = off + f.size
@@ -1399,8 +1399,8 @@ local function choose_layout(cands, tvb, base, len, ctx)
   if #cands == 1 then return cands[1] end  -- what the scoring below returns for one candidate
   local best, best_score
   local names = {}
-  for _, lay in ipairs(cands) do names[lay.name] = true end
-  for rank, lay in ipairs(cands) do
+  for i_ = 1, #cands do local lay = cands[i_]; names[lay.name] = true end
+  for rank = 1, #cands do local lay = cands[rank]
     local xen = lay.xen
     if not xen and not names[lay.name .. "_xen"] then xen = ctx.xen end  -- no Xen twin
     local ok = true
@@ -1421,7 +1421,7 @@ local function choose_layout(cands, tvb, base, len, ctx)
     end
   end
   if best then return best end
-  for _, lay in ipairs(cands) do
+  for i_ = 1, #cands do local lay = cands[i_]
     if lay.xen == ctx.xen and lay.when == nil then return lay end
   end
   return cands[1]
@@ -1468,11 +1468,11 @@ local function bits_shown(v, key, named, names, generic)
   if got then return got end
   local lo, hi = lohi(v)
   local states, extra = {}, {}
-  for i, b in ipairs(named) do
+  for i = 1, #named do local b = named[i]
     local n = b.bit
     if n < 32 then states[i] = floor(lo / 2 ^ n) % 2 == 1 else states[i] = floor(hi / 2 ^ (n - 32)) % 2 == 1 end
   end
-  for _, name in ipairs(names) do  -- unnamed set bits: BIT_n
+  for i_ = 1, #names do local name = names[i_]  -- unnamed set bits: BIT_n
     if name:sub(1, 4) == "BIT_" then
       local g = generic[tonumber(name:sub(5))]
       if g then extra[#extra + 1] = g end
@@ -1487,15 +1487,15 @@ local function add_bits(item, r, v, named, generic, width)
   local by = named.by
   if by == nil then
     by = {}
-    for _, b in ipairs(named) do by[b.bit] = b.name end
+    for i_ = 1, #named do local b = named[i_]; by[b.bit] = b.name end
     named.by = by
   end
   local names = set_bit_names(v, by, width)
   if item then
     local shown = bits_shown(v, type(v) == "number" and v or tostring(v), named, names, generic)
     local states = shown.states
-    for i, b in ipairs(named) do ti_add(item, b.pf, r, states[i]) end
-    for _, g in ipairs(shown.extra) do ti_add(item, g, r, true) end
+    for i = 1, #named do local b = named[i]; ti_add(item, b.pf, r, states[i]) end
+    for i_ = 1, #shown.extra do local g = shown.extra[i_]; ti_add(item, g, r, true) end
     if shown.text then ti_text(item, shown.text) end
   end
   return names
@@ -1553,7 +1553,7 @@ local function render(f, at, r, ctx, tree, out)
     else
       vals = { n % 0x10000 }
     end
-    for i, x in ipairs(vals) do
+    for i = 1, #vals do local x = vals[i]
       out[VRING_BASE_F[i]] = x
       if item then ti_add(item, F["p_" .. VRING_BASE_F[i]], r, x) end
     end
@@ -1563,7 +1563,7 @@ local function render(f, at, r, ctx, tree, out)
   end
   if f.bits then
     local lo = lohi(v)
-    for _, b in ipairs(f.bits) do
+    for i_ = 1, #f.bits do local b = f.bits[i_]
       local x = floor(band(lo, b.mask) / 2 ^ b.shift)
       if b.single then x = x ~= 0 end
       out[b.name] = x
@@ -1576,7 +1576,7 @@ end
 -- read from CUR_S; `tvb` only gives the tree its ranges (both nil-safe when tree is nil).
 local decode_fields
 decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" then
       if off + f.size > len then return off end
       local at = base + off
@@ -1688,12 +1688,12 @@ end
 local function generic_summary(lay, p)
   local parts = {}
   if lay == nil then add_part(parts, p, "data"); return concat(parts, " ") end
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" and f.disp ~= "padding" then
       add_part(parts, p, f.name)
       if f.values then add_part(parts, p, f.name .. "_name") end
       if f.disp == "vring_base" then
-        for _, k in ipairs(VRING_BASE_F) do add_part(parts, p, k) end
+        for i_ = 1, #VRING_BASE_F do local k = VRING_BASE_F[i_]; add_part(parts, p, k) end
       end
       for _, b in ipairs(f.bits or EMPTY_LIST) do add_part(parts, p, b.name) end
     elseif f.t == "t" then
@@ -1712,7 +1712,7 @@ local function features_summary(p)
 end
 local function mem_table_summary(p)
   local regs, total = p.regions or EMPTY_LIST, 0
-  for _, reg in ipairs(regs) do total = total + (tonum(reg.memory_size) or 0) end
+  for i_ = 1, #regs do local reg = regs[i_]; total = total + (tonum(reg.memory_size) or 0) end
   return fmt("%d region%s %s", #regs, #regs ~= 1 and "s" or "", human_size(total))
 end
 local function mem_reg_summary(p)
@@ -1893,14 +1893,14 @@ end
 -- bits: 1 big-endian, 2 Xen mmap, 4 packed ring, 8 a reply is owed, 16 missing reply seen at
 -- close, 32 is a reply; then the device (x64) and the statistics key (x 64 * 64).
 local B_BE, B_XEN, B_PACKED, B_MUST, B_MISSING, B_REPLY = 1, 2, 4, 8, 16, 32
-local function has(bits, flag) return floor(bits / flag) % 2 == 1 end
+local function has(bits, flag) return bits % (flag + flag) >= flag end  -- bits >= 0, flag 2^n
 
 local DEVICES, DEVICE_ID = { [0] = false }, {}
 do
   local names = {}
   for name in pairs(DEVICE_BITS) do names[#names + 1] = name end
   table.sort(names)
-  for i, name in ipairs(names) do DEVICES[i], DEVICE_ID[name] = name, i end
+  for i = 1, #names do local name = names[i]; DEVICES[i], DEVICE_ID[name] = name, i end
 end
 local KEYS, KEY_ID = {}, { main = {}, backend = {} }  -- interned "channel:name" statistics keys
 local function key_id(channel, name)
@@ -1964,7 +1964,7 @@ end
 -- features.guess_device: the first device whose distinctive bits are offered.
 local function guess_device(features)
   local lo = lohi(features)
-  for _, g in ipairs(C.GUESS) do
+  for i_ = 1, #C.GUESS do local g = C.GUESS[i_]
     if band(lo, g[2]) ~= 0 then return g[1] end
   end
   return nil
@@ -1972,7 +1972,7 @@ end
 
 local function bit_names_of(v, named)
   local by, names = {}, {}
-  for _, b in ipairs(named) do by[b.bit] = b.name end
+  for i_ = 1, #named do local b = named[i_]; by[b.bit] = b.name end
   for n = 0, 63 do
     if bit_set(v, n) then names[#names + 1] = by[n] or ("BIT_" .. n) end
   end
@@ -2098,7 +2098,7 @@ function show_pseudo(top, tvb, ph)
   add(add(t, F.ph_flags, r, ph.flags), F.ph_big_endian, r, ph.flags)
   add(t, F.fd_count, range(tvb, 13, 1), ph.nfds)
   local pos = C.PH_FIXED
-  for i, text in ipairs(ph.fds) do
+  for i = 1, #ph.fds do local text = ph.fds[i]
     local size = ph.fd_sizes[i]
     add(t, F.ph_fd, range(tvb, pos, 2 + size), text)
     pos = pos + 2 + size
@@ -2111,7 +2111,7 @@ end
 local function check_fds(s, rec, lname, out, lo, hi, role, probs, first)
   local n = 0
   local truncated
-  for _, d in ipairs(rec.raw_fds) do
+  for i_ = 1, #rec.raw_fds do local d = rec.raw_fds[i_]
     if d:sub(1, #C.TRUNCATED_FD) == C.TRUNCATED_FD then truncated = truncated or d else n = n + 1 end
   end
   if truncated then problem(probs, "fds_truncated", truncated) end
@@ -2192,7 +2192,7 @@ local function pair(s, rec, probs)
     return nil
   end
   local mi
-  for i, p in ipairs(q) do
+  for i = 1, #q do local p = q[i]
     if p.request == rec.request then mi = i; break end
   end
   local head = q[1]
@@ -2226,7 +2226,7 @@ local function show_problem(t, mrange, code, text, worst)
 end
 
 local function show_fds(t, fds, mrange)
-  for _, d in ipairs(fds) do
+  for i_ = 1, #fds do local d = fds[i_]
     ti_gen(ti_add(t, F.fds, mrange, d))
     ti_hide(ti_add(t, F.fd, mrange, d))
   end
@@ -2251,7 +2251,7 @@ local function add_links(t, rec, mrange, visited)
     hide(add(t, F.response_time, mrange, NSTime.new(sign * secs, sign * ns)))
   end
   local worst
-  for _, p in ipairs(rec.problems) do worst = show_problem(t, mrange, p.code, p.text, worst) end
+  for i_ = 1, #rec.problems do local p = rec.problems[i_]; worst = show_problem(t, mrange, p.code, p.text, worst) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
     worst = show_problem(t, mrange, "missing_reply", "capture ended before the reply", worst)
   end
@@ -2283,7 +2283,7 @@ local function persist(rec)
   if #probs > 0 then
     if probs == PROBLEMS then  -- the shared list: keep a copy
       probs = {}
-      for i, p in ipairs(PROBLEMS) do probs[i] = p end
+      for i = 1, #PROBLEMS do local p = PROBLEMS[i]; probs[i] = p end
     end
     M.probs[m] = probs
   end
@@ -2315,7 +2315,7 @@ local function first_rec(m, frame, ph, be, sp)
   r.fds = EMPTY
   if #sp.fds > 0 then
     r.fds = {}
-    for j, d in ipairs(sp.fds) do r.fds[j] = d end
+    for j = 1, #sp.fds do local d = sp.fds[j]; r.fds[j] = d end
   end
   r.name, r.request, r.flags, r.size, r.is_reply, r.need_reply = nil, nil, nil, nil, nil, nil
   r.ctx, r.must, r.index, r.reply_to, r.latency, r.pending = nil, nil, nil, nil, nil, nil
@@ -2447,7 +2447,7 @@ local function dissect_message(mt, base, len, rec, first, t)
       if #rec.raw_fds > 0 then
         local role = is_reply and spec.reply_fd_role or spec.fd_role
         if role ~= "" then
-          for i, d in ipairs(rec.raw_fds) do rec.fds[i] = role .. ": " .. d end
+          for i = 1, #rec.raw_fds do local d = rec.raw_fds[i]; rec.fds[i] = role .. ": " .. d end
         end
       end
     end
@@ -2509,7 +2509,7 @@ do
   local function op_region_add(s, e, out) s.regions[#s.regions + 1] = region_key(out) end
   local function op_region_remove(s, e, out)
     local key, keep = region_key(out), {}
-    for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
+    for i_ = 1, #s.regions do local k = s.regions[i_]; if k ~= key then keep[#keep + 1] = k end end
     s.regions = keep
   end
   local function op_start(s, e, out, idx) s.started[idx] = e.value or nil end
@@ -2589,16 +2589,16 @@ do
   local CHECK = { vring_started = vring_started, vring_range = vring_range, max_regions = max_regions,
                   offered = offered, slots = slots }
 
-  for _, op in ipairs(EFFECT_OPS) do
+  for i_ = 1, #EFFECT_OPS do local op = EFFECT_OPS[i_]
     if PICK[op] == nil then error("runtime_effects.lua does not know the effect op " .. op) end
   end
-  for _, kind in ipairs(EFFECT_CHECKS) do
+  for i_ = 1, #EFFECT_CHECKS do local kind = EFFECT_CHECKS[i_]
     if CHECK[kind] == nil then error("runtime_effects.lua does not know the check " .. kind) end
   end
 
   local function compile_effects(list)
     local out = {}
-    for _, e in ipairs(list) do
+    for i_ = 1, #list do local e = list[i_]
       local pick = PICK[e.op]
       if pick == nil then error("runtime_effects.lua: unknown effect op " .. tostring(e.op)) end
       local fn = pick and pick(e)
@@ -2616,7 +2616,7 @@ do
   for channel, rules in pairs(RULES) do
     for id, r in pairs(rules) do
       local checks = {}
-      for i, c in ipairs(r.checks) do
+      for i = 1, #r.checks do local c = r.checks[i]
         local fn = CHECK[c.kind]
         if fn == nil then error("runtime_effects.lua: unknown check " .. tostring(c.kind)) end
         checks[i] = { fn = fn, value = c.value }
@@ -2648,7 +2648,7 @@ do
   function check_request(s, rec, spec, out, probs)
     if #spec.needs > 0 and s.protocol_acked ~= nil then
       local missing = {}
-      for _, nb in ipairs(spec.needs) do
+      for i_ = 1, #spec.needs do local nb = spec.needs[i_]
         if not bit_set(s.protocol_acked, nb[2]) then missing[#missing + 1] = nb[1] end
       end
       if #missing > 0 then
@@ -2661,7 +2661,7 @@ do
       if rule.virtio == "offered" or (rule.virtio == "acked_or_offered" and feats == nil) then
         feats = s.virtio_offered
       end
-      for _, nb in ipairs(spec.needs_virtio) do
+      for i_ = 1, #spec.needs_virtio do local nb = spec.needs_virtio[i_]
         if feats ~= nil and not bit_set(feats, nb[2]) then
           if rule.vcode then
             problem(probs, rule.vcode, rule.vtext)
@@ -2719,9 +2719,9 @@ end
 local function take_fds(fdq, stop)
   if #fdq == 0 then return EMPTY, fdq end
   local taken, keep = {}, {}
-  for _, e in ipairs(fdq) do
+  for i_ = 1, #fdq do local e = fdq[i_]
     if e.off < stop then
-      for _, d in ipairs(e.list) do taken[#taken + 1] = d end
+      for i_ = 1, #e.list do local d = e.list[i_]; taken[#taken + 1] = d end
     else
       keep[#keep + 1] = e
     end
@@ -2760,7 +2760,7 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
   local fdq = EMPTY  -- fds waiting for the message that ends in or after their frame
   if (carry and #carry.fds > 0) or #ph.fds > 0 then
     fdq = {}
-    if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
+    if carry then for i_ = 1, #carry.fds do local e = carry.fds[i_]; fdq[#fdq + 1] = e end end
     if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
   end
   local spans, pos, ts = SPANS, 0, carry and carry.ts or ts_now
@@ -2800,7 +2800,7 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
   if first then
     if pos < total or #fdq > 0 then
       local rest = {}
-      for _, e in ipairs(fdq) do rest[#rest + 1] = { off = e.off - pos, list = e.list } end
+      for i_ = 1, #fdq do local e = fdq[i_]; rest[#rest + 1] = { off = e.off - pos, list = e.list } end
       local p = base + pos - CUR_BASE + 1
       leftover = { buf = ssub(CUR_S, p, p + total - pos - 1), fds = rest, ts = ts }
       streams[key] = leftover
@@ -2858,7 +2858,7 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
   local m0 = floor(M.first[num] / 2)
   local texts = TEXTS  -- one list, emptied per frame
   for i = #texts, 1, -1 do texts[i] = nil end
-  for i, sp in ipairs(spans) do
+  for i = 1, #spans do local sp = spans[i]
     local t = top
     if i > 1 and top then t = ti_add(tree, vu, tvb_range(mt, base + sp.off, sp.len)) end
     local rec
@@ -2930,7 +2930,7 @@ local function show_rule(top, r, info)
   local rule, addon = info.rule, info.addon
   if type(rule) ~= "string" and type(addon) ~= "string" then return end
   local t = top:add(F.rule, r, esc(type(rule) == "string" and rule or ("addon " .. addon)))
-  for _, kc in ipairs(C.RULE_KEYS) do
+  for i_ = 1, #C.RULE_KEYS do local kc = C.RULE_KEYS[i_]
     local k, ctor = kc[1], kc[2]
     local v = info[k]
     if ctor == "bytes" then  -- hex from the file, shown only when it is hex, as its own data
@@ -2959,7 +2959,7 @@ end
 -- digits are the decoded number.
 local U32 = 4294967296
 local function show_dataplane(top, r, info, text, keys)
-  for _, e in ipairs(keys) do
+  for i_ = 1, #keys do local e = keys[i_]
     local k, f, ctor = e[1], F[e[2]], e[3]
     local v = info[k]
     local tv = type(v)
@@ -2992,7 +2992,7 @@ local function close_session(s, reason, num)
   end
   if #found > 0 then M.closed[num] = found end
   for _, q in pairs(s.pending) do
-    for _, p in ipairs(q) do
+    for i_ = 1, #q do local p = q[i_]
       if p.must then
         local m = p.m
         local list = M.probs[m]
@@ -3019,7 +3019,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
   if top then
     local r = tvb:range(ph.hdr_len, #raw - ph.hdr_len)
     top:add(F.event_json, r, esc(text))
-    for _, k in ipairs(C.EVENT_KEYS) do
+    for i_ = 1, #C.EVENT_KEYS do local k = C.EVENT_KEYS[i_]
       local v = info[k]
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
@@ -3029,7 +3029,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
     if dp then show_dataplane(top, r, info, text, dp) end
     if ph.kind == C.KIND.ring and type(info.problems) == "table" then
       local worst
-      for i, p in ipairs(info.problems) do
+      for i = 1, #info.problems do local p = info.problems[i]
         if i > MAX_SAMPLE_PROBLEMS then break end
         local code = type(p) == "table" and p.code
         if type(code) == "string" and EX[code] then
@@ -3162,10 +3162,10 @@ local function stats_text(acc)
   local rule = string.rep("=", 78)
   local lines = { rule, "vhost-user request statistics (vuinspect)",
     fmt("%-28s %6s %7s %8s %8s %8s %5s", "Request", "Count", "Replies", "Min us", "Avg us", "Max us", "Probl") }
-  for _, k in ipairs(keys) do
+  for i_ = 1, #keys do local k = keys[i_]
     local st = acc[k]
     local lo, hi, sum = nil, nil, 0
-    for _, v in ipairs(st.lat) do
+    for i_ = 1, #st.lat do local v = st.lat[i_]
       if lo == nil or v < lo then lo = v end
       if hi == nil or v > hi then hi = v end
       sum = sum + v

@@ -301,7 +301,7 @@ end
 -- tail: then its expected size is lay.fixed and it has no empty array).
 for _, lay in pairs(LAYOUTS) do
   lay.static = true
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if lay.when and f.t == "f" and f.name == lay.when[1] then lay.when_field = f end
     if f.t ~= "f" then lay.static = false end
   end
@@ -322,7 +322,7 @@ local function virtio_bits(device)
   if list == nil then
     local by = {}
     for _, b in ipairs(DEVICE_BITS[key] or {}) do by[b.bit] = b end
-    for _, b in ipairs(TRANSPORT_BITS) do by[b.bit] = b end
+    for i_ = 1, #TRANSPORT_BITS do local b = TRANSPORT_BITS[i_]; by[b.bit] = b end
     list = {}
     for n = 0, 63 do if by[n] then list[#list + 1] = by[n] end end
     VIRTIO_BITS[key] = list
@@ -338,7 +338,7 @@ end
 local function expected_size(lay, tvb, base, len, be)
   if lay.static then return lay.fixed end
   local size, counts = 0, {}
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" then
       if size + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + size, f, be)) end
       size = size + f.size
@@ -362,7 +362,7 @@ end
 local function empty_array(lay, tvb, base, len, be)
   if lay.static then return false end
   local off, counts = 0, {}
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" then
       if off + f.size <= len and f.fmt ~= "s" then counts[f.name] = tonum(read(base + off, f, be)) end
       off = off + f.size
@@ -379,8 +379,8 @@ local function choose_layout(cands, tvb, base, len, ctx)
   if #cands == 1 then return cands[1] end  -- what the scoring below returns for one candidate
   local best, best_score
   local names = {}
-  for _, lay in ipairs(cands) do names[lay.name] = true end
-  for rank, lay in ipairs(cands) do
+  for i_ = 1, #cands do local lay = cands[i_]; names[lay.name] = true end
+  for rank = 1, #cands do local lay = cands[rank]
     local xen = lay.xen
     if not xen and not names[lay.name .. "_xen"] then xen = ctx.xen end  -- no Xen twin
     local ok = true
@@ -401,7 +401,7 @@ local function choose_layout(cands, tvb, base, len, ctx)
     end
   end
   if best then return best end
-  for _, lay in ipairs(cands) do
+  for i_ = 1, #cands do local lay = cands[i_]
     if lay.xen == ctx.xen and lay.when == nil then return lay end
   end
   return cands[1]
@@ -448,11 +448,11 @@ local function bits_shown(v, key, named, names, generic)
   if got then return got end
   local lo, hi = lohi(v)
   local states, extra = {}, {}
-  for i, b in ipairs(named) do
+  for i = 1, #named do local b = named[i]
     local n = b.bit
     if n < 32 then states[i] = floor(lo / 2 ^ n) % 2 == 1 else states[i] = floor(hi / 2 ^ (n - 32)) % 2 == 1 end
   end
-  for _, name in ipairs(names) do  -- unnamed set bits: BIT_n
+  for i_ = 1, #names do local name = names[i_]  -- unnamed set bits: BIT_n
     if name:sub(1, 4) == "BIT_" then
       local g = generic[tonumber(name:sub(5))]
       if g then extra[#extra + 1] = g end
@@ -467,15 +467,15 @@ local function add_bits(item, r, v, named, generic, width)
   local by = named.by
   if by == nil then
     by = {}
-    for _, b in ipairs(named) do by[b.bit] = b.name end
+    for i_ = 1, #named do local b = named[i_]; by[b.bit] = b.name end
     named.by = by
   end
   local names = set_bit_names(v, by, width)
   if item then
     local shown = bits_shown(v, type(v) == "number" and v or tostring(v), named, names, generic)
     local states = shown.states
-    for i, b in ipairs(named) do ti_add(item, b.pf, r, states[i]) end
-    for _, g in ipairs(shown.extra) do ti_add(item, g, r, true) end
+    for i = 1, #named do local b = named[i]; ti_add(item, b.pf, r, states[i]) end
+    for i_ = 1, #shown.extra do local g = shown.extra[i_]; ti_add(item, g, r, true) end
     if shown.text then ti_text(item, shown.text) end
   end
   return names
@@ -533,7 +533,7 @@ local function render(f, at, r, ctx, tree, out)
     else
       vals = { n % 0x10000 }
     end
-    for i, x in ipairs(vals) do
+    for i = 1, #vals do local x = vals[i]
       out[VRING_BASE_F[i]] = x
       if item then ti_add(item, F["p_" .. VRING_BASE_F[i]], r, x) end
     end
@@ -543,7 +543,7 @@ local function render(f, at, r, ctx, tree, out)
   end
   if f.bits then
     local lo = lohi(v)
-    for _, b in ipairs(f.bits) do
+    for i_ = 1, #f.bits do local b = f.bits[i_]
       local x = floor(band(lo, b.mask) / 2 ^ b.shift)
       if b.single then x = x ~= 0 end
       out[b.name] = x
@@ -556,7 +556,7 @@ end
 -- read from CUR_S; `tvb` only gives the tree its ranges (both nil-safe when tree is nil).
 local decode_fields
 decode_fields = function(lay, tvb, base, off, len, ctx, tree, out, probs)
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" then
       if off + f.size > len then return off end
       local at = base + off
@@ -668,12 +668,12 @@ end
 local function generic_summary(lay, p)
   local parts = {}
   if lay == nil then add_part(parts, p, "data"); return concat(parts, " ") end
-  for _, f in ipairs(lay.fields) do
+  for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" and f.disp ~= "padding" then
       add_part(parts, p, f.name)
       if f.values then add_part(parts, p, f.name .. "_name") end
       if f.disp == "vring_base" then
-        for _, k in ipairs(VRING_BASE_F) do add_part(parts, p, k) end
+        for i_ = 1, #VRING_BASE_F do local k = VRING_BASE_F[i_]; add_part(parts, p, k) end
       end
       for _, b in ipairs(f.bits or EMPTY_LIST) do add_part(parts, p, b.name) end
     elseif f.t == "t" then
@@ -692,7 +692,7 @@ local function features_summary(p)
 end
 local function mem_table_summary(p)
   local regs, total = p.regions or EMPTY_LIST, 0
-  for _, reg in ipairs(regs) do total = total + (tonum(reg.memory_size) or 0) end
+  for i_ = 1, #regs do local reg = regs[i_]; total = total + (tonum(reg.memory_size) or 0) end
   return fmt("%d region%s %s", #regs, #regs ~= 1 and "s" or "", human_size(total))
 end
 local function mem_reg_summary(p)

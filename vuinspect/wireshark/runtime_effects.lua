@@ -36,7 +36,7 @@ do
   local function op_region_add(s, e, out) s.regions[#s.regions + 1] = region_key(out) end
   local function op_region_remove(s, e, out)
     local key, keep = region_key(out), {}
-    for _, k in ipairs(s.regions) do if k ~= key then keep[#keep + 1] = k end end
+    for i_ = 1, #s.regions do local k = s.regions[i_]; if k ~= key then keep[#keep + 1] = k end end
     s.regions = keep
   end
   local function op_start(s, e, out, idx) s.started[idx] = e.value or nil end
@@ -116,16 +116,16 @@ do
   local CHECK = { vring_started = vring_started, vring_range = vring_range, max_regions = max_regions,
                   offered = offered, slots = slots }
 
-  for _, op in ipairs(EFFECT_OPS) do
+  for i_ = 1, #EFFECT_OPS do local op = EFFECT_OPS[i_]
     if PICK[op] == nil then error("runtime_effects.lua does not know the effect op " .. op) end
   end
-  for _, kind in ipairs(EFFECT_CHECKS) do
+  for i_ = 1, #EFFECT_CHECKS do local kind = EFFECT_CHECKS[i_]
     if CHECK[kind] == nil then error("runtime_effects.lua does not know the check " .. kind) end
   end
 
   local function compile_effects(list)
     local out = {}
-    for _, e in ipairs(list) do
+    for i_ = 1, #list do local e = list[i_]
       local pick = PICK[e.op]
       if pick == nil then error("runtime_effects.lua: unknown effect op " .. tostring(e.op)) end
       local fn = pick and pick(e)
@@ -143,7 +143,7 @@ do
   for channel, rules in pairs(RULES) do
     for id, r in pairs(rules) do
       local checks = {}
-      for i, c in ipairs(r.checks) do
+      for i = 1, #r.checks do local c = r.checks[i]
         local fn = CHECK[c.kind]
         if fn == nil then error("runtime_effects.lua: unknown check " .. tostring(c.kind)) end
         checks[i] = { fn = fn, value = c.value }
@@ -175,7 +175,7 @@ do
   function check_request(s, rec, spec, out, probs)
     if #spec.needs > 0 and s.protocol_acked ~= nil then
       local missing = {}
-      for _, nb in ipairs(spec.needs) do
+      for i_ = 1, #spec.needs do local nb = spec.needs[i_]
         if not bit_set(s.protocol_acked, nb[2]) then missing[#missing + 1] = nb[1] end
       end
       if #missing > 0 then
@@ -188,7 +188,7 @@ do
       if rule.virtio == "offered" or (rule.virtio == "acked_or_offered" and feats == nil) then
         feats = s.virtio_offered
       end
-      for _, nb in ipairs(spec.needs_virtio) do
+      for i_ = 1, #spec.needs_virtio do local nb = spec.needs_virtio[i_]
         if feats ~= nil and not bit_set(feats, nb[2]) then
           if rule.vcode then
             problem(probs, rule.vcode, rule.vtext)

@@ -18,9 +18,9 @@ end
 local function take_fds(fdq, stop)
   if #fdq == 0 then return EMPTY, fdq end
   local taken, keep = {}, {}
-  for _, e in ipairs(fdq) do
+  for i_ = 1, #fdq do local e = fdq[i_]
     if e.off < stop then
-      for _, d in ipairs(e.list) do taken[#taken + 1] = d end
+      for i_ = 1, #e.list do local d = e.list[i_]; taken[#taken + 1] = d end
     else
       keep[#keep + 1] = e
     end
@@ -59,7 +59,7 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
   local fdq = EMPTY  -- fds waiting for the message that ends in or after their frame
   if (carry and #carry.fds > 0) or #ph.fds > 0 then
     fdq = {}
-    if carry then for _, e in ipairs(carry.fds) do fdq[#fdq + 1] = e end end
+    if carry then for i_ = 1, #carry.fds do local e = carry.fds[i_]; fdq[#fdq + 1] = e end end
     if #ph.fds > 0 then fdq[#fdq + 1] = { off = total - 1, list = ph.fds } end
   end
   local spans, pos, ts = SPANS, 0, carry and carry.ts or ts_now
@@ -99,7 +99,7 @@ local function frame_spans(base, total, ph, carry, ts_now, be, key, first)
   if first then
     if pos < total or #fdq > 0 then
       local rest = {}
-      for _, e in ipairs(fdq) do rest[#rest + 1] = { off = e.off - pos, list = e.list } end
+      for i_ = 1, #fdq do local e = fdq[i_]; rest[#rest + 1] = { off = e.off - pos, list = e.list } end
       local p = base + pos - CUR_BASE + 1
       leftover = { buf = ssub(CUR_S, p, p + total - pos - 1), fds = rest, ts = ts }
       streams[key] = leftover
@@ -157,7 +157,7 @@ local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
   local m0 = floor(M.first[num] / 2)
   local texts = TEXTS  -- one list, emptied per frame
   for i = #texts, 1, -1 do texts[i] = nil end
-  for i, sp in ipairs(spans) do
+  for i = 1, #spans do local sp = spans[i]
     local t = top
     if i > 1 and top then t = ti_add(tree, vu, tvb_range(mt, base + sp.off, sp.len)) end
     local rec
@@ -229,7 +229,7 @@ local function show_rule(top, r, info)
   local rule, addon = info.rule, info.addon
   if type(rule) ~= "string" and type(addon) ~= "string" then return end
   local t = top:add(F.rule, r, esc(type(rule) == "string" and rule or ("addon " .. addon)))
-  for _, kc in ipairs(C.RULE_KEYS) do
+  for i_ = 1, #C.RULE_KEYS do local kc = C.RULE_KEYS[i_]
     local k, ctor = kc[1], kc[2]
     local v = info[k]
     if ctor == "bytes" then  -- hex from the file, shown only when it is hex, as its own data
@@ -258,7 +258,7 @@ end
 -- digits are the decoded number.
 local U32 = 4294967296
 local function show_dataplane(top, r, info, text, keys)
-  for _, e in ipairs(keys) do
+  for i_ = 1, #keys do local e = keys[i_]
     local k, f, ctor = e[1], F[e[2]], e[3]
     local v = info[k]
     local tv = type(v)
@@ -291,7 +291,7 @@ local function close_session(s, reason, num)
   end
   if #found > 0 then M.closed[num] = found end
   for _, q in pairs(s.pending) do
-    for _, p in ipairs(q) do
+    for i_ = 1, #q do local p = q[i_]
       if p.must then
         local m = p.m
         local list = M.probs[m]
@@ -318,7 +318,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
   if top then
     local r = tvb:range(ph.hdr_len, #raw - ph.hdr_len)
     top:add(F.event_json, r, esc(text))
-    for _, k in ipairs(C.EVENT_KEYS) do
+    for i_ = 1, #C.EVENT_KEYS do local k = C.EVENT_KEYS[i_]
       local v = info[k]
       if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
     end
@@ -328,7 +328,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
     if dp then show_dataplane(top, r, info, text, dp) end
     if ph.kind == C.KIND.ring and type(info.problems) == "table" then
       local worst
-      for i, p in ipairs(info.problems) do
+      for i = 1, #info.problems do local p = info.problems[i]
         if i > MAX_SAMPLE_PROBLEMS then break end
         local code = type(p) == "table" and p.code
         if type(code) == "string" and EX[code] then
@@ -461,10 +461,10 @@ local function stats_text(acc)
   local rule = string.rep("=", 78)
   local lines = { rule, "vhost-user request statistics (vuinspect)",
     fmt("%-28s %6s %7s %8s %8s %8s %5s", "Request", "Count", "Replies", "Min us", "Avg us", "Max us", "Probl") }
-  for _, k in ipairs(keys) do
+  for i_ = 1, #keys do local k = keys[i_]
     local st = acc[k]
     local lo, hi, sum = nil, nil, 0
-    for _, v in ipairs(st.lat) do
+    for i_ = 1, #st.lat do local v = st.lat[i_]
       if lo == nil or v < lo then lo = v end
       if hi == nil or v > hi then hi = v end
       sum = sum + v

@@ -101,14 +101,14 @@ end
 -- bits: 1 big-endian, 2 Xen mmap, 4 packed ring, 8 a reply is owed, 16 missing reply seen at
 -- close, 32 is a reply; then the device (x64) and the statistics key (x 64 * 64).
 local B_BE, B_XEN, B_PACKED, B_MUST, B_MISSING, B_REPLY = 1, 2, 4, 8, 16, 32
-local function has(bits, flag) return floor(bits / flag) % 2 == 1 end
+local function has(bits, flag) return bits % (flag + flag) >= flag end  -- bits >= 0, flag 2^n
 
 local DEVICES, DEVICE_ID = { [0] = false }, {}
 do
   local names = {}
   for name in pairs(DEVICE_BITS) do names[#names + 1] = name end
   table.sort(names)
-  for i, name in ipairs(names) do DEVICES[i], DEVICE_ID[name] = name, i end
+  for i = 1, #names do local name = names[i]; DEVICES[i], DEVICE_ID[name] = name, i end
 end
 local KEYS, KEY_ID = {}, { main = {}, backend = {} }  -- interned "channel:name" statistics keys
 local function key_id(channel, name)
@@ -172,7 +172,7 @@ end
 -- features.guess_device: the first device whose distinctive bits are offered.
 local function guess_device(features)
   local lo = lohi(features)
-  for _, g in ipairs(C.GUESS) do
+  for i_ = 1, #C.GUESS do local g = C.GUESS[i_]
     if band(lo, g[2]) ~= 0 then return g[1] end
   end
   return nil
@@ -180,7 +180,7 @@ end
 
 local function bit_names_of(v, named)
   local by, names = {}, {}
-  for _, b in ipairs(named) do by[b.bit] = b.name end
+  for i_ = 1, #named do local b = named[i_]; by[b.bit] = b.name end
   for n = 0, 63 do
     if bit_set(v, n) then names[#names + 1] = by[n] or ("BIT_" .. n) end
   end
@@ -306,7 +306,7 @@ function show_pseudo(top, tvb, ph)
   add(add(t, F.ph_flags, r, ph.flags), F.ph_big_endian, r, ph.flags)
   add(t, F.fd_count, range(tvb, 13, 1), ph.nfds)
   local pos = C.PH_FIXED
-  for i, text in ipairs(ph.fds) do
+  for i = 1, #ph.fds do local text = ph.fds[i]
     local size = ph.fd_sizes[i]
     add(t, F.ph_fd, range(tvb, pos, 2 + size), text)
     pos = pos + 2 + size
@@ -319,7 +319,7 @@ end
 local function check_fds(s, rec, lname, out, lo, hi, role, probs, first)
   local n = 0
   local truncated
-  for _, d in ipairs(rec.raw_fds) do
+  for i_ = 1, #rec.raw_fds do local d = rec.raw_fds[i_]
     if d:sub(1, #C.TRUNCATED_FD) == C.TRUNCATED_FD then truncated = truncated or d else n = n + 1 end
   end
   if truncated then problem(probs, "fds_truncated", truncated) end
@@ -400,7 +400,7 @@ local function pair(s, rec, probs)
     return nil
   end
   local mi
-  for i, p in ipairs(q) do
+  for i = 1, #q do local p = q[i]
     if p.request == rec.request then mi = i; break end
   end
   local head = q[1]
@@ -434,7 +434,7 @@ local function show_problem(t, mrange, code, text, worst)
 end
 
 local function show_fds(t, fds, mrange)
-  for _, d in ipairs(fds) do
+  for i_ = 1, #fds do local d = fds[i_]
     ti_gen(ti_add(t, F.fds, mrange, d))
     ti_hide(ti_add(t, F.fd, mrange, d))
   end
@@ -459,7 +459,7 @@ local function add_links(t, rec, mrange, visited)
     hide(add(t, F.response_time, mrange, NSTime.new(sign * secs, sign * ns)))
   end
   local worst
-  for _, p in ipairs(rec.problems) do worst = show_problem(t, mrange, p.code, p.text, worst) end
+  for i_ = 1, #rec.problems do local p = rec.problems[i_]; worst = show_problem(t, mrange, p.code, p.text, worst) end
   if visited and rec.must and rec.reply_in == nil and not rec.missing then
     worst = show_problem(t, mrange, "missing_reply", "capture ended before the reply", worst)
   end
@@ -491,7 +491,7 @@ local function persist(rec)
   if #probs > 0 then
     if probs == PROBLEMS then  -- the shared list: keep a copy
       probs = {}
-      for i, p in ipairs(PROBLEMS) do probs[i] = p end
+      for i = 1, #PROBLEMS do local p = PROBLEMS[i]; probs[i] = p end
     end
     M.probs[m] = probs
   end
@@ -523,7 +523,7 @@ local function first_rec(m, frame, ph, be, sp)
   r.fds = EMPTY
   if #sp.fds > 0 then
     r.fds = {}
-    for j, d in ipairs(sp.fds) do r.fds[j] = d end
+    for j = 1, #sp.fds do local d = sp.fds[j]; r.fds[j] = d end
   end
   r.name, r.request, r.flags, r.size, r.is_reply, r.need_reply = nil, nil, nil, nil, nil, nil
   r.ctx, r.must, r.index, r.reply_to, r.latency, r.pending = nil, nil, nil, nil, nil, nil
@@ -655,7 +655,7 @@ local function dissect_message(mt, base, len, rec, first, t)
       if #rec.raw_fds > 0 then
         local role = is_reply and spec.reply_fd_role or spec.fd_role
         if role ~= "" then
-          for i, d in ipairs(rec.raw_fds) do rec.fds[i] = role .. ": " .. d end
+          for i = 1, #rec.raw_fds do local d = rec.raw_fds[i]; rec.fds[i] = role .. ": " .. d end
         end
       end
     end
