@@ -164,6 +164,15 @@ def test_request_left_unanswered_gets_its_problem_and_matches_problems_filter() 
     assert stalled in list(model.visible or [])
 
 
+@pytest.mark.parametrize("text", ["severity == error", "severity", "problems == missing_reply"])
+def test_late_problem_matches_every_name_of_problems(text: str) -> None:
+    """``severity`` is read from the problems too: a problem added at the end refilters it."""
+    model = Model(FrameListSource(demo_frames()))
+    model.set_filter(text)
+    model.run_to_end()
+    assert 89 in list(model.visible or []), text  # GET_VRING_BASE never answered
+
+
 def test_pending_flag_until_the_reply() -> None:
     s = Script()
     blk_handshake(s, 1)

@@ -51,6 +51,10 @@ EMPTY = 1 << 8  # the frame completed no message (first part of a split one)
 #: closed connections a live view keeps (their state, problems, Connections row);
 #: older ones are dropped so a proxy that runs for days stays small
 LIVE_KEEP_CLOSED = 64
+#: What a filter names when it reads a message's problems (``problems``, its old names
+#: ``problem``/``problem_codes``, and ``severity``, the worst of them): a problem the
+#: session adds to an earlier row later (no reply came) re-runs such a filter there.
+_PROBLEM_WORDS = ("problem", "severity")
 BATCH_FRAMES = 2000
 BATCH_SECONDS = 0.05
 NaN = float("nan")
@@ -308,7 +312,7 @@ class Model:
             elif m.problems:
                 self.bits[row] |= PROBLEM
                 self.problems[row] = self._intern(m.problems)
-            if self._filter is not None and "problem" in self.filter_text:
+            if self._filter is not None and any(w in self.filter_text for w in _PROBLEM_WORDS):
                 self._refilter(row)
 
     # -- reading rows ----------------------------------------------------------------------
