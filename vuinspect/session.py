@@ -212,35 +212,20 @@ class Session:
         """Decode one framed message, pair it, check it against the state and update that.
 
         The decoding is :mod:`vuinspect.decoder`'s stateless steps (the TUI's
-        re-decode runs the same ones); pairing comes between header and payload,
-        in the order the Wireshark dissector reports problems.  The same as
-        :meth:`observe` on what :func:`~vuinspect.decoder.decode_message` makes of
-        ``raw`` with this session's :meth:`context`, in one pass.
+        re-decode runs the same ones), then :meth:`_settle` as for :meth:`observe`.
         """
         msg, spec = read_header(raw, channel, direction, self.order, conn=self.conn, index=index)
-        if not self._arrive(msg):
+        cut = len(msg.problems)
+        if spec is None:  # raw bytes or an unknown request: nothing to decode
+            self._settle(msg, None, cut)
             return msg
         ctx = self._ctx
         if ctx is None:
             ctx = self.context()  # (renews _ctx_key: negotiation changed it)
-        if spec is None:  # an unknown request: paired, nothing to decode
-            if msg.reply:
-                self._pair(msg)
-            else:
-                self._enqueue(msg, None)
-        else:
-            steps = self._resolved.get(id(spec)) or self._steps.get(spec)
-            if msg.reply:
-                request = self._pair(msg)
-                decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
-                steps.reply(self, msg, request)
-            else:
-                self._enqueue(msg, spec)
-                decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
-                steps.request(self, msg)
-            if msg.fds:
-                label_fds(msg, spec)
-        self.problems += count_request(self.stats, msg)
+        decode_payload(msg, spec, ctx, self._decoded, self._ctx_key)
+        self._settle(msg, spec, cut)
+        if msg.fds:
+            label_fds(msg, spec)
         return msg
 
     def observe(self, msg: Message) -> Message:
@@ -249,43 +234,52 @@ class Session:
 
         ``msg`` is what :func:`~vuinspect.decoder.decode_message` made of a framed
         message of this connection with this session's :meth:`context` (taken just
-        before), and messages come in order: the result equals :meth:`handle`'s,
-        problems in the same order (pairing's between the header's and the payload's).
+        before), and messages come in order: the result equals :meth:`handle`'s.
         """
-        if not self._arrive(msg):
-            return msg
         spec = lookup(msg.channel, msg.request) if msg.request is not None else None
-        if spec is None:  # an unknown request: nothing was decoded
+        if spec is None or msg.kind == "raw":
+            self._settle(msg, None, len(msg.problems))
+            return msg
+        # where the payload's problems start: as many as the same decode finds (the
+        # shared cache usually holds it)
+        alone = Message(0, 0, 0, 0, msg.channel, msg.direction, reply=msg.reply, raw=msg.raw)
+        decode_payload(alone, spec, self.context(), self._decoded, self._ctx_key)
+        # the state keeps the fds as they came (decode_message named them by role)
+        named = msg.fds
+        role = spec.reply_fd_role if msg.reply else spec.fd_role
+        if role and named:
+            msg.fds = tuple(d[len(role) + 2 :] for d in named)
+        self._settle(msg, spec, len(msg.problems) - len(alone.problems))
+        msg.fds = named
+        return msg
+
+    def _settle(self, msg: Message, spec: RequestSpec | None, cut: int) -> None:
+        """Count, pair, check and apply a decoded message; its problems from ``cut`` on
+        (the payload's) come after pairing's, in the order the Lua dissector reports."""
+        if not self._arrive(msg):
+            return
+        problems = msg.problems
+        later = problems[cut:] if len(problems) > cut else None
+        if later:
+            del problems[cut:]
+        if spec is None:  # an unknown request: paired, nothing else
             if msg.reply:
                 self._pair(msg)
             else:
                 self._enqueue(msg, None)
         else:
-            # the payload's problems come after pairing's: how many they are, from the
-            # same decode (the shared cache usually holds it)
-            alone = Message(0, 0, 0, 0, msg.channel, msg.direction, reply=msg.reply, raw=msg.raw)
-            decode_payload(alone, spec, self.context(), self._decoded, self._ctx_key)
-            problems = msg.problems
-            cut = len(problems) - len(alone.problems)
-            later = problems[cut:]
-            del problems[cut:]
-            # the state keeps the fds as they came (decode_message named them by role)
-            named = msg.fds
-            role = spec.reply_fd_role if msg.reply else spec.fd_role
-            if role and named:
-                msg.fds = tuple(d[len(role) + 2 :] for d in named)
-            steps = self._steps.get(spec)
+            steps = self._resolved.get(id(spec)) or self._steps.get(spec)
             if msg.reply:
                 request = self._pair(msg)
-                problems.extend(later)
+                if later:
+                    problems.extend(later)
                 steps.reply(self, msg, request)
             else:
                 self._enqueue(msg, spec)
-                problems.extend(later)
+                if later:
+                    problems.extend(later)
                 steps.request(self, msg)
-            msg.fds = named
         self.problems += count_request(self.stats, msg)
-        return msg
 
     def _arrive(self, msg: Message) -> bool:
         """Count a message in; False for a raw chunk (nothing more to do with it)."""
