@@ -25,7 +25,6 @@ import copy
 import inspect
 import math
 import os
-import struct
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from .encode import encode_layout
+from .framing import HOST_HEADER
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, MAX_MESSAGE, lookup
 from .verdict import Verdict, firing_note
@@ -48,7 +48,6 @@ MAX_DELAY_S = 3600.0
 ERROR_LINES = 3
 #: Longest exception text reported or noted.
 MAX_ERROR_CHARS = 500
-_HDR = struct.Struct("=III")
 
 
 class AddonError(ValueError):
@@ -261,7 +260,7 @@ class AddonMessage:
         if len(body) > MAX_MESSAGE - HEADER_SIZE:
             raise ValueError(f"an answer's payload is at most {MAX_MESSAGE - HEADER_SIZE} bytes")
         fl = ((self.flags or 0) & FLAG_VERSION_MASK) | FLAG_REPLY if flags is None else flags
-        self._answer = _HDR.pack(self.request or 0, fl, len(body)) + body
+        self._answer = HOST_HEADER.pack(self.request or 0, fl, len(body)) + body
 
     def answer_error(self) -> None:
         """Answer with the failure reply the spec allows (as the ``reply-error`` rule)."""
@@ -294,8 +293,8 @@ class AddonMessage:
             raise ValueError(f"{self.name}: no layout to encode the changed payload with")
         _check_keys(layout, self.payload, set(original), self.name)
         body = encode_layout(layout, self.payload, ">" if self.decoded.big_endian else "<")
-        req, flags, _ = _HDR.unpack_from(raw)
-        return _HDR.pack(req, flags, len(body)) + body
+        req, flags, _ = HOST_HEADER.unpack_from(raw)
+        return HOST_HEADER.pack(req, flags, len(body)) + body
 
 
 def _check_keys(layout: Any, values: dict[str, Any], known: set[str], what: str) -> None:

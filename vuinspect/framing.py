@@ -24,6 +24,8 @@ from .protocol.requests import HEADER_SIZE
 #: The header (request, flags, size) and its size field, per byte order ('=' is the host's).
 _HEADER = {o: struct.Struct(o + "III") for o in ("<", ">", "=")}
 _SIZE = {o: struct.Struct(o + "I") for o in ("<", ">", "=")}
+#: The header in the host's order: what a live peer sends (the proxy's rules, addons, peers).
+HOST_HEADER = _HEADER["="]
 
 Span = tuple[int, int]
 

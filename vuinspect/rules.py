@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 
 from .filter import FilterError, _tokens, compile_filter
 from .frames import Frame
+from .framing import HOST_HEADER
 from .holds import Intercept
 from .pipeline import Pipeline
 from .protocol import features as FEAT
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, by_name, lookup
+from .protocol.requests import FrontendRequest as FE
 from .units import parse_duration
 from .verdict import Verdict, firing_note
 
@@ -49,13 +51,12 @@ MAX_RULES = 256
 _EDIT = re.compile(r"(0x[0-9a-fA-F]+|\d+)(\^?=)(0x[0-9a-fA-F]+|\d+)$")
 _HEAD = re.compile(r"\S+")
 _U64 = struct.Struct("=Q")
-_HDR = struct.Struct("=III")
 # Requests whose u64 payload is a feature set: (channel main) id -> (kind, is the GET reply).
-_FEATURE_MSGS = {
-    1: ("virtio", True),
-    2: ("virtio", False),
-    15: ("protocol", True),
-    16: ("protocol", False),
+_FEATURE_MSGS: dict[int, tuple[str, bool]] = {
+    FE.GET_FEATURES: ("virtio", True),
+    FE.SET_FEATURES: ("virtio", False),
+    FE.GET_PROTOCOL_FEATURES: ("protocol", True),
+    FE.SET_PROTOCOL_FEATURES: ("protocol", False),
 }
 _DEVICE_PREFIX = {"SND": "sound"}
 
@@ -372,7 +373,7 @@ class ConnRules:
         """The verdict on one whole message (None: forward it unchanged)."""
         if len(data) < HEADER_SIZE:
             return None
-        req, flags, _size = _HDR.unpack_from(data)
+        req, flags, _size = HOST_HEADER.unpack_from(data)
         key = (channel, req)
         msgs = None
         icpt = self.intercept
@@ -429,7 +430,7 @@ class ConnRules:
                 )
                 continue
             if rule.action == "reply-error":
-                hdr = _HDR.pack(req, (flags & FLAG_VERSION_MASK) | FLAG_REPLY, len(body))  # type: ignore[arg-type]
+                hdr = HOST_HEADER.pack(req, (flags & FLAG_VERSION_MASK) | FLAG_REPLY, len(body))  # type: ignore[arg-type]
                 verdict.reply = hdr + body  # type: ignore[operator]
                 what = "answered by the proxy with a failure; the peer never saw it"
             elif rule.action == "drop":
@@ -486,7 +487,11 @@ class ConnRules:
     def sent_by_proxy(self, ts: int, channel: str, direction: str, data: bytes) -> None:
         """A message the proxy itself sent (a reply-error answer): keeps the decoder's state."""
         held = self.intercept is not None and self.intercept.match is not None
-        if held or self.decode_all or (channel, _HDR.unpack_from(data)[0]) in self.decode_keys:
+        if (
+            held
+            or self.decode_all
+            or (channel, HOST_HEADER.unpack_from(data)[0]) in self.decode_keys
+        ):
             self._decode(ts, channel, direction, data, [])
 
 

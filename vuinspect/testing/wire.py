@@ -8,6 +8,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from ..framing import HOST_HEADER
 from ..protocol.requests import FLAG_NEED_REPLY as FLAG_NEED_REPLY
 from ..protocol.requests import FLAG_REPLY as FLAG_REPLY
 from ..protocol.requests import REPLY_FLAGS as REPLY_FLAGS
@@ -16,7 +17,7 @@ from ..protocol.requests import BackendRequest as _B
 from ..protocol.requests import FrontendRequest as _F
 from ..proxy.fds import ANC_SIZE, fds_from_ancdata
 
-HEADER = struct.Struct("=III")  # request, flags, size in the host's order, as the peers send
+HEADER = HOST_HEADER  # request, flags, size in the host's order, as the peers send
 U64 = struct.Struct("=Q")
 FLAG_VERSION = VERSION
 
