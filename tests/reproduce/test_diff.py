@@ -116,6 +116,11 @@ def test_fds_compared_by_role_kind_and_size() -> None:
         fd_kind("backend-channel: socket:unix-stream (back-end channel, relayed by vuinspect)")
         == "backend-channel: socket:unix-stream"
     )
+    # a role with spaces (REM_MEM_REG's) is a role too
+    assert (
+        fd_kind("guest-memory (back-end closes it): memfd:ram size=256MiB")
+        == "guest-memory (back-end closes it): memfd size=256MiB"
+    )
     a = read_messages(str(BLK))
     renamed = [
         dataclasses.replace(m, fds=tuple(d.replace("memory-backend-memfd", "other") for d in m.fds))

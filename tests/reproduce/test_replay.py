@@ -239,6 +239,15 @@ def test_recorded_size_reads_what_describe_fd_writes() -> None:
     assert recorded_size("kick: eventfd") == 0
 
 
+def test_fd_made_from_a_description_with_a_spaced_role() -> None:
+    fd = make_fd("guest-memory (back-end closes it): memfd:ram size=4096", 0)
+    try:
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:ram")
+        assert os.fstat(fd).st_size == 4096
+    finally:
+        os.close(fd)
+
+
 def test_fds_sized_from_the_region_table() -> None:
     msgs = read_messages(str(BLK))
     second = [m for m in msgs if m.name == "ADD_MEM_REG" and not m.reply][1]

@@ -454,5 +454,21 @@ def request_name(channel: str, request: int) -> str:
     return f"UNKNOWN_{request}" if channel == "main" else f"BACKEND_UNKNOWN_{request}"
 
 
+#: What a request's or reply's fds are (RequestSpec.fd_role/reply_fd_role): the decoder
+#: labels each fd description with it, ``"kick: eventfd"``.
+FD_ROLES: frozenset[str] = frozenset(
+    role
+    for spec in (*FRONTEND_REQUESTS, *BACKEND_REQUESTS)
+    for role in (spec.fd_role, spec.reply_fd_role)
+    if role
+)
+
+
+def split_fd_role(desc: str) -> tuple[str, str]:
+    """``("kick", "eventfd")`` from a labelled fd description, ``("", desc)`` from another."""
+    role, sep, what = desc.partition(": ")
+    return (role, what) if sep and role in FD_ROLES else ("", desc)
+
+
 #: The id enum of each channel (the tables above are written with its members).
 REQUEST_ENUMS: dict[str, type[IntEnum]] = {"main": FrontendRequest, "backend": BackendRequest}

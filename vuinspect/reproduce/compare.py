@@ -19,6 +19,7 @@ from typing import Any
 
 from ..frames import DATAPLANE_KINDS
 from ..message import Message
+from ..protocol.requests import split_fd_role
 from ..render import safe_text
 
 #: What is never compared (documented for ``--help`` and the report).
@@ -147,9 +148,7 @@ def show(value: Any, limit: int = 96) -> str:
 
 def fd_kind(desc: str) -> str:
     """``guest-memory: memfd:ram size=256MiB`` -> ``guest-memory: memfd size=256MiB``."""
-    role, sep, what = desc.rpartition(": ")
-    if not sep or " " in role.strip():
-        role, what = "", desc
+    role, what = split_fd_role(desc)
     kind = what.split(" ", 1)[0]
     if kind.startswith(("memfd:", "file:", "hugetlbfs:", "chardev:", "dir:")):
         kind = kind.split(":", 1)[0]

@@ -22,7 +22,7 @@ from ..capture.capfile import parse_size
 from ..errors import CliError
 from ..frames import DATAPLANE_KINDS, Channel, Direction, Frame, Kind, event_frame
 from ..message import Message
-from ..protocol.requests import HEADER_SIZE, MAX_PAYLOAD, REPLY_FLAGS
+from ..protocol.requests import HEADER_SIZE, MAX_PAYLOAD, REPLY_FLAGS, split_fd_role
 from ..proxy.fds import ANC_SIZE, describe_fd, fds_from_ancdata
 from ..testing import wire
 
@@ -58,14 +58,9 @@ def region_sizes(msg: Message) -> list[int]:
     return out
 
 
-def _split_role(desc: str) -> str:
-    role, sep, what = desc.partition(": ")
-    return what if sep and " " not in role and ":" not in role else desc
-
-
 def make_fd(desc: str, need: int) -> int:
     """A new fd of the recorded kind: an eventfd, a memfd of the recorded size, a pipe end."""
-    what = _split_role(desc)
+    what = split_fd_role(desc)[1]
     if what.startswith("eventfd"):
         return wire.eventfd()
     if what.startswith("pipe"):
