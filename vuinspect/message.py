@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .frames import Channel, Direction
+from .frames import EVENT_KINDS, Channel, Direction
 from .protocol.problems import Problem, Severity, worst
 
 
@@ -49,7 +49,7 @@ class Message:
 
     @property
     def is_event(self) -> bool:
-        return self.kind in ("open", "close", "note")
+        return self.kind in EVENT_KINDS
 
     @property
     def problem_codes(self) -> list[str]:

@@ -63,7 +63,7 @@ def payload_summary(msg: Message) -> str:
     """The key payload fields of a message in a few words."""
     p = msg.payload
     lay = msg.layout
-    if msg.kind in ("open", "close", "note"):
+    if msg.is_event:
         return event_summary(msg)
     if msg.kind == "raw":
         return f"{len(msg.raw)} raw bytes"

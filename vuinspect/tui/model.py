@@ -25,6 +25,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from vuinspect.fields import KINDS  # a row stores its kind as the index here
 from vuinspect.filter import compile_filter
 from vuinspect.frames import DATAPLANE_KINDS, Frame
 from vuinspect.message import Message
@@ -37,7 +38,6 @@ from .queues_data import RingRows
 from .redecode import decode_frame, event_message, quick_decode
 from .sources import Source
 
-KINDS = ("message", "raw", "open", "close", "note", "ring", "notify")
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 RING_CODE = KIND_CODE["ring"]  # ring and notify: the codes from here up
 # row flag bits (array 'H'); bits 0-2 hold the kind code
