@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
 
-from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE
+from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE, FrontendRequest
 from .backlog import Backlog, Pending, send_now
 from .ending import DONE, DRAIN, HALF, OPEN, Ended, EndReason, close_info, pass_eof
 from .fds import (
@@ -76,7 +76,7 @@ _IN = select.POLLIN
 _OUT = select.POLLOUT
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _READABLE = _IN | _GONE
-SET_BACKEND_REQ_FD = 21
+_SET_BACKEND_REQ_FD = int(FrontendRequest.SET_BACKEND_REQ_FD)  # a plain int on the hot path
 _U32 = struct.Struct("=I")
 
 #: Fds beyond what one message can carry that a side may send (each closed at once) before
@@ -451,7 +451,7 @@ class Link:
                     channel == "main"
                     and direction == "f2b"
                     and len(data) >= 4
-                    and _U32.unpack_from(data)[0] == SET_BACKEND_REQ_FD
+                    and _U32.unpack_from(data)[0] == _SET_BACKEND_REQ_FD
                 ):
                     fds, descs = owner.intercept(self, data, fds)
                 elif self._records:
