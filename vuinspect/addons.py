@@ -37,13 +37,11 @@ from .encode import encode_layout
 from .framing import HOST_HEADER
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, MAX_MESSAGE, lookup
-from .verdict import Verdict, firing_note
+from .verdict import MAX_DELAY_S, Verdict, firing_note
 
 HOOKS = {"message": 2, "connection_open": 1, "connection_close": 1}
 #: A hook slower than this is reported (its connection waited for it).
 SLOW_HOOK_S = 1.0
-#: Longest delay an addon may ask for (as a rule's delay).
-MAX_DELAY_S = 3600.0
 #: Error lines printed in full per addon and hook; later ones are only counted.
 ERROR_LINES = 3
 #: Longest exception text reported or noted.

@@ -37,11 +37,9 @@ from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, by_name, lookup
 from .protocol.requests import FrontendRequest as FE
 from .units import parse_duration
-from .verdict import Verdict, firing_note
+from .verdict import MAX_DELAY_S, Verdict, firing_note
 
 ACTIONS = ("delay", "drop", "reply-error", "mask-features", "disconnect", "corrupt")
-#: Longest delay a rule may ask for (a stop still forwards delayed messages at once).
-MAX_DELAY_S = 3600.0
 #: Largest count=N.
 MAX_COUNT = 10**9
 #: Payload offsets a corrupt rule may name (the proxy's largest message).

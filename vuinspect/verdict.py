@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Longest delay a rule or an addon may ask for (a stop still forwards delayed messages at once).
+MAX_DELAY_S = 3600.0
+
 
 @dataclass(slots=True)
 class Verdict:
