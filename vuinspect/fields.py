@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from .dataplane.headers import HEADERS
-from .protocol.layouts import ALL_LAYOUTS, Array, Field, Layout, Tail
+from .protocol.layouts import ALL_LAYOUTS, VRING_BASE_KEYS, Array, Field, Layout, Tail
 from .protocol.problems import CODES, SEVERITIES
 from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
 
@@ -260,7 +260,7 @@ def _layout_fields(layout: Layout, prefix: str, out: dict[str, dict[str, str]]) 
             elif f.display in ("virtio_features", "protocol_features", "status"):
                 add(f.name + "_names", "list", f"names of the bits set in {f.name}")
             elif f.display == "vring_base":
-                for sub in ("avail_idx", "avail_wrap", "used_idx", "used_wrap"):
+                for sub in VRING_BASE_KEYS:
                     add(sub, "int", "ring base split (packed rings: wrap counters)")
             for sub, mask in f.bitfields:
                 add(sub, "bool" if mask & (mask - 1) == 0 else "int", f"bits of {f.name}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from .layout_walk import ARRAY, END, FIELD, ITEM, TAIL, walk
 from .protocol.features import PROTOCOL_TABLE, STATUS_TABLE, bit_names, virtio_table
-from .protocol.layouts import Field, Layout
+from .protocol.layouts import VRING_BASE_KEYS, Field, Layout
 from .protocol.problems import Problem, problem
 
 
@@ -25,16 +25,19 @@ class DecodeContext:
     xen_mmap: bool = False
 
 
+_AVAIL_IDX, _AVAIL_WRAP, _USED_IDX, _USED_WRAP = VRING_BASE_KEYS
+
+
 def decode_vring_base(num: int, packed: bool) -> dict[str, int]:
     """Split the ring base word (PROTOCOL.md §4.1)."""
     if packed:
         return {
-            "avail_idx": num & 0x7FFF,
-            "avail_wrap": (num >> 15) & 1,
-            "used_idx": (num >> 16) & 0x7FFF,
-            "used_wrap": (num >> 31) & 1,
+            _AVAIL_IDX: num & 0x7FFF,
+            _AVAIL_WRAP: (num >> 15) & 1,
+            _USED_IDX: (num >> 16) & 0x7FFF,
+            _USED_WRAP: (num >> 31) & 1,
         }
-    return {"avail_idx": num & 0xFFFF}
+    return {_AVAIL_IDX: num & 0xFFFF}
 
 
 def _mask_shift(mask: int) -> int:

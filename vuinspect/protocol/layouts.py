@@ -32,6 +32,8 @@ DISPLAYS = (
     "bytes",  # opaque bytes, shown as hex
     "padding",  # must be zero; shown only when it is not
 )
+#: The keys a ``vring_base`` field adds beside its number (a split ring: the first only).
+VRING_BASE_KEYS = ("avail_idx", "avail_wrap", "used_idx", "used_wrap")
 
 
 @dataclass(frozen=True, slots=True)

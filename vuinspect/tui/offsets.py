@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from vuinspect.layout_walk import ARRAY, FIELD, TAIL, walk
 from vuinspect.message import Message
-from vuinspect.protocol.layouts import ALL_LAYOUTS, Layout
+from vuinspect.protocol.layouts import ALL_LAYOUTS, VRING_BASE_KEYS, Layout
 from vuinspect.protocol.requests import HEADER_SIZE
 
 _BY_NAME = {lay.name: lay for lay in ALL_LAYOUTS}
 _NAMED = ("virtio_features", "protocol_features", "status")
-_VRING_BASE_KEYS = ("avail_idx", "avail_wrap", "used_idx", "used_wrap")
 
 Range = tuple[int, int]  # [start, end) in the message bytes
 
@@ -38,7 +37,7 @@ def _ranges(layout: Layout, payload: bytes, order: str, out: dict[str, Range]) -
             for sub, _mask in node.bitfields:
                 out.setdefault(parent + sub, rng)
             if node.display == "vring_base":
-                for sub in _VRING_BASE_KEYS:
+                for sub in VRING_BASE_KEYS:
                     out[parent + sub] = rng
         elif kind == TAIL:
             out[key] = (HEADER_SIZE + start, HEADER_SIZE + min(end, len(payload)))
