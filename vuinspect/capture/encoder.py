@@ -22,6 +22,7 @@ from vuinspect.capture.pcapng import (
     BYTE_ORDER_MAGIC,
     EPB_DIRECTION_FLAGS,
     EPB_FLAGS,
+    EPB_OVERHEAD,
     EXPORTED_PDU_PREFIX,
     IF_DESCRIPTION,
     IF_NAME,
@@ -35,8 +36,6 @@ from vuinspect.frames import Frame, event_info
 from vuinspect.render import safe_text
 
 PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
-#: EPB bytes beyond the packet data: 28 header + epb_flags option (8) + end of options (4) + trailer (4).
-EPB_OVERHEAD = 28 + 8 + 4 + 4
 _U64 = 1 << 64
 
 

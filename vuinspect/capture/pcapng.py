@@ -87,6 +87,9 @@ PREFIX_LEN = len(EXPORTED_PDU_PREFIX)
 
 #: A block longer than this is taken as a corrupt length, not buffered.
 MAX_BLOCK_LEN = 64 << 20
+#: EPB bytes beyond the packet data as the writer makes them: 28 header + epb_flags
+#: option (8) + end of options (4) + trailer (4).
+EPB_OVERHEAD = 28 + 8 + 4 + 4
 #: Largest captured length Wireshark 4.0 accepts in a packet (WTAP_MAX_PACKET_SIZE_STANDARD):
 #: the writer splits a longer data frame into several packets (docs/capture-format.md §1).
 MAX_CAPLEN = 262_144

@@ -21,6 +21,7 @@ import dpkt
 from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
 from vuinspect.capture.pcapng import (
+    EPB_OVERHEAD,
     EXPORTED_PDU_PREFIX,
     MAX_CAPLEN,
     PREFIX_LEN,
@@ -37,8 +38,6 @@ from vuinspect.capture.pcapng import (
 )
 from vuinspect.frames import Frame
 
-#: EPB bytes beyond the packet data when its only option is epb_flags (what we write).
-EPB_OVERHEAD = 28 + 8 + 4 + 4
 _NO_EPB = struct.Struct("<IIIII").unpack_from  # replaced by the section's before any packet
 
 CHUNK = 1 << 20
