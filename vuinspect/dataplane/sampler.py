@@ -47,6 +47,7 @@ from .sampler_state import (
     set_endian,
     set_num,
 )
+from .track import MAX_RINGS  # vring indices followed per connection
 
 #: Queue bound: items of at most MAX_WANTED_SIZE bytes (a vring message is 20-52), so
 #: < 40 MiB even of the largest (a peer flooding padded messages), ~8 MiB of real ones.  A proxy whose sampler is this far
@@ -79,8 +80,6 @@ _VRING = frozenset((FE.GET_VRING_BASE, FE.SET_VRING_KICK, FE.VRING_KICK))
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("=Q")
 _II = struct.Struct("=II")
-#: Vring indices followed per connection (QEMU allows 1 024 queues).
-MAX_RINGS = 1024
 
 
 def wanted(direction: str, data: bytes | memoryview) -> bool:
