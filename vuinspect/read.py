@@ -32,7 +32,7 @@ from .lines import TIME_FORMATS, text_line
 from .message import Message
 from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
-from .render import to_json
+from .render import safe_text, to_json
 from .session import Session
 from .stats import Firings, Tally, connection_table, format_stats, request_table, ring_table
 
@@ -147,8 +147,8 @@ def _field_text(value: Any) -> str:
         return ",".join(_field_text(v) for v in value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":"))
-    if isinstance(value, str):
-        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    if isinstance(value, str):  # a backslash doubled: the escapes stay unambiguous
+        return safe_text(value.replace("\\", "\\\\"))
     return str(value)
 
 

@@ -158,3 +158,24 @@ def test_frame_comments_are_shown_kept_in_json_and_filtered(tmp_path):
     assert rows[4]["comment"] == "look \x1b[2J here"
     hit = vuinspect("read", "-T", "fields", "-e", "frame", "-f", "comment ~ look", str(out))
     assert hit.stdout.decode().split() == ["5"]
+
+
+def test_fields_output_escapes_what_the_capture_chose(tmp_path):
+    """-T fields: a label or fd text from the capture cannot drive the terminal."""
+    from vuinspect.capture import CaptureWriter
+    from vuinspect.encode import build
+    from vuinspect.frames import Frame, event_frame
+
+    path = tmp_path / "esc.pcapng"
+    with open(path, "wb") as f:
+        w = CaptureWriter(f)
+        w.write(event_frame("open", 10, 1, {"label": "a\x1b[31mb\tc\\d\x07"}))
+        w.write(Frame(20, 1, "main", "f2b", build("main", 1, None), ("memfd:\x1b]0;t\x07",)))
+        w.close()
+    r = vuinspect("read", "-T", "fields", "-e", "payload.label", "-e", "fds", str(path))
+    assert r.returncode == 0, r.stderr
+    assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout
+    assert r.stdout.decode().splitlines() == [
+        "a\\x1b[31mb\\tc\\\\d\\x07\t",
+        "\tmemfd:\\x1b]0;t\\x07",
+    ]
