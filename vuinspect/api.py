@@ -79,8 +79,10 @@ class Concat:
 
 
 def is_pcapng(path: str) -> bool:
+    from .capture.pcapng import SHB_MAGIC
+
     with builtins.open(path, "rb") as f:
-        return f.read(4) == b"\x0a\x0d\x0d\x0a"
+        return f.read(4) == SHB_MAGIC
 
 
 def open(

@@ -115,7 +115,8 @@ _PCAP_MAGICS = {
     b"\x34\xcd\xb2\xa1",
     b"\xa1\xb2\xcd\x34",
 }
-_SHB_MAGIC = struct.pack("<I", BT_SHB)
+#: The first 4 bytes of a pcapng file (the SHB type reads the same in either byte order).
+SHB_MAGIC = struct.pack("<I", BT_SHB)
 
 
 @dataclass(slots=True)
@@ -217,7 +218,7 @@ def sniff(head: bytes) -> str | None:
     """Say in one line why ``head`` does not start a pcapng file, or None if it may."""
     if not head:
         return "empty input: no pcapng section header"
-    if head[:4] == _SHB_MAGIC[: len(head[:4])]:
+    if head[:4] == SHB_MAGIC[: len(head[:4])]:
         return None
     if head[:4] in _PCAP_MAGICS:
         return "classic pcap (libpcap) file, not pcapng: vuinspect writes and reads pcapng only"
@@ -579,7 +580,7 @@ class Blocks:
         """The error for a block that stops at ``end`` (end of file)."""
         have = end - pos
         blen = None
-        if have >= 8 and buf[pos : pos + 4] != _SHB_MAGIC:
+        if have >= 8 and buf[pos : pos + 4] != SHB_MAGIC:
             blen = (self.section.hdr if self.section else _HDR["<"]).unpack_from(buf, pos)[1]
         elif have >= 12:
             order = shb_order(buf, pos)

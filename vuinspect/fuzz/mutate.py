@@ -27,6 +27,7 @@ from vuinspect.capture.pcapng import (
     BT_PB,
     BT_SHB,
     BT_SPB,
+    SHB_MAGIC,
     shb_order,
 )
 from vuinspect.frames import CHANNELS, DIRECTIONS, Channel, Direction, Frame, event_frame
@@ -353,7 +354,6 @@ def capture_bytes(frames: list[Frame], *, big_endian: bool = False) -> bytes:
     return buf.getvalue()
 
 
-_SHB = struct.pack("<I", BT_SHB)  # a palindrome: the same bytes in either order
 _BLOCK_TYPES = (BT_IDB, BT_PB, BT_SPB, BT_NRB, BT_ISB, BT_EPB)
 
 
@@ -363,7 +363,7 @@ def blocks(data: bytes) -> list[tuple[int, int]]:
     pos = 0
     order = "<"
     while pos + 12 <= len(data):
-        if data[pos : pos + 4] == _SHB:
+        if data[pos : pos + 4] == SHB_MAGIC:
             order = shb_order(data, pos) or "<"
         blen = struct.unpack_from(order + "I", data, pos + 4)[0]
         if blen < 12 or blen % 4 or pos + blen > len(data):
