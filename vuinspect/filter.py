@@ -110,7 +110,8 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def _suggest(word: str, choices: Any) -> str:
+def suggest(word: str, choices: Any) -> str:
+    """``"; did you mean X?"`` for the closest of ``choices`` (also in upper case), or ``""``."""
     best = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not best:
         best = difflib.get_close_matches(word.upper(), list(choices), n=1, cutoff=0.6)
@@ -248,13 +249,13 @@ def _check_top(name: str, op: str, lit: Any, pos: int) -> Any:
             return req.name
         if text.upper() in spec.values or _UNKNOWN_NAME.match(text):
             return text
-        raise FilterError(f"unknown request name {text!r}{_suggest(text, spec.values)}", pos)
+        raise FilterError(f"unknown request name {text!r}{suggest(text, spec.values)}", pos)
     if spec.values and text.lower() not in {v.lower() for v in spec.values}:
         what = "problem code" if name == "problems" else f"{name} value"
         hint = (
             f" (one of: {', '.join(spec.values)})"
             if len(spec.values) <= 6
-            else _suggest(text, spec.values)
+            else suggest(text, spec.values)
         )
         raise FilterError(f"unknown {what} {text!r}{hint}", pos)
     return lit
@@ -263,7 +264,7 @@ def _check_top(name: str, op: str, lit: Any, pos: int) -> Any:
 def _check_payload(path: str, op: str, lit: Any, pos: int) -> None:
     types = F.payload_types(path)
     if types is None:
-        hint = _suggest(path, F.PAYLOAD).replace("mean ", "mean payload.")
+        hint = suggest(path, F.PAYLOAD).replace("mean ", "mean payload.")
         raise FilterError(f"unknown field 'payload.{path}'{hint}", pos)
     if op in ("~", "matches"):
         return
@@ -289,7 +290,7 @@ def _field_name(word: str, pos: int) -> tuple[str, str]:
     name = F.canonical(head)
     if name is None:
         known = [f.name for f in F.FIELDS] + list(F.ALIASES) + ["payload.<name>"]
-        raise FilterError(f"unknown field {word!r}{_suggest(head, known)}", pos)
+        raise FilterError(f"unknown field {word!r}{suggest(head, known)}", pos)
     if dot:
         raise FilterError(f"{name} has no sub-fields", pos)
     return name, name
@@ -343,7 +344,7 @@ def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
         spec = by_name(lit)
         if spec is None:
             raise FilterError(
-                f"unknown request name {lit!r}{_suggest(lit, F.BY_NAME['name'].values)}", p3
+                f"unknown request name {lit!r}{suggest(lit, F.BY_NAME['name'].values)}", p3
             )
         name = spec.name.lower()
         return (lambda m: (m.name.lower() == name) == (op == "==")), i + 3

@@ -20,14 +20,13 @@ every message of the connection.
 
 from __future__ import annotations
 
-import difflib
 import re
 import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .filter import FilterError, _tokens, compile_filter
+from .filter import FilterError, _tokens, compile_filter, suggest
 from .frames import Frame
 from .framing import HOST_HEADER
 from .holds import Intercept
@@ -97,11 +96,6 @@ class Rule:
             return True
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    best = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {best[0]}?" if best else ""
-
-
 def _duration(text: str, pos: int) -> float:
     value = parse_duration(text)
     if value is None:
@@ -125,8 +119,7 @@ def feature_bit(name: str) -> tuple[str, int]:
         bit = FEAT.PROTOCOL_BY_NAME.get(key[22:])
         if bit is None:
             raise ValueError(
-                f"unknown protocol feature {name!r}"
-                f"{_suggest(key[22:], list(FEAT.PROTOCOL_BY_NAME))}"
+                f"unknown protocol feature {name!r}{suggest(key[22:], list(FEAT.PROTOCOL_BY_NAME))}"
             )
         return "protocol", bit.bit
     for prefix in ("VIRTIO_F_", "VHOST_USER_F_", "VHOST_F_"):
@@ -158,7 +151,7 @@ def feature_bit(name: str) -> tuple[str, int]:
     if found:
         raise ValueError(f"{name!r} is ambiguous: say {' or '.join(spelled)}")
     known = list(transport) + list(FEAT.PROTOCOL_BY_NAME)
-    raise ValueError(f"unknown feature {name!r}{_suggest(key, known)}")
+    raise ValueError(f"unknown feature {name!r}{suggest(key, known)}")
 
 
 def request_keys(filter_text: str) -> frozenset[tuple[str, int]] | None:
@@ -200,7 +193,7 @@ def parse_rule(text: str, where: str = "") -> Rule:
         raise RuleError("empty rule: expected an action (" + ", ".join(ACTIONS) + ")", 0, where)
     action, apos = words[0]
     if action not in ACTIONS:
-        raise RuleError(f"unknown action {action!r}{_suggest(action, list(ACTIONS))}", apos, where)
+        raise RuleError(f"unknown action {action!r}{suggest(action, list(ACTIONS))}", apos, where)
     rule = Rule(text=text.strip(), action=action)
     try:
         for word, pos in words[1:]:
