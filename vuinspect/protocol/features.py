@@ -181,8 +181,17 @@ def guess_device(features: int) -> str | None:
     (``--device``).  Without that, a few bits are distinctive enough.
     """
     device_bits = features & 0xFFFFFF
-    if device_bits & (1 << 15 | 1 << 5 | 1 << 17 | 1 << 0):  # MRG_RXBUF, MAC, CTRL_VQ, CSUM
-        return "net"
-    if device_bits & (1 << 2 | 1 << 6 | 1 << 9 | 1 << 13 | 1 << 14 | 1 << 12):
-        return "blk"  # SEG_MAX, BLK_SIZE, FLUSH, DISCARD, WRITE_ZEROES, MQ
+    for device, mask in _DISTINCTIVE:
+        if device_bits & mask:
+            return device
     return None
+
+
+#: Bits that tell a device type (net first: its bits are checked before blk's).
+_DISTINCTIVE = (
+    ("net", virtio_mask("MRG_RXBUF", "MAC", "CTRL_VQ", "CSUM", device="net")),
+    (
+        "blk",
+        virtio_mask("SEG_MAX", "BLK_SIZE", "FLUSH", "DISCARD", "WRITE_ZEROES", "MQ", device="blk"),
+    ),
+)
