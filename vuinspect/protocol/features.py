@@ -181,14 +181,15 @@ def guess_device(features: int) -> str | None:
     (``--device``).  Without that, a few bits are distinctive enough.
     """
     device_bits = features & 0xFFFFFF
-    for device, mask in _DISTINCTIVE:
+    for device, mask in GUESS_MASKS:
         if device_bits & mask:
             return device
     return None
 
 
-#: Bits that tell a device type (net first: its bits are checked before blk's).
-_DISTINCTIVE = (
+#: Bits that tell a device type, in the order guess_device checks them (data the
+#: generated Lua can take as it is).
+GUESS_MASKS = (
     ("net", virtio_mask("MRG_RXBUF", "MAC", "CTRL_VQ", "CSUM", device="net")),
     (
         "blk",
