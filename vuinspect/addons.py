@@ -252,7 +252,7 @@ class AddonMessage:
             if not layouts:
                 raise ValueError(f"{self.name} has no reply layout: answer with bytes")
             _check_keys(layouts[0], payload, set(), f"{self.name} reply")
-            body = encode_layout(layouts[0], payload, ">" if self.decoded.big_endian else "<")
+            body = encode_layout(layouts[0], payload, self.decoded.order)
         else:
             body = bytes(payload)
         if len(body) > MAX_MESSAGE - HEADER_SIZE:
@@ -290,7 +290,7 @@ class AddonMessage:
         if layout is None:
             raise ValueError(f"{self.name}: no layout to encode the changed payload with")
         _check_keys(layout, self.payload, set(original), self.name)
-        body = encode_layout(layout, self.payload, ">" if self.decoded.big_endian else "<")
+        body = encode_layout(layout, self.payload, self.decoded.order)
         req, flags, _ = HOST_HEADER.unpack_from(raw)
         return HOST_HEADER.pack(req, flags, len(body)) + body
 

@@ -52,6 +52,11 @@ class Message:
         return self.kind in EVENT_KINDS
 
     @property
+    def order(self) -> str:
+        """The struct byte order of the message's bytes: ``>`` big-endian, ``<`` little."""
+        return ">" if self.big_endian else "<"
+
+    @property
     def problem_codes(self) -> list[str]:
         return [p.code for p in self.problems]
 

@@ -165,7 +165,7 @@ def _reencodes(m: Message) -> bool:
         raise InvariantError(f"message {m.index}: layout {m.layout!r} is not in ALL_LAYOUTS")
     payload = m.raw[HEADER_SIZE:]
     try:
-        again = encode_layout(layout, m.payload, ">" if m.big_endian else "<")
+        again = encode_layout(layout, m.payload, m.order)
     except Exception as exc:  # the encoder must take the decoder's own dicts
         raise InvariantError(
             f"message {m.index} ({m.name}, layout {m.layout}): re-encoding "

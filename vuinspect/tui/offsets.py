@@ -61,8 +61,7 @@ def field_ranges(msg: Message) -> dict[str, Range]:
         out["payload.data"] = (HEADER_SIZE, len(msg.raw))
     layout = _BY_NAME.get(msg.layout or "")
     if layout is not None:
-        order = ">" if msg.big_endian else "<"
-        _ranges(layout, payload, order, out)
+        _ranges(layout, payload, msg.order, out)
     return out
 
 
