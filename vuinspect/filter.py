@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import fields as F
@@ -445,6 +445,25 @@ def _compile(node: Node) -> Predicate:
         return any(p(m) for p in preds)
 
     return any_of
+
+
+def first_match(
+    pred: Predicate, msgs: Iterable[Message], kind: str | None = None
+) -> Message | None:
+    """The first of ``msgs`` (of ``kind`` only, when given) that ``pred`` matches, or None.
+
+    A message the predicate cannot judge (it raises) does not match: the rows of a
+    view, the rules and the intercept never fail on a value a filter cannot compare.
+    """
+    for m in msgs:
+        if kind is not None and m.kind != kind:
+            continue
+        try:
+            if pred(m):
+                return m
+        except Exception:  # noqa: BLE001 - a filter that cannot judge a message: no match
+            continue
+    return None
 
 
 def compile_filter(text: str) -> Predicate:

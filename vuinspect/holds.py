@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .filter import compile_filter
+from .filter import compile_filter, first_match
 from .verdict import firing_note
 
 #: How often a link holding a message looks for the decision (ns).
@@ -105,14 +105,7 @@ class Intercept:
         match = self.match
         if match is None or not msgs:
             return None, None
-        msg = None
-        for m in msgs:
-            try:
-                if m.kind == "message" and match(m):
-                    msg = m
-                    break
-            except Exception:  # noqa: BLE001 - a filter that cannot judge a message: no match
-                continue
+        msg = first_match(match, msgs, "message")
         if msg is None:
             return None, None
         with self.lock:

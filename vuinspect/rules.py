@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .filter import FilterError, _tokens, compile_filter, suggest
+from .filter import FilterError, _tokens, compile_filter, first_match, suggest
 from .frames import Frame
 from .framing import HOST_HEADER
 from .holds import Intercept
@@ -489,13 +489,7 @@ class ConnRules:
 def _matches(rule: Rule, msgs: list | None, key: tuple[str, int]) -> bool:
     if rule.match is None or msgs is None or (rule.names is not None and key not in rule.names):
         return False
-    for m in msgs:
-        try:
-            if m.kind == "message" and rule.match(m):
-                return True
-        except Exception:  # noqa: BLE001 - a filter that cannot judge a message: no match
-            continue
-    return False
+    return first_match(rule.match, msgs, "message") is not None
 
 
 def _corrupt(rule: Rule, data: bytes) -> bytes:

@@ -287,3 +287,21 @@ def test_read_filters_ring_frames_from_a_capture(dp_capture):
     assert [(x["kind"], x["payload"]["in_flight"]) for x in rows] == [("ring", 4)] * 5 + [
         ("ring", 1)
     ]
+
+
+def test_first_match_skips_what_the_filter_cannot_judge() -> None:
+    from vuinspect.filter import first_match
+    from vuinspect.message import Message
+
+    note = Message(0, 1, 0, 1, "main", "f2b", kind="note")
+    a = Message(1, 2, 0, 1, "main", "f2b", name="GET_FEATURES")
+    b = Message(2, 3, 0, 1, "main", "f2b", name="SET_OWNER")
+
+    def pred(m: Message) -> bool:
+        if m.name == "GET_FEATURES":
+            raise TypeError("cannot compare")
+        return True
+
+    assert first_match(pred, [note, a, b]) is note
+    assert first_match(pred, [note, a, b], "message") is b
+    assert first_match(lambda m: False, [a, b]) is None

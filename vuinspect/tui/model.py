@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vuinspect.fields import KINDS  # a row stores its kind as the index here
-from vuinspect.filter import compile_filter
+from vuinspect.filter import compile_filter, first_match
 from vuinspect.frames import DATAPLANE_KINDS, Frame
 from vuinspect.message import Message
 from vuinspect.payload import DecodeContext
@@ -451,15 +451,7 @@ class Model:
 
     def _match(self, msgs: list[Message]) -> bool:
         pred = self._filter
-        if pred is None:
-            return True
-        for m in msgs:
-            try:
-                if pred(m):
-                    return True
-            except Exception:  # noqa: BLE001 - a value the filter cannot compare: no match
-                continue
-        return False
+        return pred is None or first_match(pred, msgs) is not None
 
     def visible_append(self, row: int, msgs: list[Message] | None) -> None:
         if self._keep(row, msgs):

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from vuinspect.capture import CaptureWriter
-from vuinspect.filter import FilterError, compile_filter
+from vuinspect.filter import FilterError, compile_filter, first_match
 from vuinspect.message import Message
 from vuinspect.render import summary_line
 
@@ -34,13 +34,7 @@ def matcher(text: str) -> tuple[Matcher, str]:
         return by_text, "text"
 
     def by_filter(msgs: list[Message]) -> bool:
-        for m in msgs:
-            try:
-                if pred(m):
-                    return True
-            except Exception:  # noqa: BLE001 - incomparable value: no match
-                continue
-        return False
+        return first_match(pred, msgs) is not None
 
     return by_filter, "filter"
 
