@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from vuinspect.commands.proxy import rings_interval
+from vuinspect.proxy.server import seconds
 from vuinspect.rules import RuleError, parse_rule
 from vuinspect.units import parse_duration
 
@@ -33,6 +34,14 @@ def test_rings_interval_reads_the_same_syntax() -> None:
     for bad in ("0.5ms", "61s", "fast", "-1"):
         with pytest.raises(argparse.ArgumentTypeError):
             rings_interval(bad)
+
+
+def test_connect_timeout_reads_the_same_syntax() -> None:
+    assert seconds("3") == 3.0 and seconds(" 0.5 ") == 0.5 and seconds("0") == 0.0
+    assert seconds("250ms") == pytest.approx(0.25)
+    for bad in ("-1", "2h", "3601", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seconds(bad)
 
 
 def test_rule_delays_read_the_same_syntax() -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vuinspect.frames import Frame, event_frame
+from vuinspect.units import parse_duration
 
 from .fds import describe_fd, open_fd_count
 from .interpose import ORIG_SUFFIX, Interposer, Listener, ListenError
@@ -96,12 +97,9 @@ class Route:
 
 
 def seconds(text: str) -> float:
-    """argparse type of --connect-timeout: seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
+    """argparse type of --connect-timeout: seconds (3, 0.5) or a duration (500ms), 0 to 1 h."""
+    value = parse_duration(text.strip())
+    if value is None or not 0 <= value <= 3600:
         raise argparse.ArgumentTypeError(f"not a number of seconds from 0 to 3600: {text!r}")
     return value
 
