@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from ..payload import decode_vring_base
 from ..protocol import features as F
 from .memory import GuestMemory, GuestMemoryError
 from .problems import DataProblem, dp_problem, problem_from_json
@@ -433,13 +434,9 @@ class PackedTracker:
         base &= 0xFFFFFFFF
         if not base >> 16:
             base |= base << 16
-        t = cls(
-            num,
-            (base & 0x7FFF) % max(num, 1),
-            base >> 15 & 1,
-            (base >> 16 & 0x7FFF) % max(num, 1),
-            base >> 31 & 1,
-        )
+        b = decode_vring_base(base, packed=True)  # the decoder's split of the word
+        n = max(num, 1)
+        t = cls(num, b["avail_idx"] % n, b["avail_wrap"], b["used_idx"] % n, b["used_wrap"])
         t.avail_count = u16(t.used_count + t.slots_in_flight())
         return t
 
