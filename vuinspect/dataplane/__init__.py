@@ -69,10 +69,19 @@ How it plugs in (the integration step):
 from __future__ import annotations
 
 from .diagnose import Finding, Notify, diagnose, is_receive_queue
-from .inflight import Chain, Desc, SplitTracker, in_flight, in_flight_chains
+from .inflight import Chain, Desc, SplitTracker, in_flight_chains
 from .memory import GuestMemory, GuestMemoryError, RegionSpec, regions_from
 from .problems import DATAPLANE_CODES, DataProblem
-from .rings import PackedTracker, RingConfig, RingSample, SampleDiff, diff, sample, vring_need_event
+from .rings import (
+    PackedTracker,
+    RingConfig,
+    RingSample,
+    SampleDiff,
+    diff,
+    in_flight,
+    sample,
+    vring_need_event,
+)
 
 __all__ = [
     "DATAPLANE_CODES",

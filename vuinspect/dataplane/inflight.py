@@ -31,11 +31,6 @@ from .rings import (
 MAX_DESCS = 8192  # descriptors read per in_flight_chains call, whatever the ring says
 
 
-def in_flight(avail_idx: int, used_idx: int) -> int:
-    """Requests made available and not yet used (u16 wrap)."""
-    return u16(avail_idx - used_idx)
-
-
 @dataclass(frozen=True, slots=True)
 class Desc:
     """One descriptor as read; ``index`` is its slot in the ring or indirect table."""

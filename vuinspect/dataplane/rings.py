@@ -89,6 +89,11 @@ def u16(x: int) -> int:
     return x & 0xFFFF
 
 
+def in_flight(avail_idx: int, used_idx: int) -> int:
+    """Requests made available and not yet used (u16 wrap)."""
+    return u16(avail_idx - used_idx)
+
+
 def vring_need_event(event: int, new: int, old: int) -> bool:
     """The event-idx rule: did moving from ``old`` to ``new`` cross ``event``? (u16)."""
     return u16(new - event - 1) < u16(new - old)
@@ -183,7 +188,7 @@ class RingSample:
 
     @property
     def in_flight(self) -> int:
-        return u16(self.avail_idx - self.used_idx)
+        return in_flight(self.avail_idx, self.used_idx)
 
     @property
     def wants_kick(self) -> bool | None:
