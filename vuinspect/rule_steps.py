@@ -250,7 +250,8 @@ def _guard(when: tuple, body: Step) -> Step:
 
 
 def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
-    """Run vring effects on the vring they act on (created if new: the ``vring`` op)."""
+    """Run vring effects on the vring they act on (created if new: the ``vring`` op; none
+    past the session's cap, :meth:`Session.vring`)."""
     run = tuple(op for op in ops if op is not None)
     if reply:
 
@@ -260,6 +261,8 @@ def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
             ring = s.vrings.get(index)
             if ring is None:
                 ring = s.vring(index)
+                if ring is None:  # past the cap: kept nowhere
+                    return
             for op in run:
                 op(s, ring, msg)
 
@@ -274,6 +277,8 @@ def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
                 ring = s.vrings.get(index)
                 if ring is None:
                     ring = s.vring(index)
+                    if ring is None:  # past the cap: kept nowhere
+                        return
                 only(s, ring, msg)
 
         return of_payload_one
@@ -285,6 +290,8 @@ def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
             ring = s.vrings.get(index)
             if ring is None:
                 ring = s.vring(index)
+                if ring is None:  # past the cap: kept nowhere
+                    return
             for op in run:
                 op(s, ring, msg)
 

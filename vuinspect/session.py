@@ -19,7 +19,7 @@ from typing import Any
 
 from . import rule_steps
 from .dataplane.diagnose import Finding, is_receive_queue
-from .dataplane.track import DataPlane
+from .dataplane.track import MAX_RINGS, DataPlane
 from .decoder import RawMessage, decode_payload, label_fds, read_header
 from .frames import Channel, Direction
 from .message import Message
@@ -119,9 +119,11 @@ class Session:
             xen_mmap=bool((self.protocol_acked or 0) & _XEN_MMAP),
         )
 
-    def vring(self, index: int) -> Vring:
+    def vring(self, index: int) -> Vring | None:
+        """Vring ``index``, made on first use; None past :data:`MAX_RINGS` (a peer naming
+        ever new vrings must not grow the session: the message says vring_out_of_range)."""
         ring = self.vrings.get(index)
-        if ring is None:
+        if ring is None and 0 <= index < MAX_RINGS:
             ring = self.vrings[index] = Vring(index)
         return ring
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import struct
 
+from vuinspect.dataplane.track import MAX_RINGS
 from vuinspect.decoder import RawMessage, parse_header
 from vuinspect.message import Message
+from vuinspect.protocol.requests import FrontendRequest
 from vuinspect.session import Session
 from vuinspect.testing import wire
 
@@ -156,3 +158,21 @@ def test_a_dropped_set_vring_call_leaves_the_backend_without_a_call_fd():
     assert s.dataplane.call_fds[1] == "none"
     send(wire.SET_VRING_CALL, payload=U64.pack(1 | 1 << 8))  # the next one, NOFD
     assert s.dataplane.call_fds[1] == "nofd"
+
+
+def test_vring_indices_beyond_the_cap_hold_no_state():
+    """A peer naming ever new vrings must not grow the session: past MAX_RINGS a message's
+    vring is not kept, below it as before.  (No problem for it yet: the Lua dissector
+    would have to report the same one.)"""
+    s = Session(1)
+    send = Wire(s)
+    state = struct.Struct("<II")
+    for index in range(MAX_RINGS - 2, MAX_RINGS + 3000):
+        send(wire.SET_VRING_NUM, payload=state.pack(index, 256))
+    assert sorted(s.vrings) == [MAX_RINGS - 2, MAX_RINGS - 1]
+    assert s.vrings[MAX_RINGS - 1].num == 256
+    # a reply's effects (GET_VRING_BASE stops its request's vring) create none either
+    send(wire.GET_VRING_BASE, payload=state.pack(MAX_RINGS + 7, 0))
+    send.reply(wire.GET_VRING_BASE, state.pack(MAX_RINGS + 7, 5))
+    send(FrontendRequest.VRING_KICK, payload=state.pack(1 << 31, 0))
+    assert len(s.vrings) == 2 and MAX_RINGS + 7 not in s.vrings
