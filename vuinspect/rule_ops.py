@@ -30,7 +30,7 @@ RingStep = Callable[["Session", Vring, Message], None]
 #: A rule's check: (session, request, the check's value).
 CheckFn = Callable[["Session", Message, Any], None]
 
-_BACKEND_SEND_FD = 1 << 10
+_BACKEND_SEND_FD = F.protocol_mask("BACKEND_SEND_FD")
 TRUNCATED_FD = "truncated"  # fd description the proxy adds when the kernel set MSG_CTRUNC
 
 

@@ -32,7 +32,7 @@ from .rule_ops import CHECKS, OPS, VRING_OPS, RingStep, Step, check_fds, check_r
 if TYPE_CHECKING:
     from .session import Session
 
-_REPLY_ACK = 1 << 3
+_REPLY_ACK = F.protocol_mask("REPLY_ACK")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,9 @@ from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup
 from .rule_ops import TRUNCATED_FD as TRUNCATED_FD  # (the fd checks are there)
 from .state import Pending, Region, RequestStats, Vring, count_request
 
-_REPLY_ACK = 1 << 3
-_XEN_MMAP = 1 << 17
+_REPLY_ACK = F.protocol_mask("REPLY_ACK")
+_XEN_MMAP = F.protocol_mask("XEN_MMAP")
+_LOG_SHMFD = F.protocol_mask("LOG_SHMFD")
 
 
 class Session:
@@ -313,7 +314,7 @@ class Session:
             return True, True
         if mode == "flag":
             return msg.need_reply, msg.need_reply
-        if mode == "log_shmfd" and self.protocol_has(1 << 1):
+        if mode == "log_shmfd" and self.protocol_has(_LOG_SHMFD):
             return True, True
         if mode in ("ack", "log_shmfd"):
             return msg.need_reply, bool(msg.need_reply and self.protocol_has(_REPLY_ACK))
