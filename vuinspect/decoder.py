@@ -21,12 +21,11 @@ connection state); the session adds pairing and the stateful checks.
 from __future__ import annotations
 
 import re
-import struct
 from dataclasses import dataclass, field
 from functools import cache
 
 from .frames import Channel, Direction
-from .framing import cut_messages, one_message
+from .framing import HEADER, cut_messages, one_message
 from .message import Message
 from .payload import DecodeContext, choose_layout, decode_layout
 from .protocol.problems import Problem, problem
@@ -34,6 +33,7 @@ from .protocol.requests import (
     BY_CHANNEL,
     FLAG_NEED_REPLY,
     FLAG_REPLY,
+    FLAG_VERSION_MASK,
     FLAGS_KNOWN,
     FRONTEND,
     HEADER_SIZE,
@@ -62,17 +62,17 @@ class RawMessage:
 
 
 def parse_header(data: bytes, order: str = "<") -> tuple[int, int, int]:
-    return struct.unpack_from(order + "III", data, 0)
+    return HEADER[order].unpack_from(data, 0)
 
 
 def plausible_header(data: bytes | bytearray, off: int, channel: str, order: str) -> bool:
     """Could a message start at ``off``?  Used only to resynchronise."""
     if len(data) - off < HEADER_SIZE:
         return False
-    req, flags, size = struct.unpack_from(order + "III", data, off)
+    req, flags, size = HEADER[order].unpack_from(data, off)
     return (
         flags & ~FLAGS_KNOWN == 0
-        and flags & 0x3 == VERSION
+        and flags & FLAG_VERSION_MASK == VERSION
         and size <= MAX_PAYLOAD
         and lookup(channel, req) is not None
     )
@@ -106,7 +106,11 @@ def _header_pattern(channel: str, order: str) -> re.Pattern[bytes]:
     one Python call per byte (issue 11 item 9).
     """
     codes = set(BY_CHANNEL.get(channel, FRONTEND))
-    flags = {f for f in range(FLAGS_KNOWN + 1) if f & ~FLAGS_KNOWN == 0 and f & 0x3 == VERSION}
+    flags = {
+        f
+        for f in range(FLAGS_KNOWN + 1)
+        if f & ~FLAGS_KNOWN == 0 and f & FLAG_VERSION_MASK == VERSION
+    }
     if max(codes) > 0xFF or FLAGS_KNOWN > 0xFF:  # not the case today; stay exact anyway
         return re.compile(b"(?s).{%d}" % HEADER_SIZE)
     zeros = b"\\x00\\x00\\x00"
@@ -121,7 +125,7 @@ class StreamFramer:
     def __init__(self, channel: str = "main", order: str = "<") -> None:
         self.channel = channel
         self.order = order
-        self._header = struct.Struct(order + "III")
+        self._header = HEADER[order]
         self._buf = bytearray()
         # fds waiting for the message holding the byte at this buffer offset
         self._fds: list[tuple[int, tuple[str, ...]]] = []
@@ -347,8 +351,10 @@ def read_header(
 def check_header(msg: Message) -> None:
     """Version, reserved and REPLY flags (PROTOCOL.md §1.5)."""
     flags = msg.flags or 0
-    if flags & 0x3 != VERSION:
-        msg.problems.append(problem("bad_version", f"version bits are {flags & 0x3}, not 1"))
+    if flags & FLAG_VERSION_MASK != VERSION:
+        msg.problems.append(
+            problem("bad_version", f"version bits are {flags & FLAG_VERSION_MASK}, not 1")
+        )
     if flags & ~FLAGS_KNOWN:
         msg.problems.append(problem("reserved_flags", f"flags 0x{flags:x}"))
     if msg.reply and flags != REPLY_FLAGS:

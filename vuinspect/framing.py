@@ -22,10 +22,10 @@ import struct
 from .protocol.requests import HEADER_SIZE
 
 #: The header (request, flags, size) and its size field, per byte order ('=' is the host's).
-_HEADER = {o: struct.Struct(o + "III") for o in ("<", ">", "=")}
+HEADER: dict[str, struct.Struct] = {o: struct.Struct(o + "III") for o in ("<", ">", "=")}
 _SIZE = {o: struct.Struct(o + "I") for o in ("<", ">", "=")}
 #: The header in the host's order: what a live peer sends (the proxy's rules, addons, peers).
-HOST_HEADER = _HEADER["="]
+HOST_HEADER = HEADER["="]
 
 Span = tuple[int, int]
 
@@ -38,7 +38,7 @@ def one_message(data: bytes | bytearray, order: str = "<") -> tuple[int, int, in
     """
     if len(data) < HEADER_SIZE:
         return None
-    head: tuple[int, int, int] = _HEADER[order].unpack_from(data, 0)
+    head: tuple[int, int, int] = HEADER[order].unpack_from(data, 0)
     return head if len(data) == HEADER_SIZE + head[2] else None
 
 
