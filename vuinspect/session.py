@@ -26,7 +26,7 @@ from .message import Message
 from .payload import DecodeContext
 from .protocol import features as F
 from .protocol.problems import problem
-from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup
+from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup, split_fd_role
 from .rule_ops import TRUNCATED_FD as TRUNCATED_FD  # (the fd checks are there)
 from .state import Pending, Region, RequestStats, Vring, count_request
 
@@ -249,9 +249,8 @@ class Session:
         decode_payload(alone, spec, self.context(), self._decoded, self._ctx_key)
         # the state keeps the fds as they came (decode_message named them by role)
         named = msg.fds
-        role = spec.reply_fd_role if msg.reply else spec.fd_role
-        if role and named:
-            msg.fds = tuple(d[len(role) + 2 :] for d in named)
+        if named and (spec.reply_fd_role if msg.reply else spec.fd_role):
+            msg.fds = tuple(split_fd_role(d)[1] for d in named)
         self._settle(msg, spec, len(msg.problems) - len(alone.problems))
         msg.fds = named
         return msg
