@@ -42,6 +42,25 @@ def fds_required(allowed: tuple[int, int], layouts: tuple[Layout, ...]) -> bool:
     return lo > 0 or hi == -1 or any(layout.name == "vring_fd" for layout in layouts)
 
 
+def expected_fds(
+    allowed: tuple[int, int], layout: str | None, payload: dict[str, Any]
+) -> tuple[int, int]:
+    """(fewest, most) fds a message carries: its spec's ``allowed`` as its layout and
+    payload narrow it (NOFD, one per region).  The checks and the samples both ask here."""
+    if layout == "vring_fd" or layout == "vring_area":
+        if payload.get("nofd"):
+            return 0, 0
+        # the fd is optional when NOFD is clear in a vring area (PROTOCOL.md §3)
+        return (0 if layout == "vring_area" else 1), 1
+    if layout == "postcopy_ack":
+        return 0, 0
+    lo, hi = allowed
+    if hi == -1:
+        n = len(payload.get("regions", ())) if "regions" in payload else 8
+        return n, n
+    return lo, hi
+
+
 def check_fds(s: Session, msg: Message, allowed: tuple[int, int], role: str) -> None:
     """The message's fd count against its spec's (or its payload's) and the state."""
     n = 0
@@ -50,17 +69,7 @@ def check_fds(s: Session, msg: Message, allowed: tuple[int, int], role: str) -> 
         if truncated:
             msg.problems.append(problem("fds_truncated", truncated[0]))
         n = len(msg.fds) - len(truncated)
-    lo, hi = allowed
-    if msg.layout == "vring_fd" or msg.layout == "vring_area":
-        nofd = msg.payload.get("nofd")
-        lo = hi = 0 if nofd else 1
-        if msg.layout == "vring_area" and not nofd:
-            lo = 0  # the fd is optional when NOFD is clear (PROTOCOL.md §3)
-    elif msg.layout == "postcopy_ack":
-        lo = hi = 0
-    elif hi == -1:
-        hi = len(msg.payload.get("regions", ())) if "regions" in msg.payload else 8
-        lo = hi
+    lo, hi = expected_fds(allowed, msg.layout, msg.payload)
     if n < lo or n > hi:
         want = f"{lo}" if lo == hi else f"{lo}-{hi}"
         what = f" ({role})" if role else ""

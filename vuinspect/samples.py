@@ -14,9 +14,10 @@ from .encode import build, encode_layout, message
 from .frames import Channel, Direction, Frame, event_frame
 from .protocol import features as F
 from .protocol.layouts import Layout
-from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
+from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS, RequestSpec
 from .protocol.requests import BackendRequest as BE
 from .protocol.requests import FrontendRequest as FE
+from .rule_ops import expected_fds
 
 T0 = 1_764_000_000_123_456_789  # a fixed epoch in ns, so generated captures are reproducible
 
@@ -294,15 +295,10 @@ def every_message(conn: int = 1, t0: int = T0) -> list[Frame]:
     return out
 
 
-def _fd_count(spec, values: dict[str, Any], layout: str) -> int:
-    lo, hi = spec.fds
-    if hi == -1:
-        return len(values.get("regions", []))
-    if layout in ("vring_fd", "vring_area"):
-        return 0 if values.get("nofd") else 1
-    if layout == "postcopy_ack":
-        return 0
-    return lo
+def _fd_count(spec: RequestSpec, values: dict[str, Any], layout: str) -> int:
+    """As many fds as the checks expect: the fewest, but a vring area's optional fd."""
+    lo, hi = expected_fds(spec.fds, layout, values)
+    return hi if layout == "vring_area" else lo
 
 
 _REGION = {

@@ -66,3 +66,26 @@ def test_the_fd_check_is_skipped_only_where_it_finds_nothing_without_fds() -> No
                         msg.payload = dict(payload)
                         rule_ops.check_fds(s, msg, allowed, "role")
                         assert msg.problems == [], (spec.name, reply, layout, payload)
+
+
+def test_the_fd_check_accepts_exactly_the_expected_fds() -> None:
+    """check_fds finds fd_count outside rule_ops.expected_fds and nowhere inside it (the
+    samples send as many as it says; one reading of layout and payload for both)."""
+    s = Session(1)
+    s.protocol_acked = -1  # every feature: only the count is judged
+    for channel, specs in BY_CHANNEL.items():
+        for spec in specs.values():
+            for reply, allowed, layouts in (
+                (False, spec.fds, spec.request),
+                (True, spec.reply_fds, spec.reply),
+            ):
+                for layout in (None, *(x.name for x in layouts)):
+                    for payload in ({}, {"nofd": 0}, {"nofd": 1}, {"regions": [{}] * 3}):
+                        lo, hi = rule_ops.expected_fds(allowed, layout, payload)
+                        assert 0 <= lo <= hi
+                        for n in range(max(hi + 2, 10)):
+                            msg = Message(0, 1, 1, 1, channel, "f2b", reply=reply, layout=layout)
+                            msg.payload, msg.fds = dict(payload), ("memfd",) * n
+                            rule_ops.check_fds(s, msg, allowed, "")
+                            bad = [p for p in msg.problems if p.code == "fd_count"]
+                            assert bool(bad) == (not lo <= n <= hi), (spec.name, layout, n)
