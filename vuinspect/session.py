@@ -129,8 +129,19 @@ class Session:
         return ring
 
     def waiting(self) -> list[Pending]:
-        """Requests still owed a reply, oldest first (who waits on whom)."""
+        """Requests waiting for a reply (required or optional), oldest first (who waits on
+        whom)."""
         return [p for q in self.pending.values() for p in q]
+
+    def owed(self) -> list[Pending]:
+        """Requests still owed a reply (the state demands one), oldest first per channel:
+        what a close or the end of a capture leaves unanswered, what the faces show waiting."""
+        return [p for q in self.pending.values() for p in q if p.expected]
+
+    @property
+    def started_ns(self) -> int | None:
+        """When the connection started: its open event, else its first frame seen."""
+        return self.opened_ns if self.opened_ns is not None else self.first_ns
 
     # -- events ----------------------------------------------------------------
     def _invalidate(self) -> None:
@@ -151,7 +162,7 @@ class Session:
         """Mark the end; returns the requests that never got their reply."""
         self.closed_ns = ts_ns
         self.close_reason = reason
-        left = [p for p in self.waiting() if p.expected]
+        left = self.owed()
         for p in left:
             p.message.problems.append(
                 problem("missing_reply", f"connection ended before the reply ({reason})")

@@ -140,7 +140,7 @@ def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
         lat = Latencies()
         for st in s.stats.values():
             lat.merge(st.latencies_us)
-        start = s.opened_ns if s.opened_ns is not None else s.first_ns
+        start = s.started_ns
         end = s.closed_ns if s.closed_ns is not None else s.last_ns
         out.append(
             {
@@ -154,7 +154,7 @@ def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
                 if start is not None and end is not None
                 else None,
                 "closed": s.close_reason,
-                "waiting": [p.message.name for p in s.waiting() if p.expected],
+                "waiting": [p.message.name for p in s.owed()],
                 "latency_us": _latency_json(lat),
             }
         )

@@ -176,3 +176,17 @@ def test_vring_indices_beyond_the_cap_hold_no_state():
     send.reply(wire.GET_VRING_BASE, state.pack(MAX_RINGS + 7, 5))
     send(FrontendRequest.VRING_KICK, payload=state.pack(1 << 31, 0))
     assert len(s.vrings) == 2 and MAX_RINGS + 7 not in s.vrings
+
+
+def test_owed_is_the_waiting_requests_a_reply_is_due_for_and_started_ns_the_start():
+    s = Session(1)
+    assert s.owed() == [] and s.started_ns is None
+    send = Wire(s)
+    asked = send(wire.GET_FEATURES, us=3)
+    # REPLY_ACK not known: SET_OWNER's NEED_REPLY makes a reply possible, not due
+    owner = send(wire.SET_OWNER, wire.FLAG_VERSION | wire.FLAG_NEED_REPLY, us=4)
+    assert [p.message for p in s.waiting()] == [asked, owner]
+    assert [p.message for p in s.owed()] == [asked]
+    assert s.started_ns == T0 + 3000  # no open event: the first message
+    s.on_open(T0, {})
+    assert s.started_ns == T0  # the open event

@@ -32,10 +32,10 @@ def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...
     """The cells of each session's row; labels and reasons from the capture come escaped."""
     rows = []
     for s in sessions:
-        start = s.opened_ns if s.opened_ns is not None else s.first_ns
+        start = s.started_ns
         end = s.closed_ns
         last = end if end is not None else (s.last_ns if not s.info or now_ns == 0 else now_ns)
-        owed = [p for p in s.waiting() if p.expected]
+        owed = s.owed()
         if owed and end is None:
             p = owed[0]
             waiting = f"{p.owner}: {p.message.name} ({format_age(max(0, now_ns - p.since_ns))})"

@@ -150,7 +150,7 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
         )
         + "\n"
     )
-    start = s.opened_ns if s.opened_ns is not None else s.first_ns
+    start = s.started_ns
     if start is not None:
         head.append(f"opened {format_time(start, 'abs', None, None)} UTC")
     if s.closed_ns is not None:
@@ -318,7 +318,7 @@ class StateView(Horizontal):
             labels = [
                 safe_text(f"c{s.conn} {s.label}")
                 + (" (closed)" if s.closed_ns is not None else "")
-                + (" ⏳" if any(p.expected for p in s.waiting()) and s.closed_ns is None else "")
+                + (" ⏳" if s.closed_ns is None and s.owed() else "")
                 for s in sessions
             ]
             if self.conn is None and conns:
