@@ -25,6 +25,7 @@ from .frames import Channel, Direction
 from .message import Message
 from .payload import DecodeContext
 from .protocol import features as F
+from .protocol.layouts import VRING_FD_BITS
 from .protocol.problems import problem
 from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup, split_fd_role
 from .rule_ops import TRUNCATED_FD as TRUNCATED_FD  # (the fd checks are there)
@@ -33,6 +34,7 @@ from .state import Pending, Region, RequestStats, Vring, count_request
 _REPLY_ACK = F.protocol_mask("REPLY_ACK")
 _XEN_MMAP = F.protocol_mask("XEN_MMAP")
 _LOG_SHMFD = F.protocol_mask("LOG_SHMFD")
+_VRING_FD_INDEX = dict(VRING_FD_BITS)["index"]  # a SET_VRING_CALL's vring bits
 
 
 class Session:
@@ -212,7 +214,7 @@ class Session:
         except ValueError:
             return
         if request == FrontendRequest.SET_VRING_CALL and not flags & FLAG_REPLY and size == 8:
-            self._call_dropped = u64 & 0xFF
+            self._call_dropped = u64 & _VRING_FD_INDEX
 
     def _seen(self, ts_ns: int) -> None:
         if self.first_ns is None:
