@@ -292,11 +292,10 @@ class Pipeline:
             out.extend(self._flush_conn(conn))
         for s in self.sessions.values():
             if s.closed_ns is None:
-                for p in s.waiting():
-                    if p.expected:
-                        p.message.problems.append(
-                            problem("missing_reply", "capture ended before the reply")
-                        )
+                for p in s.owed():
+                    p.message.problems.append(
+                        problem("missing_reply", "capture ended before the reply")
+                    )
         if self._on_message:
             self._tell(out)
         return out
