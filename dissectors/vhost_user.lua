@@ -83,16 +83,17 @@ def("ev_reason", ProtoField.string("vhost_user.event.reason", "Reason"))
 def("ev_by", ProtoField.string("vhost_user.event.by", "By"))
 def("ev_text", ProtoField.string("vhost_user.event.text", "Text"))
 def("rule", ProtoField.string("vhost_user.rule", "Rule", nil, "A proxy rule (or addon) acted on the next message"))
-def("rule_action", ProtoField.string("vhost_user.rule.action", "Action"))
 def("rule_addon", ProtoField.string("vhost_user.rule.addon", "Addon"))
 def("rule_hook", ProtoField.string("vhost_user.rule.hook", "Hook"))
+def("rule_action", ProtoField.string("vhost_user.rule.action", "Action"))
 def("rule_direction", ProtoField.string("vhost_user.rule.direction", "Direction of the message"))
 def("rule_original", ProtoField.bytes("vhost_user.rule.original", "Original message"))
 def("rule_new", ProtoField.bytes("vhost_user.rule.new", "Message sent on"))
+def("rule_fired", ProtoField.bool("vhost_user.rule.fired", "Acted", base.NONE))
 def("rule_answer", ProtoField.bytes("vhost_user.rule.answer", "Answer sent by the proxy"))
 def("rule_delay_s", ProtoField.double("vhost_user.rule.delay_s", "Delay (s)"))
 def("rule_error", ProtoField.string("vhost_user.rule.error", "Error"))
-def("rule_fired", ProtoField.bool("vhost_user.rule.fired", "Acted", base.NONE))
+def("rule_hold", ProtoField.uint32("vhost_user.rule.hold", "Intercept hold", base.DEC))
 def("p_avail_idx", ProtoField.uint32("vhost_user.payload.avail_idx", "Avail idx", base.DEC))
 def("p_avail_wrap", ProtoField.uint32("vhost_user.payload.avail_wrap", "Avail wrap", base.DEC))
 def("p_used_idx", ProtoField.uint32("vhost_user.payload.used_idx", "Used idx", base.DEC))
@@ -1007,7 +1008,7 @@ local C = {
   CHANNEL_NAMES = { [0] = "main", [1] = "backend" },
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
-  RULE_KEYS = { { "action", "string" }, { "addon", "string" }, { "hook", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "fired", "bool" } },
+  RULE_KEYS = { { "addon", "string" }, { "hook", "string" }, { "action", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "fired", "bool" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "hold", "uint32" } },
   DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "call_fd", "p_call_fd", "string" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
   TRUNCATED_FD = "truncated",
   SEVERITIES = { "error", "warning", "note" },
@@ -2937,6 +2938,7 @@ end
 
 -- A rule or addon note (docs/capture-format.md §4, docs/rules.md): vhost_user.rule and
 -- vhost_user.rule.KEY under it, with an expert saying the proxy changed the traffic.
+local U32 = 4294967296
 local RULE_LABELS = { original = "Message before the rule", new = "Message sent on (after the rule)",
                       answer = "Answer of the proxy" }
 local function show_rule(top, r, info)
@@ -2956,6 +2958,8 @@ local function show_rule(top, r, info)
       end
     elseif ctor == "double" then
       if type(v) == "number" then t:add(F["rule_" .. k], r, v) end
+    elseif ctor == "uint32" then
+      if type(v) == "number" and v >= 0 and v < U32 and v % 1 == 0 then t:add(F["rule_" .. k], r, v) end
     elseif ctor == "bool" then
       t:add(F["rule_" .. k], r, v ~= false)
     elseif v ~= nil and type(v) ~= "table" then
@@ -2970,7 +2974,6 @@ end
 -- vuinspect/fields.py).  Only values of the field's type and range are shown (the file can
 -- hold anything); ns times are read as digits (doubles lose them) and shown only when the
 -- digits are the decoded number.
-local U32 = 4294967296
 local function show_dataplane(top, r, info, text, keys)
   for i_ = 1, #keys do local e = keys[i_]
     local k, f, ctor = e[1], F[e[2]], e[3]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .dataplane.headers import HEADERS
 from .protocol.layouts import ALL_LAYOUTS, VRING_BASE_KEYS, Array, Field, Layout, Tail
 from .protocol.problems import CODES, SEVERITIES
-from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
+from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS, WIRESHARK_NAME
 
 #: Value types: int, float, str, bool, and list (of strings: fds, problems, *_names).
 Type = str
@@ -114,7 +114,7 @@ FIELDS: tuple[FieldSpec, ...] = (
 )
 
 #: the Wireshark field of a name is this prefix + the name (vhost_user.payload.num)
-WIRESHARK_PREFIX = "vhost_user."
+WIRESHARK_PREFIX = WIRESHARK_NAME + "."
 
 BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 ALIASES: dict[str, str] = {a: f.name for f in FIELDS for a in f.aliases}

@@ -28,7 +28,6 @@ from .protocol import features as F
 from .protocol.layouts import VRING_FD_BITS
 from .protocol.problems import problem
 from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup, split_fd_role
-from .rule_ops import TRUNCATED_FD as TRUNCATED_FD  # (the fd checks are there)
 from .state import Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = F.protocol_mask("REPLY_ACK")

@@ -34,6 +34,25 @@ class Verdict:
     hold: Any = None
 
 
+#: Every key of a firing note besides ``text``, with its value's type (``hex``: bytes as
+#: hex): who acted (``rule``, or ``addon`` and ``hook``), then what it did and the
+#: ``extra`` keys its callers pass.  Readers of captures (the Wireshark dissector) show these.
+FIRING_NOTE_KEYS: dict[str, str] = {
+    "rule": "str",
+    "addon": "str",
+    "hook": "str",
+    "action": "str",
+    "direction": "str",
+    "original": "hex",
+    "new": "hex",
+    "fired": "bool",
+    "answer": "hex",
+    "delay_s": "float",
+    "error": "str",
+    "hold": "int",
+}
+
+
 def firing_note(
     text: str,
     who: Mapping[str, object],
@@ -55,6 +74,9 @@ def firing_note(
     info["new"] = new.hex()
     if not fired:
         info["fired"] = False
+    unknown = extra.keys() - FIRING_NOTE_KEYS.keys()
+    if unknown:  # a new key must be listed above, or readers will not show it
+        raise ValueError(f"firing_note: keys not in FIRING_NOTE_KEYS: {sorted(unknown)}")
     for k, v in extra.items():
         if v is not None:
             info[k] = v.hex() if isinstance(v, bytes) else v

@@ -804,6 +804,7 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
     from vuinspect.encode import build
     from vuinspect.frames import event_frame
     from vuinspect.rules import RuleSet, parse_rules
+    from vuinspect.verdict import firing_note
 
     rules = RuleSet(
         parse_rules(
@@ -843,6 +844,17 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
             },
         )
     )
+    held = build("main", 3)  # the intercept's note: verdict.firing_note with its hold number
+    frames.append(
+        event_frame(
+            "note",
+            t + 10,
+            1,
+            firing_note(
+                "intercept #7: held", {"rule": "intercept: x"}, "hold", held, held, "f2b", hold=7
+            ),
+        )
+    )
     path = W.write_capture(tmp_path / "rules.pcapng", frames)
     proc = W.tshark(
         "-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "pdml", "-Y", "vhost_user.rule"
@@ -859,7 +871,7 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
             if el.get("name") == "_ws.expert.severity":
                 f["severity"] = el.get("showname")
         shown.append(f)
-    mask, delay, addon = shown
+    mask, delay, addon, hold = shown
     assert mask["vhost_user.rule"].startswith("mask-features VIRTIO_F_VERSION_1")
     assert mask["vhost_user.rule.action"] == "mask-features"
     assert mask["vhost_user.rule.direction"] == "b2f"
@@ -874,6 +886,7 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
     assert addon["vhost_user.rule.error"] == "boom\\x1b[31m"
     assert "vhost_user.rule.not_fired" in addon and addon["severity"] == "Severity level: Chat"
     assert "vhost_user.rule.original" not in addon
+    assert hold["vhost_user.rule.hold"] == "7" and hold["vhost_user.rule.action"] == "hold"
     # filterable: only the frame of the feature mask
     proc = W.tshark(
         "-r",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from vuinspect.capture import pseudohdr
 from vuinspect.capture.errors import CaptureError, CaptureFormatError
 from vuinspect.frames import Frame
+from vuinspect.protocol.requests import WIRESHARK_NAME
 
 #: What the parsers read: the reader's buffer or the index's mmap.
 Buffer = bytes | bytearray | memoryview | mmap.mmap
@@ -59,7 +60,6 @@ TSRESOL_NS = 9
 # Exported-PDU tags (wireshark epan/exported_pdu.h); tag and length are big-endian.
 EXP_PDU_TAG_END_OF_OPT = 0
 EXP_PDU_TAG_DISSECTOR_NAME = 12
-DISSECTOR_NAME = "vhost_user"
 
 
 def _pad4(n: int) -> int:
@@ -82,7 +82,7 @@ def _exported_pdu_prefix(name: str) -> bytes:
 
 
 #: The 20 bytes that start every packet of a vuinspect capture.
-EXPORTED_PDU_PREFIX = _exported_pdu_prefix(DISSECTOR_NAME)
+EXPORTED_PDU_PREFIX = _exported_pdu_prefix(WIRESHARK_NAME)
 PREFIX_LEN = len(EXPORTED_PDU_PREFIX)
 
 #: A block longer than this is taken as a corrupt length, not buffered.
@@ -313,11 +313,11 @@ def payload_start(buf: Buffer, start: int, end: int) -> int | str:
         tag, size = _TLV.unpack_from(buf, pos)
         pos += 4
         if tag == EXP_PDU_TAG_END_OF_OPT:
-            if name == DISSECTOR_NAME.encode():
+            if name == WIRESHARK_NAME.encode():
                 return pos
             if name is None:
                 return "exported-PDU packet names no dissector"
-            return f"exported-PDU packet for dissector {name.decode('ascii', 'replace')!r}, not vhost_user"
+            return f"exported-PDU packet for dissector {name.decode('ascii', 'replace')!r}, not {WIRESHARK_NAME}"
         if tag == EXP_PDU_TAG_DISSECTOR_NAME:
             name = bytes(buf[pos : pos + size]).rstrip(b"\0")
         pos += size

@@ -28,6 +28,9 @@ ReplyMode = Literal["never", "always", "ack", "flag", "log_shmfd"]
 * ``never``     – no reply is defined (GPU_SET_SOCKET without REPLY_ACK, ...).
 """
 
+#: The protocol's name in Wireshark: the dissector our captures name (exported PDU) and the
+#: prefix of its fields (vhost_user.<name>, the filter's names).
+WIRESHARK_NAME = "vhost_user"
 HEADER_SIZE = 12
 VERSION = 0x1
 FLAG_VERSION_MASK = 0x3

@@ -26,10 +26,10 @@ from vuinspect.protocol.features import (
     PROTOCOL_FEATURES,
     TRANSPORT_FEATURES,
 )
-from vuinspect.protocol.layouts import Array, Field, Layout, Tail
+from vuinspect.protocol.layouts import VRING_BASE_KEYS, Array, Field, Layout, Tail
 from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
-
-PROTO = "vhost_user"
+from vuinspect.protocol.requests import WIRESHARK_NAME as PROTO
+from vuinspect.verdict import FIRING_NOTE_KEYS
 
 _INT_CTORS = {"B": "uint8", "H": "uint16", "I": "uint32", "Q": "uint64", "i": "int32", "q": "int64"}
 _HEX_DISPLAYS = {"hex", "size", "virtio_features", "protocol_features", "status"}
@@ -269,19 +269,22 @@ def _fixed(reg: Registry) -> None:
         reg.add(LuaField(f"rule_{key}", f"{P}.rule.{key}", label, ctor, role="rule", key=key))
 
 
-#: Keys of a rule or addon note (docs/capture-format.md, docs/rules.md) shown as
-#: vhost_user.rule.KEY: (key, ProtoField constructor, label); hex strings are bytes.
-RULE_KEYS = (
-    ("action", "string", "Action"),
-    ("addon", "string", "Addon"),
-    ("hook", "string", "Hook"),
-    ("direction", "string", "Direction of the message"),
-    ("original", "bytes", "Original message"),
-    ("new", "bytes", "Message sent on"),
-    ("answer", "bytes", "Answer sent by the proxy"),
-    ("delay_s", "double", "Delay (s)"),
-    ("error", "string", "Error"),
-    ("fired", "bool", "Acted"),
+#: A rule or addon note's keys (verdict.FIRING_NOTE_KEYS, the one shape of such a note)
+#: shown as fields under ``rule``: (key, ProtoField constructor, label); hex becomes bytes.
+_NOTE_CTORS = {"str": "string", "hex": "bytes", "float": "double", "bool": "bool", "int": "uint32"}
+_NOTE_LABELS = {
+    "direction": "Direction of the message",
+    "original": "Original message",
+    "new": "Message sent on",
+    "answer": "Answer sent by the proxy",
+    "delay_s": "Delay (s)",
+    "fired": "Acted",
+    "hold": "Intercept hold",
+}
+RULE_KEYS = tuple(
+    (key, _NOTE_CTORS[typ], _NOTE_LABELS.get(key) or label_of(key))
+    for key, typ in FIRING_NOTE_KEYS.items()
+    if key != "rule"
 )
 
 
@@ -363,9 +366,6 @@ def tail_field(reg: Registry, t: Tail) -> str:
         LuaField(f"p_{t.name}", abbrev, label_of(t.name), "bytes", role="payload", key=t.name),
         ("bytes", abbrev),
     )
-
-
-VRING_BASE_KEYS = ("avail_idx", "avail_wrap", "used_idx", "used_wrap")
 
 
 def _bits(reg: Registry) -> None:

@@ -33,9 +33,10 @@ from vuinspect.protocol.requests import (
     MAX_PAYLOAD,
     REPLY_FLAGS,
     VERSION,
+    WIRESHARK_NAME,
     RequestSpec,
 )
-from vuinspect.session import TRUNCATED_FD
+from vuinspect.rule_ops import TRUNCATED_FD
 
 from .fields import (
     EVENT_KEYS,
@@ -126,15 +127,15 @@ def _header() -> str:
 -- vuinspect/capture/pseudohdr.py; regenerate with `vuinspect gen-lua`.
 --
 -- Captures written by vuinspect use link type 252 (exported PDU) naming the dissector
--- "vhost_user", so this file only has to be loaded: drop it in the personal Lua plugin
+-- "{WIRESHARK_NAME}", so this file only has to be loaded: drop it in the personal Lua plugin
 -- folder (`vuinspect install-dissector`) or run `wireshark -X lua_script:vhost_user.lua`.
 -- Runs on Wireshark 4.0 (Lua 5.2) through 4.4+ (Lua 5.4): no native bit operators, no bit32.
 
 local GENERATED = {{ vuinspect = {lua_str(__version__)}, generator = {GENERATOR_VERSION} }}
 -- A second copy (installed plugin plus -X lua_script:) must not fail: the first one wins.
-local registered, vu = pcall(Proto, "vhost_user", "vhost-user")
+local registered, vu = pcall(Proto, {lua_str(WIRESHARK_NAME)}, "vhost-user")
 if not registered then
-  io.stderr:write("vhost_user.lua: a vhost_user dissector is already loaded; this copy is skipped\\n")
+  io.stderr:write("{FILE_NAME}: a {WIRESHARK_NAME} dissector is already loaded; this copy is skipped\\n")
   return
 end
 """
@@ -408,23 +409,6 @@ def runtime() -> str:
     return "\n".join(pkg.joinpath(name).read_text(encoding="utf-8") for name in RUNTIME_FILES)
 
 
-def guess_masks() -> list[tuple[str, int]]:
-    """features.guess_device as data: per device (in its order of checks) the bits that decide.
-
-    guess_device tests one mask per device in turn, so probing it bit by bit recovers the
-    masks; the assert keeps that assumption honest.
-    """
-    masks: dict[str, int] = {}
-    for bit in range(32):
-        device = FT.guess_device(1 << bit)
-        if device:
-            masks[device] = masks.get(device, 0) | 1 << bit
-    for bit in range(32):
-        want = FT.guess_device(1 << bit | sum(masks.values()))
-        assert want == next(iter(masks), None), "guess_device is no longer an ordered mask test"
-    return list(masks.items())
-
-
 def _unknown_from() -> int:
     """Known flag bits are the low ones: any flags value at or above this has an unknown bit."""
     assert FLAGS_KNOWN & (FLAGS_KNOWN + 1) == 0, "known flags are no longer the low bits"
@@ -465,7 +449,7 @@ local C = {{
   DATAPLANE = {_dataplane_lua(reg)},
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
   SEVERITIES = {{ {", ".join(lua_str(s) for s in SEVERITIES)} }},
-  GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in guess_masks())} }},
+  GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in FT.GUESS_MASKS)} }},
   REQUESTER = {{ main = {ph.DIRECTION_CODES["f2b"]}, backend = {ph.DIRECTION_CODES["b2f"]} }},
   BIT = {{ REPLY_ACK = {FT.PROTOCOL_BY_NAME["REPLY_ACK"].bit}, LOG_SHMFD = {FT.PROTOCOL_BY_NAME["LOG_SHMFD"].bit},
           BACKEND_SEND_FD = {FT.PROTOCOL_BY_NAME["BACKEND_SEND_FD"].bit}, XEN_MMAP = {FT.PROTOCOL_BY_NAME["XEN_MMAP"].bit},

@@ -223,6 +223,7 @@ end
 
 -- A rule or addon note (docs/capture-format.md §4, docs/rules.md): vhost_user.rule and
 -- vhost_user.rule.KEY under it, with an expert saying the proxy changed the traffic.
+local U32 = 4294967296
 local RULE_LABELS = { original = "Message before the rule", new = "Message sent on (after the rule)",
                       answer = "Answer of the proxy" }
 local function show_rule(top, r, info)
@@ -242,6 +243,8 @@ local function show_rule(top, r, info)
       end
     elseif ctor == "double" then
       if type(v) == "number" then t:add(F["rule_" .. k], r, v) end
+    elseif ctor == "uint32" then
+      if type(v) == "number" and v >= 0 and v < U32 and v % 1 == 0 then t:add(F["rule_" .. k], r, v) end
     elseif ctor == "bool" then
       t:add(F["rule_" .. k], r, v ~= false)
     elseif v ~= nil and type(v) ~= "table" then
@@ -256,7 +259,6 @@ end
 -- vuinspect/fields.py).  Only values of the field's type and range are shown (the file can
 -- hold anything); ns times are read as digits (doubles lose them) and shown only when the
 -- digits are the decoded number.
-local U32 = 4294967296
 local function show_dataplane(top, r, info, text, keys)
   for i_ = 1, #keys do local e = keys[i_]
     local k, f, ctor = e[1], F[e[2]], e[3]
