@@ -996,9 +996,10 @@ RULES.backend[10] = { req = { { op = "const", field = "backend_channel", value =
 local EFFECT_OPS = { "set", "const", "fd", "with_fd", "guess_device", "regions_set", "region_add", "region_remove", "rings_stopped", "ring_restart", "vring", "vring_set", "vring_const", "vring_fd", "vrings_all" }
 local EFFECT_CHECKS = { "vring_started", "vring_range", "max_regions", "offered", "slots" }
 
--- constants (requests.py, features.py, capture/pseudohdr.py)
+-- constants (requests.py, features.py, capture/pseudohdr.py, dataplane/track.py)
 local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
+  MAX_RINGS = 1024,
   FLAG_REPLY = 4, FLAG_NEED_REPLY = 8, REPLY_FLAGS = 5,
   FLAGS_UNKNOWN = 0xFFFFFFF0, FLAGS_UNKNOWN_FROM = 16,
   PH_MAGIC = "VU", PH_VERSION = 1, PH_FIXED = 14,
@@ -2526,7 +2527,10 @@ do
     for i_ = 1, #s.regions do local k = s.regions[i_]; if k ~= key then keep[#keep + 1] = k end end
     s.regions = keep
   end
-  local function op_start(s, e, out, idx) s.started[idx] = e.value or nil end
+  -- no state for a vring past C.MAX_RINGS (a peer's u32): vring_range reports it
+  local function op_start(s, e, out, idx)
+    if idx < C.MAX_RINGS then s.started[idx] = e.value or nil end
+  end
   local function op_stop_all(s) s.started = {} end
 
   -- op -> function(effect) giving its handler, or false: not state the dissector keeps
@@ -2576,8 +2580,12 @@ do
   local function vring_range(s, rec, out, probs)
     local index, n = out.index, s.queue_num
     -- GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
-    if n ~= nil and n ~= 0 and type(index) == "number" and index >= 2 * n then
+    if type(index) ~= "number" then return end
+    if n ~= nil and n ~= 0 and index >= 2 * n then
       problem(probs, "vring_out_of_range", fmt("vring %s, back-end announced %s queues", dec(index), dec(n)))
+    elseif index >= C.MAX_RINGS then
+      problem(probs, "vring_out_of_range",
+              fmt("vring %s, past the %d vrings vuinspect follows", dec(index), C.MAX_RINGS))
     end
   end
   local function max_regions(s, rec, out, probs, limit)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .dataplane.track import MAX_RINGS
 from .message import Message
 from .protocol import features as F
 from .protocol.effects import Effect
@@ -281,14 +282,16 @@ def _check_vring_started(s: Session, msg: Message, _: Any) -> None:
 
 def _check_vring_range(s: Session, msg: Message, _: Any) -> None:
     index = msg.payload.get("index")
-    if s.queue_num and isinstance(index, int) and index >= 2 * s.queue_num:
+    if not isinstance(index, int):
+        return
+    if s.queue_num and index >= 2 * s.queue_num:
         # GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
-        msg.problems.append(
-            problem(
-                "vring_out_of_range",
-                f"vring {index}, back-end announced {s.queue_num} queues",
-            )
-        )
+        text = f"vring {index}, back-end announced {s.queue_num} queues"
+    elif index >= MAX_RINGS:  # Session.vring keeps no state for it: say so
+        text = f"vring {index}, past the {MAX_RINGS} vrings vuinspect follows"
+    else:
+        return
+    msg.problems.append(problem("vring_out_of_range", text))
 
 
 def _check_max_regions(s: Session, msg: Message, limit: int) -> None:

@@ -105,6 +105,36 @@ def test_real_captures_agree(capture):
     assert not errors, "\n".join(errors[:30])
 
 
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_vring_index_past_the_cap_agrees_with_python(order, tmp_path):
+    """Past dataplane MAX_RINGS an index is out of range and keeps no state, on both sides."""
+    path = W.write_capture(
+        tmp_path / "cap.pcapng", S.vring_cap_frames(order=order), big_endian=order == ">"
+    )
+    py = W.python_views(path)
+    lua = W.dissect(path)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    out = [
+        (m["name"], m["payload"].get("index"), m["reply"])
+        for m in py
+        if "vring_out_of_range" in {p["code"] for p in m["problems"]}
+    ]
+    big = [1024, 0xFFFFFFFF]
+    assert out == [
+        *(x for i in big for x in (("VRING_KICK", i, False), ("GET_VRING_BASE", i, False))),
+        ("SET_VRING_NUM", 2, False),
+        ("SET_VRING_NUM", 1029, False),
+    ]
+    not_started = [
+        m["payload"]["index"]
+        for m in py
+        if "vring_not_started" in {p["code"] for p in m["problems"]}
+    ]
+    assert not_started == big  # the kick past the cap started nothing
+
+
 # -- problem codes as expert info -----------------------------------------------------------
 
 

@@ -324,6 +324,37 @@ def problem_frames() -> dict[str, list[Frame]]:
     }
 
 
+def vring_cap_frames(conn: int = 9, order: str = "<") -> list[Frame]:
+    """Vring indices past dataplane MAX_RINGS: reported, and no state kept for them.
+
+    A VRING_KICK (u32 index) past the cap, then GET_VRING_BASE of it: the ring was never
+    started for either side (nothing was kept).  Then indices past the announced queue
+    count, below and past the cap.
+    """
+    from vuinspect.dataplane.track import MAX_RINGS
+
+    clock = Clock()
+    byteorder = "big" if order == ">" else "little"
+    frames = [event_frame("open", clock(), conn, {"label": "cap.sock", "byteorder": byteorder})]
+
+    def f(direction: str, request: int, values: dict[str, Any] | None = None, **kw: Any) -> None:
+        data = build("main", request, values, order=order, **kw)
+        frames.append(Frame(clock(), conn, "main", direction, data))
+
+    f("f2b", 1)
+    f("b2f", 1, {"features": 1 << 30}, reply=True)
+    for index in (MAX_RINGS - 1, MAX_RINGS, 0xFFFFFFFF):
+        f("f2b", 35, {"index": index, "num": 0})  # VRING_KICK
+        f("f2b", 11, {"index": index, "num": 0})  # GET_VRING_BASE
+        f("b2f", 11, {"index": index, "num": 3}, reply=True)
+    f("f2b", 17)
+    f("b2f", 17, {"num_queues": 1}, reply=True)
+    for index in (1, 2, MAX_RINGS + 5):
+        f("f2b", 8, {"index": index, "num": 256})  # SET_VRING_NUM
+    frames.append(event_frame("close", clock(), conn, {"reason": "gone"}))
+    return frames
+
+
 def dataplane_frames(conn: int = 7) -> list[Frame]:
     """A blk connection with ring and notify frames of every shape the proxy writes.
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vuinspect import __version__
 from vuinspect.capture import pseudohdr
+from vuinspect.dataplane.track import MAX_RINGS
 from vuinspect.protocol import effects as EF
 from vuinspect.protocol import features as FT
 from vuinspect.protocol.layouts import Array, Field, Layout
@@ -433,9 +434,10 @@ def _constants(reg: Registry) -> str:
     ph = pseudohdr
     names = lambda seq: "{ " + ", ".join(f"[{i}] = {lua_str(n)}" for i, n in enumerate(seq)) + " }"  # noqa: E731
     return f"""\
--- constants (requests.py, features.py, capture/pseudohdr.py)
+-- constants (requests.py, features.py, capture/pseudohdr.py, dataplane/track.py)
 local C = {{
   HEADER_SIZE = {HEADER_SIZE}, MAX_PAYLOAD = {MAX_PAYLOAD}, VERSION = {VERSION}, MAX_FDS = {MAX_FDS},
+  MAX_RINGS = {MAX_RINGS},
   FLAG_REPLY = {FLAG_REPLY}, FLAG_NEED_REPLY = {FLAG_NEED_REPLY}, REPLY_FLAGS = {REPLY_FLAGS},
   FLAGS_UNKNOWN = {lua_int(0xFFFFFFFF & ~FLAGS_KNOWN)}, FLAGS_UNKNOWN_FROM = {_unknown_from()},
   PH_MAGIC = {lua_str(ph.MAGIC.decode())}, PH_VERSION = {ph.VERSION}, PH_FIXED = {ph.FIXED_LEN},

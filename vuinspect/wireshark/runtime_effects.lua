@@ -39,7 +39,10 @@ do
     for i_ = 1, #s.regions do local k = s.regions[i_]; if k ~= key then keep[#keep + 1] = k end end
     s.regions = keep
   end
-  local function op_start(s, e, out, idx) s.started[idx] = e.value or nil end
+  -- no state for a vring past C.MAX_RINGS (a peer's u32): vring_range reports it
+  local function op_start(s, e, out, idx)
+    if idx < C.MAX_RINGS then s.started[idx] = e.value or nil end
+  end
   local function op_stop_all(s) s.started = {} end
 
   -- op -> function(effect) giving its handler, or false: not state the dissector keeps
@@ -89,8 +92,12 @@ do
   local function vring_range(s, rec, out, probs)
     local index, n = out.index, s.queue_num
     -- GET_QUEUE_NUM counts queues or queue pairs depending on the back-end: allow both
-    if n ~= nil and n ~= 0 and type(index) == "number" and index >= 2 * n then
+    if type(index) ~= "number" then return end
+    if n ~= nil and n ~= 0 and index >= 2 * n then
       problem(probs, "vring_out_of_range", fmt("vring %s, back-end announced %s queues", dec(index), dec(n)))
+    elseif index >= C.MAX_RINGS then
+      problem(probs, "vring_out_of_range",
+              fmt("vring %s, past the %d vrings vuinspect follows", dec(index), C.MAX_RINGS))
     end
   end
   local function max_regions(s, rec, out, probs, limit)
