@@ -258,11 +258,9 @@ def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
         def of_request(s: Session, msg: Message, request: Message | None) -> None:
             assert request is not None  # a reply's vring effects are all ("request",)
             index = request.payload.get("index", msg.payload.get("index", -1))
-            ring = s.vrings.get(index)
-            if ring is None:
-                ring = s.vring(index)
-                if ring is None:  # past the cap: kept nowhere
-                    return
+            ring = s.vring(index)
+            if ring is None:  # past the cap: kept nowhere
+                return
             for op in run:
                 op(s, ring, msg)
 
@@ -274,11 +272,9 @@ def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
             p = msg.payload
             if "index" in p:
                 index = p["index"]
-                ring = s.vrings.get(index)
-                if ring is None:
-                    ring = s.vring(index)
-                    if ring is None:  # past the cap: kept nowhere
-                        return
+                ring = s.vring(index)
+                if ring is None:  # past the cap: kept nowhere
+                    return
                 only(s, ring, msg)
 
         return of_payload_one
@@ -287,11 +283,9 @@ def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
         p = msg.payload
         if "index" in p:
             index = p["index"]
-            ring = s.vrings.get(index)
-            if ring is None:
-                ring = s.vring(index)
-                if ring is None:  # past the cap: kept nowhere
-                    return
+            ring = s.vring(index)
+            if ring is None:  # past the cap: kept nowhere
+                return
             for op in run:
                 op(s, ring, msg)
 
