@@ -49,7 +49,8 @@ def("ph_fd", ProtoField.string("vhost_user.pseudo.fd", "fd description"))
 def("fds", ProtoField.string("vhost_user.fds", "fd"))
 def("fd", ProtoField.string("vhost_user.fd", "fd (old name of vhost_user.fds)"))
 def("request", ProtoField.uint32("vhost_user.request", "Request", base.DEC, VS.main_names))
-def("backend_request", ProtoField.uint32("vhost_user.backend_request", "Back-end request", base.DEC, VS.backend_names))
+def("request_backend", ProtoField.uint32("vhost_user.request", "Request", base.DEC, VS.backend_names))
+def("backend_request", ProtoField.uint32("vhost_user.backend_request", "Back-end request (old name of vhost_user.request)", base.DEC, VS.backend_names))
 def("name", ProtoField.string("vhost_user.name", "Name"))
 def("size", ProtoField.uint32("vhost_user.size", "Payload size", base.DEC))
 def("reply", ProtoField.bool("vhost_user.reply", "Reply (by direction)", base.NONE))
@@ -73,27 +74,6 @@ def("latency_us", ProtoField.double("vhost_user.latency_us", "Latency (\194\181s
 def("response_in", ProtoField.framenum("vhost_user.response_in", "Reply in (old name)", base.NONE, frametype.RESPONSE))
 def("response_to", ProtoField.framenum("vhost_user.response_to", "Reply to (old name)", base.NONE, frametype.REQUEST))
 def("response_time", ProtoField.relative_time("vhost_user.response_time", "Latency (old name)"))
-def("ev_label", ProtoField.string("vhost_user.event.label", "Label"))
-def("ev_listen", ProtoField.string("vhost_user.event.listen", "Listen"))
-def("ev_connect", ProtoField.string("vhost_user.event.connect", "Connect"))
-def("ev_orientation", ProtoField.string("vhost_user.event.orientation", "Orientation"))
-def("ev_device", ProtoField.string("vhost_user.event.device", "Device"))
-def("ev_byteorder", ProtoField.string("vhost_user.event.byteorder", "Byteorder"))
-def("ev_reason", ProtoField.string("vhost_user.event.reason", "Reason"))
-def("ev_by", ProtoField.string("vhost_user.event.by", "By"))
-def("ev_text", ProtoField.string("vhost_user.event.text", "Text"))
-def("rule", ProtoField.string("vhost_user.rule", "Rule", nil, "A proxy rule (or addon) acted on the next message"))
-def("rule_addon", ProtoField.string("vhost_user.rule.addon", "Addon"))
-def("rule_hook", ProtoField.string("vhost_user.rule.hook", "Hook"))
-def("rule_action", ProtoField.string("vhost_user.rule.action", "Action"))
-def("rule_direction", ProtoField.string("vhost_user.rule.direction", "Direction of the message"))
-def("rule_original", ProtoField.bytes("vhost_user.rule.original", "Original message"))
-def("rule_new", ProtoField.bytes("vhost_user.rule.new", "Message sent on"))
-def("rule_fired", ProtoField.bool("vhost_user.rule.fired", "Acted", base.NONE))
-def("rule_answer", ProtoField.bytes("vhost_user.rule.answer", "Answer sent by the proxy"))
-def("rule_delay_s", ProtoField.double("vhost_user.rule.delay_s", "Delay (s)"))
-def("rule_error", ProtoField.string("vhost_user.rule.error", "Error"))
-def("rule_hold", ProtoField.uint32("vhost_user.rule.hold", "Intercept hold", base.DEC))
 def("p_avail_idx", ProtoField.uint32("vhost_user.payload.avail_idx", "Avail idx", base.DEC))
 def("p_avail_wrap", ProtoField.uint32("vhost_user.payload.avail_wrap", "Avail wrap", base.DEC))
 def("p_used_idx", ProtoField.uint32("vhost_user.payload.used_idx", "Used idx", base.DEC))
@@ -414,6 +394,48 @@ def("p_signal", ProtoField.string("vhost_user.payload.signal", "Signal", nil, "k
 def("p_count", ProtoField.uint32("vhost_user.payload.count", "Count", base.DEC, nil, nil, "signals in the window"))
 def("p_first_ns", ProtoField.uint64("vhost_user.payload.first_ns", "First ns", base.DEC, nil, nil, "first signal of the window (ns since the epoch)"))
 def("p_last_ns", ProtoField.uint64("vhost_user.payload.last_ns", "Last ns", base.DEC, nil, nil, "last signal of the window"))
+def("ev_label", ProtoField.string("vhost_user.payload.label", "Label"))
+def("ev_old_label", ProtoField.string("vhost_user.event.label", "Label (old name of vhost_user.payload.label)"))
+def("ev_listen", ProtoField.string("vhost_user.payload.listen", "Listen"))
+def("ev_old_listen", ProtoField.string("vhost_user.event.listen", "Listen (old name of vhost_user.payload.listen)"))
+def("ev_connect", ProtoField.string("vhost_user.payload.connect", "Connect"))
+def("ev_old_connect", ProtoField.string("vhost_user.event.connect", "Connect (old name of vhost_user.payload.connect)"))
+def("ev_orientation", ProtoField.string("vhost_user.payload.orientation", "Orientation"))
+def("ev_old_orientation", ProtoField.string("vhost_user.event.orientation", "Orientation (old name of vhost_user.payload.orientation)"))
+def("ev_device", ProtoField.string("vhost_user.payload.device", "Device"))
+def("ev_old_device", ProtoField.string("vhost_user.event.device", "Device (old name of vhost_user.payload.device)"))
+def("ev_byteorder", ProtoField.string("vhost_user.payload.byteorder", "Byteorder"))
+def("ev_old_byteorder", ProtoField.string("vhost_user.event.byteorder", "Byteorder (old name of vhost_user.payload.byteorder)"))
+def("ev_reason", ProtoField.string("vhost_user.payload.reason", "Reason"))
+def("ev_old_reason", ProtoField.string("vhost_user.event.reason", "Reason (old name of vhost_user.payload.reason)"))
+def("ev_by", ProtoField.string("vhost_user.payload.by", "By"))
+def("ev_old_by", ProtoField.string("vhost_user.event.by", "By (old name of vhost_user.payload.by)"))
+def("ev_text", ProtoField.string("vhost_user.payload.text", "Text"))
+def("ev_old_text", ProtoField.string("vhost_user.event.text", "Text (old name of vhost_user.payload.text)"))
+def("note_rule", ProtoField.string("vhost_user.payload.rule", "Rule", nil, "A proxy rule (or addon) acted on the next message"))
+def("note_addon", ProtoField.string("vhost_user.payload.addon", "Addon", nil, "A proxy rule (or addon) acted on the next message"))
+def("note_hook", ProtoField.string("vhost_user.payload.hook", "Hook"))
+def("note_action", ProtoField.string("vhost_user.payload.action", "Action"))
+def("note_direction", ProtoField.string("vhost_user.payload.direction", "Direction of the message"))
+def("note_original", ProtoField.bytes("vhost_user.payload.original", "Original message"))
+def("note_new", ProtoField.bytes("vhost_user.payload.new", "Message sent on"))
+def("note_fired", ProtoField.bool("vhost_user.payload.fired", "Acted", base.NONE))
+def("note_answer", ProtoField.bytes("vhost_user.payload.answer", "Answer sent by the proxy"))
+def("note_delay_s", ProtoField.double("vhost_user.payload.delay_s", "Delay (s)"))
+def("note_error", ProtoField.string("vhost_user.payload.error", "Error"))
+def("note_hold", ProtoField.uint32("vhost_user.payload.hold", "Intercept hold", base.DEC))
+def("rule", ProtoField.string("vhost_user.rule", "Rule (old name of vhost_user.payload.rule)"))
+def("rule_addon", ProtoField.string("vhost_user.rule.addon", "Addon (old name of vhost_user.payload.addon)"))
+def("rule_hook", ProtoField.string("vhost_user.rule.hook", "Hook (old name of vhost_user.payload.hook)"))
+def("rule_action", ProtoField.string("vhost_user.rule.action", "Action (old name of vhost_user.payload.action)"))
+def("rule_direction", ProtoField.string("vhost_user.rule.direction", "Direction of the message (old name of vhost_user.payload.direction)"))
+def("rule_original", ProtoField.bytes("vhost_user.rule.original", "Original message (old name of vhost_user.payload.original)"))
+def("rule_new", ProtoField.bytes("vhost_user.rule.new", "Message sent on (old name of vhost_user.payload.new)"))
+def("rule_fired", ProtoField.bool("vhost_user.rule.fired", "Acted (old name of vhost_user.payload.fired)", base.NONE))
+def("rule_answer", ProtoField.bytes("vhost_user.rule.answer", "Answer sent by the proxy (old name of vhost_user.payload.answer)"))
+def("rule_delay_s", ProtoField.double("vhost_user.rule.delay_s", "Delay (s) (old name of vhost_user.payload.delay_s)"))
+def("rule_error", ProtoField.string("vhost_user.rule.error", "Error (old name of vhost_user.payload.error)"))
+def("rule_hold", ProtoField.uint32("vhost_user.rule.hold", "Intercept hold (old name of vhost_user.payload.hold)", base.DEC))
 vu.fields = FL
 
 -- expert info: one per problem code of the Python decoder
@@ -1009,7 +1031,7 @@ local C = {
   CHANNEL_NAMES = { [0] = "main", [1] = "backend" },
   DIRECTION_NAMES = { [0] = "f2b", [1] = "b2f" },
   EVENT_KEYS = { "label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text" },
-  RULE_KEYS = { { "addon", "string" }, { "hook", "string" }, { "action", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "fired", "bool" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "hold", "uint32" } },
+  RULE_KEYS = { { "rule", "string" }, { "addon", "string" }, { "hook", "string" }, { "action", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "fired", "bool" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "hold", "uint32" } },
   DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "call_fd", "p_call_fd", "string" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
   TRUNCATED_FD = "truncated",
   SEVERITIES = { "error", "warning", "note" },
@@ -2383,7 +2405,12 @@ local function dissect_message(mt, base, len, rec, first, t)
   if t then
     local add, gen, range = ti_add, ti_gen, tvb_range
     local rr = range(mt, base, 4)
-    add(t, channel == "main" and F.request or F.backend_request, rr, req)
+    if channel == "main" then
+      add(t, F.request, rr, req)
+    else  -- the same vhost_user.request with the back-end's names; the old name hidden
+      add(t, F.request_backend, rr, req)
+      ti_hide(add(t, F.backend_request, rr, req))
+    end
     gen(add(t, F.name, rr, name))
     local fr = range(mt, base + 4, 4)
     local fl = add(t, F.flags, fr, flags)
@@ -2944,34 +2971,50 @@ local function event_summary(kind, info)
   return "note"
 end
 
--- A rule or addon note (docs/capture-format.md §4, docs/rules.md): vhost_user.rule and
--- vhost_user.rule.KEY under it, with an expert saying the proxy changed the traffic.
+-- A rule or addon note (docs/capture-format.md §4, docs/rules.md): its keys as
+-- vhost_user.payload.KEY (C.RULE_KEYS, verdict.FIRING_NOTE_KEYS) under the one who acted
+-- (payload.rule, else payload.addon), with an expert saying the proxy changed the traffic.
+-- The old names (vhost_user.rule, vhost_user.rule.KEY) are hidden aliases.
 local U32 = 4294967296
 local RULE_LABELS = { original = "Message before the rule", new = "Message sent on (after the rule)",
                       answer = "Answer of the proxy" }
+local function note_item(t, k, head, rng, v)
+  local f, old = F["note_" .. k], F["rule_" .. k]
+  local item
+  if k ~= head then
+    if v == nil then item = t:add(f, rng) else item = t:add(f, rng, v) end
+  end
+  if old then
+    if v == nil then t:add(old, rng):set_hidden() else t:add(old, rng, v):set_hidden() end
+  end
+  return item
+end
 local function show_rule(top, r, info)
   local rule, addon = info.rule, info.addon
-  if type(rule) ~= "string" and type(addon) ~= "string" then return end
-  local t = top:add(F.rule, r, esc(type(rule) == "string" and rule or ("addon " .. addon)))
+  local head = (type(rule) == "string" and "rule") or (type(addon) == "string" and "addon") or nil
+  if head == nil then return end
+  local t = top:add(F["note_" .. head], r, esc(info[head]))
+  top:add(F.rule, r, esc(head == "rule" and rule or ("addon " .. addon))):set_hidden()
   for i_ = 1, #C.RULE_KEYS do local kc = C.RULE_KEYS[i_]
     local k, ctor = kc[1], kc[2]
     local v = info[k]
     if ctor == "bytes" then  -- hex from the file, shown only when it is hex, as its own data
       if type(v) == "string" and #v % 2 == 0 and not v:find("[^0-9a-fA-F]") then
         if #v == 0 then
-          t:add(F["rule_" .. k], r:range(0, 0)):set_text(RULE_LABELS[k] .. ": none")
+          local item = note_item(t, k, head, r:range(0, 0))
+          if item then item:set_text(RULE_LABELS[k] .. ": none") end
         else
-          t:add(F["rule_" .. k], ByteArray.new(v):tvb(RULE_LABELS[k]):range())
+          note_item(t, k, head, ByteArray.new(v):tvb(RULE_LABELS[k]):range())
         end
       end
     elseif ctor == "double" then
-      if type(v) == "number" then t:add(F["rule_" .. k], r, v) end
+      if type(v) == "number" then note_item(t, k, head, r, v) end
     elseif ctor == "uint32" then
-      if type(v) == "number" and v >= 0 and v < U32 and v % 1 == 0 then t:add(F["rule_" .. k], r, v) end
+      if type(v) == "number" and v >= 0 and v < U32 and v % 1 == 0 then note_item(t, k, head, r, v) end
     elseif ctor == "bool" then
-      t:add(F["rule_" .. k], r, v ~= false)
+      note_item(t, k, head, r, v ~= false)
     elseif v ~= nil and type(v) ~= "table" then
-      t:add(F["rule_" .. k], r, esc(tostring(v)))
+      note_item(t, k, head, r, esc(tostring(v)))
     end
   end
   local text = esc(tostring(info.text or ""))
@@ -3045,7 +3088,11 @@ local function dissect_event(tvb, raw, ph, num, first, top)
     top:add(F.event_json, r, esc(text))
     for i_ = 1, #C.EVENT_KEYS do local k = C.EVENT_KEYS[i_]
       local v = info[k]
-      if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
+      if v ~= nil and type(v) ~= "table" then
+        local text_ = esc(tostring(v))
+        top:add(F["ev_" .. k], r, text_)
+        top:add(F["ev_old_" .. k], r, text_):set_hidden()  -- vhost_user.event.KEY, the old name
+      end
     end
     show_closed(top, r, num)
     if ph.kind == C.KIND.note then show_rule(top, r, info) end

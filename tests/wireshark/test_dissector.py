@@ -233,16 +233,16 @@ def test_feature_bit_filter(sample_captures):
     )
 
 
-def test_request_filter_selects_main_channel_only(sample_captures):
+def test_request_filter_is_the_python_request_on_both_channels(sample_captures):
+    """vhost_user.request is Python's request (header id) on either channel, as `read
+    'request == 5'` selects; the old vhost_user.backend_request stays for the back-end's."""
     path = sample_captures["every_le"]
-    want = {
-        m["frame"] for m in W.python_views(path) if m["channel"] == "main" and m["request"] == 5
-    }
-    assert want and _frames_matching(path, "vhost_user.request == 5") == want
-    back = {
-        m["frame"] for m in W.python_views(path) if m["channel"] == "backend" and m["request"] == 5
-    }
-    assert back and _frames_matching(path, "vhost_user.backend_request == 5") == back
+    py = W.python_views(path)
+    want = {m["frame"] for m in py if m["kind"] == "message" and m["request"] == 5}
+    back = {m["frame"] for m in py if m["channel"] == "backend" and m["request"] == 5}
+    assert back and want - back
+    assert _frames_matching(path, "vhost_user.request == 5") == want
+    assert _frames_matching(path, "vhost_user.backend_request == 5") == back
 
 
 def test_stats_tap_counts_like_the_python_sessions(sample_captures):
@@ -339,8 +339,9 @@ def test_pyshark_reads_our_fields(sample_captures, tmp_path, monkeypatch):
             layer = pkt["vhost_user"]
             if m["kind"] != "message":
                 continue
-            field = "request" if m["channel"] == "main" else "backend_request"
-            assert int(getattr(layer, field)) == m["request"]  # not .int_value (raw LE hex)
+            assert int(layer.request) == m["request"]  # not .int_value (raw LE hex)
+            if m["channel"] == "backend":  # the old name, a hidden alias
+                assert int(layer.backend_request) == m["request"]
             assert layer.name == m["name"]
             assert int(layer.size) == m["size"]
             checked += 1
@@ -448,8 +449,9 @@ def test_control_characters_from_a_capture_are_escaped(capdir):
         x
         for f in (
             "_ws.col.Info",
-            "vhost_user.event.label",
-            "vhost_user.event.text",
+            "vhost_user.payload.label",
+            "vhost_user.payload.text",
+            "vhost_user.event.label",  # the old name
             "vhost_user.event.json",
             "vhost_user.fds",
             "vhost_user.pseudo.fd",
@@ -887,14 +889,21 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
     )
     path = W.write_capture(tmp_path / "rules.pcapng", frames)
     proc = W.tshark(
-        "-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "pdml", "-Y", "vhost_user.rule"
+        "-r",
+        str(path),
+        "-X",
+        f"lua_script:{W.LUA}",
+        "-T",
+        "pdml",
+        "-Y",
+        "vhost_user.payload.rule || vhost_user.payload.addon",
     )
     assert "Lua" not in proc.stderr, proc.stderr[-2000:]
     shown = []
     for pkt in ET.fromstring(proc.stdout).iter("packet"):
         f = {}
         for el in pkt.iter("field"):
-            if el.get("name", "").startswith("vhost_user.rule"):
+            if el.get("name", "").startswith("vhost_user."):
                 f.setdefault(
                     el.get("name"), el.get("show") if el.get("show") else el.get("showname")
                 )
@@ -902,21 +911,36 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
                 f["severity"] = el.get("showname")
         shown.append(f)
     mask, delay, addon, hold = shown
-    assert mask["vhost_user.rule"].startswith("mask-features VIRTIO_F_VERSION_1")
-    assert mask["vhost_user.rule.action"] == "mask-features"
-    assert mask["vhost_user.rule.direction"] == "b2f"
+    P = "vhost_user.payload."  # a note's keys: payload.<key>, as read and the filter name them
+    assert mask[P + "rule"].startswith("mask-features VIRTIO_F_VERSION_1")
+    assert mask[P + "action"] == "mask-features"
+    assert mask[P + "direction"] == "b2f"
     orig = build("main", 1, {"features": 1 << 32 | 1 << 30}, reply=True)
-    assert mask["vhost_user.rule.original"].replace(":", "") == orig.hex()
-    assert mask["vhost_user.rule.new"].replace(":", "") != orig.hex()
-    assert mask["vhost_user.rule.fired"] == "1" and "vhost_user.rule.injected" in mask
+    assert mask[P + "original"].replace(":", "") == orig.hex()
+    assert mask[P + "new"].replace(":", "") != orig.hex()
+    assert mask[P + "fired"] == "1" and "vhost_user.rule.injected" in mask
     assert mask["severity"] == "Severity level: Note"
-    assert delay["vhost_user.rule.action"] == "delay" and "vhost_user.rule.injected" in delay
+    assert delay[P + "action"] == "delay" and "vhost_user.rule.injected" in delay
     # an addon that could not act: a chat-level expert, escaped text, bad hex not shown
-    assert addon["vhost_user.rule"] == "addon x.py" and addon["vhost_user.rule.fired"] == "0"
-    assert addon["vhost_user.rule.error"] == "boom\\x1b[31m"
+    assert addon[P + "addon"] == "x.py" and addon[P + "hook"] == "message"
+    assert P + "rule" not in addon and addon[P + "fired"] == "0"
+    assert addon[P + "error"] == "boom\\x1b[31m"
     assert "vhost_user.rule.not_fired" in addon and addon["severity"] == "Severity level: Chat"
-    assert "vhost_user.rule.original" not in addon
-    assert hold["vhost_user.rule.hold"] == "7" and hold["vhost_user.rule.action"] == "hold"
+    assert P + "original" not in addon
+    assert hold[P + "hold"] == "7" and hold[P + "action"] == "hold"
+    # the old names stay, hidden, with the same values
+    assert mask["vhost_user.rule"] == mask[P + "rule"] and addon["vhost_user.rule"] == "addon x.py"
+    for note in shown:
+        old = {
+            k.removeprefix("vhost_user.rule."): v
+            for k, v in note.items()
+            if k.startswith("vhost_user.rule.")
+        }
+        old = {k: v for k, v in old.items() if k not in ("injected", "not_fired")}
+        new = {k.removeprefix(P): v for k, v in note.items() if k.startswith(P)}
+        new = {k: v for k, v in new.items() if k not in ("rule", "text")}
+        assert old and old.keys() == new.keys()
+        assert all(old[k] == v for k, v in new.items() if not v.endswith(": none")), note
     # filterable: only the frame of the feature mask
     proc = W.tshark(
         "-r",
@@ -928,6 +952,6 @@ def test_rule_firings_are_shown_with_an_expert_and_rule_fields(tmp_path):
         "-e",
         "frame.number",
         "-Y",
-        'vhost_user.rule.action == "mask-features"',
+        'vhost_user.payload.action == "mask-features" && vhost_user.rule.action == "mask-features"',
     )
     assert proc.stdout.split() == ["3"]  # open, GET_FEATURES, the note, then the masked reply

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vuinspect.capture import CaptureWriter, read_frames
+from vuinspect.fields import EVENT_KEYS
 from vuinspect.frames import Frame
 from vuinspect.pipeline import Pipeline
 from vuinspect.render import to_json
@@ -172,15 +173,20 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
             fields.setdefault(name, el)
     kind = int(fields["vhost_user.kind"].get("show")) if "vhost_user.kind" in fields else None
     view["kind"] = kind
-    if "vhost_user.event.json" in fields:
+    if "vhost_user.event.json" in fields:  # event keys are vhost_user.payload.<key>
         view["event"] = {
+            key: fields[f"vhost_user.payload.{key}"].get("show")
+            for key in EVENT_KEYS
+            if f"vhost_user.payload.{key}" in fields
+        }
+        view["old_event"] = {  # the old names, hidden aliases
             k.removeprefix("vhost_user.event."): el.get("show")
             for k, el in fields.items()
             if k.startswith("vhost_user.event.") and k != "vhost_user.event.json"
         }
     for key, abbrev in (
         ("request", "vhost_user.request"),
-        ("request", "vhost_user.backend_request"),
+        ("old_request", "vhost_user.backend_request"),
         ("flags", "vhost_user.flags"),
         ("size", "vhost_user.size"),
         ("reply_to", "vhost_user.reply_to"),
@@ -199,7 +205,7 @@ def proto_view(proto: ET.Element) -> dict[str, Any]:
             view[key] = fields[abbrev].get("show")
     for key, abbrev in (
         ("reply", "vhost_user.reply"),
-        ("old_reply", "vhost_user.reply"),
+        ("old_reply", "vhost_user.is_reply"),
         ("need_reply", "vhost_user.need_reply"),
     ):
         if abbrev in fields:
@@ -282,6 +288,8 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
         if m["kind"] in ("open", "close", "note"):
             if v["kind"] != ("data", "open", "close", "note").index(m["kind"]):
                 errors.append(f"{where}: kind {v['kind']}")
+            if v.get("old_event") != v.get("event"):
+                errors.append(f"{where}: old event fields {v.get('old_event')} != {v.get('event')}")
             for k in ("label", "reason", "text", "device"):
                 if k in m["payload"] and v.get("event", {}).get(k) != str(m["payload"][k]):
                     errors.append(
@@ -316,6 +324,8 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
             # the old names are aliases carrying the same values
             py_side["old"] = (m["reply"], m["reply_to"], m["reply_in"])
             lua_side["old"] = (v.get("old_reply"), v.get("old_reply_to"), v.get("old_reply_in"))
+            py_side["old_request"] = m["request"] if m["channel"] == "backend" else None
+            lua_side["old_request"] = v.get("old_request")
         for k in py_side:
             if py_side[k] != lua_side[k]:
                 errors.append(f"{where}: {k}: python {py_side[k]!r} != lua {lua_side[k]!r}")

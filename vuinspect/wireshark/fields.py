@@ -7,8 +7,10 @@ vocabulary of vuinspect (``vhost_user.<name>`` = the NDJSON key = the filter
 name): ``direction``, ``reply``, ``need_reply``, ``problems``, ``severity``,
 ``reply_to``, ``reply_in``, ``latency_us`` and ``vhost_user.payload.<name>``
 for payload fields (ring and notify frames too: their JSON keys as listed in
-``vuinspect.fields.RING_KEYS``/``NOTIFY_KEYS``); the old names ``response_in``, ``response_to``,
-``response_time``, ``is_reply`` and ``fd`` stay as hidden alias fields.  One field is
+``vuinspect.fields.RING_KEYS``/``NOTIFY_KEYS``; event and rule-note keys as well), and
+``request`` on both channels; the old names ``response_in``, ``response_to``,
+``response_time``, ``is_reply``, ``fd``, ``backend_request``, ``event.<key>``, ``rule``
+and ``rule.<key>`` stay as hidden alias fields.  One field is
 made per distinct (abbreviation, type, base, value names): Wireshark links
 same-named fields, so ``vhost_user.payload.index`` filters every vring index
 whatever its width.
@@ -148,10 +150,11 @@ def _fixed(reg: Registry) -> None:
         ("fds", f"{P}.fds", "fd", "string", "", ""),
         ("fd", f"{P}.fd", "fd (old name of vhost_user.fds)", "string", "", ""),
         ("request", f"{P}.request", "Request", "uint32", "base.DEC", "main_names"),
+        ("request_backend", f"{P}.request", "Request", "uint32", "base.DEC", "backend_names"),
         (
             "backend_request",
             f"{P}.backend_request",
-            "Back-end request",
+            "Back-end request (old name of vhost_user.request)",
             "uint32",
             "base.DEC",
             "backend_names",
@@ -248,29 +251,66 @@ def _fixed(reg: Registry) -> None:
         )
     )
     reg.add(LuaField("response_time", f"{P}.response_time", "Latency (old name)", "relative_time"))
+
+
+def _notes(reg: Registry) -> None:
+    """Event and rule-note keys as ``vhost_user.payload.<key>``, the name Python gives them.
+
+    Registered after the payload fields, so a key that is also a payload field's name
+    (``direction``, ``error``) reads as that field first.  The old names
+    (``vhost_user.event.<key>``, ``vhost_user.rule``, ``vhost_user.rule.<key>``) stay as
+    hidden aliases; these are rare frames, so the second item costs nothing that matters.
+    """
+    P = PROTO
     for key in EVENT_KEYS:
         reg.add(
             LuaField(
-                f"ev_{key}", f"{P}.event.{key}", label_of(key), "string", role="event", key=key
+                f"ev_{key}", payload_abbrev(key), label_of(key), "string", role="event", key=key
+            )
+        )
+        reg.add(
+            LuaField(
+                f"ev_old_{key}",
+                f"{P}.event.{key}",
+                f"{label_of(key)} (old name of {payload_abbrev(key)})",
+                "string",
+                role="alias",
+                key=key,
+            )
+        )
+    for key, ctor, label in RULE_KEYS:
+        desc = "A proxy rule (or addon) acted on the next message" if key in _NOTE_HEADS else ""
+        reg.add(
+            LuaField(
+                f"note_{key}", payload_abbrev(key), label, ctor, desc=desc, role="rule", key=key
             )
         )
     reg.add(
         LuaField(
             "rule",
             f"{P}.rule",
-            "Rule",
+            "Rule (old name of vhost_user.payload.rule)",
             "string",
-            role="rule",
+            role="alias",
             key="rule",
-            desc="A proxy rule (or addon) acted on the next message",
         )
     )
     for key, ctor, label in RULE_KEYS:
-        reg.add(LuaField(f"rule_{key}", f"{P}.rule.{key}", label, ctor, role="rule", key=key))
+        if key != "rule":
+            reg.add(
+                LuaField(
+                    f"rule_{key}",
+                    f"{P}.rule.{key}",
+                    f"{label} (old name of {payload_abbrev(key)})",
+                    ctor,
+                    role="alias",
+                    key=key,
+                )
+            )
 
 
 #: A rule or addon note's keys (verdict.FIRING_NOTE_KEYS, the one shape of such a note)
-#: shown as fields under ``rule``: (key, ProtoField constructor, label); hex becomes bytes.
+#: shown under the one who acted: (key, ProtoField constructor, label); hex becomes bytes.
 _NOTE_CTORS = {"str": "string", "hex": "bytes", "float": "double", "bool": "bool", "int": "uint32"}
 _NOTE_LABELS = {
     "direction": "Direction of the message",
@@ -284,8 +324,9 @@ _NOTE_LABELS = {
 RULE_KEYS = tuple(
     (key, _NOTE_CTORS[typ], _NOTE_LABELS.get(key) or label_of(key))
     for key, typ in FIRING_NOTE_KEYS.items()
-    if key != "rule"
 )
+#: Who acted: the item the note's other keys are shown under (``rule``, else ``addon``).
+_NOTE_HEADS = ("rule", "addon")
 
 
 # -- payload fields --------------------------------------------------------------------------
@@ -556,6 +597,7 @@ def build_registry() -> Registry:
             else:
                 tail_field(reg, f)
     _dataplane(reg)
+    _notes(reg)
     return reg
 
 

@@ -74,7 +74,8 @@ LUA_ONLY_EXPERTS = {
     "pseudo_header": ("malformed", "error", "the vuinspect pseudo-header is damaged"),
 }
 
-#: Experts of rule and addon notes (vhost_user.rule.*): the proxy changed the traffic.
+#: Experts of rule and addon notes (vhost_user.rule.NAME; the notes' keys are fields
+#: vhost_user.payload.KEY): the proxy changed the traffic.
 RULE_EXPERTS = {
     "injected": ("sequence", "note", "the proxy changed the traffic here (a rule or addon acted)"),
     "not_fired": ("sequence", "chat", "a rule or addon matched but could not act"),
@@ -193,7 +194,7 @@ def _experts() -> str:
     items += [(k, *v) for k, v in LUA_ONLY_EXPERTS.items()]
     for code, group, severity, summary in items:
         lines.append(
-            f"EX.{code} = ProtoExpert.new({lua_str('vhost_user.expert.' + code)}, "
+            f"EX.{code} = ProtoExpert.new({lua_str(f'{WIRESHARK_NAME}.expert.{code}')}, "
             f"{lua_str(summary)}, expert.group.{_GROUPS[group]}, "
             f"expert.severity.{_SEVERITIES[severity]})"
         )
@@ -202,7 +203,7 @@ def _experts() -> str:
     lines.append("local EXR = {}")
     for name, (group, severity, summary) in RULE_EXPERTS.items():
         lines.append(
-            f"EXR.{name} = ProtoExpert.new({lua_str('vhost_user.rule.' + name)}, "
+            f"EXR.{name} = ProtoExpert.new({lua_str(f'{WIRESHARK_NAME}.rule.{name}')}, "
             f"{lua_str(summary)}, expert.group.{_GROUPS[group]}, "
             f"expert.severity.{_SEVERITIES[severity]})"
         )

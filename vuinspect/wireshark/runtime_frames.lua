@@ -221,34 +221,50 @@ local function event_summary(kind, info)
   return "note"
 end
 
--- A rule or addon note (docs/capture-format.md §4, docs/rules.md): vhost_user.rule and
--- vhost_user.rule.KEY under it, with an expert saying the proxy changed the traffic.
+-- A rule or addon note (docs/capture-format.md §4, docs/rules.md): its keys as
+-- vhost_user.payload.KEY (C.RULE_KEYS, verdict.FIRING_NOTE_KEYS) under the one who acted
+-- (payload.rule, else payload.addon), with an expert saying the proxy changed the traffic.
+-- The old names (vhost_user.rule, vhost_user.rule.KEY) are hidden aliases.
 local U32 = 4294967296
 local RULE_LABELS = { original = "Message before the rule", new = "Message sent on (after the rule)",
                       answer = "Answer of the proxy" }
+local function note_item(t, k, head, rng, v)
+  local f, old = F["note_" .. k], F["rule_" .. k]
+  local item
+  if k ~= head then
+    if v == nil then item = t:add(f, rng) else item = t:add(f, rng, v) end
+  end
+  if old then
+    if v == nil then t:add(old, rng):set_hidden() else t:add(old, rng, v):set_hidden() end
+  end
+  return item
+end
 local function show_rule(top, r, info)
   local rule, addon = info.rule, info.addon
-  if type(rule) ~= "string" and type(addon) ~= "string" then return end
-  local t = top:add(F.rule, r, esc(type(rule) == "string" and rule or ("addon " .. addon)))
+  local head = (type(rule) == "string" and "rule") or (type(addon) == "string" and "addon") or nil
+  if head == nil then return end
+  local t = top:add(F["note_" .. head], r, esc(info[head]))
+  top:add(F.rule, r, esc(head == "rule" and rule or ("addon " .. addon))):set_hidden()
   for i_ = 1, #C.RULE_KEYS do local kc = C.RULE_KEYS[i_]
     local k, ctor = kc[1], kc[2]
     local v = info[k]
     if ctor == "bytes" then  -- hex from the file, shown only when it is hex, as its own data
       if type(v) == "string" and #v % 2 == 0 and not v:find("[^0-9a-fA-F]") then
         if #v == 0 then
-          t:add(F["rule_" .. k], r:range(0, 0)):set_text(RULE_LABELS[k] .. ": none")
+          local item = note_item(t, k, head, r:range(0, 0))
+          if item then item:set_text(RULE_LABELS[k] .. ": none") end
         else
-          t:add(F["rule_" .. k], ByteArray.new(v):tvb(RULE_LABELS[k]):range())
+          note_item(t, k, head, ByteArray.new(v):tvb(RULE_LABELS[k]):range())
         end
       end
     elseif ctor == "double" then
-      if type(v) == "number" then t:add(F["rule_" .. k], r, v) end
+      if type(v) == "number" then note_item(t, k, head, r, v) end
     elseif ctor == "uint32" then
-      if type(v) == "number" and v >= 0 and v < U32 and v % 1 == 0 then t:add(F["rule_" .. k], r, v) end
+      if type(v) == "number" and v >= 0 and v < U32 and v % 1 == 0 then note_item(t, k, head, r, v) end
     elseif ctor == "bool" then
-      t:add(F["rule_" .. k], r, v ~= false)
+      note_item(t, k, head, r, v ~= false)
     elseif v ~= nil and type(v) ~= "table" then
-      t:add(F["rule_" .. k], r, esc(tostring(v)))
+      note_item(t, k, head, r, esc(tostring(v)))
     end
   end
   local text = esc(tostring(info.text or ""))
@@ -322,7 +338,11 @@ local function dissect_event(tvb, raw, ph, num, first, top)
     top:add(F.event_json, r, esc(text))
     for i_ = 1, #C.EVENT_KEYS do local k = C.EVENT_KEYS[i_]
       local v = info[k]
-      if v ~= nil and type(v) ~= "table" then top:add(F["ev_" .. k], r, esc(tostring(v))) end
+      if v ~= nil and type(v) ~= "table" then
+        local text_ = esc(tostring(v))
+        top:add(F["ev_" .. k], r, text_)
+        top:add(F["ev_old_" .. k], r, text_):set_hidden()  -- vhost_user.event.KEY, the old name
+      end
     end
     show_closed(top, r, num)
     if ph.kind == C.KIND.note then show_rule(top, r, info) end

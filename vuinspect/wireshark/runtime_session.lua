@@ -589,7 +589,12 @@ local function dissect_message(mt, base, len, rec, first, t)
   if t then
     local add, gen, range = ti_add, ti_gen, tvb_range
     local rr = range(mt, base, 4)
-    add(t, channel == "main" and F.request or F.backend_request, rr, req)
+    if channel == "main" then
+      add(t, F.request, rr, req)
+    else  -- the same vhost_user.request with the back-end's names; the old name hidden
+      add(t, F.request_backend, rr, req)
+      ti_hide(add(t, F.backend_request, rr, req))
+    end
     gen(add(t, F.name, rr, name))
     local fr = range(mt, base + 4, 4)
     local fl = add(t, F.flags, fr, flags)
