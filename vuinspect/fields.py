@@ -20,6 +20,7 @@ from .dataplane.headers import HEADERS
 from .protocol.layouts import ALL_LAYOUTS, VRING_BASE_KEYS, Array, Field, Layout, Tail
 from .protocol.problems import CODES, SEVERITIES
 from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS, WIRESHARK_NAME
+from .verdict import FIRING_NOTE_KEYS
 
 #: Value types: int, float, str, bool, and list (of strings: fds, problems, *_names).
 Type = str
@@ -285,6 +286,11 @@ def _payload_table() -> dict[str, dict[str, str]]:
             entry[typ] = f"{where}: {meaning}" if have is None else f"{have}; {where}: {meaning}"
     for key in EVENT_KEYS:
         out.setdefault(key, {}).setdefault("str", "event field")
+    for key, typ in FIRING_NOTE_KEYS.items():  # (hex strings are strings to a filter)
+        entry = out.setdefault(key, {})
+        entry.setdefault(
+            "str" if typ == "hex" else typ, "note of a rule, an addon or the intercept"
+        )
     return out
 
 

@@ -83,3 +83,17 @@ def test_the_fields_command_lists_by_prefix(capsys):
     assert out and all(x.startswith("payload.regions.") for x in out)
     F.run(p.parse_args(["--markdown"]))
     assert capsys.readouterr().out == F.markdown_table() + "\n"
+
+
+def test_a_rule_note_is_filtered_by_its_own_keys():
+    """The keys of a rule's, an addon's or the intercept's note (verdict.firing_note) are
+    payload fields a filter accepts, as they are NDJSON keys and Wireshark fields."""
+    from vuinspect.filter import compile_filter
+    from vuinspect.frames import event_frame
+    from vuinspect.verdict import FIRING_NOTE_KEYS, firing_note
+
+    assert all(F.payload_types(key) for key in FIRING_NOTE_KEYS)
+    info = firing_note("drop", {"rule": "drop: SET_VRING_CALL"}, "drop", b"\x01", b"", "f2b")
+    (note,) = Pipeline().feed(event_frame("note", 1, 1, info))
+    assert compile_filter("payload.action == drop and payload.rule")(note)
+    assert not compile_filter("payload.action == delay")(note)
