@@ -299,14 +299,19 @@ PAYLOAD: dict[str, dict[str, str]] = _payload_table()
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
+def without_index(path: str) -> str:
+    """``payload.regions.0.memory_size`` -> ``payload.regions.memory_size``: the field of
+    every item of an array, the way a filter names it."""
+    return _INDEX.sub("", path)
+
+
 def payload_types(path: str) -> set[str] | None:
     """The types ``payload.<path>`` can have; None when no layout has such a field.
 
     Numeric parts select one array item (``regions.0.memory_size``); the array
     itself (``regions``) compares against any of its items.
     """
-    key = _INDEX.sub("", path)
-    entry = PAYLOAD.get(key)
+    entry = PAYLOAD.get(without_index(path))
     return set(entry) if entry is not None else None
 
 

@@ -171,3 +171,33 @@ def test_config_bytes_named_by_offset(tmp_path, capsys) -> None:
     assert rc == 1
     assert "GET_CONFIG reply: different" in out
     assert "(1 byte(s) differ: [21] 02->10)" in out
+
+
+def test_array_items_are_named_and_ignored_as_a_filter_names_them() -> None:
+    """``payload.regions.1.userspace_addr``, as the filter and the detail tree write it;
+    ``--ignore payload.regions.userspace_addr`` ignores it in every region, as a filter on
+    ``payload.regions.userspace_addr`` looks at every region."""
+    from vuinspect.encode import build
+    from vuinspect.pipeline import Pipeline
+    from vuinspect.protocol.requests import FrontendRequest
+
+    def mem_table(second_addr: int) -> list:
+        regions = [
+            {"guest_phys_addr": 0, "memory_size": 4096, "userspace_addr": 0x1000, "mmap_offset": 0},
+            {
+                "guest_phys_addr": 8192,
+                "memory_size": 4096,
+                "userspace_addr": second_addr,
+                "mmap_offset": 0,
+            },
+        ]
+        data = build("main", FrontendRequest.SET_MEM_TABLE, {"num_regions": 2, "regions": regions})
+        fds = ("memfd:ram size=8KiB", "memfd:ram size=8KiB")
+        return Pipeline().feed(Frame(1, 1, "main", "f2b", data, fds))
+
+    a, b = mem_table(0x3000), mem_table(0x4000)
+    (entry,) = compare(a, b).entries
+    assert [d.field for d in entry.diffs] == ["payload.regions.1.userspace_addr"]
+    for ignore in ("payload.regions.userspace_addr", "payload.regions.1.userspace_addr", "*addr"):
+        assert compare(a, b, [ignore]).equal, ignore
+    assert not compare(a, b, ["payload.regions.0.userspace_addr"]).equal

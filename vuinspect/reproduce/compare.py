@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..fields import without_index
 from ..frames import DATAPLANE_KINDS
 from ..message import Message
 from ..protocol.requests import split_fd_role
@@ -182,7 +183,7 @@ def fields(msg: Message) -> dict[str, Any]:
             name = f"{prefix}.{key}"
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
                 out[f"{name}.count"] = len(value)
-                stack.extend((f"{name}[{i}]", v) for i, v in enumerate(value))
+                stack.extend((f"{name}.{i}", v) for i, v in enumerate(value))
             elif isinstance(value, dict):
                 stack.append((name, value))
             else:
@@ -192,7 +193,7 @@ def fields(msg: Message) -> dict[str, Any]:
 
 def _note(name: str, a_msg: Message, b_msg: Message, a: Any, b: Any) -> str:
     key = name.removeprefix("payload.")
-    if "." not in key and "[" not in key:
+    if "." not in key:
         an, bn = a_msg.payload.get(key + "_names"), b_msg.payload.get(key + "_names")
         if isinstance(an, list) and isinstance(bn, list):
             plus = [f"+{x}" for x in bn if x not in an]
@@ -224,15 +225,15 @@ class Ignore:
             self._rules.append((scope, pat) if sep else (None, p))
 
     def __call__(self, request: str, name: str) -> bool:
+        # an array item's field is also its array's, as in a filter: ``payload.regions.0.x``
+        # is matched by ``payload.regions.0.x`` and by ``payload.regions.x``
+        names = (name, without_index(name)) if "." in name else (name,)
         for scope, pat in self._rules:
             if scope is not None and not fnmatch.fnmatchcase(request, scope):
                 continue
-            if (
-                fnmatch.fnmatchcase(name, pat)
-                or name.startswith(pat + ".")
-                or name.startswith(pat + "[")
-            ):
-                return True
+            for n in names:
+                if fnmatch.fnmatchcase(n, pat) or n.startswith(pat + "."):
+                    return True
         return False
 
 
