@@ -487,5 +487,5 @@ def completions(prefix: str) -> list[str]:
         if spec is not None and spec.values:
             word = m.group(3).lower()
             return [v for v in spec.values if v.lower().startswith(word)]
-    word = re.search(r"[A-Za-z0-9_.]*$", prefix).group()  # type: ignore[union-attr]
-    return F.completions(word)
+    last = re.search(r"[A-Za-z0-9_.]*$", prefix)
+    return F.completions(last.group() if last else "")

@@ -16,7 +16,8 @@ _WORD = re.compile(r"[A-Za-z0-9_.]*\Z")
 
 def candidates(text: str) -> tuple[str, list[str]]:
     """(the word being typed at the end of ``text``, the names it can complete to)."""
-    word = _WORD.search(text).group(0)  # type: ignore[union-attr]
+    m = _WORD.search(text)
+    word = m.group(0) if m else ""
     try:
         found = flt.completions(text)
     except Exception:  # noqa: BLE001 - completion is a convenience, never an error

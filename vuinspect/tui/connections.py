@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message as TMessage
@@ -87,8 +89,10 @@ class ConnectionsView(DataTable):
         self.zebra_stripes = True
         self.add_columns(*COLUMNS)
 
-    def update_sessions(self, sessions: list[Session], now_ns: int, lock: object) -> None:
-        with lock:  # type: ignore[attr-defined]
+    def update_sessions(
+        self, sessions: list[Session], now_ns: int, lock: AbstractContextManager[object]
+    ) -> None:
+        with lock:
             rows = connection_rows(sessions, now_ns)
         cursor = self.cursor_row
         self.clear()

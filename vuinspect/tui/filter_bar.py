@@ -11,6 +11,7 @@ Tab never leaves the bar, so what you type never runs as a command.
 from __future__ import annotations
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message as TMessage
@@ -94,12 +95,14 @@ class FilterBar(Vertical):
             super().__init__()
             self.text = text
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
         self.applied = ""
         self.error: FilterError | None = None
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield FilterInput(placeholder=PLACEHOLDER, id="filter-input", suggester=FilterSuggester())
         status = Static("", id="filter-status", markup=False)
         status.display = False

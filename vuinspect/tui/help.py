@@ -121,5 +121,5 @@ class HelpScreen(ModalScreen[None]):
             v.border_subtitle = "Esc or ? closes, q quits"
             yield Static(help_table())
 
-    async def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
+    async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

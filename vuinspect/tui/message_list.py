@@ -50,8 +50,10 @@ class ColumnHeader(Widget):
     DEFAULT_CSS = "ColumnHeader { height: 1; }"
     COMPONENT_CLASSES = {"column-header--title"}
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
         self.time_mode = "abs"
         self.offset_x = 0
 

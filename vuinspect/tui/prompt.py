@@ -8,6 +8,7 @@ keys never run as commands.
 
 from __future__ import annotations
 
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message as TMessage
@@ -23,14 +24,18 @@ class PromptInput(Input):
         Binding("tab,shift+tab", "stay", show=False),
     ]
 
+    def _close_bar(self) -> None:
+        if isinstance(self.parent, PromptBar):
+            self.parent.close()
+
     def action_cancel(self) -> None:
-        self.parent.close()  # type: ignore[union-attr]
+        self._close_bar()
 
     def action_stay(self) -> None:
         pass
 
     def on_blur(self) -> None:
-        self.parent.close()  # type: ignore[union-attr]
+        self._close_bar()
 
 
 class PromptBar(Horizontal):
@@ -45,11 +50,13 @@ class PromptBar(Horizontal):
     class Closed(TMessage):
         """The prompt went away (answered, cancelled or left)."""
 
-    def __init__(self, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
         self.mode: str | None = None
 
-    def compose(self):  # type: ignore[override]
+    def compose(self) -> ComposeResult:
         yield Static("", id="prompt-label", markup=False)
         yield PromptInput(id="prompt", select_on_focus=False)
 

@@ -159,5 +159,5 @@ class ChainsScreen(ModalScreen[None]):
             v.border_subtitle = "Esc closes"
             yield Static(self.body, id="chains-body")
 
-    async def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
+    async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

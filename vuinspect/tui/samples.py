@@ -13,7 +13,7 @@ from typing import Any
 
 from vuinspect.capture import CaptureWriter
 from vuinspect.encode import build
-from vuinspect.frames import Frame, event_frame
+from vuinspect.frames import Channel, Direction, Frame, event_frame
 from vuinspect.protocol import features as F
 from vuinspect.protocol.requests import BackendRequest as BE
 from vuinspect.protocol.requests import FrontendRequest as FE
@@ -76,14 +76,14 @@ class Script:
         request: int,
         values: dict[str, Any] | None = None,
         *,
-        channel: str = "main",
+        channel: Channel = "main",
         need_reply: bool = False,
         fds: tuple[str, ...] = (),
         dt_ns: int | None = None,
     ) -> None:
         data = build(channel, request, values, need_reply=need_reply)
-        direction = "f2b" if channel == "main" else "b2f"
-        self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))  # type: ignore[arg-type]
+        direction: Direction = "f2b" if channel == "main" else "b2f"
+        self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))
 
     def reply(
         self,
@@ -91,20 +91,20 @@ class Script:
         request: int,
         values: dict[str, Any] | None = None,
         *,
-        channel: str = "main",
+        channel: Channel = "main",
         fds: tuple[str, ...] = (),
         layout: str | None = None,
         dt_ns: int | None = None,
     ) -> None:
         data = build(channel, request, values, reply=True, layout=layout)
-        direction = "b2f" if channel == "main" else "f2b"
-        self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))  # type: ignore[arg-type]
+        direction: Direction = "b2f" if channel == "main" else "f2b"
+        self.frames.append(Frame(self._tick(dt_ns), conn, channel, direction, data, fds))
 
     def ack(
         self,
         conn: int,
         request: int,
-        channel: str = "main",
+        channel: Channel = "main",
         result: int = 0,
         dt_ns: int | None = None,
     ) -> None:
