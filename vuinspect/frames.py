@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 Channel = Literal["main", "backend"]
 Direction = Literal["f2b", "b2f"]
@@ -32,6 +32,7 @@ EVENT_KINDS: frozenset[str] = frozenset(("open", "close", "note"))
 DATAPLANE_KINDS: frozenset[str] = frozenset(("ring", "notify"))
 
 
+@final  # (nothing subclasses it: mypy narrows on the hot paths' ``type(x) is Frame`` checks)
 @dataclass(slots=True)
 class Frame:
     """One record of traffic or of a connection event; treat it as immutable.

@@ -332,7 +332,7 @@ class _Readers:
 
         name = unit.name if isinstance(unit, Concat) else unit
         try:
-            return CaptureReader(sys.stdin.buffer if unit == "-" else unit)  # type: ignore[arg-type]
+            return CaptureReader(sys.stdin.buffer if unit == "-" else unit)
         except CaptureFormatError as exc:
             raise CliError(f"{name}: not a vuinspect capture: {exc.reason}") from None
         except CaptureError as exc:

@@ -257,15 +257,15 @@ class RingFile:
         self.files.append(name)
         self.size = 0
         self.file_started = time.monotonic()
-        self._write(b"".join((self.shb, *self.idbs, *self.opens.values())))
+        self._write(fd, b"".join((self.shb, *self.idbs, *self.opens.values())))
         while self.lim.ring_files and len(self.files) > self.lim.ring_files:
             with contextlib.suppress(OSError):
                 os.unlink(self.files.popleft())
 
-    def _write(self, buf: bytes) -> None:
+    def _write(self, fd: int, buf: bytes) -> None:
         view = memoryview(buf)
         while view:
-            view = view[os.write(self.fd, view) :]  # type: ignore[arg-type]
+            view = view[os.write(fd, view) :]
         self.size += len(buf)
         self.total += len(buf)
 
@@ -302,10 +302,11 @@ class RingFile:
             if t is Idb:
                 self.idbs.append(b)
             elif t is Event:
-                if b.kind == "open":  # type: ignore[attr-defined]
-                    self.opens[b.conn] = b  # type: ignore[attr-defined]
-                elif b.kind == "close":  # type: ignore[attr-defined]
-                    self.opens.pop(b.conn, None)  # type: ignore[attr-defined]
+                kind, conn = b.kind, b.conn  # type: ignore[attr-defined]  # an Event: t is its type
+                if kind == "open":
+                    self.opens[conn] = b
+                elif kind == "close":
+                    self.opens.pop(conn, None)
             if self.stopped:
                 continue
             if t is bytes:
@@ -333,7 +334,7 @@ class RingFile:
 
     def _flush(self, out: list[bytes]) -> None:
         if out and self.fd is not None:
-            self._write(b"".join(out))
+            self._write(self.fd, b"".join(out))
 
     def write(self, buf: bytes) -> None:  # (the recorder calls write_blocks)
         raise NotImplementedError

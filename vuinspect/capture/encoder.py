@@ -32,7 +32,7 @@ from vuinspect.capture.pcapng import (
     SHB_USERAPPL,
     TSRESOL_NS,
 )
-from vuinspect.frames import Frame, event_info
+from vuinspect.frames import Channel, Direction, Frame, event_info
 from vuinspect.render import safe_text
 
 PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
@@ -143,7 +143,9 @@ class Encoder:
                 self._ifaces[(conn, channel)] = iface
             return iface
 
-    def packer(self, conn: int, channel: str, direction: str) -> Callable[[int, bytes], bytes]:
+    def packer(
+        self, conn: int, channel: Channel, direction: Direction
+    ) -> Callable[[int, bytes], bytes]:
         """``pack(ts, data)`` for the fd-less data frames of one (conn, channel, direction).
 
         Built once per direction (its interface block goes out first); the proxy's
@@ -151,7 +153,7 @@ class Encoder:
         """
         pack = self._lanes.get((conn, channel, direction))
         if pack is None:
-            frame = Frame(0, conn, channel, direction, b"")  # type: ignore[arg-type]
+            frame = Frame(0, conn, channel, direction, b"")
             header = pseudohdr.encode_header(frame, self.big_endian)
             pack = self._lanes[(conn, channel, direction)] = self._epb(
                 self._iface(conn, channel),
@@ -160,11 +162,13 @@ class Encoder:
             )
         return pack
 
-    def data(self, ts: int, conn: int, channel: str, direction: str, data: bytes) -> bytes:
+    def data(
+        self, ts: int, conn: int, channel: Channel, direction: Direction, data: bytes
+    ) -> bytes:
         """One data frame without fds."""
         pack = self._lanes.get((conn, channel, direction))
         if pack is None or not 0 <= ts < _U64:
-            return self.frame(Frame(ts, conn, channel, direction, data))  # type: ignore[arg-type]
+            return self.frame(Frame(ts, conn, channel, direction, data))
         return pack(ts, data)
 
     def frame(self, frame: Frame) -> bytes:

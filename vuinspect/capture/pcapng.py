@@ -542,10 +542,10 @@ class Blocks:
                     parse_shb(buf, pos, blen, new)
                     section = self.section = new
                     self.sections.append(new)
-                elif btype == bt_idb:
-                    iface = parse_idb(buf, pos, blen, section)  # type: ignore[arg-type]
+                elif btype == bt_idb and section is not None:  # (it is: raised above if not)
+                    iface = parse_idb(buf, pos, blen, section)
                     self.interfaces.append(iface)
-                    self.origins.add(iface, section)  # type: ignore[arg-type]
+                    self.origins.add(iface, section)
                 pos += blen
         except CaptureFormatError as exc:
             if exc.offset is None:

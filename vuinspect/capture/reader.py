@@ -14,7 +14,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import dpkt
 
@@ -51,7 +51,16 @@ _CHANNELS = pseudohdr.CHANNEL_NAMES
 _DIRECTIONS = pseudohdr.DIRECTION_NAMES
 
 
-def _open_source(source: str | os.PathLike[str] | BinaryIO) -> tuple[BinaryIO, bool, str]:
+class ByteSource(Protocol):
+    """A stream to read a capture from besides a binary file (``read1`` is used if it has one)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+def _open_source(
+    source: str | os.PathLike[str] | BinaryIO | ByteSource,
+) -> tuple[ByteSource, bool, str]:
     if isinstance(source, str) and source == "-":
         return sys.stdin.buffer, False, "<stdin>"
     if isinstance(source, (str, os.PathLike)):
@@ -77,7 +86,10 @@ class CaptureReader:
     """
 
     def __init__(
-        self, source: str | os.PathLike[str] | BinaryIO, *, chunk_size: int = CHUNK
+        self,
+        source: str | os.PathLike[str] | BinaryIO | ByteSource,
+        *,
+        chunk_size: int = CHUNK,
     ) -> None:
         self._file, self._owned, self.name = _open_source(source)
         self._chunk = chunk_size

@@ -36,9 +36,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from vuinspect.proxy.server import Route
+
+if TYPE_CHECKING:  # (Textual is imported only when the TUI runs)
+    from vuinspect.tui.app import VuInspectApp
 
 #: Niceness of the viewer: decoding takes a whole core at full message rates, and the
 #: forwarding and the VM's own processes must always go first.  Measured on 2 vCPUs,
@@ -228,7 +231,7 @@ def _lines(feed_fd: int, out: IO[str], device: str | None) -> None:
 
     errors = 0
     try:
-        reader = CaptureReader(FeedFile(feed_fd, flush))  # type: ignore[arg-type]
+        reader = CaptureReader(FeedFile(feed_fd, flush))
     except CaptureError:
         return  # the engine stopped before its stream began (and said why)
     with reader:
@@ -257,7 +260,7 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
 
     def feed() -> None:
         try:
-            with CaptureReader(FeedFile(feed_fd)) as reader:  # type: ignore[arg-type]
+            with CaptureReader(FeedFile(feed_fd)) as reader:
                 for frame in reader:
                     holds.observe(frame)
                     source.push(frame)
@@ -310,7 +313,7 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
         raise crash_error(crash)
 
 
-def _tell(app: object, text: str) -> None:
+def _tell(app: VuInspectApp, text: str) -> None:
     """An error line from the engine's control socket, shown in the TUI."""
     with contextlib.suppress(Exception):
-        app.call_from_thread(app.notify, text, severity="error", markup=False)  # type: ignore[attr-defined]
+        app.call_from_thread(app.notify, text, severity="error", markup=False)

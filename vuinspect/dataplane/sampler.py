@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..frames import Frame, event_frame, event_info, ring_frame
+from ..frames import Direction, Frame, event_frame, event_info, ring_frame
 from ..protocol import features as F
 from ..protocol.requests import FrontendRequest as FE
 from .diagnose import is_receive_queue, needs_call
@@ -138,7 +138,7 @@ class Sampler:
         self._lost_conns.add(conn)  # (a set, not the full queue: this must not fail)
         self._wake.set()
 
-    def control(self, ts: int, conn: int, direction: str, data: bytes) -> None:
+    def control(self, ts: int, conn: int, direction: Direction, data: bytes) -> None:
         """A main-channel message without fds (the caller checked :func:`wanted`)."""
         req = _U32.unpack_from(data)[0]
         if not self._put(("data", ts, conn, direction, bytes(data), ()), req in _VRING):
@@ -263,7 +263,7 @@ class Sampler:
         self,
         ts: int,
         conn: int,
-        direction: str,
+        direction: Direction,
         data: bytes,
         descs: tuple,
         dups: list[int] | None = None,
@@ -297,13 +297,13 @@ class Sampler:
         c: ConnState,
         conn: int,
         ts: int,
-        direction: str,
+        direction: Direction,
         data: bytes,
         descs: tuple,
         dups: list[int],
     ) -> None:
         try:
-            msgs = self.pipeline.feed(Frame(ts, conn, "main", direction, data, descs))  # type: ignore[arg-type]
+            msgs = self.pipeline.feed(Frame(ts, conn, "main", direction, data, descs))
             if c.lost:
                 return
             for m in msgs:

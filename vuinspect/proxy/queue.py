@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from vuinspect.frames import Frame
+from vuinspect.frames import Channel, Direction, Frame
 
 from .sink import BUDGET, DropLedger, Lane
 
@@ -72,7 +72,7 @@ class FrameQueue:
         self._thread.start()
 
     # -- FrameSink (forwarding threads) ----------------------------------------------------
-    def lane(self, conn: int, channel: str, direction: str) -> Lane:
+    def lane(self, conn: int, channel: Channel, direction: Direction) -> Lane:
         slow = self.data
         items = self.items
         append = items.append
@@ -93,8 +93,8 @@ class FrameQueue:
         self,
         ts: int,
         conn: int,
-        channel: str,
-        direction: str,
+        channel: Channel,
+        direction: Direction,
         data: bytes,
         fds: tuple[str, ...] = (),
     ) -> None:
@@ -164,12 +164,12 @@ class FrameQueue:
                     return
                 if type(item) is tuple_type:
                     item = frame_type(*item)
-                taken += len(item.data) + ITEM_COST  # type: ignore[attr-defined]
+                taken += len(item.data) + ITEM_COST  # type: ignore[attr-defined]  # a Frame: see below
                 try:
                     # items holds Frames, data tuples (turned into Frames above) and
                     # _STOP (returned above): only a Frame reaches here.  No cast():
                     # a call per frame on the delivery loop.
-                    sink(item)  # type: ignore[arg-type]
+                    sink(item)  # type: ignore[arg-type]  # a Frame, see above
                 except Exception:  # noqa: BLE001 - a sink's bug is reported, never stops delivery
                     self._error()
                 else:

@@ -48,9 +48,9 @@ from vuinspect.capture.capfile import (
 )
 from vuinspect.capture.encoder import EPB_OVERHEAD, Encoder, new_capture_id
 from vuinspect.dataplane.sampler import Sampler, wanted
-from vuinspect.frames import DATAPLANE_KINDS, Frame
+from vuinspect.frames import DATAPLANE_KINDS, Channel, Direction, Frame
 
-from .sink import BUDGET, DropLedger, Lane
+from .sink import BUDGET, DataItem, DropLedger, Lane
 
 #: What a queued block costs beyond its own bytes (object header, list slot), counted too.
 BLOCK_COST = 64
@@ -135,11 +135,11 @@ class FeedCut(OSError):
     """The viewer's stream was given up (see _Feed)."""
 
 
-def _raw_cost(item: object) -> int:
+def _raw_cost(item: bytes | Frame | DataItem) -> int:
     """What a frame queued for the capture filter counts against the budget."""
     if isinstance(item, bytes):  # the section header
         return len(item) + BLOCK_COST
-    data = item.data if type(item) is Frame else item[4]  # type: ignore[attr-defined,index]
+    data = item.data if type(item) is Frame else item[4]
     return len(data) + EPB_OVERHEAD + 2 * BLOCK_COST
 
 
@@ -172,26 +172,26 @@ class _CaptureFilter:
                 return True
         return False
 
-    def blocks(self, item: object, out: list[bytes]) -> None:
-        frame = item if type(item) is Frame else Frame(*item)  # type: ignore[misc]
+    def blocks(self, item: Frame | DataItem, out: list[bytes]) -> None:
+        frame = item if type(item) is Frame else Frame(*item)
         try:
-            msgs = self.pipeline.feed(frame)  # type: ignore[arg-type]
+            msgs = self.pipeline.feed(frame)
         except Exception:  # noqa: BLE001 - a decoder bug must not stop the capture
             msgs = []
         try:
-            block = self.encoder.frame(frame)  # type: ignore[arg-type]
+            block = self.encoder.frame(frame)
         except ValueError:
             return
-        if frame.kind in DATAPLANE_KINDS:  # type: ignore[union-attr]  # ring samples: as messages
+        if frame.kind in DATAPLANE_KINDS:  # ring samples: as messages
             if self._matches(msgs):  # (left out silently: `filtered` counts traffic)
-                out.append(marked_event(block, frame.kind, frame.conn))  # type: ignore[union-attr]
+                out.append(marked_event(block, frame.kind, frame.conn))
             return
-        if frame.kind != "data":  # type: ignore[union-attr]
-            for key in [k for k in self.held if k[0] == frame.conn]:  # type: ignore[union-attr]
+        if frame.kind != "data":
+            for key in [k for k in self.held if k[0] == frame.conn]:
                 self.filtered += len(self.held.pop(key))
-            out.append(marked_event(block, frame.kind, frame.conn))  # type: ignore[union-attr]
+            out.append(marked_event(block, frame.kind, frame.conn))
             return
-        key = (frame.conn, frame.channel, frame.direction)  # type: ignore[union-attr]
+        key = (frame.conn, frame.channel, frame.direction)
         if not msgs:
             held = self.held.setdefault(key, [])
             held.append(block)
@@ -355,8 +355,8 @@ class Recorder:
         self,
         ts: int,
         conn: int,
-        channel: str,
-        direction: str,
+        channel: Channel,
+        direction: Direction,
         data: bytes,
         fds: tuple[str, ...] = (),
     ) -> None:
@@ -375,7 +375,7 @@ class Recorder:
             return
         try:
             if fds:
-                block = self._encoder.frame(Frame(ts, conn, channel, direction, data, fds))  # type: ignore[arg-type]
+                block = self._encoder.frame(Frame(ts, conn, channel, direction, data, fds))
             else:
                 block = self._encoder.data(ts, conn, channel, direction, data)
         except ValueError:  # a frame the format cannot hold: not the traffic's problem
@@ -384,7 +384,7 @@ class Recorder:
         self._chunks.append(block)
         self._queued += len(block) + BLOCK_COST
 
-    def lane(self, conn: int, channel: str, direction: str) -> Lane:
+    def lane(self, conn: int, channel: Channel, direction: Direction) -> Lane:
         """``record(ts, data)`` for the fd-less data frames of one link direction.
 
         The same as ``data(ts, conn, channel, direction, data)``, with everything
@@ -529,7 +529,7 @@ class Recorder:
             if type(item) is Shb:
                 out.append(item)
             else:
-                flt.blocks(item, out)  # type: ignore[union-attr]
+                flt.blocks(item, out)  # type: ignore[union-attr]  # only called with a filter
             if i % 16 == 15:
                 time.sleep(0)  # forwarding threads waiting for the GIL go first
         self._filter_out = []
@@ -552,7 +552,7 @@ class Recorder:
         if out not in self._outputs:
             return
         self._outputs.remove(out)
-        out.close()  # type: ignore[attr-defined]
+        out.close()  # type: ignore[attr-defined]  # one of _outputs (checked above)
         if out is self._feed:
             self._feed = None
             self.feed_cut = isinstance(exc, FeedCut)

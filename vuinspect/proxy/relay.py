@@ -118,7 +118,7 @@ def _conn_rules(owner: LinkOwner) -> ConnRules | None:
     if matcher is None:
         matcher = ruleset.for_conn(owner.conn, describe_fd)
         with contextlib.suppress(AttributeError):
-            owner.rule_matcher = matcher  # type: ignore[attr-defined]
+            owner.rule_matcher = matcher  # type: ignore[attr-defined]  # optional: cached if it can be
     return matcher
 
 
@@ -292,7 +292,7 @@ class Link:
                     self._forward_units(
                         side,
                         now(),
-                        dirs[side],  # type: ignore[arg-type]
+                        dirs[side],  # type: ignore[arg-type]  # set: slow[side] is False
                         [(bytes(view[:n]), fds_from_ancdata(anc))],
                     )
                     update()
@@ -305,7 +305,7 @@ class Link:
                     data = bytes(view[:n])
                     lane = lanes[side]
                     if lane is None:
-                        lane = lanes[side] = sink.lane(conn, channel, dirs[side])  # type: ignore[arg-type]
+                        lane = lanes[side] = sink.lane(conn, channel, dirs[side])  # type: ignore[arg-type]  # set: slow[side] is False
                     lane(now(), data)
                 try:
                     sent = send[dst](data, _DONTWAIT)
@@ -507,7 +507,7 @@ class Link:
         descs: tuple[str, ...],
     ) -> None:
         """A data frame to the sink (called only when ``_records``: there is one)."""
-        self._sink.data(ts, conn, channel, direction, data, descs)  # type: ignore[union-attr]
+        self._sink.data(ts, conn, channel, direction, data, descs)  # type: ignore[union-attr]  # only when _records
 
     def _flush(self, dst: int) -> None:
         """Write as much of the backlog towards ``dst`` as fits; then pass on a waiting EOF."""

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from vuinspect.frames import Frame, event_frame
 from vuinspect.units import parse_duration
@@ -85,8 +85,8 @@ class Route:
             raise ValueError(f"connect_timeout must be >= 0, not {self.connect_timeout!r}")
 
     @classmethod
-    def interposed(cls, path: str, **kw: object) -> Route:
-        return cls(listen=path, connect=path + ORIG_SUFFIX, interpose=True, **kw)  # type: ignore[arg-type]
+    def interposed(cls, path: str, **kw: Any) -> Route:
+        return cls(listen=path, connect=path + ORIG_SUFFIX, interpose=True, **kw)
 
     @property
     def shown(self) -> str:
@@ -335,7 +335,9 @@ class ProxyServer:
         if sink is not None and not isinstance(sink, FrameSink):
             self.queue = FrameQueue(sink, queue_size, on_idle, capture_buffer)
         #: The one place every link's frames go (relay.py); None: nothing records.
-        self.sink: FrameSink | None = recorder or self.queue or sink  # type: ignore[assignment]
+        self.sink: FrameSink | None = recorder or self.queue
+        if self.sink is None and isinstance(sink, FrameSink):
+            self.sink = sink  # (a callable sink got the queue above)
         self._listeners: list[tuple[Listener, Route]] = []
         self._links: set[Link] = set()
         self._threads: set[threading.Thread] = set()

@@ -20,20 +20,22 @@ import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from vuinspect.frames import Frame, event_frame
+from vuinspect.frames import Channel, Direction, Frame, event_frame
 
 #: Bytes of frames that may wait for a slow output before data frames are dropped
 #: (``--capture-buffer``; the Recorder's and the FrameQueue's default).
 BUDGET = 32 << 20
 #: ``record(ts_ns, data)``: one fd-less data frame of a fixed (conn, channel, direction).
 Lane = Callable[[int, bytes], None]
+#: A data frame queued as a plain tuple, Frame's first fields (no object built while forwarding).
+DataItem = tuple[int, int, Channel, Direction, bytes, tuple[str, ...]]
 
 
 @runtime_checkable
 class FrameSink(Protocol):
     """Where a relay's frames go (every method is called on a forwarding thread)."""
 
-    def lane(self, conn: int, channel: str, direction: str) -> Lane:
+    def lane(self, conn: int, channel: Channel, direction: Direction) -> Lane:
         """The fast path of one link direction's fd-less data frames, bound once."""
         ...
 
@@ -41,8 +43,8 @@ class FrameSink(Protocol):
         self,
         ts: int,
         conn: int,
-        channel: str,
-        direction: str,
+        channel: Channel,
+        direction: Direction,
         data: bytes,
         fds: tuple[str, ...] = (),
     ) -> None:
@@ -104,11 +106,11 @@ class DirectSink:
     def __init__(self, take: Callable[[Frame], object]) -> None:
         self.take = take
 
-    def lane(self, conn: int, channel: str, direction: str) -> Lane:
+    def lane(self, conn: int, channel: Channel, direction: Direction) -> Lane:
         take = self.take
 
         def record(ts: int, data: bytes) -> None:
-            take(Frame(ts, conn, channel, direction, data))  # type: ignore[arg-type]
+            take(Frame(ts, conn, channel, direction, data))
 
         return record
 
@@ -116,12 +118,12 @@ class DirectSink:
         self,
         ts: int,
         conn: int,
-        channel: str,
-        direction: str,
+        channel: Channel,
+        direction: Direction,
         data: bytes,
         fds: tuple[str, ...] = (),
     ) -> None:
-        self.take(Frame(ts, conn, channel, direction, data, fds))  # type: ignore[arg-type]
+        self.take(Frame(ts, conn, channel, direction, data, fds))
 
     def event(self, frame: Frame) -> None:
         self.take(frame)
