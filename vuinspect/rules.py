@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .filter import FilterError, _tokens, compile_filter, first_match, suggest
-from .frames import Frame
+from .frames import Channel, Direction, Frame
 from .framing import HOST_HEADER
 from .holds import Intercept
 from .pipeline import Pipeline
@@ -338,9 +338,11 @@ class ConnRules:
         # mask-features acts on undecoded bytes; every other rule needs the decoded message
         self.masks_features = any(r.action == "mask-features" for r in self.rules)
 
-    def _decode(self, ts: int, channel: str, direction: str, data: bytes, fds: list[int]) -> list:
+    def _decode(
+        self, ts: int, channel: Channel, direction: Direction, data: bytes, fds: list[int]
+    ) -> list:
         descs = tuple(self.describe(fd) for fd in fds)
-        frame = Frame(ts, self.conn, channel, direction, data, descs)  # type: ignore[arg-type]
+        frame = Frame(ts, self.conn, channel, direction, data, descs)
         with self._lock:
             try:
                 return self.pipeline.feed(frame)
@@ -359,7 +361,7 @@ class ConnRules:
         )
 
     def judge(
-        self, ts: int, channel: str, direction: str, data: bytes, fds: list[int]
+        self, ts: int, channel: Channel, direction: Direction, data: bytes, fds: list[int]
     ) -> Verdict | None:
         """The verdict on one whole message (None: forward it unchanged)."""
         if len(data) < HEADER_SIZE:
@@ -406,6 +408,7 @@ class ConnRules:
                         )
                     )
                     continue
+                failure = body  # bytes from here on (None went on above)
                 new = None
             elif rule.action == "corrupt":
                 new = _corrupt(rule, cur)
@@ -421,8 +424,8 @@ class ConnRules:
                 )
                 continue
             if rule.action == "reply-error":
-                hdr = HOST_HEADER.pack(req, (flags & FLAG_VERSION_MASK) | FLAG_REPLY, len(body))  # type: ignore[arg-type]
-                verdict.reply = hdr + body  # type: ignore[operator]
+                hdr = HOST_HEADER.pack(req, (flags & FLAG_VERSION_MASK) | FLAG_REPLY, len(failure))
+                verdict.reply = hdr + failure
                 what = "answered by the proxy with a failure; the peer never saw it"
             elif rule.action == "drop":
                 what = (
@@ -444,13 +447,14 @@ class ConnRules:
             verdict.data = cur
         if self.addons is not None:
             verdict = self.addons.judge(msgs, cur, direction, verdict)
-        if holding and (verdict is None or (verdict.data is not None and verdict.end is None)):
+        if holding and icpt is not None:
             data_now = cur if verdict is None else verdict.data
-            hold, note = icpt.consider(channel, direction, data_now, msgs)  # type: ignore[union-attr,arg-type]
-            if note is not None:
-                verdict = verdict or Verdict(data_now)
-                verdict.notes.append(note)
-                verdict.hold = hold
+            if data_now is not None and (verdict is None or verdict.end is None):
+                hold, note = icpt.consider(channel, direction, data_now, msgs)
+                if note is not None:
+                    verdict = verdict or Verdict(data_now)
+                    verdict.notes.append(note)
+                    verdict.hold = hold
         return verdict
 
     def closed(self, channel: str) -> list[dict[str, object]]:
@@ -475,7 +479,7 @@ class ConnRules:
             return None
         return data[:HEADER_SIZE] + _U64.pack(value & ~mask) + data[HEADER_SIZE + 8 :]
 
-    def sent_by_proxy(self, ts: int, channel: str, direction: str, data: bytes) -> None:
+    def sent_by_proxy(self, ts: int, channel: Channel, direction: Direction, data: bytes) -> None:
         """A message the proxy itself sent (a reply-error answer): keeps the decoder's state."""
         held = self.intercept is not None and self.intercept.match is not None
         if (

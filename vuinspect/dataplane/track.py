@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from .diagnose import NS, Finding, Notify, diagnose
 from .rings import RingSample, diff
@@ -91,13 +91,15 @@ class RingTrack:
             self.resets.clear()
         return raised, ended
 
-    def add_notify(self, signal: str, count: int, first_ns: int, last_ns: int) -> None:
+    def add_notify(
+        self, signal: Literal["kick", "call", "err"], count: int, first_ns: int, last_ns: int
+    ) -> None:
         if signal not in self.counts:
             return
         self.counts[signal] += count
         self.last_signal_ns[signal] = last_ns
         if signal in ("kick", "call"):
-            self.notifies.append(Notify(signal, count, first_ns, last_ns))  # type: ignore[arg-type]
+            self.notifies.append(Notify(signal, count, first_ns, last_ns))
 
     def reset(
         self, ts_ns: int, *, receive: bool, trace: bool

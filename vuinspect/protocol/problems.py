@@ -284,7 +284,7 @@ def worst(problems: list[Problem]) -> Severity | None:
     for p in problems:
         code = CODES.get(p.code)
         sev = code.severity if code is not None else "error"
-        sev = _OLD_NAMES.get(sev, sev)  # type: ignore[assignment]
+        sev = _OLD_NAMES.get(sev, sev)
         if best is None or RANK.get(sev, 0) < RANK[best]:
             best = sev
     return best

@@ -20,6 +20,7 @@ import socket
 import struct
 import sys
 import threading
+from typing import Any
 
 from ..protocol.features import protocol_mask, virtio_mask
 from . import wire
@@ -153,11 +154,11 @@ class Backend:
         self.channel_replies.append(reply)
 
 
-def serve_forever(listener: socket.socket, **kw: object) -> None:
+def serve_forever(listener: socket.socket, **kw: Any) -> None:
     """Accept connections and serve each on its own thread (for load tests)."""
     while True:
         conn, _ = listener.accept()
-        t = threading.Thread(target=lambda c=conn: Backend(c, **kw).serve(), daemon=True)  # type: ignore[arg-type]
+        t = threading.Thread(target=lambda c=conn: Backend(c, **kw).serve(), daemon=True)
         t.start()
 
 
@@ -193,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.connect:
             sock = wire.connect(args.connect, retries=100)
             print(f"connected to {args.connect}", file=sys.stderr, flush=True)
-            Backend(sock, **kw).serve()  # type: ignore[arg-type]
+            Backend(sock, **kw).serve()
             return 0
         listener = wire.listen(args.listen)
         print(f"listening on {args.listen}", file=sys.stderr, flush=True)
         if args.once:
             conn, _ = listener.accept()
-            Backend(conn, **kw).serve()  # type: ignore[arg-type]
+            Backend(conn, **kw).serve()
         else:
             serve_forever(listener, **kw)
     return 0
