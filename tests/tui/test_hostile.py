@@ -215,3 +215,19 @@ async def test_deep_or_long_filters_in_the_bar(tmp_path: Path, text: str) -> Non
         if bar.error is None:
             await settle(pilot, app)
             assert app.model.filter_text == text.strip()
+
+
+async def test_comment_prompt_shows_the_captures_comment_escaped(tmp_path: Path) -> None:
+    """``c`` pre-fills the prompt with the capture's opt_comment: escaped, as the tree shows it."""
+    frame = Frame(1_764_000_000_000_000_000, 1, "main", "f2b", struct.pack("<III", 1, 1, 0))
+    frame.comment = f"seen {EVIL} here"
+    path = write_capture(tmp_path / "comment.pcapng", [frame])
+    app = VuInspectApp(FileSource(Path(path)), poll_interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.prompt_mode == "comment"
+        text = screen_text(app)
+    assert "\x1b" not in text
+    assert "seen \\x1b]0;TITLE" in text

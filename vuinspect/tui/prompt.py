@@ -14,6 +14,8 @@ from textual.containers import Horizontal
 from textual.message import Message as TMessage
 from textual.widgets import Input, Static
 
+from vuinspect.render import safe_text
+
 
 class PromptInput(Input):
     """The input of the prompt line (Esc cancels)."""
@@ -68,6 +70,9 @@ class PromptBar(Horizontal):
         placeholder: str = "Enter accepts, Esc cancels",
     ) -> None:
         prompt = self.query_one(PromptInput)
+        # A pre-filled value may come from the capture (a frame's comment): escaped, as
+        # everywhere, since an Input draws ESC sequences raw.
+        value = safe_text(value)
         self.mode = mode
         self.query_one("#prompt-label", Static).update(label + " ")
         prompt.placeholder = placeholder
