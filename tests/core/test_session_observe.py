@@ -23,27 +23,14 @@ from vuinspect.frames import Channel, Direction, Frame
 from vuinspect.fuzz.mutate import mutate_frames
 from vuinspect.message import Message
 from vuinspect.pipeline import Pipeline
+from vuinspect.protocol.effects import session_fields
 from vuinspect.samples import device_start, every_message
 from vuinspect.session import Session
 from vuinspect.testing import wire
 
 CAPTURES = sorted((Path(__file__).parents[2] / "captures").glob("*.pcapng"))
 STATE = (
-    "device",
-    "virtio_offered",
-    "virtio_acked",
-    "protocol_offered",
-    "protocol_acked",
-    "owner",
-    "queue_num",
-    "max_mem_slots",
-    "status",
-    "mtu",
-    "config",
-    "log",
-    "inflight",
-    "backend_channel",
-    "backend_fd",
+    *session_fields(),
     "seen_start",
     "messages",
     "problems",

@@ -156,23 +156,7 @@ SCENARIOS = {
     **{f"backend_{r.name}": (lambda r=r: backend_request(r)) for r in BackendRequest},
 }
 
-_STATE = (
-    "device",
-    "virtio_offered",
-    "virtio_acked",
-    "protocol_offered",
-    "protocol_acked",
-    "owner",
-    "queue_num",
-    "max_mem_slots",
-    "status",
-    "mtu",
-    "config",
-    "log",
-    "inflight",
-    "backend_channel",
-    "backend_fd",
-)
+_STATE = EF.session_fields()
 
 
 def seen(frames: list[Frame]) -> list[tuple]:
@@ -273,6 +257,14 @@ def test_the_table_names_requests_that_exist():
                     assert e.field in S.Vring.__slots__ or e.op == "vring", e
                 elif e.field:
                     assert hasattr(S.Session(0), e.field), e
+
+
+def test_session_fields_are_the_state_the_table_writes():
+    fields = EF.session_fields()
+    assert len(set(fields)) == len(fields)
+    assert all(hasattr(S.Session(0), name) for name in fields)
+    assert {"device", "virtio_acked", "protocol_offered", "backend_fd", "inflight"} <= set(fields)
+    assert "started" not in fields and "regions" not in fields  # a vring's; not a field op's
 
 
 def test_request_enums_are_the_request_tables():

@@ -251,3 +251,17 @@ RULES: dict[str, dict[int, Rule]] = {
 def rule(channel: str, request: int) -> Rule:
     """The rule of ``request`` on ``channel`` (an empty one when it changes nothing)."""
     return RULES.get(channel, RULES["main"]).get(request, NO_RULE)
+
+
+def session_fields() -> tuple[str, ...]:
+    """The session attributes the table's effects write (its field ops, and ``device``
+    for ``guess_device``), in table order: what a session's state is, as the faces show it
+    (tests compare it across decoding paths; a new effect's field joins by itself)."""
+    names = dict.fromkeys(
+        "device" if e.op == "guess_device" else e.field
+        for rules in RULES.values()
+        for r in rules.values()
+        for e in r.request + r.reply
+        if e.op in ("set", "const", "fd", "with_fd", "guess_device")
+    )
+    return tuple(names)
