@@ -265,27 +265,11 @@ def _on_vring(ops: list[RingStep | None], reply: bool) -> Step:
                 op(s, ring, msg)
 
         return of_request
-    if len(run) == 1:
-        (only,) = run
-
-        def of_payload_one(s: Session, msg: Message, request: Message | None) -> None:
-            p = msg.payload
-            if "index" in p:
-                index = p["index"]
-                ring = s.vring(index)
-                if ring is None:  # past the cap: kept nowhere
-                    return
-                only(s, ring, msg)
-
-        return of_payload_one
 
     def of_payload(s: Session, msg: Message, request: Message | None) -> None:
         p = msg.payload
-        if "index" in p:
-            index = p["index"]
-            ring = s.vring(index)
-            if ring is None:  # past the cap: kept nowhere
-                return
+        ring = s.vring(p["index"]) if "index" in p else None
+        if ring is not None:  # (none without an index, or past the cap: kept nowhere)
             for op in run:
                 op(s, ring, msg)
 
