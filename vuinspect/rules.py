@@ -335,8 +335,10 @@ class ConnRules:
             )
         self.decode_all = self.addons is not None or any(r.names is None for r in filtered)
         self.decode_keys = frozenset().union(*(r.names or () for r in filtered))
-        # mask-features acts on undecoded bytes; every other rule needs the decoded message
-        self.masks_features = any(r.action == "mask-features" for r in self.rules)
+        # mask-features acts on the undecoded feature messages; every other rule needs the
+        # decoded message
+        masks = any(r.action == "mask-features" for r in self.rules)
+        self.mask_keys = frozenset(("main", r) for r in _FEATURE_MSGS) if masks else frozenset()
 
     def _decode(
         self, ts: int, channel: Channel, direction: Direction, data: bytes, fds: list[int]
@@ -349,16 +351,20 @@ class ConnRules:
             except Exception:  # noqa: BLE001 - a decoder bug must not break forwarding
                 return []
 
-    def wants(self, channel: str, req: int) -> bool:
-        """Whether :meth:`judge` can act on a message of request ``req`` (the relay sends
-        every other one by its fast path, as without rules)."""
+    def _decodes(self, key: tuple[str, int]) -> bool:
+        """Does a message of ``key`` (channel, request) go through the rules' decoder?"""
         icpt = self.intercept
         return (
             self.decode_all
-            or self.masks_features
-            or (channel, req) in self.decode_keys
+            or key in self.decode_keys
             or (icpt is not None and icpt.match is not None)
         )
+
+    def wants(self, channel: str, req: int) -> bool:
+        """Whether :meth:`judge` can act on a message of request ``req`` (the relay sends
+        every other one by its fast path, as without rules)."""
+        key = (channel, req)
+        return key in self.mask_keys or self._decodes(key)
 
     def judge(
         self, ts: int, channel: Channel, direction: Direction, data: bytes, fds: list[int]
@@ -371,9 +377,9 @@ class ConnRules:
         msgs = None
         icpt = self.intercept
         holding = icpt is not None and icpt.match is not None
-        if self.decode_all or key in self.decode_keys or holding:
+        if self._decodes(key):
             msgs = self._decode(ts, channel, direction, data, fds)
-        elif not self.masks_features:
+        elif key not in self.mask_keys:
             return None  # no rule names this request (and no addon, no intercept): untouched
         verdict: Verdict | None = None
         cur = data
@@ -481,12 +487,7 @@ class ConnRules:
 
     def sent_by_proxy(self, ts: int, channel: Channel, direction: Direction, data: bytes) -> None:
         """A message the proxy itself sent (a reply-error answer): keeps the decoder's state."""
-        held = self.intercept is not None and self.intercept.match is not None
-        if (
-            held
-            or self.decode_all
-            or (channel, HOST_HEADER.unpack_from(data)[0]) in self.decode_keys
-        ):
+        if self._decodes((channel, HOST_HEADER.unpack_from(data)[0])):
             self._decode(ts, channel, direction, data, [])
 
 

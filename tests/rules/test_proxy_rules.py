@@ -195,3 +195,17 @@ def test_stop_sends_held_messages_at_once(sockdir, proxy):
     assert time.monotonic() - t0 < 2.5
     assert recv(be, 2).request == wire.GET_VRING_BASE
     assert recv(be, 2) is None
+
+
+def test_wants_only_what_a_rule_can_act_on():
+    """The relay's fast path skips judge for a request no rule, addon or intercept acts on:
+    a request-named rule wants its request; mask-features only the feature messages."""
+    from vuinspect.rules import ConnRules
+
+    def wants(*texts: str) -> set[int]:
+        conn = ConnRules(RuleSet([parse_rule(t) for t in texts]), 1, str)
+        return {r for r in range(1, 50) if conn.wants("main", r)}
+
+    assert wants("drop: name == SET_VRING_CALL") == {wire.SET_VRING_CALL}
+    assert wants("mask-features VIRTIO_RING_F_EVENT_IDX") == {1, 2, 15, 16}
+    assert wants("drop: payload.num == 3") == set(range(1, 50))  # no request named: all
