@@ -1451,20 +1451,23 @@ local function choose_layout(cands, tvb, base, len, ctx)
   return cands[1]
 end
 
--- Names of the set bits, lowest first (named ones by name, others as BIT_n).  The lists
--- are shared per value (feature words repeat in every session; at most 256 kept per table).
-local function set_bit_names(v, named_by, width)
+-- What a value's bits show, made once per value and named list (feature words repeat in
+-- every session; at most 256 values kept per list): `names`, the set bits lowest first
+-- (named ones by name, others as BIT_n); once a tree shows it, `states` (each named bit's
+-- state), `extra` (the unnamed set bits' generic fields) and `text` (appended to the item).
+local function bits_entry(v, named_by, width)
   local cache = named_by[-1]
   if cache == nil then
     cache = { n = 0 }
     named_by[-1] = cache
   end
   local key = type(v) == "number" and v or tostring(v)
-  local names = cache[key]
-  if names then return names end
-  names = {}
+  local entry = cache[key]
+  if entry then return entry end
+  local names = {}
+  entry = { names = names }
   if cache.n < 256 then
-    cache[key], cache.n = names, cache.n + 1
+    cache[key], cache.n = entry, cache.n + 1
   end
   local lo, hi = lohi(v)
   for half = 0, 1 do
@@ -1475,25 +1478,15 @@ local function set_bit_names(v, named_by, width)
       x, n = floor(x / 2), n + 1
     end
   end
-  return names
+  return entry
 end
 
--- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
--- `item` is nil when no tree is built.  What a value shows (each named bit's state, the
--- unnamed set bits' fields, the appended text) is made once per value and named list, as
--- the names are (at most 256 values kept per list): feature words repeat in every session.
-local function bits_shown(v, key, named, names, generic)
-  local cache = named.shown
-  if cache == nil then
-    cache = { n = 0 }
-    named.shown = cache
-  end
-  local got = cache[key]
-  if got then return got end
+-- The tree's part of a bits entry (`named`'s states, `generic`'s fields for unnamed bits).
+local function bits_shown(entry, v, named, generic)
+  if entry.states then return entry end
   local lo, hi = lohi(v)
-  local states, extra = {}, {}
-  for i = 1, #named do local b = named[i]
-    local n = b.bit
+  local names, states, extra = entry.names, {}, {}
+  for i = 1, #named do local n = named[i].bit
     if n < 32 then states[i] = floor(lo / 2 ^ n) % 2 == 1 else states[i] = floor(hi / 2 ^ (n - 32)) % 2 == 1 end
   end
   for i_ = 1, #names do local name = names[i_]  -- unnamed set bits: BIT_n
@@ -1502,11 +1495,13 @@ local function bits_shown(v, key, named, names, generic)
       if g then extra[#extra + 1] = g end
     end
   end
-  got = { states = states, extra = extra, text = #names > 0 and " [" .. concat(names, " ") .. "]" or nil }
-  if cache.n < 256 then cache[key], cache.n = got, cache.n + 1 end
-  return got
+  entry.extra, entry.text = extra, #names > 0 and " [" .. concat(names, " ") .. "]" or nil
+  entry.states = states
+  return entry
 end
 
+-- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
+-- `item` is nil when no tree is built.
 local function add_bits(item, r, v, named, generic, width)
   local by = named.by
   if by == nil then
@@ -1514,15 +1509,15 @@ local function add_bits(item, r, v, named, generic, width)
     for i_ = 1, #named do local b = named[i_]; by[b.bit] = b.name end
     named.by = by
   end
-  local names = set_bit_names(v, by, width)
+  local entry = bits_entry(v, by, width)
   if item then
-    local shown = bits_shown(v, type(v) == "number" and v or tostring(v), named, names, generic)
-    local states = shown.states
-    for i = 1, #named do local b = named[i]; ti_add(item, b.pf, r, states[i]) end
-    for i_ = 1, #shown.extra do local g = shown.extra[i_]; ti_add(item, g, r, true) end
+    local shown = bits_shown(entry, v, named, generic)
+    local states, extra = shown.states, shown.extra
+    for i = 1, #named do ti_add(item, named[i].pf, r, states[i]) end
+    for i_ = 1, #extra do ti_add(item, extra[i_], r, true) end
     if shown.text then ti_text(item, shown.text) end
   end
-  return names
+  return entry.names
 end
 
 local function uuid_text(h)
