@@ -24,11 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..frames import Frame, notify_frame
+from ..protocol.layouts import VRING_FD_BITS
 
 WINDOW_NS = 10_000_000
 #: Relayed fds at most (3 per vring); beyond, messages pass with their own fds.
 MAX_RELAYS = 3 * 1024
-NOFD = 1 << 8
+#: A vhost_vring_fd payload's bits (protocol/layouts.py): NOFD, and the vring index.
+NOFD = dict(VRING_FD_BITS)["nofd"]
+VRING_INDEX = dict(VRING_FD_BITS)["index"]
 SIGNALS = {12: "kick", 13: "call", 14: "err"}
 _MSG = struct.Struct("<IIIQ")  # header + u64 payload
 
@@ -82,7 +85,7 @@ class Notifier:
         signal = SIGNALS.get(req)
         if signal is None or u64 & NOFD:
             return None
-        vring = u64 & 0xFF
+        vring = u64 & VRING_INDEX
         with self._lock:
             if len(self._by_fd) >= MAX_RELAYS and (conn, signal, vring) not in self._by_slot:
                 return None

@@ -35,7 +35,7 @@ from .diagnose import is_receive_queue, needs_call
 from .inflight import in_flight_chains
 from .inflight_region import InflightRegion
 from .memory import RegionSpec, regions_from
-from .notify import Notifier
+from .notify import VRING_INDEX, Notifier
 from .rings import PackedTracker, RingConfig, diff, sample
 from .sampler_state import (
     ConnState,
@@ -372,9 +372,9 @@ class Sampler:
         fd_layout, setter, then = _VRINGS[r]
         if len(data) < 20:
             return
-        if fd_layout:  # vhost_vring_fd: the index in the low byte, NOFD (0x100) above
+        if fd_layout:  # vhost_vring_fd: the index in the low byte, NOFD above
             value = _U64.unpack_from(data, 12)[0]
-            i = value & 0xFF
+            i = value & VRING_INDEX
         else:  # vhost_vring_state: index, num
             i, value = _II.unpack_from(data, 12)
         if i >= MAX_RINGS:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .inflight import SplitTracker
 from .inflight_region import InflightRegion
 from .memory import GuestMemory
+from .notify import NOFD
 from .rings import PackedTracker, RingConfig, RingSample
 
 ADDR = struct.Struct("=IIQQQQ")  # vhost_vring_addr: index, flags, desc, used, avail, log
@@ -107,7 +108,7 @@ def set_base(c: ConnState, ring: RingState, value: int, data: bytes) -> bool:
 
 
 def set_call(c: ConnState, ring: RingState, value: int, data: bytes) -> bool:
-    c.calls[ring.index] = "nofd" if value & 0x100 else "fd"
+    c.calls[ring.index] = "nofd" if value & NOFD else "fd"
     return True
 
 
