@@ -12,12 +12,18 @@ from vuinspect.capture import CaptureError, CaptureIndex, CaptureReader, Capture
 from vuinspect.frames import Frame
 
 
-def test_random_access_equals_sequential_read(tmp_path):
-    path = tmp_path / "c.pcapng"
-    frames = mixed_frames() + small_frames(500, conn=9)
+def written(path, frames: list[Frame]):
+    """``path`` holding ``frames`` (a capture written as the proxy would)."""
     with CaptureWriter(path) as w:
         for f in frames:
             w.write(f)
+    return path
+
+
+def test_random_access_equals_sequential_read(tmp_path):
+    path = tmp_path / "c.pcapng"
+    frames = mixed_frames() + small_frames(500, conn=9)
+    written(path, frames)
     sequential = list(CaptureReader(path))
     assert sequential == frames
     with build_index(path) as index:
@@ -56,10 +62,7 @@ def test_incremental_update_follows_a_live_writer(tmp_path):
 def test_half_written_block_is_picked_up_when_completed(tmp_path):
     whole = tmp_path / "whole.pcapng"
     frames = small_frames(10)  # an open event and 10 data frames
-    with CaptureWriter(whole) as w:
-        for f in frames:
-            w.write(f)
-    data = whole.read_bytes()
+    data = written(whole, frames).read_bytes()
     with build_index(whole) as ref:
         last = ref.offsets[-1]
     live = tmp_path / "live.pcapng"
@@ -88,9 +91,7 @@ def test_empty_file_then_capture_starts(tmp_path):
 
 def test_shrinking_file_is_reported_not_crashed(tmp_path):
     path = tmp_path / "c.pcapng"
-    with CaptureWriter(path) as w:
-        for f in small_frames(5):
-            w.write(f)
+    written(path, small_frames(5))
     index = build_index(path)
     os.truncate(path, 40)
     assert index.update() == 0
@@ -101,9 +102,7 @@ def test_shrinking_file_is_reported_not_crashed(tmp_path):
 def test_update_in_steps_gives_the_same_index(tmp_path):
     path = tmp_path / "c.pcapng"
     frames = mixed_frames() + small_frames(200, conn=3)
-    with CaptureWriter(path) as w:
-        for f in frames:
-            w.write(f)
+    written(path, frames)
     whole = build_index(path)
     stepped = CaptureIndex(path)
     steps = 0
