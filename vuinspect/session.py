@@ -34,9 +34,6 @@ _REPLY_ACK = F.protocol_mask("REPLY_ACK")
 _XEN_MMAP = F.protocol_mask("XEN_MMAP")
 _LOG_SHMFD = F.protocol_mask("LOG_SHMFD")
 _VRING_FD_INDEX = dict(VRING_FD_BITS)["index"]  # a SET_VRING_CALL's vring bits
-#: Requests kept waiting for a reply per channel; past it the oldest is given up (a peer
-#: that floods requests its peer never answers must not grow the queue, nor a reply's scan).
-MAX_PENDING = 1024
 
 
 class Session:
@@ -350,12 +347,6 @@ class Session:
             )
         may, must = self._expects_reply(msg, spec)
         if may:
-            if len(queue) >= MAX_PENDING:
-                old = queue.popleft()
-                if old.expected:
-                    old.message.problems.append(
-                        problem("missing_reply", f"given up: {MAX_PENDING} later requests wait")
-                    )
             queue.append(Pending(msg, msg.ts_ns, must))
 
     def _pair(self, msg: Message) -> Message | None:
