@@ -204,7 +204,7 @@ def open_prompt(app: Any) -> None:
     """``i``: the prompt, with the filter in force."""
     if app.control is None:
         return
-    app.open_prompt(
+    app.prompt.open(
         "intercept",
         "i hold messages matching:",
         app.control.filter_text,

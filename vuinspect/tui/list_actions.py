@@ -56,22 +56,14 @@ class ListActions(App[None]):
 
     # -- prompt: search, go to, save, comment ------------------------------------------------
     @property
+    def prompt(self) -> PromptBar:
+        """The prompt line above the footer (``prompt.open(mode, label, value, placeholder)``)."""
+        return self.query_one(PromptBar)
+
+    @property
     def prompt_mode(self) -> str | None:
-        """What the open prompt asks for (search, goto, save, comment), or None."""
-        return self.query_one(PromptBar).mode
-
-    def open_prompt(
-        self,
-        mode: str,
-        label: str,
-        value: str = "",
-        placeholder: str = "Enter accepts, Esc cancels",
-    ) -> None:
-        """Show the prompt line above the footer: ``label``, then the input."""
-        self.query_one(PromptBar).open(mode, label, value, placeholder)
-
-    def close_prompt(self) -> None:
-        self.query_one(PromptBar).close()
+        """What the open prompt asks for (search, goto, save, comment, intercept), or None."""
+        return self.prompt.mode
 
     def on_prompt_bar_closed(self, event: PromptBar.Closed) -> None:
         if self.view == "messages":
@@ -106,7 +98,7 @@ class ListActions(App[None]):
         if row is None:
             return
         self._comment_row = row
-        self.open_prompt(
+        self.prompt.open(
             "comment",
             f"comment on frame {row + 1}:",
             self.model.comment(row) or "",
@@ -121,7 +113,7 @@ class ListActions(App[None]):
 
     def action_search(self) -> None:
         self.action_view("messages")
-        self.open_prompt(
+        self.prompt.open(
             "search",
             "/ search:",
             self.search_text,
@@ -164,14 +156,14 @@ class ListActions(App[None]):
 
     def action_goto(self) -> None:
         self.action_view("messages")
-        self.open_prompt("goto", ": go to frame:", "", "frame number (Enter jumps, Esc cancels)")
+        self.prompt.open("goto", ": go to frame:", "", "frame number (Enter jumps, Esc cancels)")
 
     def action_save(self) -> None:
         marks = self.message_list.marks
         what = f"{len(marks)} marked frames" if marks else f"{len(self.model):,} frames in view"
         base = os.path.splitext(os.path.basename(self.source.name or "capture"))[0]
         default = os.path.abspath(f"{base}-{'marked' if marks else 'view'}.pcapng")
-        self.open_prompt("save", f"save {what} to:", default)
+        self.prompt.open("save", f"save {what} to:", default)
 
     def save(self, path: str) -> None:
         marks = self.message_list.marks
