@@ -75,6 +75,26 @@ def test_delay_holds_one_direction_in_order(sockdir, proxy):
     assert n["action"] == "delay" and n["original"] == n["new"]
 
 
+def test_a_name_rule_delays_the_reply_too_unless_it_says_not_reply(sockdir, proxy):
+    """docs/rules.md: a reply carries its request's name, so ``name == X`` holds the
+    request and its reply (the front-end waits twice the delay); ``and not reply`` only
+    the request."""
+    for rule, waits in (("", 2), (" and not reply", 1)):
+        maker = ruled(proxy, f"delay 300ms: name == GET_VRING_BASE{rule}")
+        where = os.path.join(sockdir, str(waits))
+        os.mkdir(where)
+        fe, be, srv, rec = relayed_pair(where, maker)
+        t0 = time.monotonic()
+        fe.sendall(wire.pack(wire.GET_VRING_BASE, wire.FLAG_VERSION, struct.pack("=II", 0, 0)))
+        assert recv(be).request == wire.GET_VRING_BASE
+        be.sendall(wire.pack(wire.GET_VRING_BASE, wire.REPLY_FLAGS, struct.pack("=II", 0, 7)))
+        assert recv(fe).request == wire.GET_VRING_BASE
+        took = time.monotonic() - t0
+        assert 0.3 * waits - 0.02 <= took < 0.3 * waits + 0.25, (rule, took)
+        fe.close()
+        be.close()
+
+
 def test_delay_does_not_hold_other_connections(sockdir, proxy):
     maker = ruled(proxy, "delay 1s: name == GET_VRING_BASE")
     fe, be, srv, rec = relayed_pair(sockdir, maker)
