@@ -450,3 +450,15 @@ def test_oversized_header_ends_the_channel(tmp_path, capsys) -> None:
     assert (
         "note: main channel: backend: header announces 1073741824 payload bytes (max 4096)" in out
     )
+
+
+def test_a_recorded_size_of_too_many_digits_is_no_size():
+    """An fd description is the capture's text: ``size=`` and 5,000 digits must not stop
+    the replay with int()'s digit-limit ValueError (it makes the smallest memfd instead)."""
+    desc = "guest-memory: memfd:ram size=" + "9" * 5000
+    assert recorded_size(desc) == 0
+    fd = make_fd(desc, 4096)
+    try:
+        assert os.fstat(fd).st_size == 4096
+    finally:
+        os.close(fd)

@@ -28,8 +28,9 @@ from ..testing import wire
 
 #: Back-end messages kept beyond what the recording had, before the replay gives up on it.
 EXTRA_MESSAGES = 1000
-#: The size proxy/fds.format_size wrote into an fd's description (``size=256MiB``).
-_SIZE = re.compile(r"\bsize=(\d+(?:KiB|MiB|GiB)?)")
+#: The size proxy/fds.format_size wrote into an fd's description (``size=256MiB``); the
+#: text is the capture's: more digits than a u64 has is no size (int() refuses > 4300).
+_SIZE = re.compile(r"\bsize=(\d{1,20}(?:KiB|MiB|GiB)?)(?![\dKMG])")
 #: Largest memfd the replay creates (sparse, but a capture must not make us ask for more).
 MAX_REGION = 1 << 40
 
