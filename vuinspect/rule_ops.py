@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .dataplane.memory import MAX_REGIONS
 from .dataplane.track import MAX_RINGS
 from .message import Message
 from .protocol import features as F
@@ -166,7 +167,12 @@ def _regions_set(e: Effect) -> Step:
 
 def _region_add(e: Effect) -> Step:
     def run(s: Session, msg: Message, request: Message | None) -> None:
-        s.regions.append(_region(msg.payload, msg.fds, 0))
+        if len(s.regions) < MAX_REGIONS:
+            s.regions.append(_region(msg.payload, msg.fds, 0))
+        elif all(p.code != "too_many_regions" for p in msg.problems):  # (slots: said)
+            # a front-end adding ever more must not grow the table (nor REM_MEM_REG's scan)
+            text = f"past the {MAX_REGIONS} regions vuinspect follows: not kept"
+            msg.problems.append(problem("too_many_regions", text))
 
     return run
 

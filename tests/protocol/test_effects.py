@@ -277,3 +277,21 @@ def test_an_unknown_op_is_refused():
         EF.Effect("teleport")
     with pytest.raises(ValueError):
         EF.Check("vibes")
+
+
+def test_added_regions_are_bounded_without_a_slot_count():
+    """ADD_MEM_REG with no GET_MAX_MEM_SLOTS answered: the memory table stops at the data
+    plane's MAX_REGIONS (a flooding front-end must not grow it, nor REM_MEM_REG's scan)."""
+    from vuinspect.dataplane.memory import MAX_REGIONS
+
+    t = Talk()
+    for i in range(MAX_REGIONS + 20):
+        t.req(FE.ADD_MEM_REG, dict(REGION, guest_phys_addr=i << 12), ("memfd:r",))
+    p = Pipeline()
+    for frame in t.frames:
+        p.feed(frame)
+    regions = p.sessions[CONN].regions
+    assert len(regions) == MAX_REGIONS
+    last = p.feed(Frame(t.tick(), CONN, "main", "f2b", build("main", FE.ADD_MEM_REG, REGION)))
+    assert [x.code for x in last[0].problems].count("too_many_regions") == 1
+    assert regions[-1].guest_phys_addr == (MAX_REGIONS - 1) << 12
