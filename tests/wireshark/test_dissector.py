@@ -135,6 +135,24 @@ def test_vring_index_past_the_cap_agrees_with_python(order, tmp_path):
     assert not_started == big  # the kick past the cap started nothing
 
 
+def test_memory_slots_count_regions_as_python_does(tmp_path):
+    """Regions added and removed (a removal takes every region of its key) against the
+    back-end's slots: the same too_many_regions frames in Lua as in Python."""
+    path = W.write_capture(tmp_path / "regions.pcapng", S.region_frames(adds=3))
+    py = W.python_views(path)
+    lua = W.dissect(path)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    adds = [m for m in py if m["name"] == "ADD_MEM_REG"]
+    over = [
+        i for i, m in enumerate(adds) if "too_many_regions" in {p["code"] for p in m["problems"]}
+    ]
+    assert over == [2, 4, 5, 6, 7]  # A A B | remove A | C D | 3 more, all past the 2 slots
+    want = {adds[i]["frame"] for i in over}
+    assert {f for f, code in lua.experts if code == "too_many_regions"} == want
+
+
 # -- problem codes as expert info -----------------------------------------------------------
 
 

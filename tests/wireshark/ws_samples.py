@@ -355,6 +355,36 @@ def vring_cap_frames(conn: int = 9, order: str = "<") -> list[Frame]:
     return frames
 
 
+def region_frames(conn: int = 11, adds: int = 0) -> list[Frame]:
+    """ADD_MEM_REG and REM_MEM_REG against 2 memory slots: a removal takes every region of
+    its key (here both copies of A), so the fourth add fits and the fifth does not.
+
+    ``adds`` more regions, then as many removals of a key never added: the count stays
+    exact and each removal is one lookup whatever was added before.
+    """
+    clock = Clock()
+    frames = [event_frame("open", clock(), conn, {"label": "regions.sock"})]
+
+    def f(direction: str, request: int, values: dict[str, Any] | None = None, **kw: Any) -> None:
+        frames.append(Frame(clock(), conn, "main", direction, build("main", request, values, **kw)))
+
+    def mem(request: int, addr: int) -> None:
+        region = {"guest_phys_addr": addr, "memory_size": 4096, "userspace_addr": addr}
+        data = build("main", request, region)
+        frames.append(Frame(clock(), conn, "main", "f2b", data, ("memfd:guest-ram",)))
+
+    f("f2b", 36)
+    f("b2f", 36, {"slots": 2}, reply=True)
+    for request, addr in ((37, 0), (37, 0), (37, 1 << 20), (38, 0), (37, 2 << 20), (37, 3 << 20)):
+        mem(request, addr)
+    for i in range(adds):
+        mem(37, (i + 8) << 20)
+    for _ in range(adds):
+        mem(38, 1 << 40)
+    frames.append(event_frame("close", clock(), conn, {"reason": "gone"}))
+    return frames
+
+
 def dataplane_frames(conn: int = 7) -> list[Frame]:
     """A blk connection with ring and notify frames of every shape the proxy writes.
 

@@ -28,16 +28,20 @@ do
   local function op_guess_device(s, e, out)
     if s.device == nil then s.device = guess_device(out[e.key]) end
   end
+  -- regions as counts per key (s.regions) and in all (s.nregions): only the count is
+  -- checked, and a REM_MEM_REG then costs one lookup, not a pass over every region added
   local function op_regions_set(s, e, out)
-    local regions = {}
-    for i, reg in ipairs(out[e.key]) do regions[i] = region_key(reg) end
-    s.regions = regions
+    local regions, list = {}, out[e.key]
+    for i = 1, #list do local k = region_key(list[i]); regions[k] = (regions[k] or 0) + 1 end
+    s.regions, s.nregions = regions, #list
   end
-  local function op_region_add(s, e, out) s.regions[#s.regions + 1] = region_key(out) end
-  local function op_region_remove(s, e, out)
-    local key, keep = region_key(out), {}
-    for i_ = 1, #s.regions do local k = s.regions[i_]; if k ~= key then keep[#keep + 1] = k end end
-    s.regions = keep
+  local function op_region_add(s, e, out)
+    local k = region_key(out)
+    s.regions[k], s.nregions = (s.regions[k] or 0) + 1, s.nregions + 1
+  end
+  local function op_region_remove(s, e, out)  -- every region of that key, as session.py does
+    local k = region_key(out)
+    s.nregions, s.regions[k] = s.nregions - (s.regions[k] or 0), nil
   end
   -- no state for a vring past C.MAX_RINGS (a peer's u32): vring_range reports it
   local function op_start(s, e, out, idx)
@@ -116,8 +120,8 @@ do
     problem(probs, "features_not_offered", verb .. " " .. bit_names_of(extra, names) .. " not offered by the back-end")
   end
   local function slots(s, rec, out, probs)
-    if s.max_mem_slots ~= nil and #s.regions >= s.max_mem_slots then
-      problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", #s.regions + 1, s.max_mem_slots))
+    if s.max_mem_slots ~= nil and s.nregions >= s.max_mem_slots then
+      problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", s.nregions + 1, s.max_mem_slots))
     end
   end
   local CHECK = { vring_started = vring_started, vring_range = vring_range, max_regions = max_regions,

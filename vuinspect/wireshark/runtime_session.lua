@@ -154,7 +154,7 @@ local MAX_PENDING = 4096  -- bound the pending queue of a pathological capture
 local function session(conn)
   local s = sessions[conn]
   if s == nil then
-    s = { conn = conn, messages = 0, seen_start = false, started = {}, regions = {},
+    s = { conn = conn, messages = 0, seen_start = false, started = {}, regions = {}, nregions = 0,
           pending = { main = {}, backend = {} } }
     sessions[conn] = s
   end
