@@ -14,6 +14,7 @@ import pytest
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.complete import complete
 from vuinspect.tui.filter_bar import FilterBar, FilterInput
+from vuinspect.tui.prompt import PromptInput
 from vuinspect.tui.sources import FileSource
 
 from .conftest import screen_text, settle
@@ -55,6 +56,35 @@ async def test_prompts_are_above_the_footer(
         lines = screen_text(app).splitlines()
         prompt_line = lines[-2]  # the footer is the last row
         assert label in prompt_line and typed in prompt_line, lines[-3:]
+
+
+@pytest.mark.parametrize("size", [(50, 12), (40, 10)], ids=["50x12", "40x10"])
+@pytest.mark.parametrize(
+    ("keys", "label", "typed"),
+    [
+        (("slash",), "/ search:", "SET_MEM"),
+        (("colon",), ": go to frame:", "42"),
+        (("w",), "save 91 frames", "g-mine"),  # the default path's end, then what is typed
+        (("c",), "comment on frame 91:", "lost kick?"),
+    ],
+    ids=["search", "goto", "save", "comment"],
+)
+async def test_prompts_in_a_small_terminal(
+    demo_path: Path, size: tuple[int, int], keys: tuple[str, ...], label: str, typed: str
+) -> None:
+    """Below 80x24 a prompt still shows its question and what is typed, above the footer,
+    and the selected row (the last one) stays in sight above it."""
+    app = app_for(demo_path)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, app)
+        await pilot.press("end")
+        await pilot.press(*keys, *typed.replace("g-mine", "-mine"))
+        await pilot.pause()
+        assert isinstance(app.focused, PromptInput)
+        lines = screen_text(app).splitlines()
+        assert len(lines) == size[1]
+        assert label in lines[-2] and typed in lines[-2], lines[-3:]
+        assert any(line.lstrip().startswith("91 ") for line in lines[:-2]), lines
 
 
 async def test_save_prompt_shows_the_default_path(demo_path: Path) -> None:
