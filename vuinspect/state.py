@@ -161,13 +161,23 @@ class RequestStats:
         return lat
 
 
+#: Request kinds counted apart (every known one fits many times over); past it, a peer
+#: sending ever new unknown codes has them counted under OTHER_KINDS, not one entry each.
+MAX_KINDS = 512
+OTHER_KINDS = "OTHER_KINDS"
+
+
 def count_request(stats: dict[str, RequestStats], msg: Any) -> int:
     """Count ``msg`` in its request's stats (the session's, or --stats' filtered view);
     returns its number of problems."""
     key = f"{msg.channel}:{msg.name}"
     st = stats.get(key)
     if st is None:
-        st = stats[key] = RequestStats()
+        if len(stats) >= MAX_KINDS:  # ever new unknown request codes: counted together
+            key = f"{msg.channel}:{OTHER_KINDS}"
+            st = stats.get(key)
+        if st is None:
+            st = stats[key] = RequestStats()
     if msg.reply:
         st.replies += 1
         if msg.latency_us is not None:

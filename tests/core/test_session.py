@@ -190,3 +190,18 @@ def test_owed_is_the_waiting_requests_a_reply_is_due_for_and_started_ns_the_star
     assert s.started_ns == T0 + 3000  # no open event: the first message
     s.on_open(T0, {})
     assert s.started_ns == T0  # the open event
+
+
+def test_ever_new_unknown_requests_cannot_grow_the_stats():
+    """Each unknown request code is its own stats kind (UNKNOWN_<n>) up to state.MAX_KINDS;
+    past it new kinds are counted together, none lost: a peer naming 2^32 codes holds
+    bounded memory."""
+    from vuinspect.state import MAX_KINDS
+
+    s = Session(1)
+    send = Wire(s)
+    for i in range(MAX_KINDS + 50):
+        send(10_000 + i)
+    assert len(s.stats) <= MAX_KINDS + 1
+    assert sum(st.count for st in s.stats.values()) == MAX_KINDS + 50
+    assert s.stats["main:UNKNOWN_10000"].count == 1
