@@ -58,8 +58,8 @@ def with_intercept(server: ProxyServer, device: str | None, intercept: Any = Non
 
     def on_change() -> None:
         links_follow()
-        # Once more a moment later: a link thread that was just then re-deciding its fast
-        # path (relay.py _received) may have put back the old answer.
+        # Once more a moment later: a link made just then read the rules in its __init__
+        # (relay.py) before it joined server._links, so the pass above missed it.
         timer = threading.Timer(0.05, links_follow)
         timer.daemon = True
         timer.start()
