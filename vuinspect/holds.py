@@ -1,7 +1,7 @@
 """Interactive intercept (the TUI's ``i``): matching messages held until the user decides.
 
 A hold is a delay until a decision.  The relay keeps a held message in its backlog
-exactly as it keeps a delay rule's (proxy/backlog.py, ``Pending.due``): that direction
+exactly as it keeps a delay rule's (proxy/backlog.py, ``Unsent.due``): that direction
 of the link waits as for a slow peer, the other one flows.  Every HOLD_TICK_NS the
 relay asks the :class:`Hold` for the user's decision (accept, edit, drop); the
 decision itself comes from another thread (the engine's control channel, fed by the

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from vuinspect.frames import Frame
-from vuinspect.proxy.backlog import Backlog, Pending, send_now
+from vuinspect.proxy.backlog import Backlog, Unsent, send_now
 from vuinspect.proxy.ending import Ended, EndReason, close_info
 from vuinspect.proxy.queue import FrameQueue
 from vuinspect.proxy.relay import Link
@@ -127,8 +127,8 @@ def test_the_backlog_keeps_order_and_sends_fds_with_their_message_once_there_is_
     assert 0 < sent < len(first)
     efd = wire.eventfd()
     kick = wire.pack(wire.SET_VRING_KICK, 1, wire.U64.pack(0))
-    backlog.out[0].append(Pending(memoryview(first)[sent:], []))
-    backlog.out[0].append(Pending(memoryview(kick), [efd]))
+    backlog.out[0].append(Unsent(memoryview(first)[sent:], []))
+    backlog.out[0].append(Unsent(memoryview(kick), [efd]))
     assert backlog.flush(0) is False  # still full: nothing reordered, the fd still ours
     os.fstat(efd)
     got = b""
@@ -151,7 +151,7 @@ def test_a_delayed_message_waits_for_its_time_and_then_goes() -> None:
     msg = wire.pack(wire.GET_FEATURES, 1)
     due, hold = backlog.delay(Verdict(data=msg, delay_s=0.05))
     assert hold is None and backlog.held == [1]
-    backlog.out[0].append(Pending(memoryview(msg), [], due, hold))
+    backlog.out[0].append(Unsent(memoryview(msg), [], due, hold))
     assert backlog.waiting(0) and backlog.due_now() == []
     assert 0 <= backlog.wait_ms() <= 51  # type: ignore[operator]
     assert backlog.flush(0) is False

@@ -4,7 +4,7 @@ Sends never block (``MSG_DONTWAIT``).  What does not fit waits here, in order,
 per destination socket; the link does not read the socket the bytes came from
 until its backlog is written, so back-pressure reaches the sender as on a
 direct connection.  A delay rule's message waits here too until its time
-(``Pending.due``), and the TUI's intercept keeps a held message here until the
+(``Unsent.due``), and the TUI's intercept keeps a held message here until the
 user decides (holds.py): that direction waits as for a slow peer, the other
 one flows.
 """
@@ -29,7 +29,7 @@ _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _DONTWAIT = int(socket.MSG_DONTWAIT)
 
 
-class Pending:
+class Unsent:
     """Bytes (and fds not yet sent) waiting for room in a socket."""
 
     __slots__ = ("view", "fds", "due", "hold")
@@ -83,7 +83,7 @@ class Backlog:
         notes: Callable[[int, Any], None],
     ) -> None:
         self.socks = socks
-        self.out: tuple[list[Pending], list[Pending]] = ([], [])
+        self.out: tuple[list[Unsent], list[Unsent]] = ([], [])
         self.held = [0]
         #: A stop: delays no longer wait, and a hold still undecided is dropped (holds.py).
         self.stopping = False
@@ -139,7 +139,7 @@ class Backlog:
         if not pending:
             sent = send_now(self.socks[dst], memoryview(data), [])
         if sent < len(data):
-            pending.append(Pending(memoryview(data)[sent:], []))
+            pending.append(Unsent(memoryview(data)[sent:], []))
 
     def due_now(self) -> list[int]:
         """The destinations whose first waiting message's time has come."""

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 from vuinspect.frames import Channel, Direction, Frame, event_frame
 
 from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE, FrontendRequest
-from .backlog import Backlog, Pending, send_now
+from .backlog import Backlog, Unsent, send_now
 from .ending import DONE, DRAIN, HALF, OPEN, Ended, EndReason, close_info, pass_eof
 from .fds import (
     ANC_SIZE,
@@ -316,7 +316,7 @@ class Link:
                 frames[side] += 1
                 nbytes[side] += n
                 if sent != n:
-                    out[dst].append(Pending(memoryview(bytes(data[sent:])), []))
+                    out[dst].append(Unsent(memoryview(bytes(data[sent:])), []))
                     update()
                     timeout = None if -1 not in registered else 200
 
@@ -475,7 +475,7 @@ class Link:
                     self._put(
                         ts, conn, channel, direction, data, tuple(describe_fd(fd) for fd in fds)
                     )
-                out.append(Pending(memoryview(data), fds, due, hold))
+                out.append(Unsent(memoryview(data), fds, due, hold))
             else:
                 try:
                     sent = send_now(self.socks[dst], memoryview(data), fds, keep=descs is None)
@@ -495,7 +495,7 @@ class Link:
                     if sent:
                         close_all(fds)  # kept open by _send only to be described
                 if sent < len(data):
-                    out.append(Pending(memoryview(data)[sent:], [] if sent else fds))
+                    out.append(Unsent(memoryview(data)[sent:], [] if sent else fds))
 
     def _put(
         self,
