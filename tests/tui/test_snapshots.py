@@ -118,6 +118,7 @@ def test_help_screen(snap_compare, demo_path: Path) -> None:
 
 # -- inputs being typed into: what you type is on screen, with its cursor -------------------
 SMALL = (80, 24)
+TINY = (50, 12)  # smaller than a default terminal: the prompt must still show
 
 
 def _typing(app: VuInspectApp, *keys: str):
@@ -145,7 +146,7 @@ def test_filter_completion_choices(snap_compare, demo_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
+@pytest.mark.parametrize("size", [TINY, SMALL, SIZE], ids=["50x12", "80x24", "130x40"])
 def test_typing_a_search(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
     app = app_for(demo_path)
     assert snap_compare(app, terminal_size=size, run_before=_typing(app, "slash", *"GET_VRING"))
@@ -166,7 +167,7 @@ def test_save_prompt_with_its_default(
     assert snap_compare(app, terminal_size=size, run_before=_typing(app, "w", *"-x"))
 
 
-@pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
+@pytest.mark.parametrize("size", [TINY, SMALL, SIZE], ids=["50x12", "80x24", "130x40"])
 def test_typing_a_frame_comment(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
     """The comment prompt (c) open and typed into: its question and the text are visible."""
     app = app_for(demo_path)
@@ -194,3 +195,39 @@ def test_queues_in_flight_chains(snap_compare, queue_path: Path) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def many_queue_frames(conns: int = 24) -> list:
+    """Many blk connections (more than 80x24 has rows), one vring each; c9's stops moving."""
+    from vuinspect.frames import ring_frame
+    from vuinspect.tui.samples import Script, blk_handshake
+
+    s = Script()
+    for conn in range(1, conns + 1):
+        blk_handshake(s, conn, f"/run/vhost/blk{conn - 1}.sock", queues=1)
+    t0 = s.ts + 1_000_000
+    for step in range(21):  # 0.0 .. 2.0 s, every 100 ms
+        for conn in range(1, conns + 1):
+            used = 4 * step if conn != 9 or step < 5 else 20
+            sample = {"vring": 0, "ts_ns": t0 + step * 100_000_000, "layout": "split"}
+            sample |= {"num": 256, "ok": True, "avail_idx": used + (2 if conn == 9 else 0)}
+            sample |= {"used_idx": used, "avail_flags": 0, "used_flags": 0, "problems": []}
+            sample["in_flight"] = sample["avail_idx"] - used
+            s.frames.append(ring_frame(sample["ts_ns"] + conn, conn, sample))
+    return s.frames
+
+
+@pytest.mark.parametrize("keys", [(), ("pagedown", "pagedown")], ids=["top", "paged"])
+def test_queues_with_many_connections(snap_compare, tmp_path: Path, keys: tuple[str, ...]) -> None:
+    """At 80x24 the table scrolls under its hint; the selected row's line stays below it."""
+    from vuinspect.tui.samples import write_capture
+
+    path = Path(write_capture(tmp_path / "many.pcapng", many_queue_frames()))
+    app = app_for(path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        await pilot.press("5", *keys)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=run_before)
