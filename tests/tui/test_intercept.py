@@ -400,7 +400,7 @@ def held_app() -> tuple[VuInspectApp, socket.socket]:
     return app, engine_end
 
 
-@pytest.mark.parametrize("size", [(80, 24), (130, 40)], ids=["80x24", "130x40"])
+@pytest.mark.parametrize("size", [(50, 12), (80, 24), (130, 40)], ids=["50x12", "80x24", "130x40"])
 def test_snapshot_intercept_prompt_and_held_row(snap_compare, size) -> None:
     """The held row (H, HELD #1, its note above) and the i prompt open and typed into."""
     app, engine_end = held_app()
