@@ -435,7 +435,6 @@ def("rule_fired", ProtoField.bool("vhost_user.rule.fired", "Acted (old name of v
 def("rule_answer", ProtoField.bytes("vhost_user.rule.answer", "Answer sent by the proxy (old name of vhost_user.payload.answer)"))
 def("rule_delay_s", ProtoField.double("vhost_user.rule.delay_s", "Delay (s) (old name of vhost_user.payload.delay_s)"))
 def("rule_error", ProtoField.string("vhost_user.rule.error", "Error (old name of vhost_user.payload.error)"))
-def("rule_hold", ProtoField.uint32("vhost_user.rule.hold", "Intercept hold (old name of vhost_user.payload.hold)", base.DEC))
 vu.fields = FL
 
 -- expert info: one per problem code of the Python decoder

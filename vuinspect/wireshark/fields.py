@@ -296,7 +296,7 @@ def _notes(reg: Registry) -> None:
         )
     )
     for key, ctor, label in RULE_KEYS:
-        if key != "rule":
+        if key in _OLD_RULE_KEYS:
             reg.add(
                 LuaField(
                     f"rule_{key}",
@@ -327,6 +327,12 @@ RULE_KEYS = tuple(
 )
 #: Who acted: the item the note's other keys are shown under (``rule``, else ``addon``).
 _NOTE_HEADS = ("rule", "addon")
+#: The keys that had a ``vhost_user.rule.<key>`` before they became payload fields: only
+#: an old name gets an alias (a key added since, like the intercept's ``hold``, has its
+#: payload name alone).
+_OLD_RULE_KEYS = frozenset(
+    "addon hook action direction original new fired answer delay_s error".split()
+)
 
 
 # -- payload fields --------------------------------------------------------------------------
