@@ -1833,8 +1833,8 @@ do
   if pause < 150 then collectgarbage("setpause", pause) end  -- someone wanted it tighter
 end
 -- A built tree leaves ~45 wslua userdata a frame (each tree item and byte range, with a
--- finaliser): Lua 5.2's generational mode collects that young garbage for less (tshark -V
--- -23% on 100,000 messages; summary lines, which build no tree, were ~5% slower in it, so
+-- finaliser): Lua 5.2's generational mode collects that young garbage for less (hand
+-- runs, bench/RESULTS.md Lua section "Each idea": tshark -V -23% on 100,000 messages; summary lines, which build no tree, were ~5% slower in it, so
 -- they keep the incremental collector).  It
 -- runs finalisers only at its major collections, and the C side of the dead items waits
 -- for them (-V peak RSS 633 MB instead of 362 on 300,000 messages), so a full collection
