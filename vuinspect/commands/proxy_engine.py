@@ -46,11 +46,11 @@ def with_intercept(server: ProxyServer, device: str | None, intercept: Any = Non
 
     if intercept is None:
         intercept = Intercept(device)
-    ruleset = getattr(server, "rules", None)
+    ruleset = server.rules
     if ruleset is None:
         ruleset = RuleSet([], device=device)
     ruleset.intercept = intercept
-    server.rules = ruleset  # type: ignore[attr-defined]  # read by relay.py
+    server.rules = ruleset
 
     def links_follow() -> None:
         for link in list(getattr(server, "_links", ())):  # (a set; list() copies it at once)

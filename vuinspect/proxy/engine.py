@@ -133,7 +133,7 @@ class Engine:
         self.server = ProxyServer(
             routes, None, socket_mode=args.socket_mode, recorder=self.recorder
         )
-        self.server.rules = getattr(args, "ruleset", None)  # type: ignore[attr-defined]  # relay.py
+        self.server.rules = getattr(args, "ruleset", None)
         self.server.on_error = lambda text: out(f"vuinspect proxy: {text}")
 
     def run(
@@ -211,6 +211,6 @@ class Engine:
             )
         if not self.args.quiet:
             self.out(summary(self.server.stats(), recorder))
-        rules = getattr(self.server, "rules", None)  # (falsy with an idle intercept: summed up)
+        rules = self.server.rules  # (falsy with an idle intercept: summed up)
         if rules is not None and (text := rules.summary()):
             self.out(f"vuinspect proxy: {text}")

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from vuinspect.frames import Frame, event_frame
 from vuinspect.units import parse_duration
@@ -42,6 +42,9 @@ from .queue import FrameQueue
 from .recorder import Recorder
 from .relay import Link, Roles
 from .sink import BUDGET, FrameSink
+
+if TYPE_CHECKING:
+    from vuinspect.rules import RuleSet
 
 __all__ = ["ProxyServer", "Route", "ListenError", "open_fd_count"]
 
@@ -338,6 +341,8 @@ class ProxyServer:
         self.sink: FrameSink | None = recorder or self.queue
         if self.sink is None and isinstance(sink, FrameSink):
             self.sink = sink  # (a callable sink got the queue above)
+        #: The run's rules, addons and intercept (set by the engine; each link reads them).
+        self.rules: RuleSet | None = None
         self._listeners: list[tuple[Listener, Route]] = []
         self._links: set[Link] = set()
         self._threads: set[threading.Thread] = set()
