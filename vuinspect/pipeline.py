@@ -27,8 +27,6 @@ from .message import Message
 from .protocol.problems import problem
 from .session import Session
 
-_REQUESTER = {"main": "f2b", "backend": "b2f"}  # who sends requests on each channel
-
 
 class Pipeline:
     """Decode a stream of frames from any number of connections.
@@ -170,24 +168,12 @@ class Pipeline:
         """One framed message through its session, with ``on_reply`` sinks: told when it
         paired a request."""
         self.messages += 1
-        queue = session.pending.get(channel)
-        if not queue or direction == _REQUESTER[channel]:
-            return session.handle(raw, self.messages, direction, channel)  # pairs nothing
-        before = list(queue)
         msg = session.handle(raw, self.messages, direction, channel)
-        if msg.reply and msg.reply_to is not None:
-            still = {id(p) for p in queue}
-            request = next(
-                (
-                    p.message
-                    for p in before
-                    if id(p) not in still and p.message.reply_in == msg.frame
-                ),
-                None,
-            )  # (the entry the session just took off the queue)
-            if request is not None:
-                for hook in self._on_reply:
-                    hook(request, msg)
+        if msg.reply_to is not None:  # it paired a request: the one the session just took
+            request = session.paired
+            assert request is not None  # (set with reply_to)
+            for hook in self._on_reply:
+                hook(request, msg)
         return msg
 
     def _tell(self, msgs: list[Message]) -> None:

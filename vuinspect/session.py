@@ -87,6 +87,8 @@ class Session:
         self._call_dropped: int | None = None
         self.messages = 0
         self.problems = 0
+        #: The request the latest paired reply answered (a reply with ``reply_to`` set just did).
+        self.paired: Message | None = None
         self._ctx: DecodeContext | None = None
         # payload decode cache, shared by the sessions of a pipeline: real traffic repeats
         self._decoded: dict[tuple, tuple] = {} if cache is None else cache
@@ -376,7 +378,7 @@ class Session:
                 )
             )
         queue.remove(match)
-        req = match.message
+        req = self.paired = match.message
         msg.reply_to = req.frame
         req.reply_in = msg.frame
         msg.latency_us = (msg.ts_ns - req.ts_ns) / 1000.0

@@ -193,3 +193,25 @@ def test_forget_drops_a_connection_and_its_partial_message() -> None:
     pipeline.forget(7)
     assert pipeline.sessions == {} and pipeline.owed() == []
     assert pipeline.close() == []  # no partial message left to report
+
+
+def test_on_reply_gets_the_request_paired_without_copying_the_queue() -> None:
+    """A reply that answers a request out of order, behind many waiting: on_reply gets that
+    request, and telling costs no copy of the waiting queue per reply (was O(n) each)."""
+    s = Script(step_ns=10)
+    s.open(1, "/run/a.sock")
+    for _ in range(20_000):
+        s.request(1, GET_FEATURES)
+    s.request(1, GET_PROTOCOL_FEATURES)
+    s.reply(1, GET_PROTOCOL_FEATURES, {"features": 0})  # the newest: out of order
+    for _ in range(20_000):
+        s.reply(1, GET_FEATURES, {"features": 0})
+    replies = RepliesOnly()
+    pipeline = Pipeline(sinks=[replies])
+    t = time.perf_counter()
+    msgs = [m for f in s.frames for m in pipeline.feed(f)]
+    assert time.perf_counter() - t < 10.0  # a queue copy per reply: 4e8 steps
+    assert len(replies.pairs) == 20_001
+    assert replies.pairs[0] == (msgs[20_001].frame, msgs[20_002].frame)
+    assert replies.pairs[1] == (msgs[1].frame, msgs[20_003].frame)
+    assert replies.pairs[-1] == (msgs[20_000].frame, msgs[-1].frame)
