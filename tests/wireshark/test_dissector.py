@@ -263,6 +263,18 @@ def test_request_filter_is_the_python_request_on_both_channels(sample_captures):
     assert _frames_matching(path, "vhost_user.backend_request == 5") == back
 
 
+def test_kind_filter_names_the_frame_kind_as_read_names_events(sample_captures):
+    """vhost_user.kind is the frame's kind (Frame.kind): its event values are read's
+    `kind` values; "data" is a frame of message bytes, read's message and raw records."""
+    path = sample_captures["every_le"]
+    py = W.python_views(path)
+    for kind in ("open", "close"):
+        want = {m["frame"] for m in py if m["kind"] == kind}
+        assert want and _frames_matching(path, f'vhost_user.kind == "{kind}"') == want
+    data = {m["frame"] for m in py if m["kind"] in ("message", "raw")}
+    assert data and _frames_matching(path, 'vhost_user.kind == "data"') == data
+
+
 def test_stats_tap_counts_like_the_python_sessions(sample_captures):
     path = sample_captures["every_le"]
     pipe = Pipeline()
