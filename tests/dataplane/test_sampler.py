@@ -148,6 +148,33 @@ def test_tables_resent_without_rings_are_never_mapped() -> None:
     assert fd_count() <= before  # (none left open; other tests' threads may close theirs)
 
 
+def test_a_memory_message_with_more_fds_than_regions_keeps_only_what_it_can_use() -> None:
+    """A front-end's SET_MEM_TABLE with 200 fds (its table has at most 8 regions): the
+    sampler's queue holds dups of 8 of them, not 200 (a flood before the next tick would
+    otherwise take the process's fds)."""
+    import os
+
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-guest4")
+    s = Sampler([].append, 0.1, clock=lambda: 1)
+    region = {
+        "guest_phys_addr": img.gpa,
+        "memory_size": img.size,
+        "userspace_addr": img.uva,
+        "mmap_offset": img.mmap_offset,
+    }
+    msg = build("main", 5, {"nregions": 1, "padding": 0, "regions": [region]})
+    extra = [os.dup(img.fd) for _ in range(199)]
+    try:
+        before = fd_count()
+        s.memory(1, 1, msg, [img.fd, *extra])
+        assert fd_count() == before + 8
+    finally:
+        s.stop()
+        for fd in extra:
+            os.close(fd)
+        img.close()
+
+
 def test_a_full_queue_loses_the_connection_not_the_traffic() -> None:
     from vuinspect.dataplane import sampler as sm
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..frames import Direction, Frame, event_frame, event_info, ring_frame
 from ..protocol import features as F
+from ..protocol.requests import MAX_FDS
 from ..protocol.requests import FrontendRequest as FE
 from .diagnose import is_receive_queue, needs_call
 from .inflight import in_flight_chains
@@ -156,7 +157,7 @@ class Sampler:
         dups: list[int] = []
         if req in MEMORY:
             try:
-                for fd in fds:
+                for fd in fds[:MAX_FDS]:  # (a region each at most: more are never used)
                     dups.append(os.dup(fd))
             except OSError:
                 close_fds(dups)
