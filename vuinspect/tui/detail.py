@@ -8,7 +8,6 @@ tells the hex pane which bytes to highlight.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rich.text import Text
 from textual.message import Message as TMessage
@@ -43,8 +42,10 @@ class DetailTree(Tree[NodeRef]):
             super().__init__()
             self.frame = frame
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__("No message selected", **kw)
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__("No message selected", name=name, id=id, classes=classes)
         self.show_root = False
         self.guide_depth = 2
         self.msgs: list[Message] = []

@@ -55,8 +55,10 @@ class QueuesView(DataTable):
             self.conn = conn
             self.vring = vring
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
         self.keys: list[tuple[int, int]] = []
         self.lines: list[Text] = []  # per row: the whole story, under the table
 

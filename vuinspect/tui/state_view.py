@@ -288,8 +288,10 @@ class StateView(Horizontal):
             super().__init__()
             self.conn = conn
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
         self.conn: int | None = None
         self._conns: list[int] = []
 
