@@ -62,6 +62,7 @@ def test_capture_buffer_and_script_reach_the_engine():
         (("--rings", "off", "--trace-notify"), "set Ring sampler to on"),
         (("--capture-buffer", "lots"), "Capture buffer: not a size: 'lots'"),
         (("--script", "/nonexistent/addon.py"), "--script /nonexistent/addon.py"),
+        (("--extcap-capture-filter", "name =="), "capture filter: expected a value"),
     ],
 )
 def test_what_cannot_run_is_refused_before_anything_starts(tmp_path, argv, said) -> None:

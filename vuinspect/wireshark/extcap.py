@@ -159,25 +159,13 @@ def capture(args: argparse.Namespace) -> int:
     if not args.fifo:
         print("vuinspect extcap: --capture needs --fifo", file=sys.stderr)
         return 2
-    if not args.listen or not args.connect:
-        print("vuinspect extcap: set both the listen and the connect socket paths", file=sys.stderr)
-        _release(args.fifo)
-        return 2
-    if (problem := filter_problem(args.extcap_capture_filter)) is not None:
-        print(f"vuinspect extcap: capture filter: {problem}", file=sys.stderr)
-        _release(args.fifo)
-        return 2
     if (problem := options_problem(args)) is not None:
-        print(f"vuinspect extcap: {problem}", file=sys.stderr)
-        _release(args.fifo)
-        return 2
+        return _refuse(args.fifo, problem, 2)
     options = engine_args(args)
     try:
         options.ruleset = _ruleset(args, options.device)
     except (RuleError, AddonError, OSError) as exc:
-        print(f"vuinspect extcap: {exc}", file=sys.stderr)
-        _release(args.fifo)
-        return 2
+        return _refuse(args.fifo, str(exc), 2)
     route = Route(
         listen=args.listen, connect=args.connect, frontend=args.frontend, device=options.device
     )
@@ -186,9 +174,7 @@ def capture(args: argparse.Namespace) -> int:
         engine.server.on_error = _say
         engine.run()
     except (CliError, CaptureError, OSError, ValueError) as exc:
-        _say(str(exc))
-        _release(args.fifo)
-        return 1
+        return _refuse(args.fifo, str(exc), 1)
     return 0
 
 
@@ -209,6 +195,10 @@ def _ruleset(args: argparse.Namespace, device: str | None) -> RuleSet | None:
 def options_problem(args: argparse.Namespace) -> str | None:
     """Why the dialog's options cannot run together (None if they can), said in the
     dialog's words before anything starts: Wireshark shows it as the capture's error."""
+    if not args.listen or not args.connect:
+        return "set both the listen and the connect socket paths"
+    if (problem := filter_problem(args.extcap_capture_filter)) is not None:
+        return f"capture filter: {problem}"
     if args.trace_notify and args.rings == "off":
         return (
             "Trace notifications are recorded by the ring sampler: "
@@ -226,6 +216,13 @@ def options_problem(args: argparse.Namespace) -> str | None:
 def _say(text: str) -> None:
     with contextlib.suppress(OSError, ValueError):
         print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
+
+
+def _refuse(fifo: str, text: str, code: int) -> int:
+    """Say why the capture cannot run (Wireshark shows it) and let dumpcap see the end."""
+    _say(text)
+    _release(fifo)
+    return code
 
 
 def _release(fifo: str) -> None:
