@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from vuinspect.capture import CaptureReader
+from vuinspect.capture import CaptureError, CaptureReader
 from vuinspect.demo import runners
 from vuinspect.demo.guest import Guest, build_guest
 from vuinspect.demo.scenarios import BlkRun, ProxySpec, Serve, blk_running
@@ -68,9 +68,10 @@ def blk_run(
 
 
 def ring_samples(path: Path) -> list[dict]:
-    """The ring frames of a capture that may still be written (whole frames only)."""
+    """The ring frames of a capture that may still be written (whole frames only: a
+    block cut short, or no file yet, ends the list; anything else is a failure)."""
     out = []
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(CaptureError, OSError):
         reader = CaptureReader(str(path))
         try:
             for f in reader:
