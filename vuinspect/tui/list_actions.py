@@ -39,7 +39,6 @@ class ListActions(App[None]):
     _search_cancel: threading.Event
     _comment_row: int | None
     _jumped_to: int | None
-    _detail_sig: tuple | None
 
     if TYPE_CHECKING:  # provided by the app
 
@@ -107,8 +106,7 @@ class ListActions(App[None]):
 
     def set_comment(self, row: int, text: str) -> None:
         self.model.comments[row] = text
-        self._detail_sig = None
-        self._refresh_detail()
+        self._refresh_detail()  # (the detail's signature holds the comment: it redraws)
         self.message_list.model_changed(rows_changed=False)
 
     def action_search(self) -> None:
