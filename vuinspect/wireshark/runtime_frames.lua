@@ -228,15 +228,15 @@ end
 local U32 = 4294967296
 local RULE_LABELS = { original = "Message before the rule", new = "Message sent on (after the rule)",
                       answer = "Answer of the proxy" }
+local function add_value(t, f, rng, v)  -- (v nil: the field reads its bytes)
+  if v == nil then return t:add(f, rng) end
+  return t:add(f, rng, v)
+end
+-- A note key's item (none for the head, shown as the note's own item) and its old name.
 local function note_item(t, k, head, rng, v)
-  local f, old = F["note_" .. k], F["rule_" .. k]
-  local item
-  if k ~= head then
-    if v == nil then item = t:add(f, rng) else item = t:add(f, rng, v) end
-  end
-  if old then
-    if v == nil then t:add(old, rng):set_hidden() else t:add(old, rng, v):set_hidden() end
-  end
+  local item = k ~= head and add_value(t, F["note_" .. k], rng, v) or nil
+  local old = F["rule_" .. k]
+  if old then add_value(t, old, rng, v):set_hidden() end
   return item
 end
 local function show_rule(top, r, info)
