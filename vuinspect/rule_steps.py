@@ -39,7 +39,6 @@ _REPLY_ACK = F.protocol_mask("REPLY_ACK")
 class Steps:
     """What a request's messages do to the session, resolved from its spec and rule."""
 
-    spec: RequestSpec
     rule: Rule
     request: Callable[[Session, Message], None]
     reply: Step
@@ -83,7 +82,7 @@ def table() -> StepTable:
 
 # -- building -------------------------------------------------------------------------------
 def build(spec: RequestSpec, rule: Rule) -> Steps:
-    return Steps(spec, rule, _request_step(spec, rule), _reply_step(spec, rule))
+    return Steps(rule, _request_step(spec, rule), _reply_step(spec, rule))
 
 
 def _request_step(spec: RequestSpec, rule: Rule) -> Callable[[Session, Message], None]:
@@ -136,22 +135,14 @@ def _reply_step(spec: RequestSpec, rule: Rule) -> Step:
     fds_needed = fds_required(fds, spec.reply)
     effects = compile_effects(rule.reply, reply=True)
 
-    if effects is None:
-
-        def step(s: Session, msg: Message, request: Message | None) -> None:
-            if msg.fds or fds_needed:
-                check_fds(s, msg, fds, role)
-            check_result(msg)
-
-        return step
-
-    def step_effects(s: Session, msg: Message, request: Message | None) -> None:
+    def step(s: Session, msg: Message, request: Message | None) -> None:
         if msg.fds or fds_needed:
             check_fds(s, msg, fds, role)
         check_result(msg)
-        effects(s, msg, request)
+        if effects is not None:
+            effects(s, msg, request)
 
-    return step_effects
+    return step
 
 
 def _virtio_word(s: Session, word: str) -> int | None:
