@@ -21,7 +21,7 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -33,6 +33,9 @@ from vuinspect.filter import FilterError, compile_filter
 from vuinspect.frames import Frame, event_info
 from vuinspect.holds import MAX_COMMAND, reencode
 from vuinspect.render import safe_text
+
+if TYPE_CHECKING:
+    from .list_actions import ListActions
 
 #: Data frames remembered for a hold note that comes after its message (bounded).
 RECENT = 256
@@ -200,7 +203,7 @@ class Control:
 
 
 # -- the keys (the app's actions call these; ``app`` is the VuInspectApp) ------------------------
-def open_prompt(app: Any) -> None:
+def open_prompt(app: ListActions) -> None:
     """``i``: the prompt, with the filter in force."""
     if app.control is None:
         return
@@ -212,7 +215,7 @@ def open_prompt(app: Any) -> None:
     )
 
 
-def set_filter(app: Any, text: str) -> None:
+def set_filter(app: ListActions, text: str) -> None:
     """Hold what matches ``text`` from now on (empty: stop, and release what is held)."""
     if app.control is None:
         return
@@ -231,7 +234,7 @@ def set_filter(app: Any, text: str) -> None:
         app.notify("intercept off; held messages released", timeout=2)
 
 
-def decide(app: Any, how: str) -> None:
+def decide(app: ListActions, how: str) -> None:
     """``a``/``e``/``d`` on the selected held message (or the oldest one), ``A`` on all."""
     if app.control is None:
         return
@@ -250,7 +253,7 @@ def decide(app: Any, how: str) -> None:
         return
     row = holds.row_of(number)
     msgs = [m for m in app.model.messages(row) if m.kind == "message"] if row is not None else []
-    if not msgs:
+    if row is None or not msgs:
         app.notify(f"held #{number} is not decoded yet", severity="warning")
         return
 
@@ -261,8 +264,8 @@ def decide(app: Any, how: str) -> None:
     app.push_screen(EditScreen(number, msgs[0], bytes(app.model.frame(row).data)), done)
 
 
-def _send(app: Any, cmd: dict[str, Any]) -> None:
-    error = app.control.send(cmd)
+def _send(app: ListActions, cmd: dict[str, Any]) -> None:
+    error = app.control.send(cmd) if app.control is not None else None
     if error:
         app.notify(error, severity="error", markup=False)
 

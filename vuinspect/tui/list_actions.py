@@ -33,6 +33,8 @@ class ListActions(App[None]):
 
     model: Model
     source: Source
+    control: intercept.Control | None
+    holds: intercept.Holds
     view: str
     search_text: str
     last_saved: tuple[str, int] | None
