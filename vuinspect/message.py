@@ -67,12 +67,8 @@ class Message:
 
     @property
     def is_reply(self) -> bool:
-        """Old name of :attr:`reply`, kept for code not yet renamed."""
+        """Old name of :attr:`reply`, read-only (addon scripts written against it)."""
         return self.reply
-
-    @is_reply.setter
-    def is_reply(self, value: bool) -> None:
-        self.reply = value
 
     def to_dict(self) -> dict[str, Any]:
         """The NDJSON object of ``vuinspect read --json`` for this message.

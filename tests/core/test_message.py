@@ -4,6 +4,8 @@ timestamps format at any 64-bit value."""
 
 from __future__ import annotations
 
+import pytest
+
 from vuinspect import fields as F
 from vuinspect.message import Message, ts_text
 from vuinspect.protocol.problems import problem
@@ -31,11 +33,12 @@ def test_an_event_shows_its_info_as_payload():
 
 
 def test_is_reply_is_an_alias_of_reply():
-    m = Message(1, 1, 0, 1, "main", "b2f")
-    m.is_reply = True
-    assert m.reply is True and m.to_dict()["reply"] is True and "is_reply" not in m.to_dict()
+    m = Message(1, 1, 0, 1, "main", "b2f", reply=True)
+    assert m.is_reply is True and m.to_dict()["reply"] is True and "is_reply" not in m.to_dict()
     m.reply = False
     assert m.is_reply is False
+    with pytest.raises(AttributeError):  # read-only: one name to set
+        m.is_reply = True
 
 
 def test_severity_is_the_worst_problem():
