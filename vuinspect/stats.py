@@ -124,7 +124,8 @@ def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
             row["requests"] += st.count
             row["replies"] += st.replies
             row["problems"] += st.problems
-            row["latencies"].merge(st.latencies_us)
+            if st.replies:  # (asking a kind without replies for them would make its Latencies)
+                row["latencies"].merge(st.latencies_us)
     out = []
     for row in rows.values():
         lat = row.pop("latencies")
@@ -139,7 +140,8 @@ def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
     for s in sessions:
         lat = Latencies()
         for st in s.stats.values():
-            lat.merge(st.latencies_us)
+            if st.replies:
+                lat.merge(st.latencies_us)
         start = s.started_ns
         end = s.closed_ns if s.closed_ns is not None else s.last_ns
         out.append(

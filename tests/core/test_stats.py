@@ -59,3 +59,19 @@ def test_a_filters_tally_counts_only_what_it_kept():
     text = format_stats(tally.sessions(), "latency_us > 15")
     assert text.startswith("Statistics of the messages matching: latency_us > 15\n\nRequests\n")
     assert "GET_FEATURES" in text
+
+
+def test_the_tables_make_no_latencies_for_kinds_without_replies():
+    """RequestStats makes its Latencies with the first reply (what a long read's garbage
+    collector walks); the tables, which the TUI asks again and again, make none either."""
+    from pathlib import Path
+
+    from vuinspect.capture import read_frames
+
+    p = Pipeline()
+    list(p.run(read_frames(Path(__file__).parents[2] / "captures" / "blk.pcapng")))
+    s = p.sessions[1]
+    unanswered = [st for st in s.stats.values() if not st.replies]
+    assert unanswered and all(st._latencies is None for st in unanswered)
+    request_table([s]), connection_table([s])
+    assert all(st._latencies is None for st in unanswered)
