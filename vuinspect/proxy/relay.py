@@ -137,7 +137,6 @@ class Link:
         self.socks = socks
         self.roles = roles
         self._end = EndReason()
-        self._aborted = False  # a stop: what the peers already sent is forwarded, then the end
         self.thread = threading.Thread(
             target=self._run, daemon=True, name=f"vuinspect-{owner.conn}-{channel}"
         )
@@ -192,7 +191,7 @@ class Link:
         pair is closed: a stop never swallows a message that was on its way.
         """
         self._end.note(-1, "proxy", text)
-        self._aborted = self._backlog.stopping = True
+        self._backlog.stopping = True  # what the peers already sent is forwarded, then the end
         for s in self.socks:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RD)
@@ -252,7 +251,8 @@ class Link:
         frames = self.frames
         nbytes = self.bytes
         timeout: int | None = None
-        held = self._backlog.held  # messages a delay or a hold keeps back
+        backlog = self._backlog
+        held = backlog.held  # messages a delay or a hold keeps back
         registered = self._watch.events  # what each socket waits for (-1: not registered)
         while True:
             events = poll(timeout)
@@ -260,7 +260,7 @@ class Link:
                 self._release()
                 timeout = wait()
             for fd, ev in events:
-                if self._aborted:
+                if backlog.stopping:
                     self._forward_the_rest(view, bufs)
                 side = 0 if fd == fd0 else 1
                 dst = 1 - side
