@@ -28,7 +28,7 @@ from .protocol import features as F
 from .protocol.layouts import VRING_FD_BITS
 from .protocol.problems import problem
 from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup, split_fd_role
-from .state import Pending, Region, RequestStats, Vring, count_request
+from .state import MAX_PENDING, Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = F.protocol_mask("REPLY_ACK")
 _XEN_MMAP = F.protocol_mask("XEN_MMAP")
@@ -349,6 +349,12 @@ class Session:
             )
         may, must = self._expects_reply(msg, spec)
         if may:
+            if len(queue) >= MAX_PENDING:
+                old = queue.popleft()
+                if old.expected:
+                    old.message.problems.append(
+                        problem("missing_reply", f"given up: {MAX_PENDING} later requests wait")
+                    )
             queue.append(Pending(msg, msg.ts_ns, must))
 
     def _pair(self, msg: Message) -> Message | None:

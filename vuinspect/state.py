@@ -46,6 +46,12 @@ class Vring:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+#: Requests kept waiting for a reply per connection and channel; past it the oldest is
+#: given up with missing_reply (a front-end flooding requests its back-end never answers
+#: must not grow the queue, nor a reply's scan over it).  The Lua dissector uses the same.
+MAX_PENDING = 4096
+
+
 @dataclass(slots=True)
 class Pending:
     """A request that still owes its reply."""

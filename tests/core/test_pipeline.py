@@ -11,6 +11,7 @@ from vuinspect.frames import Frame
 from vuinspect.message import Message
 from vuinspect.pipeline import Pipeline
 from vuinspect.session import Session
+from vuinspect.state import MAX_PENDING
 from vuinspect.tui.samples import Script, demo_frames
 
 GET_FEATURES, SET_FEATURES, SET_OWNER, GET_PROTOCOL_FEATURES = 1, 2, 3, 15
@@ -96,20 +97,21 @@ def test_owes_reply_until_the_reply_and_not_after_the_close() -> None:
 
 
 def test_owes_reply_is_cheap_when_a_peer_never_answers() -> None:
-    """Many requests waiting: the oldest and the newest are found without a scan."""
+    """Many requests waiting (as many as a session keeps, state.MAX_PENDING): the oldest
+    and the newest are found without a scan."""
     s = Script(step_ns=10)
     s.open(1, "/run/a.sock")
-    for _ in range(20_000):
+    for _ in range(MAX_PENDING):
         s.request(1, GET_FEATURES)
     pipeline = Pipeline()
     msgs = [m for f in s.frames for m in pipeline.feed(f)]
     requests = msgs[1:]
-    assert len(pipeline.owed(1)) == 20_000
+    assert len(pipeline.owed(1)) == MAX_PENDING
     t = time.perf_counter()
     for _ in range(20_000):  # read's question (the oldest held) and the TUI's (the newest)
         assert pipeline.owes_reply(requests[0]) and pipeline.owes_reply(requests[-1])
-    assert time.perf_counter() - t < 2.0  # a scan each time would take tens of seconds
-    assert pipeline.owes_reply(requests[10_000])  # (the middle: a scan, still right)
+    assert time.perf_counter() - t < 2.0  # a scan each time would take ~10 seconds
+    assert pipeline.owes_reply(requests[MAX_PENDING // 2])  # (the middle: a scan, still right)
     assert not pipeline.owes_reply(msgs[0])
 
 
@@ -197,21 +199,23 @@ def test_forget_drops_a_connection_and_its_partial_message() -> None:
 
 def test_on_reply_gets_the_request_paired_without_copying_the_queue() -> None:
     """A reply that answers a request out of order, behind many waiting: on_reply gets that
-    request, and telling costs no copy of the waiting queue per reply (was O(n) each)."""
+    request, and telling costs no copy of the waiting queue per reply (was O(n) each; the
+    queue is as long as a session keeps, state.MAX_PENDING)."""
+    n = MAX_PENDING - 1
     s = Script(step_ns=10)
     s.open(1, "/run/a.sock")
-    for _ in range(20_000):
+    for _ in range(n):
         s.request(1, GET_FEATURES)
     s.request(1, GET_PROTOCOL_FEATURES)
     s.reply(1, GET_PROTOCOL_FEATURES, {"features": 0})  # the newest: out of order
-    for _ in range(20_000):
+    for _ in range(n):
         s.reply(1, GET_FEATURES, {"features": 0})
     replies = RepliesOnly()
     pipeline = Pipeline(sinks=[replies])
     t = time.perf_counter()
     msgs = [m for f in s.frames for m in pipeline.feed(f)]
-    assert time.perf_counter() - t < 10.0  # a queue copy per reply: 4e8 steps
-    assert len(replies.pairs) == 20_001
-    assert replies.pairs[0] == (msgs[20_001].frame, msgs[20_002].frame)
-    assert replies.pairs[1] == (msgs[1].frame, msgs[20_003].frame)
-    assert replies.pairs[-1] == (msgs[20_000].frame, msgs[-1].frame)
+    assert time.perf_counter() - t < 10.0  # (a queue copy per reply: 1.7e7 steps here)
+    assert len(replies.pairs) == n + 1
+    assert replies.pairs[0] == (msgs[n + 1].frame, msgs[n + 2].frame)
+    assert replies.pairs[1] == (msgs[1].frame, msgs[n + 3].frame)
+    assert replies.pairs[-1] == (msgs[n].frame, msgs[-1].frame)

@@ -205,3 +205,18 @@ def test_ever_new_unknown_requests_cannot_grow_the_stats():
     assert len(s.stats) <= MAX_KINDS + 1
     assert sum(st.count for st in s.stats.values()) == MAX_KINDS + 50
     assert s.stats["main:UNKNOWN_10000"].count == 1
+
+
+def test_a_peer_that_never_answers_cannot_grow_the_waiting_queue():
+    """Requests past MAX_PENDING waiting push the oldest out (missing_reply on it): a
+    flooding front-end and a silent back-end hold bounded memory, a reply's scan too."""
+    from vuinspect.state import MAX_PENDING
+
+    s = Session(1)
+    send = Wire(s)
+    sent = [send(wire.GET_FEATURES) for _ in range(MAX_PENDING + 5)]
+    assert len(s.pending["main"]) == MAX_PENDING
+    assert all("missing_reply" in codes(m) for m in sent[:5])
+    assert "missing_reply" not in codes(sent[5])
+    r = send.reply(wire.GET_FEATURES, U64.pack(1))
+    assert r.reply_to == sent[5].frame
