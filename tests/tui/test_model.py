@@ -147,6 +147,18 @@ def test_refiltering_after_decoding() -> None:
     assert model.visible is None and len(model) == len(model.source)
 
 
+def test_shown_rows_are_the_rows_of_the_view() -> None:
+    """What ``w`` saves with no marks: the view's rows, filtered or not, as row_at gives them."""
+    model = Model(FrameListSource(demo_frames()))
+    model.run_to_end()
+    assert list(model.shown_rows()) == list(range(len(model.source)))
+    model.set_filter("conn == 2 and fds")
+    model.run_to_end()
+    shown = model.shown_rows()
+    assert 0 < len(shown) < len(model.source)
+    assert list(shown) == [model.row_at(p) for p in range(len(model))]
+
+
 def test_bad_filter_raises_and_keeps_the_old_one() -> None:
     model = Model(FrameListSource(demo_frames()))
     model.set_filter("conn == 1")

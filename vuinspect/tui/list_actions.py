@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -167,12 +168,11 @@ class ListActions(App[None]):
 
     def save(self, path: str) -> None:
         marks = self.message_list.marks
-        model = self.model
-        rows = sorted(marks) if marks else [model.row_at(p) for p in range(len(model))]
+        rows = sorted(marks) if marks else self.model.shown_rows()
         self._save_worker(rows, os.path.expanduser(path))
 
     @work(thread=True, exclusive=True, group="save")
-    def _save_worker(self, rows: list[int], path: str) -> None:
+    def _save_worker(self, rows: Sequence[int], path: str) -> None:
         try:
             n = save_rows(self.model, rows, path)
         except Exception as exc:  # noqa: BLE001 - any failure is reported, the app goes on
