@@ -268,6 +268,8 @@ def _notes(reg: Registry) -> None:
                 f"ev_{key}", payload_abbrev(key), label_of(key), "string", role="event", key=key
             )
         )
+        if key not in _OLD_EVENT_KEYS:
+            continue
         reg.add(
             LuaField(
                 f"ev_old_{key}",
@@ -327,11 +329,25 @@ RULE_KEYS = tuple(
 )
 #: Who acted: the item the note's other keys are shown under (``rule``, else ``addon``).
 _NOTE_HEADS = ("rule", "addon")
-#: The keys that had a ``vhost_user.rule.<key>`` before they became payload fields: only
-#: an old name gets an alias (a key added since, like the intercept's ``hold``, has its
-#: payload name alone).
+#: The keys that had a ``vhost_user.event.<key>`` or ``vhost_user.rule.<key>`` before they
+#: became payload fields: only an old name gets an alias (a key added since, like the
+#: intercept's ``hold``, has its payload name alone).
+_OLD_EVENT_KEYS = frozenset(
+    {"label", "listen", "connect", "orientation", "device", "byteorder", "reason", "by", "text"}
+)
 _OLD_RULE_KEYS = frozenset(
-    "addon hook action direction original new fired answer delay_s error".split()
+    {
+        "addon",
+        "hook",
+        "action",
+        "direction",
+        "original",
+        "new",
+        "fired",
+        "answer",
+        "delay_s",
+        "error",
+    }
 )
 
 

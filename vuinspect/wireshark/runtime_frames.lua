@@ -341,7 +341,8 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if v ~= nil and type(v) ~= "table" then
         local text_ = esc(tostring(v))
         top:add(F["ev_" .. k], r, text_)
-        top:add(F["ev_old_" .. k], r, text_):set_hidden()  -- vhost_user.event.KEY, the old name
+        local old = F["ev_old_" .. k]  -- vhost_user.event.KEY, for a key that had that name
+        if old then top:add(old, r, text_):set_hidden() end
       end
     end
     show_closed(top, r, num)
