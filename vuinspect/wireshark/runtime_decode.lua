@@ -456,16 +456,21 @@ local function bits_shown(entry, v, named, generic)
   return entry
 end
 
--- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
--- `item` is nil when no tree is built.
-local function add_bits(item, r, v, named, generic, width)
+-- bit number -> name of a named list (made once, kept in the list).
+local function bits_by(named)
   local by = named.by
   if by == nil then
     by = {}
     for i_ = 1, #named do local b = named[i_]; by[b.bit] = b.name end
     named.by = by
   end
-  local entry = bits_entry(v, by, width)
+  return by
+end
+
+-- Named bits always, unnamed ones when set; returns the names of the set bits, lowest first.
+-- `item` is nil when no tree is built.
+local function add_bits(item, r, v, named, generic, width)
+  local entry = bits_entry(v, bits_by(named), width)
   if item then
     local shown = bits_shown(entry, v, named, generic)
     local states, extra = shown.states, shown.extra

@@ -191,13 +191,8 @@ local function guess_device(features)
   return nil
 end
 
-local function bit_names_of(v, named)
-  local by, names = {}, {}
-  for i_ = 1, #named do local b = named[i_]; by[b.bit] = b.name end
-  for n = 0, 63 do
-    if bit_set(v, n) then names[#names + 1] = by[n] or ("BIT_" .. n) end
-  end
-  return concat(names, ", ")
+local function bit_names_of(v, named)  -- the names a feature word's item shows, for a text
+  return concat(bits_entry(v, bits_by(named), 64).names, ", ")
 end
 
 -- ===================================================================== runtime: pseudo-header
