@@ -1021,6 +1021,7 @@ local EFFECT_CHECKS = { "vring_started", "vring_range", "max_regions", "offered"
 local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
   MAX_RINGS = 1024,
+  MAX_PENDING = 4096,
   FLAG_REPLY = 4, FLAG_NEED_REPLY = 8, REPLY_FLAGS = 5,
   FLAGS_UNKNOWN = 0xFFFFFFF0, FLAGS_UNKNOWN_FROM = 16,
   PH_MAGIC = "VU", PH_VERSION = 1, PH_FIXED = 14,
@@ -1964,7 +1965,6 @@ local function ctx_of(bits)
   return c
 end
 
-local MAX_PENDING = 4096  -- bound the pending queue of a pathological capture
 
 local function session(conn)
   local s = sessions[conn]
@@ -2194,6 +2194,16 @@ local function expects_reply(s, spec, need_reply)
   return false, false
 end
 
+-- A request whose reply will not come (the connection ended, or C.MAX_PENDING later ones
+-- wait): missing_reply on its first-pass record, as session.py puts it on the message.
+local function missing_reply(p, text)
+  local m = p.m
+  local list = M.probs[m]
+  if list == nil then list = {}; M.probs[m] = list end
+  list[#list + 1] = { code = "missing_reply", text = text }
+  if not has(M.bits[m], B_MISSING) then M.bits[m] = M.bits[m] + B_MISSING end
+end
+
 local function enqueue(s, rec, spec, probs)
   local keep = s.pending[rec.channel]
   -- at most one optional entry exists, the newest: its reply did not come, which is fine
@@ -2205,7 +2215,10 @@ local function enqueue(s, rec, spec, probs)
   end
   local may, must = expects_reply(s, spec, rec.need_reply)
   if may then
-    if #keep >= MAX_PENDING then table.remove(keep, 1) end
+    if #keep >= C.MAX_PENDING then  -- state.MAX_PENDING: the oldest is given up
+      local old = table.remove(keep, 1)
+      if old.must then missing_reply(old, fmt("given up: %d later requests wait", C.MAX_PENDING)) end
+    end
     -- what pairing and close need of the request (rec itself is reused for the next one)
     local entry = { m = rec.m, frame = rec.frame, ts = rec.ts, request = rec.request,
                     name = rec.name, must = must }
@@ -3058,13 +3071,7 @@ local function close_session(s, reason, num)
   if #found > 0 then M.closed[num] = found end
   for _, q in pairs(s.pending) do
     for i_ = 1, #q do local p = q[i_]
-      if p.must then
-        local m = p.m
-        local list = M.probs[m]
-        if list == nil then list = {}; M.probs[m] = list end
-        list[#list + 1] = { code = "missing_reply", text = "connection ended before the reply (" .. reason .. ")" }
-        if not has(M.bits[m], B_MISSING) then M.bits[m] = M.bits[m] + B_MISSING end
-      end
+      if p.must then missing_reply(p, "connection ended before the reply (" .. reason .. ")") end
     end
   end
 end

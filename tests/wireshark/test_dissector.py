@@ -135,6 +135,36 @@ def test_vring_index_past_the_cap_agrees_with_python(order, tmp_path):
     assert not_started == big  # the kick past the cap started nothing
 
 
+def test_requests_past_max_pending_are_given_up_as_python_does(tmp_path):
+    """A front-end flooding requests a back-end never answers: both sides keep
+    state.MAX_PENDING waiting and give the oldest up with missing_reply."""
+    path = W.write_capture(tmp_path / "cap.pcapng", S.pending_flood_frames(extra=5))
+    py = W.python_views(path)
+    lua = W.dissect(path)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    given_up = [
+        m["frame"] for m in py if any(p["text"].startswith("given up") for p in m["problems"])
+    ]
+    assert given_up == [m["frame"] for m in py[1:6]]  # (the rest: capture ended first)
+    assert py[-1]["reply_to"] == py[6]["frame"]
+    out = subprocess.run(
+        ["tshark", "-2", "-r", str(path), "-X", f"lua_script:{W.LUA}", "-T", "fields"]
+        + ["-e", "frame.number", "-e", "_ws.expert.message"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    lua_given_up = [
+        int(n)
+        for n, _, text in (ln.partition("\t") for ln in out.splitlines())
+        if "given up" in text
+    ]
+    assert lua_given_up == given_up
+
+
 def test_memory_slots_count_regions_as_python_does(tmp_path):
     """Regions added and removed (a removal takes every region of its key) against the
     back-end's slots: the same too_many_regions frames in Lua as in Python."""

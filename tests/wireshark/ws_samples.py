@@ -493,3 +493,18 @@ def dataplane_frames(conn: int = 7) -> list[Frame]:
         notify_frame(t0 + 4 * s, conn, 1, "err", 2, t0 + 4 * s - 7, t0 + 4 * s - 1),
         ring(5.0, 4, 4, event="stop"),
     ]
+
+
+def pending_flood_frames(conn: int = 9, extra: int = 5) -> list[Frame]:
+    """state.MAX_PENDING + ``extra`` GET_FEATURES a silent back-end never answers, then one
+    reply: the oldest ``extra`` are given up (missing_reply) and the reply pairs with the
+    oldest still kept, on both sides."""
+    from vuinspect.state import MAX_PENDING
+
+    clock = Clock()
+    frames = [event_frame("open", clock(), conn, {"label": "flood.sock"})]
+    for _ in range(MAX_PENDING + extra):
+        frames.append(Frame(clock(), conn, "main", "f2b", build("main", 1)))
+    reply = build("main", 1, {"features": 1}, reply=True)
+    frames.append(Frame(clock(), conn, "main", "b2f", reply))
+    return frames

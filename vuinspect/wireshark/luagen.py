@@ -38,6 +38,7 @@ from vuinspect.protocol.requests import (
     RequestSpec,
 )
 from vuinspect.rule_ops import TRUNCATED_FD
+from vuinspect.state import MAX_PENDING
 
 from .fields import (
     EVENT_KEYS,
@@ -439,6 +440,7 @@ def _constants(reg: Registry) -> str:
 local C = {{
   HEADER_SIZE = {HEADER_SIZE}, MAX_PAYLOAD = {MAX_PAYLOAD}, VERSION = {VERSION}, MAX_FDS = {MAX_FDS},
   MAX_RINGS = {MAX_RINGS},
+  MAX_PENDING = {MAX_PENDING},
   FLAG_REPLY = {FLAG_REPLY}, FLAG_NEED_REPLY = {FLAG_NEED_REPLY}, REPLY_FLAGS = {REPLY_FLAGS},
   FLAGS_UNKNOWN = {lua_int(0xFFFFFFFF & ~FLAGS_KNOWN)}, FLAGS_UNKNOWN_FROM = {_unknown_from()},
   PH_MAGIC = {lua_str(ph.MAGIC.decode())}, PH_VERSION = {ph.VERSION}, PH_FIXED = {ph.FIXED_LEN},

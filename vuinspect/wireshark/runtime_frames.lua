@@ -310,13 +310,7 @@ local function close_session(s, reason, num)
   if #found > 0 then M.closed[num] = found end
   for _, q in pairs(s.pending) do
     for i_ = 1, #q do local p = q[i_]
-      if p.must then
-        local m = p.m
-        local list = M.probs[m]
-        if list == nil then list = {}; M.probs[m] = list end
-        list[#list + 1] = { code = "missing_reply", text = "connection ended before the reply (" .. reason .. ")" }
-        if not has(M.bits[m], B_MISSING) then M.bits[m] = M.bits[m] + B_MISSING end
-      end
+      if p.must then missing_reply(p, "connection ended before the reply (" .. reason .. ")") end
     end
   end
 end

@@ -149,7 +149,6 @@ local function ctx_of(bits)
   return c
 end
 
-local MAX_PENDING = 4096  -- bound the pending queue of a pathological capture
 
 local function session(conn)
   local s = sessions[conn]
@@ -379,6 +378,16 @@ local function expects_reply(s, spec, need_reply)
   return false, false
 end
 
+-- A request whose reply will not come (the connection ended, or C.MAX_PENDING later ones
+-- wait): missing_reply on its first-pass record, as session.py puts it on the message.
+local function missing_reply(p, text)
+  local m = p.m
+  local list = M.probs[m]
+  if list == nil then list = {}; M.probs[m] = list end
+  list[#list + 1] = { code = "missing_reply", text = text }
+  if not has(M.bits[m], B_MISSING) then M.bits[m] = M.bits[m] + B_MISSING end
+end
+
 local function enqueue(s, rec, spec, probs)
   local keep = s.pending[rec.channel]
   -- at most one optional entry exists, the newest: its reply did not come, which is fine
@@ -390,7 +399,10 @@ local function enqueue(s, rec, spec, probs)
   end
   local may, must = expects_reply(s, spec, rec.need_reply)
   if may then
-    if #keep >= MAX_PENDING then table.remove(keep, 1) end
+    if #keep >= C.MAX_PENDING then  -- state.MAX_PENDING: the oldest is given up
+      local old = table.remove(keep, 1)
+      if old.must then missing_reply(old, fmt("given up: %d later requests wait", C.MAX_PENDING)) end
+    end
     -- what pairing and close need of the request (rec itself is reused for the next one)
     local entry = { m = rec.m, frame = rec.frame, ts = rec.ts, request = rec.request,
                     name = rec.name, must = must }
