@@ -1022,6 +1022,7 @@ local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
   MAX_RINGS = 1024,
   MAX_PENDING = 4096,
+  MAX_REGIONS = 512,
   FLAG_REPLY = 4, FLAG_NEED_REPLY = 8, REPLY_FLAGS = 5,
   FLAGS_UNKNOWN = 0xFFFFFFF0, FLAGS_UNKNOWN_FROM = 16,
   PH_MAGIC = "VU", PH_VERSION = 1, PH_FIXED = 14,
@@ -2558,6 +2559,7 @@ do
     s.regions, s.nregions = regions, #list
   end
   local function op_region_add(s, e, out)
+    if s.nregions >= C.MAX_REGIONS then return end  -- (the slots check said "not kept")
     local k = region_key(out)
     s.regions[k], s.nregions = (s.regions[k] or 0) + 1, s.nregions + 1
   end
@@ -2644,6 +2646,8 @@ do
   local function slots(s, rec, out, probs)
     if s.max_mem_slots ~= nil and s.nregions >= s.max_mem_slots then
       problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", s.nregions + 1, s.max_mem_slots))
+    elseif s.nregions >= C.MAX_REGIONS then  -- a front-end adding ever more: not kept
+      problem(probs, "too_many_regions", fmt("past the %d regions vuinspect follows: not kept", C.MAX_REGIONS))
     end
   end
   local CHECK = { vring_started = vring_started, vring_range = vring_range, max_regions = max_regions,

@@ -167,12 +167,8 @@ def _regions_set(e: Effect) -> Step:
 
 def _region_add(e: Effect) -> Step:
     def run(s: Session, msg: Message, request: Message | None) -> None:
-        if len(s.regions) < MAX_REGIONS:
+        if len(s.regions) < MAX_REGIONS:  # (past it the slots check said "not kept")
             s.regions.append(_region(msg.payload, msg.fds, 0))
-        elif all(p.code != "too_many_regions" for p in msg.problems):  # (slots: said)
-            # a front-end adding ever more must not grow the table (nor REM_MEM_REG's scan)
-            text = f"past the {MAX_REGIONS} regions vuinspect follows: not kept"
-            msg.problems.append(problem("too_many_regions", text))
 
     return run
 
@@ -327,13 +323,13 @@ def _check_offered(s: Session, msg: Message, how: tuple[str, str]) -> None:
 
 
 def _check_slots(s: Session, msg: Message, _: Any) -> None:
-    if s.max_mem_slots is not None and len(s.regions) >= s.max_mem_slots:
-        msg.problems.append(
-            problem(
-                "too_many_regions",
-                f"{len(s.regions) + 1} regions, back-end has {s.max_mem_slots} slots",
-            )
-        )
+    n = len(s.regions)
+    if s.max_mem_slots is not None and n >= s.max_mem_slots:
+        text = f"{n + 1} regions, back-end has {s.max_mem_slots} slots"
+        msg.problems.append(problem("too_many_regions", text))
+    elif n >= MAX_REGIONS:  # a front-end adding ever more must not grow the table
+        text = f"past the {MAX_REGIONS} regions vuinspect follows: not kept"
+        msg.problems.append(problem("too_many_regions", text))
 
 
 #: Effect op -> the function that resolves one such effect (the interpreters of effects.OPS).

@@ -165,6 +165,23 @@ def test_requests_past_max_pending_are_given_up_as_python_does(tmp_path):
     assert lua_given_up == given_up
 
 
+def test_regions_past_max_regions_are_not_kept_as_python_does(tmp_path):
+    """No slot count announced and ever more ADD_MEM_REG: both sides say too_many_regions
+    past dataplane MAX_REGIONS and keep no more."""
+    from vuinspect.dataplane.memory import MAX_REGIONS
+
+    path = W.write_capture(tmp_path / "cap.pcapng", S.region_flood_frames(extra=5))
+    py = W.python_views(path)
+    lua = W.dissect(path)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = W.compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    flagged = [
+        i for i, m in enumerate(py) if "too_many_regions" in {p["code"] for p in m["problems"]}
+    ]
+    assert flagged == list(range(MAX_REGIONS + 1, MAX_REGIONS + 6))
+
+
 def test_memory_slots_count_regions_as_python_does(tmp_path):
     """Regions added and removed (a removal takes every region of its key) against the
     back-end's slots: the same too_many_regions frames in Lua as in Python."""

@@ -355,6 +355,20 @@ def vring_cap_frames(conn: int = 9, order: str = "<") -> list[Frame]:
     return frames
 
 
+def region_flood_frames(conn: int = 12, extra: int = 5) -> list[Frame]:
+    """dataplane MAX_REGIONS + ``extra`` ADD_MEM_REG with no slot count announced: past the
+    cap each is too_many_regions and not kept, so removals find the count where it was."""
+    from vuinspect.dataplane.memory import MAX_REGIONS
+
+    clock = Clock()
+    frames = [event_frame("open", clock(), conn, {"label": "flood.sock"})]
+    for i in range(MAX_REGIONS + extra):
+        region = {"guest_phys_addr": i << 20, "memory_size": 4096, "userspace_addr": i << 20}
+        data = build("main", 37, region)
+        frames.append(Frame(clock(), conn, "main", "f2b", data, ("memfd:guest-ram",)))
+    return frames
+
+
 def region_frames(conn: int = 11, adds: int = 0) -> list[Frame]:
     """ADD_MEM_REG and REM_MEM_REG against 2 memory slots: a removal takes every region of
     its key (here both copies of A), so the fourth add fits and the fifth does not.

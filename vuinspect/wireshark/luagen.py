@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vuinspect import __version__
 from vuinspect.capture import pseudohdr
+from vuinspect.dataplane.memory import MAX_REGIONS
 from vuinspect.dataplane.track import MAX_RINGS
 from vuinspect.protocol import effects as EF
 from vuinspect.protocol import features as FT
@@ -441,6 +442,7 @@ local C = {{
   HEADER_SIZE = {HEADER_SIZE}, MAX_PAYLOAD = {MAX_PAYLOAD}, VERSION = {VERSION}, MAX_FDS = {MAX_FDS},
   MAX_RINGS = {MAX_RINGS},
   MAX_PENDING = {MAX_PENDING},
+  MAX_REGIONS = {MAX_REGIONS},
   FLAG_REPLY = {FLAG_REPLY}, FLAG_NEED_REPLY = {FLAG_NEED_REPLY}, REPLY_FLAGS = {REPLY_FLAGS},
   FLAGS_UNKNOWN = {lua_int(0xFFFFFFFF & ~FLAGS_KNOWN)}, FLAGS_UNKNOWN_FROM = {_unknown_from()},
   PH_MAGIC = {lua_str(ph.MAGIC.decode())}, PH_VERSION = {ph.VERSION}, PH_FIXED = {ph.FIXED_LEN},

@@ -36,6 +36,7 @@ do
     s.regions, s.nregions = regions, #list
   end
   local function op_region_add(s, e, out)
+    if s.nregions >= C.MAX_REGIONS then return end  -- (the slots check said "not kept")
     local k = region_key(out)
     s.regions[k], s.nregions = (s.regions[k] or 0) + 1, s.nregions + 1
   end
@@ -122,6 +123,8 @@ do
   local function slots(s, rec, out, probs)
     if s.max_mem_slots ~= nil and s.nregions >= s.max_mem_slots then
       problem(probs, "too_many_regions", fmt("%d regions, back-end has %d slots", s.nregions + 1, s.max_mem_slots))
+    elseif s.nregions >= C.MAX_REGIONS then  -- a front-end adding ever more: not kept
+      problem(probs, "too_many_regions", fmt("past the %d regions vuinspect follows: not kept", C.MAX_REGIONS))
     end
   end
   local CHECK = { vring_started = vring_started, vring_range = vring_range, max_regions = max_regions,
