@@ -54,10 +54,6 @@ from .track import MAX_RINGS  # vring indices followed per connection
 #: < 40 MiB even of the largest (a peer flooding padded messages), ~8 MiB of real ones.  A proxy whose sampler is this far
 #: behind drops the item (closing its fds) and stops sampling that connection, with a note.
 MAX_QUEUE = 1 << 16
-#: Dups of memory fds the queue may hold before the next tick, over all connections
-#: (a front-end flooding memory messages would otherwise take the process's fds: past
-#: it, that connection's rings are no longer followed, as for a full queue).
-MAX_QUEUED_FDS = 256
 #: A message longer than this is no vring, feature or memory message the sampler can use
 #: (SET_MEM_TABLE with 8 regions is 276 bytes): not queued.
 MAX_WANTED_SIZE = 512
@@ -120,8 +116,6 @@ class Sampler:
         self.dropped = 0
         self.frames = 0
         self._q: deque[tuple] = deque()
-        self._queued_fds = 0  # dups in _q (forwarding threads add, the sampler's thread takes)
-        self._fds_lock = threading.Lock()
         self._closing: set[int] = set()
         self._lost_conns: set[int] = set()
         self._ended: deque[int] = deque(maxlen=1024)  # connections closed lately
@@ -162,32 +156,18 @@ class Sampler:
         req = _U32.unpack_from(data)[0]
         dups: list[int] = []
         if req in MEMORY:
-            wanted_fds = fds[:MAX_FDS]  # (a region each at most: more are never used)
-            with self._fds_lock:
-                if self._queued_fds + len(wanted_fds) > MAX_QUEUED_FDS:
-                    self._lose(conn)
-                    return
-                self._queued_fds += len(wanted_fds)
             try:
-                for fd in wanted_fds:
+                for fd in fds[:MAX_FDS]:  # (a region each at most: more are never used)
                     dups.append(os.dup(fd))
             except OSError:
-                self._taken(wanted_fds)
                 close_fds(dups)
                 self._lose(conn)
                 return
         descs = tuple("fd" for _ in fds)
         # (memory messages wait for the next tick: no wake-up, no GIL taken per message)
         if not self._put(("data", ts, conn, "f2b", bytes(data), descs, dups), req in _VRING):
-            self._taken(dups)
             close_fds(dups)
             self._lose(conn)
-
-    def _taken(self, dups: list[int]) -> None:
-        """``dups`` left the queue (or never reached it): they no longer count against it."""
-        if dups:
-            with self._fds_lock:
-                self._queued_fds -= len(dups)
 
     #: --trace-notify (dataplane/notify.py), started and stopped with the sampler.
     notifier: Notifier | None = None
@@ -232,7 +212,6 @@ class Sampler:
                 c.release()
         for item in self._q:
             if item[0] == "data" and len(item) > 6:
-                self._taken(item[6])
                 close_fds(item[6])
         self._q.clear()
 
@@ -265,8 +244,6 @@ class Sampler:
             item = q.popleft()
             kind = item[0]
             if kind == "data":
-                if len(item) > 6:
-                    self._taken(item[6])
                 self._message(*item[1:])
             elif kind == "event":
                 frame = item[1]
