@@ -37,3 +37,25 @@ async def test_header_problem_count_includes_data_plane_findings(queue_path: Pat
         assert found, head
         assert int(found[1]) == total and int(found[2] or 0) == dp, head
         assert "backend_stalled" in text  # ... and the finding itself, in Waiting
+
+
+async def test_a_redraw_while_the_view_is_being_taken_down_does_nothing(queue_path: Path) -> None:
+    """As the app exits, Textual removes the view's children while the poll timer still runs.
+
+    A redraw then found no OptionList and the exit ended in a traceback (seen in CI).
+    """
+    from textual.widgets import OptionList
+
+    from vuinspect.tui.state_view import StateView
+
+    app = VuInspectApp(FileSource(queue_path))
+    async with app.run_test(size=(140, 50)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("2")
+        await settle(pilot, app)
+        view = app.query_one(StateView)
+        await view.query_one(OptionList).remove()
+        app.refresh_view()  # raised NoMatches before
+        app.poll()
+        await pilot.pause(0.1)
+        assert app.is_running

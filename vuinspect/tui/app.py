@@ -24,6 +24,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from vuinspect.render import safe_text
@@ -229,8 +230,8 @@ class VuInspectApp(ListActions):
     # -- following the model -------------------------------------------------------------
     def poll(self) -> None:
         """Repaint what the decoding thread changed since the last poll."""
-        if not self._widgets or not self.message_list.is_attached:
-            return
+        if self._exit or not self._widgets or not self.message_list.is_attached:
+            return  # leaving: the timer may fire while the widgets are being removed
         if self.holds.changed != self._holds_seen:
             self._holds_seen = self.holds.changed
             self.message_list.held = dict(self.holds.rows)
@@ -278,6 +279,15 @@ class VuInspectApp(ListActions):
         sessions = self.model.sessions()
         now_ns = self.model.now_ns()
         lock = self.model.lock
+        kinds: dict[str, type[Widget]] = {
+            "state": StateView,
+            "connections": ConnectionsView,
+            "stats": StatsView,
+            "queues": QueuesView,
+        }
+        kind = kinds.get(self.view)
+        if kind is None or not self.query(kind):
+            return  # the list, or the view is being removed as the app exits
         if self.view == "state":
             self._refresh_state(sessions, now_ns, lock)
         elif self.view == "connections":

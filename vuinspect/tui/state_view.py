@@ -332,7 +332,10 @@ class StateView(Horizontal):
                 body = session_renderable(chosen, now_ns) if chosen else Text("No connection yet")
         if heading is not None:
             body = Group(heading, body)
-        options = self.query_one(OptionList)
+        found = self.query(OptionList)
+        if not found:
+            return  # not composed yet, or being removed as the app exits
+        options = found.first()
         if conns != self._conns or [str(o.prompt) for o in options.options] != labels:
             highlighted = options.highlighted
             options.clear_options()
