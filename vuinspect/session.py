@@ -14,6 +14,7 @@ generated dissector's runtime_effects.lua interprets the same table).
 from __future__ import annotations
 
 import struct
+import warnings
 from collections import deque
 from typing import Any
 
@@ -86,7 +87,8 @@ class Session:
         #: The vring of a SET_VRING_CALL a proxy note says was dropped; its message follows.
         self._call_dropped: int | None = None
         self.messages = 0
-        self.problems = 0
+        #: problems found in this connection's messages (Message.problems is the list)
+        self.problem_count = 0
         #: The request the latest paired reply answered (a reply with ``reply_to`` set just did).
         self.paired: Message | None = None
         self._ctx: DecodeContext | None = None
@@ -98,6 +100,13 @@ class Session:
         self._resolved = self._steps.resolved  # id(spec) -> its steps, once resolved
 
     # -- derived ---------------------------------------------------------------
+    @property
+    def problems(self) -> int:
+        """Old name of :attr:`problem_count`, read-only (addon scripts reach the session
+        through ``flow.session``); a number, not the list ``Message.problems`` is."""
+        warnings.warn("Session.problems is Session.problem_count", DeprecationWarning, stacklevel=2)
+        return self.problem_count
+
     @property
     def packed(self) -> bool:
         return bool((self.virtio_acked or 0) >> F.RING_PACKED_BIT & 1)
@@ -295,7 +304,7 @@ class Session:
                 if later:
                     problems.extend(later)
                 steps.request(self, msg)
-        self.problems += count_request(self.stats, msg)
+        self.problem_count += count_request(self.stats, msg)
 
     def _arrive(self, msg: Message) -> bool:
         """Count a message in; False for a raw chunk (nothing more to do with it)."""
@@ -315,7 +324,7 @@ class Session:
         return True
 
     def _count(self, msg: Message) -> None:
-        self.problems += count_request(self.stats, msg)
+        self.problem_count += count_request(self.stats, msg)
 
     # -- pairing -------------------------------------------------------------------
     def _expects_reply(self, msg: Message, spec: RequestSpec | None) -> tuple[bool, bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,10 +154,18 @@ class Latencies:
 class RequestStats:
     count: int = 0
     replies: int = 0
-    problems: int = 0
+    problem_count: int = 0
     #: made with the first reply latency: most request kinds have none, and an object per
     #: kind per connection is what a long read's garbage collector walks (issue 16's bench)
     _latencies: Latencies | None = field(default=None, repr=False)
+
+    @property
+    def problems(self) -> int:
+        """Old name of :attr:`problem_count`, read-only (a number: Message.problems is the list)."""
+        warnings.warn(
+            "RequestStats.problems is RequestStats.problem_count", DeprecationWarning, stacklevel=2
+        )
+        return self.problem_count
 
     @property
     def latencies_us(self) -> Latencies:
@@ -191,5 +200,5 @@ def count_request(stats: dict[str, RequestStats], msg: Any) -> int:
     else:
         st.count += 1
     n = len(msg.problems)
-    st.problems += n
+    st.problem_count += n
     return n

@@ -25,7 +25,7 @@ class _Counted:
         self._session = session
         self.stats: dict[str, RequestStats] = {}
         self.messages = 0
-        self.problems = 0
+        self.problem_count = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)
@@ -94,7 +94,7 @@ class Tally:
         if view is None or view._session is not session:
             view = self.views[msg.conn] = _Counted(session)
         view.messages += 1
-        view.problems += count_request(view.stats, msg)
+        view.problem_count += count_request(view.stats, msg)
 
     def sessions(self) -> list[Any]:
         return list(self.views.values())
@@ -123,7 +123,7 @@ def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
             )
             row["requests"] += st.count
             row["replies"] += st.replies
-            row["problems"] += st.problems
+            row["problems"] += st.problem_count
             if st.replies:  # (asking a kind without replies for them would make its Latencies)
                 row["latencies"].merge(st.latencies_us)
     out = []
@@ -151,7 +151,7 @@ def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
                 "orientation": s.info.get("orientation"),
                 "device": s.device,
                 "messages": s.messages,
-                "problems": s.problems,
+                "problems": s.problem_count,
                 "duration_s": (end - start) / 1e9
                 if start is not None and end is not None
                 else None,

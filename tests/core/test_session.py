@@ -220,3 +220,22 @@ def test_a_peer_that_never_answers_cannot_grow_the_waiting_queue():
     assert "missing_reply" not in codes(sent[5])
     r = send.reply(wire.GET_FEATURES, U64.pack(1))
     assert r.reply_to == sent[5].frame
+
+
+def test_a_sessions_problem_count_is_a_number_and_problems_only_its_old_read_only_name():
+    """Message.problems is a list of Problem objects; a session counts them: problem_count
+    (``problems`` stays readable for addon scripts written against it, never writable)."""
+    import pytest
+
+    s = Session(1)
+    send = Wire(s)
+    send(wire.GET_FEATURES, wire.FLAG_VERSION | 0x80)  # reserved flag: one problem
+    assert s.problem_count == 1
+    with pytest.warns(DeprecationWarning, match="problem_count"):
+        assert s.problems == 1
+    with pytest.raises(AttributeError):
+        s.problems = 2  # type: ignore[misc]
+    (st,) = s.stats.values()  # a request kind's count, the same name
+    assert st.problem_count == 1
+    with pytest.warns(DeprecationWarning, match="problem_count"):
+        assert st.problems == 1

@@ -33,7 +33,7 @@ STATE = (
     *session_fields(),
     "seen_start",
     "messages",
-    "problems",
+    "problem_count",
     "first_ns",
     "last_ns",
 )
@@ -59,7 +59,7 @@ def run(frames: list[Frame]) -> tuple[list[dict[str, Any]], list[str]]:
                 {k: getattr(s, k) for k in STATE},
                 s.regions,
                 sorted(s.vrings.items()),
-                sorted((k, v.count, v.replies, v.problems) for k, v in s.stats.items()),
+                sorted((k, v.count, v.replies, v.problem_count) for k, v in s.stats.items()),
                 s.waiting(),
                 s.dataplane.rings,
             )

@@ -331,7 +331,7 @@ def test_stats_tap_counts_like_the_python_sessions(sample_captures):
     for s in pipe.sessions.values():
         for key, st in s.stats.items():
             c, r, p = want.get(key, (0, 0, 0))
-            want[key] = (c + st.count, r + st.replies, p + st.problems)
+            want[key] = (c + st.count, r + st.replies, p + st.problem_count)
     proc = W.tshark("-q", "-r", str(path), "-X", f"lua_script:{W.LUA}", "-z", "vhost_user,stat")
     assert proc.returncode == 0, proc.stderr
     rows = {}

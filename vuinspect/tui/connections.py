@@ -59,7 +59,7 @@ def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...
                     format_time(end, "abs", None, None) if end is not None else "open",
                     format_age(last - start) if start is not None and last is not None else "-",
                     str(s.messages),
-                    str(s.problems),
+                    str(s.problem_count),
                 )
             )
         )

@@ -161,8 +161,8 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
         )
     else:
         head.append("   open", style="green")
-    dp = s.dataplane.problems  # ring/notify messages' problems: not in s.problems
-    problems = f"{s.problems + dp}" + (f" ({dp} data plane)" if dp else "")
+    dp = s.dataplane.problems  # ring/notify messages' problems: not in s.problem_count
+    problems = f"{s.problem_count + dp}" + (f" ({dp} data plane)" if dp else "")
     head.append(
         f"\nmessages {s.messages}   problems {problems}   owner {'yes' if s.owner else 'no'}"
         f"   queues {s.queue_num if s.queue_num is not None else '-'}"
