@@ -22,7 +22,8 @@ from .protocol.problems import CODES, SEVERITIES
 from .protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS, WIRESHARK_NAME
 from .verdict import FIRING_NOTE_KEYS
 
-#: Value types: int, float, str, bool, and list (of strings: fds, problems, *_names).
+#: Value types: int, float, str, bool, list (of strings: fds, problems, *_names) and time
+#: (seconds.nanoseconds since the epoch, exact: the text "1764000000.123456789").
 Type = str
 
 
@@ -50,7 +51,12 @@ _REQUEST_NAMES = tuple(
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("frame", "int", "number of the capture frame that completed the message"),
     FieldSpec("index", "int", "message number, counting every message and event"),
-    FieldSpec("ts", "float", "time in seconds since the epoch"),
+    FieldSpec(
+        "ts",
+        "time",
+        'seconds since the epoch to the nanosecond, the text "1764000000.123456789" '
+        "(filters compare it exactly)",
+    ),
     FieldSpec("ts_ns", "int", "time in nanoseconds since the epoch"),
     FieldSpec("conn", "int", "connection number (c1, c2, ... in the summary)"),
     FieldSpec(

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import fields as F
-from .message import Message
+from .message import Message, parse_ts, ts_text
 from .protocol.requests import by_name
 
 Predicate = Callable[[Message], bool]
@@ -121,11 +121,16 @@ def suggest(word: str, choices: Any) -> str:
 # -- values -----------------------------------------------------------------------------------
 
 _GETTERS: dict[str, Callable[[Message], Any]] = {
-    "ts": lambda m: m.ts_ns / 1e9,
+    "ts": lambda m: ts_text(m.ts_ns),  # the NDJSON's text (-e ts, ~, matches)
     "fds": lambda m: list(m.fds),
     "problems": lambda m: m.problem_codes,
     "severity": lambda m: m.severity,
 }
+
+
+#: What an ordering or equality compares where it is not the value shown: ``ts`` to the
+#: nanosecond (its literal is parsed into ns by :func:`~vuinspect.message.parse_ts`).
+_COMPARED: dict[str, Callable[[Message], Any]] = {"ts": lambda m: m.ts_ns}
 
 
 def field_value(msg: Message, path: str) -> Any:
@@ -222,11 +227,21 @@ def _is_number(lit: Any) -> bool:
     return isinstance(lit, (int, float)) and not isinstance(lit, bool)
 
 
-def _check_top(name: str, op: str, lit: Any, pos: int) -> Any:
-    """Validate ``name op lit`` for a top-level field; returns the literal to compare with."""
+def _check_top(name: str, op: str, lit: Any, pos: int, text: str) -> Any:
+    """Validate ``name op lit`` for a top-level field (``text``: the literal as written);
+    returns the literal to compare with."""
     spec = F.BY_NAME[name]
     if op in ("~", "matches"):
         return lit
+    if spec.type == "time":
+        ns = parse_ts(text)
+        if ns is None:
+            raise FilterError(
+                f"{name} is seconds since the epoch, at most 9 decimals "
+                f"(1764000000.123456789); {text!r} is not",
+                pos,
+            )
+        return ns
     if spec.type in ("int", "float"):
         if name == "conn" and isinstance(lit, str) and re.fullmatch(r"[cC]\d+", lit):
             return int(lit[1:])
@@ -326,14 +341,15 @@ def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
         raise FilterError(
             "expected a value" if k3 != "end" else f"expected a value after {op!r}", p3
         )
-    lit = _literal(lit_text, k3 == "str")
+    # (~ and matches take the text as written: 0010 or .000000003 is no number to them)
+    lit = lit_text if op in ("~", "matches") else _literal(lit_text, k3 == "str")
     if path == "payload":
         raise FilterError("name a payload field: payload.<name>", pos)
     if head == "payload":
         _check_payload(path[8:], "~", None, pos)  # the name, at the name
         _check_payload(path[8:], op, lit, p3)
     else:
-        lit = _check_top(path, op, lit, p3)
+        lit = _check_top(path, op, lit, p3, lit_text)
     if op == "matches":
         try:
             lit = re.compile(str(lit))
@@ -348,7 +364,9 @@ def _term(toks: list[tuple[str, str, int]], i: int) -> tuple[Predicate, int]:
             )
         name = spec.name.lower()
         return (lambda m: (m.name.lower() == name) == (op == "==")), i + 3
-    getter = _getter(path)
+    getter = _COMPARED.get(path) if op not in ("~", "matches") else None
+    if getter is None:
+        getter = _getter(path)
     return (lambda m: _compare(getter(m), op, lit, low)), i + 3
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,5 +105,22 @@ class Message:
 
 
 def ts_text(ts_ns: int) -> str:
-    """Seconds.nanoseconds of a capture timestamp; any 64-bit value formats."""
-    return f"{ts_ns // 1_000_000_000}.{ts_ns % 1_000_000_000:09d}"
+    """Seconds.nanoseconds of a capture timestamp, the exact decimal (``ts``, as tshark's
+    frame.time_epoch); any integer formats, :func:`parse_ts` reads it back."""
+    sign = "-" if ts_ns < 0 else ""
+    sec, ns = divmod(abs(ts_ns), 1_000_000_000)
+    return f"{sign}{sec}.{ns:09d}"
+
+
+_TS = re.compile(r"(-?)(\d*)(?:\.(\d{1,9}))?")
+
+
+def parse_ts(text: str) -> int | None:
+    """``"1764000000.123456789"`` (seconds, at most 9 decimals) -> nanoseconds, exactly
+    (a float cannot hold them); None when ``text`` is not such a number."""
+    m = _TS.fullmatch(text)
+    if m is None or not (m.group(2) or m.group(3)):
+        return None
+    sign, sec, frac = m.groups()
+    ns = int(sec or 0) * 1_000_000_000 + int((frac or "").ljust(9, "0"))
+    return -ns if sign else ns

@@ -305,3 +305,32 @@ def test_first_match_skips_what_the_filter_cannot_judge() -> None:
     assert first_match(pred, [note, a, b]) is note
     assert first_match(pred, [note, a, b], "message") is b
     assert first_match(lambda m: False, [a, b]) is None
+
+
+def test_ts_is_the_ndjson_text_and_compares_exactly_to_the_nanosecond():
+    """``ts`` is one thing: seconds.nanoseconds since the epoch, the NDJSON's "sec.nsec"
+    text.  A filter compares it exactly (a double cannot tell 1764000000.000000001 from
+    ...002), the literal as a word or as the quoted NDJSON text; ~ and matches see the text."""
+    from vuinspect.filter import field_value
+    from vuinspect.message import Message
+
+    t0 = 1_764_000_000_000_000_000
+    msgs = [Message(i, i, t0 + i, 1, "main", "f2b") for i in range(1, 4)]
+    assert field_value(msgs[0], "ts") == msgs[0].to_dict()["ts"] == "1764000000.000000001"
+    assert select(msgs, "ts == 1764000000.000000001") == msgs[:1]
+    assert select(msgs, 'ts == "1764000000.000000002"') == msgs[1:2]  # pasted from NDJSON
+    assert select(msgs, "ts >= 1764000000.000000002") == msgs[1:]
+    assert select(msgs, "ts < 1764000000.000000003 and ts != 1764000000.000000001") == msgs[1:2]
+    assert select(msgs, "ts > 1764000000") == msgs and select(msgs, "ts <= 1764000000") == []
+    assert select(msgs, "ts > 1764000000.5") == []
+    assert select(msgs, "ts ~ .000000003") == msgs[2:]
+    assert select(msgs, 'ts matches "[.]00000000[12]$"') == msgs[:2]
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["ts == 1.0000000001", "ts == 1e9", "ts == 0x10", "ts == soon", "ts == 1.2.3"],
+)
+def test_a_ts_literal_is_seconds_with_at_most_nine_decimals(expr):
+    with pytest.raises(FilterError, match="seconds since the epoch"):
+        compile_filter(expr)

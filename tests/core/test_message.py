@@ -57,3 +57,15 @@ def test_timestamps_format_at_any_64_bit_value():
     assert ts_text(0) == "0.000000000"
     assert ts_text(1_500_000_000) == "1.500000000"
     assert ts_text(2**64 - 1) == "18446744073.709551615"
+
+
+def test_ts_text_is_the_exact_decimal_and_parse_ts_its_inverse():
+    from vuinspect.message import parse_ts
+
+    for ns in (0, 1, 1_764_000_000_123_456_789, 2**64 - 1, -1, -1_500_000_000, -(2**70)):
+        assert parse_ts(ts_text(ns)) == ns, ns
+    assert ts_text(-1) == "-0.000000001" and ts_text(-1_500_000_000) == "-1.500000000"
+    assert parse_ts("1764000000") == 1_764_000_000 * 10**9
+    assert parse_ts("1.5") == parse_ts(".5") + 10**9 == 1_500_000_000
+    for bad in ("", "-", ".", "1.0000000001", "1e9", "0x10", "1.2.3", " 1", "+-1", "1."):
+        assert parse_ts(bad) is None, bad
