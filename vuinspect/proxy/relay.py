@@ -29,10 +29,11 @@ already written, then shuts both sockets down; a read or write error shuts
 them down at once.  When both directions are done the sockets are closed and
 a ``close`` frame with the reason is emitted.
 
-Here: the loop, its fast path and the general (framing) path.  Beside it, each
-a plain object the link makes and the loop binds once: backlog.py (what waits
-to be sent: room, delays, holds), watch.py (what poll waits for), ending.py
-(the first end reason, passing an EOF on, the ``close`` info).
+Here: the loop, its fast path and the general path's sending.  Beside it, each
+a plain object the link makes and the loop binds once: inbound.py (a reading
+side's general path: framing and what its chunks are noted for), backlog.py
+(what waits to be sent: room, delays, holds), watch.py (what poll waits for),
+ending.py (the first end reason, passing an EOF on, the ``close`` info).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from .fds import (
     discard_unread,
     fds_from_ancdata,
 )
-from .framing import Framer
+from .inbound import Inbound
 from .sink import FrameSink, Lane
 from .watch import Watch
 
@@ -78,10 +79,6 @@ _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _READABLE = _IN | _GONE
 _SET_BACKEND_REQ_FD = int(FrontendRequest.SET_BACKEND_REQ_FD)  # a plain int on the hot path
 _U32 = struct.Struct("=I")
-
-#: Fds beyond what one message can carry that a side may send (each closed at once) before
-#: its connection is cut: a peer that keeps doing it is hoarding, not talking vhost-user.
-EXCESS_FDS_CUT = 4 * SCM_MAX_FD
 
 Roles = tuple[str, str]  # role ("frontend"/"backend") of the peer on socks[0], socks[1]
 
@@ -149,14 +146,14 @@ class Link:
         self._state = [OPEN, OPEN]
         self._backlog = Backlog(socks, self._notes)
         self._out = self._backlog.out  # waiting to go to socks[i]
-        self._framers = (Framer(), Framer())
+        self._inbound = (
+            Inbound(0, self.role, self._note, self._end),
+            Inbound(1, self.role, self._note, self._end),
+        )
         self._dirs: list[Direction | None] = [None, None]
         #: Per reading side: must its next chunk take the general path?  (Direction
         #: not known yet, bytes of an incomplete message held, or framing lost.)
         self._slow = [True, True]
-        self._suffix = ["", ""]  # added to the end text of a side (mid-message close)
-        self._lost_noted = [False, False]
-        self._excess = [0, 0]  # fds closed because one message could not carry them
         self._sink = owner.sink
         #: Does anything take the frames?  (If not, fds are not even described.)
         self._records = self._sink is not None
@@ -374,7 +371,6 @@ class Link:
     ) -> None:
         """One received chunk in the general case: fds, partial or several messages, EOF."""
         fds = fds_from_ancdata(anc) if anc else []
-        framer = self._framers[side]
         if not n:
             close_all(fds)
             self._eof(side, ts)
@@ -383,42 +379,12 @@ class Link:
         d = self._dirs[side]
         if d is None:
             d = self._dirs[side] = self._direction(side)
-        if flags & _MSG_CTRUNC:
-            self._note(
-                ts,
-                "control data truncated (MSG_CTRUNC): the kernel dropped fds "
-                f"sent by the {self.role(side)}; {len(fds)} fd(s) arrived",
-            )
-        units = framer.feed(bytes(view[:n]), fds)
-        if framer.lost is not None and not self._lost_noted[side]:
-            self._lost_noted[side] = True
-            self._note(ts, f"{d}: {framer.lost}")
+        inbound = self._inbound[side]
+        units = inbound.cut(ts, d, bytes(view[:n]), fds, bool(flags & _MSG_CTRUNC))
         self._forward_units(side, ts, d, units)
-        if framer.excess:
-            self._drop_excess(side, ts, d, framer)
-        self._slow[side] = framer.pending > 0 or framer.lost is not None
+        inbound.drop_excess(ts, d)
+        self._slow[side] = inbound.slow
         self._watch.update()
-
-    def _drop_excess(self, side: int, ts: int, direction: Direction, framer: Framer) -> None:
-        """Close the fds an incomplete message cannot carry; cut a peer that insists."""
-        extra, framer.excess = framer.excess, []
-        close_all(extra)
-        self._excess[side] += len(extra)
-        total = self._excess[side]
-        who = self.role(side)
-        if total > EXCESS_FDS_CUT:
-            text = (
-                f"{direction}: the {who} sent {total} fd(s) beyond the {SCM_MAX_FD} one "
-                f"message can carry, before its message was complete: connection cut"
-            )
-            self._note(ts, text)
-            self._end.end(-1, "error", text)
-        self._note(
-            ts,
-            f"{direction}: {len(extra)} fd(s) sent by the {who} beyond the "
-            f"{SCM_MAX_FD} one message can carry were closed at once: they could not "
-            "be forwarded",
-        )
 
     def _forward_units(
         self, side: int, ts: int, direction: Direction, units: list[tuple[bytes, list[int]]]
@@ -577,23 +543,10 @@ class Link:
 
     def _eof(self, side: int, ts: int) -> None:
         """``side`` sent EOF: forward what the framer still holds, then pass the EOF on."""
-        rest = self._framers[side].flush()
-        if rest is not None:
-            data, fds = rest
-            d = self._dirs[side]
-            if data and d is not None:
-                pend = len(data)
-                self._note(
-                    ts,
-                    f"{d}: the {self.role(side)} closed mid-message; "
-                    f"forwarding the {pend} byte(s) of the incomplete message as they came",
-                )
-                self._suffix[side] = (
-                    f" mid-message ({pend} byte(s) of an incomplete message forwarded)"
-                )
-                self._forward_units(side, ts, d, [(data, fds)])
-            else:
-                close_all(fds)
+        d = self._dirs[side]
+        rest = self._inbound[side].rest(ts, d)
+        if rest is not None and d is not None:  # (rest is None without a direction)
+            self._forward_units(side, ts, d, [rest])
         self._state[side] = DRAIN
         if not self._out[1 - side]:
             self._pass_eof(side)
@@ -601,7 +554,7 @@ class Link:
     def _pass_eof(self, side: int) -> None:
         """Pass ``side``'s EOF on the way it happened (its backlog is written)."""
         src, dst = self.socks[side], self.socks[1 - side]
-        if pass_eof(src, dst, self._end, side, self.role(side), self._suffix[side]):
+        if pass_eof(src, dst, self._end, side, self.role(side), self._inbound[side].suffix):
             self._side_done(side, shutdown_other=False)  # (pass_eof shut ``dst`` down)
         else:
             # Wait for the full close that usually follows (or for the other direction
@@ -622,8 +575,8 @@ class Link:
         if first is None:
             return
         self._backlog.discard()
-        for framer in self._framers:
-            close_all(framer.pending_fds)
+        for inbound in self._inbound:
+            inbound.close()
         for s in self.socks:
             discard_unread(s)
             with contextlib.suppress(OSError):
