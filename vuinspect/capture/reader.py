@@ -23,6 +23,7 @@ from vuinspect.capture.errors import CaptureError, CaptureFormatError
 from vuinspect.capture.pcapng import (
     EPB_OVERHEAD,
     EXPORTED_PDU_PREFIX,
+    MAX_BLOCK_LEN,
     MAX_CAPLEN,
     PREFIX_LEN,
     Blocks,
@@ -155,9 +156,15 @@ class CaptureReader:
 
             name = self.name
             short = False
+            pos = 0  # bytes handed to dpkt so far: a record's packet starts 16 after its header
 
             def read(self, n: int) -> bytes:
                 nonlocal head
+                if n > MAX_BLOCK_LEN:  # a lying record length: not buffered (as in the index)
+                    at = self.pos - 16
+                    raise CaptureError(
+                        f"packet record at offset {at} has an invalid length {n}", at
+                    )
                 parts = [head[:n]]
                 head = head[n:]
                 have = len(parts[0])
@@ -173,6 +180,7 @@ class CaptureReader:
                     parts.append(chunk)
                     have += len(chunk)
                 self.short = have < n
+                self.pos += have
                 return b"".join(parts)
 
         pcap_header(head[:24])  # link type 252 or a one-line refusal (the same text as the index)

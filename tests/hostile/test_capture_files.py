@@ -1,0 +1,138 @@
+"""Hostile capture files (F audit): lengths that lie, texts that drive terminals.
+
+Each test failed on the code before its fix; those marked xfail(strict) name
+the file to fix (owned by another part) and pass once it is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from vuinspect.capture import CaptureReader, CaptureWriter, pseudohdr
+from vuinspect.capture.index import build_index
+from vuinspect.capture.pcapng import EXPORTED_PDU_PREFIX, MAX_BLOCK_LEN
+from vuinspect.frames import Frame, event_frame
+
+from .conftest import EVIL, cli, raw_in
+
+pytestmark = pytest.mark.timeout(60)
+
+TS = 1_764_000_000_000_000_000
+GET_FEATURES = struct.pack("<III", 1, 1, 0)
+LUA = Path(__file__).resolve().parents[2] / "dissectors" / "vhost_user.lua"
+
+
+def _pcap_with_lying_record(path: Path, caplen: int) -> None:
+    """A classic pcap: one good record, then one announcing ``caplen`` bytes (sparse)."""
+    pkt = EXPORTED_PDU_PREFIX + pseudohdr.encode(Frame(TS, 1, "main", "f2b", GET_FEATURES))
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 252)
+    good = struct.pack("<IIII", 1, 0, len(pkt), len(pkt)) + pkt
+    lying = struct.pack("<IIII", 2, 0, caplen, caplen)
+    path.write_bytes(head + good + lying)
+    with open(path, "r+b") as f:  # holes: costs no disk, reads as zeros
+        f.truncate(len(head + good + lying) + caplen)
+
+
+def test_a_pcap_record_length_is_bounded_as_a_pcapng_block(tmp_path: Path) -> None:
+    """A record announcing 160 MiB is damage, not 160 MiB (twice, joined) in memory.
+
+    Before: the reader handed dpkt whatever the record said (up to 4 GiB from a
+    sparse file); the index already refused past MAX_BLOCK_LEN.
+    """
+    path = tmp_path / "lying.pcap"
+    caplen = MAX_BLOCK_LEN + (96 << 20)
+    _pcap_with_lying_record(path, caplen)
+    tracemalloc.start()
+    try:
+        reader = CaptureReader(path)
+        frames = list(reader)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(frames) == 1
+    assert reader.error is not None
+    assert reader.error.reason == f"packet record at offset 86 has an invalid length {caplen}"
+    assert reader.error.offset == 86
+    assert peak < 16 << 20, f"{peak >> 20} MiB held for a lying record"
+    with build_index(path) as index:  # the same words as the index
+        assert len(index) == 1 and index.error is not None
+        assert index.error.reason == reader.error.reason
+
+
+def _hostile_capture(path: Path) -> Path:
+    frames = [
+        event_frame(
+            "open",
+            TS,
+            1,
+            {"label": f"L{EVIL}", "orientation": "frontend-connects", "device": "blk"},
+        ),
+        Frame(TS + 1, 1, "main", "f2b", GET_FEATURES, (f"fd{EVIL}",)),
+        Frame(TS + 2, 1, "main", "b2f", struct.pack("<IIIQ", 1, 5, 8, 0)),
+        event_frame("note", TS + 3, 1, {"text": f"N{EVIL}", "rule": f"r{EVIL}"}),
+        event_frame("close", TS + 4, 1, {"reason": f"R{EVIL}", "by": "backend"}),
+    ]
+    with CaptureWriter(path) as w:
+        for f in frames:
+            w.write(f)
+    return path
+
+
+def test_read_outputs_carry_no_raw_control_or_bidi_text(tmp_path: Path) -> None:
+    """text, NDJSON and -T fields of labels, fd texts, notes and close reasons."""
+    path = _hostile_capture(tmp_path / "evil.pcapng")
+    fields = ["-T", "fields", "-e", "payload.label", "-e", "fds", "-e", "payload.text"]
+    for extra in ([], ["--json"], [*fields, "-e", "payload.reason"]):
+        res = cli("read", *extra, str(path))
+        assert res.returncode == 0, res.stderr
+        out = res.stdout.decode()
+        assert not raw_in(out), (extra, raw_in(out))
+        assert len(out.splitlines()) == 5  # no line forged by U+2028 or \n
+        if extra == ["--json"]:  # the exact text, as JSON escapes
+            assert json.loads(out.splitlines()[0])["payload"]["label"] == f"L{EVIL}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vuinspect/stats.py format_stats (line ~221): the Connections table prints "
+    "c['label'] and c['closed'] (the close reason) without render.safe_text",
+)
+def test_read_stats_escapes_labels_and_close_reasons(tmp_path: Path) -> None:
+    path = _hostile_capture(tmp_path / "evil.pcapng")
+    res = cli("read", "--stats", str(path))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.decode()
+    assert not raw_in(out), raw_in(out)
+    assert "L\\x1b]0;PWN\\x07" in out and "R\\x1b]0;PWN" in out
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(shutil.which("tshark") is None or not LUA.exists(), reason="tshark or Lua")
+@pytest.mark.xfail(
+    strict=True,
+    reason="vuinspect/wireshark/runtime_decode.lua esc() (line ~184) escapes C0/DEL/C1 only: "
+    "bidi overrides/isolates (U+202A-202E, U+2066-2069, U+200E/F) and U+2028/2029 reach the "
+    "Info column, the protocol line and expert texts raw (render.safe_text escapes them)",
+)
+def test_lua_info_and_expert_texts_escape_bidi_and_line_separators(tmp_path: Path) -> None:
+    path = _hostile_capture(tmp_path / "evil.pcapng")
+    for args in (
+        ["-T", "fields", "-e", "_ws.col.Info", "-e", "_ws.expert.message"],
+        ["-V", "-O", "vhost_user"],
+    ):
+        proc = subprocess.run(
+            ["tshark", "-r", str(path), "-X", f"lua_script:{LUA}", *args],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout.decode("utf-8", "replace")
+        assert not raw_in(out), (args[0], raw_in(out))
