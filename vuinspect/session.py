@@ -28,7 +28,7 @@ from .payload import DecodeContext
 from .protocol import features as F
 from .protocol.layouts import VRING_FD_BITS
 from .protocol.problems import problem
-from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec, lookup, split_fd_role
+from .protocol.requests import FLAG_REPLY, FrontendRequest, RequestSpec
 from .state import MAX_PENDING, Pending, Region, RequestStats, Vring, count_request
 
 _REPLY_ACK = F.protocol_mask("REPLY_ACK")
@@ -237,8 +237,9 @@ class Session:
     ) -> Message:
         """Decode one framed message, pair it, check it against the state and update that.
 
-        The decoding is :mod:`vuinspect.decoder`'s stateless steps (the TUI's
-        re-decode runs the same ones), then :meth:`_settle` as for :meth:`observe`.
+        The decoding is :mod:`vuinspect.decoder`'s stateless steps (the TUI's re-decode
+        runs the same ones, as decode_message; tests/core/test_decode_alone.py), then
+        :meth:`_settle`, told where the payload's problems start.
         """
         msg, spec = read_header(raw, channel, direction, self.order, conn=self.conn, index=index)
         cut = len(msg.problems)
@@ -252,30 +253,6 @@ class Session:
         self._settle(msg, spec, cut)
         if msg.fds:
             label_fds(msg, spec)
-        return msg
-
-    def observe(self, msg: Message) -> Message:
-        """The stateful half of :meth:`handle`: pair a message decoded alone, check it
-        against the state and update that; returns ``msg``, completed.
-
-        ``msg`` is what :func:`~vuinspect.decoder.decode_message` made of a framed
-        message of this connection with this session's :meth:`context` (taken just
-        before), and messages come in order: the result equals :meth:`handle`'s.
-        """
-        spec = lookup(msg.channel, msg.request) if msg.request is not None else None
-        if spec is None or msg.kind == "raw":
-            self._settle(msg, None, len(msg.problems))
-            return msg
-        # where the payload's problems start: as many as the same decode finds (the
-        # shared cache usually holds it)
-        alone = Message(0, 0, 0, 0, msg.channel, msg.direction, reply=msg.reply, raw=msg.raw)
-        decode_payload(alone, spec, self.context(), self._decoded, self._ctx_key)
-        # the state keeps the fds as they came (decode_message named them by role)
-        named = msg.fds
-        if named and (spec.reply_fd_role if msg.reply else spec.fd_role):
-            msg.fds = tuple(split_fd_role(d)[1] for d in named)
-        self._settle(msg, spec, len(msg.problems) - len(alone.problems))
-        msg.fds = named
         return msg
 
     def _settle(self, msg: Message, spec: RequestSpec | None, cut: int) -> None:
