@@ -2,7 +2,7 @@
 
 ``server.ProxyServer`` is the entry point for in-process use (tests, extcap);
 ``relay`` holds the forwarding loop (one polling thread per socket pair),
-``framing`` the message framing, ``fds`` the fd descriptions, ``interpose``
+``inbound`` a reading side's general path, ``framing`` the message framing, ``fds`` the fd descriptions, ``interpose``
 the listen-path handling, ``queue`` the hand-off to an in-process sink and
 ``recorder`` the capture encoded on the forwarding threads.  The ``vuinspect
 proxy`` command, the process that runs all this and the viewer it starts (which

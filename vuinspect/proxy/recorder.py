@@ -21,7 +21,8 @@ be written by then is counted (``unwritten``) and left behind.
 
 Only the writer thread writes.  With ring buffers or autostop (capfile.py) it
 walks the blocks one by one; with a capture filter the forwarding threads
-queue the raw frames and the writer thread decodes, filters and encodes them.
+queue the raw frames and the writer thread has them decoded, filtered and
+encoded (capture/filtered.py).
 Neither costs anything per message when not asked for.
 """
 
@@ -47,8 +48,9 @@ from vuinspect.capture.capfile import (
     open_target,
 )
 from vuinspect.capture.encoder import EPB_OVERHEAD, Encoder, new_capture_id
+from vuinspect.capture.filtered import CaptureFilter
 from vuinspect.dataplane.sampler import Sampler, wanted
-from vuinspect.frames import DATAPLANE_KINDS, Channel, Direction, Frame
+from vuinspect.frames import Channel, Direction, Frame
 
 from .sink import BUDGET, DataItem, DropLedger, Lane
 
@@ -143,70 +145,6 @@ def _raw_cost(item: bytes | Frame | DataItem) -> int:
     return len(data) + EPB_OVERHEAD + 2 * BLOCK_COST
 
 
-class _CaptureFilter:
-    """``--capture-filter``: frames in (writer thread), the blocks of matching messages out.
-
-    A data frame is kept when a message it completes matches; frames that
-    complete none (a message split over several) wait for the one that does.
-    Events are always kept: they frame everything else.
-    """
-
-    HELD_MAX = 256  # frames of one unfinished message kept waiting (a message is <= 4 KiB + fds)
-
-    def __init__(self, text: str, device: str | None, encoder: Encoder) -> None:
-        from vuinspect.filter import compile_filter
-        from vuinspect.pipeline import Pipeline
-
-        self.match = compile_filter(text)
-        self.pipeline = Pipeline(device=device, keep_closed=False)
-        self.encoder = encoder
-        self.held: dict[tuple[int, str, str], list[bytes]] = {}
-        self.filtered = 0  # data frames left out
-
-    def _matches(self, msgs: list) -> bool:
-        for m in msgs:
-            try:
-                if self.match(m):
-                    return True
-            except Exception:  # noqa: BLE001 - a filter that cannot judge a message: keep it
-                return True
-        return False
-
-    def blocks(self, item: Frame | DataItem, out: list[bytes]) -> None:
-        frame = item if type(item) is Frame else Frame(*item)
-        try:
-            msgs = self.pipeline.feed(frame)
-        except Exception:  # noqa: BLE001 - a decoder bug must not stop the capture
-            msgs = []
-        try:
-            block = self.encoder.frame(frame)
-        except ValueError:
-            return
-        if frame.kind in DATAPLANE_KINDS:  # ring samples: as messages
-            if self._matches(msgs):  # (left out silently: `filtered` counts traffic)
-                out.append(marked_event(block, frame.kind, frame.conn))
-            return
-        if frame.kind != "data":
-            for key in [k for k in self.held if k[0] == frame.conn]:
-                self.filtered += len(self.held.pop(key))
-            out.append(marked_event(block, frame.kind, frame.conn))
-            return
-        key = (frame.conn, frame.channel, frame.direction)
-        if not msgs:
-            held = self.held.setdefault(key, [])
-            held.append(block)
-            if len(held) > self.HELD_MAX:
-                held.pop(0)
-                self.filtered += 1
-            return
-        held = self.held.pop(key, [])
-        if self._matches(msgs):
-            out += held
-            out.append(block)
-        else:
-            self.filtered += len(held) + 1
-
-
 class Recorder:
     """pcapng bytes for a ``-w`` file and/or a viewer pipe, see the module doc.
 
@@ -250,10 +188,10 @@ class Recorder:
         self._chunks: list = []  # appended by any thread, taken by the writer thread
         self._queued = 0  # bytes (plus BLOCK_COST each) in _chunks: the budget's measure
         self._encoder = Encoder(self._emit_idb, capture_id=self.capture_id)
-        self._filter: _CaptureFilter | None = None
+        self._filter: CaptureFilter | None = None
         if capture_filter:
             # Frames are queued raw and encoded by the writer thread, after the filter.
-            self._filter = _CaptureFilter(
+            self._filter = CaptureFilter(
                 capture_filter, device, Encoder(self._filter_idb, capture_id=self.capture_id)
             )
             self._filter_out: list[bytes] = []
