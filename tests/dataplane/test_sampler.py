@@ -240,3 +240,131 @@ def test_the_sampler_starts_and_stops_rings_where_the_protocol_table_does() -> N
     assert having("regions_set") | having("region_add") | having("region_remove") == set(
         sm._PENDING
     )
+
+
+def _table(img: GuestImage, regions: int = 1) -> bytes:
+    size = img.size // regions
+    return build(
+        "main",
+        5,
+        {
+            "nregions": regions,
+            "padding": 0,
+            "regions": [
+                {
+                    "guest_phys_addr": img.gpa + i * size,
+                    "memory_size": size,
+                    "userspace_addr": img.uva + i * size,
+                    "mmap_offset": img.mmap_offset + i * size,
+                }
+                for i in range(regions)
+            ],
+        },
+    )
+
+
+def _add_region(img: GuestImage, i: int) -> bytes:
+    region = {
+        "guest_phys_addr": img.gpa + i * 4096,
+        "memory_size": 4096,
+        "userspace_addr": img.uva + i * 4096,
+        "mmap_offset": img.mmap_offset + i * 4096,
+    }
+    return build("main", 37, {"padding": 0, "region": region})
+
+
+def test_tables_resent_faster_than_the_ticks_hold_one_table_a_connection() -> None:
+    """10 front-ends each resend an 8-fd table 50 times before a tick: each holds the dups
+    of its last table only (the older queued ones are closed as the next comes; before,
+    all 4 000 dups waited for the tick), and the rings are not read through a closed one."""
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-flood")
+    out: list[Frame] = []
+    s = Sampler(out.append, 0.1, clock=lambda: 1)
+    msg = _table(img, 8)
+    try:
+        before = fd_count()
+        for _ in range(50):
+            for conn in range(1, 11):
+                s.memory(conn, 1, msg, [img.fd] * 8)
+        assert fd_count() == before + 10 * 8
+        assert s.fds.held == 10 * 8
+        s._drain()
+        assert fd_count() == before + 10 * 8  # now held back, one table a connection
+        assert not out  # (no note: the superseded tables were skipped, none lost)
+        for conn in range(1, 11):
+            s.event(event_frame("close", 2, conn, {}))
+        s._drain()
+        assert fd_count() == before and s.fds.held == 0
+    finally:
+        s.stop()
+        img.close()
+
+
+def test_past_the_fd_budget_the_sending_connection_is_given_up() -> None:
+    """ADD_MEM_REG (one fd each, none supersedes another) from 4 connections, 30 each,
+    against a budget of 64: the sampler never holds more than 64; the connection that
+    would pass it is given up with a note and its dups are closed; forwarding is the
+    caller's (nothing here blocks or raises)."""
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-budget")
+    out: list[Frame] = []
+    s = Sampler(out.append, 0.1, clock=lambda: 1, fd_budget=64)
+    try:
+        before = fd_count()
+        for conn in range(1, 5):
+            for i in range(30):
+                s.memory(conn, 1, _add_region(img, i), [img.fd])
+                assert s.fds.held <= 64 and fd_count() <= before + 64
+        # conns 1 and 2 hold 60; 3 took 4, passed it at its 5th and its 4 were closed then;
+        # so did 4
+        assert fd_count() == before + 60
+        s._drain()
+        notes = {f.conn: f.data for f in out if f.kind == "note"}
+        assert set(notes) == {3, 4}
+        assert b"fd budget (64 fds" in notes[3] and b"no longer sampled" in notes[3]
+        assert fd_count() == before + 60 and s.fds.held == 60
+        s.memory(3, 1, _add_region(img, 0), [img.fd])  # given up: no more dups for it
+        assert s.fds.held == 60
+        for conn in range(1, 5):
+            s.event(event_frame("close", 2, conn, {}))
+        s._drain()
+        assert fd_count() == before and s.fds.held == 0
+    finally:
+        s.stop()
+        img.close()
+
+
+def test_a_closing_connection_closes_its_queued_dups_at_once() -> None:
+    """The close of a connection closes the dups its queued memory messages hold right
+    away (on the forwarding thread), not at the sampler's next drain."""
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-close")
+    s = Sampler([].append, 0.1, clock=lambda: 1)
+    try:
+        before = fd_count()
+        for i in range(20):
+            s.memory(1, 1, _add_region(img, i), [img.fd])
+        assert fd_count() == before + 20
+        s.event(event_frame("close", 2, 1, {}))
+        assert fd_count() == before and s.fds.held == 0
+        s._drain()
+        assert fd_count() == before and 1 not in s.conns
+    finally:
+        s.stop()
+        img.close()
+
+
+def test_mapped_regions_count_against_the_budget_until_unmapped() -> None:
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-mapped")
+    ring = SplitRing(img, 8)
+    s = Sampler([].append, 0.1, clock=lambda: 1)
+    try:
+        before = fd_count()
+        setup(s, img, ring, 1)
+        s._drain()
+        assert maps_mentioning("vuinspect-sampler-mapped")
+        assert s.fds.held == s.conns[1].mem.mapped == 1 == fd_count() - before
+        s.event(event_frame("close", 2, 1, {}))
+        s._drain()
+        assert s.fds.held == 0 and fd_count() == before
+    finally:
+        s.stop()
+        img.close()

@@ -3,7 +3,8 @@
 Runs on its own thread and is fed through a bounded queue, so the forwarding
 threads never wait on it: they only append (``control``, ``memory``,
 ``event``), and ``memory`` makes the dups of a memory message's fds before the
-relay closes its own copies.  The thread reads the vring and feature messages
+relay closes its own copies (every fd the sampler holds counts against one budget:
+sampler_fds.py).  The thread reads the vring and feature messages
 by hand and decodes only memory and IOTLB messages (a :class:`Pipeline`),
 keeps one :class:`GuestMemory` per connection (mapped read-only, following
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG, IOTLB, RESET_*, close: nothing stays
@@ -38,10 +39,10 @@ from .inflight_region import InflightRegion
 from .memory import RegionSpec, regions_from
 from .notify import VRING_INDEX, Notifier
 from .rings import PackedTracker, RingConfig, diff, sample
+from .sampler_fds import FdBudget, Held, OverBudget
 from .sampler_state import (
     ConnState,
     RingState,
-    close_fds,
     set_addr,
     set_base,
     set_call,
@@ -81,6 +82,14 @@ _VRING = frozenset((FE.GET_VRING_BASE, FE.SET_VRING_KICK, FE.VRING_KICK))
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("=Q")
 _II = struct.Struct("=II")
+FELL_BEHIND = (
+    "ring sampler fell behind and lost a control message of this "
+    "connection: its rings are no longer sampled"
+)
+OVER_BUDGET = (
+    "ring sampler: its fd budget ({} fds over all connections: half the soft RLIMIT_NOFILE) "
+    "is used up: this connection's memory fds are closed and its rings are no longer sampled"
+)
 
 
 def wanted(direction: str, data: bytes | memoryview) -> bool:
@@ -103,6 +112,7 @@ class Sampler:
         *,
         device: str | None = None,
         clock: Callable[[], int] = time.time_ns,
+        fd_budget: int | None = None,
     ) -> None:
         from ..pipeline import Pipeline
 
@@ -116,8 +126,11 @@ class Sampler:
         self.dropped = 0
         self.frames = 0
         self._q: deque[tuple] = deque()
+        #: The fds this sampler holds (queued, held back, mapped); None: sampler_fds's default.
+        self.fds = FdBudget(fd_budget)
         self._closing: set[int] = set()
-        self._lost_conns: set[int] = set()
+        self._lost_conns: dict[int, str] = {}  # conn -> the note saying why
+        self._given_up: set[int] = set()  # (forwarding side: no more dups for these)
         self._ended: deque[int] = deque(maxlen=1024)  # connections closed lately
         self._emit_lock = threading.Lock()
         self._wake = threading.Event()
@@ -134,9 +147,10 @@ class Sampler:
             self._wake.set()
         return True
 
-    def _lose(self, conn: int) -> None:
+    def _lose(self, conn: int, why: str = FELL_BEHIND) -> None:
         """A message of ``conn`` could not be queued: its rings can no longer be followed."""
-        self._lost_conns.add(conn)  # (a set, not the full queue: this must not fail)
+        self._given_up.add(conn)
+        self._lost_conns.setdefault(conn, why)  # (not the full queue: this must not fail)
         self._wake.set()
 
     def control(self, ts: int, conn: int, direction: Direction, data: bytes) -> None:
@@ -151,22 +165,24 @@ class Sampler:
         Memory messages get dups of their fds (ours until the thread hands them
         to GuestMemory, which keeps its own); the others only their bytes.
         """
-        if not wanted("f2b", data):
+        if not wanted("f2b", data) or conn in self._given_up:
             return
         req = _U32.unpack_from(data)[0]
-        dups: list[int] = []
+        held = None
         if req in MEMORY:
-            try:
-                for fd in fds[:MAX_FDS]:  # (a region each at most: more are never used)
-                    dups.append(os.dup(fd))
+            try:  # (a region each at most: more fds are never used)
+                held = self.fds.dup(conn, req, fds[:MAX_FDS])
+            except OverBudget:  # (its queued dups closed now; the rest at the next drain)
+                self.fds.forget(conn)
+                self._lose(conn, OVER_BUDGET.format(self.fds.limit))
+                return
             except OSError:
-                close_fds(dups)
                 self._lose(conn)
                 return
         descs = tuple("fd" for _ in fds)
         # (memory messages wait for the next tick: no wake-up, no GIL taken per message)
-        if not self._put(("data", ts, conn, "f2b", bytes(data), descs, dups), req in _VRING):
-            close_fds(dups)
+        if not self._put(("data", ts, conn, "f2b", bytes(data), descs, held), req in _VRING):
+            self.fds.drop(held)
             self._lose(conn)
 
     #: --trace-notify (dataplane/notify.py), started and stopped with the sampler.
@@ -183,6 +199,8 @@ class Sampler:
             if frame.kind == "close":
                 with self._emit_lock:  # no sample may follow its close frame (recorded next)
                     self._closing.add(frame.conn)
+                self.fds.forget(frame.conn)  # (its queued dups: now, not at the next drain)
+                self._given_up.discard(frame.conn)
                 if self.notifier is not None:
                     self.notifier.closed(frame.conn)
             self._q.append(("event", frame))  # never refused: a close must unmap
@@ -212,7 +230,7 @@ class Sampler:
                 c.release()
         for item in self._q:
             if item[0] == "data" and len(item) > 6:
-                close_fds(item[6])
+                self.fds.drop(item[6])
         self._q.clear()
 
     def _run(self) -> None:
@@ -239,7 +257,8 @@ class Sampler:
     def _drain(self) -> None:
         q = self._q
         while self._lost_conns:
-            self._lost(self._lost_conns.pop(), self.clock())
+            conn, why = self._lost_conns.popitem()
+            self._lost(conn, self.clock(), why)
         while q:
             item = q.popleft()
             kind = item[0]
@@ -257,7 +276,7 @@ class Sampler:
     def _conn(self, conn: int) -> ConnState:
         c = self.conns.get(conn)
         if c is None:
-            c = self.conns[conn] = ConnState(device=self.device)
+            c = self.conns[conn] = ConnState(device=self.device, fds=self.fds)
         return c
 
     def _message(
@@ -267,29 +286,33 @@ class Sampler:
         direction: Direction,
         data: bytes,
         descs: tuple,
-        dups: list[int] | None = None,
+        held: Held | None = None,
     ) -> None:
         if direction == "b2f":  # a GET_FEATURES reply: only its device type, once
             self._device(conn, data)
             return
         c = self._conn(conn)
         req = _U32.unpack_from(data)[0]
+        dups = self.fds.claim(held)
+        if dups is None:  # superseded while queued (sampler_fds.py), or its connection closed
+            c.superseded(req == FE.SET_INFLIGHT_FD)
+            return
         if req == FE.SET_INFLIGHT_FD:
-            self._inflight(c, conn, ts, data, dups or [])
+            self._inflight(c, conn, ts, data, dups)
             return
         if req in _PENDING and not c.lost:
             if req == FE.SET_MEM_TABLE:  # a new table: the ones before it no longer matter
                 c.drop_pending()
             if len(c.pending) >= MAX_PENDING:
-                close_fds(dups or [])
+                self.fds.close(dups)
                 self._lost(conn, ts)
                 return
-            c.pending.append((ts, data, descs, dups or []))
+            c.pending.append((ts, data, descs, dups))
             return
         if req == FE.IOTLB_MSG:  # rare, decoded in full
-            self._feed(c, conn, ts, direction, data, descs, dups or [])
+            self._feed(c, conn, ts, direction, data, descs, dups)
             return
-        close_fds(dups or [])
+        self.fds.close(dups)
         if not c.lost:
             self._control(c, conn, ts, req, data)
 
@@ -311,7 +334,9 @@ class Sampler:
                 if m.kind == "message" and not m.reply:
                     self._apply(c, conn, ts, m, dups)
         finally:
-            close_fds(dups)
+            self.fds.close(dups)
+            if _U32.unpack_from(data)[0] != FE.IOTLB_MSG:  # (an IOTLB flood maps nothing)
+                c.recount()
 
     def _inflight(self, c: ConnState, conn: int, ts: int, data: bytes, dups: list[int]) -> None:
         """SET_INFLIGHT_FD: map the buffer the back-end records its in-flight requests in."""
@@ -324,7 +349,8 @@ class Sampler:
             for prob in c.inflight.problems:
                 self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
         finally:
-            close_fds(dups)
+            self.fds.close(dups)
+            c.recount()
 
     def _memory(self, c: ConnState, conn: int) -> None:
         """Apply the memory messages held back (in order), now that a ring needs them."""
@@ -332,7 +358,7 @@ class Sampler:
         for i, (ts, data, descs, dups) in enumerate(pending):
             if c.lost:
                 for *_, rest in pending[i:]:
-                    close_fds(rest)
+                    self.fds.close(rest)
                 return
             self._feed(c, conn, ts, "f2b", data, descs, dups)
 
@@ -363,6 +389,7 @@ class Sampler:
         self._stop_all(c, conn, ts)
         c.drop_pending()
         c.mem.reset()
+        c.recount()
         c.rings.clear()
         c.calls.clear()
         c.calls_known = False
@@ -539,7 +566,7 @@ class Sampler:
         if c is not None:
             c.release()
 
-    def _lost(self, conn: int, ts: int) -> None:
+    def _lost(self, conn: int, ts: int, why: str = FELL_BEHIND) -> None:
         if conn in self._ended:  # (flagged after its close was handled: nothing left)
             return
         c = self._conn(conn)
@@ -548,12 +575,7 @@ class Sampler:
         c.lost = True
         c.release()
         c.rings.clear()
-        self._note(
-            conn,
-            ts,
-            "ring sampler fell behind and lost a control message of this "
-            "connection: its rings are no longer sampled",
-        )
+        self._note(conn, ts, why)
 
     def _note(self, conn: int, ts: int, text: str) -> None:
         with self._emit_lock:

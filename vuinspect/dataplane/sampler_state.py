@@ -2,13 +2,11 @@
 message sets on a vring (the setters ``sampler._VRINGS`` names per request).
 
 Only the sampler's thread touches these; :meth:`ConnState.release` unmaps and closes
-everything a connection holds.
+everything a connection holds, and gives it back to the sampler's fd budget.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import struct
 from dataclasses import dataclass, field
 
@@ -17,6 +15,7 @@ from .inflight_region import InflightRegion
 from .memory import GuestMemory
 from .notify import NOFD
 from .rings import PackedTracker, RingConfig, RingSample
+from .sampler_fds import FdBudget
 
 ADDR = struct.Struct("=IIQQQQ")  # vhost_vring_addr: index, flags, desc, used, avail, log
 
@@ -59,6 +58,10 @@ class ConnState:
     calls_known: bool = True
     #: The INFLIGHT_SHMFD buffer of the last SET_INFLIGHT_FD, mapped read-only.
     inflight: InflightRegion | None = None
+    #: The sampler's budget (sampler_fds.py) the dups and mappings above count against,
+    #: and how many mappings (each holding its fd) are counted now.
+    fds: FdBudget = field(default_factory=FdBudget)
+    charged: int = 0
 
     def call_fd(self, index: int) -> str | None:
         """The back-end's call fd for ``index`` (rings.CALL_FD_STATES), None if unknown."""
@@ -66,8 +69,27 @@ class ConnState:
 
     def drop_pending(self) -> None:
         for *_, dups in self.pending:
-            close_fds(dups)
+            self.fds.close(dups)
         self.pending.clear()
+
+    def recount(self) -> None:
+        """The mappings changed: count the fds they hold against the budget (a mapping is
+        made from a dup already counted, which is closed after it: never over it)."""
+        now = self.mem.mapped + int(self.inflight is not None and self.inflight.mapped)
+        self.fds.charge(now - self.charged)
+        self.charged = now
+
+    def superseded(self, inflight: bool) -> None:
+        """A memory message whose dups were closed while it waited (a later one replaces
+        it): until then nothing is read through what it replaced."""
+        if inflight:
+            if self.inflight is not None:
+                self.inflight.close()
+                self.inflight = None
+        else:
+            self.drop_pending()
+            self.mem.set_table([], [])
+        self.recount()
 
     def release(self) -> None:
         """Unmap and close everything this connection holds (guest memory, inflight)."""
@@ -76,6 +98,7 @@ class ConnState:
         if self.inflight is not None:
             self.inflight.close()
             self.inflight = None
+        self.recount()
 
 
 # -- what a vring message sets (value: the payload's num, or its u64 for vhost_vring_fd);
@@ -110,9 +133,3 @@ def set_base(c: ConnState, ring: RingState, value: int, data: bytes) -> bool:
 def set_call(c: ConnState, ring: RingState, value: int, data: bytes) -> bool:
     c.calls[ring.index] = "nofd" if value & NOFD else "fd"
     return True
-
-
-def close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
