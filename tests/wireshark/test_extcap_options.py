@@ -24,6 +24,11 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["--capture", "--fifo", "/nonexistent/f", *argv])
 
 
+def _paths(*argv: str) -> argparse.Namespace:
+    """Options with both socket paths set (nothing is bound by engine_args)."""
+    return _args("--listen", "/nonexistent/px.sock", "--connect", "/nonexistent/be.sock", *argv)
+
+
 def test_the_dialog_offers_script_and_capture_buffer_and_the_parser_knows_every_call():
     text = extcap.config_text()
     calls = re.findall(r"\{call=(--[a-z-]+)\}", text)
@@ -47,10 +52,10 @@ def test_the_dialog_checks_the_capture_buffer_as_the_proxy_reads_it(text: str) -
 
 
 def test_capture_buffer_and_script_reach_the_engine():
-    options = extcap.engine_args(_args("--capture-buffer", "64M"))
+    options = extcap.engine_args(_paths("--capture-buffer", "64M"))
     assert options.capture_buffer == 64 << 20
-    assert extcap.engine_args(_args("--capture-buffer", " ")).capture_buffer is None
-    assert extcap.engine_args(_args()).capture_buffer is None
+    assert extcap.engine_args(_paths("--capture-buffer", " ")).capture_buffer is None
+    assert extcap.engine_args(_paths()).capture_buffer is None
     ruleset = extcap._ruleset(_args("--script", str(EXAMPLES / "mask_features.py")), None)
     assert ruleset is not None and [a.name for a in ruleset.addons] == ["mask_features.py"]
     assert extcap._ruleset(_args("--script", ""), None) is None  # (an empty dialog field)
@@ -90,3 +95,39 @@ def test_what_cannot_run_is_refused_before_anything_starts(tmp_path, argv, said)
     )
     assert r.returncode == 2 and said in r.stderr, r.stderr
     assert not listen.exists()
+
+
+def test_the_capture_buffer_is_parsed_once_between_the_check_and_the_engine(
+    tmp_path, monkeypatch
+) -> None:
+    """One pass checks the dialog's options and makes the engine's (before: the check
+    parsed --capture-buffer, then engine_args parsed it again).  A real run that ends
+    at the listen path (its directory is missing) counts the parses; the value is
+    padded to 1 MB, so each parse is linear work that is not worth doing twice."""
+    calls: list[str] = []
+    real = extcap.parse_size
+
+    def counted(text: str) -> int:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(extcap, "parse_size", counted)
+    switch = sys.getswitchinterval()  # (the engine sets its own for the forwarding threads)
+    padded = " " * 1_000_000 + "64M"
+    try:
+        code = extcap.capture(
+            _args(
+                "--listen",
+                str(tmp_path / "missing" / "px.sock"),
+                "--connect",
+                str(tmp_path / "be.sock"),
+                "--capture-buffer",
+                padded,
+                "--rings",
+                "off",
+            )
+        )
+    finally:
+        sys.setswitchinterval(switch)
+    assert code == 1  # refused at the listen path: the options had passed their check
+    assert len(calls) == 1

@@ -118,19 +118,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capture-buffer")
 
 
+class Refused(Exception):
+    """Why the dialog's options cannot run together, in the dialog's words."""
+
+
 def engine_args(args: argparse.Namespace) -> argparse.Namespace:
     """The extcap's options as the ``vuinspect proxy`` options the engine reads.
 
-    Wireshark's FIFO is ``-w`` (created by Wireshark: written as it is, never truncated,
-    capfile.open_target), the capture filter field is ``--capture-filter``; ring
-    buffers, autostop and packet counts are Wireshark's own capture options.
-    :func:`options_problem` has refused what these cannot hold.
+    One pass checks and converts: what cannot run raises :class:`Refused` before
+    anything starts (Wireshark shows it as the capture's error), and each value is
+    read once.  Wireshark's FIFO is ``-w`` (created by Wireshark: written as it is,
+    never truncated, capfile.open_target), the capture filter field is
+    ``--capture-filter``; ring buffers, autostop and packet counts are Wireshark's
+    own capture options.
     """
+    if not args.listen or not args.connect:
+        raise Refused("set both the listen and the connect socket paths")
+    if (problem := filter_problem(args.extcap_capture_filter)) is not None:
+        raise Refused(f"capture filter: {problem}")
+    if args.trace_notify and args.rings == "off":
+        raise Refused(
+            "Trace notifications are recorded by the ring sampler: "
+            "set Ring sampler to on, or turn Trace notifications off"
+        )
     buffer = (args.capture_buffer or "").strip()
+    try:
+        capture_buffer = parse_size(buffer) if buffer else None
+    except ValueError as exc:
+        raise Refused(f"Capture buffer: {exc}") from None
     return argparse.Namespace(
         write=args.fifo,
         force=True,  # (Wireshark made the FIFO for us)
-        capture_buffer=parse_size(buffer) if buffer else None,
+        capture_buffer=capture_buffer,
         limits=None,
         capture_filter=args.extcap_capture_filter or None,
         device=None if args.device in (None, "", "auto") else args.device,
@@ -159,9 +178,10 @@ def capture(args: argparse.Namespace) -> int:
     if not args.fifo:
         print("vuinspect extcap: --capture needs --fifo", file=sys.stderr)
         return 2
-    if (problem := options_problem(args)) is not None:
-        return _refuse(args.fifo, problem, 2)
-    options = engine_args(args)
+    try:
+        options = engine_args(args)
+    except Refused as exc:
+        return _refuse(args.fifo, str(exc), 2)
     try:
         options.ruleset = _ruleset(args, options.device)
     except (RuleError, AddonError, OSError) as exc:
@@ -190,27 +210,6 @@ def _ruleset(args: argparse.Namespace, device: str | None) -> RuleSet | None:
     from vuinspect.rules import RuleSet, parse_rules
 
     return RuleSet(parse_rules(texts, files), device=device, addons=load_scripts(scripts))
-
-
-def options_problem(args: argparse.Namespace) -> str | None:
-    """Why the dialog's options cannot run together (None if they can), said in the
-    dialog's words before anything starts: Wireshark shows it as the capture's error."""
-    if not args.listen or not args.connect:
-        return "set both the listen and the connect socket paths"
-    if (problem := filter_problem(args.extcap_capture_filter)) is not None:
-        return f"capture filter: {problem}"
-    if args.trace_notify and args.rings == "off":
-        return (
-            "Trace notifications are recorded by the ring sampler: "
-            "set Ring sampler to on, or turn Trace notifications off"
-        )
-    buffer = (args.capture_buffer or "").strip()
-    if buffer:
-        try:
-            parse_size(buffer)
-        except ValueError as exc:
-            return f"Capture buffer: {exc}"
-    return None
 
 
 def _say(text: str) -> None:
