@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from .encode import encode_layout
 from .framing import HOST_HEADER
+from .numtext import number_text
 from .protocol.failures import failure_payload
 from .protocol.requests import FLAG_REPLY, FLAG_VERSION_MASK, HEADER_SIZE, MAX_MESSAGE, lookup
 from .verdict import MAX_DELAY_S, Verdict, firing_note
@@ -507,7 +508,7 @@ class ConnAddons:
             )
             acted = 1
         if new != cur:
-            what = _changes(before[1], msg.payload) or "bytes changed"
+            what = _changes(before[1], msg.payload, msg.layout) or "bytes changed"
             notes.append(
                 _note(
                     addon, "message", "modify", f"addon {addon.name}: {what}", cur, new, direction
@@ -520,16 +521,22 @@ class ConnAddons:
         return new, None
 
 
-def _show(key: str, value: object) -> str:
-    hexa = isinstance(value, int) and any(w in key for w in ("features", "flags", "addr"))
-    text = f"{value:#x}" if hexa else repr(value)
+def _show(key: str, value: object, layout: str | None) -> str:
+    """A value in a note: numbers by numtext's one rule, the rest as Python writes them."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = number_text(key, value, layout)
+    else:
+        text = repr(value)
     return text if len(text) <= 40 else text[:40] + "..."
 
 
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+def _changes(old: dict[str, Any], new: dict[str, Any], layout: str | None) -> str:
     """``payload.num 256 -> 64, ...`` for the first few fields a hook changed."""
     keys = [k for k in new if k in old and new[k] != old[k]] + [k for k in new if k not in old]
-    parts = [f"payload.{k} {_show(k, old.get(k))} -> {_show(k, new[k])}" for k in keys[:3]]
+    parts = []
+    for k in keys[:3]:
+        name = f"payload.{k}"
+        parts.append(f"{name} {_show(name, old.get(k), layout)} -> {_show(name, new[k], layout)}")
     return ", ".join(parts) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
 
 

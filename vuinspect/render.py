@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from .message import Message, ts_text
+from .numtext import display_of, number_text
 from .protocol.problems import Problem
 from .protocol.requests import FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION_MASK
 
@@ -94,48 +95,48 @@ def payload_summary(msg: Message) -> str:
 
 def _layout_summary(p: dict[str, Any], lay: str | None) -> str | None:
     """The summary of a known layout, or None for the generic one."""
+
+    def n(key: str) -> str:  # a number as every face shows it (numtext)
+        return number_text("payload." + key, p[key], lay)
+
     if lay in ("virtio_features", "protocol_features"):
-        return f"0x{p['features']:x}{_names(p, 'features')}"
+        return f"{n('features')}{_names(p, 'features')}"
     if lay in ("mem_table", "mem_table_xen"):
         regs = p.get("regions", [])
         total = sum(r.get("memory_size", 0) for r in regs)
         return f"{len(regs)} region{'s' if len(regs) != 1 else ''} {human_size(total)}"
     if lay in ("mem_reg", "mem_reg_xen"):
-        return f"gpa=0x{p['guest_phys_addr']:x} size={human_size(p['memory_size'])}"
+        return f"gpa={n('guest_phys_addr')} size={human_size(p['memory_size'])}"
     if lay == "vring_fd":
         return f"vring {p['index']}" + (" NOFD" if p.get("nofd") else "")
     if lay == "vring_addr":
-        return (
-            f"vring {p['index']} desc=0x{p['desc']:x} used=0x{p['used']:x} "
-            f"avail=0x{p['avail']:x}" + (" log" if p.get("log") and p["flags"] & 1 else "")
-        )
+        log = " log" if p.get("log") and p["flags"] & 1 else ""
+        return f"vring {p['index']} desc={n('desc')} used={n('used')} avail={n('avail')}{log}"
     if lay == "vring_base":
-        return f"vring {p['index']} base={p['num']}"
+        return f"vring {p['index']} base={n('num')}"
     if lay == "vring_enable":
         return f"vring {p['index']} {p['num_name']}"
     if lay in ("vring_state", "vring_num", "vring_endian"):
-        extra = p.get("num_name", p["num"])
+        extra = p.get("num_name") or n("num")
         return (
             f"vring {p['index']} num={extra}"
             if lay != "vring_state" or p["num"]
             else f"vring {p['index']}"
         )
     if lay == "ack":
-        return "ok" if p["result"] == 0 else f"FAILED result={p['result']}"
+        return "ok" if p["result"] == 0 else f"FAILED result={n('result')}"
     if lay == "status":
-        return f"0x{p['status']:x}{_names(p, 'status')}"
+        return f"{n('status')}{_names(p, 'status')}"
     if lay == "config":
-        return f"offset={p['offset']} size={p['size']} {p['flags_name']}"
+        return f"offset={n('offset')} size={n('size')} {p['flags_name']}"
     if lay == "iotlb":
-        return (
-            f"{p['type_name']} iova=0x{p['iova']:x} size={human_size(p['size'])} {p['perm_name']}"
-        )
+        return f"{p['type_name']} iova={n('iova')} size={human_size(p['size'])} {p['perm_name']}"
     if lay == "log":
-        return f"size={human_size(p['mmap_size'])} offset=0x{p['mmap_offset']:x}"
+        return f"size={human_size(p['mmap_size'])} offset={n('mmap_offset')}"
     if lay == "inflight":
         return (
-            f"size={human_size(p['mmap_size'])} queues={p['num_queues']} "
-            f"queue_size={p['queue_size']}"
+            f"size={human_size(p['mmap_size'])} queues={n('num_queues')} "
+            f"queue_size={n('queue_size')}"
         )
     return None
 
@@ -241,7 +242,7 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
             (
                 1,
                 "flags",
-                f"flags: 0x{flags:x} version={flags & FLAG_VERSION_MASK}"
+                f"flags: {number_text('flags', flags)} version={flags & FLAG_VERSION_MASK}"
                 + (f" [{' '.join(bits)}]" if bits else ""),
             )
         )
@@ -249,7 +250,7 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
     if msg.payload:
         label = msg.layout or ("record" if msg.kind in ("ring", "notify") else "raw")
         rows.append((0, "payload", f"Payload ({label})"))
-        _tree_items(msg.payload, 1, "payload", rows)
+        _tree_items(msg.payload, 1, "payload", rows, msg.layout)
     if msg.fds:
         rows.append((0, "fds", f"fds ({len(msg.fds)})"))
         for i, fd in enumerate(msg.fds):
@@ -266,7 +267,7 @@ def tree(msg: Message) -> list[tuple[int, str, str]]:
 
 
 def _tree_items(
-    obj: dict[str, Any], depth: int, path: str, rows: list[tuple[int, str, str]]
+    obj: dict[str, Any], depth: int, path: str, rows: list[tuple[int, str, str]], lay: str | None
 ) -> None:
     for k, v in obj.items():
         key = f"{path}.{k}"
@@ -274,10 +275,15 @@ def _tree_items(
             rows.append((depth, key, f"{k} ({len(v)})"))
             for i, item in enumerate(v):
                 rows.append((depth + 1, f"{key}.{i}", f"[{i}]"))
-                _tree_items(item, depth + 2, f"{key}.{i}", rows)
+                _tree_items(item, depth + 2, f"{key}.{i}", rows, lay)
         elif isinstance(v, list):
             rows.append((depth, key, f"{k}: {' '.join(map(str, v)) or '-'}"))
-        elif isinstance(v, int) and not isinstance(v, bool) and v > 9:
-            rows.append((depth, key, f"{k}: {v} (0x{v:x})"))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            rows.append((depth, key, f"{k}: {number_text(key, v, lay)}{_size_note(key, v, lay)}"))
         else:
             rows.append((depth, key, f"{k}: {v}"))
+
+
+def _size_note(field: str, value: int, lay: str | None) -> str:
+    """`` (256MiB)`` after a memory byte count (display ``size``), as the summary says it."""
+    return f" ({human_size(value)})" if display_of(field, lay) == "size" and value > 0 else ""

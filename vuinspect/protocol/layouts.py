@@ -32,6 +32,10 @@ DISPLAYS = (
     "bytes",  # opaque bytes, shown as hex
     "padding",  # must be zero; shown only when it is not
 )
+#: The displays a face shows in hex (``0x...``): addresses, offsets, masks, flag, feature and
+#: status words, and memory byte counts, as QEMU's vhost-user trace and DPDK's VHOST_CONFIG log
+#: print them; the others (counts, queue sizes, indices, numbers of queues, results) in decimal.
+HEX_DISPLAYS = frozenset({"hex", "size", "virtio_features", "protocol_features", "status"})
 #: The keys a ``vring_base`` field adds beside its number (a split ring: the first only).
 VRING_BASE_KEYS = ("avail_idx", "avail_wrap", "used_idx", "used_wrap")
 

@@ -20,6 +20,7 @@ from typing import Any
 from ..fields import without_index
 from ..frames import DATAPLANE_KINDS
 from ..message import Message
+from ..numtext import number_text
 from ..protocol.requests import split_fd_role
 from ..render import safe_text
 
@@ -50,6 +51,7 @@ class FieldDiff:
     a: Any
     b: Any
     note: str = ""
+    layout: str | None = None  # the message's, for how its numbers read (not in the JSON)
 
     def to_json(self) -> dict[str, Any]:
         out = {"field": self.field, "a": self.a, "b": self.b}
@@ -124,7 +126,8 @@ class Report:
             lines.append(f"c{e.conn} {e.channel:<7} {where:<12} {safe_text(what)}: {e.status}")
             for d in e.diffs:
                 note = f"  ({safe_text(d.note)})" if d.note else ""
-                lines.append(f"    {d.field}: {show(d.a)} -> {show(d.b)}{note}")
+                a, b = show(d.a, d.field, d.layout), show(d.b, d.field, d.layout)
+                lines.append(f"    {d.field}: {a} -> {b}{note}")
         lines += [f"note: {safe_text(n)}" for n in self.notes]
         c = self.counts
         lines.append(
@@ -136,13 +139,14 @@ class Report:
 # -- values ---------------------------------------------------------------------------------
 
 
-def show(value: Any, limit: int = 96) -> str:
+def show(value: Any, name: str = "", layout: str | None = None, limit: int = 96) -> str:
+    """A compared value of field ``name`` in the report (numbers by numtext's one rule)."""
     if value is None:
         return "(none)"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int):
-        return f"{value:#x}" if value > 0xFFFF else str(value)
+        return number_text(name, value, layout)
     text = safe_text(", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -243,7 +247,7 @@ def compare_messages(a: Message, b: Message, ignore: Ignore) -> list[FieldDiff]:
     for name in list(fa) + [k for k in fb if k not in fa]:
         va, vb = fa.get(name), fb.get(name)
         if va != vb and not ignore(a.name, name):
-            out.append(FieldDiff(name, va, vb, _note(name, a, b, va, vb)))
+            out.append(FieldDiff(name, va, vb, _note(name, a, b, va, vb), a.layout or b.layout))
     return out
 
 

@@ -32,6 +32,7 @@ from textual.widgets import Input, Label, Static
 from vuinspect.filter import FilterError, compile_filter
 from vuinspect.frames import Frame, event_info
 from vuinspect.holds import MAX_COMMAND, reencode
+from vuinspect.numtext import number_text
 from vuinspect.render import safe_text
 
 if TYPE_CHECKING:
@@ -271,12 +272,12 @@ def _send(app: ListActions, cmd: dict[str, Any]) -> None:
 
 
 # -- the edit form -------------------------------------------------------------------------------
-def _shown(key: str, value: Any) -> str:
+def _shown(key: str, value: Any, layout: str | None = None) -> str:
+    """A field as its input shows it (numbers by numtext's rule, read back in any base)."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, int):
-        hexa = value > 0xFFFF or any(w in key for w in ("features", "flags", "addr", "offset"))
-        return f"{value:#x}" if hexa else str(value)
+        return number_text("payload." + key, value, layout)
     if isinstance(value, str):
         return value
     return json.dumps(value)
@@ -340,7 +341,7 @@ class EditScreen(ModalScreen[dict | None]):
                     with Horizontal(classes="field"):
                         yield Label(safe_text(key))
                         yield Input(
-                            _shown(key, self.msg.payload[key]),
+                            _shown(key, self.msg.payload[key], self.msg.layout),
                             id=f"edit-{i}",
                             select_on_focus=False,
                         )
