@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.app import App
+from textual.widgets import Input
 
 from tests.proxy.conftest import proxy, relayed_pair, sockdir, wait_until  # noqa: F401
 from vuinspect.commands.proxy_engine import serve_control, with_intercept
@@ -462,6 +464,38 @@ def test_edit_form_says_what_does_not_encode() -> None:
             engine_end.recv(1)  # no command was sent
     finally:
         engine_end.close()
+
+
+def test_edit_form_escapes_what_a_peer_could_send_and_keeps_it_unless_edited() -> None:
+    """A decoded string with control characters (none of the decoder's names has one, but the
+    form must not trust that) is shown escaped and flagged; untouched, it goes back as it
+    was; edited, only printable text is taken."""
+    data = build("main", wire.SET_VRING_ENABLE, {"index": 0, "num": 1})
+    (msg,) = Pipeline().feed(Frame(1, 1, "main", "f2b", data, ()))
+    msg.payload["num_name"] = "en\x1b[2Jable\x07"
+    original = dict(msg.payload)
+    got: list[dict | None] = []
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(EditScreen(1, msg, data), got.append)
+
+    async def run() -> None:
+        app = Host()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, EditScreen), "the edit form")
+            values = [i.value for i in app.screen.query(Input)]
+            assert all(v.isprintable() for v in values), values
+            assert "en\\x1b[2Jable\\x07" in values
+            text = screen_text(app)
+            assert "num_name !" in text and "non-printable characters shown escaped" in text
+            await pilot.press("enter")
+            await until(pilot, lambda: bool(got), "the form to close")
+
+    asyncio.run(run())
+    assert got == [original]  # the escapes did not replace the string
+    with pytest.raises(ValueError, match="num_name: non-printable"):
+        edited_payload(msg.payload, {"num_name": "x\x1by"}, {"num_name": "en\\x1b[2Jable\\x07"})
 
 
 # -- a real terminal: the proxy's own TUI child, its control socket, its engine ----------------

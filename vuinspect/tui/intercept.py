@@ -273,13 +273,15 @@ def _send(app: ListActions, cmd: dict[str, Any]) -> None:
 
 # -- the edit form -------------------------------------------------------------------------------
 def _shown(key: str, value: Any, layout: str | None = None) -> str:
-    """A field as its input shows it (numbers by numtext's rule, read back in any base)."""
+    """A field as its input shows it: numbers by numtext's rule, strings escaped (the
+    decoder's names and hex are printable, so they read back as they are), the rest JSON
+    (which writes control characters as ``\\u`` escapes)."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, int):
         return number_text("payload." + key, value, layout)
     if isinstance(value, str):
-        return value
+        return safe_text(value)
     return json.dumps(value)
 
 
@@ -291,19 +293,33 @@ def _parsed(text: str, old: Any) -> Any:
     if isinstance(old, int):
         return int(text, 0)
     if isinstance(old, str):
+        if not text.isprintable():
+            raise ValueError("non-printable characters")
         return text
     return json.loads(text)
 
 
-def edited_payload(payload: dict[str, Any], texts: dict[str, str]) -> dict[str, Any]:
-    """``payload`` with the form's texts put back (ValueError names the bad field)."""
+def edited_payload(
+    payload: dict[str, Any], texts: dict[str, str], shown: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``payload`` with the form's texts put back (ValueError names the bad field).
+
+    A text still as ``shown`` keeps its value as it was: an escaped string the user did
+    not touch goes back unchanged, not as its escapes.
+    """
     out = dict(payload)
     for key, text in texts.items():
+        if shown is not None and shown.get(key) == text:
+            continue
         try:
             out[key] = _parsed(text, payload.get(key))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{key}: {exc}") from None
     return out
+
+
+def _unprintable(value: Any) -> bool:
+    return isinstance(value, str) and not value.isprintable()
 
 
 class EditScreen(ModalScreen[dict | None]):
@@ -331,6 +347,10 @@ class EditScreen(ModalScreen[dict | None]):
         self.msg = msg
         self.data = data
         self.keys = list(msg.payload)[:MAX_FORM_FIELDS]
+        self.shown = {k: _shown(k, msg.payload[k], msg.layout) for k in self.keys}
+        #: Fields that held control or format characters: shown escaped, flagged, and sent
+        #: back as they were unless edited (then only printable text is taken).
+        self.escaped = [k for k in self.keys if _unprintable(msg.payload[k])]
 
     def compose(self) -> ComposeResult:
         with Vertical() as v:
@@ -339,15 +359,18 @@ class EditScreen(ModalScreen[dict | None]):
             with VerticalScroll():
                 for i, key in enumerate(self.keys):
                     with Horizontal(classes="field"):
-                        yield Label(safe_text(key))
-                        yield Input(
-                            _shown(key, self.msg.payload[key], self.msg.layout),
-                            id=f"edit-{i}",
-                            select_on_focus=False,
-                        )
+                        mark = " !" if key in self.escaped else ""
+                        yield Label(safe_text(key) + mark, markup=False)
+                        yield Input(self.shown[key], id=f"edit-{i}", select_on_focus=False)
             if not self.keys:
                 yield Static("(this message has no payload fields to edit)")
-            yield Static("", id="edit-error", markup=False)
+            yield Static(self._escaped_note(), id="edit-error", markup=False)
+
+    def _escaped_note(self) -> str:
+        if not self.escaped:
+            return ""
+        names = safe_text(", ".join(self.escaped))[:200]
+        return f"! non-printable characters shown escaped in: {names} (sent as they were unless edited)"
 
     def on_mount(self) -> None:
         inputs = self.query(Input)
@@ -360,7 +383,7 @@ class EditScreen(ModalScreen[dict | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         try:
-            payload = edited_payload(self.msg.payload, self.texts())
+            payload = edited_payload(self.msg.payload, self.texts(), self.shown)
             reencode(self.msg, self.data, payload)  # the engine will do the same
         except Exception as exc:  # noqa: BLE001 - shown in the form, the user fixes it
             self.query_one("#edit-error", Static).update(safe_text(str(exc))[:300])
