@@ -136,3 +136,31 @@ def test_lua_info_and_expert_texts_escape_bidi_and_line_separators(tmp_path: Pat
         assert proc.returncode == 0, proc.stderr
         out = proc.stdout.decode("utf-8", "replace")
         assert not raw_in(out), (args[0], raw_in(out))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vuinspect/dataplane/text.py detail_lines (line ~136): a chain header's field names "
+    "come from the ring frame's JSON and are printed as f'{k}={v}' without render.safe_text",
+)
+def test_read_rings_detail_escapes_header_field_names(tmp_path: Path) -> None:
+    sample = {
+        "vring": 0,
+        "layout": "split",
+        "num": 256,
+        "avail_idx": 1,
+        "used_idx": 0,
+        "in_flight": 1,
+        "chains": [
+            {"head": 0, "readable": 1, "writable": 0, "descs": [], "header": {f"k{EVIL}": 5}}
+        ],
+    }
+    path = tmp_path / "ring.pcapng"
+    with CaptureWriter(path) as w:
+        w.write(event_frame("open", TS, 1, {"label": "l"}))
+        w.write(Frame(TS + 1, 1, "main", "f2b", json.dumps(sample).encode(), (), "ring"))
+    res = cli("read", "--rings", "--detail", str(path))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout.decode()
+    assert "k\\x1b]0;PWN" in out  # the line is there
+    assert not raw_in(out), raw_in(out)
