@@ -368,3 +368,23 @@ def test_mapped_regions_count_against_the_budget_until_unmapped() -> None:
     finally:
         s.stop()
         img.close()
+
+
+def test_a_connection_given_up_and_closed_before_a_drain_still_says_so() -> None:
+    """Given up for the budget, then closed before the sampler's thread drained: the note
+    comes with its close (before the close frame), not never."""
+    img = GuestImage(size=1 << 16, name="vuinspect-sampler-closed-note")
+    out: list[Frame] = []
+    s = Sampler(out.append, 0.1, clock=lambda: 1, fd_budget=8)
+    try:
+        before = fd_count()
+        for i in range(9):
+            s.memory(1, 1, _add_region(img, i), [img.fd])
+        assert fd_count() == before  # the 9th passed the budget: the 8 dups closed
+        s.event(event_frame("close", 2, 1, {}))
+        assert [f.kind for f in out] == ["note"] and b"fd budget (8 fds" in out[0].data
+        s._drain()
+        assert len(out) == 1 and fd_count() == before and s.fds.held == 0
+    finally:
+        s.stop()
+        img.close()

@@ -198,6 +198,9 @@ class Sampler:
         if frame.kind in ("open", "close") and frame.channel == "main":
             if frame.kind == "close":
                 with self._emit_lock:  # no sample may follow its close frame (recorded next)
+                    why = self._lost_conns.pop(frame.conn, None)
+                    if why is not None:  # given up, not said yet: said before the close
+                        self._say_lost(frame.conn, frame.ts_ns, why)
                     self._closing.add(frame.conn)
                 self.fds.forget(frame.conn)  # (its queued dups: now, not at the next drain)
                 self._given_up.discard(frame.conn)
@@ -257,8 +260,10 @@ class Sampler:
     def _drain(self) -> None:
         q = self._q
         while self._lost_conns:
-            conn, why = self._lost_conns.popitem()
-            self._lost(conn, self.clock(), why)
+            with self._emit_lock:  # (popped and said at once, or by its close: event())
+                conn, why = self._lost_conns.popitem()
+                self._say_lost(conn, self.clock(), why)
+            self._lost(conn, self.clock(), "")
         while q:
             item = q.popleft()
             kind = item[0]
@@ -567,6 +572,7 @@ class Sampler:
             c.release()
 
     def _lost(self, conn: int, ts: int, why: str = FELL_BEHIND) -> None:
+        """``conn``'s rings are given up: what it holds is closed; ``why`` noted ("": said)."""
         if conn in self._ended:  # (flagged after its close was handled: nothing left)
             return
         c = self._conn(conn)
@@ -575,7 +581,14 @@ class Sampler:
         c.lost = True
         c.release()
         c.rings.clear()
-        self._note(conn, ts, why)
+        if why:
+            self._note(conn, ts, why)
+
+    def _say_lost(self, conn: int, ts: int, why: str) -> None:
+        """(_emit_lock held) The note that ``conn`` is given up, unless said or closed."""
+        c = self.conns.get(conn)
+        if conn not in self._closing and conn not in self._ended and not (c is not None and c.lost):
+            self.emit(event_frame("note", ts, conn, {"text": why}))
 
     def _note(self, conn: int, ts: int, text: str) -> None:
         with self._emit_lock:
