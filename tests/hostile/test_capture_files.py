@@ -164,3 +164,36 @@ def test_read_rings_detail_escapes_header_field_names(tmp_path: Path) -> None:
     out = res.stdout.decode()
     assert "k\\x1b]0;PWN" in out  # the line is there
     assert not raw_in(out), raw_in(out)
+
+
+def test_long_labels_and_comments_from_a_capture_can_be_written_back(tmp_path: Path) -> None:
+    """A label or a comment over 64 KiB (a pcapng option's u16 length) is still recordable.
+
+    Before: CaptureWriter.write raised struct.error ("ushort format requires
+    0 <= number <= 65535") for an open event whose label (or, escaped, 16 K
+    control characters) or a frame whose comment passed 65,535 bytes: the
+    TUI's save (``w``) of a capture holding one stopped there.
+    """
+    lines = [f"line {i} " + "c" * 30_000 for i in range(4)]  # 4 comment options once read
+    frames = [
+        event_frame("open", TS, 1, {"label": "x" * 70_000}),
+        Frame(TS + 1, 1, "main", "f2b", GET_FEATURES, comment="\n".join(lines)),
+        event_frame("open", TS + 2, 2, {"label": "\x1b" * 20_000}),
+        Frame(TS + 3, 2, "main", "f2b", GET_FEATURES, comment="y" * 200_000),
+    ]
+    path = tmp_path / "long.pcapng"
+    with CaptureWriter(path) as w:
+        for f in frames:
+            w.write(f)
+    reader = CaptureReader(path)
+    got = list(reader)
+    assert reader.error is None and len(got) == 4
+    assert got[1].comment == "\n".join(lines)  # split at its line ends: read back exactly
+    assert got[3].comment is not None and got[3].comment.replace("\n", "") == "y" * 200_000
+    assert all(len(i.name.encode()) <= 1024 for i in reader.interfaces)
+    assert reader.interfaces[0].name.startswith("xxx")
+    if shutil.which("tshark"):
+        proc = subprocess.run(
+            ["tshark", "-r", str(path)], capture_output=True, timeout=30, check=False
+        )
+        assert proc.returncode == 0, proc.stderr

@@ -37,6 +37,13 @@ from vuinspect.render import safe_text
 
 PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 _U64 = 1 << 64
+#: An option's value is at most this long: its length is a u16.
+OPTION_MAX = 0xFFFF
+#: An interface name (a label a peer or a capture chose) is cut past this many bytes.
+IF_NAME_MAX = 1024
+#: A frame's comment is kept up to this many bytes (cut, marked "..."), so its block
+#: stays far below what readers take (ours MAX_BLOCK_LEN, Wireshark 4.0 16 MiB).
+COMMENT_MAX = 1 << 20
 
 
 def _version() -> str:
@@ -63,6 +70,35 @@ def pack_options(order: str, options: list[tuple[int, bytes]]) -> bytes:
     return b"".join(out)
 
 
+def comment_options(text: str) -> list[tuple[int, bytes]]:
+    """``opt_comment`` options holding ``text``, each within OPTION_MAX.
+
+    Whole lines share an option while they fit: readers (ours, Wireshark's)
+    join a packet's comments with newlines, so such a text reads back the
+    same; a line longer than an option is cut at character boundaries.
+    """
+    pieces: list[bytes] = []
+    for line in pseudohdr.shorten(text.encode("utf-8", "replace"), COMMENT_MAX).split(b"\n"):
+        while len(line) > OPTION_MAX:
+            cut = OPTION_MAX
+            while line[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+                cut -= 1
+            pieces.append(line[:cut])
+            line = line[cut:]
+        pieces.append(line)
+    options: list[tuple[int, bytes]] = []
+    run: list[bytes] = []
+    size = -1
+    for piece in pieces:
+        if run and size + 1 + len(piece) > OPTION_MAX:
+            options.append((OPT_COMMENT, b"\n".join(run)))
+            run, size = [], -1
+        run.append(piece)
+        size += 1 + len(piece)
+    options.append((OPT_COMMENT, b"\n".join(run)))
+    return options
+
+
 def new_capture_id() -> str:
     """A run's capture id: it tells its connections apart from another run's once
     both are merged into one file (mergecap, cat; docs/capture-format.md §8)."""
@@ -74,8 +110,9 @@ def idb_block(
 ) -> bytes:
     """The interface description block of one (connection, channel).
 
-    The label comes from a peer (a socket path): its control characters are escaped,
-    since tshark and Wireshark show the interface name as it is.
+    The label comes from a peer (a socket path) or a capture: its control characters
+    are escaped, since tshark and Wireshark show the interface name as it is, and it
+    is cut past IF_NAME_MAX bytes (an option holds at most 64 KiB).
     """
     name = safe_text(label) if label else f"conn {conn}"
     description = f"conn {conn} {channel}" + (f" capture {capture_id}" if capture_id else "")
@@ -83,7 +120,7 @@ def idb_block(
     body += pack_options(
         order,
         [
-            (IF_NAME, name.encode("utf-8", "replace")),
+            (IF_NAME, pseudohdr.shorten(name.encode("utf-8", "replace"), IF_NAME_MAX)),
             (IF_DESCRIPTION, description.encode()),
             (IF_TSRESOL, bytes([TSRESOL_NS])),
         ],

@@ -90,11 +90,11 @@ def _fd_list(fds: tuple[str, ...]) -> bytes:
     total = sum(len(e) for e in encoded) + 2 * len(encoded)
     if FIXED_LEN + total > MAX_HDR_LEN:
         limit = (MAX_HDR_LEN - FIXED_LEN) // len(encoded) - 2
-        encoded = [_shorten(e, limit) for e in encoded]
+        encoded = [shorten(e, limit) for e in encoded]
     return b"".join(_U16.pack(len(e)) + e for e in encoded)
 
 
-def _shorten(text: bytes, limit: int) -> bytes:
+def shorten(text: bytes, limit: int) -> bytes:
     """Cut UTF-8 ``text`` to at most ``limit`` bytes on a character boundary, marked with '...'."""
     if len(text) <= limit:
         return text

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from vuinspect.capture import pseudohdr
-from vuinspect.capture.encoder import Encoder, pack_options
+from vuinspect.capture.encoder import Encoder, comment_options, pack_options
 from vuinspect.capture.errors import CaptureError
-from vuinspect.capture.pcapng import MAX_CAPLEN, OPT_COMMENT, PREFIX_LEN
+from vuinspect.capture.pcapng import MAX_CAPLEN, PREFIX_LEN
 from vuinspect.frames import Frame
 
 FLUSH_AT = 64 * 1024
@@ -109,9 +109,7 @@ class CaptureWriter:
             olen = min(caplen + frame.truncated, 0xFFFFFFFF)
             block = block[:24] + struct.pack(order + "I", olen) + block[28:]
         if frame.comment:
-            opt = pack_options(order, [(OPT_COMMENT, frame.comment.encode("utf-8", "replace"))])[
-                :-4
-            ]
+            opt = pack_options(order, comment_options(frame.comment))[:-4]
             blen = len(block) + len(opt)
             block = (
                 block[:4]
