@@ -11,12 +11,12 @@ import time
 import pytest
 
 from vuinspect.proxy.fds import open_fd_count
-from vuinspect.proxy.server import Route
+from vuinspect.proxy.server import REPLACED, Route
 from vuinspect.testing import wire
 from vuinspect.testing.backend import Backend
 from vuinspect.testing.frontend import Frontend
 
-from .conftest import wait_until
+from .conftest import relayed_pair, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -367,3 +367,33 @@ def test_full_close_and_half_close_are_passed_on_as_they_happened(sockdir, proxy
     wait_until(lambda: len(rec.events("close")) == 2, what="second close")
     assert rec.events("close")[1]["reason"] == "frontend shut down its sending side"
     assert rec.events("close")[1]["by"] == "frontend"
+
+
+def test_a_new_backend_channel_ends_the_one_it_replaces(sockdir, proxy) -> None:
+    """40 SET_BACKEND_REQ_FD on one connection to a back-end that keeps every socket: one
+    relayed channel at a time (before: a thread and 2 fds each until the proxy's fd
+    limit); the replaced ones end (their back-end end reads EOF), the last one relays."""
+    fe, be, srv, rec = relayed_pair(sockdir, proxy)
+    base = open_fd_count()
+    ours, kept = [], []
+    for _ in range(40):
+        a, b = socket.socketpair()
+        wire.send_raw(fe, wire.pack(wire.SET_BACKEND_REQ_FD), [b.fileno()])
+        b.close()
+        ours.append(a)
+        msg = wire.recv_msg(be)
+        assert msg is not None and len(msg.fds) == 1
+        kept.append(socket.socket(fileno=msg.fds[0]))
+    wait_until(lambda: srv.active_links == 2, what="the main link and one back-end channel")
+    assert open_fd_count() <= base + 2 * 40 + 16  # (the test's own 80 ends, kept open)
+    wait_until(lambda: len(rec.events("close")) >= 39, what="39 closes")
+    replaced = [c for c in rec.events("close") if c["_channel"] == "backend"]
+    assert len(replaced) == 39 and {c["reason"] for c in replaced} == {REPLACED}
+    kept[0].settimeout(5)
+    assert kept[0].recv(1) == b""  # an old channel: ended
+    request = wire.pack(wire.SET_BACKEND_REQ_FD + 1000)  # any bytes: relayed as they are
+    ours[-1].sendall(request)
+    kept[-1].settimeout(5)
+    assert kept[-1].recv(64) == request  # the newest channel relays
+    for sock in (*ours, *kept, fe, be):
+        sock.close()

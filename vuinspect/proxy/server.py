@@ -63,6 +63,8 @@ FAILURE_REPORT_S = 10.0
 #: accept() out of fds (or memory): wait this long before trying again, instead of spinning.
 ACCEPT_BACKOFF_S = 0.1
 _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+#: The end reason of a back-end channel a new SET_BACKEND_REQ_FD replaced.
+REPLACED = "replaced by a new back-end channel (SET_BACKEND_REQ_FD)"
 
 
 @dataclass
@@ -177,7 +179,13 @@ class Connection:
     def intercept(
         self, link: Link, data: bytes, fds: list[int]
     ) -> tuple[list[int], tuple[str, ...]]:
-        """SET_BACKEND_REQ_FD: relay the back-end channel through a socket pair of ours."""
+        """SET_BACKEND_REQ_FD: relay the back-end channel through a socket pair of ours.
+
+        One relayed channel per connection: a new one ends the one it replaces, as
+        libvhost-user and DPDK close the fd they replace (QEMU sets it up once per
+        connection).  A back-end that kept every channel would otherwise hold a
+        thread and two fds of ours per message, up to our fd limit.
+        """
         descs = [describe_fd(fd) for fd in fds]
         for i, fd in enumerate(fds):
             try:
@@ -196,7 +204,10 @@ class Connection:
             original = socket.socket(fileno=fd)  # now owned by the back-end channel Link
             blink = Link(self, "backend", (original, ours), ("frontend", "backend"))
             with self._lock:
+                replaced = [lk for lk in self.links if lk.channel == "backend"]
                 self.links.append(blink)
+            for old in replaced:
+                old.abort(REPLACED)
             self.server._track(blink)
             blink.start()
             fds = list(fds)
