@@ -11,8 +11,8 @@ A missing ``connect`` target is waited for (``Route.connect_timeout``) before
 the accepted connection is closed: closing at once made a client that
 reconnects on close (dpdk-testpmd ``client=1``) loop thousands of times a
 second.  Failures after the first of a series are coalesced into one log line
-and one capture note with a count.  Running out of fds on accept backs off
-instead of spinning.
+and one capture note with a count (failures.py).  Running out of fds on accept
+backs off instead of spinning.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from vuinspect.frames import Frame, event_frame
 from vuinspect.units import parse_duration
 
+from .failures import Failures
 from .fds import describe_fd, open_fd_count
 from .interpose import ORIG_SUFFIX, Interposer, Listener, ListenError
 from .queue import FrameQueue
@@ -58,8 +60,6 @@ DEFAULT_CONNECT_TIMEOUT = 3.0
 CONNECT_RETRY_S = 0.05
 #: Connections waiting for their target at once; more are closed at once (and counted).
 MAX_WAITING = 64
-#: Coalesced connect failures are reported at least this often while they go on.
-FAILURE_REPORT_S = 10.0
 #: accept() out of fds (or memory): wait this long before trying again, instead of spinning.
 ACCEPT_BACKOFF_S = 0.1
 _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -234,9 +234,11 @@ class Connection:
         upstream, reason = self._reach()
         if upstream is None:
             self.accepted.close()
-            self.server._connection_failed(self, reason, roles)
+            self.server.failures.failed(
+                route.listen, self.conn, reason, partial(self.fail, reason, roles)
+            )
             return
-        self.server._connected(route)
+        self.server.failures.connected(route.listen)
         if roles is not None:
             with self._lock:
                 self._open(roles, guessed=False)
@@ -307,18 +309,6 @@ class Connection:
         return bool(p.poll(timeout * 1000))
 
 
-@dataclass
-class _Failures:
-    """Connect failures of one route since its last report (see _connection_failed)."""
-
-    first: int  # the connection reported in full
-    pending: int = 0
-    last: int = 0
-    reason: str = ""
-    since: float = 0.0
-    reported: float = 0.0
-
-
 class ProxyServer:
     """Listens on every route and relays each accepted connection (see module doc)."""
 
@@ -363,15 +353,15 @@ class ProxyServer:
         self._stopping = False
         self._starved = False  # accept() is failing for lack of fds (said once)
         self._waiting = 0  # connections waiting for their target (bounded by MAX_WAITING)
-        self._failures: dict[str, _Failures] = {}  # by route.listen
         self._started = False
         self._wake_r, self._wake_w = -1, -1
         self._acceptor: threading.Thread | None = None
         # Totals of links that already ended (live ones are summed on demand).
         self._done = {"frames": 0, "bytes": 0, "fds": 0}
         self.connections_total = 0
-        self.connect_failures = 0
         self.on_error: Callable[[str], None] | None = None
+        #: Connections that never reached their target, said once per series.
+        self.failures = Failures(self.sink.event if self.sink is not None else None, self._say)
 
     # -- public API ----------------------------------------------------------------
     def start(self) -> None:
@@ -434,8 +424,7 @@ class ProxyServer:
             for link in later:
                 link.abort("proxy stopped")
                 links.append(link)
-        for key in list(self._failures):
-            self._report_failures(key, end=True)
+        self.failures.end_all()
         if self.queue is not None:
             self.queue.close(timeout)
         for fd in (self._wake_r, self._wake_w):
@@ -459,7 +448,7 @@ class ProxyServer:
             "connections_total": self.connections_total,
             "connections_active": sum(1 for lk in links if lk.channel == "main"),
             "links_active": len(links),
-            "connect_failures": self.connect_failures,
+            "connect_failures": self.failures.count,
             "frames_forwarded": frames,
             "bytes_forwarded": nbytes,
             "fds_forwarded": nfds,
@@ -514,53 +503,6 @@ class ProxyServer:
         if self.on_error is not None:
             self.on_error(text)
 
-    def _connection_failed(self, connection: Connection, reason: str, roles: Roles | None) -> None:
-        """The first failure of a series in full (frames and a line); the rest coalesced."""
-        key = connection.route.listen
-        now = time.monotonic()
-        with self._lock:
-            self.connect_failures += 1
-            f = self._failures.get(key)
-            if f is None:
-                self._failures[key] = _Failures(first=connection.conn, reported=now)
-            else:
-                if not f.pending:
-                    f.since = now
-                f.pending += 1
-                f.last = connection.conn
-                f.reason = reason
-                due = now - f.reported >= FAILURE_REPORT_S
-        if f is None:
-            connection.fail(reason, roles)
-            self._say(f"connection {connection.conn}: {reason}")
-        elif due:
-            self._report_failures(key)
-
-    def _connected(self, route: Route) -> None:
-        """A connection reached its target: the series of failures before it (if any) ends."""
-        if self._failures:
-            self._report_failures(route.listen, end=True)
-
-    def _report_failures(self, key: str, end: bool = False) -> None:
-        """One capture note and one line for the failures coalesced since the last report."""
-        now = time.monotonic()
-        with self._lock:
-            f = self._failures.get(key)
-            if f is None:
-                return
-            if end:
-                del self._failures[key]
-            n, f.pending, f.reported = f.pending, 0, now
-        if not n:
-            return
-        text = (
-            f"{n} more connection(s) to {key} closed unrelayed in {now - f.since:.1f} s "
-            f"(up to connection {f.last}; reported together): {f.reason}"
-        )
-        if self.sink is not None:
-            self.sink.event(event_frame("note", time.time_ns(), f.first, {"text": text}))
-        self._say(f"connection {f.first}: {text}")
-
     def _accept_backoff(self, lst: Listener, exc: OSError) -> bool:
         """accept() ran out of fds or memory: say so once, wait a little (True: stopping).
 
@@ -614,6 +556,9 @@ class ProxyServer:
                         with self._lock:
                             self._threads.discard(t)
                         accepted.close()
-                        self._connection_failed(connection, f"cannot start a thread: {exc}", None)
+                        why = f"cannot start a thread: {exc}"
+                        self.failures.failed(
+                            route.listen, connection.conn, why, partial(connection.fail, why, None)
+                        )
         finally:
             sel.close()
