@@ -133,20 +133,12 @@ def proxy(sockdir: str) -> Iterator[tuple[subprocess.Popen, str, HoardingBackend
         be.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vuinspect/proxy/server.py Connection.intercept (line ~180): every SET_BACKEND_REQ_FD "
-    "starts one more back-end channel Link (a thread and 2 fds) that lives until the back-end "
-    "closes its end; a back-end that keeps them takes the proxy to its fd limit. Suggested: one "
-    "relayed back-end channel per connection (a new SET_BACKEND_REQ_FD shuts the previous Link "
-    "down, as libvhost-user and DPDK close the fd it replaces), or a small cap past which the "
-    "socket is passed through uninspected with a note",
-)
 def test_backend_channels_a_connection_opens_are_bounded(proxy) -> None:
     """600 SET_BACKEND_REQ_FD on one connection to a back-end that keeps every socket.
 
-    Before: the proxy held 2 fds and a thread per message (1022 fds, 511
-    threads at 600) and a fresh connection could not be relayed.
+    Before af9c97c (proxy/server.py: one relayed back-end channel per connection):
+    the proxy held 2 fds and a thread per message (1022 fds, 511 threads at 600)
+    and a fresh connection could not be relayed.
     """
     p, px, be = proxy
     base_fds, base_threads = fds_of(p.pid), threads_of(p.pid)
