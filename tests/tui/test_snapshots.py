@@ -125,8 +125,11 @@ def _typing(app: VuInspectApp, *keys: str):
     async def run_before(pilot) -> None:
         await settle(pilot, app)
         await pilot.press(*keys)
+        # the completion suggestion arrives from a worker, then as a message to the input
+        # (a fixed pause missed it on a loaded machine)
+        await app.workers.wait_for_complete()
         await pilot.pause()
-        await pilot.pause(0.1)  # the completion suggestion arrives from a worker
+        await settle(pilot, app)
 
     return run_before
 
