@@ -197,3 +197,39 @@ def test_long_labels_and_comments_from_a_capture_can_be_written_back(tmp_path: P
             ["tshark", "-r", str(path)], capture_output=True, timeout=30, check=False
         )
         assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(shutil.which("tshark") is None or not LUA.exists(), reason="tshark or Lua")
+@pytest.mark.xfail(
+    strict=True,
+    reason="vuinspect/wireshark/runtime_session.lua shown_conn (line ~104): past 2^32-1 the "
+    "next free number is O.next = 2^32, which the u32 field shows as 0 (another run's conn 0); "
+    "pcapng.Origins.conn then takes the lowest free number instead (c1 here)",
+)
+def test_merged_runs_near_the_u32_end_keep_distinct_conn_numbers_in_wireshark(
+    tmp_path: Path,
+) -> None:
+    """``cat`` of two runs that both used conn 0xFFFFFFFF, the first also conn 0."""
+    runs = []
+    for k, conns in enumerate(((0, 0xFFFFFFFF), (0xFFFFFFFF,))):
+        path = tmp_path / f"run{k}.pcapng"
+        with CaptureWriter(path) as w:
+            for conn in conns:
+                w.write(event_frame("open", TS + k * 10, conn, {"label": f"run {k}"}))
+                w.write(Frame(TS + k * 10 + 1, conn, "main", "f2b", GET_FEATURES))
+        runs.append(path.read_bytes())
+    merged = tmp_path / "merged.pcapng"
+    merged.write_bytes(b"".join(runs))
+    ours = [f.conn for f in CaptureReader(merged)]
+    assert len(set(ours)) == 3  # three connections, three numbers
+    proc = subprocess.run(
+        ["tshark", "-r", str(merged), "-X", f"lua_script:{LUA}", "-T", "fields"]
+        + ["-e", "vhost_user.conn"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    theirs = [int(x) for x in proc.stdout.decode().split()]
+    assert theirs == ours
