@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vuinspect.capture import read_frames
+from vuinspect.numtext import number_text
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.detail import DetailTree, NodeRef
 from vuinspect.tui.filter_bar import FilterBar
@@ -73,7 +74,11 @@ async def test_selected_message_tree_and_hex_match_read_json(demo_path: Path) ->
         assert want["name"] == "SET_MEM_TABLE"
         for key, value in flatten(want["payload"], "payload").items():
             assert key in nodes, key
-            assert nodes[key].startswith(f"{key.rsplit('.', 1)[-1]}: {value}"), (key, nodes[key])
+            shown = value
+            if isinstance(value, int) and not isinstance(value, bool):  # hex or decimal, one rule
+                shown = number_text(key, value, want["layout"])
+                assert int(shown, 0) == value
+            assert nodes[key].startswith(f"{key.rsplit('.', 1)[-1]}: {shown}"), (key, nodes[key])
         for i, fd in enumerate(want["fds"]):
             assert nodes[f"fds.{i}"] == f"[{i}] {fd}"
         assert nodes["reply_in"].startswith(f"Reply in frame {want['reply_in']}")
