@@ -198,6 +198,8 @@ class Recorder:
         self._outputs: list = []
         self._ledger = DropLedger("capture writer")
         self._stop = threading.Event()
+        #: Set by the writer thread once the -w outputs are finished (close() waits for it).
+        self._files_done = threading.Event()
         self._thread: threading.Thread | None = None
         self._fifo: str | None = None  # a FIFO target still waiting for its reader
         self._ring: RingFile | None = None
@@ -425,11 +427,18 @@ class Recorder:
                 wait = min(wait * 2, self.interval * 20)
             if stopping:
                 break
-        if self._feed is not None:
-            self._feed.finish(self._deadline)
+        feed = self._feed
         for out in self._outputs:
-            out.close()
-        self._outputs = []
+            if out is not feed:
+                out.close()
+        self._outputs = [feed] if feed is not None else []
+        self._files_done.set()
+        if feed is not None:
+            # The viewer's pipe gets the rest while the engine waits for the viewer, not
+            # before: a viewer that stopped reading costs a stop one wait, not two in a row.
+            feed.finish(self._deadline)
+            feed.close()
+            self._outputs = []
 
     def _guard(self, step: Callable[[], None]) -> None:
         try:
@@ -506,7 +515,9 @@ class Recorder:
 
         Waits at most ``timeout``: an output that does not take the rest by then
         (a pipe nobody reads, a FIFO nobody opened) is left behind, and what it
-        did not get is counted in ``unwritten``.
+        did not get is counted in ``unwritten``.  Returns once the ``-w`` outputs
+        are finished; the viewer's pipe is given the rest by the writer thread
+        until the same deadline, while the caller waits for the viewer.
         """
         self._note_drops(None)
         self._deadline = time.monotonic() + timeout
@@ -516,8 +527,7 @@ class Recorder:
             self._deadline = time.monotonic()
             self._run_final()
             return
-        thread.join(timeout + 0.2)
-        if thread.is_alive():
+        if not self._files_done.wait(timeout + 0.2):
             pending = list(self._inflight) + list(self._chunks)
             self.unwritten = sum(1 for c in pending if type(c) not in (Shb, Idb))
 
