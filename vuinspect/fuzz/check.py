@@ -7,7 +7,9 @@ For frames through :class:`~vuinspect.pipeline.Pipeline`:
   (connection, channel, direction), joined, are exactly the data bytes that
   went in, and every fd description that went in comes out once, in order;
 * a well-formed decoded message re-encodes to its own payload bytes;
-* every message renders as a summary line and as JSON (what ``read`` prints).
+* every message renders as a summary line and as JSON (what ``read`` prints),
+  and the line shows no control, bidi or line-separator character raw (texts
+  a peer or a capture chose are escaped: render.safe_text).
 
 For bytes through :class:`~vuinspect.capture.CaptureReader`: it refuses at
 open (or before the first frame of ours) with :class:`CaptureFormatError`, or
@@ -33,7 +35,7 @@ from vuinspect.message import Message
 from vuinspect.pipeline import Pipeline
 from vuinspect.protocol.layouts import ALL_LAYOUTS
 from vuinspect.protocol.requests import HEADER_SIZE
-from vuinspect.render import summary_line, to_json
+from vuinspect.render import safe_text, summary_line, to_json
 
 LAYOUTS = {lay.name: lay for lay in ALL_LAYOUTS}
 #: Problems that mean the payload bytes are not what the layout describes, so
@@ -125,7 +127,9 @@ def check_frames(frames: list[Frame]) -> Outcome:
     got_fds: dict[tuple[int, Channel, Direction], list[str]] = {}
     out = Outcome()
     for m in messages:
-        summary_line(m)  # what `vuinspect read` and the proxy print must not fail either
+        line = summary_line(m)  # what `vuinspect read` and the proxy print must not fail
+        if safe_text(line) != line:
+            raise InvariantError(f"message {m.index} ({m.name}): raw control text in {line!r}")
         json.dumps(to_json(m))
         if m.is_event:
             continue

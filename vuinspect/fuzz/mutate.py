@@ -79,6 +79,18 @@ INTERESTING_FLAGS = (
     0x80000001,
     0xFFFFFFFF,
 )
+#: Texts a peer or a capture may choose (labels, notes, close reasons, fd descriptions,
+#: comments): terminal escapes, C1, bidi overrides and isolates, line separators, NUL,
+#: markup, and a long one.  No output may show them raw (check.py).
+HOSTILE_TEXTS = (
+    "\x1b]0;TITLE\x07\x1b[2J",
+    "\x1b[31mred\x1b[0m\r\n     99 forged line",
+    "\x9b31m\x9d0;x\x9c\x85",
+    "abc\u202edcba\u2066x\u2069\u200f",
+    "a\u2028b\u2029c\x00d\x7f",
+    "[bold red]markup[/] [/nope]",
+    "\ufffd" + "\x1b" * 3000,
+)
 
 
 # -- bytes ------------------------------------------------------------------------
@@ -326,6 +338,26 @@ def _op_event(frames: list[Frame], rng: random.Random) -> None:
     frames.insert(pos, ev)
 
 
+def _op_hostile_text(frames: list[Frame], rng: random.Random) -> None:
+    """A text a peer or capture chose: in an event, an fd description or a comment."""
+    text = rng.choice(HOSTILE_TEXTS)
+    r = rng.random()
+    i = _data_index(frames, rng)
+    if r < 0.3 and i is not None:
+        frames[i] = dataclasses.replace(frames[i], fds=(f"memfd:{text} size=4KiB", *frames[i].fds))
+        frames[i] = dataclasses.replace(frames[i], fds=frames[i].fds[:SCM_MAX_FD])
+        return
+    if r < 0.45 and i is not None:
+        frames[i] = dataclasses.replace(frames[i], comment=text)
+        return
+    ref = frames[rng.randrange(len(frames))]
+    kind, key = rng.choice((("open", "label"), ("note", "text"), ("close", "reason")))
+    info: dict[str, object] = {key: text}
+    if rng.random() < 0.5:
+        info[rng.choice(("by", "rule", "orientation", "device", text))] = text
+    frames.insert(rng.randint(0, len(frames)), event_frame(kind, ref.ts_ns, ref.conn, info))
+
+
 _FRAME_OPS: tuple[Callable[[list[Frame], random.Random], None], ...] = (
     _op_flip_data,
     _op_flip_data,
@@ -338,6 +370,7 @@ _FRAME_OPS: tuple[Callable[[list[Frame], random.Random], None], ...] = (
     _op_fds,
     _op_reroute,
     _op_event,
+    _op_hostile_text,
 )
 
 
