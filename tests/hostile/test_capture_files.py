@@ -141,7 +141,8 @@ def test_lua_info_and_expert_texts_escape_bidi_and_line_separators(tmp_path: Pat
 @pytest.mark.xfail(
     strict=True,
     reason="vuinspect/dataplane/text.py detail_lines (line ~136): a chain header's field names "
-    "come from the ring frame's JSON and are printed as f'{k}={v}' without render.safe_text",
+    "come from the ring frame's JSON and are printed as f'{k}={v}' without render.safe_text; "
+    "read --rings --detail and the TUI's chains screen (tui/queues.py chains_text) show them raw",
 )
 def test_read_rings_detail_escapes_header_field_names(tmp_path: Path) -> None:
     sample = {
@@ -155,6 +156,10 @@ def test_read_rings_detail_escapes_header_field_names(tmp_path: Path) -> None:
             {"head": 0, "readable": 1, "writable": 0, "descs": [], "header": {f"k{EVIL}": 5}}
         ],
     }
+    from vuinspect.tui.queues import chains_text
+
+    shown = chains_text(1, 0, 2, sample).plain  # the TUI's chains screen (Rich keeps ESC)
+    assert "k\\x1b]0;PWN" in shown and not raw_in(shown), raw_in(shown)
     path = tmp_path / "ring.pcapng"
     with CaptureWriter(path) as w:
         w.write(event_frame("open", TS, 1, {"label": "l"}))
