@@ -24,13 +24,8 @@ _HEX_WORDS = frozenset({"addr", "flags", "features", "offset", "mask", "status"}
 
 def _tables() -> tuple[dict[tuple[str, str], str], dict[str, set[str]]]:
     """(layout name, field name) -> display, and field name -> the displays it has anywhere."""
-    by_layout: dict[tuple[str, str], str] = {}
-    by_name: dict[str, set[str]] = {}
-
-    def add(layout: str, name: str, display: str) -> None:
-        by_layout.setdefault((layout, name), display)
-        by_name.setdefault(name, set()).add(display)
-
+    fields: list[tuple[str, str, str]] = []
+    derived: list[tuple[str, str, str]] = []  # keys read out of a field: indices, bits, bases
     for top in (*ALL_LAYOUTS, *HEADERS.values()):
         stack: list[Layout] = [top]
         while stack:  # (the tables are static; items nest one level)
@@ -39,12 +34,17 @@ def _tables() -> tuple[dict[tuple[str, str], str], dict[str, set[str]]]:
                 if isinstance(f, Array):
                     stack.append(f.item)
                 elif isinstance(f, Field) and f.display != "padding":
-                    add(top.name, f.name, f.display)
-                    for sub, _mask in f.bitfields:  # an index or a bit read out of a word
-                        add(top.name, sub, "dec")
+                    fields.append((top.name, f.name, f.display))
+                    derived += [(top.name, sub, "dec") for sub, _mask in f.bitfields]
                     if f.display == "vring_base":
-                        for sub in VRING_BASE_KEYS:
-                            add(top.name, sub, "dec")
+                        derived += [(top.name, sub, "dec") for sub in VRING_BASE_KEYS]
+    by_layout: dict[tuple[str, str], str] = {}
+    by_name: dict[str, set[str]] = {}
+    # a field wins over a key of the same name read out of another (vring_addr's flags
+    # bit ``log`` and its ``log`` address: the payload's ``log`` is the address)
+    for layout, name, display in fields + derived:
+        if by_layout.setdefault((layout, name), display) == display:
+            by_name.setdefault(name, set()).add(display)
     return by_layout, by_name
 
 

@@ -18,7 +18,7 @@ from vuinspect.reproduce.compare import compare
 from vuinspect.testing import wire
 from vuinspect.tui.intercept import _shown
 
-ADDR = {"index": 0, "flags": 0, "desc": 0x1000, "used": 0x2000, "avail": 0x3000, "log": 0}
+ADDR = {"index": 0, "flags": 1, "desc": 0x1000, "used": 0x2000, "avail": 0x3000, "log": 0x4000}
 REGION = {
     "guest_phys_addr": 0,
     "memory_size": 0x10000000,
@@ -41,6 +41,7 @@ def cases() -> list[tuple[Message, str, int, str]]:
     return [
         (addr, "desc", 0x1000, "0x1000"),  # an address below 64 KiB is still an address
         (addr, "avail", 0x3000, "0x3000"),
+        (addr, "log", 0x4000, "0x4000"),  # the address, not the flags bit of the same name
         (num, "num", 256, "256"),  # a queue size
         (num, "index", 1, "1"),
         (feats, "features", 0x629, "0x629"),  # a feature word below 64 KiB
@@ -48,7 +49,7 @@ def cases() -> list[tuple[Message, str, int, str]]:
     ]
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(7))
 def test_every_face_shows_a_field_the_same_way(case: int) -> None:
     msg, key, value, text = cases()[case]
     field = f"payload.{key}"
@@ -73,8 +74,8 @@ def _values(msg: Message) -> dict:
 
 
 def test_summary_lines() -> None:
-    addr, _, num, _, feats, crypto = (c[0] for c in cases())
-    assert payload_summary(addr) == "vring 0 desc=0x1000 used=0x2000 avail=0x3000"
+    addr, _, _, num, _, feats, crypto = (c[0] for c in cases())
+    assert payload_summary(addr) == "vring 0 desc=0x1000 used=0x2000 avail=0x3000 log"
     assert payload_summary(num) == "vring 1 num=256"
     assert payload_summary(feats).startswith("0x629 [")
 
