@@ -238,3 +238,30 @@ def test_merged_runs_near_the_u32_end_keep_distinct_conn_numbers_in_wireshark(
     assert proc.returncode == 0, proc.stderr
     theirs = [int(x) for x in proc.stdout.decode().split()]
     assert theirs == ours
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vuinspect/pipeline.py Pipeline.feed (line ~146) and decoder.StreamFramer.feed build "
+    "the list of every message a frame completes before the first is yielded: one packet of "
+    "a 64 MiB block (MAX_BLOCK_LEN) holds 5.6 M 12-byte messages, ~3.6 GB at once (~640 B "
+    "each); suggested: yield them one at a time (a generator through Pipeline.run and linked)",
+)
+def test_a_packet_of_many_messages_is_decoded_in_bounded_memory(tmp_path: Path) -> None:
+    """50 000 SET_OWNER (no reply due) in one 600 KB packet, read and dropped one by one."""
+    from vuinspect.api import linked
+    from vuinspect.pipeline import Pipeline
+
+    path = tmp_path / "one-packet.pcapng"
+    with CaptureWriter(path) as w:  # one packet: under MAX_CAPLEN, the writer keeps it whole
+        w.write(Frame(TS, 1, "main", "f2b", struct.pack("<III", 3, 1, 0) * 50_000))
+    seen = 0
+    tracemalloc.start()
+    try:
+        for _msg in linked(Pipeline(), CaptureReader(path)):
+            seen += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == 50_000
+    assert peak < 8 << 20, f"{peak >> 20} MiB held for one packet of 600 KB"
