@@ -30,7 +30,15 @@ from vuinspect.capture.pcapng import (
     SHB_MAGIC,
     shb_order,
 )
-from vuinspect.frames import CHANNELS, DIRECTIONS, Channel, Direction, Frame, event_frame
+from vuinspect.frames import (
+    CHANNELS,
+    DIRECTIONS,
+    Channel,
+    Direction,
+    Frame,
+    Kind,
+    event_frame,
+)
 from vuinspect.protocol.requests import HEADER_SIZE, MAX_PAYLOAD, SCM_MAX_FD
 
 #: 32-bit values that find off-by-ones and overflows in length and count fields.
@@ -338,6 +346,13 @@ def _op_event(frames: list[Frame], rng: random.Random) -> None:
     frames.insert(pos, ev)
 
 
+_TEXT_KEYS: tuple[tuple[Kind, str], ...] = (
+    ("open", "label"),
+    ("note", "text"),
+    ("close", "reason"),
+)
+
+
 def _op_hostile_text(frames: list[Frame], rng: random.Random) -> None:
     """A text a peer or capture chose: in an event, an fd description or a comment."""
     text = rng.choice(HOSTILE_TEXTS)
@@ -351,7 +366,8 @@ def _op_hostile_text(frames: list[Frame], rng: random.Random) -> None:
         frames[i] = dataclasses.replace(frames[i], comment=text)
         return
     ref = frames[rng.randrange(len(frames))]
-    kind, key = rng.choice((("open", "label"), ("note", "text"), ("close", "reason")))
+    kind: Kind
+    kind, key = rng.choice(_TEXT_KEYS)
     info: dict[str, object] = {key: text}
     if rng.random() < 0.5:
         info[rng.choice(("by", "rule", "orientation", "device", text))] = text
