@@ -97,21 +97,30 @@ def test_what_cannot_run_is_refused_before_anything_starts(tmp_path, argv, said)
     assert not listen.exists()
 
 
-def test_the_capture_buffer_is_parsed_once_between_the_check_and_the_engine(
+def test_the_capture_buffer_and_filter_are_parsed_once_between_the_check_and_the_engine(
     tmp_path, monkeypatch
 ) -> None:
     """One pass checks the dialog's options and makes the engine's (before: the check
-    parsed --capture-buffer, then engine_args parsed it again).  A real run that ends
+    parsed --capture-buffer, then engine_args parsed it again; the capture filter was
+    compiled to check it, then again by the recorder).  A real run that ends
     at the listen path (its directory is missing) counts the parses; the value is
     padded to 1 MB, so each parse is linear work that is not worth doing twice."""
+    import vuinspect.filter
+
     calls: list[str] = []
-    real = extcap.parse_size
+    compiled: list[str] = []
+    real, real_compile = extcap.parse_size, vuinspect.filter.compile_filter
 
     def counted(text: str) -> int:
         calls.append(text)
         return real(text)
 
+    def counted_compile(text: str):
+        compiled.append(text)
+        return real_compile(text)
+
     monkeypatch.setattr(extcap, "parse_size", counted)
+    monkeypatch.setattr(vuinspect.filter, "compile_filter", counted_compile)
     switch = sys.getswitchinterval()  # (the engine sets its own for the forwarding threads)
     padded = " " * 1_000_000 + "64M"
     try:
@@ -125,9 +134,12 @@ def test_the_capture_buffer_is_parsed_once_between_the_check_and_the_engine(
                 padded,
                 "--rings",
                 "off",
+                "--extcap-capture-filter",
+                "name == GET_FEATURES",
             )
         )
     finally:
         sys.setswitchinterval(switch)
     assert code == 1  # refused at the listen path: the options had passed their check
     assert len(calls) == 1
+    assert compiled == ["name == GET_FEATURES"]  # (the capture filter too: checked = compiled)

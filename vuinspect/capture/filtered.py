@@ -16,6 +16,7 @@ from vuinspect.capture.encoder import Encoder
 from vuinspect.frames import DATAPLANE_KINDS, Frame
 
 if TYPE_CHECKING:
+    from vuinspect.filter import Predicate
     from vuinspect.proxy.sink import DataItem
 
 
@@ -29,11 +30,13 @@ class CaptureFilter:
 
     HELD_MAX = 256  # frames of one unfinished message kept waiting (a message is <= 4 KiB + fds)
 
-    def __init__(self, text: str, device: str | None, encoder: Encoder) -> None:
+    def __init__(self, flt: str | Predicate, device: str | None, encoder: Encoder) -> None:
+        """``flt``: the filter's text, or the filter already compiled (a caller that
+        checked it first does not compile it twice)."""
         from vuinspect.filter import compile_filter
         from vuinspect.pipeline import Pipeline
 
-        self.match = compile_filter(text)
+        self.match = compile_filter(flt) if isinstance(flt, str) else flt
         self.pipeline = Pipeline(device=device, keep_closed=False)
         self.encoder = encoder
         self.held: dict[tuple[int, str, str], list[bytes]] = {}

@@ -81,7 +81,7 @@ class Engine:
     """The proxy's forwarding process, built from the ``vuinspect proxy`` options.
 
     ``args`` holds the parsed options (``write``, ``force``, ``capture_buffer``,
-    ``limits``, ``capture_filter``, ``device``, ``rings``, ``trace_notify``,
+    ``limits``, ``capture_filter`` (text, or compiled), ``device``, ``rings``, ``trace_notify``,
     ``ruleset``, ``socket_mode``, ``quiet``); ``feed_fd`` is a viewer's pipe.
     ``out`` gets every line the engine prints.  With ``stop_on_capture_error``
     a failed ``-w`` output ends the run (the extcap: Wireshark went away)

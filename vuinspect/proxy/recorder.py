@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from vuinspect.capture import CaptureError
 from vuinspect.capture.capfile import (
@@ -53,6 +54,9 @@ from vuinspect.dataplane.sampler import Sampler, wanted
 from vuinspect.frames import Channel, Direction, Frame
 
 from .sink import BUDGET, DataItem, DropLedger, Lane
+
+if TYPE_CHECKING:
+    from vuinspect.filter import Predicate
 
 #: What a queued block costs beyond its own bytes (object header, list slot), counted too.
 BLOCK_COST = 64
@@ -166,7 +170,7 @@ class Recorder:
         on_info: Callable[[str], None] | None = None,
         on_warning: Callable[[str], None] | None = None,
         limits: Limits | None = None,
-        capture_filter: str | None = None,
+        capture_filter: str | Predicate | None = None,
         device: str | None = None,
         force: bool = False,
         defer: bool = False,

@@ -30,6 +30,7 @@ from vuinspect.capture.pcapng import LINKTYPE_WIRESHARK_UPPER_PDU
 from vuinspect.protocol.features import DEVICE_TYPES
 
 if TYPE_CHECKING:
+    from vuinspect.filter import Predicate
     from vuinspect.rules import RuleSet
 
 INTERFACE = "vhostuser"
@@ -134,8 +135,10 @@ def engine_args(args: argparse.Namespace) -> argparse.Namespace:
     """
     if not args.listen or not args.connect:
         raise Refused("set both the listen and the connect socket paths")
-    if (problem := filter_problem(args.extcap_capture_filter)) is not None:
-        raise Refused(f"capture filter: {problem}")
+    try:
+        match = _compiled(args.extcap_capture_filter)
+    except Refused as exc:
+        raise Refused(f"capture filter: {exc}") from None
     if args.trace_notify and args.rings == "off":
         raise Refused(
             "Trace notifications are recorded by the ring sampler: "
@@ -151,7 +154,7 @@ def engine_args(args: argparse.Namespace) -> argparse.Namespace:
         force=True,  # (Wireshark made the FIFO for us)
         capture_buffer=capture_buffer,
         limits=None,
-        capture_filter=args.extcap_capture_filter or None,
+        capture_filter=match,  # (compiled: the recorder takes it as it is)
         device=None if args.device in (None, "", "auto") else args.device,
         rings=0.0 if args.rings == "off" else None,  # (None: the engine's default, 100 ms)
         trace_notify=args.trace_notify,
@@ -231,15 +234,23 @@ def _release(fifo: str) -> None:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
 
 
-def filter_problem(text: str | None) -> str | None:
-    """Why a capture filter is not valid (None if it is, or if there is none)."""
+def _compiled(text: str | None) -> Predicate | None:
+    """The capture filter compiled (None if there is none); Refused says why it cannot be."""
     if not text or not text.strip():
         return None
-    from vuinspect.filter import FilterError, compile_filter
+    from vuinspect import filter as flt
 
     try:
-        compile_filter(text)
-    except FilterError as exc:
+        return flt.compile_filter(text)
+    except flt.FilterError as exc:
+        raise Refused(str(exc)) from None
+
+
+def filter_problem(text: str | None) -> str | None:
+    """Why a capture filter is not valid (None if it is, or if there is none)."""
+    try:
+        _compiled(text)
+    except Refused as exc:
         return str(exc)
     return None
 
