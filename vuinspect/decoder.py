@@ -21,6 +21,7 @@ connection state); the session adds pairing and the stateful checks.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -119,6 +120,9 @@ def _header_pattern(channel: str, order: str) -> re.Pattern[bytes]:
     return re.compile(head + _u32_at_most(MAX_PAYLOAD, order))
 
 
+_BATCH = 1024  # messages cut from a buffer at a time (StreamFramer.feed_iter)
+
+
 class StreamFramer:
     """Reassemble the messages of one direction of one channel."""
 
@@ -138,6 +142,16 @@ class StreamFramer:
         return len(self._buf)
 
     def feed(self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int) -> list[RawMessage]:
+        """The messages ``data`` completes, as a list (see :meth:`feed_iter`)."""
+        return list(self.feed_iter(data, fds, ts_ns, frame))
+
+    def feed_iter(
+        self, data: bytes, fds: tuple[str, ...], ts_ns: int, frame: int
+    ) -> Iterator[RawMessage]:
+        """The messages ``data`` completes, one at a time: a capture's packet may hold
+        millions of small messages (a 64 MiB block: 5.6 M headers), which are never all
+        alive at once.  Consume it to the end before feeding again (the buffer is
+        trimmed after the last one)."""
         if not self._buf:
             head = one_message(data, self.order)
             if head is not None:
@@ -155,8 +169,8 @@ class StreamFramer:
                             f"({MAX_PAYLOAD}); framed whole by the sender",
                         )
                     )
-                return [msg]
-        out: list[RawMessage] = []
+                yield msg
+                return
         if not self._buf:
             self._ts = ts_ns
             self._frame = frame
@@ -167,14 +181,14 @@ class StreamFramer:
         unpack = self._header.unpack_from
         pos = 0
         while True:
-            spans, pos, over = cut_messages(buf, MAX_PAYLOAD, self.order, pos)
+            spans, pos, over = cut_messages(buf, MAX_PAYLOAD, self.order, pos, _BATCH)
             for start, stop in spans:
                 req, flags, size = unpack(buf, start)
                 fds_of = self._take_fds(start, stop)
-                out.append(
-                    RawMessage(bytes(buf[start:stop]), fds_of, self._ts, frame, req, flags, size)
-                )
+                yield RawMessage(bytes(buf[start:stop]), fds_of, self._ts, frame, req, flags, size)
                 self._ts, self._frame = ts_ns, frame
+            if len(spans) == _BATCH:
+                continue  # (a full batch: more may follow)
             if over is None:
                 break
             nxt = self._resync(buf, pos + 1)
@@ -190,13 +204,12 @@ class StreamFramer:
                     + (", resynchronised on the next plausible header" if nxt < len(buf) else ""),
                 )
             )
-            out.append(msg)
+            yield msg
             pos = nxt
             self._ts, self._frame = ts_ns, frame
         if pos:
             del buf[:pos]
             self._fds = [(off - pos, f) for off, f in self._fds]
-        return out
 
     def _take_fds(self, start: int, end: int) -> tuple[str, ...]:
         """The fds whose carrying frame ended inside [start, end)."""

@@ -43,7 +43,11 @@ def one_message(data: bytes | bytearray, order: str = "<") -> tuple[int, int, in
 
 
 def cut_messages(
-    buf: bytes | bytearray, limit: int, order: str = "<", start: int = 0
+    buf: bytes | bytearray,
+    limit: int,
+    order: str = "<",
+    start: int = 0,
+    most: int | None = None,
 ) -> tuple[list[Span], int, int | None]:
     """The whole messages in ``buf[start:]``: ``(spans, rest, over)``.
 
@@ -51,13 +55,15 @@ def cut_messages(
     order; ``rest`` is the offset of the first byte in none of them.  ``over``
     is the size announced by the header at ``rest`` when it exceeds ``limit``
     (framing cannot go on there), else None: ``buf[rest:]`` is then the start
-    of an incomplete message, or empty.  One pass, no copies.
+    of an incomplete message, or empty.  One pass, no copies.  ``most`` stops
+    after that many spans (a caller walking a huge buffer in batches; a full
+    batch means more may follow at ``rest``).
     """
     unpack = _SIZE[order].unpack_from
     end = len(buf)
     spans: list[Span] = []
     pos = start
-    while end - pos >= HEADER_SIZE:
+    while end - pos >= HEADER_SIZE and (most is None or len(spans) < most):
         size = unpack(buf, pos + 8)[0]
         if size > limit:
             return spans, pos, size

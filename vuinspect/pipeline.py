@@ -124,6 +124,13 @@ class Pipeline:
         ``number``: the frame's number in its capture, when not every frame is
         fed (a replay of one connection); frames after it count on from there.
         """
+        return list(self.feed_iter(frame, number=number))
+
+    def feed_iter(self, frame: Frame, *, number: int | None = None) -> Iterator[Message]:
+        """:meth:`feed`, one message at a time (a packet may hold millions of them).
+
+        Consume it to the end before the next frame.
+        """
         self.frames = self.frames + 1 if number is None else number
         number = self.frames
         if frame.kind != "data":
@@ -134,7 +141,8 @@ class Pipeline:
                 self._tell(events)
             if frame.kind == "close" and frame.channel == "main":
                 self._closed_session(frame.conn)
-            return events
+            yield from events
+            return
         session = self.sessions.get(frame.conn) or self.session(frame.conn)
         framers = self._framers.get(frame.conn)
         if framers is None:
@@ -143,24 +151,25 @@ class Pipeline:
         framer = framers.get(key)
         if framer is None:
             framer = framers[key] = StreamFramer(frame.channel, session.order)
-        out = []
         if frame.truncated:
-            raws = framer.feed_cut(frame.data, frame.fds, frame.ts_ns, number, frame.truncated)
+            raws: Iterable[Any] = framer.feed_cut(
+                frame.data, frame.fds, frame.ts_ns, number, frame.truncated
+            )
         else:
-            raws = framer.feed(frame.data, frame.fds, frame.ts_ns, number)
-        if self._on_reply:
-            for raw in raws:
-                out.append(self._handle(session, raw, frame.direction, frame.channel))
-        else:  # (the common case, no call in between)
-            for raw in raws:
+            raws = framer.feed_iter(frame.data, frame.fds, frame.ts_ns, number)
+        comment, tell = frame.comment, self._on_message
+        for raw in raws:
+            if self._on_reply:
+                msg = self._handle(session, raw, frame.direction, frame.channel)
+            else:  # (the common case, no call in between)
                 self.messages += 1
-                out.append(session.handle(raw, self.messages, frame.direction, frame.channel))
-        if frame.comment:  # the capture's comment on the frame (editcap -a): its messages
-            for msg in out:
-                msg.comment = frame.comment
-        if self._on_message:
-            self._tell(out)
-        return out
+                msg = session.handle(raw, self.messages, frame.direction, frame.channel)
+            if comment:  # the capture's comment on the frame (editcap -a): its messages
+                msg.comment = comment
+            if tell:
+                for hook in tell:
+                    hook(msg)
+            yield msg
 
     def _handle(
         self, session: Session, raw: Any, direction: Direction, channel: Channel
@@ -289,7 +298,7 @@ class Pipeline:
     def run(self, frames: Iterable[Frame]) -> Iterator[Message]:
         """Decode a whole stream of frames, ending with :meth:`close`."""
         for frame in frames:
-            yield from self.feed(frame)
+            yield from self.feed_iter(frame)
         yield from self.close()
 
 

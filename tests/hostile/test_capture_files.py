@@ -240,13 +240,6 @@ def test_merged_runs_near_the_u32_end_keep_distinct_conn_numbers_in_wireshark(
     assert theirs == ours
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vuinspect/pipeline.py Pipeline.feed (line ~146) and decoder.StreamFramer.feed build "
-    "the list of every message a frame completes before the first is yielded: one packet of "
-    "a 64 MiB block (MAX_BLOCK_LEN) holds 5.6 M 12-byte messages, ~3.6 GB at once (~640 B "
-    "each); suggested: yield them one at a time (a generator through Pipeline.run and linked)",
-)
 def test_a_packet_of_many_messages_is_decoded_in_bounded_memory(tmp_path: Path) -> None:
     """50 000 SET_OWNER (no reply due) in one 600 KB packet, read and dropped one by one."""
     from vuinspect.api import linked
