@@ -33,8 +33,7 @@ from .message import Message
 from .pipeline import Pipeline
 from .protocol.features import DEVICE_TYPES
 from .render import safe_text, to_json
-from .session import Session
-from .stats import Firings, Tally, connection_table, format_stats, request_table, ring_table
+from .stats import connection_table, format_stats, request_table, ring_table, tally
 
 #: smaller files read too fast to need a bar (the environment variable is for tests)
 PROGRESS_MIN_BYTES = int(os.environ.get("VUINSPECT_PROGRESS_MIN", 4 << 20))
@@ -255,25 +254,16 @@ def run(args: argparse.Namespace) -> int:
     if args.detail and not args.rings:
         raise CliError("--detail goes with --rings", 2)
 
-    pipeline = Pipeline(device=args.device)
     out = sys.stdout
     write = out.write
     limit = args.count or 0
     shown = 0
-    tally = Tally() if args.stats and predicate is not None else None
-    firings = tally.firings if tally is not None else Firings()
     readers = _Readers(files, args.stats)
     try:
-        if args.stats and tally is None:  # the sessions count everything
-            for msg in pipeline.run(readers.frames()):
-                if msg.kind == "note":
-                    firings.add(msg)
-        elif tally is not None and predicate is not None:
-            by_conn = pipeline.sessions
-            for msg in linked(pipeline, readers.frames()):
-                if predicate(msg):
-                    tally.add(msg, by_conn.get(msg.conn))
+        if args.stats:
+            sessions, firings = tally(readers.frames(), predicate, args.device)
         else:
+            pipeline = Pipeline(device=args.device)
             for msg in linked(pipeline, readers.frames()):
                 if not shown_kind(msg) or predicate is not None and not predicate(msg):
                     continue
@@ -284,9 +274,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         readers.close()
     if args.stats:
-        sessions: list[Session] = (
-            tally.sessions() if tally is not None else list(pipeline.sessions.values())
-        )
         if args.json:
             json.dump(
                 {

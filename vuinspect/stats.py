@@ -4,32 +4,24 @@ the proxy's rule and addon firings (the capture's note events, rules.py and addo
 
 Without a filter the sessions' own counters are used; with one, a :class:`Tally`
 counts only the matching messages (like ``tshark -z ...,FILTER``) and the same
-tables are built from it.
+tables are built from it.  ``read --stats`` keeps each connection as a
+:class:`ConnStats` once it closes (what the tables print, not its session).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .frames import DATAPLANE_KINDS
+from .api import linked
+from .frames import DATAPLANE_KINDS, Frame
 from .message import Message
+from .pipeline import Pipeline
 from .render import safe_text
 from .session import Session
-from .state import Latencies, RequestStats, count_request
-
-
-class _Counted:
-    """A session seen through a filter: its own metadata, the tally's counters."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self.stats: dict[str, RequestStats] = {}
-        self.messages = 0
-        self.problem_count = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
-
+from .state import MAX_PENDING, Latencies, RequestStats, count_request
 
 #: Distinct (source, name, action) rows kept: a capture chooses the names, so a hostile
 #: file with a million rule texts costs one "other" row, not a million.
@@ -78,33 +70,249 @@ class Firings:
         ]
 
 
-class Tally:
-    """Counts of the messages a filter kept, per connection and request (as Session does)."""
+class _Counts:
+    """A filter's counts of one connection (what it kept of the session's counters)."""
+
+    __slots__ = ("messages", "problem_count", "stats")
 
     def __init__(self) -> None:
-        self.views: dict[int, _Counted] = {}
-        self.firings = Firings()
+        self.stats: dict[str, RequestStats] = {}
+        self.messages = 0
+        self.problem_count = 0
 
-    def add(self, msg: Message, session: Session | None) -> None:
+
+@dataclass(slots=True)
+class ConnStats:
+    """What ``--stats`` prints of one connection, without its session: no message, no
+    pairing queue, so its size does not grow with the connection's messages (``stats``
+    is bounded by MAX_KINDS and Latencies, ``rings`` by MAX_RINGS, ``waiting`` is runs)."""
+
+    conn: int
+    label: str
+    orientation: Any
+    device: str | None
+    started_ns: int | None
+    end_ns: int | None
+    close_reason: str | None
+    #: the requests still owed a reply, oldest first, as [name, how many in a row]
+    waiting: list[list[Any]]
+    #: the data plane's rows (:func:`ring_table`'s, without ``conn``)
+    rings: list[dict[str, Any]]
+    stats: dict[str, RequestStats]
+    messages: int
+    problem_count: int
+
+    @classmethod
+    def of(cls, s: Session) -> ConnStats:
+        """The session's facts and counters now (its stats dict is shared, not copied)."""
+        waiting: list[list[Any]] = []
+        for p in s.owed():
+            name = p.message.name
+            if waiting and waiting[-1][0] == name:
+                waiting[-1][1] += 1
+            else:
+                waiting.append([name, 1])
+        return cls(
+            s.conn,
+            s.label,
+            s.info.get("orientation"),
+            s.device,
+            s.started_ns,
+            s.closed_ns if s.closed_ns is not None else s.last_ns,
+            s.close_reason,
+            waiting,
+            _ring_rows(s),
+            s.stats,
+            s.messages,
+            s.problem_count,
+        )
+
+    def counted(self, counts: _Counts) -> ConnStats:
+        """These facts with a filter's counts."""
+        return replace(
+            self, stats=counts.stats, messages=counts.messages, problem_count=counts.problem_count
+        )
+
+    def merge(self, later: ConnStats) -> None:
+        """Add a later session of the same connection number (frames after its close)."""
+        if later.label != f"conn {later.conn}":  # (it was opened again: its own words)
+            self.label, self.orientation, self.device = later.label, later.orientation, later.device
+        if later.close_reason is not None or self.close_reason is None:
+            self.end_ns = _later(self.end_ns, later.end_ns)
+            self.close_reason = later.close_reason or self.close_reason
+        self.started_ns = self.started_ns if self.started_ns is not None else later.started_ns
+        waiting = self.waiting + later.waiting  # (a session waits on at most 2 queues' worth)
+        while sum(n for _, n in waiting) > 2 * MAX_PENDING:
+            waiting.pop(0)
+        self.waiting = waiting
+        by_vring = {row["vring"]: row for row in (*self.rings, *later.rings)}  # the later's
+        self.rings = [by_vring[v] for v in sorted(by_vring)]
+        stats = dict(self.stats)
+        for key, st in later.stats.items():
+            mine = stats.get(key)
+            if mine is None:
+                stats[key] = st
+                continue
+            stats[key] = both = RequestStats(
+                mine.count + st.count,
+                mine.replies + st.replies,
+                mine.problem_count + st.problem_count,
+            )
+            for lat in (mine, st):
+                if lat.replies:
+                    both.latencies_us.merge(lat.latencies_us)
+        self.stats = stats
+        self.messages += later.messages
+        self.problem_count += later.problem_count
+
+    @property
+    def waiting_names(self) -> list[str]:
+        return [name for name, n in self.waiting for _ in range(n)]
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _ring_rows(s: Session) -> list[dict[str, Any]]:
+    out = []
+    for row in s.dataplane.to_json()["rings"]:
+        last = row.pop("last") or {}
+        row.pop("ended")
+        active = row.pop("active")
+        out.append(
+            {
+                **row,
+                "num": last.get("num"),
+                "layout": last.get("layout"),
+                "avail_idx": last.get("avail_idx"),
+                "used_idx": last.get("used_idx"),
+                "problems": [f["code"] for f in active],
+            }
+        )
+    return out
+
+
+def _summary(s: Session | ConnStats) -> ConnStats:
+    return s if isinstance(s, ConnStats) else ConnStats.of(s)
+
+
+#: Closed sessions ``read --stats`` leaves in the pipeline: frames a connection number
+#: gets soon after its close go to the same session, as ``read`` decodes them; past this
+#: many later closes its row is taken and the session dropped.
+KEEP_CLOSED = 64
+
+
+class Tally:
+    """``read --stats``: each connection kept as a :class:`ConnStats` once it is done (its
+    session closed and :data:`KEEP_CLOSED` later ones closed since its last frame), so a
+    capture of many connections holds no session, message or queue of a finished one.
+
+    ``filtered``: count only the messages given to :meth:`add` (what a filter kept, like
+    ``tshark -z ...,FILTER``), rows only for connections with one; otherwise the
+    sessions' own counters, a row per connection in the order of its first frame.
+    """
+
+    def __init__(self, filtered: bool = False, device: str | None = None) -> None:
+        self.filtered = filtered
+        self.firings = Firings()
+        self.pipeline = Pipeline(device=device, sinks=[self])
+        self._order: dict[int, None] = {}  # conns by first frame (the pipeline's order)
+        self._closed: OrderedDict[int, None] = OrderedDict()  # closed, by their last frame
+        self._kept: dict[int, ConnStats] = {}  # conn -> its row once its session is gone
+        self._counts: dict[int, _Counts] = {}  # conn -> a filter's counts
+
+    def frames(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        """``frames``, noting the order connections appear in and which are still heard."""
+        order, closed = self._order, self._closed
+        for frame in frames:
+            conn = frame.conn
+            if conn not in order:
+                order[conn] = None
+            elif conn in closed:
+                closed.move_to_end(conn)
+            yield frame
+
+    def on_close(self, session: Session) -> None:
+        closed = self._closed
+        closed[session.conn] = None
+        closed.move_to_end(session.conn)
+        while len(closed) > KEEP_CLOSED:
+            self._done(closed.popitem(last=False)[0])
+
+    def _done(self, conn: int) -> None:
+        """Take the row of ``conn``'s session and drop the session."""
+        session = self.pipeline.sessions.get(conn)
+        if session is None:
+            return
+        self.pipeline.forget(conn)
+        row = ConnStats.of(session)
+        had = self._kept.get(conn)
+        if had is None:
+            self._kept[conn] = row
+        else:  # (frames long after its close made a new session)
+            had.merge(row)
+
+    def add(self, msg: Message) -> None:
+        """One message the filter kept."""
         if msg.kind == "note":
             self.firings.add(msg)
-        if msg.is_event or msg.kind in DATAPLANE_KINDS or session is None:
+        if msg.is_event or msg.kind in DATAPLANE_KINDS:
             return
-        view = self.views.get(msg.conn)
-        if view is None or view._session is not session:
-            view = self.views[msg.conn] = _Counted(session)
-        view.messages += 1
-        view.problem_count += count_request(view.stats, msg)
+        counts = self._counts.get(msg.conn)
+        if counts is None:
+            counts = self._counts[msg.conn] = _Counts()
+        counts.messages += 1
+        counts.problem_count += count_request(counts.stats, msg)
 
-    def sessions(self) -> list[Any]:
-        return list(self.views.values())
+    def read(
+        self, frames: Iterable[Frame], predicate: Callable[[Message], bool] | None = None
+    ) -> list[ConnStats]:
+        """Read everything; the rows.  With ``predicate``, messages come as ``read``
+        prints them (a request once its reply is seen)."""
+        frames = self.frames(frames)
+        if predicate is None:
+            for msg in self.pipeline.run(frames):
+                if msg.kind == "note":
+                    self.firings.add(msg)
+        else:
+            for msg in linked(self.pipeline, frames):
+                if predicate(msg):
+                    self.add(msg)
+        return self.finish()
+
+    def finish(self) -> list[ConnStats]:
+        """The rows, once the pipeline has read everything (its sessions still open too)."""
+        for conn in list(self.pipeline.sessions):
+            self._done(conn)
+        self._closed.clear()
+        kept = self._kept
+        if not self.filtered:
+            return [kept[c] for c in self._order if c in kept]
+        return [
+            (
+                kept.get(c)
+                or ConnStats(c, f"conn {c}", None, None, None, None, None, [], [], {}, 0, 0)
+            ).counted(counts)
+            for c, counts in self._counts.items()
+        ]
+
+
+def tally(
+    frames: Iterable[Frame],
+    predicate: Callable[[Message], bool] | None = None,
+    device: str | None = None,
+) -> tuple[list[ConnStats], Firings]:
+    """``read --stats`` [``--filter``]: the connections' rows and the rule firings."""
+    t = Tally(filtered=predicate is not None, device=device)
+    return t.read(frames, predicate), t.firings
 
 
 def _latency_json(lat: Latencies) -> dict[str, Any]:
     return {"p50": lat.percentile(50), "p99": lat.percentile(99), "max": lat.max}
 
 
-def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
+def request_table(sessions: Sequence[Session | ConnStats]) -> list[dict[str, Any]]:
     """One row per (channel, request name) over all sessions, most frequent first."""
     rows: dict[str, dict[str, Any]] = {}
     for s in sessions:
@@ -135,54 +343,36 @@ def request_table(sessions: list[Session]) -> list[dict[str, Any]]:
     return out
 
 
-def connection_table(sessions: list[Session]) -> list[dict[str, Any]]:
+def connection_table(sessions: Sequence[Session | ConnStats]) -> list[dict[str, Any]]:
     out = []
-    for s in sessions:
+    for c in map(_summary, sessions):
         lat = Latencies()
-        for st in s.stats.values():
+        for st in c.stats.values():
             if st.replies:
                 lat.merge(st.latencies_us)
-        start = s.started_ns
-        end = s.closed_ns if s.closed_ns is not None else s.last_ns
+        start, end = c.started_ns, c.end_ns
         out.append(
             {
-                "conn": s.conn,
-                "label": s.label,
-                "orientation": s.info.get("orientation"),
-                "device": s.device,
-                "messages": s.messages,
-                "problems": s.problem_count,
+                "conn": c.conn,
+                "label": c.label,
+                "orientation": c.orientation,
+                "device": c.device,
+                "messages": c.messages,
+                "problems": c.problem_count,
                 "duration_s": (end - start) / 1e9
                 if start is not None and end is not None
                 else None,
-                "closed": s.close_reason,
-                "waiting": [p.message.name for p in s.owed()],
+                "closed": c.close_reason,
+                "waiting": c.waiting_names,
                 "latency_us": _latency_json(lat),
             }
         )
     return out
 
 
-def ring_table(sessions: list[Session]) -> list[dict[str, Any]]:
+def ring_table(sessions: Sequence[Session | ConnStats]) -> list[dict[str, Any]]:
     """One row per (connection, vring) with samples or notifications: its progress."""
-    out = []
-    for s in sessions:
-        for row in s.dataplane.to_json()["rings"]:
-            last = row.pop("last") or {}
-            row.pop("ended")
-            active = row.pop("active")
-            out.append(
-                {
-                    "conn": s.conn,
-                    **row,
-                    "num": last.get("num"),
-                    "layout": last.get("layout"),
-                    "avail_idx": last.get("avail_idx"),
-                    "used_idx": last.get("used_idx"),
-                    "problems": [f["code"] for f in active],
-                }
-            )
-    return out
+    return [{"conn": c.conn, **row} for c in map(_summary, sessions) for row in c.rings]
 
 
 def _fmt(v: float | None) -> str:
@@ -190,7 +380,7 @@ def _fmt(v: float | None) -> str:
 
 
 def format_stats(
-    sessions: list[Session], filter_text: str = "", firings: Firings | None = None
+    sessions: Sequence[Session | ConnStats], filter_text: str = "", firings: Firings | None = None
 ) -> str:
     """The text tables; with ``filter_text`` a first line says they cover matching messages."""
     head = [f"Statistics of the messages matching: {filter_text}", ""] if filter_text else []

@@ -4,11 +4,34 @@ it kept while keeping each connection's own facts."""
 
 from __future__ import annotations
 
+import gc
+import json
 import struct
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from vuinspect.frames import Frame
+import pytest
+
+from vuinspect.api import linked
+from vuinspect.capture import read_frames
+from vuinspect.filter import compile_filter
+from vuinspect.frames import DATAPLANE_KINDS, Frame, event_frame
 from vuinspect.pipeline import Pipeline
-from vuinspect.stats import Tally, connection_table, format_stats, request_table
+from vuinspect.session import Session
+from vuinspect.state import MAX_PENDING, count_request
+from vuinspect.stats import (
+    KEEP_CLOSED,
+    ConnStats,
+    Firings,
+    Tally,
+    connection_table,
+    format_stats,
+    request_table,
+    ring_table,
+    tally,
+)
 from vuinspect.testing import wire
 
 U64 = struct.Struct("<Q")
@@ -48,15 +71,18 @@ def test_requests_merge_over_connections_and_connections_stay_apart():
 def test_a_filters_tally_counts_only_what_it_kept():
     p = Pipeline()
     msgs = features_pairs(p, 1, [10, 20, 30])
-    tally = Tally()
+    tally = Tally(filtered=True)
+    tally.pipeline = p
     for m in msgs:
         if m.reply and m.latency_us > 15:  # what `read --stats -f` would keep
-            tally.add(m, p.sessions[m.conn])
-    (view,) = tally.sessions()
-    assert view.messages == 2 and view.label == p.sessions[1].label  # its own facts
-    (row,) = request_table(tally.sessions())
+            tally.add(m)
+    label = p.sessions[1].label
+    rows = tally.finish()
+    (view,) = rows
+    assert view.messages == 2 and view.label == label  # its own facts
+    (row,) = request_table(rows)
     assert (row["requests"], row["replies"], row["latency_us"]["n"]) == (0, 2, 2)
-    text = format_stats(tally.sessions(), "latency_us > 15")
+    text = format_stats(rows, "latency_us > 15")
     assert text.startswith("Statistics of the messages matching: latency_us > 15\n\nRequests\n")
     assert "GET_FEATURES" in text
 
@@ -75,3 +101,142 @@ def test_the_tables_make_no_latencies_for_kinds_without_replies():
     assert unanswered and all(st._latencies is None for st in unanswered)
     request_table([s]), connection_table([s])
     assert all(st._latencies is None for st in unanswered)
+
+
+# -- read --stats keeps what it prints, not the sessions ------------------------------------
+
+CAPTURES = sorted((Path(__file__).parents[2] / "captures").glob("*.pcapng"))
+FILTERS = (None, "channel == main", "not reply", "problems", "conn == 1 or name ~ VRING")
+
+
+class _Counted:
+    """The old way (the reference): a session whose counters are a filter's."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.stats: dict = {}
+        self.messages = 0
+        self.problem_count = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _reference(frames: list[Frame], flt: str | None) -> list:
+    """What --stats printed before: every session kept, a filter's counts on top."""
+    p = Pipeline()
+    if flt is None:
+        list(p.run(frames))
+        return list(p.sessions.values())
+    pred = compile_filter(flt)
+    views: dict[int, _Counted] = {}
+    for m in linked(p, frames):
+        if pred(m) and not m.is_event and m.kind not in DATAPLANE_KINDS:
+            view = views.get(m.conn) or views.setdefault(m.conn, _Counted(p.sessions[m.conn]))
+            view.messages += 1
+            view.problem_count += count_request(view.stats, m)
+    return list(views.values())
+
+
+def _tables(sessions: list, firings: Firings | None = None) -> str:
+    return json.dumps(
+        [request_table(sessions), connection_table(sessions), ring_table(sessions)]
+    ) + format_stats(sessions, "", firings)
+
+
+def _corpus() -> list[tuple[str, list[Frame]]]:
+    from vuinspect.tui.samples import demo_frames, queue_frames
+
+    out = [(p.name, list(read_frames(p))) for p in CAPTURES]
+    out += [("demo", demo_frames()), ("queues", queue_frames())]  # many conns, rings, closes
+    everything = sorted((f for _, fr in out for f in fr), key=lambda f: f.ts_ns)
+    return [*out, ("all at once", everything)]
+
+
+@pytest.mark.parametrize("flt", FILTERS)
+def test_stats_rows_are_what_the_kept_sessions_printed(flt: str | None) -> None:
+    for name, frames in _corpus():
+        rows, firings = tally(frames, compile_filter(flt) if flt else None)
+        assert all(isinstance(r, ConnStats) for r in rows), name
+        assert _tables(rows, firings) == _tables(_reference(frames, flt), firings), name
+
+
+def _connection(conn: int, n: int, t0: int) -> Iterator[Frame]:
+    """An open, ``n`` answered GET_FEATURES, ``n`` GET_QUEUE_NUM never answered (a session
+    holds those waiting, up to MAX_PENDING) and a close."""
+    yield event_frame("open", t0, conn, {"label": f"c{conn}", "orientation": "frontend-connects"})
+    reply = wire.pack(wire.GET_FEATURES, wire.REPLY_FLAGS, U64.pack(0))
+    t = t0
+    for i in range(n):
+        t += 2000
+        yield Frame(t, conn, "main", "f2b", wire.pack(wire.GET_FEATURES))
+        yield Frame(t + 1000 + i % 97, conn, "main", "b2f", reply)
+    for _ in range(n):
+        t += 1000
+        yield Frame(t, conn, "main", "f2b", wire.pack(wire.GET_QUEUE_NUM))
+    yield event_frame("close", t + 1000, conn, {"reason": "peer closed"})
+
+
+def _held(n: int, flt: str | None) -> int:
+    """Bytes the --stats rows of 2 connections of ``n`` exchanges each hold."""
+    pred = compile_filter(flt) if flt else None
+    frames = (f for conn in (1, 2) for f in _connection(conn, n, conn * 10**12))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        rows, firings = tally(frames, pred)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert [r.messages for r in rows] == [3 * n, 3 * n]
+    assert rows[0].waiting_names == ["GET_QUEUE_NUM"] * min(n, MAX_PENDING)
+    return held
+
+
+@pytest.mark.parametrize("flt", [None, "not reply or conn > 0"])
+def test_stats_rows_hold_no_more_for_longer_connections(flt: str | None) -> None:
+    """A connection's row holds what --stats prints (counts, bounded latencies, the owed
+    requests as runs), not its session: its messages and pairing queue are not kept, so
+    ten times the messages per connection is no more memory (a session held 4096 waiting
+    messages of each)."""
+    _held(50, flt)  # (caches the first read fills)
+    small, big = _held(500, flt), _held(5000, flt)
+    assert big < small + 16_384, (small, big)
+
+
+def test_read_stats_keeps_few_closed_sessions_whatever_the_connections() -> None:
+    """A capture of many connections: the pipeline holds at most KEEP_CLOSED closed
+    sessions at any time; every connection still has its row, in its order."""
+    t = Tally()
+    most = 0
+
+    def frames() -> Iterator[Frame]:
+        nonlocal most
+        for conn in range(1, 301):
+            yield from _connection(conn, 3, conn * 10**9)
+            most = max(most, len(t.pipeline.sessions))
+
+    rows = t.read(frames())
+    assert most == KEEP_CLOSED and not t.pipeline.sessions
+    assert [r.conn for r in rows] == list(range(1, 301))
+    assert {(r.messages, r.close_reason, tuple(r.waiting_names)) for r in rows} == {
+        (9, "peer closed", ("GET_QUEUE_NUM",) * 3)
+    }
+
+
+def test_a_connection_number_heard_again_long_after_its_close_is_still_one_row() -> None:
+    """Frames of a connection number long closed (KEEP_CLOSED closes later) start a new
+    session; its row adds to the first one's, in the first one's place."""
+
+    def frames() -> Iterator[Frame]:
+        yield from _connection(1, 2, 10**9)
+        for conn in range(2, KEEP_CLOSED + 3):
+            yield from _connection(conn, 1, conn * 10**9)
+        yield from _connection(1, 3, 10**12)
+
+    rows = Tally().read(frames())
+    assert [r.conn for r in rows] == list(range(1, KEEP_CLOSED + 3))
+    first = rows[0]
+    assert (first.messages, first.waiting_names) == (6 + 9, ["GET_QUEUE_NUM"] * 5)
+    assert first.stats["main:GET_FEATURES"].replies == 5 and first.end_ns > 10**12
