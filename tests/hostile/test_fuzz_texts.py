@@ -31,3 +31,11 @@ def test_a_raw_control_character_in_a_line_is_an_invariant_error(monkeypatch) ->
     frame = Frame(1, 1, "main", "f2b", struct.pack("<III", 1, 1, 0))
     with pytest.raises(check.InvariantError, match="raw control text"):
         check.check_frames([frame])
+
+
+def test_ring_and_notify_frames_are_not_data_bytes() -> None:
+    """A pseudo-header whose kind byte turned data into ring (fuzz input 16601): the
+    RING message it gives is not data the stream lost or invented."""
+    data = struct.pack("<III", 1, 1, 0)
+    for kind in ("ring", "notify"):
+        check.check_frames([Frame(1, 1, "main", "f2b", data, (), kind)])
