@@ -22,7 +22,7 @@ from vuinspect.capture import (
     CaptureWriter,
     build_index,
 )
-from vuinspect.frames import Frame
+from vuinspect.frames import Frame, event_frame
 
 
 class Source:
@@ -176,6 +176,20 @@ class FileSource(Source):
         self.index.close()
 
 
+SPOOL_MAX = 4 << 30  # bytes a live view spools at most (and at most half the free space)
+FRAME_OVERHEAD = 64  # pcapng block and pseudo-header bytes a frame adds to its data
+
+
+def spool_budget(directory: str) -> int:
+    """The bytes a live view may spool in ``directory``: ``SPOOL_MAX``, or half of what is
+    free there when that is less (a tmpfs is memory; the disk is shared with -w captures)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return SPOOL_MAX
+    return min(SPOOL_MAX, st.f_bavail * st.f_frsize // 2)
+
+
 class LiveSource(Source):
     """Frames pushed by another thread (the proxy's feed), spooled to a capture file.
 
@@ -188,12 +202,23 @@ class LiveSource(Source):
     ``push`` is thread-safe and cheap (an encode into the writer's buffer and a
     notify): call it straight from the proxy's sink.  ``end()`` says the feed
     is over (the proxy stopped).
+
+    The spool is bounded (``budget`` bytes, :func:`spool_budget` by default): when
+    the next frame would pass it, or the filesystem refuses a write, the view stops
+    there and its last row is a note saying why (kept in memory: the disk may be
+    full); the proxy forwards on, and its ``-w`` captures are not this spool.
     """
 
     live = True
     SCAN_STEP = 4 << 20  # bytes indexed between two releases of the mapping's pages
 
-    def __init__(self, name: str = "live", *, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "live",
+        *,
+        path: str | os.PathLike[str] | None = None,
+        budget: int | None = None,
+    ) -> None:
         self.name = name
         spool_dir = None
         if path is None:
@@ -201,6 +226,7 @@ class LiveSource(Source):
             spool = os.path.join(spool_dir, "live.pcapng")
         else:
             spool = os.fspath(path)
+        self.budget = spool_budget(os.path.dirname(spool) or ".") if budget is None else budget
         try:
             self._writer = CaptureWriter(spool)
             self.index = build_index(spool)  # the section header the writer wrote
@@ -209,20 +235,45 @@ class LiveSource(Source):
                 with contextlib.suppress(OSError):
                     os.unlink(spool)
                 os.rmdir(spool_dir)
+        self._spool_dir = os.path.dirname(spool) or "."
         self._cond = threading.Condition()
         self._sync_lock = threading.Lock()
         self._pushed = 0
         self._synced = 0
+        self._spooled = 0  # bytes given to the writer (an estimate: data + FRAME_OVERHEAD)
         self._ended = False
         self._closed = False
+        self.stopped: Frame | None = None  # the note the view ends with, once the spool is full
 
     def push(self, frame: Frame) -> None:
         with self._cond:
-            if self._closed:
+            if self._closed or self.stopped is not None:
                 return
-            self._writer.write(frame)
+            size = len(frame.data) + FRAME_OVERHEAD
+            if self._spooled + size > self.budget:
+                self._stop(frame, f"its {self.budget:,}-byte budget is used up")
+                self._cond.notify_all()
+                return
+            try:
+                self._writer.write(frame)
+            except OSError as exc:
+                self._stop(frame, f"writing failed: {exc.strerror or exc}")
+                self._cond.notify_all()
+                return
+            self._spooled += size
             self._pushed += 1
             self._cond.notify_all()
+
+    def _stop(self, frame: Frame, why: str) -> None:
+        """End the view with a note dated and numbered as ``frame`` (no lock needed:
+        one assignment; pushes test it under ``_cond``, readers through ``_sync``)."""
+        text = (
+            f"the live view stops here: its spool in {self._spool_dir} is full ({why}) after "
+            f"{self._pushed:,} frames; the proxy goes on forwarding, and -w captures are not "
+            "this spool"
+        )
+        if self.stopped is None:
+            self.stopped = event_frame("note", frame.ts_ns, frame.conn, {"text": text})
 
     def end(self) -> None:
         with self._cond:
@@ -235,7 +286,10 @@ class LiveSource(Source):
             with self._sync_lock:
                 pushed = self._pushed
                 if self._synced != pushed and not self._closed:
-                    self._writer.flush()
+                    try:
+                        self._writer.flush()
+                    except OSError as exc:  # what did reach the file is still read
+                        self._stop(self.frame_at_end(), f"writing failed: {exc.strerror or exc}")
                     index = self.index
                     # in steps, each step's pages let go: a feed far ahead of the decoder
                     # must not make what it wrote since resident (memory is the index)
@@ -243,28 +297,38 @@ class LiveSource(Source):
                         index.release()
                     index.release()
                     self._synced = pushed
-        return len(self.index)
+        return len(self.index) + (self.stopped is not None)
+
+    def frame_at_end(self) -> Frame:
+        """The last frame the view has (to date a note that follows it)."""
+        n = len(self.index)
+        return self.index.frame(n - 1) if n else Frame(time.time_ns(), 0, "main", "f2b", b"")
 
     def __len__(self) -> int:
         return self._sync()
 
     def frame(self, i: int) -> Frame:
+        if self.stopped is not None and i == len(self.index):
+            return self.stopped
         return self.index.frame(i)
 
     def frames_from(self, start: int) -> Iterator[Frame]:
         """Read on with ``pread`` in chunks (see :meth:`CaptureIndex.frames`), following the feed."""
         i = start
         while i < (n := len(self)):
-            yield from self.index.frames(i, n)
+            stored = len(self.index)
+            yield from self.index.frames(i, min(n, stored))
+            if n > stored:  # the note the view stopped with
+                yield self.frame(stored)
             i = n
 
     @property
     def ended(self) -> bool:
-        return self._ended and self._synced == self._pushed
+        return (self._ended or self.stopped is not None) and self._synced == self._pushed
 
     def wait(self, have: int, timeout: float) -> None:
         with self._cond:
-            if self._pushed <= have and not self._ended:
+            if self._pushed <= have and not self._ended and self.stopped is None:
                 self._cond.wait(timeout)
 
     def close(self) -> None:
@@ -273,7 +337,8 @@ class LiveSource(Source):
             if self._closed:
                 return
             self._closed = True
-            self._writer.close()
+            with contextlib.suppress(OSError):  # (a full disk: what is buffered is lost)
+                self._writer.close()
             self.index.close()
 
 
