@@ -215,9 +215,11 @@ def test_capture_filter_keeps_its_budget_under_sustained_load(tmp_path) -> None:
     noise = wire.pack(wire.SET_VRING_NUM, 1, bytes(8))
     for i in range(4000):  # ~100 KiB per 1000 frames: several budgets' worth, none of it kept
         rec.data(100 + i, 1, "main", "f2b", noise)
-        if i % 500 == 0:
-            time.sleep(0.05)
-    time.sleep(0.2)
+        if i % 500 == 499:  # let the writer catch up (a fixed sleep lost to a loaded machine);
+            # with the budget leaking, frames are dropped instead and this waits in vain
+            deadline = time.monotonic() + 10
+            while rec.filtered < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
     rec.data(9000, 1, "main", "f2b", wire.pack(wire.GET_FEATURES, 1))
     rec.close()
     got = [f for f in read_frames(str(path)) if f.kind == "data"]
