@@ -13,28 +13,14 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
 from .filter import compile_filter
-from .frames import Frame
 from .message import Message
-from .pipeline import Pipeline
+from .pipeline import Pipeline, linked
 
 Source = str | os.PathLike[str] | BinaryIO
-
-
-def linked(pipeline: Pipeline, frames: Iterable[Frame]) -> Iterator[Message]:
-    """Decode ``frames`` in order, holding each request back until its reply is seen,
-    so that its ``reply_in`` is final when it is yielded (as ``read`` prints it)."""
-    held: deque[Message] = deque()
-    waits = pipeline.owes_reply
-    for msg in pipeline.run(frames):
-        held.append(msg)
-        while held and not waits(held[0], optional=True):  # its reply_in may still change
-            yield held.popleft()
-    yield from held
 
 
 class Concat:

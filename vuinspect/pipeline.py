@@ -16,7 +16,7 @@ the pipeline and the session reads the session's pairing queues.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -324,3 +324,15 @@ def event_message(frame: Frame, number: int, index: int, info: dict | None = Non
         info={} if record else info,
         raw=frame.data,
     )
+
+
+def linked(pipeline: Pipeline, frames: Iterable[Frame]) -> Iterator[Message]:
+    """Decode ``frames`` in order, holding each request back until its reply is seen,
+    so that its ``reply_in`` is final when it is yielded (as ``read`` prints it)."""
+    held: deque[Message] = deque()
+    waits = pipeline.owes_reply
+    for msg in pipeline.run(frames):
+        held.append(msg)
+        while held and not waits(held[0], optional=True):  # its reply_in may still change
+            yield held.popleft()
+    yield from held

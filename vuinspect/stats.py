@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .api import linked
 from .frames import DATAPLANE_KINDS, Frame
 from .message import Message
-from .pipeline import Pipeline
+from .pipeline import Pipeline, linked
 from .render import safe_text
 from .session import Session
 from .state import MAX_PENDING, Latencies, RequestStats, count_request
