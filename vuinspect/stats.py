@@ -403,11 +403,11 @@ def format_stats(
     ]
     for c in connection_table(sessions):
         lat = c["latency_us"]
-        end = c["closed"] or "open"
+        end = safe_text(c["closed"]) if c["closed"] else "open"  # a peer's or file's words
         waiting = f" waiting: {', '.join(c['waiting'])}" if c["waiting"] else ""
         lines.append(
             f"{c['conn']:>5} {c['messages']:>9} {c['problems']:>8} {_fmt(lat['p50']):>9} "
-            f"{_fmt(lat['p99']):>9}  {c['label']} ({end}){waiting}"
+            f"{_fmt(lat['p99']):>9}  {safe_text(c['label'])} ({end}){waiting}"
         )
     rings = ring_table(sessions)
     if rings:

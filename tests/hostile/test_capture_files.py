@@ -99,11 +99,6 @@ def test_read_outputs_carry_no_raw_control_or_bidi_text(tmp_path: Path) -> None:
             assert json.loads(out.splitlines()[0])["payload"]["label"] == f"L{EVIL}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vuinspect/stats.py format_stats (line ~221): the Connections table prints "
-    "c['label'] and c['closed'] (the close reason) without render.safe_text",
-)
 def test_read_stats_escapes_labels_and_close_reasons(tmp_path: Path) -> None:
     path = _hostile_capture(tmp_path / "evil.pcapng")
     res = cli("read", "--stats", str(path))
