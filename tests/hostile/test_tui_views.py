@@ -1,0 +1,55 @@
+"""The TUI's views on a capture of many connections (F audit): a view switch must not freeze.
+
+Each connection number in a capture costs 80 bytes of file; switching to the
+Connections view builds a DataTable row per connection on the UI thread (~2 ms
+each: add_row, then Textual measures every row on idle).  Measured on the
+shared 2-core machine: 50 000 connections froze the TUI 56-72 s per switch,
+100 000 78-122 s; the State view 21-32 s.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from tui.conftest import settle
+
+from vuinspect.capture import CaptureWriter
+from vuinspect.frames import Frame
+from vuinspect.tui.app import VuInspectApp
+from vuinspect.tui.sources import FileSource
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _rows_built(path: Path) -> int:
+    """How many rows the Connections view's table holds once shown."""
+    from vuinspect.tui.connections import ConnectionsView
+
+    app = VuInspectApp(FileSource(path), poll_interval=3600)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot, app, timeout=60)
+        app.action_view("connections")
+        await pilot.pause()
+        rows = app.query_one(ConnectionsView).row_count
+        assert app.is_running
+    return rows
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vuinspect/tui/connections.py ConnectionsView.update_sessions (line ~92) adds a "
+    "DataTable row for every connection of the capture on the UI thread (clear + add_row on "
+    "each refresh), and Textual then measures each row: ~2 ms a connection. Suggested: rows "
+    "for a bounded number of connections (the newest/worst N and a line saying how many "
+    "more), or a table that renders only the visible rows",
+)
+async def test_connections_view_builds_a_bounded_number_of_rows(tmp_path: Path) -> None:
+    path = tmp_path / "conns.pcapng"
+    get_features = struct.pack("<III", 1, 1, 0)
+    with CaptureWriter(path) as w:
+        for i in range(3000):
+            w.write(Frame(i, i + 1, "main", "f2b", get_features))
+    rows = await _rows_built(path)
+    assert 0 < rows <= 1000, f"{rows} rows built for 3000 connections"
