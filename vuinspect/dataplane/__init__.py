@@ -41,7 +41,7 @@ How it plugs in (the integration step):
    ``PackedTracker.from_base(num, base)`` for packed rings (base from
    SET_VRING_BASE) and a ``SplitTracker`` for split rings.  Every interval and
    at each vring control message: ``s = sample(mem, cfg, now, tracker)``;
-   ``d = diff(last, s, rate_hint=last_d.rate)`` (``last`` only from the same
+   ``d = diff(last, s, rate_hint=hint)``, ``hint = rate_hint(hint, d)`` (``last`` only from the same
    ring start: after SET_VRING_BASE or a reset the indices restart);
    ``tracker.update(mem, cfg, s)`` (split); emit a
    ``ring`` frame from ``s.to_json()`` only when ``d`` is truthy (plus start

@@ -287,8 +287,8 @@ def diff(old: RingSample, new: RingSample, rate_hint: float = 0.0) -> SampleDiff
     """Changed fields between two samples of one ring start, and impossible moves.
 
     The u16 counters alias after 65536 steps: a move 'back' by at most ``num``
-    is ``ring_backwards`` unless ``rate_hint`` (slots/s, e.g. the last diff's
-    ``rate``) says the ring could have lapped the counter in between; then the
+    is ``ring_backwards`` unless ``rate_hint`` (slots/s: what the function
+    ``rate_hint`` makes of the diffs so far) says the ring could have lapped the counter in between; then the
     diff is ``aliased`` and claims no advance.  Diff only within one ring start:
     after SET_VRING_BASE or a reset the indices restart.
     """
@@ -317,6 +317,28 @@ def diff(old: RingSample, new: RingSample, rate_hint: float = 0.0) -> SampleDiff
     if any(p.code == "ring_backwards" for p in problems):
         adv_a = adv_u = 0
     return SampleDiff(changed, adv_a, adv_u, new.ts_ns - old.ts_ns, tuple(problems))
+
+
+def rate_hint(hint: float, d: SampleDiff) -> float:
+    """The ``rate_hint`` for the diff after ``d``: one rule for the live sampler and the
+    offline track, so both judge a fast ring alike.  An interval that measured the used
+    index moving gives its rate; one that measured nothing keeps the last hint: an
+    aliased one (the ring may have lapped: its advance is unknown, not 0) or one without
+    a used move (a ring can stand still for a sample and run on at its old pace)."""
+    if d.aliased or d.dt_ns <= 0 or not d.used_advanced:
+        return hint
+    return d.rate
+
+
+def agrees_with_base(s: RingSample, base: int) -> bool:
+    """Can ``s`` be the split ring the back-end stopped at ``base`` (its GET_VRING_BASE
+    reply: the next avail index it would take)?  The driver made at most ``num`` more
+    available, and at most ``num`` of those taken are not used yet.  A read of memory that
+    is no longer the ring (freed and zeroed, reused) rarely is; packed samples are never
+    taken for it (their walk may have followed whatever the memory now holds)."""
+    if not s.ok or s.layout != "split":
+        return False
+    return u16(s.avail_idx - base) <= s.num and u16(base - s.used_idx) <= s.num
 
 
 def _failed(cfg: RingConfig, ts_ns: int, layout: Layout, problem: DataProblem) -> RingSample:

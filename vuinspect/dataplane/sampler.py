@@ -38,7 +38,7 @@ from .inflight import in_flight_chains
 from .inflight_region import InflightRegion
 from .memory import RegionSpec, regions_from
 from .notify import VRING_INDEX, Notifier
-from .rings import PackedTracker, RingConfig, diff, sample
+from .rings import PackedTracker, RingConfig, agrees_with_base, diff, rate_hint, sample
 from .sampler_fds import FdBudget, Held, OverBudget
 from .sampler_state import (
     ConnState,
@@ -99,7 +99,8 @@ def wanted(direction: str, data: bytes | memoryview) -> bool:
     req = _U32.unpack_from(data)[0]
     if direction == "f2b":
         return req in WANTED
-    return req == FE.GET_FEATURES  # a reply: the device type (read without decoding)
+    # replies: the device type (read without decoding); a ring given back (Sampler.released)
+    return req in (FE.GET_FEATURES, FE.GET_VRING_BASE)
 
 
 class Sampler:
@@ -132,6 +133,13 @@ class Sampler:
         self._lost_conns: dict[int, str] = {}  # conn -> the note saying why
         self._given_up: set[int] = set()  # (forwarding side: no more dups for these)
         self._ended: deque[int] = deque(maxlen=1024)  # connections closed lately
+        #: conn -> GET_VRING_BASE replies that passed the proxy (counted by the forwarding
+        #: thread before the front-end gets them; ConnState.released: those this thread
+        #: has reached).  The reply gives the ring back: the front-end may free it (DPDK's
+        #: virtio-user zeroes it on close), so a read made while the two differ may be of
+        #: memory that is no ring any more (avail 256 -> 0 'moved back'): no tick is kept,
+        #: and a stop sample only once its reply's base agrees with it (``_released``).
+        self.released: dict[int, int] = {}
         self._emit_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -156,6 +164,8 @@ class Sampler:
     def control(self, ts: int, conn: int, direction: Direction, data: bytes) -> None:
         """A main-channel message without fds (the caller checked :func:`wanted`)."""
         req = _U32.unpack_from(data)[0]
+        if direction == "b2f" and req == FE.GET_VRING_BASE:
+            self.released[conn] = self.released.get(conn, 0) + 1  # (before it is sent on)
         if not self._put(("data", ts, conn, direction, bytes(data), ()), req in _VRING):
             self._lose(conn)
 
@@ -293,8 +303,11 @@ class Sampler:
         descs: tuple,
         held: Held | None = None,
     ) -> None:
-        if direction == "b2f":  # a GET_FEATURES reply: only its device type, once
-            self._device(conn, data)
+        if direction == "b2f":  # a GET_FEATURES reply (its device type), GET_VRING_BASE's
+            if _U32.unpack_from(data)[0] == FE.GET_VRING_BASE:
+                self._released(self._conn(conn), conn, data)
+            else:
+                self._device(conn, data)
             return
         c = self._conn(conn)
         req = _U32.unpack_from(data)[0]
@@ -431,6 +444,7 @@ class Sampler:
             return
         ring.started = True
         ring.last = None
+        ring.held = None
         self._look(c, conn, ring.index, ring, ts, "start")
 
     def _ring_setup(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
@@ -496,6 +510,9 @@ class Sampler:
         if cfg is None or c.lost or not c.mem.mapped or conn in self._closing:
             return
         s = sample(c.mem, cfg, ts, ring.packed)
+        late = self.released.get(conn, 0) != c.released
+        if late and why != "stop":
+            return  # read after a ring was given back (see ``released``): maybe no ring
         call = c.call_fd(i)
         if call is not None:
             s = replace(s, call_fd=call)
@@ -505,8 +522,7 @@ class Sampler:
             d = diff(ring.last, s, rate_hint=ring.rate)
             changed = bool(d)
             problems += d.problems
-            if d.dt_ns > 0 and d.used_advanced:
-                ring.rate = d.rate
+            ring.rate = rate_hint(ring.rate, d)
         if not cfg.packed:
             problems += ring.split.update(c.mem, cfg, s)
         last = ring.last
@@ -552,11 +568,34 @@ class Sampler:
             if chains:
                 record["chains"] = [ch.to_json() for ch in chains]
         ring.emitted_ns = ts
+        if late:
+            ring.held = (s, record)  # judged by its reply (_released)
+            return
+        self._emit_ring(conn, ts, record)
+
+    def _emit_ring(self, conn: int, ts: int, record: dict[str, Any]) -> None:
         with self._emit_lock:
             if conn in self._closing:
                 return
             self.frames += 1
             self.emit(ring_frame(ts, conn, record))
+
+    def _released(self, c: ConnState, conn: int, data: bytes) -> None:
+        """A GET_VRING_BASE reply: the stop sample held for its ring (read after the reply
+        passed) is emitted if the base agrees with it, else dropped: it may have been read
+        from memory the front-end had taken back (and a move 'back' is no ring's then)."""
+        c.released += 1
+        if len(data) < 20:
+            return
+        i, base = _II.unpack_from(data, 12)
+        ring = c.rings.get(i)
+        if ring is None or ring.held is None:
+            return
+        s, record = ring.held
+        ring.held = None
+        backwards = any(p.get("code") == "ring_backwards" for p in record.get("problems", ()))
+        if agrees_with_base(s, base) and not backwards:
+            self._emit_ring(conn, s.ts_ns, record)
 
     def _stop_all(self, c: ConnState, conn: int, ts: int) -> None:
         for ring in c.rings.values():
@@ -567,6 +606,7 @@ class Sampler:
         self._closing.discard(conn)
         self._ended.append(conn)
         self.pipeline.forget(conn)  # (a long-running proxy: bounded by live ones)
+        self.released.pop(conn, None)
         c = self.conns.pop(conn, None)
         if c is not None:
             c.release()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from .inflight import SplitTracker
 from .inflight_region import InflightRegion
@@ -38,6 +39,9 @@ class RingState:
     emitted_ns: int = 0
     codes: tuple[str, ...] = ()  # problem codes of the last emitted sample
     call_wait_ns: int | None = None  # last used move that needed a call we can judge
+    #: A stop sample read after the GET_VRING_BASE reply passed (Sampler.released): its
+    #: frame, held until the reply's base says whether it was still the ring.
+    held: tuple[RingSample, dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -56,6 +60,8 @@ class ConnState:
     calls: dict[int, str] = field(default_factory=dict)
     #: False after a RESET_*: back-ends differ in whether they keep their call fds.
     calls_known: bool = True
+    #: GET_VRING_BASE replies this thread has taken from the queue (see Sampler.released).
+    released: int = 0
     #: The INFLIGHT_SHMFD buffer of the last SET_INFLIGHT_FD, mapped read-only.
     inflight: InflightRegion | None = None
     #: The sampler's budget (sampler_fds.py) the dups and mappings above count against,

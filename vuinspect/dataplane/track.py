@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .diagnose import NS, Finding, Notify, diagnose
-from .rings import RingSample, diff
+from .rings import RingSample, diff, rate_hint
 
 #: Samples kept per vring for the diagnosis (time and count bounded: each sample re-judges
 #: the window, so reading costs at most MAX_SAMPLES steps a sample, whatever the file).
@@ -37,7 +37,7 @@ class RingTrack:
     resets: deque[int] = field(default_factory=lambda: deque(maxlen=64))
     sample_count: int = 0
     progress: int = 0  # used slots advanced over all samples seen
-    rate: float = 0.0  # used slots per second over the last change
+    rate: float = 0.0  # used slots per second: rings.rate_hint over the samples so far
     last_progress_ns: int | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"kick": 0, "call": 0, "err": 0})
     last_signal_ns: dict[str, int] = field(default_factory=dict)
@@ -61,8 +61,7 @@ class RingTrack:
             if d.used_advanced:
                 self.progress += d.used_advanced
                 self.last_progress_ns = s.ts_ns
-            if d.dt_ns > 0 and (d.used_advanced or d.changed):
-                self.rate = d.rate
+            self.rate = rate_hint(self.rate, d)
         moved = self.last is not None and s.ok and s.used_idx != self.last.used_idx
         if moved and (trace or s.call_fd == "none"):
             self.call_from = (self.last, s.ts_ns)  # a lost_call may be judged from these two
