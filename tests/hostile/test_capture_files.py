@@ -253,3 +253,47 @@ def test_a_packet_of_many_messages_is_decoded_in_bounded_memory(tmp_path: Path) 
         tracemalloc.stop()
     assert seen == 50_000
     assert peak < 8 << 20, f"{peak >> 20} MiB held for one packet of 600 KB"
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    return struct.pack("<II", btype, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+
+def _option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+@pytest.mark.parametrize(
+    ("options", "comment"),
+    [
+        (_option(1, b"ok") + _option(0, b""), "ok"),  # 12 bytes of options: a short comment
+        (_option(1, b"abcd"), "abcd"),  # no end-of-options (it is optional)
+        (_option(1, b"") + _option(0, b""), None),  # an empty comment is no comment
+        (_option(2, struct.pack("<I", 1)) + _option(1, b""), None),
+    ],
+    ids=["short", "no-end", "empty", "flags-then-empty"],
+)
+def test_short_comments_read_the_same_by_the_reader_and_the_index(
+    tmp_path: Path, options: bytes, comment: str | None
+) -> None:
+    """Fuzz inputs 21489 and 29761: the reader's fast path skipped options that fit where
+    ``epb_flags`` goes (12 bytes), so a comment of up to 4 bytes was lost by ``read`` and
+    shown by the TUI (the index reads every packet through the general path)."""
+    pkt = EXPORTED_PDU_PREFIX + pseudohdr.encode(Frame(TS, 1, "main", "f2b", GET_FEATURES))
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = _block(1, struct.pack("<HHI", 252, 0, 0) + _option(9, b"\x09") + _option(0, b""))
+    epb = _block(
+        6,
+        struct.pack("<IIIII", 0, 0, 1, len(pkt), len(pkt))
+        + pkt
+        + b"\0" * (-len(pkt) % 4)
+        + options,
+    )
+    path = tmp_path / "short-comment.pcapng"
+    path.write_bytes(shb + idb + epb)
+    reader = CaptureReader(path)
+    (frame,) = list(reader)
+    assert reader.error is None
+    with build_index(path) as index:
+        assert index.frame(0) == frame
+    assert frame.comment == comment

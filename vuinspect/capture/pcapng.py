@@ -104,6 +104,7 @@ SHB_CAPTURE_RE = re.compile(r"vuinspect capture ([0-9A-Za-z_-]{1,64})\Z")
 _HDR = {"<": struct.Struct("<II"), ">": struct.Struct(">II")}
 # iface, ts_high, ts_low, caplen, original length
 _EPB = {"<": struct.Struct("<IIIII"), ">": struct.Struct(">IIIII")}
+_U16 = {"<": struct.Struct("<H"), ">": struct.Struct(">H")}
 _U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
 _TLV = struct.Struct(">HH")
 
@@ -154,7 +155,17 @@ def ts_scale(tsresol: int) -> tuple[int, int]:
 class Section:
     """The state one SHB opens: byte order, compiled structs, its interfaces."""
 
-    __slots__ = ("index", "offset", "order", "hdr", "epb", "u32", "interfaces", "capture_id")
+    __slots__ = (
+        "index",
+        "offset",
+        "order",
+        "hdr",
+        "epb",
+        "u16",
+        "u32",
+        "interfaces",
+        "capture_id",
+    )
 
     def __init__(self, index: int, offset: int, order: str) -> None:
         self.index = index
@@ -163,6 +174,7 @@ class Section:
         self.capture_id: str | None = None
         self.hdr = _HDR[order]
         self.epb = _EPB[order]
+        self.u16 = _U16[order]
         self.u32 = _U32[order]
         self.interfaces: list[Interface] = []
 
@@ -395,7 +407,7 @@ def epb_frame(
             for code, v in iter_options(buf, opts, pos + blen - 4, section.order)
             if code == OPT_COMMENT
         ]
-        if comments:
+        if comments and any(comments):  # an empty opt_comment is no comment (the writer's)
             frame.comment = "\n".join(comments)
     return frame
 

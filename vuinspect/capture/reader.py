@@ -25,6 +25,7 @@ from vuinspect.capture.pcapng import (
     EXPORTED_PDU_PREFIX,
     MAX_BLOCK_LEN,
     MAX_CAPLEN,
+    OPT_COMMENT,
     PREFIX_LEN,
     Blocks,
     Interface,
@@ -40,6 +41,7 @@ from vuinspect.capture.pcapng import (
 from vuinspect.frames import Frame
 
 _NO_EPB = struct.Struct("<IIIII").unpack_from  # replaced by the section's before any packet
+_NO_U16 = struct.Struct("<H").unpack_from
 
 CHUNK = 1 << 20
 _MAGIC = pseudohdr.MAGIC
@@ -215,19 +217,24 @@ class CaptureReader:
         overhead = EPB_OVERHEAD
         current: Section | None = None
         epb: Callable[..., tuple[int, ...]] = _NO_EPB
+        u16: Callable[..., tuple[int, ...]] = _NO_U16
         ifaces: list[Interface] = []
         try:
             while True:
                 for pos, blen, section in blocks.walk(buf, start, len(buf), self._base):
                     if section is not current:
                         current, epb, ifaces = section, section.epb.unpack_from, section.interfaces
+                        u16 = section.u16.unpack_from
                     iface_id, ts_high, ts_low, caplen, olen = epb(buf, pos + 8)
                     # fast path: whole packet, standard tags, no fds, no options but epb_flags
+                    # (what fits where it goes may be a short comment: not that)
+                    padded = caplen + 3 & ~3
                     if (
                         caplen == olen
                         and iface_id < len(ifaces)
                         and min_caplen <= caplen
-                        and blen <= (caplen + 3 & ~3) + overhead
+                        and blen <= padded + overhead
+                        and (blen < padded + 36 or u16(buf, pos + 28 + padded)[0] != OPT_COMMENT)
                     ):
                         iface = ifaces[iface_id]
                         p = pos + prefix_end
