@@ -144,3 +144,19 @@ def test_a_lapping_ring_is_not_seen_moving_back_live() -> None:
             s._tick(sample.ts_ns)
         assert len([f for f in out if f.kind == "ring"]) == len(STEPS_NS)
         assert "ring_backwards" not in _codes(out)
+
+
+def test_a_rate_is_not_timed_over_a_control_samples_short_interval() -> None:
+    """A control sample is stamped with its message's time and read when the sampler's
+    thread gets to it (later, under load): 1 000 slots 'in 1 ms' is no 1 M slots/s ring.
+    Timed over that, every 0.1 s interval after would be aliased for good, and a real move
+    back never said."""
+    moves = [(0, 0), (1_000_000, 1_000), (101_000_000, 3_000), (201_000_000, 2_990)]
+    samples = [RingSample(1, t, "split", 256, avail_idx=u, used_idx=u) for t, u in moves]
+    track = RingTrack(1)
+    found = []
+    for sample in samples:
+        if track.last is not None:
+            found += [p.code for p in diff(track.last, sample, rate_hint=track.rate).problems]
+        track.add_sample(sample, receive=False, trace=False)
+    assert found == ["ring_backwards"] * 2, track.rate  # (avail and used both)

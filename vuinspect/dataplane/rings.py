@@ -319,13 +319,20 @@ def diff(old: RingSample, new: RingSample, rate_hint: float = 0.0) -> SampleDiff
     return SampleDiff(changed, adv_a, adv_u, new.ts_ns - old.ts_ns, tuple(problems))
 
 
+#: The shortest interval a ring's rate is timed over: a control sample is stamped with its
+#: message's time but read when the sampler's thread gets to it (ms later under load), so
+#: over a shorter one the slots it saw would read as a rate many times the ring's.
+RATE_MIN_NS = 50_000_000
+
+
 def rate_hint(hint: float, d: SampleDiff) -> float:
     """The ``rate_hint`` for the diff after ``d``: one rule for the live sampler and the
     offline track, so both judge a fast ring alike.  An interval that measured the used
     index moving gives its rate; one that measured nothing keeps the last hint: an
-    aliased one (the ring may have lapped: its advance is unknown, not 0) or one without
-    a used move (a ring can stand still for a sample and run on at its old pace)."""
-    if d.aliased or d.dt_ns <= 0 or not d.used_advanced:
+    aliased one (the ring may have lapped: its advance is unknown, not 0), one without
+    a used move (a ring can stand still for a sample and run on at its old pace) and one
+    too short to time (``RATE_MIN_NS``)."""
+    if d.aliased or d.dt_ns < RATE_MIN_NS or not d.used_advanced:
         return hint
     return d.rate
 
