@@ -104,7 +104,6 @@ SHB_CAPTURE_RE = re.compile(r"vuinspect capture ([0-9A-Za-z_-]{1,64})\Z")
 _HDR = {"<": struct.Struct("<II"), ">": struct.Struct(">II")}
 # iface, ts_high, ts_low, caplen, original length
 _EPB = {"<": struct.Struct("<IIIII"), ">": struct.Struct(">IIIII")}
-_U16 = {"<": struct.Struct("<H"), ">": struct.Struct(">H")}
 _U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
 _TLV = struct.Struct(">HH")
 
@@ -161,7 +160,6 @@ class Section:
         "order",
         "hdr",
         "epb",
-        "u16",
         "u32",
         "interfaces",
         "capture_id",
@@ -174,7 +172,6 @@ class Section:
         self.capture_id: str | None = None
         self.hdr = _HDR[order]
         self.epb = _EPB[order]
-        self.u16 = _U16[order]
         self.u32 = _U32[order]
         self.interfaces: list[Interface] = []
 

@@ -41,7 +41,6 @@ from vuinspect.capture.pcapng import (
 from vuinspect.frames import Frame
 
 _NO_EPB = struct.Struct("<IIIII").unpack_from  # replaced by the section's before any packet
-_NO_U16 = struct.Struct("<H").unpack_from
 
 CHUNK = 1 << 20
 _MAGIC = pseudohdr.MAGIC
@@ -217,14 +216,14 @@ class CaptureReader:
         overhead = EPB_OVERHEAD
         current: Section | None = None
         epb: Callable[..., tuple[int, ...]] = _NO_EPB
-        u16: Callable[..., tuple[int, ...]] = _NO_U16
+        low = 0  # where an option code's low byte is (a comment's code is 1): its byte order
         ifaces: list[Interface] = []
         try:
             while True:
                 for pos, blen, section in blocks.walk(buf, start, len(buf), self._base):
                     if section is not current:
                         current, epb, ifaces = section, section.epb.unpack_from, section.interfaces
-                        u16 = section.u16.unpack_from
+                        low = 0 if section.order == "<" else 1
                     iface_id, ts_high, ts_low, caplen, olen = epb(buf, pos + 8)
                     # fast path: whole packet, standard tags, no fds, no options but epb_flags
                     # (what fits where it goes may be a short comment: not that)
@@ -234,7 +233,7 @@ class CaptureReader:
                         and iface_id < len(ifaces)
                         and min_caplen <= caplen
                         and blen <= padded + overhead
-                        and (blen < padded + 36 or u16(buf, pos + 28 + padded)[0] != OPT_COMMENT)
+                        and (blen < padded + 36 or buf[pos + 28 + padded + low] != OPT_COMMENT)
                     ):
                         iface = ifaces[iface_id]
                         p = pos + prefix_end
