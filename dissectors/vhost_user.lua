@@ -1057,11 +1057,15 @@ local TWO32 = 4294967296
 -- Tree methods, taken once from the first tree item (bind_tree): wslua looks `item:add` up
 -- through a C __index function (TreeItem has attributes), one more C call per use, and a
 -- full tree (-V) makes ~30 items a frame.  Nil until a tree is built.
-local ti_add, ti_add_le, ti_gen, ti_hide, ti_text, tvb_range
+-- ti_len (set_len): an item on a longer range that starts where it does, cut to its own
+-- length, instead of a range of its own (a TvbRange is a userdata with a finaliser and two
+-- C allocations; set_len is one C call).  Nil where wslua has no set_len.
+local ti_add, ti_add_le, ti_gen, ti_hide, ti_text, ti_len, tvb_range
 local function bind_tree(item, tvb)
   if ti_add == nil then
     ti_add, ti_add_le, ti_gen = item.add, item.add_le, item.set_generated
     ti_hide, ti_text, tvb_range = item.set_hidden, item.append_text, tvb.range
+    ti_len = item.set_len
   end
 end
 
@@ -2115,10 +2119,17 @@ local function ph_text(ph)
   return text
 end
 
-function show_pseudo(top, tvb, ph)
+function show_pseudo(top, tvb, ph, whole)
   -- Values are passed, not read again from the tvb: wslua's add is ~2x cheaper then (-V).
+  -- The subtree starts where the frame does: the frame's range (`whole`), cut to its length.
   local add, range = ti_add, tvb_range
-  local t = add(top, F.pseudo, range(tvb, 0, ph.hdr_len))
+  local t
+  if ti_len then
+    t = add(top, F.pseudo, whole)
+    ti_len(t, ph.hdr_len)
+  else
+    t = add(top, F.pseudo, range(tvb, 0, ph.hdr_len))
+  end
   add(t, F.ph_version, range(tvb, 2, 1), ph.version)
   add(t, F.kind, range(tvb, 3, 1), ph.kind)
   add(t, F.ph_hdr_len, range(tvb, 4, 2), ph.hdr_len)
@@ -2412,14 +2423,21 @@ local function dissect_message(mt, base, len, rec, first, t)
   if first and s.messages == 1 and req == R.GET_FEATURES and channel == "main" then s.seen_start = true end
   if t then
     local add, gen, range = ti_add, ti_gen, tvb_range
-    local rr = range(mt, base, 4)
-    if channel == "main" then
-      add(t, F.request, rr, req)
-    else  -- the same vhost_user.request with the back-end's names; the old name hidden
-      add(t, F.request_backend, rr, req)
-      ti_hide(add(t, F.backend_request, rr, req))
+    if channel == "main" and ti_len then  -- the message's range cut to the request's 4 bytes
+      ti_len(add(t, F.request, mrange, req), 4)
+      local nm = add(t, F.name, mrange, name)
+      gen(nm)
+      ti_len(nm, 4)
+    else
+      local rr = range(mt, base, 4)
+      if channel == "main" then
+        add(t, F.request, rr, req)
+      else  -- the same vhost_user.request with the back-end's names; the old name hidden
+        add(t, F.request_backend, rr, req)
+        ti_hide(add(t, F.backend_request, rr, req))
+      end
+      gen(add(t, F.name, rr, name))
     end
-    gen(add(t, F.name, rr, name))
     local fr = range(mt, base + 4, 4)
     local fl = add(t, F.flags, fr, flags)
     add(fl, F.flags_version, fr, flags)  -- masked: the whole value
@@ -3157,11 +3175,12 @@ function vu.dissector(tvb, pinfo, tree)
   local columns = pinfo.cols
   columns.protocol = "vhost-user"
   -- tshark's summary lines come with no tree at all: then only the columns are made.
-  local top
+  local top, whole
   if tostring(tree):find("has item=false", 1, true) == nil then
     bind_tree(tree, tvb)
     gc_for_trees()
-    top = ti_add(tree, vu, tvb_range(tvb))  -- the whole frame
+    whole = tvb_range(tvb)
+    top = ti_add(tree, vu, whole)  -- the whole frame
   end
   local num = pinfo.number
   local kept = top == nil and M.text[num]
@@ -3190,7 +3209,7 @@ function vu.dissector(tvb, pinfo, tree)
   else
     ph.conn = M.conn[num] or ph.conn
   end
-  if top then show_pseudo(top, tvb, ph) end
+  if top then show_pseudo(top, tvb, ph, whole) end
   local sd = labels_of(ph.conn)[ph.direction]
   if cols then columns.src, columns.dst = sd[1], sd[2] end
   -- A first pass with neither tree nor columns (tshark -2) keeps the Info text and the

@@ -12,11 +12,15 @@ local TWO32 = 4294967296
 -- Tree methods, taken once from the first tree item (bind_tree): wslua looks `item:add` up
 -- through a C __index function (TreeItem has attributes), one more C call per use, and a
 -- full tree (-V) makes ~30 items a frame.  Nil until a tree is built.
-local ti_add, ti_add_le, ti_gen, ti_hide, ti_text, tvb_range
+-- ti_len (set_len): an item on a longer range that starts where it does, cut to its own
+-- length, instead of a range of its own (a TvbRange is a userdata with a finaliser and two
+-- C allocations; set_len is one C call).  Nil where wslua has no set_len.
+local ti_add, ti_add_le, ti_gen, ti_hide, ti_text, ti_len, tvb_range
 local function bind_tree(item, tvb)
   if ti_add == nil then
     ti_add, ti_add_le, ti_gen = item.add, item.add_le, item.set_generated
     ti_hide, ti_text, tvb_range = item.set_hidden, item.append_text, tvb.range
+    ti_len = item.set_len
   end
 end
 

@@ -392,11 +392,12 @@ function vu.dissector(tvb, pinfo, tree)
   local columns = pinfo.cols
   columns.protocol = "vhost-user"
   -- tshark's summary lines come with no tree at all: then only the columns are made.
-  local top
+  local top, whole
   if tostring(tree):find("has item=false", 1, true) == nil then
     bind_tree(tree, tvb)
     gc_for_trees()
-    top = ti_add(tree, vu, tvb_range(tvb))  -- the whole frame
+    whole = tvb_range(tvb)
+    top = ti_add(tree, vu, whole)  -- the whole frame
   end
   local num = pinfo.number
   local kept = top == nil and M.text[num]
@@ -425,7 +426,7 @@ function vu.dissector(tvb, pinfo, tree)
   else
     ph.conn = M.conn[num] or ph.conn
   end
-  if top then show_pseudo(top, tvb, ph) end
+  if top then show_pseudo(top, tvb, ph, whole) end
   local sd = labels_of(ph.conn)[ph.direction]
   if cols then columns.src, columns.dst = sd[1], sd[2] end
   -- A first pass with neither tree nor columns (tshark -2) keeps the Info text and the
