@@ -467,6 +467,19 @@ local function show_fds(t, fds, mrange)
   end
 end
 
+-- response_time's NSTime per latency (a userdata with a finaliser; latencies repeat in a
+-- long capture): made once, kept (bounded).
+local NSTIMES, NNSTIMES = {}, 0
+local function nstime_of(sign, secs, ns)
+  local key = sign * (secs * 1000000000 + ns)
+  local v = NSTIMES[key]
+  if v == nil then
+    v = NSTime.new(sign * secs, sign * ns)
+    if NNSTIMES < 4096 then NSTIMES[key], NNSTIMES = v, NNSTIMES + 1 end
+  end
+  return v
+end
+
 local function add_links(t, rec, mrange, visited)
   local add, gen, hide = ti_add, ti_gen, ti_hide
   if rec.reply_in then
@@ -483,7 +496,7 @@ local function add_links(t, rec, mrange, visited)
     local secs = floor(lat)
     local ns = floor((lat - secs) * 1e9 + 0.5)
     if ns >= 1000000000 then secs, ns = secs + 1, ns - 1000000000 end
-    hide(add(t, F.response_time, mrange, NSTime.new(sign * secs, sign * ns)))
+    hide(add(t, F.response_time, mrange, nstime_of(sign, secs, ns)))
   end
   local worst
   for i_ = 1, #rec.problems do local p = rec.problems[i_]; worst = show_problem(t, mrange, p.code, p.text, worst) end
