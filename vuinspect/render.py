@@ -7,7 +7,6 @@ message looks the same everywhere.
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from typing import Any
 
 from .message import Message, ts_text
@@ -19,16 +18,22 @@ ARROWS = {"f2b": "→", "b2f": "←"}
 
 # C0, DEL, C1, line/paragraph separators and bidi overrides: what can move the
 # cursor, start an escape sequence, forge a line or reorder what a reader sees.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_CHARS = [
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    0x2028,
+    0x2029,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    c = m.group(0)
-    named = _NAMED.get(c)
-    if named is not None:
-        return named
-    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+# one table for str.translate: escaping runs at C speed (a Python call per character
+# cost ~2 µs: a message of 253 peer-named memfds took the viewer ~120 ms)
+_ESCAPES = {
+    c: _NAMED.get(chr(c)) or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNSAFE_CHARS
+}
 
 
 def safe_text(text: object) -> str:
@@ -41,7 +46,7 @@ def safe_text(text: object) -> str:
     s = text if isinstance(text, str) else str(text)
     if s.isprintable():  # the common case, at C speed: no control or format character
         return s
-    return _UNSAFE.sub(_escape_char, s)
+    return s.translate(_ESCAPES)
 
 
 def human_size(n: int) -> str:

@@ -28,12 +28,6 @@ def _best(fn, arg, runs: int = 3) -> float:
     return best
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vuinspect/render.py safe_text (line ~43): _UNSAFE.sub(_escape_char, s) calls Python "
-    "per control character (~2 µs); a str.translate table of the same escapes (C0, DEL, C1, "
-    "U+2028/9, bidi) gives the same text ~20x faster",
-)
 def test_escaping_control_text_costs_about_what_json_escaping_does() -> None:
     evil = "\x1b[2J\u202e" * 300_000  # 1.2 M characters, all to be escaped
     assert safe_text(evil[:10]) == "\\x1b[2J\\u202e\\x1b[2J\\u202e"
