@@ -323,8 +323,8 @@ def check_capture_args(args: argparse.Namespace) -> None:
     if args.capture_filter:
         from vuinspect.filter import FilterError, compile_filter
 
-        try:
-            compile_filter(args.capture_filter)
+        try:  # the engine takes it compiled: checked and compiled once
+            args.capture_filter = compile_filter(args.capture_filter)
         except FilterError as exc:
             raise CliError(f"--capture-filter: {exc}") from None
     if args.write and args.write != "-" and not args.limits.ring:  # (a ring writes NAME_n_DATE)
