@@ -133,12 +133,6 @@ def test_lua_info_and_expert_texts_escape_bidi_and_line_separators(tmp_path: Pat
         assert not raw_in(out), (args[0], raw_in(out))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vuinspect/dataplane/text.py detail_lines (line ~136): a chain header's field names "
-    "come from the ring frame's JSON and are printed as f'{k}={v}' without render.safe_text; "
-    "read --rings --detail and the TUI's chains screen (tui/queues.py chains_text) show them raw",
-)
 def test_read_rings_detail_escapes_header_field_names(tmp_path: Path) -> None:
     sample = {
         "vring": 0,

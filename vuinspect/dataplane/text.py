@@ -131,8 +131,8 @@ def detail_lines(p: dict[str, Any]) -> list[str]:
         )
         header = c.get("header")
         if isinstance(header, dict):
-            fields = [
-                f"{k}={v}"
+            fields = [  # (keys come from the frame's JSON: a capture's words)
+                f"{safe_text(str(k)[:24])}={v}"
                 for k, v in header.items()
                 if k != "layout"
                 and not k.endswith("_name")
