@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.binding import Binding
@@ -28,6 +29,60 @@ COLUMNS = (
     "messages",
     "problems",
 )
+
+
+#: Rows a connection view builds at most: Textual costs ~2 ms a row (add, then measure), so
+#: a capture of 50,000 connections froze the TUI for a minute on showing the view.
+WINDOW = 200
+
+
+def rank(s: Session) -> int:
+    """Where a session goes when not all fit: 0 waits on a reply now, 1 has problems or left a
+    request unanswered, 2 is open, 3 the rest: the broken one is on the first page."""
+    owed = bool(s.owed())
+    if owed and s.closed_ns is None:
+        return 0
+    if owed or s.problem_count or s.dataplane.problems:
+        return 1
+    return 2 if s.closed_ns is None else 3
+
+
+@dataclass
+class Window:
+    """The sessions a view shows (at most ``WINDOW``), and how many it leaves out each side."""
+
+    sessions: list[Session]
+    start: int
+    before: int
+    after: int
+
+    def more_lines(self) -> tuple[str | None, str | None]:
+        """What the rows above and below the window say (None: all sessions fit)."""
+        if not (self.before or self.after):
+            return None, None
+        n = self.before + len(self.sessions) + self.after
+        first, last = self.start + 1, self.start + len(self.sessions)
+        head = f"… {first:,}-{last:,} of {n:,}: waiting, problems, open first; [ ] page"
+        tail = f"… {self.after:,} more below: ] next page" if self.after else None
+        return head, tail
+
+
+def window(sessions: list[Session], start: int, conn: int | None) -> Window:
+    """``WINDOW`` sessions from ``start`` (call under the model's lock).
+
+    All sessions in their order when they fit; otherwise ranked (``rank``: the ones to
+    look at first) and cut, moved to hold ``conn`` (the chosen one) if it is outside.
+    """
+    n = len(sessions)
+    if n <= WINDOW:
+        return Window(sessions, 0, 0, 0)
+    ranked = sorted(sessions, key=rank)  # stable: by connection order within a rank
+    if conn is not None and not any(s.conn == conn for s in ranked[start : start + WINDOW]):
+        at = next((i for i, s in enumerate(ranked) if s.conn == conn), None)
+        if at is not None:
+            start = at - WINDOW // 2
+    start = max(0, min(start, n - WINDOW))
+    return Window(ranked[start : start + WINDOW], start, start, n - start - WINDOW)
 
 
 def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...]]:
@@ -67,12 +122,23 @@ def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...
 
 
 class ConnectionsView(DataTable):
-    """One row per session; Enter opens its state, ``f`` filters the list to it."""
+    """One row per session; Enter opens its state, ``f`` filters the list to it.
+
+    Past ``WINDOW`` connections the rows are a page of them, those to look at on top
+    (``rank``); ``[`` and ``]`` page, a row above and one below say where and how many more.
+    """
 
     BINDINGS = [
         Binding("enter", "open_state", "State"),
         Binding("f", "filter_conn", "Filter to conn"),
+        Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
     ]
+
+    _start = 0  # the window's first session (ranked), past WINDOW connections
+    _after = 0  # sessions after the window
+    _paged = False  # a page key moved the window: the cursor goes to its top
+    _shown: tuple[object, ...] = ()  # what the rows show now (up line, rows, down line)
 
     class OpenState(TMessage):
         def __init__(self, conn: int) -> None:
@@ -92,21 +158,65 @@ class ConnectionsView(DataTable):
     def update_sessions(
         self, sessions: list[Session], now_ns: int, lock: AbstractContextManager[object]
     ) -> None:
+        chosen = None if self._paged else self._conn()
         with lock:
-            rows = connection_rows(sessions, now_ns)
+            win = window(sessions, self._start, chosen)
+            rows = connection_rows(win.sessions, now_ns)
+        self._start, self._after = win.start, win.after
+        up, down = win.more_lines()
+        if (up, rows, down) == self._shown:
+            return  # nothing changed: rebuilding costs ~2 ms a row
+        self._shown = (up, rows, down)
         cursor = self.cursor_row
         self.clear()
+        if up:
+            self._more_row(up, "up")
         for r in rows:
             self.add_row(*(Text(c) for c in r), key=r[0])  # Text: no markup from a capture
-        if rows:
+        if down:
+            self._more_row(down, "down")
+        if not rows:
+            return
+        if not (up or down):
             self.move_cursor(row=min(cursor, len(rows) - 1))
+            return
+        conns = [r[0] for r in rows]
+        at = 0 if self._paged or str(chosen) not in conns else conns.index(str(chosen))
+        self._paged = False
+        self.move_cursor(row=at + (1 if up else 0))
+
+    def _more_row(self, text: str, key: str) -> None:
+        what, _, how = text.removeprefix("… ").partition(": ")  # two cells: columns stay narrow
+        cells = ["…", what, "", how] + [""] * (len(COLUMNS) - 4)
+        self.add_row(*(Text(c, style="dim") for c in cells), key=key)
+
+    def action_page(self, step: int) -> None:
+        """Show the previous or next ``WINDOW`` connections."""
+        if (step < 0 and not self._start) or (step > 0 and not self._after):
+            return
+        self._start = max(0, self._start + step * WINDOW)
+        self._paged = True
+        refresh = getattr(self.app, "refresh_view", None)
+        if refresh is not None:
+            refresh()
 
     def _conn(self) -> int | None:
         if not self.row_count:
             return None
-        return int(str(self.get_row_at(self.cursor_row)[0]))
+        cell = str(self.get_row_at(self.cursor_row)[0])
+        return int(cell) if cell.isdigit() else None  # None: a "… more" row
+
+    def _more_at_cursor(self) -> str | None:
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return key if key in ("up", "down") else None
 
     def action_open_state(self) -> None:
+        more = self._more_at_cursor()
+        if more is not None:
+            self.action_page(-1 if more == "up" else 1)
+            return
         conn = self._conn()
         if conn is not None:
             self.post_message(self.OpenState(conn))

@@ -25,6 +25,7 @@ from vuinspect.render import human_size, safe_text
 from vuinspect.session import Session
 
 from .ages import format_age
+from .connections import WINDOW, window
 from .rowtext import format_time
 
 
@@ -271,14 +272,22 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
 
 
 class StateView(Horizontal):
-    """A connection chooser and the chosen connection's state."""
+    """A connection chooser and the chosen connection's state.
+
+    Past ``WINDOW`` connections the chooser lists a page of them (waiting, with problems,
+    open ones on top) holding the chosen one (``2`` from a message's row); ``[`` ``]`` page.
+    """
 
     DEFAULT_CSS = """
     StateView > OptionList { width: 32; }
     StateView > VerticalScroll { width: 1fr; padding: 0 1; }
     """
 
-    BINDINGS = [Binding("a", "toggle_at_cursor", "At cursor / latest")]
+    BINDINGS = [
+        Binding("a", "toggle_at_cursor", "At cursor / latest"),
+        Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
+    ]
 
     class ToggleAtCursor(TMessage):
         """Switch between the state now and the state at the selected frame."""
@@ -293,7 +302,10 @@ class StateView(Horizontal):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.conn: int | None = None
-        self._conns: list[int] = []
+        self._items: list[tuple[str, str]] = []  # (option id, label) listed now
+        self._start = 0  # the page's first session (ranked), past WINDOW connections
+        self._after = 0  # sessions after the page
+        self._paged = False  # a page key moved the page: choose its first connection
 
     def compose(self) -> ComposeResult:
         yield OptionList(id="state-conns")
@@ -315,45 +327,73 @@ class StateView(Horizontal):
         ``replay`` is the chosen connection's session as it was at an earlier
         frame (state at the cursor); the connection list stays the live one.
         """
+        paged, self._paged = self._paged, False
         with lock:
-            conns = [s.conn for s in sessions]
-            labels = [
-                safe_text(f"c{s.conn} {s.label}")
-                + (" (closed)" if s.closed_ns is not None else "")
-                + (" ⏳" if s.closed_ns is None and s.owed() else "")
-                for s in sessions
+            win = window(sessions, self._start, None if paged else self.conn)
+            if (self.conn is None or paged) and win.sessions:
+                self.conn = win.sessions[0].conn
+            up, down = win.more_lines()
+            items = [("up", up)] if up else []
+            items += [
+                (
+                    str(s.conn),
+                    safe_text(f"c{s.conn} {s.label}")
+                    + (" (closed)" if s.closed_ns is not None else "")
+                    + (" ⏳" if s.closed_ns is None and s.owed() else ""),
+                )
+                for s in win.sessions
             ]
-            if self.conn is None and conns:
-                self.conn = conns[0]
+            items += [("down", down)] if down else []
             chosen = next((s for s in sessions if s.conn == self.conn), None)
             if replay is not None and replay.conn == self.conn:
                 body = session_renderable(replay, replay_now_ns)
             else:
                 body = session_renderable(chosen, now_ns) if chosen else Text("No connection yet")
+        self._start, self._after = win.start, win.after
         if heading is not None:
             body = Group(heading, body)
         found = self.query(OptionList)
         if not found:
             return  # not composed yet, or being removed as the app exits
         options = found.first()
-        if conns != self._conns or [str(o.prompt) for o in options.options] != labels:
+        if items != self._items:
             highlighted = options.highlighted
             options.clear_options()
             options.add_options(
-                [Option(Text(label), id=str(c)) for c, label in zip(conns, labels, strict=True)]
+                [
+                    Option(Text(label, style="" if key.isdigit() else "dim"), id=key)
+                    for key, label in items
+                ]
             )
-            self._conns = conns
-            if self.conn in conns:
-                options.highlighted = conns.index(self.conn)
-            elif highlighted is not None and conns:
-                options.highlighted = min(highlighted, len(conns) - 1)
+            self._items = items
+            ids = [key for key, _ in items]
+            if str(self.conn) in ids:
+                options.highlighted = ids.index(str(self.conn))
+            elif highlighted is not None and ids:
+                options.highlighted = min(highlighted, len(ids) - 1)
         self.query_one("#state-body", Static).update(body)
+        if paged and self.conn is not None:
+            self.post_message(self.Chosen(self.conn))  # the app replays it if "a" is on
 
     def action_toggle_at_cursor(self) -> None:
         self.post_message(self.ToggleAtCursor())
 
+    def action_page(self, step: int) -> None:
+        """List the previous or next ``WINDOW`` connections and choose the first."""
+        if (step < 0 and not self._start) or (step > 0 and not self._after):
+            return
+        self._start = max(0, self._start + step * WINDOW)
+        self._paged = True
+        refresh = getattr(self.app, "refresh_view", None)
+        if refresh is not None:
+            refresh()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id in ("up", "down"):  # Enter on a "… more" line pages
+            self.action_page(-1 if event.option.id == "up" else 1)
+
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        if event.option.id is None:
+        if event.option.id is None or not event.option.id.isdigit():
             return
         conn = int(event.option.id)
         if conn != self.conn:
