@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,17 @@ async def settle(pilot: Pilot, app: VuInspectApp, timeout: float = 10.0) -> None
         await pilot.pause(0.02)
     app.poll()
     await pilot.pause()
+
+
+async def until(
+    pilot: Pilot, cond: Callable[[], object], what: str = "condition", timeout: float = 10.0
+) -> None:
+    """Wait (repainting) until ``cond()`` holds: what a loaded machine draws late."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
 
 
 def screen_text(app: VuInspectApp) -> str:

@@ -36,7 +36,7 @@ from vuinspect.tui.intercept import Control, EditScreen, Holds, _shown, edited_p
 from vuinspect.tui.samples import Script, blk_handshake
 from vuinspect.tui.sources import FileSource, FrameListSource, LiveSource
 
-from .conftest import screen_text, settle
+from .conftest import screen_text, settle, until
 from .test_terminal import ROOT, Tmux
 
 pytestmark = pytest.mark.timeout(60)
@@ -282,14 +282,6 @@ class Live:
         self.control.close()
         self.thread.join(5)
         self.engine_end.close()
-
-
-async def until(pilot, pred, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
 
 
 def test_tui_keys_hold_accept_edit_drop_all(sockdir, proxy):  # noqa: F811

@@ -23,17 +23,9 @@ from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.samples import Script, blk_handshake, demo_frames
 from vuinspect.tui.sources import LiveSource
 
-from .conftest import screen_text
+from .conftest import screen_text, until
 
 SIZE = (140, 50)
-
-
-async def until(pilot, cond, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def feed(source: LiveSource, frames, delay: float = 0.002) -> threading.Thread:

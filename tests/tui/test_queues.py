@@ -14,7 +14,7 @@ from vuinspect.tui.queues_data import sparkline
 from vuinspect.tui.samples import queue_frames
 from vuinspect.tui.sources import FileSource, FrameListSource, LiveSource
 
-from .conftest import screen_text, settle
+from .conftest import screen_text, settle, until
 
 SIZE = (150, 30)
 
@@ -141,10 +141,11 @@ async def test_r_toggles_ring_rows_in_the_list(queue_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
         shown = len(app.model)
-        text = screen_text(app)
-        assert "routine rings hidden (R)" in text and "R Rings" in text
+        # (the footer's keys are drawn a refresh after the title: late on a loaded machine)
+        await until(pilot, lambda: "R Rings" in screen_text(app), "the footer's R key")
+        assert "routine rings hidden (R)" in screen_text(app)
         await pilot.press("G")
-        await pilot.pause()
+        await until(pilot, lambda: "in_flight=3  !! backen" in screen_text(app), "the list's end")
         text = screen_text(app)  # the stalls raised and resolved are in the list
         assert "avail=63 used=60 in_flight=3  !! backen" in text
         assert "avail=24 used=24 in_flight=0  resolved" in text
@@ -153,8 +154,9 @@ async def test_r_toggles_ring_rows_in_the_list(queue_path: Path) -> None:
         assert len(app.model) == len(app.model.source) > shown
         assert "routine rings hidden" not in screen_text(app)
         await pilot.press("G")
-        await pilot.pause()
-        assert "NOTIFY" in screen_text(app) or "RING" in screen_text(app)
+        await until(
+            pilot, lambda: "NOTIFY" in screen_text(app) or "RING" in screen_text(app), "ring rows"
+        )
         await pilot.press("R")
         await settle(pilot, app)
         assert len(app.model) == shown
