@@ -59,3 +59,22 @@ async def test_a_redraw_while_the_view_is_being_taken_down_does_nothing(queue_pa
         app.poll()
         await pilot.pause(0.1)
         assert app.is_running
+
+
+async def test_enter_on_a_connection_opens_the_state_view_on_that_connection(
+    demo_path: Path,
+) -> None:
+    """The State view opened on the list's selected row's connection instead (H's finding)."""
+    app = VuInspectApp(FileSource(demo_path))
+    async with app.run_test(size=(140, 50)) as pilot:
+        await settle(pilot, app)
+        conns = sorted({s.conn for s in app.model.sessions()})
+        assert len(conns) >= 2
+        row = app.message_list.selected_row
+        assert row is None or app.model.frame(row).conn == conns[0]
+        await pilot.press("3")
+        await settle(pilot, app)
+        await pilot.press("down", "enter")
+        await settle(pilot, app)
+        assert app.view == "state"
+        assert f"Connection {conns[1]}:" in screen_text(app)

@@ -421,13 +421,16 @@ class VuInspectApp(ListActions):
         return True
 
     # -- actions: views --------------------------------------------------------------------
-    def action_view(self, view: str) -> None:
+    def action_view(self, view: str, conn: int | None = None) -> None:
+        """Show ``view``; the State view opens on ``conn``, else the selected row's."""
         if view not in VIEWS:
             return
         if view == "state":
             row = self.message_list.selected_row
-            if row is not None:
-                self.query_one(StateView).conn = self.model.frame(row).conn
+            if conn is None and row is not None:
+                conn = self.model.frame(row).conn
+            if conn is not None:
+                self.query_one(StateView).conn = conn
         self.view = view
         self.query_one(ContentSwitcher).current = view
         self._update_title()
@@ -448,8 +451,7 @@ class VuInspectApp(ListActions):
         self.refresh_view()
 
     def on_connections_view_open_state(self, event: ConnectionsView.OpenState) -> None:
-        self.query_one(StateView).conn = event.conn
-        self.action_view("state")
+        self.action_view("state", event.conn)  # (not the selected row's connection)
 
     def on_connections_view_filter_conn(self, event: ConnectionsView.FilterConn) -> None:
         self.apply_filter(f"conn == {event.conn}")

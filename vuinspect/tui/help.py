@@ -55,6 +55,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("a", "state: at the selected frame (replayed) / now"),
             ("↑ ↓", "state: choose the connection"),
             ("Enter", "connections: open the connection's state"),
+            ("[ ]", "state / connections: the previous / next 200 (waiting, problems, open first)"),
             ("Enter ", "queues: the in-flight chains of the vring's latest sample"),
             ("f", "connections / statistics: filter the list to that connection / request"),
         ),
