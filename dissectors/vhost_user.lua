@@ -1017,7 +1017,7 @@ RULES.backend[10] = { req = { { op = "const", field = "backend_channel", value =
 local EFFECT_OPS = { "set", "const", "fd", "with_fd", "guess_device", "regions_set", "region_add", "region_remove", "rings_stopped", "ring_restart", "vring", "vring_set", "vring_const", "vring_fd", "vrings_all" }
 local EFFECT_CHECKS = { "vring_started", "vring_range", "max_regions", "offered", "slots" }
 
--- constants (requests.py, features.py, capture/pseudohdr.py, dataplane/track.py)
+-- constants (requests.py, layouts.py, features.py, capture/pseudohdr.py, dataplane/track.py)
 local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
   MAX_RINGS = 1024,
@@ -1035,6 +1035,7 @@ local C = {
   RULE_KEYS = { { "rule", "string" }, { "addon", "string" }, { "hook", "string" }, { "action", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "fired", "bool" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "hold", "uint32" } },
   DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "call_fd", "p_call_fd", "string" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
   TRUNCATED_FD = "truncated",
+  HEX_DISPLAYS = { hex = true, protocol_features = true, size = true, status = true, virtio_features = true },
   SEVERITIES = { "error", "warning", "note" },
   GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
   REQUESTER = { main = 0, backend = 1 },
@@ -1695,19 +1696,21 @@ local function names_text(out, key)
   return ""
 end
 
-local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
 
 local payload_summary
 do  -- (a block: the main chunk may hold at most 200 locals)
--- render.payload_summary's fallback: the first four scalar fields in layout order.
-local function add_part(parts, p, k)
+-- render.payload_summary's fallback: the first four scalar fields in layout order, a number
+-- by numtext's rule: in hex when its field's display is one of C.HEX_DISPLAYS
+-- (protocol/layouts.HEX_DISPLAYS), else (counts, indices, the keys read out of a field) decimal.
+local HEX_DISPLAYS = C.HEX_DISPLAYS
+local function add_part(parts, p, k, hexa)
   local v = p[k]
   if v == nil or type(v) == "table" or #parts >= 4 then return end
   if type(v) == "string" then
     if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
   elseif type(v) == "boolean" then
     parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
-  elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
+  elseif hexa then
     parts[#parts + 1] = k .. "=0x" .. hex(v)
   else
     parts[#parts + 1] = k .. "=" .. dec(v)
@@ -1719,7 +1722,7 @@ local function generic_summary(lay, p)
   if lay == nil then add_part(parts, p, "data"); return concat(parts, " ") end
   for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" and f.disp ~= "padding" then
-      add_part(parts, p, f.name)
+      add_part(parts, p, f.name, HEX_DISPLAYS[f.disp])
       if f.values then add_part(parts, p, f.name .. "_name") end
       if f.disp == "vring_base" then
         for i_ = 1, #VRING_BASE_F do local k = VRING_BASE_F[i_]; add_part(parts, p, k) end

@@ -85,14 +85,7 @@ def payload_summary(msg: Message) -> str:
     for k, v in p.items():
         if isinstance(v, (list, dict)) or (isinstance(v, str) and len(v) > 40):
             continue
-        parts.append(
-            f"{k}={v:#x}"
-            if isinstance(v, int)
-            and not isinstance(v, bool)
-            and v > 9
-            and k not in ("index", "num", "mtu", "slots", "num_queues")
-            else f"{k}={v}"
-        )
+        parts.append(f"{k}={number_text('payload.' + k, v, lay) if isinstance(v, int) else v}")
         if len(parts) == 4:
             break
     return " ".join(parts)

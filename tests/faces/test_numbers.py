@@ -78,6 +78,7 @@ def test_summary_lines() -> None:
     assert payload_summary(addr) == "vring 0 desc=0x1000 used=0x2000 avail=0x3000 log"
     assert payload_summary(num) == "vring 1 num=256"
     assert payload_summary(feats).startswith("0x629 [")
+    assert payload_summary(crypto) == "session_id=12345"
 
 
 def test_tree_memory_size_and_header() -> None:

@@ -28,13 +28,12 @@ from vuinspect.protocol.features import (
     PROTOCOL_FEATURES,
     TRANSPORT_FEATURES,
 )
-from vuinspect.protocol.layouts import VRING_BASE_KEYS, Array, Field, Layout, Tail
+from vuinspect.protocol.layouts import HEX_DISPLAYS, VRING_BASE_KEYS, Array, Field, Layout, Tail
 from vuinspect.protocol.requests import BACKEND_REQUESTS, FRONTEND_REQUESTS
 from vuinspect.protocol.requests import WIRESHARK_NAME as PROTO
 from vuinspect.verdict import FIRING_NOTE_KEYS
 
 _INT_CTORS = {"B": "uint8", "H": "uint16", "I": "uint32", "Q": "uint64", "i": "int32", "q": "int64"}
-_HEX_DISPLAYS = {"hex", "size", "virtio_features", "protocol_features", "status"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +368,7 @@ def payload_field(reg: Registry, f: Field) -> str:
             (ctor, abbrev),
         )
     ctor = _INT_CTORS[f.fmt]
-    base = "base.HEX" if f.display in _HEX_DISPLAYS else "base.DEC"
+    base = "base.HEX" if f.display in HEX_DISPLAYS else "base.DEC"
     values = ""
     if f.display == "enum" and f.values:
         values = reg.value_string(f"vs_{f.name}", f.values)

@@ -22,7 +22,7 @@ from vuinspect.dataplane.memory import MAX_REGIONS
 from vuinspect.dataplane.track import MAX_RINGS
 from vuinspect.protocol import effects as EF
 from vuinspect.protocol import features as FT
-from vuinspect.protocol.layouts import Array, Field, Layout
+from vuinspect.protocol.layouts import HEX_DISPLAYS, Array, Field, Layout
 from vuinspect.protocol.problems import CODES, RANK, SEVERITIES
 from vuinspect.protocol.requests import (
     BACKEND_REQUESTS,
@@ -437,7 +437,7 @@ def _constants(reg: Registry) -> str:
     ph = pseudohdr
     names = lambda seq: "{ " + ", ".join(f"[{i}] = {lua_str(n)}" for i, n in enumerate(seq)) + " }"  # noqa: E731
     return f"""\
--- constants (requests.py, features.py, capture/pseudohdr.py, dataplane/track.py)
+-- constants (requests.py, layouts.py, features.py, capture/pseudohdr.py, dataplane/track.py)
 local C = {{
   HEADER_SIZE = {HEADER_SIZE}, MAX_PAYLOAD = {MAX_PAYLOAD}, VERSION = {VERSION}, MAX_FDS = {MAX_FDS},
   MAX_RINGS = {MAX_RINGS},
@@ -455,6 +455,7 @@ local C = {{
   RULE_KEYS = {{ {", ".join(f"{{ {lua_str(k)}, {lua_str(c)} }}" for k, c, _ in RULE_KEYS)} }},
   DATAPLANE = {_dataplane_lua(reg)},
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
+  HEX_DISPLAYS = {{ {", ".join(f"{d} = true" for d in sorted(HEX_DISPLAYS))} }},
   SEVERITIES = {{ {", ".join(lua_str(s) for s in SEVERITIES)} }},
   GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in FT.GUESS_MASKS)} }},
   REQUESTER = {{ main = {ph.DIRECTION_CODES["f2b"]}, backend = {ph.DIRECTION_CODES["b2f"]} }},

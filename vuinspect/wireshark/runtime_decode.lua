@@ -650,19 +650,21 @@ local function names_text(out, key)
   return ""
 end
 
-local PLAIN_KEYS = { index = true, num = true, mtu = true, slots = true, num_queues = true }
 
 local payload_summary
 do  -- (a block: the main chunk may hold at most 200 locals)
--- render.payload_summary's fallback: the first four scalar fields in layout order.
-local function add_part(parts, p, k)
+-- render.payload_summary's fallback: the first four scalar fields in layout order, a number
+-- by numtext's rule: in hex when its field's display is one of C.HEX_DISPLAYS
+-- (protocol/layouts.HEX_DISPLAYS), else (counts, indices, the keys read out of a field) decimal.
+local HEX_DISPLAYS = C.HEX_DISPLAYS
+local function add_part(parts, p, k, hexa)
   local v = p[k]
   if v == nil or type(v) == "table" or #parts >= 4 then return end
   if type(v) == "string" then
     if #v <= 40 then parts[#parts + 1] = k .. "=" .. v end
   elseif type(v) == "boolean" then
     parts[#parts + 1] = k .. "=" .. (v and "True" or "False")
-  elseif not PLAIN_KEYS[k] and tonum(v) > 9 then
+  elseif hexa then
     parts[#parts + 1] = k .. "=0x" .. hex(v)
   else
     parts[#parts + 1] = k .. "=" .. dec(v)
@@ -674,7 +676,7 @@ local function generic_summary(lay, p)
   if lay == nil then add_part(parts, p, "data"); return concat(parts, " ") end
   for i_ = 1, #lay.fields do local f = lay.fields[i_]
     if f.t == "f" and f.disp ~= "padding" then
-      add_part(parts, p, f.name)
+      add_part(parts, p, f.name, HEX_DISPLAYS[f.disp])
       if f.values then add_part(parts, p, f.name .. "_name") end
       if f.disp == "vring_base" then
         for i_ = 1, #VRING_BASE_F do local k = VRING_BASE_F[i_]; add_part(parts, p, k) end
