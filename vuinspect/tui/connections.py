@@ -121,7 +121,26 @@ def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...
     return rows
 
 
-class ConnectionsView(DataTable):
+class Paged:
+    """A view that lists a page of ``WINDOW`` connections, moved by ``[`` and ``]``
+    (the Connections and State views)."""
+
+    _start = 0  # the page's first session (ranked), past WINDOW connections
+    _after = 0  # sessions after the page
+    _paged = False  # a page key moved the page: the view goes to its top
+
+    def action_page(self, step: int) -> None:
+        """Show the previous or next ``WINDOW`` connections."""
+        if (step < 0 and not self._start) or (step > 0 and not self._after):
+            return
+        self._start = max(0, self._start + step * WINDOW)
+        self._paged = True
+        refresh = getattr(getattr(self, "app", None), "refresh_view", None)
+        if refresh is not None:
+            refresh()
+
+
+class ConnectionsView(Paged, DataTable):
     """One row per session; Enter opens its state, ``f`` filters the list to it.
 
     Past ``WINDOW`` connections the rows are a page of them, those to look at on top
@@ -135,9 +154,6 @@ class ConnectionsView(DataTable):
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
     ]
 
-    _start = 0  # the window's first session (ranked), past WINDOW connections
-    _after = 0  # sessions after the window
-    _paged = False  # a page key moved the window: the cursor goes to its top
     _shown: tuple[object, ...] = ()  # what the rows show now (up line, rows, down line)
 
     class OpenState(TMessage):
@@ -189,16 +205,6 @@ class ConnectionsView(DataTable):
         what, _, how = text.removeprefix("… ").partition(": ")  # two cells: columns stay narrow
         cells = ["…", what, "", how] + [""] * (len(COLUMNS) - 4)
         self.add_row(*(Text(c, style="dim") for c in cells), key=key)
-
-    def action_page(self, step: int) -> None:
-        """Show the previous or next ``WINDOW`` connections."""
-        if (step < 0 and not self._start) or (step > 0 and not self._after):
-            return
-        self._start = max(0, self._start + step * WINDOW)
-        self._paged = True
-        refresh = getattr(self.app, "refresh_view", None)
-        if refresh is not None:
-            refresh()
 
     def _conn(self) -> int | None:
         if not self.row_count:

@@ -25,7 +25,7 @@ from vuinspect.render import human_size, safe_text
 from vuinspect.session import Session
 
 from .ages import format_age
-from .connections import WINDOW, window
+from .connections import Paged, window
 from .rowtext import format_time
 
 
@@ -271,7 +271,7 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
     return Group(*parts)
 
 
-class StateView(Horizontal):
+class StateView(Paged, Horizontal):
     """A connection chooser and the chosen connection's state.
 
     Past ``WINDOW`` connections the chooser lists a page of them (waiting, with problems,
@@ -303,9 +303,6 @@ class StateView(Horizontal):
         super().__init__(name=name, id=id, classes=classes)
         self.conn: int | None = None
         self._items: list[tuple[str, str]] = []  # (option id, label) listed now
-        self._start = 0  # the page's first session (ranked), past WINDOW connections
-        self._after = 0  # sessions after the page
-        self._paged = False  # a page key moved the page: choose its first connection
 
     def compose(self) -> ComposeResult:
         yield OptionList(id="state-conns")
@@ -377,16 +374,6 @@ class StateView(Horizontal):
 
     def action_toggle_at_cursor(self) -> None:
         self.post_message(self.ToggleAtCursor())
-
-    def action_page(self, step: int) -> None:
-        """List the previous or next ``WINDOW`` connections and choose the first."""
-        if (step < 0 and not self._start) or (step > 0 and not self._after):
-            return
-        self._start = max(0, self._start + step * WINDOW)
-        self._paged = True
-        refresh = getattr(self.app, "refresh_view", None)
-        if refresh is not None:
-            refresh()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id in ("up", "down"):  # Enter on a "… more" line pages
