@@ -217,6 +217,7 @@ def test_the_sampler_starts_and_stops_rings_where_the_protocol_table_does() -> N
     """sampler's request tables against protocol/effects.py: the requests whose rule stops
     every ring, stops one, or starts one are those the sampler resets, stops or starts on."""
     from vuinspect.dataplane import sampler as sm
+    from vuinspect.dataplane import sampler_messages as smm
     from vuinspect.protocol.effects import FRONTEND_RULES
 
     def having(op: str, **want: object) -> set[int]:
@@ -230,13 +231,13 @@ def test_the_sampler_starts_and_stops_rings_where_the_protocol_table_does() -> N
         }
 
     by_then = {
-        then: {int(r) for r, (_, _, t) in sm._VRINGS.items() if t is then}
-        for then in (sm._STOP, sm._START)
+        then: {int(r) for r, (_, _, t) in smm._VRINGS.items() if t is then}
+        for then in (smm._STOP, smm._START)
     }
-    resets = {int(r) for r, read in sm._CONTROL.items() if read is sm.Sampler._reset}
+    resets = {int(r) for r, read in smm._CONTROL.items() if read is sm.Sampler._reset}
     assert resets == having("rings_stopped", value="all")
-    assert by_then[sm._STOP] == having("rings_stopped", value="index")
-    assert by_then[sm._START] == having("vring_const", field="started", value=True)
+    assert by_then[smm._STOP] == having("rings_stopped", value="index")
+    assert by_then[smm._START] == having("vring_const", field="started", value=True)
     assert having("regions_set") | having("region_add") | having("region_remove") == set(
         sm._PENDING
     )

@@ -19,6 +19,11 @@ proxy, the capture and the TUI plug it in.  Modules:
   (backend_stalled, lost_kick, lost_call, ring_reset_in_flight).
 * ``problems``  — ``DATAPLANE_CODES`` (``protocol.problems.ProblemCode``
   records) and ``DataProblem``.
+* ``sampler``   — ``Sampler``, the proxy's ring-sampler thread (queue, ticks,
+  samples -> ``ring`` frames); ``sampler_messages``: what each vring, feature,
+  reset and memory message does to its view of a connection (tables);
+  ``sampler_state``: what it keeps per connection and vring; ``sampler_fds``:
+  ``FdBudget``, the bound on the fds it holds.
 
 How it plugs in (the integration step):
 

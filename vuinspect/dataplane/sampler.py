@@ -5,7 +5,8 @@ threads never wait on it: they only append (``control``, ``memory``,
 ``event``), and ``memory`` makes the dups of a memory message's fds before the
 relay closes its own copies (every fd the sampler holds counts against one budget:
 sampler_fds.py).  The thread reads the vring and feature messages
-by hand and decodes only memory and IOTLB messages (a :class:`Pipeline`),
+by hand and decodes only memory and IOTLB messages (a :class:`Pipeline`): what each
+does to a connection is sampler_messages.py's tables; it
 keeps one :class:`GuestMemory` per connection (mapped read-only, following
 SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG, IOTLB, RESET_*, close: nothing stays
 mapped once a connection ends), and samples each started vring every
@@ -30,26 +31,16 @@ from dataclasses import replace
 from typing import Any
 
 from ..frames import Direction, Frame, event_frame, event_info, ring_frame
-from ..protocol import features as F
 from ..protocol.requests import MAX_FDS
 from ..protocol.requests import FrontendRequest as FE
 from .diagnose import is_receive_queue, needs_call
 from .inflight import in_flight_chains
 from .inflight_region import InflightRegion
-from .memory import RegionSpec, regions_from
-from .notify import VRING_INDEX, Notifier
-from .rings import PackedTracker, RingConfig, agrees_with_base, diff, rate_hint, sample
+from .notify import Notifier
+from .rings import agrees_with_base, diff, rate_hint, sample
 from .sampler_fds import FdBudget, Held, OverBudget
-from .sampler_state import (
-    ConnState,
-    RingState,
-    set_addr,
-    set_base,
-    set_call,
-    set_endian,
-    set_num,
-)
-from .track import MAX_RINGS  # vring indices followed per connection
+from .sampler_messages import VRING_STATE, WANTED, SamplerMessages
+from .sampler_state import ConnState, RingState
 
 #: Queue bound: items of at most MAX_WANTED_SIZE bytes (a vring message is 20-52), so
 #: < 40 MiB even of the largest (a peer flooding padded messages), ~8 MiB of real ones.  A proxy whose sampler is this far
@@ -68,8 +59,9 @@ MAX_CHAINS = 16
 MAX_DESCS = 64
 #: Descriptor states of the inflight region listed in a ring frame (all are counted).
 MAX_INFLIGHT_DESCS = 16
-#: The main-channel front-end requests the sampler needs are the keys of its tables (at
-#: the end: _APPLY, decoded; _CONTROL, read by hand) and SET_INFLIGHT_FD: ``WANTED``.
+#: The main-channel front-end requests the sampler needs are the keys of its tables
+#: (sampler_messages.py: _APPLY, decoded; _CONTROL, read by hand) and SET_INFLIGHT_FD:
+#: ``WANTED``.
 #: These carry fds to dup: guest memory, and the inflight buffer (SET_INFLIGHT_FD).
 MEMORY = frozenset((FE.SET_MEM_TABLE, FE.SET_INFLIGHT_FD, FE.ADD_MEM_REG))
 _INFLIGHT = struct.Struct("=QQHH")  # mmap_size mmap_offset num_queues queue_size
@@ -80,8 +72,6 @@ MAX_PENDING = 1024
 #: tick: a burst of setup messages costs one wake-up, not one each).
 _VRING = frozenset((FE.GET_VRING_BASE, FE.SET_VRING_KICK, FE.VRING_KICK))
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("=Q")
-_II = struct.Struct("=II")
 FELL_BEHIND = (
     "ring sampler fell behind and lost a control message of this "
     "connection: its rings are no longer sampled"
@@ -103,7 +93,7 @@ def wanted(direction: str, data: bytes | memoryview) -> bool:
     return req in (FE.GET_FEATURES, FE.GET_VRING_BASE)
 
 
-class Sampler:
+class Sampler(SamplerMessages):
     """Owns the guest-memory mappings of every connection; see the module doc."""
 
     def __init__(
@@ -380,118 +370,6 @@ class Sampler:
                 return
             self._feed(c, conn, ts, "f2b", data, descs, dups)
 
-    def _device(self, conn: int, data: bytes) -> None:
-        c = self._conn(conn)
-        if c.device is None and len(data) >= 20:
-            c.device = F.guess_device(_U64.unpack_from(data, 12)[0])
-
-    def _control(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
-        """A feature, reset or vring message, read by hand as _CONTROL says (the common
-        case: µs, not a decode).  A payload too short for its request is ignored, as a
-        back-end would."""
-        handle = _CONTROL.get(r)
-        if handle is not None:
-            handle(self, c, conn, ts, r, data)
-
-    def _features(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
-        """SET_FEATURES / SET_PROTOCOL_FEATURES: the acked word (_FEATURE_WORDS)."""
-        if len(data) < 20:
-            return
-        setattr(c, _FEATURE_WORDS[r], _U64.unpack_from(data, 12)[0])
-        c.mem.set_features(c.virtio, c.protocol)
-        for i in c.rings:
-            self._configure(c, i)
-
-    def _reset(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
-        """RESET_OWNER / RESET_DEVICE: every ring stops, memory and call fds are gone."""
-        self._stop_all(c, conn, ts)
-        c.drop_pending()
-        c.mem.reset()
-        c.recount()
-        c.rings.clear()
-        c.calls.clear()
-        c.calls_known = False
-
-    def _vring(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
-        """A vring message: its ring (index and value read as _VRINGS says), what the
-        message sets on it, then the ring stops, starts or is set up again."""
-        fd_layout, setter, then = _VRINGS[r]
-        if len(data) < 20:
-            return
-        if fd_layout:  # vhost_vring_fd: the index in the low byte, NOFD above
-            value = _U64.unpack_from(data, 12)[0]
-            i = value & VRING_INDEX
-        else:  # vhost_vring_state: index, num
-            i, value = _II.unpack_from(data, 12)
-        if i >= MAX_RINGS:
-            return
-        ring = c.rings.get(i)
-        if ring is None:
-            ring = c.rings[i] = RingState(i)
-        if setter is None or setter(c, ring, value, data):
-            then(self, c, conn, ts, ring)
-
-    def _ring_stop(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
-        if ring.started:
-            self._look(c, conn, ring.index, ring, ts, "stop")
-        ring.started = False
-        ring.last = None
-
-    def _ring_start(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
-        self._configure(c, ring.index)
-        if ring.started:
-            self._look(c, conn, ring.index, ring, ts, "control")
-            return
-        ring.started = True
-        ring.last = None
-        ring.held = None
-        self._look(c, conn, ring.index, ring, ts, "start")
-
-    def _ring_setup(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
-        """A ring's setup changed: its config again, and a look if it runs."""
-        self._configure(c, ring.index)
-        if ring.started:
-            self._look(c, conn, ring.index, ring, ts, "control")
-
-    def _apply(self, c: ConnState, conn: int, ts: int, m: Any, fds: list[int]) -> None:
-        """A decoded memory or IOTLB message, as _APPLY says."""
-        handle = _APPLY.get(m.request)
-        if handle is not None:
-            handle(self, c, conn, ts, m.payload, fds)
-
-    def _mem_table(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
-        if not isinstance(p.get("regions"), list):  # (rings go on: memory hotplug)
-            return
-        try:
-            problems = c.mem.set_table(regions_from(p["regions"]), fds)
-        except (KeyError, TypeError, ValueError) as exc:
-            problems = []
-            self._note(conn, ts, f"ring sampler: memory table not understood: {exc}")
-        for prob in problems:
-            self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
-
-    def _mem_add(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
-        if "mmap_offset" in p and fds:
-            for prob in c.mem.add_region(RegionSpec.from_payload(p), fds[0]):
-                self._note(conn, ts, f"ring sampler: {prob.code}: {prob.text}")
-
-    def _mem_remove(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
-        if "userspace_addr" in p:
-            c.mem.remove_region(RegionSpec.from_payload(p))
-
-    def _iotlb(self, c: ConnState, conn: int, ts: int, p: dict, fds: list[int]) -> None:
-        c.mem.iotlb_message(p)
-
-    def _configure(self, c: ConnState, i: int) -> None:
-        ring = c.rings[i]
-        cfg = RingConfig.from_vring(ring, c.virtio)
-        if cfg != ring.cfg:
-            ring.cfg = cfg
-            ring.last = None
-            ring.packed = None
-        if cfg is not None and cfg.packed and ring.packed is None and cfg.valid:
-            ring.packed = PackedTracker.from_base(cfg.num, ring.base)
-
     def _tick(self, now: int) -> None:
         for conn, c in list(self.conns.items()):
             if c.lost or not (c.mem.mapped or c.pending):
@@ -587,7 +465,7 @@ class Sampler:
         c.released += 1
         if len(data) < 20:
             return
-        i, base = _II.unpack_from(data, 12)
+        i, base = VRING_STATE.unpack_from(data, 12)
         ring = c.rings.get(i)
         if ring is None or ring.held is None:
             return
@@ -596,10 +474,6 @@ class Sampler:
         backwards = any(p.get("code") == "ring_backwards" for p in record.get("problems", ()))
         if agrees_with_base(s, base) and not backwards:
             self._emit_ring(conn, s.ts_ns, record)
-
-    def _stop_all(self, c: ConnState, conn: int, ts: int) -> None:
-        for ring in c.rings.values():
-            self._ring_stop(c, conn, ts, ring)
 
     def _close(self, conn: int, ts: int) -> None:
         """The connection ended (its close frame is written): unmap, sample no more."""
@@ -634,44 +508,3 @@ class Sampler:
         with self._emit_lock:
             if conn not in self._closing:
                 self.emit(event_frame("note", ts, conn, {"text": text}))
-
-
-#: The feature words SET_FEATURES and SET_PROTOCOL_FEATURES ack, as ConnState attributes.
-_FEATURE_WORDS: dict[int, str] = {FE.SET_FEATURES: "virtio", FE.SET_PROTOCOL_FEATURES: "protocol"}
-
-
-_Set = Callable[[ConnState, RingState, int, bytes], bool]  # False: too short, ignored
-_Then = Callable[[Sampler, ConnState, int, int, RingState], None]
-_STOP, _START, _SETUP = Sampler._ring_stop, Sampler._ring_start, Sampler._ring_setup
-#: The vring messages: (the vhost_vring_fd layout, else vhost_vring_state), what the
-#: message sets on its ring, and then what becomes of the ring.
-_VRINGS: dict[int, tuple[bool, _Set | None, _Then]] = {
-    FE.SET_VRING_NUM: (False, set_num, _SETUP),
-    FE.SET_VRING_ADDR: (False, set_addr, _SETUP),
-    FE.SET_VRING_BASE: (False, set_base, _SETUP),
-    FE.GET_VRING_BASE: (False, None, _STOP),
-    FE.SET_VRING_KICK: (True, None, _START),
-    FE.SET_VRING_CALL: (True, set_call, _SETUP),
-    FE.SET_VRING_ENABLE: (False, None, _SETUP),
-    FE.SET_VRING_ENDIAN: (False, set_endian, _SETUP),
-    FE.VRING_KICK: (True, None, _START),
-}
-_Read = Callable[[Sampler, ConnState, int, int, int, bytes], None]
-#: The messages read by hand: features, resets, vring setup.
-_CONTROL: dict[int, _Read] = {
-    FE.SET_FEATURES: Sampler._features,
-    FE.SET_PROTOCOL_FEATURES: Sampler._features,
-    FE.RESET_OWNER: Sampler._reset,
-    FE.RESET_DEVICE: Sampler._reset,
-    **dict.fromkeys(_VRINGS, Sampler._vring),
-}
-_Apply = Callable[[Sampler, ConnState, int, int, dict, list[int]], None]
-#: The messages decoded in full: guest memory and the IOTLB.
-_APPLY: dict[int, _Apply] = {
-    FE.SET_MEM_TABLE: Sampler._mem_table,
-    FE.ADD_MEM_REG: Sampler._mem_add,
-    FE.REM_MEM_REG: Sampler._mem_remove,
-    FE.IOTLB_MSG: Sampler._iotlb,
-}
-#: Main-channel front-end requests the sampler needs: features, memory, vring setup, resets.
-WANTED = frozenset(int(r) for r in (*_CONTROL, *_APPLY, FE.SET_INFLIGHT_FD))

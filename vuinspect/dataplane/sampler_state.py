@@ -1,5 +1,5 @@
 """What the ring sampler keeps per connection and per vring, and what each vring
-message sets on a vring (the setters ``sampler._VRINGS`` names per request).
+message sets on a vring (the setters ``sampler_messages._VRINGS`` names per request).
 
 Only the sampler's thread touches these; :meth:`ConnState.release` unmaps and closes
 everything a connection holds, and gives it back to the sampler's fd budget.
