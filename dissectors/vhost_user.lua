@@ -1017,7 +1017,7 @@ RULES.backend[10] = { req = { { op = "const", field = "backend_channel", value =
 local EFFECT_OPS = { "set", "const", "fd", "with_fd", "guess_device", "regions_set", "region_add", "region_remove", "rings_stopped", "ring_restart", "vring", "vring_set", "vring_const", "vring_fd", "vrings_all" }
 local EFFECT_CHECKS = { "vring_started", "vring_range", "max_regions", "offered", "slots" }
 
--- constants (requests.py, layouts.py, features.py, capture/pseudohdr.py, dataplane/track.py)
+-- constants (requests.py, layouts.py, render.py, features.py, capture/pseudohdr.py, dataplane/track.py)
 local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
   MAX_RINGS = 1024,
@@ -1035,6 +1035,8 @@ local C = {
   RULE_KEYS = { { "rule", "string" }, { "addon", "string" }, { "hook", "string" }, { "action", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "fired", "bool" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "hold", "uint32" } },
   DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "call_fd", "p_call_fd", "string" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
   TRUNCATED_FD = "truncated",
+  ESC = { ["\000"] = "\\x00", ["\001"] = "\\x01", ["\002"] = "\\x02", ["\003"] = "\\x03", ["\004"] = "\\x04", ["\005"] = "\\x05", ["\006"] = "\\x06", ["\007"] = "\\x07", ["\008"] = "\\x08", ["\009"] = "\\t", ["\010"] = "\\n", ["\011"] = "\\x0b", ["\012"] = "\\x0c", ["\013"] = "\\r", ["\014"] = "\\x0e", ["\015"] = "\\x0f", ["\016"] = "\\x10", ["\017"] = "\\x11", ["\018"] = "\\x12", ["\019"] = "\\x13", ["\020"] = "\\x14", ["\021"] = "\\x15", ["\022"] = "\\x16", ["\023"] = "\\x17", ["\024"] = "\\x18", ["\025"] = "\\x19", ["\026"] = "\\x1a", ["\027"] = "\\x1b", ["\028"] = "\\x1c", ["\029"] = "\\x1d", ["\030"] = "\\x1e", ["\031"] = "\\x1f", ["\127"] = "\\x7f", ["\194\128"] = "\\x80", ["\194\129"] = "\\x81", ["\194\130"] = "\\x82", ["\194\131"] = "\\x83", ["\194\132"] = "\\x84", ["\194\133"] = "\\x85", ["\194\134"] = "\\x86", ["\194\135"] = "\\x87", ["\194\136"] = "\\x88", ["\194\137"] = "\\x89", ["\194\138"] = "\\x8a", ["\194\139"] = "\\x8b", ["\194\140"] = "\\x8c", ["\194\141"] = "\\x8d", ["\194\142"] = "\\x8e", ["\194\143"] = "\\x8f", ["\194\144"] = "\\x90", ["\194\145"] = "\\x91", ["\194\146"] = "\\x92", ["\194\147"] = "\\x93", ["\194\148"] = "\\x94", ["\194\149"] = "\\x95", ["\194\150"] = "\\x96", ["\194\151"] = "\\x97", ["\194\152"] = "\\x98", ["\194\153"] = "\\x99", ["\194\154"] = "\\x9a", ["\194\155"] = "\\x9b", ["\194\156"] = "\\x9c", ["\194\157"] = "\\x9d", ["\194\158"] = "\\x9e", ["\194\159"] = "\\x9f", ["\226\128\142"] = "\\u200e", ["\226\128\143"] = "\\u200f", ["\226\128\168"] = "\\u2028", ["\226\128\169"] = "\\u2029", ["\226\128\170"] = "\\u202a", ["\226\128\171"] = "\\u202b", ["\226\128\172"] = "\\u202c", ["\226\128\173"] = "\\u202d", ["\226\128\174"] = "\\u202e", ["\226\129\166"] = "\\u2066", ["\226\129\167"] = "\\u2067", ["\226\129\168"] = "\\u2068", ["\226\129\169"] = "\\u2069" },
+  ESC_FIND = "[\000-\031\127\194\226]", ESC_PATTERNS = { "[\000-\031\127]", "[\194][\128-\159]", "[\226][\128-\129][\142-\143\166-\174]" },
   HEX_DISPLAYS = { hex = true, protocol_features = true, size = true, status = true, virtio_features = true },
   SEVERITIES = { "error", "warning", "note" },
   GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
@@ -1223,18 +1225,20 @@ local function all_zero(off, n)
   return not ssub(CUR_S, p, p + n - 1):find("[^\0]")
 end
 
--- Text from a capture before Wireshark shows it: control characters (C0, DEL, C1) escaped
--- as \n, \t, \r or \xNN, so that no ESC sequence or forged line reaches a terminal.
-local CTRL = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-for i = 0, 31 do
-  local c = string.char(i)
-  if CTRL[c] == nil then CTRL[c] = fmt("\\x%02x", i) end
-end
-CTRL["\127"] = "\\x7f"
-local function esc(s)
-  if not s:find("[\0-\31\127\194]") then return s end
-  s = s:gsub("[\0-\31\127]", CTRL)
-  return (s:gsub("\194([\128-\159])", function(c) return fmt("\\x%02x", sbyte(c)) end))
+-- Text from a capture before Wireshark shows it, escaped as render.safe_text does (C.ESC,
+-- generated from its table): C0, DEL, C1 as \n, \t, \r or \xNN, line and paragraph separators
+-- and bidi marks, overrides and isolates as \uNNNN, so that no ESC sequence, forged line or
+-- reordered text reaches a reader.  The UTF-8 bytes are matched (Lua 5.2 has no utf8 library):
+-- one find of any first byte of them, then a gsub per encoded length whose matches the table
+-- replaces (or, not in it, keeps: "…" shares U+2028's first two bytes).
+local esc
+do
+  local ESC, ESC_FIND, ESC_PATTERNS = C.ESC, C.ESC_FIND, C.ESC_PATTERNS
+  function esc(s)
+    if not s:find(ESC_FIND) then return s end
+    for i = 1, #ESC_PATTERNS do s = s:gsub(ESC_PATTERNS[i], ESC) end
+    return s
+  end
 end
 
 -- ===================================================================== runtime: event JSON

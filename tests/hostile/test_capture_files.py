@@ -110,12 +110,6 @@ def test_read_stats_escapes_labels_and_close_reasons(tmp_path: Path) -> None:
 
 @pytest.mark.tshark
 @pytest.mark.skipif(shutil.which("tshark") is None or not LUA.exists(), reason="tshark or Lua")
-@pytest.mark.xfail(
-    strict=True,
-    reason="vuinspect/wireshark/runtime_decode.lua esc() (line ~184) escapes C0/DEL/C1 only: "
-    "bidi overrides/isolates (U+202A-202E, U+2066-2069, U+200E/F) and U+2028/2029 reach the "
-    "Info column, the protocol line and expert texts raw (render.safe_text escapes them)",
-)
 def test_lua_info_and_expert_texts_escape_bidi_and_line_separators(tmp_path: Path) -> None:
     path = _hostile_capture(tmp_path / "evil.pcapng")
     for args in (

@@ -9,11 +9,15 @@ call its helpers: arithmetic that works on 5.2 but not 5.4 (``%d`` of a float,
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 
 import pytest
 import ws_pdml as W
+
+from vuinspect.render import safe_text
+from vuinspect.wireshark.luagen import lua_str
 
 PRELUDE = r"""
 local function stub() return setmetatable({}, { __index = function() return 0 end }) end
@@ -72,3 +76,35 @@ def test_loads_and_helpers_agree(lua, with_bit, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("OK Lua 5."), proc.stdout
+
+
+def _texts() -> list[str]:
+    """Random texts of the unsafe characters, their UTF-8 neighbours and plain ones."""
+    from vuinspect.render import _UNSAFE_CHARS
+
+    near = [0xA0, 0xFF, 0x2000, 0x2026, 0x2027, 0x202F, 0x2030, 0x2065, 0x206A, 0x1F600, 0xE9]
+    pool = [chr(c) for c in [*_UNSAFE_CHARS, *near]] + list('ab %-[]^\\"')
+    rng = random.Random(7)
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randrange(12))) for _ in range(3000)]
+    return texts + [chr(c) for c in _UNSAFE_CHARS] + ["plain", "", "a…b"]
+
+
+@pytest.mark.parametrize("lua", ["lua5.2", "lua5.4"])
+def test_esc_escapes_as_safe_text(lua, tmp_path):
+    """The Lua's esc() and render.safe_text give the same text (one table, generated)."""
+    if shutil.which(lua) is None:
+        pytest.skip(f"{lua} is not installed")
+    texts = _texts()
+    script = tmp_path / "run.lua"
+    script.write_text(
+        "WITH_BIT = false\n"
+        + PRELUDE
+        + W.LUA.read_text()
+        + "\nlocal TEXTS = {\n"
+        + ",\n".join(lua_str(t) for t in texts)
+        + '\n}\nfor i = 1, #TEXTS do io.write(esc(TEXTS[i]), "\\0") end\n'
+    )
+    proc = subprocess.run([lua, str(script)], capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    got = proc.stdout.decode("utf-8").split("\0")[:-1]
+    assert got == [safe_text(t) for t in texts]

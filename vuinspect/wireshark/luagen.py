@@ -38,6 +38,7 @@ from vuinspect.protocol.requests import (
     WIRESHARK_NAME,
     RequestSpec,
 )
+from vuinspect.render import _ESCAPES as SAFE_TEXT_ESCAPES
 from vuinspect.rule_ops import TRUNCATED_FD
 from vuinspect.state import MAX_PENDING
 
@@ -96,8 +97,12 @@ def repo_path() -> Path | None:
 
 
 def lua_str(text: str) -> str:
+    return lua_bytes(text.encode("utf-8"))
+
+
+def lua_bytes(data: bytes) -> str:
     out = ['"']
-    for ch in text.encode("utf-8"):
+    for ch in data:
         c = chr(ch)
         if c in '"\\':
             out.append("\\" + c)
@@ -433,11 +438,42 @@ def _dataplane_lua(reg: Registry) -> str:
     )
 
 
+def _byte_class(values: set[int]) -> bytes:
+    """A Lua pattern class of these bytes, as runs (``[\0-\31\127]``)."""
+    runs: list[list[int]] = []
+    for b in sorted(values):
+        if runs and runs[-1][1] == b - 1:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+
+    def one(b: int) -> bytes:  # a magic character of the class is %-escaped
+        return (b"%" if b in b"^]-%[" else b"") + bytes([b])
+
+    return b"[" + b"".join(one(a) + (b"-" + one(z) if z > a else b"") for a, z in runs) + b"]"
+
+
+def _escapes_lua() -> str:
+    """render.safe_text's escapes for the Lua's esc(): the UTF-8 bytes of each unsafe character
+    -> its escape text, the class of their first bytes (the fast path's one find), and a
+    pattern per encoded length that matches at least them (the table lookup keeps the rest)."""
+    table = {chr(c).encode(): text for c, text in sorted(SAFE_TEXT_ESCAPES.items())}
+    patterns = []
+    for length in sorted({len(k) for k in table}):
+        keys = [k for k in table if len(k) == length]
+        patterns.append(b"".join(_byte_class({k[i] for k in keys}) for i in range(length)))
+    rows = ", ".join(f"[{lua_bytes(k)}] = {lua_str(v)}" for k, v in table.items())
+    return (
+        f"ESC = {{ {rows} }},\n  ESC_FIND = {lua_bytes(_byte_class({k[0] for k in table}))}, "
+        f"ESC_PATTERNS = {{ {', '.join(lua_bytes(p) for p in patterns)} }},"
+    )
+
+
 def _constants(reg: Registry) -> str:
     ph = pseudohdr
     names = lambda seq: "{ " + ", ".join(f"[{i}] = {lua_str(n)}" for i, n in enumerate(seq)) + " }"  # noqa: E731
     return f"""\
--- constants (requests.py, layouts.py, features.py, capture/pseudohdr.py, dataplane/track.py)
+-- constants (requests.py, layouts.py, render.py, features.py, capture/pseudohdr.py, dataplane/track.py)
 local C = {{
   HEADER_SIZE = {HEADER_SIZE}, MAX_PAYLOAD = {MAX_PAYLOAD}, VERSION = {VERSION}, MAX_FDS = {MAX_FDS},
   MAX_RINGS = {MAX_RINGS},
@@ -455,6 +491,7 @@ local C = {{
   RULE_KEYS = {{ {", ".join(f"{{ {lua_str(k)}, {lua_str(c)} }}" for k, c, _ in RULE_KEYS)} }},
   DATAPLANE = {_dataplane_lua(reg)},
   TRUNCATED_FD = {lua_str(TRUNCATED_FD)},
+  {_escapes_lua()}
   HEX_DISPLAYS = {{ {", ".join(f"{d} = true" for d in sorted(HEX_DISPLAYS))} }},
   SEVERITIES = {{ {", ".join(lua_str(s) for s in SEVERITIES)} }},
   GUESS = {{ {", ".join(f"{{ {lua_str(d)}, {lua_int(m)} }}" for d, m in FT.GUESS_MASKS)} }},

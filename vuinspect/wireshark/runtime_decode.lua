@@ -177,18 +177,20 @@ local function all_zero(off, n)
   return not ssub(CUR_S, p, p + n - 1):find("[^\0]")
 end
 
--- Text from a capture before Wireshark shows it: control characters (C0, DEL, C1) escaped
--- as \n, \t, \r or \xNN, so that no ESC sequence or forged line reaches a terminal.
-local CTRL = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
-for i = 0, 31 do
-  local c = string.char(i)
-  if CTRL[c] == nil then CTRL[c] = fmt("\\x%02x", i) end
-end
-CTRL["\127"] = "\\x7f"
-local function esc(s)
-  if not s:find("[\0-\31\127\194]") then return s end
-  s = s:gsub("[\0-\31\127]", CTRL)
-  return (s:gsub("\194([\128-\159])", function(c) return fmt("\\x%02x", sbyte(c)) end))
+-- Text from a capture before Wireshark shows it, escaped as render.safe_text does (C.ESC,
+-- generated from its table): C0, DEL, C1 as \n, \t, \r or \xNN, line and paragraph separators
+-- and bidi marks, overrides and isolates as \uNNNN, so that no ESC sequence, forged line or
+-- reordered text reaches a reader.  The UTF-8 bytes are matched (Lua 5.2 has no utf8 library):
+-- one find of any first byte of them, then a gsub per encoded length whose matches the table
+-- replaces (or, not in it, keeps: "…" shares U+2028's first two bytes).
+local esc
+do
+  local ESC, ESC_FIND, ESC_PATTERNS = C.ESC, C.ESC_FIND, C.ESC_PATTERNS
+  function esc(s)
+    if not s:find(ESC_FIND) then return s end
+    for i = 1, #ESC_PATTERNS do s = s:gsub(ESC_PATTERNS[i], ESC) end
+    return s
+  end
 end
 
 -- ===================================================================== runtime: event JSON
