@@ -1902,7 +1902,8 @@ local function reset()
     cols = {},      -- frame number -> its shared { Source, Destination } pair, with text
     conn = {},      -- frame number -> connection number shown, when not the pseudo-header's
   }
-  ORIGINS = { of = {}, n = 0, shown = {}, owner = {}, next = 1 }
+  -- next: above every number claimed; low: below it every number is claimed (past the u32 end)
+  ORIGINS = { of = {}, n = 0, shown = {}, owner = {}, next = 1, low = 1 }
 end
 reset()
 
@@ -1913,7 +1914,9 @@ reset()
 -- origin is told from the frames: one run never reuses a connection number, hence an OPEN
 -- event for a number already seen starts another capture; a number first seen belongs to
 -- the latest capture.  The shown number then follows pcapng.Origins: a (capture, conn)
--- keeps its number unless another pair claimed it, else the next number above all claimed.
+-- keeps its number unless another pair claimed it, else the next number above all claimed,
+-- or past the u32 end (which the conn field cannot show) the lowest free one, searched upward
+-- once overall.
 local function shown_conn(conn, is_open)
   local O = ORIGINS
   local origin = O.of[conn]
@@ -1929,7 +1932,15 @@ local function shown_conn(conn, is_open)
   end
   local shown = mine[conn]
   if shown ~= nil then return shown end
-  if O.owner[conn] == nil then shown = conn else shown = O.next end
+  if O.owner[conn] == nil then
+    shown = conn
+  elseif O.next <= 0xFFFFFFFF then
+    shown = O.next
+  else
+    shown = O.low
+    while O.owner[shown] do shown = shown + 1 end
+    O.low = shown + 1
+  end
   O.owner[shown], mine[conn] = true, shown
   if shown + 1 > O.next then O.next = shown + 1 end
   return shown

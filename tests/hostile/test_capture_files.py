@@ -189,12 +189,6 @@ def test_long_labels_and_comments_from_a_capture_can_be_written_back(tmp_path: P
 
 @pytest.mark.tshark
 @pytest.mark.skipif(shutil.which("tshark") is None or not LUA.exists(), reason="tshark or Lua")
-@pytest.mark.xfail(
-    strict=True,
-    reason="vuinspect/wireshark/runtime_session.lua shown_conn (line ~104): past 2^32-1 the "
-    "next free number is O.next = 2^32, which the u32 field shows as 0 (another run's conn 0); "
-    "pcapng.Origins.conn then takes the lowest free number instead (c1 here)",
-)
 def test_merged_runs_near_the_u32_end_keep_distinct_conn_numbers_in_wireshark(
     tmp_path: Path,
 ) -> None:
