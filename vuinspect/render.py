@@ -30,8 +30,9 @@ _UNSAFE_CHARS = [
 ]
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 # one table for str.translate: escaping runs at C speed (a Python call per character
-# cost ~2 µs: a message of 253 peer-named memfds took the viewer ~120 ms)
-_ESCAPES = {
+# cost ~2 µs: a message of 253 peer-named memfds took the viewer ~120 ms); the Lua
+# dissector's esc() is generated from it (wireshark/luagen.py)
+ESCAPES = {
     c: _NAMED.get(chr(c)) or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNSAFE_CHARS
 }
 
@@ -46,7 +47,7 @@ def safe_text(text: object) -> str:
     s = text if isinstance(text, str) else str(text)
     if s.isprintable():  # the common case, at C speed: no control or format character
         return s
-    return s.translate(_ESCAPES)
+    return s.translate(ESCAPES)
 
 
 def human_size(n: int) -> str:

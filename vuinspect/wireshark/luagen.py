@@ -38,7 +38,7 @@ from vuinspect.protocol.requests import (
     WIRESHARK_NAME,
     RequestSpec,
 )
-from vuinspect.render import _ESCAPES as SAFE_TEXT_ESCAPES
+from vuinspect.render import ESCAPES as SAFE_TEXT_ESCAPES
 from vuinspect.rule_ops import TRUNCATED_FD
 from vuinspect.state import MAX_PENDING
 
