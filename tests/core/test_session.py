@@ -239,3 +239,7 @@ def test_a_sessions_problem_count_is_a_number_and_problems_only_its_old_read_onl
     assert st.problem_count == 1
     with pytest.warns(DeprecationWarning, match="problem_count"):
         assert st.problems == 1
+    # the data plane's count of ring/notify problems, the same name
+    assert s.dataplane.problem_count == 0
+    with pytest.warns(DeprecationWarning, match="problem_count"):
+        assert s.dataplane.problems == 0

@@ -9,6 +9,7 @@ end are returned for the caller to attach to the message at hand.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -205,8 +206,8 @@ class DataPlane:
         self.samples = 0
         self.notifies = 0
         #: Problems on ring and notify messages (sampled and diagnosed): the session's
-        #: ``problems`` counts those of the control messages only.
-        self.problems = 0
+        #: ``problem_count`` counts those of the control messages only.
+        self.problem_count = 0
 
     def ring(self, index: int) -> RingTrack | None:
         track = self.rings.get(index)
@@ -232,7 +233,7 @@ class DataPlane:
         try:
             s = RingSample.from_json(info)
         except (ValueError, TypeError) as exc:
-            self.problems += 1
+            self.problem_count += 1
             return None, [("ring_bad_sample", f"ring frame not understood: {exc}")], []
         if s.call_fd is None and s.vring in self.call_fds:
             s = replace(s, call_fd=self.call_fds[s.vring])  # what the sampler now writes
@@ -240,7 +241,7 @@ class DataPlane:
         problems = [(p.code, p.text) for p in s.problems]
         track = self.ring(s.vring)
         if track is None:
-            self.problems += len(problems)
+            self.problem_count += len(problems)
             return s, problems, []
         receive = receive_of(s.vring)
         raised: list[Finding] = []
@@ -258,7 +259,7 @@ class DataPlane:
             track.pending_reset = None
             raised += track.reset(s.ts_ns, receive=receive, trace=self.trace)[0]
         problems.extend((f.code, f.text) for f in raised)
-        self.problems += len(problems)
+        self.problem_count += len(problems)
         return s, problems, ended
 
     def on_notify(self, info: dict[str, Any]) -> str | None:
@@ -272,7 +273,7 @@ class DataPlane:
             or signal not in ("kick", "call", "err")
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
         ):
-            self.problems += 1
+            self.problem_count += 1
             return "notify frame not understood"
         self.notifies += 1
         self.trace = True
@@ -321,11 +322,19 @@ class DataPlane:
         track.restart(ts_ns)
         return raised
 
+    @property
+    def problems(self) -> int:
+        """Old name of :attr:`problem_count`, read-only (as ``Session.problems``)."""
+        warnings.warn(
+            "DataPlane.problems is DataPlane.problem_count", DeprecationWarning, stacklevel=2
+        )
+        return self.problem_count
+
     def to_json(self) -> dict[str, Any]:
         return {
             "trace": self.trace,
             "samples": self.samples,
             "notifies": self.notifies,
-            "problems": self.problems,
+            "problems": self.problem_count,  # (the stats key: a count, as the session's)
             "rings": [self.rings[i].to_json() for i in sorted(self.rings)],
         }

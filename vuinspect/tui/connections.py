@@ -42,7 +42,7 @@ def rank(s: Session) -> int:
     owed = bool(s.owed())
     if owed and s.closed_ns is None:
         return 0
-    if owed or s.problem_count or s.dataplane.problems:
+    if owed or s.problem_count or s.dataplane.problem_count:
         return 1
     return 2 if s.closed_ns is None else 3
 

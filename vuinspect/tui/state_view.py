@@ -162,7 +162,7 @@ def session_renderable(session: Session, now_ns: int) -> RenderableType:
         )
     else:
         head.append("   open", style="green")
-    dp = s.dataplane.problems  # ring/notify messages' problems: not in s.problem_count
+    dp = s.dataplane.problem_count  # ring/notify messages' problems: not in s.problem_count
     problems = f"{s.problem_count + dp}" + (f" ({dp} data plane)" if dp else "")
     head.append(
         f"\nmessages {s.messages}   problems {problems}   owner {'yes' if s.owner else 'no'}"
