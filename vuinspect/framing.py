@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from .protocol.requests import HEADER_SIZE
+from .protocol.requests import HEADER_SIZE, SIZE_OFFSET
 
 #: The header (request, flags, size) and its size field, per byte order ('=' is the host's).
 HEADER: dict[str, struct.Struct] = {o: struct.Struct(o + "III") for o in ("<", ">", "=")}
@@ -64,7 +64,7 @@ def cut_messages(
     spans: list[Span] = []
     pos = start
     while end - pos >= HEADER_SIZE and (most is None or len(spans) < most):
-        size = unpack(buf, pos + 8)[0]
+        size = unpack(buf, pos + SIZE_OFFSET)[0]
         if size > limit:
             return spans, pos, size
         stop = pos + HEADER_SIZE + size

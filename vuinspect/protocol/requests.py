@@ -31,7 +31,9 @@ ReplyMode = Literal["never", "always", "ack", "flag", "log_shmfd"]
 #: The protocol's name in Wireshark: the dissector our captures name (exported PDU) and the
 #: prefix of its fields (vhost_user.<name>, the filter's names).
 WIRESHARK_NAME = "vhost_user"
+#: The header: request (u32) at 0, flags (u32) at 4, payload size (u32) at SIZE_OFFSET.
 HEADER_SIZE = 12
+SIZE_OFFSET = 8
 VERSION = 0x1
 FLAG_VERSION_MASK = 0x3
 FLAG_REPLY = 0x4

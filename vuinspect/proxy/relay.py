@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from vuinspect.frames import Channel, Direction, Frame, event_frame
 
-from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE, FrontendRequest
+from ..protocol.requests import HEADER_SIZE, MAX_MESSAGE, SIZE_OFFSET, FrontendRequest
 from .backlog import Backlog, Unsent, send_now
 from .ending import DONE, DRAIN, HALF, OPEN, Ended, EndReason, close_info, pass_eof
 from .fds import (
@@ -279,7 +279,7 @@ class Link:
                     flags & _MSG_CTRUNC
                     or slow[side]
                     or n < HEADER_SIZE
-                    or n != HEADER_SIZE + u32(buf, 8)[0]
+                    or n != HEADER_SIZE + u32(buf, SIZE_OFFSET)[0]
                     or ((rules := self._rules) is not None and rules.wants(channel, u32(buf)[0]))
                 ):
                     self._received(side, n, anc, flags, now(), view)
