@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from vuinspect.commands.proxy import connect_timeout as seconds
 from vuinspect.commands.proxy import rings_interval
-from vuinspect.proxy.server import seconds
 from vuinspect.rules import RuleError, parse_rule
 from vuinspect.units import parse_duration
 

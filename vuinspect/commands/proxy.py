@@ -34,7 +34,7 @@ from vuinspect.capture import CaptureError, capfile
 from vuinspect.errors import CliError
 from vuinspect.protocol.features import DEVICE_TYPES
 from vuinspect.proxy.interpose import MAX_UNIX_PATH
-from vuinspect.proxy.server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route, seconds
+from vuinspect.proxy.server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route
 from vuinspect.units import parse_duration
 
 from .proxy_engine import run_engine
@@ -62,6 +62,14 @@ def rings_interval(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"--rings takes off, on or an interval from 1ms to 60s, not {text!r}"
         )
+    return value
+
+
+def connect_timeout(text: str) -> float:
+    """--connect-timeout: seconds (3, 0.5) or a duration (500ms), 0 to 1 h."""
+    value = parse_duration(text.strip())
+    if value is None or not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds from 0 to 3600: {text!r}")
     return value
 
 
@@ -105,7 +113,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--connect-timeout",
-        type=seconds,
+        type=connect_timeout,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="S",
         help="how long an accepted connection waits for a missing --connect target "

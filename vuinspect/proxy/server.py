@@ -17,7 +17,6 @@ backs off instead of spinning.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import itertools
@@ -35,7 +34,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from vuinspect.frames import Frame, event_frame
-from vuinspect.units import parse_duration
 
 from .failures import Failures
 from .fds import describe_fd, open_fd_count
@@ -99,14 +97,6 @@ class Route:
         if self.label:
             return self.label
         return self.listen if self.interpose else self.connect
-
-
-def seconds(text: str) -> float:
-    """argparse type of --connect-timeout: seconds (3, 0.5) or a duration (500ms), 0 to 1 h."""
-    value = parse_duration(text.strip())
-    if value is None or not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"not a number of seconds from 0 to 3600: {text!r}")
-    return value
 
 
 def _roles_for(frontend: str) -> Roles | None:
