@@ -33,4 +33,6 @@ def test_escaping_control_text_costs_about_what_json_escaping_does() -> None:
     assert safe_text(evil[:10]) == "\\x1b[2J\\u202e\\x1b[2J\\u202e"
     ours = _best(safe_text, evil)
     baseline = _best(json.dumps, evil)  # C-speed escaping of the same characters
-    assert ours <= 25 * baseline, f"safe_text {ours:.3f} s, json.dumps {baseline:.3f} s"
+    # one translate table reads ~8-18x json.dumps here (its dict lookup a character); a
+    # Python call per character read ~100x: the bound sits between, clear of both
+    assert ours <= 50 * baseline, f"safe_text {ours:.3f} s, json.dumps {baseline:.3f} s"
