@@ -111,11 +111,7 @@ def test_vring_index_past_the_cap_agrees_with_python(order, tmp_path):
     path = W.write_capture(
         tmp_path / "cap.pcapng", S.vring_cap_frames(order=order), big_endian=order == ">"
     )
-    py = W.python_views(path)
-    lua = W.dissect(path)
-    assert not lua.lua_errors, lua.lua_errors[:5]
-    errors = W.compare(py, lua)
-    assert not errors, "\n".join(errors[:30])
+    py, lua = W.agreeing_views(path)
     out = [
         (m["name"], m["payload"].get("index"), m["reply"])
         for m in py
@@ -139,11 +135,7 @@ def test_requests_past_max_pending_are_given_up_as_python_does(tmp_path):
     """A front-end flooding requests a back-end never answers: both sides keep
     state.MAX_PENDING waiting and give the oldest up with missing_reply."""
     path = W.write_capture(tmp_path / "cap.pcapng", S.pending_flood_frames(extra=5))
-    py = W.python_views(path)
-    lua = W.dissect(path)
-    assert not lua.lua_errors, lua.lua_errors[:5]
-    errors = W.compare(py, lua)
-    assert not errors, "\n".join(errors[:30])
+    py, lua = W.agreeing_views(path)
     given_up = [
         m["frame"] for m in py if any(p["text"].startswith("given up") for p in m["problems"])
     ]
@@ -171,11 +163,7 @@ def test_regions_past_max_regions_are_not_kept_as_python_does(tmp_path):
     from vuinspect.dataplane.memory import MAX_REGIONS
 
     path = W.write_capture(tmp_path / "cap.pcapng", S.region_flood_frames(extra=5))
-    py = W.python_views(path)
-    lua = W.dissect(path)
-    assert not lua.lua_errors, lua.lua_errors[:5]
-    errors = W.compare(py, lua)
-    assert not errors, "\n".join(errors[:30])
+    py, lua = W.agreeing_views(path)
     flagged = [
         i for i, m in enumerate(py) if "too_many_regions" in {p["code"] for p in m["problems"]}
     ]
@@ -186,11 +174,7 @@ def test_memory_slots_count_regions_as_python_does(tmp_path):
     """Regions added and removed (a removal takes every region of its key) against the
     back-end's slots: the same too_many_regions frames in Lua as in Python."""
     path = W.write_capture(tmp_path / "regions.pcapng", S.region_frames(adds=3))
-    py = W.python_views(path)
-    lua = W.dissect(path)
-    assert not lua.lua_errors, lua.lua_errors[:5]
-    errors = W.compare(py, lua)
-    assert not errors, "\n".join(errors[:30])
+    py, lua = W.agreeing_views(path)
     adds = [m for m in py if m["name"] == "ADD_MEM_REG"]
     over = [
         i for i, m in enumerate(adds) if "too_many_regions" in {p["code"] for p in m["problems"]}

@@ -338,3 +338,14 @@ def compare(py: list[dict[str, Any]], lua: Dissection) -> list[str]:
                 f"frame {key[0]}#{key[1]}: only in tshark output ({lua.views[key].get('name')})"
             )
     return errors
+
+
+def agreeing_views(path: Path) -> tuple[list[dict[str, Any]], Dissection]:
+    """The Python views of a capture and tshark's with the Lua dissector, checked to be
+    the same (no Lua error, no difference): the start of every agreement test."""
+    py = python_views(path)
+    lua = dissect(path)
+    assert not lua.lua_errors, lua.lua_errors[:5]
+    errors = compare(py, lua)
+    assert not errors, "\n".join(errors[:30])
+    return py, lua
