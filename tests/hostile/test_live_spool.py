@@ -80,6 +80,9 @@ def test_a_filesystem_that_fills_under_the_budget_is_said_too(small_tmpdir: str)
         note = src.frame(n - 1)
         assert note.kind == "note" and b"No space left" in note.data
         assert [f.kind for f in src.frames_from(0)][-1] == "note"
+        assert not src.ended  # the proxy goes on: its waiting requests are not given up
+        src.end()
+        len(src)
         assert src.ended
     finally:
         src.end()

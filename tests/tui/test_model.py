@@ -329,3 +329,22 @@ def test_back_end_channel_close_leaves_main_requests_waiting() -> None:
     session = model.sessions()[0]
     assert session.closed_ns is None and session.backend_channel == "closed"
     assert model.pending(row)  # the main channel still owes GET_VRING_BASE its reply
+
+
+def test_a_live_view_whose_spool_is_full_gives_no_request_up() -> None:
+    """The spool's budget stops the view (a note row), not the proxy: a request still
+    waiting is not given a missing_reply its reply may yet answer."""
+    s = Script()
+    blk_handshake(s, 1)
+    s.request(1, 11, {"index": 0, "num": 0})
+    live = LiveSource(budget=sum(len(f.data) + 64 for f in s.frames))
+    for f in s.frames:
+        live.push(f)
+    live.push(s.frames[-1])  # past the budget: the view stops here
+    model = Model(live)
+    model.run_to_end()
+    assert model.message(len(live) - 1).kind == "note"
+    waiting = len(live) - 2
+    assert model.pending(waiting)
+    assert "missing_reply" not in {p.code for p in model.message(waiting).problems}
+    live.close()

@@ -324,11 +324,13 @@ class LiveSource(Source):
 
     @property
     def ended(self) -> bool:
-        return (self._ended or self.stopped is not None) and self._synced == self._pushed
+        # (a stopped view has not ended: the proxy forwards on, and its requests may still
+        # be answered; ending would give them missing_reply problems the wire never had)
+        return self._ended and self._synced == self._pushed
 
     def wait(self, have: int, timeout: float) -> None:
         with self._cond:
-            if self._pushed <= have and not self._ended and self.stopped is None:
+            if self._pushed <= have and not self._ended:
                 self._cond.wait(timeout)
 
     def close(self) -> None:
