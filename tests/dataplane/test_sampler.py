@@ -389,3 +389,46 @@ def test_a_connection_given_up_and_closed_before_a_drain_still_says_so() -> None
     finally:
         s.stop()
         img.close()
+
+
+def test_superseding_does_not_pass_over_other_queued_messages() -> None:
+    """A SET_INFLIGHT_FD supersedes only the older SET_INFLIGHT_FD: with 3,000 ADD_MEM_REG
+    queued it must not walk them on the forwarding thread (it did: a message's cost grew
+    with the queue, ~30x here, quadratic in a flood up to the budget)."""
+    import os
+    import time
+
+    from vuinspect.dataplane.sampler_fds import FdBudget
+    from vuinspect.protocol.requests import FrontendRequest as FE
+
+    def inflights_after(adds: int) -> float:
+        r, w = os.pipe()
+        budget = FdBudget(limit=100_000)
+        try:
+            for _ in range(adds):
+                budget.dup(1, FE.ADD_MEM_REG, [r])
+            t = time.perf_counter()
+            for _ in range(2000):
+                budget.dup(1, FE.SET_INFLIGHT_FD, [r])
+            return time.perf_counter() - t
+        finally:
+            budget.forget(1)
+            os.close(r)
+            os.close(w)
+            assert budget.held == 0
+
+    import resource
+
+    import pytest
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 4096:  # (3,000 dups at once)
+        if hard != resource.RLIM_INFINITY and hard < 4096:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 4096")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
+    try:
+        few = min(inflights_after(30) for _ in range(3))
+        many = min(inflights_after(3000) for _ in range(3))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert many < 5 * few, (few, many)

@@ -94,8 +94,9 @@ class FdBudget:
         self.limit = default_budget() if limit is None else limit
         self.held = 0
         self._lock = threading.Lock()
-        #: Per connection, its queued messages' dups (oldest first; claimed ones pruned).
-        self._queued: dict[int, deque[Held]] = {}
+        #: Per connection and request, its queued messages' dups (oldest first; claimed
+        #: ones pruned): a message supersedes by request without passing the others.
+        self._queued: dict[int, dict[int, deque[Held]]] = {}
 
     # -- forwarding threads ---------------------------------------------------------------
     def dup(self, conn: int, request: int, fds: list[int]) -> Held:
@@ -105,9 +106,10 @@ class FdBudget:
         """
         with self._lock:
             queued = self._queued.get(conn)
-            obsolete = SUPERSEDES.get(request)
-            if queued is not None and obsolete is not None:
-                self._supersede(queued, obsolete)
+            if queued is not None:
+                for obsolete in SUPERSEDES.get(request, ()):
+                    for old in queued.pop(obsolete, ()):
+                        self._drop(old)
             if self.held + len(fds) > self.limit:
                 raise OverBudget
             self.held += len(fds)
@@ -122,24 +124,11 @@ class FdBudget:
             raise
         held = Held(request, dups)
         with self._lock:
-            queued = self._queued.setdefault(conn, deque())
-            while queued and queued[0].fds is None:  # (claimed in order: a prefix)
-                queued.popleft()
-            queued.append(held)
+            queue = self._queued.setdefault(conn, {}).setdefault(request, deque())
+            while queue and queue[0].fds is None:  # (claimed in order: a prefix)
+                queue.popleft()
+            queue.append(held)
         return held
-
-    def _supersede(self, queued: deque[Held], obsolete: frozenset[int]) -> None:
-        """(lock held) Close the dups of the queued messages ``obsolete`` names."""
-        keep: deque[Held] = deque()
-        for held in queued:
-            if held.fds is None:
-                continue
-            if held.request in obsolete:
-                self._drop(held)
-            else:
-                keep.append(held)
-        queued.clear()
-        queued.extend(keep)
 
     def _drop(self, held: Held) -> None:
         """(lock held) Close ``held``'s dups; the sampler skips its message."""
@@ -152,8 +141,9 @@ class FdBudget:
     def forget(self, conn: int) -> None:
         """``conn`` closed: the dups of its messages still queued are closed now."""
         with self._lock:
-            for held in self._queued.pop(conn, ()):
-                self._drop(held)
+            for queue in self._queued.pop(conn, {}).values():
+                for held in queue:
+                    self._drop(held)
 
     def drop(self, held: Held | None) -> None:
         """A message not taken (a full queue, the sampler stopping): its dups closed."""
