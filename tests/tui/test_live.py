@@ -239,3 +239,22 @@ async def test_follow_a_capture_that_is_still_being_written(tmp_path) -> None:
     finally:
         writer.close()
         source.close()
+
+
+async def test_a_full_spool_shows_its_note_on_a_small_terminal() -> None:
+    """What a person sees when the live view's spool is full: the note row saying why the
+    view stops there (80x24), while the title still says LIVE (the proxy goes on)."""
+    s = Script()
+    blk_handshake(s, 1)
+    live = LiveSource("proxy", budget=sum(len(f.data) + 64 for f in s.frames))
+    for f in s.frames:
+        live.push(f)
+    live.push(s.frames[-1])  # past the budget
+    app = VuInspectApp(live)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.model.decoded == len(live), "the frames decoded")
+        await pilot.press("G")  # the last row
+        await until(pilot, lambda: "the live view stops here" in screen_text(app), "the note")
+        text = screen_text(app)
+        assert "LIVE" in text
+    live.close()
