@@ -1838,6 +1838,12 @@ end
 -- given in first-pass order): a decoded tree is rebuilt from the bytes on each pass, only
 -- the results of the stateful first pass (links, latency, problems, context) are stored.
 local sessions = {}  -- conn -> negotiated state and pending requests
+-- Closed connections whose session is kept (first pass), oldest first: past KEEP_CLOSED the
+-- oldest is dropped, so what a long capture keeps (and every collection marks) follows its
+-- open connections, not all it ever had.  A frame of a dropped connection (a crafted file:
+-- the proxy never reuses a number) starts a fresh session.
+local KEEP_CLOSED = 64
+local closed = { head = 1, tail = 0 }
 local streams = {}   -- conn*4 + channel*2 + direction -> bytes of a message not yet complete
 local M = {}         -- per-message and per-frame records, reset by vu.init
 local ORIGINS        -- capture of origin of each connection number (shown_conn), reset by vu.init
@@ -1850,31 +1856,37 @@ do
   local pause = collectgarbage("setpause", 150)
   if pause < 150 then collectgarbage("setpause", pause) end  -- someone wanted it tighter
 end
--- A built tree leaves ~45 wslua userdata a frame (each tree item and byte range, with a
--- finaliser): Lua 5.2's generational mode collects that young garbage for less (hand
--- runs, bench/RESULTS.md Lua section "Each idea": tshark -V -23% on 100,000 messages; summary lines, which build no tree, were ~5% slower in it, so
--- they keep the incremental collector).  It
--- runs finalisers only at its major collections, and the C side of the dead items waits
--- for them (-V peak RSS 633 MB instead of 362 on 300,000 messages), so a full collection
--- every TREE_GC_FRAMES tree frames bounds what waits (342 MB there; -V -19% on 300,000,
--- -20% on 100,000).  Only Lua 5.2 was measured: 5.3 and later (math.type) are left as
--- they are (5.3 has no such mode, 5.4's is another design); 5.1 refuses it (pcall).
-local gc_for_trees
+-- A built tree leaves ~48 wslua userdata a frame (each tree item and byte range, with a
+-- finaliser), dead as soon as the frame is printed.  Lua 5.2's collector handles them
+-- best while they are few and still in the CPU's cache: a full collection every
+-- gc_every tree frames (from TREE_GC_MIN), with the automatic collector held back
+-- (pause TREE_GC_PAUSE, still a safety net) while trees are built.  A full collection
+-- also marks what lives (the per-message records, open sessions), so its period grows
+-- with the live heap (TREE_GC_KB kB a frame of period): the whole run stays linear.
+-- Its generational mode, used before, runs 4 finalisers a minor collection and keeps
+-- the rest waiting (walked at every minor collection), and collections of 2,000 frames
+-- or more find their garbage out of the cache (bench/RESULTS.md, Lua section).  Frames
+-- without a tree go back to the incremental collector's pause.  Only Lua 5.2 was
+-- measured: 5.3 and later (math.type) are left as they are.
+local gc_for_trees, gc_no_tree
 do
-  local TREE_GC_FRAMES = 20000
-  local generational, frames = math.type == nil, 0
-  local switched = not generational
+  local TREE_GC_MIN, TREE_GC_KB, TREE_GC_PAUSE = 128, 64, 1000
+  local tuned = math.type == nil
+  local frames, gc_every, pause = 0, TREE_GC_MIN, nil
   function gc_for_trees()
-    if not switched then
-      switched = true
-      generational = pcall(collectgarbage, "generational")
+    if not tuned then return end
+    if pause == nil then pause = collectgarbage("setpause", TREE_GC_PAUSE) end
+    frames = frames + 1
+    if frames >= gc_every then
+      frames = 0
+      collectgarbage("collect")
+      gc_every = math.max(TREE_GC_MIN, floor(collectgarbage("count") / TREE_GC_KB))
     end
-    if generational then
-      frames = frames + 1
-      if frames >= TREE_GC_FRAMES then
-        frames = 0
-        collectgarbage("collect")
-      end
+  end
+  function gc_no_tree()
+    if pause ~= nil then
+      collectgarbage("setpause", pause)
+      pause = nil
     end
   end
 end
@@ -1887,6 +1899,7 @@ end
 
 local function reset()
   sessions, streams = {}, {}
+  closed = { head = 1, tail = 0 }
   M = {
     n = 0,          -- messages so far
     first = {},     -- frame number -> first message id * 2 + (1 if big-endian); false: event frame
@@ -2415,7 +2428,7 @@ local OUT = {}
 -- CUR_S.  On the first pass `rec` holds only the framing facts and is completed here (the
 -- state is updated, checks run); later passes only redraw.  `t` is nil when no tree is built.
 local function dissect_message(mt, base, len, rec, first, t)
-  local s = session(rec.conn)
+  local s = first and session(rec.conn)  -- later passes redraw from the records alone
   local probs = first and rec.problems or empty(SCRATCH)
   local mrange = t and tvb_range(mt, base, len)
   if first then s.messages = s.messages + 1 end
@@ -2939,12 +2952,11 @@ end
 local TEXTS = {}
 
 local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
-  local s = session(ph.conn)
   local key = ph.conn * 4 + ph.channel * 2 + ph.direction
   local hl = ph.hdr_len
   local carry, be
   if first then
-    be = ph.big_endian or s.be == true
+    be = ph.big_endian or session(ph.conn).be == true
     local st = streams[key]
     if st then carry = { prefix = st.buf, fds = st.fds, ts = st.ts } end
   else
@@ -3109,11 +3121,12 @@ local function show_dataplane(top, r, info, text, keys)
   end
 end
 
--- Pipeline._event + Session.on_open/on_close (first pass only for the state).
-local function close_session(s, reason, num)
+-- Pipeline._event + Session.on_open/on_close (first pass only for the state).  The close
+-- of the back-end channel ends only its own partial messages (Pipeline._flush_conn).
+local function close_session(s, reason, num, channel)
   local found = {}
-  local lo, hi = s.conn * 4, s.conn * 4 + 3
-  for key = lo, hi do
+  local lo = s.conn * 4 + (channel == 0 and 0 or 2)
+  for key = lo, s.conn * 4 + 3 do
     local st = streams[key]
     if st then
       local p = truncation(st.buf, s.be == true, "connection closed")
@@ -3122,10 +3135,21 @@ local function close_session(s, reason, num)
     end
   end
   if #found > 0 then M.closed[num] = found end
+  if channel ~= 0 then return end
   for _, q in pairs(s.pending) do
     for i_ = 1, #q do local p = q[i_]
       if p.must then missing_reply(p, "connection ended before the reply (" .. reason .. ")") end
     end
+  end
+  if s.closed then return end
+  s.closed = true
+  local c = closed
+  c.tail = c.tail + 1
+  c[c.tail] = s
+  if c.tail - c.head >= KEEP_CLOSED then
+    local old = c[c.head]
+    c[c.head], c.head = nil, c.head + 1
+    if sessions[old.conn] == old then sessions[old.conn] = nil end
   end
 end
 
@@ -3177,7 +3201,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if type(info.device) == "string" and info.device ~= "" then s.device = info.device end
       if info.byteorder == "big" then s.be = true end
     elseif ph.kind == C.KIND.close then
-      close_session(s, tostring(info.reason or "closed"), num)
+      close_session(s, tostring(info.reason or "closed"), num, ph.channel)
       if top then
         show_closed(top, tvb:range(ph.hdr_len, #raw - ph.hdr_len), num)
       end
@@ -3212,6 +3236,8 @@ function vu.dissector(tvb, pinfo, tree)
     gc_for_trees()
     whole = tvb_range(tvb)
     top = ti_add(tree, vu, whole)  -- the whole frame
+  else
+    gc_no_tree()
   end
   local num = pinfo.number
   local kept = top == nil and M.text[num]

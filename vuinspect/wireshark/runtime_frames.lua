@@ -125,12 +125,11 @@ end
 local TEXTS = {}
 
 local function dissect_data(tvb, raw, ph, num, first, top, tree, pinfo)
-  local s = session(ph.conn)
   local key = ph.conn * 4 + ph.channel * 2 + ph.direction
   local hl = ph.hdr_len
   local carry, be
   if first then
-    be = ph.big_endian or s.be == true
+    be = ph.big_endian or session(ph.conn).be == true
     local st = streams[key]
     if st then carry = { prefix = st.buf, fds = st.fds, ts = st.ts } end
   else
@@ -295,11 +294,12 @@ local function show_dataplane(top, r, info, text, keys)
   end
 end
 
--- Pipeline._event + Session.on_open/on_close (first pass only for the state).
-local function close_session(s, reason, num)
+-- Pipeline._event + Session.on_open/on_close (first pass only for the state).  The close
+-- of the back-end channel ends only its own partial messages (Pipeline._flush_conn).
+local function close_session(s, reason, num, channel)
   local found = {}
-  local lo, hi = s.conn * 4, s.conn * 4 + 3
-  for key = lo, hi do
+  local lo = s.conn * 4 + (channel == 0 and 0 or 2)
+  for key = lo, s.conn * 4 + 3 do
     local st = streams[key]
     if st then
       local p = truncation(st.buf, s.be == true, "connection closed")
@@ -308,10 +308,21 @@ local function close_session(s, reason, num)
     end
   end
   if #found > 0 then M.closed[num] = found end
+  if channel ~= 0 then return end
   for _, q in pairs(s.pending) do
     for i_ = 1, #q do local p = q[i_]
       if p.must then missing_reply(p, "connection ended before the reply (" .. reason .. ")") end
     end
+  end
+  if s.closed then return end
+  s.closed = true
+  local c = closed
+  c.tail = c.tail + 1
+  c[c.tail] = s
+  if c.tail - c.head >= KEEP_CLOSED then
+    local old = c[c.head]
+    c[c.head], c.head = nil, c.head + 1
+    if sessions[old.conn] == old then sessions[old.conn] = nil end
   end
 end
 
@@ -363,7 +374,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
       if type(info.device) == "string" and info.device ~= "" then s.device = info.device end
       if info.byteorder == "big" then s.be = true end
     elseif ph.kind == C.KIND.close then
-      close_session(s, tostring(info.reason or "closed"), num)
+      close_session(s, tostring(info.reason or "closed"), num, ph.channel)
       if top then
         show_closed(top, tvb:range(ph.hdr_len, #raw - ph.hdr_len), num)
       end
@@ -398,6 +409,8 @@ function vu.dissector(tvb, pinfo, tree)
     gc_for_trees()
     whole = tvb_range(tvb)
     top = ti_add(tree, vu, whole)  -- the whole frame
+  else
+    gc_no_tree()
   end
   local num = pinfo.number
   local kept = top == nil and M.text[num]
