@@ -1017,11 +1017,13 @@ RULES.backend[10] = { req = { { op = "const", field = "backend_channel", value =
 local EFFECT_OPS = { "set", "const", "fd", "with_fd", "guess_device", "regions_set", "region_add", "region_remove", "rings_stopped", "ring_restart", "vring", "vring_set", "vring_const", "vring_fd", "vrings_all" }
 local EFFECT_CHECKS = { "vring_started", "vring_range", "max_regions", "offered", "slots" }
 
--- constants (requests.py, layouts.py, render.py, features.py, capture/pseudohdr.py, dataplane/track.py)
+-- constants (requests.py, layouts.py, render.py, features.py, capture/pseudohdr.py, dataplane/track.py,
+-- state.py, stats.py)
 local C = {
   HEADER_SIZE = 12, MAX_PAYLOAD = 4096, VERSION = 1, MAX_FDS = 8,
   MAX_RINGS = 1024,
   MAX_PENDING = 4096,
+  KEEP_CLOSED = 64,
   MAX_REGIONS = 512,
   FLAG_REPLY = 4, FLAG_NEED_REPLY = 8, REPLY_FLAGS = 5,
   FLAGS_UNKNOWN = 0xFFFFFFF0, FLAGS_UNKNOWN_FROM = 16,
@@ -1838,11 +1840,11 @@ end
 -- given in first-pass order): a decoded tree is rebuilt from the bytes on each pass, only
 -- the results of the stateful first pass (links, latency, problems, context) are stored.
 local sessions = {}  -- conn -> negotiated state and pending requests
--- Closed connections whose session is kept (first pass), oldest first: past KEEP_CLOSED the
--- oldest is dropped, so what a long capture keeps (and every collection marks) follows its
--- open connections, not all it ever had.  A frame of a dropped connection (a crafted file:
--- the proxy never reuses a number) starts a fresh session.
-local KEEP_CLOSED = 64
+-- Closed connections whose session is kept (first pass), oldest first: past C.KEEP_CLOSED
+-- (stats.KEEP_CLOSED, as `read --stats` keeps them) the oldest is dropped, so what a long
+-- capture keeps (and every collection marks) follows its open connections, not all it
+-- ever had.  A frame of a dropped connection (a crafted file: the proxy never reuses a
+-- number) starts a fresh session.
 local closed = { head = 1, tail = 0 }
 local streams = {}   -- conn*4 + channel*2 + direction -> bytes of a message not yet complete
 local M = {}         -- per-message and per-frame records, reset by vu.init
@@ -3146,7 +3148,7 @@ local function close_session(s, reason, num, channel)
   local c = closed
   c.tail = c.tail + 1
   c[c.tail] = s
-  if c.tail - c.head >= KEEP_CLOSED then
+  if c.tail - c.head >= C.KEEP_CLOSED then
     local old = c[c.head]
     c[c.head], c.head = nil, c.head + 1
     if sessions[old.conn] == old then sessions[old.conn] = nil end

@@ -361,7 +361,8 @@ def connection_table(sessions: Sequence[Session | ConnStats]) -> list[dict[str, 
                 "duration_s": (end - start) / 1e9
                 if start is not None and end is not None
                 else None,
-                "closed": c.close_reason,
+                "close_reason": c.close_reason,
+                "closed": c.close_reason,  # the old key, kept as an alias of close_reason
                 "waiting": c.waiting_names,
                 "latency_us": _latency_json(lat),
             }
@@ -403,7 +404,7 @@ def format_stats(
     ]
     for c in connection_table(sessions):
         lat = c["latency_us"]
-        end = safe_text(c["closed"]) if c["closed"] else "open"  # a peer's or file's words
+        end = safe_text(c["close_reason"]) if c["close_reason"] else "open"  # a peer's words
         waiting = f" waiting: {', '.join(c['waiting'])}" if c["waiting"] else ""
         lines.append(
             f"{c['conn']:>5} {c['messages']:>9} {c['problems']:>8} {_fmt(lat['p50']):>9} "

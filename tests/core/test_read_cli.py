@@ -97,7 +97,8 @@ def test_stats(device_start_capture):
     row = next(x for x in stats["requests"] if x["name"] == "SET_VRING_ENABLE")
     assert row["requests"] == 4 and row["replies"] == 4
     assert row["latency_us"]["p50"] == 25.0 and row["latency_us"]["n"] == 4
-    assert stats["connections"][0]["closed"] == "front-end closed the connection"
+    conn = stats["connections"][0]
+    assert conn["close_reason"] == "front-end closed the connection" == conn["closed"]  # alias
 
 
 def test_stdin(device_start_capture):

@@ -64,7 +64,9 @@ def test_requests_merge_over_connections_and_connections_stay_apart():
     assert rows[1]["latency_us"] == {"p50": None, "p99": None, "max": None, "n": 0}
     by_conn = {c["conn"]: c for c in connection_table(sessions)}
     assert by_conn[1]["messages"] == 4 and by_conn[1]["latency_us"]["max"] == 20.0
-    assert by_conn[2]["waiting"] == ["GET_QUEUE_NUM"] and by_conn[2]["closed"] is None
+    assert by_conn[2]["waiting"] == ["GET_QUEUE_NUM"] and by_conn[2]["close_reason"] is None
+    # the session's name for it, as everywhere; the old key stays an alias
+    assert all(c["closed"] == c["close_reason"] for c in by_conn.values())
     assert by_conn[2]["duration_s"] == 0.009
 
 

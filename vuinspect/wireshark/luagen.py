@@ -41,6 +41,7 @@ from vuinspect.protocol.requests import (
 from vuinspect.render import ESCAPES as SAFE_TEXT_ESCAPES
 from vuinspect.rule_ops import TRUNCATED_FD
 from vuinspect.state import MAX_PENDING
+from vuinspect.stats import KEEP_CLOSED
 
 from .fields import (
     EVENT_KEYS,
@@ -473,11 +474,13 @@ def _constants(reg: Registry) -> str:
     ph = pseudohdr
     names = lambda seq: "{ " + ", ".join(f"[{i}] = {lua_str(n)}" for i, n in enumerate(seq)) + " }"  # noqa: E731
     return f"""\
--- constants (requests.py, layouts.py, render.py, features.py, capture/pseudohdr.py, dataplane/track.py)
+-- constants (requests.py, layouts.py, render.py, features.py, capture/pseudohdr.py, dataplane/track.py,
+-- state.py, stats.py)
 local C = {{
   HEADER_SIZE = {HEADER_SIZE}, MAX_PAYLOAD = {MAX_PAYLOAD}, VERSION = {VERSION}, MAX_FDS = {MAX_FDS},
   MAX_RINGS = {MAX_RINGS},
   MAX_PENDING = {MAX_PENDING},
+  KEEP_CLOSED = {KEEP_CLOSED},
   MAX_REGIONS = {MAX_REGIONS},
   FLAG_REPLY = {FLAG_REPLY}, FLAG_NEED_REPLY = {FLAG_NEED_REPLY}, REPLY_FLAGS = {REPLY_FLAGS},
   FLAGS_UNKNOWN = {lua_int(0xFFFFFFFF & ~FLAGS_KNOWN)}, FLAGS_UNKNOWN_FROM = {_unknown_from()},

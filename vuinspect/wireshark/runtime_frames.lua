@@ -319,7 +319,7 @@ local function close_session(s, reason, num, channel)
   local c = closed
   c.tail = c.tail + 1
   c[c.tail] = s
-  if c.tail - c.head >= KEEP_CLOSED then
+  if c.tail - c.head >= C.KEEP_CLOSED then
     local old = c[c.head]
     c[c.head], c.head = nil, c.head + 1
     if sessions[old.conn] == old then sessions[old.conn] = nil end

@@ -10,11 +10,11 @@
 -- given in first-pass order): a decoded tree is rebuilt from the bytes on each pass, only
 -- the results of the stateful first pass (links, latency, problems, context) are stored.
 local sessions = {}  -- conn -> negotiated state and pending requests
--- Closed connections whose session is kept (first pass), oldest first: past KEEP_CLOSED the
--- oldest is dropped, so what a long capture keeps (and every collection marks) follows its
--- open connections, not all it ever had.  A frame of a dropped connection (a crafted file:
--- the proxy never reuses a number) starts a fresh session.
-local KEEP_CLOSED = 64
+-- Closed connections whose session is kept (first pass), oldest first: past C.KEEP_CLOSED
+-- (stats.KEEP_CLOSED, as `read --stats` keeps them) the oldest is dropped, so what a long
+-- capture keeps (and every collection marks) follows its open connections, not all it
+-- ever had.  A frame of a dropped connection (a crafted file: the proxy never reuses a
+-- number) starts a fresh session.
 local closed = { head = 1, tail = 0 }
 local streams = {}   -- conn*4 + channel*2 + direction -> bytes of a message not yet complete
 local M = {}         -- per-message and per-frame records, reset by vu.init
