@@ -185,7 +185,6 @@ class VuInspectApp(ListActions):
         }
         self._fit_hex(self.size.width)
         lst = self.message_list
-        lst.follow = self.source.live
         lst.focus()
         if self.initial_filter:
             bar = self.query_one(FilterBar)

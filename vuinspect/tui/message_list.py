@@ -107,7 +107,10 @@ class MessageList(ScrollView, can_focus=True):
     # -- model changes ------------------------------------------------------------------
     def on_mount(self) -> None:
         self.virtual_size = Size(LINE_WIDTH, 0)
-        self.model_changed()
+        if self.model.source.live:
+            self.action_last()  # follow mode from the first paint, over rows already there
+        else:
+            self.model_changed()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
