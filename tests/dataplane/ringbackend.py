@@ -5,6 +5,12 @@ It answers the handshake like a net device, hands every memory table to a
 once, as the proxy will) and records each vring's size, addresses and base, so
 a test can read a real front-end's rings through the library and see them
 fill up: a stalled back-end made on purpose.
+
+With ``scrub`` it also plays a back-end that takes its rings' memory back at
+RESET_OWNER / RESET_DEVICE (freed, zeroed or reused, as a DPDK heap does): it
+overwrites every ring it knows before anything else can read them, and sets
+``reset``.  "zero" zeroes them; "junk" fills the available ring with 0xFF and
+zeroes the used ring (an available index far ahead of the used one).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from vuinspect.dataplane import GuestMemory, PackedTracker, RegionSpec, RingConfig, sample
 from vuinspect.dataplane.inflight import in_flight_chains
 from vuinspect.dataplane.rings import DESC_F_AVAIL, DESC_F_USED, read_avail_entries
+from vuinspect.protocol.requests import FrontendRequest as FE
 from vuinspect.testing import wire
 
 VERSION_1, PROTOCOL_FEATURES, EVENT_IDX, RING_PACKED = 1 << 32, 1 << 30, 1 << 29, 1 << 34
@@ -37,8 +44,12 @@ class VringInfo:
 class RingBackend:
     """Serves one connection on a thread; ``mem`` and ``vrings`` follow the messages."""
 
-    def __init__(self, listener: socket.socket, *, packed: bool = False) -> None:
+    def __init__(
+        self, listener: socket.socket, *, packed: bool = False, scrub: str | None = None
+    ) -> None:
         self.listener = listener
+        self.scrub = scrub
+        self.reset = threading.Event()  # a RESET_* was handled (and the rings scrubbed)
         self.offer = VERSION_1 | PROTOCOL_FEATURES | EVENT_IDX | (RING_PACKED if packed else 0)
         self.acked = 0
         self.mem = GuestMemory()
@@ -126,9 +137,23 @@ class RingBackend:
                 return struct.pack("=II", index, 0)
             elif r == wire.GET_MAX_MEM_SLOTS:
                 return wire.U64.pack(8)
+            elif r in (FE.RESET_OWNER, FE.RESET_DEVICE):
+                self._reset()
         if msg.flags & wire.FLAG_NEED_REPLY:
             return wire.U64.pack(0)
         return None
+
+    def _reset(self) -> None:
+        """RESET_*: every ring stops; with ``scrub`` their memory is overwritten first."""
+        for ring in self.vrings.values():
+            if self.scrub is not None and None not in (ring.num, ring.desc, ring.avail, ring.used):
+                num = ring.num or 0
+                self._write(ring.desc or 0, bytes(16 * num))
+                fill = b"\xff" if self.scrub == "junk" else b"\0"
+                self._write(ring.avail or 0, fill * (6 + 2 * num))
+                self._write(ring.used or 0, bytes(6 + 8 * num))
+            ring.started = False
+        self.reset.set()
 
     def _write(self, uva: int, data: bytes) -> None:
         for spec, m, delta in self._rw:

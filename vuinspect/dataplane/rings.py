@@ -348,6 +348,21 @@ def agrees_with_base(s: RingSample, base: int) -> bool:
     return u16(s.avail_idx - base) <= s.num and u16(base - s.used_idx) <= s.num
 
 
+def follows(last: RingSample | None, s: RingSample) -> bool:
+    """Can ``s`` be the ring ``last`` looked at, a moment later, with nothing to check it
+    against (RESET_*: no reply, no base)?  Split: both indices moved forward by at most
+    ``num`` (what the used ids can still be checked over, ``SplitTracker``; memory taken
+    back and zeroed reads as a move back, or as a jump of most of the u16 range).
+    Packed: nothing moved (a walk over reused memory moves: zeroed descriptors read as
+    used ones on an odd lap)."""
+    if last is None or not (last.ok and s.ok) or (s.layout, s.num) != (last.layout, last.num):
+        return False
+    moved_a, moved_u = u16(s.avail_idx - last.avail_idx), u16(s.used_idx - last.used_idx)
+    if s.layout == "packed":
+        return moved_a == moved_u == 0
+    return moved_a <= s.num and moved_u <= s.num and s.in_flight <= s.num
+
+
 def _failed(cfg: RingConfig, ts_ns: int, layout: Layout, problem: DataProblem) -> RingSample:
     return RingSample(cfg.index, ts_ns, layout, cfg.num, ok=False, problems=(problem,))
 

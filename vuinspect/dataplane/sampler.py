@@ -13,7 +13,8 @@ mapped once a connection ends), and samples each started vring every
 ``interval`` and at each of its control messages.  A sample becomes a frame
 (``emit``) only when something changed, at the ring's start (SET_VRING_KICK)
 and stop (GET_VRING_BASE, RESET_*; a closed connection is not sampled again:
-its close frame ends it), and
+its close frame ends it; a stop read after its peers may have taken the ring back is
+kept only if it checks out: ``released``, ``sampler_messages._reset``), and
 every ``KEEPALIVE_NS`` while requests wait and nothing moves (so a stall shows
 as time passing in the capture); the reader's session diagnoses from them.
 """
@@ -37,7 +38,7 @@ from .diagnose import is_receive_queue, needs_call
 from .inflight import in_flight_chains
 from .inflight_region import InflightRegion
 from .notify import Notifier
-from .rings import agrees_with_base, diff, rate_hint, sample
+from .rings import agrees_with_base, diff, follows, rate_hint, sample
 from .sampler_fds import FdBudget, Held, OverBudget
 from .sampler_messages import VRING_STATE, WANTED, SamplerMessages
 from .sampler_state import ConnState, RingState
@@ -69,8 +70,11 @@ _INFLIGHT = struct.Struct("=QQHH")  # mmap_size mmap_offset num_queues queue_siz
 _PENDING = frozenset((FE.SET_MEM_TABLE, FE.ADD_MEM_REG, FE.REM_MEM_REG))
 MAX_PENDING = 1024
 #: These make the sampler look at a vring right away (the others wait for the next
-#: tick: a burst of setup messages costs one wake-up, not one each).
-_VRING = frozenset((FE.GET_VRING_BASE, FE.SET_VRING_KICK, FE.VRING_KICK))
+#: tick: a burst of setup messages costs one wake-up, not one each).  A reset too: its
+#: stop samples are read while its peers may already be taking the rings' memory back.
+_VRING = frozenset(
+    (FE.GET_VRING_BASE, FE.SET_VRING_KICK, FE.VRING_KICK, FE.RESET_OWNER, FE.RESET_DEVICE)
+)
 _U32 = struct.Struct("<I")
 FELL_BEHIND = (
     "ring sampler fell behind and lost a control message of this "
@@ -391,6 +395,7 @@ class Sampler(SamplerMessages):
         late = self.released.get(conn, 0) != c.released
         if late and why != "stop":
             return  # read after a ring was given back (see ``released``): maybe no ring
+        reset = why == "reset"  # a stop no reply can vouch for (sampler_messages._reset)
         call = c.call_fd(i)
         if call is not None:
             s = replace(s, call_fd=call)
@@ -403,6 +408,8 @@ class Sampler(SamplerMessages):
             ring.rate = rate_hint(ring.rate, d)
         if not cfg.packed:
             problems += ring.split.update(c.mem, cfg, s)
+        if reset and (problems or not follows(ring.last, s)):
+            return  # maybe no ring any more: the last look stays its end
         last = ring.last
         if (
             last is not None
@@ -420,15 +427,20 @@ class Sampler(SamplerMessages):
             or (ring.call_wait_ns is not None and ts - ring.call_wait_ns <= CALL_WATCH_NS)
         )
         codes = tuple(p.code for p in problems)
-        if not (changed or why in ("start", "stop") or codes != ring.codes or keepalive):
+        if not (changed or why in ("start", "stop", "reset") or codes != ring.codes or keepalive):
             return
         ring.codes = codes
         if why is None:
             why = "tick"
+        elif reset:
+            why = "stop"  # (the reader's name for a ring's last look)
         record = s.to_json()
         if problems != list(s.problems):
             record["problems"] = [p.to_json() for p in problems]
         record["event"] = why
+        if reset:  # (its indices checked out; descriptors and the inflight region can't)
+            self._emit_ring(conn, ts, record)
+            return
         if c.inflight is not None and c.inflight.mapped:
             q = c.inflight.queue(i, cfg.packed, MAX_INFLIGHT_DESCS)
             if q.count or q.problems:

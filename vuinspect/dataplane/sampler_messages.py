@@ -72,7 +72,20 @@ class SamplerMessages:
             self._configure(c, i)
 
     def _reset(self, c: ConnState, conn: int, ts: int, r: int, data: bytes) -> None:
-        """RESET_OWNER / RESET_DEVICE: every ring stops, memory and call fds are gone."""
+        """RESET_OWNER / RESET_DEVICE: every ring stops, memory and call fds are gone.
+
+        Nothing answers a reset, so its peers may take the rings' memory back at once
+        (a back-end scrubbing them, a front-end's heap zeroing them), and this thread
+        reads the stop samples after the message went on: no base to check them
+        against, as GET_VRING_BASE's reply gives.  Reading before forwarding would make
+        the forwarding wait for this thread; so a reset wakes it at once (sampler._VRING)
+        and each stop sample is kept only if it follows from the ring's last look
+        (``rings.follows``, and nothing read is a problem): then it is the ring's end,
+        real progress up to the reset included (its indices only: no chains nor
+        inflight entries, which nothing vouches for; the last look's stay).  Else it is
+        dropped and the last look stays the ring's last word (the reader judges the
+        stop from it): a read of memory that is no ring any more never raises a problem
+        nor moves a ring."""
         self._stop_all(c, conn, ts)
         c.drop_pending()
         c.mem.reset()
@@ -100,9 +113,12 @@ class SamplerMessages:
         if setter is None or setter(c, ring, value, data):
             then(self, c, conn, ts, ring)
 
-    def _ring_stop(self, c: ConnState, conn: int, ts: int, ring: RingState) -> None:
+    def _ring_stop(
+        self, c: ConnState, conn: int, ts: int, ring: RingState, why: str = "stop"
+    ) -> None:
+        """GET_VRING_BASE ("stop") or a reset ("reset", see ``_reset``): the ring's last look."""
         if ring.started:
-            self._look(c, conn, ring.index, ring, ts, "stop")
+            self._look(c, conn, ring.index, ring, ts, why)
         ring.started = False
         ring.last = None
 
@@ -163,7 +179,7 @@ class SamplerMessages:
 
     def _stop_all(self, c: ConnState, conn: int, ts: int) -> None:
         for ring in c.rings.values():
-            self._ring_stop(c, conn, ts, ring)
+            self._ring_stop(c, conn, ts, ring, "reset")
 
 
 #: The feature words SET_FEATURES and SET_PROTOCOL_FEATURES ack, as ConnState attributes.
