@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.samples import bulk_frames, write_capture
 from vuinspect.tui.sources import FileSource, LiveSource
@@ -49,26 +51,28 @@ async def _assert_follows_from_the_start(app: VuInspectApp, pilot) -> None:
     assert [m.frame for m in app.detail.msgs] == [N]  # the detail pane shows that row
 
 
-async def test_follow_a_capture_with_rows_already_there(tmp_path: Path) -> None:
-    source = FileSource(_capture(tmp_path / "big.pcapng"), follow=True)
+def _file_following(tmp_path: Path) -> FileSource:
+    """``view --follow`` on a capture that already holds N messages."""
+    return FileSource(_capture(tmp_path / "big.pcapng"), follow=True)
+
+
+def _live_spool(tmp_path: Path) -> LiveSource:
+    """A live view whose spool had N frames before the app mounted."""
+    live = LiveSource("proxy")
+    for f in bulk_frames(N):
+        live.push(f)
+    return live
+
+
+@pytest.mark.parametrize("make", [_file_following, _live_spool], ids=["file", "live"])
+async def test_a_following_view_starts_on_the_rows_already_there(make, tmp_path: Path) -> None:
+    source = make(tmp_path)
     app = VuInspectApp(source)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await _assert_follows_from_the_start(app, pilot)
     finally:
         source.close()
-
-
-async def test_live_spool_with_frames_before_mount() -> None:
-    live = LiveSource("proxy")
-    for f in bulk_frames(N):
-        live.push(f)
-    app = VuInspectApp(live)
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            await _assert_follows_from_the_start(app, pilot)
-    finally:
-        live.close()
 
 
 async def test_without_follow_the_cursor_stays_on_the_first_row(tmp_path: Path) -> None:
