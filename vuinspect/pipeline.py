@@ -55,8 +55,11 @@ class Pipeline:
         for sink in sinks:
             self.add_sink(sink)
         # conn -> {(channel, direction): framer}: a close touches only its own connection's
-        # framers, so reading N connections stays linear (issue 11 item 8).
+        # framers, so reading N connections stays linear (issue 11 item 8).  Only framers
+        # holding bytes stay; an idle one holds nothing and goes back to ``_idle``, one per
+        # (channel, byte order), so a connection between messages costs no framer.
         self._framers: dict[int, dict[tuple[Channel, Direction], StreamFramer]] = {}
+        self._idle: dict[tuple[Channel, str], StreamFramer] = {}
         self.frames = 0
         self.messages = 0
         self._decode_cache: dict[tuple, tuple] = {}
@@ -95,7 +98,7 @@ class Pipeline:
         session = self.sessions.get(msg.conn)
         if session is None or session.closed_ns is not None:
             return False
-        queue = session.pending.get(msg.channel)
+        queue = session.waits(msg.channel)
         if not queue or not queue[0].message.index <= msg.index <= queue[-1].message.index:
             return False
         for end in (queue[-1], queue[0]):
@@ -149,8 +152,11 @@ class Pipeline:
             framers = self._framers[frame.conn] = {}
         key = (frame.channel, frame.direction)
         framer = framers.get(key)
-        if framer is None:
-            framer = framers[key] = StreamFramer(frame.channel, session.order)
+        if framer is None:  # (kept while its frame is consumed: a stop midway leaves it here)
+            framer = self._idle.pop((frame.channel, session.order), None)
+            if framer is None:
+                framer = StreamFramer(frame.channel, session.order)
+            framers[key] = framer
         if frame.truncated:
             raws: Iterable[Any] = framer.feed_cut(
                 frame.data, frame.fds, frame.ts_ns, number, frame.truncated
@@ -170,6 +176,13 @@ class Pipeline:
                 for hook in tell:
                     hook(msg)
             yield msg
+        if frame.data and not framer.pending:
+            # Idle: every byte became a message, and with it every fd (a framer holds fds
+            # without bytes only after a frame of none), so nothing of this stream is left.
+            del framers[key]
+            if not framers:
+                del self._framers[frame.conn]
+            self._idle[(frame.channel, session.order)] = framer
 
     def _handle(
         self, session: Session, raw: Any, direction: Direction, channel: Channel

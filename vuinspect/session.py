@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import struct
 import warnings
-from collections import deque
 from typing import Any
 
 from . import rule_steps
@@ -36,9 +35,63 @@ _XEN_MMAP = F.protocol_mask("XEN_MMAP")
 _LOG_SHMFD = F.protocol_mask("LOG_SHMFD")
 _VRING_FD_INDEX = dict(VRING_FD_BITS)["index"]  # a SET_VRING_CALL's vring bits
 
+#: Decode contexts (and their cache keys) the sessions share: most connections negotiate
+#: alike, and one each was ~140 bytes a connection.  Nothing changes a context once made.
+MAX_CONTEXTS = 256
+_CONTEXTS: dict[tuple[str, str | None, bool, bool], tuple[DecodeContext, tuple]] = {}
+
 
 class Session:
-    """State of one vhost-user connection (main channel and back-end channel)."""
+    """State of one vhost-user connection (main channel and back-end channel).
+
+    Slotted, and what many connections never use is made on first use (the pairing
+    queues, the data plane): a capture of one message per connection number must not
+    make ``read`` hold ~70x its size (tests/hostile/test_connection_cost.py).
+    """
+
+    __slots__ = (
+        "_backend_waits",
+        "_call_dropped",
+        "_ctx",
+        "_ctx_key",
+        "_dataplane",
+        "_decoded",
+        "_label",
+        "_main_waits",
+        "_resolved",
+        "_steps",
+        "backend_channel",
+        "backend_fd",
+        "close_reason",
+        "closed_ns",
+        "config",
+        "conn",
+        "device",
+        "device_given",
+        "first_ns",
+        "inflight",
+        "info",
+        "last_ns",
+        "log",
+        "max_mem_slots",
+        "messages",
+        "mtu",
+        "opened_ns",
+        "order",
+        "owner",
+        "paired",
+        "problem_count",
+        "protocol_acked",
+        "protocol_offered",
+        "queue_num",
+        "regions",
+        "seen_start",
+        "stats",
+        "status",
+        "virtio_acked",
+        "virtio_offered",
+        "vrings",
+    )
 
     def __init__(
         self,
@@ -51,7 +104,7 @@ class Session:
     ) -> None:
         self.conn = conn
         self.info: dict[str, Any] = {}
-        self.label = f"conn {conn}"
+        self._label: str | None = None  # (its default made when asked: ~60 bytes a connection)
         self.device = device
         self.device_given = device is not None
         self.order = order
@@ -79,11 +132,14 @@ class Session:
         self.vrings: dict[int, Vring] = {}
         self.backend_channel: str = "none"  # none | requested | established
         self.backend_fd: str | None = None
-        # pairing
-        self.pending: dict[str, deque[Pending]] = {"main": deque(), "backend": deque()}
+        # pairing: each channel's requests waiting for a reply, oldest first (see waits()),
+        # made on first use; a list (at most MAX_PENDING), not a deque: a deque holds a
+        # 64-slot block from the start, and two a connection were ~1.5 KB
+        self._main_waits: list[Pending] | None = None
+        self._backend_waits: list[Pending] | None = None
         self.stats: dict[str, RequestStats] = {}
-        #: per-vring data plane (ring/notify frames, issue 13)
-        self.dataplane = DataPlane()
+        #: per-vring data plane (ring/notify frames, issue 13), made on first use
+        self._dataplane: DataPlane | None = None
         #: The vring of a SET_VRING_CALL a proxy note says was dropped; its message follows.
         self._call_dropped: int | None = None
         self.messages = 0
@@ -108,6 +164,15 @@ class Session:
         return self.problem_count
 
     @property
+    def label(self) -> str:
+        """The connection's name: its open frame's label, else ``conn N``."""
+        return self._label or f"conn {self.conn}"
+
+    @label.setter
+    def label(self, value: str) -> None:
+        self._label = value
+
+    @property
     def packed(self) -> bool:
         return bool((self.virtio_acked or 0) >> F.RING_PACKED_BIT & 1)
 
@@ -119,18 +184,22 @@ class Session:
 
     def context(self) -> DecodeContext:
         """The decode context, rebuilt only when negotiation changes it."""
-        if self._ctx is None:
-            self._ctx = ctx = self._make_context()
-            self._ctx_key = (ctx.order, ctx.device, ctx.packed, ctx.xen_mmap)
-        return self._ctx
-
-    def _make_context(self) -> DecodeContext:
-        return DecodeContext(
-            order=self.order,
-            device=self.device,
-            packed=self.packed,
-            xen_mmap=bool((self.protocol_acked or 0) & _XEN_MMAP),
-        )
+        ctx = self._ctx
+        if ctx is None:
+            key = (
+                self.order,
+                self.device,
+                self.packed,
+                bool((self.protocol_acked or 0) & _XEN_MMAP),
+            )
+            known = _CONTEXTS.get(key)
+            if known is None:
+                if len(_CONTEXTS) >= MAX_CONTEXTS:  # (device names come from peers)
+                    _CONTEXTS.clear()
+                known = _CONTEXTS[key] = (DecodeContext(*key), key)
+            ctx, self._ctx_key = known
+            self._ctx = ctx
+        return ctx
 
     def vring(self, index: int) -> Vring | None:
         """Vring ``index``, made on first use; None past :data:`MAX_RINGS` (a peer naming
@@ -140,15 +209,37 @@ class Session:
             ring = self.vrings[index] = Vring(index)
         return ring
 
+    @property
+    def dataplane(self) -> DataPlane:
+        """The per-vring data plane (ring/notify frames, issue 13), made on first use."""
+        dp = self._dataplane
+        if dp is None:
+            dp = self._dataplane = DataPlane()
+        return dp
+
+    def waits(self, channel: str) -> list[Pending] | None:
+        """``channel``'s requests waiting for a reply, oldest first; None before its first.
+        Only the session changes it (the pipeline asks it in :meth:`Pipeline.owes_reply`)."""
+        return self._main_waits if channel == "main" else self._backend_waits
+
+    @property
+    def pending(self) -> dict[str, list[Pending]]:
+        """channel -> :meth:`waits` (a copy of the mapping; the old attribute's shape)."""
+        return {"main": self._main_waits or [], "backend": self._backend_waits or []}
+
+    def _queues(self) -> list[list[Pending]]:
+        """The pairing queues made so far, main channel first (as they always were)."""
+        return [q for q in (self._main_waits, self._backend_waits) if q is not None]
+
     def waiting(self) -> list[Pending]:
         """Requests waiting for a reply (required or optional), oldest first (who waits on
         whom)."""
-        return [p for q in self.pending.values() for p in q]
+        return [p for q in self._queues() for p in q]
 
     def owed(self) -> list[Pending]:
         """Requests still owed a reply (the state demands one), oldest first per channel:
         what a close or the end of a capture leaves unanswered, what the faces show waiting."""
-        return [p for q in self.pending.values() for p in q if p.expected]
+        return [p for q in self._queues() for p in q if p.expected]
 
     @property
     def started_ns(self) -> int | None:
@@ -202,9 +293,11 @@ class Session:
     ) -> list:
         """GET_VRING_BASE (one ring), RESET_*, close (all, ``final``): problems for requests
         in flight (judged at the ring's stop sample unless ``final``)."""
+        dp = self._dataplane
+        if dp is None:  # (no ring seen, no call fd sent: nothing stopped)
+            return []
         return [
-            problem(f.code, f.text)
-            for f in self.dataplane.on_reset(ts_ns, indices, self.receive_queue, final)
+            problem(f.code, f.text) for f in dp.on_reset(ts_ns, indices, self.receive_queue, final)
         ]
 
     def on_note(self, info: dict[str, Any]) -> None:
@@ -320,7 +413,13 @@ class Session:
         return False, False
 
     def _enqueue(self, msg: Message, spec: RequestSpec | None) -> None:
-        queue = self.pending[msg.channel]
+        queue = self.waits(msg.channel)
+        if queue is None:
+            queue = []
+            if msg.channel == "main":
+                self._main_waits = queue
+            else:
+                self._backend_waits = queue
         # At most one optional entry exists, the newest: its reply did not come, which is fine.
         if queue and not queue[-1].expected:
             queue.pop()
@@ -336,7 +435,7 @@ class Session:
         may, must = self._expects_reply(msg, spec)
         if may:
             if len(queue) >= MAX_PENDING:
-                old = queue.popleft()
+                old = queue.pop(0)  # (a move of at most MAX_PENDING pointers)
                 if old.expected:
                     old.message.problems.append(
                         problem("missing_reply", f"given up: {MAX_PENDING} later requests wait")
@@ -344,7 +443,7 @@ class Session:
             queue.append(Pending(msg, msg.ts_ns, must))
 
     def _pair(self, msg: Message) -> Message | None:
-        queue = self.pending[msg.channel]
+        queue = self.waits(msg.channel)
         if not queue:
             msg.problems.append(problem("reply_to_nothing", "no request is waiting for a reply"))
             return None

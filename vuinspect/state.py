@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,7 +186,7 @@ OTHER_KINDS = "OTHER_KINDS"
 def count_request(stats: dict[str, RequestStats], msg: Any) -> int:
     """Count ``msg`` in its request's stats (the session's, or --stats' filtered view);
     returns its number of problems."""
-    key = f"{msg.channel}:{msg.name}"
+    key = sys.intern(f"{msg.channel}:{msg.name}")  # (one string for every connection's entry)
     st = stats.get(key)
     if st is None:
         if len(stats) >= MAX_KINDS:  # ever new unknown request codes: counted together

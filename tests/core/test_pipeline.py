@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import struct
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -219,3 +220,24 @@ def test_on_reply_gets_the_request_paired_without_copying_the_queue() -> None:
     assert replies.pairs[0] == (msgs[n + 1].frame, msgs[n + 2].frame)
     assert replies.pairs[1] == (msgs[1].frame, msgs[n + 3].frame)
     assert replies.pairs[-1] == (msgs[n].frame, msgs[-1].frame)
+
+
+def test_connections_between_messages_share_no_bytes_through_the_idle_framer() -> None:
+    """An idle framer goes back to the pipeline's pool (a connection between messages holds
+    none); a connection holding half a message, or fds without bytes, keeps its own."""
+    get = struct.pack("<III", GET_FEATURES, 1, 0)
+    p = Pipeline()
+    assert p.feed(Frame(1, 1, "main", "f2b", get[:5])) == []  # half a header on conn 1
+    assert [m.conn for m in p.feed(Frame(2, 2, "main", "f2b", get))] == [2]
+    assert p.feed(Frame(3, 3, "main", "f2b", b"", fds=("memfd:x",))) == []  # fds, no bytes
+    assert [m.conn for m in p.feed(Frame(4, 2, "main", "f2b", get))] == [2]
+    (one,) = p.feed(Frame(5, 1, "main", "f2b", get[5:]))
+    assert (one.conn, one.name, one.raw, one.problems) == (1, "GET_FEATURES", get, [])
+    (three,) = p.feed(Frame(6, 3, "main", "f2b", get))
+    assert (three.conn, three.fds, three.raw) == (3, ("memfd:x",), get)
+    # a consumer that stops midway leaves the frame's rest with its own connection
+    two = get + get
+    it = p.feed_iter(Frame(7, 4, "main", "f2b", two))
+    assert next(it).conn == 4
+    assert [m.conn for m in p.feed(Frame(8, 5, "main", "f2b", get))] == [5]
+    assert [m.conn for m in p.close() if m.kind == "message"] == [4]
