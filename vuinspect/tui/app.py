@@ -290,7 +290,9 @@ class VuInspectApp(ListActions):
         if self.view == "state":
             self._refresh_state(sessions, now_ns, lock)
         elif self.view == "connections":
-            self.query_one(ConnectionsView).update_sessions(sessions, now_ns, lock)
+            self.query_one(ConnectionsView).update_sessions(
+                sessions, now_ns, lock, self.model.ranking
+            )
         elif self.view == "stats":
             self.query_one(StatsView).update_stats(sessions, lock)
         elif self.view == "queues":
@@ -305,7 +307,7 @@ class VuInspectApp(ListActions):
             decoded = self.model.decoded
             heading = Text(f"State now, after frame {decoded:,}", style="bold reverse")
             heading.append("   a: state at the selected frame", style="dim")
-            view.update_state(sessions, now_ns, lock, heading=heading)
+            view.update_state(sessions, now_ns, lock, heading=heading, ranking=self.model.ranking)
             return
         conn = view.conn if view.conn is not None else self.model.frame(row).conn
         key = (conn, row, self.model.decoded if self.source.live else 0)
@@ -323,10 +325,11 @@ class VuInspectApp(ListActions):
                 heading=heading,
                 replay=self._replay[1],
                 replay_now_ns=frame.ts_ns,
+                ranking=self.model.ranking,
             )
             return
         heading.append("   replaying…", style="yellow")
-        view.update_state(sessions, now_ns, lock, heading=heading)
+        view.update_state(sessions, now_ns, lock, heading=heading, ranking=self.model.ranking)
         self._replay_cancel.set()
         self._replay_cancel = threading.Event()
         self._replay_worker(key, conn, row, self._replay_cancel)

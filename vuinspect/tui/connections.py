@@ -14,6 +14,7 @@ from vuinspect.render import safe_text
 from vuinspect.session import Session
 
 from .ages import format_age
+from .ranking import Ranking
 from .rowtext import format_time
 
 COLUMNS = (
@@ -36,17 +37,6 @@ COLUMNS = (
 WINDOW = 200
 
 
-def rank(s: Session) -> int:
-    """Where a session goes when not all fit: 0 waits on a reply now, 1 has problems or left a
-    request unanswered, 2 is open, 3 the rest: the broken one is on the first page."""
-    owed = bool(s.owed())
-    if owed and s.closed_ns is None:
-        return 0
-    if owed or s.problem_count or s.dataplane.problem_count:
-        return 1
-    return 2 if s.closed_ns is None else 3
-
-
 @dataclass
 class Window:
     """The sessions a view shows (at most ``WINDOW``), and how many it leaves out each side."""
@@ -67,22 +57,30 @@ class Window:
         return head, tail
 
 
-def window(sessions: list[Session], start: int, conn: int | None) -> Window:
+def window(
+    sessions: list[Session], start: int, conn: int | None, ranking: Ranking | None = None
+) -> Window:
     """``WINDOW`` sessions from ``start`` (call under the model's lock).
 
     All sessions in their order when they fit; otherwise ranked (``rank``: the ones to
     look at first) and cut, moved to hold ``conn`` (the chosen one) if it is outside.
+    ``ranking`` (the model's, of the same sessions) keeps the order between refreshes:
+    without it every call ranks every session.
     """
     n = len(sessions)
     if n <= WINDOW:
         return Window(sessions, 0, 0, 0)
-    ranked = sorted(sessions, key=rank)  # stable: by connection order within a rank
-    if conn is not None and not any(s.conn == conn for s in ranked[start : start + WINDOW]):
-        at = next((i for i, s in enumerate(ranked) if s.conn == conn), None)
+    if ranking is None:
+        ranking = Ranking({s.conn: s for s in sessions})
+    n = len(ranking)  # the model's sessions now (a live one may have more than the list)
+    page = ranking.page(start, WINDOW)
+    if conn is not None and not any(s.conn == conn for s in page):
+        at = ranking.index(conn)
         if at is not None:
             start = at - WINDOW // 2
     start = max(0, min(start, n - WINDOW))
-    return Window(ranked[start : start + WINDOW], start, start, n - start - WINDOW)
+    page = ranking.page(start, WINDOW)
+    return Window(page, start, start, max(0, n - start - len(page)))
 
 
 def connection_rows(sessions: list[Session], now_ns: int) -> list[tuple[str, ...]]:
@@ -172,11 +170,15 @@ class ConnectionsView(Paged, DataTable):
         self.add_columns(*COLUMNS)
 
     def update_sessions(
-        self, sessions: list[Session], now_ns: int, lock: AbstractContextManager[object]
+        self,
+        sessions: list[Session],
+        now_ns: int,
+        lock: AbstractContextManager[object],
+        ranking: Ranking | None = None,
     ) -> None:
         chosen = None if self._paged else self._conn()
         with lock:
-            win = window(sessions, self._start, chosen)
+            win = window(sessions, self._start, chosen, ranking)
             rows = connection_rows(win.sessions, now_ns)
         self._start, self._after = win.start, win.after
         up, down = win.more_lines()

@@ -35,6 +35,7 @@ from vuinspect.protocol.problems import Problem
 from vuinspect.session import Session
 
 from .queues_data import RingRows
+from .ranking import Ranking
 from .redecode import decode_frame, event_message, quick_decode
 from .sources import Source
 
@@ -109,6 +110,8 @@ class Model:
         self.show_rings = False
         self.rings_seen = False
         self.rings = RingRows(self.pipeline.sessions)  # (as long as the pipeline keeps them)
+        #: the sessions in the Connections/State views' order; each frame marks its connection
+        self.ranking = Ranking(self.pipeline.sessions)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a new filter (or stop) once the input has ended
@@ -173,6 +176,7 @@ class Model:
         end = min(len(self.source), self.decoded + max_frames)
         feed = self.pipeline.feed
         sessions = self.pipeline.sessions  # (read only: the decode context of a conn)
+        touched = self.ranking.dirty
         if self._frames is None or self._frames_at != self.decoded:
             self._frames = self.source.frames_from(self.decoded)
             self._frames_at = self.decoded
@@ -182,6 +186,7 @@ class Model:
                 self._frames = iter(())
                 frame = self.source.frame(i)
             self._frames_at = i + 1
+            touched[frame.conn] = None
             session = sessions.get(frame.conn)
             ctx = self._ctx_id(
                 session.context() if session is not None else DecodeContext(device=self.device)
@@ -195,6 +200,7 @@ class Model:
         for msg in self.pipeline.close():
             self._attach(msg.frame - 1, msg)
         self._sync(owed)
+        self.ranking.touch_all()
         self.finished = True
 
     def _ctx_id(self, ctx: DecodeContext) -> int:

@@ -26,6 +26,7 @@ from vuinspect.session import Session
 
 from .ages import format_age
 from .connections import Paged, window
+from .ranking import Ranking
 from .rowtext import format_time
 
 
@@ -318,15 +319,17 @@ class StateView(Paged, Horizontal):
         heading: Text | None = None,
         replay: Session | None = None,
         replay_now_ns: int = 0,
+        ranking: Ranking | None = None,
     ) -> None:
         """Redraw from the sessions (read under ``lock``, the model's).
 
         ``replay`` is the chosen connection's session as it was at an earlier
         frame (state at the cursor); the connection list stays the live one.
+        ``ranking``: the model's order of ``sessions`` (see ``connections.window``).
         """
         paged, self._paged = self._paged, False
         with lock:
-            win = window(sessions, self._start, None if paged else self.conn)
+            win = window(sessions, self._start, None if paged else self.conn, ranking)
             if (self.conn is None or paged) and win.sessions:
                 self.conn = win.sessions[0].conn
             up, down = win.more_lines()
@@ -341,7 +344,9 @@ class StateView(Paged, Horizontal):
                 for s in win.sessions
             ]
             items += [("down", down)] if down else []
-            chosen = next((s for s in sessions if s.conn == self.conn), None)
+            chosen = next((s for s in win.sessions if s.conn == self.conn), None)
+            if chosen is None and self.conn is not None:
+                chosen = next((s for s in sessions if s.conn == self.conn), None)
             if replay is not None and replay.conn == self.conn:
                 body = session_renderable(replay, replay_now_ns)
             else:
