@@ -153,9 +153,10 @@ class Pipeline:
         key = (frame.channel, frame.direction)
         framer = framers.get(key)
         if framer is None:  # (kept while its frame is consumed: a stop midway leaves it here)
-            framer = self._idle.pop((frame.channel, session.order), None)
+            order = _stream_order(session, frame.channel, frame.direction)
+            framer = self._idle.pop((frame.channel, order), None)
             if framer is None:
-                framer = StreamFramer(frame.channel, session.order)
+                framer = StreamFramer(frame.channel, order)
             framers[key] = framer
         if frame.truncated:
             raws: Iterable[Any] = framer.feed_cut(
@@ -182,7 +183,7 @@ class Pipeline:
             del framers[key]
             if not framers:
                 del self._framers[frame.conn]
-            self._idle[(frame.channel, session.order)] = framer
+            self._idle[(frame.channel, framer.order)] = framer
 
     def _handle(
         self, session: Session, raw: Any, direction: Direction, channel: Channel
@@ -281,16 +282,25 @@ class Pipeline:
         return msg
 
     def _flush_conn(self, conn: int, channel: str | None = None) -> list[Message]:
-        framers = self._framers.get(conn)
-        if not framers:
+        """End a connection's streams (of one ``channel``, or all): what they hold becomes
+        messages, in the order the streams began; the next bytes start afresh."""
+        session = self.sessions.get(conn)
+        if session is None or not session.framing:
             return []
+        framers = self._framers.get(conn, {})
         out = []
-        for key in [k for k in framers if channel in (None, k[0])]:
-            framer = framers.pop(key)
-            for raw in framer.close():
-                out.append(self._handle(self.session(conn), raw, key[1], key[0]))
+        kept = []
+        for entry in session.framing:
+            if channel not in (None, entry[0]):
+                kept.append(entry)
+                continue
+            framer = framers.pop((entry[0], entry[1]), None)
+            if framer is not None:  # (an idle stream holds nothing)
+                for raw in framer.close():
+                    out.append(self._handle(session, raw, entry[1], entry[0]))
+        session.framing = _shared(tuple(kept))
         if not framers:
-            del self._framers[conn]
+            self._framers.pop(conn, None)
         return out
 
     def close(self) -> list[Message]:
@@ -313,6 +323,29 @@ class Pipeline:
         for frame in frames:
             yield from self.feed_iter(frame)
         yield from self.close()
+
+
+#: The framing tuples sessions share (a handful of values: 4 streams, 2 byte orders).
+_FRAMINGS: dict[tuple, tuple] = {}
+
+
+def _shared(framing: tuple) -> tuple:
+    known = _FRAMINGS.get(framing)
+    if known is None:
+        known = framing
+        if len(_FRAMINGS) < 4096:  # (bounded whatever comes)
+            _FRAMINGS[framing] = framing
+    return known
+
+
+def _stream_order(session: Session, channel: Channel, direction: Direction) -> str:
+    """The byte order a stream is framed in: the session's when its first bytes came (an
+    open frame naming another order later does not change a stream begun)."""
+    for ch, d, order in session.framing:
+        if ch == channel and d == direction:
+            return order
+    session.framing = _shared((*session.framing, (channel, direction, session.order)))
+    return session.order
 
 
 def event_message(frame: Frame, number: int, index: int, info: dict | None = None) -> Message:

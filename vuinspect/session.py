@@ -69,6 +69,7 @@ class Session:
         "device",
         "device_given",
         "first_ns",
+        "framing",
         "inflight",
         "info",
         "last_ns",
@@ -140,6 +141,9 @@ class Session:
         self.stats: dict[str, RequestStats] = {}
         #: per-vring data plane (ring/notify frames, issue 13), made on first use
         self._dataplane: DataPlane | None = None
+        #: The pipeline's: (channel, direction, byte order) of each stream framed, in the
+        #: order its first bytes came (a tuple the sessions share; see Pipeline.feed_iter)
+        self.framing: tuple[tuple[Channel, Direction, str], ...] = ()
         #: The vring of a SET_VRING_CALL a proxy note says was dropped; its message follows.
         self._call_dropped: int | None = None
         self.messages = 0

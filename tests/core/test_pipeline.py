@@ -8,7 +8,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
-from vuinspect.frames import Frame
+from vuinspect.frames import Frame, event_frame
 from vuinspect.message import Message
 from vuinspect.pipeline import Pipeline
 from vuinspect.session import Session
@@ -241,3 +241,25 @@ def test_connections_between_messages_share_no_bytes_through_the_idle_framer() -
     assert next(it).conn == 4
     assert [m.conn for m in p.feed(Frame(8, 5, "main", "f2b", get))] == [5]
     assert [m.conn for m in p.close() if m.kind == "message"] == [4]
+
+
+def test_a_stream_keeps_its_byte_order_and_a_close_its_streams_order() -> None:
+    """An idle stream holds no framer, yet frames as it began: an open frame naming big-endian
+    after a stream's first bytes does not change it (as when each stream kept its framer;
+    found by the mutation corpus), and a close ends the streams in the order they began."""
+    get = struct.pack("<III", GET_FEATURES, 1, 0)
+    num = struct.pack("<IIIII", 8, 1, 8, 0, 256)  # SET_VRING_NUM, little-endian
+    p = Pipeline()
+    assert [m.name for m in p.feed(Frame(1, 1, "main", "f2b", get))] == ["GET_FEATURES"]
+    p.feed(event_frame("open", 2, 1, {"byteorder": "big"}))
+    (msg,) = p.feed(Frame(3, 1, "main", "f2b", num))
+    assert (msg.kind, msg.name, msg.size) == ("message", "SET_VRING_NUM", 8)
+    q = Pipeline()
+    q.feed(Frame(1, 2, "main", "b2f", get))  # begins first, idle
+    q.feed(Frame(2, 2, "main", "f2b", get[:6]))
+    q.feed(Frame(3, 2, "main", "b2f", get[:7]))
+    ended = q.feed(event_frame("close", 4, 2, {"reason": "eof"}))
+    assert [(m.direction, len(m.raw)) for m in ended if m.kind != "close"] == [
+        ("b2f", 7),
+        ("f2b", 6),
+    ]
