@@ -202,7 +202,9 @@ def _rings_stopped(e: Effect) -> Step:
 def _ring_restart(e: Effect) -> Step:
     def run(s: Session, msg: Message, request: Message | None) -> None:
         if "index" in msg.payload:
-            found = s.dataplane.on_restart(msg.ts_ns, msg.payload["index"], s.receive_queue)
+            found = s.tracked_dataplane().on_restart(
+                msg.ts_ns, msg.payload["index"], s.receive_queue
+            )
             msg.problems.extend(problem(f.code, f.text) for f in found)
 
     return run
@@ -263,7 +265,7 @@ def _vring_fd(e: Effect) -> RingStep:
         if call:
             sent = "nofd" if nofd else "fd" if msg.fds else "none"
             dropped = s._call_dropped == ring.index
-            s.dataplane.call_fd_sent(ring.index, "none" if dropped else sent)
+            s.tracked_dataplane().call_fd_sent(ring.index, "none" if dropped else sent)
             s._call_dropped = None
 
     return run

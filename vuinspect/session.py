@@ -39,6 +39,9 @@ _VRING_FD_INDEX = dict(VRING_FD_BITS)["index"]  # a SET_VRING_CALL's vring bits
 #: alike, and one each was ~140 bytes a connection.  Nothing changes a context once made.
 MAX_CONTEXTS = 256
 _CONTEXTS: dict[tuple[str, str | None, bool, bool], tuple[DecodeContext, tuple]] = {}
+#: What a session without a data plane reads as (only :meth:`Session.tracked_dataplane`
+#: changes one; this one is never written).
+_NO_DATAPLANE = DataPlane()
 
 
 class Session:
@@ -215,7 +218,14 @@ class Session:
 
     @property
     def dataplane(self) -> DataPlane:
-        """The per-vring data plane (ring/notify frames, issue 13), made on first use."""
+        """The per-vring data plane (ring/notify frames, issue 13), to read: until a frame or
+        message gives the session one (:meth:`tracked_dataplane`), a shared empty one, so
+        that a view or a table reading every session makes none."""
+        dp = self._dataplane
+        return _NO_DATAPLANE if dp is None else dp
+
+    def tracked_dataplane(self) -> DataPlane:
+        """The data plane to change, made on first use."""
         dp = self._dataplane
         if dp is None:
             dp = self._dataplane = DataPlane()
@@ -284,12 +294,12 @@ class Session:
     def on_ring(self, ts_ns: int, info: dict[str, Any]) -> tuple[list, list[Finding]]:
         """A ``ring`` frame: its problems (sampled and diagnosed) and the findings it ends."""
         self._seen(ts_ns)
-        _, found, ended = self.dataplane.on_sample(info, self.receive_queue)
+        _, found, ended = self.tracked_dataplane().on_sample(info, self.receive_queue)
         return [problem(code, text) for code, text in found], ended
 
     def on_notify(self, ts_ns: int, info: dict[str, Any]) -> list:
         self._seen(ts_ns)
-        why = self.dataplane.on_notify(info)
+        why = self.tracked_dataplane().on_notify(info)
         return [problem("ring_bad_sample", why)] if why else []
 
     def rings_stopped(

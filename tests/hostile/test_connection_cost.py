@@ -42,3 +42,31 @@ def test_a_one_message_connection_costs_little_memory() -> None:
     assert len(pipeline.owed()) == N  # every request still waits: nothing was dropped
     per_connection = (after - before) / N
     assert per_connection < BOUND, f"{per_connection:.0f} bytes a connection"
+
+
+def test_reading_every_session_as_the_views_do_makes_no_data_plane() -> None:
+    """The Connections view ranks every session and the Queues view and ``--stats`` read
+    each one's data plane: reading must not give each connection one (~260 B each; the
+    ranking's own entries are ~170 B a connection)."""
+    from vuinspect.stats import ring_table
+    from vuinspect.tui.queues_data import RingRows, queue_rows
+    from vuinspect.tui.ranking import Ranking
+
+    pipeline = Pipeline()
+    for frame in one_message_connections(N):
+        pipeline.feed(frame)
+    sessions = list(pipeline.sessions.values())
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        ranking = Ranking(pipeline.sessions)
+        assert len(ranking.page(0, 10)) == 10
+        assert ring_table(sessions) == []
+        assert queue_rows(sessions, RingRows(), 0) == []
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per_connection = (after - before) / N
+    assert per_connection < 250, f"{per_connection:.0f} bytes a connection"
