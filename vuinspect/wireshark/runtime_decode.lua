@@ -14,7 +14,7 @@ local TWO32 = 4294967296
 -- full tree (-V) makes ~30 items a frame.  Nil until a tree is built.
 -- ti_len (set_len): an item on a longer range that starts where it does, cut to its own
 -- length, instead of a range of its own (a TvbRange is a userdata with a finaliser and two
--- C allocations; set_len is one C call).  Nil where wslua has no set_len.
+-- C allocations; set_len is one C call; wslua has had it since 1.11.3).
 local ti_add, ti_add_le, ti_gen, ti_hide, ti_text, ti_len, tvb_range
 local function bind_tree(item, tvb)
   if ti_add == nil then

@@ -326,13 +326,8 @@ function show_pseudo(top, tvb, ph, whole)
   -- Values are passed, not read again from the tvb: wslua's add is ~2x cheaper then (-V).
   -- The subtree starts where the frame does: the frame's range (`whole`), cut to its length.
   local add, range = ti_add, tvb_range
-  local t
-  if ti_len then
-    t = add(top, F.pseudo, whole)
-    ti_len(t, ph.hdr_len)
-  else
-    t = add(top, F.pseudo, range(tvb, 0, ph.hdr_len))
-  end
+  local t = add(top, F.pseudo, whole)
+  ti_len(t, ph.hdr_len)
   add(t, F.ph_version, range(tvb, 2, 1), ph.version)
   add(t, F.kind, range(tvb, 3, 1), ph.kind)
   add(t, F.ph_hdr_len, range(tvb, 4, 2), ph.hdr_len)
@@ -639,21 +634,14 @@ local function dissect_message(mt, base, len, rec, first, t)
   if first and s.messages == 1 and req == R.GET_FEATURES and channel == "main" then s.seen_start = true end
   if t then
     local add, gen, range = ti_add, ti_gen, tvb_range
-    if channel == "main" and ti_len then  -- the message's range cut to the request's 4 bytes
+    -- the request and its name on the message's range, cut to the request's 4 bytes
+    if channel == "main" then
       ti_len(add(t, F.request, mrange, req), 4)
-      local nm = add(t, F.name, mrange, name)
-      gen(nm)
-      ti_len(nm, 4)
-    else
-      local rr = range(mt, base, 4)
-      if channel == "main" then
-        add(t, F.request, rr, req)
-      else  -- the same vhost_user.request with the back-end's names; the old name hidden
-        add(t, F.request_backend, rr, req)
-        ti_hide(add(t, F.backend_request, rr, req))
-      end
-      gen(add(t, F.name, rr, name))
+    else  -- the same vhost_user.request with the back-end's names; the old name hidden
+      ti_len(add(t, F.request_backend, mrange, req), 4)
+      ti_len(ti_hide(add(t, F.backend_request, mrange, req)), 4)
     end
+    ti_len(gen(add(t, F.name, mrange, name)), 4)
     local fr = range(mt, base + 4, 4)
     local fl = add(t, F.flags, fr, flags)
     add(fl, F.flags_version, fr, flags)  -- masked: the whole value
