@@ -179,7 +179,7 @@ def test_emfile_backs_off(sockdir: str, procs: Procs, backend: Backend) -> None:
         time.sleep(1.0)
         busy = (cpu_s(proxy.pid) - c0) / (time.monotonic() - t0)
         assert busy < 0.25, f"the proxy used {busy:.0%} of a core while it could not accept"
-        wait_line(proxy, "Too many open files", 2)
+        wait_line(proxy, "cannot accept connections", 2)
     finally:
         for s in hoarders:
             s.close()
@@ -187,9 +187,10 @@ def test_emfile_backs_off(sockdir: str, procs: Procs, backend: Backend) -> None:
     # fds are free again: the waiting connection and a new one are relayed
     assert waiting is not None
     waiting.sendall(wire.pack(wire.GET_FEATURES))
-    wait_until(lambda: len(backend.conns) == len(hoarders) + 1, 5, "the waiting connection relayed")
     # which of the back-end's connections is the waiting one is a race: the closed hoarders'
-    # are relayed too (their header and byte), so the message is looked for on all of them
+    # are relayed too (their header and byte), so the message is looked for on all of them.
+    # How many hoarders reach the back-end is a race as well (CI): one accepted when no fd
+    # was left for its upstream socket waits in _reach and gives up when it hangs up.
     got: dict[int, bytes] = {}
 
     def relayed() -> bool:
@@ -198,10 +199,14 @@ def test_emfile_backs_off(sockdir: str, procs: Procs, backend: Backend) -> None:
                 got[i] = got.get(i, b"") + conn.recv(100, socket.MSG_DONTWAIT)
         return wire.pack(wire.GET_FEATURES) in got.values()
 
-    wait_until(relayed, 5, "the waiting connection's GET_FEATURES at the back-end")
+    wait_until(relayed, 10, "the waiting connection's GET_FEATURES at the back-end")
     works(px, backend)
     waiting.close()
-    assert log_text(proxy).count("Too many open files") == 1, log_text(proxy)
+    # said once (a hoarder accepted with no fd left for its upstream socket has a line of
+    # its own when it gives up: "could not connect ...: Too many open files")
+    log = log_text(proxy)
+    assert log.count("cannot accept connections") == 1, log
+    assert "Too many open files" in log.split("cannot accept connections", 1)[1], log
     assert stop(proxy) == 0
     report("hostile_emfile_backoff", hoarders=len(hoarders), proxy_cpu_while_full=round(busy, 3))
 
