@@ -324,18 +324,19 @@ def request_table(sessions: Sequence[Session | ConnStats]) -> list[dict[str, Any
                     "name": name,
                     "requests": 0,
                     "replies": 0,
-                    "problems": 0,
+                    "problem_count": 0,
                     "latencies": Latencies(),
                 },
             )
             row["requests"] += st.count
             row["replies"] += st.replies
-            row["problems"] += st.problem_count
+            row["problem_count"] += st.problem_count
             if st.replies:  # (asking a kind without replies for them would make its Latencies)
                 row["latencies"].merge(st.latencies_us)
     out = []
     for row in rows.values():
         lat = row.pop("latencies")
+        row["problems"] = row["problem_count"]  # the old key, kept as an alias of problem_count
         row["latency_us"] = {**_latency_json(lat), "n": lat.n}
         out.append(row)
     out.sort(key=lambda r: (-r["requests"] - r["replies"], r["channel"], r["name"]))
@@ -357,7 +358,8 @@ def connection_table(sessions: Sequence[Session | ConnStats]) -> list[dict[str, 
                 "orientation": c.orientation,
                 "device": c.device,
                 "messages": c.messages,
-                "problems": c.problem_count,
+                "problem_count": c.problem_count,
+                "problems": c.problem_count,  # the old key, kept as an alias of problem_count
                 "duration_s": (end - start) / 1e9
                 if start is not None and end is not None
                 else None,
@@ -394,7 +396,7 @@ def format_stats(
         lat = r["latency_us"]
         lines.append(
             f"{r['channel']:<8} {r['name']:<34} {r['requests']:>7} {r['replies']:>7} "
-            f"{r['problems']:>5} {_fmt(lat['p50']):>9} {_fmt(lat['p99']):>9} "
+            f"{r['problem_count']:>5} {_fmt(lat['p50']):>9} {_fmt(lat['p99']):>9} "
             f"{_fmt(lat['max']):>9}"
         )
     lines += [
@@ -407,7 +409,7 @@ def format_stats(
         end = safe_text(c["close_reason"]) if c["close_reason"] else "open"  # a peer's words
         waiting = f" waiting: {', '.join(c['waiting'])}" if c["waiting"] else ""
         lines.append(
-            f"{c['conn']:>5} {c['messages']:>9} {c['problems']:>8} {_fmt(lat['p50']):>9} "
+            f"{c['conn']:>5} {c['messages']:>9} {c['problem_count']:>8} {_fmt(lat['p50']):>9} "
             f"{_fmt(lat['p99']):>9}  {safe_text(c['label'])} ({end}){waiting}"
         )
     rings = ring_table(sessions)

@@ -70,6 +70,22 @@ def test_requests_merge_over_connections_and_connections_stay_apart():
     assert by_conn[2]["duration_s"] == 0.009
 
 
+def test_counts_of_problems_are_problem_count_with_the_old_key_as_alias():
+    """A count is ``problem_count`` (as Session.problem_count); ``problems`` is a list of codes
+    elsewhere (a message's, a ring row's), so here it stays only as the old key's alias."""
+    p = Pipeline()
+    features_pairs(p, 1, [10])
+    reply = wire.pack(wire.GET_QUEUE_NUM, wire.REPLY_FLAGS, U64.pack(0))
+    (msg,) = p.feed(Frame(T0 + 5_000_000, 1, "main", "b2f", reply))
+    assert msg.problem_codes == ["reply_to_nothing"]
+    sessions = list(p.sessions.values())
+    rows = {r["name"]: r for r in request_table(sessions)}
+    assert (rows["GET_FEATURES"]["problem_count"], rows["GET_QUEUE_NUM"]["problem_count"]) == (0, 1)
+    (conn,) = connection_table(sessions)
+    assert conn["problem_count"] == 1
+    assert all(r["problems"] == r["problem_count"] for r in [*rows.values(), conn])
+
+
 def test_a_filters_tally_counts_only_what_it_kept():
     p = Pipeline()
     msgs = features_pairs(p, 1, [10, 20, 30])

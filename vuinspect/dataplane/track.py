@@ -335,6 +335,6 @@ class DataPlane:
             "trace": self.trace,
             "samples": self.samples,
             "notifies": self.notifies,
-            "problems": self.problem_count,  # (the stats key: a count, as the session's)
+            "problem_count": self.problem_count,
             "rings": [self.rings[i].to_json() for i in sorted(self.rings)],
         }

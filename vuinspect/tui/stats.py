@@ -42,7 +42,7 @@ def stats_rows(sessions: list[Session]) -> list[tuple[str, ...]]:
                 r["name"],
                 str(r["requests"]),
                 str(r["replies"]),
-                str(r["problems"]),
+                str(r["problem_count"]),
                 format_latency(lat["p50"]) or "-",
                 format_latency(lat["p99"]) or "-",
                 format_latency(lat["max"]) or "-",
