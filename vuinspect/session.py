@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import struct
 import warnings
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from . import rule_steps
@@ -237,9 +239,12 @@ class Session:
         return self._main_waits if channel == "main" else self._backend_waits
 
     @property
-    def pending(self) -> dict[str, list[Pending]]:
-        """channel -> :meth:`waits` (a copy of the mapping; the old attribute's shape)."""
-        return {"main": self._main_waits or [], "backend": self._backend_waits or []}
+    def pending(self) -> Mapping[str, tuple[Pending, ...]]:
+        """channel -> :meth:`waits`, read-only (the old attribute's shape: a copy, so that a
+        caller that changed it would not think it changed the session)."""
+        return MappingProxyType(
+            {"main": tuple(self._main_waits or ()), "backend": tuple(self._backend_waits or ())}
+        )
 
     def _queues(self) -> list[list[Pending]]:
         """The pairing queues made so far, main channel first (as they always were)."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
+
 from vuinspect.dataplane.track import MAX_RINGS
 from vuinspect.decoder import RawMessage, parse_header
 from vuinspect.message import Message
@@ -215,7 +217,10 @@ def test_a_peer_that_never_answers_cannot_grow_the_waiting_queue():
     s = Session(1)
     send = Wire(s)
     sent = [send(wire.GET_FEATURES) for _ in range(MAX_PENDING + 5)]
-    assert len(s.pending["main"]) == MAX_PENDING
+    assert len(s.waits("main") or ()) == MAX_PENDING
+    assert len(s.pending["main"]) == MAX_PENDING  # (the old name: a read-only copy)
+    with pytest.raises(TypeError):
+        s.pending["main"] = []  # type: ignore[index]
     assert all("missing_reply" in codes(m) for m in sent[:5])
     assert "missing_reply" not in codes(sent[5])
     r = send.reply(wire.GET_FEATURES, U64.pack(1))
