@@ -24,7 +24,7 @@ lint: setup
 
 test: setup lint
 	bash scripts/build-guest.sh
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=15
 
 bench: setup
 	$(BIN)/python -m bench
