@@ -20,6 +20,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..protocol.features import protocol_mask, virtio_mask
@@ -152,6 +153,57 @@ class Backend:
             raise EOFError("front-end closed the back-end channel")
         reply.close_fds()
         self.channel_replies.append(reply)
+
+
+class BackendServer:
+    """A listening test back-end on a thread: every accepted connection is kept in ``conns``
+    and passed to :meth:`handle`, which serves it with a recording :class:`Backend` (``kw``)
+    on its own thread.  Tests whose back-end must misbehave (never read, keep fds, hold the
+    first connection) override :meth:`handle` and :meth:`close`."""
+
+    def __init__(self, path: str, **kw: Any) -> None:
+        self.path = path
+        self.listener = wire.listen(path)
+        self.kw = kw
+        self.conns: list[socket.socket] = []
+        self.backends: list[Backend] = []
+        self.threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._run, daemon=True)
+        self._accept.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        be = Backend(conn, **self.kw)
+        self.backends.append(be)
+        self.spawn(be.serve)
+
+    def spawn(self, target: Callable[..., object], *args: object) -> threading.Thread:
+        """Run ``target(*args)`` on a daemon thread that :meth:`join` waits for."""
+        t = threading.Thread(target=target, args=args, daemon=True)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def join(self, timeout: float = 5.0) -> None:
+        for t in list(self.threads):
+            t.join(timeout)
+
+    def close(self) -> None:
+        """Stop accepting and remove the socket path (served connections end on their own)."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self._accept.join(2)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 def serve_forever(listener: socket.socket, **kw: Any) -> None:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,13 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-
-def _wait_path(path: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{path} did not appear")
-        time.sleep(0.02)
+from .procs import backend_args, proxy_command, stop, wait_path
 
 
 @contextlib.contextmanager
@@ -38,17 +31,11 @@ def _proc(argv: list[str], ready: str | None = None) -> Iterator[subprocess.Pope
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if ready:
-            _wait_path(ready, p)
+            wait_path(ready, p, 15.0)
             time.sleep(0.2)
         yield p
     finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(p, timeout=10, check=False)
 
 
 def _frontend(path: str, rounds: int, fds: bool) -> dict[str, float]:
@@ -76,31 +63,13 @@ def measure(rounds: int = 20000, runs: int = 5, fds: bool = False) -> dict[str, 
         s = os.path.join(d, "socat.sock")
         paths["socat"] = (["socat", f"UNIX-LISTEN:{s},fork", f"UNIX-CONNECT:{be}"], s)
     p1 = os.path.join(d, "px.sock")
-    paths["proxy"] = (
-        [py, "-m", "vuinspect", "proxy", "--quiet", "--listen", p1, "--connect", be],
-        p1,
-    )
+    paths["proxy"] = (proxy_command(p1, be, no_tui=False), p1)
     p2 = os.path.join(d, "pxw.sock")
-    paths["proxy -w"] = (
-        [
-            py,
-            "-m",
-            "vuinspect",
-            "proxy",
-            "--quiet",
-            "-w",
-            os.path.join(d, "c.pcapng"),
-            "--force",
-            "--listen",
-            p2,
-            "--connect",
-            be,
-        ],
-        p2,
-    )
+    capture = ("-w", os.path.join(d, "c.pcapng"), "--force")
+    paths["proxy -w"] = (proxy_command(p2, be, *capture, no_tui=False), p2)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
     try:
-        with _proc([py, "-m", "vuinspect.testing.backend", "--listen", be], ready=be):
+        with _proc([py, "-m", *backend_args(be)], ready=be):
             for _ in range(runs):
                 for name, spec in paths.items():
                     if spec is None:

@@ -130,6 +130,16 @@ def recv_msg(sock: socket.socket) -> Msg | None:
     return Msg(request, flags, payload, fds, [fd_inode(fd) for fd in fds], fd_reads)
 
 
+def recv_within(sock: socket.socket, timeout: float = 5.0) -> Msg | None:
+    """:func:`recv_msg` that gives up (TimeoutError) after ``timeout`` s of silence."""
+    before = sock.gettimeout()
+    sock.settimeout(timeout)
+    try:
+        return recv_msg(sock)
+    finally:
+        sock.settimeout(before)
+
+
 def memfd(name: str, size: int) -> int:
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     os.ftruncate(fd, size)
