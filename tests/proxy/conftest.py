@@ -8,8 +8,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,8 +16,9 @@ import pytest
 from vuinspect.frames import Frame, event_info
 from vuinspect.proxy.server import ProxyServer, Route
 from vuinspect.proxy.sink import DirectSink
+from vuinspect.testing import procs as procs_mod
 from vuinspect.testing import wire
-from vuinspect.testing.backend import Backend
+from vuinspect.testing.backend import BackendServer
 
 
 @pytest.fixture
@@ -60,49 +59,8 @@ class Recorder:
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
-class BackendServer:
-    """A listening test back-end on a thread; one Backend per accepted connection."""
-
-    def __init__(self, path: str, **kw: object) -> None:
-        self.path = path
-        self.listener = wire.listen(path)
-        self.kw = kw
-        self.backends: list[Backend] = []
-        self.threads: list[threading.Thread] = []
-        self._accept = threading.Thread(target=self._run, daemon=True)
-        self._accept.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            be = Backend(conn, **self.kw)  # type: ignore[arg-type]
-            self.backends.append(be)
-            t = threading.Thread(target=be.serve, daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def join(self, timeout: float = 5.0) -> None:
-        for t in list(self.threads):
-            t.join(timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self._accept.join(2)
-        with_path = self.path
-        if os.path.exists(with_path):
-            os.unlink(with_path)
+    """:func:`vuinspect.testing.procs.wait_until`, polling faster (in-process peers)."""
+    procs_mod.wait_until(pred, timeout, what, interval=0.005)
 
 
 @pytest.fixture

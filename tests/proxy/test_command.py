@@ -15,6 +15,8 @@ import pytest
 from vuinspect.proxy.interpose import Interposer, Listener, ListenError
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import backend_args, proxy_args, run_proxy, wait_text
+from vuinspect.testing.procs import stop as procs_stop
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,25 +31,30 @@ def start(argv: list[str], log: Path, **kw) -> subprocess.Popen:
 
 
 def wait_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    raise AssertionError(f"{text!r} not seen; log:\n{log.read_text(errors='replace')}")
+    wait_text(log, text, proc, timeout)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(60)  # generous: a loaded 2-core CI machine is slow to stop a TUI
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
+    return procs_stop(proc, sig, 60)  # generous: a loaded 2-core CI machine is slow to stop a TUI
+
+
+def start_proxy(
+    procs,
+    px: str,
+    be: str,
+    log: Path,
+    *extra: str,
+    quiet: bool = False,
+    no_tui: bool = True,
+    ready: str = "listening on",
+    **kw,
+) -> subprocess.Popen:
+    """``vuinspect proxy`` from ``px`` to ``be`` (see :func:`proxy_args`), stderr to ``log``,
+    returned once ``ready`` is there; ``kw`` to Popen."""
+    proxy = start(proxy_args(px, be, *extra, quiet=quiet, no_tui=no_tui), log, **kw)
+    procs.append(proxy)
+    wait_line(log, ready, proxy)
+    return proxy
 
 
 def start_cli_proxy(sockdir: str, procs) -> tuple[str, str, str, Path, Path, subprocess.Popen]:
@@ -58,20 +65,17 @@ def start_cli_proxy(sockdir: str, procs) -> tuple[str, str, str, Path, Path, sub
     cap = os.path.join(sockdir, "cap.pcapng")
     log = Path(sockdir) / "proxy.log"
     out = Path(sockdir) / "proxy.out"
-    proxy = start(
-        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-w", cap],
-        log,
-        stdout=open(out, "wb"),  # noqa: SIM115
+    stdout = open(out, "wb")  # noqa: SIM115
+    proxy = start_proxy(
+        procs, px, be, log, "-w", cap, ready=f"listening on {px} -> {be}", stdout=stdout
     )
-    procs.append(proxy)
-    wait_line(log, f"listening on {px} -> {be}", proxy)
     return be, px, cap, log, out, proxy
 
 
 def run_backend(sockdir: str, procs, name: str = "be.sock", *extra: str) -> str:
     path = os.path.join(sockdir, name)
     log = Path(sockdir) / f"{name}.log"
-    p = start(["vuinspect.testing.backend", "--listen", path, *extra], log)
+    p = start(backend_args(path, *extra), log)
     procs.append(p)
     wait_line(log, "listening on", p)
     return path
@@ -106,13 +110,8 @@ def test_cli_capture_to_stdout_keeps_stdout_clean(sockdir, procs) -> None:
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
     cap = Path(sockdir) / "stdout.pcapng"
-    proxy = start(
-        ["vuinspect", "proxy", "--listen", px, "--connect", be, "-w", "-"],
-        log,
-        stdout=open(cap, "wb"),  # noqa: SIM115
-    )
-    procs.append(proxy)
-    wait_line(log, "listening on", proxy)
+    stdout = open(cap, "wb")  # noqa: SIM115
+    proxy = start_proxy(procs, px, be, log, "-w", "-", no_tui=False, stdout=stdout)
     fe = Frontend(wire.connect(px))
     fe.handshake()
     fe.close()
@@ -155,21 +154,11 @@ def test_interpose_restores_socket_on_signal(sockdir, procs, sig) -> None:
 
 def test_interpose_refuses_missing_and_leftover(sockdir, procs) -> None:
     missing = os.path.join(sockdir, "none.sock")
-    p = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy", "--interpose", missing],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    p = run_proxy("--interpose", missing)
     assert p.returncode == 1 and "no such socket" in p.stderr and "Traceback" not in p.stderr
     be = run_backend(sockdir, procs)
     Path(be + ".vuinspect-orig").write_text("left over")
-    p = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy", "--interpose", be],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    p = run_proxy("--interpose", be)
     assert p.returncode == 1 and "already exists" in p.stderr
     assert stat.S_ISSOCK(os.lstat(be).st_mode)
 
@@ -187,12 +176,7 @@ def test_listen_path_refusals(sockdir, procs) -> None:
     live = run_backend(sockdir, procs, "live.sock")
     with pytest.raises(ListenError, match="already listening"):
         Listener(live).open()
-    p = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy", "--listen", link, "--connect", live],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    p = run_proxy("--listen", link, "--connect", live)
     assert p.returncode == 1 and "symlink" in p.stderr and "Traceback" not in p.stderr
     with pytest.raises(ListenError, match="symlink"):
         Interposer(link).open()
@@ -215,26 +199,14 @@ def test_stale_socket_is_replaced(sockdir) -> None:
 
 
 def test_cli_argument_errors(sockdir) -> None:
-    p = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy", "--listen", "a"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    p = run_proxy("--listen", "a")
     assert p.returncode == 1 and "pairs" in p.stderr
-    p = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy"], capture_output=True, text=True, timeout=30
-    )
+    p = run_proxy()
     assert p.returncode == 1 and "nothing to proxy" in p.stderr
 
 
 def test_help_is_for_users() -> None:
-    p = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    p = run_proxy("--help")
     assert p.returncode == 0
     assert ".py" not in p.stdout  # no module names (engine.py, viewer.py)
     lines = p.stdout.splitlines()
@@ -250,23 +222,12 @@ def test_quiet_prints_only_the_ready_line(sockdir, procs) -> None:
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "quiet.log"
     out = Path(sockdir) / "quiet.out"
-    proxy = start(
-        [
-            "vuinspect",
-            "proxy",
-            "--listen",
-            px,
-            "--connect",
-            be,
-            "-q",
-            "-w",
-            os.path.join(sockdir, "q.pcapng"),
-        ],
-        log,
-        stdout=open(out, "wb"),  # noqa: SIM115
+    q = os.path.join(sockdir, "q.pcapng")
+    stdout = open(out, "wb")  # noqa: SIM115
+    ready = f"listening on {px} -> {be}"
+    proxy = start_proxy(
+        procs, px, be, log, "-w", q, quiet=True, no_tui=False, ready=ready, stdout=stdout
     )
-    procs.append(proxy)
-    wait_line(log, f"listening on {px} -> {be}", proxy)
     fe = Frontend(wire.connect(px))
     fe.handshake()
     fe.round_trips(5)
@@ -343,13 +304,9 @@ def test_headless_tui_for_benchmarks(sockdir, procs) -> None:
     px = os.path.join(sockdir, "px.sock")
     cap = os.path.join(sockdir, "cap.pcapng")
     log = Path(sockdir) / "proxy.log"
-    proxy = start(
-        ["vuinspect", "proxy", "--tui-headless", "--listen", px, "--connect", be, "-w", cap],
-        log,
-        stdin=subprocess.DEVNULL,
+    proxy = start_proxy(
+        procs, px, be, log, "--tui-headless", "-w", cap, no_tui=False, stdin=subprocess.DEVNULL
     )
-    procs.append(proxy)
-    wait_line(log, "listening on", proxy)
     fe = Frontend(wire.connect(px, retries=50))
     fe.handshake()
     fe.round_trips(100)

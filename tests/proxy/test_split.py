@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +17,10 @@ import pytest
 
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import proxy_options, run_proxy
 
 from .conftest import children
-from .test_command import run_backend, start, start_cli_proxy, stop, wait_line
+from .test_command import run_backend, start_cli_proxy, start_proxy, stop, wait_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,11 +83,7 @@ def test_proxy_killed_its_viewer_goes_too(sockdir, procs, show) -> None:
     be = run_backend(sockdir, procs)
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
-    proxy = start(
-        ["vuinspect", "proxy", "--listen", px, "--connect", be, show], log, stdin=subprocess.DEVNULL
-    )
-    procs.append(proxy)
-    wait_line(log, "listening on", proxy)
+    proxy = start_proxy(procs, px, be, log, show, no_tui=False, stdin=subprocess.DEVNULL)
     viewer = _viewer_of(proxy.pid)
     proxy.kill()
     proxy.wait()
@@ -96,23 +92,8 @@ def test_proxy_killed_its_viewer_goes_too(sockdir, procs, show) -> None:
 
 def test_capture_target_refused_one_error_line(sockdir) -> None:
     px = os.path.join(sockdir, "px.sock")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vuinspect",
-            "proxy",
-            "--listen",
-            px,
-            "--connect",
-            os.path.join(sockdir, "be.sock"),
-            "--no-tui",
-            "-w",
-            "/dev/full",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    res = run_proxy(
+        *proxy_options(px, os.path.join(sockdir, "be.sock"), "-w", "/dev/full", quiet=False)
     )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
@@ -129,14 +110,8 @@ def test_stop_signals_end_both_with_every_line_printed(sockdir, procs, sig, grou
     px = os.path.join(sockdir, "px.sock")
     log = Path(sockdir) / "proxy.log"
     out = Path(sockdir) / "proxy.out"
-    proxy = start(
-        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"],
-        log,
-        stdout=open(out, "wb"),  # noqa: SIM115
-        start_new_session=True,
-    )
-    procs.append(proxy)
-    wait_line(log, "listening on", proxy)
+    stdout = open(out, "wb")  # noqa: SIM115
+    proxy = start_proxy(procs, px, be, log, stdout=stdout, start_new_session=True)
     viewer = _viewer_of(proxy.pid)
     fe = Frontend(wire.connect(px))
     fe.handshake()
