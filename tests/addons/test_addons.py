@@ -4,10 +4,7 @@ the session state, and scripts refused at start."""
 from __future__ import annotations
 
 import os
-import socket
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,16 +15,10 @@ from tests.proxy.conftest import wait_until
 from vuinspect.addons import AddonError, load_addons
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import proxy_options, run_proxy
+from vuinspect.testing.wire import recv_within as recv
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def recv(sock: socket.socket, timeout: float = 5.0) -> wire.Msg | None:
-    sock.settimeout(timeout)
-    try:
-        return wire.recv_msg(sock)
-    finally:
-        sock.settimeout(None)
 
 
 def pair(sockdir, proxy, source: str, lines: list[str] | None = None):
@@ -214,24 +205,7 @@ def test_bad_scripts_refused(tmp_path, source, expect):
 def test_bad_script_refused_at_start_with_one_line(tmp_path):
     path = write_script(str(tmp_path), "def message(flow):\n    pass\n")
     px, be = str(tmp_path / "px.sock"), str(tmp_path / "be.sock")
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vuinspect",
-            "proxy",
-            "--listen",
-            px,
-            "--connect",
-            be,
-            "--no-tui",
-            "--script",
-            path,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    p = run_proxy(*proxy_options(px, be, "--script", path, quiet=False), timeout=20)
     assert p.returncode != 0 and not os.path.exists(px)
     assert p.stderr.strip().count("\n") == 0, p.stderr
     assert "message(flow) must take (flow, msg)" in p.stderr

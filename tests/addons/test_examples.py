@@ -11,7 +11,7 @@ import pytest
 
 from tests.addons.helpers import EXAMPLES, addon_notes, addon_proxy
 from tests.proxy.conftest import wait_until
-from tests.proxy.test_command import run_backend, start, stop, wait_line
+from tests.proxy.test_command import run_backend, start_proxy, stop
 from vuinspect.testing import wire
 from vuinspect.testing.backend import FEATURES, PROTOCOL_FEATURES
 from vuinspect.testing.frontend import Frontend
@@ -87,25 +87,8 @@ def test_latency_injector_from_the_command_line(sockdir, procs):
     cap = os.path.join(sockdir, "cap.pcapng")
     log = Path(sockdir) / "proxy.log"
     env = dict(os.environ, VUINSPECT_LATENCY_MS="300")
-    proxy = start(
-        [
-            "vuinspect",
-            "proxy",
-            "--listen",
-            px,
-            "--connect",
-            be,
-            "-q",
-            "-w",
-            cap,
-            "--script",
-            LATENCY,
-        ],
-        log,
-        env=env,
-    )
-    procs.append(proxy)
-    wait_line(log, "listening on", proxy)
+    script = ("--script", LATENCY)
+    proxy = start_proxy(procs, px, be, log, "-w", cap, *script, quiet=True, no_tui=False, env=env)
     fe = Frontend(wire.connect(px))
     fe.handshake()
     t0 = time.monotonic()

@@ -10,18 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from vuinspect.testing import wire
+from vuinspect.testing.backend import BackendServer
+from vuinspect.testing.procs import proxy_command, stop, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,43 +38,22 @@ def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def sockdir() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="vu-hostile-") as d:
         yield d
 
 
-class HoardingBackend:
+class HoardingBackend(BackendServer):
     """A back-end that keeps every fd it is sent (a back-end channel socket included)."""
 
     def __init__(self, path: str) -> None:
-        self.listener = wire.listen(path)
-        self.conns: list[socket.socket] = []
         self.kept: list[wire.Msg] = []
         self.got: list[bytes] = []
-        self._threads: list[threading.Thread] = []
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self._threads.append(t)
+        super().__init__(path)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                s, _ = self.listener.accept()
-            except OSError:
-                return
-            self.conns.append(s)
-            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
-            t.start()
-            self._threads.append(t)
+    def handle(self, conn: socket.socket) -> None:
+        self.spawn(self._serve, conn)
 
     def _serve(self, s: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -85,9 +62,7 @@ class HoardingBackend:
                 self.kept.append(msg)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
+        super().close()
         for s in self.conns:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
@@ -101,17 +76,7 @@ def proxy(sockdir: str) -> Iterator[tuple[subprocess.Popen, str, HoardingBackend
     be = HoardingBackend(os.path.join(sockdir, "be.sock"))
     px = os.path.join(sockdir, "px.sock")
     p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vuinspect",
-            "proxy",
-            "--listen",
-            px,
-            "--connect",
-            be.listener.getsockname(),
-        ]
-        + ["--no-tui", "-q"],
+        proxy_command(px, be.path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=_low_fd_limit,
@@ -121,13 +86,7 @@ def proxy(sockdir: str) -> Iterator[tuple[subprocess.Popen, str, HoardingBackend
         assert p.poll() is None, p.stderr.read().decode() if p.stderr else ""
         yield p, px, be
     finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(p, timeout=10, check=False)
         if p.stderr:
             p.stderr.close()
         be.close()

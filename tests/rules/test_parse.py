@@ -157,33 +157,16 @@ def test_corrupt_and_delay_stack():
 
 def test_proxy_refuses_a_bad_rule_at_start(tmp_path):
     """One line naming the rule and the character; nothing is listened on."""
-    import subprocess
-    import sys
+    from vuinspect.testing.procs import proxy_options, run_proxy
 
-    listen = tmp_path / "px.sock"
+    listen, be = tmp_path / "px.sock", str(tmp_path / "be.sock")
     bad = tmp_path / "bad.rules"
     bad.write_text("delay 1s: name == GET_FEATURES\nmask-features EVENT_IDXX\n")
     for extra in (
         ["--rule", "delay 2s: name == GET_VRING_BASE", "--rule", "drop: nme == X"],
         ["--rules", str(bad)],
     ):
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "vuinspect",
-                "proxy",
-                "--listen",
-                str(listen),
-                "--connect",
-                str(tmp_path / "be.sock"),
-                "--no-tui",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        p = run_proxy(*proxy_options(str(listen), be, *extra, quiet=False))
         assert p.returncode != 0
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1, p.stderr
@@ -192,22 +175,6 @@ def test_proxy_refuses_a_bad_rule_at_start(tmp_path):
         ), lines
         assert ("--rule 2:" if extra[0] == "--rule" else f"{bad}:2:") in lines[0]
         assert not listen.exists()
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vuinspect",
-            "proxy",
-            "--listen",
-            str(listen),
-            "--connect",
-            str(tmp_path / "be.sock"),
-            "--no-tui",
-            "--rules",
-            str(tmp_path / "missing.rules"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    missing = ("--rules", str(tmp_path / "missing.rules"))
+    p = run_proxy(*proxy_options(str(listen), be, *missing, quiet=False))
     assert p.returncode != 0 and "missing.rules: No such file" in p.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import time
 
@@ -13,6 +12,7 @@ from tests.proxy.conftest import relayed_pair, wait_until
 from vuinspect.frames import event_info
 from vuinspect.rules import RuleSet, parse_rule
 from vuinspect.testing import wire
+from vuinspect.testing.wire import recv_within as recv
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,14 +26,6 @@ def ruled(proxy, *rules: str):
         return srv, rec
 
     return make
-
-
-def recv(sock: socket.socket, timeout: float = 5.0) -> wire.Msg | None:
-    sock.settimeout(timeout)
-    try:
-        return wire.recv_msg(sock)
-    finally:
-        sock.settimeout(None)
 
 
 def notes(rec, n: int = 1) -> list[dict]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import backend_args, proxy_command, stop, wait_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,24 +30,6 @@ def message(flow, msg):
 """
 FIRES = "delay 1ms: name == SET_VRING_ENABLE"
 NEVER = "drop: name == SET_VRING_CALL and payload.index == 7"
-
-
-def _wait_path(path: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
-        assert time.monotonic() < end, f"{path} did not appear"
-        time.sleep(0.02)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _read(*args: str) -> str:
@@ -69,47 +51,26 @@ def capture(tmp_path_factory) -> str:
     script = os.path.join(work, "addon.py")
     with open(script, "w") as f:
         f.write(ADDON)
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "vuinspect.testing.backend", "--listen", be],
-        stderr=subprocess.DEVNULL,
-    )
+    backend = subprocess.Popen([sys.executable, "-m", *backend_args(be)], stderr=subprocess.DEVNULL)
     proxy = None
     try:
-        _wait_path(be, backend)
+        wait_path(be, backend)
+        rules = ("--rule", FIRES, "--rule", NEVER, "--script", script)
         proxy = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vuinspect",
-                "proxy",
-                "--listen",
-                px,
-                "--connect",
-                be,
-                "--no-tui",
-                "-q",
-                "-w",
-                cap,
-                "--rule",
-                FIRES,
-                "--rule",
-                NEVER,
-                "--script",
-                script,
-            ],  # fmt: skip
+            proxy_command(px, be, "-w", cap, *rules),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        _wait_path(px, proxy)
+        wait_path(px, proxy)
         fe = Frontend(wire.connect(px, retries=100))
         fe.handshake(queues=2)
         fe.close()
         time.sleep(0.3)  # the close reaches the capture
     finally:
         if proxy is not None:
-            _stop(proxy)
-        _stop(backend)
+            stop(proxy, timeout=10, check=False)
+        stop(backend, timeout=10, check=False)
     return cap
 
 
