@@ -18,10 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from vuinspect.testing.procs import backend_args, proxy_args, wait_text
+from vuinspect.testing.procs import stop as stop  # re-exported: the tests' one stop
+from vuinspect.testing.procs import wait_until as wait_until
 
 FULL = os.environ.get("VUINSPECT_RELIABILITY") == "full"
 
@@ -112,49 +116,38 @@ def log_text(proc: subprocess.Popen) -> str:
 
 def wait_line(proc: subprocess.Popen, text: str, timeout: float = 20.0, count: int = 1) -> None:
     """Wait until ``text`` appears ``count`` times in the process's stderr log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log_text(proc).count(text) >= count:
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.01)
-    raise AssertionError(f"{text!r} not seen (x{count}); log:\n{log_text(proc)[-3000:]}")
+    wait_text(proc.log, text, proc, timeout, count)  # type: ignore[attr-defined]
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+def _started(
+    procs: Procs, argv: list[str], name: str, ready: str, **kw: object
+) -> subprocess.Popen:
+    """Start ``argv`` and return it once its log holds one more ``ready`` line than before (a
+    name started again appends to the same log)."""
+    log = procs.logdir / f"{name}.log"
+    before = log.read_text(errors="replace").count(ready) if log.exists() else 0
+    p = procs.start(argv, name, **kw)
+    wait_line(p, ready, count=before + 1)
+    return p
 
 
 def start_proxy(
-    procs: Procs, listen: str, connect: str, *extra: str, name: str = "proxy", quiet: bool = True
+    procs: Procs,
+    listen: str,
+    connect: str,
+    *extra: str,
+    name: str = "proxy",
+    quiet: bool = True,
+    **kw: object,
 ) -> subprocess.Popen:
-    """``vuinspect proxy`` as a subprocess, returned once it listens.
+    """``vuinspect proxy`` as a subprocess, returned once it listens (``kw`` to Popen).
 
     ``quiet`` (-q): forwarding and capture run in this one process.  Without
     it the process is a viewer printing summary lines (to /dev/null here) and
     forwarding runs in its child, the engine (see :func:`forwarding_pid`).
     """
-    p = procs.start(
-        [
-            "vuinspect",
-            "proxy",
-            "--listen",
-            listen,
-            "--connect",
-            connect,
-            "--no-tui",
-            *(["-q"] if quiet else []),
-            *extra,
-        ],
-        name,
-    )
-    wait_line(p, f"listening on {listen}")
-    return p
+    argv = proxy_args(listen, connect, *extra, quiet=quiet)
+    return _started(procs, argv, name, f"listening on {listen}", **kw)
 
 
 def forwarding_pid(pid: int, listen: str) -> int:
@@ -184,17 +177,7 @@ def forwarding_pid(pid: int, listen: str) -> int:
 
 def start_backend(procs: Procs, path: str, *extra: str, name: str = "backend") -> subprocess.Popen:
     """The in-repo test back-end as a subprocess, returned once it listens."""
-    log = procs.logdir / f"{name}.log"
-    before = log.read_text(errors="replace").count(f"listening on {path}") if log.exists() else 0
-    p = procs.start(["vuinspect.testing.backend", "--listen", path, *extra], name)
-    wait_line(p, f"listening on {path}", count=before + 1)
-    return p
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    return proc.wait(timeout)
+    return _started(procs, backend_args(path, *extra), name, f"listening on {path}")
 
 
 # -- /proc ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from vuinspect.capture import CaptureReader
 from vuinspect.pipeline import Pipeline
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import busy_frontend_args, proxy_options, run_proxy
 
 from .conftest import log_text, report, scaled, start_backend, start_proxy, stop, wait_until
 
@@ -82,26 +83,15 @@ def test_disk_full_keeps_traffic_flowing(sockdir, procs) -> None:
     )
 
 
+def _refused_options(sockdir: str, cap: str) -> list[str]:
+    """A proxy in ``sockdir`` (no back-end: the capture is refused first) writing to ``cap``."""
+    px, be = os.path.join(sockdir, "px.sock"), os.path.join(sockdir, "be.sock")
+    return proxy_options(px, be, "-w", cap, quiet=False)
+
+
 def test_read_only_target_is_one_line(sockdir) -> None:
     with tmpfs(os.path.join(sockdir, "ro"), "size=64k,ro") as mnt:
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "vuinspect",
-                "proxy",
-                "--listen",
-                os.path.join(sockdir, "px.sock"),
-                "--connect",
-                os.path.join(sockdir, "be.sock"),
-                "--no-tui",
-                "-w",
-                os.path.join(mnt, "cap.pcapng"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        res = run_proxy(*_refused_options(sockdir, os.path.join(mnt, "cap.pcapng")))
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
         f"vuinspect proxy: cannot create capture {mnt}/cap.pcapng: Read-only file system"
@@ -110,24 +100,7 @@ def test_read_only_target_is_one_line(sockdir) -> None:
 
 def test_dev_full_target_is_one_line(sockdir) -> None:
     """Regression: CaptureWriter let the first write's OSError escape (a traceback)."""
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vuinspect",
-            "proxy",
-            "--listen",
-            os.path.join(sockdir, "px.sock"),
-            "--connect",
-            os.path.join(sockdir, "be.sock"),
-            "--no-tui",
-            "-w",
-            "/dev/full",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    res = run_proxy(*_refused_options(sockdir, "/dev/full"))
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
         "vuinspect proxy: cannot write capture /dev/full: No space left on device"
@@ -145,23 +118,7 @@ def test_proxy_sigkilled_during_busy_capture(sockdir, procs) -> None:
         px = os.path.join(sockdir, f"px{k}.sock")
         cap = os.path.join(sockdir, f"kill{k}.pcapng")
         proxy = start_proxy(procs, px, be, "-w", cap, name=f"proxy{k}")
-        fes = [
-            procs.start(
-                [
-                    "vuinspect.testing.frontend",
-                    "--connect",
-                    px,
-                    "--rounds",
-                    "100000000",
-                    "--warmup",
-                    "0",
-                    "--fds",
-                    "--backend-channel",
-                ],
-                f"fe{k}.{i}",
-            )
-            for i in range(3)
-        ]
+        fes = [procs.start(busy_frontend_args(px), f"fe{k}.{i}") for i in range(3)]
         wait_until(lambda cap=cap: os.path.getsize(cap) > 200_000, 30, "a busy capture")
         time.sleep(rng.uniform(0.0, 0.5))
         os.kill(proxy.pid, signal.SIGKILL)

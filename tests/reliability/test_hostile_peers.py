@@ -14,7 +14,6 @@ import resource
 import socket
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,9 @@ from vuinspect.capture import read_frames
 from vuinspect.frames import event_info
 from vuinspect.protocol.requests import SCM_MAX_FD
 from vuinspect.testing import wire
+from vuinspect.testing.backend import BackendServer
 
-from .conftest import Procs, fd_count, log_text, report, stop, wait_line, wait_until
+from .conftest import Procs, fd_count, log_text, report, start_proxy, stop, wait_line, wait_until
 
 FD_LIMIT = 1024
 
@@ -37,13 +37,7 @@ def _low_fd_limit() -> None:
 
 def start_limited_proxy(procs: Procs, listen: str, connect: str, *extra: str) -> subprocess.Popen:
     """``vuinspect proxy -q`` with the usual 1024-fd limit (this machine's may be higher)."""
-    p = procs.start(
-        ["vuinspect", "proxy", "--listen", listen, "--connect", connect, "--no-tui", "-q", *extra],
-        "proxy",
-        preexec_fn=_low_fd_limit,
-    )
-    wait_line(p, f"listening on {listen}")
-    return p
+    return start_proxy(procs, listen, connect, *extra, preexec_fn=_low_fd_limit)
 
 
 def cpu_s(pid: int) -> float:
@@ -53,28 +47,14 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Backend:
+class Backend(BackendServer):
     """A listening back-end that accepts and keeps its connections (reads on demand)."""
 
-    def __init__(self, path: str) -> None:
-        self.listener = wire.listen(path)
-        self.conns: list[socket.socket] = []
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                s, _ = self.listener.accept()
-            except OSError:
-                return
-            self.conns.append(s)
+    def handle(self, conn: socket.socket) -> None:
+        pass  # kept in ``conns`` for the test to read
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self._t.join(2)
+        super().close()
         for s in self.conns:
             s.close()
 

@@ -23,8 +23,9 @@ import pytest
 
 from vuinspect.capture import CaptureReader
 from vuinspect.testing import wire
-from vuinspect.testing.backend import Backend
+from vuinspect.testing.backend import BackendServer
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import busy_frontend_args
 
 from .conftest import (
     Procs,
@@ -180,20 +181,7 @@ def test_frontend_killed(env: Env) -> None:
     kills = scaled(3, 20)
     be = start_backend(env.procs, env.be)
     for i in range(kills):
-        fe = env.procs.start(
-            [
-                "vuinspect.testing.frontend",
-                "--connect",
-                env.px,
-                "--rounds",
-                "100000000",
-                "--warmup",
-                "0",
-                "--fds",
-                "--backend-channel",
-            ],
-            "frontend",
-        )
+        fe = env.procs.start(busy_frontend_args(env.px), "frontend")
         env.connections += 1
         # killed mid-traffic, not before it connected (a loaded machine starts Python slowly)
         wait_until(lambda: fd_count(env.proxy.pid) >= env.fds0 + 2, 30, "the connection")
@@ -210,33 +198,19 @@ def test_frontend_killed(env: Env) -> None:
 
 
 # -- a peer that stops reading -----------------------------------------------------------------
-class StuckFirst:
+class StuckFirst(BackendServer):
     """A back-end that never reads its first connection and serves the later ones."""
 
-    def __init__(self, path: str) -> None:
-        self.listener = wire.listen(path)
-        self.stuck: socket.socket | None = None
-        self.backends: list[Backend] = []
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+    stuck: socket.socket | None = None
 
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.stuck is None:
-                self.stuck = conn
-                continue
-            be = Backend(conn)
-            self.backends.append(be)
-            threading.Thread(target=be.serve, daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        if self.stuck is None:
+            self.stuck = conn
+            return
+        super().handle(conn)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
+        super().close()
         if self.stuck is not None:
             self.stuck.close()
 

@@ -15,9 +15,7 @@ every byte of every stream of every connection.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import struct
 import threading
 import time
@@ -26,7 +24,7 @@ import pytest
 
 from vuinspect.capture import CaptureReader
 from vuinspect.testing import wire
-from vuinspect.testing.backend import Backend
+from vuinspect.testing.backend import BackendServer
 from vuinspect.testing.frontend import Frontend
 
 from .conftest import (
@@ -42,34 +40,6 @@ from .conftest import (
 
 CONNECTIONS = 64
 MESSAGES = scaled(300, 3000)
-
-
-class BackendPool:
-    """A listening back-end serving each connection with a recording Backend on a thread."""
-
-    def __init__(self, path: str) -> None:
-        self.listener = wire.listen(path)
-        self.backends: list[Backend] = []
-        self.threads: list[threading.Thread] = []
-        self._accept = threading.Thread(target=self._run, daemon=True)
-        self._accept.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            be = Backend(conn, backend_requests=2, notifier_fd=True)
-            self.backends.append(be)
-            t = threading.Thread(target=be.serve, daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
 
 
 def split_messages(data: bytes) -> list[bytes]:
@@ -119,7 +89,8 @@ def test_64_connections_lose_nothing(sockdir, procs, mode) -> None:
     be_path = os.path.join(sockdir, "be.sock")
     px_path = os.path.join(sockdir, "px.sock")
     cap = os.path.join(sockdir, "load.pcapng")
-    pool = BackendPool(be_path)
+    # each back-end sends two config changes and a host notifier with an fd on its channel
+    pool = BackendServer(be_path, backend_requests=2, notifier_fd=True)
     proxy = start_proxy(procs, px_path, be_path, "-w", cap, quiet=mode == "quiet")
     time.sleep(0.2)
     engine = forwarding_pid(proxy.pid, px_path)

@@ -23,11 +23,11 @@ import pytest
 from vuinspect.capture import read_frames
 from vuinspect.protocol.requests import FrontendRequest as FE
 from vuinspect.testing import wire
+from vuinspect.testing.backend import BackendServer
 from vuinspect.testing.frontend import Frontend
 from vuinspect.testing.wire import Msg
 
-from .conftest import Procs, fd_count, report, settle_fds, stop, wait_line
-from .test_proxy_load import BackendPool
+from .conftest import Procs, fd_count, report, settle_fds, start_proxy, stop
 
 FD_SOFT = 1024
 BUDGET = FD_SOFT // 2  # sampler_fds.default_budget() under FD_SOFT
@@ -97,15 +97,9 @@ def test_memory_fd_floods_stay_within_the_sampler_budget(
     be_path = os.path.join(sockdir, "be.sock")
     px = os.path.join(sockdir, "px.sock")
     cap = os.path.join(sockdir, "flood.pcapng")
-    pool = BackendPool(be_path)
-    proxy = procs.start(
-        ["vuinspect", "proxy", "--listen", px, "--connect", be_path, "--no-tui", "-q"]
-        + ["-w", cap],
-        "proxy",
-        preexec_fn=_limit_fds,
-    )
+    proxy = start_proxy(procs, px, be_path, "-w", cap, preexec_fn=_limit_fds)
+    pool = BackendServer(be_path, backend_requests=2, notifier_fd=True)
     try:
-        wait_line(proxy, f"listening on {px}")
         fds0 = fd_count(proxy.pid)
         bound = fds0 + BUDGET + CONNECTIONS * PER_CONNECTION + SLACK
         out: dict[int, tuple[int, Msg | None] | Exception] = {}

@@ -16,7 +16,6 @@ import socket
 import stat
 import struct
 import subprocess
-import sys
 import time
 
 import pytest
@@ -26,8 +25,9 @@ from vuinspect.encode import header
 from vuinspect.frames import Frame, event_frame
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import run_proxy
 
-from .conftest import log_text, report, start_backend, stop, wait_line
+from .conftest import log_text, report, start_backend, start_proxy, stop, wait_line
 
 pytestmark = pytest.mark.timeout(120)
 LUA = os.path.join(os.path.dirname(__file__), "..", "..", "dissectors", "vhost_user.lua")
@@ -42,13 +42,7 @@ def proxy_cli(
         if umask is not None:
             os.umask(umask)
 
-    return subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy", "--no-tui", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=pre,
-    )
+    return run_proxy("--no-tui", *argv, timeout=timeout, preexec_fn=pre)
 
 
 def one_line(res: subprocess.CompletedProcess) -> str:
@@ -66,22 +60,8 @@ def one_line(res: subprocess.CompletedProcess) -> str:
 )
 def test_listen_socket_mode_under_umask_0(sockdir, procs, mode_args, want) -> None:
     px = os.path.join(sockdir, "px.sock")
-    p = procs.start(
-        [
-            "vuinspect",
-            "proxy",
-            "--listen",
-            px,
-            "--connect",
-            os.path.join(sockdir, "be.sock"),
-            "--no-tui",
-            "-q",
-            *mode_args,
-        ],
-        "proxy",
-        preexec_fn=lambda: os.umask(0),
-    )
-    wait_line(p, "listening on")
+    be = os.path.join(sockdir, "be.sock")
+    p = start_proxy(procs, px, be, *mode_args, preexec_fn=lambda: os.umask(0))
     st = os.lstat(px)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == want
     assert stop(p) == 0
@@ -257,24 +237,7 @@ def test_capture_files_are_0600(sockdir, procs) -> None:
     os.chmod(old, 0o644)
     for cap in (new, old):
         px = os.path.join(sockdir, "px.sock")
-        p = procs.start(
-            [
-                "vuinspect",
-                "proxy",
-                "--listen",
-                px,
-                "--connect",
-                be,
-                "--no-tui",
-                "-q",
-                "-w",
-                cap,
-                "--force",
-            ],
-            "proxy",
-            preexec_fn=lambda: os.umask(0),
-        )
-        wait_line(p, f"listening on {px}", count=1 if cap == new else 2)
+        p = start_proxy(procs, px, be, "-w", cap, "--force", preexec_fn=lambda: os.umask(0))
         fe = Frontend(wire.connect(px))
         fe.handshake()
         fe.close()
@@ -386,23 +349,7 @@ def test_lua_dissector_bounded_on_huge_counts(sockdir) -> None:
 
 def test_socket_mode_refuses_nonsense() -> None:
     for bad in ("rw", "1777", "-1", "9"):
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "vuinspect",
-                "proxy",
-                "--listen",
-                "/tmp/x",
-                "--connect",
-                "/tmp/y",
-                "--socket-mode",
-                bad,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        res = run_proxy("--listen", "/tmp/x", "--connect", "/tmp/y", "--socket-mode", bad)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
         assert "--socket-mode" in res.stderr
 
@@ -413,10 +360,7 @@ def test_connect_side_socket_is_not_left_open_to_others(sockdir, procs) -> None:
     be = os.path.join(sockdir, "be.sock")
     px = os.path.join(sockdir, "px.sock")
     start_backend(procs, be)
-    p = procs.start(
-        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui", "-q"], "proxy"
-    )
-    wait_line(p, "listening on")
+    p = start_proxy(procs, px, be)
     fe = Frontend(wire.connect(px))
     fe.handshake(backend_channel=True)
     inodes = set()
