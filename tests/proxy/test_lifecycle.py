@@ -28,6 +28,14 @@ def _accept_in_thread(listener: socket.socket) -> tuple[list[socket.socket], thr
     return got, t
 
 
+def _connect_through(listener: socket.socket, px: str) -> tuple[socket.socket, socket.socket]:
+    """A connection to the proxy at ``px`` and the back-end end it made at ``listener``."""
+    got, t = _accept_in_thread(listener)
+    fe = wire.connect(px)
+    t.join(5)
+    return fe, got[0]
+
+
 @pytest.mark.parametrize("frontend", ["auto", "connect"])
 def test_qemu_as_server_backend_connects(sockdir, proxy, frontend) -> None:
     """QEMU listens (server=on), the back-end connects to the proxy (dpdk client=1)."""
@@ -117,10 +125,7 @@ def test_peer_closes_mid_message(sockdir, proxy) -> None:
     px = os.path.join(sockdir, "px.sock")
     listener = wire.listen(be_path)
     srv, rec = proxy([Route(px, be_path, frontend="listen")])
-    got, t = _accept_in_thread(listener)
-    fe = wire.connect(px)
-    t.join(5)
-    be = got[0]
+    fe, be = _connect_through(listener, px)
     full = wire.pack(wire.SET_MEM_TABLE, 1, b"\x01" * 40)
     fe.sendall(full[:30])
     fe.close()
@@ -145,9 +150,7 @@ def test_malformed_bytes_forwarded_verbatim_and_flagged(sockdir, proxy) -> None:
     px = os.path.join(sockdir, "px.sock")
     listener = wire.listen(be_path)
     srv, rec = proxy([Route(px, be_path)])
-    got, t = _accept_in_thread(listener)
-    fe = wire.connect(px)
-    t.join(5)
+    fe, be = _connect_through(listener, px)
     good = wire.pack(wire.GET_FEATURES)
     bad = struct.pack("=III", 1, 1, 0xFFFFFFF0) + b"garbage that is not a payload"
     tail = os.urandom(300)
@@ -157,7 +160,6 @@ def test_malformed_bytes_forwarded_verbatim_and_flagged(sockdir, proxy) -> None:
     time.sleep(0.05)
     fe.sendall(tail)
     fe.close()
-    be = got[0]
     received = b""
     while chunk := be.recv(4096):
         received += chunk
@@ -337,22 +339,17 @@ def test_full_close_and_half_close_are_passed_on_as_they_happened(sockdir, proxy
     srv, rec = proxy([Route(px, be_path, frontend="listen")])
 
     # 1. The back-end closes entirely: the front-end's socket hangs up.
-    got, t = _accept_in_thread(listener)
-    fe = wire.connect(px)
-    t.join(5)
+    fe, be = _connect_through(listener, px)
     fe.sendall(wire.pack(wire.GET_FEATURES))
-    assert got[0].recv(100) == wire.pack(wire.GET_FEATURES)
-    got[0].close()
+    assert be.recv(100) == wire.pack(wire.GET_FEATURES)
+    be.close()
     assert _hup(fe, 5000)
     fe.close()
     wait_until(lambda: len(rec.events("close")) == 1, what="first close")
     assert rec.events("close")[0]["reason"] == "backend closed the connection"
 
     # 2. The front-end only shuts down writing: EOF but no hang-up, the other way still works.
-    got, t = _accept_in_thread(listener)
-    fe = wire.connect(px)
-    t.join(5)
-    be = got[0]
+    fe, be = _connect_through(listener, px)
     fe.sendall(wire.pack(wire.GET_FEATURES))
     assert be.recv(100) == wire.pack(wire.GET_FEATURES)
     fe.shutdown(socket.SHUT_WR)

@@ -26,6 +26,7 @@ import pytest
 from vuinspect.capture import read_frames
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import timed_stop
 
 from .conftest import wait_until
 from .test_command import run_backend, wait_line
@@ -51,14 +52,9 @@ def _proxy(sockdir: str, procs: list, *argv: str) -> tuple[subprocess.Popen, Pat
 
 
 def _timed_stop(proxy: subprocess.Popen, sig: int) -> float:
-    t0 = time.monotonic()
-    proxy.send_signal(sig)
-    try:
-        assert proxy.wait(20) == 0
-    except subprocess.TimeoutExpired:
-        proxy.kill()
-        raise AssertionError("the proxy did not stop within 20 s") from None
-    return time.monotonic() - t0
+    rc, took = timed_stop(proxy, sig, 20)
+    assert rc == 0
+    return took
 
 
 class _Drain:

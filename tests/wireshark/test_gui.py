@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from vuinspect.testing.procs import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURE = ROOT / "captures" / "blk.pcapng"
 DOC_SHOT = ROOT / "docs" / "screenshots" / "wireshark.png"
@@ -109,14 +111,8 @@ def _norm(text: str) -> str:
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
+    if proc is not None:
+        stop(proc, timeout=5, check=False)
 
 
 def _wait_for(gui: Gui, pattern: str, timeout: float, allowed: str = "") -> str:
