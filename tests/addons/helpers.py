@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from tests.proxy.conftest import wait_until
 from vuinspect.addons import load_scripts
 from vuinspect.proxy.server import Route
 from vuinspect.rules import RuleSet
@@ -36,11 +35,5 @@ def addon_proxy(
 
 
 def addon_notes(rec, n: int = 1) -> list[dict]:
-    """Addon notes in the capture (waits for ``n``: frames reach the sink on another thread)."""
-
-    def got() -> list[dict]:
-        return [i for i in rec.events("note") if "addon" in i]
-
-    if n:
-        wait_until(lambda: len(got()) >= n, what=f"{n} addon note(s)")
-    return got()
+    """Addon notes in the capture (waits for ``n``)."""
+    return rec.notes("addon", n)

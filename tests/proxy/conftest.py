@@ -57,6 +57,17 @@ class Recorder:
     def conns(self) -> list[int]:
         return sorted({f.conn for f in self.frames})
 
+    def notes(self, key: str, n: int = 1) -> list[dict]:
+        """The notes carrying ``key`` (``rule``, ``addon``); waits for ``n`` of them (frames
+        reach the sink on another thread)."""
+
+        def got() -> list[dict]:
+            return [i for i in self.events("note") if key in i]
+
+        if n:
+            wait_until(lambda: len(got()) >= n, what=f"{n} {key} note(s)")
+        return got()
+
 
 def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
     """:func:`vuinspect.testing.procs.wait_until`, polling faster (in-process peers)."""
@@ -121,6 +132,12 @@ def proxy(sockdir: str) -> Iterator[Callable[..., tuple[ProxyServer, Recorder]]]
     yield make
     for srv in made:
         srv.stop()
+
+
+def stop_when_idle(srv: ProxyServer) -> None:
+    """Wait until every link of ``srv`` has closed, then stop it: the recording is complete."""
+    wait_until(lambda: srv.active_links == 0, what="links to close")
+    srv.stop()
 
 
 def relayed_pair(sockdir: str, proxy) -> tuple[socket.socket, socket.socket, ProxyServer, Recorder]:

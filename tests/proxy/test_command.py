@@ -72,6 +72,17 @@ def start_cli_proxy(sockdir: str, procs) -> tuple[str, str, str, Path, Path, sub
     return be, px, cap, log, out, proxy
 
 
+def session(px: str, rounds: int = 0, retries: int = 0) -> Frontend:
+    """A QEMU-like start and ``rounds`` round trips through ``px``, then a close and a moment
+    for it to reach the proxy; the front-end keeps what it sent and received."""
+    fe = Frontend(wire.connect(px, retries=retries))
+    fe.handshake()
+    fe.round_trips(rounds)
+    fe.close()
+    time.sleep(0.3)
+    return fe
+
+
 def run_backend(sockdir: str, procs, name: str = "be.sock", *extra: str) -> str:
     path = os.path.join(sockdir, name)
     log = Path(sockdir) / f"{name}.log"
@@ -87,11 +98,7 @@ def test_cli_proxy_capture_and_clean_exit(sockdir, procs, sig) -> None:
 
     be, px, cap, log, out, proxy = start_cli_proxy(sockdir, procs)
     assert stat.S_IMODE(os.stat(px).st_mode) == 0o600
-    fe = Frontend(wire.connect(px))
-    fe.handshake()
-    fe.round_trips(10)
-    fe.close()
-    time.sleep(0.3)
+    fe = session(px, 10)
     assert stop(proxy, sig) == 0
     assert not os.path.exists(px)
     frames = list(read_frames(cap))
@@ -112,10 +119,7 @@ def test_cli_capture_to_stdout_keeps_stdout_clean(sockdir, procs) -> None:
     cap = Path(sockdir) / "stdout.pcapng"
     stdout = open(cap, "wb")  # noqa: SIM115
     proxy = start_proxy(procs, px, be, log, "-w", "-", no_tui=False, stdout=stdout)
-    fe = Frontend(wire.connect(px))
-    fe.handshake()
-    fe.close()
-    time.sleep(0.3)
+    fe = session(px)
     assert stop(proxy) == 0
     frames = list(read_frames(str(cap)))  # the whole stdout parses as one capture
     assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)
@@ -228,11 +232,7 @@ def test_quiet_prints_only_the_ready_line(sockdir, procs) -> None:
     proxy = start_proxy(
         procs, px, be, log, "-w", q, quiet=True, no_tui=False, ready=ready, stdout=stdout
     )
-    fe = Frontend(wire.connect(px))
-    fe.handshake()
-    fe.round_trips(5)
-    fe.close()
-    time.sleep(0.3)
+    session(px, 5)
     assert stop(proxy) == 0
     assert out.read_text() == ""
     assert log.read_text().splitlines() == [f"listening on {px} -> {be}"]
@@ -307,11 +307,7 @@ def test_headless_tui_for_benchmarks(sockdir, procs) -> None:
     proxy = start_proxy(
         procs, px, be, log, "--tui-headless", "-w", cap, no_tui=False, stdin=subprocess.DEVNULL
     )
-    fe = Frontend(wire.connect(px, retries=50))
-    fe.handshake()
-    fe.round_trips(100)
-    fe.close()
-    time.sleep(0.3)
+    fe = session(px, 100, retries=50)
     assert stop(proxy) == 0
     frames = list(read_frames(cap))
     assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)

@@ -16,7 +16,7 @@ from vuinspect.testing import wire
 from vuinspect.testing.backend import Backend
 from vuinspect.testing.frontend import Frontend
 
-from .conftest import relayed_pair, wait_until
+from .conftest import relayed_pair, stop_when_idle, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,6 +26,16 @@ def _accept_in_thread(listener: socket.socket) -> tuple[list[socket.socket], thr
     t = threading.Thread(target=lambda: got.append(listener.accept()[0]), daemon=True)
     t.start()
     return got, t
+
+
+def _routed(sockdir: str, proxy, **route: object):
+    """A listening back-end socket and a proxy in front of it (``route`` to Route):
+    (listener, proxy path, server, recorder)."""
+    be_path = os.path.join(sockdir, "be.sock")
+    px = os.path.join(sockdir, "px.sock")
+    listener = wire.listen(be_path)
+    srv, rec = proxy([Route(px, be_path, **route)])
+    return listener, px, srv, rec
 
 
 def _connect_through(listener: socket.socket, px: str) -> tuple[socket.socket, socket.socket]:
@@ -53,8 +63,7 @@ def test_qemu_as_server_backend_connects(sockdir, proxy, frontend) -> None:
     fe.close()
     bt.join(5)
     qemu_listener.close()
-    wait_until(lambda: srv.active_links == 0, what="links to close")
-    srv.stop()
+    stop_when_idle(srv)
     (opened,) = rec.events("open")
     assert opened["orientation"] == "backend-connects"
     assert opened["label"] == qemu_path
@@ -74,8 +83,7 @@ def test_auto_detects_frontend_connecting(sockdir, backend_server, proxy) -> Non
     fe.handshake()
     fe.close()
     bsrv.join()
-    wait_until(lambda: srv.active_links == 0, what="links to close")
-    srv.stop()
+    stop_when_idle(srv)
     (opened,) = rec.events("open")
     assert opened["orientation"] == "frontend-connects"
     assert opened["device"] == "blk"
@@ -108,8 +116,7 @@ def test_many_concurrent_connections(sockdir, backend_server, proxy) -> None:
         t.join(30)
     assert not errors
     bsrv.join()
-    wait_until(lambda: srv.active_links == 0, what="links to close")
-    srv.stop()
+    stop_when_idle(srv)
     conns = [e["_conn"] for e in rec.events("open")]
     assert len(set(conns)) == 16
     for conn in conns:
@@ -121,10 +128,7 @@ def test_many_concurrent_connections(sockdir, backend_server, proxy) -> None:
 
 
 def test_peer_closes_mid_message(sockdir, proxy) -> None:
-    be_path = os.path.join(sockdir, "be.sock")
-    px = os.path.join(sockdir, "px.sock")
-    listener = wire.listen(be_path)
-    srv, rec = proxy([Route(px, be_path, frontend="listen")])
+    listener, px, srv, rec = _routed(sockdir, proxy, frontend="listen")
     fe, be = _connect_through(listener, px)
     full = wire.pack(wire.SET_MEM_TABLE, 1, b"\x01" * 40)
     fe.sendall(full[:30])
@@ -135,8 +139,7 @@ def test_peer_closes_mid_message(sockdir, proxy) -> None:
     assert received == full[:30]  # forwarded as it was, then EOF
     be.close()
     listener.close()
-    wait_until(lambda: srv.active_links == 0, what="links to close")
-    srv.stop()
+    stop_when_idle(srv)
     (closed,) = rec.events("close")
     assert closed["by"] == "frontend"
     assert "mid-message" in closed["reason"] and "30 byte" in closed["reason"]
@@ -146,10 +149,7 @@ def test_peer_closes_mid_message(sockdir, proxy) -> None:
 
 
 def test_malformed_bytes_forwarded_verbatim_and_flagged(sockdir, proxy) -> None:
-    be_path = os.path.join(sockdir, "be.sock")
-    px = os.path.join(sockdir, "px.sock")
-    listener = wire.listen(be_path)
-    srv, rec = proxy([Route(px, be_path)])
+    listener, px, srv, rec = _routed(sockdir, proxy)
     fe, be = _connect_through(listener, px)
     good = wire.pack(wire.GET_FEATURES)
     bad = struct.pack("=III", 1, 1, 0xFFFFFFF0) + b"garbage that is not a payload"
@@ -166,8 +166,7 @@ def test_malformed_bytes_forwarded_verbatim_and_flagged(sockdir, proxy) -> None:
     assert received == good + bad + tail
     be.close()
     listener.close()
-    wait_until(lambda: srv.active_links == 0, what="links to close")
-    srv.stop()
+    stop_when_idle(srv)
     notes = [n["text"] for n in rec.events("note")]
     assert len(notes) == 1 and "unframed" in notes[0] and str(0xFFFFFFF0) in notes[0]
     assert b"".join(f.data for f in rec.data()) == good + bad + tail
@@ -310,8 +309,7 @@ def test_slow_consumer_drops_from_capture_not_from_traffic(sockdir, backend_serv
     assert len(fe.received) == 300  # every request got its reply
     fe.close()
     bsrv.join()
-    wait_until(lambda: srv.active_links == 0, what="links to close")
-    srv.stop()
+    stop_when_idle(srv)
     dropped = srv.frames_dropped
     assert dropped > 0
     notes = [f for f in seen if f.kind == "note"]
@@ -333,10 +331,7 @@ def _hup(sock: socket.socket, timeout_ms: int = 0) -> bool:
 
 def test_full_close_and_half_close_are_passed_on_as_they_happened(sockdir, proxy) -> None:
     """QEMU only notices a vanished back-end by POLLHUP: a full close must arrive as one."""
-    be_path = os.path.join(sockdir, "be.sock")
-    px = os.path.join(sockdir, "px.sock")
-    listener = wire.listen(be_path)
-    srv, rec = proxy([Route(px, be_path, frontend="listen")])
+    listener, px, srv, rec = _routed(sockdir, proxy, frontend="listen")
 
     # 1. The back-end closes entirely: the front-end's socket hangs up.
     fe, be = _connect_through(listener, px)

@@ -20,7 +20,7 @@ from vuinspect.testing.frontend import Frontend
 from vuinspect.testing.procs import proxy_options, run_proxy
 
 from .conftest import children
-from .test_command import run_backend, start_cli_proxy, start_proxy, stop, wait_line
+from .test_command import run_backend, session, start_cli_proxy, start_proxy, stop, wait_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,11 +65,7 @@ def test_viewer_killed_forwarding_and_capture_go_on(sockdir, procs) -> None:
     os.kill(viewer, signal.SIGKILL)
     wait_line(log, "the display ended unexpectedly", proxy)
     # The VM must not notice: the proxy still forwards, and still captures.
-    fe = Frontend(wire.connect(px))
-    fe.handshake()
-    fe.round_trips(20)
-    fe.close()
-    time.sleep(0.3)
+    session(px, 20)
     assert stop(proxy) == 0
     assert not os.path.exists(px)
     frames = list(read_frames(cap))

@@ -17,7 +17,7 @@ from vuinspect.proxy.sink import DirectSink
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
 
-from .conftest import relayed_pair, wait_until
+from .conftest import relayed_pair, stop_when_idle, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,8 +113,7 @@ def test_backend_channel_is_relayed_and_captured(sockdir, backend_server, proxy)
         wire.pack(2, 5, wire.U64.pack(0)),
         wire.pack(3, 5, wire.U64.pack(0)),
     ]
-    wait_until(lambda: srv.active_links == 0, what="links to close")
-    srv.stop()
+    stop_when_idle(srv)
     back = rec.data(channel="backend")
     assert [(f.direction, struct.unpack_from("=II", f.data)) for f in back] == [
         ("b2f", (2, 0x9)),

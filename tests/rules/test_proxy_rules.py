@@ -29,14 +29,8 @@ def ruled(proxy, *rules: str):
 
 
 def notes(rec, n: int = 1) -> list[dict]:
-    """The rule notes recorded (waits for ``n``: frames reach the sink on another thread)."""
-
-    def got() -> list[dict]:
-        return [i for i in rec.events("note") if "rule" in i]
-
-    if n:
-        wait_until(lambda: len(got()) >= n, what=f"{n} rule note(s)")
-    return got()
+    """The rule notes recorded (waits for ``n``)."""
+    return rec.notes("rule", n)
 
 
 def test_no_rules_no_matcher(sockdir, proxy):
