@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -178,6 +178,19 @@ def forwarding_pid(pid: int, listen: str) -> int:
 def start_backend(procs: Procs, path: str, *extra: str, name: str = "backend") -> subprocess.Popen:
     """The in-repo test back-end as a subprocess, returned once it listens."""
     return _started(procs, backend_args(path, *extra), name, f"listening on {path}")
+
+
+def linked_file(
+    sockdir: str, name: str, text: str, link: Callable[[str, str], None] = os.symlink
+) -> tuple[str, str]:
+    """A file ``precious`` holding ``text`` and ``name``, a link to it (``os.symlink`` or
+    ``os.link``), for tests that the proxy never writes through one: (target, link)."""
+    target = os.path.join(sockdir, "precious")
+    with open(target, "w") as f:
+        f.write(text)
+    path = os.path.join(sockdir, name)
+    link(target, path)
+    return target, path
 
 
 # -- /proc ------------------------------------------------------------------------------

@@ -25,8 +25,18 @@ import pytest
 from vuinspect.capture import read_frames
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import proxy_options, run_proxy, timed_stop
 
-from .conftest import log_text, report, rss_kib, start_backend, start_proxy, wait_line, wait_until
+from .conftest import (
+    linked_file,
+    log_text,
+    report,
+    rss_kib,
+    start_backend,
+    start_proxy,
+    wait_line,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 MIB = 1 << 20
@@ -55,24 +65,7 @@ def _stalled_stdout_proxy(sockdir: str, procs, *extra: str):
     """``proxy -w -`` whose stdout is a pipe nobody reads, a sink back-end, a front-end socket."""
     be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
     sink = Sink(be)
-    proxy = procs.start(
-        [
-            "vuinspect",
-            "proxy",
-            "--listen",
-            px,
-            "--connect",
-            be,
-            "--no-tui",
-            "-q",
-            "-w",
-            "-",
-            *extra,
-        ],
-        "proxy",
-        stdout=subprocess.PIPE,
-    )
-    wait_line(proxy, f"listening on {px}")
+    proxy = start_proxy(procs, px, be, "-w", "-", *extra, stdout=subprocess.PIPE)
     fe = wire.connect(px)
     return proxy, fe, sink
 
@@ -110,14 +103,7 @@ def test_stop_is_quick_when_the_output_blocks(sockdir, procs) -> None:
     """Issue 11 item 3: SIGTERM with a blocked -w output hung (still running 40 s later)."""
     proxy, fe, sink = _stalled_stdout_proxy(sockdir, procs)
     _flood(fe, sink, 200)
-    t0 = time.monotonic()
-    proxy.send_signal(signal.SIGTERM)
-    try:
-        rc = proxy.wait(10)
-    except subprocess.TimeoutExpired:
-        proxy.kill()
-        raise AssertionError("the proxy did not stop within 10 s") from None
-    took = time.monotonic() - t0
+    rc, took = timed_stop(proxy, timeout=10)
     report("stop_with_blocked_output", seconds=round(took, 2))
     assert rc == 0
     assert took < 3.0, f"stop took {took:.1f} s"
@@ -130,13 +116,14 @@ def test_stop_is_quick_when_the_output_blocks(sockdir, procs) -> None:
 
 # -- file handling (issue 11 item 10) -------------------------------------------------------
 def _run_proxy(sockdir: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vuinspect", "proxy", "--no-tui", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=sockdir,
-    )
+    return run_proxy("--no-tui", *args, timeout=timeout, cwd=sockdir)
+
+
+def _run_routed(sockdir: str, *args: str, listen: str = "") -> subprocess.CompletedProcess:
+    """:func:`_run_proxy` from ``listen`` (px.sock) to be.sock in ``sockdir``, then ``args``."""
+    be = os.path.join(sockdir, "be.sock")
+    route = proxy_options(listen or os.path.join(sockdir, "px.sock"), be, no_tui=False, quiet=False)
+    return _run_proxy(sockdir, *route, *args)
 
 
 def _one_line_error(res: subprocess.CompletedProcess, *words: str) -> None:
@@ -153,15 +140,7 @@ def test_existing_capture_is_not_overwritten_without_force(sockdir) -> None:
     with open(cap, "w") as f:
         f.write("precious")
     os.chmod(cap, 0o644)
-    res = _run_proxy(
-        sockdir,
-        "--listen",
-        os.path.join(sockdir, "px.sock"),
-        "--connect",
-        os.path.join(sockdir, "be.sock"),
-        "-w",
-        cap,
-    )
+    res = _run_routed(sockdir, "-w", cap)
     _one_line_error(res, "exists", "--force")
     assert Path(cap).read_text() == "precious"
     assert stat.S_IMODE(os.stat(cap).st_mode) == 0o644
@@ -169,21 +148,8 @@ def test_existing_capture_is_not_overwritten_without_force(sockdir) -> None:
 
 
 def test_never_through_a_hard_link_even_with_force(sockdir) -> None:
-    target = os.path.join(sockdir, "precious")
-    with open(target, "w") as f:
-        f.write("keep")
-    link = os.path.join(sockdir, "link.pcapng")
-    os.link(target, link)
-    res = _run_proxy(
-        sockdir,
-        "--listen",
-        os.path.join(sockdir, "px.sock"),
-        "--connect",
-        os.path.join(sockdir, "be.sock"),
-        "-w",
-        link,
-        "--force",
-    )
+    target, link = linked_file(sockdir, "link.pcapng", "keep", os.link)
+    res = _run_routed(sockdir, "-w", link, "--force")
     _one_line_error(res, "hard link")
     assert Path(target).read_text() == "keep"
 
@@ -195,22 +161,11 @@ def test_refused_start_leaves_the_capture_untouched(sockdir) -> None:
     regular = os.path.join(sockdir, "not-a-socket")
     with open(regular, "w") as f:
         f.write("x")
-    res = _run_proxy(
-        sockdir,
-        "--listen",
-        regular,
-        "--connect",
-        os.path.join(sockdir, "be.sock"),
-        "-w",
-        cap,
-        "--force",
-    )
+    res = _run_routed(sockdir, "-w", cap, "--force", listen=regular)
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
     assert Path(cap).read_text() == "precious"  # opened only once listening worked
     fresh = os.path.join(sockdir, "new.pcapng")
-    res = _run_proxy(
-        sockdir, "--listen", regular, "--connect", os.path.join(sockdir, "be.sock"), "-w", fresh
-    )
+    res = _run_routed(sockdir, "-w", fresh, listen=regular)
     assert res.returncode != 0
     assert not os.path.exists(fresh)
 
@@ -427,23 +382,11 @@ def test_stop_is_quick_when_the_summary_lines_block(sockdir, procs) -> None:
     """The same for the display: summary lines into a pipe nobody reads (the engine waited 60 s)."""
     be, px = os.path.join(sockdir, "be.sock"), os.path.join(sockdir, "px.sock")
     start_backend(procs, be)
-    proxy = procs.start(
-        ["vuinspect", "proxy", "--listen", px, "--connect", be, "--no-tui"],
-        "proxy",
-        stdout=subprocess.PIPE,
-    )
-    wait_line(proxy, f"listening on {px}")
+    proxy = start_proxy(procs, px, be, quiet=False, stdout=subprocess.PIPE)
     fe = _session(px, 3000)  # ~6000 lines: far more than the pipe holds
     fe.close()
     time.sleep(1.0)
-    t0 = time.monotonic()
-    proxy.send_signal(signal.SIGTERM)
-    try:
-        rc = proxy.wait(20)
-    except subprocess.TimeoutExpired:
-        proxy.kill()
-        raise AssertionError("the proxy did not stop within 20 s") from None
-    took = time.monotonic() - t0
+    rc, took = timed_stop(proxy, timeout=20)
     report("stop_with_blocked_display", seconds=round(took, 2))
     assert rc == 0
     assert took < 5.0, f"stop took {took:.1f} s"

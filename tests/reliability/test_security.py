@@ -25,9 +25,9 @@ from vuinspect.encode import header
 from vuinspect.frames import Frame, event_frame
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
-from vuinspect.testing.procs import run_proxy
+from vuinspect.testing.procs import proxy_options, run_proxy
 
-from .conftest import log_text, report, start_backend, start_proxy, stop, wait_line
+from .conftest import linked_file, log_text, report, start_backend, start_proxy, stop, wait_line
 
 pytestmark = pytest.mark.timeout(120)
 LUA = os.path.join(os.path.dirname(__file__), "..", "..", "dissectors", "vhost_user.lua")
@@ -246,21 +246,9 @@ def test_capture_files_are_0600(sockdir, procs) -> None:
 
 
 def test_capture_never_through_a_symlink(sockdir) -> None:
-    target = os.path.join(sockdir, "precious")
-    with open(target, "w") as f:
-        f.write("precious")
-    link = os.path.join(sockdir, "cap.pcapng")
-    os.symlink(target, link)
-    line = one_line(
-        proxy_cli(
-            "--listen",
-            os.path.join(sockdir, "px.sock"),
-            "--connect",
-            os.path.join(sockdir, "be.sock"),
-            "-w",
-            link,
-        )
-    )
+    target, link = linked_file(sockdir, "cap.pcapng", "precious")
+    px, be = os.path.join(sockdir, "px.sock"), os.path.join(sockdir, "be.sock")
+    line = one_line(proxy_cli(*proxy_options(px, be, "-w", link, quiet=False, no_tui=False)))
     assert "symbolic link" in line
     with open(target) as f:
         assert f.read() == "precious"

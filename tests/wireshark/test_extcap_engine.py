@@ -27,6 +27,7 @@ from vuinspect.capture import read_frames
 from vuinspect.frames import DATAPLANE_KINDS, event_info
 from vuinspect.testing import wire
 from vuinspect.testing.frontend import Frontend
+from vuinspect.testing.procs import backend_args, timed_stop, wait_path
 from vuinspect.wireshark.extcap import INTERFACE
 
 pytestmark = pytest.mark.timeout(60)
@@ -67,11 +68,7 @@ class Extcap:
         )
 
     def wait_listening(self) -> Path:
-        deadline = time.monotonic() + 20
-        while not self.listen.exists():
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-            assert time.monotonic() < deadline, "the extcap did not listen"
-            time.sleep(0.02)
+        wait_path(str(self.listen), self.proc)
         return self.listen
 
     def connect(self) -> tuple[socket.socket, socket.socket]:
@@ -83,10 +80,9 @@ class Extcap:
 
     def stop(self) -> float:
         """SIGTERM, as Wireshark stops a capture: how long the extcap took to end."""
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(20) == 0, self.proc.stderr.read() if self.proc.stderr else ""
-        return time.monotonic() - t0
+        rc, took = timed_stop(self.proc, signal.SIGTERM, 20)
+        assert rc == 0, self.proc.stderr.read() if self.proc.stderr else ""
+        return took
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -176,14 +172,12 @@ def test_extcap_samples_the_rings_as_the_proxy_does(where):
         ext.backend.close()  # the in-repo back-end answers the handshake instead
         os.unlink(where / "be.sock")
         be_proc = subprocess.Popen(
-            [sys.executable, "-m", "vuinspect.testing.backend", "--listen", str(where / "be.sock")],
+            [sys.executable, "-m", *backend_args(str(where / "be.sock"))],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         t = reader(ext.fifo, data)
-        while not (where / "be.sock").exists():
-            assert be_proc.poll() is None
-            time.sleep(0.02)
+        wait_path(str(where / "be.sock"), be_proc)
         fe = Frontend(wire.connect(str(ext.wait_listening()), retries=50))
         fe.handshake(queues=1)
         time.sleep(0.5)
