@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from vuinspect.demo import runners
+from vuinspect.testing import procs
 
 from .captures import load
 
@@ -20,13 +22,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.timeout(180)]
 STARTED = r"\bSET_VRING_KICK\b"
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_until = functools.partial(procs.wait_until, interval=0.1)  # (predicates read QEMU's logs)
 
 
 def settled_fd_count(pid: int) -> int:
