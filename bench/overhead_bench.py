@@ -25,11 +25,12 @@ import mmap
 import os
 import struct
 import sys
-import time
 
 from vuinspect.testing import wire
+from vuinspect.testing.procs import proxy_command
 
 from .common import PY, median, process, run_json, tempdir, wait_for_socket
+from .peers import round_trips
 
 #: One memfd region of 1 MiB at this front-end (userspace) address; the split ring inside.
 UADDR = 0x7F0000000000
@@ -93,38 +94,25 @@ def client(path: str, rounds: int, warmup: int, ring: bool) -> dict:
             efd = wire.eventfd()
             call(request, wire.U64.pack(0), [efd])
             os.close(efd)
-    data = wire.pack(wire.GET_FEATURES, wire.FLAG_VERSION)
-    times = []
-    idx = 0
-    for i in range(warmup + rounds):
+
+    def move(i: int) -> None:
         if mem is not None and i % 50 == 0:
             # a device that keeps up: one request made available and used
-            idx = (idx + 1) & 0xFFFF
+            idx = (i // 50 + 1) & 0xFFFF
             struct.pack_into("=H", mem, AVAIL + 2, idx)
             struct.pack_into("=H", mem, USED + 2, idx)
-        t0 = time.perf_counter_ns()
-        wire.send_raw(sock, data)
-        reply = wire.recv_msg(sock)
-        t1 = time.perf_counter_ns()
-        if reply is None or reply.flags != wire.REPLY_FLAGS:
-            raise SystemExit(f"bad reply {reply}")
-        if i >= warmup:
-            times.append(t1 - t0)
+
+    data = wire.pack(wire.GET_FEATURES, wire.FLAG_VERSION)
+    result = round_trips(sock, data, rounds, warmup, before=move if ring else None)
     sock.close()
     if mem is not None:
         mem.close()
-    times.sort()
-    return {
-        "rounds": rounds,
-        "p50_us": times[len(times) // 2] / 1000,
-        "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] / 1000,
-    }
+    return result
 
 
 def _one(variant: str, rounds: int, tmp: str, ring: bool) -> dict:
     listen = os.path.join(tmp, "relay.sock")
-    relay = [PY, "-m", "vuinspect", "proxy", "--listen", listen, "--connect"]
-    relay += [os.path.join(tmp, "server.sock"), "--no-tui", "-q", *_args(variant, tmp)]
+    relay = proxy_command(listen, os.path.join(tmp, "server.sock"), *_args(variant, tmp))
     with process(relay):
         wait_for_socket(listen)
         cmd = [PY, "-m", "bench.overhead_bench", "client", "--connect", listen]

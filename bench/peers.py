@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from vuinspect.testing import wire
 
@@ -70,8 +72,28 @@ def client(path: str, rounds: int, warmup: int, n_fds: int) -> dict:
     flags = wire.FLAG_VERSION | (wire.FLAG_NEED_REPLY if request != wire.GET_FEATURES else 0)
     data = wire.pack(request, flags, payload)
     fds = [wire.eventfd() if n_fds == 1 else wire.memfd(f"bench{i}", 1 << 20) for i in range(n_fds)]
+    result = round_trips(sock, data, rounds, warmup, fds)
+    sock.close()
+    for fd in fds:
+        os.close(fd)
+    return result
+
+
+def round_trips(
+    sock: socket.socket,
+    data: bytes,
+    rounds: int,
+    warmup: int,
+    fds: list[int] | tuple[int, ...] = (),
+    before: Callable[[int], None] | None = None,
+) -> dict:
+    """Send ``data`` (with ``fds``) and wait for its reply, ``warmup + rounds`` times: the
+    p50 and p99 round trip of the last ``rounds``, in µs.  ``before(i)`` runs, untimed,
+    before round trip ``i`` (the ring the overhead client moves)."""
     times = []
     for i in range(warmup + rounds):
+        if before is not None:
+            before(i)
         t0 = time.perf_counter_ns()
         wire.send_raw(sock, data, fds)
         reply = wire.recv_msg(sock)
@@ -80,9 +102,6 @@ def client(path: str, rounds: int, warmup: int, n_fds: int) -> dict:
             raise SystemExit(f"bad reply {reply}")
         if i >= warmup:
             times.append(t1 - t0)
-    sock.close()
-    for fd in fds:
-        os.close(fd)
     times.sort()
     return {
         "rounds": rounds,

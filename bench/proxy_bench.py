@@ -17,6 +17,8 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+from vuinspect.testing.procs import proxy_command
+
 from .common import PY, median, process, process_tree, run_json, tempdir, wait_for_socket
 
 #: proxy: ``--no-tui -q`` (forwarding only); +capture: ``-w``; +lines: summary lines (to
@@ -29,24 +31,23 @@ def _relay_cmd(kind: str, listen: str, server: str, tmp: str) -> list[str] | Non
         if not shutil.which("socat"):
             return None
         return ["socat", f"UNIX-LISTEN:{listen},fork", f"UNIX-CONNECT:{server}"]
-    base = [PY, "-m", "vuinspect", "proxy", "--listen", listen, "--connect", server]
     if kind == "proxy":
-        return [*base, "--no-tui", "-q"]
+        return proxy_command(listen, server)
     if kind == "proxy+capture":
-        return [*base, "--no-tui", "-q", "-w", os.path.join(tmp, "bench.pcapng"), "--force"]
+        return proxy_command(listen, server, "-w", os.path.join(tmp, "bench.pcapng"), "--force")
     if kind == "proxy+lines":  # every line really printed (a pipe nobody reads would stall it)
+        lines = os.path.join(tmp, "bench-lines.pcapng")
         return [
             "sh",
             "-c",
             'exec "$0" "$@" > /dev/null',
-            *base,
-            "--no-tui",
-            "-w",
-            os.path.join(tmp, "bench-lines.pcapng"),
-            "--force",
+            *proxy_command(listen, server, "-w", lines, "--force", quiet=False),
         ]
     if kind == "proxy+tui":
-        return [*base, "--tui-headless", "-w", os.path.join(tmp, "bench-tui.pcapng"), "--force"]
+        tui = os.path.join(tmp, "bench-tui.pcapng")
+        return proxy_command(
+            listen, server, "--tui-headless", "-w", tui, "--force", quiet=False, no_tui=False
+        )
     return None
 
 
