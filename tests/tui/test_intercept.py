@@ -9,15 +9,17 @@ sees (the prompt typed into, a held row).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ from vuinspect.frames import Frame, event_frame, event_info
 from vuinspect.holds import Hold, Intercept, reencode
 from vuinspect.pipeline import Pipeline
 from vuinspect.testing import wire
+from vuinspect.testing.procs import proxy_command
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.intercept import Control, EditScreen, Holds, _shown, edited_payload
 from vuinspect.tui.samples import Script, blk_handshake
@@ -56,14 +59,6 @@ def intercepted(proxy, filter_text: str = ""):  # noqa: F811 - the fixture's mak
     if filter_text:
         icpt.set_filter(filter_text)
     return make, icpt
-
-
-def recv(sock: socket.socket, timeout: float = 5.0) -> wire.Msg | None:
-    sock.settimeout(timeout)
-    try:
-        return wire.recv_msg(sock)
-    finally:
-        sock.settimeout(None)
 
 
 def nothing_within(sock: socket.socket, seconds: float = 0.5) -> bool:
@@ -108,9 +103,9 @@ def test_held_until_accepted(sockdir, proxy):  # noqa: F811
     assert nothing_within(be)  # held: the back-end does not get it
     # The other direction flows while this one waits.
     be.sendall(wire.pack(wire.GET_FEATURES, wire.REPLY_FLAGS, wire.U64.pack(1)))
-    assert recv(fe, 1.0).request == wire.GET_FEATURES
+    assert wire.recv_within(fe, 1.0).request == wire.GET_FEATURES
     send(icpt, cmd="accept", id=number)
-    got = recv(be, 2.0)
+    got = wire.recv_within(be, 2.0)
     assert got.raw == vring_base(1)
     wait_until(lambda: len(holds(rec, "accept")) == 1, what="the accept note")
     (held,) = holds(rec, "hold")
@@ -124,14 +119,14 @@ def test_no_cost_while_no_filter_is_set(sockdir, proxy):  # noqa: F811
     make, icpt = intercepted(proxy)
     fe, be, srv, rec = relayed_pair(sockdir, make)
     fe.sendall(wire.pack(wire.GET_FEATURES))
-    assert recv(be, 2.0).request == wire.GET_FEATURES
+    assert wire.recv_within(be, 2.0).request == wire.GET_FEATURES
     (link,) = srv._links
     assert link._rules is None and not any(link._slow)
     send(icpt, cmd="set-intercept", filter="name == GET_VRING_BASE")
     assert link._rules is not None
     send(icpt, cmd="set-intercept", filter="")
     fe.sendall(wire.pack(wire.GET_FEATURES))
-    assert recv(be, 2.0).request == wire.GET_FEATURES
+    assert wire.recv_within(be, 2.0).request == wire.GET_FEATURES
     assert link._rules is None
     wait_until(lambda: not link._slow[0], what="the fast path again (the front-end side)")
 
@@ -140,7 +135,7 @@ def test_other_messages_pass(sockdir, proxy):  # noqa: F811
     make, icpt = intercepted(proxy, "name == GET_VRING_BASE")
     fe, be, srv, rec = relayed_pair(sockdir, make)
     fe.sendall(wire.pack(wire.GET_FEATURES))
-    assert recv(be, 1.0).request == wire.GET_FEATURES
+    assert wire.recv_within(be, 1.0).request == wire.GET_FEATURES
     assert icpt.held == {}
 
 
@@ -155,7 +150,7 @@ def test_drop_closes_fds_and_next_message_flows(sockdir, proxy):  # noqa: F811
         assert nothing_within(be, 0.3)
         send(icpt, cmd="drop", id=number)
         fe.sendall(wire.pack(wire.SET_OWNER))
-        assert recv(be, 2.0).request == wire.SET_OWNER  # the dropped one never arrived
+        assert wire.recv_within(be, 2.0).request == wire.SET_OWNER  # the dropped one never arrived
         os.set_blocking(r, False)
         wait_until(lambda: _eof(r), what="the dropped message's fd to be closed")
     finally:
@@ -180,7 +175,7 @@ def test_edit_reencodes_the_payload(sockdir, proxy):  # noqa: F811
     assert payload["num"] == 256
     payload["num"] = 128
     send(icpt, cmd="edit", id=number, payload=payload)
-    got = recv(be, 2.0)
+    got = wire.recv_within(be, 2.0)
     assert got.raw == wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, VRING_STATE.pack(0, 128))
     wait_until(lambda: len(holds(rec, "edit")) == 1, what="the edit note")
     (note,) = holds(rec, "edit")
@@ -196,7 +191,7 @@ def test_edit_with_an_unknown_field_is_refused_and_stays_held(sockdir, proxy):  
     assert err and "bogus" in err
     assert number in icpt.held and nothing_within(be, 0.2)
     send(icpt, cmd="accept-all")
-    assert recv(be, 2.0).request == wire.SET_VRING_NUM
+    assert wire.recv_within(be, 2.0).request == wire.SET_VRING_NUM
 
 
 def test_order_kept_behind_a_held_message(sockdir, proxy):  # noqa: F811
@@ -207,8 +202,8 @@ def test_order_kept_behind_a_held_message(sockdir, proxy):  # noqa: F811
     number = held_one(icpt)
     assert nothing_within(be, 0.3)
     send(icpt, cmd="accept", id=number)
-    assert recv(be).request == wire.GET_VRING_BASE
-    assert recv(be).request == wire.SET_OWNER
+    assert wire.recv_within(be).request == wire.GET_VRING_BASE
+    assert wire.recv_within(be).request == wire.SET_OWNER
 
 
 def test_clearing_the_filter_releases(sockdir, proxy):  # noqa: F811
@@ -217,9 +212,9 @@ def test_clearing_the_filter_releases(sockdir, proxy):  # noqa: F811
     fe.sendall(vring_base(0))
     held_one(icpt)
     send(icpt, cmd="set-intercept", filter="")
-    assert recv(be, 2.0).request == wire.GET_VRING_BASE
+    assert wire.recv_within(be, 2.0).request == wire.GET_VRING_BASE
     fe.sendall(vring_base(1))
-    assert recv(be, 2.0).request == wire.GET_VRING_BASE  # no longer held
+    assert wire.recv_within(be, 2.0).request == wire.GET_VRING_BASE  # no longer held
 
 
 def test_stop_releases_what_is_held(sockdir, proxy):  # noqa: F811
@@ -229,7 +224,7 @@ def test_stop_releases_what_is_held(sockdir, proxy):  # noqa: F811
     held_one(icpt)
     t0 = time.monotonic()
     srv.stop()
-    assert recv(be, 2.0).raw == vring_base(3)  # a stop (the user quitting) accepts it
+    assert wire.recv_within(be, 2.0).raw == vring_base(3)  # a stop (the user quitting) accepts it
     assert time.monotonic() - t0 < 2.0
     assert [n["text"] for n in holds(rec, "accept")] == ["intercept #1: accepted (proxy stopped)"]
 
@@ -299,7 +294,7 @@ def test_tui_keys_hold_accept_edit_drop_all(sockdir, proxy):  # noqa: F811
             assert "HELD #1" in screen_text(app)
             assert nothing_within(live.be, 0.3)
             await pilot.press("a")
-            assert recv(live.be, 2.0).raw == vring_base(1)
+            assert wire.recv_within(live.be, 2.0).raw == vring_base(1)
             await until(pilot, lambda: len(live.holds) == 0, "the row to be released")
             await pilot.pause(0.1)
             assert "HELD #" not in screen_text(app)
@@ -308,7 +303,7 @@ def test_tui_keys_hold_accept_edit_drop_all(sockdir, proxy):  # noqa: F811
             await until(pilot, lambda: len(live.holds) == 1, "a second held row")
             await pilot.press("d")
             live.fe.sendall(wire.pack(wire.SET_OWNER))
-            assert recv(live.be, 2.0).request == wire.SET_OWNER
+            assert wire.recv_within(live.be, 2.0).request == wire.SET_OWNER
             # e: the form, one input per decoded field; num edited, re-encoded.
             live.fe.sendall(
                 wire.pack(wire.SET_VRING_NUM, wire.FLAG_VERSION, VRING_STATE.pack(0, 256))
@@ -318,7 +313,7 @@ def test_tui_keys_hold_accept_edit_drop_all(sockdir, proxy):  # noqa: F811
             await pilot.press("e")
             await until(pilot, lambda: isinstance(app.screen, EditScreen), "the edit form")
             await pilot.press("tab", "ctrl+u", *"0x80", "enter")
-            got = recv(live.be, 2.0)
+            got = wire.recv_within(live.be, 2.0)
             assert got.raw == wire.pack(
                 wire.SET_VRING_NUM, wire.FLAG_VERSION, VRING_STATE.pack(0, 128)
             )
@@ -326,13 +321,13 @@ def test_tui_keys_hold_accept_edit_drop_all(sockdir, proxy):  # noqa: F811
             live.fe.sendall(vring_base(3))
             await until(pilot, lambda: len(live.holds) == 1, "a held message again")
             await pilot.press("A")
-            assert recv(live.be, 2.0).raw == vring_base(3)
+            assert wire.recv_within(live.be, 2.0).raw == vring_base(3)
             # q with a message held: released as the TUI goes.
             live.fe.sendall(vring_base(4))
             await until(pilot, lambda: len(live.holds) == 1, "a message held at quit")
             await pilot.press("q")
         live.close()  # (the viewer's end closes when its process ends)
-        assert recv(live.be, 2.0).raw == vring_base(4)
+        assert wire.recv_within(live.be, 2.0).raw == vring_base(4)
 
     try:
         asyncio.run(run())
@@ -498,7 +493,7 @@ def _proxy_in_tmux(tmux: Tmux, where: str) -> tuple[socket.socket, socket.socket
     try:
         tmux(
             "new-session", "-d", "-s", "t", "-x", "120", "-y", "30", "-c", str(ROOT),
-            f"{sys.executable} -m vuinspect proxy --listen {px_path} --connect {be_path}; "
+            f"{shlex.join(proxy_command(px_path, be_path, quiet=False, no_tui=False))}; "
             f"echo rc=$?; sleep 30",
         )  # fmt: skip
         tmux.wait_for(lambda s: "Quit" in s)
@@ -537,53 +532,57 @@ def _pids(*words: str) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def _one_held_in_tmux(
+    where: str, tmp_path: Path
+) -> Iterator[tuple[Tmux, socket.socket, socket.socket]]:
+    """vuinspect proxy with its TUI in tmux, intercepting GET_VRING_BASE, ``vring_base(1)``
+    sent and shown held (HELD #1): (tmux, front-end socket, back-end socket)."""
+    tmux = Tmux(f"vuinspect-icpt-{tmp_path.name}")
+    try:
+        fe, be = _proxy_in_tmux(tmux, where)
+        try:
+            _set_intercept(tmux, "name == GET_VRING_BASE")
+            fe.sendall(vring_base(1))
+            tmux.wait_for(lambda s: "HELD #1" in s, 15)
+            yield tmux, fe, be
+        finally:
+            fe.close()
+            be.close()
+    finally:
+        tmux("kill-server")
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 def test_intercept_in_a_real_terminal(sockdir, tmp_path):  # noqa: F811
     """vuinspect proxy with its TUI in tmux: i, a held row, a; q releases what is held."""
-    tmux = Tmux(f"vuinspect-icpt-{tmp_path.name}")
-    try:
-        fe, be = _proxy_in_tmux(tmux, sockdir)
-        _set_intercept(tmux, "name == GET_VRING_BASE")
-        fe.sendall(vring_base(1))
+    with _one_held_in_tmux(sockdir, tmp_path) as (tmux, fe, be):
         tmux.wait_for(lambda s: "HELD #1 GET_VRING_BASE" in s and "NOTE" in s, 15)
         assert nothing_within(be, 0.5)
         tmux("send-keys", "-t", "t", "a")
-        assert recv(be, 5.0).raw == vring_base(1)
+        assert wire.recv_within(be, 5.0).raw == vring_base(1)
         tmux.wait_for(lambda s: "HELD #1" not in s)
         fe.sendall(vring_base(2))
         tmux.wait_for(lambda s: "HELD #2" in s)
         tmux("send-keys", "-t", "t", "q")
-        assert recv(be, 10.0).raw == vring_base(2)  # released as the TUI quits
+        assert wire.recv_within(be, 10.0).raw == vring_base(2)  # released as the TUI quits
         screen = tmux.wait_for(lambda s: "rc=" in s)
         assert "rc=0" in screen and "intercept: 2 held, 2 accepted" in screen, screen
-        fe.close()
-        be.close()
-    finally:
-        tmux("kill-server")
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 def test_a_dead_tui_releases_what_is_held(sockdir, tmp_path):  # noqa: F811
     """The TUI child killed with a message held: it goes on, and nothing more is held."""
-    tmux = Tmux(f"vuinspect-icpt-{tmp_path.name}")
-    try:
-        fe, be = _proxy_in_tmux(tmux, sockdir)
-        _set_intercept(tmux, "name == GET_VRING_BASE")
-        fe.sendall(vring_base(1))
-        tmux.wait_for(lambda s: "HELD #1" in s, 15)
+    with _one_held_in_tmux(sockdir, tmp_path) as (tmux, fe, be):
         viewers = _pids(sockdir, "--control-fd")
         assert len(viewers) == 1, [Path(f"/proc/{p}/cmdline").read_bytes() for p in viewers]
         (viewer,) = viewers
         engine = int(Path(f"/proc/{viewer}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(viewer, signal.SIGKILL)
-        assert recv(be, 5.0).raw == vring_base(1)
+        assert wire.recv_within(be, 5.0).raw == vring_base(1)
         fe.sendall(vring_base(2))
-        assert recv(be, 5.0).raw == vring_base(2)  # the intercept went with the TUI
+        assert wire.recv_within(be, 5.0).raw == vring_base(2)  # the intercept went with the TUI
         os.kill(engine, signal.SIGTERM)  # (the viewer's parent: the proxy itself)
         screen = tmux.wait_for(lambda s: "rc=" in s)
         assert "rc=0" in screen, screen
         assert "intercept: 1 held, 1 accepted" in screen, screen
-        fe.close()
-        be.close()
-    finally:
-        tmux("kill-server")
