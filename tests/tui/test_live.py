@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
-import socket
 import struct
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
-from vuinspect.proxy.server import ProxyServer, Route
+from tests.proxy.conftest import backend_server, proxy, sockdir  # noqa: F401 - the fixtures
+from vuinspect.proxy.server import Route
 from vuinspect.testing import wire
-from vuinspect.testing.backend import Backend
+from vuinspect.testing.backend import BackendServer
 from vuinspect.testing.frontend import Frontend
 from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.samples import Script, blk_handshake, demo_frames
@@ -94,57 +91,25 @@ async def test_stalled_request_waits_with_a_growing_age() -> None:
 
 
 # -- through the real proxy ----------------------------------------------------------------------
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    d = tempfile.mkdtemp(dir="/tmp", prefix="vut-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-class BackendThread:
-    """A test back-end (vuinspect.testing.backend) accepting one connection on a thread."""
-
-    def __init__(self, path: str, **kw: object) -> None:
-        self.listener = wire.listen(path)
-        self.backend: Backend | None = None
-        self.kw = kw
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = self.listener.accept()
-            self.backend = Backend(conn, **self.kw)  # type: ignore[arg-type]
-            self.backend.serve()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.thread.join(5)
-
-
 @pytest.mark.timeout(60)
-async def test_proxy_feeds_the_app_and_a_stalled_backend_shows_in_waiting(sockdir: str) -> None:
+async def test_proxy_feeds_the_app_and_a_stalled_backend_shows_in_waiting(
+    sockdir: str,  # noqa: F811 - the fixtures
+    backend_server: Callable[..., BackendServer],  # noqa: F811
+    proxy: Callable[..., object],  # noqa: F811
+) -> None:
     live = LiveSource("proxy")
-    be_ok = BackendThread(os.path.join(sockdir, "ok.sock"))
-    be_stall = BackendThread(os.path.join(sockdir, "stall.sock"), stall=True)
+    backend_server("ok.sock")
+    backend_server("stall.sock", stall=True)
     routes = [
         Route(
-            listen=os.path.join(sockdir, "p-ok.sock"),
-            connect=os.path.join(sockdir, "ok.sock"),
+            listen=os.path.join(sockdir, f"p-{name}.sock"),
+            connect=os.path.join(sockdir, f"{name}.sock"),
             frontend="listen",
             device="blk",
-        ),
-        Route(
-            listen=os.path.join(sockdir, "p-stall.sock"),
-            connect=os.path.join(sockdir, "stall.sock"),
-            frontend="listen",
-            device="blk",
-        ),
+        )
+        for name in ("ok", "stall")
     ]
-    server = ProxyServer(routes, live.push)
-    server.start()
+    proxy(routes, sink=live.push)
     app = VuInspectApp(live)
     fe_ok = fe_stall = None
     try:
@@ -195,9 +160,6 @@ async def test_proxy_feeds_the_app_and_a_stalled_backend_shows_in_waiting(sockdi
         for fe in (fe_ok, fe_stall):
             if fe is not None:
                 fe.close()
-        server.stop()
-        be_ok.close()
-        be_stall.close()
 
 
 def _age(text: str) -> float:
