@@ -325,6 +325,8 @@ def test_stats_tap_counts_like_the_python_sessions(sample_captures):
             rows[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[-1]))
             assert parts[3] == "-" or float(parts[3]) >= 0
     assert rows == want
+    # the header names its columns whole (it said "Probl")
+    assert any(line.split()[-1:] == ["Problems"] for line in proc.stdout.splitlines())
 
 
 # -- robustness ---------------------------------------------------------------------------------

@@ -491,7 +491,7 @@ local function stats_text(acc)
   table.sort(keys)
   local rule = string.rep("=", 78)
   local lines = { rule, "vhost-user request statistics (vuinspect)",
-    fmt("%-28s %6s %7s %8s %8s %8s %5s", "Request", "Count", "Replies", "Min us", "Avg us", "Max us", "Probl") }
+    fmt("%-26s %6s %7s %8s %8s %8s %8s", "Request", "Count", "Replies", "Min us", "Avg us", "Max us", "Problems") }
   for i_ = 1, #keys do local k = keys[i_]
     local st = acc[k]
     local lo, hi, sum = nil, nil, 0
@@ -501,7 +501,7 @@ local function stats_text(acc)
       sum = sum + v
     end
     local function us(v) if v == nil then return "-" end return fmt("%.1f", v) end
-    lines[#lines + 1] = fmt("%-28s %6d %7d %8s %8s %8s %5d", k, st.count, st.replies, us(lo),
+    lines[#lines + 1] = fmt("%-26s %6d %7d %8s %8s %8s %8d", k, st.count, st.replies, us(lo),
       us(#st.lat > 0 and sum / #st.lat or nil), us(hi), st.problems)
   end
   lines[#lines + 1] = rule
