@@ -116,6 +116,19 @@ def test_help_screen(snap_compare, demo_path: Path) -> None:
     assert snap_compare(app, terminal_size=(130, 50), run_before=run_before)
 
 
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=["80x24", "60x20"])
+def test_help_in_a_small_terminal(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
+    """The help fits inside the screen: text wrapped, closing hint whole, scrolls down."""
+    app = app_for(demo_path)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot, app)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
 # -- inputs being typed into: what you type is on screen, with its cursor -------------------
 SMALL = (80, 24)
 TINY = (50, 12)  # smaller than a default terminal: the prompt must still show

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -92,16 +93,27 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-def help_table() -> Table:
-    t = Table(show_header=False, box=None, padding=(0, 2))
-    t.add_column(style="bold cyan", no_wrap=True)
-    t.add_column()
+def help_text() -> Group:
+    """The groups one under the other: a heading line, then its keys.
+
+    The heading is a line of its own (not a cell of the key column), so the key column
+    stays as narrow as the widest key and the descriptions wrap in what is left.
+    """
+    width = max(len(k) for _, keys in KEYS for k, _ in keys)
+    parts: list[Text | Table] = []
     for group, keys in KEYS:
-        t.add_row(Text(group, style="bold underline"), "")
+        parts.append(Text(group, style="bold underline"))
+        t = Table(show_header=False, box=None, padding=(0, 2), pad_edge=False, expand=True)
+        t.add_column(style="bold cyan", no_wrap=True, width=width)
+        t.add_column(ratio=1)
         for k, text in keys:
             t.add_row(k, text)
-        t.add_row("", "")
-    return t
+        parts.append(t)
+        parts.append(Text(""))
+    return Group(*parts[:-1])
+
+
+HINT = "Esc or ? closes, q quits"
 
 
 class HelpScreen(ModalScreen[None]):
@@ -111,16 +123,16 @@ class HelpScreen(ModalScreen[None]):
         Binding("q,alt+q", "app.quit", "Quit"),
     ]
     DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90; max-height: 90%; border: round $accent;
-                                  background: $surface; padding: 0 1; }
+    HelpScreen { align: center middle; padding: 1 2; }
+    HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: auto; max-height: 100%;
+                                  border: round $accent; background: $surface; padding: 0 1; }
     """
 
     def compose(self) -> ComposeResult:
         with VerticalScroll() as v:
             v.border_title = "vuinspect keys"
-            v.border_subtitle = "Esc or ? closes, q quits"
-            yield Static(help_table())
+            v.border_subtitle = HINT
+            yield Static(help_text())
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
