@@ -311,3 +311,22 @@ def test_headless_tui_for_benchmarks(sockdir, procs) -> None:
     assert stop(proxy) == 0
     frames = list(read_frames(cap))
     assert len([f for f in frames if f.kind == "data"]) == len(fe.sent) + len(fe.received)
+
+
+def test_paths_are_escaped_in_every_line_the_proxy_prints(sockdir, procs) -> None:
+    """A path with terminal sequences (a title-setting OSC here) is shown escaped: in the
+    'listening on' line and in a refusal, never raw on the user's terminal."""
+    evil = os.path.join(sockdir, "\x1b]0;evil\x07be.sock")
+    px = os.path.join(sockdir, "px.sock")
+    log = Path(sockdir) / "evil.log"
+    proxy = start_proxy(procs, px, evil, log)
+    assert stop(proxy) == 0
+    text = log.read_text()
+    assert "\x1b" not in text and "\x07" not in text, text
+    assert f"listening on {px} -> {sockdir}/\\x1b]0;evil\\x07be.sock" in text
+
+    Path(evil).write_text("not a socket")
+    p = run_proxy("--listen", px, "--connect", evil, "--no-tui")
+    assert p.returncode == 1
+    assert "\x1b" not in p.stderr and "\x07" not in p.stderr, p.stderr
+    assert "\\x1b]0;evil\\x07be.sock is not a socket" in p.stderr

@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-import sys
 
 from vuinspect.capture import CaptureError, capfile
 from vuinspect.errors import CliError
 from vuinspect.protocol.features import DEVICE_TYPES
 from vuinspect.proxy.interpose import MAX_UNIX_PATH
 from vuinspect.proxy.server import DEFAULT_CONNECT_TIMEOUT, FRONTEND_CHOICES, Route
+from vuinspect.tui.launch import on_terminal
 from vuinspect.units import parse_duration
 
 from .proxy_engine import run_engine
@@ -306,7 +306,7 @@ def _want_tui(args: argparse.Namespace) -> bool:
     """The TUI is the default on a terminal; plain lines otherwise (or when asked)."""
     if args.no_tui or args.quiet or args.write == "-":
         return False
-    if not (getattr(args, "tui_headless", False) or (sys.stdin.isatty() and sys.stdout.isatty())):
+    if not (getattr(args, "tui_headless", False) or on_terminal()):
         return False
     try:
         import vuinspect.tui.app  # noqa: F401

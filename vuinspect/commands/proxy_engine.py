@@ -26,6 +26,7 @@ from typing import Any
 
 from vuinspect.proxy.engine import Engine, say
 from vuinspect.proxy.server import ProxyServer, Route
+from vuinspect.render import safe_text
 
 #: How long the end of a run waits for the viewer to print what is still in the pipe.
 VIEWER_DRAIN_S = 60.0
@@ -33,6 +34,12 @@ CUT_MESSAGE = (
     "vuinspect proxy: the display fell too far behind and stopped; forwarding and "
     "the -w capture go on (stop with Ctrl-C or SIGTERM)"
 )
+
+
+def say_escaped(text: str) -> None:
+    """The engine's lines (they name listen and connect paths, which anyone may choose),
+    escaped before the terminal shows them."""
+    say(safe_text(text))
 
 
 def with_intercept(server: ProxyServer, device: str | None, intercept: Any = None) -> Any:
@@ -113,7 +120,7 @@ def run_engine(args: argparse.Namespace, routes: list[Route], view: str | None =
     try:
         if view is not None:
             viewer = Viewer(args, tui)
-        engine = Engine(args, routes, viewer.feed_fd if viewer else None)
+        engine = Engine(args, routes, viewer.feed_fd if viewer else None, out=say_escaped)
     except BaseException:
         if viewer is not None:
             with contextlib.suppress(OSError):
