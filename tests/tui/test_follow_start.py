@@ -1,18 +1,22 @@
 """Follow mode from the first paint: rows the source already held when the app mounted
 (``view --follow`` on a capture with 500 messages, a live spool with frames in it) put the
-cursor on the newest row at once, not only once a new row arrives."""
+cursor on the newest row at once, not only once a new row arrives.  And a live view that was
+empty when it mounted (`vuinspect proxy` waiting for its first connection) follows the rows
+that come later, even when they all come in one burst."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
+from vuinspect.frames import Frame
 from vuinspect.tui.app import VuInspectApp
-from vuinspect.tui.samples import bulk_frames, write_capture
+from vuinspect.tui.samples import Script, blk_handshake, bulk_frames, write_capture
 from vuinspect.tui.sources import FileSource, LiveSource
 
-from .conftest import screen_text, settle
+from .conftest import screen_text, settle, until
 
 SIZE = (100, 30)
 N = 500
@@ -87,3 +91,53 @@ async def test_without_follow_the_cursor_stays_on_the_first_row(tmp_path: Path) 
         assert round(lst.scroll_offset.y) == 0
         assert [line.split()[0] for line in _list_lines(app) if line.strip()][0] == "1"
         assert [m.frame for m in app.detail.msgs] == [1]
+
+
+# -- the proxy's first connection: rows arrive only after the app mounted ---------------------
+def _first_connection() -> list[Frame]:
+    """One front-end's whole life (open, handshake, close): what `vuinspect proxy` shows first."""
+    s = Script()
+    blk_handshake(s, 1, "/tmp/a1/be.sock", queues=1)
+    s.close(1, "frontend closed the connection")
+    return s.frames
+
+
+def _feed_later(live: LiveSource, frames: list[Frame]) -> threading.Thread:
+    """The viewer's feed thread (proxy_viewer._tui): frames pushed as the engine's stream
+    brings them, here all in one burst as a short connection does."""
+    t = threading.Thread(target=lambda: [live.push(f) for f in frames], daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize(
+    "size", [(60, 15), (80, 24), (120, 35)], ids=lambda s: "x".join(map(str, s))
+)
+async def test_a_live_view_empty_at_mount_follows_its_first_rows(size: tuple[int, int]) -> None:
+    """Issue seen in `vuinspect proxy`: the first connection's rows came in after mount, and
+    the list stayed on frames 1, 2, 3 (a scroll refused while the list had no scroll bar)
+    while the cursor and the detail pane were on the last frame."""
+    frames = _first_connection()
+    live = LiveSource("/tmp/a1/vu.sock -> /tmp/a1/be.sock")
+    app = VuInspectApp(live)
+    try:
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.2)  # mounted and painted with no rows
+            assert len(app.model) == 0 and app.message_list.follow
+            _feed_later(live, frames).join(5)
+            await until(pilot, lambda: len(app.model) == len(frames), what="the first rows")
+            await settle(pilot, app)
+            await pilot.pause(0.1)
+            lst = app.message_list
+            n = len(frames)
+            assert lst.follow
+            assert lst.cursor == n - 1, f"cursor on {lst.cursor}, not on the newest of {n}"
+            rows = [line.split()[0] for line in _list_lines(app) if line.strip()]
+            assert rows and rows[-1] == str(n), f"on screen: rows {rows}, newest is {n}"
+            assert "CLOSE" in _list_lines(app)[len(rows) - 1]
+            assert [m.frame for m in app.detail.msgs] == [n]
+            # the scroll bar's thumb is drawn where the list is (the bottom), not at the top
+            assert lst.show_vertical_scrollbar
+            assert lst.vertical_scrollbar.position == lst.scroll_y == lst.max_scroll_y > 0
+    finally:
+        live.close()

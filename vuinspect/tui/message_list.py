@@ -176,16 +176,26 @@ class MessageList(ScrollView, can_focus=True):
         for key in [k for k in self._cache.keys() if k[0] == pos]:  # noqa: SIM118 - LRUCache
             self._cache.discard(key)
 
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        # Textual moves the bar's thumb only while the bar is shown: a scroll made just
+        # before it appeared (_scroll_to_cursor) would leave the thumb drawn at the top.
+        if shown:
+            self.vertical_scrollbar.position = self.scroll_y
+
     def on_resize(self) -> None:
         self._scroll_to_cursor()  # a prompt opening below must not hide the selected row
 
     def _scroll_to_cursor(self) -> None:
+        # ``force``: Textual refuses a scroll while the widget shows no scroll bar, and the
+        # bar only appears at the next layout.  A list that had no bar (empty, or all its rows
+        # on screen) and grows past the screen in one go (a proxy's first connection) would
+        # leave the cursor below the screen.  The scroll is still clamped to the new rows.
         height = self.scrollable_content_region.height or self.size.height
         top = round(self.scroll_offset.y)
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
         elif height and self.cursor >= top + height:
-            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True, force=True)
 
     def _page(self) -> int:
         return max(1, (self.scrollable_content_region.height or self.size.height) - 1)
