@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from . import __version__
-from .errors import CliError
+from .errors import CliError, error_line
+from .render import safe_text
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,8 +45,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors escape what the user typed (a path or an
+    option may hold ESC); sub-command parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(safe_text(message))
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog="vuinspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"vuinspect {__version__}")
@@ -63,13 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the sub-command's parser: its usage line, not the top level's
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
@@ -79,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             check(args)
         return int(args._run(args) or 0)
     except CliError as exc:
-        print(f"vuinspect {args.command}: {exc}", file=sys.stderr)
+        print(error_line(args.command, str(exc)), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
