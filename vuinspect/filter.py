@@ -91,7 +91,8 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m:
-            raise FilterError(f"unexpected character {text[pos]!r}", pos)
+            hint = "; did you mean ==?" if text[pos] == "=" else ""  # the C / SQL habit
+            raise FilterError(f"unexpected character {text[pos]!r}{hint}", pos)
         kind = m.lastgroup or ""
         if kind != "ws":
             value = m.group()
@@ -116,6 +117,14 @@ def suggest(word: str, choices: Any) -> str:
     if not best:
         best = difflib.get_close_matches(word.upper(), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {best[0]}?" if best else ""
+
+
+def field_hint(word: str) -> str:
+    """The did-you-mean for an unknown field name (``payload.<path>`` among the payload's)."""
+    if word.startswith("payload."):
+        return suggest(word[8:], F.PAYLOAD).replace("mean ", "mean payload.")
+    known = [f.name for f in F.FIELDS] + list(F.ALIASES) + ["payload.<name>"]
+    return suggest(word, known)
 
 
 # -- values -----------------------------------------------------------------------------------
@@ -279,8 +288,7 @@ def _check_top(name: str, op: str, lit: Any, pos: int, text: str) -> Any:
 def _check_payload(path: str, op: str, lit: Any, pos: int) -> None:
     types = F.payload_types(path)
     if types is None:
-        hint = suggest(path, F.PAYLOAD).replace("mean ", "mean payload.")
-        raise FilterError(f"unknown field 'payload.{path}'{hint}", pos)
+        raise FilterError(f"unknown field 'payload.{path}'{field_hint('payload.' + path)}", pos)
     if op in ("~", "matches"):
         return
     if _is_number(lit) and not types & {"int", "float", "bool"}:
@@ -304,8 +312,7 @@ def _field_name(word: str, pos: int) -> tuple[str, str]:
         return word, head
     name = F.canonical(head)
     if name is None:
-        known = [f.name for f in F.FIELDS] + list(F.ALIASES) + ["payload.<name>"]
-        raise FilterError(f"unknown field {word!r}{suggest(head, known)}", pos)
+        raise FilterError(f"unknown field {word!r}{field_hint(head)}", pos)
     if dot:
         raise FilterError(f"{name} has no sub-fields", pos)
     return name, name
