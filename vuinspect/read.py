@@ -25,9 +25,10 @@ from typing import Any
 
 from .api import Concat, is_pcapng, linked
 from .dataplane.text import in_message_list
-from .errors import CliError
-from .filter import FilterError, compile_filter, field_value
+from .errors import CliError, capture_error, check_path, error_line
+from .filter import FilterError, compile_filter, field_hint, field_value
 from .frames import DATAPLANE_KINDS
+from .hints import NO_RINGS
 from .lines import TIME_FORMATS, text_line
 from .message import Message
 from .pipeline import Pipeline
@@ -57,10 +58,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "-f",
+        "-Y",
         "--filter",
         default="",
         metavar="EXPR",
-        help="show only messages matching EXPR ('vuinspect fields' lists the names)",
+        help="show only messages matching EXPR ('vuinspect fields' lists the names; "
+        "-Y as in tshark)",
     )
     p.add_argument(
         "-c", "--count", type=_positive, metavar="N", help="stop after N (matching) messages"
@@ -162,7 +165,10 @@ def _fields_line(names: list[str]) -> Callable[[Message], str]:
         elif canonical(name) is not None:
             paths.append(canonical(name) or name)
         else:
-            raise CliError(f"unknown field {name!r} for -e ('vuinspect fields' lists them)", 2)
+            raise CliError(
+                f"unknown field {name!r} for -e{field_hint(name)} ('vuinspect fields' lists them)",
+                2,
+            )
 
     def line(msg: Message) -> str:
         return "\t".join(_field_text(field_value(msg, path)) for path in paths)
@@ -177,12 +183,8 @@ def _sources(args: argparse.Namespace) -> list[str]:
     if files.count("-") > 1:
         raise CliError("stdin (-) can be read only once", 2)
     for f in files:
-        if f == "-":
-            continue
-        if not os.path.exists(f):
-            raise CliError(f"{f}: no such file")
-        if os.path.isdir(f):
-            raise CliError(f"{f}: is a directory")
+        if f != "-":
+            check_path(f)
     return files
 
 
@@ -258,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
     write = out.write
     limit = args.count or 0
     shown = 0
+    kind_seen = False  # with --rings: a ring/notify frame, whether the filter kept it or not
     readers = _Readers(files, args.stats)
     try:
         if args.stats:
@@ -265,7 +268,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             pipeline = Pipeline(device=args.device)
             for msg in linked(pipeline, readers.frames()):
-                if not shown_kind(msg) or predicate is not None and not predicate(msg):
+                if not shown_kind(msg):
+                    continue
+                kind_seen = True
+                if predicate is not None and not predicate(msg):
                     continue
                 write(line(msg) + "\n")
                 shown += 1
@@ -273,14 +279,17 @@ def run(args: argparse.Namespace) -> int:
                     break
     finally:
         readers.close()
+    no_rings = args.rings and not kind_seen
     if args.stats:
+        rings = ring_table(sessions)
+        no_rings = bool(sessions) and not rings  # the rows shown have no vring table
         if args.json:
             json.dump(
                 {
                     "filter": args.filter or None,
                     "requests": request_table(sessions),
                     "connections": connection_table(sessions),
-                    "rings": ring_table(sessions),
+                    "rings": rings,
                     "firings": firings.table(),
                 },
                 out,
@@ -290,8 +299,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             write(format_stats(sessions, args.filter.strip(), firings) + "\n")
     out.flush()
+    if no_rings:  # one line, as the TUI's Queues tab says it
+        print(error_line("read", NO_RINGS), file=sys.stderr)
     for err in readers.damaged:
-        print(f"vuinspect read: {err}", file=sys.stderr)
+        print(error_line("read", err), file=sys.stderr)
     return 2 if readers.damaged else 0
 
 
@@ -315,15 +326,13 @@ class _Readers:
                 self.units = [Concat(files)]
 
     def _open(self, unit: str | Concat) -> Any:
-        from .capture import CaptureError, CaptureFormatError, CaptureReader
+        from .capture import CaptureError, CaptureReader
 
         name = unit.name if isinstance(unit, Concat) else unit
         try:
             return CaptureReader(sys.stdin.buffer if unit == "-" else unit)
-        except CaptureFormatError as exc:
-            raise CliError(f"{name}: not a vuinspect capture: {exc.reason}") from None
         except CaptureError as exc:
-            raise CliError(f"{name}: {exc.reason}") from None
+            raise capture_error(name, exc) from None
 
     def _progress(self, unit: str | Concat, reader: Any) -> _Progress | None:
         if isinstance(unit, Concat):
@@ -350,8 +359,7 @@ class _Readers:
                             progress.update()
                         yield frame
             except CaptureFormatError as exc:
-                name = unit.name if isinstance(unit, Concat) else unit
-                raise CliError(f"{name}: not a vuinspect capture: {exc.reason}") from None
+                raise capture_error(unit.name if isinstance(unit, Concat) else unit, exc) from None
             finally:
                 self.close()
                 if isinstance(unit, Concat):

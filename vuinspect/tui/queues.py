@@ -21,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from vuinspect.dataplane.text import detail_lines, ring_summary
+from vuinspect.hints import NO_RINGS
 from vuinspect.render import safe_text
 from vuinspect.session import Session
 
@@ -38,10 +39,7 @@ HINT = (
     "Enter: in-flight chains of the vring's latest ring frame   rate: used slots/s   "
     "R: ring frames in the list"
 )
-EMPTY_TEXT = (
-    "No ring samples: record with the proxy's --rings on (the default with a capture "
-    "or the TUI) to see the virtqueues here"
-)
+EMPTY_TEXT = f"{NO_RINGS} to see the virtqueues here"
 
 
 class QueuesView(DataTable):
