@@ -9,8 +9,14 @@ examples:
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+from typing import TYPE_CHECKING
 
-from vuinspect.errors import CliError
+from vuinspect.errors import CliError, capture_error, check_path
+
+if TYPE_CHECKING:
+    from .sources import Source
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -58,22 +64,23 @@ def _check_file(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vuinspect.capture import CaptureError
     from vuinspect.filter import FilterError, compile_filter
 
     from .app import VuInspectApp
-    from .launch import crash_error, run_app
-    from .sources import FileSource
+    from .launch import crash_error, on_terminal, run_app
 
     try:
         compile_filter(args.filter)
     except FilterError as exc:
         raise CliError(f"bad --filter: {exc}") from None
-    _refuse_foreign(args.file)
-    try:
-        source = FileSource(args.file, follow=args.follow, background=not args.follow)
-    except CaptureError as exc:
-        raise CliError(str(getattr(exc, "reason", exc))) from None
+    _refuse_foreign(args.file, args.follow)
+    if not on_terminal():
+        raise CliError(
+            "the TUI needs a terminal (stdin and stdout); to print the capture: "
+            f"vuinspect read {shlex.quote(args.file)}",
+            2,
+        )
+    source = open_source(args.file, args.follow)
     app = VuInspectApp(source, device=args.device, filter_text=args.filter)
     try:
         crash = run_app(app)
@@ -84,26 +91,43 @@ def run(args: argparse.Namespace) -> int:
     return 0 if app.return_code in (0, None) else app.return_code
 
 
-def _refuse_foreign(path: str) -> None:
-    """One clear line for a file that is not a vuinspect capture, before the TUI starts.
+def open_source(path: str, follow: bool) -> Source:
+    """The view's source: the capture, indexed in the background; with ``follow`` it is
+    followed as it grows, and waited for while it does not exist yet."""
+    from vuinspect.capture import CaptureError
+
+    from .awaited import AwaitedFile
+    from .sources import FileSource
+
+    if follow and not os.path.exists(path):
+        return AwaitedFile(path)
+    try:
+        return FileSource(path, follow=follow, background=not follow)
+    except CaptureError as exc:
+        raise capture_error(path, exc) from None
+
+
+def _refuse_foreign(path: str, follow: bool) -> None:
+    """One clear line for a file that cannot be opened or is not a vuinspect capture,
+    before the TUI starts, worded as ``vuinspect read`` words it.
 
     The TUI indexes in the background, so without this a pcapng of another tool
-    would open as an empty view with the reason only in its title.
+    would open as an empty view with the reason only in its title.  With ``follow``
+    a missing or empty file is a capture about to be written: waited for.
     """
-    import os
-
     from vuinspect.capture import CaptureError, CaptureFormatError, CaptureReader
 
-    if not os.path.exists(path):
-        raise CliError(f"cannot open capture {path}: No such file or directory")
-    if os.path.isdir(path):
-        raise CliError(f"{path}: is a directory")
-    if os.path.getsize(path) == 0:
-        return  # a capture about to be written (--follow)
+    if follow and (not os.path.exists(path) or os.path.isfile(path) and not os.path.getsize(path)):
+        return
+    check_path(path)
     try:
-        with CaptureReader(path) as reader:
+        reader = CaptureReader(path)
+    except CaptureError as exc:
+        raise capture_error(path, exc) from None
+    try:
+        with reader:
             next(iter(reader), None)  # the first packet tells a foreign link type
     except CaptureFormatError as exc:
-        raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
+        raise capture_error(path, exc) from None
     except CaptureError:
         pass  # damage is shown in the TUI, which keeps every whole frame before it
