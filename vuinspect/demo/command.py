@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vuinspect.errors import CliError
 
@@ -62,41 +67,120 @@ def run(args: argparse.Namespace) -> int:
     lock = threading.Lock()
 
     def say(line: str) -> None:
-        with lock:
+        with lock, contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
             print(f"demo: {line}", file=sys.stderr, flush=True)
 
     def show(line: str) -> None:
         if not args.quiet and line.strip():
-            with lock:
+            with lock, contextlib.suppress(OSError):
                 print(line, flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="vuinspect-demo-", dir="/tmp"))  # short socket paths
     keep = args.keep
     start = time.monotonic()
     use_tui = not (args.quiet or args.no_tui) and sys.stdin.isatty() and sys.stdout.isatty()
+
+    def remove_workdir() -> None:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    stop = _SignalStop(remove_workdir)
     try:
-        if use_tui:
-            outcome = _run_with_tui(args, workdir, capture)
-        else:
-            outcome = _run_backend(args, workdir, scenarios.ProxySpec(capture, show=show), say)
+        with stop:
+            if use_tui:
+                outcome = _run_with_tui(args, workdir, capture, stop)
+            else:
+                outcome = _run_backend(args, workdir, scenarios.ProxySpec(capture, show=show), say)
     except runners.MissingProgram as exc:
         raise CliError(str(exc)) from None
     except runners.RunError as exc:
-        keep = True
-        first, *rest = str(exc).splitlines()
-        if rest:
-            say("\n".join(rest))
-        raise CliError(f"{first} (logs in {workdir})") from None
+        if stop.signum is None:
+            keep = True
+            first, *rest = str(exc).splitlines()
+            if rest:
+                say("\n".join(rest))
+            raise CliError(f"{first} (logs in {workdir})") from None
     finally:
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir()
+    if stop.signum is not None:
+        say(f"stopped by {signal.Signals(stop.signum).name}; capture so far: {capture}")
+        return 128 + stop.signum
     say(f"{'OK' if outcome.ok else 'FAILED'}: {outcome.verdict}")
     say(
-        f"capture: {capture} ({time.monotonic() - start:.1f}s); read it with: vuinspect read {capture}"
+        f"capture: {capture} ({time.monotonic() - start:.1f}s); "
+        f"read it with: {_self_command()} read {shlex.quote(str(capture))}"
     )
     if keep:
         say(f"logs kept in {workdir}")
     return 0 if outcome.ok else 1
+
+
+class _SignalStop:
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) all stop the run the same way.
+
+    The handler only starts a thread: it stops every program the run started
+    (:data:`runners.STARTED`, by process group) and closes the TUI; the run's
+    own waits then see their peers gone and unwind through the usual clean-up.
+    If that does not end within ``GRACE_S`` (a TUI writing to a closed terminal
+    can block for ever), the thread runs ``last_resort`` and exits the process.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    GRACE_S = 2.0
+
+    def __init__(self, last_resort: Callable[[], object]) -> None:
+        self.signum: int | None = None
+        self.app: Any = None  # the TUI, while it runs
+        self.last_resort = last_resort
+        self._old: dict[int, Any] = {}
+        self._done = threading.Event()
+
+    def __enter__(self) -> _SignalStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            threading.Thread(target=self._stop, name="vuinspect-demo-stop", daemon=True).start()
+
+    def _stop(self) -> None:
+        app = self.app
+        if app is not None:
+            with contextlib.suppress(Exception):  # not running (yet, or any more)
+                app.call_from_thread(app.exit)
+        runners.STARTED.stop_all()
+        if not self._done.wait(self.GRACE_S) and self.signum is not None:
+            self.last_resort()
+            os._exit(128 + self.signum)
+
+
+def _self_command() -> str:
+    """How to run this vuinspect from the user's shell: the bare name only when PATH finds
+    this very one (a venv's entry point is often not on PATH: ``make demo``)."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) == "__main__.py" or not os.path.isfile(argv0):
+        entry = os.path.join(os.path.dirname(sys.executable), "vuinspect")  # python -m vuinspect
+        if not os.access(entry, os.X_OK):
+            return f"{shlex.quote(sys.executable)} -m vuinspect"
+    else:
+        entry = argv0
+    found = shutil.which("vuinspect")
+    with contextlib.suppress(OSError):
+        if found and os.path.samefile(found, entry):
+            return "vuinspect"
+    path = os.path.abspath(entry)
+    rel = os.path.relpath(path)
+    if not rel.startswith(os.pardir + os.sep):
+        path = rel if os.sep in rel else os.path.join(os.curdir, rel)
+    return shlex.quote(path)
 
 
 def _run_backend(
@@ -110,7 +194,9 @@ def _run_backend(
     return run_one(workdir, guest, via=via, show=say, timeout=args.timeout)
 
 
-def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> scenarios.Outcome:
+def _run_with_tui(
+    args: argparse.Namespace, workdir: Path, capture: Path, stop: _SignalStop
+) -> scenarios.Outcome:
     """Run the back-end on a thread while the TUI follows the capture the proxy writes."""
     from vuinspect.tui.app import VuInspectApp
     from vuinspect.tui.launch import crash_error, run_app
@@ -132,13 +218,14 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
     thread.start()
     deadline = time.monotonic() + 60 + args.timeout
     while not (capture.exists() and capture.stat().st_size > 0):
-        if not thread.is_alive() or time.monotonic() > deadline:
+        if not thread.is_alive() or time.monotonic() > deadline or stop.signum is not None:
             thread.join()
             break
         time.sleep(0.05)
-    if capture.exists():
+    if capture.exists() and stop.signum is None:
         source = FileSource(str(capture), follow=True)
         app = VuInspectApp(source)
+        stop.app = app
 
         def announce() -> None:
             thread.join()
@@ -154,12 +241,15 @@ def _run_with_tui(args: argparse.Namespace, workdir: Path, capture: Path) -> sce
         try:
             crash = run_app(app)
         finally:
+            stop.app = None
             source.close()
     if thread.is_alive():
-        print("demo: waiting for the run to finish ...", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            print("demo: waiting for the run to finish ...", file=sys.stderr, flush=True)
         thread.join()
-    for line in log:
-        print(f"demo: {line}", file=sys.stderr)
+    with contextlib.suppress(OSError):
+        for line in log:
+            print(f"demo: {line}", file=sys.stderr)
     if crash is not None:
         raise crash_error(crash)
     if errors:

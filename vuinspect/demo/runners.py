@@ -4,12 +4,15 @@ Every program runs in its own process group (so a stop reaches whatever it
 forked), its output is read by a thread into a log file and an in-memory list
 that waits can scan, and every wait is bounded.  The context managers stop
 their program on any exit, exceptions and Ctrl-C included: a failed test must
-not leave a QEMU or a DPDK behind.
+not leave a QEMU or a DPDK behind.  Every program is also listed in
+:data:`STARTED`, so a signal can stop them all from another thread, and gets
+SIGTERM from the kernel when the thread that started it dies (even by SIGKILL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -35,6 +38,13 @@ QEMU_BASE = (
 )  # fmt: skip
 
 
+PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not glibc: no parent-death signal, the stop paths still work
+    _LIBC = None
+
+
 class MissingProgram(RuntimeError):
     """A program the run needs is not installed."""
 
@@ -49,6 +59,53 @@ def require(program: str) -> str:
     if not path or not os.access(path, os.X_OK):
         raise MissingProgram(f"{program} not found: {INSTALL_HINT}")
     return path
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn: SIGTERM once the starting thread is gone, so a SIGKILLed demo or
+    test leaves no back-end or proxy behind (they run in their own sessions: no SIGHUP)."""
+    libc = _LIBC
+    if libc is None:
+        return None
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # it died before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+class Started:
+    """The programs this process runs, so a signal handler's thread can stop them all.
+
+    Once :meth:`stop_all` ran, starting another program raises RunError: a run
+    that is being stopped must not start its next peer after the sweep.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: list[Proc] = []
+        self.stopping = False
+
+    def stop_all(self, timeout: float = 2.5) -> None:
+        """SIGTERM every process group at once (newest first), SIGKILL what is left after
+        ``timeout``: the proxy gets its moment to finish the capture."""
+        with self.lock:
+            self.stopping = True
+            procs = self.procs[::-1]
+        for proc in procs:
+            if proc.alive():
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(max(0.0, deadline - time.monotonic()))
+            proc.send_signal(signal.SIGKILL)  # the group: whatever it forked too
+
+
+#: Every program started through :class:`Proc` in this process.
+STARTED = Started()
 
 
 class Proc:
@@ -69,13 +126,18 @@ class Proc:
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._on_line = on_line
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: killpg reaches its children
-        )
+        with STARTED.lock:
+            if STARTED.stopping:
+                raise RunError(f"not starting {name}: stopping")
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: killpg reaches its children
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+            STARTED.procs.append(self)
         self.pid = self.popen.pid
         self._reader = threading.Thread(target=self._read, name=f"log-{name}", daemon=True)
         self._reader.start()
@@ -157,6 +219,8 @@ class Proc:
         if self.popen.stdin:
             with contextlib.suppress(OSError):
                 self.popen.stdin.close()
+        with STARTED.lock, contextlib.suppress(ValueError):
+            STARTED.procs.remove(self)
         return self.popen.returncode
 
 
