@@ -53,3 +53,10 @@ def test_demo_blk_end_to_end(guest, tmp_path):
     assert "OK: VUTEST-BLK-OK" in done.stderr
     assert "SET_VRING_KICK" in done.stdout  # the live one-line summaries
     assert "SET_VRING_KICK" in load(cap).names()
+    # The closing hint works as typed in a shell whose PATH has no vuinspect (make demo's venv).
+    hint = done.stderr.strip().splitlines()[-1].split("read it with: ", 1)[1]
+    again = subprocess.run(
+        ["bash", "-c", hint + " --stats"], capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")},
+    )  # fmt: skip
+    assert again.returncode == 0, (hint, again.stderr)
