@@ -32,3 +32,21 @@ def test_recorded_capture(name, orientation, memory):
     assert fds and all("memfd:" in d for d in fds)
     readme = (CAPTURES / "README.md").read_text()
     assert f"vuinspect demo --backend {name} -w captures/{name}.pcapng" in readme
+
+
+def test_recorded_stall():
+    """blk-stall.pcapng: the blk run with qemu-storage-daemon stopped mid-write; the ring
+    samples show the stall raised (with what was in flight) and resolved by progress."""
+    cap = load(CAPTURES / "blk-stall.pcapng")
+    assert unanswered(cap) == [] and len(cap.closes()) == 1
+    rings = [m for m in cap.messages if m.kind == "ring"]
+    stalled = [m for m in rings if "backend_stalled" in m.problem_codes]
+    assert len(stalled) == 1 and stalled[0].payload["in_flight"] >= 1
+    assert stalled[0].payload["chains"], "the requests in flight, decoded"
+    resolved = [r for m in rings for r in m.payload.get("resolved", ())]
+    assert [(r["code"], r["resolution"]) for r in resolved] == [("backend_stalled", "progress")]
+    assert resolved[0]["duration_ns"] >= 2_000_000_000
+    # nothing else is flagged: the stall is the one problem of this run
+    assert [m.problem_codes for m in cap.messages if m.problems] == [["backend_stalled"]]
+    readme = (CAPTURES / "README.md").read_text()
+    assert "scripts/record-stall.py captures/blk-stall.pcapng" in readme
