@@ -180,7 +180,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="memory for capture data not yet written (default 32M); beyond it "
         "messages are left out of the capture and counted",
     )
-    dp = p.add_argument_group("data plane (issue 13)")
+    dp = p.add_argument_group("data plane (the vrings in guest memory)")
     dp.add_argument(
         "--rings",
         type=rings_interval,

@@ -10,7 +10,7 @@ the recorded region table so the back-end can map them, eventfds for
 kick/call/err, a socket pair for the back-end channel, on which the recorded
 answers are given), and waits for each reply the recording had (--timeout per
 reply).  The back-end's answers are compared with the recorded ones as
-``vuinspect diff`` does (A is the recording, B the replay); exit 0 when it
+'vuinspect diff' does (A is the recording, B the replay); exit 0 when it
 behaved as recorded, 1 otherwise.
 Guest memory contents are not in a capture: the rings the back-end sees are
 empty, so values that depend on guest I/O (GET_VRING_BASE after I/O) differ.

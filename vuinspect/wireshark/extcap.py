@@ -94,7 +94,21 @@ def config_text() -> str:
     return "\n".join(lines) + "\n"
 
 
+DESCRIPTION = """\
+The 'vhost-user proxy' capture interface of Wireshark.  Wireshark runs this
+command itself; install it with 'vuinspect install-dissector --extcap'.
+
+In Wireshark, open the options of the 'vhost-user proxy (vuinspect)' interface,
+give the listen and connect sockets (as for 'vuinspect proxy'; also the front-end
+side, device type, ring sampler, rules), and start: the proxy runs as
+'vuinspect proxy -w' does, and its messages show up live.  Wireshark's capture
+filter field takes a 'vuinspect read --filter' expression.  Stopping the capture
+closes the proxy's sockets within about 2 seconds.
+"""
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION  # (the module docstring is for developers)
     parser.add_argument("--extcap-interfaces", action="store_true")
     parser.add_argument("--extcap-version")
     parser.add_argument("--extcap-interface")

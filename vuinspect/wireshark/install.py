@@ -92,7 +92,24 @@ def _write(path: Path, text: str, mode: int) -> None:
     tmp.replace(path)
 
 
+DESCRIPTION = """\
+Install the vhost-user dissector into your Wireshark (for the current user), so
+Wireshark and tshark open vuinspect captures decoded; with --extcap, also the
+'vhost-user proxy' capture interface, to capture live from Wireshark.
+
+The folders are the ones 'tshark -G folders' names (Personal Lua Plugins,
+Personal Extcap path); without tshark the usual Linux folders are used.
+
+examples:
+  vuinspect install-dissector             # then: wireshark trace.pcapng
+  vuinspect install-dissector --extcap
+  vuinspect install-dissector --print-path
+  vuinspect install-dissector --uninstall
+"""
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION  # (the module docstring is for developers)
     parser.add_argument("--uninstall", action="store_true", help="remove what was installed")
     parser.add_argument(
         "--print-path",

@@ -527,7 +527,20 @@ def generate() -> str:
 # -- sub-command -------------------------------------------------------------------------------
 
 
+DESCRIPTION = """\
+Write the Wireshark dissector (vhost_user.lua) of this vuinspect, generated from
+its protocol tables.  To use it in Wireshark, 'vuinspect install-dissector' is
+simpler: it writes the same file where Wireshark looks for it.
+
+examples:
+  vuinspect gen-lua                         # dissectors/vhost_user.lua of a source checkout
+  vuinspect gen-lua -o - > vhost_user.lua   # then: tshark -X lua_script:vhost_user.lua ...
+  vuinspect gen-lua --check                 # exit 1 if that file is out of date
+"""
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION  # (the module docstring is for developers)
     parser.add_argument(
         "-o",
         "--output",
