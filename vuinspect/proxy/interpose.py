@@ -7,7 +7,9 @@ binds a temporary name, hard-links the back-end's socket to
 ``PATH.vuinspect-orig`` and renames its own socket onto PATH in one atomic step
 (a bound Unix socket keeps working under a new name).  Restoring is again one
 rename.  The back-end is never connected to while checking, because some
-back-ends (virtiofsd) serve one connection and exit when it closes.
+back-ends (virtiofsd) serve one connection and exit when it closes.  A stale
+socket (nothing listens: the back-end died or is restarting) is interposed
+all the same, with a :attr:`Listener.note` saying so.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class Listener:
         self.mode = mode
         self.sock: socket.socket | None = None
         self._ino = -1
+        #: One line the user should read once ``open()`` worked (None: nothing to say).
+        self.note: str | None = None
 
     def open(self) -> socket.socket:
         st = _lstat(self.path)
@@ -186,6 +190,11 @@ class Interposer(Listener):
             raise ListenError(
                 f"{self.orig} already exists (left by an earlier run?); "
                 f"move it back to {self.path} or remove it first"
+            )
+        if not _is_live(self.path):
+            self.note = (
+                f"nothing listens on {self.path} (is the back-end running?): interposing anyway; "
+                "connections will fail; its socket is put back on exit"
             )
         tmp = self.path + _TMP_SUFFIX
         if _lstat(tmp) is not None:

@@ -367,6 +367,8 @@ class ProxyServer:
                     lst = Listener(route.listen, self.socket_mode)
                 lst.open()
                 self._listeners.append((lst, route))
+                if lst.note:
+                    self._say(lst.note)
         except BaseException:
             for lst, _ in reversed(self._listeners):
                 lst.close()
