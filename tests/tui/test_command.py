@@ -13,13 +13,24 @@ from vuinspect.errors import CliError
 from vuinspect.tui import command
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vuinspect", "view", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def vuinspect(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The command with no terminal (stdin /dev/null, output captured), bounded in time."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "vuinspect", *argv],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"vuinspect {' '.join(argv)}: still running after {timeout} s"
+        ) from None
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return vuinspect("view", *args, timeout=timeout)
 
 
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
@@ -38,12 +49,7 @@ def test_file_errors_are_worded_as_read_words_them(tmp_path: Path, name: str) ->
     elif name == "text":
         path.write_text("root:x:0:0:root:/root:/bin/bash\n")
     view = run_cli(str(path))
-    read = subprocess.run(
-        [sys.executable, "-m", "vuinspect", "read", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    read = vuinspect("read", str(path))
     assert read.returncode == view.returncode == 1
     said = read.stderr.removeprefix("vuinspect read: ")
     assert said.startswith(f"{path}: ") and len(said.splitlines()) == 1, read.stderr
@@ -52,16 +58,7 @@ def test_file_errors_are_worded_as_read_words_them(tmp_path: Path, name: str) ->
 
 def test_without_a_terminal_it_refuses_in_one_line(demo_path: Path) -> None:
     """Started anyway, the TUI wrote escape codes into the output and never ended."""
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "vuinspect", "view", str(demo_path)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except subprocess.TimeoutExpired:
-        raise AssertionError("the TUI started without a terminal") from None
+    out = run_cli(str(demo_path), timeout=20)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == (
         "vuinspect view: the TUI needs a terminal (stdin and stdout); "
