@@ -81,6 +81,12 @@ def test_bad_filter_is_refused_before_the_ui(demo_path: Path) -> None:
         command.run(args)
 
 
+def test_dash_y_is_the_filter_as_in_tshark(demo_path: Path) -> None:
+    p = argparse.ArgumentParser()
+    command.configure(p)
+    assert p.parse_args([str(demo_path), "-Y", "problems"]).filter == "problems"
+
+
 def test_help_lists_the_options() -> None:
     out = run_cli("--help")
     assert out.returncode == 0

@@ -29,10 +29,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "-f",
+        "-Y",
         "--filter",
         default="",
         metavar="EXPR",
-        help="initial display filter (the language of vuinspect read --filter)",
+        help="initial display filter (the language of vuinspect read --filter; -Y as in tshark)",
     )
     p.add_argument(
         "--device",
