@@ -106,7 +106,7 @@ def _all_gone(peers: dict[int, bytes], within: float) -> list[bytes]:
 
 @pytest.mark.qemu
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_demo_stops_everything_on_a_signal(guest, tmp_path, sig):
     err = tmp_path / "demo.err"
     with open(err, "wb") as errf:
