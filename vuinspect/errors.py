@@ -49,3 +49,9 @@ def capture_error(name: str, exc: CaptureError) -> CliError:
     if isinstance(exc, CaptureFormatError):  # some reasons end saying it already
         return CliError(f"{name}: {NOT_OURS}: {exc.reason.removesuffix(': ' + NOT_OURS)}")
     return CliError(f"{name}: {exc.reason}")
+
+
+def damage_text(name: str, offset: int | None, reason: str) -> str:
+    """``PATH: capture damaged at byte N: why``: the one wording for a capture cut short."""
+    where = f" at byte {offset}" if offset is not None else ""
+    return f"{name}: capture damaged{where}: {reason}"

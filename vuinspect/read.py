@@ -25,7 +25,7 @@ from typing import Any
 
 from .api import Concat, is_pcapng, linked
 from .dataplane.text import in_message_list
-from .errors import CliError, capture_error, check_path, error_line
+from .errors import CliError, capture_error, check_path, damage_text, error_line
 from .filter import FilterError, compile_filter, field_hint, field_value
 from .frames import DATAPLANE_KINDS
 from .hints import NO_RINGS
@@ -371,9 +371,8 @@ class _Readers:
                     if isinstance(unit, Concat) and err.offset is not None
                     else (unit, err.offset)
                 )
-                where = f" at byte {offset}" if offset is not None else ""
                 self.damaged.append(
-                    f"{path}: capture damaged{where}: {err.reason}; "
+                    f"{damage_text(str(path), offset, err.reason)}; "
                     f"{reader.frames_read} whole frames before it were read"
                 )
 

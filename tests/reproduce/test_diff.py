@@ -201,3 +201,22 @@ def test_array_items_are_named_and_ignored_as_a_filter_names_them() -> None:
     for ignore in ("payload.regions.userspace_addr", "payload.regions.1.userspace_addr", "*addr"):
         assert compare(a, b, [ignore]).equal, ignore
     assert not compare(a, b, ["payload.regions.0.userspace_addr"]).equal
+
+
+def test_file_errors_are_worded_as_read_words_them(tmp_path, capsys) -> None:
+    """diff names a bad file as read does (one wording: vuinspect.errors), escaped."""
+    empty = tmp_path / "empty.pcapng"
+    empty.write_bytes(b"")
+    cut = tmp_path / "cut\x1b[2J.pcapng"
+    data = BLK.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    for bad in (tmp_path / "nope.pcapng", tmp_path, empty):
+        assert main(["read", str(bad)]) != 0
+        said = capsys.readouterr().err.strip().removeprefix("vuinspect read: ")
+        assert main(["diff", str(BLK), str(bad)]) == 1
+        assert said in capsys.readouterr().err, said
+    main(["read", str(cut)])
+    said = capsys.readouterr().err.strip().split("; ")[0]
+    main(["diff", str(BLK), str(cut)])
+    err = capsys.readouterr().err
+    assert said.removeprefix("vuinspect read: ") in err and "\x1b" not in err, (said, err)

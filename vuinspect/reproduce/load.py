@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
-from ..capture import CaptureError, CaptureFormatError, CaptureReader
-from ..errors import CliError
+from ..capture import CaptureError, CaptureReader
+from ..errors import CliError, capture_error, check_path, damage_text
 from ..frames import Frame
 from ..message import Message
 from ..pipeline import Pipeline
+from ..render import safe_text
 
 
 def read_frames(path: str) -> list[Frame]:
     """Every frame of ``path``; CliError (one line) when it is not a readable capture."""
-    if not os.path.exists(path):
-        raise CliError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise CliError(f"{path}: is a directory")
+    check_path(path)
     try:
         with CaptureReader(path) as reader:
             frames = list(reader)
-    except CaptureFormatError as exc:
-        raise CliError(f"{path}: not a vuinspect capture: {exc.reason}") from None
     except CaptureError as exc:
-        raise CliError(f"{path}: {exc.reason}") from None
+        raise capture_error(path, exc) from None
     err = reader.error
     if err is not None:  # damage: the whole frames before it are still compared
-        where = f" at byte {err.offset}" if err.offset is not None else ""
-        text = f"{path}: capture damaged{where}: {err.reason}"
+        text = damage_text(path, err.offset, err.reason)
         if not frames:
             raise CliError(text)
-        print(f"vuinspect: {text}; using the {len(frames)} whole frames before it", file=sys.stderr)
+        line = f"{text}; using the {len(frames)} whole frames before it"
+        print(f"vuinspect: {safe_text(line)}", file=sys.stderr)
     return frames
 
 
