@@ -68,6 +68,8 @@ def test_capture_buffer_and_script_reach_the_engine():
         (("--capture-buffer", "lots"), "Capture buffer: not a size: 'lots'"),
         (("--script", "/nonexistent/addon.py"), "--script /nonexistent/addon.py"),
         (("--extcap-capture-filter", "name =="), "capture filter: expected a value"),
+        # what the dialog passes is escaped before Wireshark shows it
+        (("--script", "/nonexistent/\x1b[2Ja.py"), "--script /nonexistent/\\x1b[2Ja.py"),
     ],
 )
 def test_what_cannot_run_is_refused_before_anything_starts(tmp_path, argv, said) -> None:

@@ -27,6 +27,7 @@ from vuinspect import __version__
 from vuinspect.capture import CaptureError
 from vuinspect.capture.capfile import parse_size
 from vuinspect.capture.pcapng import LINKTYPE_WIRESHARK_UPPER_PDU
+from vuinspect.errors import error_line
 from vuinspect.protocol.features import DEVICE_TYPES
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def _ruleset(args: argparse.Namespace, device: str | None) -> RuleSet | None:
 
 def _say(text: str) -> None:
     with contextlib.suppress(OSError, ValueError):
-        print(f"vuinspect extcap: {text}", file=sys.stderr, flush=True)
+        print(error_line("extcap", text), file=sys.stderr, flush=True)
 
 
 def _refuse(fifo: str, text: str, code: int) -> int:
@@ -274,7 +275,7 @@ def dispatch(args: argparse.Namespace) -> int:
         sys.stdout.write(interfaces_text())
         return 0
     if args.extcap_interface and args.extcap_interface != INTERFACE:
-        print(f"vuinspect extcap: unknown interface {args.extcap_interface!r}", file=sys.stderr)
+        _say(f"unknown interface {args.extcap_interface!r}")
         return 2
     if args.extcap_dlts:
         sys.stdout.write(dlts_text())
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        print(f"vuinspect extcap: ignoring {' '.join(unknown)}", file=sys.stderr)
+        _say(f"ignoring {' '.join(unknown)}")
     return dispatch(args)
 
 
