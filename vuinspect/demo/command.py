@@ -250,7 +250,7 @@ def _run_with_tui(
     with contextlib.suppress(OSError):
         for line in log:
             print(f"demo: {line}", file=sys.stderr)
-    if crash is not None:
+    if crash is not None and stop.signum is None:  # (a closed terminal is no TUI error)
         raise crash_error(crash)
     if errors:
         raise errors[0]
