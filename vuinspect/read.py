@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .api import Concat, is_pcapng, linked
+from .capture.errors import capture_error, check_path, damage_text
 from .dataplane.text import in_message_list
-from .errors import CliError, capture_error, check_path, damage_text, error_line
+from .errors import CliError, error_line
 from .filter import FilterError, compile_filter, field_hint, field_value
 from .frames import DATAPLANE_KINDS
 from .hints import NO_RINGS

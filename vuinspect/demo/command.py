@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vuinspect.errors import CliError
+from vuinspect.tui.launch import on_terminal
 
 from . import runners, scenarios
 from .guest import build_guest
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="vuinspect-demo-", dir="/tmp"))  # short socket paths
     keep = args.keep
     start = time.monotonic()
-    use_tui = not (args.quiet or args.no_tui) and sys.stdin.isatty() and sys.stdout.isatty()
+    use_tui = not (args.quiet or args.no_tui) and on_terminal()
 
     def remove_workdir() -> None:
         if not keep:

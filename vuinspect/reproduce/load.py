@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from ..capture import CaptureError, CaptureReader
-from ..errors import CliError, capture_error, check_path, damage_text
+from ..capture.errors import capture_error, check_path, damage_text
+from ..errors import CliError
 from ..frames import Frame
 from ..message import Message
 from ..pipeline import Pipeline

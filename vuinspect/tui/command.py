@@ -13,7 +13,8 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
-from vuinspect.errors import CliError, capture_error, check_path
+from vuinspect.capture.errors import capture_error, check_path
+from vuinspect.errors import CliError
 
 if TYPE_CHECKING:
     from .sources import Source
