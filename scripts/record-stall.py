@@ -13,36 +13,14 @@ what a stalled back-end looks like: ring samples with requests in flight, the
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from vuinspect.capture import CaptureError, CaptureReader
 from vuinspect.demo.guest import build_guest
-from vuinspect.demo.scenarios import ProxySpec, blk_running
-
-
-def ring_samples(path: Path) -> list[dict]:
-    """The whole ring frames so far of a capture still being written."""
-    out = []
-    with contextlib.suppress(CaptureError, OSError):
-        reader = CaptureReader(str(path))
-        try:
-            out = [json.loads(f.data) for f in reader if f.kind == "ring"]
-        finally:
-            reader.close()
-    return out
-
-
-def io_under_way(path: Path) -> bool:
-    """The guest kernel's start of vring 0 (SeaBIOS started and stopped it before) moved."""
-    s = ring_samples(path)
-    starts = [i for i, x in enumerate(s) if x.get("event") == "start"]
-    return len(starts) >= 2 and any(x["used_idx"] >= 12 for x in s[starts[-1] :])
+from vuinspect.demo.scenarios import ProxySpec, blk_running, io_under_way
 
 
 def main() -> int:

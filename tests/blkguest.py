@@ -21,12 +21,27 @@ from pathlib import Path
 
 import pytest
 
-from vuinspect.capture import CaptureError, CaptureReader
 from vuinspect.demo import runners
 from vuinspect.demo.guest import Guest, build_guest
-from vuinspect.demo.scenarios import BlkRun, ProxySpec, Serve, blk_running
+from vuinspect.demo.scenarios import (
+    BlkRun,
+    ProxySpec,
+    Serve,
+    blk_running,
+    io_under_way,
+    ring_samples,
+)
 
-__all__ = ["BlkRun", "Serve", "blk_run", "require_guest"]
+__all__ = [
+    "BlkRun",
+    "Serve",
+    "blk_run",
+    "io_under_way",
+    "read_json",
+    "read_stats",
+    "require_guest",
+    "ring_samples",
+]
 
 
 def require_guest() -> Guest:
@@ -65,29 +80,6 @@ def blk_run(
 
 
 # --- reading the capture the proxy writes --------------------------------------------------
-
-
-def ring_samples(path: Path) -> list[dict]:
-    """The ring frames of a capture that may still be written (whole frames only: a
-    block cut short, or no file yet, ends the list; anything else is a failure)."""
-    out = []
-    with contextlib.suppress(CaptureError, OSError):
-        reader = CaptureReader(str(path))
-        try:
-            for f in reader:
-                if f.kind == "ring":
-                    out.append(json.loads(f.data))
-        finally:
-            reader.close()
-    return out
-
-
-def io_under_way(path: Path) -> bool:
-    """The kernel's start of vring 0 (SeaBIOS started and stopped it before) has moved:
-    the guest's I/O (partition scan or its write) is under way."""
-    s = ring_samples(path)
-    starts = [i for i, x in enumerate(s) if x.get("event") == "start"]
-    return len(starts) >= 2 and any(x["used_idx"] >= 12 for x in s[starts[-1] :])
 
 
 def _read(path: Path, args: Sequence[str], live: bool) -> str:

@@ -10,6 +10,7 @@ the proxy also leaves the capture it was given.  The blk run is also a context
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -275,3 +276,31 @@ def blk_running(
             if run.backend_stopped:
                 run.continue_backend()
             qemu.stop(stop_qemu, 5)
+
+
+# --- watching a blk run's capture while the proxy writes it ---------------------------------
+
+
+def ring_samples(path: Path) -> list[dict[str, Any]]:
+    """The ring frames of a capture that may still be written (whole frames only: a
+    block cut short, or no file yet, ends the list; anything else is a failure)."""
+    from vuinspect.capture import CaptureError, CaptureReader
+
+    out = []
+    with contextlib.suppress(CaptureError, OSError):
+        reader = CaptureReader(str(path))
+        try:
+            for f in reader:
+                if f.kind == "ring":
+                    out.append(json.loads(f.data))
+        finally:
+            reader.close()
+    return out
+
+
+def io_under_way(path: Path) -> bool:
+    """The kernel's start of vring 0 (SeaBIOS started and stopped it before) has moved:
+    the guest's I/O (partition scan or its write) is under way."""
+    s = ring_samples(path)
+    starts = [i for i, x in enumerate(s) if x.get("event") == "start"]
+    return len(starts) >= 2 and any(x["used_idx"] >= 12 for x in s[starts[-1] :])
