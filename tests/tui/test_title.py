@@ -44,3 +44,51 @@ def test_title_of_a_live_source():
         assert "paused (End follows)" in title_text(model, "queues", follow=False, marks=0).plain
     finally:
         source.close()
+
+
+def test_title_of_a_proxy_says_where_it_listens_escaped():
+    source = LiveSource("/b.sock", listening=[("/a\x1b]0;x\x07.sock", "/b.sock")])
+    try:
+        text = title_text(Model(source), "messages", follow=True, marks=0).plain
+        assert text.startswith("vuinspect listening on /a\\x1b]0;x\\x07.sock -> /b.sock  0 frames")
+        for width in range(20, 120):
+            assert (
+                "\x1b"
+                not in title_text(
+                    Model(source), "messages", follow=True, marks=0, width=width
+                ).plain
+            )
+    finally:
+        source.close()
+
+
+def test_a_title_given_a_width_fits_it_and_keeps_the_state():
+    """Parts go in order: other view tabs, the why of a filter, the directory, the tab, ..."""
+    frames = demo_frames()
+    source = LiveSource(
+        "/var/tmp/some/long/directory/name/proxy.sock",
+        listening=[("/run/user/1000/vuinspect/vu.sock", "/run/qsd/blk0.sock")],
+    )
+    try:
+        for f in frames:
+            source.push(f)
+        model = Model(source)
+        model.run_to_end()
+        model.set_filter("name == GET_VRING_BASE")
+        model.run_to_end()
+        full = title_text(model, "state", follow=False, marks=2).plain
+        assert title_text(model, "state", follow=False, marks=2, width=len(full)).plain == full
+        seen = set()
+        for width in range(60, len(full)):
+            text = title_text(model, "state", follow=False, marks=2, width=width).plain
+            assert len(text) <= width, (width, text)
+            assert f"{len(frames):,} frames" in text and "LIVE  paused" in text, (width, text)
+            assert f"{len(model):,} shown" in text and "2 marked" in text, (width, text)
+            seen.add(text)
+        assert len(seen) > 5  # it degrades in steps, not all at once
+        at_80 = title_text(model, "state", follow=False, marks=2, width=78).plain
+        assert "vu.sock" in at_80 and "Connections" not in at_80
+        at_120 = title_text(model, "state", follow=False, marks=2, width=118).plain
+        assert at_120.startswith("vuinspect listening on /run/user/1000/vuinspect/vu.sock  ")
+    finally:
+        source.close()

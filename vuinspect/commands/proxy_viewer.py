@@ -255,7 +255,9 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
     from vuinspect.tui.launch import crash_error, run_app
     from vuinspect.tui.sources import LiveSource
 
-    source = LiveSource(", ".join(r.shown for r in routes))
+    source = LiveSource(
+        ", ".join(r.shown for r in routes), listening=[(r.listen, r.connect) for r in routes]
+    )
     holds = Holds()  # what the engine holds, from the intercept's notes in the stream
 
     def feed() -> None:

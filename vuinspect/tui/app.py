@@ -51,6 +51,7 @@ from .stats import StatsView
 from .title import VIEWS, title_text
 
 DETAIL_DELAY = 0.08  # s: the detail pane waits for the cursor to rest this long
+TITLE_PADDING = 2  # cells of the title line's padding (app.tcss: #title)
 
 
 class VuInspectApp(ListActions):
@@ -211,6 +212,8 @@ class VuInspectApp(ListActions):
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_hex(event.size.width)
+        if self._widgets:
+            self._update_title()  # its parts are shortened to fit the width
 
     def _fit_hex(self, width: int) -> None:
         if not self._widgets:
@@ -259,7 +262,13 @@ class VuInspectApp(ListActions):
 
     def _update_title(self) -> None:
         lst = self.message_list
-        t = title_text(self.model, self.view, follow=lst.follow, marks=len(lst.marks))
+        t = title_text(
+            self.model,
+            self.view,
+            follow=lst.follow,
+            marks=len(lst.marks),
+            width=self.size.width - TITLE_PADDING,
+        )
         self._widgets["title"].update(t)  # type: ignore[attr-defined]  # on_mount: a Static
 
     def _refresh_view(self, force: bool) -> None:

@@ -21,6 +21,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from vuinspect.render import safe_text
+
 from .model import Model
 from .rowtext import LINE_WIDTH, header_cells, layout_cells, row_cells
 
@@ -251,6 +253,20 @@ class MessageList(ScrollView, can_focus=True):
             h.refresh()
 
     # -- rendering -----------------------------------------------------------------------
+    def _placeholder(self) -> list[str]:
+        """What an empty live proxy view says: where it waits for its first connection."""
+        source = self.model.source
+        if not source.listening or source.ended:
+            return []
+        lines = []
+        for lp, cp in source.listening:
+            lines += [
+                f"  waiting for a connection on {safe_text(lp)}",
+                f"    relayed to {safe_text(cp)}",
+            ]
+        first = safe_text(source.listening[0][0])
+        return [*lines, f"  e.g. QEMU: -chardev socket,id=vu0,path={first}"]
+
     def _style(self, key: str) -> Style:
         if not self._styles:
             self._styles = {
@@ -269,6 +285,10 @@ class MessageList(ScrollView, can_focus=True):
         width = self.size.width
         base = self.rich_style
         if pos >= len(self.model):
+            lines = self._placeholder() if len(self.model) == 0 else []
+            if 0 < y <= len(lines):
+                line = Strip([Segment(lines[y - 1], base + self._style("dim"))])
+                return line.crop_extend(scroll_x, scroll_x + width, base)
             return Strip.blank(width, base)
         row = self.model.row_at(pos)
         selected = pos == self.cursor

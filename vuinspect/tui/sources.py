@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from vuinspect.capture import (
     CaptureError,
@@ -30,6 +30,9 @@ class Source:
 
     name: str = ""
     live: bool = False  # ages are measured against the wall clock, follow mode starts on
+    #: (listen, connect) socket paths of the proxy feeding it: the title and the empty
+    #: list say where it waits for its first connection.
+    listening: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -218,8 +221,10 @@ class LiveSource(Source):
         *,
         path: str | os.PathLike[str] | None = None,
         budget: int | None = None,
+        listening: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.name = name
+        self.listening = tuple(listening)
         spool_dir = None
         if path is None:
             spool_dir = tempfile.mkdtemp(prefix="vuinspect-live.")
