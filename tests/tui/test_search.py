@@ -4,12 +4,19 @@ forward and back with wrap-around, cancellable; saving rows keeps their connecti
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+
+import pytest
 
 from vuinspect.capture import read_frames
+from vuinspect.tui.app import VuInspectApp
 from vuinspect.tui.model import Model
+from vuinspect.tui.prompt import PromptInput
 from vuinspect.tui.samples import demo_frames
 from vuinspect.tui.search import matcher, save_rows, search
-from vuinspect.tui.sources import FrameListSource
+from vuinspect.tui.sources import FileSource, FrameListSource
+
+from .conftest import screen_text, settle, until
 
 
 def decoded_model() -> Model:
@@ -64,3 +71,107 @@ def test_saved_rows_keep_their_connections_events_and_comments(tmp_path):
     assert [(f.kind, f.conn) for f in frames] == [("open", conn), ("data", conn), ("close", conn)]
     (data,) = [f for f in frames if f.kind == "data"]
     assert data.data == model.frame(row).data and data.comment == "look here"
+
+
+# -- the / prompt, typed into with real keys ---------------------------------------------------
+
+
+def _app(path: Path) -> VuInspectApp:
+    return VuInspectApp(FileSource(path), poll_interval=3600)  # type: ignore[arg-type]
+
+
+def _selected(app: VuInspectApp) -> str:
+    return names(app.model, app.message_list.cursor)
+
+
+def _notes(app: VuInspectApp) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+async def test_a_filter_typo_in_search_says_did_you_mean(demo_path: Path) -> None:
+    """``/ name == GET_FEATURS`` is a mistyped filter, not text to look for: the prompt
+    stays open, red, with the filter bar's own suggestion (walkthrough: it silently
+    searched the text and said "not found")."""
+    app = _app(demo_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("slash", *"name == GET_FEATURS", "enter")
+        await pilot.pause()
+        assert app.prompt_mode == "search"  # still open, the text kept for fixing
+        assert isinstance(app.focused, PromptInput)
+        assert app.focused.value == "name == GET_FEATURS"
+        assert app.prompt.has_class("-invalid")
+        assert not any(n.startswith("searching") for n in _notes(app)), _notes(app)
+        lines = screen_text(app).splitlines()
+        assert "did you mean GET_FEATURES?" in lines[-3], lines[-4:]  # just above the prompt
+        assert "/ search: name == GET_FEATURS" in lines[-2], lines[-4:]
+        # fixing it searches as a filter, and the red goes
+        await pilot.press("left")
+        assert app.prompt.has_class("-invalid")  # moving is no edit
+        await pilot.press("E")
+        assert not app.prompt.has_class("-invalid")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.prompt_mode is None and app.search_text == "name == GET_FEATURES"
+        assert "searching (filter): name == GET_FEATURES" in _notes(app)
+        assert "did you mean" not in screen_text(app)
+        await until(pilot, lambda: _selected(app) == "GET_FEATURES", "the match selected")
+
+
+@pytest.mark.parametrize("text", ["GET_FEATURS", "kick -> call", "SET_MEM TABLE"])
+async def test_plain_words_stay_a_text_search(demo_path: Path, text: str) -> None:
+    app = _app(demo_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("slash", *text, "enter")
+        await pilot.pause()
+        assert app.prompt_mode is None
+        assert f"searching (text): {text}" in _notes(app)
+
+
+async def test_slash_again_replaces_the_last_search_and_recalls_it(demo_path: Path) -> None:
+    """As in less and vim: ``/`` opens empty (typing never appends to the last search),
+    ↑ recalls earlier searches, Enter on the empty field and ``n`` repeat the last one."""
+    app = _app(demo_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("slash", *"name == GET_VRING_BASE", "enter")
+        await pilot.pause()
+        await until(pilot, lambda: app.message_list.cursor > 0, "the first match")
+        first = app.message_list.cursor
+        await pilot.press("slash", *"name == GET_FEATURES")
+        await pilot.pause()
+        assert app.focused.value == "name == GET_FEATURES"  # type: ignore[union-attr]
+        assert "GET_VRING_BASEname" not in screen_text(app)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.search_text == "name == GET_FEATURES"
+        await until(pilot, lambda: _selected(app) == "GET_FEATURES", "GET_FEATURES selected")
+        # ↑ walks back through the searches, ↓ forward again, to the empty field
+        await pilot.press("slash")
+        await pilot.pause()
+        prompt = app.query_one(PromptInput)
+        assert prompt.value == ""
+        assert "name == GET_FEATURES" in screen_text(app).splitlines()[-2]  # offered
+        await pilot.press("up")
+        assert prompt.value == "name == GET_FEATURES"
+        await pilot.press("up")
+        assert prompt.value == "name == GET_VRING_BASE"
+        await pilot.press("up")
+        assert prompt.value == "name == GET_VRING_BASE"
+        await pilot.press("down", "down")
+        assert prompt.value == ""
+        await pilot.press("up", "up", "enter")  # a recalled search, run again
+        await pilot.pause()
+        assert app.search_text == "name == GET_VRING_BASE"
+        await until(pilot, lambda: _selected(app) == "GET_VRING_BASE", "GET_VRING_BASE again")
+        first = app.message_list.cursor
+        # n repeats it; / then Enter on the empty field repeats it too
+        await pilot.press("n")
+        await until(pilot, lambda: app.message_list.cursor != first, "the next match")
+        assert _selected(app) == "GET_VRING_BASE"
+        second = app.message_list.cursor
+        await pilot.press("slash", "enter")
+        await until(pilot, lambda: app.message_list.cursor != second, "the match after")
+        assert _selected(app) == "GET_VRING_BASE"
+        assert app.search_text == "name == GET_VRING_BASE"

@@ -168,6 +168,31 @@ def test_typing_a_search(snap_compare, demo_path: Path, size: tuple[int, int]) -
     assert snap_compare(app, terminal_size=size, run_before=_typing(app, "slash", *"GET_VRING"))
 
 
+def test_search_again_offers_the_last_one(snap_compare, demo_path: Path) -> None:
+    """``/`` a second time: an empty field, the last search offered (↑ or Enter)."""
+    app = app_for(demo_path)
+    search = _typing(app, "slash", *"name == GET_VRING_BASE", "enter")
+
+    async def run_before(pilot) -> None:
+        await search(pilot)
+        app.clear_notifications()  # ("searching ..." times out: not in the picture)
+        await pilot.press("slash")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [SMALL, TINY], ids=["80x24", "50x12"])
+def test_search_refusing_a_filter_typo(
+    snap_compare, demo_path: Path, size: tuple[int, int]
+) -> None:
+    """A search shaped like a filter with a typo stays open, red, its error and the
+    suggestion just above it (the text is kept for fixing)."""
+    app = app_for(demo_path)
+    keys = ("slash", *"name == GET_FEATURS", "enter")
+    assert snap_compare(app, terminal_size=size, run_before=_typing(app, *keys))
+
+
 @pytest.mark.parametrize("size", [SMALL, SIZE], ids=["80x24", "130x40"])
 def test_typing_a_frame_number(snap_compare, demo_path: Path, size: tuple[int, int]) -> None:
     app = app_for(demo_path)

@@ -42,6 +42,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("f", "edit the display filter (Enter applies, Esc leaves)"),
             ("Tab", "in the filter: complete a field, request name or problem code"),
             ("/", "search: a filter expression, or text in the summary line"),
+            ("↑ ↓", "in the search: earlier searches (Enter on an empty one: the last)"),
             ("n N", "next / previous search match"),
             (":", "jump to frame number"),
             ("m", "mark / unmark the message"),

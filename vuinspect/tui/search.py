@@ -2,12 +2,15 @@
 
 A search text that compiles in the filter language is matched as a filter;
 anything else is looked up case-insensitively in the rows' summary lines, the
-way termshark searches the packet list.
+way termshark searches the packet list.  A text shaped like a filter
+(``field == value``) that does not compile is a typo the prompt reports
+(:func:`filter_shaped`), not words to look for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections.abc import Callable, Iterable
 
@@ -19,6 +22,19 @@ from vuinspect.render import summary_line
 from .model import Model
 
 Matcher = Callable[[list[Message]], bool]
+
+# a word, then a comparison (symbol, or a word operator between spaces), then a value
+_FILTER_SHAPE = re.compile(
+    r"[A-Za-z_][\w.]*\s*(?:==|!=|<=|>=|<|>|~|\s(?:eq|ne|lt|le|gt|ge|contains|matches)\s)"
+    r"\s*[\"'\w]",
+    re.IGNORECASE,
+)
+
+
+def filter_shaped(text: str) -> bool:
+    """Whether ``text`` reads as a filter (``nmae == GET_FEATURES``), so that an error
+    compiling it is a typo to show, while plain words (``kick -> call``) stay text."""
+    return _FILTER_SHAPE.search(text) is not None
 
 
 def matcher(text: str) -> tuple[Matcher, str]:
