@@ -90,3 +90,19 @@ async def test_the_demo_title_is_whole(tmp_path: Path, width: int) -> None:
                 assert "vuinspect-demo-blk.pcapng" in title, title
     finally:
         source.close()
+
+
+async def test_the_title_refits_when_the_terminal_is_resized(tmp_path: Path) -> None:
+    path = tmp_path / "vuinspect-demo-blk.pcapng"
+    source = FileSource(write_capture(path, queue_frames()), follow=True)
+    app = VuInspectApp(source)
+    try:
+        async with app.run_test(size=(120, 24)) as pilot:
+            await settle(pilot, app)
+            for width in (80, 60, 120):
+                await pilot.resize_terminal(width, 24)
+                await pilot.pause(0.1)
+                title = _lines(app)[0].strip()
+                assert "LIVE  follow" in title and title.endswith(("follow", "]")), title
+    finally:
+        source.close()

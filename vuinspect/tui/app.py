@@ -213,7 +213,7 @@ class VuInspectApp(ListActions):
     def on_resize(self, event: events.Resize) -> None:
         self._fit_hex(event.size.width)
         if self._widgets:
-            self._update_title()  # its parts are shortened to fit the width
+            self._update_title(event.size.width)  # its parts are shortened to fit
 
     def _fit_hex(self, width: int) -> None:
         if not self._widgets:
@@ -260,14 +260,16 @@ class VuInspectApp(ListActions):
         elif m.source.live and not m.source.ended:
             self._refresh_view(force=False)  # ages keep growing
 
-    def _update_title(self) -> None:
+    def _update_title(self, width: int | None = None) -> None:
+        """Redraw the title for ``width`` columns (the app's; a resize tells the new one
+        before the app's size is updated)."""
         lst = self.message_list
         t = title_text(
             self.model,
             self.view,
             follow=lst.follow,
             marks=len(lst.marks),
-            width=self.size.width - TITLE_PADDING,
+            width=(width or self.size.width) - TITLE_PADDING,
         )
         self._widgets["title"].update(t)  # type: ignore[attr-defined]  # on_mount: a Static
 
