@@ -97,7 +97,7 @@ async def test_without_follow_the_cursor_stays_on_the_first_row(tmp_path: Path) 
 def _first_connection() -> list[Frame]:
     """One front-end's whole life (open, handshake, close): what `vuinspect proxy` shows first."""
     s = Script()
-    blk_handshake(s, 1, "/tmp/a1/be.sock", queues=1)
+    blk_handshake(s, 1, "/run/qsd/blk0.sock", queues=1)
     s.close(1, "frontend closed the connection")
     return s.frames
 
@@ -105,7 +105,12 @@ def _first_connection() -> list[Frame]:
 def _feed_later(live: LiveSource, frames: list[Frame]) -> threading.Thread:
     """The viewer's feed thread (proxy_viewer._tui): frames pushed as the engine's stream
     brings them, here all in one burst as a short connection does."""
-    t = threading.Thread(target=lambda: [live.push(f) for f in frames], daemon=True)
+
+    def feed() -> None:
+        for f in frames:
+            live.push(f)
+
+    t = threading.Thread(target=feed, daemon=True)
     t.start()
     return t
 
@@ -118,7 +123,7 @@ async def test_a_live_view_empty_at_mount_follows_its_first_rows(size: tuple[int
     the list stayed on frames 1, 2, 3 (a scroll refused while the list had no scroll bar)
     while the cursor and the detail pane were on the last frame."""
     frames = _first_connection()
-    live = LiveSource("/tmp/a1/vu.sock -> /tmp/a1/be.sock")
+    live = LiveSource("/run/qsd/blk0.sock")
     app = VuInspectApp(live)
     try:
         async with app.run_test(size=size) as pilot:
