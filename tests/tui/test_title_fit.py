@@ -106,3 +106,24 @@ async def test_the_title_refits_when_the_terminal_is_resized(tmp_path: Path) -> 
                 assert "LIVE  follow" in title and title.endswith(("follow", "]")), title
     finally:
         source.close()
+
+
+async def test_the_title_says_paused_as_soon_as_the_user_moves_up() -> None:
+    """A quiet live view (no new frames): moving up pauses follow mode, and the title says
+    so at once, not only when the next frame comes; End follows again."""
+    live = LiveSource(CONNECT, listening=[("/tmp/vu.sock", CONNECT)])
+    app = VuInspectApp(live)
+    try:
+        async with app.run_test(size=(120, 35)) as pilot:
+            frames = queue_frames()[:40]
+            for f in frames:
+                live.push(f)
+            await until(pilot, lambda: len(app.model) == len(frames), what="rows")
+            await settle(pilot, app)
+            assert "LIVE  follow" in _lines(app)[0]
+            await pilot.press("k")
+            await until(pilot, lambda: "paused" in _lines(app)[0], what="paused in the title")
+            await pilot.press("end")
+            await until(pilot, lambda: "LIVE  follow" in _lines(app)[0], what="follow again")
+    finally:
+        live.close()

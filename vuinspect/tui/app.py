@@ -369,6 +369,10 @@ class VuInspectApp(ListActions):
             return (row, False)
         return (row, True, m.bits[row], m.link[row], len(m.odd.get(row, ())), m.comments.get(row))
 
+    def on_message_list_follow_changed(self, event: MessageList.FollowChanged) -> None:
+        if self._widgets:
+            self._update_title()  # "paused" at once, even when no frame comes
+
     def on_message_list_selected(self, event: MessageList.Selected) -> None:
         # While the cursor races (a held key, page after page) only the list repaints;
         # the tree and hex follow once it rests, as in termshark.

@@ -94,6 +94,9 @@ class MessageList(ScrollView, can_focus=True):
             super().__init__()
             self.row = row
 
+    class FollowChanged(TMessage):
+        """Follow mode went on or off (the title says which)."""
+
     def __init__(self, model: Model, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
@@ -177,6 +180,9 @@ class MessageList(ScrollView, can_focus=True):
     def _cache_drop(self, pos: int) -> None:
         for key in [k for k in self._cache.keys() if k[0] == pos]:  # noqa: SIM118 - LRUCache
             self._cache.discard(key)
+
+    def watch_follow(self) -> None:
+        self.post_message(self.FollowChanged())
 
     def watch_show_vertical_scrollbar(self, shown: bool) -> None:
         # Textual moves the bar's thumb only while the bar is shown: a scroll made just
