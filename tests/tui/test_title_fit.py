@@ -59,6 +59,20 @@ async def test_an_empty_proxy_view_says_where_it_listens(size: tuple[int, int]) 
         live.close()
 
 
+async def test_with_qemu_as_the_server_the_example_is_a_connecting_back_end() -> None:
+    """--frontend connect: QEMU listens, the back-end is what comes to the proxy's socket."""
+    live = LiveSource(CONNECT, listening=[(LISTEN, CONNECT)], peer_connects="backend")
+    app = VuInspectApp(live)
+    try:
+        async with app.run_test(size=(120, 35)) as pilot:
+            await pilot.pause(0.2)
+            shown = "\n".join(_list_lines(app))
+            assert f"dpdk-testpmd: --vdev 'net_vhost0,iface={SHOWN},client=1'" in shown, shown
+            assert "QEMU: -chardev" not in shown
+    finally:
+        live.close()
+
+
 async def test_a_narrow_proxy_view_keeps_the_path_and_its_state_in_the_title() -> None:
     live = LiveSource(CONNECT, listening=[("/tmp/vuinspect-a1-test/vu.sock", CONNECT)])
     app = VuInspectApp(live)

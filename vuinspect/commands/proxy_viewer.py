@@ -256,7 +256,9 @@ def _tui(feed_fd: int, args: argparse.Namespace, routes: list[Route]) -> None:
     from vuinspect.tui.sources import LiveSource
 
     source = LiveSource(
-        ", ".join(r.shown for r in routes), listening=[(r.listen, r.connect) for r in routes]
+        ", ".join(r.shown for r in routes),
+        listening=[(r.listen, r.connect) for r in routes],
+        peer_connects="backend" if routes[0].frontend == "connect" else "frontend",
     )
     holds = Holds()  # what the engine holds, from the intercept's notes in the stream
 

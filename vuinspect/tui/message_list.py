@@ -271,6 +271,8 @@ class MessageList(ScrollView, can_focus=True):
                 f"    relayed to {safe_text(cp)}",
             ]
         first = safe_text(source.listening[0][0])
+        if source.peer_connects == "backend":  # QEMU is the server: the back-end comes here
+            return [*lines, f"  e.g. dpdk-testpmd: --vdev 'net_vhost0,iface={first},client=1'"]
         return [*lines, f"  e.g. QEMU: -chardev socket,id=vu0,path={first}"]
 
     def _style(self, key: str) -> Style:

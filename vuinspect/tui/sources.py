@@ -33,6 +33,9 @@ class Source:
     #: (listen, connect) socket paths of the proxy feeding it: the title and the empty
     #: list say where it waits for its first connection.
     listening: tuple[tuple[str, str], ...] = ()
+    #: Who connects to the listening socket: QEMU (the front-end), or the back-end when
+    #: QEMU is the server (``--frontend connect``); the empty list's example follows it.
+    peer_connects: str = "frontend"
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -222,9 +225,11 @@ class LiveSource(Source):
         path: str | os.PathLike[str] | None = None,
         budget: int | None = None,
         listening: Sequence[tuple[str, str]] = (),
+        peer_connects: str = "frontend",
     ) -> None:
         self.name = name
         self.listening = tuple(listening)
+        self.peer_connects = peer_connects
         spool_dir = None
         if path is None:
             spool_dir = tempfile.mkdtemp(prefix="vuinspect-live.")
