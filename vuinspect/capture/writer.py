@@ -24,8 +24,18 @@ from vuinspect.capture.encoder import Encoder, comment_options, pack_options
 from vuinspect.capture.errors import CaptureError
 from vuinspect.capture.pcapng import MAX_CAPLEN, PREFIX_LEN
 from vuinspect.frames import Frame
+from vuinspect.render import safe_text
 
 FLUSH_AT = 64 * 1024
+
+
+def _comment_text(comment: str) -> str:
+    """A comment as written: each line escaped (render.safe_text) as interface names are.
+
+    Wireshark shows a packet comment raw, and a comment may come from an earlier
+    capture; the line breaks stay (readers join a packet's comments with newlines).
+    """
+    return "\n".join(safe_text(line) for line in comment.split("\n"))
 
 
 def open_capture_file(path: str) -> int:
@@ -109,7 +119,7 @@ class CaptureWriter:
             olen = min(caplen + frame.truncated, 0xFFFFFFFF)
             block = block[:24] + struct.pack(order + "I", olen) + block[28:]
         if frame.comment:
-            opt = pack_options(order, comment_options(frame.comment))[:-4]
+            opt = pack_options(order, comment_options(_comment_text(frame.comment)))[:-4]
             blen = len(block) + len(opt)
             block = (
                 block[:4]
