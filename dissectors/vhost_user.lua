@@ -1037,8 +1037,8 @@ local C = {
   RULE_KEYS = { { "rule", "string" }, { "addon", "string" }, { "hook", "string" }, { "action", "string" }, { "direction", "string" }, { "original", "bytes" }, { "new", "bytes" }, { "fired", "bool" }, { "answer", "bytes" }, { "delay_s", "double" }, { "error", "string" }, { "hold", "uint32" } },
   DATAPLANE = { [4] = { { "vring", "p_vring", "uint32" }, { "ts_ns", "p_ts_ns", "uint64" }, { "layout", "p_layout", "string" }, { "num", "p_num", "uint32" }, { "ok", "p_ok", "bool" }, { "avail_idx", "p_avail_idx", "uint32" }, { "used_idx", "p_used_idx", "uint32" }, { "in_flight", "p_in_flight", "uint32" }, { "avail_flags", "p_avail_flags", "uint32" }, { "used_flags", "p_used_flags", "uint32" }, { "used_event", "p_used_event", "uint32" }, { "avail_event", "p_avail_event", "uint32" }, { "avail_pos", "p_avail_pos", "uint32" }, { "avail_wrap", "p_avail_wrap", "uint32" }, { "used_pos", "p_used_pos", "uint32" }, { "used_wrap", "p_used_wrap", "uint32" }, { "driver_event_off", "p_driver_event_off", "uint32" }, { "driver_event_wrap", "p_driver_event_wrap", "uint32" }, { "driver_event_flags", "p_driver_event_flags", "uint32" }, { "device_event_off", "p_device_event_off", "uint32" }, { "device_event_wrap", "p_device_event_wrap", "uint32" }, { "device_event_flags", "p_device_event_flags", "uint32" }, { "call_fd", "p_call_fd", "string" }, { "event", "p_event", "string" } }, [5] = { { "vring", "p_vring", "uint32" }, { "signal", "p_signal", "string" }, { "count", "p_count", "uint32" }, { "first_ns", "p_first_ns", "uint64" }, { "last_ns", "p_last_ns", "uint64" } } },
   TRUNCATED_FD = "truncated",
-  ESC = { ["\000"] = "\\x00", ["\001"] = "\\x01", ["\002"] = "\\x02", ["\003"] = "\\x03", ["\004"] = "\\x04", ["\005"] = "\\x05", ["\006"] = "\\x06", ["\007"] = "\\x07", ["\008"] = "\\x08", ["\009"] = "\\t", ["\010"] = "\\n", ["\011"] = "\\x0b", ["\012"] = "\\x0c", ["\013"] = "\\r", ["\014"] = "\\x0e", ["\015"] = "\\x0f", ["\016"] = "\\x10", ["\017"] = "\\x11", ["\018"] = "\\x12", ["\019"] = "\\x13", ["\020"] = "\\x14", ["\021"] = "\\x15", ["\022"] = "\\x16", ["\023"] = "\\x17", ["\024"] = "\\x18", ["\025"] = "\\x19", ["\026"] = "\\x1a", ["\027"] = "\\x1b", ["\028"] = "\\x1c", ["\029"] = "\\x1d", ["\030"] = "\\x1e", ["\031"] = "\\x1f", ["\127"] = "\\x7f", ["\194\128"] = "\\x80", ["\194\129"] = "\\x81", ["\194\130"] = "\\x82", ["\194\131"] = "\\x83", ["\194\132"] = "\\x84", ["\194\133"] = "\\x85", ["\194\134"] = "\\x86", ["\194\135"] = "\\x87", ["\194\136"] = "\\x88", ["\194\137"] = "\\x89", ["\194\138"] = "\\x8a", ["\194\139"] = "\\x8b", ["\194\140"] = "\\x8c", ["\194\141"] = "\\x8d", ["\194\142"] = "\\x8e", ["\194\143"] = "\\x8f", ["\194\144"] = "\\x90", ["\194\145"] = "\\x91", ["\194\146"] = "\\x92", ["\194\147"] = "\\x93", ["\194\148"] = "\\x94", ["\194\149"] = "\\x95", ["\194\150"] = "\\x96", ["\194\151"] = "\\x97", ["\194\152"] = "\\x98", ["\194\153"] = "\\x99", ["\194\154"] = "\\x9a", ["\194\155"] = "\\x9b", ["\194\156"] = "\\x9c", ["\194\157"] = "\\x9d", ["\194\158"] = "\\x9e", ["\194\159"] = "\\x9f", ["\226\128\142"] = "\\u200e", ["\226\128\143"] = "\\u200f", ["\226\128\168"] = "\\u2028", ["\226\128\169"] = "\\u2029", ["\226\128\170"] = "\\u202a", ["\226\128\171"] = "\\u202b", ["\226\128\172"] = "\\u202c", ["\226\128\173"] = "\\u202d", ["\226\128\174"] = "\\u202e", ["\226\129\166"] = "\\u2066", ["\226\129\167"] = "\\u2067", ["\226\129\168"] = "\\u2068", ["\226\129\169"] = "\\u2069" },
-  ESC_FIND = "[\000-\031\127\194\226]", ESC_PATTERNS = { "[\000-\031\127]", "[\194][\128-\159]", "[\226][\128-\129][\142-\143\166-\174]" },
+  ESC = { ["\000"] = "\\x00", ["\001"] = "\\x01", ["\002"] = "\\x02", ["\003"] = "\\x03", ["\004"] = "\\x04", ["\005"] = "\\x05", ["\006"] = "\\x06", ["\007"] = "\\x07", ["\008"] = "\\x08", ["\009"] = "\\t", ["\010"] = "\\n", ["\011"] = "\\x0b", ["\012"] = "\\x0c", ["\013"] = "\\r", ["\014"] = "\\x0e", ["\015"] = "\\x0f", ["\016"] = "\\x10", ["\017"] = "\\x11", ["\018"] = "\\x12", ["\019"] = "\\x13", ["\020"] = "\\x14", ["\021"] = "\\x15", ["\022"] = "\\x16", ["\023"] = "\\x17", ["\024"] = "\\x18", ["\025"] = "\\x19", ["\026"] = "\\x1a", ["\027"] = "\\x1b", ["\028"] = "\\x1c", ["\029"] = "\\x1d", ["\030"] = "\\x1e", ["\031"] = "\\x1f", ["\127"] = "\\x7f", ["\194\128"] = "\\x80", ["\194\129"] = "\\x81", ["\194\130"] = "\\x82", ["\194\131"] = "\\x83", ["\194\132"] = "\\x84", ["\194\133"] = "\\x85", ["\194\134"] = "\\x86", ["\194\135"] = "\\x87", ["\194\136"] = "\\x88", ["\194\137"] = "\\x89", ["\194\138"] = "\\x8a", ["\194\139"] = "\\x8b", ["\194\140"] = "\\x8c", ["\194\141"] = "\\x8d", ["\194\142"] = "\\x8e", ["\194\143"] = "\\x8f", ["\194\144"] = "\\x90", ["\194\145"] = "\\x91", ["\194\146"] = "\\x92", ["\194\147"] = "\\x93", ["\194\148"] = "\\x94", ["\194\149"] = "\\x95", ["\194\150"] = "\\x96", ["\194\151"] = "\\x97", ["\194\152"] = "\\x98", ["\194\153"] = "\\x99", ["\194\154"] = "\\x9a", ["\194\155"] = "\\x9b", ["\194\156"] = "\\x9c", ["\194\157"] = "\\x9d", ["\194\158"] = "\\x9e", ["\194\159"] = "\\x9f", ["\216\156"] = "\\u061c", ["\226\128\142"] = "\\u200e", ["\226\128\143"] = "\\u200f", ["\226\128\168"] = "\\u2028", ["\226\128\169"] = "\\u2029", ["\226\128\170"] = "\\u202a", ["\226\128\171"] = "\\u202b", ["\226\128\172"] = "\\u202c", ["\226\128\173"] = "\\u202d", ["\226\128\174"] = "\\u202e", ["\226\129\166"] = "\\u2066", ["\226\129\167"] = "\\u2067", ["\226\129\168"] = "\\u2068", ["\226\129\169"] = "\\u2069" },
+  ESC_FIND = "[\000-\031\127\194\216\226]", ESC_PATTERNS = { "[\000-\031\127]", "[\194\216][\128-\159]", "[\226][\128-\129][\142-\143\166-\174]" },
   HEX_DISPLAYS = { hex = true, protocol_features = true, size = true, status = true, virtio_features = true },
   SEVERITIES = { "error", "warning", "note" },
   GUESS = { { "net", 0x28021 }, { "blk", 29252 } },
@@ -1244,7 +1244,10 @@ do
 end
 
 -- ===================================================================== runtime: event JSON
+-- A code point as UTF-8; a lone surrogate (a JSON "\ud800" not in a pair) has none: its
+-- escape, as render.safe_text shows Python's json.loads of it.
 local function utf8_char(cp)
+  if cp >= 0xD800 and cp <= 0xDFFF then return fmt("\\u%04x", cp) end
   if cp < 0x80 then return string.char(cp) end
   if cp < 0x800 then return string.char(0xC0 + floor(cp / 64), 0x80 + cp % 64) end
   if cp < 0x10000 then
@@ -1252,6 +1255,13 @@ local function utf8_char(cp)
   end
   return string.char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64,
                      0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+end
+
+-- The 4 hex digits of a \u escape at s[i], as JSON has them (tonumber alone takes "-1", " 1 ").
+local function hex4(s, i)
+  local h = s:sub(i, i + 3)
+  if not h:find("^%x%x%x%x$") then return nil end
+  return tonumber(h, 16)
 end
 
 local JSON_ESC = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
@@ -1269,11 +1279,11 @@ local function json_decode(s)
       if c == "\\" then
         local e = s:sub(i + 1, i + 1)
         if e == "u" then
-          local cp = tonumber(s:sub(i + 2, i + 5), 16)
+          local cp = hex4(s, i + 2)
           if cp == nil then return nil end
           i = i + 6
           if cp >= 0xD800 and cp <= 0xDBFF and s:sub(i, i + 1) == "\\u" then
-            local low = tonumber(s:sub(i + 2, i + 5), 16)
+            local low = hex4(s, i + 2)
             if low and low >= 0xDC00 and low <= 0xDFFF then
               cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
               i = i + 6
@@ -2301,8 +2311,10 @@ end
 -- ===================================================================== runtime: messages
 
 -- A problem in the tree: its expert info and a vhost_user.problems item; returns its rank.
+-- Every problem text is shown through here, escaped here once: some carry a capture's text
+-- (a close reason, a ring event's problem).
 local function show_problem(t, mrange, code, text, worst)
-  t:add_proto_expert_info(EX[code], text)
+  t:add_proto_expert_info(EX[code], esc(text))
   ti_gen(ti_add(t, F.problems, mrange, code))
   local rank = SEV[code] or 0
   if worst == nil or rank < worst then return rank end
@@ -3177,7 +3189,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
         if i > MAX_SAMPLE_PROBLEMS then break end
         local code = type(p) == "table" and p.code
         if type(code) == "string" and EX[code] then
-          worst = show_problem(top, r, code, esc(tostring(p.text or "")), worst)
+          worst = show_problem(top, r, code, tostring(p.text or ""), worst)
         end
       end
       if worst then top:add(F.severity, r, C.SEVERITIES[worst + 1]):set_generated() end

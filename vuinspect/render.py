@@ -16,17 +16,23 @@ from .protocol.requests import FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION_MASK
 
 ARROWS = {"f2b": "→", "b2f": "←"}
 
-# C0, DEL, C1, line/paragraph separators and bidi overrides: what can move the
-# cursor, start an escape sequence, forge a line or reorder what a reader sees.
+# What can move the cursor, start an escape sequence, forge a line or reorder what a
+# reader sees: C0, DEL, C1; line/paragraph separators; Unicode's Bidi_Control set
+# (U+061C, U+200E/F, U+202A-E, U+2066-9).  And surrogates: a JSON "\ud800" escape decodes
+# to a lone one, which stdout cannot encode (or, U+DC80-DCFF, writes as a raw byte:
+# "\udc9b" reaches the terminal as 0x9B, an 8-bit CSI).
+SURROGATES = range(0xD800, 0xE000)
 _UNSAFE_CHARS = [
     *range(0x00, 0x20),
     *range(0x7F, 0xA0),
+    0x061C,
     0x2028,
     0x2029,
     0x200E,
     0x200F,
     *range(0x202A, 0x202F),
     *range(0x2066, 0x206A),
+    *SURROGATES,
 ]
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 # one table for str.translate: escaping runs at C speed (a Python call per character

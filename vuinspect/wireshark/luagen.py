@@ -39,6 +39,7 @@ from vuinspect.protocol.requests import (
     RequestSpec,
 )
 from vuinspect.render import ESCAPES as SAFE_TEXT_ESCAPES
+from vuinspect.render import SURROGATES
 from vuinspect.rule_ops import TRUNCATED_FD
 from vuinspect.state import MAX_PENDING
 from vuinspect.stats import KEEP_CLOSED
@@ -457,8 +458,13 @@ def _byte_class(values: set[int]) -> bytes:
 def _escapes_lua() -> str:
     """render.safe_text's escapes for the Lua's esc(): the UTF-8 bytes of each unsafe character
     -> its escape text, the class of their first bytes (the fast path's one find), and a
-    pattern per encoded length that matches at least them (the table lookup keeps the rest)."""
-    table = {chr(c).encode(): text for c, text in sorted(SAFE_TEXT_ESCAPES.items())}
+    pattern per encoded length that matches at least them (the table lookup keeps the rest).
+    Surrogates have no UTF-8: the Lua's JSON reader writes a lone one as its escape itself."""
+    table = {
+        chr(c).encode(): text
+        for c, text in sorted(SAFE_TEXT_ESCAPES.items())
+        if c not in SURROGATES
+    }
     patterns = []
     for length in sorted({len(k) for k in table}):
         keys = [k for k in table if len(k) == length]

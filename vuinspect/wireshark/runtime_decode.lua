@@ -194,7 +194,10 @@ do
 end
 
 -- ===================================================================== runtime: event JSON
+-- A code point as UTF-8; a lone surrogate (a JSON "\ud800" not in a pair) has none: its
+-- escape, as render.safe_text shows Python's json.loads of it.
 local function utf8_char(cp)
+  if cp >= 0xD800 and cp <= 0xDFFF then return fmt("\\u%04x", cp) end
   if cp < 0x80 then return string.char(cp) end
   if cp < 0x800 then return string.char(0xC0 + floor(cp / 64), 0x80 + cp % 64) end
   if cp < 0x10000 then
@@ -202,6 +205,13 @@ local function utf8_char(cp)
   end
   return string.char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64,
                      0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+end
+
+-- The 4 hex digits of a \u escape at s[i], as JSON has them (tonumber alone takes "-1", " 1 ").
+local function hex4(s, i)
+  local h = s:sub(i, i + 3)
+  if not h:find("^%x%x%x%x$") then return nil end
+  return tonumber(h, 16)
 end
 
 local JSON_ESC = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
@@ -219,11 +229,11 @@ local function json_decode(s)
       if c == "\\" then
         local e = s:sub(i + 1, i + 1)
         if e == "u" then
-          local cp = tonumber(s:sub(i + 2, i + 5), 16)
+          local cp = hex4(s, i + 2)
           if cp == nil then return nil end
           i = i + 6
           if cp >= 0xD800 and cp <= 0xDBFF and s:sub(i, i + 1) == "\\u" then
-            local low = tonumber(s:sub(i + 2, i + 5), 16)
+            local low = hex4(s, i + 2)
             if low and low >= 0xDC00 and low <= 0xDFFF then
               cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
               i = i + 6

@@ -360,7 +360,7 @@ local function dissect_event(tvb, raw, ph, num, first, top)
         if i > MAX_SAMPLE_PROBLEMS then break end
         local code = type(p) == "table" and p.code
         if type(code) == "string" and EX[code] then
-          worst = show_problem(top, r, code, esc(tostring(p.text or "")), worst)
+          worst = show_problem(top, r, code, tostring(p.text or ""), worst)
         end
       end
       if worst then top:add(F.severity, r, C.SEVERITIES[worst + 1]):set_generated() end

@@ -471,8 +471,10 @@ end
 -- ===================================================================== runtime: messages
 
 -- A problem in the tree: its expert info and a vhost_user.problems item; returns its rank.
+-- Every problem text is shown through here, escaped here once: some carry a capture's text
+-- (a close reason, a ring event's problem).
 local function show_problem(t, mrange, code, text, worst)
-  t:add_proto_expert_info(EX[code], text)
+  t:add_proto_expert_info(EX[code], esc(text))
   ti_gen(ti_add(t, F.problems, mrange, code))
   local rank = SEV[code] or 0
   if worst == nil or rank < worst then return rank end
