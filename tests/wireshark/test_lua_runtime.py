@@ -9,6 +9,7 @@ call its helpers: arithmetic that works on 5.2 but not 5.4 (``%d`` of a float,
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import subprocess
@@ -91,12 +92,10 @@ def _texts() -> list[str]:
     return texts + [chr(c) for c in unsafe] + ["plain", "", "a…b"]
 
 
-@pytest.mark.parametrize("lua", ["lua5.2", "lua5.4"])
-def test_esc_escapes_as_safe_text(lua, tmp_path):
-    """The Lua's esc() and render.safe_text give the same text (one table, generated)."""
+def _each(lua: str, tmp_path, texts: list[str], call: str) -> list[str]:
+    """``call`` (Lua, of ``t``) on each text in the generated file's scope, as UTF-8 (strict)."""
     if shutil.which(lua) is None:
         pytest.skip(f"{lua} is not installed")
-    texts = _texts()
     script = tmp_path / "run.lua"
     script.write_text(
         "WITH_BIT = false\n"
@@ -104,9 +103,46 @@ def test_esc_escapes_as_safe_text(lua, tmp_path):
         + W.LUA.read_text()
         + "\nlocal TEXTS = {\n"
         + ",\n".join(lua_str(t) for t in texts)
-        + '\n}\nfor i = 1, #TEXTS do io.write(esc(TEXTS[i]), "\\0") end\n'
+        + f'\n}}\nfor i = 1, #TEXTS do local t = TEXTS[i]; io.write({call}, "\\0") end\n'
     )
     proc = subprocess.run([lua, str(script)], capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    got = proc.stdout.decode("utf-8").split("\0")[:-1]
-    assert got == [safe_text(t) for t in texts]
+    return proc.stdout.decode("utf-8").split("\0")[:-1]
+
+
+@pytest.mark.parametrize("lua", ["lua5.2", "lua5.4"])
+def test_esc_escapes_as_safe_text(lua, tmp_path):
+    """The Lua's esc() and render.safe_text give the same text (one table, generated)."""
+    texts = _texts()
+    assert _each(lua, tmp_path, texts, "esc(t)") == [safe_text(t) for t in texts]
+
+
+#: JSON strings with \u escapes: lone surrogates (the Lua wrote them as CESU-8, invalid
+#: UTF-8 in the tree), pairs (one code point), and what JSON refuses (tonumber took "-001").
+JSON_CASES = [
+    r'"\ud800"',
+    r'"N\udc9b31m"',
+    r'"a\ud83d\ude00b"',
+    r'"\ud800\u0041"',
+    r'"\ude00\ud83d"',
+    r'"\ud83d\ud83d\ude00"',
+    r'"\uDBFF\uDFFF"',
+    r'"x\u061cy"',
+    r'"\u-001"',
+    r'"\u 12 "',
+    r'"\u12"',
+]
+
+
+def _python_shows(case: str) -> str:
+    try:
+        return safe_text(json.loads(case))
+    except ValueError:
+        return "<nil>"
+
+
+@pytest.mark.parametrize("lua", ["lua5.2", "lua5.4"])
+def test_json_escapes_read_as_python_shows_them(lua, tmp_path):
+    """The Lua's json_decode + esc() give the text json.loads + safe_text give."""
+    got = _each(lua, tmp_path, JSON_CASES, 'esc(json_decode(t) or "<nil>")')
+    assert got == [_python_shows(c) for c in JSON_CASES]
