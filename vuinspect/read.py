@@ -143,6 +143,17 @@ def _shown(rings: bool) -> Callable[[Message], bool]:
     return in_message_list
 
 
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """JSON a strict reader takes: a NaN or infinite float (none should reach here; the
+    capture's own are refused by ``frames.event_info``) is written as null."""
+    seps = (",", ": ") if indent is not None else (",", ":")
+    try:
+        return json.dumps(value, separators=seps, indent=indent, allow_nan=False)
+    except ValueError:  # (the slow path, only for such a value)
+        value = json.loads(json.dumps(value), parse_constant=lambda _: None)
+        return json.dumps(value, separators=seps, indent=indent, allow_nan=False)
+
+
 def _field_text(value: Any) -> str:
     if value is None:
         return ""
@@ -249,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     line = (
         _fields_line(args.fields)
         if output == "fields"
-        else (lambda m: json.dumps(to_json(m), separators=(",", ":")))
+        else (lambda m: strict_json(to_json(m)))
         if output == "json"
         else text_line(args.time_format, args.detail)
     )
@@ -285,18 +296,14 @@ def run(args: argparse.Namespace) -> int:
         rings = ring_table(sessions)
         no_rings = bool(sessions) and not rings  # the rows shown have no vring table
         if args.json:
-            json.dump(
-                {
-                    "filter": args.filter or None,
-                    "requests": request_table(sessions),
-                    "connections": connection_table(sessions),
-                    "rings": rings,
-                    "firings": firings.table(),
-                },
-                out,
-                indent=1,
-            )
-            write("\n")
+            table = {
+                "filter": args.filter or None,
+                "requests": request_table(sessions),
+                "connections": connection_table(sessions),
+                "rings": rings,
+                "firings": firings.table(),
+            }
+            write(strict_json(table, indent=1) + "\n")
         else:
             write(format_stats(sessions, args.filter.strip(), firings) + "\n")
     out.flush()
