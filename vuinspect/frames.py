@@ -121,7 +121,10 @@ def event_info(frame: Frame) -> dict[str, Any]:
 
     Damaged, oversized (> MAX_EVENT_JSON) or too deeply nested JSON (a file
     can hold anything) yields ``{"text": ...}`` (cut to 4 KiB if oversized),
-    so no consumer recurses on a depth the file chose.
+    so no consumer recurses on a depth the file chose; so does JSON with NaN or
+    Infinity (no JSON: a strict reader of our NDJSON would fail).  A ring or
+    notify record keeps only values of their type and range
+    (``dataplane.records.checked``).
     """
     data = frame.data
     if len(data) > MAX_EVENT_JSON:
@@ -132,7 +135,17 @@ def event_info(frame: Frame) -> dict[str, Any]:
     try:
         if _too_deep(data):
             raise ValueError("nested too deep")
-        info = json.loads(data.decode("utf-8", "replace"))
+        info = json.loads(data.decode("utf-8", "replace"), parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return {"text": data.decode("utf-8", "replace")}
-    return info if isinstance(info, dict) else {"value": info}
+    info = info if isinstance(info, dict) else {"value": info}
+    if frame.kind in DATAPLANE_KINDS:  # checked once here, for every consumer
+        from .dataplane.records import checked  # (the data plane imports this module)
+
+        info = checked(frame.kind, info)
+    return info
+
+
+def _no_constant(name: str) -> Any:
+    """NaN / Infinity are no JSON (Python's extension): such a payload is malformed."""
+    raise ValueError(f"{name} is not JSON")

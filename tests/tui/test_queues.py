@@ -237,7 +237,8 @@ async def test_hostile_ring_frames_are_escaped_and_bounded(tmp_path: Path) -> No
             for line in text.splitlines()
             if line.startswith(" c1 ") and line.split()[1].isdigit()
         ]
-        assert rows == [["c1", "0", "idle"], ["c1", "1000000000000", "idle"]]
+        # (vring 10**12 is over u32: invalid, as in the Lua dissector; the sample is bad)
+        assert rows == [["c1", "0", "idle"]]
         await pilot.press("enter")
         await pilot.pause()
         text = screen_text(app)

@@ -230,6 +230,10 @@ class RingSample:
         """
         if not isinstance(d, dict):
             raise ValueError("a ring sample is a JSON object")
+        invalid = d.get("invalid")  # what the reader dropped (dataplane.records)
+        for path in invalid if isinstance(invalid, list) else ():
+            if str(path).split(".")[0] in _FIELD_NAMES:
+                raise ValueError(f"{str(path)[:40]} is of the wrong type or range")
         kw: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in d:
@@ -260,6 +264,7 @@ class RingSample:
         return cls(**kw)
 
 
+_FIELD_NAMES = frozenset(f.name for f in fields(RingSample))
 _COMPARED = tuple(f.name for f in fields(RingSample) if f.name not in ("ts_ns", "problems"))
 
 

@@ -57,7 +57,20 @@ def ring_summary(p: dict[str, Any]) -> str:
     event = p.get("event")
     if isinstance(event, str):
         parts.append(f"[{safe_text(event[:16])}]")
-    return " ".join(parts)
+    return " ".join(parts) + _invalid(p)
+
+
+def _invalid(p: dict[str, Any]) -> str:
+    """`` invalid=last_ns,resolved``: what the capture said of a wrong type or range
+    (dropped when read: ``dataplane.records``)."""
+    got = p.get("invalid")
+    if not isinstance(got, list) or not got:
+        return ""
+    return (
+        " invalid="
+        + safe_text(",".join(str(k)[:40] for k in got[:4]))
+        + (",..." if len(got) > 4 else "")
+    )
 
 
 def notify_summary(p: dict[str, Any]) -> str:
@@ -68,11 +81,13 @@ def notify_summary(p: dict[str, Any]) -> str:
         span = f" over {(last - first) / 1e6:.1f} ms"
     return (
         f"vring {_int(p.get('vring'))} {safe_text(str(p.get('signal', '?'))[:8])} "
-        f"x{_int(p.get('count'))}{span}"
+        f"x{_int(p.get('count'))}{span}" + _invalid(p)
     )
 
 
 def resolved_text(p: dict[str, Any]) -> list[str]:
+    """``resolved lost_call after 2.1 s (call)`` per diagnosis the sample ends (a list of
+    objects with a u64 ``duration_ns``: checked when read, ``dataplane.records``)."""
     out = []
     for r in p.get("resolved") or ():
         if isinstance(r, dict):
