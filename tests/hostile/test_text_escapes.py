@@ -70,6 +70,30 @@ def test_read_shows_surrogates_and_the_arabic_mark_escaped(tmp_path: Path, args)
     assert ODD_SHOWN in out
 
 
+async def test_tui_shows_surrogates_and_the_arabic_mark_escaped(tmp_path: Path) -> None:
+    from tui.conftest import screen_text, settle
+
+    from vuinspect.tui.app import VuInspectApp
+    from vuinspect.tui.sources import FileSource
+
+    app = VuInspectApp(FileSource(_capture(tmp_path / "odd.pcapng")), poll_interval=3600)
+    texts = []
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot, app)
+        for frame in (1, 3, 5):  # the open (label), note and close rows, each with its detail
+            app.jump_to_frame(frame)
+            await pilot.pause()
+            texts.append(screen_text(app))
+        for view in ("connections", "stats"):
+            app.action_view(view)
+            await pilot.pause()
+            texts.append(screen_text(app))
+        assert app.is_running
+    joined = "\n".join(texts)
+    assert not [c for c in joined if c == "\u061c" or "\ud800" <= c <= "\udfff"]
+    assert joined.count(ODD_SHOWN) >= 3
+
+
 def _tshark(path: Path, *args: str, lua: bool = True) -> str:
     """tshark's output (with our dissector), as UTF-8: strict, no CESU-8 surrogate in the tree."""
     dissector = ["-X", f"lua_script:{LUA}"] if lua else []
