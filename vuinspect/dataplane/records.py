@@ -6,7 +6,9 @@ rows, the stats and the diagnosis then see only sane values, and
 ``RingSample.from_json`` still calls the sample bad.  The rules are the Lua
 dissector's (``wireshark.fields.dataplane_keys``, from the same key tables): top-level
 ``*_ns`` times are u64, other top-level numbers u32; nested numbers u64; booleans are
-no numbers; a list is a list and the items of a list of records are objects.  Keys the
+no numbers; a list is a list and the items of a list of records are objects.  A file's
+``resolved`` (the diagnoses a sample ends: the reader adds them) is dropped and named
+under ``invalid`` too, so a capture cannot fake the end of a stall.  Keys the
 tables do not name, and nulls (no value: ``"indirect_table": null``), are kept (their
 consumers check them).
 """
@@ -21,6 +23,8 @@ U32 = 1 << 32
 U64 = 1 << 64
 #: The key naming what was dropped (the file's own ``invalid`` is not kept).
 INVALID = "invalid"
+#: The key the reader adds to a ring record (its diagnoses ended); never taken from a file.
+DERIVED = "resolved"
 #: Paths listed at most (one per key path: already bounded by the tables).
 MAX_INVALID = 32
 
@@ -83,6 +87,10 @@ def checked(kind: str, info: dict[str, Any]) -> dict[str, Any]:
         return info
     invalid: dict[str, None] = {}
     info.pop(INVALID, None)
+    if info.pop(DERIVED, None) is not None:
+        # the diagnoses a sample ends are the reader's to say (Pipeline adds them): a
+        # file's own would fake a stall's end
+        invalid[DERIVED] = None
     out = _check(info, "", schema, invalid)
     if invalid:
         out[INVALID] = list(invalid)[:MAX_INVALID]
