@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 REAL_CAPTURES = ROOT / "captures"
 
 
+@pytest.fixture(autouse=True)
+def steady_cursor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A focused input shows its cursor, always: the blink (every 0.5 s from the last
+    key or focus) made a snapshot depend on how long a loaded machine took to take it
+    (CI: test_search_again_offers_the_last_one, cursor shown against a baseline without)."""
+    from textual.widgets import Input
+
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+
+
 @pytest.fixture
 def demo_path(tmp_path: Path) -> Path:
     """Two blk sessions: one finished and closed, one stalled on GET_VRING_BASE."""
