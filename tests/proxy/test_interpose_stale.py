@@ -55,3 +55,23 @@ def test_interposing_a_live_backend_says_nothing_more(sockdir, procs) -> None:
     p = _interpose(be, log, procs)
     assert stop(p, signal.SIGTERM) == 0
     assert "nothing listens" not in log.read_text()
+
+
+def test_the_stale_check_never_connects_to_the_backend(sockdir, procs) -> None:
+    """Bound under another spelling (a relative path: /proc/net/unix lists it so), the
+    back-end is not asked by a connection: virtiofsd serves one and then exits."""
+    import contextlib
+
+    with contextlib.chdir(sockdir):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind("rel.sock")
+    listener.listen(4)
+    listener.setblocking(False)
+    try:
+        log = Path(sockdir) / "proxy.log"
+        p = _interpose(os.path.join(sockdir, "rel.sock"), log, procs)
+        assert stop(p, signal.SIGTERM) == 0
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected to it
+    finally:
+        listener.close()

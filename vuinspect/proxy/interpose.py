@@ -30,8 +30,9 @@ class ListenError(Exception):
     """A listen path the proxy cannot (or must not) own; the text is one clear line."""
 
 
-def _listening_paths() -> set[str]:
-    """Paths of listening Unix sockets in this network namespace, from /proc/net/unix."""
+def _listening_paths() -> set[str] | None:
+    """Paths of listening Unix sockets in this network namespace, from /proc/net/unix
+    (None: it could not be read)."""
     paths: set[str] = set()
     try:
         with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
@@ -42,13 +43,13 @@ def _listening_paths() -> set[str]:
                 if len(parts) == 8 and int(parts[3], 16) & 0x10000:  # __SO_ACCEPTCON
                     paths.add(parts[7].rstrip("\n"))
     except (OSError, ValueError):
-        pass
+        return None
     return paths
 
 
 def _is_live(path: str) -> bool:
     """Does something listen on the socket at ``path``?"""
-    listening = _listening_paths()
+    listening = _listening_paths() or set()
     if path in listening or os.path.abspath(path) in listening:
         return True
     # Bound under another spelling (relative path, renamed): ask the socket itself.
@@ -61,6 +62,14 @@ def _is_live(path: str) -> bool:
         return True
     finally:
         probe.close()
+
+
+def _not_listed(path: str) -> bool:
+    """Nothing listens on ``path`` as far as /proc/net/unix tells, never asking the socket:
+    a back-end that serves one connection (virtiofsd) would end on a probe.  False when
+    the listing cannot be read (no verdict)."""
+    listening = _listening_paths()
+    return listening is not None and not {path, os.path.abspath(path)} & listening
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -191,7 +200,7 @@ class Interposer(Listener):
                 f"{self.orig} already exists (left by an earlier run?); "
                 f"move it back to {self.path} or remove it first"
             )
-        if not _is_live(self.path):
+        if _not_listed(self.path):
             self.note = (
                 f"nothing listens on {self.path} (is the back-end running?): interposing anyway; "
                 "connections will fail; its socket is put back on exit"
