@@ -298,9 +298,10 @@ def ring_samples(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def io_under_way(path: Path) -> bool:
-    """The kernel's start of vring 0 (SeaBIOS started and stopped it before) has moved:
-    the guest's I/O (partition scan or its write) is under way."""
+def io_under_way(path: Path, min_used: int = 12) -> bool:
+    """The kernel's start of vring 0 (SeaBIOS started and stopped it before) has used
+    ``min_used`` requests: 12, the guest's I/O (partition scan or its write) is under way;
+    1, the kernel's probe of the disk is done (the guest's own I/O comes later)."""
     s = ring_samples(path)
     starts = [i for i, x in enumerate(s) if x.get("event") == "start"]
-    return len(starts) >= 2 and any(x["used_idx"] >= 12 for x in s[starts[-1] :])
+    return len(starts) >= 2 and any(x["used_idx"] >= min_used for x in s[starts[-1] :])
