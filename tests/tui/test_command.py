@@ -142,3 +142,21 @@ async def test_quit_works_while_the_followed_capture_is_awaited(tmp_path: Path) 
         assert app.return_code == 0
     finally:
         source.close()
+
+
+def test_a_followed_file_that_comes_and_fails_is_named_not_waited_for(tmp_path: Path) -> None:
+    """It appeared but is no capture: the title names it (not 'waiting for'), wait() ends."""
+    import time
+
+    from vuinspect.tui.awaited import AwaitedFile
+
+    path = tmp_path / "later.pcapng"
+    src = AwaitedFile(path)
+    try:
+        path.write_text("not a capture\n" * 10)
+        t0 = time.monotonic()
+        src.wait(0, 5.0)
+        assert time.monotonic() - t0 < 1.0 and src.load_error is not None
+        assert str(path) in src.name and "waiting" not in src.name
+    finally:
+        src.close()

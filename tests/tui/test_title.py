@@ -92,3 +92,12 @@ def test_a_title_given_a_width_fits_it_and_keeps_the_state():
         assert at_120.startswith("vuinspect listening on /run/user/1000/vuinspect/vu.sock  ")
     finally:
         source.close()
+
+
+def test_a_cut_name_fits_in_screen_cells_with_wide_characters() -> None:
+    from rich.cells import cell_len
+
+    from vuinspect.tui.title import _cut
+
+    cut = _cut("/tmp/漢字漢字漢字abc.pcapng", 14)  # (len() counted a wide character as one)
+    assert cell_len(cut) <= 14 and cut.endswith("abc.pcapng") and cut.startswith("…")

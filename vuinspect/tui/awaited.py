@@ -41,6 +41,7 @@ class AwaitedFile(Source):
                         self._file = FileSource(self.path, follow=True)
                     except CaptureError as exc:
                         self.load_error = exc
+                        self.name = self.path  # (no longer waiting: it came and failed)
                     else:
                         self.name = self._file.name
         return self._file
@@ -78,7 +79,7 @@ class AwaitedFile(Source):
 
     def wait(self, have: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self._opened() is None and not self._closed:
+        while self._opened() is None and self.load_error is None and not self._closed:
             left = deadline - time.monotonic()
             if left <= 0:
                 return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from vuinspect.render import safe_text
@@ -68,10 +69,16 @@ def source_label(m: Model, short: bool = False) -> tuple[str, str]:
 
 
 def _cut(text: str, cells: int) -> str:
-    """``text`` in about ``cells`` characters (MIN_NAME at least): its end, which names
-    the file, after an ellipsis."""
+    """``text`` in ``cells`` screen cells (MIN_NAME at least; a wide character is two):
+    its end, which names the file, after an ellipsis."""
     cells = max(cells, MIN_NAME)
-    return text if len(text) <= cells else "…" + text[len(text) - cells + 1 :]
+    if cell_len(text) <= cells:
+        return text
+    i, used = len(text), 0
+    while i and used + cell_len(text[i - 1]) <= cells - 1:  # from the end, once over
+        i -= 1
+        used += cell_len(text[i])
+    return "…" + text[i:]
 
 
 def _title(m: Model, view: str, follow: bool, marks: int, level: int, width: int = 0) -> Text:
